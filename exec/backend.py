@@ -1,0 +1,749 @@
+"""pyshelfd's Python half: the workspace, its handle table, running shipped
+code, and pickling entries to and from the store.
+
+This file is compiled into pyshelfd (exec/backend.c is generated from it)
+and imported as the module ``_pyshelf_backend`` by the embedded
+interpreter.  The C half (exec/worker.c, exec/pymod.c) owns the protocol,
+the store, signals and threads; it calls the functions at the bottom of
+this file, one per request, with the GIL held.
+
+The module ``_pyshelfd`` is the C half's builtin module: store access
+(get/put/delete/list, releasing the GIL around commits), the Namespace type
+(a dict subclass whose __missing__ loads globals lazily), the IdMap used as
+the picklers' persistent_id, and payload digests.
+"""
+
+import ast
+import builtins
+import io
+import pickle
+import sys
+import types
+
+import _pyshelfd as _s
+
+# --- the result classes, under the module name ``pyshelf`` ---------------
+# They must pickle as pyshelf.DirectValue etc. on both sides.
+
+pyshelf_mod = types.ModuleType("pyshelf", "pyshelf backend-side classes")
+
+
+class DirectValue:
+    """A value sent back by value: shipped code returns DirectValue(x)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def __reduce__(self):
+        return (DirectValue, (self.value,))
+
+    def __repr__(self):
+        return "DirectValue(%r)" % (self.value,)
+
+
+class Wrapped:
+    """A handle to a backend object (backend-side mirror of the client's)."""
+
+    __slots__ = ("id", "type_name")
+
+    def __init__(self, id, type_name):
+        self.id = id
+        self.type_name = type_name
+
+    def __reduce__(self):
+        return (Wrapped, (self.id, self.type_name))
+
+    def __repr__(self):
+        return "<Wrapped %d %s>" % (self.id, self.type_name)
+
+
+class WrappedExcinfo(Wrapped):
+    """A handle to a (type, value, traceback) triple."""
+
+    __slots__ = ("exc_type", "message")
+
+    def __init__(self, id, type_name, exc_type="", message=""):
+        Wrapped.__init__(self, id, type_name)
+        self.exc_type = exc_type
+        self.message = message
+
+    def __reduce__(self):
+        return (WrappedExcinfo,
+                (self.id, self.type_name, self.exc_type, self.message))
+
+
+class Placeholder:
+    """Stands for an entry whose class can no longer be imported.
+
+    Keeps the pickle so that nothing is lost: once the class is importable
+    again, ``restore()`` (or a backend restart) brings the object back.
+    """
+
+    def __init__(self, entry, type_name, reason, payload):
+        self.entry = entry
+        self.type_name = type_name
+        self.reason = reason
+        self.payload = payload
+
+    def __repr__(self):
+        return "<pyshelf.Placeholder for %s (%s): %s>" % (
+            self.entry, self.type_name, self.reason)
+
+
+class VolatileEntryError(LookupError):
+    """An entry could not be persisted and did not survive a restart."""
+
+
+for _cls in (DirectValue, Wrapped, WrappedExcinfo, Placeholder,
+             VolatileEntryError):
+    _cls.__module__ = "pyshelf"
+    setattr(pyshelf_mod, _cls.__name__, _cls)
+sys.modules["pyshelf"] = pyshelf_mod
+builtins.DirectValue = DirectValue
+builtins.Wrapped = Wrapped
+builtins.WrappedExcinfo = WrappedExcinfo
+
+# Error codes (proto/wire.h, enum wire_errcode).
+ERR_UNKNOWN_HANDLE = 8
+ERR_UNPICKLE = 9
+ERR_PICKLE = 10
+ERR_NOT_FOUND = 11
+ERR_STORE = 12
+ERR_VOLATILE = 13
+ERR_BAD_REQUEST = 15
+
+KIND_DIRECT, KIND_WRAPPED, KIND_EXCINFO = 1, 2, 3
+FLAG_EXCINFO, FLAG_VOLATILE, FLAG_OOB = 1, 2, 4
+PICKLER_NONE, PICKLER_PICKLE, PICKLER_CLOUDPICKLE = 0, 1, 2
+
+# Types whose identity does not matter and that are never referenced by a
+# persistent id (pickled inline wherever they appear).
+_ATOMIC = (int, float, complex, str, bytes, bool, type(None))
+# Types never re-pickled by the interval checkpoint (cannot change).
+_IMMUTABLE = _ATOMIC + (tuple, frozenset, range, types.FunctionType,
+                        types.BuiltinFunctionType, types.ModuleType, type)
+
+
+class RequestError(Exception):
+    """A request failed in a way the client sees as an ERROR frame."""
+
+    def __init__(self, code, message):
+        Exception.__init__(self, message)
+        self.code = code
+        self.message = message
+
+
+def _type_name(obj):
+    t = type(obj)
+    mod = t.__module__
+    if mod in ("builtins", None):
+        return t.__qualname__
+    return "%s.%s" % (mod, t.__qualname__)
+
+
+def _exc_message(value):
+    try:
+        return str(value)
+    except Exception as e:  # a broken __str__ must not sink the reply
+        return "<str() failed: %s>" % type(e).__name__
+
+
+# --- pickling --------------------------------------------------------------
+
+_cloudpickle = None
+_tblib_ready = False
+
+
+def _cp():
+    """cloudpickle, imported on first use (keeps resume fast)."""
+    global _cloudpickle, _tblib_ready
+    if _cloudpickle is None:
+        import cloudpickle
+        _cloudpickle = cloudpickle
+    if not _tblib_ready:
+        import tblib.pickling_support
+        tblib.pickling_support.install()
+        _tblib_ready = True
+    return _cloudpickle
+
+
+def _rebuild_ws_function(code, name, defaults, closure, kwdefaults,
+                         qualname, fdict, annotations, doc, module):
+    """Recreate a function defined by shipped code, bound to the workspace's
+    own globals (not a copy of them, as cloudpickle would make)."""
+    f = types.FunctionType(code, WS.ns, name, defaults, closure)
+    f.__kwdefaults__ = kwdefaults
+    f.__qualname__ = qualname
+    f.__annotations__ = annotations or {}
+    f.__doc__ = doc
+    f.__module__ = module
+    if fdict:
+        f.__dict__.update(fdict)
+    return f
+
+
+def _rebuild_ws_function_compat(*args):
+    return _rebuild_ws_function(*args)
+
+
+_rebuild_ws_function.__module__ = "_pyshelf_backend"
+
+
+def _make_pickler_class():
+    cp = _cp()
+
+    class EntryPickler(cp.CloudPickler):
+        """cloudpickle, plus: functions whose globals are the workspace keep
+        them by reference to the workspace, and objects that are entries
+        of their own become persistent references (identity survives)."""
+
+        def reducer_override(self, obj):
+            if type(obj) is types.FunctionType and \
+                    obj.__globals__ is WS.ns:
+                return (_rebuild_ws_function,
+                        (obj.__code__, obj.__name__, obj.__defaults__,
+                         obj.__closure__, obj.__kwdefaults__,
+                         obj.__qualname__, obj.__dict__ or None,
+                         obj.__annotations__ or None, obj.__doc__,
+                         obj.__module__))
+            return cp.CloudPickler.reducer_override(self, obj)
+
+    return EntryPickler
+
+
+_EntryPickler = None
+
+
+def dump_entry(obj, key):
+    """Pickle obj as the entry key.  Returns (pickler, flags, parts, refs):
+    parts is a list of buffers (the pickle, then out-of-band buffers).
+    Raises on failure to pickle."""
+    global _EntryPickler
+    if _EntryPickler is None:
+        _EntryPickler = _make_pickler_class()
+    buffers = []
+    f = io.BytesIO()
+    p = _EntryPickler(f, protocol=5, buffer_callback=buffers.append)
+    WS.idmap.begin(obj)
+    try:
+        p.persistent_id = WS.idmap.pid
+        p.dump(obj)
+    finally:
+        refs = WS.idmap.end()
+    data = f.getbuffer()
+    if buffers:
+        raws = [b.raw() for b in buffers]
+        head = _s.oob_header(len(data), [len(r) for r in raws])
+        return PICKLER_CLOUDPICKLE, FLAG_OOB, [head, data] + raws, refs
+    return PICKLER_CLOUDPICKLE, 0, [data], refs
+
+
+def load_entry(payload, flags):
+    """Unpickle an entry's payload (a writable bytearray)."""
+    _cp()
+    mv = memoryview(payload)
+    if flags & FLAG_OOB:
+        pk, bufs = _s.oob_split(mv)
+    else:
+        pk, bufs = mv, None
+    u = pickle.Unpickler(io.BytesIO(pk), buffers=bufs)
+    u.persistent_load = WS.persistent_load
+    return u.load()
+
+
+def dumps_value(obj):
+    """Pickle a value for the client (plain pickle, cloudpickle fallback)."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        return _cp().dumps(obj, protocol=5)
+
+
+def loads_value(data):
+    try:
+        return pickle.loads(data)
+    except (ModuleNotFoundError, AttributeError, ImportError):
+        _cp()
+        return pickle.loads(data)
+
+
+# --- the workspace -----------------------------------------------------------
+
+class Workspace:
+    """One session's state: globals (ns), handles, and what to checkpoint."""
+
+    def __init__(self):
+        self.ns = _s.Namespace(self._load_global)
+        self.ns["__name__"] = "__pyshelf__"
+        self.ns["__builtins__"] = builtins
+        self.idmap = _s.IdMap()
+        self.handles = {}        # id -> object (loaded)
+        self.handle_of = {}      # id(object) -> handle id, for identity
+        self.handle_flags = {}   # id -> record flags
+        self.shadow = {}         # global name -> object as last checkpointed
+        self.digests = {}        # entry key -> digest of what is stored
+        self.volatile = {}       # entry key -> reason (this process)
+        self.lost_entries = {}   # entry key -> (type name, reason)
+        self.dirty = set()       # entry keys to re-pickle
+        self.deleted = set()     # entry keys to delete from the store
+        self.released = set()    # handle ids known gone
+        self.ns_version = None
+        self.code_cache = {}     # digest -> compiled code / function
+        self.notices = []        # volatile notices to send on stderr
+        self.loading = set()
+
+    # -- lazy loading --
+    def _load_global(self, name):
+        """Namespace.__missing__: load a global from the store, or raise
+        KeyError (the Namespace remembers names that are absent)."""
+        if not isinstance(name, str) or name.startswith("__"):
+            raise KeyError(name)
+        key = ("g", name)
+        if key in self.deleted:
+            raise KeyError(name)
+        obj = self._load(key)
+        dict.__setitem__(self.ns, name, obj)
+        self.shadow[name] = obj
+        if not isinstance(obj, _ATOMIC):
+            self.idmap.add(obj, key)
+        return obj
+
+    def _load(self, key):
+        """Read and unpickle one entry; KeyError when absent."""
+        if key in self.loading:
+            raise RuntimeError("entry %s refers to itself while loading" %
+                               _keystr(key))
+        rec = _s.get(key[0], key[1])
+        if rec is None:
+            raise KeyError(key[1])
+        pickler, flags, type_name, payload, digest = rec
+        self.digests[key] = digest
+        if flags & FLAG_VOLATILE:
+            reason = bytes(payload).decode("utf-8", "replace")
+            self.lost_entries[key] = (type_name, reason)
+            raise VolatileEntryError(
+                "%s (%s) was not persisted: %s; it did not survive the "
+                "backend's restart" % (_keystr(key), type_name, reason))
+        self.loading.add(key)
+        try:
+            return load_entry(payload, flags)
+        except (ImportError, AttributeError) as e:
+            reason = "cannot import its class: %s: %s" % (
+                type(e).__name__, e)
+            self.lost_entries[key] = (type_name, reason)
+            return Placeholder(_keystr(key), type_name, reason,
+                               bytes(payload))
+        finally:
+            self.loading.discard(key)
+
+    def persistent_load(self, pid):
+        """Resolve a persistent reference to another entry."""
+        kind, k = pid
+        if kind == "g":
+            if k in self.shadow:
+                return self.shadow[k]
+            return self.ns[k]
+        if kind == "h":
+            return self.get_handle(k)
+        raise pickle.UnpicklingError("unknown persistent id %r" % (pid,))
+
+    def get_handle(self, hid):
+        obj = self.handles.get(hid, _MISSING)
+        if obj is not _MISSING:
+            return obj
+        key = ("h", hid)
+        if hid in self.released:
+            raise RequestError(ERR_UNKNOWN_HANDLE, "unknown handle %d" % hid)
+        try:
+            obj = self._load(key)
+        except KeyError:
+            raise RequestError(ERR_UNKNOWN_HANDLE,
+                               "unknown handle %d" % hid) from None
+        except VolatileEntryError as e:
+            raise RequestError(ERR_VOLATILE, str(e)) from None
+        self._adopt_handle(hid, obj)
+        return obj
+
+    def _adopt_handle(self, hid, obj):
+        self.handles[hid] = obj
+        if not isinstance(obj, _ATOMIC):
+            self.handle_of[id(obj)] = hid
+            self.idmap.add(obj, ("h", hid))
+
+    def new_handle(self, obj, flags=0):
+        """A handle for obj: the existing one when obj already has one."""
+        if not isinstance(obj, _ATOMIC):
+            hid = self.handle_of.get(id(obj))
+            if hid is not None and self.handles.get(hid) is obj:
+                return hid, False
+        hid = _s.next_handle()
+        self._adopt_handle(hid, obj)
+        self.handle_flags[hid] = flags
+        self.dirty.add(("h", hid))
+        return hid, True
+
+    def release(self, ids):
+        for hid in ids:
+            obj = self.handles.pop(hid, _MISSING)
+            if obj is not _MISSING:
+                if self.handle_of.get(id(obj)) == hid:
+                    del self.handle_of[id(obj)]
+                self.idmap.discard(obj)
+            key = ("h", hid)
+            self.dirty.discard(key)
+            self.handle_flags.pop(hid, None)
+            self.deleted.add(key)
+            self.released.add(hid)
+
+    # -- checkpoints --
+    def collect_dirty_globals(self):
+        """Find globals bound, rebound or deleted since the last checkpoint.
+        O(1) when the namespace did not change (its dict version)."""
+        v = _s.dict_version(self.ns)
+        if v == self.ns_version:
+            return
+        changed, gone = _s.diff_ns(self.ns, self.shadow)
+        for name in changed:
+            if name.startswith("__") and name.endswith("__"):
+                continue
+            obj = self.ns[name]
+            old = self.shadow.get(name, _MISSING)
+            if old is not _MISSING and not isinstance(old, _ATOMIC):
+                self.idmap.discard(old)
+            self.shadow[name] = obj
+            if not isinstance(obj, _ATOMIC):
+                self.idmap.add(obj, ("g", name))
+            key = ("g", name)
+            self.dirty.add(key)
+            self.deleted.discard(key)
+        for name in gone:
+            old = self.shadow.pop(name)
+            if not isinstance(old, _ATOMIC):
+                self.idmap.discard(old)
+            key = ("g", name)
+            self.dirty.discard(key)
+            self.deleted.add(key)
+        self.ns_version = _s.dict_version(self.ns)
+
+    def checkpoint(self, full=False):
+        """Write what changed in one transaction.  full: also re-pickle every
+        loaded mutable entry (catches in-place mutation)."""
+        self.collect_dirty_globals()
+        keys = set(self.dirty)
+        if full:
+            for name, obj in self.shadow.items():
+                if not isinstance(obj, _IMMUTABLE):
+                    keys.add(("g", name))
+            for hid, obj in self.handles.items():
+                if not isinstance(obj, _IMMUTABLE):
+                    keys.add(("h", hid))
+        puts = []
+        for key in keys:
+            item = self._entry_record(key)
+            if item is not None:
+                puts.append(item)
+        dels = [k for k in self.deleted]
+        if not puts and not dels and not _s.session_dirty():
+            self.dirty.clear()
+            return 0
+        _s.commit(puts, dels)
+        for item in puts:
+            self.digests[(item[0], item[1])] = item[6]
+        for k in dels:
+            self.digests.pop(k, None)
+            self.volatile.pop(k, None)
+        self.dirty.clear()
+        self.deleted.clear()
+        return len(puts)
+
+    def _entry_record(self, key):
+        """(kind, key, pickler, flags, type_name, refs, digest, parts) for one
+        entry, or None when nothing changed."""
+        kind, k = key
+        if kind == "g":
+            obj = self.shadow.get(k, _MISSING)
+            base = 0
+        else:
+            obj = self.handles.get(k, _MISSING)
+            base = self.handle_flags.get(k, 0)
+        if obj is _MISSING or isinstance(obj, Placeholder):
+            return None
+        tn = _type_name(obj)
+        try:
+            pickler, flags, parts, refs = dump_entry(obj, key)
+            flags |= base
+            self.volatile.pop(key, None)
+        except Exception as e:
+            reason = "%s: %s" % (type(e).__name__, _exc_message(e))
+            if self.volatile.get(key) != reason:
+                self.notices.append((key, tn, reason))
+            self.volatile[key] = reason
+            pickler, flags, refs = PICKLER_NONE, base | FLAG_VOLATILE, b""
+            parts = [reason.encode("utf-8", "replace")]
+        digest = _s.digest(parts, flags, refs)
+        if self.digests.get(key) == digest:
+            return None
+        return (kind, k, pickler, flags, tn, refs, digest, parts)
+
+    def take_notices(self):
+        out, self.notices = self.notices, []
+        return out
+
+
+_MISSING = object()
+
+
+def _keystr(key):
+    kind, k = key
+    return ("global %r" % k) if kind == "g" else ("handle %d" % k)
+
+
+WS = None
+
+# --- compiling shipped code --------------------------------------------------
+
+
+def _compile_block(source):
+    """REPL semantics: run the block; the value of a final expression is
+    the result."""
+    tree = ast.parse(source, "<pyshelf>", "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+        last = compile(last, "<pyshelf>", "eval")
+    body = compile(tree, "<pyshelf>", "exec")
+    return body, last
+
+
+def _get_function(source, name, digest):
+    """Define the shipped function once per source digest: its globals are
+    the workspace, but defining it does not bind a workspace global."""
+    key = (digest, name)
+    f = WS.code_cache.get(key)
+    if f is not None:
+        return f
+    code = compile(source, "<pyshelf:%s>" % name, "exec")
+    scratch = {}
+    exec(code, WS.ns, scratch)
+    f = scratch.get(name)
+    if f is None or not callable(f):
+        raise RequestError(ERR_BAD_REQUEST,
+                           "the shipped source defines no callable %r" % name)
+    if len(WS.code_cache) > 4096:
+        WS.code_cache.clear()
+    WS.code_cache[key] = f
+    return f
+
+
+def _get_block(source, digest):
+    key = (digest, None)
+    c = WS.code_cache.get(key)
+    if c is None:
+        c = _compile_block(source)
+        if len(WS.code_cache) > 4096:
+            WS.code_cache.clear()
+        WS.code_cache[key] = c
+    return c
+
+
+# --- requests (called by the C half) ----------------------------------------
+
+def init(checkpoint_interval):
+    """Create the workspace; called once after the store is open."""
+    global WS
+    WS = Workspace()
+    return WS.ns
+
+
+def _excinfo_result(exc):
+    """A WrappedExcinfo for the exception being handled."""
+    tb = exc.__traceback__
+    # drop our own frame from the traceback
+    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    triple = (type(exc), exc, tb)
+    hid, _ = WS.new_handle(triple, FLAG_EXCINFO)
+    return (KIND_EXCINFO, hid, "tuple", type(exc).__name__,
+            _exc_message(exc), None, WS.volatile_reason(("h", hid)))
+
+
+def exec_request(code, func, digest, args, want_value):
+    """Run shipped code.  args: list of ints (handles) or bytes (pickles).
+    Returns (kind, handle, type_name, exc_type, message, value, volatile)."""
+    real = []
+    for a in args:
+        if type(a) is int:
+            real.append(WS.get_handle(a))
+        else:
+            try:
+                real.append(loads_value(a))
+            except Exception as e:
+                raise RequestError(ERR_UNPICKLE,
+                                   "argument %d cannot be unpickled: %s: %s" %
+                                   (len(real) + 1, type(e).__name__,
+                                    _exc_message(e))) from None
+    try:
+        if func is not None:
+            f = _get_function(code, func, digest)
+            res = f(*real)
+        else:
+            if real:
+                raise RequestError(ERR_BAD_REQUEST,
+                                   "a block takes no arguments")
+            body, last = _get_block(code, digest)
+            exec(body, WS.ns)
+            res = eval(last, WS.ns) if last is not None else None
+    except RequestError:
+        raise
+    except BaseException as e:
+        if isinstance(e, SystemExit):
+            pass
+        return _excinfo_result(e)
+    finally:
+        # arguments passed by handle may have been mutated in place
+        for a in args:
+            if type(a) is int and a in WS.handles:
+                WS.dirty.add(("h", a))
+    return _result_for(res, want_value)
+
+
+def _result_for(res, want_value):
+    if isinstance(res, DirectValue) or res is None or want_value:
+        value = res.value if isinstance(res, DirectValue) else res
+        try:
+            data = dumps_value(value)
+        except Exception as e:
+            raise RequestError(ERR_PICKLE,
+                               "the result (%s) cannot be pickled: %s: %s" %
+                               (_type_name(value), type(e).__name__,
+                                _exc_message(e))) from None
+        return (KIND_DIRECT, 0, _type_name(value), None, None, data, None)
+    hid, _ = WS.new_handle(res)
+    return (KIND_WRAPPED, hid, _type_name(res), None, None, None,
+            WS.volatile_reason(("h", hid)))
+
+
+def _volatile_reason(self, key):
+    return self.volatile.get(key)
+
+
+Workspace.volatile_reason = _volatile_reason
+
+
+def get_request(name, want_value):
+    try:
+        obj = WS.ns[name]
+    except KeyError:
+        raise RequestError(ERR_NOT_FOUND, "no global %r" % name) from None
+    except VolatileEntryError as e:
+        raise RequestError(ERR_VOLATILE, str(e)) from None
+    if not want_value:
+        hid, _ = WS.new_handle(obj)
+        return (KIND_WRAPPED, hid, _type_name(obj), None, None, None, None)
+    try:
+        data = dumps_value(obj)
+    except Exception as e:
+        raise RequestError(
+            ERR_PICKLE, "global %r (%s) cannot be sent by value: %s: %s; "
+            "use ws.wrap(%r) to get a handle to it" %
+            (name, _type_name(obj), type(e).__name__, _exc_message(e),
+             name)) from None
+    return (KIND_DIRECT, 0, _type_name(obj), None, None, data, None)
+
+
+def set_request(name, data):
+    try:
+        obj = loads_value(data)
+    except Exception as e:
+        raise RequestError(ERR_UNPICKLE, "value for %r cannot be unpickled: "
+                           "%s: %s" % (name, type(e).__name__,
+                                       _exc_message(e))) from None
+    WS.ns[name] = obj
+
+
+def del_request(name):
+    try:
+        del WS.ns[name]
+    except KeyError:
+        # maybe stored but not loaded yet
+        try:
+            WS.ns[name]
+        except (KeyError, VolatileEntryError):
+            if ("g", name) not in WS.shadow and not _s.exists("g", name):
+                raise RequestError(ERR_NOT_FOUND,
+                                   "no global %r" % name) from None
+            dict.__setitem__(WS.ns, name, None)
+            WS.shadow[name] = None
+        del WS.ns[name]
+
+
+def keys_request():
+    WS.collect_dirty_globals()
+    names = set(_s.list_keys("g"))
+    names.difference_update(k for kind, k in WS.deleted if kind == "g")
+    names.update(n for n in WS.shadow)
+    return sorted(n for n in names if not (n.startswith("__")
+                                           and n.endswith("__")))
+
+
+def handles_request():
+    ids = set(_s.list_keys("h"))
+    ids.difference_update(WS.released)
+    ids.update(WS.handles)
+    out = []
+    for hid in sorted(ids):
+        obj = WS.handles.get(hid, _MISSING)
+        if obj is _MISSING:
+            rec = _s.get_type("h", hid)
+            tn = rec if rec is not None else "?"
+        else:
+            tn = _type_name(obj)
+        out.append((hid, tn))
+    return out
+
+
+def lost_request():
+    """Entries that were not restored: volatile ones and those whose class
+    is gone.  Loads every not-yet-loaded entry to find out."""
+    for name in keys_request():
+        try:
+            WS.ns[name]
+        except (KeyError, VolatileEntryError):
+            pass
+    for hid, _ in handles_request():
+        try:
+            WS.get_handle(hid)
+        except RequestError:
+            pass
+    out = []
+    for key, (tn, reason) in sorted(WS.lost_entries.items(),
+                                    key=lambda kv: str(kv[0])):
+        name = key[1] if key[0] == "g" else "handle %d" % key[1]
+        out.append((name, tn, reason))
+    for key, reason in sorted(WS.volatile.items(), key=lambda kv: str(kv)):
+        if key not in WS.lost_entries:
+            pass
+    return out
+
+
+def checkpoint(full):
+    return WS.checkpoint(full)
+
+
+def take_notices():
+    return [("%s (%s) cannot be persisted: %s; it stays in memory only and "
+             "will be lost when the backend stops\n" %
+             (_keystr(k), tn, r)) for k, tn, r in WS.take_notices()]
+
+
+def stats():
+    import json
+    return json.dumps({
+        "globals_loaded": len(WS.shadow),
+        "handles_loaded": len(WS.handles),
+        "volatile": len(WS.volatile),
+        "code_cache": len(WS.code_cache),
+    })

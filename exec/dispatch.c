@@ -1,0 +1,598 @@
+/*
+ * dispatch.c - serving one request: decode its frame, call the backend's
+ * Python half, checkpoint what the request touched, and send the reply.
+ * Every function here runs on the main thread with the GIL held.
+ *
+ * Order of a reply: OUTPUT frames (streamed while code runs), notices about
+ * entries that cannot be persisted (OUTPUT on stderr), then RESULT / OK /
+ * LISTING or ERROR.  The checkpoint runs before the reply, so a client that
+ * has its reply knows the state it describes is committed.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "exec.h"
+#include "pyexec.h"
+
+/* Send an ERROR frame with a formatted message. */
+int
+dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	wire_buf b;
+	int rc;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_ERROR, id);
+	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)code);
+	wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
+	wire_buf_free(&b);
+	return rc;
+}
+
+/* Turn the Python exception in flight into an ERROR frame. */
+static int
+dispatch_pyerror(worker *w, uint64_t id)
+{
+	PyObject *et, *ev, *etb, *s = NULL;
+	const char *msg = NULL;
+	long code = WIRE_ERR_INTERNAL;
+	int rc;
+
+	PyErr_Fetch(&et, &ev, &etb);
+	PyErr_NormalizeException(&et, &ev, &etb);
+	if (ev != NULL && PyErr_GivenExceptionMatches(ev, pyio_RequestError)) {
+		PyObject *c = PyObject_GetAttrString(ev, "code");
+		if (c != NULL)
+			code = PyLong_AsLong(c);
+		Py_XDECREF(c);
+		PyErr_Clear();
+	} else if (ev != NULL &&
+	    PyErr_GivenExceptionMatches(ev, pystore_StoreError))
+		code = WIRE_ERR_STORE;
+	if (ev != NULL && (s = PyObject_Str(ev)) != NULL)
+		msg = PyUnicode_AsUTF8(s);
+	if (msg == NULL) {
+		PyErr_Clear();
+		msg = "unknown error";
+	}
+	if (code == WIRE_ERR_INTERNAL) {
+		/* a bug in the backend: log the traceback for the operator */
+		uint64_t saved = w->current_id;
+		PyErr_Restore(Py_XNewRef(et), Py_XNewRef(ev), Py_XNewRef(etb));
+		w->current_id = 0; /* the traceback goes to our stderr */
+		PyErr_Print();
+		w->current_id = saved;
+	}
+	rc = dispatch_error(w, id, (int)code, "%s%s%s",
+	    code == WIRE_ERR_INTERNAL && et != NULL ?
+	    ((PyTypeObject *)et)->tp_name : "",
+	    code == WIRE_ERR_INTERNAL ? ": " : "", msg);
+	Py_XDECREF(s);
+	Py_XDECREF(et);
+	Py_XDECREF(ev);
+	Py_XDECREF(etb);
+	return rc;
+}
+
+/* Checkpoint after a request (full: also loaded mutable entries).  On
+ * failure the exception is left set and -1 returned. */
+static int
+dispatch_checkpoint_raw(worker *w, int full)
+{
+	PyObject *r = PyObject_CallMethod(pyio_backend, "checkpoint", "i", full);
+
+	if (r == NULL)
+		return -1;
+	Py_DECREF(r);
+	return 0;
+}
+
+/* Checkpoint outside a request; failures are logged to stderr. */
+int
+dispatch_checkpoint(worker *w, int full)
+{
+	uint64_t saved = w->current_id;
+
+	w->current_id = 0;
+	if (dispatch_checkpoint_raw(w, full) < 0) {
+		fprintf(stderr, "pyshelfd: checkpoint failed:\n");
+		PyErr_Print();
+		w->current_id = saved;
+		return -1;
+	}
+	w->current_id = saved;
+	return 0;
+}
+
+/* Send the backend's notices about volatile entries as stderr output. */
+void
+dispatch_notices(worker *w)
+{
+	PyObject *l = PyObject_CallMethod(pyio_backend, "take_notices", NULL);
+	Py_ssize_t i;
+
+	if (l == NULL) {
+		PyErr_Clear();
+		return;
+	}
+	for (i = 0; PyList_Check(l) && i < PyList_GET_SIZE(l); i++) {
+		Py_ssize_t n;
+		const char *p = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(l, i), &n);
+		if (p == NULL) {
+			PyErr_Clear();
+			continue;
+		}
+		worker_output(w, 2, "pyshelf: ", 9);
+		worker_output(w, 2, p, (size_t)n);
+	}
+	Py_DECREF(l);
+}
+
+/* Finish a request whose reply is in b: checkpoint, notices, send.  On a
+ * failed checkpoint the reply becomes ERROR STORE. */
+static int
+dispatch_finish(worker *w, uint64_t id, wire_buf *b)
+{
+	int rc;
+
+	if (dispatch_checkpoint_raw(w, 0) < 0) {
+		dispatch_notices(w);
+		wire_buf_free(b);
+		PyObject *et, *ev, *etb, *s;
+		PyErr_Fetch(&et, &ev, &etb);
+		PyErr_NormalizeException(&et, &ev, &etb);
+		s = ev != NULL ? PyObject_Str(ev) : NULL;
+		rc = dispatch_error(w, id, WIRE_ERR_STORE, "the request ran, but "
+		    "its checkpoint failed: %s; the workspace is intact in this "
+		    "backend's memory and the checkpoint is retried with the "
+		    "next request or sync()",
+		    s != NULL ? PyUnicode_AsUTF8(s) : "unknown error");
+		PyErr_Clear();
+		Py_XDECREF(s);
+		Py_XDECREF(et);
+		Py_XDECREF(ev);
+		Py_XDECREF(etb);
+		return rc;
+	}
+	dispatch_notices(w);
+	rc = wire_end(b) == WIRE_OK ? worker_send(w, b) : -1;
+	wire_buf_free(b);
+	return rc;
+}
+
+/* Put a Python str (or None) into a field. */
+static void
+dispatch_put_pystr(wire_buf *b, uint8_t tag, PyObject *o)
+{
+	Py_ssize_t n;
+	const char *p;
+
+	if (o == NULL || o == Py_None)
+		return;
+	if ((p = PyUnicode_AsUTF8AndSize(o, &n)) == NULL) {
+		PyErr_Clear();
+		return;
+	}
+	wire_put_bytes(b, tag, p, (size_t)n);
+}
+
+/* RESULT frame from (kind, handle, type, exc_type, message, value, vol). */
+static int
+dispatch_result(worker *w, uint64_t id, PyObject *res)
+{
+	PyObject *kind, *handle, *tn, *et, *msg, *val, *vol; /* borrowed */
+	wire_buf b;
+
+	if (!PyArg_ParseTuple(res, "OOOOOOO", &kind, &handle, &tn, &et, &msg,
+	    &val, &vol))
+		return dispatch_pyerror(w, id);
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_RESULT, id);
+	wire_put_u64(&b, WIRE_TAG_KIND, PyLong_AsUnsignedLongLong(kind));
+	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT) {
+		wire_put_u64(&b, WIRE_TAG_HANDLE,
+		    PyLong_AsUnsignedLongLong(handle));
+		dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
+	} else
+		dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
+	dispatch_put_pystr(&b, WIRE_TAG_EXC_TYPE, et);
+	dispatch_put_pystr(&b, WIRE_TAG_MESSAGE, msg);
+	if (PyBytes_Check(val))
+		wire_put_bytes(&b, WIRE_TAG_VALUE, PyBytes_AS_STRING(val),
+		    (size_t)PyBytes_GET_SIZE(val));
+	dispatch_put_pystr(&b, WIRE_TAG_VOLATILE, vol);
+	if (PyErr_Occurred())
+		PyErr_Clear();
+	return dispatch_finish(w, id, &b);
+}
+
+/* A str object from a field (UTF-8, strict). */
+static PyObject *
+dispatch_field_str(const wire_field *f)
+{
+	return PyUnicode_DecodeUTF8((const char *)f->data, (Py_ssize_t)f->len,
+	    "strict");
+}
+
+/* EXEC: run shipped code. */
+static int
+dispatch_exec(worker *w, const wire_msg *m)
+{
+	const wire_field *code = wire_msg_find(m, WIRE_TAG_CODE),
+	    *func = wire_msg_find(m, WIRE_TAG_FUNC);
+	PyObject *pcode = NULL, *pfunc = NULL, *args = NULL, *dg = NULL,
+	    *a = NULL, *res = NULL;
+	XXH128_hash_t h;
+	uint8_t d[16];
+	size_t i;
+	int rc;
+
+	if ((pcode = dispatch_field_str(code)) == NULL)
+		goto error;
+	if (func != NULL) {
+		if ((pfunc = dispatch_field_str(func)) == NULL)
+			goto error;
+	} else
+		pfunc = Py_NewRef(Py_None);
+	h = XXH3_128bits(code->data, code->len);
+	wire_be64_put(d, h.high64);
+	wire_be64_put(d + 8, h.low64);
+	if ((dg = PyBytes_FromStringAndSize((const char *)d, 16)) == NULL ||
+	    (args = PyList_New(0)) == NULL)
+		goto error;
+	for (i = 0; i < m->nfields; i++) {
+		const wire_field *f = &m->fields[i];
+		if (f->tag == WIRE_TAG_ARG_HANDLE)
+			a = PyLong_FromUnsignedLongLong(wire_field_u64(f));
+		else if (f->tag == WIRE_TAG_ARG_PICKLE)
+			a = PyBytes_FromStringAndSize((const char *)f->data,
+			    (Py_ssize_t)f->len);
+		else
+			continue;
+		if (a == NULL || PyList_Append(args, a) < 0)
+			goto error;
+		Py_CLEAR(a);
+	}
+	worker_set_running(w, m->id, wire_msg_u64(m, WIRE_TAG_TIMEOUT_MS, 0));
+	res = PyObject_CallMethod(pyio_backend, "exec_request", "OOOOi", pcode,
+	    pfunc, dg, args, (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 0));
+	worker_set_running(w, 0, 0);
+	if (res == NULL)
+		goto error;
+	rc = dispatch_result(w, m->id, res);
+	goto out;
+error:
+	if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+		PyErr_Clear();
+		rc = dispatch_error(w, m->id, WIRE_ERR_BAD_REQUEST,
+		    "source or function name is not valid UTF-8");
+	} else
+		rc = dispatch_pyerror(w, m->id);
+out:
+	Py_XDECREF(pcode);
+	Py_XDECREF(pfunc);
+	Py_XDECREF(args);
+	Py_XDECREF(dg);
+	Py_XDECREF(a);
+	Py_XDECREF(res);
+	return rc;
+}
+
+/* Reply OK after a checkpoint. */
+static int
+dispatch_ok(worker *w, uint64_t id)
+{
+	wire_buf b;
+
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_OK, id);
+	return dispatch_finish(w, id, &b);
+}
+
+/* HELLO: check the version, answer WELCOME with the session. */
+static int
+dispatch_hello(worker *w, const wire_msg *m)
+{
+	uint64_t v = wire_msg_u64(m, WIRE_TAG_VERSION, 0);
+	wire_buf b;
+	int rc;
+
+	if (v != WIRE_PROTOCOL_VERSION)
+		return dispatch_error(w, m->id, WIRE_ERR_VERSION, "protocol "
+		    "version %llu is not supported; this pyshelfd speaks %d",
+		    (unsigned long long)v, WIRE_PROTOCOL_VERSION);
+	w->hello_done = 1;
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_WELCOME, m->id);
+	wire_put_u64(&b, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
+	wire_put_str(&b, WIRE_TAG_NAME, "pyshelfd " PACKAGE_VERSION);
+	wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+	wire_put_u64(&b, WIRE_TAG_MAX_FRAME, w->opt.max_frame);
+	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
+	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
+	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)w->created);
+	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
+	wire_buf_free(&b);
+	return rc;
+}
+
+/* GET: a global by value, or (WANT_VALUE=0) as a handle. */
+static int
+dispatch_get(worker *w, const wire_msg *m)
+{
+	PyObject *k, *res;
+	int rc;
+
+	if ((k = dispatch_field_str(wire_msg_find(m, WIRE_TAG_KEY))) == NULL)
+		return dispatch_pyerror(w, m->id);
+	res = PyObject_CallMethod(pyio_backend, "get_request", "Oi", k,
+	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1));
+	Py_DECREF(k);
+	if (res == NULL)
+		return dispatch_pyerror(w, m->id);
+	rc = dispatch_result(w, m->id, res);
+	Py_DECREF(res);
+	return rc;
+}
+
+/* SET / DEL of a global. */
+static int
+dispatch_set_del(worker *w, const wire_msg *m)
+{
+	const wire_field *v = wire_msg_find(m, WIRE_TAG_VALUE);
+	PyObject *k, *res;
+
+	if ((k = dispatch_field_str(wire_msg_find(m, WIRE_TAG_KEY))) == NULL)
+		return dispatch_pyerror(w, m->id);
+	if (m->type == WIRE_MSG_SET)
+		res = PyObject_CallMethod(pyio_backend, "set_request", "Oy#", k,
+		    (const char *)v->data, (Py_ssize_t)v->len);
+	else
+		res = PyObject_CallMethod(pyio_backend, "del_request", "O", k);
+	Py_DECREF(k);
+	if (res == NULL)
+		return dispatch_pyerror(w, m->id);
+	Py_DECREF(res);
+	return dispatch_ok(w, m->id);
+}
+
+/* Put one listing item: str -> tag, int -> u64 tag. */
+static void
+dispatch_put_item(wire_buf *b, uint8_t tag, PyObject *o)
+{
+	if (PyLong_Check(o))
+		wire_put_u64(b, tag, PyLong_AsUnsignedLongLong(o));
+	else
+		dispatch_put_pystr(b, tag, o);
+}
+
+/* KEYS, HANDLES, LOST: a LISTING of rows of fields. */
+static int
+dispatch_listing(worker *w, const wire_msg *m)
+{
+	static const uint8_t handles_tags[] = {WIRE_TAG_HANDLE,
+	    WIRE_TAG_TYPE_NAME};
+	static const uint8_t lost_tags[] = {WIRE_TAG_KEY, WIRE_TAG_TYPE_NAME,
+	    WIRE_TAG_MESSAGE};
+	const char *fn = m->type == WIRE_MSG_KEYS ? "keys_request" :
+	    m->type == WIRE_MSG_HANDLES ? "handles_request" : "lost_request";
+	const uint8_t *tags = m->type == WIRE_MSG_HANDLES ? handles_tags :
+	    lost_tags;
+	PyObject *l = PyObject_CallMethod(pyio_backend, fn, NULL);
+	Py_ssize_t i, j;
+	wire_buf b;
+
+	if (l == NULL)
+		return dispatch_pyerror(w, m->id);
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_LISTING, m->id);
+	for (i = 0; i < PyList_GET_SIZE(l); i++) {
+		PyObject *row = PyList_GET_ITEM(l, i); /* borrowed */
+		if (m->type == WIRE_MSG_KEYS) {
+			dispatch_put_item(&b, WIRE_TAG_KEY, row);
+			continue;
+		}
+		for (j = 0; PyTuple_Check(row) && j < PyTuple_GET_SIZE(row); j++)
+			dispatch_put_item(&b, tags[j], PyTuple_GET_ITEM(row, j));
+	}
+	Py_DECREF(l);
+	if (PyErr_Occurred())
+		PyErr_Clear();
+	return dispatch_finish(w, m->id, &b);
+}
+
+/* STATS: a LISTING with one DATA field of JSON. */
+static int
+dispatch_stats(worker *w, const wire_msg *m)
+{
+	PyObject *s = PyObject_CallMethod(pyio_backend, "stats", NULL);
+	wire_buf b;
+
+	if (s == NULL)
+		return dispatch_pyerror(w, m->id);
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_LISTING, m->id);
+	dispatch_put_pystr(&b, WIRE_TAG_DATA, s);
+	Py_DECREF(s);
+	return dispatch_finish(w, m->id, &b);
+}
+
+/* RELEASE: drop handles; no reply. */
+static int
+dispatch_release(worker *w, const wire_msg *m)
+{
+	PyObject *ids = PyList_New(0), *ws = NULL, *r;
+	size_t i;
+
+	if (ids == NULL)
+		goto error;
+	for (i = 0; i < m->nfields; i++) {
+		PyObject *n;
+		if (m->fields[i].tag != WIRE_TAG_HANDLE)
+			continue;
+		n = PyLong_FromUnsignedLongLong(wire_field_u64(&m->fields[i]));
+		if (n == NULL || PyList_Append(ids, n) < 0) {
+			Py_XDECREF(n);
+			goto error;
+		}
+		Py_DECREF(n);
+	}
+	if ((ws = PyObject_GetAttrString(pyio_backend, "WS")) == NULL)
+		goto error;
+	if ((r = PyObject_CallMethod(ws, "release", "O", ids)) == NULL)
+		goto error;
+	Py_DECREF(r);
+	Py_DECREF(ws);
+	Py_DECREF(ids);
+	return 0;
+error:
+	fprintf(stderr, "pyshelfd: release failed:\n");
+	PyErr_Print();
+	Py_XDECREF(ws);
+	Py_XDECREF(ids);
+	return 0;
+}
+
+/* Argument for ending a session. */
+static int
+dispatch_kill_txn(store_txn *t, void *arg)
+{
+	return session_kill(t, arg);
+}
+
+/* CLOSE: end the session for good: mark dead, purge, reply, exit. */
+static int
+dispatch_close(worker *w, const wire_msg *m)
+{
+	int rc = store_write(w->st, dispatch_kill_txn, w->sess.id);
+	wire_buf b;
+
+	if (rc == 0)
+		rc = session_purge(w->st, w->sess.id, 1000, NULL);
+	if (rc != 0)
+		return dispatch_error(w, m->id, WIRE_ERR_STORE, "closing the "
+		    "session: %s", store_strerror(rc));
+	w->closed = 1;
+	w->detached = 1;
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_OK, m->id);
+	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
+	wire_buf_free(&b);
+	return rc;
+}
+
+/* Serve one frame. */
+int
+dispatch_frame(worker *w, const uint8_t *p, size_t n)
+{
+	wire_msg m;
+	const char *why = NULL;
+	size_t used;
+	int rc;
+
+	wire_msg_init(&m);
+	if (wire_parse(p, n, w->opt.max_frame, &m, &used) != WIRE_OK) {
+		rc = dispatch_error(w, 0, WIRE_ERR_MALFORMED, "malformed frame");
+		goto out;
+	}
+	if ((rc = wire_msg_check(&m, &why)) != WIRE_OK) {
+		rc = dispatch_error(w, m.id, rc == WIRE_E_UNKNOWN ?
+		    WIRE_ERR_UNKNOWN_TYPE : WIRE_ERR_MALFORMED, "%s (type 0x%04x)",
+		    why != NULL ? why : "bad message", m.type);
+		goto out;
+	}
+	if (!w->hello_done && m.type != WIRE_MSG_HELLO) {
+		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
+		    "the first message must be HELLO");
+		goto out;
+	}
+	w->current_id = m.id;
+	switch (m.type) {
+	case WIRE_MSG_HELLO:
+		rc = dispatch_hello(w, &m);
+		break;
+	case WIRE_MSG_EXEC:
+		rc = dispatch_exec(w, &m);
+		break;
+	case WIRE_MSG_GET:
+		rc = dispatch_get(w, &m);
+		break;
+	case WIRE_MSG_SET:
+	case WIRE_MSG_DEL:
+		rc = dispatch_set_del(w, &m);
+		break;
+	case WIRE_MSG_KEYS:
+	case WIRE_MSG_HANDLES:
+	case WIRE_MSG_LOST:
+		rc = dispatch_listing(w, &m);
+		break;
+	case WIRE_MSG_STATS:
+		rc = dispatch_stats(w, &m);
+		break;
+	case WIRE_MSG_RELEASE:
+		rc = dispatch_release(w, &m);
+		break;
+	case WIRE_MSG_SYNC:
+		rc = dispatch_checkpoint_raw(w, 1) < 0 ?
+		    dispatch_pyerror(w, m.id) :
+		    (store_sync(w->st), dispatch_ok(w, m.id));
+		break;
+	case WIRE_MSG_DETACH:
+		rc = dispatch_checkpoint_raw(w, 1) < 0 ?
+		    dispatch_pyerror(w, m.id) : dispatch_ok(w, m.id);
+		w->detached = 1;
+		break;
+	case WIRE_MSG_CLOSE:
+		rc = dispatch_close(w, &m);
+		break;
+	default:
+		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "%s is not a "
+		    "request a client may send", wire_msg_name(m.type));
+		break;
+	}
+	w->current_id = 0;
+out:
+	wire_msg_free(&m);
+	return rc;
+}
+
+/* Session no longer served: clear the pid, renew the lease from now. */
+static int
+dispatch_release_txn(store_txn *t, void *arg)
+{
+	worker *w = arg;
+	store_session ss;
+	int rc;
+
+	if ((rc = session_get_by_id(t, w->sess.id, &ss)) != 0)
+		return rc == STORE_E_NOTFOUND ? 0 : rc;
+	if (ss.state != STORE_STATE_LIVE)
+		return 0;
+	w->sess.pid = 0;
+	w->sess.last_seen_ms = store_now_ms();
+	w->sess.state = ss.state;
+	return session_put(t, &w->sess);
+}
+
+void
+dispatch_release_session(worker *w)
+{
+	if (!w->closed)
+		store_write(w->st, dispatch_release_txn, w);
+}

@@ -1,0 +1,116 @@
+/*
+ * exec.h - the backend pyshelfd: what its files share.
+ *
+ * GIL rules: functions marked "GIL held" must be called with the GIL held
+ * and return with it held; the reader thread never touches Python.
+ */
+#ifndef PYSHELF_EXEC_H
+#define PYSHELF_EXEC_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "store.h"
+#include "wire.h"
+
+/* Why the running code is being stopped. */
+enum worker_stop {
+	WORKER_STOP_NONE = 0,
+	WORKER_STOP_INTERRUPT = 1,  /* the client sent INTERRUPT */
+	WORKER_STOP_TIMEOUT = 2     /* the request's timeout ran out */
+};
+
+/* A frame copied off the wire, queued for the main thread. */
+typedef struct worker_frame {
+	struct worker_frame *next;  /* queue link */
+	size_t len;                 /* bytes in data */
+	uint8_t data[];             /* the whole frame */
+} worker_frame;
+
+/* Options of one pyshelfd run. */
+typedef struct worker_options {
+	const char *db;              /* store directory (NULL: default) */
+	const char *session;         /* session name */
+	int create;                  /* create the session when missing */
+	uint64_t lease_ms;           /* session lease */
+	int lease_set;               /* --lease given: apply to old sessions */
+	double checkpoint_interval;  /* seconds between interval checkpoints */
+	enum store_sync sync;        /* commit durability */
+	size_t max_frame;            /* largest incoming body */
+	size_t map_max;              /* largest map */
+	unsigned spin_us;            /* busy-poll before blocking reads */
+	int verbose;                 /* log to stderr */
+} worker_options;
+
+/* The one worker of this process (stdio mode: one session). */
+typedef struct worker {
+	worker_options opt;          /* as given */
+	store *st;                   /* the open store */
+	store_session sess;          /* the session record, as last written */
+	int sess_dirty;              /* sess changed since last commit */
+	int created;                 /* the session was created by this run */
+
+	int in_fd;                   /* protocol input */
+	int out_fd;                  /* protocol output (a dup of stdout) */
+	pthread_mutex_t out_lock;    /* serialises writes to out_fd */
+	wire_buf out;                /* main thread's output buffer */
+
+	pthread_t main_thread;       /* runs Python */
+	pthread_t reader;            /* reads frames, handles INTERRUPT/PING */
+	pthread_mutex_t lock;        /* guards the fields below */
+	worker_frame *qhead, *qtail; /* frames for the main thread */
+	int wake_fd;                 /* write end of the wake pipe (also
+	                                Python's signal wakeup fd) */
+	int eof;                     /* input ended (or broke) */
+	uint64_t running_id;         /* request id of running code, 0 none */
+	uint64_t deadline_ms;        /* monotonic deadline of running code */
+	uint64_t stop_sent_ms;       /* when the last stop signal went out */
+	int sigs_inflight;           /* we sent SIGINT, handler not run yet */
+	int stop_kind;               /* reason of the last stop sent */
+	int rwake_fd;                /* eventfd: wakes the reader */
+	int wake_fd_r;               /* read end of the main thread's wake pipe */
+	int detached;                /* DETACH or CLOSE served: leave the loop */
+	int hello_done;              /* HELLO answered */
+	int closed;                  /* CLOSE served: the session is gone */
+	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
+
+	uint64_t current_id;         /* request being served (for OUTPUT) */
+} worker;
+
+extern worker *the_worker;
+
+/* worker.c */
+int worker_run(worker *w);
+/* Send an OUTPUT frame for the current request.  GIL held (released
+ * around the write). */
+int worker_output(worker *w, int stream, const char *p, size_t n);
+/* Send an encoded buffer under the output lock; -1 when the client is
+ * gone.  Any thread. */
+int worker_send(worker *w, const wire_buf *b);
+/* Mark code as running (id != 0) with a deadline, or as finished. */
+void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
+uint64_t worker_mono_ms(void);
+
+/* pyio.c */
+/* Import the backend's Python half and create the workspace.  GIL held. */
+int pymod_start(worker *w, char **cause);
+
+/* interp.c */
+int interp_init(char **cause);
+int interp_fini(void);
+
+/* dispatch.c */
+/* Serve one request frame.  GIL held. */
+int dispatch_frame(worker *w, const uint8_t *p, size_t n);
+/* Checkpoint (full: also in-place mutations).  GIL held.  0 or -1. */
+int dispatch_checkpoint(worker *w, int full);
+/* Send notices about entries that cannot be persisted.  GIL held. */
+void dispatch_notices(worker *w);
+/* Mark the session as not served by any process.  GIL held. */
+void dispatch_release_session(worker *w);
+/* Send an ERROR frame. */
+int dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#endif

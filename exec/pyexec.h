@@ -1,0 +1,29 @@
+/*
+ * pyexec.h - what the files that include Python.h share (pymod.c,
+ * pystore.c, pyio.c, dispatch.c, interp.c).  Include after Python.h.
+ * Every function here needs the GIL held and returns with it held.
+ */
+#ifndef PYSHELF_PYEXEC_H
+#define PYSHELF_PYEXEC_H
+
+/* pymod.c */
+extern PyTypeObject pymod_NamespaceType;
+extern PyTypeObject pymod_IdMapType;
+
+/* pystore.c */
+extern PyObject *pystore_StoreError;
+extern PyObject *pystore_CorruptEntry;
+extern PyMethodDef pystore_methods[];
+PyObject *pystore_digest_of(PyObject *payload, unsigned flags,
+                            const uint8_t *refs, size_t refs_len);
+
+/* pyio.c */
+extern PyObject *pyio_backend;  /* the _pyshelf_backend module */
+extern PyObject *pyio_RequestError;
+PyObject *PyInit__pyshelfd(void);
+/* Call _pyshelf_backend.name(*args); new reference or NULL. */
+PyObject *pyio_call(const char *name, PyObject *args);
+/* Replace sys.stdout/sys.stderr with Streams and install handlers. */
+int pyio_setup(void);
+
+#endif

@@ -1,0 +1,455 @@
+/*
+ * pymod.c - the _pyshelfd builtin module: what the backend's Python half
+ * (exec/backend.py) needs from C.
+ *
+ *  - Namespace: a dict subclass serving as the workspace's globals; its C
+ *    __missing__ remembers absent names and otherwise asks a loader (the
+ *    lazy load of a stored global), so builtins stay cheap to look up.
+ *  - IdMap: object -> entry key, strong references, open addressing; its
+ *    pid() method is the picklers' persistent_id.
+ *
+ * Store access lives in pystore.c, streams and signals in pyio.c, which also
+ * defines the module.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <string.h>
+#include <unistd.h>
+
+#include "exec.h"
+
+
+/* ---------------------------------------------------------------------- */
+/* Namespace                                                              */
+
+typedef struct {
+	PyDictObject dict;   /* the globals themselves */
+	PyObject *loader;    /* callable(name) -> value, or raises KeyError */
+	PyObject *absent;    /* set of names known not to be stored */
+} nsobject;
+
+static int
+ns_init(PyObject *self, PyObject *args, PyObject *kwds)
+{
+	nsobject *ns = (nsobject *)self;
+	PyObject *loader = NULL;
+
+	if (!PyArg_ParseTuple(args, "O:Namespace", &loader))
+		return -1;
+	if (!PyCallable_Check(loader)) {
+		PyErr_Format(PyExc_TypeError, "loader must be callable, not "
+		    "%.200s", Py_TYPE(loader)->tp_name);
+		return -1;
+	}
+	Py_XSETREF(ns->loader, Py_NewRef(loader));
+	if (ns->absent == NULL && (ns->absent = PySet_New(NULL)) == NULL)
+		return -1;
+	return 0;
+}
+
+/* dict.__missing__: absent names fail fast; others go to the loader. */
+static PyObject *
+ns_missing(PyObject *self, PyObject *key)
+{
+	nsobject *ns = (nsobject *)self;
+	PyObject *v;
+	int r;
+
+	if (ns->absent != NULL) {
+		if ((r = PySet_Contains(ns->absent, key)) < 0)
+			return NULL;
+		if (r) {
+			PyErr_SetObject(PyExc_KeyError, key);
+			return NULL;
+		}
+	}
+	if (ns->loader == NULL) {
+		PyErr_SetObject(PyExc_KeyError, key);
+		return NULL;
+	}
+	v = PyObject_CallOneArg(ns->loader, key);
+	if (v == NULL && PyErr_ExceptionMatches(PyExc_KeyError) &&
+	    ns->absent != NULL && PyUnicode_CheckExact(key)) {
+		PyObject *et, *ev, *etb;
+		PyErr_Fetch(&et, &ev, &etb);
+		if (PySet_Add(ns->absent, key) < 0) {
+			Py_XDECREF(et);
+			Py_XDECREF(ev);
+			Py_XDECREF(etb);
+			return NULL;
+		}
+		PyErr_Restore(et, ev, etb);
+	}
+	return v;
+}
+
+/* Forget that a name is absent (it was stored after all). */
+static PyObject *
+ns_unabsent(PyObject *self, PyObject *key)
+{
+	nsobject *ns = (nsobject *)self;
+
+	if (ns->absent != NULL && PySet_Discard(ns->absent, key) < 0)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+static int
+ns_traverse(PyObject *self, visitproc visit, void *arg)
+{
+	nsobject *ns = (nsobject *)self;
+
+	Py_VISIT(ns->loader);
+	Py_VISIT(ns->absent);
+	return PyDict_Type.tp_traverse(self, visit, arg);
+}
+
+static int
+ns_clear(PyObject *self)
+{
+	nsobject *ns = (nsobject *)self;
+
+	Py_CLEAR(ns->loader);
+	Py_CLEAR(ns->absent);
+	return PyDict_Type.tp_clear(self);
+}
+
+static void
+ns_dealloc(PyObject *self)
+{
+	nsobject *ns = (nsobject *)self;
+
+	PyObject_GC_UnTrack(self);
+	Py_CLEAR(ns->loader);
+	Py_CLEAR(ns->absent);
+	PyDict_Type.tp_dealloc(self);
+}
+
+static PyMethodDef ns_methods[] = {
+	{"__missing__", ns_missing, METH_O, "load a stored global"},
+	{"unabsent", ns_unabsent, METH_O, "forget a cached absence"},
+	{NULL, NULL, 0, NULL}
+};
+
+PyTypeObject pymod_NamespaceType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "_pyshelfd.Namespace",
+	.tp_basicsize = sizeof(nsobject),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+	.tp_doc = "workspace globals that load stored entries on first use",
+	.tp_traverse = ns_traverse,
+	.tp_clear = ns_clear,
+	.tp_dealloc = ns_dealloc,
+	.tp_methods = ns_methods,
+	.tp_init = ns_init,
+};
+
+/* ---------------------------------------------------------------------- */
+/* IdMap                                                                  */
+
+typedef struct {
+	PyObject *obj;       /* strong: keeps the address from being reused */
+	PyObject *key;       /* strong: ("g", name) or ("h", id) */
+} idslot;
+
+typedef struct {
+	PyObject_HEAD
+	idslot *slots;       /* open addressing, linear probing */
+	size_t cap;          /* power of two */
+	size_t used;         /* live slots */
+	PyObject *root;      /* borrowed: object being pickled */
+	PyObject *hits;      /* list of keys referenced during one dump */
+} idmapobject;
+
+static size_t
+idmap_hash(const void *p, size_t cap)
+{
+	uintptr_t x = (uintptr_t)p >> 4;
+
+	x ^= x >> 17;
+	x *= (uintptr_t)0x9E3779B97F4A7C15ull;
+	return (size_t)(x >> 7) & (cap - 1);
+}
+
+static idslot *
+idmap_find(idmapobject *m, PyObject *obj)
+{
+	size_t i;
+
+	if (m->cap == 0)
+		return NULL;
+	for (i = idmap_hash(obj, m->cap); m->slots[i].obj != NULL;
+	    i = (i + 1) & (m->cap - 1)) {
+		if (m->slots[i].obj == obj)
+			return &m->slots[i];
+	}
+	return NULL;
+}
+
+/* Grow the table to cap (a power of two); rehashes every slot. */
+static int
+idmap_resize(idmapobject *m, size_t cap)
+{
+	idslot *old = m->slots, *n;
+	size_t oldcap = m->cap, i, j;
+
+	if ((n = PyMem_Calloc(cap, sizeof *n)) == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < oldcap; i++) {
+		if (old[i].obj == NULL)
+			continue;
+		for (j = idmap_hash(old[i].obj, cap); n[j].obj != NULL;
+		    j = (j + 1) & (cap - 1))
+			;
+		n[j] = old[i];
+	}
+	PyMem_Free(old);
+	m->slots = n;
+	m->cap = cap;
+	return 0;
+}
+
+/* add(obj, key): map obj to key (replacing an older mapping). */
+static PyObject *
+idmap_add(PyObject *self, PyObject *args)
+{
+	idmapobject *m = (idmapobject *)self;
+	PyObject *obj, *key;
+	idslot *s;
+	size_t i;
+
+	if (!PyArg_ParseTuple(args, "OO:add", &obj, &key))
+		return NULL;
+	if ((s = idmap_find(m, obj)) != NULL) {
+		Py_SETREF(s->key, Py_NewRef(key));
+		Py_RETURN_NONE;
+	}
+	if ((m->used + 1) * 2 > m->cap &&
+	    idmap_resize(m, m->cap == 0 ? 64 : m->cap * 2) < 0)
+		return NULL;
+	for (i = idmap_hash(obj, m->cap); m->slots[i].obj != NULL;
+	    i = (i + 1) & (m->cap - 1))
+		;
+	m->slots[i].obj = Py_NewRef(obj);
+	m->slots[i].key = Py_NewRef(key);
+	m->used++;
+	Py_RETURN_NONE;
+}
+
+/* discard(obj): forget obj; backward-shift deletion keeps probes intact. */
+static PyObject *
+idmap_discard(PyObject *self, PyObject *obj)
+{
+	idmapobject *m = (idmapobject *)self;
+	idslot *s = idmap_find(m, obj), gone;
+	size_t i, j, k;
+
+	if (s == NULL)
+		Py_RETURN_NONE;
+	gone = *s;
+	i = (size_t)(s - m->slots);
+	m->slots[i].obj = NULL;
+	m->slots[i].key = NULL;
+	m->used--;
+	for (j = (i + 1) & (m->cap - 1); m->slots[j].obj != NULL;
+	    j = (j + 1) & (m->cap - 1)) {
+		k = idmap_hash(m->slots[j].obj, m->cap);
+		/* move j back into the hole at i when its home k is not in
+		 * the cyclic range (i, j] */
+		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+			m->slots[i] = m->slots[j];
+			m->slots[j].obj = NULL;
+			m->slots[j].key = NULL;
+			i = j;
+		}
+	}
+	Py_DECREF(gone.obj);
+	Py_DECREF(gone.key);
+	Py_RETURN_NONE;
+}
+
+/* begin(root): start a dump of root. */
+static PyObject *
+idmap_begin(PyObject *self, PyObject *root)
+{
+	idmapobject *m = (idmapobject *)self;
+
+	m->root = root; /* borrowed for the dump's duration */
+	Py_CLEAR(m->hits);
+	Py_RETURN_NONE;
+}
+
+/* pid(obj): the persistent id of obj when it is another entry. */
+static PyObject *
+idmap_pid(PyObject *self, PyObject *obj)
+{
+	idmapobject *m = (idmapobject *)self;
+	idslot *s;
+
+	if (obj == m->root || PyLong_CheckExact(obj) ||
+	    PyUnicode_CheckExact(obj) || PyFloat_CheckExact(obj) ||
+	    PyBytes_CheckExact(obj) || obj == Py_None || PyBool_Check(obj))
+		Py_RETURN_NONE;
+	if ((s = idmap_find(m, obj)) == NULL)
+		Py_RETURN_NONE;
+	if (m->hits == NULL && (m->hits = PyList_New(0)) == NULL)
+		return NULL;
+	if (PyList_Append(m->hits, s->key) < 0)
+		return NULL;
+	return Py_NewRef(s->key);
+}
+
+/* Append one persistent reference to the refs blob. */
+static int
+idmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
+{
+	PyObject *kind, *k; /* borrowed */
+	const char *name = NULL, *ks;
+	Py_ssize_t nlen = 8;
+	uint8_t hb[8];
+
+	if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+		PyErr_SetString(PyExc_TypeError, "entry key must be a pair");
+		return -1;
+	}
+	kind = PyTuple_GET_ITEM(key, 0);
+	k = PyTuple_GET_ITEM(key, 1);
+	if ((ks = PyUnicode_AsUTF8(kind)) == NULL)
+		return -1;
+	if (ks[0] == 'g') {
+		if ((name = PyUnicode_AsUTF8AndSize(k, &nlen)) == NULL)
+			return -1;
+	} else {
+		wire_be64_put(hb, PyLong_AsUnsignedLongLong(k));
+		if (PyErr_Occurred())
+			return -1;
+		name = (const char *)hb;
+	}
+	if (*len + 3 + (size_t)nlen > *cap) {
+		size_t ncap = (*cap + 3 + (size_t)nlen) * 2;
+		char *n = PyMem_Realloc(*buf, ncap);
+		if (n == NULL) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		*buf = n;
+		*cap = ncap;
+	}
+	(*buf)[*len] = ks[0];
+	wire_be16_put((uint8_t *)*buf + *len + 1, (uint16_t)nlen);
+	memcpy(*buf + *len + 3, name, (size_t)nlen);
+	*len += 3 + (size_t)nlen;
+	return 0;
+}
+
+/* end(): finish a dump; return the refs blob (bytes, deduplicated). */
+static PyObject *
+idmap_end(PyObject *self, PyObject *unused)
+{
+	idmapobject *m = (idmapobject *)self;
+	PyObject *seen = NULL, *res = NULL, *hits = m->hits;
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	Py_ssize_t i;
+	int r;
+
+	m->root = NULL;
+	m->hits = NULL;
+	if (hits == NULL)
+		return PyBytes_FromStringAndSize("", 0);
+	if ((seen = PySet_New(NULL)) == NULL)
+		goto error;
+	for (i = 0; i < PyList_GET_SIZE(hits); i++) {
+		PyObject *key = PyList_GET_ITEM(hits, i); /* borrowed */
+		if ((r = PySet_Contains(seen, key)) < 0)
+			goto error;
+		if (r)
+			continue;
+		if (PySet_Add(seen, key) < 0 ||
+		    idmap_encode_ref(key, &buf, &len, &cap) < 0)
+			goto error;
+	}
+	res = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+error:
+	PyMem_Free(buf);
+	Py_XDECREF(seen);
+	Py_DECREF(hits);
+	return res;
+}
+
+static int
+idmap_traverse(PyObject *self, visitproc visit, void *arg)
+{
+	idmapobject *m = (idmapobject *)self;
+	size_t i;
+
+	for (i = 0; i < m->cap; i++) {
+		Py_VISIT(m->slots[i].obj);
+		Py_VISIT(m->slots[i].key);
+	}
+	Py_VISIT(m->hits);
+	return 0;
+}
+
+static int
+idmap_clear(PyObject *self)
+{
+	idmapobject *m = (idmapobject *)self;
+	idslot *slots = m->slots;
+	size_t i, cap = m->cap;
+
+	m->slots = NULL;
+	m->cap = m->used = 0;
+	for (i = 0; i < cap; i++) {
+		Py_XDECREF(slots[i].obj);
+		Py_XDECREF(slots[i].key);
+	}
+	PyMem_Free(slots);
+	Py_CLEAR(m->hits);
+	return 0;
+}
+
+static void
+idmap_dealloc(PyObject *self)
+{
+	PyObject_GC_UnTrack(self);
+	idmap_clear(self);
+	Py_TYPE(self)->tp_free(self);
+}
+
+static Py_ssize_t
+idmap_len(PyObject *self)
+{
+	return (Py_ssize_t)((idmapobject *)self)->used;
+}
+
+static PyMethodDef idmap_methods[] = {
+	{"add", idmap_add, METH_VARARGS, "add(obj, key)"},
+	{"discard", idmap_discard, METH_O, "discard(obj)"},
+	{"begin", idmap_begin, METH_O, "begin(root)"},
+	{"pid", idmap_pid, METH_O, "persistent_id(obj)"},
+	{"end", idmap_end, METH_NOARGS, "end() -> refs blob"},
+	{NULL, NULL, 0, NULL}
+};
+
+static PySequenceMethods idmap_as_seq = {.sq_length = idmap_len};
+
+PyTypeObject pymod_IdMapType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "_pyshelfd.IdMap",
+	.tp_basicsize = sizeof(idmapobject),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_doc = "object -> entry key, for persistent references",
+	.tp_traverse = idmap_traverse,
+	.tp_clear = idmap_clear,
+	.tp_dealloc = idmap_dealloc,
+	.tp_methods = idmap_methods,
+	.tp_as_sequence = &idmap_as_seq,
+	.tp_new = PyType_GenericNew,
+};
+

@@ -1,0 +1,196 @@
+/*
+ * pyshelfd.c - the backend's entry point: options, --help, and the stdio
+ * mode that serves one client and one session over stdin/stdout.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exec.h"
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+"NAME\n"
+"    pyshelfd - backend of pyshelf: persistent Python workspaces in LMDB\n"
+"\n"
+"SYNOPSIS\n"
+"    pyshelfd --stdio --session NAME [--db DIR] [--create] [options]\n"
+"    pyshelfd --help | --version\n"
+"\n"
+"DESCRIPTION\n"
+"    pyshelfd runs Python code that a client ships to it in a long-lived\n"
+"    workspace, keeps the results as handles, and pickles every global and\n"
+"    handle into an LMDB store under the session's keys, so that a new\n"
+"    pyshelfd on the same store and session serves the same objects after a\n"
+"    detach, a crash or a reboot.\n"
+"\n"
+"    In --stdio mode it speaks the pyshelf protocol (docs/PROTOCOL.md) on\n"
+"    stdin/stdout with exactly one client and serves one session; clients\n"
+"    (the pyshelf Python package, libpyshelf) spawn it this way.  Anything\n"
+"    written to file descriptor 1 by C code goes to stderr instead; Python\n"
+"    output of shipped code is streamed to the client.\n"
+"\n"
+"OPTIONS\n"
+"    --stdio                 serve one client on stdin/stdout (required)\n"
+"    --db DIR                the store directory (default:\n"
+"                            $XDG_DATA_HOME/pyshelf or ~/.local/share/pyshelf)\n"
+"    --session NAME          the session to serve (default: \"default\")\n"
+"    --create                create the session when it does not exist\n"
+"    --lease SECONDS         lease of the session: how long it lives with no\n"
+"                            client attached (default 2592000 = 30 days;\n"
+"                            0 = forever)\n"
+"    --checkpoint-interval S seconds between checkpoints of loaded mutable\n"
+"                            entries, catching in-place changes (default 5;\n"
+"                            0 = only on sync, detach and shutdown)\n"
+"    --sync POLICY           always: fsync every commit (survives power loss;\n"
+"                            slowest); interval: fsync at each interval\n"
+"                            checkpoint and at shutdown (default); never:\n"
+"                            leave flushing to the kernel.  Every policy\n"
+"                            survives a crash of pyshelfd itself (SIGKILL).\n"
+"    --max-frame BYTES       largest incoming frame body (default 67108864)\n"
+"    --map-max BYTES         largest the LMDB map may grow to (default 1 TiB)\n"
+"    -v, --verbose           log to stderr\n"
+"    -h, --help              this text\n"
+"    -V, --version           print the version\n"
+"\n"
+"SIGNALS\n"
+"    SIGTERM and SIGINT stop pyshelfd cleanly: running code is interrupted,\n"
+"    everything is checkpointed, the store is synced.  End of input does\n"
+"    the same.  After SIGKILL, the next pyshelfd serves everything up to the\n"
+"    last completed checkpoint (one per request, and the interval ones).\n"
+"\n"
+"EXIT STATUS\n"
+"    0 after a clean shutdown, 1 on errors, 2 on bad usage.\n"
+"\n"
+"FILES\n"
+"    DIR/data.mdb, DIR/lock.mdb   the LMDB environment (docs/STORAGE.md)\n"
+"\n"
+"SEE ALSO\n"
+"    pyshelf-dump(1), docs/PROTOCOL.md, docs/STORAGE.md\n");
+}
+
+/* Parse a non-negative number; -1 on garbage. */
+static int
+parse_num(const char *s, double *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || *out < 0)
+		return -1;
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"stdio", no_argument, NULL, 's'},
+		{"db", required_argument, NULL, 'd'},
+		{"session", required_argument, NULL, 'S'},
+		{"create", no_argument, NULL, 'c'},
+		{"lease", required_argument, NULL, 'l'},
+		{"checkpoint-interval", required_argument, NULL, 'i'},
+		{"sync", required_argument, NULL, 'y'},
+		{"max-frame", required_argument, NULL, 'm'},
+		{"map-max", required_argument, NULL, 'M'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	static worker w;
+	int stdio = 0, c;
+	double d;
+
+	w.opt.session = "default";
+	w.opt.lease_ms = 30ull * 24 * 3600 * 1000;
+	w.opt.checkpoint_interval = 5;
+	w.opt.sync = STORE_SYNC_INTERVAL;
+	w.opt.max_frame = WIRE_DEFAULT_MAX_FRAME;
+	while ((c = getopt_long(argc, argv, "vhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			stdio = 1;
+			break;
+		case 'd':
+			w.opt.db = optarg;
+			break;
+		case 'S':
+			w.opt.session = optarg;
+			break;
+		case 'c':
+			w.opt.create = 1;
+			break;
+		case 'l':
+			if (parse_num(optarg, &d) < 0)
+				goto bad;
+			w.opt.lease_ms = (uint64_t)(d * 1000);
+			w.opt.lease_set = 1;
+			break;
+		case 'i':
+			if (parse_num(optarg, &d) < 0)
+				goto bad;
+			w.opt.checkpoint_interval = d;
+			break;
+		case 'y':
+			if (strcmp(optarg, "always") == 0)
+				w.opt.sync = STORE_SYNC_ALWAYS;
+			else if (strcmp(optarg, "interval") == 0)
+				w.opt.sync = STORE_SYNC_INTERVAL;
+			else if (strcmp(optarg, "never") == 0)
+				w.opt.sync = STORE_SYNC_NEVER;
+			else
+				goto bad;
+			break;
+		case 'm':
+			if (parse_num(optarg, &d) < 0 || d < 1024 || d > 4294967295.0)
+				goto bad;
+			w.opt.max_frame = (size_t)d;
+			break;
+		case 'M':
+			if (parse_num(optarg, &d) < 0 || d < 1048576)
+				goto bad;
+			w.opt.map_max = (size_t)d;
+			break;
+		case 'v':
+			w.opt.verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("pyshelfd %s (protocol %d, store format %d)\n",
+			    PACKAGE_VERSION, WIRE_PROTOCOL_VERSION,
+			    STORE_FORMAT_VERSION);
+			return 0;
+		default:
+			goto usage;
+		}
+	}
+	if (optind != argc || !stdio) {
+		fprintf(stderr, "pyshelfd: %s\n", !stdio ? "only --stdio mode "
+		    "exists yet; pass --stdio" : "unexpected argument");
+		goto usage;
+	}
+	if (strlen(w.opt.session) == 0 || strlen(w.opt.session) > STORE_NAME_MAX) {
+		fprintf(stderr, "pyshelfd: a session name has 1 to %d bytes\n",
+		    STORE_NAME_MAX);
+		return 2;
+	}
+	return worker_run(&w);
+bad:
+	fprintf(stderr, "pyshelfd: bad value '%s' for --%s\n", optarg,
+	    longopts[0].name == NULL ? "?" : argv[optind - 1] + 2);
+usage:
+	fprintf(stderr, "usage: pyshelfd --stdio --session NAME [--db DIR] "
+	    "[--create] [options]; see pyshelfd --help\n");
+	return 2;
+}

@@ -1,0 +1,626 @@
+/*
+ * pystore.c - the store side of the _pyshelfd module: reading one entry,
+ * listing keys, committing a checkpoint (one write transaction, GIL
+ * released), handle ids, digests, out-of-band buffer framing, and the
+ * namespace diff used to find rebound globals.
+ *
+ * All functions here are called with the GIL held.  Store transactions
+ * never call back into Python code.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "exec.h"
+#include "pyexec.h"
+
+PyObject *pystore_StoreError;   /* the store failed (full, I/O) */
+PyObject *pystore_CorruptEntry; /* a record failed its digest */
+
+/* A parsed entry key. */
+typedef struct {
+	uint8_t kind;          /* STORE_KIND_* */
+	const char *name;      /* borrowed from the str */
+	Py_ssize_t name_len;
+	uint64_t handle;
+} pykey;
+
+/* Convert ("g", name) / ("h", id) arguments into k. */
+static int
+pystore_key(PyObject *kind, PyObject *key, pykey *k)
+{
+	const char *ks = PyUnicode_AsUTF8(kind);
+
+	if (ks == NULL)
+		return -1;
+	memset(k, 0, sizeof *k);
+	if (ks[0] == 'g' && ks[1] == '\0') {
+		k->kind = STORE_KIND_GLOBAL;
+		if ((k->name = PyUnicode_AsUTF8AndSize(key, &k->name_len)) == NULL)
+			return -1;
+		if (k->name_len == 0 || k->name_len > STORE_KEY_MAX) {
+			PyErr_Format(PyExc_ValueError, "global name of %zd bytes: "
+			    "must be 1 to %d", k->name_len, STORE_KEY_MAX);
+			return -1;
+		}
+		return 0;
+	}
+	if (ks[0] == 'h' && ks[1] == '\0') {
+		k->kind = STORE_KIND_HANDLE;
+		k->handle = PyLong_AsUnsignedLongLong(key);
+		return PyErr_Occurred() ? -1 : 0;
+	}
+	PyErr_Format(PyExc_ValueError, "entry kind must be 'g' or 'h', not %R",
+	    kind);
+	return -1;
+}
+
+/* Raise StoreError for rc, naming what was being done. */
+static PyObject *
+pystore_raise(int rc, const char *what)
+{
+	PyErr_Format(rc == STORE_E_CORRUPT ? pystore_CorruptEntry :
+	    pystore_StoreError, "%s: %s", what, store_strerror(rc));
+	return NULL;
+}
+
+/* Arguments and results of one entry read. */
+struct get_arg {
+	pykey k;               /* which entry */
+	int mode;              /* 0 full, 1 type only, 2 exists */
+	int rc;                /* store result */
+	PyObject *result;      /* new reference */
+};
+
+static int
+pystore_get_txn(store_txn *t, void *arg)
+{
+	struct get_arg *ga = arg;
+	store_record r;
+	PyObject *payload = NULL, *digest = NULL;
+
+	ga->rc = entry_get(t, the_worker->sess.id, ga->k.kind, ga->k.name,
+	    (size_t)ga->k.name_len, ga->k.handle, &r);
+	if (ga->rc != 0)
+		return 0;
+	if (ga->mode == 2) {
+		ga->result = Py_NewRef(Py_True);
+		return 0;
+	}
+	if (ga->mode == 1) {
+		ga->result = PyUnicode_DecodeUTF8(r.type_name, r.type_len,
+		    "replace");
+		return 0;
+	}
+	/* one copy out of the map, into a writable buffer that out-of-band
+	 * pickle buffers (numpy arrays) can keep using */
+	payload = PyByteArray_FromStringAndSize((const char *)r.payload,
+	    (Py_ssize_t)r.payload_len);
+	if (payload == NULL)
+		goto error;
+	digest = pystore_digest_of(payload, r.flags, r.refs, r.refs_len);
+	if (digest == NULL)
+		goto error;
+	ga->result = Py_BuildValue("iis#NN", r.pickler, r.flags, r.type_name,
+	    (Py_ssize_t)r.type_len, payload, digest);
+	return 0;
+error:
+	Py_XDECREF(payload);
+	Py_XDECREF(digest);
+	return 0;
+}
+
+/* Shared body of get/get_type/exists. */
+static PyObject *
+pystore_get_common(PyObject *args, int mode)
+{
+	PyObject *kind, *key;
+	struct get_arg ga;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "OO", &kind, &key))
+		return NULL;
+	memset(&ga, 0, sizeof ga);
+	ga.mode = mode;
+	if (pystore_key(kind, key, &ga.k) < 0)
+		return NULL;
+	if ((rc = store_read(the_worker->st, pystore_get_txn, &ga)) != 0)
+		return pystore_raise(rc, "reading an entry");
+	if (ga.rc == STORE_E_NOTFOUND) {
+		if (mode == 2)
+			Py_RETURN_FALSE;
+		Py_RETURN_NONE;
+	}
+	if (ga.rc == STORE_E_CORRUPT) {
+		PyErr_Format(pystore_CorruptEntry, "entry %s %R is corrupt (its "
+		    "digest does not match); it was not loaded",
+		    ga.k.kind == STORE_KIND_GLOBAL ? "global" : "handle", key);
+		return NULL;
+	}
+	if (ga.rc != 0)
+		return pystore_raise(ga.rc, "reading an entry");
+	return ga.result; /* NULL with an exception when building failed */
+}
+
+/* get(kind, key) -> (pickler, flags, type_name, payload, digest) | None */
+static PyObject *
+pystore_get(PyObject *self, PyObject *args)
+{
+	return pystore_get_common(args, 0);
+}
+
+/* get_type(kind, key) -> type name | None */
+static PyObject *
+pystore_get_type(PyObject *self, PyObject *args)
+{
+	return pystore_get_common(args, 1);
+}
+
+/* exists(kind, key) -> bool */
+static PyObject *
+pystore_exists(PyObject *self, PyObject *args)
+{
+	return pystore_get_common(args, 2);
+}
+
+/* Collects keys for list_keys. */
+static int
+pystore_list_one(const store_key *k, void *arg)
+{
+	PyObject *list = arg, *item;
+	int rc;
+
+	if (k->kind == STORE_KIND_GLOBAL)
+		item = PyUnicode_DecodeUTF8(k->name, (Py_ssize_t)k->name_len,
+		    "surrogateescape");
+	else
+		item = PyLong_FromUnsignedLongLong(k->handle);
+	if (item == NULL)
+		return -1;
+	rc = PyList_Append(list, item);
+	Py_DECREF(item);
+	return rc;
+}
+
+struct list_arg {
+	uint8_t kind;
+	PyObject *list;
+};
+
+static int
+pystore_list_txn(store_txn *t, void *arg)
+{
+	struct list_arg *la = arg;
+
+	return entry_list(t, the_worker->sess.id, la->kind, pystore_list_one,
+	    la->list);
+}
+
+/* list_keys(kind) -> list of names or handle ids */
+static PyObject *
+pystore_list_keys(PyObject *self, PyObject *kind)
+{
+	struct list_arg la;
+	const char *ks = PyUnicode_AsUTF8(kind);
+	int rc;
+
+	if (ks == NULL)
+		return NULL;
+	la.kind = ks[0] == 'g' ? STORE_KIND_GLOBAL : STORE_KIND_HANDLE;
+	if ((la.list = PyList_New(0)) == NULL)
+		return NULL;
+	rc = store_read(the_worker->st, pystore_list_txn, &la);
+	if (rc != 0) {
+		Py_DECREF(la.list);
+		if (PyErr_Occurred())
+			return NULL;
+		return pystore_raise(rc, "listing entries");
+	}
+	return la.list;
+}
+
+/* next_handle() -> a fresh handle id of this session */
+static PyObject *
+pystore_next_handle(PyObject *self, PyObject *unused)
+{
+	uint64_t id = the_worker->sess.next_handle++;
+
+	the_worker->sess_dirty = 1;
+	return PyLong_FromUnsignedLongLong(id);
+}
+
+/* session_dirty() -> whether the session record needs writing */
+static PyObject *
+pystore_session_dirty(PyObject *self, PyObject *unused)
+{
+	return PyBool_FromLong(the_worker->sess_dirty);
+}
+
+/* Digest of one payload given as an object with the buffer protocol. */
+PyObject *
+pystore_digest_of(PyObject *payload, unsigned flags, const uint8_t *refs,
+                  size_t refs_len)
+{
+	XXH3_state_t st;
+	XXH128_hash_t h;
+	Py_buffer view;
+	uint8_t out[16], fb[2];
+
+	if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	XXH3_128bits_reset(&st);
+	XXH3_128bits_update(&st, view.buf, (size_t)view.len);
+	PyBuffer_Release(&view);
+	wire_be16_put(fb, (uint16_t)flags);
+	XXH3_128bits_update(&st, fb, 2);
+	XXH3_128bits_update(&st, refs, refs_len);
+	h = XXH3_128bits_digest(&st);
+	wire_be64_put(out, h.high64);
+	wire_be64_put(out + 8, h.low64);
+	return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
+/* digest(parts, flags, refs) -> 16 bytes: what decides "changed".  Same
+ * value as pystore_digest_of over the concatenated parts. */
+static PyObject *
+pystore_digest(PyObject *self, PyObject *args)
+{
+	PyObject *parts, *fast = NULL;
+	Py_buffer refs;
+	unsigned flags;
+	XXH3_state_t st;
+	XXH128_hash_t h;
+	uint8_t out[16], fb[2];
+	Py_ssize_t i;
+
+	if (!PyArg_ParseTuple(args, "OIy*:digest", &parts, &flags, &refs))
+		return NULL;
+	if ((fast = PySequence_Fast(parts, "parts must be a sequence")) == NULL)
+		goto error;
+	XXH3_128bits_reset(&st);
+	for (i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
+		Py_buffer v;
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &v,
+		    PyBUF_SIMPLE) < 0)
+			goto error;
+		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
+		PyBuffer_Release(&v);
+	}
+	wire_be16_put(fb, (uint16_t)flags);
+	XXH3_128bits_update(&st, fb, 2);
+	XXH3_128bits_update(&st, refs.buf, (size_t)refs.len);
+	h = XXH3_128bits_digest(&st);
+	wire_be64_put(out, h.high64);
+	wire_be64_put(out + 8, h.low64);
+	Py_DECREF(fast);
+	PyBuffer_Release(&refs);
+	return PyBytes_FromStringAndSize((const char *)out, 16);
+error:
+	Py_XDECREF(fast);
+	PyBuffer_Release(&refs);
+	return NULL;
+}
+
+/* oob_header(pickle_len, [buffer lengths]) -> bytes:
+ * u32 count, u64 pickle length, u64 length per buffer (all big-endian). */
+static PyObject *
+pystore_oob_header(PyObject *self, PyObject *args)
+{
+	unsigned long long plen;
+	PyObject *lens, *fast, *res = NULL;
+	Py_ssize_t i, n;
+	uint8_t *p;
+
+	if (!PyArg_ParseTuple(args, "KO:oob_header", &plen, &lens))
+		return NULL;
+	if ((fast = PySequence_Fast(lens, "lengths must be a sequence")) == NULL)
+		return NULL;
+	n = PySequence_Fast_GET_SIZE(fast);
+	if ((res = PyBytes_FromStringAndSize(NULL, 12 + 8 * n)) == NULL)
+		goto out;
+	p = (uint8_t *)PyBytes_AS_STRING(res);
+	wire_be32_put(p, (uint32_t)n);
+	wire_be64_put(p + 4, plen);
+	for (i = 0; i < n; i++) {
+		unsigned long long l = PyLong_AsUnsignedLongLong(
+		    PySequence_Fast_GET_ITEM(fast, i));
+		if (PyErr_Occurred()) {
+			Py_CLEAR(res);
+			goto out;
+		}
+		wire_be64_put(p + 12 + 8 * i, l);
+	}
+out:
+	Py_DECREF(fast);
+	return res;
+}
+
+/* oob_split(memoryview) -> (pickle view, [buffer views]) */
+static PyObject *
+pystore_oob_split(PyObject *self, PyObject *mv)
+{
+	Py_buffer v;
+	PyObject *list = NULL, *pk = NULL, *res = NULL;
+	const uint8_t *p;
+	uint64_t n, plen, off, i, l;
+
+	if (PyObject_GetBuffer(mv, &v, PyBUF_SIMPLE) < 0)
+		return NULL;
+	p = v.buf;
+	if (v.len < 12)
+		goto corrupt;
+	n = wire_be32_get(p);
+	plen = wire_be64_get(p + 4);
+	if (n > ((uint64_t)v.len - 12) / 8)
+		goto corrupt;
+	off = 12 + 8 * n;
+	if (plen > (uint64_t)v.len - off)
+		goto corrupt;
+	if ((pk = PySequence_GetSlice(mv, (Py_ssize_t)off,
+	    (Py_ssize_t)(off + plen))) == NULL)
+		goto error;
+	off += plen;
+	if ((list = PyList_New(0)) == NULL)
+		goto error;
+	for (i = 0; i < n; i++) {
+		PyObject *b;
+		l = wire_be64_get(p + 12 + 8 * i);
+		if (l > (uint64_t)v.len - off)
+			goto corrupt;
+		b = PySequence_GetSlice(mv, (Py_ssize_t)off,
+		    (Py_ssize_t)(off + l));
+		if (b == NULL || PyList_Append(list, b) < 0) {
+			Py_XDECREF(b);
+			goto error;
+		}
+		Py_DECREF(b);
+		off += l;
+	}
+	res = PyTuple_Pack(2, pk, list);
+	goto error;
+corrupt:
+	PyErr_SetString(pystore_CorruptEntry, "out-of-band buffer table "
+	    "runs past the payload");
+error:
+	PyBuffer_Release(&v);
+	Py_XDECREF(pk);
+	Py_XDECREF(list);
+	return res;
+}
+
+/* dict_version(d) -> the dict's version tag: changes on every write. */
+static PyObject *
+pystore_dict_version(PyObject *self, PyObject *d)
+{
+	if (!PyDict_Check(d)) {
+		PyErr_Format(PyExc_TypeError, "dict_version() needs a dict, not "
+		    "%.200s", Py_TYPE(d)->tp_name);
+		return NULL;
+	}
+#if PY_VERSION_HEX < 0x030C0000
+	return PyLong_FromUnsignedLongLong(((PyDictObject *)d)->ma_version_tag);
+#else
+	/* no version tag to read: report a change every time */
+	static unsigned long long n;
+	return PyLong_FromUnsignedLongLong(++n);
+#endif
+}
+
+/* diff_ns(ns, shadow) -> (names bound to another object, names gone) */
+static PyObject *
+pystore_diff_ns(PyObject *self, PyObject *args)
+{
+	PyObject *ns, *shadow, *changed = NULL, *gone = NULL, *k, *v;
+	Py_ssize_t pos = 0;
+
+	if (!PyArg_ParseTuple(args, "O!O!:diff_ns", &PyDict_Type, &ns,
+	    &PyDict_Type, &shadow))
+		return NULL;
+	if ((changed = PyList_New(0)) == NULL || (gone = PyList_New(0)) == NULL)
+		goto error;
+	while (PyDict_Next(ns, &pos, &k, &v)) { /* borrowed k, v */
+		PyObject *old = PyDict_GetItemWithError(shadow, k); /* borrowed */
+		if (old == NULL && PyErr_Occurred())
+			goto error;
+		if (old != v && PyList_Append(changed, k) < 0)
+			goto error;
+	}
+	pos = 0;
+	while (PyDict_Next(shadow, &pos, &k, &v)) {
+		int r = PyDict_Contains(ns, k);
+		if (r < 0)
+			goto error;
+		if (!r && PyList_Append(gone, k) < 0)
+			goto error;
+	}
+	return Py_BuildValue("NN", changed, gone);
+error:
+	Py_XDECREF(changed);
+	Py_XDECREF(gone);
+	return NULL;
+}
+
+
+/* One entry of a commit, with the buffers it holds. */
+struct put_item {
+	store_entry_in in;     /* what entry_put needs */
+	Py_buffer refs;        /* refs blob */
+	Py_buffer *views;      /* payload parts */
+	struct iovec *iov;     /* views as iovecs */
+	int nviews;
+};
+
+/* Everything a checkpoint transaction writes. */
+struct commit_arg {
+	struct put_item *puts;
+	Py_ssize_t nputs;
+	pykey *dels;
+	Py_ssize_t ndels;
+	uint64_t now;
+	store_session sess;    /* copy of the session record to write */
+	int write_sess;
+};
+
+static int
+pystore_commit_txn(store_txn *t, void *arg)
+{
+	struct commit_arg *ca = arg;
+	const uint8_t *sid = ca->sess.id;
+	Py_ssize_t i;
+	int rc;
+
+	for (i = 0; i < ca->nputs; i++)
+		if ((rc = entry_put(t, sid, &ca->puts[i].in, ca->now)) != 0)
+			return rc;
+	for (i = 0; i < ca->ndels; i++) {
+		rc = entry_del(t, sid, ca->dels[i].kind, ca->dels[i].name,
+		    (size_t)ca->dels[i].name_len, ca->dels[i].handle);
+		if (rc != 0 && rc != STORE_E_NOTFOUND)
+			return rc;
+	}
+	if (ca->write_sess && (rc = session_put(t, &ca->sess)) != 0)
+		return rc;
+	return 0;
+}
+
+/* Fill one put_item from (kind, key, pickler, flags, type, refs, digest,
+ * parts).  Buffers acquired here are released by pystore_put_release. */
+static int
+pystore_put_fill(PyObject *tup, struct put_item *pi)
+{
+	PyObject *kind, *key, *digest, *parts, *fast = NULL;
+	const char *tn;
+	int pickler, flags, i;
+	pykey k;
+
+	if (!PyArg_ParseTuple(tup, "OOiisy*OO", &kind, &key, &pickler, &flags,
+	    &tn, &pi->refs, &digest, &parts))
+		return -1;
+	if (pystore_key(kind, key, &k) < 0)
+		return -1;
+	if ((fast = PySequence_Fast(parts, "parts must be a sequence")) == NULL)
+		return -1;
+	pi->nviews = (int)PySequence_Fast_GET_SIZE(fast);
+	pi->views = PyMem_Calloc((size_t)pi->nviews + 1, sizeof *pi->views);
+	pi->iov = PyMem_Calloc((size_t)pi->nviews + 1, sizeof *pi->iov);
+	if (pi->views == NULL || pi->iov == NULL) {
+		Py_DECREF(fast);
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < pi->nviews; i++) {
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i),
+		    &pi->views[i], PyBUF_SIMPLE) < 0) {
+			pi->nviews = i;
+			Py_DECREF(fast);
+			return -1;
+		}
+		pi->iov[i].iov_base = pi->views[i].buf;
+		pi->iov[i].iov_len = (size_t)pi->views[i].len;
+	}
+	Py_DECREF(fast);
+	pi->in.kind = k.kind;
+	pi->in.name = k.name; /* borrowed from key, alive in the tuple */
+	pi->in.name_len = (size_t)k.name_len;
+	pi->in.handle = k.handle;
+	pi->in.pickler = (uint8_t)pickler;
+	pi->in.flags = (uint16_t)flags;
+	pi->in.type_name = tn;
+	pi->in.refs = pi->refs.buf;
+	pi->in.refs_len = (uint32_t)pi->refs.len;
+	pi->in.iov = pi->iov;
+	pi->in.iovcnt = pi->nviews;
+	return 0;
+}
+
+static void
+pystore_put_release(struct put_item *pi)
+{
+	int i;
+
+	for (i = 0; i < pi->nviews; i++)
+		PyBuffer_Release(&pi->views[i]);
+	if (pi->refs.obj != NULL)
+		PyBuffer_Release(&pi->refs);
+	PyMem_Free(pi->views);
+	PyMem_Free(pi->iov);
+}
+
+/* commit(puts, dels): write a checkpoint in one transaction. */
+static PyObject *
+pystore_commit(PyObject *self, PyObject *args)
+{
+	PyObject *puts, *dels, *res = NULL;
+	struct commit_arg ca;
+	Py_ssize_t i;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "O!O!:commit", &PyList_Type, &puts,
+	    &PyList_Type, &dels))
+		return NULL;
+	memset(&ca, 0, sizeof ca);
+	ca.nputs = PyList_GET_SIZE(puts);
+	ca.ndels = PyList_GET_SIZE(dels);
+	ca.puts = PyMem_Calloc((size_t)ca.nputs + 1, sizeof *ca.puts);
+	ca.dels = PyMem_Calloc((size_t)ca.ndels + 1, sizeof *ca.dels);
+	if (ca.puts == NULL || ca.dels == NULL) {
+		PyErr_NoMemory();
+		goto out;
+	}
+	for (i = 0; i < ca.nputs; i++)
+		if (pystore_put_fill(PyList_GET_ITEM(puts, i), &ca.puts[i]) < 0)
+			goto out;
+	for (i = 0; i < ca.ndels; i++) {
+		PyObject *t = PyList_GET_ITEM(dels, i); /* borrowed */
+		if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2) {
+			PyErr_SetString(PyExc_TypeError, "a delete is (kind, key)");
+			goto out;
+		}
+		if (pystore_key(PyTuple_GET_ITEM(t, 0), PyTuple_GET_ITEM(t, 1),
+		    &ca.dels[i]) < 0)
+			goto out;
+	}
+	ca.now = store_now_ms();
+	ca.sess = the_worker->sess;
+	ca.sess.last_seen_ms = ca.now;
+	ca.write_sess = 1;
+	Py_BEGIN_ALLOW_THREADS
+	rc = store_write(the_worker->st, pystore_commit_txn, &ca);
+	Py_END_ALLOW_THREADS
+	if (rc != 0) {
+		pystore_raise(rc, "checkpoint not written");
+		goto out;
+	}
+	the_worker->sess.last_seen_ms = ca.now;
+	the_worker->sess_dirty = 0;
+	res = Py_NewRef(Py_None);
+out:
+	for (i = 0; ca.puts != NULL && i < ca.nputs; i++)
+		pystore_put_release(&ca.puts[i]);
+	PyMem_Free(ca.puts);
+	PyMem_Free(ca.dels);
+	return res;
+}
+
+PyMethodDef pystore_methods[] = {
+	{"get", pystore_get, METH_VARARGS, "get(kind, key)"},
+	{"get_type", pystore_get_type, METH_VARARGS, "get_type(kind, key)"},
+	{"exists", pystore_exists, METH_VARARGS, "exists(kind, key)"},
+	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},
+	{"next_handle", pystore_next_handle, METH_NOARGS, "next handle id"},
+	{"session_dirty", pystore_session_dirty, METH_NOARGS, ""},
+	{"digest", pystore_digest, METH_VARARGS, "digest(parts, flags, refs)"},
+	{"oob_header", pystore_oob_header, METH_VARARGS, ""},
+	{"oob_split", pystore_oob_split, METH_O, ""},
+	{"dict_version", pystore_dict_version, METH_O, ""},
+	{"diff_ns", pystore_diff_ns, METH_VARARGS, ""},
+	{"commit", pystore_commit, METH_VARARGS, "commit(puts, dels)"},
+	{NULL, NULL, 0, NULL}
+};

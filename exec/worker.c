@@ -1,0 +1,579 @@
+/*
+ * worker.c - one worker: the store and session it serves, the reader
+ * thread that takes frames off the wire (answering PING and INTERRUPT at
+ * once, even while code runs), the main loop that runs requests with the
+ * GIL, interval checkpoints, timeouts, and the clean shutdown path.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "pyexec.h"
+
+worker *the_worker;
+
+static int worker_open_session(worker *w, char **cause);
+static void *worker_reader(void *arg);
+static void worker_sweep(worker *w);
+
+/* Monotonic clock in ms. */
+uint64_t
+worker_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Write one encoded buffer to the client under the output lock. */
+int
+worker_send(worker *w, const wire_buf *b)
+{
+	int rc;
+
+	pthread_mutex_lock(&w->out_lock);
+	rc = wire_write_all(w->out_fd, b->data, b->len);
+	pthread_mutex_unlock(&w->out_lock);
+	if (rc != WIRE_OK) {
+		pthread_mutex_lock(&w->lock);
+		w->eof = 1;
+		pthread_mutex_unlock(&w->lock);
+		return -1;
+	}
+	return 0;
+}
+
+/* OUTPUT frame for the current request; outside a request, to stderr. */
+int
+worker_output(worker *w, int stream, const char *p, size_t n)
+{
+	wire_buf b;
+	int rc;
+
+	if (w->current_id == 0) {
+		rc = wire_write_all(2, p, n);
+		return rc == WIRE_OK ? 0 : -1;
+	}
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_OUTPUT, w->current_id);
+	wire_put_u64(&b, WIRE_TAG_STREAM, (uint64_t)stream);
+	wire_put_bytes(&b, WIRE_TAG_DATA, p, n);
+	if (wire_end(&b) != WIRE_OK) {
+		wire_buf_free(&b);
+		return -1;
+	}
+	Py_BEGIN_ALLOW_THREADS
+	rc = worker_send(w, &b);
+	Py_END_ALLOW_THREADS
+	wire_buf_free(&b);
+	return rc;
+}
+
+/* Mark code as running or finished; wakes the reader so that it watches
+ * the new deadline. */
+void
+worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&w->lock);
+	w->running_id = id;
+	w->deadline_ms = id != 0 && timeout_ms != 0 ?
+	    worker_mono_ms() + timeout_ms : 0;
+	w->stop_sent_ms = 0;
+	w->stop_kind = WORKER_STOP_NONE;
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->rwake_fd, &one, sizeof one) < 0) {
+		/* the counter is full: the reader is awake anyway */
+	}
+}
+
+/* Wake the main thread (queue or state changed). */
+static void
+worker_wake(worker *w)
+{
+	char c = 1;
+
+	if (write(w->wake_fd, &c, 1) < 0 && errno != EAGAIN) {
+		/* a full pipe already wakes the reader of it */
+	}
+}
+
+/* Ask the running code to stop: SIGINT to the main thread, whose handler
+ * (pyio.c) raises KeyboardInterrupt or TimeoutError. Lock held. */
+static void
+worker_stop_locked(worker *w, int reason)
+{
+	w->sigs_inflight = 1;
+	w->stop_kind = reason;
+	w->stop_sent_ms = worker_mono_ms();
+	pthread_kill(w->main_thread, SIGINT);
+}
+
+/* Reader: answer PING, act on INTERRUPT, queue the rest. */
+static int
+worker_reader_frame(worker *w, const uint8_t *p, size_t n, wire_msg *m)
+{
+	worker_frame *f;
+	wire_buf b;
+
+	if (m->type == WIRE_MSG_INTERRUPT) {
+		pthread_mutex_lock(&w->lock);
+		if (w->running_id != 0 && (m->id == 0 || m->id == w->running_id))
+			worker_stop_locked(w, WORKER_STOP_INTERRUPT);
+		pthread_mutex_unlock(&w->lock);
+		return 0;
+	}
+	if (m->type == WIRE_MSG_PING) {
+		wire_buf_init(&b);
+		wire_begin(&b, WIRE_MSG_PONG, m->id);
+		if (wire_end(&b) == WIRE_OK)
+			worker_send(w, &b);
+		wire_buf_free(&b);
+		return 0;
+	}
+	if ((f = malloc(sizeof *f + n)) == NULL)
+		return -1;
+	f->next = NULL;
+	f->len = n;
+	memcpy(f->data, p, n);
+	pthread_mutex_lock(&w->lock);
+	if (w->qtail != NULL)
+		w->qtail->next = f;
+	else
+		w->qhead = f;
+	w->qtail = f;
+	pthread_mutex_unlock(&w->lock);
+	worker_wake(w);
+	return 0;
+}
+
+/* How long the reader may block: until the running request's deadline, or
+ * until a stop should be sent again (code that swallowed the first). */
+static int
+worker_reader_timeout(worker *w)
+{
+	uint64_t now = worker_mono_ms(), due = 0;
+	int t = -1, kind = WORKER_STOP_NONE;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->running_id != 0) {
+		if (w->stop_sent_ms != 0) {
+			due = w->stop_sent_ms + 1000;
+			kind = w->stop_kind;
+		} else if (w->deadline_ms != 0) {
+			due = w->deadline_ms;
+			kind = WORKER_STOP_TIMEOUT;
+		}
+		if (due != 0 && due <= now) {
+			worker_stop_locked(w, kind);
+			due = w->stop_sent_ms + 1000;
+		}
+		if (due != 0)
+			t = (int)(due - now > 0 ? due - now : 1);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return t;
+}
+
+/* Reader thread body. */
+static void *
+worker_reader(void *arg)
+{
+	worker *w = arg;
+	uint8_t *buf = NULL;
+	size_t len = 0, cap = 0, flen;
+	wire_msg m;
+	int rc;
+
+	wire_msg_init(&m);
+	for (;;) {
+		/* frames already buffered */
+		while ((rc = wire_peek(buf, len, w->opt.max_frame, &flen)) ==
+		    WIRE_OK && len >= flen) {
+			if (wire_parse(buf, flen, w->opt.max_frame, &m, &flen)
+			    != WIRE_OK) {
+				rc = WIRE_E_MALFORMED;
+				break;
+			}
+			if (worker_reader_frame(w, buf, flen, &m) < 0) {
+				rc = WIRE_E_NOMEM;
+				break;
+			}
+			memmove(buf, buf + flen, len - flen);
+			len -= flen;
+		}
+		if (rc < 0)
+			break;
+		if (rc == WIRE_OK && flen > cap) {
+			uint8_t *nb = realloc(buf, flen);
+			if (nb == NULL) {
+				rc = WIRE_E_NOMEM;
+				break;
+			}
+			buf = nb;
+			cap = flen;
+		} else if (cap - len < 4096) {
+			size_t ncap = cap < 65536 ? 65536 : cap * 2;
+			uint8_t *nb = realloc(buf, ncap);
+			if (nb == NULL) {
+				rc = WIRE_E_NOMEM;
+				break;
+			}
+			buf = nb;
+			cap = ncap;
+		}
+		{
+			struct pollfd pfd[2] = {{w->in_fd, POLLIN, 0},
+			    {w->rwake_fd, POLLIN, 0}};
+			int t = worker_reader_timeout(w);
+			ssize_t got;
+			if (poll(pfd, 2, t) < 0 && errno != EINTR) {
+				rc = WIRE_E_IO;
+				break;
+			}
+			if (pfd[1].revents & POLLIN) {
+				uint64_t v;
+				if (read(w->rwake_fd, &v, sizeof v) < 0) {
+					/* spurious: nothing to drain */
+				}
+			}
+			if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			got = read(w->in_fd, buf + len, cap - len);
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				rc = got == 0 ? WIRE_E_EOF : WIRE_E_IO;
+				break;
+			}
+			len += (size_t)got;
+		}
+	}
+	if (rc == WIRE_E_TOO_BIG || rc == WIRE_E_MALFORMED) {
+		wire_buf b;
+		wire_buf_init(&b);
+		wire_begin(&b, WIRE_MSG_ERROR, 0);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, rc == WIRE_E_TOO_BIG ?
+		    WIRE_ERR_TOO_BIG : WIRE_ERR_MALFORMED);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, rc == WIRE_E_TOO_BIG ?
+		    "frame larger than the maximum frame size; closing" :
+		    "malformed frame; closing the connection");
+		if (wire_end(&b) == WIRE_OK)
+			worker_send(w, &b);
+		wire_buf_free(&b);
+		fprintf(stderr, "pyshelfd: %s from the client; closing\n",
+		    wire_strerror(rc));
+	}
+	wire_msg_free(&m);
+	free(buf);
+	pthread_mutex_lock(&w->lock);
+	w->eof = 1;
+	/* a client that went away does not get to keep code running */
+	if (w->running_id != 0)
+		worker_stop_locked(w, WORKER_STOP_INTERRUPT);
+	pthread_mutex_unlock(&w->lock);
+	worker_wake(w);
+	return NULL;
+}
+
+/* Pop the next queued frame, or NULL. */
+static worker_frame *
+worker_pop(worker *w, int *eof)
+{
+	worker_frame *f;
+
+	pthread_mutex_lock(&w->lock);
+	f = w->qhead;
+	if (f != NULL) {
+		w->qhead = f->next;
+		if (w->qhead == NULL)
+			w->qtail = NULL;
+	}
+	*eof = w->eof;
+	pthread_mutex_unlock(&w->lock);
+	return f;
+}
+
+/* Block (GIL released) until a frame, a signal, or timeout_ms. */
+static void
+worker_wait(worker *w, int timeout_ms)
+{
+	struct pollfd pfd = {w->wake_fd_r, POLLIN, 0};
+	char drain[64];
+
+	Py_BEGIN_ALLOW_THREADS
+	if (poll(&pfd, 1, timeout_ms) > 0) {
+		while (read(w->wake_fd_r, drain, sizeof drain) > 0)
+			;
+	}
+	Py_END_ALLOW_THREADS
+	if (PyErr_CheckSignals() < 0)
+		PyErr_Clear(); /* our handler raises only while code runs */
+}
+
+/* The main loop: requests, then interval checkpoints when idle. */
+static void
+worker_loop(worker *w)
+{
+	uint64_t interval = (uint64_t)(w->opt.checkpoint_interval * 1000);
+	uint64_t next_cp = worker_mono_ms() + interval;
+	worker_frame *f;
+	int eof;
+
+	for (;;) {
+		if ((f = worker_pop(w, &eof)) != NULL) {
+			dispatch_frame(w, f->data, f->len);
+			free(f);
+			if (w->detached)
+				break;
+		} else if (eof || w->terminate)
+			break;
+		if (interval > 0 && worker_mono_ms() >= next_cp) {
+			dispatch_checkpoint(w, 1);
+			if (w->opt.sync == STORE_SYNC_INTERVAL)
+				store_sync(w->st);
+			next_cp = worker_mono_ms() + interval;
+		}
+		if (f == NULL) {
+			uint64_t now = worker_mono_ms();
+			worker_wait(w, interval == 0 ? -1 :
+			    (int)(next_cp > now ? next_cp - now : 0));
+		}
+	}
+}
+
+/* Set up fds: the protocol keeps a private copy of stdout, and fd 1 then
+ * points at stderr, so that stray C-level writes cannot corrupt frames. */
+static int
+worker_fds(worker *w, char **cause)
+{
+	int p[2];
+
+	w->in_fd = 0;
+	if ((w->out_fd = fcntl(1, F_DUPFD_CLOEXEC, 3)) < 0 || dup2(2, 1) < 0) {
+		asprintf(cause, "setting up stdio: %s", strerror(errno));
+		return -1;
+	}
+	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
+		asprintf(cause, "pipe: %s", strerror(errno));
+		return -1;
+	}
+	w->wake_fd_r = p[0];
+	w->wake_fd = p[1];
+	if ((w->rwake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+		asprintf(cause, "eventfd: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Run a stdio worker until the client detaches or input ends. */
+int
+worker_run(worker *w)
+{
+	char *cause = NULL;
+	sigset_t set, old;
+	int rc = 1;
+
+	the_worker = w;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_mutex_init(&w->out_lock, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (worker_fds(w, &cause) != 0 || worker_open_session(w, &cause) != 0)
+		goto fail;
+	if (interp_init(&cause) != 0)
+		goto fail_store;
+	if (pymod_start(w, &cause) != 0)
+		goto fail_py;
+	w->main_thread = pthread_self();
+	/* the reader must never take SIGINT/SIGTERM meant for Python */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	rc = pthread_create(&w->reader, NULL, worker_reader, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		asprintf(&cause, "cannot start the reader thread");
+		rc = 1;
+		goto fail_py;
+	}
+	worker_loop(w);
+	rc = w->closed || dispatch_checkpoint(w, 1) == 0 ? 0 : 1;
+	dispatch_release_session(w);
+	store_sync(w->st);
+	/* the reader may sit in poll() on a client that stays connected */
+	pthread_cancel(w->reader);
+	pthread_join(w->reader, NULL);
+	if (interp_fini() != 0)
+		rc = 1;
+	store_close(w->st);
+	return rc;
+fail_py:
+	interp_fini();
+fail_store:
+	store_close(w->st);
+fail:
+	fprintf(stderr, "pyshelfd: %s\n", cause != NULL ? cause : "failed");
+	free(cause);
+	return 1;
+}
+
+/* Argument for opening the session. */
+struct open_arg {
+	worker *w;
+	char why[256];
+};
+
+/* Create or open the session and claim it for this process. */
+static int
+worker_open_txn(store_txn *t, void *arg)
+{
+	struct open_arg *oa = arg;
+	worker *w = oa->w;
+	uint8_t token[STORE_TOKEN_SIZE];
+	uint64_t now = store_now_ms();
+	int rc;
+
+	rc = session_get_by_name(t, w->opt.session, &w->sess);
+	if (rc == STORE_E_NOTFOUND) {
+		if (!w->opt.create) {
+			snprintf(oa->why, sizeof oa->why, "no session named "
+			    "'%s' in this store (pass --create to make it)",
+			    w->opt.session);
+			return rc;
+		}
+		if ((rc = store_random(token, sizeof token)) != 0)
+			return rc;
+		rc = session_create(t, w->opt.session, token, w->opt.lease_ms,
+		    now, &w->sess);
+		w->created = 1;
+	}
+	if (rc != 0) {
+		snprintf(oa->why, sizeof oa->why, "session '%s': %s",
+		    w->opt.session, store_strerror(rc));
+		return rc;
+	}
+	if (w->sess.pid != 0 && (pid_t)w->sess.pid != getpid() &&
+	    kill((pid_t)w->sess.pid, 0) == 0) {
+		snprintf(oa->why, sizeof oa->why, "session '%s' is in use by "
+		    "pyshelfd pid %llu", w->opt.session,
+		    (unsigned long long)w->sess.pid);
+		return STORE_E_EXISTS;
+	}
+	w->sess.pid = (uint64_t)getpid();
+	w->sess.last_seen_ms = now;
+	if (w->opt.lease_set)
+		w->sess.lease_ms = w->opt.lease_ms;
+	return session_put(t, &w->sess);
+}
+
+/* Open the store, sweep it, and open the session. */
+static int
+worker_open_session(worker *w, char **cause)
+{
+	store_options so;
+	struct open_arg oa;
+	char *path = NULL, *scause = NULL;
+	const char *db = w->opt.db;
+	int rc;
+
+	memset(&so, 0, sizeof so);
+	so.create = 1;
+	so.sync = w->opt.sync;
+	so.map_max = w->opt.map_max;
+	if (db == NULL) {
+		if ((path = store_default_path()) == NULL)
+			return asprintf(cause, "out of memory"), -1;
+		db = path;
+	}
+	rc = store_open(&w->st, db, &so, &scause);
+	if (rc != 0) {
+		asprintf(cause, "cannot open store: %s", scause != NULL ?
+		    scause : store_strerror(rc));
+		free(scause);
+		free(path);
+		return -1;
+	}
+	free(path);
+	worker_sweep(w);
+	memset(&oa, 0, sizeof oa);
+	oa.w = w;
+	if ((rc = store_write(w->st, worker_open_txn, &oa)) != 0) {
+		asprintf(cause, "%s", oa.why[0] != '\0' ? oa.why :
+		    store_strerror(rc));
+		store_close(w->st);
+		return -1;
+	}
+	return 0;
+}
+
+/* Collects expired session ids (up to a bound per sweep). */
+struct sweep_arg {
+	uint8_t ids[64][STORE_ID_SIZE];
+	int n;
+};
+
+static int
+worker_sweep_collect(const uint8_t *id, uint64_t when, void *arg)
+{
+	struct sweep_arg *sa = arg;
+
+	memcpy(sa->ids[sa->n++], id, STORE_ID_SIZE);
+	return sa->n == 64 ? 1 : 0;
+}
+
+static int
+worker_sweep_list(store_txn *t, void *arg)
+{
+	int rc = session_expired(t, store_now_ms(), worker_sweep_collect, arg);
+
+	return rc == 1 ? 0 : rc;
+}
+
+/* Kill a session unless a live worker holds it. */
+static int
+worker_sweep_kill(store_txn *t, void *arg)
+{
+	store_session ss;
+	int rc;
+
+	if ((rc = session_get_by_id(t, arg, &ss)) != 0)
+		return rc == STORE_E_NOTFOUND ? 0 : rc;
+	if (ss.state == STORE_STATE_LIVE && ss.pid != 0 &&
+	    kill((pid_t)ss.pid, 0) == 0)
+		return 1; /* attached: its worker renews the lease */
+	return session_kill(t, arg);
+}
+
+/* Sweep at start: mark expired sessions dead, purge the dead. */
+static void
+worker_sweep(worker *w)
+{
+	struct sweep_arg sa;
+	int i;
+
+	memset(&sa, 0, sizeof sa);
+	if (store_read(w->st, worker_sweep_list, &sa) != 0)
+		return;
+	for (i = 0; i < sa.n; i++) {
+		if (store_write(w->st, worker_sweep_kill, sa.ids[i]) != 0)
+			continue;
+		session_purge(w->st, sa.ids[i], 1000, NULL);
+	}
+}

@@ -1,0 +1,320 @@
+/*
+ * wire.h - the pyshelf wire codec: frames, fields and message schemas.
+ *
+ * One codec shared by the backend (exec/) and the client library
+ * (client/).  docs/PROTOCOL.md describes the same bytes for people writing
+ * a client in another language; keep the two in step.
+ *
+ * A frame is a fixed 16-byte header followed by a body of fields.  Every
+ * integer is big-endian; nothing native ever crosses the wire.
+ *
+ *   offset size  what
+ *   0      4     body length N (bytes after the header)
+ *   4      2     message type (WIRE_MSG_*)
+ *   6      2     flags (must be 0 in version 1)
+ *   8      8     request id: set by the client, echoed by every reply
+ *   16     N     fields, back to back
+ *
+ * A field is   u8 tag (WIRE_TAG_*) | u32 length L | L bytes.
+ * Integer fields (WIRE_TAG_* marked "u64") are exactly 8 bytes.
+ * Strings are UTF-8 and carry no terminating NUL on the wire.
+ * A tag may repeat only where the schema says so; order is kept.
+ *
+ * Caveats, once: parsed messages borrow the bytes they were parsed from;
+ * nothing here is thread-safe on one object, but different objects may be
+ * used from different threads.
+ */
+#ifndef PYSHELF_WIRE_H
+#define PYSHELF_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bump whenever a byte of the layout below changes (tests/check_wire.c
+ * holds golden frames that fail when the layout moves without it). */
+#define WIRE_PROTOCOL_VERSION 1
+
+#define WIRE_HEADER_SIZE 16
+#define WIRE_FIELD_HEADER_SIZE 5
+/* Default and hard limits on the body length. */
+#define WIRE_DEFAULT_MAX_FRAME (64u * 1024 * 1024)
+#define WIRE_PREAUTH_MAX_FRAME (64u * 1024)
+#define WIRE_MAX_FIELDS 1000000
+
+/* Message types, numbered in ranges. */
+enum wire_msg_type {
+	/* 0x00xx: handshake and session */
+	WIRE_MSG_HELLO = 0x0001,     /* c->s: VERSION, [NAME] */
+	WIRE_MSG_WELCOME = 0x0002,   /* s->c: VERSION, NAME, PID, MAX_FRAME,
+	                                [SESSION_ID, SESSION, CREATED, NONCE] */
+	WIRE_MSG_AUTH = 0x0003,      /* c->s: MAC */
+	WIRE_MSG_ATTACH = 0x0010,    /* c->s: SESSION, [TOKEN], [CREATE] */
+	WIRE_MSG_ATTACHED = 0x0011,  /* s->c: SESSION_ID, SESSION, CREATED,
+	                                [TOKEN] */
+
+	/* 0x01xx: running code */
+	WIRE_MSG_EXEC = 0x0100,      /* c->s: CODE, [FUNC], ARG_HANDLE|ARG_PICKLE*,
+	                                [WANT_VALUE], [TIMEOUT_MS] */
+	WIRE_MSG_RESULT = 0x0101,    /* s->c: KIND, [HANDLE, TYPE_NAME],
+	                                [EXC_TYPE, MESSAGE], [VALUE], [VOLATILE] */
+	WIRE_MSG_OUTPUT = 0x0102,    /* s->c: STREAM, DATA */
+	WIRE_MSG_INTERRUPT = 0x0103, /* c->s: no fields; no reply */
+	WIRE_MSG_RELEASE = 0x0104,   /* c->s: HANDLE*; no reply */
+
+	/* 0x011x: the workspace as a mapping */
+	WIRE_MSG_GET = 0x0110,       /* c->s: KEY, [WANT_VALUE] -> RESULT */
+	WIRE_MSG_SET = 0x0111,       /* c->s: KEY, VALUE -> OK */
+	WIRE_MSG_DEL = 0x0112,       /* c->s: KEY -> OK */
+	WIRE_MSG_KEYS = 0x0113,      /* c->s: no fields -> LISTING of KEY* */
+	WIRE_MSG_HANDLES = 0x0114,   /* c->s -> LISTING of (HANDLE, TYPE_NAME)* */
+	WIRE_MSG_LOST = 0x0115,      /* c->s -> LISTING of (KEY, TYPE_NAME,
+	                                MESSAGE)* */
+
+	/* 0x012x: session control */
+	WIRE_MSG_SYNC = 0x0120,      /* c->s -> OK */
+	WIRE_MSG_DETACH = 0x0121,    /* c->s -> OK, then the server closes */
+	WIRE_MSG_CLOSE = 0x0122,     /* c->s -> OK; the session is ended */
+	WIRE_MSG_STATS = 0x0123,     /* c->s -> LISTING with DATA (JSON) */
+	WIRE_MSG_PING = 0x0124,      /* c->s -> PONG */
+	WIRE_MSG_PONG = 0x0125,      /* s->c */
+
+	/* 0x01Fx: generic replies */
+	WIRE_MSG_OK = 0x01F0,        /* s->c: no fields */
+	WIRE_MSG_LISTING = 0x01F1,   /* s->c: repeated fields per request */
+
+	/* 0x7Fxx: errors */
+	WIRE_MSG_ERROR = 0x7F00      /* s->c: ERRCODE, MESSAGE */
+};
+
+/* Field tags.  "u64" fields are 8 bytes big-endian. */
+enum wire_tag {
+	WIRE_TAG_VERSION = 1,     /* u64 protocol version */
+	WIRE_TAG_NAME = 2,        /* str: peer program name */
+	WIRE_TAG_SESSION_ID = 3,  /* 16 bytes */
+	WIRE_TAG_TOKEN = 4,       /* 32 bytes: resume token */
+	WIRE_TAG_CREATE = 5,      /* u64 0/1: create when missing */
+	WIRE_TAG_CODE = 6,        /* str: Python source */
+	WIRE_TAG_FUNC = 7,        /* str: function to call after running CODE */
+	WIRE_TAG_ARG_HANDLE = 8,  /* u64, repeated: argument by handle */
+	WIRE_TAG_ARG_PICKLE = 9,  /* bytes, repeated: argument by pickle */
+	WIRE_TAG_WANT_VALUE = 10, /* u64 0/1 */
+	WIRE_TAG_TIMEOUT_MS = 11, /* u64, 0 = none */
+	WIRE_TAG_KIND = 12,       /* u64 WIRE_KIND_* */
+	WIRE_TAG_HANDLE = 13,     /* u64 handle id (repeats in RELEASE/LISTING) */
+	WIRE_TAG_TYPE_NAME = 14,  /* str */
+	WIRE_TAG_EXC_TYPE = 15,   /* str: exception class name */
+	WIRE_TAG_MESSAGE = 16,    /* str: human-readable text */
+	WIRE_TAG_VALUE = 17,      /* bytes: a pickle */
+	WIRE_TAG_STREAM = 18,     /* u64: 1 stdout, 2 stderr */
+	WIRE_TAG_DATA = 19,       /* bytes */
+	WIRE_TAG_ERRCODE = 20,    /* u64 WIRE_ERR_* */
+	WIRE_TAG_KEY = 21,        /* str: global name (repeats in LISTING) */
+	WIRE_TAG_VOLATILE = 22,   /* str: why the result could not be persisted */
+	WIRE_TAG_PID = 23,        /* u64 */
+	WIRE_TAG_MAX_FRAME = 24,  /* u64 */
+	WIRE_TAG_SESSION = 25,    /* str: session name */
+	WIRE_TAG_CREATED = 26,    /* u64 0/1: the session was just created */
+	WIRE_TAG_NONCE = 27,      /* 32 bytes: auth challenge */
+	WIRE_TAG_MAC = 28,        /* 32 bytes: HMAC-SHA256(key, nonce) */
+	WIRE_TAG_MAX_ = 63        /* tags are < 64 */
+};
+
+/* Result kinds in RESULT.KIND. */
+enum wire_kind {
+	WIRE_KIND_DIRECT = 1,   /* DirectValue: VALUE holds the pickle */
+	WIRE_KIND_WRAPPED = 2,  /* Wrapped: HANDLE, TYPE_NAME */
+	WIRE_KIND_EXCINFO = 3   /* WrappedExcinfo: HANDLE, TYPE_NAME, EXC_TYPE,
+	                           MESSAGE */
+};
+
+/* Error codes carried in ERROR.ERRCODE. */
+enum wire_errcode {
+	WIRE_ERR_MALFORMED = 1,      /* the frame could not be parsed */
+	WIRE_ERR_TOO_BIG = 2,        /* body longer than the maximum */
+	WIRE_ERR_UNKNOWN_TYPE = 3,   /* message type not known */
+	WIRE_ERR_VERSION = 4,        /* no common protocol version */
+	WIRE_ERR_AUTH = 5,           /* authentication failed or required */
+	WIRE_ERR_NO_SESSION = 6,     /* session missing or not attached */
+	WIRE_ERR_SESSION_DEAD = 7,   /* the session has ended */
+	WIRE_ERR_UNKNOWN_HANDLE = 8, /* a handle id that is not live */
+	WIRE_ERR_UNPICKLE = 9,       /* an argument or value cannot be unpickled */
+	WIRE_ERR_PICKLE = 10,        /* a value asked for cannot be pickled */
+	WIRE_ERR_NOT_FOUND = 11,     /* no such global */
+	WIRE_ERR_STORE = 12,         /* the store failed (full disk or map...) */
+	WIRE_ERR_VOLATILE = 13,      /* the entry was not persisted and is gone */
+	WIRE_ERR_INTERNAL = 14,      /* a bug; the message says where */
+	WIRE_ERR_BAD_REQUEST = 15    /* well-formed but meaningless request */
+};
+
+/* Codec return values: 0 complete, WIRE_NEED_MORE, or a negative error. */
+#define WIRE_OK 0
+#define WIRE_NEED_MORE 1
+#define WIRE_E_MALFORMED (-1)  /* bytes do not form a frame */
+#define WIRE_E_TOO_BIG (-2)    /* body length above the limit */
+#define WIRE_E_NOMEM (-3)      /* allocation failed */
+#define WIRE_E_SCHEMA (-4)     /* frame parsed but breaks its schema */
+#define WIRE_E_UNKNOWN (-5)    /* unknown message type */
+#define WIRE_E_IO (-6)         /* read/write failed; errno says why */
+#define WIRE_E_EOF (-7)        /* peer closed the connection */
+#define WIRE_E_TIMEOUT (-8)    /* no frame in the time given */
+
+/* A field of a parsed message.  data borrows from the parsed buffer. */
+typedef struct wire_field {
+	uint8_t tag;          /* WIRE_TAG_* */
+	uint32_t len;         /* length of data */
+	const uint8_t *data;  /* borrowed; valid while the buffer lives */
+} wire_field;
+
+/* A parsed message. */
+typedef struct wire_msg {
+	uint16_t type;        /* WIRE_MSG_* */
+	uint16_t flags;       /* 0 */
+	uint64_t id;          /* request id */
+	size_t nfields;       /* number of fields in fields[] */
+	size_t cap;           /* allocated slots in fields[] */
+	wire_field *fields;   /* owned by the message; free with wire_msg_free */
+} wire_msg;
+
+/* A growable output buffer holding zero or more encoded frames. */
+typedef struct wire_buf {
+	uint8_t *data;        /* owned; free with wire_buf_free */
+	size_t len;           /* bytes used */
+	size_t cap;           /* bytes allocated */
+	size_t start;         /* offset of the frame being built */
+	int err;              /* first error hit while building, sticky */
+} wire_buf;
+
+/* wire.c */
+
+/* Return a static English message for a WIRE_E_* code. */
+const char *wire_strerror(int rc);
+/* Return a static name for a message type ("EXEC") or NULL if unknown. */
+const char *wire_msg_name(uint16_t type);
+/* Return a static name for a WIRE_ERR_* code ("UNKNOWN_HANDLE"), or "?"
+ * for a code this version does not know. */
+const char *wire_errcode_name(uint64_t code);
+/* Return a static name for a field tag ("CODE") or NULL if unknown. */
+const char *wire_tag_name(uint8_t tag);
+/* The WIRE_ERR_* to send in an ERROR for a codec result: MALFORMED,
+ * TOO_BIG, UNKNOWN_TYPE, BAD_REQUEST for WIRE_E_SCHEMA, else INTERNAL.
+ * After MALFORMED or TOO_BIG the stream is out of step: close it. */
+uint64_t wire_errcode_for(int rc);
+
+/* Initialise an empty buffer (no allocation). */
+void wire_buf_init(wire_buf *b);
+/* Release a buffer's memory and reinitialise it. */
+void wire_buf_free(wire_buf *b);
+/* Drop contents (and any frame being built) but keep the allocation. */
+void wire_buf_reset(wire_buf *b);
+/*
+ * Start a frame at the end of b.  Fields go in with wire_put_*, and
+ * wire_end() fills in the length.  Errors are sticky in b->err and are
+ * returned by wire_end(), so callers may check once.  A field whose data
+ * exceeds a u32, or that would take the body past a u32, is
+ * WIRE_E_TOO_BIG; calls out of order (a put or end without begin, a begin
+ * without end) and wire_put_str(NULL) are caller bugs, WIRE_E_MALFORMED.
+ * Tags are not checked here (any u8 encodes); wire_msg_check() checks them.
+ */
+void wire_begin(wire_buf *b, uint16_t type, uint64_t id);
+void wire_put_bytes(wire_buf *b, uint8_t tag, const void *p, size_t n);
+void wire_put_str(wire_buf *b, uint8_t tag, const char *s);
+void wire_put_u64(wire_buf *b, uint8_t tag, uint64_t v);
+/* Reserve n bytes of field data and return where to write them (NULL on
+ * error); lets a caller fill a large value without a second copy.  The
+ * pointer is valid until the next call that adds to b. */
+uint8_t *wire_put_reserve(wire_buf *b, uint8_t tag, size_t n);
+/* Finish the frame.  Returns WIRE_OK or WIRE_E_NOMEM/WIRE_E_TOO_BIG (or
+ * WIRE_E_MALFORMED for a caller bug).  On error the unfinished frame is
+ * removed from b (earlier frames stay) and b->err is cleared, so the same
+ * buffer can go on with the next frame, e.g. an ERROR instead. */
+int wire_end(wire_buf *b);
+
+/*
+ * Inspect the first bytes of a stream.  Returns WIRE_NEED_MORE when fewer
+ * than WIRE_HEADER_SIZE bytes are there, WIRE_E_TOO_BIG when the body
+ * length exceeds max_body, WIRE_E_MALFORMED when the flags are not 0,
+ * else WIRE_OK with *frame_len set to the whole frame's length.  Never
+ * allocates: call it before reading or allocating a body.
+ */
+int wire_peek(const uint8_t *p, size_t n, size_t max_body, size_t *frame_len);
+
+/*
+ * Parse one frame from p[0..n).  Returns WIRE_NEED_MORE when the frame is
+ * not all there, WIRE_OK with *m filled and *used set to the frame length,
+ * or a negative error: those of wire_peek(), WIRE_E_MALFORMED when a
+ * field runs past the body, WIRE_E_TOO_BIG for more than WIRE_MAX_FIELDS
+ * fields, WIRE_E_NOMEM.  m must have been initialised with wire_msg_init();
+ * its fields array is reused between calls and holds no fields after a
+ * result other than WIRE_OK.  Fields borrow from p.  Every length is
+ * checked before anything is allocated.
+ * The schema is NOT checked here; see wire_msg_check().
+ */
+int wire_parse(const uint8_t *p, size_t n, size_t max_body, wire_msg *m,
+               size_t *used);
+void wire_msg_init(wire_msg *m);
+void wire_msg_free(wire_msg *m);
+
+/*
+ * Check a parsed message against its type's schema: known type, required
+ * fields present, no unknown or wrongly repeated tags, u64 fields of 8
+ * bytes, fixed-size fields (SESSION_ID 16, TOKEN/NONCE/MAC 32) of their
+ * size, no NUL in string fields.  Returns WIRE_OK, WIRE_E_UNKNOWN or
+ * WIRE_E_SCHEMA; *why (may be NULL) gets a static sentence.
+ */
+int wire_msg_check(const wire_msg *m, const char **why);
+
+/* First field with tag, or NULL. */
+const wire_field *wire_msg_find(const wire_msg *m, uint8_t tag);
+/* Value of the first u64 field with tag, or dflt when absent (or, in an
+ * unchecked message, not 8 bytes long). */
+uint64_t wire_msg_u64(const wire_msg *m, uint8_t tag, uint64_t dflt);
+/* Decode an 8-byte field (0 when it is not 8 bytes long). */
+uint64_t wire_field_u64(const wire_field *f);
+/* Copy a field into a fresh NUL-terminated string (caller frees), or NULL
+ * on allocation failure or an embedded NUL. */
+char *wire_field_strdup(const wire_field *f);
+
+/* Big-endian helpers, used by the store's key layout as well. */
+void wire_be64_put(uint8_t *p, uint64_t v);
+uint64_t wire_be64_get(const uint8_t *p);
+void wire_be32_put(uint8_t *p, uint32_t v);
+uint32_t wire_be32_get(const uint8_t *p);
+void wire_be16_put(uint8_t *p, uint16_t v);
+uint16_t wire_be16_get(const uint8_t *p);
+
+/* conn.c: blocking frame I/O on a file descriptor. */
+
+/* A connection: a file descriptor pair with a read buffer. */
+typedef struct wire_conn {
+	int rfd;              /* read side */
+	int wfd;              /* write side (same as rfd for sockets) */
+	size_t max_body;      /* body limit for incoming frames */
+	uint8_t *rbuf;        /* owned read buffer */
+	size_t rlen;          /* bytes buffered */
+	size_t rpos;          /* start of unconsumed bytes */
+	size_t rcap;          /* allocated */
+	unsigned spin_us;     /* busy-poll this long before blocking (0 = off) */
+} wire_conn;
+
+/* Set up a connection over fds (not taken over: close them yourself). */
+void wire_conn_init(wire_conn *c, int rfd, int wfd, size_t max_body);
+void wire_conn_free(wire_conn *c);
+/*
+ * Read the next complete frame into m (fields borrow c's buffer until the
+ * next wire_conn_read).  timeout_ms < 0 waits forever.  Returns WIRE_OK,
+ * WIRE_E_EOF, WIRE_E_TIMEOUT, WIRE_E_IO (errno set), WIRE_E_TOO_BIG,
+ * WIRE_E_MALFORMED or WIRE_E_NOMEM.  EOF at a frame boundary is
+ * WIRE_E_EOF; EOF in the middle of a frame is WIRE_E_MALFORMED (a
+ * truncated frame).  After an error other than TIMEOUT the stream is out
+ * of step: close it.  With c->spin_us set, polls without blocking for up
+ * to that long before a blocking poll(), trading CPU for latency.
+ */
+int wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms);
+/* Nonzero when wire_conn_read() would return at once without reading:
+ * a complete frame is buffered, or the buffered header is already bad. */
+int wire_conn_pending(const wire_conn *c);
+/* Write all of p[0..n), retrying on EINTR/short writes.  WIRE_OK or
+ * WIRE_E_IO. */
+int wire_write_all(int fd, const void *p, size_t n);
+
+#endif

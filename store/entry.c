@@ -1,0 +1,186 @@
+/*
+ * entry.c - a session's entries: globals ('g', keyed by name) and handles
+ * ('h', keyed by big-endian id), under the session id so that one session's
+ * keys form one contiguous range.
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "store-int.h"
+
+/* Build an entry key into k (ENTRY_KEY_MAX bytes); returns its length,
+ * 0 when the name is too long. */
+size_t
+entry_key_make(uint8_t *k, const uint8_t *sid, uint8_t kind,
+               const char *name, size_t name_len, uint64_t handle)
+{
+	memcpy(k, sid, STORE_ID_SIZE);
+	k[STORE_ID_SIZE] = kind;
+	if (kind == STORE_KIND_HANDLE) {
+		be64_put(k + STORE_ID_SIZE + 1, handle);
+		return STORE_ID_SIZE + 1 + 8;
+	}
+	if (name_len == 0 || name_len > STORE_KEY_MAX)
+		return 0;
+	memcpy(k + STORE_ID_SIZE + 1, name, name_len);
+	return STORE_ID_SIZE + 1 + name_len;
+}
+
+/* Split an entry key (after the session id) into out. */
+int
+entry_key_parse(const uint8_t *k, size_t n, store_key *out)
+{
+	if (n < STORE_ID_SIZE + 2)
+		return STORE_E_CORRUPT;
+	out->kind = k[STORE_ID_SIZE];
+	out->name = NULL;
+	out->name_len = 0;
+	out->handle = 0;
+	if (out->kind == STORE_KIND_HANDLE) {
+		if (n != STORE_ID_SIZE + 1 + 8)
+			return STORE_E_CORRUPT;
+		out->handle = be64_get(k + STORE_ID_SIZE + 1);
+	} else if (out->kind == STORE_KIND_GLOBAL) {
+		out->name = (const char *)k + STORE_ID_SIZE + 1;
+		out->name_len = n - STORE_ID_SIZE - 1;
+	} else
+		return STORE_E_CORRUPT;
+	return 0;
+}
+
+/* Insert or replace one entry, writing the record straight into the map. */
+int
+entry_put(store_txn *t, const uint8_t *sid, const store_entry_in *in,
+          uint64_t now_ms)
+{
+	uint8_t kbuf[ENTRY_KEY_MAX];
+	size_t payload = 0, tlen;
+	MDB_val k, v;
+	int i, rc;
+
+	if (t->readonly)
+		return STORE_E_READONLY;
+	k.mv_size = entry_key_make(kbuf, sid, in->kind, in->name,
+	    in->name_len, in->handle);
+	if (k.mv_size == 0 || (in->kind != STORE_KIND_GLOBAL &&
+	    in->kind != STORE_KIND_HANDLE))
+		return STORE_E_INVAL;
+	k.mv_data = kbuf;
+	tlen = in->type_name != NULL ? strlen(in->type_name) : 0;
+	if (tlen > 65535)
+		return STORE_E_INVAL;
+	for (i = 0; i < in->iovcnt; i++)
+		payload += in->iov[i].iov_len;
+	v.mv_size = record_size(tlen, in->refs_len, payload);
+	v.mv_data = NULL;
+	/* MDB_RESERVE: LMDB gives us the space; we encode in place, so a
+	 * large payload is copied once, from its buffers into the map. */
+	if ((rc = mdb_put(t->txn, t->s->entries, &k, &v, MDB_RESERVE)) != 0)
+		return store_map_err(rc);
+	record_encode(v.mv_data, in, now_ms);
+	return 0;
+}
+
+/* Fetch and verify one entry. */
+int
+entry_get(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
+          size_t name_len, uint64_t handle, store_record *out)
+{
+	uint8_t kbuf[ENTRY_KEY_MAX];
+	MDB_val k, v;
+	int rc;
+
+	k.mv_size = entry_key_make(kbuf, sid, kind, name, name_len, handle);
+	if (k.mv_size == 0)
+		return STORE_E_INVAL;
+	k.mv_data = kbuf;
+	if ((rc = mdb_get(t->txn, t->s->entries, &k, &v)) != 0)
+		return store_map_err(rc);
+	return record_decode(v.mv_data, v.mv_size, out);
+}
+
+/* Delete one entry. */
+int
+entry_del(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
+          size_t name_len, uint64_t handle)
+{
+	uint8_t kbuf[ENTRY_KEY_MAX];
+	MDB_val k;
+
+	if (t->readonly)
+		return STORE_E_READONLY;
+	k.mv_size = entry_key_make(kbuf, sid, kind, name, name_len, handle);
+	if (k.mv_size == 0)
+		return STORE_E_INVAL;
+	k.mv_data = kbuf;
+	return store_map_err(mdb_del(t->txn, t->s->entries, &k, NULL));
+}
+
+/* List keys of a session; values are not touched (only their sizes). */
+int
+entry_list(store_txn *t, const uint8_t *sid, uint8_t kind,
+           int (*fn)(const store_key *, void *), void *arg)
+{
+	uint8_t prefix[STORE_ID_SIZE + 1];
+	size_t plen = kind != 0 ? sizeof prefix : STORE_ID_SIZE;
+	MDB_cursor *c;
+	MDB_val k, v;
+	store_key sk;
+	int rc, op = MDB_SET_RANGE;
+
+	memcpy(prefix, sid, STORE_ID_SIZE);
+	prefix[STORE_ID_SIZE] = kind;
+	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
+		return store_map_err(rc);
+	k.mv_data = prefix;
+	k.mv_size = plen;
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		if (entry_key_parse(k.mv_data, k.mv_size, &sk) != 0)
+			continue; /* --check reports malformed keys */
+		sk.value_len = v.mv_size;
+		if ((rc = fn(&sk, arg)) != 0)
+			goto out;
+	}
+	rc = (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+out:
+	mdb_cursor_close(c);
+	return rc;
+}
+
+/* Visit every entry of every session. */
+int
+entry_walk(store_txn *t,
+           int (*fn)(const uint8_t *sid, const store_key *, const uint8_t *,
+                     size_t, void *),
+           void *arg)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	store_key sk;
+	int rc, op = MDB_FIRST;
+
+	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
+		return store_map_err(rc);
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (entry_key_parse(k.mv_data, k.mv_size, &sk) != 0) {
+			sk.kind = 0;
+			sk.name = (const char *)k.mv_data;
+			sk.name_len = k.mv_size;
+			sk.handle = 0;
+		}
+		sk.value_len = v.mv_size;
+		rc = fn(k.mv_size >= STORE_ID_SIZE ? k.mv_data : NULL, &sk,
+		    v.mv_data, v.mv_size, arg);
+		if (rc != 0)
+			goto out;
+	}
+	rc = (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+out:
+	mdb_cursor_close(c);
+	return rc;
+}

@@ -1,0 +1,540 @@
+/*
+ * env.c - opening the LMDB environment, the meta database with its format
+ * version, and the read/write transaction runners that grow the map when it
+ * fills up and follow growth done by other processes.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store-int.h"
+
+#define DEFAULT_MAP_INITIAL ((size_t)64 << 20)
+#define DEFAULT_MAP_MAX ((size_t)1 << 40)
+#define MAX_READERS 1022
+#define MAX_DBS 8
+
+static int env_setcause(char **cause, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int env_open_dbis(store *s, char **cause);
+static int env_check_meta(store *s, char **cause);
+static int env_grow(store *s);
+
+/* Map an LMDB or errno code to a STORE_E_* code. */
+int
+store_map_err(int rc)
+{
+	switch (rc) {
+	case 0:
+		return 0;
+	case MDB_NOTFOUND:
+		return STORE_E_NOTFOUND;
+	case MDB_KEYEXIST:
+		return STORE_E_EXISTS;
+	case MDB_MAP_FULL:
+	case ENOSPC:
+	case EDQUOT:
+		return STORE_E_FULL;
+	case MDB_CORRUPTED:
+	case MDB_PAGE_NOTFOUND:
+	case MDB_INVALID:
+		return STORE_E_CORRUPT;
+	case MDB_VERSION_MISMATCH:
+		return STORE_E_VERSION;
+	case ENOMEM:
+		return STORE_E_NOMEM;
+	case EACCES:
+	case EROFS:
+		return STORE_E_READONLY;
+	case EIO:
+		return STORE_E_IO;
+	default:
+		return rc < 0 && rc > -40000 ? STORE_E_LMDB : (rc > 0 ? STORE_E_IO : rc);
+	}
+}
+
+/* Text for a code. */
+const char *
+store_strerror(int rc)
+{
+	switch (rc) {
+	case 0:
+		return "success";
+	case STORE_E_NOTFOUND:
+		return "not found";
+	case STORE_E_EXISTS:
+		return "already exists";
+	case STORE_E_CORRUPT:
+		return "corrupt record (digest or layout check failed)";
+	case STORE_E_VERSION:
+		return "store has a newer format than this program understands";
+	case STORE_E_FULL:
+		return "store is full (map at its maximum size, or disk full); nothing was written";
+	case STORE_E_NOMEM:
+		return "out of memory";
+	case STORE_E_INVAL:
+		return "invalid argument";
+	case STORE_E_IO:
+		return "I/O error";
+	case STORE_E_LMDB:
+		return "LMDB error";
+	case STORE_E_NOTSTORE:
+		return "not a pyshelf store";
+	case STORE_E_READONLY:
+		return "store is read-only";
+	case STORE_E_DEAD:
+		return "session has ended";
+	default:
+		return mdb_strerror(rc);
+	}
+}
+
+/* Put a malloc'd sentence in *cause (when asked) and return -1. */
+static int
+env_setcause(char **cause, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (cause == NULL)
+		return -1;
+	va_start(ap, fmt);
+	if (vasprintf(cause, fmt, ap) < 0)
+		*cause = NULL;
+	va_end(ap);
+	return -1;
+}
+
+/* $XDG_DATA_HOME/pyshelf or ~/.local/share/pyshelf. */
+char *
+store_default_path(void)
+{
+	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+	char *p = NULL;
+
+	if (xdg != NULL && *xdg == '/') {
+		if (asprintf(&p, "%s/pyshelf", xdg) < 0)
+			return NULL;
+	} else {
+		if (asprintf(&p, "%s/.local/share/pyshelf",
+		    home != NULL && *home != '\0' ? home : "/tmp") < 0)
+			return NULL;
+	}
+	return p;
+}
+
+/* Create path and its missing parents with mode. */
+static int
+env_mkdirs(const char *path, mode_t mode)
+{
+	char *copy = strdup(path), *q;
+	int rc = 0;
+
+	if (copy == NULL)
+		return -1;
+	for (q = copy + 1; *q != '\0'; q++) {
+		if (*q != '/')
+			continue;
+		*q = '\0';
+		if (mkdir(copy, 0700) != 0 && errno != EEXIST) {
+			rc = -1;
+			break;
+		}
+		*q = '/';
+	}
+	if (rc == 0 && mkdir(copy, mode) != 0 && errno != EEXIST)
+		rc = -1;
+	free(copy);
+	return rc;
+}
+
+/* Open the environment and its databases, checking the format. */
+int
+store_open(store **out, const char *path, const store_options *opt,
+           char **cause)
+{
+	store *s;
+	struct stat st;
+	char *data = NULL;
+	unsigned flags = MDB_NOTLS;
+	int rc;
+
+	if (cause != NULL)
+		*cause = NULL;
+	*out = NULL;
+	if ((s = calloc(1, sizeof *s)) == NULL)
+		return STORE_E_NOMEM;
+	if (opt != NULL)
+		s->opt = *opt;
+	if (s->opt.map_initial == 0)
+		s->opt.map_initial = DEFAULT_MAP_INITIAL;
+	if (s->opt.map_max == 0)
+		s->opt.map_max = DEFAULT_MAP_MAX;
+	if (s->opt.map_initial > s->opt.map_max)
+		s->opt.map_initial = s->opt.map_max;
+	if ((s->path = strdup(path)) == NULL) {
+		rc = STORE_E_NOMEM;
+		goto free_s;
+	}
+	pthread_rwlock_init(&s->resize, NULL);
+
+	if (stat(path, &st) != 0) {
+		if (errno != ENOENT || !s->opt.create || s->opt.readonly) {
+			rc = errno == ENOENT ? STORE_E_NOTSTORE : STORE_E_IO;
+			env_setcause(cause, "%s: %s", path, strerror(errno));
+			goto free_s;
+		}
+		if (env_mkdirs(path, 0700) != 0) {
+			rc = STORE_E_IO;
+			env_setcause(cause, "mkdir %s: %s", path, strerror(errno));
+			goto free_s;
+		}
+	} else if (!S_ISDIR(st.st_mode)) {
+		rc = STORE_E_NOTSTORE;
+		env_setcause(cause, "%s: not a directory", path);
+		goto free_s;
+	}
+	if (asprintf(&data, "%s/data.mdb", path) < 0) {
+		rc = STORE_E_NOMEM;
+		goto free_s;
+	}
+	if (stat(data, &st) != 0 && (s->opt.readonly || !s->opt.create)) {
+		rc = STORE_E_NOTSTORE;
+		env_setcause(cause, "%s: no pyshelf store here (no data.mdb)", path);
+		goto free_data;
+	}
+
+	if ((rc = mdb_env_create(&s->env)) != 0)
+		goto lmdb_err;
+	mdb_env_set_maxreaders(s->env, MAX_READERS);
+	mdb_env_set_maxdbs(s->env, MAX_DBS);
+	if ((rc = mdb_env_set_mapsize(s->env, s->opt.map_initial)) != 0)
+		goto lmdb_err;
+	if (s->opt.readonly)
+		flags |= MDB_RDONLY;
+	if (s->opt.sync != STORE_SYNC_ALWAYS)
+		flags |= MDB_NOSYNC;
+	if ((rc = mdb_env_open(s->env, path, flags, 0600)) != 0)
+		goto lmdb_err;
+	if ((rc = env_open_dbis(s, cause)) != 0)
+		goto close_env;
+	if ((rc = env_check_meta(s, cause)) != 0)
+		goto close_env;
+	free(data);
+	*out = s;
+	return 0;
+
+lmdb_err:
+	env_setcause(cause, "%s: %s", path, mdb_strerror(rc));
+	rc = store_map_err(rc);
+close_env:
+	if (s->env != NULL)
+		mdb_env_close(s->env);
+free_data:
+	free(data);
+free_s:
+	pthread_rwlock_destroy(&s->resize);
+	free(s->path);
+	free(s);
+	return rc;
+}
+
+/* Open the five named databases (creating them unless read-only). */
+static int
+env_open_dbis(store *s, char **cause)
+{
+	static const char *names[] = {"meta", "sessions", "names", "entries",
+	    "expiry"};
+	MDB_dbi *dbis[] = {&s->meta, &s->sessions, &s->names, &s->entries,
+	    &s->expiry};
+	MDB_txn *txn;
+	unsigned cflag = s->opt.readonly ? 0 : MDB_CREATE;
+	size_t i;
+	int rc;
+
+	rc = mdb_txn_begin(s->env, NULL, s->opt.readonly ? MDB_RDONLY : 0, &txn);
+	if (rc == MDB_MAP_RESIZED) {
+		mdb_env_set_mapsize(s->env, 0);
+		rc = mdb_txn_begin(s->env, NULL,
+		    s->opt.readonly ? MDB_RDONLY : 0, &txn);
+	}
+	if (rc != 0) {
+		env_setcause(cause, "%s: begin: %s", s->path, mdb_strerror(rc));
+		return store_map_err(rc);
+	}
+	for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+		rc = mdb_dbi_open(txn, names[i], cflag, dbis[i]);
+		if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+			mdb_txn_abort(txn);
+			env_setcause(cause, "%s: not a pyshelf store (no '%s' "
+			    "database)", s->path, names[i]);
+			return STORE_E_NOTSTORE;
+		}
+		if (rc != 0) {
+			mdb_txn_abort(txn);
+			env_setcause(cause, "%s: open database %s: %s", s->path,
+			    names[i], mdb_strerror(rc));
+			return store_map_err(rc);
+		}
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		env_setcause(cause, "%s: commit: %s", s->path, mdb_strerror(rc));
+		return store_map_err(rc);
+	}
+	return 0;
+}
+
+/* Argument of the meta check transaction. */
+struct meta_arg {
+	uint32_t format;   /* found format, 0 when new */
+	int fresh;         /* the store was just created */
+};
+
+/* Write the format and creation time into an empty meta database. */
+static int
+env_meta_init(store_txn *t, void *arg)
+{
+	struct meta_arg *ma = arg;
+	uint8_t buf[8];
+	MDB_val k, v;
+	int rc;
+
+	k.mv_data = "format";
+	k.mv_size = 6;
+	if ((rc = mdb_get(t->txn, t->s->meta, &k, &v)) == 0) {
+		if (v.mv_size != 4)
+			return STORE_E_NOTSTORE;
+		ma->format = be32_get(v.mv_data);
+		return 0;
+	}
+	if (rc != MDB_NOTFOUND)
+		return store_map_err(rc);
+	if (t->readonly)
+		return STORE_E_NOTSTORE;
+	be32_put(buf, STORE_FORMAT_VERSION);
+	v.mv_data = buf;
+	v.mv_size = 4;
+	if ((rc = mdb_put(t->txn, t->s->meta, &k, &v, 0)) != 0)
+		return store_map_err(rc);
+	be64_put(buf, store_now_ms());
+	k.mv_data = "created";
+	k.mv_size = 7;
+	v.mv_size = 8;
+	if ((rc = mdb_put(t->txn, t->s->meta, &k, &v, 0)) != 0)
+		return store_map_err(rc);
+	ma->format = STORE_FORMAT_VERSION;
+	ma->fresh = 1;
+	return 0;
+}
+
+/* Refuse a store of a newer format; stamp a new one. */
+static int
+env_check_meta(store *s, char **cause)
+{
+	struct meta_arg ma = {0, 0};
+	int rc;
+
+	if (s->opt.readonly)
+		rc = store_read(s, env_meta_init, &ma);
+	else
+		rc = store_write(s, env_meta_init, &ma);
+	if (rc == STORE_E_NOTSTORE) {
+		env_setcause(cause, "%s: not a pyshelf store (no format "
+		    "version in meta)", s->path);
+		return rc;
+	}
+	if (rc != 0) {
+		env_setcause(cause, "%s: reading meta: %s", s->path,
+		    store_strerror(rc));
+		return rc;
+	}
+	if (ma.format > STORE_FORMAT_VERSION) {
+		env_setcause(cause, "%s: store format %u is newer than this "
+		    "pyshelf understands (%d); upgrade pyshelf", s->path,
+		    ma.format, STORE_FORMAT_VERSION);
+		return STORE_E_VERSION;
+	}
+	return 0;
+}
+
+/* Close the environment. */
+void
+store_close(store *s)
+{
+	if (s == NULL)
+		return;
+	mdb_env_close(s->env);
+	pthread_rwlock_destroy(&s->resize);
+	free(s->path);
+	free(s);
+}
+
+const char *
+store_path(const store *s)
+{
+	return s->path;
+}
+
+/* Flush to disk. */
+int
+store_sync(store *s)
+{
+	if (s->opt.readonly)
+		return 0;
+	return store_map_err(mdb_env_sync(s->env, 1));
+}
+
+/* Sizes of the map and of what is used. */
+int
+store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	int rc;
+
+	if ((rc = mdb_env_info(s->env, &info)) != 0)
+		return store_map_err(rc);
+	if ((rc = mdb_env_stat(s->env, &st)) != 0)
+		return store_map_err(rc);
+	if (map_size != NULL)
+		*map_size = info.me_mapsize;
+	if (used != NULL)
+		*used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+	if (map_max != NULL)
+		*map_max = s->opt.map_max;
+	return 0;
+}
+
+/* Argument for reading meta. */
+struct meta_read {
+	uint32_t format;
+	uint64_t created;
+};
+
+static int
+env_meta_read(store_txn *t, void *arg)
+{
+	struct meta_read *mr = arg;
+	MDB_val k, v;
+
+	k.mv_data = "format";
+	k.mv_size = 6;
+	if (mdb_get(t->txn, t->s->meta, &k, &v) == 0 && v.mv_size == 4)
+		mr->format = be32_get(v.mv_data);
+	k.mv_data = "created";
+	k.mv_size = 7;
+	if (mdb_get(t->txn, t->s->meta, &k, &v) == 0 && v.mv_size == 8)
+		mr->created = be64_get(v.mv_data);
+	return 0;
+}
+
+/* Format and creation time. */
+int
+store_meta(store *s, uint32_t *format, uint64_t *created_ms)
+{
+	struct meta_read mr = {0, 0};
+	int rc = store_read(s, env_meta_read, &mr);
+
+	if (format != NULL)
+		*format = mr.format;
+	if (created_ms != NULL)
+		*created_ms = mr.created;
+	return rc;
+}
+
+/* Begin an LMDB transaction, following another process's map growth. */
+static int
+env_txn_begin(store *s, unsigned flags, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(s->env, NULL, flags, txn);
+
+	if (rc == MDB_MAP_RESIZED) {
+		/* Another process grew the map: adopt its size.  Needs no
+		 * transaction of ours open, which the resize lock ensures. */
+		pthread_rwlock_unlock(&s->resize);
+		pthread_rwlock_wrlock(&s->resize);
+		mdb_env_set_mapsize(s->env, 0);
+		pthread_rwlock_unlock(&s->resize);
+		pthread_rwlock_rdlock(&s->resize);
+		rc = mdb_txn_begin(s->env, NULL, flags, txn);
+	}
+	return rc;
+}
+
+/* Run fn in a read transaction. */
+int
+store_read(store *s, int (*fn)(store_txn *, void *), void *arg)
+{
+	store_txn t = {s, NULL, 1};
+	int rc;
+
+	pthread_rwlock_rdlock(&s->resize);
+	if ((rc = env_txn_begin(s, MDB_RDONLY, &t.txn)) != 0) {
+		pthread_rwlock_unlock(&s->resize);
+		return store_map_err(rc);
+	}
+	rc = fn(&t, arg);
+	mdb_txn_abort(t.txn);
+	pthread_rwlock_unlock(&s->resize);
+	return rc;
+}
+
+/* Double the map (up to the maximum).  STORE_E_FULL at the maximum. */
+static int
+env_grow(store *s)
+{
+	MDB_envinfo info;
+	size_t next;
+	int rc;
+
+	pthread_rwlock_wrlock(&s->resize);
+	mdb_env_info(s->env, &info);
+	if (info.me_mapsize >= s->opt.map_max) {
+		pthread_rwlock_unlock(&s->resize);
+		return STORE_E_FULL;
+	}
+	next = info.me_mapsize * 2;
+	if (next > s->opt.map_max || next < info.me_mapsize)
+		next = s->opt.map_max;
+	rc = mdb_env_set_mapsize(s->env, next);
+	pthread_rwlock_unlock(&s->resize);
+	return rc == 0 ? 0 : store_map_err(rc);
+}
+
+/* Run fn in a write transaction; grow and retry when the map is full. */
+int
+store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
+{
+	store_txn t = {s, NULL, 0};
+	int rc;
+
+	if (s->opt.readonly)
+		return STORE_E_READONLY;
+	for (;;) {
+		pthread_rwlock_rdlock(&s->resize);
+		if ((rc = env_txn_begin(s, 0, &t.txn)) != 0) {
+			pthread_rwlock_unlock(&s->resize);
+			if (rc == MDB_MAP_FULL && env_grow(s) == 0)
+				continue;
+			return store_map_err(rc);
+		}
+		rc = fn(&t, arg);
+		if (rc != 0) {
+			mdb_txn_abort(t.txn);
+			pthread_rwlock_unlock(&s->resize);
+			if (rc == STORE_E_FULL && (rc = env_grow(s)) == 0)
+				continue;
+			return rc;
+		}
+		rc = mdb_txn_commit(t.txn);
+		pthread_rwlock_unlock(&s->resize);
+		if (rc == MDB_MAP_FULL && (rc = env_grow(s)) == 0)
+			continue;
+		return store_map_err(rc);
+	}
+}

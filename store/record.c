@@ -1,0 +1,111 @@
+/*
+ * record.c - the entry record: a 40-byte header, the type name, the
+ * persistent-reference blob and the payload, with an XXH3-128 digest over
+ * everything but the digest field itself (docs/STORAGE.md).
+ */
+#include "config.h"
+
+#include <string.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "store-int.h"
+
+#define RECORD_VERSION 1
+
+/* Bytes a record takes. */
+size_t
+record_size(size_t type_len, size_t refs_len, size_t payload_len)
+{
+	return RECORD_FIXED + type_len + refs_len + payload_len;
+}
+
+/* Digest of a whole encoded record of n bytes (digest field skipped). */
+static void
+record_digest(const uint8_t *p, size_t n, uint8_t out[STORE_DIGEST_SIZE])
+{
+	XXH3_state_t st;
+	XXH128_hash_t h;
+
+	XXH3_128bits_reset(&st);
+	XXH3_128bits_update(&st, p, 16);
+	XXH3_128bits_update(&st, p + 32, n - 32);
+	h = XXH3_128bits_digest(&st);
+	be64_put(out, h.high64);
+	be64_put(out + 8, h.low64);
+}
+
+/* Encode in's header and payload into dst, then stamp the digest. */
+void
+record_encode(uint8_t *dst, const store_entry_in *in, uint64_t now_ms)
+{
+	size_t tlen = in->type_name != NULL ? strlen(in->type_name) : 0;
+	size_t total = RECORD_FIXED + tlen + in->refs_len;
+	uint8_t *q;
+	int i;
+
+	dst[0] = RECORD_VERSION;
+	dst[1] = in->pickler;
+	be16_put(dst + 2, in->flags);
+	be32_put(dst + 4, (uint32_t)tlen);
+	be64_put(dst + 8, now_ms);
+	be32_put(dst + 32, in->refs_len);
+	be32_put(dst + 36, 0);
+	q = dst + RECORD_FIXED;
+	if (tlen > 0)
+		memcpy(q, in->type_name, tlen);
+	q += tlen;
+	if (in->refs_len > 0)
+		memcpy(q, in->refs, in->refs_len);
+	q += in->refs_len;
+	for (i = 0; i < in->iovcnt; i++) {
+		if (in->iov[i].iov_len > 0)
+			memcpy(q, in->iov[i].iov_base, in->iov[i].iov_len);
+		q += in->iov[i].iov_len;
+		total += in->iov[i].iov_len;
+	}
+	record_digest(dst, total, dst + 16);
+}
+
+/* Decode the layout of a record without checking its digest. */
+int
+record_decode_nocheck(const uint8_t *p, size_t n, store_record *out)
+{
+	uint32_t tlen, rlen;
+
+	if (n < RECORD_FIXED || p[0] != RECORD_VERSION)
+		return STORE_E_CORRUPT;
+	tlen = be32_get(p + 4);
+	rlen = be32_get(p + 32);
+	if ((size_t)tlen > n - RECORD_FIXED ||
+	    (size_t)rlen > n - RECORD_FIXED - tlen)
+		return STORE_E_CORRUPT;
+	out->version = p[0];
+	out->pickler = p[1];
+	out->flags = be16_get(p + 2);
+	out->time_ms = be64_get(p + 8);
+	memcpy(out->digest, p + 16, STORE_DIGEST_SIZE);
+	out->type_name = (const char *)p + RECORD_FIXED;
+	out->type_len = tlen;
+	out->refs = p + RECORD_FIXED + tlen;
+	out->refs_len = rlen;
+	out->payload = p + RECORD_FIXED + tlen + rlen;
+	out->payload_len = n - RECORD_FIXED - tlen - rlen;
+	return 0;
+}
+
+/* Decode a record and verify its digest. */
+int
+record_decode(const uint8_t *p, size_t n, store_record *out)
+{
+	uint8_t d[STORE_DIGEST_SIZE];
+	int rc;
+
+	if ((rc = record_decode_nocheck(p, n, out)) != 0)
+		return rc;
+	record_digest(p, n, d);
+	if (memcmp(d, p + 16, STORE_DIGEST_SIZE) != 0)
+		return STORE_E_CORRUPT;
+	return 0;
+}

@@ -1,0 +1,390 @@
+/*
+ * session.c - the session table: records by id, the name index, the
+ * expiry index the sweeper reads from its expired end, and the batched,
+ * resumable purge of a dead session's entries.
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include "store-int.h"
+
+/* Encode a session record into buf (SESSION_REC_FIXED + name bytes). */
+static size_t
+session_encode(const store_session *ss, uint8_t *buf)
+{
+	size_t nlen = strlen(ss->name);
+
+	buf[0] = 1; /* session record version */
+	buf[1] = ss->state;
+	be16_put(buf + 2, (uint16_t)nlen);
+	be32_put(buf + 4, 0);
+	be64_put(buf + 8, ss->created_ms);
+	be64_put(buf + 16, ss->last_seen_ms);
+	be64_put(buf + 24, ss->lease_ms);
+	be64_put(buf + 32, ss->next_handle);
+	be64_put(buf + 40, ss->pid);
+	memcpy(buf + 48, ss->token_hash, 32);
+	memcpy(buf + SESSION_REC_FIXED, ss->name, nlen);
+	return SESSION_REC_FIXED + nlen;
+}
+
+/* Decode a session record; STORE_E_CORRUPT on a bad layout. */
+static int
+session_decode(const uint8_t *id, const uint8_t *p, size_t n,
+               store_session *ss)
+{
+	size_t nlen;
+
+	if (n < SESSION_REC_FIXED || p[0] != 1)
+		return STORE_E_CORRUPT;
+	nlen = be16_get(p + 2);
+	if (nlen > STORE_NAME_MAX || n != SESSION_REC_FIXED + nlen)
+		return STORE_E_CORRUPT;
+	memset(ss, 0, sizeof *ss);
+	memcpy(ss->id, id, STORE_ID_SIZE);
+	ss->state = p[1];
+	ss->created_ms = be64_get(p + 8);
+	ss->last_seen_ms = be64_get(p + 16);
+	ss->lease_ms = be64_get(p + 24);
+	ss->next_handle = be64_get(p + 32);
+	ss->pid = be64_get(p + 40);
+	memcpy(ss->token_hash, p + 48, 32);
+	memcpy(ss->name, p + SESSION_REC_FIXED, nlen);
+	ss->name[nlen] = '\0';
+	return 0;
+}
+
+/* The expiry-index key of a session: 0 for dead ones (swept first),
+ * nothing (returns 0) for a live session without a lease. */
+static int
+session_expiry_key(const store_session *ss, uint8_t *k)
+{
+	uint64_t when;
+
+	if (ss->state == STORE_STATE_DEAD)
+		when = 0;
+	else if (ss->lease_ms == 0)
+		return 0;
+	else
+		when = ss->last_seen_ms + ss->lease_ms;
+	be64_put(k, when);
+	memcpy(k + 8, ss->id, STORE_ID_SIZE);
+	return 1;
+}
+
+/* Create a live session with a fresh id. */
+int
+session_create(store_txn *t, const char *name, const uint8_t *token,
+               uint64_t lease_ms, uint64_t now_ms, store_session *out)
+{
+	size_t nlen = strlen(name);
+	MDB_val k, v;
+	int rc;
+
+	if (nlen == 0 || nlen > STORE_NAME_MAX)
+		return STORE_E_INVAL;
+	k.mv_data = (void *)name;
+	k.mv_size = nlen;
+	rc = mdb_get(t->txn, t->s->names, &k, &v);
+	if (rc == 0)
+		return STORE_E_EXISTS;
+	if (rc != MDB_NOTFOUND)
+		return store_map_err(rc);
+	memset(out, 0, sizeof *out);
+	if ((rc = store_random(out->id, STORE_ID_SIZE)) != 0)
+		return rc;
+	memcpy(out->name, name, nlen);
+	if (token != NULL)
+		store_sha256(token, STORE_TOKEN_SIZE, out->token_hash);
+	out->state = STORE_STATE_LIVE;
+	out->created_ms = out->last_seen_ms = now_ms;
+	out->lease_ms = lease_ms;
+	out->next_handle = 1;
+	v.mv_data = out->id;
+	v.mv_size = STORE_ID_SIZE;
+	if ((rc = mdb_put(t->txn, t->s->names, &k, &v, MDB_NOOVERWRITE)) != 0)
+		return store_map_err(rc);
+	return session_put(t, out);
+}
+
+/* Look up by id. */
+int
+session_get_by_id(store_txn *t, const uint8_t *id, store_session *out)
+{
+	MDB_val k, v;
+	int rc;
+
+	k.mv_data = (void *)id;
+	k.mv_size = STORE_ID_SIZE;
+	if ((rc = mdb_get(t->txn, t->s->sessions, &k, &v)) != 0)
+		return store_map_err(rc);
+	return session_decode(id, v.mv_data, v.mv_size, out);
+}
+
+/* Look up a live session by name. */
+int
+session_get_by_name(store_txn *t, const char *name, store_session *out)
+{
+	MDB_val k, v;
+	uint8_t id[STORE_ID_SIZE];
+	int rc;
+
+	k.mv_data = (void *)name;
+	k.mv_size = strlen(name);
+	if (k.mv_size == 0 || k.mv_size > STORE_NAME_MAX)
+		return STORE_E_INVAL;
+	if ((rc = mdb_get(t->txn, t->s->names, &k, &v)) != 0)
+		return store_map_err(rc);
+	if (v.mv_size != STORE_ID_SIZE)
+		return STORE_E_CORRUPT;
+	memcpy(id, v.mv_data, STORE_ID_SIZE);
+	return session_get_by_id(t, id, out);
+}
+
+/* Write a session record; move its expiry key if it changed. */
+int
+session_put(store_txn *t, const store_session *ss)
+{
+	uint8_t buf[SESSION_REC_FIXED + STORE_NAME_MAX], ok[EXPIRY_KEY_SIZE],
+	    nk[EXPIRY_KEY_SIZE];
+	store_session old;
+	int had_old = 0, has_new, rc;
+	MDB_val k, v, e;
+
+	if (t->readonly)
+		return STORE_E_READONLY;
+	rc = session_get_by_id(t, ss->id, &old);
+	if (rc == 0)
+		had_old = session_expiry_key(&old, ok);
+	else if (rc != STORE_E_NOTFOUND && rc != STORE_E_CORRUPT)
+		return rc;
+	has_new = session_expiry_key(ss, nk);
+	if (had_old && (!has_new || memcmp(ok, nk, sizeof ok) != 0)) {
+		k.mv_data = ok;
+		k.mv_size = sizeof ok;
+		rc = mdb_del(t->txn, t->s->expiry, &k, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return store_map_err(rc);
+	}
+	if (has_new) {
+		k.mv_data = nk;
+		k.mv_size = sizeof nk;
+		e.mv_data = NULL;
+		e.mv_size = 0;
+		if ((rc = mdb_put(t->txn, t->s->expiry, &k, &e, 0)) != 0)
+			return store_map_err(rc);
+	}
+	k.mv_data = (void *)ss->id;
+	k.mv_size = STORE_ID_SIZE;
+	v.mv_data = buf;
+	v.mv_size = session_encode(ss, buf);
+	return store_map_err(mdb_put(t->txn, t->s->sessions, &k, &v, 0));
+}
+
+/* Compare a presented token with the stored hash. */
+int
+session_token_ok(const store_session *ss, const uint8_t *token)
+{
+	uint8_t h[32];
+	unsigned diff = 0;
+	int i;
+
+	store_sha256(token, STORE_TOKEN_SIZE, h);
+	for (i = 0; i < 32; i++)
+		diff |= h[i] ^ ss->token_hash[i];
+	return diff == 0;
+}
+
+/* Visit every session. */
+int
+session_list(store_txn *t, int (*fn)(const store_session *, void *),
+             void *arg)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	store_session ss;
+	int rc, op = MDB_FIRST;
+
+	if ((rc = mdb_cursor_open(t->txn, t->s->sessions, &c)) != 0)
+		return store_map_err(rc);
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (k.mv_size != STORE_ID_SIZE ||
+		    session_decode(k.mv_data, v.mv_data, v.mv_size, &ss) != 0)
+			continue; /* --check reports it */
+		if ((rc = fn(&ss, arg)) != 0)
+			goto out;
+	}
+	rc = rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
+out:
+	mdb_cursor_close(c);
+	return rc;
+}
+
+/* Visit the expired end of the expiry index. */
+int
+session_expired(store_txn *t, uint64_t now_ms,
+                int (*fn)(const uint8_t *, uint64_t, void *), void *arg)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	uint64_t when;
+	int rc, op = MDB_FIRST;
+
+	if ((rc = mdb_cursor_open(t->txn, t->s->expiry, &c)) != 0)
+		return store_map_err(rc);
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (k.mv_size != EXPIRY_KEY_SIZE)
+			continue;
+		when = be64_get(k.mv_data);
+		if (when > now_ms)
+			break;
+		if ((rc = fn((const uint8_t *)k.mv_data + 8, when, arg)) != 0)
+			goto out;
+	}
+	rc = (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+out:
+	mdb_cursor_close(c);
+	return rc;
+}
+
+/* Mark dead and free the name. */
+int
+session_kill(store_txn *t, const uint8_t *id)
+{
+	store_session ss;
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = session_get_by_id(t, id, &ss)) != 0)
+		return rc;
+	k.mv_data = ss.name;
+	k.mv_size = strlen(ss.name);
+	rc = mdb_get(t->txn, t->s->names, &k, &v);
+	if (rc == 0 && v.mv_size == STORE_ID_SIZE &&
+	    memcmp(v.mv_data, id, STORE_ID_SIZE) == 0) {
+		if ((rc = mdb_del(t->txn, t->s->names, &k, NULL)) != 0)
+			return store_map_err(rc);
+	}
+	ss.state = STORE_STATE_DEAD;
+	ss.pid = 0;
+	return session_put(t, &ss);
+}
+
+/* Argument of one purge batch. */
+struct purge_arg {
+	const uint8_t *id;  /* the session */
+	size_t batch;       /* most entries per transaction */
+	size_t done;        /* deleted by this batch */
+};
+
+/* Delete up to pa->batch entries of the session. */
+static int
+session_purge_batch(store_txn *t, void *arg)
+{
+	struct purge_arg *pa = arg;
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	pa->done = 0;
+	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
+		return store_map_err(rc);
+	k.mv_data = (void *)pa->id;
+	k.mv_size = STORE_ID_SIZE;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && pa->done < pa->batch) {
+		if (k.mv_size < STORE_ID_SIZE ||
+		    memcmp(k.mv_data, pa->id, STORE_ID_SIZE) != 0)
+			break;
+		if ((rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+		pa->done++;
+		/* after a delete, MDB_NEXT lands on the item that followed */
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+}
+
+/* Remove the session record, its name and expiry keys. */
+static int
+session_purge_record(store_txn *t, void *arg)
+{
+	struct purge_arg *pa = arg;
+	store_session ss;
+	uint8_t ek[EXPIRY_KEY_SIZE];
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = session_get_by_id(t, pa->id, &ss)) == STORE_E_NOTFOUND)
+		return 0;
+	if (rc == 0) {
+		if (session_expiry_key(&ss, ek)) {
+			k.mv_data = ek;
+			k.mv_size = sizeof ek;
+			mdb_del(t->txn, t->s->expiry, &k, NULL);
+		}
+		k.mv_data = ss.name;
+		k.mv_size = strlen(ss.name);
+		if (mdb_get(t->txn, t->s->names, &k, &v) == 0 &&
+		    v.mv_size == STORE_ID_SIZE &&
+		    memcmp(v.mv_data, pa->id, STORE_ID_SIZE) == 0)
+			mdb_del(t->txn, t->s->names, &k, NULL);
+	}
+	k.mv_data = (void *)pa->id;
+	k.mv_size = STORE_ID_SIZE;
+	rc = mdb_del(t->txn, t->s->sessions, &k, NULL);
+	return rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
+}
+
+/* Delete a dead session's entries in batches, then its record. */
+int
+session_purge(store *s, const uint8_t *id, size_t batch, size_t *deleted)
+{
+	struct purge_arg pa = {id, batch == 0 ? 1000 : batch, 0};
+	size_t total = 0;
+	int rc;
+
+	do {
+		if ((rc = store_write(s, session_purge_batch, &pa)) != 0)
+			goto out;
+		total += pa.done;
+	} while (pa.done == pa.batch);
+	rc = store_write(s, session_purge_record, &pa);
+out:
+	if (deleted != NULL)
+		*deleted = total;
+	return rc;
+}
+
+/* Count a session's entries and bytes. */
+int
+session_count(store_txn *t, const uint8_t *id, uint64_t *nentries,
+              uint64_t *nbytes)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	uint64_t n = 0, b = 0;
+	int rc;
+
+	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
+		return store_map_err(rc);
+	k.mv_data = (void *)id;
+	k.mv_size = STORE_ID_SIZE;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size >= STORE_ID_SIZE &&
+	    memcmp(k.mv_data, id, STORE_ID_SIZE) == 0) {
+		n++;
+		b += v.mv_size;
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (nentries != NULL)
+		*nentries = n;
+	if (nbytes != NULL)
+		*nbytes = b;
+	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+}

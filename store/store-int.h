@@ -1,0 +1,59 @@
+/*
+ * store-int.h - what the store's files share and nothing outside store/
+ * sees: the store and transaction structs and the key layout helpers.
+ */
+#ifndef PYSHELF_STORE_INT_H
+#define PYSHELF_STORE_INT_H
+
+#include <lmdb.h>
+#include <pthread.h>
+
+#include "store.h"
+
+/* An open environment and its databases. */
+struct store {
+	MDB_env *env;             /* the LMDB environment */
+	MDB_dbi meta;             /* name -> value */
+	MDB_dbi sessions;         /* id -> session record */
+	MDB_dbi names;            /* name -> id */
+	MDB_dbi entries;          /* id . kind . key -> record */
+	MDB_dbi expiry;           /* be64 expiry . id -> empty */
+	char *path;               /* directory, owned */
+	store_options opt;        /* as opened, defaults filled in */
+	pthread_rwlock_t resize;  /* held shared by transactions, exclusively
+	                             while the map grows */
+};
+
+/* A running transaction. */
+struct store_txn {
+	store *s;                 /* its store */
+	MDB_txn *txn;             /* the LMDB transaction */
+	int readonly;             /* started by store_read */
+};
+
+/* Size of the session record's fixed part. */
+#define SESSION_REC_FIXED 80
+/* Size of an expiry key: be64 time . id. */
+#define EXPIRY_KEY_SIZE (8 + STORE_ID_SIZE)
+/* Size of the record header's fixed part. */
+#define RECORD_FIXED 40
+/* Largest entry key: id . kind . name. */
+#define ENTRY_KEY_MAX (STORE_ID_SIZE + 1 + STORE_KEY_MAX)
+
+/* env.c */
+int store_map_err(int mdb_rc);
+
+/* entry.c */
+size_t entry_key_make(uint8_t *k, const uint8_t *sid, uint8_t kind,
+                      const char *name, size_t name_len, uint64_t handle);
+int entry_key_parse(const uint8_t *k, size_t n, store_key *out);
+
+/* util.c */
+void be64_put(uint8_t *p, uint64_t v);
+uint64_t be64_get(const uint8_t *p);
+void be32_put(uint8_t *p, uint32_t v);
+uint32_t be32_get(const uint8_t *p);
+void be16_put(uint8_t *p, uint16_t v);
+uint16_t be16_get(const uint8_t *p);
+
+#endif

@@ -1,0 +1,283 @@
+/*
+ * store.h - pyshelf's persistent store: sessions and their entries in one
+ * LMDB environment.  No Python here; the backend, the sweeper and the admin
+ * tool all link this library.  docs/STORAGE.md gives the bytes.
+ *
+ * Caveats, stated once:
+ *  - Do not use a store across fork(): open it again in the child (LMDB).
+ *  - Every function returns 0 or a negative STORE_E_* code; store_strerror()
+ *    names it.  Where a sentence helps, a "char **cause" out-parameter gets
+ *    a malloc'd one (free it) that says which step failed.
+ *  - Bytes handed to a callback inside store_read()/store_write() are
+ *    borrowed from the map: valid only until the callback returns.
+ *  - Write callbacks may run more than once (the map grows by itself when
+ *    full, and the transaction is then retried from the start): they must
+ *    only do store operations, which are idempotent when repeated.
+ *  - A store may be used from several threads, but one transaction belongs
+ *    to the thread that runs its callback.
+ */
+#ifndef PYSHELF_STORE_H
+#define PYSHELF_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+/* Format of the databases and records; a store with a newer one is
+ * refused (STORE_E_VERSION). */
+#define STORE_FORMAT_VERSION 1
+
+/* Error codes (negative).  Chosen outside LMDB's MDB_* range. */
+#define STORE_E_NOTFOUND   (-40001) /* no such session or entry */
+#define STORE_E_EXISTS     (-40002) /* the name is taken */
+#define STORE_E_CORRUPT    (-40003) /* a record fails its checks */
+#define STORE_E_VERSION    (-40004) /* the store has a newer format */
+#define STORE_E_FULL       (-40005) /* map at its configured maximum or disk full */
+#define STORE_E_NOMEM      (-40006) /* allocation failed */
+#define STORE_E_INVAL      (-40007) /* a bad argument (name too long...) */
+#define STORE_E_IO         (-40008) /* the file system refused (errno kept) */
+#define STORE_E_LMDB       (-40009) /* another LMDB error; the cause says */
+#define STORE_E_NOTSTORE   (-40010) /* the directory is not a pyshelf store */
+#define STORE_E_READONLY   (-40011) /* a write on a read-only store */
+#define STORE_E_DEAD       (-40012) /* the session has ended */
+
+/* Entry kinds, the byte after the session id in an entry key. */
+#define STORE_KIND_GLOBAL 'g' /* key is the global's UTF-8 name */
+#define STORE_KIND_HANDLE 'h' /* key is a big-endian u64 handle id */
+
+/* Session states. */
+#define STORE_STATE_LIVE 1
+#define STORE_STATE_DEAD 2
+
+/* Record flags. */
+#define STORE_FLAG_EXCINFO  0x0001 /* a (type, value, traceback) triple */
+#define STORE_FLAG_VOLATILE 0x0002 /* not picklable: payload is the reason */
+#define STORE_FLAG_OOB      0x0004 /* payload has out-of-band pickle buffers */
+
+/* Picklers, in the record header. */
+#define STORE_PICKLER_NONE        0 /* raw bytes / UTF-8 text */
+#define STORE_PICKLER_PICKLE      1 /* stdlib pickle */
+#define STORE_PICKLER_CLOUDPICKLE 2 /* cloudpickle (pickle protocol 5) */
+
+#define STORE_ID_SIZE 16
+#define STORE_TOKEN_SIZE 32
+#define STORE_DIGEST_SIZE 16
+#define STORE_NAME_MAX 255     /* session name bytes */
+#define STORE_KEY_MAX 480      /* global name bytes (LMDB key limit 511) */
+
+typedef struct store store;
+typedef struct store_txn store_txn;
+
+/* Sync policies (see docs/STORAGE.md for what each survives). */
+enum store_sync {
+	STORE_SYNC_ALWAYS = 0,   /* fsync every commit: survives power loss */
+	STORE_SYNC_INTERVAL = 1, /* no fsync per commit; store_sync() flushes */
+	STORE_SYNC_NEVER = 2     /* leave it to the kernel; survives SIGKILL */
+};
+
+/* How to open a store.  Zero-initialise, then set what you need. */
+typedef struct store_options {
+	size_t map_initial;  /* first map size in bytes (0: 64 MiB) */
+	size_t map_max;      /* largest map it may grow to (0: 1 TiB) */
+	int readonly;        /* open read-only (admin tools) */
+	int create;          /* create the directory when missing */
+	enum store_sync sync;/* commit durability */
+} store_options;
+
+/* A session record (the "sessions" database). */
+typedef struct store_session {
+	uint8_t id[STORE_ID_SIZE];       /* random, never reused */
+	char name[STORE_NAME_MAX + 1];   /* unique while live */
+	uint8_t token_hash[32];          /* SHA-256 of the resume token */
+	uint8_t state;                   /* STORE_STATE_* */
+	uint64_t created_ms;             /* wall clock, ms since the epoch */
+	uint64_t last_seen_ms;           /* last attach, request or ping */
+	uint64_t lease_ms;               /* lease length; expiry = last_seen + lease */
+	uint64_t next_handle;            /* next handle id to hand out */
+	uint64_t pid;                    /* worker serving it (0: none) */
+} store_session;
+
+/* A decoded record header (the "entries" values). */
+typedef struct store_record {
+	uint8_t version;                 /* record format version */
+	uint8_t pickler;                 /* STORE_PICKLER_* */
+	uint16_t flags;                  /* STORE_FLAG_* */
+	uint64_t time_ms;                /* when written */
+	uint8_t digest[STORE_DIGEST_SIZE]; /* XXH3-128, see STORAGE.md */
+	const char *type_name;           /* not NUL-terminated; borrowed */
+	uint32_t type_len;
+	const uint8_t *refs;             /* persistent references blob; borrowed */
+	uint32_t refs_len;
+	const uint8_t *payload;          /* borrowed */
+	size_t payload_len;
+} store_record;
+
+/* What a writer supplies for one entry. */
+typedef struct store_entry_in {
+	uint8_t kind;                    /* STORE_KIND_* */
+	const char *name;                /* global name (kind 'g') */
+	size_t name_len;
+	uint64_t handle;                 /* handle id (kind 'h') */
+	uint8_t pickler;
+	uint16_t flags;
+	const char *type_name;           /* NUL-terminated */
+	const uint8_t *refs;             /* may be NULL */
+	uint32_t refs_len;
+	const struct iovec *iov;         /* payload pieces, gathered in order */
+	int iovcnt;
+} store_entry_in;
+
+/* A key as listed (kind plus name or handle id); name borrowed. */
+typedef struct store_key {
+	uint8_t kind;
+	const char *name;                /* kind 'g': not NUL-terminated */
+	size_t name_len;
+	uint64_t handle;                 /* kind 'h' */
+	size_t value_len;                /* stored size, from the leaf */
+} store_key;
+
+/* env.c */
+
+/* Default store directory: $XDG_DATA_HOME/pyshelf, else
+ * ~/.local/share/pyshelf.  Returns a malloc'd string or NULL. */
+char *store_default_path(void);
+/*
+ * Open (and with opt->create, create) the store at path.
+ * @param[out] out  the store on success
+ * @param[out] cause  on failure, a malloc'd sentence (may be NULL)
+ * Errors: STORE_E_VERSION (newer format), STORE_E_NOTSTORE, STORE_E_IO,
+ * STORE_E_LMDB, STORE_E_NOMEM.
+ */
+int store_open(store **out, const char *path, const store_options *opt,
+               char **cause);
+/* Close; no transaction may be running. */
+void store_close(store *s);
+/* Static English text for a code (STORE_E_* or MDB_*). */
+const char *store_strerror(int rc);
+/* Flush committed data to disk (for STORE_SYNC_INTERVAL/NEVER). */
+int store_sync(store *s);
+/* Map size now and bytes in use (pages * page size). */
+int store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max);
+/* Format version and creation time recorded in meta. */
+int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
+/* Path the store was opened at (borrowed, valid until store_close). */
+const char *store_path(const store *s);
+
+/*
+ * Run fn in a read-only transaction over one consistent snapshot.
+ * Returns fn's result, or an error from starting the transaction.
+ */
+int store_read(store *s, int (*fn)(store_txn *, void *), void *arg);
+/*
+ * Run fn in a write transaction and commit when it returns 0; abort when it
+ * returns nonzero (that value is returned).  When the map is full the
+ * transaction is aborted, the map grown (up to map_max) and fn run again.
+ * Errors: STORE_E_FULL (map_max reached or disk full: nothing written),
+ * STORE_E_READONLY, STORE_E_LMDB.
+ */
+int store_write(store *s, int (*fn)(store_txn *, void *), void *arg);
+
+/* session.c */
+
+/*
+ * Create a live session named name with a fresh random id; token (32 bytes)
+ * is kept only as its SHA-256.  Errors: STORE_E_EXISTS, STORE_E_INVAL.
+ */
+int session_create(store_txn *t, const char *name, const uint8_t *token,
+                   uint64_t lease_ms, uint64_t now_ms, store_session *out);
+/* Look a live or dead session up.  STORE_E_NOTFOUND when absent. */
+int session_get_by_name(store_txn *t, const char *name, store_session *out);
+int session_get_by_id(store_txn *t, const uint8_t *id, store_session *out);
+/* Rewrite a session record, keeping the expiry index in step. */
+int session_put(store_txn *t, const store_session *ss);
+/* Nonzero when token hashes to the session's token hash. */
+int session_token_ok(const store_session *ss, const uint8_t *token);
+/* Call fn for each session in id order; stop early when fn returns
+ * nonzero (that value is returned). */
+int session_list(store_txn *t, int (*fn)(const store_session *, void *),
+                 void *arg);
+/*
+ * Call fn for each session whose lease ran out at or before now_ms, and for
+ * each dead session not yet purged, reading only the expired end of the
+ * expiry index.
+ */
+int session_expired(store_txn *t, uint64_t now_ms,
+                    int (*fn)(const uint8_t *id, uint64_t expiry_ms, void *),
+                    void *arg);
+/*
+ * Mark a session dead: state dead, name freed for reuse, expiry key moved
+ * to the front of the index (time 0) so the sweeper finds it first.
+ */
+int session_kill(store_txn *t, const uint8_t *id);
+/*
+ * Delete up to batch entries of a dead session, each batch in its own write
+ * transaction, until none is left, then the session record itself.
+ * Resumable after a crash (entries go first, the record last).
+ * *deleted (may be NULL) counts entries removed.
+ */
+int session_purge(store *s, const uint8_t *id, size_t batch, size_t *deleted);
+/* Count the entries and their bytes without reading values. */
+int session_count(store_txn *t, const uint8_t *id, uint64_t *nentries,
+                  uint64_t *nbytes);
+
+/* entry.c */
+
+/* Write (insert or replace) one entry; payload gathered from iov. */
+int entry_put(store_txn *t, const uint8_t *sid, const store_entry_in *in,
+              uint64_t now_ms);
+/*
+ * Get one entry's decoded record, its digest checked.  Borrowed.
+ * Errors: STORE_E_NOTFOUND, STORE_E_CORRUPT.
+ */
+int entry_get(store_txn *t, const uint8_t *sid, uint8_t kind,
+              const char *name, size_t name_len, uint64_t handle,
+              store_record *out);
+/* Delete one entry.  STORE_E_NOTFOUND when absent. */
+int entry_del(store_txn *t, const uint8_t *sid, uint8_t kind,
+              const char *name, size_t name_len, uint64_t handle);
+/*
+ * List a session's keys (of one kind, or both with kind 0) in key order,
+ * without reading values.  fn's store_key borrows from the map.
+ */
+int entry_list(store_txn *t, const uint8_t *sid, uint8_t kind,
+               int (*fn)(const store_key *, void *), void *arg);
+/*
+ * Walk every entry of the store (all sessions) in key order, values read
+ * but not verified: for the admin tool.  sid is borrowed.
+ */
+int entry_walk(store_txn *t,
+               int (*fn)(const uint8_t *sid, const store_key *,
+                         const uint8_t *val, size_t len, void *),
+               void *arg);
+
+/* record.c */
+
+/* Size of the encoded record for these header fields and payload size. */
+size_t record_size(size_t type_len, size_t refs_len, size_t payload_len);
+/*
+ * Encode a record into dst (record_size() bytes), gathering the payload
+ * from iov, and compute its digest.
+ */
+void record_encode(uint8_t *dst, const store_entry_in *in, uint64_t now_ms);
+/*
+ * Decode and verify a record.  STORE_E_CORRUPT when it is too short, of an
+ * unknown version, or its digest does not match.  out borrows from p.
+ */
+int record_decode(const uint8_t *p, size_t n, store_record *out);
+/* Decode without checking the digest (for damage reports). */
+int record_decode_nocheck(const uint8_t *p, size_t n, store_record *out);
+
+/* util.c */
+
+/* Wall clock in ms since the epoch. */
+uint64_t store_now_ms(void);
+/* Fill p with n random bytes from getrandom(2).  STORE_E_IO on failure. */
+int store_random(void *p, size_t n);
+/* SHA-256 of p[0..n) into out[32]. */
+void store_sha256(const void *p, size_t n, uint8_t out[32]);
+/* Hex of p[0..n) into out (2n+1 bytes). */
+void store_hex(const uint8_t *p, size_t n, char *out);
+/* Parse 2n hex chars; 0 or STORE_E_INVAL. */
+int store_unhex(const char *s, uint8_t *p, size_t n);
+
+#endif
