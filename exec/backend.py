@@ -18,6 +18,7 @@ import builtins
 import io
 import pickle
 import sys
+import time as _time
 import types
 
 import _pyshelfd as _s
@@ -156,16 +157,22 @@ _cloudpickle = None
 _tblib_ready = False
 
 
-def _cp():
-    """cloudpickle, imported on first use (keeps resume fast)."""
-    global _cloudpickle, _tblib_ready
-    if _cloudpickle is None:
-        import cloudpickle
-        _cloudpickle = cloudpickle
+def _tblib():
+    """tblib's picklers for tracebacks, installed on first use."""
+    global _tblib_ready
     if not _tblib_ready:
         import tblib.pickling_support
         tblib.pickling_support.install()
         _tblib_ready = True
+
+
+def _cp():
+    """cloudpickle, imported on first use (keeps resume fast)."""
+    global _cloudpickle
+    _tblib()
+    if _cloudpickle is None:
+        import cloudpickle
+        _cloudpickle = cloudpickle
     return _cloudpickle
 
 
@@ -213,36 +220,69 @@ def _make_pickler_class():
     return EntryPickler
 
 
-_EntryPickler = None
+class _Dumper:
+    """Pickles entries.  The stdlib C pickler (reused, memo cleared) comes
+    first: it is the fast path for plain data.  What it cannot pickle by
+    reference (functions, lambdas, classes defined by shipped code) goes
+    through cloudpickle, which stores them by value."""
+
+    def __init__(self):
+        _tblib()
+        self.f = io.BytesIO()
+        self.buffers = []
+        self.plain = pickle.Pickler(self.f, protocol=5,
+                                    buffer_callback=self.buffers.append)
+        self.plain.persistent_id = WS.idmap.pid
+        self.cloud = None
+
+    def _run(self, p, obj):
+        f = self.f
+        f.seek(0)
+        f.truncate()
+        del self.buffers[:]
+        p.clear_memo()
+        WS.idmap.begin(obj)
+        try:
+            p.dump(obj)
+        finally:
+            refs = WS.idmap.end()
+        return refs
+
+    def dump(self, obj):
+        try:
+            refs = self._run(self.plain, obj)
+            pickler = PICKLER_PICKLE
+        except Exception:
+            if self.cloud is None:
+                self.cloud = _make_pickler_class()(
+                    self.f, protocol=5, buffer_callback=self.buffers.append)
+                self.cloud.persistent_id = WS.idmap.pid
+            refs = self._run(self.cloud, obj)
+            pickler = PICKLER_CLOUDPICKLE
+        data = self.f.getvalue()
+        if self.buffers:
+            raws = [b.raw() for b in self.buffers]
+            del self.buffers[:]
+            head = _s.oob_header(len(data), [len(r) for r in raws])
+            return pickler, FLAG_OOB, [head, data] + raws, refs
+        return pickler, 0, [data], refs
+
+
+_DUMPER = None
 
 
 def dump_entry(obj, key):
     """Pickle obj as the entry key.  Returns (pickler, flags, parts, refs):
     parts is a list of buffers (the pickle, then out-of-band buffers).
     Raises on failure to pickle."""
-    global _EntryPickler
-    if _EntryPickler is None:
-        _EntryPickler = _make_pickler_class()
-    buffers = []
-    f = io.BytesIO()
-    p = _EntryPickler(f, protocol=5, buffer_callback=buffers.append)
-    WS.idmap.begin(obj)
-    try:
-        p.persistent_id = WS.idmap.pid
-        p.dump(obj)
-    finally:
-        refs = WS.idmap.end()
-    data = f.getbuffer()
-    if buffers:
-        raws = [b.raw() for b in buffers]
-        head = _s.oob_header(len(data), [len(r) for r in raws])
-        return PICKLER_CLOUDPICKLE, FLAG_OOB, [head, data] + raws, refs
-    return PICKLER_CLOUDPICKLE, 0, [data], refs
+    global _DUMPER
+    if _DUMPER is None:
+        _DUMPER = _Dumper()
+    return _DUMPER.dump(obj)
 
 
 def load_entry(payload, flags):
     """Unpickle an entry's payload (a writable bytearray)."""
-    _cp()
     mv = memoryview(payload)
     if flags & FLAG_OOB:
         pk, bufs = _s.oob_split(mv)
@@ -293,6 +333,9 @@ class Workspace:
         self.code_cache = {}     # digest -> compiled code / function
         self.notices = []        # volatile notices to send on stderr
         self.loading = set()
+        self.entries_written = 0
+        self.last_checkpoint_s = 0.0
+        self.checkpoints = 0
 
     # -- lazy loading --
     def _load_global(self, name):
@@ -430,6 +473,7 @@ class Workspace:
     def checkpoint(self, full=False):
         """Write what changed in one transaction.  full: also re-pickle every
         loaded mutable entry (catches in-place mutation)."""
+        t0 = _time.perf_counter()
         self.collect_dirty_globals()
         keys = set(self.dirty)
         if full:
@@ -449,6 +493,9 @@ class Workspace:
             self.dirty.clear()
             return 0
         _s.commit(puts, dels)
+        self.last_checkpoint_s = _time.perf_counter() - t0
+        self.entries_written += len(puts)
+        self.checkpoints += 1
         for item in puts:
             self.digests[(item[0], item[1])] = item[6]
         for k in dels:
@@ -505,15 +552,24 @@ WS = None
 # --- compiling shipped code --------------------------------------------------
 
 
-def _compile_block(source):
+def _remember_source(filename, source):
+    """Let tracebacks show the shipped source's lines."""
+    import linecache
+    linecache.cache[filename] = (len(source), None,
+                                 source.splitlines(True), filename)
+
+
+def _compile_block(source, digest):
     """REPL semantics: run the block; the value of a final expression is
     the result."""
-    tree = ast.parse(source, "<pyshelf>", "exec")
+    filename = "<pyshelf:block:%s>" % digest.hex()[:12]
+    tree = ast.parse(source, filename, "exec")
+    _remember_source(filename, source)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
-        last = compile(last, "<pyshelf>", "eval")
-    body = compile(tree, "<pyshelf>", "exec")
+        last = compile(last, filename, "eval")
+    body = compile(tree, filename, "exec")
     return body, last
 
 
@@ -524,7 +580,9 @@ def _get_function(source, name, digest):
     f = WS.code_cache.get(key)
     if f is not None:
         return f
-    code = compile(source, "<pyshelf:%s>" % name, "exec")
+    filename = "<pyshelf:%s:%s>" % (name, digest.hex()[:12])
+    code = compile(source, filename, "exec")
+    _remember_source(filename, source)
     scratch = {}
     exec(code, WS.ns, scratch)
     f = scratch.get(name)
@@ -541,7 +599,7 @@ def _get_block(source, digest):
     key = (digest, None)
     c = WS.code_cache.get(key)
     if c is None:
-        c = _compile_block(source)
+        c = _compile_block(source, digest)
         if len(WS.code_cache) > 4096:
             WS.code_cache.clear()
         WS.code_cache[key] = c
@@ -746,4 +804,8 @@ def stats():
         "handles_loaded": len(WS.handles),
         "volatile": len(WS.volatile),
         "code_cache": len(WS.code_cache),
+        "entries_written": WS.entries_written,
+        "checkpoints": WS.checkpoints,
+        "last_checkpoint_s": WS.last_checkpoint_s,
+        "next_handle": _s.peek_next_handle(),
     })

@@ -236,6 +236,13 @@ pystore_next_handle(PyObject *self, PyObject *unused)
 	return PyLong_FromUnsignedLongLong(id);
 }
 
+/* peek_next_handle() -> the id the next handle will get */
+static PyObject *
+pystore_peek_next_handle(PyObject *self, PyObject *unused)
+{
+	return PyLong_FromUnsignedLongLong(the_worker->sess.next_handle);
+}
+
 /* session_dirty() -> whether the session record needs writing */
 static PyObject *
 pystore_session_dirty(PyObject *self, PyObject *unused)
@@ -616,6 +623,7 @@ PyMethodDef pystore_methods[] = {
 	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},
 	{"next_handle", pystore_next_handle, METH_NOARGS, "next handle id"},
 	{"session_dirty", pystore_session_dirty, METH_NOARGS, ""},
+	{"peek_next_handle", pystore_peek_next_handle, METH_NOARGS, ""},
 	{"digest", pystore_digest, METH_VARARGS, "digest(parts, flags, refs)"},
 	{"oob_header", pystore_oob_header, METH_VARARGS, ""},
 	{"oob_split", pystore_oob_split, METH_O, ""},

@@ -1,0 +1,153 @@
+"""Checkpoint and resume benchmarks for issue 4.
+
+- checkpoint of 10,000 small dicts and of one 100 MB numpy array, measured
+  inside the backend (stats()["last_checkpoint_s"], sync=always: one fsync),
+  against, in the same run, the floor (pickle.dumps + a py-lmdb put loop in
+  one synced transaction) and stdlib shelve (dbm.gnu).
+- resume: backend start to the first result that uses a stored global, for
+  workspaces of 1,000 / 100,000 / 1,000,000 entries.
+- a no-op request with 1,000 and 100,000 loaded entries.
+Prints one JSON object per measurement.
+"""
+import json
+import os
+import pickle
+import shelve
+import stat
+import statistics
+import sys
+import tempfile
+import time
+
+import lmdb
+import numpy as np
+
+import pyshelf
+
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def wrapper(d, *extra):
+    """A PYSHELFD that passes extra options."""
+    path = os.path.join(d, "pyshelfd-" + "-".join(a.strip("-") for a in extra))
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\nexec %s %s \"$@\"\n" % (os.environ["PYSHELFD"],
+                                                    " ".join(extra)))
+    os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+    return path
+
+
+def small_dicts():
+    return {"d%d" % i: {"i": i, "s": "x" * 20, "f": i * 0.5} for i in range(10000)}
+
+
+def floor_lmdb(d, objs):
+    env = lmdb.open(os.path.join(d, "floor-%d" % time.monotonic_ns()),
+                    map_size=1 << 30, sync=True)
+    t0 = time.perf_counter()
+    with env.begin(write=True) as txn:
+        for k, v in objs.items():
+            txn.put(k.encode(), pickle.dumps(v, protocol=5))
+    env.sync(True)
+    t = time.perf_counter() - t0
+    env.close()
+    return t
+
+
+def shelve_time(d, objs):
+    path = os.path.join(d, "shelf-%d" % time.monotonic_ns())
+    t0 = time.perf_counter()
+    with shelve.Shelf(__import__("dbm.gnu").gnu.open(path, "c"), protocol=5) as sh:
+        for k, v in objs.items():
+            sh[k] = v
+        sh.sync()
+    return time.perf_counter() - t0
+
+
+def pyshelf_checkpoint(d, backend, src):
+    ws = pyshelf.spawn(db=os.path.join(d, "ps-%d" % time.monotonic_ns()),
+                       session="b", backend=backend)
+    try:
+        ws.remote_exec(src)
+        return ws.stats()["last_checkpoint_s"]
+    finally:
+        ws.close()
+
+
+def bench_checkpoints(d):
+    always = wrapper(d, "--sync", "always")
+    objs = small_dicts()
+    rows = {"floor": [], "shelve": [], "pyshelf": []}
+    for _ in range(REPS):
+        rows["floor"].append(floor_lmdb(d, objs))
+        rows["shelve"].append(shelve_time(d, objs))
+        rows["pyshelf"].append(pyshelf_checkpoint(
+            d, always, "for i in range(10000):\n"
+            "    globals()['d%d' % i] = {'i': i, 's': 'x' * 20, 'f': i * 0.5}"))
+    for k, v in rows.items():
+        emit(name="checkpoint_10k_dicts_" + k, median_ms=round(statistics.median(v) * 1e3, 2))
+    arr = {"arr": np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)}
+    rows = {"floor": [], "shelve": [], "pyshelf": []}
+    for _ in range(max(REPS // 2, 2)):
+        rows["floor"].append(floor_lmdb(d, arr))
+        rows["shelve"].append(shelve_time(d, arr))
+        rows["pyshelf"].append(pyshelf_checkpoint(
+            d, always, "import numpy as np\narr = np.arange(100 * 1024 * 1024 // 8, "
+            "dtype=np.float64)"))
+    for k, v in rows.items():
+        emit(name="checkpoint_100mb_numpy_" + k, median_ms=round(statistics.median(v) * 1e3, 2))
+
+
+def bench_resume(d):
+    for n in (1000, 100000, 1000000):
+        db = os.path.join(d, "resume-%d" % n)
+        ws = pyshelf.spawn(db=db, session="r")
+        ws.remote_exec("for i in range(%d):\n    globals()['g%%d' %% i] = i\n" % n)
+        ws.close()
+        times = []
+        for _ in range(REPS):
+            t0 = time.perf_counter()
+            ws = pyshelf.spawn(db=db, session="r")
+            v = ws.remote_exec("DirectValue(g%d)" % (n - 1)).value
+            times.append(time.perf_counter() - t0)
+            assert v == n - 1
+            ws.close()
+        emit(name="resume_%d_entries" % n, median_ms=round(statistics.median(times) * 1e3, 2))
+
+
+def noop():
+    return None
+
+
+def bench_noop_loaded(d):
+    for n in (1000, 100000):
+        ws = pyshelf.spawn(db=os.path.join(d, "noop-%d" % n), session="n")
+        try:
+            ws.remote_exec("for i in range(%d):\n    globals()['g%%d' %% i] = [i]\n" % n)
+            for _ in range(200):
+                ws.remote_exec(noop)
+            ts = []
+            for _ in range(2000):
+                t0 = time.perf_counter()
+                ws.remote_exec(noop)
+                ts.append(time.perf_counter() - t0)
+            ts.sort()
+            emit(name="noop_with_%d_loaded" % n, median_us=round(ts[len(ts) // 2] * 1e6, 2),
+                 p99_us=round(ts[len(ts) * 99 // 100] * 1e6, 2))
+        finally:
+            ws.close()
+
+
+if __name__ == "__main__":
+    which = sys.argv[1:] or ["checkpoint", "resume", "noop"]
+    with tempfile.TemporaryDirectory() as d:
+        if "checkpoint" in which:
+            bench_checkpoints(d)
+        if "resume" in which:
+            bench_resume(d)
+        if "noop" in which:
+            bench_noop_loaded(d)

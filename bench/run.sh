@@ -1,0 +1,26 @@
+#!/bin/sh
+# run.sh - every benchmark, in one run, pinned to CPU 0 and unpinned.
+# Results: bench/results/*.jsonl in the build dir; a summary on stdout.
+# Usage (from the build dir): make bench   [BENCH_N=5000 BENCH_ONLY=calls]
+set -e
+: "${PYTHON:?}" "${BUILDDIR:?}"
+here=$(cd "$(dirname "$0")" && pwd)
+out="$BUILDDIR/bench/results"
+mkdir -p "$out"
+only=${BENCH_ONLY:-calls persist}
+for what in $only; do
+	case $what in
+	calls)
+		echo "== round trips, pinned (taskset -c 0)"
+		taskset -c 0 "$BUILDDIR/bench/pipe_floor" 20000 | tee "$out/pinned.txt"
+		taskset -c 0 "$PYTHON" "$here/bench_calls.py" | tee "$out/calls-pinned.jsonl"
+		echo "== round trips, unpinned"
+		"$BUILDDIR/bench/pipe_floor" 20000 | tee "$out/unpinned.txt"
+		"$PYTHON" "$here/bench_calls.py" | tee "$out/calls-unpinned.jsonl"
+		;;
+	persist)
+		echo "== checkpoints and resume"
+		"$PYTHON" "$here/bench_persist.py" | tee "$out/persist.jsonl"
+		;;
+	esac
+done

@@ -1,0 +1,297 @@
+"""Workspaces survive restarts of pyshelfd: clean ones and SIGKILL.
+
+Every test builds state through the real client against the real backend,
+restarts the backend (mode "clean": ws.close(); mode "kill": SIGKILL), and
+checks the state from a new backend on the same store and session.
+"""
+import os
+import signal
+import socket  # noqa: F401  (used by shipped code's pickles)
+import time
+
+import pytest
+
+import pyshelf
+from pyshelf import DirectValue, Wrapped, WrappedExcinfo
+
+MODES = ["clean", "kill"]
+
+
+def restart(ws, mode, db, session):
+    """End the backend behind ws the given way and start a new one."""
+    if mode == "clean":
+        ws.close()
+    else:
+        os.kill(ws.pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(ws.pid, 0)
+            except ProcessLookupError:
+                break
+            try:
+                os.waitpid(ws.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            time.sleep(0.01)
+        try:
+            ws.close()
+        except pyshelf.Error:
+            pass
+    return pyshelf.spawn(db=db, session=session)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return str(tmp_path / "db")
+
+
+def value(ws, src):
+    res = ws.remote_exec(src)
+    assert isinstance(res, DirectValue), res
+    return res.value
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_plain_values_survive(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("i = 42\ns = 'héllo wörld ✓'\n"
+                   "nested = {'a': [1, 2, (3, 4)], 'b': {'c': None}, 'd': {1.5, 2.5}}")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert ws["i"] == 42
+        assert ws["s"] == "héllo wörld ✓"
+        assert ws["nested"] == {"a": [1, 2, (3, 4)], "b": {"c": None},
+                                "d": {1.5, 2.5}}
+        assert value(ws, "DirectValue(i + 1)") == 43
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_code_defined_by_shipped_code_survives(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec(
+        "class Point:\n"
+        "    def __init__(self, x, y):\n"
+        "        self.x, self.y = x, y\n"
+        "    def norm2(self):\n"
+        "        return self.x * self.x + self.y * self.y\n"
+        "p = Point(3, 4)\n"
+        "double = lambda v: 2 * v\n"
+        "scale = 10\n"
+        "def scaled(v):\n"
+        "    return v * scale\n")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "DirectValue(p.norm2())") == 25
+        assert value(ws, "DirectValue(type(p) is Point)") is True
+        assert value(ws, "DirectValue(double(21))") == 42
+        # functions keep the workspace as their globals after a restart
+        ws.remote_exec("scale = 3")
+        assert value(ws, "DirectValue(scaled(2))") == 6
+        assert value(ws, "DirectValue(Point(1, 1).norm2())") == 2
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_identity_between_entries_survives(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("a = []\nc = {'x': a}")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "DirectValue(c['x'] is a)") is True
+        ws.remote_exec("a.append(1)")
+        assert value(ws, "DirectValue(c['x'])") == [1]
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_numpy_array_survives_and_stays_writable(store, mode):
+    np = pytest.importorskip("numpy") if False else __import__("numpy")
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import numpy as np\narr = np.arange(100000, dtype=np.float64)")
+    ws = restart(ws, mode, store, "s")
+    try:
+        arr = ws["arr"]
+        assert isinstance(arr, np.ndarray)
+        assert arr.shape == (100000,) and arr[-1] == 99999.0
+        assert value(ws, "arr[0] = 7.0\nDirectValue(float(arr.sum()))") == \
+            float(np.arange(100000).sum()) + 7.0
+    finally:
+        ws.close()
+
+
+def get_tbstringlist(excinfo):
+    import traceback
+    return DirectValue(traceback.format_exception(*excinfo))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_note_test_split_across_restart(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def remote1():
+        raise ValueError("before the restart")
+    res = ws.remote_exec(remote1)
+    assert isinstance(res, WrappedExcinfo)
+    hid = res.id
+    ws = restart(ws, mode, store, "s")
+    try:
+        h = ws.handle(hid)
+        assert isinstance(h, WrappedExcinfo) or isinstance(h, Wrapped)
+        res = ws.remote_exec(get_tbstringlist, h)
+        assert isinstance(res, DirectValue)
+        lines = res.value
+        for x in lines:
+            assert isinstance(x, str)
+        text = "".join(lines)
+        assert "ValueError: before the restart" in text
+        assert "remote1" in text
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_volatile_objects_are_reported(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    err = []
+
+    class Sink:
+        def write(self, s):
+            err.append(s)
+
+        def flush(self):
+            pass
+    ws.remote_exec("import socket\nsock = socket.socket()\n"
+                   "gen = (i for i in range(3))\nkeep = 'ok'", stderr=Sink())
+    text = "".join(err)
+    assert "sock" in text and "gen" in text
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert ws["keep"] == "ok"
+        res = ws.remote_exec("sock")
+        assert isinstance(res, WrappedExcinfo)
+        assert "sock" in res.message and "socket" in res.message
+        lost = {item[0]: item for item in ws.lost()}
+        assert "sock" in lost and "gen" in lost
+        assert "pickle" in lost["sock"][2]
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hundred_mb_value(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("big = bytes(range(256)) * (100 * 1024 * 1024 // 256)")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "DirectValue((len(big), big[:4], big[-1]))") == \
+            (100 * 1024 * 1024, b"\x00\x01\x02\x03", 255)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_hundred_thousand_small_globals(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("for i in range(100000):\n    globals()['g%d' % i] = i")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "DirectValue(g0 + g99999 + g4242)") == 99999 + 4242
+        assert len(ws) == 100000
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mapping_api_survives(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws["x"] = {"k": [1, 2, 3]}
+    ws["y"] = "text"
+    ws["z"] = 3
+    del ws["z"]
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert ws["x"] == {"k": [1, 2, 3]}
+        assert "y" in ws and "z" not in ws
+        assert sorted(ws) == ["x", "y"]
+        assert len(ws) == 2
+        with pytest.raises(KeyError):
+            ws["z"]
+        ws.remote_exec("import socket\ns = socket.socket()")
+        with pytest.raises(pyshelf.Error) as ei:
+            ws["s"]
+        assert "wrap" in str(ei.value)
+        w = ws.wrap("s")
+        assert isinstance(w, Wrapped) and "socket" in w.type_name
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_handles_survive(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def make():
+        return {"payload": list(range(5))}
+    h = ws.remote_exec(make)
+    assert isinstance(h, Wrapped) and h.type_name == "dict"
+    hid = h.id
+    ws = restart(ws, mode, store, "s")
+    try:
+        ids = {w.id: w for w in ws.handles()}
+        assert hid in ids and ids[hid].type_name == "dict"
+
+        def peek(d):
+            return DirectValue(d["payload"])
+        assert ws.remote_exec(peek, ws.handle(hid)).value == [0, 1, 2, 3, 4]
+    finally:
+        ws.close()
+
+
+def test_in_place_mutation_caught_by_sync(store):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("lst = []")
+    ws.remote_exec("lst.append(1)")   # a request that mutates in place
+    ws.sync()
+    ws = restart(ws, "kill", store, "s")
+    try:
+        assert ws["lst"] == [1]
+    finally:
+        ws.close()
+
+
+def test_class_gone_loads_as_placeholder(store, tmp_path):
+    mod = tmp_path / "gone_mod.py"
+    mod.write_text("class Gone:\n    pass\n")
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import sys\nsys.path.insert(0, %r)\nimport gone_mod\n"
+                   "obj = gone_mod.Gone()\nfine = [1, 2]" % str(tmp_path))
+    ws.close()
+    mod.unlink()
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        assert ws["fine"] == [1, 2]
+        res = ws.remote_exec("DirectValue(repr(obj))")
+        assert isinstance(res, DirectValue)
+        assert "Gone" in res.value and "Placeholder" in res.value
+        lost = {item[0]: item for item in ws.lost()}
+        assert "obj" in lost and "Gone" in lost["obj"][1]
+    finally:
+        ws.close()
+
+
+def test_unchanged_entries_are_not_rewritten(store):
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        ws.remote_exec("data = list(range(1000))")
+        s1 = ws.stats()
+        ws.remote_exec("x = 1")
+        ws.sync()
+        s2 = ws.stats()
+        assert s2["entries_written"] - s1["entries_written"] <= 2
+    finally:
+        ws.close()
