@@ -503,6 +503,9 @@ class Workspace:
             self.volatile.pop(k, None)
         self.dirty.clear()
         self.deleted.clear()
+        # released handles are gone from the store now: no need to guard
+        # against loading them (keeps memory flat under handle churn)
+        self.released.clear()
         return len(puts)
 
     def _entry_record(self, key):

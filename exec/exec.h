@@ -63,6 +63,7 @@ typedef struct worker {
 	int wake_fd;                 /* write end of the wake pipe (also
 	                                Python's signal wakeup fd) */
 	int eof;                     /* input ended (or broke) */
+	int quit;                    /* the reader must leave */
 	uint64_t running_id;         /* request id of running code, 0 none */
 	uint64_t deadline_ms;        /* monotonic deadline of running code */
 	uint64_t stop_sent_ms;       /* when the last stop signal went out */

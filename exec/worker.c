@@ -248,8 +248,16 @@ worker_reader(void *arg)
 			}
 			if (pfd[1].revents & POLLIN) {
 				uint64_t v;
+				int quit;
 				if (read(w->rwake_fd, &v, sizeof v) < 0) {
 					/* spurious: nothing to drain */
+				}
+				pthread_mutex_lock(&w->lock);
+				quit = w->quit;
+				pthread_mutex_unlock(&w->lock);
+				if (quit) {
+					rc = WIRE_E_EOF;
+					break;
 				}
 			}
 			if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
@@ -417,8 +425,17 @@ worker_run(worker *w)
 	rc = w->closed || dispatch_checkpoint(w, 1) == 0 ? 0 : 1;
 	dispatch_release_session(w);
 	store_sync(w->st);
-	/* the reader may sit in poll() on a client that stays connected */
-	pthread_cancel(w->reader);
+	/* the reader may sit in poll() on a client that stays connected:
+	 * tell it to leave, and wake it */
+	pthread_mutex_lock(&w->lock);
+	w->quit = 1;
+	pthread_mutex_unlock(&w->lock);
+	{
+		uint64_t one = 1;
+		if (write(w->rwake_fd, &one, sizeof one) < 0) {
+			/* counter full: the reader is awake anyway */
+		}
+	}
 	pthread_join(w->reader, NULL);
 	if (interp_fini() != 0)
 		rc = 1;
