@@ -95,7 +95,14 @@ dispatch_pyerror(worker *w, uint64_t id)
 static int
 dispatch_checkpoint_raw(worker *w, int full)
 {
-	PyObject *r = PyObject_CallMethod(pyio_backend, "checkpoint", "i", full);
+	PyObject *r;
+
+	if (full == 0)
+		w->requests_since_full = 1;
+	r = PyObject_CallMethod(pyio_backend, "checkpoint", "i",
+	    full == 0 ? 0 : (full == 1 && !w->requests_since_full) ? 0 : full);
+	if (full != 0)
+		w->requests_since_full = 0;
 
 	if (r == NULL)
 		return -1;
@@ -549,12 +556,12 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		rc = dispatch_release(w, &m);
 		break;
 	case WIRE_MSG_SYNC:
-		rc = dispatch_checkpoint_raw(w, 1) < 0 ?
+		rc = dispatch_checkpoint_raw(w, 2) < 0 ?
 		    dispatch_pyerror(w, m.id) :
 		    (store_sync(w->st), dispatch_ok(w, m.id));
 		break;
 	case WIRE_MSG_DETACH:
-		rc = dispatch_checkpoint_raw(w, 1) < 0 ?
+		rc = dispatch_checkpoint_raw(w, 2) < 0 ?
 		    dispatch_pyerror(w, m.id) : dispatch_ok(w, m.id);
 		w->detached = 1;
 		break;

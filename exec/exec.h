@@ -74,6 +74,8 @@ typedef struct worker {
 	int detached;                /* DETACH or CLOSE served: leave the loop */
 	int hello_done;              /* HELLO answered */
 	int closed;                  /* CLOSE served: the session is gone */
+	int requests_since_full;     /* a request ran since the last full
+	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
 
 	uint64_t current_id;         /* request being served (for OUTPUT) */
@@ -104,7 +106,9 @@ int interp_fini(void);
 /* dispatch.c */
 /* Serve one request frame.  GIL held. */
 int dispatch_frame(worker *w, const uint8_t *p, size_t n);
-/* Checkpoint (full: also in-place mutations).  GIL held.  0 or -1. */
+/* Checkpoint.  full: 0 what requests touched; 1 also loaded mutable
+ * entries, if a request ran since the last such; 2 the same, always.
+ * GIL held.  0 or -1. */
 int dispatch_checkpoint(worker *w, int full);
 /* Send notices about entries that cannot be persisted.  GIL held. */
 void dispatch_notices(worker *w);

@@ -422,7 +422,7 @@ worker_run(worker *w)
 		goto fail_py;
 	}
 	worker_loop(w);
-	rc = w->closed || dispatch_checkpoint(w, 1) == 0 ? 0 : 1;
+	rc = w->closed || dispatch_checkpoint(w, 2) == 0 ? 0 : 1;
 	dispatch_release_session(w);
 	store_sync(w->st);
 	/* the reader may sit in poll() on a client that stays connected:
