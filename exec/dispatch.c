@@ -519,8 +519,8 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		goto out;
 	}
 	if ((rc = wire_msg_check(&m, &why)) != WIRE_OK) {
-		rc = dispatch_error(w, m.id, rc == WIRE_E_UNKNOWN ?
-		    WIRE_ERR_UNKNOWN_TYPE : WIRE_ERR_MALFORMED, "%s (type 0x%04x)",
+		rc = dispatch_error(w, m.id, (int)wire_errcode_for(rc),
+		    "%s (type 0x%04x)",
 		    why != NULL ? why : "bad message", m.type);
 		goto out;
 	}

@@ -297,7 +297,7 @@ START_TEST(test_request_errors_keep_serving)
 	wire_begin(&b, WIRE_MSG_EXEC, 10);
 	wire_put_str(&b, WIRE_TAG_FUNC, "f");
 	be_send(&b);
-	expect_error(WIRE_ERR_MALFORMED);
+	expect_error(WIRE_ERR_BAD_REQUEST);
 	/* unknown handle */
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_EXEC, 11);

@@ -1,0 +1,259 @@
+/*
+ * conn.c - blocking frame I/O on file descriptors.
+ *
+ * A wire_conn keeps one read buffer: bytes rbuf[rpos..rlen) are received
+ * but not yet handed out.  wire_conn_read() peeks at the header first, so
+ * a length above the limit is refused before any buffer is grown for it,
+ * then reads until the whole frame is buffered and parses it in place.
+ * The returned message borrows the buffer, so consumed bytes are only
+ * compacted away at the start of the next read.
+ *
+ * Waiting is poll() with a deadline on CLOCK_MONOTONIC; with spin_us set,
+ * a short busy-poll comes first, which saves the wakeup latency of a
+ * blocking poll when the peer answers within microseconds.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "wire.h"
+
+/* Smallest read buffer: small frames arrive many per read(). */
+#define WIRE_CONN_MIN_BUF (16u * 1024)
+/* An empty buffer larger than this is freed rather than kept. */
+#define WIRE_CONN_KEEP_BUF (1024u * 1024)
+
+static int64_t wire_conn_now_us(void);
+static int wire_conn_room(wire_conn *, size_t);
+static int wire_conn_wait(wire_conn *, int64_t);
+static int wire_conn_fill(wire_conn *, int64_t);
+
+/* Microseconds on the monotonic clock. */
+static int64_t
+wire_conn_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Set up a connection over fds (not taken over: close them yourself). */
+void
+wire_conn_init(wire_conn *c, int rfd, int wfd, size_t max_body)
+{
+	c->rfd = rfd;
+	c->wfd = wfd;
+	c->max_body = max_body;
+	c->rbuf = NULL;
+	c->rlen = 0;
+	c->rpos = 0;
+	c->rcap = 0;
+	c->spin_us = 0;
+}
+
+/* Free the read buffer; the fds are left open. */
+void
+wire_conn_free(wire_conn *c)
+{
+	free(c->rbuf);
+	c->rbuf = NULL;
+	c->rlen = c->rpos = c->rcap = 0;
+}
+
+/*
+ * Make the buffer able to hold need unconsumed bytes: move them to the
+ * front, then grow (doubling) when still short.  Returns WIRE_OK or
+ * WIRE_E_NOMEM.
+ */
+static int
+wire_conn_room(wire_conn *c, size_t need)
+{
+	size_t avail = c->rlen - c->rpos, cap;
+	uint8_t *p;
+
+	if (c->rpos > 0 && (c->rcap - c->rlen < need - avail || avail == 0)) {
+		memmove(c->rbuf, c->rbuf + c->rpos, avail);
+		c->rlen = avail;
+		c->rpos = 0;
+	}
+	if (need <= c->rcap - c->rpos)
+		return WIRE_OK;
+	cap = c->rcap > WIRE_CONN_MIN_BUF ? c->rcap : WIRE_CONN_MIN_BUF;
+	while (cap < need)
+		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+	if ((p = realloc(c->rbuf, cap)) == NULL)
+		return WIRE_E_NOMEM;
+	c->rbuf = p;
+	c->rcap = cap;
+	return WIRE_OK;
+}
+
+/*
+ * Wait until rfd is readable or the deadline (us, monotonic; < 0 = none)
+ * passes.  Busy-polls first when c->spin_us is set.  Returns WIRE_OK,
+ * WIRE_E_TIMEOUT or WIRE_E_IO.
+ */
+static int
+wire_conn_wait(wire_conn *c, int64_t deadline)
+{
+	struct pollfd pfd;
+	int64_t now, spin_end = -1, left;
+	int rc, ms, spinning;
+
+	pfd.fd = c->rfd;
+	pfd.events = POLLIN;
+	if (c->spin_us > 0)
+		spin_end = wire_conn_now_us() + c->spin_us;
+	for (;;) {
+		now = wire_conn_now_us();
+		spinning = spin_end >= 0 && now < spin_end &&
+		    (deadline < 0 || now < deadline);
+		if (spinning || (deadline >= 0 && now >= deadline))
+			ms = 0;
+		else if (deadline < 0)
+			ms = -1;
+		else {
+			/* Round up: never wake before the deadline. */
+			left = (deadline - now + 999) / 1000;
+			ms = left > INT_MAX ? INT_MAX : (int)left;
+		}
+		pfd.revents = 0;
+		rc = poll(&pfd, 1, ms);
+		if (rc < 0) {
+			if (errno == EINTR)
+				continue;
+			return WIRE_E_IO;
+		}
+		if (rc > 0) {
+			if (pfd.revents & POLLNVAL) {
+				errno = EBADF;
+				return WIRE_E_IO;
+			}
+			return WIRE_OK; /* POLLHUP/POLLERR: read() will tell */
+		}
+		if (spinning || ms != 0)
+			continue; /* still spinning, or back to check the clock */
+		return WIRE_E_TIMEOUT;
+	}
+}
+
+/*
+ * Read once into the buffer after waiting for data.  Returns WIRE_OK
+ * (some bytes arrived), WIRE_E_EOF, WIRE_E_TIMEOUT or WIRE_E_IO.
+ */
+static int
+wire_conn_fill(wire_conn *c, int64_t deadline)
+{
+	ssize_t got;
+	int rc;
+
+	for (;;) {
+		if ((rc = wire_conn_wait(c, deadline)) != WIRE_OK)
+			return rc;
+		got = read(c->rfd, c->rbuf + c->rlen, c->rcap - c->rlen);
+		if (got > 0) {
+			c->rlen += (size_t)got;
+			return WIRE_OK;
+		}
+		if (got == 0)
+			return WIRE_E_EOF;
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+			return WIRE_E_IO;
+	}
+}
+
+/* Read the next complete frame into m; see wire.h. */
+int
+wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms)
+{
+	int64_t deadline = -1;
+	size_t avail, need, used;
+	int rc;
+
+	if (timeout_ms >= 0)
+		deadline = wire_conn_now_us() + (int64_t)timeout_ms * 1000;
+	if (c->rpos == c->rlen) {
+		c->rpos = c->rlen = 0;
+		if (c->rcap > WIRE_CONN_KEEP_BUF)
+			wire_conn_free(c); /* a big frame has gone: give it back */
+	}
+	for (;;) {
+		avail = c->rlen - c->rpos;
+		rc = WIRE_NEED_MORE; /* rbuf may be NULL: no pointer into it */
+		if (avail > 0)
+			rc = wire_peek(c->rbuf + c->rpos, avail, c->max_body,
+			    &need);
+		if (rc < 0)
+			return rc;
+		if (rc == WIRE_NEED_MORE)
+			need = WIRE_HEADER_SIZE;
+		else if (avail >= need) {
+			rc = wire_parse(c->rbuf + c->rpos, avail, c->max_body, m,
+			    &used);
+			if (rc == WIRE_OK)
+				c->rpos += used;
+			return rc;
+		}
+		if ((rc = wire_conn_room(c, need)) != WIRE_OK)
+			return rc;
+		rc = wire_conn_fill(c, deadline);
+		if (rc == WIRE_E_EOF && avail > 0)
+			return WIRE_E_MALFORMED; /* the peer cut a frame short */
+		if (rc != WIRE_OK)
+			return rc;
+	}
+}
+
+/* Nonzero when wire_conn_read() would return without reading. */
+int
+wire_conn_pending(const wire_conn *c)
+{
+	size_t avail = c->rlen - c->rpos, need;
+	int rc;
+
+	if (avail == 0)
+		return 0;
+	rc = wire_peek(c->rbuf + c->rpos, avail, c->max_body, &need);
+	if (rc < 0)
+		return 1;
+	return rc == WIRE_OK && avail >= need;
+}
+
+/* Write all of p[0..n), retrying on EINTR and short writes; waits for
+ * POLLOUT when fd is non-blocking. */
+int
+wire_write_all(int fd, const void *p, size_t n)
+{
+	const uint8_t *q = p;
+	struct pollfd pfd;
+	ssize_t put;
+
+	while (n > 0) {
+		put = write(fd, q, n);
+		if (put > 0) {
+			q += put;
+			n -= (size_t)put;
+			continue;
+		}
+		if (put == 0) {
+			errno = EIO;
+			return WIRE_E_IO;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return WIRE_E_IO;
+		pfd.fd = fd;
+		pfd.events = POLLOUT;
+		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+			return WIRE_E_IO;
+	}
+	return WIRE_OK;
+}
