@@ -632,6 +632,7 @@ def _excinfo_result(exc):
     exc.__traceback__ = tb
     triple = (type(exc), exc, tb)
     hid, _ = WS.new_handle(triple, FLAG_EXCINFO)
+    WS.checkpoint()     # so that the reply can say if it is volatile
     return (KIND_EXCINFO, hid, "tuple", type(exc).__name__,
             _exc_message(exc), None, WS.volatile_reason(("h", hid)))
 
@@ -688,6 +689,7 @@ def _result_for(res, want_value):
                                 _exc_message(e))) from None
         return (KIND_DIRECT, 0, _type_name(value), None, None, data, None)
     hid, _ = WS.new_handle(res)
+    WS.checkpoint()     # so that the reply can say if it is volatile
     return (KIND_WRAPPED, hid, _type_name(res), None, None, None,
             WS.volatile_reason(("h", hid)))
 

@@ -197,7 +197,7 @@ def test_hundred_mb_value(store, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_hundred_thousand_small_globals(store, mode):
     ws = pyshelf.spawn(db=store, session="s")
-    ws.remote_exec("for i in range(100000):\n    globals()['g%d' % i] = i")
+    ws.remote_exec("globals().update({'g%d' % i: i for i in range(100000)})")
     ws = restart(ws, mode, store, "s")
     try:
         assert value(ws, "DirectValue(g0 + g99999 + g4242)") == 99999 + 4242

@@ -1,0 +1,1509 @@
+/*
+ * client.c - libpyshelf: one connection to a pyshelf backend.
+ *
+ * A connection is a wire_conn (the read side and its buffer), a request
+ * buffer, and the state that keeps requests and replies in step: every
+ * request gets a fresh id (next_id), cur_id is the request whose reply is
+ * awaited, and a frame carrying an older id is a late reply to a request
+ * that was abandoned (a callback gave up on it), so it is skipped.
+ *
+ * Writes go through wlock because pyshelf_interrupt() writes from another
+ * thread while the requesting thread waits; exec_id, the id an INTERRUPT
+ * must carry, is read and written under the same lock.  Everything else is
+ * touched only by the one thread in a request, which the busy flag
+ * enforces.
+ *
+ * Errors: client_fail() records a sentence and returns the code; errors
+ * that leave the stream out of step (I/O, EOF, a bad frame) are sticky
+ * through client_fatal(): every later request returns the same code and
+ * the message of the first failure stays readable.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "wire.h"
+#include "pyshelf.h"
+#include "client-int.h"
+
+/* NAME sent in HELLO when the caller gives none. */
+#define CLIENT_NAME "libpyshelf"
+/* Default wait for a spawned backend to exit in pyshelf_close(). */
+#define CLIENT_CLOSE_MS 60000
+/* Default limit on frames from the backend: the backend was started or
+ * chosen by the caller, so this only catches garbage; values of hundreds
+ * of MB must get through. */
+#define CLIENT_MAX_IN (1024u * 1024 * 1024)
+/* A request buffer larger than this is freed after its request. */
+#define CLIENT_KEEP_WBUF (1024u * 1024)
+
+/* The public error codes are the wire's; wire.h is not installed. */
+_Static_assert(PYSHELF_ERR_MALFORMED == WIRE_ERR_MALFORMED, "errcode");
+_Static_assert(PYSHELF_ERR_UNKNOWN_HANDLE == WIRE_ERR_UNKNOWN_HANDLE,
+    "errcode");
+_Static_assert(PYSHELF_ERR_PICKLE == WIRE_ERR_PICKLE, "errcode");
+_Static_assert(PYSHELF_ERR_NOT_FOUND == WIRE_ERR_NOT_FOUND, "errcode");
+_Static_assert(PYSHELF_ERR_VOLATILE == WIRE_ERR_VOLATILE, "errcode");
+_Static_assert(PYSHELF_ERR_BAD_REQUEST == WIRE_ERR_BAD_REQUEST, "errcode");
+_Static_assert(PYSHELF_KIND_DIRECT == WIRE_KIND_DIRECT, "kind");
+_Static_assert(PYSHELF_KIND_WRAPPED == WIRE_KIND_WRAPPED, "kind");
+_Static_assert(PYSHELF_KIND_EXCINFO == WIRE_KIND_EXCINFO, "kind");
+
+struct pyshelf_conn {
+	wire_conn wc;            /* read side: fds, buffer, max_body */
+	int rfd;                 /* read fd, -1 before spawn/attach */
+	int wfd;                 /* write fd (== rfd for a socket) */
+	int wfd_is_socket;       /* write with send(MSG_NOSIGNAL) */
+	pid_t pid;               /* spawned backend, -1 when none */
+	int reaped;              /* pid has been waited for */
+	int wstatus;             /* its waitpid() status once reaped */
+	wire_buf wbuf;           /* the request being built */
+	wire_msg msg;            /* the last frame read; borrows wc's buffer */
+	uint64_t next_id;        /* last request id used */
+	uint64_t cur_id;         /* the request whose reply is awaited */
+	pthread_mutex_t wlock;   /* serialises writes to wfd */
+	uint64_t exec_id;        /* running EXEC's id, 0 if none; under wlock */
+	atomic_flag busy;        /* a request is running */
+	int broken;              /* sticky PYSHELF_E_* once out of step */
+	int finished;            /* 1 detached, 2 session closed */
+	char *errmsg;            /* last failure's sentence, owned */
+	size_t errcap;           /* bytes allocated at errmsg */
+	uint64_t remote_code;    /* ERRCODE of the last PYSHELF_E_REMOTE */
+	uint64_t peer_max;       /* largest body the backend accepts */
+	unsigned spin_us;        /* busy-poll before sleeping in a read */
+	int close_ms;            /* pyshelf_close()'s wait for the backend */
+	int have_welcome;        /* hello succeeded */
+	pyshelf_welcome welcome; /* what WELCOME said; strings below */
+	char *welcome_name;      /* owned copy of WELCOME.NAME */
+	char *welcome_session;   /* owned copy of WELCOME.SESSION */
+	pyshelf_output_fn notice_fn; /* OUTPUT outside an exec, or NULL */
+	void *notice_ctx;        /* its ctx */
+};
+
+static void client_vset(pyshelf_conn *, const char *, va_list)
+    __attribute__((format(printf, 2, 0)));
+static int client_fail(pyshelf_conn *, int, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+static int client_fatal(pyshelf_conn *, int, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+static void client_clear(pyshelf_conn *);
+static int client_enter(pyshelf_conn *, int);
+static void client_leave(pyshelf_conn *);
+static void client_begin(pyshelf_conn *, uint16_t);
+static int client_send(pyshelf_conn *, int);
+static int client_write_error(pyshelf_conn *, int);
+static int client_send_interrupt(pyshelf_conn *, int *);
+static int client_read(pyshelf_conn *, const pyshelf_exec_req *, int64_t);
+static int client_read_error(pyshelf_conn *, int, int);
+static int client_reply(pyshelf_conn *, const pyshelf_exec_req *, int64_t);
+static int client_notice(pyshelf_conn *);
+static int client_remote(pyshelf_conn *);
+static int client_unexpected(pyshelf_conn *, const char *);
+static int client_roundtrip(pyshelf_conn *, uint16_t, uint16_t);
+static int client_result(pyshelf_conn *, pyshelf_result *);
+static int client_exec_build(pyshelf_conn *, const pyshelf_exec_req *);
+static int client_exec_wait(pyshelf_conn *, const pyshelf_exec_req *,
+    pyshelf_result *);
+static int client_output(pyshelf_conn *, const pyshelf_exec_req *);
+static int client_welcome(pyshelf_conn *);
+static int client_end_session(pyshelf_conn *, uint16_t, int, int64_t);
+static int client_listing(pyshelf_conn *, uint16_t);
+static int client_simple(pyshelf_conn *, uint16_t, uint16_t);
+static void client_close_backend(pyshelf_conn *, int *);
+static const char *client_msg_name(uint16_t);
+
+/* --- errors -------------------------------------------------------------- */
+
+/* Return a static sentence for a PYSHELF_E_* code. */
+const char *
+pyshelf_strerror(int rc)
+{
+	switch (rc) {
+	case PYSHELF_OK:
+		return "success";
+	case PYSHELF_E_INVAL:
+		return "invalid argument";
+	case PYSHELF_E_NOMEM:
+		return "out of memory";
+	case PYSHELF_E_SPAWN:
+		return "the backend could not be started";
+	case PYSHELF_E_IO:
+		return "reading from or writing to the backend failed";
+	case PYSHELF_E_CLOSED:
+		return "the backend closed the connection";
+	case PYSHELF_E_PROTOCOL:
+		return "the backend broke the protocol";
+	case PYSHELF_E_TOO_BIG:
+		return "request larger than the backend's maximum frame size";
+	case PYSHELF_E_REMOTE:
+		return "the backend reported an error";
+	case PYSHELF_E_CANCELED:
+		return "the request was abandoned";
+	case PYSHELF_E_BUSY:
+		return "another request is running on this connection";
+	case PYSHELF_E_TIMEOUT:
+		return "timed out";
+	case PYSHELF_E_NOTCONN:
+		return "no backend on this connection";
+	}
+	return "unknown pyshelf error";
+}
+
+/* Return a static name for a backend ERRCODE. */
+const char *
+pyshelf_errcode_name(uint64_t code)
+{
+	return wire_errcode_name(code);
+}
+
+/* Format a sentence into c->errmsg, growing it; keeps a truncated
+ * sentence when memory runs out. */
+static void
+client_vset(pyshelf_conn *c, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	char *p;
+	int n;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(c->errmsg, c->errcap, fmt, ap);
+	if (n >= 0 && (size_t)n >= c->errcap) {
+		if ((p = realloc(c->errmsg, (size_t)n + 1)) != NULL) {
+			c->errmsg = p;
+			c->errcap = (size_t)n + 1;
+		}
+		if (c->errcap > 0)
+			vsnprintf(c->errmsg, c->errcap, fmt, ap2);
+	}
+	va_end(ap2);
+}
+
+/* Record a failure that leaves the connection usable; returns rc. */
+static int
+client_fail(pyshelf_conn *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+
+	va_start(ap, fmt);
+	client_vset(c, fmt, ap);
+	va_end(ap);
+	errno = saved;
+	return rc;
+}
+
+/* Record a failure that leaves the stream out of step: sticky. */
+static int
+client_fatal(pyshelf_conn *c, int rc, const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+
+	va_start(ap, fmt);
+	client_vset(c, fmt, ap);
+	va_end(ap);
+	c->broken = rc;
+	errno = saved;
+	return rc;
+}
+
+/* Forget the last failure. */
+static void
+client_clear(pyshelf_conn *c)
+{
+	if (c->errmsg != NULL)
+		c->errmsg[0] = '\0';
+	c->remote_code = 0;
+}
+
+/* Return the last failure's sentence. */
+const char *
+pyshelf_errmsg(const pyshelf_conn *c)
+{
+	if (c == NULL || c->errmsg == NULL)
+		return "";
+	return c->errmsg;
+}
+
+/* Return the ERRCODE of the last PYSHELF_E_REMOTE. */
+uint64_t
+pyshelf_remote_errcode(const pyshelf_conn *c)
+{
+	return c != NULL ? c->remote_code : 0;
+}
+
+/* --- life cycle ------------------------------------------------------------ */
+
+/* Create an unconnected connection. */
+int
+pyshelf_create(pyshelf_conn **connp)
+{
+	pyshelf_conn *c;
+
+	if (connp == NULL)
+		return PYSHELF_E_INVAL;
+	*connp = NULL;
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		return PYSHELF_E_NOMEM;
+	if (pthread_mutex_init(&c->wlock, NULL) != 0) {
+		free(c);
+		return PYSHELF_E_NOMEM;
+	}
+	wire_conn_init(&c->wc, -1, -1, CLIENT_MAX_IN);
+	wire_buf_init(&c->wbuf);
+	wire_msg_init(&c->msg);
+	atomic_flag_clear(&c->busy);
+	c->rfd = c->wfd = -1;
+	c->pid = -1;
+	c->peer_max = WIRE_DEFAULT_MAX_FRAME;
+	c->close_ms = CLIENT_CLOSE_MS;
+	*connp = c;
+	return PYSHELF_OK;
+}
+
+/* Set the spin before blocking reads. */
+int
+pyshelf_set_spin(pyshelf_conn *c, unsigned spin_us)
+{
+	if (c == NULL)
+		return PYSHELF_E_INVAL;
+	c->spin_us = spin_us;
+	return PYSHELF_OK;
+}
+
+/* Set the largest frame body accepted from the backend. */
+int
+pyshelf_set_max_frame(pyshelf_conn *c, size_t max_body)
+{
+	if (c == NULL || max_body == 0 || max_body > UINT32_MAX)
+		return PYSHELF_E_INVAL;
+	c->wc.max_body = max_body;
+	return PYSHELF_OK;
+}
+
+/* Set pyshelf_close()'s wait for the backend. */
+int
+pyshelf_set_close_timeout(pyshelf_conn *c, int timeout_ms)
+{
+	if (c == NULL || timeout_ms < 0)
+		return PYSHELF_E_INVAL;
+	c->close_ms = timeout_ms;
+	return PYSHELF_OK;
+}
+
+/* Start a stdio backend on pipes; see pyshelf.h. */
+int
+pyshelf_spawn(pyshelf_conn *c, const char *backend, const char *db,
+    const char *session, unsigned flags, const char *const *extra_args)
+{
+	const char **argv;
+	char why[512];
+	size_t nextra = 0, i, n = 0;
+	pid_t pid;
+	int rfd, wfd, rc;
+
+	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
+		return rc;
+	if (backend == NULL || *backend == '\0' || (flags & ~1u) != 0) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_spawn: a backend path is required, and "
+		    "flags must be 0 or PYSHELF_SPAWN_CREATE");
+		goto out;
+	}
+	while (extra_args != NULL && extra_args[nextra] != NULL)
+		nextra++;
+	if ((argv = calloc(nextra + 9, sizeof *argv)) == NULL) {
+		rc = client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+		goto out;
+	}
+	argv[n++] = backend;
+	argv[n++] = "--stdio";
+	if (db != NULL) {
+		argv[n++] = "--db";
+		argv[n++] = db;
+	}
+	argv[n++] = "--session";
+	argv[n++] = session != NULL ? session : "default";
+	if (flags & PYSHELF_SPAWN_CREATE)
+		argv[n++] = "--create";
+	for (i = 0; i < nextra; i++)
+		argv[n++] = extra_args[i];
+	argv[n] = NULL;
+
+	if (spawn_start((char *const *)argv, &pid, &rfd, &wfd, why,
+	    sizeof why) < 0)
+		rc = client_fail(c, errno == ENOMEM ? PYSHELF_E_NOMEM :
+		    PYSHELF_E_SPAWN, "%s", why);
+	else {
+		c->pid = pid;
+		c->reaped = 0;
+		c->rfd = c->wc.rfd = rfd;
+		c->wfd = c->wc.wfd = wfd;
+		c->wfd_is_socket = 0;
+		rc = PYSHELF_OK;
+	}
+	free(argv);
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Use existing descriptors; see pyshelf.h. */
+int
+pyshelf_attach_fds(pyshelf_conn *c, int rfd, int wfd)
+{
+	int rc;
+
+	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
+		return rc;
+	if (rfd < 0 || wfd < 0) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_attach_fds: negative descriptor");
+	} else {
+		c->rfd = c->wc.rfd = rfd;
+		c->wfd = c->wc.wfd = wfd;
+		c->wfd_is_socket = io_is_socket(wfd);
+		rc = PYSHELF_OK;
+	}
+	client_leave(c);
+	return rc;
+}
+
+/*
+ * Start a call: take the busy flag and refuse a connection that cannot
+ * take it (want_conn: 1 for a request, which needs a backend; 0 for
+ * spawn/attach, which need none yet).  Gives the flag back on failure,
+ * except for PYSHELF_E_BUSY, where it belongs to the other call.
+ */
+static int
+client_enter(pyshelf_conn *c, int want_conn)
+{
+	int rc = PYSHELF_OK;
+
+	if (c == NULL)
+		return PYSHELF_E_INVAL;
+	if (atomic_flag_test_and_set(&c->busy))
+		return PYSHELF_E_BUSY;
+	if (c->broken != 0) {
+		client_leave(c);
+		return c->broken; /* errmsg still holds the first failure */
+	}
+	client_clear(c);
+	if (want_conn && c->rfd < 0)
+		rc = client_fail(c, PYSHELF_E_NOTCONN, "no backend: call "
+		    "pyshelf_spawn() or pyshelf_attach_fds() first");
+	else if (!want_conn && c->rfd >= 0)
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "the connection already has a backend");
+	else if (want_conn && c->finished != 0)
+		rc = client_fail(c, PYSHELF_E_NOTCONN, "the session was %s; "
+		    "only pyshelf_close() is left", c->finished == 1 ?
+		    "detached" : "closed");
+	if (rc != PYSHELF_OK)
+		client_leave(c);
+	return rc;
+}
+
+/* End a request. */
+static void
+client_leave(pyshelf_conn *c)
+{
+	atomic_flag_clear(&c->busy);
+}
+
+/* --- frames out ------------------------------------------------------------ */
+
+/* Start a request frame with a fresh id in c->wbuf. */
+static void
+client_begin(pyshelf_conn *c, uint16_t type)
+{
+	c->cur_id = ++c->next_id;
+	wire_buf_reset(&c->wbuf);
+	wire_begin(&c->wbuf, type, c->cur_id);
+}
+
+/* Finish and write the request in c->wbuf; an EXEC also becomes the
+ * target of pyshelf_interrupt(). */
+static int
+client_send(pyshelf_conn *c, int is_exec)
+{
+	size_t body;
+	int rc, r, e = 0;
+
+	rc = wire_end(&c->wbuf);
+	if (rc == WIRE_E_NOMEM)
+		rc = client_fail(c, PYSHELF_E_NOMEM,
+		    "out of memory building a request");
+	else if (rc != WIRE_OK)
+		rc = client_fail(c, PYSHELF_E_TOO_BIG, "request too large: "
+		    "a field or the frame exceeds 4 GiB");
+	else if ((body = c->wbuf.len - WIRE_HEADER_SIZE) > c->peer_max)
+		rc = client_fail(c, PYSHELF_E_TOO_BIG, "request of %zu bytes "
+		    "exceeds the backend's maximum frame size of %llu bytes",
+		    body, (unsigned long long)c->peer_max);
+	else {
+		pthread_mutex_lock(&c->wlock);
+		r = io_write(c->wfd, c->wfd_is_socket, c->wbuf.data,
+		    c->wbuf.len);
+		e = errno;
+		if (r == 0 && is_exec)
+			c->exec_id = c->cur_id;
+		pthread_mutex_unlock(&c->wlock);
+		rc = r == 0 ? PYSHELF_OK : client_write_error(c, e);
+	}
+	if (c->wbuf.cap > CLIENT_KEEP_WBUF)
+		wire_buf_free(&c->wbuf);
+	else
+		wire_buf_reset(&c->wbuf);
+	return rc;
+}
+
+/* Turn a failed write into a sticky error. */
+static int
+client_write_error(pyshelf_conn *c, int e)
+{
+	errno = e;
+	if (e == EPIPE || e == ECONNRESET)
+		return client_fatal(c, PYSHELF_E_CLOSED, "the backend closed "
+		    "the connection (write: %s)", strerror(e));
+	return client_fatal(c, PYSHELF_E_IO, "write to the backend failed: %s",
+	    strerror(e));
+}
+
+/* Write an INTERRUPT for the running exec, if any.  Thread-safe; sets no
+ * error text, since the requesting thread may be reading it.  Returns 0,
+ * or -1 with *err set to errno. */
+static int
+client_send_interrupt(pyshelf_conn *c, int *err)
+{
+	uint8_t frame[WIRE_HEADER_SIZE];
+	int rc = 0;
+
+	pthread_mutex_lock(&c->wlock);
+	if (c->exec_id != 0 && c->wfd >= 0) {
+		wire_be32_put(frame, 0);
+		wire_be16_put(frame + 4, WIRE_MSG_INTERRUPT);
+		wire_be16_put(frame + 6, 0);
+		wire_be64_put(frame + 8, c->exec_id);
+		if ((rc = io_write(c->wfd, c->wfd_is_socket, frame,
+		    sizeof frame)) < 0)
+			*err = errno;
+	}
+	pthread_mutex_unlock(&c->wlock);
+	return rc;
+}
+
+/* Interrupt the running exec; see pyshelf.h. */
+int
+pyshelf_interrupt(pyshelf_conn *c)
+{
+	int e = 0;
+
+	if (c == NULL)
+		return PYSHELF_E_INVAL;
+	if (client_send_interrupt(c, &e) == 0)
+		return PYSHELF_OK;
+	return e == EPIPE || e == ECONNRESET ? PYSHELF_E_CLOSED : PYSHELF_E_IO;
+}
+
+/* --- frames in ------------------------------------------------------------- */
+
+/*
+ * Read the next frame into c->msg and check it against its schema.  The
+ * codec is asked only for what is already there (timeout 0); waiting is
+ * io_wait()'s, so that hooks->on_wait sees EINTR and ticks.  deadline is
+ * on io_now_us()'s clock, < 0 for none (then PYSHELF_E_TIMEOUT, not sticky).
+ */
+static int
+client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
+{
+	const char *why = NULL, *name;
+	int64_t left;
+	int rc, ms, act, e = 0;
+
+	for (;;) {
+		rc = wire_conn_read(&c->wc, &c->msg, 0);
+		if (rc == WIRE_OK)
+			break;
+		if (rc != WIRE_E_TIMEOUT)
+			return client_read_error(c, rc, errno);
+		ms = -1;
+		if (hooks != NULL && hooks->on_wait != NULL &&
+		    hooks->wait_tick_ms > 0)
+			ms = hooks->wait_tick_ms > INT32_MAX ? INT32_MAX :
+			    (int)hooks->wait_tick_ms;
+		if (deadline >= 0) {
+			left = (deadline - io_now_us() + 999) / 1000;
+			if (left <= 0)
+				return client_fail(c, PYSHELF_E_TIMEOUT,
+				    "no reply from the backend in time");
+			if (ms < 0 || left < ms)
+				ms = (int)(left > INT32_MAX ? INT32_MAX : left);
+		}
+		rc = io_wait(c->rfd, c->spin_us, ms);
+		if (rc > 0)
+			continue;
+		if (rc < 0 && errno != EINTR)
+			return client_fatal(c, PYSHELF_E_IO, "waiting for the "
+			    "backend failed: %s", strerror(errno));
+		if (hooks == NULL || hooks->on_wait == NULL)
+			continue;
+		act = hooks->on_wait(hooks->ctx);
+		if (act == PYSHELF_WAIT_INTERRUPT) {
+			if (client_send_interrupt(c, &e) < 0)
+				return client_write_error(c, e);
+		} else if (act == PYSHELF_WAIT_ABANDON)
+			return client_fail(c, PYSHELF_E_CANCELED, "the request "
+			    "was abandoned while waiting for its reply");
+	}
+	if (wire_msg_check(&c->msg, &why) != WIRE_OK) {
+		name = client_msg_name(c->msg.type);
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
+		    "bad %s frame: %s", name, why != NULL ? why : "?");
+	}
+	return PYSHELF_OK;
+}
+
+/* Turn a codec read error into a sticky error. */
+static int
+client_read_error(pyshelf_conn *c, int rc, int e)
+{
+	switch (rc) {
+	case WIRE_E_EOF:
+		return client_fatal(c, PYSHELF_E_CLOSED,
+		    "the backend closed the connection");
+	case WIRE_E_TOO_BIG:
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
+		    "frame larger than the limit of %zu bytes", c->wc.max_body);
+	case WIRE_E_NOMEM:
+		return client_fatal(c, PYSHELF_E_NOMEM,
+		    "out of memory reading a frame");
+	case WIRE_E_IO:
+		if (e == ECONNRESET)
+			return client_fatal(c, PYSHELF_E_CLOSED, "the backend "
+			    "closed the connection (read: %s)", strerror(e));
+		return client_fatal(c, PYSHELF_E_IO,
+		    "read from the backend failed: %s", strerror(e));
+	}
+	return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
+	    "malformed or truncated frame (%s)", wire_strerror(rc));
+}
+
+/* Name of a message type for messages, never NULL. */
+static const char *
+client_msg_name(uint16_t type)
+{
+	const char *name = wire_msg_name(type);
+
+	return name != NULL ? name : "unknown";
+}
+
+/*
+ * Read frames until one answers the current request; late replies to
+ * abandoned requests (older ids) are skipped.  OUTPUT frames of the
+ * current request are returned to an exec (hooks set); for any other
+ * request they are the backend's notices and go to the notice handler.
+ */
+static int
+client_reply(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
+{
+	const wire_field *f;
+	int rc;
+
+	for (;;) {
+		if ((rc = client_read(c, hooks, deadline)) != PYSHELF_OK)
+			return rc;
+		if (c->msg.id == c->cur_id) {
+			if (hooks != NULL || c->msg.type != WIRE_MSG_OUTPUT)
+				return PYSHELF_OK;
+			if ((rc = client_notice(c)) != PYSHELF_OK)
+				return rc;
+			continue;
+		}
+		if (c->msg.id != 0 && c->msg.id < c->cur_id)
+			continue;
+		if (c->msg.id == 0 && c->msg.type == WIRE_MSG_ERROR) {
+			f = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE);
+			c->remote_code = wire_msg_u64(&c->msg, WIRE_TAG_ERRCODE,
+			    0);
+			return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend "
+			    "gave up on the connection: %s: %.*s",
+			    wire_errcode_name(c->remote_code),
+			    f != NULL ? (int)f->len : 0,
+			    f != NULL ? (const char *)f->data : "");
+		}
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent %s "
+		    "for request %llu while request %llu was waiting",
+		    client_msg_name(c->msg.type),
+		    (unsigned long long)c->msg.id,
+		    (unsigned long long)c->cur_id);
+	}
+}
+
+/* An OUTPUT frame outside an exec: hand it to the notice handler. */
+static int
+client_notice(pyshelf_conn *c)
+{
+	const wire_field *data = wire_msg_find(&c->msg, WIRE_TAG_DATA);
+	uint64_t stream = wire_msg_u64(&c->msg, WIRE_TAG_STREAM, 0);
+
+	if (stream != PYSHELF_STDOUT && stream != PYSHELF_STDERR)
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent "
+		    "OUTPUT for stream %llu", (unsigned long long)stream);
+	if (c->notice_fn != NULL && data->len > 0)
+		(void)c->notice_fn(c->notice_ctx, (int)stream, data->data,
+		    data->len);
+	return PYSHELF_OK;
+}
+
+/* Set the handler of OUTPUT frames outside an exec. */
+int
+pyshelf_set_output_handler(pyshelf_conn *c, pyshelf_output_fn fn, void *ctx)
+{
+	if (c == NULL)
+		return PYSHELF_E_INVAL;
+	c->notice_fn = fn;
+	c->notice_ctx = ctx;
+	return PYSHELF_OK;
+}
+
+/* The current message is an ERROR: record its code and message. */
+static int
+client_remote(pyshelf_conn *c)
+{
+	const wire_field *f = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE);
+	uint64_t code = wire_msg_u64(&c->msg, WIRE_TAG_ERRCODE, 0);
+
+	if (f != NULL && f->len > 0)
+		client_fail(c, PYSHELF_E_REMOTE, "%.*s", (int)f->len,
+		    (const char *)f->data);
+	else
+		client_fail(c, PYSHELF_E_REMOTE, "backend error %s",
+		    wire_errcode_name(code));
+	c->remote_code = code;
+	return PYSHELF_E_REMOTE;
+}
+
+/* The current message is not a valid answer to what: sticky. */
+static int
+client_unexpected(pyshelf_conn *c, const char *what)
+{
+	return client_fatal(c, PYSHELF_E_PROTOCOL, "unexpected %s reply to %s",
+	    client_msg_name(c->msg.type), what);
+}
+
+/* Send a request without fields and expect one reply of type expect. */
+static int
+client_roundtrip(pyshelf_conn *c, uint16_t type, uint16_t expect)
+{
+	int rc;
+
+	client_begin(c, type);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		return rc;
+	if (c->msg.type == expect)
+		return PYSHELF_OK;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		return client_remote(c);
+	return client_unexpected(c, client_msg_name(type));
+}
+
+/* --- handshake ------------------------------------------------------------- */
+
+/* Send HELLO and read WELCOME; see pyshelf.h. */
+int
+pyshelf_hello(pyshelf_conn *c, const char *client_name,
+    const pyshelf_welcome **welcome)
+{
+	int rc;
+
+	if (welcome != NULL)
+		*welcome = NULL;
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	client_begin(c, WIRE_MSG_HELLO);
+	wire_put_u64(&c->wbuf, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
+	wire_put_str(&c->wbuf, WIRE_TAG_NAME,
+	    client_name != NULL ? client_name : CLIENT_NAME);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		goto out;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		rc = client_remote(c);
+	else if (c->msg.type != WIRE_MSG_WELCOME)
+		rc = client_unexpected(c, "HELLO");
+	else if ((rc = client_welcome(c)) == PYSHELF_OK && welcome != NULL)
+		*welcome = &c->welcome;
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Copy WELCOME's fields into c->welcome; adopt the backend's limit. */
+static int
+client_welcome(pyshelf_conn *c)
+{
+	const wire_field *f;
+	pyshelf_welcome *w = &c->welcome;
+	char *name = NULL, *session = NULL;
+
+	f = wire_msg_find(&c->msg, WIRE_TAG_NAME);
+	name = f != NULL ? wire_field_strdup(f) : strdup("");
+	f = wire_msg_find(&c->msg, WIRE_TAG_SESSION);
+	session = f != NULL ? wire_field_strdup(f) : strdup("");
+	if (name == NULL || session == NULL) {
+		free(name);
+		free(session);
+		return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+	}
+	free(c->welcome_name);
+	free(c->welcome_session);
+	c->welcome_name = name;
+	c->welcome_session = session;
+	memset(w, 0, sizeof *w);
+	w->version = wire_msg_u64(&c->msg, WIRE_TAG_VERSION, 0);
+	w->name = name;
+	w->session = session;
+	w->pid = wire_msg_u64(&c->msg, WIRE_TAG_PID, 0);
+	w->max_frame = wire_msg_u64(&c->msg, WIRE_TAG_MAX_FRAME,
+	    WIRE_DEFAULT_MAX_FRAME);
+	if ((f = wire_msg_find(&c->msg, WIRE_TAG_SESSION_ID)) != NULL) {
+		w->has_session = 1;
+		memcpy(w->session_id, f->data, sizeof w->session_id);
+	}
+	w->created = wire_msg_u64(&c->msg, WIRE_TAG_CREATED, 0) != 0;
+	if (w->max_frame > 0) {
+		c->peer_max = w->max_frame;
+		if (w->max_frame > c->wc.max_body && w->max_frame <= UINT32_MAX)
+			c->wc.max_body = w->max_frame;
+	}
+	c->have_welcome = 1;
+	return PYSHELF_OK;
+}
+
+/* --- exec ------------------------------------------------------------------ */
+
+/* Run code in the workspace; see pyshelf.h. */
+int
+pyshelf_exec(pyshelf_conn *c, const pyshelf_exec_req *req,
+    pyshelf_result *res)
+{
+	int rc;
+
+	if (res != NULL)
+		memset(res, 0, sizeof *res);
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (req == NULL || res == NULL || req->code == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_exec: request, code and result are required");
+		goto out;
+	}
+	if ((rc = client_exec_build(c, req)) != PYSHELF_OK ||
+	    (rc = client_send(c, 1)) != PYSHELF_OK)
+		goto out;
+	rc = client_exec_wait(c, req, res);
+	pthread_mutex_lock(&c->wlock);
+	c->exec_id = 0;
+	pthread_mutex_unlock(&c->wlock);
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Encode an EXEC request into c->wbuf after checking its arguments. */
+static int
+client_exec_build(pyshelf_conn *c, const pyshelf_exec_req *req)
+{
+	const pyshelf_arg *a;
+	size_t i;
+
+	if (req->nargs > 0 && (req->func == NULL || req->args == NULL))
+		return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
+		    "arguments need a function (func) to be passed to");
+	for (i = 0; i < req->nargs; i++) {
+		a = &req->args[i];
+		if (a->kind == PYSHELF_ARG_HANDLE)
+			continue;
+		if (a->kind != PYSHELF_ARG_PICKLE ||
+		    (a->data == NULL && a->len > 0))
+			return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
+			    "argument %zu is neither a handle nor a pickle", i);
+	}
+	client_begin(c, WIRE_MSG_EXEC);
+	wire_put_str(&c->wbuf, WIRE_TAG_CODE, req->code);
+	if (req->func != NULL)
+		wire_put_str(&c->wbuf, WIRE_TAG_FUNC, req->func);
+	for (i = 0; i < req->nargs; i++) {
+		a = &req->args[i];
+		if (a->kind == PYSHELF_ARG_HANDLE)
+			wire_put_u64(&c->wbuf, WIRE_TAG_ARG_HANDLE, a->handle);
+		else
+			wire_put_bytes(&c->wbuf, WIRE_TAG_ARG_PICKLE,
+			    a->len > 0 ? a->data : "", a->len);
+	}
+	if (req->want_value)
+		wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE, 1);
+	if (req->timeout_ms > 0)
+		wire_put_u64(&c->wbuf, WIRE_TAG_TIMEOUT_MS, req->timeout_ms);
+	return PYSHELF_OK;
+}
+
+/* Read OUTPUT frames until the RESULT (or ERROR) of the exec. */
+static int
+client_exec_wait(pyshelf_conn *c, const pyshelf_exec_req *req,
+    pyshelf_result *res)
+{
+	int rc;
+
+	for (;;) {
+		if ((rc = client_reply(c, req, -1)) != PYSHELF_OK)
+			return rc;
+		switch (c->msg.type) {
+		case WIRE_MSG_OUTPUT:
+			if ((rc = client_output(c, req)) != PYSHELF_OK)
+				return rc;
+			continue;
+		case WIRE_MSG_RESULT:
+			return client_result(c, res);
+		case WIRE_MSG_ERROR:
+			return client_remote(c);
+		}
+		return client_unexpected(c, "EXEC");
+	}
+}
+
+/* Hand an OUTPUT frame to the caller's callback. */
+static int
+client_output(pyshelf_conn *c, const pyshelf_exec_req *req)
+{
+	const wire_field *data = wire_msg_find(&c->msg, WIRE_TAG_DATA);
+	uint64_t stream = wire_msg_u64(&c->msg, WIRE_TAG_STREAM, 0);
+
+	if (stream != PYSHELF_STDOUT && stream != PYSHELF_STDERR)
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent "
+		    "OUTPUT for stream %llu", (unsigned long long)stream);
+	if (req->on_output == NULL || data->len == 0)
+		return PYSHELF_OK;
+	if (req->on_output(req->ctx, (int)stream, data->data, data->len) != 0)
+		return client_fail(c, PYSHELF_E_CANCELED,
+		    "the output callback abandoned the request");
+	return PYSHELF_OK;
+}
+
+/* Fill res from the current RESULT message. */
+static int
+client_result(pyshelf_conn *c, pyshelf_result *res)
+{
+	const wire_field *f;
+	uint64_t kind = wire_msg_u64(&c->msg, WIRE_TAG_KIND, 0);
+	const wire_msg *m = &c->msg;
+
+	memset(res, 0, sizeof *res);
+	if (kind == WIRE_KIND_DIRECT) {
+		if ((f = wire_msg_find(m, WIRE_TAG_VALUE)) == NULL)
+			return client_fatal(c, PYSHELF_E_PROTOCOL,
+			    "the backend sent a direct RESULT without VALUE");
+		res->value = f->data;
+		res->value_len = f->len;
+	} else if (kind == WIRE_KIND_WRAPPED || kind == WIRE_KIND_EXCINFO) {
+		if (wire_msg_find(m, WIRE_TAG_HANDLE) == NULL ||
+		    wire_msg_find(m, WIRE_TAG_TYPE_NAME) == NULL ||
+		    (kind == WIRE_KIND_EXCINFO &&
+		    wire_msg_find(m, WIRE_TAG_EXC_TYPE) == NULL))
+			return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend "
+			    "sent a RESULT of kind %llu without its fields",
+			    (unsigned long long)kind);
+		res->handle = wire_msg_u64(m, WIRE_TAG_HANDLE, 0);
+		f = wire_msg_find(m, WIRE_TAG_TYPE_NAME);
+		if ((res->type_name = wire_field_strdup(f)) == NULL)
+			goto nomem;
+		if (kind == WIRE_KIND_EXCINFO) {
+			f = wire_msg_find(m, WIRE_TAG_EXC_TYPE);
+			if ((res->exc_type = wire_field_strdup(f)) == NULL)
+				goto nomem;
+			f = wire_msg_find(m, WIRE_TAG_MESSAGE);
+			res->message = f != NULL ? wire_field_strdup(f) :
+			    strdup("");
+			if (res->message == NULL)
+				goto nomem;
+		}
+	} else
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
+		    "RESULT of unknown kind %llu", (unsigned long long)kind);
+	if ((f = wire_msg_find(m, WIRE_TAG_VOLATILE)) != NULL &&
+	    (res->volatile_reason = wire_field_strdup(f)) == NULL)
+		goto nomem;
+	res->kind = (int)kind;
+	return PYSHELF_OK;
+
+nomem:
+	pyshelf_result_free(res);
+	return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+}
+
+/* Free a result's strings. */
+void
+pyshelf_result_free(pyshelf_result *res)
+{
+	if (res == NULL)
+		return;
+	free(res->type_name);
+	free(res->exc_type);
+	free(res->message);
+	free(res->volatile_reason);
+	memset(res, 0, sizeof *res);
+}
+
+/* --- release and the mapping ----------------------------------------------- */
+
+/* Send RELEASE for n handles; no reply. */
+int
+pyshelf_release(pyshelf_conn *c, const uint64_t *handles, size_t n)
+{
+	size_t i;
+	int rc;
+
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (n > 0 && handles == NULL)
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_release: handles is NULL");
+	else if (n > 0) {
+		client_begin(c, WIRE_MSG_RELEASE);
+		for (i = 0; i < n; i++)
+			wire_put_u64(&c->wbuf, WIRE_TAG_HANDLE, handles[i]);
+		rc = client_send(c, 0);
+	}
+	client_leave(c);
+	return rc;
+}
+
+/* Read a global by value or as a handle. */
+int
+pyshelf_get(pyshelf_conn *c, const char *key, int want_value,
+    pyshelf_result *res)
+{
+	int rc;
+
+	if (res != NULL)
+		memset(res, 0, sizeof *res);
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (key == NULL || res == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_get: key and result are required");
+		goto out;
+	}
+	client_begin(c, WIRE_MSG_GET);
+	wire_put_str(&c->wbuf, WIRE_TAG_KEY, key);
+	wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE, want_value ? 1 : 0);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		goto out;
+	if (c->msg.type == WIRE_MSG_RESULT)
+		rc = client_result(c, res);
+	else if (c->msg.type == WIRE_MSG_ERROR)
+		rc = client_remote(c);
+	else
+		rc = client_unexpected(c, "GET");
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Bind a global to a pickled value. */
+int
+pyshelf_set(pyshelf_conn *c, const char *key, const void *data, size_t len)
+{
+	int rc;
+
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (key == NULL || (data == NULL && len > 0)) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_set: key and data are required");
+		goto out;
+	}
+	client_begin(c, WIRE_MSG_SET);
+	wire_put_str(&c->wbuf, WIRE_TAG_KEY, key);
+	wire_put_bytes(&c->wbuf, WIRE_TAG_VALUE, len > 0 ? data : "", len);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		goto out;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		rc = client_remote(c);
+	else if (c->msg.type != WIRE_MSG_OK)
+		rc = client_unexpected(c, "SET");
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Delete a global. */
+int
+pyshelf_del(pyshelf_conn *c, const char *key)
+{
+	int rc;
+
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (key == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_del: no key");
+		goto out;
+	}
+	client_begin(c, WIRE_MSG_DEL);
+	wire_put_str(&c->wbuf, WIRE_TAG_KEY, key);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		goto out;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		rc = client_remote(c);
+	else if (c->msg.type != WIRE_MSG_OK)
+		rc = client_unexpected(c, "DEL");
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Send a field-less request that is answered by LISTING. */
+static int
+client_listing(pyshelf_conn *c, uint16_t type)
+{
+	return client_roundtrip(c, type, WIRE_MSG_LISTING);
+}
+
+/* List the globals' names. */
+int
+pyshelf_keys(pyshelf_conn *c, char ***keysp, size_t *np)
+{
+	char **keys = NULL;
+	size_t i, n = 0;
+	int rc;
+
+	if (keysp != NULL)
+		*keysp = NULL;
+	if (np != NULL)
+		*np = 0;
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (keysp == NULL || np == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_keys: NULL output");
+		goto out;
+	}
+	if ((rc = client_listing(c, WIRE_MSG_KEYS)) != PYSHELF_OK)
+		goto out;
+	for (i = 0; i < c->msg.nfields; i++) {
+		if (c->msg.fields[i].tag != WIRE_TAG_KEY) {
+			rc = client_unexpected(c, "KEYS (a field other than KEY)");
+			goto out;
+		}
+	}
+	if (c->msg.nfields > 0 &&
+	    (keys = calloc(c->msg.nfields, sizeof *keys)) == NULL)
+		goto nomem;
+	for (n = 0; n < c->msg.nfields; n++) {
+		if ((keys[n] = wire_field_strdup(&c->msg.fields[n])) == NULL)
+			goto nomem;
+	}
+	*keysp = keys;
+	*np = n;
+	goto out;
+nomem:
+	pyshelf_strv_free(keys, n);
+	rc = client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* List the live handles: LISTING of (HANDLE, TYPE_NAME) pairs. */
+int
+pyshelf_handles(pyshelf_conn *c, pyshelf_handle_info **hp, size_t *np)
+{
+	pyshelf_handle_info *v = NULL;
+	const wire_field *f;
+	size_t i, n = 0, count;
+	int rc;
+
+	if (hp != NULL)
+		*hp = NULL;
+	if (np != NULL)
+		*np = 0;
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (hp == NULL || np == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_handles: NULL output");
+		goto out;
+	}
+	if ((rc = client_listing(c, WIRE_MSG_HANDLES)) != PYSHELF_OK)
+		goto out;
+	count = c->msg.nfields / 2;
+	for (i = 0; i < c->msg.nfields; i++) {
+		f = &c->msg.fields[i];
+		if (c->msg.nfields % 2 != 0 || f->tag != (i % 2 == 0 ?
+		    WIRE_TAG_HANDLE : WIRE_TAG_TYPE_NAME)) {
+			rc = client_unexpected(c,
+			    "HANDLES (not HANDLE, TYPE_NAME pairs)");
+			goto out;
+		}
+	}
+	if (count > 0 && (v = calloc(count, sizeof *v)) == NULL)
+		goto nomem;
+	for (n = 0; n < count; n++) {
+		v[n].handle = wire_field_u64(&c->msg.fields[2 * n]);
+		v[n].type_name = wire_field_strdup(&c->msg.fields[2 * n + 1]);
+		if (v[n].type_name == NULL)
+			goto nomem;
+	}
+	*hp = v;
+	*np = n;
+	goto out;
+nomem:
+	pyshelf_handles_free(v, n);
+	rc = client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* List the entries not restored: LISTING of (KEY, TYPE_NAME, MESSAGE). */
+int
+pyshelf_lost(pyshelf_conn *c, pyshelf_lost_entry **lp, size_t *np)
+{
+	static const uint8_t order[3] = { WIRE_TAG_KEY, WIRE_TAG_TYPE_NAME,
+	    WIRE_TAG_MESSAGE };
+	pyshelf_lost_entry *v = NULL;
+	size_t i, n = 0, count;
+	int rc;
+
+	if (lp != NULL)
+		*lp = NULL;
+	if (np != NULL)
+		*np = 0;
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (lp == NULL || np == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_lost: NULL output");
+		goto out;
+	}
+	if ((rc = client_listing(c, WIRE_MSG_LOST)) != PYSHELF_OK)
+		goto out;
+	count = c->msg.nfields / 3;
+	for (i = 0; i < c->msg.nfields; i++) {
+		if (c->msg.nfields % 3 != 0 ||
+		    c->msg.fields[i].tag != order[i % 3]) {
+			rc = client_unexpected(c,
+			    "LOST (not KEY, TYPE_NAME, MESSAGE triples)");
+			goto out;
+		}
+	}
+	if (count > 0 && (v = calloc(count, sizeof *v)) == NULL)
+		goto nomem;
+	for (n = 0; n < count; n++) {
+		const wire_field *f = &c->msg.fields[3 * n];
+
+		v[n].key = wire_field_strdup(&f[0]);
+		v[n].type_name = wire_field_strdup(&f[1]);
+		v[n].reason = wire_field_strdup(&f[2]);
+		if (v[n].key == NULL || v[n].type_name == NULL ||
+		    v[n].reason == NULL) {
+			n++; /* free the partial entry too */
+			goto nomem;
+		}
+	}
+	*lp = v;
+	*np = n;
+	goto out;
+nomem:
+	pyshelf_lost_free(v, n);
+	rc = client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Read the backend's statistics: LISTING with one DATA (JSON). */
+int
+pyshelf_stats(pyshelf_conn *c, char **json)
+{
+	const wire_field *f;
+	int rc;
+
+	if (json != NULL)
+		*json = NULL;
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (json == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_stats: NULL output");
+		goto out;
+	}
+	if ((rc = client_listing(c, WIRE_MSG_STATS)) != PYSHELF_OK)
+		goto out;
+	if ((f = wire_msg_find(&c->msg, WIRE_TAG_DATA)) == NULL) {
+		rc = client_unexpected(c, "STATS (no DATA)");
+		goto out;
+	}
+	if ((*json = malloc((size_t)f->len + 1)) == NULL) {
+		rc = client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(*json, f->data, f->len);
+	(*json)[f->len] = '\0';
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Field-less request answered by OK or PONG. */
+static int
+client_simple(pyshelf_conn *c, uint16_t type, uint16_t expect)
+{
+	int rc;
+
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	rc = client_roundtrip(c, type, expect);
+	client_leave(c);
+	return rc;
+}
+
+/* Checkpoint now. */
+int
+pyshelf_sync(pyshelf_conn *c)
+{
+	return client_simple(c, WIRE_MSG_SYNC, WIRE_MSG_OK);
+}
+
+/* Round trip. */
+int
+pyshelf_ping(pyshelf_conn *c)
+{
+	return client_simple(c, WIRE_MSG_PING, WIRE_MSG_PONG);
+}
+
+/* --- ending ---------------------------------------------------------------- */
+
+/* DETACH (how = 1) or CLOSE (how = 2), waiting for the reply until
+ * deadline (io_now_us() clock, < 0 for none). */
+static int
+client_end_session(pyshelf_conn *c, uint16_t type, int how, int64_t deadline)
+{
+	int rc;
+
+	client_begin(c, type);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, deadline)) != PYSHELF_OK)
+		return rc;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		return client_remote(c);
+	if (c->msg.type != WIRE_MSG_OK)
+		return client_unexpected(c, client_msg_name(type));
+	c->finished = how;
+	return PYSHELF_OK;
+}
+
+/* Detach: the session persists, the backend exits. */
+int
+pyshelf_detach(pyshelf_conn *c)
+{
+	int rc;
+
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	rc = client_end_session(c, WIRE_MSG_DETACH, 1, -1);
+	client_leave(c);
+	return rc;
+}
+
+/* End the session for good. */
+int
+pyshelf_close_session(pyshelf_conn *c)
+{
+	int rc;
+
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	rc = client_end_session(c, WIRE_MSG_CLOSE, 2, -1);
+	client_leave(c);
+	return rc;
+}
+
+/* Return the spawned backend's pid, -1 if none. */
+long
+pyshelf_backend_pid(const pyshelf_conn *c)
+{
+	return c != NULL && c->pid > 0 ? (long)c->pid : -1;
+}
+
+/* Reap the spawned backend within timeout_ms. */
+int
+pyshelf_backend_status(pyshelf_conn *c, int *wstatus, int timeout_ms)
+{
+	int rc, st;
+
+	if (c == NULL)
+		return PYSHELF_E_INVAL;
+	if (c->pid <= 0)
+		return PYSHELF_E_NOTCONN;
+	if (!c->reaped) {
+		rc = spawn_wait(c->pid, timeout_ms, &st);
+		if (rc > 0)
+			return PYSHELF_E_TIMEOUT;
+		if (rc < 0)
+			return PYSHELF_E_IO;
+		c->reaped = 1;
+		c->wstatus = st;
+	}
+	if (wstatus != NULL)
+		*wstatus = c->wstatus;
+	return PYSHELF_OK;
+}
+
+/*
+ * Wait for a spawned backend to end after its stdin was closed: first for
+ * EOF on its stdout (it closes when the process exits), then for the
+ * process; kill it when close_ms runs out.  *rc gets PYSHELF_E_TIMEOUT
+ * when it had to be killed, PYSHELF_E_IO when waitpid failed.
+ */
+static void
+client_close_backend(pyshelf_conn *c, int *rc)
+{
+	int64_t deadline = io_now_us() + (int64_t)c->close_ms * 1000, left;
+	char scratch[4096];
+	ssize_t got;
+	int r, st;
+
+	while (c->rfd >= 0) {
+		left = (deadline - io_now_us() + 999) / 1000;
+		if (left <= 0)
+			break;
+		r = io_wait(c->rfd, 0, (int)(left > INT32_MAX ? INT32_MAX :
+		    left));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got = read(c->rfd, scratch, sizeof scratch);
+		if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
+			break;
+	}
+	left = (deadline - io_now_us() + 999) / 1000;
+	r = spawn_wait(c->pid, left > 0 ? (int)(left > INT32_MAX ? INT32_MAX :
+	    left) : 0, &st);
+	if (r > 0) {
+		r = spawn_kill(c->pid, &st);
+		*rc = PYSHELF_E_TIMEOUT;
+	}
+	if (r < 0) {
+		*rc = PYSHELF_E_IO;
+		return;
+	}
+	c->reaped = 1;
+	c->wstatus = st;
+}
+
+/* Close and free; see pyshelf.h. */
+int
+pyshelf_close(pyshelf_conn *c, int *wstatus)
+{
+	int rc = PYSHELF_OK;
+
+	if (wstatus != NULL)
+		*wstatus = -1;
+	if (c == NULL)
+		return PYSHELF_OK;
+	if (c->rfd >= 0 && c->have_welcome && !c->broken && !c->finished &&
+	    !atomic_flag_test_and_set(&c->busy)) {
+		/* Bounded: a hung backend must not hang the close. */
+		(void)client_end_session(c, WIRE_MSG_DETACH, 1, io_now_us() +
+		    (int64_t)c->close_ms * 1000);
+		client_leave(c);
+	}
+	/* The backend sees EOF on its stdin: a clean shutdown. */
+	pthread_mutex_lock(&c->wlock);
+	if (c->wfd >= 0 && c->wfd != c->rfd)
+		close(c->wfd);
+	else if (c->wfd >= 0 && c->wfd_is_socket)
+		(void)shutdown(c->wfd, SHUT_WR);
+	c->wfd = -1;
+	c->exec_id = 0;
+	pthread_mutex_unlock(&c->wlock);
+	if (c->pid > 0 && !c->reaped)
+		client_close_backend(c, &rc);
+	if (c->rfd >= 0)
+		close(c->rfd);
+	if (c->reaped && wstatus != NULL)
+		*wstatus = c->wstatus;
+	wire_conn_free(&c->wc);
+	wire_buf_free(&c->wbuf);
+	wire_msg_free(&c->msg);
+	pthread_mutex_destroy(&c->wlock);
+	free(c->errmsg);
+	free(c->welcome_name);
+	free(c->welcome_session);
+	free(c);
+	return rc;
+}
+
+/* --- freeing --------------------------------------------------------------- */
+
+/* Free a pyshelf_keys() array. */
+void
+pyshelf_strv_free(char **strv, size_t n)
+{
+	size_t i;
+
+	if (strv == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(strv[i]);
+	free(strv);
+}
+
+/* Free a pyshelf_handles() array. */
+void
+pyshelf_handles_free(pyshelf_handle_info *v, size_t n)
+{
+	size_t i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(v[i].type_name);
+	free(v);
+}
+
+/* Free a pyshelf_lost() array. */
+void
+pyshelf_lost_free(pyshelf_lost_entry *v, size_t n)
+{
+	size_t i;
+
+	if (v == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		free(v[i].key);
+		free(v[i].type_name);
+		free(v[i].reason);
+	}
+	free(v);
+}
+
+/* Free memory returned by the library. */
+void
+pyshelf_free(void *p)
+{
+	free(p);
+}

@@ -1,0 +1,535 @@
+/*
+ * pyshelf.h - libpyshelf, the C client library of pyshelf.
+ *
+ * pyshelf keeps Python objects alive in a backend process, pyshelfd, that
+ * embeds CPython and persists its workspace in LMDB.  A client ships Python
+ * source; the backend runs it in the workspace and answers with one of
+ * three result kinds: a direct value (a pickle), a handle to a backend
+ * object (Wrapped), or a handle to an exception's (type, value, traceback)
+ * (WrappedExcinfo).  This library speaks the wire protocol of
+ * docs/PROTOCOL.md over a pair of file descriptors, usually the pipes of a
+ * pyshelfd it started itself with pyshelf_spawn().
+ *
+ * Typical use:
+ *
+ *     pyshelf_conn *c;
+ *     const pyshelf_welcome *w;
+ *     pyshelf_result r;
+ *     pyshelf_exec_req req = { .code = "1 + 1" };
+ *
+ *     pyshelf_create(&c);
+ *     pyshelf_spawn(c, "pyshelfd", "/tmp/db", "s1", PYSHELF_SPAWN_CREATE,
+ *         NULL);
+ *     pyshelf_hello(c, &w);
+ *     pyshelf_exec(c, &req, &r);    (r.kind == PYSHELF_KIND_WRAPPED)
+ *     pyshelf_result_free(&r);
+ *     pyshelf_close(c, NULL);       (detaches: the session persists)
+ *
+ * Caveats, stated once:
+ *  - Every function returns 0 (PYSHELF_OK) on success or a negative
+ *    PYSHELF_E_* code; pyshelf_strerror() names each code and
+ *    pyshelf_errmsg() gives the sentence for the last failure on a
+ *    connection.  A PYSHELF_E_REMOTE error is the backend's ERROR reply:
+ *    the request failed, the connection is fine.  After PYSHELF_E_IO,
+ *    PYSHELF_E_CLOSED or PYSHELF_E_PROTOCOL the connection is out of step
+ *    for good: every later request fails with the same code; only
+ *    pyshelf_backend_status() and pyshelf_close() remain useful.
+ *  - Threads: one request at a time per connection, and a connection is
+ *    not thread-safe, with one exception: pyshelf_interrupt() may be called
+ *    from any thread (or a signal-free context of its own) while another
+ *    thread waits in pyshelf_exec().  A second request started while one
+ *    is running fails with PYSHELF_E_BUSY rather than corrupting the
+ *    stream.  Different connections are independent.
+ *  - Do not use a connection in the child of a fork().
+ *  - Strings passed in and returned are NUL-terminated UTF-8.  Memory the
+ *    library hands out is freed by the function documented with it; a
+ *    pointer documented as borrowed belongs to the connection and is valid
+ *    only until the next call on that connection (except
+ *    pyshelf_interrupt(), which never invalidates anything).
+ *  - Writes never raise SIGPIPE: a backend that died is an error return
+ *    (PYSHELF_E_CLOSED), not a signal.
+ *  - Blocking waits restart after EINTR unless an exec wait callback is
+ *    given (see pyshelf_wait_fn), so a signal handler of the caller runs
+ *    but does not end a request by itself.
+ */
+#ifndef PYSHELF_H
+#define PYSHELF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup errors Return codes
+ * 0 is success; everything else is one of these negative codes.
+ * @{ */
+#define PYSHELF_OK 0
+/** An argument was invalid (NULL where not allowed, bad kind...). */
+#define PYSHELF_E_INVAL (-1)
+/** Out of memory. */
+#define PYSHELF_E_NOMEM (-2)
+/** The backend could not be started (pyshelf_errmsg() says why). */
+#define PYSHELF_E_SPAWN (-3)
+/** A read or write failed; errno was kept in the message. */
+#define PYSHELF_E_IO (-4)
+/** The backend closed the connection or exited. */
+#define PYSHELF_E_CLOSED (-5)
+/** The backend sent a frame that is malformed or not expected. */
+#define PYSHELF_E_PROTOCOL (-6)
+/** A request is larger than the backend's maximum frame size. */
+#define PYSHELF_E_TOO_BIG (-7)
+/** The backend answered ERROR: see pyshelf_remote_errcode() and
+ * pyshelf_errmsg().  The connection stays usable. */
+#define PYSHELF_E_REMOTE (-8)
+/** A callback stopped the request before its reply arrived. */
+#define PYSHELF_E_CANCELED (-9)
+/** Another request is running on this connection. */
+#define PYSHELF_E_BUSY (-10)
+/** A wait ran out of time (pyshelf_backend_status(), pyshelf_close()). */
+#define PYSHELF_E_TIMEOUT (-11)
+/** The connection has no backend or has not been set up yet. */
+#define PYSHELF_E_NOTCONN (-12)
+/** The lowest code in use; codes below it are not pyshelf's. */
+#define PYSHELF_E_LAST PYSHELF_E_NOTCONN
+/** @} */
+
+/** @defgroup remote Backend error codes (ERRCODE of an ERROR reply)
+ * Read with pyshelf_remote_errcode() after PYSHELF_E_REMOTE.
+ * @{ */
+#define PYSHELF_ERR_MALFORMED 1      /**< the frame could not be parsed */
+#define PYSHELF_ERR_TOO_BIG 2        /**< body longer than the maximum */
+#define PYSHELF_ERR_UNKNOWN_TYPE 3   /**< message type not known */
+#define PYSHELF_ERR_VERSION 4        /**< no common protocol version */
+#define PYSHELF_ERR_AUTH 5           /**< authentication failed */
+#define PYSHELF_ERR_NO_SESSION 6     /**< session missing or not attached */
+#define PYSHELF_ERR_SESSION_DEAD 7   /**< the session has ended */
+#define PYSHELF_ERR_UNKNOWN_HANDLE 8 /**< a handle id that is not live */
+#define PYSHELF_ERR_UNPICKLE 9       /**< an argument cannot be unpickled */
+#define PYSHELF_ERR_PICKLE 10        /**< a value asked for cannot be pickled */
+#define PYSHELF_ERR_NOT_FOUND 11     /**< no such global */
+#define PYSHELF_ERR_STORE 12         /**< the store failed (disk, map...) */
+#define PYSHELF_ERR_VOLATILE 13      /**< entry not persisted, now gone */
+#define PYSHELF_ERR_INTERNAL 14      /**< a backend bug */
+#define PYSHELF_ERR_BAD_REQUEST 15   /**< well-formed but meaningless */
+/** @} */
+
+/** Result kinds (pyshelf_result.kind). */
+#define PYSHELF_KIND_DIRECT 1   /**< DirectValue: value holds a pickle */
+#define PYSHELF_KIND_WRAPPED 2  /**< Wrapped: handle and type_name */
+#define PYSHELF_KIND_EXCINFO 3  /**< WrappedExcinfo: handle, type_name,
+                                     exc_type, message */
+
+/** Argument kinds (pyshelf_arg.kind). */
+#define PYSHELF_ARG_HANDLE 1    /**< a live handle id of this session */
+#define PYSHELF_ARG_PICKLE 2    /**< a pickled value */
+
+/** Output streams in pyshelf_output_fn. */
+#define PYSHELF_STDOUT 1
+#define PYSHELF_STDERR 2
+
+/** What a pyshelf_wait_fn asks for. */
+#define PYSHELF_WAIT_CONTINUE 0  /**< keep waiting */
+#define PYSHELF_WAIT_INTERRUPT 1 /**< send INTERRUPT, keep waiting */
+#define PYSHELF_WAIT_ABANDON 2   /**< stop waiting: PYSHELF_E_CANCELED */
+
+/** pyshelf_spawn() flags. */
+#define PYSHELF_SPAWN_CREATE 0x1 /**< pass --create: make a missing session */
+
+/** An opaque connection to one backend (one session). */
+typedef struct pyshelf_conn pyshelf_conn;
+
+/** One argument of an exec, by handle or by pickle. */
+typedef struct pyshelf_arg {
+	int kind;            /**< PYSHELF_ARG_HANDLE or PYSHELF_ARG_PICKLE */
+	uint64_t handle;     /**< the handle id, for PYSHELF_ARG_HANDLE */
+	const void *data;    /**< the pickle, for PYSHELF_ARG_PICKLE;
+	                          borrowed for the duration of the call */
+	size_t len;          /**< bytes at data */
+} pyshelf_arg;
+
+/**
+ * Called once per OUTPUT frame while pyshelf_exec() waits, in the thread
+ * that called pyshelf_exec().
+ * @param[in] ctx the pyshelf_exec_req's ctx.
+ * @param[in] stream PYSHELF_STDOUT or PYSHELF_STDERR.
+ * @param[in] data the bytes written by the running code, borrowed for the
+ *   duration of the call; not NUL-terminated, and not split on UTF-8
+ *   character boundaries.
+ * @param[in] len bytes at data.
+ * @return 0 to go on; anything else abandons the request: pyshelf_exec()
+ *   returns PYSHELF_E_CANCELED and the rest of its replies are discarded
+ *   when they arrive.  The callback must not call into the connection
+ *   (except pyshelf_interrupt()).
+ */
+typedef int (*pyshelf_output_fn)(void *ctx, int stream, const void *data,
+                                 size_t len);
+
+/**
+ * Called while pyshelf_exec() waits for its reply: each time a signal
+ * interrupts the wait (EINTR) and, when the request's wait_tick_ms is not
+ * 0, at least every wait_tick_ms milliseconds.  Lets a caller act on a
+ * Ctrl-C: the Python client interrupts the backend on the first one and
+ * gives up on the second.
+ * @param[in] ctx the pyshelf_exec_req's ctx.
+ * @return PYSHELF_WAIT_CONTINUE, PYSHELF_WAIT_INTERRUPT (send INTERRUPT for
+ *   this exec and keep waiting: the reply will be a KeyboardInterrupt
+ *   excinfo) or PYSHELF_WAIT_ABANDON (pyshelf_exec() returns
+ *   PYSHELF_E_CANCELED; the late replies are discarded, and the handle of
+ *   a late result stays in the session until it ends).
+ */
+typedef int (*pyshelf_wait_fn)(void *ctx);
+
+/** An EXEC request.  Zero-initialise it, then set what you need. */
+typedef struct pyshelf_exec_req {
+	const char *code;        /**< Python source: a function's source when
+	                              func is set, else a block run with REPL
+	                              semantics in the workspace.  Required. */
+	const char *func;        /**< name of the function defined by code to
+	                              call with args, or NULL for a block */
+	const pyshelf_arg *args; /**< nargs arguments, in order (only with
+	                              func) */
+	size_t nargs;            /**< number of args */
+	int want_value;          /**< nonzero: ask for the result by value */
+	uint64_t timeout_ms;     /**< backend-enforced time limit, 0 = none */
+	pyshelf_output_fn on_output; /**< streamed stdout/stderr, or NULL to
+	                                  drop them */
+	pyshelf_wait_fn on_wait; /**< see pyshelf_wait_fn, or NULL */
+	unsigned wait_tick_ms;   /**< call on_wait at least this often while
+	                              waiting (0: only after EINTR) */
+	void *ctx;               /**< passed to on_output and on_wait */
+} pyshelf_exec_req;
+
+/**
+ * The result of an exec or a get.  Fill with pyshelf_exec()/pyshelf_get()
+ * and release with pyshelf_result_free().
+ */
+typedef struct pyshelf_result {
+	int kind;               /**< PYSHELF_KIND_* */
+	uint64_t handle;        /**< handle id (WRAPPED, EXCINFO), else 0 */
+	char *type_name;        /**< owned: the object's type name (WRAPPED,
+	                             EXCINFO), else NULL */
+	char *exc_type;         /**< owned: the exception class's name
+	                             (EXCINFO), else NULL */
+	char *message;          /**< owned: str() of the exception (EXCINFO),
+	                             else NULL */
+	char *volatile_reason;  /**< owned: why the backend could not persist
+	                             the result, or NULL when it could */
+	const void *value;      /**< BORROWED: the pickle of a DIRECT result,
+	                             pointing into the connection's read
+	                             buffer; valid until the next call on the
+	                             connection.  NULL for the other kinds. */
+	size_t value_len;       /**< bytes at value */
+} pyshelf_result;
+
+/** What the backend said in its WELCOME. */
+typedef struct pyshelf_welcome {
+	uint64_t version;        /**< protocol version */
+	const char *name;        /**< backend program name ("" if not sent) */
+	uint64_t pid;            /**< backend process id (0 if not sent) */
+	uint64_t max_frame;      /**< largest frame body it accepts */
+	int has_session;         /**< nonzero when the session fields are set */
+	uint8_t session_id[16];  /**< the session's id */
+	const char *session;     /**< the session's name ("" if not sent) */
+	int created;             /**< nonzero: the session was just created */
+} pyshelf_welcome;
+
+/** One live handle, from pyshelf_handles(). */
+typedef struct pyshelf_handle_info {
+	uint64_t handle;   /**< handle id */
+	char *type_name;   /**< type name of the object */
+} pyshelf_handle_info;
+
+/** One entry that was not restored on resume, from pyshelf_lost(). */
+typedef struct pyshelf_lost_entry {
+	char *key;         /**< the global's name (or handle, as text) */
+	char *type_name;   /**< its type name */
+	char *reason;      /**< why it was not restored */
+} pyshelf_lost_entry;
+
+/**
+ * Return a static English sentence for a PYSHELF_E_* code.  Never NULL;
+ * unknown codes get a generic sentence.  Thread-safe.
+ */
+const char *pyshelf_strerror(int rc);
+
+/**
+ * Return a static name for a backend ERRCODE ("UNKNOWN_HANDLE"), or "?"
+ * for a code this version does not know.  Thread-safe.
+ */
+const char *pyshelf_errcode_name(uint64_t code);
+
+/**
+ * Create a connection object with no backend yet.
+ * @param[out] connp the new connection, to free with pyshelf_close().
+ * @return 0, PYSHELF_E_INVAL (connp NULL) or PYSHELF_E_NOMEM.
+ */
+int pyshelf_create(pyshelf_conn **connp);
+
+/**
+ * Set how long each blocking read busy-polls before it sleeps in poll().
+ * Spinning trades a CPU for latency when the backend answers within
+ * microseconds (a wake-up across CPUs can cost tens of µs).
+ * @param[in] conn the connection.
+ * @param[in] spin_us microseconds to spin, 0 (the default) to never spin.
+ * @return 0 or PYSHELF_E_INVAL.
+ */
+int pyshelf_set_spin(pyshelf_conn *conn, unsigned spin_us);
+
+/**
+ * Set the largest frame body this connection accepts from the backend
+ * (default 1 GiB: a reply carries values as large as the workspace holds).
+ * pyshelf_hello() raises it to the backend's MAX_FRAME when that is
+ * larger.  Requests are limited by the backend's MAX_FRAME instead
+ * (PYSHELF_E_TOO_BIG, nothing sent).
+ * @return 0 or PYSHELF_E_INVAL (0 or more than 4 GiB - 1).
+ */
+int pyshelf_set_max_frame(pyshelf_conn *conn, size_t max_body);
+
+/**
+ * Set how long pyshelf_close() waits for a spawned backend to exit after
+ * the detach before it kills it (default 5000 ms).
+ * @return 0 or PYSHELF_E_INVAL (negative).
+ */
+int pyshelf_set_close_timeout(pyshelf_conn *conn, int timeout_ms);
+
+/**
+ * Set the handler of OUTPUT frames that arrive in reply to a request other
+ * than pyshelf_exec(): the backend's notices, such as "this entry cannot
+ * be persisted", sent as stderr output before the reply.  The handler runs
+ * in the requesting thread during the request; its return value is
+ * ignored; it must not call into the connection.  Without a handler (the
+ * default) such output is dropped.  (During pyshelf_exec() the notices go
+ * to the request's on_output with the rest of the output.)
+ * @param[in] fn the handler, or NULL to drop.
+ * @param[in] ctx passed to fn.
+ * @return 0 or PYSHELF_E_INVAL.
+ */
+int pyshelf_set_output_handler(pyshelf_conn *conn, pyshelf_output_fn fn,
+                               void *ctx);
+
+/**
+ * Start a backend in stdio mode:
+ * `backend --stdio [--db DB] --session SESSION [--create] [extra...]`,
+ * with its stdin and stdout on pipes to this connection and its stderr
+ * inherited.  The child gets its own process group (so a terminal's
+ * Ctrl-C reaches only the client, which then sends INTERRUPT), an empty
+ * signal mask, and none of the caller's descriptors besides 0, 1 and 2.
+ * Does not send HELLO: call pyshelf_hello() next.
+ * @param[in] conn a connection from pyshelf_create() with no backend yet.
+ * @param[in] backend path of the pyshelfd executable (no PATH search).
+ * @param[in] db the store directory, or NULL for the backend's default.
+ * @param[in] session the session name (NULL: "default").
+ * @param[in] flags PYSHELF_SPAWN_CREATE or 0.
+ * @param[in] extra_args NULL-terminated extra arguments, or NULL.
+ * @return 0; PYSHELF_E_INVAL (bad arguments, or conn already connected);
+ *   PYSHELF_E_SPAWN (fork or exec failed: pyshelf_errmsg() names the
+ *   program and errno's text); PYSHELF_E_NOMEM.
+ */
+int pyshelf_spawn(pyshelf_conn *conn, const char *backend, const char *db,
+                  const char *session, unsigned flags,
+                  const char *const *extra_args);
+
+/**
+ * Use existing descriptors for the protocol (a socket, a pair of pipes).
+ * On success the connection owns them and pyshelf_close() closes them
+ * (once when rfd == wfd); on failure the caller still owns them.
+ * Does not send HELLO.
+ * @param[in] conn a connection from pyshelf_create() with no backend yet.
+ * @param[in] rfd descriptor to read frames from.
+ * @param[in] wfd descriptor to write frames to (may equal rfd).
+ * @return 0, PYSHELF_E_INVAL.
+ */
+int pyshelf_attach_fds(pyshelf_conn *conn, int rfd, int wfd);
+
+/**
+ * Handshake: send HELLO{VERSION, NAME} and read WELCOME.
+ * @param[in] conn a connected connection.
+ * @param[in] client_name NAME to send, or NULL for "libpyshelf".
+ * @param[out] welcome (may be NULL) what the backend said; owned by conn,
+ *   valid until pyshelf_close().
+ * @return 0; PYSHELF_E_REMOTE (e.g. PYSHELF_ERR_VERSION,
+ *   PYSHELF_ERR_NO_SESSION); PYSHELF_E_CLOSED (the backend exited: see
+ *   pyshelf_backend_status()); PYSHELF_E_PROTOCOL; PYSHELF_E_IO.
+ */
+int pyshelf_hello(pyshelf_conn *conn, const char *client_name,
+                  const pyshelf_welcome **welcome);
+
+/**
+ * Run code in the workspace and wait for its result, passing its output
+ * to req->on_output as it arrives.
+ * @param[in] conn the connection.
+ * @param[in] req the request (see pyshelf_exec_req).
+ * @param[out] res the result; call pyshelf_result_free() on it after a
+ *   return of 0.  On error it is left zeroed.
+ * @return 0; PYSHELF_E_INVAL (code NULL, args without func, bad arg);
+ *   PYSHELF_E_REMOTE (e.g. PYSHELF_ERR_UNKNOWN_HANDLE, PYSHELF_ERR_UNPICKLE,
+ *   PYSHELF_ERR_PICKLE for want_value); PYSHELF_E_TOO_BIG;
+ *   PYSHELF_E_CANCELED (a callback abandoned the request); PYSHELF_E_BUSY;
+ *   PYSHELF_E_CLOSED, PYSHELF_E_PROTOCOL, PYSHELF_E_IO, PYSHELF_E_NOMEM.
+ *   Code that raised is not an error: it is a PYSHELF_KIND_EXCINFO result.
+ */
+int pyshelf_exec(pyshelf_conn *conn, const pyshelf_exec_req *req,
+                 pyshelf_result *res);
+
+/**
+ * Ask the backend to stop the exec that is running on conn: it ends with
+ * a PYSHELF_KIND_EXCINFO result whose exc_type is "KeyboardInterrupt".
+ * Does nothing (and returns 0) when no exec is running.  THREAD-SAFE: may
+ * be called from any thread while another waits in pyshelf_exec(); it
+ * touches neither the error message nor any borrowed pointer.  Not
+ * async-signal-safe (it takes a mutex).
+ * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED or PYSHELF_E_IO.
+ */
+int pyshelf_interrupt(pyshelf_conn *conn);
+
+/**
+ * Tell the backend that the client no longer holds these handles (no
+ * reply is expected; unknown ids are ignored by the backend).
+ * @param[in] handles n handle ids.
+ * @return 0 (also for n == 0), PYSHELF_E_INVAL, PYSHELF_E_TOO_BIG,
+ *   PYSHELF_E_CLOSED, PYSHELF_E_IO, PYSHELF_E_BUSY.
+ */
+int pyshelf_release(pyshelf_conn *conn, const uint64_t *handles, size_t n);
+
+/**
+ * Read a workspace global: by value (want_value nonzero: a
+ * PYSHELF_KIND_DIRECT result) or as a new handle (a PYSHELF_KIND_WRAPPED
+ * result).
+ * @param[out] res as for pyshelf_exec(); free with pyshelf_result_free().
+ * @return 0; PYSHELF_E_REMOTE with PYSHELF_ERR_NOT_FOUND (no such global),
+ *   PYSHELF_ERR_PICKLE (it cannot be pickled: ask for a handle instead),
+ *   PYSHELF_ERR_VOLATILE (it was not persisted and is gone after a
+ *   restart); and the connection errors.
+ */
+int pyshelf_get(pyshelf_conn *conn, const char *key, int want_value,
+                pyshelf_result *res);
+
+/**
+ * Bind a workspace global to an unpickled value.
+ * @param[in] data the pickle, len bytes (borrowed for the call).
+ * @return 0, PYSHELF_E_REMOTE (PYSHELF_ERR_UNPICKLE...), the connection
+ *   errors.
+ */
+int pyshelf_set(pyshelf_conn *conn, const char *key, const void *data,
+                size_t len);
+
+/**
+ * Delete a workspace global.
+ * @return 0, PYSHELF_E_REMOTE with PYSHELF_ERR_NOT_FOUND, the connection
+ *   errors.
+ */
+int pyshelf_del(pyshelf_conn *conn, const char *key);
+
+/**
+ * List the names of the workspace's globals.
+ * @param[out] keys a new array of *n strings; free with
+ *   pyshelf_strv_free(*keys, *n).  NULL when *n is 0.
+ * @param[out] n the number of names.
+ * @return 0 or an error (then *keys is NULL and *n 0).
+ */
+int pyshelf_keys(pyshelf_conn *conn, char ***keys, size_t *n);
+
+/**
+ * List the session's live handles.
+ * @param[out] handles a new array of *n entries; free with
+ *   pyshelf_handles_free(*handles, *n).
+ * @return 0 or an error (then *handles is NULL and *n 0).
+ */
+int pyshelf_handles(pyshelf_conn *conn, pyshelf_handle_info **handles,
+                    size_t *n);
+
+/**
+ * List the entries that were not restored when the session resumed.
+ * @param[out] lost a new array of *n entries; free with
+ *   pyshelf_lost_free(*lost, *n).
+ * @return 0 or an error (then *lost is NULL and *n 0).
+ */
+int pyshelf_lost(pyshelf_conn *conn, pyshelf_lost_entry **lost, size_t *n);
+
+/**
+ * Ask the backend for its statistics.
+ * @param[out] json a new NUL-terminated JSON text; free with
+ *   pyshelf_free().
+ */
+int pyshelf_stats(pyshelf_conn *conn, char **json);
+
+/** Checkpoint the workspace now (SYNC).  0 or an error. */
+int pyshelf_sync(pyshelf_conn *conn);
+
+/** Round trip (PING/PONG).  0 or an error. */
+int pyshelf_ping(pyshelf_conn *conn);
+
+/**
+ * Detach: the backend checkpoints and exits; the session persists.  The
+ * connection can do nothing more but pyshelf_close().
+ * @return 0 or an error.
+ */
+int pyshelf_detach(pyshelf_conn *conn);
+
+/**
+ * End the session for good (CLOSE): the backend deletes its state and
+ * exits.  The connection can do nothing more but pyshelf_close().
+ * @return 0 or an error.
+ */
+int pyshelf_close_session(pyshelf_conn *conn);
+
+/**
+ * Return the pid of the backend started by pyshelf_spawn(), or -1 when
+ * the connection did not spawn one.
+ */
+long pyshelf_backend_pid(const pyshelf_conn *conn);
+
+/**
+ * Wait up to timeout_ms (< 0: forever) for the spawned backend to exit and
+ * reap it.  Once reaped, later calls return the same status at once.
+ * @param[out] wstatus (may be NULL) the status as waitpid() gives it.
+ * @return 0; PYSHELF_E_TIMEOUT (still running); PYSHELF_E_NOTCONN (no
+ *   spawned backend); PYSHELF_E_IO (waitpid failed).
+ */
+int pyshelf_backend_status(pyshelf_conn *conn, int *wstatus, int timeout_ms);
+
+/**
+ * Close a connection and free it, whatever its state: detach when the
+ * session is still attached and the connection is sound, close the
+ * descriptors, then wait for a spawned backend to exit (see
+ * pyshelf_set_close_timeout()) and kill it (SIGKILL) when it does not.
+ * @param[in] conn the connection (NULL is a no-op); invalid afterwards.
+ * @param[out] wstatus (may be NULL) the backend's waitpid() status, or -1
+ *   when there was no spawned backend.
+ * @return 0; PYSHELF_E_TIMEOUT when the backend had to be killed;
+ *   PYSHELF_E_IO when waitpid failed.
+ */
+int pyshelf_close(pyshelf_conn *conn, int *wstatus);
+
+/**
+ * Return the sentence describing the last failure on conn (the backend's
+ * message for PYSHELF_E_REMOTE), or "" when the last call succeeded.
+ * Owned by conn; valid until the next call on it.
+ */
+const char *pyshelf_errmsg(const pyshelf_conn *conn);
+
+/**
+ * Return the backend's ERRCODE (PYSHELF_ERR_*) of the last
+ * PYSHELF_E_REMOTE failure, or 0 when the last failure was not remote.
+ */
+uint64_t pyshelf_remote_errcode(const pyshelf_conn *conn);
+
+/** Free the owned strings of a result and zero it.  NULL-safe; safe on a
+ * zeroed or already freed result. */
+void pyshelf_result_free(pyshelf_result *res);
+/** Free an array from pyshelf_keys().  NULL-safe. */
+void pyshelf_strv_free(char **strv, size_t n);
+/** Free an array from pyshelf_handles().  NULL-safe. */
+void pyshelf_handles_free(pyshelf_handle_info *handles, size_t n);
+/** Free an array from pyshelf_lost().  NULL-safe. */
+void pyshelf_lost_free(pyshelf_lost_entry *lost, size_t n);
+/** Free memory the library returned (pyshelf_stats()).  NULL-safe. */
+void pyshelf_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PYSHELF_H */

@@ -1,0 +1,39 @@
+"""pyshelf: persistent Python workspaces in a backend process.
+
+Ship Python source to a backend, ``pyshelfd``, that keeps a long-lived
+workspace persisted in LMDB; get back values (``DirectValue``), handles to
+backend objects (``Wrapped``) or handles to exceptions
+(``WrappedExcinfo``)::
+
+    import pyshelf
+    from pyshelf import DirectValue
+
+    with pyshelf.spawn(db="/tmp/db", session="s") as ws:
+        def mean(xs):
+            return DirectValue(sum(xs) / len(xs))
+        ws["data"] = [1, 2, 3]
+        print(ws.remote_exec(mean, [1, 2, 3]).value)
+
+The session persists after ``close()``: ``pyshelf.open("s", db="/tmp/db")``
+finds its globals and handles again.
+"""
+
+import pickle as _pickle
+
+from . import _pyshelf
+from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
+                      UnknownHandleError, VolatileError)
+from ._types import DirectValue, Lost, Wrapped, WrappedExcinfo
+from ._workspace import Workspace, open, spawn
+
+__all__ = ["spawn", "open", "Workspace", "DirectValue", "Wrapped",
+           "WrappedExcinfo", "Lost", "Error", "RemoteError",
+           "UnknownHandleError", "VolatileError", "NotPicklableError",
+           "BackendDied"]
+
+__version__ = "0.1.0"
+
+Workspace.__module__ = "pyshelf"
+
+_pyshelf._setup(Error, RemoteError, UnknownHandleError, VolatileError,
+                NotPicklableError, BackendDied, _pickle.loads)

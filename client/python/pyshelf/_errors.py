@@ -1,0 +1,73 @@
+"""pyshelf's exceptions.  They live in the module ``pyshelf``."""
+
+__all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
+           "NotPicklableError", "BackendDied"]
+
+
+class Error(Exception):
+    """Base class of the errors pyshelf raises."""
+
+
+class RemoteError(Error):
+    """The backend refused a request.
+
+    ``code`` is the protocol's error code (an int, see docs/PROTOCOL.md) and
+    ``code_name`` its name, e.g. ``"NOT_FOUND"``.
+    """
+
+    def __init__(self, message, code=None, code_name=None):
+        Error.__init__(self, message)
+        self.message = message
+        self.code = code
+        self.code_name = code_name
+
+    def __str__(self):
+        return str(self.message)
+
+
+class UnknownHandleError(RemoteError, KeyError):
+    """A handle id that is not live in the session."""
+
+
+class VolatileError(RemoteError):
+    """The entry could not be persisted and did not survive a restart of
+    the backend; the message names the entry and the original reason."""
+
+
+class NotPicklableError(Error, TypeError):
+    """A value cannot travel by pickle (on the client or in the backend).
+
+    For a workspace global, ``ws.wrap(name)`` returns a handle instead.
+    ``code``/``code_name`` are set when the backend said so, else None.
+    """
+
+    def __init__(self, message, code=None, code_name=None):
+        Error.__init__(self, message)
+        self.message = message
+        self.code = code
+        self.code_name = code_name
+
+    def __str__(self):
+        return str(self.message)
+
+
+class BackendDied(Error):
+    """The backend exited or its pipe broke.
+
+    ``status`` is its return code as subprocess gives it (the exit status,
+    or minus the signal that killed it), or None when unknown.
+    """
+
+    def __init__(self, message, status=None):
+        Error.__init__(self, message)
+        self.message = message
+        self.status = status
+
+    def __str__(self):
+        return str(self.message)
+
+
+for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
+             NotPicklableError, BackendDied):
+    _cls.__module__ = "pyshelf"
+del _cls

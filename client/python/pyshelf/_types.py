@@ -1,0 +1,120 @@
+"""The three result kinds of the design note, and Lost.
+
+They live in the module ``pyshelf`` and pickle as ``pyshelf.DirectValue``
+etc.; the backend has a module ``pyshelf`` with the same classes and the
+same constructor arguments, so instances travel both ways.
+"""
+
+import collections
+
+__all__ = ["DirectValue", "Wrapped", "WrappedExcinfo", "Lost"]
+
+
+class DirectValue:
+    """A result sent back by value: ``.value`` is the unpickled object.
+
+    Shipped code returns ``DirectValue(x)`` to have ``x`` sent back.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value=None):
+        self.value = value
+
+    def __reduce__(self):
+        return (DirectValue, (self.value,))
+
+    def __repr__(self):
+        return "DirectValue(%r)" % (self.value,)
+
+
+class Wrapped:
+    """A handle to an object that stays in the backend.
+
+    ``.id`` is the session-scoped handle id and ``.type_name`` the object's
+    type name.  The client cannot touch the object; it passes the handle
+    back as an argument of ``remote_exec``, where the backend replaces it by
+    the object.  Within one workspace, one id is one ``Wrapped`` object;
+    when it is garbage-collected the handle is released in the backend
+    (batched, before the next request).  ``.volatile`` is None, or why the
+    backend could not persist the object.
+    """
+
+    __slots__ = ("_id", "_type_name", "_owner", "_volatile", "__weakref__")
+
+    def __init__(self, id, type_name):
+        self._id = int(id)
+        self._type_name = str(type_name)
+        self._owner = None
+        self._volatile = None
+
+    @property
+    def id(self):
+        """The handle id (an int)."""
+        return self._id
+
+    @property
+    def type_name(self):
+        """The backend object's type name."""
+        return self._type_name
+
+    @property
+    def volatile(self):
+        """None, or why the backend could not persist this object."""
+        return self._volatile
+
+    def __reduce__(self):
+        return (Wrapped, (self._id, self._type_name))
+
+    def __repr__(self):
+        return "<Wrapped %d %s>" % (self._id, self._type_name)
+
+    def __del__(self):
+        try:
+            owner = self._owner
+        except AttributeError:  # __init__ never ran
+            return
+        if owner is not None:
+            owner.pending.append(self._id)
+
+
+class WrappedExcinfo(Wrapped):
+    """A handle to the ``(type, value, traceback)`` of an exception raised
+    by shipped code.  ``.exc_type`` is the exception class's name and
+    ``.message`` its ``str()``."""
+
+    __slots__ = ("_exc_type", "_message")
+
+    def __init__(self, id, type_name, exc_type="", message=""):
+        Wrapped.__init__(self, id, type_name)
+        self._exc_type = exc_type
+        self._message = message
+
+    @property
+    def exc_type(self):
+        """The exception class's name, e.g. ``"ValueError"``."""
+        return self._exc_type
+
+    @property
+    def message(self):
+        """``str()`` of the exception."""
+        return self._message
+
+    def __reduce__(self):
+        return (WrappedExcinfo,
+                (self._id, self._type_name, self._exc_type, self._message))
+
+    def __repr__(self):
+        if self._message:
+            return "<WrappedExcinfo %d %s: %s>" % (self._id, self._exc_type,
+                                                   self._message)
+        return "<WrappedExcinfo %d %s>" % (self._id, self._exc_type)
+
+
+Lost = collections.namedtuple("Lost", ["name", "type_name", "reason"])
+Lost.__doc__ = """An entry that was not restored when the session resumed:
+its name, its type name and why."""
+
+for _cls in (DirectValue, Wrapped, WrappedExcinfo, Lost):
+    _cls.__module__ = "pyshelf"
+del _cls

@@ -1,0 +1,556 @@
+"""Workspace: one attached pyshelf session, its handles and its globals.
+
+A Workspace owns a ``_pyshelf.Connection`` (the C extension over
+libpyshelf).  Requests go one at a time under ``_lock``; ``interrupt()``
+bypasses it, since its job is to stop the request that holds it.
+"""
+
+import ast
+import codecs
+import collections.abc
+import inspect
+import json
+import math
+import os
+import pickle
+import shutil
+import sys
+import textwrap
+import threading
+import weakref
+
+from . import _pyshelf
+from ._errors import Error, NotPicklableError, RemoteError
+from ._types import DirectValue, Lost, Wrapped, WrappedExcinfo
+
+__all__ = ["Workspace", "spawn", "open"]
+
+_KIND_DIRECT = _pyshelf.KIND_DIRECT
+_KIND_WRAPPED = _pyshelf.KIND_WRAPPED
+_ERR_NOT_FOUND = _pyshelf.ERR_NOT_FOUND
+
+# (source, name) per code object, so that repeated calls of one function do
+# not redo inspect.getsource().  Bounded: the oldest entry goes first.
+_SOURCE_CACHE = {}
+_SOURCE_CACHE_MAX = 1024
+
+# Binds a workspace global to a handle's object (ws[name] = wrapped).  The
+# backend defines shipped functions outside the workspace's globals, so the
+# helper itself never becomes a global.
+_BIND_SOURCE = ("def _pyshelf_bind(name, obj):\n"
+                "    globals()[name] = obj\n")
+
+_cloudpickle = None
+
+
+def _get_cloudpickle():
+    """cloudpickle if importable (for lambdas and local functions), else
+    None.  Imported on first need only."""
+    global _cloudpickle
+    if _cloudpickle is None:
+        try:
+            import cloudpickle
+        except ImportError:
+            cloudpickle = False
+        _cloudpickle = cloudpickle
+    return _cloudpickle or None
+
+
+def _dumps(obj, what):
+    """Pickle obj (protocol 5), falling back to cloudpickle for what the
+    pickle module cannot do by reference.  NotPicklableError otherwise."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception as e:
+        first = e
+    cp = _get_cloudpickle()
+    if cp is not None:
+        try:
+            return cp.dumps(obj, protocol=5)
+        except Exception:
+            pass
+    raise NotPicklableError("%s (%s) cannot be pickled: %s: %s" % (
+        what, type(obj).__name__, type(first).__name__, first)) from first
+
+
+def _strip_decorators(src):
+    """The source from the ``def`` line on: decorators would run again in
+    the backend, where they may not even exist."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return src
+    if tree.body and isinstance(tree.body[0], (ast.FunctionDef,
+                                              ast.AsyncFunctionDef)):
+        node = tree.body[0]
+        if node.decorator_list:
+            lines = src.splitlines(keepends=True)
+            return "".join(lines[node.lineno - 1:])
+    return src
+
+
+def _source_of(f):
+    """(source, name) of a function, from the cache or inspect."""
+    code = getattr(f, "__code__", None)
+    if code is None:
+        raise TypeError("remote_exec() ships a function or a str of source, "
+                        "not %s" % type(f).__name__)
+    hit = _SOURCE_CACHE.get(code)
+    if hit is not None:
+        return hit
+    name = f.__name__
+    if name == "<lambda>":
+        raise TypeError("remote_exec() cannot ship a lambda by source: "
+                        "define the function with def")
+    try:
+        src = inspect.getsource(f)
+    except (OSError, TypeError) as e:
+        raise TypeError("remote_exec() cannot find the source of %s: %s"
+                        % (getattr(f, "__qualname__", name), e)) from None
+    hit = (_strip_decorators(textwrap.dedent(src)), name)
+    if len(_SOURCE_CACHE) >= _SOURCE_CACHE_MAX:
+        try:
+            del _SOURCE_CACHE[next(iter(_SOURCE_CACHE))]
+        except (KeyError, RuntimeError, StopIteration):
+            _SOURCE_CACHE.clear()
+    _SOURCE_CACHE[code] = hit
+    return hit
+
+
+def _timeout_ms(timeout):
+    """Seconds (None: no limit) to the wire's milliseconds (0: no limit)."""
+    if timeout is None:
+        return 0
+    timeout = float(timeout)
+    if not timeout > 0:
+        raise ValueError("timeout must be a positive number of seconds or "
+                         "None, not %r" % (timeout,))
+    return max(1, int(math.ceil(timeout * 1000)))
+
+
+class _Output:
+    """Streamed stdout/stderr of one remote_exec: decodes each stream's
+    bytes incrementally as UTF-8 (errors replaced) and writes the text to
+    the file-like object given, or to sys.stdout/sys.stderr as they are at
+    call time."""
+
+    __slots__ = ("files", "decoders")
+
+    def __init__(self, stdout, stderr):
+        self.files = (sys.stdout if stdout is None else stdout,
+                      sys.stderr if stderr is None else stderr)
+        self.decoders = [None, None]
+
+    def __call__(self, stream, data):
+        i = 0 if stream == _pyshelf.STDOUT else 1
+        dec = self.decoders[i]
+        if dec is None:
+            dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            self.decoders[i] = dec
+        self._write(i, dec.decode(data))
+
+    def _write(self, i, text):
+        f = self.files[i]
+        if not text or f is None:
+            return
+        f.write(text)
+        flush = getattr(f, "flush", None)
+        if flush is not None:
+            flush()
+
+    def close(self):
+        """Write what an unfinished UTF-8 sequence left behind."""
+        for i, dec in enumerate(self.decoders):
+            if dec is not None:
+                self._write(i, dec.decode(b"", final=True))
+
+
+def _write_notice(stream, data):
+    """The backend's notices outside remote_exec (e.g. that an entry cannot
+    be persisted) go to this process's stderr as they are now."""
+    f = sys.stderr if stream != _pyshelf.STDOUT else sys.stdout
+    if f is not None:
+        f.write(data.decode("utf-8", "replace"))
+        flush = getattr(f, "flush", None)
+        if flush is not None:
+            flush()
+
+
+class _HandleTable:
+    """The workspace's live Wrapped objects by id, and the ids of collected
+    ones waiting to be released.  Wrapped objects refer to this table, not
+    to the Workspace, so that handles never keep a workspace alive."""
+
+    __slots__ = ("live", "pending")
+
+    def __init__(self):
+        self.live = weakref.WeakValueDictionary()
+        self.pending = []  # appended to by Wrapped.__del__, any thread
+
+
+def _find_backend(backend):
+    """The pyshelfd to run: the argument, $PYSHELFD, the build tree's, the
+    installed one, or one on PATH."""
+    if backend is not None:
+        return os.fspath(backend)
+    env = os.environ.get("PYSHELFD")
+    if env:
+        return env
+    try:
+        from . import _paths
+    except ImportError:
+        _paths = None
+    for cand in (getattr(_paths, "BUILD_BACKEND", None),
+                 getattr(_paths, "INSTALLED_BACKEND", None)):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    found = shutil.which("pyshelfd")
+    if found:
+        return found
+    raise Error("pyshelfd not found: pass backend=, set PYSHELFD, or "
+                "install pyshelf")
+
+
+class Workspace(collections.abc.MutableMapping):
+    """One attached session of a pyshelf backend.
+
+    Run code with ``remote_exec``; keep what it returns as handles
+    (``Wrapped``) or values (``DirectValue``).  The workspace's globals are
+    also a mapping: ``ws['x'] = v`` pickles ``v`` here and binds it there,
+    ``ws['x']`` sends the value back by pickle.  ``close()`` detaches (the
+    session and its objects persist); ``close_session()`` ends the session.
+    Made by ``pyshelf.spawn()`` / ``pyshelf.open()``.
+    """
+
+    def __init__(self, conn, info):
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._handles = _HandleTable()
+        self._closed = False
+        self.returncode = None
+        self.session = info.get("session")
+        sid = info.get("session_id")
+        self.session_id = sid.hex() if sid is not None else None
+        self.created = bool(info.get("created"))
+        self.pid = info.get("pid") or conn.pid
+        self.backend_name = info.get("name")
+        self.protocol_version = info.get("version")
+
+    # --- life cycle -----------------------------------------------------
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else "pid=%s" % (self.pid,)
+        return "<pyshelf.Workspace session=%r %s>" % (self.session, state)
+
+    # Identity, not the Mapping's value comparison (that would transfer
+    # every global); hashable like any object.
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def _begin(self):
+        """Start a request (with _lock held): refuse a closed workspace and
+        send the queued releases first, as one RELEASE."""
+        if self._closed:
+            raise Error("the workspace is closed")
+        if self._handles.pending:
+            self._flush_releases()
+
+    def close(self):
+        """Detach: the backend checkpoints and exits; the session and its
+        objects persist for the next ``pyshelf.open()``.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._flush_releases()
+            except Error:
+                pass
+            self.returncode = self._conn.close()
+
+    def close_session(self):
+        """End the session for good: the backend deletes its objects and
+        exits."""
+        with self._lock:
+            self._begin()
+            self._conn.close_session()
+            self._closed = True
+            self.returncode = self._conn.close()
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def interrupt(self):
+        """Stop the ``remote_exec`` running in another thread: it returns a
+        ``WrappedExcinfo`` for KeyboardInterrupt.  No-op when idle."""
+        if not self._closed:
+            self._conn.interrupt()
+
+    def sync(self):
+        """Checkpoint now: in-place changes become durable."""
+        with self._lock:
+            self._begin()
+            self._conn.sync()
+
+    def ping(self):
+        """A round trip to the backend."""
+        with self._lock:
+            self._begin()
+            self._conn.ping()
+
+    def stats(self):
+        """The backend's statistics (a dict)."""
+        with self._lock:
+            self._begin()
+            return json.loads(self._conn.stats())
+
+    # --- running code ----------------------------------------------------
+
+    def remote_exec(self, func_or_source, /, *args, timeout=None,
+                    stdout=None, stderr=None, want_value=False):
+        """Run a function (shipped by source, called with args) or a block
+        of source (REPL semantics, no args) in the workspace.
+
+        Arguments that are ``Wrapped`` go as handles, others by pickle.
+        Output streams to ``stdout``/``stderr`` (default: this process's
+        ``sys.stdout``/``sys.stderr``).  ``timeout`` (seconds) is enforced
+        by the backend.  Returns ``DirectValue`` (the code returned a
+        DirectValue or None, or ``want_value`` was set), ``Wrapped``, or
+        ``WrappedExcinfo`` (the code raised).  Ctrl-C interrupts the
+        backend; a second Ctrl-C stops waiting.
+        """
+        if isinstance(func_or_source, str):
+            if args:
+                raise TypeError("a block of source takes no arguments; "
+                                "ship a function to pass arguments")
+            code, func = func_or_source, None
+        else:
+            code, func = _source_of(func_or_source)
+        wire = [self._arg(a, i) for i, a in enumerate(args, 1)] if args \
+            else ()
+        return self._run(code, func, wire, _timeout_ms(timeout), want_value,
+                         _Output(stdout, stderr))
+
+    def _run(self, code, func, wire, timeout_ms, want_value, out):
+        """Send one EXEC and make its result."""
+        with self._lock:
+            self._begin()
+            try:
+                r = self._conn.exec(code, func, wire, want_value, timeout_ms,
+                                    out)
+            finally:
+                out.close()
+            return self._result(r)
+
+    def _arg(self, a, i):
+        """One argument as the extension takes it: int handle or pickle."""
+        if isinstance(a, Wrapped):
+            if a._owner is not self._handles:
+                raise ValueError("argument %d: %r is not a handle of this "
+                                 "workspace" % (i, a))
+            return a._id
+        return _dumps(a, "argument %d" % i)
+
+    def _result(self, r):
+        """A result tuple from the extension as the object the user gets."""
+        kind, hid, type_name, exc_type, message, value, volatile = r
+        if kind == _KIND_DIRECT:
+            return DirectValue(value)
+        if kind == _KIND_WRAPPED:
+            w = self._wrapped(hid, type_name, Wrapped)
+        else:
+            w = self._wrapped(hid, type_name, WrappedExcinfo, exc_type,
+                              message)
+        if volatile:
+            w._volatile = volatile
+        return w
+
+    def _wrapped(self, hid, type_name, cls, exc_type=None, message=None):
+        """The Wrapped for handle hid: the live one when there is one (one
+        id, one object), else a new one.  An id that comes back while its
+        release is queued is taken off the queue."""
+        h = self._handles
+        w = h.live.get(hid)
+        if w is None or (cls is WrappedExcinfo
+                         and not isinstance(w, WrappedExcinfo)):
+            w = cls.__new__(cls)
+            w._id = hid
+            w._type_name = type_name
+            w._volatile = None
+            if cls is WrappedExcinfo:
+                w._exc_type = exc_type or ""
+                w._message = message or ""
+            w._owner = h
+            h.live[hid] = w
+        pending = h.pending
+        while pending and hid in pending:
+            try:
+                pending.remove(hid)
+            except ValueError:
+                break
+        return w
+
+    def _flush_releases(self):
+        """Send one RELEASE for the handles whose Wrapped was collected
+        (called with _lock held)."""
+        h = self._handles
+        pending = h.pending
+        ids = []
+        while pending:
+            hid = pending.pop()
+            # A live Wrapped with this id came back since: keep it.
+            if hid not in h.live and hid not in ids:
+                ids.append(hid)
+        if ids:
+            self._conn.release(ids)
+
+    # --- handles ---------------------------------------------------------
+
+    def handles(self):
+        """The session's live handles, as Wrapped objects."""
+        with self._lock:
+            self._begin()
+            return [self._wrapped(hid, tn, Wrapped)
+                    for hid, tn in self._conn.handles()]
+
+    def handle(self, id):
+        """The Wrapped for a live handle id; KeyError when not live."""
+        id = int(id)
+        w = self._handles.live.get(id)
+        if w is not None:
+            return w
+        with self._lock:
+            self._begin()
+            for hid, tn in self._conn.handles():
+                if hid == id:
+                    return self._wrapped(hid, tn, Wrapped)
+        raise KeyError(id)
+
+    def wrap(self, name):
+        """A handle (Wrapped) to the workspace global ``name``; for values
+        that cannot travel by pickle.  KeyError when there is no such
+        global."""
+        with self._lock:
+            self._begin()
+            try:
+                r = self._conn.get(name, False)
+            except RemoteError as e:
+                if e.code == _ERR_NOT_FOUND:
+                    raise KeyError(name) from None
+                raise
+            return self._result(r)
+
+    def lost(self):
+        """Entries that were not restored when the session resumed: a list
+        of ``Lost(name, type_name, reason)``."""
+        with self._lock:
+            self._begin()
+            return [Lost(*t) for t in self._conn.lost()]
+
+    # --- the mapping over the globals ------------------------------------
+
+    def __getitem__(self, key):
+        if not isinstance(key, str):
+            raise KeyError(key)
+        with self._lock:
+            self._begin()
+            try:
+                r = self._conn.get(key, True)
+            except RemoteError as e:
+                if e.code == _ERR_NOT_FOUND:
+                    raise KeyError(key) from None
+                raise
+            except NotPicklableError as e:
+                msg = str(e)
+                if "ws.wrap(" not in msg:
+                    msg = "%s; use ws.wrap(%r) to get a handle to it" % (
+                        msg, key)
+                raise NotPicklableError(msg, e.code, e.code_name) from None
+        return r[5]
+
+    def __setitem__(self, key, value):
+        if not isinstance(key, str):
+            raise TypeError("workspace globals are named by str, not %s"
+                            % type(key).__name__)
+        if isinstance(value, Wrapped):
+            # Bind the handle's object itself, not a pickled Wrapped.
+            r = self._run(_BIND_SOURCE, "_pyshelf_bind",
+                          [_dumps(key, "the key"), self._arg(value, 2)], 0,
+                          False, _Output(None, None))
+            if isinstance(r, WrappedExcinfo):
+                raise Error("binding %r failed in the backend: %s: %s"
+                            % (key, r.exc_type, r.message))
+            return
+        data = _dumps(value, "the value for %r" % key)
+        with self._lock:
+            self._begin()
+            self._conn.set(key, data)
+
+    def __delitem__(self, key):
+        if not isinstance(key, str):
+            raise KeyError(key)
+        with self._lock:
+            self._begin()
+            try:
+                self._conn.delete(key)
+            except RemoteError as e:
+                if e.code == _ERR_NOT_FOUND:
+                    raise KeyError(key) from None
+                raise
+
+    def _keys(self):
+        with self._lock:
+            self._begin()
+            return self._conn.keys()
+
+    def __iter__(self):
+        return iter(self._keys())
+
+    def __len__(self):
+        return len(self._keys())
+
+    def __contains__(self, key):
+        return isinstance(key, str) and key in self._keys()
+
+    def clear(self):
+        """Delete every global (without sending their values here)."""
+        for key in self._keys():
+            try:
+                del self[key]
+            except KeyError:
+                pass
+
+
+def spawn(db=None, session="default", backend=None):
+    """Start a backend over stdio on store ``db`` (None: the backend's
+    default store), attach to (or create) ``session``, and return its
+    Workspace.  ``backend``: the pyshelfd to run (default: $PYSHELFD, the
+    build tree's, the installed one, then PATH)."""
+    path = _find_backend(backend)
+    conn = _pyshelf.Connection()
+    spin = os.environ.get("PYSHELF_SPIN_US")
+    if spin:
+        conn.set_spin(int(spin))
+    conn.set_output_handler(_write_notice)
+    try:
+        conn.spawn(path, None if db is None else os.fspath(db), session,
+                   True)
+        info = conn.hello()
+    except BaseException:
+        conn.close()
+        raise
+    return Workspace(conn, info)
+
+
+def open(name, db=None, backend=None):
+    """The shelve-style spelling: ``pyshelf.open(name, db=...)`` attaches
+    to (or creates) the session ``name``."""
+    return spawn(db=db, session=name, backend=backend)

@@ -1,0 +1,215 @@
+/*
+ * spawn.c - starting a stdio backend and reaping it.
+ *
+ * The child is set up the way a daemon helper should be, whatever state
+ * the caller (often a multithreaded Python process) is in:
+ *  - stdin and stdout are the protocol pipes, stderr is inherited, and
+ *    every other descriptor is closed at exec (the pipes are created
+ *    close-on-exec, and close_range(CLOSE_RANGE_CLOEXEC) catches
+ *    descriptors the caller left inheritable);
+ *  - its own process group, so a terminal's Ctrl-C reaches the client
+ *    only, which turns it into an INTERRUPT request;
+ *  - signal handlers reset to the default and an empty signal mask (all
+ *    signals are blocked around fork() so that no handler of the caller
+ *    runs in the child before that);
+ *  - only async-signal-safe calls between fork() and exec();
+ *  - a failed exec() is reported through a close-on-exec pipe carrying
+ *    errno, so a missing backend is a clean error, not an EOF later.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#if defined(__linux__) && __has_include(<linux/close_range.h>)
+#include <linux/close_range.h>
+#endif
+
+#include "client-int.h"
+
+static int spawn_pipe(int[2]);
+static void spawn_child(char *const[], int, int, int)
+    __attribute__((noreturn));
+static void spawn_close_pair(int[2]);
+
+/* pipe2(O_CLOEXEC) with both ends moved above 2, so that dup2() onto
+ * 0 and 1 in the child can never clobber one end with the other. */
+static int
+spawn_pipe(int fds[2])
+{
+	int i, moved;
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return -1;
+	for (i = 0; i < 2; i++) {
+		if (fds[i] > 2)
+			continue;
+		if ((moved = fcntl(fds[i], F_DUPFD_CLOEXEC, 3)) < 0) {
+			spawn_close_pair(fds);
+			return -1;
+		}
+		close(fds[i]);
+		fds[i] = moved;
+	}
+	return 0;
+}
+
+/* Close both ends of a pipe, keeping errno. */
+static void
+spawn_close_pair(int fds[2])
+{
+	int saved = errno;
+
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+	fds[0] = fds[1] = -1;
+	errno = saved;
+}
+
+/*
+ * The child between fork() and exec(): async-signal-safe calls only.
+ * Reports errno on errfd and exits 127 when anything fails.
+ */
+static void
+spawn_child(char *const argv[], int infd, int outfd, int errfd)
+{
+	struct sigaction dfl;
+	sigset_t none;
+	int sig, e;
+
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	for (sig = 1; sig < NSIG; sig++) {
+		struct sigaction cur;
+
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (sigaction(sig, NULL, &cur) == 0 &&
+		    cur.sa_handler != SIG_DFL && cur.sa_handler != SIG_IGN)
+			sigaction(sig, &dfl, NULL);
+	}
+	(void)setpgid(0, 0);
+	if (dup2(infd, 0) < 0 || dup2(outfd, 1) < 0)
+		goto fail;
+#if defined(CLOSE_RANGE_CLOEXEC)
+	/* Everything above stderr closes at exec, errfd included. */
+	(void)close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
+#endif
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execv(argv[0], argv);
+fail:
+	e = errno;
+	while (write(errfd, &e, sizeof e) < 0 && errno == EINTR)
+		;
+	_exit(127);
+}
+
+/* Start argv[0] with its stdin and stdout on new pipes; see client-int.h. */
+int
+spawn_start(char *const argv[], pid_t *pid, int *rfd, int *wfd, char *why,
+    size_t whylen)
+{
+	int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 };
+	sigset_t all, old;
+	pid_t child;
+	ssize_t got;
+	int child_errno, saved, status;
+
+	if (spawn_pipe(in) < 0 || spawn_pipe(out) < 0 || spawn_pipe(err) < 0) {
+		snprintf(why, whylen, "cannot create pipes: %s", strerror(errno));
+		goto fail;
+	}
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	child = fork();
+	if (child == 0)
+		spawn_child(argv, in[0], out[1], err[1]);
+	saved = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (child < 0) {
+		errno = saved;
+		snprintf(why, whylen, "cannot fork: %s", strerror(errno));
+		goto fail;
+	}
+	close(in[0]);
+	close(out[1]);
+	close(err[1]);
+	in[0] = out[1] = err[1] = -1;
+
+	/* EOF: the exec closed the pipe.  An int: the child's errno. */
+	do
+		got = read(err[0], &child_errno, sizeof child_errno);
+	while (got < 0 && errno == EINTR);
+	close(err[0]);
+	err[0] = -1;
+	if (got == (ssize_t)sizeof child_errno) {
+		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+			;
+		snprintf(why, whylen, "cannot execute %s: %s", argv[0],
+		    strerror(child_errno));
+		errno = child_errno;
+		goto fail;
+	}
+	*pid = child;
+	*rfd = out[0];
+	*wfd = in[1];
+	return 0;
+
+fail:
+	spawn_close_pair(in);
+	spawn_close_pair(out);
+	spawn_close_pair(err);
+	return -1;
+}
+
+/* Reap pid within timeout_ms; polls waitpid(WNOHANG) with a growing nap. */
+int
+spawn_wait(pid_t pid, int timeout_ms, int *wstatus)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 :
+	    io_now_us() + (int64_t)timeout_ms * 1000;
+	struct timespec nap;
+	long nap_us = 200;
+	pid_t got;
+	int status;
+
+	for (;;) {
+		got = waitpid(pid, &status, WNOHANG);
+		if (got == pid) {
+			if (wstatus != NULL)
+				*wstatus = status;
+			return 0;
+		}
+		if (got < 0 && errno != EINTR)
+			return -1;
+		if (got < 0)
+			continue;
+		if (deadline >= 0 && io_now_us() >= deadline)
+			return 1;
+		nap.tv_sec = 0;
+		nap.tv_nsec = nap_us * 1000;
+		nanosleep(&nap, NULL);
+		if (nap_us < 20000)
+			nap_us *= 2;
+	}
+}
+
+/* SIGKILL pid and reap it. */
+int
+spawn_kill(pid_t pid, int *wstatus)
+{
+	if (kill(pid, SIGKILL) < 0 && errno != ESRCH)
+		return -1;
+	return spawn_wait(pid, -1, wstatus);
+}

@@ -1,0 +1,1109 @@
+/*
+ * check_client.c - libpyshelf without a real backend.
+ *
+ * Error strings, argument checks, spawning a backend that does not exist
+ * or exits at once, and the framing of every request against a fake
+ * backend: a forked child on the other end of a socketpair that speaks the
+ * protocol with the codec (proto/wire.h) and answers from a script chosen
+ * by the CODE of each EXEC ("output", "loop", "stale", "die"...).
+ *
+ * Each test runs in its own process (check's fork mode); the fixture
+ * starts the fake backend and connects.  The fake exits when its end of
+ * the socket closes, so a failed test that skips the teardown leaves
+ * nothing behind.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pyshelf.h"
+#include "wire.h"
+
+/* The connection to the fake backend, set up by the fixture. */
+static pyshelf_conn *conn;
+static pid_t fake_pid = -1;
+
+/* --- the fake backend -------------------------------------------------------- */
+
+static void fake_serve(int) __attribute__((noreturn));
+
+/* Finish the frame in b and write it; the fake dies on any failure. */
+static void
+fake_send(int fd, wire_buf *b)
+{
+	if (wire_end(b) != WIRE_OK || wire_write_all(fd, b->data, b->len) !=
+	    WIRE_OK)
+		_exit(90);
+	wire_buf_reset(b);
+}
+
+/* RESULT kind 1 with VALUE v. */
+static void
+fake_direct(int fd, wire_buf *b, uint64_t id, const char *v)
+{
+	wire_begin(b, WIRE_MSG_RESULT, id);
+	wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_DIRECT);
+	wire_put_bytes(b, WIRE_TAG_VALUE, v, strlen(v));
+	fake_send(fd, b);
+}
+
+/* An empty reply (OK, PONG) or one with a single field. */
+static void
+fake_empty(int fd, wire_buf *b, uint16_t type, uint64_t id)
+{
+	wire_begin(b, type, id);
+	fake_send(fd, b);
+}
+
+/* ERROR{code, msg}. */
+static void
+fake_error(int fd, wire_buf *b, uint64_t id, uint64_t code, const char *msg)
+{
+	wire_begin(b, WIRE_MSG_ERROR, id);
+	wire_put_u64(b, WIRE_TAG_ERRCODE, code);
+	wire_put_str(b, WIRE_TAG_MESSAGE, msg);
+	fake_send(fd, b);
+}
+
+/* OUTPUT{stream, s}. */
+static void
+fake_output(int fd, wire_buf *b, uint64_t id, int stream, const char *s)
+{
+	wire_begin(b, WIRE_MSG_OUTPUT, id);
+	wire_put_u64(b, WIRE_TAG_STREAM, (uint64_t)stream);
+	wire_put_bytes(b, WIRE_TAG_DATA, s, strlen(s));
+	fake_send(fd, b);
+}
+
+/* Describe an EXEC's fields as text: what "args" sends back. */
+static void
+fake_describe(const wire_msg *m, char *out, size_t cap)
+{
+	size_t i, n = 0;
+	const wire_field *f;
+
+	out[0] = '\0';
+	for (i = 0; i < m->nfields && n < cap; i++) {
+		f = &m->fields[i];
+		switch (f->tag) {
+		case WIRE_TAG_FUNC:
+			n += (size_t)snprintf(out + n, cap - n, "f=%.*s;",
+			    (int)f->len, (const char *)f->data);
+			break;
+		case WIRE_TAG_ARG_HANDLE:
+			n += (size_t)snprintf(out + n, cap - n, "h%llu;",
+			    (unsigned long long)wire_field_u64(f));
+			break;
+		case WIRE_TAG_ARG_PICKLE:
+			n += (size_t)snprintf(out + n, cap - n, "p%.*s;",
+			    (int)f->len, (const char *)f->data);
+			break;
+		case WIRE_TAG_WANT_VALUE:
+			n += (size_t)snprintf(out + n, cap - n, "w%llu;",
+			    (unsigned long long)wire_field_u64(f));
+			break;
+		case WIRE_TAG_TIMEOUT_MS:
+			n += (size_t)snprintf(out + n, cap - n, "t%llu;",
+			    (unsigned long long)wire_field_u64(f));
+			break;
+		}
+	}
+}
+
+/* Run one EXEC by its CODE. */
+static void
+fake_exec(int fd, wire_conn *wc, wire_buf *b, const wire_msg *m,
+    char *released)
+{
+	const wire_field *code = wire_msg_find(m, WIRE_TAG_CODE);
+	uint64_t id = m->id;
+	char text[512], desc[512];
+	wire_msg im;
+	int rc;
+
+	snprintf(text, sizeof text, "%.*s", (int)code->len,
+	    (const char *)code->data);
+	if (strcmp(text, "output") == 0) {
+		fake_output(fd, b, id, 1, "hello ");
+		fake_output(fd, b, id, 2, "err");
+		fake_output(fd, b, id, 1, "world");
+		fake_direct(fd, b, id, "PICKLE");
+	} else if (strcmp(text, "wrapped") == 0) {
+		wire_begin(b, WIRE_MSG_RESULT, id);
+		wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_WRAPPED);
+		wire_put_u64(b, WIRE_TAG_HANDLE, 7);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "list");
+		wire_put_str(b, WIRE_TAG_VOLATILE, "why");
+		fake_send(fd, b);
+	} else if (strcmp(text, "raise") == 0) {
+		wire_begin(b, WIRE_MSG_RESULT, id);
+		wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_EXCINFO);
+		wire_put_u64(b, WIRE_TAG_HANDLE, 8);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "tuple");
+		wire_put_str(b, WIRE_TAG_EXC_TYPE, "ValueError");
+		wire_put_str(b, WIRE_TAG_MESSAGE, "bad");
+		fake_send(fd, b);
+	} else if (strcmp(text, "error") == 0) {
+		fake_error(fd, b, id, WIRE_ERR_UNKNOWN_HANDLE, "unknown handle 5");
+	} else if (strcmp(text, "args") == 0) {
+		fake_describe(m, desc, sizeof desc);
+		fake_direct(fd, b, id, desc);
+	} else if (strcmp(text, "released") == 0) {
+		fake_direct(fd, b, id, released);
+	} else if (strcmp(text, "loop") == 0) {
+		/* Run until an INTERRUPT names this exec. */
+		wire_msg_init(&im);
+		for (;;) {
+			if ((rc = wire_conn_read(wc, &im, -1)) != WIRE_OK)
+				_exit(rc == WIRE_E_EOF ? 0 : 91);
+			if (im.type == WIRE_MSG_INTERRUPT && im.id == id)
+				break;
+		}
+		wire_msg_free(&im);
+		wire_begin(b, WIRE_MSG_RESULT, id);
+		wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_EXCINFO);
+		wire_put_u64(b, WIRE_TAG_HANDLE, 9);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "tuple");
+		wire_put_str(b, WIRE_TAG_EXC_TYPE, "KeyboardInterrupt");
+		fake_send(fd, b);
+	} else if (strcmp(text, "slow") == 0) {
+		usleep(300000);
+		fake_output(fd, b, id, 1, "late output");
+		fake_direct(fd, b, id, "late");
+	} else if (strcmp(text, "stale") == 0) {
+		fake_direct(fd, b, id - 1, "stale");
+		fake_direct(fd, b, id, "fresh");
+	} else if (strcmp(text, "wrongid") == 0) {
+		fake_direct(fd, b, id + 5, "future");
+	} else if (strcmp(text, "garbage") == 0) {
+		/* A header with nonzero flags: malformed. */
+		static const uint8_t junk[16] = { 0, 0, 0, 0, 1, 1, 0xff, 0xff };
+		if (wire_write_all(fd, junk, sizeof junk) != WIRE_OK)
+			_exit(92);
+	} else if (strcmp(text, "badkind") == 0) {
+		wire_begin(b, WIRE_MSG_RESULT, id);
+		wire_put_u64(b, WIRE_TAG_KIND, 42);
+		fake_send(fd, b);
+	} else if (strcmp(text, "die") == 0) {
+		_exit(3);
+	} else
+		fake_error(fd, b, id, WIRE_ERR_BAD_REQUEST, "unknown script");
+}
+
+/* Answer the mapping and listing requests. */
+static void
+fake_mapping(int fd, wire_buf *b, const wire_msg *m)
+{
+	const wire_field *key = wire_msg_find(m, WIRE_TAG_KEY);
+	char k[256] = "";
+
+	if (key != NULL)
+		snprintf(k, sizeof k, "%.*s", (int)key->len,
+		    (const char *)key->data);
+	switch (m->type) {
+	case WIRE_MSG_GET:
+		if (strcmp(k, "missing") == 0) {
+			fake_error(fd, b, m->id, WIRE_ERR_NOT_FOUND, "no global");
+		} else if (wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1) == 0) {
+			wire_begin(b, WIRE_MSG_RESULT, m->id);
+			wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_WRAPPED);
+			wire_put_u64(b, WIRE_TAG_HANDLE, 3);
+			wire_put_str(b, WIRE_TAG_TYPE_NAME, "dict");
+			fake_send(fd, b);
+		} else {
+			fake_output(fd, b, m->id, 2, "notice: x is volatile");
+			fake_direct(fd, b, m->id, "value-of-x");
+		}
+		break;
+	case WIRE_MSG_SET:
+		fake_empty(fd, b, WIRE_MSG_OK, m->id);
+		break;
+	case WIRE_MSG_DEL:
+		if (strcmp(k, "missing") == 0)
+			fake_error(fd, b, m->id, WIRE_ERR_NOT_FOUND, "no global");
+		else
+			fake_empty(fd, b, WIRE_MSG_OK, m->id);
+		break;
+	case WIRE_MSG_KEYS:
+		wire_begin(b, WIRE_MSG_LISTING, m->id);
+		wire_put_str(b, WIRE_TAG_KEY, "a");
+		wire_put_str(b, WIRE_TAG_KEY, "b");
+		fake_send(fd, b);
+		break;
+	case WIRE_MSG_HANDLES:
+		wire_begin(b, WIRE_MSG_LISTING, m->id);
+		wire_put_u64(b, WIRE_TAG_HANDLE, 1);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "int");
+		wire_put_u64(b, WIRE_TAG_HANDLE, 2);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "str");
+		fake_send(fd, b);
+		break;
+	case WIRE_MSG_LOST:
+		wire_begin(b, WIRE_MSG_LISTING, m->id);
+		wire_put_str(b, WIRE_TAG_KEY, "g");
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "generator");
+		wire_put_str(b, WIRE_TAG_MESSAGE, "cannot pickle");
+		fake_send(fd, b);
+		break;
+	case WIRE_MSG_STATS:
+		wire_begin(b, WIRE_MSG_LISTING, m->id);
+		wire_put_str(b, WIRE_TAG_DATA, "{\"a\": 1}");
+		fake_send(fd, b);
+		break;
+	}
+}
+
+/* The fake backend's loop, in the forked child. */
+static void
+fake_serve(int fd)
+{
+	static const uint8_t sid[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+	    13, 14, 15, 16 };
+	char released[256] = "";
+	wire_conn wc;
+	wire_msg m;
+	wire_buf b;
+	size_t i, n;
+	int rc;
+
+	wire_conn_init(&wc, fd, fd, WIRE_DEFAULT_MAX_FRAME);
+	wire_msg_init(&m);
+	wire_buf_init(&b);
+	for (;;) {
+		if ((rc = wire_conn_read(&wc, &m, -1)) != WIRE_OK)
+			_exit(rc == WIRE_E_EOF ? 0 : 93);
+		if (wire_msg_check(&m, NULL) != WIRE_OK)
+			_exit(94);
+		switch (m.type) {
+		case WIRE_MSG_HELLO:
+			wire_begin(&b, WIRE_MSG_WELCOME, m.id);
+			wire_put_u64(&b, WIRE_TAG_VERSION, 1);
+			wire_put_str(&b, WIRE_TAG_NAME, "fake");
+			wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+			wire_put_u64(&b, WIRE_TAG_MAX_FRAME, 1u << 20);
+			wire_put_bytes(&b, WIRE_TAG_SESSION_ID, sid, sizeof sid);
+			wire_put_str(&b, WIRE_TAG_SESSION, "s");
+			wire_put_u64(&b, WIRE_TAG_CREATED, 1);
+			fake_send(fd, &b);
+			break;
+		case WIRE_MSG_EXEC:
+			fake_exec(fd, &wc, &b, &m, released);
+			break;
+		case WIRE_MSG_RELEASE:
+			for (i = 0, n = 0; i < m.nfields; i++)
+				n += (size_t)snprintf(released + n,
+				    sizeof released - n, "%llu,",
+				    (unsigned long long)wire_field_u64(
+				    &m.fields[i]));
+			break;
+		case WIRE_MSG_INTERRUPT:
+			break; /* nothing runs */
+		case WIRE_MSG_SYNC:
+			fake_empty(fd, &b, WIRE_MSG_OK, m.id);
+			break;
+		case WIRE_MSG_PING:
+			fake_empty(fd, &b, WIRE_MSG_PONG, m.id);
+			break;
+		case WIRE_MSG_DETACH:
+		case WIRE_MSG_CLOSE:
+			fake_empty(fd, &b, WIRE_MSG_OK, m.id);
+			_exit(0);
+		default:
+			fake_mapping(fd, &b, &m);
+		}
+	}
+}
+
+/* --- fixture ----------------------------------------------------------------- */
+
+/* Start the fake backend and connect to it; no HELLO yet. */
+static void
+fake_start(void)
+{
+	int sv[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+	    0);
+	fake_pid = fork();
+	ck_assert_int_ge(fake_pid, 0);
+	if (fake_pid == 0) {
+		close(sv[0]);
+		fake_serve(sv[1]);
+	}
+	close(sv[1]);
+	ck_assert_int_eq(pyshelf_create(&conn), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_attach_fds(conn, sv[0], sv[0]), PYSHELF_OK);
+}
+
+/* Start the fake and say hello. */
+static void
+setup(void)
+{
+	fake_start();
+	ck_assert_int_eq(pyshelf_hello(conn, NULL, NULL), PYSHELF_OK);
+}
+
+/* Close (detach) and reap the fake. */
+static void
+teardown(void)
+{
+	int st;
+
+	pyshelf_close(conn, NULL);
+	conn = NULL;
+	if (fake_pid > 0)
+		waitpid(fake_pid, &st, 0);
+	fake_pid = -1;
+}
+
+/* Output collected by collect_output(). */
+struct collected {
+	char out[256];   /* stdout bytes */
+	char err[256];   /* stderr bytes */
+	int calls;       /* number of callbacks */
+	int ret;         /* what the callback returns */
+	int busy_rc;     /* rc of a forbidden re-entrant request */
+};
+
+static int
+collect_output(void *ctx, int stream, const void *data, size_t len)
+{
+	struct collected *c = ctx;
+	char *dst = stream == PYSHELF_STDOUT ? c->out : c->err;
+
+	strncat(dst, data, len < 100 ? len : 100);
+	c->calls++;
+	c->busy_rc = pyshelf_ping(conn);
+	return c->ret;
+}
+
+/* --- Core ------------------------------------------------------------------- */
+
+START_TEST(test_strerror)
+{
+	const char *seen[16];
+	int rc, j;
+
+	for (rc = 0; rc >= PYSHELF_E_LAST; rc--) {
+		const char *s = pyshelf_strerror(rc);
+
+		ck_assert_ptr_nonnull(s);
+		ck_assert_int_gt(strlen(s), 3);
+		for (j = 0; j < -rc; j++)
+			ck_assert_str_ne(s, seen[j]);
+		seen[-rc] = s;
+	}
+	ck_assert_str_eq(pyshelf_strerror(-999), "unknown pyshelf error");
+	ck_assert_str_eq(pyshelf_strerror(5), "unknown pyshelf error");
+	ck_assert_str_eq(pyshelf_errcode_name(PYSHELF_ERR_UNKNOWN_HANDLE),
+	    "UNKNOWN_HANDLE");
+	ck_assert_str_eq(pyshelf_errcode_name(PYSHELF_ERR_NOT_FOUND),
+	    "NOT_FOUND");
+	ck_assert_str_eq(pyshelf_errcode_name(999), "?");
+}
+END_TEST
+
+START_TEST(test_invalid_arguments)
+{
+	pyshelf_conn *c;
+	pyshelf_result res;
+	pyshelf_exec_req req;
+	char **keys;
+	size_t n;
+
+	ck_assert_int_eq(pyshelf_create(NULL), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_ping(NULL), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_exec(NULL, NULL, NULL), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_interrupt(NULL), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_close(NULL, NULL), PYSHELF_OK);
+	ck_assert_str_eq(pyshelf_errmsg(NULL), "");
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_set_max_frame(c, 0), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_set_close_timeout(c, -1), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_set_spin(c, 10), PYSHELF_OK);
+	/* Not connected yet. */
+	ck_assert_int_eq(pyshelf_ping(c), PYSHELF_E_NOTCONN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(c), "pyshelf_spawn"));
+	memset(&req, 0, sizeof req);
+	req.code = "1";
+	ck_assert_int_eq(pyshelf_exec(c, &req, &res), PYSHELF_E_NOTCONN);
+	ck_assert_int_eq(pyshelf_keys(c, &keys, &n), PYSHELF_E_NOTCONN);
+	ck_assert_int_eq(pyshelf_interrupt(c), PYSHELF_OK); /* nothing runs */
+	ck_assert_int_eq(pyshelf_backend_pid(c), -1);
+	ck_assert_int_eq(pyshelf_backend_status(c, NULL, 0), PYSHELF_E_NOTCONN);
+	ck_assert_int_eq(pyshelf_spawn(c, NULL, NULL, "s", 0, NULL),
+	    PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_spawn(c, "/bin/true", NULL, "s", 0x80, NULL),
+	    PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_attach_fds(c, -1, 1), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+}
+END_TEST
+
+START_TEST(test_request_validation)
+{
+	pyshelf_result res;
+	pyshelf_exec_req req;
+	pyshelf_arg args[2];
+	uint64_t h = 1;
+
+	memset(&req, 0, sizeof req);
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_exec(conn, NULL, &res), PYSHELF_E_INVAL);
+	req.code = "args";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, NULL), PYSHELF_E_INVAL);
+	memset(args, 0, sizeof args);
+	args[0].kind = PYSHELF_ARG_HANDLE;
+	args[0].handle = 1;
+	req.args = args;
+	req.nargs = 1;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_INVAL);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "function"));
+	req.func = "f";
+	args[1].kind = 77;
+	req.nargs = 2;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_INVAL);
+	args[1].kind = PYSHELF_ARG_PICKLE;
+	args[1].data = NULL;
+	args[1].len = 3;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_get(conn, NULL, 1, &res), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_set(conn, "k", NULL, 4), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_del(conn, NULL), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_release(conn, NULL, 2), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_release(conn, &h, 0), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_attach_fds(conn, 0, 1), PYSHELF_E_INVAL);
+	/* None of that disturbed the stream. */
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+	ck_assert_str_eq(pyshelf_errmsg(conn), "");
+}
+END_TEST
+
+START_TEST(test_spawn_missing_backend)
+{
+	pyshelf_conn *c;
+	int rc;
+
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	rc = pyshelf_spawn(c, "/nonexistent/dir/pyshelfd", "/tmp/db", "s",
+	    PYSHELF_SPAWN_CREATE, NULL);
+	ck_assert_int_eq(rc, PYSHELF_E_SPAWN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(c),
+	    "/nonexistent/dir/pyshelfd"));
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(c), strerror(ENOENT)));
+	ck_assert_int_eq(pyshelf_backend_pid(c), -1);
+	ck_assert_int_eq(pyshelf_ping(c), PYSHELF_E_NOTCONN);
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+}
+END_TEST
+
+START_TEST(test_spawn_backend_that_exits)
+{
+	pyshelf_conn *c;
+	int st = 0;
+
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_spawn(c, "/bin/false", NULL, NULL, 0, NULL),
+	    PYSHELF_OK);
+	ck_assert_int_gt(pyshelf_backend_pid(c), 0);
+	ck_assert_int_eq(pyshelf_hello(c, "check", NULL), PYSHELF_E_CLOSED);
+	ck_assert_int_eq(pyshelf_ping(c), PYSHELF_E_CLOSED); /* sticky */
+	ck_assert_int_eq(pyshelf_backend_status(c, &st, 5000), PYSHELF_OK);
+	ck_assert(WIFEXITED(st));
+	ck_assert_int_eq(WEXITSTATUS(st), 1);
+	ck_assert_int_eq(pyshelf_close(c, &st), PYSHELF_OK);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+}
+END_TEST
+
+START_TEST(test_hello)
+{
+	const pyshelf_welcome *w = NULL;
+
+	pyshelf_close(conn, NULL);
+	waitpid(fake_pid, NULL, 0);
+	fake_start();
+	ck_assert_int_eq(pyshelf_hello(conn, "check_client", &w), PYSHELF_OK);
+	ck_assert_ptr_nonnull(w);
+	ck_assert_uint_eq(w->version, 1);
+	ck_assert_str_eq(w->name, "fake");
+	ck_assert_uint_eq(w->pid, (uint64_t)fake_pid);
+	ck_assert_uint_eq(w->max_frame, 1u << 20);
+	ck_assert_int_eq(w->has_session, 1);
+	ck_assert_int_eq(w->session_id[0], 1);
+	ck_assert_int_eq(w->session_id[15], 16);
+	ck_assert_str_eq(w->session, "s");
+	ck_assert_int_eq(w->created, 1);
+}
+END_TEST
+
+START_TEST(test_exec_output_and_direct_result)
+{
+	struct collected col;
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&col, 0, sizeof col);
+	memset(&req, 0, sizeof req);
+	req.code = "output";
+	req.on_output = collect_output;
+	req.ctx = &col;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_str_eq(col.out, "hello world");
+	ck_assert_str_eq(col.err, "err");
+	ck_assert_int_eq(col.calls, 3);
+	ck_assert_int_eq(col.busy_rc, PYSHELF_E_BUSY);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_DIRECT);
+	ck_assert_uint_eq(res.value_len, 6);
+	ck_assert_int_eq(memcmp(res.value, "PICKLE", 6), 0);
+	ck_assert_ptr_null(res.type_name);
+	ck_assert_ptr_null(res.volatile_reason);
+	pyshelf_result_free(&res);
+	pyshelf_result_free(&res); /* twice is fine */
+	/* Without a callback the output is dropped. */
+	req.on_output = NULL;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_DIRECT);
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+START_TEST(test_exec_wrapped_and_excinfo)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "wrapped";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_WRAPPED);
+	ck_assert_uint_eq(res.handle, 7);
+	ck_assert_str_eq(res.type_name, "list");
+	ck_assert_str_eq(res.volatile_reason, "why");
+	ck_assert_ptr_null(res.exc_type);
+	ck_assert_ptr_null(res.value);
+	pyshelf_result_free(&res);
+	ck_assert_ptr_null(res.type_name);
+
+	req.code = "raise";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_EXCINFO);
+	ck_assert_uint_eq(res.handle, 8);
+	ck_assert_str_eq(res.type_name, "tuple");
+	ck_assert_str_eq(res.exc_type, "ValueError");
+	ck_assert_str_eq(res.message, "bad");
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+START_TEST(test_exec_remote_error)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "error";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_REMOTE);
+	ck_assert_uint_eq(pyshelf_remote_errcode(conn),
+	    PYSHELF_ERR_UNKNOWN_HANDLE);
+	ck_assert_str_eq(pyshelf_errmsg(conn), "unknown handle 5");
+	ck_assert_int_eq(res.kind, 0);
+	/* A remote error leaves the connection usable. */
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+	ck_assert_uint_eq(pyshelf_remote_errcode(conn), 0);
+	ck_assert_str_eq(pyshelf_errmsg(conn), "");
+}
+END_TEST
+
+START_TEST(test_exec_encodes_arguments)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+	pyshelf_arg args[3];
+
+	memset(&req, 0, sizeof req);
+	memset(args, 0, sizeof args);
+	args[0].kind = PYSHELF_ARG_HANDLE;
+	args[0].handle = 42;
+	args[1].kind = PYSHELF_ARG_PICKLE;
+	args[1].data = "abc";
+	args[1].len = 3;
+	args[2].kind = PYSHELF_ARG_PICKLE; /* empty pickle */
+	req.code = "args";
+	req.func = "fn";
+	req.args = args;
+	req.nargs = 3;
+	req.want_value = 1;
+	req.timeout_ms = 1500;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_DIRECT);
+	ck_assert_int_eq((int)res.value_len, (int)strlen("f=fn;h42;pabc;p;w1;t1500;"));
+	ck_assert_int_eq(memcmp(res.value, "f=fn;h42;pabc;p;w1;t1500;",
+	    res.value_len), 0);
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+/* Interrupt from another thread after a short delay. */
+static void *
+interrupter(void *arg)
+{
+	struct timespec d = { 0, 100 * 1000 * 1000 };
+
+	(void)arg;
+	nanosleep(&d, NULL);
+	return (void *)(intptr_t)pyshelf_interrupt(conn);
+}
+
+START_TEST(test_interrupt_from_thread)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+	pthread_t t;
+	void *trc;
+
+	memset(&req, 0, sizeof req);
+	req.code = "loop";
+	ck_assert_int_eq(pthread_create(&t, NULL, interrupter, NULL), 0);
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	pthread_join(t, &trc);
+	ck_assert_int_eq((int)(intptr_t)trc, PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_EXCINFO);
+	ck_assert_str_eq(res.exc_type, "KeyboardInterrupt");
+	ck_assert_str_eq(res.message, "");
+	pyshelf_result_free(&res);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+}
+END_TEST
+
+/* on_wait: interrupt at the first tick, then count. */
+static int
+wait_interrupt(void *ctx)
+{
+	int *calls = ctx;
+
+	return (*calls)++ == 0 ? PYSHELF_WAIT_INTERRUPT : PYSHELF_WAIT_CONTINUE;
+}
+
+START_TEST(test_interrupt_from_wait_callback)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+	int calls = 0;
+
+	memset(&req, 0, sizeof req);
+	req.code = "loop";
+	req.on_wait = wait_interrupt;
+	req.wait_tick_ms = 20;
+	req.ctx = &calls;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_ge(calls, 1);
+	ck_assert_str_eq(res.exc_type, "KeyboardInterrupt");
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+static int
+wait_abandon(void *ctx)
+{
+	(void)ctx;
+	return PYSHELF_WAIT_ABANDON;
+}
+
+START_TEST(test_abandon_then_late_reply_is_skipped)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "slow";
+	req.on_wait = wait_abandon;
+	req.wait_tick_ms = 20;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CANCELED);
+	/* The slow exec's OUTPUT and RESULT arrive first and are skipped. */
+	memset(&req, 0, sizeof req);
+	req.code = "wrapped";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_WRAPPED);
+	ck_assert_uint_eq(res.handle, 7);
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+START_TEST(test_output_callback_abandons)
+{
+	struct collected col;
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&col, 0, sizeof col);
+	col.ret = 1;
+	memset(&req, 0, sizeof req);
+	req.code = "output";
+	req.on_output = collect_output;
+	req.ctx = &col;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CANCELED);
+	ck_assert_int_eq(col.calls, 1);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+}
+END_TEST
+
+START_TEST(test_stale_reply_is_skipped)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "stale";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(memcmp(res.value, "fresh", 5), 0);
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+static int
+collect_notice(void *ctx, int stream, const void *data, size_t len)
+{
+	struct collected *c = ctx;
+
+	(void)stream;
+	strncat(c->err, data, len < 100 ? len : 100);
+	c->calls++;
+	return 1; /* ignored */
+}
+
+START_TEST(test_mapping)
+{
+	struct collected col;
+	pyshelf_result res;
+
+	memset(&col, 0, sizeof col);
+	/* Without a handler the notice is dropped. */
+	ck_assert_int_eq(pyshelf_get(conn, "x", 1, &res), PYSHELF_OK);
+	pyshelf_result_free(&res);
+	ck_assert_int_eq(pyshelf_set_output_handler(conn, collect_notice, &col),
+	    PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_get(conn, "x", 1, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_DIRECT);
+	ck_assert_int_eq(memcmp(res.value, "value-of-x", 10), 0);
+	ck_assert_str_eq(col.err, "notice: x is volatile");
+	ck_assert_int_eq(col.calls, 1);
+	pyshelf_result_free(&res);
+	ck_assert_int_eq(pyshelf_get(conn, "x", 0, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_WRAPPED);
+	ck_assert_uint_eq(res.handle, 3);
+	ck_assert_str_eq(res.type_name, "dict");
+	pyshelf_result_free(&res);
+	ck_assert_int_eq(pyshelf_get(conn, "missing", 1, &res),
+	    PYSHELF_E_REMOTE);
+	ck_assert_uint_eq(pyshelf_remote_errcode(conn), PYSHELF_ERR_NOT_FOUND);
+	ck_assert_int_eq(pyshelf_set(conn, "k", "v", 1), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_set(conn, "k", NULL, 0), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_del(conn, "k"), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_del(conn, "missing"), PYSHELF_E_REMOTE);
+	ck_assert_uint_eq(pyshelf_remote_errcode(conn), PYSHELF_ERR_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_listings)
+{
+	pyshelf_handle_info *h;
+	pyshelf_lost_entry *l;
+	char **keys, *json;
+	size_t n;
+
+	ck_assert_int_eq(pyshelf_keys(conn, &keys, &n), PYSHELF_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_str_eq(keys[0], "a");
+	ck_assert_str_eq(keys[1], "b");
+	pyshelf_strv_free(keys, n);
+	ck_assert_int_eq(pyshelf_handles(conn, &h, &n), PYSHELF_OK);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(h[0].handle, 1);
+	ck_assert_str_eq(h[0].type_name, "int");
+	ck_assert_uint_eq(h[1].handle, 2);
+	ck_assert_str_eq(h[1].type_name, "str");
+	pyshelf_handles_free(h, n);
+	ck_assert_int_eq(pyshelf_lost(conn, &l, &n), PYSHELF_OK);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_str_eq(l[0].key, "g");
+	ck_assert_str_eq(l[0].type_name, "generator");
+	ck_assert_str_eq(l[0].reason, "cannot pickle");
+	pyshelf_lost_free(l, n);
+	ck_assert_int_eq(pyshelf_stats(conn, &json), PYSHELF_OK);
+	ck_assert_str_eq(json, "{\"a\": 1}");
+	pyshelf_free(json);
+	ck_assert_int_eq(pyshelf_sync(conn), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_keys(conn, NULL, &n), PYSHELF_E_INVAL);
+}
+END_TEST
+
+START_TEST(test_release_has_no_reply)
+{
+	uint64_t ids[3] = { 4, 5, 6 };
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	ck_assert_int_eq(pyshelf_release(conn, ids, 3), PYSHELF_OK);
+	memset(&req, 0, sizeof req);
+	req.code = "released";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq((int)res.value_len, 6);
+	ck_assert_int_eq(memcmp(res.value, "4,5,6,", 6), 0);
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+START_TEST(test_detach_and_close_session)
+{
+	ck_assert_int_eq(pyshelf_detach(conn), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_E_NOTCONN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "detached"));
+	pyshelf_close(conn, NULL);
+	waitpid(fake_pid, NULL, 0);
+	setup();
+	ck_assert_int_eq(pyshelf_close_session(conn), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_E_NOTCONN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "closed"));
+}
+END_TEST
+
+/* --- Limits -------------------------------------------------------------------- */
+
+START_TEST(test_backend_dies_mid_request)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "die";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CLOSED);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "closed"));
+	/* Sticky, with the first failure's message. */
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_E_CLOSED);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "closed"));
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CLOSED);
+}
+END_TEST
+
+START_TEST(test_malformed_frame)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "garbage";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_PROTOCOL);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_E_PROTOCOL);
+}
+END_TEST
+
+START_TEST(test_reply_with_wrong_id)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "wrongid";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_PROTOCOL);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "request"));
+}
+END_TEST
+
+START_TEST(test_result_of_unknown_kind)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = "badkind";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_PROTOCOL);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "kind 42"));
+}
+END_TEST
+
+START_TEST(test_request_over_backend_limit)
+{
+	static char big[(1u << 20) + 1];
+	pyshelf_exec_req req;
+	pyshelf_result res;
+	pyshelf_arg arg;
+
+	memset(&req, 0, sizeof req);
+	arg.kind = PYSHELF_ARG_PICKLE;
+	arg.data = big;
+	arg.len = sizeof big;
+	req.code = "args";
+	req.func = "f";
+	req.args = &arg;
+	req.nargs = 1;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_TOO_BIG);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "maximum frame"));
+	/* Nothing was sent: the connection is fine. */
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_set(conn, "k", big, sizeof big),
+	    PYSHELF_E_TOO_BIG);
+}
+END_TEST
+
+START_TEST(test_write_to_dead_pipe_is_not_sigpipe)
+{
+	pyshelf_conn *c;
+	int in[2], out[2];
+
+	signal(SIGPIPE, SIG_DFL);
+	ck_assert_int_eq(pipe(in), 0);
+	ck_assert_int_eq(pipe(out), 0);
+	close(out[0]); /* nobody reads what we write */
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_attach_fds(c, in[0], out[1]), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_hello(c, NULL, NULL), PYSHELF_E_CLOSED);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(c), strerror(EPIPE)));
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+	close(in[1]);
+}
+END_TEST
+
+START_TEST(test_close_kills_a_stubborn_backend)
+{
+	char path[] = "/tmp/check_client_stubXXXXXX";
+	pyshelf_conn *c;
+	FILE *f;
+	int fd, st = 0;
+
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
+	fputs("#!/bin/sh\ntrap '' TERM HUP INT\nexec sleep 30\n", f);
+	fclose(f);
+	chmod(path, 0700);
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_set_close_timeout(c, 200), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_spawn(c, path, "/tmp/db", "s",
+	    PYSHELF_SPAWN_CREATE, NULL), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_backend_status(c, &st, 300), PYSHELF_E_TIMEOUT);
+	ck_assert_int_eq(pyshelf_close(c, &st), PYSHELF_E_TIMEOUT);
+	unlink(path);
+	ck_assert(WIFSIGNALED(st));
+	ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+}
+END_TEST
+
+START_TEST(test_spawned_child_hygiene)
+{
+	char path[] = "/tmp/check_client_envXXXXXX";
+	char out[] = "/tmp/check_client_outXXXXXX";
+	char buf[512] = "";
+	const char *extra[] = { "--extra", "arg", NULL };
+	pyshelf_conn *c;
+	FILE *f;
+	int fd, leak, st, ofd;
+	ssize_t got;
+
+	/* A descriptor the caller forgot to mark close-on-exec. */
+	ck_assert_int_ge(leak = open("/dev/null", O_RDONLY), 0);
+	ck_assert_int_ge(ofd = mkstemp(out), 0);
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
+	fprintf(f, "#!/bin/sh\n{ echo \"$*\"; "
+	    "if [ -e /proc/self/fd/%d ]; then echo leak; else echo noleak; fi; "
+	    "echo pgid=$(cut -d' ' -f5 /proc/$$/stat); } > %s\n", leak, out);
+	fclose(f);
+	chmod(path, 0700);
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_spawn(c, path, NULL, "sess", 0, extra),
+	    PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_backend_status(c, &st, 5000), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+	unlink(path);
+	got = read(ofd, buf, sizeof buf - 1);
+	ck_assert_int_gt(got, 0);
+	unlink(out);
+	close(ofd);
+	close(leak);
+	ck_assert_ptr_nonnull(strstr(buf, "--stdio --session sess --extra arg\n"));
+	ck_assert_ptr_null(strstr(buf, "--db"));
+	ck_assert_ptr_null(strstr(buf, "--create"));
+#if defined(__linux__)
+	{
+		char mine[64];
+
+		ck_assert_ptr_nonnull(strstr(buf, "noleak"));
+		snprintf(mine, sizeof mine, "pgid=%ld\n", (long)getpgrp());
+		ck_assert_ptr_nonnull(strstr(buf, "pgid="));
+		ck_assert_ptr_null(strstr(buf, mine)); /* its own group */
+	}
+#endif
+}
+END_TEST
+
+static Suite *
+client_suite(void)
+{
+	Suite *s = suite_create("client");
+	TCase *core = tcase_create("Core");
+	TCase *limits = tcase_create("Limits");
+	TCase *alone = tcase_create("Standalone");
+
+	tcase_add_checked_fixture(core, setup, teardown);
+	tcase_set_timeout(core, 20);
+	tcase_add_test(core, test_request_validation);
+	tcase_add_test(core, test_hello);
+	tcase_add_test(core, test_exec_output_and_direct_result);
+	tcase_add_test(core, test_exec_wrapped_and_excinfo);
+	tcase_add_test(core, test_exec_remote_error);
+	tcase_add_test(core, test_exec_encodes_arguments);
+	tcase_add_test(core, test_interrupt_from_thread);
+	tcase_add_test(core, test_interrupt_from_wait_callback);
+	tcase_add_test(core, test_abandon_then_late_reply_is_skipped);
+	tcase_add_test(core, test_output_callback_abandons);
+	tcase_add_test(core, test_stale_reply_is_skipped);
+	tcase_add_test(core, test_mapping);
+	tcase_add_test(core, test_listings);
+	tcase_add_test(core, test_release_has_no_reply);
+	tcase_add_test(core, test_detach_and_close_session);
+	suite_add_tcase(s, core);
+
+	tcase_add_checked_fixture(limits, setup, teardown);
+	tcase_set_timeout(limits, 20);
+	tcase_add_test(limits, test_backend_dies_mid_request);
+	tcase_add_test(limits, test_malformed_frame);
+	tcase_add_test(limits, test_reply_with_wrong_id);
+	tcase_add_test(limits, test_result_of_unknown_kind);
+	tcase_add_test(limits, test_request_over_backend_limit);
+	suite_add_tcase(s, limits);
+
+	tcase_set_timeout(alone, 20);
+	tcase_add_test(alone, test_strerror);
+	tcase_add_test(alone, test_invalid_arguments);
+	tcase_add_test(alone, test_spawn_missing_backend);
+	tcase_add_test(alone, test_spawn_backend_that_exits);
+	tcase_add_test(alone, test_write_to_dead_pipe_is_not_sigpipe);
+	tcase_add_test(alone, test_close_kills_a_stubborn_backend);
+	tcase_add_test(alone, test_spawned_child_hygiene);
+	suite_add_tcase(s, alone);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(client_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

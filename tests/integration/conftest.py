@@ -1,0 +1,45 @@
+"""Fixtures for the integration tests: the pyshelfd under test and a
+workspace on a fresh store.
+
+Run by `make check` (tests/integration/run-pytest.sh) with PYTHONPATH set
+to the build tree's client/python and PYSHELFD to its pyshelfd; by hand:
+
+    PYTHONPATH=$BUILD/client/python PYSHELFD=$BUILD/pyshelfd \\
+        /usr/bin/python3 -m pytest tests/integration
+"""
+import os
+
+import pytest
+
+import pyshelf
+
+
+def _find_backend():
+    env = os.environ.get("PYSHELFD")
+    if env:
+        return env
+    try:
+        from pyshelf import _paths
+    except ImportError:
+        return None
+    return _paths.BUILD_BACKEND
+
+
+@pytest.fixture(scope="session")
+def backend():
+    """Path of the pyshelfd under test: $PYSHELFD, else the build tree's."""
+    path = _find_backend()
+    if not path or not os.access(path, os.X_OK):
+        pytest.skip("no pyshelfd to test (set PYSHELFD)")
+    return path
+
+
+@pytest.fixture
+def gw(tmp_path, backend):
+    """A Workspace on a new store: pyshelf.spawn(db=tmp_path/"db",
+    session="t"), closed at teardown."""
+    ws = pyshelf.spawn(db=tmp_path / "db", session="t", backend=backend)
+    try:
+        yield ws
+    finally:
+        ws.close()
