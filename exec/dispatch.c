@@ -159,12 +159,14 @@ dispatch_finish(worker *w, uint64_t id, wire_buf *b)
 	int rc;
 
 	if (dispatch_checkpoint_raw(w, 0) < 0) {
-		dispatch_notices(w);
-		wire_buf_free(b);
 		PyObject *et, *ev, *etb, *s;
 		PyErr_Fetch(&et, &ev, &etb);
 		PyErr_NormalizeException(&et, &ev, &etb);
 		s = ev != NULL ? PyObject_Str(ev) : NULL;
+		if (s == NULL)
+			PyErr_Clear();
+		dispatch_notices(w);
+		wire_buf_free(b);
 		rc = dispatch_error(w, id, WIRE_ERR_STORE, "the request ran, but "
 		    "its checkpoint failed: %s; the workspace is intact in this "
 		    "backend's memory and the checkpoint is retried with the "

@@ -1,0 +1,93 @@
+"""Bad things around the store: a full map, a corrupted record, a session
+already served by another backend.  Each is a clear error; nothing that
+was committed is lost."""
+import os
+import stat
+
+import pytest
+
+import pyshelf
+from pyshelf import DirectValue, WrappedExcinfo
+
+
+def backend_with(tmp_path, *args):
+    path = tmp_path / "pyshelfd-wrapper"
+    path.write_text("#!/bin/sh\nexec %s %s \"$@\"\n" %
+                    (os.environ["PYSHELFD"], " ".join(args)))
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return str(path)
+
+
+def test_full_map_is_an_error_and_loses_nothing(tmp_path):
+    db = str(tmp_path / "db")
+    be = backend_with(tmp_path, "--map-max", str(4 * 1024 * 1024))
+    ws = pyshelf.spawn(db=db, session="s", backend=be)
+    try:
+        ws.remote_exec("kept = list(range(1000))")
+        with pytest.raises(pyshelf.RemoteError) as ei:
+            ws.remote_exec("big = bytes(16 * 1024 * 1024)")
+        assert "full" in str(ei.value)
+        assert ei.value.code_name == "STORE"
+        # the workspace goes on; freeing the space makes checkpoints work
+        ws.remote_exec("del big")
+        ws.remote_exec("after = 'yes'")
+    finally:
+        ws.close()
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        assert ws["kept"] == list(range(1000))
+        assert ws["after"] == "yes"
+        assert "big" not in ws
+    finally:
+        ws.close()
+
+
+def test_corrupted_record_is_reported_not_loaded(tmp_path):
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    marker = "CORRUPT-ME-" + "z" * 40
+    ws.remote_exec("victim = %r\nfine = [1, 2, 3]" % marker)
+    ws.close()
+    path = os.path.join(db, "data.mdb")
+    data = bytearray(open(path, "rb").read())
+    at = data.find(marker.encode())
+    assert at > 0
+    data[at + 3] ^= 0x20
+    with open(path, "r+b") as f:
+        f.write(data)
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        assert ws["fine"] == [1, 2, 3]
+        res = ws.remote_exec("victim")
+        assert isinstance(res, WrappedExcinfo)
+        assert "corrupt" in res.message and "victim" in res.message
+        with pytest.raises(pyshelf.Error):
+            ws["victim"]
+        assert ws.remote_exec("DirectValue(sum(fine))").value == 6
+    finally:
+        ws.close()
+
+
+def test_session_in_use_is_refused(tmp_path):
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        with pytest.raises(pyshelf.Error) as ei:
+            pyshelf.spawn(db=db, session="s")
+        assert "in use" in str(ei.value) or "exit" in str(ei.value)
+        ws.remote_exec("x = 1")
+    finally:
+        ws.close()
+
+
+def test_close_session_ends_it(tmp_path):
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="gone")
+    ws.remote_exec("x = 42")
+    ws.close_session()
+    ws = pyshelf.spawn(db=db, session="gone")
+    try:
+        assert ws.created
+        assert "x" not in ws
+    finally:
+        ws.close()
