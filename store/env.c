@@ -25,6 +25,7 @@ static int env_setcause(char **cause, const char *fmt, ...)
 static int env_open_dbis(store *s, char **cause);
 static int env_check_meta(store *s, char **cause);
 static int env_grow(store *s);
+static void env_resize_lock_init(pthread_rwlock_t *l);
 
 /* Map an LMDB or errno code to a STORE_E_* code. */
 int
@@ -153,6 +154,24 @@ env_mkdirs(const char *path, mode_t mode)
 	return rc;
 }
 
+/*
+ * Make the resize lock prefer its writer: glibc's default prefers readers,
+ * and a thread waiting to grow or remap the map would then wait for as long
+ * as other threads keep a read or write transaction going.  The price: the
+ * lock is not recursive, so a callback must not start another transaction.
+ */
+static void
+env_resize_lock_init(pthread_rwlock_t *l)
+{
+	pthread_rwlockattr_t ra;
+
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra,
+	    PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(l, &ra);
+	pthread_rwlockattr_destroy(&ra);
+}
+
 /* Open the environment and its databases, checking the format. */
 int
 store_open(store **out, const char *path, const store_options *opt,
@@ -177,11 +196,11 @@ store_open(store **out, const char *path, const store_options *opt,
 		s->opt.map_max = DEFAULT_MAP_MAX;
 	if (s->opt.map_initial > s->opt.map_max)
 		s->opt.map_initial = s->opt.map_max;
+	env_resize_lock_init(&s->resize);
 	if ((s->path = strdup(path)) == NULL) {
 		rc = STORE_E_NOMEM;
 		goto free_s;
 	}
-	pthread_rwlock_init(&s->resize, NULL);
 
 	if (stat(path, &st) != 0) {
 		if (errno != ENOENT || !s->opt.create || s->opt.readonly) {
@@ -221,6 +240,11 @@ store_open(store **out, const char *path, const store_options *opt,
 		flags |= MDB_NOSYNC;
 	if ((rc = mdb_env_open(s->env, path, flags, 0600)) != 0)
 		goto lmdb_err;
+	/* Free the reader slots of processes killed inside a read
+	 * transaction: LMDB keeps them while any process has the environment
+	 * open, and they pin every page freed since, so the file would only
+	 * grow. */
+	mdb_reader_check(s->env, NULL);
 	if ((rc = env_open_dbis(s, cause)) != 0)
 		goto close_env;
 	if ((rc = env_check_meta(s, cause)) != 0)
@@ -453,14 +477,18 @@ env_txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(s->env, NULL, flags, txn);
 
-	if (rc == MDB_MAP_RESIZED) {
+	/* A loop, not an if: the other process may grow the map again
+	 * between our adopting its size and beginning again. */
+	while (rc == MDB_MAP_RESIZED) {
 		/* Another process grew the map: adopt its size.  Needs no
 		 * transaction of ours open, which the resize lock ensures. */
 		pthread_rwlock_unlock(&s->resize);
 		pthread_rwlock_wrlock(&s->resize);
-		mdb_env_set_mapsize(s->env, 0);
+		rc = mdb_env_set_mapsize(s->env, 0);
 		pthread_rwlock_unlock(&s->resize);
 		pthread_rwlock_rdlock(&s->resize);
+		if (rc != 0)
+			break; /* mmap refused the new size */
 		rc = mdb_txn_begin(s->env, NULL, flags, txn);
 	}
 	return rc;

@@ -66,6 +66,8 @@ session_expiry_key(const store_session *ss, uint8_t *k)
 		when = 0;
 	else if (ss->lease_ms == 0)
 		return 0;
+	else if (ss->lease_ms > UINT64_MAX - ss->last_seen_ms)
+		when = UINT64_MAX; /* a huge lease must not wrap to the past */
 	else
 		when = ss->last_seen_ms + ss->lease_ms;
 	be64_put(k, when);

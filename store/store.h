@@ -14,7 +14,8 @@
  *    full, and the transaction is then retried from the start): they must
  *    only do store operations, which are idempotent when repeated.
  *  - A store may be used from several threads, but one transaction belongs
- *    to the thread that runs its callback.
+ *    to the thread that runs its callback.  A callback must not start
+ *    another transaction (store_read/store_write) on the same store.
  */
 #ifndef PYSHELF_STORE_H
 #define PYSHELF_STORE_H

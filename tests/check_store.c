@@ -1,0 +1,2919 @@
+/*
+ * check_store.c - the store library's suite: every call of store.h round
+ * trips (Core), edges and refusals (Limits), ranges of 100,000 entries
+ * (Purge), map growth and 100 MB values (Big), several processes on one
+ * environment (Procs) and SIGKILL in the middle of commits and of a purge
+ * (Crash).
+ *
+ * check forks per test and LMDB forbids using an environment across fork(),
+ * so every test opens its store itself, in a directory of its own made by
+ * the checked fixture.  Tests that fork writers do it while no store is
+ * open.  A failed test skips its checked teardown; main() removes the
+ * suite's whole temporary tree at the end, whatever happened.
+ *
+ * Environment: TMPDIR (where the tree goes), CK_RUN_CASE, CK_FORK as usual.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+#include <xxhash.h>
+
+#include "store.h"
+#include "testutil.h"
+
+#define MiB ((size_t)1 << 20)
+
+/* The suite's temporary tree (made by main) and this test's directory. */
+static char base_dir[PATH_MAX];
+static char test_dir[PATH_MAX];
+/* test_dir/db: where the store of a test lives. */
+static char db_dir[PATH_MAX + 8];
+/* The store the fixture or the test opened, closed by the teardown. */
+static store *S;
+
+/* --- payload patterns ---------------------------------------------------- */
+
+/* One step of xorshift64. */
+static uint64_t
+xs64(uint64_t x)
+{
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return x;
+}
+
+/* Fill p[0..n) with bytes that depend on seed and on the position. */
+static void
+pattern_fill(uint8_t *p, size_t n, uint64_t seed)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+	size_t i;
+
+	for (i = 0; i < n; i += 8) {
+		x = xs64(x);
+		memcpy(p + i, &x, n - i < 8 ? n - i : 8);
+	}
+}
+
+/* Nonzero when p[0..n) is pattern_fill(seed). */
+static int
+pattern_ok(const uint8_t *p, size_t n, uint64_t seed)
+{
+	uint64_t x = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+	size_t i;
+
+	for (i = 0; i < n; i += 8) {
+		x = xs64(x);
+		if (memcmp(p + i, &x, n - i < 8 ? n - i : 8) != 0)
+			return 0;
+	}
+	return 1;
+}
+
+/* A seed that ties an entry number to its session. */
+static uint64_t
+seed_of(const uint8_t *sid, uint64_t i)
+{
+	uint64_t tag;
+
+	memcpy(&tag, sid, sizeof tag);
+	return tag ^ (i * 0xD6E8FEB86659FD93ull);
+}
+
+/* --- fixture -------------------------------------------------------------- */
+
+/* Checked fixture: a fresh directory for this test. */
+static void
+setup_dir(void)
+{
+	S = NULL;
+	if (tu_mkdtemp(test_dir, sizeof test_dir, base_dir, "t") != 0)
+		ck_abort_msg("mkdtemp under %s: %s", base_dir, strerror(errno));
+	snprintf(db_dir, sizeof db_dir, "%s/db", test_dir);
+}
+
+/* Open (creating) the store at db_dir with opt into S; fail the test on an
+ * error, naming the cause. */
+static void
+open_S(const store_options *opt)
+{
+	store_options o = {0};
+	char *cause = NULL;
+	int rc;
+
+	if (opt != NULL)
+		o = *opt;
+	o.create = 1;
+	rc = store_open(&S, db_dir, &o, &cause);
+	ck_assert_msg(rc == 0, "store_open %s: %s (%s)", db_dir,
+	    store_strerror(rc), cause != NULL ? cause : "no cause");
+	free(cause);
+}
+
+/* Close S if open. */
+static void
+close_S(void)
+{
+	store_close(S);
+	S = NULL;
+}
+
+/* Checked fixture: a fresh directory and a store open in it. */
+static void
+setup_store(void)
+{
+	setup_dir();
+	open_S(NULL);
+}
+
+/* Checked teardown (skipped after a failure; main cleans up then). */
+static void
+teardown(void)
+{
+	close_S();
+	tu_rmtree(test_dir);
+}
+
+/* --- callbacks and wrappers ---------------------------------------------- */
+
+/* Argument of the session callbacks. */
+struct sess_arg {
+	const char *name;      /* by name / create */
+	const uint8_t *id;     /* by id / kill */
+	const uint8_t *token;  /* create */
+	uint64_t lease, now;   /* create */
+	store_session ss;      /* in (put) or out */
+};
+
+static int
+cb_session_create(store_txn *t, void *a)
+{
+	struct sess_arg *sa = a;
+
+	return session_create(t, sa->name, sa->token, sa->lease, sa->now,
+	    &sa->ss);
+}
+
+static int
+cb_session_by_name(store_txn *t, void *a)
+{
+	struct sess_arg *sa = a;
+
+	return session_get_by_name(t, sa->name, &sa->ss);
+}
+
+static int
+cb_session_by_id(store_txn *t, void *a)
+{
+	struct sess_arg *sa = a;
+
+	return session_get_by_id(t, sa->id, &sa->ss);
+}
+
+static int
+cb_session_put(store_txn *t, void *a)
+{
+	struct sess_arg *sa = a;
+
+	return session_put(t, &sa->ss);
+}
+
+static int
+cb_session_kill(store_txn *t, void *a)
+{
+	struct sess_arg *sa = a;
+
+	return session_kill(t, sa->id);
+}
+
+/* Find the session by name, creating it when missing: run by concurrent
+ * writers, which LMDB serialises, so exactly one of them creates it. */
+static int
+cb_session_get_or_create(store_txn *t, void *a)
+{
+	struct sess_arg *sa = a;
+	int rc = session_get_by_name(t, sa->name, &sa->ss);
+
+	if (rc == STORE_E_NOTFOUND)
+		rc = session_create(t, sa->name, sa->token, sa->lease, sa->now,
+		    &sa->ss);
+	return rc;
+}
+
+/* Create session name (lease, now) in s; fail the test on an error. */
+static void
+mk_session(store *s, const char *name, uint64_t lease, uint64_t now,
+           store_session *out)
+{
+	struct sess_arg sa = {0};
+	int rc;
+
+	sa.name = name;
+	sa.lease = lease;
+	sa.now = now;
+	rc = store_write(s, cb_session_create, &sa);
+	ck_assert_msg(rc == 0, "session_create %s: %s", name,
+	    store_strerror(rc));
+	*out = sa.ss;
+}
+
+/* Mark a session dead. */
+static void
+kill_session(store *s, const uint8_t *id)
+{
+	struct sess_arg sa = {0};
+	int rc;
+
+	sa.id = id;
+	rc = store_write(s, cb_session_kill, &sa);
+	ck_assert_msg(rc == 0, "session_kill: %s", store_strerror(rc));
+}
+
+/* Argument of the entry callbacks. */
+struct ent_arg {
+	const uint8_t *sid;      /* the session */
+	store_entry_in in;       /* put */
+	uint64_t now;            /* put */
+	uint8_t kind;            /* get / del */
+	const char *name;
+	size_t name_len;
+	uint64_t handle;
+	store_record rec;        /* get: header fields (pointers stale) */
+	uint8_t *payload;        /* get: malloc'd copy of the payload */
+	char type[300];          /* get: type name, NUL-terminated */
+	uint8_t refs[300];       /* get: refs blob (first 300 bytes) */
+};
+
+static int
+cb_entry_put(store_txn *t, void *a)
+{
+	struct ent_arg *ea = a;
+
+	return entry_put(t, ea->sid, &ea->in, ea->now);
+}
+
+static int
+cb_entry_del(store_txn *t, void *a)
+{
+	struct ent_arg *ea = a;
+
+	return entry_del(t, ea->sid, ea->kind, ea->name, ea->name_len,
+	    ea->handle);
+}
+
+/* Get an entry and copy out what the test checks. */
+static int
+cb_entry_get(store_txn *t, void *a)
+{
+	struct ent_arg *ea = a;
+	int rc;
+
+	rc = entry_get(t, ea->sid, ea->kind, ea->name, ea->name_len,
+	    ea->handle, &ea->rec);
+	if (rc != 0)
+		return rc;
+	ea->payload = malloc(ea->rec.payload_len + 1);
+	if (ea->payload == NULL)
+		return STORE_E_NOMEM;
+	memcpy(ea->payload, ea->rec.payload, ea->rec.payload_len);
+	snprintf(ea->type, sizeof ea->type, "%.*s", (int)ea->rec.type_len,
+	    ea->rec.type_name);
+	memcpy(ea->refs, ea->rec.refs,
+	    ea->rec.refs_len < sizeof ea->refs ? ea->rec.refs_len :
+	    sizeof ea->refs);
+	ea->rec.type_name = NULL;
+	ea->rec.refs = NULL;
+	ea->rec.payload = NULL;
+	return 0;
+}
+
+/* Write one entry whose payload is p[0..n) in one piece. */
+static int
+put_one(store *s, const uint8_t *sid, uint8_t kind, const char *name,
+        uint64_t handle, const void *p, size_t n)
+{
+	struct ent_arg ea = {0};
+	struct iovec iov;
+
+	iov.iov_base = (void *)p;
+	iov.iov_len = n;
+	ea.sid = sid;
+	ea.in.kind = kind;
+	ea.in.name = name;
+	ea.in.name_len = name != NULL ? strlen(name) : 0;
+	ea.in.handle = handle;
+	ea.in.pickler = STORE_PICKLER_PICKLE;
+	ea.in.type_name = "bytes";
+	ea.in.iov = &iov;
+	ea.in.iovcnt = 1;
+	ea.now = 1234;
+	return store_write(s, cb_entry_put, &ea);
+}
+
+/* Read one entry; on 0 *out is a malloc'd copy of its payload. */
+static int
+get_one(store *s, const uint8_t *sid, uint8_t kind, const char *name,
+        uint64_t handle, uint8_t **out, size_t *len)
+{
+	struct ent_arg ea = {0};
+	int rc;
+
+	ea.sid = sid;
+	ea.kind = kind;
+	ea.name = name;
+	ea.name_len = name != NULL ? strlen(name) : 0;
+	ea.handle = handle;
+	rc = store_read(s, cb_entry_get, &ea);
+	if (rc == 0) {
+		*out = ea.payload;
+		*len = ea.rec.payload_len;
+	}
+	return rc;
+}
+
+/* Argument of the count callback. */
+struct count_arg {
+	const uint8_t *sid;
+	uint64_t n, bytes;
+};
+
+static int
+cb_count(store_txn *t, void *a)
+{
+	struct count_arg *ca = a;
+
+	return session_count(t, ca->sid, &ca->n, &ca->bytes);
+}
+
+/* Entries of a session. */
+static uint64_t
+count_entries(store *s, const uint8_t *sid)
+{
+	struct count_arg ca = {sid, 0, 0};
+	int rc = store_read(s, cb_count, &ca);
+
+	ck_assert_msg(rc == 0, "session_count: %s", store_strerror(rc));
+	return ca.n;
+}
+
+/*
+ * Numbered entries: entry i of a "fill" is global "g<i>" when i is odd and
+ * handle i when even (or all of one kind), with a payload of size_of(i)
+ * pattern bytes seeded by the session and i.
+ */
+struct fill_arg {
+	const uint8_t *sid;
+	uint64_t first, n;       /* entries first .. first+n-1 */
+	uint8_t kind;            /* 'g', 'h', or 0 for alternating */
+	size_t size;             /* payload size; 0: small and varying */
+	uint64_t bad;            /* verify: first entry that failed */
+	int rc;                  /* verify: its error */
+};
+
+/* Kind of entry i of a fill. */
+static uint8_t
+fill_kind(const struct fill_arg *fa, uint64_t i)
+{
+	if (fa->kind != 0)
+		return fa->kind;
+	return i % 2 ? STORE_KIND_GLOBAL : STORE_KIND_HANDLE;
+}
+
+/* Payload size of entry i of a fill. */
+static size_t
+fill_size(const struct fill_arg *fa, uint64_t i)
+{
+	return fa->size != 0 ? fa->size : 8 + (size_t)(i * 37 % 57);
+}
+
+/* Write the fill's entries in the current transaction. */
+static int
+cb_fill(store_txn *t, void *a)
+{
+	struct fill_arg *fa = a;
+	uint8_t small[128], *buf = small;
+	char name[32];
+	store_entry_in in;
+	struct iovec iov;
+	uint64_t i;
+	size_t n;
+	int rc = 0;
+
+	for (i = fa->first; i < fa->first + fa->n && rc == 0; i++) {
+		n = fill_size(fa, i);
+		if (n > sizeof small && (buf = malloc(n)) == NULL)
+			return STORE_E_NOMEM;
+		pattern_fill(buf, n, seed_of(fa->sid, i));
+		memset(&in, 0, sizeof in);
+		in.kind = fill_kind(fa, i);
+		snprintf(name, sizeof name, "g%llu", (unsigned long long)i);
+		in.name = name;
+		in.name_len = strlen(name);
+		in.handle = i;
+		in.type_name = "int";
+		iov.iov_base = buf;
+		iov.iov_len = n;
+		in.iov = &iov;
+		in.iovcnt = 1;
+		rc = entry_put(t, fa->sid, &in, 1000 + i);
+		if (buf != small)
+			free(buf);
+		buf = small;
+	}
+	return rc;
+}
+
+/* Check the fill's entries read back intact (digest and pattern). */
+static int
+cb_verify(store_txn *t, void *a)
+{
+	struct fill_arg *fa = a;
+	store_record r;
+	char name[32];
+	uint64_t i;
+	int rc;
+
+	for (i = fa->first; i < fa->first + fa->n; i++) {
+		snprintf(name, sizeof name, "g%llu", (unsigned long long)i);
+		rc = entry_get(t, fa->sid, fill_kind(fa, i), name, strlen(name),
+		    i, &r);
+		if (rc == 0 && (r.payload_len != fill_size(fa, i) ||
+		    !pattern_ok(r.payload, r.payload_len, seed_of(fa->sid, i)) ||
+		    r.time_ms != 1000 + i))
+			rc = STORE_E_CORRUPT;
+		if (rc != 0) {
+			fa->bad = i;
+			fa->rc = rc;
+			return rc;
+		}
+	}
+	return 0;
+}
+
+/* Write entries first..first+n-1 of session sid in one transaction. */
+static void
+fill(store *s, const uint8_t *sid, uint64_t first, uint64_t n, uint8_t kind,
+     size_t size)
+{
+	struct fill_arg fa = {sid, first, n, kind, size, 0, 0};
+	int rc = store_write(s, cb_fill, &fa);
+
+	ck_assert_msg(rc == 0, "fill %llu+%llu: %s", (unsigned long long)first,
+	    (unsigned long long)n, store_strerror(rc));
+}
+
+/* Fail unless entries first..first+n-1 of sid read back intact. */
+static void
+verify(store *s, const uint8_t *sid, uint64_t first, uint64_t n, uint8_t kind,
+       size_t size)
+{
+	struct fill_arg fa = {sid, first, n, kind, size, 0, 0};
+	int rc = store_read(s, cb_verify, &fa);
+
+	ck_assert_msg(rc == 0, "entry %llu: %s", (unsigned long long)fa.bad,
+	    store_strerror(fa.rc));
+}
+
+/* Put sessions in id order (for neighbours on both sides of a range). */
+static int
+cmp_session_id(const void *a, const void *b)
+{
+	return memcmp(((const store_session *)a)->id,
+	    ((const store_session *)b)->id, STORE_ID_SIZE);
+}
+
+/* --- Core: store_* ------------------------------------------------------- */
+
+START_TEST(test_open_meta_usage)
+{
+	uint32_t format = 0;
+	uint64_t created = 0, created2 = 0, now = store_now_ms();
+	size_t map = 0, used = 0, max = 0;
+
+	ck_assert_int_eq(store_meta(S, &format, &created), 0);
+	ck_assert_uint_eq(format, STORE_FORMAT_VERSION);
+	ck_assert_msg(created <= now && created + 60000 > now,
+	    "created %llu, now %llu", (unsigned long long)created,
+	    (unsigned long long)now);
+	ck_assert_str_eq(store_path(S), db_dir);
+	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
+	ck_assert_uint_eq(map, 64 * MiB);           /* the default */
+	ck_assert_uint_eq(max, (size_t)1 << 40);    /* the default */
+	ck_assert_uint_gt(used, 0);
+	ck_assert_uint_lt(used, MiB);
+	ck_assert_int_eq(store_usage(S, NULL, NULL, NULL), 0);
+	ck_assert_int_eq(store_sync(S), 0);
+	ck_assert_int_eq(store_meta(S, NULL, NULL), 0);
+	close_S();
+
+	/* Reopening keeps the creation time; the map options are taken. */
+	{
+		store_options o = {0};
+
+		o.map_initial = 2 * MiB;
+		o.map_max = 8 * MiB;
+		open_S(&o);
+	}
+	ck_assert_int_eq(store_meta(S, &format, &created2), 0);
+	ck_assert_uint_eq(created2, created);
+	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
+	ck_assert_uint_eq(map, 2 * MiB);
+	ck_assert_uint_eq(max, 8 * MiB);
+	close_S();
+	{
+		store_options o = {0};
+
+		o.map_initial = 8 * MiB;        /* cut to the maximum */
+		o.map_max = 2 * MiB;
+		open_S(&o);
+	}
+	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
+	ck_assert_uint_eq(map, 2 * MiB);
+	ck_assert_uint_eq(max, 2 * MiB);
+}
+END_TEST
+
+START_TEST(test_default_path)
+{
+	char *saved_home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+	char *saved_xdg = getenv("XDG_DATA_HOME") ?
+	    strdup(getenv("XDG_DATA_HOME")) : NULL;
+	char xdg[PATH_MAX + 8], want[PATH_MAX + 32];
+	store_options o = {0};
+	char *p, *cause = NULL;
+	store *s = NULL;
+	int rc;
+
+	setenv("HOME", "/home/someone", 1);
+	setenv("XDG_DATA_HOME", "/xdg/data", 1);
+	p = store_default_path();
+	ck_assert_str_eq(p, "/xdg/data/pyshelf");
+	free(p);
+	/* A relative XDG_DATA_HOME is invalid (XDG spec): ignored. */
+	setenv("XDG_DATA_HOME", "relative/data", 1);
+	p = store_default_path();
+	ck_assert_str_eq(p, "/home/someone/.local/share/pyshelf");
+	free(p);
+	setenv("XDG_DATA_HOME", "", 1);
+	p = store_default_path();
+	ck_assert_str_eq(p, "/home/someone/.local/share/pyshelf");
+	free(p);
+	unsetenv("XDG_DATA_HOME");
+	p = store_default_path();
+	ck_assert_str_eq(p, "/home/someone/.local/share/pyshelf");
+	free(p);
+
+	/* The default path is created, parents included, on first open. */
+	snprintf(xdg, sizeof xdg, "%s/x/y", test_dir);
+	setenv("XDG_DATA_HOME", xdg, 1);
+	p = store_default_path();
+	snprintf(want, sizeof want, "%s/pyshelf", xdg);
+	ck_assert_str_eq(p, want);
+	o.create = 1;
+	rc = store_open(&s, p, &o, &cause);
+	ck_assert_msg(rc == 0, "open %s: %s", p, cause ? cause : "?");
+	ck_assert_str_eq(store_path(s), want);
+	store_close(s);
+	snprintf(want, sizeof want, "%s/pyshelf/data.mdb", xdg);
+	ck_assert_int_eq(access(want, F_OK), 0);
+	free(p);
+
+	if (saved_home != NULL)
+		setenv("HOME", saved_home, 1);
+	if (saved_xdg != NULL)
+		setenv("XDG_DATA_HOME", saved_xdg, 1);
+	else
+		unsetenv("XDG_DATA_HOME");
+	free(saved_home);
+	free(saved_xdg);
+}
+END_TEST
+
+START_TEST(test_strerror)
+{
+	static const int codes[] = {STORE_E_NOTFOUND, STORE_E_EXISTS,
+	    STORE_E_CORRUPT, STORE_E_VERSION, STORE_E_FULL, STORE_E_NOMEM,
+	    STORE_E_INVAL, STORE_E_IO, STORE_E_LMDB, STORE_E_NOTSTORE,
+	    STORE_E_READONLY, STORE_E_DEAD};
+	size_t i, j, n = sizeof codes / sizeof codes[0];
+
+	ck_assert_str_eq(store_strerror(0), "success");
+	for (i = 0; i < n; i++) {
+		const char *m = store_strerror(codes[i]);
+		ck_assert_ptr_nonnull(m);
+		ck_assert_uint_gt(strlen(m), 5);
+		for (j = 0; j < i; j++)
+			ck_assert_str_ne(m, store_strerror(codes[j]));
+	}
+	ck_assert_str_eq(store_strerror(MDB_MAP_FULL),
+	    mdb_strerror(MDB_MAP_FULL));
+}
+END_TEST
+
+/* Argument of test_read_write_results' callbacks. */
+struct rw_arg {
+	const uint8_t *sid;
+	int ret;                 /* what the callback returns */
+	int calls;
+};
+
+/* Write an entry, then return rw->ret: nonzero aborts. */
+static int
+cb_write_then_return(store_txn *t, void *a)
+{
+	struct rw_arg *rw = a;
+	store_entry_in in = {0};
+
+	rw->calls++;
+	in.kind = STORE_KIND_GLOBAL;
+	in.name = "aborted";
+	in.name_len = 7;
+	if (entry_put(t, rw->sid, &in, 1) != 0)
+		return -1;
+	return rw->ret;
+}
+
+/* Writing in a read transaction is refused. */
+static int
+cb_put_in_read(store_txn *t, void *a)
+{
+	struct rw_arg *rw = a;
+	store_entry_in in = {0};
+	store_session ss = {0};
+	int rc1, rc2, rc3;
+
+	rw->calls++;
+	in.kind = STORE_KIND_HANDLE;
+	in.handle = 1;
+	rc1 = entry_put(t, rw->sid, &in, 1);
+	rc2 = entry_del(t, rw->sid, STORE_KIND_HANDLE, NULL, 0, 1);
+	rc3 = session_put(t, &ss);
+	if (rc1 != STORE_E_READONLY || rc2 != STORE_E_READONLY ||
+	    rc3 != STORE_E_READONLY)
+		return -1;
+	return rw->ret;
+}
+
+START_TEST(test_read_write_results)
+{
+	store_session ss;
+	struct rw_arg rw = {NULL, 0, 0};
+	uint8_t *p;
+	size_t n;
+
+	mk_session(S, "rw", 0, 1, &ss);
+	rw.sid = ss.id;
+	rw.ret = 4242; /* a callback's own result aborts and comes back */
+	ck_assert_int_eq(store_write(S, cb_write_then_return, &rw), 4242);
+	ck_assert_int_eq(rw.calls, 1);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "aborted", 0, &p, &n),
+	    STORE_E_NOTFOUND);
+	rw.ret = STORE_E_INVAL;
+	ck_assert_int_eq(store_write(S, cb_write_then_return, &rw),
+	    STORE_E_INVAL);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "aborted", 0, &p, &n),
+	    STORE_E_NOTFOUND);
+	rw.ret = 0;
+	ck_assert_int_eq(store_write(S, cb_write_then_return, &rw), 0);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "aborted", 0, &p, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(p);
+
+	rw.ret = 17;
+	rw.calls = 0;
+	ck_assert_int_eq(store_read(S, cb_put_in_read, &rw), 17);
+	ck_assert_int_eq(rw.calls, 1);
+}
+END_TEST
+
+START_TEST(test_readonly_open)
+{
+	store_session ss;
+	store_options o = {0};
+	char *cause = NULL;
+	struct rw_arg rw = {NULL, 0, 0};
+	uint8_t *p;
+	size_t n;
+	int rc;
+
+	mk_session(S, "ro", 0, 1, &ss);
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "x", 0, "hello", 5), 0);
+	close_S();
+	o.readonly = 1;
+	rc = store_open(&S, db_dir, &o, &cause);
+	ck_assert_msg(rc == 0, "read-only open: %s", cause ? cause : "?");
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "x", 0, &p, &n), 0);
+	ck_assert_mem_eq(p, "hello", 5);
+	free(p);
+	rw.sid = ss.id;
+	ck_assert_int_eq(store_write(S, cb_write_then_return, &rw),
+	    STORE_E_READONLY);
+	ck_assert_int_eq(rw.calls, 0);
+	ck_assert_int_eq(store_sync(S), 0);
+}
+END_TEST
+
+/* One open, write, sync, reopen per policy. */
+START_TEST(test_sync_policies)
+{
+	static const enum store_sync pol[] = {STORE_SYNC_ALWAYS,
+	    STORE_SYNC_INTERVAL, STORE_SYNC_NEVER};
+	store_session ss[3];
+	store_options o = {0};
+	char name[8];
+	size_t i;
+
+	close_S();
+	for (i = 0; i < 3; i++) {
+		o.sync = pol[i];
+		open_S(&o);
+		snprintf(name, sizeof name, "s%zu", i);
+		mk_session(S, name, 0, 1, &ss[i]);
+		fill(S, ss[i].id, 0, 50, 0, 0);
+		ck_assert_int_eq(store_sync(S), 0);
+		close_S();
+	}
+	open_S(NULL);
+	for (i = 0; i < 3; i++)
+		verify(S, ss[i].id, 0, 50, 0, 0);
+}
+END_TEST
+
+/* --- Core: sessions ------------------------------------------------------ */
+
+START_TEST(test_session_create_get)
+{
+	uint8_t token[STORE_TOKEN_SIZE], other[STORE_TOKEN_SIZE], h[32];
+	struct sess_arg sa = {0};
+	store_session a, b;
+
+	ck_assert_int_eq(store_random(token, sizeof token), 0);
+	memcpy(other, token, sizeof other);
+	other[31] ^= 1;
+	sa.name = "alpha";
+	sa.token = token;
+	sa.lease = 30000;
+	sa.now = 1700000000000ull;
+	ck_assert_int_eq(store_write(S, cb_session_create, &sa), 0);
+	a = sa.ss;
+	ck_assert_str_eq(a.name, "alpha");
+	ck_assert_uint_eq(a.state, STORE_STATE_LIVE);
+	ck_assert_uint_eq(a.created_ms, sa.now);
+	ck_assert_uint_eq(a.last_seen_ms, sa.now);
+	ck_assert_uint_eq(a.lease_ms, 30000);
+	ck_assert_uint_eq(a.next_handle, 1);
+	ck_assert_uint_eq(a.pid, 0);
+	store_sha256(token, sizeof token, h);
+	ck_assert_mem_eq(a.token_hash, h, 32);
+	ck_assert(session_token_ok(&a, token));
+	ck_assert(!session_token_ok(&a, other));
+
+	/* By name and by id, every field. */
+	memset(&sa.ss, 0, sizeof sa.ss);
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_mem_eq(&sa.ss, &a, sizeof a);
+	sa.id = a.id;
+	memset(&sa.ss, 0xee, sizeof sa.ss);
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa), 0);
+	ck_assert_mem_eq(sa.ss.id, a.id, STORE_ID_SIZE);
+	ck_assert_str_eq(sa.ss.name, "alpha");
+	ck_assert(session_token_ok(&sa.ss, token));
+
+	/* A second session gets another id; the name is taken. */
+	sa.name = "beta";
+	ck_assert_int_eq(store_write(S, cb_session_create, &sa), 0);
+	b = sa.ss;
+	ck_assert_mem_ne(a.id, b.id, STORE_ID_SIZE);
+	sa.name = "alpha";
+	ck_assert_int_eq(store_write(S, cb_session_create, &sa),
+	    STORE_E_EXISTS);
+
+	/* Survives a reopen. */
+	close_S();
+	open_S(NULL);
+	sa.name = "beta";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_mem_eq(sa.ss.id, b.id, STORE_ID_SIZE);
+}
+END_TEST
+
+START_TEST(test_session_put_absent)
+{
+	uint8_t token[STORE_TOKEN_SIZE], other[STORE_TOKEN_SIZE];
+	struct sess_arg sa = {0};
+	store_session a;
+
+	ck_assert_int_eq(store_random(token, sizeof token), 0);
+	mk_session(S, "alpha", 30000, 1700000000000ull, &a);
+
+	/* session_put rewrites every field. */
+	a.last_seen_ms += 5000;
+	a.next_handle = 99;
+	a.pid = 4321;
+	a.lease_ms = 1;
+	sa.ss = a;
+	ck_assert_int_eq(store_write(S, cb_session_put, &sa), 0);
+	sa.id = a.id;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa), 0);
+	ck_assert_uint_eq(sa.ss.last_seen_ms, a.last_seen_ms);
+	ck_assert_uint_eq(sa.ss.next_handle, 99);
+	ck_assert_uint_eq(sa.ss.pid, 4321);
+	ck_assert_uint_eq(sa.ss.lease_ms, 1);
+	ck_assert_uint_eq(sa.ss.created_ms, a.created_ms);
+
+	/* Absent ones. */
+	sa.name = "gamma";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa),
+	    STORE_E_NOTFOUND);
+	memset(other, 0, sizeof other);
+	sa.id = other;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa),
+	    STORE_E_NOTFOUND);
+
+	/* A session made without a token accepts none. */
+	sa.name = "tokenless";
+	sa.token = NULL;
+	ck_assert_int_eq(store_write(S, cb_session_create, &sa), 0);
+	ck_assert(!session_token_ok(&sa.ss, token));
+	ck_assert(!session_token_ok(&a, token));
+}
+END_TEST
+
+/* Collects session_list's output. */
+struct list_arg {
+	store_session ss[64];
+	int n;
+	int stop_at;             /* return 99 at this one (or -1) */
+};
+
+static int
+cb_collect_session(const store_session *ss, void *a)
+{
+	struct list_arg *la = a;
+
+	if (la->n < 64)
+		la->ss[la->n] = *ss;
+	if (la->n++ == la->stop_at)
+		return 99;
+	return 0;
+}
+
+static int
+cb_session_list(store_txn *t, void *a)
+{
+	return session_list(t, cb_collect_session, a);
+}
+
+START_TEST(test_session_list)
+{
+	store_session made[40];
+	struct list_arg la;
+	char name[16];
+	int i;
+
+	la.n = 0;
+	la.stop_at = -1;
+	ck_assert_int_eq(store_read(S, cb_session_list, &la), 0);
+	ck_assert_int_eq(la.n, 0);
+	for (i = 0; i < 40; i++) {
+		snprintf(name, sizeof name, "s%d", i);
+		mk_session(S, name, (uint64_t)i, 10, &made[i]);
+	}
+	kill_session(S, made[7].id);    /* dead ones are listed too */
+	qsort(made, 40, sizeof made[0], cmp_session_id);
+	ck_assert_int_eq(store_read(S, cb_session_list, &la), 0);
+	ck_assert_int_eq(la.n, 40);
+	for (i = 0; i < 40; i++) {
+		ck_assert_mem_eq(la.ss[i].id, made[i].id, STORE_ID_SIZE);
+		ck_assert_str_eq(la.ss[i].name, made[i].name);
+	}
+	la.n = 0;
+	la.stop_at = 4;
+	ck_assert_int_eq(store_read(S, cb_session_list, &la), 99);
+	ck_assert_int_eq(la.n, 5);
+}
+END_TEST
+
+START_TEST(test_session_kill)
+{
+	struct sess_arg sa = {0};
+	store_session a, a2;
+	uint8_t none[STORE_ID_SIZE] = {0};
+
+	mk_session(S, "alpha", 1000, 50, &a);
+	a.pid = 77;
+	sa.ss = a;
+	ck_assert_int_eq(store_write(S, cb_session_put, &sa), 0);
+	kill_session(S, a.id);
+	sa.id = a.id;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa), 0);
+	ck_assert_uint_eq(sa.ss.state, STORE_STATE_DEAD);
+	ck_assert_uint_eq(sa.ss.pid, 0);
+	ck_assert_str_eq(sa.ss.name, "alpha");
+	/* The name is free: by name finds nothing, and it can be reused. */
+	sa.name = "alpha";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa),
+	    STORE_E_NOTFOUND);
+	mk_session(S, "alpha", 1000, 60, &a2);
+	ck_assert_mem_ne(a2.id, a.id, STORE_ID_SIZE);
+	/* Killing again is harmless and leaves the new owner's name. */
+	kill_session(S, a.id);
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_mem_eq(sa.ss.id, a2.id, STORE_ID_SIZE);
+	sa.id = none;
+	ck_assert_int_eq(store_write(S, cb_session_kill, &sa),
+	    STORE_E_NOTFOUND);
+}
+END_TEST
+
+START_TEST(test_session_count)
+{
+	store_session a, b;
+	struct count_arg ca;
+	uint64_t want_bytes = 0, i;
+
+	mk_session(S, "a", 0, 1, &a);
+	mk_session(S, "b", 0, 1, &b);
+	ca.sid = a.id;
+	ck_assert_int_eq(store_read(S, cb_count, &ca), 0);
+	ck_assert_uint_eq(ca.n, 0);
+	ck_assert_uint_eq(ca.bytes, 0);
+	fill(S, a.id, 0, 100, 0, 0);
+	fill(S, b.id, 0, 7, 0, 0);
+	for (i = 0; i < 100; i++)
+		want_bytes += record_size(3, 0, 8 + (size_t)(i * 37 % 57));
+	ck_assert_int_eq(store_read(S, cb_count, &ca), 0);
+	ck_assert_uint_eq(ca.n, 100);
+	ck_assert_uint_eq(ca.bytes, want_bytes);
+	ck_assert_uint_eq(count_entries(S, b.id), 7);
+}
+END_TEST
+
+/* Collects session_expired's output. */
+struct exp_arg {
+	uint8_t id[2048][STORE_ID_SIZE];
+	uint64_t when[2048];
+	int n;
+	int stop_at;             /* return 7 at this one (or -1) */
+	uint64_t now;
+};
+
+static int
+cb_collect_expired(const uint8_t *id, uint64_t when, void *a)
+{
+	struct exp_arg *ea = a;
+
+	if (ea->n < 2048) {
+		memcpy(ea->id[ea->n], id, STORE_ID_SIZE);
+		ea->when[ea->n] = when;
+	}
+	if (ea->n++ == ea->stop_at)
+		return 7;
+	return 0;
+}
+
+static int
+cb_expired(store_txn *t, void *a)
+{
+	struct exp_arg *ea = a;
+
+	ea->n = 0;
+	return session_expired(t, ea->now, cb_collect_expired, a);
+}
+
+/* Expired sessions of S at now, into ea. */
+static void
+expired_at(struct exp_arg *ea, uint64_t now)
+{
+	int rc;
+
+	ea->now = now;
+	ea->stop_at = -1;
+	rc = store_read(S, cb_expired, ea);
+	ck_assert_msg(rc == 0, "session_expired: %s", store_strerror(rc));
+}
+
+/* Rewrite a session with a new last_seen. */
+static void
+touch_session(store_session *ss, uint64_t last_seen)
+{
+	struct sess_arg sa = {0};
+
+	ss->last_seen_ms = last_seen;
+	sa.ss = *ss;
+	ck_assert_int_eq(store_write(S, cb_session_put, &sa), 0);
+}
+
+START_TEST(test_expiry_index)
+{
+	const uint64_t now = 1000000;
+	store_session s1, s2, s3, s4, s5, s6, many;
+	struct exp_arg *ea = calloc(1, sizeof *ea);
+	char name[16];
+	int i;
+
+	ck_assert_ptr_nonnull(ea);
+	mk_session(S, "s1", 100, now - 200, &s1);   /* now - 100: expired */
+	mk_session(S, "s2", 1000, now, &s2);        /* now + 1000 */
+	mk_session(S, "s3", 50, now - 50, &s3);     /* exactly now: expired */
+	mk_session(S, "s4", 0, 0, &s4);             /* no lease: never */
+	mk_session(S, "s5", 10000000, now, &s5);    /* far, but killed */
+	mk_session(S, "s6", 10, now + 5, &s6);      /* now + 15 */
+	kill_session(S, s5.id);
+	for (i = 0; i < 1000; i++) {                /* a crowd not expired */
+		snprintf(name, sizeof name, "m%d", i);
+		mk_session(S, name, 5000 + (uint64_t)i, now, &many);
+	}
+
+	expired_at(ea, now);
+	ck_assert_int_eq(ea->n, 3);
+	ck_assert_mem_eq(ea->id[0], s5.id, STORE_ID_SIZE);  /* dead: at 0 */
+	ck_assert_uint_eq(ea->when[0], 0);
+	ck_assert_mem_eq(ea->id[1], s1.id, STORE_ID_SIZE);
+	ck_assert_uint_eq(ea->when[1], now - 100);
+	ck_assert_mem_eq(ea->id[2], s3.id, STORE_ID_SIZE);
+	ck_assert_uint_eq(ea->when[2], now);
+
+	expired_at(ea, 0);                      /* only the dead */
+	ck_assert_int_eq(ea->n, 1);
+	ck_assert_mem_eq(ea->id[0], s5.id, STORE_ID_SIZE);
+
+	/* A renewal moves the key; an old lapse moves it back. */
+	touch_session(&s1, now);                /* now + 100 */
+	touch_session(&s2, now - 2000);         /* now - 1000 */
+	expired_at(ea, now);
+	ck_assert_int_eq(ea->n, 3);
+	ck_assert_mem_eq(ea->id[0], s5.id, STORE_ID_SIZE);
+	ck_assert_mem_eq(ea->id[1], s2.id, STORE_ID_SIZE);
+	ck_assert_uint_eq(ea->when[1], now - 1000);
+	ck_assert_mem_eq(ea->id[2], s3.id, STORE_ID_SIZE);
+	expired_at(ea, now + 100);
+	ck_assert_int_eq(ea->n, 5);             /* + s6 at now+15, s1 */
+	ck_assert_mem_eq(ea->id[3], s6.id, STORE_ID_SIZE);
+	ck_assert_mem_eq(ea->id[4], s1.id, STORE_ID_SIZE);
+	ck_assert_uint_eq(ea->when[4], now + 100);
+
+	/* Dropping the lease takes the session out of the index. */
+	s3.lease_ms = 0;
+	touch_session(&s3, now);
+	expired_at(ea, now);
+	ck_assert_int_eq(ea->n, 2);
+
+	/* One key per session, never a stale one: all keys, in order. */
+	expired_at(ea, UINT64_MAX);
+	ck_assert_int_eq(ea->n, 1000 + 4);      /* s1, s2, s5, s6, crowd */
+	for (i = 1; i < ea->n; i++)
+		ck_assert_uint_le(ea->when[i - 1], ea->when[i]);
+	for (i = 0; i < ea->n; i++)
+		ck_assert_mem_ne(ea->id[i], s4.id, STORE_ID_SIZE);
+
+	/* The callback's result stops the walk. */
+	ea->now = UINT64_MAX;
+	ea->stop_at = 2;
+	ck_assert_int_eq(store_read(S, cb_expired, ea), 7);
+	ck_assert_int_eq(ea->n, 3);
+	free(ea);
+}
+END_TEST
+
+/* --- Core: entries ------------------------------------------------------- */
+
+START_TEST(test_entry_put_get)
+{
+	static const uint8_t refs[] = {'g', 0, 3, 'f', 'o', 'o',
+	    'h', 0, 8, 0, 0, 0, 0, 0, 0, 1, 2};
+	uint8_t big[5000];
+	struct iovec iov[4];
+	struct ent_arg ea = {0}, ga = {0};
+	store_session ss;
+
+	mk_session(S, "e", 0, 1, &ss);
+	pattern_fill(big, sizeof big, 5);
+	iov[0].iov_base = (void *)"head-";
+	iov[0].iov_len = 5;
+	iov[1].iov_base = NULL;                  /* an empty piece */
+	iov[1].iov_len = 0;
+	iov[2].iov_base = big;
+	iov[2].iov_len = sizeof big;
+	iov[3].iov_base = (void *)"-tail";
+	iov[3].iov_len = 5;
+	ea.sid = ss.id;
+	ea.in.kind = STORE_KIND_GLOBAL;
+	ea.in.name = "result";
+	ea.in.name_len = 6;
+	ea.in.pickler = STORE_PICKLER_CLOUDPICKLE;
+	ea.in.flags = STORE_FLAG_EXCINFO | STORE_FLAG_OOB;
+	ea.in.type_name = "builtins.ValueError";
+	ea.in.refs = refs;
+	ea.in.refs_len = sizeof refs;
+	ea.in.iov = iov;
+	ea.in.iovcnt = 4;
+	ea.now = 1700000000123ull;
+	ck_assert_int_eq(store_write(S, cb_entry_put, &ea), 0);
+
+	ga.sid = ss.id;
+	ga.kind = STORE_KIND_GLOBAL;
+	ga.name = "result";
+	ga.name_len = 6;
+	ck_assert_int_eq(store_read(S, cb_entry_get, &ga), 0);
+	ck_assert_uint_eq(ga.rec.version, 1);
+	ck_assert_uint_eq(ga.rec.pickler, STORE_PICKLER_CLOUDPICKLE);
+	ck_assert_uint_eq(ga.rec.flags, STORE_FLAG_EXCINFO | STORE_FLAG_OOB);
+	ck_assert_uint_eq(ga.rec.time_ms, 1700000000123ull);
+	ck_assert_str_eq(ga.type, "builtins.ValueError");
+	ck_assert_uint_eq(ga.rec.type_len, 19);
+	ck_assert_uint_eq(ga.rec.refs_len, sizeof refs);
+	ck_assert_mem_eq(ga.refs, refs, sizeof refs);
+	ck_assert_uint_eq(ga.rec.payload_len, 5 + sizeof big + 5);
+	ck_assert_mem_eq(ga.payload, "head-", 5);
+	ck_assert_mem_eq(ga.payload + 5, big, sizeof big);
+	ck_assert_mem_eq(ga.payload + 5 + sizeof big, "-tail", 5);
+	free(ga.payload);
+}
+END_TEST
+
+START_TEST(test_entry_replace_del)
+{
+	struct ent_arg ea = {0};
+	store_session ss;
+	uint8_t *p;
+	size_t n;
+
+	mk_session(S, "e", 0, 1, &ss);
+	ea.sid = ss.id;
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "result", 0, "v1", 2), 0);
+	/* A handle, then a replacement of the global. */
+	ck_assert_int_eq(put_one(S, ss.id, 'h', NULL, 42, "h42", 3), 0);
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "result", 0, "v2", 2), 0);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "result", 0, &p, &n), 0);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_mem_eq(p, "v2", 2);
+	free(p);
+	ck_assert_int_eq(get_one(S, ss.id, 'h', NULL, 42, &p, &n), 0);
+	ck_assert_mem_eq(p, "h42", 3);
+	free(p);
+	/* The same key in the other kind is another entry. */
+	ck_assert_int_eq(get_one(S, ss.id, 'h', NULL, 43, &p, &n),
+	    STORE_E_NOTFOUND);
+
+	/* Delete. */
+	ea.kind = STORE_KIND_HANDLE;
+	ea.handle = 42;
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), STORE_E_NOTFOUND);
+	ck_assert_int_eq(get_one(S, ss.id, 'h', NULL, 42, &p, &n),
+	    STORE_E_NOTFOUND);
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = "result";
+	ea.name_len = 6;
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	ck_assert_uint_eq(count_entries(S, ss.id), 0);
+}
+END_TEST
+
+/* Collects entry_list's output. */
+struct keys_arg {
+	store_key k[16];
+	char names[16][32];
+	int n;
+	int stop_at;
+};
+
+static int
+cb_collect_key(const store_key *k, void *a)
+{
+	struct keys_arg *ka = a;
+
+	if (ka->n < 16) {
+		ka->k[ka->n] = *k;
+		snprintf(ka->names[ka->n], sizeof ka->names[0], "%.*s",
+		    (int)k->name_len, k->name != NULL ? k->name : "");
+		ka->k[ka->n].name = NULL;
+	}
+	if (ka->n++ == ka->stop_at)
+		return 5;
+	return 0;
+}
+
+/* Argument of cb_list. */
+struct list_keys {
+	const uint8_t *sid;
+	uint8_t kind;
+	struct keys_arg ka;
+};
+
+static int
+cb_list(store_txn *t, void *a)
+{
+	struct list_keys *lk = a;
+
+	lk->ka.n = 0;
+	return entry_list(t, lk->sid, lk->kind, cb_collect_key, &lk->ka);
+}
+
+START_TEST(test_entry_list)
+{
+	static const uint64_t handles[] = {1, 2, 255, 256, (uint64_t)1 << 40};
+	store_session a, b;
+	struct list_keys lk;
+	int i;
+
+	mk_session(S, "a", 0, 1, &a);
+	mk_session(S, "b", 0, 1, &b);
+	memset(&lk, 0, sizeof lk);
+	lk.sid = a.id;
+	lk.ka.stop_at = -1;
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 0);
+	/* Written out of order, listed in key order. */
+	ck_assert_int_eq(put_one(S, a.id, 'h', NULL, 256, "x", 1), 0);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "zeta", 0, "xx", 2), 0);
+	ck_assert_int_eq(put_one(S, a.id, 'h', NULL, (uint64_t)1 << 40, "", 0),
+	    0);
+	ck_assert_int_eq(put_one(S, a.id, 'h', NULL, 1, "x", 1), 0);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "alpha", 0, "xxx", 3), 0);
+	ck_assert_int_eq(put_one(S, a.id, 'h', NULL, 255, "x", 1), 0);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "al", 0, "x", 1), 0);
+	ck_assert_int_eq(put_one(S, a.id, 'h', NULL, 2, "x", 1), 0);
+	/* The neighbour's keys are never listed. */
+	fill(S, b.id, 0, 20, 0, 0);
+
+	lk.kind = STORE_KIND_GLOBAL;
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 3);
+	ck_assert_str_eq(lk.ka.names[0], "al");
+	ck_assert_str_eq(lk.ka.names[1], "alpha");
+	ck_assert_str_eq(lk.ka.names[2], "zeta");
+	for (i = 0; i < 3; i++)
+		ck_assert_uint_eq(lk.ka.k[i].kind, STORE_KIND_GLOBAL);
+	ck_assert_uint_eq(lk.ka.k[1].value_len, record_size(5, 0, 3));
+	ck_assert_uint_eq(lk.ka.k[2].value_len, record_size(5, 0, 2));
+
+	lk.kind = STORE_KIND_HANDLE;
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 5);
+	for (i = 0; i < 5; i++) {
+		ck_assert_uint_eq(lk.ka.k[i].kind, STORE_KIND_HANDLE);
+		ck_assert_uint_eq(lk.ka.k[i].handle, handles[i]);
+		ck_assert_uint_eq(lk.ka.k[i].name_len, 0);
+	}
+	ck_assert_uint_eq(lk.ka.k[4].value_len, record_size(5, 0, 0));
+
+	lk.kind = 0;                            /* both: globals first */
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 8);
+	ck_assert_str_eq(lk.ka.names[0], "al");
+	ck_assert_uint_eq(lk.ka.k[3].kind, STORE_KIND_HANDLE);
+	ck_assert_uint_eq(lk.ka.k[3].handle, 1);
+
+	lk.ka.stop_at = 1;                      /* early stop */
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 5);
+	ck_assert_int_eq(lk.ka.n, 2);
+
+	lk.sid = b.id;
+	lk.ka.stop_at = -1;
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 20);
+}
+END_TEST
+
+/* Tallies entry_walk's output. */
+struct walk_arg {
+	uint8_t a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+	int na, nb, other, bad;
+};
+
+static int
+cb_walk_one(const uint8_t *sid, const store_key *k, const uint8_t *val,
+            size_t len, void *arg)
+{
+	struct walk_arg *wa = arg;
+	store_record r;
+
+	if (record_decode(val, len, &r) != 0 || k->value_len != len)
+		wa->bad++;
+	if (memcmp(sid, wa->a, STORE_ID_SIZE) == 0)
+		wa->na++;
+	else if (memcmp(sid, wa->b, STORE_ID_SIZE) == 0)
+		wa->nb++;
+	else
+		wa->other++;
+	return 0;
+}
+
+static int
+cb_walk(store_txn *t, void *a)
+{
+	return entry_walk(t, cb_walk_one, a);
+}
+
+static int
+cb_walk_stop(const uint8_t *sid, const store_key *k, const uint8_t *val,
+             size_t len, void *arg)
+{
+	(*(int *)arg)++;
+	return 3;
+}
+
+static int
+cb_walk_stopper(store_txn *t, void *a)
+{
+	return entry_walk(t, cb_walk_stop, a);
+}
+
+START_TEST(test_entry_walk)
+{
+	store_session a, b;
+	struct walk_arg wa;
+	int calls = 0;
+
+	memset(&wa, 0, sizeof wa);
+	ck_assert_int_eq(store_read(S, cb_walk, &wa), 0);
+	ck_assert_int_eq(wa.na + wa.nb + wa.other, 0);
+	mk_session(S, "a", 0, 1, &a);
+	mk_session(S, "b", 0, 1, &b);
+	fill(S, a.id, 0, 33, 0, 0);
+	fill(S, b.id, 0, 12, 'h', 3000);
+	memcpy(wa.a, a.id, STORE_ID_SIZE);
+	memcpy(wa.b, b.id, STORE_ID_SIZE);
+	ck_assert_int_eq(store_read(S, cb_walk, &wa), 0);
+	ck_assert_int_eq(wa.na, 33);
+	ck_assert_int_eq(wa.nb, 12);
+	ck_assert_int_eq(wa.other, 0);
+	ck_assert_int_eq(wa.bad, 0);
+	ck_assert_int_eq(store_read(S, cb_walk_stopper, &calls), 3);
+	ck_assert_int_eq(calls, 1);
+}
+END_TEST
+
+/* --- Core: records and utilities ----------------------------------------- */
+
+/* Big-endian reads for checking the layout by hand. */
+static uint64_t
+rd_be(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* The refs blob of the sample record: one reference, to handle 9. */
+static const uint8_t sample_refs[] = {'h', 0, 8, 0, 0, 0, 0, 0, 0, 0, 9};
+
+/* Encode the sample record (a volatile "socket" with two payload pieces)
+ * into buf, which is filled with 0xa5 first; returns its size. */
+static size_t
+sample_record(uint8_t *buf, size_t bufsize)
+{
+	struct iovec iov[2];
+	store_entry_in in = {0};
+	size_t n;
+
+	iov[0].iov_base = (void *)"pay";
+	iov[0].iov_len = 3;
+	iov[1].iov_base = (void *)"load";
+	iov[1].iov_len = 4;
+	in.kind = STORE_KIND_HANDLE;
+	in.pickler = STORE_PICKLER_PICKLE;
+	in.flags = STORE_FLAG_VOLATILE;
+	in.type_name = "socket";
+	in.refs = sample_refs;
+	in.refs_len = sizeof sample_refs;
+	in.iov = iov;
+	in.iovcnt = 2;
+	n = record_size(6, sizeof sample_refs, 7);
+	ck_assert_uint_eq(n, 40 + 6 + sizeof sample_refs + 7);
+	ck_assert_uint_lt(n, bufsize);
+	memset(buf, 0xa5, bufsize);
+	record_encode(buf, &in, 0x0102030405060708ull);
+	ck_assert_uint_eq(buf[n], 0xa5);                /* no overrun */
+	return n;
+}
+
+START_TEST(test_record_layout)
+{
+	const uint8_t *refs = sample_refs;
+	uint8_t buf[256];
+	store_record r;
+	XXH3_state_t *st;
+	XXH128_hash_t h;
+	size_t n = sample_record(buf, sizeof buf);
+
+	/* The layout, byte by byte (docs/STORAGE.md). */
+	ck_assert_uint_eq(buf[0], 1);
+	ck_assert_uint_eq(buf[1], STORE_PICKLER_PICKLE);
+	ck_assert_uint_eq(rd_be(buf + 2, 2), STORE_FLAG_VOLATILE);
+	ck_assert_uint_eq(rd_be(buf + 4, 4), 6);
+	ck_assert_uint_eq(rd_be(buf + 8, 8), 0x0102030405060708ull);
+	ck_assert_uint_eq(rd_be(buf + 32, 4), sizeof sample_refs);
+	ck_assert_uint_eq(rd_be(buf + 36, 4), 0);
+	ck_assert_mem_eq(buf + 40, "socket", 6);
+	ck_assert_mem_eq(buf + 46, refs, sizeof sample_refs);
+	ck_assert_mem_eq(buf + 46 + sizeof sample_refs, "payload", 7);
+	/* Digest: XXH3-128 of bytes 0..15 and 32..end, high64 then low64,
+	 * both big-endian. */
+	st = XXH3_createState();
+	ck_assert_ptr_nonnull(st);
+	XXH3_128bits_reset(st);
+	XXH3_128bits_update(st, buf, 16);
+	XXH3_128bits_update(st, buf + 32, n - 32);
+	h = XXH3_128bits_digest(st);
+	XXH3_freeState(st);
+	ck_assert_uint_eq(rd_be(buf + 16, 8), h.high64);
+	ck_assert_uint_eq(rd_be(buf + 24, 8), h.low64);
+
+	ck_assert_int_eq(record_decode(buf, n, &r), 0);
+	ck_assert_uint_eq(r.version, 1);
+	ck_assert_uint_eq(r.pickler, STORE_PICKLER_PICKLE);
+	ck_assert_uint_eq(r.flags, STORE_FLAG_VOLATILE);
+	ck_assert_uint_eq(r.time_ms, 0x0102030405060708ull);
+	ck_assert_mem_eq(r.digest, buf + 16, 16);
+	ck_assert_ptr_eq(r.type_name, (const char *)buf + 40);
+	ck_assert_uint_eq(r.type_len, 6);
+	ck_assert_uint_eq(r.refs_len, sizeof sample_refs);
+	ck_assert_mem_eq(r.refs, refs, sizeof sample_refs);
+	ck_assert_uint_eq(r.payload_len, 7);
+	ck_assert_mem_eq(r.payload, "payload", 7);
+}
+END_TEST
+
+START_TEST(test_record_damage)
+{
+	uint8_t buf[256], copy[256];
+	store_entry_in in = {0};
+	store_record r;
+	size_t n = sample_record(buf, sizeof buf), i;
+
+	/* Every single flipped bit of the record is caught. */
+	for (i = 0; i < n * 8; i++) {
+		memcpy(copy, buf, n);
+		copy[i / 8] ^= (uint8_t)(1u << (i % 8));
+		ck_assert_msg(record_decode(copy, n, &r) == STORE_E_CORRUPT,
+		    "bit %zu flipped but accepted", i);
+	}
+	/* nocheck decodes a damaged payload for the damage report. */
+	memcpy(copy, buf, n);
+	copy[n - 1] ^= 0xff;
+	ck_assert_int_eq(record_decode_nocheck(copy, n, &r), 0);
+	ck_assert_uint_eq(r.payload_len, 7);
+	/* Short, and lengths pointing past the end. */
+	for (i = 0; i < n; i++)
+		ck_assert_int_eq(record_decode(buf, i, &r) == 0, 0);
+	ck_assert_int_eq(record_decode_nocheck(buf, 39, &r), STORE_E_CORRUPT);
+	memcpy(copy, buf, n);
+	copy[4] = 0xff;                                  /* type length */
+	ck_assert_int_eq(record_decode_nocheck(copy, n, &r), STORE_E_CORRUPT);
+	memcpy(copy, buf, n);
+	copy[32] = 0x80;                                 /* refs length */
+	ck_assert_int_eq(record_decode_nocheck(copy, n, &r), STORE_E_CORRUPT);
+	memcpy(copy, buf, n);
+	copy[0] = 2;                                     /* a newer version */
+	ck_assert_int_eq(record_decode_nocheck(copy, n, &r), STORE_E_CORRUPT);
+
+	/* The smallest record: no type, refs or payload. */
+	in.kind = STORE_KIND_GLOBAL;
+	ck_assert_uint_eq(record_size(0, 0, 0), 40);
+	record_encode(buf, &in, 0);
+	ck_assert_int_eq(record_decode(buf, 40, &r), 0);
+	ck_assert_uint_eq(r.type_len + r.refs_len + r.payload_len, 0);
+}
+END_TEST
+
+START_TEST(test_util)
+{
+	static const uint8_t abc_sha[32] = {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01,
+	    0xcf, 0xea, 0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23, 0xb0,
+	    0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61,
+	    0xf2, 0x00, 0x15, 0xad};
+	static const uint8_t empty_sha[4] = {0xe3, 0xb0, 0xc4, 0x42};
+	uint8_t a[64], b[64], h[32], back[8];
+	uint8_t *large;
+	char hex[2 * 64 + 1];
+	uint64_t t0, t1;
+	size_t i;
+	int zeros = 0;
+
+	ck_assert_int_eq(store_random(a, sizeof a), 0);
+	ck_assert_int_eq(store_random(b, sizeof b), 0);
+	ck_assert_mem_ne(a, b, sizeof a);
+	ck_assert_int_eq(store_random(a, 0), 0);
+	large = malloc(1 << 20);                 /* longer than one call */
+	ck_assert_ptr_nonnull(large);
+	memset(large, 0, 1 << 20);
+	ck_assert_int_eq(store_random(large, 1 << 20), 0);
+	for (i = (1 << 20) - 4096; i < 1 << 20; i++)
+		zeros += large[i] == 0;
+	ck_assert_int_lt(zeros, 64);             /* the tail was filled */
+	free(large);
+
+	store_sha256("abc", 3, h);
+	ck_assert_mem_eq(h, abc_sha, 32);
+	store_sha256("", 0, h);
+	ck_assert_mem_eq(h, empty_sha, 4);
+
+	store_hex(abc_sha, 4, hex);
+	ck_assert_str_eq(hex, "ba7816bf");
+	store_hex(abc_sha, 0, hex);
+	ck_assert_str_eq(hex, "");
+	store_hex(a, sizeof a, hex);
+	ck_assert_uint_eq(strlen(hex), 128);
+	ck_assert_int_eq(store_unhex(hex, b, sizeof b), 0);
+	ck_assert_mem_eq(a, b, sizeof a);
+	ck_assert_int_eq(store_unhex("BA7816Bf", back, 4), 0);
+	ck_assert_mem_eq(back, abc_sha, 4);
+	ck_assert_int_eq(store_unhex("ba7816b", back, 4), STORE_E_INVAL);
+	ck_assert_int_eq(store_unhex("ba7816bf00", back, 4), STORE_E_INVAL);
+	ck_assert_int_eq(store_unhex("ba7816bg", back, 4), STORE_E_INVAL);
+	ck_assert_int_eq(store_unhex("ba 816bf", back, 4), STORE_E_INVAL);
+	ck_assert_int_eq(store_unhex("", back, 0), 0);
+
+	t0 = store_now_ms();
+	t1 = (uint64_t)time(NULL) * 1000;
+	ck_assert_uint_le(t0 > t1 ? t0 - t1 : t1 - t0, 2000);
+}
+END_TEST
+
+/* --- Limits -------------------------------------------------------------- */
+
+START_TEST(test_name_limits)
+{
+	char name[STORE_NAME_MAX + 2], key[STORE_KEY_MAX + 2];
+	struct sess_arg sa = {0};
+	store_session ss;
+	struct list_keys lk;
+	uint8_t *p;
+	size_t n;
+
+	memset(name, 'n', sizeof name);
+	name[STORE_NAME_MAX + 1] = '\0';
+	sa.name = name;
+	ck_assert_int_eq(store_write(S, cb_session_create, &sa),
+	    STORE_E_INVAL);                          /* 256 bytes */
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa),
+	    STORE_E_INVAL);
+	sa.name = "";
+	ck_assert_int_eq(store_write(S, cb_session_create, &sa),
+	    STORE_E_INVAL);
+	name[STORE_NAME_MAX] = '\0';
+	sa.name = name;
+	ck_assert_int_eq(store_write(S, cb_session_create, &sa), 0);
+	ss = sa.ss;
+	ck_assert_uint_eq(strlen(ss.name), STORE_NAME_MAX);
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_str_eq(sa.ss.name, name);
+
+	memset(key, 'k', sizeof key);
+	key[STORE_KEY_MAX + 1] = '\0';
+	ck_assert_int_eq(put_one(S, ss.id, 'g', key, 0, "x", 1),
+	    STORE_E_INVAL);                          /* 481 bytes */
+	ck_assert_int_eq(get_one(S, ss.id, 'g', key, 0, &p, &n),
+	    STORE_E_INVAL);
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "", 0, "x", 1), STORE_E_INVAL);
+	ck_assert_int_eq(put_one(S, ss.id, 'x', "abc", 0, "x", 1),
+	    STORE_E_INVAL);                          /* unknown kind */
+	key[STORE_KEY_MAX] = '\0';
+	ck_assert_int_eq(put_one(S, ss.id, 'g', key, 0, "ok", 2), 0);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', key, 0, &p, &n), 0);
+	ck_assert_mem_eq(p, "ok", 2);
+	free(p);
+	/* Handle ids at both ends of the range. */
+	ck_assert_int_eq(put_one(S, ss.id, 'h', NULL, UINT64_MAX, "max", 3), 0);
+	ck_assert_int_eq(put_one(S, ss.id, 'h', NULL, 0, "zero", 4), 0);
+	memset(&lk, 0, sizeof lk);
+	lk.sid = ss.id;
+	lk.kind = STORE_KIND_HANDLE;
+	lk.ka.stop_at = -1;
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 2);
+	ck_assert_uint_eq(lk.ka.k[0].handle, 0);
+	ck_assert_uint_eq(lk.ka.k[1].handle, UINT64_MAX);
+	lk.kind = STORE_KIND_GLOBAL;
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 1);
+	ck_assert_uint_eq(lk.ka.k[0].name_len, STORE_KEY_MAX);
+}
+END_TEST
+
+/* A lease that would overflow last_seen + lease never expires. */
+START_TEST(test_lease_overflow)
+{
+	struct exp_arg *ea = calloc(1, sizeof *ea);
+	store_session a;
+
+	ck_assert_ptr_nonnull(ea);
+	mk_session(S, "forever", UINT64_MAX, 1700000000000ull, &a);
+	expired_at(ea, 1700000000001ull);
+	ck_assert_int_eq(ea->n, 0);
+	expired_at(ea, UINT64_MAX);
+	ck_assert_int_eq(ea->n, 1);
+	ck_assert_uint_eq(ea->when[0], UINT64_MAX);
+	free(ea);
+}
+END_TEST
+
+/* Refusals of read-only opens. */
+START_TEST(test_notstore)
+{
+	static char sentinel;        /* *out must be reset to NULL */
+	store_options o = {0};
+	char path[PATH_MAX + 32], *cause = NULL;
+	store *s = (store *)(void *)&sentinel;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	int rc, fd;
+
+	/* A missing directory. */
+	o.readonly = 1;
+	snprintf(path, sizeof path, "%s/missing", test_dir);
+	rc = store_open(&s, path, &o, &cause);
+	ck_assert_int_eq(rc, STORE_E_NOTSTORE);
+	ck_assert_ptr_null(s);
+	ck_assert_ptr_nonnull(cause);
+	ck_assert_msg(strstr(cause, path) != NULL &&
+	    strstr(cause, "No such file") != NULL, "cause: %s", cause);
+	free(cause);
+	ck_assert_int_eq(access(path, F_OK), -1);   /* not created */
+	/* ... also without create when writable. */
+	o.readonly = 0;
+	ck_assert_int_eq(store_open(&s, path, &o, NULL), STORE_E_NOTSTORE);
+	ck_assert_int_eq(access(path, F_OK), -1);
+
+	/* An empty directory. */
+	o.readonly = 1;
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	rc = store_open(&s, path, &o, &cause);
+	ck_assert_int_eq(rc, STORE_E_NOTSTORE);
+	ck_assert_msg(cause != NULL && strstr(cause, "no pyshelf store") !=
+	    NULL, "cause: %s", cause ? cause : "(none)");
+	free(cause);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	snprintf(path, sizeof path, "%s/missing/data.mdb", test_dir);
+	ck_assert_int_eq(access(path, F_OK), -1);   /* nothing made */
+
+	/* A plain file. */
+	snprintf(path, sizeof path, "%s/file", test_dir);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	rc = store_open(&s, path, &o, &cause);
+	ck_assert_int_eq(rc, STORE_E_NOTSTORE);
+	ck_assert_msg(cause != NULL && strstr(cause, "not a directory") !=
+	    NULL, "cause: %s", cause ? cause : "(none)");
+	free(cause);
+
+	/* Another program's LMDB environment. */
+	snprintf(path, sizeof path, "%s/foreign", test_dir);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 4);
+	ck_assert_int_eq(mdb_env_open(env, path, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "other", MDB_CREATE, &dbi), 0);
+	k.mv_data = "k";
+	k.mv_size = 1;
+	v = k;
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	rc = store_open(&s, path, &o, &cause);
+	ck_assert_int_eq(rc, STORE_E_NOTSTORE);
+	ck_assert_msg(cause != NULL && strstr(cause, "not a pyshelf store") !=
+	    NULL, "cause: %s", cause ? cause : "(none)");
+	free(cause);
+	/* A NULL cause is allowed. */
+	ck_assert_int_eq(store_open(&s, path, &o, NULL), STORE_E_NOTSTORE);
+}
+END_TEST
+
+/* Put meta key = val with the raw LMDB API into the store at dir. */
+static void
+raw_put_meta(const char *dir, const char *key, const void *val, size_t len)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	k.mv_data = (void *)key;
+	k.mv_size = strlen(key);
+	v.mv_data = (void *)val;
+	v.mv_size = len;
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+START_TEST(test_newer_format_refused)
+{
+	uint8_t fmt[4] = {0, 0, 0, STORE_FORMAT_VERSION + 1}, bad[3] = {0};
+	store_options o = {0};
+	char *cause = NULL, want[64];
+	store *s;
+	int rc;
+
+	close_S();
+	raw_put_meta(db_dir, "format", fmt, 4);
+	snprintf(want, sizeof want, "format %d is newer",
+	    STORE_FORMAT_VERSION + 1);
+	rc = store_open(&s, db_dir, &o, &cause);
+	ck_assert_int_eq(rc, STORE_E_VERSION);
+	ck_assert_msg(cause != NULL && strstr(cause, want) != NULL,
+	    "cause: %s", cause ? cause : "(none)");
+	free(cause);
+	o.readonly = 1;
+	rc = store_open(&s, db_dir, &o, &cause);
+	ck_assert_int_eq(rc, STORE_E_VERSION);
+	ck_assert_msg(cause != NULL && strstr(cause, want) != NULL,
+	    "cause: %s", cause ? cause : "(none)");
+	free(cause);
+	/* The refusal wrote nothing: the newer format is still there. */
+	o.readonly = 0;
+	ck_assert_int_eq(store_open(&s, db_dir, &o, NULL), STORE_E_VERSION);
+
+	/* The current format opens again; a malformed one is refused. */
+	fmt[3] = STORE_FORMAT_VERSION;
+	raw_put_meta(db_dir, "format", fmt, 4);
+	open_S(NULL);
+	close_S();
+	raw_put_meta(db_dir, "format", bad, sizeof bad);
+	rc = store_open(&s, db_dir, &o, &cause);
+	ck_assert_int_eq(rc, STORE_E_NOTSTORE);
+	ck_assert_msg(cause != NULL && strstr(cause, "format") != NULL,
+	    "cause: %s", cause ? cause : "(none)");
+	free(cause);
+}
+END_TEST
+
+/* Flip one byte of every occurrence of marker in path; returns the count. */
+static int
+flip_marker(const char *path, const char *marker)
+{
+	size_t mlen = strlen(marker), n;
+	uint8_t *buf, *p, *q;
+	struct stat st;
+	int fd, found = 0;
+
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	n = (size_t)st.st_size;
+	buf = malloc(n);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(pread(fd, buf, n, 0), (ssize_t)n);
+	for (p = buf; (q = memmem(p, n - (size_t)(p - buf), marker, mlen)) !=
+	    NULL; p = q + mlen) {
+		uint8_t c = q[mlen / 2] ^ 0x20;
+		ck_assert_int_eq(pwrite(fd, &c, 1, (off_t)(q - buf) +
+		    (off_t)(mlen / 2)), 1);
+		found++;
+	}
+	free(buf);
+	close(fd);
+	return found;
+}
+
+/* Counts records that fail their digest in an entry walk. */
+static int
+cb_walk_damage(const uint8_t *sid, const store_key *k, const uint8_t *val,
+               size_t len, void *arg)
+{
+	store_record r;
+
+	if (record_decode(val, len, &r) == STORE_E_CORRUPT &&
+	    record_decode_nocheck(val, len, &r) == 0)
+		(*(int *)arg)++;
+	return 0;
+}
+
+static int
+cb_walk_damaged(store_txn *t, void *a)
+{
+	return entry_walk(t, cb_walk_damage, a);
+}
+
+START_TEST(test_corrupt_payload)
+{
+	static const char small_marker[] = "<<pyshelf small marker 5b1e77>>";
+	static const char big_marker[] = "<<pyshelf overflow marker c9d2>>";
+	uint8_t small[200], *big;
+	char path[PATH_MAX + 32];
+	store_session ss;
+	uint8_t *p;
+	size_t n;
+	int damaged = 0;
+
+	mk_session(S, "c", 0, 1, &ss);
+	pattern_fill(small, sizeof small, 1);
+	memcpy(small + 50, small_marker, strlen(small_marker));
+	big = malloc(100000);
+	ck_assert_ptr_nonnull(big);
+	pattern_fill(big, 100000, 2);
+	memcpy(big + 70000, big_marker, strlen(big_marker));
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "small", 0, small,
+	    sizeof small), 0);
+	ck_assert_int_eq(put_one(S, ss.id, 'h', NULL, 7, big, 100000), 0);
+	fill(S, ss.id, 100, 20, 0, 0);
+	close_S();
+
+	snprintf(path, sizeof path, "%s/data.mdb", db_dir);
+	ck_assert_int_ge(flip_marker(path, small_marker), 1);
+	ck_assert_int_ge(flip_marker(path, big_marker), 1);
+
+	open_S(NULL);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "small", 0, &p, &n),
+	    STORE_E_CORRUPT);
+	ck_assert_int_eq(get_one(S, ss.id, 'h', NULL, 7, &p, &n),
+	    STORE_E_CORRUPT);
+	verify(S, ss.id, 100, 20, 0, 0);         /* the others are fine */
+	ck_assert_int_eq(store_read(S, cb_walk_damaged, &damaged), 0);
+	ck_assert_int_eq(damaged, 2);
+	/* Rewriting a damaged entry repairs it. */
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "small", 0, small,
+	    sizeof small), 0);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "small", 0, &p, &n), 0);
+	ck_assert_mem_eq(p, small, sizeof small);
+	free(p);
+	free(big);
+}
+END_TEST
+
+/* Write value number i of size sz (pattern) as handle i. */
+static int
+put_big(store *s, const uint8_t *sid, uint64_t i, uint8_t *buf, size_t sz)
+{
+	pattern_fill(buf, sz, seed_of(sid, i));
+	return put_one(s, sid, 'h', NULL, i, buf, sz);
+}
+
+/* Fail unless handle i reads back as put_big wrote it. */
+static void
+check_big(store *s, const uint8_t *sid, uint64_t i, size_t sz)
+{
+	uint8_t *p;
+	size_t n;
+	int rc = get_one(s, sid, 'h', NULL, i, &p, &n);
+
+	ck_assert_msg(rc == 0, "value %llu: %s", (unsigned long long)i,
+	    store_strerror(rc));
+	ck_assert_uint_eq(n, sz);
+	ck_assert_msg(pattern_ok(p, n, seed_of(sid, i)), "value %llu differs",
+	    (unsigned long long)i);
+	free(p);
+}
+
+/* A configured maximum: STORE_E_FULL past it, nothing committed lost. */
+START_TEST(test_map_max_full)
+{
+	const size_t sz = 200 * 1024;
+	store_options o = {0};
+	store_session ss;
+	size_t map, used, max;
+	uint8_t *buf = malloc(8 * MiB);
+	uint64_t i, full_at = 0;
+	struct ent_arg ea = {0};
+	int rc;
+
+	ck_assert_ptr_nonnull(buf);
+	o.map_initial = MiB;
+	o.map_max = 4 * MiB;
+	o.sync = STORE_SYNC_NEVER;
+	close_S();
+	open_S(&o);
+	mk_session(S, "f", 0, 1, &ss);
+	for (i = 0; i < 100; i++) {
+		rc = put_big(S, ss.id, i, buf, sz);
+		if (rc != 0) {
+			ck_assert_int_eq(rc, STORE_E_FULL);
+			full_at = i;
+			break;
+		}
+	}
+	ck_assert_msg(full_at >= 10 && full_at < 20, "full at %llu",
+	    (unsigned long long)full_at);
+	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
+	ck_assert_uint_eq(map, 4 * MiB);
+	ck_assert_uint_eq(max, 4 * MiB);
+	ck_assert_uint_le(used, map);
+	/* Full again, and still nothing lost. */
+	ck_assert_int_eq(put_big(S, ss.id, full_at, buf, sz), STORE_E_FULL);
+	ck_assert_int_eq(put_big(S, ss.id, 1000, buf, 8 * MiB), STORE_E_FULL);
+	for (i = 0; i < full_at; i++)
+		check_big(S, ss.id, i, sz);
+	ck_assert_uint_eq(count_entries(S, ss.id), full_at);
+	close_S();
+	open_S(&o);
+	for (i = 0; i < full_at; i++)
+		check_big(S, ss.id, i, sz);
+	/* Deleting makes room again. */
+	ea.sid = ss.id;
+	ea.kind = STORE_KIND_HANDLE;
+	for (i = 0; i < 4; i++) {
+		ea.handle = i;
+		ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	}
+	ck_assert_int_eq(put_big(S, ss.id, full_at, buf, sz), 0);
+	check_big(S, ss.id, full_at, sz);
+	free(buf);
+}
+END_TEST
+
+/* --- Purge: range deletes ------------------------------------------------- */
+
+/* Kill and purge the middle one of three sessions of n, 1000 and 1000
+ * entries (neighbours on both sides in key order), in batches of batch. */
+static void
+purge_between_neighbours(uint64_t n, size_t batch)
+{
+	store_session ss[3];
+	struct sess_arg sa = {0};
+	struct exp_arg *ea = calloc(1, sizeof *ea);
+	struct list_keys lk;
+	size_t deleted = 0;
+	int i;
+
+	ck_assert_ptr_nonnull(ea);
+	open_S(NULL);
+	mk_session(S, "n0", 0, 1, &ss[0]);
+	mk_session(S, "n1", 0, 1, &ss[1]);
+	mk_session(S, "n2", 0, 1, &ss[2]);
+	qsort(ss, 3, sizeof ss[0], cmp_session_id);
+	fill(S, ss[0].id, 0, 1000, 0, 0);
+	fill(S, ss[2].id, 0, 1000, 0, 0);
+	fill(S, ss[1].id, 0, n, 0, 0);
+	ck_assert_uint_eq(count_entries(S, ss[1].id), n);
+	memset(&lk, 0, sizeof lk);
+	lk.sid = ss[1].id;
+	lk.ka.stop_at = -1;
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, (int)n);
+
+	kill_session(S, ss[1].id);
+	expired_at(ea, 0);
+	ck_assert_int_eq(ea->n, 1);
+	ck_assert_mem_eq(ea->id[0], ss[1].id, STORE_ID_SIZE);
+	ck_assert_int_eq(session_purge(S, ss[1].id, batch, &deleted), 0);
+	ck_assert_uint_eq(deleted, n);
+	ck_assert_uint_eq(count_entries(S, ss[1].id), 0);
+	ck_assert_int_eq(store_read(S, cb_list, &lk), 0);
+	ck_assert_int_eq(lk.ka.n, 0);
+	sa.id = ss[1].id;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa),
+	    STORE_E_NOTFOUND);
+	expired_at(ea, UINT64_MAX);
+	ck_assert_int_eq(ea->n, 0);
+	/* The neighbours are untouched. */
+	for (i = 0; i < 3; i += 2) {
+		ck_assert_uint_eq(count_entries(S, ss[i].id), 1000);
+		verify(S, ss[i].id, 0, 1000, 0, 0);
+		sa.name = ss[i].name;
+		ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	}
+	/* Purging again is harmless. */
+	ck_assert_int_eq(session_purge(S, ss[1].id, batch, &deleted), 0);
+	ck_assert_uint_eq(deleted, 0);
+	free(ea);
+}
+
+START_TEST(test_purge_one)
+{
+	purge_between_neighbours(1, 100);
+}
+END_TEST
+
+START_TEST(test_purge_100k)
+{
+	purge_between_neighbours(100000, 1000);
+}
+END_TEST
+
+START_TEST(test_purge_100k_batch_7)
+{
+	purge_between_neighbours(100000, 7);
+}
+END_TEST
+
+START_TEST(test_purge_exact_batches)
+{
+	purge_between_neighbours(300, 100);     /* the last batch is full */
+}
+END_TEST
+
+START_TEST(test_purge_default_batch)
+{
+	purge_between_neighbours(2500, 0);      /* 0: the default */
+}
+END_TEST
+
+/* A purge never takes the name from the session that reused it. */
+START_TEST(test_purge_reused_name)
+{
+	store_session old, young;
+	struct sess_arg sa = {0};
+	size_t deleted;
+
+	mk_session(S, "w", 0, 1, &old);
+	fill(S, old.id, 0, 10, 0, 0);
+	kill_session(S, old.id);
+	mk_session(S, "w", 0, 2, &young);
+	fill(S, young.id, 0, 10, 0, 0);
+	ck_assert_int_eq(session_purge(S, old.id, 3, &deleted), 0);
+	ck_assert_uint_eq(deleted, 10);
+	sa.name = "w";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_mem_eq(sa.ss.id, young.id, STORE_ID_SIZE);
+	verify(S, young.id, 0, 10, 0, 0);
+	ck_assert_int_eq(session_purge(S, old.id, 3, NULL), 0);
+}
+END_TEST
+
+/* --- Big: map growth and large values ------------------------------------ */
+
+START_TEST(test_map_growth_200mib)
+{
+	const uint64_t nvals = 210;
+	store_options o = {0};
+	store_session ss;
+	size_t map, used, max;
+	uint8_t *buf = malloc(MiB);
+	uint64_t i;
+
+	ck_assert_ptr_nonnull(buf);
+	o.map_initial = MiB;
+	o.sync = STORE_SYNC_NEVER;
+	open_S(&o);
+	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
+	ck_assert_uint_eq(map, MiB);
+	mk_session(S, "g", 0, 1, &ss);
+	for (i = 0; i < nvals; i++) {
+		int rc = put_big(S, ss.id, i, buf, MiB);
+		ck_assert_msg(rc == 0, "value %llu: %s", (unsigned long long)i,
+		    store_strerror(rc));
+	}
+	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
+	ck_assert_msg(used > 200 * MiB && map >= used, "map %zu used %zu",
+	    map, used);
+	for (i = 0; i < nvals; i++)
+		check_big(S, ss.id, i, MiB);
+	ck_assert_int_eq(store_sync(S), 0);
+	close_S();
+
+	/* Reopened with the small first map: it fits the data by itself. */
+	open_S(&o);
+	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
+	ck_assert_uint_ge(map, used);
+	for (i = 0; i < nvals; i++)
+		check_big(S, ss.id, i, MiB);
+	ck_assert_int_eq(put_big(S, ss.id, nvals, buf, MiB), 0);
+	check_big(S, ss.id, nvals, MiB);
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_value_100mb)
+{
+	const size_t sz = 100000000;
+	static const size_t cuts[] = {0, 1, 4096, 4097, 33333333, 33333334,
+	    99999999, 100000000};
+	struct iovec iov[7];
+	struct ent_arg ea = {0};
+	store_session ss;
+	uint8_t *buf = malloc(sz), *p;
+	size_t n, i;
+
+	ck_assert_ptr_nonnull(buf);
+	open_S(NULL);
+	mk_session(S, "big", 0, 1, &ss);
+	pattern_fill(buf, sz, 100);
+	for (i = 0; i < 7; i++) {               /* uneven pieces */
+		iov[i].iov_base = buf + cuts[i];
+		iov[i].iov_len = cuts[i + 1] - cuts[i];
+	}
+	ea.sid = ss.id;
+	ea.in.kind = STORE_KIND_GLOBAL;
+	ea.in.name = "huge";
+	ea.in.name_len = 4;
+	ea.in.pickler = STORE_PICKLER_PICKLE;
+	ea.in.type_name = "numpy.ndarray";
+	ea.in.iov = iov;
+	ea.in.iovcnt = 7;
+	ea.now = 5;
+	ck_assert_int_eq(store_write(S, cb_entry_put, &ea), 0);
+	memset(buf, 0, sz);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "huge", 0, &p, &n), 0);
+	ck_assert_uint_eq(n, sz);
+	ck_assert(pattern_ok(p, n, 100));
+	free(p);
+	close_S();
+	open_S(NULL);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "huge", 0, &p, &n), 0);
+	ck_assert_uint_eq(n, sz);
+	ck_assert(pattern_ok(p, n, 100));
+	free(p);
+	free(buf);
+}
+END_TEST
+
+/* --- Procs: several processes on one environment --------------------------- */
+
+/* Open the store at db_dir in a child; NULL on failure. */
+static store *
+child_open(size_t map_initial, enum store_sync sync)
+{
+	store_options o = {0};
+	store *s;
+
+	o.create = 1;
+	o.map_initial = map_initial;
+	o.sync = sync;
+	return store_open(&s, db_dir, &o, NULL) == 0 ? s : NULL;
+}
+
+/* Block until the parent writes a byte to (or closes) fd. */
+static void
+child_wait_go(int fd)
+{
+	char c;
+
+	(void)tu_read_full(fd, &c, 1);
+}
+
+/* Session name in s, created by whoever comes first; 0 or an error. */
+static int
+child_session(store *s, const char *name, store_session *out)
+{
+	struct sess_arg sa = {0};
+	int rc;
+
+	sa.name = name;
+	sa.now = 1;
+	rc = store_write(s, cb_session_get_or_create, &sa);
+	*out = sa.ss;
+	return rc;
+}
+
+/* Writer number w: 2000 entries into the shared session, 10 a commit. */
+static int
+child_writer(int w, int gofd)
+{
+	struct fill_arg fa = {NULL, 0, 10, 0, 0, 0, 0};
+	store_session ss;
+	store *s = child_open(0, STORE_SYNC_NEVER);
+	uint64_t i;
+
+	if (s == NULL)
+		return 10;
+	child_wait_go(gofd);
+	if (child_session(s, "shared", &ss) != 0)
+		return 11;
+	fa.sid = ss.id;
+	for (i = 0; i < 2000; i += 10) {
+		fa.first = (uint64_t)w * 1000000 + i;
+		if (store_write(s, cb_fill, &fa) != 0)
+			return 12;
+		if (store_read(s, cb_verify, &fa) != 0)
+			return 13;
+	}
+	store_close(s);
+	return 0;
+}
+
+START_TEST(test_two_writers)
+{
+	int go[2], w, code;
+	pid_t pid[2];
+	store_session ss;
+	struct sess_arg sa = {0};
+
+	ck_assert_int_eq(pipe(go), 0);
+	for (w = 0; w < 2; w++) {              /* no store open here */
+		pid[w] = tu_fork();
+		ck_assert_int_ge(pid[w], 0);
+		if (pid[w] == 0) {
+			close(go[1]);
+			_exit(child_writer(w, go[0]));
+		}
+	}
+	close(go[0]);
+	close(go[1]);                          /* both start now */
+	for (w = 0; w < 2; w++) {
+		code = tu_wait(pid[w]);
+		ck_assert_msg(code == 0, "writer %d exited with %d", w, code);
+	}
+	open_S(NULL);
+	sa.name = "shared";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ss = sa.ss;
+	ck_assert_uint_eq(count_entries(S, ss.id), 4000);
+	verify(S, ss.id, 0, 2000, 0, 0);
+	verify(S, ss.id, 1000000, 2000, 0, 0);
+}
+END_TEST
+
+/* Reads whether the grower has finished (its "done" global exists). */
+static int
+cb_grower_done(store_txn *t, void *a)
+{
+	store_session ss;
+	store_record r;
+	int rc = session_get_by_name(t, "grow", &ss);
+
+	(void)a;
+	if (rc != 0)
+		return rc;
+	return entry_get(t, ss.id, STORE_KIND_GLOBAL, "done", 4, 0, &r);
+}
+
+/* The grower: 64 values of 1 MiB from a 1 MiB map, one a commit. */
+static int
+child_grower(int gofd)
+{
+	store *s = child_open(MiB, STORE_SYNC_NEVER);
+	store_session ss;
+	uint8_t *buf = malloc(MiB);
+	uint64_t i;
+
+	if (s == NULL || buf == NULL)
+		return 20;
+	child_wait_go(gofd);
+	if (child_session(s, "grow", &ss) != 0)
+		return 21;
+	for (i = 0; i < 64; i++) {
+		if (put_big(s, ss.id, i, buf, MiB) != 0)
+			return 22;
+	}
+	if (put_one(s, ss.id, 'g', "done", 0, "1", 1) != 0)
+		return 23;
+	store_close(s);
+	free(buf);
+	return 0;
+}
+
+/* The small writer: 5 entries a commit from a 1 MiB map until it has
+ * written 2000 and seen the grower finish; reports its map size. */
+static int
+child_small_writer(int gofd, int outfd)
+{
+	struct fill_arg fa = {NULL, 0, 5, 0, 0, 0, 0};
+	store *s = child_open(MiB, STORE_SYNC_NEVER);
+	store_session ss;
+	size_t map = 0;
+	uint64_t i;
+	int done = 0;
+
+	if (s == NULL)
+		return 30;
+	child_wait_go(gofd);
+	if (child_session(s, "small", &ss) != 0)
+		return 31;
+	fa.sid = ss.id;
+	for (i = 0; !(done && i >= 2000); i += 5) {
+		fa.first = i;
+		if (store_write(s, cb_fill, &fa) != 0)
+			return 32;
+		if (store_read(s, cb_verify, &fa) != 0)
+			return 33;
+		done = store_read(s, cb_grower_done, NULL) == 0;
+		if (i > 1000000)
+			return 34;
+	}
+	if (store_usage(s, &map, NULL, NULL) != 0)
+		return 35;
+	if (tu_write_full(outfd, &i, sizeof i) != 0 ||
+	    tu_write_full(outfd, &map, sizeof map) != 0)
+		return 36;
+	store_close(s);
+	return 0;
+}
+
+/* One process grows the map while another writes: the writer must follow
+ * the growth (MDB_MAP_RESIZED) and lose nothing. */
+START_TEST(test_writer_and_grower)
+{
+	int go[2], out[2], code;
+	pid_t grower, writer;
+	struct sess_arg sa = {0};
+	uint64_t written = 0;
+	size_t map = 0;
+
+	ck_assert_int_eq(pipe(go), 0);
+	ck_assert_int_eq(pipe(out), 0);
+	grower = tu_fork();
+	ck_assert_int_ge(grower, 0);
+	if (grower == 0) {
+		close(go[1]);
+		_exit(child_grower(go[0]));
+	}
+	writer = tu_fork();
+	ck_assert_int_ge(writer, 0);
+	if (writer == 0) {
+		close(go[1]);
+		close(out[0]);
+		_exit(child_small_writer(go[0], out[1]));
+	}
+	close(go[0]);
+	close(out[1]);
+	close(go[1]);
+	ck_assert_int_eq(tu_read_full(out[0], &written, sizeof written), 1);
+	ck_assert_int_eq(tu_read_full(out[0], &map, sizeof map), 1);
+	close(out[0]);
+	code = tu_wait(grower);
+	ck_assert_msg(code == 0, "grower exited with %d", code);
+	code = tu_wait(writer);
+	ck_assert_msg(code == 0, "writer exited with %d", code);
+	/* The writer's map follows the grower's 64 MiB of data. */
+	ck_assert_msg(map >= 64 * MiB, "writer's map stayed at %zu", map);
+
+	open_S(NULL);
+	sa.name = "grow";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_uint_eq(count_entries(S, sa.ss.id), 65);
+	{
+		uint64_t i;
+
+		for (i = 0; i < 64; i++)
+			check_big(S, sa.ss.id, i, MiB);
+	}
+	sa.name = "small";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_uint_eq(count_entries(S, sa.ss.id), written);
+	verify(S, sa.ss.id, 0, written, 0, 0);
+}
+END_TEST
+
+/* Argument of a thread of test_threads. */
+struct thr_arg {
+	const uint8_t *sid;      /* the session all threads write */
+	int no;                  /* thread number */
+	volatile int *stop;      /* readers: stop when set */
+	int rc;                  /* 0, or what went wrong */
+	uint64_t bad;            /* the value that failed */
+};
+
+#define THR_VALUES 120
+#define THR_SIZE (64 * 1024)
+
+/* Write THR_VALUES values of 64 KiB, one a commit, reading each back. */
+static void *
+thr_writer(void *a)
+{
+	struct thr_arg *ta = a;
+	uint8_t *buf = malloc(THR_SIZE), *p;
+	uint64_t i, h;
+	size_t n;
+
+	ta->rc = buf == NULL ? STORE_E_NOMEM : 0;
+	for (i = 0; i < THR_VALUES && ta->rc == 0; i++) {
+		h = (uint64_t)ta->no * 1000 + i;
+		if ((ta->rc = put_big(S, ta->sid, h, buf, THR_SIZE)) != 0)
+			break;
+		if ((ta->rc = get_one(S, ta->sid, 'h', NULL, h, &p, &n)) != 0)
+			break;
+		if (n != THR_SIZE || !pattern_ok(p, n, seed_of(ta->sid, h)))
+			ta->rc = STORE_E_CORRUPT;
+		free(p);
+	}
+	if (ta->rc != 0)
+		ta->bad = i;
+	free(buf);
+	return NULL;
+}
+
+/* Read the fixed entries 0..99 over and over until told to stop. */
+static void *
+thr_reader(void *a)
+{
+	struct thr_arg *ta = a;
+	struct fill_arg fa = {ta->sid, 0, 100, 0, 0, 0, 0};
+
+	while (!*ta->stop && ta->rc == 0)
+		ta->rc = store_read(S, cb_verify, &fa);
+	return NULL;
+}
+
+/* Threads of one process share a store while the map grows under them. */
+START_TEST(test_threads)
+{
+	struct thr_arg ta[6];
+	pthread_t th[6];
+	store_options o = {0};
+	store_session ss;
+	volatile int stop = 0;
+	size_t map;
+	int i;
+
+	o.map_initial = MiB;
+	o.sync = STORE_SYNC_NEVER;
+	open_S(&o);
+	mk_session(S, "t", 0, 1, &ss);
+	fill(S, ss.id, 0, 100, 0, 0);
+	for (i = 0; i < 6; i++) {
+		memset(&ta[i], 0, sizeof ta[i]);
+		ta[i].sid = ss.id;
+		ta[i].no = i + 1;
+		ta[i].stop = &stop;
+		ck_assert_int_eq(pthread_create(&th[i], NULL,
+		    i < 4 ? thr_writer : thr_reader, &ta[i]), 0);
+	}
+	for (i = 0; i < 4; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	stop = 1;
+	for (i = 4; i < 6; i++)
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+	for (i = 0; i < 6; i++)
+		ck_assert_msg(ta[i].rc == 0, "thread %d: value %llu: %s", i,
+		    (unsigned long long)ta[i].bad, store_strerror(ta[i].rc));
+	ck_assert_int_eq(store_usage(S, &map, NULL, NULL), 0);
+	ck_assert_uint_ge(map, 16 * MiB);
+	ck_assert_uint_eq(count_entries(S, ss.id), 100 + 4 * THR_VALUES);
+	for (i = 0; i < 4; i++) {
+		uint64_t v;
+
+		for (v = 0; v < THR_VALUES; v++)
+			check_big(S, ss.id, (uint64_t)(i + 1) * 1000 + v,
+			    THR_SIZE);
+	}
+	verify(S, ss.id, 0, 100, 0, 0);
+}
+END_TEST
+
+/* Holds a read transaction for 3 ms. */
+static int
+cb_read_slowly(store_txn *t, void *a)
+{
+	struct timespec ts = {0, 3000000};
+
+	(void)t;
+	(void)a;
+	nanosleep(&ts, NULL);
+	return 0;
+}
+
+/* Keeps read transactions going, one after another, until told to stop. */
+static void *
+thr_slow_reader(void *a)
+{
+	struct thr_arg *ta = a;
+
+	while (!*ta->stop && ta->rc == 0)
+		ta->rc = store_read(S, cb_read_slowly, NULL);
+	return NULL;
+}
+
+/* Growing the map needs every other transaction of the process out of the
+ * way: readers that overlap one another without pause must not keep the
+ * writer waiting for ever (the resize lock prefers its writer). */
+START_TEST(test_grow_under_readers)
+{
+	struct thr_arg ta[3];
+	pthread_t th[3];
+	store_options o = {0};
+	store_session ss;
+	volatile int stop = 0;
+	uint8_t *buf = malloc(MiB);
+	uint64_t i, t0;
+	int k;
+
+	ck_assert_ptr_nonnull(buf);
+	o.map_initial = MiB;
+	o.sync = STORE_SYNC_NEVER;
+	open_S(&o);
+	mk_session(S, "r", 0, 1, &ss);
+	for (k = 0; k < 3; k++) {
+		memset(&ta[k], 0, sizeof ta[k]);
+		ta[k].stop = &stop;
+		ck_assert_int_eq(pthread_create(&th[k], NULL, thr_slow_reader,
+		    &ta[k]), 0);
+		nanosleep(&(struct timespec){0, 1000000}, NULL); /* stagger */
+	}
+	t0 = tu_mono_ms();
+	for (i = 0; i < 24; i++)               /* 1 MiB grows to 32 MiB */
+		ck_assert_int_eq(put_big(S, ss.id, i, buf, MiB), 0);
+	stop = 1;
+	for (k = 0; k < 3; k++) {
+		ck_assert_int_eq(pthread_join(th[k], NULL), 0);
+		ck_assert_int_eq(ta[k].rc, 0);
+	}
+	ck_assert_msg(tu_mono_ms() - t0 < 20000, "writes took %llu ms",
+	    (unsigned long long)(tu_mono_ms() - t0));
+	for (i = 0; i < 24; i++)
+		check_big(S, ss.id, i, MiB);
+	free(buf);
+}
+END_TEST
+
+/* --- Crash: SIGKILL ------------------------------------------------------- */
+
+/* Payload size of committed entry i in the kill test: mostly small, every
+ * 50th on overflow pages. */
+static size_t
+commit_size(uint64_t i)
+{
+	return i % 50 == 0 ? 20000 + (size_t)(i % 1000) :
+	    16 + (size_t)(i * 37 % 400);
+}
+
+/* Commit entries 0, 1, 2... one per transaction, reporting each number
+ * after its commit; runs until killed. */
+static int
+child_committer(enum store_sync sync, int outfd)
+{
+	store *s = child_open(MiB, sync);
+	store_session ss;
+	uint8_t *buf = malloc(21000);
+	uint32_t i;
+
+	if (s == NULL || buf == NULL)
+		return 40;
+	if (child_session(s, "k", &ss) != 0)
+		return 41;
+	for (i = 0; i < 10000000; i++) {
+		if (put_big(s, ss.id, i, buf, commit_size(i)) != 0)
+			return 42;
+		if (sync == STORE_SYNC_INTERVAL && i % 64 == 63 &&
+		    store_sync(s) != 0)
+			return 43;
+		if (tu_write_full(outfd, &i, sizeof i) != 0)
+			return 44;
+	}
+	return 45;
+}
+
+/* Kill a committer with SIGKILL after target commits (or a time limit);
+ * every commit it reported reads back intact and the store works. */
+static void
+kill_committer(enum store_sync sync, uint32_t target)
+{
+	int out[2], code, r;
+	pid_t pid;
+	uint32_t got, next = 0;
+	uint64_t t0, n;
+	struct sess_arg sa = {0};
+
+	ck_assert_int_eq(pipe(out), 0);
+	pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(out[0]);
+		_exit(child_committer(sync, out[1]));
+	}
+	close(out[1]);
+	t0 = tu_mono_ms();
+	while (next < target && tu_mono_ms() - t0 < 8000) {
+		r = tu_read_full(out[0], &got, sizeof got);
+		ck_assert_msg(r == 1, "committer died early (%d)", r);
+		ck_assert_uint_eq(got, next);
+		next++;
+	}
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	while ((r = tu_read_full(out[0], &got, sizeof got)) == 1) {
+		ck_assert_uint_eq(got, next);
+		next++;
+	}
+	close(out[0]);
+	code = tu_wait(pid);
+	ck_assert_msg(code == 128 + SIGKILL, "committer ended with %d", code);
+	ck_assert_uint_gt(next, 100);
+
+	open_S(NULL);
+	sa.name = "k";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	n = count_entries(S, sa.ss.id);
+	/* All reported commits, and at most the one not yet reported. */
+	ck_assert_msg(n == next || n == next + 1, "%llu entries, %u reported",
+	    (unsigned long long)n, next);
+	for (got = 0; got < n; got++)
+		check_big(S, sa.ss.id, got, commit_size(got));
+	ck_assert_int_eq(put_one(S, sa.ss.id, 'g', "after", 0, "ok", 2), 0);
+}
+
+START_TEST(test_kill_during_commits_never)
+{
+	kill_committer(STORE_SYNC_NEVER, 3000);
+}
+END_TEST
+
+START_TEST(test_kill_during_commits_interval)
+{
+	kill_committer(STORE_SYNC_INTERVAL, 3000);
+}
+END_TEST
+
+START_TEST(test_kill_during_commits_always)
+{
+	kill_committer(STORE_SYNC_ALWAYS, 2000);
+}
+END_TEST
+
+/* Commits nothing. */
+static int
+cb_nop(store_txn *t, void *a)
+{
+	(void)t;
+	(void)a;
+	return 0;
+}
+
+/* Purge a session, reporting on fd just before. */
+static int
+child_purger(const uint8_t *id, int outfd)
+{
+	store *s = child_open(0, STORE_SYNC_ALWAYS);
+	char c = 'p';
+
+	if (s == NULL)
+		return 50;
+	if (tu_write_full(outfd, &c, 1) != 0)
+		return 51;
+	if (session_purge(s, id, 100, NULL) != 0)
+		return 52;
+	return 53; /* should have been killed first */
+}
+
+/* A purge killed partway finishes on the next run. */
+START_TEST(test_purge_killed)
+{
+	const uint64_t n = 100000;
+	store_session ss[3];
+	struct sess_arg sa = {0};
+	struct exp_arg *ea = calloc(1, sizeof *ea);
+	int out[2], code;
+	uint64_t left, t0;
+	size_t deleted = 0;
+	pid_t pid;
+	char c;
+
+	ck_assert_ptr_nonnull(ea);
+	open_S(NULL);
+	mk_session(S, "n0", 0, 1, &ss[0]);
+	mk_session(S, "n1", 0, 1, &ss[1]);
+	mk_session(S, "n2", 3600000, store_now_ms(), &ss[2]);
+	qsort(ss, 3, sizeof ss[0], cmp_session_id);
+	fill(S, ss[0].id, 0, 1000, 0, 0);
+	fill(S, ss[2].id, 0, 1000, 0, 0);
+	fill(S, ss[1].id, 0, n, 0, 0);
+	kill_session(S, ss[1].id);
+	close_S();                              /* none open across fork */
+
+	ck_assert_int_eq(pipe(out), 0);
+	pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(out[0]);
+		_exit(child_purger(ss[1].id, out[1]));
+	}
+	close(out[1]);
+	ck_assert_int_eq(tu_read_full(out[0], &c, 1), 1);
+	close(out[0]);
+	/* Watch it delete, from a store of our own, and kill it partway. */
+	open_S(NULL);
+	t0 = tu_mono_ms();
+	do {
+		left = count_entries(S, ss[1].id);
+	} while (left > n * 6 / 10 && tu_mono_ms() - t0 < 20000);
+	ck_assert_int_eq(kill(pid, SIGKILL), 0);
+	code = tu_wait(pid);
+	ck_assert_msg(code == 128 + SIGKILL, "purger ended with %d", code);
+	/* A writer killed after writing its meta page but before publishing
+	 * the new transaction id in the lock file leaves readers one commit
+	 * behind until the next writer takes over its lock (LMDB's
+	 * mdb_mutex_failed); an empty write does that. */
+	ck_assert_int_eq(store_write(S, cb_nop, NULL), 0);
+	left = count_entries(S, ss[1].id);
+	ck_assert_msg(left > 0 && left < n, "%llu left",
+	    (unsigned long long)left);
+	ck_assert_uint_eq(left % 100, 0);       /* whole batches only */
+
+	/* The sweeper finds it first (dead: time 0) and finishes the job;
+	 * our store was open during the kill (robust writer lock). */
+	expired_at(ea, store_now_ms());
+	ck_assert_int_eq(ea->n, 1);
+	ck_assert_mem_eq(ea->id[0], ss[1].id, STORE_ID_SIZE);
+	ck_assert_uint_eq(ea->when[0], 0);
+	ck_assert_int_eq(session_purge(S, ss[1].id, 100, &deleted), 0);
+	ck_assert_uint_eq(deleted, left);
+	ck_assert_uint_eq(count_entries(S, ss[1].id), 0);
+	sa.id = ss[1].id;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa),
+	    STORE_E_NOTFOUND);
+	expired_at(ea, store_now_ms());
+	ck_assert_int_eq(ea->n, 0);
+	verify(S, ss[0].id, 0, 1000, 0, 0);
+	verify(S, ss[2].id, 0, 1000, 0, 0);
+	ck_assert_uint_eq(count_entries(S, ss[0].id), 1000);
+	ck_assert_uint_eq(count_entries(S, ss[2].id), 1000);
+	close_S();
+	open_S(NULL);                           /* and it opens cleanly */
+	verify(S, ss[2].id, 0, 1000, 0, 0);
+	free(ea);
+}
+END_TEST
+
+/* Holds a read transaction: reports on fd, then sleeps until killed. */
+static int
+cb_hold_read(store_txn *t, void *a)
+{
+	char c = 'r';
+
+	(void)t;
+	if (tu_write_full(*(int *)a, &c, 1) != 0)
+		return 1;
+	for (;;)
+		pause();
+	return 0;
+}
+
+/* A reader killed inside its transaction must not pin old pages forever:
+ * with another process keeping the environment open, a later open clears
+ * the dead reader, and rewriting a value reuses its freed pages. */
+START_TEST(test_killed_reader_reclaimed)
+{
+	int rfd[2], hfd[2], go[2], code;
+	pid_t reader, holder;
+	store_session ss;
+	struct sess_arg sa = {0};
+	size_t used0, used1;
+	uint8_t *buf = malloc(MiB);
+	char c;
+	int i;
+
+	ck_assert_ptr_nonnull(buf);
+	open_S(NULL);
+	mk_session(S, "r", 0, 1, &ss);
+	ck_assert_int_eq(put_big(S, ss.id, 0, buf, MiB), 0);
+	close_S();
+	free(buf);                   /* the children start with a clean heap */
+
+	ck_assert_int_eq(pipe(rfd), 0);
+	ck_assert_int_eq(pipe(hfd), 0);
+	ck_assert_int_eq(pipe(go), 0);
+	holder = tu_fork();
+	ck_assert_int_ge(holder, 0);
+	if (holder == 0) {                      /* keeps the lock table */
+		store *s = child_open(0, STORE_SYNC_NEVER);
+		close(go[1]);
+		c = 'h';
+		if (s == NULL || tu_write_full(hfd[1], &c, 1) != 0)
+			_exit(60);
+		child_wait_go(go[0]);
+		store_close(s);
+		_exit(0);
+	}
+	ck_assert_int_eq(tu_read_full(hfd[0], &c, 1), 1);
+	reader = tu_fork();
+	ck_assert_int_ge(reader, 0);
+	if (reader == 0) {
+		store *s = child_open(0, STORE_SYNC_NEVER);
+		if (s == NULL)
+			_exit(61);
+		_exit(store_read(s, cb_hold_read, &rfd[1]) == 0 ? 0 : 62);
+	}
+	ck_assert_int_eq(tu_read_full(rfd[0], &c, 1), 1);
+	ck_assert_int_eq(kill(reader, SIGKILL), 0);
+	code = tu_wait(reader);
+	ck_assert_int_eq(code, 128 + SIGKILL);
+
+	buf = malloc(MiB);
+	ck_assert_ptr_nonnull(buf);
+	sa.name = "r";
+	open_S(NULL);
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa), 0);
+	ck_assert_int_eq(store_usage(S, NULL, &used0, NULL), 0);
+	for (i = 1; i <= 40; i++)
+		ck_assert_int_eq(put_big(S, ss.id, 0, buf, MiB), 0);
+	ck_assert_int_eq(store_usage(S, NULL, &used1, NULL), 0);
+	ck_assert_msg(used1 < used0 + 8 * MiB, "grew from %zu to %zu bytes",
+	    used0, used1);
+	check_big(S, ss.id, 0, MiB);
+	close(go[1]);
+	close(go[0]);
+	code = tu_wait(holder);
+	ck_assert_int_eq(code, 0);
+	free(buf);
+}
+END_TEST
+
+/* --- suite ----------------------------------------------------------------- */
+
+/* A tcase of fixture setup (store open or just a directory) and timeout. */
+static TCase *
+tcase_new(const char *name, int with_store, double timeout)
+{
+	TCase *tc = tcase_create(name);
+
+	tcase_add_checked_fixture(tc, with_store ? setup_store : setup_dir,
+	    teardown);
+	tcase_set_timeout(tc, timeout);
+	return tc;
+}
+
+static Suite *
+store_suite(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc;
+
+	tc = tcase_new("Core", 1, 20);
+	tcase_add_test(tc, test_open_meta_usage);
+	tcase_add_test(tc, test_default_path);
+	tcase_add_test(tc, test_strerror);
+	tcase_add_test(tc, test_read_write_results);
+	tcase_add_test(tc, test_readonly_open);
+	tcase_add_test(tc, test_sync_policies);
+	tcase_add_test(tc, test_session_create_get);
+	tcase_add_test(tc, test_session_put_absent);
+	tcase_add_test(tc, test_session_list);
+	tcase_add_test(tc, test_session_kill);
+	tcase_add_test(tc, test_session_count);
+	tcase_add_test(tc, test_expiry_index);
+	tcase_add_test(tc, test_entry_put_get);
+	tcase_add_test(tc, test_entry_replace_del);
+	tcase_add_test(tc, test_entry_list);
+	tcase_add_test(tc, test_entry_walk);
+	tcase_add_test(tc, test_record_layout);
+	tcase_add_test(tc, test_record_damage);
+	tcase_add_test(tc, test_util);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_new("Limits", 1, 30);
+	tcase_add_test(tc, test_name_limits);
+	tcase_add_test(tc, test_lease_overflow);
+	tcase_add_test(tc, test_notstore);
+	tcase_add_test(tc, test_newer_format_refused);
+	tcase_add_test(tc, test_corrupt_payload);
+	tcase_add_test(tc, test_purge_reused_name);
+	tcase_add_test(tc, test_map_max_full);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_new("Purge", 0, 60);
+	tcase_add_test(tc, test_purge_one);
+	tcase_add_test(tc, test_purge_exact_batches);
+	tcase_add_test(tc, test_purge_default_batch);
+	tcase_add_test(tc, test_purge_100k);
+	tcase_add_test(tc, test_purge_100k_batch_7);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_new("Big", 0, 90);
+	tcase_add_test(tc, test_map_growth_200mib);
+	tcase_add_test(tc, test_value_100mb);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_new("Procs", 0, 30);
+	tcase_add_test(tc, test_two_writers);
+	tcase_add_test(tc, test_writer_and_grower);
+	tcase_add_test(tc, test_threads);
+	tcase_add_test(tc, test_grow_under_readers);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_new("Crash", 0, 60);
+	tcase_add_test(tc, test_kill_during_commits_never);
+	tcase_add_test(tc, test_kill_during_commits_interval);
+	tcase_add_test(tc, test_kill_during_commits_always);
+	tcase_add_test(tc, test_purge_killed);
+	tcase_add_test(tc, test_killed_reader_reclaimed);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr;
+	int failed;
+
+	if (tu_mkdtemp(base_dir, sizeof base_dir, tu_tmpdir(),
+	    "check_store") != 0) {
+		fprintf(stderr, "check_store: mkdtemp in %s: %s\n", tu_tmpdir(),
+		    strerror(errno));
+		return EXIT_FAILURE;
+	}
+	sr = srunner_create(store_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	tu_rmtree(base_dir);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
