@@ -136,12 +136,7 @@ class RequestError(Exception):
         self.message = message
 
 
-def _type_name(obj):
-    t = type(obj)
-    mod = t.__module__
-    if mod in ("builtins", None):
-        return t.__qualname__
-    return "%s.%s" % (mod, t.__qualname__)
+_type_name = _s.type_name
 
 
 def _exc_message(value):
@@ -221,64 +216,51 @@ def _make_pickler_class():
 
 
 class _Dumper:
-    """Pickles entries.  The stdlib C pickler (reused, memo cleared) comes
-    first: it is the fast path for plain data.  What it cannot pickle by
-    reference (functions, lambdas, classes defined by shipped code) goes
-    through cloudpickle, which stores them by value."""
+    """Pickles entries into a C sink.  The stdlib C pickler (reused, memo
+    cleared) comes first: it is the fast path for plain data, driven from C
+    by Batch.dump_many.  What it cannot pickle by reference (functions,
+    lambdas, classes defined by shipped code) goes through cloudpickle,
+    which stores them by value."""
 
     def __init__(self):
-        _tblib()
-        self.f = io.BytesIO()
-        self.buffers = []
-        self.plain = pickle.Pickler(self.f, protocol=5,
-                                    buffer_callback=self.buffers.append)
+        self.sink = _s.Sink()
+        self.plain = pickle.Pickler(self.sink, protocol=5,
+                                    buffer_callback=self.sink.buffer)
         self.plain.persistent_id = WS.idmap.pid
         self.cloud = None
 
-    def _run(self, p, obj):
-        f = self.f
-        f.seek(0)
-        f.truncate()
-        del self.buffers[:]
-        p.clear_memo()
+    def cloud_dump(self, obj):
+        """(pickler, flags, parts, refs) through cloudpickle; raises."""
+        if self.cloud is None:
+            self.cloud = _make_pickler_class()(
+                self.sink, protocol=5, buffer_callback=self.sink.buffer)
+            self.cloud.persistent_id = WS.idmap.pid
+        sink = self.sink
+        sink.reset()
+        self.cloud.clear_memo()
         WS.idmap.begin(obj)
         try:
-            p.dump(obj)
+            self.cloud.dump(obj)
         finally:
             refs = WS.idmap.end()
-        return refs
-
-    def dump(self, obj):
-        try:
-            refs = self._run(self.plain, obj)
-            pickler = PICKLER_PICKLE
-        except Exception:
-            if self.cloud is None:
-                self.cloud = _make_pickler_class()(
-                    self.f, protocol=5, buffer_callback=self.buffers.append)
-                self.cloud.persistent_id = WS.idmap.pid
-            refs = self._run(self.cloud, obj)
-            pickler = PICKLER_CLOUDPICKLE
-        data = self.f.getvalue()
-        if self.buffers:
-            raws = [b.raw() for b in self.buffers]
-            del self.buffers[:]
+        data = sink.getvalue()
+        bufs = sink.buffers()
+        sink.reset()
+        if bufs:
+            raws = [b.raw() for b in bufs]
             head = _s.oob_header(len(data), [len(r) for r in raws])
-            return pickler, FLAG_OOB, [head, data] + raws, refs
-        return pickler, 0, [data], refs
+            return PICKLER_CLOUDPICKLE, FLAG_OOB, [head, data] + raws, refs
+        return PICKLER_CLOUDPICKLE, 0, [data], refs
 
 
 _DUMPER = None
 
 
-def dump_entry(obj, key):
-    """Pickle obj as the entry key.  Returns (pickler, flags, parts, refs):
-    parts is a list of buffers (the pickle, then out-of-band buffers).
-    Raises on failure to pickle."""
+def _dumper():
     global _DUMPER
     if _DUMPER is None:
         _DUMPER = _Dumper()
-    return _DUMPER.dump(obj)
+    return _DUMPER
 
 
 def load_entry(payload, flags):
@@ -443,31 +425,12 @@ class Workspace:
     # -- checkpoints --
     def collect_dirty_globals(self):
         """Find globals bound, rebound or deleted since the last checkpoint.
-        O(1) when the namespace did not change (its dict version)."""
+        O(1) when the namespace did not change (its dict version), else a
+        walk in C comparing object identity with the shadow."""
         v = _s.dict_version(self.ns)
         if v == self.ns_version:
             return
-        changed, gone = _s.diff_ns(self.ns, self.shadow)
-        for name in changed:
-            if name.startswith("__") and name.endswith("__"):
-                continue
-            obj = self.ns[name]
-            old = self.shadow.get(name, _MISSING)
-            if old is not _MISSING and not isinstance(old, _ATOMIC):
-                self.idmap.discard(old)
-            self.shadow[name] = obj
-            if not isinstance(obj, _ATOMIC):
-                self.idmap.add(obj, ("g", name))
-            key = ("g", name)
-            self.dirty.add(key)
-            self.deleted.discard(key)
-        for name in gone:
-            old = self.shadow.pop(name)
-            if not isinstance(old, _ATOMIC):
-                self.idmap.discard(old)
-            key = ("g", name)
-            self.dirty.discard(key)
-            self.deleted.add(key)
+        _s.collect(self.ns, self.shadow, self.idmap, self.dirty, self.deleted)
         self.ns_version = _s.dict_version(self.ns)
 
     def checkpoint(self, full=0):
@@ -480,54 +443,57 @@ class Workspace:
             return 0    # the no-op request's path: O(1)
         t0 = _time.perf_counter()
         self.collect_dirty_globals()
-        keys = set(self.dirty)
+        keys = self.dirty
         if full:
+            keys = set(keys)
             for name, obj in self.shadow.items():
                 if not isinstance(obj, _IMMUTABLE):
                     keys.add(("g", name))
             for hid, obj in self.handles.items():
                 if not isinstance(obj, _IMMUTABLE):
                     keys.add(("h", hid))
-        puts = []
-        for key in keys:
-            item = self._entry_record(key)
-            if item is not None:
-                puts.append(item)
-        dels = [k for k in self.deleted]
-        if not puts and not dels and not _s.session_dirty():
+        batch = _s.Batch()
+        d = _dumper()
+        if keys:
+            _n, failed = batch.dump_keys(d.plain, d.sink, self.idmap, keys,
+                                         self.shadow, self.handles,
+                                         self.handle_flags, self.digests,
+                                         Placeholder)
+            for item in failed:
+                self._slow_record(batch, d, *item)
+            if self.volatile:
+                bad = set(item[0] for item in failed)
+                for key in keys:
+                    if key not in bad:
+                        self.volatile.pop(key, None)
+        for k in self.deleted:
+            batch.delete(k)
+        if not len(batch) and not _s.session_dirty():
             self.dirty.clear()
             return 0
-        _s.commit(puts, dels)
+        written = batch.commit()
         self.last_checkpoint_s = _time.perf_counter() - t0
-        self.entries_written += len(puts)
+        self.entries_written += len(written)
         self.checkpoints += 1
-        for item in puts:
-            self.digests[(item[0], item[1])] = item[6]
-        for k in dels:
-            self.digests.pop(k, None)
+        digests = self.digests
+        for key, digest in written:
+            digests[key] = digest
+        for k in self.deleted:
+            digests.pop(k, None)
             self.volatile.pop(k, None)
         self.dirty.clear()
         self.deleted.clear()
         # released handles are gone from the store now: no need to guard
         # against loading them (keeps memory flat under handle churn)
         self.released.clear()
-        return len(puts)
+        return len(written)
 
-    def _entry_record(self, key):
-        """(kind, key, pickler, flags, type_name, refs, digest, parts) for one
-        entry, or None when nothing changed."""
-        kind, k = key
-        if kind == "g":
-            obj = self.shadow.get(k, _MISSING)
-            base = 0
-        else:
-            obj = self.handles.get(k, _MISSING)
-            base = self.handle_flags.get(k, 0)
-        if obj is _MISSING or isinstance(obj, Placeholder):
-            return None
-        tn = _type_name(obj)
+    def _slow_record(self, batch, d, key, obj, base, tn):
+        """An entry the C pickler could not take: cloudpickle, or volatile
+        (recorded with its reason; the object stays in memory)."""
+        _tblib()
         try:
-            pickler, flags, parts, refs = dump_entry(obj, key)
+            pickler, flags, parts, refs = d.cloud_dump(obj)
             flags |= base
             self.volatile.pop(key, None)
         except Exception as e:
@@ -539,8 +505,8 @@ class Workspace:
             parts = [reason.encode("utf-8", "replace")]
         digest = _s.digest(parts, flags, refs)
         if self.digests.get(key) == digest:
-            return None
-        return (kind, k, pickler, flags, tn, refs, digest, parts)
+            return
+        batch.add(key, pickler, flags, tn, refs, digest, parts)
 
     def take_notices(self):
         out, self.notices = self.notices, []
@@ -631,6 +597,7 @@ def _excinfo_result(exc):
         tb = tb.tb_next
     exc.__traceback__ = tb
     triple = (type(exc), exc, tb)
+    _tblib()            # tracebacks pickle through tblib
     hid, _ = WS.new_handle(triple, FLAG_EXCINFO)
     WS.checkpoint()     # so that the reply can say if it is volatile
     return (KIND_EXCINFO, hid, "tuple", type(exc).__name__,

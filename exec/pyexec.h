@@ -9,6 +9,20 @@
 /* pymod.c */
 extern PyTypeObject pymod_NamespaceType;
 extern PyTypeObject pymod_IdMapType;
+/* Map obj to key / forget obj (no type check: an IdMap). */
+int pymod_idmap_add(PyObject *idmap, PyObject *obj, PyObject *key);
+void pymod_idmap_discard(PyObject *idmap, PyObject *obj);
+/* Start a dump of root with idmap (no type check: an IdMap). */
+void pymod_idmap_begin(PyObject *idmap, PyObject *root);
+/* End it: the refs blob (new reference) or NULL. */
+PyObject *pymod_idmap_end(PyObject *idmap);
+
+/* pybatch.c */
+extern PyTypeObject pybatch_SinkType;
+extern PyTypeObject pybatch_BatchType;
+extern PyMethodDef pybatch_methods[];
+/* "module.Qualname" of obj's type, cached per type; new reference. */
+PyObject *pybatch_type_name(PyObject *obj);
 
 /* pystore.c */
 extern PyObject *pystore_StoreError;

@@ -187,12 +187,15 @@ PyInit__pyshelfd(void)
 	pymod_NamespaceType.tp_base = &PyDict_Type;
 	if (PyType_Ready(&pymod_NamespaceType) < 0 ||
 	    PyType_Ready(&pymod_IdMapType) < 0 ||
-	    PyType_Ready(&StreamType) < 0)
+	    PyType_Ready(&StreamType) < 0 ||
+	    PyType_Ready(&pybatch_SinkType) < 0 ||
+	    PyType_Ready(&pybatch_BatchType) < 0)
 		return NULL;
 	if ((m = PyModule_Create(&pyio_module)) == NULL)
 		return NULL;
 	if (pyio_add_methods(m, pystore_methods) < 0 ||
-	    pyio_add_methods(m, pyio_methods) < 0)
+	    pyio_add_methods(m, pyio_methods) < 0 ||
+	    pyio_add_methods(m, pybatch_methods) < 0)
 		goto error;
 	pystore_StoreError = PyErr_NewException("_pyshelfd.StoreError",
 	    PyExc_OSError, NULL);
@@ -204,7 +207,9 @@ PyInit__pyshelfd(void)
 	    PyModule_AddObjectRef(m, "CorruptEntry", pystore_CorruptEntry) < 0 ||
 	    PyModule_AddObjectRef(m, "Namespace",
 	    (PyObject *)&pymod_NamespaceType) < 0 ||
-	    PyModule_AddObjectRef(m, "IdMap", (PyObject *)&pymod_IdMapType) < 0)
+	    PyModule_AddObjectRef(m, "IdMap", (PyObject *)&pymod_IdMapType) < 0 ||
+	    PyModule_AddObjectRef(m, "Sink", (PyObject *)&pybatch_SinkType) < 0 ||
+	    PyModule_AddObjectRef(m, "Batch", (PyObject *)&pybatch_BatchType) < 0)
 		goto error;
 	return m;
 error:

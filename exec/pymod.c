@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "pyexec.h"
 
 
 /* ---------------------------------------------------------------------- */
@@ -214,43 +215,53 @@ idmap_resize(idmapobject *m, size_t cap)
 	return 0;
 }
 
-/* add(obj, key): map obj to key (replacing an older mapping). */
-static PyObject *
-idmap_add(PyObject *self, PyObject *args)
+/* Map obj to key (replacing an older mapping).  0 or -1. */
+int
+pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
-	PyObject *obj, *key;
 	idslot *s;
 	size_t i;
 
-	if (!PyArg_ParseTuple(args, "OO:add", &obj, &key))
-		return NULL;
 	if ((s = idmap_find(m, obj)) != NULL) {
 		Py_SETREF(s->key, Py_NewRef(key));
-		Py_RETURN_NONE;
+		return 0;
 	}
 	if ((m->used + 1) * 2 > m->cap &&
 	    idmap_resize(m, m->cap == 0 ? 64 : m->cap * 2) < 0)
-		return NULL;
+		return -1;
 	for (i = idmap_hash(obj, m->cap); m->slots[i].obj != NULL;
 	    i = (i + 1) & (m->cap - 1))
 		;
 	m->slots[i].obj = Py_NewRef(obj);
 	m->slots[i].key = Py_NewRef(key);
 	m->used++;
+	return 0;
+}
+
+/* add(obj, key): map obj to key. */
+static PyObject *
+idmap_add(PyObject *self, PyObject *args)
+{
+	PyObject *obj, *key;
+
+	if (!PyArg_ParseTuple(args, "OO:add", &obj, &key))
+		return NULL;
+	if (pymod_idmap_add(self, obj, key) < 0)
+		return NULL;
 	Py_RETURN_NONE;
 }
 
-/* discard(obj): forget obj; backward-shift deletion keeps probes intact. */
-static PyObject *
-idmap_discard(PyObject *self, PyObject *obj)
+/* Forget obj; backward-shift deletion keeps probe chains intact. */
+void
+pymod_idmap_discard(PyObject *self, PyObject *obj)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *s = idmap_find(m, obj), gone;
 	size_t i, j, k;
 
 	if (s == NULL)
-		Py_RETURN_NONE;
+		return;
 	gone = *s;
 	i = (size_t)(s - m->slots);
 	m->slots[i].obj = NULL;
@@ -270,7 +281,32 @@ idmap_discard(PyObject *self, PyObject *obj)
 	}
 	Py_DECREF(gone.obj);
 	Py_DECREF(gone.key);
+}
+
+/* discard(obj): forget obj. */
+static PyObject *
+idmap_discard(PyObject *self, PyObject *obj)
+{
+	pymod_idmap_discard(self, obj);
 	Py_RETURN_NONE;
+}
+
+/* C entry points for pybatch.c. */
+void
+pymod_idmap_begin(PyObject *self, PyObject *root)
+{
+	idmapobject *m = (idmapobject *)self;
+
+	m->root = root; /* borrowed for the dump's duration */
+	Py_CLEAR(m->hits);
+}
+
+static PyObject *idmap_end(PyObject *self, PyObject *unused);
+
+PyObject *
+pymod_idmap_end(PyObject *self)
+{
+	return idmap_end(self, NULL);
 }
 
 /* begin(root): start a dump of root. */

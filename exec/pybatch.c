@@ -1,0 +1,1022 @@
+/*
+ * pybatch.c - the checkpoint's hot path in C: pickling many entries with
+ * one reused C pickler into a C sink, digesting them, skipping the ones
+ * whose digest did not change, and committing everything (and deletes) in
+ * one write transaction with the GIL released.
+ *
+ *  - Sink: the pickler's file.  write() appends to a C buffer, buffer()
+ *    (the pickler's buffer_callback) keeps out-of-band PickleBuffers.
+ *  - Batch: the records of one checkpoint.  dump_many() for the fast path,
+ *    add() for records pickled elsewhere (cloudpickle, volatile), delete(),
+ *    then commit().
+ *
+ * Every function runs with the GIL held, except the LMDB transaction.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "exec.h"
+#include "pyexec.h"
+
+/* ---------------------------------------------------------------------- */
+/* Sink                                                                   */
+
+typedef struct {
+	PyObject_HEAD
+	char *buf;           /* pickle bytes of the current dump */
+	size_t len, cap;
+	PyObject *oob;       /* list of PickleBuffers of the current dump */
+} sinkobject;
+
+/* write(b): append bytes-like b. */
+static PyObject *
+sink_write(PyObject *self, PyObject *arg)
+{
+	sinkobject *s = (sinkobject *)self;
+	Py_buffer v;
+
+	if (PyObject_GetBuffer(arg, &v, PyBUF_SIMPLE) < 0)
+		return NULL;
+	if (s->len + (size_t)v.len > s->cap) {
+		size_t ncap = (s->cap + (size_t)v.len) * 2;
+		char *n = PyMem_Realloc(s->buf, ncap);
+		if (n == NULL) {
+			PyBuffer_Release(&v);
+			return PyErr_NoMemory();
+		}
+		s->buf = n;
+		s->cap = ncap;
+	}
+	memcpy(s->buf + s->len, v.buf, (size_t)v.len);
+	s->len += (size_t)v.len;
+	PyBuffer_Release(&v);
+	return PyLong_FromSsize_t(v.len);
+}
+
+/* buffer(pb): keep an out-of-band buffer (pickle's buffer_callback). */
+static PyObject *
+sink_buffer(PyObject *self, PyObject *pb)
+{
+	sinkobject *s = (sinkobject *)self;
+
+	if (s->oob == NULL && (s->oob = PyList_New(0)) == NULL)
+		return NULL;
+	if (PyList_Append(s->oob, pb) < 0)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+/* reset(): forget the current dump. */
+static void
+sink_reset(sinkobject *s)
+{
+	s->len = 0;
+	Py_CLEAR(s->oob);
+}
+
+static PyObject *
+sink_reset_py(PyObject *self, PyObject *unused)
+{
+	sink_reset((sinkobject *)self);
+	Py_RETURN_NONE;
+}
+
+/* getvalue() -> bytes of the current dump */
+static PyObject *
+sink_getvalue(PyObject *self, PyObject *unused)
+{
+	sinkobject *s = (sinkobject *)self;
+
+	return PyBytes_FromStringAndSize(s->buf, (Py_ssize_t)s->len);
+}
+
+/* buffers() -> list of the current dump's PickleBuffers */
+static PyObject *
+sink_buffers(PyObject *self, PyObject *unused)
+{
+	sinkobject *s = (sinkobject *)self;
+
+	return s->oob != NULL ? Py_NewRef(s->oob) : PyList_New(0);
+}
+
+static void
+sink_dealloc(PyObject *self)
+{
+	sinkobject *s = (sinkobject *)self;
+
+	PyObject_GC_UnTrack(self);
+	Py_CLEAR(s->oob);
+	PyMem_Free(s->buf);
+	Py_TYPE(self)->tp_free(self);
+}
+
+static int
+sink_traverse(PyObject *self, visitproc visit, void *arg)
+{
+	Py_VISIT(((sinkobject *)self)->oob);
+	return 0;
+}
+
+static int
+sink_clear(PyObject *self)
+{
+	Py_CLEAR(((sinkobject *)self)->oob);
+	return 0;
+}
+
+static PyMethodDef sink_methods[] = {
+	{"write", sink_write, METH_O, "append bytes"},
+	{"buffer", sink_buffer, METH_O, "keep an out-of-band buffer"},
+	{"reset", sink_reset_py, METH_NOARGS, "forget the current dump"},
+	{"getvalue", sink_getvalue, METH_NOARGS, "the current dump's bytes"},
+	{"buffers", sink_buffers, METH_NOARGS, "the current dump's buffers"},
+	{NULL, NULL, 0, NULL}
+};
+
+PyTypeObject pybatch_SinkType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "_pyshelfd.Sink",
+	.tp_basicsize = sizeof(sinkobject),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_doc = "a pickler's file: bytes in C, out-of-band buffers kept",
+	.tp_methods = sink_methods,
+	.tp_dealloc = sink_dealloc,
+	.tp_traverse = sink_traverse,
+	.tp_clear = sink_clear,
+	.tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------------- */
+/* Batch                                                                  */
+
+/* One record to write. */
+typedef struct {
+	PyObject *key;           /* ("g", name) / ("h", id), strong */
+	uint8_t kind;            /* STORE_KIND_* */
+	const char *name;        /* borrowed from key */
+	Py_ssize_t name_len;
+	uint64_t handle;
+	uint8_t pickler;
+	uint16_t flags;
+	char *type_name;         /* owned */
+	PyObject *refs;          /* bytes, strong */
+	char *data;              /* owned: the pickle (with OOB header) */
+	size_t data_len;
+	PyObject *oob;           /* list of PickleBuffers or parts, strong */
+	PyObject *digest;        /* bytes, strong */
+} brec;
+
+static PyObject *str_dump;        /* interned "dump" */
+static PyObject *str_clear_memo;  /* interned "clear_memo" */
+
+typedef struct {
+	PyObject_HEAD
+	brec *recs;
+	size_t n, cap;
+	PyObject *dels;          /* list of keys to delete */
+} batchobject;
+
+static void
+brec_clear(brec *r)
+{
+	Py_CLEAR(r->key);
+	Py_CLEAR(r->refs);
+	Py_CLEAR(r->oob);
+	Py_CLEAR(r->digest);
+	PyMem_Free(r->type_name);
+	PyMem_Free(r->data);
+	r->type_name = NULL;
+	r->data = NULL;
+}
+
+/* Split a key tuple into r's kind/name/handle. */
+static int
+brec_key(brec *r, PyObject *key)
+{
+	PyObject *kind, *k;
+	const char *ks;
+
+	if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+		PyErr_SetString(PyExc_TypeError, "an entry key is (kind, key)");
+		return -1;
+	}
+	kind = PyTuple_GET_ITEM(key, 0);
+	k = PyTuple_GET_ITEM(key, 1);
+	if ((ks = PyUnicode_AsUTF8(kind)) == NULL)
+		return -1;
+	if (ks[0] == 'g') {
+		r->kind = STORE_KIND_GLOBAL;
+		if ((r->name = PyUnicode_AsUTF8AndSize(k, &r->name_len)) == NULL)
+			return -1;
+		if (r->name_len == 0 || r->name_len > STORE_KEY_MAX) {
+			PyErr_Format(PyExc_ValueError, "global name of %zd bytes: "
+			    "must be 1 to %d", r->name_len, STORE_KEY_MAX);
+			return -1;
+		}
+	} else {
+		r->kind = STORE_KIND_HANDLE;
+		r->handle = PyLong_AsUnsignedLongLong(k);
+		if (PyErr_Occurred())
+			return -1;
+	}
+	r->key = Py_NewRef(key);
+	return 0;
+}
+
+/* A new slot at the end of the batch (zeroed). */
+static brec *
+batch_slot(batchobject *b)
+{
+	if (b->n == b->cap) {
+		size_t ncap = b->cap == 0 ? 64 : b->cap * 2;
+		brec *n = PyMem_Realloc(b->recs, ncap * sizeof *n);
+		if (n == NULL) {
+			PyErr_NoMemory();
+			return NULL;
+		}
+		b->recs = n;
+		b->cap = ncap;
+	}
+	memset(&b->recs[b->n], 0, sizeof b->recs[b->n]);
+	return &b->recs[b->n];
+}
+
+/* XXH3-128 of the payload pieces + flags + refs, as 16 bytes. */
+static PyObject *
+batch_digest(const char *data, size_t len, PyObject *oob, uint16_t flags,
+             PyObject *refs)
+{
+	XXH3_state_t st;
+	XXH128_hash_t h;
+	uint8_t out[16], fb[2];
+	Py_ssize_t i;
+
+	XXH3_128bits_reset(&st);
+	XXH3_128bits_update(&st, data, len);
+	for (i = 0; oob != NULL && i < PyList_GET_SIZE(oob); i++) {
+		Py_buffer v;
+		if (PyObject_GetBuffer(PyList_GET_ITEM(oob, i), &v,
+		    PyBUF_SIMPLE) < 0)
+			return NULL;
+		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
+		PyBuffer_Release(&v);
+	}
+	wire_be16_put(fb, flags);
+	XXH3_128bits_update(&st, fb, 2);
+	XXH3_128bits_update(&st, PyBytes_AS_STRING(refs),
+	    (size_t)PyBytes_GET_SIZE(refs));
+	h = XXH3_128bits_digest(&st);
+	wire_be64_put(out, h.high64);
+	wire_be64_put(out + 8, h.low64);
+	return PyBytes_FromStringAndSize((const char *)out, 16);
+}
+
+/* The sink's bytes, with the OOB header in front when there are buffers:
+ * u32 n, u64 pickle length, n x u64 buffer lengths (STORAGE.md). */
+static int
+batch_take_data(brec *r, sinkobject *sk)
+{
+	Py_ssize_t i, n = sk->oob != NULL ? PyList_GET_SIZE(sk->oob) : 0;
+	size_t head = n > 0 ? 12 + 8 * (size_t)n : 0;
+
+	if (n == 0 && sk->buf != NULL) {
+		/* take the sink's buffer as it is: no copy */
+		r->data = sk->buf;
+		r->data_len = sk->len;
+		sk->buf = NULL;
+		sk->len = sk->cap = 0;
+		return 0;
+	}
+	if ((r->data = PyMem_Malloc(head + sk->len + 1)) == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	if (n > 0) {
+		wire_be32_put((uint8_t *)r->data, (uint32_t)n);
+		wire_be64_put((uint8_t *)r->data + 4, sk->len);
+		for (i = 0; i < n; i++) {
+			Py_buffer v;
+			if (PyObject_GetBuffer(PyList_GET_ITEM(sk->oob, i), &v,
+			    PyBUF_SIMPLE) < 0)
+				return -1;
+			wire_be64_put((uint8_t *)r->data + 12 + 8 * i,
+			    (uint64_t)v.len);
+			PyBuffer_Release(&v);
+		}
+		r->flags |= STORE_FLAG_OOB;
+		r->oob = Py_NewRef(sk->oob);
+	}
+	memcpy(r->data + head, sk->buf, sk->len);
+	r->data_len = head + sk->len;
+	return 0;
+}
+
+/* Pickle obj into the sink and, when it changed, into a record.
+ * Returns 1 when added, 0 when unchanged, -1 with an exception. */
+static int
+batch_dump_obj(batchobject *b, PyObject *pickler, sinkobject *sk,
+               PyObject *idmap, PyObject *key, PyObject *obj, unsigned flags,
+               PyObject *tn, PyObject *digests)
+{
+	PyObject *r = NULL, *refs = NULL, *old;
+	brec *rec;
+
+	if (str_dump == NULL &&
+	    ((str_dump = PyUnicode_InternFromString("dump")) == NULL ||
+	    (str_clear_memo = PyUnicode_InternFromString("clear_memo")) == NULL))
+		return -1;
+	sink_reset(sk);
+	if ((r = PyObject_CallMethodNoArgs(pickler, str_clear_memo)) == NULL)
+		return -1;
+	Py_DECREF(r);
+	pymod_idmap_begin(idmap, obj);
+	r = PyObject_CallMethodOneArg(pickler, str_dump, obj);
+	refs = pymod_idmap_end(idmap);
+	if (r == NULL || refs == NULL) {
+		Py_XDECREF(r);
+		Py_XDECREF(refs);
+		return -1;
+	}
+	Py_DECREF(r);
+	if ((rec = batch_slot(b)) == NULL)
+		goto error;
+	rec->pickler = STORE_PICKLER_PICKLE;
+	rec->flags = (uint16_t)flags;
+	rec->refs = refs; /* stolen */
+	refs = NULL;
+	if (brec_key(rec, key) < 0 || batch_take_data(rec, sk) < 0)
+		goto error_rec;
+	rec->digest = batch_digest(rec->data, rec->data_len, rec->oob,
+	    rec->flags, rec->refs);
+	if (rec->digest == NULL)
+		goto error_rec;
+	old = PyDict_GetItemWithError(digests, key); /* borrowed */
+	if (old == NULL && PyErr_Occurred())
+		goto error_rec;
+	if (old != NULL && PyBytes_Check(old) &&
+	    PyBytes_GET_SIZE(old) == 16 && memcmp(PyBytes_AS_STRING(old),
+	    PyBytes_AS_STRING(rec->digest), 16) == 0) {
+		brec_clear(rec);
+		return 0;
+	}
+	{
+		Py_ssize_t n;
+		const char *t = PyUnicode_AsUTF8AndSize(tn, &n);
+		if (t == NULL || (rec->type_name = PyMem_Malloc((size_t)n + 1))
+		    == NULL)
+			goto error_rec;
+		memcpy(rec->type_name, t, (size_t)n + 1);
+	}
+	b->n++;
+	return 1;
+error_rec:
+	brec_clear(rec);
+error:
+	Py_XDECREF(refs);
+	return -1;
+}
+
+/* One (key, obj, flags, type_name) item. */
+static int
+batch_dump_one(batchobject *b, PyObject *pickler, sinkobject *sk,
+               PyObject *idmap, PyObject *item, PyObject *digests)
+{
+	PyObject *key, *obj, *tn;
+	unsigned flags;
+
+	if (!PyArg_ParseTuple(item, "OOIU", &key, &obj, &flags, &tn))
+		return -1;
+	return batch_dump_obj(b, pickler, sk, idmap, key, obj, flags, tn,
+	    digests);
+}
+
+/* dump_many(pickler, sink, idmap, items, digests) -> (written, failed)
+ * items: (key, obj, flags, type_name); failed: the items whose pickling
+ * raised (for the caller's cloudpickle / volatile path). */
+static PyObject *
+batch_dump_many(PyObject *self, PyObject *args)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *pickler, *sink, *idmap, *items, *digests, *failed = NULL;
+	Py_ssize_t i, written = 0;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "OO!OO!O!:dump_many", &pickler,
+	    &pybatch_SinkType, &sink, &idmap, &PyList_Type, &items,
+	    &PyDict_Type, &digests))
+		return NULL;
+	if ((failed = PyList_New(0)) == NULL)
+		return NULL;
+	for (i = 0; i < PyList_GET_SIZE(items); i++) {
+		PyObject *item = PyList_GET_ITEM(items, i); /* borrowed */
+		rc = batch_dump_one(b, pickler, (sinkobject *)sink, idmap, item,
+		    digests);
+		if (rc < 0) {
+			if (!PyErr_ExceptionMatches(PyExc_Exception))
+				goto error; /* KeyboardInterrupt, MemoryError... */
+			PyErr_Clear();
+			if (PyList_Append(failed, item) < 0)
+				goto error;
+			continue;
+		}
+		written += rc;
+	}
+	sink_reset((sinkobject *)sink);
+	return Py_BuildValue("nN", written, failed);
+error:
+	sink_reset((sinkobject *)sink);
+	Py_XDECREF(failed);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* type names and the namespace diff                                     */
+
+static PyObject *type_names;  /* type -> "module.Qualname", a cache */
+
+/* "module.Qualname" of obj's type ("dict" for builtins); new reference. */
+PyObject *
+pybatch_type_name(PyObject *obj)
+{
+	PyTypeObject *tp = Py_TYPE(obj);
+	PyObject *tn, *mod = NULL, *qn = NULL;
+
+	if (type_names == NULL && (type_names = PyDict_New()) == NULL)
+		return NULL;
+	tn = PyDict_GetItemWithError(type_names, (PyObject *)tp); /* borrowed */
+	if (tn != NULL)
+		return Py_NewRef(tn);
+	if (PyErr_Occurred())
+		return NULL;
+	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE))
+		tn = PyUnicode_FromString(tp->tp_name);
+	else {
+		mod = PyObject_GetAttrString((PyObject *)tp, "__module__");
+		qn = PyObject_GetAttrString((PyObject *)tp, "__qualname__");
+		if (mod == NULL || qn == NULL)
+			goto out;
+		if (PyUnicode_Check(mod) &&
+		    PyUnicode_CompareWithASCIIString(mod, "builtins") != 0)
+			tn = PyUnicode_FromFormat("%U.%U", mod, qn);
+		else
+			tn = Py_NewRef(qn);
+	}
+	if (tn != NULL && PyDict_Size(type_names) < 4096 &&
+	    PyDict_SetItem(type_names, (PyObject *)tp, tn) < 0)
+		Py_CLEAR(tn);
+out:
+	Py_XDECREF(mod);
+	Py_XDECREF(qn);
+	return tn;
+}
+
+/* type_name(obj) */
+static PyObject *
+pybatch_type_name_py(PyObject *self, PyObject *obj)
+{
+	return pybatch_type_name(obj);
+}
+
+/* Atoms: pickled inline, never referenced by identity. */
+static int
+pybatch_atomic(PyObject *o)
+{
+	return o == Py_None || PyLong_Check(o) || PyFloat_Check(o) ||
+	    PyUnicode_Check(o) || PyBytes_Check(o) || PyComplex_Check(o);
+}
+
+/* Is name a dunder ("__name__")? */
+static int
+pybatch_dunder(PyObject *name)
+{
+	Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+
+	return n > 4 && PyUnicode_READ_CHAR(name, 0) == '_' &&
+	    PyUnicode_READ_CHAR(name, 1) == '_' &&
+	    PyUnicode_READ_CHAR(name, n - 1) == '_' &&
+	    PyUnicode_READ_CHAR(name, n - 2) == '_';
+}
+
+/* A global rebound (or newly bound) to v: shadow, idmap, dirty. */
+static int
+pybatch_bind(PyObject *name, PyObject *v, PyObject *old, PyObject *shadow,
+             PyObject *idmap, PyObject *dirty, PyObject *deleted)
+{
+	PyObject *key = Py_BuildValue("(sO)", "g", name);
+	int rc = -1;
+
+	if (key == NULL)
+		return -1;
+	if (old != NULL && !pybatch_atomic(old))
+		pymod_idmap_discard(idmap, old);
+	if (PyDict_SetItem(shadow, name, v) < 0)
+		goto out;
+	if (!pybatch_atomic(v) && pymod_idmap_add(idmap, v, key) < 0)
+		goto out;
+	if (PySet_Add(dirty, key) < 0 || PySet_Discard(deleted, key) < 0)
+		goto out;
+	rc = 0;
+out:
+	Py_DECREF(key);
+	return rc;
+}
+
+/* collect(ns, shadow, idmap, dirty, deleted) -> changes: globals bound,
+ * rebound or deleted since shadow was last brought up to date. */
+static PyObject *
+pybatch_collect(PyObject *self, PyObject *args)
+{
+	PyObject *ns, *shadow, *idmap, *dirty, *deleted, *k, *v, *gone = NULL,
+	    *graves = NULL;
+	Py_ssize_t pos = 0, changes = 0, i;
+
+	if (!PyArg_ParseTuple(args, "O!O!OO!O!:collect", &PyDict_Type, &ns,
+	    &PyDict_Type, &shadow, &idmap, &PySet_Type, &dirty, &PySet_Type,
+	    &deleted))
+		return NULL;
+	/* replaced objects are kept alive until the walk is over: a __del__
+	 * that touches the namespace must not run in the middle of it */
+	if ((graves = PyList_New(0)) == NULL)
+		return NULL;
+	while (PyDict_Next(ns, &pos, &k, &v)) { /* borrowed k, v */
+		PyObject *old;
+		if (!PyUnicode_Check(k) || pybatch_dunder(k))
+			continue;
+		old = PyDict_GetItemWithError(shadow, k); /* borrowed */
+		if (old == v)
+			continue;
+		if (old == NULL && PyErr_Occurred())
+			goto error;
+		if (old != NULL && PyList_Append(graves, old) < 0)
+			goto error;
+		if (pybatch_bind(k, v, old, shadow, idmap, dirty, deleted) < 0)
+			goto error;
+		changes++;
+	}
+	if ((gone = PyList_New(0)) == NULL)
+		goto error;
+	pos = 0;
+	while (PyDict_Next(shadow, &pos, &k, &v)) {
+		int r = PyDict_Contains(ns, k);
+		if (r < 0 || (!r && PyList_Append(gone, k) < 0))
+			goto error;
+	}
+	for (i = 0; i < PyList_GET_SIZE(gone); i++) {
+		PyObject *name = PyList_GET_ITEM(gone, i); /* borrowed */
+		PyObject *old = PyDict_GetItemWithError(shadow, name), *key;
+		if (old == NULL || PyList_Append(graves, old) < 0)
+			goto error;
+		if (!pybatch_atomic(old))
+			pymod_idmap_discard(idmap, old);
+		if ((key = Py_BuildValue("(sO)", "g", name)) == NULL)
+			goto error;
+		if (PyDict_DelItem(shadow, name) < 0 ||
+		    PySet_Discard(dirty, key) < 0 || PySet_Add(deleted, key) < 0) {
+			Py_DECREF(key);
+			goto error;
+		}
+		Py_DECREF(key);
+		changes++;
+	}
+	Py_DECREF(gone);
+	Py_DECREF(graves);
+	return PyLong_FromSsize_t(changes);
+error:
+	Py_XDECREF(gone);
+	Py_XDECREF(graves);
+	return NULL;
+}
+
+/* dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, digests,
+ * skip_type) -> (written, failed items): like dump_many, looking each key
+ * up ("g": shadow, "h": handles with flags from hflags); objects of
+ * skip_type (placeholders) and missing ones are left alone. */
+static PyObject *
+batch_dump_keys(PyObject *self, PyObject *args)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *pickler, *sink, *idmap, *keys, *shadow, *handles, *hflags,
+	    *digests, *skip, *failed = NULL, *it = NULL, *key;
+	Py_ssize_t written = 0;
+
+	if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!O:dump_keys", &pickler,
+	    &pybatch_SinkType, &sink, &idmap, &keys, &PyDict_Type, &shadow,
+	    &PyDict_Type, &handles, &PyDict_Type, &hflags, &PyDict_Type,
+	    &digests, &skip))
+		return NULL;
+	if ((failed = PyList_New(0)) == NULL || (it = PyObject_GetIter(keys))
+	    == NULL)
+		goto error;
+	while ((key = PyIter_Next(it)) != NULL) {
+		PyObject *obj, *tn, *fl, *kind, *k; /* borrowed but tn */
+		unsigned flags = 0;
+		int rc;
+		if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+			Py_DECREF(key);
+			continue;
+		}
+		kind = PyTuple_GET_ITEM(key, 0);
+		k = PyTuple_GET_ITEM(key, 1);
+		if (PyUnicode_CompareWithASCIIString(kind, "g") == 0)
+			obj = PyDict_GetItemWithError(shadow, k);
+		else {
+			obj = PyDict_GetItemWithError(handles, k);
+			fl = PyDict_GetItemWithError(hflags, k);
+			if (fl != NULL)
+				flags = (unsigned)PyLong_AsUnsignedLong(fl);
+		}
+		if (obj == NULL || (PyObject *)Py_TYPE(obj) == skip) {
+			Py_DECREF(key);
+			if (PyErr_Occurred())
+				goto error;
+			continue;
+		}
+		Py_INCREF(obj);
+		if ((tn = pybatch_type_name(obj)) == NULL) {
+			Py_DECREF(obj);
+			Py_DECREF(key);
+			goto error;
+		}
+		rc = batch_dump_obj(b, pickler, (sinkobject *)sink, idmap, key,
+		    obj, flags, tn, digests);
+		if (rc < 0) {
+			PyObject *item;
+			if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+				Py_DECREF(tn);
+				Py_DECREF(obj);
+				Py_DECREF(key);
+				goto error;
+			}
+			PyErr_Clear();
+			item = Py_BuildValue("(OOIO)", key, obj, flags, tn);
+			if (item == NULL || PyList_Append(failed, item) < 0) {
+				Py_XDECREF(item);
+				Py_DECREF(tn);
+				Py_DECREF(obj);
+				Py_DECREF(key);
+				goto error;
+			}
+			Py_DECREF(item);
+		} else
+			written += rc;
+		Py_DECREF(tn);
+		Py_DECREF(obj);
+		Py_DECREF(key);
+	}
+	if (PyErr_Occurred())
+		goto error;
+	Py_DECREF(it);
+	sink_reset((sinkobject *)sink);
+	return Py_BuildValue("nN", written, failed);
+error:
+	sink_reset((sinkobject *)sink);
+	Py_XDECREF(it);
+	Py_XDECREF(failed);
+	return NULL;
+}
+
+PyMethodDef pybatch_methods[] = {
+	{"collect", pybatch_collect, METH_VARARGS,
+	 "collect(ns, shadow, idmap, dirty, deleted) -> number of changes"},
+	{"type_name", pybatch_type_name_py, METH_O, "type_name(obj)"},
+	{NULL, NULL, 0, NULL}
+};
+
+/* add(key, pickler, flags, type_name, refs, digest, parts): a record
+ * pickled elsewhere; parts are bytes-likes concatenated as the payload. */
+static PyObject *
+batch_add(PyObject *self, PyObject *args)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *key, *refs, *digest, *parts;
+	const char *tn;
+	int pickler, flags;
+	brec *rec;
+
+	if (!PyArg_ParseTuple(args, "OiisO!O!O!:add", &key, &pickler, &flags,
+	    &tn, &PyBytes_Type, &refs, &PyBytes_Type, &digest, &PyList_Type,
+	    &parts))
+		return NULL;
+	if ((rec = batch_slot(b)) == NULL)
+		return NULL;
+	if (brec_key(rec, key) < 0)
+		goto error;
+	rec->pickler = (uint8_t)pickler;
+	rec->flags = (uint16_t)flags;
+	rec->refs = Py_NewRef(refs);
+	rec->digest = Py_NewRef(digest);
+	rec->oob = Py_NewRef(parts); /* the whole payload, in pieces */
+	if ((rec->type_name = PyMem_Malloc(strlen(tn) + 1)) == NULL) {
+		PyErr_NoMemory();
+		goto error;
+	}
+	strcpy(rec->type_name, tn);
+	b->n++;
+	Py_RETURN_NONE;
+error:
+	brec_clear(rec);
+	return NULL;
+}
+
+/* delete(key): remove an entry in the same transaction. */
+static PyObject *
+batch_delete(PyObject *self, PyObject *key)
+{
+	batchobject *b = (batchobject *)self;
+
+	if (b->dels == NULL && (b->dels = PyList_New(0)) == NULL)
+		return NULL;
+	if (PyList_Append(b->dels, key) < 0)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+/* Everything one commit needs, outside the GIL. */
+struct bcommit {
+	batchobject *b;
+	store_entry_in *ins;     /* one per record */
+	store_entry_in **order;  /* ins sorted by key */
+	struct iovec *iov;       /* all records' pieces */
+	Py_buffer *views;        /* acquired buffers */
+	size_t nviews;
+	brec *dels;              /* parsed delete keys */
+	Py_ssize_t ndels;
+	store_session sess;
+	uint64_t now;
+};
+
+/* Key order of two records' entries, for puts in B-tree order. */
+static int
+batch_cmp(const void *pa, const void *pb)
+{
+	const store_entry_in *a = *(store_entry_in *const *)pa,
+	    *b = *(store_entry_in *const *)pb;
+	size_t n;
+	int c;
+
+	if (a->kind != b->kind)
+		return a->kind < b->kind ? -1 : 1;
+	if (a->kind == STORE_KIND_HANDLE)
+		return a->handle < b->handle ? -1 : a->handle > b->handle;
+	n = a->name_len < b->name_len ? a->name_len : b->name_len;
+	if ((c = memcmp(a->name, b->name, n)) != 0)
+		return c;
+	return a->name_len < b->name_len ? -1 : a->name_len > b->name_len;
+}
+
+static int
+batch_commit_txn(store_txn *t, void *arg)
+{
+	struct bcommit *bc = arg;
+	size_t i;
+	Py_ssize_t j;
+	int rc;
+
+	for (i = 0; i < bc->b->n; i++)
+		if ((rc = entry_put(t, bc->sess.id, bc->order[i], bc->now)) != 0)
+			return rc;
+	for (j = 0; j < bc->ndels; j++) {
+		rc = entry_del(t, bc->sess.id, bc->dels[j].kind, bc->dels[j].name,
+		    (size_t)bc->dels[j].name_len, bc->dels[j].handle);
+		if (rc != 0 && rc != STORE_E_NOTFOUND)
+			return rc;
+	}
+	return session_put(t, &bc->sess);
+}
+
+/* Count the iovecs a record needs. */
+static size_t
+batch_nparts(const brec *r)
+{
+	return (r->data != NULL ? 1 : 0) +
+	    (r->oob != NULL ? (size_t)PyList_GET_SIZE(r->oob) : 0);
+}
+
+/* Fill bc's arrays from the records (buffers acquired here). */
+static int
+batch_prepare(struct bcommit *bc)
+{
+	batchobject *b = bc->b;
+	size_t i, total = 0, k = 0;
+	Py_ssize_t j;
+
+	for (i = 0; i < b->n; i++)
+		total += batch_nparts(&b->recs[i]);
+	bc->ins = PyMem_Calloc(b->n + 1, sizeof *bc->ins);
+	bc->iov = PyMem_Calloc(total + 1, sizeof *bc->iov);
+	bc->views = PyMem_Calloc(total + 1, sizeof *bc->views);
+	if (bc->ins == NULL || bc->iov == NULL || bc->views == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < b->n; i++) {
+		brec *r = &b->recs[i];
+		store_entry_in *in = &bc->ins[i];
+		in->kind = r->kind;
+		in->name = r->name;
+		in->name_len = (size_t)r->name_len;
+		in->handle = r->handle;
+		in->pickler = r->pickler;
+		in->flags = r->flags;
+		in->type_name = r->type_name;
+		in->refs = (const uint8_t *)PyBytes_AS_STRING(r->refs);
+		in->refs_len = (uint32_t)PyBytes_GET_SIZE(r->refs);
+		in->iov = &bc->iov[k];
+		if (r->data != NULL) {
+			bc->iov[k].iov_base = r->data;
+			bc->iov[k++].iov_len = r->data_len;
+		}
+		for (j = 0; r->oob != NULL && j < PyList_GET_SIZE(r->oob); j++) {
+			if (PyObject_GetBuffer(PyList_GET_ITEM(r->oob, j),
+			    &bc->views[bc->nviews], PyBUF_SIMPLE) < 0)
+				return -1;
+			bc->iov[k].iov_base = bc->views[bc->nviews].buf;
+			bc->iov[k++].iov_len =
+			    (size_t)bc->views[bc->nviews++].len;
+		}
+		in->iovcnt = (int)(&bc->iov[k] - in->iov);
+	}
+	if ((bc->order = PyMem_Calloc(b->n + 1, sizeof *bc->order)) == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < b->n; i++)
+		bc->order[i] = &bc->ins[i];
+	qsort(bc->order, b->n, sizeof *bc->order, batch_cmp);
+	return 0;
+}
+
+/* Parse the delete keys. */
+static int
+batch_prepare_dels(struct bcommit *bc)
+{
+	batchobject *b = bc->b;
+	Py_ssize_t j;
+
+	bc->ndels = b->dels != NULL ? PyList_GET_SIZE(b->dels) : 0;
+	if ((bc->dels = PyMem_Calloc((size_t)bc->ndels + 1,
+	    sizeof *bc->dels)) == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (j = 0; j < bc->ndels; j++)
+		if (brec_key(&bc->dels[j], PyList_GET_ITEM(b->dels, j)) < 0)
+			return -1;
+	return 0;
+}
+
+/* The (key, digest) pairs written, for the caller's bookkeeping. */
+static PyObject *
+batch_written(batchobject *b)
+{
+	PyObject *l = PyList_New((Py_ssize_t)b->n);
+	size_t i;
+
+	if (l == NULL)
+		return NULL;
+	for (i = 0; i < b->n; i++) {
+		PyObject *t = PyTuple_Pack(2, b->recs[i].key, b->recs[i].digest);
+		if (t == NULL) {
+			Py_DECREF(l);
+			return NULL;
+		}
+		PyList_SET_ITEM(l, (Py_ssize_t)i, t);
+	}
+	return l;
+}
+
+/* Drop every record and delete (after a commit, or to abandon). */
+static void
+batch_reset(batchobject *b)
+{
+	size_t i;
+
+	for (i = 0; i < b->n; i++)
+		brec_clear(&b->recs[i]);
+	b->n = 0;
+	Py_CLEAR(b->dels);
+}
+
+/* commit() -> [(key, digest) written]: one write transaction with every
+ * record, every delete and the session record.  The batch is emptied
+ * whether or not the commit succeeds. */
+static PyObject *
+batch_commit(PyObject *self, PyObject *unused)
+{
+	struct bcommit bc;
+	PyObject *res = NULL;
+	Py_ssize_t j;
+	size_t i;
+	int rc;
+
+	memset(&bc, 0, sizeof bc);
+	bc.b = (batchobject *)self;
+	if (batch_prepare(&bc) < 0 || batch_prepare_dels(&bc) < 0)
+		goto out;
+	bc.now = store_now_ms();
+	bc.sess = the_worker->sess;
+	bc.sess.last_seen_ms = bc.now;
+	Py_BEGIN_ALLOW_THREADS
+	rc = store_write(the_worker->st, batch_commit_txn, &bc);
+	Py_END_ALLOW_THREADS
+	if (rc != 0) {
+		PyErr_Format(rc == STORE_E_CORRUPT ? pystore_CorruptEntry :
+		    pystore_StoreError, "checkpoint not written: %s",
+		    store_strerror(rc));
+		goto out;
+	}
+	the_worker->sess.last_seen_ms = bc.now;
+	the_worker->sess_dirty = 0;
+	res = batch_written(bc.b);
+out:
+	for (i = 0; i < bc.nviews; i++)
+		PyBuffer_Release(&bc.views[i]);
+	for (j = 0; bc.dels != NULL && j < bc.ndels; j++)
+		Py_CLEAR(bc.dels[j].key);
+	PyMem_Free(bc.ins);
+	PyMem_Free(bc.order);
+	PyMem_Free(bc.iov);
+	PyMem_Free(bc.views);
+	PyMem_Free(bc.dels);
+	batch_reset(bc.b);
+	return res;
+}
+
+static Py_ssize_t
+batch_len(PyObject *self)
+{
+	batchobject *b = (batchobject *)self;
+
+	return (Py_ssize_t)b->n + (b->dels != NULL ? PyList_GET_SIZE(b->dels) : 0);
+}
+
+static int
+batch_traverse(PyObject *self, visitproc visit, void *arg)
+{
+	batchobject *b = (batchobject *)self;
+	size_t i;
+
+	for (i = 0; i < b->n; i++) {
+		Py_VISIT(b->recs[i].key);
+		Py_VISIT(b->recs[i].refs);
+		Py_VISIT(b->recs[i].oob);
+		Py_VISIT(b->recs[i].digest);
+	}
+	Py_VISIT(b->dels);
+	return 0;
+}
+
+static int
+batch_clear_gc(PyObject *self)
+{
+	batch_reset((batchobject *)self);
+	return 0;
+}
+
+static void
+batch_dealloc(PyObject *self)
+{
+	batchobject *b = (batchobject *)self;
+
+	PyObject_GC_UnTrack(self);
+	batch_reset(b);
+	PyMem_Free(b->recs);
+	Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef batch_methods[] = {
+	{"dump_keys", batch_dump_keys, METH_VARARGS,
+	 "dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, "
+	 "digests, skip_type) -> (n, failed)"},
+	{"dump_many", batch_dump_many, METH_VARARGS,
+	 "dump_many(pickler, sink, idmap, items, digests) -> (n, failed)"},
+	{"add", batch_add, METH_VARARGS,
+	 "add(key, pickler, flags, type_name, refs, digest, parts)"},
+	{"delete", batch_delete, METH_O, "delete(key)"},
+	{"commit", batch_commit, METH_NOARGS, "commit() -> [(key, digest)]"},
+	{NULL, NULL, 0, NULL}
+};
+
+static PySequenceMethods batch_as_seq = {.sq_length = batch_len};
+
+PyTypeObject pybatch_BatchType = {
+	PyVarObject_HEAD_INIT(NULL, 0)
+	.tp_name = "_pyshelfd.Batch",
+	.tp_basicsize = sizeof(batchobject),
+	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+	.tp_doc = "the records of one checkpoint",
+	.tp_methods = batch_methods,
+	.tp_as_sequence = &batch_as_seq,
+	.tp_dealloc = batch_dealloc,
+	.tp_traverse = batch_traverse,
+	.tp_clear = batch_clear_gc,
+	.tp_new = PyType_GenericNew,
+};
