@@ -19,8 +19,8 @@ for what in $only; do
 		"$PYTHON" "$here/bench_calls.py" | tee "$out/calls-unpinned.jsonl"
 		;;
 	persist)
-		echo "== checkpoints and resume"
-		"$PYTHON" "$here/bench_persist.py" | tee "$out/persist.jsonl"
+		echo "== checkpoints and resume, pinned (taskset -c 0)"
+		taskset -c 0 "$PYTHON" "$here/bench_persist.py" | tee "$out/persist.jsonl"
 		;;
 	esac
 done

@@ -316,6 +316,7 @@ class Workspace:
         self.notices = []        # volatile notices to send on stderr
         self.loading = set()
         self.entries_written = 0
+        self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.checkpoints = 0
 
@@ -446,12 +447,7 @@ class Workspace:
         keys = self.dirty
         if full:
             keys = set(keys)
-            for name, obj in self.shadow.items():
-                if not isinstance(obj, _IMMUTABLE):
-                    keys.add(("g", name))
-            for hid, obj in self.handles.items():
-                if not isinstance(obj, _IMMUTABLE):
-                    keys.add(("h", hid))
+            keys.update(self._mutable_keys(full))
         batch = _s.Batch()
         d = _dumper()
         if keys:
@@ -487,6 +483,27 @@ class Workspace:
         # against loading them (keeps memory flat under handle churn)
         self.released.clear()
         return len(written)
+
+    # An interval checkpoint re-pickles at most this many loaded mutable
+    # entries, round robin, so that its pause stays bounded in a large
+    # workspace; sync, detach and shutdown (full=2) take them all.
+    INTERVAL_SLICE = 20000
+
+    def _mutable_keys(self, full):
+        """Loaded entries of mutable types (in-place changes are invisible
+        to the namespace diff): all of them, or the interval's slice."""
+        keys = [("g", n) for n, o in self.shadow.items()
+                if not isinstance(o, _IMMUTABLE)]
+        keys.extend(("h", h) for h, o in self.handles.items()
+                    if not isinstance(o, _IMMUTABLE))
+        if full >= 2 or len(keys) <= self.INTERVAL_SLICE:
+            return keys
+        start = self.rr_pos % len(keys)
+        part = keys[start:start + self.INTERVAL_SLICE]
+        if len(part) < self.INTERVAL_SLICE:
+            part.extend(keys[:self.INTERVAL_SLICE - len(part)])
+        self.rr_pos = start + self.INTERVAL_SLICE
+        return part
 
     def _slow_record(self, batch, d, key, obj, base, tn):
         """An entry the C pickler could not take: cloudpickle, or volatile
