@@ -209,7 +209,8 @@ store_open(store **out, const char *path, const store_options *opt,
 			goto free_s;
 		}
 		if (env_mkdirs(path, 0700) != 0) {
-			rc = STORE_E_IO;
+			/* env_mkdirs copies the path: ENOMEM is not the disk */
+			rc = errno == ENOMEM ? STORE_E_NOMEM : STORE_E_IO;
 			env_setcause(cause, "mkdir %s: %s", path, strerror(errno));
 			goto free_s;
 		}
