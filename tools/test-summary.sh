@@ -16,7 +16,7 @@ for log in $(find "$dir/tests" -name '*.log' ! -name 'test-suite.log' 2>/dev/nul
 		failed=$((failed + f + e))
 		continue
 	fi
-	line=$(grep -E '(^|= )[0-9]+ (passed|failed|errors?)(,| ).* in [0-9.]+s' "$log" | tail -1)
+	line=$(grep -E '(^|= )[0-9]+ (passed|failed|errors?)(,.*)? in [0-9.]+s' "$log" | tail -1)
 	if [ -n "$line" ]; then
 		p=$(echo "$line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
 		f=$(echo "$line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+')
