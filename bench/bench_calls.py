@@ -56,6 +56,19 @@ def bench_pyshelf(db):
         ws.close()
 
 
+def bench_pyshelf_spin(db, spin_us):
+    """The same no-op with the client spinning before it blocks."""
+    os.environ["PYSHELF_SPIN_US"] = str(spin_us)
+    try:
+        ws = pyshelf.spawn(db=db, session="bench-spin")
+    finally:
+        del os.environ["PYSHELF_SPIN_US"]
+    try:
+        measure("pyshelf_noop_spin%d" % spin_us, lambda: ws.remote_exec(noop))
+    finally:
+        ws.close()
+
+
 def bench_execnet():
     import execnet
     gw = execnet.makegateway("popen//python=%s" % sys.executable)
@@ -97,6 +110,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as d:
         if "pyshelf" in which:
             bench_pyshelf(os.path.join(d, "db"))
+            bench_pyshelf_spin(os.path.join(d, "db"), 50)
     if "execnet" in which:
         bench_execnet()
     if "jupyter" in which:
