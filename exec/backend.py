@@ -316,6 +316,8 @@ class Workspace:
         self.notices = []        # volatile notices to send on stderr
         self.loading = set()
         self.entries_written = 0
+        self.refs_of = {}        # entry key -> keys its record refers to
+        self.referrers = {}      # entry key -> keys whose records refer to it
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.checkpoints = 0
@@ -344,8 +346,9 @@ class Workspace:
         rec = _s.get(key[0], key[1])
         if rec is None:
             raise KeyError(key[1])
-        pickler, flags, type_name, payload, digest = rec
+        pickler, flags, type_name, payload, digest, refs = rec
         self.digests[key] = digest
+        self._note_refs(key, refs)
         if flags & FLAG_VOLATILE:
             reason = bytes(payload).decode("utf-8", "replace")
             self.lost_entries[key] = (type_name, reason)
@@ -422,6 +425,7 @@ class Workspace:
             self.handle_flags.pop(hid, None)
             self.deleted.add(key)
             self.released.add(hid)
+            self._repickle_referrers(key)
 
     # -- checkpoints --
     def collect_dirty_globals(self):
@@ -431,8 +435,36 @@ class Workspace:
         v = _s.dict_version(self.ns)
         if v == self.ns_version:
             return
-        _s.collect(self.ns, self.shadow, self.idmap, self.dirty, self.deleted)
+        unbound = _s.collect(self.ns, self.shadow, self.idmap, self.dirty,
+                             self.deleted)
         self.ns_version = _s.dict_version(self.ns)
+        for name in unbound:
+            self._repickle_referrers(("g", name))
+
+    # -- persistent references between entries --
+    def _note_refs(self, key, blob):
+        """Remember which entries key's stored record refers to."""
+        old = self.refs_of.pop(key, ())
+        for t in old:
+            rs = self.referrers.get(t)
+            if rs is not None:
+                rs.discard(key)
+                if not rs:
+                    del self.referrers[t]
+        if not blob:
+            return
+        targets = _parse_refs(blob)
+        self.refs_of[key] = targets
+        for t in targets:
+            self.referrers.setdefault(t, set()).add(key)
+
+    def _repickle_referrers(self, key):
+        """key's object changed identity (rebound, deleted, released):
+        records that refer to it by persistent id must be pickled again,
+        now holding the old object themselves."""
+        for r in self.referrers.get(key, ()):
+            if r not in self.deleted:
+                self.dirty.add(r)
 
     def checkpoint(self, full=0):
         """Write what changed in one transaction.  full: also re-pickle every
@@ -472,11 +504,15 @@ class Workspace:
         self.entries_written += len(written)
         self.checkpoints += 1
         digests = self.digests
-        for key, digest in written:
+        for key, digest, refs in written:
             digests[key] = digest
+            if refs or key in self.refs_of:
+                self._note_refs(key, refs)
         for k in self.deleted:
             digests.pop(k, None)
             self.volatile.pop(k, None)
+            if k in self.refs_of:
+                self._note_refs(k, b"")
         self.dirty.clear()
         self.deleted.clear()
         # released handles are gone from the store now: no need to guard
@@ -531,6 +567,22 @@ class Workspace:
 
 
 _MISSING = object()
+
+
+def _parse_refs(blob):
+    """Decode a refs blob: (u8 kind, u16 length, key bytes)*."""
+    out = []
+    i, n = 0, len(blob)
+    while i + 3 <= n:
+        kind = chr(blob[i])
+        ln = (blob[i + 1] << 8) | blob[i + 2]
+        raw = bytes(blob[i + 3:i + 3 + ln])
+        i += 3 + ln
+        if kind == "g":
+            out.append(("g", raw.decode("utf-8", "surrogateescape")))
+        else:
+            out.append(("h", int.from_bytes(raw, "big")))
+    return tuple(out)
 
 
 def _keystr(key):

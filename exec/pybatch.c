@@ -529,14 +529,16 @@ out:
 	return rc;
 }
 
-/* collect(ns, shadow, idmap, dirty, deleted) -> changes: globals bound,
- * rebound or deleted since shadow was last brought up to date. */
+/* collect(ns, shadow, idmap, dirty, deleted) -> unbound: find globals
+ * bound, rebound or deleted since shadow was last brought up to date;
+ * return the names whose previous object (one other entries may refer
+ * to) is no longer theirs. */
 static PyObject *
 pybatch_collect(PyObject *self, PyObject *args)
 {
 	PyObject *ns, *shadow, *idmap, *dirty, *deleted, *k, *v, *gone = NULL,
-	    *graves = NULL;
-	Py_ssize_t pos = 0, changes = 0, i;
+	    *graves = NULL, *unbound = NULL;
+	Py_ssize_t pos = 0, i;
 
 	if (!PyArg_ParseTuple(args, "O!O!OO!O!:collect", &PyDict_Type, &ns,
 	    &PyDict_Type, &shadow, &idmap, &PySet_Type, &dirty, &PySet_Type,
@@ -544,8 +546,9 @@ pybatch_collect(PyObject *self, PyObject *args)
 		return NULL;
 	/* replaced objects are kept alive until the walk is over: a __del__
 	 * that touches the namespace must not run in the middle of it */
-	if ((graves = PyList_New(0)) == NULL)
-		return NULL;
+	if ((graves = PyList_New(0)) == NULL ||
+	    (unbound = PyList_New(0)) == NULL)
+		goto error;
 	while (PyDict_Next(ns, &pos, &k, &v)) { /* borrowed k, v */
 		PyObject *old;
 		if (!PyUnicode_Check(k) || pybatch_dunder(k))
@@ -555,11 +558,11 @@ pybatch_collect(PyObject *self, PyObject *args)
 			continue;
 		if (old == NULL && PyErr_Occurred())
 			goto error;
-		if (old != NULL && PyList_Append(graves, old) < 0)
+		if (old != NULL && (PyList_Append(graves, old) < 0 ||
+		    (!pybatch_atomic(old) && PyList_Append(unbound, k) < 0)))
 			goto error;
 		if (pybatch_bind(k, v, old, shadow, idmap, dirty, deleted) < 0)
 			goto error;
-		changes++;
 	}
 	if ((gone = PyList_New(0)) == NULL)
 		goto error;
@@ -574,8 +577,11 @@ pybatch_collect(PyObject *self, PyObject *args)
 		PyObject *old = PyDict_GetItemWithError(shadow, name), *key;
 		if (old == NULL || PyList_Append(graves, old) < 0)
 			goto error;
-		if (!pybatch_atomic(old))
+		if (!pybatch_atomic(old)) {
 			pymod_idmap_discard(idmap, old);
+			if (PyList_Append(unbound, name) < 0)
+				goto error;
+		}
 		if ((key = Py_BuildValue("(sO)", "g", name)) == NULL)
 			goto error;
 		if (PyDict_DelItem(shadow, name) < 0 ||
@@ -584,14 +590,14 @@ pybatch_collect(PyObject *self, PyObject *args)
 			goto error;
 		}
 		Py_DECREF(key);
-		changes++;
 	}
 	Py_DECREF(gone);
 	Py_DECREF(graves);
-	return PyLong_FromSsize_t(changes);
+	return unbound;
 error:
 	Py_XDECREF(gone);
 	Py_XDECREF(graves);
+	Py_XDECREF(unbound);
 	return NULL;
 }
 
@@ -685,7 +691,8 @@ error:
 
 PyMethodDef pybatch_methods[] = {
 	{"collect", pybatch_collect, METH_VARARGS,
-	 "collect(ns, shadow, idmap, dirty, deleted) -> number of changes"},
+	 "collect(ns, shadow, idmap, dirty, deleted) -> names whose old "
+	 "(non-atomic) object was replaced or removed"},
 	{"type_name", pybatch_type_name_py, METH_O, "type_name(obj)"},
 	{NULL, NULL, 0, NULL}
 };
@@ -883,7 +890,8 @@ batch_written(batchobject *b)
 	if (l == NULL)
 		return NULL;
 	for (i = 0; i < b->n; i++) {
-		PyObject *t = PyTuple_Pack(2, b->recs[i].key, b->recs[i].digest);
+		PyObject *t = PyTuple_Pack(3, b->recs[i].key, b->recs[i].digest,
+		    b->recs[i].refs);
 		if (t == NULL) {
 			Py_DECREF(l);
 			return NULL;
@@ -905,7 +913,7 @@ batch_reset(batchobject *b)
 	Py_CLEAR(b->dels);
 }
 
-/* commit() -> [(key, digest) written]: one write transaction with every
+/* commit() -> [(key, digest, refs) written]: one write transaction with every
  * record, every delete and the session record.  The batch is emptied
  * whether or not the commit succeeds. */
 static PyObject *
@@ -1001,7 +1009,8 @@ static PyMethodDef batch_methods[] = {
 	{"add", batch_add, METH_VARARGS,
 	 "add(key, pickler, flags, type_name, refs, digest, parts)"},
 	{"delete", batch_delete, METH_O, "delete(key)"},
-	{"commit", batch_commit, METH_NOARGS, "commit() -> [(key, digest)]"},
+	{"commit", batch_commit, METH_NOARGS,
+	 "commit() -> [(key, digest, refs)]"},
 	{NULL, NULL, 0, NULL}
 };
 

@@ -108,8 +108,9 @@ pystore_get_txn(store_txn *t, void *arg)
 	digest = pystore_digest_of(payload, r.flags, r.refs, r.refs_len);
 	if (digest == NULL)
 		goto error;
-	ga->result = Py_BuildValue("iis#NN", r.pickler, r.flags, r.type_name,
-	    (Py_ssize_t)r.type_len, payload, digest);
+	ga->result = Py_BuildValue("iis#NNy#", r.pickler, r.flags, r.type_name,
+	    (Py_ssize_t)r.type_len, payload, digest, (const char *)r.refs,
+	    (Py_ssize_t)r.refs_len);
 	return 0;
 error:
 	Py_XDECREF(payload);
@@ -149,7 +150,8 @@ pystore_get_common(PyObject *args, int mode)
 	return ga.result; /* NULL with an exception when building failed */
 }
 
-/* get(kind, key) -> (pickler, flags, type_name, payload, digest) | None */
+/* get(kind, key) -> (pickler, flags, type_name, payload, digest, refs) |
+ * None */
 static PyObject *
 pystore_get(PyObject *self, PyObject *args)
 {

@@ -295,3 +295,38 @@ def test_unchanged_entries_are_not_rewritten(store):
         assert s2["entries_written"] - s1["entries_written"] <= 2
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rebinding_a_referenced_global_keeps_the_referrer(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("a = [1]\nc = {'x': a}\nd = {'y': a}")
+    ws.remote_exec("a = 'rebound'")       # c and d still hold the old list
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert ws["a"] == "rebound"
+        assert ws["c"] == {"x": [1]}
+        assert ws["d"] == {"y": [1]}
+    finally:
+        ws.close()
+
+
+def test_released_handle_referenced_by_a_global(store):
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def make():
+        return [7, 8]
+
+    def keep(h):
+        global kept
+        kept = {"h": h}
+    h = ws.remote_exec(make)
+    ws.remote_exec(keep, h)
+    del h                                  # released with the next request
+    ws.remote_exec("pass")
+    ws.sync()
+    ws = restart(ws, "kill", store, "s")
+    try:
+        assert ws["kept"] == {"h": [7, 8]}
+    finally:
+        ws.close()
