@@ -1,0 +1,458 @@
+/*
+ * pyshelf-dump.c - the admin tool's entry point: options, --help (a man
+ * page), opening the store read-only, and one read-only snapshot in which
+ * the chosen view runs (the sessions table, one session's entries, one
+ * entry, or --check).  Shaped like LMDB's mdb_dump.c: getopt, usage(), one
+ * read transaction, a signal flag checked by every loop.  --unpickle runs
+ * after the snapshot is over and the store closed.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "dump.h"
+
+volatile sig_atomic_t dump_interrupted;
+
+static void usage(FILE *f);
+
+/* Print "pyshelf-dump: <message>" on stderr. */
+void
+dump_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "pyshelf-dump: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* SIGINT, SIGTERM, SIGHUP and SIGPIPE: stop at the next loop iteration. */
+static void
+dump_signal(int sig)
+{
+	dump_interrupted = sig;
+}
+
+static void
+usage(FILE *f)
+{
+	char *def = store_default_path();
+
+	fprintf(f,
+"NAME\n"
+"    pyshelf-dump - inspect and verify a pyshelf store, also while pyshelfd\n"
+"    runs\n"
+"\n"
+"SYNOPSIS\n"
+"    pyshelf-dump [--db DIR] [--json] [--sort ORDER] [--top N]\n"
+"    pyshelf-dump [--db DIR] [--json] [--sort ORDER] [--top N] SESSION\n"
+"    pyshelf-dump [--db DIR] [--json] [--unpickle] SESSION KEY\n"
+"    pyshelf-dump [--db DIR] [--json] [--quiet] --check\n"
+"    pyshelf-dump --help | --version\n"
+"\n"
+"DESCRIPTION\n"
+"    pyshelf-dump reads the store that pyshelfd keeps its workspaces in (an\n"
+"    LMDB environment) read-only, in one consistent snapshot per run.  It\n"
+"    never changes the store and never blocks pyshelfd, which may go on\n"
+"    writing while it runs.\n"
+"\n"
+"    With no argument it lists the sessions: name, id, state (live;\n"
+"    expired: the lease ran out and the sweeper has not ended it yet; dead:\n"
+"    ended, its entries waiting to be swept), when it was created and last\n"
+"    seen, its lease and expiry, the pid of the worker serving it, its\n"
+"    entries and their bytes; then the store's path, format version, map\n"
+"    size and use, and totals.\n"
+"\n"
+"    With SESSION it lists the session's entries, globals and handles:\n"
+"    kind, key, type name, stored size, pickler, when written, flags\n"
+"    (excinfo: an exception's (type, value, traceback); volatile: it could\n"
+"    not be pickled and lives in the worker's memory only, with the reason;\n"
+"    oob: out-of-band pickle buffers) and how many persistent references it\n"
+"    holds.  SESSION is a session's name, or its id in 32 hex digits (a\n"
+"    dead session's name is freed for reuse: its old name still finds it\n"
+"    while no other session took the name, its id always does).\n"
+"\n"
+"    With SESSION KEY it shows one entry: the record's header and digest,\n"
+"    its persistent references and whether each resolves, and a\n"
+"    disassembly of its pickle (protocols 0 to 5): each opcode with its\n"
+"    argument, the classes and functions it loads by name (GLOBAL, INST,\n"
+"    STACK_GLOBAL), its persistent references (BINPERSID) and out-of-band\n"
+"    buffers (NEXT_BUFFER).  NOTHING FROM THE PICKLE IS RUN.  KEY is a\n"
+"    global's name; #ID or h:ID is a handle (pyshelf-dump SESSION '#12');\n"
+"    g:NAME is the global NAME, for names that begin with '#', 'h:' or\n"
+"    'g:'.\n"
+"\n"
+"OPTIONS\n"
+"    --db DIR        the store's directory (default $XDG_DATA_HOME/pyshelf,\n"
+"                    else ~/.local/share/pyshelf; here: %s)\n"
+"    --sort ORDER    order of the rows: key (the default: sessions by name;\n"
+"                    entries as stored, globals by name then handles by\n"
+"                    id), size (biggest first) or time (most recent first:\n"
+"                    last seen for sessions, written for entries)\n"
+"    --top N         only the first N rows after sorting; with --sort size,\n"
+"                    the N biggest\n"
+"    --json          JSON lines instead of tables: one object per row, see\n"
+"                    JSON FIELDS\n"
+"    --check         verify the whole store (see CHECKS), print each problem\n"
+"                    with its session and key, exit 1 when damaged\n"
+"    --unpickle      UNSAFE.  With SESSION KEY, also show repr() of the\n"
+"                    value.  Unpickling RUNS CODE chosen by whoever wrote the\n"
+"                    pickle (functions and classes that shipped code defined\n"
+"                    come back and run, and so do their __repr__ methods),\n"
+"                    with your rights.  Use it only on a store you trust.\n"
+"                    It runs in a child %s; persistent\n"
+"                    references show as <ref global 'a'> or <ref handle 7>.\n"
+"    --max-repr N    with --unpickle, cut repr() after N characters\n"
+"                    (default 10000)\n"
+"    -q, --quiet     no progress line; --check prints only its problems\n"
+"    -h, --help      this text\n"
+"    -V, --version   print the version\n"
+"\n"
+"    Progress (of --check and of big listings) is shown on stderr when it\n"
+"    is a terminal, and never when it is not.\n"
+"\n", def != NULL ? def : "?", PYTHON_EXECUTABLE);
+	free(def);
+	fprintf(f,
+"CHECKS\n"
+"    --check reports each problem as a line (or a \"problem\" row) naming the\n"
+"    check, the session and the key:\n"
+"    session_record  every session record parses and has a known state\n"
+"    name_index      every live session is found by its name; every name\n"
+"                    leads to the live session of that name\n"
+"    expiry_index    every leased or dead session has its expiry key, and\n"
+"                    every expiry key belongs to a session and matches its\n"
+"                    lease (time 0 for a dead one)\n"
+"    entry_key       every entry key parses\n"
+"    orphan_entry    every entry's session exists\n"
+"    record_layout   every record decodes\n"
+"    digest          every record's digest matches its bytes\n"
+"    record_field    known pickler and flags; type names and volatile\n"
+"                    reasons are UTF-8\n"
+"    refs_blob       every refs blob parses\n"
+"    dangling_ref    every persistent reference names an entry of the same\n"
+"                    session\n"
+"    pickle          every pickle is well formed: known opcodes, lengths\n"
+"                    inside the record, a consistent stack, STOP at the end\n"
+"    pickle_refs     the pickle's persistent ids are entry keys and are\n"
+"                    those its refs blob lists\n"
+"    oob_table       out-of-band buffer tables add up and match the\n"
+"                    pickle's NEXT_BUFFER opcodes\n"
+"\n");
+	fprintf(f,
+"JSON FIELDS\n"
+"    Each line is one object; \"row\" says which kind.  Field names are\n"
+"    stable for a given dump_format (now %d): fields may be added, never\n"
+"    renamed or removed.  Times are milliseconds since the epoch (UTC),\n"
+"    sizes are bytes, ids are lower-case hex; bytes that are not UTF-8 in\n"
+"    the store become U+FFFD.\n"
+"    dump     first row of every run: dump_format, view (sessions, session,\n"
+"             entry, check), path, store_format, time_ms\n"
+"    session  name, id, state (live|dead), expired, created_ms,\n"
+"             last_seen_ms, lease_ms, expires_ms (null: never), pid (0: no\n"
+"             worker), next_handle, entries, bytes\n"
+"    store    path, store_format, created_ms, map_size, map_used, sessions,\n"
+"             live, dead, entries, bytes, entries_in_db\n"
+"    entry    session, session_id, kind (global|handle), key (as KEY spells\n"
+"             it), name (null for handles), handle (null for globals), type,\n"
+"             size, time_ms, pickler (none|pickle|cloudpickle), flags,\n"
+"             volatile, reason (null unless volatile), excinfo, oob,\n"
+"             problem (null when sound); SESSION adds nrefs; SESSION KEY\n"
+"             adds payload_size, digest, digest_ok, refs (a list of {kind,\n"
+"             key, name, handle, resolves}) and refs_error\n"
+"    op       pos, code, op, depth, arg, note (SESSION KEY: one per opcode)\n"
+"    pickle   protocol, ops, size, trailing, buffers, well_formed, error,\n"
+"             error_pos, names (a list of {module, name}), refs (a list of\n"
+"             {kind, key, name, handle, count})\n"
+"    raw      text (an entry stored without a pickler)\n"
+"    value    repr, error (--unpickle)\n"
+"    problem  check, session, session_id, kind, key, name, handle, message\n"
+"    check    sessions, entries, bytes, problems, sound, interrupted,\n"
+"             elapsed_ms (the last row of --check)\n"
+"\n", DUMP_FORMAT);
+	fprintf(f,
+"EXIT STATUS\n"
+"    0    done; with --check: the store is sound\n"
+"    1    damage found (by --check, or a damaged record met by a view)\n"
+"    2    bad usage; no store, not a pyshelf store, a newer store format;\n"
+"         no such session or entry; another error\n"
+"    130  interrupted (SIGINT; 128 + the signal for SIGTERM, SIGHUP)\n"
+"\n"
+"EXAMPLES\n"
+"    pyshelf-dump --db /srv/pyshelf                  sessions and totals\n"
+"    pyshelf-dump --db /srv/pyshelf work --sort size --top 10\n"
+"                                                    the 10 biggest entries\n"
+"    pyshelf-dump --db /srv/pyshelf work model       one global, disassembled\n"
+"    pyshelf-dump --db /srv/pyshelf work '#12'       handle 12\n"
+"    pyshelf-dump --db /srv/pyshelf --unpickle work model   (UNSAFE) its value\n"
+"    pyshelf-dump --db /srv/pyshelf --check -q || echo 'store damaged'\n"
+"    pyshelf-dump --json | jq -r 'select(.row == \"session\") | .name'\n"
+"\n"
+"NOTES\n"
+"    Text output is for people and may change; scripts should use --json.\n"
+"    Reading a store takes read access to DIR/data.mdb and write access to\n"
+"    DIR/lock.mdb (LMDB's reader table), as for mdb_dump.\n"
+"\n"
+"SEE ALSO\n"
+"    pyshelfd(1), mdb_dump(1), mdb_stat(1), docs/OPERATIONS.md,\n"
+"    docs/STORAGE.md\n");
+}
+
+/* Report a usage error and return the exit status for it. */
+static int
+dump_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "pyshelf-dump: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'pyshelf-dump --help'.\n");
+	return DUMP_EXIT_ERROR;
+}
+
+/* Parse a count for --top / --max-repr; -1 on garbage. */
+static int
+dump_parse_count(const char *s, uint64_t *out)
+{
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno != 0 || *end != '\0' ? -1 : 0;
+}
+
+/* The command line into o; 0, or an exit status (-1: --help/--version
+ * done, exit 0). */
+static int
+dump_parse_args(int argc, char **argv, struct dump_opts *o)
+{
+	static const struct option longopts[] = {
+		{"db", required_argument, NULL, 'd'},
+		{"json", no_argument, NULL, 'j'},
+		{"check", no_argument, NULL, 'c'},
+		{"unpickle", no_argument, NULL, 'u'},
+		{"sort", required_argument, NULL, 's'},
+		{"top", required_argument, NULL, 't'},
+		{"max-repr", required_argument, NULL, 'm'},
+		{"quiet", no_argument, NULL, 'q'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0}
+	};
+	uint64_t v;
+	int ch;
+
+	o->repr_max = 10000;
+	while ((ch = getopt_long(argc, argv, "qhV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'd': o->db = optarg; break;
+		case 'j': o->json = 1; break;
+		case 'c': o->check = 1; break;
+		case 'u': o->unpickle = 1; break;
+		case 'q': o->quiet = 1; break;
+		case 's':
+			if (strcmp(optarg, "key") == 0)
+				o->sort = DUMP_SORT_KEY;
+			else if (strcmp(optarg, "size") == 0)
+				o->sort = DUMP_SORT_SIZE;
+			else if (strcmp(optarg, "time") == 0)
+				o->sort = DUMP_SORT_TIME;
+			else
+				return dump_usage_error("--sort takes size, key "
+				    "or time, not '%s'", optarg);
+			break;
+		case 't':
+			if (dump_parse_count(optarg, &o->top) != 0 || o->top == 0)
+				return dump_usage_error("--top takes a positive "
+				    "number, not '%s'", optarg);
+			break;
+		case 'm':
+			if (dump_parse_count(optarg, &v) != 0 || v == 0 ||
+			    v > 1u << 30)
+				return dump_usage_error("--max-repr takes a "
+				    "positive number, not '%s'", optarg);
+			o->repr_max = (size_t)v;
+			break;
+		case 'h':
+			usage(stdout);
+			return -1;
+		case 'V':
+			printf("pyshelf-dump (pyshelf) %s, output format %d, "
+			    "store format %d\n", PACKAGE_VERSION, DUMP_FORMAT,
+			    STORE_FORMAT_VERSION);
+			return -1;
+		default:
+			fprintf(stderr, "Try 'pyshelf-dump --help'.\n");
+			return DUMP_EXIT_ERROR;
+		}
+	}
+	if (argc - optind > 2)
+		return dump_usage_error("too many arguments (SESSION [KEY])");
+	if (optind < argc)
+		o->session = argv[optind];
+	if (optind + 1 < argc)
+		o->key = argv[optind + 1];
+	if (o->check && o->session != NULL)
+		return dump_usage_error("--check verifies the whole store and "
+		    "takes no SESSION");
+	if (o->unpickle && o->key == NULL)
+		return dump_usage_error("--unpickle shows one entry: give "
+		    "SESSION KEY");
+	if ((o->top || o->sort != DUMP_SORT_KEY) && (o->key != NULL ||
+	    o->check))
+		return dump_usage_error("--sort and --top are for the session "
+		    "and entry lists");
+	return 0;
+}
+
+/* Say why the store did not open, with what to do about it. */
+static void
+dump_open_error(const char *db, int rc, const char *cause)
+{
+	struct stat st;
+
+	switch (rc) {
+	case STORE_E_NOTSTORE:
+		if (stat(db, &st) != 0)
+			dump_warn("%s: %s: no store there (give the store's "
+			    "directory with --db DIR)", db, strerror(errno));
+		else
+			dump_warn("%s\n  (a store is the directory given to "
+			    "pyshelfd --db; it holds data.mdb and lock.mdb)",
+			    cause != NULL ? cause : "not a pyshelf store");
+		break;
+	case STORE_E_VERSION:
+		dump_warn("%s", cause != NULL ? cause : store_strerror(rc));
+		break;
+	case STORE_E_READONLY:
+		dump_warn("%s: permission denied (reading a store needs write "
+		    "access to its lock.mdb)", cause != NULL ? cause : db);
+		break;
+	default:
+		dump_warn("cannot open the store: %s", cause != NULL ? cause :
+		    store_strerror(rc));
+	}
+}
+
+/* The view the options chose, inside the snapshot. */
+static int
+dump_snapshot(store_txn *t, void *arg)
+{
+	struct dump *d = arg;
+	store_session ss;
+	int rc;
+
+	if (d->o->check)
+		return dump_check_run(d, t);
+	if (d->o->session == NULL)
+		return dump_list_sessions(d, t);
+	if ((rc = dump_list_find_session(d, t, d->o->session, &ss)) != 0)
+		return rc;
+	if (d->o->key == NULL)
+		return dump_list_entries(d, t, &ss);
+	if (d->o->json)
+		dump_json_header(d, "entry");
+	return dump_entry_show(d, t, &ss, d->o->key);
+}
+
+/* Catch the signals that end a run, without SA_RESTART so that a blocked
+ * write or wait returns. */
+static void
+dump_signals(void)
+{
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+	struct sigaction sa;
+	size_t i;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = dump_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+/* The exit status of a run that may have been stopped by a signal. */
+static int
+dump_exit_status(int rc)
+{
+	if (dump_interrupted == SIGPIPE)
+		return 128 + SIGPIPE;  /* the reader went away: say nothing */
+	if (dump_interrupted != 0) {
+		dump_warn("interrupted");
+		return 128 + dump_interrupted;
+	}
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct dump_opts o;
+	struct dump d;
+	store_options so;
+	char *cause = NULL, *def = NULL;
+	int rc;
+
+	memset(&o, 0, sizeof o);
+	if ((rc = dump_parse_args(argc, argv, &o)) != 0)
+		return rc < 0 ? DUMP_EXIT_OK : rc;
+	if (o.db == NULL && (o.db = def = store_default_path()) == NULL) {
+		dump_warn("out of memory");
+		return DUMP_EXIT_ERROR;
+	}
+	dump_signals();
+	memset(&d, 0, sizeof d);
+	d.o = &o;
+	d.out = stdout;
+	d.progress = !o.quiet && isatty(STDERR_FILENO);
+	memset(&so, 0, sizeof so);
+	so.readonly = 1;
+	if ((rc = store_open(&d.s, o.db, &so, &cause)) != 0) {
+		dump_open_error(o.db, rc, cause);
+		rc = DUMP_EXIT_ERROR;
+		goto free_def;
+	}
+	if ((d.pd = pickledis_new()) == NULL) {
+		dump_warn("out of memory");
+		rc = DUMP_EXIT_ERROR;
+		goto close_store;
+	}
+	store_meta(d.s, &d.format, &d.created_ms);
+	d.now_ms = store_now_ms();
+	rc = store_read(d.s, dump_snapshot, &d);
+	if (rc < 0) {
+		dump_warn("reading %s: %s", o.db, store_strerror(rc));
+		rc = DUMP_EXIT_ERROR;
+	}
+	pickledis_free(d.pd);
+close_store:
+	store_close(d.s);
+	if (rc != DUMP_EXIT_ERROR && d.want_unpickle && !dump_interrupted) {
+		int urc = dump_unpickle_run(&d);
+		if (urc != DUMP_EXIT_OK)
+			rc = urc;
+	}
+	free(d.payload);
+free_def:
+	free(cause);
+	free(def);
+	if (fflush(stdout) != 0 && dump_interrupted == 0) {
+		dump_warn("writing the output: %s", strerror(errno));
+		rc = DUMP_EXIT_ERROR;
+	}
+	return dump_exit_status(rc);
+}
