@@ -45,14 +45,15 @@ def small_dicts():
     return {"d%d" % i: {"i": i, "s": "x" * 20, "f": i * 0.5} for i in range(10000)}
 
 
-def floor_lmdb(d, objs):
+def floor_lmdb(d, objs, sync=True):
     env = lmdb.open(os.path.join(d, "floor-%d" % time.monotonic_ns()),
-                    map_size=1 << 30, sync=True)
+                    map_size=1 << 30, sync=sync)
     t0 = time.perf_counter()
     with env.begin(write=True) as txn:
         for k, v in objs.items():
             txn.put(k.encode(), pickle.dumps(v, protocol=5))
-    env.sync(True)
+    if sync:
+        env.sync(True)
     t = time.perf_counter() - t0
     env.close()
     return t
@@ -80,24 +81,31 @@ def pyshelf_checkpoint(d, backend, src):
 
 def bench_checkpoints(d):
     always = wrapper(d, "--sync", "always")
+    never = wrapper(d, "--sync", "never")
     objs = small_dicts()
-    rows = {"floor": [], "shelve": [], "pyshelf": []}
+    src = ("globals().update({'d%d' % i: {'i': i, 's': 'x' * 20, "
+           "'f': i * 0.5} for i in range(10000)})")
+    rows = {"floor": [], "shelve": [], "pyshelf": [], "floor_nosync": [],
+            "pyshelf_nosync": []}
     for _ in range(REPS):
         rows["floor"].append(floor_lmdb(d, objs))
+        rows["floor_nosync"].append(floor_lmdb(d, objs, sync=False))
         rows["shelve"].append(shelve_time(d, objs))
-        rows["pyshelf"].append(pyshelf_checkpoint(
-            d, always, "for i in range(10000):\n"
-            "    globals()['d%d' % i] = {'i': i, 's': 'x' * 20, 'f': i * 0.5}"))
+        rows["pyshelf"].append(pyshelf_checkpoint(d, always, src))
+        rows["pyshelf_nosync"].append(pyshelf_checkpoint(d, never, src))
     for k, v in rows.items():
         emit(name="checkpoint_10k_dicts_" + k, median_ms=round(statistics.median(v) * 1e3, 2))
     arr = {"arr": np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)}
-    rows = {"floor": [], "shelve": [], "pyshelf": []}
+    src = ("import numpy as np\narr = np.arange(100 * 1024 * 1024 // 8, "
+           "dtype=np.float64)")
+    rows = {"floor": [], "shelve": [], "pyshelf": [], "floor_nosync": [],
+            "pyshelf_nosync": []}
     for _ in range(max(REPS // 2, 2)):
         rows["floor"].append(floor_lmdb(d, arr))
+        rows["floor_nosync"].append(floor_lmdb(d, arr, sync=False))
         rows["shelve"].append(shelve_time(d, arr))
-        rows["pyshelf"].append(pyshelf_checkpoint(
-            d, always, "import numpy as np\narr = np.arange(100 * 1024 * 1024 // 8, "
-            "dtype=np.float64)"))
+        rows["pyshelf"].append(pyshelf_checkpoint(d, always, src))
+        rows["pyshelf_nosync"].append(pyshelf_checkpoint(d, never, src))
     for k, v in rows.items():
         emit(name="checkpoint_100mb_numpy_" + k, median_ms=round(statistics.median(v) * 1e3, 2))
 

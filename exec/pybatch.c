@@ -751,6 +751,7 @@ struct bcommit {
 	batchobject *b;
 	store_entry_in *ins;     /* one per record */
 	store_entry_in **order;  /* ins sorted by key */
+	size_t bytes;            /* payload bytes in all */
 	struct iovec *iov;       /* all records' pieces */
 	Py_buffer *views;        /* acquired buffers */
 	size_t nviews;
@@ -840,12 +841,14 @@ batch_prepare(struct bcommit *bc)
 		if (r->data != NULL) {
 			bc->iov[k].iov_base = r->data;
 			bc->iov[k++].iov_len = r->data_len;
+			bc->bytes += r->data_len;
 		}
 		for (j = 0; r->oob != NULL && j < PyList_GET_SIZE(r->oob); j++) {
 			if (PyObject_GetBuffer(PyList_GET_ITEM(r->oob, j),
 			    &bc->views[bc->nviews], PyBUF_SIMPLE) < 0)
 				return -1;
 			bc->iov[k].iov_base = bc->views[bc->nviews].buf;
+			bc->bytes += (size_t)bc->views[bc->nviews].len;
 			bc->iov[k++].iov_len =
 			    (size_t)bc->views[bc->nviews++].len;
 		}
@@ -933,6 +936,8 @@ batch_commit(PyObject *self, PyObject *unused)
 	bc.sess = the_worker->sess;
 	bc.sess.last_seen_ms = bc.now;
 	Py_BEGIN_ALLOW_THREADS
+	if (bc.bytes > ((size_t)1 << 20))
+		store_reserve(the_worker->st, bc.bytes);
 	rc = store_write(the_worker->st, batch_commit_txn, &bc);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {

@@ -535,6 +535,30 @@ env_grow(store *s)
 	return rc == 0 ? 0 : store_map_err(rc);
 }
 
+/* Grow the map ahead of a large write so that the transaction does not
+ * run, fill the map, and run again.  Best effort: 0, or STORE_E_FULL when
+ * even map_max cannot hold it (the write will then say so itself). */
+int
+store_reserve(store *s, size_t bytes)
+{
+	size_t map, used, want;
+	int rc;
+
+	if (s->opt.readonly)
+		return STORE_E_READONLY;
+	for (;;) {
+		if ((rc = store_usage(s, &map, &used, NULL)) != 0)
+			return rc;
+		/* room for the data, its pages' slack and the old copies of
+		 * the pages a transaction rewrites */
+		want = bytes + bytes / 8 + ((size_t)1 << 20);
+		if (used + want <= map)
+			return 0;
+		if ((rc = env_grow(s)) != 0)
+			return rc;
+	}
+}
+
 /* Run fn in a write transaction; grow and retry when the map is full. */
 int
 store_write(store *s, int (*fn)(store_txn *, void *), void *arg)

@@ -57,7 +57,7 @@ session_decode(const uint8_t *id, const uint8_t *p, size_t n,
 
 /* The expiry-index key of a session: 0 for dead ones (swept first),
  * nothing (returns 0) for a live session without a lease. */
-static int
+int
 session_expiry_key(const store_session *ss, uint8_t *k)
 {
 	uint64_t when;

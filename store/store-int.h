@@ -43,6 +43,11 @@ struct store_txn {
 /* env.c */
 int store_map_err(int mdb_rc);
 
+/* session.c */
+/* The expiry-index key of a session into k (EXPIRY_KEY_SIZE bytes): time 0
+ * for dead sessions; returns 0 (no key) for a live session without lease. */
+int session_expiry_key(const store_session *ss, uint8_t *k);
+
 /* entry.c */
 size_t entry_key_make(uint8_t *k, const uint8_t *sid, uint8_t kind,
                       const char *name, size_t name_len, uint64_t handle);

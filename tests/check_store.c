@@ -1886,6 +1886,31 @@ check_big(store *s, const uint8_t *sid, uint64_t i, size_t sz)
 }
 
 /* A configured maximum: STORE_E_FULL past it, nothing committed lost. */
+START_TEST(test_reserve)
+{
+	store_options o = {0};
+	size_t map, used;
+
+	o.map_initial = MiB;
+	o.map_max = 64 * MiB;
+	close_S();
+	open_S(&o);
+	ck_assert_int_eq(store_usage(S, &map, &used, NULL), 0);
+	ck_assert_uint_eq(map, MiB);
+	/* grows ahead of a large write, by doubling */
+	ck_assert_int_eq(store_reserve(S, 20 * MiB), 0);
+	ck_assert_int_eq(store_usage(S, &map, &used, NULL), 0);
+	ck_assert_uint_ge(map, used + 20 * MiB);
+	ck_assert_uint_le(map, 64 * MiB);
+	/* already room: nothing changes */
+	ck_assert_int_eq(store_reserve(S, MiB), 0);
+	/* past the maximum: STORE_E_FULL, the map at its maximum at most */
+	ck_assert_int_eq(store_reserve(S, 100 * MiB), STORE_E_FULL);
+	ck_assert_int_eq(store_usage(S, &map, &used, NULL), 0);
+	ck_assert_uint_le(map, 64 * MiB);
+}
+END_TEST
+
 START_TEST(test_map_max_full)
 {
 	const size_t sz = 200 * 1024;
@@ -2866,6 +2891,7 @@ store_suite(void)
 	tcase_add_test(tc, test_corrupt_payload);
 	tcase_add_test(tc, test_purge_reused_name);
 	tcase_add_test(tc, test_map_max_full);
+	tcase_add_test(tc, test_reserve);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_new("Purge", 0, 60);

@@ -92,26 +92,6 @@ check_problem(struct check *c, const uint8_t *sid, const char *sname,
 	fprintf(d->out, ": %s\n", msg);
 }
 
-/* The expiry key a session must have (mirrors session_expiry_key() in
- * store/session.c); 0 when it must have none. */
-static int
-check_expiry_key(const store_session *ss, uint8_t *k)
-{
-	uint64_t when;
-
-	if (ss->state == STORE_STATE_DEAD)
-		when = 0;
-	else if (ss->lease_ms == 0)
-		return 0;
-	else if (ss->lease_ms > UINT64_MAX - ss->last_seen_ms)
-		when = UINT64_MAX;
-	else
-		when = ss->last_seen_ms + ss->lease_ms;
-	be64_put(k, when);
-	memcpy(k + 8, ss->id, STORE_ID_SIZE);
-	return 1;
-}
-
 /* Open a cursor on one of the store's databases. */
 static int
 check_cursor(struct check *c, MDB_dbi dbi, MDB_cursor **cur)
@@ -159,7 +139,7 @@ check_session_record(struct check *c, const MDB_val *k)
 			    "a live session whose name does not lead to it "
 			    "in the name index");
 	}
-	if (check_expiry_key(&ss, ek)) {
+	if (session_expiry_key(&ss, ek)) {
 		nk.mv_data = ek;
 		nk.mv_size = sizeof ek;
 		if (mdb_get(c->t->txn, c->t->s->expiry, &nk, &nv) != 0)
@@ -258,7 +238,7 @@ check_expiry_key_one(struct check *c, const MDB_val *k)
 			    be64_get(p)));
 		return; /* an unparsable record was reported already */
 	}
-	if (!check_expiry_key(&ss, want))
+	if (!session_expiry_key(&ss, want))
 		check_problem(c, ss.id, ss.name, NULL, "expiry_index",
 		    "an expiry key (at %s) for a live session without a "
 		    "lease", dump_out_time(a, sizeof a, be64_get(p)));
