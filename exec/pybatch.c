@@ -174,8 +174,32 @@ typedef struct {
 	PyObject *digest;        /* bytes, strong */
 } brec;
 
-static PyObject *str_dump;        /* interned "dump" */
-static PyObject *str_clear_memo;  /* interned "clear_memo" */
+/* A pickler's bound methods, looked up once per batch. */
+struct pmeth {
+	PyObject *dump;        /* pickler.dump */
+	PyObject *clear_memo;  /* pickler.clear_memo */
+};
+
+/* Fill pm from pickler; 0 or -1. */
+static int
+pmeth_get(struct pmeth *pm, PyObject *pickler)
+{
+	pm->dump = PyObject_GetAttrString(pickler, "dump");
+	pm->clear_memo = PyObject_GetAttrString(pickler, "clear_memo");
+	if (pm->dump == NULL || pm->clear_memo == NULL) {
+		Py_CLEAR(pm->dump);
+		Py_CLEAR(pm->clear_memo);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+pmeth_clear(struct pmeth *pm)
+{
+	Py_CLEAR(pm->dump);
+	Py_CLEAR(pm->clear_memo);
+}
 
 typedef struct {
 	PyObject_HEAD
@@ -322,23 +346,19 @@ batch_take_data(brec *r, sinkobject *sk)
 /* Pickle obj into the sink and, when it changed, into a record.
  * Returns 1 when added, 0 when unchanged, -1 with an exception. */
 static int
-batch_dump_obj(batchobject *b, PyObject *pickler, sinkobject *sk,
+batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
                PyObject *idmap, PyObject *key, PyObject *obj, unsigned flags,
                PyObject *tn, PyObject *digests)
 {
 	PyObject *r = NULL, *refs = NULL, *old;
 	brec *rec;
 
-	if (str_dump == NULL &&
-	    ((str_dump = PyUnicode_InternFromString("dump")) == NULL ||
-	    (str_clear_memo = PyUnicode_InternFromString("clear_memo")) == NULL))
-		return -1;
 	sink_reset(sk);
-	if ((r = PyObject_CallMethodNoArgs(pickler, str_clear_memo)) == NULL)
+	if ((r = PyObject_CallNoArgs(pm->clear_memo)) == NULL)
 		return -1;
 	Py_DECREF(r);
 	pymod_idmap_begin(idmap, obj);
-	r = PyObject_CallMethodOneArg(pickler, str_dump, obj);
+	r = PyObject_CallOneArg(pm->dump, obj);
 	refs = pymod_idmap_end(idmap);
 	if (r == NULL || refs == NULL) {
 		Py_XDECREF(r);
@@ -386,7 +406,7 @@ error:
 
 /* One (key, obj, flags, type_name) item. */
 static int
-batch_dump_one(batchobject *b, PyObject *pickler, sinkobject *sk,
+batch_dump_one(batchobject *b, const struct pmeth *pm, sinkobject *sk,
                PyObject *idmap, PyObject *item, PyObject *digests)
 {
 	PyObject *key, *obj, *tn;
@@ -394,8 +414,7 @@ batch_dump_one(batchobject *b, PyObject *pickler, sinkobject *sk,
 
 	if (!PyArg_ParseTuple(item, "OOIU", &key, &obj, &flags, &tn))
 		return -1;
-	return batch_dump_obj(b, pickler, sk, idmap, key, obj, flags, tn,
-	    digests);
+	return batch_dump_obj(b, pm, sk, idmap, key, obj, flags, tn, digests);
 }
 
 /* dump_many(pickler, sink, idmap, items, digests) -> (written, failed)
@@ -406,6 +425,7 @@ batch_dump_many(PyObject *self, PyObject *args)
 {
 	batchobject *b = (batchobject *)self;
 	PyObject *pickler, *sink, *idmap, *items, *digests, *failed = NULL;
+	struct pmeth pm = {NULL, NULL};
 	Py_ssize_t i, written = 0;
 	int rc;
 
@@ -413,11 +433,13 @@ batch_dump_many(PyObject *self, PyObject *args)
 	    &pybatch_SinkType, &sink, &idmap, &PyList_Type, &items,
 	    &PyDict_Type, &digests))
 		return NULL;
-	if ((failed = PyList_New(0)) == NULL)
+	if (pmeth_get(&pm, pickler) < 0)
 		return NULL;
+	if ((failed = PyList_New(0)) == NULL)
+		goto error;
 	for (i = 0; i < PyList_GET_SIZE(items); i++) {
 		PyObject *item = PyList_GET_ITEM(items, i); /* borrowed */
-		rc = batch_dump_one(b, pickler, (sinkobject *)sink, idmap, item,
+		rc = batch_dump_one(b, &pm, (sinkobject *)sink, idmap, item,
 		    digests);
 		if (rc < 0) {
 			if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -430,9 +452,11 @@ batch_dump_many(PyObject *self, PyObject *args)
 		written += rc;
 	}
 	sink_reset((sinkobject *)sink);
+	pmeth_clear(&pm);
 	return Py_BuildValue("nN", written, failed);
 error:
 	sink_reset((sinkobject *)sink);
+	pmeth_clear(&pm);
 	Py_XDECREF(failed);
 	return NULL;
 }
@@ -505,12 +529,23 @@ pybatch_dunder(PyObject *name)
 	    PyUnicode_READ_CHAR(name, n - 2) == '_';
 }
 
+/* The entry key ("g", name) of a global; new reference. */
+static PyObject *
+pybatch_gkey(PyObject *name)
+{
+	static PyObject *g;   /* interned "g", kept for the process */
+
+	if (g == NULL && (g = PyUnicode_InternFromString("g")) == NULL)
+		return NULL;
+	return PyTuple_Pack(2, g, name);
+}
+
 /* A global rebound (or newly bound) to v: shadow, idmap, dirty. */
 static int
 pybatch_bind(PyObject *name, PyObject *v, PyObject *old, PyObject *shadow,
              PyObject *idmap, PyObject *dirty, PyObject *deleted)
 {
-	PyObject *key = Py_BuildValue("(sO)", "g", name);
+	PyObject *key = pybatch_gkey(name);
 	int rc = -1;
 
 	if (key == NULL)
@@ -582,7 +617,7 @@ pybatch_collect(PyObject *self, PyObject *args)
 			if (PyList_Append(unbound, name) < 0)
 				goto error;
 		}
-		if ((key = Py_BuildValue("(sO)", "g", name)) == NULL)
+		if ((key = pybatch_gkey(name)) == NULL)
 			goto error;
 		if (PyDict_DelItem(shadow, name) < 0 ||
 		    PySet_Discard(dirty, key) < 0 || PySet_Add(deleted, key) < 0) {
@@ -611,6 +646,7 @@ batch_dump_keys(PyObject *self, PyObject *args)
 	batchobject *b = (batchobject *)self;
 	PyObject *pickler, *sink, *idmap, *keys, *shadow, *handles, *hflags,
 	    *digests, *skip, *failed = NULL, *it = NULL, *key;
+	struct pmeth pm = {NULL, NULL};
 	Py_ssize_t written = 0;
 
 	if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!O:dump_keys", &pickler,
@@ -618,8 +654,8 @@ batch_dump_keys(PyObject *self, PyObject *args)
 	    &PyDict_Type, &handles, &PyDict_Type, &hflags, &PyDict_Type,
 	    &digests, &skip))
 		return NULL;
-	if ((failed = PyList_New(0)) == NULL || (it = PyObject_GetIter(keys))
-	    == NULL)
+	if (pmeth_get(&pm, pickler) < 0 || (failed = PyList_New(0)) == NULL ||
+	    (it = PyObject_GetIter(keys)) == NULL)
 		goto error;
 	while ((key = PyIter_Next(it)) != NULL) {
 		PyObject *obj, *tn, *fl, *kind, *k; /* borrowed but tn */
@@ -651,7 +687,7 @@ batch_dump_keys(PyObject *self, PyObject *args)
 			Py_DECREF(key);
 			goto error;
 		}
-		rc = batch_dump_obj(b, pickler, (sinkobject *)sink, idmap, key,
+		rc = batch_dump_obj(b, &pm, (sinkobject *)sink, idmap, key,
 		    obj, flags, tn, digests);
 		if (rc < 0) {
 			PyObject *item;
@@ -681,9 +717,11 @@ batch_dump_keys(PyObject *self, PyObject *args)
 		goto error;
 	Py_DECREF(it);
 	sink_reset((sinkobject *)sink);
+	pmeth_clear(&pm);
 	return Py_BuildValue("nN", written, failed);
 error:
 	sink_reset((sinkobject *)sink);
+	pmeth_clear(&pm);
 	Py_XDECREF(it);
 	Py_XDECREF(failed);
 	return NULL;
