@@ -451,6 +451,29 @@ fail:
 	return 1;
 }
 
+/*
+ * Is pid a running pyshelfd?  A session record keeps the pid of the worker
+ * that serves it; after a crash or a reboot that pid may belong to some
+ * other process, which must not keep the session locked.
+ */
+static int
+worker_pid_serves(pid_t pid)
+{
+	char path[64], comm[64];
+	FILE *f;
+	int ok;
+
+	if (pid <= 0 || kill(pid, 0) != 0)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%ld/comm", (long)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 1; /* no /proc: trust kill() */
+	ok = fgets(comm, sizeof comm, f) != NULL &&
+	    strncmp(comm, "pyshelfd", 8) == 0;
+	fclose(f);
+	return ok;
+}
+
 /* Argument for opening the session. */
 struct open_arg {
 	worker *w;
@@ -487,7 +510,7 @@ worker_open_txn(store_txn *t, void *arg)
 		return rc;
 	}
 	if (w->sess.pid != 0 && (pid_t)w->sess.pid != getpid() &&
-	    kill((pid_t)w->sess.pid, 0) == 0) {
+	    worker_pid_serves((pid_t)w->sess.pid)) {
 		snprintf(oa->why, sizeof oa->why, "session '%s' is in use by "
 		    "pyshelfd pid %llu", w->opt.session,
 		    (unsigned long long)w->sess.pid);
@@ -573,7 +596,7 @@ worker_sweep_kill(store_txn *t, void *arg)
 	if ((rc = session_get_by_id(t, arg, &ss)) != 0)
 		return rc == STORE_E_NOTFOUND ? 0 : rc;
 	if (ss.state == STORE_STATE_LIVE && ss.pid != 0 &&
-	    kill((pid_t)ss.pid, 0) == 0)
+	    worker_pid_serves((pid_t)ss.pid))
 		return 1; /* attached: its worker renews the lease */
 	return session_kill(t, arg);
 }

@@ -91,3 +91,35 @@ def test_close_session_ends_it(tmp_path):
         assert "x" not in ws
     finally:
         ws.close()
+
+
+def test_stale_pid_of_another_process_does_not_lock_the_session(tmp_path):
+    """After a crash or a reboot the recorded worker pid may belong to some
+    other process: the session must still open."""
+    import lmdb
+    import signal
+    import struct
+    import time
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    ws.remote_exec("x = 'survived'")
+    os.kill(ws.pid, signal.SIGKILL)
+    time.sleep(0.2)
+    try:
+        ws.close()
+    except pyshelf.Error:
+        pass
+    env = lmdb.open(db, max_dbs=8)
+    sessions = env.open_db(b"sessions")
+    with env.begin(write=True, db=sessions) as txn:
+        for key, val in txn.cursor():
+            val = bytearray(val)
+            assert struct.unpack(">Q", val[40:48])[0] != 0   # killed: pid kept
+            val[40:48] = struct.pack(">Q", os.getpid())      # "reused" by us
+            txn.put(key, bytes(val))
+    env.close()
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        assert ws["x"] == "survived"
+    finally:
+        ws.close()
