@@ -330,3 +330,64 @@ def test_released_handle_referenced_by_a_global(store):
         assert ws["kept"] == {"h": [7, 8]}
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_clean_shutdown_by_signal_loses_nothing(store, sig):
+    """SIGTERM/SIGINT are clean shutdowns: even in-place mutations, which
+    only the full checkpoint sees, are written before the backend exits."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("lst = []")
+    ws.remote_exec("lst.append('mutated in place')")
+    pid = ws.pid
+    os.kill(pid, sig)
+    deadline = time.time() + 10
+    status = None
+    while time.time() < deadline:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if got == pid:
+            break
+        time.sleep(0.02)
+    if status is not None:
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    try:
+        ws.close()
+    except pyshelf.Error:
+        pass
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        assert ws["lst"] == ["mutated in place"]
+    finally:
+        ws.close()
+
+
+def test_sigterm_interrupts_running_code_then_saves(store):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("before = 1")
+    import threading
+    res = {}
+
+    def run():
+        try:
+            res["r"] = ws.remote_exec("import time\nwhile True:\n    time.sleep(0.01)")
+        except pyshelf.Error as e:
+            res["e"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    os.kill(ws.pid, signal.SIGTERM)
+    t.join(10)
+    assert not t.is_alive()
+    assert "r" in res and isinstance(res["r"], WrappedExcinfo), res
+    try:
+        ws.close()
+    except pyshelf.Error:
+        pass
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        assert ws["before"] == 1
+    finally:
+        ws.close()
