@@ -28,6 +28,7 @@ worker *the_worker;
 static int worker_open_session(worker *w, char **cause);
 static void *worker_reader(void *arg);
 static void worker_sweep(worker *w);
+static void worker_send_fatal(worker *w, const char *cause);
 
 /* Monotonic clock in ms. */
 uint64_t
@@ -390,6 +391,27 @@ worker_fds(worker *w, char **cause)
 	return 0;
 }
 
+/* Tell the client why this worker cannot serve it (an ERROR with id 0,
+ * before any HELLO is answered), so that it need not read our stderr. */
+static void
+worker_send_fatal(worker *w, const char *cause)
+{
+	wire_buf b;
+
+	if (w->out_fd <= 0)
+		return;
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_ERROR, 0);
+	wire_put_u64(&b, WIRE_TAG_ERRCODE, cause != NULL &&
+	    strstr(cause, "session") != NULL ? WIRE_ERR_NO_SESSION :
+	    WIRE_ERR_STORE);
+	wire_put_str(&b, WIRE_TAG_MESSAGE, cause != NULL ? cause :
+	    "pyshelfd failed to start");
+	if (wire_end(&b) == WIRE_OK)
+		(void)wire_write_all(w->out_fd, b.data, b.len);
+	wire_buf_free(&b);
+}
+
 /* Run a stdio worker until the client detaches or input ends. */
 int
 worker_run(worker *w)
@@ -447,6 +469,7 @@ fail_store:
 	store_close(w->st);
 fail:
 	fprintf(stderr, "pyshelfd: %s\n", cause != NULL ? cause : "failed");
+	worker_send_fatal(w, cause);
 	free(cause);
 	return 1;
 }
