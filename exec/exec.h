@@ -39,6 +39,7 @@ typedef struct worker_options {
 	enum store_sync sync;        /* commit durability */
 	size_t max_frame;            /* largest incoming body */
 	size_t map_max;              /* largest map */
+	size_t memory_limit;         /* RLIMIT_DATA, 0 none */
 	unsigned spin_us;            /* busy-poll before blocking reads */
 	int verbose;                 /* log to stderr */
 } worker_options;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "exec.h"
 
@@ -55,6 +56,10 @@ usage(FILE *f)
 "                            survives a crash of pyshelfd itself (SIGKILL).\n"
 "    --max-frame BYTES       largest incoming frame body (default 67108864)\n"
 "    --map-max BYTES         largest the LMDB map may grow to (default 1 TiB)\n"
+"    --memory-limit BYTES    the most memory the workspace may allocate\n"
+"                            (RLIMIT_DATA; default none): past it, shipped code\n"
+"                            gets MemoryError, seen as a WrappedExcinfo, and\n"
+"                            the workspace goes on\n"
 "    -v, --verbose           log to stderr\n"
 "    -h, --help              this text\n"
 "    -V, --version           print the version\n"
@@ -101,6 +106,7 @@ main(int argc, char **argv)
 		{"sync", required_argument, NULL, 'y'},
 		{"max-frame", required_argument, NULL, 'm'},
 		{"map-max", required_argument, NULL, 'M'},
+		{"memory-limit", required_argument, NULL, 'L'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -160,6 +166,11 @@ main(int argc, char **argv)
 				goto bad;
 			w.opt.map_max = (size_t)d;
 			break;
+		case 'L':
+			if (parse_num(optarg, &d) < 0 || (d != 0 && d < 16777216))
+				goto bad;
+			w.opt.memory_limit = (size_t)d;
+			break;
 		case 'v':
 			w.opt.verbose = 1;
 			break;
@@ -184,6 +195,17 @@ main(int argc, char **argv)
 		fprintf(stderr, "pyshelfd: a session name has 1 to %d bytes\n",
 		    STORE_NAME_MAX);
 		return 2;
+	}
+	if (w.opt.memory_limit != 0) {
+		/* RLIMIT_DATA counts what the interpreter allocates (heap and
+		 * private mappings), not LMDB's shared read-only map */
+		struct rlimit rl;
+		rl.rlim_cur = rl.rlim_max = w.opt.memory_limit;
+		if (setrlimit(RLIMIT_DATA, &rl) != 0) {
+			fprintf(stderr, "pyshelfd: --memory-limit: %s\n",
+			    strerror(errno));
+			return 1;
+		}
 	}
 	return worker_run(&w);
 bad:

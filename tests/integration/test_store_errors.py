@@ -123,3 +123,17 @@ def test_stale_pid_of_another_process_does_not_lock_the_session(tmp_path):
         assert ws["x"] == "survived"
     finally:
         ws.close()
+
+
+def test_memory_limit_is_a_memory_error_not_a_crash(tmp_path):
+    db = str(tmp_path / "db")
+    be = backend_with(tmp_path, "--memory-limit", str(300 * 1024 * 1024))
+    ws = pyshelf.spawn(db=db, session="s", backend=be)
+    try:
+        ws.remote_exec("small = list(range(1000))")
+        res = ws.remote_exec("huge = bytearray(2 * 1024 * 1024 * 1024)")
+        assert isinstance(res, WrappedExcinfo)
+        assert res.exc_type == "MemoryError"
+        assert ws.remote_exec("DirectValue(len(small))").value == 1000
+    finally:
+        ws.close()
