@@ -632,6 +632,11 @@ def _get_function(source, name, digest):
     if f is None or not callable(f):
         raise RequestError(ERR_BAD_REQUEST,
                            "the shipped source defines no callable %r" % name)
+    # A function that calls itself looks its name up in the workspace's
+    # globals: bind it there (only then), as a REPL would.
+    fc = getattr(f, "__code__", None)
+    if fc is not None and name in fc.co_names:
+        WS.ns[name] = f
     if len(WS.code_cache) > 4096:
         WS.code_cache.clear()
     WS.code_cache[key] = f

@@ -91,7 +91,16 @@ def _strip_decorators(src):
 
 def _source_of(f):
     """(source, name) of a function, from the cache or inspect."""
+    if inspect.ismethod(f):
+        raise TypeError("remote_exec() ships plain functions, not the bound "
+                        "method %s: define a function that takes the object "
+                        "as an argument" % getattr(f, "__qualname__", f))
     code = getattr(f, "__code__", None)
+    if code is not None and code.co_freevars:
+        raise TypeError("remote_exec() cannot ship %s: it uses variables of "
+                        "an enclosing function (%s), which do not exist in "
+                        "the backend; pass them as arguments" %
+                        (f.__qualname__, ", ".join(code.co_freevars)))
     if code is None:
         raise TypeError("remote_exec() ships a function or a str of source, "
                         "not %s" % type(f).__name__)

@@ -1,0 +1,38 @@
+"""What can be shipped as a function, and the clear errors for what cannot."""
+import pytest
+
+import pyshelf
+from pyshelf import DirectValue
+
+
+def fact(n):
+    return 1 if n < 2 else n * fact(n - 1)
+
+
+def test_recursive_function(gw):
+    assert gw.remote_exec(fact, 10, want_value=True).value == 3628800
+
+
+def test_closure_is_refused_clearly(gw):
+    k = 5
+
+    def inner():
+        return DirectValue(k)
+    with pytest.raises(TypeError) as ei:
+        gw.remote_exec(inner)
+    assert "k" in str(ei.value) and "argument" in str(ei.value)
+
+
+def test_bound_method_is_refused_clearly(gw):
+    class C:
+        def m(self):
+            return DirectValue(1)
+    with pytest.raises(TypeError) as ei:
+        gw.remote_exec(C().m)
+    assert "method" in str(ei.value)
+
+
+def test_nested_function_without_free_variables_ships(gw):
+    def local(a, b=10):
+        return DirectValue(a * b)
+    assert gw.remote_exec(local, 4).value == 40
