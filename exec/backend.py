@@ -495,7 +495,8 @@ class Workspace:
                     if key not in bad:
                         self.volatile.pop(key, None)
         for k in self.deleted:
-            batch.delete(k)
+            if _storable(k):
+                batch.delete(k)
         if not len(batch) and not _s.session_dirty():
             self.dirty.clear()
             return 0
@@ -559,7 +560,15 @@ class Workspace:
         digest = _s.digest(parts, flags, refs)
         if self.digests.get(key) == digest:
             return
-        batch.add(key, pickler, flags, tn, refs, digest, parts)
+        try:
+            batch.add(key, pickler, flags, tn, refs, digest, parts)
+        except (ValueError, UnicodeError) as e:
+            # the key itself cannot be stored (a name of more than 480
+            # bytes, or not encodable): in memory only, and said so
+            reason = "its name cannot be a store key: %s" % _exc_message(e)
+            if self.volatile.get(key) != reason:
+                self.notices.append((key, tn, reason))
+            self.volatile[key] = reason
 
     def take_notices(self):
         out, self.notices = self.notices, []
@@ -567,6 +576,16 @@ class Workspace:
 
 
 _MISSING = object()
+
+
+def _storable(key):
+    """Can key be a store key?  (Global names: 1 to 480 UTF-8 bytes.)"""
+    if key[0] != "g":
+        return True
+    try:
+        return 0 < len(key[1].encode("utf-8")) <= 480
+    except UnicodeError:
+        return False
 
 
 def _parse_refs(blob):
@@ -794,8 +813,10 @@ def keys_request():
     names = set(_s.list_keys("g"))
     names.difference_update(k for kind, k in WS.deleted if kind == "g")
     names.update(n for n in WS.shadow)
+    # names the wire cannot carry (NUL) are left out of the listing
     return sorted(n for n in names if not (n.startswith("__")
-                                           and n.endswith("__")))
+                                           and n.endswith("__"))
+                  and "\x00" not in n)
 
 
 def handles_request():

@@ -137,3 +137,32 @@ def test_memory_limit_is_a_memory_error_not_a_crash(tmp_path):
         assert ws.remote_exec("DirectValue(len(small))").value == 1000
     finally:
         ws.close()
+
+
+def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
+    """A global whose name cannot be a store key (over 480 bytes) stays in
+    memory, is reported, and never stops the other globals from being
+    saved."""
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    err = []
+
+    class Sink:
+        def write(self, s):
+            err.append(s)
+
+        def flush(self):
+            pass
+    res = ws.remote_exec("globals()['x' * 600] = 1\nglobals()['a\\x00b'] = 2\n"
+                         "ok = 'saved'", stderr=Sink())
+    assert isinstance(res, DirectValue)
+    assert "cannot be a store key" in "".join(err)
+    assert ws.remote_exec("DirectValue(globals()['x' * 600])").value == 1
+    assert "ok" in list(ws)
+    ws.remote_exec("del globals()['x' * 600]")
+    ws.close()
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        assert ws["ok"] == "saved"
+    finally:
+        ws.close()
