@@ -229,18 +229,23 @@ class _Dumper:
         self.plain.persistent_id = WS.idmap.pid
         self.cloud = None
 
-    def cloud_dump(self, obj):
-        """(pickler, flags, parts, refs) through cloudpickle; raises."""
+    def cloud_dump(self, obj, noref=False):
+        """(pickler, flags, parts, refs) through cloudpickle; raises.
+        noref: other entries' objects are copied, never referenced."""
         if self.cloud is None:
-            self.cloud = _make_pickler_class()(
-                self.sink, protocol=5, buffer_callback=self.sink.buffer)
+            cls = _make_pickler_class()
+            self.cloud = cls(self.sink, protocol=5,
+                             buffer_callback=self.sink.buffer)
             self.cloud.persistent_id = WS.idmap.pid
+            self.cloud_noref = cls(self.sink, protocol=5,
+                                   buffer_callback=self.sink.buffer)
+        p = self.cloud_noref if noref else self.cloud
         sink = self.sink
         sink.reset()
-        self.cloud.clear_memo()
+        p.clear_memo()
         WS.idmap.begin(obj)
         try:
-            self.cloud.dump(obj)
+            p.dump(obj)
         finally:
             refs = WS.idmap.end()
         data = sink.getvalue()
@@ -489,6 +494,20 @@ class Workspace:
                                          Placeholder)
             for item in failed:
                 self._slow_record(batch, d, *item)
+            cyclic = self._cyclic(batch)
+            if cyclic:
+                # references that would close a cycle between records:
+                # those records hold the other objects by value instead,
+                # or no record of the cycle could ever be loaded first
+                batch.drop(cyclic)
+                for key in cyclic:
+                    obj = (self.shadow if key[0] == "g" else
+                           self.handles).get(key[1], _MISSING)
+                    if obj is not _MISSING:
+                        self._slow_record(batch, d, key, obj,
+                                          self.handle_flags.get(key[1], 0)
+                                          if key[0] == "h" else 0,
+                                          _type_name(obj), noref=True)
             if self.volatile:
                 bad = set(item[0] for item in failed)
                 for key in keys:
@@ -542,12 +561,85 @@ class Workspace:
         self.rr_pos = start + self.INTERVAL_SLICE
         return part
 
-    def _slow_record(self, batch, d, key, obj, base, tn):
+    def _cyclic(self, batch):
+        """Keys of the batch's records to pickle without references so that
+        no cycle of records remains (through records already stored, too):
+        one record per cycle, so most references, and identity, stay."""
+        new = {k: _parse_refs(v) for k, v in batch.refs()}
+        if not new:
+            return None
+        graph = dict(new)
+        broken = set()
+        while True:
+            sccs = self._sccs(new, graph)
+            if not sccs:
+                return broken
+            for comp in sccs:
+                # the newest record of the cycle holds the others by value
+                key = max((c for c in comp if c in new), key=repr)
+                broken.add(key)
+                graph[key] = ()
+
+    def _sccs(self, new, graph):
+        """Strongly connected components (of more than one record) that
+        contain a record of this checkpoint: Tarjan, iteratively."""
+
+        def edges(k):
+            t = graph.get(k)
+            if t is None:
+                t = self.refs_of.get(k)
+                if t is None:
+                    blob = _s.get_refs(k[0], k[1]) if _storable(k) else None
+                    t = _parse_refs(blob) if blob else ()
+                graph[k] = t
+            return t
+        # Tarjan's strongly connected components, iteratively
+        index, low, onstack, stack, out = {}, {}, set(), [], []
+        counter = [0]
+        for root in new:
+            if root in index:
+                continue
+            work = [(root, iter(edges(root)))]
+            index[root] = low[root] = counter[0]
+            counter[0] += 1
+            stack.append(root)
+            onstack.add(root)
+            while work:
+                v, it = work[-1]
+                for w in it:
+                    if w not in index:
+                        index[w] = low[w] = counter[0]
+                        counter[0] += 1
+                        stack.append(w)
+                        onstack.add(w)
+                        work.append((w, iter(edges(w))))
+                        break
+                    if w in onstack:
+                        low[v] = min(low[v], index[w])
+                else:
+                    work.pop()
+                    if work:
+                        u = work[-1][0]
+                        low[u] = min(low[u], low[v])
+                    if low[v] == index[v]:
+                        comp = []
+                        while True:
+                            w = stack.pop()
+                            onstack.discard(w)
+                            comp.append(w)
+                            if w == v:
+                                break
+                        if len(comp) > 1 and any(c in new for c in comp):
+                            out.append(comp)
+        return out
+
+    def _slow_record(self, batch, d, key, obj, base, tn, noref=False):
         """An entry the C pickler could not take: cloudpickle, or volatile
-        (recorded with its reason; the object stays in memory)."""
+        (recorded with its reason; the object stays in memory).  noref:
+        pickled with no persistent references (breaking a cycle)."""
         _tblib()
         try:
-            pickler, flags, parts, refs = d.cloud_dump(obj)
+            pickler, flags, parts, refs = d.cloud_dump(obj, noref)
             flags |= base
             self.volatile.pop(key, None)
         except Exception as e:

@@ -771,6 +771,50 @@ error:
 	return NULL;
 }
 
+/* refs() -> [(key, refs)] of the records that refer to other entries */
+static PyObject *
+batch_refs(PyObject *self, PyObject *unused)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *l = PyList_New(0), *t;
+	size_t i;
+
+	if (l == NULL)
+		return NULL;
+	for (i = 0; i < b->n; i++) {
+		if (PyBytes_GET_SIZE(b->recs[i].refs) == 0)
+			continue;
+		t = PyTuple_Pack(2, b->recs[i].key, b->recs[i].refs);
+		if (t == NULL || PyList_Append(l, t) < 0) {
+			Py_XDECREF(t);
+			Py_DECREF(l);
+			return NULL;
+		}
+		Py_DECREF(t);
+	}
+	return l;
+}
+
+/* drop(keys): forget the records of these keys (a set). */
+static PyObject *
+batch_drop(PyObject *self, PyObject *keys)
+{
+	batchobject *b = (batchobject *)self;
+	size_t i, j = 0;
+	int r;
+
+	for (i = 0; i < b->n; i++) {
+		if ((r = PySequence_Contains(keys, b->recs[i].key)) < 0)
+			return NULL;
+		if (r)
+			brec_clear(&b->recs[i]);
+		else
+			b->recs[j++] = b->recs[i];
+	}
+	b->n = j;
+	Py_RETURN_NONE;
+}
+
 /* delete(key): remove an entry in the same transaction. */
 static PyObject *
 batch_delete(PyObject *self, PyObject *key)
@@ -1052,6 +1096,8 @@ static PyMethodDef batch_methods[] = {
 	{"add", batch_add, METH_VARARGS,
 	 "add(key, pickler, flags, type_name, refs, digest, parts)"},
 	{"delete", batch_delete, METH_O, "delete(key)"},
+	{"refs", batch_refs, METH_NOARGS, "refs() -> [(key, refs)]"},
+	{"drop", batch_drop, METH_O, "drop(keys)"},
 	{"commit", batch_commit, METH_NOARGS,
 	 "commit() -> [(key, digest, refs)]"},
 	{NULL, NULL, 0, NULL}

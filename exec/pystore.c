@@ -73,7 +73,7 @@ pystore_raise(int rc, const char *what)
 /* Arguments and results of one entry read. */
 struct get_arg {
 	pykey k;               /* which entry */
-	int mode;              /* 0 full, 1 type only, 2 exists */
+	int mode;              /* 0 full, 1 type only, 2 exists, 3 refs */
 	int rc;                /* store result */
 	PyObject *result;      /* new reference */
 };
@@ -96,6 +96,11 @@ pystore_get_txn(store_txn *t, void *arg)
 	if (ga->mode == 1) {
 		ga->result = PyUnicode_DecodeUTF8(r.type_name, r.type_len,
 		    "replace");
+		return 0;
+	}
+	if (ga->mode == 3) {
+		ga->result = PyBytes_FromStringAndSize((const char *)r.refs,
+		    (Py_ssize_t)r.refs_len);
 		return 0;
 	}
 	/* one copy out of the map, into a writable buffer that out-of-band
@@ -162,6 +167,13 @@ static PyObject *
 pystore_get_type(PyObject *self, PyObject *args)
 {
 	return pystore_get_common(args, 1);
+}
+
+/* get_refs(kind, key) -> the record's refs blob | None */
+static PyObject *
+pystore_get_refs(PyObject *self, PyObject *args)
+{
+	return pystore_get_common(args, 3);
 }
 
 /* exists(kind, key) -> bool */
@@ -424,6 +436,7 @@ pystore_dict_version(PyObject *self, PyObject *d)
 PyMethodDef pystore_methods[] = {
 	{"get", pystore_get, METH_VARARGS, "get(kind, key)"},
 	{"get_type", pystore_get_type, METH_VARARGS, "get_type(kind, key)"},
+	{"get_refs", pystore_get_refs, METH_VARARGS, "get_refs(kind, key)"},
 	{"exists", pystore_exists, METH_VARARGS, "exists(kind, key)"},
 	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},
 	{"next_handle", pystore_next_handle, METH_NOARGS, "next handle id"},

@@ -391,3 +391,28 @@ def test_sigterm_interrupts_running_code_then_saves(store):
         assert ws["before"] == 1
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycles_between_globals_load(store, mode):
+    """Globals that refer to each other (a cycle of records) come back:
+    no record of a cycle refers to the others by reference, so each can be
+    loaded first; one edge of the cycle holds a copy."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec(
+        "class Node:\n"
+        "    def __init__(self, name, parent=None):\n"
+        "        self.name, self.parent, self.children = name, parent, []\n"
+        "root = Node('root')\n"
+        "kid = Node('kid', root)\n"
+        "root.children.append(kid)\n"
+        "a = []\nb = [a]\na.append(b)\n")
+    ws = restart(ws, mode, store, "s")
+    try:
+        got = ws.remote_exec(
+            "DirectValue((kid.parent.name, root.children[0].name,"
+            " kid.parent is root or root.children[0] is kid,"
+            " len(a), len(b), a[0] is b or b[0] is a))").value
+        assert got == ("root", "kid", True, 1, 1, True)
+    finally:
+        ws.close()
