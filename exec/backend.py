@@ -186,10 +186,6 @@ def _rebuild_ws_function(code, name, defaults, closure, kwdefaults,
     return f
 
 
-def _rebuild_ws_function_compat(*args):
-    return _rebuild_ws_function(*args)
-
-
 _rebuild_ws_function.__module__ = "_pyshelf_backend"
 
 
@@ -218,7 +214,7 @@ def _make_pickler_class():
 class _Dumper:
     """Pickles entries into a C sink.  The stdlib C pickler (reused, memo
     cleared) comes first: it is the fast path for plain data, driven from C
-    by Batch.dump_many.  What it cannot pickle by reference (functions,
+    by Batch.dump_keys.  What it cannot pickle by reference (functions,
     lambdas, classes defined by shipped code) goes through cloudpickle,
     which stores them by value."""
 
@@ -662,6 +658,10 @@ class Workspace:
                 self.notices.append((key, tn, reason))
             self.volatile[key] = reason
 
+    def volatile_reason(self, key):
+        """Why key could not be persisted, or None."""
+        return self.volatile.get(key)
+
     def take_notices(self):
         out, self.notices = self.notices, []
         return out
@@ -767,7 +767,7 @@ def _get_block(source, digest):
 
 # --- requests (called by the C half) ----------------------------------------
 
-def init(checkpoint_interval):
+def init():
     """Create the workspace; called once after the store is open."""
     global WS
     WS = Workspace()
@@ -844,13 +844,6 @@ def _result_for(res, want_value):
     WS.checkpoint()     # so that the reply can say if it is volatile
     return (KIND_WRAPPED, hid, _type_name(res), None, None, None,
             WS.volatile_reason(("h", hid)))
-
-
-def _volatile_reason(self, key):
-    return self.volatile.get(key)
-
-
-Workspace.volatile_reason = _volatile_reason
 
 
 def get_request(name, want_value):
@@ -945,9 +938,6 @@ def lost_request():
                                     key=lambda kv: str(kv[0])):
         name = key[1] if key[0] == "g" else "handle %d" % key[1]
         out.append((name, tn, reason))
-    for key, reason in sorted(WS.volatile.items(), key=lambda kv: str(kv)):
-        if key not in WS.lost_entries:
-            pass
     return out
 
 

@@ -40,8 +40,6 @@ typedef struct worker_options {
 	size_t max_frame;            /* largest incoming body */
 	size_t map_max;              /* largest map */
 	size_t memory_limit;         /* RLIMIT_DATA, 0 none */
-	unsigned spin_us;            /* busy-poll before blocking reads */
-	int verbose;                 /* log to stderr */
 } worker_options;
 
 /* The one worker of this process (stdio mode: one session). */
@@ -55,7 +53,6 @@ typedef struct worker {
 	int in_fd;                   /* protocol input */
 	int out_fd;                  /* protocol output (a dup of stdout) */
 	pthread_mutex_t out_lock;    /* serialises writes to out_fd */
-	wire_buf out;                /* main thread's output buffer */
 
 	pthread_t main_thread;       /* runs Python */
 	pthread_t reader;            /* reads frames, handles INTERRUPT/PING */

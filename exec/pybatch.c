@@ -6,7 +6,7 @@
  *
  *  - Sink: the pickler's file.  write() appends to a C buffer, buffer()
  *    (the pickler's buffer_callback) keeps out-of-band PickleBuffers.
- *  - Batch: the records of one checkpoint.  dump_many() for the fast path,
+ *  - Batch: the records of one checkpoint.  dump_keys() for the fast path,
  *    add() for records pickled elsewhere (cloudpickle, volatile), delete(),
  *    then commit().
  *
@@ -404,63 +404,6 @@ error:
 	return -1;
 }
 
-/* One (key, obj, flags, type_name) item. */
-static int
-batch_dump_one(batchobject *b, const struct pmeth *pm, sinkobject *sk,
-               PyObject *idmap, PyObject *item, PyObject *digests)
-{
-	PyObject *key, *obj, *tn;
-	unsigned flags;
-
-	if (!PyArg_ParseTuple(item, "OOIU", &key, &obj, &flags, &tn))
-		return -1;
-	return batch_dump_obj(b, pm, sk, idmap, key, obj, flags, tn, digests);
-}
-
-/* dump_many(pickler, sink, idmap, items, digests) -> (written, failed)
- * items: (key, obj, flags, type_name); failed: the items whose pickling
- * raised (for the caller's cloudpickle / volatile path). */
-static PyObject *
-batch_dump_many(PyObject *self, PyObject *args)
-{
-	batchobject *b = (batchobject *)self;
-	PyObject *pickler, *sink, *idmap, *items, *digests, *failed = NULL;
-	struct pmeth pm = {NULL, NULL};
-	Py_ssize_t i, written = 0;
-	int rc;
-
-	if (!PyArg_ParseTuple(args, "OO!OO!O!:dump_many", &pickler,
-	    &pybatch_SinkType, &sink, &idmap, &PyList_Type, &items,
-	    &PyDict_Type, &digests))
-		return NULL;
-	if (pmeth_get(&pm, pickler) < 0)
-		return NULL;
-	if ((failed = PyList_New(0)) == NULL)
-		goto error;
-	for (i = 0; i < PyList_GET_SIZE(items); i++) {
-		PyObject *item = PyList_GET_ITEM(items, i); /* borrowed */
-		rc = batch_dump_one(b, &pm, (sinkobject *)sink, idmap, item,
-		    digests);
-		if (rc < 0) {
-			if (!PyErr_ExceptionMatches(PyExc_Exception))
-				goto error; /* KeyboardInterrupt, MemoryError... */
-			PyErr_Clear();
-			if (PyList_Append(failed, item) < 0)
-				goto error;
-			continue;
-		}
-		written += rc;
-	}
-	sink_reset((sinkobject *)sink);
-	pmeth_clear(&pm);
-	return Py_BuildValue("nN", written, failed);
-error:
-	sink_reset((sinkobject *)sink);
-	pmeth_clear(&pm);
-	Py_XDECREF(failed);
-	return NULL;
-}
-
 /* ---------------------------------------------------------------------- */
 /* type names and the namespace diff                                     */
 
@@ -637,7 +580,7 @@ error:
 }
 
 /* dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, digests,
- * skip_type) -> (written, failed items): like dump_many, looking each key
+ * skip_type) -> (written, failed items): pickles each key's object, looking it
  * up ("g": shadow, "h": handles with flags from hflags); objects of
  * skip_type (placeholders) and missing ones are left alone. */
 static PyObject *
@@ -1091,8 +1034,6 @@ static PyMethodDef batch_methods[] = {
 	{"dump_keys", batch_dump_keys, METH_VARARGS,
 	 "dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, "
 	 "digests, skip_type) -> (n, failed)"},
-	{"dump_many", batch_dump_many, METH_VARARGS,
-	 "dump_many(pickler, sink, idmap, items, digests) -> (n, failed)"},
 	{"add", batch_add, METH_VARARGS,
 	 "add(key, pickler, flags, type_name, refs, digest, parts)"},
 	{"delete", batch_delete, METH_O, "delete(key)"},

@@ -284,8 +284,7 @@ pymod_start(worker *w, char **cause)
 		goto error;
 	if (pyio_setup() < 0)
 		goto error;
-	r = PyObject_CallMethod(pyio_backend, "init", "d",
-	    w->opt.checkpoint_interval);
+	r = PyObject_CallMethod(pyio_backend, "init", NULL);
 	if (r == NULL)
 		goto error;
 	Py_DECREF(r);

@@ -87,17 +87,6 @@ ns_missing(PyObject *self, PyObject *key)
 	return v;
 }
 
-/* Forget that a name is absent (it was stored after all). */
-static PyObject *
-ns_unabsent(PyObject *self, PyObject *key)
-{
-	nsobject *ns = (nsobject *)self;
-
-	if (ns->absent != NULL && PySet_Discard(ns->absent, key) < 0)
-		return NULL;
-	Py_RETURN_NONE;
-}
-
 static int
 ns_traverse(PyObject *self, visitproc visit, void *arg)
 {
@@ -131,7 +120,6 @@ ns_dealloc(PyObject *self)
 
 static PyMethodDef ns_methods[] = {
 	{"__missing__", ns_missing, METH_O, "load a stored global"},
-	{"unabsent", ns_unabsent, METH_O, "forget a cached absence"},
 	{NULL, NULL, 0, NULL}
 };
 

@@ -60,7 +60,6 @@ usage(FILE *f)
 "                            (RLIMIT_DATA; default none): past it, shipped code\n"
 "                            gets MemoryError, seen as a WrappedExcinfo, and\n"
 "                            the workspace goes on\n"
-"    -v, --verbose           log to stderr\n"
 "    -h, --help              this text\n"
 "    -V, --version           print the version\n"
 "\n"
@@ -107,7 +106,6 @@ main(int argc, char **argv)
 		{"max-frame", required_argument, NULL, 'm'},
 		{"map-max", required_argument, NULL, 'M'},
 		{"memory-limit", required_argument, NULL, 'L'},
-		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0}
@@ -121,7 +119,7 @@ main(int argc, char **argv)
 	w.opt.checkpoint_interval = 5;
 	w.opt.sync = STORE_SYNC_INTERVAL;
 	w.opt.max_frame = WIRE_DEFAULT_MAX_FRAME;
-	while ((c = getopt_long(argc, argv, "vhV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			stdio = 1;
@@ -170,9 +168,6 @@ main(int argc, char **argv)
 			if (parse_num(optarg, &d) < 0 || (d != 0 && d < 16777216))
 				goto bad;
 			w.opt.memory_limit = (size_t)d;
-			break;
-		case 'v':
-			w.opt.verbose = 1;
 			break;
 		case 'h':
 			usage(stdout);
