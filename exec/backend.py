@@ -784,14 +784,13 @@ def _excinfo_result(exc):
     triple = (type(exc), exc, tb)
     _tblib()            # tracebacks pickle through tblib
     hid, _ = WS.new_handle(triple, FLAG_EXCINFO)
-    WS.checkpoint()     # so that the reply can say if it is volatile
     return (KIND_EXCINFO, hid, "tuple", type(exc).__name__,
-            _exc_message(exc), None, WS.volatile_reason(("h", hid)))
+            _exc_message(exc), None)
 
 
 def exec_request(code, func, digest, args, want_value):
     """Run shipped code.  args: list of ints (handles) or bytes (pickles).
-    Returns (kind, handle, type_name, exc_type, message, value, volatile)."""
+    Returns (kind, handle, type_name, exc_type, message, value)."""
     real = []
     for a in args:
         if type(a) is int:
@@ -839,11 +838,9 @@ def _result_for(res, want_value):
                                "the result (%s) cannot be pickled: %s: %s" %
                                (_type_name(value), type(e).__name__,
                                 _exc_message(e))) from None
-        return (KIND_DIRECT, 0, _type_name(value), None, None, data, None)
+        return (KIND_DIRECT, 0, _type_name(value), None, None, data)
     hid, _ = WS.new_handle(res)
-    WS.checkpoint()     # so that the reply can say if it is volatile
-    return (KIND_WRAPPED, hid, _type_name(res), None, None, None,
-            WS.volatile_reason(("h", hid)))
+    return (KIND_WRAPPED, hid, _type_name(res), None, None, None)
 
 
 def get_request(name, want_value):
@@ -855,7 +852,7 @@ def get_request(name, want_value):
         raise RequestError(ERR_VOLATILE, str(e)) from None
     if not want_value:
         hid, _ = WS.new_handle(obj)
-        return (KIND_WRAPPED, hid, _type_name(obj), None, None, None, None)
+        return (KIND_WRAPPED, hid, _type_name(obj), None, None, None)
     try:
         data = dumps_value(obj)
     except Exception as e:
@@ -864,7 +861,7 @@ def get_request(name, want_value):
             "use ws.wrap(%r) to get a handle to it" %
             (name, _type_name(obj), type(e).__name__, _exc_message(e),
              name)) from None
-    return (KIND_DIRECT, 0, _type_name(obj), None, None, data, None)
+    return (KIND_DIRECT, 0, _type_name(obj), None, None, data)
 
 
 def set_request(name, data):
@@ -939,6 +936,11 @@ def lost_request():
         name = key[1] if key[0] == "g" else "handle %d" % key[1]
         out.append((name, tn, reason))
     return out
+
+
+def volatile_of(hid):
+    """Why handle hid could not be persisted (after the checkpoint)."""
+    return WS.volatile_reason(("h", hid))
 
 
 def checkpoint(full):

@@ -151,38 +151,56 @@ dispatch_notices(worker *w)
 	Py_DECREF(l);
 }
 
+/* Checkpoint what a request touched, then send the notices it produced.
+ * Returns 0, or 1 when the checkpoint failed and an ERROR STORE went out
+ * in place of the reply. */
+static int
+dispatch_commit(worker *w, uint64_t id)
+{
+	PyObject *et, *ev, *etb, *s;
+
+	if (dispatch_checkpoint_raw(w, 0) == 0) {
+		dispatch_notices(w);
+		return 0;
+	}
+	PyErr_Fetch(&et, &ev, &etb);
+	PyErr_NormalizeException(&et, &ev, &etb);
+	s = ev != NULL ? PyObject_Str(ev) : NULL;
+	if (s == NULL)
+		PyErr_Clear();
+	dispatch_notices(w);
+	dispatch_error(w, id, WIRE_ERR_STORE, "the request ran, but its "
+	    "checkpoint failed: %s; the workspace is intact in this backend's "
+	    "memory and the checkpoint is retried with the next request or "
+	    "sync()", s != NULL ? PyUnicode_AsUTF8(s) : "unknown error");
+	PyErr_Clear();
+	Py_XDECREF(s);
+	Py_XDECREF(et);
+	Py_XDECREF(ev);
+	Py_XDECREF(etb);
+	return 1;
+}
+
+/* Send the reply in b and free it. */
+static int
+dispatch_send(worker *w, wire_buf *b)
+{
+	int rc = wire_end(b) == WIRE_OK ? worker_send(w, b) : -1;
+
+	wire_buf_free(b);
+	return rc;
+}
+
 /* Finish a request whose reply is in b: checkpoint, notices, send.  On a
  * failed checkpoint the reply becomes ERROR STORE. */
 static int
 dispatch_finish(worker *w, uint64_t id, wire_buf *b)
 {
-	int rc;
-
-	if (dispatch_checkpoint_raw(w, 0) < 0) {
-		PyObject *et, *ev, *etb, *s;
-		PyErr_Fetch(&et, &ev, &etb);
-		PyErr_NormalizeException(&et, &ev, &etb);
-		s = ev != NULL ? PyObject_Str(ev) : NULL;
-		if (s == NULL)
-			PyErr_Clear();
-		dispatch_notices(w);
+	if (dispatch_commit(w, id) != 0) {
 		wire_buf_free(b);
-		rc = dispatch_error(w, id, WIRE_ERR_STORE, "the request ran, but "
-		    "its checkpoint failed: %s; the workspace is intact in this "
-		    "backend's memory and the checkpoint is retried with the "
-		    "next request or sync()",
-		    s != NULL ? PyUnicode_AsUTF8(s) : "unknown error");
-		PyErr_Clear();
-		Py_XDECREF(s);
-		Py_XDECREF(et);
-		Py_XDECREF(ev);
-		Py_XDECREF(etb);
-		return rc;
+		return 0;
 	}
-	dispatch_notices(w);
-	rc = wire_end(b) == WIRE_OK ? worker_send(w, b) : -1;
-	wire_buf_free(b);
-	return rc;
+	return dispatch_send(w, b);
 }
 
 /* Put a Python str (or None) into a field. */
@@ -201,34 +219,41 @@ dispatch_put_pystr(wire_buf *b, uint8_t tag, PyObject *o)
 	wire_put_bytes(b, tag, p, (size_t)n);
 }
 
-/* RESULT frame from (kind, handle, type, exc_type, message, value, vol). */
+/* RESULT frame from (kind, handle, type, exc_type, message, value).  The
+ * checkpoint runs first, so that a new handle's reply can say whether it
+ * could be persisted (VOLATILE). */
 static int
 dispatch_result(worker *w, uint64_t id, PyObject *res)
 {
-	PyObject *kind, *handle, *tn, *et, *msg, *val, *vol; /* borrowed */
+	PyObject *kind, *handle, *tn, *et, *msg, *val, *vol = NULL; /* borrowed
+	                                                         but vol */
 	wire_buf b;
 
-	if (!PyArg_ParseTuple(res, "OOOOOOO", &kind, &handle, &tn, &et, &msg,
-	    &val, &vol))
+	if (!PyArg_ParseTuple(res, "OOOOOO", &kind, &handle, &tn, &et, &msg,
+	    &val))
 		return dispatch_pyerror(w, id);
+	if (dispatch_commit(w, id) != 0)
+		return 0;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_RESULT, id);
 	wire_put_u64(&b, WIRE_TAG_KIND, PyLong_AsUnsignedLongLong(kind));
 	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT) {
 		wire_put_u64(&b, WIRE_TAG_HANDLE,
 		    PyLong_AsUnsignedLongLong(handle));
-		dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
-	} else
-		dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
+		vol = PyObject_CallMethod(pyio_backend, "volatile_of", "O",
+		    handle);
+	}
+	dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
 	dispatch_put_pystr(&b, WIRE_TAG_EXC_TYPE, et);
 	dispatch_put_pystr(&b, WIRE_TAG_MESSAGE, msg);
 	if (PyBytes_Check(val))
 		wire_put_bytes(&b, WIRE_TAG_VALUE, PyBytes_AS_STRING(val),
 		    (size_t)PyBytes_GET_SIZE(val));
 	dispatch_put_pystr(&b, WIRE_TAG_VOLATILE, vol);
+	Py_XDECREF(vol);
 	if (PyErr_Occurred())
 		PyErr_Clear();
-	return dispatch_finish(w, id, &b);
+	return dispatch_send(w, &b);
 }
 
 /* A str object from a field (UTF-8, strict). */

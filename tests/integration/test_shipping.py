@@ -36,3 +36,18 @@ def test_nested_function_without_free_variables_ships(gw):
     def local(a, b=10):
         return DirectValue(a * b)
     assert gw.remote_exec(local, 4).value == 40
+
+
+def make_generator():
+    return (i for i in range(3))
+
+
+def make_list():
+    return [1, 2]
+
+
+def test_result_reply_says_when_it_cannot_be_persisted(gw):
+    g = gw.remote_exec(make_generator)
+    assert g.type_name == "generator"
+    assert g.volatile is not None and "pickle" in g.volatile
+    assert gw.remote_exec(make_list).volatile is None
