@@ -671,11 +671,11 @@ _MISSING = object()
 
 
 def _storable(key):
-    """Can key be a store key?  (Global names: 1 to 480 UTF-8 bytes.)"""
+    """Can key be a store key?  (Global names: 1 to KEY_MAX UTF-8 bytes.)"""
     if key[0] != "g":
         return True
     try:
-        return 0 < len(key[1].encode("utf-8")) <= 480
+        return 0 < len(key[1].encode("utf-8")) <= _s.KEY_MAX
     except UnicodeError:
         return False
 

@@ -203,7 +203,8 @@ PyInit__pyshelfd(void)
 	    PyExc_RuntimeError, NULL);
 	if (pystore_StoreError == NULL || pystore_CorruptEntry == NULL)
 		goto error;
-	if (PyModule_AddObjectRef(m, "StoreError", pystore_StoreError) < 0 ||
+	if (PyModule_AddIntConstant(m, "KEY_MAX", STORE_KEY_MAX) < 0 ||
+	    PyModule_AddObjectRef(m, "StoreError", pystore_StoreError) < 0 ||
 	    PyModule_AddObjectRef(m, "CorruptEntry", pystore_CorruptEntry) < 0 ||
 	    PyModule_AddObjectRef(m, "Namespace",
 	    (PyObject *)&pymod_NamespaceType) < 0 ||
