@@ -96,17 +96,18 @@ static int
 dispatch_checkpoint_raw(worker *w, int full)
 {
 	PyObject *r;
+	int mode = full;
 
 	if (full == 0)
-		w->requests_since_full = 1;
-	r = PyObject_CallMethod(pyio_backend, "checkpoint", "i",
-	    full == 0 ? 0 : (full == 1 && !w->requests_since_full) ? 0 : full);
-	if (full != 0)
-		w->requests_since_full = 0;
-
+		w->requests_since_full = 1;  /* a request ran */
+	else if (full == 1 && !w->requests_since_full)
+		mode = 0;  /* interval, and nothing ran that could mutate */
+	r = PyObject_CallMethod(pyio_backend, "checkpoint", "i", mode);
 	if (r == NULL)
-		return -1;
+		return -1;  /* a failed full checkpoint is tried again */
 	Py_DECREF(r);
+	if (mode != 0)
+		w->requests_since_full = 0;
 	return 0;
 }
 
