@@ -20,9 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
-
 #include "exec.h"
 #include "pyexec.h"
 
@@ -273,36 +270,6 @@ batch_slot(batchobject *b)
 	return &b->recs[b->n];
 }
 
-/* XXH3-128 of the payload pieces + flags + refs, as 16 bytes. */
-static PyObject *
-batch_digest(const char *data, size_t len, PyObject *oob, uint16_t flags,
-             PyObject *refs)
-{
-	XXH3_state_t st;
-	XXH128_hash_t h;
-	uint8_t out[16], fb[2];
-	Py_ssize_t i;
-
-	XXH3_128bits_reset(&st);
-	XXH3_128bits_update(&st, data, len);
-	for (i = 0; oob != NULL && i < PyList_GET_SIZE(oob); i++) {
-		Py_buffer v;
-		if (PyObject_GetBuffer(PyList_GET_ITEM(oob, i), &v,
-		    PyBUF_SIMPLE) < 0)
-			return NULL;
-		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
-		PyBuffer_Release(&v);
-	}
-	wire_be16_put(fb, flags);
-	XXH3_128bits_update(&st, fb, 2);
-	XXH3_128bits_update(&st, PyBytes_AS_STRING(refs),
-	    (size_t)PyBytes_GET_SIZE(refs));
-	h = XXH3_128bits_digest(&st);
-	wire_be64_put(out, h.high64);
-	wire_be64_put(out + 8, h.low64);
-	return PyBytes_FromStringAndSize((const char *)out, 16);
-}
-
 /* The sink's bytes, with the OOB header in front when there are buffers:
  * u32 n, u64 pickle length, n x u64 buffer lengths (STORAGE.md). */
 static int
@@ -374,8 +341,9 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	refs = NULL;
 	if (brec_key(rec, key) < 0 || batch_take_data(rec, sk) < 0)
 		goto error_rec;
-	rec->digest = batch_digest(rec->data, rec->data_len, rec->oob,
-	    rec->flags, rec->refs);
+	rec->digest = pystore_content_digest(rec->data, rec->data_len,
+	    rec->oob, rec->flags, PyBytes_AS_STRING(rec->refs),
+	    (size_t)PyBytes_GET_SIZE(rec->refs));
 	if (rec->digest == NULL)
 		goto error_rec;
 	old = PyDict_GetItemWithError(digests, key); /* borrowed */

@@ -28,8 +28,11 @@ PyObject *pybatch_type_name(PyObject *obj);
 extern PyObject *pystore_StoreError;
 extern PyObject *pystore_CorruptEntry;
 extern PyMethodDef pystore_methods[];
-PyObject *pystore_digest_of(PyObject *payload, unsigned flags,
-                            const uint8_t *refs, size_t refs_len);
+/* XXH3-128 content digest of a payload (data, then the buffers of parts,
+ * a PySequence_Fast or NULL), its flags and refs: 16 bytes. */
+PyObject *pystore_content_digest(const void *data, size_t len,
+                                 PyObject *parts, unsigned flags,
+                                 const void *refs, size_t refs_len);
 
 /* pyio.c */
 extern PyObject *pyio_backend;  /* the _pyshelf_backend module */

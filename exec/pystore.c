@@ -109,7 +109,8 @@ pystore_get_txn(store_txn *t, void *arg)
 	    (Py_ssize_t)r.payload_len);
 	if (payload == NULL)
 		goto error;
-	digest = pystore_digest_of(payload, r.flags, r.refs, r.refs_len);
+	digest = pystore_content_digest(r.payload, r.payload_len, NULL,
+	    r.flags, r.refs, r.refs_len);
 	if (digest == NULL)
 		goto error;
 	ga->result = Py_BuildValue("iis#NNy#", r.pickler, r.flags, r.type_name,
@@ -263,21 +264,31 @@ pystore_session_dirty(PyObject *self, PyObject *unused)
 	return PyBool_FromLong(the_worker->sess_dirty);
 }
 
-/* Digest of one payload given as an object with the buffer protocol. */
+/*
+ * The content digest that decides whether an entry changed: XXH3-128 of the
+ * payload (data[0..len), then each buffer of parts, a sequence or NULL), the
+ * flags (u16 big-endian) and the refs blob; 16 bytes, high half first.
+ */
 PyObject *
-pystore_digest_of(PyObject *payload, unsigned flags, const uint8_t *refs,
-                  size_t refs_len)
+pystore_content_digest(const void *data, size_t len, PyObject *parts,
+                       unsigned flags, const void *refs, size_t refs_len)
 {
 	XXH3_state_t st;
 	XXH128_hash_t h;
-	Py_buffer view;
 	uint8_t out[16], fb[2];
+	Py_ssize_t i;
 
-	if (PyObject_GetBuffer(payload, &view, PyBUF_SIMPLE) < 0)
-		return NULL;
 	XXH3_128bits_reset(&st);
-	XXH3_128bits_update(&st, view.buf, (size_t)view.len);
-	PyBuffer_Release(&view);
+	if (len > 0)
+		XXH3_128bits_update(&st, data, len);
+	for (i = 0; parts != NULL && i < PySequence_Fast_GET_SIZE(parts); i++) {
+		Py_buffer v;
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(parts, i), &v,
+		    PyBUF_SIMPLE) < 0)
+			return NULL;
+		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
+		PyBuffer_Release(&v);
+	}
 	wire_be16_put(fb, (uint16_t)flags);
 	XXH3_128bits_update(&st, fb, 2);
 	XXH3_128bits_update(&st, refs, refs_len);
@@ -287,45 +298,26 @@ pystore_digest_of(PyObject *payload, unsigned flags, const uint8_t *refs,
 	return PyBytes_FromStringAndSize((const char *)out, 16);
 }
 
-/* digest(parts, flags, refs) -> 16 bytes: what decides "changed".  Same
- * value as pystore_digest_of over the concatenated parts. */
+/* digest(parts, flags, refs) -> 16 bytes: the content digest of a payload
+ * given in pieces. */
 static PyObject *
 pystore_digest(PyObject *self, PyObject *args)
 {
-	PyObject *parts, *fast = NULL;
+	PyObject *parts, *fast, *res;
 	Py_buffer refs;
 	unsigned flags;
-	XXH3_state_t st;
-	XXH128_hash_t h;
-	uint8_t out[16], fb[2];
-	Py_ssize_t i;
 
 	if (!PyArg_ParseTuple(args, "OIy*:digest", &parts, &flags, &refs))
 		return NULL;
-	if ((fast = PySequence_Fast(parts, "parts must be a sequence")) == NULL)
-		goto error;
-	XXH3_128bits_reset(&st);
-	for (i = 0; i < PySequence_Fast_GET_SIZE(fast); i++) {
-		Py_buffer v;
-		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(fast, i), &v,
-		    PyBUF_SIMPLE) < 0)
-			goto error;
-		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
-		PyBuffer_Release(&v);
+	if ((fast = PySequence_Fast(parts, "parts must be a sequence")) == NULL) {
+		PyBuffer_Release(&refs);
+		return NULL;
 	}
-	wire_be16_put(fb, (uint16_t)flags);
-	XXH3_128bits_update(&st, fb, 2);
-	XXH3_128bits_update(&st, refs.buf, (size_t)refs.len);
-	h = XXH3_128bits_digest(&st);
-	wire_be64_put(out, h.high64);
-	wire_be64_put(out + 8, h.low64);
+	res = pystore_content_digest(NULL, 0, fast, flags, refs.buf,
+	    (size_t)refs.len);
 	Py_DECREF(fast);
 	PyBuffer_Release(&refs);
-	return PyBytes_FromStringAndSize((const char *)out, 16);
-error:
-	Py_XDECREF(fast);
-	PyBuffer_Release(&refs);
-	return NULL;
+	return res;
 }
 
 /* oob_header(pickle_len, [buffer lengths]) -> bytes:

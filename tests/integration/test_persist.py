@@ -416,3 +416,21 @@ def test_cycles_between_globals_load(store, mode):
         assert got == ("root", "kid", True, 1, 1, True)
     finally:
         ws.close()
+
+
+def test_loaded_entries_are_not_rewritten(store):
+    """The digest computed when an entry is loaded equals the one of its
+    next pickling: a full checkpoint after a restart writes nothing back
+    (plain data and out-of-band numpy buffers alike)."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import numpy as np\narr = np.arange(1000)\n"
+                   "lst = [1, {'k': 'v'}]")
+    ws.close()
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        ws.remote_exec("arr, lst")
+        before = ws.stats()["entries_written"]
+        ws.sync()
+        assert ws.stats()["entries_written"] - before <= 1  # the result handle
+    finally:
+        ws.close()
