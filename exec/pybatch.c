@@ -320,19 +320,29 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	PyObject *r = NULL, *refs = NULL, *old;
 	brec *rec;
 
+	int plain;
+
 	sink_reset(sk);
-	if ((r = PyObject_CallNoArgs(pm->clear_memo)) == NULL)
+	/* plain data: written straight into the sink (pyenc.c) */
+	if ((plain = pyenc_plain(obj, idmap, &sk->buf, &sk->len, &sk->cap)) < 0)
 		return -1;
-	Py_DECREF(r);
-	pymod_idmap_begin(idmap, obj);
-	r = PyObject_CallOneArg(pm->dump, obj);
-	refs = pymod_idmap_end(idmap);
-	if (r == NULL || refs == NULL) {
-		Py_XDECREF(r);
-		Py_XDECREF(refs);
-		return -1;
+	if (plain) {
+		if ((refs = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
+			return -1;
+	} else {
+		if ((r = PyObject_CallNoArgs(pm->clear_memo)) == NULL)
+			return -1;
+		Py_DECREF(r);
+		pymod_idmap_begin(idmap, obj);
+		r = PyObject_CallOneArg(pm->dump, obj);
+		refs = pymod_idmap_end(idmap);
+		if (r == NULL || refs == NULL) {
+			Py_XDECREF(r);
+			Py_XDECREF(refs);
+			return -1;
+		}
+		Py_DECREF(r);
 	}
-	Py_DECREF(r);
 	if ((rec = batch_slot(b)) == NULL)
 		goto error;
 	rec->pickler = STORE_PICKLER_PICKLE;
@@ -643,6 +653,8 @@ PyMethodDef pybatch_methods[] = {
 	 "collect(ns, shadow, idmap, dirty, deleted) -> names whose old "
 	 "(non-atomic) object was replaced or removed"},
 	{"type_name", pybatch_type_name_py, METH_O, "type_name(obj)"},
+	{"plain_dumps", pyenc_plain_dumps, METH_O,
+	 "plain_dumps(obj) -> the fast path's pickle of obj, or None"},
 	{NULL, NULL, 0, NULL}
 };
 

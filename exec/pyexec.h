@@ -12,6 +12,8 @@ extern PyTypeObject pymod_IdMapType;
 /* Map obj to key / forget obj (no type check: an IdMap). */
 int pymod_idmap_add(PyObject *idmap, PyObject *obj, PyObject *key);
 void pymod_idmap_discard(PyObject *idmap, PyObject *obj);
+/* Is obj mapped (another entry's object)?  False for a NULL idmap. */
+int pymod_idmap_has(PyObject *idmap, PyObject *obj);
 /* Start a dump of root with idmap (no type check: an IdMap). */
 void pymod_idmap_begin(PyObject *idmap, PyObject *root);
 /* End it: the refs blob (new reference) or NULL. */
@@ -23,6 +25,17 @@ extern PyTypeObject pybatch_BatchType;
 extern PyMethodDef pybatch_methods[];
 /* "module.Qualname" of obj's type, cached per type; new reference. */
 PyObject *pybatch_type_name(PyObject *obj);
+
+/* pyenc.c */
+/* Append obj's protocol-5 pickle to the PyMem buffer *buf (*len used of
+ * *cap) when obj is plain data (exact dict/list/tuple/set/frozenset of
+ * None/bool/int/float/str/bytes, nothing reached twice, no container that
+ * idmap maps): 1.  0 when it is not (nothing appended, no exception); -1
+ * with an exception. */
+int pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
+                size_t *cap);
+/* plain_dumps(obj) -> bytes or None: the above, for tests. */
+PyObject *pyenc_plain_dumps(PyObject *self, PyObject *obj);
 
 /* pystore.c */
 extern PyObject *pystore_StoreError;

@@ -279,7 +279,13 @@ idmap_discard(PyObject *self, PyObject *obj)
 	Py_RETURN_NONE;
 }
 
-/* C entry points for pybatch.c. */
+/* C entry points for pybatch.c and pyenc.c. */
+int
+pymod_idmap_has(PyObject *self, PyObject *obj)
+{
+	return self != NULL && idmap_find((idmapobject *)self, obj) != NULL;
+}
+
 void
 pymod_idmap_begin(PyObject *self, PyObject *root)
 {
