@@ -515,15 +515,13 @@ class Workspace:
         if not len(batch) and not _s.session_dirty():
             self.dirty.clear()
             return 0
-        written = batch.commit()
+        n, noted = batch.commit(self.digests, self.refs_of)
         self.last_checkpoint_s = _time.perf_counter() - t0
-        self.entries_written += len(written)
+        self.entries_written += n
         self.checkpoints += 1
+        for key, refs in noted:
+            self._note_refs(key, refs)
         digests = self.digests
-        for key, digest, refs in written:
-            digests[key] = digest
-            if refs or key in self.refs_of:
-                self._note_refs(key, refs)
         for k in self.deleted:
             digests.pop(k, None)
             self.volatile.pop(k, None)
@@ -534,7 +532,7 @@ class Workspace:
         # released handles are gone from the store now: no need to guard
         # against loading them (keeps memory flat under handle churn)
         self.released.clear()
-        return len(written)
+        return n
 
     # An interval checkpoint re-pickles at most this many loaded mutable
     # entries, round robin, so that its pause stays bounded in a large

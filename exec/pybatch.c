@@ -17,8 +17,11 @@
 
 #include "config.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <xxhash.h>
 
 #include "exec.h"
 #include "pyexec.h"
@@ -158,17 +161,19 @@ PyTypeObject pybatch_SinkType = {
 typedef struct {
 	PyObject *key;           /* ("g", name) / ("h", id), strong */
 	uint8_t kind;            /* STORE_KIND_* */
+	uint8_t in_arena;        /* the pickle is the batch's arena[aoff..] */
 	const char *name;        /* borrowed from key */
 	Py_ssize_t name_len;
 	uint64_t handle;
 	uint8_t pickler;
 	uint16_t flags;
-	char *type_name;         /* owned */
-	PyObject *refs;          /* bytes, strong */
+	PyObject *tn;            /* the type name (str), strong */
+	const char *type_name;   /* its UTF-8, borrowed from tn */
+	PyObject *refs;          /* bytes, strong; NULL: no references */
 	char *data;              /* owned: the pickle (with OOB header) */
-	size_t data_len;
+	size_t data_len, aoff;
 	PyObject *oob;           /* list of PickleBuffers or parts, strong */
-	PyObject *digest;        /* bytes, strong */
+	uint8_t digest[16];      /* the content digest */
 } brec;
 
 /* A pickler's bound methods, looked up once per batch. */
@@ -203,6 +208,8 @@ typedef struct {
 	brec *recs;
 	size_t n, cap;
 	PyObject *dels;          /* list of keys to delete */
+	char *arena;             /* plain pickles, back to back (pyenc.c) */
+	size_t alen, acap;
 } batchobject;
 
 static void
@@ -211,11 +218,21 @@ brec_clear(brec *r)
 	Py_CLEAR(r->key);
 	Py_CLEAR(r->refs);
 	Py_CLEAR(r->oob);
-	Py_CLEAR(r->digest);
-	PyMem_Free(r->type_name);
+	Py_CLEAR(r->tn);
 	PyMem_Free(r->data);
 	r->type_name = NULL;
 	r->data = NULL;
+	r->in_arena = 0;
+}
+
+/* Hold type name tn (a str) in r. */
+static int
+brec_type(brec *r, PyObject *tn)
+{
+	if ((r->type_name = PyUnicode_AsUTF8(tn)) == NULL)
+		return -1;
+	r->tn = Py_NewRef(tn);
+	return 0;
 }
 
 /* Split a key tuple into r's kind/name/handle. */
@@ -310,6 +327,75 @@ batch_take_data(brec *r, sinkobject *sk)
 	return 0;
 }
 
+/* Is digest d the one digests holds for key? 1, 0, -1. */
+static int
+batch_same_digest(PyObject *digests, PyObject *key, const uint8_t d[16])
+{
+	PyObject *old = PyDict_GetItemWithError(digests, key); /* borrowed */
+
+	if (old == NULL)
+		return PyErr_Occurred() ? -1 : 0;
+	return PyBytes_Check(old) && PyBytes_GET_SIZE(old) == 16 &&
+	    memcmp(PyBytes_AS_STRING(old), d, 16) == 0;
+}
+
+/* Plain data: pickle obj straight into the batch's arena (pyenc.c), digest
+ * it in one shot and keep it when it changed.  1 added, 0 unchanged, 2
+ * not plain (nothing done), -1 with an exception. */
+static int
+batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
+                 PyObject *obj, unsigned flags, PyObject *tn,
+                 PyObject *digests)
+{
+	size_t start = b->alen, len;
+	uint8_t *p;
+	XXH128_hash_t h;
+	brec *rec;
+	int r;
+
+	if ((r = pyenc_plain(obj, idmap, &b->arena, &b->alen, &b->acap)) <= 0)
+		return r < 0 ? -1 : 2;
+	len = b->alen - start;
+	/* the content digest (pystore_content_digest) of data, flags and no
+	 * refs, as one XXH3 over data || flags: the flags go in the arena
+	 * just past the pickle, where the next entry will overwrite them */
+	if (b->alen + 2 > b->acap) {
+		char *n = PyMem_Realloc(b->arena, b->acap + 2);
+		if (n == NULL) {
+			b->alen = start;
+			PyErr_NoMemory();
+			return -1;
+		}
+		b->arena = n;
+		b->acap += 2;
+	}
+	p = (uint8_t *)b->arena + start;
+	wire_be16_put(p + len, (uint16_t)flags);
+	h = XXH3_128bits(p, len + 2);
+	if ((rec = batch_slot(b)) == NULL) {
+		b->alen = start;
+		return -1;
+	}
+	wire_be64_put(rec->digest, h.high64);
+	wire_be64_put(rec->digest + 8, h.low64);
+	if ((r = batch_same_digest(digests, key, rec->digest)) != 0) {
+		b->alen = start;   /* unchanged (or an error): not written */
+		return r < 0 ? -1 : 0;
+	}
+	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0) {
+		brec_clear(rec);
+		b->alen = start;
+		return -1;
+	}
+	rec->pickler = STORE_PICKLER_PICKLE;
+	rec->flags = (uint16_t)flags;
+	rec->in_arena = 1;
+	rec->aoff = start;
+	rec->data_len = len;
+	b->n++;
+	return 1;
+}
+
 /* Pickle obj into the sink and, when it changed, into a record.
  * Returns 1 when added, 0 when unchanged, -1 with an exception. */
 static int
@@ -317,62 +403,48 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
                PyObject *idmap, PyObject *key, PyObject *obj, unsigned flags,
                PyObject *tn, PyObject *digests)
 {
-	PyObject *r = NULL, *refs = NULL, *old;
+	PyObject *r = NULL, *refs = NULL;
 	brec *rec;
+	int rc;
 
-	int plain;
-
+	if ((rc = batch_dump_plain(b, idmap, key, obj, flags, tn, digests))
+	    != 2)
+		return rc;
 	sink_reset(sk);
-	/* plain data: written straight into the sink (pyenc.c) */
-	if ((plain = pyenc_plain(obj, idmap, &sk->buf, &sk->len, &sk->cap)) < 0)
+	if ((r = PyObject_CallNoArgs(pm->clear_memo)) == NULL)
 		return -1;
-	if (plain) {
-		if ((refs = PyBytes_FromStringAndSize(NULL, 0)) == NULL)
-			return -1;
-	} else {
-		if ((r = PyObject_CallNoArgs(pm->clear_memo)) == NULL)
-			return -1;
-		Py_DECREF(r);
-		pymod_idmap_begin(idmap, obj);
-		r = PyObject_CallOneArg(pm->dump, obj);
-		refs = pymod_idmap_end(idmap);
-		if (r == NULL || refs == NULL) {
-			Py_XDECREF(r);
-			Py_XDECREF(refs);
-			return -1;
-		}
-		Py_DECREF(r);
+	Py_DECREF(r);
+	pymod_idmap_begin(idmap, obj);
+	r = PyObject_CallOneArg(pm->dump, obj);
+	refs = pymod_idmap_end(idmap);
+	if (r == NULL || refs == NULL) {
+		Py_XDECREF(r);
+		Py_XDECREF(refs);
+		return -1;
 	}
+	Py_DECREF(r);
 	if ((rec = batch_slot(b)) == NULL)
 		goto error;
 	rec->pickler = STORE_PICKLER_PICKLE;
 	rec->flags = (uint16_t)flags;
-	rec->refs = refs; /* stolen */
+	if (PyBytes_GET_SIZE(refs) > 0)
+		rec->refs = refs; /* stolen */
+	else
+		Py_DECREF(refs);
 	refs = NULL;
 	if (brec_key(rec, key) < 0 || batch_take_data(rec, sk) < 0)
 		goto error_rec;
-	rec->digest = pystore_content_digest(rec->data, rec->data_len,
-	    rec->oob, rec->flags, PyBytes_AS_STRING(rec->refs),
-	    (size_t)PyBytes_GET_SIZE(rec->refs));
-	if (rec->digest == NULL)
+	if (pystore_content_digest_raw(rec->data, rec->data_len, rec->oob,
+	    rec->flags, rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "",
+	    rec->refs != NULL ? (size_t)PyBytes_GET_SIZE(rec->refs) : 0,
+	    rec->digest) < 0)
 		goto error_rec;
-	old = PyDict_GetItemWithError(digests, key); /* borrowed */
-	if (old == NULL && PyErr_Occurred())
-		goto error_rec;
-	if (old != NULL && PyBytes_Check(old) &&
-	    PyBytes_GET_SIZE(old) == 16 && memcmp(PyBytes_AS_STRING(old),
-	    PyBytes_AS_STRING(rec->digest), 16) == 0) {
+	if ((rc = batch_same_digest(digests, key, rec->digest)) != 0) {
 		brec_clear(rec);
-		return 0;
+		return rc < 0 ? -1 : 0;
 	}
-	{
-		Py_ssize_t n;
-		const char *t = PyUnicode_AsUTF8AndSize(tn, &n);
-		if (t == NULL || (rec->type_name = PyMem_Malloc((size_t)n + 1))
-		    == NULL)
-			goto error_rec;
-		memcpy(rec->type_name, t, (size_t)n + 1);
-	}
+	if (brec_type(rec, tn) < 0)
+		goto error_rec;
 	b->n++;
 	return 1;
 error_rec:
@@ -664,29 +736,28 @@ static PyObject *
 batch_add(PyObject *self, PyObject *args)
 {
 	batchobject *b = (batchobject *)self;
-	PyObject *key, *refs, *digest, *parts;
-	const char *tn;
+	PyObject *key, *refs, *digest, *parts, *tn;
 	int pickler, flags;
 	brec *rec;
 
-	if (!PyArg_ParseTuple(args, "OiisO!O!O!:add", &key, &pickler, &flags,
-	    &tn, &PyBytes_Type, &refs, &PyBytes_Type, &digest, &PyList_Type,
-	    &parts))
+	if (!PyArg_ParseTuple(args, "OiiO!O!O!O!:add", &key, &pickler, &flags,
+	    &PyUnicode_Type, &tn, &PyBytes_Type, &refs, &PyBytes_Type, &digest,
+	    &PyList_Type, &parts))
 		return NULL;
+	if (PyBytes_GET_SIZE(digest) != 16) {
+		PyErr_SetString(PyExc_ValueError, "a digest is 16 bytes");
+		return NULL;
+	}
 	if ((rec = batch_slot(b)) == NULL)
 		return NULL;
-	if (brec_key(rec, key) < 0)
+	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0)
 		goto error;
 	rec->pickler = (uint8_t)pickler;
 	rec->flags = (uint16_t)flags;
-	rec->refs = Py_NewRef(refs);
-	rec->digest = Py_NewRef(digest);
+	if (PyBytes_GET_SIZE(refs) > 0)
+		rec->refs = Py_NewRef(refs);
+	memcpy(rec->digest, PyBytes_AS_STRING(digest), 16);
 	rec->oob = Py_NewRef(parts); /* the whole payload, in pieces */
-	if ((rec->type_name = PyMem_Malloc(strlen(tn) + 1)) == NULL) {
-		PyErr_NoMemory();
-		goto error;
-	}
-	strcpy(rec->type_name, tn);
 	b->n++;
 	Py_RETURN_NONE;
 error:
@@ -705,7 +776,7 @@ batch_refs(PyObject *self, PyObject *unused)
 	if (l == NULL)
 		return NULL;
 	for (i = 0; i < b->n; i++) {
-		if (PyBytes_GET_SIZE(b->recs[i].refs) == 0)
+		if (b->recs[i].refs == NULL)
 			continue;
 		t = PyTuple_Pack(2, b->recs[i].key, b->recs[i].refs);
 		if (t == NULL || PyList_Append(l, t) < 0) {
@@ -768,10 +839,8 @@ struct bcommit {
 
 /* Key order of two records' entries, for puts in B-tree order. */
 static int
-batch_cmp(const void *pa, const void *pb)
+batch_cmp(const store_entry_in *a, const store_entry_in *b)
 {
-	const store_entry_in *a = *(store_entry_in *const *)pa,
-	    *b = *(store_entry_in *const *)pb;
 	size_t n;
 	int c;
 
@@ -783,6 +852,111 @@ batch_cmp(const void *pa, const void *pb)
 	if ((c = memcmp(a->name, b->name, n)) != 0)
 		return c;
 	return a->name_len < b->name_len ? -1 : a->name_len > b->name_len;
+}
+
+/*
+ * Sorting the records into key order (LMDB's: memcmp, then length) so that
+ * the puts walk the B-tree left to right.  qsort's comparisons cost more
+ * than the puts they save, so: a radix sort on the key's next 8 bytes
+ * (big-endian, zero-padded; passes whose byte is the same everywhere are
+ * skipped), then the same on the following 8 bytes within each run that
+ * is still tied; short runs by insertion.
+ */
+struct skey {
+	uint64_t k;
+	store_entry_in *in;
+};
+
+static uint64_t
+skey_chunk(const store_entry_in *in, size_t off)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	if (in->kind == STORE_KIND_HANDLE)
+		return off == 0 ? in->handle : 0;
+	for (i = 0; i < 8; i++)
+		v = v << 8 | (off + i < in->name_len ?
+		    (uint8_t)in->name[off + i] : 0);
+	return v;
+}
+
+/* Stable LSD radix sort of a[0..n) on k; tmp has room for n. */
+static void
+skey_radix(struct skey *a, struct skey *tmp, size_t n)
+{
+	struct skey *src = a, *dst = tmp, *t;
+	size_t cnt[256], i, sum;
+	int shift;
+
+	for (shift = 0; shift < 64; shift += 8) {
+		memset(cnt, 0, sizeof cnt);
+		for (i = 0; i < n; i++)
+			cnt[(src[i].k >> shift) & 0xff]++;
+		if (cnt[(src[0].k >> shift) & 0xff] == n)
+			continue;   /* one byte value everywhere */
+		for (i = 0, sum = 0; i < 256; i++) {
+			size_t c = cnt[i];
+			cnt[i] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			dst[cnt[(src[i].k >> shift) & 0xff]++] = src[i];
+		t = src;
+		src = dst;
+		dst = t;
+	}
+	if (src != a)
+		memcpy(a, src, n * sizeof *a);
+}
+
+/* Insertion sort by name length: for names equal up to zero padding. */
+static void
+skey_sort_len(struct skey *a, size_t n)
+{
+	size_t i, j;
+
+	for (i = 1; i < n; i++) {
+		struct skey x = a[i];
+		for (j = i; j > 0 && a[j - 1].in->name_len > x.in->name_len; j--)
+			a[j] = a[j - 1];
+		a[j] = x;
+	}
+}
+
+/* Sort a[0..n) of one kind, all equal in their first off bytes. */
+static void
+skey_sort(struct skey *a, struct skey *tmp, size_t n, size_t off)
+{
+	size_t i, j, k;
+	int longer;
+
+	if (n <= 16) {
+		for (i = 1; i < n; i++) {
+			struct skey x = a[i];
+			for (j = i; j > 0 && batch_cmp(a[j - 1].in, x.in) > 0; j--)
+				a[j] = a[j - 1];
+			a[j] = x;
+		}
+		return;
+	}
+	for (i = 0; i < n; i++)
+		a[i].k = skey_chunk(a[i].in, off);
+	skey_radix(a, tmp, n);
+	for (i = 0; i < n; i = j) {
+		for (j = i + 1, longer = 0; j < n && a[j].k == a[i].k; j++)
+			;
+		if (j - i < 2)
+			continue;
+		for (k = i; k < j; k++)
+			if (a[k].in->kind == STORE_KIND_GLOBAL &&
+			    a[k].in->name_len > off + 8)
+				longer = 1;
+		if (longer)
+			skey_sort(a + i, tmp, j - i, off + 8);
+		else    /* tied up to zero padding: shorter first */
+			skey_sort_len(a + i, j - i);
+	}
 }
 
 static int
@@ -809,8 +983,41 @@ batch_commit_txn(store_txn *t, void *arg)
 static size_t
 batch_nparts(const brec *r)
 {
-	return (r->data != NULL ? 1 : 0) +
+	return (r->data != NULL || r->in_arena ? 1 : 0) +
 	    (r->oob != NULL ? (size_t)PyList_GET_SIZE(r->oob) : 0);
+}
+
+/* bc->order: the records in key order, globals ('g') before handles. */
+static int
+batch_order(struct bcommit *bc)
+{
+	size_t n = bc->b->n, i, ng = 0, nh;
+	struct skey *a, *tmp;
+
+	bc->order = PyMem_Calloc(n + 1, sizeof *bc->order);
+	a = PyMem_Calloc(2 * n + 1, sizeof *a);
+	if (bc->order == NULL || a == NULL) {
+		PyMem_Free(a);
+		PyErr_NoMemory();
+		return -1;
+	}
+	tmp = a + n;
+	for (i = 0; i < n; i++)
+		if (bc->ins[i].kind == STORE_KIND_GLOBAL)
+			a[ng++].in = &bc->ins[i];
+	for (i = 0, nh = ng; i < n; i++)
+		if (bc->ins[i].kind != STORE_KIND_GLOBAL)
+			a[nh++].in = &bc->ins[i];
+	skey_sort(a, tmp, ng, 0);
+	skey_sort(a + ng, tmp, n - ng, 0);
+	for (i = 0; i < n; i++) {
+		bc->order[i] = a[i].in;
+#ifdef PYSHELF_DEBUG
+		assert(i == 0 || batch_cmp(bc->order[i - 1], bc->order[i]) <= 0);
+#endif
+	}
+	PyMem_Free(a);
+	return 0;
 }
 
 /* Fill bc's arrays from the records (buffers acquired here). */
@@ -840,11 +1047,14 @@ batch_prepare(struct bcommit *bc)
 		in->pickler = r->pickler;
 		in->flags = r->flags;
 		in->type_name = r->type_name;
-		in->refs = (const uint8_t *)PyBytes_AS_STRING(r->refs);
-		in->refs_len = (uint32_t)PyBytes_GET_SIZE(r->refs);
+		if (r->refs != NULL) {
+			in->refs = (const uint8_t *)PyBytes_AS_STRING(r->refs);
+			in->refs_len = (uint32_t)PyBytes_GET_SIZE(r->refs);
+		}
 		in->iov = &bc->iov[k];
-		if (r->data != NULL) {
-			bc->iov[k].iov_base = r->data;
+		if (r->data != NULL || r->in_arena) {
+			bc->iov[k].iov_base = r->in_arena ? b->arena + r->aoff :
+			    r->data;
 			bc->iov[k++].iov_len = r->data_len;
 			bc->bytes += r->data_len;
 		}
@@ -859,14 +1069,7 @@ batch_prepare(struct bcommit *bc)
 		}
 		in->iovcnt = (int)(&bc->iov[k] - in->iov);
 	}
-	if ((bc->order = PyMem_Calloc(b->n + 1, sizeof *bc->order)) == NULL) {
-		PyErr_NoMemory();
-		return -1;
-	}
-	for (i = 0; i < b->n; i++)
-		bc->order[i] = &bc->ins[i];
-	qsort(bc->order, b->n, sizeof *bc->order, batch_cmp);
-	return 0;
+	return batch_order(bc);
 }
 
 /* Parse the delete keys. */
@@ -888,25 +1091,47 @@ batch_prepare_dels(struct bcommit *bc)
 	return 0;
 }
 
-/* The (key, digest) pairs written, for the caller's bookkeeping. */
+/* After the commit: digests[key] = the digest written, for every record;
+ * returns (n, [(key, refs)]) for the records whose references the caller must
+ * note: those with references, and those of keys in refs_of (which had
+ * some). */
 static PyObject *
-batch_written(batchobject *b)
+batch_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 {
-	PyObject *l = PyList_New((Py_ssize_t)b->n);
+	PyObject *l = PyList_New(0);
 	size_t i;
 
 	if (l == NULL)
 		return NULL;
 	for (i = 0; i < b->n; i++) {
-		PyObject *t = PyTuple_Pack(3, b->recs[i].key, b->recs[i].digest,
-		    b->recs[i].refs);
-		if (t == NULL) {
-			Py_DECREF(l);
-			return NULL;
+		brec *r = &b->recs[i];
+		PyObject *d = PyBytes_FromStringAndSize((const char *)r->digest,
+		    16), *t;
+		int had = 0;
+		if (d == NULL || PyDict_SetItem(digests, r->key, d) < 0) {
+			Py_XDECREF(d);
+			goto error;
 		}
-		PyList_SET_ITEM(l, (Py_ssize_t)i, t);
+		Py_DECREF(d);
+		if (r->refs == NULL && PyDict_GET_SIZE(refs_of) > 0 &&
+		    (had = PyDict_Contains(refs_of, r->key)) < 0)
+			goto error;
+		if (r->refs == NULL && !had)
+			continue;
+		if (r->refs == NULL && (r->refs = PyBytes_FromStringAndSize(
+		    NULL, 0)) == NULL)
+			goto error;
+		t = PyTuple_Pack(2, r->key, r->refs);
+		if (t == NULL || PyList_Append(l, t) < 0) {
+			Py_XDECREF(t);
+			goto error;
+		}
+		Py_DECREF(t);
 	}
-	return l;
+	return Py_BuildValue("nN", (Py_ssize_t)b->n, l);
+error:
+	Py_DECREF(l);
+	return NULL;
 }
 
 /* Drop every record and delete (after a commit, or to abandon). */
@@ -918,21 +1143,27 @@ batch_reset(batchobject *b)
 	for (i = 0; i < b->n; i++)
 		brec_clear(&b->recs[i]);
 	b->n = 0;
+	b->alen = 0;
 	Py_CLEAR(b->dels);
 }
 
-/* commit() -> [(key, digest, refs) written]: one write transaction with every
- * record, every delete and the session record.  The batch is emptied
- * whether or not the commit succeeds. */
+/* commit(digests, refs_of) -> (n, [(key, refs)]): one write transaction with
+ * every record, every delete and the session record; then digests holds
+ * the digest of every record written, and the list names the records whose
+ * references must be noted again (batch_written).  The batch is emptied whether
+ * or not the commit succeeds. */
 static PyObject *
-batch_commit(PyObject *self, PyObject *unused)
+batch_commit(PyObject *self, PyObject *args)
 {
 	struct bcommit bc;
-	PyObject *res = NULL;
+	PyObject *res = NULL, *digests, *refs_of;
 	Py_ssize_t j;
 	size_t i;
 	int rc;
 
+	if (!PyArg_ParseTuple(args, "O!O!:commit", &PyDict_Type, &digests,
+	    &PyDict_Type, &refs_of))
+		return NULL;
 	memset(&bc, 0, sizeof bc);
 	bc.b = (batchobject *)self;
 	if (batch_prepare(&bc) < 0 || batch_prepare_dels(&bc) < 0)
@@ -953,7 +1184,7 @@ batch_commit(PyObject *self, PyObject *unused)
 	}
 	the_worker->sess.last_seen_ms = bc.now;
 	the_worker->sess_dirty = 0;
-	res = batch_written(bc.b);
+	res = batch_written(bc.b, digests, refs_of);
 out:
 	for (i = 0; i < bc.nviews; i++)
 		PyBuffer_Release(&bc.views[i]);
@@ -986,7 +1217,6 @@ batch_traverse(PyObject *self, visitproc visit, void *arg)
 		Py_VISIT(b->recs[i].key);
 		Py_VISIT(b->recs[i].refs);
 		Py_VISIT(b->recs[i].oob);
-		Py_VISIT(b->recs[i].digest);
 	}
 	Py_VISIT(b->dels);
 	return 0;
@@ -1007,6 +1237,7 @@ batch_dealloc(PyObject *self)
 	PyObject_GC_UnTrack(self);
 	batch_reset(b);
 	PyMem_Free(b->recs);
+	PyMem_Free(b->arena);
 	Py_TYPE(self)->tp_free(self);
 }
 
@@ -1019,8 +1250,8 @@ static PyMethodDef batch_methods[] = {
 	{"delete", batch_delete, METH_O, "delete(key)"},
 	{"refs", batch_refs, METH_NOARGS, "refs() -> [(key, refs)]"},
 	{"drop", batch_drop, METH_O, "drop(keys)"},
-	{"commit", batch_commit, METH_NOARGS,
-	 "commit() -> [(key, digest, refs)]"},
+	{"commit", batch_commit, METH_VARARGS,
+	 "commit(digests, refs_of) -> (records written, [(key, refs)])"},
 	{NULL, NULL, 0, NULL}
 };
 

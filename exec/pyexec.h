@@ -46,6 +46,11 @@ extern PyMethodDef pystore_methods[];
 PyObject *pystore_content_digest(const void *data, size_t len,
                                  PyObject *parts, unsigned flags,
                                  const void *refs, size_t refs_len);
+/* The same into out; 0 or -1.  (Streaming XXH3 over the pieces equals
+ * the one-shot XXH3 of their concatenation: pybatch.c relies on it.) */
+int pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
+                               unsigned flags, const void *refs,
+                               size_t refs_len, uint8_t out[16]);
 
 /* pyio.c */
 extern PyObject *pyio_backend;  /* the _pyshelf_backend module */

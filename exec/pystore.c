@@ -269,13 +269,14 @@ pystore_session_dirty(PyObject *self, PyObject *unused)
  * payload (data[0..len), then each buffer of parts, a sequence or NULL), the
  * flags (u16 big-endian) and the refs blob; 16 bytes, high half first.
  */
-PyObject *
-pystore_content_digest(const void *data, size_t len, PyObject *parts,
-                       unsigned flags, const void *refs, size_t refs_len)
+int
+pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
+                           unsigned flags, const void *refs, size_t refs_len,
+                           uint8_t out[16])
 {
 	XXH3_state_t st;
 	XXH128_hash_t h;
-	uint8_t out[16], fb[2];
+	uint8_t fb[2];
 	Py_ssize_t i;
 
 	XXH3_128bits_reset(&st);
@@ -285,7 +286,7 @@ pystore_content_digest(const void *data, size_t len, PyObject *parts,
 		Py_buffer v;
 		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(parts, i), &v,
 		    PyBUF_SIMPLE) < 0)
-			return NULL;
+			return -1;
 		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
 		PyBuffer_Release(&v);
 	}
@@ -295,6 +296,19 @@ pystore_content_digest(const void *data, size_t len, PyObject *parts,
 	h = XXH3_128bits_digest(&st);
 	wire_be64_put(out, h.high64);
 	wire_be64_put(out + 8, h.low64);
+	return 0;
+}
+
+/* The same as a 16-byte bytes object. */
+PyObject *
+pystore_content_digest(const void *data, size_t len, PyObject *parts,
+                       unsigned flags, const void *refs, size_t refs_len)
+{
+	uint8_t out[16];
+
+	if (pystore_content_digest_raw(data, len, parts, flags, refs, refs_len,
+	    out) < 0)
+		return NULL;
 	return PyBytes_FromStringAndSize((const char *)out, 16);
 }
 
