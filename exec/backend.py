@@ -321,7 +321,9 @@ class Workspace:
         self.referrers = {}      # entry key -> keys whose records refer to it
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
+        self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
         self.checkpoints = 0
+        self.batch = _s.Batch()  # reused: its buffers stay warm
 
     # -- lazy loading --
     def _load_global(self, name):
@@ -477,11 +479,13 @@ class Workspace:
             return 0    # the no-op request's path: O(1)
         t0 = _time.perf_counter()
         self.collect_dirty_globals()
+        t1 = _time.perf_counter()
         keys = self.dirty
         if full:
             keys = set(keys)
             keys.update(self._mutable_keys(full))
-        batch = _s.Batch()
+        batch = self.batch
+        batch.clear()
         d = _dumper()
         if keys:
             _n, failed = batch.dump_keys(d.plain, d.sink, self.idmap, keys,
@@ -515,8 +519,11 @@ class Workspace:
         if not len(batch) and not _s.session_dirty():
             self.dirty.clear()
             return 0
+        t2 = _time.perf_counter()
         n, noted = batch.commit(self.digests, self.refs_of)
-        self.last_checkpoint_s = _time.perf_counter() - t0
+        t3 = _time.perf_counter()
+        self.last_checkpoint_s = t3 - t0
+        self.last_checkpoint_phases = (t1 - t0, t2 - t1, t3 - t2)
         self.entries_written += n
         self.checkpoints += 1
         for key, refs in noted:
@@ -880,7 +887,7 @@ def del_request(name):
         try:
             WS.ns[name]
         except (KeyError, VolatileEntryError):
-            if ("g", name) not in WS.shadow and not _s.exists("g", name):
+            if name not in WS.shadow and not _s.exists("g", name):
                 raise RequestError(ERR_NOT_FOUND,
                                    "no global %r" % name) from None
             dict.__setitem__(WS.ns, name, None)
@@ -962,5 +969,7 @@ def stats():
         "entries_written": WS.entries_written,
         "checkpoints": WS.checkpoints,
         "last_checkpoint_s": WS.last_checkpoint_s,
+        "last_checkpoint_phases_s": dict(zip(("diff", "pickle", "commit"),
+                                             WS.last_checkpoint_phases)),
         "next_handle": _s.peek_next_handle(),
     })

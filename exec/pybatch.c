@@ -210,7 +210,20 @@ typedef struct {
 	PyObject *dels;          /* list of keys to delete */
 	char *arena;             /* plain pickles, back to back (pyenc.c) */
 	size_t alen, acap;
+	/* the commit's arrays; like recs and arena, kept for the next
+	 * checkpoint (the Workspace reuses its Batch) unless large */
+	store_entry_in *ins;     /* one per record */
+	store_entry_in **order;  /* ins sorted by key */
+	struct skey *skeys;      /* two per record: the sort's */
+	size_t scap;             /* records these have room for */
+	struct iovec *iov;       /* every record's pieces */
+	size_t iovcap;
 } batchobject;
+
+/* A batch keeps at most this many record slots, and an arena of at most
+ * this many bytes, from one checkpoint to the next. */
+#define BATCH_KEEP_RECS 65536
+#define BATCH_KEEP_ARENA ((size_t)16 << 20)
 
 static void
 brec_clear(brec *r)
@@ -549,7 +562,8 @@ pybatch_bind(PyObject *name, PyObject *v, PyObject *old, PyObject *shadow,
 		goto out;
 	if (!pybatch_atomic(v) && pymod_idmap_add(idmap, v, key) < 0)
 		goto out;
-	if (PySet_Add(dirty, key) < 0 || PySet_Discard(deleted, key) < 0)
+	if (PySet_Add(dirty, key) < 0 || (PySet_GET_SIZE(deleted) > 0 &&
+	    PySet_Discard(deleted, key) < 0))
 		goto out;
 	rc = 0;
 out:
@@ -566,7 +580,7 @@ pybatch_collect(PyObject *self, PyObject *args)
 {
 	PyObject *ns, *shadow, *idmap, *dirty, *deleted, *k, *v, *gone = NULL,
 	    *graves = NULL, *unbound = NULL;
-	Py_ssize_t pos = 0, i;
+	Py_ssize_t pos = 0, i, known, found = 0;
 
 	if (!PyArg_ParseTuple(args, "O!O!OO!O!:collect", &PyDict_Type, &ns,
 	    &PyDict_Type, &shadow, &idmap, &PySet_Type, &dirty, &PySet_Type,
@@ -577,11 +591,14 @@ pybatch_collect(PyObject *self, PyObject *args)
 	if ((graves = PyList_New(0)) == NULL ||
 	    (unbound = PyList_New(0)) == NULL)
 		goto error;
+	known = PyDict_GET_SIZE(shadow);
 	while (PyDict_Next(ns, &pos, &k, &v)) { /* borrowed k, v */
 		PyObject *old;
 		if (!PyUnicode_Check(k) || pybatch_dunder(k))
 			continue;
 		old = PyDict_GetItemWithError(shadow, k); /* borrowed */
+		if (old != NULL)
+			found++;
 		if (old == v)
 			continue;
 		if (old == NULL && PyErr_Occurred())
@@ -594,8 +611,9 @@ pybatch_collect(PyObject *self, PyObject *args)
 	}
 	if ((gone = PyList_New(0)) == NULL)
 		goto error;
+	/* when every name the shadow knew was found bound, none is gone */
 	pos = 0;
-	while (PyDict_Next(shadow, &pos, &k, &v)) {
+	while (found < known && PyDict_Next(shadow, &pos, &k, &v)) {
 		int r = PyDict_Contains(ns, k);
 		if (r < 0 || (!r && PyList_Append(gone, k) < 0))
 			goto error;
@@ -825,10 +843,10 @@ batch_delete(PyObject *self, PyObject *key)
 /* Everything one commit needs, outside the GIL. */
 struct bcommit {
 	batchobject *b;
-	store_entry_in *ins;     /* one per record */
-	store_entry_in **order;  /* ins sorted by key */
+	store_entry_in *ins;     /* b->ins */
+	store_entry_in **order;  /* b->order */
 	size_t bytes;            /* payload bytes in all */
-	struct iovec *iov;       /* all records' pieces */
+	struct iovec *iov;       /* b->iov */
 	Py_buffer *views;        /* acquired buffers */
 	size_t nviews;
 	brec *dels;              /* parsed delete keys */
@@ -963,13 +981,12 @@ static int
 batch_commit_txn(store_txn *t, void *arg)
 {
 	struct bcommit *bc = arg;
-	size_t i;
 	Py_ssize_t j;
 	int rc;
 
-	for (i = 0; i < bc->b->n; i++)
-		if ((rc = entry_put(t, bc->sess.id, bc->order[i], bc->now)) != 0)
-			return rc;
+	if ((rc = entry_put_sorted(t, bc->sess.id,
+	    (const store_entry_in *const *)bc->order, bc->b->n, bc->now)) != 0)
+		return rc;
 	for (j = 0; j < bc->ndels; j++) {
 		rc = entry_del(t, bc->sess.id, bc->dels[j].kind, bc->dels[j].name,
 		    (size_t)bc->dels[j].name_len, bc->dels[j].handle);
@@ -988,20 +1005,12 @@ batch_nparts(const brec *r)
 }
 
 /* bc->order: the records in key order, globals ('g') before handles. */
-static int
+static void
 batch_order(struct bcommit *bc)
 {
 	size_t n = bc->b->n, i, ng = 0, nh;
-	struct skey *a, *tmp;
+	struct skey *a = bc->b->skeys, *tmp = a + n;
 
-	bc->order = PyMem_Calloc(n + 1, sizeof *bc->order);
-	a = PyMem_Calloc(2 * n + 1, sizeof *a);
-	if (bc->order == NULL || a == NULL) {
-		PyMem_Free(a);
-		PyErr_NoMemory();
-		return -1;
-	}
-	tmp = a + n;
 	for (i = 0; i < n; i++)
 		if (bc->ins[i].kind == STORE_KIND_GLOBAL)
 			a[ng++].in = &bc->ins[i];
@@ -1016,8 +1025,57 @@ batch_order(struct bcommit *bc)
 		assert(i == 0 || batch_cmp(bc->order[i - 1], bc->order[i]) <= 0);
 #endif
 	}
-	PyMem_Free(a);
+}
+
+/* Room in b's commit arrays for n records of nparts pieces in all. */
+static int
+batch_scratch(batchobject *b, size_t n, size_t nparts)
+{
+	if (n > b->scap) {
+		size_t cap = n < 64 ? 64 : n + n / 4;
+		store_entry_in *ins = PyMem_Realloc(b->ins, cap * sizeof *ins);
+		store_entry_in **order;
+		struct skey *sk;
+		if (ins != NULL)
+			b->ins = ins;
+		order = PyMem_Realloc(b->order, cap * sizeof *order);
+		if (order != NULL)
+			b->order = order;
+		sk = PyMem_Realloc(b->skeys, 2 * cap * sizeof *sk);
+		if (sk != NULL)
+			b->skeys = sk;
+		if (ins == NULL || order == NULL || sk == NULL) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		b->scap = cap;
+	}
+	if (nparts > b->iovcap) {
+		size_t cap = nparts < 64 ? 64 : nparts + nparts / 4;
+		struct iovec *iov = PyMem_Realloc(b->iov, cap * sizeof *iov);
+		if (iov == NULL) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		b->iov = iov;
+		b->iovcap = cap;
+	}
 	return 0;
+}
+
+/* Free the commit arrays. */
+static void
+batch_scratch_free(batchobject *b)
+{
+	PyMem_Free(b->ins);
+	PyMem_Free(b->order);
+	PyMem_Free(b->skeys);
+	PyMem_Free(b->iov);
+	b->ins = NULL;
+	b->order = NULL;
+	b->skeys = NULL;
+	b->iov = NULL;
+	b->scap = b->iovcap = 0;
 }
 
 /* Fill bc's arrays from the records (buffers acquired here). */
@@ -1025,21 +1083,28 @@ static int
 batch_prepare(struct bcommit *bc)
 {
 	batchobject *b = bc->b;
-	size_t i, total = 0, k = 0;
+	size_t i, total = 0, nviews = 0, k = 0;
 	Py_ssize_t j;
 
-	for (i = 0; i < b->n; i++)
+	for (i = 0; i < b->n; i++) {
 		total += batch_nparts(&b->recs[i]);
-	bc->ins = PyMem_Calloc(b->n + 1, sizeof *bc->ins);
-	bc->iov = PyMem_Calloc(total + 1, sizeof *bc->iov);
-	bc->views = PyMem_Calloc(total + 1, sizeof *bc->views);
-	if (bc->ins == NULL || bc->iov == NULL || bc->views == NULL) {
+		if (b->recs[i].oob != NULL)
+			nviews += (size_t)PyList_GET_SIZE(b->recs[i].oob);
+	}
+	if (batch_scratch(b, b->n, total) < 0)
+		return -1;
+	bc->ins = b->ins;
+	bc->order = b->order;
+	bc->iov = b->iov;
+	if (nviews > 0 && (bc->views = PyMem_Calloc(nviews,
+	    sizeof *bc->views)) == NULL) {
 		PyErr_NoMemory();
 		return -1;
 	}
 	for (i = 0; i < b->n; i++) {
 		brec *r = &b->recs[i];
 		store_entry_in *in = &bc->ins[i];
+		memset(in, 0, sizeof *in);
 		in->kind = r->kind;
 		in->name = r->name;
 		in->name_len = (size_t)r->name_len;
@@ -1069,7 +1134,8 @@ batch_prepare(struct bcommit *bc)
 		}
 		in->iovcnt = (int)(&bc->iov[k] - in->iov);
 	}
-	return batch_order(bc);
+	batch_order(bc);
+	return 0;
 }
 
 /* Parse the delete keys. */
@@ -1145,6 +1211,18 @@ batch_reset(batchobject *b)
 	b->n = 0;
 	b->alen = 0;
 	Py_CLEAR(b->dels);
+	if (b->cap > BATCH_KEEP_RECS) {
+		PyMem_Free(b->recs);
+		b->recs = NULL;
+		b->cap = 0;
+	}
+	if (b->scap > BATCH_KEEP_RECS)
+		batch_scratch_free(b);
+	if (b->acap > BATCH_KEEP_ARENA) {
+		PyMem_Free(b->arena);
+		b->arena = NULL;
+		b->acap = 0;
+	}
 }
 
 /* commit(digests, refs_of) -> (n, [(key, refs)]): one write transaction with
@@ -1190,13 +1268,19 @@ out:
 		PyBuffer_Release(&bc.views[i]);
 	for (j = 0; bc.dels != NULL && j < bc.ndels; j++)
 		Py_CLEAR(bc.dels[j].key);
-	PyMem_Free(bc.ins);
-	PyMem_Free(bc.order);
-	PyMem_Free(bc.iov);
 	PyMem_Free(bc.views);
 	PyMem_Free(bc.dels);
 	batch_reset(bc.b);
 	return res;
+}
+
+/* clear(): forget every record and delete (a checkpoint starts with it:
+ * one that raised may have left some). */
+static PyObject *
+batch_clear(PyObject *self, PyObject *unused)
+{
+	batch_reset((batchobject *)self);
+	Py_RETURN_NONE;
 }
 
 static Py_ssize_t
@@ -1238,6 +1322,7 @@ batch_dealloc(PyObject *self)
 	batch_reset(b);
 	PyMem_Free(b->recs);
 	PyMem_Free(b->arena);
+	batch_scratch_free(b);
 	Py_TYPE(self)->tp_free(self);
 }
 
@@ -1248,6 +1333,7 @@ static PyMethodDef batch_methods[] = {
 	{"add", batch_add, METH_VARARGS,
 	 "add(key, pickler, flags, type_name, refs, digest, parts)"},
 	{"delete", batch_delete, METH_O, "delete(key)"},
+	{"clear", batch_clear, METH_NOARGS, "clear(): forget every record"},
 	{"refs", batch_refs, METH_NOARGS, "refs() -> [(key, refs)]"},
 	{"drop", batch_drop, METH_O, "drop(keys)"},
 	{"commit", batch_commit, METH_VARARGS,

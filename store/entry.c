@@ -82,6 +82,91 @@ entry_put(store_txn *t, const uint8_t *sid, const store_entry_in *in,
 	return 0;
 }
 
+/* LMDB's default key order (mdb_cmp_memn): bytes, then length. */
+static int
+entry_keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+	int c = memcmp(a, b, alen < blen ? alen : blen);
+
+	if (c != 0)
+		return c;
+	return alen < blen ? -1 : alen > blen;
+}
+
+/*
+ * Write n entries with one cursor.  Given in key order, the ones past the
+ * last key of the store are appended (MDB_APPEND: no search from the root,
+ * pages filled before they split): the whole checkpoint of a new session,
+ * or of the session whose keys sort last.  Any order is accepted; keys not
+ * past the last are put as entry_put does.
+ */
+int
+entry_put_sorted(store_txn *t, const uint8_t *sid,
+                 const store_entry_in *const *ins, size_t n, uint64_t now_ms)
+{
+	uint8_t kbuf[ENTRY_KEY_MAX], last[ENTRY_KEY_MAX];
+	size_t i, last_len = 0, tlen, payload;
+	int have_last = 0, j, rc;
+	MDB_cursor *c;
+	MDB_val k, v;
+
+	if (t->readonly)
+		return STORE_E_READONLY;
+	if (n == 0)
+		return 0;
+	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
+		return store_map_err(rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	if (rc == 0 && k.mv_size <= sizeof last) {
+		memcpy(last, k.mv_data, k.mv_size);
+		last_len = k.mv_size;
+		have_last = 1;
+	} else if (rc == 0) {
+		rc = STORE_E_CORRUPT;   /* no key of ours is that long */
+		goto out;
+	} else if (rc != MDB_NOTFOUND) {
+		rc = store_map_err(rc);
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		const store_entry_in *in = ins[i];
+		unsigned flags = MDB_RESERVE;
+		k.mv_size = entry_key_make(kbuf, sid, in->kind, in->name,
+		    in->name_len, in->handle);
+		if (k.mv_size == 0 || (in->kind != STORE_KIND_GLOBAL &&
+		    in->kind != STORE_KIND_HANDLE)) {
+			rc = STORE_E_INVAL;
+			goto out;
+		}
+		k.mv_data = kbuf;
+		tlen = in->type_name != NULL ? strlen(in->type_name) : 0;
+		if (tlen > 65535) {
+			rc = STORE_E_INVAL;
+			goto out;
+		}
+		for (j = 0, payload = 0; j < in->iovcnt; j++)
+			payload += in->iov[j].iov_len;
+		v.mv_size = record_size(tlen, in->refs_len, payload);
+		v.mv_data = NULL;
+		if (!have_last ||
+		    entry_keycmp(kbuf, k.mv_size, last, last_len) > 0) {
+			flags |= MDB_APPEND;
+			memcpy(last, kbuf, k.mv_size);
+			last_len = k.mv_size;
+			have_last = 1;
+		}
+		if ((rc = mdb_cursor_put(c, &k, &v, flags)) != 0) {
+			rc = store_map_err(rc);
+			goto out;
+		}
+		record_encode(v.mv_data, in, now_ms);
+	}
+	rc = 0;
+out:
+	mdb_cursor_close(c);
+	return rc;
+}
+
 /* Fetch and verify one entry. */
 int
 entry_get(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,

@@ -231,6 +231,14 @@ int session_count(store_txn *t, const uint8_t *id, uint64_t *nentries,
 int entry_put(store_txn *t, const uint8_t *sid, const store_entry_in *in,
               uint64_t now_ms);
 /*
+ * Write n entries, fastest in key order (LMDB's: bytes, then length):
+ * those past the store's last key are appended without a search.  Any
+ * order is correct; a key given twice keeps its last record.
+ */
+int entry_put_sorted(store_txn *t, const uint8_t *sid,
+                     const store_entry_in *const *ins, size_t n,
+                     uint64_t now_ms);
+/*
  * Get one entry's decoded record, its digest checked.  Borrowed.
  * Errors: STORE_E_NOTFOUND, STORE_E_CORRUPT.
  */

@@ -1210,6 +1210,41 @@ cb_put(store_txn *t, void *a)
 	return 0;
 }
 
+/* The same entries through entry_put_sorted (one cursor, appends). */
+static uint8_t sorted_bufs[PUT_N][20000];
+static int
+cb_put_sorted(store_txn *t, void *a)
+{
+	struct put_arg *pa = a;
+	store_entry_in in[PUT_N];
+	const store_entry_in *order[PUT_N];
+	struct iovec iov[PUT_N];
+	char names[PUT_N][64];
+	int i;
+
+	/* no check assertion here: they allocate, and faults are armed */
+	if (pa->count > PUT_N)
+		return STORE_E_INVAL;
+	for (i = 0; i < pa->count; i++) {
+		snprintf(names[i], sizeof names[i], "%s%d", pa->prefix, i);
+		if (entry_size(i) > sizeof sorted_bufs[i])
+			return STORE_E_INVAL;
+		pattern_fill(sorted_bufs[i], entry_size(i), seed_of(names[i]));
+		memset(&in[i], 0, sizeof in[i]);
+		in[i].kind = STORE_KIND_GLOBAL;
+		in[i].name = names[i];
+		in[i].name_len = strlen(names[i]);
+		in[i].pickler = STORE_PICKLER_PICKLE;
+		in[i].type_name = "bytes";
+		iov[i].iov_base = sorted_bufs[i];
+		iov[i].iov_len = entry_size(i);
+		in[i].iov = &iov[i];
+		in[i].iovcnt = 1;
+		order[i] = &in[i];
+	}
+	return entry_put_sorted(t, pa->sid, order, (size_t)pa->count, 1000);
+}
+
 /* Argument of cb_get: look one entry up and compare it. */
 struct get_arg {
 	const uint8_t *sid;
@@ -1664,6 +1699,15 @@ put_body(void *arg)
 	return store_write(sc->s, cb_put, &pa);
 }
 
+static int
+put_sorted_body(void *arg)
+{
+	struct st_ctx *sc = arg;
+	struct put_arg pa = { sc->work, sc->name, PUT_N };
+
+	return store_write(sc->s, cb_put_sorted, &pa);
+}
+
 /* Assert that all PUT_N entries of the run are there (want) or none is. */
 static void
 put_check(struct st_ctx *sc, int want)
@@ -1706,6 +1750,23 @@ START_TEST(test_entry_put_faults)
 	    put_prep, put_body, put_test };
 	static const struct fault_op op_sync = { "entry_put x6 (sync)",
 	    put_prep, put_body, put_test };
+	struct st_ctx sc;
+
+	st_init(&sc, STORE_SYNC_NEVER);
+	ck_assert_int_ge(faultsim_all(&op, disk_specs, NELEM(disk_specs),
+	    &sc), 6);
+	sc.opt.sync = STORE_SYNC_ALWAYS;
+	ck_assert_int_ge(faultsim_all(&op_sync, disk_specs,
+	    NELEM(disk_specs), &sc), 8);
+}
+END_TEST
+
+START_TEST(test_entry_put_sorted_faults)
+{
+	static const struct fault_op op = { "entry_put_sorted x6 (no sync)",
+	    put_prep, put_sorted_body, put_test };
+	static const struct fault_op op_sync = {
+	    "entry_put_sorted x6 (sync)", put_prep, put_sorted_body, put_test };
 	struct st_ctx sc;
 
 	st_init(&sc, STORE_SYNC_NEVER);
@@ -2270,6 +2331,7 @@ fault_suite(void)
 	tcase_add_test(tc, test_store_open_existing_faults);
 	tcase_add_test(tc, test_session_create_faults);
 	tcase_add_test(tc, test_entry_put_faults);
+	tcase_add_test(tc, test_entry_put_sorted_faults);
 	tcase_add_test(tc, test_entry_get_faults);
 	tcase_add_test(tc, test_store_read_listing_faults);
 	tcase_add_test(tc, test_session_purge_faults);

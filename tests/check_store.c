@@ -1146,6 +1146,194 @@ START_TEST(test_entry_put_get)
 }
 END_TEST
 
+/* Argument of cb_put_sorted: n entries, all with payload "v<name>:<tag>". */
+struct sorted_arg {
+	const uint8_t *sid;
+	store_entry_in *in;
+	const store_entry_in **order;
+	struct iovec *iov;
+	char (*names)[40];
+	char (*vals)[48];
+	size_t n;
+};
+
+static int
+cb_put_sorted(store_txn *t, void *a)
+{
+	struct sorted_arg *sa = a;
+
+	return entry_put_sorted(t, sa->sid,
+	    (const store_entry_in *const *)sa->order, sa->n, 99);
+}
+
+/* Fill sa with n entries: globals named fmt % idx[i] (or handles idx[i]
+ * when kind is 'h'), payload tagged tag; order as given. */
+static void
+sorted_fill(struct sorted_arg *sa, const uint8_t *sid, uint8_t kind,
+            const char *fmt, const unsigned *idx, size_t n, const char *tag)
+{
+	size_t i;
+
+	sa->sid = sid;
+	sa->n = n;
+	sa->in = calloc(n, sizeof *sa->in);
+	sa->order = calloc(n, sizeof *sa->order);
+	sa->iov = calloc(n, sizeof *sa->iov);
+	sa->names = calloc(n, sizeof *sa->names);
+	sa->vals = calloc(n, sizeof *sa->vals);
+	ck_assert(sa->in && sa->order && sa->iov && sa->names && sa->vals);
+	for (i = 0; i < n; i++) {
+		store_entry_in *in = &sa->in[i];
+		if (kind == STORE_KIND_GLOBAL) {
+			snprintf(sa->names[i], sizeof sa->names[i], fmt, idx[i]);
+			in->name = sa->names[i];
+			in->name_len = strlen(sa->names[i]);
+			snprintf(sa->vals[i], sizeof sa->vals[i], "v%s:%s",
+			    sa->names[i], tag);
+		} else {
+			in->handle = idx[i];
+			snprintf(sa->vals[i], sizeof sa->vals[i], "v%u:%s",
+			    idx[i], tag);
+		}
+		in->kind = kind;
+		in->pickler = STORE_PICKLER_PICKLE;
+		in->type_name = "dict";
+		sa->iov[i].iov_base = sa->vals[i];
+		sa->iov[i].iov_len = strlen(sa->vals[i]);
+		in->iov = &sa->iov[i];
+		in->iovcnt = 1;
+		sa->order[i] = in;
+	}
+}
+
+static void
+sorted_free(struct sorted_arg *sa)
+{
+	free(sa->in);
+	free(sa->order);
+	free(sa->iov);
+	free(sa->names);
+	free(sa->vals);
+}
+
+/* The payload of one entry is "v<name or id>:<tag>". */
+static void
+sorted_check(const uint8_t *sid, uint8_t kind, const char *name,
+             uint64_t handle, const char *tag)
+{
+	char want[64];
+	uint8_t *p;
+	size_t n;
+	int rc;
+
+	if (kind == STORE_KIND_GLOBAL)
+		snprintf(want, sizeof want, "v%s:%s", name, tag);
+	else
+		snprintf(want, sizeof want, "v%llu:%s",
+		    (unsigned long long)handle, tag);
+	rc = get_one(S, sid, kind, name, handle, &p, &n);
+	ck_assert_msg(rc == 0, "%s %llu: %s", name ? name : "handle",
+	    (unsigned long long)handle, store_strerror(rc));
+	ck_assert_uint_eq(n, strlen(want));
+	ck_assert_mem_eq(p, want, n);
+	free(p);
+}
+
+/* entry_put_sorted: appends past the store's last key, plain puts inside
+ * it, any order and duplicates accepted, nothing written on an error. */
+START_TEST(test_entry_put_sorted)
+{
+	enum { N = 3000 };
+	static unsigned idx[N + 10];
+	store_session a, b;
+	struct sorted_arg sa;
+	char name[40];
+	unsigned i;
+	int rc;
+
+	mk_session(S, "sa", 0, 1, &a);
+	mk_session(S, "sb", 0, 1, &b);
+	/* 1. a new store, in key order: every put is an append */
+	for (i = 0; i < N; i++)
+		idx[i] = i;
+	sorted_fill(&sa, a.id, STORE_KIND_GLOBAL, "n%05u", idx, N, "1");
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	sorted_free(&sa);
+	ck_assert_uint_eq(count_entries(S, a.id), N);
+	/* 2. names between the existing ones (puts inside the range), in key
+	 * order, then handles (past every name of the session) */
+	for (i = 0; i < N; i += 3)
+		idx[i / 3] = i;
+	sorted_fill(&sa, a.id, STORE_KIND_GLOBAL, "n%05u_x", idx, N / 3, "2");
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	sorted_free(&sa);
+	for (i = 0; i < 100; i++)
+		idx[i] = 1000 - 10 * i;   /* descending: not key order */
+	sorted_fill(&sa, a.id, STORE_KIND_HANDLE, NULL, idx, 100, "3");
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	sorted_free(&sa);
+	/* 3. the other session: before or after a's range, whichever its
+	 * random id gives; replacements of a's names, unsorted, one twice */
+	for (i = 0; i < 50; i++)
+		idx[i] = (i * 37) % 50;
+	sorted_fill(&sa, b.id, STORE_KIND_GLOBAL, "n%05u", idx, 50, "4");
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	sorted_free(&sa);
+	for (i = 0; i < 10; i++)
+		idx[i] = 9 - i;
+	idx[10] = 5;
+	sorted_fill(&sa, a.id, STORE_KIND_GLOBAL, "n%05u", idx, 11, "5");
+	snprintf(sa.vals[10], sizeof sa.vals[10], "vn00005:6");
+	sa.iov[10].iov_len = strlen(sa.vals[10]);
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	sorted_free(&sa);
+
+	ck_assert_uint_eq(count_entries(S, a.id), N + N / 3 + 100);
+	ck_assert_uint_eq(count_entries(S, b.id), 50);
+	for (i = 0; i < N; i++) {
+		snprintf(name, sizeof name, "n%05u", i);
+		sorted_check(a.id, STORE_KIND_GLOBAL, name, 0,
+		    i == 5 ? "6" : i < 10 ? "5" : "1");
+		if (i % 3 == 0) {
+			snprintf(name, sizeof name, "n%05u_x", i);
+			sorted_check(a.id, STORE_KIND_GLOBAL, name, 0, "2");
+		}
+	}
+	for (i = 0; i < 100; i++)
+		sorted_check(a.id, STORE_KIND_HANDLE, NULL, 1000 - 10 * i, "3");
+	for (i = 0; i < 50; i++) {
+		snprintf(name, sizeof name, "n%05u", i);
+		sorted_check(b.id, STORE_KIND_GLOBAL, name, 0, "4");
+	}
+
+	/* 4. a bad entry in the middle: STORE_E_INVAL, and the transaction
+	 * (store_write aborts it) leaves nothing of the batch behind */
+	for (i = 0; i < 20; i++)
+		idx[i] = 90000 + i;
+	sorted_fill(&sa, a.id, STORE_KIND_GLOBAL, "z%05u", idx, 20, "7");
+	sa.in[10].name_len = STORE_KEY_MAX + 1;
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa),
+	    STORE_E_INVAL);
+	sa.in[10].name_len = strlen(sa.names[10]);
+	sa.in[10].kind = 'x';
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa),
+	    STORE_E_INVAL);
+	ck_assert_uint_eq(count_entries(S, a.id), N + N / 3 + 100);
+	{
+		uint8_t *p;
+		size_t n;
+		rc = get_one(S, a.id, STORE_KIND_GLOBAL, "z90000", 0, &p, &n);
+		ck_assert_int_eq(rc, STORE_E_NOTFOUND);
+	}
+	/* 5. a read transaction cannot write; an empty batch is a no-op */
+	ck_assert_int_eq(store_read(S, cb_put_sorted, &sa),
+	    STORE_E_READONLY);
+	sa.n = 0;
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	sorted_free(&sa);
+}
+END_TEST
+
 START_TEST(test_entry_replace_del)
 {
 	struct ent_arg ea = {0};
@@ -2875,6 +3063,7 @@ store_suite(void)
 	tcase_add_test(tc, test_session_count);
 	tcase_add_test(tc, test_expiry_index);
 	tcase_add_test(tc, test_entry_put_get);
+	tcase_add_test(tc, test_entry_put_sorted);
 	tcase_add_test(tc, test_entry_replace_del);
 	tcase_add_test(tc, test_entry_list);
 	tcase_add_test(tc, test_entry_walk);
