@@ -306,7 +306,7 @@ class Workspace:
         self.handle_of = {}      # id(object) -> handle id, for identity
         self.handle_flags = {}   # id -> record flags
         self.shadow = {}         # global name -> object as last checkpointed
-        self.digests = {}        # entry key -> digest of what is stored
+        self.digests = _s.DigestMap()  # entry key -> digest of what is stored
         self.volatile = {}       # entry key -> reason (this process)
         self.lost_entries = {}   # entry key -> (type name, reason)
         self.dirty = set()       # entry keys to re-pickle
@@ -441,8 +441,9 @@ class Workspace:
         unbound = _s.collect(self.ns, self.shadow, self.idmap, self.dirty,
                              self.deleted)
         self.ns_version = _s.dict_version(self.ns)
-        for name in unbound:
-            self._repickle_referrers(("g", name))
+        if self.referrers:
+            for name in unbound:
+                self._repickle_referrers(("g", name))
 
     # -- persistent references between entries --
     def _note_refs(self, key, blob):

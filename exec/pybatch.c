@@ -300,6 +300,36 @@ batch_slot(batchobject *b)
 	return &b->recs[b->n];
 }
 
+/* Make room for n more records, and an arena guess for them (one
+ * allocation each instead of a series of doublings). */
+static int
+batch_reserve(batchobject *b, size_t n)
+{
+	size_t guess = n * 64;
+
+	if (b->n + n > b->cap) {
+		brec *r = PyMem_Realloc(b->recs, (b->n + n) * sizeof *r);
+		if (r == NULL) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		b->recs = r;
+		b->cap = b->n + n;
+	}
+	if (guess > BATCH_KEEP_ARENA)
+		guess = BATCH_KEEP_ARENA;
+	if (b->alen + guess > b->acap) {
+		char *a = PyMem_Realloc(b->arena, b->alen + guess);
+		if (a == NULL) {
+			PyErr_NoMemory();
+			return -1;
+		}
+		b->arena = a;
+		b->acap = b->alen + guess;
+	}
+	return 0;
+}
+
 /* The sink's bytes, with the OOB header in front when there are buffers:
  * u32 n, u64 pickle length, n x u64 buffer lengths (STORAGE.md). */
 static int
@@ -340,16 +370,14 @@ batch_take_data(brec *r, sinkobject *sk)
 	return 0;
 }
 
-/* Is digest d the one digests holds for key? 1, 0, -1. */
+/* Is digest d the one digests (a DigestMap) holds for key? 1, 0, -1. */
 static int
 batch_same_digest(PyObject *digests, PyObject *key, const uint8_t d[16])
 {
-	PyObject *old = PyDict_GetItemWithError(digests, key); /* borrowed */
+	uint8_t old[16];
+	int r = pydigest_get(digests, key, old);
 
-	if (old == NULL)
-		return PyErr_Occurred() ? -1 : 0;
-	return PyBytes_Check(old) && PyBytes_GET_SIZE(old) == 16 &&
-	    memcmp(PyBytes_AS_STRING(old), d, 16) == 0;
+	return r <= 0 ? r : memcmp(old, d, 16) == 0;
 }
 
 /* Plain data: pickle obj straight into the batch's arena (pyenc.c), digest
@@ -592,6 +620,10 @@ pybatch_collect(PyObject *self, PyObject *args)
 	    (unbound = PyList_New(0)) == NULL)
 		goto error;
 	known = PyDict_GET_SIZE(shadow);
+	/* the names the shadow does not know yet are (mostly) new objects */
+	if (PyDict_GET_SIZE(ns) > known &&
+	    pymod_idmap_reserve(idmap, (size_t)(PyDict_GET_SIZE(ns) - known)) < 0)
+		goto error;
 	while (PyDict_Next(ns, &pos, &k, &v)) { /* borrowed k, v */
 		PyObject *old;
 		if (!PyUnicode_Check(k) || pybatch_dunder(k))
@@ -662,11 +694,14 @@ batch_dump_keys(PyObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!O:dump_keys", &pickler,
 	    &pybatch_SinkType, &sink, &idmap, &keys, &PyDict_Type, &shadow,
-	    &PyDict_Type, &handles, &PyDict_Type, &hflags, &PyDict_Type,
-	    &digests, &skip))
+	    &PyDict_Type, &handles, &PyDict_Type, &hflags,
+	    &pydigest_DigestMapType, &digests, &skip))
 		return NULL;
 	if (pmeth_get(&pm, pickler) < 0 || (failed = PyList_New(0)) == NULL ||
 	    (it = PyObject_GetIter(keys)) == NULL)
+		goto error;
+	if (PyAnySet_Check(keys) &&
+	    batch_reserve(b, (size_t)PySet_GET_SIZE(keys)) < 0)
 		goto error;
 	while ((key = PyIter_Next(it)) != NULL) {
 		PyObject *obj, *tn, *fl, *kind, *k; /* borrowed but tn */
@@ -1169,16 +1204,14 @@ batch_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 
 	if (l == NULL)
 		return NULL;
+	if (pydigest_reserve(digests, b->n) < 0)
+		goto error;
 	for (i = 0; i < b->n; i++) {
 		brec *r = &b->recs[i];
-		PyObject *d = PyBytes_FromStringAndSize((const char *)r->digest,
-		    16), *t;
+		PyObject *t;
 		int had = 0;
-		if (d == NULL || PyDict_SetItem(digests, r->key, d) < 0) {
-			Py_XDECREF(d);
+		if (pydigest_set(digests, r->key, r->digest) < 0)
 			goto error;
-		}
-		Py_DECREF(d);
 		if (r->refs == NULL && PyDict_GET_SIZE(refs_of) > 0 &&
 		    (had = PyDict_Contains(refs_of, r->key)) < 0)
 			goto error;
@@ -1239,8 +1272,8 @@ batch_commit(PyObject *self, PyObject *args)
 	size_t i;
 	int rc;
 
-	if (!PyArg_ParseTuple(args, "O!O!:commit", &PyDict_Type, &digests,
-	    &PyDict_Type, &refs_of))
+	if (!PyArg_ParseTuple(args, "O!O!:commit", &pydigest_DigestMapType,
+	    &digests, &PyDict_Type, &refs_of))
 		return NULL;
 	memset(&bc, 0, sizeof bc);
 	bc.b = (batchobject *)self;

@@ -11,6 +11,8 @@ extern PyTypeObject pymod_NamespaceType;
 extern PyTypeObject pymod_IdMapType;
 /* Map obj to key / forget obj (no type check: an IdMap). */
 int pymod_idmap_add(PyObject *idmap, PyObject *obj, PyObject *key);
+/* Make room for n more mappings; 0 or -1. */
+int pymod_idmap_reserve(PyObject *idmap, size_t n);
 void pymod_idmap_discard(PyObject *idmap, PyObject *obj);
 /* Is obj mapped (another entry's object)?  False for a NULL idmap. */
 int pymod_idmap_has(PyObject *idmap, PyObject *obj);
@@ -36,6 +38,15 @@ int pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
                 size_t *cap);
 /* plain_dumps(obj) -> bytes or None: the above, for tests. */
 PyObject *pyenc_plain_dumps(PyObject *self, PyObject *obj);
+
+/* pydigest.c */
+extern PyTypeObject pydigest_DigestMapType;
+/* The digest map holds for key: 1 (out filled), 0 absent, -1 error. */
+int pydigest_get(PyObject *map, PyObject *key, uint8_t out[16]);
+/* Set it; 0 or -1. */
+int pydigest_set(PyObject *map, PyObject *key, const uint8_t dg[16]);
+/* Make room for n more keys; 0 or -1. */
+int pydigest_reserve(PyObject *map, size_t n);
 
 /* pystore.c */
 extern PyObject *pystore_StoreError;

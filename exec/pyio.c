@@ -189,7 +189,8 @@ PyInit__pyshelfd(void)
 	    PyType_Ready(&pymod_IdMapType) < 0 ||
 	    PyType_Ready(&StreamType) < 0 ||
 	    PyType_Ready(&pybatch_SinkType) < 0 ||
-	    PyType_Ready(&pybatch_BatchType) < 0)
+	    PyType_Ready(&pybatch_BatchType) < 0 ||
+	    PyType_Ready(&pydigest_DigestMapType) < 0)
 		return NULL;
 	if ((m = PyModule_Create(&pyio_module)) == NULL)
 		return NULL;
@@ -210,7 +211,9 @@ PyInit__pyshelfd(void)
 	    (PyObject *)&pymod_NamespaceType) < 0 ||
 	    PyModule_AddObjectRef(m, "IdMap", (PyObject *)&pymod_IdMapType) < 0 ||
 	    PyModule_AddObjectRef(m, "Sink", (PyObject *)&pybatch_SinkType) < 0 ||
-	    PyModule_AddObjectRef(m, "Batch", (PyObject *)&pybatch_BatchType) < 0)
+	    PyModule_AddObjectRef(m, "Batch", (PyObject *)&pybatch_BatchType) < 0 ||
+	    PyModule_AddObjectRef(m, "DigestMap",
+	    (PyObject *)&pydigest_DigestMapType) < 0)
 		goto error;
 	return m;
 error:

@@ -203,6 +203,18 @@ idmap_resize(idmapobject *m, size_t cap)
 	return 0;
 }
 
+/* Make room for n more objects (one resize instead of several). */
+int
+pymod_idmap_reserve(PyObject *self, size_t n)
+{
+	idmapobject *m = (idmapobject *)self;
+	size_t cap = m->cap == 0 ? 64 : m->cap;
+
+	while ((m->used + n) * 2 > cap)
+		cap *= 2;
+	return cap == m->cap ? 0 : idmap_resize(m, cap);
+}
+
 /* Map obj to key (replacing an older mapping).  0 or -1. */
 int
 pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
