@@ -157,22 +157,19 @@ PyTypeObject pybatch_SinkType = {
 /* ---------------------------------------------------------------------- */
 /* Batch                                                                  */
 
-/* One record to write. */
+/* One record to write.  in is what the store gets: its name borrows
+ * from key, its type_name from tn, its refs from refs, and its iov is
+ * filled at commit (the arena may move until then). */
 typedef struct {
+	store_entry_in in;
 	PyObject *key;           /* ("g", name) / ("h", id), strong */
-	uint8_t kind;            /* STORE_KIND_* */
-	uint8_t in_arena;        /* the pickle is the batch's arena[aoff..] */
-	const char *name;        /* borrowed from key */
-	Py_ssize_t name_len;
-	uint64_t handle;
-	uint8_t pickler;
-	uint16_t flags;
 	PyObject *tn;            /* the type name (str), strong */
-	const char *type_name;   /* its UTF-8, borrowed from tn */
 	PyObject *refs;          /* bytes, strong; NULL: no references */
+	PyObject *oob;           /* list of PickleBuffers or parts, strong */
 	char *data;              /* owned: the pickle (with OOB header) */
 	size_t data_len, aoff;
-	PyObject *oob;           /* list of PickleBuffers or parts, strong */
+	struct iovec iov1;       /* in.iov of a record in one piece */
+	uint8_t in_arena;        /* the pickle is the batch's arena[aoff..] */
 	uint8_t digest[16];      /* the content digest */
 } brec;
 
@@ -212,8 +209,7 @@ typedef struct {
 	size_t alen, acap;
 	/* the commit's arrays; like recs and arena, kept for the next
 	 * checkpoint (the Workspace reuses its Batch) unless large */
-	store_entry_in *ins;     /* one per record */
-	store_entry_in **order;  /* ins sorted by key */
+	store_entry_in **order;  /* the records' in, sorted by key */
 	struct skey *skeys;      /* two per record: the sort's */
 	size_t scap;             /* records these have room for */
 	struct iovec *iov;       /* every record's pieces */
@@ -233,7 +229,7 @@ brec_clear(brec *r)
 	Py_CLEAR(r->oob);
 	Py_CLEAR(r->tn);
 	PyMem_Free(r->data);
-	r->type_name = NULL;
+	r->in.type_name = NULL;
 	r->data = NULL;
 	r->in_arena = 0;
 }
@@ -242,7 +238,7 @@ brec_clear(brec *r)
 static int
 brec_type(brec *r, PyObject *tn)
 {
-	if ((r->type_name = PyUnicode_AsUTF8(tn)) == NULL)
+	if ((r->in.type_name = PyUnicode_AsUTF8(tn)) == NULL)
 		return -1;
 	r->tn = Py_NewRef(tn);
 	return 0;
@@ -264,17 +260,19 @@ brec_key(brec *r, PyObject *key)
 	if ((ks = PyUnicode_AsUTF8(kind)) == NULL)
 		return -1;
 	if (ks[0] == 'g') {
-		r->kind = STORE_KIND_GLOBAL;
-		if ((r->name = PyUnicode_AsUTF8AndSize(k, &r->name_len)) == NULL)
+		Py_ssize_t n;
+		r->in.kind = STORE_KIND_GLOBAL;
+		if ((r->in.name = PyUnicode_AsUTF8AndSize(k, &n)) == NULL)
 			return -1;
-		if (r->name_len == 0 || r->name_len > STORE_KEY_MAX) {
+		if (n == 0 || n > STORE_KEY_MAX) {
 			PyErr_Format(PyExc_ValueError, "global name of %zd bytes: "
-			    "must be 1 to %d", r->name_len, STORE_KEY_MAX);
+			    "must be 1 to %d", n, STORE_KEY_MAX);
 			return -1;
 		}
+		r->in.name_len = (size_t)n;
 	} else {
-		r->kind = STORE_KIND_HANDLE;
-		r->handle = PyLong_AsUnsignedLongLong(k);
+		r->in.kind = STORE_KIND_HANDLE;
+		r->in.handle = PyLong_AsUnsignedLongLong(k);
 		if (PyErr_Occurred())
 			return -1;
 	}
@@ -362,7 +360,7 @@ batch_take_data(brec *r, sinkobject *sk)
 			    (uint64_t)v.len);
 			PyBuffer_Release(&v);
 		}
-		r->flags |= STORE_FLAG_OOB;
+		r->in.flags |= STORE_FLAG_OOB;
 		r->oob = Py_NewRef(sk->oob);
 	}
 	memcpy(r->data + head, sk->buf, sk->len);
@@ -428,8 +426,8 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 		b->alen = start;
 		return -1;
 	}
-	rec->pickler = STORE_PICKLER_PICKLE;
-	rec->flags = (uint16_t)flags;
+	rec->in.pickler = STORE_PICKLER_PICKLE;
+	rec->in.flags = (uint16_t)flags;
 	rec->in_arena = 1;
 	rec->aoff = start;
 	rec->data_len = len;
@@ -466,8 +464,8 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	Py_DECREF(r);
 	if ((rec = batch_slot(b)) == NULL)
 		goto error;
-	rec->pickler = STORE_PICKLER_PICKLE;
-	rec->flags = (uint16_t)flags;
+	rec->in.pickler = STORE_PICKLER_PICKLE;
+	rec->in.flags = (uint16_t)flags;
 	if (PyBytes_GET_SIZE(refs) > 0)
 		rec->refs = refs; /* stolen */
 	else
@@ -476,7 +474,7 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	if (brec_key(rec, key) < 0 || batch_take_data(rec, sk) < 0)
 		goto error_rec;
 	if (pystore_content_digest_raw(rec->data, rec->data_len, rec->oob,
-	    rec->flags, rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "",
+	    rec->in.flags, rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "",
 	    rec->refs != NULL ? (size_t)PyBytes_GET_SIZE(rec->refs) : 0,
 	    rec->digest) < 0)
 		goto error_rec;
@@ -805,8 +803,8 @@ batch_add(PyObject *self, PyObject *args)
 		return NULL;
 	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0)
 		goto error;
-	rec->pickler = (uint8_t)pickler;
-	rec->flags = (uint16_t)flags;
+	rec->in.pickler = (uint8_t)pickler;
+	rec->in.flags = (uint16_t)flags;
 	if (PyBytes_GET_SIZE(refs) > 0)
 		rec->refs = Py_NewRef(refs);
 	memcpy(rec->digest, PyBytes_AS_STRING(digest), 16);
@@ -878,7 +876,6 @@ batch_delete(PyObject *self, PyObject *key)
 /* Everything one commit needs, outside the GIL. */
 struct bcommit {
 	batchobject *b;
-	store_entry_in *ins;     /* b->ins */
 	store_entry_in **order;  /* b->order */
 	size_t bytes;            /* payload bytes in all */
 	struct iovec *iov;       /* b->iov */
@@ -1023,8 +1020,9 @@ batch_commit_txn(store_txn *t, void *arg)
 	    (const store_entry_in *const *)bc->order, bc->b->n, bc->now)) != 0)
 		return rc;
 	for (j = 0; j < bc->ndels; j++) {
-		rc = entry_del(t, bc->sess.id, bc->dels[j].kind, bc->dels[j].name,
-		    (size_t)bc->dels[j].name_len, bc->dels[j].handle);
+		const store_entry_in *d = &bc->dels[j].in;
+		rc = entry_del(t, bc->sess.id, d->kind, d->name, d->name_len,
+		    d->handle);
 		if (rc != 0 && rc != STORE_E_NOTFOUND)
 			return rc;
 	}
@@ -1046,12 +1044,14 @@ batch_order(struct bcommit *bc)
 	size_t n = bc->b->n, i, ng = 0, nh;
 	struct skey *a = bc->b->skeys, *tmp = a + n;
 
+	brec *r = bc->b->recs;
+
 	for (i = 0; i < n; i++)
-		if (bc->ins[i].kind == STORE_KIND_GLOBAL)
-			a[ng++].in = &bc->ins[i];
+		if (r[i].in.kind == STORE_KIND_GLOBAL)
+			a[ng++].in = &r[i].in;
 	for (i = 0, nh = ng; i < n; i++)
-		if (bc->ins[i].kind != STORE_KIND_GLOBAL)
-			a[nh++].in = &bc->ins[i];
+		if (r[i].in.kind != STORE_KIND_GLOBAL)
+			a[nh++].in = &r[i].in;
 	skey_sort(a, tmp, ng, 0);
 	skey_sort(a + ng, tmp, n - ng, 0);
 	for (i = 0; i < n; i++) {
@@ -1068,18 +1068,15 @@ batch_scratch(batchobject *b, size_t n, size_t nparts)
 {
 	if (n > b->scap) {
 		size_t cap = n < 64 ? 64 : n + n / 4;
-		store_entry_in *ins = PyMem_Realloc(b->ins, cap * sizeof *ins);
 		store_entry_in **order;
 		struct skey *sk;
-		if (ins != NULL)
-			b->ins = ins;
 		order = PyMem_Realloc(b->order, cap * sizeof *order);
 		if (order != NULL)
 			b->order = order;
 		sk = PyMem_Realloc(b->skeys, 2 * cap * sizeof *sk);
 		if (sk != NULL)
 			b->skeys = sk;
-		if (ins == NULL || order == NULL || sk == NULL) {
+		if (order == NULL || sk == NULL) {
 			PyErr_NoMemory();
 			return -1;
 		}
@@ -1102,18 +1099,16 @@ batch_scratch(batchobject *b, size_t n, size_t nparts)
 static void
 batch_scratch_free(batchobject *b)
 {
-	PyMem_Free(b->ins);
 	PyMem_Free(b->order);
 	PyMem_Free(b->skeys);
 	PyMem_Free(b->iov);
-	b->ins = NULL;
 	b->order = NULL;
 	b->skeys = NULL;
 	b->iov = NULL;
 	b->scap = b->iovcap = 0;
 }
 
-/* Fill bc's arrays from the records (buffers acquired here). */
+/* Fill each record's in.iov (buffers acquired here) and bc's order. */
 static int
 batch_prepare(struct bcommit *bc)
 {
@@ -1122,13 +1117,13 @@ batch_prepare(struct bcommit *bc)
 	Py_ssize_t j;
 
 	for (i = 0; i < b->n; i++) {
+		if (b->recs[i].oob == NULL)
+			continue;
 		total += batch_nparts(&b->recs[i]);
-		if (b->recs[i].oob != NULL)
-			nviews += (size_t)PyList_GET_SIZE(b->recs[i].oob);
+		nviews += (size_t)PyList_GET_SIZE(b->recs[i].oob);
 	}
 	if (batch_scratch(b, b->n, total) < 0)
 		return -1;
-	bc->ins = b->ins;
 	bc->order = b->order;
 	bc->iov = b->iov;
 	if (nviews > 0 && (bc->views = PyMem_Calloc(nviews,
@@ -1138,18 +1133,22 @@ batch_prepare(struct bcommit *bc)
 	}
 	for (i = 0; i < b->n; i++) {
 		brec *r = &b->recs[i];
-		store_entry_in *in = &bc->ins[i];
-		memset(in, 0, sizeof *in);
-		in->kind = r->kind;
-		in->name = r->name;
-		in->name_len = (size_t)r->name_len;
-		in->handle = r->handle;
-		in->pickler = r->pickler;
-		in->flags = r->flags;
-		in->type_name = r->type_name;
+		store_entry_in *in = &r->in;
 		if (r->refs != NULL) {
 			in->refs = (const uint8_t *)PyBytes_AS_STRING(r->refs);
 			in->refs_len = (uint32_t)PyBytes_GET_SIZE(r->refs);
+		} else {
+			in->refs = NULL;
+			in->refs_len = 0;
+		}
+		if (r->oob == NULL) {
+			/* one piece (or none): the record's own iovec */
+			in->iov = &r->iov1;
+			in->iovcnt = r->data != NULL || r->in_arena ? 1 : 0;
+			r->iov1.iov_base = r->in_arena ? b->arena + r->aoff : r->data;
+			r->iov1.iov_len = r->data_len;
+			bc->bytes += r->data_len;
+			continue;
 		}
 		in->iov = &bc->iov[k];
 		if (r->data != NULL || r->in_arena) {
@@ -1158,7 +1157,7 @@ batch_prepare(struct bcommit *bc)
 			bc->iov[k++].iov_len = r->data_len;
 			bc->bytes += r->data_len;
 		}
-		for (j = 0; r->oob != NULL && j < PyList_GET_SIZE(r->oob); j++) {
+		for (j = 0; j < PyList_GET_SIZE(r->oob); j++) {
 			if (PyObject_GetBuffer(PyList_GET_ITEM(r->oob, j),
 			    &bc->views[bc->nviews], PyBUF_SIMPLE) < 0)
 				return -1;
