@@ -1,9 +1,16 @@
 """Checkpoint and resume benchmarks for issue 4.
 
 - checkpoint of 10,000 small dicts and of one 100 MB numpy array, measured
-  inside the backend (stats()["last_checkpoint_s"], sync=always: one fsync),
-  against, in the same run, the floor (pickle.dumps + a py-lmdb put loop in
-  one synced transaction) and stdlib shelve (dbm.gnu).
+  inside the backend (stats()["last_checkpoint_s"]), with --sync always (one
+  fsync per checkpoint) and --sync never, against, in the same run, the
+  floor (pickle.dumps + a py-lmdb put loop in one transaction, synced or
+  not) and stdlib shelve (dbm.gnu; its sync() does not fsync).  Two cases:
+    cold:   a new backend process on a new store, its first request; the
+            floor and shelve on a new file each time;
+    steady: a running backend whose store is in use: each round binds
+            10,000 new dicts (measured) and then deletes them (not
+            measured); the floor and shelve do the same in one environment
+            / one file that stays open between rounds.
 - resume: backend start to the first result that uses a stored global, for
   workspaces of 1,000 / 100,000 / 1,000,000 entries.
 - a no-op request with 1,000 and 100,000 loaded entries.
@@ -25,6 +32,7 @@ import numpy as np
 import pyshelf
 
 REPS = int(os.environ.get("BENCH_REPS", "5"))
+STEADY_ROUNDS = int(os.environ.get("BENCH_STEADY_ROUNDS", "12"))
 
 
 def emit(**kw):
@@ -41,33 +49,87 @@ def wrapper(d, *extra):
     return path
 
 
-def small_dicts():
-    return {"d%d" % i: {"i": i, "s": "x" * 20, "f": i * 0.5} for i in range(10000)}
+def small_dicts(tag=""):
+    return {"d%d%s" % (i, tag): {"i": i, "s": "x" * 20, "f": i * 0.5}
+            for i in range(10000)}
 
 
-def floor_lmdb(d, objs, sync=True):
-    env = lmdb.open(os.path.join(d, "floor-%d" % time.monotonic_ns()),
-                    map_size=1 << 30, sync=sync)
+DICTS_SRC = ("globals().update({'d%%d%s' %% i: {'i': i, 's': 'x' * 20, "
+             "'f': i * 0.5} for i in range(10000)})")
+
+
+def ms(v):
+    return round(statistics.median(v) * 1e3, 2)
+
+
+# --- the floor: pickle.dumps + a py-lmdb put loop in one transaction -------
+
+def floor_put(env, objs, sync):
     t0 = time.perf_counter()
     with env.begin(write=True) as txn:
         for k, v in objs.items():
             txn.put(k.encode(), pickle.dumps(v, protocol=5))
     if sync:
         env.sync(True)
-    t = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def floor_lmdb(d, objs, sync=True):
+    env = lmdb.open(os.path.join(d, "floor-%d" % time.monotonic_ns()),
+                    map_size=1 << 30, sync=sync)
+    t = floor_put(env, objs, sync)
     env.close()
     return t
+
+
+def floor_steady(d, sync):
+    env = lmdb.open(os.path.join(d, "floor-steady-%d" % time.monotonic_ns()),
+                    map_size=1 << 30, sync=sync)
+    times = []
+    for r in range(STEADY_ROUNDS):
+        objs = small_dicts("_%d" % r)
+        times.append(floor_put(env, objs, sync))
+        with env.begin(write=True) as txn:
+            for k in objs:
+                txn.delete(k.encode())
+    env.close()
+    return times[2:]
+
+
+# --- stdlib shelve over dbm.gnu ----------------------------------------------
+
+def shelve_open(path):
+    return shelve.Shelf(__import__("dbm.gnu").gnu.open(path, "c"), protocol=5)
 
 
 def shelve_time(d, objs):
     path = os.path.join(d, "shelf-%d" % time.monotonic_ns())
     t0 = time.perf_counter()
-    with shelve.Shelf(__import__("dbm.gnu").gnu.open(path, "c"), protocol=5) as sh:
+    with shelve_open(path) as sh:
         for k, v in objs.items():
             sh[k] = v
         sh.sync()
     return time.perf_counter() - t0
 
+
+def shelve_steady(d):
+    sh = shelve_open(os.path.join(d, "shelf-steady-%d" % time.monotonic_ns()))
+    times = []
+    for r in range(STEADY_ROUNDS):
+        objs = small_dicts("_%d" % r)
+        t0 = time.perf_counter()
+        for k, v in objs.items():
+            sh[k] = v
+        sh.sync()
+        times.append(time.perf_counter() - t0)
+        for k in objs:
+            del sh[k]
+        sh.sync()
+    sh.close()
+    return times[2:]
+
+
+# --- pyshelf -------------------------------------------------------------------
 
 def pyshelf_checkpoint(d, backend, src):
     ws = pyshelf.spawn(db=os.path.join(d, "ps-%d" % time.monotonic_ns()),
@@ -79,12 +141,29 @@ def pyshelf_checkpoint(d, backend, src):
         ws.close()
 
 
+def pyshelf_steady(d, backend):
+    ws = pyshelf.spawn(db=os.path.join(d, "ps-steady-%d" % time.monotonic_ns()),
+                       session="b", backend=backend)
+    times, phases = [], []
+    try:
+        for r in range(STEADY_ROUNDS):
+            ws.remote_exec(DICTS_SRC % ("_%d" % r))
+            st = ws.stats()
+            times.append(st["last_checkpoint_s"])
+            phases.append(st["last_checkpoint_phases_s"])
+            ws.remote_exec("for _n in [n for n in globals() if "
+                           "n.startswith('d') and n.endswith('_%d')]:\n"
+                           "    del globals()[_n]\ndel _n" % r)
+    finally:
+        ws.close()
+    return times[2:], phases[2:]
+
+
 def bench_checkpoints(d):
     always = wrapper(d, "--sync", "always")
     never = wrapper(d, "--sync", "never")
     objs = small_dicts()
-    src = ("globals().update({'d%d' % i: {'i': i, 's': 'x' * 20, "
-           "'f': i * 0.5} for i in range(10000)})")
+    src = DICTS_SRC % ""
     rows = {"floor": [], "shelve": [], "pyshelf": [], "floor_nosync": [],
             "pyshelf_nosync": []}
     for _ in range(REPS):
@@ -94,20 +173,44 @@ def bench_checkpoints(d):
         rows["pyshelf"].append(pyshelf_checkpoint(d, always, src))
         rows["pyshelf_nosync"].append(pyshelf_checkpoint(d, never, src))
     for k, v in rows.items():
-        emit(name="checkpoint_10k_dicts_" + k, median_ms=round(statistics.median(v) * 1e3, 2))
+        emit(name="checkpoint_10k_dicts_" + k, median_ms=ms(v))
+
+    # steady state: the same work in a running backend / an open file
+    t, ph = pyshelf_steady(d, always)
+    emit(name="steady_10k_dicts_pyshelf", median_ms=ms(t),
+         phases_ms={k: ms([p[k] for p in ph]) for k in ph[0]})
+    t, ph = pyshelf_steady(d, never)
+    emit(name="steady_10k_dicts_pyshelf_nosync", median_ms=ms(t),
+         phases_ms={k: ms([p[k] for p in ph]) for k in ph[0]})
+    emit(name="steady_10k_dicts_floor", median_ms=ms(floor_steady(d, True)))
+    emit(name="steady_10k_dicts_floor_nosync",
+         median_ms=ms(floor_steady(d, False)))
+    emit(name="steady_10k_dicts_shelve", median_ms=ms(shelve_steady(d)))
+
     arr = {"arr": np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)}
     src = ("import numpy as np\narr = np.arange(100 * 1024 * 1024 // 8, "
            "dtype=np.float64)")
     rows = {"floor": [], "shelve": [], "pyshelf": [], "floor_nosync": [],
-            "pyshelf_nosync": []}
+            "pyshelf_nosync": [], "write": [], "write_fsync": []}
     for _ in range(max(REPS // 2, 2)):
         rows["floor"].append(floor_lmdb(d, arr))
         rows["floor_nosync"].append(floor_lmdb(d, arr, sync=False))
         rows["shelve"].append(shelve_time(d, arr))
         rows["pyshelf"].append(pyshelf_checkpoint(d, always, src))
         rows["pyshelf_nosync"].append(pyshelf_checkpoint(d, never, src))
+        # what one write(2) of the array's bytes to a new file costs: the
+        # least any writer that goes through the kernel pays
+        for key, sync in (("write", False), ("write_fsync", True)):
+            path = os.path.join(d, "raw-%d" % time.monotonic_ns())
+            t0 = time.perf_counter()
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, memoryview(arr["arr"]).cast("B"))
+            if sync:
+                os.fsync(fd)
+            os.close(fd)
+            rows[key].append(time.perf_counter() - t0)
     for k, v in rows.items():
-        emit(name="checkpoint_100mb_numpy_" + k, median_ms=round(statistics.median(v) * 1e3, 2))
+        emit(name="checkpoint_100mb_numpy_" + k, median_ms=ms(v))
 
 
 def bench_resume(d):

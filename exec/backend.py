@@ -335,7 +335,7 @@ class Workspace:
         if key in self.deleted:
             raise KeyError(name)
         obj = self._load(key)
-        dict.__setitem__(self.ns, name, obj)
+        self.ns.load_insert(name, obj)
         self.shadow[name] = obj
         if not isinstance(obj, _ATOMIC):
             self.idmap.add(obj, key)
@@ -972,5 +972,6 @@ def stats():
         "last_checkpoint_s": WS.last_checkpoint_s,
         "last_checkpoint_phases_s": dict(zip(("diff", "pickle", "commit"),
                                              WS.last_checkpoint_phases)),
+        "namespace_diffs": dict(zip(("tracked", "full"), _s.diff_counts())),
         "next_handle": _s.peek_next_handle(),
     })

@@ -597,15 +597,76 @@ out:
 	return rc;
 }
 
+/* The global name was deleted: forget its old object (kept in graves). */
+static int
+pybatch_unbind(PyObject *name, PyObject *old, PyObject *shadow,
+               PyObject *idmap, PyObject *dirty, PyObject *deleted,
+               PyObject *graves, PyObject *unbound)
+{
+	PyObject *key;
+	int rc = -1;
+
+	if (PyList_Append(graves, old) < 0)
+		return -1;
+	if (!pybatch_atomic(old)) {
+		pymod_idmap_discard(idmap, old);
+		if (PyList_Append(unbound, name) < 0)
+			return -1;
+	}
+	if ((key = pybatch_gkey(name)) == NULL)
+		return -1;
+	if (PyDict_DelItem(shadow, name) == 0 && PySet_Discard(dirty, key) >= 0 &&
+	    PySet_Add(deleted, key) == 0)
+		rc = 0;
+	Py_DECREF(key);
+	return rc;
+}
+
+/* Compare one global (v NULL: not bound) with the shadow; bind or unbind.
+ * *found counts the names the shadow knew. */
+static int
+pybatch_diff_one(PyObject *name, PyObject *v, PyObject *shadow,
+                 PyObject *idmap, PyObject *dirty, PyObject *deleted,
+                 PyObject *graves, PyObject *unbound, Py_ssize_t *found)
+{
+	PyObject *old = PyDict_GetItemWithError(shadow, name); /* borrowed */
+
+	if (old == NULL && PyErr_Occurred())
+		return -1;
+	if (old != NULL)
+		(*found)++;
+	if (v == NULL)
+		return old == NULL ? 0 : pybatch_unbind(name, old, shadow, idmap,
+		    dirty, deleted, graves, unbound);
+	if (old == v)
+		return 0;
+	if (old != NULL && (PyList_Append(graves, old) < 0 ||
+	    (!pybatch_atomic(old) && PyList_Append(unbound, name) < 0)))
+		return -1;
+	return pybatch_bind(name, v, old, shadow, idmap, dirty, deleted);
+}
+
+/* How many diffs looked only at the noted names, and how many at all. */
+static unsigned long long diffs_tracked, diffs_full;
+
+/* diff_counts() -> (tracked, full) */
+static PyObject *
+pybatch_diff_counts(PyObject *self, PyObject *unused)
+{
+	return Py_BuildValue("KK", diffs_tracked, diffs_full);
+}
+
 /* collect(ns, shadow, idmap, dirty, deleted) -> unbound: find globals
  * bound, rebound or deleted since shadow was last brought up to date;
  * return the names whose previous object (one other entries may refer
- * to) is no longer theirs. */
+ * to) is no longer theirs.  A Namespace that noted every write since the
+ * last collect names the globals to look at (the cost grows with what was
+ * written); otherwise every global is compared with the shadow. */
 static PyObject *
 pybatch_collect(PyObject *self, PyObject *args)
 {
 	PyObject *ns, *shadow, *idmap, *dirty, *deleted, *k, *v, *gone = NULL,
-	    *graves = NULL, *unbound = NULL;
+	    *graves = NULL, *unbound = NULL, *changed = NULL, *it = NULL;
 	Py_ssize_t pos = 0, i, known, found = 0;
 
 	if (!PyArg_ParseTuple(args, "O!O!OO!O!:collect", &PyDict_Type, &ns,
@@ -617,26 +678,43 @@ pybatch_collect(PyObject *self, PyObject *args)
 	if ((graves = PyList_New(0)) == NULL ||
 	    (unbound = PyList_New(0)) == NULL)
 		goto error;
+	if (PyObject_TypeCheck(ns, &pymod_NamespaceType) &&
+	    (changed = pymod_ns_take_changed(ns)) != NULL) {
+		if (PySet_GET_SIZE(changed) > 0 && pymod_idmap_reserve(idmap,
+		    (size_t)PySet_GET_SIZE(changed)) < 0)
+			goto error;
+		if ((it = PyObject_GetIter(changed)) == NULL)
+			goto error;
+		while ((k = PyIter_Next(it)) != NULL) {
+			int rc = 0;
+			if (PyUnicode_Check(k) && !pybatch_dunder(k)) {
+				v = PyDict_GetItemWithError(ns, k); /* borrowed */
+				rc = v == NULL && PyErr_Occurred() ? -1 :
+				    pybatch_diff_one(k, v, shadow, idmap, dirty,
+				    deleted, graves, unbound, &found);
+			}
+			Py_DECREF(k);
+			if (rc < 0)
+				goto error;
+		}
+		if (PyErr_Occurred())
+			goto error;
+		diffs_tracked++;
+		goto done;
+	}
+	if (PyErr_Occurred())
+		goto error;
+	diffs_full++;
 	known = PyDict_GET_SIZE(shadow);
 	/* the names the shadow does not know yet are (mostly) new objects */
 	if (PyDict_GET_SIZE(ns) > known &&
 	    pymod_idmap_reserve(idmap, (size_t)(PyDict_GET_SIZE(ns) - known)) < 0)
 		goto error;
 	while (PyDict_Next(ns, &pos, &k, &v)) { /* borrowed k, v */
-		PyObject *old;
 		if (!PyUnicode_Check(k) || pybatch_dunder(k))
 			continue;
-		old = PyDict_GetItemWithError(shadow, k); /* borrowed */
-		if (old != NULL)
-			found++;
-		if (old == v)
-			continue;
-		if (old == NULL && PyErr_Occurred())
-			goto error;
-		if (old != NULL && (PyList_Append(graves, old) < 0 ||
-		    (!pybatch_atomic(old) && PyList_Append(unbound, k) < 0)))
-			goto error;
-		if (pybatch_bind(k, v, old, shadow, idmap, dirty, deleted) < 0)
+		if (pybatch_diff_one(k, v, shadow, idmap, dirty, deleted, graves,
+		    unbound, &found) < 0)
 			goto error;
 	}
 	if ((gone = PyList_New(0)) == NULL)
@@ -650,27 +728,20 @@ pybatch_collect(PyObject *self, PyObject *args)
 	}
 	for (i = 0; i < PyList_GET_SIZE(gone); i++) {
 		PyObject *name = PyList_GET_ITEM(gone, i); /* borrowed */
-		PyObject *old = PyDict_GetItemWithError(shadow, name), *key;
-		if (old == NULL || PyList_Append(graves, old) < 0)
+		PyObject *old = PyDict_GetItemWithError(shadow, name);
+		if (old == NULL || pybatch_unbind(name, old, shadow, idmap, dirty,
+		    deleted, graves, unbound) < 0)
 			goto error;
-		if (!pybatch_atomic(old)) {
-			pymod_idmap_discard(idmap, old);
-			if (PyList_Append(unbound, name) < 0)
-				goto error;
-		}
-		if ((key = pybatch_gkey(name)) == NULL)
-			goto error;
-		if (PyDict_DelItem(shadow, name) < 0 ||
-		    PySet_Discard(dirty, key) < 0 || PySet_Add(deleted, key) < 0) {
-			Py_DECREF(key);
-			goto error;
-		}
-		Py_DECREF(key);
 	}
-	Py_DECREF(gone);
+done:
+	Py_XDECREF(it);
+	Py_XDECREF(changed);
+	Py_XDECREF(gone);
 	Py_DECREF(graves);
 	return unbound;
 error:
+	Py_XDECREF(it);
+	Py_XDECREF(changed);
 	Py_XDECREF(gone);
 	Py_XDECREF(graves);
 	Py_XDECREF(unbound);
@@ -776,6 +847,8 @@ PyMethodDef pybatch_methods[] = {
 	 "collect(ns, shadow, idmap, dirty, deleted) -> names whose old "
 	 "(non-atomic) object was replaced or removed"},
 	{"type_name", pybatch_type_name_py, METH_O, "type_name(obj)"},
+	{"diff_counts", pybatch_diff_counts, METH_NOARGS,
+	 "diff_counts() -> (namespace diffs of the noted names, full ones)"},
 	{"plain_dumps", pyenc_plain_dumps, METH_O,
 	 "plain_dumps(obj) -> the fast path's pickle of obj, or None"},
 	{NULL, NULL, 0, NULL}

@@ -8,6 +8,14 @@
 
 /* pymod.c */
 extern PyTypeObject pymod_NamespaceType;
+/* Fill the Namespace's mapping slots from dict's (before PyType_Ready). */
+void pymod_ns_ready(void);
+/* A dict's version tag (3.12+: a new number every call). */
+uint64_t pymod_dict_version(PyObject *d);
+/* The names written through Namespace ns since the last call (a set, new
+ * reference), or NULL without an exception when every global must be
+ * compared (a write went around it). */
+PyObject *pymod_ns_take_changed(PyObject *ns);
 extern PyTypeObject pymod_IdMapType;
 /* Map obj to key / forget obj (no type check: an IdMap). */
 int pymod_idmap_add(PyObject *idmap, PyObject *obj, PyObject *key);

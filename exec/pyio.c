@@ -185,6 +185,7 @@ PyInit__pyshelfd(void)
 	PyObject *m = NULL;
 
 	pymod_NamespaceType.tp_base = &PyDict_Type;
+	pymod_ns_ready();
 	if (PyType_Ready(&pymod_NamespaceType) < 0 ||
 	    PyType_Ready(&pymod_IdMapType) < 0 ||
 	    PyType_Ready(&StreamType) < 0 ||

@@ -4,7 +4,12 @@
  *
  *  - Namespace: a dict subclass serving as the workspace's globals; its C
  *    __missing__ remembers absent names and otherwise asks a loader (the
- *    lazy load of a stored global), so builtins stay cheap to look up.
+ *    lazy load of a stored global), so builtins stay cheap to look up.  It
+ *    also notes the names written through it (ns[k] = v, del ns[k],
+ *    update(), and so the STORE_NAME / DELETE_NAME of shipped blocks), so
+ *    that a checkpoint looks at those and not at every global; a write that
+ *    goes around it (a function's STORE_GLOBAL, dict.__setitem__) shows as
+ *    a version change it did not make, and the next diff walks everything.
  *  - IdMap: object -> entry key, strong references, open addressing; its
  *    pid() method is the picklers' persistent_id.
  *
@@ -30,7 +35,152 @@ typedef struct {
 	PyDictObject dict;   /* the globals themselves */
 	PyObject *loader;    /* callable(name) -> value, or raises KeyError */
 	PyObject *absent;    /* set of names known not to be stored */
+	PyObject *changed;   /* set of str keys written through the mapping
+	                      * since the last diff (pymod_ns_take_changed) */
+	uint64_t expect;     /* the dict's version after the last noted write */
+	int untracked;       /* a write went around: the changed set is not
+	                      * the whole story until the next full diff */
 } nsobject;
+
+/* The dict's version tag (a new value after every write).  Without one
+ * (3.12+), a new number each time: every diff walks everything. */
+uint64_t
+pymod_dict_version(PyObject *d)
+{
+#if PY_VERSION_HEX < 0x030C0000
+	return ((PyDictObject *)d)->ma_version_tag;
+#else
+	static uint64_t n;
+	(void)d;
+	return ++n;
+#endif
+}
+
+/* Before a write through the Namespace: was there one around it? */
+static void
+ns_pre_write(nsobject *ns)
+{
+	if (pymod_dict_version((PyObject *)ns) != ns->expect)
+		ns->untracked = 1;
+}
+
+/* After a write of key through the Namespace (key NULL: not to note). */
+static void
+ns_post_write(nsobject *ns, PyObject *key)
+{
+	if (key != NULL && !ns->untracked && PyUnicode_CheckExact(key)) {
+		if (ns->changed == NULL && (ns->changed = PySet_New(NULL)) == NULL)
+			ns->untracked = 1;
+		else if (PySet_Add(ns->changed, key) < 0)
+			ns->untracked = 1;
+		if (ns->untracked)
+			PyErr_Clear();   /* the full diff will do */
+	}
+	ns->expect = pymod_dict_version((PyObject *)ns);
+}
+
+/* ns[key] = v / del ns[key]: the dict's own, noted. */
+static int
+ns_ass_sub(PyObject *self, PyObject *key, PyObject *v)
+{
+	nsobject *ns = (nsobject *)self;
+	PyObject *et, *ev, *etb;
+	int rc;
+
+	ns_pre_write(ns);
+	rc = PyDict_Type.tp_as_mapping->mp_ass_subscript(self, key, v);
+	PyErr_Fetch(&et, &ev, &etb);
+	ns_post_write(ns, rc == 0 ? key : NULL);
+	PyErr_Restore(et, ev, etb);
+	return rc;
+}
+
+/* update(...): dict.update itself, noting the keys of a dict argument and
+ * of the keywords; with any other argument, or a failure, which keys were
+ * written is not known and the next diff walks everything. */
+static PyObject *
+ns_update(PyObject *self, PyObject *args, PyObject *kwds)
+{
+	static PyObject *dict_update;   /* dict.update, kept */
+	nsobject *ns = (nsobject *)self;
+	PyObject *arg = NULL, *keys = NULL, *k, *v, *full, *res;
+	Py_ssize_t pos = 0, i;
+
+	if (!PyArg_UnpackTuple(args, "update", 0, 1, &arg))
+		return NULL;
+	if (dict_update == NULL && (dict_update = PyObject_GetAttrString(
+	    (PyObject *)&PyDict_Type, "update")) == NULL)
+		return NULL;
+	/* the keys as they are now: a __del__ run by the update could change
+	 * the argument */
+	if (arg != NULL && PyDict_CheckExact(arg) &&
+	    (keys = PyDict_Keys(arg)) == NULL)
+		return NULL;
+	if ((full = arg != NULL ? PyTuple_Pack(2, self, arg) :
+	    PyTuple_Pack(1, self)) == NULL) {
+		Py_XDECREF(keys);
+		return NULL;
+	}
+	ns_pre_write(ns);
+	res = PyObject_Call(dict_update, full, kwds);
+	Py_DECREF(full);
+	if (res == NULL || (arg != NULL && keys == NULL)) {
+		PyObject *et, *ev, *etb;
+		PyErr_Fetch(&et, &ev, &etb);
+		ns->untracked = 1;
+		ns_post_write(ns, NULL);
+		PyErr_Restore(et, ev, etb);
+		Py_XDECREF(keys);
+		return res;
+	}
+	for (i = 0; keys != NULL && i < PyList_GET_SIZE(keys); i++)
+		ns_post_write(ns, PyList_GET_ITEM(keys, i));
+	Py_XDECREF(keys);
+	while (kwds != NULL && PyDict_Next(kwds, &pos, &k, &v))
+		ns_post_write(ns, k);
+	ns_post_write(ns, NULL);
+	return res;
+}
+
+/* load_insert(name, value): a lazily loaded global enters the dict: not a
+ * change to write back, so not noted (the caller updates the shadow). */
+static PyObject *
+ns_load_insert(PyObject *self, PyObject *args)
+{
+	nsobject *ns = (nsobject *)self;
+	PyObject *name, *v;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "UO:load_insert", &name, &v))
+		return NULL;
+	ns_pre_write(ns);
+	rc = PyDict_SetItem(self, name, v);
+	ns->expect = pymod_dict_version(self);
+	if (rc < 0)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
+/* For collect (pybatch.c): the names written since the last call, or NULL
+ * (no exception) when they are not the whole story and every global must
+ * be compared.  Either way the record starts afresh. */
+PyObject *
+pymod_ns_take_changed(PyObject *self)
+{
+	nsobject *ns = (nsobject *)self;
+	PyObject *c = NULL;
+
+	if (!ns->untracked && ns->expect == pymod_dict_version(self)) {
+		c = ns->changed;
+		ns->changed = NULL;
+		if (c == NULL && (c = PySet_New(NULL)) == NULL)
+			PyErr_Clear();
+	}
+	Py_CLEAR(ns->changed);
+	ns->untracked = 0;
+	ns->expect = pymod_dict_version(self);
+	return c;
+}
 
 static int
 ns_init(PyObject *self, PyObject *args, PyObject *kwds)
@@ -94,6 +244,7 @@ ns_traverse(PyObject *self, visitproc visit, void *arg)
 
 	Py_VISIT(ns->loader);
 	Py_VISIT(ns->absent);
+	Py_VISIT(ns->changed);
 	return PyDict_Type.tp_traverse(self, visit, arg);
 }
 
@@ -104,6 +255,7 @@ ns_clear(PyObject *self)
 
 	Py_CLEAR(ns->loader);
 	Py_CLEAR(ns->absent);
+	Py_CLEAR(ns->changed);
 	return PyDict_Type.tp_clear(self);
 }
 
@@ -115,13 +267,30 @@ ns_dealloc(PyObject *self)
 	PyObject_GC_UnTrack(self);
 	Py_CLEAR(ns->loader);
 	Py_CLEAR(ns->absent);
+	Py_CLEAR(ns->changed);
 	PyDict_Type.tp_dealloc(self);
 }
 
 static PyMethodDef ns_methods[] = {
 	{"__missing__", ns_missing, METH_O, "load a stored global"},
+	{"update", (PyCFunction)(void (*)(void))ns_update,
+	 METH_VARARGS | METH_KEYWORDS, "dict.update, with the keys noted"},
+	{"load_insert", ns_load_insert, METH_VARARGS,
+	 "load_insert(name, value): a loaded global, not a change"},
 	{NULL, NULL, 0, NULL}
 };
+
+/* mp_length and mp_subscript are the dict's (pymod_ns_ready fills them). */
+static PyMappingMethods ns_as_mapping = {
+	.mp_ass_subscript = ns_ass_sub,
+};
+
+void
+pymod_ns_ready(void)
+{
+	ns_as_mapping.mp_length = PyDict_Type.tp_as_mapping->mp_length;
+	ns_as_mapping.mp_subscript = PyDict_Type.tp_as_mapping->mp_subscript;
+}
 
 PyTypeObject pymod_NamespaceType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
@@ -133,6 +302,7 @@ PyTypeObject pymod_NamespaceType = {
 	.tp_clear = ns_clear,
 	.tp_dealloc = ns_dealloc,
 	.tp_methods = ns_methods,
+	.tp_as_mapping = &ns_as_mapping,
 	.tp_init = ns_init,
 };
 

@@ -430,13 +430,7 @@ pystore_dict_version(PyObject *self, PyObject *d)
 		    "%.200s", Py_TYPE(d)->tp_name);
 		return NULL;
 	}
-#if PY_VERSION_HEX < 0x030C0000
-	return PyLong_FromUnsignedLongLong(((PyDictObject *)d)->ma_version_tag);
-#else
-	/* no version tag to read: report a change every time */
-	static unsigned long long n;
-	return PyLong_FromUnsignedLongLong(++n);
-#endif
+	return PyLong_FromUnsignedLongLong(pymod_dict_version(d));
 }
 
 PyMethodDef pystore_methods[] = {
