@@ -678,8 +678,13 @@ pybatch_collect(PyObject *self, PyObject *args)
 	if ((graves = PyList_New(0)) == NULL ||
 	    (unbound = PyList_New(0)) == NULL)
 		goto error;
+	/* the noted names, unless they are a good part of the namespace: then
+	 * one pass in the dict's order beats a lookup per name */
 	if (PyObject_TypeCheck(ns, &pymod_NamespaceType) &&
-	    (changed = pymod_ns_take_changed(ns)) != NULL) {
+	    (changed = pymod_ns_take_changed(ns)) != NULL &&
+	    PySet_GET_SIZE(changed) * 4 > PyDict_GET_SIZE(ns))
+		Py_CLEAR(changed);
+	if (changed != NULL) {
 		if (PySet_GET_SIZE(changed) > 0 && pymod_idmap_reserve(idmap,
 		    (size_t)PySet_GET_SIZE(changed)) < 0)
 			goto error;
