@@ -212,6 +212,40 @@ def bench_checkpoints(d):
     for k, v in rows.items():
         emit(name="checkpoint_100mb_numpy_" + k, median_ms=ms(v))
 
+    # steady state: the array replaced by a new one of the same size in a
+    # running backend / an open environment / an open shelf
+    rounds = max(REPS, 4)
+    for sync, suffix in ((True, ""), (False, "_nosync")):
+        ws = pyshelf.spawn(db=os.path.join(d, "np-steady-%d" %
+                                           time.monotonic_ns()),
+                           session="b", backend=always if sync else never)
+        times = []
+        try:
+            ws.remote_exec("import numpy as np")
+            for r in range(rounds + 1):
+                ws.remote_exec("arr = np.arange(100 * 1024 * 1024 // 8, "
+                               "dtype=np.float64) + %d" % r)
+                times.append(ws.stats()["last_checkpoint_s"])
+        finally:
+            ws.close()
+        emit(name="steady_100mb_numpy_pyshelf" + suffix, median_ms=ms(times[1:]))
+        env = lmdb.open(os.path.join(d, "floor-np-%d" % time.monotonic_ns()),
+                        map_size=1 << 30, sync=sync)
+        times = [floor_put(env, {"arr": arr["arr"] + r}, sync)
+                 for r in range(rounds + 1)]
+        env.close()
+        emit(name="steady_100mb_numpy_floor" + suffix, median_ms=ms(times[1:]))
+    sh = shelve_open(os.path.join(d, "shelf-np-%d" % time.monotonic_ns()))
+    times = []
+    for r in range(rounds + 1):
+        a = arr["arr"] + r
+        t0 = time.perf_counter()
+        sh["arr"] = a
+        sh.sync()
+        times.append(time.perf_counter() - t0)
+    sh.close()
+    emit(name="steady_100mb_numpy_shelve", median_ms=ms(times[1:]))
+
 
 def bench_resume(d):
     for n in (1000, 100000, 1000000):

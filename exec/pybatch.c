@@ -502,14 +502,22 @@ static PyObject *type_names;  /* type -> "module.Qualname", a cache */
 PyObject *
 pybatch_type_name(PyObject *obj)
 {
+	/* the last type asked about: entries come in runs of one type.  Both
+	 * references are strong, so the address cannot be reused. */
+	static PyObject *last_tp, *last_tn;
 	PyTypeObject *tp = Py_TYPE(obj);
 	PyObject *tn, *mod = NULL, *qn = NULL;
 
+	if ((PyObject *)tp == last_tp)
+		return Py_NewRef(last_tn);
 	if (type_names == NULL && (type_names = PyDict_New()) == NULL)
 		return NULL;
 	tn = PyDict_GetItemWithError(type_names, (PyObject *)tp); /* borrowed */
-	if (tn != NULL)
+	if (tn != NULL) {
+		Py_XSETREF(last_tp, Py_NewRef((PyObject *)tp));
+		Py_XSETREF(last_tn, Py_NewRef(tn));
 		return Py_NewRef(tn);
+	}
 	if (PyErr_Occurred())
 		return NULL;
 	if (!(tp->tp_flags & Py_TPFLAGS_HEAPTYPE))
@@ -787,7 +795,8 @@ batch_dump_keys(PyObject *self, PyObject *args)
 		}
 		kind = PyTuple_GET_ITEM(key, 0);
 		k = PyTuple_GET_ITEM(key, 1);
-		if (PyUnicode_CompareWithASCIIString(kind, "g") == 0)
+		if (PyUnicode_Check(kind) && PyUnicode_GET_LENGTH(kind) == 1 &&
+		    PyUnicode_READ_CHAR(kind, 0) == 'g')
 			obj = PyDict_GetItemWithError(shadow, k);
 		else {
 			obj = PyDict_GetItemWithError(handles, k);
