@@ -13,7 +13,8 @@
             / one file that stays open between rounds.
 - resume: backend start to the first result that uses a stored global, for
   workspaces of 1,000 / 100,000 / 1,000,000 entries.
-- a no-op request with 1,000 and 100,000 loaded entries.
+- a no-op request with 1,000 and 100,000 loaded entries;
+- a request that binds one global, with 1,000 / 100,000 / 1,000,000 loaded.
 Prints one JSON object per measurement.
 """
 import json
@@ -192,7 +193,7 @@ def bench_checkpoints(d):
            "dtype=np.float64)")
     rows = {"floor": [], "shelve": [], "pyshelf": [], "floor_nosync": [],
             "pyshelf_nosync": [], "write": [], "write_fsync": []}
-    for _ in range(max(REPS // 2, 2)):
+    for _ in range(max(REPS // 2, 3)):
         rows["floor"].append(floor_lmdb(d, arr))
         rows["floor_nosync"].append(floor_lmdb(d, arr, sync=False))
         rows["shelve"].append(shelve_time(d, arr))
@@ -287,8 +288,29 @@ def bench_noop_loaded(d):
             ws.close()
 
 
+def bench_bind_one(d):
+    """A request that binds one global, with n loaded globals: its
+    checkpoint looks at the name written, not at every global."""
+    for n in (1000, 100000, 1000000):
+        ws = pyshelf.spawn(db=os.path.join(d, "bind-%d" % n), session="n")
+        try:
+            ws.remote_exec("globals().update({'g%%d' %% i: [i] for i in "
+                           "range(%d)})" % n)
+            ts = []
+            for r in range(300):
+                t0 = time.perf_counter()
+                ws.remote_exec("x = %d" % r)
+                ts.append(time.perf_counter() - t0)
+            ts.sort()
+            emit(name="bind_one_with_%d_loaded" % n,
+                 median_us=round(ts[len(ts) // 2] * 1e6, 2),
+                 p99_us=round(ts[len(ts) * 99 // 100] * 1e6, 2))
+        finally:
+            ws.close()
+
+
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["checkpoint", "resume", "noop"]
+    which = sys.argv[1:] or ["checkpoint", "resume", "noop", "bind"]
     with tempfile.TemporaryDirectory() as d:
         if "checkpoint" in which:
             bench_checkpoints(d)
@@ -296,3 +318,5 @@ if __name__ == "__main__":
             bench_resume(d)
         if "noop" in which:
             bench_noop_loaded(d)
+        if "bind" in which:
+            bench_bind_one(d)
