@@ -316,7 +316,13 @@ class Workspace(collections.abc.MutableMapping):
             self._conn.ping()
 
     def stats(self):
-        """The backend's statistics (a dict)."""
+        """The backend's statistics (a dict): ``globals_loaded``,
+        ``handles_loaded``, ``volatile``, ``code_cache``,
+        ``entries_written``, ``checkpoints``, ``last_checkpoint_s`` and its
+        ``last_checkpoint_phases_s`` (``diff``, ``pickle``, ``commit``),
+        ``namespace_diffs`` (``tracked``: diffs that looked at the globals
+        written through the namespace only; ``full``: diffs of every
+        global), ``next_handle``."""
         with self._lock:
             self._begin()
             return json.loads(self._conn.stats())
