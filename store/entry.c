@@ -49,31 +49,45 @@ entry_key_parse(const uint8_t *k, size_t n, store_key *out)
 	return 0;
 }
 
+/* The key of in (built in kbuf) and the size of its record: k and v for
+ * an MDB_RESERVE put.  0, or STORE_E_INVAL for a bad kind, name or type
+ * name. */
+static int
+entry_prepare(uint8_t *kbuf, const uint8_t *sid, const store_entry_in *in,
+              MDB_val *k, MDB_val *v)
+{
+	size_t payload = 0, tlen;
+	int i;
+
+	k->mv_size = entry_key_make(kbuf, sid, in->kind, in->name,
+	    in->name_len, in->handle);
+	if (k->mv_size == 0 || (in->kind != STORE_KIND_GLOBAL &&
+	    in->kind != STORE_KIND_HANDLE))
+		return STORE_E_INVAL;
+	k->mv_data = kbuf;
+	tlen = in->type_name != NULL ? strlen(in->type_name) : 0;
+	if (tlen > 65535)
+		return STORE_E_INVAL;
+	for (i = 0; i < in->iovcnt; i++)
+		payload += in->iov[i].iov_len;
+	v->mv_size = record_size(tlen, in->refs_len, payload);
+	v->mv_data = NULL;
+	return 0;
+}
+
 /* Insert or replace one entry, writing the record straight into the map. */
 int
 entry_put(store_txn *t, const uint8_t *sid, const store_entry_in *in,
           uint64_t now_ms)
 {
 	uint8_t kbuf[ENTRY_KEY_MAX];
-	size_t payload = 0, tlen;
 	MDB_val k, v;
-	int i, rc;
+	int rc;
 
 	if (t->readonly)
 		return STORE_E_READONLY;
-	k.mv_size = entry_key_make(kbuf, sid, in->kind, in->name,
-	    in->name_len, in->handle);
-	if (k.mv_size == 0 || (in->kind != STORE_KIND_GLOBAL &&
-	    in->kind != STORE_KIND_HANDLE))
-		return STORE_E_INVAL;
-	k.mv_data = kbuf;
-	tlen = in->type_name != NULL ? strlen(in->type_name) : 0;
-	if (tlen > 65535)
-		return STORE_E_INVAL;
-	for (i = 0; i < in->iovcnt; i++)
-		payload += in->iov[i].iov_len;
-	v.mv_size = record_size(tlen, in->refs_len, payload);
-	v.mv_data = NULL;
+	if ((rc = entry_prepare(kbuf, sid, in, &k, &v)) != 0)
+		return rc;
 	/* MDB_RESERVE: LMDB gives us the space; we encode in place, so a
 	 * large payload is copied once, from its buffers into the map. */
 	if ((rc = mdb_put(t->txn, t->s->entries, &k, &v, MDB_RESERVE)) != 0)
@@ -105,8 +119,8 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
                  const store_entry_in *const *ins, size_t n, uint64_t now_ms)
 {
 	uint8_t kbuf[ENTRY_KEY_MAX], last[ENTRY_KEY_MAX];
-	size_t i, last_len = 0, tlen, payload;
-	int have_last = 0, j, rc;
+	size_t i, last_len = 0;
+	int have_last = 0, rc;
 	MDB_cursor *c;
 	MDB_val k, v;
 
@@ -131,23 +145,8 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
 	for (i = 0; i < n; i++) {
 		const store_entry_in *in = ins[i];
 		unsigned flags = MDB_RESERVE;
-		k.mv_size = entry_key_make(kbuf, sid, in->kind, in->name,
-		    in->name_len, in->handle);
-		if (k.mv_size == 0 || (in->kind != STORE_KIND_GLOBAL &&
-		    in->kind != STORE_KIND_HANDLE)) {
-			rc = STORE_E_INVAL;
+		if ((rc = entry_prepare(kbuf, sid, in, &k, &v)) != 0)
 			goto out;
-		}
-		k.mv_data = kbuf;
-		tlen = in->type_name != NULL ? strlen(in->type_name) : 0;
-		if (tlen > 65535) {
-			rc = STORE_E_INVAL;
-			goto out;
-		}
-		for (j = 0, payload = 0; j < in->iovcnt; j++)
-			payload += in->iov[j].iov_len;
-		v.mv_size = record_size(tlen, in->refs_len, payload);
-		v.mv_data = NULL;
 		if (!have_last ||
 		    entry_keycmp(kbuf, k.mv_size, last, last_len) > 0) {
 			flags |= MDB_APPEND;
