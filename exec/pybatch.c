@@ -21,8 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <xxhash.h>
-
 #include "exec.h"
 #include "pyexec.h"
 
@@ -379,7 +377,7 @@ batch_same_digest(PyObject *digests, PyObject *key, const uint8_t d[16])
 }
 
 /* Plain data: pickle obj straight into the batch's arena (pyenc.c), digest
- * it in one shot and keep it when it changed.  1 added, 0 unchanged, 2
+ * it and keep it when it changed.  1 added, 0 unchanged, 2
  * not plain (nothing done), -1 with an exception. */
 static int
 batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
@@ -387,36 +385,21 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
                  PyObject *digests)
 {
 	size_t start = b->alen, len;
-	uint8_t *p;
-	XXH128_hash_t h;
 	brec *rec;
 	int r;
 
 	if ((r = pyenc_plain(obj, idmap, &b->arena, &b->alen, &b->acap)) <= 0)
 		return r < 0 ? -1 : 2;
 	len = b->alen - start;
-	/* the content digest (pystore_content_digest) of data, flags and no
-	 * refs, as one XXH3 over data || flags: the flags go in the arena
-	 * just past the pickle, where the next entry will overwrite them */
-	if (b->alen + 2 > b->acap) {
-		char *n = PyMem_Realloc(b->arena, b->acap + 2);
-		if (n == NULL) {
-			b->alen = start;
-			PyErr_NoMemory();
-			return -1;
-		}
-		b->arena = n;
-		b->acap += 2;
-	}
-	p = (uint8_t *)b->arena + start;
-	wire_be16_put(p + len, (uint16_t)flags);
-	h = XXH3_128bits(p, len + 2);
 	if ((rec = batch_slot(b)) == NULL) {
 		b->alen = start;
 		return -1;
 	}
-	wire_be64_put(rec->digest, h.high64);
-	wire_be64_put(rec->digest + 8, h.low64);
+	if (pystore_content_digest_raw(b->arena + start, len, NULL, flags, "",
+	    0, rec->digest) < 0) {
+		b->alen = start;
+		return -1;
+	}
 	if ((r = batch_same_digest(digests, key, rec->digest)) != 0) {
 		b->alen = start;   /* unchanged (or an error): not written */
 		return r < 0 ? -1 : 0;
@@ -962,10 +945,8 @@ batch_delete(PyObject *self, PyObject *key)
 
 /* Everything one commit needs, outside the GIL. */
 struct bcommit {
-	batchobject *b;
-	store_entry_in **order;  /* b->order */
+	batchobject *b;          /* its order and iov are filled for this commit */
 	size_t bytes;            /* payload bytes in all */
-	struct iovec *iov;       /* b->iov */
 	Py_buffer *views;        /* acquired buffers */
 	size_t nviews;
 	brec *dels;              /* parsed delete keys */
@@ -1103,8 +1084,9 @@ batch_commit_txn(store_txn *t, void *arg)
 	Py_ssize_t j;
 	int rc;
 
-	if ((rc = entry_put_sorted(t, bc->sess.id,
-	    (const store_entry_in *const *)bc->order, bc->b->n, bc->now)) != 0)
+	rc = entry_put_sorted(t, bc->sess.id,
+	    (const store_entry_in *const *)bc->b->order, bc->b->n, bc->now);
+	if (rc != 0)
 		return rc;
 	for (j = 0; j < bc->ndels; j++) {
 		const store_entry_in *d = &bc->dels[j].in;
@@ -1124,13 +1106,12 @@ batch_nparts(const brec *r)
 	    (r->oob != NULL ? (size_t)PyList_GET_SIZE(r->oob) : 0);
 }
 
-/* bc->order: the records in key order, globals ('g') before handles. */
+/* b->order: the records in key order, globals ('g') before handles. */
 static void
 batch_order(struct bcommit *bc)
 {
 	size_t n = bc->b->n, i, ng = 0, nh;
 	struct skey *a = bc->b->skeys, *tmp = a + n;
-
 	brec *r = bc->b->recs;
 
 	for (i = 0; i < n; i++)
@@ -1142,9 +1123,10 @@ batch_order(struct bcommit *bc)
 	skey_sort(a, tmp, ng, 0);
 	skey_sort(a + ng, tmp, n - ng, 0);
 	for (i = 0; i < n; i++) {
-		bc->order[i] = a[i].in;
+		bc->b->order[i] = a[i].in;
 #ifdef PYSHELF_DEBUG
-		assert(i == 0 || batch_cmp(bc->order[i - 1], bc->order[i]) <= 0);
+		assert(i == 0 ||
+		    batch_cmp(bc->b->order[i - 1], bc->b->order[i]) <= 0);
 #endif
 	}
 }
@@ -1211,8 +1193,6 @@ batch_prepare(struct bcommit *bc)
 	}
 	if (batch_scratch(b, b->n, total) < 0)
 		return -1;
-	bc->order = b->order;
-	bc->iov = b->iov;
 	if (nviews > 0 && (bc->views = PyMem_Calloc(nviews,
 	    sizeof *bc->views)) == NULL) {
 		PyErr_NoMemory();
@@ -1237,23 +1217,23 @@ batch_prepare(struct bcommit *bc)
 			bc->bytes += r->data_len;
 			continue;
 		}
-		in->iov = &bc->iov[k];
+		in->iov = &b->iov[k];
 		if (r->data != NULL || r->in_arena) {
-			bc->iov[k].iov_base = r->in_arena ? b->arena + r->aoff :
+			b->iov[k].iov_base = r->in_arena ? b->arena + r->aoff :
 			    r->data;
-			bc->iov[k++].iov_len = r->data_len;
+			b->iov[k++].iov_len = r->data_len;
 			bc->bytes += r->data_len;
 		}
 		for (j = 0; j < PyList_GET_SIZE(r->oob); j++) {
 			if (PyObject_GetBuffer(PyList_GET_ITEM(r->oob, j),
 			    &bc->views[bc->nviews], PyBUF_SIMPLE) < 0)
 				return -1;
-			bc->iov[k].iov_base = bc->views[bc->nviews].buf;
+			b->iov[k].iov_base = bc->views[bc->nviews].buf;
 			bc->bytes += (size_t)bc->views[bc->nviews].len;
-			bc->iov[k++].iov_len =
+			b->iov[k++].iov_len =
 			    (size_t)bc->views[bc->nviews++].len;
 		}
-		in->iovcnt = (int)(&bc->iov[k] - in->iov);
+		in->iovcnt = (int)(&b->iov[k] - in->iov);
 	}
 	batch_order(bc);
 	return 0;

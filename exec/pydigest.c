@@ -201,7 +201,7 @@ dmap_remove(digestmapobject *m, dslot *s)
 	for (j = (i + 1) & (m->cap - 1); m->slots[j].key != NULL;
 	    j = (j + 1) & (m->cap - 1)) {
 		k = (size_t)m->slots[j].hash & (m->cap - 1);
-		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+		if (pyexec_shift_back(i, j, k)) {
 			m->slots[i] = m->slots[j];
 			m->slots[j].key = NULL;
 			i = j;

@@ -6,6 +6,16 @@
 #ifndef PYSHELF_PYEXEC_H
 #define PYSHELF_PYEXEC_H
 
+/* Open addressing with linear probing and backward-shift deletion (the
+ * IdMap, the DigestMap): with a hole at slot i, may the entry at slot j,
+ * whose home slot is k, move back into it?  Yes unless k lies in the
+ * cyclic range (i, j]. */
+static inline int
+pyexec_shift_back(size_t i, size_t j, size_t k)
+{
+	return (j > i && (k <= i || k > j)) || (j < i && k <= i && k > j);
+}
+
 /* pymod.c */
 extern PyTypeObject pymod_NamespaceType;
 /* Fill the Namespace's mapping slots from dict's (before PyType_Ready). */
@@ -66,7 +76,8 @@ PyObject *pystore_content_digest(const void *data, size_t len,
                                  PyObject *parts, unsigned flags,
                                  const void *refs, size_t refs_len);
 /* The same into out; 0 or -1.  (Streaming XXH3 over the pieces equals
- * the one-shot XXH3 of their concatenation: pybatch.c relies on it.) */
+ * the one-shot XXH3 of their concatenation: small inputs take the one
+ * shot.) */
 int pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
                                unsigned flags, const void *refs,
                                size_t refs_len, uint8_t out[16]);

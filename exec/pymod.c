@@ -440,9 +440,7 @@ pymod_idmap_discard(PyObject *self, PyObject *obj)
 	for (j = (i + 1) & (m->cap - 1); m->slots[j].obj != NULL;
 	    j = (j + 1) & (m->cap - 1)) {
 		k = idmap_hash(m->slots[j].obj, m->cap);
-		/* move j back into the hole at i when its home k is not in
-		 * the cyclic range (i, j] */
-		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+		if (pyexec_shift_back(i, j, k)) {
 			m->slots[i] = m->slots[j];
 			m->slots[j].obj = NULL;
 			m->slots[j].key = NULL;
