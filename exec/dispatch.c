@@ -18,8 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
+#include "xxh.h"
 
 #include "exec.h"
 #include "pyexec.h"

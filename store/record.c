@@ -7,8 +7,7 @@
 
 #include <string.h>
 
-#define XXH_STATIC_LINKING_ONLY
-#include <xxhash.h>
+#include "xxh.h"
 
 #include "store-int.h"
 
