@@ -4,9 +4,14 @@
   inside the backend (stats()["last_checkpoint_s"]), with --sync always (one
   fsync per checkpoint) and --sync never, against, in the same run, the
   floor (pickle.dumps + a py-lmdb put loop in one transaction, synced or
-  not) and stdlib shelve (dbm.gnu; its sync() does not fsync).  Two cases:
-    cold:   a new backend process on a new store, its first request; the
-            floor and shelve on a new file each time;
+  not) and stdlib shelve (dbm.gnu: its sync() is msync(MS_SYNC) of the
+  mapped file, which writes it to the disk as fdatasync does, so shelve is
+  compared with --sync always).  Two cases:
+    cold:   a new process on a new file for each writer (pyshelf: a new
+            backend, its first request); the objects are built before the
+            clock starts, and each file is removed after its measurement,
+            so that every writer gets pages the kernel has just freed
+            rather than whatever the order of the run leaves it;
     steady: a running backend whose store is in use: each round binds
             10,000 new dicts (measured) and then deletes them (not
             measured); the floor and shelve do the same in one environment
@@ -21,8 +26,10 @@ import json
 import os
 import pickle
 import shelve
+import shutil
 import stat
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,9 +82,8 @@ def floor_put(env, objs, sync):
     return time.perf_counter() - t0
 
 
-def floor_lmdb(d, objs, sync=True):
-    env = lmdb.open(os.path.join(d, "floor-%d" % time.monotonic_ns()),
-                    map_size=1 << 30, sync=sync)
+def floor_lmdb(path, objs, sync=True):
+    env = lmdb.open(path, map_size=1 << 30, sync=sync)
     t = floor_put(env, objs, sync)
     env.close()
     return t
@@ -103,8 +109,7 @@ def shelve_open(path):
     return shelve.Shelf(__import__("dbm.gnu").gnu.open(path, "c"), protocol=5)
 
 
-def shelve_time(d, objs):
-    path = os.path.join(d, "shelf-%d" % time.monotonic_ns())
+def shelve_time(path, objs):
     t0 = time.perf_counter()
     with shelve_open(path) as sh:
         for k, v in objs.items():
@@ -132,14 +137,95 @@ def shelve_steady(d):
 
 # --- pyshelf -------------------------------------------------------------------
 
-def pyshelf_checkpoint(d, backend, src):
-    ws = pyshelf.spawn(db=os.path.join(d, "ps-%d" % time.monotonic_ns()),
-                       session="b", backend=backend)
+def pyshelf_checkpoint(path, backend, src):
+    ws = pyshelf.spawn(db=path, session="b", backend=backend)
     try:
         ws.remote_exec(src)
-        return ws.stats()["last_checkpoint_s"]
+        st = ws.stats()
+        return st["last_checkpoint_s"], st["last_checkpoint_phases_s"]
     finally:
         ws.close()
+
+
+# --- cold: a new process and a new file for every writer ----------------------
+
+NUMPY_SRC = ("import numpy as np\narr = np.arange(100 * 1024 * 1024 // 8, "
+             "dtype=np.float64)")
+
+
+def numpy_objs():
+    return {"arr": np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)}
+
+
+def raw_write(path, objs, sync):
+    """One write(2) of the array's bytes to a new file: the least any
+    writer that goes through the kernel pays."""
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, memoryview(objs["arr"]).cast("B"))
+    if sync:
+        os.fsync(fd)
+    os.close(fd)
+    return time.perf_counter() - t0
+
+
+COLD_WRITERS = {
+    "floor": lambda path, objs: floor_lmdb(path, objs, True),
+    "floor_nosync": lambda path, objs: floor_lmdb(path, objs, False),
+    "shelve": shelve_time,
+    "write": lambda path, objs: raw_write(path, objs, False),
+    "write_fsync": lambda path, objs: raw_write(path, objs, True),
+}
+
+
+def cold_child(writer, workload, path):
+    """In the new process: build the objects, then time one writer."""
+    objs = small_dicts() if workload == "dicts" else numpy_objs()
+    print(repr(COLD_WRITERS[writer](path, objs)))
+
+
+def remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+def cold(d, writer, workload, backends):
+    """One cold measurement; the file is removed afterwards.  Returns
+    (seconds, phases or None)."""
+    path = os.path.join(d, "cold-%s-%d" % (writer, time.monotonic_ns()))
+    try:
+        if writer in backends:
+            src = DICTS_SRC % "" if workload == "dicts" else NUMPY_SRC
+            return pyshelf_checkpoint(path, backends[writer], src)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__),
+                              "--cold", writer, workload, path],
+                             check=True, capture_output=True, text=True)
+        return float(out.stdout), None
+    finally:
+        remove(path)
+
+
+def bench_cold(d, workload, writers, reps):
+    backends = {"pyshelf": wrapper(d, "--sync", "always"),
+                "pyshelf_nosync": wrapper(d, "--sync", "never")}
+    rows = {w: [] for w in writers}
+    phases = {w: [] for w in writers}
+    for _ in range(reps):
+        for w in writers:
+            t, ph = cold(d, w, workload, backends)
+            rows[w].append(t)
+            if ph:
+                phases[w].append(ph)
+    name = "checkpoint_10k_dicts_" if workload == "dicts" else \
+        "checkpoint_100mb_numpy_"
+    for w, v in rows.items():
+        extra = {}
+        if phases[w]:
+            extra["phases_ms"] = {k: ms([p[k] for p in phases[w]])
+                                  for k in phases[w][0]}
+        emit(name=name + w, median_ms=ms(v), **extra)
 
 
 def pyshelf_steady(d, backend):
@@ -163,18 +249,8 @@ def pyshelf_steady(d, backend):
 def bench_checkpoints(d):
     always = wrapper(d, "--sync", "always")
     never = wrapper(d, "--sync", "never")
-    objs = small_dicts()
-    src = DICTS_SRC % ""
-    rows = {"floor": [], "shelve": [], "pyshelf": [], "floor_nosync": [],
-            "pyshelf_nosync": []}
-    for _ in range(REPS):
-        rows["floor"].append(floor_lmdb(d, objs))
-        rows["floor_nosync"].append(floor_lmdb(d, objs, sync=False))
-        rows["shelve"].append(shelve_time(d, objs))
-        rows["pyshelf"].append(pyshelf_checkpoint(d, always, src))
-        rows["pyshelf_nosync"].append(pyshelf_checkpoint(d, never, src))
-    for k, v in rows.items():
-        emit(name="checkpoint_10k_dicts_" + k, median_ms=ms(v))
+    bench_cold(d, "dicts", ["floor", "floor_nosync", "shelve", "pyshelf",
+                            "pyshelf_nosync"], REPS)
 
     # steady state: the same work in a running backend / an open file
     t, ph = pyshelf_steady(d, always)
@@ -188,30 +264,10 @@ def bench_checkpoints(d):
          median_ms=ms(floor_steady(d, False)))
     emit(name="steady_10k_dicts_shelve", median_ms=ms(shelve_steady(d)))
 
-    arr = {"arr": np.arange(100 * 1024 * 1024 // 8, dtype=np.float64)}
-    src = ("import numpy as np\narr = np.arange(100 * 1024 * 1024 // 8, "
-           "dtype=np.float64)")
-    rows = {"floor": [], "shelve": [], "pyshelf": [], "floor_nosync": [],
-            "pyshelf_nosync": [], "write": [], "write_fsync": []}
-    for _ in range(max(REPS // 2, 3)):
-        rows["floor"].append(floor_lmdb(d, arr))
-        rows["floor_nosync"].append(floor_lmdb(d, arr, sync=False))
-        rows["shelve"].append(shelve_time(d, arr))
-        rows["pyshelf"].append(pyshelf_checkpoint(d, always, src))
-        rows["pyshelf_nosync"].append(pyshelf_checkpoint(d, never, src))
-        # what one write(2) of the array's bytes to a new file costs: the
-        # least any writer that goes through the kernel pays
-        for key, sync in (("write", False), ("write_fsync", True)):
-            path = os.path.join(d, "raw-%d" % time.monotonic_ns())
-            t0 = time.perf_counter()
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.write(fd, memoryview(arr["arr"]).cast("B"))
-            if sync:
-                os.fsync(fd)
-            os.close(fd)
-            rows[key].append(time.perf_counter() - t0)
-    for k, v in rows.items():
-        emit(name="checkpoint_100mb_numpy_" + k, median_ms=ms(v))
+    bench_cold(d, "numpy", ["floor", "floor_nosync", "shelve", "pyshelf",
+                            "pyshelf_nosync", "write", "write_fsync"],
+               max(REPS // 2, 3))
+    arr = numpy_objs()
 
     # steady state: the array replaced by a new one of the same size in a
     # running backend / an open environment / an open shelf.  The first
@@ -314,6 +370,9 @@ def bench_bind_one(d):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--cold"]:
+        cold_child(*sys.argv[2:5])
+        sys.exit(0)
     which = sys.argv[1:] or ["checkpoint", "resume", "noop", "bind"]
     with tempfile.TemporaryDirectory() as d:
         if "checkpoint" in which:
