@@ -15,6 +15,8 @@ the picklers' persistent_id, and payload digests.
 
 import ast
 import builtins
+import copyreg
+import importlib
 import io
 import pickle
 import sys
@@ -211,10 +213,32 @@ def _make_pickler_class():
     return EntryPickler
 
 
+def _reduce_module(m):
+    """A module, pickled by name, as cloudpickle pickles an importable one
+    (its subimport is __import__ then sys.modules[name]; import_module does
+    the same), but by the stdlib pickler: a fresh backend whose first
+    request imports something then needs no cloudpickle (and tblib) for its
+    first checkpoint, which saves it ~7 ms.  Refused, so that cloudpickle
+    decides as before: __main__, a module without a spec (made at run
+    time), one that is not what sys.modules holds under its name, one
+    registered with cloudpickle.register_pickle_by_value."""
+    name = m.__name__
+    cp = sys.modules.get("cloudpickle.cloudpickle")
+    if name == "__main__" or getattr(m, "__spec__", None) is None or \
+            sys.modules.get(name) is not m or \
+            (cp is not None and
+             getattr(cp, "_is_registered_pickle_by_value", None) is not None
+             and cp._is_registered_pickle_by_value(m)):
+        raise pickle.PicklingError("module %r is not importable by name"
+                                   % (name,))
+    return importlib.import_module, (name,)
+
+
 class _Dumper:
     """Pickles entries into a C sink.  The stdlib C pickler (reused, memo
     cleared) comes first: it is the fast path for plain data, driven from C
-    by Batch.dump_keys.  What it cannot pickle by reference (functions,
+    by Batch.dump_keys; it also takes importable modules, by name
+    (_reduce_module).  What it cannot pickle by reference (functions,
     lambdas, classes defined by shipped code) goes through cloudpickle,
     which stores them by value."""
 
@@ -223,7 +247,19 @@ class _Dumper:
         self.plain = pickle.Pickler(self.sink, protocol=5,
                                     buffer_callback=self.sink.buffer)
         self.plain.persistent_id = WS.idmap.pid
+        self.copyreg = None
+        self.refresh()
         self.cloud = None
+
+    def refresh(self):
+        """The plain pickler's reducers: copyreg's, as shipped code may
+        have changed them (copyreg.pickle), with _reduce_module for modules
+        unless shipped code registered its own."""
+        if self.copyreg != copyreg.dispatch_table:
+            self.copyreg = dict(copyreg.dispatch_table)
+            table = {types.ModuleType: _reduce_module}
+            table.update(self.copyreg)
+            self.plain.dispatch_table = table
 
     def cloud_dump(self, obj, noref=False):
         """(pickler, flags, parts, refs) through cloudpickle; raises.
@@ -261,6 +297,8 @@ def _dumper():
     global _DUMPER
     if _DUMPER is None:
         _DUMPER = _Dumper()
+    else:
+        _DUMPER.refresh()
     return _DUMPER
 
 

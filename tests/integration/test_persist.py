@@ -434,3 +434,72 @@ def test_loaded_entries_are_not_rewritten(store):
         assert ws.stats()["entries_written"] - before <= 1  # the result handle
     finally:
         ws.close()
+
+
+# --- modules bound as globals --------------------------------------------------
+
+MODULES_SRC = ("import numpy as np\nimport os.path as osp\nimport json, sys\n"
+               "from xml import dom\nimport collections.abc\n")
+MODULES_CHECK = ("DirectValue((np is sys.modules['numpy'], "
+                 "osp is sys.modules[os.path.__name__], "
+                 "json is sys.modules['json'], dom is sys.modules['xml.dom'], "
+                 "collections is sys.modules['collections'], "
+                 "'cloudpickle' in sys.modules, 'tblib' in sys.modules))")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_modules_by_name_without_cloudpickle(store, mode):
+    """Importable modules are pickled by name by the stdlib pickler: the
+    checkpoint after a request's imports loads neither cloudpickle nor
+    tblib, and after a restart each global is the module itself."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec(MODULES_SRC + "import os")
+    assert ws.stats()["entries_written"] >= 6
+    assert value(ws, MODULES_CHECK) == (True,) * 5 + (False, False)
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "import os\n" + MODULES_CHECK) == \
+            (True,) * 5 + (False, False)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_modules_not_importable_by_name(store, mode):
+    """Modules the stdlib pickler refuses go to cloudpickle as before: one
+    made at run time (no spec) is stored by value; one that is not what
+    sys.modules holds under its name too."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import types\n"
+                   "dyn = types.ModuleType('dyn')\ndyn.x = 41\n"
+                   "fake = types.ModuleType('json')\nfake.y = 'not json'\n")
+    assert value(ws, "import sys\nDirectValue('cloudpickle' in sys.modules)")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "import sys\nDirectValue((dyn.x, fake.y, "
+                     "fake is sys.modules.get('json')))") == \
+            (41, "not json", False)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_copyreg_reducers_of_shipped_code_apply(store, mode):
+    """Reducers registered by shipped code with copyreg.pickle, before or
+    after the backend's first checkpoint, are used for the globals that
+    follow, including one for modules, which overrides pyshelf's."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("x = 1")
+    ws.remote_exec("import copyreg, fractions, types\n"
+                   "copyreg.pickle(fractions.Fraction, "
+                   "lambda f: (str, (str(f),)))\n"
+                   "fr = fractions.Fraction(1, 3)\n")
+    ws.remote_exec("copyreg.pickle(types.ModuleType, "
+                   "lambda m: (str, ('module ' + m.__name__,)))\n"
+                   "import json")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "DirectValue((fr, json))") == \
+            ("1/3", "module json")
+    finally:
+        ws.close()
