@@ -9,9 +9,10 @@
   compared with --sync always).  Two cases:
     cold:   a new process on a new file for each writer (pyshelf: a new
             backend, its first request); the objects are built before the
-            clock starts, and each file is removed after its measurement,
-            so that every writer gets pages the kernel has just freed
-            rather than whatever the order of the run leaves it;
+            clock starts.  Before each, 512 MB are touched and freed, and
+            each file is removed after its measurement, so that every
+            writer gets pages the kernel has just freed rather than
+            whatever the order of the run leaves it (touch_and_free);
     steady: a running backend whose store is in use: each round binds
             10,000 new dicts (measured) and then deletes them (not
             measured); the floor and shelve do the same in one environment
@@ -191,10 +192,21 @@ def remove(path):
         os.unlink(path)
 
 
+def touch_and_free(nbytes):
+    """Touch nbytes of new memory and give it back to the kernel.  On a VM
+    the first touch of a guest page the host has not backed (or has taken
+    back, as free page reporting does within seconds) is slow: 2 to 3 ms per
+    MB here, against 0.25 ms for a page the guest just freed.  Without this,
+    a cold writer's time depends on what the run did just before it."""
+    a = np.ones(nbytes // 8)
+    del a
+
+
 def cold(d, writer, workload, backends):
     """One cold measurement; the file is removed afterwards.  Returns
     (seconds, phases or None)."""
     path = os.path.join(d, "cold-%s-%d" % (writer, time.monotonic_ns()))
+    touch_and_free(512 << 20)
     try:
         if writer in backends:
             src = DICTS_SRC % "" if workload == "dicts" else NUMPY_SRC

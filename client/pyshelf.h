@@ -316,6 +316,9 @@ int pyshelf_set_output_handler(pyshelf_conn *conn, pyshelf_output_fn fn,
  * inherited.  The child gets its own process group (so a terminal's
  * Ctrl-C reaches only the client, which then sends INTERRUPT), an empty
  * signal mask, and none of the caller's descriptors besides 0, 1 and 2.
+ * Its environment is the caller's, with glibc.malloc.hugetlb=1 added to
+ * GLIBC_TUNABLES unless the caller set that tunable (transparent huge
+ * pages for the backend's heap; pyshelfd --help, ENVIRONMENT).
  * Does not send HELLO: call pyshelf_hello() next.
  * @param[in] conn a connection from pyshelf_create() with no backend yet.
  * @param[in] backend path of the pyshelfd executable (no PATH search).
