@@ -1684,6 +1684,87 @@ START_TEST(test_record_damage)
 }
 END_TEST
 
+/* Records of 1 MiB and more are copied and hashed a chunk at a time
+ * (record_copy_digest): the digest must be the one of the layout, whatever
+ * the pieces' sizes, and still catch damage anywhere in the payload. */
+START_TEST(test_record_large_digest)
+{
+	static const size_t shapes[][4] = {
+		{ 1u << 20, 0, 0, 0 },               /* one piece */
+		{ (1u << 20) - 200, 0, 0, 0 },       /* just under: one shot */
+		{ 1, 70001, (1u << 20) + 3, 5 },     /* odd pieces */
+		{ 32u << 10, 32u << 10, 0, 1u << 20 }, /* chunk-sized, empty */
+		{ (3u << 20) + 17, 0, 0, 0 },
+	};
+	size_t si;
+
+	for (si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+		store_entry_in in = {0};
+		struct iovec iov[4];
+		uint8_t *src[4], *buf;
+		size_t n, total = 0, off;
+		XXH3_state_t *st;
+		XXH128_hash_t h;
+		store_record r;
+		int i;
+
+		for (i = 0; i < 4; i++) {
+			size_t j;
+
+			src[i] = malloc(shapes[si][i] + 1);
+			ck_assert_ptr_nonnull(src[i]);
+			for (j = 0; j < shapes[si][i]; j++)
+				src[i][j] = (uint8_t)(j * 131 + i * 7 + si);
+			iov[i].iov_base = src[i];
+			iov[i].iov_len = shapes[si][i];
+			total += shapes[si][i];
+		}
+		in.kind = STORE_KIND_GLOBAL;
+		in.name = "big";
+		in.name_len = 3;
+		in.type_name = "bytes";
+		in.refs = sample_refs;
+		in.refs_len = sizeof sample_refs;
+		in.iov = iov;
+		in.iovcnt = 4;
+		n = record_size(5, sizeof sample_refs, total);
+		ck_assert_ptr_nonnull(buf = malloc(n + 1));
+		buf[n] = 0xa5;
+		record_encode(buf, &in, 42);
+		ck_assert_uint_eq(buf[n], 0xa5);          /* no overrun */
+		off = 40 + 5 + sizeof sample_refs;
+		for (i = 0; i < 4; i++) {
+			ck_assert(memcmp(buf + off, src[i], shapes[si][i]) == 0);
+			off += shapes[si][i];
+		}
+		ck_assert_uint_eq(off, n);
+		st = XXH3_createState();
+		ck_assert_ptr_nonnull(st);
+		XXH3_128bits_reset(st);
+		XXH3_128bits_update(st, buf, 16);
+		XXH3_128bits_update(st, buf + 32, n - 32);
+		h = XXH3_128bits_digest(st);
+		XXH3_freeState(st);
+		ck_assert_uint_eq(rd_be(buf + 16, 8), h.high64);
+		ck_assert_uint_eq(rd_be(buf + 24, 8), h.low64);
+		ck_assert_int_eq(record_decode(buf, n, &r), 0);
+		ck_assert_uint_eq(r.payload_len, total);
+		/* a flipped bit at the start, in the middle, at the end */
+		for (off = 40; off < n; off += (n - 40) / 2) {
+			buf[off] ^= 0x10;
+			ck_assert_int_eq(record_decode(buf, n, &r),
+			    STORE_E_CORRUPT);
+			buf[off] ^= 0x10;
+		}
+		buf[n - 1] ^= 1;
+		ck_assert_int_eq(record_decode(buf, n, &r), STORE_E_CORRUPT);
+		free(buf);
+		for (i = 0; i < 4; i++)
+			free(src[i]);
+	}
+}
+END_TEST
+
 START_TEST(test_util)
 {
 	static const uint8_t abc_sha[32] = {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01,
@@ -3069,6 +3150,7 @@ store_suite(void)
 	tcase_add_test(tc, test_entry_walk);
 	tcase_add_test(tc, test_record_layout);
 	tcase_add_test(tc, test_record_damage);
+	tcase_add_test(tc, test_record_large_digest);
 	tcase_add_test(tc, test_util);
 	suite_add_tcase(s, tc);
 
