@@ -42,6 +42,7 @@ import pyshelf
 
 REPS = int(os.environ.get("BENCH_REPS", "5"))
 STEADY_ROUNDS = int(os.environ.get("BENCH_STEADY_ROUNDS", "12"))
+STEADY_TRIALS = int(os.environ.get("BENCH_STEADY_TRIALS", "3"))
 
 
 def emit(**kw):
@@ -264,17 +265,27 @@ def bench_checkpoints(d):
     bench_cold(d, "dicts", ["floor", "floor_nosync", "shelve", "pyshelf",
                             "pyshelf_nosync"], REPS)
 
-    # steady state: the same work in a running backend / an open file
-    t, ph = pyshelf_steady(d, always)
-    emit(name="steady_10k_dicts_pyshelf", median_ms=ms(t),
-         phases_ms={k: ms([p[k] for p in ph]) for k in ph[0]})
-    t, ph = pyshelf_steady(d, never)
-    emit(name="steady_10k_dicts_pyshelf_nosync", median_ms=ms(t),
-         phases_ms={k: ms([p[k] for p in ph]) for k in ph[0]})
-    emit(name="steady_10k_dicts_floor", median_ms=ms(floor_steady(d, True)))
-    emit(name="steady_10k_dicts_floor_nosync",
-         median_ms=ms(floor_steady(d, False)))
-    emit(name="steady_10k_dicts_shelve", median_ms=ms(shelve_steady(d)))
+    # steady state: the same work in a running backend / an open file;
+    # STEADY_TRIALS backends (environments, shelves) one after the other,
+    # the medians over all their counted rounds: one backend's rounds vary
+    # less than backends do
+    rows = {k: [] for k in ("pyshelf", "pyshelf_nosync", "floor",
+                            "floor_nosync", "shelve")}
+    phases = {"pyshelf": [], "pyshelf_nosync": []}
+    for _ in range(STEADY_TRIALS):
+        for k, backend in (("pyshelf", always), ("pyshelf_nosync", never)):
+            t, ph = pyshelf_steady(d, backend)
+            rows[k] += t
+            phases[k] += ph
+        rows["floor"] += floor_steady(d, True)
+        rows["floor_nosync"] += floor_steady(d, False)
+        rows["shelve"] += shelve_steady(d)
+    for k, v in rows.items():
+        extra = {}
+        if k in phases:
+            extra["phases_ms"] = {p: ms([x[p] for x in phases[k]])
+                                  for p in phases[k][0]}
+        emit(name="steady_10k_dicts_" + k, median_ms=ms(v), **extra)
 
     bench_cold(d, "numpy", ["floor", "floor_nosync", "shelve", "pyshelf",
                             "pyshelf_nosync", "write", "write_fsync"],
