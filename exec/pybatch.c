@@ -326,15 +326,43 @@ batch_reserve(batchobject *b, size_t n)
 	return 0;
 }
 
-/* The sink's bytes, with the OOB header in front when there are buffers:
- * u32 n, u64 pickle length, n x u64 buffer lengths (STORAGE.md). */
+/* r's data: the OOB header, u32 n, u64 pickle length, n x u64 buffer
+ * lengths (STORAGE.md), then the pickle (len bytes at pk); r holds the
+ * buffers (a list) and the OOB flag.  0, or -1 with an exception. */
+static int
+batch_oob_data(brec *r, const char *pk, size_t len, PyObject *oob)
+{
+	Py_ssize_t i, n = PyList_GET_SIZE(oob);
+	size_t head = 12 + 8 * (size_t)n;
+
+	if ((r->data = PyMem_Malloc(head + len + 1)) == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	wire_be32_put((uint8_t *)r->data, (uint32_t)n);
+	wire_be64_put((uint8_t *)r->data + 4, len);
+	for (i = 0; i < n; i++) {
+		Py_buffer v;
+		if (PyObject_GetBuffer(PyList_GET_ITEM(oob, i), &v,
+		    PyBUF_SIMPLE) < 0)
+			return -1;
+		wire_be64_put((uint8_t *)r->data + 12 + 8 * i, (uint64_t)v.len);
+		PyBuffer_Release(&v);
+	}
+	memcpy(r->data + head, pk, len);
+	r->data_len = head + len;
+	r->in.flags |= STORE_FLAG_OOB;
+	r->oob = Py_NewRef(oob);
+	return 0;
+}
+
+/* The sink's bytes, with the OOB header in front when there are buffers. */
 static int
 batch_take_data(brec *r, sinkobject *sk)
 {
-	Py_ssize_t i, n = sk->oob != NULL ? PyList_GET_SIZE(sk->oob) : 0;
-	size_t head = n > 0 ? 12 + 8 * (size_t)n : 0;
-
-	if (n == 0 && sk->buf != NULL) {
+	if (sk->oob != NULL && PyList_GET_SIZE(sk->oob) > 0)
+		return batch_oob_data(r, sk->buf, sk->len, sk->oob);
+	if (sk->buf != NULL) {
 		/* take the sink's buffer as it is: no copy */
 		r->data = sk->buf;
 		r->data_len = sk->len;
@@ -342,27 +370,11 @@ batch_take_data(brec *r, sinkobject *sk)
 		sk->len = sk->cap = 0;
 		return 0;
 	}
-	if ((r->data = PyMem_Malloc(head + sk->len + 1)) == NULL) {
+	if ((r->data = PyMem_Malloc(1)) == NULL) {
 		PyErr_NoMemory();
 		return -1;
 	}
-	if (n > 0) {
-		wire_be32_put((uint8_t *)r->data, (uint32_t)n);
-		wire_be64_put((uint8_t *)r->data + 4, sk->len);
-		for (i = 0; i < n; i++) {
-			Py_buffer v;
-			if (PyObject_GetBuffer(PyList_GET_ITEM(sk->oob, i), &v,
-			    PyBUF_SIMPLE) < 0)
-				return -1;
-			wire_be64_put((uint8_t *)r->data + 12 + 8 * i,
-			    (uint64_t)v.len);
-			PyBuffer_Release(&v);
-		}
-		r->in.flags |= STORE_FLAG_OOB;
-		r->oob = Py_NewRef(sk->oob);
-	}
-	memcpy(r->data + head, sk->buf, sk->len);
-	r->data_len = head + sk->len;
+	r->data_len = 0;
 	return 0;
 }
 
@@ -377,45 +389,61 @@ batch_same_digest(PyObject *digests, PyObject *key, const uint8_t d[16])
 }
 
 /* Plain data: pickle obj straight into the batch's arena (pyenc.c), digest
- * it and keep it when it changed.  1 added, 0 unchanged, 2
- * not plain (nothing done), -1 with an exception. */
+ * it and keep it when it changed.  Large bytes and bytearrays go out of
+ * band: the record then holds its own copy of the (small) pickle behind
+ * the OOB header, and the objects, written from their memory at commit.
+ * 1 added, 0 unchanged, 2 not plain (nothing done), -1 with an
+ * exception. */
 static int
 batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
                  PyObject *obj, unsigned flags, PyObject *tn,
                  PyObject *digests)
 {
 	size_t start = b->alen, len;
+	PyObject *oob = NULL;
 	brec *rec;
 	int r;
 
-	if ((r = pyenc_plain(obj, idmap, &b->arena, &b->alen, &b->acap)) <= 0)
+	if ((r = pyenc_plain(obj, idmap, &b->arena, &b->alen, &b->acap,
+	    &oob)) <= 0)
 		return r < 0 ? -1 : 2;
 	len = b->alen - start;
-	if ((rec = batch_slot(b)) == NULL) {
-		b->alen = start;
-		return -1;
-	}
-	if (pystore_content_digest_raw(b->arena + start, len, NULL, flags, "",
-	    0, rec->digest) < 0) {
-		b->alen = start;
-		return -1;
-	}
+	if ((rec = batch_slot(b)) == NULL)
+		goto error;
+	rec->in.flags = (uint16_t)flags;
+	if (oob != NULL) {
+		r = batch_oob_data(rec, b->arena + start, len, oob);
+		b->alen = start;   /* the record has its own copy */
+		Py_CLEAR(oob);
+		if (r < 0 || pystore_content_digest_raw(rec->data,
+		    rec->data_len, rec->oob, rec->in.flags, "", 0,
+		    rec->digest) < 0)
+			goto error_rec;
+	} else if (pystore_content_digest_raw(b->arena + start, len, NULL,
+	    flags, "", 0, rec->digest) < 0)
+		goto error;
 	if ((r = batch_same_digest(digests, key, rec->digest)) != 0) {
-		b->alen = start;   /* unchanged (or an error): not written */
-		return r < 0 ? -1 : 0;
-	}
-	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0) {
+		/* unchanged (or an error): not written */
 		brec_clear(rec);
 		b->alen = start;
-		return -1;
+		return r < 0 ? -1 : 0;
 	}
+	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0)
+		goto error_rec;
 	rec->in.pickler = STORE_PICKLER_PICKLE;
-	rec->in.flags = (uint16_t)flags;
-	rec->in_arena = 1;
-	rec->aoff = start;
-	rec->data_len = len;
+	if (rec->data == NULL) {
+		rec->in_arena = 1;
+		rec->aoff = start;
+		rec->data_len = len;
+	}
 	b->n++;
 	return 1;
+error_rec:
+	brec_clear(rec);
+error:
+	Py_XDECREF(oob);
+	b->alen = start;
+	return -1;
 }
 
 /* Pickle obj into the sink and, when it changed, into a record.

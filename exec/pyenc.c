@@ -21,13 +21,21 @@
  *  - a string that is not valid UTF-8 (lone surrogates), an int beyond 64
  *    bits, nesting deeper than PYENC_DEPTH.
  *
- * What it writes loads with pickle.loads into an equal object of the same
- * types.  It writes no FRAME (optional in protocol 4+) and no MEMOIZE
+ * Large bytes and bytearrays (PYENC_OOB_MIN and more) go out of band when
+ * the caller asks: the pickle says builtins.bytes(NEXT_BUFFER) (bytearray
+ * likewise), and the object itself is handed back, to be written straight
+ * from its memory into the record, as numpy's buffers are; no copy into the
+ * pickle.  A bytearray is mutable, so, like a container, it must not be
+ * reached twice nor be another entry's object.
+ *
+ * What it writes loads with pickle.loads (given the buffers) into an equal
+ * object of the same types.  It writes no FRAME (optional in protocol 4+) and no MEMOIZE
  * (nothing is reached twice), so it is deterministic: the same value
  * always gives the same bytes, which is what the digest that skips
  * unchanged entries needs.  No Python code runs while it works (no
- * __hash__, no __eq__, no allocation of Python objects), so the graph
- * cannot change under it.
+ * __hash__, no __eq__, no allocation of Python objects: the out-of-band
+ * objects are collected in a C array and put in a list at the end), so
+ * the graph cannot change under it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -44,6 +52,7 @@
 #endif
 
 #define PYENC_DEPTH 64      /* deeper graphs go to the stdlib pickler */
+#define PYENC_OOB_MIN (64u << 10) /* bytes(array)s this large: out of band */
 
 /* The opcodes used (Lib/pickle.py). */
 enum {
@@ -57,7 +66,8 @@ enum {
 	OP_TUPLE1 = 0x85, OP_TUPLE2 = 0x86, OP_TUPLE3 = 0x87,
 	OP_NEWTRUE = 0x88, OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a,
 	OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90, OP_FROZENSET = 0x91,
-	OP_PROTO = 0x80
+	OP_PROTO = 0x80, OP_STACK_GLOBAL = 0x93, OP_BYTEARRAY8 = 0x96,
+	OP_NEXT_BUFFER = 0x97, OP_REDUCE = 'R'
 };
 
 /* The stdlib pickler's batch size for SETITEMS/APPENDS/ADDITEMS. */
@@ -72,6 +82,9 @@ struct enc {
 	                          then a hash table */
 	size_t nseen, capseen;
 	PyObject *seen_small[16];
+	int want_oob;          /* large bytes(array)s out of band */
+	PyObject **oob;        /* those written so far, strong references */
+	size_t noob, capoob;
 };
 
 /* Make room for n more bytes; 0 or -1 (out of memory). */
@@ -215,12 +228,40 @@ enc_str(struct enc *e, PyObject *o)
 	return enc_sized(e, OP_BINUNICODE8, 8, s, (size_t)n) < 0 ? -1 : 1;
 }
 
+/* o (bytes or bytearray) out of band: builtins.<type>(next buffer), and o
+ * kept (a strong reference in a C array: no Python allocation here). */
+static int
+enc_oob(struct enc *e, PyObject *o, const char *type, size_t tlen)
+{
+	static const char builtins[] = "builtins";
+
+	if (e->noob == e->capoob) {
+		size_t ncap = e->capoob == 0 ? 4 : e->capoob * 2;
+		PyObject **n = PyMem_Realloc(e->oob, ncap * sizeof *n);
+
+		if (n == NULL)
+			return -1;
+		e->oob = n;
+		e->capoob = ncap;
+	}
+	if (enc_sized(e, OP_SHORT_BINUNICODE, 1, builtins,
+	    sizeof builtins - 1) < 0 ||
+	    enc_sized(e, OP_SHORT_BINUNICODE, 1, type, tlen) < 0 ||
+	    enc_op(e, OP_STACK_GLOBAL) < 0 || enc_op(e, OP_NEXT_BUFFER) < 0 ||
+	    enc_op(e, OP_TUPLE1) < 0 || enc_op(e, OP_REDUCE) < 0)
+		return -1;
+	e->oob[e->noob++] = Py_NewRef(o);
+	return 1;
+}
+
 static int
 enc_bytes(struct enc *e, PyObject *o)
 {
 	size_t n = (size_t)PyBytes_GET_SIZE(o);
 	const char *s = PyBytes_AS_STRING(o);
 
+	if (e->want_oob && n >= PYENC_OOB_MIN)
+		return enc_oob(e, o, "bytes", 5);
 	if (n < 256)
 		return enc_sized(e, OP_SHORT_BINBYTES, 1, s, n) < 0 ? -1 : 1;
 	if ((uint64_t)n <= 0xffffffffu)
@@ -296,6 +337,24 @@ enc_seen(struct enc *e, PyObject *o)
 }
 
 static int enc_obj(struct enc *e, PyObject *o, int depth);
+
+/* A bytearray: BYTEARRAY8 as the stdlib pickler writes it, or out of band.
+ * Mutable, so checked as containers are (not another entry's, not twice). */
+static int
+enc_bytearray(struct enc *e, PyObject *o)
+{
+	size_t n = (size_t)PyByteArray_GET_SIZE(o);
+	int r;
+
+	if (o != e->root && pymod_idmap_has(e->idmap, o))
+		return 0;
+	if ((r = enc_seen(e, o)) <= 0)
+		return r;
+	if (e->want_oob && n >= PYENC_OOB_MIN)
+		return enc_oob(e, o, "bytearray", 9);
+	return enc_sized(e, OP_BYTEARRAY8, 8, PyByteArray_AS_STRING(o), n) < 0 ?
+	    -1 : 1;
+}
 
 /* Items of a sequence (borrowed array) in MARK ... op batches: list
  * (APPEND/APPENDS) and set bodies. */
@@ -443,6 +502,8 @@ enc_obj(struct enc *e, PyObject *o, int depth)
 		return enc_float(e, o);
 	if (tp == &PyBytes_Type)
 		return enc_bytes(e, o);
+	if (tp == &PyByteArray_Type)
+		return enc_bytearray(e, o);
 	if (tp != &PyDict_Type && tp != &PyList_Type && tp != &PyTuple_Type &&
 	    tp != &PySet_Type && tp != &PyFrozenSet_Type)
 		return 0;
@@ -468,15 +529,40 @@ enc_obj(struct enc *e, PyObject *o, int depth)
 	return enc_set(e, o, tp == &PyFrozenSet_Type, depth + 1);
 }
 
+/* The out-of-band objects of e as a new list in *oob (NULL when none);
+ * e's references are given to it or dropped.  0, or -1. */
+static int
+enc_oob_list(struct enc *e, int keep, PyObject **oob)
+{
+	PyObject *l = NULL;
+	size_t i;
+
+	if (oob != NULL)
+		*oob = NULL;
+	if (keep && e->noob > 0 && (l = PyList_New((Py_ssize_t)e->noob)) != NULL)
+		for (i = 0; i < e->noob; i++)
+			PyList_SET_ITEM(l, (Py_ssize_t)i, e->oob[i]); /* stolen */
+	if (l == NULL)
+		for (i = 0; i < e->noob; i++)
+			Py_DECREF(e->oob[i]);
+	PyMem_Free(e->oob);
+	if (keep && e->noob > 0 && l == NULL)
+		return -1;
+	if (oob != NULL)
+		*oob = l;
+	return 0;
+}
+
 int
 pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
-            size_t *cap)
+            size_t *cap, PyObject **oob)
 {
 	struct enc e;
 	size_t start = *len;
 	int r;
 
 	memset(&e, 0, sizeof e);
+	e.want_oob = oob != NULL;
 	e.buf = *buf;
 	e.len = *len;
 	e.cap = *cap;
@@ -496,6 +582,9 @@ pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
 		PyMem_Free(e.seen);
 	*buf = e.buf;
 	*cap = e.cap;
+	/* Python objects may be made now: the pickle is written */
+	if (enc_oob_list(&e, r > 0, oob) < 0)
+		r = -1;
 	if (r > 0) {
 		*len = e.len;
 		return 1;
@@ -520,7 +609,7 @@ pyenc_plain_dumps(PyObject *self, PyObject *obj)
 	int r;
 
 	(void)self;
-	r = pyenc_plain(obj, NULL, &buf, &len, &cap);
+	r = pyenc_plain(obj, NULL, &buf, &len, &cap, NULL);
 	if (r < 0)
 		res = NULL;
 	else if (r == 0)

@@ -49,11 +49,14 @@ PyObject *pybatch_type_name(PyObject *obj);
 /* pyenc.c */
 /* Append obj's protocol-5 pickle to the PyMem buffer *buf (*len used of
  * *cap) when obj is plain data (exact dict/list/tuple/set/frozenset of
- * None/bool/int/float/str/bytes, nothing reached twice, no container that
- * idmap maps): 1.  0 when it is not (nothing appended, no exception); -1
- * with an exception. */
+ * None/bool/int/float/str/bytes/bytearray, nothing mutable reached twice,
+ * no container or bytearray that idmap maps): 1.  0 when it is not
+ * (nothing appended, no exception); -1 with an exception.  oob non-NULL:
+ * bytes and bytearrays of 64 KiB or more go out of band, *oob is then a
+ * new list of them in the pickle's NEXT_BUFFER order, or NULL when there
+ * are none; oob NULL: everything in band. */
 int pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
-                size_t *cap);
+                size_t *cap, PyObject **oob);
 /* plain_dumps(obj) -> bytes or None: the above, for tests. */
 PyObject *pyenc_plain_dumps(PyObject *self, PyObject *obj);
 

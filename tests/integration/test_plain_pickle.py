@@ -1,16 +1,19 @@
 """The checkpoint's fast path for plain data (exec/pyenc.c).
 
 Plain data (exact dicts, lists, tuples, sets and frozensets of None, bools,
-ints, floats, strings and bytes) is pickled by pyshelfd's own writer, not by
-the stdlib pickler.  These tests run inside the real backend: what the
+ints, floats, strings, bytes and bytearrays) is pickled by pyshelfd's own
+writer, not by the stdlib pickler; in a checkpoint, bytes and bytearrays of
+64 KiB or more go out of band, written from their own memory.  These tests run inside the real backend: what the
 writer produces must load with pickle.loads into an equal value of the same
 types, and everything it does not handle must be left to the stdlib
 pickler (plain_dumps returns None), so that identity, persistent references
 and exotic values keep working.  Then the same values go through real
 checkpoints and restarts.
 """
+import json
 import os
 import signal
+import subprocess
 
 import pytest
 
@@ -71,11 +74,14 @@ PLAIN = [
     "{1}", "{1, 2, (3, 4)}", "frozenset()", "frozenset({1, 'a'})",
     "set(range(1500))", "[[[[[1]]]]]", "[[i] for i in range(20000)]",
     "eval('[' * 60 + ']' * 60)", "{'i': 7, 's': 'x' * 20, 'f': 3.5}",
+    "bytearray()", "bytearray(b'x')", "bytearray(range(256)) * 300",
+    "[bytearray(b'a'), bytearray(b'a')]", "{'k': (bytearray(70000), b'x')}",
 ]
 
 # not plain: the stdlib pickler takes these
 REFUSED = [
-    "2**63", "-2**63 - 1", "2**100", "'\\ud800'", "1 + 2j", "bytearray(b'x')",
+    "2**63", "-2**63 - 1", "2**100", "'\\ud800'", "1 + 2j",
+    "(lambda b: [b, b])(bytearray(b'x'))", "type('B', (bytearray,), {})()",
     "[object()]", "type('L', (list,), {})()", "{'f': len}",
     "(lambda a: {'x': a, 'y': a})([1])", "(lambda r: (r.append(r), r)[1])([])",
     "(lambda t: [t, t])((1, 2))", "eval('[' * 70 + ']' * 70)",
@@ -158,5 +164,71 @@ def test_plain_entries_survive_restarts(tmp_path, backend):
     ws = pyshelf.spawn(db=db, session="p", backend=backend)
     try:
         assert ws.remote_exec("DirectValue(cfg['n'])").value == 12
+    finally:
+        ws.close()
+
+
+def _records(db, session):
+    """{name: record row} of a session's globals, from pyshelf-dump --json."""
+    r = subprocess.run([os.environ["PYSHELF_DUMP"], "--db", str(db), "--json",
+                        session], capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    return {x["name"]: x for x in rows if x.get("row") == "entry"}
+
+
+LARGE_SRC = """import os, hashlib
+big = os.urandom(1 << 20)
+ba = bytearray(os.urandom(300000))
+nested = {'k': [big, bytearray(70000), b'small'], 't': (big,)}
+shared = bytearray(100000)
+pair = [shared, shared]
+holder = {'x': ba}
+small = b'x' * 1000
+def fp():
+    return hashlib.sha256(big + bytes(ba) + repr(nested).encode()).hexdigest()
+"""
+
+
+@pytest.mark.parametrize("mode", ["clean", "kill"])
+def test_large_bytes_out_of_band(tmp_path, backend, mode):
+    """bytes and bytearrays of 64 KiB or more in plain data are written out
+    of band (the record's oob flag; the pickle is a few bytes), come back
+    equal and of their type after a restart, and keep identity where the
+    stdlib path takes over (one reached twice, another entry's)."""
+    db = tmp_path / "db"
+    ws = pyshelf.spawn(db=db, session="b", backend=backend)
+    ws.remote_exec(LARGE_SRC)
+    fp = ws.remote_exec("DirectValue(fp())").value
+    if mode == "clean":
+        ws.close()
+    else:
+        os.kill(ws.pid, signal.SIGKILL)
+        try:
+            ws.close()
+        except pyshelf.Error:
+            pass
+    recs = _records(db, "b")
+    for name in ("big", "ba", "nested"):
+        assert recs[name]["oob"], name
+    assert recs["big"]["size"] < (1 << 20) + 200
+    for name in ("small", "pair", "holder"):
+        assert not recs[name]["oob"], name
+    ws = pyshelf.spawn(db=db, session="b", backend=backend)
+    try:
+        assert ws.remote_exec(
+            "DirectValue((fp(), type(big).__name__, type(ba).__name__, "
+            "[type(x).__name__ for x in nested['k']], pair[0] is pair[1], "
+            "holder['x'] is ba, len(small)))").value == \
+            (fp, "bytes", "bytearray", ["bytes", "bytearray", "bytes"],
+             True, True, 1000)
+        # reloaded and unchanged: a sync pickles them again, to the same
+        # bytes, and writes nothing
+        before = ws.stats()["entries_written"]
+        ws.sync()
+        assert ws.stats()["entries_written"] == before
+        ws.remote_exec("ba[0] ^= 1")
+        ws.sync()
+        assert ws.stats()["entries_written"] == before + 1
     finally:
         ws.close()
