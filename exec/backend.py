@@ -255,8 +255,12 @@ class _Dumper:
         """The plain pickler's reducers: copyreg's, as shipped code may
         have changed them (copyreg.pickle), with _reduce_module for modules
         unless shipped code registered its own."""
-        if self.copyreg != copyreg.dispatch_table:
-            self.copyreg = dict(copyreg.dispatch_table)
+        table = copyreg.dispatch_table
+        seen = self.copyreg
+        # by identity: a registered reducer's __eq__ must not run here
+        if seen is None or len(seen) != len(table) or any(
+                seen.get(k, seen) is not v for k, v in table.items()):
+            self.copyreg = dict(table)
             table = {types.ModuleType: _reduce_module}
             table.update(self.copyreg)
             self.plain.dispatch_table = table
