@@ -89,6 +89,22 @@ dslot_match(const dslot *s, int kind, PyObject *name, uint64_t handle)
 	return PyLong_AsUnsignedLongLong(v) == handle;
 }
 
+/* The slot holding the parsed key, or the empty slot where the probe ends
+ * (m->cap > 0). */
+static dslot *
+dmap_probe(digestmapobject *m, int kind, PyObject *name, uint64_t handle,
+           Py_hash_t h)
+{
+	size_t i;
+
+	for (i = (size_t)h & (m->cap - 1); m->slots[i].key != NULL;
+	    i = (i + 1) & (m->cap - 1))
+		if (m->slots[i].hash == h &&
+		    dslot_match(&m->slots[i], kind, name, handle))
+			break;
+	return &m->slots[i];
+}
+
 /* The slot of key, or NULL (absent, or an error when PyErr_Occurred()). */
 static dslot *
 dmap_find(digestmapobject *m, PyObject *key)
@@ -96,19 +112,13 @@ dmap_find(digestmapobject *m, PyObject *key)
 	PyObject *name;
 	uint64_t handle;
 	Py_hash_t h;
-	size_t i;
+	dslot *s;
 	int kind;
 
-	if (dkey_parse(key, &kind, &name, &handle, &h) < 0)
+	if (dkey_parse(key, &kind, &name, &handle, &h) < 0 || m->cap == 0)
 		return NULL;
-	if (m->cap == 0)
-		return NULL;
-	for (i = (size_t)h & (m->cap - 1); m->slots[i].key != NULL;
-	    i = (i + 1) & (m->cap - 1))
-		if (m->slots[i].hash == h &&
-		    dslot_match(&m->slots[i], kind, name, handle))
-			return &m->slots[i];
-	return NULL;
+	s = dmap_probe(m, kind, name, handle, h);
+	return s->key != NULL ? s : NULL;
 }
 
 static int
@@ -166,7 +176,7 @@ pydigest_set(PyObject *self, PyObject *key, const uint8_t dg[16])
 	PyObject *name;
 	uint64_t handle;
 	Py_hash_t h;
-	size_t i;
+	dslot *s;
 	int kind;
 
 	if (dkey_parse(key, &kind, &name, &handle, &h) < 0)
@@ -174,18 +184,13 @@ pydigest_set(PyObject *self, PyObject *key, const uint8_t dg[16])
 	if ((m->used + 1) * 3 > m->cap * 2 &&
 	    dmap_resize(m, m->cap == 0 ? 64 : m->cap * 2) < 0)
 		return -1;
-	for (i = (size_t)h & (m->cap - 1); m->slots[i].key != NULL;
-	    i = (i + 1) & (m->cap - 1)) {
-		if (m->slots[i].hash == h &&
-		    dslot_match(&m->slots[i], kind, name, handle)) {
-			memcpy(m->slots[i].dg, dg, 16);
-			return 0;
-		}
+	s = dmap_probe(m, kind, name, handle, h);
+	if (s->key == NULL) {
+		s->key = Py_NewRef(key);
+		s->hash = h;
+		m->used++;
 	}
-	m->slots[i].key = Py_NewRef(key);
-	m->slots[i].hash = h;
-	memcpy(m->slots[i].dg, dg, 16);
-	m->used++;
+	memcpy(s->dg, dg, 16);
 	return 0;
 }
 
