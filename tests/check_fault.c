@@ -1744,20 +1744,29 @@ put_test(void *arg, const struct fault_spec *fs, int rc, int err, long hits)
 	st_close(sc);
 }
 
+/* The disk faults for one way of putting the six entries, without sync
+ * and then with it (more calls can fail: the fsyncs). */
+static void
+put_faults(const struct fault_op *op, const struct fault_op *op_sync)
+{
+	struct st_ctx sc;
+
+	st_init(&sc, STORE_SYNC_NEVER);
+	ck_assert_int_ge(faultsim_all(op, disk_specs, NELEM(disk_specs), &sc),
+	    6);
+	sc.opt.sync = STORE_SYNC_ALWAYS;
+	ck_assert_int_ge(faultsim_all(op_sync, disk_specs, NELEM(disk_specs),
+	    &sc), 8);
+}
+
 START_TEST(test_entry_put_faults)
 {
 	static const struct fault_op op = { "entry_put x6 (no sync)",
 	    put_prep, put_body, put_test };
 	static const struct fault_op op_sync = { "entry_put x6 (sync)",
 	    put_prep, put_body, put_test };
-	struct st_ctx sc;
 
-	st_init(&sc, STORE_SYNC_NEVER);
-	ck_assert_int_ge(faultsim_all(&op, disk_specs, NELEM(disk_specs),
-	    &sc), 6);
-	sc.opt.sync = STORE_SYNC_ALWAYS;
-	ck_assert_int_ge(faultsim_all(&op_sync, disk_specs,
-	    NELEM(disk_specs), &sc), 8);
+	put_faults(&op, &op_sync);
 }
 END_TEST
 
@@ -1767,14 +1776,8 @@ START_TEST(test_entry_put_sorted_faults)
 	    put_prep, put_sorted_body, put_test };
 	static const struct fault_op op_sync = {
 	    "entry_put_sorted x6 (sync)", put_prep, put_sorted_body, put_test };
-	struct st_ctx sc;
 
-	st_init(&sc, STORE_SYNC_NEVER);
-	ck_assert_int_ge(faultsim_all(&op, disk_specs, NELEM(disk_specs),
-	    &sc), 6);
-	sc.opt.sync = STORE_SYNC_ALWAYS;
-	ck_assert_int_ge(faultsim_all(&op_sync, disk_specs,
-	    NELEM(disk_specs), &sc), 8);
+	put_faults(&op, &op_sync);
 }
 END_TEST
 

@@ -1595,13 +1595,30 @@ sample_record(uint8_t *buf, size_t bufsize)
 	return n;
 }
 
+/* The digest field of the n-byte record at buf: XXH3-128 of bytes 0..15
+ * and 32..end, high64 then low64, both big-endian (docs/STORAGE.md),
+ * computed here independently of record.c. */
+static void
+check_record_digest(const uint8_t *buf, size_t n)
+{
+	XXH3_state_t *st = XXH3_createState();
+	XXH128_hash_t h;
+
+	ck_assert_ptr_nonnull(st);
+	XXH3_128bits_reset(st);
+	XXH3_128bits_update(st, buf, 16);
+	XXH3_128bits_update(st, buf + 32, n - 32);
+	h = XXH3_128bits_digest(st);
+	XXH3_freeState(st);
+	ck_assert_uint_eq(rd_be(buf + 16, 8), h.high64);
+	ck_assert_uint_eq(rd_be(buf + 24, 8), h.low64);
+}
+
 START_TEST(test_record_layout)
 {
 	const uint8_t *refs = sample_refs;
 	uint8_t buf[256];
 	store_record r;
-	XXH3_state_t *st;
-	XXH128_hash_t h;
 	size_t n = sample_record(buf, sizeof buf);
 
 	/* The layout, byte by byte (docs/STORAGE.md). */
@@ -1615,17 +1632,7 @@ START_TEST(test_record_layout)
 	ck_assert_mem_eq(buf + 40, "socket", 6);
 	ck_assert_mem_eq(buf + 46, refs, sizeof sample_refs);
 	ck_assert_mem_eq(buf + 46 + sizeof sample_refs, "payload", 7);
-	/* Digest: XXH3-128 of bytes 0..15 and 32..end, high64 then low64,
-	 * both big-endian. */
-	st = XXH3_createState();
-	ck_assert_ptr_nonnull(st);
-	XXH3_128bits_reset(st);
-	XXH3_128bits_update(st, buf, 16);
-	XXH3_128bits_update(st, buf + 32, n - 32);
-	h = XXH3_128bits_digest(st);
-	XXH3_freeState(st);
-	ck_assert_uint_eq(rd_be(buf + 16, 8), h.high64);
-	ck_assert_uint_eq(rd_be(buf + 24, 8), h.low64);
+	check_record_digest(buf, n);
 
 	ck_assert_int_eq(record_decode(buf, n, &r), 0);
 	ck_assert_uint_eq(r.version, 1);
@@ -1703,8 +1710,6 @@ START_TEST(test_record_large_digest)
 		struct iovec iov[4];
 		uint8_t *src[4], *buf;
 		size_t n, total = 0, off;
-		XXH3_state_t *st;
-		XXH128_hash_t h;
 		store_record r;
 		int i;
 
@@ -1738,15 +1743,7 @@ START_TEST(test_record_large_digest)
 			off += shapes[si][i];
 		}
 		ck_assert_uint_eq(off, n);
-		st = XXH3_createState();
-		ck_assert_ptr_nonnull(st);
-		XXH3_128bits_reset(st);
-		XXH3_128bits_update(st, buf, 16);
-		XXH3_128bits_update(st, buf + 32, n - 32);
-		h = XXH3_128bits_digest(st);
-		XXH3_freeState(st);
-		ck_assert_uint_eq(rd_be(buf + 16, 8), h.high64);
-		ck_assert_uint_eq(rd_be(buf + 24, 8), h.low64);
+		check_record_digest(buf, n);
 		ck_assert_int_eq(record_decode(buf, n, &r), 0);
 		ck_assert_uint_eq(r.payload_len, total);
 		/* a flipped bit at the start, in the middle, at the end */
