@@ -29,10 +29,10 @@
  * reached twice nor be another entry's object.
  *
  * What it writes loads with pickle.loads (given the buffers) into an equal
- * object of the same types.  It writes no FRAME (optional in protocol 4+) and no MEMOIZE
- * (nothing is reached twice), so it is deterministic: the same value
- * always gives the same bytes, which is what the digest that skips
- * unchanged entries needs.  No Python code runs while it works (no
+ * object of the same types.  It writes no FRAME (optional in protocol 4+)
+ * and no MEMOIZE (nothing is reached twice), so it is deterministic: the
+ * same value always gives the same bytes, which is what the digest that
+ * skips unchanged entries needs.  No Python code runs while it works (no
  * __hash__, no __eq__, no allocation of Python objects: the out-of-band
  * objects are collected in a C array and put in a list at the end), so
  * the graph cannot change under it.
@@ -529,28 +529,28 @@ enc_obj(struct enc *e, PyObject *o, int depth)
 	return enc_set(e, o, tp == &PyFrozenSet_Type, depth + 1);
 }
 
-/* The out-of-band objects of e as a new list in *oob (NULL when none);
- * e's references are given to it or dropped.  0, or -1. */
+/* keep: the out-of-band objects of e as a new list in *oob (NULL when
+ * there are none); else *oob = NULL.  e's references go to the list or are
+ * dropped.  0, or -1 with an exception. */
 static int
 enc_oob_list(struct enc *e, int keep, PyObject **oob)
 {
 	PyObject *l = NULL;
 	size_t i;
+	int rc = 0;
 
-	if (oob != NULL)
-		*oob = NULL;
-	if (keep && e->noob > 0 && (l = PyList_New((Py_ssize_t)e->noob)) != NULL)
-		for (i = 0; i < e->noob; i++)
+	if (keep && e->noob > 0) {
+		if ((l = PyList_New((Py_ssize_t)e->noob)) == NULL)
+			rc = -1;
+		for (i = 0; l != NULL && i < e->noob; i++)
 			PyList_SET_ITEM(l, (Py_ssize_t)i, e->oob[i]); /* stolen */
-	if (l == NULL)
-		for (i = 0; i < e->noob; i++)
-			Py_DECREF(e->oob[i]);
+	}
+	for (i = 0; l == NULL && i < e->noob; i++)
+		Py_DECREF(e->oob[i]);
 	PyMem_Free(e->oob);
-	if (keep && e->noob > 0 && l == NULL)
-		return -1;
 	if (oob != NULL)
 		*oob = l;
-	return 0;
+	return rc;
 }
 
 int
