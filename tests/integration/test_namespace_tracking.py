@@ -9,13 +9,11 @@ the next checkpoint compare every global.  Each test writes one way, then
 the backend is restarted (cleanly, or with SIGKILL right after the
 request's checkpoint), and a new backend must see the write.
 """
-import os
-import signal
-import time
 
 import pytest
 
 import pyshelf
+from restarts import kill_backend
 
 # (setup block, write block, check expression, expected value)
 WRITES = {
@@ -54,22 +52,6 @@ WRITES = {
 }
 
 
-def _kill(ws):
-    os.kill(ws.pid, signal.SIGKILL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            os.waitpid(ws.pid, os.WNOHANG)
-            os.kill(ws.pid, 0)
-        except (ChildProcessError, ProcessLookupError):
-            break
-        time.sleep(0.01)
-    try:
-        ws.close()
-    except pyshelf.Error:
-        pass
-
-
 @pytest.mark.parametrize("mode", ["clean", "kill"])
 @pytest.mark.parametrize("how", sorted(WRITES))
 def test_write_survives_restart(tmp_path, backend, how, mode):
@@ -83,7 +65,7 @@ def test_write_survives_restart(tmp_path, backend, how, mode):
     if mode == "clean":
         ws.close()
     else:
-        _kill(ws)
+        kill_backend(ws)
     ws = pyshelf.spawn(db=db, session="t", backend=backend)
     try:
         assert ws.remote_exec("DirectValue((%s))" % check).value == want

@@ -4,6 +4,7 @@ Every test builds state through the real client against the real backend,
 restarts the backend (mode "clean": ws.close(); mode "kill": SIGKILL), and
 checks the state from a new backend on the same store and session.
 """
+import io
 import os
 import signal
 import socket  # noqa: F401  (used by shipped code's pickles)
@@ -13,6 +14,7 @@ import pytest
 
 import pyshelf
 from pyshelf import DirectValue, Wrapped, WrappedExcinfo
+from restarts import kill_backend
 
 MODES = ["clean", "kill"]
 
@@ -22,22 +24,7 @@ def restart(ws, mode, db, session):
     if mode == "clean":
         ws.close()
     else:
-        os.kill(ws.pid, signal.SIGKILL)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            try:
-                os.kill(ws.pid, 0)
-            except ProcessLookupError:
-                break
-            try:
-                os.waitpid(ws.pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            time.sleep(0.01)
-        try:
-            ws.close()
-        except pyshelf.Error:
-            pass
+        kill_backend(ws)
     return pyshelf.spawn(db=db, session=session)
 
 
@@ -157,17 +144,10 @@ def test_note_test_split_across_restart(store, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_volatile_objects_are_reported(store, mode):
     ws = pyshelf.spawn(db=store, session="s")
-    err = []
-
-    class Sink:
-        def write(self, s):
-            err.append(s)
-
-        def flush(self):
-            pass
+    err = io.StringIO()
     ws.remote_exec("import socket\nsock = socket.socket()\n"
-                   "gen = (i for i in range(3))\nkeep = 'ok'", stderr=Sink())
-    text = "".join(err)
+                   "gen = (i for i in range(3))\nkeep = 'ok'", stderr=err)
+    text = err.getvalue()
     assert "sock" in text and "gen" in text
     ws = restart(ws, mode, store, "s")
     try:

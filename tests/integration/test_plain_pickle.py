@@ -12,12 +12,12 @@ checkpoints and restarts.
 """
 import json
 import os
-import signal
 import subprocess
 
 import pytest
 
 import pyshelf
+from restarts import kill_backend
 
 CHECK = r'''
 import _pyshelfd as S, pickle, pickletools, io, random
@@ -156,11 +156,7 @@ def test_plain_entries_survive_restarts(tmp_path, backend):
             ws.close()
         else:
             ws.sync()
-            os.kill(ws.pid, signal.SIGKILL)
-            try:
-                ws.close()
-            except pyshelf.Error:
-                pass
+            kill_backend(ws)
     ws = pyshelf.spawn(db=db, session="p", backend=backend)
     try:
         assert ws.remote_exec("DirectValue(cfg['n'])").value == 12
@@ -203,11 +199,7 @@ def test_large_bytes_out_of_band(tmp_path, backend, mode):
     if mode == "clean":
         ws.close()
     else:
-        os.kill(ws.pid, signal.SIGKILL)
-        try:
-            ws.close()
-        except pyshelf.Error:
-            pass
+        kill_backend(ws)
     recs = _records(db, "b")
     for name in ("big", "ba", "nested"):
         assert recs[name]["oob"], name

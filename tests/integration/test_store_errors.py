@@ -1,6 +1,7 @@
 """Bad things around the store: a full map, a corrupted record, a session
 already served by another backend.  Each is a clear error; nothing that
 was committed is lost."""
+import io
 import os
 import stat
 
@@ -8,6 +9,7 @@ import pytest
 
 import pyshelf
 from pyshelf import DirectValue, WrappedExcinfo
+from restarts import kill_backend
 
 
 def backend_with(tmp_path, *args):
@@ -97,18 +99,11 @@ def test_stale_pid_of_another_process_does_not_lock_the_session(tmp_path):
     """After a crash or a reboot the recorded worker pid may belong to some
     other process: the session must still open."""
     import lmdb
-    import signal
     import struct
-    import time
     db = str(tmp_path / "db")
     ws = pyshelf.spawn(db=db, session="s")
     ws.remote_exec("x = 'survived'")
-    os.kill(ws.pid, signal.SIGKILL)
-    time.sleep(0.2)
-    try:
-        ws.close()
-    except pyshelf.Error:
-        pass
+    kill_backend(ws)
     env = lmdb.open(db, max_dbs=8)
     sessions = env.open_db(b"sessions")
     with env.begin(write=True, db=sessions) as txn:
@@ -145,18 +140,11 @@ def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
     saved."""
     db = str(tmp_path / "db")
     ws = pyshelf.spawn(db=db, session="s")
-    err = []
-
-    class Sink:
-        def write(self, s):
-            err.append(s)
-
-        def flush(self):
-            pass
+    err = io.StringIO()
     res = ws.remote_exec("globals()['x' * 600] = 1\nglobals()['a\\x00b'] = 2\n"
-                         "ok = 'saved'", stderr=Sink())
+                         "ok = 'saved'", stderr=err)
     assert isinstance(res, DirectValue)
-    assert "cannot be a store key" in "".join(err)
+    assert "cannot be a store key" in err.getvalue()
     assert ws.remote_exec("DirectValue(globals()['x' * 600])").value == 1
     assert "ok" in list(ws)
     ws.remote_exec("del globals()['x' * 600]")
