@@ -72,6 +72,14 @@ def ms(v):
     return round(statistics.median(v) * 1e3, 2)
 
 
+def phase_medians(phases):
+    """{"phases_ms": median of each checkpoint phase} over a list of
+    stats()["last_checkpoint_phases_s"], or {} when there are none."""
+    if not phases:
+        return {}
+    return {"phases_ms": {k: ms([p[k] for p in phases]) for k in phases[0]}}
+
+
 # --- the floor: pickle.dumps + a py-lmdb put loop in one transaction -------
 
 def floor_put(env, objs, sync):
@@ -234,11 +242,7 @@ def bench_cold(d, workload, writers, reps):
     name = "checkpoint_10k_dicts_" if workload == "dicts" else \
         "checkpoint_100mb_numpy_"
     for w, v in rows.items():
-        extra = {}
-        if phases[w]:
-            extra["phases_ms"] = {k: ms([p[k] for p in phases[w]])
-                                  for k in phases[w][0]}
-        emit(name=name + w, median_ms=ms(v), **extra)
+        emit(name=name + w, median_ms=ms(v), **phase_medians(phases[w]))
 
 
 def pyshelf_steady(d, backend):
@@ -281,11 +285,8 @@ def bench_checkpoints(d):
         rows["floor_nosync"] += floor_steady(d, False)
         rows["shelve"] += shelve_steady(d)
     for k, v in rows.items():
-        extra = {}
-        if k in phases:
-            extra["phases_ms"] = {p: ms([x[p] for x in phases[k]])
-                                  for p in phases[k][0]}
-        emit(name="steady_10k_dicts_" + k, median_ms=ms(v), **extra)
+        emit(name="steady_10k_dicts_" + k, median_ms=ms(v),
+             **phase_medians(phases.get(k)))
 
     bench_cold(d, "numpy", ["floor", "floor_nosync", "shelve", "pyshelf",
                             "pyshelf_nosync", "write", "write_fsync"],
