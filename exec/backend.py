@@ -368,15 +368,25 @@ class Workspace:
         self.batch = _s.Batch()  # reused: its buffers stay warm
 
     # -- lazy loading --
-    def _load_global(self, name):
+    def _load_global(self, name, deleting=False):
         """Namespace.__missing__: load a global from the store, or raise
-        KeyError (the Namespace remembers names that are absent)."""
+        KeyError (the Namespace remembers names that are absent).
+        deleting: the Namespace loads it to delete it (del x); one that
+        cannot be loaded (volatile, corrupt) is then None, so that its
+        record is deleted all the same."""
         if not isinstance(name, str) or name.startswith("__"):
             raise KeyError(name)
         key = ("g", name)
         if key in self.deleted:
             raise KeyError(name)
-        obj = self._load(key)
+        try:
+            obj = self._load(key)
+        except KeyError:
+            raise
+        except Exception:
+            if not deleting:
+                raise
+            obj = None
         self.ns.load_insert(name, obj)
         self.shadow[name] = obj
         if not isinstance(obj, _ATOMIC):
@@ -924,18 +934,9 @@ def set_request(name, data):
 
 def del_request(name):
     try:
-        del WS.ns[name]
+        del WS.ns[name]   # loads it first when stored but not loaded
     except KeyError:
-        # maybe stored but not loaded yet
-        try:
-            WS.ns[name]
-        except (KeyError, VolatileEntryError):
-            if name not in WS.shadow and not _s.exists("g", name):
-                raise RequestError(ERR_NOT_FOUND,
-                                   "no global %r" % name) from None
-            dict.__setitem__(WS.ns, name, None)
-            WS.shadow[name] = None
-        del WS.ns[name]
+        raise RequestError(ERR_NOT_FOUND, "no global %r" % name) from None
 
 
 def keys_request():

@@ -79,7 +79,10 @@ ns_post_write(nsobject *ns, PyObject *key)
 	ns->expect = pymod_dict_version((PyObject *)ns);
 }
 
-/* ns[key] = v / del ns[key]: the dict's own, noted. */
+/* ns[key] = v / del ns[key]: the dict's own, noted.  A global stored but
+ * not loaded yet is loaded before it is deleted (del x after a restart):
+ * loader(key, True), which also stands in for one that cannot be loaded,
+ * so that it is found, and records that refer to it get its old object. */
 static int
 ns_ass_sub(PyObject *self, PyObject *key, PyObject *v)
 {
@@ -87,6 +90,21 @@ ns_ass_sub(PyObject *self, PyObject *key, PyObject *v)
 	PyObject *et, *ev, *etb;
 	int rc;
 
+	if (v == NULL && PyUnicode_CheckExact(key)) {
+		PyObject *old;
+		if ((rc = PyDict_Contains(self, key)) < 0)
+			return -1;
+		if (!rc && ns->loader != NULL) {
+			old = PyObject_CallFunctionObjArgs(ns->loader, key,
+			    Py_True, NULL);
+			if (old == NULL) {
+				if (!PyErr_ExceptionMatches(PyExc_KeyError))
+					return -1;
+				PyErr_Clear();  /* absent: the dict says so */
+			}
+			Py_XDECREF(old);
+		}
+	}
 	ns_pre_write(ns);
 	rc = PyDict_Type.tp_as_mapping->mp_ass_subscript(self, key, v);
 	PyErr_Fetch(&et, &ev, &etb);
