@@ -18,10 +18,11 @@
 #define DEFAULT_MAP_INITIAL ((size_t)64 << 20)
 #define DEFAULT_MAP_MAX ((size_t)1 << 40)
 #define MAX_READERS 1022
-#define MAX_DBS 8
+#define MAX_DBS 8 /* six are in use */
 
 static int env_setcause(char **cause, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+static int env_open_refs(store *s, MDB_txn *txn, char **cause);
 static int env_open_dbis(store *s, char **cause);
 static int env_check_meta(store *s, char **cause);
 static int env_grow(store *s);
@@ -269,7 +270,41 @@ free_s:
 	return rc;
 }
 
-/* Open the five named databases (creating them unless read-only). */
+/*
+ * Open the refs database (MDB_DUPSORT) in txn, creating it unless
+ * read-only.  A read-only open of a store made before refs existed goes on
+ * without it (has_refs 0: no rows); one that is not MDB_DUPSORT is not
+ * ours (STORE_E_NOTSTORE).
+ */
+static int
+env_open_refs(store *s, MDB_txn *txn, char **cause)
+{
+	unsigned flags = MDB_DUPSORT | (s->opt.readonly ? 0 : MDB_CREATE);
+	unsigned got;
+	int rc;
+
+	s->has_refs = 0;
+	rc = mdb_dbi_open(txn, "refs", flags, &s->refs);
+	if (rc == MDB_NOTFOUND && s->opt.readonly)
+		return 0;
+	if (rc == 0 && (rc = mdb_dbi_flags(txn, s->refs, &got)) == 0 &&
+	    !(got & MDB_DUPSORT))
+		rc = MDB_INCOMPATIBLE;
+	if (rc == MDB_INCOMPATIBLE) {
+		env_setcause(cause, "%s: not a pyshelf store ('refs' is not a "
+		    "DUPSORT database)", s->path);
+		return STORE_E_NOTSTORE;
+	}
+	if (rc != 0) {
+		env_setcause(cause, "%s: open database refs: %s", s->path,
+		    mdb_strerror(rc));
+		return store_map_err(rc);
+	}
+	s->has_refs = 1;
+	return 0;
+}
+
+/* Open the six named databases (creating them unless read-only). */
 static int
 env_open_dbis(store *s, char **cause)
 {
@@ -306,6 +341,10 @@ env_open_dbis(store *s, char **cause)
 			    names[i], mdb_strerror(rc));
 			return store_map_err(rc);
 		}
+	}
+	if ((rc = env_open_refs(s, txn, cause)) != 0) {
+		mdb_txn_abort(txn);
+		return rc;
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0) {
 		env_setcause(cause, "%s: commit: %s", s->path, mdb_strerror(rc));

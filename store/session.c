@@ -1,7 +1,7 @@
 /*
  * session.c - the session table: records by id, the name index, the
  * expiry index the sweeper reads from its expired end, and the batched,
- * resumable purge of a dead session's entries.
+ * resumable purge of a dead session's entries and refs rows.
  */
 #include "config.h"
 
@@ -278,11 +278,53 @@ session_kill(store_txn *t, const uint8_t *id)
 /* Argument of one purge batch. */
 struct purge_arg {
 	const uint8_t *id;  /* the session */
-	size_t batch;       /* most entries per transaction */
-	size_t done;        /* deleted by this batch */
+	size_t batch;       /* most deletions per transaction */
+	size_t done;        /* deleted by this batch: entries and refs rows */
+	size_t entries;     /* entries among them */
 };
 
-/* Delete up to pa->batch entries of the session. */
+/*
+ * Delete refs rows of the session until pa->done reaches pa->batch, a
+ * whole key (a target and all its referrers) when its rows fit in what is
+ * left of the batch, else one row.  Each row counts as one deletion.
+ */
+static int
+session_purge_refs(store_txn *t, struct purge_arg *pa)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	size_t n;
+	int rc = 0;
+
+	if ((rc = mdb_cursor_open(t->txn, t->s->refs, &c)) != 0)
+		return store_map_err(rc);
+	while (pa->done < pa->batch) {
+		/* the session's first row left is always the next to go */
+		k.mv_data = (void *)pa->id;
+		k.mv_size = STORE_ID_SIZE;
+		if ((rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)) != 0)
+			break;
+		if (k.mv_size < STORE_ID_SIZE ||
+		    memcmp(k.mv_data, pa->id, STORE_ID_SIZE) != 0)
+			break;
+		if ((rc = mdb_cursor_count(c, &n)) != 0)
+			break;
+		if (n <= pa->batch - pa->done)
+			rc = mdb_cursor_del(c, MDB_NODUPDATA);
+		else {
+			n = 1;
+			rc = mdb_cursor_del(c, 0);
+		}
+		if (rc != 0)
+			break;
+		pa->done += n;
+	}
+	mdb_cursor_close(c);
+	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+}
+
+/* Delete up to pa->batch entries of the session, then, with what is left
+ * of the batch, its refs rows. */
 static int
 session_purge_batch(store_txn *t, void *arg)
 {
@@ -292,6 +334,7 @@ session_purge_batch(store_txn *t, void *arg)
 	int rc;
 
 	pa->done = 0;
+	pa->entries = 0;
 	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
 		return store_map_err(rc);
 	k.mv_data = (void *)pa->id;
@@ -308,7 +351,10 @@ session_purge_batch(store_txn *t, void *arg)
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
 	mdb_cursor_close(c);
-	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return store_map_err(rc);
+	pa->entries = pa->done;
+	return session_purge_refs(t, pa);
 }
 
 /* Remove the session record, its name and expiry keys. */
@@ -342,18 +388,19 @@ session_purge_record(store_txn *t, void *arg)
 	return rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
 }
 
-/* Delete a dead session's entries in batches, then its record. */
+/* Delete a dead session's entries and refs rows in batches, then its
+ * record. */
 int
 session_purge(store *s, const uint8_t *id, size_t batch, size_t *deleted)
 {
-	struct purge_arg pa = {id, batch == 0 ? 1000 : batch, 0};
+	struct purge_arg pa = {id, batch == 0 ? 1000 : batch, 0, 0};
 	size_t total = 0;
 	int rc;
 
 	do {
 		if ((rc = store_write(s, session_purge_batch, &pa)) != 0)
 			goto out;
-		total += pa.done;
+		total += pa.entries;
 	} while (pa.done == pa.batch);
 	rc = store_write(s, session_purge_record, &pa);
 out:

@@ -18,6 +18,10 @@ struct store {
 	MDB_dbi names;            /* name -> id */
 	MDB_dbi entries;          /* id . kind . key -> record */
 	MDB_dbi expiry;           /* be64 expiry . id -> empty */
+	MDB_dbi refs;             /* target's entry key -> referrer's kind .
+	                             key, MDB_DUPSORT; valid when has_refs */
+	int has_refs;             /* 0: a read-only open of a store made
+	                             before refs existed (no rows) */
 	char *path;               /* directory, owned */
 	store_options opt;        /* as opened, defaults filled in */
 	pthread_rwlock_t resize;  /* held shared by transactions, exclusively
@@ -39,6 +43,8 @@ struct store_txn {
 #define RECORD_FIXED 40
 /* Largest entry key: id . kind . name. */
 #define ENTRY_KEY_MAX (STORE_ID_SIZE + 1 + STORE_KEY_MAX)
+/* Largest refs value: kind . name (LMDB's DUPSORT value limit is 511). */
+#define REFS_VAL_MAX (1 + STORE_KEY_MAX)
 
 /* env.c */
 int store_map_err(int mdb_rc);

@@ -215,10 +215,11 @@ int session_expired(store_txn *t, uint64_t now_ms,
  */
 int session_kill(store_txn *t, const uint8_t *id);
 /*
- * Delete up to batch entries of a dead session, each batch in its own write
- * transaction, until none is left, then the session record itself.
- * Resumable after a crash (entries go first, the record last).
- * *deleted (may be NULL) counts entries removed.
+ * Delete a dead session's entries, then its rows in refs, up to batch of
+ * them (each refs row counts as one) in each write transaction, until none
+ * is left, then the session record itself.  Resumable after a crash
+ * (entries go first, the record last).
+ * *deleted (may be NULL) counts entries removed (not refs rows).
  */
 int session_purge(store *s, const uint8_t *id, size_t batch, size_t *deleted);
 /* Count the entries and their bytes without reading values. */
@@ -262,6 +263,35 @@ int entry_walk(store_txn *t,
                int (*fn)(const uint8_t *sid, const store_key *,
                          const uint8_t *val, size_t len, void *),
                void *arg);
+
+/* refs.c */
+
+/*
+ * The reverse index of persistent references (the "refs" database): for
+ * an entry of a session (the target), the entries of the same session
+ * whose records (may) refer to it, found without reading a record.  Rows
+ * may be stale: check each against the referrer's refs blob.  Of a
+ * store_key argument only kind, name, name_len and handle are read; a name
+ * is 1 to STORE_KEY_MAX bytes.  A store opened read-only that was made
+ * before this database existed has no rows.
+ */
+/* Note that referrer's record (may) refer to target.  Idempotent: a row
+ * already there is 0.  STORE_E_INVAL for a bad kind or name,
+ * STORE_E_READONLY in a read transaction. */
+int refs_put(store_txn *t, const uint8_t *sid, const store_key *target,
+             const store_key *referrer);
+/* Forget that row.  A row that is not there is 0.  STORE_E_INVAL,
+ * STORE_E_READONLY as refs_put. */
+int refs_del(store_txn *t, const uint8_t *sid, const store_key *target,
+             const store_key *referrer);
+/* Call fn for each referrer noted for target, in LMDB's order; fn's key
+ * borrows from the map (name not NUL-terminated; value_len 0).  A nonzero
+ * return from fn stops the walk and is returned.  0 when there are none.
+ * STORE_E_INVAL for a bad target, STORE_E_CORRUPT for a malformed row. */
+int refs_list(store_txn *t, const uint8_t *sid, const store_key *target,
+              int (*fn)(const store_key *referrer, void *), void *arg);
+/* *any = 1 when the session has at least one row, else 0. */
+int refs_any(store_txn *t, const uint8_t *sid, int *any);
 
 /* record.c */
 

@@ -1,9 +1,9 @@
 /*
  * check_store.c - the store library's suite: every call of store.h round
- * trips (Core), edges and refusals (Limits), ranges of 100,000 entries
- * (Purge), map growth and 100 MB values (Big), several processes on one
- * environment (Procs) and SIGKILL in the middle of commits and of a purge
- * (Crash).
+ * trips (Core), edges and refusals (Limits), ranges of 100,000 entries and
+ * a purged session's refs rows (Purge), map growth and 100 MB values (Big),
+ * several processes on one environment (Procs) and SIGKILL in the middle
+ * of commits and of a purge (Crash).
  *
  * check forks per test and LMDB forbids using an environment across fork(),
  * so every test opens its store itself, in a directory of its own made by
@@ -1548,6 +1548,296 @@ START_TEST(test_entry_walk)
 }
 END_TEST
 
+/* --- Core: refs ---------------------------------------------------------- */
+
+/* A global's key, as refs_* take it. */
+static store_key
+key_g(const char *name)
+{
+	store_key k;
+
+	memset(&k, 0, sizeof k);
+	k.kind = STORE_KIND_GLOBAL;
+	k.name = name;
+	k.name_len = name != NULL ? strlen(name) : 0;
+	return k;
+}
+
+/* A handle's key, as refs_* take it. */
+static store_key
+key_h(uint64_t id)
+{
+	store_key k;
+
+	memset(&k, 0, sizeof k);
+	k.kind = STORE_KIND_HANDLE;
+	k.handle = id;
+	return k;
+}
+
+/* Argument of the refs callbacks. */
+struct refs_arg {
+	const uint8_t *sid;
+	store_key target;         /* put, del, list */
+	store_key referrer;       /* put, del */
+	int any;                  /* refs_any's answer */
+	int n;                    /* list: referrers seen */
+	int stop_at;              /* list: return 7 at this one (or -1) */
+	store_key k[16];          /* list: the first 16 (name copied below) */
+	char names[16][STORE_KEY_MAX + 1];
+};
+
+static int
+cb_refs_put(store_txn *t, void *a)
+{
+	struct refs_arg *ra = a;
+
+	return refs_put(t, ra->sid, &ra->target, &ra->referrer);
+}
+
+static int
+cb_refs_del(store_txn *t, void *a)
+{
+	struct refs_arg *ra = a;
+
+	return refs_del(t, ra->sid, &ra->target, &ra->referrer);
+}
+
+static int
+cb_refs_any(store_txn *t, void *a)
+{
+	struct refs_arg *ra = a;
+
+	return refs_any(t, ra->sid, &ra->any);
+}
+
+/* Copy one referrer out of the map. */
+static int
+cb_collect_referrer(const store_key *k, void *a)
+{
+	struct refs_arg *ra = a;
+
+	if (ra->n < 16) {
+		ra->k[ra->n] = *k;
+		snprintf(ra->names[ra->n], sizeof ra->names[0], "%.*s",
+		    (int)k->name_len, k->name != NULL ? k->name : "");
+		ra->k[ra->n].name = NULL;
+	}
+	if (ra->n++ == ra->stop_at)
+		return 7;
+	return 0;
+}
+
+static int
+cb_refs_list(store_txn *t, void *a)
+{
+	struct refs_arg *ra = a;
+
+	ra->n = 0;
+	return refs_list(t, ra->sid, &ra->target, cb_collect_referrer, ra);
+}
+
+/* Note (put) or forget (del) that referrer refers to target in sid. */
+static int
+refs_put1(store *s, const uint8_t *sid, store_key target, store_key referrer)
+{
+	struct refs_arg ra;
+
+	memset(&ra, 0, sizeof ra);
+	ra.sid = sid;
+	ra.target = target;
+	ra.referrer = referrer;
+	return store_write(s, cb_refs_put, &ra);
+}
+
+static int
+refs_del1(store *s, const uint8_t *sid, store_key target, store_key referrer)
+{
+	struct refs_arg ra;
+
+	memset(&ra, 0, sizeof ra);
+	ra.sid = sid;
+	ra.target = target;
+	ra.referrer = referrer;
+	return store_write(s, cb_refs_del, &ra);
+}
+
+/* refs_list of target in sid into *ra (all of it); returns its result. */
+static int
+refs_list1(store *s, const uint8_t *sid, store_key target,
+           struct refs_arg *ra)
+{
+	memset(ra, 0, sizeof *ra);
+	ra->sid = sid;
+	ra->target = target;
+	ra->stop_at = -1;
+	return store_read(s, cb_refs_list, ra);
+}
+
+/* refs_any of sid, failing the test on an error. */
+static int
+refs_any1(store *s, const uint8_t *sid)
+{
+	struct refs_arg ra;
+	int rc;
+
+	memset(&ra, 0, sizeof ra);
+	ra.sid = sid;
+	ra.any = -1;
+	rc = store_read(s, cb_refs_any, &ra);
+	ck_assert_msg(rc == 0, "refs_any: %s", store_strerror(rc));
+	return ra.any;
+}
+
+/* Globals and handles as targets and as referrers, listed in LMDB's order
+ * of the values (kind byte, then name bytes or big-endian id); a second
+ * put of a row keeps one row; an early stop; rows survive a reopen. */
+START_TEST(test_refs_put_list)
+{
+	store_session a;
+	struct refs_arg *ra = calloc(1, sizeof *ra);
+
+	ck_assert_ptr_nonnull(ra);
+	mk_session(S, "a", 0, 1, &a);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("x"), ra), 0);
+	ck_assert_int_eq(ra->n, 0);
+	/* x is referred to by zeta, h 256, al, h 1; written out of order */
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("x"), key_g("zeta")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("x"), key_h(256)), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("x"), key_g("al")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("x"), key_h(1)), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("x"), key_g("zeta")), 0);
+	/* handle 5 by x (put twice: one row), the largest handle by 0 */
+	ck_assert_int_eq(refs_put1(S, a.id, key_h(5), key_g("x")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_h(5), key_g("x")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_h(UINT64_MAX), key_h(0)), 0);
+
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("x"), ra), 0);
+	ck_assert_int_eq(ra->n, 4);              /* zeta once */
+	ck_assert_uint_eq(ra->k[0].kind, STORE_KIND_GLOBAL);
+	ck_assert_str_eq(ra->names[0], "al");
+	ck_assert_uint_eq(ra->k[0].name_len, 2);
+	ck_assert_str_eq(ra->names[1], "zeta");
+	ck_assert_uint_eq(ra->k[2].kind, STORE_KIND_HANDLE);
+	ck_assert_uint_eq(ra->k[2].handle, 1);
+	ck_assert_uint_eq(ra->k[2].name_len, 0);
+	ck_assert_uint_eq(ra->k[3].handle, 256);
+	ck_assert_uint_eq(ra->k[3].value_len, 0);
+	ck_assert_int_eq(refs_list1(S, a.id, key_h(5), ra), 0);
+	ck_assert_int_eq(ra->n, 1);
+	ck_assert_uint_eq(ra->k[0].kind, STORE_KIND_GLOBAL);
+	ck_assert_str_eq(ra->names[0], "x");
+	ck_assert_int_eq(refs_list1(S, a.id, key_h(UINT64_MAX), ra), 0);
+	ck_assert_int_eq(ra->n, 1);
+	ck_assert_uint_eq(ra->k[0].kind, STORE_KIND_HANDLE);
+	ck_assert_uint_eq(ra->k[0].handle, 0);
+	/* none for a target that only starts like one, or another handle */
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("xx"), ra), 0);
+	ck_assert_int_eq(ra->n, 0);
+	ck_assert_int_eq(refs_list1(S, a.id, key_h(6), ra), 0);
+	ck_assert_int_eq(ra->n, 0);
+
+	memset(ra, 0, sizeof *ra);              /* early stop */
+	ra->sid = a.id;
+	ra->target = key_g("x");
+	ra->stop_at = 1;
+	ck_assert_int_eq(store_read(S, cb_refs_list, ra), 7);
+	ck_assert_int_eq(ra->n, 2);
+
+	close_S();                              /* and after a reopen */
+	open_S(NULL);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("x"), ra), 0);
+	ck_assert_int_eq(ra->n, 4);
+	ck_assert_str_eq(ra->names[1], "zeta");
+	ck_assert_uint_eq(ra->k[3].handle, 256);
+	ck_assert_int_eq(refs_any1(S, a.id), 1);
+	free(ra);
+}
+END_TEST
+
+/* Deleting one row leaves the target's others; a missing row is 0; the
+ * session has no row once the last one is gone. */
+START_TEST(test_refs_del)
+{
+	store_session a;
+	struct refs_arg *ra = calloc(1, sizeof *ra);
+
+	ck_assert_ptr_nonnull(ra);
+	mk_session(S, "a", 0, 1, &a);
+	ck_assert_int_eq(refs_any1(S, a.id), 0);
+	ck_assert_int_eq(refs_del1(S, a.id, key_g("t"), key_g("r")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("t"), key_g("r1")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("t"), key_g("r2")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("t"), key_h(3)), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_h(9), key_g("r1")), 0);
+	ck_assert_int_eq(refs_any1(S, a.id), 1);
+
+	ck_assert_int_eq(refs_del1(S, a.id, key_g("t"), key_g("r2")), 0);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 2);
+	ck_assert_str_eq(ra->names[0], "r1");
+	ck_assert_uint_eq(ra->k[1].handle, 3);
+	/* missing: the row, a referrer of another kind, the target */
+	ck_assert_int_eq(refs_del1(S, a.id, key_g("t"), key_g("r2")), 0);
+	ck_assert_int_eq(refs_del1(S, a.id, key_g("t"), key_h(4)), 0);
+	ck_assert_int_eq(refs_del1(S, a.id, key_h(10), key_g("r1")), 0);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 2);
+
+	ck_assert_int_eq(refs_del1(S, a.id, key_g("t"), key_g("r1")), 0);
+	ck_assert_int_eq(refs_del1(S, a.id, key_g("t"), key_h(3)), 0);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 0);
+	ck_assert_int_eq(refs_any1(S, a.id), 1);    /* h 9 still has one */
+	ck_assert_int_eq(refs_del1(S, a.id, key_h(9), key_g("r1")), 0);
+	ck_assert_int_eq(refs_any1(S, a.id), 0);
+	free(ra);
+}
+END_TEST
+
+/* Two sessions' rows for the same target never mix; refs_any sees only
+ * its own session's, whichever side of it the other's ids sort. */
+START_TEST(test_refs_sessions)
+{
+	store_session ss[3];
+	struct refs_arg *ra = calloc(1, sizeof *ra);
+	int i;
+
+	ck_assert_ptr_nonnull(ra);
+	mk_session(S, "s0", 0, 1, &ss[0]);
+	mk_session(S, "s1", 0, 1, &ss[1]);
+	mk_session(S, "s2", 0, 1, &ss[2]);
+	qsort(ss, 3, sizeof ss[0], cmp_session_id);
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(refs_any1(S, ss[i].id), 0);
+	ck_assert_int_eq(refs_put1(S, ss[1].id, key_g("t"), key_g("mid")), 0);
+	ck_assert_int_eq(refs_any1(S, ss[0].id), 0);
+	ck_assert_int_eq(refs_any1(S, ss[1].id), 1);
+	ck_assert_int_eq(refs_any1(S, ss[2].id), 0);
+	ck_assert_int_eq(refs_put1(S, ss[0].id, key_g("t"), key_g("low")), 0);
+	ck_assert_int_eq(refs_put1(S, ss[2].id, key_g("t"), key_g("high")), 0);
+	ck_assert_int_eq(refs_put1(S, ss[2].id, key_g("t"), key_h(2)), 0);
+
+	ck_assert_int_eq(refs_list1(S, ss[0].id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 1);
+	ck_assert_str_eq(ra->names[0], "low");
+	ck_assert_int_eq(refs_list1(S, ss[1].id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 1);
+	ck_assert_str_eq(ra->names[0], "mid");
+	ck_assert_int_eq(refs_list1(S, ss[2].id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 2);
+	ck_assert_str_eq(ra->names[0], "high");
+	/* the middle one's last row gone: the neighbours still have theirs */
+	ck_assert_int_eq(refs_del1(S, ss[1].id, key_g("t"), key_g("mid")), 0);
+	ck_assert_int_eq(refs_any1(S, ss[1].id), 0);
+	ck_assert_int_eq(refs_any1(S, ss[0].id), 1);
+	ck_assert_int_eq(refs_any1(S, ss[2].id), 1);
+	ck_assert_int_eq(refs_list1(S, ss[2].id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 2);
+	free(ra);
+}
+END_TEST
+
 /* --- Core: records and utilities ----------------------------------------- */
 
 /* Big-endian reads for checking the layout by hand. */
@@ -2232,6 +2522,274 @@ START_TEST(test_map_max_full)
 }
 END_TEST
 
+/* refs_put, refs_del and refs_list of each bad target or referrer, in one
+ * write transaction that must then have written nothing. */
+static int
+cb_refs_bad(store_txn *t, void *a)
+{
+	struct refs_arg *ra = a;
+	char big[STORE_KEY_MAX + 1];
+	store_key bad[5], good = key_g("ok");
+	int i;
+
+	memset(big, 'b', sizeof big);
+	bad[0] = key_g("x");
+	bad[0].kind = 'x';                       /* unknown kind */
+	bad[1] = key_h(1);
+	bad[1].kind = 0;
+	bad[2] = key_g("");                      /* empty name */
+	bad[3] = key_g(NULL);
+	bad[4] = key_g("x");
+	bad[4].name = big;                       /* 481 bytes */
+	bad[4].name_len = sizeof big;
+	for (i = 0; i < 5; i++) {
+		if (refs_put(t, ra->sid, &good, &bad[i]) != STORE_E_INVAL ||
+		    refs_put(t, ra->sid, &bad[i], &good) != STORE_E_INVAL ||
+		    refs_del(t, ra->sid, &good, &bad[i]) != STORE_E_INVAL ||
+		    refs_del(t, ra->sid, &bad[i], &good) != STORE_E_INVAL ||
+		    refs_list(t, ra->sid, &bad[i], cb_collect_referrer, ra) !=
+		    STORE_E_INVAL)
+			return 1000 + i;
+	}
+	return 0;
+}
+
+/* Writes in a read transaction are refused, before the arguments are
+ * looked at; reads work. */
+static int
+cb_refs_in_read(store_txn *t, void *a)
+{
+	struct refs_arg *ra = a;
+	store_key bad = key_g("");
+
+	if (refs_put(t, ra->sid, &ra->target, &ra->referrer) !=
+	    STORE_E_READONLY ||
+	    refs_del(t, ra->sid, &ra->target, &ra->referrer) !=
+	    STORE_E_READONLY ||
+	    refs_put(t, ra->sid, &bad, &bad) != STORE_E_READONLY)
+		return -1;
+	if (refs_any(t, ra->sid, &ra->any) != 0)
+		return -2;
+	ra->n = 0;
+	return refs_list(t, ra->sid, &ra->target, cb_collect_referrer, ra);
+}
+
+START_TEST(test_refs_limits)
+{
+	char big[STORE_KEY_MAX + 1];
+	store_key bigk = key_g("x");
+	store_session a;
+	struct refs_arg *ra = calloc(1, sizeof *ra);
+
+	ck_assert_ptr_nonnull(ra);
+	mk_session(S, "a", 0, 1, &a);
+	ra->sid = a.id;
+	ck_assert_int_eq(store_write(S, cb_refs_bad, ra), 0);
+	ck_assert_int_eq(refs_any1(S, a.id), 0);
+
+	/* 480-byte names, as target and as referrer (a 481-byte value) */
+	memset(big, 'n', sizeof big);
+	bigk.name = big;
+	bigk.name_len = STORE_KEY_MAX;
+	ck_assert_int_eq(refs_put1(S, a.id, bigk, bigk), 0);
+	ck_assert_int_eq(refs_list1(S, a.id, bigk, ra), 0);
+	ck_assert_int_eq(ra->n, 1);
+	ck_assert_uint_eq(ra->k[0].name_len, STORE_KEY_MAX);
+	ck_assert_mem_eq(ra->names[0], big, STORE_KEY_MAX);
+
+	memset(ra, 0, sizeof *ra);
+	ra->sid = a.id;
+	ra->target = bigk;
+	ra->referrer = key_h(7);
+	ra->stop_at = -1;
+	ck_assert_int_eq(store_read(S, cb_refs_in_read, ra), 0);
+	ck_assert_int_eq(ra->any, 1);
+	ck_assert_int_eq(ra->n, 1);
+	ck_assert_int_eq(refs_del1(S, a.id, bigk, bigk), 0);
+	ck_assert_int_eq(refs_any1(S, a.id), 0);
+	free(ra);
+}
+END_TEST
+
+/* Open the store at dir with the raw LMDB API and begin a write. */
+static void
+raw_begin(const char *dir, MDB_env **env, MDB_txn **txn)
+{
+	ck_assert_int_eq(mdb_env_create(env), 0);
+	mdb_env_set_maxdbs(*env, 8);
+	ck_assert_int_eq(mdb_env_open(*env, dir, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(*env, NULL, 0, txn), 0);
+}
+
+/* Commit and close what raw_begin opened. */
+static void
+raw_commit(MDB_env *env, MDB_txn *txn)
+{
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* Drop the refs database from the store at dir (as if made before it). */
+static void
+raw_drop_refs(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	raw_begin(dir, &env, &txn);
+	ck_assert_int_eq(mdb_dbi_open(txn, "refs", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
+	raw_commit(env, txn);
+}
+
+/* A store made before refs existed: read-only opens see no rows, the first
+ * writable open adds the database.  A refs that is not DUPSORT is not
+ * ours. */
+START_TEST(test_refs_older_store)
+{
+	store_options o = {0};
+	store_session a;
+	struct refs_arg *ra = calloc(1, sizeof *ra);
+	char *cause = NULL;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	uint8_t *p;
+	size_t n;
+	int rc;
+
+	ck_assert_ptr_nonnull(ra);
+	mk_session(S, "old", 0, 1, &a);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "t", 0, "tt", 2), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("t"), key_h(1)), 0);
+	close_S();
+	raw_drop_refs(db_dir);
+
+	o.readonly = 1;
+	open_S(&o);
+	ck_assert_int_eq(refs_any1(S, a.id), 0);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 0);              /* fn never called */
+	ck_assert_int_eq(refs_list1(S, a.id, key_g(""), ra), STORE_E_INVAL);
+	ck_assert_int_eq(get_one(S, a.id, 'g', "t", 0, &p, &n), 0);
+	ck_assert_mem_eq(p, "tt", 2);
+	free(p);
+	close_S();
+	/* still absent: the read-only open created nothing */
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	ck_assert_int_eq(mdb_env_open(env, db_dir, MDB_RDONLY, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "refs", 0, &dbi), MDB_NOTFOUND);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+
+	open_S(NULL);                            /* writable: adds it */
+	ck_assert_int_eq(refs_any1(S, a.id), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("t"), key_h(2)), 0);
+	close_S();
+	open_S(&o);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("t"), ra), 0);
+	ck_assert_int_eq(ra->n, 1);
+	ck_assert_uint_eq(ra->k[0].handle, 2);
+	close_S();
+
+	/* a refs database without MDB_DUPSORT */
+	raw_drop_refs(db_dir);
+	raw_begin(db_dir, &env, &txn);
+	ck_assert_int_eq(mdb_dbi_open(txn, "refs", MDB_CREATE, &dbi), 0);
+	k.mv_data = "k";
+	k.mv_size = 1;
+	v = k;
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	raw_commit(env, txn);
+	for (o.readonly = 0; o.readonly < 2; o.readonly++) {
+		rc = store_open(&S, db_dir, &o, &cause);
+		ck_assert_int_eq(rc, STORE_E_NOTSTORE);
+		ck_assert_ptr_null(S);
+		ck_assert_msg(cause != NULL && strstr(cause, "'refs'") != NULL,
+		    "cause: %s", cause ? cause : "(none)");
+		free(cause);
+		cause = NULL;
+	}
+	free(ra);
+}
+END_TEST
+
+/* Put value p[0..n) under target's key in sid's refs, with raw LMDB. */
+static void
+raw_put_ref(const char *dir, const uint8_t *sid, const char *target,
+            const void *p, size_t n)
+{
+	uint8_t key[STORE_ID_SIZE + 1 + 32];
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+
+	memcpy(key, sid, STORE_ID_SIZE);
+	key[STORE_ID_SIZE] = STORE_KIND_GLOBAL;
+	memcpy(key + STORE_ID_SIZE + 1, target, strlen(target));
+	k.mv_data = key;
+	k.mv_size = STORE_ID_SIZE + 1 + strlen(target);
+	v.mv_data = (void *)p;
+	v.mv_size = n;
+	raw_begin(dir, &env, &txn);
+	ck_assert_int_eq(mdb_dbi_open(txn, "refs", MDB_DUPSORT, &dbi), 0);
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	raw_commit(env, txn);
+}
+
+/* A malformed row makes refs_list fail with STORE_E_CORRUPT; rows put by
+ * refs_put have the layout of STORAGE.md 3.6. */
+START_TEST(test_refs_corrupt_row)
+{
+	static const struct {
+		const char *target;
+		const char *val;
+		size_t len;
+	} bad[] = {
+		{"empty", "", 0},
+		{"kind", "xname", 5},                /* unknown kind */
+		{"kind0", "\0\0\0\0\0\0\0\0\1", 9},
+		{"short", "h\0\0\0\0\0\0\1", 8},     /* handle of 7 bytes */
+		{"long", "h\0\0\0\0\0\0\0\0\1", 10}, /* handle of 9 bytes */
+		{"noname", "g", 1},                  /* global without name */
+	};
+	store_session a;
+	struct refs_arg *ra = calloc(1, sizeof *ra);
+	size_t i;
+
+	ck_assert_ptr_nonnull(ra);
+	mk_session(S, "a", 0, 1, &a);
+	close_S();
+	/* the layout, byte by byte: a row written by hand reads back */
+	raw_put_ref(db_dir, a.id, "good", "h\0\0\0\0\0\0\1\2", 9);
+	raw_put_ref(db_dir, a.id, "good", "gname", 5);
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		raw_put_ref(db_dir, a.id, bad[i].target, bad[i].val,
+		    bad[i].len);
+	open_S(NULL);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("good"), ra), 0);
+	ck_assert_int_eq(ra->n, 2);
+	ck_assert_str_eq(ra->names[0], "name");
+	ck_assert_uint_eq(ra->k[1].handle, 0x0102);
+	/* refs_put of the same two rows adds nothing */
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("good"), key_g("name")), 0);
+	ck_assert_int_eq(refs_put1(S, a.id, key_g("good"), key_h(0x0102)), 0);
+	ck_assert_int_eq(refs_list1(S, a.id, key_g("good"), ra), 0);
+	ck_assert_int_eq(ra->n, 2);
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(refs_list1(S, a.id, key_g(bad[i].target), ra) ==
+		    STORE_E_CORRUPT, "row %s", bad[i].target);
+		ck_assert_int_eq(ra->n, 0);
+	}
+	free(ra);
+}
+END_TEST
+
 /* --- Purge: range deletes ------------------------------------------------- */
 
 /* Kill and purge the middle one of three sessions of n, 1000 and 1000
@@ -2338,6 +2896,187 @@ START_TEST(test_purge_reused_name)
 	ck_assert_mem_eq(sa.ss.id, young.id, STORE_ID_SIZE);
 	verify(S, young.id, 0, 10, 0, 0);
 	ck_assert_int_eq(session_purge(S, old.id, 3, NULL), 0);
+}
+END_TEST
+
+/* Rows of a "refs fill" of a session's entries 0..n-1 (keys as fill()
+ * makes them: global "g<i>" when i is odd, handle i when even): entry i
+ * is referred to by entries i+1 .. i+per (mod n), and a global "hub" by
+ * all n, n * (per + 1) rows in all when per < n. */
+struct refs_fill {
+	const uint8_t *sid;
+	uint64_t n, per;
+	uint64_t rows;            /* count: rows found */
+};
+
+/* The key of fill entry i, its name (if any) in buf. */
+static store_key
+fill_key(uint64_t i, char *buf, size_t size)
+{
+	snprintf(buf, size, "g%llu", (unsigned long long)i);
+	return i % 2 ? key_g(buf) : key_h(i);
+}
+
+/* Put the rows of a refs fill in one transaction. */
+static int
+cb_refs_fill(store_txn *t, void *a)
+{
+	struct refs_fill *rf = a;
+	char tn[32], rn[32];
+	store_key target, referrer, hub = key_g("hub");
+	uint64_t i, j;
+	int rc;
+
+	for (i = 0; i < rf->n; i++) {
+		target = fill_key(i, tn, sizeof tn);
+		for (j = 1; j <= rf->per; j++) {
+			referrer = fill_key((i + j) % rf->n, rn, sizeof rn);
+			if ((rc = refs_put(t, rf->sid, &target, &referrer)) != 0)
+				return rc;
+		}
+		if ((rc = refs_put(t, rf->sid, &hub, &target)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Count a referrer. */
+static int
+cb_count_referrer(const store_key *k, void *a)
+{
+	(void)k;
+	(*(uint64_t *)a)++;
+	return 0;
+}
+
+/* Count the rows of a refs fill that are there. */
+static int
+cb_refs_fill_count(store_txn *t, void *a)
+{
+	struct refs_fill *rf = a;
+	char tn[32];
+	store_key target, hub = key_g("hub");
+	uint64_t i;
+	int rc;
+
+	rf->rows = 0;
+	for (i = 0; i < rf->n; i++) {
+		target = fill_key(i, tn, sizeof tn);
+		rc = refs_list(t, rf->sid, &target, cb_count_referrer,
+		    &rf->rows);
+		if (rc != 0)
+			return rc;
+	}
+	return refs_list(t, rf->sid, &hub, cb_count_referrer, &rf->rows);
+}
+
+/* Put a refs fill of n entries of sid, per referrers each. */
+static void
+refs_fill_put(store *s, const uint8_t *sid, uint64_t n, uint64_t per)
+{
+	struct refs_fill rf = {sid, n, per, 0};
+	int rc = store_write(s, cb_refs_fill, &rf);
+
+	ck_assert_msg(rc == 0, "refs fill: %s", store_strerror(rc));
+}
+
+/* Rows of a refs fill of n, per that are there. */
+static uint64_t
+refs_fill_count(store *s, const uint8_t *sid, uint64_t n, uint64_t per)
+{
+	struct refs_fill rf = {sid, n, per, 0};
+	int rc = store_read(s, cb_refs_fill_count, &rf);
+
+	ck_assert_msg(rc == 0, "refs count: %s", store_strerror(rc));
+	return rf.rows;
+}
+
+/* The purge deletes the middle session's rows and none of its
+ * neighbours'; *deleted still counts entries only. */
+START_TEST(test_purge_refs)
+{
+	store_session ss[3];
+	size_t deleted = 0;
+	int i;
+
+	open_S(NULL);
+	mk_session(S, "n0", 0, 1, &ss[0]);
+	mk_session(S, "n1", 0, 1, &ss[1]);
+	mk_session(S, "n2", 0, 1, &ss[2]);
+	qsort(ss, 3, sizeof ss[0], cmp_session_id);
+	for (i = 0; i < 3; i++) {
+		fill(S, ss[i].id, 0, 200, 0, 0);
+		refs_fill_put(S, ss[i].id, 200, 4);
+		ck_assert_uint_eq(refs_fill_count(S, ss[i].id, 200, 4), 1000);
+	}
+	kill_session(S, ss[1].id);
+	ck_assert_int_eq(session_purge(S, ss[1].id, 0, &deleted), 0);
+	ck_assert_uint_eq(deleted, 200);
+	ck_assert_uint_eq(count_entries(S, ss[1].id), 0);
+	ck_assert_int_eq(refs_any1(S, ss[1].id), 0);
+	ck_assert_uint_eq(refs_fill_count(S, ss[1].id, 200, 4), 0);
+	for (i = 0; i < 3; i += 2) {
+		ck_assert_int_eq(refs_any1(S, ss[i].id), 1);
+		ck_assert_uint_eq(refs_fill_count(S, ss[i].id, 200, 4), 1000);
+		verify(S, ss[i].id, 0, 200, 0, 0);
+	}
+	/* a session with rows and no entries; purging again is harmless */
+	refs_fill_put(S, ss[1].id, 10, 1);
+	ck_assert_int_eq(session_purge(S, ss[1].id, 0, &deleted), 0);
+	ck_assert_uint_eq(deleted, 0);
+	ck_assert_int_eq(refs_any1(S, ss[1].id), 0);
+	ck_assert_int_eq(session_purge(S, ss[1].id, 0, &deleted), 0);
+	ck_assert_uint_eq(deleted, 0);
+}
+END_TEST
+
+/* The last committed transaction id of the store at dir, read with the raw
+ * LMDB API (no store of this process may have it open). */
+static size_t
+raw_last_txnid(const char *dir)
+{
+	MDB_env *env;
+	MDB_envinfo info;
+
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	ck_assert_int_eq(mdb_env_open(env, dir, MDB_RDONLY, 0600), 0);
+	ck_assert_int_eq(mdb_env_info(env, &info), 0);
+	mdb_env_close(env);
+	return info.me_last_txnid;
+}
+
+/* Purge 50 entries and 150 rows (one target with 50 referrers, more than a
+ * batch) in batches of 3: every row counts against the batch, so it takes
+ * ceil(200 / 3) = 67 commits, then one for the record. */
+START_TEST(test_purge_refs_batch_3)
+{
+	store_session a, b;
+	size_t deleted = 0, t0, t1;
+
+	open_S(NULL);
+	mk_session(S, "a", 0, 1, &a);
+	mk_session(S, "b", 0, 1, &b);
+	fill(S, a.id, 0, 50, 0, 0);
+	refs_fill_put(S, a.id, 50, 2);
+	fill(S, b.id, 0, 50, 0, 0);
+	refs_fill_put(S, b.id, 50, 2);
+	ck_assert_uint_eq(refs_fill_count(S, a.id, 50, 2), 150);
+	kill_session(S, a.id);
+	close_S();
+	t0 = raw_last_txnid(db_dir);
+	open_S(NULL);
+	ck_assert_int_eq(session_purge(S, a.id, 3, &deleted), 0);
+	close_S();
+	t1 = raw_last_txnid(db_dir);
+	open_S(NULL);
+	ck_assert_uint_eq(deleted, 50);
+	ck_assert_uint_eq(t1 - t0, 67 + 1);
+	ck_assert_int_eq(refs_any1(S, a.id), 0);
+	ck_assert_uint_eq(refs_fill_count(S, a.id, 50, 2), 0);
+	ck_assert_uint_eq(count_entries(S, a.id), 0);
+	ck_assert_uint_eq(refs_fill_count(S, b.id, 50, 2), 150);
+	verify(S, b.id, 0, 50, 0, 0);
 }
 END_TEST
 
@@ -2966,6 +3705,8 @@ START_TEST(test_purge_killed)
 	fill(S, ss[0].id, 0, 1000, 0, 0);
 	fill(S, ss[2].id, 0, 1000, 0, 0);
 	fill(S, ss[1].id, 0, n, 0, 0);
+	refs_fill_put(S, ss[0].id, 100, 1);
+	refs_fill_put(S, ss[1].id, 100, 1);     /* deleted after the entries */
 	kill_session(S, ss[1].id);
 	close_S();                              /* none open across fork */
 
@@ -3007,6 +3748,8 @@ START_TEST(test_purge_killed)
 	ck_assert_int_eq(session_purge(S, ss[1].id, 100, &deleted), 0);
 	ck_assert_uint_eq(deleted, left);
 	ck_assert_uint_eq(count_entries(S, ss[1].id), 0);
+	ck_assert_int_eq(refs_any1(S, ss[1].id), 0);
+	ck_assert_uint_eq(refs_fill_count(S, ss[0].id, 100, 1), 200);
 	sa.id = ss[1].id;
 	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa),
 	    STORE_E_NOTFOUND);
@@ -3145,6 +3888,9 @@ store_suite(void)
 	tcase_add_test(tc, test_entry_replace_del);
 	tcase_add_test(tc, test_entry_list);
 	tcase_add_test(tc, test_entry_walk);
+	tcase_add_test(tc, test_refs_put_list);
+	tcase_add_test(tc, test_refs_del);
+	tcase_add_test(tc, test_refs_sessions);
 	tcase_add_test(tc, test_record_layout);
 	tcase_add_test(tc, test_record_damage);
 	tcase_add_test(tc, test_record_large_digest);
@@ -3160,6 +3906,9 @@ store_suite(void)
 	tcase_add_test(tc, test_purge_reused_name);
 	tcase_add_test(tc, test_map_max_full);
 	tcase_add_test(tc, test_reserve);
+	tcase_add_test(tc, test_refs_limits);
+	tcase_add_test(tc, test_refs_older_store);
+	tcase_add_test(tc, test_refs_corrupt_row);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_new("Purge", 0, 60);
@@ -3168,6 +3917,8 @@ store_suite(void)
 	tcase_add_test(tc, test_purge_default_batch);
 	tcase_add_test(tc, test_purge_100k);
 	tcase_add_test(tc, test_purge_100k_batch_7);
+	tcase_add_test(tc, test_purge_refs);
+	tcase_add_test(tc, test_purge_refs_batch_3);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_new("Big", 0, 90);
