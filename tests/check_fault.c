@@ -1370,6 +1370,8 @@ struct st_ctx {
 	char name[64];                /* the run's session or prefix */
 	uint8_t sid[STORE_ID_SIZE];   /* the run's session */
 	size_t deleted;               /* session_purge's count */
+	size_t rows;                  /* refs rows of the run's target */
+	int any;                      /* refs_any of sid */
 };
 
 /* Open ctx->dir with ctx->opt into ctx->s, failing the test on an error. */
@@ -1781,6 +1783,94 @@ START_TEST(test_entry_put_sorted_faults)
 }
 END_TEST
 
+/* --- refs_put, refs_del: several rows in one store_write --------------- */
+
+/* Rows of one run: handles 0..REFS_N-1 refer to global sc->name of sid,
+ * then handle 0's row is forgotten. */
+#define REFS_N 40
+
+static int
+cb_refs(store_txn *t, void *a)
+{
+	struct st_ctx *sc = a;
+	store_key g = { .kind = STORE_KIND_GLOBAL, .name = sc->name,
+	    .name_len = strlen(sc->name) }, h = { .kind = STORE_KIND_HANDLE };
+	int rc;
+
+	for (h.handle = 0; h.handle < REFS_N; h.handle++)
+		if ((rc = refs_put(t, sc->sid, &g, &h)) != 0)
+			return rc;
+	h.handle = 0;
+	return refs_del(t, sc->sid, &g, &h);
+}
+
+/* refs_list callback: count into rows. */
+static int
+cb_count_ref(const store_key *k, void *a)
+{
+	(void)k;
+	((struct st_ctx *)a)->rows++;
+	return 0;
+}
+
+/* Count the run's rows (refs_list), and ask refs_any of sid. */
+static int
+cb_refs_count(store_txn *t, void *a)
+{
+	struct st_ctx *sc = a;
+	store_key g = { .kind = STORE_KIND_GLOBAL, .name = sc->name,
+	    .name_len = strlen(sc->name) };
+	int rc;
+
+	sc->rows = 0;
+	if ((rc = refs_list(t, sc->sid, &g, cb_count_ref, sc)) != 0)
+		return rc;
+	return refs_any(t, sc->sid, &sc->any);
+}
+
+/* The run's rows go to work (put_prep named the run). */
+static int
+refs_body(void *arg)
+{
+	struct st_ctx *sc = arg;
+
+	memcpy(sc->sid, sc->work, STORE_ID_SIZE);
+	return store_write(sc->s, cb_refs, sc);
+}
+
+/* The run's REFS_N - 1 rows are all there or none: here, when LMDB still
+ * lets the environment be used (i starts at 0), and after a reopen. */
+static void
+refs_test(void *arg, const struct fault_spec *fs, int rc, int err, long hits)
+{
+	struct st_ctx *sc = arg;
+	int i;
+
+	ck_assert_msg(rc == 0 || store_rc_clean(fs, rc), "%s, run %ld: %s",
+	    fs->name, fault_run, store_strerror(rc));
+	for (i = st_usable(sc) ? 0 : 1; i < 2; i++) {
+		if (i == 1) {
+			st_close(sc);
+			st_open(sc);
+		}
+		ck_assert_int_eq(store_read(sc->s, cb_refs_count, sc), 0);
+		ck_assert_uint_eq(sc->rows, rc == 0 ? REFS_N - 1 : 0);
+		keep_check(sc);
+	}
+	st_close(sc);
+}
+
+START_TEST(test_refs_faults)
+{
+	static const struct fault_op op = { "refs_put x40 (no sync)",
+	    put_prep, refs_body, refs_test };
+	static const struct fault_op op_sync = { "refs_put x40 (sync)",
+	    put_prep, refs_body, refs_test };
+
+	put_faults(&op, &op_sync);
+}
+END_TEST
+
 /* --- entry_get, copied out of the transaction --------------------------- */
 
 /* Argument of cb_get_copy: one entry copied out, as STYLE.md wants. */
@@ -1963,7 +2053,8 @@ END_TEST
 
 /* --- session_purge ------------------------------------------------------ */
 
-/* Open the store; make session d<run> with DOOMED_N entries and kill it. */
+/* Open the store; make session d<run> with DOOMED_N entries and REFS_N - 1
+ * refs rows, and kill it. */
 static void
 purge_prep(void *arg)
 {
@@ -1978,6 +2069,7 @@ purge_prep(void *arg)
 	pa.prefix = "e";
 	pa.count = DOOMED_N;
 	ck_assert_int_eq(store_write(sc->s, cb_put, &pa), 0);
+	ck_assert_int_eq(store_write(sc->s, cb_refs, sc), 0);
 	ck_assert_int_eq(store_write(sc->s, cb_kill, &sa), 0);
 	sc->deleted = 0;
 }
@@ -2013,6 +2105,9 @@ purge_test(void *arg, const struct fault_spec *fs, int rc, int err,
 		    STORE_E_NOTFOUND);
 	ck_assert_int_eq(session_purge(sc->s, sc->sid, 3, NULL), 0);
 	ck_assert_uint_eq(entry_count(sc->s, sc->sid), 0);
+	ck_assert_int_eq(store_read(sc->s, cb_refs_count, sc), 0);
+	ck_assert_uint_eq(sc->rows, 0);
+	ck_assert_int_eq(sc->any, 0);
 	ck_assert_int_eq(store_read(sc->s, cb_by_id, &sa), STORE_E_NOTFOUND);
 	keep_check(sc);
 	st_close(sc);
@@ -2335,6 +2430,7 @@ fault_suite(void)
 	tcase_add_test(tc, test_session_create_faults);
 	tcase_add_test(tc, test_entry_put_faults);
 	tcase_add_test(tc, test_entry_put_sorted_faults);
+	tcase_add_test(tc, test_refs_faults);
 	tcase_add_test(tc, test_entry_get_faults);
 	tcase_add_test(tc, test_store_read_listing_faults);
 	tcase_add_test(tc, test_session_purge_faults);
