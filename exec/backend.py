@@ -265,9 +265,10 @@ class _Dumper:
             table.update(self.copyreg)
             self.plain.dispatch_table = table
 
-    def cloud_dump(self, obj, noref=False):
-        """(pickler, flags, parts, refs) through cloudpickle; raises.
-        noref: other entries' objects are copied, never referenced."""
+    def cloud_dump(self, obj, noref=False, key=None):
+        """(pickler, flags, parts, refs) through cloudpickle, for entry key;
+        raises.  noref: other entries' objects are copied, never
+        referenced."""
         if self.cloud is None:
             cls = _make_pickler_class()
             self.cloud = cls(self.sink, protocol=5,
@@ -279,7 +280,7 @@ class _Dumper:
         sink = self.sink
         sink.reset()
         p.clear_memo()
-        WS.idmap.begin(obj)
+        WS.idmap.begin(obj, key)
         try:
             p.dump(obj)
         finally:
@@ -361,6 +362,11 @@ class Workspace:
         self.entries_written = 0
         self.refs_of = {}        # entry key -> keys its record refers to
         self.referrers = {}      # entry key -> keys whose records refer to it
+        self.stored_refs = None  # has the store's references index rows
+                                 # for this session?  (None: not asked yet)
+        self.rescue = {}         # target -> its old object (or _UNLOADED)
+                                 # while its referrers are loaded
+        self.unrefs = []         # index rows to forget at the next commit
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
@@ -423,7 +429,14 @@ class Workspace:
             self.loading.discard(key)
 
     def persistent_load(self, pid):
-        """Resolve a persistent reference to another entry."""
+        """Resolve a persistent reference to another entry (to its old
+        object while the records referring to it are rescued)."""
+        if self.rescue:
+            old = self.rescue.get(pid, _MISSING)
+            if old is not _MISSING:
+                if old is _UNLOADED:   # its record is still the old one
+                    old = self.rescue[pid] = self._load(pid)
+                return old
         kind, k = pid
         if kind == "g":
             if k in self.shadow:
@@ -469,18 +482,22 @@ class Workspace:
         return hid, True
 
     def release(self, ids):
+        gone = {}
         for hid in ids:
             obj = self.handles.pop(hid, _MISSING)
+            gone[("h", hid)] = _UNLOADED if obj is _MISSING else obj
             if obj is not _MISSING:
                 if self.handle_of.get(id(obj)) == hid:
                     del self.handle_of[id(obj)]
-                self.idmap.discard(obj)
+                self.idmap.discard(obj, ("h", hid))
             key = ("h", hid)
             self.dirty.discard(key)
             self.handle_flags.pop(hid, None)
             self.deleted.add(key)
             self.released.add(hid)
             self._repickle_referrers(key)
+        if gone and self._has_stored_refs():
+            self._rescue_referrers(gone)
 
     # -- checkpoints --
     def collect_dirty_globals(self):
@@ -490,18 +507,74 @@ class Workspace:
         v = _s.dict_version(self.ns)
         if v == self.ns_version:
             return
+        fresh = [] if self._has_stored_refs() else None
         unbound = _s.collect(self.ns, self.shadow, self.idmap, self.dirty,
-                             self.deleted)
+                             self.deleted, fresh)
         self.ns_version = _s.dict_version(self.ns)
         if self.referrers:
-            for name in unbound:
+            for name, _old in unbound:
                 self._repickle_referrers(("g", name))
+        if fresh is not None and (unbound or fresh):
+            # stored records not loaded since the restart may refer to
+            # these globals' old objects: the index says which
+            gone = {("g", name): old for name, old in unbound}
+            for name in fresh:
+                gone.setdefault(("g", name), _UNLOADED)
+            self._rescue_referrers(gone)
+
+    def _has_stored_refs(self):
+        """Does the store's references index have rows for this session?
+        Asked once; this backend's own commits keep the answer."""
+        if self.stored_refs is None:
+            self.stored_refs = _s.refs_any()
+        return self.stored_refs
+
+    def _rescue_referrers(self, gone):
+        """gone: {key: its old object, or _UNLOADED when it was never
+        loaded} for entries whose object stops being theirs.  Stored
+        records that refer to one of them and are not loaded (written by
+        an earlier backend) are loaded now, resolving those references to
+        the old objects, and marked dirty: the checkpoint writes them again
+        holding the old objects themselves, as for loaded referrers.
+        Index rows whose referrer no longer refers to the target are
+        forgotten at the next commit."""
+        rows = _s.referrers([k for k in gone if _storable(k)])
+        if not rows:
+            return
+        self.rescue = gone
+        try:
+            for target, ref in rows:
+                if ref in gone or ref in self.deleted or self._loaded(ref):
+                    continue   # going too, or known (self.referrers)
+                blob = _s.get_refs(ref[0], ref[1])
+                if blob is None or target not in _parse_refs(blob):
+                    self.unrefs.append((target, ref))   # a stale row
+                    continue
+                try:
+                    if ref[0] == "g":
+                        self.ns[ref[1]]
+                    else:
+                        self.get_handle(ref[1])
+                except Exception:
+                    continue   # cannot be loaded: left as it is stored
+                self.dirty.add(ref)
+        finally:
+            self.rescue = {}
+
+    def _loaded(self, key):
+        return key[1] in (self.shadow if key[0] == "g" else self.handles)
 
     # -- persistent references between entries --
-    def _note_refs(self, key, blob):
-        """Remember which entries key's stored record refers to."""
+    def _note_refs(self, key, blob, written=False):
+        """Remember which entries key's stored record refers to.  written:
+        the record was just written (or deleted, blob empty); the index
+        rows of the targets it no longer refers to are forgotten at the
+        next commit."""
         old = self.refs_of.pop(key, ())
+        targets = _parse_refs(blob) if blob else ()
         for t in old:
+            if written and t not in targets:
+                self.unrefs.append((t, key))
             rs = self.referrers.get(t)
             if rs is not None:
                 rs.discard(key)
@@ -509,7 +582,6 @@ class Workspace:
                     del self.referrers[t]
         if not blob:
             return
-        targets = _parse_refs(blob)
         self.refs_of[key] = targets
         for t in targets:
             self.referrers.setdefault(t, set()).add(key)
@@ -572,21 +644,27 @@ class Workspace:
         if not len(batch) and not _s.session_dirty():
             self.dirty.clear()
             return 0
+        for target, ref in self.unrefs:
+            batch.unref(target, ref)
         t2 = _time.perf_counter()
         n, noted = batch.commit(self.digests, self.refs_of)
         t3 = _time.perf_counter()
+        self.unrefs = []
         self.last_checkpoint_s = t3 - t0
         self.last_checkpoint_phases = (t1 - t0, t2 - t1, t3 - t2)
         self.entries_written += n
         self.checkpoints += 1
         for key, refs in noted:
-            self._note_refs(key, refs)
+            self._note_refs(key, refs, True)
+            if refs:
+                self.stored_refs = True
         digests = self.digests
         for k in self.deleted:
             digests.pop(k, None)
             self.volatile.pop(k, None)
+            self.lost_entries.pop(k, None)
             if k in self.refs_of:
-                self._note_refs(k, b"")
+                self._note_refs(k, b"", True)
         self.dirty.clear()
         self.deleted.clear()
         # released handles are gone from the store now: no need to guard
@@ -693,7 +771,7 @@ class Workspace:
         pickled with no persistent references (breaking a cycle)."""
         _tblib()
         try:
-            pickler, flags, parts, refs = d.cloud_dump(obj, noref)
+            pickler, flags, parts, refs = d.cloud_dump(obj, noref, key)
             flags |= base
             self.volatile.pop(key, None)
         except Exception as e:
@@ -726,6 +804,7 @@ class Workspace:
 
 
 _MISSING = object()
+_UNLOADED = object()   # an entry's old object that was never loaded
 
 
 def _storable(key):
@@ -982,6 +1061,11 @@ def lost_request():
     out = []
     for key, (tn, reason) in sorted(WS.lost_entries.items(),
                                     key=lambda kv: str(kv[0])):
+        if key in WS.deleted:
+            continue
+        if key[0] == "g" and dict.__contains__(WS.ns, key[1]) and \
+                not isinstance(dict.__getitem__(WS.ns, key[1]), Placeholder):
+            continue    # bound again since
         name = key[1] if key[0] == "g" else "handle %d" % key[1]
         out.append((name, tn, reason))
     return out

@@ -203,6 +203,8 @@ typedef struct {
 	brec *recs;
 	size_t n, cap;
 	PyObject *dels;          /* list of keys to delete */
+	PyObject *unrefs;        /* list of (target, referrer): index rows
+	                            to forget */
 	char *arena;             /* plain pickles, back to back (pyenc.c) */
 	size_t alen, acap;
 	/* the commit's arrays; like recs and arena, kept for the next
@@ -404,6 +406,10 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 	brec *rec;
 	int r;
 
+	/* another entry's object: the record is a reference to that entry,
+	 * which the plain writer does not write */
+	if (pymod_idmap_alias(idmap, obj, key))
+		return 2;
 	if ((r = pyenc_plain(obj, idmap, &b->arena, &b->alen, &b->acap,
 	    &oob)) <= 0)
 		return r < 0 ? -1 : 2;
@@ -464,7 +470,7 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	if ((r = PyObject_CallNoArgs(pm->clear_memo)) == NULL)
 		return -1;
 	Py_DECREF(r);
-	pymod_idmap_begin(idmap, obj);
+	pymod_idmap_begin(idmap, obj, key);
 	r = PyObject_CallOneArg(pm->dump, obj);
 	refs = pymod_idmap_end(idmap);
 	if (r == NULL || refs == NULL) {
@@ -601,8 +607,9 @@ pybatch_bind(PyObject *name, PyObject *v, PyObject *old, PyObject *shadow,
 
 	if (key == NULL)
 		return -1;
-	if (old != NULL && !pybatch_atomic(old))
-		pymod_idmap_discard(idmap, old);
+	if (old != NULL && !pybatch_atomic(old) &&
+	    pymod_idmap_discard(idmap, old, key) < 0)
+		goto out;
 	if (PyDict_SetItem(shadow, name, v) < 0)
 		goto out;
 	if (!pybatch_atomic(v) && pymod_idmap_add(idmap, v, key) < 0)
@@ -613,6 +620,20 @@ pybatch_bind(PyObject *name, PyObject *v, PyObject *old, PyObject *shadow,
 	rc = 0;
 out:
 	Py_DECREF(key);
+	return rc;
+}
+
+/* Note (name, old) in unbound: old is no longer the global's. */
+static int
+pybatch_note_unbound(PyObject *unbound, PyObject *name, PyObject *old)
+{
+	PyObject *pair = PyTuple_Pack(2, name, old);
+	int rc;
+
+	if (pair == NULL)
+		return -1;
+	rc = PyList_Append(unbound, pair);
+	Py_DECREF(pair);
 	return rc;
 }
 
@@ -627,16 +648,15 @@ pybatch_unbind(PyObject *name, PyObject *old, PyObject *shadow,
 
 	if (PyList_Append(graves, old) < 0)
 		return -1;
-	if (!pybatch_atomic(old)) {
-		pymod_idmap_discard(idmap, old);
-		if (PyList_Append(unbound, name) < 0)
-			return -1;
-	}
 	if ((key = pybatch_gkey(name)) == NULL)
 		return -1;
+	if (!pybatch_atomic(old) && (pymod_idmap_discard(idmap, old, key) < 0 ||
+	    pybatch_note_unbound(unbound, name, old) < 0))
+		goto out;
 	if (PyDict_DelItem(shadow, name) == 0 && PySet_Discard(dirty, key) >= 0 &&
 	    PySet_Add(deleted, key) == 0)
 		rc = 0;
+out:
 	Py_DECREF(key);
 	return rc;
 }
@@ -646,7 +666,8 @@ pybatch_unbind(PyObject *name, PyObject *old, PyObject *shadow,
 static int
 pybatch_diff_one(PyObject *name, PyObject *v, PyObject *shadow,
                  PyObject *idmap, PyObject *dirty, PyObject *deleted,
-                 PyObject *graves, PyObject *unbound, Py_ssize_t *found)
+                 PyObject *graves, PyObject *unbound, PyObject *fresh,
+                 Py_ssize_t *found)
 {
 	PyObject *old = PyDict_GetItemWithError(shadow, name); /* borrowed */
 
@@ -660,7 +681,10 @@ pybatch_diff_one(PyObject *name, PyObject *v, PyObject *shadow,
 	if (old == v)
 		return 0;
 	if (old != NULL && (PyList_Append(graves, old) < 0 ||
-	    (!pybatch_atomic(old) && PyList_Append(unbound, name) < 0)))
+	    (!pybatch_atomic(old) &&
+	    pybatch_note_unbound(unbound, name, old) < 0)))
+		return -1;
+	if (old == NULL && fresh != NULL && PyList_Append(fresh, name) < 0)
 		return -1;
 	return pybatch_bind(name, v, old, shadow, idmap, dirty, deleted);
 }
@@ -675,23 +699,33 @@ pybatch_diff_counts(PyObject *self, PyObject *unused)
 	return Py_BuildValue("KK", diffs_tracked, diffs_full);
 }
 
-/* collect(ns, shadow, idmap, dirty, deleted) -> unbound: find globals
- * bound, rebound or deleted since shadow was last brought up to date;
- * return the names whose previous object (one other entries may refer
- * to) is no longer theirs.  A Namespace that noted every write since the
- * last collect names the globals to look at (the cost grows with what was
- * written); otherwise every global is compared with the shadow. */
+/* collect(ns, shadow, idmap, dirty, deleted[, fresh]) -> unbound: find
+ * globals bound, rebound or deleted since shadow was last brought up to
+ * date; return [(name, old object)] for the names whose previous object
+ * (one other entries may refer to) is no longer theirs, and append to the
+ * list fresh (unless None) the names bound that the shadow did not know
+ * (new, or stored and not loaded).  A Namespace that noted every write
+ * since the last collect names the globals to look at (the cost grows with
+ * what was written); otherwise every global is compared with the shadow. */
 static PyObject *
 pybatch_collect(PyObject *self, PyObject *args)
 {
 	PyObject *ns, *shadow, *idmap, *dirty, *deleted, *k, *v, *gone = NULL,
-	    *graves = NULL, *unbound = NULL, *changed = NULL, *it = NULL;
+	    *graves = NULL, *unbound = NULL, *changed = NULL, *it = NULL,
+	    *fresh = Py_None;
 	Py_ssize_t pos = 0, i, known, found = 0;
 
-	if (!PyArg_ParseTuple(args, "O!O!OO!O!:collect", &PyDict_Type, &ns,
+	if (!PyArg_ParseTuple(args, "O!O!OO!O!|O:collect", &PyDict_Type, &ns,
 	    &PyDict_Type, &shadow, &idmap, &PySet_Type, &dirty, &PySet_Type,
-	    &deleted))
+	    &deleted, &fresh))
 		return NULL;
+	if (fresh == Py_None)
+		fresh = NULL;
+	else if (!PyList_Check(fresh)) {
+		PyErr_SetString(PyExc_TypeError, "collect(): fresh must be a "
+		    "list or None");
+		return NULL;
+	}
 	/* replaced objects are kept alive until the walk is over: a __del__
 	 * that touches the namespace must not run in the middle of it */
 	if ((graves = PyList_New(0)) == NULL ||
@@ -715,7 +749,7 @@ pybatch_collect(PyObject *self, PyObject *args)
 				v = PyDict_GetItemWithError(ns, k); /* borrowed */
 				rc = v == NULL && PyErr_Occurred() ? -1 :
 				    pybatch_diff_one(k, v, shadow, idmap, dirty,
-				    deleted, graves, unbound, &found);
+				    deleted, graves, unbound, fresh, &found);
 			}
 			Py_DECREF(k);
 			if (rc < 0)
@@ -738,7 +772,7 @@ pybatch_collect(PyObject *self, PyObject *args)
 		if (!PyUnicode_Check(k) || pybatch_dunder(k))
 			continue;
 		if (pybatch_diff_one(k, v, shadow, idmap, dirty, deleted, graves,
-		    unbound, &found) < 0)
+		    unbound, fresh, &found) < 0)
 			goto error;
 	}
 	if ((gone = PyList_New(0)) == NULL)
@@ -869,8 +903,9 @@ error:
 
 PyMethodDef pybatch_methods[] = {
 	{"collect", pybatch_collect, METH_VARARGS,
-	 "collect(ns, shadow, idmap, dirty, deleted) -> names whose old "
-	 "(non-atomic) object was replaced or removed"},
+	 "collect(ns, shadow, idmap, dirty, deleted[, fresh]) -> "
+	 "[(name, old)] for the names whose old (non-atomic) object was "
+	 "replaced or removed"},
 	{"type_name", pybatch_type_name_py, METH_O, "type_name(obj)"},
 	{"diff_counts", pybatch_diff_counts, METH_NOARGS,
 	 "diff_counts() -> (namespace diffs of the noted names, full ones)"},
@@ -971,6 +1006,29 @@ batch_delete(PyObject *self, PyObject *key)
 	Py_RETURN_NONE;
 }
 
+/* unref(target, referrer): forget that index row in the same transaction
+ * (the referrer's record no longer refers to target). */
+static PyObject *
+batch_unref(PyObject *self, PyObject *args)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *target, *referrer, *pair;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "O!O!:unref", &PyTuple_Type, &target,
+	    &PyTuple_Type, &referrer))
+		return NULL;
+	if (b->unrefs == NULL && (b->unrefs = PyList_New(0)) == NULL)
+		return NULL;
+	if ((pair = PyTuple_Pack(2, target, referrer)) == NULL)
+		return NULL;
+	rc = PyList_Append(b->unrefs, pair);
+	Py_DECREF(pair);
+	if (rc < 0)
+		return NULL;
+	Py_RETURN_NONE;
+}
+
 /* Everything one commit needs, outside the GIL. */
 struct bcommit {
 	batchobject *b;          /* its order and iov are filled for this commit */
@@ -979,6 +1037,8 @@ struct bcommit {
 	size_t nviews;
 	brec *dels;              /* parsed delete keys */
 	Py_ssize_t ndels;
+	brec *unrefs;            /* parsed unref pairs: target, referrer */
+	Py_ssize_t nunrefs;
 	store_session sess;
 	uint64_t now;
 };
@@ -1105,6 +1165,67 @@ skey_sort(struct skey *a, struct skey *tmp, size_t n, size_t off)
 	}
 }
 
+/* The store key of a record's (or a parsed key's) in. */
+static store_key
+batch_skey(const store_entry_in *in)
+{
+	store_key k;
+
+	memset(&k, 0, sizeof k);
+	k.kind = in->kind;
+	k.name = in->name;
+	k.name_len = in->name_len;
+	k.handle = in->handle;
+	return k;
+}
+
+/* The references index in step with this commit: a row for every target
+ * of every record written with references (rows already there stay),
+ * and the rows the caller asked to forget (unref).  The refs blobs are
+ * bytes the records hold: read without the GIL, they cannot change. */
+static int
+batch_index_refs(store_txn *t, struct bcommit *bc)
+{
+	batchobject *b = bc->b;
+	size_t i, off, n, len;
+	Py_ssize_t j;
+	int rc;
+
+	for (i = 0; i < b->n; i++) {
+		const brec *r = &b->recs[i];
+		const uint8_t *p;
+		store_key rk, tk;
+		if (r->refs == NULL || PyBytes_GET_SIZE(r->refs) == 0)
+			continue;
+		rk = batch_skey(&r->in);
+		p = (const uint8_t *)PyBytes_AS_STRING(r->refs);
+		n = (size_t)PyBytes_GET_SIZE(r->refs);
+		for (off = 0; off + 3 <= n; off += 3 + len) {
+			len = (size_t)p[off + 1] << 8 | p[off + 2];
+			if (off + 3 + len > n)
+				return STORE_E_INVAL;
+			memset(&tk, 0, sizeof tk);
+			tk.kind = p[off];
+			tk.name = (const char *)p + off + 3;
+			tk.name_len = len;
+			if (tk.kind == STORE_KIND_HANDLE) {
+				if (len != 8)
+					return STORE_E_INVAL;
+				tk.handle = wire_be64_get(p + off + 3);
+			}
+			if ((rc = refs_put(t, bc->sess.id, &tk, &rk)) != 0)
+				return rc;
+		}
+	}
+	for (j = 0; j + 1 < bc->nunrefs; j += 2) {
+		store_key tk = batch_skey(&bc->unrefs[j].in),
+		    rk = batch_skey(&bc->unrefs[j + 1].in);
+		if ((rc = refs_del(t, bc->sess.id, &tk, &rk)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
 static int
 batch_commit_txn(store_txn *t, void *arg)
 {
@@ -1114,7 +1235,7 @@ batch_commit_txn(store_txn *t, void *arg)
 
 	rc = entry_put_sorted(t, bc->sess.id,
 	    (const store_entry_in *const *)bc->b->order, bc->b->n, bc->now);
-	if (rc != 0)
+	if (rc != 0 || (rc = batch_index_refs(t, bc)) != 0)
 		return rc;
 	for (j = 0; j < bc->ndels; j++) {
 		const store_entry_in *d = &bc->dels[j].in;
@@ -1283,6 +1404,18 @@ batch_prepare_dels(struct bcommit *bc)
 	for (j = 0; j < bc->ndels; j++)
 		if (brec_key(&bc->dels[j], PyList_GET_ITEM(b->dels, j)) < 0)
 			return -1;
+	bc->nunrefs = b->unrefs != NULL ? 2 * PyList_GET_SIZE(b->unrefs) : 0;
+	if ((bc->unrefs = PyMem_Calloc((size_t)bc->nunrefs + 1,
+	    sizeof *bc->unrefs)) == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (j = 0; j < bc->nunrefs; j += 2) {
+		PyObject *pair = PyList_GET_ITEM(b->unrefs, j / 2);
+		if (brec_key(&bc->unrefs[j], PyTuple_GET_ITEM(pair, 0)) < 0 ||
+		    brec_key(&bc->unrefs[j + 1], PyTuple_GET_ITEM(pair, 1)) < 0)
+			return -1;
+	}
 	return 0;
 }
 
@@ -1338,6 +1471,7 @@ batch_reset(batchobject *b)
 	b->n = 0;
 	b->alen = 0;
 	Py_CLEAR(b->dels);
+	Py_CLEAR(b->unrefs);
 	if (b->cap > BATCH_KEEP_RECS) {
 		PyMem_Free(b->recs);
 		b->recs = NULL;
@@ -1395,8 +1529,11 @@ out:
 		PyBuffer_Release(&bc.views[i]);
 	for (j = 0; bc.dels != NULL && j < bc.ndels; j++)
 		Py_CLEAR(bc.dels[j].key);
+	for (j = 0; bc.unrefs != NULL && j < bc.nunrefs; j++)
+		Py_CLEAR(bc.unrefs[j].key);
 	PyMem_Free(bc.views);
 	PyMem_Free(bc.dels);
+	PyMem_Free(bc.unrefs);
 	batch_reset(bc.b);
 	return res;
 }
@@ -1430,6 +1567,7 @@ batch_traverse(PyObject *self, visitproc visit, void *arg)
 		Py_VISIT(b->recs[i].oob);
 	}
 	Py_VISIT(b->dels);
+	Py_VISIT(b->unrefs);
 	return 0;
 }
 
@@ -1463,6 +1601,8 @@ static PyMethodDef batch_methods[] = {
 	{"clear", batch_clear, METH_NOARGS, "clear(): forget every record"},
 	{"refs", batch_refs, METH_NOARGS, "refs() -> [(key, refs)]"},
 	{"drop", batch_drop, METH_O, "drop(keys)"},
+	{"unref", batch_unref, METH_VARARGS,
+	 "unref(target, referrer): forget that references-index row"},
 	{"commit", batch_commit, METH_VARARGS,
 	 "commit(digests, refs_of) -> (records written, [(key, refs)])"},
 	{NULL, NULL, 0, NULL}

@@ -27,15 +27,20 @@ uint64_t pymod_dict_version(PyObject *d);
  * compared (a write went around it). */
 PyObject *pymod_ns_take_changed(PyObject *ns);
 extern PyTypeObject pymod_IdMapType;
-/* Map obj to key / forget obj (no type check: an IdMap). */
+/* Map obj to key too (an object keeps its first key; later ones are
+ * aliases) / key no longer has obj (no type check: an IdMap); 0 or -1. */
 int pymod_idmap_add(PyObject *idmap, PyObject *obj, PyObject *key);
+int pymod_idmap_discard(PyObject *idmap, PyObject *obj, PyObject *key);
 /* Make room for n more mappings; 0 or -1. */
 int pymod_idmap_reserve(PyObject *idmap, size_t n);
-void pymod_idmap_discard(PyObject *idmap, PyObject *obj);
 /* Is obj mapped (another entry's object)?  False for a NULL idmap. */
 int pymod_idmap_has(PyObject *idmap, PyObject *obj);
-/* Start a dump of root with idmap (no type check: an IdMap). */
-void pymod_idmap_begin(PyObject *idmap, PyObject *root);
+/* Is obj mapped to an entry other than key (key's record of it is then a
+ * reference to that entry)? */
+int pymod_idmap_alias(PyObject *idmap, PyObject *obj, PyObject *key);
+/* Start a dump of root for entry key (NULL: none) with idmap (no type
+ * check: an IdMap); both borrowed until the end. */
+void pymod_idmap_begin(PyObject *idmap, PyObject *root, PyObject *key);
 /* End it: the refs blob (new reference) or NULL. */
 PyObject *pymod_idmap_end(PyObject *idmap);
 

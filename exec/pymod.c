@@ -327,9 +327,13 @@ PyTypeObject pymod_NamespaceType = {
 /* ---------------------------------------------------------------------- */
 /* IdMap                                                                  */
 
+/* An object and the entries whose object it is: key, the first of them
+ * still its own (the one records refer to), and the others, aliases
+ * (h = c), whose records are a reference to key. */
 typedef struct {
 	PyObject *obj;       /* strong: keeps the address from being reused */
 	PyObject *key;       /* strong: ("g", name) or ("h", id) */
+	PyObject *more;      /* strong list of the other keys, or NULL */
 } idslot;
 
 typedef struct {
@@ -337,7 +341,9 @@ typedef struct {
 	idslot *slots;       /* open addressing, linear probing */
 	size_t cap;          /* power of two */
 	size_t used;         /* live slots */
+	size_t aliases;      /* keys in the slots' more lists */
 	PyObject *root;      /* borrowed: object being pickled */
+	PyObject *rootkey;   /* borrowed: the entry it is pickled for, or NULL */
 	PyObject *hits;      /* list of keys referenced during one dump */
 } idmapobject;
 
@@ -403,16 +409,35 @@ pymod_idmap_reserve(PyObject *self, size_t n)
 	return cap == m->cap ? 0 : idmap_resize(m, cap);
 }
 
-/* Map obj to key (replacing an older mapping).  0 or -1. */
+/* Is key the slot's key, or one of its others?  1, 0 or -1. */
+static int
+idslot_has(const idslot *s, PyObject *key)
+{
+	int r = PyObject_RichCompareBool(s->key, key, Py_EQ);
+
+	if (r != 0 || s->more == NULL)
+		return r;
+	return PySequence_Contains(s->more, key);
+}
+
+/* Map obj to key too: an object already mapped keeps its first key, and
+ * key becomes one of its others (an alias).  0 or -1. */
 int
 pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *s;
 	size_t i;
+	int r;
 
 	if ((s = idmap_find(m, obj)) != NULL) {
-		Py_SETREF(s->key, Py_NewRef(key));
+		if ((r = idslot_has(s, key)) != 0)
+			return r < 0 ? -1 : 0;
+		if (s->more == NULL && (s->more = PyList_New(0)) == NULL)
+			return -1;
+		if (PyList_Append(s->more, key) < 0)
+			return -1;
+		m->aliases++;
 		return 0;
 	}
 	if ((m->used + 1) * 2 > m->cap &&
@@ -423,6 +448,7 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 		;
 	m->slots[i].obj = Py_NewRef(obj);
 	m->slots[i].key = Py_NewRef(key);
+	m->slots[i].more = NULL;
 	m->used++;
 	return 0;
 }
@@ -440,20 +466,50 @@ idmap_add(PyObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* Forget obj; backward-shift deletion keeps probe chains intact. */
-void
-pymod_idmap_discard(PyObject *self, PyObject *obj)
+/* key no longer has obj: forget that; obj is forgotten with its last
+ * key, and its next key becomes the one records refer to.  Backward-shift
+ * deletion keeps probe chains intact.  0 or -1. */
+int
+pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *s = idmap_find(m, obj), gone;
 	size_t i, j, k;
+	Py_ssize_t n;
+	int r;
 
 	if (s == NULL)
-		return;
+		return 0;
+	if (s->more != NULL && (n = PyList_GET_SIZE(s->more)) > 0) {
+		if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) < 0)
+			return -1;
+		if (r) {     /* the next one takes over */
+			Py_SETREF(s->key, Py_NewRef(PyList_GET_ITEM(s->more, 0)));
+			j = 0;
+		} else {
+			for (j = 0; j < (size_t)n; j++) {
+				r = PyObject_RichCompareBool(PyList_GET_ITEM(
+				    s->more, (Py_ssize_t)j), key, Py_EQ);
+				if (r < 0)
+					return -1;
+				if (r)
+					break;
+			}
+			if (j == (size_t)n)
+				return 0;
+		}
+		if (PySequence_DelItem(s->more, (Py_ssize_t)j) < 0)
+			return -1;
+		m->aliases--;
+		return 0;
+	}
+	if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) <= 0)
+		return r;    /* not key's (any more): nothing to do */
 	gone = *s;
 	i = (size_t)(s - m->slots);
 	m->slots[i].obj = NULL;
 	m->slots[i].key = NULL;
+	m->slots[i].more = NULL;
 	m->used--;
 	for (j = (i + 1) & (m->cap - 1); m->slots[j].obj != NULL;
 	    j = (j + 1) & (m->cap - 1)) {
@@ -462,19 +518,42 @@ pymod_idmap_discard(PyObject *self, PyObject *obj)
 			m->slots[i] = m->slots[j];
 			m->slots[j].obj = NULL;
 			m->slots[j].key = NULL;
+			m->slots[j].more = NULL;
 			i = j;
 		}
 	}
 	Py_DECREF(gone.obj);
 	Py_DECREF(gone.key);
+	Py_XDECREF(gone.more);
+	return 0;
 }
 
-/* discard(obj): forget obj. */
+/* discard(obj, key): key no longer has obj. */
 static PyObject *
-idmap_discard(PyObject *self, PyObject *obj)
+idmap_discard(PyObject *self, PyObject *args)
 {
-	pymod_idmap_discard(self, obj);
+	PyObject *obj, *key;
+
+	if (!PyArg_ParseTuple(args, "OO:discard", &obj, &key))
+		return NULL;
+	if (pymod_idmap_discard(self, obj, key) < 0)
+		return NULL;
 	Py_RETURN_NONE;
+}
+
+/* Is obj another entry's than key's, that is, is key's record of obj a
+ * reference to that entry (an alias)? */
+int
+pymod_idmap_alias(PyObject *self, PyObject *obj, PyObject *key)
+{
+	idmapobject *m = (idmapobject *)self;
+	idslot *s;
+
+	if (m->aliases == 0)   /* the common case: no object has two keys */
+		return 0;
+	s = idmap_find(m, obj);
+	return s != NULL && s->key != key &&
+	    PyObject_RichCompareBool(s->key, key, Py_EQ) == 0;
 }
 
 /* C entry points for pybatch.c and pyenc.c. */
@@ -485,11 +564,12 @@ pymod_idmap_has(PyObject *self, PyObject *obj)
 }
 
 void
-pymod_idmap_begin(PyObject *self, PyObject *root)
+pymod_idmap_begin(PyObject *self, PyObject *root, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
 
 	m->root = root; /* borrowed for the dump's duration */
+	m->rootkey = key;
 	Py_CLEAR(m->hits);
 }
 
@@ -501,14 +581,16 @@ pymod_idmap_end(PyObject *self)
 	return idmap_end(self, NULL);
 }
 
-/* begin(root): start a dump of root. */
+/* begin(root[, key]): start a dump of root for entry key.  The caller
+ * holds both until end(). */
 static PyObject *
-idmap_begin(PyObject *self, PyObject *root)
+idmap_begin(PyObject *self, PyObject *args)
 {
-	idmapobject *m = (idmapobject *)self;
+	PyObject *root, *key = NULL;
 
-	m->root = root; /* borrowed for the dump's duration */
-	Py_CLEAR(m->hits);
+	if (!PyArg_ParseTuple(args, "O|O:begin", &root, &key))
+		return NULL;
+	pymod_idmap_begin(self, root, key);
 	Py_RETURN_NONE;
 }
 
@@ -519,11 +601,16 @@ idmap_pid(PyObject *self, PyObject *obj)
 	idmapobject *m = (idmapobject *)self;
 	idslot *s;
 
-	if (obj == m->root || PyLong_CheckExact(obj) ||
+	if (PyLong_CheckExact(obj) ||
 	    PyUnicode_CheckExact(obj) || PyFloat_CheckExact(obj) ||
 	    PyBytes_CheckExact(obj) || obj == Py_None || PyBool_Check(obj))
 		Py_RETURN_NONE;
 	if ((s = idmap_find(m, obj)) == NULL)
+		Py_RETURN_NONE;
+	/* the root is pickled by value, unless it is another entry's object:
+	 * then the whole record is a reference to that entry */
+	if (obj == m->root && (m->rootkey == NULL ||
+	    !pymod_idmap_alias(self, obj, m->rootkey)))
 		Py_RETURN_NONE;
 	if (m->hits == NULL && (m->hits = PyList_New(0)) == NULL)
 		return NULL;
@@ -587,6 +674,7 @@ idmap_end(PyObject *self, PyObject *unused)
 	int r;
 
 	m->root = NULL;
+	m->rootkey = NULL;
 	m->hits = NULL;
 	if (hits == NULL)
 		return PyBytes_FromStringAndSize("", 0);
@@ -619,6 +707,7 @@ idmap_traverse(PyObject *self, visitproc visit, void *arg)
 	for (i = 0; i < m->cap; i++) {
 		Py_VISIT(m->slots[i].obj);
 		Py_VISIT(m->slots[i].key);
+		Py_VISIT(m->slots[i].more);
 	}
 	Py_VISIT(m->hits);
 	return 0;
@@ -632,10 +721,11 @@ idmap_clear(PyObject *self)
 	size_t i, cap = m->cap;
 
 	m->slots = NULL;
-	m->cap = m->used = 0;
+	m->cap = m->used = m->aliases = 0;
 	for (i = 0; i < cap; i++) {
 		Py_XDECREF(slots[i].obj);
 		Py_XDECREF(slots[i].key);
+		Py_XDECREF(slots[i].more);
 	}
 	PyMem_Free(slots);
 	Py_CLEAR(m->hits);
@@ -658,8 +748,9 @@ idmap_len(PyObject *self)
 
 static PyMethodDef idmap_methods[] = {
 	{"add", idmap_add, METH_VARARGS, "add(obj, key)"},
-	{"discard", idmap_discard, METH_O, "discard(obj)"},
-	{"begin", idmap_begin, METH_O, "begin(root)"},
+	{"discard", idmap_discard, METH_VARARGS,
+	 "discard(obj, key): key no longer has obj"},
+	{"begin", idmap_begin, METH_VARARGS, "begin(root[, key])"},
 	{"pid", idmap_pid, METH_O, "persistent_id(obj)"},
 	{"end", idmap_end, METH_NOARGS, "end() -> refs blob"},
 	{NULL, NULL, 0, NULL}

@@ -239,6 +239,119 @@ pystore_list_keys(PyObject *self, PyObject *kind)
 	return la.list;
 }
 
+/* The entry key tuple ("g", name) / ("h", id) of k; new reference. */
+static PyObject *
+pystore_key_tuple(const store_key *k)
+{
+	if (k->kind == STORE_KIND_GLOBAL)
+		return Py_BuildValue("(sN)", "g", PyUnicode_DecodeUTF8(k->name,
+		    (Py_ssize_t)k->name_len, "surrogateescape"));
+	return Py_BuildValue("(sN)", "h",
+	    PyLong_FromUnsignedLongLong(k->handle));
+}
+
+/* Arguments and results of referrers(). */
+struct referrers_arg {
+	PyObject *targets;     /* list of keys */
+	PyObject *target;      /* the one being listed (borrowed) */
+	PyObject *out;         /* list of (target, referrer) */
+};
+
+/* Collects one referrer of ra->target. */
+static int
+pystore_referrer_one(const store_key *k, void *arg)
+{
+	struct referrers_arg *ra = arg;
+	PyObject *rk, *pair;
+	int rc;
+
+	if ((rk = pystore_key_tuple(k)) == NULL)
+		return -1;
+	pair = PyTuple_Pack(2, ra->target, rk);
+	Py_DECREF(rk);
+	if (pair == NULL)
+		return -1;
+	rc = PyList_Append(ra->out, pair);
+	Py_DECREF(pair);
+	return rc;
+}
+
+static int
+pystore_referrers_txn(store_txn *t, void *arg)
+{
+	struct referrers_arg *ra = arg;
+	Py_ssize_t i;
+	int rc;
+
+	for (i = 0; i < PyList_GET_SIZE(ra->targets); i++) {
+		PyObject *key = PyList_GET_ITEM(ra->targets, i); /* borrowed */
+		store_key sk;
+		pykey pk;
+		if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+			PyErr_SetString(PyExc_TypeError, "an entry key is "
+			    "(kind, key)");
+			return -1;
+		}
+		if (pystore_key(PyTuple_GET_ITEM(key, 0),
+		    PyTuple_GET_ITEM(key, 1), &pk) < 0)
+			return -1;
+		memset(&sk, 0, sizeof sk);
+		sk.kind = pk.kind;
+		sk.name = pk.name;
+		sk.name_len = (size_t)pk.name_len;
+		sk.handle = pk.handle;
+		ra->target = key;
+		if ((rc = refs_list(t, the_worker->sess.id, &sk,
+		    pystore_referrer_one, ra)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* referrers(targets) -> [(target, referrer)]: the records the store's
+ * reverse index says may refer to each target (rows may be stale: check
+ * the referrer's refs blob). */
+static PyObject *
+pystore_referrers(PyObject *self, PyObject *targets)
+{
+	struct referrers_arg ra;
+	int rc;
+
+	if (!PyList_Check(targets)) {
+		PyErr_SetString(PyExc_TypeError, "referrers() needs a list");
+		return NULL;
+	}
+	ra.targets = targets;
+	ra.target = NULL;
+	if ((ra.out = PyList_New(0)) == NULL)
+		return NULL;
+	rc = store_read(the_worker->st, pystore_referrers_txn, &ra);
+	if (rc != 0) {
+		Py_DECREF(ra.out);
+		if (PyErr_Occurred())
+			return NULL;
+		return pystore_raise(rc, "reading the references index");
+	}
+	return ra.out;
+}
+
+static int
+pystore_refs_any_txn(store_txn *t, void *arg)
+{
+	return refs_any(t, the_worker->sess.id, arg);
+}
+
+/* refs_any() -> whether the session has rows in the references index */
+static PyObject *
+pystore_refs_any(PyObject *self, PyObject *unused)
+{
+	int any = 0, rc;
+
+	if ((rc = store_read(the_worker->st, pystore_refs_any_txn, &any)) != 0)
+		return pystore_raise(rc, "reading the references index");
+	return PyBool_FromLong(any);
+}
+
 /* next_handle() -> a fresh handle id of this session */
 static PyObject *
 pystore_next_handle(PyObject *self, PyObject *unused)
@@ -450,6 +563,9 @@ PyMethodDef pystore_methods[] = {
 	{"get_refs", pystore_get_refs, METH_VARARGS, "get_refs(kind, key)"},
 	{"exists", pystore_exists, METH_VARARGS, "exists(kind, key)"},
 	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},
+	{"referrers", pystore_referrers, METH_O,
+	 "referrers(targets) -> [(target, referrer)]"},
+	{"refs_any", pystore_refs_any, METH_NOARGS, "refs_any() -> bool"},
 	{"next_handle", pystore_next_handle, METH_NOARGS, "next handle id"},
 	{"session_dirty", pystore_session_dirty, METH_NOARGS, ""},
 	{"peek_next_handle", pystore_peek_next_handle, METH_NOARGS, ""},

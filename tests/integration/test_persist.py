@@ -158,6 +158,8 @@ def test_volatile_objects_are_reported(store, mode):
         lost = {item[0]: item for item in ws.lost()}
         assert "sock" in lost and "gen" in lost
         assert "pickle" in lost["sock"][2]
+        ws.remote_exec("sock = 'bound again'")    # no longer lost
+        assert [item[0] for item in ws.lost()] == ["gen"]
     finally:
         ws.close()
 
@@ -309,6 +311,7 @@ def test_del_of_a_global_not_loaded_since_the_restart(store, mode):
         with pytest.raises(KeyError):
             del ws["nothing_here"]
         assert sorted(ws.keys()) == ["keep"]
+        assert ws.lost() == []
     finally:
         ws.close()
     ws = restart(pyshelf.spawn(db=store, session="s"), mode, store, "s")

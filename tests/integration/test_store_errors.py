@@ -140,9 +140,12 @@ def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
     saved."""
     db = str(tmp_path / "db")
     ws = pyshelf.spawn(db=db, session="s")
+    # records with references first: the names bound next are then looked
+    # up in the references index, which must pass over these too
+    ws.remote_exec("a = []\nc = {'x': a}")
     err = io.StringIO()
     res = ws.remote_exec("globals()['x' * 600] = 1\nglobals()['a\\x00b'] = 2\n"
-                         "ok = 'saved'", stderr=err)
+                         "globals()['\\udcff'] = 3\nok = 'saved'", stderr=err)
     assert isinstance(res, DirectValue)
     assert "cannot be a store key" in err.getvalue()
     assert ws.remote_exec("DirectValue(globals()['x' * 600])").value == 1

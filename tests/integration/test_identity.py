@@ -1,0 +1,180 @@
+"""Identity between entries across restarts of pyshelfd (clean and SIGKILL).
+
+- two names for one object (h = c), a handle and a global for one object:
+  one record holds the object, the others refer to it, and after a restart
+  they are one object again;
+- an entry rebound, deleted or released after a restart, before the
+  records that refer to it were used: those records keep the old object
+  (found through the store's references index, without loading them
+  first), as they do when they were loaded.
+"""
+import io
+
+import pytest
+
+import pyshelf
+from pyshelf import DirectValue, Wrapped
+from restarts import kill_backend
+
+MODES = ["clean", "kill"]
+
+
+def restart(ws, mode, db, session="s"):
+    if mode == "clean":
+        ws.close()
+    else:
+        kill_backend(ws)
+    return pyshelf.spawn(db=db, session=session)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return str(tmp_path / "db")
+
+
+def value(ws, src):
+    res = ws.remote_exec(src)
+    assert isinstance(res, DirectValue), res
+    return res.value
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_names_for_one_object(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("c = {'x': 1}\nh = c\nL = [1]\nM = [L, L]\nN = L\n"
+                   "class P:\n    pass\np = P()\nq = p\n")
+    for _ in range(2):      # and again, from records the first restart wrote
+        ws = restart(ws, mode, store)
+        assert value(ws, "DirectValue((h is c, M[0] is L, M[1] is N, "
+                         "N is L, q is p))") == (True,) * 5
+        # in whichever order they are first used
+        assert value(ws, "h['y'] = 2\nDirectValue(c)") == \
+            {"x": 1, "y": 2}
+    ws.close()
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        assert ws["h"] == {"x": 1, "y": 2} and ws["c"] == ws["h"]
+        assert value(ws, "DirectValue(c is h)") is True
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_alias_keeps_the_object_when_the_first_name_goes(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("c = [1, 2]\nh = c\nd = {'k': c}")
+    ws.remote_exec("del c")                 # h still holds it, d with it
+    ws = restart(ws, mode, store)
+    assert value(ws, "DirectValue((h, d['k'] is h))") == ([1, 2], True)
+    ws.remote_exec("h = 'other'")        # now only d holds the list
+    ws = restart(ws, mode, store)
+    try:
+        assert ws["d"] == {"k": [1, 2]} and ws["h"] == "other"
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("how", ["rebind", "del", "mapping", "function"])
+def test_rebinding_after_a_restart_keeps_unused_referrers(store, mode, how):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("a = [1]\nc = {'x': a}\nd = [a, a]\nalias = a\n"
+                   "def f():\n    global a\n    a = [3]\n")
+    ws = restart(ws, mode, store)
+    # none of a, c, d, alias is used before a stops being the list
+    if how == "rebind":
+        ws.remote_exec("a = [2]")
+    elif how == "del":
+        ws.remote_exec("del a")
+    elif how == "mapping":
+        ws["a"] = [2]
+    else:
+        ws.remote_exec("f()")
+    assert value(ws, "DirectValue((c, d, alias, c['x'] is d[0], "
+                     "d[0] is d[1], c['x'] is alias))") == \
+        ({"x": [1]}, [[1], [1]], [1], True, True, True)
+    ws = restart(ws, mode, store)
+    try:
+        assert ws["c"] == {"x": [1]} and ws["d"] == [[1], [1]]
+        assert ws["alias"] == [1]
+        assert value(ws, "DirectValue((d[0] is d[1], 'a' in globals() and "
+                         "c['x'] is a))") == (True, False)
+        if how != "del":
+            assert ws["a"] == ([3] if how == "function" else [2])
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_released_handle_keeps_unused_referrers(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def make():
+        return [7, 8]
+
+    def keep(h):
+        global kept
+        kept = {"h": h}
+    h = ws.remote_exec(make)
+    hid = h.id
+    ws.remote_exec(keep, h)
+    ws = restart(ws, mode, store)
+    h = ws.handle(hid)
+    del h                               # released with the next request
+    ws.remote_exec("pass")
+    ws = restart(ws, mode, store)
+    try:
+        assert hid not in {w.id for w in ws.handles()}
+        assert ws["kept"] == {"h": [7, 8]}
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_handle_and_global_for_one_object(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("x = [1, 2, 3]")
+    h = ws.remote_exec("x")
+    assert isinstance(h, Wrapped)
+    hid = h.id
+    ws = restart(ws, mode, store)
+
+    def same(w):
+        return DirectValue(w is x)  # noqa: F821 (the workspace's x)
+
+    def peek(w):
+        return DirectValue(w)
+    h = ws.handle(hid)      # kept: a Wrapped dropped releases its handle
+    assert ws.remote_exec(same, h).value is True
+    ws.remote_exec("x = 'rebound'")
+    assert ws.remote_exec(peek, h).value == [1, 2, 3]
+    ws = restart(ws, mode, store)
+    try:
+        h = ws.handle(hid)
+        assert ws.remote_exec(peek, h).value == [1, 2, 3]
+        assert ws["x"] == "rebound"
+    finally:
+        ws.close()
+
+
+def test_many_referrers_share_the_old_object(store):
+    """Every stored referrer keeps the old object, one object for all of
+    them while this backend runs; one rebound in the same request is not
+    loaded."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import socket\nbase = {'v': 1}\n"
+                   "refs = [{'b': base} for _ in range(50)]\n"
+                   "holders = {'h%d' % i: {'b': base} for i in range(200)}\n"
+                   "globals().update(holders)\ndel holders\n"
+                   "changed = {'b': base}\n", stderr=io.StringIO())
+    ws = restart(ws, "kill", store)
+    ws.remote_exec("changed = 0\nbase = None")
+    assert value(ws, "DirectValue(all(globals()['h%d' % i]['b'] is "
+                     "refs[0]['b'] for i in range(200)))") is True
+    ws = restart(ws, "kill", store)
+    try:
+        assert ws["h199"] == {"b": {"v": 1}} and ws["changed"] == 0
+        assert value(ws, "DirectValue(base is None and "
+                         "all(r['b'] == {'v': 1} for r in refs))") is True
+    finally:
+        ws.close()
