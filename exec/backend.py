@@ -99,8 +99,39 @@ class VolatileEntryError(LookupError):
     """An entry could not be persisted and did not survive a restart."""
 
 
+class EntryGroup:
+    """The record of entries whose objects refer to each other in a cycle:
+    their keys and objects pickled together, so that every reference
+    between them keeps its identity.  The first key's record holds it; each
+    other's record is group_member(<the first entry's object>, index),
+    the object by a persistent reference."""
+    __slots__ = ("keys", "objs")
+
+    def __init__(self, keys, objs):
+        self.keys, self.objs = keys, objs
+
+    def __reduce__(self):
+        return (EntryGroup, (self.keys, self.objs))
+
+    def __repr__(self):
+        return "<pyshelf.EntryGroup of %s>" % ", ".join(
+            _keystr(k) for k in self.keys)
+
+
+def group_member(first, i):
+    """Object i of the EntryGroup whose first object is first."""
+    if type(first) is Placeholder:      # the group's record cannot load
+        raise ImportError("it shares a record with %s, which cannot be "
+                          "loaded (%s)" % (first.entry, first.reason))
+    g = WS.group_by_first.get(id(first))
+    if g is None or g.objs[0] is not first:
+        raise pickle.UnpicklingError(
+            "the entry this one shares a record with no longer holds it")
+    return g.objs[i]
+
+
 for _cls in (DirectValue, Wrapped, WrappedExcinfo, Placeholder,
-             VolatileEntryError):
+             VolatileEntryError, EntryGroup, group_member):
     _cls.__module__ = "pyshelf"
     setattr(pyshelf_mod, _cls.__name__, _cls)
 sys.modules["pyshelf"] = pyshelf_mod
@@ -265,10 +296,10 @@ class _Dumper:
             table.update(self.copyreg)
             self.plain.dispatch_table = table
 
-    def cloud_dump(self, obj, noref=False, key=None):
+    def cloud_dump(self, obj, noref=False, key=None, group=None):
         """(pickler, flags, parts, refs) through cloudpickle, for entry key;
         raises.  noref: other entries' objects are copied, never
-        referenced."""
+        referenced; group: the keys whose objects are copied."""
         if self.cloud is None:
             cls = _make_pickler_class()
             self.cloud = cls(self.sink, protocol=5,
@@ -280,7 +311,7 @@ class _Dumper:
         sink = self.sink
         sink.reset()
         p.clear_memo()
-        WS.idmap.begin(obj, key)
+        WS.idmap.begin(obj, key, group)
         try:
             p.dump(obj)
         finally:
@@ -367,6 +398,9 @@ class Workspace:
         self.rescue = {}         # target -> its old object (or _UNLOADED)
                                  # while its referrers are loaded
         self.unrefs = []         # index rows to forget at the next commit
+        self.groups = {}         # first key -> EntryGroup (loaded/written)
+        self.group_of = {}       # key -> first key of its EntryGroup
+        self.group_by_first = {}  # id(first object) -> EntryGroup
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
@@ -418,7 +452,11 @@ class Workspace:
                 "backend's restart" % (_keystr(key), type_name, reason))
         self.loading.add(key)
         try:
-            return load_entry(payload, flags)
+            obj = load_entry(payload, flags)
+            if type(obj) is EntryGroup:    # key holds a cycle of entries
+                self._note_group(key, obj)
+                obj = obj.objs[0]
+            return obj
         except (ImportError, AttributeError) as e:
             reason = "cannot import its class: %s: %s" % (
                 type(e).__name__, e)
@@ -445,6 +483,24 @@ class Workspace:
         if kind == "h":
             return self.get_handle(k)
         raise pickle.UnpicklingError("unknown persistent id %r" % (pid,))
+
+    def _note_group(self, first, g):
+        old = self.groups.get(first)
+        if old is not None:
+            self._forget_group(first)
+        self.groups[first] = g
+        self.group_by_first[id(g.objs[0])] = g
+        for k in g.keys:
+            self.group_of[k] = first
+
+    def _forget_group(self, first):
+        g = self.groups.pop(first, None)
+        if g is not None:
+            if self.group_by_first.get(id(g.objs[0])) is g:
+                del self.group_by_first[id(g.objs[0])]
+            for k in g.keys:
+                if self.group_of.get(k) == first:
+                    del self.group_of[k]
 
     def get_handle(self, hid):
         obj = self.handles.get(hid, _MISSING)
@@ -560,6 +616,10 @@ class Workspace:
                 self.dirty.add(ref)
         finally:
             self.rescue = {}
+        # records loaded while rescuing (a referrer's own references) are
+        # known now: those that refer to what goes are written again too
+        for key in gone:
+            self._repickle_referrers(key)
 
     def _loaded(self, key):
         return key[1] in (self.shadow if key[0] == "g" else self.handles)
@@ -609,6 +669,9 @@ class Workspace:
         if full:
             keys = set(keys)
             keys.update(self._mutable_keys(full))
+        regroup = ()
+        if self.group_of:
+            keys, regroup = self._with_groups(keys)
         batch = self.batch
         batch.clear()
         d = _dumper()
@@ -619,10 +682,14 @@ class Workspace:
                                          Placeholder)
             for item in failed:
                 self._slow_record(batch, d, *item)
+            for first in regroup:
+                self._forget_group(first)
+            for comp in self._cycles(batch):
+                self._write_group(batch, d, comp)
             cyclic = self._cyclic(batch)
             if cyclic:
-                # references that would close a cycle between records:
-                # those records hold the other objects by value instead,
+                # cycles left (a group that could not be pickled): one
+                # record of each holds the other objects by value instead,
                 # or no record of the cycle could ever be loaded first
                 batch.drop(cyclic)
                 for key in cyclic:
@@ -692,6 +759,83 @@ class Workspace:
             part.extend(keys[:self.INTERVAL_SLICE - len(part)])
         self.rr_pos = start + self.INTERVAL_SLICE
         return part
+
+    # -- cycles of entries: one record for them all (EntryGroup) --
+    def _with_groups(self, keys):
+        """keys, with every member of the groups of the keys among them
+        (and of deleted keys): a group's record holds all its objects, so
+        one changed member means the whole group is pickled again.
+        Returns (keys, the first keys of those groups)."""
+        if len(self.group_of) < len(keys):
+            firsts = {f for k, f in self.group_of.items()
+                      if k in keys or k in self.deleted}
+        else:
+            firsts = {self.group_of[k] for k in keys if k in self.group_of}
+            firsts.update(self.group_of[k] for k in self.deleted
+                          if k in self.group_of)
+        if not firsts:
+            return keys, ()
+        keys = set(keys)
+        for first in firsts:
+            for k in self.groups[first].keys:
+                if k not in keys and k not in self.deleted and \
+                        self._entry_obj(k) is not _MISSING:
+                    keys.add(k)
+        return keys, firsts
+
+    def _entry_obj(self, key):
+        """key's object, loaded if need be; _MISSING when it cannot be."""
+        kind, k = key
+        obj = (self.shadow if kind == "g" else self.handles).get(k, _MISSING)
+        if obj is not _MISSING:
+            return obj
+        try:
+            return self.ns[k] if kind == "g" else self.get_handle(k)
+        except Exception:
+            return _MISSING
+
+    def _cycles(self, batch):
+        """The cycles (strongly connected components) of references that
+        the batch's records close, through stored records too."""
+        new = {k: _parse_refs(v) for k, v in batch.refs()}
+        return self._sccs(new, dict(new)) if new else []
+
+    def _write_group(self, batch, d, comp):
+        """Write the entries of one cycle as an EntryGroup: the first key's
+        record holds every object of the cycle, pickled together (other
+        entries' objects by reference, as usual); the others' records refer
+        to it by ("@", first key, index).  Leaves the batch as it is when
+        the group cannot be pickled (the cycle is then broken as before)."""
+        keys = tuple(sorted(comp, key=repr))
+        objs = tuple(self._entry_obj(k) for k in keys)
+        if any(o is _MISSING or type(o) is Placeholder for o in objs):
+            return
+        group = EntryGroup(keys, objs)
+        _tblib()
+        try:
+            pickler, flags, parts, refs = d.cloud_dump(group, False, None,
+                                                       set(keys))
+        except Exception:
+            return
+        batch.drop(list(keys))
+        first = keys[0]
+        self._add_record(batch, first, pickler, flags | self._base(first),
+                         _type_name(objs[0]), refs, parts)
+        ref = _encode_refs((first,))
+        for i in range(1, len(keys)):
+            self._add_record(batch, keys[i], PICKLER_PICKLE,
+                             self._base(keys[i]), _type_name(objs[i]), ref,
+                             [_member_pickle(first, i)])
+        self._note_group(first, group)
+
+    def _base(self, key):
+        return self.handle_flags.get(key[1], 0) if key[0] == "h" else 0
+
+    def _add_record(self, batch, key, pickler, flags, tn, refs, parts):
+        digest = _s.digest(parts, flags, refs)
+        if self.digests.get(key) != digest:
+            batch.add(key, pickler, flags, tn, refs, digest, parts)
+        self.volatile.pop(key, None)
 
     def _cyclic(self, batch):
         """Keys of the batch's records to pickle without references so that
@@ -815,6 +959,38 @@ def _storable(key):
         return 0 < len(key[1].encode("utf-8")) <= _s.KEY_MAX
     except UnicodeError:
         return False
+
+
+def _encode_refs(keys):
+    """A refs blob for keys (as idmap_encode_ref in exec/pymod.c)."""
+    out = bytearray()
+    for kind, k in keys:
+        raw = k.encode("utf-8") if kind == "g" else k.to_bytes(8, "big")
+        out += kind.encode() + len(raw).to_bytes(2, "big") + raw
+    return bytes(out)
+
+
+_FIRST = object()
+
+
+class _Member:
+    __slots__ = ("i",)
+
+    def __init__(self, i):
+        self.i = i
+
+    def __reduce__(self):
+        return (group_member, (_FIRST, self.i))
+
+
+def _member_pickle(first, i):
+    """The pickle of a group member's record: group_member(<first>, i),
+    <first> a persistent reference to the group's first entry."""
+    f = io.BytesIO()
+    p = pickle.Pickler(f, protocol=5)
+    p.persistent_id = lambda o: first if o is _FIRST else None
+    p.dump(_Member(i))
+    return f.getvalue()
 
 
 def _parse_refs(blob):

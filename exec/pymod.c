@@ -344,6 +344,8 @@ typedef struct {
 	size_t aliases;      /* keys in the slots' more lists */
 	PyObject *root;      /* borrowed: object being pickled */
 	PyObject *rootkey;   /* borrowed: the entry it is pickled for, or NULL */
+	PyObject *group;     /* strong: keys pickled by value (a cycle's
+	                        record), or NULL */
 	PyObject *hits;      /* list of keys referenced during one dump */
 } idmapobject;
 
@@ -570,6 +572,7 @@ pymod_idmap_begin(PyObject *self, PyObject *root, PyObject *key)
 
 	m->root = root; /* borrowed for the dump's duration */
 	m->rootkey = key;
+	Py_CLEAR(m->group);
 	Py_CLEAR(m->hits);
 }
 
@@ -581,16 +584,23 @@ pymod_idmap_end(PyObject *self)
 	return idmap_end(self, NULL);
 }
 
-/* begin(root[, key]): start a dump of root for entry key.  The caller
- * holds both until end(). */
+/* begin(root[, key[, group]]): start a dump of root for entry key (None:
+ * no entry); the objects of the entries in the set group are pickled by
+ * value, not referred to.  The caller holds root and key until end(). */
 static PyObject *
 idmap_begin(PyObject *self, PyObject *args)
 {
-	PyObject *root, *key = NULL;
+	idmapobject *m = (idmapobject *)self;
+	PyObject *root, *key = Py_None, *group = Py_None;
 
-	if (!PyArg_ParseTuple(args, "O|O:begin", &root, &key))
+	if (!PyArg_ParseTuple(args, "O|OO:begin", &root, &key, &group))
 		return NULL;
-	pymod_idmap_begin(self, root, key);
+	if (group != Py_None && !PyAnySet_Check(group)) {
+		PyErr_SetString(PyExc_TypeError, "begin(): group must be a set");
+		return NULL;
+	}
+	pymod_idmap_begin(self, root, key == Py_None ? NULL : key);
+	Py_XSETREF(m->group, group == Py_None ? NULL : Py_NewRef(group));
 	Py_RETURN_NONE;
 }
 
@@ -612,6 +622,13 @@ idmap_pid(PyObject *self, PyObject *obj)
 	if (obj == m->root && (m->rootkey == NULL ||
 	    !pymod_idmap_alias(self, obj, m->rootkey)))
 		Py_RETURN_NONE;
+	if (m->group != NULL) {
+		int r = PySet_Contains(m->group, s->key);
+		if (r < 0)
+			return NULL;
+		if (r)
+			Py_RETURN_NONE;
+	}
 	if (m->hits == NULL && (m->hits = PyList_New(0)) == NULL)
 		return NULL;
 	if (PyList_Append(m->hits, s->key) < 0)
@@ -675,6 +692,7 @@ idmap_end(PyObject *self, PyObject *unused)
 
 	m->root = NULL;
 	m->rootkey = NULL;
+	Py_CLEAR(m->group);
 	m->hits = NULL;
 	if (hits == NULL)
 		return PyBytes_FromStringAndSize("", 0);
@@ -710,6 +728,7 @@ idmap_traverse(PyObject *self, visitproc visit, void *arg)
 		Py_VISIT(m->slots[i].more);
 	}
 	Py_VISIT(m->hits);
+	Py_VISIT(m->group);
 	return 0;
 }
 
@@ -729,6 +748,7 @@ idmap_clear(PyObject *self)
 	}
 	PyMem_Free(slots);
 	Py_CLEAR(m->hits);
+	Py_CLEAR(m->group);
 	return 0;
 }
 
@@ -750,7 +770,7 @@ static PyMethodDef idmap_methods[] = {
 	{"add", idmap_add, METH_VARARGS, "add(obj, key)"},
 	{"discard", idmap_discard, METH_VARARGS,
 	 "discard(obj, key): key no longer has obj"},
-	{"begin", idmap_begin, METH_VARARGS, "begin(root[, key])"},
+	{"begin", idmap_begin, METH_VARARGS, "begin(root[, key[, group]])"},
 	{"pid", idmap_pid, METH_O, "persistent_id(obj)"},
 	{"end", idmap_end, METH_NOARGS, "end() -> refs blob"},
 	{NULL, NULL, 0, NULL}

@@ -6,9 +6,14 @@
 - an entry rebound, deleted or released after a restart, before the
   records that refer to it were used: those records keep the old object
   (found through the store's references index, without loading them
-  first), as they do when they were loaded.
+  first), as they do when they were loaded;
+- entries whose objects refer to each other in a cycle: one record holds
+  the cycle (an EntryGroup), every edge keeps its identity, whichever
+  entry is used first, and a change to one of them rewrites the group.
 """
 import io
+import os
+import subprocess
 
 import pytest
 
@@ -176,5 +181,116 @@ def test_many_referrers_share_the_old_object(store):
         assert ws["h199"] == {"b": {"v": 1}} and ws["changed"] == 0
         assert value(ws, "DirectValue(base is None and "
                          "all(r['b'] == {'v': 1} for r in refs))") is True
+    finally:
+        ws.close()
+
+
+NODES = ("class Node:\n"
+         "    def __init__(self, name, parent=None):\n"
+         "        self.name, self.parent, self.children = name, parent, []\n"
+         "root = Node('root')\n"
+         "kid = Node('kid', root)\n"
+         "root.children.append(kid)\n"
+         "x = {'n': 'x'}\ny = {'x': x}\nz = [y]\nx['z'] = z\n"
+         "other = {'root': root, 'z': z}\n")
+
+CHECK = ("DirectValue((kid.parent is root, root.children[0] is kid, "
+         "y['x'] is x, z[0] is y, x['z'] is z, other['root'] is root, "
+         "other['z'] is z))")
+
+
+def dump_check(store):
+    dump = os.environ.get("PYSHELF_DUMP")
+    if dump:
+        out = subprocess.run([dump, "--db", store, "--check"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "sound" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("first", ["kid", "root", "z", "other"])
+def test_cycles_keep_every_edge(store, mode, first):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec(NODES)
+    ws = restart(ws, mode, store)
+    try:
+        value(ws, "DirectValue(%s)" % first)      # loaded first
+        assert value(ws, CHECK) == (True,) * 7
+    finally:
+        ws.close()
+    dump_check(store)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_member_changed_rebound_deleted(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec(NODES)
+    ws = restart(ws, mode, store)
+    ws.remote_exec("kid.name = 'KID'")   # in place: written by sync
+    ws.sync()
+    ws = restart(ws, mode, store)
+    assert value(ws, "DirectValue((root.children[0].name, kid.name))") == \
+        ("KID", "KID")
+    ws = restart(ws, mode, store)
+    # neither is used first: the records that refer to root keep it
+    ws.remote_exec("root = 'gone'\ndel x")
+    ws = restart(ws, mode, store)
+    try:
+        # (kid.parent and other['root'] were one object, which no entry
+        # holds any more: each record now holds a copy of it)
+        assert value(ws, "DirectValue((kid.parent.name, "
+                         "kid.parent.children[0] is kid, root, "
+                         "other['root'].children[0] is kid, "
+                         "y['x']['z'] is z, z[0] is y, 'x' in globals()))") == \
+            ("root", True, "gone", True, True, True, False)
+    finally:
+        ws.close()
+    dump_check(store)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_cycle_through_a_handle(store, mode):
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def make():
+        return {"name": "held", "peers": []}
+
+    def link(h):
+        global peer
+        peer = {"name": "peer", "held": h}
+        h["peers"].append(peer)
+    h = ws.remote_exec(make)
+    hid = h.id
+    ws.remote_exec(link, h)
+    ws = restart(ws, mode, store)
+    try:
+        def check(h):
+            return DirectValue((h["peers"][0] is peer,    # noqa: F821
+                                peer["held"] is h))       # noqa: F821
+        h = ws.handle(hid)
+        assert ws.remote_exec(check, h).value == (True, True)
+    finally:
+        ws.close()
+    dump_check(store)
+
+
+def test_cycle_with_a_class_gone(store, tmp_path):
+    """A cycle whose record holds an object of a class that can no longer
+    be imported: its entries load as placeholders, the others normally."""
+    mod = tmp_path / "gone_cycle_mod.py"
+    mod.write_text("class Gone:\n    pass\n")
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import sys\nsys.path.insert(0, %r)\n"
+                   "import gone_cycle_mod\ng = gone_cycle_mod.Gone()\n"
+                   "peer = {'g': g}\ng.peer = peer\nfine = [1]" % str(tmp_path))
+    ws.close()
+    mod.unlink()
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        assert ws["fine"] == [1]
+        assert "Placeholder" in value(ws, "DirectValue(repr(peer))")
+        assert "Placeholder" in value(ws, "DirectValue(repr(g))")
+        lost = {item[0] for item in ws.lost()}
+        assert lost == {"g", "peer", "gone_cycle_mod"}   # the module too
     finally:
         ws.close()
