@@ -401,6 +401,8 @@ class Workspace:
         self.groups = {}         # first key -> EntryGroup (loaded/written)
         self.group_of = {}       # key -> first key of its EntryGroup
         self.group_by_first = {}  # id(first object) -> EntryGroup
+        self.from_store = set()  # globals whose object was loaded (records
+                                 # of earlier backends may refer to it)
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
@@ -429,6 +431,7 @@ class Workspace:
             obj = None
         self.ns.load_insert(name, obj)
         self.shadow[name] = obj
+        self.from_store.add(name)
         if not isinstance(obj, _ATOMIC):
             self.idmap.add(obj, key)
         return obj
@@ -572,11 +575,21 @@ class Workspace:
                 self._repickle_referrers(("g", name))
         if fresh is not None and (unbound or fresh):
             # stored records not loaded since the restart may refer to
-            # these globals' old objects: the index says which
-            gone = {("g", name): old for name, old in unbound}
-            for name in fresh:
-                gone.setdefault(("g", name), _UNLOADED)
-            self._rescue_referrers(gone)
+            # these globals' old objects: the index says which.  Only to
+            # an object loaded from the store (or never loaded): one bound
+            # by this backend is known to every record that refers to it
+            gone = {("g", name): old for name, old in unbound
+                    if name in self.from_store}
+            rows = _s.referrers(fresh) if fresh else []
+            if gone:
+                rows += _s.referrers(list(gone))
+            if rows:
+                for target, _ref in rows:
+                    gone.setdefault(target, _UNLOADED)   # a fresh name
+                self._rescue_referrers(gone, rows)
+        if self.from_store:
+            for name, _old in unbound:
+                self.from_store.discard(name)
 
     def _has_stored_refs(self):
         """Does the store's references index have rows for this session?
@@ -585,7 +598,7 @@ class Workspace:
             self.stored_refs = _s.refs_any()
         return self.stored_refs
 
-    def _rescue_referrers(self, gone):
+    def _rescue_referrers(self, gone, rows=None):
         """gone: {key: its old object, or _UNLOADED when it was never
         loaded} for entries whose object stops being theirs.  Stored
         records that refer to one of them and are not loaded (written by
@@ -593,8 +606,10 @@ class Workspace:
         the old objects, and marked dirty: the checkpoint writes them again
         holding the old objects themselves, as for loaded referrers.
         Index rows whose referrer no longer refers to the target are
-        forgotten at the next commit."""
-        rows = _s.referrers([k for k in gone if _storable(k)])
+        forgotten at the next commit.  rows: the index's rows for gone, when
+        the caller read them."""
+        if rows is None:
+            rows = _s.referrers(list(gone))
         if not rows:
             return
         self.rescue = gone
@@ -684,9 +699,9 @@ class Workspace:
                 self._slow_record(batch, d, *item)
             for first in regroup:
                 self._forget_group(first)
-            for comp in self._cycles(batch):
-                self._write_group(batch, d, comp)
-            cyclic = self._cyclic(batch)
+            unwritten = [comp for comp in self._cycles(batch)
+                         if not self._write_group(batch, d, comp)]
+            cyclic = self._cyclic(batch) if unwritten else None
             if cyclic:
                 # cycles left (a group that could not be pickled): one
                 # record of each holds the other objects by value instead,
@@ -705,9 +720,12 @@ class Workspace:
                 for key in keys:
                     if key not in bad:
                         self.volatile.pop(key, None)
+        refs_of = self.refs_of
         for k in self.deleted:
             if _storable(k):
                 batch.delete(k)
+                for t in refs_of.get(k, ()):    # its index rows go with it
+                    batch.unref(t, k)
         if not len(batch) and not _s.session_dirty():
             self.dirty.clear()
             return 0
@@ -731,7 +749,7 @@ class Workspace:
             self.volatile.pop(k, None)
             self.lost_entries.pop(k, None)
             if k in self.refs_of:
-                self._note_refs(k, b"", True)
+                self._note_refs(k, b"")     # rows deleted in the commit
         self.dirty.clear()
         self.deleted.clear()
         # released handles are gone from the store now: no need to guard
@@ -803,20 +821,21 @@ class Workspace:
     def _write_group(self, batch, d, comp):
         """Write the entries of one cycle as an EntryGroup: the first key's
         record holds every object of the cycle, pickled together (other
-        entries' objects by reference, as usual); the others' records refer
-        to it by ("@", first key, index).  Leaves the batch as it is when
-        the group cannot be pickled (the cycle is then broken as before)."""
+        entries' objects by reference, as usual); the others' records are
+        group_member(<first>, index).  False, and the batch left as it is,
+        when the group cannot be pickled (the cycle is then broken as
+        before)."""
         keys = tuple(sorted(comp, key=repr))
         objs = tuple(self._entry_obj(k) for k in keys)
         if any(o is _MISSING or type(o) is Placeholder for o in objs):
-            return
+            return False
         group = EntryGroup(keys, objs)
         _tblib()
         try:
             pickler, flags, parts, refs = d.cloud_dump(group, False, None,
                                                        set(keys))
         except Exception:
-            return
+            return False
         batch.drop(list(keys))
         first = keys[0]
         self._add_record(batch, first, pickler, flags | self._base(first),
@@ -827,6 +846,7 @@ class Workspace:
                              self._base(keys[i]), _type_name(objs[i]), ref,
                              [_member_pickle(first, i)])
         self._note_group(first, group)
+        return True
 
     def _base(self, key):
         return self.handle_flags.get(key[1], 0) if key[0] == "h" else 0

@@ -159,7 +159,7 @@ PyTypeObject pybatch_SinkType = {
  * from key, its type_name from tn, its refs from refs, and its iov is
  * filled at commit (the arena may move until then). */
 typedef struct {
-	store_entry_in in;
+	store_entry_in in;       /* first: b->order points at it */
 	PyObject *key;           /* ("g", name) / ("h", id), strong */
 	PyObject *tn;            /* the type name (str), strong */
 	PyObject *refs;          /* bytes, strong; NULL: no references */
@@ -1191,8 +1191,10 @@ batch_index_refs(store_txn *t, struct bcommit *bc)
 	Py_ssize_t j;
 	int rc;
 
+	/* in the records' key order: a target's referrers then come in the
+	 * order of its duplicates, which LMDB inserts without moving others */
 	for (i = 0; i < b->n; i++) {
-		const brec *r = &b->recs[i];
+		const brec *r = (const brec *)b->order[i]; /* in is the first */
 		const uint8_t *p;
 		store_key rk, tk;
 		if (r->refs == NULL || PyBytes_GET_SIZE(r->refs) == 0)

@@ -30,6 +30,8 @@ typedef struct {
 	uint64_t handle;
 } pykey;
 
+static PyObject *pystore_g;   /* "g", made once */
+
 /* Convert ("g", name) / ("h", id) arguments into k. */
 static int
 pystore_key(PyObject *kind, PyObject *key, pykey *k)
@@ -252,8 +254,9 @@ pystore_key_tuple(const store_key *k)
 
 /* Arguments and results of referrers(). */
 struct referrers_arg {
-	PyObject *targets;     /* list of keys */
-	PyObject *target;      /* the one being listed (borrowed) */
+	PyObject *targets;     /* list of keys or global names */
+	PyObject *item;        /* the one being listed (borrowed) */
+	PyObject *target;      /* its key, made for the first row (strong) */
 	PyObject *out;         /* list of (target, referrer) */
 };
 
@@ -265,6 +268,9 @@ pystore_referrer_one(const store_key *k, void *arg)
 	PyObject *rk, *pair;
 	int rc;
 
+	if (ra->target == NULL && (ra->target = PyUnicode_Check(ra->item) ?
+	    Py_BuildValue("(sO)", "g", ra->item) : Py_NewRef(ra->item)) == NULL)
+		return -1;
 	if ((rk = pystore_key_tuple(k)) == NULL)
 		return -1;
 	pair = PyTuple_Pack(2, ra->target, rk);
@@ -287,30 +293,41 @@ pystore_referrers_txn(store_txn *t, void *arg)
 		PyObject *key = PyList_GET_ITEM(ra->targets, i); /* borrowed */
 		store_key sk;
 		pykey pk;
-		if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
+		if (PyUnicode_Check(key))
+			rc = pystore_key(pystore_g, key, &pk);
+		else if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
 			PyErr_SetString(PyExc_TypeError, "an entry key is "
-			    "(kind, key)");
+			    "(kind, key), or a global's name");
 			return -1;
+		} else
+			rc = pystore_key(PyTuple_GET_ITEM(key, 0),
+			    PyTuple_GET_ITEM(key, 1), &pk);
+		if (rc < 0) {
+			/* a name that cannot be a store key has no rows */
+			if (!PyErr_ExceptionMatches(PyExc_ValueError))
+				return -1;
+			PyErr_Clear();
+			continue;
 		}
-		if (pystore_key(PyTuple_GET_ITEM(key, 0),
-		    PyTuple_GET_ITEM(key, 1), &pk) < 0)
-			return -1;
 		memset(&sk, 0, sizeof sk);
 		sk.kind = pk.kind;
 		sk.name = pk.name;
 		sk.name_len = (size_t)pk.name_len;
 		sk.handle = pk.handle;
-		ra->target = key;
-		if ((rc = refs_list(t, the_worker->sess.id, &sk,
-		    pystore_referrer_one, ra)) != 0)
+		ra->item = key;
+		rc = refs_list(t, the_worker->sess.id, &sk, pystore_referrer_one,
+		    ra);
+		Py_CLEAR(ra->target);
+		if (rc != 0)
 			return rc;
 	}
 	return 0;
 }
 
 /* referrers(targets) -> [(target, referrer)]: the records the store's
- * reverse index says may refer to each target (rows may be stale: check
- * the referrer's refs blob). */
+ * reverse index says may refer to each target, a key or a global's name
+ * (rows may be stale: check the referrer's refs blob).  A target whose
+ * name cannot be a store key (too long, not UTF-8) has none. */
 static PyObject *
 pystore_referrers(PyObject *self, PyObject *targets)
 {
@@ -321,8 +338,11 @@ pystore_referrers(PyObject *self, PyObject *targets)
 		PyErr_SetString(PyExc_TypeError, "referrers() needs a list");
 		return NULL;
 	}
+	if (pystore_g == NULL &&
+	    (pystore_g = PyUnicode_InternFromString("g")) == NULL)
+		return NULL;
 	ra.targets = targets;
-	ra.target = NULL;
+	ra.item = ra.target = NULL;
 	if ((ra.out = PyList_New(0)) == NULL)
 		return NULL;
 	rc = store_read(the_worker->st, pystore_referrers_txn, &ra);
