@@ -617,24 +617,41 @@ class Workspace:
             for target, ref in rows:
                 if ref in gone or ref in self.deleted or self._loaded(ref):
                     continue   # going too, or known (self.referrers)
-                blob = _s.get_refs(ref[0], ref[1])
-                if blob is None or target not in _parse_refs(blob):
-                    self.unrefs.append((target, ref))   # a stale row
-                    continue
                 try:
                     if ref[0] == "g":
                         self.ns[ref[1]]
                     else:
                         self.get_handle(ref[1])
+                except KeyError:
+                    self.unrefs.append((target, ref))   # a stale row
+                    continue
                 except Exception:
                     continue   # cannot be loaded: left as it is stored
+                if target not in self.refs_of.get(ref, ()):
+                    self.unrefs.append((target, ref))   # a stale row
+                    continue
                 self.dirty.add(ref)
+                # its new record holds the old object itself: the row goes
+                # in this checkpoint's commit, and is not queued again
+                self.unrefs.append((target, ref))
+                self._drop_ref(ref, target)
         finally:
             self.rescue = {}
         # records loaded while rescuing (a referrer's own references) are
         # known now: those that refer to what goes are written again too
         for key in gone:
             self._repickle_referrers(key)
+
+    def _drop_ref(self, key, target):
+        """key's record will no longer refer to target."""
+        old = self.refs_of.get(key)
+        if old and target in old:
+            self.refs_of[key] = tuple(t for t in old if t != target)
+            rs = self.referrers.get(target)
+            if rs is not None:
+                rs.discard(key)
+                if not rs:
+                    del self.referrers[target]
 
     def _loaded(self, key):
         return key[1] in (self.shadow if key[0] == "g" else self.handles)
@@ -726,7 +743,7 @@ class Workspace:
                 batch.delete(k)
                 for t in refs_of.get(k, ()):    # its index rows go with it
                     batch.unref(t, k)
-        if not len(batch) and not _s.session_dirty():
+        if not len(batch) and not self.unrefs and not _s.session_dirty():
             self.dirty.clear()
             return 0
         for target, ref in self.unrefs:

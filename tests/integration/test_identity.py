@@ -294,3 +294,44 @@ def test_cycle_with_a_class_gone(store, tmp_path):
         assert lost == {"g", "peer", "gone_cycle_mod"}   # the module too
     finally:
         ws.close()
+
+
+def index_rows(store):
+    """The refs database's rows, as (target name, referrer name) for
+    globals (read with py-lmdb, read-only, while no backend runs)."""
+    import lmdb
+    env = lmdb.open(store, readonly=True, lock=False, max_dbs=8,
+                    subdir=True)
+    try:
+        db = env.open_db(b"refs", dupsort=True, create=False)
+        with env.begin() as txn:
+            return sorted((bytes(k[17:]).decode(), bytes(v[1:]).decode())
+                          for k, v in txn.cursor(db) if k[16:17] == b"g")
+    finally:
+        env.close()
+
+
+def test_index_rows_follow_the_records(store):
+    """Rows are written with the records that refer, go with them when they
+    are deleted or stop referring, and a stale one (its record rewritten by
+    a backend that had not loaded it) goes when it is found."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("a = [1]\nb = [2]\nc = {'x': a}\nd = {'x': a, 'y': b}\n"
+                   "e = [b]")
+    ws.close()
+    assert index_rows(store) == [("a", "c"), ("a", "d"), ("b", "d"),
+                                 ("b", "e")]
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("d['x'] = None\ndel e")     # d stops referring to a
+    ws.sync()
+    ws.close()
+    assert index_rows(store) == [("a", "c"), ("b", "d")]
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("c = 5")                    # not loaded: its row stays
+    ws.close()
+    assert ("a", "c") in index_rows(store)
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("a = 'rebound'")            # finds the stale row
+    assert value(ws, "DirectValue((c, d))") == (5, {"x": None, "y": [2]})
+    ws.close()
+    assert index_rows(store) == [("b", "d")]
