@@ -20,7 +20,13 @@
 - resume: backend start to the first result that uses a stored global, for
   workspaces of 1,000 / 100,000 / 1,000,000 entries.
 - a no-op request with 1,000 and 100,000 loaded entries;
-- a request that binds one global, with 1,000 / 100,000 / 1,000,000 loaded.
+- a request that binds one global, with 1,000 / 100,000 / 1,000,000 loaded;
+- references between entries: the steady checkpoint of 10,000 dicts that
+  each refer to one shared global (the stdlib pickler with persistent ids,
+  and a row of the refs index per record) against 10,000 plain dicts in
+  the same run; and rebinding, after a restart, a global that 1,000 /
+  10,000 / 100,000 records not loaded since refer to (each is loaded,
+  pointed at the old object, written again), and the request after it.
 Prints one JSON object per measurement.
 """
 import json
@@ -393,11 +399,75 @@ def bench_bind_one(d):
             ws.close()
 
 
+REFS_SRC = ("globals().update({'d%%d%s' %% i: {'i': i, 's': shared} "
+            "for i in range(%d)})")
+
+
+def bench_refs(d):
+    """The cost of references between entries (see the docstring)."""
+    rows = {"plain": [], "refs": []}
+    for _ in range(STEADY_TRIALS):
+        ws = pyshelf.spawn(db=os.path.join(d, "refs-%d" % time.monotonic_ns()),
+                           session="b")
+        try:
+            ws.remote_exec("shared = [0]")
+            for r in range(STEADY_ROUNDS):
+                for kind, src in (("plain", DICTS_SRC % ("_p%d" % r)),
+                                  ("refs", REFS_SRC % ("_r%d" % r, 10000))):
+                    ws.remote_exec(src)
+                    if r >= 2:
+                        rows[kind].append(ws.stats()["last_checkpoint_s"])
+                ws.remote_exec("for _n in [n for n in globals() if "
+                               "n.startswith('d') and n[-1].isdigit()]:\n"
+                               "    del globals()[_n]\ndel _n")
+        finally:
+            ws.close()
+    emit(name="steady_10k_dicts_plain_same_run", median_ms=ms(rows["plain"]))
+    emit(name="steady_10k_dicts_referring_to_one_global",
+         median_ms=ms(rows["refs"]),
+         ratio_to_plain=round(statistics.median(rows["refs"]) /
+                              statistics.median(rows["plain"]), 2))
+    for n in (1000, 10000, 100000):
+        db = os.path.join(d, "rescue-%d" % n)
+        ws = pyshelf.spawn(db=db, session="s")
+        ws.remote_exec("shared = [0]\n" + REFS_SRC % ("", n))
+        ws.close()
+        times, after = [], []
+        for rep in range(3):
+            ws = pyshelf.spawn(db=db, session="s")
+            try:
+                ws.remote_exec("pass")
+                t0 = time.perf_counter()
+                ws.remote_exec("shared = [%d]" % (rep + 1))
+                t1 = time.perf_counter()
+                ws.remote_exec("other = 1")
+                t2 = time.perf_counter()
+                got = ws.remote_exec("DirectValue(d0['s'])").value
+                assert got == [rep], (got, rep)
+            finally:
+                ws.close()
+            times.append(t1 - t0)
+            after.append(t2 - t1)
+            # the referrers now hold their own lists: refer them to the
+            # global again for the next repetition
+            ws = pyshelf.spawn(db=db, session="s")
+            try:
+                ws.remote_exec("for _i in range(%d):\n"
+                               "    globals()['d%%d' %% _i]['s'] = shared\n"
+                               "del _i" % n)
+            finally:
+                ws.close()
+        emit(name="rebind_with_%d_unloaded_referrers" % n,
+             median_ms=ms(times),
+             per_referrer_us=round(statistics.median(times) / n * 1e6, 2),
+             next_request_ms=ms(after))
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--cold"]:
         cold_child(*sys.argv[2:5])
         sys.exit(0)
-    which = sys.argv[1:] or ["checkpoint", "resume", "noop", "bind"]
+    which = sys.argv[1:] or ["checkpoint", "resume", "noop", "bind", "refs"]
     with tempfile.TemporaryDirectory() as d:
         if "checkpoint" in which:
             bench_checkpoints(d)
@@ -407,3 +477,5 @@ if __name__ == "__main__":
             bench_noop_loaded(d)
         if "bind" in which:
             bench_bind_one(d)
+        if "refs" in which:
+            bench_refs(d)

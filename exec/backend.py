@@ -368,11 +368,79 @@ def loads_value(data):
 
 # --- the workspace -----------------------------------------------------------
 
+class Globals(_s.Namespace):
+    """The workspace's globals, as shipped code sees them (globals()).
+    Values load on first use (Namespace.__missing__); the names of stored
+    globals count from the start: `'df' in globals()`, get(), setdefault()
+    and pop() see a global not loaded yet (without loading it, for `in`),
+    and iterating, len(), keys(), items(), values() and copy() load every
+    stored global first (once; those that cannot be loaded are left out)."""
+    __slots__ = ()
+
+    def __contains__(self, name):
+        if dict.__contains__(self, name):
+            return True
+        return WS is not None and WS.stored_global(name)
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def setdefault(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            self[name] = default
+            return default
+
+    def pop(self, name, *default):
+        if len(default) > 1:
+            raise TypeError("pop expected at most 2 arguments, got %d" %
+                            (1 + len(default)))
+        try:
+            value = self[name]
+        except KeyError:
+            if default:
+                return default[0]
+            raise
+        del self[name]
+        return value
+
+    def _all(self):
+        if WS is not None:
+            WS.load_all_globals()
+        return self
+
+    def __iter__(self):
+        return dict.__iter__(self._all())
+
+    def __len__(self):
+        return dict.__len__(self._all())
+
+    def keys(self):
+        return dict.keys(self._all())
+
+    def items(self):
+        return dict.items(self._all())
+
+    def values(self):
+        return dict.values(self._all())
+
+    def copy(self):
+        return dict(dict.items(self._all()))
+
+    def __repr__(self):
+        return dict.__repr__(self._all())
+
+
 class Workspace:
     """One session's state: globals (ns), handles, and what to checkpoint."""
 
     def __init__(self):
-        self.ns = _s.Namespace(self._load_global)
+        self.ns = Globals(self._load_global)
+        self.all_loaded = False  # has load_all_globals() run?
         self.ns["__name__"] = "__pyshelf__"
         self.ns["__builtins__"] = builtins
         self.idmap = _s.IdMap()
@@ -435,6 +503,32 @@ class Workspace:
         if not isinstance(obj, _ATOMIC):
             self.idmap.add(obj, key)
         return obj
+
+    def stored_global(self, name):
+        """Is name a global of the store (not loaded yet, not deleted) that
+        can be used?  A volatile one (lost in the restart) is not.  Reads
+        the record's header, not its value."""
+        if self.all_loaded or not isinstance(name, str) or \
+                name.startswith("__") or ("g", name) in self.deleted or \
+                not _storable(("g", name)):
+            return False
+        flags = _s.flags("g", name)
+        return flags is not None and not flags & FLAG_VOLATILE
+
+    def load_all_globals(self):
+        """Load every stored global not loaded yet (iterating globals()),
+        once: later globals are bound in memory first."""
+        if self.all_loaded:
+            return
+        ns = self.ns
+        for name in _s.list_keys("g"):
+            if not dict.__contains__(ns, name) and \
+                    ("g", name) not in self.deleted:
+                try:
+                    ns[name]
+                except LookupError:
+                    pass      # volatile: not restored, ws.lost() says why
+        self.all_loaded = True
 
     def _load(self, key):
         """Read and unpickle one entry; KeyError when absent."""

@@ -74,7 +74,8 @@ pystore_raise(int rc, const char *what)
 /* Arguments and results of one entry read. */
 struct get_arg {
 	pykey k;               /* which entry */
-	int mode;              /* 0 full, 1 type only, 2 exists, 3 refs */
+	int mode;              /* 0 full, 1 type only, 2 exists, 3 refs,
+	                          4 flags */
 	int rc;                /* store result */
 	PyObject *result;      /* new reference */
 };
@@ -86,14 +87,20 @@ pystore_get_txn(store_txn *t, void *arg)
 	store_record r;
 	PyObject *payload = NULL, *digest = NULL;
 
+	if (ga->mode == 2 || ga->mode == 4) {   /* the key (and flags) only */
+		uint16_t flags = 0;
+		int rc = entry_exists(t, the_worker->sess.id, ga->k.kind,
+		    ga->k.name, (size_t)ga->k.name_len, ga->k.handle, &flags);
+		ga->rc = rc == 0 ? STORE_E_NOTFOUND : rc < 0 ? rc : 0;
+		if (rc == 1)
+			ga->result = ga->mode == 2 ? Py_NewRef(Py_True) :
+			    PyLong_FromLong(flags);
+		return 0;
+	}
 	ga->rc = entry_get(t, the_worker->sess.id, ga->k.kind, ga->k.name,
 	    (size_t)ga->k.name_len, ga->k.handle, &r);
 	if (ga->rc != 0)
 		return 0;
-	if (ga->mode == 2) {
-		ga->result = Py_NewRef(Py_True);
-		return 0;
-	}
 	if (ga->mode == 1) {
 		ga->result = PyUnicode_DecodeUTF8(r.type_name, r.type_len,
 		    "replace");
@@ -176,6 +183,13 @@ static PyObject *
 pystore_get_refs(PyObject *self, PyObject *args)
 {
 	return pystore_get_common(args, 3);
+}
+
+/* flags(kind, key) -> the record's flags (header only, unchecked) | None */
+static PyObject *
+pystore_flags(PyObject *self, PyObject *args)
+{
+	return pystore_get_common(args, 4);
 }
 
 /* exists(kind, key) -> bool */
@@ -582,6 +596,7 @@ PyMethodDef pystore_methods[] = {
 	{"get_type", pystore_get_type, METH_VARARGS, "get_type(kind, key)"},
 	{"get_refs", pystore_get_refs, METH_VARARGS, "get_refs(kind, key)"},
 	{"exists", pystore_exists, METH_VARARGS, "exists(kind, key)"},
+	{"flags", pystore_flags, METH_VARARGS, "flags(kind, key)"},
 	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},
 	{"referrers", pystore_referrers, METH_O,
 	 "referrers(targets) -> [(target, referrer)]"},

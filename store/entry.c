@@ -184,6 +184,36 @@ entry_get(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
 	return record_decode(v.mv_data, v.mv_size, out);
 }
 
+/* Is there such an entry?  1, 0, or a negative STORE_E_* code.  flags (may
+ * be NULL) gets its record's flags, unchecked: the header is read, not the
+ * rest of the value (STORE_E_CORRUPT when shorter than a header). */
+int
+entry_exists(store_txn *t, const uint8_t *sid, uint8_t kind,
+             const char *name, size_t name_len, uint64_t handle,
+             uint16_t *flags)
+{
+	uint8_t kbuf[ENTRY_KEY_MAX];
+	MDB_val k, v;
+	int rc;
+
+	k.mv_size = entry_key_make(kbuf, sid, kind, name, name_len, handle);
+	if (k.mv_size == 0)
+		return STORE_E_INVAL;
+	k.mv_data = kbuf;
+	rc = mdb_get(t->txn, t->s->entries, &k, &v);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return store_map_err(rc);
+	if (flags != NULL) {
+		const uint8_t *p = v.mv_data;
+		if (v.mv_size < RECORD_FIXED)
+			return STORE_E_CORRUPT;
+		*flags = (uint16_t)(p[2] << 8 | p[3]);
+	}
+	return 1;
+}
+
 /* Delete one entry. */
 int
 entry_del(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,

@@ -246,6 +246,12 @@ int entry_put_sorted(store_txn *t, const uint8_t *sid,
 int entry_get(store_txn *t, const uint8_t *sid, uint8_t kind,
               const char *name, size_t name_len, uint64_t handle,
               store_record *out);
+/* 1 when the entry exists, 0 when not, or a negative STORE_E_* code; reads
+ * no value past the record header.  flags (may be NULL): the record's
+ * flags, unchecked (STORE_E_CORRUPT when it is shorter than a header). */
+int entry_exists(store_txn *t, const uint8_t *sid, uint8_t kind,
+                 const char *name, size_t name_len, uint64_t handle,
+                 uint16_t *flags);
 /* Delete one entry.  STORE_E_NOTFOUND when absent. */
 int entry_del(store_txn *t, const uint8_t *sid, uint8_t kind,
               const char *name, size_t name_len, uint64_t handle);

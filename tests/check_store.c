@@ -275,6 +275,19 @@ cb_entry_del(store_txn *t, void *a)
 	    ea->handle);
 }
 
+static int
+cb_entry_exists(store_txn *t, void *a)
+{
+	struct ent_arg *ea = a;
+
+	uint16_t flags = 0xffff;
+	int rc = entry_exists(t, ea->sid, ea->kind, ea->name, ea->name_len,
+	    ea->handle, &flags);
+
+	ea->rec.flags = flags;
+	return rc;
+}
+
 /* Get an entry and copy out what the test checks. */
 static int
 cb_entry_get(store_txn *t, void *a)
@@ -1358,10 +1371,25 @@ START_TEST(test_entry_replace_del)
 	ck_assert_int_eq(get_one(S, ss.id, 'h', NULL, 43, &p, &n),
 	    STORE_E_NOTFOUND);
 
+	/* Exists, reading keys only: 1, then 0 once deleted; a bad name. */
+	ea.kind = STORE_KIND_HANDLE;
+	ea.handle = 42;
+	ck_assert_int_eq(store_read(S, cb_entry_exists, &ea), 1);
+	ea.handle = 43;
+	ck_assert_int_eq(store_read(S, cb_entry_exists, &ea), 0);
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = "result";
+	ea.name_len = 0;
+	ck_assert_int_eq(store_read(S, cb_entry_exists, &ea), STORE_E_INVAL);
+	ea.name_len = 6;
+	ck_assert_int_eq(store_read(S, cb_entry_exists, &ea), 1);
+	ck_assert_uint_eq(ea.rec.flags, 0);    /* put_one's record */
+
 	/* Delete. */
 	ea.kind = STORE_KIND_HANDLE;
 	ea.handle = 42;
 	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	ck_assert_int_eq(store_read(S, cb_entry_exists, &ea), 0);
 	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), STORE_E_NOTFOUND);
 	ck_assert_int_eq(get_one(S, ss.id, 'h', NULL, 42, &p, &n),
 	    STORE_E_NOTFOUND);

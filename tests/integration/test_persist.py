@@ -324,6 +324,41 @@ def test_del_of_a_global_not_loaded_since_the_restart(store, mode):
         ws.close()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_globals_know_stored_names_after_a_restart(store, mode):
+    """globals() counts the stored globals before they are used: `in`,
+    get(), setdefault(), pop(), iteration, len(), keys() and dir()."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import socket\ndf = [1, 2]\ncount = 3\nbig = list(range(9))\n"
+                   "sock = socket.socket()", stderr=io.StringIO())
+    ws = restart(ws, mode, store, "s")
+    try:
+        # the usual idiom must not redo the work and overwrite the value
+        ws.remote_exec("if 'df' not in globals():\n    df = 'recomputed'\n"
+                       "if 'sock' not in globals():\n    sock = 'new'")
+        assert ws["df"] == [1, 2] and ws["sock"] == "new"
+        assert value(ws, "DirectValue(('count' in globals(), "
+                         "'nothing' in globals(), globals().get('count'), "
+                         "globals().get('nothing', 7), "
+                         "globals().setdefault('big', 0)[-1], "
+                         "globals().setdefault('fresh', 5)))") == \
+            (True, False, 3, 7, 8, 5)
+        assert value(ws, "DirectValue(globals().pop('count'))") == 3
+        names = value(ws, "DirectValue(sorted(k for k in globals() "
+                          "if not k.startswith('__')))")
+        assert names == ["big", "df", "fresh", "sock", "socket"]
+        assert value(ws, "DirectValue((len(globals()) == len(list(globals())),"
+                         " sorted(dir()) == sorted(globals().keys())))") == \
+            (True, True)
+    finally:
+        ws.close()
+    ws = restart(pyshelf.spawn(db=store, session="s"), mode, store, "s")
+    try:
+        assert sorted(ws.keys()) == ["big", "df", "fresh", "sock", "socket"]
+    finally:
+        ws.close()
+
+
 def test_released_handle_referenced_by_a_global(store):
     ws = pyshelf.spawn(db=store, session="s")
 
