@@ -202,6 +202,8 @@ typedef struct {
 	PyObject_HEAD
 	brec *recs;
 	size_t n, cap;
+	size_t nrefs;            /* records added with references (some may
+	                            have been dropped since) */
 	PyObject *dels;          /* list of keys to delete */
 	PyObject *unrefs;        /* list of (target, referrer): index rows
 	                            to forget */
@@ -483,9 +485,10 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 		goto error;
 	rec->in.pickler = STORE_PICKLER_PICKLE;
 	rec->in.flags = (uint16_t)flags;
-	if (PyBytes_GET_SIZE(refs) > 0)
+	if (PyBytes_GET_SIZE(refs) > 0) {
 		rec->refs = refs; /* stolen */
-	else
+		b->nrefs++;
+	} else
 		Py_DECREF(refs);
 	refs = NULL;
 	if (brec_key(rec, key) < 0 || batch_take_data(rec, sk) < 0)
@@ -938,8 +941,10 @@ batch_add(PyObject *self, PyObject *args)
 		goto error;
 	rec->in.pickler = (uint8_t)pickler;
 	rec->in.flags = (uint16_t)flags;
-	if (PyBytes_GET_SIZE(refs) > 0)
+	if (PyBytes_GET_SIZE(refs) > 0) {
 		rec->refs = Py_NewRef(refs);
+		b->nrefs++;
+	}
 	memcpy(rec->digest, PyBytes_AS_STRING(digest), 16);
 	rec->oob = Py_NewRef(parts); /* the whole payload, in pieces */
 	b->n++;
@@ -959,7 +964,7 @@ batch_refs(PyObject *self, PyObject *unused)
 
 	if (l == NULL)
 		return NULL;
-	for (i = 0; i < b->n; i++) {
+	for (i = 0; b->nrefs > 0 && i < b->n; i++) {
 		if (b->recs[i].refs == NULL)
 			continue;
 		t = PyTuple_Pack(2, b->recs[i].key, b->recs[i].refs);
@@ -1193,7 +1198,7 @@ batch_index_refs(store_txn *t, struct bcommit *bc)
 
 	/* in the records' key order: a target's referrers then come in the
 	 * order of its duplicates, which LMDB inserts without moving others */
-	for (i = 0; i < b->n; i++) {
+	for (i = 0; b->nrefs > 0 && i < b->n; i++) {
 		const brec *r = (const brec *)b->order[i]; /* in is the first */
 		const uint8_t *p;
 		store_key rk, tk;
@@ -1471,6 +1476,7 @@ batch_reset(batchobject *b)
 	for (i = 0; i < b->n; i++)
 		brec_clear(&b->recs[i]);
 	b->n = 0;
+	b->nrefs = 0;
 	b->alen = 0;
 	Py_CLEAR(b->dels);
 	Py_CLEAR(b->unrefs);

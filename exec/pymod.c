@@ -327,13 +327,12 @@ PyTypeObject pymod_NamespaceType = {
 /* ---------------------------------------------------------------------- */
 /* IdMap                                                                  */
 
-/* An object and the entries whose object it is: key, the first of them
- * still its own (the one records refer to), and the others, aliases
- * (h = c), whose records are a reference to key. */
+/* An object and the first of the entries whose object it is still (the
+ * one records refer to).  The others, aliases (h = c), whose records are
+ * a reference to key, are in the map's "more" dict, rarely used. */
 typedef struct {
 	PyObject *obj;       /* strong: keeps the address from being reused */
 	PyObject *key;       /* strong: ("g", name) or ("h", id) */
-	PyObject *more;      /* strong list of the other keys, or NULL */
 } idslot;
 
 typedef struct {
@@ -341,7 +340,9 @@ typedef struct {
 	idslot *slots;       /* open addressing, linear probing */
 	size_t cap;          /* power of two */
 	size_t used;         /* live slots */
-	size_t aliases;      /* keys in the slots' more lists */
+	size_t aliases;      /* keys in the lists of more */
+	PyObject *more;      /* {address of a slot's obj: [its other keys]},
+	                        or NULL */
 	PyObject *root;      /* borrowed: object being pickled */
 	PyObject *rootkey;   /* borrowed: the entry it is pickled for, or NULL */
 	PyObject *group;     /* strong: keys pickled by value (a cycle's
@@ -411,15 +412,45 @@ pymod_idmap_reserve(PyObject *self, size_t n)
 	return cap == m->cap ? 0 : idmap_resize(m, cap);
 }
 
-/* Is key the slot's key, or one of its others?  1, 0 or -1. */
-static int
-idslot_has(const idslot *s, PyObject *key)
+/* The list of obj's other keys (borrowed), or NULL: none (or, with
+ * create, an error).  The key of more is obj's address: obj is held by its
+ * slot while it has a list. */
+static PyObject *
+idmap_more(idmapobject *m, PyObject *obj, int create)
 {
-	int r = PyObject_RichCompareBool(s->key, key, Py_EQ);
+	PyObject *addr, *l = NULL;
 
-	if (r != 0 || s->more == NULL)
-		return r;
-	return PySequence_Contains(s->more, key);
+	if (m->more == NULL && (!create || (m->more = PyDict_New()) == NULL))
+		return NULL;
+	if ((addr = PyLong_FromVoidPtr(obj)) == NULL)
+		return NULL;
+	l = PyDict_GetItemWithError(m->more, addr);
+	if (l == NULL && create && !PyErr_Occurred() &&
+	    (l = PyList_New(0)) != NULL) {
+		if (PyDict_SetItem(m->more, addr, l) < 0) {
+			Py_DECREF(l);
+			l = NULL;
+		} else
+			Py_DECREF(l);   /* the dict holds it */
+	}
+	Py_DECREF(addr);
+	return l;
+}
+
+/* Forget obj's list of other keys once it is empty. */
+static int
+idmap_more_prune(idmapobject *m, PyObject *obj, PyObject *l)
+{
+	PyObject *addr;
+	int rc;
+
+	if (PyList_GET_SIZE(l) > 0)
+		return 0;
+	if ((addr = PyLong_FromVoidPtr(obj)) == NULL)
+		return -1;
+	rc = PyDict_DelItem(m->more, addr);
+	Py_DECREF(addr);
+	return rc;
 }
 
 /* Map obj to key too: an object already mapped keeps its first key, and
@@ -433,11 +464,14 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 	int r;
 
 	if ((s = idmap_find(m, obj)) != NULL) {
-		if ((r = idslot_has(s, key)) != 0)
+		PyObject *l;
+		if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) != 0)
 			return r < 0 ? -1 : 0;
-		if (s->more == NULL && (s->more = PyList_New(0)) == NULL)
+		if ((l = idmap_more(m, obj, 1)) == NULL)
 			return -1;
-		if (PyList_Append(s->more, key) < 0)
+		if ((r = PySequence_Contains(l, key)) != 0)
+			return r < 0 ? -1 : 0;
+		if (PyList_Append(l, key) < 0)
 			return -1;
 		m->aliases++;
 		return 0;
@@ -450,7 +484,6 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 		;
 	m->slots[i].obj = Py_NewRef(obj);
 	m->slots[i].key = Py_NewRef(key);
-	m->slots[i].more = NULL;
 	m->used++;
 	return 0;
 }
@@ -476,22 +509,26 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *s = idmap_find(m, obj), gone;
+	PyObject *l;
 	size_t i, j, k;
 	Py_ssize_t n;
 	int r;
 
 	if (s == NULL)
 		return 0;
-	if (s->more != NULL && (n = PyList_GET_SIZE(s->more)) > 0) {
+	l = m->aliases > 0 ? idmap_more(m, obj, 0) : NULL;
+	if (l == NULL && PyErr_Occurred())
+		return -1;
+	if (l != NULL && (n = PyList_GET_SIZE(l)) > 0) {
 		if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) < 0)
 			return -1;
 		if (r) {     /* the next one takes over */
-			Py_SETREF(s->key, Py_NewRef(PyList_GET_ITEM(s->more, 0)));
+			Py_SETREF(s->key, Py_NewRef(PyList_GET_ITEM(l, 0)));
 			j = 0;
 		} else {
 			for (j = 0; j < (size_t)n; j++) {
-				r = PyObject_RichCompareBool(PyList_GET_ITEM(
-				    s->more, (Py_ssize_t)j), key, Py_EQ);
+				r = PyObject_RichCompareBool(PyList_GET_ITEM(l,
+				    (Py_ssize_t)j), key, Py_EQ);
 				if (r < 0)
 					return -1;
 				if (r)
@@ -500,10 +537,10 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 			if (j == (size_t)n)
 				return 0;
 		}
-		if (PySequence_DelItem(s->more, (Py_ssize_t)j) < 0)
+		if (PySequence_DelItem(l, (Py_ssize_t)j) < 0)
 			return -1;
 		m->aliases--;
-		return 0;
+		return idmap_more_prune(m, obj, l);
 	}
 	if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) <= 0)
 		return r;    /* not key's (any more): nothing to do */
@@ -511,7 +548,6 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 	i = (size_t)(s - m->slots);
 	m->slots[i].obj = NULL;
 	m->slots[i].key = NULL;
-	m->slots[i].more = NULL;
 	m->used--;
 	for (j = (i + 1) & (m->cap - 1); m->slots[j].obj != NULL;
 	    j = (j + 1) & (m->cap - 1)) {
@@ -520,13 +556,11 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 			m->slots[i] = m->slots[j];
 			m->slots[j].obj = NULL;
 			m->slots[j].key = NULL;
-			m->slots[j].more = NULL;
 			i = j;
 		}
 	}
 	Py_DECREF(gone.obj);
 	Py_DECREF(gone.key);
-	Py_XDECREF(gone.more);
 	return 0;
 }
 
@@ -725,8 +759,8 @@ idmap_traverse(PyObject *self, visitproc visit, void *arg)
 	for (i = 0; i < m->cap; i++) {
 		Py_VISIT(m->slots[i].obj);
 		Py_VISIT(m->slots[i].key);
-		Py_VISIT(m->slots[i].more);
 	}
+	Py_VISIT(m->more);
 	Py_VISIT(m->hits);
 	Py_VISIT(m->group);
 	return 0;
@@ -744,9 +778,9 @@ idmap_clear(PyObject *self)
 	for (i = 0; i < cap; i++) {
 		Py_XDECREF(slots[i].obj);
 		Py_XDECREF(slots[i].key);
-		Py_XDECREF(slots[i].more);
 	}
 	PyMem_Free(slots);
+	Py_CLEAR(m->more);
 	Py_CLEAR(m->hits);
 	Py_CLEAR(m->group);
 	return 0;
