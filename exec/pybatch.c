@@ -1443,11 +1443,16 @@ batch_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 	for (i = 0; i < b->n; i++) {
 		brec *r = &b->recs[i];
 		PyObject *t;
+		uint8_t was[16];
 		int had = 0;
-		if (pydigest_set(digests, r->key, r->digest) < 0)
-			goto error;
+		/* a key in refs_of has a digest (a record written or loaded):
+		 * a new key needs no look-up in the dict (tuple hashes are not
+		 * cached) */
 		if (r->refs == NULL && PyDict_GET_SIZE(refs_of) > 0 &&
-		    (had = PyDict_Contains(refs_of, r->key)) < 0)
+		    ((had = pydigest_get(digests, r->key, was)) < 0 ||
+		    (had && (had = PyDict_Contains(refs_of, r->key)) < 0)))
+			goto error;
+		if (pydigest_set(digests, r->key, r->digest) < 0)
 			goto error;
 		if (r->refs == NULL && !had)
 			continue;
