@@ -431,6 +431,12 @@ class Globals(_s.Namespace):
     def copy(self):
         return dict(dict.items(self._all()))
 
+    def clear(self):
+        dict.clear(self._all())
+
+    def popitem(self):
+        return dict.popitem(self._all())
+
     def __repr__(self):
         return dict.__repr__(self._all())
 

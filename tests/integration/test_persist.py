@@ -355,6 +355,14 @@ def test_globals_know_stored_names_after_a_restart(store, mode):
     ws = restart(pyshelf.spawn(db=store, session="s"), mode, store, "s")
     try:
         assert sorted(ws.keys()) == ["big", "df", "fresh", "sock", "socket"]
+        # clear() clears the globals not loaded yet too
+        ws.remote_exec("globals().clear()\nkept = 1")
+        assert sorted(ws.keys()) == ["kept"]
+    finally:
+        ws.close()
+    ws = restart(pyshelf.spawn(db=store, session="s"), mode, store, "s")
+    try:
+        assert sorted(ws.keys()) == ["kept"]
     finally:
         ws.close()
 
