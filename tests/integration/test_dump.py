@@ -291,6 +291,26 @@ def test_unpickle_values(made):
     assert "nothing to unpickle" in r.stderr
 
 
+def test_cycles_and_aliases(tmp_path):
+    """Records the backend writes for a cycle of entries (an EntryGroup
+    and group_member references) and for two names of one object check
+    sound, and unpickle to what they say."""
+    db = tmp_path / "db"
+    b = Backend(db, "cyc")
+    b.run("x = {'n': 1}\ny = {'x': x}\nx['y'] = y\nh = y\n")
+    b.detach()
+    r = dump("--check", db=db, check=0)
+    assert "sound" in r.stdout
+    r = dump("--unpickle", "cyc", "x", db=db, check=0)
+    assert "EntryGroup((('g', 'x'), ('g', 'y'))" in r.stdout
+    assert "loads     pyshelf.EntryGroup" in r.stdout
+    r = dump("--unpickle", "cyc", "y", db=db, check=0)
+    assert "<object 1 of the EntryGroup in <ref global 'x'>>" in r.stdout
+    assert "refers    global 'x'" in r.stdout
+    r = dump("--unpickle", "cyc", "h", db=db, check=0)
+    assert "<ref global 'y'>" in r.stdout
+
+
 def test_help_reads_like_a_man_page():
     r = dump("--help", check=0)
     for head in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "CHECKS",
