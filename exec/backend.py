@@ -508,6 +508,8 @@ class Workspace:
         self.from_store.add(name)
         if not isinstance(obj, _ATOMIC):
             self.idmap.add(obj, key)
+        if type(obj) is types.FunctionType and obj.__globals__ is self.ns:
+            _load_deleted_globals(obj.__code__)  # before it can run
         return obj
 
     def stored_global(self, name):
@@ -1204,6 +1206,43 @@ def _get_function(source, name, digest):
     return f
 
 
+_DELETED = {}   # code object -> the names its DELETE_GLOBALs delete
+
+
+def _deleted_globals(code):
+    """The globals that code (or a function or class defined in it)
+    deletes with a `global x; del x`."""
+    names = _DELETED.get(code)
+    if names is None:
+        import dis
+        found, todo = set(), [code]
+        while todo:
+            c = todo.pop()
+            found.update(i.argval for i in dis.get_instructions(c)
+                         if i.opname == "DELETE_GLOBAL")
+            todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+        names = tuple(found)
+        if len(_DELETED) > 4096:
+            _DELETED.clear()
+        _DELETED[code] = names
+    return names
+
+
+def _load_deleted_globals(code):
+    """A function's `del x` of a global (DELETE_GLOBAL) writes the dict
+    directly, where no hook loads a global stored but not loaded yet: it
+    would raise NameError.  Load those globals first."""
+    ns = WS.ns
+    for name in _deleted_globals(code):
+        if not dict.__contains__(ns, name) and ("g", name) not in WS.deleted \
+                and _storable(("g", name)) and \
+                _s.flags("g", name) is not None:
+            try:
+                WS._load_global(name, True)
+            except Exception:
+                pass    # left as stored: the del then says NameError
+
+
 def _get_block(source, digest):
     key = (digest, None)
     c = WS.code_cache.get(key)
@@ -1256,12 +1295,15 @@ def exec_request(code, func, digest, args, want_value):
     try:
         if func is not None:
             f = _get_function(code, func, digest)
+            if hasattr(f, "__code__"):
+                _load_deleted_globals(f.__code__)
             res = f(*real)
         else:
             if real:
                 raise RequestError(ERR_BAD_REQUEST,
                                    "a block takes no arguments")
             body, last = _get_block(code, digest)
+            _load_deleted_globals(body)
             exec(body, WS.ns)
             res = eval(last, WS.ns) if last is not None else None
     except RequestError:

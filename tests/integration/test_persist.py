@@ -297,12 +297,18 @@ def test_rebinding_a_referenced_global_keeps_the_referrer(store, mode):
 def test_del_of_a_global_not_loaded_since_the_restart(store, mode):
     ws = pyshelf.spawn(db=store, session="s")
     ws.remote_exec("import socket\na = [1]\nb = 2\nsock = socket.socket()\n"
-                   "keep = 'k'", stderr=io.StringIO())
+                   "keep = 'k'\nc1 = [1]\nc2 = {2: 2}\n"
+                   "def stored_drop():\n    global c2\n    del c2\n",
+                   stderr=io.StringIO())
     ws = restart(ws, mode, store, "s")
     try:
         # shipped code's del finds the stored global without using it
-        # first, a volatile one included; the mapping's del too
-        res = ws.remote_exec("del a\ndel sock\ndel socket")
+        # first, a volatile one included; the mapping's del too; and so
+        # does a function's `global x; del x`, shipped now or stored
+        res = ws.remote_exec("def drop():\n    global c1\n    del c1\n"
+                             "drop()\nstored_drop()\ndel drop")
+        assert isinstance(res, DirectValue), res
+        res = ws.remote_exec("del a\ndel sock\ndel socket\ndel stored_drop")
         assert isinstance(res, DirectValue), res
         del ws["b"]
         res = ws.remote_exec("del nothing_here")
