@@ -332,7 +332,10 @@ pystore_referrers_txn(store_txn *t, void *arg)
 		rc = refs_list(t, the_worker->sess.id, &sk, pystore_referrer_one,
 		    ra);
 		Py_CLEAR(ra->target);
-		if (rc != 0)
+		/* a damaged row must not stop checkpoints: the rows of this
+		 * target from it on are passed over (pyshelf-dump --check says
+		 * which) */
+		if (rc != 0 && rc != STORE_E_CORRUPT)
 			return rc;
 	}
 	return 0;
@@ -341,7 +344,8 @@ pystore_referrers_txn(store_txn *t, void *arg)
 /* referrers(targets) -> [(target, referrer)]: the records the store's
  * reverse index says may refer to each target, a key or a global's name
  * (rows may be stale: check the referrer's refs blob).  A target whose
- * name cannot be a store key (too long, not UTF-8) has none. */
+ * name cannot be a store key (too long, not UTF-8) has none; a damaged
+ * row ends its target's list. */
 static PyObject *
 pystore_referrers(PyObject *self, PyObject *targets)
 {

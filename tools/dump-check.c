@@ -273,6 +273,59 @@ check_expiry(struct check *c)
 	return rc == MDB_NOTFOUND ? 0 : DUMP_EXIT_ERROR;
 }
 
+/* The references index (the refs database, when the store has one): every
+ * row's key an entry key of an existing session, every value a referrer's
+ * kind and key.  Stale rows (a referrer that no longer refers) are hints,
+ * not damage, and are not reported. */
+static int
+check_refs_index(struct check *c)
+{
+	uint8_t last[STORE_ID_SIZE];
+	int rc, op = MDB_FIRST, have = 0, exists = 0;
+	const uint8_t *p;
+	MDB_cursor *cur;
+	store_key tk;
+	MDB_val k, v;
+
+	if (!c->t->s->has_refs)
+		return 0;
+	if ((rc = check_cursor(c, c->t->s->refs, &cur)) != 0)
+		return DUMP_EXIT_ERROR;
+	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 &&
+	    !dump_interrupted) {
+		op = MDB_NEXT;
+		p = k.mv_data;
+		if (entry_key_parse(p, k.mv_size, &tk) != 0) {
+			check_problem(c, NULL, NULL, NULL, "refs_index",
+			    "a references-index key of %zu bytes that is not "
+			    "an entry key", k.mv_size);
+			continue;
+		}
+		if (!have || memcmp(last, p, STORE_ID_SIZE) != 0) {
+			MDB_val sk = {STORE_ID_SIZE, (void *)p}, sv;
+			memcpy(last, p, STORE_ID_SIZE);
+			have = 1;
+			exists = mdb_get(c->t->txn, c->t->s->sessions, &sk,
+			    &sv) == 0;
+			if (!exists)
+				check_problem(c, p, NULL, &tk, "refs_index",
+				    "references-index rows of a session that "
+				    "does not exist");
+		}
+		p = v.mv_data;
+		if (v.mv_size < 2 || (p[0] != STORE_KIND_GLOBAL &&
+		    p[0] != STORE_KIND_HANDLE) || (p[0] == STORE_KIND_HANDLE &&
+		    v.mv_size != 9) || v.mv_size > 1 + STORE_KEY_MAX)
+			check_problem(c, k.mv_data, NULL, &tk, "refs_index",
+			    "a references-index row of %zu bytes that names "
+			    "no entry", v.mv_size);
+	}
+	mdb_cursor_close(cur);
+	if (dump_interrupted)
+		return DUMP_EXIT_INTERRUPTED;
+	return rc == MDB_NOTFOUND ? 0 : DUMP_EXIT_ERROR;
+}
+
 /* --- entries ----------------------------------------------------------------- */
 
 /* Follow the walk into another session's range. */
@@ -593,7 +646,7 @@ dump_check_run(struct dump *d, store_txn *t)
 	if (d->o->json)
 		dump_json_header(d, "check");
 	if ((rc = check_sessions(&c)) == 0 && (rc = check_names(&c)) == 0 &&
-	    (rc = check_expiry(&c)) == 0) {
+	    (rc = check_expiry(&c)) == 0 && (rc = check_refs_index(&c)) == 0) {
 		rc = entry_walk(t, check_entry, &c);
 		if (rc == 0 && c.have_sid)
 			check_enter_session(&c, c.sid); /* flush orphan count */

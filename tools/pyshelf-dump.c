@@ -151,6 +151,10 @@ usage(FILE *f)
 "                    those its refs blob lists\n"
 "    oob_table       out-of-band buffer tables add up and match the\n"
 "                    pickle's NEXT_BUFFER opcodes\n"
+"    refs_index      every row of the references index (who refers to an\n"
+"                    entry) is an entry key of an existing session and a\n"
+"                    referrer's key; a stale row (one whose referrer no\n"
+"                    longer refers) is a hint the backend drops, not damage\n"
 "\n");
 	fprintf(f,
 "JSON FIELDS\n"

@@ -309,6 +309,21 @@ def test_cycles_and_aliases(tmp_path):
     assert "refers    global 'x'" in r.stdout
     r = dump("--unpickle", "cyc", "h", db=db, check=0)
     assert "<ref global 'y'>" in r.stdout
+    # the references index: a row that names no entry, and rows of a
+    # session that does not exist, are damage
+    import lmdb
+    env = lmdb.open(str(db), max_dbs=8, subdir=True)
+    try:
+        refs = env.open_db(b"refs", dupsort=True, create=False)
+        with env.begin(write=True) as txn:
+            key = next(k for k, _v in txn.cursor(refs))
+            txn.put(key, b"h123", db=refs)               # not 8 bytes
+            txn.put(b"\xee" * 16 + b"gz", b"gq", db=refs)  # no session
+    finally:
+        env.close()
+    r = dump("--check", db=db, check=1)
+    assert r.stdout.count("refs_index") == 2, r.stdout
+    assert "names no entry" in r.stdout and "does not exist" in r.stdout
 
 
 def test_help_reads_like_a_man_page():

@@ -199,12 +199,15 @@ CHECK = ("DirectValue((kid.parent is root, root.children[0] is kid, "
          "other['z'] is z))")
 
 
-def dump_check(store):
-    dump = os.environ.get("PYSHELF_DUMP")
-    if dump:
-        out = subprocess.run([dump, "--db", store, "--check"],
-                             capture_output=True, text=True)
+def dump_check(store, damaged=None):
+    """pyshelf-dump --check on store ($PYSHELF_DUMP, which make check
+    sets): sound, or reporting the check named damaged."""
+    out = subprocess.run([os.environ["PYSHELF_DUMP"], "--db", store,
+                          "--check"], capture_output=True, text=True)
+    if damaged is None:
         assert out.returncode == 0 and "sound" in out.stdout, out.stdout
+    else:
+        assert out.returncode == 1 and damaged in out.stdout, out.stdout
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -335,3 +338,29 @@ def test_index_rows_follow_the_records(store):
     assert value(ws, "DirectValue((c, d))") == (5, {"x": None, "y": [2]})
     ws.close()
     assert index_rows(store) == [("b", "d")]
+
+
+def test_a_damaged_index_row_does_not_stop_checkpoints(store):
+    """A row that names no entry (damage) ends its target's list of
+    referrers; rebinding the target still checkpoints, and pyshelf-dump
+    --check reports the row."""
+    import lmdb
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("a = [1]\nc = {'x': a}")
+    ws.close()
+    env = lmdb.open(store, max_dbs=8, subdir=True)
+    try:
+        db = env.open_db(b"refs", dupsort=True, create=False)
+        with env.begin(write=True) as txn:
+            key = next(k for k, _v in txn.cursor(db))
+            txn.put(key, b"\x00", db=db)     # sorts before every referrer
+    finally:
+        env.close()
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        res = ws.remote_exec("a = [2]")
+        assert isinstance(res, DirectValue), res
+        assert ws["a"] == [2]
+    finally:
+        ws.close()
+    dump_check(store, damaged="refs_index")
