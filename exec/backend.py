@@ -149,7 +149,7 @@ ERR_VOLATILE = 13
 ERR_BAD_REQUEST = 15
 
 KIND_DIRECT, KIND_WRAPPED, KIND_EXCINFO = 1, 2, 3
-FLAG_EXCINFO, FLAG_VOLATILE, FLAG_OOB = 1, 2, 4
+FLAG_EXCINFO, FLAG_VOLATILE, FLAG_OOB, FLAG_HIDDEN = 1, 2, 4, 8
 PICKLER_NONE, PICKLER_PICKLE, PICKLER_CLOUDPICKLE = 0, 1, 2
 
 # Types whose identity does not matter and that are never referenced by a
@@ -477,6 +477,9 @@ class Workspace:
         self.group_by_first = {}  # id(first object) -> EntryGroup
         self.from_store = set()  # globals whose object was loaded (records
                                  # of earlier backends may refer to it)
+        self.orphans = {}        # key gone -> its old object (this checkpoint)
+        self.holders = {}        # key gone -> records written again with it
+        self.hidden_check = set()  # hidden handles a record let go of
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
@@ -549,6 +552,8 @@ class Workspace:
         pickler, flags, type_name, payload, digest, refs = rec
         self.digests[key] = digest
         self._note_refs(key, refs)
+        if key[0] == "h" and flags & (FLAG_EXCINFO | FLAG_HIDDEN):
+            self.handle_flags[key[1]] = flags & (FLAG_EXCINFO | FLAG_HIDDEN)
         if flags & FLAG_VOLATILE:
             reason = bytes(payload).decode("utf-8", "replace")
             self.lost_entries[key] = (type_name, reason)
@@ -656,6 +661,7 @@ class Workspace:
             self.handle_flags.pop(hid, None)
             self.deleted.add(key)
             self.released.add(hid)
+            self._orphan(key, obj)
             self._repickle_referrers(key)
         if gone and self._has_stored_refs():
             self._rescue_referrers(gone)
@@ -672,6 +678,8 @@ class Workspace:
         unbound = _s.collect(self.ns, self.shadow, self.idmap, self.dirty,
                              self.deleted, fresh)
         self.ns_version = _s.dict_version(self.ns)
+        for name, old in unbound:
+            self._orphan(("g", name), old)
         if self.referrers:
             for name, _old in unbound:
                 self._repickle_referrers(("g", name))
@@ -733,11 +741,14 @@ class Workspace:
                     self.unrefs.append((target, ref))   # a stale row
                     continue
                 self.dirty.add(ref)
+                self.holders.setdefault(target, set()).add(ref)
                 # its new record holds the old object itself: the row goes
                 # in this checkpoint's commit, and is not queued again
                 self.unrefs.append((target, ref))
                 self._drop_ref(ref, target)
         finally:
+            for target, old in self.rescue.items():
+                self._orphan(target, old)
             self.rescue = {}
         # records loaded while rescuing (a referrer's own references) are
         # known now: those that refer to what goes are written again too
@@ -769,6 +780,8 @@ class Workspace:
         for t in old:
             if written and t not in targets:
                 self.unrefs.append((t, key))
+                if t[0] == "h" and self._is_hidden(t):
+                    self.hidden_check.add(t)
             rs = self.referrers.get(t)
             if rs is not None:
                 rs.discard(key)
@@ -787,6 +800,57 @@ class Workspace:
         for r in self.referrers.get(key, ()):
             if r not in self.deleted:
                 self.dirty.add(r)
+                self.holders.setdefault(key, set()).add(r)
+
+    def _orphan(self, key, old):
+        """key's object old is no longer key's: keep it until the
+        checkpoint decides who holds it (_hold_orphans)."""
+        if not isinstance(old, _ATOMIC) and old is not _UNLOADED:
+            self.orphans[key] = old
+
+    def _hold_orphans(self):
+        """An old object that two or more records written again hold, and
+        that no entry holds any more, gets a hidden handle of its own: the
+        records refer to it, and stay one object after a restart, instead
+        of each holding a copy."""
+        orphans, holders = self.orphans, self.holders
+        self.orphans, self.holders = {}, {}
+        for key, old in orphans.items():
+            hs = [r for r in holders.get(key, ()) if r in self.dirty and
+                  r not in self.deleted]
+            if len(hs) < 2 or self.idmap.key(old) is not None:
+                continue
+            hid = _s.next_handle()
+            self._adopt_handle(hid, old)
+            self.handle_flags[hid] = FLAG_HIDDEN
+            self.dirty.add(("h", hid))
+
+    def _is_hidden(self, key):
+        if key[0] != "h":
+            return False
+        f = self.handle_flags.get(key[1])
+        if f is None and key[1] not in self.handles:
+            f = _s.flags("h", key[1])
+        return bool(f and f & FLAG_HIDDEN)
+
+    def _collect_hidden(self):
+        """Release the hidden handles that no record refers to any more
+        (in memory, or in the references index)."""
+        check, self.hidden_check = self.hidden_check, set()
+        for key in check:
+            if key in self.deleted or self.referrers.get(key):
+                continue
+            live = False
+            for _t, ref in _s.referrers([key]):
+                if self._loaded(ref):
+                    live = key in self.refs_of.get(ref, ())
+                else:
+                    blob = _s.get_refs(ref[0], ref[1])
+                    live = blob is not None and key in _parse_refs(blob)
+                if live:
+                    break
+            if not live:
+                self.release([key[1]])
 
     def checkpoint(self, full=0):
         """Write what changed in one transaction.  full: also re-pickle every
@@ -797,7 +861,11 @@ class Workspace:
                 not _s.session_dirty():
             return 0    # the no-op request's path: O(1)
         t0 = _time.perf_counter()
+        if self.hidden_check:
+            self._collect_hidden()
         self.collect_dirty_globals()
+        if self.orphans:
+            self._hold_orphans()
         t1 = _time.perf_counter()
         keys = self.dirty
         if full:
@@ -845,6 +913,8 @@ class Workspace:
                 batch.delete(k)
                 for t in refs_of.get(k, ()):    # its index rows go with it
                     batch.unref(t, k)
+                    if t[0] == "h" and self._is_hidden(t):
+                        self.hidden_check.add(t)
         if not len(batch) and not self.unrefs and not _s.session_dirty():
             self.dirty.clear()
             return 0
@@ -1390,6 +1460,8 @@ def handles_request():
     ids.update(WS.handles)
     out = []
     for hid in sorted(ids):
+        if WS._is_hidden(("h", hid)):
+            continue     # pyshelfd's own, not a client's
         obj = WS.handles.get(hid, _MISSING)
         if obj is _MISSING:
             rec = _s.get_type("h", hid)

@@ -577,6 +577,15 @@ idmap_discard(PyObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
+/* key(obj): the entry records refer to for obj, or None. */
+static PyObject *
+idmap_key(PyObject *self, PyObject *obj)
+{
+	idslot *s = idmap_find((idmapobject *)self, obj);
+
+	return Py_NewRef(s != NULL ? s->key : Py_None);
+}
+
 /* Is obj another entry's than key's, that is, is key's record of obj a
  * reference to that entry (an alias)? */
 int
@@ -806,6 +815,7 @@ static PyMethodDef idmap_methods[] = {
 	 "discard(obj, key): key no longer has obj"},
 	{"begin", idmap_begin, METH_VARARGS, "begin(root[, key[, group]])"},
 	{"pid", idmap_pid, METH_O, "persistent_id(obj)"},
+	{"key", idmap_key, METH_O, "key(obj) -> the key records refer to"},
 	{"end", idmap_end, METH_NOARGS, "end() -> refs blob"},
 	{NULL, NULL, 0, NULL}
 };

@@ -54,6 +54,8 @@
 #define STORE_FLAG_EXCINFO  0x0001 /* a (type, value, traceback) triple */
 #define STORE_FLAG_VOLATILE 0x0002 /* not picklable: payload is the reason */
 #define STORE_FLAG_OOB      0x0004 /* payload has out-of-band pickle buffers */
+#define STORE_FLAG_HIDDEN   0x0008 /* a handle the backend made to hold an old
+                                      object several records share */
 
 /* Picklers, in the record header. */
 #define STORE_PICKLER_NONE        0 /* raw bytes / UTF-8 text */

@@ -527,7 +527,7 @@ check_record_fields(struct check *c, const store_key *k,
 		check_problem(c, c->sid, c->ss.name, k, "record_field",
 		    "unknown pickler %u", r->pickler);
 	if (r->flags & ~(STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE |
-	    STORE_FLAG_OOB))
+	    STORE_FLAG_OOB | STORE_FLAG_HIDDEN))
 		check_problem(c, c->sid, c->ss.name, k, "record_field",
 		    "unknown flags 0x%04x", r->flags);
 	if (!check_utf8((const uint8_t *)r->type_name, r->type_len))

@@ -332,6 +332,7 @@ dump_entry_json_header(struct dump *d, const store_session *ss,
 		dump_json_null(d, "reason");
 	dump_json_bool(d, "excinfo", r->flags & STORE_FLAG_EXCINFO);
 	dump_json_bool(d, "oob", r->flags & STORE_FLAG_OOB);
+	dump_json_bool(d, "hidden", r->flags & STORE_FLAG_HIDDEN);
 	dump_json_cstr(d, "digest", dg);
 	dump_json_bool(d, "digest_ok", problem == NULL);
 	dump_json_cstr(d, "problem", problem);

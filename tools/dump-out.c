@@ -194,11 +194,13 @@ dump_out_flags(char *buf, size_t cap, uint16_t flags)
 		o += (size_t)snprintf(buf + o, cap - o, "volatile,");
 	if (flags & STORE_FLAG_OOB && o < cap)
 		o += (size_t)snprintf(buf + o, cap - o, "oob,");
+	if (flags & STORE_FLAG_HIDDEN && o < cap)
+		o += (size_t)snprintf(buf + o, cap - o, "hidden,");
 	if ((flags & ~(STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE |
-	    STORE_FLAG_OOB)) && o < cap)
+	    STORE_FLAG_OOB | STORE_FLAG_HIDDEN)) && o < cap)
 		o += (size_t)snprintf(buf + o, cap - o, "0x%04x,",
 		    flags & ~(STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE |
-		    STORE_FLAG_OOB));
+		    STORE_FLAG_OOB | STORE_FLAG_HIDDEN));
 	if (o == 0)
 		snprintf(buf, cap, "-");
 	else if (o <= cap)

@@ -364,3 +364,60 @@ def test_a_damaged_index_row_does_not_stop_checkpoints(store):
     finally:
         ws.close()
     dump_check(store, damaged="refs_index")
+
+
+def hidden_handles(store):
+    """The hidden handles pyshelf-dump lists for session s."""
+    import json
+    out = subprocess.run([os.environ["PYSHELF_DUMP"], "--db", store,
+                          "--json", "s"], capture_output=True, text=True,
+                         check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    return [r["handle"] for r in rows if r.get("row") == "entry" and
+            r.get("hidden")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("loaded", [True, False])
+def test_an_old_object_two_records_share_stays_one(store, mode, loaded):
+    """a rebound while c and d both hold its old list: c and d are written
+    again referring to a hidden handle that holds it, so that after a
+    restart c['x'] is d['y'] still; the handle is pyshelfd's (not listed)
+    and goes when no record refers to it."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("a = [1]\nc = {'x': a}\nd = {'y': a}\ne = [a]")
+    if not loaded:
+        ws = restart(ws, mode, store)   # c, d, e not loaded when a goes
+    ws.remote_exec("a = [2]")
+    ws = restart(ws, mode, store)
+    try:
+        assert value(ws, "DirectValue((c['x'] is d['y'], d['y'] is e[0], "
+                         "c['x'], a))") == (True, True, [1], [2])
+        assert ws.handles() == []
+    finally:
+        ws.close()
+    assert len(hidden_handles(store)) == 1
+    dump_check(store)
+    # one holder lets go while the others are not loaded: the index says
+    # they still refer to it
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("c = 0")
+    ws.remote_exec("pass")
+    ws = restart(ws, mode, store)
+    try:
+        assert len(hidden_handles(store)) == 1
+        assert value(ws, "DirectValue(d['y'] is e[0])") is True
+    finally:
+        ws.close()
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        value(ws, "DirectValue(len(d) + len(e))")     # loaded
+        ws.remote_exec("d = 0")
+        assert hidden_handles(store) != []      # e still holds it
+        ws.remote_exec("e = 0")
+        ws.remote_exec("pass")                  # the next checkpoint
+        ws.sync()
+    finally:
+        ws.close()
+    assert hidden_handles(store) == []
+    dump_check(store)
