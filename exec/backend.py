@@ -818,6 +818,10 @@ class Workspace:
         for key, old in orphans.items():
             hs = [r for r in holders.get(key, ()) if r in self.dirty and
                   r not in self.deleted]
+            g = self.groups.get(self.group_of.get(key))
+            if g is not None and any(k != key and k not in self.deleted
+                                     for k in g.keys):
+                hs.append(g.keys[0])   # its group, written again, holds it
             if len(hs) < 2 or self.idmap.key(old) is not None:
                 continue
             hid = _s.next_handle()
