@@ -1280,25 +1280,30 @@ def _get_function(source, name, digest):
     return f
 
 
-_DELETED = {}   # code object -> the names its DELETE_GLOBALs delete
+_DELETED = {}   # id(code) -> (code, the names its DELETE_GLOBALs delete)
+_DELETE_GLOBAL = bytes([__import__("opcode").opmap["DELETE_GLOBAL"]])
 
 
 def _deleted_globals(code):
     """The globals that code (or a function or class defined in it)
-    deletes with a `global x; del x`."""
-    names = _DELETED.get(code)
-    if names is None:
-        import dis
-        found, todo = set(), [code]
-        while todo:
-            c = todo.pop()
+    deletes with a `global x; del x`.  Cached by identity: a code object's
+    hash walks all of it."""
+    hit = _DELETED.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    found, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        # opcodes are the even bytes: dis only for code that has the one
+        if _DELETE_GLOBAL in c.co_code[::2]:
+            import dis
             found.update(i.argval for i in dis.get_instructions(c)
                          if i.opname == "DELETE_GLOBAL")
-            todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-        names = tuple(found)
-        if len(_DELETED) > 4096:
-            _DELETED.clear()
-        _DELETED[code] = names
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    names = tuple(found)
+    if len(_DELETED) > 4096:
+        _DELETED.clear()
+    _DELETED[id(code)] = (code, names)
     return names
 
 
