@@ -1533,6 +1533,7 @@ def stats():
         "entries_written": WS.entries_written,
         "checkpoints": WS.checkpoints,
         "last_checkpoint_s": WS.last_checkpoint_s,
+        "backend_code": _s.BACKEND_CODE,
         "last_checkpoint_phases_s": dict(zip(("diff", "pickle", "commit"),
                                              WS.last_checkpoint_phases)),
         "namespace_diffs": dict(zip(("tracked", "full"), _s.diff_counts())),

@@ -6,6 +6,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <marshal.h>
 
 #include "config.h"
 
@@ -15,7 +16,11 @@
 #include "exec.h"
 #include "pyexec.h"
 
-extern const char backend_py_source[]; /* backend-py.c, generated */
+/* backend-py.c, generated: the source, and its bytecode behind the magic
+ * number of the Python that compiled it */
+extern const char backend_py_source[];
+extern const char backend_py_code[];
+extern const size_t backend_py_code_len;
 
 PyObject *pyio_backend;       /* _pyshelf_backend */
 PyObject *pyio_RequestError;  /* _pyshelf_backend.RequestError */
@@ -270,16 +275,49 @@ out:
 	return rc;
 }
 
-/* Compile and import the backend's Python half. */
+/* The backend's code: the embedded bytecode when this interpreter's magic
+ * number is the one it was compiled with (and PYSHELFD_COMPILE_BACKEND is
+ * not set), else the source, compiled.  New reference or NULL. */
+static PyObject *
+pyio_backend_code(const char **how)
+{
+	const unsigned char *m = (const unsigned char *)backend_py_code;
+	const char *env = getenv("PYSHELFD_COMPILE_BACKEND");
+	long magic;
+
+	if (backend_py_code_len > 4 && (env == NULL || *env == '\0')) {
+		magic = (long)m[0] | (long)m[1] << 8 | (long)m[2] << 16 |
+		    (long)m[3] << 24;
+		if (magic == PyImport_GetMagicNumber()) {
+			*how = "bytecode";
+			return PyMarshal_ReadObjectFromString(backend_py_code + 4,
+			    (Py_ssize_t)backend_py_code_len - 4);
+		}
+	}
+	*how = "source";
+	return Py_CompileString(backend_py_source, "<pyshelf_backend>",
+	    Py_file_input);
+}
+
+/* Load and import the backend's Python half. */
 int
 pymod_start(worker *w, char **cause)
 {
-	PyObject *code = NULL, *r = NULL;
+	PyObject *code = NULL, *r = NULL, *mod;
+	const char *how = "source";
 
-	code = Py_CompileString(backend_py_source, "<pyshelf_backend>",
-	    Py_file_input);
-	if (code == NULL)
+	if ((code = pyio_backend_code(&how)) == NULL)
 		goto error;
+	/* _pyshelfd.BACKEND_CODE says which (ws.stats()["backend_code"]) */
+	if ((mod = PyImport_ImportModule("_pyshelfd")) == NULL)
+		goto error;
+	r = PyUnicode_FromString(how);
+	if (r == NULL || PyObject_SetAttrString(mod, "BACKEND_CODE", r) < 0) {
+		Py_DECREF(mod);
+		goto error;
+	}
+	Py_CLEAR(r);
+	Py_DECREF(mod);
 	pyio_backend = PyImport_ExecCodeModule("_pyshelf_backend", code);
 	if (pyio_backend == NULL)
 		goto error;
@@ -300,6 +338,7 @@ error:
 		*cause = strdup("the backend's Python half failed to start (see "
 		    "the traceback above)");
 	PyErr_Print();
+	Py_XDECREF(r);
 	Py_XDECREF(code);
 	return -1;
 }

@@ -85,3 +85,32 @@ def test_heap_takes_huge_pages(tmp_path, backend, monkeypatch, caller):
         assert huge == 0
     else:
         assert huge >= 32 << 10
+
+
+@pytest.mark.parametrize("env, how", [(None, "bytecode"), ("", "bytecode"),
+                                      ("1", "source")])
+def test_backend_code_bytecode_or_source(tmp_path, backend, monkeypatch,
+                                         env, how):
+    """pyshelfd loads its Python half from the bytecode made at build time
+    (its interpreter has the same magic number), or compiles the embedded
+    source when PYSHELFD_COMPILE_BACKEND is set: either way it works the
+    same, across a restart too."""
+    if env is None:
+        monkeypatch.delenv("PYSHELFD_COMPILE_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("PYSHELFD_COMPILE_BACKEND", env)
+    ws = pyshelf.spawn(db=tmp_path / "db", session="t", backend=backend)
+    try:
+        assert ws.stats()["backend_code"] == how
+        ws.remote_exec("a = [1]\nc = {'x': a}\nh = c")
+        res = ws.remote_exec("1/0")
+        assert isinstance(res, pyshelf.WrappedExcinfo)
+    finally:
+        ws.close()
+    ws = pyshelf.spawn(db=tmp_path / "db", session="t", backend=backend)
+    try:
+        assert ws.stats()["backend_code"] == how
+        assert ws.remote_exec("DirectValue((c['x'] is a, h is c))").value \
+            == (True, True)
+    finally:
+        ws.close()
