@@ -661,8 +661,9 @@ class Workspace:
             self.handle_flags.pop(hid, None)
             self.deleted.add(key)
             self.released.add(hid)
-            self._orphan(key, obj)
-            self._repickle_referrers(key)
+            if key in self.referrers:
+                self._orphan(key, obj)
+                self._repickle_referrers(key)
         if gone and self._has_stored_refs():
             self._rescue_referrers(gone)
 
@@ -678,11 +679,12 @@ class Workspace:
         unbound = _s.collect(self.ns, self.shadow, self.idmap, self.dirty,
                              self.deleted, fresh)
         self.ns_version = _s.dict_version(self.ns)
-        for name, old in unbound:
-            self._orphan(("g", name), old)
         if self.referrers:
-            for name, _old in unbound:
-                self._repickle_referrers(("g", name))
+            for name, old in unbound:
+                key = ("g", name)
+                if key in self.referrers:      # records hold old: who?
+                    self._orphan(key, old)
+                    self._repickle_referrers(key)
         if fresh is not None and (unbound or fresh):
             # stored records not loaded since the restart may refer to
             # these globals' old objects: the index says which.  Only to
