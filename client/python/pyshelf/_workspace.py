@@ -322,7 +322,9 @@ class Workspace(collections.abc.MutableMapping):
         ``last_checkpoint_phases_s`` (``diff``, ``pickle``, ``commit``),
         ``namespace_diffs`` (``tracked``: diffs that looked at the globals
         written through the namespace only; ``full``: diffs of every
-        global), ``next_handle``."""
+        global), ``next_handle``, ``backend_code`` (``bytecode``: the
+        backend's Python half loaded as built; ``source``: compiled at
+        start)."""
         with self._lock:
             self._begin()
             return json.loads(self._conn.stats())
