@@ -166,21 +166,32 @@ out:
 	return rc;
 }
 
-/* Fetch and verify one entry. */
-int
-entry_get(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
-          size_t name_len, uint64_t handle, store_record *out)
+/* One entry's value, borrowed from the map, in v: 0, STORE_E_NOTFOUND,
+ * STORE_E_INVAL for a bad name, or another STORE_E_* code. */
+static int
+entry_value(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
+            size_t name_len, uint64_t handle, MDB_val *v)
 {
 	uint8_t kbuf[ENTRY_KEY_MAX];
-	MDB_val k, v;
-	int rc;
+	MDB_val k;
 
 	k.mv_size = entry_key_make(kbuf, sid, kind, name, name_len, handle);
 	if (k.mv_size == 0)
 		return STORE_E_INVAL;
 	k.mv_data = kbuf;
-	if ((rc = mdb_get(t->txn, t->s->entries, &k, &v)) != 0)
-		return store_map_err(rc);
+	return store_map_err(mdb_get(t->txn, t->s->entries, &k, v));
+}
+
+/* Fetch and verify one entry. */
+int
+entry_get(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
+          size_t name_len, uint64_t handle, store_record *out)
+{
+	MDB_val v;
+	int rc;
+
+	if ((rc = entry_value(t, sid, kind, name, name_len, handle, &v)) != 0)
+		return rc;
 	return record_decode(v.mv_data, v.mv_size, out);
 }
 
@@ -192,19 +203,14 @@ entry_exists(store_txn *t, const uint8_t *sid, uint8_t kind,
              const char *name, size_t name_len, uint64_t handle,
              uint16_t *flags)
 {
-	uint8_t kbuf[ENTRY_KEY_MAX];
-	MDB_val k, v;
+	MDB_val v;
 	int rc;
 
-	k.mv_size = entry_key_make(kbuf, sid, kind, name, name_len, handle);
-	if (k.mv_size == 0)
-		return STORE_E_INVAL;
-	k.mv_data = kbuf;
-	rc = mdb_get(t->txn, t->s->entries, &k, &v);
-	if (rc == MDB_NOTFOUND)
+	rc = entry_value(t, sid, kind, name, name_len, handle, &v);
+	if (rc == STORE_E_NOTFOUND)
 		return 0;
 	if (rc != 0)
-		return store_map_err(rc);
+		return rc;
 	if (flags != NULL) {
 		const uint8_t *p = v.mv_data;
 		if (v.mv_size < RECORD_FIXED)

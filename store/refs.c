@@ -88,11 +88,11 @@ refs_val_parse(const uint8_t *p, size_t n, store_key *out)
 	return 0;
 }
 
-/* Note that referrer's record may refer to target; a row already there is
- * left as it is. */
-int
-refs_put(store_txn *t, const uint8_t *sid, const store_key *target,
-         const store_key *referrer)
+/* Put (del 0) or delete (del 1) one row.  Putting a row already there, or
+ * deleting one that is not, is 0. */
+static int
+refs_write(store_txn *t, const uint8_t *sid, const store_key *target,
+           const store_key *referrer, int del)
 {
 	uint8_t kbuf[ENTRY_KEY_MAX], vbuf[REFS_VAL_MAX];
 	MDB_val k, v;
@@ -102,8 +102,21 @@ refs_put(store_txn *t, const uint8_t *sid, const store_key *target,
 		return STORE_E_READONLY;
 	if ((rc = refs_row(kbuf, vbuf, sid, target, referrer, &k, &v)) != 0)
 		return rc;
+	if (del) {
+		rc = mdb_del(t->txn, t->s->refs, &k, &v);
+		return rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
+	}
 	rc = mdb_put(t->txn, t->s->refs, &k, &v, MDB_NODUPDATA);
 	return rc == MDB_KEYEXIST ? 0 : store_map_err(rc);
+}
+
+/* Note that referrer's record may refer to target; a row already there is
+ * left as it is. */
+int
+refs_put(store_txn *t, const uint8_t *sid, const store_key *target,
+         const store_key *referrer)
+{
+	return refs_write(t, sid, target, referrer, 0);
 }
 
 /* Delete one row; a row that is not there is not an error. */
@@ -111,16 +124,7 @@ int
 refs_del(store_txn *t, const uint8_t *sid, const store_key *target,
          const store_key *referrer)
 {
-	uint8_t kbuf[ENTRY_KEY_MAX], vbuf[REFS_VAL_MAX];
-	MDB_val k, v;
-	int rc;
-
-	if (t->readonly)
-		return STORE_E_READONLY;
-	if ((rc = refs_row(kbuf, vbuf, sid, target, referrer, &k, &v)) != 0)
-		return rc;
-	rc = mdb_del(t->txn, t->s->refs, &k, &v);
-	return rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
+	return refs_write(t, sid, target, referrer, 1);
 }
 
 /* Visit the referrers noted for target, in LMDB's order of the values. */
