@@ -1032,6 +1032,8 @@ class Workspace:
         except Exception:
             return False
         batch.drop(list(keys))
+        for k in keys:
+            self.volatile.pop(k, None)
         first = keys[0]
         self._add_record(batch, first, pickler, flags | self._base(first),
                          _type_name(objs[0]), refs, parts)
@@ -1047,10 +1049,11 @@ class Workspace:
         return self.handle_flags.get(key[1], 0) if key[0] == "h" else 0
 
     def _add_record(self, batch, key, pickler, flags, tn, refs, parts):
+        """Add key's record to the batch unless the store holds one with
+        the same digest."""
         digest = _s.digest(parts, flags, refs)
         if self.digests.get(key) != digest:
             batch.add(key, pickler, flags, tn, refs, digest, parts)
-        self.volatile.pop(key, None)
 
     def _cyclic(self, batch):
         """Keys of the batch's records to pickle without references so that
@@ -1140,11 +1143,8 @@ class Workspace:
             self.volatile[key] = reason
             pickler, flags, refs = PICKLER_NONE, base | FLAG_VOLATILE, b""
             parts = [reason.encode("utf-8", "replace")]
-        digest = _s.digest(parts, flags, refs)
-        if self.digests.get(key) == digest:
-            return
         try:
-            batch.add(key, pickler, flags, tn, refs, digest, parts)
+            self._add_record(batch, key, pickler, flags, tn, refs, parts)
         except (ValueError, UnicodeError) as e:
             # the key itself cannot be stored (a name of more than 480
             # bytes, or not encodable): in memory only, and said so
