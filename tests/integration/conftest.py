@@ -35,6 +35,12 @@ def backend():
 
 
 @pytest.fixture
+def store(tmp_path):
+    """A store directory that does not exist yet (spawn creates it)."""
+    return str(tmp_path / "db")
+
+
+@pytest.fixture
 def gw(tmp_path, backend):
     """A Workspace on a new store: pyshelf.spawn(db=tmp_path/"db",
     session="t"), closed at teardown."""

@@ -1,4 +1,5 @@
-"""What the integration tests share for restarting a backend the hard way.
+"""What the integration tests share for restarting a backend: the hard way
+(kill_backend), either way (restart, MODES), and reading a value back.
 
 Imported by the test modules (pytest puts this folder on sys.path)."""
 import os
@@ -6,6 +7,9 @@ import signal
 import time
 
 import pyshelf
+from pyshelf import DirectValue
+
+MODES = ["clean", "kill"]   # ws.close(), or SIGKILL
 
 
 def kill_backend(ws):
@@ -24,3 +28,20 @@ def kill_backend(ws):
         ws.close()
     except pyshelf.Error:
         pass
+
+
+def restart(ws, mode, db, session="s"):
+    """End the backend behind ws the given way ("clean" or "kill") and
+    start a new one on the same store and session."""
+    if mode == "clean":
+        ws.close()
+    else:
+        kill_backend(ws)
+    return pyshelf.spawn(db=db, session=session)
+
+
+def value(ws, src):
+    """The value of shipped code that returns a DirectValue."""
+    res = ws.remote_exec(src)
+    assert isinstance(res, DirectValue), res
+    return res.value

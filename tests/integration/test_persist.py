@@ -14,29 +14,7 @@ import pytest
 
 import pyshelf
 from pyshelf import DirectValue, Wrapped, WrappedExcinfo
-from restarts import kill_backend
-
-MODES = ["clean", "kill"]
-
-
-def restart(ws, mode, db, session):
-    """End the backend behind ws the given way and start a new one."""
-    if mode == "clean":
-        ws.close()
-    else:
-        kill_backend(ws)
-    return pyshelf.spawn(db=db, session=session)
-
-
-@pytest.fixture
-def store(tmp_path):
-    return str(tmp_path / "db")
-
-
-def value(ws, src):
-    res = ws.remote_exec(src)
-    assert isinstance(res, DirectValue), res
-    return res.value
+from restarts import MODES, restart, value
 
 
 @pytest.mark.parametrize("mode", MODES)
