@@ -74,8 +74,8 @@ pystore_raise(int rc, const char *what)
 /* Arguments and results of one entry read. */
 struct get_arg {
 	pykey k;               /* which entry */
-	int mode;              /* 0 full, 1 type only, 2 exists, 3 refs,
-	                          4 flags */
+	int mode;              /* 0 full, 1 type only, 2 flags (header
+	                          only), 3 refs */
 	int rc;                /* store result */
 	PyObject *result;      /* new reference */
 };
@@ -87,14 +87,13 @@ pystore_get_txn(store_txn *t, void *arg)
 	store_record r;
 	PyObject *payload = NULL, *digest = NULL;
 
-	if (ga->mode == 2 || ga->mode == 4) {   /* the key (and flags) only */
+	if (ga->mode == 2) {   /* the key and the header's flags only */
 		uint16_t flags = 0;
 		int rc = entry_exists(t, the_worker->sess.id, ga->k.kind,
 		    ga->k.name, (size_t)ga->k.name_len, ga->k.handle, &flags);
 		ga->rc = rc == 0 ? STORE_E_NOTFOUND : rc < 0 ? rc : 0;
 		if (rc == 1)
-			ga->result = ga->mode == 2 ? Py_NewRef(Py_True) :
-			    PyLong_FromLong(flags);
+			ga->result = PyLong_FromLong(flags);
 		return 0;
 	}
 	ga->rc = entry_get(t, the_worker->sess.id, ga->k.kind, ga->k.name,
@@ -131,7 +130,7 @@ error:
 	return 0;
 }
 
-/* Shared body of get/get_type/exists. */
+/* Shared body of get/get_type/get_refs/flags. */
 static PyObject *
 pystore_get_common(PyObject *args, int mode)
 {
@@ -147,11 +146,8 @@ pystore_get_common(PyObject *args, int mode)
 		return NULL;
 	if ((rc = store_read(the_worker->st, pystore_get_txn, &ga)) != 0)
 		return pystore_raise(rc, "reading an entry");
-	if (ga.rc == STORE_E_NOTFOUND) {
-		if (mode == 2)
-			Py_RETURN_FALSE;
+	if (ga.rc == STORE_E_NOTFOUND)
 		Py_RETURN_NONE;
-	}
 	if (ga.rc == STORE_E_CORRUPT) {
 		PyErr_Format(pystore_CorruptEntry, "entry %s %R is corrupt (its "
 		    "digest does not match); it was not loaded",
@@ -188,13 +184,6 @@ pystore_get_refs(PyObject *self, PyObject *args)
 /* flags(kind, key) -> the record's flags (header only, unchecked) | None */
 static PyObject *
 pystore_flags(PyObject *self, PyObject *args)
-{
-	return pystore_get_common(args, 4);
-}
-
-/* exists(kind, key) -> bool */
-static PyObject *
-pystore_exists(PyObject *self, PyObject *args)
 {
 	return pystore_get_common(args, 2);
 }
@@ -599,7 +588,6 @@ PyMethodDef pystore_methods[] = {
 	{"get", pystore_get, METH_VARARGS, "get(kind, key)"},
 	{"get_type", pystore_get_type, METH_VARARGS, "get_type(kind, key)"},
 	{"get_refs", pystore_get_refs, METH_VARARGS, "get_refs(kind, key)"},
-	{"exists", pystore_exists, METH_VARARGS, "exists(kind, key)"},
 	{"flags", pystore_flags, METH_VARARGS, "flags(kind, key)"},
 	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},
 	{"referrers", pystore_referrers, METH_O,
