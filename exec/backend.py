@@ -16,6 +16,7 @@ the picklers' persistent_id, and payload digests.
 import ast
 import builtins
 import copyreg
+import gc as _gc
 import importlib
 import io
 import pickle
@@ -1515,7 +1516,17 @@ def volatile_of(hid):
 
 
 def checkpoint(full):
-    return WS.checkpoint(full)
+    """The cyclic GC is off while a checkpoint runs: its many short-lived
+    key tuples would otherwise set off collections that walk the young
+    objects (among them the workspace's own tables) for nothing; they are
+    freed by reference counting when it ends."""
+    if not _gc.isenabled():
+        return WS.checkpoint(full)
+    _gc.disable()
+    try:
+        return WS.checkpoint(full)
+    finally:
+        _gc.enable()
 
 
 

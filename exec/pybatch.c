@@ -809,34 +809,71 @@ error:
 	return NULL;
 }
 
-/* dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, digests,
- * skip_type) -> (written, failed items): pickles each key's object, looking it
- * up ("g": shadow, "h": handles with flags from hflags); objects of
- * skip_type (placeholders) and missing ones are left alone. */
-static PyObject *
-batch_dump_keys(PyObject *self, PyObject *args)
-{
-	batchobject *b = (batchobject *)self;
-	PyObject *pickler, *sink, *idmap, *keys, *shadow, *handles, *hflags,
-	    *digests, *skip, *failed = NULL, *it = NULL, *key;
-	struct pmeth pm = {NULL, NULL};
-	Py_ssize_t written = 0;
+/* One object to dump: its key and flags (references held). */
+struct ditem {
+	PyObject *key, *obj;
+	unsigned flags;
+};
 
-	if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!O:dump_keys", &pickler,
-	    &pybatch_SinkType, &sink, &idmap, &keys, &PyDict_Type, &shadow,
-	    &PyDict_Type, &handles, &PyDict_Type, &hflags,
-	    &pydigest_DigestMapType, &digests, &skip))
-		return NULL;
-	if (pmeth_get(&pm, pickler) < 0 || (failed = PyList_New(0)) == NULL ||
-	    (it = PyObject_GetIter(keys)) == NULL)
+/* Sort a[0..n) by the objects' addresses (tmp has room for n), so that
+ * dump_keys walks the objects in the order of their memory, not in the
+ * keys' hash order: objects made one after another (the dicts of one
+ * comprehension) lie side by side, and the hardware fetches the next ones
+ * while one is pickled.  A 10,000-dict checkpoint pickled 1.5 ms faster
+ * than in a random order.  Three 11-bit digits above the 16-byte
+ * alignment: objects farther apart than 128 GiB are only roughly
+ * ordered, which costs nothing but speed. */
+static void
+ditem_sort(struct ditem *a, struct ditem *tmp, size_t n)
+{
+	struct ditem *src = a, *dst = tmp, *t;
+	size_t cnt[2048], i, sum;
+	int shift;
+
+	for (shift = 4; shift < 37; shift += 11) {
+		memset(cnt, 0, sizeof cnt);
+		for (i = 0; i < n; i++)
+			cnt[((uintptr_t)src[i].obj >> shift) & 2047]++;
+		for (i = 0, sum = 0; i < 2048; i++) {
+			size_t c = cnt[i];
+			cnt[i] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			dst[cnt[((uintptr_t)src[i].obj >> shift) & 2047]++] = src[i];
+		t = src;
+		src = dst;
+		dst = t;
+	}
+	if (src != a)
+		memcpy(a, src, n * sizeof *a);
+}
+
+/* The objects of keys (new references, in *items, *n of them), looked up
+ * ("g": shadow, "h": handles with flags from hflags); those of type skip and
+ * missing ones are left out.  0, or -1 with an exception. */
+static int
+dump_gather(PyObject *keys, PyObject *shadow, PyObject *handles,
+            PyObject *hflags, PyObject *skip, struct ditem **items,
+            size_t *n)
+{
+	PyObject *it, *key;
+	struct ditem *a = NULL, *na;
+	size_t cap = 0;
+
+	*items = NULL;
+	*n = 0;
+	if ((it = PyObject_GetIter(keys)) == NULL)
+		return -1;
+	if (PyAnySet_Check(keys))
+		cap = (size_t)PySet_GET_SIZE(keys);
+	if (cap > 0 && (a = PyMem_Malloc(cap * sizeof *a)) == NULL) {
+		PyErr_NoMemory();
 		goto error;
-	if (PyAnySet_Check(keys) &&
-	    batch_reserve(b, (size_t)PySet_GET_SIZE(keys)) < 0)
-		goto error;
+	}
 	while ((key = PyIter_Next(it)) != NULL) {
-		PyObject *obj, *tn, *fl, *kind, *k; /* borrowed but tn */
+		PyObject *obj, *fl, *kind, *k; /* borrowed */
 		unsigned flags = 0;
-		int rc;
 		if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
 			Py_DECREF(key);
 			continue;
@@ -852,56 +889,108 @@ batch_dump_keys(PyObject *self, PyObject *args)
 			if (fl != NULL)
 				flags = (unsigned)PyLong_AsUnsignedLong(fl);
 		}
-		if (obj == NULL || (PyObject *)Py_TYPE(obj) == skip) {
+		if (obj == NULL || (PyObject *)Py_TYPE(obj) == skip ||
+		    PyErr_Occurred()) {
 			Py_DECREF(key);
 			if (PyErr_Occurred())
 				goto error;
 			continue;
 		}
-		Py_INCREF(obj);
-		if ((tn = pybatch_type_name(obj)) == NULL) {
-			Py_DECREF(obj);
-			Py_DECREF(key);
-			goto error;
+		if (*n == cap) {
+			cap = cap == 0 ? 64 : 2 * cap;
+			if ((na = PyMem_Realloc(a, cap * sizeof *a)) == NULL) {
+				Py_DECREF(key);
+				PyErr_NoMemory();
+				goto error;
+			}
+			a = na;
 		}
+		a[*n].key = key;     /* the iterator's reference */
+		a[*n].obj = Py_NewRef(obj);
+		a[(*n)++].flags = flags;
+	}
+	if (PyErr_Occurred())
+		goto error;
+	Py_DECREF(it);
+	*items = a;
+	return 0;
+error:
+	Py_DECREF(it);
+	while (*n > 0) {
+		(*n)--;
+		Py_DECREF(a[*n].key);
+		Py_DECREF(a[*n].obj);
+	}
+	PyMem_Free(a);
+	return -1;
+}
+
+/* dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, digests,
+ * skip_type) -> (written, failed items): pickles each key's object, looking it
+ * up ("g": shadow, "h": handles with flags from hflags); objects of
+ * skip_type (placeholders) and missing ones are left alone.  The objects
+ * are pickled in the order of their addresses (ditem_sort). */
+static PyObject *
+batch_dump_keys(PyObject *self, PyObject *args)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *pickler, *sink, *idmap, *keys, *shadow, *handles, *hflags,
+	    *digests, *skip, *failed = NULL, *res = NULL;
+	struct pmeth pm = {NULL, NULL};
+	struct ditem *items = NULL, *tmp;
+	Py_ssize_t written = 0;
+	size_t n = 0, i;
+
+	if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!O:dump_keys", &pickler,
+	    &pybatch_SinkType, &sink, &idmap, &keys, &PyDict_Type, &shadow,
+	    &PyDict_Type, &handles, &PyDict_Type, &hflags,
+	    &pydigest_DigestMapType, &digests, &skip))
+		return NULL;
+	if (pmeth_get(&pm, pickler) < 0 || (failed = PyList_New(0)) == NULL ||
+	    dump_gather(keys, shadow, handles, hflags, skip, &items, &n) < 0 ||
+	    batch_reserve(b, n) < 0)
+		goto out;
+	if (n > 16 && (tmp = PyMem_Malloc(n * sizeof *tmp)) != NULL) {
+		ditem_sort(items, tmp, n);
+		PyMem_Free(tmp);
+	}   /* else (no memory for the sort) in the keys' order */
+	for (i = 0; i < n; i++) {
+		PyObject *key = items[i].key, *obj = items[i].obj, *tn;
+		int rc;
+		if ((tn = pybatch_type_name(obj)) == NULL)
+			goto out;
 		rc = batch_dump_obj(b, &pm, (sinkobject *)sink, idmap, key,
-		    obj, flags, tn, digests);
+		    obj, items[i].flags, tn, digests);
 		if (rc < 0) {
 			PyObject *item;
 			if (!PyErr_ExceptionMatches(PyExc_Exception)) {
 				Py_DECREF(tn);
-				Py_DECREF(obj);
-				Py_DECREF(key);
-				goto error;
+				goto out;
 			}
 			PyErr_Clear();
-			item = Py_BuildValue("(OOIO)", key, obj, flags, tn);
+			item = Py_BuildValue("(OOIO)", key, obj, items[i].flags,
+			    tn);
 			if (item == NULL || PyList_Append(failed, item) < 0) {
 				Py_XDECREF(item);
 				Py_DECREF(tn);
-				Py_DECREF(obj);
-				Py_DECREF(key);
-				goto error;
+				goto out;
 			}
 			Py_DECREF(item);
 		} else
 			written += rc;
 		Py_DECREF(tn);
-		Py_DECREF(obj);
-		Py_DECREF(key);
 	}
-	if (PyErr_Occurred())
-		goto error;
-	Py_DECREF(it);
+	res = Py_BuildValue("nO", written, failed);
+out:
 	sink_reset((sinkobject *)sink);
 	pmeth_clear(&pm);
-	return Py_BuildValue("nN", written, failed);
-error:
-	sink_reset((sinkobject *)sink);
-	pmeth_clear(&pm);
-	Py_XDECREF(it);
+	for (i = 0; i < n; i++) {
+		Py_DECREF(items[i].key);
+		Py_DECREF(items[i].obj);
+	}
+	PyMem_Free(items);
 	Py_XDECREF(failed);
-	return NULL;
+	return res;
 }
 
 PyMethodDef pybatch_methods[] = {
