@@ -212,6 +212,68 @@ def test_handles_survive(store, mode):
         ws.close()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_one_checkpoint_of_many_globals_and_handles(store, mode):
+    """ws.sync() pickles every loaded mutable entry in one checkpoint, in
+    the order of the objects' addresses, globals and handles mixed: each
+    record keeps its own key and object, and the exception handles
+    written before keep theirs."""
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def make(i):
+        return {"h": i, "log": []}
+
+    def fail(i):
+        raise ValueError("failure %d" % i)
+    kept = [ws.remote_exec(make, i) for i in range(40)]
+    errs = [ws.remote_exec(fail, i) for i in range(5)]
+    hids = [w.id for w in kept]
+    ws.remote_exec("g = {'g%d' % i: {'g': i, 'log': []} for i in range(40)}\n"
+                   "globals().update(g)\ndel g")
+
+    def touch_all(*hs):
+        for h in hs:
+            h["log"].append(h["h"])
+        for i in range(40):
+            globals()["g%d" % i]["log"].append(-i)
+    ws.remote_exec(touch_all, *kept)
+    ws.sync()
+    ws = restart(ws, mode, store, "s")
+    try:
+        for i in range(40):
+            assert ws["g%d" % i] == {"g": i, "log": [-i]}
+
+        def peek(d):
+            return DirectValue(d)
+        for i, hid in enumerate(hids):
+            assert ws.remote_exec(peek, ws.handle(hid)).value == \
+                {"h": i, "log": [i]}
+        for i, e in enumerate(errs):
+            text = "".join(ws.remote_exec(get_tbstringlist,
+                                          ws.handle(e.id)).value)
+            assert "ValueError: failure %d" % i in text
+    finally:
+        ws.close()
+
+
+def test_checkpoint_leaves_the_gc_as_it_was(store):
+    """The cyclic GC is off while a checkpoint runs, and as user code left
+    it afterwards."""
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        ws.remote_exec("import gc\nx = [list(range(10)) for _ in range(100)]")
+        assert value(ws, "DirectValue(gc.isenabled())") is True
+        ws.remote_exec("gc.disable()\ny = [[i] for i in range(100)]")
+        assert value(ws, "DirectValue(gc.isenabled())") is False
+        ws.sync()
+        assert value(ws, "DirectValue(gc.isenabled())") is False
+        ws.remote_exec("gc.enable()\nz = [[i] for i in range(100)]")
+        ws.sync()
+        assert value(ws, "DirectValue(gc.isenabled())") is True
+    finally:
+        ws.close()
+
+
 def test_in_place_mutation_caught_by_sync(store):
     ws = pyshelf.spawn(db=store, session="s")
     ws.remote_exec("lst = []")
