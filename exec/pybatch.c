@@ -168,6 +168,8 @@ typedef struct {
 	size_t data_len, aoff;
 	struct iovec iov1;       /* in.iov of a record in one piece */
 	uint8_t in_arena;        /* the pickle is the batch's arena[aoff..] */
+	uint8_t late_digest;     /* digest is computed by the commit's copy */
+	size_t oob_len;          /* bytes in the oob buffers */
 	uint8_t digest[16];      /* the content digest */
 } brec;
 
@@ -234,6 +236,8 @@ brec_clear(brec *r)
 	r->in.type_name = NULL;
 	r->data = NULL;
 	r->in_arena = 0;
+	r->late_digest = 0;
+	r->oob_len = 0;
 }
 
 /* Hold type name tn (a str) in r. */
@@ -351,6 +355,7 @@ batch_oob_data(brec *r, const char *pk, size_t len, PyObject *oob)
 		    PyBUF_SIMPLE) < 0)
 			return -1;
 		wire_be64_put((uint8_t *)r->data + 12 + 8 * i, (uint64_t)v.len);
+		r->oob_len += (size_t)v.len;
 		PyBuffer_Release(&v);
 	}
 	memcpy(r->data + head, pk, len);
@@ -382,14 +387,39 @@ batch_take_data(brec *r, sinkobject *sk)
 	return 0;
 }
 
-/* Is digest d the one digests (a DigestMap) holds for key? 1, 0, -1. */
+/* A record whose out-of-band buffers and pickle come to this many bytes,
+ * and whose key has no digest yet, gets its content digest from the
+ * commit's copy (store_entry_in.payload_digest): there is nothing to
+ * compare it with, so it is written whatever its digest is, and the copy
+ * into the map computes it in the same pass: one pass over a large new
+ * array instead of two. */
+#define LATE_DIGEST_MIN ((size_t)1 << 20)
+
+/* The content digest of r, whose payload before the buffers is
+ * data[0..len), into r->digest, then: is it what digests holds for key?
+ * 1 changed (write it), 0 unchanged, -1 with an exception.  A large new
+ * one is left to the commit (r->late_digest, 1). */
 static int
-batch_same_digest(PyObject *digests, PyObject *key, const uint8_t d[16])
+batch_digest(brec *r, PyObject *digests, PyObject *key, const void *data,
+             size_t len, const void *refs, size_t refs_len)
 {
 	uint8_t old[16];
-	int r = pydigest_get(digests, key, old);
+	int had = -2;    /* not asked yet */
 
-	return r <= 0 ? r : memcmp(old, d, 16) == 0;
+	if (r->oob != NULL && r->oob_len + len >= LATE_DIGEST_MIN) {
+		if ((had = pydigest_get(digests, key, old)) < 0)
+			return -1;
+		if (!had) {
+			r->late_digest = 1;
+			return 1;
+		}
+	}
+	if (pystore_content_digest_raw(data, len, r->oob, r->in.flags, refs,
+	    refs_len, r->digest) < 0)
+		return -1;
+	if (had == -2 && (had = pydigest_get(digests, key, old)) < 0)
+		return -1;
+	return !had || memcmp(old, r->digest, 16) != 0;
 }
 
 /* Plain data: pickle obj straight into the batch's arena (pyenc.c), digest
@@ -423,18 +453,17 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 		r = batch_oob_data(rec, b->arena + start, len, oob);
 		b->alen = start;   /* the record has its own copy */
 		Py_CLEAR(oob);
-		if (r < 0 || pystore_content_digest_raw(rec->data,
-		    rec->data_len, rec->oob, rec->in.flags, "", 0,
-		    rec->digest) < 0)
+		if (r < 0 || (r = batch_digest(rec, digests, key, rec->data,
+		    rec->data_len, "", 0)) < 0)
 			goto error_rec;
-	} else if (pystore_content_digest_raw(b->arena + start, len, NULL,
-	    flags, "", 0, rec->digest) < 0)
+	} else if ((r = batch_digest(rec, digests, key, b->arena + start, len,
+	    "", 0)) < 0)
 		goto error;
-	if ((r = batch_same_digest(digests, key, rec->digest)) != 0) {
-		/* unchanged (or an error): not written */
+	if (r == 0) {
+		/* unchanged: not written */
 		brec_clear(rec);
 		b->alen = start;
-		return r < 0 ? -1 : 0;
+		return 0;
 	}
 	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0)
 		goto error_rec;
@@ -493,14 +522,13 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	refs = NULL;
 	if (brec_key(rec, key) < 0 || batch_take_data(rec, sk) < 0)
 		goto error_rec;
-	if (pystore_content_digest_raw(rec->data, rec->data_len, rec->oob,
-	    rec->in.flags, rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "",
-	    rec->refs != NULL ? (size_t)PyBytes_GET_SIZE(rec->refs) : 0,
-	    rec->digest) < 0)
+	if ((rc = batch_digest(rec, digests, key, rec->data, rec->data_len,
+	    rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "",
+	    rec->refs != NULL ? (size_t)PyBytes_GET_SIZE(rec->refs) : 0)) < 0)
 		goto error_rec;
-	if ((rc = batch_same_digest(digests, key, rec->digest)) != 0) {
+	if (rc == 0) {
 		brec_clear(rec);
-		return rc < 0 ? -1 : 0;
+		return 0;
 	}
 	if (brec_type(rec, tn) < 0)
 		goto error_rec;
@@ -1446,6 +1474,7 @@ batch_prepare(struct bcommit *bc)
 	for (i = 0; i < b->n; i++) {
 		brec *r = &b->recs[i];
 		store_entry_in *in = &r->in;
+		in->payload_digest = r->late_digest ? r->digest : NULL;
 		if (r->refs != NULL) {
 			in->refs = (const uint8_t *)PyBytes_AS_STRING(r->refs);
 			in->refs_len = (uint32_t)PyBytes_GET_SIZE(r->refs);

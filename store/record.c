@@ -53,18 +53,38 @@ record_digest(const uint8_t *p, size_t n, uint8_t out[STORE_DIGEST_SIZE])
 #define RECORD_FUSE_MIN (1u << 20)
 #define RECORD_FUSE_CHUNK (32u << 10)
 
+/* Finish in->payload_digest: the payload went into st; then the flags
+ * and the refs blob (store.h). */
+static void
+record_payload_digest(XXH3_state_t *st, const store_entry_in *in)
+{
+	XXH128_hash_t h;
+	uint8_t fb[2];
+
+	be16_put(fb, in->flags);
+	XXH3_128bits_update(st, fb, 2);
+	if (in->refs_len > 0)
+		XXH3_128bits_update(st, in->refs, in->refs_len);
+	h = XXH3_128bits_digest(st);
+	be64_put(in->payload_digest, h.high64);
+	be64_put(in->payload_digest + 8, h.low64);
+}
+
 /* dst holds the header, type name and refs up to q; copy the payload
- * pieces from in->iov to q on, hashing as they go, and stamp the digest. */
+ * pieces from in->iov to q on, hashing as they go (and into the payload
+ * digest, when asked), and stamp the digest. */
 static void
 record_copy_digest(uint8_t *dst, uint8_t *q, const store_entry_in *in)
 {
-	XXH3_state_t st;
+	XXH3_state_t st, pst;
 	XXH128_hash_t h;
 	int i;
 
 	XXH3_128bits_reset(&st);
 	XXH3_128bits_update(&st, dst, 16);
 	XXH3_128bits_update(&st, dst + 32, (size_t)(q - dst) - 32);
+	if (in->payload_digest != NULL)
+		XXH3_128bits_reset(&pst);
 	for (i = 0; i < in->iovcnt; i++) {
 		const uint8_t *src = in->iov[i].iov_base;
 		size_t left = in->iov[i].iov_len;
@@ -75,6 +95,8 @@ record_copy_digest(uint8_t *dst, uint8_t *q, const store_entry_in *in)
 
 			memcpy(q, src, c);
 			XXH3_128bits_update(&st, q, c);
+			if (in->payload_digest != NULL)
+				XXH3_128bits_update(&pst, q, c);
 			q += c;
 			src += c;
 			left -= c;
@@ -83,6 +105,8 @@ record_copy_digest(uint8_t *dst, uint8_t *q, const store_entry_in *in)
 	h = XXH3_128bits_digest(&st);
 	be64_put(dst + 16, h.high64);
 	be64_put(dst + 24, h.low64);
+	if (in->payload_digest != NULL)
+		record_payload_digest(&pst, in);
 }
 
 /* Encode in's header and payload into dst, then stamp the digest. */
@@ -120,6 +144,14 @@ record_encode(uint8_t *dst, const store_entry_in *in, uint64_t now_ms)
 		q += in->iov[i].iov_len;
 	}
 	record_digest(dst, total, dst + 16);
+	if (in->payload_digest != NULL) {
+		XXH3_state_t pst;
+		size_t plen = total - (RECORD_FIXED + tlen + in->refs_len);
+
+		XXH3_128bits_reset(&pst);
+		XXH3_128bits_update(&pst, q - plen, plen);
+		record_payload_digest(&pst, in);
+	}
 }
 
 /* Decode the layout of a record without checking its digest. */

@@ -128,6 +128,13 @@ typedef struct store_entry_in {
 	uint32_t refs_len;
 	const struct iovec *iov;         /* payload pieces, gathered in order */
 	int iovcnt;
+	/* NULL, or where the put stores the payload digest: XXH3-128 of the
+	 * payload, then the flags (u16 big-endian), then the refs blob; high
+	 * half first, each big-endian.  Not stored in the record: it is the
+	 * writer's own change detection (the backend's content digest),
+	 * computed in the pass that copies the payload into the map instead
+	 * of in a pass of its own. */
+	uint8_t *payload_digest;
 } store_entry_in;
 
 /* A key as listed (kind plus name or handle id); name borrowed. */
@@ -307,7 +314,7 @@ int refs_any(store_txn *t, const uint8_t *sid, int *any);
 size_t record_size(size_t type_len, size_t refs_len, size_t payload_len);
 /*
  * Encode a record into dst (record_size() bytes), gathering the payload
- * from iov, and compute its digest.
+ * from iov, and compute its digest (and in->payload_digest, when asked).
  */
 void record_encode(uint8_t *dst, const store_entry_in *in, uint64_t now_ms);
 /*

@@ -1932,6 +1932,28 @@ check_record_digest(const uint8_t *buf, size_t n)
 	ck_assert_uint_eq(rd_be(buf + 24, 8), h.low64);
 }
 
+/* in's payload digest (store.h): XXH3-128 of the payload pieces, the
+ * flags (u16 big-endian) and the refs, computed here independently. */
+static void
+check_payload_digest(const store_entry_in *in, const uint8_t pd[16])
+{
+	XXH3_state_t *st = XXH3_createState();
+	XXH128_hash_t h;
+	uint8_t fb[2] = {(uint8_t)(in->flags >> 8), (uint8_t)in->flags};
+	int i;
+
+	ck_assert_ptr_nonnull(st);
+	XXH3_128bits_reset(st);
+	for (i = 0; i < in->iovcnt; i++)
+		XXH3_128bits_update(st, in->iov[i].iov_base, in->iov[i].iov_len);
+	XXH3_128bits_update(st, fb, 2);
+	XXH3_128bits_update(st, in->refs, in->refs_len);
+	h = XXH3_128bits_digest(st);
+	XXH3_freeState(st);
+	ck_assert_uint_eq(rd_be(pd, 8), h.high64);
+	ck_assert_uint_eq(rd_be(pd + 8, 8), h.low64);
+}
+
 START_TEST(test_record_layout)
 {
 	const uint8_t *refs = sample_refs;
@@ -2000,12 +2022,16 @@ START_TEST(test_record_damage)
 	copy[0] = 2;                                     /* a newer version */
 	ck_assert_int_eq(record_decode_nocheck(copy, n, &r), STORE_E_CORRUPT);
 
-	/* The smallest record: no type, refs or payload. */
+	/* The smallest record: no type, refs or payload; its payload digest
+	 * is that of the flags alone. */
 	in.kind = STORE_KIND_GLOBAL;
+	in.flags = STORE_FLAG_EXCINFO;
+	in.payload_digest = copy;
 	ck_assert_uint_eq(record_size(0, 0, 0), 40);
 	record_encode(buf, &in, 0);
 	ck_assert_int_eq(record_decode(buf, 40, &r), 0);
 	ck_assert_uint_eq(r.type_len + r.refs_len + r.payload_len, 0);
+	check_payload_digest(&in, copy);
 }
 END_TEST
 
@@ -2026,7 +2052,7 @@ START_TEST(test_record_large_digest)
 	for (si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
 		store_entry_in in = {0};
 		struct iovec iov[4];
-		uint8_t *src[4], *buf;
+		uint8_t *src[4], *buf, pd[16];
 		size_t n, total = 0, off;
 		store_record r;
 		int i;
@@ -2045,16 +2071,24 @@ START_TEST(test_record_large_digest)
 		in.kind = STORE_KIND_GLOBAL;
 		in.name = "big";
 		in.name_len = 3;
+		in.flags = (uint16_t)(STORE_FLAG_OOB | si << 8);
 		in.type_name = "bytes";
 		in.refs = sample_refs;
 		in.refs_len = sizeof sample_refs;
 		in.iov = iov;
 		in.iovcnt = 4;
+		/* the payload digest, in the copy's pass or in one shot; or not */
+		memset(pd, 0, sizeof pd);
+		in.payload_digest = si != 3 ? pd : NULL;
 		n = record_size(5, sizeof sample_refs, total);
 		ck_assert_ptr_nonnull(buf = malloc(n + 1));
 		buf[n] = 0xa5;
 		record_encode(buf, &in, 42);
 		ck_assert_uint_eq(buf[n], 0xa5);          /* no overrun */
+		if (in.payload_digest != NULL)
+			check_payload_digest(&in, pd);
+		else
+			ck_assert_uint_eq(rd_be(pd, 8) | rd_be(pd + 8, 8), 0);
 		off = 40 + 5 + sizeof sample_refs;
 		for (i = 0; i < 4; i++) {
 			ck_assert(memcmp(buf + off, src[i], shapes[si][i]) == 0);

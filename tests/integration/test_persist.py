@@ -256,6 +256,36 @@ def test_one_checkpoint_of_many_globals_and_handles(store, mode):
         ws.close()
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_large_new_buffers_digest_in_the_copy(store, mode):
+    """A new entry of 1 MiB or more gets its content digest from the copy
+    into the store, in the same pass: it must be the digest a later
+    checkpoint computes, so that the unchanged entry is not written again,
+    and the changed one is.  A numpy array (the pickler's path) and a
+    bytearray (the plain writer's)."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import numpy as np\n"
+                   "big = np.arange(300000, dtype=np.float64)\n"
+                   "blob = bytearray(range(256)) * 8192")
+    n0 = ws.stats()["entries_written"]
+    ws.sync()                         # pickles both again: unchanged
+    assert ws.stats()["entries_written"] == n0
+    ws.remote_exec("big[7] = -1.0\nblob[9] = 0")
+    ws.sync()
+    assert ws.stats()["entries_written"] == n0 + 2
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "DirectValue((float(big[7]), float(big[-1]), "
+                         "big.shape))") == (-1.0, 299999.0, (300000,))
+        assert value(ws, "DirectValue((blob[9], blob[10], len(blob)))") == \
+            (0, 10, 256 * 8192)
+        n1 = ws.stats()["entries_written"]
+        ws.sync()                     # loaded from the store: unchanged
+        assert ws.stats()["entries_written"] == n1
+    finally:
+        ws.close()
+
+
 def test_checkpoint_leaves_the_gc_as_it_was(store):
     """The cyclic GC is off while a checkpoint runs, and as user code left
     it afterwards."""
