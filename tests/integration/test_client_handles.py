@@ -17,6 +17,17 @@ def live_ids(ws):
     return {w.id for w in ws.handles()}
 
 
+def forget(gw, w):
+    """Drop the client object of w without queueing a release: the handle
+    stays in the backend, as a new client process would find it."""
+    gw._handles.live.pop(w.id)
+    w._owner = None
+
+
+def length(x):
+    return DirectValue(len(x))
+
+
 def test_wrapped_basics(gw):
     w = gw.remote_exec(make_list)
     assert isinstance(w, Wrapped)
@@ -66,9 +77,6 @@ def test_handle_still_held_is_not_released(gw):
     del other
     gc.collect()
     assert w.id in live_ids(gw)
-
-    def length(x):
-        return DirectValue(len(x))
     assert gw.remote_exec(length, w).value == 3
 
 
@@ -92,11 +100,53 @@ def test_handle_of_a_forgotten_object_comes_back(gw):
     hid = w.id
     # Keep the handle alive in the backend but drop the client object
     # without queueing a release: as a new client process would see it.
-    gw._handles.live.pop(hid)
-    w._owner = None
+    forget(gw, w)
     del w
     again = gw.handle(hid)
     assert again.id == hid and again.type_name == "list"
+
+
+def test_found_handles_are_not_released_by_dropping_them(gw):
+    """ws.handles() and ws.handle(id) find handles this client did not get
+    (every handle, for a client attached after a restart); dropping the
+    Wrapped objects they return must not release them: listing the
+    handles must not destroy them."""
+    w = gw.remote_exec(make_list)
+    hid = w.id
+    forget(gw, w)
+    del w
+    assert hid in [h.id for h in gw.handles()]   # dropped at once
+    gc.collect()
+    gw.ping()
+    assert hid in live_ids(gw)
+    assert not gw._handles.pending
+    again = gw.handle(hid)
+    del again
+    gc.collect()
+    gw.ping()
+    assert hid in live_ids(gw)
+    assert gw.remote_exec(length, gw.handle(hid)).value == 3
+
+
+def test_release(gw):
+    a, b, c = (gw.remote_exec(make_list) for _ in range(3))
+    gw.release(a, b.id, 424242)       # a Wrapped, an id, one not live
+    ids = live_ids(gw)
+    assert a.id not in ids and b.id not in ids and c.id in ids
+    with pytest.raises(pyshelf.UnknownHandleError):
+        gw.remote_exec(length, a)
+    del a, b
+    gc.collect()
+    assert not gw._handles.pending    # released once, not again
+    assert gw.remote_exec(length, c).value == 3
+    # a found handle: released by release(), not by dropping it
+    hid = c.id
+    forget(gw, c)
+    del c
+    gw.release(gw.handle(hid))
+    assert hid not in live_ids(gw)
+    with pytest.raises(KeyError):
+        gw.handle(hid)
 
 
 def test_wrap_global(gw):

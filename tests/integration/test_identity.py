@@ -103,9 +103,7 @@ def test_released_handle_keeps_unused_referrers(store, mode):
     hid = h.id
     ws.remote_exec(keep, h)
     ws = restart(ws, mode, store)
-    h = ws.handle(hid)
-    del h                               # released with the next request
-    ws.remote_exec("pass")
+    ws.release(ws.handle(hid))          # found after the restart
     ws = restart(ws, mode, store)
     try:
         assert hid not in {w.id for w in ws.handles()}
@@ -128,7 +126,7 @@ def test_handle_and_global_for_one_object(store, mode):
 
     def peek(w):
         return DirectValue(w)
-    h = ws.handle(hid)      # kept: a Wrapped dropped releases its handle
+    h = ws.handle(hid)
     assert ws.remote_exec(same, h).value is True
     ws.remote_exec("x = 'rebound'")
     assert ws.remote_exec(peek, h).value == [1, 2, 3]

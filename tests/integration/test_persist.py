@@ -4,6 +4,7 @@ Every test builds state through the real client against the real backend,
 restarts the backend (mode "clean": ws.close(); mode "kill": SIGKILL), and
 checks the state from a new backend on the same store and session.
 """
+import gc
 import io
 import os
 import signal
@@ -300,6 +301,42 @@ def test_checkpoint_leaves_the_gc_as_it_was(store):
         ws.remote_exec("gc.enable()\nz = [[i] for i in range(100)]")
         ws.sync()
         assert value(ws, "DirectValue(gc.isenabled())") is True
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_looking_at_handles_after_a_restart_keeps_them(store, mode):
+    """A new client finds the handles with ws.handles(); looking at them,
+    and dropping what it looked at, must not release them (they are the
+    session's, not this client's); ws.release() does, for good."""
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def make(n):
+        return {"payload": list(range(n))}
+    kept = [ws.remote_exec(make, n) for n in (2, 3)]
+    hid, hid2 = (w.id for w in kept)
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert {hid, hid2} <= {w.id for w in ws.handles()}
+        gc.collect()
+        ws.remote_exec("x = 1")          # would carry queued releases
+        assert {hid, hid2} <= {w.id for w in ws.handles()}
+
+        def peek(d):
+            return DirectValue(d["payload"])
+        assert ws.remote_exec(peek, ws.handle(hid)).value == [0, 1]
+        gc.collect()
+        ws.release(ws.handle(hid2))
+        assert hid2 not in {w.id for w in ws.handles()}
+    except BaseException:
+        ws.close()
+        raise
+    ws = restart(ws, mode, store, "s")
+    try:
+        ids = {w.id for w in ws.handles()}
+        assert hid in ids and hid2 not in ids
+        assert ws.remote_exec(peek, ws.handle(hid)).value == [0, 1]
     finally:
         ws.close()
 

@@ -34,18 +34,23 @@ class Wrapped:
     ``.id`` is the session-scoped handle id and ``.type_name`` the object's
     type name.  The client cannot touch the object; it passes the handle
     back as an argument of ``remote_exec``, where the backend replaces it by
-    the object.  Within one workspace, one id is one ``Wrapped`` object;
-    when it is garbage-collected the handle is released in the backend
-    (batched, before the next request).  ``.volatile`` is None, or why the
-    backend could not persist the object.
+    the object.  Within one workspace, one id is one ``Wrapped`` object.
+    A handle this client got (a result of ``remote_exec``, ``ws.wrap()``)
+    is released in the backend when its ``Wrapped`` is garbage-collected
+    (batched, before the next request); one it found (``ws.handles()``,
+    ``ws.handle(id)``: made before this attach) is the session's and stays
+    until ``ws.release()``.  ``.volatile`` is None, or why the backend
+    could not persist the object.
     """
 
-    __slots__ = ("_id", "_type_name", "_owner", "_volatile", "__weakref__")
+    __slots__ = ("_id", "_type_name", "_owner", "_own", "_volatile",
+                 "__weakref__")
 
     def __init__(self, id, type_name):
         self._id = int(id)
         self._type_name = str(type_name)
-        self._owner = None
+        self._owner = None   # the workspace's handle table
+        self._own = False    # released when collected
         self._volatile = None
 
     @property
@@ -74,7 +79,7 @@ class Wrapped:
             owner = self._owner
         except AttributeError:  # __init__ never ran
             return
-        if owner is not None:
+        if owner is not None and getattr(self, "_own", False):
             owner.pending.append(self._id)
 
 

@@ -390,10 +390,14 @@ class Workspace(collections.abc.MutableMapping):
             w._volatile = volatile
         return w
 
-    def _wrapped(self, hid, type_name, cls, exc_type=None, message=None):
+    def _wrapped(self, hid, type_name, cls, exc_type=None, message=None,
+                 own=True):
         """The Wrapped for handle hid: the live one when there is one (one
         id, one object), else a new one.  An id that comes back while its
-        release is queued is taken off the queue."""
+        release is queued is taken off the queue.  own: this client got
+        the handle (a result, ws.wrap), so collecting the Wrapped releases
+        it; a handle found (ws.handles(), ws.handle(id)) is the session's,
+        and stays until ws.release()."""
         h = self._handles
         w = h.live.get(hid)
         if w is None or (cls is WrappedExcinfo
@@ -406,6 +410,7 @@ class Workspace(collections.abc.MutableMapping):
                 w._exc_type = exc_type or ""
                 w._message = message or ""
             w._owner = h
+            w._own = own
             h.live[hid] = w
         pending = h.pending
         while pending and hid in pending:
@@ -432,14 +437,19 @@ class Workspace(collections.abc.MutableMapping):
     # --- handles ---------------------------------------------------------
 
     def handles(self):
-        """The session's live handles, as Wrapped objects."""
+        """The session's live handles, as Wrapped objects.  Those this
+        client did not get itself (made before this attach, or by another
+        client) are found, not taken: dropping their Wrapped objects does
+        not release them; ``release()`` does."""
         with self._lock:
             self._begin()
-            return [self._wrapped(hid, tn, Wrapped)
+            return [self._wrapped(hid, tn, Wrapped, own=False)
                     for hid, tn in self._conn.handles()]
 
     def handle(self, id):
-        """The Wrapped for a live handle id; KeyError when not live."""
+        """The Wrapped for a live handle id; KeyError when not live.  Like
+        ``handles()``, it does not make the handle this client's: dropping
+        it does not release it."""
         id = int(id)
         w = self._handles.live.get(id)
         if w is not None:
@@ -448,8 +458,35 @@ class Workspace(collections.abc.MutableMapping):
             self._begin()
             for hid, tn in self._conn.handles():
                 if hid == id:
-                    return self._wrapped(hid, tn, Wrapped)
+                    return self._wrapped(hid, tn, Wrapped, own=False)
         raise KeyError(id)
+
+    def release(self, *handles):
+        """Release handles now (``Wrapped`` objects or ids): the backend
+        drops their objects from memory and store.  For handles found with
+        ``handles()``/``handle(id)``, which are not released when their
+        Wrapped is collected; and for any handle, to free it before its
+        Wrapped is.  Ids that are not live are ignored.  Returns once the
+        release is checkpointed (a crash of the backend after it does not
+        bring the handles back).  A released handle's Wrapped is dead:
+        passing it again is an ``UnknownHandleError``."""
+        ids = []
+        for x in handles:
+            hid = x.id if isinstance(x, Wrapped) else int(x)
+            if hid not in ids:
+                ids.append(hid)
+        with self._lock:
+            self._begin()
+            live = self._handles.live
+            for hid in ids:
+                w = live.pop(hid, None)
+                if w is not None:
+                    w._own = False       # its collection sends nothing
+            if ids:
+                self._conn.release(ids)
+                # RELEASE has no reply; a request queued behind it does,
+                # after the checkpoint that wrote the release
+                self._conn.stats()
 
     def wrap(self, name):
         """A handle (Wrapped) to the workspace global ``name``; for values
