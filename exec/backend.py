@@ -1467,20 +1467,31 @@ def keys_request():
 
 
 def handles_request():
+    """The live handles but the hidden ones (pyshelfd's own), with their
+    type names.  One not loaded is described by its record's header and
+    type name: one read, and no pass over its value (whose digest is
+    checked when it is used), so that a listing costs the same whatever
+    the handles hold, and a damaged record is listed (type "?") rather
+    than failing the listing."""
     ids = set(_s.list_keys("h"))
     ids.difference_update(WS.released)
     ids.update(WS.handles)
     out = []
     for hid in sorted(ids):
-        if WS._is_hidden(("h", hid)):
-            continue     # pyshelfd's own, not a client's
         obj = WS.handles.get(hid, _MISSING)
-        if obj is _MISSING:
-            rec = _s.get_type("h", hid)
-            tn = rec if rec is not None else "?"
+        if obj is not _MISSING:
+            flags, tn = WS.handle_flags.get(hid, 0), None
         else:
-            tn = _type_name(obj)
-        out.append((hid, tn))
+            try:
+                head = _s.head("h", hid)
+            except _s.CorruptEntry:
+                head = (0, "?")
+            if head is None:
+                continue
+            flags, tn = head
+        if flags & FLAG_HIDDEN:
+            continue
+        out.append((hid, _type_name(obj) if tn is None else tn))
     return out
 
 

@@ -74,8 +74,8 @@ pystore_raise(int rc, const char *what)
 /* Arguments and results of one entry read. */
 struct get_arg {
 	pykey k;               /* which entry */
-	int mode;              /* 0 full, 1 type only, 2 flags (header
-	                          only), 3 refs */
+	int mode;              /* 0 full, 2 flags (header only), 3 refs,
+	                          4 flags and type name (digest unchecked) */
 	int rc;                /* store result */
 	PyObject *result;      /* new reference */
 };
@@ -96,13 +96,14 @@ pystore_get_txn(store_txn *t, void *arg)
 			ga->result = PyLong_FromLong(flags);
 		return 0;
 	}
-	ga->rc = entry_get(t, the_worker->sess.id, ga->k.kind, ga->k.name,
+	ga->rc = (ga->mode == 4 ? entry_get_nocheck : entry_get)(t,
+	    the_worker->sess.id, ga->k.kind, ga->k.name,
 	    (size_t)ga->k.name_len, ga->k.handle, &r);
 	if (ga->rc != 0)
 		return 0;
-	if (ga->mode == 1) {
-		ga->result = PyUnicode_DecodeUTF8(r.type_name, r.type_len,
-		    "replace");
+	if (ga->mode == 4) {
+		ga->result = Py_BuildValue("(iN)", r.flags,
+		    PyUnicode_DecodeUTF8(r.type_name, r.type_len, "replace"));
 		return 0;
 	}
 	if (ga->mode == 3) {
@@ -130,7 +131,7 @@ error:
 	return 0;
 }
 
-/* Shared body of get/get_type/get_refs/flags. */
+/* Shared body of get/get_refs/flags/head. */
 static PyObject *
 pystore_get_common(PyObject *args, int mode)
 {
@@ -149,9 +150,11 @@ pystore_get_common(PyObject *args, int mode)
 	if (ga.rc == STORE_E_NOTFOUND)
 		Py_RETURN_NONE;
 	if (ga.rc == STORE_E_CORRUPT) {
-		PyErr_Format(pystore_CorruptEntry, "entry %s %R is corrupt (its "
-		    "digest does not match); it was not loaded",
-		    ga.k.kind == STORE_KIND_GLOBAL ? "global" : "handle", key);
+		PyErr_Format(pystore_CorruptEntry, "entry %s %R is corrupt (%s); "
+		    "it was not loaded",
+		    ga.k.kind == STORE_KIND_GLOBAL ? "global" : "handle", key,
+		    mode == 0 || mode == 3 ?
+		    "its digest does not match" : "its layout is broken");
 		return NULL;
 	}
 	if (ga.rc != 0)
@@ -167,18 +170,19 @@ pystore_get(PyObject *self, PyObject *args)
 	return pystore_get_common(args, 0);
 }
 
-/* get_type(kind, key) -> type name | None */
-static PyObject *
-pystore_get_type(PyObject *self, PyObject *args)
-{
-	return pystore_get_common(args, 1);
-}
-
 /* get_refs(kind, key) -> the record's refs blob | None */
 static PyObject *
 pystore_get_refs(PyObject *self, PyObject *args)
 {
 	return pystore_get_common(args, 3);
+}
+
+/* head(kind, key) -> (flags, type name) | None: the record's layout only,
+ * its digest unchecked (no pass over the payload) */
+static PyObject *
+pystore_head(PyObject *self, PyObject *args)
+{
+	return pystore_get_common(args, 4);
 }
 
 /* flags(kind, key) -> the record's flags (header only, unchecked) | None */
@@ -586,9 +590,10 @@ pystore_dict_version(PyObject *self, PyObject *d)
 
 PyMethodDef pystore_methods[] = {
 	{"get", pystore_get, METH_VARARGS, "get(kind, key)"},
-	{"get_type", pystore_get_type, METH_VARARGS, "get_type(kind, key)"},
 	{"get_refs", pystore_get_refs, METH_VARARGS, "get_refs(kind, key)"},
 	{"flags", pystore_flags, METH_VARARGS, "flags(kind, key)"},
+	{"head", pystore_head, METH_VARARGS, "head(kind, key) -> (flags, "
+	 "type name) | None, the digest unchecked"},
 	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},
 	{"referrers", pystore_referrers, METH_O,
 	 "referrers(targets) -> [(target, referrer)]"},

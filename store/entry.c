@@ -182,17 +182,35 @@ entry_value(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
 	return store_map_err(mdb_get(t->txn, t->s->entries, &k, v));
 }
 
-/* Fetch and verify one entry. */
-int
-entry_get(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
-          size_t name_len, uint64_t handle, store_record *out)
+/* Fetch one entry and decode it, its digest checked or not. */
+static int
+entry_fetch(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
+            size_t name_len, uint64_t handle, store_record *out, int check)
 {
 	MDB_val v;
 	int rc;
 
 	if ((rc = entry_value(t, sid, kind, name, name_len, handle, &v)) != 0)
 		return rc;
-	return record_decode(v.mv_data, v.mv_size, out);
+	return check ? record_decode(v.mv_data, v.mv_size, out) :
+	    record_decode_nocheck(v.mv_data, v.mv_size, out);
+}
+
+/* Fetch and verify one entry. */
+int
+entry_get(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
+          size_t name_len, uint64_t handle, store_record *out)
+{
+	return entry_fetch(t, sid, kind, name, name_len, handle, out, 1);
+}
+
+/* Fetch one entry's layout, its digest unchecked. */
+int
+entry_get_nocheck(store_txn *t, const uint8_t *sid, uint8_t kind,
+                  const char *name, size_t name_len, uint64_t handle,
+                  store_record *out)
+{
+	return entry_fetch(t, sid, kind, name, name_len, handle, out, 0);
 }
 
 /* Is there such an entry?  1, 0, or a negative STORE_E_* code.  flags (may

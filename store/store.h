@@ -261,6 +261,13 @@ int entry_get(store_txn *t, const uint8_t *sid, uint8_t kind,
 int entry_exists(store_txn *t, const uint8_t *sid, uint8_t kind,
                  const char *name, size_t name_len, uint64_t handle,
                  uint16_t *flags);
+/* Fetch one entry's layout without checking its digest (no pass over the
+ * payload): for its header, type name and refs when the payload is not
+ * wanted.  STORE_E_NOTFOUND, or STORE_E_CORRUPT when the layout itself is
+ * broken (record_decode_nocheck). */
+int entry_get_nocheck(store_txn *t, const uint8_t *sid, uint8_t kind,
+                      const char *name, size_t name_len, uint64_t handle,
+                      store_record *out);
 /* Delete one entry.  STORE_E_NOTFOUND when absent. */
 int entry_del(store_txn *t, const uint8_t *sid, uint8_t kind,
               const char *name, size_t name_len, uint64_t handle);

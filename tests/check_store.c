@@ -2414,6 +2414,24 @@ flip_marker(const char *path, const char *marker)
 	return found;
 }
 
+/* entry_get_nocheck of the entry ea names: its type name and payload
+ * length into ea (the payload is not copied). */
+static int
+cb_entry_get_nocheck(store_txn *t, void *a)
+{
+	struct ent_arg *ea = a;
+	int rc = entry_get_nocheck(t, ea->sid, ea->kind, ea->name,
+	    ea->name_len, ea->handle, &ea->rec);
+
+	if (rc == 0)
+		snprintf(ea->type, sizeof ea->type, "%.*s",
+		    (int)ea->rec.type_len, ea->rec.type_name);
+	ea->rec.type_name = NULL;
+	ea->rec.refs = NULL;
+	ea->rec.payload = NULL;
+	return rc;
+}
+
 /* Counts records that fail their digest in an entry walk. */
 static int
 cb_walk_damage(const uint8_t *sid, const store_key *k, const uint8_t *val,
@@ -2467,6 +2485,19 @@ START_TEST(test_corrupt_payload)
 	ck_assert_int_eq(get_one(S, ss.id, 'h', NULL, 7, &p, &n),
 	    STORE_E_CORRUPT);
 	verify(S, ss.id, 100, 20, 0, 0);         /* the others are fine */
+	{   /* the layout without the digest: header and type name */
+		struct ent_arg ea = {0};
+		ea.sid = ss.id;
+		ea.kind = 'h';
+		ea.handle = 7;
+		ck_assert_int_eq(store_read(S, cb_entry_get_nocheck, &ea), 0);
+		ck_assert_str_eq(ea.type, "bytes");
+		ck_assert_uint_eq(ea.rec.payload_len, 100000);
+		ck_assert_uint_eq(ea.rec.pickler, STORE_PICKLER_PICKLE);
+		ea.handle = 8;
+		ck_assert_int_eq(store_read(S, cb_entry_get_nocheck, &ea),
+		    STORE_E_NOTFOUND);
+	}
 	ck_assert_int_eq(store_read(S, cb_walk_damaged, &damaged), 0);
 	ck_assert_int_eq(damaged, 2);
 	/* Rewriting a damaged entry repairs it. */

@@ -70,6 +70,47 @@ def test_corrupted_record_is_reported_not_loaded(tmp_path):
         ws.close()
 
 
+def test_damaged_handle_is_listed_and_reported_when_used(tmp_path):
+    """ws.handles() describes a handle not loaded from its record's header
+    and type name, without a pass over its value: a handle whose value is
+    damaged is listed all the same, and using it is a clear error; the
+    others work."""
+    import lmdb
+    import struct
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+
+    def make(n):
+        return list(range(n))
+    kept = [ws.remote_exec(make, n) for n in (1000, 3)]
+    bad, good = (w.id for w in kept)
+    sid = bytes.fromhex(ws.session_id)
+    ws.close()
+    env = lmdb.open(db, max_dbs=8)
+    with env.begin(write=True) as t:
+        entries = env.open_db(b"entries", txn=t, create=False)
+        key = sid + b"h" + struct.pack(">Q", bad)
+        rec = bytearray(t.get(key, db=entries))
+        rec[-5] ^= 0x01                   # in the payload
+        t.put(key, bytes(rec), db=entries)
+    env.close()
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        listed = {w.id: w.type_name for w in ws.handles()}
+        assert listed[bad] == "list" and listed[good] == "list"
+
+        def length(x):
+            return DirectValue(len(x))
+        with pytest.raises(pyshelf.RemoteError) as ei:
+            ws.remote_exec(length, ws.handle(bad))
+        assert "corrupt" in str(ei.value) and "handle %d" % bad in \
+            str(ei.value)
+        assert ws.remote_exec(length, ws.handle(good)).value == 3
+        assert {w.id for w in ws.handles()} >= {bad, good}
+    finally:
+        ws.close()
+
+
 def test_session_in_use_is_refused(tmp_path):
     db = str(tmp_path / "db")
     ws = pyshelf.spawn(db=db, session="s")
