@@ -1012,7 +1012,35 @@ class Workspace:
         """The cycles (strongly connected components) of references that
         the batch's records close, through stored records too."""
         new = {k: _parse_refs(v) for k, v in batch.refs()}
-        return self._sccs(new, dict(new)) if new else []
+        if not new:
+            return []
+        graph = dict(new)
+        # a record is on a cycle only if one of its targets refers to
+        # something: the common case (many records that refer to a few
+        # entries that refer to nothing) needs no walk
+        edges = self._edges(graph)
+        live = {t for t in set().union(*new.values()) if edges(t)}
+        if not live:
+            return []
+        roots = [k for k, ts in new.items() if not live.isdisjoint(ts)]
+        return self._sccs(roots, new, edges)
+
+    def _edges(self, graph):
+        """edges(key): the entries key's record refers to: from graph (the
+        batch's records, then those looked up, cached there), the loaded
+        records' refs_of, or the store."""
+        refs_of = self.refs_of
+
+        def edges(k):
+            t = graph.get(k)
+            if t is None:
+                t = refs_of.get(k)
+                if t is None:
+                    blob = _s.get_refs(k[0], k[1]) if _storable(k) else None
+                    t = _parse_refs(blob) if blob else ()
+                graph[k] = t
+            return t
+        return edges
 
     def _write_group(self, batch, d, comp):
         """Write the entries of one cycle as an EntryGroup: the first key's
@@ -1064,9 +1092,10 @@ class Workspace:
         if not new:
             return None
         graph = dict(new)
+        edges = self._edges(graph)
         broken = set()
         while True:
-            sccs = self._sccs(new, graph)
+            sccs = self._sccs(new, new, edges)
             if not sccs:
                 return broken
             for comp in sccs:
@@ -1075,23 +1104,13 @@ class Workspace:
                 broken.add(key)
                 graph[key] = ()
 
-    def _sccs(self, new, graph):
-        """Strongly connected components (of more than one record) that
-        contain a record of this checkpoint: Tarjan, iteratively."""
-
-        def edges(k):
-            t = graph.get(k)
-            if t is None:
-                t = self.refs_of.get(k)
-                if t is None:
-                    blob = _s.get_refs(k[0], k[1]) if _storable(k) else None
-                    t = _parse_refs(blob) if blob else ()
-                graph[k] = t
-            return t
-        # Tarjan's strongly connected components, iteratively
+    def _sccs(self, roots, new, edges):
+        """Strongly connected components (of more than one record) reached
+        from roots that contain a record of this checkpoint (new): Tarjan,
+        iteratively."""
         index, low, onstack, stack, out = {}, {}, set(), [], []
         counter = [0]
-        for root in new:
+        for root in roots:
             if root in index:
                 continue
             work = [(root, iter(edges(root)))]
@@ -1209,8 +1228,25 @@ def _member_pickle(first, i):
     return f.getvalue()
 
 
+_REFS_PARSED = {}     # refs blob -> its keys: records often share one
+
+
 def _parse_refs(blob):
-    """Decode a refs blob: (u8 kind, u16 length, key bytes)*."""
+    """Decode a refs blob: (u8 kind, u16 length, key bytes)*, into a tuple
+    of entry keys.  Cached by the blob's bytes: the records of a workspace
+    tend to refer to the same few entries (10,000 dicts that each hold one
+    shared list have one blob between them)."""
+    if type(blob) is not bytes:
+        return _parse_refs_raw(blob)
+    keys = _REFS_PARSED.get(blob)
+    if keys is None:
+        if len(_REFS_PARSED) >= 4096:
+            _REFS_PARSED.clear()
+        keys = _REFS_PARSED[blob] = _parse_refs_raw(blob)
+    return keys
+
+
+def _parse_refs_raw(blob):
     out = []
     i, n = 0, len(blob)
     while i + 3 <= n:

@@ -434,7 +434,9 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
                  PyObject *digests)
 {
 	size_t start = b->alen, len;
-	PyObject *oob = NULL;
+	PyObject *oob = NULL, *refs = NULL;
+	const char *rp;
+	size_t rn;
 	brec *rec;
 	int r;
 
@@ -443,22 +445,26 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 	if (pymod_idmap_alias(idmap, obj, key))
 		return 2;
 	if ((r = pyenc_plain(obj, idmap, &b->arena, &b->alen, &b->acap,
-	    &oob)) <= 0)
+	    &oob, &refs)) <= 0)
 		return r < 0 ? -1 : 2;
 	len = b->alen - start;
 	if ((rec = batch_slot(b)) == NULL)
 		goto error;
 	rec->in.flags = (uint16_t)flags;
+	rec->refs = refs;   /* stolen; NULL: none */
+	refs = NULL;
+	rp = rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "";
+	rn = rec->refs != NULL ? (size_t)PyBytes_GET_SIZE(rec->refs) : 0;
 	if (oob != NULL) {
 		r = batch_oob_data(rec, b->arena + start, len, oob);
 		b->alen = start;   /* the record has its own copy */
 		Py_CLEAR(oob);
 		if (r < 0 || (r = batch_digest(rec, digests, key, rec->data,
-		    rec->data_len, "", 0)) < 0)
+		    rec->data_len, rp, rn)) < 0)
 			goto error_rec;
 	} else if ((r = batch_digest(rec, digests, key, b->arena + start, len,
-	    "", 0)) < 0)
-		goto error;
+	    rp, rn)) < 0)
+		goto error_rec;
 	if (r == 0) {
 		/* unchanged: not written */
 		brec_clear(rec);
@@ -473,12 +479,15 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 		rec->aoff = start;
 		rec->data_len = len;
 	}
+	if (rec->refs != NULL)
+		b->nrefs++;
 	b->n++;
 	return 1;
 error_rec:
 	brec_clear(rec);
 error:
 	Py_XDECREF(oob);
+	Py_XDECREF(refs);
 	b->alen = start;
 	return -1;
 }

@@ -16,8 +16,11 @@
  *    instances, functions, numpy arrays, ...);
  *  - a container reached twice (shared or recursive): the stdlib pickler
  *    memoizes it, and identity within the entry must survive;
- *  - a container that is another entry's object (in the IdMap): it must
- *    be written as a persistent reference;
+ *  - a container that is another entry's object (in the IdMap), unless
+ *    the caller takes references (refs): it is then written as a
+ *    persistent reference, the entry key (kind, name or id) and BINPERSID,
+ *    as the stdlib pickler writes what the IdMap's persistent_id returns
+ *    (without its memo), and its key goes into the refs blob;
  *  - a string that is not valid UTF-8 (lone surrogates), an int beyond 64
  *    bits, nesting deeper than PYENC_DEPTH.
  *
@@ -67,7 +70,7 @@ enum {
 	OP_NEWTRUE = 0x88, OP_NEWFALSE = 0x89, OP_LONG1 = 0x8a,
 	OP_EMPTY_SET = 0x8f, OP_ADDITEMS = 0x90, OP_FROZENSET = 0x91,
 	OP_PROTO = 0x80, OP_STACK_GLOBAL = 0x93, OP_BYTEARRAY8 = 0x96,
-	OP_NEXT_BUFFER = 0x97, OP_REDUCE = 'R'
+	OP_NEXT_BUFFER = 0x97, OP_REDUCE = 'R', OP_BINPERSID = 'Q'
 };
 
 /* The stdlib pickler's batch size for SETITEMS/APPENDS/ADDITEMS. */
@@ -85,6 +88,10 @@ struct enc {
 	int want_oob;          /* large bytes(array)s out of band */
 	PyObject **oob;        /* those written so far, strong references */
 	size_t noob, capoob;
+	int want_refs;         /* other entries' objects by reference */
+	PyObject **refs;       /* the keys of those written so far, borrowed
+	                          from the IdMap (no Python code runs) */
+	size_t nrefs, caprefs;
 };
 
 /* Make room for n more bytes; 0 or -1 (out of memory). */
@@ -338,16 +345,56 @@ enc_seen(struct enc *e, PyObject *o)
 
 static int enc_obj(struct enc *e, PyObject *o, int depth);
 
+/* Another entry's object, whose entry key is key: a persistent reference
+ * (when the caller takes them), the key tuple then BINPERSID; the key is
+ * noted for the refs blob.  1, 0 (not plain: no references wanted, or a
+ * key that is not ("g", str) / ("h", int)), -1 out of memory. */
+static int
+enc_ref(struct enc *e, PyObject *key)
+{
+	PyObject *kind, *k;
+	Py_UCS4 c;
+	int r;
+
+	if (!e->want_refs || !PyTuple_CheckExact(key) ||
+	    PyTuple_GET_SIZE(key) != 2)
+		return 0;
+	kind = PyTuple_GET_ITEM(key, 0);
+	k = PyTuple_GET_ITEM(key, 1);
+	if (!PyUnicode_CheckExact(kind) || PyUnicode_GET_LENGTH(kind) != 1)
+		return 0;
+	c = PyUnicode_READ_CHAR(kind, 0);
+	if (!(c == 'g' && PyUnicode_CheckExact(k)) &&
+	    !(c == 'h' && PyLong_CheckExact(k)))
+		return 0;
+	if ((r = enc_str(e, kind)) <= 0 || (r = PyUnicode_CheckExact(k) ?
+	    enc_str(e, k) : enc_int(e, k)) <= 0)
+		return r;
+	if (enc_op(e, OP_TUPLE2) < 0 || enc_op(e, OP_BINPERSID) < 0)
+		return -1;
+	if (e->nrefs == e->caprefs) {
+		size_t ncap = e->caprefs == 0 ? 8 : 2 * e->caprefs;
+		PyObject **n = PyMem_Realloc(e->refs, ncap * sizeof *n);
+		if (n == NULL)
+			return -1;
+		e->refs = n;
+		e->caprefs = ncap;
+	}
+	e->refs[e->nrefs++] = key;
+	return 1;
+}
+
 /* A bytearray: BYTEARRAY8 as the stdlib pickler writes it, or out of band.
  * Mutable, so checked as containers are (not another entry's, not twice). */
 static int
 enc_bytearray(struct enc *e, PyObject *o)
 {
 	size_t n = (size_t)PyByteArray_GET_SIZE(o);
+	PyObject *key;
 	int r;
 
-	if (o != e->root && pymod_idmap_has(e->idmap, o))
-		return 0;
+	if (o != e->root && (key = pymod_idmap_key(e->idmap, o)) != NULL)
+		return enc_ref(e, key);
 	if ((r = enc_seen(e, o)) <= 0)
 		return r;
 	if (e->want_oob && n >= PYENC_OOB_MIN)
@@ -487,6 +534,7 @@ static int
 enc_obj(struct enc *e, PyObject *o, int depth)
 {
 	PyTypeObject *tp = Py_TYPE(o);
+	PyObject *key;
 	int r;
 
 	if (o == Py_None)
@@ -509,8 +557,8 @@ enc_obj(struct enc *e, PyObject *o, int depth)
 		return 0;
 	if (depth >= PYENC_DEPTH)
 		return 0;
-	if (o != e->root && pymod_idmap_has(e->idmap, o))
-		return 0;    /* another entry's: a persistent reference */
+	if (o != e->root && (key = pymod_idmap_key(e->idmap, o)) != NULL)
+		return enc_ref(e, key);    /* another entry's */
 	/* () is a singleton the stdlib pickler does not memoize either */
 	if ((tp != &PyTuple_Type || PyTuple_GET_SIZE(o) > 0) &&
 	    (r = enc_seen(e, o)) <= 0)
@@ -555,7 +603,7 @@ enc_oob_list(struct enc *e, int keep, PyObject **oob)
 
 int
 pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
-            size_t *cap, PyObject **oob)
+            size_t *cap, PyObject **oob, PyObject **refs)
 {
 	struct enc e;
 	size_t start = *len;
@@ -563,6 +611,9 @@ pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
 
 	memset(&e, 0, sizeof e);
 	e.want_oob = oob != NULL;
+	e.want_refs = refs != NULL;
+	if (refs != NULL)
+		*refs = NULL;
 	e.buf = *buf;
 	e.len = *len;
 	e.cap = *cap;
@@ -585,6 +636,13 @@ pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
 	/* Python objects may be made now: the pickle is written */
 	if (enc_oob_list(&e, r > 0, oob) < 0)
 		r = -1;
+	if (r > 0 && e.nrefs > 0 &&
+	    (*refs = pymod_idmap_refs(e.refs, e.nrefs)) == NULL) {
+		if (oob != NULL)
+			Py_CLEAR(*oob);
+		r = -1;
+	}
+	PyMem_Free(e.refs);
 	if (r > 0) {
 		*len = e.len;
 		return 1;
@@ -609,7 +667,7 @@ pyenc_plain_dumps(PyObject *self, PyObject *obj)
 	int r;
 
 	(void)self;
-	r = pyenc_plain(obj, NULL, &buf, &len, &cap, NULL);
+	r = pyenc_plain(obj, NULL, &buf, &len, &cap, NULL, NULL);
 	if (r < 0)
 		res = NULL;
 	else if (r == 0)

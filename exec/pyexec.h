@@ -33,8 +33,12 @@ int pymod_idmap_add(PyObject *idmap, PyObject *obj, PyObject *key);
 int pymod_idmap_discard(PyObject *idmap, PyObject *obj, PyObject *key);
 /* Make room for n more mappings; 0 or -1. */
 int pymod_idmap_reserve(PyObject *idmap, size_t n);
-/* Is obj mapped (another entry's object)?  False for a NULL idmap. */
-int pymod_idmap_has(PyObject *idmap, PyObject *obj);
+/* The key of the entry obj is the object of (borrowed), or NULL (also for
+ * a NULL idmap). */
+PyObject *pymod_idmap_key(PyObject *idmap, PyObject *obj);
+/* The refs blob of these entry keys (bytes, new reference), deduplicated;
+ * NULL with an exception. */
+PyObject *pymod_idmap_refs(PyObject *const *keys, size_t n);
 /* Is obj mapped to an entry other than key (key's record of it is then a
  * reference to that entry)? */
 int pymod_idmap_alias(PyObject *idmap, PyObject *obj, PyObject *key);
@@ -54,14 +58,17 @@ PyObject *pybatch_type_name(PyObject *obj);
 /* pyenc.c */
 /* Append obj's protocol-5 pickle to the PyMem buffer *buf (*len used of
  * *cap) when obj is plain data (exact dict/list/tuple/set/frozenset of
- * None/bool/int/float/str/bytes/bytearray, nothing mutable reached twice,
- * no container or bytearray that idmap maps): 1.  0 when it is not
- * (nothing appended, no exception); -1 with an exception.  oob non-NULL:
- * bytes and bytearrays of 64 KiB or more go out of band, *oob is then a
- * new list of them in the pickle's NEXT_BUFFER order, or NULL when there
- * are none; oob NULL: everything in band. */
+ * None/bool/int/float/str/bytes/bytearray, nothing mutable reached twice):
+ * 1.  0 when it is not (nothing appended, no exception); -1 with an
+ * exception.  oob non-NULL: bytes and bytearrays of 64 KiB or more go out
+ * of band, *oob is then a new list of them in the pickle's NEXT_BUFFER
+ * order, or NULL when there are none; oob NULL: everything in band.  A
+ * container or bytearray that idmap maps (another entry's object) is not
+ * plain when refs is NULL; else it is written as a persistent reference
+ * to that entry, and *refs is the refs blob of those (bytes, new
+ * reference), or NULL when there are none. */
 int pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
-                size_t *cap, PyObject **oob);
+                size_t *cap, PyObject **oob, PyObject **refs);
 /* plain_dumps(obj) -> bytes or None: the above, for tests. */
 PyObject *pyenc_plain_dumps(PyObject *self, PyObject *obj);
 

@@ -602,10 +602,14 @@ pymod_idmap_alias(PyObject *self, PyObject *obj, PyObject *key)
 }
 
 /* C entry points for pybatch.c and pyenc.c. */
-int
-pymod_idmap_has(PyObject *self, PyObject *obj)
+PyObject *
+pymod_idmap_key(PyObject *self, PyObject *obj)
 {
-	return self != NULL && idmap_find((idmapobject *)self, obj) != NULL;
+	idslot *s;
+
+	if (self == NULL || (s = idmap_find((idmapobject *)self, obj)) == NULL)
+		return NULL;
+	return s->key;
 }
 
 void
@@ -722,16 +726,42 @@ idmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
 	return 0;
 }
 
+/* The refs blob of keys[0..n) (bytes, deduplicated, in first-seen
+ * order). */
+PyObject *
+pymod_idmap_refs(PyObject *const *keys, size_t n)
+{
+	PyObject *seen = NULL, *res = NULL;
+	char *buf = NULL;
+	size_t len = 0, cap = 0, i;
+	int r;
+
+	if (n == 0)
+		return PyBytes_FromStringAndSize("", 0);
+	if ((seen = PySet_New(NULL)) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if ((r = PySet_Contains(seen, keys[i])) < 0)
+			goto error;
+		if (r)
+			continue;
+		if (PySet_Add(seen, keys[i]) < 0 ||
+		    idmap_encode_ref(keys[i], &buf, &len, &cap) < 0)
+			goto error;
+	}
+	res = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+error:
+	PyMem_Free(buf);
+	Py_DECREF(seen);
+	return res;
+}
+
 /* end(): finish a dump; return the refs blob (bytes, deduplicated). */
 static PyObject *
 idmap_end(PyObject *self, PyObject *unused)
 {
 	idmapobject *m = (idmapobject *)self;
-	PyObject *seen = NULL, *res = NULL, *hits = m->hits;
-	char *buf = NULL;
-	size_t len = 0, cap = 0;
-	Py_ssize_t i;
-	int r;
+	PyObject *res, *hits = m->hits;
 
 	m->root = NULL;
 	m->rootkey = NULL;
@@ -739,22 +769,8 @@ idmap_end(PyObject *self, PyObject *unused)
 	m->hits = NULL;
 	if (hits == NULL)
 		return PyBytes_FromStringAndSize("", 0);
-	if ((seen = PySet_New(NULL)) == NULL)
-		goto error;
-	for (i = 0; i < PyList_GET_SIZE(hits); i++) {
-		PyObject *key = PyList_GET_ITEM(hits, i); /* borrowed */
-		if ((r = PySet_Contains(seen, key)) < 0)
-			goto error;
-		if (r)
-			continue;
-		if (PySet_Add(seen, key) < 0 ||
-		    idmap_encode_ref(key, &buf, &len, &cap) < 0)
-			goto error;
-	}
-	res = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
-error:
-	PyMem_Free(buf);
-	Py_XDECREF(seen);
+	res = pymod_idmap_refs(PySequence_Fast_ITEMS(hits),
+	    (size_t)PyList_GET_SIZE(hits));
 	Py_DECREF(hits);
 	return res;
 }
