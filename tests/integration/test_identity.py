@@ -44,6 +44,55 @@ def test_two_names_for_one_object(store, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_references_from_plain_data_of_every_shape(store, mode):
+    """Plain data (dicts, lists, tuples, sets, written by the C writer)
+    holding other entries' objects at any depth: a list, a dict, a
+    bytearray, a frozenset and a handle's object, each referred to by
+    persistent id, twice in one record too."""
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def make():
+        return {"from": "a handle"}
+    h = ws.remote_exec(make)
+    ws.remote_exec("L = [1]\nD = {'k': 2}\nB = bytearray(b'xy')\n"
+                   "F = frozenset({3})\n"
+                   "def keep(o):\n    global holder\n"
+                   "    holder = {'t': (L, [D, {'b': B}]), 'twice': [L, L], "
+                   "'f': F, 'h': o, 'n': 7}\n")
+    ws.remote_exec(keep_it, h)
+    for i in range(2):      # and from the records the first restart wrote
+        ws = restart(ws, mode, store)
+        assert value(ws, "t = holder['t']\n"
+                         "DirectValue((t[0] is L, t[1][0] is D, "
+                         "t[1][1]['b'] is B, holder['twice'][0] is L, "
+                         "holder['twice'][1] is L, holder['f'] is F, "
+                         "holder['h'], holder['n']))") == \
+            (True,) * 5 + (True, {"from": "a handle"}, 7 + i)
+        ws.remote_exec("holder['n'] += 1")
+        ws.sync()               # rewritten, with its references
+    h2 = ws.handle(h.id)
+    assert ws.remote_exec(same_as_holder, h2).value is True
+    # the references index knows holder refers to L and B: rebinding them
+    # after a restart, before holder is used, leaves holder the old ones
+    ws = restart(ws, mode, store)
+    ws.remote_exec("L = 'new'\ndel B")
+    try:
+        assert value(ws, "DirectValue((holder['t'][0], holder['twice'][0] "
+                         "is holder['t'][0], holder['t'][1][1]['b'], L))") == \
+            ([1], True, bytearray(b"xy"), "new")
+    finally:
+        ws.close()
+
+
+def keep_it(o):
+    keep(o)  # noqa: F821 (the workspace's keep)
+
+
+def same_as_holder(o):
+    return DirectValue(o is holder["h"])  # noqa: F821 (the workspace's)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_alias_keeps_the_object_when_the_first_name_goes(store, mode):
     ws = pyshelf.spawn(db=store, session="s")
     ws.remote_exec("c = [1, 2]\nh = c\nd = {'k': c}")
