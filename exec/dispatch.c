@@ -62,8 +62,9 @@ dispatch_pyerror(worker *w, uint64_t id)
 		Py_XDECREF(c);
 		PyErr_Clear();
 	} else if (ev != NULL &&
-	    PyErr_GivenExceptionMatches(ev, pystore_StoreError))
-		code = WIRE_ERR_STORE;
+	    (PyErr_GivenExceptionMatches(ev, pystore_StoreError) ||
+	    PyErr_GivenExceptionMatches(ev, pystore_CorruptEntry)))
+		code = WIRE_ERR_STORE;  /* a damaged record is the store's */
 	if (ev != NULL && (s = PyObject_Str(ev)) != NULL)
 		msg = PyUnicode_AsUTF8(s);
 	if (msg == NULL) {

@@ -63,8 +63,9 @@ def test_corrupted_record_is_reported_not_loaded(tmp_path):
         res = ws.remote_exec("victim")
         assert isinstance(res, WrappedExcinfo)
         assert "corrupt" in res.message and "victim" in res.message
-        with pytest.raises(pyshelf.Error):
+        with pytest.raises(pyshelf.RemoteError) as ei:
             ws["victim"]
+        assert ei.value.code_name == "STORE" and "victim" in str(ei.value)
         assert ws.remote_exec("DirectValue(sum(fine))").value == 6
     finally:
         ws.close()
@@ -103,6 +104,7 @@ def test_damaged_handle_is_listed_and_reported_when_used(tmp_path):
             return DirectValue(len(x))
         with pytest.raises(pyshelf.RemoteError) as ei:
             ws.remote_exec(length, ws.handle(bad))
+        assert ei.value.code_name == "STORE"
         assert "corrupt" in str(ei.value) and "handle %d" % bad in \
             str(ei.value)
         assert ws.remote_exec(length, ws.handle(good)).value == 3
