@@ -61,6 +61,9 @@ usage(FILE *f)
 "                            (RLIMIT_DATA; default none): past it, shipped code\n"
 "                            gets MemoryError, seen as a WrappedExcinfo, and\n"
 "                            the workspace goes on\n"
+"    BYTES is a number of bytes, or one ending in K, M, G or T (KiB, MiB,\n"
+"    GiB, TiB: --map-max 64G).  A bad value is an error naming the option\n"
+"    (exit status 2).\n"
 "    -h, --help              this text\n"
 "    -V, --version           print the version\n"
 "\n"
@@ -103,17 +106,39 @@ usage(FILE *f)
 "    pyshelf-dump(1), docs/PROTOCOL.md, docs/STORAGE.md\n");
 }
 
-/* Parse a non-negative number; -1 on garbage. */
+/* Parse a non-negative finite number; with size set, it may end in K, M,
+ * G or T (times 1024, 1024^2, ...; "KiB", "MB" and the like too).  -1 on
+ * garbage ("inf" and "nan" are). */
 static int
-parse_num(const char *s, double *out)
+parse_value(const char *s, double *out, int size)
 {
+	static const char units[] = "KMGT";
+	const char *u;
 	char *end;
 
 	errno = 0;
 	*out = strtod(s, &end);
-	if (errno != 0 || end == s || *end != '\0' || *out < 0)
+	if (errno != 0 || end == s || !(*out >= 0 && *out <= 1e300))
 		return -1;
-	return 0;
+	if (size && *end != '\0' && (u = strchr(units, *end)) != NULL) {
+		*out *= (double)(1ull << (10 * (u - units + 1)));
+		end++;
+		if (strcmp(end, "iB") == 0 || strcmp(end, "B") == 0)
+			end += strlen(end);
+	}
+	return *end == '\0' ? 0 : -1;
+}
+
+static int
+parse_num(const char *s, double *out)
+{
+	return parse_value(s, out, 0);
+}
+
+static int
+parse_size(const char *s, double *out)
+{
+	return parse_value(s, out, 1);
 }
 
 /*
@@ -155,7 +180,7 @@ main(int argc, char **argv)
 		{NULL, 0, NULL, 0}
 	};
 	static worker w;
-	int stdio = 0, c;
+	int stdio = 0, c, li = -1;
 	double d;
 
 	malloc_tune();
@@ -164,7 +189,7 @@ main(int argc, char **argv)
 	w.opt.checkpoint_interval = 5;
 	w.opt.sync = STORE_SYNC_INTERVAL;
 	w.opt.max_frame = WIRE_DEFAULT_MAX_FRAME;
-	while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "hV", longopts, &li)) != -1) {
 		switch (c) {
 		case 's':
 			stdio = 1;
@@ -179,13 +204,14 @@ main(int argc, char **argv)
 			w.opt.create = 1;
 			break;
 		case 'l':
-			if (parse_num(optarg, &d) < 0)
+			/* milliseconds must fit 64 bits: 10^15 s is plenty */
+			if (parse_num(optarg, &d) < 0 || d > 1e15)
 				goto bad;
 			w.opt.lease_ms = (uint64_t)(d * 1000);
 			w.opt.lease_set = 1;
 			break;
 		case 'i':
-			if (parse_num(optarg, &d) < 0)
+			if (parse_num(optarg, &d) < 0 || d > 1e9)
 				goto bad;
 			w.opt.checkpoint_interval = d;
 			break;
@@ -200,17 +226,20 @@ main(int argc, char **argv)
 				goto bad;
 			break;
 		case 'm':
-			if (parse_num(optarg, &d) < 0 || d < 1024 || d > 4294967295.0)
+			if (parse_size(optarg, &d) < 0 || d < 1024 ||
+			    d > 4294967295.0)
 				goto bad;
 			w.opt.max_frame = (size_t)d;
 			break;
 		case 'M':
-			if (parse_num(optarg, &d) < 0 || d < 1048576)
+			if (parse_size(optarg, &d) < 0 || d < 1048576 ||
+			    d > (double)SIZE_MAX / 2)
 				goto bad;
 			w.opt.map_max = (size_t)d;
 			break;
 		case 'L':
-			if (parse_num(optarg, &d) < 0 || (d != 0 && d < 16777216))
+			if (parse_size(optarg, &d) < 0 || (d != 0 && d < 16777216) ||
+			    d > (double)SIZE_MAX / 2)
 				goto bad;
 			w.opt.memory_limit = (size_t)d;
 			break;
@@ -249,8 +278,8 @@ main(int argc, char **argv)
 	}
 	return worker_run(&w);
 bad:
-	fprintf(stderr, "pyshelfd: bad value '%s' for --%s\n", optarg,
-	    longopts[0].name == NULL ? "?" : argv[optind - 1] + 2);
+	fprintf(stderr, "pyshelfd: bad value '%s' for --%s (see pyshelfd "
+	    "--help)\n", optarg, li >= 0 ? longopts[li].name : "?");
 usage:
 	fprintf(stderr, "usage: pyshelfd --stdio --session NAME [--db DIR] "
 	    "[--create] [options]; see pyshelfd --help\n");

@@ -583,12 +583,24 @@ class Workspace(collections.abc.MutableMapping):
                 pass
 
 
-def spawn(db=None, session="default", backend=None):
+def spawn(db=None, session="default", backend=None, *, sync=None,
+          checkpoint_interval=None, args=()):
     """Start a backend over stdio on store ``db`` (None: the backend's
     default store), attach to (or create) ``session``, and return its
     Workspace.  ``backend``: the pyshelfd to run (default: $PYSHELFD, the
-    build tree's, the installed one, then PATH)."""
+    build tree's, the installed one, then PATH).  ``sync``: the backend's
+    ``--sync`` policy ("always", "interval" or "never"; None: its default,
+    "interval"); ``checkpoint_interval``: its ``--checkpoint-interval`` in
+    seconds; ``args``: more pyshelfd options, as on its command line
+    (``pyshelfd --help``)."""
     path = _find_backend(backend)
+    extra = []
+    if sync is not None:
+        extra += ["--sync", str(sync)]
+    if checkpoint_interval is not None:
+        extra += ["--checkpoint-interval", str(checkpoint_interval)]
+    extra += [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
+              for a in args]
     conn = _pyshelf.Connection()
     spin = os.environ.get("PYSHELF_SPIN_US")
     if spin:
@@ -596,7 +608,7 @@ def spawn(db=None, session="default", backend=None):
     conn.set_output_handler(_write_notice)
     try:
         conn.spawn(path, None if db is None else os.fspath(db), session,
-                   True)
+                   True, extra)
         info = conn.hello()
     except BaseException:
         conn.close()
@@ -604,7 +616,7 @@ def spawn(db=None, session="default", backend=None):
     return Workspace(conn, info)
 
 
-def open(name, db=None, backend=None):
+def open(name, db=None, backend=None, **options):
     """The shelve-style spelling: ``pyshelf.open(name, db=...)`` attaches
-    to (or creates) the session ``name``."""
-    return spawn(db=db, session=name, backend=backend)
+    to (or creates) the session ``name``; options as for ``spawn()``."""
+    return spawn(db=db, session=name, backend=backend, **options)

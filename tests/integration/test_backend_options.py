@@ -1,0 +1,99 @@
+"""pyshelfd's options: --help, bad values, sizes with units, and the
+Python client's spawn(sync=, checkpoint_interval=, args=) that passes
+them."""
+import subprocess
+import time
+
+import pytest
+
+import pyshelf
+from restarts import kill_backend, value
+
+OPTIONS = ["--stdio", "--db", "--session", "--create", "--lease",
+           "--checkpoint-interval", "--sync", "--max-frame", "--map-max",
+           "--memory-limit", "--help", "--version"]
+
+
+def run(backend, *args):
+    return subprocess.run([backend, *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_help_names_every_option(backend):
+    r = run(backend, "--help")
+    assert r.returncode == 0
+    for opt in OPTIONS:
+        assert opt in r.stdout, opt
+    assert "BYTES is a number of bytes" in r.stdout
+
+
+@pytest.mark.parametrize("opt,val", [
+    ("--sync", "sometimes"), ("--checkpoint-interval", "-1"),
+    ("--checkpoint-interval", "inf"), ("--lease", "nan"),
+    ("--lease", "1e300"), ("--max-frame", "12"), ("--max-frame", "8G"),
+    ("--map-max", "5Q"), ("--map-max", "inf"), ("--map-max", "1K"),
+    ("--memory-limit", "1M"), ("--memory-limit", "x"),
+])
+@pytest.mark.parametrize("form", ["separate", "equals"])
+def test_bad_value_is_an_error_naming_the_option(backend, tmp_path, opt, val,
+                                                 form):
+    args = [opt, val] if form == "separate" else ["%s=%s" % (opt, val)]
+    r = run(backend, "--stdio", "--db", str(tmp_path / "db"), "--session",
+            "s", *args)
+    assert r.returncode == 2
+    assert "bad value '%s' for %s" % (val, opt) in r.stderr
+    assert not (tmp_path / "db").exists()     # nothing was started
+
+
+def test_sizes_take_units(tmp_path, backend):
+    ws = pyshelf.spawn(db=tmp_path / "db", session="s", backend=backend,
+                       args=["--map-max", "64G", "--max-frame=2MiB",
+                             "--memory-limit", "4GB"])
+    try:
+        assert value(ws, "DirectValue(6 * 7)") == 42
+        with pytest.raises(pyshelf.Error) as ei:
+            ws["big"] = bytes(3 << 20)        # a frame over 2 MiB
+        assert "maximum frame size of 2097152 bytes" in str(ei.value)
+    finally:
+        ws.close()
+
+
+def test_spawn_passes_the_options(tmp_path, backend):
+    ws = pyshelf.spawn(db=tmp_path / "db", session="s", backend=backend,
+                       sync="always", checkpoint_interval=0.25,
+                       args=["--lease", "60"])
+    try:
+        with open("/proc/%d/cmdline" % ws.pid, "rb") as f:
+            argv = f.read().split(b"\0")
+        for a, b in ((b"--sync", b"always"),
+                     (b"--checkpoint-interval", b"0.25"),
+                     (b"--lease", b"60")):
+            assert argv[argv.index(a) + 1] == b
+    finally:
+        ws.close()
+    with pytest.raises(pyshelf.Error):
+        pyshelf.spawn(db=tmp_path / "db", session="s", backend=backend,
+                      sync="sometimes")
+    ws = pyshelf.open("s", db=tmp_path / "db", backend=backend, sync="never")
+    ws.close()
+
+
+def test_checkpoint_interval_catches_in_place_changes(tmp_path, backend):
+    """With checkpoint_interval=0.2, an in-place change is written by the
+    interval checkpoint (no sync()), and survives a SIGKILL."""
+    db = tmp_path / "db"
+    ws = pyshelf.spawn(db=db, session="s", backend=backend,
+                       checkpoint_interval=0.2)
+    ws.remote_exec("lst = []")
+    ws.remote_exec("lst.append(1)")      # in place: not a request's write
+    written = ws.stats()["entries_written"]
+    deadline = time.time() + 20
+    while ws.stats()["entries_written"] == written:
+        assert time.time() < deadline, "no interval checkpoint in 20 s"
+        time.sleep(0.05)
+    kill_backend(ws)
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    try:
+        assert ws["lst"] == [1]
+    finally:
+        ws.close()
