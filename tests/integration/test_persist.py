@@ -121,6 +121,38 @@ def test_note_test_split_across_restart(store, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_handles_from_before_the_restart_work_after_it(store, mode):
+    """The Wrapped objects a client holds from before the backend's restart
+    are handles of the same session: passed to the new workspace, they
+    work (the note's test with the WrappedExcinfo kept across); a handle
+    of another session is refused."""
+    ws = pyshelf.spawn(db=store, session="s")
+
+    def remote1():
+        raise ValueError("before the restart")
+
+    def make():
+        return [1, 2, 3]
+    err = ws.remote_exec(remote1)
+    lst = ws.remote_exec(make)
+    assert isinstance(err, WrappedExcinfo)
+    ws = restart(ws, mode, store, "s")
+    other = pyshelf.spawn(db=store, session="other")
+    try:
+        lines = ws.remote_exec(get_tbstringlist, err).value
+        assert "ValueError: before the restart" in "".join(lines)
+
+        def total(xs):
+            return DirectValue(sum(xs))
+        assert ws.remote_exec(total, lst).value == 6
+        with pytest.raises(ValueError):
+            other.remote_exec(total, lst)
+    finally:
+        other.close()
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_volatile_objects_are_reported(store, mode):
     ws = pyshelf.spawn(db=store, session="s")
     err = io.StringIO()

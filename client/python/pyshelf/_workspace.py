@@ -190,11 +190,12 @@ class _HandleTable:
     ones waiting to be released.  Wrapped objects refer to this table, not
     to the Workspace, so that handles never keep a workspace alive."""
 
-    __slots__ = ("live", "pending")
+    __slots__ = ("live", "pending", "session_id")
 
-    def __init__(self):
+    def __init__(self, session_id=None):
         self.live = weakref.WeakValueDictionary()
         self.pending = []  # appended to by Wrapped.__del__, any thread
+        self.session_id = session_id  # handles are valid session-wide
 
 
 def _find_backend(backend):
@@ -234,12 +235,12 @@ class Workspace(collections.abc.MutableMapping):
     def __init__(self, conn, info):
         self._conn = conn
         self._lock = threading.Lock()
-        self._handles = _HandleTable()
         self._closed = False
         self.returncode = None
         self.session = info.get("session")
         sid = info.get("session_id")
         self.session_id = sid.hex() if sid is not None else None
+        self._handles = _HandleTable(self.session_id)
         self.created = bool(info.get("created"))
         self.pid = info.get("pid") or conn.pid
         self.backend_name = info.get("name")
@@ -370,9 +371,15 @@ class Workspace(collections.abc.MutableMapping):
     def _arg(self, a, i):
         """One argument as the extension takes it: int handle or pickle."""
         if isinstance(a, Wrapped):
-            if a._owner is not self._handles:
+            # a handle id is valid on any connection to its session: one
+            # from an earlier workspace of this session (before a restart)
+            # is as good as one of this workspace's
+            owner = a._owner
+            if owner is not self._handles and (
+                    owner is None or owner.session_id is None or
+                    owner.session_id != self._handles.session_id):
                 raise ValueError("argument %d: %r is not a handle of this "
-                                 "workspace" % (i, a))
+                                 "workspace's session" % (i, a))
             return a._id
         return _dumps(a, "argument %d" % i)
 
