@@ -463,6 +463,11 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 	size_t i;
 	int r;
 
+	/* the empty tuple is one object for everyone (CPython's singleton):
+	 * no entry owns it, or every record holding a () would refer to the
+	 * first global bound to one */
+	if (PyTuple_CheckExact(obj) && PyTuple_GET_SIZE(obj) == 0)
+		return 0;
 	if ((s = idmap_find(m, obj)) != NULL) {
 		PyObject *l;
 		if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) != 0)

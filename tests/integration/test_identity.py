@@ -366,6 +366,24 @@ def test_index_rows_follow_the_records(store):
     assert index_rows(store) == [("b", "d")]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_the_empty_tuple_is_nobody_s(store, mode):
+    """() is CPython's singleton: binding a global to it must not make
+    every record that holds a () refer to that global."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("x = ()\ny = [(), 1]\nz = {'a': ()}\nw = x")
+    ws = restart(ws, mode, store)
+    ws.close()
+    assert index_rows(store) == []
+    ws = pyshelf.spawn(db=store, session="s")
+    try:
+        ws.remote_exec("x = 'rebound'")
+        assert value(ws, "DirectValue((y, z, w, y[0] is z['a'] is w is ()))") \
+            == ([(), 1], {"a": ()}, (), True)
+    finally:
+        ws.close()
+
+
 def test_a_damaged_index_row_does_not_stop_checkpoints(store):
     """A row that names no entry (damage) ends its target's list of
     referrers; rebinding the target still checkpoints, and pyshelf-dump
