@@ -9,6 +9,28 @@
 
 #include "store-int.h"
 
+/* Does a payload of this size go to a blob file? */
+static int
+entry_is_blob(const store *s, size_t payload)
+{
+	return payload >= s->opt.blob_min && s->has_blobs && s->blobfd >= 0;
+}
+
+/* The size of an entry's value as listed: the record's, with a blob
+ * record's reference counted as the file it names. */
+size_t
+entry_value_len(const MDB_val *v)
+{
+	const uint8_t *p = v->mv_data;
+
+	if (v->mv_size >= RECORD_FIXED + STORE_BLOB_REF_SIZE &&
+	    (p[3] & STORE_FLAG_BLOB))
+		return v->mv_size - STORE_BLOB_REF_SIZE +
+		    be64_get(p + v->mv_size - STORE_BLOB_REF_SIZE +
+		    STORE_BLOB_NAME_SIZE);
+	return v->mv_size;
+}
+
 /* Build an entry key into k (ENTRY_KEY_MAX bytes); returns its length,
  * 0 when the name is too long. */
 size_t
@@ -49,14 +71,16 @@ entry_key_parse(const uint8_t *k, size_t n, store_key *out)
 	return 0;
 }
 
-/* The key of in (built in kbuf) and the size of its record: k and v for
- * an MDB_RESERVE put.  0, or STORE_E_INVAL for a bad kind, name or type
- * name. */
+/* The key of in (built in kbuf), the size of its payload and of its
+ * record: k and v for an MDB_RESERVE put.  A payload of blob_min bytes or
+ * more goes to a blob file, and the record holds its reference.  0, or
+ * STORE_E_INVAL for a bad kind, name or type name. */
 static int
-entry_prepare(uint8_t *kbuf, const uint8_t *sid, const store_entry_in *in,
-              MDB_val *k, MDB_val *v)
+entry_prepare(store *s, uint8_t *kbuf, const uint8_t *sid,
+              const store_entry_in *in, MDB_val *k, MDB_val *v,
+              size_t *payload)
 {
-	size_t payload = 0, tlen;
+	size_t tlen;
 	int i;
 
 	k->mv_size = entry_key_make(kbuf, sid, in->kind, in->name,
@@ -68,32 +92,72 @@ entry_prepare(uint8_t *kbuf, const uint8_t *sid, const store_entry_in *in,
 	tlen = in->type_name != NULL ? strlen(in->type_name) : 0;
 	if (tlen > 65535)
 		return STORE_E_INVAL;
+	*payload = 0;
 	for (i = 0; i < in->iovcnt; i++)
-		payload += in->iov[i].iov_len;
-	v->mv_size = record_size(tlen, in->refs_len, payload);
+		*payload += in->iov[i].iov_len;
+	if (entry_is_blob(s, *payload))
+		v->mv_size = record_size(tlen, in->refs_len,
+		    STORE_BLOB_REF_SIZE);
+	else
+		v->mv_size = record_size(tlen, in->refs_len, *payload);
 	v->mv_data = NULL;
 	return 0;
 }
 
-/* Insert or replace one entry, writing the record straight into the map. */
+/*
+ * Put one prepared record: through cursor c when not NULL (with flags),
+ * else with mdb_put.  A blob payload is written to its file first, and the
+ * record gets the reference and STORE_FLAG_BLOB.
+ */
+static int
+entry_put_one(store_txn *t, MDB_cursor *c, MDB_val *k, MDB_val *v,
+              const store_entry_in *in, size_t payload, unsigned flags,
+              uint64_t now_ms)
+{
+	uint8_t ref[STORE_BLOB_REF_SIZE];
+	struct iovec iov;
+	store_entry_in bin;
+	int rc;
+
+	if (entry_is_blob(t->s, payload)) {
+		if ((rc = blob_write(t, k, in, payload, ref)) != 0)
+			return rc;
+		bin = *in;
+		bin.flags |= STORE_FLAG_BLOB;
+		iov.iov_base = ref;
+		iov.iov_len = sizeof ref;
+		bin.iov = &iov;
+		bin.iovcnt = 1;
+		bin.payload_digest = NULL; /* blob_write set it */
+		in = &bin;
+	}
+	rc = c != NULL ? mdb_cursor_put(c, k, v, flags) :
+	    mdb_put(t->txn, t->s->entries, k, v, flags);
+	if (rc != 0)
+		return store_map_err(rc);
+	record_encode(v->mv_data, in, now_ms);
+	return 0;
+}
+
+/* Insert or replace one entry, writing the record straight into the map
+ * (MDB_RESERVE: LMDB gives us the space and we encode in place, so a
+ * payload is copied once, from its buffers into the map or its file). */
 int
 entry_put(store_txn *t, const uint8_t *sid, const store_entry_in *in,
           uint64_t now_ms)
 {
 	uint8_t kbuf[ENTRY_KEY_MAX];
 	MDB_val k, v;
+	size_t payload;
 	int rc;
 
 	if (t->readonly)
 		return STORE_E_READONLY;
-	if ((rc = entry_prepare(kbuf, sid, in, &k, &v)) != 0)
+	if ((rc = entry_prepare(t->s, kbuf, sid, in, &k, &v, &payload)) != 0)
 		return rc;
-	/* MDB_RESERVE: LMDB gives us the space; we encode in place, so a
-	 * large payload is copied once, from its buffers into the map. */
-	if ((rc = mdb_put(t->txn, t->s->entries, &k, &v, MDB_RESERVE)) != 0)
-		return store_map_err(rc);
-	record_encode(v.mv_data, in, now_ms);
-	return 0;
+	if (blob_any(t) && (rc = blob_drop(t, &k)) != 0)
+		return rc;
+	return entry_put_one(t, NULL, &k, &v, in, payload, MDB_RESERVE, now_ms);
 }
 
 /* LMDB's default key order (mdb_cmp_memn): bytes, then length. */
@@ -108,6 +172,60 @@ entry_keycmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 }
 
 /*
+ * For keys put in order, finds those that already have a blob file, with a
+ * seek in `blobs` only when a key reaches the next row there: a batch costs
+ * one seek per row it passes, not one lookup per key.  A key not greater
+ * than the one before seeks again, so any order is correct, and so is a
+ * key given twice (its first put may have made its row).
+ */
+struct blob_scan {
+	MDB_cursor *c;                 /* on blobs; NULL without it */
+	int known;                     /* next is the first row > prev */
+	uint8_t next[ENTRY_KEY_MAX];
+	size_t nlen;                   /* 0: no row past prev */
+	uint8_t prev[ENTRY_KEY_MAX];
+	size_t plen;
+};
+
+/* Drop k's old blob file, if it has one (blob_scan). */
+static int
+entry_blob_scan(store_txn *t, struct blob_scan *bs, const MDB_val *k)
+{
+	MDB_val rk, rv;
+	int rc;
+
+	if (bs->c == NULL)
+		return 0;
+	if (bs->known &&
+	    entry_keycmp(k->mv_data, k->mv_size, bs->prev, bs->plen) > 0 &&
+	    (bs->nlen == 0 ||
+	    entry_keycmp(k->mv_data, k->mv_size, bs->next, bs->nlen) < 0))
+		goto done;
+	rk = *k;
+	rc = mdb_cursor_get(bs->c, &rk, &rv, MDB_SET_RANGE);
+	bs->known = 1;
+	if (rc == MDB_NOTFOUND)
+		bs->nlen = 0;
+	else if (rc != 0)
+		return store_map_err(rc);
+	else if (rk.mv_size == k->mv_size &&
+	    memcmp(rk.mv_data, k->mv_data, k->mv_size) == 0) {
+		if ((rc = blob_drop(t, k)) != 0)
+			return rc;
+		bs->known = 0;      /* the next key seeks again */
+	} else if (rk.mv_size > sizeof bs->next)
+		return STORE_E_CORRUPT;
+	else {
+		memcpy(bs->next, rk.mv_data, rk.mv_size);
+		bs->nlen = rk.mv_size;
+	}
+done:
+	memcpy(bs->prev, k->mv_data, k->mv_size);
+	bs->plen = k->mv_size;
+	return 0;
+}
+
+/*
  * Write n entries with one cursor.  Given in key order, the ones past the
  * last key of the store are appended (MDB_APPEND: no search from the root,
  * pages filled before they split): the whole checkpoint of a new session,
@@ -119,7 +237,8 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
                  const store_entry_in *const *ins, size_t n, uint64_t now_ms)
 {
 	uint8_t kbuf[ENTRY_KEY_MAX], last[ENTRY_KEY_MAX];
-	size_t i, last_len = 0;
+	struct blob_scan bs;
+	size_t i, last_len = 0, payload;
 	int have_last = 0, rc;
 	MDB_cursor *c;
 	MDB_val k, v;
@@ -128,8 +247,16 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
 		return STORE_E_READONLY;
 	if (n == 0)
 		return 0;
-	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
+	bs.c = NULL;
+	bs.known = 0;
+	if (t->s->has_blobs &&
+	    (rc = mdb_cursor_open(t->txn, t->s->blobs, &bs.c)) != 0)
 		return store_map_err(rc);
+	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0) {
+		if (bs.c != NULL)
+			mdb_cursor_close(bs.c);
+		return store_map_err(rc);
+	}
 	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
 	if (rc == 0 && k.mv_size <= sizeof last) {
 		memcpy(last, k.mv_data, k.mv_size);
@@ -145,7 +272,9 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
 	for (i = 0; i < n; i++) {
 		const store_entry_in *in = ins[i];
 		unsigned flags = MDB_RESERVE;
-		if ((rc = entry_prepare(kbuf, sid, in, &k, &v)) != 0)
+
+		rc = entry_prepare(t->s, kbuf, sid, in, &k, &v, &payload);
+		if (rc != 0 || (rc = entry_blob_scan(t, &bs, &k)) != 0)
 			goto out;
 		if (!have_last ||
 		    entry_keycmp(kbuf, k.mv_size, last, last_len) > 0) {
@@ -154,15 +283,15 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
 			last_len = k.mv_size;
 			have_last = 1;
 		}
-		if ((rc = mdb_cursor_put(c, &k, &v, flags)) != 0) {
-			rc = store_map_err(rc);
+		if ((rc = entry_put_one(t, c, &k, &v, in, payload, flags,
+		    now_ms)) != 0)
 			goto out;
-		}
-		record_encode(v.mv_data, in, now_ms);
 	}
 	rc = 0;
 out:
 	mdb_cursor_close(c);
+	if (bs.c != NULL)
+		mdb_cursor_close(bs.c);
 	return rc;
 }
 
@@ -182,18 +311,33 @@ entry_value(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
 	return store_map_err(mdb_get(t->txn, t->s->entries, &k, v));
 }
 
-/* Fetch one entry and decode it, its digest checked or not. */
+/* Fetch one entry and decode it, its digest checked or not.  Checked, a
+ * blob record's file is mapped and verified; unchecked, it is not read. */
 static int
 entry_fetch(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
             size_t name_len, uint64_t handle, store_record *out, int check)
 {
+	store_blob_ref ref;
 	MDB_val v;
 	int rc;
 
 	if ((rc = entry_value(t, sid, kind, name, name_len, handle, &v)) != 0)
 		return rc;
-	return check ? record_decode(v.mv_data, v.mv_size, out) :
-	    record_decode_nocheck(v.mv_data, v.mv_size, out);
+	if (check) {
+		if ((rc = record_decode(v.mv_data, v.mv_size, out)) != 0)
+			return rc;
+		return entry_resolve(t, out, 1);
+	}
+	if ((rc = record_decode_nocheck(v.mv_data, v.mv_size, out)) != 0)
+		return rc;
+	if (out->flags & STORE_FLAG_BLOB) {
+		if (blob_ref_decode(out->payload, out->payload_len, &ref) != 0)
+			return STORE_E_CORRUPT;
+		out->payload = NULL;
+		out->payload_len = ref.size;
+		out->flags &= (uint16_t)~STORE_FLAG_BLOB;
+	}
+	return 0;
 }
 
 /* Fetch and verify one entry. */
@@ -233,7 +377,8 @@ entry_exists(store_txn *t, const uint8_t *sid, uint8_t kind,
 		const uint8_t *p = v.mv_data;
 		if (v.mv_size < RECORD_FIXED)
 			return STORE_E_CORRUPT;
-		*flags = (uint16_t)(p[2] << 8 | p[3]);
+		*flags = (uint16_t)(p[2] << 8 | p[3]) &
+		    (uint16_t)~STORE_FLAG_BLOB;
 	}
 	return 1;
 }
@@ -245,6 +390,7 @@ entry_del(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
 {
 	uint8_t kbuf[ENTRY_KEY_MAX];
 	MDB_val k;
+	int rc;
 
 	if (t->readonly)
 		return STORE_E_READONLY;
@@ -252,7 +398,11 @@ entry_del(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
 	if (k.mv_size == 0)
 		return STORE_E_INVAL;
 	k.mv_data = kbuf;
-	return store_map_err(mdb_del(t->txn, t->s->entries, &k, NULL));
+	if ((rc = store_map_err(mdb_del(t->txn, t->s->entries, &k,
+	    NULL))) != 0)
+		return rc;
+	k.mv_data = kbuf;
+	return blob_any(t) ? blob_drop(t, &k) : 0;
 }
 
 /* List keys of a session; values are not touched (only their sizes). */
@@ -279,7 +429,7 @@ entry_list(store_txn *t, const uint8_t *sid, uint8_t kind,
 			break;
 		if (entry_key_parse(k.mv_data, k.mv_size, &sk) != 0)
 			continue; /* --check reports malformed keys */
-		sk.value_len = v.mv_size;
+		sk.value_len = entry_value_len(&v);
 		if ((rc = fn(&sk, arg)) != 0)
 			goto out;
 	}
@@ -311,7 +461,7 @@ entry_walk(store_txn *t,
 			sk.name_len = k.mv_size;
 			sk.handle = 0;
 		}
-		sk.value_len = v.mv_size;
+		sk.value_len = entry_value_len(&v);
 		rc = fn(k.mv_size >= STORE_ID_SIZE ? k.mv_data : NULL, &sk,
 		    v.mv_data, v.mv_size, arg);
 		if (rc != 0)

@@ -18,7 +18,7 @@
 #define DEFAULT_MAP_INITIAL ((size_t)64 << 20)
 #define DEFAULT_MAP_MAX ((size_t)1 << 40)
 #define MAX_READERS 1022
-#define MAX_DBS 8 /* six are in use */
+#define MAX_DBS 8 /* seven are in use */
 
 static int env_setcause(char **cause, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -26,6 +26,7 @@ static int env_open_refs(store *s, MDB_txn *txn, char **cause);
 static int env_open_dbis(store *s, char **cause);
 static int env_check_meta(store *s, char **cause);
 static int env_grow(store *s);
+static int env_sweep(store_txn *t, void *arg);
 static void env_resize_lock_init(pthread_rwlock_t *l);
 
 /* Map an LMDB or errno code to a STORE_E_* code. */
@@ -197,7 +198,11 @@ store_open(store **out, const char *path, const store_options *opt,
 		s->opt.map_max = DEFAULT_MAP_MAX;
 	if (s->opt.map_initial > s->opt.map_max)
 		s->opt.map_initial = s->opt.map_max;
+	if (s->opt.blob_min == 0)
+		s->opt.blob_min = STORE_BLOB_MIN_DEFAULT;
+	s->blobfd = -1;
 	env_resize_lock_init(&s->resize);
+	pthread_mutex_init(&s->unsynced_lock, NULL);
 	if ((s->path = strdup(path)) == NULL) {
 		rc = STORE_E_NOMEM;
 		goto free_s;
@@ -251,6 +256,13 @@ store_open(store **out, const char *path, const store_options *opt,
 		goto close_env;
 	if ((rc = env_check_meta(s, cause)) != 0)
 		goto close_env;
+	if ((rc = blob_dir_open(s, cause)) != 0)
+		goto close_env;
+	if (!s->opt.readonly && (rc = store_write(s, env_sweep, NULL)) != 0) {
+		env_setcause(cause, "%s: removing orphan blob files: %s", path,
+		    store_strerror(rc));
+		goto close_env;
+	}
 	free(data);
 	*out = s;
 	return 0;
@@ -261,10 +273,13 @@ lmdb_err:
 close_env:
 	if (s->env != NULL)
 		mdb_env_close(s->env);
+	if (s->blobfd >= 0)
+		close(s->blobfd);
 free_data:
 	free(data);
 free_s:
 	pthread_rwlock_destroy(&s->resize);
+	pthread_mutex_destroy(&s->unsynced_lock);
 	free(s->path);
 	free(s);
 	return rc;
@@ -304,7 +319,7 @@ env_open_refs(store *s, MDB_txn *txn, char **cause)
 	return 0;
 }
 
-/* Open the six named databases (creating them unless read-only). */
+/* Open the seven named databases (creating them unless read-only). */
 static int
 env_open_dbis(store *s, char **cause)
 {
@@ -346,6 +361,19 @@ env_open_dbis(store *s, char **cause)
 		mdb_txn_abort(txn);
 		return rc;
 	}
+	/* blobs came with format 2: a read-only open of a format 1 store
+	 * goes on without it (no blob records) */
+	s->has_blobs = 0;
+	rc = mdb_dbi_open(txn, "blobs", cflag, &s->blobs);
+	if (rc == 0)
+		s->has_blobs = 1;
+	else if (rc != MDB_NOTFOUND || !s->opt.readonly) {
+		mdb_txn_abort(txn);
+		env_setcause(cause, "%s: open database blobs: %s", s->path,
+		    mdb_strerror(rc));
+		return rc == MDB_INCOMPATIBLE ? STORE_E_NOTSTORE :
+		    store_map_err(rc);
+	}
 	if ((rc = mdb_txn_commit(txn)) != 0) {
 		env_setcause(cause, "%s: commit: %s", s->path, mdb_strerror(rc));
 		return store_map_err(rc);
@@ -357,6 +385,7 @@ env_open_dbis(store *s, char **cause)
 struct meta_arg {
 	uint32_t format;   /* found format, 0 when new */
 	int fresh;         /* the store was just created */
+	uint32_t migrated; /* the older format it was migrated from */
 };
 
 /* Write the format and creation time into an empty meta database. */
@@ -374,6 +403,16 @@ env_meta_init(store_txn *t, void *arg)
 		if (v.mv_size != 4)
 			return STORE_E_NOTSTORE;
 		ma->format = be32_get(v.mv_data);
+		if (ma->format < STORE_FORMAT_VERSION && !t->readonly) {
+			/* format 1 -> 2: its records are format 2 records
+			 * (no blob flag); `blobs` was just created, empty */
+			be32_put(buf, STORE_FORMAT_VERSION);
+			v.mv_data = buf;
+			v.mv_size = 4;
+			if ((rc = mdb_put(t->txn, t->s->meta, &k, &v, 0)) != 0)
+				return store_map_err(rc);
+			ma->migrated = ma->format;
+		}
 		return 0;
 	}
 	if (rc != MDB_NOTFOUND)
@@ -400,7 +439,7 @@ env_meta_init(store_txn *t, void *arg)
 static int
 env_check_meta(store *s, char **cause)
 {
-	struct meta_arg ma = {0, 0};
+	struct meta_arg ma = {0, 0, 0};
 	int rc;
 
 	if (s->opt.readonly)
@@ -433,7 +472,11 @@ store_close(store *s)
 	if (s == NULL)
 		return;
 	mdb_env_close(s->env);
+	if (s->blobfd >= 0)
+		close(s->blobfd);
 	pthread_rwlock_destroy(&s->resize);
+	pthread_mutex_destroy(&s->unsynced_lock);
+	free(s->unsynced.v);
 	free(s->path);
 	free(s);
 }
@@ -448,8 +491,13 @@ store_path(const store *s)
 int
 store_sync(store *s)
 {
+	int rc;
+
 	if (s->opt.readonly)
 		return 0;
+	/* the files first: a synced record never names an unsynced file */
+	if ((rc = blob_sync(s)) != 0)
+		return rc;
 	return store_map_err(mdb_env_sync(s->env, 1));
 }
 
@@ -538,7 +586,7 @@ env_txn_begin(store *s, unsigned flags, MDB_txn **txn)
 int
 store_read(store *s, int (*fn)(store_txn *, void *), void *arg)
 {
-	store_txn t = {s, NULL, 1};
+	store_txn t = {.s = s, .txn = NULL, .readonly = 1};
 	int rc;
 
 	pthread_rwlock_rdlock(&s->resize);
@@ -547,9 +595,20 @@ store_read(store *s, int (*fn)(store_txn *, void *), void *arg)
 		return store_map_err(rc);
 	}
 	rc = fn(&t, arg);
+	blob_txn_end(&t, 0);
 	mdb_txn_abort(t.txn);
 	pthread_rwlock_unlock(&s->resize);
 	return rc;
+}
+
+/* At a writable open: remove the blob files no row names (blob.c). */
+static int
+env_sweep(store_txn *t, void *arg)
+{
+	size_t removed;
+
+	(void)arg;
+	return blob_sweep(t, &removed);
 }
 
 /* Double the map (up to the maximum).  STORE_E_FULL at the maximum. */
@@ -602,8 +661,8 @@ store_reserve(store *s, size_t bytes)
 int
 store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
 {
-	store_txn t = {s, NULL, 0};
-	int rc;
+	store_txn t = {.s = s, .txn = NULL, .readonly = 0};
+	int rc, nogrow;
 
 	if (s->opt.readonly)
 		return STORE_E_READONLY;
@@ -616,15 +675,21 @@ store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
 			return store_map_err(rc);
 		}
 		rc = fn(&t, arg);
+		if (rc == 0)
+			rc = blob_precommit(&t);
 		if (rc != 0) {
 			mdb_txn_abort(t.txn);
 			pthread_rwlock_unlock(&s->resize);
-			if (rc == STORE_E_FULL && (rc = env_grow(s)) == 0)
+			nogrow = t.nogrow;
+			blob_txn_end(&t, 0);
+			if (rc == STORE_E_FULL && !nogrow &&
+			    (rc = env_grow(s)) == 0)
 				continue;
 			return rc;
 		}
 		rc = mdb_txn_commit(t.txn);
 		pthread_rwlock_unlock(&s->resize);
+		blob_txn_end(&t, rc == 0);
 		if (rc == MDB_MAP_FULL && (rc = env_grow(s)) == 0)
 			continue;
 		return store_map_err(rc);

@@ -329,9 +329,10 @@ static int
 session_purge_batch(store_txn *t, void *arg)
 {
 	struct purge_arg *pa = arg;
+	uint8_t kbuf[ENTRY_KEY_MAX];
 	MDB_cursor *c;
 	MDB_val k, v;
-	int rc;
+	int rc, blobs = blob_any(t);
 
 	pa->done = 0;
 	pa->entries = 0;
@@ -344,6 +345,16 @@ session_purge_batch(store_txn *t, void *arg)
 		if (k.mv_size < STORE_ID_SIZE ||
 		    memcmp(k.mv_data, pa->id, STORE_ID_SIZE) != 0)
 			break;
+		/* an entry and its blob file's row go in the same commit;
+		 * the file after it */
+		if (blobs && k.mv_size <= sizeof kbuf) {
+			memcpy(kbuf, k.mv_data, k.mv_size);
+			k.mv_data = kbuf;
+			if ((rc = blob_drop(t, &k)) != 0) {
+				mdb_cursor_close(c);
+				return rc;
+			}
+		}
 		if ((rc = mdb_cursor_del(c, 0)) != 0)
 			break;
 		pa->done++;
@@ -427,7 +438,7 @@ session_count(store_txn *t, const uint8_t *id, uint64_t *nentries,
 	while (rc == 0 && k.mv_size >= STORE_ID_SIZE &&
 	    memcmp(k.mv_data, id, STORE_ID_SIZE) == 0) {
 		n++;
-		b += v.mv_size;
+		b += entry_value_len(&v);
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
 	mdb_cursor_close(c);

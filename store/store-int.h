@@ -10,6 +10,19 @@
 
 #include "store.h"
 
+/* A list of blob names (blob.c). */
+struct blob_list {
+	uint8_t (*v)[STORE_BLOB_NAME_SIZE];
+	size_t n, cap;
+};
+
+/* A blob file mapped by entry_resolve, unmapped when its transaction
+ * ends. */
+struct blob_map {
+	void *p;
+	size_t n;
+};
+
 /* An open environment and its databases. */
 struct store {
 	MDB_env *env;             /* the LMDB environment */
@@ -22,6 +35,15 @@ struct store {
 	                             key, MDB_DUPSORT; valid when has_refs */
 	int has_refs;             /* 0: a read-only open of a store made
 	                             before refs existed (no rows) */
+	MDB_dbi blobs;            /* entry key -> blob name . u64 size;
+	                             valid when has_blobs */
+	int has_blobs;            /* 0: a read-only open of a format 1
+	                             store (no blob files) */
+	int blobfd;               /* the blobs directory, or -1 */
+	pthread_mutex_t unsynced_lock;
+	struct blob_list unsynced;/* files committed since the last
+	                             store_sync() (INTERVAL, NEVER) */
+	int unsynced_lost;        /* one could not be remembered: syncfs */
 	char *path;               /* directory, owned */
 	store_options opt;        /* as opened, defaults filled in */
 	pthread_rwlock_t resize;  /* held shared by transactions, exclusively
@@ -33,6 +55,14 @@ struct store_txn {
 	store *s;                 /* its store */
 	MDB_txn *txn;             /* the LMDB transaction */
 	int readonly;             /* started by store_read */
+	struct blob_list created; /* blob files this transaction wrote */
+	struct blob_list dropped; /* blob files it dropped (unlinked after
+	                             the commit) */
+	struct blob_map *maps;    /* blob files it mapped */
+	size_t nmaps, capmaps;
+	int nogrow;               /* a full disk: growing the map is no
+	                             help */
+	int64_t blob_delta;       /* bytes of files written less dropped */
 };
 
 /* Size of the session record's fixed part. */
@@ -58,6 +88,18 @@ int session_expiry_key(const store_session *ss, uint8_t *k);
 size_t entry_key_make(uint8_t *k, const uint8_t *sid, uint8_t kind,
                       const char *name, size_t name_len, uint64_t handle);
 int entry_key_parse(const uint8_t *k, size_t n, store_key *out);
+size_t entry_value_len(const MDB_val *v);
+
+/* blob.c */
+int blob_dir_open(store *s, char **cause);
+int blob_write(store_txn *t, const MDB_val *k, const store_entry_in *in,
+               size_t size, uint8_t *ref);
+int blob_any(store_txn *t);
+int blob_drop(store_txn *t, const MDB_val *k);
+int blob_precommit(store_txn *t);
+void blob_txn_end(store_txn *t, int committed);
+int blob_sync(store *s);
+int blob_sweep(store_txn *t, size_t *removed);
 
 /* util.c */
 void be64_put(uint8_t *p, uint64_t v);

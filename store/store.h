@@ -26,7 +26,7 @@
 
 /* Format of the databases and records; a store with a newer one is
  * refused (STORE_E_VERSION). */
-#define STORE_FORMAT_VERSION 1
+#define STORE_FORMAT_VERSION 2
 
 /* Error codes (negative).  Chosen outside LMDB's MDB_* range. */
 #define STORE_E_NOTFOUND   (-40001) /* no such session or entry */
@@ -56,6 +56,10 @@
 #define STORE_FLAG_OOB      0x0004 /* payload has out-of-band pickle buffers */
 #define STORE_FLAG_HIDDEN   0x0008 /* a handle the backend made to hold an old
                                       object several records share */
+#define STORE_FLAG_BLOB     0x0010 /* the payload is in a blob file; the
+                                      record holds its reference.  Set and
+                                      cleared by the store: entry_get and
+                                      entry_resolve never show it */
 
 /* Picklers, in the record header. */
 #define STORE_PICKLER_NONE        0 /* raw bytes / UTF-8 text */
@@ -67,6 +71,10 @@
 #define STORE_DIGEST_SIZE 16
 #define STORE_NAME_MAX 255     /* session name bytes */
 #define STORE_KEY_MAX 480      /* global name bytes (LMDB key limit 511) */
+#define STORE_BLOB_NAME_SIZE 16 /* a blob file's name: random bytes */
+#define STORE_BLOB_REF_SIZE 40  /* name . u64 size . digest */
+#define STORE_BLOB_MIN_DEFAULT ((size_t)1 << 20) /* payloads this large or
+                                                   larger go to files */
 
 typedef struct store store;
 typedef struct store_txn store_txn;
@@ -85,6 +93,9 @@ typedef struct store_options {
 	int readonly;        /* open read-only (admin tools) */
 	int create;          /* create the directory when missing */
 	enum store_sync sync;/* commit durability */
+	size_t blob_min;     /* payloads of at least this many bytes go to
+	                        blob files (0: STORE_BLOB_MIN_DEFAULT;
+	                        SIZE_MAX: never) */
 } store_options;
 
 /* A session record (the "sessions" database). */
@@ -136,6 +147,13 @@ typedef struct store_entry_in {
 	 * of in a pass of its own. */
 	uint8_t *payload_digest;
 } store_entry_in;
+
+/* A blob record's reference, decoded (blob_ref_decode). */
+typedef struct store_blob_ref {
+	uint8_t name[STORE_BLOB_NAME_SIZE]; /* file blobs/<32 hex digits> */
+	uint64_t size;                   /* the file's size: the payload's */
+	uint8_t digest[STORE_DIGEST_SIZE]; /* XXH3-128 of the file */
+} store_blob_ref;
 
 /* A key as listed (kind plus name or handle id); name borrowed. */
 typedef struct store_key {
@@ -249,8 +267,10 @@ int entry_put_sorted(store_txn *t, const uint8_t *sid,
                      const store_entry_in *const *ins, size_t n,
                      uint64_t now_ms);
 /*
- * Get one entry's decoded record, its digest checked.  Borrowed.
- * Errors: STORE_E_NOTFOUND, STORE_E_CORRUPT.
+ * Get one entry's decoded record, its digest checked.  Borrowed: from the
+ * map, or for a blob record from its file, mapped until the transaction
+ * ends (entry_resolve).  Errors: STORE_E_NOTFOUND, STORE_E_CORRUPT,
+ * STORE_E_IO.
  */
 int entry_get(store_txn *t, const uint8_t *sid, uint8_t kind,
               const char *name, size_t name_len, uint64_t handle,
@@ -264,10 +284,32 @@ int entry_exists(store_txn *t, const uint8_t *sid, uint8_t kind,
 /* Fetch one entry's layout without checking its digest (no pass over the
  * payload): for its header, type name and refs when the payload is not
  * wanted.  STORE_E_NOTFOUND, or STORE_E_CORRUPT when the layout itself is
- * broken (record_decode_nocheck). */
+ * broken (record_decode_nocheck).  A blob record's file is not read:
+ * payload is NULL and payload_len the file's size. */
 int entry_get_nocheck(store_txn *t, const uint8_t *sid, uint8_t kind,
                       const char *name, size_t name_len, uint64_t handle,
                       store_record *out);
+/*
+ * Resolve a record decoded by record_decode[_nocheck] from a value of this
+ * transaction (entry_walk): a blob record's payload becomes its file,
+ * mapped until the transaction ends, its digest checked when check is
+ * set, and STORE_FLAG_BLOB is cleared; other records are left alone.
+ * STORE_E_CORRUPT for a malformed reference, a missing file, a file of
+ * the wrong size or (check) a digest that differs; STORE_E_IO.
+ */
+int entry_resolve(store_txn *t, store_record *r, int check);
+/* Decode a blob record's payload.  STORE_E_CORRUPT when it is not
+ * STORE_BLOB_REF_SIZE bytes. */
+int blob_ref_decode(const uint8_t *p, size_t n, store_blob_ref *out);
+/*
+ * Walk the `blobs` database (entry key -> file) in key order: fn gets the
+ * entry's session id and key, and the file's name and size (size 0 and
+ * name NULL for a malformed row).  For the admin tool's check.
+ */
+int blob_walk(store_txn *t,
+              int (*fn)(const uint8_t *sid, const store_key *key,
+                        const uint8_t *name, uint64_t size, void *),
+              void *arg);
 /* Delete one entry.  STORE_E_NOTFOUND when absent. */
 int entry_del(store_txn *t, const uint8_t *sid, uint8_t kind,
               const char *name, size_t name_len, uint64_t handle);

@@ -16,7 +16,9 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -2572,6 +2574,7 @@ START_TEST(test_map_max_full)
 	int rc;
 
 	ck_assert_ptr_nonnull(buf);
+	o.blob_min = SIZE_MAX;  /* the values in the map */
 	o.map_initial = MiB;
 	o.map_max = 4 * MiB;
 	o.sync = STORE_SYNC_NEVER;
@@ -3187,6 +3190,7 @@ START_TEST(test_map_growth_200mib)
 	ck_assert_ptr_nonnull(buf);
 	o.map_initial = MiB;
 	o.sync = STORE_SYNC_NEVER;
+	o.blob_min = SIZE_MAX;  /* the values in the map: it must grow */
 	open_S(&o);
 	ck_assert_int_eq(store_usage(S, &map, &used, &max), 0);
 	ck_assert_uint_eq(map, MiB);
@@ -3226,9 +3230,18 @@ START_TEST(test_value_100mb)
 	store_session ss;
 	uint8_t *buf = malloc(sz), *p;
 	size_t n, i;
+	int round;
 
 	ck_assert_ptr_nonnull(buf);
-	open_S(NULL);
+	/* first in a blob file (the default for a value this large), then
+	 * in the map */
+	for (round = 0; round < 2; round++) {
+	store_options o = {0};
+
+	o.blob_min = round == 0 ? 0 : SIZE_MAX;
+	if (round == 1)
+		tu_rmtree(db_dir);
+	open_S(&o);
 	mk_session(S, "big", 0, 1, &ss);
 	pattern_fill(buf, sz, 100);
 	for (i = 0; i < 7; i++) {               /* uneven pieces */
@@ -3251,11 +3264,557 @@ START_TEST(test_value_100mb)
 	ck_assert(pattern_ok(p, n, 100));
 	free(p);
 	close_S();
-	open_S(NULL);
+	open_S(&o);
 	ck_assert_int_eq(get_one(S, ss.id, 'g', "huge", 0, &p, &n), 0);
 	ck_assert_uint_eq(n, sz);
 	ck_assert(pattern_ok(p, n, 100));
 	free(p);
+	close_S();
+	}
+	free(buf);
+}
+END_TEST
+
+/* --- Blob: large payloads in files beside data.mdb ------------------------ */
+
+#define BLOB_MIN_TEST 4096
+
+/* Open S with blob files from BLOB_MIN_TEST bytes (and sync). */
+static void
+open_blob_S(enum store_sync sync, size_t map_max)
+{
+	store_options o = {0};
+
+	o.blob_min = BLOB_MIN_TEST;
+	o.sync = sync;
+	o.map_max = map_max;
+	if (map_max != 0)
+		o.map_initial = map_max;
+	open_S(&o);
+}
+
+/* How many files the blobs directory holds (dot files aside). */
+static int
+count_blob_files(void)
+{
+	char dir[PATH_MAX + 16];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	snprintf(dir, sizeof dir, "%s/blobs", db_dir);
+	d = opendir(dir);
+	ck_assert_msg(d != NULL, "opendir %s: %s", dir, strerror(errno));
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* The path of the only blob file whose name is 32 hex digits into out. */
+static void
+the_blob_file(char *out, size_t cap)
+{
+	char dir[PATH_MAX + 16];
+	struct dirent *de;
+	DIR *d;
+	int n = 0;
+
+	ck_assert_uint_ge(cap, sizeof dir + 40);
+	snprintf(dir, sizeof dir, "%s/blobs", db_dir);
+	d = opendir(dir);
+	ck_assert_ptr_nonnull(d);
+	while ((de = readdir(d)) != NULL)
+		if (strlen(de->d_name) == 32) {
+			snprintf(out, cap, "%s/%s", dir, de->d_name);
+			n++;
+		}
+	closedir(d);
+	ck_assert_int_eq(n, 1);
+}
+
+/* Put global name with an n-byte patterned payload (seed) in three
+ * pieces, a refs blob, and the payload digest asked for into pd. */
+static int
+put_blob(const uint8_t *sid, const char *name, uint8_t *buf, size_t n,
+         uint64_t seed, uint8_t pd[16])
+{
+	struct ent_arg ea = {0};
+	struct iovec iov[3];
+	int rc;
+
+	pattern_fill(buf, n, seed);
+	iov[0].iov_base = buf;
+	iov[0].iov_len = 7;
+	iov[1].iov_base = buf + 7;
+	iov[1].iov_len = n / 2;
+	iov[2].iov_base = buf + 7 + n / 2;
+	iov[2].iov_len = n - 7 - n / 2;
+	ea.sid = sid;
+	ea.in.kind = STORE_KIND_GLOBAL;
+	ea.in.name = name;
+	ea.in.name_len = strlen(name);
+	ea.in.pickler = STORE_PICKLER_CLOUDPICKLE;
+	ea.in.flags = STORE_FLAG_OOB;
+	ea.in.type_name = "numpy.ndarray";
+	ea.in.refs = sample_refs;
+	ea.in.refs_len = sizeof sample_refs;
+	ea.in.iov = iov;
+	ea.in.iovcnt = 3;
+	ea.in.payload_digest = pd;
+	ea.now = 77;
+	rc = store_write(S, cb_entry_put, &ea);
+	if (rc == 0 && pd != NULL)
+		check_payload_digest(&ea.in, pd);
+	return rc;
+}
+
+/* Read global name back and check it holds the seed's pattern. */
+static void
+check_blob(const uint8_t *sid, const char *name, size_t n, uint64_t seed)
+{
+	struct ent_arg ea = {0};
+
+	ea.sid = sid;
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = name;
+	ea.name_len = strlen(name);
+	ck_assert_int_eq(store_read(S, cb_entry_get, &ea), 0);
+	ck_assert_uint_eq(ea.rec.payload_len, n);
+	ck_assert(pattern_ok(ea.payload, n, seed));
+	/* the store's own flag never shows */
+	ck_assert_uint_eq(ea.rec.flags, STORE_FLAG_OOB);
+	ck_assert_str_eq(ea.type, "numpy.ndarray");
+	ck_assert_int_eq(memcmp(ea.refs, sample_refs, sizeof sample_refs), 0);
+	free(ea.payload);
+}
+
+static int
+cb_get_nocheck(store_txn *t, void *a)
+{
+	struct ent_arg *ea = a;
+
+	return entry_get_nocheck(t, ea->sid, ea->kind, ea->name, ea->name_len,
+	    ea->handle, &ea->rec);
+}
+
+START_TEST(test_blob_roundtrip)
+{
+	const size_t n = 10000;
+	uint8_t *buf = malloc(n), pd[16];
+	struct ent_arg ea = {0};
+	struct count_arg ca = {0};
+	store_session ss;
+	uint64_t i;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_ALWAYS, 0);
+	mk_session(S, "b", 0, 1, &ss);
+	ck_assert_int_eq(put_blob(ss.id, "big", buf, n, 1, pd), 0);
+	ck_assert_int_eq(count_blob_files(), 1);
+	check_blob(ss.id, "big", n, 1);
+	/* small values stay in the map */
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "small", 0, "abc", 3), 0);
+	ck_assert_int_eq(count_blob_files(), 1);
+	/* the header alone: flags without BLOB, no payload, its size */
+	ea.sid = ss.id;
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = "big";
+	ea.name_len = 3;
+	ck_assert_int_eq(store_read(S, cb_entry_exists, &ea), 1);
+	ck_assert_uint_eq(ea.rec.flags, STORE_FLAG_OOB);
+	ck_assert_int_eq(store_read(S, cb_get_nocheck, &ea), 0);
+	ck_assert_ptr_null(ea.rec.payload);
+	ck_assert_uint_eq(ea.rec.payload_len, n);
+	ck_assert_uint_eq(ea.rec.flags, STORE_FLAG_OOB);
+	/* sizes count the file */
+	ca.sid = ss.id;
+	ck_assert_int_eq(store_read(S, cb_count, &ca), 0);
+	ck_assert_uint_eq(ca.n, 2);
+	ck_assert_uint_eq(ca.bytes, record_size(13, sizeof sample_refs, n) +
+	    record_size(5, 0, 3));
+	/* a new value: a new file, the old one gone */
+	ck_assert_int_eq(put_blob(ss.id, "big", buf, n + 1, 2, NULL), 0);
+	ck_assert_int_eq(count_blob_files(), 1);
+	check_blob(ss.id, "big", n + 1, 2);
+	/* a small value in its place: no file */
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "big", 0, "xy", 2), 0);
+	ck_assert_int_eq(count_blob_files(), 0);
+	ck_assert_int_eq(put_blob(ss.id, "big", buf, n, 3, NULL), 0);
+	ck_assert_int_eq(count_blob_files(), 1);
+	/* deleted: no file */
+	ea.kind = STORE_KIND_GLOBAL;
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	ck_assert_int_eq(count_blob_files(), 0);
+	/* several, across a reopen: every file kept, none swept */
+	for (i = 0; i < 5; i++) {
+		char name[16];
+
+		snprintf(name, sizeof name, "a%" PRIu64, i);
+		ck_assert_int_eq(put_blob(ss.id, name, buf, n + i, 10 + i,
+		    NULL), 0);
+	}
+	close_S();
+	open_blob_S(STORE_SYNC_INTERVAL, 0);
+	ck_assert_int_eq(count_blob_files(), 5);
+	for (i = 0; i < 5; i++) {
+		char name[16];
+
+		snprintf(name, sizeof name, "a%" PRIu64, i);
+		check_blob(ss.id, name, n + i, 10 + i);
+	}
+	ck_assert_int_eq(put_blob(ss.id, "a0", buf, n, 20, NULL), 0);
+	ck_assert_int_eq(store_sync(S), 0);
+	check_blob(ss.id, "a0", n, 20);
+	free(buf);
+}
+END_TEST
+
+/* entry_put_sorted: a key given twice keeps its last value, and one file;
+ * a batch over keys that have files drops exactly theirs. */
+START_TEST(test_blob_put_sorted)
+{
+	const size_t n = 5000;
+	struct sorted_arg sa = {0};
+	store_entry_in in[6];
+	const store_entry_in *order[6];
+	struct iovec iov[6];
+	uint8_t *bufs[6];
+	store_session ss;
+	static const char *names[6] = {"a", "b", "b", "c", "d", "e"};
+	size_t i;
+
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	mk_session(S, "s", 0, 1, &ss);
+	for (i = 0; i < 6; i++) {
+		/* c stays small: the others are files */
+		size_t len = i == 3 ? 10 : n + i;
+
+		bufs[i] = malloc(len);
+		ck_assert_ptr_nonnull(bufs[i]);
+		pattern_fill(bufs[i], len, 30 + i);
+		memset(&in[i], 0, sizeof in[i]);
+		in[i].kind = STORE_KIND_GLOBAL;
+		in[i].name = names[i];
+		in[i].name_len = 1;
+		in[i].pickler = STORE_PICKLER_CLOUDPICKLE;
+		in[i].flags = STORE_FLAG_OOB;
+		in[i].type_name = "numpy.ndarray";
+		in[i].refs = sample_refs;
+		in[i].refs_len = sizeof sample_refs;
+		iov[i].iov_base = bufs[i];
+		iov[i].iov_len = len;
+		in[i].iov = &iov[i];
+		in[i].iovcnt = 1;
+		order[i] = &in[i];
+	}
+	sa.sid = ss.id;
+	sa.order = order;
+	sa.n = 6;
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	ck_assert_int_eq(count_blob_files(), 4);   /* a, b (once), d, e */
+	check_blob(ss.id, "b", n + 2, 32);
+	check_blob(ss.id, "e", n + 5, 35);
+	/* again, in reverse order: every file replaced, none left behind */
+	for (i = 0; i < 6; i++)
+		order[i] = &in[5 - i];
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &sa), 0);
+	ck_assert_int_eq(count_blob_files(), 4);
+	check_blob(ss.id, "b", n + 1, 31);         /* the last given */
+	check_blob(ss.id, "a", n, 30);
+	for (i = 0; i < 6; i++)
+		free(bufs[i]);
+}
+END_TEST
+
+/* Puts a file, then fails: the transaction aborts. */
+static int
+cb_put_then_fail(store_txn *t, void *a)
+{
+	int rc = cb_entry_put(t, a);
+
+	return rc != 0 ? rc : STORE_E_INVAL;
+}
+
+START_TEST(test_blob_abort)
+{
+	const size_t n = 8000;
+	uint8_t *buf = malloc(n);
+	struct ent_arg ea = {0};
+	struct iovec iov = {buf, n};
+	store_session ss;
+	uint8_t *p;
+	size_t len;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_ALWAYS, 0);
+	mk_session(S, "s", 0, 1, &ss);
+	ck_assert_int_eq(put_blob(ss.id, "kept", buf, n, 5, NULL), 0);
+	ea.sid = ss.id;
+	ea.in.kind = STORE_KIND_GLOBAL;
+	ea.in.name = "kept";
+	ea.in.name_len = 4;
+	ea.in.type_name = "bytes";
+	ea.in.iov = &iov;
+	ea.in.iovcnt = 1;
+	ck_assert_int_eq(store_write(S, cb_put_then_fail, &ea), STORE_E_INVAL);
+	/* the new file is gone, the old value and its file are whole */
+	ck_assert_int_eq(count_blob_files(), 1);
+	check_blob(ss.id, "kept", n, 5);
+	ea.in.name = "new";
+	ea.in.name_len = 3;
+	ck_assert_int_eq(store_write(S, cb_put_then_fail, &ea), STORE_E_INVAL);
+	ck_assert_int_eq(count_blob_files(), 1);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "new", 0, &p, &len),
+	    STORE_E_NOTFOUND);
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_blob_damage)
+{
+	const size_t n = 6000;
+	uint8_t *buf = malloc(n), c, *p;
+	char path[PATH_MAX + 64];
+	struct ent_arg ea = {0};
+	store_session ss;
+	size_t len;
+	int fd;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	mk_session(S, "s", 0, 1, &ss);
+	ck_assert_int_eq(put_blob(ss.id, "x", buf, n, 6, NULL), 0);
+	the_blob_file(path, sizeof path);
+	/* one flipped byte */
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, &c, 1, 4321), 1);
+	c ^= 0x01;
+	ck_assert_int_eq(pwrite(fd, &c, 1, 4321), 1);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "x", 0, &p, &len),
+	    STORE_E_CORRUPT);
+	/* the header is still there, unchecked */
+	ea.sid = ss.id;
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = "x";
+	ea.name_len = 1;
+	ck_assert_int_eq(store_read(S, cb_get_nocheck, &ea), 0);
+	ck_assert_uint_eq(ea.rec.payload_len, n);
+	c ^= 0x01;
+	ck_assert_int_eq(pwrite(fd, &c, 1, 4321), 1);
+	check_blob(ss.id, "x", n, 6);
+	/* cut short */
+	ck_assert_int_eq(ftruncate(fd, (off_t)n - 1), 0);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "x", 0, &p, &len),
+	    STORE_E_CORRUPT);
+	close(fd);
+	/* gone */
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "x", 0, &p, &len),
+	    STORE_E_CORRUPT);
+	/* the entry can still be replaced or deleted */
+	ck_assert_int_eq(put_blob(ss.id, "x", buf, n, 7, NULL), 0);
+	check_blob(ss.id, "x", n, 7);
+	free(buf);
+}
+END_TEST
+
+START_TEST(test_blob_orphans_swept)
+{
+	const size_t n = 5000;
+	uint8_t *buf = malloc(n);
+	char orphan[PATH_MAX + 64], foreign[PATH_MAX + 64];
+	store_options ro = {0};
+	store_session ss;
+	store *r;
+	int fd;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	mk_session(S, "s", 0, 1, &ss);
+	ck_assert_int_eq(put_blob(ss.id, "x", buf, n, 8, NULL), 0);
+	close_S();
+	/* what a crash leaves: a file no row names; and one not ours */
+	snprintf(orphan, sizeof orphan, "%s/blobs/"
+	    "0123456789abcdef0123456789abcdef", db_dir);
+	snprintf(foreign, sizeof foreign, "%s/blobs/NOTES.txt", db_dir);
+	fd = open(orphan, O_WRONLY | O_CREAT, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "half", 4), 4);
+	close(fd);
+	fd = open(foreign, O_WRONLY | O_CREAT, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	/* a read-only open changes nothing */
+	ro.readonly = 1;
+	ck_assert_int_eq(store_open(&r, db_dir, &ro, NULL), 0);
+	store_close(r);
+	ck_assert_int_eq(access(orphan, F_OK), 0);
+	/* a writable open removes the orphan only */
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	ck_assert_int_eq(access(orphan, F_OK), -1);
+	ck_assert_int_eq(access(foreign, F_OK), 0);
+	check_blob(ss.id, "x", n, 8);
+	ck_assert_int_eq(count_blob_files(), 2);   /* x's and NOTES.txt */
+	free(buf);
+}
+END_TEST
+
+static int
+cb_count_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
+                  uint64_t size, void *a)
+{
+	(void)sid;
+	(void)k;
+	ck_assert_ptr_nonnull(name);
+	ck_assert_uint_ge(size, BLOB_MIN_TEST);
+	(*(int *)a)++;
+	return 0;
+}
+
+static int
+cb_blob_walk(store_txn *t, void *a)
+{
+	*(int *)a = 0;
+	return blob_walk(t, cb_count_blob_row, a);
+}
+
+START_TEST(test_blob_purge)
+{
+	const size_t n = 5000;
+	uint8_t *buf = malloc(n);
+	store_session a, b;
+	size_t deleted = 0;
+	int rows = 0;
+	char name[16];
+	int i;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	mk_session(S, "a", 0, 1, &a);
+	mk_session(S, "b", 0, 1, &b);
+	for (i = 0; i < 5; i++) {
+		snprintf(name, sizeof name, "v%d", i);
+		ck_assert_int_eq(put_blob(a.id, name, buf, n, (uint64_t)i,
+		    NULL), 0);
+		ck_assert_int_eq(put_one(S, a.id, 'g', name + 1, 0, "s", 1), 0);
+	}
+	ck_assert_int_eq(put_blob(b.id, "kept", buf, n, 99, NULL), 0);
+	ck_assert_int_eq(count_blob_files(), 6);
+	ck_assert_int_eq(store_read(S, cb_blob_walk, &rows), 0);
+	ck_assert_int_eq(rows, 6);
+	kill_session(S, a.id);
+	ck_assert_int_eq(session_purge(S, a.id, 3, &deleted), 0);
+	ck_assert_uint_eq(deleted, 10);
+	ck_assert_int_eq(count_blob_files(), 1);
+	ck_assert_int_eq(store_read(S, cb_blob_walk, &rows), 0);
+	ck_assert_int_eq(rows, 1);
+	check_blob(b.id, "kept", n, 99);
+	free(buf);
+}
+END_TEST
+
+/* map_max bounds the store's whole size: the map and the files. */
+START_TEST(test_blob_map_max)
+{
+	const size_t n = 700 * 1024;
+	uint8_t *buf = malloc(n);
+	struct ent_arg ea = {0};
+	store_session ss;
+	uint8_t *p;
+	size_t len;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_NEVER, 2 * MiB);
+	mk_session(S, "s", 0, 1, &ss);
+	ck_assert_int_eq(put_blob(ss.id, "a", buf, n, 1, NULL), 0);
+	ck_assert_int_eq(put_blob(ss.id, "b", buf, n, 2, NULL), 0);
+	ck_assert_int_eq(put_blob(ss.id, "c", buf, n, 3, NULL), STORE_E_FULL);
+	ck_assert_int_eq(count_blob_files(), 2);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "c", 0, &p, &len),
+	    STORE_E_NOTFOUND);
+	/* the count survives a reopen */
+	close_S();
+	open_blob_S(STORE_SYNC_NEVER, 2 * MiB);
+	ck_assert_int_eq(put_blob(ss.id, "c", buf, n, 3, NULL), STORE_E_FULL);
+	/* deleting makes room */
+	ea.sid = ss.id;
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = "a";
+	ea.name_len = 1;
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	ck_assert_int_eq(put_blob(ss.id, "c", buf, n, 3, NULL), 0);
+	check_blob(ss.id, "b", n, 2);
+	check_blob(ss.id, "c", n, 3);
+	free(buf);
+}
+END_TEST
+
+/* Drop the blobs database and stamp format 1: a store as format 1 made
+ * it. */
+static void
+make_format1(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	uint8_t one[4] = {0, 0, 0, 1};
+
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "blobs", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	raw_put_meta(dir, "format", one, 4);
+}
+
+START_TEST(test_blob_format1_store)
+{
+	const size_t n = 5000;
+	uint8_t *buf = malloc(n), *p;
+	char blobs[PATH_MAX + 16];
+	store_options ro = {0};
+	store_session ss;
+	uint32_t format;
+	size_t len;
+
+	ck_assert_ptr_nonnull(buf);
+	/* a format 1 store: large values in the map, no blobs database */
+	ro.blob_min = SIZE_MAX;
+	open_S(&ro);
+	mk_session(S, "s", 0, 1, &ss);
+	pattern_fill(buf, n, 4);
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "old", 0, buf, n), 0);
+	close_S();
+	make_format1(db_dir);
+	snprintf(blobs, sizeof blobs, "%s/blobs", db_dir);
+	ck_assert_int_eq(rmdir(blobs), 0);
+	/* read-only: opens as it is, reads, and writes nothing */
+	ro.readonly = 1;
+	ro.blob_min = 0;
+	ck_assert_int_eq(store_open(&S, db_dir, &ro, NULL), 0);
+	ck_assert_int_eq(store_meta(S, &format, NULL), 0);
+	ck_assert_uint_eq(format, 1);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "old", 0, &p, &len), 0);
+	ck_assert(len == n && pattern_ok(p, n, 4));
+	free(p);
+	close_S();
+	ck_assert_int_eq(access(blobs, F_OK), -1);
+	/* writable: migrated to this format, old values kept, files used */
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	ck_assert_int_eq(store_meta(S, &format, NULL), 0);
+	ck_assert_uint_eq(format, STORE_FORMAT_VERSION);
+	ck_assert_int_eq(get_one(S, ss.id, 'g', "old", 0, &p, &len), 0);
+	ck_assert(len == n && pattern_ok(p, n, 4));
+	free(p);
+	ck_assert_int_eq(put_blob(ss.id, "new", buf, n, 5, NULL), 0);
+	ck_assert_int_eq(count_blob_files(), 1);
+	check_blob(ss.id, "new", n, 5);
 	free(buf);
 }
 END_TEST
@@ -3272,6 +3831,7 @@ child_open(size_t map_initial, enum store_sync sync)
 	o.create = 1;
 	o.map_initial = map_initial;
 	o.sync = sync;
+	o.blob_min = SIZE_MAX;  /* large values in the map: it must grow */
 	return store_open(&s, db_dir, &o, NULL) == 0 ? s : NULL;
 }
 
@@ -4017,6 +4577,17 @@ store_suite(void)
 	tc = tcase_new("Big", 0, 90);
 	tcase_add_test(tc, test_map_growth_200mib);
 	tcase_add_test(tc, test_value_100mb);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_new("Blob", 0, 30);
+	tcase_add_test(tc, test_blob_roundtrip);
+	tcase_add_test(tc, test_blob_put_sorted);
+	tcase_add_test(tc, test_blob_abort);
+	tcase_add_test(tc, test_blob_damage);
+	tcase_add_test(tc, test_blob_orphans_swept);
+	tcase_add_test(tc, test_blob_purge);
+	tcase_add_test(tc, test_blob_map_max);
+	tcase_add_test(tc, test_blob_format1_store);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_new("Procs", 0, 30);

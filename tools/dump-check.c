@@ -33,6 +33,7 @@ struct check {
 	uint64_t sessions;        /* session records seen */
 	uint64_t entries;         /* entries seen */
 	uint64_t bytes;           /* their stored bytes */
+	uint64_t blobs;           /* blob files among them */
 	uint64_t total;           /* entries in the database (progress) */
 	uint8_t sid[STORE_ID_SIZE]; /* session of the entries being walked */
 	int have_sid;             /* sid is set */
@@ -527,7 +528,7 @@ check_record_fields(struct check *c, const store_key *k,
 		check_problem(c, c->sid, c->ss.name, k, "record_field",
 		    "unknown pickler %u", r->pickler);
 	if (r->flags & ~(STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE |
-	    STORE_FLAG_OOB | STORE_FLAG_HIDDEN))
+	    STORE_FLAG_OOB | STORE_FLAG_HIDDEN | STORE_FLAG_BLOB))
 		check_problem(c, c->sid, c->ss.name, k, "record_field",
 		    "unknown flags 0x%04x", r->flags);
 	if (!check_utf8((const uint8_t *)r->type_name, r->type_len))
@@ -542,6 +543,29 @@ check_record_fields(struct check *c, const store_key *k,
 			    "a volatile entry with references or out-of-band "
 			    "buffers");
 	}
+}
+
+/* A blob record's file must be in the blob index, or a writable open
+ * would take it for an orphan and remove it. */
+static void
+check_blob_indexed(struct check *c, const uint8_t *sid, const store_key *k,
+                   const store_record *r)
+{
+	uint8_t kbuf[STORE_ID_SIZE + 1 + STORE_KEY_MAX];
+	store_blob_ref ref;
+	MDB_val key, v;
+
+	if (blob_ref_decode(r->payload, r->payload_len, &ref) != 0)
+		return; /* dump_entry_blob reports it */
+	key.mv_size = entry_key_make(kbuf, sid, k->kind, k->name, k->name_len,
+	    k->handle);
+	key.mv_data = kbuf;
+	if (key.mv_size == 0 || !c->t->s->has_blobs ||
+	    mdb_get(c->t->txn, c->t->s->blobs, &key, &v) != 0 ||
+	    v.mv_size != STORE_BLOB_NAME_SIZE + 8 ||
+	    memcmp(v.mv_data, ref.name, STORE_BLOB_NAME_SIZE) != 0)
+		check_problem(c, sid, c->ss.name, k, "blob_row",
+		    "the entry's blob file is missing from the blob index");
 }
 
 /* entry_walk callback: everything about one entry. */
@@ -588,10 +612,64 @@ check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
 		return 0;
 	}
 	check_record_fields(c, k, &r);
+	if (r.flags & STORE_FLAG_BLOB) {
+		char path[64], bwhy[300];
+		const char *bad;
+
+		check_blob_indexed(c, sid, k, &r);
+		bad = dump_entry_blob(c->t, &r, path, sizeof path, bwhy,
+		    sizeof bwhy);
+		if (bad != NULL) {
+			check_problem(c, sid, c->ss.name, k, "blob", "%s", bad);
+			return 0;
+		}
+		c->bytes += r.payload_len - STORE_BLOB_REF_SIZE;
+		c->blobs++;
+	}
 	check_refs_blob(c, k, &r);
 	if (!(r.flags & STORE_FLAG_VOLATILE) &&
 	    r.pickler != STORE_PICKLER_NONE)
 		check_pickle(c, k, &r);
+	return 0;
+}
+
+/* blob_walk callback: each row of `blobs` must be an entry's, and name
+ * the file its record names. */
+static int
+check_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
+               uint64_t size, void *arg)
+{
+	struct check *c = arg;
+	store_blob_ref ref;
+	store_record r;
+	const uint8_t *val;
+	size_t len;
+	int rc;
+
+	if (dump_interrupted)
+		return DUMP_EXIT_INTERRUPTED;
+	if (sid == NULL || k->kind == 0 || name == NULL) {
+		check_problem(c, sid, NULL, NULL, "blob_row",
+		    "a row of the blob index that does not parse");
+		return 0;
+	}
+	rc = dump_entry_fetch(c->t, sid, k, &val, &len);
+	if (rc == STORE_E_NOTFOUND) {
+		check_problem(c, sid, NULL, k, "blob_row",
+		    "a blob file is noted for an entry that does not exist");
+		return 0;
+	}
+	if (rc != 0)
+		return rc;
+	if (record_decode_nocheck(val, len, &r) != 0)
+		return 0; /* the entry walk reports it */
+	if (!(r.flags & STORE_FLAG_BLOB) ||
+	    blob_ref_decode(r.payload, r.payload_len, &ref) != 0 ||
+	    memcmp(ref.name, name, STORE_BLOB_NAME_SIZE) != 0 ||
+	    ref.size != size)
+		check_problem(c, sid, NULL, k, "blob_row",
+		    "the blob index names a file the entry's record does "
+		    "not");
 	return 0;
 }
 
@@ -607,6 +685,7 @@ check_summary(struct check *c, int interrupted, uint64_t ms)
 		dump_json_u64(d, "sessions", c->sessions);
 		dump_json_u64(d, "entries", c->entries);
 		dump_json_u64(d, "bytes", c->bytes);
+		dump_json_u64(d, "blobs", c->blobs);
 		dump_json_u64(d, "problems", c->problems);
 		dump_json_bool(d, "sound", c->problems == 0 && !interrupted);
 		dump_json_bool(d, "interrupted", interrupted);
@@ -650,6 +729,8 @@ dump_check_run(struct dump *d, store_txn *t)
 		rc = entry_walk(t, check_entry, &c);
 		if (rc == 0 && c.have_sid)
 			check_enter_session(&c, c.sid); /* flush orphan count */
+		if (rc == 0)
+			rc = blob_walk(t, check_blob_row, &c);
 	}
 	dump_out_progress(d, "", 0, 0, 1);
 	if (rc < 0) {

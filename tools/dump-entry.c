@@ -9,8 +9,10 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dump.h"
 
@@ -300,6 +302,8 @@ dump_entry_text_header(struct dump *d, const store_session *ss,
 	fprintf(d->out, "size      %zu bytes (header %d, type name %" PRIu32
 	    ", refs %" PRIu32 ", payload %zu)\n", len, RECORD_FIXED,
 	    r->type_len, r->refs_len, r->payload_len);
+	if (d->blob != NULL)
+		fprintf(d->out, "blob      %s (the payload's file)\n", d->blob);
 	store_hex(r->digest, STORE_DIGEST_SIZE, dg);
 	fprintf(d->out, "digest    %s (%s)\n", dg, problem == NULL ? "ok" :
 	    "MISMATCH: the record is damaged");
@@ -333,6 +337,7 @@ dump_entry_json_header(struct dump *d, const store_session *ss,
 	dump_json_bool(d, "excinfo", r->flags & STORE_FLAG_EXCINFO);
 	dump_json_bool(d, "oob", r->flags & STORE_FLAG_OOB);
 	dump_json_bool(d, "hidden", r->flags & STORE_FLAG_HIDDEN);
+	dump_json_cstr(d, "blob", d->blob);
 	dump_json_cstr(d, "digest", dg);
 	dump_json_bool(d, "digest_ok", problem == NULL);
 	dump_json_cstr(d, "problem", problem);
@@ -396,13 +401,59 @@ dump_entry_keep_payload(struct dump *d, const store_record *r,
 	d->want_unpickle = 1;
 }
 
+/* Resolve a blob record, naming what is wrong with its file. */
+const char *
+dump_entry_blob(store_txn *t, store_record *r, char *path, size_t pathcap,
+                char *why, size_t whycap)
+{
+	char hex[2 * STORE_BLOB_NAME_SIZE + 1], *full = NULL;
+	store_blob_ref ref;
+	struct stat st;
+	int rc;
+
+	snprintf(path, pathcap, "?");
+	if (blob_ref_decode(r->payload, r->payload_len, &ref) != 0) {
+		snprintf(why, whycap, "a blob record whose reference is %zu "
+		    "bytes, not %d", r->payload_len, STORE_BLOB_REF_SIZE);
+		return why;
+	}
+	store_hex(ref.name, STORE_BLOB_NAME_SIZE, hex);
+	snprintf(path, pathcap, "blobs/%s", hex);
+	if (asprintf(&full, "%s/%s", store_path(t->s), path) < 0) {
+		snprintf(why, whycap, "out of memory");
+		return why;
+	}
+	rc = stat(full, &st);
+	free(full);
+	if (rc != 0) {
+		snprintf(why, whycap, "its blob file %s: %s", path,
+		    strerror(errno));
+		return why;
+	}
+	if ((uint64_t)st.st_size != ref.size) {
+		snprintf(why, whycap, "its blob file %s is %jd bytes, not "
+		    "%" PRIu64 " (damaged)", path, (intmax_t)st.st_size,
+		    ref.size);
+		return why;
+	}
+	if ((rc = entry_resolve(t, r, 1)) != 0) {
+		snprintf(why, whycap, rc == STORE_E_CORRUPT ? "its blob file %s "
+		    "does not match its digest: the file changed after it "
+		    "was written (damaged)" : "reading its blob file %s: %s",
+		    path, store_strerror(rc));
+		return why;
+	}
+	return NULL;
+}
+
 /* pyshelf-dump SESSION KEY. */
 int
 dump_entry_show(struct dump *d, store_txn *t, const store_session *ss,
                 const char *keyarg)
 {
 	char namebuf[STORE_KEY_MAX + 1], kb[STORE_KEY_MAX * 4 + 16];
-	const char *problem = NULL;
+	char blobpath[64], blobwhy[300];
+	const char *problem = NULL, *blobproblem = NULL;
 	const uint8_t *val;
 	store_record r;
 	store_key k;
@@ -431,6 +482,15 @@ dump_entry_show(struct dump *d, store_txn *t, const store_session *ss,
 		d->damaged++;
 		dump_warn("session %s, %s: %s", ss->name,
 		    dump_out_key(kb, sizeof kb, &k), problem);
+	} else if (r.flags & STORE_FLAG_BLOB) {
+		d->blob = blobpath;
+		if ((blobproblem = dump_entry_blob(t, &r, blobpath,
+		    sizeof blobpath, blobwhy, sizeof blobwhy)) != NULL) {
+			problem = blobproblem;
+			d->damaged++;
+			dump_warn("session %s, %s: %s", ss->name,
+			    dump_out_key(kb, sizeof kb, &k), problem);
+		}
 	}
 	if (d->o->json) {
 		dump_entry_json_header(d, ss, &k, &r, len, problem);
@@ -446,6 +506,8 @@ dump_entry_show(struct dump *d, store_txn *t, const store_session *ss,
 		    ss->name, dump_out_key(kb, sizeof kb, &k), bad,
 		    bad == 1 ? "" : "s");
 	}
+	if (blobproblem != NULL) /* no payload to show */
+		return DUMP_EXIT_DAMAGE;
 	if ((rc = dump_entry_disassemble(d, &r)) != 0)
 		return rc;
 	dump_entry_keep_payload(d, &r, problem);

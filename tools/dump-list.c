@@ -490,6 +490,7 @@ dump_list_json_entry(struct dump *d, const store_session *ss,
 	dump_json_bool(d, "excinfo", r->flags & STORE_FLAG_EXCINFO);
 	dump_json_bool(d, "oob", r->flags & STORE_FLAG_OOB);
 	dump_json_bool(d, "hidden", r->flags & STORE_FLAG_HIDDEN);
+	dump_json_bool(d, "blob", r->flags & STORE_FLAG_BLOB);
 	dump_json_u64(d, "nrefs", r->nrefs);
 	dump_json_cstr(d, "problem", r->problem);
 	dump_json_row_end(d);

@@ -181,6 +181,9 @@ dump_out_pickler(uint8_t pickler)
 	return "unknown";
 }
 
+#define DUMP_KNOWN_FLAGS (STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE | \
+    STORE_FLAG_OOB | STORE_FLAG_HIDDEN | STORE_FLAG_BLOB)
+
 /* Record flags as words ("excinfo,volatile"), "-" when none. */
 char *
 dump_out_flags(char *buf, size_t cap, uint16_t flags)
@@ -196,11 +199,11 @@ dump_out_flags(char *buf, size_t cap, uint16_t flags)
 		o += (size_t)snprintf(buf + o, cap - o, "oob,");
 	if (flags & STORE_FLAG_HIDDEN && o < cap)
 		o += (size_t)snprintf(buf + o, cap - o, "hidden,");
-	if ((flags & ~(STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE |
-	    STORE_FLAG_OOB | STORE_FLAG_HIDDEN)) && o < cap)
+	if (flags & STORE_FLAG_BLOB && o < cap)
+		o += (size_t)snprintf(buf + o, cap - o, "blob,");
+	if ((flags & ~DUMP_KNOWN_FLAGS) && o < cap)
 		o += (size_t)snprintf(buf + o, cap - o, "0x%04x,",
-		    flags & ~(STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE |
-		    STORE_FLAG_OOB | STORE_FLAG_HIDDEN));
+		    flags & ~DUMP_KNOWN_FLAGS);
 	if (o == 0)
 		snprintf(buf, cap, "-");
 	else if (o <= cap)

@@ -66,6 +66,7 @@ struct dump {
 	                               snapshot (malloc'd) */
 	size_t payload_len;
 	uint16_t payload_flags;     /* its record flags */
+	const char *blob;           /* the entry's blob file (blobs/...), or NULL */
 	int want_unpickle;          /* the entry view saved a payload */
 };
 
@@ -134,6 +135,13 @@ int dump_entry_show(struct dump *d, store_txn *t, const store_session *ss,
                     const char *keyarg);
 int dump_entry_fetch(store_txn *t, const uint8_t *sid, const store_key *k,
                      const uint8_t **val, size_t *len);
+/*
+ * A blob record (STORE_FLAG_BLOB): write "blobs/<name>" into path, then map
+ * and verify its file (entry_resolve).  NULL when r now holds the payload,
+ * else what is wrong, written into why (the record is left as it was).
+ */
+const char *dump_entry_blob(store_txn *t, store_record *r, char *path,
+                            size_t pathcap, char *why, size_t whycap);
 const char *dump_entry_layout_why(const uint8_t *p, size_t n, char *buf,
                                   size_t cap);
 
