@@ -1468,7 +1468,8 @@ static int
 batch_prepare(struct bcommit *bc)
 {
 	batchobject *b = bc->b;
-	size_t i, total = 0, nviews = 0, k = 0;
+	size_t i, total = 0, nviews = 0, k = 0, before;
+	size_t blob_min = store_blob_min(the_worker->st);
 	Py_ssize_t j;
 
 	for (i = 0; i < b->n; i++) {
@@ -1501,10 +1502,12 @@ batch_prepare(struct bcommit *bc)
 			in->iovcnt = r->data != NULL || r->in_arena ? 1 : 0;
 			r->iov1.iov_base = r->in_arena ? b->arena + r->aoff : r->data;
 			r->iov1.iov_len = r->data_len;
-			bc->bytes += r->data_len;
+			if (r->data_len < blob_min)
+				bc->bytes += r->data_len;
 			continue;
 		}
 		in->iov = &b->iov[k];
+		before = bc->bytes;
 		if (r->data != NULL || r->in_arena) {
 			b->iov[k].iov_base = r->in_arena ? b->arena + r->aoff :
 			    r->data;
@@ -1521,6 +1524,8 @@ batch_prepare(struct bcommit *bc)
 			    (size_t)bc->views[bc->nviews++].len;
 		}
 		in->iovcnt = (int)(&b->iov[k] - in->iov);
+		if (bc->bytes - before >= blob_min)
+			bc->bytes = before;   /* a blob file: not in the map */
 	}
 	batch_order(bc);
 	return 0;

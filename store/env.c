@@ -481,6 +481,12 @@ store_close(store *s)
 	free(s);
 }
 
+size_t
+store_blob_min(const store *s)
+{
+	return s->opt.blob_min;
+}
+
 const char *
 store_path(const store *s)
 {

@@ -192,6 +192,8 @@ int store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max);
 int store_reserve(store *s, size_t bytes);
 /* Format version and creation time recorded in meta. */
 int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
+/* Payloads of this many bytes or more go to blob files. */
+size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */
 const char *store_path(const store *s);
 
