@@ -3402,7 +3402,7 @@ cb_get_nocheck(store_txn *t, void *a)
 START_TEST(test_blob_roundtrip)
 {
 	const size_t n = 10000;
-	uint8_t *buf = malloc(n), pd[16];
+	uint8_t *buf = malloc(n + 8), pd[16];   /* values up to n + 4 */
 	struct ent_arg ea = {0};
 	struct count_arg ca = {0};
 	store_session ss;
