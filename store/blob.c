@@ -163,6 +163,10 @@ blob_write_all(int fd, const uint8_t *p, size_t n)
 				continue;
 			return -1;
 		}
+		if (w == 0) {   /* no progress and no reason: give up */
+			errno = EIO;
+			return -1;
+		}
 		p += w;
 		n -= (size_t)w;
 	}

@@ -31,6 +31,7 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1477,6 +1478,19 @@ static const struct fault_spec disk_specs[] = {
 	{ "oom once", FK_ALLOC, {ENOMEM}, 1, 0, 0, 0, 0 },
 };
 
+/* Blob files: the disk faults, and their own write(2)s refused, full, cut
+ * short or interrupted. */
+static const struct fault_spec blob_specs[] = {
+	{ "disk EIO", FK_DISK, {EIO}, 1, 0, 0, 0, 0 },
+	{ "disk ENOSPC", FK_DISK, {ENOSPC}, 1, 0, 0, 0, 0 },
+	{ "disk EIO from then on", FK_DISK, {EIO}, 1, 1, 0, 0, 0 },
+	{ "oom once", FK_ALLOC, {ENOMEM}, 1, 0, 0, 0, 0 },
+	{ "file write EIO", FK_WRITE, {EIO}, 1, 0, 0, 0, 0 },
+	{ "file write ENOSPC", FK_WRITE, {ENOSPC}, 1, 0, 0, 0, 0 },
+	{ "file write EINTR", FK_WRITE, {EINTR}, 1, 0, 0, 0, 0 },
+	{ "file write of nothing", FK_WRITE, {0}, 1, 0, 0, 0, 0 },
+};
+
 /* --- store_open --------------------------------------------------------- */
 
 /* A fresh nested path per run: store_open creates the parents too. */
@@ -1726,6 +1740,45 @@ put_check(struct st_ctx *sc, int want)
 	}
 }
 
+static int
+cb_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
+            uint64_t size, void *a)
+{
+	(void)sid;
+	(void)k;
+	(void)name;
+	(void)size;
+	(*(long *)a)++;
+	return 0;
+}
+
+static int
+cb_blob_rows(store_txn *t, void *a)
+{
+	return blob_walk(t, cb_blob_row, a);
+}
+
+/* The blob files of the store are exactly those its `blobs` rows name:
+ * a failed transaction left none behind. */
+static void
+blob_files_check(struct st_ctx *sc)
+{
+	char dir[PATH_MAX + 80];
+	struct dirent *de;
+	long files = 0, rows = 0;
+	DIR *d;
+
+	snprintf(dir, sizeof dir, "%s/blobs", sc->dir);
+	ck_assert_ptr_nonnull(d = opendir(dir));
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			files++;
+	closedir(d);
+	ck_assert_int_eq(store_read(sc->s, cb_blob_rows, &rows), 0);
+	ck_assert_msg(files == rows, "run %ld: %ld blob files, %ld rows",
+	    fault_run, files, rows);
+}
+
 static void
 put_test(void *arg, const struct fault_spec *fs, int rc, int err, long hits)
 {
@@ -1738,27 +1791,31 @@ put_test(void *arg, const struct fault_spec *fs, int rc, int err, long hits)
 	if (st_usable(sc)) {
 		put_check(sc, rc == 0);
 		keep_check(sc);
+		blob_files_check(sc);
 	}
 	st_close(sc);
 	st_open(sc);
 	put_check(sc, rc == 0);
 	keep_check(sc);
+	blob_files_check(sc);
 	st_close(sc);
 }
 
 /* The disk faults for one way of putting the six entries, without sync
  * and then with it (more calls can fail: the fsyncs). */
 static void
-put_faults(const struct fault_op *op, const struct fault_op *op_sync)
+put_faults(const struct fault_op *op, const struct fault_op *op_sync,
+           size_t blob_min)
 {
+	const struct fault_spec *specs = blob_min ? blob_specs : disk_specs;
+	size_t nspecs = blob_min ? NELEM(blob_specs) : NELEM(disk_specs);
 	struct st_ctx sc;
 
 	st_init(&sc, STORE_SYNC_NEVER);
-	ck_assert_int_ge(faultsim_all(op, disk_specs, NELEM(disk_specs), &sc),
-	    6);
+	sc.opt.blob_min = blob_min;   /* from the next open on */
+	ck_assert_int_ge(faultsim_all(op, specs, nspecs, &sc), 6);
 	sc.opt.sync = STORE_SYNC_ALWAYS;
-	ck_assert_int_ge(faultsim_all(op_sync, disk_specs, NELEM(disk_specs),
-	    &sc), 8);
+	ck_assert_int_ge(faultsim_all(op_sync, specs, nspecs, &sc), 8);
 }
 
 START_TEST(test_entry_put_faults)
@@ -1768,7 +1825,20 @@ START_TEST(test_entry_put_faults)
 	static const struct fault_op op_sync = { "entry_put x6 (sync)",
 	    put_prep, put_body, put_test };
 
-	put_faults(&op, &op_sync);
+	put_faults(&op, &op_sync, 0);
+}
+END_TEST
+
+/* Every payload in a blob file: its writes, the sync of the file and the
+ * directory, and the lists the transaction keeps fail in turn. */
+START_TEST(test_entry_put_blob_faults)
+{
+	static const struct fault_op op = { "entry_put x6 blobs (no sync)",
+	    put_prep, put_body, put_test };
+	static const struct fault_op op_sync = { "entry_put x6 blobs (sync)",
+	    put_prep, put_body, put_test };
+
+	put_faults(&op, &op_sync, 1);
 }
 END_TEST
 
@@ -1779,7 +1849,20 @@ START_TEST(test_entry_put_sorted_faults)
 	static const struct fault_op op_sync = {
 	    "entry_put_sorted x6 (sync)", put_prep, put_sorted_body, put_test };
 
-	put_faults(&op, &op_sync);
+	put_faults(&op, &op_sync, 0);
+}
+END_TEST
+
+START_TEST(test_entry_put_sorted_blob_faults)
+{
+	static const struct fault_op op = {
+	    "entry_put_sorted x6 blobs (no sync)", put_prep, put_sorted_body,
+	    put_test };
+	static const struct fault_op op_sync = {
+	    "entry_put_sorted x6 blobs (sync)", put_prep, put_sorted_body,
+	    put_test };
+
+	put_faults(&op, &op_sync, 1);
 }
 END_TEST
 
@@ -1867,7 +1950,7 @@ START_TEST(test_refs_faults)
 	static const struct fault_op op_sync = { "refs_put x40 (sync)",
 	    put_prep, refs_body, refs_test };
 
-	put_faults(&op, &op_sync);
+	put_faults(&op, &op_sync, 0);
 }
 END_TEST
 
@@ -2430,6 +2513,8 @@ fault_suite(void)
 	tcase_add_test(tc, test_session_create_faults);
 	tcase_add_test(tc, test_entry_put_faults);
 	tcase_add_test(tc, test_entry_put_sorted_faults);
+	tcase_add_test(tc, test_entry_put_blob_faults);
+	tcase_add_test(tc, test_entry_put_sorted_blob_faults);
 	tcase_add_test(tc, test_refs_faults);
 	tcase_add_test(tc, test_entry_get_faults);
 	tcase_add_test(tc, test_store_read_listing_faults);
