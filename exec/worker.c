@@ -359,7 +359,12 @@ worker_loop(worker *w)
 			next_cp = worker_mono_ms() + interval;
 		}
 		if (f == NULL) {
-			uint64_t now = worker_mono_ms();
+			uint64_t now;
+
+			/* idle: unlink the blob files the checkpoints dropped
+			 * (tens of ms for a large one, kept off the replies) */
+			store_reap(w->st);
+			now = worker_mono_ms();
 			worker_wait(w, interval == 0 ? -1 :
 			    (int)(next_cp > now ? next_cp - now : 0));
 		}
@@ -559,6 +564,7 @@ worker_open_session(worker *w, char **cause)
 	memset(&so, 0, sizeof so);
 	so.create = 1;
 	so.sync = w->opt.sync;
+	so.defer_unlink = 1;
 	so.map_max = w->opt.map_max;
 	if (db == NULL) {
 		if ((path = store_default_path()) == NULL)

@@ -385,7 +385,20 @@ blob_txn_end(store_txn *t, int committed)
 	size_t i;
 
 	if (committed) {
-		blob_unlink_list(s, &t->dropped);
+		if (!s->opt.defer_unlink)
+			blob_unlink_list(s, &t->dropped);
+		else if (t->dropped.n > 0) {
+			pthread_mutex_lock(&s->unsynced_lock);
+			for (i = 0; i < t->dropped.n; i++)
+				if (blob_list_add(&s->reap, t->dropped.v[i]))
+					break;
+			pthread_mutex_unlock(&s->unsynced_lock);
+			/* one that cannot be queued goes now */
+			for (; i < t->dropped.n; i++) {
+				struct blob_list one = {&t->dropped.v[i], 1, 1};
+				blob_unlink_list(s, &one);
+			}
+		}
 		if (t->created.n > 0 && s->opt.sync != STORE_SYNC_ALWAYS) {
 			pthread_mutex_lock(&s->unsynced_lock);
 			for (i = 0; i < t->created.n; i++)
@@ -412,6 +425,22 @@ blob_txn_end(store_txn *t, int committed)
 	memset(&t->dropped, 0, sizeof t->dropped);
 	t->nogrow = 0;
 	t->blob_delta = 0;
+}
+
+/* Unlink the dropped files queued by defer_unlink. */
+size_t
+store_reap(store *s)
+{
+	struct blob_list l;
+
+	pthread_mutex_lock(&s->unsynced_lock);
+	l = s->reap;
+	memset(&s->reap, 0, sizeof s->reap);
+	pthread_mutex_unlock(&s->unsynced_lock);
+	if (l.n > 0)
+		blob_unlink_list(s, &l);
+	free(l.v);
+	return l.n;
 }
 
 /* store_sync()'s part: fsync the files committed since the last one, then

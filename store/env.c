@@ -471,6 +471,8 @@ store_close(store *s)
 {
 	if (s == NULL)
 		return;
+	if (s->blobfd >= 0)
+		store_reap(s);
 	mdb_env_close(s->env);
 	if (s->blobfd >= 0)
 		close(s->blobfd);

@@ -44,6 +44,8 @@ struct store {
 	struct blob_list unsynced;/* files committed since the last
 	                             store_sync() (INTERVAL, NEVER) */
 	int unsynced_lost;        /* one could not be remembered: syncfs */
+	struct blob_list reap;    /* dropped files waiting for store_reap()
+	                             (defer_unlink; under unsynced_lock) */
 	char *path;               /* directory, owned */
 	store_options opt;        /* as opened, defaults filled in */
 	pthread_rwlock_t resize;  /* held shared by transactions, exclusively

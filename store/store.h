@@ -96,6 +96,9 @@ typedef struct store_options {
 	size_t blob_min;     /* payloads of at least this many bytes go to
 	                        blob files (0: STORE_BLOB_MIN_DEFAULT;
 	                        SIZE_MAX: never) */
+	int defer_unlink;    /* the files a commit drops wait for
+	                        store_reap() (or store_close) instead of
+	                        being unlinked by the commit */
 } store_options;
 
 /* A session record (the "sessions" database). */
@@ -192,6 +195,11 @@ int store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max);
 int store_reserve(store *s, size_t bytes);
 /* Format version and creation time recorded in meta. */
 int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
+/* Unlink the blob files that commits dropped since the last call (with
+ * defer_unlink; otherwise there are none).  Returns how many.  Unlinking
+ * a large file costs milliseconds (the file system frees its pages and
+ * extents): a server calls this when idle, off its requests' path. */
+size_t store_reap(store *s);
 /* Payloads of this many bytes or more go to blob files. */
 size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */

@@ -3752,6 +3752,42 @@ START_TEST(test_blob_map_max)
 }
 END_TEST
 
+/* defer_unlink: dropped files wait for store_reap() or store_close(). */
+START_TEST(test_blob_deferred_unlink)
+{
+	const size_t n = 5000;
+	uint8_t *buf = malloc(n);
+	store_options o = {0};
+	struct ent_arg ea = {0};
+	store_session ss;
+
+	ck_assert_ptr_nonnull(buf);
+	o.blob_min = BLOB_MIN_TEST;
+	o.defer_unlink = 1;
+	open_S(&o);
+	mk_session(S, "s", 0, 1, &ss);
+	ck_assert_int_eq(put_blob(ss.id, "x", buf, n, 1, NULL), 0);
+	ck_assert_uint_eq(store_reap(S), 0);
+	ck_assert_int_eq(put_blob(ss.id, "x", buf, n, 2, NULL), 0);
+	ck_assert_int_eq(put_blob(ss.id, "x", buf, n, 3, NULL), 0);
+	ck_assert_int_eq(count_blob_files(), 3);
+	check_blob(ss.id, "x", n, 3);
+	ck_assert_uint_eq(store_reap(S), 2);
+	ck_assert_int_eq(count_blob_files(), 1);
+	check_blob(ss.id, "x", n, 3);
+	/* deleted, then closed: the close unlinks it */
+	ea.sid = ss.id;
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = "x";
+	ea.name_len = 1;
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	ck_assert_int_eq(count_blob_files(), 1);
+	close_S();
+	ck_assert_int_eq(count_blob_files(), 0);
+	free(buf);
+}
+END_TEST
+
 /* Drop the blobs database and stamp format 1: a store as format 1 made
  * it. */
 static void
@@ -4587,6 +4623,7 @@ store_suite(void)
 	tcase_add_test(tc, test_blob_orphans_swept);
 	tcase_add_test(tc, test_blob_purge);
 	tcase_add_test(tc, test_blob_map_max);
+	tcase_add_test(tc, test_blob_deferred_unlink);
 	tcase_add_test(tc, test_blob_format1_store);
 	suite_add_tcase(s, tc);
 

@@ -152,6 +152,10 @@ usage(FILE *f)
 "                    those its refs blob lists\n"
 "    oob_table       out-of-band buffer tables add up and match the\n"
 "                    pickle's NEXT_BUFFER opcodes\n"
+"    blob            a blob record's file (blobs/NAME) exists, has its size\n"
+"                    and matches its digest\n"
+"    blob_row        blob records and the blob index (which file is whose)\n"
+"                    agree both ways\n"
 "    refs_index      every row of the references index (who refers to an\n"
 "                    entry) is an entry key of an existing session and a\n"
 "                    referrer's key; a stale row (one whose referrer no\n"
@@ -175,8 +179,9 @@ usage(FILE *f)
 "             it), name (null for handles), handle (null for globals), type,\n"
 "             size, time_ms, pickler (none|pickle|cloudpickle), flags,\n"
 "             volatile, reason (null unless volatile), excinfo, oob,\n"
-"             hidden, problem (null when sound); SESSION adds nrefs;\n"
-"             SESSION KEY adds payload_size, digest, digest_ok, refs (a\n"
+"             hidden, problem (null when sound); SESSION adds blob and\n"
+"             nrefs; SESSION KEY adds blob (blobs/NAME, null when the\n"
+"             payload is in the map), payload_size, digest, digest_ok, refs (a\n"
 "             list of {kind, key, name, handle, resolves}) and refs_error\n"
 "    op       pos, code, op, depth, arg, note (SESSION KEY: one per opcode)\n"
 "    pickle   protocol, ops, size, trailing, buffers, well_formed, error,\n"
@@ -185,7 +190,7 @@ usage(FILE *f)
 "    raw      text (an entry stored without a pickler)\n"
 "    value    repr, error (--unpickle)\n"
 "    problem  check, session, session_id, kind, key, name, handle, message\n"
-"    check    sessions, entries, bytes, problems, sound, interrupted,\n"
+"    check    sessions, entries, bytes, blobs, problems, sound, interrupted,\n"
 "             elapsed_ms (the last row of --check)\n"
 "\n", DUMP_FORMAT);
 	fprintf(f,
@@ -340,7 +345,7 @@ dump_open_error(const char *db, int rc, const char *cause)
 			    "directory with --db DIR)", db, strerror(errno));
 		else
 			dump_warn("%s\n  (a store is the directory given to "
-			    "pyshelfd --db; it holds data.mdb and lock.mdb)",
+			    "pyshelfd --db; it holds data.mdb, lock.mdb and blobs/)",
 			    cause != NULL ? cause : "not a pyshelf store");
 		break;
 	case STORE_E_VERSION:
