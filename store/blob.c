@@ -42,6 +42,10 @@
  * bytes, so the fsync at commit waits for the tail only. */
 #define BLOB_KICK ((size_t)8 << 20)
 
+/* Most files remembered for the next store_sync(); past it, that call
+ * syncs the whole file system (syncfs) instead of each file. */
+#define BLOB_UNSYNCED_MAX 65536
+
 /* The meta key of the bytes in blob files, which count against map_max
  * with the map's pages. */
 #define BLOB_BYTES_KEY "blob_bytes"
@@ -401,6 +405,13 @@ blob_txn_end(store_txn *t, int committed)
 		}
 		if (t->created.n > 0 && s->opt.sync != STORE_SYNC_ALWAYS) {
 			pthread_mutex_lock(&s->unsynced_lock);
+			if (s->unsynced.n >= BLOB_UNSYNCED_MAX) {
+				/* a program that never syncs (NEVER): keep
+				 * the list bounded, and let a store_sync()
+				 * sync the file system instead */
+				s->unsynced.n = 0;
+				s->unsynced_lost = 1;
+			}
 			for (i = 0; i < t->created.n; i++)
 				if (blob_list_add(&s->unsynced,
 				    t->created.v[i]) != 0) {
