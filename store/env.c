@@ -674,6 +674,10 @@ store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
 
 	if (s->opt.readonly)
 		return STORE_E_READONLY;
+	/* dropped files left for store_reap() go before new ones are
+	 * written: their pages are freed for the new ones to use */
+	if (s->opt.defer_unlink)
+		store_reap(s);
 	for (;;) {
 		pthread_rwlock_rdlock(&s->resize);
 		if ((rc = env_txn_begin(s, 0, &t.txn)) != 0) {

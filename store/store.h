@@ -97,8 +97,9 @@ typedef struct store_options {
 	                        blob files (0: STORE_BLOB_MIN_DEFAULT;
 	                        SIZE_MAX: never) */
 	int defer_unlink;    /* the files a commit drops wait for
-	                        store_reap() (or store_close) instead of
-	                        being unlinked by the commit */
+	                        store_reap(), store_close() or the next
+	                        store_write() instead of being unlinked
+	                        by the commit */
 } store_options;
 
 /* A session record (the "sessions" database). */
