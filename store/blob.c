@@ -648,6 +648,45 @@ blob_sweep(store_txn *t, size_t *removed)
 	return 0;
 }
 
+/* Has a commit newer than read transaction t dropped file `name` of the
+ * entry?  (blob_superseded in store.h) */
+int
+blob_superseded(store_txn *t, const uint8_t *sid, const store_key *k,
+                const uint8_t *name)
+{
+	uint8_t kb[ENTRY_KEY_MAX];
+	store_blob_ref ref;
+	store_record r;
+	MDB_txn *now;
+	MDB_val mk, mv;
+	int rc, res;
+
+	if (!t->readonly)
+		return STORE_E_INVAL;
+	mk.mv_size = entry_key_make(kb, sid, k->kind, k->name, k->name_len,
+	    k->handle);
+	if (mk.mv_size == 0)
+		return STORE_E_INVAL;
+	mk.mv_data = kb;
+	/* a second snapshot beside t's (MDB_NOTLS lets a thread hold two);
+	 * t's caller holds the resize lock already */
+	if ((rc = mdb_txn_begin(t->s->env, NULL, MDB_RDONLY, &now)) != 0)
+		return store_map_err(rc);
+	rc = mdb_get(now, t->s->entries, &mk, &mv);
+	if (rc == MDB_NOTFOUND)
+		res = 1;
+	else if (rc != 0)
+		res = store_map_err(rc);
+	else if (record_decode_nocheck(mv.mv_data, mv.mv_size, &r) != 0 ||
+	    !(r.flags & STORE_FLAG_BLOB) ||
+	    blob_ref_decode(r.payload, r.payload_len, &ref) != 0)
+		res = 1;
+	else
+		res = memcmp(ref.name, name, STORE_BLOB_NAME_SIZE) != 0;
+	mdb_txn_abort(now);
+	return res;
+}
+
 /* Walk `blobs` for the admin tool's check. */
 int
 blob_walk(store_txn *t,

@@ -321,6 +321,16 @@ int blob_walk(store_txn *t,
               int (*fn)(const uint8_t *sid, const store_key *key,
                         const uint8_t *name, uint64_t size, void *),
               void *arg);
+/*
+ * In read transaction t the entry's record names blob file `name`, which
+ * is gone: has a newer commit replaced or deleted the entry since t began
+ * (1: the file was dropped, and unlinked, not damaged), or does the entry
+ * still name it (0: the file is missing)?  Files are unlinked without
+ * waiting for older readers of other processes (docs/STORAGE.md, 4.1).
+ * STORE_E_INVAL in a write transaction; an LMDB error as a STORE_E_*.
+ */
+int blob_superseded(store_txn *t, const uint8_t *sid, const store_key *k,
+                    const uint8_t *name);
 /* Delete one entry.  STORE_E_NOTFOUND when absent. */
 int entry_del(store_txn *t, const uint8_t *sid, uint8_t kind,
               const char *name, size_t name_len, uint64_t handle);

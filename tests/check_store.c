@@ -3791,6 +3791,115 @@ START_TEST(test_blob_deferred_unlink)
 }
 END_TEST
 
+/* Collects blob names by global name (blob_walk). */
+struct names_arg {
+	uint8_t x[STORE_BLOB_NAME_SIZE], y[STORE_BLOB_NAME_SIZE];
+};
+
+static int
+cb_blob_name(const uint8_t *sid, const store_key *k, const uint8_t *name,
+             uint64_t size, void *a)
+{
+	struct names_arg *na = a;
+
+	(void)sid;
+	(void)size;
+	if (k->name_len == 1 && k->name[0] == 'x')
+		memcpy(na->x, name, STORE_BLOB_NAME_SIZE);
+	if (k->name_len == 1 && k->name[0] == 'y')
+		memcpy(na->y, name, STORE_BLOB_NAME_SIZE);
+	return 0;
+}
+
+/* In a snapshot taken before: x is rebound by another process (its file
+ * dropped), and y's file is removed by hand (damage). */
+struct superseded_arg {
+	const uint8_t *sid;
+	int x_corrupt, y_corrupt, x_superseded, y_superseded;
+};
+
+static int
+cb_superseded(store_txn *t, void *a)
+{
+	struct superseded_arg *sa = a;
+	struct names_arg na;
+	char path[PATH_MAX + 64], hex[2 * STORE_BLOB_NAME_SIZE + 1];
+	store_key kx = {STORE_KIND_GLOBAL, "x", 1, 0, 0};
+	store_key ky = {STORE_KIND_GLOBAL, "y", 1, 0, 0};
+	store_record r;
+	pid_t pid;
+
+	memset(&na, 0, sizeof na);
+	if (blob_walk(t, cb_blob_name, &na) != 0)
+		return -1;
+	pid = tu_fork();
+	if (pid == 0) {
+		store_options o = {0};
+		uint8_t buf[5000];
+		struct iovec iov = {buf, sizeof buf};
+		struct ent_arg ea = {0};
+		store *s;
+
+		o.blob_min = BLOB_MIN_TEST;
+		if (store_open(&s, db_dir, &o, NULL) != 0)
+			_exit(10);
+		memset(buf, 'n', sizeof buf);
+		ea.sid = sa->sid;
+		ea.in.kind = STORE_KIND_GLOBAL;
+		ea.in.name = "x";
+		ea.in.name_len = 1;
+		ea.in.type_name = "bytes";
+		ea.in.iov = &iov;
+		ea.in.iovcnt = 1;
+		if (store_write(s, cb_entry_put, &ea) != 0)
+			_exit(11);
+		store_close(s);
+		store_hex(na.y, sizeof na.y, hex);
+		snprintf(path, sizeof path, "%s/blobs/%s", db_dir, hex);
+		_exit(unlink(path) == 0 ? 0 : 12);
+	}
+	if (pid < 0 || tu_wait(pid) != 0)
+		return -2;
+	sa->x_corrupt = entry_get(t, sa->sid, 'g', "x", 1, 0, &r);
+	sa->y_corrupt = entry_get(t, sa->sid, 'g', "y", 1, 0, &r);
+	sa->x_superseded = blob_superseded(t, sa->sid, &kx, na.x);
+	sa->y_superseded = blob_superseded(t, sa->sid, &ky, na.y);
+	return 0;
+}
+
+static int
+cb_superseded_in_write(store_txn *t, void *a)
+{
+	store_key kx = {STORE_KIND_GLOBAL, "x", 1, 0, 0};
+	uint8_t name[STORE_BLOB_NAME_SIZE] = {0};
+
+	return blob_superseded(t, a, &kx, name);
+}
+
+START_TEST(test_blob_superseded)
+{
+	const size_t n = 5000;
+	uint8_t *buf = malloc(n);
+	struct superseded_arg sa = {0};
+	store_session ss;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	mk_session(S, "s", 0, 1, &ss);
+	ck_assert_int_eq(put_blob(ss.id, "x", buf, n, 1, NULL), 0);
+	ck_assert_int_eq(put_blob(ss.id, "y", buf, n, 2, NULL), 0);
+	sa.sid = ss.id;
+	ck_assert_int_eq(store_read(S, cb_superseded, &sa), 0);
+	ck_assert_int_eq(sa.x_corrupt, STORE_E_CORRUPT);
+	ck_assert_int_eq(sa.y_corrupt, STORE_E_CORRUPT);
+	ck_assert_int_eq(sa.x_superseded, 1);     /* rebound: not damage */
+	ck_assert_int_eq(sa.y_superseded, 0);     /* still named: missing */
+	ck_assert_int_eq(store_write(S, cb_superseded_in_write, ss.id),
+	    STORE_E_INVAL);
+	free(buf);
+}
+END_TEST
+
 /* Drop the blobs database and stamp format 1: a store as format 1 made
  * it. */
 static void
@@ -4627,6 +4736,7 @@ store_suite(void)
 	tcase_add_test(tc, test_blob_purge);
 	tcase_add_test(tc, test_blob_map_max);
 	tcase_add_test(tc, test_blob_deferred_unlink);
+	tcase_add_test(tc, test_blob_superseded);
 	tcase_add_test(tc, test_blob_format1_store);
 	suite_add_tcase(s, tc);
 

@@ -404,7 +404,7 @@ dump_entry_keep_payload(struct dump *d, const store_record *r,
 /* Resolve a blob record, naming what is wrong with its file. */
 const char *
 dump_entry_blob(store_txn *t, store_record *r, char *path, size_t pathcap,
-                char *why, size_t whycap)
+                char *why, size_t whycap, int *missing)
 {
 	char hex[2 * STORE_BLOB_NAME_SIZE + 1], *full = NULL;
 	store_blob_ref ref;
@@ -412,6 +412,8 @@ dump_entry_blob(store_txn *t, store_record *r, char *path, size_t pathcap,
 	int rc;
 
 	snprintf(path, pathcap, "?");
+	if (missing != NULL)
+		*missing = 0;
 	if (blob_ref_decode(r->payload, r->payload_len, &ref) != 0) {
 		snprintf(why, whycap, "a blob record whose reference is %zu "
 		    "bytes, not %d", r->payload_len, STORE_BLOB_REF_SIZE);
@@ -425,6 +427,8 @@ dump_entry_blob(store_txn *t, store_record *r, char *path, size_t pathcap,
 	}
 	rc = stat(full, &st);
 	free(full);
+	if (rc != 0 && errno == ENOENT && missing != NULL)
+		*missing = 1;
 	if (rc != 0) {
 		snprintf(why, whycap, "its blob file %s: %s", path,
 		    strerror(errno));
@@ -485,7 +489,7 @@ dump_entry_show(struct dump *d, store_txn *t, const store_session *ss,
 	} else if (r.flags & STORE_FLAG_BLOB) {
 		d->blob = blobpath;
 		if ((blobproblem = dump_entry_blob(t, &r, blobpath,
-		    sizeof blobpath, blobwhy, sizeof blobwhy)) != NULL) {
+		    sizeof blobpath, blobwhy, sizeof blobwhy, NULL)) != NULL) {
 			problem = blobproblem;
 			d->damaged++;
 			dump_warn("session %s, %s: %s", ss->name,

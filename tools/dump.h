@@ -138,10 +138,12 @@ int dump_entry_fetch(store_txn *t, const uint8_t *sid, const store_key *k,
 /*
  * A blob record (STORE_FLAG_BLOB): write "blobs/<name>" into path, then map
  * and verify its file (entry_resolve).  NULL when r now holds the payload,
- * else what is wrong, written into why (the record is left as it was).
+ * else what is wrong, written into why (the record is left as it was);
+ * *missing (may be NULL) is set when the file does not exist.
  */
 const char *dump_entry_blob(store_txn *t, store_record *r, char *path,
-                            size_t pathcap, char *why, size_t whycap);
+                            size_t pathcap, char *why, size_t whycap,
+                            int *missing);
 const char *dump_entry_layout_why(const uint8_t *p, size_t n, char *buf,
                                   size_t cap);
 

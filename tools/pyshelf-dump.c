@@ -190,7 +190,8 @@ usage(FILE *f)
 "    raw      text (an entry stored without a pickler)\n"
 "    value    repr, error (--unpickle)\n"
 "    problem  check, session, session_id, kind, key, name, handle, message\n"
-"    check    sessions, entries, bytes, blobs, problems, sound, interrupted,\n"
+"    check    sessions, entries, bytes, blobs, changed (entries whose\n"
+"             blob file a newer commit dropped), problems, sound, interrupted,\n"
 "             elapsed_ms (the last row of --check)\n"
 "\n", DUMP_FORMAT);
 	fprintf(f,
