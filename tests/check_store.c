@@ -3969,6 +3969,10 @@ END_TEST
 
 /* --- Procs: several processes on one environment --------------------------- */
 
+/* blob_min of the children's stores: by default large values stay in the
+ * map (it must grow); the kill test with blob files lowers it. */
+static size_t child_blob_min = SIZE_MAX;
+
 /* Open the store at db_dir in a child; NULL on failure. */
 static store *
 child_open(size_t map_initial, enum store_sync sync)
@@ -3979,7 +3983,7 @@ child_open(size_t map_initial, enum store_sync sync)
 	o.create = 1;
 	o.map_initial = map_initial;
 	o.sync = sync;
-	o.blob_min = SIZE_MAX;  /* large values in the map: it must grow */
+	o.blob_min = child_blob_min;
 	return store_open(&s, db_dir, &o, NULL) == 0 ? s : NULL;
 }
 
@@ -4439,6 +4443,15 @@ kill_committer(enum store_sync sync, uint32_t target)
 	for (got = 0; got < n; got++)
 		check_big(S, sa.ss.id, got, commit_size(got));
 	ck_assert_int_eq(put_one(S, sa.ss.id, 'g', "after", 0, "ok", 2), 0);
+	if (child_blob_min != SIZE_MAX) {
+		/* every large one was a file; the open removed any file the
+		 * kill left between writing it and its commit */
+		int rows = 0;
+
+		ck_assert_int_eq(store_read(S, cb_blob_walk, &rows), 0);
+		ck_assert_int_eq(rows, (int)((n + 49) / 50));
+		ck_assert_int_eq(count_blob_files(), rows);
+	}
 }
 
 START_TEST(test_kill_during_commits_never)
@@ -4455,6 +4468,14 @@ END_TEST
 
 START_TEST(test_kill_during_commits_always)
 {
+	kill_committer(STORE_SYNC_ALWAYS, 2000);
+}
+END_TEST
+
+/* The same with every 50th value (20 KB) in a blob file. */
+START_TEST(test_kill_during_commits_blobs)
+{
+	child_blob_min = 10000;
 	kill_committer(STORE_SYNC_ALWAYS, 2000);
 }
 END_TEST
@@ -4751,6 +4772,7 @@ store_suite(void)
 	tcase_add_test(tc, test_kill_during_commits_never);
 	tcase_add_test(tc, test_kill_during_commits_interval);
 	tcase_add_test(tc, test_kill_during_commits_always);
+	tcase_add_test(tc, test_kill_during_commits_blobs);
 	tcase_add_test(tc, test_purge_killed);
 	tcase_add_test(tc, test_killed_reader_reclaimed);
 	suite_add_tcase(s, tc);
