@@ -654,36 +654,31 @@ int
 blob_superseded(store_txn *t, const uint8_t *sid, const store_key *k,
                 const uint8_t *name)
 {
-	uint8_t kb[ENTRY_KEY_MAX];
+	store_txn now = {.s = t->s, .txn = NULL, .readonly = 1};
 	store_blob_ref ref;
 	store_record r;
-	MDB_txn *now;
-	MDB_val mk, mv;
+	MDB_val mv;
 	int rc, res;
 
 	if (!t->readonly)
 		return STORE_E_INVAL;
-	mk.mv_size = entry_key_make(kb, sid, k->kind, k->name, k->name_len,
-	    k->handle);
-	if (mk.mv_size == 0)
-		return STORE_E_INVAL;
-	mk.mv_data = kb;
 	/* a second snapshot beside t's (MDB_NOTLS lets a thread hold two);
 	 * t's caller holds the resize lock already */
-	if ((rc = mdb_txn_begin(t->s->env, NULL, MDB_RDONLY, &now)) != 0)
+	if ((rc = mdb_txn_begin(t->s->env, NULL, MDB_RDONLY, &now.txn)) != 0)
 		return store_map_err(rc);
-	rc = mdb_get(now, t->s->entries, &mk, &mv);
-	if (rc == MDB_NOTFOUND)
+	rc = entry_value(&now, sid, k->kind, k->name, k->name_len, k->handle,
+	    &mv);
+	if (rc == STORE_E_NOTFOUND)
 		res = 1;
 	else if (rc != 0)
-		res = store_map_err(rc);
+		res = rc;
 	else if (record_decode_nocheck(mv.mv_data, mv.mv_size, &r) != 0 ||
 	    !(r.flags & STORE_FLAG_BLOB) ||
 	    blob_ref_decode(r.payload, r.payload_len, &ref) != 0)
 		res = 1;
 	else
 		res = memcmp(ref.name, name, STORE_BLOB_NAME_SIZE) != 0;
-	mdb_txn_abort(now);
+	mdb_txn_abort(now.txn);
 	return res;
 }
 
@@ -707,12 +702,7 @@ blob_walk(store_txn *t,
 		int ok = v.mv_size == STORE_BLOB_NAME_SIZE + 8;
 
 		op = MDB_NEXT;
-		if (entry_key_parse(k.mv_data, k.mv_size, &sk) != 0) {
-			sk.kind = 0;
-			sk.name = (const char *)k.mv_data;
-			sk.name_len = k.mv_size;
-			sk.handle = 0;
-		}
+		entry_key_parse_any(k.mv_data, k.mv_size, &sk);
 		sk.value_len = 0;
 		rc = fn(k.mv_size >= STORE_ID_SIZE ? k.mv_data : NULL, &sk,
 		    ok ? v.mv_data : NULL,

@@ -71,6 +71,19 @@ entry_key_parse(const uint8_t *k, size_t n, store_key *out)
 	return 0;
 }
 
+/* Split a key as entry_key_parse does; one that does not parse comes back
+ * as kind 0 with its raw bytes as the name (for walks that report it). */
+void
+entry_key_parse_any(const uint8_t *k, size_t n, store_key *out)
+{
+	if (entry_key_parse(k, n, out) != 0) {
+		out->kind = 0;
+		out->name = (const char *)k;
+		out->name_len = n;
+		out->handle = 0;
+	}
+}
+
 /* The key of in (built in kbuf), the size of its payload and of its
  * record: k and v for an MDB_RESERVE put.  A payload of blob_min bytes or
  * more goes to a blob file, and the record holds its reference.  0, or
@@ -297,7 +310,7 @@ out:
 
 /* One entry's value, borrowed from the map, in v: 0, STORE_E_NOTFOUND,
  * STORE_E_INVAL for a bad name, or another STORE_E_* code. */
-static int
+int
 entry_value(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
             size_t name_len, uint64_t handle, MDB_val *v)
 {
@@ -455,12 +468,7 @@ entry_walk(store_txn *t,
 		return store_map_err(rc);
 	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
-		if (entry_key_parse(k.mv_data, k.mv_size, &sk) != 0) {
-			sk.kind = 0;
-			sk.name = (const char *)k.mv_data;
-			sk.name_len = k.mv_size;
-			sk.handle = 0;
-		}
+		entry_key_parse_any(k.mv_data, k.mv_size, &sk);
 		sk.value_len = entry_value_len(&v);
 		rc = fn(k.mv_size >= STORE_ID_SIZE ? k.mv_data : NULL, &sk,
 		    v.mv_data, v.mv_size, arg);

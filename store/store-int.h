@@ -90,6 +90,10 @@ int session_expiry_key(const store_session *ss, uint8_t *k);
 size_t entry_key_make(uint8_t *k, const uint8_t *sid, uint8_t kind,
                       const char *name, size_t name_len, uint64_t handle);
 int entry_key_parse(const uint8_t *k, size_t n, store_key *out);
+void entry_key_parse_any(const uint8_t *k, size_t n, store_key *out);
+int entry_value(store_txn *t, const uint8_t *sid, uint8_t kind,
+                const char *name, size_t name_len, uint64_t handle,
+                MDB_val *v);
 size_t entry_value_len(const MDB_val *v);
 
 /* blob.c */

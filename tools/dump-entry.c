@@ -24,17 +24,12 @@ int
 dump_entry_fetch(store_txn *t, const uint8_t *sid, const store_key *k,
                  const uint8_t **val, size_t *len)
 {
-	uint8_t kb[ENTRY_KEY_MAX];
-	MDB_val mk, mv;
+	MDB_val mv;
 	int rc;
 
-	mk.mv_size = entry_key_make(kb, sid, k->kind, k->name, k->name_len,
-	    k->handle);
-	if (mk.mv_size == 0)
-		return STORE_E_INVAL;
-	mk.mv_data = kb;
-	if ((rc = mdb_get(t->txn, t->s->entries, &mk, &mv)) != 0)
-		return store_map_err(rc);
+	if ((rc = entry_value(t, sid, k->kind, k->name, k->name_len,
+	    k->handle, &mv)) != 0)
+		return rc;
 	*val = mv.mv_data;
 	*len = mv.mv_size;
 	return 0;
