@@ -18,9 +18,11 @@ import builtins
 import copyreg
 import gc as _gc
 import importlib
+import importlib.machinery
 import io
 import pickle
 import sys
+import _thread
 import time as _time
 import types
 
@@ -135,7 +137,12 @@ for _cls in (DirectValue, Wrapped, WrappedExcinfo, Placeholder,
              VolatileEntryError, EntryGroup, group_member):
     _cls.__module__ = "pyshelf"
     setattr(pyshelf_mod, _cls.__name__, _cls)
+# importable by name (import pyshelf; pickled by name, never by value),
+# and a builtin: a function shipped from a client module that did
+# `import pyshelf` finds it as the name pyshelf
+pyshelf_mod.__spec__ = importlib.machinery.ModuleSpec("pyshelf", None)
 sys.modules["pyshelf"] = pyshelf_mod
+builtins.pyshelf = pyshelf_mod
 builtins.DirectValue = DirectValue
 builtins.Wrapped = Wrapped
 builtins.WrappedExcinfo = WrappedExcinfo
@@ -156,9 +163,35 @@ PICKLER_NONE, PICKLER_PICKLE, PICKLER_CLOUDPICKLE = 0, 1, 2
 # Types whose identity does not matter and that are never referenced by a
 # persistent id (pickled inline wherever they appear).
 _ATOMIC = (int, float, complex, str, bytes, bool, type(None))
-# Types never re-pickled by the interval checkpoint (cannot change).
-_IMMUTABLE = _ATOMIC + (tuple, frozenset, range, types.FunctionType,
-                        types.BuiltinFunctionType, types.ModuleType, type)
+# Types (exactly these, not subclasses) whose instances hold no state that
+# can change: nothing reachable from one can be changed in place.
+_ATOM_TYPES = frozenset((int, float, complex, str, bytes, bool, type(None),
+                         range, type(Ellipsis), type(NotImplemented),
+                         types.BuiltinFunctionType))
+
+
+def _frozen(obj):
+    """Is obj's whole reachable state immutable atoms, so that no in-place
+    change can ever make its pickle differ?  A tuple of ints is; a tuple
+    or frozenset holding a dict, a list or an instance is not, nor is a
+    function, a class or a module (their attributes and __dict__ change).
+    Tuple subclasses count when their instances have no __dict__
+    (namedtuple).  Walks without recursion."""
+    todo = [obj]
+    seen = set()
+    while todo:
+        o = todo.pop()
+        t = type(o)
+        if t in _ATOM_TYPES:
+            continue
+        if t is tuple or t is frozenset or \
+                (issubclass(t, tuple) and t.__dictoffset__ == 0):
+            if id(o) not in seen:
+                seen.add(id(o))
+                todo.extend(o)
+            continue
+        return False
+    return True
 
 
 class RequestError(Exception):
@@ -486,6 +519,8 @@ class Workspace:
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
         self.checkpoints = 0
         self.batch = _s.Batch()  # reused: its buffers stay warm
+        self.frozen = {}         # entry key -> its object, known _frozen
+        self.cp_thread = None    # ident of the thread in checkpoint()
 
     # -- lazy loading --
     def _load_global(self, name, deleting=False):
@@ -667,6 +702,64 @@ class Workspace:
                 self._repickle_referrers(key)
         if gone and self._has_stored_refs():
             self._rescue_referrers(gone)
+
+    # -- what a request could reach by name --
+    def mark_reached(self, codes, keys=()):
+        """Mark for this request's checkpoint the loaded entries that the
+        request could have changed in place: the globals its code objects
+        name (co_names, nested code objects included), and through every
+        workspace function, shipped class or instance of one among them,
+        the globals that their code names, transitively; then the entries
+        that the records of those refer to (an object reached through
+        another entry's object, as in c['x'].append(1) with c = {'x': a}),
+        transitively.  keys: more entries to start from (handle
+        arguments).  Entries made of immutable atoms alone are left out.
+        The checkpoint then pickles them and writes those whose digest
+        changed."""
+        shadow, handles, frozen = self.shadow, self.handles, self.frozen
+        dirty, refs_of, ns = self.dirty, self.refs_of, self.ns
+        todo, seen, more = list(codes), set(), list(keys)
+        while todo:
+            c = todo.pop()
+            if id(c) in seen:
+                continue
+            seen.add(id(c))
+            for name in _code_names(c):
+                o = shadow.get(name, _MISSING)
+                if o is _MISSING:
+                    continue
+                t = type(o)
+                if t in _ATOM_TYPES:
+                    continue
+                key = ("g", name)
+                if t is tuple or t is frozenset or issubclass(t, tuple):
+                    if frozen.get(key) is o:
+                        continue
+                    if _frozen(o):
+                        frozen[key] = o
+                        continue
+                dirty.add(key)
+                if key in refs_of:
+                    more.append(key)
+                if t is types.FunctionType or issubclass(t, type) or \
+                        t.__module__ == "__pyshelf__":
+                    todo.extend(_codes_of(o, ns))
+        # the refs closure: the entries whose objects these objects hold
+        done = set()
+        while more:
+            key = more.pop()
+            if key in done:
+                continue
+            done.add(key)
+            o = (shadow if key[0] == "g" else handles).get(key[1], _MISSING)
+            if o is _MISSING or frozen.get(key) is o:
+                continue
+            if issubclass(type(o), tuple) or type(o) is frozenset:
+                if _frozen(o):
+                    frozen[key] = o
+                    continue
+            dirty.add(key)
+            more.extend(refs_of.get(key, ()))
 
     # -- checkpoints --
     def collect_dirty_globals(self):
@@ -944,6 +1037,7 @@ class Workspace:
             digests.pop(k, None)
             self.volatile.pop(k, None)
             self.lost_entries.pop(k, None)
+            self.frozen.pop(k, None)
             if k in self.refs_of:
                 self._note_refs(k, b"")     # rows deleted in the commit
         self.dirty.clear()
@@ -959,12 +1053,30 @@ class Workspace:
     INTERVAL_SLICE = 20000
 
     def _mutable_keys(self, full):
-        """Loaded entries of mutable types (in-place changes are invisible
-        to the namespace diff): all of them, or the interval's slice."""
-        keys = [("g", n) for n, o in self.shadow.items()
-                if not isinstance(o, _IMMUTABLE)]
-        keys.extend(("h", h) for h, o in self.handles.items()
-                    if not isinstance(o, _IMMUTABLE))
+        """Loaded entries whose reachable state can change in place
+        (invisible to the namespace diff): all of them, or the interval's
+        slice.  Only those made of immutable atoms alone are left out
+        (_frozen; known ones cached by key while the key holds them)."""
+        keys = []
+        frozen = self.frozen
+        for kind, table in (("g", self.shadow), ("h", self.handles)):
+            for k, o in table.items():
+                t = type(o)
+                if t in _ATOM_TYPES:
+                    continue
+                if t is tuple or t is frozenset or issubclass(t, tuple):
+                    key = (kind, k)
+                    f = frozen.get(key)
+                    if f is o:
+                        continue
+                    if _frozen(o):
+                        frozen[key] = o
+                        continue
+                    if f is not None:
+                        del frozen[key]
+                    keys.append(key)
+                else:
+                    keys.append((kind, k))
         if full >= 2 or len(keys) <= self.INTERVAL_SLICE:
             return keys
         start = self.rr_pos % len(keys)
@@ -1266,6 +1378,56 @@ def _keystr(key):
     return ("global %r" % k) if kind == "g" else ("handle %d" % k)
 
 
+_NAMES = {}   # id(code) -> (code, the names it and its nested code use)
+
+
+def _code_names(code):
+    """The names (co_names) that code and the code objects nested in it
+    (functions, classes, comprehensions defined there) use: globals,
+    attributes and imports alike.  Cached by identity, as
+    _deleted_globals is."""
+    hit = _NAMES.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    names, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        names.update(c.co_names)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    names = frozenset(names)
+    if len(_NAMES) > 4096:
+        _NAMES.clear()
+    _NAMES[id(code)] = (code, names)
+    return names
+
+
+def _codes_of(obj, ns):
+    """The code objects of the workspace functions that calling obj, or
+    its methods, may run: obj itself when it is a function of the
+    workspace (its globals are ns); the methods, static and class methods
+    and properties of obj when it is a class defined by shipped code, or
+    of its class when it is an instance of one."""
+    if type(obj) is types.FunctionType:
+        return [obj.__code__] if obj.__globals__ is ns else []
+    cls = obj if issubclass(type(obj), type) else type(obj)
+    out = []
+    for c in cls.__mro__:
+        d = c.__dict__       # no attribute hooks of shipped classes run
+        if d.get("__module__") != "__pyshelf__":
+            continue
+        for v in d.values():
+            if type(v) in (staticmethod, classmethod):
+                v = v.__func__
+            if type(v) is property:
+                fs = (v.fget, v.fset, v.fdel)
+            else:
+                fs = (v,)
+            for f in fs:
+                if type(f) is types.FunctionType and f.__globals__ is ns:
+                    out.append(f.__code__)
+    return out
+
+
 WS = None
 
 # --- compiling shipped code --------------------------------------------------
@@ -1410,9 +1572,11 @@ def exec_request(code, func, digest, args, want_value):
                                    "argument %d cannot be unpickled: %s: %s" %
                                    (len(real) + 1, type(e).__name__,
                                     _exc_message(e))) from None
+    codes = ()
     try:
         if func is not None:
             f = _get_function(code, func, digest)
+            codes = _codes_of(f, WS.ns)
             if hasattr(f, "__code__"):
                 _load_deleted_globals(f.__code__)
             res = f(*real)
@@ -1421,6 +1585,7 @@ def exec_request(code, func, digest, args, want_value):
                 raise RequestError(ERR_BAD_REQUEST,
                                    "a block takes no arguments")
             body, last = _get_block(code, digest)
+            codes = (body,) if last is None else (body, last)
             _load_deleted_globals(body)
             exec(body, WS.ns)
             res = eval(last, WS.ns) if last is not None else None
@@ -1431,10 +1596,11 @@ def exec_request(code, func, digest, args, want_value):
             pass
         return _excinfo_result(e)
     finally:
-        # arguments passed by handle may have been mutated in place
-        for a in args:
-            if type(a) is int and a in WS.handles:
-                WS.dirty.add(("h", a))
+        # what the code could reach by name, and the arguments passed by
+        # handle, may have been changed in place: this request's
+        # checkpoint pickles them again (and writes the changed ones)
+        WS.mark_reached(codes, [("h", a) for a in args
+                                if type(a) is int and a in WS.handles])
     return _result_for(res, want_value)
 
 
@@ -1562,18 +1728,53 @@ def volatile_of(hid):
     return WS.volatile_reason(("h", hid))
 
 
+_CP_LOCK = _thread.allocate_lock()
+
+
 def checkpoint(full):
-    """The cyclic GC is off while a checkpoint runs: its many short-lived
-    key tuples would otherwise set off collections that walk the young
-    objects (among them the workspace's own tables) for nothing; they are
-    freed by reference counting when it ends."""
-    if not _gc.isenabled():
-        return WS.checkpoint(full)
-    _gc.disable()
-    try:
-        return WS.checkpoint(full)
-    finally:
-        _gc.enable()
+    """Run a checkpoint (the C half's entry point; shipped code calls
+    user_checkpoint).  One at a time: a thread of shipped code may call
+    checkpoint() while the main thread's runs; a checkpoint() from code
+    that a checkpoint itself runs (a __reduce__) is refused.  The cyclic
+    GC is off while it runs: its many short-lived key tuples would
+    otherwise set off collections that walk the young objects (among them
+    the workspace's own tables) for nothing; they are freed by reference
+    counting when it ends."""
+    me = _thread.get_ident()
+    if WS.cp_thread == me:
+        raise RuntimeError("checkpoint() called from code that a "
+                           "checkpoint runs (a __reduce__ or "
+                           "__getstate__?)")
+    with _CP_LOCK:
+        WS.cp_thread = me
+        gc_was = _gc.isenabled()
+        _gc.disable()
+        try:
+            return WS.checkpoint(full)
+        finally:
+            WS.cp_thread = None
+            if gc_was:
+                _gc.enable()
+
+
+def user_checkpoint():
+    """Commit the workspace now: every global and handle, with the
+    in-place changes of every loaded one, in one transaction.  For
+    long-running shipped code, to call at a point it chose as consistent:
+    after a crash (even SIGKILL) the workspace comes back as it was at the
+    last call.  Returns the number of entries written; raises (an
+    OSError, a MemoryError, ...) when the checkpoint could not be
+    written, leaving the workspace as it was in memory.  Available as
+    `from pyshelf import checkpoint` and as the builtin checkpoint()."""
+    if WS is None:
+        raise RuntimeError("no workspace")
+    return checkpoint(2)
+
+
+user_checkpoint.__name__ = user_checkpoint.__qualname__ = "checkpoint"
+user_checkpoint.__module__ = "pyshelf"
+pyshelf_mod.checkpoint = user_checkpoint
+builtins.checkpoint = user_checkpoint
 
 
 
