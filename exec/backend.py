@@ -1433,11 +1433,28 @@ WS = None
 # --- compiling shipped code --------------------------------------------------
 
 
+_SOURCES = {}          # filenames in linecache that we put there, oldest first
+# Twice the code cache's bound: the code cache is emptied when it passes 4,096
+# entries, so every code object in it was compiled, and its source
+# remembered, fewer than 8,192 sources ago: code that can run without being
+# compiled again always has its lines for tracebacks.
+_SOURCES_MAX = 8192
+
+
 def _remember_source(filename, source):
-    """Let tracebacks show the shipped source's lines."""
+    """Let tracebacks show the shipped source's lines: the most recently
+    shipped _SOURCES_MAX sources stay in linecache, older ones are dropped
+    from it (every distinct source kept forever grew memory without
+    bound: 20,000 blocks of 2 KB took 50 MB)."""
     import linecache
     linecache.cache[filename] = (len(source), None,
                                  source.splitlines(True), filename)
+    _SOURCES.pop(filename, None)
+    _SOURCES[filename] = True
+    while len(_SOURCES) > _SOURCES_MAX:
+        old = next(iter(_SOURCES))
+        del _SOURCES[old]
+        linecache.cache.pop(old, None)
 
 
 def _compile_block(source, digest):

@@ -3,7 +3,7 @@ that each create a handle which the client then drops (batched RELEASE)."""
 import gc
 
 import pyshelf
-from pyshelf import Wrapped
+from pyshelf import DirectValue, Wrapped
 
 
 def rss_kib(pid):
@@ -39,5 +39,34 @@ def test_memory_flat_over_100000_handle_requests(tmp_path):
         assert len(live) < 200, len(live)
         print("rss before %d KiB, after %d KiB" % (before, after))
         assert after - before < 8 * 1024, (before, after)
+    finally:
+        ws.close()
+
+
+def test_memory_flat_over_100000_distinct_sources(tmp_path):
+    """Every distinct shipped block is compiled and its source kept for
+    tracebacks: only the recent ones (linecache is bounded), so memory
+    stays flat over 100,000 distinct 2 KB blocks; a traceback of recent
+    code still shows its lines."""
+    ws = pyshelf.spawn(db=str(tmp_path / "db"), session="mem")
+    pad = "# " + "p" * 2000 + "\n"
+
+    def run(lo, hi):
+        for i in range(lo, hi):
+            ws.remote_exec("%sn = %d" % (pad, i))
+    try:
+        run(0, 20000)
+        before = rss_kib(ws.pid)
+        run(20000, 100000)
+        after = rss_kib(ws.pid)
+        print("rss before %d KiB, after %d KiB" % (before, after))
+        assert after - before < 16 * 1024, (before, after)
+        exc = ws.remote_exec(pad + "raise ValueError('recent')")
+
+        def lines(excinfo):
+            import traceback
+            return DirectValue("".join(traceback.format_exception(*excinfo)))
+        text = ws.remote_exec(lines, exc).value
+        assert "raise ValueError('recent')" in text, text
     finally:
         ws.close()
