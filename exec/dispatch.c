@@ -352,7 +352,6 @@ dispatch_hello(worker *w, const wire_msg *m)
 		return dispatch_error(w, m->id, WIRE_ERR_VERSION, "protocol "
 		    "version %llu is not supported; this pyshelfd speaks %d",
 		    (unsigned long long)v, WIRE_PROTOCOL_VERSION);
-	w->hello_done = 1;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_WELCOME, m->id);
 	wire_put_u64(&b, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
@@ -362,6 +361,25 @@ dispatch_hello(worker *w, const wire_msg *m)
 	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
 	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
 	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)w->created);
+	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
+	wire_buf_free(&b);
+	/* after WELCOME went out: from now on the reader answers PING */
+	pthread_mutex_lock(&w->lock);
+	w->hello_done = 1;
+	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+/* PING that reached the queue (it came before HELLO was answered): PONG
+ * in its turn. */
+static int
+dispatch_ping(worker *w, const wire_msg *m)
+{
+	wire_buf b;
+	int rc;
+
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_PONG, m->id);
 	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
 	wire_buf_free(&b);
 	return rc;
@@ -595,6 +613,12 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		break;
 	case WIRE_MSG_CLOSE:
 		rc = dispatch_close(w, &m);
+		break;
+	case WIRE_MSG_PING:
+		rc = dispatch_ping(w, &m);
+		break;
+	case WIRE_MSG_INTERRUPT:
+		rc = 0;   /* it came before HELLO was answered: nothing runs */
 		break;
 	default:
 		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "%s is not a "

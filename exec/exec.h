@@ -53,6 +53,8 @@ typedef struct worker {
 	int in_fd;                   /* protocol input */
 	int out_fd;                  /* protocol output (a dup of stdout) */
 	pthread_mutex_t out_lock;    /* serialises writes to out_fd */
+	int out_closed;              /* the closing ERROR went out: nothing
+	                                more is written (under out_lock) */
 
 	pthread_t main_thread;       /* runs Python */
 	pthread_t reader;            /* reads frames, handles INTERRUPT/PING */
@@ -70,7 +72,8 @@ typedef struct worker {
 	int rwake_fd;                /* eventfd: wakes the reader */
 	int wake_fd_r;               /* read end of the main thread's wake pipe */
 	int detached;                /* DETACH or CLOSE served: leave the loop */
-	int hello_done;              /* HELLO answered */
+	int hello_done;              /* HELLO answered (set under lock: the
+	                                reader answers PING only after) */
 	int closed;                  /* CLOSE served: the session is gone */
 	int requests_since_full;     /* a request ran since the last full
 	                                checkpoint (interval ones skip if not) */

@@ -47,7 +47,9 @@ worker_send(worker *w, const wire_buf *b)
 	int rc;
 
 	pthread_mutex_lock(&w->out_lock);
-	rc = wire_write_all(w->out_fd, b->data, b->len);
+	/* after the frame that says the connection closes, nothing more */
+	rc = w->out_closed ? WIRE_E_IO :
+	    wire_write_all(w->out_fd, b->data, b->len);
 	pthread_mutex_unlock(&w->out_lock);
 	if (rc != WIRE_OK) {
 		pthread_mutex_lock(&w->lock);
@@ -125,6 +127,20 @@ worker_stop_locked(worker *w, int reason)
 	pthread_kill(w->main_thread, SIGINT);
 }
 
+/* Has the main thread answered HELLO?  Until then the reader answers
+ * nothing itself: a PING goes through the queue, behind the HELLO, so
+ * that nothing is sent before WELCOME. */
+static int
+worker_hello_done(worker *w)
+{
+	int done;
+
+	pthread_mutex_lock(&w->lock);
+	done = w->hello_done;
+	pthread_mutex_unlock(&w->lock);
+	return done;
+}
+
 /* Reader: answer PING, act on INTERRUPT, queue the rest. */
 static int
 worker_reader_frame(worker *w, const uint8_t *p, size_t n, wire_msg *m)
@@ -132,6 +148,9 @@ worker_reader_frame(worker *w, const uint8_t *p, size_t n, wire_msg *m)
 	worker_frame *f;
 	wire_buf b;
 
+	if ((m->type == WIRE_MSG_INTERRUPT || m->type == WIRE_MSG_PING) &&
+	    !worker_hello_done(w))
+		goto queue;
 	if (m->type == WIRE_MSG_INTERRUPT) {
 		pthread_mutex_lock(&w->lock);
 		if (w->running_id != 0 && (m->id == 0 || m->id == w->running_id))
@@ -147,6 +166,7 @@ worker_reader_frame(worker *w, const uint8_t *p, size_t n, wire_msg *m)
 		wire_buf_free(&b);
 		return 0;
 	}
+queue:
 	if ((f = malloc(sizeof *f + n)) == NULL)
 		return -1;
 	f->next = NULL;
@@ -200,13 +220,16 @@ worker_reader(void *arg)
 	size_t len = 0, cap = 0, flen;
 	wire_msg m;
 	int rc;
+	/* the frame size limit: PROTOCOL.md's 64 KiB until a HELLO came */
+	size_t max = w->opt.max_frame < WIRE_PREAUTH_MAX_FRAME ?
+	    w->opt.max_frame : WIRE_PREAUTH_MAX_FRAME;
 
 	wire_msg_init(&m);
 	for (;;) {
 		/* frames already buffered */
-		while ((rc = wire_peek(buf, len, w->opt.max_frame, &flen)) ==
+		while ((rc = wire_peek(buf, len, max, &flen)) ==
 		    WIRE_OK && len >= flen) {
-			if (wire_parse(buf, flen, w->opt.max_frame, &m, &flen)
+			if (wire_parse(buf, flen, max, &m, &flen)
 			    != WIRE_OK) {
 				rc = WIRE_E_MALFORMED;
 				break;
@@ -215,6 +238,8 @@ worker_reader(void *arg)
 				rc = WIRE_E_NOMEM;
 				break;
 			}
+			if (m.type == WIRE_MSG_HELLO)
+				max = w->opt.max_frame;
 			memmove(buf, buf + flen, len - flen);
 			len -= flen;
 		}
@@ -285,6 +310,9 @@ worker_reader(void *arg)
 		if (wire_end(&b) == WIRE_OK)
 			worker_send(w, &b);
 		wire_buf_free(&b);
+		pthread_mutex_lock(&w->out_lock);
+		w->out_closed = 1;
+		pthread_mutex_unlock(&w->out_lock);
 		fprintf(stderr, "pyshelfd: %s from the client; closing\n",
 		    wire_strerror(rc));
 	}

@@ -381,6 +381,92 @@ START_TEST(test_bad_flags_and_truncation)
 }
 END_TEST
 
+/* Before HELLO, a body over 64 KiB (PROTOCOL.md, section 8) is refused
+ * unread; after it, the same size is an ordinary request. */
+START_TEST(test_preauth_frame_limit)
+{
+	static char name[100 * 1024];
+	wire_buf b;
+
+	memset(name, 'n', sizeof name - 1);
+	be_start();
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_HELLO, 1);
+	wire_put_u64(&b, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
+	wire_put_str(&b, WIRE_TAG_NAME, name);
+	be_send(&b);
+	expect_error(WIRE_ERR_TOO_BIG);
+	ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 10000), WIRE_E_EOF);
+	ck_assert_int_eq(be_wait() & 0x7f, 0);
+
+	be_start();
+	be_hello();
+	name[sizeof name - 1] = '\0';
+	memcpy(name, "len('", 5);
+	memcpy(name + sizeof name - 3, "')", 2);
+	be_exec(2, name, NULL, 0, 0, NULL, 0);
+	ck_assert_int_eq(B.m.type, WIRE_MSG_RESULT);
+	ck_assert_int_eq(WEXITSTATUS(be_wait()), 0);
+}
+END_TEST
+
+/* PING before HELLO is answered in its turn (an error: HELLO comes
+ * first), never before WELCOME. */
+START_TEST(test_ping_before_hello)
+{
+	wire_buf b;
+
+	be_start();
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_PING, 5);
+	be_send(&b);
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_HELLO, 1);
+	wire_put_u64(&b, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
+	wire_put_str(&b, WIRE_TAG_NAME, "check_engine");
+	be_send(&b);
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_PING, 6);
+	be_send(&b);
+	expect_error(WIRE_ERR_BAD_REQUEST);
+	ck_assert_uint_eq(B.m.id, 5);
+	ck_assert_int_eq(be_reply(NULL, 0), WIRE_OK);
+	ck_assert_int_eq(B.m.type, WIRE_MSG_WELCOME);
+	ck_assert_int_eq(be_reply(NULL, 0), WIRE_OK);
+	ck_assert_int_eq(B.m.type, WIRE_MSG_PONG);
+	ck_assert_uint_eq(B.m.id, 6);
+	ck_assert_int_eq(WEXITSTATUS(be_wait()), 0);
+}
+END_TEST
+
+/* A malformed frame while code runs: the closing ERROR is the last frame
+ * the client gets (no result of the interrupted request after it). */
+START_TEST(test_nothing_after_closing_error)
+{
+	static const uint8_t bad[21] = {0, 0, 0, 5, 0x01, 0x24, 0, 0, 0, 0,
+	    0, 0, 0, 0, 0, 3, 1, 0, 0, 0, 9};
+	wire_buf b;
+
+	be_start();
+	be_hello();
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_EXEC, 2);
+	wire_put_str(&b, WIRE_TAG_CODE, "import time\nprint('started', "
+	    "flush=True)\nwhile True:\n    time.sleep(0.01)\n");
+	be_send(&b);
+	/* its output first: the code runs */
+	ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 30000), WIRE_OK);
+	ck_assert_int_eq(B.m.type, WIRE_MSG_OUTPUT);
+	ck_assert_int_eq(wire_write_all(B.to, bad, sizeof bad), WIRE_OK);
+	ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 30000), WIRE_OK);
+	ck_assert_int_eq(B.m.type, WIRE_MSG_ERROR);
+	ck_assert_uint_eq(wire_msg_u64(&B.m, WIRE_TAG_ERRCODE, 0),
+	    WIRE_ERR_MALFORMED);
+	ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 30000), WIRE_E_EOF);
+	ck_assert_int_eq(be_wait() & 0x7f, 0);
+}
+END_TEST
+
 static Suite *
 engine_suite(void)
 {
@@ -395,6 +481,9 @@ engine_suite(void)
 	tcase_add_test(lim, test_request_errors_keep_serving);
 	tcase_add_test(lim, test_garbage_closes_cleanly);
 	tcase_add_test(lim, test_bad_flags_and_truncation);
+	tcase_add_test(lim, test_preauth_frame_limit);
+	tcase_add_test(lim, test_ping_before_hello);
+	tcase_add_test(lim, test_nothing_after_closing_error);
 	suite_add_tcase(s, core);
 	suite_add_tcase(s, lim);
 	return s;

@@ -316,6 +316,7 @@ conn_result(module_state *st, const pyshelf_result *r)
 {
 	PyObject *value = NULL, *view = NULL, *ret = NULL, *tmp;
 	PyObject *tn = NULL, *et = NULL, *msg = NULL, *vol = NULL;
+	PyObject *ltype, *lvalue, *ltb;   /* loads()'s error, while released */
 
 	if (r->kind == PYSHELF_KIND_DIRECT) {
 		if (st->loads == NULL) {
@@ -328,12 +329,19 @@ conn_result(module_state *st, const pyshelf_result *r)
 		if (view == NULL)
 			goto error;
 		value = PyObject_CallOneArg(st->loads, view);
-		/* The buffer is the connection's: nothing may keep a view. */
+		/* The buffer is the connection's: nothing may keep a view.  An
+		 * unpickling error is kept aside while the view is released
+		 * (a call with an exception set is a SystemError), and is the
+		 * one raised. */
+		PyErr_Fetch(&ltype, &lvalue, &ltb);
 		tmp = PyObject_CallMethod(view, "release", NULL);
-		if (tmp == NULL)
-			goto error;
-		Py_DECREF(tmp);
-		if (value == NULL)
+		Py_XDECREF(tmp);
+		if (ltype != NULL) {
+			if (tmp == NULL)
+				PyErr_Clear();
+			PyErr_Restore(ltype, lvalue, ltb);
+		}
+		if (tmp == NULL || value == NULL)
 			goto error;
 	} else
 		value = Py_NewRef(Py_None);
