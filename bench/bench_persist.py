@@ -27,6 +27,8 @@
   the same run; and rebinding, after a restart, a global that 1,000 /
   10,000 / 100,000 records not loaded since refer to (each is loaded,
   pointed at the old object, written again), and the request after it;
+- sync() of a workspace in which nothing changed: 10,000 loaded dicts, with
+  10,000 tuples of atoms or 10,000 tuples holding a dict beside them;
 - a request that names 1, 10 or 1,000 of 1,000 / 100,000 loaded globals
   (its checkpoint re-pickles them) against the no-op request.
 Prints one JSON object per measurement.
@@ -465,6 +467,37 @@ def bench_refs(d):
              next_request_ms=ms(after))
 
 
+def bench_full(d):
+    """sync() of a loaded workspace in which nothing changed: every
+    loaded entry whose state can change in place is pickled again and
+    its digest compared (nothing is written).  10,000 small dicts, and
+    the same with 10,000 tuples of atoms beside them (skipped, as known
+    frozen) and 10,000 tuples each holding a dict (pickled again).
+    Medians of 20 syncs, inside the backend (last_checkpoint_s)."""
+    cases = {
+        "dicts": "for i in range(10000):\n"
+                 "    globals()['d%d' % i] = {'i': i, 's': 'x' * 20}\n",
+        "dicts_and_atom_tuples": "for i in range(10000):\n"
+                 "    globals()['d%d' % i] = {'i': i, 's': 'x' * 20}\n"
+                 "    globals()['t%d' % i] = (i, 'x' * 20, (i * 0.5,))\n",
+        "dicts_and_dict_tuples": "for i in range(10000):\n"
+                 "    globals()['d%d' % i] = {'i': i, 's': 'x' * 20}\n"
+                 "    globals()['t%d' % i] = (i, {'s': 'x' * 20})\n",
+    }
+    for name, src in cases.items():
+        ws = pyshelf.spawn(db=os.path.join(d, "full-" + name), session="f")
+        try:
+            ws.remote_exec(src + "del i")
+            ws.sync()
+            ts = []
+            for _ in range(20):
+                ws.sync()
+                ts.append(ws.stats()["last_checkpoint_s"])
+            emit(name="sync_unchanged_10k_" + name, median_ms=ms(ts))
+        finally:
+            ws.close()
+
+
 def bench_named(d):
     """A request's own checkpoint re-pickles the loaded globals its code
     names (their in-place changes are part of it): a block that names 1,
@@ -502,7 +535,7 @@ if __name__ == "__main__":
         cold_child(*sys.argv[2:5])
         sys.exit(0)
     which = sys.argv[1:] or ["checkpoint", "resume", "noop", "bind", "refs",
-                             "named"]
+                             "full", "named"]
     with tempfile.TemporaryDirectory() as d:
         if "checkpoint" in which:
             bench_checkpoints(d)
@@ -514,5 +547,7 @@ if __name__ == "__main__":
             bench_bind_one(d)
         if "refs" in which:
             bench_refs(d)
+        if "full" in which:
+            bench_full(d)
         if "named" in which:
             bench_named(d)
