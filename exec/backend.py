@@ -133,8 +133,34 @@ def group_member(first, i):
     return g.objs[i]
 
 
+class _Kwargs(dict):
+    """The keyword arguments of a call (remote_exec(f, x, key=value)):
+    the client sends them as the last pickled argument, of this type."""
+    __slots__ = ()
+
+
+def _handle(hid):
+    """A handle inside a value the client sent (a list of Wrapped, a dict
+    with one): its object, as a handle argument would be."""
+    obj = WS.get_handle(hid)
+    WS.request_keys.append(("h", hid))
+    return obj
+
+
+def _function(code, name, defaults, kwdefaults, closure, qualname):
+    """A function the client sent by value (typed at a REPL or in a
+    notebook, a lambda, a closure: no source to ship).  Its globals are
+    the workspace's, as for a function shipped by source."""
+    f = types.FunctionType(code, WS.ns, name, defaults, closure)
+    f.__kwdefaults__ = kwdefaults
+    f.__qualname__ = qualname
+    WS.request_codes.append(code)
+    return f
+
+
 for _cls in (DirectValue, Wrapped, WrappedExcinfo, Placeholder,
-             VolatileEntryError, EntryGroup, group_member):
+             VolatileEntryError, EntryGroup, group_member, _Kwargs, _handle,
+             _function):
     _cls.__module__ = "pyshelf"
     setattr(pyshelf_mod, _cls.__name__, _cls)
 # importable by name (import pyshelf; pickled by name, never by value),
@@ -520,6 +546,9 @@ class Workspace:
         self.checkpoints = 0
         self.batch = _s.Batch()  # reused: its buffers stay warm
         self.frozen = {}         # entry key -> its object, known _frozen
+        self.request_codes = []  # code of functions sent by value (this
+                                 # request): mark_reached walks them too
+        self.request_keys = []   # handles inside the request's values
         self.cp_thread = None    # ident of the thread in checkpoint()
 
     # -- lazy loading --
@@ -1575,8 +1604,10 @@ def _excinfo_result(exc):
 
 
 def exec_request(code, func, digest, args, want_value):
-    """Run shipped code.  args: list of ints (handles) or bytes (pickles).
+    """Run shipped code.  args: list of ints (handles) or bytes (pickles);
+    the last pickle may hold the call's keyword arguments (_Kwargs).
     Returns (kind, handle, type_name, exc_type, message, value)."""
+    del WS.request_codes[:], WS.request_keys[:]
     real = []
     for a in args:
         if type(a) is int:
@@ -1584,11 +1615,14 @@ def exec_request(code, func, digest, args, want_value):
         else:
             try:
                 real.append(loads_value(a))
+            except RequestError:
+                raise           # an unknown handle inside the value
             except Exception as e:
                 raise RequestError(ERR_UNPICKLE,
                                    "argument %d cannot be unpickled: %s: %s" %
                                    (len(real) + 1, type(e).__name__,
                                     _exc_message(e))) from None
+    kw = real.pop() if real and type(real[-1]) is _Kwargs else {}
     codes = ()
     try:
         if func is not None:
@@ -1596,9 +1630,11 @@ def exec_request(code, func, digest, args, want_value):
             codes = _codes_of(f, WS.ns)
             if hasattr(f, "__code__"):
                 _load_deleted_globals(f.__code__)
-            res = f(*real)
+            for c in WS.request_codes:
+                _load_deleted_globals(c)
+            res = f(*real, **kw)
         else:
-            if real:
+            if real or kw:
                 raise RequestError(ERR_BAD_REQUEST,
                                    "a block takes no arguments")
             body, last = _get_block(code, digest)
@@ -1616,8 +1652,10 @@ def exec_request(code, func, digest, args, want_value):
         # what the code could reach by name, and the arguments passed by
         # handle, may have been changed in place: this request's
         # checkpoint pickles them again (and writes the changed ones)
-        WS.mark_reached(codes, [("h", a) for a in args
-                                if type(a) is int and a in WS.handles])
+        WS.mark_reached(tuple(codes) + tuple(WS.request_codes),
+                        [("h", a) for a in args
+                         if type(a) is int and a in WS.handles] +
+                        WS.request_keys)
     return _result_for(res, want_value)
 
 
@@ -1660,6 +1698,8 @@ def get_request(name, want_value):
 def set_request(name, data):
     try:
         obj = loads_value(data)
+    except RequestError:
+        raise           # an unknown handle inside the value
     except Exception as e:
         raise RequestError(ERR_UNPICKLE, "value for %r cannot be unpickled: "
                            "%s: %s" % (name, type(e).__name__,

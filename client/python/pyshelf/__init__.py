@@ -24,6 +24,7 @@ from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
                       UnknownHandleError, VolatileError)
 from ._types import DirectValue, Lost, Wrapped, WrappedExcinfo
+from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, open, spawn
 
 __all__ = ["spawn", "open", "Workspace", "DirectValue", "Wrapped",

@@ -6,8 +6,13 @@ same constructor arguments, so instances travel both ways.
 """
 
 import collections
+import threading
 
 __all__ = ["DirectValue", "Wrapped", "WrappedExcinfo", "Lost"]
+
+# While a Workspace pickles a value to send (_sending.ws is that
+# Workspace), a Wrapped in it pickles as a reference to its handle.
+_sending = threading.local()
 
 
 class DirectValue:
@@ -69,6 +74,10 @@ class Wrapped:
         return self._volatile
 
     def __reduce__(self):
+        ws = getattr(_sending, "ws", None)
+        if ws is not None:
+            # inside a value sent to the backend: its object there
+            return (_handle, (ws._handle_id(self),))
         return (Wrapped, (self._id, self._type_name))
 
     def __repr__(self):
@@ -106,6 +115,8 @@ class WrappedExcinfo(Wrapped):
         return self._message
 
     def __reduce__(self):
+        if getattr(_sending, "ws", None) is not None:
+            return Wrapped.__reduce__(self)
         return (WrappedExcinfo,
                 (self._id, self._type_name, self._exc_type, self._message))
 
@@ -120,6 +131,32 @@ Lost = collections.namedtuple("Lost", ["name", "type_name", "reason"])
 Lost.__doc__ = """An entry that was not restored when the session resumed:
 its name, its type name and why."""
 
-for _cls in (DirectValue, Wrapped, WrappedExcinfo, Lost):
+class _Kwargs(dict):
+    """The keyword arguments of remote_exec(f, x, key=value), sent as the
+    call's last pickled argument (the backend's pyshelf._Kwargs)."""
+    __slots__ = ()
+
+
+def _handle(hid):
+    """Stands, in a pickle sent to the backend, for a Wrapped inside a
+    value: the backend's pyshelf._handle(id) is the handle's object.  Never
+    called here."""
+    raise RuntimeError("pyshelf._handle is resolved in the backend")
+
+
+def _function(code, name, defaults, kwdefaults, closure, qualname):
+    """Stands, in a pickle sent to the backend, for a function sent by
+    value: the backend's pyshelf._function() makes it with the workspace
+    as its globals.  Here (for symmetry) with empty globals."""
+    import types
+    f = types.FunctionType(code, {"__builtins__": __builtins__}, name,
+                           defaults, closure)
+    f.__kwdefaults__ = kwdefaults
+    f.__qualname__ = qualname
+    return f
+
+
+for _cls in (DirectValue, Wrapped, WrappedExcinfo, Lost, _Kwargs, _handle,
+             _function):
     _cls.__module__ = "pyshelf"
 del _cls

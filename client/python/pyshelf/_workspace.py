@@ -13,6 +13,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import sys
 import textwrap
@@ -21,13 +22,15 @@ import weakref
 
 from . import _pyshelf
 from ._errors import Error, NotPicklableError, RemoteError
-from ._types import DirectValue, Lost, Wrapped, WrappedExcinfo
+from ._types import (DirectValue, Lost, Wrapped, WrappedExcinfo, _function,
+                     _Kwargs, _sending)
 
 __all__ = ["Workspace", "spawn", "open"]
 
 _KIND_DIRECT = _pyshelf.KIND_DIRECT
 _KIND_WRAPPED = _pyshelf.KIND_WRAPPED
 _ERR_NOT_FOUND = _pyshelf.ERR_NOT_FOUND
+_ERR_UNPICKLE = _pyshelf.ERR_UNPICKLE
 
 # (source, name) per code object, so that repeated calls of one function do
 # not redo inspect.getsource().  Bounded: the oldest entry goes first.
@@ -56,21 +59,100 @@ def _get_cloudpickle():
     return _cloudpickle or None
 
 
-def _dumps(obj, what):
-    """Pickle obj (protocol 5), falling back to cloudpickle for what the
-    pickle module cannot do by reference.  NotPicklableError otherwise."""
-    try:
-        return pickle.dumps(obj, protocol=5)
-    except Exception as e:
-        first = e
+def _dumps(obj, what, modules=()):
+    """Pickle obj (protocol 5) for the backend.  The pickle module first;
+    cloudpickle when it cannot, or when its pickle names the client's
+    __main__ (a class or function defined in a script, a REPL or a
+    notebook, which the backend cannot import: cloudpickle sends them by
+    value), or when modules (names of client modules the backend could
+    not import) are given: those are then sent by value too.
+    NotPicklableError when neither can."""
+    first = data = None
+    if not modules:
+        try:
+            data = pickle.dumps(obj, protocol=5)
+            if b"__main__" not in data:
+                return data
+        except _ForeignHandle:
+            raise
+        except Exception as e:
+            first = e
     cp = _get_cloudpickle()
     if cp is not None:
+        registered = []
         try:
+            for name in modules:
+                mod = sys.modules.get(name)
+                if mod is not None and \
+                        not cp.cloudpickle._is_registered_pickle_by_value(mod):
+                    cp.register_pickle_by_value(mod)
+                    registered.append(mod)
             return cp.dumps(obj, protocol=5)
-        except Exception:
-            pass
+        except _ForeignHandle:
+            raise
+        except Exception as e:
+            first = first or e
+        finally:
+            for mod in registered:
+                cp.unregister_pickle_by_value(mod)
+    if data is not None:
+        return data     # by reference after all, as the pickle module can
     raise NotPicklableError("%s (%s) cannot be pickled: %s: %s" % (
         what, type(obj).__name__, type(first).__name__, first)) from first
+
+
+_MISSING_MODULE = re.compile(r"No module named '([^']+)'|"
+                             r"Can't get attribute '[^']*' on "
+                             r"<module '([^']+)'")
+
+
+def _missing_module(err, tried):
+    """The client module that an ERR_UNPICKLE says the backend could not
+    import (or that lacks what the pickle named), when the client has it
+    and it was not tried already: its top-level package's name, else
+    None."""
+    m = _MISSING_MODULE.search(str(err))
+    if m is None:
+        return None
+    name = m.group(1) or m.group(2)
+    top = name.split(".")[0]
+    for cand in (top, name):
+        if cand in sys.modules and cand not in tried and \
+                cand not in ("__main__", "builtins"):
+            return cand
+    return None
+
+
+class _ForeignHandle(ValueError):
+    """A Wrapped sent to a workspace of another session."""
+
+
+class _NoSource(TypeError):
+    """A function whose source cannot be shipped (typed at a REPL, a
+    lambda, a closure): it goes by value instead."""
+
+
+class _FunctionByValue:
+    """A function sent by value: its code, defaults and closure cells
+    (cloudpickle pickles code objects and cells), rebuilt in the backend
+    by pyshelf._function with the workspace as its globals."""
+    __slots__ = ("f",)
+
+    def __init__(self, f):
+        self.f = f
+
+    def __reduce__(self):
+        f = self.f
+        return (_function, (f.__code__, f.__name__, f.__defaults__,
+                            f.__kwdefaults__, f.__closure__,
+                            f.__qualname__))
+
+
+# Calls a function sent by value: the function is the last positional
+# argument (so that the user's arguments keep their numbers in errors).
+_BY_VALUE_SOURCE = ("def _pyshelf_by_value(*args, **kw):\n"
+                    "    return args[-1](*args[:-1], **kw)\n")
+_BY_VALUE_CACHE = weakref.WeakKeyDictionary()   # function -> (key, pickle)
 
 
 def _strip_decorators(src):
@@ -90,14 +172,15 @@ def _strip_decorators(src):
 
 
 def _source_of(f):
-    """(source, name) of a function, from the cache or inspect."""
+    """(source, name) of a function, from the cache or inspect; _NoSource
+    when it has none that can be shipped."""
     if inspect.ismethod(f):
         raise TypeError("remote_exec() ships plain functions, not the bound "
                         "method %s: define a function that takes the object "
                         "as an argument" % getattr(f, "__qualname__", f))
     code = getattr(f, "__code__", None)
     if code is not None and code.co_freevars:
-        raise TypeError("remote_exec() cannot ship %s: it uses variables of "
+        raise _NoSource("remote_exec() cannot ship %s: it uses variables of "
                         "an enclosing function (%s), which do not exist in "
                         "the backend; pass them as arguments" %
                         (f.__qualname__, ", ".join(code.co_freevars)))
@@ -109,12 +192,12 @@ def _source_of(f):
         return hit
     name = f.__name__
     if name == "<lambda>":
-        raise TypeError("remote_exec() cannot ship a lambda by source: "
+        raise _NoSource("remote_exec() cannot ship a lambda by source: "
                         "define the function with def")
     try:
         src = inspect.getsource(f)
     except (OSError, TypeError) as e:
-        raise TypeError("remote_exec() cannot find the source of %s: %s"
+        raise _NoSource("remote_exec() cannot find the source of %s: %s"
                         % (getattr(f, "__qualname__", name), e)) from None
     hit = (_strip_decorators(textwrap.dedent(src)), name)
     if len(_SOURCE_CACHE) >= _SOURCE_CACHE_MAX:
@@ -333,11 +416,19 @@ class Workspace(collections.abc.MutableMapping):
     # --- running code ----------------------------------------------------
 
     def remote_exec(self, func_or_source, /, *args, timeout=None,
-                    stdout=None, stderr=None, want_value=False):
-        """Run a function (shipped by source, called with args) or a block
-        of source (REPL semantics, no args) in the workspace.
+                    stdout=None, stderr=None, want_value=False, **kwargs):
+        """Run a function (called with args and kwargs) or a block of
+        source (REPL semantics, no arguments) in the workspace.
 
-        Arguments that are ``Wrapped`` go as handles, others by pickle.
+        A function ships as its source; one whose source cannot be
+        shipped (typed at a REPL or in a notebook, a lambda, a closure)
+        ships by value (cloudpickle), with the workspace as its globals in
+        both cases.  Arguments that are ``Wrapped`` go as handles, others
+        by pickle, with any ``Wrapped`` inside them (a list of handles) as
+        the handle's object; classes and functions of the client's
+        ``__main__``, and of modules the backend cannot import, travel by
+        value.  ``timeout``, ``stdout``, ``stderr`` and ``want_value`` are
+        this call's own options; any other keyword goes to the function.
         Output streams to ``stdout``/``stderr`` (default: this process's
         ``sys.stdout``/``sys.stderr``).  ``timeout`` (seconds) is enforced
         by the backend.  Returns ``DirectValue`` (the code returned a
@@ -345,17 +436,38 @@ class Workspace(collections.abc.MutableMapping):
         ``WrappedExcinfo`` (the code raised).  Ctrl-C interrupts the
         backend; a second Ctrl-C stops waiting.
         """
+        fn = None
         if isinstance(func_or_source, str):
-            if args:
+            if args or kwargs:
                 raise TypeError("a block of source takes no arguments; "
                                 "ship a function to pass arguments")
             code, func = func_or_source, None
         else:
-            code, func = _source_of(func_or_source)
-        wire = [self._arg(a, i) for i, a in enumerate(args, 1)] if args \
-            else ()
-        return self._run(code, func, wire, _timeout_ms(timeout), want_value,
-                         _Output(stdout, stderr))
+            try:
+                code, func = _source_of(func_or_source)
+            except _NoSource:
+                if _get_cloudpickle() is None:
+                    raise
+                code, func = _BY_VALUE_SOURCE, "_pyshelf_by_value"
+                fn = func_or_source
+        timeout_ms = _timeout_ms(timeout)
+        modules = []
+        while True:
+            wire = [self._arg(a, i, modules) for i, a in enumerate(args, 1)]
+            if fn is not None:
+                wire.append(self._dumps_function(fn, modules))
+            if kwargs:
+                wire.append(self._dumps(_Kwargs(kwargs),
+                                        "the keyword arguments", modules))
+            try:
+                return self._run(code, func, wire, timeout_ms, want_value,
+                                 _Output(stdout, stderr))
+            except RemoteError as e:
+                more = _missing_module(e, modules) \
+                    if e.code == _ERR_UNPICKLE else None
+                if more is None:
+                    raise
+                modules.append(more)   # send that module's code by value
 
     def _run(self, code, func, wire, timeout_ms, want_value, out):
         """Send one EXEC and make its result."""
@@ -368,20 +480,55 @@ class Workspace(collections.abc.MutableMapping):
                 out.close()
             return self._result(r)
 
-    def _arg(self, a, i):
+    def _handle_id(self, w, what="a handle inside a value sent"):
+        """The id of w, a Wrapped to send: ValueError unless it is a handle
+        of this workspace's session.  A handle id is valid on any
+        connection to its session: one from an earlier workspace of this
+        session (before a restart) is as good as one of this
+        workspace's."""
+        owner = w._owner
+        if owner is not self._handles and (
+                owner is None or owner.session_id is None or
+                owner.session_id != self._handles.session_id):
+            raise _ForeignHandle("%s: %r is not a handle of this "
+                                 "workspace's session" % (what, w))
+        return w._id
+
+    def _dumps(self, obj, what, modules=()):
+        """Pickle a value to send (_dumps), with each Wrapped inside it as
+        a reference to its handle's object."""
+        _sending.ws = self
+        try:
+            return _dumps(obj, what, modules)
+        finally:
+            _sending.ws = None
+
+    def _dumps_function(self, f, modules):
+        """A function sent by value, pickled (cached while its defaults
+        are the same objects; not cached with a closure, whose cells may
+        change)."""
+        key = (f.__code__, f.__defaults__, f.__kwdefaults__)
+        hit = _BY_VALUE_CACHE.get(f) if f.__closure__ is None else None
+        if hit is not None and not modules and \
+                all(a is b for a, b in zip(hit[0], key)):
+            return hit[1]
+        _sending.ws = self
+        try:
+            data = _get_cloudpickle().dumps(_FunctionByValue(f), protocol=5)
+        except Exception as e:
+            raise NotPicklableError("%s cannot be sent by value: %s: %s" % (
+                f.__qualname__, type(e).__name__, e)) from e
+        finally:
+            _sending.ws = None
+        if f.__closure__ is None and not modules:
+            _BY_VALUE_CACHE[f] = (key, data)
+        return data
+
+    def _arg(self, a, i, modules=()):
         """One argument as the extension takes it: int handle or pickle."""
         if isinstance(a, Wrapped):
-            # a handle id is valid on any connection to its session: one
-            # from an earlier workspace of this session (before a restart)
-            # is as good as one of this workspace's
-            owner = a._owner
-            if owner is not self._handles and (
-                    owner is None or owner.session_id is None or
-                    owner.session_id != self._handles.session_id):
-                raise ValueError("argument %d: %r is not a handle of this "
-                                 "workspace's session" % (i, a))
-            return a._id
-        return _dumps(a, "argument %d" % i)
+            return self._handle_id(a, "argument %d" % i)
+        return self._dumps(a, "argument %d" % i, modules)
 
     def _result(self, r):
         """A result tuple from the extension as the object the user gets."""
@@ -550,10 +697,20 @@ class Workspace(collections.abc.MutableMapping):
                 raise Error("binding %r failed in the backend: %s: %s"
                             % (key, r.exc_type, r.message))
             return
-        data = _dumps(value, "the value for %r" % key)
-        with self._lock:
-            self._begin()
-            self._conn.set(key, data)
+        modules = []
+        while True:
+            data = self._dumps(value, "the value for %r" % key, modules)
+            try:
+                with self._lock:
+                    self._begin()
+                    self._conn.set(key, data)
+                return
+            except RemoteError as e:
+                more = _missing_module(e, modules) \
+                    if e.code == _ERR_UNPICKLE else None
+                if more is None:
+                    raise
+                modules.append(more)   # send that module's code by value
 
     def __delitem__(self, key):
         if not isinstance(key, str):
