@@ -481,6 +481,9 @@ class Workspace:
         self.orphans = {}        # key gone -> its old object (this checkpoint)
         self.holders = {}        # key gone -> records written again with it
         self.hidden_check = set()  # hidden handles a record let go of
+        self.unwritten = {}      # entry key -> bytes: records a full store
+                                 # could not take, written by the next
+                                 # checkpoint that may find room
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
@@ -871,6 +874,14 @@ class Workspace:
         if self.hidden_check:
             self._collect_hidden()
         self.collect_dirty_globals()
+        retry = ()
+        if self.unwritten and (full or self.deleted):
+            # records a full store could not take: tried again when there
+            # may be room (a sync, close or interval checkpoint, or one
+            # that deletes), not by every request, so that a read or a
+            # small write does not pay for (and fail on) a big one
+            retry = [k for k in self.unwritten if k not in self.deleted]
+            self.dirty.update(retry)
         if self.orphans:
             self._hold_orphans()
         t1 = _time.perf_counter()
@@ -928,9 +939,16 @@ class Workspace:
         for target, ref in self.unrefs:
             batch.unref(target, ref)
         t2 = _time.perf_counter()
-        n, noted = batch.commit(self.digests, self.refs_of)
+        short = None
+        try:
+            n, noted = batch.commit(self.digests, self.refs_of)
+        except _s.StoreFull as e:
+            try:
+                n, noted, short = self._commit_what_fits(batch, e)
+            finally:
+                batch.clear()
         t3 = _time.perf_counter()
-        self.unrefs = []
+        self.unrefs = [] if short is None else short[1]
         self.last_checkpoint_s = t3 - t0
         self.last_checkpoint_phases = (t1 - t0, t2 - t1, t3 - t2)
         self.entries_written += n
@@ -940,18 +958,143 @@ class Workspace:
             if refs:
                 self.stored_refs = True
         digests = self.digests
-        for k in self.deleted:
+        for k in self.deleted if short is None else short[2]:
             digests.pop(k, None)
             self.volatile.pop(k, None)
             self.lost_entries.pop(k, None)
+            self.unwritten.pop(k, None)
             if k in self.refs_of:
                 self._note_refs(k, b"")     # rows deleted in the commit
+        if self.unwritten:
+            for k in self.dirty:
+                self.unwritten.pop(k, None)
+        if short is not None and (short[0] or not self._deletes_done(
+                short[2])):
+            return self._checkpoint_short(short)
         self.dirty.clear()
         self.deleted.clear()
         # released handles are gone from the store now: no need to guard
         # against loading them (keeps memory flat under handle churn)
         self.released.clear()
         return n
+
+    def _commit_what_fits(self, batch, err):
+        """The whole batch did not fit in the store (err: StoreFull).
+        Commit what does, in several transactions: first the deletes
+        (they free space), then the records smallest first, halving the
+        part tried until one fits.  A record is committed only with or
+        after the records in the batch it refers to, and a delete only
+        once no record left out refers to the key deleted (its stored
+        record still does), so that the store never holds a reference to
+        an entry it lacks.  Returns (records written, their refs to note,
+        (left out {key: bytes}, index rows left, deletes committed,
+        err)); what is left stays pending for the next checkpoint."""
+        recs = batch.records()
+        size = {k: b for k, b, _r in recs}
+        deps = {}
+        for k, _b, r in recs:
+            ts = [t for t in _parse_refs(r) if t in size and t != k] \
+                if r else ()
+            if ts:
+                deps[k] = ts
+        cost = {}
+
+        def cost_of(k, seen=()):
+            # the bytes a record needs written with it: its own and those
+            # of the records it refers to (sorted after them)
+            c = cost.get(k)
+            if c is None:
+                c = (size[k], 0)
+                for t in deps.get(k, ()):
+                    if t not in seen:
+                        tc = cost_of(t, seen + (k,))
+                        c = (max(c[0], tc[0]), max(c[1], tc[1] + 1))
+                cost[k] = c
+            return c
+
+        order = sorted(size, key=cost_of)
+        old_refs = {}                 # record -> targets of its stored one
+        for k in size:
+            old_refs[k] = set(self.refs_of.get(k, ()))
+        for t, k in self.unrefs:
+            if k in old_refs:
+                old_refs[k].add(t)
+        dels = [k for k in self.deleted if _storable(k)]
+        del_set = set(dels)
+        rows = [(t, k) for k in dels for t in self.refs_of.get(k, ())]
+        rows.extend(self.unrefs)
+        done, done_dels, done_rows = set(), set(), set()
+        written, noted = 0, []
+
+        def attempt(part):
+            nonlocal written
+            out = set(size) - done - set(part)
+            blocked = set()
+            for k in out:
+                blocked |= old_refs[k]
+            dnow = [d for d in dels if d not in done_dels and
+                    d not in blocked]
+            ok_dels = done_dels.union(dnow)
+            rnow = [r for r in rows if r not in done_rows and
+                    r[1] not in out and
+                    (r[1] not in del_set or r[1] in ok_dels)]
+            if not part and not dnow and not rnow:
+                return False
+            try:
+                n, nt = batch.commit_part(self.digests, self.refs_of,
+                                          set(part), dnow, rnow)
+            except _s.StoreFull:
+                return False
+            written += n
+            noted.extend(nt)
+            done.update(part)
+            done_dels.update(dnow)
+            done_rows.update(rnow)
+            return True
+
+        lo, hi = 0, len(order)
+        if attempt(()) and done_dels and hi and attempt(order):
+            lo = hi                   # the deletes made room for the rest
+        # order[lo:hi] does not fit as a whole: halve until a part does
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if attempt(order[lo:mid]):
+                lo = mid
+            else:
+                hi = mid
+        attempt(())                   # deletes no longer held back
+        left = {k: size[k] for k in order[lo:]}
+        return written, noted, (left, [r for r in self.unrefs
+                                       if r not in done_rows],
+                                done_dels, err)
+
+    def _deletes_done(self, done_dels):
+        return all(k in done_dels for k in self.deleted if _storable(k))
+
+    def _checkpoint_short(self, short):
+        """After _commit_what_fits: keep what was left out pending (its
+        records are retried when there may be room, its deletes by the next
+        checkpoint) and raise StoreFull naming it."""
+        left, _rows, done_dels, err = short
+        self.unwritten.update(left)
+        self.deleted -= done_dels
+        self.released.difference_update(k[1] for k in done_dels
+                                        if k[0] == "h")
+        self.dirty.clear()
+        names = ["%s (%s)" % (_keystr(k), _fmt_bytes(left[k]))
+                 for k in sorted(left, key=lambda k: -left[k])[:10]]
+        if len(left) > len(names):
+            names.append("%d more" % (len(left) - len(names)))
+        dels = sum(1 for k in self.deleted if _storable(k))
+        if dels:
+            names.append("%d deletion%s" % (dels, "s" if dels > 1 else ""))
+        why = _full_why(max(left.values()) if left else 0)
+        raise _s.StoreFull(
+            "checkpoint incomplete: %s not written: %s; everything else is "
+            "committed.  What was not written stays in this backend's "
+            "memory and is written by the next checkpoint that finds room "
+            "(after a del, or once space is freed on the disk: sync())" %
+            (", ".join(names), why))
 
     # An interval checkpoint re-pickles at most this many loaded mutable
     # entries, round robin, so that its pause stays bounded in a large
@@ -1259,6 +1402,33 @@ def _parse_refs_raw(blob):
         else:
             out.append(("h", int.from_bytes(raw, "big")))
     return tuple(out)
+
+
+def _fmt_bytes(n):
+    """n bytes for a person: '812 bytes', '95.4 MB'."""
+    if n < 1000:
+        return "%d bytes" % n
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000.0
+        if n < 1000 or unit == "TB":
+            return "%.1f %s" % (n, unit)
+
+
+def _full_why(need):
+    """Which limit a checkpoint of need more bytes ran into: the disk, or
+    the store's --map-max."""
+    try:
+        map_max, disk_free = _s.room()
+    except Exception:
+        return "the store is full"
+    if 0 <= disk_free < need + (1 << 20):
+        return ("the disk is full (%s free on the store's file "
+                "system)" % _fmt_bytes(disk_free))
+    for shift, unit in ((40, "T"), (30, "G"), (20, "M"), (10, "K")):
+        if map_max >= 1 << shift and map_max % (1 << shift) == 0:
+            return "the store is full (--map-max %d%s)" % (map_max >> shift,
+                                                      unit)
+    return "the store is full (--map-max %d)" % map_max
 
 
 def _keystr(key):
