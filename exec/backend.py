@@ -940,13 +940,18 @@ class Workspace:
             batch.unref(target, ref)
         t2 = _time.perf_counter()
         short = None
+        held = self._held_by_unwritten(batch) if self.unwritten else None
         try:
-            n, noted = batch.commit(self.digests, self.refs_of)
+            if held:
+                # records that refer to an entry still unwritten wait
+                # for it: committing them now would point at a missing one
+                n, noted, short = self._commit_what_fits(batch, None, held)
+            else:
+                n, noted = batch.commit(self.digests, self.refs_of)
         except _s.StoreFull as e:
-            try:
-                n, noted, short = self._commit_what_fits(batch, e)
-            finally:
-                batch.clear()
+            n, noted, short = self._commit_what_fits(batch, e)
+        finally:
+            batch.clear()
         t3 = _time.perf_counter()
         self.unrefs = [] if short is None else short[1]
         self.last_checkpoint_s = t3 - t0
@@ -978,7 +983,28 @@ class Workspace:
         self.released.clear()
         return n
 
-    def _commit_what_fits(self, batch, err):
+    def _held_by_unwritten(self, batch):
+        """The records of batch that refer to an entry not written for
+        lack of space and not in batch (the checkpoint did not retry it),
+        or to such a record: they must wait for it."""
+        recs = batch.refs()
+        if not recs:
+            return None
+        keys = set(k for k, _b, _r in batch.records())
+        targets = {k: _parse_refs(r) for k, r in recs}
+        held = set()
+        grew = True
+        while grew:
+            grew = False
+            for k, ts in targets.items():
+                if k not in held and any(
+                        (t in self.unwritten and t not in keys) or
+                        t in held for t in ts):
+                    held.add(k)
+                    grew = True
+        return held
+
+    def _commit_what_fits(self, batch, err, held=None):
         """The whole batch did not fit in the store (err: StoreFull).
         Commit what does, in several transactions: first the deletes
         (they free space), then the records smallest first, halving the
@@ -991,12 +1017,13 @@ class Workspace:
         err)); what is left stays pending for the next checkpoint."""
         recs = batch.records()
         size = {k: b for k, b, _r in recs}
-        deps = {}
+        deps, refs = {}, {}
         for k, _b, r in recs:
-            ts = [t for t in _parse_refs(r) if t in size and t != k] \
-                if r else ()
-            if ts:
-                deps[k] = ts
+            if r:
+                refs[k] = _parse_refs(r)
+                ts = [t for t in refs[k] if t in size and t != k]
+                if ts:
+                    deps[k] = ts
         cost = {}
 
         def cost_of(k, seen=()):
@@ -1012,7 +1039,8 @@ class Workspace:
                 cost[k] = c
             return c
 
-        order = sorted(size, key=cost_of)
+        order = sorted((k for k in size if not held or k not in held),
+                       key=cost_of)
         old_refs = {}                 # record -> targets of its stored one
         for k in size:
             old_refs[k] = set(self.refs_of.get(k, ()))
@@ -1053,7 +1081,13 @@ class Workspace:
             return True
 
         lo, hi = 0, len(order)
-        if attempt(()) and done_dels and hi and attempt(order):
+        if err is None:
+            # not (yet) known not to fit: only the held records are out
+            if attempt(order):
+                lo = hi
+            else:
+                err = _s.StoreFull("store is full")
+        if lo < hi and attempt(()) and done_dels and attempt(order[lo:]):
             lo = hi                   # the deletes made room for the rest
         # order[lo:hi] does not fit as a whole: halve until a part does
         while hi - lo > 1:
@@ -1064,9 +1098,17 @@ class Workspace:
                 hi = mid
         attempt(())                   # deletes no longer held back
         left = {k: size[k] for k in order[lo:]}
+        if held:
+            left.update((k, size[k]) for k in held)
+        waits = {}                    # left out for another left out
+        for k in left:
+            for t in refs.get(k, ()):
+                if t != k and (t in left or t in self.unwritten):
+                    waits[k] = t
+                    break
         return written, noted, (left, [r for r in self.unrefs
                                        if r not in done_rows],
-                                done_dels, err)
+                                done_dels, waits)
 
     def _deletes_done(self, done_dels):
         return all(k in done_dels for k in self.deleted if _storable(k))
@@ -1075,26 +1117,45 @@ class Workspace:
         """After _commit_what_fits: keep what was left out pending (its
         records are retried when there may be room, its deletes by the next
         checkpoint) and raise StoreFull naming it."""
-        left, _rows, done_dels, err = short
+        left, _rows, done_dels, waits = short
         self.unwritten.update(left)
         self.deleted -= done_dels
         self.released.difference_update(k[1] for k in done_dels
                                         if k[0] == "h")
         self.dirty.clear()
-        names = ["%s (%s)" % (_keystr(k), _fmt_bytes(left[k]))
-                 for k in sorted(left, key=lambda k: -left[k])[:10]]
-        if len(left) > len(names):
-            names.append("%d more" % (len(left) - len(names)))
+
+        def named(keys, limit=10):
+            keys = sorted(keys, key=lambda k: -left[k])
+            names = ["%s (%s)" % (_keystr(k), _fmt_bytes(left[k]))
+                     for k in keys[:limit]]
+            if len(keys) > limit:
+                names.append("%d more" % (len(keys) - limit))
+            return ", ".join(names)
+
+        nofit = [k for k in left if k not in waits]
         dels = sum(1 for k in self.deleted if _storable(k))
-        if dels:
-            names.append("%d deletion%s" % (dels, "s" if dels > 1 else ""))
-        why = _full_why(max(left.values()) if left else 0)
+        parts = []
+        if nofit or dels or not waits:
+            what = named(nofit)
+            if dels:
+                what += "%s%d deletion%s" % (", " if what else "", dels,
+                                             "s" if dels > 1 else "")
+            parts.append("%s not written: %s" % (
+                what, _full_why(max(left[k] for k in nofit) if nofit
+                                else 0)))
+        if waits:
+            first = sorted(waits, key=lambda k: -left[k])[0]
+            parts.append("%s held back: %s refer%s to %s, not written" % (
+                named(waits), "it" if len(waits) == 1 else "they",
+                "s" if len(waits) == 1 else "",
+                _keystr(waits[first]) if len(waits) == 1 else
+                "entries not written"))
         raise _s.StoreFull(
-            "checkpoint incomplete: %s not written: %s; everything else is "
-            "committed.  What was not written stays in this backend's "
-            "memory and is written by the next checkpoint that finds room "
-            "(after a del, or once space is freed on the disk: sync())" %
-            (", ".join(names), why))
+            "checkpoint incomplete: %s; everything else is committed.  "
+            "What was not written stays in this backend's memory and is "
+            "written by the next checkpoint that finds room (after a del, "
+            "or once space is freed on the disk: sync())" %
+            "; ".join(parts))
 
     # An interval checkpoint re-pickles at most this many loaded mutable
     # entries, round robin, so that its pause stays bounded in a large
