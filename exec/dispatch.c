@@ -15,6 +15,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -111,6 +112,36 @@ dispatch_checkpoint_raw(worker *w, int full)
 	return 0;
 }
 
+/* The last full-store message an interval checkpoint printed: while the
+ * store stays full, each interval tries again, and says so only when what
+ * it could not write changed. */
+static char *dispatch_last_full;
+
+/* Print a full store's message (StoreFull is set; cleared here). */
+static void
+dispatch_print_full(int full)
+{
+	PyObject *et, *ev, *etb, *s;
+	const char *p;
+
+	PyErr_Fetch(&et, &ev, &etb);
+	s = ev != NULL ? PyObject_Str(ev) : NULL;
+	p = s != NULL ? PyUnicode_AsUTF8(s) : NULL;
+	if (p == NULL) {
+		PyErr_Clear();
+		p = "checkpoint incomplete: store is full";
+	}
+	if (full != 1 || dispatch_last_full == NULL ||
+	    strcmp(dispatch_last_full, p) != 0)
+		fprintf(stderr, "pyshelfd: %s\n", p);
+	free(dispatch_last_full);
+	dispatch_last_full = strdup(p);
+	Py_XDECREF(s);
+	Py_XDECREF(et);
+	Py_XDECREF(ev);
+	Py_XDECREF(etb);
+}
+
 /* Checkpoint outside a request; failures are logged to stderr. */
 int
 dispatch_checkpoint(worker *w, int full)
@@ -123,19 +154,7 @@ dispatch_checkpoint(worker *w, int full)
 		 * names what is missing (the client's stderr shows it at
 		 * close): no traceback */
 		if (PyErr_ExceptionMatches(pystore_StoreFull)) {
-			PyObject *et, *ev, *etb, *s;
-			const char *p;
-			PyErr_Fetch(&et, &ev, &etb);
-			s = ev != NULL ? PyObject_Str(ev) : NULL;
-			p = s != NULL ? PyUnicode_AsUTF8(s) : NULL;
-			if (p == NULL)
-				PyErr_Clear();
-			fprintf(stderr, "pyshelfd: %s\n", p != NULL ? p :
-			    "checkpoint incomplete: store is full");
-			Py_XDECREF(s);
-			Py_XDECREF(et);
-			Py_XDECREF(ev);
-			Py_XDECREF(etb);
+			dispatch_print_full(full);
 		} else {
 			fprintf(stderr, "pyshelfd: checkpoint failed:\n");
 			PyErr_Print();
@@ -143,6 +162,8 @@ dispatch_checkpoint(worker *w, int full)
 		w->current_id = saved;
 		return -1;
 	}
+	free(dispatch_last_full);
+	dispatch_last_full = NULL;
 	w->current_id = saved;
 	return 0;
 }
