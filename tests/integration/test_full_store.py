@@ -21,6 +21,15 @@ KINDS = [("tmpfs", 12 * 1000 * 1000), ("map-max", 5 * 1000 * 1000)]
 MAP_MAX = ["--map-max", "8M"]
 
 
+def dump_check(db):
+    """pyshelf-dump --check on the store: exit status 0 when it is sound
+    (no record refers to a missing entry, every digest verifies)."""
+    tool = os.environ.get("PYSHELF_DUMP") or os.path.join(
+        os.path.dirname(os.environ["PYSHELFD"]), "pyshelf-dump")
+    return subprocess.run([tool, "--db", db, "--check"], capture_output=True,
+                          text=True, timeout=120)
+
+
 @pytest.fixture
 def full_db(request, tmp_path):
     """(store directory, spawn args, big size, tmpfs mount or None)."""
@@ -123,6 +132,8 @@ def test_reads_and_small_writes_go_on(full_db, mode):
         ws.close()
     else:
         kill_backend(ws)
+    chk = dump_check(db)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
     ws = spawn(db, args)
     try:
         assert ws["kept"] == list(range(101))
