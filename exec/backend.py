@@ -484,6 +484,7 @@ class Workspace:
         self.unwritten = {}      # entry key -> bytes: records a full store
                                  # could not take, written by the next
                                  # checkpoint that may find room
+        self.store_notices = []  # texts for the client's stderr
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
@@ -975,7 +976,11 @@ class Workspace:
                 self.unwritten.pop(k, None)
         if short is not None and (short[0] or not self._deletes_done(
                 short[2])):
-            return self._checkpoint_short(short)
+            # a request's checkpoint that only retried what an earlier
+            # one left out (its del did not free enough) is not the
+            # request's failure: its reply stands, with a notice
+            return self._checkpoint_short(short, not full and all(
+                k in retry for k in short[0]))
         self.dirty.clear()
         self.deleted.clear()
         # released handles are gone from the store now: no need to guard
@@ -1108,16 +1113,18 @@ class Workspace:
                     break
         return written, noted, (left, [r for r in self.unrefs
                                        if r not in done_rows],
-                                done_dels, waits)
+                                done_dels, waits, written)
 
     def _deletes_done(self, done_dels):
         return all(k in done_dels for k in self.deleted if _storable(k))
 
-    def _checkpoint_short(self, short):
+    def _checkpoint_short(self, short, quiet=False):
         """After _commit_what_fits: keep what was left out pending (its
         records are retried when there may be room, its deletes by the next
-        checkpoint) and raise StoreFull naming it."""
-        left, _rows, done_dels, waits = short
+        checkpoint) and raise StoreFull naming it; quiet: only a notice
+        on the client's stderr instead (what was left out is what earlier
+        checkpoints left out), and return the records written."""
+        left, _rows, done_dels, waits, _n = short
         self.unwritten.update(left)
         self.deleted -= done_dels
         self.released.difference_update(k[1] for k in done_dels
@@ -1150,12 +1157,17 @@ class Workspace:
                 "s" if len(waits) == 1 else "",
                 _keystr(waits[first]) if len(waits) == 1 else
                 "entries not written"))
-        raise _s.StoreFull(
-            "checkpoint incomplete: %s; everything else is committed.  "
-            "What was not written stays in this backend's memory and is "
-            "written by the next checkpoint that finds room (after a del, "
-            "or once space is freed on the disk: sync())" %
-            "; ".join(parts))
+        text = ("checkpoint incomplete: %s; everything else is committed.  "
+                "What was not written stays in this backend's memory and is "
+                "written by the next checkpoint that finds room (after a "
+                "del, or once space is freed on the disk: sync())" %
+                "; ".join(parts))
+        if quiet and not dels:
+            self.store_notices.append(text.replace(
+                "checkpoint incomplete:", "still pending:",
+                1))
+            return short[4]
+        raise _s.StoreFull(text)
 
     # An interval checkpoint re-pickles at most this many loaded mutable
     # entries, round robin, so that its pause stays bounded in a large
@@ -1809,9 +1821,13 @@ def checkpoint(full):
 
 
 def take_notices():
-    return [("%s (%s) cannot be persisted: %s; it stays in memory only and "
-             "will be lost when the backend stops\n" %
-             (_keystr(k), tn, r)) for k, tn, r in WS.take_notices()]
+    out = [("%s (%s) cannot be persisted: %s; it stays in memory only and "
+            "will be lost when the backend stops\n" %
+            (_keystr(k), tn, r)) for k, tn, r in WS.take_notices()]
+    if WS.store_notices:
+        out.extend(t + "\n" for t in WS.store_notices)
+        WS.store_notices = []
+    return out
 
 
 def stats():

@@ -154,12 +154,19 @@ def test_reads_and_small_writes_go_on(full_db, mode):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("full_db", KINDS, indirect=True, ids=["tmpfs",
                                                                "map-max"])
-def test_del_makes_room_for_what_is_pending(full_db, mode):
+def test_del_makes_room_for_what_is_pending(full_db, mode, capfd):
     db, args, big, _mnt = full_db
     ws, _err, digest = fill(db, args, big)
     ws["small"] = 1
     with pytest.raises(pyshelf.RemoteError):
         ws.remote_exec("h2 = [big2]")
+    # a del that does not free enough is no error of its own: it is
+    # committed, and what is still pending is a notice
+    ws["gone"] = "g"
+    capfd.readouterr()
+    del ws["gone"]
+    notice = capfd.readouterr().err
+    assert "still pending" in notice and "global 'big2'" in notice
     # the del's checkpoint deletes first, then writes what was pending
     del ws["big"]
     ws = _restart(ws, mode, db, args)
@@ -172,6 +179,7 @@ def test_del_makes_room_for_what_is_pending(full_db, mode):
         assert value(ws, "DirectValue(holder[0] is big2 and "
                      "h2[0] is big2)") is True
         assert ws["small"] == 1
+        assert "gone" not in ws
         assert ws["kept"] == list(range(100))
         assert ws.lost() == []
     finally:
