@@ -1152,11 +1152,9 @@ class Workspace:
                                 else 0)))
         if waits:
             first = sorted(waits, key=lambda k: -left[k])[0]
-            parts.append("%s held back: %s refer%s to %s, not written" % (
-                named(waits), "it" if len(waits) == 1 else "they",
-                "s" if len(waits) == 1 else "",
-                _keystr(waits[first]) if len(waits) == 1 else
-                "entries not written"))
+            parts.append("%s held back: %s" % (
+                named(waits), "it refers to %s" % _keystr(waits[first])
+                if len(waits) == 1 else "they refer to entries not written"))
         text = ("checkpoint incomplete: %s; everything else is committed.  "
                 "What was not written stays in this backend's memory and is "
                 "written by the next checkpoint that finds room (after a "
