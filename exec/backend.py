@@ -996,17 +996,19 @@ class Workspace:
         if not recs:
             return None
         keys = set(k for k, _b, _r in batch.records())
-        targets = {k: _parse_refs(r) for k, r in recs}
+        referrers = {}
+        todo = []
+        for k, r in recs:
+            for t in _parse_refs(r):
+                referrers.setdefault(t, []).append(k)
+                if t in self.unwritten and t not in keys:
+                    todo.append(k)
         held = set()
-        grew = True
-        while grew:
-            grew = False
-            for k, ts in targets.items():
-                if k not in held and any(
-                        (t in self.unwritten and t not in keys) or
-                        t in held for t in ts):
-                    held.add(k)
-                    grew = True
+        while todo:              # and what refers to those, transitively
+            k = todo.pop()
+            if k not in held:
+                held.add(k)
+                todo.extend(referrers.get(k, ()))
         return held
 
     def _commit_what_fits(self, batch, err, held=None):
@@ -1029,23 +1031,9 @@ class Workspace:
                 ts = [t for t in refs[k] if t in size and t != k]
                 if ts:
                     deps[k] = ts
-        cost = {}
-
-        def cost_of(k, seen=()):
-            # the bytes a record needs written with it: its own and those
-            # of the records it refers to (sorted after them)
-            c = cost.get(k)
-            if c is None:
-                c = (size[k], 0)
-                for t in deps.get(k, ()):
-                    if t not in seen:
-                        tc = cost_of(t, seen + (k,))
-                        c = (max(c[0], tc[0]), max(c[1], tc[1] + 1))
-                cost[k] = c
-            return c
-
+        cost = _cost_of(size, deps)
         order = sorted((k for k in size if not held or k not in held),
-                       key=cost_of)
+                       key=cost.__getitem__)
         old_refs = {}                 # record -> targets of its stored one
         for k in size:
             old_refs[k] = set(self.refs_of.get(k, ()))
@@ -1061,7 +1049,16 @@ class Workspace:
 
         def attempt(part):
             nonlocal written
-            out = set(size) - done - set(part)
+            # with the records of the batch they refer to (only those of
+            # a cycle are not before them in order)
+            part = set(k for k in part if k not in done)
+            todo = [t for k in part for t in deps.get(k, ())]
+            while todo:
+                t = todo.pop()
+                if t not in part and t not in done:
+                    part.add(t)
+                    todo.extend(deps.get(t, ()))
+            out = set(size) - done - part
             blocked = set()
             for k in out:
                 blocked |= old_refs[k]
@@ -1102,7 +1099,7 @@ class Workspace:
             else:
                 hi = mid
         attempt(())                   # deletes no longer held back
-        left = {k: size[k] for k in order[lo:]}
+        left = {k: size[k] for k in order[lo:] if k not in done}
         if held:
             left.update((k, size[k]) for k in held)
         waits = {}                    # left out for another left out
@@ -1483,6 +1480,35 @@ def _fmt_bytes(n):
         n /= 1000.0
         if n < 1000 or unit == "TB":
             return "%.1f %s" % (n, unit)
+
+
+def _cost_of(size, deps):
+    """{record: (bytes, depth)}: the most bytes among it and the records
+    it refers to (deps, transitively), and how deep it is among them, so
+    that sorting by it puts a record after those it refers to.  Iterative:
+    a chain of references may be as long as the batch."""
+    cost = {}
+    for root in size:
+        if root in cost:
+            continue
+        stack, path = [(root, iter(deps.get(root, ())))], {root}
+        while stack:
+            k, it = stack[-1]
+            for t in it:
+                if t not in cost and t not in path:
+                    path.add(t)
+                    stack.append((t, iter(deps.get(t, ()))))
+                    break
+            else:
+                stack.pop()
+                path.discard(k)
+                c0, c1 = size[k], 0
+                for t in deps.get(k, ()):
+                    tc = cost.get(t)     # None: a cycle back to the path
+                    if tc is not None:
+                        c0, c1 = max(c0, tc[0]), max(c1, tc[1] + 1)
+                cost[k] = (c0, c1)
+    return cost
 
 
 def _full_why(need):

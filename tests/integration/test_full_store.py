@@ -256,3 +256,40 @@ def test_close_while_full_commits_what_fits(full_db, capfd):
         assert not present(ws, "big2")
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("full_db", [KINDS[1]], indirect=True,
+                         ids=["map-max"])
+def test_long_chain_of_references_waits_then_follows(full_db):
+    """3,000 records, each referring to the next, the last to a value that
+    does not fit: all wait (no record may point at a missing entry), and
+    all are written once there is room, in an order the references
+    allow."""
+    db, args, big, _mnt = full_db
+    ws = spawn(db, args)
+    ws.remote_exec("import os, hashlib\nbig = os.urandom(%d)" % big)
+    with pytest.raises(pyshelf.RemoteError) as ei:
+        ws.remote_exec("big2 = bytearray(os.urandom(%d))\n"
+                       "prev = big2\n"
+                       "for i in range(3000):\n"
+                       "    prev = [prev]\n"
+                       "    globals()['n%%d' %% i] = prev\n"
+                       "del prev\n" % big)
+    # named (the first ten, biggest first) and counted
+    assert "global 'big2' (" in str(ei.value)
+    assert "2990 more held back: they refer to entries not written" in \
+        str(ei.value)
+    digest = value(ws, "DirectValue(hashlib.sha256(big2).hexdigest())")
+    del ws["big"]          # room: big2, holder and the chain follow
+    kill_backend(ws)
+    chk = dump_check(db)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    ws = spawn(db, args)
+    try:
+        assert value(ws, "import hashlib\n"
+                     "DirectValue(hashlib.sha256(big2).hexdigest())") == \
+            digest
+        assert value(ws, "DirectValue((n0[0] is big2, n1[0] is n0, "
+                     "'n2999' in globals()))") == (True, True, True)
+    finally:
+        ws.close()
