@@ -881,7 +881,7 @@ class Workspace:
             # may be room (a sync, close or interval checkpoint, or one
             # that deletes), not by every request, so that a read or a
             # small write does not pay for (and fail on) a big one
-            retry = [k for k in self.unwritten if k not in self.deleted]
+            retry = set(k for k in self.unwritten if k not in self.deleted)
             self.dirty.update(retry)
         if self.orphans:
             self._hold_orphans()
@@ -1019,9 +1019,13 @@ class Workspace:
         after the records in the batch it refers to, and a delete only
         once no record left out refers to the key deleted (its stored
         record still does), so that the store never holds a reference to
-        an entry it lacks.  Returns (records written, their refs to note,
-        (left out {key: bytes}, index rows left, deletes committed,
-        err)); what is left stays pending for the next checkpoint."""
+        an entry it lacks.  held: records left out from the start.
+        Returns (records written, their refs to note, (left out {key:
+        bytes}, index rows left, deletes committed, {left out: the entry
+        it waits for}, records written, another store error that stopped
+        it or None)); what is left stays pending for the next checkpoint.
+        A store error other than full stops it too, with what was
+        committed so far noted, so that the bookkeeping stays true."""
         recs = batch.records()
         size = {k: b for k, b, _r in recs}
         deps, refs = {}, {}
@@ -1045,7 +1049,7 @@ class Workspace:
         rows = [(t, k) for k in dels for t in self.refs_of.get(k, ())]
         rows.extend(self.unrefs)
         done, done_dels, done_rows = set(), set(), set()
-        written, noted = 0, []
+        written, noted, other = 0, [], []
 
         def attempt(part):
             nonlocal written
@@ -1068,12 +1072,15 @@ class Workspace:
             rnow = [r for r in rows if r not in done_rows and
                     r[1] not in out and
                     (r[1] not in del_set or r[1] in ok_dels)]
-            if not part and not dnow and not rnow:
+            if other or (not part and not dnow and not rnow):
                 return False
             try:
                 n, nt = batch.commit_part(self.digests, self.refs_of,
-                                          set(part), dnow, rnow)
+                                          part, dnow, rnow)
             except _s.StoreFull:
+                return False
+            except (_s.StoreError, _s.CorruptEntry) as e:
+                other.append(e)       # not for lack of room: stop there
                 return False
             written += n
             noted.extend(nt)
@@ -1110,7 +1117,8 @@ class Workspace:
                     break
         return written, noted, (left, [r for r in self.unrefs
                                        if r not in done_rows],
-                                done_dels, waits, written)
+                                done_dels, waits, written,
+                                other[0] if other else None)
 
     def _deletes_done(self, done_dels):
         return all(k in done_dels for k in self.deleted if _storable(k))
@@ -1121,7 +1129,7 @@ class Workspace:
         checkpoint) and raise StoreFull naming it; quiet: only a notice
         on the client's stderr instead (what was left out is what earlier
         checkpoints left out), and return the records written."""
-        left, _rows, done_dels, waits, _n = short
+        left, _rows, done_dels, waits, _n, other = short
         self.unwritten.update(left)
         self.deleted -= done_dels
         self.released.difference_update(k[1] for k in done_dels
@@ -1145,8 +1153,8 @@ class Workspace:
                 what += "%s%d deletion%s" % (", " if what else "", dels,
                                              "s" if dels > 1 else "")
             parts.append("%s not written: %s" % (
-                what, _full_why(max(left[k] for k in nofit) if nofit
-                                else 0)))
+                what, str(other) if other is not None else
+                _full_why(max(left[k] for k in nofit) if nofit else 0)))
         if waits:
             first = sorted(waits, key=lambda k: -left[k])[0]
             parts.append("%s held back: %s" % (
@@ -1157,12 +1165,12 @@ class Workspace:
                 "written by the next checkpoint that finds room (after a "
                 "del, or once space is freed on the disk: sync())" %
                 "; ".join(parts))
-        if quiet and not dels:
+        if quiet and not dels and other is None:
             self.store_notices.append(text.replace(
                 "checkpoint incomplete:", "still pending:",
                 1))
             return short[4]
-        raise _s.StoreFull(text)
+        raise (_s.StoreFull if other is None else _s.StoreError)(text)
 
     # An interval checkpoint re-pickles at most this many loaded mutable
     # entries, round robin, so that its pause stays bounded in a large
