@@ -540,6 +540,10 @@ class Workspace:
         self.orphans = {}        # key gone -> its old object (this checkpoint)
         self.holders = {}        # key gone -> records written again with it
         self.hidden_check = set()  # hidden handles a record let go of
+        self.unwritten = {}      # entry key -> bytes: records a full store
+                                 # could not take, written by the next
+                                 # checkpoint that may find room
+        self.store_notices = []  # texts for the client's stderr
         self.rr_pos = 0
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
@@ -747,6 +751,10 @@ class Workspace:
         changed."""
         shadow, handles, frozen = self.shadow, self.handles, self.frozen
         dirty, refs_of, ns = self.dirty, self.refs_of, self.ns
+        # entries a full store could not take wait for a checkpoint that
+        # may free room (sync, close, interval, a delete): one that a
+        # request reads must not make its reply an error each time
+        unwritten = self.unwritten
         todo, seen, more = list(codes), set(), list(keys)
         while todo:
             c = todo.pop()
@@ -767,6 +775,8 @@ class Workspace:
                     if _frozen(o):
                         frozen[key] = o
                         continue
+                if unwritten and key in unwritten:
+                    continue
                 dirty.add(key)
                 if key in refs_of:
                     more.append(key)
@@ -787,6 +797,8 @@ class Workspace:
                 if _frozen(o):
                     frozen[key] = o
                     continue
+            if unwritten and key in unwritten:
+                continue
             dirty.add(key)
             more.extend(refs_of.get(key, ()))
 
@@ -993,6 +1005,14 @@ class Workspace:
         if self.hidden_check:
             self._collect_hidden()
         self.collect_dirty_globals()
+        retry = ()
+        if self.unwritten and (full or self.deleted):
+            # records a full store could not take: tried again when there
+            # may be room (a sync, close or interval checkpoint, or one
+            # that deletes), not by every request, so that a read or a
+            # small write does not pay for (and fail on) a big one
+            retry = set(k for k in self.unwritten if k not in self.deleted)
+            self.dirty.update(retry)
         if self.orphans:
             self._hold_orphans()
         t1 = _time.perf_counter()
@@ -1050,9 +1070,21 @@ class Workspace:
         for target, ref in self.unrefs:
             batch.unref(target, ref)
         t2 = _time.perf_counter()
-        n, noted = batch.commit(self.digests, self.refs_of)
+        short = None
+        held = self._held_by_unwritten(batch) if self.unwritten else None
+        try:
+            if held:
+                # records that refer to an entry still unwritten wait
+                # for it: committing them now would point at a missing one
+                n, noted, short = self._commit_what_fits(batch, None, held)
+            else:
+                n, noted = batch.commit(self.digests, self.refs_of)
+        except _s.StoreFull as e:
+            n, noted, short = self._commit_what_fits(batch, e)
+        finally:
+            batch.clear()
         t3 = _time.perf_counter()
-        self.unrefs = []
+        self.unrefs = [] if short is None else short[1]
         self.last_checkpoint_s = t3 - t0
         self.last_checkpoint_phases = (t1 - t0, t2 - t1, t3 - t2)
         self.entries_written += n
@@ -1062,19 +1094,214 @@ class Workspace:
             if refs:
                 self.stored_refs = True
         digests = self.digests
-        for k in self.deleted:
+        for k in self.deleted if short is None else short[2]:
             digests.pop(k, None)
             self.volatile.pop(k, None)
             self.lost_entries.pop(k, None)
             self.frozen.pop(k, None)
+            self.unwritten.pop(k, None)
             if k in self.refs_of:
                 self._note_refs(k, b"")     # rows deleted in the commit
+        if self.unwritten:
+            for k in self.dirty:
+                self.unwritten.pop(k, None)
+        if short is not None and (short[0] or not self._deletes_done(
+                short[2])):
+            # a request's checkpoint that only retried what an earlier
+            # one left out (its del did not free enough) is not the
+            # request's failure: its reply stands, with a notice
+            return self._checkpoint_short(short, not full and all(
+                k in retry for k in short[0]))
         self.dirty.clear()
         self.deleted.clear()
         # released handles are gone from the store now: no need to guard
         # against loading them (keeps memory flat under handle churn)
         self.released.clear()
         return n
+
+    def _held_by_unwritten(self, batch):
+        """The records of batch that refer to an entry not written for
+        lack of space and not in batch (the checkpoint did not retry it),
+        or to such a record: they must wait for it."""
+        recs = batch.refs()
+        if not recs:
+            return None
+        keys = set(k for k, _b, _r in batch.records())
+        referrers = {}
+        todo = []
+        for k, r in recs:
+            for t in _parse_refs(r):
+                referrers.setdefault(t, []).append(k)
+                if t in self.unwritten and t not in keys:
+                    todo.append(k)
+        held = set()
+        while todo:              # and what refers to those, transitively
+            k = todo.pop()
+            if k not in held:
+                held.add(k)
+                todo.extend(referrers.get(k, ()))
+        return held
+
+    def _commit_what_fits(self, batch, err, held=None):
+        """The whole batch did not fit in the store (err: StoreFull).
+        Commit what does, in several transactions: first the deletes
+        (they free space), then the records smallest first, halving the
+        part tried until one fits.  A record is committed only with or
+        after the records in the batch it refers to, and a delete only
+        once no record left out refers to the key deleted (its stored
+        record still does), so that the store never holds a reference to
+        an entry it lacks.  held: records left out from the start.
+        Returns (records written, their refs to note, (left out {key:
+        bytes}, index rows left, deletes committed, {left out: the entry
+        it waits for}, records written, another store error that stopped
+        it or None)); what is left stays pending for the next checkpoint.
+        A store error other than full stops it too, with what was
+        committed so far noted, so that the bookkeeping stays true."""
+        recs = batch.records()
+        size = {k: b for k, b, _r in recs}
+        deps, refs = {}, {}
+        for k, _b, r in recs:
+            if r:
+                refs[k] = _parse_refs(r)
+                ts = [t for t in refs[k] if t in size and t != k]
+                if ts:
+                    deps[k] = ts
+        cost = _cost_of(size, deps)
+        order = sorted((k for k in size if not held or k not in held),
+                       key=cost.__getitem__)
+        old_refs = {}                 # record -> targets of its stored one
+        for k in size:
+            old_refs[k] = set(self.refs_of.get(k, ()))
+        for t, k in self.unrefs:
+            if k in old_refs:
+                old_refs[k].add(t)
+        dels = [k for k in self.deleted if _storable(k)]
+        del_set = set(dels)
+        rows = [(t, k) for k in dels for t in self.refs_of.get(k, ())]
+        rows.extend(self.unrefs)
+        done, done_dels, done_rows = set(), set(), set()
+        written, noted, other = 0, [], []
+
+        def attempt(part):
+            nonlocal written
+            # with the records of the batch they refer to (only those of
+            # a cycle are not before them in order)
+            part = set(k for k in part if k not in done)
+            todo = [t for k in part for t in deps.get(k, ())]
+            while todo:
+                t = todo.pop()
+                if t not in part and t not in done:
+                    part.add(t)
+                    todo.extend(deps.get(t, ()))
+            out = set(size) - done - part
+            blocked = set()
+            for k in out:
+                blocked |= old_refs[k]
+            dnow = [d for d in dels if d not in done_dels and
+                    d not in blocked]
+            ok_dels = done_dels.union(dnow)
+            rnow = [r for r in rows if r not in done_rows and
+                    r[1] not in out and
+                    (r[1] not in del_set or r[1] in ok_dels)]
+            if other or (not part and not dnow and not rnow):
+                return False
+            try:
+                n, nt = batch.commit_part(self.digests, self.refs_of,
+                                          part, dnow, rnow)
+            except _s.StoreFull:
+                return False
+            except (_s.StoreError, _s.CorruptEntry) as e:
+                other.append(e)       # not for lack of room: stop there
+                return False
+            written += n
+            noted.extend(nt)
+            done.update(part)
+            done_dels.update(dnow)
+            done_rows.update(rnow)
+            return True
+
+        lo, hi = 0, len(order)
+        if err is None:
+            # not (yet) known not to fit: only the held records are out
+            if attempt(order):
+                lo = hi
+            else:
+                err = _s.StoreFull("store is full")
+        if lo < hi and attempt(()) and done_dels and attempt(order[lo:]):
+            lo = hi                   # the deletes made room for the rest
+        # order[lo:hi] does not fit as a whole: halve until a part does
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if attempt(order[lo:mid]):
+                lo = mid
+            else:
+                hi = mid
+        attempt(())                   # deletes no longer held back
+        left = {k: size[k] for k in order[lo:] if k not in done}
+        if held:
+            left.update((k, size[k]) for k in held)
+        waits = {}                    # left out for another left out
+        for k in left:
+            for t in refs.get(k, ()):
+                if t != k and (t in left or t in self.unwritten):
+                    waits[k] = t
+                    break
+        return written, noted, (left, [r for r in self.unrefs
+                                       if r not in done_rows],
+                                done_dels, waits, written,
+                                other[0] if other else None)
+
+    def _deletes_done(self, done_dels):
+        return all(k in done_dels for k in self.deleted if _storable(k))
+
+    def _checkpoint_short(self, short, quiet=False):
+        """After _commit_what_fits: keep what was left out pending (its
+        records are retried when there may be room, its deletes by the next
+        checkpoint) and raise StoreFull naming it; quiet: only a notice
+        on the client's stderr instead (what was left out is what earlier
+        checkpoints left out), and return the records written."""
+        left, _rows, done_dels, waits, _n, other = short
+        self.unwritten.update(left)
+        self.deleted -= done_dels
+        self.released.difference_update(k[1] for k in done_dels
+                                        if k[0] == "h")
+        self.dirty.clear()
+
+        def named(keys, limit=10):
+            keys = sorted(keys, key=lambda k: -left[k])
+            names = ["%s (%s)" % (_keystr(k), _fmt_bytes(left[k]))
+                     for k in keys[:limit]]
+            if len(keys) > limit:
+                names.append("%d more" % (len(keys) - limit))
+            return ", ".join(names)
+
+        nofit = [k for k in left if k not in waits]
+        dels = sum(1 for k in self.deleted if _storable(k))
+        parts = []
+        if nofit or dels or not waits:
+            what = named(nofit)
+            if dels:
+                what += "%s%d deletion%s" % (", " if what else "", dels,
+                                             "s" if dels > 1 else "")
+            parts.append("%s not written: %s" % (
+                what, str(other) if other is not None else
+                _full_why(max(left[k] for k in nofit) if nofit else 0)))
+        if waits:
+            first = sorted(waits, key=lambda k: -left[k])[0]
+            parts.append("%s held back: %s" % (
+                named(waits), "it refers to %s" % _keystr(waits[first])
+                if len(waits) == 1 else "they refer to entries not written"))
+        text = ("checkpoint incomplete: %s; everything else is committed.  "
+                "What was not written stays in this backend's memory and is "
+                "written by the next checkpoint that finds room (after a "
+                "del, or once space is freed on the disk: sync())" %
+                "; ".join(parts))
+        if quiet and not dels and other is None:
+            self.store_notices.append(text.replace(
+                "checkpoint incomplete:", "still pending:",
+                1))
+            return short[4]
+        raise (_s.StoreFull if other is None else _s.StoreError)(text)
 
     # An interval checkpoint re-pickles at most this many loaded mutable
     # entries, round robin, so that its pause stays bounded in a large
@@ -1400,6 +1627,62 @@ def _parse_refs_raw(blob):
         else:
             out.append(("h", int.from_bytes(raw, "big")))
     return tuple(out)
+
+
+def _fmt_bytes(n):
+    """n bytes for a person: '812 bytes', '95.4 MB'."""
+    if n < 1000:
+        return "%d bytes" % n
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000.0
+        if n < 1000 or unit == "TB":
+            return "%.1f %s" % (n, unit)
+
+
+def _cost_of(size, deps):
+    """{record: (bytes, depth)}: the most bytes among it and the records
+    it refers to (deps, transitively), and how deep it is among them, so
+    that sorting by it puts a record after those it refers to.  Iterative:
+    a chain of references may be as long as the batch."""
+    cost = {}
+    for root in size:
+        if root in cost:
+            continue
+        stack, path = [(root, iter(deps.get(root, ())))], {root}
+        while stack:
+            k, it = stack[-1]
+            for t in it:
+                if t not in cost and t not in path:
+                    path.add(t)
+                    stack.append((t, iter(deps.get(t, ()))))
+                    break
+            else:
+                stack.pop()
+                path.discard(k)
+                c0, c1 = size[k], 0
+                for t in deps.get(k, ()):
+                    tc = cost.get(t)     # None: a cycle back to the path
+                    if tc is not None:
+                        c0, c1 = max(c0, tc[0]), max(c1, tc[1] + 1)
+                cost[k] = (c0, c1)
+    return cost
+
+
+def _full_why(need):
+    """Which limit a checkpoint of need more bytes ran into: the disk, or
+    the store's --map-max."""
+    try:
+        map_max, disk_free = _s.room()
+    except Exception:
+        return "the store is full"
+    if 0 <= disk_free < need + (1 << 20):
+        return ("the disk is full (%s free on the store's file "
+                "system)" % _fmt_bytes(disk_free))
+    for shift, unit in ((40, "T"), (30, "G"), (20, "M"), (10, "K")):
+        if map_max >= 1 << shift and map_max % (1 << shift) == 0:
+            return "the store is full (--map-max %d%s)" % (map_max >> shift,
+                                                      unit)
+    return "the store is full (--map-max %d)" % map_max
 
 
 def _keystr(key):
@@ -1836,9 +2119,13 @@ builtins.checkpoint = user_checkpoint
 
 
 def take_notices():
-    return [("%s (%s) cannot be persisted: %s; it stays in memory only and "
-             "will be lost when the backend stops\n" %
-             (_keystr(k), tn, r)) for k, tn, r in WS.take_notices()]
+    out = [("%s (%s) cannot be persisted: %s; it stays in memory only and "
+            "will be lost when the backend stops\n" %
+            (_keystr(k), tn, r)) for k, tn, r in WS.take_notices()]
+    if WS.store_notices:
+        out.extend(t + "\n" for t in WS.store_notices)
+        WS.store_notices = []
+    return out
 
 
 def stats():

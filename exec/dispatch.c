@@ -15,6 +15,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -111,6 +112,36 @@ dispatch_checkpoint_raw(worker *w, int full)
 	return 0;
 }
 
+/* The last full-store message an interval checkpoint printed: while the
+ * store stays full, each interval tries again, and says so only when what
+ * it could not write changed. */
+static char *dispatch_last_full;
+
+/* Print a full store's message (StoreFull is set; cleared here). */
+static void
+dispatch_print_full(int full)
+{
+	PyObject *et, *ev, *etb, *s;
+	const char *p;
+
+	PyErr_Fetch(&et, &ev, &etb);
+	s = ev != NULL ? PyObject_Str(ev) : NULL;
+	p = s != NULL ? PyUnicode_AsUTF8(s) : NULL;
+	if (p == NULL) {
+		PyErr_Clear();
+		p = "checkpoint incomplete: store is full";
+	}
+	if (full != 1 || dispatch_last_full == NULL ||
+	    strcmp(dispatch_last_full, p) != 0)
+		fprintf(stderr, "pyshelfd: %s\n", p);
+	free(dispatch_last_full);
+	dispatch_last_full = strdup(p);
+	Py_XDECREF(s);
+	Py_XDECREF(et);
+	Py_XDECREF(ev);
+	Py_XDECREF(etb);
+}
+
 /* Checkpoint outside a request; failures are logged to stderr. */
 int
 dispatch_checkpoint(worker *w, int full)
@@ -119,11 +150,20 @@ dispatch_checkpoint(worker *w, int full)
 
 	w->current_id = 0;
 	if (dispatch_checkpoint_raw(w, full) < 0) {
-		fprintf(stderr, "pyshelfd: checkpoint failed:\n");
-		PyErr_Print();
+		/* a full store is an expected condition with a message that
+		 * names what is missing (the client's stderr shows it at
+		 * close): no traceback */
+		if (PyErr_ExceptionMatches(pystore_StoreFull)) {
+			dispatch_print_full(full);
+		} else {
+			fprintf(stderr, "pyshelfd: checkpoint failed:\n");
+			PyErr_Print();
+		}
 		w->current_id = saved;
 		return -1;
 	}
+	free(dispatch_last_full);
+	dispatch_last_full = NULL;
 	w->current_id = saved;
 	return 0;
 }
@@ -159,6 +199,7 @@ static int
 dispatch_commit(worker *w, uint64_t id)
 {
 	PyObject *et, *ev, *etb, *s;
+	int full;
 
 	if (dispatch_checkpoint_raw(w, 0) == 0) {
 		dispatch_notices(w);
@@ -166,14 +207,23 @@ dispatch_commit(worker *w, uint64_t id)
 	}
 	PyErr_Fetch(&et, &ev, &etb);
 	PyErr_NormalizeException(&et, &ev, &etb);
+	full = ev != NULL && PyErr_GivenExceptionMatches(ev, pystore_StoreFull);
 	s = ev != NULL ? PyObject_Str(ev) : NULL;
 	if (s == NULL)
 		PyErr_Clear();
 	dispatch_notices(w);
-	dispatch_error(w, id, WIRE_ERR_STORE, "the request ran, but its "
-	    "checkpoint failed: %s; the workspace is intact in this backend's "
-	    "memory and the checkpoint is retried with the next request or "
-	    "sync()", s != NULL ? PyUnicode_AsUTF8(s) : "unknown error");
+	/* a full store: the message names what was not written, and the
+	 * rest of the checkpoint is committed (Workspace.checkpoint) */
+	if (full)
+		dispatch_error(w, id, WIRE_ERR_STORE, "the request ran; %s",
+		    s != NULL ? PyUnicode_AsUTF8(s) :
+		    "checkpoint incomplete: store is full");
+	else
+		dispatch_error(w, id, WIRE_ERR_STORE, "the request ran, but "
+		    "its checkpoint failed: %s; the workspace is intact in "
+		    "this backend's memory and the checkpoint is retried with "
+		    "the next request or sync()",
+		    s != NULL ? PyUnicode_AsUTF8(s) : "unknown error");
 	PyErr_Clear();
 	Py_XDECREF(s);
 	Py_XDECREF(et);

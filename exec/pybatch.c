@@ -169,6 +169,7 @@ typedef struct {
 	struct iovec iov1;       /* in.iov of a record in one piece */
 	uint8_t in_arena;        /* the pickle is the batch's arena[aoff..] */
 	uint8_t late_digest;     /* digest is computed by the commit's copy */
+	uint8_t out;             /* left out of this commit (commit_part) */
 	size_t oob_len;          /* bytes in the oob buffers */
 	uint8_t digest[16];      /* the content digest */
 } brec;
@@ -237,6 +238,7 @@ brec_clear(brec *r)
 	r->data = NULL;
 	r->in_arena = 0;
 	r->late_digest = 0;
+	r->out = 0;
 	r->oob_len = 0;
 }
 
@@ -1199,6 +1201,7 @@ batch_unref(PyObject *self, PyObject *args)
 /* Everything one commit needs, outside the GIL. */
 struct bcommit {
 	batchobject *b;          /* its order and iov are filled for this commit */
+	size_t n;                /* records in this commit (b->order[0..n)) */
 	size_t bytes;            /* payload bytes in all */
 	Py_buffer *views;        /* acquired buffers */
 	size_t nviews;
@@ -1328,7 +1331,7 @@ batch_index_refs(store_txn *t, struct bcommit *bc)
 
 	/* in the records' key order: a target's referrers then come in the
 	 * order of its duplicates, which LMDB inserts without moving others */
-	for (i = 0; b->nrefs > 0 && i < b->n; i++) {
+	for (i = 0; b->nrefs > 0 && i < bc->n; i++) {
 		const brec *r = (const brec *)b->order[i]; /* in is the first */
 		const uint8_t *p;
 		store_key rk, tk;
@@ -1371,7 +1374,7 @@ batch_commit_txn(store_txn *t, void *arg)
 	int rc;
 
 	rc = entry_put_sorted(t, bc->sess.id,
-	    (const store_entry_in *const *)bc->b->order, bc->b->n, bc->now);
+	    (const store_entry_in *const *)bc->b->order, bc->n, bc->now);
 	if (rc != 0 || (rc = batch_index_refs(t, bc)) != 0)
 		return rc;
 	for (j = 0; j < bc->ndels; j++) {
@@ -1401,13 +1404,14 @@ batch_order(struct bcommit *bc)
 	brec *r = bc->b->recs;
 
 	for (i = 0; i < n; i++)
-		if (r[i].in.kind == STORE_KIND_GLOBAL)
+		if (r[i].in.kind == STORE_KIND_GLOBAL && !r[i].out)
 			a[ng++].in = &r[i].in;
 	for (i = 0, nh = ng; i < n; i++)
-		if (r[i].in.kind != STORE_KIND_GLOBAL)
+		if (r[i].in.kind != STORE_KIND_GLOBAL && !r[i].out)
 			a[nh++].in = &r[i].in;
 	skey_sort(a, tmp, ng, 0);
-	skey_sort(a + ng, tmp, n - ng, 0);
+	skey_sort(a + ng, tmp, nh - ng, 0);
+	bc->n = n = nh;
 	for (i = 0; i < n; i++) {
 		bc->b->order[i] = a[i].in;
 #ifdef PYSHELF_DEBUG
@@ -1473,7 +1477,7 @@ batch_prepare(struct bcommit *bc)
 	Py_ssize_t j;
 
 	for (i = 0; i < b->n; i++) {
-		if (b->recs[i].oob == NULL)
+		if (b->recs[i].oob == NULL || b->recs[i].out)
 			continue;
 		total += batch_nparts(&b->recs[i]);
 		nviews += (size_t)PyList_GET_SIZE(b->recs[i].oob);
@@ -1488,6 +1492,8 @@ batch_prepare(struct bcommit *bc)
 	for (i = 0; i < b->n; i++) {
 		brec *r = &b->recs[i];
 		store_entry_in *in = &r->in;
+		if (r->out)
+			continue;
 		in->payload_digest = r->late_digest ? r->digest : NULL;
 		if (r->refs != NULL) {
 			in->refs = (const uint8_t *)PyBytes_AS_STRING(r->refs);
@@ -1570,7 +1576,7 @@ static PyObject *
 batch_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 {
 	PyObject *l = PyList_New(0);
-	size_t i;
+	size_t i, n = 0;
 
 	if (l == NULL)
 		return NULL;
@@ -1581,6 +1587,9 @@ batch_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 		PyObject *t;
 		uint8_t was[16];
 		int had = 0;
+		if (r->out)
+			continue;
+		n++;
 		/* a key in refs_of has a digest (a record written or loaded):
 		 * a new key needs no look-up in the dict (tuple hashes are not
 		 * cached) */
@@ -1602,7 +1611,7 @@ batch_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 		}
 		Py_DECREF(t);
 	}
-	return Py_BuildValue("nN", (Py_ssize_t)b->n, l);
+	return Py_BuildValue("nN", (Py_ssize_t)n, l);
 error:
 	Py_DECREF(l);
 	return NULL;
@@ -1635,25 +1644,22 @@ batch_reset(batchobject *b)
 	}
 }
 
-/* commit(digests, refs_of) -> (n, [(key, refs)]): one write transaction with
- * every record, every delete and the session record; then digests holds
- * the digest of every record written, and the list names the records whose
- * references must be noted again (batch_written).  The batch is emptied whether
- * or not the commit succeeds. */
+/* One write transaction with the records not left out, the batch's
+ * deletes and unrefs, and the session record; then digests holds the
+ * digest of every record written, and the result names the records whose
+ * references must be noted again (batch_written).  A full store is
+ * StoreFull, so that the caller can commit what fits (commit_part). */
 static PyObject *
-batch_commit(PyObject *self, PyObject *args)
+batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 {
 	struct bcommit bc;
-	PyObject *res = NULL, *digests, *refs_of;
+	PyObject *res = NULL;
 	Py_ssize_t j;
 	size_t i;
 	int rc;
 
-	if (!PyArg_ParseTuple(args, "O!O!:commit", &pydigest_DigestMapType,
-	    &digests, &PyDict_Type, &refs_of))
-		return NULL;
 	memset(&bc, 0, sizeof bc);
-	bc.b = (batchobject *)self;
+	bc.b = b;
 	if (batch_prepare(&bc) < 0 || batch_prepare_dels(&bc) < 0)
 		goto out;
 	bc.now = store_now_ms();
@@ -1666,8 +1672,8 @@ batch_commit(PyObject *self, PyObject *args)
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
 		PyErr_Format(rc == STORE_E_CORRUPT ? pystore_CorruptEntry :
-		    pystore_StoreError, "checkpoint not written: %s",
-		    store_strerror(rc));
+		    rc == STORE_E_FULL ? pystore_StoreFull : pystore_StoreError,
+		    "checkpoint not written: %s", store_strerror(rc));
 		goto out;
 	}
 	the_worker->sess.last_seen_ms = bc.now;
@@ -1683,8 +1689,107 @@ out:
 	PyMem_Free(bc.views);
 	PyMem_Free(bc.dels);
 	PyMem_Free(bc.unrefs);
-	batch_reset(bc.b);
 	return res;
+}
+
+/* commit(digests, refs_of) -> (n, [(key, refs)]): every record, every
+ * delete and the session record in one write transaction (see
+ * batch_commit_run).  The batch is emptied whether or not the commit
+ * succeeds, but for StoreFull: then it keeps everything for commit_part
+ * (the caller clears it). */
+static PyObject *
+batch_commit(PyObject *self, PyObject *args)
+{
+	PyObject *res, *digests, *refs_of;
+
+	if (!PyArg_ParseTuple(args, "O!O!:commit", &pydigest_DigestMapType,
+	    &digests, &PyDict_Type, &refs_of))
+		return NULL;
+	res = batch_commit_run((batchobject *)self, digests, refs_of);
+	if (res != NULL || !PyErr_ExceptionMatches(pystore_StoreFull))
+		batch_reset((batchobject *)self);
+	return res;
+}
+
+/* commit_part(digests, refs_of, keys, dels, unrefs) -> (n, [(key, refs)]):
+ * a commit of the records whose key is in the set keys, the deletes in the
+ * list dels and the index rows in the list unrefs (the batch's own deletes
+ * and unrefs are left out).  The batch keeps its records, so that a
+ * checkpoint that does not fit in the store can commit it piece by piece:
+ * what fits now, the rest once there is room. */
+static PyObject *
+batch_commit_part(PyObject *self, PyObject *args)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *res = NULL, *digests, *refs_of, *keys, *dels, *unrefs,
+	    *sdels, *sunrefs;
+	size_t i;
+	int r;
+
+	if (!PyArg_ParseTuple(args, "O!O!OO!O!:commit_part",
+	    &pydigest_DigestMapType, &digests, &PyDict_Type, &refs_of, &keys,
+	    &PyList_Type, &dels, &PyList_Type, &unrefs))
+		return NULL;
+	if (!PyAnySet_Check(keys)) {
+		PyErr_SetString(PyExc_TypeError, "commit_part(): keys must be a "
+		    "set");
+		return NULL;
+	}
+	for (i = 0; i < b->n; i++) {
+		if ((r = PySet_Contains(keys, b->recs[i].key)) < 0)
+			goto out;
+		b->recs[i].out = !r;
+	}
+	sdels = b->dels;
+	sunrefs = b->unrefs;
+	b->dels = dels;
+	b->unrefs = unrefs;
+	res = batch_commit_run(b, digests, refs_of);
+	b->dels = sdels;
+	b->unrefs = sunrefs;
+out:
+	for (i = 0; i < b->n; i++)
+		b->recs[i].out = 0;
+	return res;
+}
+
+/* records() -> [(key, bytes, refs)]: every record, with the bytes it
+ * writes and the references it holds (b"" when none). */
+static PyObject *
+batch_records(PyObject *self, PyObject *unused)
+{
+	batchobject *b = (batchobject *)self;
+	PyObject *l = PyList_New(0), *t, *empty = PyBytes_FromString("");
+	Py_ssize_t j;
+	size_t i;
+
+	if (l == NULL || empty == NULL)
+		goto error;
+	for (i = 0; i < b->n; i++) {
+		brec *r = &b->recs[i];
+		size_t bytes = r->data_len;
+		for (j = 0; r->oob != NULL && j < PyList_GET_SIZE(r->oob); j++) {
+			Py_buffer v;
+			if (PyObject_GetBuffer(PyList_GET_ITEM(r->oob, j), &v,
+			    PyBUF_SIMPLE) < 0)
+				goto error;
+			bytes += (size_t)v.len;
+			PyBuffer_Release(&v);
+		}
+		t = Py_BuildValue("OnO", r->key, (Py_ssize_t)bytes,
+		    r->refs != NULL ? r->refs : empty);
+		if (t == NULL || PyList_Append(l, t) < 0) {
+			Py_XDECREF(t);
+			goto error;
+		}
+		Py_DECREF(t);
+	}
+	Py_DECREF(empty);
+	return l;
+error:
+	Py_XDECREF(l);
+	Py_XDECREF(empty);
+	return NULL;
 }
 
 /* clear(): forget every record and delete (a checkpoint starts with it:
@@ -1754,6 +1859,11 @@ static PyMethodDef batch_methods[] = {
 	 "unref(target, referrer): forget that references-index row"},
 	{"commit", batch_commit, METH_VARARGS,
 	 "commit(digests, refs_of) -> (records written, [(key, refs)])"},
+	{"commit_part", batch_commit_part, METH_VARARGS,
+	 "commit_part(digests, refs_of, keys, dels, unrefs) -> (records "
+	 "written, [(key, refs)]); the batch keeps its records"},
+	{"records", batch_records, METH_NOARGS,
+	 "records() -> [(key, bytes, refs)]"},
 	{NULL, NULL, 0, NULL}
 };
 

@@ -84,6 +84,7 @@ int pydigest_reserve(PyObject *map, size_t n);
 /* pystore.c */
 extern PyObject *pystore_StoreError;
 extern PyObject *pystore_CorruptEntry;
+extern PyObject *pystore_StoreFull;
 extern PyMethodDef pystore_methods[];
 /* XXH3-128 content digest of a payload (data, then the buffers of parts,
  * a PySequence_Fast or NULL), its flags and refs: 16 bytes. */

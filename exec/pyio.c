@@ -210,9 +210,14 @@ PyInit__pyshelfd(void)
 	    PyExc_RuntimeError, NULL);
 	if (pystore_StoreError == NULL || pystore_CorruptEntry == NULL)
 		goto error;
+	pystore_StoreFull = PyErr_NewException("_pyshelfd.StoreFull",
+	    pystore_StoreError, NULL);
+	if (pystore_StoreFull == NULL)
+		goto error;
 	if (PyModule_AddIntConstant(m, "KEY_MAX", STORE_KEY_MAX) < 0 ||
 	    PyModule_AddObjectRef(m, "StoreError", pystore_StoreError) < 0 ||
 	    PyModule_AddObjectRef(m, "CorruptEntry", pystore_CorruptEntry) < 0 ||
+	    PyModule_AddObjectRef(m, "StoreFull", pystore_StoreFull) < 0 ||
 	    PyModule_AddObjectRef(m, "Namespace",
 	    (PyObject *)&pymod_NamespaceType) < 0 ||
 	    PyModule_AddObjectRef(m, "IdMap", (PyObject *)&pymod_IdMapType) < 0 ||

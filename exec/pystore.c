@@ -13,6 +13,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "xxh.h"
 
@@ -21,6 +22,7 @@
 
 PyObject *pystore_StoreError;   /* the store failed (full, I/O) */
 PyObject *pystore_CorruptEntry; /* a record failed its digest */
+PyObject *pystore_StoreFull;    /* StoreError: map_max reached, disk full */
 
 /* A parsed entry key. */
 typedef struct {
@@ -67,7 +69,8 @@ static PyObject *
 pystore_raise(int rc, const char *what)
 {
 	PyErr_Format(rc == STORE_E_CORRUPT ? pystore_CorruptEntry :
-	    pystore_StoreError, "%s: %s", what, store_strerror(rc));
+	    rc == STORE_E_FULL ? pystore_StoreFull : pystore_StoreError,
+	    "%s: %s", what, store_strerror(rc));
 	return NULL;
 }
 
@@ -383,6 +386,22 @@ pystore_refs_any(PyObject *self, PyObject *unused)
 	return PyBool_FromLong(any);
 }
 
+/* room() -> (map_max, disk_free): the store's size limit (--map-max) and
+ * the bytes free on its file system (-1 when statvfs fails), so that a
+ * full store's message can say which of the two ran out. */
+static PyObject *
+pystore_room(PyObject *self, PyObject *unused)
+{
+	struct statvfs sv;
+	size_t map_max = 0;
+	long long disk_free = -1;
+
+	(void)store_usage(the_worker->st, NULL, NULL, &map_max);
+	if (statvfs(store_path(the_worker->st), &sv) == 0)
+		disk_free = (long long)sv.f_bavail * (long long)sv.f_frsize;
+	return Py_BuildValue("KL", (unsigned long long)map_max, disk_free);
+}
+
 /* next_handle() -> a fresh handle id of this session */
 static PyObject *
 pystore_next_handle(PyObject *self, PyObject *unused)
@@ -598,6 +617,7 @@ PyMethodDef pystore_methods[] = {
 	{"referrers", pystore_referrers, METH_O,
 	 "referrers(targets) -> [(target, referrer)]"},
 	{"refs_any", pystore_refs_any, METH_NOARGS, "refs_any() -> bool"},
+	{"room", pystore_room, METH_NOARGS, "room() -> (map_max, disk_free)"},
 	{"next_handle", pystore_next_handle, METH_NOARGS, "next handle id"},
 	{"session_dirty", pystore_session_dirty, METH_NOARGS, ""},
 	{"peek_next_handle", pystore_peek_next_handle, METH_NOARGS, ""},
