@@ -631,6 +631,8 @@ class Workspace:
                 "backend's restart" % (_keystr(key), type_name, reason))
         self.loading.add(key)
         try:
+            if refs and not self.rescue:
+                self._preload(key, refs)
             obj = load_entry(payload, flags)
             if type(obj) is EntryGroup:    # key holds a cycle of entries
                 self._note_group(key, obj)
@@ -644,6 +646,42 @@ class Workspace:
                                bytes(payload))
         finally:
             self.loading.discard(key)
+
+    def _preload(self, key, blob):
+        """Load the entries that key's record refers to (blob, its refs)
+        and that are not loaded yet, deepest first, walking the references
+        with a stack of our own: each then finds its own targets loaded,
+        so that a chain of entries that refer to the next (a handle per
+        step of an algorithm, each holding the one before) loads at any
+        length, where loading them through persistent_load nested one
+        unpickling per link and hit the recursion limit.  A target that
+        cannot be loaded is left to persistent_load, which says why."""
+        order, seen = [], {key}
+        stack = [iter(_parse_refs(blob))]
+        keys = [key]
+        while stack:
+            for t in stack[-1]:
+                if t in seen or self._loaded(t) or t in self.deleted or \
+                        t in self.loading or not _storable(t):
+                    continue
+                seen.add(t)
+                b = _s.get_refs(t[0], t[1])
+                stack.append(iter(_parse_refs(b) if b else ()))
+                keys.append(t)
+                break
+            else:
+                stack.pop()
+                k = keys.pop()
+                if k is not key:
+                    order.append(k)
+        for kind, k in order:
+            try:
+                if kind == "g":
+                    self.ns[k]
+                else:
+                    self.get_handle(k)
+            except Exception:
+                pass
 
     def persistent_load(self, pid):
         """Resolve a persistent reference to another entry (to its old

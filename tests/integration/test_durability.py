@@ -317,3 +317,37 @@ def test_checkpoint_from_a_thread_and_reentry(tmp_path):
         assert "checkpoint() called from code that a checkpoint runs" in s
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_long_chain_of_entries_loads(tmp_path, mode):
+    """3,000 handles, each the result of a step that holds the one before
+    (as an iterative algorithm's states), and 3,000 globals each holding
+    the next: after a restart, the last one loads, with every link."""
+    db = tmp_path / "db"
+    ws = spawn(db)
+
+    def step(prev, i):
+        return {"i": i, "prev": prev}
+    # every handle kept (a released one would be held by value by the
+    # next record instead, one nested pickle)
+    hs = [ws.remote_exec("{'i': 0, 'prev': None}")]
+    for i in range(1, 3000):
+        hs.append(ws.remote_exec(step, hs[-1], i))
+    last = hs[-1].id
+    ws.remote_exec("g0 = [0]\n"
+                   "for i in range(1, 3000):\n"
+                   "    globals()['g%d' % i] = [i, globals()['g%d' % (i - 1)]]\n"
+                   "del i")
+    ws = restart(ws, mode, db)
+    try:
+        def depth(s):
+            n = 0
+            while s is not None:
+                n, s = n + 1, s["prev"]
+            return DirectValue(n)
+        assert ws.remote_exec(depth, ws.handle(last)).value == 3000
+        assert value(ws, "x = g2999\nn = 0\nwhile len(x) > 1:\n"
+                         "    n, x = n + 1, x[1]\nDirectValue(n)") == 2999
+    finally:
+        ws.close()
