@@ -30,6 +30,7 @@
 
 #include "pyshelf.h"
 #include "wire.h"
+#include "testutil.h"
 
 /* The connection to the fake backend, set up by the fixture. */
 static pyshelf_conn *conn;
@@ -1057,7 +1058,7 @@ client_suite(void)
 	TCase *alone = tcase_create("Standalone");
 
 	tcase_add_checked_fixture(core, setup, teardown);
-	tcase_set_timeout(core, 20);
+	tcase_set_timeout(core, TU_TIMEOUT);
 	tcase_add_test(core, test_request_validation);
 	tcase_add_test(core, test_hello);
 	tcase_add_test(core, test_exec_output_and_direct_result);
@@ -1076,7 +1077,7 @@ client_suite(void)
 	suite_add_tcase(s, core);
 
 	tcase_add_checked_fixture(limits, setup, teardown);
-	tcase_set_timeout(limits, 20);
+	tcase_set_timeout(limits, TU_TIMEOUT);
 	tcase_add_test(limits, test_backend_dies_mid_request);
 	tcase_add_test(limits, test_malformed_frame);
 	tcase_add_test(limits, test_reply_with_wrong_id);
@@ -1084,7 +1085,7 @@ client_suite(void)
 	tcase_add_test(limits, test_request_over_backend_limit);
 	suite_add_tcase(s, limits);
 
-	tcase_set_timeout(alone, 20);
+	tcase_set_timeout(alone, TU_TIMEOUT);
 	tcase_add_test(alone, test_strerror);
 	tcase_add_test(alone, test_invalid_arguments);
 	tcase_add_test(alone, test_spawn_missing_backend);

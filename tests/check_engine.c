@@ -25,6 +25,7 @@
 #include <check.h>
 
 #include "wire.h"
+#include "testutil.h"
 
 /* A running backend and our ends of its pipes. */
 struct be {
@@ -387,8 +388,8 @@ engine_suite(void)
 	Suite *s = suite_create("engine");
 	TCase *core = tcase_create("Core"), *lim = tcase_create("Limits");
 
-	tcase_set_timeout(core, 60);
-	tcase_set_timeout(lim, 60);
+	tcase_set_timeout(core, TU_TIMEOUT);
+	tcase_set_timeout(lim, TU_TIMEOUT);
 	tcase_add_test(core, test_handshake_and_block);
 	tcase_add_test(core, test_function_with_handle);
 	tcase_add_test(core, test_timeout_and_interrupt);
