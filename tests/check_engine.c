@@ -238,7 +238,9 @@ START_TEST(test_timeout_and_interrupt)
 	be_exec(2, "while True:\n    pass\n", NULL, 0, 300, NULL, 0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	ck_assert_str_eq(be_str(WIRE_TAG_EXC_TYPE, s, sizeof s), "TimeoutError");
-	ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 5);
+	/* the loop never ends by itself: a reply is the proof; the bound
+	 * only tells a hang apart, however busy the machine */
+	ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 120);
 	/* code that swallows the first interrupt still stops */
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_EXEC, 3);
