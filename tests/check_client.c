@@ -247,6 +247,11 @@ fake_mapping(int fd, wire_buf *b, const wire_msg *m)
 		wire_begin(b, WIRE_MSG_LISTING, m->id);
 		wire_put_u64(b, WIRE_TAG_HANDLE, 1);
 		wire_put_str(b, WIRE_TAG_TYPE_NAME, "int");
+		/* an exception's handle: its row adds EXC_TYPE, MESSAGE */
+		wire_put_u64(b, WIRE_TAG_HANDLE, 7);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "tuple");
+		wire_put_str(b, WIRE_TAG_EXC_TYPE, "KeyError");
+		wire_put_str(b, WIRE_TAG_MESSAGE, "'r7'");
 		wire_put_u64(b, WIRE_TAG_HANDLE, 2);
 		wire_put_str(b, WIRE_TAG_TYPE_NAME, "str");
 		fake_send(fd, b);
@@ -831,11 +836,18 @@ START_TEST(test_listings)
 	ck_assert_str_eq(keys[1], "b");
 	pyshelf_strv_free(keys, n);
 	ck_assert_int_eq(pyshelf_handles(conn, &h, &n), PYSHELF_OK);
-	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(h[0].handle, 1);
 	ck_assert_str_eq(h[0].type_name, "int");
-	ck_assert_uint_eq(h[1].handle, 2);
-	ck_assert_str_eq(h[1].type_name, "str");
+	ck_assert_ptr_null(h[0].exc_type);
+	ck_assert_ptr_null(h[0].message);
+	ck_assert_uint_eq(h[1].handle, 7);
+	ck_assert_str_eq(h[1].type_name, "tuple");
+	ck_assert_str_eq(h[1].exc_type, "KeyError");
+	ck_assert_str_eq(h[1].message, "'r7'");
+	ck_assert_uint_eq(h[2].handle, 2);
+	ck_assert_str_eq(h[2].type_name, "str");
+	ck_assert_ptr_null(h[2].exc_type);
 	pyshelf_handles_free(h, n);
 	ck_assert_int_eq(pyshelf_lost(conn, &l, &n), PYSHELF_OK);
 	ck_assert_uint_eq(n, 1);
