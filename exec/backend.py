@@ -236,15 +236,16 @@ def excinfo_type_name(triple):
     called by exec/pybatch.c's dump_keys for records with FLAG_EXCINFO."""
     try:
         exc = triple[1]
-    except Exception:
+        msg = _exc_message(exc)
+        if len(msg) > _EXCINFO_MESSAGE_MAX:
+            msg = msg[:_EXCINFO_MESSAGE_MAX] + "..."
+        # the store takes a C string: no NUL, and UTF-8 only
+        msg = msg.replace("\x00", "\\x00").encode(
+            "utf-8", "backslashreplace").decode("utf-8")
+        return _EXCINFO_SEP.join((_type_name(triple), type(exc).__name__,
+                                  msg))
+    except Exception:   # never fails the checkpoint: the plain type name
         return _type_name(triple)
-    msg = _exc_message(exc)
-    if len(msg) > _EXCINFO_MESSAGE_MAX:
-        msg = msg[:_EXCINFO_MESSAGE_MAX] + "..."
-    # the store takes a C string: no NUL, and UTF-8 only
-    msg = msg.replace("\x00", "\\x00").encode(
-        "utf-8", "backslashreplace").decode("utf-8")
-    return _EXCINFO_SEP.join((_type_name(triple), type(exc).__name__, msg))
 
 
 def _split_type_name(tn):
