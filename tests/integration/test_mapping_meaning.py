@@ -281,3 +281,57 @@ def test_lost_runs_no_pickle(tmp_path, mode):
         assert "lock" in lost and "not persisted" in lost["lock"].reason
     finally:
         ws.close()
+
+
+def _xxh3_128(data):
+    """XXH3-128 of data as a record stores it (high64, low64 big-endian),
+    through the system's libxxhash (the store's own hash)."""
+    import ctypes
+    import struct
+
+    class H128(ctypes.Structure):
+        _fields_ = [("low64", ctypes.c_uint64), ("high64", ctypes.c_uint64)]
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_128bits.restype = H128
+    lib.XXH3_128bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    h = lib.XXH3_128bits(bytes(data), len(data))
+    return struct.pack(">QQ", h.high64, h.low64)
+
+
+def test_excinfo_record_written_before_lists_as_excinfo(tmp_path):
+    """A store written before the type-name area held exc_type and message
+    (an EXCINFO record whose type name is "tuple" alone) is read as before:
+    the handle is a WrappedExcinfo (from its flags), with empty texts, and
+    it works."""
+    import lmdb
+    import struct
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    exc = ws.remote_exec("raise OSError('old')")
+    hid = exc.id
+    sid = bytes.fromhex(ws.session_id)
+    ws.close()          # exc is alive: the handle is not released
+    env = lmdb.open(db, max_dbs=8)
+    with env.begin(write=True) as t:
+        entries = env.open_db(b"entries", txn=t, create=False)
+        key = sid + b"h" + struct.pack(">Q", hid)
+        rec = bytes(t.get(key, db=entries))
+        assert _xxh3_128(rec[:16] + rec[32:]) == rec[16:32]  # the layout
+        tlen = struct.unpack(">I", rec[4:8])[0]
+        assert rec[40:40 + tlen].split(b"\n")[:2] == [b"tuple", b"OSError"]
+        old = bytearray(rec[:4] + struct.pack(">I", 5) + rec[8:40] +
+                        b"tuple" + rec[40 + tlen:])
+        old[16:32] = _xxh3_128(bytes(old[:16] + old[32:]))
+        t.put(key, bytes(old), db=entries)
+    env.close()
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        w = ws.handle(hid)
+        assert type(w) is WrappedExcinfo
+        assert (w.type_name, w.exc_type, w.message) == ("tuple", "", "")
+
+        def text(t):
+            return DirectValue(str(t[1]))  # noqa: F821
+        assert ws.remote_exec(text, w).value == "old"
+    finally:
+        ws.close()
