@@ -1668,8 +1668,9 @@ def lost_request():
     - failed to load in this process: its class could not be imported (a
       Placeholder stands for it);
     - holding a lost one: its record refers (its refs) to an entry listed
-      for one of the reasons above, so it cannot be loaded either; the
-      reason names that entry.
+      for one of the reasons above, so it cannot be loaded either (or, in
+      memory, it holds that entry's Placeholder); the reason names that
+      entry.
 
     An entry whose record is intact but whose class is gone is found when
     it is loaded (ws[name], use in code), not by this listing: finding it
@@ -1712,6 +1713,14 @@ def lost_request():
             lost[key] = (tn, "it was not persisted: %s" % (vreason,))
         elif blob:
             refs[key] = (tn, _parse_refs(blob))
+    # an entry in memory whose record refers to a lost one was loaded
+    # holding that entry's Placeholder (a record that cannot be read or a
+    # volatile one would have failed its load)
+    for key, targets in WS.refs_of.items():
+        if key not in refs and key not in lost and key not in WS.deleted \
+                and WS._loaded(key):
+            obj = (WS.shadow if key[0] == "g" else WS.handles)[key[1]]
+            refs[key] = (_type_name(obj), targets)
     # an entry whose record refers to a lost one cannot be loaded either
     held_by = {}
     for key, (_tn, targets) in refs.items():

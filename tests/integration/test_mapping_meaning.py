@@ -335,3 +335,30 @@ def test_excinfo_record_written_before_lists_as_excinfo(tmp_path):
         assert ws.remote_exec(text, w).value == "old"
     finally:
         ws.close()
+
+
+def test_lost_lists_what_holds_an_entry_whose_class_is_gone(tmp_path):
+    """An intact record whose class is gone is found once something tried
+    to load it (the listing runs no pickle); then it is listed, and so is
+    the entry that holds it (loaded holding its Placeholder)."""
+    db = str(tmp_path / "db")
+    mod = tmp_path / "gone_for_lost_mod.py"
+    mod.write_text("class Gone:\n    pass\n")
+    ws = pyshelf.spawn(db=db, session="s")
+    ws.remote_exec("import sys\nsys.path.insert(0, %r)\n"
+                   "import gone_for_lost_mod\n"
+                   "g = gone_for_lost_mod.Gone()\nholder = [g]\n"
+                   "del gone_for_lost_mod" % str(tmp_path))
+    ws.close()
+    mod.unlink()
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        assert ws.lost() == []
+        assert "Placeholder" in value(ws, "DirectValue(repr(holder))")
+        lost = {x.name: x for x in ws.lost()}
+        assert set(lost) == {"g", "holder"}
+        assert lost["g"].type_name == "gone_for_lost_mod.Gone"
+        assert "cannot import" in lost["g"].reason
+        assert lost["holder"].reason == "it holds global 'g', which is lost"
+    finally:
+        ws.close()
