@@ -549,6 +549,7 @@ class Workspace:
         self.ns_version = None
         self.code_cache = {}     # digest -> compiled code / function
         self.notices = []        # volatile notices to send on stderr
+        self.dunder_noted = {}   # __x__ name -> the object noticed for it
         self.loading = set()
         self.entries_written = 0
         self.refs_of = {}        # entry key -> keys its record refers to
@@ -1466,6 +1467,55 @@ def _load_deleted_globals(code):
                 pass    # left as stored: the del then says NameError
 
 
+# Dunders the interpreter itself binds in a module's namespace (a block's
+# docstring, annotations): never reported.
+_MODULE_DUNDERS = frozenset(("__name__", "__builtins__", "__doc__",
+                             "__annotations__", "__file__", "__spec__",
+                             "__loader__", "__package__", "__cached__"))
+_DUNDER_STORES = {}   # id(code) -> (code, the __x__ names it binds)
+
+
+def _dunder_stores(code):
+    """The __x__ globals that code (or a function or class defined in it)
+    binds with STORE_NAME/STORE_GLOBAL, but the module machinery's own.
+    Cached by identity; dis only for code that names a dunder at all."""
+    hit = _DUNDER_STORES.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    found, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        if any(_dunder(n) and n not in _MODULE_DUNDERS for n in c.co_names):
+            import dis
+            found.update(i.argval for i in dis.get_instructions(c)
+                         if i.opname in ("STORE_NAME", "STORE_GLOBAL") and
+                         _dunder(i.argval) and
+                         i.argval not in _MODULE_DUNDERS)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    names = tuple(found)
+    if len(_DUNDER_STORES) > 4096:
+        _DUNDER_STORES.clear()
+    _DUNDER_STORES[id(code)] = (code, names)
+    return names
+
+
+def _note_dunder_globals(code):
+    """Code that binds a __x__ global (`__version__ = '1.2'`) binds a name
+    of the backend's own namespace, which is not a workspace global (not
+    listed, not persisted): say so, once per name and object, as for any
+    global that cannot be persisted."""
+    ns = WS.ns
+    for name in _dunder_stores(code):
+        obj = dict.get(ns, name, _MISSING)
+        if obj is _MISSING:
+            continue
+        key = ("g", name)
+        if WS.dunder_noted.get(name) is obj:
+            continue
+        WS.dunder_noted[name] = obj
+        WS.notices.append((key, _type_name(obj), _name_error(name)))
+
+
 def _get_block(source, digest):
     key = (digest, None)
     c = WS.code_cache.get(key)
@@ -1515,17 +1565,20 @@ def exec_request(code, func, digest, args, want_value):
                                    "argument %d cannot be unpickled: %s: %s" %
                                    (len(real) + 1, type(e).__name__,
                                     _exc_message(e))) from None
+    ran = None
     try:
         if func is not None:
             f = _get_function(code, func, digest)
             if hasattr(f, "__code__"):
-                _load_deleted_globals(f.__code__)
+                ran = f.__code__
+                _load_deleted_globals(ran)
             res = f(*real)
         else:
             if real:
                 raise RequestError(ERR_BAD_REQUEST,
                                    "a block takes no arguments")
             body, last = _get_block(code, digest)
+            ran = body
             _load_deleted_globals(body)
             exec(body, WS.ns)
             res = eval(last, WS.ns) if last is not None else None
@@ -1540,6 +1593,8 @@ def exec_request(code, func, digest, args, want_value):
         for a in args:
             if type(a) is int and a in WS.handles:
                 WS.dirty.add(("h", a))
+        if ran is not None:
+            _note_dunder_globals(ran)
     return _result_for(res, want_value)
 
 

@@ -362,3 +362,26 @@ def test_lost_lists_what_holds_an_entry_whose_class_is_gone(tmp_path):
         assert lost["holder"].reason == "it holds global 'g', which is lost"
     finally:
         ws.close()
+
+
+def test_code_that_binds_a_dunder_is_told(tmp_path, capfd):
+    """__version__ = '1.2' in shipped code binds a name of the backend's
+    own namespace: not a workspace global (not listed, not persisted), and
+    a notice says so, once per object; the interpreter's own module
+    dunders (a docstring, annotations) are not reported."""
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    ws.remote_exec("'''doc'''\nx: int = 1\n__version__ = '1.2'")
+    ws.remote_exec("__version__ = __version__")          # same object
+    ws.remote_exec("def f():\n    global __author__\n"
+                   "    __author__ = 'me'\nf()")
+    err = capfd.readouterr().err
+    assert err.count("'__version__'") == 2     # one notice, named twice
+    assert "'__author__' (str) cannot be persisted" in err
+    assert "__doc__" not in err and "__annotations__" not in err
+    assert sorted(ws) == ["f", "x"]
+    ws = restart(ws, "clean", db)
+    try:
+        assert value(ws, "DirectValue('__version__' in globals())") is False
+    finally:
+        ws.close()
