@@ -1732,9 +1732,17 @@ def lost_request():
     sooner would mean running its pickle.  Hidden handles (pyshelfd's own)
     are not listed; an entry that holds a lost one is.  Entries in memory
     (loaded, or bound by this backend, volatile ones too) are not lost."""
-    lost = {}       # key -> (type name, reason)
-    refs = {}       # key -> the entries its stored record refers to
-    ns = WS.ns
+    lost = _lost_in_memory()      # key -> (type name, reason)
+    refs = {}       # key -> (type name, the entries its record refers to)
+    _lost_stored(lost, refs)
+    _lost_holders(lost, refs)
+    return _lost_rows(lost)
+
+
+def _lost_in_memory():
+    """The entries that failed to load in this backend (Placeholders), but
+    those bound again since."""
+    lost, ns = {}, WS.ns
     for key, (tn, reason) in WS.lost_entries.items():
         if key in WS.deleted:
             continue
@@ -1742,6 +1750,14 @@ def lost_request():
                 not isinstance(dict.__getitem__(ns, key[1]), Placeholder):
             continue    # bound again since
         lost[key] = (tn, reason)
+    return lost
+
+
+def _lost_stored(lost, refs):
+    """Read each stored record not in memory (its digest checked, nothing
+    unpickled): the damaged and the volatile ones go into lost, the refs
+    of the others into refs."""
+    ns = WS.ns
     stored = [("g", n) for n in _s.list_keys("g")]
     stored += [("h", h) for h in _s.list_keys("h") if h not in WS.released]
     for key in stored:
@@ -1768,6 +1784,11 @@ def lost_request():
             lost[key] = (tn, "it was not persisted: %s" % (vreason,))
         elif blob:
             refs[key] = (tn, _parse_refs(blob))
+
+
+def _lost_holders(lost, refs):
+    """Add to lost every entry that holds a lost one, transitively, its
+    reason naming the one it holds."""
     # an entry in memory whose record refers to a lost one was loaded
     # holding that entry's Placeholder (a record that cannot be read or a
     # volatile one would have failed its load)
@@ -1789,6 +1810,10 @@ def lost_request():
                 lost[key] = (refs[key][0], "it holds %s, which is lost" %
                              (_keystr(t),))
                 todo.append(key)
+
+
+def _lost_rows(lost):
+    """The LOST listing's rows, sorted, hidden handles left out."""
     out = []
     for key in sorted(lost, key=lambda k: (k[0], str(k[1]))):
         if key[0] == "h":
