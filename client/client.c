@@ -1127,14 +1127,43 @@ out:
 	return rc;
 }
 
-/* List the live handles: LISTING of (HANDLE, TYPE_NAME) pairs. */
+/* How many HANDLES rows the listing's fields make: (HANDLE, TYPE_NAME)
+ * or, for an exception's handle, (HANDLE, TYPE_NAME, EXC_TYPE, MESSAGE);
+ * 0 with *bad set when the fields are in any other order. */
+static size_t
+client_handle_rows(const wire_msg *m, int *bad)
+{
+	size_t i = 0, rows = 0;
+
+	*bad = 0;
+	while (i < m->nfields) {
+		if (i + 1 >= m->nfields || m->fields[i].tag != WIRE_TAG_HANDLE ||
+		    m->fields[i + 1].tag != WIRE_TAG_TYPE_NAME)
+			goto bad;
+		i += 2;
+		if (i < m->nfields && m->fields[i].tag == WIRE_TAG_EXC_TYPE) {
+			if (i + 1 >= m->nfields ||
+			    m->fields[i + 1].tag != WIRE_TAG_MESSAGE)
+				goto bad;
+			i += 2;
+		}
+		rows++;
+	}
+	return rows;
+bad:
+	*bad = 1;
+	return 0;
+}
+
+/* List the live handles: LISTING of (HANDLE, TYPE_NAME[, EXC_TYPE,
+ * MESSAGE]) rows. */
 int
 pyshelf_handles(pyshelf_conn *c, pyshelf_handle_info **hp, size_t *np)
 {
 	pyshelf_handle_info *v = NULL;
 	const wire_field *f;
 	size_t i, n = 0, count;
-	int rc;
+	int rc, bad;
 
 	if (hp != NULL)
 		*hp = NULL;
@@ -1149,23 +1178,33 @@ pyshelf_handles(pyshelf_conn *c, pyshelf_handle_info **hp, size_t *np)
 	}
 	if ((rc = client_listing(c, WIRE_MSG_HANDLES)) != PYSHELF_OK)
 		goto out;
-	count = c->msg.nfields / 2;
-	for (i = 0; i < c->msg.nfields; i++) {
-		f = &c->msg.fields[i];
-		if (c->msg.nfields % 2 != 0 || f->tag != (i % 2 == 0 ?
-		    WIRE_TAG_HANDLE : WIRE_TAG_TYPE_NAME)) {
-			rc = client_unexpected(c,
-			    "HANDLES (not HANDLE, TYPE_NAME pairs)");
-			goto out;
-		}
+	count = client_handle_rows(&c->msg, &bad);
+	if (bad) {
+		rc = client_unexpected(c, "HANDLES (not HANDLE, TYPE_NAME "
+		    "[, EXC_TYPE, MESSAGE] rows)");
+		goto out;
 	}
 	if (count > 0 && (v = calloc(count, sizeof *v)) == NULL)
 		goto nomem;
-	for (n = 0; n < count; n++) {
-		v[n].handle = wire_field_u64(&c->msg.fields[2 * n]);
-		v[n].type_name = wire_field_strdup(&c->msg.fields[2 * n + 1]);
-		if (v[n].type_name == NULL)
+	for (n = 0, i = 0; n < count; n++) {
+		f = &c->msg.fields[i];
+		v[n].handle = wire_field_u64(&f[0]);
+		v[n].type_name = wire_field_strdup(&f[1]);
+		i += 2;
+		if (i < c->msg.nfields &&
+		    c->msg.fields[i].tag == WIRE_TAG_EXC_TYPE) {
+			v[n].exc_type = wire_field_strdup(&f[2]);
+			v[n].message = wire_field_strdup(&f[3]);
+			i += 2;
+			if (v[n].exc_type == NULL || v[n].message == NULL) {
+				n++; /* free the partial entry too */
+				goto nomem;
+			}
+		}
+		if (v[n].type_name == NULL) {
+			n++;
 			goto nomem;
+		}
 	}
 	*hp = v;
 	*np = n;
@@ -1480,8 +1519,11 @@ pyshelf_handles_free(pyshelf_handle_info *v, size_t n)
 
 	if (v == NULL)
 		return;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		free(v[i].type_name);
+		free(v[i].exc_type);
+		free(v[i].message);
+	}
 	free(v);
 }
 

@@ -239,6 +239,10 @@ typedef struct pyshelf_welcome {
 typedef struct pyshelf_handle_info {
 	uint64_t handle;   /**< handle id */
 	char *type_name;   /**< type name of the object */
+	char *exc_type;    /**< an exception's handle (a WrappedExcinfo): the
+	                        exception class's name; NULL for others */
+	char *message;     /**< an exception's handle: str() of the exception
+	                        (NULL for others) */
 } pyshelf_handle_info;
 
 /** One entry that was not restored on resume, from pyshelf_lost(). */

@@ -239,6 +239,91 @@ def _exc_message(value):
         return "<str() failed: %s>" % type(e).__name__
 
 
+def _dunder(name):
+    """Is name of the backend's own namespace (``__name__``,
+    ``__builtins__``, any ``__x__``), as a module's dunders are its own?
+    Such names are never workspace globals: not listed, loaded or stored
+    (exec/pybatch.c's pybatch_dunder is the same test)."""
+    return len(name) > 4 and name[:2] == "__" and name[-2:] == "__"
+
+
+def _name_error(name):
+    """Why name cannot be a workspace global's (a store key), or None."""
+    if not isinstance(name, str):
+        return "a global's name is a str, not %s" % type(name).__name__
+    if not name:
+        return "a global's name cannot be empty"
+    if _dunder(name):
+        return ("%r is a name of the backend's own namespace: names of the "
+                "form __x__ are not workspace globals" % (name,))
+    if "\x00" in name:
+        return "a global's name cannot contain a NUL character"
+    try:
+        n = len(name.encode("utf-8"))
+    except UnicodeError:
+        return ("global name %r cannot be encoded as UTF-8 (a lone "
+                "surrogate)" % (name,))
+    if n > _s.KEY_MAX:
+        return ("global name %s of %d bytes (UTF-8) is longer than the "
+                "store's key limit, %d bytes" % (_name_repr(name), n,
+                                                 _s.KEY_MAX))
+    return None
+
+
+def _name_repr(name):
+    """repr() of a name, cut short when it is long (in messages)."""
+    return repr(name) if len(name) <= 60 else repr(name[:40]) + "..."
+
+
+def _check_global_name(name):
+    """Raise ValueError when name cannot be a workspace global's."""
+    why = _name_error(name)
+    if why is not None:
+        raise ValueError(why)
+
+
+# An excinfo handle's record keeps what the client shows of it in its
+# type-name area, so that a listing need not unpickle the triple:
+# "tuple" LF exc_type LF message (exc_type never holds a LF; the message
+# may).  Records written before this hold "tuple" alone.
+_EXCINFO_SEP = "\n"
+_EXCINFO_MESSAGE_MAX = 16000   # characters kept of the message
+
+
+def excinfo_type_name(triple):
+    """The type-name area of an excinfo handle's record (see above);
+    called by exec/pybatch.c's dump_keys for records with FLAG_EXCINFO."""
+    try:
+        exc = triple[1]
+        msg = _exc_message(exc)
+        if len(msg) > _EXCINFO_MESSAGE_MAX:
+            msg = msg[:_EXCINFO_MESSAGE_MAX] + "..."
+        # the store takes a C string: no NUL, and UTF-8 only
+        msg = msg.replace("\x00", "\\x00").encode(
+            "utf-8", "backslashreplace").decode("utf-8")
+        return _EXCINFO_SEP.join((_type_name(triple), type(exc).__name__,
+                                  msg))
+    except Exception:   # never fails the checkpoint: the plain type name
+        return _type_name(triple)
+
+
+def _split_type_name(tn):
+    """(type name, exc_type, message) of a record's type-name area:
+    exc_type and message are None unless it is an excinfo handle's."""
+    if _EXCINFO_SEP not in tn:
+        return tn, None, None
+    tn, exc_type, message = (tn.split(_EXCINFO_SEP, 2) + ["", ""])[:3]
+    return tn, exc_type, message
+
+
+pyshelf_mod._check_global_name = _check_global_name
+
+
+def _record_type_name(obj, flags):
+    return excinfo_type_name(obj) if flags & FLAG_EXCINFO else \
+        _type_name(obj)
+
+
 # --- pickling --------------------------------------------------------------
 
 _cloudpickle = None
@@ -523,6 +608,7 @@ class Workspace:
         self.ns_version = None
         self.code_cache = {}     # digest -> compiled code / function
         self.notices = []        # volatile notices to send on stderr
+        self.dunder_noted = {}   # __x__ name -> the object noticed for it
         self.loading = set()
         self.entries_written = 0
         self.refs_of = {}        # entry key -> keys its record refers to
@@ -562,8 +648,9 @@ class Workspace:
         deleting: the Namespace loads it to delete it (del x); one that
         cannot be loaded (volatile, corrupt) is then None, so that its
         record is deleted all the same."""
-        if not isinstance(name, str) or name.startswith("__"):
-            raise KeyError(name)
+        if not isinstance(name, str) or _dunder(name) or \
+                not _storable(("g", name)):
+            raise KeyError(name)     # cannot be stored, so is not
         key = ("g", name)
         if key in self.deleted:
             raise KeyError(name)
@@ -589,7 +676,7 @@ class Workspace:
         can be used?  A volatile one (lost in the restart) is not.  Reads
         the record's header, not its value."""
         if self.all_loaded or not isinstance(name, str) or \
-                name.startswith("__") or ("g", name) in self.deleted or \
+                _dunder(name) or ("g", name) in self.deleted or \
                 not _storable(("g", name)):
             return False
         flags = _s.flags("g", name)
@@ -944,6 +1031,8 @@ class Workspace:
     def _loaded(self, key):
         return key[1] in (self.shadow if key[0] == "g" else self.handles)
 
+
+
     # -- persistent references between entries --
     def _note_refs(self, key, blob, written=False):
         """Remember which entries key's stored record refers to.  written:
@@ -1088,7 +1177,9 @@ class Workspace:
                         self._slow_record(batch, d, key, obj,
                                           self.handle_flags.get(key[1], 0)
                                           if key[0] == "h" else 0,
-                                          _type_name(obj), noref=True)
+                                          _record_type_name(
+                                              obj, self._base(key)),
+                                          noref=True)
             if self.volatile:
                 bad = set(item[0] for item in failed)
                 for key in keys:
@@ -1471,11 +1562,14 @@ class Workspace:
             self.volatile.pop(k, None)
         first = keys[0]
         self._add_record(batch, first, pickler, flags | self._base(first),
-                         _type_name(objs[0]), refs, parts)
+                         _record_type_name(objs[0], self._base(first)),
+                         refs, parts)
         ref = _encode_refs((first,))
         for i in range(1, len(keys)):
             self._add_record(batch, keys[i], PICKLER_PICKLE,
-                             self._base(keys[i]), _type_name(objs[i]), ref,
+                             self._base(keys[i]),
+                             _record_type_name(objs[i], self._base(keys[i])),
+                             ref,
                              [_member_pickle(first, i)])
         self._note_group(first, group)
         return True
@@ -1557,6 +1651,17 @@ class Workspace:
         """An entry the C pickler could not take: cloudpickle, or volatile
         (recorded with its reason; the object stays in memory).  noref:
         pickled with no persistent references (breaking a cycle)."""
+        if not _storable(key):
+            # the key itself cannot be stored (a name that is empty, longer
+            # than KEY_MAX or not UTF-8): in memory only, and said so once;
+            # nothing is pickled (the IdMap never maps such a key, so no
+            # other record refers to it)
+            reason = "its name cannot be a store key: %s" % (
+                _name_error(key[1]),)
+            if self.volatile.get(key) != reason:
+                self.notices.append((key, tn, reason))
+            self.volatile[key] = reason
+            return
         _tblib()
         try:
             pickler, flags, parts, refs = d.cloud_dump(obj, noref, key)
@@ -1725,7 +1830,8 @@ def _full_why(need):
 
 def _keystr(key):
     kind, k = key
-    return ("global %r" % k) if kind == "g" else ("handle %d" % k)
+    return ("global %s" % _name_repr(k)) if kind == "g" else \
+        ("handle %d" % k)
 
 
 _NAMES = {}   # id(code) -> (code, the names it and its nested code use)
@@ -1890,6 +1996,55 @@ def _load_deleted_globals(code):
                 pass    # left as stored: the del then says NameError
 
 
+# Dunders the interpreter itself binds in a module's namespace (a block's
+# docstring, annotations): never reported.
+_MODULE_DUNDERS = frozenset(("__name__", "__builtins__", "__doc__",
+                             "__annotations__", "__file__", "__spec__",
+                             "__loader__", "__package__", "__cached__"))
+_DUNDER_STORES = {}   # id(code) -> (code, the __x__ names it binds)
+
+
+def _dunder_stores(code):
+    """The __x__ globals that code (or a function or class defined in it)
+    binds with STORE_NAME/STORE_GLOBAL, but the module machinery's own.
+    Cached by identity; dis only for code that names a dunder at all."""
+    hit = _DUNDER_STORES.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    found, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        if any(_dunder(n) and n not in _MODULE_DUNDERS for n in c.co_names):
+            import dis
+            found.update(i.argval for i in dis.get_instructions(c)
+                         if i.opname in ("STORE_NAME", "STORE_GLOBAL") and
+                         _dunder(i.argval) and
+                         i.argval not in _MODULE_DUNDERS)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    names = tuple(found)
+    if len(_DUNDER_STORES) > 4096:
+        _DUNDER_STORES.clear()
+    _DUNDER_STORES[id(code)] = (code, names)
+    return names
+
+
+def _note_dunder_globals(code):
+    """Code that binds a __x__ global (`__version__ = '1.2'`) binds a name
+    of the backend's own namespace, which is not a workspace global (not
+    listed, not persisted): say so, once per name and object, as for any
+    global that cannot be persisted."""
+    ns = WS.ns
+    for name in _dunder_stores(code):
+        obj = dict.get(ns, name, _MISSING)
+        if obj is _MISSING:
+            continue
+        key = ("g", name)
+        if WS.dunder_noted.get(name) is obj:
+            continue
+        WS.dunder_noted[name] = obj
+        WS.notices.append((key, _type_name(obj), _name_error(name)))
+
+
 def _get_block(source, digest):
     key = (digest, None)
     c = WS.code_cache.get(key)
@@ -1945,12 +2100,14 @@ def exec_request(code, func, digest, args, want_value):
                                     _exc_message(e))) from None
     kw = real.pop() if real and type(real[-1]) is _Kwargs else {}
     codes = ()
+    ran = None
     try:
         if func is not None:
             f = _get_function(code, func, digest)
             codes = _codes_of(f, WS.ns)
             if hasattr(f, "__code__"):
-                _load_deleted_globals(f.__code__)
+                ran = f.__code__
+                _load_deleted_globals(ran)
             for c in WS.request_codes:
                 _load_deleted_globals(c)
             res = f(*real, **kw)
@@ -1960,6 +2117,7 @@ def exec_request(code, func, digest, args, want_value):
                                    "a block takes no arguments")
             body, last = _get_block(code, digest)
             codes = (body,) if last is None else (body, last)
+            ran = body
             _load_deleted_globals(body)
             exec(body, WS.ns)
             res = eval(last, WS.ns) if last is not None else None
@@ -1977,6 +2135,8 @@ def exec_request(code, func, digest, args, want_value):
                         [("h", a) for a in args
                          if type(a) is int and a in WS.handles] +
                         WS.request_keys)
+        if ran is not None:
+            _note_dunder_globals(ran)
     return _result_for(res, want_value)
 
 
@@ -1996,6 +2156,9 @@ def _result_for(res, want_value):
 
 
 def get_request(name, want_value):
+    if _dunder(name):       # the backend's own, not a global (keys())
+        raise RequestError(ERR_NOT_FOUND, "no global %r: %s" %
+                           (name, _name_error(name)))
     try:
         obj = WS.ns[name]
     except KeyError:
@@ -2017,6 +2180,12 @@ def get_request(name, want_value):
 
 
 def set_request(name, data):
+    # refused before anything is bound: a global that could never be
+    # stored (or listed) would be silently lost
+    why = _name_error(name)
+    if why is not None:
+        raise RequestError(ERR_BAD_REQUEST, "cannot bind %s: %s" %
+                           (_name_repr(name), why))
     try:
         obj = loads_value(data)
     except RequestError:
@@ -2029,6 +2198,9 @@ def set_request(name, data):
 
 
 def del_request(name):
+    if _dunder(name):
+        raise RequestError(ERR_NOT_FOUND, "no global %r: %s" %
+                           (name, _name_error(name)))
     try:
         del WS.ns[name]   # loads it first when stored but not loaded
     except KeyError:
@@ -2041,18 +2213,19 @@ def keys_request():
     names.difference_update(k for kind, k in WS.deleted if kind == "g")
     names.update(n for n in WS.shadow)
     # names the wire cannot carry (NUL) are left out of the listing
-    return sorted(n for n in names if not (n.startswith("__")
-                                           and n.endswith("__"))
-                  and "\x00" not in n)
+    return sorted(n for n in names if not _dunder(n) and "\x00" not in n)
 
 
 def handles_request():
     """The live handles but the hidden ones (pyshelfd's own), with their
-    type names.  One not loaded is described by its record's header and
-    type name: one read, and no pass over its value (whose digest is
-    checked when it is used), so that a listing costs the same whatever
-    the handles hold, and a damaged record is listed (type "?") rather
-    than failing the listing."""
+    type names: rows (id, type name), and (id, type name, exc_type,
+    message) for an exception's handle (FLAG_EXCINFO).  One not loaded is
+    described by its record's header and type-name area (which holds an
+    excinfo handle's exc_type and message: excinfo_type_name): one read,
+    and no pass over its value (whose digest is checked when it is used),
+    so that a listing costs the same whatever the handles hold, unpickles
+    nothing, and a damaged record is listed (type "?") rather than
+    failing the listing."""
     ids = set(_s.list_keys("h"))
     ids.difference_update(WS.released)
     ids.update(WS.handles)
@@ -2071,31 +2244,129 @@ def handles_request():
             flags, tn = head
         if flags & FLAG_HIDDEN:
             continue
-        out.append((hid, _type_name(obj) if tn is None else tn))
+        if tn is None:
+            tn = _record_type_name(obj, flags)
+        tn, exc_type, message = _split_type_name(tn)
+        if flags & FLAG_EXCINFO:
+            # a record written before the type-name area held them
+            out.append((hid, tn, exc_type or "", message or ""))
+        else:
+            out.append((hid, tn))
     return out
 
 
 def lost_request():
-    """Entries that were not restored: volatile ones and those whose class
-    is gone.  Loads every not-yet-loaded entry to find out."""
-    for name in keys_request():
-        try:
-            WS.ns[name]
-        except (KeyError, VolatileEntryError):
-            pass
-    for hid, _ in handles_request():
-        try:
-            WS.get_handle(hid)
-        except RequestError:
-            pass
-    out = []
-    for key, (tn, reason) in sorted(WS.lost_entries.items(),
-                                    key=lambda kv: str(kv[0])):
+    """Entries of the session that cannot be restored, as (name, type name,
+    reason) rows; unpickles nothing, so that a listing never runs a
+    stored pickle (and costs a read of each record not loaded, no more):
+
+    - volatile: its record says it could not be persisted (FLAG_VOLATILE:
+      its payload is the reason) and it did not survive the restart;
+    - damaged: its record is unreadable or fails its digest check (read,
+      not unpickled);
+    - failed to load in this process: its class could not be imported (a
+      Placeholder stands for it);
+    - holding a lost one: its record refers (its refs) to an entry listed
+      for one of the reasons above, so it cannot be loaded either (or, in
+      memory, it holds that entry's Placeholder); the reason names that
+      entry.
+
+    An entry whose record is intact but whose class is gone is found when
+    it is loaded (ws[name], use in code), not by this listing: finding it
+    sooner would mean running its pickle.  Hidden handles (pyshelfd's own)
+    are not listed; an entry that holds a lost one is.  Entries in memory
+    (loaded, or bound by this backend, volatile ones too) are not lost."""
+    lost = _lost_in_memory()      # key -> (type name, reason)
+    refs = {}       # key -> (type name, the entries its record refers to)
+    _lost_stored(lost, refs)
+    _lost_holders(lost, refs)
+    return _lost_rows(lost)
+
+
+def _lost_in_memory():
+    """The entries that failed to load in this backend (Placeholders), but
+    those bound again since."""
+    lost, ns = {}, WS.ns
+    for key, (tn, reason) in WS.lost_entries.items():
         if key in WS.deleted:
             continue
-        if key[0] == "g" and dict.__contains__(WS.ns, key[1]) and \
-                not isinstance(dict.__getitem__(WS.ns, key[1]), Placeholder):
+        if key[0] == "g" and dict.__contains__(ns, key[1]) and \
+                not isinstance(dict.__getitem__(ns, key[1]), Placeholder):
             continue    # bound again since
+        lost[key] = (tn, reason)
+    return lost
+
+
+def _lost_stored(lost, refs):
+    """Read each stored record not in memory (its digest checked, nothing
+    unpickled): the damaged and the volatile ones go into lost, the refs
+    of the others into refs."""
+    ns = WS.ns
+    stored = [("g", n) for n in _s.list_keys("g")]
+    stored += [("h", h) for h in _s.list_keys("h") if h not in WS.released]
+    for key in stored:
+        if key in WS.deleted or key in lost or WS._loaded(key) or \
+                (key[0] == "g" and dict.__contains__(ns, key[1])):
+            continue    # gone, known, or in memory (loaded or bound)
+        try:
+            rec = _s.check(key[0], key[1])
+        except _s.CorruptEntry as e:
+            tn = "?"
+            try:
+                head = _s.head(key[0], key[1])
+                if head is not None:
+                    tn = _split_type_name(head[1])[0]
+            except _s.CorruptEntry:
+                pass
+            lost[key] = (tn, "its record is damaged: %s" % (e,))
+            continue
+        if rec is None:
+            continue
+        flags, tn, blob, vreason = rec
+        tn = _split_type_name(tn)[0]
+        if flags & FLAG_VOLATILE:
+            lost[key] = (tn, "it was not persisted: %s" % (vreason,))
+        elif blob:
+            refs[key] = (tn, _parse_refs(blob))
+
+
+def _lost_holders(lost, refs):
+    """Add to lost every entry that holds a lost one, transitively, its
+    reason naming the one it holds."""
+    # an entry in memory whose record refers to a lost one was loaded
+    # holding that entry's Placeholder (a record that cannot be read or a
+    # volatile one would have failed its load)
+    for key, targets in WS.refs_of.items():
+        if key not in refs and key not in lost and key not in WS.deleted \
+                and WS._loaded(key):
+            obj = (WS.shadow if key[0] == "g" else WS.handles)[key[1]]
+            refs[key] = (_type_name(obj), targets)
+    # an entry whose record refers to a lost one cannot be loaded either
+    held_by = {}
+    for key, (_tn, targets) in refs.items():
+        for t in targets:
+            held_by.setdefault(t, []).append(key)
+    todo = list(lost)
+    while todo:
+        t = todo.pop()
+        for key in held_by.get(t, ()):
+            if key not in lost:
+                lost[key] = (refs[key][0], "it holds %s, which is lost" %
+                             (_keystr(t),))
+                todo.append(key)
+
+
+def _lost_rows(lost):
+    """The LOST listing's rows, sorted, hidden handles left out."""
+    out = []
+    for key in sorted(lost, key=lambda k: (k[0], str(k[1]))):
+        if key[0] == "h":
+            try:
+                if WS._is_hidden(key):
+                    continue
+            except _s.CorruptEntry:
+                pass
+        tn, reason = lost[key]
         name = key[1] if key[0] == "g" else "handle %d" % key[1]
         out.append((name, tn, reason))
     return out

@@ -489,8 +489,9 @@ dispatch_put_item(wire_buf *b, uint8_t tag, PyObject *o)
 static int
 dispatch_listing(worker *w, const wire_msg *m)
 {
+	/* an exception's handle (FLAG_EXCINFO) adds EXC_TYPE and MESSAGE */
 	static const uint8_t handles_tags[] = {WIRE_TAG_HANDLE,
-	    WIRE_TAG_TYPE_NAME};
+	    WIRE_TAG_TYPE_NAME, WIRE_TAG_EXC_TYPE, WIRE_TAG_MESSAGE};
 	static const uint8_t lost_tags[] = {WIRE_TAG_KEY, WIRE_TAG_TYPE_NAME,
 	    WIRE_TAG_MESSAGE};
 	const char *fn = m->type == WIRE_MSG_KEYS ? "keys_request" :
@@ -511,7 +512,8 @@ dispatch_listing(worker *w, const wire_msg *m)
 			dispatch_put_item(&b, WIRE_TAG_KEY, row);
 			continue;
 		}
-		for (j = 0; PyTuple_Check(row) && j < PyTuple_GET_SIZE(row); j++)
+		for (j = 0; PyTuple_Check(row) && j < PyTuple_GET_SIZE(row) &&
+		    j < (m->type == WIRE_MSG_HANDLES ? 4 : 3); j++)
 			dispatch_put_item(&b, tags[j], PyTuple_GET_ITEM(row, j));
 	}
 	Py_DECREF(l);

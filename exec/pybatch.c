@@ -1032,8 +1032,19 @@ batch_dump_keys(PyObject *self, PyObject *args)
 	for (i = 0; i < n; i++) {
 		PyObject *key = items[i].key, *obj = items[i].obj, *tn;
 		int rc;
-		if ((tn = pybatch_type_name(obj)) == NULL)
+		/* an exception's handle keeps its exc_type and message in its
+		 * record's type-name area, for listings that unpickle nothing */
+		tn = items[i].flags & STORE_FLAG_EXCINFO ?
+		    PyObject_CallMethod(pyio_backend, "excinfo_type_name", "(O)",
+		    obj) : pybatch_type_name(obj);
+		if (tn == NULL)
 			goto out;
+		if (!PyUnicode_Check(tn)) {
+			PyErr_Format(PyExc_TypeError, "excinfo_type_name() "
+			    "returned %.200s, not str", Py_TYPE(tn)->tp_name);
+			Py_DECREF(tn);
+			goto out;
+		}
 		rc = batch_dump_obj(b, &pm, (sinkobject *)sink, idmap, key,
 		    obj, items[i].flags, tn, digests);
 		if (rc < 0) {

@@ -453,8 +453,36 @@ idmap_more_prune(idmapobject *m, PyObject *obj, PyObject *l)
 	return rc;
 }
 
+/* Can key be a store key, so that records may refer to it?  ("g", name)
+ * with a name of 1 to STORE_KEY_MAX UTF-8 bytes, or any ("h", id). */
+static int
+idmap_storable(PyObject *key)
+{
+	PyObject *kind, *k; /* borrowed */
+	Py_ssize_t n;
+
+	if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2)
+		return 0;
+	kind = PyTuple_GET_ITEM(key, 0);
+	k = PyTuple_GET_ITEM(key, 1);
+	if (!PyUnicode_Check(kind) || PyUnicode_GET_LENGTH(kind) != 1 ||
+	    PyUnicode_READ_CHAR(kind, 0) != 'g')
+		return 1;
+	if (!PyUnicode_Check(k))
+		return 0;
+	if (PyUnicode_AsUTF8AndSize(k, &n) == NULL) {
+		PyErr_Clear();   /* not encodable (a lone surrogate) */
+		return 0;
+	}
+	return n > 0 && n <= STORE_KEY_MAX;
+}
+
 /* Map obj to key too: an object already mapped keeps its first key, and
- * key becomes one of its others (an alias).  0 or -1. */
+ * key becomes one of its others (an alias).  A key that cannot be stored
+ * (a global's name that is empty, longer than STORE_KEY_MAX or not UTF-8)
+ * is not mapped: that global is kept in memory only, and a record that
+ * refers to its object must hold the object by value, never by a
+ * reference to a record that cannot exist.  0 or -1. */
 int
 pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 {
@@ -462,6 +490,9 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 	idslot *s;
 	size_t i;
 	int r;
+
+	if (!idmap_storable(key))
+		return 0;
 
 	/* the empty tuple is one object for everyone (CPython's singleton):
 	 * no entry owns it, or every record holding a () would refer to the
@@ -708,6 +739,13 @@ idmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
 	if (ks[0] == 'g') {
 		if ((name = PyUnicode_AsUTF8AndSize(k, &nlen)) == NULL)
 			return -1;
+		/* the length field is 16 bits; idmap_add never maps such a
+		 * key, so this is a bug, and refused rather than truncated */
+		if (nlen == 0 || nlen > STORE_KEY_MAX) {
+			PyErr_Format(PyExc_ValueError, "a reference to a global "
+			    "of %zd bytes: must be 1 to %d", nlen, STORE_KEY_MAX);
+			return -1;
+		}
 	} else {
 		wire_be64_put(hb, PyLong_AsUnsignedLongLong(k));
 		if (PyErr_Occurred())

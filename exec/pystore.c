@@ -78,7 +78,8 @@ pystore_raise(int rc, const char *what)
 struct get_arg {
 	pykey k;               /* which entry */
 	int mode;              /* 0 full, 2 flags (header only), 3 refs,
-	                          4 flags and type name (digest unchecked) */
+	                          4 flags and type name (digest unchecked),
+	                          5 check (digest checked, no payload) */
 	int rc;                /* store result */
 	PyObject *result;      /* new reference */
 };
@@ -104,6 +105,16 @@ pystore_get_txn(store_txn *t, void *arg)
 	    (size_t)ga->k.name_len, ga->k.handle, &r);
 	if (ga->rc != 0)
 		return 0;
+	if (ga->mode == 5) {
+		/* a volatile record's payload is its reason (short text) */
+		int vol = (r.flags & STORE_FLAG_VOLATILE) != 0;
+		ga->result = Py_BuildValue("(iNy#N)", r.flags,
+		    PyUnicode_DecodeUTF8(r.type_name, r.type_len, "replace"),
+		    (const char *)r.refs, (Py_ssize_t)r.refs_len,
+		    vol ? PyUnicode_DecodeUTF8((const char *)r.payload,
+		    (Py_ssize_t)r.payload_len, "replace") : Py_NewRef(Py_None));
+		return 0;
+	}
 	if (ga->mode == 4) {
 		ga->result = Py_BuildValue("(iN)", r.flags,
 		    PyUnicode_DecodeUTF8(r.type_name, r.type_len, "replace"));
@@ -156,7 +167,7 @@ pystore_get_common(PyObject *args, int mode)
 		PyErr_Format(pystore_CorruptEntry, "entry %s %R is corrupt (%s); "
 		    "it was not loaded",
 		    ga.k.kind == STORE_KIND_GLOBAL ? "global" : "handle", key,
-		    mode == 0 || mode == 3 ?
+		    mode == 0 || mode == 3 || mode == 5 ?
 		    "its digest does not match" : "its layout is broken");
 		return NULL;
 	}
@@ -186,6 +197,15 @@ static PyObject *
 pystore_head(PyObject *self, PyObject *args)
 {
 	return pystore_get_common(args, 4);
+}
+
+/* check(kind, key) -> (flags, type name, refs, volatile reason or None) |
+ * None: the record read and its digest checked (CorruptEntry when it
+ * does not match), its pickle neither copied nor run */
+static PyObject *
+pystore_check(PyObject *self, PyObject *args)
+{
+	return pystore_get_common(args, 5);
 }
 
 /* flags(kind, key) -> the record's flags (header only, unchecked) | None */
@@ -611,6 +631,8 @@ PyMethodDef pystore_methods[] = {
 	{"get", pystore_get, METH_VARARGS, "get(kind, key)"},
 	{"get_refs", pystore_get_refs, METH_VARARGS, "get_refs(kind, key)"},
 	{"flags", pystore_flags, METH_VARARGS, "flags(kind, key)"},
+	{"check", pystore_check, METH_VARARGS, "check(kind, key) -> (flags, "
+	    "type name, refs, volatile reason or None)"},
 	{"head", pystore_head, METH_VARARGS, "head(kind, key) -> (flags, "
 	 "type name) | None, the digest unchecked"},
 	{"list_keys", pystore_list_keys, METH_O, "list_keys(kind)"},

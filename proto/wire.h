@@ -66,7 +66,9 @@ enum wire_msg_type {
 	WIRE_MSG_SET = 0x0111,       /* c->s: KEY, VALUE -> OK */
 	WIRE_MSG_DEL = 0x0112,       /* c->s: KEY -> OK */
 	WIRE_MSG_KEYS = 0x0113,      /* c->s: no fields -> LISTING of KEY* */
-	WIRE_MSG_HANDLES = 0x0114,   /* c->s -> LISTING of (HANDLE, TYPE_NAME)* */
+	WIRE_MSG_HANDLES = 0x0114,   /* c->s -> LISTING of (HANDLE, TYPE_NAME,
+	                                [EXC_TYPE, MESSAGE])*: the two more
+	                                for an exception's handle */
 	WIRE_MSG_LOST = 0x0115,      /* c->s -> LISTING of (KEY, TYPE_NAME,
 	                                MESSAGE)* */
 

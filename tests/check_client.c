@@ -30,6 +30,7 @@
 
 #include "pyshelf.h"
 #include "wire.h"
+#include "testutil.h"
 
 /* The connection to the fake backend, set up by the fixture. */
 static pyshelf_conn *conn;
@@ -246,6 +247,11 @@ fake_mapping(int fd, wire_buf *b, const wire_msg *m)
 		wire_begin(b, WIRE_MSG_LISTING, m->id);
 		wire_put_u64(b, WIRE_TAG_HANDLE, 1);
 		wire_put_str(b, WIRE_TAG_TYPE_NAME, "int");
+		/* an exception's handle: its row adds EXC_TYPE, MESSAGE */
+		wire_put_u64(b, WIRE_TAG_HANDLE, 7);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "tuple");
+		wire_put_str(b, WIRE_TAG_EXC_TYPE, "KeyError");
+		wire_put_str(b, WIRE_TAG_MESSAGE, "'r7'");
 		wire_put_u64(b, WIRE_TAG_HANDLE, 2);
 		wire_put_str(b, WIRE_TAG_TYPE_NAME, "str");
 		fake_send(fd, b);
@@ -830,11 +836,18 @@ START_TEST(test_listings)
 	ck_assert_str_eq(keys[1], "b");
 	pyshelf_strv_free(keys, n);
 	ck_assert_int_eq(pyshelf_handles(conn, &h, &n), PYSHELF_OK);
-	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(n, 3);
 	ck_assert_uint_eq(h[0].handle, 1);
 	ck_assert_str_eq(h[0].type_name, "int");
-	ck_assert_uint_eq(h[1].handle, 2);
-	ck_assert_str_eq(h[1].type_name, "str");
+	ck_assert_ptr_null(h[0].exc_type);
+	ck_assert_ptr_null(h[0].message);
+	ck_assert_uint_eq(h[1].handle, 7);
+	ck_assert_str_eq(h[1].type_name, "tuple");
+	ck_assert_str_eq(h[1].exc_type, "KeyError");
+	ck_assert_str_eq(h[1].message, "'r7'");
+	ck_assert_uint_eq(h[2].handle, 2);
+	ck_assert_str_eq(h[2].type_name, "str");
+	ck_assert_ptr_null(h[2].exc_type);
 	pyshelf_handles_free(h, n);
 	ck_assert_int_eq(pyshelf_lost(conn, &l, &n), PYSHELF_OK);
 	ck_assert_uint_eq(n, 1);
@@ -1057,7 +1070,7 @@ client_suite(void)
 	TCase *alone = tcase_create("Standalone");
 
 	tcase_add_checked_fixture(core, setup, teardown);
-	tcase_set_timeout(core, 20);
+	tcase_set_timeout(core, TU_TIMEOUT);
 	tcase_add_test(core, test_request_validation);
 	tcase_add_test(core, test_hello);
 	tcase_add_test(core, test_exec_output_and_direct_result);
@@ -1076,7 +1089,7 @@ client_suite(void)
 	suite_add_tcase(s, core);
 
 	tcase_add_checked_fixture(limits, setup, teardown);
-	tcase_set_timeout(limits, 20);
+	tcase_set_timeout(limits, TU_TIMEOUT);
 	tcase_add_test(limits, test_backend_dies_mid_request);
 	tcase_add_test(limits, test_malformed_frame);
 	tcase_add_test(limits, test_reply_with_wrong_id);
@@ -1084,7 +1097,7 @@ client_suite(void)
 	tcase_add_test(limits, test_request_over_backend_limit);
 	suite_add_tcase(s, limits);
 
-	tcase_set_timeout(alone, 20);
+	tcase_set_timeout(alone, TU_TIMEOUT);
 	tcase_add_test(alone, test_strerror);
 	tcase_add_test(alone, test_invalid_arguments);
 	tcase_add_test(alone, test_spawn_missing_backend);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "pickledis.h"
+#include "testutil.h"
 
 /* One embedded pickle and what the disassembler must find in it. */
 struct pk_case {
@@ -1495,6 +1496,7 @@ dump_suite(void)
 
 	tc = tcase_create("Core");
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, TU_TIMEOUT);
 	tcase_add_loop_test(tc, test_cases, 0, (int)NCASES);
 	tcase_add_test(tc, test_protocols);
 	tcase_add_test(tc, test_rendering);
@@ -1506,7 +1508,7 @@ dump_suite(void)
 
 	tc = tcase_create("Limits");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 120);
+	tcase_set_timeout(tc, TU_TIMEOUT);
 	tcase_add_loop_test(tc, test_truncations, 0, (int)NCASES);
 	tcase_add_loop_test(tc, test_flips, 0, (int)NCASES);
 	tcase_add_test(tc, test_garbage);

@@ -25,6 +25,7 @@
 #include <check.h>
 
 #include "wire.h"
+#include "testutil.h"
 
 /* A running backend and our ends of its pipes. */
 struct be {
@@ -237,7 +238,9 @@ START_TEST(test_timeout_and_interrupt)
 	be_exec(2, "while True:\n    pass\n", NULL, 0, 300, NULL, 0);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	ck_assert_str_eq(be_str(WIRE_TAG_EXC_TYPE, s, sizeof s), "TimeoutError");
-	ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 5);
+	/* the loop never ends by itself: a reply is the proof; the bound
+	 * only tells a hang apart, however busy the machine */
+	ck_assert_int_lt(t1.tv_sec - t0.tv_sec, 120);
 	/* code that swallows the first interrupt still stops */
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_EXEC, 3);
@@ -394,7 +397,11 @@ START_TEST(test_preauth_frame_limit)
 	wire_begin(&b, WIRE_MSG_HELLO, 1);
 	wire_put_u64(&b, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
 	wire_put_str(&b, WIRE_TAG_NAME, name);
-	be_send(&b);
+	ck_assert_int_eq(wire_end(&b), WIRE_OK);
+	/* the backend refuses after the header and closes: the rest of the
+	 * body may not get into the pipe (EPIPE), which is fine */
+	(void)wire_write_all(B.to, b.data, b.len);
+	wire_buf_free(&b);
 	expect_error(WIRE_ERR_TOO_BIG);
 	ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 10000), WIRE_E_EOF);
 	ck_assert_int_eq(be_wait() & 0x7f, 0);
@@ -458,7 +465,11 @@ START_TEST(test_nothing_after_closing_error)
 	ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 30000), WIRE_OK);
 	ck_assert_int_eq(B.m.type, WIRE_MSG_OUTPUT);
 	ck_assert_int_eq(wire_write_all(B.to, bad, sizeof bad), WIRE_OK);
-	ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 30000), WIRE_OK);
+	/* more of its output may come first (print's end, as a frame of
+	 * its own), then the closing ERROR */
+	do
+		ck_assert_int_eq(wire_conn_read(&B.conn, &B.m, 30000), WIRE_OK);
+	while (B.m.type == WIRE_MSG_OUTPUT);
 	ck_assert_int_eq(B.m.type, WIRE_MSG_ERROR);
 	ck_assert_uint_eq(wire_msg_u64(&B.m, WIRE_TAG_ERRCODE, 0),
 	    WIRE_ERR_MALFORMED);
@@ -473,8 +484,8 @@ engine_suite(void)
 	Suite *s = suite_create("engine");
 	TCase *core = tcase_create("Core"), *lim = tcase_create("Limits");
 
-	tcase_set_timeout(core, 60);
-	tcase_set_timeout(lim, 60);
+	tcase_set_timeout(core, TU_TIMEOUT);
+	tcase_set_timeout(lim, TU_TIMEOUT);
 	tcase_add_test(core, test_handshake_and_block);
 	tcase_add_test(core, test_function_with_handle);
 	tcase_add_test(core, test_timeout_and_interrupt);

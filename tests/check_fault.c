@@ -2503,7 +2503,7 @@ fault_suite(void)
 
 	tc = tcase_create("Core");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TU_TIMEOUT);
 	tcase_add_test(tc, test_wire_build_oom);
 	tcase_add_test(tc, test_wire_parse_oom);
 	tcase_add_test(tc, test_conn_read_oom);
@@ -2525,7 +2525,7 @@ fault_suite(void)
 
 	tc = tcase_create("Limits");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TU_TIMEOUT);
 	tcase_add_test(tc, test_store_full_map);
 	tcase_add_test(tc, test_wire_one_byte_io);
 	tcase_add_test(tc, test_conn_read_poll_never_ready);

@@ -23,6 +23,7 @@
 #include <check.h>
 
 #include "wire.h"
+#include "testutil.h"
 
 #define MIB (1024u * 1024)
 
@@ -1165,7 +1166,7 @@ wire_suite(void)
 
 	tc = tcase_create("Core");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TU_TIMEOUT);
 	tcase_add_test(tc, test_roundtrip_each);
 	tcase_add_test(tc, test_all_types_covered);
 	tcase_add_test(tc, test_many_frames);
@@ -1185,7 +1186,7 @@ wire_suite(void)
 
 	tc = tcase_create("Limits");
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_set_timeout(tc, 60);
+	tcase_set_timeout(tc, TU_TIMEOUT);
 	tcase_add_test(tc, test_truncated);
 	tcase_add_test(tc, test_oversized);
 	tcase_add_test(tc, test_field_overrun);
@@ -1199,6 +1200,7 @@ wire_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Golden");
+	tcase_set_timeout(tc, TU_TIMEOUT);
 	tcase_add_test(tc, test_golden);
 	tcase_add_test(tc, test_golden_numbers);
 	suite_add_tcase(s, tc);

@@ -23,6 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Every tcase's timeout, in seconds.  A timeout only ends a test that
+ * hangs; it never times one: shared CI machines run the suites with every
+ * core busy, where the slowest test (check_store's Big and Purge tcases,
+ * ~10 s each idle) takes several times as long.  This is far above that
+ * (more than 10x a loaded run), so that no test can fail for being slow. */
+#define TU_TIMEOUT 900
+
 /* nftw callback: remove one file or (depth first) directory. */
 static inline int
 tu_rmtree_one(const char *path, const struct stat *sb, int flag,

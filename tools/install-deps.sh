@@ -7,6 +7,7 @@ PKGS="build-essential autoconf automake libtool pkg-config
 liblmdb-dev lmdb-utils libxxhash-dev libssl-dev check
 python3 python3-dev python3-cloudpickle python3-tblib python3-pytest python3-numpy
 python3-lmdb python3-gdbm python3-execnet python3-jupyter-client python3-ipykernel
+libpython3.11-testsuite
 valgrind clang util-linux procps"
 missing=""
 for p in $PKGS; do

@@ -951,7 +951,8 @@ done:
 	return list;
 }
 
-/* handles() -> list of (id, type_name) */
+/* handles() -> list of (id, type_name, exc_type, message): the last two
+ * None unless the handle is an exception's */
 static PyObject *
 conn_handles(ConnObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -971,8 +972,8 @@ conn_handles(ConnObject *self, PyObject *Py_UNUSED(ignored))
 	if ((list = PyList_New((Py_ssize_t)n)) == NULL)
 		goto done;
 	for (i = 0; i < n; i++) {
-		t = Py_BuildValue("(Ks)", (unsigned long long)v[i].handle,
-		    v[i].type_name);
+		t = Py_BuildValue("(Kszz)", (unsigned long long)v[i].handle,
+		    v[i].type_name, v[i].exc_type, v[i].message);
 		if (t == NULL) {
 			Py_CLEAR(list);
 			goto done;

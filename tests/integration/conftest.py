@@ -27,10 +27,13 @@ def _find_backend():
 
 @pytest.fixture(scope="session")
 def backend():
-    """Path of the pyshelfd under test: $PYSHELFD, else the build tree's."""
+    """Path of the pyshelfd under test: $PYSHELFD, else the build tree's.
+    A missing pyshelfd fails the tests that need it: a test run that
+    tested nothing must not pass."""
     path = _find_backend()
     if not path or not os.access(path, os.X_OK):
-        pytest.skip("no pyshelfd to test (set PYSHELFD)")
+        pytest.fail("no pyshelfd to test at %r (build it, or set "
+                    "PYSHELFD to its path)" % (path,), pytrace=False)
     return path
 
 

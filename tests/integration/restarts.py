@@ -13,10 +13,10 @@ MODES = ["clean", "kill"]   # ws.close(), or SIGKILL
 
 
 def kill_backend(ws):
-    """SIGKILL the pyshelfd behind ws, wait (up to 10 s) until it is gone,
+    """SIGKILL the pyshelfd behind ws, wait (up to 120 s) until it is gone,
     then close ws, whose complaints about the dead backend are expected."""
     os.kill(ws.pid, signal.SIGKILL)
-    deadline = time.time() + 10
+    deadline = time.time() + 120
     while time.time() < deadline:
         try:
             os.waitpid(ws.pid, os.WNOHANG)

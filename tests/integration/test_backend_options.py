@@ -16,7 +16,7 @@ OPTIONS = ["--stdio", "--db", "--session", "--create", "--lease",
 
 def run(backend, *args):
     return subprocess.run([backend, *args], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_help_names_every_option(backend):
@@ -101,9 +101,9 @@ def test_checkpoint_interval_catches_in_place_changes(tmp_path, backend):
     ws.remote_exec("def f():\n    lst.append(1)\n")
     ws.remote_exec("globals()['f']()")
     written = ws.stats()["entries_written"]
-    deadline = time.time() + 20
+    deadline = time.time() + 120      # a bound for a hang, not a timing
     while ws.stats()["entries_written"] == written:
-        assert time.time() < deadline, "no interval checkpoint in 20 s"
+        assert time.time() < deadline, "no interval checkpoint in 120 s"
         time.sleep(0.05)
     kill_backend(ws)
     ws = pyshelf.spawn(db=db, session="s", backend=backend)

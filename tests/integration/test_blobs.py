@@ -27,7 +27,7 @@ def settled(db, n):
     """The blob files once there are n of them (waiting up to 10 s: the
     backend unlinks the files its commits dropped when it is idle, after
     the reply)."""
-    deadline = time.time() + 10
+    deadline = time.time() + 120
     while len(blob_files(db)) != n and time.time() < deadline:
         time.sleep(0.005)
     return blob_files(db)
@@ -216,7 +216,7 @@ DUMP = os.environ.get("PYSHELF_DUMP")
 
 def dump(*args, check):
     r = subprocess.run([DUMP] + list(args), capture_output=True, text=True,
-                       timeout=120)
+                       timeout=300)
     assert r.returncode == check, (r.returncode, r.stdout, r.stderr)
     return r
 

@@ -245,7 +245,10 @@ def test_timeout_interrupts_in_the_backend(gw):
     t0 = time.monotonic()
     r = gw.remote_exec("while True:\n    pass", timeout=0.3)
     assert isinstance(r, WrappedExcinfo)
-    assert time.monotonic() - t0 < 5
+    assert r.exc_type == "TimeoutError"
+    # the loop never ends by itself: returning at all is the proof; the
+    # bound only tells a hang apart, however busy the machine
+    assert time.monotonic() - t0 < 120
     assert gw.remote_exec("DirectValue('alive')").value == "alive"
 
 

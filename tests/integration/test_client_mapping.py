@@ -87,7 +87,11 @@ def test_clear(gw):
     assert len(gw) == 0
 
 
-def test_workspaces_compare_by_identity(gw):
-    assert gw == gw
-    assert hash(gw) == hash(gw)
-    assert gw != {}
+def test_workspaces_compare_as_mappings(gw):
+    """Mapping equality, as shelve.Shelf (was identity): see
+    test_mapping_meaning.py for two workspaces."""
+    assert gw == gw and gw == {}
+    gw["a"] = 1
+    assert gw != {} and gw == {"a": 1}
+    with pytest.raises(TypeError):
+        hash(gw)

@@ -88,14 +88,14 @@ class Backend:
     def detach(self):
         self.request(DETACH)
         self.p.stdin.close()
-        assert self.p.wait(timeout=30) == 0
+        assert self.p.wait(timeout=300) == 0
 
 
 def dump(*args, db=None, check=None):
     """Run pyshelf-dump; returns the CompletedProcess (text)."""
     argv = [DUMP] + (["--db", str(db)] if db is not None else []) + \
         [str(a) for a in args]
-    r = subprocess.run(argv, capture_output=True, timeout=120)
+    r = subprocess.run(argv, capture_output=True, timeout=300)
     r.stdout = r.stdout.decode("utf-8")
     r.stderr = r.stderr.decode("utf-8")
     if check is not None:
@@ -491,9 +491,13 @@ def test_check_while_backend_writes(tmp_path):
             assert rows(r.stdout, "check")[0]["sound"] is True
             assert dump("busy", db=db).returncode == 0
             time.sleep(0.05)
+        # enough writes beside the checks, however slow the machine
+        deadline = time.time() + 120
+        while done[0] <= 10 and time.time() < deadline and not errors:
+            time.sleep(0.05)
     finally:
         stop.set()
-        th.join(timeout=60)
+        th.join(timeout=120)
     assert not errors, errors
     b.detach()
     assert done[0] > 10

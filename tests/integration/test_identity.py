@@ -319,6 +319,11 @@ def test_cycle_with_a_class_gone(store, tmp_path):
         assert ws["fine"] == [1]
         assert "Placeholder" in value(ws, "DirectValue(repr(peer))")
         assert "Placeholder" in value(ws, "DirectValue(repr(g))")
+        # lost() runs no pickle: the module global, never loaded yet, is
+        # listed once loading it was tried
+        assert {item[0] for item in ws.lost()} == {"g", "peer"}
+        assert "Placeholder" in value(ws,
+                                      "DirectValue(repr(gone_cycle_mod))")
         lost = {item[0] for item in ws.lost()}
         assert lost == {"g", "peer", "gone_cycle_mod"}   # the module too
     finally:

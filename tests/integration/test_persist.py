@@ -542,7 +542,7 @@ def test_clean_shutdown_by_signal_loses_nothing(store, sig):
     ws.remote_exec("lst.append('mutated in place')")
     pid = ws.pid
     os.kill(pid, sig)
-    deadline = time.time() + 10
+    deadline = time.time() + 120
     status = None
     while time.time() < deadline:
         try:
@@ -565,22 +565,29 @@ def test_clean_shutdown_by_signal_loses_nothing(store, sig):
         ws.close()
 
 
-def test_sigterm_interrupts_running_code_then_saves(store):
+def test_sigterm_interrupts_running_code_then_saves(store, tmp_path):
     ws = pyshelf.spawn(db=store, session="s")
     ws.remote_exec("before = 1")
     import threading
     res = {}
+    running = tmp_path / "running"
 
     def run():
         try:
-            res["r"] = ws.remote_exec("import time\nwhile True:\n    time.sleep(0.01)")
+            res["r"] = ws.remote_exec(
+                "import time\nopen(%r, 'w').close()\n"
+                "while True:\n    time.sleep(0.01)" % str(running))
         except pyshelf.Error as e:
             res["e"] = e
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.3)
+    # the signal must find the code running: wait until it says so (no
+    # guess of how long that takes on a busy machine)
+    deadline = time.time() + 120
+    while not running.exists() and time.time() < deadline:
+        time.sleep(0.01)
     os.kill(ws.pid, signal.SIGTERM)
-    t.join(10)
+    t.join(120)
     assert not t.is_alive()
     assert "r" in res and isinstance(res["r"], WrappedExcinfo), res
     try:

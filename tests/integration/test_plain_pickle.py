@@ -167,7 +167,7 @@ def test_plain_entries_survive_restarts(tmp_path, backend):
 def _records(db, session):
     """{name: record row} of a session's globals, from pyshelf-dump --json."""
     r = subprocess.run([os.environ["PYSHELF_DUMP"], "--db", str(db), "--json",
-                        session], capture_output=True, timeout=60)
+                        session], capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.decode().splitlines()]
     return {x["name"]: x for x in rows if x.get("row") == "entry"}

@@ -31,6 +31,7 @@ _KIND_DIRECT = _pyshelf.KIND_DIRECT
 _KIND_WRAPPED = _pyshelf.KIND_WRAPPED
 _ERR_NOT_FOUND = _pyshelf.ERR_NOT_FOUND
 _ERR_UNPICKLE = _pyshelf.ERR_UNPICKLE
+_ERR_BAD_REQUEST = _pyshelf.ERR_BAD_REQUEST
 
 # (source, name) per code object, so that repeated calls of one function do
 # not redo inspect.getsource().  Bounded: the oldest entry goes first.
@@ -41,7 +42,45 @@ _SOURCE_CACHE_MAX = 1024
 # backend defines shipped functions outside the workspace's globals, so the
 # helper itself never becomes a global.
 _BIND_SOURCE = ("def _pyshelf_bind(name, obj):\n"
+                "    import pyshelf\n"
+                "    pyshelf._check_global_name(name)\n"
                 "    globals()[name] = obj\n")
+
+
+def _could_be_global(key):
+    """Could key name a workspace global at all?  (A str the wire can
+    carry: no NUL, UTF-8.)  Others are simply not in the mapping."""
+    if not isinstance(key, str) or "\x00" in key:
+        return False
+    try:
+        key.encode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def _check_name(key):
+    """Refuse a name that can never be a workspace global's, before
+    anything is sent: TypeError for a non-str, ValueError with the reason
+    otherwise.  (The backend checks the rest, the store's key limit, and
+    answers BAD_REQUEST.)"""
+    if not isinstance(key, str):
+        raise TypeError("workspace globals are named by str, not %s"
+                        % type(key).__name__)
+    if not key:
+        raise ValueError("a workspace global's name cannot be empty")
+    if len(key) > 4 and key[:2] == "__" and key[-2:] == "__":
+        raise ValueError("%r is a name of the backend's own namespace: "
+                         "names of the form __x__ are not workspace globals"
+                         % (key,))
+    if "\x00" in key:
+        raise ValueError("a workspace global's name cannot contain a NUL "
+                         "character")
+    try:
+        key.encode("utf-8")
+    except UnicodeError:
+        raise ValueError("workspace global name %r cannot be encoded as "
+                         "UTF-8 (a lone surrogate)" % (key,)) from None
 
 _cloudpickle = None
 
@@ -341,11 +380,15 @@ class Workspace(collections.abc.MutableMapping):
         state = "closed" if self._closed else "pid=%s" % (self.pid,)
         return "<pyshelf.Workspace session=%r %s>" % (self.session, state)
 
-    # Identity, not the Mapping's value comparison (that would transfer
-    # every global); hashable like any object.
-    __eq__ = object.__eq__
-    __ne__ = object.__ne__
-    __hash__ = object.__hash__
+    # Mapping equality, as for shelve.Shelf: two workspaces, or a
+    # workspace and a dict, with equal items are equal (comparing fetches
+    # every global's value).  Its contents change, so it is unhashable.
+    def __eq__(self, other):
+        if other is self:
+            return True
+        return collections.abc.Mapping.__eq__(self, other)
+
+    __hash__ = None
 
     def _begin(self):
         """Start a request (with _lock held): refuse a closed workspace and
@@ -590,15 +633,26 @@ class Workspace(collections.abc.MutableMapping):
 
     # --- handles ---------------------------------------------------------
 
+    def _found(self, row):
+        """The Wrapped for one row of the HANDLES listing: a
+        WrappedExcinfo (with its exc_type and message) for an exception's
+        handle, as the RESULT that made it was."""
+        hid, tn, exc_type, message = row
+        if exc_type is None:
+            return self._wrapped(hid, tn, Wrapped, own=False)
+        return self._wrapped(hid, tn, WrappedExcinfo, exc_type, message,
+                             own=False)
+
     def handles(self):
-        """The session's live handles, as Wrapped objects.  Those this
-        client did not get itself (made before this attach, or by another
-        client) are found, not taken: dropping their Wrapped objects does
-        not release them; ``release()`` does."""
+        """The session's live handles, as Wrapped objects: an exception's
+        handle is a WrappedExcinfo with its ``exc_type`` and ``message``,
+        also after a restart.  Those this client did not get itself (made
+        before this attach, or by another client) are found, not taken:
+        dropping their Wrapped objects does not release them;
+        ``release()`` does."""
         with self._lock:
             self._begin()
-            return [self._wrapped(hid, tn, Wrapped, own=False)
-                    for hid, tn in self._conn.handles()]
+            return [self._found(row) for row in self._conn.handles()]
 
     def handle(self, id):
         """The Wrapped for a live handle id; KeyError when not live.  Like
@@ -610,9 +664,9 @@ class Workspace(collections.abc.MutableMapping):
             return w
         with self._lock:
             self._begin()
-            for hid, tn in self._conn.handles():
-                if hid == id:
-                    return self._wrapped(hid, tn, Wrapped, own=False)
+            for row in self._conn.handles():
+                if row[0] == id:
+                    return self._found(row)
         raise KeyError(id)
 
     def release(self, *handles):
@@ -646,6 +700,8 @@ class Workspace(collections.abc.MutableMapping):
         """A handle (Wrapped) to the workspace global ``name``; for values
         that cannot travel by pickle.  KeyError when there is no such
         global."""
+        if not _could_be_global(name):
+            raise KeyError(name)
         with self._lock:
             self._begin()
             try:
@@ -657,8 +713,18 @@ class Workspace(collections.abc.MutableMapping):
             return self._result(r)
 
     def lost(self):
-        """Entries that were not restored when the session resumed: a list
-        of ``Lost(name, type_name, reason)``."""
+        """Entries of the session that cannot be restored: a list of
+        ``Lost(name, type_name, reason)`` (a handle's name is ``"handle
+        N"``).  Listed: an entry that was volatile (could not be
+        persisted) and did not survive a restart; one whose record is
+        damaged (unreadable, or its digest does not match); one that
+        failed to load in this backend because its class cannot be
+        imported; and one whose record holds a lost entry (the reason
+        names it).  The listing runs no pickle: it reads each record not
+        in memory and checks its digest, so an entry whose record is
+        intact but whose class is gone shows up here only once loading it
+        was tried (``ws[name]``, or code that uses it).  Entries in memory
+        are not lost."""
         with self._lock:
             self._begin()
             return [Lost(*t) for t in self._conn.lost()]
@@ -666,7 +732,7 @@ class Workspace(collections.abc.MutableMapping):
     # --- the mapping over the globals ------------------------------------
 
     def __getitem__(self, key):
-        if not isinstance(key, str):
+        if not _could_be_global(key):
             raise KeyError(key)
         with self._lock:
             self._begin()
@@ -685,15 +751,18 @@ class Workspace(collections.abc.MutableMapping):
         return r[5]
 
     def __setitem__(self, key, value):
-        if not isinstance(key, str):
-            raise TypeError("workspace globals are named by str, not %s"
-                            % type(key).__name__)
+        """Bind the global key.  A name that cannot be a stored global's
+        (empty, longer than the store's key limit, not UTF-8, or a __x__
+        name of the backend's own) is a ValueError: nothing is bound."""
+        _check_name(key)
         if isinstance(value, Wrapped):
             # Bind the handle's object itself, not a pickled Wrapped.
             r = self._run(_BIND_SOURCE, "_pyshelf_bind",
                           [_dumps(key, "the key"), self._arg(value, 2)], 0,
                           False, _Output(None, None))
             if isinstance(r, WrappedExcinfo):
+                if r.exc_type == "ValueError":
+                    raise ValueError("cannot bind %r: %s" % (key, r.message))
                 raise Error("binding %r failed in the backend: %s: %s"
                             % (key, r.exc_type, r.message))
             return
@@ -706,6 +775,8 @@ class Workspace(collections.abc.MutableMapping):
                     self._conn.set(key, data)
                 return
             except RemoteError as e:
+                if e.code == _ERR_BAD_REQUEST:
+                    raise ValueError(str(e)) from None
                 more = _missing_module(e, modules) \
                     if e.code == _ERR_UNPICKLE else None
                 if more is None:
@@ -713,7 +784,7 @@ class Workspace(collections.abc.MutableMapping):
                 modules.append(more)   # send that module's code by value
 
     def __delitem__(self, key):
-        if not isinstance(key, str):
+        if not _could_be_global(key):
             raise KeyError(key)
         with self._lock:
             self._begin()
