@@ -2155,10 +2155,21 @@ def _result_for(res, want_value):
     return (KIND_WRAPPED, hid, _type_name(res), None, None, None)
 
 
+def _check_name(name):
+    """A GET or DEL of a name that can never be a global's: a __x__ name
+    is not found (the backend's own, not a global: keys() leaves them
+    out); an empty one, one too long for the store, one that cannot be
+    UTF-8 are the client's error."""
+    why = _name_error(name)
+    if why is None:
+        return
+    if _dunder(name):
+        raise RequestError(ERR_NOT_FOUND, "no global %r: %s" % (name, why))
+    raise RequestError(ERR_BAD_REQUEST, why)
+
+
 def get_request(name, want_value):
-    if _dunder(name):       # the backend's own, not a global (keys())
-        raise RequestError(ERR_NOT_FOUND, "no global %r: %s" %
-                           (name, _name_error(name)))
+    _check_name(name)
     try:
         obj = WS.ns[name]
     except KeyError:
@@ -2198,9 +2209,7 @@ def set_request(name, data):
 
 
 def del_request(name):
-    if _dunder(name):
-        raise RequestError(ERR_NOT_FOUND, "no global %r: %s" %
-                           (name, _name_error(name)))
+    _check_name(name)
     try:
         del WS.ns[name]   # loads it first when stored but not loaded
     except KeyError:

@@ -315,6 +315,27 @@ dispatch_field_str(const wire_field *f)
 	    "strict");
 }
 
+/* The KEY of GET, SET, DEL as a str; NULL with a RequestError
+ * (BAD_REQUEST: the client's error) when it is not UTF-8. */
+static PyObject *
+dispatch_key(const wire_msg *m)
+{
+	const wire_field *f = wire_msg_find(m, WIRE_TAG_KEY);
+	PyObject *k = dispatch_field_str(f), *e;
+
+	if (k == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+		PyErr_Clear();
+		e = PyObject_CallFunction(pyio_RequestError, "is",
+		    WIRE_ERR_BAD_REQUEST, "KEY is not UTF-8: a global's name is "
+		    "UTF-8 text");
+		if (e != NULL) {
+			PyErr_SetObject(pyio_RequestError, e);
+			Py_DECREF(e);
+		}
+	}
+	return k;
+}
+
 /* EXEC: run shipped code. */
 static int
 dispatch_exec(worker *w, const wire_msg *m)
@@ -442,7 +463,7 @@ dispatch_get(worker *w, const wire_msg *m)
 	PyObject *k, *res;
 	int rc;
 
-	if ((k = dispatch_field_str(wire_msg_find(m, WIRE_TAG_KEY))) == NULL)
+	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
 	res = PyObject_CallMethod(pyio_backend, "get_request", "Oi", k,
 	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1));
@@ -461,7 +482,7 @@ dispatch_set_del(worker *w, const wire_msg *m)
 	const wire_field *v = wire_msg_find(m, WIRE_TAG_VALUE);
 	PyObject *k, *res;
 
-	if ((k = dispatch_field_str(wire_msg_find(m, WIRE_TAG_KEY))) == NULL)
+	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
 	if (m->type == WIRE_MSG_SET)
 		res = PyObject_CallMethod(pyio_backend, "set_request", "Oy#", k,

@@ -384,6 +384,52 @@ START_TEST(test_bad_flags_and_truncation)
 }
 END_TEST
 
+/* Send GET, SET or DEL of key (n bytes); expect an ERROR with code. */
+static void
+key_request(uint16_t type, uint64_t id, const char *key, size_t n,
+            uint64_t code)
+{
+	wire_buf b;
+
+	wire_buf_init(&b);
+	wire_begin(&b, type, id);
+	wire_put_bytes(&b, WIRE_TAG_KEY, key, n);
+	if (type == WIRE_MSG_SET)
+		wire_put_bytes(&b, WIRE_TAG_VALUE, "\x80\x05K\x01.", 5);
+	be_send(&b);
+	expect_error(code);
+	ck_assert_uint_eq(B.m.id, id);
+}
+
+/* A KEY that can never name a global (not UTF-8, empty, longer than
+ * the store's key limit) is the client's error, BAD_REQUEST, for GET,
+ * SET and DEL alike, also when no such global exists; a __x__ name is
+ * not a global (NOT_FOUND), and DEL of __name__ deletes nothing. */
+START_TEST(test_bad_keys_are_bad_requests)
+{
+	static const uint16_t types[3] = {WIRE_MSG_GET, WIRE_MSG_SET,
+	    WIRE_MSG_DEL};
+	static char longkey[600];
+	uint64_t id = 2;
+	int i;
+
+	memset(longkey, 'k', sizeof longkey);
+	be_start();
+	be_hello();
+	for (i = 0; i < 3; i++) {
+		key_request(types[i], id++, "\xff\xfe", 2,
+		    WIRE_ERR_BAD_REQUEST);
+		key_request(types[i], id++, "", 0, WIRE_ERR_BAD_REQUEST);
+		key_request(types[i], id++, longkey, sizeof longkey,
+		    WIRE_ERR_BAD_REQUEST);
+	}
+	key_request(WIRE_MSG_DEL, id++, "__name__", 8, WIRE_ERR_NOT_FOUND);
+	be_exec(id, "__name__", NULL, 0, 0, NULL, 0);
+	ck_assert_int_eq(B.m.type, WIRE_MSG_RESULT);
+	ck_assert_int_eq(WEXITSTATUS(be_wait()), 0);
+}
+END_TEST
+
 /* Before HELLO, a body over 64 KiB (PROTOCOL.md, section 8) is refused
  * unread; after it, the same size is an ordinary request. */
 START_TEST(test_preauth_frame_limit)
@@ -493,6 +539,7 @@ engine_suite(void)
 	tcase_add_test(lim, test_garbage_closes_cleanly);
 	tcase_add_test(lim, test_bad_flags_and_truncation);
 	tcase_add_test(lim, test_preauth_frame_limit);
+	tcase_add_test(lim, test_bad_keys_are_bad_requests);
 	tcase_add_test(lim, test_ping_before_hello);
 	tcase_add_test(lim, test_nothing_after_closing_error);
 	suite_add_tcase(s, core);
