@@ -739,7 +739,9 @@ class Workspace(collections.abc.MutableMapping):
             try:
                 r = self._conn.get(key, True)
             except RemoteError as e:
-                if e.code == _ERR_NOT_FOUND:
+                # a name that can never be a global's (BAD_REQUEST) is
+                # not in the mapping either
+                if e.code in (_ERR_NOT_FOUND, _ERR_BAD_REQUEST):
                     raise KeyError(key) from None
                 raise
             except NotPicklableError as e:
@@ -791,7 +793,9 @@ class Workspace(collections.abc.MutableMapping):
             try:
                 self._conn.delete(key)
             except RemoteError as e:
-                if e.code == _ERR_NOT_FOUND:
+                # a name that can never be a global's (BAD_REQUEST) is
+                # not in the mapping either
+                if e.code in (_ERR_NOT_FOUND, _ERR_BAD_REQUEST):
                     raise KeyError(key) from None
                 raise
 
