@@ -780,6 +780,7 @@ int
 pyshelf_hello(pyshelf_conn *c, const char *client_name,
     const pyshelf_welcome **welcome)
 {
+	char *saved;
 	int rc;
 
 	if (welcome != NULL)
@@ -791,17 +792,20 @@ pyshelf_hello(pyshelf_conn *c, const char *client_name,
 	wire_put_str(&c->wbuf, WIRE_TAG_NAME,
 	    client_name != NULL ? client_name : CLIENT_NAME);
 	rc = client_send(c, 0);
-	if (rc == PYSHELF_E_CLOSED) {
-		/* a backend that refused to start may have said why before it
-		 * exited: read what it left in the pipe */
+	if (rc == PYSHELF_E_CLOSED && (saved = strdup(c->errmsg)) != NULL) {
+		/* a backend that refused to start said why before it exited:
+		 * read what it left in the pipe (there already, or EOF; the
+		 * bound is for a peer that keeps its end open) */
 		c->broken = 0;
-		if (client_read(c, NULL, -1) == PYSHELF_OK &&
-		    c->msg.id == 0 && c->msg.type == WIRE_MSG_ERROR)
+		if (client_read(c, NULL, io_now_us() + 1000000) ==
+		    PYSHELF_OK && c->msg.id == 0 &&
+		    c->msg.type == WIRE_MSG_ERROR) {
+			free(saved);
 			goto fatal;
-		c->broken = PYSHELF_E_CLOSED;
+		}
 		client_clear(c);
-		rc = client_fatal(c, PYSHELF_E_CLOSED, "the backend closed the "
-		    "connection before it answered HELLO");
+		rc = client_fatal(c, PYSHELF_E_CLOSED, "%s", saved);
+		free(saved);
 		goto out;
 	}
 	if (rc != PYSHELF_OK)
