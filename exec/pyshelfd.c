@@ -48,9 +48,10 @@ usage(FILE *f)
 "    --create                create the session when it does not exist\n"
 "                            (shelve's flag 'c'); without it the session\n"
 "                            must exist (flag 'w')\n"
-"    --new                   always a new, empty session (flag 'n'): a live\n"
-"                            session of that name is ended (its entries\n"
-"                            deleted, a tombstone kept) unless in use\n"
+"    --new                   always a new, empty session (flag 'n'; implies\n"
+"                            --create): a live session of that name is\n"
+"                            ended (its entries deleted, a tombstone kept)\n"
+"                            unless in use\n"
 "    --read-only             serve an existing session read-only (flag\n"
 "                            'r'): SET, DEL and CLOSE are refused (error\n"
 "                            READ_ONLY); EXEC runs, but no checkpoint is\n"
@@ -354,9 +355,9 @@ main(int argc, char **argv)
 	if (strlen(w.opt.session) == 0 || strlen(w.opt.session) > STORE_NAME_MAX)
 		return usage_fail("bad session name '%s': a session name has 1 "
 		    "to %d bytes", w.opt.session, STORE_NAME_MAX);
-	if (nro + nnew + w.opt.create > 1)
-		return usage_fail("--create, --new and --read-only exclude each "
-		    "other (shelve's flags 'c', 'n' and 'r')");
+	if (nro && (nnew || w.opt.create))
+		return usage_fail("--read-only excludes --create and --new "
+		    "(shelve's flags 'r', 'c' and 'n')");
 	w.opt.mode = nro ? 'r' : nnew ? 'n' : w.opt.create ? 'c' : 'w';
 	if (nnew)
 		w.opt.create = 1;
