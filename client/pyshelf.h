@@ -336,8 +336,12 @@ int pyshelf_set_output_handler(pyshelf_conn *conn, pyshelf_output_fn fn,
  * @param[in] backend path of the pyshelfd executable (no PATH search).
  * @param[in] db the store directory, or NULL for the backend's default.
  * @param[in] session the session name (NULL: "default").
- * @param[in] flags PYSHELF_SPAWN_CREATE or 0.
- * @param[in] extra_args NULL-terminated extra arguments, or NULL.
+ * @param[in] flags PYSHELF_SPAWN_CREATE (shelve's flag 'c') or 0 (the
+ *   session must exist: 'w').  For 'n' and 'r' pass 0 and "--new" or
+ *   "--read-only" in extra_args; "--lease", "--create-db" go there too.
+ * @param[in] extra_args NULL-terminated extra arguments, or NULL.  An
+ *   option pyshelfd refuses comes back from pyshelf_hello() as
+ *   PYSHELF_E_REMOTE with PYSHELF_ERR_USAGE and pyshelfd's message.
  * @return 0; PYSHELF_E_INVAL (bad arguments, or conn already connected);
  *   PYSHELF_E_SPAWN (fork or exec failed: pyshelf_errmsg() names the
  *   program and errno's text); PYSHELF_E_NOMEM.
