@@ -763,7 +763,15 @@ session_lock(store *s, const uint8_t *id, int shared, int *fd, long *holder)
 	*fd = -1;
 	if (holder != NULL)
 		*holder = 0;
-	if ((lfd = session_lock_open(s, id, 1)) < 0)
+	lfd = session_lock_open(s, id, 1);
+	if (lfd < 0 && shared && (errno == EROFS || errno == EACCES)) {
+		/* a reader on a read-only file system: a read lock needs no
+		 * write access (the holder's pid is then not written) */
+		char *path = session_lock_path(s, id);
+		lfd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+		free(path);
+	}
+	if (lfd < 0)
 		return errno == ENOMEM ? STORE_E_NOMEM : STORE_E_IO;
 	memset(&fl, 0, sizeof fl);
 	fl.l_type = shared ? F_RDLCK : F_WRLCK;

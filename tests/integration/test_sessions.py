@@ -148,6 +148,19 @@ def test_flag_r_is_read_only(store):
         ws.close()
 
 
+def test_flag_r_sweeps_nothing(store):
+    """A read-only open writes nothing, not even the sweep of a session
+    whose lease ran out: that waits for the next writable open."""
+    pyshelf.open("s", db=store).close()
+    _expire(store, "old")
+    data = os.path.join(store, "data.mdb")
+    before = _digest(data)
+    pyshelf.open("s", db=store, flag="r").close()
+    assert _digest(data) == before
+    with pytest.raises(pyshelf.SessionEnded, match="expired"):
+        pyshelf.open("old", db=store, flag="w")
+
+
 def test_flag_r_needs_the_session(store):
     with pytest.raises(pyshelf.SessionNotFound):
         pyshelf.open("s", db=store, flag="r")
