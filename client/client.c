@@ -792,7 +792,8 @@ pyshelf_hello(pyshelf_conn *c, const char *client_name,
 	wire_put_str(&c->wbuf, WIRE_TAG_NAME,
 	    client_name != NULL ? client_name : CLIENT_NAME);
 	rc = client_send(c, 0);
-	if (rc == PYSHELF_E_CLOSED && (saved = strdup(c->errmsg)) != NULL) {
+	if (rc == PYSHELF_E_CLOSED && c->errmsg != NULL &&
+	    (saved = strdup(c->errmsg)) != NULL) {
 		/* a backend that refused to start said why before it exited:
 		 * read what it left in the pipe (there already, or EOF; the
 		 * bound is for a peer that keeps its end open) */
