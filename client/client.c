@@ -54,6 +54,9 @@ _Static_assert(PYSHELF_ERR_PICKLE == WIRE_ERR_PICKLE, "errcode");
 _Static_assert(PYSHELF_ERR_NOT_FOUND == WIRE_ERR_NOT_FOUND, "errcode");
 _Static_assert(PYSHELF_ERR_VOLATILE == WIRE_ERR_VOLATILE, "errcode");
 _Static_assert(PYSHELF_ERR_BAD_REQUEST == WIRE_ERR_BAD_REQUEST, "errcode");
+_Static_assert(PYSHELF_ERR_SESSION_BUSY == WIRE_ERR_SESSION_BUSY, "errcode");
+_Static_assert(PYSHELF_ERR_USAGE == WIRE_ERR_USAGE, "errcode");
+_Static_assert(PYSHELF_ERR_READ_ONLY == WIRE_ERR_READ_ONLY, "errcode");
 _Static_assert(PYSHELF_KIND_DIRECT == WIRE_KIND_DIRECT, "kind");
 _Static_assert(PYSHELF_KIND_WRAPPED == WIRE_KIND_WRAPPED, "kind");
 _Static_assert(PYSHELF_KIND_EXCINFO == WIRE_KIND_EXCINFO, "kind");
@@ -78,6 +81,9 @@ struct pyshelf_conn {
 	char *errmsg;            /* last failure's sentence, owned */
 	size_t errcap;           /* bytes allocated at errmsg */
 	uint64_t remote_code;    /* ERRCODE of the last PYSHELF_E_REMOTE */
+	uint64_t remote_pid;     /* its PID field, 0 when absent */
+	uint64_t remote_ended;   /* its ENDED_MS field, 0 when absent */
+	char *remote_reason;     /* its REASON field (owned), or NULL */
 	uint64_t peer_max;       /* largest body the backend accepts */
 	unsigned spin_us;        /* busy-poll before sleeping in a read */
 	int close_ms;            /* pyshelf_close()'s wait for the backend */
@@ -85,6 +91,8 @@ struct pyshelf_conn {
 	pyshelf_welcome welcome; /* what WELCOME said; strings below */
 	char *welcome_name;      /* owned copy of WELCOME.NAME */
 	char *welcome_session;   /* owned copy of WELCOME.SESSION */
+	char *welcome_reason;    /* owned copy of WELCOME.REASON */
+	char *welcome_message;   /* owned copy of WELCOME.MESSAGE */
 	pyshelf_output_fn notice_fn; /* OUTPUT outside an exec, or NULL */
 	void *notice_ctx;        /* its ctx */
 };
@@ -223,6 +231,25 @@ client_clear(pyshelf_conn *c)
 	if (c->errmsg != NULL)
 		c->errmsg[0] = '\0';
 	c->remote_code = 0;
+	c->remote_pid = 0;
+	c->remote_ended = 0;
+	free(c->remote_reason);
+	c->remote_reason = NULL;
+}
+
+/* Reap a spawned backend seen dead (EOF or a broken pipe), so that no
+ * zombie is left behind.  Its stdout ends as its files close, a moment
+ * before it can be waited for: a short, bounded wait covers that; one that
+ * is still running after it (stdout closed by hand) is left alone. */
+static void
+client_reap(pyshelf_conn *c)
+{
+	int st;
+
+	if (c->pid > 0 && !c->reaped && spawn_wait(c->pid, 1000, &st) == 0) {
+		c->reaped = 1;
+		c->wstatus = st;
+	}
 }
 
 /* Return the last failure's sentence. */
@@ -239,6 +266,22 @@ uint64_t
 pyshelf_remote_errcode(const pyshelf_conn *c)
 {
 	return c != NULL ? c->remote_code : 0;
+}
+
+/* Return the PID field of the last PYSHELF_E_REMOTE. */
+uint64_t
+pyshelf_remote_pid(const pyshelf_conn *c)
+{
+	return c != NULL ? c->remote_pid : 0;
+}
+
+/* Return the ENDED_MS and REASON fields of the last PYSHELF_E_REMOTE. */
+uint64_t
+pyshelf_remote_ended(const pyshelf_conn *c, const char **reason)
+{
+	if (reason != NULL)
+		*reason = c != NULL ? c->remote_reason : NULL;
+	return c != NULL ? c->remote_ended : 0;
 }
 
 /* --- life cycle ------------------------------------------------------------ */
@@ -472,9 +515,12 @@ static int
 client_write_error(pyshelf_conn *c, int e)
 {
 	errno = e;
-	if (e == EPIPE || e == ECONNRESET)
+	if (e == EPIPE || e == ECONNRESET) {
+		client_reap(c);
+		errno = e;
 		return client_fatal(c, PYSHELF_E_CLOSED, "the backend closed "
 		    "the connection (write: %s)", strerror(e));
+	}
 	return client_fatal(c, PYSHELF_E_IO, "write to the backend failed: %s",
 	    strerror(e));
 }
@@ -579,6 +625,7 @@ client_read_error(pyshelf_conn *c, int rc, int e)
 {
 	switch (rc) {
 	case WIRE_E_EOF:
+		client_reap(c);
 		return client_fatal(c, PYSHELF_E_CLOSED,
 		    "the backend closed the connection");
 	case WIRE_E_TOO_BIG:
@@ -588,9 +635,11 @@ client_read_error(pyshelf_conn *c, int rc, int e)
 		return client_fatal(c, PYSHELF_E_NOMEM,
 		    "out of memory reading a frame");
 	case WIRE_E_IO:
-		if (e == ECONNRESET)
+		if (e == ECONNRESET) {
+			client_reap(c);
 			return client_fatal(c, PYSHELF_E_CLOSED, "the backend "
 			    "closed the connection (read: %s)", strerror(e));
+		}
 		return client_fatal(c, PYSHELF_E_IO,
 		    "read from the backend failed: %s", strerror(e));
 	}
@@ -681,7 +730,13 @@ static int
 client_remote(pyshelf_conn *c)
 {
 	const wire_field *f = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE);
+	const wire_field *r = wire_msg_find(&c->msg, WIRE_TAG_REASON);
 	uint64_t code = wire_msg_u64(&c->msg, WIRE_TAG_ERRCODE, 0);
+
+	c->remote_pid = wire_msg_u64(&c->msg, WIRE_TAG_PID, 0);
+	c->remote_ended = wire_msg_u64(&c->msg, WIRE_TAG_ENDED_MS, 0);
+	free(c->remote_reason);
+	c->remote_reason = r != NULL ? wire_field_strdup(r) : NULL;
 
 	if (f != NULL && f->len > 0)
 		client_fail(c, PYSHELF_E_REMOTE, "%.*s", (int)f->len,
@@ -725,6 +780,7 @@ int
 pyshelf_hello(pyshelf_conn *c, const char *client_name,
     const pyshelf_welcome **welcome)
 {
+	char *saved;
 	int rc;
 
 	if (welcome != NULL)
@@ -735,8 +791,31 @@ pyshelf_hello(pyshelf_conn *c, const char *client_name,
 	wire_put_u64(&c->wbuf, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
 	wire_put_str(&c->wbuf, WIRE_TAG_NAME,
 	    client_name != NULL ? client_name : CLIENT_NAME);
-	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
-	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+	rc = client_send(c, 0);
+	if (rc == PYSHELF_E_CLOSED && c->errmsg != NULL &&
+	    (saved = strdup(c->errmsg)) != NULL) {
+		/* a backend that refused to start said why before it exited:
+		 * read what it left in the pipe (there already, or EOF; the
+		 * bound is for a peer that keeps its end open) */
+		c->broken = 0;
+		if (client_read(c, NULL, io_now_us() + 1000000) ==
+		    PYSHELF_OK && c->msg.id == 0 &&
+		    c->msg.type == WIRE_MSG_ERROR) {
+			free(saved);
+			goto fatal;
+		}
+		client_clear(c);
+		rc = client_fatal(c, PYSHELF_E_CLOSED, "%s", saved);
+		free(saved);
+		goto out;
+	}
+	if (rc != PYSHELF_OK)
+		goto out;
+	rc = client_reply(c, NULL, -1);
+	if (rc == PYSHELF_E_PROTOCOL && c->msg.id == 0 &&
+	    c->msg.type == WIRE_MSG_ERROR)
+		goto fatal;
+	if (rc != PYSHELF_OK)
 		goto out;
 	if (c->msg.type == WIRE_MSG_ERROR)
 		rc = client_remote(c);
@@ -747,6 +826,14 @@ pyshelf_hello(pyshelf_conn *c, const char *client_name,
 out:
 	client_leave(c);
 	return rc;
+fatal:
+	/* the backend cannot serve and exits: its reason is the answer */
+	c->broken = 0;
+	client_clear(c);
+	rc = client_remote(c);
+	c->finished = 2;
+	client_reap(c);
+	goto out;
 }
 
 /* Copy WELCOME's fields into c->welcome; adopt the backend's limit. */
@@ -782,6 +869,19 @@ client_welcome(pyshelf_conn *c)
 		memcpy(w->session_id, f->data, sizeof w->session_id);
 	}
 	w->created = wire_msg_u64(&c->msg, WIRE_TAG_CREATED, 0) != 0;
+	w->lease_ms = wire_msg_u64(&c->msg, WIRE_TAG_LEASE_MS, 0);
+	w->expires_ms = wire_msg_u64(&c->msg, WIRE_TAG_EXPIRES_MS, 0);
+	w->ended_ms = wire_msg_u64(&c->msg, WIRE_TAG_ENDED_MS, 0);
+	w->has_ended = wire_msg_find(&c->msg, WIRE_TAG_ENDED_MS) != NULL;
+	free(c->welcome_reason);
+	free(c->welcome_message);
+	c->welcome_reason = c->welcome_message = NULL;
+	if ((f = wire_msg_find(&c->msg, WIRE_TAG_REASON)) != NULL)
+		c->welcome_reason = wire_field_strdup(f);
+	if ((f = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE)) != NULL)
+		c->welcome_message = wire_field_strdup(f);
+	w->ended_reason = c->welcome_reason;
+	w->ended_message = c->welcome_message;
 	if (w->max_frame > 0) {
 		c->peer_max = w->max_frame;
 		if (w->max_frame > c->wc.max_body && w->max_frame <= UINT32_MAX)
@@ -1492,6 +1592,9 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 	free(c->errmsg);
 	free(c->welcome_name);
 	free(c->welcome_session);
+	free(c->welcome_reason);
+	free(c->welcome_message);
+	free(c->remote_reason);
 	free(c);
 	return rc;
 }

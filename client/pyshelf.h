@@ -113,6 +113,10 @@ extern "C" {
 #define PYSHELF_ERR_VOLATILE 13      /**< entry not persisted, now gone */
 #define PYSHELF_ERR_INTERNAL 14      /**< a backend bug */
 #define PYSHELF_ERR_BAD_REQUEST 15   /**< well-formed but meaningless */
+#define PYSHELF_ERR_SESSION_BUSY 16  /**< another pyshelfd serves the
+                                          session (pyshelf_remote_pid()) */
+#define PYSHELF_ERR_USAGE 17         /**< pyshelfd refused an option */
+#define PYSHELF_ERR_READ_ONLY 18     /**< the session is open read-only */
 /** @} */
 
 /** Result kinds (pyshelf_result.kind). */
@@ -233,6 +237,14 @@ typedef struct pyshelf_welcome {
 	uint8_t session_id[16];  /**< the session's id */
 	const char *session;     /**< the session's name ("" if not sent) */
 	int created;             /**< nonzero: the session was just created */
+	uint64_t lease_ms;       /**< the session's lease (0: forever) */
+	uint64_t expires_ms;     /**< when it expires if no client attaches
+	                              again, ms since the epoch (0: never) */
+	int has_ended;           /**< nonzero: a session of this name had
+	                              ended and this new one replaces it */
+	uint64_t ended_ms;       /**< when it ended */
+	const char *ended_reason; /**< "expired", "closed" or "replaced" */
+	const char *ended_message; /**< the backend's sentence about it */
 } pyshelf_welcome;
 
 /** One live handle, from pyshelf_handles(). */
@@ -328,8 +340,12 @@ int pyshelf_set_output_handler(pyshelf_conn *conn, pyshelf_output_fn fn,
  * @param[in] backend path of the pyshelfd executable (no PATH search).
  * @param[in] db the store directory, or NULL for the backend's default.
  * @param[in] session the session name (NULL: "default").
- * @param[in] flags PYSHELF_SPAWN_CREATE or 0.
- * @param[in] extra_args NULL-terminated extra arguments, or NULL.
+ * @param[in] flags PYSHELF_SPAWN_CREATE (shelve's flag 'c') or 0 (the
+ *   session must exist: 'w').  For 'n' and 'r' pass 0 and "--new" or
+ *   "--read-only" in extra_args; "--lease", "--create-db" go there too.
+ * @param[in] extra_args NULL-terminated extra arguments, or NULL.  An
+ *   option pyshelfd refuses comes back from pyshelf_hello() as
+ *   PYSHELF_E_REMOTE with PYSHELF_ERR_USAGE and pyshelfd's message.
  * @return 0; PYSHELF_E_INVAL (bad arguments, or conn already connected);
  *   PYSHELF_E_SPAWN (fork or exec failed: pyshelf_errmsg() names the
  *   program and errno's text); PYSHELF_E_NOMEM.
@@ -357,8 +373,14 @@ int pyshelf_attach_fds(pyshelf_conn *conn, int rfd, int wfd);
  * @param[out] welcome (may be NULL) what the backend said; owned by conn,
  *   valid until pyshelf_close().
  * @return 0; PYSHELF_E_REMOTE (e.g. PYSHELF_ERR_VERSION,
- *   PYSHELF_ERR_NO_SESSION); PYSHELF_E_CLOSED (the backend exited: see
- *   pyshelf_backend_status()); PYSHELF_E_PROTOCOL; PYSHELF_E_IO.
+ *   PYSHELF_ERR_NO_SESSION, PYSHELF_ERR_SESSION_DEAD,
+ *   PYSHELF_ERR_SESSION_BUSY, PYSHELF_ERR_USAGE); PYSHELF_E_CLOSED (the
+ *   backend exited: see pyshelf_backend_status()); PYSHELF_E_PROTOCOL;
+ *   PYSHELF_E_IO.  A backend that cannot serve (a bad option, a session
+ *   that is missing or in use) says why in an ERROR frame and exits: that
+ *   is PYSHELF_E_REMOTE with its ERRCODE and message, even when the HELLO
+ *   could not be written any more; the connection is then finished (only
+ *   pyshelf_close() is left) and the backend reaped.
  */
 int pyshelf_hello(pyshelf_conn *conn, const char *client_name,
                   const pyshelf_welcome **welcome);
@@ -522,6 +544,21 @@ const char *pyshelf_errmsg(const pyshelf_conn *conn);
  * PYSHELF_E_REMOTE failure, or 0 when the last failure was not remote.
  */
 uint64_t pyshelf_remote_errcode(const pyshelf_conn *conn);
+
+/**
+ * Return the PID field of the last PYSHELF_E_REMOTE failure (for
+ * PYSHELF_ERR_SESSION_BUSY: the pid of the pyshelfd that serves the
+ * session, when it is known), or 0.
+ */
+uint64_t pyshelf_remote_pid(const pyshelf_conn *conn);
+
+/**
+ * For the last PYSHELF_E_REMOTE failure PYSHELF_ERR_SESSION_DEAD: when the
+ * session ended (ms since the epoch) and why ("expired", "closed",
+ * "replaced"; borrowed, valid until the next call on conn).  0 and NULL
+ * when the ERROR did not say.
+ */
+uint64_t pyshelf_remote_ended(const pyshelf_conn *conn, const char **reason);
 
 /** Free the owned strings of a result and zero it.  NULL-safe; safe on a
  * zeroed or already freed result. */

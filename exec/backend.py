@@ -636,6 +636,7 @@ class Workspace:
         self.checkpoints = 0
         self.batch = _s.Batch()  # reused: its buffers stay warm
         self.frozen = {}         # entry key -> its object, known _frozen
+        self.read_only = False   # flag 'r': nothing is written (init())
         self.request_codes = []  # code of functions sent by value (this
                                  # request): mark_reached walks them too
         self.request_keys = []   # handles inside the request's values
@@ -2058,10 +2059,13 @@ def _get_block(source, digest):
 
 # --- requests (called by the C half) ----------------------------------------
 
-def init():
-    """Create the workspace; called once after the store is open."""
+def init(read_only=0):
+    """Create the workspace; called once after the store is open.
+    read_only: the session is open read-only (flag 'r'): nothing is ever
+    written, and checkpoint() says so."""
     global WS
     WS = Workspace()
+    WS.read_only = bool(read_only)
     return WS.ns
 
 
@@ -2426,6 +2430,9 @@ def user_checkpoint():
     `from pyshelf import checkpoint` and as the builtin checkpoint()."""
     if WS is None:
         raise RuntimeError("no workspace")
+    if WS.read_only:
+        raise RuntimeError("checkpoint(): the session is open read-only "
+                           "(flag 'r'): nothing of it is ever written")
     return checkpoint(2)
 
 

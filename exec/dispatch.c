@@ -99,6 +99,8 @@ dispatch_checkpoint_raw(worker *w, int full)
 	PyObject *r;
 	int mode = full;
 
+	if (w->opt.mode == 'r')
+		return 0; /* read-only: nothing is ever written */
 	if (full == 0)
 		w->requests_since_full = 1;  /* a request ran */
 	else if (full == 1 && !w->requests_since_full)
@@ -432,6 +434,20 @@ dispatch_hello(worker *w, const wire_msg *m)
 	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
 	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
 	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)w->created);
+	wire_put_u64(&b, WIRE_TAG_LEASE_MS, w->sess.lease_ms);
+	if (w->sess.lease_ms != 0)
+		wire_put_u64(&b, WIRE_TAG_EXPIRES_MS, w->sess.lease_ms >
+		    UINT64_MAX - w->sess.last_seen_ms ? UINT64_MAX :
+		    w->sess.last_seen_ms + w->sess.lease_ms);
+	if (w->has_ended) {
+		char text[768], msg[1024];
+		worker_tomb_text(&w->ended, text, sizeof text);
+		snprintf(msg, sizeof msg, "a new, empty session was created: "
+		    "%s", text);
+		wire_put_u64(&b, WIRE_TAG_ENDED_MS, w->ended.ended_ms);
+		wire_put_str(&b, WIRE_TAG_REASON, tomb_why_name(w->ended.why));
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+	}
 	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
 	wire_buf_free(&b);
 	/* after WELCOME went out: from now on the reader answers PING */
@@ -595,14 +611,15 @@ error:
 	return 0;
 }
 
-/* Argument for ending a session. */
+/* End the session, leaving its tombstone. */
 static int
 dispatch_kill_txn(store_txn *t, void *arg)
 {
-	return session_kill(t, arg);
+	return session_end(t, arg, STORE_END_CLOSED, store_now_ms(), NULL);
 }
 
-/* CLOSE: end the session for good: mark dead, purge, reply, exit. */
+/* CLOSE: end the session for good: tombstone, mark dead, purge, reply,
+ * exit. */
 static int
 dispatch_close(worker *w, const wire_msg *m)
 {
@@ -611,6 +628,8 @@ dispatch_close(worker *w, const wire_msg *m)
 
 	if (rc == 0)
 		rc = session_purge(w->st, w->sess.id, 1000, NULL);
+	if (rc == 0) /* the lock itself goes when this process exits */
+		session_lock_remove(w->st, w->sess.id);
 	if (rc != 0)
 		return dispatch_error(w, m->id, WIRE_ERR_STORE, "closing the "
 		    "session: %s", store_strerror(rc));
@@ -649,6 +668,14 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		goto out;
 	}
 	w->current_id = m.id;
+	if (w->opt.mode == 'r' && (m.type == WIRE_MSG_SET ||
+	    m.type == WIRE_MSG_DEL || m.type == WIRE_MSG_CLOSE)) {
+		rc = dispatch_error(w, m.id, WIRE_ERR_READ_ONLY, "session '%s' "
+		    "is open read-only (flag 'r'): %s would change it; nothing "
+		    "was changed", w->sess.name, wire_msg_name(m.type));
+		w->current_id = 0;
+		goto out;
+	}
 	switch (m.type) {
 	case WIRE_MSG_HELLO:
 		rc = dispatch_hello(w, &m);
@@ -725,6 +752,6 @@ dispatch_release_txn(store_txn *t, void *arg)
 void
 dispatch_release_session(worker *w)
 {
-	if (!w->closed)
+	if (!w->closed && w->opt.mode != 'r')
 		store_write(w->st, dispatch_release_txn, w);
 }

@@ -33,6 +33,11 @@ typedef struct worker_options {
 	const char *db;              /* store directory (NULL: default) */
 	const char *session;         /* session name */
 	int create;                  /* create the session when missing */
+	char mode;                   /* shelve's flag: 'c' (create when
+	                                missing), 'w' (must exist), 'n'
+	                                (always new), 'r' (read-only) */
+	int create_db;               /* make the store's missing parent
+	                                directories too */
 	uint64_t lease_ms;           /* session lease */
 	int lease_set;               /* --lease given: apply to old sessions */
 	double checkpoint_interval;  /* seconds between interval checkpoints */
@@ -49,6 +54,10 @@ typedef struct worker {
 	store_session sess;          /* the session record, as last written */
 	int sess_dirty;              /* sess changed since last commit */
 	int created;                 /* the session was created by this run */
+	int lock_fd;                 /* holds the session's lock, or -1 */
+	int has_ended;               /* created where a session of the same
+	                                name had ended: ended says how */
+	store_tomb ended;
 
 	int in_fd;                   /* protocol input */
 	int out_fd;                  /* protocol output (a dup of stdout) */
@@ -95,6 +104,8 @@ int worker_send(worker *w, const wire_buf *b);
 /* Mark code as running (id != 0) with a deadline, or as finished. */
 void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
 uint64_t worker_mono_ms(void);
+/* Say how a session ended (a tombstone) as a sentence into buf. */
+void worker_tomb_text(const store_tomb *tb, char *buf, size_t n);
 
 /* pyio.c */
 /* Import the backend's Python half and create the workspace.  GIL held. */

@@ -332,7 +332,7 @@ pymod_start(worker *w, char **cause)
 		goto error;
 	if (pyio_setup() < 0)
 		goto error;
-	r = PyObject_CallMethod(pyio_backend, "init", NULL);
+	r = PyObject_CallMethod(pyio_backend, "init", "i", w->opt.mode == 'r');
 	if (r == NULL)
 		goto error;
 	Py_DECREF(r);

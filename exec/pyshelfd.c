@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,8 @@ usage(FILE *f)
 "    pyshelfd - backend of pyshelf: persistent Python workspaces in LMDB\n"
 "\n"
 "SYNOPSIS\n"
-"    pyshelfd --stdio --session NAME [--db DIR] [--create] [options]\n"
+"    pyshelfd --stdio --session NAME [--db DIR] [--create | --new |\n"
+"             --read-only] [options]\n"
 "    pyshelfd --help | --version\n"
 "\n"
 "DESCRIPTION\n"
@@ -44,9 +46,33 @@ usage(FILE *f)
 "                            $XDG_DATA_HOME/pyshelf or ~/.local/share/pyshelf)\n"
 "    --session NAME          the session to serve (default: \"default\")\n"
 "    --create                create the session when it does not exist\n"
+"                            (shelve's flag 'c'); without it the session\n"
+"                            must exist (flag 'w')\n"
+"    --new                   always a new, empty session (flag 'n'; implies\n"
+"                            --create): a live session of that name is\n"
+"                            ended (its entries deleted, a tombstone kept)\n"
+"                            unless in use\n"
+"    --read-only             serve an existing session read-only (flag\n"
+"                            'r'): SET, DEL and CLOSE are refused (error\n"
+"                            READ_ONLY); EXEC runs, but no checkpoint is\n"
+"                            ever written, so what it changes lives only\n"
+"                            in this process; nothing is written to the\n"
+"                            store, no sweep runs.  Several read-only\n"
+"                            pyshelfds may serve one session at once, never\n"
+"                            beside a writing one\n"
+"    --create-db             create the store directory's missing parents;\n"
+"                            without it a store directory is only created\n"
+"                            where its parent exists (a typo in --db is an\n"
+"                            error, not a new tree of directories)\n"
 "    --lease SECONDS         lease of the session: how long it lives with no\n"
-"                            client attached (default 2592000 = 30 days;\n"
-"                            0 = forever)\n"
+"                            client attached, counted from the last detach\n"
+"                            (default 2592000 = 30 days; 0 = forever).  A\n"
+"                            session whose lease ran out is ended by the\n"
+"                            sweep of the next pyshelfd that opens the\n"
+"                            store; its tombstone (name, id, when and why\n"
+"                            it ended, entries and bytes freed) is kept 90\n"
+"                            days: opening the name again with --create\n"
+"                            warns, without it is an error (SESSION_DEAD)\n"
 "    --checkpoint-interval S seconds between checkpoints of loaded mutable\n"
 "                            entries, catching in-place changes (default 5;\n"
 "                            0 = only on sync, detach and shutdown)\n"
@@ -69,7 +95,8 @@ usage(FILE *f)
 "                            the workspace goes on\n"
 "    BYTES is a number of bytes, or one ending in K, M, G or T (KiB, MiB,\n"
 "    GiB, TiB: --map-max 64G).  A bad value is an error naming the option\n"
-"    (exit status 2).\n"
+"    (exit status 2); with --stdio it is also sent on stdout as an ERROR\n"
+"    frame with ERRCODE USAGE, so that the client can show it.\n"
 "    -h, --help              this text\n"
 "    -V, --version           print the version\n"
 "\n"
@@ -105,8 +132,21 @@ usage(FILE *f)
 "EXIT STATUS\n"
 "    0 after a clean shutdown, 1 on errors, 2 on bad usage.\n"
 "\n"
+"SESSION LOCK\n"
+"    The pyshelfd serving a session holds an OFD lock (fcntl(2)) on\n"
+"    DIR/locks/<session id in hex> for its whole life; the kernel drops it\n"
+"    when the process dies, however it dies.  A second pyshelfd on the same\n"
+"    session is refused (ERRCODE SESSION_BUSY, with the holder's pid when\n"
+"    it runs in the same pid namespace); a holder on its way out (killed)\n"
+"    is waited for.  The sweep never ends a session whose lock is held.\n"
+"    A child that shipped code fork()s closes its copy of the lock's\n"
+"    descriptor: its exit does not drop the lock, and it cannot keep it\n"
+"    after pyshelfd exits.\n"
+"\n"
 "FILES\n"
 "    DIR/data.mdb, DIR/lock.mdb   the LMDB environment (docs/STORAGE.md)\n"
+"    DIR/locks/                   one lock file per session (see above);\n"
+"                                 removed when the session is purged\n"
 "    DIR/blobs/                   payloads of 1 MiB or more, one file each;\n"
 "                                 files no record names (left by a crash)\n"
 "                                 are removed when pyshelfd opens the store\n"
@@ -170,6 +210,36 @@ malloc_tune(void)
 		mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }
 
+/* --stdio given: stdout is the protocol, so refusals go there too. */
+static int stdio_mode;
+
+/* Refuse the command line: say why on stderr and, in --stdio mode, as an
+ * ERROR frame (ERRCODE USAGE) on stdout, then exit status 2. */
+static int
+usage_fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	wire_buf b;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "pyshelfd: %s\n", msg);
+	fprintf(stderr, "usage: pyshelfd --stdio --session NAME [--db DIR] "
+	    "[--create] [options]; see pyshelfd --help\n");
+	if (stdio_mode) {
+		wire_buf_init(&b);
+		wire_begin(&b, WIRE_MSG_ERROR, 0);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_USAGE);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+		if (wire_end(&b) == WIRE_OK)
+			(void)wire_write_all(1, b.data, b.len);
+		wire_buf_free(&b);
+	}
+	return 2;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -178,6 +248,9 @@ main(int argc, char **argv)
 		{"db", required_argument, NULL, 'd'},
 		{"session", required_argument, NULL, 'S'},
 		{"create", no_argument, NULL, 'c'},
+		{"new", no_argument, NULL, 'n'},
+		{"read-only", no_argument, NULL, 'r'},
+		{"create-db", no_argument, NULL, 'D'},
 		{"lease", required_argument, NULL, 'l'},
 		{"checkpoint-interval", required_argument, NULL, 'i'},
 		{"sync", required_argument, NULL, 'y'},
@@ -189,10 +262,14 @@ main(int argc, char **argv)
 		{NULL, 0, NULL, 0}
 	};
 	static worker w;
-	int stdio = 0, c, li = -1;
+	int stdio = 0, c, li = -1, i, nnew = 0, nro = 0;
 	double d;
 
 	malloc_tune();
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--stdio") == 0)
+			stdio_mode = 1;
+	opterr = 0; /* usage_fail says it, on both channels */
 	w.opt.session = "default";
 	w.opt.lease_ms = 30ull * 24 * 3600 * 1000;
 	w.opt.checkpoint_interval = 5;
@@ -211,6 +288,15 @@ main(int argc, char **argv)
 			break;
 		case 'c':
 			w.opt.create = 1;
+			break;
+		case 'n':
+			nnew = 1;
+			break;
+		case 'r':
+			nro = 1;
+			break;
+		case 'D':
+			w.opt.create_db = 1;
 			break;
 		case 'l':
 			/* milliseconds must fit 64 bits: 10^15 s is plenty */
@@ -261,19 +347,25 @@ main(int argc, char **argv)
 			    STORE_FORMAT_VERSION);
 			return 0;
 		default:
-			goto usage;
+			if (optopt != 0 && optopt != '?')
+				return usage_fail("option -%c: unknown or missing "
+				    "its value", optopt);
+			return usage_fail("option %s: unknown or missing its "
+			    "value", argv[optind - 1]);
 		}
 	}
-	if (optind != argc || !stdio) {
-		fprintf(stderr, "pyshelfd: %s\n", !stdio ? "only --stdio mode "
-		    "exists yet; pass --stdio" : "unexpected argument");
-		goto usage;
-	}
-	if (strlen(w.opt.session) == 0 || strlen(w.opt.session) > STORE_NAME_MAX) {
-		fprintf(stderr, "pyshelfd: a session name has 1 to %d bytes\n",
-		    STORE_NAME_MAX);
-		return 2;
-	}
+	if (optind != argc || !stdio)
+		return usage_fail("%s", !stdio ? "only --stdio mode exists yet; "
+		    "pass --stdio" : "unexpected argument");
+	if (strlen(w.opt.session) == 0 || strlen(w.opt.session) > STORE_NAME_MAX)
+		return usage_fail("bad session name '%s': a session name has 1 "
+		    "to %d bytes", w.opt.session, STORE_NAME_MAX);
+	if (nro && (nnew || w.opt.create))
+		return usage_fail("--read-only excludes --create and --new "
+		    "(shelve's flags 'r', 'c' and 'n')");
+	w.opt.mode = nro ? 'r' : nnew ? 'n' : w.opt.create ? 'c' : 'w';
+	if (nnew)
+		w.opt.create = 1;
 	if (w.opt.memory_limit != 0) {
 		/* RLIMIT_DATA counts what the interpreter allocates (heap and
 		 * private mappings), not LMDB's shared read-only map */
@@ -287,10 +379,6 @@ main(int argc, char **argv)
 	}
 	return worker_run(&w);
 bad:
-	fprintf(stderr, "pyshelfd: bad value '%s' for --%s (see pyshelfd "
-	    "--help)\n", optarg, li >= 0 ? longopts[li].name : "?");
-usage:
-	fprintf(stderr, "usage: pyshelfd --stdio --session NAME [--db DIR] "
-	    "[--create] [options]; see pyshelfd --help\n");
-	return 2;
+	return usage_fail("bad value '%s' for --%s (see pyshelfd --help)",
+	    optarg, li >= 0 ? longopts[li].name : "?");
 }

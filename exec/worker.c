@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -424,6 +425,13 @@ worker_fds(worker *w, char **cause)
 	return 0;
 }
 
+/* Why this worker cannot serve (set where it fails; sent by
+ * worker_send_fatal): an ERRCODE, and the holder's pid (SESSION_BUSY) or
+ * the old session's tombstone (SESSION_DEAD). */
+static int worker_fatal_code = WIRE_ERR_STORE;
+static long worker_fatal_pid;
+static const store_tomb *worker_fatal_tomb;
+
 /* Tell the client why this worker cannot serve it (an ERROR with id 0,
  * before any HELLO is answered), so that it need not read our stderr. */
 static void
@@ -435,14 +443,33 @@ worker_send_fatal(worker *w, const char *cause)
 		return;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, 0);
-	wire_put_u64(&b, WIRE_TAG_ERRCODE, cause != NULL &&
-	    strstr(cause, "session") != NULL ? WIRE_ERR_NO_SESSION :
-	    WIRE_ERR_STORE);
+	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)worker_fatal_code);
 	wire_put_str(&b, WIRE_TAG_MESSAGE, cause != NULL ? cause :
 	    "pyshelfd failed to start");
+	if (worker_fatal_code == WIRE_ERR_SESSION_BUSY && worker_fatal_pid > 0)
+		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)worker_fatal_pid);
+	if (worker_fatal_code == WIRE_ERR_SESSION_DEAD &&
+	    worker_fatal_tomb != NULL) {
+		wire_put_u64(&b, WIRE_TAG_ENDED_MS, worker_fatal_tomb->ended_ms);
+		wire_put_str(&b, WIRE_TAG_REASON,
+		    tomb_why_name(worker_fatal_tomb->why));
+	}
 	if (wire_end(&b) == WIRE_OK)
 		(void)wire_write_all(w->out_fd, b.data, b.len);
 	wire_buf_free(&b);
+}
+
+/* A shipped os.fork() must not keep the session's lock alive: the child
+ * shares the lock's open file description, so the lock would outlive this
+ * process for as long as the child runs.  Closing the child's copy drops
+ * nothing (this process still holds the description). */
+static void
+worker_atfork_child(void)
+{
+	if (the_worker != NULL && the_worker->lock_fd >= 0) {
+		close(the_worker->lock_fd);
+		the_worker->lock_fd = -1;
+	}
 }
 
 /* Run a stdio worker until the client detaches or input ends. */
@@ -454,6 +481,8 @@ worker_run(worker *w)
 	int rc = 1;
 
 	the_worker = w;
+	w->lock_fd = -1;
+	pthread_atfork(NULL, NULL, worker_atfork_child);
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_mutex_init(&w->out_lock, NULL);
 	signal(SIGPIPE, SIG_IGN);
@@ -495,11 +524,16 @@ worker_run(worker *w)
 	if (interp_fini() != 0)
 		rc = 1;
 	store_close(w->st);
+	/* last: the record says "not served" before the lock says so */
+	session_unlock(w->lock_fd);
+	w->lock_fd = -1;
 	return rc;
 fail_py:
 	interp_fini();
 fail_store:
 	store_close(w->st);
+	session_unlock(w->lock_fd);
+	w->lock_fd = -1;
 fail:
 	fprintf(stderr, "pyshelfd: %s\n", cause != NULL ? cause : "failed");
 	worker_send_fatal(w, cause);
@@ -507,36 +541,127 @@ fail:
 	return 1;
 }
 
-/*
- * Is pid a running pyshelfd?  A session record keeps the pid of the worker
- * that serves it; after a crash or a reboot that pid may belong to some
- * other process, which must not keep the session locked.
- */
-static int
-worker_pid_serves(pid_t pid)
+/* Say how a session ended. */
+void
+worker_tomb_text(const store_tomb *tb, char *buf, size_t n)
 {
-	char path[64], comm[64];
-	FILE *f;
-	int ok;
+	char when[64], why[160];
+	time_t t = (time_t)(tb->ended_ms / 1000);
+	struct tm tm;
 
-	if (pid <= 0 || kill(pid, 0) != 0)
-		return 0;
-	snprintf(path, sizeof path, "/proc/%ld/comm", (long)pid);
-	if ((f = fopen(path, "r")) == NULL)
-		return 1; /* no /proc: trust kill() */
-	ok = fgets(comm, sizeof comm, f) != NULL &&
-	    strncmp(comm, "pyshelfd", 8) == 0;
-	fclose(f);
-	return ok;
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+		snprintf(when, sizeof when, "at %llu ms since the epoch",
+		    (unsigned long long)tb->ended_ms);
+	switch (tb->why) {
+	case STORE_END_EXPIRED:
+		snprintf(why, sizeof why, "its lease of %.0f s ran out with no "
+		    "client attached", (double)tb->lease_ms / 1000);
+		break;
+	case STORE_END_CLOSED:
+		snprintf(why, sizeof why, "it was closed (close_session)");
+		break;
+	case STORE_END_REPLACED:
+		snprintf(why, sizeof why, "it was replaced by a new session "
+		    "(flag 'n')");
+		break;
+	default:
+		snprintf(why, sizeof why, "reason %d", tb->why);
+	}
+	snprintf(buf, n, "session '%s' ended on %s (%s): reason %s; its %llu "
+	    "entries (%llu bytes) were deleted", tb->name, when, why,
+	    tomb_why_name(tb->why), (unsigned long long)tb->entries,
+	    (unsigned long long)tb->bytes);
 }
 
-/* Argument for opening the session. */
-struct open_arg {
+/*
+ * Is pid exiting: a zombie, PF_EXITING, or SIGKILL pending?  Its session
+ * lock goes within moments then (the kernel drops it as the process's
+ * files close), so a reopen right after `kill -9` waits for it instead of
+ * failing.  0 when it cannot tell (no /proc, another pid namespace).
+ */
+static int
+worker_pid_dying(long pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long flags = 0, pend;
+	char state = 0;
+	size_t got;
+	FILE *f;
+	int dying = 0;
+
+	if (pid <= 0)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	got = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[got] = '\0';
+	/* pid (comm) state ppid pgrp session tty_nr tpgid flags ... */
+	if ((p = strrchr(buf, ')')) != NULL &&
+	    sscanf(p + 1, " %c %*d %*d %*d %*d %*d %llu", &state, &flags) == 2 &&
+	    (state == 'Z' || state == 'X' || (flags & 0x4) != 0))
+		return 1; /* 0x4: PF_EXITING */
+	snprintf(path, sizeof path, "/proc/%ld/status", pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	while (fgets(buf, sizeof buf, f) != NULL) {
+		if ((sscanf(buf, "SigPnd: %llx", &pend) == 1 ||
+		    sscanf(buf, "ShdPnd: %llx", &pend) == 1) &&
+		    (pend & (1ull << (SIGKILL - 1))) != 0)
+			dying = 1;
+	}
+	fclose(f);
+	return dying;
+}
+
+/* session_lock, waiting (up to a minute: far more than an exit takes)
+ * while the holder is a process on its way out. */
+static int
+worker_lock(worker *w, const uint8_t *id, int shared, long *holder)
+{
+	struct timespec nap = {0, 10 * 1000 * 1000};
+	uint64_t until = worker_mono_ms() + 60000;
+	int rc;
+
+	while ((rc = session_lock(w->st, id, shared, &w->lock_fd, holder)) ==
+	    STORE_E_BUSY && worker_pid_dying(*holder) &&
+	    worker_mono_ms() < until)
+		nanosleep(&nap, NULL);
+	return rc;
+}
+
+/* What the look-up before the lock found. */
+struct open_look {
 	worker *w;
-	char why[256];
+	int rc;               /* of session_get_by_name */
+	store_session ss;     /* the live session of the name (rc 0) */
+	int has_tomb;         /* the name's newest tombstone: */
+	store_tomb tomb;
 };
 
-/* Create or open the session and claim it for this process. */
+static int
+worker_open_look(store_txn *t, void *arg)
+{
+	struct open_look *ol = arg;
+
+	ol->rc = session_get_by_name(t, ol->w->opt.session, &ol->ss);
+	if (ol->rc != 0 && ol->rc != STORE_E_NOTFOUND)
+		return ol->rc;
+	ol->has_tomb = tomb_last(t, ol->w->opt.session, &ol->tomb) == 0;
+	return 0;
+}
+
+/* Argument for claiming the session. */
+struct open_arg {
+	worker *w;
+	const uint8_t *id;    /* the locked id */
+	int creating;         /* no session had the name: make it with id */
+	int retry;            /* out: the name changed hands since the look */
+};
+
+/* Claim the locked session (or create it), in one write transaction. */
 static int
 worker_open_txn(store_txn *t, void *arg)
 {
@@ -546,32 +671,23 @@ worker_open_txn(store_txn *t, void *arg)
 	uint64_t now = store_now_ms();
 	int rc;
 
+	oa->retry = 0;
+	w->created = 0;
 	rc = session_get_by_name(t, w->opt.session, &w->sess);
-	if (rc == STORE_E_NOTFOUND) {
-		if (!w->opt.create) {
-			snprintf(oa->why, sizeof oa->why, "no session named "
-			    "'%s' in this store (pass --create to make it)",
-			    w->opt.session);
-			return rc;
-		}
+	if (rc == STORE_E_NOTFOUND && oa->creating) {
 		if ((rc = store_random(token, sizeof token)) != 0)
 			return rc;
-		rc = session_create(t, w->opt.session, token, w->opt.lease_ms,
-		    now, &w->sess);
+		if ((rc = session_create_id(t, w->opt.session, oa->id, token,
+		    w->opt.lease_ms, now, &w->sess)) != 0)
+			return rc;
 		w->created = 1;
-	}
-	if (rc != 0) {
-		snprintf(oa->why, sizeof oa->why, "session '%s': %s",
-		    w->opt.session, store_strerror(rc));
+	} else if (rc == STORE_E_NOTFOUND ||
+	    (rc == 0 && memcmp(w->sess.id, oa->id, STORE_ID_SIZE) != 0)) {
+		oa->retry = 1;
+		return 1; /* abort: look again */
+	} else if (rc != 0)
 		return rc;
-	}
-	if (w->sess.pid != 0 && (pid_t)w->sess.pid != getpid() &&
-	    worker_pid_serves((pid_t)w->sess.pid)) {
-		snprintf(oa->why, sizeof oa->why, "session '%s' is in use by "
-		    "pyshelfd pid %llu", w->opt.session,
-		    (unsigned long long)w->sess.pid);
-		return STORE_E_EXISTS;
-	}
+	/* the pid is for people (pyshelf-dump); the lock decides */
 	w->sess.pid = (uint64_t)getpid();
 	w->sess.last_seen_ms = now;
 	if (w->opt.lease_set)
@@ -579,18 +695,190 @@ worker_open_txn(store_txn *t, void *arg)
 	return session_put(t, &w->sess);
 }
 
+/* Read-only: the locked session must still be the name's. */
+static int
+worker_open_ro_txn(store_txn *t, void *arg)
+{
+	struct open_arg *oa = arg;
+	int rc = session_get_by_name(t, oa->w->opt.session, &oa->w->sess);
+
+	oa->retry = 0;
+	if (rc == STORE_E_NOTFOUND ||
+	    (rc == 0 && memcmp(oa->w->sess.id, oa->id, STORE_ID_SIZE) != 0))
+		oa->retry = 1;
+	return rc == STORE_E_NOTFOUND ? 0 : rc;
+}
+
+/* Flag 'n': end the live session of the name (it must not be in use). */
+static int
+worker_replace_txn(store_txn *t, void *arg)
+{
+	int rc = session_end(t, arg, STORE_END_REPLACED, store_now_ms(), NULL);
+
+	return rc == STORE_E_DEAD || rc == STORE_E_NOTFOUND ? 0 : rc;
+}
+
+/* Refuse with the holder named. */
+static int
+worker_busy(worker *w, long holder, char **cause)
+{
+	worker_fatal_code = WIRE_ERR_SESSION_BUSY;
+	worker_fatal_pid = holder;
+	if (holder > 0)
+		asprintf(cause, "session '%s' is in use by pyshelfd pid %ld",
+		    w->opt.session, holder);
+	else
+		asprintf(cause, "session '%s' is in use by another pyshelfd "
+		    "(its pid is not known here: another pid namespace?)",
+		    w->opt.session);
+	return -1;
+}
+
+/*
+ * Find the session, take its lock, then claim it.  The lock comes first:
+ * it is what says who serves a session; the write transaction after it
+ * checks that the name still belongs to the locked id (a sweep or a 'n'
+ * in between makes it look again).
+ */
+static int
+worker_claim(worker *w, char **cause)
+{
+	static store_tomb tomb;
+	struct open_look ol;
+	struct open_arg oa;
+	uint8_t id[STORE_ID_SIZE];
+	char text[768];
+	long holder = 0;
+	int rc, tries, replaced = 0, ro = w->opt.mode == 'r';
+
+	for (tries = 0; tries < 32; tries++) {
+		memset(&ol, 0, sizeof ol);
+		ol.w = w;
+		if ((rc = store_read(w->st, worker_open_look, &ol)) != 0)
+			goto store_err;
+		if (ol.rc == 0 && w->opt.mode == 'n' && !replaced) {
+			if ((rc = worker_lock(w, ol.ss.id, 0, &holder)) ==
+			    STORE_E_BUSY)
+				return worker_busy(w, holder, cause);
+			if (rc != 0)
+				goto lock_err;
+			rc = store_write(w->st, worker_replace_txn, ol.ss.id);
+			if (rc == 0)
+				rc = session_purge(w->st, ol.ss.id, 1000, NULL);
+			if (rc == 0)
+				session_lock_remove(w->st, ol.ss.id);
+			session_unlock(w->lock_fd);
+			w->lock_fd = -1;
+			if (rc != 0)
+				goto store_err;
+			replaced = 1;
+			continue;
+		}
+		if (ol.rc == STORE_E_NOTFOUND && !w->opt.create) {
+			if (ol.has_tomb) {
+				tomb = ol.tomb;
+				worker_fatal_code = WIRE_ERR_SESSION_DEAD;
+				worker_fatal_tomb = &tomb;
+				worker_tomb_text(&tomb, text, sizeof text);
+				asprintf(cause, "%s", text);
+			} else {
+				worker_fatal_code = WIRE_ERR_NO_SESSION;
+				asprintf(cause, "no session named '%s' in this "
+				    "store", w->opt.session);
+			}
+			return -1;
+		}
+		if (ol.rc == 0)
+			memcpy(id, ol.ss.id, STORE_ID_SIZE);
+		else if ((rc = store_random(id, sizeof id)) != 0)
+			goto store_err;
+		if ((rc = worker_lock(w, id, ro, &holder)) == STORE_E_BUSY)
+			return worker_busy(w, holder, cause);
+		if (rc != 0)
+			goto lock_err;
+		memset(&oa, 0, sizeof oa);
+		oa.w = w;
+		oa.id = id;
+		oa.creating = ol.rc == STORE_E_NOTFOUND;
+		rc = ro ? store_read(w->st, worker_open_ro_txn, &oa) :
+		    store_write(w->st, worker_open_txn, &oa);
+		if (rc == 0 && !oa.retry) {
+			if (w->created && ol.has_tomb && w->opt.mode == 'c') {
+				w->has_ended = 1;
+				w->ended = ol.tomb;
+			}
+			return 0;
+		}
+		session_unlock(w->lock_fd);
+		w->lock_fd = -1;
+		if (!oa.retry)
+			goto store_err;
+	}
+	asprintf(cause, "session '%s': its name kept changing hands while "
+	    "opening it", w->opt.session);
+	return -1;
+lock_err:
+	asprintf(cause, "session '%s': cannot take its lock in %s/locks: %s",
+	    w->opt.session, store_path(w->st), rc == STORE_E_IO ?
+	    strerror(errno) : store_strerror(rc));
+	return -1;
+store_err:
+	asprintf(cause, "session '%s': %s", w->opt.session,
+	    store_strerror(rc));
+	return -1;
+}
+
+/*
+ * Refuse a store directory whose parent is missing too, unless asked
+ * (--create-db): a typo in a path must not grow a new tree of
+ * directories.
+ */
+static int
+worker_check_db(worker *w, const char *db, char **cause)
+{
+	struct stat st;
+	char *parent, *slash;
+	int ok;
+
+	if (w->opt.create_db || stat(db, &st) == 0 || errno != ENOENT)
+		return 0;
+	if ((parent = strdup(db)) == NULL)
+		return asprintf(cause, "out of memory"), -1;
+	while ((slash = strrchr(parent, '/')) != NULL && slash[1] == '\0' &&
+	    slash != parent)
+		*slash = '\0'; /* trailing slashes */
+	slash = strrchr(parent, '/');
+	if (slash == NULL)
+		strcpy(parent, ".");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*slash = '\0';
+	ok = stat(parent, &st) == 0;
+	if (!ok) {
+		worker_fatal_code = WIRE_ERR_USAGE;
+		asprintf(cause, "store directory %s does not exist, and neither "
+		    "does its parent %s: not creating them (a typo? pass "
+		    "--create-db, create_db=True, to make the missing "
+		    "directories)", db, parent);
+	}
+	free(parent);
+	return ok ? 0 : -1;
+}
+
 /* Open the store, sweep it, and open the session. */
 static int
 worker_open_session(worker *w, char **cause)
 {
 	store_options so;
-	struct open_arg oa;
 	char *path = NULL, *scause = NULL;
 	const char *db = w->opt.db;
-	int rc;
+	int rc, ro = w->opt.mode == 'r';
 
 	memset(&so, 0, sizeof so);
-	so.create = 1;
+	/* 'w' and 'r' need the session, so the store, to exist */
+	so.create = w->opt.create;
+	so.readonly = ro;
 	so.sync = w->opt.sync;
 	so.defer_unlink = 1;
 	so.map_max = w->opt.map_max;
@@ -598,23 +886,32 @@ worker_open_session(worker *w, char **cause)
 		if ((path = store_default_path()) == NULL)
 			return asprintf(cause, "out of memory"), -1;
 		db = path;
+		w->opt.create_db = 1; /* the default's parents are ours */
+	}
+	if (so.create && worker_check_db(w, db, cause) != 0) {
+		free(path);
+		return -1;
 	}
 	rc = store_open(&w->st, db, &so, &scause);
 	if (rc != 0) {
-		asprintf(cause, "cannot open store: %s", scause != NULL ?
-		    scause : store_strerror(rc));
+		if (rc == STORE_E_NOTSTORE && !so.create) {
+			worker_fatal_code = WIRE_ERR_NO_SESSION;
+			asprintf(cause, "no session named '%s': no pyshelf store "
+			    "at %s (%s)", w->opt.session, db, scause != NULL ?
+			    scause : store_strerror(rc));
+		} else
+			asprintf(cause, "cannot open store: %s", scause != NULL ?
+			    scause : store_strerror(rc));
 		free(scause);
 		free(path);
 		return -1;
 	}
 	free(path);
-	worker_sweep(w);
-	memset(&oa, 0, sizeof oa);
-	oa.w = w;
-	if ((rc = store_write(w->st, worker_open_txn, &oa)) != 0) {
-		asprintf(cause, "%s", oa.why[0] != '\0' ? oa.why :
-		    store_strerror(rc));
+	if (!ro)
+		worker_sweep(w);
+	if (worker_claim(w, cause) != 0) {
 		store_close(w->st);
+		w->st = NULL;
 		return -1;
 	}
 	return 0;
@@ -631,6 +928,7 @@ worker_sweep_collect(const uint8_t *id, uint64_t when, void *arg)
 {
 	struct sweep_arg *sa = arg;
 
+	(void)when;
 	memcpy(sa->ids[sa->n++], id, STORE_ID_SIZE);
 	return sa->n == 64 ? 1 : 0;
 }
@@ -643,34 +941,62 @@ worker_sweep_list(store_txn *t, void *arg)
 	return rc == 1 ? 0 : rc;
 }
 
-/* Kill a session unless a live worker holds it. */
+/* Argument of one sweep kill. */
+struct sweep_kill {
+	worker *w;
+	const uint8_t *id;
+};
+
+/* End an expired session unless a process holds its lock; a dead one
+ * (ended, not purged yet) goes on to the purge. */
 static int
 worker_sweep_kill(store_txn *t, void *arg)
 {
+	struct sweep_kill *sk = arg;
 	store_session ss;
 	int rc;
 
-	if ((rc = session_get_by_id(t, arg, &ss)) != 0)
+	if ((rc = session_get_by_id(t, sk->id, &ss)) != 0)
 		return rc == STORE_E_NOTFOUND ? 0 : rc;
-	if (ss.state == STORE_STATE_LIVE && ss.pid != 0 &&
-	    worker_pid_serves((pid_t)ss.pid))
-		return 1; /* attached: its worker renews the lease */
-	return session_kill(t, arg);
+	if (ss.state != STORE_STATE_LIVE)
+		return 0;
+	/* in this write transaction: an opener that locks it later finds
+	 * it ended when it looks again */
+	if (session_locked(sk->w->st, sk->id, NULL) != 0)
+		return 1; /* in use (or cannot tell): leave it */
+	return session_end(t, sk->id, STORE_END_EXPIRED, store_now_ms(), NULL);
 }
 
-/* Sweep at start: mark expired sessions dead, purge the dead. */
+/* Drop tombstones past their time. */
+static int
+worker_sweep_tombs(store_txn *t, void *arg)
+{
+	uint64_t now = store_now_ms();
+
+	(void)arg;
+	return tomb_sweep(t, now > STORE_TOMB_KEEP_MS ?
+	    now - STORE_TOMB_KEEP_MS : 0, NULL);
+}
+
+/* Sweep at start: end expired sessions (leaving tombstones), purge the
+ * ended, drop old tombstones. */
 static void
 worker_sweep(worker *w)
 {
 	struct sweep_arg sa;
+	struct sweep_kill sk;
 	int i;
 
 	memset(&sa, 0, sizeof sa);
 	if (store_read(w->st, worker_sweep_list, &sa) != 0)
 		return;
+	sk.w = w;
 	for (i = 0; i < sa.n; i++) {
-		if (store_write(w->st, worker_sweep_kill, sa.ids[i]) != 0)
+		sk.id = sa.ids[i];
+		if (store_write(w->st, worker_sweep_kill, &sk) != 0)
 			continue;
-		session_purge(w->st, sa.ids[i], 1000, NULL);
+		if (session_purge(w->st, sa.ids[i], 1000, NULL) == 0)
+			session_lock_remove(w->st, sa.ids[i]);
 	}
+	store_write(w->st, worker_sweep_tombs, NULL);
 }

@@ -90,6 +90,10 @@ static const struct wire_tag_info wire_tags[64] = {
 	[WIRE_TAG_CREATED] = { "CREATED", TK_U64 },
 	[WIRE_TAG_NONCE] = { "NONCE", TK_FIXED32 },
 	[WIRE_TAG_MAC] = { "MAC", TK_FIXED32 },
+	[WIRE_TAG_LEASE_MS] = { "LEASE_MS", TK_U64 },
+	[WIRE_TAG_EXPIRES_MS] = { "EXPIRES_MS", TK_U64 },
+	[WIRE_TAG_ENDED_MS] = { "ENDED_MS", TK_U64 },
+	[WIRE_TAG_REASON] = { "REASON", TK_STR },
 };
 
 /* The messages of wire.h, field for field: required, allowed, repeatable. */
@@ -101,7 +105,9 @@ static const struct wire_schema wire_schemas[] = {
 	{ WIRE_MSG_WELCOME, "WELCOME", T(WIRE_TAG_VERSION),
 	  T(WIRE_TAG_VERSION) | T(WIRE_TAG_NAME) | T(WIRE_TAG_PID) |
 	  T(WIRE_TAG_MAX_FRAME) | T(WIRE_TAG_SESSION_ID) |
-	  T(WIRE_TAG_SESSION) | T(WIRE_TAG_CREATED) | T(WIRE_TAG_NONCE), 0 },
+	  T(WIRE_TAG_SESSION) | T(WIRE_TAG_CREATED) | T(WIRE_TAG_NONCE) |
+	  T(WIRE_TAG_LEASE_MS) | T(WIRE_TAG_EXPIRES_MS) | T(WIRE_TAG_ENDED_MS) |
+	  T(WIRE_TAG_REASON) | T(WIRE_TAG_MESSAGE), 0 },
 	{ WIRE_MSG_AUTH, "AUTH", T(WIRE_TAG_MAC), T(WIRE_TAG_MAC), 0 },
 	{ WIRE_MSG_ATTACH, "ATTACH", T(WIRE_TAG_SESSION),
 	  T(WIRE_TAG_SESSION) | T(WIRE_TAG_TOKEN) | T(WIRE_TAG_CREATE), 0 },
@@ -144,7 +150,8 @@ static const struct wire_schema wire_schemas[] = {
 	  T(WIRE_TAG_KEY) | T(WIRE_TAG_HANDLE) | T(WIRE_TAG_TYPE_NAME) |
 	  T(WIRE_TAG_EXC_TYPE) | T(WIRE_TAG_MESSAGE) | T(WIRE_TAG_DATA) },
 	{ WIRE_MSG_ERROR, "ERROR", T(WIRE_TAG_ERRCODE) | T(WIRE_TAG_MESSAGE),
-	  T(WIRE_TAG_ERRCODE) | T(WIRE_TAG_MESSAGE), 0 },
+	  T(WIRE_TAG_ERRCODE) | T(WIRE_TAG_MESSAGE) | T(WIRE_TAG_PID) |
+	  T(WIRE_TAG_ENDED_MS) | T(WIRE_TAG_REASON), 0 },
 };
 
 /* Names of WIRE_ERR_*, indexed by code. */
@@ -164,6 +171,9 @@ static const char *const wire_errcode_names[] = {
 	[WIRE_ERR_VOLATILE] = "VOLATILE",
 	[WIRE_ERR_INTERNAL] = "INTERNAL",
 	[WIRE_ERR_BAD_REQUEST] = "BAD_REQUEST",
+	[WIRE_ERR_SESSION_BUSY] = "SESSION_BUSY",
+	[WIRE_ERR_USAGE] = "USAGE",
+	[WIRE_ERR_READ_ONLY] = "READ_ONLY",
 };
 
 /* Return a static English message for a WIRE_* result code. */

@@ -32,7 +32,7 @@
 
 /* Bump whenever a byte of the layout below changes (tests/check_wire.c
  * holds golden frames that fail when the layout moves without it). */
-#define WIRE_PROTOCOL_VERSION 1
+#define WIRE_PROTOCOL_VERSION 2
 
 #define WIRE_HEADER_SIZE 16
 #define WIRE_FIELD_HEADER_SIZE 5
@@ -118,6 +118,12 @@ enum wire_tag {
 	WIRE_TAG_CREATED = 26,    /* u64 0/1: the session was just created */
 	WIRE_TAG_NONCE = 27,      /* 32 bytes: auth challenge */
 	WIRE_TAG_MAC = 28,        /* 32 bytes: HMAC-SHA256(key, nonce) */
+	WIRE_TAG_LEASE_MS = 29,   /* u64: the session's lease, 0 = forever */
+	WIRE_TAG_EXPIRES_MS = 30, /* u64: when the lease runs out (ms since
+	                             the epoch) if no client attaches again */
+	WIRE_TAG_ENDED_MS = 31,   /* u64: when an earlier session ended */
+	WIRE_TAG_REASON = 32,     /* str: why it ended: "expired", "closed",
+	                             "replaced" */
 	WIRE_TAG_MAX_ = 63        /* tags are < 64 */
 };
 
@@ -145,7 +151,11 @@ enum wire_errcode {
 	WIRE_ERR_STORE = 12,         /* the store failed (full disk or map...) */
 	WIRE_ERR_VOLATILE = 13,      /* the entry was not persisted and is gone */
 	WIRE_ERR_INTERNAL = 14,      /* a bug; the message says where */
-	WIRE_ERR_BAD_REQUEST = 15    /* well-formed but meaningless request */
+	WIRE_ERR_BAD_REQUEST = 15,   /* well-formed but meaningless request */
+	WIRE_ERR_SESSION_BUSY = 16,  /* another process serves the session */
+	WIRE_ERR_USAGE = 17,         /* pyshelfd refused an option */
+	WIRE_ERR_READ_ONLY = 18      /* the request would change a read-only
+	                                session */
 };
 
 /* Codec return values: 0 complete, WIRE_NEED_MORE, or a negative error. */

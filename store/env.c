@@ -18,7 +18,7 @@
 #define DEFAULT_MAP_INITIAL ((size_t)64 << 20)
 #define DEFAULT_MAP_MAX ((size_t)1 << 40)
 #define MAX_READERS 1022
-#define MAX_DBS 8 /* seven are in use */
+#define MAX_DBS 16 /* eight are in use */
 
 static int env_setcause(char **cause, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -93,6 +93,8 @@ store_strerror(int rc)
 		return "store is read-only";
 	case STORE_E_DEAD:
 		return "session has ended";
+	case STORE_E_BUSY:
+		return "session is in use by another process";
 	default:
 		return mdb_strerror(rc);
 	}
@@ -319,7 +321,7 @@ env_open_refs(store *s, MDB_txn *txn, char **cause)
 	return 0;
 }
 
-/* Open the seven named databases (creating them unless read-only). */
+/* Open the eight named databases (creating them unless read-only). */
 static int
 env_open_dbis(store *s, char **cause)
 {
@@ -360,6 +362,20 @@ env_open_dbis(store *s, char **cause)
 	if ((rc = env_open_refs(s, txn, cause)) != 0) {
 		mdb_txn_abort(txn);
 		return rc;
+	}
+	/* tombstones came later, like refs: a read-only open of a store
+	 * made before goes on without them; an older pyshelf never opens
+	 * the database and only writes no tombstones */
+	s->has_tombs = 0;
+	rc = mdb_dbi_open(txn, "tombstones", cflag, &s->tombs);
+	if (rc == 0)
+		s->has_tombs = 1;
+	else if (rc != MDB_NOTFOUND || !s->opt.readonly) {
+		mdb_txn_abort(txn);
+		env_setcause(cause, "%s: open database tombstones: %s", s->path,
+		    mdb_strerror(rc));
+		return rc == MDB_INCOMPATIBLE ? STORE_E_NOTSTORE :
+		    store_map_err(rc);
 	}
 	/* blobs came with format 2: a read-only open of a format 1 store
 	 * goes on without it (no blob records) */

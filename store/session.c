@@ -5,7 +5,13 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "store-int.h"
 
@@ -80,6 +86,20 @@ int
 session_create(store_txn *t, const char *name, const uint8_t *token,
                uint64_t lease_ms, uint64_t now_ms, store_session *out)
 {
+	uint8_t id[STORE_ID_SIZE];
+	int rc;
+
+	if ((rc = store_random(id, STORE_ID_SIZE)) != 0)
+		return rc;
+	return session_create_id(t, name, id, token, lease_ms, now_ms, out);
+}
+
+/* Create a live session with the given id. */
+int
+session_create_id(store_txn *t, const char *name, const uint8_t *id,
+                  const uint8_t *token, uint64_t lease_ms, uint64_t now_ms,
+                  store_session *out)
+{
 	size_t nlen = strlen(name);
 	MDB_val k, v;
 	int rc;
@@ -93,9 +113,17 @@ session_create(store_txn *t, const char *name, const uint8_t *token,
 		return STORE_E_EXISTS;
 	if (rc != MDB_NOTFOUND)
 		return store_map_err(rc);
+	k.mv_data = (void *)id;
+	k.mv_size = STORE_ID_SIZE;
+	rc = mdb_get(t->txn, t->s->sessions, &k, &v);
+	if (rc == 0)
+		return STORE_E_EXISTS; /* ids are never reused */
+	if (rc != MDB_NOTFOUND)
+		return store_map_err(rc);
+	k.mv_data = (void *)name;
+	k.mv_size = nlen;
 	memset(out, 0, sizeof *out);
-	if ((rc = store_random(out->id, STORE_ID_SIZE)) != 0)
-		return rc;
+	memcpy(out->id, id, STORE_ID_SIZE);
 	memcpy(out->name, name, nlen);
 	if (token != NULL)
 		store_sha256(token, STORE_TOKEN_SIZE, out->token_hash);
@@ -447,4 +475,373 @@ session_count(store_txn *t, const uint8_t *id, uint64_t *nentries,
 	if (nbytes != NULL)
 		*nbytes = b;
 	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+}
+
+/* --- tombstones ------------------------------------------------------------ */
+
+/* The tombstone key of (name, ended, id) into k; returns its size. */
+static size_t
+tomb_key(uint8_t *k, const char *name, uint64_t ended_ms, const uint8_t *id)
+{
+	size_t n = strlen(name);
+
+	memcpy(k, name, n);
+	k[n] = 0;
+	be64_put(k + n + 1, ended_ms);
+	memcpy(k + n + 9, id, STORE_ID_SIZE);
+	return n + 9 + STORE_ID_SIZE;
+}
+
+/* Decode a tombstone; STORE_E_CORRUPT on a bad layout. */
+static int
+tomb_decode(const MDB_val *k, const MDB_val *v, store_tomb *out)
+{
+	const uint8_t *p = k->mv_data, *z, *r = v->mv_data;
+	size_t n;
+
+	if (k->mv_size < 1 + 9 + STORE_ID_SIZE || k->mv_size > TOMB_KEY_MAX ||
+	    v->mv_size != TOMB_REC_SIZE || r[0] != 1)
+		return STORE_E_CORRUPT;
+	n = k->mv_size - 9 - STORE_ID_SIZE;
+	if ((z = memchr(p, 0, k->mv_size)) == NULL || (size_t)(z - p) != n)
+		return STORE_E_CORRUPT;
+	memset(out, 0, sizeof *out);
+	memcpy(out->name, p, n);
+	out->ended_ms = be64_get(p + n + 1);
+	memcpy(out->id, p + n + 9, STORE_ID_SIZE);
+	out->why = r[1];
+	out->created_ms = be64_get(r + 8);
+	out->last_seen_ms = be64_get(r + 16);
+	out->lease_ms = be64_get(r + 24);
+	out->entries = be64_get(r + 32);
+	out->bytes = be64_get(r + 40);
+	return 0;
+}
+
+/* Text for a STORE_END_* reason. */
+const char *
+tomb_why_name(int why)
+{
+	switch (why) {
+	case STORE_END_EXPIRED:
+		return "expired";
+	case STORE_END_CLOSED:
+		return "closed";
+	case STORE_END_REPLACED:
+		return "replaced";
+	}
+	return "unknown";
+}
+
+/* Count, write the tombstone, kill. */
+int
+session_end(store_txn *t, const uint8_t *id, int why, uint64_t now_ms,
+            store_tomb *out)
+{
+	uint8_t kb[TOMB_KEY_MAX], rec[TOMB_REC_SIZE];
+	store_session ss;
+	store_tomb tb;
+	MDB_val k, v;
+	int rc;
+
+	if (why < STORE_END_EXPIRED || why > STORE_END_REPLACED)
+		return STORE_E_INVAL;
+	if (t->readonly)
+		return STORE_E_READONLY;
+	if ((rc = session_get_by_id(t, id, &ss)) != 0)
+		return rc;
+	if (ss.state != STORE_STATE_LIVE)
+		return STORE_E_DEAD;
+	memset(&tb, 0, sizeof tb);
+	memcpy(tb.name, ss.name, sizeof tb.name);
+	memcpy(tb.id, id, STORE_ID_SIZE);
+	tb.why = (uint8_t)why;
+	tb.ended_ms = now_ms;
+	tb.created_ms = ss.created_ms;
+	tb.last_seen_ms = ss.last_seen_ms;
+	tb.lease_ms = ss.lease_ms;
+	if ((rc = session_count(t, id, &tb.entries, &tb.bytes)) != 0)
+		return rc;
+	if (t->s->has_tombs) {
+		memset(rec, 0, sizeof rec);
+		rec[0] = 1; /* tombstone record version */
+		rec[1] = tb.why;
+		be64_put(rec + 8, tb.created_ms);
+		be64_put(rec + 16, tb.last_seen_ms);
+		be64_put(rec + 24, tb.lease_ms);
+		be64_put(rec + 32, tb.entries);
+		be64_put(rec + 40, tb.bytes);
+		k.mv_data = kb;
+		k.mv_size = tomb_key(kb, ss.name, now_ms, id);
+		v.mv_data = rec;
+		v.mv_size = sizeof rec;
+		if ((rc = mdb_put(t->txn, t->s->tombs, &k, &v, 0)) != 0)
+			return store_map_err(rc);
+	}
+	if ((rc = session_kill(t, id)) != 0)
+		return rc;
+	if (out != NULL)
+		*out = tb;
+	return 0;
+}
+
+/* The newest tombstone of name: the last key with prefix name . 0. */
+int
+tomb_last(store_txn *t, const char *name, store_tomb *out)
+{
+	uint8_t kb[TOMB_KEY_MAX];
+	size_t n = strlen(name);
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	if (n == 0 || n > STORE_NAME_MAX)
+		return STORE_E_INVAL;
+	if (!t->s->has_tombs)
+		return STORE_E_NOTFOUND;
+	/* the key just past every key of name: name . 1 */
+	memcpy(kb, name, n);
+	kb[n] = 1;
+	if ((rc = mdb_cursor_open(t->txn, t->s->tombs, &c)) != 0)
+		return store_map_err(rc);
+	k.mv_data = kb;
+	k.mv_size = n + 1;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	if (rc == 0)
+		rc = mdb_cursor_get(c, &k, &v, MDB_PREV);
+	else if (rc == MDB_NOTFOUND)
+		rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	while (rc == 0) {
+		if (k.mv_size <= n || memcmp(k.mv_data, name, n) != 0 ||
+		    ((const uint8_t *)k.mv_data)[n] != 0) {
+			rc = MDB_NOTFOUND;
+			break;
+		}
+		if (tomb_decode(&k, &v, out) == 0)
+			break;
+		rc = mdb_cursor_get(c, &k, &v, MDB_PREV); /* skip a bad one */
+	}
+	mdb_cursor_close(c);
+	return store_map_err(rc);
+}
+
+/* Visit every tombstone. */
+int
+tomb_list(store_txn *t, int (*fn)(const store_tomb *, void *), void *arg)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	store_tomb tb;
+	int rc, op = MDB_FIRST;
+
+	if (!t->s->has_tombs)
+		return 0;
+	if ((rc = mdb_cursor_open(t->txn, t->s->tombs, &c)) != 0)
+		return store_map_err(rc);
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (tomb_decode(&k, &v, &tb) != 0)
+			continue;
+		if ((rc = fn(&tb, arg)) != 0)
+			goto out;
+	}
+	rc = rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
+out:
+	mdb_cursor_close(c);
+	return rc;
+}
+
+/* Drop old and malformed tombstones.  One pass over the database: there
+ * is one tombstone per ended session of the last STORE_TOMB_KEEP_MS. */
+int
+tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	store_tomb tb;
+	size_t n = 0;
+	int rc;
+
+	if (dropped != NULL)
+		*dropped = 0;
+	if (t->readonly)
+		return STORE_E_READONLY;
+	if (!t->s->has_tombs)
+		return 0;
+	if ((rc = mdb_cursor_open(t->txn, t->s->tombs, &c)) != 0)
+		return store_map_err(rc);
+	rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	while (rc == 0) {
+		if (tomb_decode(&k, &v, &tb) != 0 || tb.ended_ms < before_ms) {
+			if ((rc = mdb_cursor_del(c, 0)) != 0)
+				break;
+			n++;
+		}
+		/* after a delete, MDB_NEXT lands on the item that followed */
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (dropped != NULL)
+		*dropped = n;
+	return rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
+}
+
+/* --- session locks ----------------------------------------------------------- */
+
+/* Path of the lock file of id (and, with dir, of its directory). */
+static char *
+session_lock_path(store *s, const uint8_t *id)
+{
+	char hex[2 * STORE_ID_SIZE + 1], *p = NULL;
+
+	store_hex(id, STORE_ID_SIZE, hex);
+	if (asprintf(&p, "%s/locks/%s", store_path(s), hex) < 0)
+		return NULL;
+	return p;
+}
+
+/* Our pid namespace ("pid:[4026531836]"), or "" when unknown. */
+static void
+session_pidns(char *buf, size_t n)
+{
+	ssize_t got = readlink("/proc/self/ns/pid", buf, n - 1);
+
+	buf[got > 0 ? got : 0] = '\0';
+}
+
+/* The pid a lock file names, when its writer shares our pid namespace;
+ * else 0. */
+static long
+session_lock_holder(int fd)
+{
+	char buf[160], ns[128], theirs[128];
+	long pid = 0;
+	ssize_t got = pread(fd, buf, sizeof buf - 1, 0);
+
+	if (got <= 0)
+		return 0;
+	buf[got] = '\0';
+	session_pidns(ns, sizeof ns);
+	if (sscanf(buf, "%ld %127s", &pid, theirs) != 2 || ns[0] == '\0' ||
+	    strcmp(ns, theirs) != 0 || pid <= 0)
+		return 0;
+	return pid;
+}
+
+/* Open (creating it and locks/) the lock file of id. */
+static int
+session_lock_open(store *s, const uint8_t *id, int create)
+{
+	char *path = session_lock_path(s, id), *slash;
+	int fd;
+
+	if (path == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	if (fd < 0 && errno == ENOENT && create) {
+		slash = strrchr(path, '/');
+		*slash = '\0';
+		if (mkdir(path, 0700) == 0 || errno == EEXIST) {
+			*slash = '/';
+			fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		}
+	}
+	free(path);
+	return fd;
+}
+
+/* Take the lock. */
+int
+session_lock(store *s, const uint8_t *id, int shared, int *fd, long *holder)
+{
+	struct flock fl;
+	char buf[160], ns[128];
+	int lfd, n;
+
+	*fd = -1;
+	if (holder != NULL)
+		*holder = 0;
+	lfd = session_lock_open(s, id, 1);
+	if (lfd < 0 && shared && (errno == EROFS || errno == EACCES)) {
+		/* a reader on a read-only file system: a read lock needs no
+		 * write access (the holder's pid is then not written) */
+		char *path = session_lock_path(s, id);
+		lfd = path != NULL ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+		free(path);
+	}
+	if (lfd < 0)
+		return errno == ENOMEM ? STORE_E_NOMEM : STORE_E_IO;
+	memset(&fl, 0, sizeof fl);
+	fl.l_type = shared ? F_RDLCK : F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	if (fcntl(lfd, F_OFD_SETLK, &fl) != 0) {
+		int e = errno;
+		if (e == EAGAIN || e == EACCES) {
+			if (holder != NULL)
+				*holder = session_lock_holder(lfd);
+			close(lfd);
+			return STORE_E_BUSY;
+		}
+		close(lfd);
+		errno = e;
+		return STORE_E_IO;
+	}
+	/* who holds it, for the next one that finds it taken */
+	session_pidns(ns, sizeof ns);
+	n = snprintf(buf, sizeof buf, "%ld %s\n", (long)getpid(),
+	    ns[0] != '\0' ? ns : "-");
+	if (ftruncate(lfd, 0) != 0 || pwrite(lfd, buf, (size_t)n, 0) != n) {
+		/* only the holder's pid is lost: the lock holds */
+	}
+	*fd = lfd;
+	return 0;
+}
+
+/* Is the lock held? */
+int
+session_locked(store *s, const uint8_t *id, long *holder)
+{
+	struct flock fl;
+	int lfd;
+
+	if (holder != NULL)
+		*holder = 0;
+	if ((lfd = session_lock_open(s, id, 0)) < 0)
+		return errno == ENOENT ? 0 : STORE_E_IO;
+	memset(&fl, 0, sizeof fl);
+	fl.l_type = F_WRLCK;
+	fl.l_whence = SEEK_SET;
+	if (fcntl(lfd, F_OFD_GETLK, &fl) != 0) {
+		close(lfd);
+		return STORE_E_IO;
+	}
+	if (fl.l_type != F_UNLCK && holder != NULL)
+		*holder = session_lock_holder(lfd);
+	close(lfd);
+	return fl.l_type != F_UNLCK;
+}
+
+/* Release. */
+void
+session_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);
+}
+
+/* Remove an ended session's lock file. */
+int
+session_lock_remove(store *s, const uint8_t *id)
+{
+	char *path = session_lock_path(s, id);
+	int rc = 0;
+
+	if (path == NULL)
+		return STORE_E_NOMEM;
+	if (unlink(path) != 0 && errno != ENOENT)
+		rc = STORE_E_IO;
+	free(path);
+	return rc;
 }

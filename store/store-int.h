@@ -35,6 +35,10 @@ struct store {
 	                             key, MDB_DUPSORT; valid when has_refs */
 	int has_refs;             /* 0: a read-only open of a store made
 	                             before refs existed (no rows) */
+	MDB_dbi tombs;            /* name . 0 . be64 ended . id -> tombstone;
+	                             valid when has_tombs */
+	int has_tombs;            /* 0: a read-only open of a store made
+	                             before tombstones existed */
 	MDB_dbi blobs;            /* entry key -> blob name . u64 size;
 	                             valid when has_blobs */
 	int has_blobs;            /* 0: a read-only open of a format 1
@@ -69,6 +73,10 @@ struct store_txn {
 
 /* Size of the session record's fixed part. */
 #define SESSION_REC_FIXED 80
+/* Size of a tombstone record (its value). */
+#define TOMB_REC_SIZE 48
+/* Largest tombstone key: name . 0 . be64 ended . id. */
+#define TOMB_KEY_MAX (STORE_NAME_MAX + 1 + 8 + STORE_ID_SIZE)
 /* Size of an expiry key: be64 time . id. */
 #define EXPIRY_KEY_SIZE (8 + STORE_ID_SIZE)
 /* Size of the record header's fixed part. */

@@ -41,6 +41,8 @@
 #define STORE_E_NOTSTORE   (-40010) /* the directory is not a pyshelf store */
 #define STORE_E_READONLY   (-40011) /* a write on a read-only store */
 #define STORE_E_DEAD       (-40012) /* the session has ended */
+#define STORE_E_BUSY       (-40013) /* another process holds the session's
+                                       lock (session_lock) */
 
 /* Entry kinds, the byte after the session id in an entry key. */
 #define STORE_KIND_GLOBAL 'g' /* key is the global's UTF-8 name */
@@ -49,6 +51,15 @@
 /* Session states. */
 #define STORE_STATE_LIVE 1
 #define STORE_STATE_DEAD 2
+
+/* Why a session ended (a tombstone's reason). */
+#define STORE_END_EXPIRED  1 /* its lease ran out; the sweep ended it */
+#define STORE_END_CLOSED   2 /* a client closed it (close_session) */
+#define STORE_END_REPLACED 3 /* opened with flag 'n': a new one took its
+                                name */
+
+/* How long a tombstone is kept before a sweep drops it: 90 days. */
+#define STORE_TOMB_KEEP_MS (90ull * 24 * 3600 * 1000)
 
 /* Record flags. */
 #define STORE_FLAG_EXCINFO  0x0001 /* a (type, value, traceback) triple */
@@ -114,6 +125,20 @@ typedef struct store_session {
 	uint64_t next_handle;            /* next handle id to hand out */
 	uint64_t pid;                    /* worker serving it (0: none) */
 } store_session;
+
+/* A tombstone (the "tombstones" database): what is left of an ended
+ * session once it is purged. */
+typedef struct store_tomb {
+	char name[STORE_NAME_MAX + 1];   /* the name it had */
+	uint8_t id[STORE_ID_SIZE];       /* its id */
+	uint8_t why;                     /* STORE_END_* */
+	uint64_t ended_ms;               /* when it ended (wall clock, ms) */
+	uint64_t created_ms;             /* when it was created */
+	uint64_t last_seen_ms;           /* its last attach, request or detach */
+	uint64_t lease_ms;               /* its lease */
+	uint64_t entries;                /* entries freed */
+	uint64_t bytes;                  /* their stored bytes */
+} store_tomb;
 
 /* A decoded record header (the "entries" values). */
 typedef struct store_record {
@@ -263,6 +288,67 @@ int session_purge(store *s, const uint8_t *id, size_t batch, size_t *deleted);
 /* Count the entries and their bytes without reading values. */
 int session_count(store_txn *t, const uint8_t *id, uint64_t *nentries,
                   uint64_t *nbytes);
+/*
+ * Create a live session as session_create does, with the given id (a
+ * caller that locks the id before the session exists: session_lock).
+ * Errors: STORE_E_EXISTS (the name or the id is taken), STORE_E_INVAL.
+ */
+int session_create_id(store_txn *t, const char *name, const uint8_t *id,
+                      const uint8_t *token, uint64_t lease_ms,
+                      uint64_t now_ms, store_session *out);
+/*
+ * End a live session for the reason why (STORE_END_*): count its entries
+ * and bytes, write its tombstone (kept STORE_TOMB_KEEP_MS) and kill it
+ * (session_kill).  The purge that follows frees what the tombstone counts.
+ * out (may be NULL) gets the tombstone.  STORE_E_DEAD when it has already
+ * ended (no second tombstone), STORE_E_NOTFOUND, STORE_E_INVAL for a bad
+ * why.
+ */
+int session_end(store_txn *t, const uint8_t *id, int why, uint64_t now_ms,
+                store_tomb *out);
+/* The newest tombstone of name.  STORE_E_NOTFOUND when it has none (or
+ * the store has no tombstones database: read-only, made before it). */
+int tomb_last(store_txn *t, const char *name, store_tomb *out);
+/* Call fn for each tombstone, by name, then oldest first; a nonzero return
+ * stops the walk and is returned.  Malformed ones are skipped. */
+int tomb_list(store_txn *t, int (*fn)(const store_tomb *, void *),
+              void *arg);
+/* Drop the tombstones of sessions that ended before before_ms (and any
+ * malformed one).  *dropped (may be NULL) counts them. */
+int tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped);
+/* "expired", "closed", "replaced" or "unknown". */
+const char *tomb_why_name(int why);
+
+/*
+ * Session locks: who serves a session is known by an OFD lock
+ * (fcntl F_OFD_SETLK) on the file locks/<id in hex> in the store
+ * directory, never by a pid.  The kernel drops the lock when the last
+ * descriptor of its open file description closes, so when the process
+ * that holds it dies, however it dies; it works across pid namespaces
+ * sharing the store.  A fork()ed child shares the description: its exit
+ * does not drop the lock, but a child that lives on would keep it, so the
+ * holder closes its copy in children (pthread_atfork, as pyshelfd does).
+ * The descriptor is O_CLOEXEC: an exec()ed program never holds it.
+ */
+/*
+ * Take the lock of session id: shared (readers: several may hold it) or
+ * exclusive.  Never waits.  On success *fd holds it (release it with
+ * session_unlock) and the file says the caller's pid.  STORE_E_BUSY when
+ * another open file description holds a conflicting lock: *holder gets
+ * its pid when it is known (it wrote it and runs in the caller's pid
+ * namespace), else 0.  STORE_E_IO (errno kept) when the file cannot be
+ * made.
+ */
+int session_lock(store *s, const uint8_t *id, int shared, int *fd,
+                 long *holder);
+/* 1 when some process holds the lock of id (*holder as in session_lock,
+ * may be NULL), 0 when nobody does, or STORE_E_IO. */
+int session_locked(store *s, const uint8_t *id, long *holder);
+/* Release a lock taken by session_lock (closes fd; -1 is ignored). */
+void session_unlock(int fd);
+/* Remove the lock file of an ended session (after its purge).  A file
+ * that is not there is 0. */
+int session_lock_remove(store *s, const uint8_t *id);
 
 /* entry.c */
 

@@ -989,6 +989,82 @@ START_TEST(test_write_to_dead_pipe_is_not_sigpipe)
 }
 END_TEST
 
+/* A backend that refuses to start says why in an ERROR with id 0 and
+ * exits: pyshelf_hello() returns it as PYSHELF_E_REMOTE, its code, message
+ * and PID, whether its HELLO got through or not; the backend is reaped. */
+START_TEST(test_hello_gets_the_refusal)
+{
+	char path[] = "/tmp/check_client_refuseXXXXXX";
+	pyshelf_conn *c;
+	FILE *f;
+	long pid;
+	int fd, st = 0, slow;
+
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
+	/* slow: read the HELLO first; else exit at once (EPIPE on HELLO) */
+	fprintf(f, "#!/bin/sh\n[ \"$SLOW\" ] && head -c 16 >/dev/null\n"
+	    "printf '"
+	    "\\000\\000\\000\\111\\177\\000\\000\\000\\000\\000\\000\\000"
+	    "\\000\\000\\000\\000\\024\\000\\000\\000\\010\\000\\000\\000"
+	    "\\000\\000\\000\\000\\020\\020\\000\\000\\000\\052\\163\\145"
+	    "\\163\\163\\151\\157\\156\\040\\047\\163\\047\\040\\151\\163"
+	    "\\040\\151\\156\\040\\165\\163\\145\\040\\142\\171\\040\\160"
+	    "\\171\\163\\150\\145\\154\\146\\144\\040\\160\\151\\144\\040"
+	    "\\064\\062\\064\\062\\027\\000\\000\\000\\010\\000\\000\\000"
+	    "\\000\\000\\000\\020\\222"
+	    "'\nexit 1\n");
+	fclose(f);
+	chmod(path, 0700);
+	for (slow = 0; slow < 2; slow++) {
+		if (slow)
+			setenv("SLOW", "1", 1);
+		ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+		ck_assert_int_eq(pyshelf_spawn(c, path, NULL, NULL, 0, NULL),
+		    PYSHELF_OK);
+		pid = pyshelf_backend_pid(c);
+		if (!slow)  /* it is gone before the HELLO is written */
+			ck_assert_int_eq(pyshelf_backend_status(c, &st, 10000),
+			    PYSHELF_OK);
+		ck_assert_int_eq(pyshelf_hello(c, "check", NULL),
+		    PYSHELF_E_REMOTE);
+		ck_assert_uint_eq(pyshelf_remote_errcode(c),
+		    PYSHELF_ERR_SESSION_BUSY);
+		ck_assert_uint_eq(pyshelf_remote_pid(c), 4242);
+		ck_assert_str_eq(pyshelf_errmsg(c),
+		    "session 's' is in use by pyshelfd pid 4242");
+		/* reaped already: no zombie left for the caller */
+		ck_assert_int_eq(waitpid((pid_t)pid, &st, WNOHANG), -1);
+		ck_assert_int_eq(errno, ECHILD);
+		ck_assert_int_eq(pyshelf_ping(c), PYSHELF_E_NOTCONN);
+		ck_assert_int_eq(pyshelf_close(c, &st), PYSHELF_OK);
+		ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 1);
+	}
+	unsetenv("SLOW");
+	unlink(path);
+}
+END_TEST
+
+/* A backend seen dead (EOF) is reaped at once. */
+START_TEST(test_dead_backend_is_reaped_at_once)
+{
+	pyshelf_conn *c;
+	long pid;
+	int st = 0;
+
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_spawn(c, "/bin/true", NULL, NULL, 0, NULL),
+	    PYSHELF_OK);
+	pid = pyshelf_backend_pid(c);
+	ck_assert_int_ne(pyshelf_hello(c, "check", NULL), PYSHELF_OK);
+	ck_assert_int_eq(waitpid((pid_t)pid, &st, WNOHANG), -1);
+	ck_assert_int_eq(errno, ECHILD);
+	ck_assert_int_eq(pyshelf_backend_status(c, &st, 0), PYSHELF_OK);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+}
+END_TEST
+
 START_TEST(test_close_kills_a_stubborn_backend)
 {
 	char path[] = "/tmp/check_client_stubXXXXXX";
@@ -1104,6 +1180,8 @@ client_suite(void)
 	tcase_add_test(alone, test_spawn_backend_that_exits);
 	tcase_add_test(alone, test_write_to_dead_pipe_is_not_sigpipe);
 	tcase_add_test(alone, test_close_kills_a_stubborn_backend);
+	tcase_add_test(alone, test_hello_gets_the_refusal);
+	tcase_add_test(alone, test_dead_backend_is_reaped_at_once);
 	tcase_add_test(alone, test_spawned_child_hygiene);
 	suite_add_tcase(s, alone);
 	return s;

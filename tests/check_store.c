@@ -4675,6 +4675,282 @@ START_TEST(test_killed_reader_reclaimed)
 }
 END_TEST
 
+/* --- tombstones and session locks (issue 13) --------------------------------- */
+
+/* Arguments of the tombstone callbacks. */
+struct tomb_arg {
+	const uint8_t *id;
+	int why;
+	uint64_t now;
+	const char *name;
+	store_tomb tb;
+	store_tomb list[8];
+	size_t n;
+	size_t dropped;
+};
+
+static int
+cb_session_end(store_txn *t, void *arg)
+{
+	struct tomb_arg *ta = arg;
+
+	return session_end(t, ta->id, ta->why, ta->now, &ta->tb);
+}
+
+static int
+cb_tomb_last(store_txn *t, void *arg)
+{
+	struct tomb_arg *ta = arg;
+
+	return tomb_last(t, ta->name, &ta->tb);
+}
+
+static int
+cb_tomb_one(const store_tomb *tb, void *arg)
+{
+	struct tomb_arg *ta = arg;
+
+	ck_assert_uint_lt(ta->n, 8);
+	ta->list[ta->n++] = *tb;
+	return 0;
+}
+
+static int
+cb_tomb_list(store_txn *t, void *arg)
+{
+	struct tomb_arg *ta = arg;
+
+	ta->n = 0;
+	return tomb_list(t, cb_tomb_one, ta);
+}
+
+static int
+cb_tomb_sweep(store_txn *t, void *arg)
+{
+	struct tomb_arg *ta = arg;
+
+	return tomb_sweep(t, ta->now, &ta->dropped);
+}
+
+/* The newest tombstone of name, or STORE_E_NOTFOUND. */
+static int
+last_tomb(const char *name, store_tomb *out)
+{
+	struct tomb_arg ta;
+	int rc;
+
+	memset(&ta, 0, sizeof ta);
+	ta.name = name;
+	rc = store_read(S, cb_tomb_last, &ta);
+	*out = ta.tb;
+	return rc;
+}
+
+static int
+end_session(const uint8_t *id, int why, uint64_t now, store_tomb *out)
+{
+	struct tomb_arg ta;
+	int rc;
+
+	memset(&ta, 0, sizeof ta);
+	ta.id = id;
+	ta.why = why;
+	ta.now = now;
+	rc = store_write(S, cb_session_end, &ta);
+	if (out != NULL)
+		*out = ta.tb;
+	return rc;
+}
+
+/* session_end counts, records and kills; tomb_last finds the newest of
+ * exactly that name; tomb_list and tomb_sweep. */
+START_TEST(test_tombstones)
+{
+	store_session a, a2, ab;
+	struct sess_arg sa = {0};
+	struct tomb_arg ta;
+	struct count_arg ca;
+	store_tomb tb, tb2;
+
+	memset(&ta, 0, sizeof ta);
+	mk_session(S, "alpha", 1000, 50, &a);
+	fill(S, a.id, 0, 3, STORE_KIND_GLOBAL, 100);
+	ca.sid = a.id;
+	ck_assert_int_eq(store_read(S, cb_count, &ca), 0);
+	ck_assert_int_eq(last_tomb("alpha", &tb), STORE_E_NOTFOUND);
+	ck_assert_int_eq(end_session(a.id, 0, 5000, NULL), STORE_E_INVAL);
+	ck_assert_int_eq(end_session(a.id, STORE_END_EXPIRED, 5000, &tb), 0);
+	ck_assert_str_eq(tb.name, "alpha");
+	ck_assert_mem_eq(tb.id, a.id, STORE_ID_SIZE);
+	ck_assert_uint_eq(tb.why, STORE_END_EXPIRED);
+	ck_assert_uint_eq(tb.ended_ms, 5000);
+	ck_assert_uint_eq(tb.created_ms, 50);
+	ck_assert_uint_eq(tb.last_seen_ms, 50);
+	ck_assert_uint_eq(tb.lease_ms, 1000);
+	ck_assert_uint_eq(tb.entries, 3);
+	ck_assert_uint_eq(tb.bytes, ca.bytes);
+	ck_assert_uint_gt(tb.bytes, 300);
+	/* killed: dead, name free; a second end writes no second one */
+	sa.id = a.id;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa), 0);
+	ck_assert_uint_eq(sa.ss.state, STORE_STATE_DEAD);
+	ck_assert_int_eq(end_session(a.id, STORE_END_CLOSED, 5500, NULL),
+	    STORE_E_DEAD);
+	ck_assert_int_eq(last_tomb("alpha", &tb2), 0);
+	ck_assert_mem_eq(&tb2, &tb, sizeof tb);
+	ck_assert_str_eq(tomb_why_name(tb2.why), "expired");
+	/* the name again, ended later: the newest wins */
+	mk_session(S, "alpha", 0, 5600, &a2);
+	ck_assert_int_eq(end_session(a2.id, STORE_END_CLOSED, 6000, NULL), 0);
+	ck_assert_int_eq(last_tomb("alpha", &tb2), 0);
+	ck_assert_uint_eq(tb2.ended_ms, 6000);
+	ck_assert_uint_eq(tb2.why, STORE_END_CLOSED);
+	ck_assert_uint_eq(tb2.entries, 0);
+	ck_assert_mem_eq(tb2.id, a2.id, STORE_ID_SIZE);
+	/* names that extend or cut it are not it */
+	mk_session(S, "alphabet", 0, 1, &ab);
+	ck_assert_int_eq(end_session(ab.id, STORE_END_REPLACED, 9000, NULL), 0);
+	ck_assert_int_eq(last_tomb("alpha", &tb2), 0);
+	ck_assert_uint_eq(tb2.ended_ms, 6000);
+	ck_assert_int_eq(last_tomb("alph", &tb2), STORE_E_NOTFOUND);
+	ck_assert_int_eq(last_tomb("alphabet", &tb2), 0);
+	ck_assert_str_eq(tomb_why_name(tb2.why), "replaced");
+	ck_assert_int_eq(last_tomb("", &tb2), STORE_E_INVAL);
+	/* by name, then oldest first */
+	ck_assert_int_eq(store_read(S, cb_tomb_list, &ta), 0);
+	ck_assert_uint_eq(ta.n, 3);
+	ck_assert_uint_eq(ta.list[0].ended_ms, 5000);
+	ck_assert_uint_eq(ta.list[1].ended_ms, 6000);
+	ck_assert_str_eq(ta.list[2].name, "alphabet");
+	/* a sweep drops those that ended before its time */
+	ta.now = 6000;
+	ck_assert_int_eq(store_read(S, cb_tomb_sweep, &ta), STORE_E_READONLY);
+	ck_assert_int_eq(store_write(S, cb_tomb_sweep, &ta), 0);
+	ck_assert_uint_eq(ta.dropped, 1);
+	ck_assert_int_eq(store_read(S, cb_tomb_list, &ta), 0);
+	ck_assert_uint_eq(ta.n, 2);
+	ck_assert_uint_eq(ta.list[0].ended_ms, 6000);
+	ta.now = UINT64_MAX;
+	ck_assert_int_eq(store_write(S, cb_tomb_sweep, &ta), 0);
+	ck_assert_uint_eq(ta.dropped, 2);
+	ck_assert_int_eq(last_tomb("alpha", &tb2), STORE_E_NOTFOUND);
+	/* the tombstones survive a reopen, read-only too */
+	mk_session(S, "z", 0, 1, &a);
+	ck_assert_int_eq(end_session(a.id, STORE_END_CLOSED, 7, NULL), 0);
+	close_S();
+	{
+		store_options o = {0};
+		o.readonly = 1;
+		open_S(&o);
+	}
+	ck_assert_int_eq(last_tomb("z", &tb2), 0);
+	ck_assert_uint_eq(tb2.ended_ms, 7);
+}
+END_TEST
+
+static int
+cb_create_id(store_txn *t, void *arg)
+{
+	struct sess_arg *sa = arg;
+
+	return session_create_id(t, sa->name, sa->id, NULL, 0, 1, &sa->ss);
+}
+
+/* session_create_id takes the id it is given, never a taken one. */
+START_TEST(test_session_create_id)
+{
+	struct sess_arg sa = {0};
+	uint8_t id[STORE_ID_SIZE];
+
+	memset(id, 0xab, sizeof id);
+	sa.name = "given";
+	sa.id = id;
+	ck_assert_int_eq(store_write(S, cb_create_id, &sa), 0);
+	ck_assert_mem_eq(sa.ss.id, id, STORE_ID_SIZE);
+	ck_assert_int_eq(store_write(S, cb_create_id, &sa), STORE_E_EXISTS);
+	sa.name = "other";         /* the id is taken */
+	ck_assert_int_eq(store_write(S, cb_create_id, &sa), STORE_E_EXISTS);
+	kill_session(S, id);       /* also once dead: ids are never reused */
+	ck_assert_int_eq(store_write(S, cb_create_id, &sa), STORE_E_EXISTS);
+	sa.name = "given";
+	ck_assert_int_eq(store_read(S, cb_session_by_name, &sa),
+	    STORE_E_NOTFOUND);
+}
+END_TEST
+
+/* Who holds a session is known by its lock: exclusive or shared, dropped
+ * by the kernel when the holder dies, kept when a forked child exits. */
+START_TEST(test_session_lock)
+{
+	uint8_t id[STORE_ID_SIZE];
+	long holder = -1;
+	int fd, fd2, fd3, p[2], st;
+	pid_t pid;
+	char c;
+
+	memset(id, 0x5a, sizeof id);
+	ck_assert_int_eq(session_locked(S, id, &holder), 0);  /* no file */
+	ck_assert_int_eq(holder, 0);
+	ck_assert_int_eq(session_lock(S, id, 0, &fd, &holder), 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	/* another open file description of this very process conflicts */
+	ck_assert_int_eq(session_locked(S, id, &holder), 1);
+	ck_assert_int_eq(holder, getpid());
+	ck_assert_int_eq(session_lock(S, id, 0, &fd2, &holder), STORE_E_BUSY);
+	ck_assert_int_eq(fd2, -1);
+	ck_assert_int_eq(holder, getpid());
+	ck_assert_int_eq(session_lock(S, id, 1, &fd2, NULL), STORE_E_BUSY);
+	/* a forked child's exit does not drop it */
+	pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_int_eq(session_locked(S, id, NULL), 1);
+	session_unlock(fd);
+	ck_assert_int_eq(session_locked(S, id, NULL), 0);
+	/* readers share; a writer waits for all of them */
+	ck_assert_int_eq(session_lock(S, id, 1, &fd, NULL), 0);
+	ck_assert_int_eq(session_lock(S, id, 1, &fd2, NULL), 0);
+	ck_assert_int_eq(session_lock(S, id, 0, &fd3, NULL), STORE_E_BUSY);
+	session_unlock(fd);
+	ck_assert_int_eq(session_lock(S, id, 0, &fd3, NULL), STORE_E_BUSY);
+	session_unlock(fd2);
+	ck_assert_int_eq(session_locked(S, id, NULL), 0);
+	/* a holder that dies, by SIGKILL, lets go */
+	ck_assert_int_eq(pipe(p), 0);
+	pid = tu_fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(p[0]);
+		if (session_lock(S, id, 0, &fd, NULL) != 0)
+			_exit(1);
+		if (write(p[1], "k", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(p[1]);
+	ck_assert_int_eq(tu_read_full(p[0], &c, 1), 1);
+	close(p[0]);
+	ck_assert_int_eq(session_locked(S, id, &holder), 1);
+	ck_assert_int_eq(holder, pid);
+	ck_assert_int_eq(session_lock(S, id, 0, &fd, &holder), STORE_E_BUSY);
+	ck_assert_int_eq(holder, pid);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_int_eq(session_locked(S, id, NULL), 0);
+	ck_assert_int_eq(session_lock(S, id, 0, &fd, NULL), 0);
+	/* the file goes with the session; the lock held stays held */
+	ck_assert_int_eq(session_lock_remove(S, id), 0);
+	ck_assert_int_eq(session_locked(S, id, NULL), 0);
+	ck_assert_int_eq(session_lock_remove(S, id), 0);
+	session_unlock(fd);
+	session_unlock(-1);
+}
+END_TEST
+
 /* --- suite ----------------------------------------------------------------- */
 
 /* A tcase of fixture setup (store open or just a directory), with the
@@ -4707,6 +4983,9 @@ store_suite(void)
 	tcase_add_test(tc, test_session_put_absent);
 	tcase_add_test(tc, test_session_list);
 	tcase_add_test(tc, test_session_kill);
+	tcase_add_test(tc, test_tombstones);
+	tcase_add_test(tc, test_session_create_id);
+	tcase_add_test(tc, test_session_lock);
 	tcase_add_test(tc, test_session_count);
 	tcase_add_test(tc, test_expiry_index);
 	tcase_add_test(tc, test_entry_put_get);

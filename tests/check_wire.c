@@ -422,7 +422,10 @@ START_TEST(test_names)
 	ck_assert_str_eq(wire_errcode_name(WIRE_ERR_BAD_REQUEST),
 	    "BAD_REQUEST");
 	ck_assert_str_eq(wire_errcode_name(0), "?");
-	ck_assert_str_eq(wire_errcode_name(16), "?");
+	ck_assert_str_eq(wire_errcode_name(WIRE_ERR_SESSION_BUSY),
+	    "SESSION_BUSY");
+	ck_assert_str_eq(wire_errcode_name(WIRE_ERR_READ_ONLY), "READ_ONLY");
+	ck_assert_str_eq(wire_errcode_name(19), "?");
 	ck_assert_str_eq(wire_errcode_name(UINT64_MAX), "?");
 	ck_assert_uint_eq(wire_errcode_for(WIRE_E_MALFORMED),
 	    WIRE_ERR_MALFORMED);
@@ -435,7 +438,7 @@ START_TEST(test_names)
 	ck_assert_str_eq(wire_tag_name(WIRE_TAG_CODE), "CODE");
 	ck_assert_str_eq(wire_tag_name(WIRE_TAG_MAC), "MAC");
 	ck_assert_ptr_null(wire_tag_name(0));
-	ck_assert_ptr_null(wire_tag_name(29));
+	ck_assert_ptr_null(wire_tag_name(33));
 	ck_assert_ptr_null(wire_tag_name(200));
 }
 END_TEST
@@ -1007,7 +1010,7 @@ static const uint8_t golden_hello[] = {
 	0x00, 0x00, 0x00, 0x14,  0x00, 0x01,  0x00, 0x00,
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
 	0x01, 0x00, 0x00, 0x00, 0x08,
-	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
 	0x02, 0x00, 0x00, 0x00, 0x02,  'p', 'y',
 };
 static const uint8_t golden_exec[] = {
@@ -1059,12 +1062,13 @@ assert_golden(const wire_buf *b, const uint8_t *g, size_t n)
 	wire_msg_free(&m);
 }
 
-/* The layout of version 1, byte for byte. */
+/* The layout of version 2, byte for byte (the frames below are as in
+ * version 1: version 2 added fields and error codes). */
 START_TEST(test_golden)
 {
 	wire_buf b;
 
-	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 1);
+	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 2);
 	ck_assert_int_eq(WIRE_HEADER_SIZE, 16);
 	ck_assert_int_eq(WIRE_FIELD_HEADER_SIZE, 5);
 
@@ -1130,7 +1134,8 @@ START_TEST(test_golden_numbers)
 		WIRE_TAG_VALUE, WIRE_TAG_STREAM, WIRE_TAG_DATA,
 		WIRE_TAG_ERRCODE, WIRE_TAG_KEY, WIRE_TAG_VOLATILE, WIRE_TAG_PID,
 		WIRE_TAG_MAX_FRAME, WIRE_TAG_SESSION, WIRE_TAG_CREATED,
-		WIRE_TAG_NONCE, WIRE_TAG_MAC,
+		WIRE_TAG_NONCE, WIRE_TAG_MAC, WIRE_TAG_LEASE_MS,
+		WIRE_TAG_EXPIRES_MS, WIRE_TAG_ENDED_MS, WIRE_TAG_REASON,
 	};
 	static const unsigned errs[] = {
 		WIRE_ERR_MALFORMED, WIRE_ERR_TOO_BIG, WIRE_ERR_UNKNOWN_TYPE,
@@ -1138,11 +1143,12 @@ START_TEST(test_golden_numbers)
 		WIRE_ERR_SESSION_DEAD, WIRE_ERR_UNKNOWN_HANDLE,
 		WIRE_ERR_UNPICKLE, WIRE_ERR_PICKLE, WIRE_ERR_NOT_FOUND,
 		WIRE_ERR_STORE, WIRE_ERR_VOLATILE, WIRE_ERR_INTERNAL,
-		WIRE_ERR_BAD_REQUEST,
+		WIRE_ERR_BAD_REQUEST, WIRE_ERR_SESSION_BUSY, WIRE_ERR_USAGE,
+		WIRE_ERR_READ_ONLY,
 	};
 	size_t i;
 
-	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 1);
+	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 2);
 	for (i = 0; i < sizeof msgs / sizeof msgs[0]; i += 2)
 		ck_assert_uint_eq(msgs[i], msgs[i + 1]);
 	for (i = 0; i < sizeof tags / sizeof tags[0]; i++)

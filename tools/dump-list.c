@@ -207,7 +207,7 @@ dump_list_text_sessions(struct dump *d, const struct dump_srow *v, size_t n)
 /* The store's totals: text or a JSON row "store". */
 static void
 dump_list_totals(struct dump *d, store_txn *t, const struct dump_srow *v,
-                 size_t n)
+                 size_t n, size_t ntombs)
 {
 	size_t map = 0, used = 0, i;
 	uint64_t entries = 0, bytes = 0, live = 0, dead = 0;
@@ -233,6 +233,7 @@ dump_list_totals(struct dump *d, store_txn *t, const struct dump_srow *v,
 		dump_json_u64(d, "sessions", n);
 		dump_json_u64(d, "live", live);
 		dump_json_u64(d, "dead", dead);
+		dump_json_u64(d, "tombstones", ntombs);
 		dump_json_u64(d, "entries", entries);
 		dump_json_u64(d, "bytes", bytes);
 		dump_json_u64(d, "entries_in_db", st.ms_entries);
@@ -247,6 +248,9 @@ dump_list_totals(struct dump *d, store_txn *t, const struct dump_srow *v,
 	    map ? 100.0 * (double)used / (double)map : 0.0);
 	fprintf(d->out, "sessions  %zu (%" PRIu64 " live, %" PRIu64 " dead)\n",
 	    n, live, dead);
+	if (ntombs > 0)
+		fprintf(d->out, "ended     %zu (tombstones, listed above)\n",
+		    ntombs);
 	fprintf(d->out, "entries   %" PRIu64 ", %s\n", entries,
 	    dump_out_size(a, sizeof a, bytes));
 	if (st.ms_entries != entries)
@@ -255,12 +259,126 @@ dump_list_totals(struct dump *d, store_txn *t, const struct dump_srow *v,
 		    (uint64_t)st.ms_entries - entries);
 }
 
+/* Collected tombstones. */
+struct dump_trows {
+	store_tomb *v;
+	size_t n, cap;
+	int nomem;
+};
+
+/* tomb_list callback: keep a copy. */
+static int
+dump_list_collect_tomb(const store_tomb *tb, void *arg)
+{
+	struct dump_trows *r = arg;
+	store_tomb *nv;
+
+	if (r->n == r->cap) {
+		size_t ncap = r->cap ? r->cap * 2 : 16;
+		if ((nv = realloc(r->v, ncap * sizeof *nv)) == NULL) {
+			r->nomem = 1;
+			return DUMP_EXIT_ERROR;
+		}
+		r->v = nv;
+		r->cap = ncap;
+	}
+	r->v[r->n++] = *tb;
+	return 0;
+}
+
+/* Newest first. */
+static int
+dump_list_cmp_tomb(const void *a, const void *b)
+{
+	const store_tomb *x = a, *y = b;
+
+	if (x->ended_ms != y->ended_ms)
+		return x->ended_ms < y->ended_ms ? 1 : -1;
+	return strcmp(x->name, y->name);
+}
+
+/* The tombstones of ended sessions: text (after the sessions, when there
+ * are any) or JSON rows "tombstone".  *count gets how many. */
+static int
+dump_list_tombs(struct dump *d, store_txn *t, size_t *count)
+{
+	char name[STORE_NAME_MAX * 4 + 8], idhex[2 * STORE_ID_SIZE + 1];
+	char en[40], cr[40], ls[32], sz[32];
+	struct dump_trows rows;
+	size_t i;
+	int rc, w = 4;
+
+	memset(&rows, 0, sizeof rows);
+	if ((rc = tomb_list(t, dump_list_collect_tomb, &rows)) != 0) {
+		free(rows.v);
+		if (rows.nomem)
+			dump_warn("out of memory");
+		else
+			dump_warn("listing tombstones: %s", store_strerror(rc));
+		return DUMP_EXIT_ERROR;
+	}
+	*count = rows.n;
+	qsort(rows.v, rows.n, sizeof *rows.v, dump_list_cmp_tomb);
+	for (i = 0; i < rows.n; i++) {
+		const store_tomb *tb = &rows.v[i];
+		store_hex(tb->id, STORE_ID_SIZE, idhex);
+		if (d->o->json) {
+			dump_json_row(d, "tombstone");
+			dump_json_cstr(d, "name", tb->name);
+			dump_json_cstr(d, "id", idhex);
+			dump_json_cstr(d, "reason", tomb_why_name(tb->why));
+			dump_json_u64(d, "ended_ms", tb->ended_ms);
+			dump_json_u64(d, "created_ms", tb->created_ms);
+			dump_json_u64(d, "last_seen_ms", tb->last_seen_ms);
+			dump_json_u64(d, "lease_ms", tb->lease_ms);
+			dump_json_u64(d, "entries", tb->entries);
+			dump_json_u64(d, "bytes", tb->bytes);
+			dump_json_u64(d, "drop_ms", tb->ended_ms +
+			    STORE_TOMB_KEEP_MS);
+			dump_json_row_end(d);
+			continue;
+		}
+		int x = dump_out_width(dump_out_text(name, sizeof name,
+		    tb->name, strlen(tb->name)));
+		if (x > w)
+			w = x;
+	}
+	if (!d->o->json && rows.n > 0) {
+		if (w > 40)
+			w = 40;
+		fprintf(d->out, "\nended sessions (tombstones, kept %llu days):"
+		    "\n", (unsigned long long)(STORE_TOMB_KEEP_MS /
+		    (24ull * 3600 * 1000)));
+		dump_out_pad(d->out, "NAME", w);
+		fprintf(d->out, "  %-32s  %-8s  %-24s  %-24s  %-6s  %9s  "
+		    "%10s\n", "ID", "REASON", "ENDED", "CREATED", "LEASE",
+		    "ENTRIES", "BYTES");
+		for (i = 0; i < rows.n; i++) {
+			const store_tomb *tb = &rows.v[i];
+			dump_out_text(name, sizeof name, tb->name,
+			    strlen(tb->name));
+			store_hex(tb->id, STORE_ID_SIZE, idhex);
+			dump_out_pad(d->out, name, w);
+			fprintf(d->out, "  %s  %-8s  %-24s  %-24s  %-6s  %9" PRIu64
+			    "  ", idhex, tomb_why_name(tb->why),
+			    dump_out_time(en, sizeof en, tb->ended_ms),
+			    dump_out_time(cr, sizeof cr, tb->created_ms),
+			    dump_out_duration(ls, sizeof ls, tb->lease_ms),
+			    tb->entries);
+			fprintf(d->out, "%10s\n", dump_out_size(sz, sizeof sz,
+			    tb->bytes));
+		}
+	}
+	free(rows.v);
+	return DUMP_EXIT_OK;
+}
+
 /* pyshelf-dump with no argument: the sessions and the store's totals. */
 int
 dump_list_sessions(struct dump *d, store_txn *t)
 {
 	struct dump_srows rows;
-	size_t i, shown;
+	size_t i, shown, ntombs = 0;
 	int rc;
 
 	memset(&rows, 0, sizeof rows);
@@ -291,7 +409,11 @@ dump_list_sessions(struct dump *d, store_txn *t)
 			dump_list_json_session(d, &rows.v[i]);
 	} else
 		dump_list_text_sessions(d, rows.v, shown);
-	dump_list_totals(d, t, rows.v, rows.n);
+	if ((rc = dump_list_tombs(d, t, &ntombs)) != DUMP_EXIT_OK) {
+		free(rows.v);
+		return rc;
+	}
+	dump_list_totals(d, t, rows.v, rows.n, ntombs);
 	free(rows.v);
 	return DUMP_EXIT_OK;
 }
@@ -335,6 +457,8 @@ dump_list_find_session(struct dump *d, store_txn *t, const char *arg,
 {
 	struct dump_find f;
 	uint8_t id[STORE_ID_SIZE];
+	store_tomb tb;
+	char when[40];
 	int rc;
 
 	memset(&f, 0, sizeof f);
@@ -362,7 +486,13 @@ dump_list_find_session(struct dump *d, store_txn *t, const char *arg,
 		*out = f.found;
 		return 0;
 	}
-	if (f.n == 0)
+	if (f.n == 0 && strlen(arg) > 0 && strlen(arg) <= STORE_NAME_MAX &&
+	    tomb_last(t, arg, &tb) == 0) {
+		dump_out_time(when, sizeof when, tb.ended_ms);
+		dump_warn("session %s ended at %s (%s); its entries are gone "
+		    "(run pyshelf-dump with no argument to list the "
+		    "tombstones)", arg, when, tomb_why_name(tb.why));
+	} else if (f.n == 0)
 		dump_warn("no session named or with id %s in %s (run "
 		    "pyshelf-dump with no argument to list them)", arg,
 		    store_path(d->s));

@@ -44,6 +44,10 @@ enum {
 	EXC_VOLATILE,        /* pyshelf.VolatileError */
 	EXC_NOT_PICKLABLE,   /* pyshelf.NotPicklableError */
 	EXC_BACKEND_DIED,    /* pyshelf.BackendDied(msg, status) */
+	EXC_NOT_FOUND,       /* pyshelf.SessionNotFound(msg, code, code_name) */
+	EXC_ENDED,           /* pyshelf.SessionEnded(msg, code, code_name,
+	                        ended, reason) */
+	EXC_BUSY,            /* pyshelf.SessionBusy(msg, code, code_name, pid) */
 	EXC_COUNT
 };
 
@@ -82,7 +86,8 @@ static void conn_end(ConnObject *);
 static PyObject *conn_error(ConnObject *, pyshelf_conn *, int);
 static PyObject *conn_died(module_state *, pyshelf_conn *, const char *);
 static PyObject *conn_status_obj(int);
-static PyObject *conn_remote(module_state *, const char *, uint64_t);
+static PyObject *conn_remote(module_state *, pyshelf_conn *, const char *,
+    uint64_t);
 static PyObject *conn_result(module_state *, const pyshelf_result *);
 static const char *conn_utf8(PyObject *, const char *);
 static PyObject *conn_str(const char *);
@@ -176,11 +181,27 @@ conn_status_obj(int wstatus)
 
 /* Raise RemoteError or the subclass for code, with (msg, code, name). */
 static PyObject *
-conn_remote(module_state *st, const char *msg, uint64_t code)
+conn_remote(module_state *st, pyshelf_conn *c, const char *msg, uint64_t code)
 {
 	PyObject *cls, *exc, *text;
 
 	switch (code) {
+	case PYSHELF_ERR_USAGE:
+		/* pyshelfd refused an option: its own words */
+		if ((text = conn_str(msg)) != NULL) {
+			PyErr_SetObject(PyExc_ValueError, text);
+			Py_DECREF(text);
+		}
+		return NULL;
+	case PYSHELF_ERR_NO_SESSION:
+		cls = st->exc[EXC_NOT_FOUND]; /* borrowed */
+		break;
+	case PYSHELF_ERR_SESSION_DEAD:
+		cls = st->exc[EXC_ENDED]; /* borrowed */
+		break;
+	case PYSHELF_ERR_SESSION_BUSY:
+		cls = st->exc[EXC_BUSY]; /* borrowed */
+		break;
 	case PYSHELF_ERR_UNKNOWN_HANDLE:
 		cls = st->exc[EXC_UNKNOWN_HANDLE]; /* borrowed */
 		break;
@@ -200,8 +221,26 @@ conn_remote(module_state *st, const char *msg, uint64_t code)
 	}
 	if ((text = conn_str(msg)) == NULL)
 		return NULL;
-	exc = PyObject_CallFunction(cls, "OKs", text, (unsigned long long)code,
-	    pyshelf_errcode_name(code));
+	if (code == PYSHELF_ERR_SESSION_BUSY) {
+		uint64_t pid = pyshelf_remote_pid(c);
+		PyObject *p = pid != 0 ? PyLong_FromUnsignedLongLong(pid) :
+		    Py_NewRef(Py_None);
+		exc = p == NULL ? NULL : PyObject_CallFunction(cls, "OKsO", text,
+		    (unsigned long long)code, pyshelf_errcode_name(code), p);
+		Py_XDECREF(p);
+	} else if (code == PYSHELF_ERR_SESSION_DEAD) {
+		const char *reason = NULL;
+		uint64_t ended = pyshelf_remote_ended(c, &reason);
+		PyObject *e = ended != 0 ? PyFloat_FromDouble((double)ended /
+		    1000.0) : Py_NewRef(Py_None);
+		PyObject *r = e == NULL ? NULL : conn_str(reason);
+		exc = r == NULL ? NULL : PyObject_CallFunction(cls, "OKsOO", text,
+		    (unsigned long long)code, pyshelf_errcode_name(code), e, r);
+		Py_XDECREF(e);
+		Py_XDECREF(r);
+	} else
+		exc = PyObject_CallFunction(cls, "OKs", text,
+		    (unsigned long long)code, pyshelf_errcode_name(code));
 	Py_DECREF(text);
 	if (exc == NULL)
 		return NULL;
@@ -276,7 +315,7 @@ conn_error(ConnObject *self, pyshelf_conn *c, int rc)
 	case PYSHELF_E_NOMEM:
 		return PyErr_NoMemory();
 	case PYSHELF_E_REMOTE:
-		return conn_remote(st, msg, pyshelf_remote_errcode(c));
+		return conn_remote(st, c, msg, pyshelf_remote_errcode(c));
 	case PYSHELF_E_CLOSED:
 	case PYSHELF_E_IO:
 		return conn_died(st, c, msg);
@@ -696,13 +735,24 @@ conn_hello(ConnObject *self, PyObject *args, PyObject *kwds)
 		sid = Py_NewRef(Py_None);
 	if (sid == NULL)
 		return NULL;
-	ret = Py_BuildValue("{s:K,s:s,s:K,s:K,s:O,s:s,s:O}",
+	ret = Py_BuildValue("{s:K,s:s,s:K,s:K,s:O,s:s,s:O,s:K,s:K}",
 	    "version", (unsigned long long)w->version, "name", w->name,
 	    "pid", (unsigned long long)w->pid,
 	    "max_frame", (unsigned long long)w->max_frame,
 	    "session_id", sid, "session", w->session,
-	    "created", w->created ? Py_True : Py_False);
+	    "created", w->created ? Py_True : Py_False,
+	    "lease_ms", (unsigned long long)w->lease_ms,
+	    "expires_ms", (unsigned long long)w->expires_ms);
 	Py_DECREF(sid);
+	if (ret != NULL && w->has_ended) {
+		PyObject *e = Py_BuildValue("{s:d,s:s,s:s}", "ended",
+		    (double)w->ended_ms / 1000.0, "reason",
+		    w->ended_reason != NULL ? w->ended_reason : "",
+		    "message", w->ended_message != NULL ? w->ended_message : "");
+		if (e == NULL || PyDict_SetItemString(ret, "ended", e) < 0)
+			Py_CLEAR(ret);
+		Py_XDECREF(e);
+	}
 	return ret;
 }
 
@@ -1285,7 +1335,8 @@ static PyType_Spec conn_spec = {
 /* --- module ---------------------------------------------------------------- */
 
 /* _setup(Error, RemoteError, UnknownHandleError, VolatileError,
- *        NotPicklableError, BackendDied, loads) */
+ *        NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
+ *        SessionBusy, loads) */
 static PyObject *
 mod_setup(PyObject *module, PyObject *args)
 {
@@ -1293,8 +1344,8 @@ mod_setup(PyObject *module, PyObject *args)
 	PyObject *o[EXC_COUNT + 1];
 	int i;
 
-	if (!PyArg_ParseTuple(args, "OOOOOOO:_setup", &o[0], &o[1], &o[2], &o[3],
-	    &o[4], &o[5], &o[6]))
+	if (!PyArg_ParseTuple(args, "OOOOOOOOOO:_setup", &o[0], &o[1], &o[2],
+	    &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9]))
 		return NULL;
 	for (i = 0; i < EXC_COUNT; i++) {
 		if (!PyExceptionClass_Check(o[i])) {
@@ -1377,7 +1428,8 @@ mod_free(void *module)
 static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS,
 	  "_setup(Error, RemoteError, UnknownHandleError, VolatileError, "
-	  "NotPicklableError, BackendDied, loads)" },
+	  "NotPicklableError, BackendDied, SessionNotFound, SessionEnded, "
+	  "SessionBusy, loads)" },
 	{ "strerror", mod_strerror, METH_O, "strerror(rc) -> str" },
 	{ "errcode_name", mod_errcode_name, METH_O, "errcode_name(code) -> str" },
 	{ NULL, NULL, 0, NULL }

@@ -9,7 +9,8 @@ import pytest
 import pyshelf
 from restarts import kill_backend, value
 
-OPTIONS = ["--stdio", "--db", "--session", "--create", "--lease",
+OPTIONS = ["--stdio", "--db", "--session", "--create", "--new",
+           "--read-only", "--create-db", "--lease",
            "--checkpoint-interval", "--sync", "--max-frame", "--map-max",
            "--memory-limit", "--help", "--version"]
 
@@ -82,7 +83,9 @@ def test_spawn_passes_the_options(tmp_path, backend):
             assert argv[argv.index(a) + 1] == b
     finally:
         ws.close()
-    with pytest.raises(pyshelf.Error):
+    # refused by pyshelfd: a ValueError with its own words (issue 13)
+    with pytest.raises(ValueError, match="bad value 'sometimes' for "
+                       "--sync"):
         pyshelf.spawn(db=tmp_path / "db", session="s", backend=backend,
                       sync="sometimes")
     ws = pyshelf.open("s", db=tmp_path / "db", backend=backend, sync="never")

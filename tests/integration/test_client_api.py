@@ -72,7 +72,8 @@ def test_close_session_ends_it(tmp_path, backend):
     ws.close_session()
     assert ws.closed
     ws.close()  # still idempotent
-    ws = pyshelf.open("gone", db=db, backend=backend)
+    with pytest.warns(pyshelf.SessionEndedWarning, match="closed"):
+        ws = pyshelf.open("gone", db=db, backend=backend)
     try:
         assert "x" not in ws
     finally:

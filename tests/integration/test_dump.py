@@ -54,7 +54,7 @@ class Backend:
              "--create"] + list(args),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.rid = 0
-        t, _ = self.request(HELLO, _field(T_VERSION, 1))
+        t, _ = self.request(HELLO, _field(T_VERSION, 2))
         assert t != ERROR
 
     def _read(self):
@@ -563,3 +563,68 @@ def test_progress_only_on_a_terminal(made):
     # stderr is a pipe here: no progress line, nothing on stderr
     r = dump("--check", db=made["db"], check=0)
     assert r.stderr == ""
+
+
+# --- tombstones (issue 13) ----------------------------------------------------
+
+CLOSE = 0x122
+
+
+def test_tombstones_are_listed(tmp_path):
+    """An expired, a closed and a replaced session: each leaves a
+    tombstone that the sessions view lists (text and JSON), newest first,
+    and a SESSION argument naming only a tombstone says how it ended."""
+    db = tmp_path / "db"
+    b = Backend(db, "lapsed", "--lease", "0.2")
+    b.run("x = [1, 2, 3]\n")
+    b.detach()
+    started = time.time()
+    while time.time() < started + 0.5:
+        time.sleep(0.05)
+    b = Backend(db, "closed")                 # its sweep ends "lapsed"
+    b.run("y = 1\nz = 2\n")
+    t, _ = b.request(CLOSE)
+    assert t != ERROR
+    b.p.stdin.close()
+    assert b.p.wait(timeout=30) == 0
+    b = Backend(db, "kept")
+    b.run("k = 1\n")
+    b.detach()
+    b = Backend(db, "kept", "--new")          # replaces the old "kept"
+    b.detach()
+
+    r = dump(db=db, check=0)
+    assert "dump" not in r.stderr
+    text = r.stdout.split("ended sessions (tombstones, kept 90 days):")[1]
+    lines = text.strip().splitlines()
+    assert lines[0].split()[:4] == ["NAME", "ID", "REASON", "ENDED"]
+    assert [ln.split()[:1] + ln.split()[2:3] for ln in lines[1:4]] == [
+        ["kept", "replaced"], ["closed", "closed"], ["lapsed", "expired"]]
+    assert "ended     3 (tombstones, listed above)" in r.stdout
+    assert "sessions  1 (1 live, 0 dead)" in r.stdout
+
+    r = dump("--json", db=db, check=0)
+    tombs = {x["name"]: x for x in rows(r.stdout, "tombstone")}
+    assert set(tombs) == {"lapsed", "closed", "kept"}
+    assert tombs["lapsed"]["reason"] == "expired"
+    assert tombs["lapsed"]["lease_ms"] == 200
+    assert tombs["lapsed"]["entries"] == 1
+    assert tombs["closed"]["reason"] == "closed"
+    assert tombs["closed"]["entries"] == 2 and tombs["closed"]["bytes"] > 0
+    assert tombs["kept"]["reason"] == "replaced"
+    for x in tombs.values():
+        assert len(x["id"]) == 32
+        assert x["created_ms"] <= x["last_seen_ms"] <= x["ended_ms"]
+        assert x["drop_ms"] == x["ended_ms"] + 90 * 86400 * 1000
+    assert rows(r.stdout, "store")[0]["tombstones"] == 3
+
+    r = dump("closed", db=db, check=2)
+    assert "session closed ended at" in r.stderr and "(closed)" in r.stderr
+    r = dump("--check", db=db, check=0)
+
+
+def test_no_tombstones_no_section(made):
+    r = dump(db=made["db"], check=0)
+    assert "tombstones" not in r.stdout and "ended " not in r.stdout
+    assert rows(dump("--json", db=made["db"], check=0).stdout,
+                "store")[0]["tombstones"] == 0

@@ -117,9 +117,9 @@ def test_session_in_use_is_refused(tmp_path):
     db = str(tmp_path / "db")
     ws = pyshelf.spawn(db=db, session="s")
     try:
-        with pytest.raises(pyshelf.Error) as ei:
+        with pytest.raises(pyshelf.SessionBusy) as ei:
             pyshelf.spawn(db=db, session="s")
-        assert "in use" in str(ei.value) or "exit" in str(ei.value)
+        assert "in use" in str(ei.value) and ei.value.pid == ws.pid
         ws.remote_exec("x = 1")
     finally:
         ws.close()
@@ -130,7 +130,8 @@ def test_close_session_ends_it(tmp_path):
     ws = pyshelf.spawn(db=db, session="gone")
     ws.remote_exec("x = 42")
     ws.close_session()
-    ws = pyshelf.spawn(db=db, session="gone")
+    with pytest.warns(pyshelf.SessionEndedWarning, match="closed"):
+        ws = pyshelf.spawn(db=db, session="gone")
     try:
         assert ws.created
         assert "x" not in ws

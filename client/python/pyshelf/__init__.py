@@ -22,7 +22,8 @@ import pickle as _pickle
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      UnknownHandleError, VolatileError)
+                      SessionBusy, SessionEnded, SessionEndedWarning,
+                      SessionNotFound, UnknownHandleError, VolatileError)
 from ._types import DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, open, spawn
@@ -30,11 +31,13 @@ from ._workspace import Workspace, open, spawn
 __all__ = ["spawn", "open", "Workspace", "DirectValue", "Wrapped",
            "WrappedExcinfo", "Lost", "Error", "RemoteError",
            "UnknownHandleError", "VolatileError", "NotPicklableError",
-           "BackendDied"]
+           "BackendDied", "SessionNotFound", "SessionEnded", "SessionBusy",
+           "SessionEndedWarning"]
 
 __version__ = "0.1.0"
 
 Workspace.__module__ = "pyshelf"
 
 _pyshelf._setup(Error, RemoteError, UnknownHandleError, VolatileError,
-                NotPicklableError, BackendDied, _pickle.loads)
+                NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
+                SessionBusy, _pickle.loads)

@@ -1,7 +1,8 @@
 """pyshelf's exceptions.  They live in the module ``pyshelf``."""
 
 __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
-           "NotPicklableError", "BackendDied"]
+           "NotPicklableError", "BackendDied", "SessionNotFound",
+           "SessionEnded", "SessionBusy", "SessionEndedWarning"]
 
 
 class Error(Exception):
@@ -67,7 +68,47 @@ class BackendDied(Error):
         return str(self.message)
 
 
+class SessionNotFound(RemoteError):
+    """No session of that name in the store (``flag='w'`` or ``'r'``), or
+    no store at ``db``."""
+
+
+class SessionEnded(SessionNotFound):
+    """The session of that name has ended (``flag='w'`` or ``'r'``): its
+    lease ran out with no client attached, or it was closed.
+
+    ``ended`` is when (a POSIX timestamp, or None when unknown) and
+    ``reason`` why: ``"expired"``, ``"closed"`` or ``"replaced"``.  The
+    message says both.
+    """
+
+    def __init__(self, message, code=None, code_name=None, ended=None,
+                 reason=None):
+        SessionNotFound.__init__(self, message, code, code_name)
+        self.ended = ended
+        self.reason = reason
+
+
+class SessionBusy(RemoteError):
+    """Another pyshelfd serves the session (it holds the session's lock).
+
+    ``pid`` is that pyshelfd's pid when known (it runs in this pid
+    namespace), else None.
+    """
+
+    def __init__(self, message, code=None, code_name=None, pid=None):
+        RemoteError.__init__(self, message, code, code_name)
+        self.pid = pid
+
+
+class SessionEndedWarning(UserWarning):
+    """Opening a name with ``flag='c'`` created a new, empty session
+    because the session of that name had ended; the message says when and
+    why (lease expired, or closed)."""
+
+
 for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
-             NotPicklableError, BackendDied):
+             NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
+             SessionBusy, SessionEndedWarning):
     _cls.__module__ = "pyshelf"
 del _cls

@@ -18,10 +18,13 @@ import shutil
 import sys
 import textwrap
 import threading
+import time
+import warnings
 import weakref
 
 from . import _pyshelf
-from ._errors import Error, NotPicklableError, RemoteError
+from ._errors import (Error, NotPicklableError, RemoteError,
+                      SessionEndedWarning)
 from ._types import (DirectValue, Lost, Wrapped, WrappedExcinfo, _function,
                      _Kwargs, _sending)
 
@@ -367,6 +370,10 @@ class Workspace(collections.abc.MutableMapping):
         self.pid = info.get("pid") or conn.pid
         self.backend_name = info.get("name")
         self.protocol_version = info.get("version")
+        self.flag = info.get("flag", "c")
+        self._lease_ms = info.get("lease_ms", 0)
+        self._ended_at = None  # when close()/close_session() ran
+        self._session_closed = False
 
     # --- life cycle -----------------------------------------------------
 
@@ -405,6 +412,7 @@ class Workspace(collections.abc.MutableMapping):
             if self._closed:
                 return
             self._closed = True
+            self._ended_at = time.time()
             try:
                 self._flush_releases()
             except Error:
@@ -412,17 +420,39 @@ class Workspace(collections.abc.MutableMapping):
             self.returncode = self._conn.close()
 
     def close_session(self):
-        """End the session for good: the backend deletes its objects and
-        exits."""
+        """End the session for good: the backend deletes its objects,
+        leaves a tombstone (``pyshelf-dump`` lists it; reopening the name
+        warns with ``SessionEndedWarning``) and exits."""
         with self._lock:
             self._begin()
             self._conn.close_session()
             self._closed = True
+            self._session_closed = True
+            self._ended_at = time.time()
             self.returncode = self._conn.close()
 
     @property
     def closed(self):
         return self._closed
+
+    @property
+    def lease(self):
+        """The session's lease in seconds, as the backend reports it: how
+        long it lives with no client attached (0: forever)."""
+        return self._lease_ms / 1000.0
+
+    @property
+    def expires(self):
+        """When the session's lease runs out if no client attaches again,
+        as a POSIX timestamp: ``lease`` seconds after the last detach (a
+        session does not expire while a client is attached, so while this
+        workspace is open, ``lease`` seconds from now).  None when the
+        lease is 0 (forever) or the session was ended by
+        ``close_session()``."""
+        if self._lease_ms == 0 or self._session_closed:
+            return None
+        base = self._ended_at if self._ended_at is not None else time.time()
+        return base + self._lease_ms / 1000.0
 
     def interrupt(self):
         """Stop the ``remote_exec`` running in another thread: it returns a
@@ -822,18 +852,52 @@ class Workspace(collections.abc.MutableMapping):
                 pass
 
 
-def spawn(db=None, session="default", backend=None, *, sync=None,
-          checkpoint_interval=None, args=()):
+_FLAGS = {"c": ["--create"], "w": [], "n": ["--new"], "r": ["--read-only"]}
+
+
+def spawn(db=None, session="default", backend=None, *, flag="c", lease=None,
+          create_db=False, sync=None, checkpoint_interval=None, args=()):
     """Start a backend over stdio on store ``db`` (None: the backend's
-    default store), attach to (or create) ``session``, and return its
-    Workspace.  ``backend``: the pyshelfd to run (default: $PYSHELFD, the
-    build tree's, the installed one, then PATH).  ``sync``: the backend's
-    ``--sync`` policy ("always", "interval" or "never"; None: its default,
-    "interval"); ``checkpoint_interval``: its ``--checkpoint-interval`` in
-    seconds; ``args``: more pyshelfd options, as on its command line
-    (``pyshelfd --help``)."""
+    default store), attach to ``session``, and return its Workspace.
+
+    ``flag`` is shelve's: ``'c'`` (the default) opens the session, creating
+    it when missing; ``'w'`` opens an existing one (``SessionNotFound``
+    when there is none, ``SessionEnded`` when it has ended); ``'n'``
+    always starts a new, empty session (an old one of that name is ended
+    and its entries deleted); ``'r'`` opens an existing session read-only
+    (``pyshelfd --read-only``: setting or deleting globals is refused,
+    code runs but nothing is ever written to the store).  Opening with
+    ``'c'`` a name whose session has ended (lease expired, or closed)
+    creates a new session and warns with ``SessionEndedWarning``.
+
+    ``lease``: seconds the session lives with no client attached (0:
+    forever; None: the session's own, 30 days for a new one).  ``create_db``:
+    make the store directory's missing parent directories too (without
+    it a store is only created where its parent exists).  ``backend``: the
+    pyshelfd to run (default: $PYSHELFD, the build tree's, the installed
+    one, then PATH).  ``sync``: the backend's ``--sync`` policy ("always",
+    "interval" or "never"; None: its default, "interval");
+    ``checkpoint_interval``: its ``--checkpoint-interval`` in seconds;
+    ``args``: more pyshelfd options, as on its command line (``pyshelfd
+    --help``).  Options pyshelfd refuses raise ValueError with its
+    message; a session served by another pyshelfd raises
+    ``SessionBusy``."""
+    return _spawn(db, session, backend, flag, lease, create_db, sync,
+                  checkpoint_interval, args, 3)
+
+
+def _spawn(db, session, backend, flag, lease, create_db, sync,
+           checkpoint_interval, args, stacklevel):
+    if flag not in _FLAGS:
+        raise ValueError("flag must be 'c', 'w', 'n' or 'r', not %r"
+                         % (flag,))
     path = _find_backend(backend)
-    extra = []
+    # 'c' is the spawn's create argument (--create); 'n', 'r' are options
+    extra = [] if flag == "c" else list(_FLAGS[flag])
+    if lease is not None:
+        extra += ["--lease", str(lease)]
+    if create_db:
+        extra += ["--create-db"]
     if sync is not None:
         extra += ["--sync", str(sync)]
     if checkpoint_interval is not None:
@@ -847,15 +911,30 @@ def spawn(db=None, session="default", backend=None, *, sync=None,
     conn.set_output_handler(_write_notice)
     try:
         conn.spawn(path, None if db is None else os.fspath(db), session,
-                   True, extra)
+                   flag == "c", extra)
         info = conn.hello()
     except BaseException:
         conn.close()
         raise
+    info["flag"] = flag
+    ended = info.get("ended")
+    if ended is not None:
+        warnings.warn(SessionEndedWarning(ended["message"]),
+                      stacklevel=stacklevel)
     return Workspace(conn, info)
 
 
 def open(name, db=None, backend=None, **options):
     """The shelve-style spelling: ``pyshelf.open(name, db=...)`` attaches
-    to (or creates) the session ``name``; options as for ``spawn()``."""
-    return spawn(db=db, session=name, backend=backend, **options)
+    to (or creates) the session ``name``; ``flag``, ``lease``,
+    ``create_db`` and the other options as for ``spawn()``."""
+    opts = dict(flag="c", lease=None, create_db=False, sync=None,
+                checkpoint_interval=None, args=())
+    unknown = set(options) - set(opts)
+    if unknown:
+        raise TypeError("open() got an unexpected keyword argument %r"
+                        % sorted(unknown)[0])
+    opts.update(options)
+    return _spawn(db, name, backend, opts["flag"], opts["lease"],
+                  opts["create_db"], opts["sync"],
+                  opts["checkpoint_interval"], opts["args"], 3)
