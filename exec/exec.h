@@ -38,6 +38,8 @@ typedef struct worker_options {
 	                                (always new), 'r' (read-only) */
 	int create_db;               /* make the store's missing parent
 	                                directories too */
+	int allow_foreign;           /* --allow-foreign-store: skip the owner
+	                                check of worker_check_owner */
 	uint64_t lease_ms;           /* session lease */
 	int lease_set;               /* --lease given: apply to old sessions */
 	double checkpoint_interval;  /* seconds between interval checkpoints */

@@ -64,6 +64,12 @@ usage(FILE *f)
 "                            without it a store directory is only created\n"
 "                            where its parent exists (a typo in --db is an\n"
 "                            error, not a new tree of directories)\n"
+"    --allow-foreign-store   open a store that another user owns, or that\n"
+"                            others may write to.  Without it pyshelfd refuses\n"
+"                            such a store (as ssh refuses a key file open to\n"
+"                            others): its records are pickles, and loading one\n"
+"                            runs whatever code its writer put there, with\n"
+"                            the rights of the user running pyshelfd\n"
 "    --lease SECONDS         lease of the session: how long it lives with no\n"
 "                            client attached, counted from the last detach\n"
 "                            (default 2592000 = 30 days; 0 = forever).  A\n"
@@ -251,6 +257,7 @@ main(int argc, char **argv)
 		{"new", no_argument, NULL, 'n'},
 		{"read-only", no_argument, NULL, 'r'},
 		{"create-db", no_argument, NULL, 'D'},
+		{"allow-foreign-store", no_argument, NULL, 'F'},
 		{"lease", required_argument, NULL, 'l'},
 		{"checkpoint-interval", required_argument, NULL, 'i'},
 		{"sync", required_argument, NULL, 'y'},
@@ -297,6 +304,9 @@ main(int argc, char **argv)
 			break;
 		case 'D':
 			w.opt.create_db = 1;
+			break;
+		case 'F':
+			w.opt.allow_foreign = 1;
 			break;
 		case 'l':
 			/* milliseconds must fit 64 bits: 10^15 s is plenty */

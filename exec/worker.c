@@ -866,6 +866,55 @@ worker_check_db(worker *w, const char *db, char **cause)
 	return ok ? 0 : -1;
 }
 
+/*
+ * Refuse a store that another user owns or may write to (unless
+ * --allow-foreign-store): its records are pickles, and loading one runs
+ * what its writer put there with our rights (as root: anybody's code as
+ * root).  The directory and data.mdb must belong to us or to root, and
+ * the directory must not be writable by group or others (who could put
+ * their own data.mdb there).  A store that does not exist yet passes: we
+ * make it.  0, or -1 with *cause.
+ */
+static int
+worker_check_owner(worker *w, const char *db, char **cause)
+{
+	static const char *const what[2] = {"store directory", "data file"};
+	struct stat st;
+	char *file;
+	uid_t me = geteuid();
+	int i, rc = 0;
+
+	if (w->opt.allow_foreign)
+		return 0;
+	if (asprintf(&file, "%s/data.mdb", db) < 0)
+		return asprintf(cause, "out of memory"), -1;
+	for (i = 0; i < 2 && rc == 0; i++) {
+		if (stat(i == 0 ? db : file, &st) != 0)
+			continue;   /* not there (yet), or stat says it later */
+		if (st.st_uid != me && st.st_uid != 0) {
+			asprintf(cause, "%s %s is owned by uid %lu, not by this "
+			    "user (uid %lu) or root: refusing to load its "
+			    "pickles, which run code as this user (pass "
+			    "--allow-foreign-store to open it anyway)", what[i],
+			    i == 0 ? db : file, (unsigned long)st.st_uid,
+			    (unsigned long)me);
+			rc = -1;
+		} else if (i == 0 && (st.st_mode & (S_IWGRP | S_IWOTH))) {
+			asprintf(cause, "store directory %s is writable by %s "
+			    "(mode %04o): another user could put pickles there "
+			    "that run code as this user; refusing (chmod go-w "
+			    "it, or pass --allow-foreign-store)", db,
+			    (st.st_mode & S_IWOTH) ? "others" : "its group",
+			    (unsigned)(st.st_mode & 07777));
+			rc = -1;
+		}
+	}
+	if (rc != 0)
+		worker_fatal_code = WIRE_ERR_USAGE;
+	free(file);
+	return rc;
+}
+
 /* Open the store, sweep it, and open the session. */
 static int
 worker_open_session(worker *w, char **cause)
@@ -888,7 +937,8 @@ worker_open_session(worker *w, char **cause)
 		db = path;
 		w->opt.create_db = 1; /* the default's parents are ours */
 	}
-	if (so.create && worker_check_db(w, db, cause) != 0) {
+	if ((so.create && worker_check_db(w, db, cause) != 0) ||
+	    worker_check_owner(w, db, cause) != 0) {
 		free(path);
 		return -1;
 	}
