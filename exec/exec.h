@@ -76,7 +76,20 @@ typedef struct worker {
 	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
 
-	uint64_t current_id;         /* request being served (for OUTPUT) */
+	/* request being served (for OUTPUT); read by the output forwarder */
+	_Atomic uint64_t current_id;
+
+	pid_t pid;                   /* this worker's process: any other pid
+	                                is a child forked by shipped code */
+	int log_fd;                  /* pyshelfd's own stderr (fd 2 becomes
+	                                the stderr pipe) */
+	int pipe_r[3];               /* [1], [2]: read ends of the pipes that
+	                                fds 1 and 2 write to */
+	int fwd_quit_fd;             /* eventfd: the forwarder must leave */
+	pthread_t forwarder;         /* sends what fds 1/2 get as OUTPUT */
+	int forwarder_on;            /* the forwarder was started */
+	pthread_mutex_t drain_lock;  /* one reader of the pipes at a time, and
+	                                bytes read are sent before it is let go */
 } worker;
 
 extern worker *the_worker;
@@ -92,6 +105,18 @@ int worker_send(worker *w, const wire_buf *b);
 /* Mark code as running (id != 0) with a deadline, or as finished. */
 void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
 uint64_t worker_mono_ms(void);
+/* Is this a child forked by shipped code (never the worker itself)?  Such
+ * a process must not touch the protocol or the store. */
+int worker_in_child(void);
+/* Send what is waiting in the stdout/stderr pipes as OUTPUT now (before a
+ * reply, so that a request's output comes first).  Any thread but the
+ * forwarder; no GIL needed. */
+void worker_drain(worker *w);
+/* Write output for stream 1/2 of the current request: the pipes are
+ * drained first (order), then p..n goes as an OUTPUT frame; in a forked
+ * child it goes to the pipe (fd 1 or 2) instead.  GIL held (released
+ * around the write). */
+int worker_write_output(worker *w, int stream, const char *p, size_t n);
 
 /* pyio.c */
 /* Import the backend's Python half and create the workspace.  GIL held. */

@@ -85,6 +85,9 @@ int pydigest_reserve(PyObject *map, size_t n);
 extern PyObject *pystore_StoreError;
 extern PyObject *pystore_CorruptEntry;
 extern PyMethodDef pystore_methods[];
+/* In a process forked by shipped code: raise and return 1 (the store is
+ * the parent's and must not be touched); else 0. */
+int pystore_refuse_child(void);
 /* XXH3-128 content digest of a payload (data, then the buffers of parts,
  * a PySequence_Fast or NULL), its flags and refs: 16 bytes. */
 PyObject *pystore_content_digest(const void *data, size_t len,
@@ -103,7 +106,7 @@ extern PyObject *pyio_RequestError;
 PyObject *PyInit__pyshelfd(void);
 /* Call _pyshelf_backend.name(*args); new reference or NULL. */
 PyObject *pyio_call(const char *name, PyObject *args);
-/* Replace sys.stdout/sys.stderr with Streams and install handlers. */
+/* Install the SIGINT/SIGTERM handler and the signal wakeup fd. */
 int pyio_setup(void);
 
 #endif
