@@ -496,6 +496,8 @@ class Workspace:
         record is deleted all the same."""
         if not isinstance(name, str) or name.startswith("__"):
             raise KeyError(name)
+        if _s.in_child():
+            _child_missing(name)
         key = ("g", name)
         if key in self.deleted:
             raise KeyError(name)
@@ -1609,6 +1611,19 @@ def _setup_process():
         _patch_forking_pickler(sys.modules["multiprocessing.reduction"])
     else:
         sys.meta_path.insert(0, _ForkPicklingHook)
+
+
+def _child_missing(name):
+    """A global the parent had not loaded, looked up in a process forked
+    by shipped code, which must not read the store (LMDB after a fork):
+    a builtin is found in the builtins (KeyError here), anything else is
+    a NameError that says why."""
+    if hasattr(builtins, name):
+        raise KeyError(name)
+    raise NameError("name %r is not loaded in this process, which was forked "
+                    "by shipped code and cannot read the workspace's store: "
+                    "use the global in the parent before forking" % name,
+                    name=name)
 
 
 def _child_exit(status, exc=None):
