@@ -135,9 +135,13 @@ DirectValue(status)
 POOL = """
 import multiprocessing, operator, math
 ctx = multiprocessing.get_context(%r)
-with ctx.Pool(2) as p:
+with ctx.Pool(2) as p:          # __exit__: terminate() (SIGTERM)
     roots = p.map(math.sqrt, [1, 4, 9])
     prods = p.starmap(operator.mul, [(2, 3), (4, 5)])
+p = ctx.Pool(2)
+p.map(print, ['from-worker-1', 'from-worker-2'])
+p.close()
+p.join()                        # the workers exit, flushing their stdout
 del p, ctx
 DirectValue((roots, prods))
 """
@@ -150,12 +154,19 @@ def test_multiprocessing_pool(store, backend, method):
     r = ws.remote_exec(POOL % method, stdout=out, stderr=err, timeout=T)
     assert isinstance(r, DirectValue), r
     assert r.value == ([1.0, 2.0, 3.0], [6, 20])
+    # the workers' output reached the client, before the reply (print()
+    # writes the text and the newline apart: workers may interleave)
+    assert "from-worker-1" in out.getvalue(), out.getvalue()
+    assert "from-worker-2" in out.getvalue(), out.getvalue()
     # the next request works and the workspace persists
     r2 = ws.remote_exec("DirectValue(len(roots))", stdout=out, stderr=err,
                         timeout=T)
     assert r2.value == 3
     assert "Traceback" not in err.getvalue(), err.getvalue()
     assert "Traceback" not in out.getvalue(), out.getvalue()
+    # spawn and forkserver start sys.executable: a Python, not pyshelfd
+    exe = value(ws, "import sys\nDirectValue(sys.executable)")
+    assert os.path.basename(exe).startswith("python3"), exe
     ws = restart(ws, "clean", store)
     try:
         assert value(ws, "DirectValue(prods)") == [6, 20]
@@ -185,12 +196,6 @@ DirectValue((a, b))
         assert "worker %d\n" % i in out.getvalue()
     assert "Traceback" not in err.getvalue(), err.getvalue()
     assert value(gw, "DirectValue(a)") == [0, 1, 4, 9, 16]
-
-
-def test_sys_executable_is_python(gw):
-    exe = value(gw, "import sys\nDirectValue(sys.executable)")
-    assert os.path.basename(exe).startswith("python3")
-    assert "pyshelfd" not in exe
 
 
 # --- recursion -------------------------------------------------------------------
@@ -288,7 +293,8 @@ x = 2
 def test_fd0_is_not_the_protocol(gw):
     """A raw read of fd 0 gets EOF (it is /dev/null), never protocol
     bytes."""
-    assert value(gw, "import os\nDirectValue(os.read(0, 100))") == b""
+    r = gw.remote_exec("import os\nDirectValue(os.read(0, 100))", timeout=T)
+    assert isinstance(r, DirectValue) and r.value == b"", r
     assert value(gw, "DirectValue(1 + 1)") == 2
 
 
@@ -367,7 +373,8 @@ DirectValue('ok')
 
 def test_close_leaves_streams_usable(gw):
     out = io.StringIO()
-    gw.remote_exec("import sys\nsys.stdout.close()")
+    r = gw.remote_exec("import sys\nsys.stdout.close()\nsys.stderr.close()")
+    assert isinstance(r, DirectValue), r
     gw.remote_exec("print('still here')", stdout=out)
     assert out.getvalue() == "still here\n"
 
