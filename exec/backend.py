@@ -1761,6 +1761,11 @@ def threads_notice():
 THREAD_GRACE_S = 2.0
 
 
+def nondaemon_threads():
+    """How many non-daemon threads of shipped code are running."""
+    return sum(1 for t in _other_threads() if not t.daemon)
+
+
 def end_threads(grace):
     """At exit, after the final checkpoint: wait up to grace seconds for
     the non-daemon threads of shipped code, then let the interpreter's

@@ -637,18 +637,31 @@ worker_send_fatal(worker *w, const char *cause)
 }
 
 /* Wait up to WORKER_THREAD_GRACE_S for shipped code's non-daemon threads,
- * then make the interpreter's exit not wait for those still running. */
+ * then make the interpreter's exit not wait for those still running.  The
+ * workspace is checkpointed before any wait: DETACH did it; after end of
+ * input or a signal it is done here.  A closed session waits for none. */
 static void
 worker_threads_end(worker *w)
 {
-	PyObject *r = PyObject_CallMethod(pyio_backend, "end_threads", "d",
-	    WORKER_THREAD_GRACE_S);
+	PyObject *r = PyObject_CallMethod(pyio_backend, "nondaemon_threads",
+	    NULL);
+	long n = r != NULL ? PyLong_AsLong(r) : -1;
 
-	if (r == NULL) {
-		fprintf(stderr, "pyshelfd: ending the threads of shipped code:\n");
-		PyErr_Print();
-	}
 	Py_XDECREF(r);
+	if (n < 0)
+		goto error;
+	if (n == 0)
+		return;
+	if (!w->detached && !w->closed)
+		(void)dispatch_checkpoint(w, 2);
+	r = PyObject_CallMethod(pyio_backend, "end_threads", "d",
+	    w->closed ? 0.0 : WORKER_THREAD_GRACE_S);
+	Py_XDECREF(r);
+	if (r != NULL)
+		return;
+error:
+	fprintf(stderr, "pyshelfd: ending the threads of shipped code:\n");
+	PyErr_Print();
 }
 
 /* Run a stdio worker until the client detaches or input ends. */

@@ -406,3 +406,36 @@ kept = 7
         assert value(ws, "DirectValue(kept)") == 7
     finally:
         ws.close()
+
+
+def test_client_gone_with_a_non_daemon_thread(store, backend):
+    """The client dies without detaching (end of input): the backend
+    checkpoints, gives the thread its bounded wait, and exits; it does not
+    stay behind forever waiting for the thread."""
+    import subprocess
+    import sys
+    script = """
+import os, sys, pyshelf
+ws = pyshelf.spawn(db=sys.argv[1], session="s", backend=sys.argv[2])
+ws.remote_exec('''
+import threading, time
+def spin():
+    while True:
+        time.sleep(0.05)
+threading.Thread(target=spin, name='spinner').start()
+kept = 11
+''')
+print(ws.pid, flush=True)
+os._exit(0)
+"""
+    p = subprocess.run([sys.executable, "-c", script, store, backend],
+                       capture_output=True, text=True, timeout=T,
+                       env=dict(os.environ))
+    assert p.returncode == 0, p.stderr
+    pid = int(p.stdout.split()[0])
+    assert _wait_not_running(pid, limit=60) in (None, "Z", "X")
+    ws = pyshelf.spawn(db=store, session="s", backend=backend)
+    try:
+        assert value(ws, "DirectValue(kept)") == 11
+    finally:
+        ws.close()
