@@ -16,6 +16,7 @@ the picklers' persistent_id, and payload digests.
 import ast
 import builtins
 import copyreg
+import functools as _functools
 import gc as _gc
 import importlib
 import io
@@ -1432,6 +1433,9 @@ class OutputStream(io.TextIOBase):
         self._name = name
         self._errors = errors
         self._buffer = _OutputBuffer(stream, name)
+        # print() calls write for every piece: C all the way (output()
+        # takes str only through here: see write below for the checks)
+        self.write = _functools.partial(_s.output, stream)
 
     encoding = property(lambda self: "utf-8")
     errors = property(lambda self: self._errors)
@@ -1443,15 +1447,11 @@ class OutputStream(io.TextIOBase):
     write_through = property(lambda self: True)
 
     def write(self, s):
+        """(The class's; instances use output() bound to their stream.)"""
         if not isinstance(s, str):
             raise TypeError("write() argument must be str, not %s" %
                             type(s).__name__)
-        if s:
-            if self._errors == "strict":
-                _s.output(self._stream, s)
-            else:
-                _s.output(self._stream, s.encode("utf-8", self._errors))
-        return len(s)
+        return _s.output(self._stream, s)
 
     def writelines(self, lines):
         for line in lines:

@@ -81,6 +81,7 @@ typedef struct worker {
 
 	pid_t pid;                   /* this worker's process: any other pid
 	                                is a child forked by shipped code */
+	int forked;                  /* set in a child (pthread_atfork) */
 	int log_fd;                  /* pyshelfd's own stderr (fd 2 becomes
 	                                the stderr pipe) */
 	int pipe_r[3];               /* [1], [2]: read ends of the pipes that
@@ -96,8 +97,10 @@ extern worker *the_worker;
 
 /* worker.c */
 int worker_run(worker *w);
-/* Send an OUTPUT frame for the current request.  GIL held (released
- * around the write). */
+/* Output of the current request on stream 1/2: written to the pipe that
+ * fd 1/2 is, which the forwarder sends as OUTPUT frames (drained before
+ * every reply); outside a request, to pyshelfd's stderr.  GIL held
+ * (released around the write). */
 int worker_output(worker *w, int stream, const char *p, size_t n);
 /* Send an encoded buffer under the output lock; -1 when the client is
  * gone.  Any thread. */
@@ -112,11 +115,6 @@ int worker_in_child(void);
  * reply, so that a request's output comes first).  Any thread but the
  * forwarder; no GIL needed. */
 void worker_drain(worker *w);
-/* Write output for stream 1/2 of the current request: the pipes are
- * drained first (order), then p..n goes as an OUTPUT frame; in a forked
- * child it goes to the pipe (fd 1 or 2) instead.  GIL held (released
- * around the write). */
-int worker_write_output(worker *w, int stream, const char *p, size_t n);
 
 /* pyio.c */
 /* Import the backend's Python half and create the workspace.  GIL held. */

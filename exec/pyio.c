@@ -30,10 +30,12 @@ PyObject *pyio_RequestError;  /* _pyshelf_backend.RequestError */
 
 /*
  * output(stream, data): send data (str, or any bytes-like object) as
- * output of the running request on stream 1 (stdout) or 2 (stderr).  The
- * backend's OutputStream objects (sys.stdout/sys.stderr) write through
- * this.  Returns None; a client that is gone is not an error (the code
- * keeps running so that the workspace still gets checkpointed).
+ * output of the running request on stream 1 (stdout) or 2 (stderr); the
+ * number of characters (str) or bytes written.  The backend's
+ * OutputStream objects (sys.stdout/sys.stderr) write through this: their
+ * write is output bound to their stream, with no Python frame between
+ * print() and here.  A client that is gone is not an error (the code keeps
+ * running so that the workspace still gets checkpointed).
  */
 static PyObject *
 pyio_output(PyObject *self, PyObject *args)
@@ -51,19 +53,33 @@ pyio_output(PyObject *self, PyObject *args)
 		return NULL;
 	}
 	if (PyUnicode_Check(data)) {
-		if ((p = PyUnicode_AsUTF8AndSize(data, &n)) == NULL)
-			return NULL;
+		PyObject *enc = NULL;
+
+		if ((p = PyUnicode_AsUTF8AndSize(data, &n)) == NULL) {
+			/* lone surrogates: stderr escapes them, as Python's
+			 * own stderr does; stdout is strict */
+			if (stream != 2 ||
+			    !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+				return NULL;
+			PyErr_Clear();
+			if ((enc = PyUnicode_AsEncodedString(data, "utf-8",
+			    "backslashreplace")) == NULL)
+				return NULL;
+			p = PyBytes_AS_STRING(enc);
+			n = PyBytes_GET_SIZE(enc);
+		}
 		if (n > 0)
 			(void)worker_output(the_worker, stream, p, (size_t)n);
-		Py_RETURN_NONE;
+		Py_XDECREF(enc);
+		return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(data));
 	}
 	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
 		return NULL;
-	if (view.len > 0)
-		(void)worker_output(the_worker, stream, view.buf,
-		    (size_t)view.len);
+	n = view.len;
+	if (n > 0)
+		(void)worker_output(the_worker, stream, view.buf, (size_t)n);
 	PyBuffer_Release(&view);
-	Py_RETURN_NONE;
+	return PyLong_FromSsize_t(n);
 }
 
 /* in_child() -> whether this process was forked by shipped code */

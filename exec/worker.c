@@ -20,6 +20,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include "exec.h"
 #include "pyexec.h"
 
@@ -52,7 +56,8 @@ worker_send(worker *w, const wire_buf *b)
 {
 	int rc;
 
-	if (worker_in_child())
+	if (w->forked)   /* set in every child (worker_atfork_child): no
+	                    getpid() on this path, which every frame takes */
 		_exit(0); /* shipped code's child got back here: never send */
 	pthread_mutex_lock(&w->out_lock);
 	rc = wire_write_all(w->out_fd, b->data, b->len);
@@ -71,8 +76,9 @@ worker_send(worker *w, const wire_buf *b)
 int
 worker_in_child(void)
 {
-	return the_worker != NULL && the_worker->pid != 0 &&
-	    getpid() != the_worker->pid;
+	worker *w = the_worker;
+
+	return w != NULL && w->pid != 0 && (w->forked || getpid() != w->pid);
 }
 
 /* pthread_atfork child handler: the child of a fork in shipped code must
@@ -90,6 +96,7 @@ worker_atfork_child(void)
 
 	if (w == NULL || w->pid == 0)
 		return;
+	w->forked = 1;
 	fds[0] = w->in_fd;
 	fds[1] = w->out_fd;
 	fds[2] = w->wake_fd;
@@ -159,29 +166,25 @@ worker_drain(worker *w)
 	pthread_mutex_unlock(&w->drain_lock);
 }
 
-/* Output of the current request (sys.stdout/sys.stderr, notices): what
- * the pipes hold goes first, so that C-level and Python-level writes keep
- * their order; in a forked child, straight into the pipe (fd 1 or 2),
- * which the parent forwards. */
+/* Output of the current request (sys.stdout/sys.stderr, notices): into
+ * the pipe of its stream, like what C code writes to fd 1 or 2, so that
+ * one stream keeps the order of its writes whoever wrote them, and the
+ * forwarder sends many small writes as one frame (one syscall per
+ * write here, as before the pipes).  Outside a request, straight to
+ * pyshelfd's stderr, as the forwarder would.  In a child of shipped code
+ * the same: its fds 1 and 2 are the parent's pipes. */
 int
 worker_output(worker *w, int stream, const char *p, size_t n)
 {
-	int rc;
+	int rc, fd;
 
-	if (worker_in_child()) {
-		Py_BEGIN_ALLOW_THREADS
-		rc = wire_write_all(stream == 1 ? 1 : 2, p, n);
-		Py_END_ALLOW_THREADS
-		return rc == WIRE_OK ? 0 : -1;
-	}
+	fd = stream == 1 ? 1 : 2;
+	if (w->current_id == 0 && !worker_in_child())
+		fd = w->log_fd >= 0 ? w->log_fd : 2;
 	Py_BEGIN_ALLOW_THREADS
-	pthread_mutex_lock(&w->drain_lock);
-	worker_pump(w, 1, (size_t)16 << 20);
-	worker_pump(w, 2, (size_t)16 << 20);
-	rc = worker_emit(w, stream, p, n);
-	pthread_mutex_unlock(&w->drain_lock);
+	rc = wire_write_all(fd, p, n);
 	Py_END_ALLOW_THREADS
-	return rc;
+	return rc == WIRE_OK ? 0 : -1;
 }
 
 /* Forwarder thread: what C code, faulthandler, os.write(1, ...) and the
@@ -239,6 +242,11 @@ worker_output_start(worker *w, char **cause)
 		close(p[1]);
 		w->pipe_r[s] = p[0];
 	}
+#ifdef __SANITIZE_ADDRESS__
+	/* a sanitizer report comes as the process dies, when the forwarder
+	 * may never read it: straight to our own stderr */
+	__sanitizer_set_report_fd((void *)(intptr_t)w->log_fd);
+#endif
 	/* the forwarder must never take SIGINT/SIGTERM meant for Python */
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
