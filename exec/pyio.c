@@ -1,7 +1,7 @@
 /*
  * pyio.c - the _pyshelfd module's definition, output() under the
- * backend's sys.stdout/sys.stderr (each write becomes an OUTPUT frame of
- * the running request), the Python-level SIGINT/SIGTERM handler, and loading
+ * backend's sys.stdout/sys.stderr (writes reach the client as OUTPUT of the
+ * running request), the Python-level SIGINT/SIGTERM handler, and loading
  * the backend's Python half from the source compiled into pyshelfd.
  */
 #define PY_SSIZE_T_CLEAN
