@@ -497,7 +497,7 @@ class Workspace:
         record is deleted all the same."""
         if not isinstance(name, str) or name.startswith("__"):
             raise KeyError(name)
-        if _s.in_child():
+        if _s.in_child(0):
             _child_missing(name)
         key = ("g", name)
         if key in self.deleted:
@@ -1758,7 +1758,7 @@ def threads_notice():
             % "; ".join(parts))
 
 
-THREAD_GRACE_S = 2.0
+THREAD_GRACE_S = 2.0    # for the notice: worker.c's WORKER_THREAD_GRACE_S
 
 
 def nondaemon_threads():

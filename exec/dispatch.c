@@ -99,7 +99,7 @@ dispatch_checkpoint_raw(worker *w, int full)
 	PyObject *r;
 	int mode = full;
 
-	if (pystore_refuse_child())
+	if (pystore_refuse_child(1))
 		return -1;  /* a fork in shipped code never commits */
 	if (full == 0)
 		w->requests_since_full = 1;  /* a request ran */

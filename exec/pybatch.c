@@ -1650,7 +1650,7 @@ batch_commit(PyObject *self, PyObject *args)
 	int rc;
 
 	if (!PyArg_ParseTuple(args, "O!O!:commit", &pydigest_DigestMapType,
-	    &digests, &PyDict_Type, &refs_of) || pystore_refuse_child())
+	    &digests, &PyDict_Type, &refs_of) || pystore_refuse_child(1))
 		return NULL;
 	memset(&bc, 0, sizeof bc);
 	bc.b = (batchobject *)self;

@@ -86,8 +86,9 @@ extern PyObject *pystore_StoreError;
 extern PyObject *pystore_CorruptEntry;
 extern PyMethodDef pystore_methods[];
 /* In a process forked by shipped code: raise and return 1 (the store is
- * the parent's and must not be touched); else 0. */
-int pystore_refuse_child(void);
+ * the parent's and must not be touched); else 0.  exact: compare the pid
+ * too (commits), else the flag the atfork handler sets (reads). */
+int pystore_refuse_child(int exact);
 /* XXH3-128 content digest of a payload (data, then the buffers of parts,
  * a PySequence_Fast or NULL), its flags and refs: 16 bytes. */
 PyObject *pystore_content_digest(const void *data, size_t len,

@@ -82,11 +82,17 @@ pyio_output(PyObject *self, PyObject *args)
 	return PyLong_FromSsize_t(n);
 }
 
-/* in_child() -> whether this process was forked by shipped code */
+/* in_child(exact=1) -> whether this process was forked by shipped code;
+ * exact=0 looks at the atfork flag only (no getpid(): for hot paths) */
 static PyObject *
-pyio_in_child(PyObject *self, PyObject *unused)
+pyio_in_child(PyObject *self, PyObject *args)
 {
-	return PyBool_FromLong(worker_in_child());
+	int exact = 1;
+
+	if (!PyArg_ParseTuple(args, "|i:in_child", &exact))
+		return NULL;
+	return PyBool_FromLong(exact ? worker_in_child() :
+	    the_worker != NULL && the_worker->forked);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -148,8 +154,8 @@ static PyMethodDef pyio_methods[] = {
 	{"on_signal", pyio_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
 	{"output", pyio_output, METH_VARARGS, "output(stream, data): send "
 	    "output of the running request"},
-	{"in_child", pyio_in_child, METH_NOARGS, "in_child() -> whether this "
-	    "process is a child forked by shipped code"},
+	{"in_child", pyio_in_child, METH_VARARGS, "in_child(exact=1) -> "
+	    "whether this process is a child forked by shipped code"},
 	{NULL, NULL, 0, NULL}
 };
 
