@@ -37,7 +37,8 @@
 
 /* NAME sent in HELLO when the caller gives none. */
 #define CLIENT_NAME "libpyshelf"
-/* Default wait for a spawned backend to exit in pyshelf_close(). */
+/* Default wait in pyshelf_close() for a spawned backend's detach reply and
+ * exit (pyshelf.h says why it is long: it covers the final checkpoint). */
 #define CLIENT_CLOSE_MS 60000
 /* Default limit on frames from the backend: the backend was started or
  * chosen by the caller, so this only catches garbage; values of hundreds

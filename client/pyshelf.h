@@ -304,8 +304,13 @@ int pyshelf_set_spin(pyshelf_conn *conn, unsigned spin_us);
 int pyshelf_set_max_frame(pyshelf_conn *conn, size_t max_body);
 
 /**
- * Set how long pyshelf_close() waits for a spawned backend to exit after
- * the detach before it kills it (default 5000 ms).
+ * Set how long pyshelf_close() waits for a spawned backend: for the
+ * reply to its detach (which includes the workspace's final checkpoint),
+ * then for the process to exit; when it runs out the backend is killed
+ * (SIGKILL).  Default 60000 ms: a checkpoint of a large workspace may
+ * take seconds, and killing the backend in the middle of it loses what it
+ * was writing; pyshelfd's own waits at exit are bounded well below this
+ * (2 s for threads of shipped code that do not end).
  * @return 0 or PYSHELF_E_INVAL (negative).
  */
 int pyshelf_set_close_timeout(pyshelf_conn *conn, int timeout_ms);

@@ -36,6 +36,7 @@ dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	worker_drain(w);  /* the request's output comes before its reply */
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, id);
 	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)code);
@@ -99,6 +100,8 @@ dispatch_checkpoint_raw(worker *w, int full)
 	PyObject *r;
 	int mode = full;
 
+	if (pystore_refuse_child(1))
+		return -1;  /* a fork in shipped code never commits */
 	if (w->opt.mode == 'r')
 		return 0; /* read-only: nothing is ever written */
 	if (full == 0)
@@ -194,6 +197,27 @@ dispatch_notices(worker *w)
 	Py_DECREF(l);
 }
 
+/* At detach: tell the client about shipped code's threads that are still
+ * running (the backend's threads_notice() names them, the non-daemon ones
+ * apart: pyshelfd waits a little for those, then exits without them). */
+static void
+dispatch_threads_notice(worker *w)
+{
+	PyObject *s = PyObject_CallMethod(pyio_backend, "threads_notice", NULL);
+	const char *p;
+	Py_ssize_t n;
+
+	if (s == NULL) {
+		PyErr_Clear();
+		return;
+	}
+	if (PyUnicode_Check(s) && (p = PyUnicode_AsUTF8AndSize(s, &n)) != NULL &&
+	    n > 0)
+		worker_output(w, 2, p, (size_t)n);
+	PyErr_Clear();
+	Py_DECREF(s);
+}
+
 /* Checkpoint what a request touched, then send the notices it produced.
  * Returns 0, or 1 when the checkpoint failed and an ERROR STORE went out
  * in place of the reply. */
@@ -238,7 +262,10 @@ dispatch_commit(worker *w, uint64_t id)
 static int
 dispatch_send(worker *w, wire_buf *b)
 {
-	int rc = wire_end(b) == WIRE_OK ? worker_send(w, b) : -1;
+	int rc;
+
+	worker_drain(w);  /* the request's output comes before its reply */
+	rc = wire_end(b) == WIRE_OK ? worker_send(w, b) : -1;
 
 	wire_buf_free(b);
 	return rc;
@@ -651,6 +678,8 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 	size_t used;
 	int rc;
 
+	if (worker_in_child())
+		_exit(0);  /* a fork in shipped code never serves requests */
 	wire_msg_init(&m);
 	if (wire_parse(p, n, w->opt.max_frame, &m, &used) != WIRE_OK) {
 		rc = dispatch_error(w, 0, WIRE_ERR_MALFORMED, "malformed frame");
@@ -707,8 +736,14 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		    (store_sync(w->st), dispatch_ok(w, m.id));
 		break;
 	case WIRE_MSG_DETACH:
-		rc = dispatch_checkpoint_raw(w, 2) < 0 ?
-		    dispatch_pyerror(w, m.id) : dispatch_ok(w, m.id);
+		/* the checkpoint first, then the notice about threads still
+		 * running (pyshelfd waits for them only after it) */
+		if (dispatch_checkpoint_raw(w, 2) < 0)
+			rc = dispatch_pyerror(w, m.id);
+		else {
+			dispatch_threads_notice(w);
+			rc = dispatch_ok(w, m.id);
+		}
 		w->detached = 1;
 		break;
 	case WIRE_MSG_CLOSE:

@@ -90,15 +90,31 @@ typedef struct worker {
 	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
 
-	uint64_t current_id;         /* request being served (for OUTPUT) */
+	/* request being served (for OUTPUT); read by the output forwarder */
+	_Atomic uint64_t current_id;
+
+	pid_t pid;                   /* this worker's process: any other pid
+	                                is a child forked by shipped code */
+	int forked;                  /* set in a child (pthread_atfork) */
+	int log_fd;                  /* pyshelfd's own stderr (fd 2 becomes
+	                                the stderr pipe) */
+	int pipe_r[3];               /* [1], [2]: read ends of the pipes that
+	                                fds 1 and 2 write to */
+	int fwd_quit_fd;             /* eventfd: the forwarder must leave */
+	pthread_t forwarder;         /* sends what fds 1/2 get as OUTPUT */
+	int forwarder_on;            /* the forwarder was started */
+	pthread_mutex_t drain_lock;  /* one reader of the pipes at a time, and
+	                                bytes read are sent before it is let go */
 } worker;
 
 extern worker *the_worker;
 
 /* worker.c */
 int worker_run(worker *w);
-/* Send an OUTPUT frame for the current request.  GIL held (released
- * around the write). */
+/* Output of the current request on stream 1/2: written to the pipe that
+ * fd 1/2 is, which the forwarder sends as OUTPUT frames (drained before
+ * every reply); outside a request, to pyshelfd's stderr.  GIL held
+ * (released around the write). */
 int worker_output(worker *w, int stream, const char *p, size_t n);
 /* Send an encoded buffer under the output lock; -1 when the client is
  * gone.  Any thread. */
@@ -108,6 +124,13 @@ void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
 uint64_t worker_mono_ms(void);
 /* Say how a session ended (a tombstone) as a sentence into buf. */
 void worker_tomb_text(const store_tomb *tb, char *buf, size_t n);
+/* Is this a child forked by shipped code (never the worker itself)?  Such
+ * a process must not touch the protocol or the store. */
+int worker_in_child(void);
+/* Send what is waiting in the stdout/stderr pipes as OUTPUT now (before a
+ * reply, so that a request's output comes first).  Any thread but the
+ * forwarder; no GIL needed. */
+void worker_drain(worker *w);
 
 /* pyio.c */
 /* Import the backend's Python half and create the workspace.  GIL held. */

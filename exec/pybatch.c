@@ -1669,6 +1669,8 @@ batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 	size_t i;
 	int rc;
 
+	if (pystore_refuse_child(1))
+		return NULL;  /* a fork in shipped code never commits */
 	memset(&bc, 0, sizeof bc);
 	bc.b = b;
 	if (batch_prepare(&bc) < 0 || batch_prepare_dels(&bc) < 0)

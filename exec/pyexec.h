@@ -86,6 +86,10 @@ extern PyObject *pystore_StoreError;
 extern PyObject *pystore_CorruptEntry;
 extern PyObject *pystore_StoreFull;
 extern PyMethodDef pystore_methods[];
+/* In a process forked by shipped code: raise and return 1 (the store is
+ * the parent's and must not be touched); else 0.  exact: compare the pid
+ * too (commits), else the flag the atfork handler sets (reads). */
+int pystore_refuse_child(int exact);
 /* XXH3-128 content digest of a payload (data, then the buffers of parts,
  * a PySequence_Fast or NULL), its flags and refs: 16 bytes. */
 PyObject *pystore_content_digest(const void *data, size_t len,
@@ -104,7 +108,7 @@ extern PyObject *pyio_RequestError;
 PyObject *PyInit__pyshelfd(void);
 /* Call _pyshelf_backend.name(*args); new reference or NULL. */
 PyObject *pyio_call(const char *name, PyObject *args);
-/* Replace sys.stdout/sys.stderr with Streams and install handlers. */
+/* Install the SIGINT/SIGTERM handler and the signal wakeup fd. */
 int pyio_setup(void);
 
 #endif

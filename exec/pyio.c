@@ -1,6 +1,6 @@
 /*
- * pyio.c - the _pyshelfd module's definition, the Stream objects that
- * replace sys.stdout/sys.stderr (each write becomes an OUTPUT frame of the
+ * pyio.c - the _pyshelfd module's definition, output() under the
+ * backend's sys.stdout/sys.stderr (writes reach the client as OUTPUT of the
  * running request), the Python-level SIGINT/SIGTERM handler, and loading
  * the backend's Python half from the source compiled into pyshelfd.
  */
@@ -26,89 +26,74 @@ PyObject *pyio_backend;       /* _pyshelf_backend */
 PyObject *pyio_RequestError;  /* _pyshelf_backend.RequestError */
 
 /* ---------------------------------------------------------------------- */
-/* Stream                                                                 */
+/* output                                                                 */
 
-typedef struct {
-	PyObject_HEAD
-	int stream;            /* 1 stdout, 2 stderr */
-} streamobject;
-
-/* write(s): send s (str or bytes) as an OUTPUT frame right away. */
+/*
+ * output(stream, data): send data (str, or any bytes-like object) as
+ * output of the running request on stream 1 (stdout) or 2 (stderr); the
+ * number of characters (str) or bytes written.  The backend's
+ * OutputStream objects (sys.stdout/sys.stderr) write through this: their
+ * write is output bound to their stream, with no Python frame between
+ * print() and here.  A client that is gone is not an error (the code keeps
+ * running so that the workspace still gets checkpointed).
+ */
 static PyObject *
-stream_write(PyObject *self, PyObject *s)
+pyio_output(PyObject *self, PyObject *args)
 {
-	streamobject *so = (streamobject *)self;
+	Py_buffer view;
+	PyObject *data;
 	const char *p;
 	Py_ssize_t n;
+	int stream;
 
-	if (PyUnicode_Check(s)) {
-		if ((p = PyUnicode_AsUTF8AndSize(s, &n)) == NULL)
-			return NULL;
-	} else if (PyBytes_Check(s)) {
-		p = PyBytes_AS_STRING(s);
-		n = PyBytes_GET_SIZE(s);
-	} else {
-		PyErr_Format(PyExc_TypeError, "write() argument must be str, "
-		    "not %.200s", Py_TYPE(s)->tp_name);
+	if (!PyArg_ParseTuple(args, "iO:output", &stream, &data))
+		return NULL;
+	if (stream != 1 && stream != 2) {
+		PyErr_SetString(PyExc_ValueError, "stream must be 1 or 2");
 		return NULL;
 	}
-	if (n > 0 && worker_output(the_worker, so->stream, p, (size_t)n) != 0) {
-		/* the client is gone: the output has nowhere to go; keep
-		 * running so that the workspace still gets checkpointed */
+	if (PyUnicode_Check(data)) {
+		PyObject *enc = NULL;
+
+		if ((p = PyUnicode_AsUTF8AndSize(data, &n)) == NULL) {
+			/* lone surrogates: stderr escapes them, as Python's
+			 * own stderr does; stdout is strict */
+			if (stream != 2 ||
+			    !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+				return NULL;
+			PyErr_Clear();
+			if ((enc = PyUnicode_AsEncodedString(data, "utf-8",
+			    "backslashreplace")) == NULL)
+				return NULL;
+			p = PyBytes_AS_STRING(enc);
+			n = PyBytes_GET_SIZE(enc);
+		}
+		if (n > 0)
+			(void)worker_output(the_worker, stream, p, (size_t)n);
+		Py_XDECREF(enc);
+		return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(data));
 	}
-	if (PyUnicode_Check(s))
-		return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(s));
+	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	n = view.len;
+	if (n > 0)
+		(void)worker_output(the_worker, stream, view.buf, (size_t)n);
+	PyBuffer_Release(&view);
 	return PyLong_FromSsize_t(n);
 }
 
+/* in_child(exact=1) -> whether this process was forked by shipped code;
+ * exact=0 looks at the atfork flag only (no getpid(): for hot paths) */
 static PyObject *
-stream_flush(PyObject *self, PyObject *unused)
+pyio_in_child(PyObject *self, PyObject *args)
 {
-	Py_RETURN_NONE;
+	int exact = 1;
+
+	if (!PyArg_ParseTuple(args, "|i:in_child", &exact))
+		return NULL;
+	return PyBool_FromLong(exact ? worker_in_child() :
+	    the_worker != NULL && the_worker->forked);
 }
-
-static PyObject *
-stream_false(PyObject *self, PyObject *unused)
-{
-	Py_RETURN_FALSE;
-}
-
-static PyObject *
-stream_true(PyObject *self, PyObject *unused)
-{
-	Py_RETURN_TRUE;
-}
-
-static PyObject *
-stream_get_encoding(PyObject *self, void *closure)
-{
-	return PyUnicode_FromString("utf-8");
-}
-
-static PyMethodDef stream_methods[] = {
-	{"write", stream_write, METH_O, "send text to the client"},
-	{"flush", stream_flush, METH_NOARGS, "no-op: writes are sent at once"},
-	{"isatty", stream_false, METH_NOARGS, ""},
-	{"writable", stream_true, METH_NOARGS, ""},
-	{"readable", stream_false, METH_NOARGS, ""},
-	{"seekable", stream_false, METH_NOARGS, ""},
-	{NULL, NULL, 0, NULL}
-};
-
-static PyGetSetDef stream_getset[] = {
-	{"encoding", stream_get_encoding, NULL, "always utf-8", NULL},
-	{NULL, NULL, NULL, NULL, NULL}
-};
-
-static PyTypeObject StreamType = {
-	PyVarObject_HEAD_INIT(NULL, 0)
-	.tp_name = "_pyshelfd.Stream",
-	.tp_basicsize = sizeof(streamobject),
-	.tp_flags = Py_TPFLAGS_DEFAULT,
-	.tp_doc = "stdout/stderr of shipped code, streamed to the client",
-	.tp_methods = stream_methods,
-	.tp_getset = stream_getset,
-};
 
 /* ---------------------------------------------------------------------- */
 /* signals                                                                */
@@ -128,6 +113,18 @@ pyio_on_signal(PyObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "iO", &signum, &frame))
 		return NULL;
+	if (worker_in_child()) {
+		/* a child of shipped code that kept our handler (the backend
+		 * resets it after a fork): behave as a plain Python process,
+		 * and never touch the parent's state */
+		if (signum == SIGTERM) {
+			signal(SIGTERM, SIG_DFL);
+			raise(SIGTERM);
+			Py_RETURN_NONE;
+		}
+		PyErr_SetNone(PyExc_KeyboardInterrupt);
+		return NULL;
+	}
 	pthread_mutex_lock(&w->lock);
 	ours = w->sigs_inflight;
 	w->sigs_inflight = 0;
@@ -155,6 +152,10 @@ pyio_on_signal(PyObject *self, PyObject *args)
 
 static PyMethodDef pyio_methods[] = {
 	{"on_signal", pyio_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
+	{"output", pyio_output, METH_VARARGS, "output(stream, data): send "
+	    "output of the running request"},
+	{"in_child", pyio_in_child, METH_VARARGS, "in_child(exact=1) -> "
+	    "whether this process is a child forked by shipped code"},
 	{NULL, NULL, 0, NULL}
 };
 
@@ -193,7 +194,6 @@ PyInit__pyshelfd(void)
 	pymod_ns_ready();
 	if (PyType_Ready(&pymod_NamespaceType) < 0 ||
 	    PyType_Ready(&pymod_IdMapType) < 0 ||
-	    PyType_Ready(&StreamType) < 0 ||
 	    PyType_Ready(&pybatch_SinkType) < 0 ||
 	    PyType_Ready(&pybatch_BatchType) < 0 ||
 	    PyType_Ready(&pydigest_DigestMapType) < 0)
@@ -232,30 +232,14 @@ error:
 	return NULL;
 }
 
-/* Make a Stream for fd-like number n. */
-static PyObject *
-pyio_stream_new(int n)
-{
-	streamobject *so = PyObject_New(streamobject, &StreamType);
-
-	if (so != NULL)
-		so->stream = n;
-	return (PyObject *)so;
-}
-
-/* sys.stdout/sys.stderr become Streams; SIGINT/SIGTERM our handler. */
+/* SIGINT/SIGTERM get our handler.  (sys.stdout/sys.stderr/sys.stdin are
+ * set by the backend's init(): OutputStream objects over output().) */
 int
 pyio_setup(void)
 {
-	PyObject *out = NULL, *err = NULL, *sig = NULL, *h = NULL, *r;
+	PyObject *sig = NULL, *h = NULL, *r;
 	int rc = -1;
 
-	if ((out = pyio_stream_new(1)) == NULL ||
-	    (err = pyio_stream_new(2)) == NULL)
-		goto out;
-	if (PySys_SetObject("stdout", out) < 0 ||
-	    PySys_SetObject("stderr", err) < 0)
-		goto out;
 	if ((sig = PyImport_ImportModule("signal")) == NULL)
 		goto out;
 	if ((h = PyObject_GetAttrString(PyImport_AddModule("_pyshelfd"),
@@ -273,8 +257,6 @@ pyio_setup(void)
 	Py_DECREF(r);
 	rc = 0;
 out:
-	Py_XDECREF(out);
-	Py_XDECREF(err);
 	Py_XDECREF(sig);
 	Py_XDECREF(h);
 	return rc;

@@ -74,6 +74,23 @@ pystore_raise(int rc, const char *what)
 	return NULL;
 }
 
+/* In a child forked by shipped code the store is the parent's: LMDB must
+ * never be used after a fork (the reader table and the write lock are the
+ * parent's), so every entry point refuses there.  1 with an exception. */
+int
+pystore_refuse_child(int exact)
+{
+	/* reads take the atfork flag only (a getpid() per entry loaded adds
+	 * up); commits compare the pid as well */
+	if (!(exact ? worker_in_child() : the_worker->forked))
+		return 0;
+	PyErr_SetString(PyExc_RuntimeError, "pyshelf: the workspace's store "
+	    "cannot be used in a process forked by shipped code (load the "
+	    "globals the child needs before forking; the child's changes are "
+	    "never persisted)");
+	return 1;
+}
+
 /* Arguments and results of one entry read. */
 struct get_arg {
 	pykey k;               /* which entry */
@@ -157,7 +174,7 @@ pystore_get_common(PyObject *args, int mode)
 		return NULL;
 	memset(&ga, 0, sizeof ga);
 	ga.mode = mode;
-	if (pystore_key(kind, key, &ga.k) < 0)
+	if (pystore_key(kind, key, &ga.k) < 0 || pystore_refuse_child(0))
 		return NULL;
 	if ((rc = store_read(the_worker->st, pystore_get_txn, &ga)) != 0)
 		return pystore_raise(rc, "reading an entry");
@@ -256,7 +273,7 @@ pystore_list_keys(PyObject *self, PyObject *kind)
 	const char *ks = PyUnicode_AsUTF8(kind);
 	int rc;
 
-	if (ks == NULL)
+	if (ks == NULL || pystore_refuse_child(0))
 		return NULL;
 	la.kind = ks[0] == 'g' ? STORE_KIND_GLOBAL : STORE_KIND_HANDLE;
 	if ((la.list = PyList_New(0)) == NULL)
@@ -372,6 +389,8 @@ pystore_referrers(PyObject *self, PyObject *targets)
 		PyErr_SetString(PyExc_TypeError, "referrers() needs a list");
 		return NULL;
 	}
+	if (pystore_refuse_child(0))
+		return NULL;
 	if (pystore_g == NULL &&
 	    (pystore_g = PyUnicode_InternFromString("g")) == NULL)
 		return NULL;
@@ -401,6 +420,8 @@ pystore_refs_any(PyObject *self, PyObject *unused)
 {
 	int any = 0, rc;
 
+	if (pystore_refuse_child(0))
+		return NULL;
 	if ((rc = store_read(the_worker->st, pystore_refs_any_txn, &any)) != 0)
 		return pystore_raise(rc, "reading the references index");
 	return PyBool_FromLong(any);

@@ -21,10 +21,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 #include "exec.h"
 #include "pyexec.h"
 
 worker *the_worker;
+
+/* How long the exit waits for non-daemon threads of shipped code (after
+ * the final checkpoint of DETACH; a thread that ends in time gets its
+ * work into the exit's checkpoint).  Well below the client's close
+ * timeout (60 s), which covers this and the checkpoints. */
+#define WORKER_THREAD_GRACE_S 2.0
 
 static int worker_open_session(worker *w, char **cause);
 static void *worker_reader(void *arg);
@@ -47,6 +57,9 @@ worker_send(worker *w, const wire_buf *b)
 {
 	int rc;
 
+	if (w->forked)   /* set in every child (worker_atfork_child): no
+	                    getpid() on this path, which every frame takes */
+		_exit(0); /* shipped code's child got back here: never send */
 	pthread_mutex_lock(&w->out_lock);
 	/* after the frame that says the connection closes, nothing more */
 	rc = w->out_closed ? WIRE_E_IO :
@@ -61,30 +74,234 @@ worker_send(worker *w, const wire_buf *b)
 	return 0;
 }
 
-/* OUTPUT frame for the current request; outside a request, to stderr. */
+/* Is this process a child that shipped code forked?  (Threads do not
+ * survive a fork, so only the thread that forked can get here.) */
 int
-worker_output(worker *w, int stream, const char *p, size_t n)
+worker_in_child(void)
 {
+	worker *w = the_worker;
+
+	return w != NULL && w->pid != 0 && (w->forked || getpid() != w->pid);
+}
+
+/* pthread_atfork child handler: the child of a fork in shipped code must
+ * never read or write the protocol, nor wake the parent's threads, nor
+ * hold the session's lock after the parent is gone.  Point
+ * every descriptor of ours at /dev/null rather than closing it, so that
+ * the numbers are not reused by the child for files our stale copies of
+ * them would then write to.  (The store: see pystore.c, which refuses in
+ * a child; LMDB must not be used after a fork at all.)  Only
+ * async-signal-safe calls here. */
+static void
+worker_atfork_child(void)
+{
+	worker *w = the_worker;
+	int fds[9], i, nul;
+
+	if (w == NULL || w->pid == 0)
+		return;
+	w->forked = 1;
+	fds[0] = w->in_fd;
+	fds[1] = w->out_fd;
+	fds[2] = w->wake_fd;
+	fds[3] = w->wake_fd_r;
+	fds[4] = w->rwake_fd;
+	fds[5] = w->fwd_quit_fd;
+	fds[6] = w->pipe_r[1];
+	fds[7] = w->pipe_r[2];
+	/* the session's lock: the child shares its open file description,
+	 * so the lock would outlive this process for as long as the child
+	 * runs; replacing the child's copy drops nothing here */
+	fds[8] = w->lock_fd;
+	if ((nul = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+		return;
+	for (i = 0; i < 9; i++)
+		if (fds[i] > 2 && fds[i] != nul)
+			(void)dup3(nul, fds[i], O_CLOEXEC);
+	close(nul);
+}
+
+/* Hand bytes of stream 1/2 on: an OUTPUT frame of the current request, or
+ * pyshelfd's own stderr outside a request.  Any thread but a child's. */
+static int
+worker_emit(worker *w, int stream, const char *p, size_t n)
+{
+	uint64_t id = w->current_id;
 	wire_buf b;
 	int rc;
 
-	if (w->current_id == 0) {
-		rc = wire_write_all(2, p, n);
+	if (id == 0) {
+		rc = wire_write_all(w->log_fd >= 0 ? w->log_fd : 2, p, n);
 		return rc == WIRE_OK ? 0 : -1;
 	}
 	wire_buf_init(&b);
-	wire_begin(&b, WIRE_MSG_OUTPUT, w->current_id);
+	wire_begin(&b, WIRE_MSG_OUTPUT, id);
 	wire_put_u64(&b, WIRE_TAG_STREAM, (uint64_t)stream);
 	wire_put_bytes(&b, WIRE_TAG_DATA, p, n);
-	if (wire_end(&b) != WIRE_OK) {
-		wire_buf_free(&b);
-		return -1;
-	}
-	Py_BEGIN_ALLOW_THREADS
-	rc = worker_send(w, &b);
-	Py_END_ALLOW_THREADS
+	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
 	wire_buf_free(&b);
 	return rc;
+}
+
+/* Send what waits in the pipe of stream s (drain_lock held), at most
+ * limit bytes (a writer that never stops must not hold us forever). */
+static void
+worker_pump(worker *w, int s, size_t limit)
+{
+	char buf[65536];
+	size_t total = 0;
+	ssize_t got;
+
+	while (w->pipe_r[s] >= 0 && total < limit) {
+		got = read(w->pipe_r[s], buf, sizeof buf);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		(void)worker_emit(w, s, buf, (size_t)got);
+		total += (size_t)got;
+	}
+}
+
+void
+worker_drain(worker *w)
+{
+	if (w->pipe_r[1] < 0 && w->pipe_r[2] < 0)
+		return;
+	pthread_mutex_lock(&w->drain_lock);
+	worker_pump(w, 1, (size_t)16 << 20);
+	worker_pump(w, 2, (size_t)16 << 20);
+	pthread_mutex_unlock(&w->drain_lock);
+}
+
+/* Output of the current request (sys.stdout/sys.stderr, notices): into
+ * the pipe of its stream, like what C code writes to fd 1 or 2, so that
+ * one stream keeps the order of its writes whoever wrote them, and the
+ * forwarder sends many small writes as one frame (one syscall per
+ * write here, as before the pipes).  Outside a request, straight to
+ * pyshelfd's stderr, as the forwarder would.  In a child of shipped code
+ * the same: its fds 1 and 2 are the parent's pipes. */
+int
+worker_output(worker *w, int stream, const char *p, size_t n)
+{
+	int rc, fd;
+
+	fd = stream == 1 ? 1 : 2;
+	if (w->current_id == 0 && !worker_in_child())
+		fd = w->log_fd >= 0 ? w->log_fd : 2;
+	Py_BEGIN_ALLOW_THREADS
+	rc = wire_write_all(fd, p, n);
+	Py_END_ALLOW_THREADS
+	return rc == WIRE_OK ? 0 : -1;
+}
+
+/* Forwarder thread: what C code, faulthandler, os.write(1, ...) and the
+ * children of shipped code write to fds 1 and 2 reaches the client as
+ * output of the running request. */
+static void *
+worker_forwarder(void *arg)
+{
+	worker *w = arg;
+	struct pollfd pfd[3];
+	int i;
+
+	for (;;) {
+		pfd[0] = (struct pollfd){w->fwd_quit_fd, POLLIN, 0};
+		pfd[1] = (struct pollfd){w->pipe_r[1], POLLIN, 0};
+		pfd[2] = (struct pollfd){w->pipe_r[2], POLLIN, 0};
+		if (poll(pfd, 3, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[0].revents != 0)
+			break;
+		for (i = 1; i <= 2; i++) {
+			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			pthread_mutex_lock(&w->drain_lock);
+			worker_pump(w, i, (size_t)1 << 20);
+			pthread_mutex_unlock(&w->drain_lock);
+		}
+	}
+	return NULL;
+}
+
+/* Make fds 1 and 2 pipes read by the forwarder.  fd 1 is never the
+ * protocol (that has a private copy): a stray write to it cannot corrupt
+ * frames, and what it gets is the request's stdout. */
+static int
+worker_output_start(worker *w, char **cause)
+{
+	int s, p[2];
+	sigset_t set, old;
+
+	w->pipe_r[1] = w->pipe_r[2] = -1;
+	if ((w->fwd_quit_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		goto fail;
+	for (s = 1; s <= 2; s++) {
+		if (pipe2(p, O_CLOEXEC) != 0)
+			goto fail;
+		if (fcntl(p[0], F_SETFL, O_NONBLOCK) < 0 || dup2(p[1], s) < 0) {
+			close(p[0]);
+			close(p[1]);
+			goto fail;
+		}
+		close(p[1]);
+		w->pipe_r[s] = p[0];
+	}
+#ifdef __SANITIZE_ADDRESS__
+	/* a sanitizer report comes as the process dies, when the forwarder
+	 * may never read it: straight to our own stderr */
+	__sanitizer_set_report_fd((void *)(intptr_t)w->log_fd);
+#endif
+	/* the forwarder must never take SIGINT/SIGTERM meant for Python */
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	s = pthread_create(&w->forwarder, NULL, worker_forwarder, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (s != 0) {
+		errno = s;
+		goto fail;
+	}
+	w->forwarder_on = 1;
+	return 0;
+fail:
+	asprintf(cause, "setting up the output pipes: %s", strerror(errno));
+	dup2(w->log_fd, 1);
+	dup2(w->log_fd, 2);
+	return -1;
+}
+
+/* Stop forwarding: fds 1 and 2 go back to pyshelfd's stderr, what the
+ * pipes still hold is sent, the forwarder leaves. */
+static void
+worker_output_stop(worker *w)
+{
+	uint64_t one = 1;
+	int s;
+
+	if (w->log_fd >= 0) {
+		fflush(stdout);
+		fflush(stderr);
+		dup2(w->log_fd, 1);
+		dup2(w->log_fd, 2);
+	}
+	if (w->forwarder_on) {
+		if (write(w->fwd_quit_fd, &one, sizeof one) < 0) {
+			/* counter full: the forwarder is awake anyway */
+		}
+		pthread_join(w->forwarder, NULL);
+		w->forwarder_on = 0;
+	}
+	worker_drain(w);
+	for (s = 1; s <= 2; s++) {
+		if (w->pipe_r[s] >= 0)
+			close(w->pipe_r[s]);
+		w->pipe_r[s] = -1;
+	}
 }
 
 /* Mark code as running or finished; wakes the reader so that it watches
@@ -374,6 +591,8 @@ worker_loop(worker *w)
 	int eof;
 
 	for (;;) {
+		if (worker_in_child())
+			_exit(0); /* a fork in shipped code returned here */
 		if ((f = worker_pop(w, &eof)) != NULL) {
 			dispatch_frame(w, f->data, f->len);
 			free(f);
@@ -400,18 +619,31 @@ worker_loop(worker *w)
 	}
 }
 
-/* Set up fds: the protocol keeps a private copy of stdout, and fd 1 then
- * points at stderr, so that stray C-level writes cannot corrupt frames. */
+/* Set up fds: the protocol keeps private copies of stdin and stdout; fd
+ * 0 then reads /dev/null (sys.stdin, input() and the children of shipped
+ * code see EOF, never protocol bytes), fd 1 points at stderr until the
+ * output pipes replace fds 1 and 2, so that stray C-level writes cannot
+ * corrupt frames. */
 static int
 worker_fds(worker *w, char **cause)
 {
-	int p[2];
+	int p[2], nul;
 
-	w->in_fd = 0;
-	if ((w->out_fd = fcntl(1, F_DUPFD_CLOEXEC, 3)) < 0 || dup2(2, 1) < 0) {
+	w->log_fd = -1;
+	w->pipe_r[1] = w->pipe_r[2] = -1;
+	w->fwd_quit_fd = -1;
+	if ((w->in_fd = fcntl(0, F_DUPFD_CLOEXEC, 3)) < 0 ||
+	    (w->out_fd = fcntl(1, F_DUPFD_CLOEXEC, 3)) < 0 ||
+	    (w->log_fd = fcntl(2, F_DUPFD_CLOEXEC, 3)) < 0 || dup2(2, 1) < 0) {
 		asprintf(cause, "setting up stdio: %s", strerror(errno));
 		return -1;
 	}
+	if ((nul = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0 ||
+	    dup2(nul, 0) < 0) {
+		asprintf(cause, "/dev/null: %s", strerror(errno));
+		return -1;
+	}
+	close(nul);
 	if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
 		asprintf(cause, "pipe: %s", strerror(errno));
 		return -1;
@@ -459,17 +691,32 @@ worker_send_fatal(worker *w, const char *cause)
 	wire_buf_free(&b);
 }
 
-/* A shipped os.fork() must not keep the session's lock alive: the child
- * shares the lock's open file description, so the lock would outlive this
- * process for as long as the child runs.  Closing the child's copy drops
- * nothing (this process still holds the description). */
+/* Wait up to WORKER_THREAD_GRACE_S for shipped code's non-daemon threads,
+ * then make the interpreter's exit not wait for those still running.  The
+ * workspace is checkpointed before any wait: DETACH did it; after end of
+ * input or a signal it is done here.  A closed session waits for none. */
 static void
-worker_atfork_child(void)
+worker_threads_end(worker *w)
 {
-	if (the_worker != NULL && the_worker->lock_fd >= 0) {
-		close(the_worker->lock_fd);
-		the_worker->lock_fd = -1;
-	}
+	PyObject *r = PyObject_CallMethod(pyio_backend, "nondaemon_threads",
+	    NULL);
+	long n = r != NULL ? PyLong_AsLong(r) : -1;
+
+	Py_XDECREF(r);
+	if (n < 0)
+		goto error;
+	if (n == 0)
+		return;
+	if (!w->detached && !w->closed)
+		(void)dispatch_checkpoint(w, 2);
+	r = PyObject_CallMethod(pyio_backend, "end_threads", "d",
+	    w->closed ? 0.0 : WORKER_THREAD_GRACE_S);
+	Py_XDECREF(r);
+	if (r != NULL)
+		return;
+error:
+	fprintf(stderr, "pyshelfd: ending the threads of shipped code:\n");
+	PyErr_Print();
 }
 
 /* Run a stdio worker until the client detaches or input ends. */
@@ -482,11 +729,14 @@ worker_run(worker *w)
 
 	the_worker = w;
 	w->lock_fd = -1;
-	pthread_atfork(NULL, NULL, worker_atfork_child);
+	w->pid = getpid();
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_mutex_init(&w->out_lock, NULL);
+	pthread_mutex_init(&w->drain_lock, NULL);
+	pthread_atfork(NULL, NULL, worker_atfork_child);
 	signal(SIGPIPE, SIG_IGN);
-	if (worker_fds(w, &cause) != 0 || worker_open_session(w, &cause) != 0)
+	if (worker_fds(w, &cause) != 0 || worker_output_start(w, &cause) != 0 ||
+	    worker_open_session(w, &cause) != 0)
 		goto fail;
 	if (interp_init(&cause) != 0)
 		goto fail_store;
@@ -506,6 +756,12 @@ worker_run(worker *w)
 		goto fail_py;
 	}
 	worker_loop(w);
+	/* DETACH checkpointed already; now give shipped code's non-daemon
+	 * threads a bounded time to end, and leave the rest behind (their
+	 * changes after the last checkpoint are lost, as the detach notice
+	 * said): an endless thread must not hang the exit until the client
+	 * kills us */
+	worker_threads_end(w);
 	rc = w->closed || dispatch_checkpoint(w, 2) == 0 ? 0 : 1;
 	dispatch_release_session(w);
 	store_sync(w->st);
@@ -521,6 +777,7 @@ worker_run(worker *w)
 		}
 	}
 	pthread_join(w->reader, NULL);
+	worker_output_stop(w);
 	if (interp_fini() != 0)
 		rc = 1;
 	store_close(w->st);
@@ -535,6 +792,7 @@ fail_store:
 	session_unlock(w->lock_fd);
 	w->lock_fd = -1;
 fail:
+	worker_output_stop(w);
 	fprintf(stderr, "pyshelfd: %s\n", cause != NULL ? cause : "failed");
 	worker_send_fatal(w, cause);
 	free(cause);
