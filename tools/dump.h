@@ -39,6 +39,7 @@ struct dump_opts {
 	const char *key;          /* KEY argument, or NULL */
 	int json;                 /* --json */
 	int check;                /* --check */
+	const char *salvage;      /* --salvage OUT, or NULL */
 	int unpickle;             /* --unpickle (runs the pickle's code) */
 	int quiet;                /* --quiet: no progress, problems only */
 	enum dump_sort sort;      /* --sort */
@@ -171,6 +172,9 @@ const char *dump_entry_layout_why(const uint8_t *p, size_t n, char *buf,
 /* dump-check.c */
 int dump_check_run(struct dump *d, store_txn *t);
 int dump_check_crashed(struct dump *d, const char *what);
+
+/* dump-salvage.c */
+int dump_salvage_run(struct dump *d, store_txn *t);
 
 /* dump-unpickle.c */
 int dump_unpickle_run(struct dump *d);

@@ -120,6 +120,7 @@ usage(FILE *f)
 "    pyshelf-dump [--db DIR] [--json] [--sort ORDER] [--top N] SESSION\n"
 "    pyshelf-dump [--db DIR] [--json] [--unpickle] SESSION KEY\n"
 "    pyshelf-dump [--db DIR] [--json] [--quiet] --check\n"
+"    pyshelf-dump [--db DIR] --salvage OUT\n"
 "    pyshelf-dump --help | --version\n"
 "\n"
 "DESCRIPTION\n"
@@ -168,6 +169,14 @@ usage(FILE *f)
 "                    JSON FIELDS\n"
 "    --check         verify the whole store (see CHECKS), print each problem\n"
 "                    with its session and key, exit 1 when damaged\n"
+"    --salvage OUT   copy what is intact into a new store at OUT (a new or\n"
+"                    empty directory): every session whose record parses,\n"
+"                    with its record, and every entry of it that reads back\n"
+"                    and verifies, with its references and blob file.  Each\n"
+"                    thing that could not be saved is a line \"NOT SAVED\n"
+"                    ...\"; exit 0 when everything was saved, 1 when\n"
+"                    something was not.  Run pyshelfd on OUT afterwards\n"
+"                    (keep the damaged store until you have looked at it)\n"
 "    --unpickle      UNSAFE.  With SESSION KEY, also show repr() of the\n"
 "                    value.  Unpickling RUNS CODE chosen by whoever wrote the\n"
 "                    pickle (functions and classes that shipped code defined\n"
@@ -221,6 +230,16 @@ usage(FILE *f)
 "                    entry) is an entry key of an existing session and a\n"
 "                    referrer's key; a stale row (one whose referrer no\n"
 "                    longer refers) is a hint the backend drops, not damage\n"
+"    structure       data.mdb's pages, as pyshelfd checks them before it\n"
+"                    writes: meta pages, page numbers, flags, free-space\n"
+"                    bounds, nodes inside their page, page numbers inside\n"
+"                    the file (pyshelfd refuses to write to a store that\n"
+"                    fails this)\n"
+"    walk            a database could be walked to its end (LMDB gave no\n"
+"                    error, no value ran past the file)\n"
+"    crash           reading a damaged page crashed the reader: the store\n"
+"                    is read in a child process, and its crash is reported\n"
+"                    with the database and the last key it reached\n"
 "\n");
 	fprintf(f,
 "JSON FIELDS\n"
@@ -258,7 +277,8 @@ usage(FILE *f)
 	fprintf(f,
 "EXIT STATUS\n"
 "    0    done; with --check: the store is sound\n"
-"    1    damage found (by --check, or a damaged record met by a view)\n"
+"    1    damage found (by --check, or a damaged record met by a view;\n"
+"         with --salvage: something could not be saved)\n"
 "    2    bad usage; no store, not a pyshelf store, a newer store format;\n"
 "         no such session or entry; another error\n"
 "    130  interrupted (SIGINT; 128 + the signal for SIGTERM, SIGHUP)\n"
@@ -271,6 +291,8 @@ usage(FILE *f)
 "    pyshelf-dump --db /srv/pyshelf work '#12'       handle 12\n"
 "    pyshelf-dump --db /srv/pyshelf --unpickle work model   (UNSAFE) its value\n"
 "    pyshelf-dump --db /srv/pyshelf --check -q || echo 'store damaged'\n"
+"    pyshelf-dump --db /srv/pyshelf --salvage /srv/pyshelf-saved\n"
+"                                                    copy what is intact\n"
 "    pyshelf-dump --json | jq -r 'select(.row == \"session\") | .name'\n"
 "\n"
 "NOTES\n"
@@ -319,6 +341,7 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 		{"db", required_argument, NULL, 'd'},
 		{"json", no_argument, NULL, 'j'},
 		{"check", no_argument, NULL, 'c'},
+		{"salvage", required_argument, NULL, 'S'},
 		{"unpickle", no_argument, NULL, 'u'},
 		{"sort", required_argument, NULL, 's'},
 		{"top", required_argument, NULL, 't'},
@@ -337,6 +360,7 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 		case 'd': o->db = optarg; break;
 		case 'j': o->json = 1; break;
 		case 'c': o->check = 1; break;
+		case 'S': o->salvage = optarg; break;
 		case 'u': o->unpickle = 1; break;
 		case 'q': o->quiet = 1; break;
 		case 's':
@@ -384,6 +408,10 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 	if (o->check && o->session != NULL)
 		return dump_usage_error("--check verifies the whole store and "
 		    "takes no SESSION");
+	if (o->salvage != NULL && (o->session != NULL || o->check ||
+	    o->json || o->unpickle))
+		return dump_usage_error("--salvage OUT copies the whole store "
+		    "and takes no SESSION, --check, --json or --unpickle");
 	if (o->unpickle && o->key == NULL)
 		return dump_usage_error("--unpickle shows one entry: give "
 		    "SESSION KEY");
@@ -433,6 +461,8 @@ dump_snapshot(store_txn *t, void *arg)
 
 	if (d->o->check)
 		return dump_check_run(d, t);
+	if (d->o->salvage != NULL)
+		return dump_salvage_run(d, t);
 	if (d->o->session == NULL)
 		return dump_list_sessions(d, t);
 	if ((rc = dump_list_find_session(d, t, d->o->session, &ss)) != 0)
@@ -555,7 +585,7 @@ dump_guarded(struct dump_opts *o)
 	if (pid == 0) {
 		/* problem lines reach the output even when a later read
 		 * kills the child */
-		if (o->check)
+		if (o->check || o->salvage != NULL)
 			setvbuf(stdout, NULL, _IOLBF, 0);
 		_exit(dump_run(o));
 	}
