@@ -265,6 +265,9 @@ dump_list_sessions(struct dump *d, store_txn *t)
 
 	memset(&rows, 0, sizeof rows);
 	rc = session_list(t, dump_list_collect_session, &rows);
+	if (rc < 0)
+		dump_warn("listing sessions: %s (the store is damaged: run "
+		    "pyshelf-dump --check)", store_strerror(rc));
 	for (i = 0; rc == 0 && i < rows.n; i++) {
 		if (dump_interrupted)
 			rc = DUMP_EXIT_INTERRUPTED;
@@ -278,7 +281,8 @@ dump_list_sessions(struct dump *d, store_txn *t)
 		free(rows.v);
 		if (rows.nomem)
 			dump_warn("out of memory");
-		return rc > 0 ? rc : DUMP_EXIT_ERROR;
+		return rc > 0 ? rc : rc == STORE_E_CORRUPT ||
+		    rc == STORE_E_LMDB ? DUMP_EXIT_DAMAGE : DUMP_EXIT_ERROR;
 	}
 	qsort(rows.v, rows.n, sizeof *rows.v, d->o->sort == DUMP_SORT_SIZE ?
 	    dump_list_cmp_srow_size : d->o->sort == DUMP_SORT_TIME ?

@@ -583,6 +583,12 @@ dump_guarded(struct dump_opts *o)
 		return DUMP_EXIT_ERROR;
 	}
 	if (pid == 0) {
+		/* a fault on a damaged page ends the child by its signal,
+		 * which the parent reports as damage: the default action,
+		 * even where a sanitizer installed a handler of its own
+		 * (which would print a report and exit 1) */
+		signal(SIGSEGV, SIG_DFL);
+		signal(SIGBUS, SIG_DFL);
 		/* problem lines reach the output even when a later read
 		 * kills the child */
 		if (o->check || o->salvage != NULL)
