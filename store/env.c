@@ -632,7 +632,8 @@ env_map_base(store *s, size_t mapsize, const struct stat *st)
 	FILE *f;
 
 	pthread_mutex_lock(&s->map_lock);
-	if (s->map_base != 0 && s->map_base_size == mapsize) {
+	/* found, or looked for in vain, for this mapping: not again */
+	if (s->map_base_size == mapsize) {
 		base = s->map_base;
 		goto out;
 	}

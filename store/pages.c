@@ -59,6 +59,7 @@ struct pages {
 	size_t budget;            /* pages still to read */
 	uint8_t *page;            /* one page's bytes */
 	int problems;
+	int ioerr;                /* a read failed (errno): STORE_E_IO */
 	void (*fn)(const char *, void *);
 	void *arg;
 };
@@ -101,17 +102,20 @@ le64(const uint8_t *p)
 	return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
 }
 
-/* Read n bytes at off; 0, or -1 (short file or an error). */
+/* Read n bytes at off; 0, or -1 (a short file, or an error: then
+ * pg->ioerr is set, and the check ends in STORE_E_IO, not damage). */
 static int
-pages_read(int fd, void *buf, size_t n, uint64_t off)
+pages_read(struct pages *pg, void *buf, size_t n, uint64_t off)
 {
 	size_t got = 0;
 
 	while (got < n) {
-		ssize_t r = pread(fd, (uint8_t *)buf + got, n - got,
+		ssize_t r = pread(pg->fd, (uint8_t *)buf + got, n - got,
 		    (off_t)(off + got));
 		if (r < 0 && errno == EINTR)
 			continue;
+		if (r < 0)
+			pg->ioerr = errno != 0 ? errno : EIO;
 		if (r <= 0)
 			return -1;
 		got += (size_t)r;
@@ -234,7 +238,7 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 			}
 			/* the overflow pages must hold the value and lie
 			 * within the file: one read of their header */
-			if (pages_read(pg->fd, hdr, sizeof hdr,
+			if (pages_read(pg, hdr, sizeof hdr,
 			    ov * pg->psize) != 0 || le64(hdr) != ov ||
 			    !(le16(hdr + 10) & P_OVERFLOW) ||
 			    (uint64_t)le32(hdr + 12) * pg->psize <
@@ -279,7 +283,7 @@ pages_visit(struct pages *pg, uint64_t pgno, unsigned depth)
 	char what[32];
 
 	snprintf(what, sizeof what, "page %llu", (unsigned long long)pgno);
-	if (pages_read(pg->fd, pg->page, pg->psize, pgno * pg->psize) != 0) {
+	if (pages_read(pg, pg->page, pg->psize, pgno * pg->psize) != 0) {
 		pages_problem(pg, "%s cannot be read (the file ends before "
 		    "it)", what);
 		return;
@@ -377,7 +381,7 @@ store_check_structure(const char *path, size_t budget,
 	}
 	/* meta page 1 is at the page size, which meta page 0 gives; when
 	 * page 0 is damaged, try the usual sizes */
-	if (pages_read(pg.fd, m[0], sizeof m[0], 0) != 0) {
+	if (pages_read(&pg, m[0], sizeof m[0], 0) != 0) {
 		pages_problem(&pg, "the data file is %lld bytes, too short for "
 		    "its meta pages", (long long)st.st_size);
 		rc = pg.problems;
@@ -388,7 +392,7 @@ store_check_structure(const char *path, size_t budget,
 		if (le32(m[0] + PAGES_HDR) != PAGES_MAGIC || ps < 512 ||
 		    ps > 65536 || (ps & (ps - 1)))
 			ps = (uint32_t)sysconf(_SC_PAGESIZE);
-		if (pages_read(pg.fd, m[1], sizeof m[1], ps) != 0)
+		if (pages_read(&pg, m[1], sizeof m[1], ps) != 0)
 			memset(m[1], 0, sizeof m[1]);
 	}
 	if ((best = pages_meta(&pg, (const uint8_t (*)[PAGES_HDR + 136])m,
@@ -411,6 +415,10 @@ store_check_structure(const char *path, size_t budget,
 	}
 	rc = pg.problems;
 out:
+	if (pg.ioerr != 0 && rc >= 0) {
+		rc = STORE_E_IO;
+		errno = pg.ioerr;
+	}
 	free(pg.page);
 	free(pg.queue);
 	free(pg.depth);
