@@ -241,13 +241,6 @@ store_open(store **out, const char *path, const store_options *opt,
 		goto free_data;
 	}
 
-	/* LMDB trusts its pages, and a write transaction on a damaged one
-	 * writes out of bounds: look at them before any write.  (Read-only
-	 * opens go on: pyshelf-dump reads what it can, and says what is
-	 * damaged.) */
-	if (!s->opt.readonly && stat(data, &st) == 0 && st.st_size > 0 &&
-	    (rc = env_check_pages(s, cause)) != 0)
-		goto free_data;
 	if ((rc = mdb_env_create(&s->env)) != 0)
 		goto lmdb_err;
 	mdb_env_set_maxreaders(s->env, MAX_READERS);
@@ -265,6 +258,13 @@ store_open(store **out, const char *path, const store_options *opt,
 	 * open, and they pin every page freed since, so the file would only
 	 * grow. */
 	mdb_reader_check(s->env, NULL);
+	/* LMDB trusts its pages, and a write transaction on a damaged one
+	 * writes out of bounds: look at them before any write.  (Read-only
+	 * opens go on: pyshelf-dump reads what it can, and says what is
+	 * damaged.) */
+	if (!s->opt.readonly && stat(data, &st) == 0 && st.st_size > 0 &&
+	    (rc = env_check_pages(s, cause)) != 0)
+		goto close_env;
 	if ((rc = env_open_dbis(s, cause)) != 0)
 		goto close_env;
 	if ((rc = env_check_meta(s, cause)) != 0)
@@ -309,14 +309,37 @@ env_first_problem(const char *problem, void *arg)
 		snprintf(first, 256, "%s", problem);
 }
 
-/* Refuse to write to a store whose pages fail the quick check. */
+/*
+ * Refuse to write to a store whose pages fail the quick check.  Other
+ * processes may be committing meanwhile: the check runs inside a read
+ * transaction, which keeps the pages of its snapshot and of every newer
+ * one from being reused under it, and a problem is only believed when a
+ * second look, in a new transaction, finds one too (a meta page read
+ * while another process rewrites it).
+ */
 static int
 env_check_pages(store *s, char **cause)
 {
 	char first[256] = "";
-	int n = store_check_structure(s->path, STORE_CHECK_BUDGET,
-	    env_first_problem, first);
+	MDB_txn *txn = NULL;
+	int n = 0, pass, rc;
 
+	for (pass = 0; pass < 2; pass++) {
+		rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+		if (rc == MDB_MAP_RESIZED) {
+			mdb_env_set_mapsize(s->env, 0);
+			rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+		}
+		if (rc != 0)
+			txn = NULL;  /* checked all the same */
+		first[0] = '\0';
+		n = store_check_structure(s->path, STORE_CHECK_BUDGET,
+		    env_first_problem, first);
+		if (txn != NULL)
+			mdb_txn_abort(txn);
+		if (n <= 0)
+			break;
+	}
 	if (n == 0)
 		return 0;
 	if (n < 0) {

@@ -223,7 +223,7 @@ def probe_backend(db, names):
     return got
 
 
-def test_corruption_campaign(made, tmp_path):
+def test_corruption_campaign(made, tmp_path, capfd):
     rng = random.Random(SEED)
     dst = tmp_path / "c"
     seen = {k: 0 for k in KINDS}
@@ -238,6 +238,9 @@ def test_corruption_campaign(made, tmp_path):
             damaged += r.returncode == 1
             got = probe_backend(db, made["names"])
             refused += isinstance(got, str)
+            # pyshelfd's stderr is this process's: no sanitizer report
+            err = capfd.readouterr().err
+            assert not any(x in err for x in SANITIZER), err[-3000:]
         except AssertionError as e:
             raise AssertionError("corruption %d (%s): %s" % (i, what, e))
     print("corruptions tried: %d %s; --check said damaged: %d; pyshelfd "
