@@ -188,7 +188,7 @@ store_open(store **out, const char *path, const store_options *opt,
 	struct stat st;
 	char *data = NULL;
 	unsigned flags = MDB_NOTLS;
-	int rc;
+	int rc, existed;
 
 	if (cause != NULL)
 		*cause = NULL;
@@ -235,6 +235,9 @@ store_open(store **out, const char *path, const store_options *opt,
 		rc = STORE_E_NOMEM;
 		goto free_s;
 	}
+	/* a store that exists is checked before it is written (below); a
+	 * new one has nothing to check */
+	existed = stat(data, &st) == 0 && st.st_size > 0;
 	if (stat(data, &st) != 0 && (s->opt.readonly || !s->opt.create)) {
 		rc = STORE_E_NOTSTORE;
 		env_setcause(cause, "%s: no pyshelf store here (no data.mdb)", path);
@@ -262,7 +265,7 @@ store_open(store **out, const char *path, const store_options *opt,
 	 * writes out of bounds: look at them before any write.  (Read-only
 	 * opens go on: pyshelf-dump reads what it can, and says what is
 	 * damaged.) */
-	if (!s->opt.readonly && stat(data, &st) == 0 && st.st_size > 0 &&
+	if (!s->opt.readonly && existed &&
 	    (rc = env_check_pages(s, cause)) != 0)
 		goto close_env;
 	if ((rc = env_open_dbis(s, cause)) != 0)

@@ -46,6 +46,8 @@
 #define F_SUBDATA 0x02
 #define F_DUPDATA 0x04
 #define PAGES_MAXDEPTH 32
+#define PAGES_FREEDB 0x80         /* depth tag: a page of the free-page
+                                     database */
 
 /* The walk: the file, its bounds, a queue of pages to visit, the budget. */
 struct pages {
@@ -58,6 +60,10 @@ struct pages {
 	size_t qhead, qtail, qcap;
 	size_t budget;            /* pages still to read */
 	uint8_t *page;            /* one page's bytes */
+	uint64_t *freev;          /* pages the free-page database lists */
+	size_t nfree, capfree;
+	uint64_t (*ovv)[2];       /* overflow runs: first page, count */
+	size_t nov, capov;
 	int problems;
 	int ioerr;                /* a read failed (errno): STORE_E_IO */
 	void (*fn)(const char *, void *);
@@ -103,7 +109,8 @@ le64(const uint8_t *p)
 }
 
 /* Read n bytes at off; 0, or -1 (a short file, or an error: then
- * pg->ioerr is set, and the check ends in STORE_E_IO, not damage). */
+ * pg->ioerr is set, and the check ends in its STORE_E_* code, not
+ * damage). */
 static int
 pages_read(struct pages *pg, void *buf, size_t n, uint64_t off)
 {
@@ -135,7 +142,7 @@ pages_push(struct pages *pg, uint64_t pgno, unsigned depth, const char *what)
 		    (unsigned long long)pg->last);
 		return;
 	}
-	if (depth > PAGES_MAXDEPTH) {
+	if ((depth & ~PAGES_FREEDB) > PAGES_MAXDEPTH) {
 		pages_problem(pg, "%s: a tree deeper than %d levels", what,
 		    PAGES_MAXDEPTH);
 		return;
@@ -157,6 +164,51 @@ pages_push(struct pages *pg, uint64_t pgno, unsigned depth, const char *what)
 	}
 	pg->queue[pg->qtail] = pgno;
 	pg->depth[pg->qtail++] = (unsigned char)depth;
+}
+
+/* Note a page the free-page database lists, or an overflow run. */
+static void
+pages_note_free(struct pages *pg, uint64_t pgno)
+{
+	if (pg->nfree == pg->capfree) {
+		size_t ncap = pg->capfree ? pg->capfree * 2 : 256;
+		uint64_t *nv = realloc(pg->freev, ncap * sizeof *nv);
+		if (nv == NULL)
+			return;
+		pg->freev = nv;
+		pg->capfree = ncap;
+	}
+	pg->freev[pg->nfree++] = pgno;
+}
+
+static void
+pages_note_overflow(struct pages *pg, uint64_t first, uint64_t n)
+{
+	if (pg->nov == pg->capov) {
+		size_t ncap = pg->capov ? pg->capov * 2 : 64;
+		uint64_t (*nv)[2] = realloc(pg->ovv, ncap * sizeof *nv);
+		if (nv == NULL)
+			return;
+		pg->ovv = nv;
+		pg->capov = ncap;
+	}
+	pg->ovv[pg->nov][0] = first;
+	pg->ovv[pg->nov++][1] = n;
+}
+
+/* A free-page list (an IDL: a count, then page numbers) of n bytes. */
+static void
+pages_idl(struct pages *pg, const uint8_t *p, size_t n, const char *what)
+{
+	uint64_t count, i;
+
+	if (n < 8 || (count = le64(p)) > n / 8 - 1) {
+		pages_problem(pg, "%s: a free-page list of %zu bytes that does "
+		    "not hold its count", what, n);
+		return;
+	}
+	for (i = 0; i < count; i++)
+		pages_note_free(pg, le64(p + 8 + 8 * i));
 }
 
 /* A database record (MDB_db) at p: its root within the file, then
@@ -243,11 +295,21 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 			    !(le16(hdr + 10) & P_OVERFLOW) ||
 			    (uint64_t)le32(hdr + 12) * pg->psize <
 			    dsize + PAGES_HDR ||
-			    ov + le32(hdr + 12) > pg->last + 1)
+			    ov + le32(hdr + 12) > pg->last + 1) {
 				pages_problem(pg, "%s: node %zu's value "
 				    "(%zu bytes on page %llu) is not a sound "
 				    "overflow page", what, i, dsize,
 				    (unsigned long long)ov);
+				continue;
+			}
+			pages_note_overflow(pg, ov, le32(hdr + 12));
+			if ((depth & PAGES_FREEDB) && dsize <= ((size_t)1 << 26)) {
+				uint8_t *idl = malloc(dsize > 0 ? dsize : 1);
+				if (idl != NULL && pages_read(pg, idl, dsize,
+				    ov * pg->psize + PAGES_HDR) == 0)
+					pages_idl(pg, idl, dsize, what);
+				free(idl);
+			}
 			continue;
 		}
 		if (off + PAGES_NODE + ksize + dsize > size) {
@@ -255,14 +317,18 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 			    "past the page", what, i, ksize, dsize);
 			return;
 		}
+		if ((depth & PAGES_FREEDB) && !sub) {
+			pages_idl(pg, node + PAGES_NODE + ksize, dsize, what);
+			continue;
+		}
 		if (nflags & F_SUBDATA) {
 			if (dsize != PAGES_DB) {
 				pages_problem(pg, "%s: node %zu: a database "
 				    "record of %zu bytes", what, i, dsize);
 				continue;
 			}
-			pages_db(pg, node + PAGES_NODE + ksize, depth + 1,
-			    what);
+			pages_db(pg, node + PAGES_NODE + ksize,
+			    (depth & ~PAGES_FREEDB) + 1, what);
 		} else if ((nflags & F_DUPDATA) && !sub) {
 			if (dsize < PAGES_HDR) {
 				pages_problem(pg, "%s: node %zu: a sub-page of "
@@ -302,6 +368,93 @@ pages_visit(struct pages *pg, uint64_t pgno, unsigned depth)
 		return;
 	}
 	pages_nodes(pg, pgno, pg->page, pg->psize, depth, 0);
+}
+
+static int
+pages_cmp64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Is page p in one of the sorted overflow runs? */
+static int
+pages_in_overflow(const struct pages *pg, uint64_t p)
+{
+	size_t lo = 0, hi = pg->nov;
+
+	while (lo < hi) {          /* the last run starting at or before p */
+		size_t mid = (lo + hi) / 2;
+		if (pg->ovv[mid][0] <= p)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > 0 && p < pg->ovv[lo - 1][0] + pg->ovv[lo - 1][1];
+}
+
+/*
+ * Every page in use is used once, and none of them is listed as free: a
+ * page referenced twice, or listed free while in use, is given out again
+ * by the next write (LMDB then asserts, or overwrites live data).  Over
+ * the pages the walk reached (all of them in a store within the budget).
+ */
+static void
+pages_accounting(struct pages *pg)
+{
+	uint64_t *used;
+	size_t n = pg->qtail, i;
+
+	if (pg->nov > 1)
+		qsort(pg->ovv, pg->nov, sizeof pg->ovv[0], pages_cmp64);
+	for (i = 1; i < pg->nov; i++)
+		if (pg->ovv[i][0] < pg->ovv[i - 1][0] + pg->ovv[i - 1][1]) {
+			pages_problem(pg, "overflow pages %llu and %llu "
+			    "overlap", (unsigned long long)pg->ovv[i - 1][0],
+			    (unsigned long long)pg->ovv[i][0]);
+			break;
+		}
+	if ((used = malloc((n > 0 ? n : 1) * sizeof *used)) == NULL)
+		return;
+	memcpy(used, pg->queue, n * sizeof *used);
+	qsort(used, n, sizeof *used, pages_cmp64);
+	for (i = 0; i < n; i++) {
+		if (i > 0 && used[i] == used[i - 1]) {
+			pages_problem(pg, "page %llu is in the tree twice",
+			    (unsigned long long)used[i]);
+			break;
+		}
+		if (pages_in_overflow(pg, used[i])) {
+			pages_problem(pg, "page %llu is both a tree page and an "
+			    "overflow page", (unsigned long long)used[i]);
+			break;
+		}
+	}
+	if (pg->nfree > 1)
+		qsort(pg->freev, pg->nfree, sizeof *pg->freev, pages_cmp64);
+	for (i = 0; i < pg->nfree; i++) {
+		uint64_t f = pg->freev[i];
+		if (f < 2 || f > pg->last) {
+			pages_problem(pg, "the free-page list names page %llu, "
+			    "outside the store's pages 2 to %llu",
+			    (unsigned long long)f,
+			    (unsigned long long)pg->last);
+			break;
+		}
+		if (i > 0 && f == pg->freev[i - 1]) {
+			pages_problem(pg, "the free-page list names page %llu "
+			    "twice", (unsigned long long)f);
+			break;
+		}
+		if (bsearch(&f, used, n, sizeof *used, pages_cmp64) != NULL ||
+		    pages_in_overflow(pg, f)) {
+			pages_problem(pg, "page %llu is in use and listed as "
+			    "free", (unsigned long long)f);
+			break;
+		}
+	}
+	free(used);
 }
 
 /* The newer sound meta page of the two; -1 when neither is. */
@@ -374,9 +527,9 @@ store_check_structure(const char *path, size_t budget,
 	pg.fd = open(data, O_RDONLY | O_CLOEXEC);
 	free(data);
 	if (pg.fd < 0)
-		return errno == ENOENT ? STORE_E_NOTSTORE : STORE_E_IO;
+		return errno == ENOENT ? STORE_E_NOTSTORE : store_map_err(errno);
 	if (fstat(pg.fd, &st) != 0) {
-		rc = STORE_E_IO;
+		rc = store_map_err(errno);
 		goto out;
 	}
 	/* meta page 1 is at the page size, which meta page 0 gives; when
@@ -406,20 +559,22 @@ store_check_structure(const char *path, size_t budget,
 		rc = STORE_E_NOMEM;
 		goto out;
 	}
-	pages_db(&pg, m[best] + PAGES_HDR + 24, 0, "the free-page database");
+	pages_db(&pg, m[best] + PAGES_HDR + 24, PAGES_FREEDB,
+	    "the free-page database");
 	pages_db(&pg, m[best] + PAGES_HDR + 72, 0, "the main database");
 	while (pg.qhead < pg.qtail && pg.budget > 0) {
 		pg.budget--;
 		pages_visit(&pg, pg.queue[pg.qhead], pg.depth[pg.qhead]);
 		pg.qhead++;
 	}
+	pages_accounting(&pg);
 	rc = pg.problems;
 out:
-	if (pg.ioerr != 0 && rc >= 0) {
-		rc = STORE_E_IO;
-		errno = pg.ioerr;
-	}
+	if (pg.ioerr != 0 && rc >= 0)
+		rc = store_map_err(pg.ioerr); /* ENOSPC, EIO, ENOMEM... */
 	free(pg.page);
+	free(pg.freev);
+	free(pg.ovv);
 	free(pg.queue);
 	free(pg.depth);
 	close(pg.fd);
