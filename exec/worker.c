@@ -1186,6 +1186,7 @@ worker_open_session(worker *w, char **cause)
 	/* 'w' and 'r' need the session, so the store, to exist */
 	so.create = w->opt.create;
 	so.readonly = ro;
+	so.check_pages = 1;  /* read-only too: LMDB would crash on a bad page */
 	so.sync = w->opt.sync;
 	so.defer_unlink = 1;
 	so.map_max = w->opt.map_max;

@@ -62,7 +62,7 @@ blob_bytes(store_txn *t, uint64_t *out)
 		return 0;
 	if (rc != 0)
 		return store_map_err(rc);
-	if (v.mv_size != 8)
+	if (v.mv_size != 8 || !store_val_ok(t, &v))
 		return STORE_E_CORRUPT;
 	*out = be64_get(v.mv_data);
 	return 0;
@@ -310,7 +310,7 @@ blob_drop(store_txn *t, const MDB_val *k)
 		return 0;
 	if (rc != 0)
 		return store_map_err(rc);
-	if (rv.mv_size != STORE_BLOB_NAME_SIZE + 8)
+	if (rv.mv_size != STORE_BLOB_NAME_SIZE + 8 || !store_val_ok(t, &rv))
 		return STORE_E_CORRUPT;
 	if ((rc = blob_list_add(&t->dropped, rv.mv_data)) != 0)
 		return rc;
@@ -519,32 +519,53 @@ blob_keep_map(store_txn *t, void *p, size_t n)
  * checked when check is set, and clear STORE_FLAG_BLOB.  Other records
  * are left as they are.  STORE_E_CORRUPT when the reference is malformed,
  * the file is missing or of the wrong size, or (check) its digest differs.
+ * why (may be NULL) says which, and fsize (may be NULL) the file's size:
+ * the file is opened once and everything after is read through that
+ * descriptor, so a file unlinked meanwhile by a newer commit is either
+ * missing (BLOB_WHY_MISSING, never a size or digest) or read whole.
  */
 int
-entry_resolve(store_txn *t, store_record *r, int check)
+blob_resolve(store_txn *t, store_record *r, int check, enum blob_why *why,
+             uint64_t *fsize)
 {
 	char fname[2 * STORE_BLOB_NAME_SIZE + 1];
 	uint8_t d[STORE_DIGEST_SIZE];
+	enum blob_why w = BLOB_WHY_NONE;
 	store_blob_ref ref;
 	XXH128_hash_t h;
 	struct stat st;
 	void *p = NULL;
 	int fd, rc;
 
+	if (fsize != NULL)
+		*fsize = 0;
+	if (why == NULL)
+		why = &w;
+	*why = BLOB_WHY_NONE;
 	if (!(r->flags & STORE_FLAG_BLOB))
 		return 0;
-	if ((rc = blob_ref_decode(r->payload, r->payload_len, &ref)) != 0)
+	if ((rc = blob_ref_decode(r->payload, r->payload_len, &ref)) != 0) {
+		*why = BLOB_WHY_REF;
 		return rc;
-	if (t->s->blobfd < 0)
+	}
+	if (t->s->blobfd < 0) {
+		*why = BLOB_WHY_MISSING;
 		return STORE_E_CORRUPT;
+	}
 	blob_fname(ref.name, fname);
-	if ((fd = openat(t->s->blobfd, fname, O_RDONLY | O_CLOEXEC)) < 0)
+	if ((fd = openat(t->s->blobfd, fname, O_RDONLY | O_CLOEXEC)) < 0) {
+		*why = errno == ENOENT ? BLOB_WHY_MISSING : BLOB_WHY_IO;
 		return errno == ENOENT ? STORE_E_CORRUPT : STORE_E_IO;
+	}
 	if (fstat(fd, &st) != 0) {
+		*why = BLOB_WHY_IO;
 		close(fd);
 		return STORE_E_IO;
 	}
+	if (fsize != NULL)
+		*fsize = (uint64_t)st.st_size;
 	if ((uint64_t)st.st_size != ref.size) {
+		*why = BLOB_WHY_SIZE;
 		close(fd);
 		return STORE_E_CORRUPT;
 	}
@@ -552,6 +573,7 @@ entry_resolve(store_txn *t, store_record *r, int check)
 		p = mmap(NULL, ref.size, PROT_READ, MAP_PRIVATE | MAP_POPULATE,
 		    fd, 0);
 		if (p == MAP_FAILED) {
+			*why = BLOB_WHY_IO;
 			close(fd);
 			return errno == ENOMEM ? STORE_E_NOMEM : STORE_E_IO;
 		}
@@ -565,13 +587,22 @@ entry_resolve(store_txn *t, store_record *r, int check)
 		h = XXH3_128bits(p, ref.size);
 		be64_put(d, h.high64);
 		be64_put(d + 8, h.low64);
-		if (memcmp(d, ref.digest, sizeof d) != 0)
+		if (memcmp(d, ref.digest, sizeof d) != 0) {
+			*why = BLOB_WHY_DIGEST;
 			return STORE_E_CORRUPT;
+		}
 	}
 	r->payload = p;
 	r->payload_len = ref.size;
 	r->flags &= (uint16_t)~STORE_FLAG_BLOB;
 	return 0;
+}
+
+/* Resolve a decoded record (store.h). */
+int
+entry_resolve(store_txn *t, store_record *r, int check)
+{
+	return blob_resolve(t, r, check, NULL, NULL);
 }
 
 /* Compare two blob names (for qsort and bsearch). */
@@ -605,7 +636,8 @@ blob_sweep(store_txn *t, size_t *removed)
 		return store_map_err(rc);
 	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
-		if (v.mv_size != STORE_BLOB_NAME_SIZE + 8)
+		if (v.mv_size != STORE_BLOB_NAME_SIZE + 8 ||
+		    !store_val_ok(t, &v))
 			continue; /* --check reports it */
 		if ((rc = blob_list_add(&names, v.mv_data)) != 0)
 			break;
@@ -702,6 +734,10 @@ blob_walk(store_txn *t,
 		int ok = v.mv_size == STORE_BLOB_NAME_SIZE + 8;
 
 		op = MDB_NEXT;
+		if (!store_val_ok(t, &k) || !store_val_ok(t, &v)) {
+			rc = STORE_E_CORRUPT;
+			goto out;
+		}
 		entry_key_parse_any(k.mv_data, k.mv_size, &sk);
 		sk.value_len = 0;
 		rc = fn(k.mv_size >= STORE_ID_SIZE ? k.mv_data : NULL, &sk,

@@ -221,6 +221,8 @@ entry_blob_scan(store_txn *t, struct blob_scan *bs, const MDB_val *k)
 		bs->nlen = 0;
 	else if (rc != 0)
 		return store_map_err(rc);
+	else if (!store_val_ok(t, &rk))
+		return STORE_E_CORRUPT;
 	else if (rk.mv_size == k->mv_size &&
 	    memcmp(rk.mv_data, k->mv_data, k->mv_size) == 0) {
 		if ((rc = blob_drop(t, k)) != 0)
@@ -271,6 +273,10 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
 		return store_map_err(rc);
 	}
 	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	if (rc == 0 && !store_val_ok(t, &k)) {
+		rc = STORE_E_CORRUPT;
+		goto out;
+	}
 	if (rc == 0 && k.mv_size <= sizeof last) {
 		memcpy(last, k.mv_data, k.mv_size);
 		last_len = k.mv_size;
@@ -316,12 +322,17 @@ entry_value(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
 {
 	uint8_t kbuf[ENTRY_KEY_MAX];
 	MDB_val k;
+	int rc;
 
 	k.mv_size = entry_key_make(kbuf, sid, kind, name, name_len, handle);
 	if (k.mv_size == 0)
 		return STORE_E_INVAL;
 	k.mv_data = kbuf;
-	return store_map_err(mdb_get(t->txn, t->s->entries, &k, v));
+	if ((rc = mdb_get(t->txn, t->s->entries, &k, v)) != 0)
+		return store_map_err(rc);
+	/* a damaged page can give a length past the end of the file: every
+	 * reader of the value (record_decode's digest) would then fault */
+	return store_val_ok(t, v) ? 0 : STORE_E_CORRUPT;
 }
 
 /* Fetch one entry and decode it, its digest checked or not.  Checked, a
@@ -438,6 +449,10 @@ entry_list(store_txn *t, const uint8_t *sid, uint8_t kind,
 	k.mv_size = plen;
 	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
+		if (!store_val_ok(t, &k) || !store_val_ok(t, &v)) {
+			rc = STORE_E_CORRUPT;
+			goto out;
+		}
 		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
 			break;
 		if (entry_key_parse(k.mv_data, k.mv_size, &sk) != 0)
@@ -468,6 +483,10 @@ entry_walk(store_txn *t,
 		return store_map_err(rc);
 	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
+		if (!store_val_ok(t, &k) || !store_val_ok(t, &v)) {
+			rc = STORE_E_CORRUPT;
+			goto out;
+		}
 		entry_key_parse_any(k.mv_data, k.mv_size, &sk);
 		sk.value_len = entry_value_len(&v);
 		rc = fn(k.mv_size >= STORE_ID_SIZE ? k.mv_data : NULL, &sk,

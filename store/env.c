@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "store-int.h"
@@ -25,6 +26,7 @@ static int env_setcause(char **cause, const char *fmt, ...)
 static int env_open_refs(store *s, MDB_txn *txn, char **cause);
 static int env_open_dbis(store *s, char **cause);
 static int env_check_meta(store *s, char **cause);
+static int env_check_pages(store *s, char **cause);
 static int env_grow(store *s);
 static int env_sweep(store_txn *t, void *arg);
 static void env_resize_lock_init(pthread_rwlock_t *l);
@@ -95,6 +97,9 @@ store_strerror(int rc)
 		return "session has ended";
 	case STORE_E_BUSY:
 		return "session is in use by another process";
+	case STORE_E_DAMAGED:
+		return "store is damaged (its pages fail the structural check): "
+		    "not written; run pyshelf-dump --check";
 	default:
 		return mdb_strerror(rc);
 	}
@@ -185,7 +190,7 @@ store_open(store **out, const char *path, const store_options *opt,
 	struct stat st;
 	char *data = NULL;
 	unsigned flags = MDB_NOTLS;
-	int rc;
+	int rc, existed;
 
 	if (cause != NULL)
 		*cause = NULL;
@@ -205,6 +210,7 @@ store_open(store **out, const char *path, const store_options *opt,
 	s->blobfd = -1;
 	env_resize_lock_init(&s->resize);
 	pthread_mutex_init(&s->unsynced_lock, NULL);
+	pthread_mutex_init(&s->map_lock, NULL);
 	if ((s->path = strdup(path)) == NULL) {
 		rc = STORE_E_NOMEM;
 		goto free_s;
@@ -231,6 +237,9 @@ store_open(store **out, const char *path, const store_options *opt,
 		rc = STORE_E_NOMEM;
 		goto free_s;
 	}
+	/* a store that exists is checked before it is written (below); a
+	 * new one has nothing to check */
+	existed = stat(data, &st) == 0 && st.st_size > 0;
 	if (stat(data, &st) != 0 && (s->opt.readonly || !s->opt.create)) {
 		rc = STORE_E_NOTSTORE;
 		env_setcause(cause, "%s: no pyshelf store here (no data.mdb)", path);
@@ -254,6 +263,13 @@ store_open(store **out, const char *path, const store_options *opt,
 	 * open, and they pin every page freed since, so the file would only
 	 * grow. */
 	mdb_reader_check(s->env, NULL);
+	/* LMDB trusts its pages, and a write transaction on a damaged one
+	 * writes out of bounds: look at them before any write.  (Read-only
+	 * opens go on unless check_pages: pyshelf-dump reads what it can, in
+	 * a child, and says what is damaged.) */
+	if ((!s->opt.readonly || s->opt.check_pages) && existed &&
+	    (rc = env_check_pages(s, cause)) != 0)
+		goto close_env;
 	if ((rc = env_open_dbis(s, cause)) != 0)
 		goto close_env;
 	if ((rc = env_check_meta(s, cause)) != 0)
@@ -282,9 +298,67 @@ free_data:
 free_s:
 	pthread_rwlock_destroy(&s->resize);
 	pthread_mutex_destroy(&s->unsynced_lock);
+	pthread_mutex_destroy(&s->map_lock);
 	free(s->path);
 	free(s);
 	return rc;
+}
+
+/* The first problem the structural check finds, for the refusal. */
+static void
+env_first_problem(const char *problem, void *arg)
+{
+	char *first = arg;
+
+	if (first[0] == '\0')
+		snprintf(first, 256, "%s", problem);
+}
+
+/*
+ * Refuse to write to a store whose pages fail the quick check.  Other
+ * processes may be committing meanwhile: the check runs inside a read
+ * transaction, which keeps the pages of its snapshot and of every newer
+ * one from being reused under it, and a problem is only believed when a
+ * second look, in a new transaction, finds one too (a meta page read
+ * while another process rewrites it).
+ */
+static int
+env_check_pages(store *s, char **cause)
+{
+	char first[256] = "";
+	MDB_txn *txn = NULL;
+	int n = 0, pass, rc;
+
+	for (pass = 0; pass < 2; pass++) {
+		rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+		if (rc == MDB_MAP_RESIZED) {
+			mdb_env_set_mapsize(s->env, 0);
+			rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+		}
+		if (rc != 0)
+			txn = NULL;  /* checked all the same */
+		first[0] = '\0';
+		n = store_check_structure(s->path, STORE_CHECK_BUDGET,
+		    env_first_problem, first);
+		if (txn != NULL)
+			mdb_txn_abort(txn);
+		if (n <= 0)
+			break;
+	}
+	if (n == 0)
+		return 0;
+	if (n < 0) {
+		env_setcause(cause, "%s: checking data.mdb: %s", s->path,
+		    store_strerror(n));
+		return n;
+	}
+	env_setcause(cause, "%s: the store is damaged (%s%s); it is not "
+	    "opened for writing, so that nothing makes it worse: run "
+	    "pyshelf-dump --check --db %s to see the damage, and "
+	    "pyshelf-dump --salvage OUT --db %s to copy what is intact into "
+	    "a new store", s->path, first, n > 1 ? ", and more" : "",
+	    s->path, s->path);
+	return STORE_E_DAMAGED;
 }
 
 /*
@@ -494,6 +568,7 @@ store_close(store *s)
 		close(s->blobfd);
 	pthread_rwlock_destroy(&s->resize);
 	pthread_mutex_destroy(&s->unsynced_lock);
+	pthread_mutex_destroy(&s->map_lock);
 	free(s->unsynced.v);
 	free(s->path);
 	free(s);
@@ -581,6 +656,91 @@ store_meta(store *s, uint32_t *format, uint64_t *created_ms)
 	if (created_ms != NULL)
 		*created_ms = mr.created;
 	return rc;
+}
+
+/*
+ * The address LMDB mapped data.mdb at, for a map of mapsize bytes: LMDB
+ * does not say (me_mapaddr is only set for MDB_FIXEDMAP), so it is looked
+ * up in /proc/self/maps by the file's device and inode, once per mapping
+ * (the map moves only when it grows).  0 when it cannot be found.
+ */
+static uintptr_t
+env_map_base(store *s, size_t mapsize, const struct stat *st)
+{
+	unsigned long lo, hi, off, ino;
+	unsigned maj, mnr;
+	uintptr_t base = 0;
+	char line[512];
+	FILE *f;
+
+	pthread_mutex_lock(&s->map_lock);
+	/* found, or looked for in vain, for this mapping: not again */
+	if (s->map_base_size == mapsize) {
+		base = s->map_base;
+		goto out;
+	}
+	if ((f = fopen("/proc/self/maps", "re")) == NULL)
+		goto out;
+	while (fgets(line, sizeof line, f) != NULL) {
+		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off,
+		    &maj, &mnr, &ino) != 6)
+			continue;
+		if (off == 0 && ino == (unsigned long)st->st_ino &&
+		    maj == major(st->st_dev) && mnr == minor(st->st_dev) &&
+		    hi - lo == mapsize) {
+			base = (uintptr_t)lo;
+			break;
+		}
+	}
+	fclose(f);
+	s->map_base = base;
+	s->map_base_size = mapsize;
+out:
+	pthread_mutex_unlock(&s->map_lock);
+	return base;
+}
+
+/* Find t's bounds for store_val_ok: the map's address and size, and the
+ * data file's size now (the snapshot's pages are all in it: LMDB never
+ * shrinks the file, and a commit writes its pages before its meta). */
+static void
+env_txn_bounds(store_txn *t)
+{
+	MDB_envinfo info;
+	struct stat st;
+	mdb_filehandle_t fd;
+	uintptr_t base;
+	size_t fsize;
+
+	t->bounds_known = 1;
+	t->map_lo = t->map_end = t->file_end = 0;
+	if (mdb_env_info(t->s->env, &info) != 0 ||
+	    mdb_env_get_fd(t->s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
+	    (base = env_map_base(t->s, info.me_mapsize, &st)) == 0)
+		return;       /* unknown: nothing is refused */
+	fsize = st.st_size > 0 ? (size_t)st.st_size : 0;
+	t->map_lo = base;
+	t->map_end = base + info.me_mapsize;
+	t->file_end = base + (fsize < info.me_mapsize ? fsize :
+	    info.me_mapsize);
+}
+
+/* Does v lie where it can be read?  (store-int.h) */
+int
+store_val_ok(store_txn *t, const MDB_val *v)
+{
+	uintptr_t p = (uintptr_t)v->mv_data;
+
+	if (!t->bounds_known)
+		env_txn_bounds(t);
+	if (v->mv_size == 0 || t->map_lo == 0)
+		return 1;
+	if (p < t->map_lo || p >= t->map_end)
+		/* a write transaction's dirty pages are on the heap, where
+		 * there is nothing to check against; a read transaction's
+		 * bytes are all in the map */
+		return !t->readonly && p != 0;
+	return p < t->file_end && v->mv_size <= t->file_end - p;
 }
 
 /* Begin an LMDB transaction, following another process's map growth. */

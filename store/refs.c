@@ -146,6 +146,10 @@ refs_list(store_txn *t, const uint8_t *sid, const store_key *target,
 		return store_map_err(rc);
 	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
 		op = MDB_NEXT_DUP;
+		if (!store_val_ok(t, &v)) {
+			rc = STORE_E_CORRUPT;
+			goto out;
+		}
 		if ((rc = refs_val_parse(v.mv_data, v.mv_size, &rk)) != 0)
 			goto out;
 		if ((rc = fn(&rk, arg)) != 0)

@@ -54,6 +54,9 @@ struct store {
 	store_options opt;        /* as opened, defaults filled in */
 	pthread_rwlock_t resize;  /* held shared by transactions, exclusively
 	                             while the map grows */
+	pthread_mutex_t map_lock; /* guards map_base */
+	uintptr_t map_base;       /* where data.mdb is mapped (0: not known) */
+	size_t map_base_size;     /* for a map of this size */
 };
 
 /* A running transaction. */
@@ -69,6 +72,10 @@ struct store_txn {
 	int nogrow;               /* a full disk: growing the map is no
 	                             help */
 	int64_t blob_delta;       /* bytes of files written less dropped */
+	/* store_val_ok's bounds, found at its first call: the map, and
+	 * the part of it the data file backs (past EOF a read is SIGBUS) */
+	int bounds_known;
+	uintptr_t map_lo, map_end, file_end;
 };
 
 /* Size of the session record's fixed part. */
@@ -88,6 +95,11 @@ struct store_txn {
 
 /* env.c */
 int store_map_err(int mdb_rc);
+/* 1 when the bytes v points at lie in the part of the map the data file
+ * backs (or, in a write transaction, in a page LMDB copied out of it), 0
+ * when a damaged page gave a pointer or length that runs past it: then
+ * STORE_E_CORRUPT, and the bytes must not be read. */
+int store_val_ok(store_txn *t, const MDB_val *v);
 
 /* session.c */
 /* The expiry-index key of a session into k (EXPIRY_KEY_SIZE bytes): time 0
@@ -114,6 +126,17 @@ int blob_precommit(store_txn *t);
 void blob_txn_end(store_txn *t, int committed);
 int blob_sync(store *s);
 int blob_sweep(store_txn *t, size_t *removed);
+/* What blob_resolve found wrong with a blob record's file. */
+enum blob_why {
+	BLOB_WHY_NONE = 0,
+	BLOB_WHY_REF,       /* the reference is malformed */
+	BLOB_WHY_MISSING,   /* no such file (ENOENT at its open) */
+	BLOB_WHY_SIZE,      /* *fsize bytes, not the reference's size */
+	BLOB_WHY_DIGEST,    /* its bytes do not match the digest */
+	BLOB_WHY_IO         /* the file system refused (errno kept) */
+};
+int blob_resolve(store_txn *t, store_record *r, int check,
+                 enum blob_why *why, uint64_t *fsize);
 
 /* util.c */
 void be64_put(uint8_t *p, uint64_t v);

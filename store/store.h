@@ -43,6 +43,8 @@
 #define STORE_E_DEAD       (-40012) /* the session has ended */
 #define STORE_E_BUSY       (-40013) /* another process holds the session's
                                        lock (session_lock) */
+#define STORE_E_DAMAGED    (-40014) /* the store's pages fail the
+                                       structural check: not written */
 
 /* Entry kinds, the byte after the session id in an entry key. */
 #define STORE_KIND_GLOBAL 'g' /* key is the global's UTF-8 name */
@@ -102,6 +104,9 @@ typedef struct store_options {
 	size_t map_initial;  /* first map size in bytes (0: 64 MiB) */
 	size_t map_max;      /* largest map it may grow to (0: 1 TiB) */
 	int readonly;        /* open read-only (admin tools) */
+	int check_pages;     /* a read-only open checks the pages too, as a
+	                        writable one always does (a program that
+	                        serves what it reads: pyshelfd --read-only) */
 	int create;          /* create the directory when missing */
 	enum store_sync sync;/* commit durability */
 	size_t blob_min;     /* payloads of at least this many bytes go to
@@ -209,6 +214,20 @@ int store_open(store **out, const char *path, const store_options *opt,
                char **cause);
 /* Close; no transaction may be running. */
 void store_close(store *s);
+/*
+ * The quick structural check of the store at path (data.mdb read with
+ * pread, never mapped: safe on any damage): the meta pages, then up to
+ * budget pages breadth first from the databases' roots (docs/STORAGE.md,
+ * "Open checks").  fn (may be NULL) gets a sentence per problem.  Returns
+ * the number of problems (0: sound as far as it looked), or STORE_E_NOTSTORE
+ * (no data.mdb), STORE_E_IO, STORE_E_NOMEM.  A writable store_open runs it
+ * with STORE_CHECK_BUDGET and refuses a store that fails it
+ * (STORE_E_DAMAGED).
+ */
+#define STORE_CHECK_BUDGET 256
+int store_check_structure(const char *path, size_t budget,
+                          void (*fn)(const char *problem, void *arg),
+                          void *arg);
 /* Static English text for a code (STORE_E_* or MDB_*). */
 const char *store_strerror(int rc);
 /* Flush committed data to disk (for STORE_SYNC_INTERVAL/NEVER). */

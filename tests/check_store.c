@@ -4951,6 +4951,161 @@ START_TEST(test_session_lock)
 }
 END_TEST
 
+/* --- damaged pages (issue 14) ------------------------------------------ */
+
+/* Read the whole of data.mdb into a malloc'd buffer. */
+static uint8_t *
+damage_read(size_t *n)
+{
+	char path[PATH_MAX + 32];
+	struct stat st;
+	uint8_t *p;
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/data.mdb", db_dir);
+	ck_assert_int_eq(stat(path, &st), 0);
+	*n = (size_t)st.st_size;
+	ck_assert_ptr_nonnull(p = malloc(*n));
+	ck_assert_ptr_nonnull(f = fopen(path, "rb"));
+	ck_assert_uint_eq(fread(p, 1, *n, f), *n);
+	fclose(f);
+	return p;
+}
+
+static void
+damage_write(const uint8_t *p, size_t n)
+{
+	char path[PATH_MAX + 32];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/data.mdb", db_dir);
+	ck_assert_ptr_nonnull(f = fopen(path, "r+b"));
+	ck_assert_uint_eq(fwrite(p, 1, n, f), n);
+	fclose(f);
+}
+
+static int
+cb_walk_visit(const uint8_t *sid, const store_key *k, const uint8_t *val,
+              size_t len, void *arg)
+{
+	store_record r;
+
+	(void)sid;
+	(void)k;
+	(void)arg;
+	return record_decode(val, len, &r) == 0 ? 0 : 1;
+}
+
+static int
+cb_walk_count(store_txn *t, void *a)
+{
+	(void)a;
+	return entry_walk(t, cb_walk_visit, NULL);
+}
+
+/* A leaf node whose value length runs past the end of the file (every
+ * copy of it: pages copied on write keep stale ones): a read-only open
+ * reads the other entries and gets STORE_E_CORRUPT for this one (once
+ * SIGBUS in record_digest); the structural check names it; a writable
+ * open refuses the store and writes nothing. */
+START_TEST(test_value_past_the_file)
+{
+	store_options ro = {0};
+	store_session ss;
+	uint8_t key[STORE_ID_SIZE + 2], *raw, *again, *out;
+	char *cause = NULL;
+	size_t n, n2, i, hits = 0, len;
+	int rc;
+
+	open_S(NULL);
+	mk_session(S, "s", 0, 1, &ss);
+	ck_assert_int_eq(put_one(S, ss.id, STORE_KIND_GLOBAL, "a", 0, "A", 1), 0);
+	ck_assert_int_eq(put_one(S, ss.id, STORE_KIND_GLOBAL, "n", 0,
+	    "value of n", 10), 0);
+	close_S();
+	raw = damage_read(&n);
+	memcpy(key, ss.id, STORE_ID_SIZE);
+	key[STORE_ID_SIZE] = STORE_KIND_GLOBAL;
+	key[STORE_ID_SIZE + 1] = 'n';
+	for (i = 8; i + sizeof key <= n; i++)
+		if (memcmp(raw + i, key, sizeof key) == 0 &&
+		    raw[i - 2] == sizeof key && raw[i - 1] == 0) {
+			/* mn_lo, mn_hi: a data size of 0x7ff0ffff */
+			memcpy(raw + i - 8, "\xff\xff\xf0\x7f", 4);
+			hits++;
+		}
+	ck_assert_uint_gt(hits, 0);
+	damage_write(raw, n);
+
+	ro.readonly = 1;
+	rc = store_open(&S, db_dir, &ro, NULL);
+	ck_assert_int_eq(rc, 0);
+	rc = get_one(S, ss.id, STORE_KIND_GLOBAL, "n", 0, &out, &len);
+	ck_assert_int_eq(rc, STORE_E_CORRUPT);
+	rc = get_one(S, ss.id, STORE_KIND_GLOBAL, "a", 0, &out, &len);
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(len, 1);
+	free(out);
+	ck_assert_int_eq(store_read(S, cb_walk_count, NULL), STORE_E_CORRUPT);
+	close_S();
+
+	ck_assert_int_gt(store_check_structure(db_dir, STORE_CHECK_BUDGET,
+	    NULL, NULL), 0);
+	rc = store_open(&S, db_dir, &(store_options){0}, &cause);
+	ck_assert_int_eq(rc, STORE_E_DAMAGED);
+	ck_assert_ptr_null(S);
+	ck_assert_ptr_nonnull(cause);
+	ck_assert_ptr_nonnull(strstr(cause, "pyshelf-dump --check"));
+	ck_assert_ptr_nonnull(strstr(store_strerror(rc), "damaged"));
+	free(cause);
+	again = damage_read(&n2);
+	ck_assert(n2 == n && memcmp(raw, again, n) == 0);   /* not written */
+	free(again);
+	free(raw);
+}
+END_TEST
+
+/* A sound store passes the structural check, whatever its size; a
+ * damaged meta page or page header does not. */
+START_TEST(test_structure_check)
+{
+	store_session ss;
+	uint8_t *raw;
+	size_t n;
+	char name[32];
+	int i;
+
+	open_S(NULL);
+	mk_session(S, "s", 0, 1, &ss);
+	for (i = 0; i < 3000; i++) {
+		snprintf(name, sizeof name, "g%05d", i);
+		ck_assert_int_eq(put_one(S, ss.id, STORE_KIND_GLOBAL, name, 0,
+		    name, strlen(name)), 0);
+	}
+	close_S();
+	ck_assert_int_eq(store_check_structure(db_dir, STORE_CHECK_BUDGET,
+	    NULL, NULL), 0);
+	ck_assert_int_eq(store_check_structure(db_dir, 1u << 20, NULL, NULL),
+	    0);
+	open_S(NULL);                  /* a sound store opens for writing */
+	close_S();
+	raw = damage_read(&n);
+	for (i = 2; (size_t)i < n / 4096; i++)
+		raw[(size_t)i * 4096 + 10] ^= 0x40;  /* every page's flags */
+	damage_write(raw, n);
+	ck_assert_int_gt(store_check_structure(db_dir, 1u << 20, NULL, NULL),
+	    0);
+	for (i = 2; (size_t)i < n / 4096; i++)
+		raw[(size_t)i * 4096 + 10] ^= 0x40;
+	raw[16] ^= 0xff;               /* meta page 0's magic */
+	raw[4096 + 16] ^= 0xff;        /* and meta page 1's */
+	damage_write(raw, n);
+	ck_assert_int_gt(store_check_structure(db_dir, STORE_CHECK_BUDGET,
+	    NULL, NULL), 0);
+	free(raw);
+}
+END_TEST
+
 /* --- suite ----------------------------------------------------------------- */
 
 /* A tcase of fixture setup (store open or just a directory), with the
@@ -5042,6 +5197,11 @@ store_suite(void)
 	tcase_add_test(tc, test_blob_deferred_unlink);
 	tcase_add_test(tc, test_blob_superseded);
 	tcase_add_test(tc, test_blob_format1_store);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_new("Damage", 0);
+	tcase_add_test(tc, test_value_past_the_file);
+	tcase_add_test(tc, test_structure_check);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_new("Procs", 0);

@@ -44,6 +44,21 @@ struct check {
 	uint64_t orphans;         /* orphan entries of sid */
 };
 
+/* Keep the parent's copy of the counters (dump_progress) up to date. */
+static void
+check_mirror(const struct check *c)
+{
+	if (dump_prog == NULL)
+		return;
+	dump_prog->check = 1;
+	dump_prog->problems = c->problems;
+	dump_prog->sessions = c->sessions;
+	dump_prog->entries = c->entries;
+	dump_prog->bytes = c->bytes;
+	dump_prog->blobs = c->blobs;
+	dump_prog->changed = c->changed;
+}
+
 static void check_problem(struct check *c, const uint8_t *sid,
                           const char *sname, const store_key *k,
                           const char *what, const char *fmt, ...)
@@ -60,6 +75,7 @@ check_problem(struct check *c, const uint8_t *sid, const char *sname,
 	va_list ap;
 
 	c->problems++;
+	check_mirror(c);
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
@@ -81,6 +97,7 @@ check_problem(struct check *c, const uint8_t *sid, const char *sname,
 		}
 		dump_json_cstr(d, "message", msg);
 		dump_json_row_end(d);
+		fflush(d->out);
 		return;
 	}
 	fprintf(d->out, "DAMAGE [%s]", what);
@@ -93,17 +110,74 @@ check_problem(struct check *c, const uint8_t *sid, const char *sname,
 		fprintf(d->out, ", %s %s", k->kind == STORE_KIND_HANDLE ?
 		    "handle" : "global", dump_out_key(kb, sizeof kb, k));
 	fprintf(d->out, ": %s\n", msg);
+	fflush(d->out);
+}
+
+/*
+ * After a page error LMDB marks the whole transaction as failed, and every
+ * later read in it fails too (MDB_BAD_TXN): the next walk starts in a new
+ * snapshot, so that each database is checked whatever happened to the one
+ * before it.
+ */
+static void
+check_renew(struct check *c)
+{
+	MDB_txn *n;
+
+	if (mdb_txn_begin(c->t->s->env, NULL, MDB_RDONLY, &n) != 0)
+		return;
+	mdb_txn_abort(c->t->txn);
+	c->t->txn = n;
 }
 
 /* Open a cursor on one of the store's databases. */
 static int
-check_cursor(struct check *c, MDB_dbi dbi, MDB_cursor **cur)
+check_cursor(struct check *c, MDB_dbi dbi, const char *db, MDB_cursor **cur)
 {
 	int rc = mdb_cursor_open(c->t->txn, dbi, cur);
 
-	if (rc != 0)
-		dump_warn("opening a cursor: %s", mdb_strerror(rc));
+	dump_progress_db(db);
+	if (rc != 0) {
+		check_problem(c, NULL, NULL, NULL, "walk", "the %s database "
+		    "cannot be read: %s", db, mdb_strerror(rc));
+		check_renew(c);
+	}
 	return rc;
+}
+
+/*
+ * A walk that stopped on an error: damage, reported with where it
+ * stopped; the checks after it still run and the summary is printed.
+ * Returns 0, or DUMP_EXIT_INTERRUPTED.
+ */
+static int
+check_walk_end(struct check *c, const char *db, int rc)
+{
+	char where[STORE_KEY_MAX * 4 + 64];
+
+	if (dump_interrupted)
+		return DUMP_EXIT_INTERRUPTED;
+	if (rc == 0 || rc == MDB_NOTFOUND || rc == STORE_E_NOTFOUND)
+		return 0;
+	/* LMDB fails a transaction at a damaged page, sometimes inside a
+	 * call that does not return the error: the next call then says
+	 * only MDB_BAD_TXN (STORE_E_LMDB) */
+	check_problem(c, NULL, NULL, NULL, "walk", "reading the %s database "
+	    "failed %s: %s", db, dump_progress_where(where, sizeof where),
+	    rc == STORE_E_LMDB || rc == MDB_BAD_TXN ? "LMDB gave up on a "
+	    "damaged page on the way" : rc <= -40000 ? store_strerror(rc) :
+	    mdb_strerror(rc));
+	check_renew(c);
+	return 0;
+}
+
+/* A key or value of a walk that runs past the end of the file. */
+static int
+check_val(struct check *c, const MDB_val *k, const MDB_val *v)
+{
+	if (store_val_ok(c->t, k) && (v == NULL || store_val_ok(c->t, v)))
+		return 1;
+	return 0;
 }
 
 /* One session record: parses, known state, in the name index, and its
@@ -161,19 +235,22 @@ check_sessions(struct check *c)
 	MDB_val k, v;
 	int rc, op = MDB_FIRST;
 
-	if ((rc = check_cursor(c, c->t->s->sessions, &cur)) != 0)
-		return DUMP_EXIT_ERROR;
+	if (check_cursor(c, c->t->s->sessions, "sessions", &cur) != 0)
+		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
 		if (dump_interrupted)
 			break;
+		if (!check_val(c, &k, &v)) {
+			rc = STORE_E_CORRUPT;
+			break;
+		}
+		dump_progress_key(k.mv_data, k.mv_size);
 		c->sessions++;
 		check_session_record(c, &k);
 	}
 	mdb_cursor_close(cur);
-	if (dump_interrupted)
-		return DUMP_EXIT_INTERRUPTED;
-	return rc == MDB_NOTFOUND ? 0 : DUMP_EXIT_ERROR;
+	return check_walk_end(c, "sessions", rc);
 }
 
 /* The name index: each name leads to a live session of that name. */
@@ -186,11 +263,16 @@ check_names(struct check *c)
 	MDB_val k, v;
 	int rc, op = MDB_FIRST;
 
-	if ((rc = check_cursor(c, c->t->s->names, &cur)) != 0)
-		return DUMP_EXIT_ERROR;
+	if (check_cursor(c, c->t->s->names, "names", &cur) != 0)
+		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 &&
 	    !dump_interrupted) {
 		op = MDB_NEXT;
+		if (!check_val(c, &k, &v)) {
+			rc = STORE_E_CORRUPT;
+			break;
+		}
+		dump_progress_key(k.mv_data, k.mv_size);
 		dump_out_text(name, sizeof name, k.mv_data, k.mv_size);
 		if (v.mv_size != STORE_ID_SIZE) {
 			check_problem(c, NULL, name, NULL, "name_index",
@@ -211,9 +293,7 @@ check_names(struct check *c)
 			    ss.name);
 	}
 	mdb_cursor_close(cur);
-	if (dump_interrupted)
-		return DUMP_EXIT_INTERRUPTED;
-	return rc == MDB_NOTFOUND ? 0 : DUMP_EXIT_ERROR;
+	return check_walk_end(c, "names", rc);
 }
 
 /* One expiry key: well formed, of an existing session, the one its lease
@@ -263,17 +343,20 @@ check_expiry(struct check *c)
 	MDB_val k, v;
 	int rc, op = MDB_FIRST;
 
-	if ((rc = check_cursor(c, c->t->s->expiry, &cur)) != 0)
-		return DUMP_EXIT_ERROR;
+	if (check_cursor(c, c->t->s->expiry, "expiry", &cur) != 0)
+		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 &&
 	    !dump_interrupted) {
 		op = MDB_NEXT;
+		if (!check_val(c, &k, &v)) {
+			rc = STORE_E_CORRUPT;
+			break;
+		}
+		dump_progress_key(k.mv_data, k.mv_size);
 		check_expiry_key_one(c, &k);
 	}
 	mdb_cursor_close(cur);
-	if (dump_interrupted)
-		return DUMP_EXIT_INTERRUPTED;
-	return rc == MDB_NOTFOUND ? 0 : DUMP_EXIT_ERROR;
+	return check_walk_end(c, "expiry", rc);
 }
 
 /* The references index (the refs database, when the store has one): every
@@ -292,11 +375,16 @@ check_refs_index(struct check *c)
 
 	if (!c->t->s->has_refs)
 		return 0;
-	if ((rc = check_cursor(c, c->t->s->refs, &cur)) != 0)
-		return DUMP_EXIT_ERROR;
+	if (check_cursor(c, c->t->s->refs, "refs", &cur) != 0)
+		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 &&
 	    !dump_interrupted) {
 		op = MDB_NEXT;
+		if (!check_val(c, &k, &v)) {
+			rc = STORE_E_CORRUPT;
+			break;
+		}
+		dump_progress_key(k.mv_data, k.mv_size);
 		p = k.mv_data;
 		if (entry_key_parse(p, k.mv_size, &tk) != 0) {
 			check_problem(c, NULL, NULL, NULL, "refs_index",
@@ -324,9 +412,7 @@ check_refs_index(struct check *c)
 			    "no entry", v.mv_size);
 	}
 	mdb_cursor_close(cur);
-	if (dump_interrupted)
-		return DUMP_EXIT_INTERRUPTED;
-	return rc == MDB_NOTFOUND ? 0 : DUMP_EXIT_ERROR;
+	return check_walk_end(c, "refs", rc);
 }
 
 /* --- entries ----------------------------------------------------------------- */
@@ -581,8 +667,16 @@ check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
 
 	if (dump_interrupted)
 		return DUMP_EXIT_INTERRUPTED;
+	if (sid != NULL && k->kind != 0) {
+		uint8_t kb[ENTRY_KEY_MAX];
+		size_t kl = entry_key_make(kb, sid, k->kind, k->name,
+		    k->name_len, k->handle);
+		if (kl > 0)
+			dump_progress_key(kb, kl);
+	}
 	c->entries++;
 	c->bytes += len;
+	check_mirror(c);
 	if ((c->entries & 0x3fff) == 0)
 		dump_out_progress(c->d, "checked entries:", c->entries, c->total,
 		    0);
@@ -671,8 +765,12 @@ check_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
 		    "a blob file is noted for an entry that does not exist");
 		return 0;
 	}
-	if (rc != 0)
-		return rc;
+	if (rc != 0) {
+		check_problem(c, sid, NULL, k, "blob_row", "the entry a blob "
+		    "file is noted for cannot be read back: %s",
+		    store_strerror(rc));
+		return 0;
+	}
 	if (record_decode_nocheck(val, len, &r) != 0)
 		return 0; /* the entry walk reports it */
 	if (!(r.flags & STORE_FLAG_BLOB) ||
@@ -683,6 +781,38 @@ check_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
 		    "the blob index names a file the entry's record does "
 		    "not");
 	return 0;
+}
+
+/* store_check_structure callback: one problem. */
+static void
+check_structure_problem(const char *problem, void *arg)
+{
+	struct check *c = arg;
+
+	check_problem(c, NULL, NULL, NULL, "structure", "data.mdb: %s",
+	    problem);
+}
+
+/* The pages, as a writable open checks them (with no budget): a store
+ * pyshelfd refuses to write is never called sound.  Run inside the
+ * check's snapshot, whose read transaction keeps a writer beside it from
+ * reusing the pages the check reads. */
+static void
+check_structure(struct check *c)
+{
+	int rc;
+
+	dump_progress_db("pages");
+	/* a first look that only counts, then one that reports: beside a
+	 * writer a meta page can be read while it is rewritten (the pages
+	 * themselves are kept by this snapshot, when there is one) */
+	rc = store_check_structure(c->d->o->db, 1u << 20, NULL, NULL);
+	if (rc > 0)
+		rc = store_check_structure(c->d->o->db, 1u << 20,
+		    check_structure_problem, c);
+	if (rc < 0)
+		check_problem(c, NULL, NULL, NULL, "structure", "data.mdb "
+		    "cannot be read: %s", store_strerror(rc));
 }
 
 /* The final row: what was checked and the verdict. */
@@ -709,7 +839,7 @@ check_summary(struct check *c, int interrupted, uint64_t ms)
 	if (d->o->quiet && c->problems == 0 && !interrupted)
 		return;
 	fprintf(d->out, "%s: %" PRIu64 " sessions, %" PRIu64 " entries (%s) "
-	    "checked in %.2fs: ", store_path(d->s), c->sessions, c->entries,
+	    "checked in %.2fs: ", d->s != NULL ? store_path(d->s) : d->o->db, c->sessions, c->entries,
 	    dump_out_size(sz, sizeof sz, c->bytes), (double)ms / 1000);
 	if (interrupted)
 		fprintf(d->out, "INTERRUPTED, %" PRIu64 " problems so far\n",
@@ -725,37 +855,90 @@ check_summary(struct check *c, int interrupted, uint64_t ms)
 		    c->changed, c->changed == 1 ? "y was" : "ies were");
 }
 
+/*
+ * In the parent, after the child running --check died of a signal:
+ * report the crash as damage, where the walk was (dump_progress), and the
+ * summary with the child's counts.  Returns the exit status.
+ */
+int
+dump_check_crashed(struct dump *d, const char *what)
+{
+	char where[STORE_KEY_MAX * 4 + 64];
+	struct check c;
+
+	memset(&c, 0, sizeof c);
+	c.d = d;
+	if (dump_prog != NULL && dump_prog->check) {
+		c.problems = dump_prog->problems;
+		c.sessions = dump_prog->sessions;
+		c.entries = dump_prog->entries;
+		c.bytes = dump_prog->bytes;
+		c.blobs = dump_prog->blobs;
+		c.changed = dump_prog->changed;
+	}
+	if (d->o->json && (dump_prog == NULL || !dump_prog->check))
+		dump_json_header(d, "check");
+	if (dump_prog == NULL || strcmp(dump_prog->db, "open") == 0) {
+		/* the child died opening the store, before its own
+		 * structural check: run it here (it only preads) */
+		check_structure(&c);
+		check_problem(&c, NULL, NULL, NULL, "crash", "opening the "
+		    "store crashed the reader (%s): a damaged meta or root "
+		    "page", what);
+	} else
+		check_problem(&c, NULL, NULL, NULL, "crash", "reading the %s "
+		    "database %s crashed the reader (%s): a damaged page",
+		    dump_prog->db, dump_progress_where(where, sizeof where),
+		    what);
+	check_summary(&c, 0, 0);
+	return DUMP_EXIT_DAMAGE;
+}
+
 /* pyshelf-dump --check. */
 int
 dump_check_run(struct dump *d, store_txn *t)
 {
 	struct check c;
 	uint64_t t0 = store_now_ms();
+	MDB_txn *st_txn;
 	MDB_stat st;
 	int rc;
 
 	memset(&c, 0, sizeof c);
 	c.d = d;
 	c.t = t;
-	if (mdb_stat(t->txn, t->s->entries, &st) == 0)
-		c.total = st.ms_entries;
+	/* the count for the progress line, in a transaction of its own: on
+	 * a damaged root mdb_stat fails the transaction and returns 0 */
+	if (mdb_txn_begin(t->s->env, NULL, MDB_RDONLY, &st_txn) == 0) {
+		if (mdb_stat(st_txn, t->s->entries, &st) == 0)
+			c.total = st.ms_entries;
+		mdb_txn_abort(st_txn);
+	}
 	if (d->o->json)
 		dump_json_header(d, "check");
+	/* the pages first: a store whose pages are damaged is not sound
+	 * even where a walk happens to pass, and pyshelfd refuses to write
+	 * to it (store_check_structure) */
+	check_structure(&c);
+	/* a walk that fails is reported and the next one runs: each walk
+	 * returns 0 or DUMP_EXIT_INTERRUPTED */
 	if ((rc = check_sessions(&c)) == 0 && (rc = check_names(&c)) == 0 &&
 	    (rc = check_expiry(&c)) == 0 && (rc = check_refs_index(&c)) == 0) {
+		dump_progress_db("entries");
 		rc = entry_walk(t, check_entry, &c);
 		if (rc == 0 && c.have_sid)
 			check_enter_session(&c, c.sid); /* flush orphan count */
-		if (rc == 0)
+		if (rc < 0)
+			rc = check_walk_end(&c, "entries", rc);
+		if (rc == 0) {
+			dump_progress_db("blobs");
 			rc = blob_walk(t, check_blob_row, &c);
+			if (rc < 0)
+				rc = check_walk_end(&c, "blobs", rc);
+		}
 	}
 	dump_out_progress(d, "", 0, 0, 1);
-	if (rc < 0) {
-		dump_warn("reading the store: %s", store_strerror(rc));
-		rc = DUMP_EXIT_ERROR;
-	}
-	if (rc == DUMP_EXIT_ERROR)
-		return rc;
+	check_mirror(&c);
 	check_summary(&c, rc == DUMP_EXIT_INTERRUPTED, store_now_ms() - t0);
 	if (rc != 0)
 		return rc;

@@ -401,9 +401,10 @@ const char *
 dump_entry_blob(store_txn *t, store_record *r, char *path, size_t pathcap,
                 char *why, size_t whycap, int *missing)
 {
-	char hex[2 * STORE_BLOB_NAME_SIZE + 1], *full = NULL;
+	char hex[2 * STORE_BLOB_NAME_SIZE + 1];
 	store_blob_ref ref;
-	struct stat st;
+	enum blob_why bw;
+	uint64_t fsize;
 	int rc;
 
 	snprintf(path, pathcap, "?");
@@ -416,33 +417,33 @@ dump_entry_blob(store_txn *t, store_record *r, char *path, size_t pathcap,
 	}
 	store_hex(ref.name, STORE_BLOB_NAME_SIZE, hex);
 	snprintf(path, pathcap, "blobs/%s", hex);
-	if (asprintf(&full, "%s/%s", store_path(t->s), path) < 0) {
-		snprintf(why, whycap, "out of memory");
-		return why;
-	}
-	rc = stat(full, &st);
-	free(full);
-	if (rc != 0 && errno == ENOENT && missing != NULL)
-		*missing = 1;
-	if (rc != 0) {
+	/* one open, then the descriptor: a file a newer commit unlinks
+	 * between two steps would otherwise be taken for a damaged one */
+	rc = blob_resolve(t, r, 1, &bw, &fsize);
+	if (rc == 0)
+		return NULL;
+	switch (bw) {
+	case BLOB_WHY_MISSING:
+		if (missing != NULL)
+			*missing = 1;
 		snprintf(why, whycap, "its blob file %s: %s", path,
-		    strerror(errno));
-		return why;
+		    strerror(ENOENT));
+		break;
+	case BLOB_WHY_SIZE:
+		snprintf(why, whycap, "its blob file %s is %" PRIu64 " bytes, "
+		    "not %" PRIu64 " (damaged)", path, fsize, ref.size);
+		break;
+	case BLOB_WHY_DIGEST:
+		snprintf(why, whycap, "its blob file %s does not match its "
+		    "digest: the file changed after it was written (damaged)",
+		    path);
+		break;
+	default:
+		snprintf(why, whycap, "reading its blob file %s: %s", path,
+		    rc == STORE_E_IO ? strerror(errno) : store_strerror(rc));
+		break;
 	}
-	if ((uint64_t)st.st_size != ref.size) {
-		snprintf(why, whycap, "its blob file %s is %jd bytes, not "
-		    "%" PRIu64 " (damaged)", path, (intmax_t)st.st_size,
-		    ref.size);
-		return why;
-	}
-	if ((rc = entry_resolve(t, r, 1)) != 0) {
-		snprintf(why, whycap, rc == STORE_E_CORRUPT ? "its blob file %s "
-		    "does not match its digest: the file changed after it "
-		    "was written (damaged)" : "reading its blob file %s: %s",
-		    path, store_strerror(rc));
-		return why;
-	}
-	return NULL;
+	return why;
 }
 
 /* pyshelf-dump SESSION KEY. */

@@ -383,6 +383,9 @@ dump_list_sessions(struct dump *d, store_txn *t)
 
 	memset(&rows, 0, sizeof rows);
 	rc = session_list(t, dump_list_collect_session, &rows);
+	if (rc < 0)
+		dump_warn("listing sessions: %s (the store is damaged: run "
+		    "pyshelf-dump --check)", store_strerror(rc));
 	for (i = 0; rc == 0 && i < rows.n; i++) {
 		if (dump_interrupted)
 			rc = DUMP_EXIT_INTERRUPTED;
@@ -396,7 +399,8 @@ dump_list_sessions(struct dump *d, store_txn *t)
 		free(rows.v);
 		if (rows.nomem)
 			dump_warn("out of memory");
-		return rc > 0 ? rc : DUMP_EXIT_ERROR;
+		return rc > 0 ? rc : rc == STORE_E_CORRUPT ||
+		    rc == STORE_E_LMDB ? DUMP_EXIT_DAMAGE : DUMP_EXIT_ERROR;
 	}
 	qsort(rows.v, rows.n, sizeof *rows.v, d->o->sort == DUMP_SORT_SIZE ?
 	    dump_list_cmp_srow_size : d->o->sort == DUMP_SORT_TIME ?
@@ -526,8 +530,10 @@ dump_list_fill_erow(struct dump_erows *er, const store_key *k,
 	}
 	row->size = k->value_len;
 	if ((rc = dump_entry_fetch(er->t, er->ss->id, k, &val, &len)) != 0) {
+		/* the row must still have a type: the table and the JSON
+		 * print it */
 		row->problem = "cannot be read back";
-		return 0;
+		return (row->type = strdup("?")) == NULL ? -1 : 0;
 	}
 	if (record_decode(val, len, &r) != 0) {
 		row->problem = "damaged: digest mismatch";
@@ -572,6 +578,13 @@ dump_list_collect_entry(const store_key *k, void *arg)
 	}
 	if (er->v[er->n].problem != NULL)
 		er->d->damaged++;
+	{
+		uint8_t kb[ENTRY_KEY_MAX];
+		size_t kl = entry_key_make(kb, er->ss->id, k->kind, k->name,
+		    k->name_len, k->handle);
+		if (kl > 0)
+			dump_progress_key(kb, kl);
+	}
 	er->n++;
 	if ((er->n & 0xfff) == 0)
 		dump_out_progress(er->d, "read entries:", er->n, 0, 0);
@@ -719,6 +732,7 @@ dump_list_entries(struct dump *d, store_txn *t, const store_session *ss)
 	size_t i, shown;
 	int rc;
 
+	dump_progress_db("entries");
 	rc = entry_list(t, ss->id, 0, dump_list_collect_entry, &er);
 	dump_out_progress(d, "", 0, 0, 1);
 	if (rc != 0 || er.rc != 0) {

@@ -118,6 +118,8 @@ dump_out_width(const char *s)
 {
 	int w = 0;
 
+	if (s == NULL)          /* printed as "?" by dump_out_pad */
+		return 1;
 	for (; *s != '\0'; s++)
 		if (((uint8_t)*s & 0xc0) != 0x80)
 			w++;
@@ -130,7 +132,7 @@ dump_out_pad(FILE *f, const char *s, int width)
 {
 	int w = dump_out_width(s);
 
-	fputs(s, f);
+	fputs(s != NULL ? s : "?", f);
 	while (w++ < width)
 		fputc(' ', f);
 }
@@ -387,7 +389,7 @@ dump_json_header(struct dump *d, const char *view)
 	dump_json_row(d, "dump");
 	dump_json_u64(d, "dump_format", DUMP_FORMAT);
 	dump_json_cstr(d, "view", view);
-	dump_json_cstr(d, "path", store_path(d->s));
+	dump_json_cstr(d, "path", d->s != NULL ? store_path(d->s) : d->o->db);
 	dump_json_u64(d, "store_format", d->format);
 	dump_json_u64(d, "time_ms", d->now_ms);
 	dump_json_row_end(d);

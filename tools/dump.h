@@ -39,6 +39,7 @@ struct dump_opts {
 	const char *key;          /* KEY argument, or NULL */
 	int json;                 /* --json */
 	int check;                /* --check */
+	const char *salvage;      /* --salvage OUT, or NULL */
 	int unpickle;             /* --unpickle (runs the pickle's code) */
 	int quiet;                /* --quiet: no progress, problems only */
 	enum dump_sort sort;      /* --sort */
@@ -72,6 +73,27 @@ struct dump {
 
 /* Set by the SIGINT handler; loops check it. */
 extern volatile sig_atomic_t dump_interrupted;
+
+/*
+ * How far the run got, in memory shared with the parent: LMDB does not
+ * verify its pages, and a damaged one can make it read anywhere, so the
+ * store is read in a child process (pyshelf-dump.c), and when the child
+ * dies of a signal the parent reports the crash as damage, with the
+ * database and the last key the walk reached, and for --check the counts.
+ */
+struct dump_progress {
+	char db[16];                /* database being read ("open": opening
+	                               the store) */
+	uint64_t n;                 /* its records passed */
+	uint8_t key[ENTRY_KEY_MAX]; /* the last key passed in it */
+	size_t key_len;
+	int check;                  /* --check's counters below are set */
+	uint64_t problems, sessions, entries, bytes, blobs, changed;
+};
+extern struct dump_progress *dump_prog;
+void dump_progress_db(const char *db);
+void dump_progress_key(const void *key, size_t len);
+char *dump_progress_where(char *buf, size_t cap);
 
 /* pyshelf-dump.c */
 void dump_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -149,6 +171,10 @@ const char *dump_entry_layout_why(const uint8_t *p, size_t n, char *buf,
 
 /* dump-check.c */
 int dump_check_run(struct dump *d, store_txn *t);
+int dump_check_crashed(struct dump *d, const char *what);
+
+/* dump-salvage.c */
+int dump_salvage_run(struct dump *d, store_txn *t);
 
 /* dump-unpickle.c */
 int dump_unpickle_run(struct dump *d);

@@ -14,12 +14,15 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dump.h"
 
 volatile sig_atomic_t dump_interrupted;
+struct dump_progress *dump_prog;
 
 static void usage(FILE *f);
 
@@ -35,6 +38,64 @@ dump_warn(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+/* The walk enters database db. */
+void
+dump_progress_db(const char *db)
+{
+	if (dump_prog == NULL)
+		return;
+	snprintf(dump_prog->db, sizeof dump_prog->db, "%s", db);
+	dump_prog->n = 0;
+	dump_prog->key_len = 0;
+}
+
+/* The walk passed key (of the current database). */
+void
+dump_progress_key(const void *key, size_t len)
+{
+	if (dump_prog == NULL)
+		return;
+	if (len > sizeof dump_prog->key)
+		len = sizeof dump_prog->key;
+	memcpy(dump_prog->key, key, len);
+	dump_prog->key_len = len;
+	dump_prog->n++;
+}
+
+/* "after N records (the last key ...)", or "at its first record". */
+char *
+dump_progress_where(char *buf, size_t cap)
+{
+	char kb[STORE_KEY_MAX * 4 + 16];
+	store_key k;
+
+	if (dump_prog == NULL || dump_prog->n == 0) {
+		snprintf(buf, cap, "at its first record");
+		return buf;
+	}
+	if (strcmp(dump_prog->db, "entries") == 0 ||
+	    strcmp(dump_prog->db, "blobs") == 0 ||
+	    strcmp(dump_prog->db, "refs") == 0) {
+		char idhex[2 * STORE_ID_SIZE + 1];
+		entry_key_parse_any(dump_prog->key, dump_prog->key_len, &k);
+		if (k.kind != 0) {
+			store_hex(dump_prog->key, STORE_ID_SIZE, idhex);
+			snprintf(buf, cap, "after %llu records (the last: "
+			    "session id %s, %s %s)",
+			    (unsigned long long)dump_prog->n, idhex,
+			    k.kind == STORE_KIND_HANDLE ? "handle" : "global",
+			    dump_out_key(kb, sizeof kb, &k));
+			return buf;
+		}
+	}
+	memset(&k, 0, sizeof k);
+	k.name = (const char *)dump_prog->key;
+	k.name_len = dump_prog->key_len;
+	snprintf(buf, cap, "after %llu records (the last key: %s)",
+	    (unsigned long long)dump_prog->n, dump_out_key(kb, sizeof kb, &k));
+	return buf;
 }
 
 /* SIGINT, SIGTERM, SIGHUP and SIGPIPE: stop at the next loop iteration. */
@@ -59,6 +120,7 @@ usage(FILE *f)
 "    pyshelf-dump [--db DIR] [--json] [--sort ORDER] [--top N] SESSION\n"
 "    pyshelf-dump [--db DIR] [--json] [--unpickle] SESSION KEY\n"
 "    pyshelf-dump [--db DIR] [--json] [--quiet] --check\n"
+"    pyshelf-dump [--db DIR] --salvage OUT\n"
 "    pyshelf-dump --help | --version\n"
 "\n"
 "DESCRIPTION\n"
@@ -113,6 +175,14 @@ usage(FILE *f)
 "                    JSON FIELDS\n"
 "    --check         verify the whole store (see CHECKS), print each problem\n"
 "                    with its session and key, exit 1 when damaged\n"
+"    --salvage OUT   copy what is intact into a new store at OUT (a new or\n"
+"                    empty directory): every session whose record parses,\n"
+"                    with its record, and every entry of it that reads back\n"
+"                    and verifies, with its references and blob file.  Each\n"
+"                    thing that could not be saved is a line \"NOT SAVED\n"
+"                    ...\"; exit 0 when everything was saved, 1 when\n"
+"                    something was not.  Run pyshelfd on OUT afterwards\n"
+"                    (keep the damaged store until you have looked at it)\n"
 "    --unpickle      UNSAFE.  With SESSION KEY, also show repr() of the\n"
 "                    value.  Unpickling RUNS CODE chosen by whoever wrote the\n"
 "                    pickle (functions and classes that shipped code defined\n"
@@ -166,6 +236,16 @@ usage(FILE *f)
 "                    entry) is an entry key of an existing session and a\n"
 "                    referrer's key; a stale row (one whose referrer no\n"
 "                    longer refers) is a hint the backend drops, not damage\n"
+"    structure       data.mdb's pages, as pyshelfd checks them before it\n"
+"                    writes: meta pages, page numbers, flags, free-space\n"
+"                    bounds, nodes inside their page, page numbers inside\n"
+"                    the file (pyshelfd refuses to write to a store that\n"
+"                    fails this)\n"
+"    walk            a database could be walked to its end (LMDB gave no\n"
+"                    error, no value ran past the file)\n"
+"    crash           reading a damaged page crashed the reader: the store\n"
+"                    is read in a child process, and its crash is reported\n"
+"                    with the database and the last key it reached\n"
 "\n");
 	fprintf(f,
 "JSON FIELDS\n"
@@ -206,7 +286,8 @@ usage(FILE *f)
 	fprintf(f,
 "EXIT STATUS\n"
 "    0    done; with --check: the store is sound\n"
-"    1    damage found (by --check, or a damaged record met by a view)\n"
+"    1    damage found (by --check, or a damaged record met by a view;\n"
+"         with --salvage: something could not be saved)\n"
 "    2    bad usage; no store, not a pyshelf store, a newer store format;\n"
 "         no such session or entry; another error\n"
 "    130  interrupted (SIGINT; 128 + the signal for SIGTERM, SIGHUP)\n"
@@ -219,6 +300,8 @@ usage(FILE *f)
 "    pyshelf-dump --db /srv/pyshelf work '#12'       handle 12\n"
 "    pyshelf-dump --db /srv/pyshelf --unpickle work model   (UNSAFE) its value\n"
 "    pyshelf-dump --db /srv/pyshelf --check -q || echo 'store damaged'\n"
+"    pyshelf-dump --db /srv/pyshelf --salvage /srv/pyshelf-saved\n"
+"                                                    copy what is intact\n"
 "    pyshelf-dump --json | jq -r 'select(.row == \"session\") | .name'\n"
 "\n"
 "NOTES\n"
@@ -267,6 +350,7 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 		{"db", required_argument, NULL, 'd'},
 		{"json", no_argument, NULL, 'j'},
 		{"check", no_argument, NULL, 'c'},
+		{"salvage", required_argument, NULL, 'S'},
 		{"unpickle", no_argument, NULL, 'u'},
 		{"sort", required_argument, NULL, 's'},
 		{"top", required_argument, NULL, 't'},
@@ -285,6 +369,7 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 		case 'd': o->db = optarg; break;
 		case 'j': o->json = 1; break;
 		case 'c': o->check = 1; break;
+		case 'S': o->salvage = optarg; break;
 		case 'u': o->unpickle = 1; break;
 		case 'q': o->quiet = 1; break;
 		case 's':
@@ -332,6 +417,10 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 	if (o->check && o->session != NULL)
 		return dump_usage_error("--check verifies the whole store and "
 		    "takes no SESSION");
+	if (o->salvage != NULL && (o->session != NULL || o->check ||
+	    o->json || o->unpickle))
+		return dump_usage_error("--salvage OUT copies the whole store "
+		    "and takes no SESSION, --check, --json or --unpickle");
 	if (o->unpickle && o->key == NULL)
 		return dump_usage_error("--unpickle shows one entry: give "
 		    "SESSION KEY");
@@ -381,6 +470,8 @@ dump_snapshot(store_txn *t, void *arg)
 
 	if (d->o->check)
 		return dump_check_run(d, t);
+	if (d->o->salvage != NULL)
+		return dump_salvage_run(d, t);
 	if (d->o->session == NULL)
 		return dump_list_sessions(d, t);
 	if ((rc = dump_list_find_session(d, t, d->o->session, &ss)) != 0)
@@ -421,33 +512,26 @@ dump_exit_status(int rc)
 	return rc;
 }
 
-int
-main(int argc, char **argv)
+/* Open the store and run the chosen view (in the child). */
+static int
+dump_run(struct dump_opts *o)
 {
-	struct dump_opts o;
 	struct dump d;
 	store_options so;
-	char *cause = NULL, *def = NULL;
+	char *cause = NULL;
 	int rc;
 
-	memset(&o, 0, sizeof o);
-	if ((rc = dump_parse_args(argc, argv, &o)) != 0)
-		return rc < 0 ? DUMP_EXIT_OK : rc;
-	if (o.db == NULL && (o.db = def = store_default_path()) == NULL) {
-		dump_warn("out of memory");
-		return DUMP_EXIT_ERROR;
-	}
-	dump_signals();
 	memset(&d, 0, sizeof d);
-	d.o = &o;
+	d.o = o;
 	d.out = stdout;
-	d.progress = !o.quiet && isatty(STDERR_FILENO);
+	d.progress = !o->quiet && isatty(STDERR_FILENO);
 	memset(&so, 0, sizeof so);
 	so.readonly = 1;
-	if ((rc = store_open(&d.s, o.db, &so, &cause)) != 0) {
-		dump_open_error(o.db, rc, cause);
+	dump_progress_db("open");
+	if ((rc = store_open(&d.s, o->db, &so, &cause)) != 0) {
+		dump_open_error(o->db, rc, cause);
 		rc = DUMP_EXIT_ERROR;
-		goto free_def;
+		goto free_cause;
 	}
 	if ((d.pd = pickledis_new()) == NULL) {
 		dump_warn("out of memory");
@@ -458,8 +542,8 @@ main(int argc, char **argv)
 	d.now_ms = store_now_ms();
 	rc = store_read(d.s, dump_snapshot, &d);
 	if (rc < 0) {
-		dump_warn("reading %s: %s", o.db, store_strerror(rc));
-		rc = DUMP_EXIT_ERROR;
+		dump_warn("reading %s: %s", o->db, store_strerror(rc));
+		rc = rc == STORE_E_CORRUPT ? DUMP_EXIT_DAMAGE : DUMP_EXIT_ERROR;
 	}
 	pickledis_free(d.pd);
 close_store:
@@ -470,12 +554,110 @@ close_store:
 			rc = urc;
 	}
 	free(d.payload);
-free_def:
+free_cause:
 	free(cause);
-	free(def);
 	if (fflush(stdout) != 0 && dump_interrupted == 0) {
 		dump_warn("writing the output: %s", strerror(errno));
 		rc = DUMP_EXIT_ERROR;
 	}
 	return dump_exit_status(rc);
+}
+
+/*
+ * Run dump_run in a child and wait for it.  LMDB does not verify its
+ * pages: a damaged one can send a read anywhere.  A child that dies of a
+ * signal is reported here as damage, with the database and the last key
+ * it reached (dump_progress, in memory shared with the child).  The store
+ * is opened in the child only (never use an environment across fork).
+ */
+static int
+dump_guarded(struct dump_opts *o)
+{
+	struct dump d;
+	char what[64];
+	pid_t pid;
+	int st;
+
+	dump_prog = mmap(NULL, sizeof *dump_prog, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (dump_prog == MAP_FAILED) {
+		dump_prog = NULL;
+		return dump_run(o);
+	}
+	memset(dump_prog, 0, sizeof *dump_prog);
+	fflush(stdout);
+	fflush(stderr);
+	if ((pid = fork()) < 0) {
+		dump_warn("fork: %s", strerror(errno));
+		return DUMP_EXIT_ERROR;
+	}
+	if (pid == 0) {
+		/* a fault on a damaged page ends the child by its signal,
+		 * which the parent reports as damage: the default action,
+		 * even where a sanitizer installed a handler of its own
+		 * (which would print a report and exit 1) */
+		signal(SIGSEGV, SIG_DFL);
+		signal(SIGBUS, SIG_DFL);
+		/* problem lines reach the output even when a later read
+		 * kills the child */
+		if (o->check || o->salvage != NULL)
+			setvbuf(stdout, NULL, _IOLBF, 0);
+		_exit(dump_run(o));
+	}
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR) {
+			dump_warn("waitpid: %s", strerror(errno));
+			return DUMP_EXIT_ERROR;
+		}
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	if (!WIFSIGNALED(st))
+		return DUMP_EXIT_ERROR;
+	if (dump_interrupted != 0 && (WTERMSIG(st) == SIGINT ||
+	    WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGHUP ||
+	    WTERMSIG(st) == SIGPIPE))
+		return dump_exit_status(DUMP_EXIT_ERROR);
+	snprintf(what, sizeof what, "%s", strsignal(WTERMSIG(st)));
+	memset(&d, 0, sizeof d);
+	d.o = o;
+	d.out = stdout;
+	if (o->check)
+		return dump_check_crashed(&d, what);
+	{
+		char where[STORE_KEY_MAX * 4 + 64];
+		if (strcmp(dump_prog->db, "open") == 0)
+			dump_warn("the store is damaged: opening it crashed "
+			    "(%s); run pyshelf-dump --check --db %s", what,
+			    o->db);
+		else
+			dump_warn("the store is damaged: reading it crashed "
+			    "(%s) in the %s database %s; run pyshelf-dump "
+			    "--check --db %s", what, dump_prog->db,
+			    dump_progress_where(where, sizeof where), o->db);
+	}
+	return DUMP_EXIT_DAMAGE;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct dump_opts o;
+	char *def = NULL;
+	int rc;
+
+	memset(&o, 0, sizeof o);
+	if ((rc = dump_parse_args(argc, argv, &o)) != 0)
+		return rc < 0 ? DUMP_EXIT_OK : rc;
+	if (o.db == NULL && (o.db = def = store_default_path()) == NULL) {
+		dump_warn("out of memory");
+		return DUMP_EXIT_ERROR;
+	}
+	dump_signals();
+	rc = dump_guarded(&o);
+	if (fflush(stdout) != 0 && dump_interrupted == 0) {
+		dump_warn("writing the output: %s", strerror(errno));
+		rc = DUMP_EXIT_ERROR;
+	}
+	free(def);
+	return rc;
 }
