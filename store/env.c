@@ -241,8 +241,16 @@ store_open(store **out, const char *path, const store_options *opt,
 	 * new one has nothing to check */
 	existed = stat(data, &st) == 0 && st.st_size > 0;
 	if (stat(data, &st) != 0 && (s->opt.readonly || !s->opt.create)) {
-		rc = STORE_E_NOTSTORE;
-		env_setcause(cause, "%s: no pyshelf store here (no data.mdb)", path);
+		if (errno == EACCES) {
+			/* there may well be a store: we may not look */
+			rc = STORE_E_READONLY;
+			env_setcause(cause, "%s: permission denied (this user "
+			    "may not read the store's directory)", path);
+		} else {
+			rc = STORE_E_NOTSTORE;
+			env_setcause(cause, "%s: no pyshelf store here (no "
+			    "data.mdb)", path);
+		}
 		goto free_data;
 	}
 

@@ -451,8 +451,12 @@ dump_open_error(const char *db, int rc, const char *cause)
 		dump_warn("%s", cause != NULL ? cause : store_strerror(rc));
 		break;
 	case STORE_E_READONLY:
-		dump_warn("%s: permission denied (reading a store needs write "
-		    "access to its lock.mdb)", cause != NULL ? cause : db);
+		if (cause != NULL && strstr(cause, "permission denied") != NULL)
+			dump_warn("%s", cause);  /* the store said which */
+		else
+			dump_warn("%s: permission denied (reading a store needs "
+			    "read access to its data.mdb and write access to its "
+			    "lock.mdb)", cause != NULL ? cause : db);
 		break;
 	default:
 		dump_warn("cannot open the store: %s", cause != NULL ? cause :

@@ -6,8 +6,7 @@ these tests depend only on the two programs.  Damage is made on purpose
 afterwards: a flipped byte in data.mdb, entries and index keys changed with
 py-lmdb (python3-lmdb).
 
-Paths: $PYSHELF_DUMP and $PYSHELFD (set by `make check`), else the build
-tree in /work/build.  Run by hand:
+Paths: $PYSHELF_DUMP and $PYSHELFD (set by `make check`).  Run by hand:
 
     PYSHELF_DUMP=$BUILD/pyshelf-dump PYSHELFD=$BUILD/pyshelfd \\
         /usr/bin/python3 -m pytest tests/integration/test_dump.py
@@ -23,8 +22,8 @@ import time
 
 import pytest
 
-DUMP = os.environ.get("PYSHELF_DUMP") or "/work/build/pyshelf-dump"
-PYSHELFD = os.environ.get("PYSHELFD") or "/work/build/pyshelfd"
+DUMP = os.environ["PYSHELF_DUMP"]     # make check sets both
+PYSHELFD = os.environ["PYSHELFD"]
 
 pytestmark = pytest.mark.skipif(
     not (os.access(DUMP, os.X_OK) and os.access(PYSHELFD, os.X_OK)),
@@ -382,7 +381,7 @@ def test_check_corrupt_record(made, tmp_path):
 
 
 def _lmdb(db):
-    lmdb = pytest.importorskip("lmdb")
+    import lmdb  # python3-lmdb (tools/install-deps.sh): never skipped
     return lmdb.open(str(db), max_dbs=8)
 
 
@@ -530,7 +529,7 @@ def test_not_a_store(tmp_path):
     r = dump(db=tmp_path, check=2)
     assert "no pyshelf store here" in r.stderr
     assert os.listdir(tmp_path) == []
-    lmdb = pytest.importorskip("lmdb")
+    import lmdb  # python3-lmdb (tools/install-deps.sh): never skipped
     env = lmdb.open(str(tmp_path / "foreign"))
     with env.begin(write=True) as t:
         t.put(b"k", b"v")
@@ -628,3 +627,32 @@ def test_no_tombstones_no_section(made):
     assert "tombstones" not in r.stdout and "ended " not in r.stdout
     assert rows(dump("--json", db=made["db"], check=0).stdout,
                 "store")[0]["tombstones"] == 0
+
+
+def test_permission_denied_is_said(tmp_path):
+    """A store this user may not read is "permission denied", not "no
+    pyshelf store here" (issue 14): a store directory that another user
+    may not enter, in a directory that user may enter; and one under a
+    directory that user may not enter."""
+    import tempfile
+    import pyshelf
+    top = tempfile.mkdtemp(prefix="pyshelf-perm-")
+    try:
+        os.chmod(top, 0o755)
+        for db in (os.path.join(top, "db"), str(tmp_path / "db")):
+            ws = pyshelf.spawn(db=db, session="s", backend=PYSHELFD)
+            ws["x"] = 1
+            ws.close()
+            os.chmod(db, 0)
+            try:
+                r = subprocess.run(["setpriv", "--reuid=nobody",
+                                    "--regid=nogroup", "--clear-groups",
+                                    DUMP, "--db", db], capture_output=True,
+                                   text=True, timeout=120)
+            finally:
+                os.chmod(db, 0o700)
+            assert r.returncode == 2, r
+            assert "permission denied" in r.stderr.lower(), r.stderr
+            assert "no pyshelf store here" not in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(top)
