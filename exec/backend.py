@@ -1838,27 +1838,33 @@ def _keystr(key):
         ("handle %d" % k)
 
 
+def _scan_code(cache, code, scan):
+    """What scan(c, found) adds to the set found for code and for every
+    code object nested in it (functions, classes, comprehensions defined
+    there), as a frozenset.  Cached in cache by identity (a code object's
+    hash walks all of it), at most 4,096 of them."""
+    hit = cache.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    found, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        scan(c, found)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    found = frozenset(found)
+    if len(cache) > 4096:
+        cache.clear()
+    cache[id(code)] = (code, found)
+    return found
+
+
 _NAMES = {}   # id(code) -> (code, the names it and its nested code use)
 
 
 def _code_names(code):
     """The names (co_names) that code and the code objects nested in it
-    (functions, classes, comprehensions defined there) use: globals,
-    attributes and imports alike.  Cached by identity, as
-    _deleted_globals is."""
-    hit = _NAMES.get(id(code))
-    if hit is not None and hit[0] is code:
-        return hit[1]
-    names, todo = set(), [code]
-    while todo:
-        c = todo.pop()
-        names.update(c.co_names)
-        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-    names = frozenset(names)
-    if len(_NAMES) > 4096:
-        _NAMES.clear()
-    _NAMES[id(code)] = (code, names)
-    return names
+    use: globals, attributes and imports alike."""
+    return _scan_code(_NAMES, code, lambda c, found: found.update(c.co_names))
 
 
 def _codes_of(obj, ns):
@@ -1964,25 +1970,16 @@ _DELETE_GLOBAL = bytes([__import__("opcode").opmap["DELETE_GLOBAL"]])
 
 def _deleted_globals(code):
     """The globals that code (or a function or class defined in it)
-    deletes with a `global x; del x`.  Cached by identity: a code object's
-    hash walks all of it."""
-    hit = _DELETED.get(id(code))
-    if hit is not None and hit[0] is code:
-        return hit[1]
-    found, todo = set(), [code]
-    while todo:
-        c = todo.pop()
-        # opcodes are the even bytes: dis only for code that has the one
-        if _DELETE_GLOBAL in c.co_code[::2]:
-            import dis
-            found.update(i.argval for i in dis.get_instructions(c)
-                         if i.opname == "DELETE_GLOBAL")
-        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-    names = tuple(found)
-    if len(_DELETED) > 4096:
-        _DELETED.clear()
-    _DELETED[id(code)] = (code, names)
-    return names
+    deletes with a `global x; del x`."""
+    return _scan_code(_DELETED, code, _scan_deletes)
+
+
+def _scan_deletes(c, found):
+    # opcodes are the even bytes: dis only for code that has the one
+    if _DELETE_GLOBAL in c.co_code[::2]:
+        import dis
+        found.update(i.argval for i in dis.get_instructions(c)
+                     if i.opname == "DELETE_GLOBAL")
 
 
 def _load_deleted_globals(code):
@@ -2010,26 +2007,17 @@ _DUNDER_STORES = {}   # id(code) -> (code, the __x__ names it binds)
 
 def _dunder_stores(code):
     """The __x__ globals that code (or a function or class defined in it)
-    binds with STORE_NAME/STORE_GLOBAL, but the module machinery's own.
-    Cached by identity; dis only for code that names a dunder at all."""
-    hit = _DUNDER_STORES.get(id(code))
-    if hit is not None and hit[0] is code:
-        return hit[1]
-    found, todo = set(), [code]
-    while todo:
-        c = todo.pop()
-        if any(_dunder(n) and n not in _MODULE_DUNDERS for n in c.co_names):
-            import dis
-            found.update(i.argval for i in dis.get_instructions(c)
-                         if i.opname in ("STORE_NAME", "STORE_GLOBAL") and
-                         _dunder(i.argval) and
-                         i.argval not in _MODULE_DUNDERS)
-        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
-    names = tuple(found)
-    if len(_DUNDER_STORES) > 4096:
-        _DUNDER_STORES.clear()
-    _DUNDER_STORES[id(code)] = (code, names)
-    return names
+    binds with STORE_NAME/STORE_GLOBAL, but the module machinery's own."""
+    return _scan_code(_DUNDER_STORES, code, _scan_dunder_stores)
+
+
+def _scan_dunder_stores(c, found):
+    # dis only for code that names a dunder at all
+    if any(_dunder(n) and n not in _MODULE_DUNDERS for n in c.co_names):
+        import dis
+        found.update(i.argval for i in dis.get_instructions(c)
+                     if i.opname in ("STORE_NAME", "STORE_GLOBAL") and
+                     _dunder(i.argval) and i.argval not in _MODULE_DUNDERS)
 
 
 def _note_dunder_globals(code):
