@@ -417,8 +417,10 @@ pages_accounting(struct pages *pg)
 		}
 	if ((used = malloc((n > 0 ? n : 1) * sizeof *used)) == NULL)
 		return;
-	memcpy(used, pg->queue, n * sizeof *used);
-	qsort(used, n, sizeof *used, pages_cmp64);
+	if (n > 0) {   /* the queue is NULL when no page was reached */
+		memcpy(used, pg->queue, n * sizeof *used);
+		qsort(used, n, sizeof *used, pages_cmp64);
+	}
 	for (i = 0; i < n; i++) {
 		if (i > 0 && used[i] == used[i - 1]) {
 			pages_problem(pg, "page %llu is in the tree twice",

@@ -318,7 +318,8 @@ dump_list_tombs(struct dump *d, store_txn *t, size_t *count)
 		return DUMP_EXIT_ERROR;
 	}
 	*count = rows.n;
-	qsort(rows.v, rows.n, sizeof *rows.v, dump_list_cmp_tomb);
+	if (rows.n > 1)   /* rows.v is NULL when there are none */
+		qsort(rows.v, rows.n, sizeof *rows.v, dump_list_cmp_tomb);
 	for (i = 0; i < rows.n; i++) {
 		const store_tomb *tb = &rows.v[i];
 		store_hex(tb->id, STORE_ID_SIZE, idhex);
@@ -402,9 +403,11 @@ dump_list_sessions(struct dump *d, store_txn *t)
 		return rc > 0 ? rc : rc == STORE_E_CORRUPT ||
 		    rc == STORE_E_LMDB ? DUMP_EXIT_DAMAGE : DUMP_EXIT_ERROR;
 	}
-	qsort(rows.v, rows.n, sizeof *rows.v, d->o->sort == DUMP_SORT_SIZE ?
-	    dump_list_cmp_srow_size : d->o->sort == DUMP_SORT_TIME ?
-	    dump_list_cmp_srow_time : dump_list_cmp_srow_name);
+	if (rows.n > 1)
+		qsort(rows.v, rows.n, sizeof *rows.v,
+		    d->o->sort == DUMP_SORT_SIZE ? dump_list_cmp_srow_size :
+		    d->o->sort == DUMP_SORT_TIME ? dump_list_cmp_srow_time :
+		    dump_list_cmp_srow_name);
 	shown = d->o->top > 0 && d->o->top < rows.n ? (size_t)d->o->top :
 	    rows.n;
 	if (d->o->json) {
@@ -743,7 +746,9 @@ dump_list_entries(struct dump *d, store_txn *t, const store_session *ss)
 		dump_list_free_erows(&er);
 		return er.rc != 0 ? er.rc : DUMP_EXIT_ERROR;
 	}
-	if (d->o->sort == DUMP_SORT_SIZE)
+	if (er.n < 2)
+		;   /* nothing to sort (er.v may be NULL) */
+	else if (d->o->sort == DUMP_SORT_SIZE)
 		qsort(er.v, er.n, sizeof *er.v, dump_list_cmp_erow_size);
 	else if (d->o->sort == DUMP_SORT_TIME)
 		qsort(er.v, er.n, sizeof *er.v, dump_list_cmp_erow_time);
