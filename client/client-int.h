@@ -36,6 +36,17 @@ int io_is_socket(int fd);
 /* spawn.c */
 
 /*
+ * The executable pyshelf_spawn() starts for backend name: a name with a
+ * slash is used as it is; a bare name is looked up on $PATH (as execvp()
+ * does, an empty entry meaning the current directory), then in the
+ * installed bindir and libexecdir.  Done before fork(), so the child only
+ * calls execve().  Returns 0 with the path in out[0..outlen), or -1 with
+ * errno set (ENOENT) and a sentence in why.
+ */
+int spawn_find(const char *name, char *out, size_t outlen, char *why,
+               size_t whylen);
+
+/*
  * fork() and execv() argv[0] with argv, its stdin and stdout on new
  * pipes; see pyshelf_spawn() for the child's setup.  On success *pid is
  * the child, *rfd reads its stdout and *wfd writes its stdin (both

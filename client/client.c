@@ -350,17 +350,25 @@ pyshelf_spawn(pyshelf_conn *c, const char *backend, const char *db,
     const char *session, unsigned flags, const char *const *extra_args)
 {
 	const char **argv;
-	char why[512];
+	char why[512], exe[4096];
 	size_t nextra = 0, i, n = 0;
 	pid_t pid;
 	int rfd, wfd, rc;
 
 	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
 		return rc;
-	if (backend == NULL || *backend == '\0' || (flags & ~1u) != 0) {
+	if ((flags & ~1u) != 0) {
 		rc = client_fail(c, PYSHELF_E_INVAL,
-		    "pyshelf_spawn: a backend path is required, and "
-		    "flags must be 0 or PYSHELF_SPAWN_CREATE");
+		    "pyshelf_spawn: flags must be 0 or PYSHELF_SPAWN_CREATE");
+		goto out;
+	}
+	if (backend == NULL || *backend == '\0') {
+		const char *env = getenv("PYSHELFD");
+
+		backend = env != NULL && *env != '\0' ? env : "pyshelfd";
+	}
+	if (spawn_find(backend, exe, sizeof exe, why, sizeof why) < 0) {
+		rc = client_fail(c, PYSHELF_E_SPAWN, "%s", why);
 		goto out;
 	}
 	while (extra_args != NULL && extra_args[nextra] != NULL)
@@ -369,7 +377,7 @@ pyshelf_spawn(pyshelf_conn *c, const char *backend, const char *db,
 		rc = client_fail(c, PYSHELF_E_NOMEM, "out of memory");
 		goto out;
 	}
-	argv[n++] = backend;
+	argv[n++] = exe;
 	argv[n++] = "--stdio";
 	if (db != NULL) {
 		argv[n++] = "--db";

@@ -19,7 +19,7 @@
  *
  *     pyshelf_create(&c);
  *     pyshelf_spawn(c, "pyshelfd", "/tmp/db", "s1", PYSHELF_SPAWN_CREATE,
- *         NULL);
+ *         NULL);                    ("pyshelfd": found on PATH)
  *     pyshelf_hello(c, &w);
  *     pyshelf_exec(c, &req, &r);    (r.kind == PYSHELF_KIND_WRAPPED)
  *     pyshelf_result_free(&r);
@@ -342,7 +342,10 @@ int pyshelf_set_output_handler(pyshelf_conn *conn, pyshelf_output_fn fn,
  * pages for the backend's heap; pyshelfd --help, ENVIRONMENT).
  * Does not send HELLO: call pyshelf_hello() next.
  * @param[in] conn a connection from pyshelf_create() with no backend yet.
- * @param[in] backend path of the pyshelfd executable (no PATH search).
+ * @param[in] backend the pyshelfd to start: a path (any name with a
+ *   slash) is used as it is; a bare name ("pyshelfd") is looked up on
+ *   $PATH as execvp() does, then in the installed bindir and libexecdir;
+ *   NULL or "" means $PYSHELFD when set, else "pyshelfd".
  * @param[in] db the store directory, or NULL for the backend's default.
  * @param[in] session the session name (NULL: "default").
  * @param[in] flags PYSHELF_SPAWN_CREATE (shelve's flag 'c') or 0 (the
@@ -352,8 +355,9 @@ int pyshelf_set_output_handler(pyshelf_conn *conn, pyshelf_output_fn fn,
  *   option pyshelfd refuses comes back from pyshelf_hello() as
  *   PYSHELF_E_REMOTE with PYSHELF_ERR_USAGE and pyshelfd's message.
  * @return 0; PYSHELF_E_INVAL (bad arguments, or conn already connected);
- *   PYSHELF_E_SPAWN (fork or exec failed: pyshelf_errmsg() names the
- *   program and errno's text); PYSHELF_E_NOMEM.
+ *   PYSHELF_E_SPAWN (no such backend on PATH or in the installed
+ *   directories, or fork or exec failed: pyshelf_errmsg() names the
+ *   program, where it looked, and errno's text); PYSHELF_E_NOMEM.
  */
 int pyshelf_spawn(pyshelf_conn *conn, const char *backend, const char *db,
                   const char *session, unsigned flags,

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -173,6 +174,73 @@ fail:
 	while (write(errfd, &e, sizeof e) < 0 && errno == EINTR)
 		;
 	_exit(127);
+}
+
+/* Is path a regular file this process may execute? */
+static int
+spawn_executable(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+	    access(path, X_OK) == 0;
+}
+
+/* Try dir/name; 1 (out set) when it is an executable file. */
+static int
+spawn_try(const char *dir, size_t dirlen, const char *name, char *out,
+    size_t outlen)
+{
+	int n;
+
+	if (dirlen == 0) {              /* an empty PATH entry is "." */
+		dir = ".";
+		dirlen = 1;
+	}
+	n = snprintf(out, outlen, "%.*s/%s", (int)dirlen, dir, name);
+	return n > 0 && (size_t)n < outlen && spawn_executable(out);
+}
+
+/* Find the backend to exec; see client-int.h. */
+int
+spawn_find(const char *name, char *out, size_t outlen, char *why,
+    size_t whylen)
+{
+	static const char *const installed[] = {
+		PYSHELF_BINDIR, PYSHELF_LIBEXECDIR
+	};
+	const char *path, *p, *colon;
+	size_t i;
+
+	if (strchr(name, '/') != NULL) {        /* a path: as given */
+		if (strlen(name) >= outlen) {
+			snprintf(why, whylen, "backend path too long: %.64s...",
+			    name);
+			errno = ENAMETOOLONG;
+			return -1;
+		}
+		strcpy(out, name);
+		return 0;
+	}
+	if ((path = getenv("PATH")) == NULL)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	for (p = path; ; p = colon + 1) {
+		colon = strchr(p, ':');
+		if (spawn_try(p, colon != NULL ? (size_t)(colon - p) :
+		    strlen(p), name, out, outlen))
+			return 0;
+		if (colon == NULL)
+			break;
+	}
+	for (i = 0; i < sizeof installed / sizeof installed[0]; i++)
+		if (spawn_try(installed[i], strlen(installed[i]), name, out,
+		    outlen))
+			return 0;
+	snprintf(why, whylen, "cannot find %s: not on PATH, nor in %s or %s "
+	    "(pass its path, or set PYSHELFD)", name, PYSHELF_BINDIR,
+	    PYSHELF_LIBEXECDIR);
+	errno = ENOENT;
+	return -1;
 }
 
 /* Start argv[0] with its stdin and stdout on new pipes; see client-int.h. */

@@ -449,8 +449,6 @@ START_TEST(test_invalid_arguments)
 	ck_assert_int_eq(pyshelf_interrupt(c), PYSHELF_OK); /* nothing runs */
 	ck_assert_int_eq(pyshelf_backend_pid(c), -1);
 	ck_assert_int_eq(pyshelf_backend_status(c, NULL, 0), PYSHELF_E_NOTCONN);
-	ck_assert_int_eq(pyshelf_spawn(c, NULL, NULL, "s", 0, NULL),
-	    PYSHELF_E_INVAL);
 	ck_assert_int_eq(pyshelf_spawn(c, "/bin/true", NULL, "s", 0x80, NULL),
 	    PYSHELF_E_INVAL);
 	ck_assert_int_eq(pyshelf_attach_fds(c, -1, 1), PYSHELF_E_INVAL);
@@ -512,6 +510,95 @@ START_TEST(test_spawn_missing_backend)
 	ck_assert_int_eq(pyshelf_backend_pid(c), -1);
 	ck_assert_int_eq(pyshelf_ping(c), PYSHELF_E_NOTCONN);
 	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+}
+END_TEST
+
+/* Write an executable script dir/name that exits with code. */
+static void
+write_exit_script(const char *dir, const char *name, int code)
+{
+	char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	ck_assert_ptr_nonnull(f = fopen(path, "w"));
+	fprintf(f, "#!/bin/sh\nexit %d\n", code);
+	fclose(f);
+	ck_assert_int_eq(chmod(path, 0755), 0);
+}
+
+/* Spawn backend and return its exit code. */
+static int
+spawn_exit_code(const char *backend)
+{
+	pyshelf_conn *c;
+	int st = 0;
+
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_spawn(c, backend, NULL, NULL, 0, NULL),
+	    PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_backend_status(c, &st, 30000), PYSHELF_OK);
+	ck_assert(WIFEXITED(st));
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+	return WEXITSTATUS(st);
+}
+
+/* A bare name is looked up on PATH (first match wins, an empty entry
+ * is "."); NULL means $PYSHELFD; a name found nowhere is a clear
+ * PYSHELF_E_SPAWN that says where it looked. */
+START_TEST(test_spawn_path_search)
+{
+	char a[] = "/tmp/pyshelf-path-XXXXXX", b[] = "/tmp/pyshelf-path-XXXXXX";
+	char path[1200], *old_path, *old_backend, cwd[1024];
+	pyshelf_conn *c;
+
+	ck_assert_ptr_nonnull(mkdtemp(a));
+	ck_assert_ptr_nonnull(mkdtemp(b));
+	write_exit_script(a, "fake-pyshelfd", 41);
+	write_exit_script(b, "fake-pyshelfd", 42);
+	write_exit_script(b, "other-pyshelfd", 43);
+	/* a plain file that is not executable is skipped */
+	snprintf(path, sizeof path, "%s/noexec-pyshelfd", a);
+	fclose(fopen(path, "w"));
+	write_exit_script(b, "noexec-pyshelfd", 44);
+	old_path = getenv("PATH") ? strdup(getenv("PATH")) : NULL;
+	old_backend = getenv("PYSHELFD") ? strdup(getenv("PYSHELFD")) : NULL;
+	snprintf(path, sizeof path, "/nonexistent:%s:%s", a, b);
+	setenv("PATH", path, 1);
+	ck_assert_int_eq(spawn_exit_code("fake-pyshelfd"), 41);
+	ck_assert_int_eq(spawn_exit_code("other-pyshelfd"), 43);
+	ck_assert_int_eq(spawn_exit_code("noexec-pyshelfd"), 44);
+	snprintf(path, sizeof path, "%s/other-pyshelfd", b);
+	setenv("PYSHELFD", path, 1);
+	ck_assert_int_eq(spawn_exit_code(NULL), 43);
+	ck_assert_int_eq(spawn_exit_code(""), 43);
+	/* an empty PATH entry is the current directory */
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
+	ck_assert_int_eq(chdir(b), 0);
+	setenv("PATH", "/nonexistent:", 1);
+	ck_assert_int_eq(spawn_exit_code("fake-pyshelfd"), 42);
+	ck_assert_int_eq(chdir(cwd), 0);
+	/* nowhere */
+	setenv("PATH", a, 1);
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_spawn(c, "no-such-pyshelfd-xyz", NULL, NULL,
+	    0, NULL), PYSHELF_E_SPAWN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(c),
+	    "cannot find no-such-pyshelfd-xyz: not on PATH"));
+	ck_assert_int_eq(pyshelf_backend_pid(c), -1);
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+	if (old_path != NULL)
+		setenv("PATH", old_path, 1);
+	else
+		unsetenv("PATH");
+	if (old_backend != NULL)
+		setenv("PYSHELFD", old_backend, 1);
+	else
+		unsetenv("PYSHELFD");
+	free(old_path);
+	free(old_backend);
+	snprintf(path, sizeof path, "rm -rf '%s' '%s'", a, b);
+	ck_assert_int_eq(system(path), 0);
 }
 END_TEST
 
@@ -1178,6 +1265,7 @@ client_suite(void)
 	tcase_add_test(alone, test_invalid_arguments);
 	tcase_add_test(alone, test_spawn_missing_backend);
 	tcase_add_test(alone, test_spawn_backend_that_exits);
+	tcase_add_test(alone, test_spawn_path_search);
 	tcase_add_test(alone, test_write_to_dead_pipe_is_not_sigpipe);
 	tcase_add_test(alone, test_close_kills_a_stubborn_backend);
 	tcase_add_test(alone, test_hello_gets_the_refusal);
