@@ -753,6 +753,22 @@ store_val_ok(store_txn *t, const MDB_val *v)
 	return p < t->file_end && v->mv_size <= t->file_end - p;
 }
 
+/* Record the sentence of the step that failed. */
+void
+store_txn_cause(store_txn *t, const char *fmt, ...)
+{
+	int saved = errno;
+	va_list ap;
+
+	free(t->cause);
+	t->cause = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&t->cause, fmt, ap) < 0)
+		t->cause = NULL;
+	va_end(ap);
+	errno = saved;
+}
+
 /* Begin an LMDB transaction, following another process's map growth. */
 static int
 env_txn_begin(store *s, unsigned flags, MDB_txn **txn)
@@ -792,6 +808,7 @@ store_read(store *s, int (*fn)(store_txn *, void *), void *arg)
 	blob_txn_end(&t, 0);
 	mdb_txn_abort(t.txn);
 	pthread_rwlock_unlock(&s->resize);
+	free(t.cause);
 	return rc;
 }
 
@@ -855,9 +872,21 @@ store_reserve(store *s, size_t bytes)
 int
 store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
 {
+	return store_write_cause(s, fn, arg, NULL);
+}
+
+/* store_write, saying which step failed.  A run of fn that fails and is
+ * retried (the map grew) leaves no sentence behind: only the run whose
+ * error is returned speaks. */
+int
+store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
+                  char **cause)
+{
 	store_txn t = {.s = s, .txn = NULL, .readonly = 0};
 	int rc, nogrow;
 
+	if (cause != NULL)
+		*cause = NULL;
 	if (s->opt.readonly)
 		return STORE_E_READONLY;
 	/* dropped files left for store_reap() go before new ones are
@@ -865,12 +894,17 @@ store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
 	if (s->opt.defer_unlink)
 		store_reap(s);
 	for (;;) {
+		free(t.cause);
+		t.cause = NULL;
 		pthread_rwlock_rdlock(&s->resize);
 		if ((rc = env_txn_begin(s, 0, &t.txn)) != 0) {
 			pthread_rwlock_unlock(&s->resize);
 			if (rc == MDB_MAP_FULL && env_grow(s) == 0)
 				continue;
-			return store_map_err(rc);
+			store_txn_cause(&t, "mdb_txn_begin %s/data.mdb: %s",
+			    s->path, mdb_strerror(rc));
+			rc = store_map_err(rc);
+			goto out;
 		}
 		rc = fn(&t, arg);
 		if (rc == 0)
@@ -883,13 +917,24 @@ store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
 			if (rc == STORE_E_FULL && !nogrow &&
 			    (rc = env_grow(s)) == 0)
 				continue;
-			return rc;
+			goto out;
 		}
 		rc = mdb_txn_commit(t.txn);
 		pthread_rwlock_unlock(&s->resize);
 		blob_txn_end(&t, rc == 0);
 		if (rc == MDB_MAP_FULL && (rc = env_grow(s)) == 0)
 			continue;
-		return store_map_err(rc);
+		if (rc != 0 && rc != STORE_E_FULL)
+			store_txn_cause(&t, "mdb_txn_commit %s/data.mdb: %s",
+			    s->path, mdb_strerror(rc));
+		rc = store_map_err(rc);
+		goto out;
 	}
+out:
+	if (rc != 0 && cause != NULL) {
+		*cause = t.cause;
+		t.cause = NULL;
+	}
+	free(t.cause);
+	return rc;
 }

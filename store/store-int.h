@@ -73,6 +73,8 @@ struct store_txn {
 	int nogrow;               /* a full disk: growing the map is no
 	                             help */
 	int64_t blob_delta;       /* bytes of files written less dropped */
+	char *cause;              /* malloc'd: which step failed and on
+	                             what (store_txn_cause), or NULL */
 	/* store_val_ok's bounds, found at its first call: the map, and
 	 * the part of it the data file backs (past EOF a read is SIGBUS) */
 	int bounds_known;
@@ -96,6 +98,12 @@ struct store_txn {
 
 /* env.c */
 int store_map_err(int mdb_rc);
+/* Say which durable step of t failed (printf-style: the step, the path,
+ * and what the system said), replacing an earlier sentence; store_write_
+ * cause hands it out.  errno is kept.  Without memory it is left NULL:
+ * the error code still says what failed. */
+void store_txn_cause(store_txn *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* 1 when the bytes v points at lie in the part of the map the data file
  * backs (or, in a write transaction, in a page LMDB copied out of it), 0
  * when a damaged page gave a pointer or length that runs past it: then

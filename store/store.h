@@ -266,6 +266,22 @@ int store_read(store *s, int (*fn)(store_txn *, void *), void *arg);
  * STORE_E_READONLY, STORE_E_LMDB.
  */
 int store_write(store *s, int (*fn)(store_txn *, void *), void *arg);
+/*
+ * store_write, saying which durable step failed.
+ * @param[out] cause  (may be NULL) on failure, a malloc'd sentence (free
+ *   it) naming the step, the file and what the system said, as in
+ *   "fdatasync /srv/shelf/blobs/3fa0...: No space left on device" or
+ *   "mdb_txn_commit /srv/shelf/data.mdb: Input/output error".  The steps:
+ *   a blob file's openat, write, close and fdatasync, the fsync of the
+ *   blobs directory (STORE_SYNC_ALWAYS), LMDB's mdb_txn_begin and
+ *   mdb_txn_commit, and a blob file that would pass map_max.  NULL on
+ *   success, for an error no such step made (fn's own, STORE_E_READONLY,
+ *   the map at map_max), or when there was no memory for the sentence.
+ *   errno is read where the step failed, before any cleanup.
+ * Returns what store_write returns.
+ */
+int store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
+                      char **cause);
 
 /* session.c */
 
