@@ -618,13 +618,6 @@ blob_resolve(store_txn *t, store_record *r, int check, enum blob_why *why,
 	return 0;
 }
 
-/* Resolve a decoded record (store.h). */
-int
-entry_resolve(store_txn *t, store_record *r, int check)
-{
-	return blob_resolve(t, r, check, NULL, NULL);
-}
-
 /* Compare two blob names (for qsort and bsearch). */
 static int
 blob_name_cmp(const void *a, const void *b)
