@@ -98,6 +98,8 @@ struct store_txn {
 
 /* env.c */
 int store_map_err(int mdb_rc);
+
+/* txn.c */
 /* Say which durable step of t failed (printf-style: the step, the path,
  * and what the system said), replacing an earlier sentence; store_write_
  * cause hands it out.  errno is kept.  Without memory it is left NULL:

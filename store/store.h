@@ -237,10 +237,6 @@ const char *store_strerror(int rc);
 int store_sync(store *s);
 /* Map size now and bytes in use (pages * page size). */
 int store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max);
-/* Grow the map, up to map_max, until about bytes more fit, so that a
- * large store_write does not fill the map and run twice.  0, or
- * STORE_E_FULL when map_max is too small (nothing changed then). */
-int store_reserve(store *s, size_t bytes);
 /* Format version and creation time recorded in meta. */
 int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
 /* Unlink the blob files that commits dropped since the last call (with
@@ -252,6 +248,13 @@ size_t store_reap(store *s);
 size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */
 const char *store_path(const store *s);
+
+/* txn.c */
+
+/* Grow the map, up to map_max, until about bytes more fit, so that a
+ * large store_write does not fill the map and run twice.  0, or
+ * STORE_E_FULL when map_max is too small (nothing changed then). */
+int store_reserve(store *s, size_t bytes);
 
 /*
  * Run fn in a read-only transaction over one consistent snapshot.
