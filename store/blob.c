@@ -384,7 +384,7 @@ blob_precommit(store_txn *t)
 }
 
 /* Unlink the files of a list. */
-static void
+void
 blob_unlink_list(store *s, const struct blob_list *l)
 {
 	char fname[2 * STORE_BLOB_NAME_SIZE + 1];
@@ -456,22 +456,6 @@ blob_txn_end(store_txn *t, int committed)
 	memset(&t->dropped, 0, sizeof t->dropped);
 	t->nogrow = 0;
 	t->blob_delta = 0;
-}
-
-/* Unlink the dropped files queued by defer_unlink. */
-size_t
-store_reap(store *s)
-{
-	struct blob_list l;
-
-	pthread_mutex_lock(&s->unsynced_lock);
-	l = s->reap;
-	memset(&s->reap, 0, sizeof s->reap);
-	pthread_mutex_unlock(&s->unsynced_lock);
-	if (l.n > 0)
-		blob_unlink_list(s, &l);
-	free(l.v);
-	return l.n;
 }
 
 /* store_sync()'s part: fsync the files committed since the last one, then

@@ -583,6 +583,22 @@ store_close(store *s)
 	free(s);
 }
 
+/* Unlink the dropped files queued by defer_unlink. */
+size_t
+store_reap(store *s)
+{
+	struct blob_list l;
+
+	pthread_mutex_lock(&s->unsynced_lock);
+	l = s->reap;
+	memset(&s->reap, 0, sizeof s->reap);
+	pthread_mutex_unlock(&s->unsynced_lock);
+	if (l.n > 0)
+		blob_unlink_list(s, &l);
+	free(l.v);
+	return l.n;
+}
+
 size_t
 store_blob_min(const store *s)
 {
