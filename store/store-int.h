@@ -117,6 +117,10 @@ int store_val_ok(store_txn *t, const MDB_val *v);
  * for dead sessions; returns 0 (no key) for a live session without lease. */
 int session_expiry_key(const store_session *ss, uint8_t *k);
 
+/* tomb.c */
+size_t tomb_key(uint8_t *k, const char *name, uint64_t ended_ms,
+                const uint8_t *id);
+
 /* entry.c */
 size_t entry_key_make(uint8_t *k, const uint8_t *sid, uint8_t kind,
                       const char *name, size_t name_len, uint64_t handle);

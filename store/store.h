@@ -347,18 +347,6 @@ int session_create_id(store_txn *t, const char *name, const uint8_t *id,
  */
 int session_end(store_txn *t, const uint8_t *id, int why, uint64_t now_ms,
                 store_tomb *out);
-/* The newest tombstone of name.  STORE_E_NOTFOUND when it has none (or
- * the store has no tombstones database: read-only, made before it). */
-int tomb_last(store_txn *t, const char *name, store_tomb *out);
-/* Call fn for each tombstone, by name, then oldest first; a nonzero return
- * stops the walk and is returned.  Malformed ones are skipped. */
-int tomb_list(store_txn *t, int (*fn)(const store_tomb *, void *),
-              void *arg);
-/* Drop the tombstones of sessions that ended before before_ms (and any
- * malformed one).  *dropped (may be NULL) counts them. */
-int tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped);
-/* "expired", "closed", "replaced" or "unknown". */
-const char *tomb_why_name(int why);
 
 /*
  * Session locks: who serves a session is known by an OFD lock
@@ -390,6 +378,21 @@ void session_unlock(int fd);
 /* Remove the lock file of an ended session (after its purge).  A file
  * that is not there is 0. */
 int session_lock_remove(store *s, const uint8_t *id);
+
+/* tomb.c */
+
+/* The newest tombstone of name.  STORE_E_NOTFOUND when it has none (or
+ * the store has no tombstones database: read-only, made before it). */
+int tomb_last(store_txn *t, const char *name, store_tomb *out);
+/* Call fn for each tombstone, by name, then oldest first; a nonzero return
+ * stops the walk and is returned.  Malformed ones are skipped. */
+int tomb_list(store_txn *t, int (*fn)(const store_tomb *, void *),
+              void *arg);
+/* Drop the tombstones of sessions that ended before before_ms (and any
+ * malformed one).  *dropped (may be NULL) counts them. */
+int tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped);
+/* "expired", "closed", "replaced" or "unknown". */
+const char *tomb_why_name(int why);
 
 /* entry.c */
 
