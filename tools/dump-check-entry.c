@@ -18,13 +18,13 @@
 
 /* Follow the walk into another session's range. */
 void
-check_enter_session(struct check *c, const uint8_t *sid)
+dump_check_entry_enter_session(struct check *c, const uint8_t *sid)
 {
 	char idhex[2 * STORE_ID_SIZE + 1];
 
 	if (c->have_sid && c->orphans > CHECK_ORPHANS_SHOWN) {
 		store_hex(c->sid, STORE_ID_SIZE, idhex);
-		check_problem(c, c->sid, NULL, NULL, "orphan_entry",
+		dump_check_problem(c, c->sid, NULL, NULL, "orphan_entry",
 		    "and %" PRIu64 " more entries of this session id, which "
 		    "has no session record", c->orphans - CHECK_ORPHANS_SHOWN);
 		c->problems -= 1; /* counted one by one below */
@@ -34,7 +34,7 @@ check_enter_session(struct check *c, const uint8_t *sid)
 	c->orphans = 0;
 	c->sid_exists = session_get_by_id(c->t, sid, &c->ss) == 0;
 	if (!c->sid_exists) {
-		/* an unparsable record is reported by check_sessions */
+		/* an unparsable record is reported by dump_check_sessions */
 		MDB_val k = {STORE_ID_SIZE, (void *)sid}, v;
 		c->sid_exists = mdb_get(c->t->txn, c->t->s->sessions, &k, &v) == 0;
 		snprintf(c->ss.name, sizeof c->ss.name, "?");
@@ -43,7 +43,7 @@ check_enter_session(struct check *c, const uint8_t *sid)
 
 /* Whether a key names an entry of the current session. */
 static int
-check_resolves(struct check *c, const store_key *k)
+dump_check_entry_resolves(struct check *c, const store_key *k)
 {
 	const uint8_t *v;
 	size_t len;
@@ -53,7 +53,8 @@ check_resolves(struct check *c, const store_key *k)
 
 /* The refs blob: parses, and each reference resolves. */
 static void
-check_refs_blob(struct check *c, const store_key *k, const store_record *r)
+dump_check_entry_refs_blob(struct check *c, const store_key *k,
+                           const store_record *r)
 {
 	char kb[STORE_KEY_MAX * 4 + 16];
 	store_key rk;
@@ -63,21 +64,21 @@ check_refs_blob(struct check *c, const store_key *k, const store_record *r)
 
 	while ((rc = refs_blob_next(r->refs, r->refs_len, &off, &rk,
 	    &why)) == 1) {
-		if (!check_resolves(c, &rk))
-			check_problem(c, c->sid, c->ss.name, k, "dangling_ref",
-			    "persistent reference to %s %s does not resolve "
-			    "(no such entry in this session)",
+		if (!dump_check_entry_resolves(c, &rk))
+			dump_check_problem(c, c->sid, c->ss.name, k,
+			    "dangling_ref", "persistent reference to %s %s "
+			    "does not resolve (no such entry in this session)",
 			    rk.kind == STORE_KIND_GLOBAL ? "global" : "handle",
 			    dump_out_key(kb, sizeof kb, &rk));
 	}
 	if (rc < 0)
-		check_problem(c, c->sid, c->ss.name, k, "refs_blob",
+		dump_check_problem(c, c->sid, c->ss.name, k, "refs_blob",
 		    "refs blob malformed at byte %zu: %s", off, why);
 }
 
 /* Whether the refs blob lists the pickle's reference pr. */
 static int
-check_blob_has(const store_record *r, const struct pickledis_ref *pr)
+dump_check_entry_blob_has(const store_record *r, const struct pickledis_ref *pr)
 {
 	store_key ref;
 	const char *why;
@@ -93,8 +94,9 @@ check_blob_has(const store_record *r, const struct pickledis_ref *pr)
 
 /* The pickle's persistent ids: entry keys, resolving, in the refs blob. */
 static void
-check_pickle_refs(struct check *c, const store_key *k, const store_record *r,
-                  const struct pickledis_info *in)
+dump_check_entry_pickle_refs(struct check *c, const store_key *k,
+                             const store_record *r,
+                             const struct pickledis_info *in)
 {
 	char kb[STORE_KEY_MAX * 4 + 16];
 	size_t i, nblob = 0, off = 0;
@@ -106,9 +108,10 @@ check_pickle_refs(struct check *c, const store_key *k, const store_record *r,
 	for (i = 0; i < in->nrefs; i++) {
 		const struct pickledis_ref *pr = &in->refs[i];
 		if (pr->kind == 0) {
-			check_problem(c, c->sid, c->ss.name, k, "pickle_refs",
-			    "persistent id at pickle offset %zu is not an "
-			    "entry key ('g', name) or ('h', id)", pr->pos);
+			dump_check_problem(c, c->sid, c->ss.name, k,
+			    "pickle_refs", "persistent id at pickle offset %zu "
+			    "is not an entry key ('g', name) or ('h', id)",
+			    pr->pos);
 			continue;
 		}
 		memset(&rk, 0, sizeof rk);
@@ -117,28 +120,30 @@ check_pickle_refs(struct check *c, const store_key *k, const store_record *r,
 		rk.name_len = pr->name_len;
 		rk.handle = pr->handle;
 		if (in->nrefs <= CHECK_CROSS_MAX && nblob <= CHECK_CROSS_MAX &&
-		    !check_blob_has(r, pr)) {
-			check_problem(c, c->sid, c->ss.name, k, "pickle_refs",
-			    "the pickle refers to %s %s, which its refs blob "
-			    "does not list", pr->kind == 'g' ? "global" :
-			    "handle", dump_out_key(kb, sizeof kb, &rk));
-			if (!check_resolves(c, &rk))
-				check_problem(c, c->sid, c->ss.name, k,
-				    "dangling_ref", "persistent reference to %s "
-				    "does not resolve", dump_out_key(kb,
+		    !dump_check_entry_blob_has(r, pr)) {
+			dump_check_problem(c, c->sid, c->ss.name, k,
+			    "pickle_refs", "the pickle refers to %s %s, which "
+			    "its refs blob does not list", pr->kind == 'g' ?
+			    "global" : "handle", dump_out_key(kb, sizeof kb,
+			    &rk));
+			if (!dump_check_entry_resolves(c, &rk))
+				dump_check_problem(c, c->sid, c->ss.name, k,
+				    "dangling_ref", "persistent reference to "
+				    "%s does not resolve", dump_out_key(kb,
 				    sizeof kb, &rk));
 		}
 	}
 	if (nblob != in->nrefs && in->nrefs <= CHECK_CROSS_MAX &&
 	    nblob <= CHECK_CROSS_MAX)
-		check_problem(c, c->sid, c->ss.name, k, "pickle_refs",
+		dump_check_problem(c, c->sid, c->ss.name, k, "pickle_refs",
 		    "the refs blob lists %zu references, the pickle uses %zu",
 		    nblob, in->nrefs);
 }
 
 /* The payload of a pickled record: OOB table, pickle, references. */
 static void
-check_pickle(struct check *c, const store_key *k, const store_record *r)
+dump_check_entry_pickle(struct check *c, const store_key *k,
+                        const store_record *r)
 {
 	const struct pickledis_info *in;
 	const uint8_t *pk = r->payload;
@@ -151,8 +156,8 @@ check_pickle(struct check *c, const store_key *k, const store_record *r)
 	if (r->flags & STORE_FLAG_OOB) {
 		if (dump_entry_oob_split(r->payload, r->payload_len, &oob,
 		    &why) != 0) {
-			check_problem(c, c->sid, c->ss.name, k, "oob_table",
-			    "%s", why);
+			dump_check_problem(c, c->sid, c->ss.name, k,
+			    "oob_table", "%s", why);
 			return;
 		}
 		pk = oob.pickle;
@@ -163,26 +168,26 @@ check_pickle(struct check *c, const store_key *k, const store_record *r)
 	dump_entry_oob_free(&oob);
 	in = pickledis_info(c->d->pd);
 	if (rc == PICKLEDIS_E_NOMEM)
-		check_problem(c, c->sid, c->ss.name, k, "pickle",
+		dump_check_problem(c, c->sid, c->ss.name, k, "pickle",
 		    "out of memory disassembling the pickle");
 	else if (rc != 0)
-		check_problem(c, c->sid, c->ss.name, k, "pickle",
+		dump_check_problem(c, c->sid, c->ss.name, k, "pickle",
 		    "malformed pickle at offset %zu: %s", in->error_pos,
 		    in->error);
 	else if (in->trailing > 0)
-		check_problem(c, c->sid, c->ss.name, k, "pickle",
+		dump_check_problem(c, c->sid, c->ss.name, k, "pickle",
 		    "%zu bytes after the pickle's STOP", in->trailing);
 	else if (in->nbuffers != nbuf)
-		check_problem(c, c->sid, c->ss.name, k, "oob_table",
+		dump_check_problem(c, c->sid, c->ss.name, k, "oob_table",
 		    "the pickle takes %zu out-of-band buffers, the record "
 		    "holds %zu", in->nbuffers, nbuf);
 	if (rc == 0)
-		check_pickle_refs(c, k, r, in);
+		dump_check_entry_pickle_refs(c, k, r, in);
 }
 
 /* Bytes p[0..n) are valid UTF-8. */
 static int
-check_utf8(const uint8_t *p, size_t n)
+dump_check_entry_utf8(const uint8_t *p, size_t n)
 {
 	size_t i = 0, k;
 	uint32_t cp;
@@ -201,35 +206,36 @@ check_utf8(const uint8_t *p, size_t n)
 
 /* The fields of a decoded record. */
 static void
-check_record_fields(struct check *c, const store_key *k,
-                    const store_record *r)
+dump_check_entry_record_fields(struct check *c, const store_key *k,
+                               const store_record *r)
 {
 	if (r->pickler > STORE_PICKLER_CLOUDPICKLE)
-		check_problem(c, c->sid, c->ss.name, k, "record_field",
+		dump_check_problem(c, c->sid, c->ss.name, k, "record_field",
 		    "unknown pickler %u", r->pickler);
 	if (r->flags & ~(STORE_FLAG_EXCINFO | STORE_FLAG_VOLATILE |
 	    STORE_FLAG_OOB | STORE_FLAG_HIDDEN | STORE_FLAG_BLOB))
-		check_problem(c, c->sid, c->ss.name, k, "record_field",
+		dump_check_problem(c, c->sid, c->ss.name, k, "record_field",
 		    "unknown flags 0x%04x", r->flags);
-	if (!check_utf8((const uint8_t *)r->type_name, r->type_len))
-		check_problem(c, c->sid, c->ss.name, k, "record_field",
+	if (!dump_check_entry_utf8((const uint8_t *)r->type_name, r->type_len))
+		dump_check_problem(c, c->sid, c->ss.name, k, "record_field",
 		    "the type name is not UTF-8");
 	if (r->flags & STORE_FLAG_VOLATILE) {
-		if (!check_utf8(r->payload, r->payload_len))
-			check_problem(c, c->sid, c->ss.name, k, "record_field",
-			    "the volatile entry's reason is not UTF-8");
+		if (!dump_check_entry_utf8(r->payload, r->payload_len))
+			dump_check_problem(c, c->sid, c->ss.name, k,
+			    "record_field", "the volatile entry's reason is "
+			    "not UTF-8");
 		if (r->refs_len != 0 || r->flags & STORE_FLAG_OOB)
-			check_problem(c, c->sid, c->ss.name, k, "record_field",
-			    "a volatile entry with references or out-of-band "
-			    "buffers");
+			dump_check_problem(c, c->sid, c->ss.name, k,
+			    "record_field", "a volatile entry with references "
+			    "or out-of-band buffers");
 	}
 }
 
 /* A blob record's file must be in the blob index, or a writable open
  * would take it for an orphan and remove it. */
 static void
-check_blob_indexed(struct check *c, const uint8_t *sid, const store_key *k,
-                   const store_record *r)
+dump_check_entry_blob_indexed(struct check *c, const uint8_t *sid,
+                              const store_key *k, const store_record *r)
 {
 	uint8_t kbuf[STORE_ID_SIZE + 1 + STORE_KEY_MAX];
 	store_blob_ref ref;
@@ -244,14 +250,14 @@ check_blob_indexed(struct check *c, const uint8_t *sid, const store_key *k,
 	    mdb_get(c->t->txn, c->t->s->blobs, &key, &v) != 0 ||
 	    v.mv_size != STORE_BLOB_NAME_SIZE + 8 ||
 	    memcmp(v.mv_data, ref.name, STORE_BLOB_NAME_SIZE) != 0)
-		check_problem(c, sid, c->ss.name, k, "blob_row",
+		dump_check_problem(c, sid, c->ss.name, k, "blob_row",
 		    "the entry's blob file is missing from the blob index");
 }
 
 /* entry_walk callback: everything about one entry. */
 int
-check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
-            size_t len, void *arg)
+dump_check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
+                 size_t len, void *arg)
 {
 	struct check *c = arg;
 	char why[160];
@@ -268,21 +274,21 @@ check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
 	}
 	c->entries++;
 	c->bytes += len;
-	check_mirror(c);
+	dump_check_mirror(c);
 	if ((c->entries & 0x3fff) == 0)
 		dump_out_progress(c->d, "checked entries:", c->entries, c->total,
 		    0);
 	if (sid == NULL || k->kind == 0) {
-		check_problem(c, sid, NULL, NULL, "entry_key",
+		dump_check_problem(c, sid, NULL, NULL, "entry_key",
 		    "an entry key of %zu bytes that does not parse "
 		    "(id, 'g' name or 'h' 8-byte id)", k->name_len);
 		return 0;
 	}
 	if (!c->have_sid || memcmp(sid, c->sid, STORE_ID_SIZE) != 0)
-		check_enter_session(c, sid);
+		dump_check_entry_enter_session(c, sid);
 	if (!c->sid_exists) {
 		if (++c->orphans <= CHECK_ORPHANS_SHOWN)
-			check_problem(c, sid, NULL, k, "orphan_entry",
+			dump_check_problem(c, sid, NULL, k, "orphan_entry",
 			    "an entry whose session id has no session record");
 		else
 			c->problems++;
@@ -290,23 +296,23 @@ check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
 	}
 	if (record_decode(val, len, &r) != 0) {
 		if (record_decode_nocheck(val, len, &r) != 0)
-			check_problem(c, sid, c->ss.name, k, "record_layout",
-			    "%s", dump_entry_layout_why(val, len, why,
-			    sizeof why));
+			dump_check_problem(c, sid, c->ss.name, k,
+			    "record_layout", "%s", dump_entry_layout_why(val,
+			    len, why, sizeof why));
 		else
-			check_problem(c, sid, c->ss.name, k, "digest",
+			dump_check_problem(c, sid, c->ss.name, k, "digest",
 			    "digest mismatch: the record's %zu bytes changed "
 			    "after it was written", len);
 		return 0;
 	}
-	check_record_fields(c, k, &r);
+	dump_check_entry_record_fields(c, k, &r);
 	if (r.flags & STORE_FLAG_BLOB) {
 		char path[64], bwhy[300];
 		store_blob_ref ref;
 		const char *bad;
 		int missing;
 
-		check_blob_indexed(c, sid, k, &r);
+		dump_check_entry_blob_indexed(c, sid, k, &r);
 		bad = dump_entry_blob(c->t, &r, path, sizeof path, bwhy,
 		    sizeof bwhy, &missing);
 		/* a file dropped by a commit after this snapshot began (the
@@ -318,24 +324,25 @@ check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
 			return 0;
 		}
 		if (bad != NULL) {
-			check_problem(c, sid, c->ss.name, k, "blob", "%s", bad);
+			dump_check_problem(c, sid, c->ss.name, k, "blob", "%s",
+			    bad);
 			return 0;
 		}
 		c->bytes += r.payload_len - STORE_BLOB_REF_SIZE;
 		c->blobs++;
 	}
-	check_refs_blob(c, k, &r);
+	dump_check_entry_refs_blob(c, k, &r);
 	if (!(r.flags & STORE_FLAG_VOLATILE) &&
 	    r.pickler != STORE_PICKLER_NONE)
-		check_pickle(c, k, &r);
+		dump_check_entry_pickle(c, k, &r);
 	return 0;
 }
 
 /* blob_walk callback: each row of `blobs` must be an entry's, and name
  * the file its record names. */
 int
-check_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
-               uint64_t size, void *arg)
+dump_check_entry_blob_row(const uint8_t *sid, const store_key *k,
+                          const uint8_t *name, uint64_t size, void *arg)
 {
 	struct check *c = arg;
 	store_blob_ref ref;
@@ -347,19 +354,19 @@ check_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
 	if (dump_interrupted)
 		return DUMP_EXIT_INTERRUPTED;
 	if (sid == NULL || k->kind == 0 || name == NULL) {
-		check_problem(c, sid, NULL, NULL, "blob_row",
+		dump_check_problem(c, sid, NULL, NULL, "blob_row",
 		    "a row of the blob index that does not parse");
 		return 0;
 	}
 	rc = dump_entry_fetch(c->t, sid, k, &val, &len);
 	if (rc == STORE_E_NOTFOUND) {
-		check_problem(c, sid, NULL, k, "blob_row",
+		dump_check_problem(c, sid, NULL, k, "blob_row",
 		    "a blob file is noted for an entry that does not exist");
 		return 0;
 	}
 	if (rc != 0) {
-		check_problem(c, sid, NULL, k, "blob_row", "the entry a blob "
-		    "file is noted for cannot be read back: %s",
+		dump_check_problem(c, sid, NULL, k, "blob_row", "the entry a "
+		    "blob file is noted for cannot be read back: %s",
 		    store_strerror(rc));
 		return 0;
 	}
@@ -369,7 +376,7 @@ check_blob_row(const uint8_t *sid, const store_key *k, const uint8_t *name,
 	    blob_ref_decode(r.payload, r.payload_len, &ref) != 0 ||
 	    memcmp(ref.name, name, STORE_BLOB_NAME_SIZE) != 0 ||
 	    ref.size != size)
-		check_problem(c, sid, NULL, k, "blob_row",
+		dump_check_problem(c, sid, NULL, k, "blob_row",
 		    "the blob index names a file the entry's record does "
 		    "not");
 	return 0;

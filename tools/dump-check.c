@@ -21,7 +21,7 @@
 
 /* Keep the parent's copy of the counters (dump_progress) up to date. */
 void
-check_mirror(const struct check *c)
+dump_check_mirror(const struct check *c)
 {
 	if (dump_prog == NULL)
 		return;
@@ -36,8 +36,8 @@ check_mirror(const struct check *c)
 
 /* Report one problem: a text line or a JSON row "problem". */
 void
-check_problem(struct check *c, const uint8_t *sid, const char *sname,
-              const store_key *k, const char *what, const char *fmt, ...)
+dump_check_problem(struct check *c, const uint8_t *sid, const char *sname,
+                   const store_key *k, const char *what, const char *fmt, ...)
 {
 	struct dump *d = c->d;
 	char msg[600], idhex[2 * STORE_ID_SIZE + 1], kb[STORE_KEY_MAX * 4 + 16];
@@ -45,7 +45,7 @@ check_problem(struct check *c, const uint8_t *sid, const char *sname,
 	va_list ap;
 
 	c->problems++;
-	check_mirror(c);
+	dump_check_mirror(c);
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
@@ -90,7 +90,7 @@ check_problem(struct check *c, const uint8_t *sid, const char *sname,
  * before it.
  */
 static void
-check_renew(struct check *c)
+dump_check_renew(struct check *c)
 {
 	MDB_txn *n;
 
@@ -102,15 +102,16 @@ check_renew(struct check *c)
 
 /* Open a cursor on one of the store's databases. */
 static int
-check_cursor(struct check *c, MDB_dbi dbi, const char *db, MDB_cursor **cur)
+dump_check_cursor(struct check *c, MDB_dbi dbi, const char *db,
+                  MDB_cursor **cur)
 {
 	int rc = mdb_cursor_open(c->t->txn, dbi, cur);
 
 	dump_progress_db(db);
 	if (rc != 0) {
-		check_problem(c, NULL, NULL, NULL, "walk", "the %s database "
-		    "cannot be read: %s", db, mdb_strerror(rc));
-		check_renew(c);
+		dump_check_problem(c, NULL, NULL, NULL, "walk", "the %s "
+		    "database cannot be read: %s", db, mdb_strerror(rc));
+		dump_check_renew(c);
 	}
 	return rc;
 }
@@ -121,7 +122,7 @@ check_cursor(struct check *c, MDB_dbi dbi, const char *db, MDB_cursor **cur)
  * Returns 0, or DUMP_EXIT_INTERRUPTED.
  */
 static int
-check_walk_end(struct check *c, const char *db, int rc)
+dump_check_walk_end(struct check *c, const char *db, int rc)
 {
 	char where[STORE_KEY_MAX * 4 + 64];
 
@@ -132,18 +133,18 @@ check_walk_end(struct check *c, const char *db, int rc)
 	/* LMDB fails a transaction at a damaged page, sometimes inside a
 	 * call that does not return the error: the next call then says
 	 * only MDB_BAD_TXN (STORE_E_LMDB) */
-	check_problem(c, NULL, NULL, NULL, "walk", "reading the %s database "
-	    "failed %s: %s", db, dump_progress_where(where, sizeof where),
-	    rc == STORE_E_LMDB || rc == MDB_BAD_TXN ? "LMDB gave up on a "
-	    "damaged page on the way" : rc <= -40000 ? store_strerror(rc) :
-	    mdb_strerror(rc));
-	check_renew(c);
+	dump_check_problem(c, NULL, NULL, NULL, "walk", "reading the %s "
+	    "database failed %s: %s", db, dump_progress_where(where,
+	    sizeof where), rc == STORE_E_LMDB || rc == MDB_BAD_TXN ?
+	    "LMDB gave up on a damaged page on the way" : rc <= -40000 ?
+	    store_strerror(rc) : mdb_strerror(rc));
+	dump_check_renew(c);
 	return 0;
 }
 
 /* A key or value of a walk that runs past the end of the file. */
 static int
-check_val(struct check *c, const MDB_val *k, const MDB_val *v)
+dump_check_val(struct check *c, const MDB_val *k, const MDB_val *v)
 {
 	if (store_val_ok(c->t, k) && (v == NULL || store_val_ok(c->t, v)))
 		return 1;
@@ -153,7 +154,7 @@ check_val(struct check *c, const MDB_val *k, const MDB_val *v)
 /* One session record: parses, known state, in the name index, and its
  * expiry key present. */
 static void
-check_session_record(struct check *c, const MDB_val *k)
+dump_check_session_record(struct check *c, const MDB_val *k)
 {
 	store_session ss;
 	uint8_t ek[EXPIRY_KEY_SIZE];
@@ -161,19 +162,19 @@ check_session_record(struct check *c, const MDB_val *k)
 	int rc;
 
 	if (k->mv_size != STORE_ID_SIZE) {
-		check_problem(c, NULL, NULL, NULL, "session_record",
+		dump_check_problem(c, NULL, NULL, NULL, "session_record",
 		    "a session key of %zu bytes (ids have %d)", k->mv_size,
 		    STORE_ID_SIZE);
 		return;
 	}
 	if ((rc = session_get_by_id(c->t, k->mv_data, &ss)) != 0) {
-		check_problem(c, k->mv_data, NULL, NULL, "session_record",
+		dump_check_problem(c, k->mv_data, NULL, NULL, "session_record",
 		    "the session record does not parse (%s)",
 		    store_strerror(rc));
 		return;
 	}
 	if (ss.state != STORE_STATE_LIVE && ss.state != STORE_STATE_DEAD)
-		check_problem(c, ss.id, ss.name, NULL, "session_state",
+		dump_check_problem(c, ss.id, ss.name, NULL, "session_state",
 		    "unknown state %u (1 live, 2 dead)", ss.state);
 	if (ss.state == STORE_STATE_LIVE) {
 		nk.mv_data = ss.name;
@@ -182,50 +183,50 @@ check_session_record(struct check *c, const MDB_val *k)
 		    &nv) : MDB_NOTFOUND;
 		if (rc != 0 || nv.mv_size != STORE_ID_SIZE ||
 		    memcmp(nv.mv_data, ss.id, STORE_ID_SIZE) != 0)
-			check_problem(c, ss.id, ss.name, NULL, "name_index",
-			    "a live session whose name does not lead to it "
-			    "in the name index");
+			dump_check_problem(c, ss.id, ss.name, NULL,
+			    "name_index", "a live session whose name does not "
+			    "lead to it in the name index");
 	}
 	if (session_expiry_key(&ss, ek)) {
 		nk.mv_data = ek;
 		nk.mv_size = sizeof ek;
 		if (mdb_get(c->t->txn, c->t->s->expiry, &nk, &nv) != 0)
-			check_problem(c, ss.id, ss.name, NULL, "expiry_index",
-			    "no expiry key for this %s session (the sweeper "
-			    "would never reclaim it)", ss.state ==
+			dump_check_problem(c, ss.id, ss.name, NULL,
+			    "expiry_index", "no expiry key for this %s session "
+			    "(the sweeper would never reclaim it)", ss.state ==
 			    STORE_STATE_DEAD ? "dead" : "leased");
 	}
 }
 
 /* The sessions database, record by record. */
 static int
-check_sessions(struct check *c)
+dump_check_sessions(struct check *c)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int rc, op = MDB_FIRST;
 
-	if (check_cursor(c, c->t->s->sessions, "sessions", &cur) != 0)
+	if (dump_check_cursor(c, c->t->s->sessions, "sessions", &cur) != 0)
 		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0) {
 		op = MDB_NEXT;
 		if (dump_interrupted)
 			break;
-		if (!check_val(c, &k, &v)) {
+		if (!dump_check_val(c, &k, &v)) {
 			rc = STORE_E_CORRUPT;
 			break;
 		}
 		dump_progress_key(k.mv_data, k.mv_size);
 		c->sessions++;
-		check_session_record(c, &k);
+		dump_check_session_record(c, &k);
 	}
 	mdb_cursor_close(cur);
-	return check_walk_end(c, "sessions", rc);
+	return dump_check_walk_end(c, "sessions", rc);
 }
 
 /* The name index: each name leads to a live session of that name. */
 static int
-check_names(struct check *c)
+dump_check_names(struct check *c)
 {
 	char name[STORE_NAME_MAX + 1];
 	store_session ss;
@@ -233,43 +234,44 @@ check_names(struct check *c)
 	MDB_val k, v;
 	int rc, op = MDB_FIRST;
 
-	if (check_cursor(c, c->t->s->names, "names", &cur) != 0)
+	if (dump_check_cursor(c, c->t->s->names, "names", &cur) != 0)
 		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 &&
 	    !dump_interrupted) {
 		op = MDB_NEXT;
-		if (!check_val(c, &k, &v)) {
+		if (!dump_check_val(c, &k, &v)) {
 			rc = STORE_E_CORRUPT;
 			break;
 		}
 		dump_progress_key(k.mv_data, k.mv_size);
 		dump_out_text(name, sizeof name, k.mv_data, k.mv_size);
 		if (v.mv_size != STORE_ID_SIZE) {
-			check_problem(c, NULL, name, NULL, "name_index",
+			dump_check_problem(c, NULL, name, NULL, "name_index",
 			    "the name index holds %zu bytes for this name, "
 			    "not a session id", v.mv_size);
 			continue;
 		}
 		if (session_get_by_id(c->t, v.mv_data, &ss) != 0) {
-			check_problem(c, v.mv_data, name, NULL, "name_index",
-			    "the name leads to a session that does not exist");
+			dump_check_problem(c, v.mv_data, name, NULL,
+			    "name_index", "the name leads to a session that "
+			    "does not exist");
 			continue;
 		}
 		if (ss.state != STORE_STATE_LIVE || strlen(ss.name) !=
 		    k.mv_size || memcmp(ss.name, k.mv_data, k.mv_size) != 0)
-			check_problem(c, ss.id, name, NULL, "name_index",
+			dump_check_problem(c, ss.id, name, NULL, "name_index",
 			    "the name leads to a %s session named %s",
 			    ss.state == STORE_STATE_LIVE ? "live" : "dead",
 			    ss.name);
 	}
 	mdb_cursor_close(cur);
-	return check_walk_end(c, "names", rc);
+	return dump_check_walk_end(c, "names", rc);
 }
 
 /* One expiry key: well formed, of an existing session, the one its lease
  * gives. */
 static void
-check_expiry_key_one(struct check *c, const MDB_val *k)
+dump_check_expiry_key_one(struct check *c, const MDB_val *k)
 {
 	uint8_t want[EXPIRY_KEY_SIZE];
 	const uint8_t *p = k->mv_data;
@@ -278,25 +280,25 @@ check_expiry_key_one(struct check *c, const MDB_val *k)
 	int rc;
 
 	if (k->mv_size != EXPIRY_KEY_SIZE) {
-		check_problem(c, NULL, NULL, NULL, "expiry_index",
+		dump_check_problem(c, NULL, NULL, NULL, "expiry_index",
 		    "an expiry key of %zu bytes (they have %d)", k->mv_size,
 		    EXPIRY_KEY_SIZE);
 		return;
 	}
 	if ((rc = session_get_by_id(c->t, p + 8, &ss)) != 0) {
 		if (rc == STORE_E_NOTFOUND)
-			check_problem(c, p + 8, NULL, NULL, "expiry_index",
+			dump_check_problem(c, p + 8, NULL, NULL, "expiry_index",
 			    "an expiry key (at %s) for a session that does "
 			    "not exist", dump_out_time(a, sizeof a,
 			    be64_get(p)));
 		return; /* an unparsable record was reported already */
 	}
 	if (!session_expiry_key(&ss, want))
-		check_problem(c, ss.id, ss.name, NULL, "expiry_index",
+		dump_check_problem(c, ss.id, ss.name, NULL, "expiry_index",
 		    "an expiry key (at %s) for a live session without a "
 		    "lease", dump_out_time(a, sizeof a, be64_get(p)));
 	else if (memcmp(want, p, EXPIRY_KEY_SIZE) != 0)
-		check_problem(c, ss.id, ss.name, NULL, "expiry_index",
+		dump_check_problem(c, ss.id, ss.name, NULL, "expiry_index",
 		    "a stale expiry key at %s; the session's %s gives %s",
 		    dump_out_time(a, sizeof a, be64_get(p)),
 		    ss.state == STORE_STATE_DEAD ? "state (dead)" : "lease",
@@ -305,28 +307,28 @@ check_expiry_key_one(struct check *c, const MDB_val *k)
 }
 
 /* The expiry index, key by key (the other way round is in
- * check_session_record). */
+ * dump_check_session_record). */
 static int
-check_expiry(struct check *c)
+dump_check_expiry(struct check *c)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int rc, op = MDB_FIRST;
 
-	if (check_cursor(c, c->t->s->expiry, "expiry", &cur) != 0)
+	if (dump_check_cursor(c, c->t->s->expiry, "expiry", &cur) != 0)
 		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 &&
 	    !dump_interrupted) {
 		op = MDB_NEXT;
-		if (!check_val(c, &k, &v)) {
+		if (!dump_check_val(c, &k, &v)) {
 			rc = STORE_E_CORRUPT;
 			break;
 		}
 		dump_progress_key(k.mv_data, k.mv_size);
-		check_expiry_key_one(c, &k);
+		dump_check_expiry_key_one(c, &k);
 	}
 	mdb_cursor_close(cur);
-	return check_walk_end(c, "expiry", rc);
+	return dump_check_walk_end(c, "expiry", rc);
 }
 
 /* The references index (the refs database, when the store has one): every
@@ -334,7 +336,7 @@ check_expiry(struct check *c)
  * kind and key.  Stale rows (a referrer that no longer refers) are hints,
  * not damage, and are not reported. */
 static int
-check_refs_index(struct check *c)
+dump_check_refs_index(struct check *c)
 {
 	uint8_t last[STORE_ID_SIZE];
 	int rc, op = MDB_FIRST, have = 0, exists = 0;
@@ -345,19 +347,19 @@ check_refs_index(struct check *c)
 
 	if (!c->t->s->has_refs)
 		return 0;
-	if (check_cursor(c, c->t->s->refs, "refs", &cur) != 0)
+	if (dump_check_cursor(c, c->t->s->refs, "refs", &cur) != 0)
 		return 0;
 	while ((rc = mdb_cursor_get(cur, &k, &v, op)) == 0 &&
 	    !dump_interrupted) {
 		op = MDB_NEXT;
-		if (!check_val(c, &k, &v)) {
+		if (!dump_check_val(c, &k, &v)) {
 			rc = STORE_E_CORRUPT;
 			break;
 		}
 		dump_progress_key(k.mv_data, k.mv_size);
 		p = k.mv_data;
 		if (entry_key_parse(p, k.mv_size, &tk) != 0) {
-			check_problem(c, NULL, NULL, NULL, "refs_index",
+			dump_check_problem(c, NULL, NULL, NULL, "refs_index",
 			    "a references-index key of %zu bytes that is not "
 			    "an entry key", k.mv_size);
 			continue;
@@ -369,29 +371,29 @@ check_refs_index(struct check *c)
 			exists = mdb_get(c->t->txn, c->t->s->sessions, &sk,
 			    &sv) == 0;
 			if (!exists)
-				check_problem(c, p, NULL, &tk, "refs_index",
-				    "references-index rows of a session that "
-				    "does not exist");
+				dump_check_problem(c, p, NULL, &tk,
+				    "refs_index", "references-index rows of a "
+				    "session that does not exist");
 		}
 		p = v.mv_data;
 		if (v.mv_size < 2 || (p[0] != STORE_KIND_GLOBAL &&
 		    p[0] != STORE_KIND_HANDLE) || (p[0] == STORE_KIND_HANDLE &&
 		    v.mv_size != 9) || v.mv_size > 1 + STORE_KEY_MAX)
-			check_problem(c, k.mv_data, NULL, &tk, "refs_index",
-			    "a references-index row of %zu bytes that names "
-			    "no entry", v.mv_size);
+			dump_check_problem(c, k.mv_data, NULL, &tk,
+			    "refs_index", "a references-index row of %zu bytes "
+			    "that names no entry", v.mv_size);
 	}
 	mdb_cursor_close(cur);
-	return check_walk_end(c, "refs", rc);
+	return dump_check_walk_end(c, "refs", rc);
 }
 
 /* store_check_structure callback: one problem. */
 static void
-check_structure_problem(const char *problem, void *arg)
+dump_check_structure_problem(const char *problem, void *arg)
 {
 	struct check *c = arg;
 
-	check_problem(c, NULL, NULL, NULL, "structure", "data.mdb: %s",
+	dump_check_problem(c, NULL, NULL, NULL, "structure", "data.mdb: %s",
 	    problem);
 }
 
@@ -400,7 +402,7 @@ check_structure_problem(const char *problem, void *arg)
  * check's snapshot, whose read transaction keeps a writer beside it from
  * reusing the pages the check reads. */
 static void
-check_structure(struct check *c)
+dump_check_structure(struct check *c)
 {
 	int rc;
 
@@ -411,15 +413,15 @@ check_structure(struct check *c)
 	rc = store_check_structure(c->d->o->db, 1u << 20, NULL, NULL);
 	if (rc > 0)
 		rc = store_check_structure(c->d->o->db, 1u << 20,
-		    check_structure_problem, c);
+		    dump_check_structure_problem, c);
 	if (rc < 0)
-		check_problem(c, NULL, NULL, NULL, "structure", "data.mdb "
+		dump_check_problem(c, NULL, NULL, NULL, "structure", "data.mdb "
 		    "cannot be read: %s", store_strerror(rc));
 }
 
 /* The final row: what was checked and the verdict. */
 static void
-check_summary(struct check *c, int interrupted, uint64_t ms)
+dump_check_summary(struct check *c, int interrupted, uint64_t ms)
 {
 	struct dump *d = c->d;
 	char sz[32];
@@ -483,16 +485,16 @@ dump_check_crashed(struct dump *d, const char *what)
 	if (dump_prog == NULL || strcmp(dump_prog->db, "open") == 0) {
 		/* the child died opening the store, before its own
 		 * structural check: run it here (it only preads) */
-		check_structure(&c);
-		check_problem(&c, NULL, NULL, NULL, "crash", "opening the "
+		dump_check_structure(&c);
+		dump_check_problem(&c, NULL, NULL, NULL, "crash", "opening the "
 		    "store crashed the reader (%s): a damaged meta or root "
 		    "page", what);
 	} else
-		check_problem(&c, NULL, NULL, NULL, "crash", "reading the %s "
-		    "database %s crashed the reader (%s): a damaged page",
+		dump_check_problem(&c, NULL, NULL, NULL, "crash", "reading the "
+		    "%s database %s crashed the reader (%s): a damaged page",
 		    dump_prog->db, dump_progress_where(where, sizeof where),
 		    what);
-	check_summary(&c, 0, 0);
+	dump_check_summary(&c, 0, 0);
 	return DUMP_EXIT_DAMAGE;
 }
 
@@ -521,27 +523,30 @@ dump_check_run(struct dump *d, store_txn *t)
 	/* the pages first: a store whose pages are damaged is not sound
 	 * even where a walk happens to pass, and pyshelfd refuses to write
 	 * to it (store_check_structure) */
-	check_structure(&c);
+	dump_check_structure(&c);
 	/* a walk that fails is reported and the next one runs: each walk
 	 * returns 0 or DUMP_EXIT_INTERRUPTED */
-	if ((rc = check_sessions(&c)) == 0 && (rc = check_names(&c)) == 0 &&
-	    (rc = check_expiry(&c)) == 0 && (rc = check_refs_index(&c)) == 0) {
+	if ((rc = dump_check_sessions(&c)) == 0 && (rc = dump_check_names(&c))
+	    == 0 && (rc = dump_check_expiry(&c)) == 0 && (rc =
+	    dump_check_refs_index(&c)) == 0) {
 		dump_progress_db("entries");
-		rc = entry_walk(t, check_entry, &c);
+		rc = entry_walk(t, dump_check_entry, &c);
 		if (rc == 0 && c.have_sid)
-			check_enter_session(&c, c.sid); /* flush orphan count */
+			/* flush the orphan count */
+			dump_check_entry_enter_session(&c, c.sid);
 		if (rc < 0)
-			rc = check_walk_end(&c, "entries", rc);
+			rc = dump_check_walk_end(&c, "entries", rc);
 		if (rc == 0) {
 			dump_progress_db("blobs");
-			rc = blob_walk(t, check_blob_row, &c);
+			rc = blob_walk(t, dump_check_entry_blob_row, &c);
 			if (rc < 0)
-				rc = check_walk_end(&c, "blobs", rc);
+				rc = dump_check_walk_end(&c, "blobs", rc);
 		}
 	}
 	dump_out_progress(d, "", 0, 0, 1);
-	check_mirror(&c);
-	check_summary(&c, rc == DUMP_EXIT_INTERRUPTED, store_now_ms() - t0);
+	dump_check_mirror(&c);
+	dump_check_summary(&c, rc == DUMP_EXIT_INTERRUPTED,
+	    store_now_ms() - t0);
 	if (rc != 0)
 		return rc;
 	return c.problems > 0 ? DUMP_EXIT_DAMAGE : DUMP_EXIT_OK;

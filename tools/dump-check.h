@@ -36,17 +36,17 @@ struct check {
 };
 
 /* dump-check.c */
-void check_mirror(const struct check *c);
-void check_problem(struct check *c, const uint8_t *sid, const char *sname,
-                   const store_key *k, const char *what, const char *fmt,
-                   ...)
+void dump_check_mirror(const struct check *c);
+void dump_check_problem(struct check *c, const uint8_t *sid, const char *sname,
+                        const store_key *k, const char *what, const char *fmt,
+                        ...)
     __attribute__((format(printf, 6, 7)));
 
 /* dump-check-entry.c */
-void check_enter_session(struct check *c, const uint8_t *sid);
-int check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
-                size_t len, void *arg);
-int check_blob_row(const uint8_t *sid, const store_key *k,
-                   const uint8_t *name, uint64_t size, void *arg);
+void dump_check_entry_enter_session(struct check *c, const uint8_t *sid);
+int dump_check_entry(const uint8_t *sid, const store_key *k, const uint8_t *val,
+                     size_t len, void *arg);
+int dump_check_entry_blob_row(const uint8_t *sid, const store_key *k,
+                              const uint8_t *name, uint64_t size, void *arg);
 
 #endif
