@@ -110,6 +110,9 @@ const char *dump_out_pickler(uint8_t pickler);
 char *dump_out_flags(char *buf, size_t cap, uint16_t flags);
 void dump_out_progress(struct dump *d, const char *what, uint64_t done,
                        uint64_t total, int final);
+int dump_out_ambiguous(const char *name, size_t len);
+
+/* dump-json.c */
 void dump_json_row(struct dump *d, const char *row);
 void dump_json_row_end(struct dump *d);
 void dump_json_obj(struct dump *d, const char *key);
