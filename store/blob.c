@@ -458,10 +458,23 @@ blob_txn_end(store_txn *t, int committed)
 	t->blob_delta = 0;
 }
 
+/* blob_sync's step that failed with errno err, as a sentence in *cause
+ * (when asked; NULL without memory).  Returns STORE_E_IO. */
+static int
+blob_sync_fail(store *s, char **cause, int err, const char *step,
+               const char *fname)
+{
+	if (cause != NULL && asprintf(cause, "%s %s/blobs%s%s: %s", step,
+	    s->path, fname != NULL ? "/" : "", fname != NULL ? fname : "",
+	    strerror(err)) < 0)
+		*cause = NULL;
+	return STORE_E_IO;
+}
+
 /* store_sync()'s part: fsync the files committed since the last one, then
- * the directory. */
+ * the directory.  cause (may be NULL) as store_sync_cause's. */
 int
-blob_sync(store *s)
+blob_sync(store *s, char **cause)
 {
 	char fname[2 * STORE_BLOB_NAME_SIZE + 1];
 	struct blob_list l;
@@ -477,24 +490,25 @@ blob_sync(store *s)
 	s->unsynced_lost = 0;
 	pthread_mutex_unlock(&s->unsynced_lock);
 	if (lost && syncfs(s->blobfd) != 0)
-		rc = STORE_E_IO;
+		rc = blob_sync_fail(s, cause, errno, "syncfs", NULL);
 	for (i = 0; i < l.n && rc == 0; i++) {
-		int fd;
+		int fd, err;
 
 		blob_fname(l.v[i], fname);
 		fd = openat(s->blobfd, fname, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
 			if (errno == ENOENT)
 				continue; /* dropped since: nothing to sync */
-			rc = STORE_E_IO;
+			rc = blob_sync_fail(s, cause, errno, "openat", fname);
 			break;
 		}
-		if (fdatasync(fd) != 0)
-			rc = STORE_E_IO;
-		close(fd);
+		err = fdatasync(fd) != 0 ? errno : 0;
+		close(fd);      /* may change errno: err keeps fdatasync's */
+		if (err != 0)
+			rc = blob_sync_fail(s, cause, err, "fdatasync", fname);
 	}
 	if (rc == 0 && (l.n > 0 || lost) && fsync(s->blobfd) != 0)
-		rc = STORE_E_IO;
+		rc = blob_sync_fail(s, cause, errno, "fsync", NULL);
 	free(l.v);
 	return rc;
 }

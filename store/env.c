@@ -615,14 +615,27 @@ store_path(const store *s)
 int
 store_sync(store *s)
 {
+	return store_sync_cause(s, NULL);
+}
+
+/* Flush to disk, saying which step failed. */
+int
+store_sync_cause(store *s, char **cause)
+{
 	int rc;
 
+	if (cause != NULL)
+		*cause = NULL;
 	if (s->opt.readonly)
 		return 0;
 	/* the files first: a synced record never names an unsynced file */
-	if ((rc = blob_sync(s)) != 0)
+	if ((rc = blob_sync(s, cause)) != 0)
 		return rc;
-	return store_map_err(mdb_env_sync(s->env, 1));
+	if ((rc = mdb_env_sync(s->env, 1)) != 0 && cause != NULL &&
+	    asprintf(cause, "mdb_env_sync %s/data.mdb: %s", s->path,
+	    mdb_strerror(rc)) < 0)
+		*cause = NULL;
+	return store_map_err(rc);
 }
 
 /* Sizes of the map and of what is used. */

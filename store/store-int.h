@@ -140,7 +140,7 @@ int blob_drop(store_txn *t, const MDB_val *k);
 int blob_precommit(store_txn *t);
 void blob_txn_end(store_txn *t, int committed);
 void blob_unlink_list(store *s, const struct blob_list *l);
-int blob_sync(store *s);
+int blob_sync(store *s, char **cause);
 int blob_sweep(store_txn *t, size_t *removed);
 /* What blob_resolve found wrong with a blob record's file. */
 enum blob_why {

@@ -235,6 +235,11 @@ int store_check_structure(const char *path, size_t budget,
 const char *store_strerror(int rc);
 /* Flush committed data to disk (for STORE_SYNC_INTERVAL/NEVER). */
 int store_sync(store *s);
+/* store_sync, saying which durable step failed: cause (may be NULL) as
+ * store_write_cause's ("fdatasync PATH/blobs/<name>: ...", "fsync
+ * PATH/blobs: ...", "mdb_env_sync PATH/data.mdb: ..."; also openat and
+ * syncfs); NULL on success. */
+int store_sync_cause(store *s, char **cause);
 /* Map size now and bytes in use (pages * page size). */
 int store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max);
 /* Format version and creation time recorded in meta. */

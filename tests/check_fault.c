@@ -2443,6 +2443,76 @@ START_TEST(test_write_cause)
 }
 END_TEST
 
+
+/* store_sync_cause, the same for the sync of STORE_SYNC_INTERVAL: the
+ * files committed since the last sync, the directory, then LMDB's file. */
+START_TEST(test_sync_cause)
+{
+	static const struct {
+		const char *step, *what;
+		unsigned kind;
+	} steps[] = {
+		{"openat", "file", FK_OPENAT},
+		{"fdatasync", "file", FK_DISK},
+		{"fsync", "/blobs", FK_DISK},
+		{"mdb_env_sync", "/data.mdb", FK_DISK},
+	};
+	static const unsigned kinds[] = {FK_OPENAT, FK_DISK};
+	int seen[NELEM(steps)] = {0};
+	struct st_ctx sc;
+	size_t k, j;
+
+	st_init(&sc, STORE_SYNC_INTERVAL);
+	sc.opt.blob_min = 1;
+	for (k = 0; k < NELEM(kinds); k++) {
+		struct fault_spec fs = {"sync cause", kinds[k], {EIO}, 1, 0, 0,
+		    0, 0};
+		long n;
+
+		for (n = 1; n < FAULT_RUNS_MAX; n++) {
+			struct put_arg pa;
+			char *cause = (char *)"untouched", prefix[32];
+			int rc, matched = 0;
+			long hits;
+
+			st_open(&sc);
+			snprintf(prefix, sizeof prefix, "s%zu_%ld_", k, n);
+			pa.sid = sc.work;
+			pa.prefix = prefix;
+			pa.count = 2;
+			ck_assert_int_eq(store_write(sc.s, cb_put, &pa), 0);
+			fault_arm(&fs, n);
+			rc = store_sync_cause(sc.s, &cause);
+			hits = fault_disarm();
+			if (hits == 0) {
+				ck_assert_int_eq(rc, 0);
+				ck_assert_ptr_null(cause);
+				st_close(&sc);
+				break;
+			}
+			ck_assert_msg(rc != 0 && cause != NULL, "kind %#x, call "
+			    "%ld: %s, cause %s", kinds[k], n,
+			    store_strerror(rc), cause ? cause : "none");
+			for (j = 0; j < NELEM(steps); j++)
+				if (steps[j].kind == kinds[k] &&
+				    cause_is(cause, steps[j].step, sc.dir,
+				    steps[j].what, strerror(EIO))) {
+					seen[j]++;
+					matched = 1;
+				}
+			ck_assert_msg(matched, "kind %#x, call %ld: unexpected "
+			    "cause \"%s\"", kinds[k], n, cause);
+			free(cause);
+			st_close(&sc);
+		}
+		ck_assert_int_lt(n, FAULT_RUNS_MAX);
+	}
+	for (j = 0; j < NELEM(steps); j++)
+		ck_assert_msg(seen[j] > 0, "no sync failed at %s",
+		    steps[j].step);
+}
+END_TEST
+
 /* A write of FULL_N 40 KB entries grows the map to its maximum and still
  * does not fit: STORE_E_FULL, none of it visible, the earlier data intact,
  * and a smaller write then succeeds. */
@@ -2693,6 +2763,7 @@ fault_suite(void)
 	tcase_add_test(tc, test_store_read_listing_faults);
 	tcase_add_test(tc, test_session_purge_faults);
 	tcase_add_test(tc, test_write_cause);
+	tcase_add_test(tc, test_sync_cause);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Limits");
