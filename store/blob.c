@@ -23,6 +23,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,9 @@ blob_room(store_txn *t, size_t size)
 	if (used + files + size > t->s->opt.map_max ||
 	    used + files + size < size) {
 		t->nogrow = 1;
+		store_txn_cause(t, "blob file of %zu bytes: %s would pass its "
+		    "map_max of %zu bytes (%" PRIu64 " in use)", size,
+		    t->s->path, t->s->opt.map_max, used + files);
 		return STORE_E_FULL;
 	}
 	return 0;
@@ -177,16 +181,29 @@ blob_write_all(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* The store error for a failed file operation; a full disk stops the
- * transaction without growing the map (growing would not help). */
+/* The store error for errno err of a failed file operation; a full disk
+ * stops the transaction without growing the map (growing would not
+ * help). */
 static int
-blob_errno(store_txn *t)
+blob_errno(store_txn *t, int err)
 {
-	if (errno == ENOSPC || errno == EDQUOT) {
+	if (err == ENOSPC || err == EDQUOT) {
 		t->nogrow = 1;
 		return STORE_E_FULL;
 	}
-	return errno == ENOMEM ? STORE_E_NOMEM : STORE_E_IO;
+	return err == ENOMEM ? STORE_E_NOMEM : STORE_E_IO;
+}
+
+/* A file operation failed with errno err: say which (step, and the file
+ * fname in the blobs directory, or the directory itself when NULL), as
+ * the transaction's cause, and return its store error. */
+static int
+blob_fail(store_txn *t, int err, const char *step, const char *fname)
+{
+	store_txn_cause(t, "%s %s/blobs%s%s: %s", step, t->s->path,
+	    fname != NULL ? "/" : "", fname != NULL ? fname : "",
+	    strerror(err));
+	return blob_errno(t, err);
 }
 
 /*
@@ -204,20 +221,27 @@ blob_write(store_txn *t, const MDB_val *k, const store_entry_in *in,
 	XXH3_state_t st, pst;
 	XXH128_hash_t h;
 	size_t done = 0, kicked = 0;
+	const char *step = "write";
 	MDB_val rk, rv;
-	int fd, i, rc;
+	int fd, i, rc, err;
 
-	if (t->s->blobfd < 0)
+	if (t->s->blobfd < 0) {
+		store_txn_cause(t, "open %s/blobs: not open (a read-only store "
+		    "without that directory)", t->s->path);
 		return STORE_E_IO;
+	}
 	if ((rc = blob_room(t, size)) != 0)
 		return rc;
-	if ((rc = store_random(name, sizeof name)) != 0)
+	if ((rc = store_random(name, sizeof name)) != 0) {
+		store_txn_cause(t, "getrandom (a blob file's name): %s",
+		    strerror(errno));
 		return rc;
+	}
 	blob_fname(name, fname);
 	fd = openat(t->s->blobfd, fname,
 	    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
-		return blob_errno(t);
+		return blob_fail(t, errno, "openat", fname);
 	if ((rc = blob_list_add(&t->created, name)) != 0) {
 		close(fd);
 		unlinkat(t->s->blobfd, fname, 0);
@@ -232,8 +256,10 @@ blob_write(store_txn *t, const MDB_val *k, const store_entry_in *in,
 			size_t c = left < BLOB_CHUNK ? left : BLOB_CHUNK;
 
 			XXH3_128bits_update(&st, src, c);
-			if (blob_write_all(fd, src, c) != 0)
+			if (blob_write_all(fd, src, c) != 0) {
+				step = "write";
 				goto io;
+			}
 			src += c;
 			left -= c;
 			done += c;
@@ -248,21 +274,15 @@ blob_write(store_txn *t, const MDB_val *k, const store_entry_in *in,
 	}
 	if (close(fd) != 0) {
 		fd = -1;
+		step = "close";
 		goto io;
 	}
 	if (in->payload_digest != NULL) {
-		/* the payload digest continues from the payload: the flags,
-		 * then the refs blob (store.h) */
-		uint8_t fb[2];
-
+		/* the payload digest continues from the file's: the payload
+		 * was hashed once, on its way to the file */
 		XXH3_copyState(&pst, &st);
-		be16_put(fb, in->flags);
-		XXH3_128bits_update(&pst, fb, 2);
-		if (in->refs_len > 0)
-			XXH3_128bits_update(&pst, in->refs, in->refs_len);
-		h = XXH3_128bits_digest(&pst);
-		be64_put(in->payload_digest, h.high64);
-		be64_put(in->payload_digest + 8, h.low64);
+		record_payload_digest_end(&pst, in->flags, in->refs,
+		    in->refs_len, in->payload_digest);
 	}
 	h = XXH3_128bits_digest(&st);
 	memcpy(ref, name, sizeof name);
@@ -279,10 +299,10 @@ blob_write(store_txn *t, const MDB_val *k, const store_entry_in *in,
 	t->blob_delta += (int64_t)size;
 	return 0;
 io:
-	rc = blob_errno(t);
+	err = errno;    /* before close() can change it */
 	if (fd >= 0)
 		close(fd);
-	return rc;
+	return blob_fail(t, err, step, fname);
 }
 
 /* Does `blobs` have any row?  Asked once per batch of puts or deletes, so
@@ -348,23 +368,23 @@ blob_precommit(store_txn *t)
 	if (t->created.n == 0 || t->s->opt.sync != STORE_SYNC_ALWAYS)
 		return 0;
 	for (i = 0; i < t->created.n; i++) {
-		int fd, r;
+		int fd, err;
 
 		blob_fname(t->created.v[i], fname);
 		if ((fd = openat(t->s->blobfd, fname, O_RDONLY | O_CLOEXEC)) < 0)
-			return blob_errno(t);
-		r = fdatasync(fd);
-		close(fd);
-		if (r != 0)
-			return blob_errno(t);
+			return blob_fail(t, errno, "openat", fname);
+		err = fdatasync(fd) != 0 ? errno : 0;
+		close(fd);      /* may change errno: err keeps fdatasync's */
+		if (err != 0)
+			return blob_fail(t, err, "fdatasync", fname);
 	}
 	if (fsync(t->s->blobfd) != 0)
-		return blob_errno(t);
+		return blob_fail(t, errno, "fsync", NULL);
 	return 0;
 }
 
 /* Unlink the files of a list. */
-static void
+void
 blob_unlink_list(store *s, const struct blob_list *l)
 {
 	char fname[2 * STORE_BLOB_NAME_SIZE + 1];
@@ -438,26 +458,23 @@ blob_txn_end(store_txn *t, int committed)
 	t->blob_delta = 0;
 }
 
-/* Unlink the dropped files queued by defer_unlink. */
-size_t
-store_reap(store *s)
+/* blob_sync's step that failed with errno err, as a sentence in *cause
+ * (when asked; NULL without memory).  Returns STORE_E_IO. */
+static int
+blob_sync_fail(store *s, char **cause, int err, const char *step,
+               const char *fname)
 {
-	struct blob_list l;
-
-	pthread_mutex_lock(&s->unsynced_lock);
-	l = s->reap;
-	memset(&s->reap, 0, sizeof s->reap);
-	pthread_mutex_unlock(&s->unsynced_lock);
-	if (l.n > 0)
-		blob_unlink_list(s, &l);
-	free(l.v);
-	return l.n;
+	if (cause != NULL && asprintf(cause, "%s %s/blobs%s%s: %s", step,
+	    s->path, fname != NULL ? "/" : "", fname != NULL ? fname : "",
+	    strerror(err)) < 0)
+		*cause = NULL;
+	return STORE_E_IO;
 }
 
 /* store_sync()'s part: fsync the files committed since the last one, then
- * the directory. */
+ * the directory.  cause (may be NULL) as store_sync_cause's. */
 int
-blob_sync(store *s)
+blob_sync(store *s, char **cause)
 {
 	char fname[2 * STORE_BLOB_NAME_SIZE + 1];
 	struct blob_list l;
@@ -473,24 +490,25 @@ blob_sync(store *s)
 	s->unsynced_lost = 0;
 	pthread_mutex_unlock(&s->unsynced_lock);
 	if (lost && syncfs(s->blobfd) != 0)
-		rc = STORE_E_IO;
+		rc = blob_sync_fail(s, cause, errno, "syncfs", NULL);
 	for (i = 0; i < l.n && rc == 0; i++) {
-		int fd;
+		int fd, err;
 
 		blob_fname(l.v[i], fname);
 		fd = openat(s->blobfd, fname, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
 			if (errno == ENOENT)
 				continue; /* dropped since: nothing to sync */
-			rc = STORE_E_IO;
+			rc = blob_sync_fail(s, cause, errno, "openat", fname);
 			break;
 		}
-		if (fdatasync(fd) != 0)
-			rc = STORE_E_IO;
-		close(fd);
+		err = fdatasync(fd) != 0 ? errno : 0;
+		close(fd);      /* may change errno: err keeps fdatasync's */
+		if (err != 0)
+			rc = blob_sync_fail(s, cause, err, "fdatasync", fname);
 	}
 	if (rc == 0 && (l.n > 0 || lost) && fsync(s->blobfd) != 0)
-		rc = STORE_E_IO;
+		rc = blob_sync_fail(s, cause, errno, "fsync", NULL);
 	free(l.v);
 	return rc;
 }
@@ -596,13 +614,6 @@ blob_resolve(store_txn *t, store_record *r, int check, enum blob_why *why,
 	r->payload_len = ref.size;
 	r->flags &= (uint16_t)~STORE_FLAG_BLOB;
 	return 0;
-}
-
-/* Resolve a decoded record (store.h). */
-int
-entry_resolve(store_txn *t, store_record *r, int check)
-{
-	return blob_resolve(t, r, check, NULL, NULL);
 }
 
 /* Compare two blob names (for qsort and bsearch). */

@@ -381,6 +381,13 @@ entry_get_nocheck(store_txn *t, const uint8_t *sid, uint8_t kind,
 	return entry_fetch(t, sid, kind, name, name_len, handle, out, 0);
 }
 
+/* Resolve a decoded record (store.h). */
+int
+entry_resolve(store_txn *t, store_record *r, int check)
+{
+	return blob_resolve(t, r, check, NULL, NULL);
+}
+
 /* Is there such an entry?  1, 0, or a negative STORE_E_* code.  flags (may
  * be NULL) gets its record's flags, unchecked: the header is read, not the
  * rest of the value (STORE_E_CORRUPT when shorter than a header). */

@@ -1,7 +1,7 @@
 /*
- * env.c - opening the LMDB environment, the meta database with its format
- * version, and the read/write transaction runners that grow the map when it
- * fills up and follow growth done by other processes.
+ * env.c - opening and closing the LMDB environment (the store_* lifecycle),
+ * the meta database with its format version, sync and usage.  The
+ * transaction runners are in txn.c.
  */
 #include "config.h"
 
@@ -27,7 +27,6 @@ static int env_open_refs(store *s, MDB_txn *txn, char **cause);
 static int env_open_dbis(store *s, char **cause);
 static int env_check_meta(store *s, char **cause);
 static int env_check_pages(store *s, char **cause);
-static int env_grow(store *s);
 static int env_sweep(store_txn *t, void *arg);
 static void env_resize_lock_init(pthread_rwlock_t *l);
 
@@ -100,6 +99,8 @@ store_strerror(int rc)
 	case STORE_E_DAMAGED:
 		return "store is damaged (its pages fail the structural check): "
 		    "not written; run pyshelf-dump --check";
+	case STORE_E_KEY:
+		return "a global's name is empty, too long or not UTF-8";
 	default:
 		return mdb_strerror(rc);
 	}
@@ -582,6 +583,22 @@ store_close(store *s)
 	free(s);
 }
 
+/* Unlink the dropped files queued by defer_unlink. */
+size_t
+store_reap(store *s)
+{
+	struct blob_list l;
+
+	pthread_mutex_lock(&s->unsynced_lock);
+	l = s->reap;
+	memset(&s->reap, 0, sizeof s->reap);
+	pthread_mutex_unlock(&s->unsynced_lock);
+	if (l.n > 0)
+		blob_unlink_list(s, &l);
+	free(l.v);
+	return l.n;
+}
+
 size_t
 store_blob_min(const store *s)
 {
@@ -598,14 +615,27 @@ store_path(const store *s)
 int
 store_sync(store *s)
 {
+	return store_sync_cause(s, NULL);
+}
+
+/* Flush to disk, saying which step failed. */
+int
+store_sync_cause(store *s, char **cause)
+{
 	int rc;
 
+	if (cause != NULL)
+		*cause = NULL;
 	if (s->opt.readonly)
 		return 0;
 	/* the files first: a synced record never names an unsynced file */
-	if ((rc = blob_sync(s)) != 0)
+	if ((rc = blob_sync(s, cause)) != 0)
 		return rc;
-	return store_map_err(mdb_env_sync(s->env, 1));
+	if ((rc = mdb_env_sync(s->env, 1)) != 0 && cause != NULL &&
+	    asprintf(cause, "mdb_env_sync %s/data.mdb: %s", s->path,
+	    mdb_strerror(rc)) < 0)
+		*cause = NULL;
+	return store_map_err(rc);
 }
 
 /* Sizes of the map and of what is used. */
@@ -666,133 +696,6 @@ store_meta(store *s, uint32_t *format, uint64_t *created_ms)
 	return rc;
 }
 
-/*
- * The address LMDB mapped data.mdb at, for a map of mapsize bytes: LMDB
- * does not say (me_mapaddr is only set for MDB_FIXEDMAP), so it is looked
- * up in /proc/self/maps by the file's device and inode, once per mapping
- * (the map moves only when it grows).  0 when it cannot be found.
- */
-static uintptr_t
-env_map_base(store *s, size_t mapsize, const struct stat *st)
-{
-	unsigned long lo, hi, off, ino;
-	unsigned maj, mnr;
-	uintptr_t base = 0;
-	char line[512];
-	FILE *f;
-
-	pthread_mutex_lock(&s->map_lock);
-	/* found, or looked for in vain, for this mapping: not again */
-	if (s->map_base_size == mapsize) {
-		base = s->map_base;
-		goto out;
-	}
-	if ((f = fopen("/proc/self/maps", "re")) == NULL)
-		goto out;
-	while (fgets(line, sizeof line, f) != NULL) {
-		if (sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &lo, &hi, &off,
-		    &maj, &mnr, &ino) != 6)
-			continue;
-		if (off == 0 && ino == (unsigned long)st->st_ino &&
-		    maj == major(st->st_dev) && mnr == minor(st->st_dev) &&
-		    hi - lo == mapsize) {
-			base = (uintptr_t)lo;
-			break;
-		}
-	}
-	fclose(f);
-	s->map_base = base;
-	s->map_base_size = mapsize;
-out:
-	pthread_mutex_unlock(&s->map_lock);
-	return base;
-}
-
-/* Find t's bounds for store_val_ok: the map's address and size, and the
- * data file's size now (the snapshot's pages are all in it: LMDB never
- * shrinks the file, and a commit writes its pages before its meta). */
-static void
-env_txn_bounds(store_txn *t)
-{
-	MDB_envinfo info;
-	struct stat st;
-	mdb_filehandle_t fd;
-	uintptr_t base;
-	size_t fsize;
-
-	t->bounds_known = 1;
-	t->map_lo = t->map_end = t->file_end = 0;
-	if (mdb_env_info(t->s->env, &info) != 0 ||
-	    mdb_env_get_fd(t->s->env, &fd) != 0 || fstat(fd, &st) != 0 ||
-	    (base = env_map_base(t->s, info.me_mapsize, &st)) == 0)
-		return;       /* unknown: nothing is refused */
-	fsize = st.st_size > 0 ? (size_t)st.st_size : 0;
-	t->map_lo = base;
-	t->map_end = base + info.me_mapsize;
-	t->file_end = base + (fsize < info.me_mapsize ? fsize :
-	    info.me_mapsize);
-}
-
-/* Does v lie where it can be read?  (store-int.h) */
-int
-store_val_ok(store_txn *t, const MDB_val *v)
-{
-	uintptr_t p = (uintptr_t)v->mv_data;
-
-	if (!t->bounds_known)
-		env_txn_bounds(t);
-	if (v->mv_size == 0 || t->map_lo == 0)
-		return 1;
-	if (p < t->map_lo || p >= t->map_end)
-		/* a write transaction's dirty pages are on the heap, where
-		 * there is nothing to check against; a read transaction's
-		 * bytes are all in the map */
-		return !t->readonly && p != 0;
-	return p < t->file_end && v->mv_size <= t->file_end - p;
-}
-
-/* Begin an LMDB transaction, following another process's map growth. */
-static int
-env_txn_begin(store *s, unsigned flags, MDB_txn **txn)
-{
-	int rc = mdb_txn_begin(s->env, NULL, flags, txn);
-
-	/* A loop, not an if: the other process may grow the map again
-	 * between our adopting its size and beginning again. */
-	while (rc == MDB_MAP_RESIZED) {
-		/* Another process grew the map: adopt its size.  Needs no
-		 * transaction of ours open, which the resize lock ensures. */
-		pthread_rwlock_unlock(&s->resize);
-		pthread_rwlock_wrlock(&s->resize);
-		rc = mdb_env_set_mapsize(s->env, 0);
-		pthread_rwlock_unlock(&s->resize);
-		pthread_rwlock_rdlock(&s->resize);
-		if (rc != 0)
-			break; /* mmap refused the new size */
-		rc = mdb_txn_begin(s->env, NULL, flags, txn);
-	}
-	return rc;
-}
-
-/* Run fn in a read transaction. */
-int
-store_read(store *s, int (*fn)(store_txn *, void *), void *arg)
-{
-	store_txn t = {.s = s, .txn = NULL, .readonly = 1};
-	int rc;
-
-	pthread_rwlock_rdlock(&s->resize);
-	if ((rc = env_txn_begin(s, MDB_RDONLY, &t.txn)) != 0) {
-		pthread_rwlock_unlock(&s->resize);
-		return store_map_err(rc);
-	}
-	rc = fn(&t, arg);
-	blob_txn_end(&t, 0);
-	mdb_txn_abort(t.txn);
-	pthread_rwlock_unlock(&s->resize);
-	return rc;
-}
-
 /* At a writable open: remove the blob files no row names (blob.c). */
 static int
 env_sweep(store_txn *t, void *arg)
@@ -801,93 +704,4 @@ env_sweep(store_txn *t, void *arg)
 
 	(void)arg;
 	return blob_sweep(t, &removed);
-}
-
-/* Double the map (up to the maximum).  STORE_E_FULL at the maximum. */
-static int
-env_grow(store *s)
-{
-	MDB_envinfo info;
-	size_t next;
-	int rc;
-
-	pthread_rwlock_wrlock(&s->resize);
-	mdb_env_info(s->env, &info);
-	if (info.me_mapsize >= s->opt.map_max) {
-		pthread_rwlock_unlock(&s->resize);
-		return STORE_E_FULL;
-	}
-	next = info.me_mapsize * 2;
-	if (next > s->opt.map_max || next < info.me_mapsize)
-		next = s->opt.map_max;
-	rc = mdb_env_set_mapsize(s->env, next);
-	pthread_rwlock_unlock(&s->resize);
-	return rc == 0 ? 0 : store_map_err(rc);
-}
-
-/* Grow the map ahead of a large write so that the transaction does not
- * run, fill the map, and run again.  Best effort: 0, or STORE_E_FULL when
- * even map_max cannot hold it (the write will then say so itself). */
-int
-store_reserve(store *s, size_t bytes)
-{
-	size_t map, used, want;
-	int rc;
-
-	if (s->opt.readonly)
-		return STORE_E_READONLY;
-	for (;;) {
-		if ((rc = store_usage(s, &map, &used, NULL)) != 0)
-			return rc;
-		/* room for the data, its pages' slack and the old copies of
-		 * the pages a transaction rewrites */
-		want = bytes + bytes / 8 + ((size_t)1 << 20);
-		if (used + want <= map)
-			return 0;
-		if ((rc = env_grow(s)) != 0)
-			return rc;
-	}
-}
-
-/* Run fn in a write transaction; grow and retry when the map is full. */
-int
-store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
-{
-	store_txn t = {.s = s, .txn = NULL, .readonly = 0};
-	int rc, nogrow;
-
-	if (s->opt.readonly)
-		return STORE_E_READONLY;
-	/* dropped files left for store_reap() go before new ones are
-	 * written: their pages are freed for the new ones to use */
-	if (s->opt.defer_unlink)
-		store_reap(s);
-	for (;;) {
-		pthread_rwlock_rdlock(&s->resize);
-		if ((rc = env_txn_begin(s, 0, &t.txn)) != 0) {
-			pthread_rwlock_unlock(&s->resize);
-			if (rc == MDB_MAP_FULL && env_grow(s) == 0)
-				continue;
-			return store_map_err(rc);
-		}
-		rc = fn(&t, arg);
-		if (rc == 0)
-			rc = blob_precommit(&t);
-		if (rc != 0) {
-			mdb_txn_abort(t.txn);
-			pthread_rwlock_unlock(&s->resize);
-			nogrow = t.nogrow;
-			blob_txn_end(&t, 0);
-			if (rc == STORE_E_FULL && !nogrow &&
-			    (rc = env_grow(s)) == 0)
-				continue;
-			return rc;
-		}
-		rc = mdb_txn_commit(t.txn);
-		pthread_rwlock_unlock(&s->resize);
-		blob_txn_end(&t, rc == 0);
-		if (rc == MDB_MAP_FULL && (rc = env_grow(s)) == 0)
-			continue;
-		return store_map_err(rc);
-	}
 }

@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include "store.h"
+#include "xxh.h"
 
 /* A list of blob names (blob.c). */
 struct blob_list {
@@ -72,6 +73,8 @@ struct store_txn {
 	int nogrow;               /* a full disk: growing the map is no
 	                             help */
 	int64_t blob_delta;       /* bytes of files written less dropped */
+	char *cause;              /* malloc'd: which step failed and on
+	                             what (store_txn_cause), or NULL */
 	/* store_val_ok's bounds, found at its first call: the map, and
 	 * the part of it the data file backs (past EOF a read is SIGBUS) */
 	int bounds_known;
@@ -95,6 +98,14 @@ struct store_txn {
 
 /* env.c */
 int store_map_err(int mdb_rc);
+
+/* txn.c */
+/* Say which durable step of t failed (printf-style: the step, the path,
+ * and what the system said), replacing an earlier sentence; store_write_
+ * cause hands it out.  errno is kept.  Without memory it is left NULL:
+ * the error code still says what failed. */
+void store_txn_cause(store_txn *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* 1 when the bytes v points at lie in the part of the map the data file
  * backs (or, in a write transaction, in a page LMDB copied out of it), 0
  * when a damaged page gave a pointer or length that runs past it: then
@@ -105,6 +116,10 @@ int store_val_ok(store_txn *t, const MDB_val *v);
 /* The expiry-index key of a session into k (EXPIRY_KEY_SIZE bytes): time 0
  * for dead sessions; returns 0 (no key) for a live session without lease. */
 int session_expiry_key(const store_session *ss, uint8_t *k);
+
+/* tomb.c */
+size_t tomb_key(uint8_t *k, const char *name, uint64_t ended_ms,
+                const uint8_t *id);
 
 /* entry.c */
 size_t entry_key_make(uint8_t *k, const uint8_t *sid, uint8_t kind,
@@ -124,7 +139,8 @@ int blob_any(store_txn *t);
 int blob_drop(store_txn *t, const MDB_val *k);
 int blob_precommit(store_txn *t);
 void blob_txn_end(store_txn *t, int committed);
-int blob_sync(store *s);
+void blob_unlink_list(store *s, const struct blob_list *l);
+int blob_sync(store *s, char **cause);
 int blob_sweep(store_txn *t, size_t *removed);
 /* What blob_resolve found wrong with a blob record's file. */
 enum blob_why {
@@ -137,6 +153,11 @@ enum blob_why {
 };
 int blob_resolve(store_txn *t, store_record *r, int check,
                  enum blob_why *why, uint64_t *fsize);
+
+/* record.c */
+void record_payload_digest_end(XXH3_state_t *st, unsigned flags,
+                               const void *refs, size_t refs_len,
+                               uint8_t out[STORE_DIGEST_SIZE]);
 
 /* util.c */
 void be64_put(uint8_t *p, uint64_t v);

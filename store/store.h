@@ -45,6 +45,9 @@
                                        lock (session_lock) */
 #define STORE_E_DAMAGED    (-40014) /* the store's pages fail the
                                        structural check: not written */
+#define STORE_E_KEY        (-40015) /* a global's name is empty, longer
+                                       than STORE_KEY_MAX bytes or not
+                                       UTF-8 (refs_blob_add) */
 
 /* Entry kinds, the byte after the session id in an entry key. */
 #define STORE_KIND_GLOBAL 'g' /* key is the global's UTF-8 name */
@@ -173,9 +176,9 @@ typedef struct store_entry_in {
 	uint32_t refs_len;
 	const struct iovec *iov;         /* payload pieces, gathered in order */
 	int iovcnt;
-	/* NULL, or where the put stores the payload digest: XXH3-128 of the
-	 * payload, then the flags (u16 big-endian), then the refs blob; high
-	 * half first, each big-endian.  Not stored in the record: it is the
+	/* NULL, or where the put stores the payload digest
+	 * (record_payload_digest: XXH3-128 of the payload, then the flags,
+	 * then the refs blob).  Not stored in the record: it is the
 	 * writer's own change detection (the backend's content digest),
 	 * computed in the pass that copies the payload into the map instead
 	 * of in a pass of its own. */
@@ -232,12 +235,13 @@ int store_check_structure(const char *path, size_t budget,
 const char *store_strerror(int rc);
 /* Flush committed data to disk (for STORE_SYNC_INTERVAL/NEVER). */
 int store_sync(store *s);
+/* store_sync, saying which durable step failed: cause (may be NULL) as
+ * store_write_cause's ("fdatasync PATH/blobs/<name>: ...", "fsync
+ * PATH/blobs: ...", "mdb_env_sync PATH/data.mdb: ..."; also openat and
+ * syncfs); NULL on success. */
+int store_sync_cause(store *s, char **cause);
 /* Map size now and bytes in use (pages * page size). */
 int store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max);
-/* Grow the map, up to map_max, until about bytes more fit, so that a
- * large store_write does not fill the map and run twice.  0, or
- * STORE_E_FULL when map_max is too small (nothing changed then). */
-int store_reserve(store *s, size_t bytes);
 /* Format version and creation time recorded in meta. */
 int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
 /* Unlink the blob files that commits dropped since the last call (with
@@ -249,6 +253,13 @@ size_t store_reap(store *s);
 size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */
 const char *store_path(const store *s);
+
+/* txn.c */
+
+/* Grow the map, up to map_max, until about bytes more fit, so that a
+ * large store_write does not fill the map and run twice.  0, or
+ * STORE_E_FULL when map_max is too small (nothing changed then). */
+int store_reserve(store *s, size_t bytes);
 
 /*
  * Run fn in a read-only transaction over one consistent snapshot.
@@ -263,6 +274,22 @@ int store_read(store *s, int (*fn)(store_txn *, void *), void *arg);
  * STORE_E_READONLY, STORE_E_LMDB.
  */
 int store_write(store *s, int (*fn)(store_txn *, void *), void *arg);
+/*
+ * store_write, saying which durable step failed.
+ * @param[out] cause  (may be NULL) on failure, a malloc'd sentence (free
+ *   it) naming the step, the file and what the system said, as in
+ *   "fdatasync /srv/shelf/blobs/3fa0...: No space left on device" or
+ *   "mdb_txn_commit /srv/shelf/data.mdb: Input/output error".  The steps:
+ *   a blob file's openat, write, close and fdatasync, the fsync of the
+ *   blobs directory (STORE_SYNC_ALWAYS), LMDB's mdb_txn_begin and
+ *   mdb_txn_commit, and a blob file that would pass map_max.  NULL on
+ *   success, for an error no such step made (fn's own, STORE_E_READONLY,
+ *   the map at map_max), or when there was no memory for the sentence.
+ *   errno is read where the step failed, before any cleanup.
+ * Returns what store_write returns.
+ */
+int store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
+                      char **cause);
 
 /* session.c */
 
@@ -325,18 +352,6 @@ int session_create_id(store_txn *t, const char *name, const uint8_t *id,
  */
 int session_end(store_txn *t, const uint8_t *id, int why, uint64_t now_ms,
                 store_tomb *out);
-/* The newest tombstone of name.  STORE_E_NOTFOUND when it has none (or
- * the store has no tombstones database: read-only, made before it). */
-int tomb_last(store_txn *t, const char *name, store_tomb *out);
-/* Call fn for each tombstone, by name, then oldest first; a nonzero return
- * stops the walk and is returned.  Malformed ones are skipped. */
-int tomb_list(store_txn *t, int (*fn)(const store_tomb *, void *),
-              void *arg);
-/* Drop the tombstones of sessions that ended before before_ms (and any
- * malformed one).  *dropped (may be NULL) counts them. */
-int tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped);
-/* "expired", "closed", "replaced" or "unknown". */
-const char *tomb_why_name(int why);
 
 /*
  * Session locks: who serves a session is known by an OFD lock
@@ -368,6 +383,21 @@ void session_unlock(int fd);
 /* Remove the lock file of an ended session (after its purge).  A file
  * that is not there is 0. */
 int session_lock_remove(store *s, const uint8_t *id);
+
+/* tomb.c */
+
+/* The newest tombstone of name.  STORE_E_NOTFOUND when it has none (or
+ * the store has no tombstones database: read-only, made before it). */
+int tomb_last(store_txn *t, const char *name, store_tomb *out);
+/* Call fn for each tombstone, by name, then oldest first; a nonzero return
+ * stops the walk and is returned.  Malformed ones are skipped. */
+int tomb_list(store_txn *t, int (*fn)(const store_tomb *, void *),
+              void *arg);
+/* Drop the tombstones of sessions that ended before before_ms (and any
+ * malformed one).  *dropped (may be NULL) counts them. */
+int tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped);
+/* "expired", "closed", "replaced" or "unknown". */
+const char *tomb_why_name(int why);
 
 /* entry.c */
 
@@ -483,6 +513,45 @@ int refs_list(store_txn *t, const uint8_t *sid, const store_key *target,
 /* *any = 1 when the session has at least one row, else 0. */
 int refs_any(store_txn *t, const uint8_t *sid, int *any);
 
+/*
+ * The refs blob (docs/STORAGE.md, "Refs blob"): a record's list of
+ * persistent references, each u8 kind ('g' or 'h'), u16 big-endian key
+ * length, the key (a global's UTF-8 name of 1 to STORE_KEY_MAX bytes, or a
+ * handle's u64 big-endian id, 8 bytes).  These two functions are its only
+ * encoder and parser: every writer and reader (the backend, the admin
+ * tool) goes through them.
+ */
+/* A refs blob being built; zero-initialise, free with refs_blob_free.
+ * p (malloc'd, owned by the buffer) holds len bytes. */
+typedef struct store_refs_buf {
+	uint8_t *p;
+	size_t len, cap;
+} store_refs_buf;
+/*
+ * Append one reference to b: ref->kind, and ref->name/name_len (kind 'g')
+ * or ref->handle (kind 'h'); other fields are not read.  No duplicate
+ * check (the caller deduplicates).  Nothing is appended on error.
+ * Errors: STORE_E_KEY (a name that is empty, over STORE_KEY_MAX bytes or
+ * not UTF-8: the 16-bit length can never overflow), STORE_E_INVAL (a kind
+ * that is neither), STORE_E_NOMEM.
+ */
+int refs_blob_add(store_refs_buf *b, const store_key *ref);
+/* Free b's bytes and zero it (b may be reused). */
+void refs_blob_free(store_refs_buf *b);
+/*
+ * Read the reference at *off (start at 0) of the blob p[0..n).
+ * @param[out] ref  kind and name/name_len (kind 'g', borrowed from p, not
+ *                  NUL-terminated) or handle (kind 'h', name NULL);
+ *                  value_len 0
+ * @param[out] why  on error, a static sentence saying what is wrong
+ * Returns 1 with *off moved past it, 0 at the end of the blob, or
+ * STORE_E_CORRUPT (*off left at the bad reference) when the blob ends
+ * inside a header, a key runs past its end, the kind is unknown, a
+ * handle's key is not 8 bytes, or a name is empty, too long or not UTF-8.
+ */
+int refs_blob_next(const uint8_t *p, size_t n, size_t *off, store_key *ref,
+                   const char **why);
+
 /* record.c */
 
 /* Size of the encoded record for these header fields and payload size. */
@@ -499,6 +568,20 @@ void record_encode(uint8_t *dst, const store_entry_in *in, uint64_t now_ms);
 int record_decode(const uint8_t *p, size_t n, store_record *out);
 /* Decode without checking the digest (for damage reports). */
 int record_decode_nocheck(const uint8_t *p, size_t n, store_record *out);
+/*
+ * The payload digest (the backend's content digest, which says whether an
+ * entry changed): XXH3-128 of the payload, then the flags (u16 big-endian),
+ * then the refs blob; high half first, each big-endian.  The payload is
+ * data[0..len) followed by each of parts[0..nparts) (either may be empty:
+ * a payload written in pieces, such as a pickle and its out-of-band
+ * buffers, gives the same digest as the same bytes whole).  This is the
+ * digest entry_put stamps into store_entry_in.payload_digest, for map and
+ * blob-file records alike.  Cannot fail; needs no store.
+ */
+void record_payload_digest(const void *data, size_t len,
+                           const struct iovec *parts, size_t nparts,
+                           unsigned flags, const void *refs, size_t refs_len,
+                           uint8_t out[STORE_DIGEST_SIZE]);
 
 /* util.c */
 

@@ -10,8 +10,8 @@
  * which the fault never fired; that run must succeed.
  *
  * How calls fail: the program is linked with --wrap for malloc, calloc,
- * realloc, strdup, asprintf, vasprintf, read, write, poll, getrandom and
- * mkdir (tests/fault.mk), which reroutes those calls of every object linked
+ * realloc, strdup, asprintf, vasprintf, read, write, poll, getrandom,
+ * mkdir and openat (tests/fault.mk), which reroutes those calls of every object linked
  * in statically (this file, the convenience libraries libpyshelfwire and
  * libpyshelfstore, check) to the __wrap_* functions below.  LMDB is a
  * shared library that --wrap cannot reach, so its disk I/O (pread, pwrite,
@@ -67,6 +67,7 @@
 #define FK_MKDIR  0x20u /* mkdir(2) */
 #define FK_DISK   0x40u /* LMDB's pread, pwrite, writev, fdatasync, fsync,
                            msync */
+#define FK_OPENAT 0x80u /* openat(2): the store's blob files */
 
 /* Most errors one run injects before it stops (or persists). */
 #define FAULT_ERRS_MAX 2
@@ -171,6 +172,7 @@ ssize_t __real_write(int, const void *, size_t);
 int __real_poll(struct pollfd *, nfds_t, int);
 ssize_t __real_getrandom(void *, size_t, unsigned);
 int __real_mkdir(const char *, mode_t);
+int __real_openat(int, const char *, int, ...);
 
 void *__wrap_malloc(size_t);
 void *__wrap_calloc(size_t, size_t);
@@ -183,6 +185,7 @@ ssize_t __wrap_write(int, const void *, size_t);
 int __wrap_poll(struct pollfd *, nfds_t, int);
 ssize_t __wrap_getrandom(void *, size_t, unsigned);
 int __wrap_mkdir(const char *, mode_t);
+int __wrap_openat(int, const char *, int, ...);
 
 void *
 __wrap_malloc(size_t n)
@@ -331,6 +334,25 @@ __wrap_mkdir(const char *path, mode_t mode)
 		return -1;
 	}
 	return __real_mkdir(path, mode);
+}
+
+int
+__wrap_openat(int dirfd, const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+	va_list ap;
+	int err;
+
+	if (flags & O_CREAT) {
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+	}
+	if (fault_fire(FK_OPENAT, &err)) {
+		errno = err;
+		return -1;
+	}
+	return __real_openat(dirfd, path, flags, mode);
 }
 
 /* --- interposed disk calls (liblmdb binds to these) --------------------- */
@@ -2272,6 +2294,225 @@ big_check(store *s, const uint8_t *sid, const char *prefix, int count,
 	}
 }
 
+
+/* A write callback that fails for a reason of its own. */
+static int
+cb_fail(store_txn *t, void *a)
+{
+	(void)t;
+	(void)a;
+	return STORE_E_NOTFOUND;
+}
+
+/* --- which durable step failed (store_write_cause) ----------------------- */
+
+/* Whether cause is "<step> <dir>/blobs/<32 hex digits>: <msg>" (file) or
+ * "<step> <dir>/blobs: <msg>" (the directory) or "<step> <dir>/data.mdb:
+ * <msg>" (LMDB's file). */
+static int
+cause_is(const char *cause, const char *step, const char *dir,
+         const char *what, const char *msg)
+{
+	size_t n;
+	int i;
+
+	n = strlen(step);
+	if (strncmp(cause, step, n) != 0 || cause[n] != ' ')
+		return 0;
+	cause += n + 1;
+	n = strlen(dir);
+	if (strncmp(cause, dir, n) != 0)
+		return 0;
+	cause += n;
+	if (strcmp(what, "file") == 0) {
+		if (strncmp(cause, "/blobs/", 7) != 0)
+			return 0;
+		for (i = 0, cause += 7; i < 32; i++, cause++)
+			if (!((*cause >= '0' && *cause <= '9') ||
+			    (*cause >= 'a' && *cause <= 'f')))
+				return 0;
+	} else {
+		n = strlen(what);
+		if (strncmp(cause, what, n) != 0)
+			return 0;
+		cause += n;
+	}
+	return strncmp(cause, ": ", 2) == 0 && strcmp(cause + 2, msg) == 0;
+}
+
+/* The steps a blob write under STORE_SYNC_ALWAYS can fail at, each with
+ * the call kind that reaches it and the errno injected. */
+static const struct {
+	const char *step;
+	const char *what;      /* "file", "/blobs" or "/data.mdb" */
+	unsigned kind;
+	int err;
+	int rc;                /* what store_write_cause returns */
+} cause_steps[] = {
+	{"openat", "file", FK_OPENAT, EMFILE, STORE_E_IO},
+	{"write", "file", FK_WRITE, ENOSPC, STORE_E_FULL},
+	{"fdatasync", "file", FK_DISK, EIO, STORE_E_IO},
+	{"fsync", "/blobs", FK_DISK, EIO, STORE_E_IO},
+	{"mdb_txn_commit", "/data.mdb", FK_DISK, EIO, 0},
+};
+
+/* Each durable step of a write fails in turn: store_write_cause says
+ * which step, on which file, with the errno of the failed call (kept
+ * across the close() that follows it), and returns the same code as
+ * store_write.  A write that no fault reaches has no cause. */
+START_TEST(test_write_cause)
+{
+	static const unsigned kinds[] = {FK_OPENAT, FK_WRITE, FK_DISK};
+	int seen[NELEM(cause_steps)] = {0};
+	struct st_ctx sc;
+	size_t k, j;
+
+	st_init(&sc, STORE_SYNC_ALWAYS);
+	sc.opt.blob_min = 1;         /* every payload in a blob file */
+	for (k = 0; k < NELEM(kinds); k++) {
+		int err = kinds[k] == FK_OPENAT ? EMFILE :
+		    kinds[k] == FK_WRITE ? ENOSPC : EIO;
+		struct fault_spec fs = {"cause", kinds[k], {err}, 1, 0, 0, 0,
+		    0};
+		long n, hits;
+
+		for (n = 1; n < FAULT_RUNS_MAX; n++) {
+			struct put_arg pa;
+			char *cause = (char *)"untouched", prefix[32];
+			int rc, matched = 0;
+
+			st_open(&sc);
+			snprintf(prefix, sizeof prefix, "c%zu_%ld_", k, n);
+			pa.sid = sc.work;
+			pa.prefix = prefix;
+			pa.count = 2;
+			fault_arm(&fs, n);
+			rc = store_write_cause(sc.s, cb_put, &pa, &cause);
+			hits = fault_disarm();
+			if (hits == 0) {
+				ck_assert_msg(rc == 0, "kind %#x: %s (%s)",
+				    kinds[k], store_strerror(rc),
+				    cause != NULL ? cause : "no cause");
+				ck_assert_ptr_null(cause);
+				st_close(&sc);
+				break;
+			}
+			ck_assert_msg(rc != 0, "kind %#x, call %ld failed but "
+			    "the write succeeded", kinds[k], n);
+			ck_assert_msg(cause != NULL, "kind %#x, call %ld: %s "
+			    "without a cause", kinds[k], n, store_strerror(rc));
+			for (j = 0; j < NELEM(cause_steps); j++)
+				if (cause_steps[j].kind == kinds[k] &&
+				    cause_is(cause, cause_steps[j].step, sc.dir,
+				    cause_steps[j].what, strerror(err)) &&
+				    (cause_steps[j].rc == 0 ||
+				    rc == cause_steps[j].rc)) {
+					seen[j]++;
+					matched = 1;
+				}
+			ck_assert_msg(matched, "kind %#x, call %ld: unexpected "
+			    "cause \"%s\" (%s)", kinds[k], n, cause,
+			    store_strerror(rc));
+			free(cause);
+			st_close(&sc);
+		}
+		ck_assert_int_lt(n, FAULT_RUNS_MAX);
+	}
+	for (j = 0; j < NELEM(cause_steps); j++)
+		ck_assert_msg(seen[j] > 0, "no write failed at %s",
+		    cause_steps[j].step);
+	/* the caller that does not ask gets the same code, and nothing
+	 * leaks (valgrind) */
+	{
+		struct fault_spec fs = {"cause", FK_DISK, {EIO}, 1, 0, 0, 0, 0};
+		struct put_arg pa = {sc.work, "nocause_", 2};
+		char *cause = NULL;
+		int rc;
+
+		st_open(&sc);
+		fault_arm(&fs, 1);
+		rc = store_write(sc.s, cb_put, &pa);
+		ck_assert_int_eq(fault_disarm(), 1);
+		ck_assert_int_eq(rc, STORE_E_IO);
+		/* and a write that fails for a reason of its own says none */
+		ck_assert_int_eq(store_write_cause(sc.s, cb_fail, NULL, &cause),
+		    STORE_E_NOTFOUND);
+		ck_assert_ptr_null(cause);
+		st_close(&sc);
+	}
+}
+END_TEST
+
+
+/* store_sync_cause, the same for the sync of STORE_SYNC_INTERVAL: the
+ * files committed since the last sync, the directory, then LMDB's file. */
+START_TEST(test_sync_cause)
+{
+	static const struct {
+		const char *step, *what;
+		unsigned kind;
+	} steps[] = {
+		{"openat", "file", FK_OPENAT},
+		{"fdatasync", "file", FK_DISK},
+		{"fsync", "/blobs", FK_DISK},
+		{"mdb_env_sync", "/data.mdb", FK_DISK},
+	};
+	static const unsigned kinds[] = {FK_OPENAT, FK_DISK};
+	int seen[NELEM(steps)] = {0};
+	struct st_ctx sc;
+	size_t k, j;
+
+	st_init(&sc, STORE_SYNC_INTERVAL);
+	sc.opt.blob_min = 1;
+	for (k = 0; k < NELEM(kinds); k++) {
+		struct fault_spec fs = {"sync cause", kinds[k], {EIO}, 1, 0, 0,
+		    0, 0};
+		long n;
+
+		for (n = 1; n < FAULT_RUNS_MAX; n++) {
+			struct put_arg pa;
+			char *cause = (char *)"untouched", prefix[32];
+			int rc, matched = 0;
+			long hits;
+
+			st_open(&sc);
+			snprintf(prefix, sizeof prefix, "s%zu_%ld_", k, n);
+			pa.sid = sc.work;
+			pa.prefix = prefix;
+			pa.count = 2;
+			ck_assert_int_eq(store_write(sc.s, cb_put, &pa), 0);
+			fault_arm(&fs, n);
+			rc = store_sync_cause(sc.s, &cause);
+			hits = fault_disarm();
+			if (hits == 0) {
+				ck_assert_int_eq(rc, 0);
+				ck_assert_ptr_null(cause);
+				st_close(&sc);
+				break;
+			}
+			ck_assert_msg(rc != 0 && cause != NULL, "kind %#x, call "
+			    "%ld: %s, cause %s", kinds[k], n,
+			    store_strerror(rc), cause ? cause : "none");
+			for (j = 0; j < NELEM(steps); j++)
+				if (steps[j].kind == kinds[k] &&
+				    cause_is(cause, steps[j].step, sc.dir,
+				    steps[j].what, strerror(EIO))) {
+					seen[j]++;
+					matched = 1;
+				}
+			ck_assert_msg(matched, "kind %#x, call %ld: unexpected "
+			    "cause \"%s\"", kinds[k], n, cause);
+			free(cause);
+			st_close(&sc);
+		}
+		ck_assert_int_lt(n, FAULT_RUNS_MAX);
+	}
+	for (j = 0; j < NELEM(steps); j++)
+		ck_assert_msg(seen[j] > 0, "no sync failed at %s",
+		    steps[j].step);
+}
+END_TEST
+
 /* A write of FULL_N 40 KB entries grows the map to its maximum and still
  * does not fit: STORE_E_FULL, none of it visible, the earlier data intact,
  * and a smaller write then succeeds. */
@@ -2521,6 +2762,8 @@ fault_suite(void)
 	tcase_add_test(tc, test_entry_get_faults);
 	tcase_add_test(tc, test_store_read_listing_faults);
 	tcase_add_test(tc, test_session_purge_faults);
+	tcase_add_test(tc, test_write_cause);
+	tcase_add_test(tc, test_sync_cause);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Limits");

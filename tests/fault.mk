@@ -14,7 +14,7 @@ tests_check_fault_LDFLAGS = $(AM_LDFLAGS) \
 	-Wl,--wrap=malloc -Wl,--wrap=calloc -Wl,--wrap=realloc \
 	-Wl,--wrap=strdup -Wl,--wrap=asprintf -Wl,--wrap=vasprintf \
 	-Wl,--wrap=read -Wl,--wrap=write -Wl,--wrap=poll \
-	-Wl,--wrap=getrandom -Wl,--wrap=mkdir
+	-Wl,--wrap=getrandom -Wl,--wrap=mkdir -Wl,--wrap=openat
 tests_check_fault_LDADD = libpyshelfstore.la libpyshelfwire.la \
 	$(CHECK_LIBS) $(PTHREAD_LIBS)
 endif

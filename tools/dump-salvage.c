@@ -48,8 +48,8 @@ struct salvage {
 };
 
 static void
-salvage_lost(struct salvage *sv, const store_session *ss, const store_key *k,
-             const char *why)
+dump_salvage_lost(struct salvage *sv, const store_session *ss,
+                  const store_key *k, const char *why)
 {
 	char kb[STORE_KEY_MAX * 4 + 16], nb[STORE_NAME_MAX * 4 + 8];
 	char idhex[2 * STORE_ID_SIZE + 1];
@@ -67,13 +67,13 @@ salvage_lost(struct salvage *sv, const store_session *ss, const store_key *k,
 
 /* Write one entry and its refs rows into OUT. */
 static int
-salvage_put(store_txn *t, const uint8_t *sid, const struct salvage_entry *e)
+dump_salvage_put(store_txn *t, const uint8_t *sid,
+                 const struct salvage_entry *e)
 {
 	char type[65536 + 1];
 	const store_record *r = &e->r;
 	struct iovec iov;
 	store_entry_in in;
-	struct dump_ref ref;
 	const char *why;
 	store_key target;
 	size_t off = 0, tl = r->type_len < 65536 ? r->type_len : 65536;
@@ -97,13 +97,8 @@ salvage_put(store_txn *t, const uint8_t *sid, const struct salvage_entry *e)
 	in.iovcnt = 1;
 	if ((rc = entry_put(t, sid, &in, r->time_ms)) != 0)
 		return rc;
-	while (dump_entry_ref_next(r->refs, r->refs_len, &off, &ref,
+	while (refs_blob_next(r->refs, r->refs_len, &off, &target,
 	    &why) == 1) {
-		memset(&target, 0, sizeof target);
-		target.kind = ref.kind;
-		target.name = (const char *)ref.key;
-		target.name_len = ref.key_len;
-		target.handle = ref.handle;
 		if ((rc = refs_put(t, sid, &target, &e->key)) != 0)
 			return rc;
 	}
@@ -112,7 +107,7 @@ salvage_put(store_txn *t, const uint8_t *sid, const struct salvage_entry *e)
 
 /* Write callback: the session record (first batch) and the batch. */
 static int
-salvage_write(store_txn *t, void *arg)
+dump_salvage_write(store_txn *t, void *arg)
 {
 	struct salvage *sv = arg;
 	store_session ss = *sv->ss;
@@ -134,20 +129,20 @@ salvage_write(store_txn *t, void *arg)
 		}
 	}
 	for (i = 0; i < sv->n; i++)
-		if ((rc = salvage_put(t, ss.id, &sv->v[i])) != 0)
+		if ((rc = dump_salvage_put(t, ss.id, &sv->v[i])) != 0)
 			return rc;
 	return 0;
 }
 
 /* Commit the batch (and the session record) into OUT. */
 static int
-salvage_flush(struct salvage *sv)
+dump_salvage_flush(struct salvage *sv)
 {
 	int rc;
 
 	if (sv->n == 0 && sv->session_written)
 		return 0;
-	if ((rc = store_write(sv->out, salvage_write, sv)) != 0) {
+	if ((rc = store_write(sv->out, dump_salvage_write, sv)) != 0) {
 		dump_warn("writing the salvaged store: %s", store_strerror(rc));
 		return sv->rc = DUMP_EXIT_ERROR;
 	}
@@ -160,7 +155,7 @@ salvage_flush(struct salvage *sv)
 
 /* entry_list callback: read one entry back; keep it when it verifies. */
 static int
-salvage_entry(const store_key *k, void *arg)
+dump_salvage_entry(const store_key *k, void *arg)
 {
 	struct salvage *sv = arg;
 	uint8_t kb[ENTRY_KEY_MAX];
@@ -180,7 +175,7 @@ salvage_entry(const store_key *k, void *arg)
 	if (rc != 0) {
 		snprintf(why, sizeof why, "it does not read back and verify "
 		    "(%s)", store_strerror(rc));
-		salvage_lost(sv, sv->ss, k, why);
+		dump_salvage_lost(sv, sv->ss, k, why);
 		return 0;
 	}
 	if (sv->n == sv->cap) {
@@ -198,7 +193,7 @@ salvage_entry(const store_key *k, void *arg)
 	sv->n++;
 	sv->bytes += r.payload_len;
 	if (sv->n >= SALVAGE_BATCH || sv->bytes >= SALVAGE_BATCH_BYTES)
-		return salvage_flush(sv);
+		return dump_salvage_flush(sv);
 	return 0;
 }
 
@@ -209,7 +204,7 @@ struct salvage_sessions {
 };
 
 static int
-salvage_collect(const store_session *ss, void *arg)
+dump_salvage_collect(const store_session *ss, void *arg)
 {
 	struct salvage_sessions *l = arg;
 
@@ -227,7 +222,7 @@ salvage_collect(const store_session *ss, void *arg)
 
 /* OUT must be new: missing, or an empty directory. */
 static int
-salvage_out_ok(const char *out)
+dump_salvage_out_ok(const char *out)
 {
 	struct dirent *de;
 	DIR *dir;
@@ -269,7 +264,7 @@ dump_salvage_run(struct dump *d, store_txn *t)
 	memset(&sv, 0, sizeof sv);
 	sv.d = d;
 	sv.t = t;
-	if ((rc = salvage_out_ok(d->o->salvage)) != 0)
+	if ((rc = dump_salvage_out_ok(d->o->salvage)) != 0)
 		return rc;
 	memset(&so, 0, sizeof so);
 	so.create = 1;
@@ -296,7 +291,7 @@ dump_salvage_run(struct dump *d, store_txn *t)
 		}
 		mdb_cursor_close(cur);
 	}
-	rc = session_list(t, salvage_collect, &l);
+	rc = session_list(t, dump_salvage_collect, &l);
 	if (rc != 0)
 		fprintf(d->out, "NOT SAVED sessions after the %zu%s: the "
 		    "sessions database cannot be read on (%s)\n", l.n,
@@ -308,15 +303,15 @@ dump_salvage_run(struct dump *d, store_txn *t)
 		sv.ss = &l.v[i];
 		sv.session_written = 0;
 		sv.sessions++;
-		rc = entry_list(t, sv.ss->id, 0, salvage_entry, &sv);
+		rc = entry_list(t, sv.ss->id, 0, dump_salvage_entry, &sv);
 		if (rc < 0) {
 			char why[120];
 			snprintf(why, sizeof why, "its entries after the %" PRIu64
 			    " read so far: the walk stopped (%s)", sv.entries,
 			    store_strerror(rc));
-			salvage_lost(&sv, sv.ss, NULL, why);
+			dump_salvage_lost(&sv, sv.ss, NULL, why);
 		}
-		if (sv.rc == 0 && salvage_flush(&sv) == 0)
+		if (sv.rc == 0 && dump_salvage_flush(&sv) == 0)
 			sv.sessions_saved++;
 	}
 	/* entries no session walk reached: of sessions without a readable
