@@ -15,6 +15,7 @@
 
 #include "exec.h"
 #include "pyexec.h"
+#include "pyembed.h"
 
 /* backend-py.c, generated: the source, and its bytecode behind the magic
  * number of the Python that compiled it */
@@ -305,7 +306,7 @@ pymod_start(worker *w, char **cause)
 	}
 	Py_CLEAR(r);
 	Py_DECREF(mod);
-	pyio_backend = PyImport_ExecCodeModule("_pyshelf_backend", code);
+	pyio_backend = pyembed_import("_pyshelf_backend", code);
 	if (pyio_backend == NULL)
 		goto error;
 	pyio_RequestError = PyObject_GetAttrString(pyio_backend,
