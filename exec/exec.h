@@ -90,6 +90,14 @@ typedef struct worker {
 	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
 
+	/* why this worker cannot serve, set where starting it fails and sent
+	 * by worker_send_fatal */
+	int fatal_code;              /* an ERRCODE; 0: WIRE_ERR_STORE */
+	long fatal_pid;              /* SESSION_BUSY: the holder's pid */
+	int fatal_has_tomb;          /* SESSION_DEAD: fatal_tomb is the old
+	                                session's tombstone */
+	store_tomb fatal_tomb;
+
 	/* request being served (for OUTPUT); read by the output forwarder */
 	_Atomic uint64_t current_id;
 

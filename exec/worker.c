@@ -657,34 +657,27 @@ worker_fds(worker *w, char **cause)
 	return 0;
 }
 
-/* Why this worker cannot serve (set where it fails; sent by
- * worker_send_fatal): an ERRCODE, and the holder's pid (SESSION_BUSY) or
- * the old session's tombstone (SESSION_DEAD). */
-static int worker_fatal_code = WIRE_ERR_STORE;
-static long worker_fatal_pid;
-static const store_tomb *worker_fatal_tomb;
-
 /* Tell the client why this worker cannot serve it (an ERROR with id 0,
  * before any HELLO is answered), so that it need not read our stderr. */
 static void
 worker_send_fatal(worker *w, const char *cause)
 {
+	int code = w->fatal_code != 0 ? w->fatal_code : WIRE_ERR_STORE;
 	wire_buf b;
 
 	if (w->out_fd <= 0)
 		return;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, 0);
-	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)worker_fatal_code);
+	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)code);
 	wire_put_str(&b, WIRE_TAG_MESSAGE, cause != NULL ? cause :
 	    "pyshelfd failed to start");
-	if (worker_fatal_code == WIRE_ERR_SESSION_BUSY && worker_fatal_pid > 0)
-		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)worker_fatal_pid);
-	if (worker_fatal_code == WIRE_ERR_SESSION_DEAD &&
-	    worker_fatal_tomb != NULL) {
-		wire_put_u64(&b, WIRE_TAG_ENDED_MS, worker_fatal_tomb->ended_ms);
+	if (code == WIRE_ERR_SESSION_BUSY && w->fatal_pid > 0)
+		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)w->fatal_pid);
+	if (code == WIRE_ERR_SESSION_DEAD && w->fatal_has_tomb) {
+		wire_put_u64(&b, WIRE_TAG_ENDED_MS, w->fatal_tomb.ended_ms);
 		wire_put_str(&b, WIRE_TAG_REASON,
-		    tomb_why_name(worker_fatal_tomb->why));
+		    tomb_why_name(w->fatal_tomb.why));
 	}
 	if (wire_end(&b) == WIRE_OK)
 		(void)wire_write_all(w->out_fd, b.data, b.len);
@@ -980,8 +973,8 @@ worker_replace_txn(store_txn *t, void *arg)
 static int
 worker_busy(worker *w, long holder, char **cause)
 {
-	worker_fatal_code = WIRE_ERR_SESSION_BUSY;
-	worker_fatal_pid = holder;
+	w->fatal_code = WIRE_ERR_SESSION_BUSY;
+	w->fatal_pid = holder;
 	if (holder > 0)
 		asprintf(cause, "session '%s' is in use by pyshelfd pid %ld",
 		    w->opt.session, holder);
@@ -1001,7 +994,6 @@ worker_busy(worker *w, long holder, char **cause)
 static int
 worker_claim(worker *w, char **cause)
 {
-	static store_tomb tomb;
 	struct open_look ol;
 	struct open_arg oa;
 	uint8_t id[STORE_ID_SIZE];
@@ -1034,13 +1026,14 @@ worker_claim(worker *w, char **cause)
 		}
 		if (ol.rc == STORE_E_NOTFOUND && !w->opt.create) {
 			if (ol.has_tomb) {
-				tomb = ol.tomb;
-				worker_fatal_code = WIRE_ERR_SESSION_DEAD;
-				worker_fatal_tomb = &tomb;
-				worker_tomb_text(&tomb, text, sizeof text);
+				w->fatal_code = WIRE_ERR_SESSION_DEAD;
+				w->fatal_tomb = ol.tomb;
+				w->fatal_has_tomb = 1;
+				worker_tomb_text(&w->fatal_tomb, text,
+				    sizeof text);
 				asprintf(cause, "%s", text);
 			} else {
-				worker_fatal_code = WIRE_ERR_NO_SESSION;
+				w->fatal_code = WIRE_ERR_NO_SESSION;
 				asprintf(cause, "no session named '%s' in this "
 				    "store", w->opt.session);
 			}
@@ -1114,7 +1107,7 @@ worker_check_db(worker *w, const char *db, char **cause)
 		*slash = '\0';
 	ok = stat(parent, &st) == 0;
 	if (!ok) {
-		worker_fatal_code = WIRE_ERR_USAGE;
+		w->fatal_code = WIRE_ERR_USAGE;
 		asprintf(cause, "store directory %s does not exist, and neither "
 		    "does its parent %s: not creating them (a typo? pass "
 		    "--create-db, create_db=True, to make the missing "
@@ -1168,7 +1161,7 @@ worker_check_owner(worker *w, const char *db, char **cause)
 		}
 	}
 	if (rc != 0)
-		worker_fatal_code = WIRE_ERR_USAGE;
+		w->fatal_code = WIRE_ERR_USAGE;
 	free(file);
 	return rc;
 }
@@ -1204,7 +1197,7 @@ worker_open_session(worker *w, char **cause)
 	rc = store_open(&w->st, db, &so, &scause);
 	if (rc != 0) {
 		if (rc == STORE_E_NOTSTORE && !so.create) {
-			worker_fatal_code = WIRE_ERR_NO_SESSION;
+			w->fatal_code = WIRE_ERR_NO_SESSION;
 			asprintf(cause, "no session named '%s': no pyshelf store "
 			    "at %s (%s)", w->opt.session, db, scause != NULL ?
 			    scause : store_strerror(rc));
