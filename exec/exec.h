@@ -140,6 +140,11 @@ int worker_in_child(void);
  * forwarder; no GIL needed. */
 void worker_drain(worker *w);
 
+/* worker-sweep.c */
+/* End expired sessions no process holds, purge ended ones, drop old
+ * tombstones.  Errors only stop the sweep: the worker opens anyway. */
+void worker_sweep(worker *w);
+
 /* pyio.c */
 /* Import the backend's Python half and create the workspace.  GIL held. */
 int pymod_start(worker *w, char **cause);
