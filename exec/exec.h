@@ -130,8 +130,6 @@ int worker_send(worker *w, const wire_buf *b);
 /* Mark code as running (id != 0) with a deadline, or as finished. */
 void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
 uint64_t worker_mono_ms(void);
-/* Say how a session ended (a tombstone) as a sentence into buf. */
-void worker_tomb_text(const store_tomb *tb, char *buf, size_t n);
 /* Is this a child forked by shipped code (never the worker itself)?  Such
  * a process must not touch the protocol or the store. */
 int worker_in_child(void);
@@ -139,6 +137,14 @@ int worker_in_child(void);
  * reply, so that a request's output comes first).  Any thread but the
  * forwarder; no GIL needed. */
 void worker_drain(worker *w);
+
+/* worker-session.c */
+/* Open the store (w->opt.db, or the default), sweep it unless read-only,
+ * and claim the session: w->st, w->sess and w->lock_fd are set.  0, or -1
+ * with *cause (malloc'd) and w->fatal_* saying why. */
+int worker_open_session(worker *w, char **cause);
+/* Say how a session ended (a tombstone) as a sentence into buf. */
+void worker_tomb_text(const store_tomb *tb, char *buf, size_t n);
 
 /* worker-sweep.c */
 /* End expired sessions no process holds, purge ended ones, drop old
