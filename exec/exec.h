@@ -119,11 +119,6 @@ extern worker *the_worker;
 
 /* worker.c */
 int worker_run(worker *w);
-/* Output of the current request on stream 1/2: written to the pipe that
- * fd 1/2 is, which the forwarder sends as OUTPUT frames (drained before
- * every reply); outside a request, to pyshelfd's stderr.  GIL held
- * (released around the write). */
-int worker_output(worker *w, int stream, const char *p, size_t n);
 /* Send an encoded buffer under the output lock; -1 when the client is
  * gone.  Any thread. */
 int worker_send(worker *w, const wire_buf *b);
@@ -133,6 +128,20 @@ uint64_t worker_mono_ms(void);
 /* Is this a child forked by shipped code (never the worker itself)?  Such
  * a process must not touch the protocol or the store. */
 int worker_in_child(void);
+
+/* worker-output.c */
+/* Make fds 1 and 2 pipes and start the forwarder thread that sends what
+ * they get as OUTPUT.  0, or -1 with *cause (fds 1 and 2 are then
+ * pyshelfd's stderr again). */
+int worker_output_start(worker *w, char **cause);
+/* Send what the pipes hold, stop the forwarder, point fds 1 and 2 back at
+ * pyshelfd's stderr.  Safe after a failed start. */
+void worker_output_stop(worker *w);
+/* Output of the current request on stream 1/2: written to the pipe that
+ * fd 1/2 is, which the forwarder sends as OUTPUT frames (drained before
+ * every reply); outside a request, to pyshelfd's stderr.  GIL held
+ * (released around the write). */
+int worker_output(worker *w, int stream, const char *p, size_t n);
 /* Send what is waiting in the stdout/stderr pipes as OUTPUT now (before a
  * reply, so that a request's output comes first).  Any thread but the
  * forwarder; no GIL needed. */
