@@ -36,7 +36,7 @@ dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	worker_drain(w);  /* the request's output comes before its reply */
+	worker_output_drain(w); /* the request's output before its reply */
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, id);
 	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)code);
@@ -264,7 +264,7 @@ dispatch_send(worker *w, wire_buf *b)
 {
 	int rc;
 
-	worker_drain(w);  /* the request's output comes before its reply */
+	worker_output_drain(w); /* the request's output before its reply */
 	rc = wire_end(b) == WIRE_OK ? worker_send(w, b) : -1;
 
 	wire_buf_free(b);

@@ -153,7 +153,7 @@ int worker_output(worker *w, int stream, const char *p, size_t n);
 /* Send what is waiting in the stdout/stderr pipes as OUTPUT now (before a
  * reply, so that a request's output comes first).  Any thread but the
  * forwarder; no GIL needed. */
-void worker_drain(worker *w);
+void worker_output_drain(worker *w);
 
 /* worker-session.c */
 /* Open the store (w->opt.db, or the default), sweep it unless read-only,

@@ -4,8 +4,8 @@
  * code, faulthandler or the children of shipped code write there reaches
  * the client as OUTPUT frames of the current request; worker_output puts
  * sys.stdout/sys.stderr into the same pipes, so one stream keeps its
- * order whoever wrote it, and worker_drain sends what waits before each
- * reply.  Outside a request the bytes go to pyshelfd's own stderr.
+ * order whoever wrote it, and worker_output_drain sends what waits before
+ * each reply.  Outside a request the bytes go to pyshelfd's own stderr.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -29,7 +29,7 @@
 /* Hand bytes of stream 1/2 on: an OUTPUT frame of the current request, or
  * pyshelfd's own stderr outside a request.  Any thread but a child's. */
 static int
-worker_emit(worker *w, int stream, const char *p, size_t n)
+worker_output_emit(worker *w, int stream, const char *p, size_t n)
 {
 	uint64_t id = w->current_id;
 	wire_buf b;
@@ -51,7 +51,7 @@ worker_emit(worker *w, int stream, const char *p, size_t n)
 /* Send what waits in the pipe of stream s (drain_lock held), at most
  * limit bytes (a writer that never stops must not hold us forever). */
 static void
-worker_pump(worker *w, int s, size_t limit)
+worker_output_pump(worker *w, int s, size_t limit)
 {
 	char buf[65536];
 	size_t total = 0;
@@ -63,19 +63,19 @@ worker_pump(worker *w, int s, size_t limit)
 			continue;
 		if (got <= 0)
 			break;
-		(void)worker_emit(w, s, buf, (size_t)got);
+		(void)worker_output_emit(w, s, buf, (size_t)got);
 		total += (size_t)got;
 	}
 }
 
 void
-worker_drain(worker *w)
+worker_output_drain(worker *w)
 {
 	if (w->pipe_r[1] < 0 && w->pipe_r[2] < 0)
 		return;
 	pthread_mutex_lock(&w->drain_lock);
-	worker_pump(w, 1, (size_t)16 << 20);
-	worker_pump(w, 2, (size_t)16 << 20);
+	worker_output_pump(w, 1, (size_t)16 << 20);
+	worker_output_pump(w, 2, (size_t)16 << 20);
 	pthread_mutex_unlock(&w->drain_lock);
 }
 
@@ -104,7 +104,7 @@ worker_output(worker *w, int stream, const char *p, size_t n)
  * children of shipped code write to fds 1 and 2 reaches the client as
  * output of the running request. */
 static void *
-worker_forwarder(void *arg)
+worker_output_forwarder(void *arg)
 {
 	worker *w = arg;
 	struct pollfd pfd[3];
@@ -125,7 +125,7 @@ worker_forwarder(void *arg)
 			if (!(pfd[i].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			pthread_mutex_lock(&w->drain_lock);
-			worker_pump(w, i, (size_t)1 << 20);
+			worker_output_pump(w, i, (size_t)1 << 20);
 			pthread_mutex_unlock(&w->drain_lock);
 		}
 	}
@@ -165,7 +165,7 @@ worker_output_start(worker *w, char **cause)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, &old);
-	s = pthread_create(&w->forwarder, NULL, worker_forwarder, w);
+	s = pthread_create(&w->forwarder, NULL, worker_output_forwarder, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (s != 0) {
 		errno = s;
@@ -201,7 +201,7 @@ worker_output_stop(worker *w)
 		pthread_join(w->forwarder, NULL);
 		w->forwarder_on = 0;
 	}
-	worker_drain(w);
+	worker_output_drain(w);
 	for (s = 1; s <= 2; s++) {
 		if (w->pipe_r[s] >= 0)
 			close(w->pipe_r[s]);
