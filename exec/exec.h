@@ -132,10 +132,10 @@ int worker_in_child(void);
 /* worker-reader.c */
 /* The reader thread's body (arg: the worker): reads frames until input
  * ends or w->quit is set, then sets w->eof and wakes the main thread. */
-void *worker_reader(void *arg);
+void *worker_reader_main(void *arg);
 /* Take the next queued frame (NULL: none; the caller frees it); *eof says
  * whether input has ended. */
-worker_frame *worker_pop(worker *w, int *eof);
+worker_frame *worker_reader_pop(worker *w, int *eof);
 
 /* worker-output.c */
 /* Make fds 1 and 2 pipes and start the forwarder thread that sends what

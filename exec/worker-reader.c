@@ -22,7 +22,7 @@
 
 /* Wake the main thread (queue or state changed). */
 static void
-worker_wake(worker *w)
+worker_reader_wake(worker *w)
 {
 	char c = 1;
 
@@ -34,7 +34,7 @@ worker_wake(worker *w)
 /* Ask the running code to stop: SIGINT to the main thread, whose handler
  * (pyio.c) raises KeyboardInterrupt or TimeoutError. Lock held. */
 static void
-worker_stop_locked(worker *w, int reason)
+worker_reader_stop_locked(worker *w, int reason)
 {
 	w->sigs_inflight = 1;
 	w->stop_kind = reason;
@@ -46,7 +46,7 @@ worker_stop_locked(worker *w, int reason)
  * nothing itself: a PING goes through the queue, behind the HELLO, so
  * that nothing is sent before WELCOME. */
 static int
-worker_hello_done(worker *w)
+worker_reader_hello_done(worker *w)
 {
 	int done;
 
@@ -64,12 +64,12 @@ worker_reader_frame(worker *w, const uint8_t *p, size_t n, wire_msg *m)
 	wire_buf b;
 
 	if ((m->type == WIRE_MSG_INTERRUPT || m->type == WIRE_MSG_PING) &&
-	    !worker_hello_done(w))
+	    !worker_reader_hello_done(w))
 		goto queue;
 	if (m->type == WIRE_MSG_INTERRUPT) {
 		pthread_mutex_lock(&w->lock);
 		if (w->running_id != 0 && (m->id == 0 || m->id == w->running_id))
-			worker_stop_locked(w, WORKER_STOP_INTERRUPT);
+			worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
 		pthread_mutex_unlock(&w->lock);
 		return 0;
 	}
@@ -94,7 +94,7 @@ queue:
 		w->qhead = f;
 	w->qtail = f;
 	pthread_mutex_unlock(&w->lock);
-	worker_wake(w);
+	worker_reader_wake(w);
 	return 0;
 }
 
@@ -116,7 +116,7 @@ worker_reader_timeout(worker *w)
 			kind = WORKER_STOP_TIMEOUT;
 		}
 		if (due != 0 && due <= now) {
-			worker_stop_locked(w, kind);
+			worker_reader_stop_locked(w, kind);
 			due = w->stop_sent_ms + 1000;
 		}
 		if (due != 0)
@@ -128,7 +128,7 @@ worker_reader_timeout(worker *w)
 
 /* Reader thread body. */
 void *
-worker_reader(void *arg)
+worker_reader_main(void *arg)
 {
 	worker *w = arg;
 	uint8_t *buf = NULL;
@@ -237,15 +237,15 @@ worker_reader(void *arg)
 	w->eof = 1;
 	/* a client that went away does not get to keep code running */
 	if (w->running_id != 0)
-		worker_stop_locked(w, WORKER_STOP_INTERRUPT);
+		worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
 	pthread_mutex_unlock(&w->lock);
-	worker_wake(w);
+	worker_reader_wake(w);
 	return NULL;
 }
 
 /* Pop the next queued frame, or NULL. */
 worker_frame *
-worker_pop(worker *w, int *eof)
+worker_reader_pop(worker *w, int *eof)
 {
 	worker_frame *f;
 

@@ -165,7 +165,7 @@ worker_loop(worker *w)
 	for (;;) {
 		if (worker_in_child())
 			_exit(0); /* a fork in shipped code returned here */
-		if ((f = worker_pop(w, &eof)) != NULL) {
+		if ((f = worker_reader_pop(w, &eof)) != NULL) {
 			dispatch_frame(w, f->data, f->len);
 			free(f);
 			if (w->detached)
@@ -313,7 +313,7 @@ worker_run(worker *w)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &set, &old);
-	rc = pthread_create(&w->reader, NULL, worker_reader, w);
+	rc = pthread_create(&w->reader, NULL, worker_reader_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
 		asprintf(&cause, "cannot start the reader thread");
