@@ -468,7 +468,7 @@ dispatch_hello(worker *w, const wire_msg *m)
 		    w->sess.last_seen_ms + w->sess.lease_ms);
 	if (w->has_ended) {
 		char text[768], msg[1024];
-		worker_tomb_text(&w->ended, text, sizeof text);
+		worker_session_tomb_text(&w->ended, text, sizeof text);
 		snprintf(msg, sizeof msg, "a new, empty session was created: "
 		    "%s", text);
 		wire_put_u64(&b, WIRE_TAG_ENDED_MS, w->ended.ended_ms);

@@ -39,7 +39,7 @@ typedef struct worker_options {
 	int create_db;               /* make the store's missing parent
 	                                directories too */
 	int allow_foreign;           /* --allow-foreign-store: skip the owner
-	                                check of worker_check_owner */
+	                                check of worker_session_check_owner */
 	uint64_t lease_ms;           /* session lease */
 	int lease_set;               /* --lease given: apply to old sessions */
 	double checkpoint_interval;  /* seconds between interval checkpoints */
@@ -159,9 +159,10 @@ void worker_output_drain(worker *w);
 /* Open the store (w->opt.db, or the default), sweep it unless read-only,
  * and claim the session: w->st, w->sess and w->lock_fd are set.  0, or -1
  * with *cause (malloc'd) and w->fatal_* saying why. */
-int worker_open_session(worker *w, char **cause);
+int worker_session_open(worker *w, char **cause);
 /* Say how a session ended (a tombstone) as a sentence into buf. */
-void worker_tomb_text(const store_tomb *tb, char *buf, size_t n);
+void worker_session_tomb_text(const store_tomb *tb, char *buf,
+    size_t n);
 
 /* worker-sweep.c */
 /* End expired sessions no process holds, purge ended ones, drop old

@@ -22,7 +22,7 @@
 
 /* Say how a session ended. */
 void
-worker_tomb_text(const store_tomb *tb, char *buf, size_t n)
+worker_session_tomb_text(const store_tomb *tb, char *buf, size_t n)
 {
 	char when[64], why[160];
 	time_t t = (time_t)(tb->ended_ms / 1000);
@@ -60,7 +60,7 @@ worker_tomb_text(const store_tomb *tb, char *buf, size_t n)
  * failing.  0 when it cannot tell (no /proc, another pid namespace).
  */
 static int
-worker_pid_dying(long pid)
+worker_session_pid_dying(long pid)
 {
 	char path[64], buf[1024], *p;
 	unsigned long long flags = 0, pend;
@@ -98,21 +98,21 @@ worker_pid_dying(long pid)
 /* session_lock, waiting (up to a minute: far more than an exit takes)
  * while the holder is a process on its way out. */
 static int
-worker_lock(worker *w, const uint8_t *id, int shared, long *holder)
+worker_session_lock(worker *w, const uint8_t *id, int shared, long *holder)
 {
 	struct timespec nap = {0, 10 * 1000 * 1000};
 	uint64_t until = worker_mono_ms() + 60000;
 	int rc;
 
 	while ((rc = session_lock(w->st, id, shared, &w->lock_fd, holder)) ==
-	    STORE_E_BUSY && worker_pid_dying(*holder) &&
+	    STORE_E_BUSY && worker_session_pid_dying(*holder) &&
 	    worker_mono_ms() < until)
 		nanosleep(&nap, NULL);
 	return rc;
 }
 
 /* What the look-up before the lock found. */
-struct open_look {
+struct worker_session_look_arg {
 	worker *w;
 	int rc;               /* of session_get_by_name */
 	store_session ss;     /* the live session of the name (rc 0) */
@@ -121,9 +121,9 @@ struct open_look {
 };
 
 static int
-worker_open_look(store_txn *t, void *arg)
+worker_session_look(store_txn *t, void *arg)
 {
-	struct open_look *ol = arg;
+	struct worker_session_look_arg *ol = arg;
 
 	ol->rc = session_get_by_name(t, ol->w->opt.session, &ol->ss);
 	if (ol->rc != 0 && ol->rc != STORE_E_NOTFOUND)
@@ -133,7 +133,7 @@ worker_open_look(store_txn *t, void *arg)
 }
 
 /* Argument for claiming the session. */
-struct open_arg {
+struct worker_session_claim_arg {
 	worker *w;
 	const uint8_t *id;    /* the locked id */
 	int creating;         /* no session had the name: make it with id */
@@ -142,9 +142,9 @@ struct open_arg {
 
 /* Claim the locked session (or create it), in one write transaction. */
 static int
-worker_open_txn(store_txn *t, void *arg)
+worker_session_claim_txn(store_txn *t, void *arg)
 {
-	struct open_arg *oa = arg;
+	struct worker_session_claim_arg *oa = arg;
 	worker *w = oa->w;
 	uint8_t token[STORE_TOKEN_SIZE];
 	uint64_t now = store_now_ms();
@@ -176,9 +176,9 @@ worker_open_txn(store_txn *t, void *arg)
 
 /* Read-only: the locked session must still be the name's. */
 static int
-worker_open_ro_txn(store_txn *t, void *arg)
+worker_session_claim_ro_txn(store_txn *t, void *arg)
 {
-	struct open_arg *oa = arg;
+	struct worker_session_claim_arg *oa = arg;
 	int rc = session_get_by_name(t, oa->w->opt.session, &oa->w->sess);
 
 	oa->retry = 0;
@@ -190,7 +190,7 @@ worker_open_ro_txn(store_txn *t, void *arg)
 
 /* Flag 'n': end the live session of the name (it must not be in use). */
 static int
-worker_replace_txn(store_txn *t, void *arg)
+worker_session_replace_txn(store_txn *t, void *arg)
 {
 	int rc = session_end(t, arg, STORE_END_REPLACED, store_now_ms(), NULL);
 
@@ -199,7 +199,7 @@ worker_replace_txn(store_txn *t, void *arg)
 
 /* Refuse with the holder named. */
 static int
-worker_busy(worker *w, long holder, char **cause)
+worker_session_busy(worker *w, long holder, char **cause)
 {
 	w->fatal_code = WIRE_ERR_SESSION_BUSY;
 	w->fatal_pid = holder;
@@ -220,10 +220,10 @@ worker_busy(worker *w, long holder, char **cause)
  * in between makes it look again).
  */
 static int
-worker_claim(worker *w, char **cause)
+worker_session_claim(worker *w, char **cause)
 {
-	struct open_look ol;
-	struct open_arg oa;
+	struct worker_session_look_arg ol;
+	struct worker_session_claim_arg oa;
 	uint8_t id[STORE_ID_SIZE];
 	char text[768];
 	long holder = 0;
@@ -232,15 +232,16 @@ worker_claim(worker *w, char **cause)
 	for (tries = 0; tries < 32; tries++) {
 		memset(&ol, 0, sizeof ol);
 		ol.w = w;
-		if ((rc = store_read(w->st, worker_open_look, &ol)) != 0)
+		if ((rc = store_read(w->st, worker_session_look, &ol)) != 0)
 			goto store_err;
 		if (ol.rc == 0 && w->opt.mode == 'n' && !replaced) {
-			if ((rc = worker_lock(w, ol.ss.id, 0, &holder)) ==
-			    STORE_E_BUSY)
-				return worker_busy(w, holder, cause);
+			rc = worker_session_lock(w, ol.ss.id, 0, &holder);
+			if (rc == STORE_E_BUSY)
+				return worker_session_busy(w, holder, cause);
 			if (rc != 0)
 				goto lock_err;
-			rc = store_write(w->st, worker_replace_txn, ol.ss.id);
+			rc = store_write(w->st, worker_session_replace_txn,
+			    ol.ss.id);
 			if (rc == 0)
 				rc = session_purge(w->st, ol.ss.id, 1000, NULL);
 			if (rc == 0)
@@ -257,7 +258,7 @@ worker_claim(worker *w, char **cause)
 				w->fatal_code = WIRE_ERR_SESSION_DEAD;
 				w->fatal_tomb = ol.tomb;
 				w->fatal_has_tomb = 1;
-				worker_tomb_text(&w->fatal_tomb, text,
+				worker_session_tomb_text(&w->fatal_tomb, text,
 				    sizeof text);
 				asprintf(cause, "%s", text);
 			} else {
@@ -271,16 +272,17 @@ worker_claim(worker *w, char **cause)
 			memcpy(id, ol.ss.id, STORE_ID_SIZE);
 		else if ((rc = store_random(id, sizeof id)) != 0)
 			goto store_err;
-		if ((rc = worker_lock(w, id, ro, &holder)) == STORE_E_BUSY)
-			return worker_busy(w, holder, cause);
+		rc = worker_session_lock(w, id, ro, &holder);
+		if (rc == STORE_E_BUSY)
+			return worker_session_busy(w, holder, cause);
 		if (rc != 0)
 			goto lock_err;
 		memset(&oa, 0, sizeof oa);
 		oa.w = w;
 		oa.id = id;
 		oa.creating = ol.rc == STORE_E_NOTFOUND;
-		rc = ro ? store_read(w->st, worker_open_ro_txn, &oa) :
-		    store_write(w->st, worker_open_txn, &oa);
+		rc = ro ? store_read(w->st, worker_session_claim_ro_txn, &oa) :
+		    store_write(w->st, worker_session_claim_txn, &oa);
 		if (rc == 0 && !oa.retry) {
 			if (w->created && ol.has_tomb && w->opt.mode == 'c') {
 				w->has_ended = 1;
@@ -313,7 +315,7 @@ store_err:
  * directories.
  */
 static int
-worker_check_db(worker *w, const char *db, char **cause)
+worker_session_check_db(worker *w, const char *db, char **cause)
 {
 	struct stat st;
 	char *parent, *slash;
@@ -355,7 +357,7 @@ worker_check_db(worker *w, const char *db, char **cause)
  * make it.  0, or -1 with *cause.
  */
 static int
-worker_check_owner(worker *w, const char *db, char **cause)
+worker_session_check_owner(worker *w, const char *db, char **cause)
 {
 	static const char *const what[2] = {"store directory", "data file"};
 	struct stat st;
@@ -396,7 +398,7 @@ worker_check_owner(worker *w, const char *db, char **cause)
 
 /* Open the store, sweep it, and open the session. */
 int
-worker_open_session(worker *w, char **cause)
+worker_session_open(worker *w, char **cause)
 {
 	store_options so;
 	char *path = NULL, *scause = NULL;
@@ -417,8 +419,8 @@ worker_open_session(worker *w, char **cause)
 		db = path;
 		w->opt.create_db = 1; /* the default's parents are ours */
 	}
-	if ((so.create && worker_check_db(w, db, cause) != 0) ||
-	    worker_check_owner(w, db, cause) != 0) {
+	if ((so.create && worker_session_check_db(w, db, cause) != 0) ||
+	    worker_session_check_owner(w, db, cause) != 0) {
 		free(path);
 		return -1;
 	}
@@ -439,7 +441,7 @@ worker_open_session(worker *w, char **cause)
 	free(path);
 	if (!ro)
 		worker_sweep(w);
-	if (worker_claim(w, cause) != 0) {
+	if (worker_session_claim(w, cause) != 0) {
 		store_close(w->st);
 		w->st = NULL;
 		return -1;

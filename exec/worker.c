@@ -301,7 +301,7 @@ worker_run(worker *w)
 	pthread_atfork(NULL, NULL, worker_atfork_child);
 	signal(SIGPIPE, SIG_IGN);
 	if (worker_fds(w, &cause) != 0 || worker_output_start(w, &cause) != 0 ||
-	    worker_open_session(w, &cause) != 0)
+	    worker_session_open(w, &cause) != 0)
 		goto fail;
 	if (interp_init(&cause) != 0)
 		goto fail_store;
