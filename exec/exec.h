@@ -1,6 +1,22 @@
 /*
  * exec.h - the backend pyshelfd: what its files share.
  *
+ * Each file is named after what it holds, and its name is the prefix of
+ * its functions (worker-reader.c: worker_reader_*):
+ *   pyshelfd.c        main: options, --help, --version, process limits
+ *   worker.c          one worker's life: descriptors, start, the main
+ *                     loop, shutdown; worker_send, worker_set_running
+ *   worker-reader.c   the reader thread: PING, INTERRUPT, deadlines, the
+ *                     queue of frames for the main thread
+ *   worker-output.c   fds 1 and 2 as pipes, the forwarder thread, OUTPUT
+ *   worker-session.c  opening the store, locking and claiming the session
+ *   worker-sweep.c    the sweep of expired sessions when a store opens
+ *   dispatch.c        serving one request frame; checkpoints and commits
+ *   interp.c          starting and ending the interpreter
+ *   py*.c             the `_pyshelfd` module and its types (pyexec.h)
+ *   backend.py        the backend's Python half, compiled in
+ * docs/HACKING.md follows one request through them.
+ *
  * GIL rules: functions marked "GIL held" must be called with the GIL held
  * and return with it held; the reader thread never touches Python.
  */
@@ -118,12 +134,18 @@ typedef struct worker {
 extern worker *the_worker;
 
 /* worker.c */
+/* Serve one client on stdin/stdout and the session w->opt names until it
+ * detaches or closes, input ends or a signal comes; then checkpoint,
+ * release the session and end the interpreter.  The exit status: 0, or 1
+ * when it could not start (the client got an ERROR saying why), the last
+ * checkpoint failed or the interpreter did not end cleanly. */
 int worker_run(worker *w);
 /* Send an encoded buffer under the output lock; -1 when the client is
  * gone.  Any thread. */
 int worker_send(worker *w, const wire_buf *b);
 /* Mark code as running (id != 0) with a deadline, or as finished. */
 void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
+/* The monotonic clock in milliseconds. */
 uint64_t worker_mono_ms(void);
 /* Is this a child forked by shipped code (never the worker itself)?  Such
  * a process must not touch the protocol or the store. */
