@@ -152,9 +152,11 @@ uint64_t worker_mono_ms(void);
 int worker_in_child(void);
 
 /* worker-reader.c */
-/* The reader thread's body (arg: the worker): reads frames until input
- * ends or w->quit is set, then sets w->eof and wakes the main thread. */
-void *worker_reader_main(void *arg);
+/* Start the reader thread (worker_reader_main; SIGINT and SIGTERM blocked
+ * in it).  0, or -1 with *cause. */
+int worker_reader_start(worker *w, char **cause);
+/* Tell the reader to leave, wake it, and join it. */
+void worker_reader_stop(worker *w);
 /* Take the next queued frame (NULL: none; the caller frees it); *eof says
  * whether input has ended. */
 worker_frame *worker_reader_pop(worker *w, int *eof);

@@ -126,8 +126,9 @@ worker_reader_timeout(worker *w)
 	return t;
 }
 
-/* Reader thread body. */
-void *
+/* Reader thread body: reads frames until input ends or w->quit is set,
+ * then sets w->eof and wakes the main thread. */
+static void *
 worker_reader_main(void *arg)
 {
 	worker *w = arg;
@@ -259,4 +260,41 @@ worker_reader_pop(worker *w, int *eof)
 	*eof = w->eof;
 	pthread_mutex_unlock(&w->lock);
 	return f;
+}
+
+/* Start the reader thread, with SIGINT and SIGTERM blocked in it: they
+ * are meant for Python, on the main thread. */
+int
+worker_reader_start(worker *w, char **cause)
+{
+	sigset_t set, old;
+	int rc;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &set, &old);
+	rc = pthread_create(&w->reader, NULL, worker_reader_main, w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		asprintf(cause, "cannot start the reader thread");
+		return -1;
+	}
+	return 0;
+}
+
+/* Make the reader leave and wait for it: it may sit in poll() on a client
+ * that stays connected, so tell it to leave, and wake it. */
+void
+worker_reader_stop(worker *w)
+{
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&w->lock);
+	w->quit = 1;
+	pthread_mutex_unlock(&w->lock);
+	if (write(w->rwake_fd, &one, sizeof one) < 0) {
+		/* counter full: the reader is awake anyway */
+	}
+	pthread_join(w->reader, NULL);
 }

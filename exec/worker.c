@@ -289,7 +289,6 @@ int
 worker_run(worker *w)
 {
 	char *cause = NULL;
-	sigset_t set, old;
 	int rc = 1;
 
 	the_worker = w;
@@ -308,18 +307,8 @@ worker_run(worker *w)
 	if (pymod_start(w, &cause) != 0)
 		goto fail_py;
 	w->main_thread = pthread_self();
-	/* the reader must never take SIGINT/SIGTERM meant for Python */
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &set, &old);
-	rc = pthread_create(&w->reader, NULL, worker_reader_main, w);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		asprintf(&cause, "cannot start the reader thread");
-		rc = 1;
+	if (worker_reader_start(w, &cause) != 0)
 		goto fail_py;
-	}
 	worker_loop(w);
 	/* DETACH checkpointed already; now give shipped code's non-daemon
 	 * threads a bounded time to end, and leave the rest behind (their
@@ -330,18 +319,7 @@ worker_run(worker *w)
 	rc = w->closed || dispatch_checkpoint(w, 2) == 0 ? 0 : 1;
 	dispatch_release_session(w);
 	store_sync(w->st);
-	/* the reader may sit in poll() on a client that stays connected:
-	 * tell it to leave, and wake it */
-	pthread_mutex_lock(&w->lock);
-	w->quit = 1;
-	pthread_mutex_unlock(&w->lock);
-	{
-		uint64_t one = 1;
-		if (write(w->rwake_fd, &one, sizeof one) < 0) {
-			/* counter full: the reader is awake anyway */
-		}
-	}
-	pthread_join(w->reader, NULL);
+	worker_reader_stop(w);
 	worker_output_stop(w);
 	if (interp_fini() != 0)
 		rc = 1;
