@@ -1,11 +1,12 @@
 /*
  * worker-session.c - opening what a worker serves: the checks on the
  * store's path and owner, opening the store (and sweeping it), then
- * claiming the session: its lock first (which says who serves it, and
- * waits out a holder on its way out), then the write transaction that
- * creates, replaces (flag 'n') or takes over its record.  When opening
- * fails, the worker's fatal_* fields say why for the client.  Also the
- * sentence that says how a session ended (its tombstone).
+ * claiming the session: its lock first (the lock says who serves it; a
+ * holder on its way out is waited for), then the write transaction that
+ * creates, replaces (flag 'n') or takes over its record (read-only: a
+ * look that it is still the name's).  When opening fails, the worker's
+ * fatal_* fields say why, for the client.  Also the sentence that says
+ * how a session ended (its tombstone).
  */
 #include "config.h"
 
