@@ -32,7 +32,8 @@ worker_reader_wake(worker *w)
 }
 
 /* Ask the running code to stop: SIGINT to the main thread, whose handler
- * (pyio.c) raises KeyboardInterrupt or TimeoutError. Lock held. */
+ * (the _pyshelfd module's) raises KeyboardInterrupt or TimeoutError.
+ * Lock held. */
 static void
 worker_reader_stop_locked(worker *w, int reason)
 {
