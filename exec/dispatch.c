@@ -36,7 +36,7 @@ dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	worker_drain(w);  /* the request's output comes before its reply */
+	worker_output_drain(w); /* the request's output before its reply */
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, id);
 	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)code);
@@ -264,7 +264,7 @@ dispatch_send(worker *w, wire_buf *b)
 {
 	int rc;
 
-	worker_drain(w);  /* the request's output comes before its reply */
+	worker_output_drain(w); /* the request's output before its reply */
 	rc = wire_end(b) == WIRE_OK ? worker_send(w, b) : -1;
 
 	wire_buf_free(b);
@@ -468,7 +468,7 @@ dispatch_hello(worker *w, const wire_msg *m)
 		    w->sess.last_seen_ms + w->sess.lease_ms);
 	if (w->has_ended) {
 		char text[768], msg[1024];
-		worker_tomb_text(&w->ended, text, sizeof text);
+		worker_session_tomb_text(&w->ended, text, sizeof text);
 		snprintf(msg, sizeof msg, "a new, empty session was created: "
 		    "%s", text);
 		wire_put_u64(&b, WIRE_TAG_ENDED_MS, w->ended.ended_ms);

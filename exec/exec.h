@@ -1,6 +1,22 @@
 /*
  * exec.h - the backend pyshelfd: what its files share.
  *
+ * Each file is named after what it holds, and its name is the prefix of
+ * its functions (worker-reader.c: worker_reader_*):
+ *   pyshelfd.c        main: options, --help, --version, process limits
+ *   worker.c          one worker's life: descriptors, start, the main
+ *                     loop, shutdown; worker_send, worker_set_running
+ *   worker-reader.c   the reader thread: PING, INTERRUPT, deadlines, the
+ *                     queue of frames for the main thread
+ *   worker-output.c   fds 1 and 2 as pipes, the forwarder thread, OUTPUT
+ *   worker-session.c  opening the store, locking and claiming the session
+ *   worker-sweep.c    the sweep of expired sessions when a store opens
+ *   dispatch.c        serving one request frame; checkpoints and commits
+ *   interp.c          starting and ending the interpreter
+ *   py*.c             the `_pyshelfd` module and its types (pyexec.h)
+ *   backend.py        the backend's Python half, compiled in
+ * docs/HACKING.md follows one request through them.
+ *
  * GIL rules: functions marked "GIL held" must be called with the GIL held
  * and return with it held; the reader thread never touches Python.
  */
@@ -39,7 +55,7 @@ typedef struct worker_options {
 	int create_db;               /* make the store's missing parent
 	                                directories too */
 	int allow_foreign;           /* --allow-foreign-store: skip the owner
-	                                check of worker_check_owner */
+	                                check of worker_session_check_owner */
 	uint64_t lease_ms;           /* session lease */
 	int lease_set;               /* --lease given: apply to old sessions */
 	double checkpoint_interval;  /* seconds between interval checkpoints */
@@ -90,6 +106,14 @@ typedef struct worker {
 	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
 
+	/* why this worker cannot serve, set where starting it fails and sent
+	 * by worker_send_fatal */
+	int fatal_code;              /* an ERRCODE; 0: WIRE_ERR_STORE */
+	long fatal_pid;              /* SESSION_BUSY: the holder's pid */
+	int fatal_has_tomb;          /* SESSION_DEAD: fatal_tomb is the old
+	                                session's tombstone */
+	store_tomb fatal_tomb;
+
 	/* request being served (for OUTPUT); read by the output forwarder */
 	_Atomic uint64_t current_id;
 
@@ -110,27 +134,64 @@ typedef struct worker {
 extern worker *the_worker;
 
 /* worker.c */
+/* Serve one client on stdin/stdout and the session w->opt names until it
+ * detaches or closes, input ends or a signal comes; then checkpoint,
+ * release the session and end the interpreter.  The exit status: 0, or 1
+ * when it could not start (the client got an ERROR saying why), the last
+ * checkpoint failed or the interpreter did not end cleanly. */
 int worker_run(worker *w);
-/* Output of the current request on stream 1/2: written to the pipe that
- * fd 1/2 is, which the forwarder sends as OUTPUT frames (drained before
- * every reply); outside a request, to pyshelfd's stderr.  GIL held
- * (released around the write). */
-int worker_output(worker *w, int stream, const char *p, size_t n);
 /* Send an encoded buffer under the output lock; -1 when the client is
  * gone.  Any thread. */
 int worker_send(worker *w, const wire_buf *b);
 /* Mark code as running (id != 0) with a deadline, or as finished. */
 void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
+/* The monotonic clock in milliseconds. */
 uint64_t worker_mono_ms(void);
-/* Say how a session ended (a tombstone) as a sentence into buf. */
-void worker_tomb_text(const store_tomb *tb, char *buf, size_t n);
 /* Is this a child forked by shipped code (never the worker itself)?  Such
  * a process must not touch the protocol or the store. */
 int worker_in_child(void);
+
+/* worker-reader.c */
+/* Start the reader thread (worker_reader_main; SIGINT and SIGTERM blocked
+ * in it).  0, or -1 with *cause. */
+int worker_reader_start(worker *w, char **cause);
+/* Tell the reader to leave, wake it, and join it. */
+void worker_reader_stop(worker *w);
+/* Take the next queued frame (NULL: none; the caller frees it); *eof says
+ * whether input has ended. */
+worker_frame *worker_reader_pop(worker *w, int *eof);
+
+/* worker-output.c */
+/* Make fds 1 and 2 pipes and start the forwarder thread that sends what
+ * they get as OUTPUT.  0, or -1 with *cause (fds 1 and 2 are then
+ * pyshelfd's stderr again). */
+int worker_output_start(worker *w, char **cause);
+/* Send what the pipes hold, stop the forwarder, point fds 1 and 2 back at
+ * pyshelfd's stderr.  Safe after a failed start. */
+void worker_output_stop(worker *w);
+/* Output of the current request on stream 1/2: written to the pipe that
+ * fd 1/2 is, which the forwarder sends as OUTPUT frames (drained before
+ * every reply); outside a request, to pyshelfd's stderr.  GIL held
+ * (released around the write). */
+int worker_output(worker *w, int stream, const char *p, size_t n);
 /* Send what is waiting in the stdout/stderr pipes as OUTPUT now (before a
  * reply, so that a request's output comes first).  Any thread but the
  * forwarder; no GIL needed. */
-void worker_drain(worker *w);
+void worker_output_drain(worker *w);
+
+/* worker-session.c */
+/* Open the store (w->opt.db, or the default), sweep it unless read-only,
+ * and claim the session: w->st, w->sess and w->lock_fd are set.  0, or -1
+ * with *cause (malloc'd) and w->fatal_* saying why. */
+int worker_session_open(worker *w, char **cause);
+/* Say how a session ended (a tombstone) as a sentence into buf. */
+void worker_session_tomb_text(const store_tomb *tb, char *buf,
+    size_t n);
+
+/* worker-sweep.c */
+/* End expired sessions no process holds, purge ended ones, drop old
+ * tombstones.  Errors only stop the sweep: the worker opens anyway. */
+void worker_sweep(worker *w);
 
 /* pyio.c */
 /* Import the backend's Python half and create the workspace.  GIL held. */

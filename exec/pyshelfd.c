@@ -16,7 +16,7 @@
 #include "exec.h"
 
 static void
-usage(FILE *f)
+pyshelfd_usage(FILE *f)
 {
 	fprintf(f,
 "NAME\n"
@@ -169,7 +169,7 @@ usage(FILE *f)
  * G or T (times 1024, 1024^2, ...; "KiB", "MB" and the like too).  -1 on
  * garbage ("inf" and "nan" are). */
 static int
-parse_value(const char *s, double *out, int size)
+pyshelfd_parse_value(const char *s, double *out, int size)
 {
 	static const char units[] = "KMGT";
 	const char *u;
@@ -189,15 +189,15 @@ parse_value(const char *s, double *out, int size)
 }
 
 static int
-parse_num(const char *s, double *out)
+pyshelfd_parse_num(const char *s, double *out)
 {
-	return parse_value(s, out, 0);
+	return pyshelfd_parse_value(s, out, 0);
 }
 
 static int
-parse_size(const char *s, double *out)
+pyshelfd_parse_size(const char *s, double *out)
 {
-	return parse_value(s, out, 1);
+	return pyshelfd_parse_value(s, out, 1);
 }
 
 /*
@@ -212,7 +212,7 @@ parse_size(const char *s, double *out)
  * this (see mallopt(3)).
  */
 static void
-malloc_tune(void)
+pyshelfd_malloc_tune(void)
 {
 	if (getenv("MALLOC_MMAP_THRESHOLD_") == NULL)
 		mallopt(M_MMAP_THRESHOLD, 128 << 20);
@@ -221,12 +221,12 @@ malloc_tune(void)
 }
 
 /* --stdio given: stdout is the protocol, so refusals go there too. */
-static int stdio_mode;
+static int pyshelfd_stdio_mode;
 
 /* Refuse the command line: say why on stderr and, in --stdio mode, as an
  * ERROR frame (ERRCODE USAGE) on stdout, then exit status 2. */
 static int
-usage_fail(const char *fmt, ...)
+pyshelfd_usage_fail(const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -238,7 +238,7 @@ usage_fail(const char *fmt, ...)
 	fprintf(stderr, "pyshelfd: %s\n", msg);
 	fprintf(stderr, "usage: pyshelfd --stdio --session NAME [--db DIR] "
 	    "[--create] [options]; see pyshelfd --help\n");
-	if (stdio_mode) {
+	if (pyshelfd_stdio_mode) {
 		wire_buf_init(&b);
 		wire_begin(&b, WIRE_MSG_ERROR, 0);
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_USAGE);
@@ -250,55 +250,109 @@ usage_fail(const char *fmt, ...)
 	return 2;
 }
 
-int
-main(int argc, char **argv)
+/* The long options (none has a short form but -h and -V). */
+static const struct option pyshelfd_longopts[] = {
+	{"stdio", no_argument, NULL, 's'},
+	{"db", required_argument, NULL, 'd'},
+	{"session", required_argument, NULL, 'S'},
+	{"create", no_argument, NULL, 'c'},
+	{"new", no_argument, NULL, 'n'},
+	{"read-only", no_argument, NULL, 'r'},
+	{"create-db", no_argument, NULL, 'D'},
+	{"allow-foreign-store", no_argument, NULL, 'F'},
+	{"lease", required_argument, NULL, 'l'},
+	{"checkpoint-interval", required_argument, NULL, 'i'},
+	{"sync", required_argument, NULL, 'y'},
+	{"max-frame", required_argument, NULL, 'm'},
+	{"map-max", required_argument, NULL, 'M'},
+	{"memory-limit", required_argument, NULL, 'L'},
+	{"help", no_argument, NULL, 'h'},
+	{"version", no_argument, NULL, 'V'},
+	{NULL, 0, NULL, 0}
+};
+
+/* Set the option c that takes a number or a word from arg.  -1 when arg
+ * is not a value it takes. */
+static int
+pyshelfd_option_value(int c, const char *arg, worker_options *o)
 {
-	static const struct option longopts[] = {
-		{"stdio", no_argument, NULL, 's'},
-		{"db", required_argument, NULL, 'd'},
-		{"session", required_argument, NULL, 'S'},
-		{"create", no_argument, NULL, 'c'},
-		{"new", no_argument, NULL, 'n'},
-		{"read-only", no_argument, NULL, 'r'},
-		{"create-db", no_argument, NULL, 'D'},
-		{"allow-foreign-store", no_argument, NULL, 'F'},
-		{"lease", required_argument, NULL, 'l'},
-		{"checkpoint-interval", required_argument, NULL, 'i'},
-		{"sync", required_argument, NULL, 'y'},
-		{"max-frame", required_argument, NULL, 'm'},
-		{"map-max", required_argument, NULL, 'M'},
-		{"memory-limit", required_argument, NULL, 'L'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0}
-	};
-	static worker w;
-	int stdio = 0, c, li = -1, i, nnew = 0, nro = 0;
 	double d;
 
-	malloc_tune();
-	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
-		if (strcmp(argv[i], "--stdio") == 0)
-			stdio_mode = 1;
-	opterr = 0; /* usage_fail says it, on both channels */
-	w.opt.session = "default";
-	w.opt.lease_ms = 30ull * 24 * 3600 * 1000;
-	w.opt.checkpoint_interval = 5;
-	w.opt.sync = STORE_SYNC_INTERVAL;
-	w.opt.max_frame = WIRE_DEFAULT_MAX_FRAME;
-	while ((c = getopt_long(argc, argv, "hV", longopts, &li)) != -1) {
+	switch (c) {
+	case 'l':
+		/* milliseconds must fit 64 bits: 10^15 s is plenty */
+		if (pyshelfd_parse_num(arg, &d) < 0 || d > 1e15)
+			return -1;
+		o->lease_ms = (uint64_t)(d * 1000);
+		o->lease_set = 1;
+		return 0;
+	case 'i':
+		if (pyshelfd_parse_num(arg, &d) < 0 || d > 1e9)
+			return -1;
+		o->checkpoint_interval = d;
+		return 0;
+	case 'y':
+		if (strcmp(arg, "always") == 0)
+			o->sync = STORE_SYNC_ALWAYS;
+		else if (strcmp(arg, "interval") == 0)
+			o->sync = STORE_SYNC_INTERVAL;
+		else if (strcmp(arg, "never") == 0)
+			o->sync = STORE_SYNC_NEVER;
+		else
+			return -1;
+		return 0;
+	case 'm':
+		if (pyshelfd_parse_size(arg, &d) < 0 || d < 1024 ||
+		    d > 4294967295.0)
+			return -1;
+		o->max_frame = (size_t)d;
+		return 0;
+	case 'M':
+		if (pyshelfd_parse_size(arg, &d) < 0 || d < 1048576 ||
+		    d > (double)SIZE_MAX / 2)
+			return -1;
+		o->map_max = (size_t)d;
+		return 0;
+	case 'L':
+		if (pyshelfd_parse_size(arg, &d) < 0 ||
+		    (d != 0 && d < 16777216) || d > (double)SIZE_MAX / 2)
+			return -1;
+		o->memory_limit = (size_t)d;
+		return 0;
+	}
+	return -1;
+}
+
+/*
+ * Read the command line into *o (defaults first).  -1: go on and serve;
+ * otherwise the exit status: 0 after --help or --version, 2 after a
+ * refusal (said by pyshelfd_usage_fail).
+ */
+static int
+pyshelfd_options(int argc, char **argv, worker_options *o)
+{
+	int stdio = 0, c, li = -1, nnew = 0, nro = 0;
+
+	opterr = 0; /* pyshelfd_usage_fail says it, on both channels */
+	o->session = "default";
+	o->lease_ms = 30ull * 24 * 3600 * 1000;
+	o->checkpoint_interval = 5;
+	o->sync = STORE_SYNC_INTERVAL;
+	o->max_frame = WIRE_DEFAULT_MAX_FRAME;
+	while ((c = getopt_long(argc, argv, "hV", pyshelfd_longopts, &li)) !=
+	    -1) {
 		switch (c) {
 		case 's':
 			stdio = 1;
 			break;
 		case 'd':
-			w.opt.db = optarg;
+			o->db = optarg;
 			break;
 		case 'S':
-			w.opt.session = optarg;
+			o->session = optarg;
 			break;
 		case 'c':
-			w.opt.create = 1;
+			o->create = 1;
 			break;
 		case 'n':
 			nnew = 1;
@@ -307,53 +361,19 @@ main(int argc, char **argv)
 			nro = 1;
 			break;
 		case 'D':
-			w.opt.create_db = 1;
+			o->create_db = 1;
 			break;
 		case 'F':
-			w.opt.allow_foreign = 1;
+			o->allow_foreign = 1;
 			break;
-		case 'l':
-			/* milliseconds must fit 64 bits: 10^15 s is plenty */
-			if (parse_num(optarg, &d) < 0 || d > 1e15)
-				goto bad;
-			w.opt.lease_ms = (uint64_t)(d * 1000);
-			w.opt.lease_set = 1;
-			break;
-		case 'i':
-			if (parse_num(optarg, &d) < 0 || d > 1e9)
-				goto bad;
-			w.opt.checkpoint_interval = d;
-			break;
-		case 'y':
-			if (strcmp(optarg, "always") == 0)
-				w.opt.sync = STORE_SYNC_ALWAYS;
-			else if (strcmp(optarg, "interval") == 0)
-				w.opt.sync = STORE_SYNC_INTERVAL;
-			else if (strcmp(optarg, "never") == 0)
-				w.opt.sync = STORE_SYNC_NEVER;
-			else
-				goto bad;
-			break;
-		case 'm':
-			if (parse_size(optarg, &d) < 0 || d < 1024 ||
-			    d > 4294967295.0)
-				goto bad;
-			w.opt.max_frame = (size_t)d;
-			break;
-		case 'M':
-			if (parse_size(optarg, &d) < 0 || d < 1048576 ||
-			    d > (double)SIZE_MAX / 2)
-				goto bad;
-			w.opt.map_max = (size_t)d;
-			break;
-		case 'L':
-			if (parse_size(optarg, &d) < 0 || (d != 0 && d < 16777216) ||
-			    d > (double)SIZE_MAX / 2)
-				goto bad;
-			w.opt.memory_limit = (size_t)d;
+		case 'l': case 'i': case 'y': case 'm': case 'M': case 'L':
+			if (pyshelfd_option_value(c, optarg, o) != 0)
+				return pyshelfd_usage_fail("bad value '%s' for "
+				    "--%s (see pyshelfd --help)", optarg, li >= 0 ?
+				    pyshelfd_longopts[li].name : "?");
 			break;
 		case 'h':
-			usage(stdout);
+			pyshelfd_usage(stdout);
 			return 0;
 		case 'V':
 			printf("pyshelfd %s (protocol %d, store format %d)\n",
@@ -362,37 +382,58 @@ main(int argc, char **argv)
 			return 0;
 		default:
 			if (optopt != 0 && optopt != '?')
-				return usage_fail("option -%c: unknown or missing "
-				    "its value", optopt);
-			return usage_fail("option %s: unknown or missing its "
-			    "value", argv[optind - 1]);
+				return pyshelfd_usage_fail("option -%c: unknown "
+				    "or missing its value", optopt);
+			return pyshelfd_usage_fail("option %s: unknown or "
+			    "missing its value", argv[optind - 1]);
 		}
 	}
 	if (optind != argc || !stdio)
-		return usage_fail("%s", !stdio ? "only --stdio mode exists yet; "
-		    "pass --stdio" : "unexpected argument");
-	if (strlen(w.opt.session) == 0 || strlen(w.opt.session) > STORE_NAME_MAX)
-		return usage_fail("bad session name '%s': a session name has 1 "
-		    "to %d bytes", w.opt.session, STORE_NAME_MAX);
-	if (nro && (nnew || w.opt.create))
-		return usage_fail("--read-only excludes --create and --new "
-		    "(shelve's flags 'r', 'c' and 'n')");
-	w.opt.mode = nro ? 'r' : nnew ? 'n' : w.opt.create ? 'c' : 'w';
+		return pyshelfd_usage_fail("%s", !stdio ? "only --stdio mode "
+		    "exists yet; pass --stdio" : "unexpected argument");
+	if (strlen(o->session) == 0 || strlen(o->session) > STORE_NAME_MAX)
+		return pyshelfd_usage_fail("bad session name '%s': a session "
+		    "name has 1 to %d bytes", o->session, STORE_NAME_MAX);
+	if (nro && (nnew || o->create))
+		return pyshelfd_usage_fail("--read-only excludes --create and "
+		    "--new (shelve's flags 'r', 'c' and 'n')");
+	o->mode = nro ? 'r' : nnew ? 'n' : o->create ? 'c' : 'w';
 	if (nnew)
-		w.opt.create = 1;
-	if (w.opt.memory_limit != 0) {
-		/* RLIMIT_DATA counts what the interpreter allocates (heap and
-		 * private mappings), not LMDB's shared read-only map */
-		struct rlimit rl;
-		rl.rlim_cur = rl.rlim_max = w.opt.memory_limit;
-		if (setrlimit(RLIMIT_DATA, &rl) != 0) {
-			fprintf(stderr, "pyshelfd: --memory-limit: %s\n",
-			    strerror(errno));
-			return 1;
-		}
+		o->create = 1;
+	return -1;
+}
+
+/* --memory-limit: RLIMIT_DATA counts what the interpreter allocates (heap
+ * and private mappings), not LMDB's shared read-only map.  0, or -1 said
+ * on stderr. */
+static int
+pyshelfd_limit_memory(size_t limit)
+{
+	struct rlimit rl;
+
+	rl.rlim_cur = rl.rlim_max = limit;
+	if (setrlimit(RLIMIT_DATA, &rl) != 0) {
+		fprintf(stderr, "pyshelfd: --memory-limit: %s\n",
+		    strerror(errno));
+		return -1;
 	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	static worker w;
+	int i, rc;
+
+	pyshelfd_malloc_tune();
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--stdio") == 0)
+			pyshelfd_stdio_mode = 1;
+	if ((rc = pyshelfd_options(argc, argv, &w.opt)) >= 0)
+		return rc;
+	if (w.opt.memory_limit != 0 &&
+	    pyshelfd_limit_memory(w.opt.memory_limit) != 0)
+		return 1;
 	return worker_run(&w);
-bad:
-	return usage_fail("bad value '%s' for --%s (see pyshelfd --help)",
-	    optarg, li >= 0 ? longopts[li].name : "?");
 }
