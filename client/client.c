@@ -61,6 +61,9 @@ _Static_assert(PYSHELF_ERR_READ_ONLY == WIRE_ERR_READ_ONLY, "errcode");
 _Static_assert(PYSHELF_KIND_DIRECT == WIRE_KIND_DIRECT, "kind");
 _Static_assert(PYSHELF_KIND_WRAPPED == WIRE_KIND_WRAPPED, "kind");
 _Static_assert(PYSHELF_KIND_EXCINFO == WIRE_KIND_EXCINFO, "kind");
+_Static_assert(PYSHELF_KIND_TEXT == WIRE_KIND_TEXT, "kind");
+_Static_assert(PYSHELF_WANT_REPR == WIRE_WANT_REPR, "want");
+_Static_assert(PYSHELF_WANT_JSON == WIRE_WANT_JSON, "want");
 
 struct pyshelf_conn {
 	wire_conn wc;            /* read side: fds, buffer, max_body */
@@ -120,6 +123,11 @@ static int client_unexpected(pyshelf_conn *, const char *);
 static int client_roundtrip(pyshelf_conn *, uint16_t, uint16_t);
 static int client_result(pyshelf_conn *, pyshelf_result *);
 static int client_exec_build(pyshelf_conn *, const pyshelf_exec_req *);
+static uint64_t client_want(int);
+static int client_put_text(pyshelf_conn *, uint8_t, int, const char *,
+                           size_t);
+static int client_set(pyshelf_conn *, const char *, int, const void *,
+                      size_t, const char *);
 static int client_exec_wait(pyshelf_conn *, const pyshelf_exec_req *,
     pyshelf_result *);
 static int client_output(pyshelf_conn *, const pyshelf_exec_req *);
@@ -930,6 +938,55 @@ out:
 	return rc;
 }
 
+/* The WANT_VALUE a want_value asks for: the modes, else 1 (by value). */
+static uint64_t
+client_want(int want)
+{
+	if (want == PYSHELF_WANT_REPR || want == PYSHELF_WANT_JSON)
+		return (uint64_t)want;
+	return want ? 1 : 0;
+}
+
+/*
+ * Put plain data given as text as a pickle field: the pickle (protocol 2)
+ * of a call of ast.literal_eval or json.loads on the text, which the
+ * backend's unpickler makes into the value:
+ *   PROTO 2, GLOBAL "mod\nname\n", BINUNICODE text, TUPLE1, REDUCE, STOP.
+ * Returns 0, or -1 when the text does not fit BINUNICODE's u32 length.
+ */
+static int
+client_put_text(pyshelf_conn *c, uint8_t tag, int kind, const char *text,
+    size_t len)
+{
+	const char *global = kind == PYSHELF_ARG_JSON ? "cjson\nloads\n" :
+	    "cast\nliteral_eval\n";
+	size_t glen = strlen(global), n;
+	uint8_t *p;
+
+	if (len > UINT32_MAX)
+		return -1;
+	n = 2 + glen + 5 + len + 3;
+	p = wire_put_reserve(&c->wbuf, tag, n);
+	if (p == NULL)              /* the buffer is out of memory: the send
+	                               reports it */
+		return 0;
+	*p++ = 0x80;
+	*p++ = 2;
+	memcpy(p, global, glen);
+	p += glen;
+	*p++ = 'X';
+	*p++ = (uint8_t)len;
+	*p++ = (uint8_t)(len >> 8);
+	*p++ = (uint8_t)(len >> 16);
+	*p++ = (uint8_t)(len >> 24);
+	memcpy(p, text, len);
+	p += len;
+	*p++ = 0x85;                /* TUPLE1 */
+	*p++ = 'R';                 /* REDUCE */
+	*p = '.';                   /* STOP */
+	return 0;
+}
+
 /* Encode an EXEC request into c->wbuf after checking its arguments. */
 static int
 client_exec_build(pyshelf_conn *c, const pyshelf_exec_req *req)
@@ -944,11 +1001,22 @@ client_exec_build(pyshelf_conn *c, const pyshelf_exec_req *req)
 		a = &req->args[i];
 		if (a->kind == PYSHELF_ARG_HANDLE)
 			continue;
+		if (a->kind == PYSHELF_ARG_LITERAL ||
+		    a->kind == PYSHELF_ARG_JSON) {
+			if (a->data == NULL)
+				return client_fail(c, PYSHELF_E_INVAL,
+				    "pyshelf_exec: argument %zu has no text", i);
+			continue;
+		}
 		if (a->kind != PYSHELF_ARG_PICKLE ||
 		    (a->data == NULL && a->len > 0))
 			return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
-			    "argument %zu is neither a handle nor a pickle", i);
+			    "argument %zu is neither a handle, a pickle nor "
+			    "text", i);
 	}
+	if (req->want_value < 0)
+		return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
+		    "want_value must be one of PYSHELF_WANT_*");
 	client_begin(c, WIRE_MSG_EXEC);
 	wire_put_str(&c->wbuf, WIRE_TAG_CODE, req->code);
 	if (req->func != NULL)
@@ -957,12 +1025,17 @@ client_exec_build(pyshelf_conn *c, const pyshelf_exec_req *req)
 		a = &req->args[i];
 		if (a->kind == PYSHELF_ARG_HANDLE)
 			wire_put_u64(&c->wbuf, WIRE_TAG_ARG_HANDLE, a->handle);
-		else
+		else if (a->kind == PYSHELF_ARG_PICKLE)
 			wire_put_bytes(&c->wbuf, WIRE_TAG_ARG_PICKLE,
 			    a->len > 0 ? a->data : "", a->len);
+		else if (client_put_text(c, WIRE_TAG_ARG_PICKLE, a->kind,
+		    a->data, a->len > 0 ? a->len : strlen(a->data)) != 0)
+			return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
+			    "argument %zu: text longer than 4 GiB", i);
 	}
 	if (req->want_value)
-		wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE, 1);
+		wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE,
+		    client_want(req->want_value));
 	if (req->timeout_ms > 0)
 		wire_put_u64(&c->wbuf, WIRE_TAG_TIMEOUT_MS, req->timeout_ms);
 	return PYSHELF_OK;
@@ -1025,6 +1098,16 @@ client_result(pyshelf_conn *c, pyshelf_result *res)
 			    "the backend sent a direct RESULT without VALUE");
 		res->value = f->data;
 		res->value_len = f->len;
+	} else if (kind == WIRE_KIND_TEXT) {
+		if ((f = wire_msg_find(m, WIRE_TAG_VALUE)) == NULL)
+			return client_fatal(c, PYSHELF_E_PROTOCOL,
+			    "the backend sent a text RESULT without VALUE");
+		if ((res->text = wire_field_strdup(f)) == NULL)
+			goto nomem;
+		res->text_len = f->len;
+		f = wire_msg_find(m, WIRE_TAG_TYPE_NAME);
+		if (f != NULL && (res->type_name = wire_field_strdup(f)) == NULL)
+			goto nomem;
 	} else if (kind == WIRE_KIND_WRAPPED || kind == WIRE_KIND_EXCINFO) {
 		if (wire_msg_find(m, WIRE_TAG_HANDLE) == NULL ||
 		    wire_msg_find(m, WIRE_TAG_TYPE_NAME) == NULL ||
@@ -1071,6 +1154,7 @@ pyshelf_result_free(pyshelf_result *res)
 	free(res->exc_type);
 	free(res->message);
 	free(res->volatile_reason);
+	free(res->text);
 	memset(res, 0, sizeof *res);
 }
 
@@ -1116,7 +1200,7 @@ pyshelf_get(pyshelf_conn *c, const char *key, int want_value,
 	}
 	client_begin(c, WIRE_MSG_GET);
 	wire_put_str(&c->wbuf, WIRE_TAG_KEY, key);
-	wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE, want_value ? 1 : 0);
+	wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE, client_want(want_value));
 	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
 	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
 		goto out;
@@ -1131,22 +1215,32 @@ out:
 	return rc;
 }
 
-/* Bind a global to a pickled value. */
-int
-pyshelf_set(pyshelf_conn *c, const char *key, const void *data, size_t len)
+/* SET key to a pickle (kind PYSHELF_ARG_PICKLE) or to text made into a
+ * pickle (PYSHELF_ARG_LITERAL, PYSHELF_ARG_JSON). */
+static int
+client_set(pyshelf_conn *c, const char *key, int kind, const void *data,
+    size_t len, const char *what)
 {
 	int rc;
 
 	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
 		return rc;
-	if (key == NULL || (data == NULL && len > 0)) {
+	if (key == NULL || (data == NULL && len > 0) ||
+	    (kind != PYSHELF_ARG_PICKLE && data == NULL)) {
 		rc = client_fail(c, PYSHELF_E_INVAL,
-		    "pyshelf_set: key and data are required");
+		    "%s: key and data are required", what);
 		goto out;
 	}
 	client_begin(c, WIRE_MSG_SET);
 	wire_put_str(&c->wbuf, WIRE_TAG_KEY, key);
-	wire_put_bytes(&c->wbuf, WIRE_TAG_VALUE, len > 0 ? data : "", len);
+	if (kind == PYSHELF_ARG_PICKLE)
+		wire_put_bytes(&c->wbuf, WIRE_TAG_VALUE, len > 0 ? data : "",
+		    len);
+	else if (client_put_text(c, WIRE_TAG_VALUE, kind, data, len) != 0) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "%s: text longer than 4 GiB", what);
+		goto out;
+	}
 	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
 	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
 		goto out;
@@ -1157,6 +1251,32 @@ pyshelf_set(pyshelf_conn *c, const char *key, const void *data, size_t len)
 out:
 	client_leave(c);
 	return rc;
+}
+
+/* Bind a global to a pickled value. */
+int
+pyshelf_set(pyshelf_conn *c, const char *key, const void *data, size_t len)
+{
+	return client_set(c, key, PYSHELF_ARG_PICKLE, data, len, "pyshelf_set");
+}
+
+/* Bind a global to plain data given as text; see pyshelf.h. */
+int
+pyshelf_set_text(pyshelf_conn *c, const char *key, int kind,
+    const char *text)
+{
+	int rc;
+
+	if (kind != PYSHELF_ARG_LITERAL && kind != PYSHELF_ARG_JSON) {
+		if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+			return rc;
+		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_set_text: kind "
+		    "must be PYSHELF_ARG_LITERAL or PYSHELF_ARG_JSON");
+		client_leave(c);
+		return rc;
+	}
+	return client_set(c, key, kind, text, text != NULL ? strlen(text) : 0,
+	    "pyshelf_set_text");
 }
 
 /* Delete a global. */

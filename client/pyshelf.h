@@ -125,9 +125,34 @@ extern "C" {
 #define PYSHELF_KIND_EXCINFO 3  /**< WrappedExcinfo: handle, type_name,
                                      exc_type, message */
 
-/** Argument kinds (pyshelf_arg.kind). */
+#define PYSHELF_KIND_TEXT 4     /**< text asked for by PYSHELF_WANT_REPR or
+                                     PYSHELF_WANT_JSON: text (NUL-terminated
+                                     UTF-8), type_name */
+
+/** What a request asks back (pyshelf_exec_req.want_value, the want_value
+ * argument of pyshelf_get()).  Plain data for C programs that do not
+ * read pickles: PYSHELF_WANT_REPR gives repr() of any result;
+ * PYSHELF_WANT_JSON gives json.dumps() of a result that is JSON data
+ * (dict with str keys, list, tuple, str, int, float, bool, None), and
+ * any other result as a handle (PYSHELF_KIND_WRAPPED: nothing is lost,
+ * ask again with PYSHELF_WANT_REPR or use the handle). */
+#define PYSHELF_WANT_HANDLE 0   /**< a handle (a DirectValue comes by value) */
+#define PYSHELF_WANT_PICKLE 1   /**< the value, pickled (any nonzero value
+                                     other than the two below) */
+#define PYSHELF_WANT_REPR 2     /**< repr() text, PYSHELF_KIND_TEXT */
+#define PYSHELF_WANT_JSON 3     /**< JSON text, PYSHELF_KIND_TEXT */
+
+/** Argument kinds (pyshelf_arg.kind).  LITERAL and JSON pass plain data
+ * without writing a pickle: the library wraps the text in a pickle that
+ * the backend turns into the value with ast.literal_eval() or
+ * json.loads() (so no code runs); text that does not parse fails the
+ * request with PYSHELF_ERR_UNPICKLE and the parser's message. */
 #define PYSHELF_ARG_HANDLE 1    /**< a live handle id of this session */
 #define PYSHELF_ARG_PICKLE 2    /**< a pickled value */
+#define PYSHELF_ARG_LITERAL 3   /**< data: a Python literal, UTF-8
+                                     ("[1, 'a', {'k': 2.5}]", "b'raw'");
+                                     len 0: strlen(data) */
+#define PYSHELF_ARG_JSON 4      /**< data: JSON text, UTF-8; len 0: strlen */
 
 /** Output streams in pyshelf_output_fn. */
 #define PYSHELF_STDOUT 1
@@ -195,7 +220,8 @@ typedef struct pyshelf_exec_req {
 	const pyshelf_arg *args; /**< nargs arguments, in order (only with
 	                              func) */
 	size_t nargs;            /**< number of args */
-	int want_value;          /**< nonzero: ask for the result by value */
+	int want_value;          /**< PYSHELF_WANT_*: 0 a handle, 1 the
+	                              pickle, 2 repr() text, 3 JSON text */
 	uint64_t timeout_ms;     /**< backend-enforced time limit, 0 = none */
 	pyshelf_output_fn on_output; /**< streamed stdout/stderr, or NULL to
 	                                  drop them */
@@ -225,6 +251,11 @@ typedef struct pyshelf_result {
 	                             buffer; valid until the next call on the
 	                             connection.  NULL for the other kinds. */
 	size_t value_len;       /**< bytes at value */
+	char *text;             /**< owned: the text of a PYSHELF_KIND_TEXT
+	                             result (repr() or JSON), NUL-terminated
+	                             UTF-8 (text_len bytes before the NUL);
+	                             else NULL */
+	size_t text_len;        /**< bytes at text */
 } pyshelf_result;
 
 /** What the backend said in its WELCOME. */
@@ -432,9 +463,11 @@ int pyshelf_interrupt(pyshelf_conn *conn);
 int pyshelf_release(pyshelf_conn *conn, const uint64_t *handles, size_t n);
 
 /**
- * Read a workspace global: by value (want_value nonzero: a
- * PYSHELF_KIND_DIRECT result) or as a new handle (a PYSHELF_KIND_WRAPPED
- * result).
+ * Read a workspace global: by value (want_value PYSHELF_WANT_PICKLE: a
+ * PYSHELF_KIND_DIRECT result), as text (PYSHELF_WANT_REPR or
+ * PYSHELF_WANT_JSON: PYSHELF_KIND_TEXT, see PYSHELF_WANT_JSON for values
+ * that are not JSON data) or as a new handle (PYSHELF_WANT_HANDLE: a
+ * PYSHELF_KIND_WRAPPED result).
  * @param[out] res as for pyshelf_exec(); free with pyshelf_result_free().
  * @return 0; PYSHELF_E_REMOTE with PYSHELF_ERR_NOT_FOUND (no such global),
  *   PYSHELF_ERR_PICKLE (it cannot be pickled: ask for a handle instead),
@@ -452,6 +485,19 @@ int pyshelf_get(pyshelf_conn *conn, const char *key, int want_value,
  */
 int pyshelf_set(pyshelf_conn *conn, const char *key, const void *data,
                 size_t len);
+
+/**
+ * Bind a workspace global to plain data given as text, without writing a
+ * pickle: kind PYSHELF_ARG_LITERAL (a Python literal, read with
+ * ast.literal_eval()) or PYSHELF_ARG_JSON (read with json.loads()).
+ * @param[in] text NUL-terminated UTF-8.
+ * @return 0; PYSHELF_E_INVAL (bad kind, NULL key or text);
+ *   PYSHELF_E_REMOTE with PYSHELF_ERR_UNPICKLE when the text does not
+ *   parse (pyshelf_errmsg() has the parser's message); the connection
+ *   errors.
+ */
+int pyshelf_set_text(pyshelf_conn *conn, const char *key, int kind,
+                     const char *text);
 
 /**
  * Delete a workspace global.

@@ -99,7 +99,7 @@ enum wire_tag {
 	WIRE_TAG_FUNC = 7,        /* str: function to call after running CODE */
 	WIRE_TAG_ARG_HANDLE = 8,  /* u64, repeated: argument by handle */
 	WIRE_TAG_ARG_PICKLE = 9,  /* bytes, repeated: argument by pickle */
-	WIRE_TAG_WANT_VALUE = 10, /* u64 0/1 */
+	WIRE_TAG_WANT_VALUE = 10, /* u64 0/1, or WIRE_WANT_* */
 	WIRE_TAG_TIMEOUT_MS = 11, /* u64, 0 = none */
 	WIRE_TAG_KIND = 12,       /* u64 WIRE_KIND_* */
 	WIRE_TAG_HANDLE = 13,     /* u64 handle id (repeats in RELEASE/LISTING) */
@@ -131,8 +131,16 @@ enum wire_tag {
 enum wire_kind {
 	WIRE_KIND_DIRECT = 1,   /* DirectValue: VALUE holds the pickle */
 	WIRE_KIND_WRAPPED = 2,  /* Wrapped: HANDLE, TYPE_NAME */
-	WIRE_KIND_EXCINFO = 3   /* WrappedExcinfo: HANDLE, TYPE_NAME, EXC_TYPE,
+	WIRE_KIND_EXCINFO = 3,  /* WrappedExcinfo: HANDLE, TYPE_NAME, EXC_TYPE,
 	                           MESSAGE */
+	WIRE_KIND_TEXT = 4      /* asked for by WANT_VALUE 2 or 3: VALUE holds
+	                           UTF-8 text (repr or JSON), TYPE_NAME */
+};
+
+/* WANT_VALUE: 0 a handle, 1 the pickle, or plain text. */
+enum {
+	WIRE_WANT_REPR = 2,     /* repr() of the value */
+	WIRE_WANT_JSON = 3      /* json.dumps() of JSON data, else a handle */
 };
 
 /* Error codes carried in ERROR.ERRCODE. */

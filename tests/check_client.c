@@ -88,8 +88,9 @@ fake_output(int fd, wire_buf *b, uint64_t id, int stream, const char *s)
 	fake_send(fd, b);
 }
 
-/* Describe an EXEC's fields as text: what "args" sends back. */
-static void
+/* Describe an EXEC's fields as text: what "args" sends back.  Returns
+ * its length (pickles are copied raw). */
+static size_t
 fake_describe(const wire_msg *m, char *out, size_t cap)
 {
 	size_t i, n = 0;
@@ -107,9 +108,13 @@ fake_describe(const wire_msg *m, char *out, size_t cap)
 			n += (size_t)snprintf(out + n, cap - n, "h%llu;",
 			    (unsigned long long)wire_field_u64(f));
 			break;
-		case WIRE_TAG_ARG_PICKLE:
-			n += (size_t)snprintf(out + n, cap - n, "p%.*s;",
-			    (int)f->len, (const char *)f->data);
+		case WIRE_TAG_ARG_PICKLE:       /* raw: a pickle may hold NULs */
+			if (n + f->len + 2 >= cap)
+				break;
+			out[n++] = 'p';
+			memcpy(out + n, f->data, f->len);
+			n += f->len;
+			n += (size_t)snprintf(out + n, cap - n, ";");
 			break;
 		case WIRE_TAG_WANT_VALUE:
 			n += (size_t)snprintf(out + n, cap - n, "w%llu;",
@@ -121,6 +126,7 @@ fake_describe(const wire_msg *m, char *out, size_t cap)
 			break;
 		}
 	}
+	return n < cap ? n : cap - 1;
 }
 
 /* Run one EXEC by its CODE. */
@@ -148,6 +154,12 @@ fake_exec(int fd, wire_conn *wc, wire_buf *b, const wire_msg *m,
 		wire_put_str(b, WIRE_TAG_TYPE_NAME, "list");
 		wire_put_str(b, WIRE_TAG_VOLATILE, "why");
 		fake_send(fd, b);
+	} else if (strcmp(text, "text") == 0) {
+		wire_begin(b, WIRE_MSG_RESULT, id);
+		wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_TEXT);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "dict");
+		wire_put_str(b, WIRE_TAG_VALUE, "{\"a\": [1, 2]}");
+		fake_send(fd, b);
 	} else if (strcmp(text, "raise") == 0) {
 		wire_begin(b, WIRE_MSG_RESULT, id);
 		wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_EXCINFO);
@@ -159,8 +171,11 @@ fake_exec(int fd, wire_conn *wc, wire_buf *b, const wire_msg *m,
 	} else if (strcmp(text, "error") == 0) {
 		fake_error(fd, b, id, WIRE_ERR_UNKNOWN_HANDLE, "unknown handle 5");
 	} else if (strcmp(text, "args") == 0) {
-		fake_describe(m, desc, sizeof desc);
-		fake_direct(fd, b, id, desc);
+		wire_begin(b, WIRE_MSG_RESULT, id);
+		wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_DIRECT);
+		wire_put_bytes(b, WIRE_TAG_VALUE, desc,
+		    fake_describe(m, desc, sizeof desc));
+		fake_send(fd, b);
 	} else if (strcmp(text, "released") == 0) {
 		fake_direct(fd, b, id, released);
 	} else if (strcmp(text, "loop") == 0) {
@@ -749,6 +764,86 @@ START_TEST(test_exec_encodes_arguments)
 }
 END_TEST
 
+/* Plain data: LITERAL and JSON arguments travel as pickles of a call of
+ * ast.literal_eval / json.loads on the text (so the backend runs no code
+ * to read them), want_value's text modes are sent as they are, and a
+ * TEXT result is an owned NUL-terminated string. */
+START_TEST(test_exec_plain_data)
+{
+	static const char lit[] = "\x80\x02" "cast\nliteral_eval\n"
+	    "X\x06\0\0\0[1, 2]\x85R.";
+	static const char js[] = "\x80\x02" "cjson\nloads\n"
+	    "X\x02\0\0\0{}\x85R.";
+	pyshelf_exec_req req;
+	pyshelf_result res;
+	pyshelf_arg args[2];
+	char want[256];
+	size_t n;
+
+	memset(&req, 0, sizeof req);
+	memset(args, 0, sizeof args);
+	args[0].kind = PYSHELF_ARG_LITERAL;
+	args[0].data = "[1, 2]";                /* len 0: strlen */
+	args[1].kind = PYSHELF_ARG_JSON;
+	args[1].data = "{}xyz";
+	args[1].len = 2;
+	req.code = "args";
+	req.func = "fn";
+	req.args = args;
+	req.nargs = 2;
+	req.want_value = PYSHELF_WANT_JSON;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_DIRECT);
+	n = (size_t)snprintf(want, sizeof want, "f=fn;p");
+	memcpy(want + n, lit, sizeof lit - 1);
+	n += sizeof lit - 1;
+	memcpy(want + n, ";p", 2);
+	n += 2;
+	memcpy(want + n, js, sizeof js - 1);
+	n += sizeof js - 1;
+	memcpy(want + n, ";w3;", 4);
+	n += 4;
+	ck_assert_uint_eq(res.value_len, n);
+	ck_assert_int_eq(memcmp(res.value, want, n), 0);
+	pyshelf_result_free(&res);
+
+	req.want_value = PYSHELF_WANT_REPR;
+	req.nargs = 0;
+	req.func = NULL;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(memcmp(res.value, "w2;", 3), 0);
+	pyshelf_result_free(&res);
+	req.want_value = 7;                     /* any other: by value */
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(memcmp(res.value, "w1;", 3), 0);
+	pyshelf_result_free(&res);
+
+	req.code = "text";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_TEXT);
+	ck_assert_str_eq(res.text, "{\"a\": [1, 2]}");
+	ck_assert_uint_eq(res.text_len, strlen(res.text));
+	ck_assert_str_eq(res.type_name, "dict");
+	pyshelf_result_free(&res);
+	ck_assert_ptr_null(res.text);
+
+	/* bad: text argument without text, negative want */
+	args[0].data = NULL;
+	req.code = "args";
+	req.func = "fn";
+	req.nargs = 1;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_INVAL);
+	args[0].data = "1";
+	req.want_value = -1;
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_set_text(conn, "k", PYSHELF_ARG_PICKLE, "1"),
+	    PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_set_text(conn, "k", PYSHELF_ARG_JSON, NULL),
+	    PYSHELF_E_INVAL);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+}
+END_TEST
+
 /* Interrupt from another thread after a short delay. */
 static void *
 interrupter(void *arg)
@@ -1240,6 +1335,7 @@ client_suite(void)
 	tcase_add_test(core, test_exec_wrapped_and_excinfo);
 	tcase_add_test(core, test_exec_remote_error);
 	tcase_add_test(core, test_exec_encodes_arguments);
+	tcase_add_test(core, test_exec_plain_data);
 	tcase_add_test(core, test_interrupt_from_thread);
 	tcase_add_test(core, test_interrupt_from_wait_callback);
 	tcase_add_test(core, test_abandon_then_late_reply_is_skipped);
