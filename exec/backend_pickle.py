@@ -62,6 +62,152 @@ def _rebuild_ws_function(code, name, defaults, closure, kwdefaults,
 _rebuild_ws_function.__module__ = "_pyshelf_backend"
 
 
+# --- numpy views -----------------------------------------------------------
+#
+# numpy pickles a view (an array whose .base is another array) as a copy of
+# its elements, so after a restart `v = a[2:5]` no longer shows changes to
+# `a`.  Arrays of the workspace (globals, handles) that share one block of
+# memory are stored as one of them, the primary (the largest; it must
+# export a contiguous buffer), pickled as numpy pickles it, and the others
+# that lie within it as a persistent reference to the primary plus their
+# byte offset, shape, strides and dtype (_rebuild_view): after a restart
+# they are views of the loaded primary again, wherever they are held (a
+# global, a handle, inside a dict).  A view whose memory no such array
+# holds is stored as a copy, as numpy does; the client is told once per
+# view when that breaks sharing (its memory is held by something else too)
+# (docs/STORAGE.md, section 11).
+
+_VIEW_WARNED = {}      # id(view) -> weakref to it: told about already
+_PRIMARIES = {}        # id(memory root) -> (root, [arrays of the workspace])
+_PRIMARIES_BUILT = []  # [True] once built in this checkpoint
+
+
+def _views_reset():
+    """Forget the arrays of the workspace (a new checkpoint begins)."""
+    _PRIMARIES.clear()
+    _PRIMARIES_BUILT.clear()
+
+
+def _rebuild_view(base, offset, shape, strides, dtype, writeable):
+    """A view of base's memory (see _reduce_view)."""
+    import numpy
+    v = numpy.ndarray(shape, dtype, buffer=base, offset=offset,
+                      strides=strides)
+    if not writeable:
+        v.flags.writeable = False
+    return v
+
+
+def _array_root(arr):
+    """The array that owns (or wraps) arr's memory."""
+    nd = type(arr)
+    while type(arr.base) is nd:
+        arr = arr.base
+    return arr
+
+
+def _array_span(arr):
+    """(lowest, highest + 1) address of arr's elements."""
+    start = arr.__array_interface__["data"][0]
+    lo = hi = start
+    for st, n in zip(arr.strides, arr.shape):
+        if st < 0:
+            lo += st * (n - 1)
+        else:
+            hi += st * (n - 1)
+    return lo, hi + arr.itemsize
+
+
+def _primaries(nd):
+    """id(memory root) -> (root, arrays of the workspace on it), built once
+    per checkpoint from the loaded globals and handles."""
+    if not _PRIMARIES_BUILT:
+        for obj in list(dict.values(WS.ns)) + list(WS.handles.values()):
+            if type(obj) is nd and not obj.dtype.hasobject:
+                root = _array_root(obj)
+                _PRIMARIES.setdefault(id(root), (root, []))[1].append(obj)
+        _PRIMARIES_BUILT.append(True)
+    return _PRIMARIES
+
+
+def _primary_of(arr):
+    """(primary, warn): the array of the workspace that arr is to be stored
+    as a view of, or None (arr is the primary, or no array of the workspace
+    holds its memory); warn: storing arr as a copy breaks sharing."""
+    nd = type(arr)
+    base = arr.base
+    if type(base) is not nd:
+        return None, False      # owns its memory (or wraps a buffer)
+    root = _array_root(arr)
+    if root is base and sys.getrefcount(root) <= 4:
+        # arr alone holds the memory's owner (+ root, base, the call):
+        # every array sharing it is a view through arr, arr is the primary
+        return None, False
+    got = _primaries(nd).get(id(root))
+    if got is None:
+        # held by arr (directly or through a view between) and this frame
+        # alone, a copy is faithful; held by something else too, it is not
+        return None, root is not arr and sys.getrefcount(root) > 3
+    best = None
+    for c in got[1]:
+        if c.flags.c_contiguous or c.flags.f_contiguous:
+            if best is None or c.nbytes > best.nbytes:
+                best = c
+    if best is arr:
+        return None, False
+    if best is None or arr.size == 0:
+        return None, True
+    lo, hi = _array_span(arr)
+    blo = best.__array_interface__["data"][0]
+    if lo < blo or hi > blo + best.nbytes:
+        return None, True
+    return best, False
+
+
+def _reduce_view(arr):
+    """(_rebuild_view, args) for an array that shares memory with a larger
+    array of the workspace, else None (stored as numpy stores it)."""
+    if arr.dtype.hasobject:
+        return None
+    primary, warn = _primary_of(arr)
+    if primary is None:
+        if warn:
+            _warn_view(arr)
+        return None
+    offset = arr.__array_interface__["data"][0] - \
+        primary.__array_interface__["data"][0]
+    return (_rebuild_view, (primary, offset, arr.shape, arr.strides,
+                            arr.dtype, bool(arr.flags.writeable)))
+
+
+def _warn_view(arr):
+    """Tell the client, once per view, that it is stored as a copy."""
+    import weakref
+    seen = _VIEW_WARNED.get(id(arr))
+    if seen is not None and seen() is arr:
+        return
+    if len(_VIEW_WARNED) > 4096:
+        _VIEW_WARNED.clear()
+    try:
+        _VIEW_WARNED[id(arr)] = weakref.ref(arr)
+    except TypeError:
+        pass
+    WS.store_notices.append(
+        "a numpy view (shape %s, dtype %s) shares memory with an array that "
+        "is not a global or handle of its own: it is stored as a copy, and "
+        "after a restart it no longer shares that memory (bind the array it "
+        "is a view of to a name to keep the view)" % (arr.shape, arr.dtype))
+
+
+def _reduce_ndarray(arr):
+    """The plain pickler's reducer for numpy arrays: views of entries by
+    reference (_reduce_view), anything else as numpy pickles it."""
+    r = _reduce_view(arr)
+    if r is not None:
+        return r
+    return arr.__reduce_ex__(5)
+
+
 def _make_pickler_class():
     cp = _cp()
 
@@ -79,9 +225,20 @@ def _make_pickler_class():
                          obj.__qualname__, obj.__dict__ or None,
                          obj.__annotations__ or None, obj.__doc__,
                          obj.__module__))
+            if type(obj) is _ndarray() and self.refs_entries:
+                r = _reduce_view(obj)
+                if r is not None:
+                    return r
             return cp.CloudPickler.reducer_override(self, obj)
 
+    EntryPickler.refs_entries = False   # True: other entries by reference
     return EntryPickler
+
+
+def _ndarray():
+    """numpy.ndarray when numpy is imported, else None."""
+    np = sys.modules.get("numpy")
+    return getattr(np, "ndarray", None) if np is not None else None
 
 
 def _reduce_module(m):
@@ -119,6 +276,7 @@ class _Dumper:
                                     buffer_callback=self.sink.buffer)
         self.plain.persistent_id = WS.idmap.pid
         self.copyreg = None
+        self.ndarray = None
         self.refresh()
         self.cloud = None
 
@@ -128,11 +286,16 @@ class _Dumper:
         unless shipped code registered its own."""
         table = copyreg.dispatch_table
         seen = self.copyreg
+        nd = _ndarray()
         # by identity: a registered reducer's __eq__ must not run here
-        if seen is None or len(seen) != len(table) or any(
+        if seen is None or nd is not self.ndarray or \
+                len(seen) != len(table) or any(
                 seen.get(k, seen) is not v for k, v in table.items()):
             self.copyreg = dict(table)
+            self.ndarray = nd
             table = {types.ModuleType: _reduce_module}
+            if nd is not None:
+                table[nd] = _reduce_ndarray
             table.update(self.copyreg)
             self.plain.dispatch_table = table
 
@@ -145,6 +308,7 @@ class _Dumper:
             self.cloud = cls(self.sink, protocol=5,
                              buffer_callback=self.sink.buffer)
             self.cloud.persistent_id = WS.idmap.pid
+            self.cloud.refs_entries = True
             self.cloud_noref = cls(self.sink, protocol=5,
                                    buffer_callback=self.sink.buffer)
         p = self.cloud_noref if noref else self.cloud
@@ -171,6 +335,7 @@ _DUMPER = None
 
 def _dumper():
     global _DUMPER
+    _views_reset()
     if _DUMPER is None:
         _DUMPER = _Dumper()
     else:
