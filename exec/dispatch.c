@@ -790,3 +790,30 @@ dispatch_release_session(worker *w)
 	if (!w->closed && w->opt.mode != 'r')
 		store_write(w->st, dispatch_release_txn, w);
 }
+
+/* The worker's side of _pyshelfd's SIGINT/SIGTERM handler (pyctx's
+ * on_signal; GIL held, in the worker process).  A SIGINT sent by our own
+ * reader thread carries a stop reason (interrupt or timeout) for the
+ * running code.  Any other SIGINT or a SIGTERM asks for a clean shutdown:
+ * running code gets KeyboardInterrupt, idle workers just leave their
+ * loop.  An enum pyctx_sig. */
+int
+dispatch_signal(worker *w, int signum)
+{
+	int ours, kind, running;
+
+	pthread_mutex_lock(&w->lock);
+	ours = w->sigs_inflight;
+	w->sigs_inflight = 0;
+	kind = w->stop_kind;
+	running = w->running_id != 0;
+	pthread_mutex_unlock(&w->lock);
+	if (signum == SIGINT && ours) {
+		if (!running || kind == WORKER_STOP_NONE)
+			return PYCTX_SIG_NONE; /* the code finished first */
+		return kind == WORKER_STOP_TIMEOUT ? PYCTX_SIG_TIMEOUT :
+		    PYCTX_SIG_INTERRUPT;
+	}
+	w->terminate = 1;
+	return running ? PYCTX_SIG_INTERRUPT : PYCTX_SIG_NONE;
+}

@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "exec.h"
+#include "wire.h"
 #include "pyexec.h"
 
 /* ---------------------------------------------------------------------- */
@@ -1212,6 +1212,7 @@ batch_unref(PyObject *self, PyObject *args)
 /* Everything one commit needs, outside the GIL. */
 struct bcommit {
 	batchobject *b;          /* its order and iov are filled for this commit */
+	const struct pyctx *ctx; /* the store and session record written */
 	size_t n;                /* records in this commit (b->order[0..n)) */
 	size_t bytes;            /* payload bytes in all */
 	Py_buffer *views;        /* acquired buffers */
@@ -1484,7 +1485,7 @@ batch_prepare(struct bcommit *bc)
 {
 	batchobject *b = bc->b;
 	size_t i, total = 0, nviews = 0, k = 0, before;
-	size_t blob_min = store_blob_min(the_worker->st);
+	size_t blob_min = store_blob_min(bc->ctx->st);
 	Py_ssize_t j;
 
 	for (i = 0; i < b->n; i++) {
@@ -1673,15 +1674,21 @@ batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 		return NULL;  /* a fork in shipped code never commits */
 	memset(&bc, 0, sizeof bc);
 	bc.b = b;
+	bc.ctx = pyio_ctx();
+	if (bc.ctx->st == NULL) {
+		PyErr_SetString(PyExc_RuntimeError, "_pyshelfd has no store "
+		    "(the module was not started)");
+		return NULL;
+	}
 	if (batch_prepare(&bc) < 0 || batch_prepare_dels(&bc) < 0)
 		goto out;
 	bc.now = store_now_ms();
-	bc.sess = the_worker->sess;
+	bc.sess = *bc.ctx->sess;
 	bc.sess.last_seen_ms = bc.now;
 	Py_BEGIN_ALLOW_THREADS
 	if (bc.bytes > ((size_t)1 << 20))
-		store_reserve(the_worker->st, bc.bytes);
-	rc = store_write(the_worker->st, batch_commit_txn, &bc);
+		store_reserve(bc.ctx->st, bc.bytes);
+	rc = store_write(bc.ctx->st, batch_commit_txn, &bc);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
 		PyErr_Format(rc == STORE_E_CORRUPT ? pystore_CorruptEntry :
@@ -1689,8 +1696,8 @@ batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 		    "checkpoint not written: %s", store_strerror(rc));
 		goto out;
 	}
-	the_worker->sess.last_seen_ms = bc.now;
-	the_worker->sess_dirty = 0;
+	bc.ctx->sess->last_seen_ms = bc.now;
+	*bc.ctx->sess_dirty = 0;
 	res = batch_written(bc.b, digests, refs_of);
 out:
 	for (i = 0; i < bc.nviews; i++)

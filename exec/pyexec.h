@@ -6,6 +6,47 @@
 #ifndef PYSHELF_PYEXEC_H
 #define PYSHELF_PYEXEC_H
 
+#include "store.h"
+
+struct worker;
+
+/* What a SIGINT/SIGTERM means to the running code (pyctx.on_signal). */
+enum pyctx_sig {
+	PYCTX_SIG_NONE = 0,       /* nothing to raise */
+	PYCTX_SIG_INTERRUPT = 1,  /* raise KeyboardInterrupt */
+	PYCTX_SIG_TIMEOUT = 2     /* raise TimeoutError (request timeout) */
+};
+
+/*
+ * What the _pyshelfd module works on, given by its owner (the worker) to
+ * pymod_start() and kept in the module's state: the py*.c files reach the
+ * store, the session record and the worker through this only, never
+ * through a global of worker.c, so that each owner (a worker of server
+ * mode, a test) can hand in its own.  Pointers are the owner's and must
+ * outlive the interpreter.
+ */
+struct pyctx {
+	store *st;                   /* the open store */
+	store_session *sess;         /* the session record, as last written:
+	                                next_handle is taken from it, a commit
+	                                writes it and sets last_seen_ms */
+	int *sess_dirty;             /* *sess changed since the last commit */
+	const int *forked;           /* nonzero in a child forked by shipped
+	                                code (the atfork flag: no getpid()) */
+	int wake_fd;                 /* Python's signal wakeup fd */
+	int read_only;               /* the session is open read-only */
+	struct worker *owner;        /* first argument of the callbacks */
+	/* Send output of the running request on stream 1/2 (releases the
+	 * GIL around the write); -1 when the client is gone. */
+	int (*output)(struct worker *owner, int stream, const char *p,
+	              size_t n);
+	/* Is this a child forked by shipped code (compares the pid)? */
+	int (*in_child)(void);
+	/* A SIGINT/SIGTERM reached the worker process (not a child): what
+	 * the running code must raise (enum pyctx_sig). */
+	int (*on_signal)(struct worker *owner, int signum);
+};
+
 /* Open addressing with linear probing and backward-shift deletion (the
  * IdMap, the DigestMap): with a hole at slot i, may the entry at slot j,
  * whose home slot is k, move back into it?  Yes unless k lies in the
@@ -109,6 +150,14 @@ PyObject *PyInit__pyshelfd(void);
 /* Call _pyshelf_backend.name(*args); new reference or NULL. */
 PyObject *pyio_call(const char *name, PyObject *args);
 /* Install the SIGINT/SIGTERM handler and the signal wakeup fd. */
-int pyio_setup(void);
+int pyio_setup(const struct pyctx *c);
+/* The module's context (its state; all zero before pymod_start). */
+struct pyctx *pyio_ctx(void);
+/* Is this a child forked by shipped code?  exact: compare the pid, else
+ * the atfork flag only (no getpid(): for hot paths). */
+int pyio_in_child_of(const struct pyctx *c, int exact);
+/* Import the backend's Python half with ctx (copied into the module's
+ * state) and create the workspace.  0, or -1 with *cause malloc'd. */
+int pymod_start(const struct pyctx *ctx, char **cause);
 
 #endif

@@ -13,7 +13,6 @@
 #include <signal.h>
 #include <string.h>
 
-#include "exec.h"
 #include "pyexec.h"
 
 /* backend-py.c, generated: the source, and its bytecode behind the magic
@@ -24,6 +23,20 @@ extern const size_t backend_py_code_len;
 
 PyObject *pyio_backend;       /* _pyshelf_backend */
 PyObject *pyio_RequestError;  /* _pyshelf_backend.RequestError */
+
+static struct PyModuleDef pyio_module;
+
+/* The context the module's owner gave pymod_start (the module's state);
+ * all zero before. */
+struct pyctx *
+pyio_ctx(void)
+{
+	static struct pyctx none;
+	PyObject *m = PyState_FindModule(&pyio_module);
+	struct pyctx *c = m != NULL ? PyModule_GetState(m) : NULL;
+
+	return c != NULL ? c : &none;
+}
 
 /* ---------------------------------------------------------------------- */
 /* output                                                                 */
@@ -40,6 +53,7 @@ PyObject *pyio_RequestError;  /* _pyshelf_backend.RequestError */
 static PyObject *
 pyio_output(PyObject *self, PyObject *args)
 {
+	const struct pyctx *c = pyio_ctx();
 	Py_buffer view;
 	PyObject *data;
 	const char *p;
@@ -68,18 +82,28 @@ pyio_output(PyObject *self, PyObject *args)
 			p = PyBytes_AS_STRING(enc);
 			n = PyBytes_GET_SIZE(enc);
 		}
-		if (n > 0)
-			(void)worker_output(the_worker, stream, p, (size_t)n);
+		if (n > 0 && c->output != NULL)
+			(void)c->output(c->owner, stream, p, (size_t)n);
 		Py_XDECREF(enc);
 		return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(data));
 	}
 	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
 		return NULL;
 	n = view.len;
-	if (n > 0)
-		(void)worker_output(the_worker, stream, view.buf, (size_t)n);
+	if (n > 0 && c->output != NULL)
+		(void)c->output(c->owner, stream, view.buf, (size_t)n);
 	PyBuffer_Release(&view);
 	return PyLong_FromSsize_t(n);
+}
+
+/* Is this a child forked by shipped code?  exact: compare the pid (the
+ * owner's in_child), else the atfork flag only. */
+int
+pyio_in_child_of(const struct pyctx *c, int exact)
+{
+	if (exact)
+		return c->in_child != NULL && c->in_child();
+	return c->forked != NULL && *c->forked;
 }
 
 /* in_child(exact=1) -> whether this process was forked by shipped code;
@@ -91,8 +115,7 @@ pyio_in_child(PyObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "|i:in_child", &exact))
 		return NULL;
-	return PyBool_FromLong(exact ? worker_in_child() :
-	    the_worker != NULL && the_worker->forked);
+	return PyBool_FromLong(pyio_in_child_of(pyio_ctx(), exact));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -107,13 +130,13 @@ pyio_in_child(PyObject *self, PyObject *args)
 static PyObject *
 pyio_on_signal(PyObject *self, PyObject *args)
 {
-	worker *w = the_worker;
-	int signum, ours, kind, running;
+	const struct pyctx *c = pyio_ctx();
+	int signum;
 	PyObject *frame;
 
 	if (!PyArg_ParseTuple(args, "iO", &signum, &frame))
 		return NULL;
-	if (worker_in_child()) {
+	if (pyio_in_child_of(c, 1)) {
 		/* a child of shipped code that kept our handler (the backend
 		 * resets it after a fork): behave as a plain Python process,
 		 * and never touch the parent's state */
@@ -125,29 +148,19 @@ pyio_on_signal(PyObject *self, PyObject *args)
 		PyErr_SetNone(PyExc_KeyboardInterrupt);
 		return NULL;
 	}
-	pthread_mutex_lock(&w->lock);
-	ours = w->sigs_inflight;
-	w->sigs_inflight = 0;
-	kind = w->stop_kind;
-	running = w->running_id != 0;
-	pthread_mutex_unlock(&w->lock);
-	if (signum == SIGINT && ours) {
-		if (!running || kind == WORKER_STOP_NONE)
-			Py_RETURN_NONE; /* the code finished first */
-		if (kind == WORKER_STOP_TIMEOUT)
-			PyErr_SetString(PyExc_TimeoutError,
-			    "pyshelf: the request ran past its timeout and was "
-			    "stopped by the backend");
-		else
-			PyErr_SetNone(PyExc_KeyboardInterrupt);
+	switch (c->on_signal != NULL ? c->on_signal(c->owner, signum) :
+	    PYCTX_SIG_INTERRUPT) {
+	case PYCTX_SIG_NONE:
+		Py_RETURN_NONE;
+	case PYCTX_SIG_TIMEOUT:
+		PyErr_SetString(PyExc_TimeoutError,
+		    "pyshelf: the request ran past its timeout and was "
+		    "stopped by the backend");
 		return NULL;
-	}
-	w->terminate = 1;
-	if (running) {
+	default:
 		PyErr_SetNone(PyExc_KeyboardInterrupt);
 		return NULL;
 	}
-	Py_RETURN_NONE;
 }
 
 static PyMethodDef pyio_methods[] = {
@@ -164,7 +177,8 @@ static PyMethodDef pyio_methods[] = {
 
 static struct PyModuleDef pyio_module = {
 	PyModuleDef_HEAD_INIT, "_pyshelfd",
-	"pyshelfd's C half, for the backend's Python half", -1, NULL,
+	"pyshelfd's C half, for the backend's Python half",
+	sizeof(struct pyctx), NULL,
 	NULL, NULL, NULL, NULL
 };
 
@@ -235,7 +249,7 @@ error:
 /* SIGINT/SIGTERM get our handler.  (sys.stdout/sys.stderr/sys.stdin are
  * set by the backend's init(): OutputStream objects over output().) */
 int
-pyio_setup(void)
+pyio_setup(const struct pyctx *c)
 {
 	PyObject *sig = NULL, *h = NULL, *r;
 	int rc = -1;
@@ -252,7 +266,7 @@ pyio_setup(void)
 		goto out;
 	Py_DECREF(r);
 	if ((r = PyObject_CallMethod(sig, "set_wakeup_fd", "i",
-	    the_worker->wake_fd)) == NULL)
+	    c->wake_fd)) == NULL)
 		goto out;
 	Py_DECREF(r);
 	rc = 0;
@@ -288,16 +302,23 @@ pyio_backend_code(const char **how)
 
 /* Load and import the backend's Python half. */
 int
-pymod_start(worker *w, char **cause)
+pymod_start(const struct pyctx *ctx, char **cause)
 {
 	PyObject *code = NULL, *r = NULL, *mod;
 	const char *how = "source";
+	struct pyctx *state;
 
 	if ((code = pyio_backend_code(&how)) == NULL)
 		goto error;
 	/* _pyshelfd.BACKEND_CODE says which (ws.stats()["backend_code"]) */
 	if ((mod = PyImport_ImportModule("_pyshelfd")) == NULL)
 		goto error;
+	/* the module keeps its own copy: the owner's may be on its stack */
+	if ((state = PyModule_GetState(mod)) == NULL) {
+		Py_DECREF(mod);
+		goto error;
+	}
+	*state = *ctx;
 	r = PyUnicode_FromString(how);
 	if (r == NULL || PyObject_SetAttrString(mod, "BACKEND_CODE", r) < 0) {
 		Py_DECREF(mod);
@@ -312,9 +333,9 @@ pymod_start(worker *w, char **cause)
 	    "RequestError");
 	if (pyio_RequestError == NULL)
 		goto error;
-	if (pyio_setup() < 0)
+	if (pyio_setup(ctx) < 0)
 		goto error;
-	r = PyObject_CallMethod(pyio_backend, "init", "i", w->opt.mode == 'r');
+	r = PyObject_CallMethod(pyio_backend, "init", "i", ctx->read_only);
 	if (r == NULL)
 		goto error;
 	Py_DECREF(r);

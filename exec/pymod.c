@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "exec.h"
+#include "wire.h"
 #include "pyexec.h"
 
 

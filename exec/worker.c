@@ -740,8 +740,19 @@ worker_run(worker *w)
 		goto fail;
 	if (interp_init(&cause) != 0)
 		goto fail_store;
-	if (pymod_start(w, &cause) != 0)
-		goto fail_py;
+	{
+		/* what the _pyshelfd module works on (it keeps a copy) */
+		struct pyctx pc = {
+			.st = w->st, .sess = &w->sess,
+			.sess_dirty = &w->sess_dirty, .forked = &w->forked,
+			.wake_fd = w->wake_fd, .read_only = w->opt.mode == 'r',
+			.owner = w, .output = worker_output,
+			.in_child = worker_in_child,
+			.on_signal = dispatch_signal
+		};
+		if (pymod_start(&pc, &cause) != 0)
+			goto fail_py;
+	}
 	w->main_thread = pthread_self();
 	/* the reader must never take SIGINT/SIGTERM meant for Python */
 	sigemptyset(&set);
