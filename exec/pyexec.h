@@ -1,6 +1,7 @@
 /*
- * pyexec.h - what the files that include Python.h share (pymod.c,
- * pystore.c, pyio.c, dispatch.c, interp.c).  Include after Python.h.
+ * pyexec.h - what the files of the _pyshelfd module (exec/py*.c) share,
+ * and what dispatch.c, interp.c and worker.c call of them.  Include after
+ * Python.h.
  * Every function here needs the GIL held and returns with it held.
  */
 #ifndef PYSHELF_PYEXEC_H
@@ -57,7 +58,7 @@ pyexec_shift_back(size_t i, size_t j, size_t k)
 	return (j > i && (k <= i || k > j)) || (j < i && k <= i && k > j);
 }
 
-/* pymod.c */
+/* pyns.c */
 extern PyTypeObject pymod_NamespaceType;
 /* Fill the Namespace's mapping slots from dict's (before PyType_Ready). */
 void pymod_ns_ready(void);
@@ -67,6 +68,8 @@ uint64_t pymod_dict_version(PyObject *d);
  * reference), or NULL without an exception when every global must be
  * compared (a write went around it). */
 PyObject *pymod_ns_take_changed(PyObject *ns);
+
+/* pyidmap.c */
 extern PyTypeObject pymod_IdMapType;
 /* Map obj to key too (an object keeps its first key; later ones are
  * aliases) / key no longer has obj (no type check: an IdMap); 0 or -1. */
@@ -89,8 +92,39 @@ void pymod_idmap_begin(PyObject *idmap, PyObject *root, PyObject *key);
 /* End it: the refs blob (new reference) or NULL. */
 PyObject *pymod_idmap_end(PyObject *idmap);
 
-/* pybatch.c */
+/* pysink.c */
 extern PyTypeObject pybatch_SinkType;
+typedef struct {
+	PyObject_HEAD
+	char *buf;           /* pickle bytes of the current dump */
+	size_t len, cap;
+	PyObject *oob;       /* list of PickleBuffers of the current dump */
+} sinkobject;
+/* Forget the current dump. */
+void sink_reset(sinkobject *s);
+
+/* pysort.c */
+/* A 64-bit sort key and what it sorts: a record's in (batch_order), or
+ * an index (ditem_sort). */
+struct skey {
+	uint64_t k;
+	union {
+		store_entry_in *in;
+		size_t i;
+	};
+};
+/* Stable LSD radix sort of a[0..n) on k; tmp has room for n. */
+void skey_radix(struct skey *a, struct skey *tmp, size_t n);
+/* Key order of two records' entries (LMDB's: memcmp, then length). */
+int batch_cmp(const store_entry_in *a, const store_entry_in *b);
+/* Sort a[0..n) (their in) of one kind, all equal in their first off
+ * bytes, into key order; tmp has room for n. */
+void skey_sort(struct skey *a, struct skey *tmp, size_t n, size_t off);
+
+/* pydiff.c */
+extern PyMethodDef pydiff_methods[];
+
+/* pybatch.c */
 extern PyTypeObject pybatch_BatchType;
 extern PyMethodDef pybatch_methods[];
 /* "module.Qualname" of obj's type, cached per type; new reference. */
@@ -143,19 +177,22 @@ int pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
                                unsigned flags, const void *refs,
                                size_t refs_len, uint8_t out[16]);
 
-/* pyio.c */
+/* pystream.c */
+extern PyMethodDef pyio_methods[];
+/* Install the SIGINT/SIGTERM handler and the signal wakeup fd. */
+int pyio_setup(const struct pyctx *c);
+/* Is this a child forked by shipped code?  exact: compare the pid, else
+ * the atfork flag only (no getpid(): for hot paths). */
+int pyio_in_child_of(const struct pyctx *c, int exact);
+
+/* pymodule.c */
 extern PyObject *pyio_backend;  /* the _pyshelf_backend module */
 extern PyObject *pyio_RequestError;
 PyObject *PyInit__pyshelfd(void);
 /* Call _pyshelf_backend.name(*args); new reference or NULL. */
 PyObject *pyio_call(const char *name, PyObject *args);
-/* Install the SIGINT/SIGTERM handler and the signal wakeup fd. */
-int pyio_setup(const struct pyctx *c);
 /* The module's context (its state; all zero before pymod_start). */
 struct pyctx *pyio_ctx(void);
-/* Is this a child forked by shipped code?  exact: compare the pid, else
- * the atfork flag only (no getpid(): for hot paths). */
-int pyio_in_child_of(const struct pyctx *c, int exact);
 /* Import the backend's Python half with ctx (copied into the module's
  * state) and create the workspace.  0, or -1 with *cause malloc'd. */
 int pymod_start(const struct pyctx *ctx, char **cause);
