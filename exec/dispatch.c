@@ -57,7 +57,7 @@ dispatch_pyerror(worker *w, uint64_t id)
 
 	PyErr_Fetch(&et, &ev, &etb);
 	PyErr_NormalizeException(&et, &ev, &etb);
-	if (ev != NULL && PyErr_GivenExceptionMatches(ev, pyio_RequestError)) {
+	if (ev != NULL && PyErr_GivenExceptionMatches(ev, pymodule_RequestError)) {
 		PyObject *c = PyObject_GetAttrString(ev, "code");
 		if (c != NULL)
 			code = PyLong_AsLong(c);
@@ -108,7 +108,7 @@ dispatch_checkpoint_raw(worker *w, int full)
 		w->requests_since_full = 1;  /* a request ran */
 	else if (full == 1 && !w->requests_since_full)
 		mode = 0;  /* interval, and nothing ran that could mutate */
-	r = PyObject_CallMethod(pyio_backend, "checkpoint", "i", mode);
+	r = PyObject_CallMethod(pymodule_backend, "checkpoint", "i", mode);
 	if (r == NULL)
 		return -1;  /* a failed full checkpoint is tried again */
 	Py_DECREF(r);
@@ -177,7 +177,7 @@ dispatch_checkpoint(worker *w, int full)
 void
 dispatch_notices(worker *w)
 {
-	PyObject *l = PyObject_CallMethod(pyio_backend, "take_notices", NULL);
+	PyObject *l = PyObject_CallMethod(pymodule_backend, "take_notices", NULL);
 	Py_ssize_t i;
 
 	if (l == NULL) {
@@ -203,7 +203,7 @@ dispatch_notices(worker *w)
 static void
 dispatch_threads_notice(worker *w)
 {
-	PyObject *s = PyObject_CallMethod(pyio_backend, "threads_notice", NULL);
+	PyObject *s = PyObject_CallMethod(pymodule_backend, "threads_notice", NULL);
 	const char *p;
 	Py_ssize_t n;
 
@@ -320,7 +320,7 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT) {
 		wire_put_u64(&b, WIRE_TAG_HANDLE,
 		    PyLong_AsUnsignedLongLong(handle));
-		vol = PyObject_CallMethod(pyio_backend, "volatile_of", "O",
+		vol = PyObject_CallMethod(pymodule_backend, "volatile_of", "O",
 		    handle);
 	}
 	dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
@@ -354,11 +354,11 @@ dispatch_key(const wire_msg *m)
 
 	if (k == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
 		PyErr_Clear();
-		e = PyObject_CallFunction(pyio_RequestError, "is",
+		e = PyObject_CallFunction(pymodule_RequestError, "is",
 		    WIRE_ERR_BAD_REQUEST, "KEY is not UTF-8: a global's name is "
 		    "UTF-8 text");
 		if (e != NULL) {
-			PyErr_SetObject(pyio_RequestError, e);
+			PyErr_SetObject(pymodule_RequestError, e);
 			Py_DECREF(e);
 		}
 	}
@@ -405,7 +405,7 @@ dispatch_exec(worker *w, const wire_msg *m)
 		Py_CLEAR(a);
 	}
 	worker_set_running(w, m->id, wire_msg_u64(m, WIRE_TAG_TIMEOUT_MS, 0));
-	res = PyObject_CallMethod(pyio_backend, "exec_request", "OOOOi", pcode,
+	res = PyObject_CallMethod(pymodule_backend, "exec_request", "OOOOi", pcode,
 	    pfunc, dg, args, (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 0));
 	worker_set_running(w, 0, 0);
 	if (res == NULL)
@@ -508,7 +508,7 @@ dispatch_get(worker *w, const wire_msg *m)
 
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
-	res = PyObject_CallMethod(pyio_backend, "get_request", "Oi", k,
+	res = PyObject_CallMethod(pymodule_backend, "get_request", "Oi", k,
 	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1));
 	Py_DECREF(k);
 	if (res == NULL)
@@ -528,10 +528,10 @@ dispatch_set_del(worker *w, const wire_msg *m)
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
 	if (m->type == WIRE_MSG_SET)
-		res = PyObject_CallMethod(pyio_backend, "set_request", "Oy#", k,
+		res = PyObject_CallMethod(pymodule_backend, "set_request", "Oy#", k,
 		    (const char *)v->data, (Py_ssize_t)v->len);
 	else
-		res = PyObject_CallMethod(pyio_backend, "del_request", "O", k);
+		res = PyObject_CallMethod(pymodule_backend, "del_request", "O", k);
 	Py_DECREF(k);
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);
@@ -562,7 +562,7 @@ dispatch_listing(worker *w, const wire_msg *m)
 	    m->type == WIRE_MSG_HANDLES ? "handles_request" : "lost_request";
 	const uint8_t *tags = m->type == WIRE_MSG_HANDLES ? handles_tags :
 	    lost_tags;
-	PyObject *l = PyObject_CallMethod(pyio_backend, fn, NULL);
+	PyObject *l = PyObject_CallMethod(pymodule_backend, fn, NULL);
 	Py_ssize_t i, j;
 	wire_buf b;
 
@@ -590,7 +590,7 @@ dispatch_listing(worker *w, const wire_msg *m)
 static int
 dispatch_stats(worker *w, const wire_msg *m)
 {
-	PyObject *s = PyObject_CallMethod(pyio_backend, "stats", NULL);
+	PyObject *s = PyObject_CallMethod(pymodule_backend, "stats", NULL);
 	wire_buf b;
 
 	if (s == NULL)
@@ -622,7 +622,7 @@ dispatch_release(worker *w, const wire_msg *m)
 		}
 		Py_DECREF(n);
 	}
-	if ((ws = PyObject_GetAttrString(pyio_backend, "WS")) == NULL)
+	if ((ws = PyObject_GetAttrString(pymodule_backend, "WS")) == NULL)
 		goto error;
 	if ((r = PyObject_CallMethod(ws, "release", "O", ids)) == NULL)
 		goto error;

@@ -33,7 +33,7 @@ struct pmeth {
 
 /* Fill pm from pickler; 0 or -1. */
 static int
-pmeth_get(struct pmeth *pm, PyObject *pickler)
+pybatch_pmeth_get(struct pmeth *pm, PyObject *pickler)
 {
 	pm->dump = PyObject_GetAttrString(pickler, "dump");
 	pm->clear_memo = PyObject_GetAttrString(pickler, "clear_memo");
@@ -46,14 +46,14 @@ pmeth_get(struct pmeth *pm, PyObject *pickler)
 }
 
 static void
-pmeth_clear(struct pmeth *pm)
+pybatch_pmeth_clear(struct pmeth *pm)
 {
 	Py_CLEAR(pm->dump);
 	Py_CLEAR(pm->clear_memo);
 }
 
 void
-brec_clear(brec *r)
+pybatch_rec_clear(brec *r)
 {
 	Py_CLEAR(r->key);
 	Py_CLEAR(r->refs);
@@ -70,7 +70,7 @@ brec_clear(brec *r)
 
 /* Hold type name tn (a str) in r. */
 static int
-brec_type(brec *r, PyObject *tn)
+pybatch_rec_type(brec *r, PyObject *tn)
 {
 	if ((r->in.type_name = PyUnicode_AsUTF8(tn)) == NULL)
 		return -1;
@@ -80,7 +80,7 @@ brec_type(brec *r, PyObject *tn)
 
 /* Split a key tuple into r's kind/name/handle. */
 int
-brec_key(brec *r, PyObject *key)
+pybatch_rec_key(brec *r, PyObject *key)
 {
 	PyObject *kind, *k;
 	const char *ks;
@@ -116,7 +116,7 @@ brec_key(brec *r, PyObject *key)
 
 /* A new slot at the end of the batch (zeroed). */
 static brec *
-batch_slot(batchobject *b)
+pybatch_slot(batchobject *b)
 {
 	if (b->n == b->cap) {
 		size_t ncap = b->cap == 0 ? 64 : b->cap * 2;
@@ -135,7 +135,7 @@ batch_slot(batchobject *b)
 /* Make room for n more records, and an arena guess for them (one
  * allocation each instead of a series of doublings). */
 static int
-batch_reserve(batchobject *b, size_t n)
+pybatch_reserve(batchobject *b, size_t n)
 {
 	size_t guess = n * 64;
 
@@ -166,7 +166,7 @@ batch_reserve(batchobject *b, size_t n)
  * lengths (STORAGE.md), then the pickle (len bytes at pk); r holds the
  * buffers (a list) and the OOB flag.  0, or -1 with an exception. */
 static int
-batch_oob_data(brec *r, const char *pk, size_t len, PyObject *oob)
+pybatch_oob_data(brec *r, const char *pk, size_t len, PyObject *oob)
 {
 	Py_ssize_t i, n = PyList_GET_SIZE(oob);
 	size_t head = 12 + 8 * (size_t)n;
@@ -195,10 +195,10 @@ batch_oob_data(brec *r, const char *pk, size_t len, PyObject *oob)
 
 /* The sink's bytes, with the OOB header in front when there are buffers. */
 static int
-batch_take_data(brec *r, sinkobject *sk)
+pybatch_take_data(brec *r, sinkobject *sk)
 {
 	if (sk->oob != NULL && PyList_GET_SIZE(sk->oob) > 0)
-		return batch_oob_data(r, sk->buf, sk->len, sk->oob);
+		return pybatch_oob_data(r, sk->buf, sk->len, sk->oob);
 	if (sk->buf != NULL) {
 		/* take the sink's buffer as it is: no copy */
 		r->data = sk->buf;
@@ -228,7 +228,7 @@ batch_take_data(brec *r, sinkobject *sk)
  * 1 changed (write it), 0 unchanged, -1 with an exception.  A large new
  * one is left to the commit (r->late_digest, 1). */
 static int
-batch_digest(brec *r, PyObject *digests, PyObject *key, const void *data,
+pybatch_digest(brec *r, PyObject *digests, PyObject *key, const void *data,
              size_t len, const void *refs, size_t refs_len)
 {
 	uint8_t old[16];
@@ -257,7 +257,7 @@ batch_digest(brec *r, PyObject *digests, PyObject *key, const void *data,
  * 1 added, 0 unchanged, 2 not plain (nothing done), -1 with an
  * exception. */
 static int
-batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
+pybatch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
                  PyObject *obj, unsigned flags, PyObject *tn,
                  PyObject *digests)
 {
@@ -270,13 +270,13 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 
 	/* another entry's object: the record is a reference to that entry,
 	 * which the plain writer does not write */
-	if (pymod_idmap_alias(idmap, obj, key))
+	if (pyidmap_alias(idmap, obj, key))
 		return 2;
 	if ((r = pyenc_plain(obj, idmap, &b->arena, &b->alen, &b->acap,
 	    &oob, &refs)) <= 0)
 		return r < 0 ? -1 : 2;
 	len = b->alen - start;
-	if ((rec = batch_slot(b)) == NULL)
+	if ((rec = pybatch_slot(b)) == NULL)
 		goto error;
 	rec->in.flags = (uint16_t)flags;
 	rec->refs = refs;   /* stolen; NULL: none */
@@ -284,22 +284,22 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 	rp = rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "";
 	rn = rec->refs != NULL ? (size_t)PyBytes_GET_SIZE(rec->refs) : 0;
 	if (oob != NULL) {
-		r = batch_oob_data(rec, b->arena + start, len, oob);
+		r = pybatch_oob_data(rec, b->arena + start, len, oob);
 		b->alen = start;   /* the record has its own copy */
 		Py_CLEAR(oob);
-		if (r < 0 || (r = batch_digest(rec, digests, key, rec->data,
+		if (r < 0 || (r = pybatch_digest(rec, digests, key, rec->data,
 		    rec->data_len, rp, rn)) < 0)
 			goto error_rec;
-	} else if ((r = batch_digest(rec, digests, key, b->arena + start, len,
+	} else if ((r = pybatch_digest(rec, digests, key, b->arena + start, len,
 	    rp, rn)) < 0)
 		goto error_rec;
 	if (r == 0) {
 		/* unchanged: not written */
-		brec_clear(rec);
+		pybatch_rec_clear(rec);
 		b->alen = start;
 		return 0;
 	}
-	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0)
+	if (pybatch_rec_key(rec, key) < 0 || pybatch_rec_type(rec, tn) < 0)
 		goto error_rec;
 	rec->in.pickler = STORE_PICKLER_PICKLE;
 	if (rec->data == NULL) {
@@ -312,7 +312,7 @@ batch_dump_plain(batchobject *b, PyObject *idmap, PyObject *key,
 	b->n++;
 	return 1;
 error_rec:
-	brec_clear(rec);
+	pybatch_rec_clear(rec);
 error:
 	Py_XDECREF(oob);
 	Py_XDECREF(refs);
@@ -323,7 +323,7 @@ error:
 /* Pickle obj into the sink and, when it changed, into a record.
  * Returns 1 when added, 0 when unchanged, -1 with an exception. */
 static int
-batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
+pybatch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
                PyObject *idmap, PyObject *key, PyObject *obj, unsigned flags,
                PyObject *tn, PyObject *digests)
 {
@@ -331,23 +331,23 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	brec *rec;
 	int rc;
 
-	if ((rc = batch_dump_plain(b, idmap, key, obj, flags, tn, digests))
+	if ((rc = pybatch_dump_plain(b, idmap, key, obj, flags, tn, digests))
 	    != 2)
 		return rc;
-	sink_reset(sk);
+	pysink_reset(sk);
 	if ((r = PyObject_CallNoArgs(pm->clear_memo)) == NULL)
 		return -1;
 	Py_DECREF(r);
-	pymod_idmap_begin(idmap, obj, key);
+	pyidmap_begin(idmap, obj, key);
 	r = PyObject_CallOneArg(pm->dump, obj);
-	refs = pymod_idmap_end(idmap);
+	refs = pyidmap_end(idmap);
 	if (r == NULL || refs == NULL) {
 		Py_XDECREF(r);
 		Py_XDECREF(refs);
 		return -1;
 	}
 	Py_DECREF(r);
-	if ((rec = batch_slot(b)) == NULL)
+	if ((rec = pybatch_slot(b)) == NULL)
 		goto error;
 	rec->in.pickler = STORE_PICKLER_PICKLE;
 	rec->in.flags = (uint16_t)flags;
@@ -357,22 +357,22 @@ batch_dump_obj(batchobject *b, const struct pmeth *pm, sinkobject *sk,
 	} else
 		Py_DECREF(refs);
 	refs = NULL;
-	if (brec_key(rec, key) < 0 || batch_take_data(rec, sk) < 0)
+	if (pybatch_rec_key(rec, key) < 0 || pybatch_take_data(rec, sk) < 0)
 		goto error_rec;
-	if ((rc = batch_digest(rec, digests, key, rec->data, rec->data_len,
+	if ((rc = pybatch_digest(rec, digests, key, rec->data, rec->data_len,
 	    rec->refs != NULL ? PyBytes_AS_STRING(rec->refs) : "",
 	    rec->refs != NULL ? (size_t)PyBytes_GET_SIZE(rec->refs) : 0)) < 0)
 		goto error_rec;
 	if (rc == 0) {
-		brec_clear(rec);
+		pybatch_rec_clear(rec);
 		return 0;
 	}
-	if (brec_type(rec, tn) < 0)
+	if (pybatch_rec_type(rec, tn) < 0)
 		goto error_rec;
 	b->n++;
 	return 1;
 error_rec:
-	brec_clear(rec);
+	pybatch_rec_clear(rec);
 error:
 	Py_XDECREF(refs);
 	return -1;
@@ -448,7 +448,7 @@ struct ditem {
  * than in a random order.  Without memory for the sort, they stay in the
  * keys' order, which costs nothing but speed. */
 static void
-ditem_sort(struct ditem **items, size_t n)
+pybatch_sort_items(struct ditem **items, size_t n)
 {
 	struct skey *k = PyMem_Malloc(2 * n * sizeof *k);
 	struct ditem *a = *items, *sorted = PyMem_Malloc(n * sizeof *sorted);
@@ -459,7 +459,7 @@ ditem_sort(struct ditem **items, size_t n)
 			k[i].k = (uintptr_t)a[i].obj;
 			k[i].i = i;
 		}
-		skey_radix(k, k + n, n);
+		pysort_radix(k, k + n, n);
 		for (i = 0; i < n; i++)
 			sorted[i] = a[k[i].i];
 		*items = sorted;
@@ -473,7 +473,7 @@ ditem_sort(struct ditem **items, size_t n)
  * ("g": shadow, "h": handles with flags from hflags); those of type skip and
  * missing ones are left out.  0, or -1 with an exception. */
 static int
-dump_gather(PyObject *keys, PyObject *shadow, PyObject *handles,
+pybatch_gather(PyObject *keys, PyObject *shadow, PyObject *handles,
             PyObject *hflags, PyObject *skip, struct ditem **items,
             size_t *n)
 {
@@ -549,9 +549,9 @@ error:
  * skip_type) -> (written, failed items): pickles each key's object, looking it
  * up ("g": shadow, "h": handles with flags from hflags); objects of
  * skip_type (placeholders) and missing ones are left alone.  The objects
- * are pickled in the order of their addresses (ditem_sort). */
+ * are pickled in the order of their addresses (pybatch_sort_items). */
 static PyObject *
-batch_dump_keys(PyObject *self, PyObject *args)
+pybatch_dump_keys(PyObject *self, PyObject *args)
 {
 	batchobject *b = (batchobject *)self;
 	PyObject *pickler, *sink, *idmap, *keys, *shadow, *handles, *hflags,
@@ -562,23 +562,23 @@ batch_dump_keys(PyObject *self, PyObject *args)
 	size_t n = 0, i;
 
 	if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!O:dump_keys", &pickler,
-	    &pybatch_SinkType, &sink, &idmap, &keys, &PyDict_Type, &shadow,
+	    &pysink_SinkType, &sink, &idmap, &keys, &PyDict_Type, &shadow,
 	    &PyDict_Type, &handles, &PyDict_Type, &hflags,
 	    &pydigest_DigestMapType, &digests, &skip))
 		return NULL;
-	if (pmeth_get(&pm, pickler) < 0 || (failed = PyList_New(0)) == NULL ||
-	    dump_gather(keys, shadow, handles, hflags, skip, &items, &n) < 0 ||
-	    batch_reserve(b, n) < 0)
+	if (pybatch_pmeth_get(&pm, pickler) < 0 || (failed = PyList_New(0)) == NULL ||
+	    pybatch_gather(keys, shadow, handles, hflags, skip, &items, &n) < 0 ||
+	    pybatch_reserve(b, n) < 0)
 		goto out;
 	if (n > 16)
-		ditem_sort(&items, n);
+		pybatch_sort_items(&items, n);
 	for (i = 0; i < n; i++) {
 		PyObject *key = items[i].key, *obj = items[i].obj, *tn;
 		int rc;
 		/* an exception's handle keeps its exc_type and message in its
 		 * record's type-name area, for listings that unpickle nothing */
 		tn = items[i].flags & STORE_FLAG_EXCINFO ?
-		    PyObject_CallMethod(pyio_backend, "excinfo_type_name", "(O)",
+		    PyObject_CallMethod(pymodule_backend, "excinfo_type_name", "(O)",
 		    obj) : pybatch_type_name(obj);
 		if (tn == NULL)
 			goto out;
@@ -588,7 +588,7 @@ batch_dump_keys(PyObject *self, PyObject *args)
 			Py_DECREF(tn);
 			goto out;
 		}
-		rc = batch_dump_obj(b, &pm, (sinkobject *)sink, idmap, key,
+		rc = pybatch_dump_obj(b, &pm, (sinkobject *)sink, idmap, key,
 		    obj, items[i].flags, tn, digests);
 		if (rc < 0) {
 			PyObject *item;
@@ -611,8 +611,8 @@ batch_dump_keys(PyObject *self, PyObject *args)
 	}
 	res = Py_BuildValue("nO", written, failed);
 out:
-	sink_reset((sinkobject *)sink);
-	pmeth_clear(&pm);
+	pysink_reset((sinkobject *)sink);
+	pybatch_pmeth_clear(&pm);
 	for (i = 0; i < n; i++) {
 		Py_DECREF(items[i].key);
 		Py_DECREF(items[i].obj);
@@ -632,7 +632,7 @@ PyMethodDef pybatch_methods[] = {
 /* add(key, pickler, flags, type_name, refs, digest, parts): a record
  * pickled elsewhere; parts are bytes-likes concatenated as the payload. */
 static PyObject *
-batch_add(PyObject *self, PyObject *args)
+pybatch_add(PyObject *self, PyObject *args)
 {
 	batchobject *b = (batchobject *)self;
 	PyObject *key, *refs, *digest, *parts, *tn;
@@ -647,9 +647,9 @@ batch_add(PyObject *self, PyObject *args)
 		PyErr_SetString(PyExc_ValueError, "a digest is 16 bytes");
 		return NULL;
 	}
-	if ((rec = batch_slot(b)) == NULL)
+	if ((rec = pybatch_slot(b)) == NULL)
 		return NULL;
-	if (brec_key(rec, key) < 0 || brec_type(rec, tn) < 0)
+	if (pybatch_rec_key(rec, key) < 0 || pybatch_rec_type(rec, tn) < 0)
 		goto error;
 	rec->in.pickler = (uint8_t)pickler;
 	rec->in.flags = (uint16_t)flags;
@@ -662,13 +662,13 @@ batch_add(PyObject *self, PyObject *args)
 	b->n++;
 	Py_RETURN_NONE;
 error:
-	brec_clear(rec);
+	pybatch_rec_clear(rec);
 	return NULL;
 }
 
 /* refs() -> [(key, refs)] of the records that refer to other entries */
 static PyObject *
-batch_refs(PyObject *self, PyObject *unused)
+pybatch_refs(PyObject *self, PyObject *unused)
 {
 	batchobject *b = (batchobject *)self;
 	PyObject *l = PyList_New(0), *t;
@@ -692,7 +692,7 @@ batch_refs(PyObject *self, PyObject *unused)
 
 /* drop(keys): forget the records of these keys (a set). */
 static PyObject *
-batch_drop(PyObject *self, PyObject *keys)
+pybatch_drop(PyObject *self, PyObject *keys)
 {
 	batchobject *b = (batchobject *)self;
 	size_t i, j = 0;
@@ -702,7 +702,7 @@ batch_drop(PyObject *self, PyObject *keys)
 		if ((r = PySequence_Contains(keys, b->recs[i].key)) < 0)
 			return NULL;
 		if (r)
-			brec_clear(&b->recs[i]);
+			pybatch_rec_clear(&b->recs[i]);
 		else
 			b->recs[j++] = b->recs[i];
 	}
@@ -712,7 +712,7 @@ batch_drop(PyObject *self, PyObject *keys)
 
 /* delete(key): remove an entry in the same transaction. */
 static PyObject *
-batch_delete(PyObject *self, PyObject *key)
+pybatch_delete(PyObject *self, PyObject *key)
 {
 	batchobject *b = (batchobject *)self;
 
@@ -726,7 +726,7 @@ batch_delete(PyObject *self, PyObject *key)
 /* unref(target, referrer): forget that index row in the same transaction
  * (the referrer's record no longer refers to target). */
 static PyObject *
-batch_unref(PyObject *self, PyObject *args)
+pybatch_unref(PyObject *self, PyObject *args)
 {
 	batchobject *b = (batchobject *)self;
 	PyObject *target, *referrer, *pair;
@@ -749,7 +749,7 @@ batch_unref(PyObject *self, PyObject *args)
 /* records() -> [(key, bytes, refs)]: every record, with the bytes it
  * writes and the references it holds (b"" when none). */
 static PyObject *
-batch_records(PyObject *self, PyObject *unused)
+pybatch_records(PyObject *self, PyObject *unused)
 {
 	batchobject *b = (batchobject *)self;
 	PyObject *l = PyList_New(0), *t, *empty = PyBytes_FromString("");
@@ -788,14 +788,14 @@ error:
 /* clear(): forget every record and delete (a checkpoint starts with it:
  * one that raised may have left some). */
 static PyObject *
-batch_clear(PyObject *self, PyObject *unused)
+pybatch_clear(PyObject *self, PyObject *unused)
 {
-	batch_reset((batchobject *)self);
+	pycommit_reset((batchobject *)self);
 	Py_RETURN_NONE;
 }
 
 static Py_ssize_t
-batch_len(PyObject *self)
+pybatch_len(PyObject *self)
 {
 	batchobject *b = (batchobject *)self;
 
@@ -803,7 +803,7 @@ batch_len(PyObject *self)
 }
 
 static int
-batch_traverse(PyObject *self, visitproc visit, void *arg)
+pybatch_traverse(PyObject *self, visitproc visit, void *arg)
 {
 	batchobject *b = (batchobject *)self;
 	size_t i;
@@ -819,48 +819,48 @@ batch_traverse(PyObject *self, visitproc visit, void *arg)
 }
 
 static int
-batch_clear_gc(PyObject *self)
+pybatch_clear_gc(PyObject *self)
 {
-	batch_reset((batchobject *)self);
+	pycommit_reset((batchobject *)self);
 	return 0;
 }
 
 static void
-batch_dealloc(PyObject *self)
+pybatch_dealloc(PyObject *self)
 {
 	batchobject *b = (batchobject *)self;
 
 	PyObject_GC_UnTrack(self);
-	batch_reset(b);
+	pycommit_reset(b);
 	PyMem_Free(b->recs);
 	PyMem_Free(b->arena);
-	batch_scratch_free(b);
+	pycommit_scratch_free(b);
 	Py_TYPE(self)->tp_free(self);
 }
 
-static PyMethodDef batch_methods[] = {
-	{"dump_keys", batch_dump_keys, METH_VARARGS,
+static PyMethodDef pybatch_type_methods[] = {
+	{"dump_keys", pybatch_dump_keys, METH_VARARGS,
 	 "dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, "
 	 "digests, skip_type) -> (n, failed)"},
-	{"add", batch_add, METH_VARARGS,
+	{"add", pybatch_add, METH_VARARGS,
 	 "add(key, pickler, flags, type_name, refs, digest, parts)"},
-	{"delete", batch_delete, METH_O, "delete(key)"},
-	{"clear", batch_clear, METH_NOARGS, "clear(): forget every record"},
-	{"refs", batch_refs, METH_NOARGS, "refs() -> [(key, refs)]"},
-	{"drop", batch_drop, METH_O, "drop(keys)"},
-	{"unref", batch_unref, METH_VARARGS,
+	{"delete", pybatch_delete, METH_O, "delete(key)"},
+	{"clear", pybatch_clear, METH_NOARGS, "clear(): forget every record"},
+	{"refs", pybatch_refs, METH_NOARGS, "refs() -> [(key, refs)]"},
+	{"drop", pybatch_drop, METH_O, "drop(keys)"},
+	{"unref", pybatch_unref, METH_VARARGS,
 	 "unref(target, referrer): forget that references-index row"},
-	{"commit", batch_commit, METH_VARARGS,
+	{"commit", pycommit_commit, METH_VARARGS,
 	 "commit(digests, refs_of) -> (records written, [(key, refs)])"},
-	{"commit_part", batch_commit_part, METH_VARARGS,
+	{"commit_part", pycommit_commit_part, METH_VARARGS,
 	 "commit_part(digests, refs_of, keys, dels, unrefs) -> (records "
 	 "written, [(key, refs)]); the batch keeps its records"},
-	{"records", batch_records, METH_NOARGS,
+	{"records", pybatch_records, METH_NOARGS,
 	 "records() -> [(key, bytes, refs)]"},
 	{NULL, NULL, 0, NULL}
 };
 
-static PySequenceMethods batch_as_seq = {.sq_length = batch_len};
+static PySequenceMethods pybatch_as_seq = {.sq_length = pybatch_len};
 
 PyTypeObject pybatch_BatchType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
@@ -868,10 +868,10 @@ PyTypeObject pybatch_BatchType = {
 	.tp_basicsize = sizeof(batchobject),
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
 	.tp_doc = "the records of one checkpoint",
-	.tp_methods = batch_methods,
-	.tp_as_sequence = &batch_as_seq,
-	.tp_dealloc = batch_dealloc,
-	.tp_traverse = batch_traverse,
-	.tp_clear = batch_clear_gc,
+	.tp_methods = pybatch_type_methods,
+	.tp_as_sequence = &pybatch_as_seq,
+	.tp_dealloc = pybatch_dealloc,
+	.tp_traverse = pybatch_traverse,
+	.tp_clear = pybatch_clear_gc,
 	.tp_new = PyType_GenericNew,
 };

@@ -53,18 +53,18 @@ typedef struct {
 
 /* pybatch.c */
 /* Release what record r holds. */
-void brec_clear(brec *r);
+void pybatch_rec_clear(brec *r);
 /* Split a key tuple into r's kind/name/handle (r holds key); 0 or -1. */
-int brec_key(brec *r, PyObject *key);
+int pybatch_rec_key(brec *r, PyObject *key);
 
 /* pycommit.c */
 /* Forget every record (keep the arrays unless large). */
-void batch_reset(batchobject *b);
+void pycommit_reset(batchobject *b);
 /* Free the commit's arrays. */
-void batch_scratch_free(batchobject *b);
+void pycommit_scratch_free(batchobject *b);
 /* commit(digests, refs_of), commit_part(digests, refs_of, keys, dels,
  * unrefs): the methods. */
-PyObject *batch_commit(PyObject *self, PyObject *args);
-PyObject *batch_commit_part(PyObject *self, PyObject *args);
+PyObject *pycommit_commit(PyObject *self, PyObject *args);
+PyObject *pycommit_commit_part(PyObject *self, PyObject *args);
 
 #endif

@@ -35,7 +35,7 @@ struct bcommit {
 
 /* The store key of a record's (or a parsed key's) in. */
 static store_key
-batch_skey(const store_entry_in *in)
+pycommit_skey(const store_entry_in *in)
 {
 	store_key k;
 
@@ -52,7 +52,7 @@ batch_skey(const store_entry_in *in)
  * and the rows the caller asked to forget (unref).  The refs blobs are
  * bytes the records hold: read without the GIL, they cannot change. */
 static int
-batch_index_refs(store_txn *t, struct bcommit *bc)
+pycommit_index_refs(store_txn *t, struct bcommit *bc)
 {
 	batchobject *b = bc->b;
 	size_t i, off, n, len;
@@ -67,7 +67,7 @@ batch_index_refs(store_txn *t, struct bcommit *bc)
 		store_key rk, tk;
 		if (r->refs == NULL || PyBytes_GET_SIZE(r->refs) == 0)
 			continue;
-		rk = batch_skey(&r->in);
+		rk = pycommit_skey(&r->in);
 		p = (const uint8_t *)PyBytes_AS_STRING(r->refs);
 		n = (size_t)PyBytes_GET_SIZE(r->refs);
 		for (off = 0; off + 3 <= n; off += 3 + len) {
@@ -88,8 +88,8 @@ batch_index_refs(store_txn *t, struct bcommit *bc)
 		}
 	}
 	for (j = 0; j + 1 < bc->nunrefs; j += 2) {
-		store_key tk = batch_skey(&bc->unrefs[j].in),
-		    rk = batch_skey(&bc->unrefs[j + 1].in);
+		store_key tk = pycommit_skey(&bc->unrefs[j].in),
+		    rk = pycommit_skey(&bc->unrefs[j + 1].in);
 		if ((rc = refs_del(t, bc->sess.id, &tk, &rk)) != 0)
 			return rc;
 	}
@@ -97,7 +97,7 @@ batch_index_refs(store_txn *t, struct bcommit *bc)
 }
 
 static int
-batch_commit_txn(store_txn *t, void *arg)
+pycommit_txn(store_txn *t, void *arg)
 {
 	struct bcommit *bc = arg;
 	Py_ssize_t j;
@@ -105,7 +105,7 @@ batch_commit_txn(store_txn *t, void *arg)
 
 	rc = entry_put_sorted(t, bc->sess.id,
 	    (const store_entry_in *const *)bc->b->order, bc->n, bc->now);
-	if (rc != 0 || (rc = batch_index_refs(t, bc)) != 0)
+	if (rc != 0 || (rc = pycommit_index_refs(t, bc)) != 0)
 		return rc;
 	for (j = 0; j < bc->ndels; j++) {
 		const store_entry_in *d = &bc->dels[j].in;
@@ -119,7 +119,7 @@ batch_commit_txn(store_txn *t, void *arg)
 
 /* Count the iovecs a record needs. */
 static size_t
-batch_nparts(const brec *r)
+pycommit_nparts(const brec *r)
 {
 	return (r->data != NULL || r->in_arena ? 1 : 0) +
 	    (r->oob != NULL ? (size_t)PyList_GET_SIZE(r->oob) : 0);
@@ -127,7 +127,7 @@ batch_nparts(const brec *r)
 
 /* b->order: the records in key order, globals ('g') before handles. */
 static void
-batch_order(struct bcommit *bc)
+pycommit_order(struct bcommit *bc)
 {
 	size_t n = bc->b->n, i, ng = 0, nh;
 	struct skey *a = bc->b->skeys, *tmp = a + n;
@@ -139,21 +139,21 @@ batch_order(struct bcommit *bc)
 	for (i = 0, nh = ng; i < n; i++)
 		if (r[i].in.kind != STORE_KIND_GLOBAL && !r[i].out)
 			a[nh++].in = &r[i].in;
-	skey_sort(a, tmp, ng, 0);
-	skey_sort(a + ng, tmp, nh - ng, 0);
+	pysort_keys(a, tmp, ng, 0);
+	pysort_keys(a + ng, tmp, nh - ng, 0);
 	bc->n = n = nh;
 	for (i = 0; i < n; i++) {
 		bc->b->order[i] = a[i].in;
 #ifdef PYSHELF_DEBUG
 		assert(i == 0 ||
-		    batch_cmp(bc->b->order[i - 1], bc->b->order[i]) <= 0);
+		    pysort_cmp(bc->b->order[i - 1], bc->b->order[i]) <= 0);
 #endif
 	}
 }
 
 /* Room in b's commit arrays for n records of nparts pieces in all. */
 static int
-batch_scratch(batchobject *b, size_t n, size_t nparts)
+pycommit_scratch(batchobject *b, size_t n, size_t nparts)
 {
 	if (n > b->scap) {
 		size_t cap = n < 64 ? 64 : n + n / 4;
@@ -186,7 +186,7 @@ batch_scratch(batchobject *b, size_t n, size_t nparts)
 
 /* Free the commit arrays. */
 void
-batch_scratch_free(batchobject *b)
+pycommit_scratch_free(batchobject *b)
 {
 	PyMem_Free(b->order);
 	PyMem_Free(b->skeys);
@@ -199,7 +199,7 @@ batch_scratch_free(batchobject *b)
 
 /* Fill each record's in.iov (buffers acquired here) and bc's order. */
 static int
-batch_prepare(struct bcommit *bc)
+pycommit_prepare(struct bcommit *bc)
 {
 	batchobject *b = bc->b;
 	size_t i, total = 0, nviews = 0, k = 0, before;
@@ -209,10 +209,10 @@ batch_prepare(struct bcommit *bc)
 	for (i = 0; i < b->n; i++) {
 		if (b->recs[i].oob == NULL || b->recs[i].out)
 			continue;
-		total += batch_nparts(&b->recs[i]);
+		total += pycommit_nparts(&b->recs[i]);
 		nviews += (size_t)PyList_GET_SIZE(b->recs[i].oob);
 	}
-	if (batch_scratch(b, b->n, total) < 0)
+	if (pycommit_scratch(b, b->n, total) < 0)
 		return -1;
 	if (nviews > 0 && (bc->views = PyMem_Calloc(nviews,
 	    sizeof *bc->views)) == NULL) {
@@ -263,13 +263,13 @@ batch_prepare(struct bcommit *bc)
 		if (bc->bytes - before >= blob_min)
 			bc->bytes = before;   /* a blob file: not in the map */
 	}
-	batch_order(bc);
+	pycommit_order(bc);
 	return 0;
 }
 
 /* Parse the delete keys. */
 static int
-batch_prepare_dels(struct bcommit *bc)
+pycommit_prepare_dels(struct bcommit *bc)
 {
 	batchobject *b = bc->b;
 	Py_ssize_t j;
@@ -281,7 +281,7 @@ batch_prepare_dels(struct bcommit *bc)
 		return -1;
 	}
 	for (j = 0; j < bc->ndels; j++)
-		if (brec_key(&bc->dels[j], PyList_GET_ITEM(b->dels, j)) < 0)
+		if (pybatch_rec_key(&bc->dels[j], PyList_GET_ITEM(b->dels, j)) < 0)
 			return -1;
 	bc->nunrefs = b->unrefs != NULL ? 2 * PyList_GET_SIZE(b->unrefs) : 0;
 	if ((bc->unrefs = PyMem_Calloc((size_t)bc->nunrefs + 1,
@@ -291,8 +291,8 @@ batch_prepare_dels(struct bcommit *bc)
 	}
 	for (j = 0; j < bc->nunrefs; j += 2) {
 		PyObject *pair = PyList_GET_ITEM(b->unrefs, j / 2);
-		if (brec_key(&bc->unrefs[j], PyTuple_GET_ITEM(pair, 0)) < 0 ||
-		    brec_key(&bc->unrefs[j + 1], PyTuple_GET_ITEM(pair, 1)) < 0)
+		if (pybatch_rec_key(&bc->unrefs[j], PyTuple_GET_ITEM(pair, 0)) < 0 ||
+		    pybatch_rec_key(&bc->unrefs[j + 1], PyTuple_GET_ITEM(pair, 1)) < 0)
 			return -1;
 	}
 	return 0;
@@ -303,7 +303,7 @@ batch_prepare_dels(struct bcommit *bc)
  * note: those with references, and those of keys in refs_of (which had
  * some). */
 static PyObject *
-batch_written(batchobject *b, PyObject *digests, PyObject *refs_of)
+pycommit_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 {
 	PyObject *l = PyList_New(0);
 	size_t i, n = 0;
@@ -349,12 +349,12 @@ error:
 
 /* Drop every record and delete (after a commit, or to abandon). */
 void
-batch_reset(batchobject *b)
+pycommit_reset(batchobject *b)
 {
 	size_t i;
 
 	for (i = 0; i < b->n; i++)
-		brec_clear(&b->recs[i]);
+		pybatch_rec_clear(&b->recs[i]);
 	b->n = 0;
 	b->nrefs = 0;
 	b->alen = 0;
@@ -366,7 +366,7 @@ batch_reset(batchobject *b)
 		b->cap = 0;
 	}
 	if (b->scap > BATCH_KEEP_RECS)
-		batch_scratch_free(b);
+		pycommit_scratch_free(b);
 	if (b->acap > BATCH_KEEP_ARENA) {
 		PyMem_Free(b->arena);
 		b->arena = NULL;
@@ -377,10 +377,10 @@ batch_reset(batchobject *b)
 /* One write transaction with the records not left out, the batch's
  * deletes and unrefs, and the session record; then digests holds the
  * digest of every record written, and the result names the records whose
- * references must be noted again (batch_written).  A full store is
+ * references must be noted again (pycommit_written).  A full store is
  * StoreFull, so that the caller can commit what fits (commit_part). */
 static PyObject *
-batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
+pycommit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 {
 	struct bcommit bc;
 	PyObject *res = NULL;
@@ -392,13 +392,13 @@ batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 		return NULL;  /* a fork in shipped code never commits */
 	memset(&bc, 0, sizeof bc);
 	bc.b = b;
-	bc.ctx = pyio_ctx();
+	bc.ctx = pymodule_ctx();
 	if (bc.ctx->st == NULL) {
 		PyErr_SetString(PyExc_RuntimeError, "_pyshelfd has no store "
 		    "(the module was not started)");
 		return NULL;
 	}
-	if (batch_prepare(&bc) < 0 || batch_prepare_dels(&bc) < 0)
+	if (pycommit_prepare(&bc) < 0 || pycommit_prepare_dels(&bc) < 0)
 		goto out;
 	bc.now = store_now_ms();
 	bc.sess = *bc.ctx->sess;
@@ -406,7 +406,7 @@ batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 	Py_BEGIN_ALLOW_THREADS
 	if (bc.bytes > ((size_t)1 << 20))
 		store_reserve(bc.ctx->st, bc.bytes);
-	rc = store_write(bc.ctx->st, batch_commit_txn, &bc);
+	rc = store_write(bc.ctx->st, pycommit_txn, &bc);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
 		PyErr_Format(rc == STORE_E_CORRUPT ? pystore_CorruptEntry :
@@ -416,7 +416,7 @@ batch_commit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 	}
 	bc.ctx->sess->last_seen_ms = bc.now;
 	*bc.ctx->sess_dirty = 0;
-	res = batch_written(bc.b, digests, refs_of);
+	res = pycommit_written(bc.b, digests, refs_of);
 out:
 	for (i = 0; i < bc.nviews; i++)
 		PyBuffer_Release(&bc.views[i]);
@@ -432,20 +432,20 @@ out:
 
 /* commit(digests, refs_of) -> (n, [(key, refs)]): every record, every
  * delete and the session record in one write transaction (see
- * batch_commit_run).  The batch is emptied whether or not the commit
+ * pycommit_run).  The batch is emptied whether or not the commit
  * succeeds, but for StoreFull: then it keeps everything for commit_part
  * (the caller clears it). */
 PyObject *
-batch_commit(PyObject *self, PyObject *args)
+pycommit_commit(PyObject *self, PyObject *args)
 {
 	PyObject *res, *digests, *refs_of;
 
 	if (!PyArg_ParseTuple(args, "O!O!:commit", &pydigest_DigestMapType,
 	    &digests, &PyDict_Type, &refs_of))
 		return NULL;
-	res = batch_commit_run((batchobject *)self, digests, refs_of);
+	res = pycommit_run((batchobject *)self, digests, refs_of);
 	if (res != NULL || !PyErr_ExceptionMatches(pystore_StoreFull))
-		batch_reset((batchobject *)self);
+		pycommit_reset((batchobject *)self);
 	return res;
 }
 
@@ -456,7 +456,7 @@ batch_commit(PyObject *self, PyObject *args)
  * checkpoint that does not fit in the store can commit it piece by piece:
  * what fits now, the rest once there is room. */
 PyObject *
-batch_commit_part(PyObject *self, PyObject *args)
+pycommit_commit_part(PyObject *self, PyObject *args)
 {
 	batchobject *b = (batchobject *)self;
 	PyObject *res = NULL, *digests, *refs_of, *keys, *dels, *unrefs,
@@ -482,7 +482,7 @@ batch_commit_part(PyObject *self, PyObject *args)
 	sunrefs = b->unrefs;
 	b->dels = dels;
 	b->unrefs = unrefs;
-	res = batch_commit_run(b, digests, refs_of);
+	res = pycommit_run(b, digests, refs_of);
 	b->dels = sdels;
 	b->unrefs = sunrefs;
 out:

@@ -15,7 +15,7 @@
 
 /* Atoms: pickled inline, never referenced by identity. */
 static int
-pybatch_atomic(PyObject *o)
+pydiff_atomic(PyObject *o)
 {
 	return o == Py_None || PyLong_Check(o) || PyFloat_Check(o) ||
 	    PyUnicode_Check(o) || PyBytes_Check(o) || PyComplex_Check(o);
@@ -23,7 +23,7 @@ pybatch_atomic(PyObject *o)
 
 /* Is name a dunder ("__name__")? */
 static int
-pybatch_dunder(PyObject *name)
+pydiff_dunder(PyObject *name)
 {
 	Py_ssize_t n = PyUnicode_GET_LENGTH(name);
 
@@ -35,7 +35,7 @@ pybatch_dunder(PyObject *name)
 
 /* The entry key ("g", name) of a global; new reference. */
 static PyObject *
-pybatch_gkey(PyObject *name)
+pydiff_gkey(PyObject *name)
 {
 	static PyObject *g;   /* interned "g", kept for the process */
 
@@ -46,20 +46,20 @@ pybatch_gkey(PyObject *name)
 
 /* A global rebound (or newly bound) to v: shadow, idmap, dirty. */
 static int
-pybatch_bind(PyObject *name, PyObject *v, PyObject *old, PyObject *shadow,
+pydiff_bind(PyObject *name, PyObject *v, PyObject *old, PyObject *shadow,
              PyObject *idmap, PyObject *dirty, PyObject *deleted)
 {
-	PyObject *key = pybatch_gkey(name);
+	PyObject *key = pydiff_gkey(name);
 	int rc = -1;
 
 	if (key == NULL)
 		return -1;
-	if (old != NULL && !pybatch_atomic(old) &&
-	    pymod_idmap_discard(idmap, old, key) < 0)
+	if (old != NULL && !pydiff_atomic(old) &&
+	    pyidmap_discard(idmap, old, key) < 0)
 		goto out;
 	if (PyDict_SetItem(shadow, name, v) < 0)
 		goto out;
-	if (!pybatch_atomic(v) && pymod_idmap_add(idmap, v, key) < 0)
+	if (!pydiff_atomic(v) && pyidmap_add(idmap, v, key) < 0)
 		goto out;
 	if (PySet_Add(dirty, key) < 0 || (PySet_GET_SIZE(deleted) > 0 &&
 	    PySet_Discard(deleted, key) < 0))
@@ -72,7 +72,7 @@ out:
 
 /* Note (name, old) in unbound: old is no longer the global's. */
 static int
-pybatch_note_unbound(PyObject *unbound, PyObject *name, PyObject *old)
+pydiff_note_unbound(PyObject *unbound, PyObject *name, PyObject *old)
 {
 	PyObject *pair = PyTuple_Pack(2, name, old);
 	int rc;
@@ -86,7 +86,7 @@ pybatch_note_unbound(PyObject *unbound, PyObject *name, PyObject *old)
 
 /* The global name was deleted: forget its old object (kept in graves). */
 static int
-pybatch_unbind(PyObject *name, PyObject *old, PyObject *shadow,
+pydiff_unbind(PyObject *name, PyObject *old, PyObject *shadow,
                PyObject *idmap, PyObject *dirty, PyObject *deleted,
                PyObject *graves, PyObject *unbound)
 {
@@ -95,10 +95,10 @@ pybatch_unbind(PyObject *name, PyObject *old, PyObject *shadow,
 
 	if (PyList_Append(graves, old) < 0)
 		return -1;
-	if ((key = pybatch_gkey(name)) == NULL)
+	if ((key = pydiff_gkey(name)) == NULL)
 		return -1;
-	if (!pybatch_atomic(old) && (pymod_idmap_discard(idmap, old, key) < 0 ||
-	    pybatch_note_unbound(unbound, name, old) < 0))
+	if (!pydiff_atomic(old) && (pyidmap_discard(idmap, old, key) < 0 ||
+	    pydiff_note_unbound(unbound, name, old) < 0))
 		goto out;
 	if (PyDict_DelItem(shadow, name) == 0 && PySet_Discard(dirty, key) >= 0 &&
 	    PySet_Add(deleted, key) == 0)
@@ -111,7 +111,7 @@ out:
 /* Compare one global (v NULL: not bound) with the shadow; bind or unbind.
  * *found counts the names the shadow knew. */
 static int
-pybatch_diff_one(PyObject *name, PyObject *v, PyObject *shadow,
+pydiff_one(PyObject *name, PyObject *v, PyObject *shadow,
                  PyObject *idmap, PyObject *dirty, PyObject *deleted,
                  PyObject *graves, PyObject *unbound, PyObject *fresh,
                  Py_ssize_t *found)
@@ -123,17 +123,17 @@ pybatch_diff_one(PyObject *name, PyObject *v, PyObject *shadow,
 	if (old != NULL)
 		(*found)++;
 	if (v == NULL)
-		return old == NULL ? 0 : pybatch_unbind(name, old, shadow, idmap,
+		return old == NULL ? 0 : pydiff_unbind(name, old, shadow, idmap,
 		    dirty, deleted, graves, unbound);
 	if (old == v)
 		return 0;
 	if (old != NULL && (PyList_Append(graves, old) < 0 ||
-	    (!pybatch_atomic(old) &&
-	    pybatch_note_unbound(unbound, name, old) < 0)))
+	    (!pydiff_atomic(old) &&
+	    pydiff_note_unbound(unbound, name, old) < 0)))
 		return -1;
 	if (old == NULL && fresh != NULL && PyList_Append(fresh, name) < 0)
 		return -1;
-	return pybatch_bind(name, v, old, shadow, idmap, dirty, deleted);
+	return pydiff_bind(name, v, old, shadow, idmap, dirty, deleted);
 }
 
 /* How many diffs looked only at the noted names, and how many at all. */
@@ -141,7 +141,7 @@ static unsigned long long diffs_tracked, diffs_full;
 
 /* diff_counts() -> (tracked, full) */
 static PyObject *
-pybatch_diff_counts(PyObject *self, PyObject *unused)
+pydiff_counts(PyObject *self, PyObject *unused)
 {
 	return Py_BuildValue("KK", diffs_tracked, diffs_full);
 }
@@ -155,7 +155,7 @@ pybatch_diff_counts(PyObject *self, PyObject *unused)
  * since the last collect names the globals to look at (the cost grows with
  * what was written); otherwise every global is compared with the shadow. */
 static PyObject *
-pybatch_collect(PyObject *self, PyObject *args)
+pydiff_collect(PyObject *self, PyObject *args)
 {
 	PyObject *ns, *shadow, *idmap, *dirty, *deleted, *k, *v, *gone = NULL,
 	    *graves = NULL, *unbound = NULL, *changed = NULL, *it = NULL,
@@ -180,22 +180,22 @@ pybatch_collect(PyObject *self, PyObject *args)
 		goto error;
 	/* the noted names, unless they are a good part of the namespace: then
 	 * one pass in the dict's order beats a lookup per name */
-	if (PyObject_TypeCheck(ns, &pymod_NamespaceType) &&
-	    (changed = pymod_ns_take_changed(ns)) != NULL &&
+	if (PyObject_TypeCheck(ns, &pyns_NamespaceType) &&
+	    (changed = pyns_take_changed(ns)) != NULL &&
 	    PySet_GET_SIZE(changed) * 4 > PyDict_GET_SIZE(ns))
 		Py_CLEAR(changed);
 	if (changed != NULL) {
-		if (PySet_GET_SIZE(changed) > 0 && pymod_idmap_reserve(idmap,
+		if (PySet_GET_SIZE(changed) > 0 && pyidmap_reserve(idmap,
 		    (size_t)PySet_GET_SIZE(changed)) < 0)
 			goto error;
 		if ((it = PyObject_GetIter(changed)) == NULL)
 			goto error;
 		while ((k = PyIter_Next(it)) != NULL) {
 			int rc = 0;
-			if (PyUnicode_Check(k) && !pybatch_dunder(k)) {
+			if (PyUnicode_Check(k) && !pydiff_dunder(k)) {
 				v = PyDict_GetItemWithError(ns, k); /* borrowed */
 				rc = v == NULL && PyErr_Occurred() ? -1 :
-				    pybatch_diff_one(k, v, shadow, idmap, dirty,
+				    pydiff_one(k, v, shadow, idmap, dirty,
 				    deleted, graves, unbound, fresh, &found);
 			}
 			Py_DECREF(k);
@@ -213,12 +213,12 @@ pybatch_collect(PyObject *self, PyObject *args)
 	known = PyDict_GET_SIZE(shadow);
 	/* the names the shadow does not know yet are (mostly) new objects */
 	if (PyDict_GET_SIZE(ns) > known &&
-	    pymod_idmap_reserve(idmap, (size_t)(PyDict_GET_SIZE(ns) - known)) < 0)
+	    pyidmap_reserve(idmap, (size_t)(PyDict_GET_SIZE(ns) - known)) < 0)
 		goto error;
 	while (PyDict_Next(ns, &pos, &k, &v)) { /* borrowed k, v */
-		if (!PyUnicode_Check(k) || pybatch_dunder(k))
+		if (!PyUnicode_Check(k) || pydiff_dunder(k))
 			continue;
-		if (pybatch_diff_one(k, v, shadow, idmap, dirty, deleted, graves,
+		if (pydiff_one(k, v, shadow, idmap, dirty, deleted, graves,
 		    unbound, fresh, &found) < 0)
 			goto error;
 	}
@@ -234,7 +234,7 @@ pybatch_collect(PyObject *self, PyObject *args)
 	for (i = 0; i < PyList_GET_SIZE(gone); i++) {
 		PyObject *name = PyList_GET_ITEM(gone, i); /* borrowed */
 		PyObject *old = PyDict_GetItemWithError(shadow, name);
-		if (old == NULL || pybatch_unbind(name, old, shadow, idmap, dirty,
+		if (old == NULL || pydiff_unbind(name, old, shadow, idmap, dirty,
 		    deleted, graves, unbound) < 0)
 			goto error;
 	}
@@ -254,11 +254,11 @@ error:
 }
 
 PyMethodDef pydiff_methods[] = {
-	{"collect", pybatch_collect, METH_VARARGS,
+	{"collect", pydiff_collect, METH_VARARGS,
 	 "collect(ns, shadow, idmap, dirty, deleted[, fresh]) -> "
 	 "[(name, old)] for the names whose old (non-atomic) object was "
 	 "replaced or removed"},
-	{"diff_counts", pybatch_diff_counts, METH_NOARGS,
+	{"diff_counts", pydiff_counts, METH_NOARGS,
 	 "diff_counts() -> (namespace diffs of the noted names, full ones)"},
 	{NULL, NULL, 0, NULL}
 };

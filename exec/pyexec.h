@@ -20,7 +20,7 @@ enum pyctx_sig {
 
 /*
  * What the _pyshelfd module works on, given by its owner (the worker) to
- * pymod_start() and kept in the module's state: the py*.c files reach the
+ * pymodule_start() and kept in the module's state: the py*.c files reach the
  * store, the session record and the worker through this only, never
  * through a global of worker.c, so that each owner (a worker of server
  * mode, a test) can hand in its own.  Pointers are the owner's and must
@@ -59,41 +59,41 @@ pyexec_shift_back(size_t i, size_t j, size_t k)
 }
 
 /* pyns.c */
-extern PyTypeObject pymod_NamespaceType;
+extern PyTypeObject pyns_NamespaceType;
 /* Fill the Namespace's mapping slots from dict's (before PyType_Ready). */
-void pymod_ns_ready(void);
+void pyns_ready(void);
 /* A dict's version tag (3.12+: a new number every call). */
-uint64_t pymod_dict_version(PyObject *d);
+uint64_t pyns_dict_version(PyObject *d);
 /* The names written through Namespace ns since the last call (a set, new
  * reference), or NULL without an exception when every global must be
  * compared (a write went around it). */
-PyObject *pymod_ns_take_changed(PyObject *ns);
+PyObject *pyns_take_changed(PyObject *ns);
 
 /* pyidmap.c */
-extern PyTypeObject pymod_IdMapType;
+extern PyTypeObject pyidmap_IdMapType;
 /* Map obj to key too (an object keeps its first key; later ones are
  * aliases) / key no longer has obj (no type check: an IdMap); 0 or -1. */
-int pymod_idmap_add(PyObject *idmap, PyObject *obj, PyObject *key);
-int pymod_idmap_discard(PyObject *idmap, PyObject *obj, PyObject *key);
+int pyidmap_add(PyObject *idmap, PyObject *obj, PyObject *key);
+int pyidmap_discard(PyObject *idmap, PyObject *obj, PyObject *key);
 /* Make room for n more mappings; 0 or -1. */
-int pymod_idmap_reserve(PyObject *idmap, size_t n);
+int pyidmap_reserve(PyObject *idmap, size_t n);
 /* The key of the entry obj is the object of (borrowed), or NULL (also for
  * a NULL idmap). */
-PyObject *pymod_idmap_key(PyObject *idmap, PyObject *obj);
+PyObject *pyidmap_key(PyObject *idmap, PyObject *obj);
 /* The refs blob of these entry keys (bytes, new reference), deduplicated;
  * NULL with an exception. */
-PyObject *pymod_idmap_refs(PyObject *const *keys, size_t n);
+PyObject *pyidmap_refs(PyObject *const *keys, size_t n);
 /* Is obj mapped to an entry other than key (key's record of it is then a
  * reference to that entry)? */
-int pymod_idmap_alias(PyObject *idmap, PyObject *obj, PyObject *key);
+int pyidmap_alias(PyObject *idmap, PyObject *obj, PyObject *key);
 /* Start a dump of root for entry key (NULL: none) with idmap (no type
  * check: an IdMap); both borrowed until the end. */
-void pymod_idmap_begin(PyObject *idmap, PyObject *root, PyObject *key);
+void pyidmap_begin(PyObject *idmap, PyObject *root, PyObject *key);
 /* End it: the refs blob (new reference) or NULL. */
-PyObject *pymod_idmap_end(PyObject *idmap);
+PyObject *pyidmap_end(PyObject *idmap);
 
 /* pysink.c */
-extern PyTypeObject pybatch_SinkType;
+extern PyTypeObject pysink_SinkType;
 typedef struct {
 	PyObject_HEAD
 	char *buf;           /* pickle bytes of the current dump */
@@ -101,11 +101,11 @@ typedef struct {
 	PyObject *oob;       /* list of PickleBuffers of the current dump */
 } sinkobject;
 /* Forget the current dump. */
-void sink_reset(sinkobject *s);
+void pysink_reset(sinkobject *s);
 
 /* pysort.c */
-/* A 64-bit sort key and what it sorts: a record's in (batch_order), or
- * an index (ditem_sort). */
+/* A 64-bit sort key and what it sorts: a record's in (pycommit_order), or
+ * an index (pybatch_sort_items). */
 struct skey {
 	uint64_t k;
 	union {
@@ -114,12 +114,12 @@ struct skey {
 	};
 };
 /* Stable LSD radix sort of a[0..n) on k; tmp has room for n. */
-void skey_radix(struct skey *a, struct skey *tmp, size_t n);
+void pysort_radix(struct skey *a, struct skey *tmp, size_t n);
 /* Key order of two records' entries (LMDB's: memcmp, then length). */
-int batch_cmp(const store_entry_in *a, const store_entry_in *b);
+int pysort_cmp(const store_entry_in *a, const store_entry_in *b);
 /* Sort a[0..n) (their in) of one kind, all equal in their first off
  * bytes, into key order; tmp has room for n. */
-void skey_sort(struct skey *a, struct skey *tmp, size_t n, size_t off);
+void pysort_keys(struct skey *a, struct skey *tmp, size_t n, size_t off);
 
 /* pydiff.c */
 extern PyMethodDef pydiff_methods[];
@@ -178,23 +178,23 @@ int pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
                                size_t refs_len, uint8_t out[16]);
 
 /* pystream.c */
-extern PyMethodDef pyio_methods[];
+extern PyMethodDef pystream_methods[];
 /* Install the SIGINT/SIGTERM handler and the signal wakeup fd. */
-int pyio_setup(const struct pyctx *c);
+int pystream_setup(const struct pyctx *c);
 /* Is this a child forked by shipped code?  exact: compare the pid, else
  * the atfork flag only (no getpid(): for hot paths). */
-int pyio_in_child_of(const struct pyctx *c, int exact);
+int pystream_in_child_of(const struct pyctx *c, int exact);
 
 /* pymodule.c */
-extern PyObject *pyio_backend;  /* the _pyshelf_backend module */
-extern PyObject *pyio_RequestError;
+extern PyObject *pymodule_backend;  /* the _pyshelf_backend module */
+extern PyObject *pymodule_RequestError;
 PyObject *PyInit__pyshelfd(void);
 /* Call _pyshelf_backend.name(*args); new reference or NULL. */
-PyObject *pyio_call(const char *name, PyObject *args);
-/* The module's context (its state; all zero before pymod_start). */
-struct pyctx *pyio_ctx(void);
+PyObject *pymodule_call(const char *name, PyObject *args);
+/* The module's context (its state; all zero before pymodule_start). */
+struct pyctx *pymodule_ctx(void);
 /* Import the backend's Python half with ctx (copied into the module's
  * state) and create the workspace.  0, or -1 with *cause malloc'd. */
-int pymod_start(const struct pyctx *ctx, char **cause);
+int pymodule_start(const struct pyctx *ctx, char **cause);
 
 #endif

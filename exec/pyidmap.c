@@ -41,7 +41,7 @@ typedef struct {
 } idmapobject;
 
 static size_t
-idmap_hash(const void *p, size_t cap)
+pyidmap_hash(const void *p, size_t cap)
 {
 	uintptr_t x = (uintptr_t)p >> 4;
 
@@ -51,13 +51,13 @@ idmap_hash(const void *p, size_t cap)
 }
 
 static idslot *
-idmap_find(idmapobject *m, PyObject *obj)
+pyidmap_find(idmapobject *m, PyObject *obj)
 {
 	size_t i;
 
 	if (m->cap == 0)
 		return NULL;
-	for (i = idmap_hash(obj, m->cap); m->slots[i].obj != NULL;
+	for (i = pyidmap_hash(obj, m->cap); m->slots[i].obj != NULL;
 	    i = (i + 1) & (m->cap - 1)) {
 		if (m->slots[i].obj == obj)
 			return &m->slots[i];
@@ -67,7 +67,7 @@ idmap_find(idmapobject *m, PyObject *obj)
 
 /* Grow the table to cap (a power of two); rehashes every slot. */
 static int
-idmap_resize(idmapobject *m, size_t cap)
+pyidmap_resize(idmapobject *m, size_t cap)
 {
 	idslot *old = m->slots, *n;
 	size_t oldcap = m->cap, i, j;
@@ -79,7 +79,7 @@ idmap_resize(idmapobject *m, size_t cap)
 	for (i = 0; i < oldcap; i++) {
 		if (old[i].obj == NULL)
 			continue;
-		for (j = idmap_hash(old[i].obj, cap); n[j].obj != NULL;
+		for (j = pyidmap_hash(old[i].obj, cap); n[j].obj != NULL;
 		    j = (j + 1) & (cap - 1))
 			;
 		n[j] = old[i];
@@ -92,21 +92,21 @@ idmap_resize(idmapobject *m, size_t cap)
 
 /* Make room for n more objects (one resize instead of several). */
 int
-pymod_idmap_reserve(PyObject *self, size_t n)
+pyidmap_reserve(PyObject *self, size_t n)
 {
 	idmapobject *m = (idmapobject *)self;
 	size_t cap = m->cap == 0 ? 64 : m->cap;
 
 	while ((m->used + n) * 2 > cap)
 		cap *= 2;
-	return cap == m->cap ? 0 : idmap_resize(m, cap);
+	return cap == m->cap ? 0 : pyidmap_resize(m, cap);
 }
 
 /* The list of obj's other keys (borrowed), or NULL: none (or, with
  * create, an error).  The key of more is obj's address: obj is held by its
  * slot while it has a list. */
 static PyObject *
-idmap_more(idmapobject *m, PyObject *obj, int create)
+pyidmap_more(idmapobject *m, PyObject *obj, int create)
 {
 	PyObject *addr, *l = NULL;
 
@@ -129,7 +129,7 @@ idmap_more(idmapobject *m, PyObject *obj, int create)
 
 /* Forget obj's list of other keys once it is empty. */
 static int
-idmap_more_prune(idmapobject *m, PyObject *obj, PyObject *l)
+pyidmap_more_prune(idmapobject *m, PyObject *obj, PyObject *l)
 {
 	PyObject *addr;
 	int rc;
@@ -146,7 +146,7 @@ idmap_more_prune(idmapobject *m, PyObject *obj, PyObject *l)
 /* Can key be a store key, so that records may refer to it?  ("g", name)
  * with a name of 1 to STORE_KEY_MAX UTF-8 bytes, or any ("h", id). */
 static int
-idmap_storable(PyObject *key)
+pyidmap_storable(PyObject *key)
 {
 	PyObject *kind, *k; /* borrowed */
 	Py_ssize_t n;
@@ -174,14 +174,14 @@ idmap_storable(PyObject *key)
  * refers to its object must hold the object by value, never by a
  * reference to a record that cannot exist.  0 or -1. */
 int
-pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
+pyidmap_add(PyObject *self, PyObject *obj, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *s;
 	size_t i;
 	int r;
 
-	if (!idmap_storable(key))
+	if (!pyidmap_storable(key))
 		return 0;
 
 	/* the empty tuple is one object for everyone (CPython's singleton):
@@ -189,11 +189,11 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 	 * first global bound to one */
 	if (PyTuple_CheckExact(obj) && PyTuple_GET_SIZE(obj) == 0)
 		return 0;
-	if ((s = idmap_find(m, obj)) != NULL) {
+	if ((s = pyidmap_find(m, obj)) != NULL) {
 		PyObject *l;
 		if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) != 0)
 			return r < 0 ? -1 : 0;
-		if ((l = idmap_more(m, obj, 1)) == NULL)
+		if ((l = pyidmap_more(m, obj, 1)) == NULL)
 			return -1;
 		if ((r = PySequence_Contains(l, key)) != 0)
 			return r < 0 ? -1 : 0;
@@ -203,9 +203,9 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 		return 0;
 	}
 	if ((m->used + 1) * 2 > m->cap &&
-	    idmap_resize(m, m->cap == 0 ? 64 : m->cap * 2) < 0)
+	    pyidmap_resize(m, m->cap == 0 ? 64 : m->cap * 2) < 0)
 		return -1;
-	for (i = idmap_hash(obj, m->cap); m->slots[i].obj != NULL;
+	for (i = pyidmap_hash(obj, m->cap); m->slots[i].obj != NULL;
 	    i = (i + 1) & (m->cap - 1))
 		;
 	m->slots[i].obj = Py_NewRef(obj);
@@ -216,13 +216,13 @@ pymod_idmap_add(PyObject *self, PyObject *obj, PyObject *key)
 
 /* add(obj, key): map obj to key. */
 static PyObject *
-idmap_add(PyObject *self, PyObject *args)
+pyidmap_add_py(PyObject *self, PyObject *args)
 {
 	PyObject *obj, *key;
 
 	if (!PyArg_ParseTuple(args, "OO:add", &obj, &key))
 		return NULL;
-	if (pymod_idmap_add(self, obj, key) < 0)
+	if (pyidmap_add(self, obj, key) < 0)
 		return NULL;
 	Py_RETURN_NONE;
 }
@@ -231,10 +231,10 @@ idmap_add(PyObject *self, PyObject *args)
  * key, and its next key becomes the one records refer to.  Backward-shift
  * deletion keeps probe chains intact.  0 or -1. */
 int
-pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
+pyidmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
-	idslot *s = idmap_find(m, obj), gone;
+	idslot *s = pyidmap_find(m, obj), gone;
 	PyObject *l;
 	size_t i, j, k;
 	Py_ssize_t n;
@@ -242,7 +242,7 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 
 	if (s == NULL)
 		return 0;
-	l = m->aliases > 0 ? idmap_more(m, obj, 0) : NULL;
+	l = m->aliases > 0 ? pyidmap_more(m, obj, 0) : NULL;
 	if (l == NULL && PyErr_Occurred())
 		return -1;
 	if (l != NULL && (n = PyList_GET_SIZE(l)) > 0) {
@@ -266,7 +266,7 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 		if (PySequence_DelItem(l, (Py_ssize_t)j) < 0)
 			return -1;
 		m->aliases--;
-		return idmap_more_prune(m, obj, l);
+		return pyidmap_more_prune(m, obj, l);
 	}
 	if ((r = PyObject_RichCompareBool(s->key, key, Py_EQ)) <= 0)
 		return r;    /* not key's (any more): nothing to do */
@@ -277,7 +277,7 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 	m->used--;
 	for (j = (i + 1) & (m->cap - 1); m->slots[j].obj != NULL;
 	    j = (j + 1) & (m->cap - 1)) {
-		k = idmap_hash(m->slots[j].obj, m->cap);
+		k = pyidmap_hash(m->slots[j].obj, m->cap);
 		if (pyexec_shift_back(i, j, k)) {
 			m->slots[i] = m->slots[j];
 			m->slots[j].obj = NULL;
@@ -292,22 +292,22 @@ pymod_idmap_discard(PyObject *self, PyObject *obj, PyObject *key)
 
 /* discard(obj, key): key no longer has obj. */
 static PyObject *
-idmap_discard(PyObject *self, PyObject *args)
+pyidmap_discard_py(PyObject *self, PyObject *args)
 {
 	PyObject *obj, *key;
 
 	if (!PyArg_ParseTuple(args, "OO:discard", &obj, &key))
 		return NULL;
-	if (pymod_idmap_discard(self, obj, key) < 0)
+	if (pyidmap_discard(self, obj, key) < 0)
 		return NULL;
 	Py_RETURN_NONE;
 }
 
 /* key(obj): the entry records refer to for obj, or None. */
 static PyObject *
-idmap_key(PyObject *self, PyObject *obj)
+pyidmap_key_py(PyObject *self, PyObject *obj)
 {
-	idslot *s = idmap_find((idmapobject *)self, obj);
+	idslot *s = pyidmap_find((idmapobject *)self, obj);
 
 	return Py_NewRef(s != NULL ? s->key : Py_None);
 }
@@ -315,31 +315,31 @@ idmap_key(PyObject *self, PyObject *obj)
 /* Is obj another entry's than key's, that is, is key's record of obj a
  * reference to that entry (an alias)? */
 int
-pymod_idmap_alias(PyObject *self, PyObject *obj, PyObject *key)
+pyidmap_alias(PyObject *self, PyObject *obj, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *s;
 
 	if (m->aliases == 0)   /* the common case: no object has two keys */
 		return 0;
-	s = idmap_find(m, obj);
+	s = pyidmap_find(m, obj);
 	return s != NULL && s->key != key &&
 	    PyObject_RichCompareBool(s->key, key, Py_EQ) == 0;
 }
 
 /* C entry points for pybatch.c and pyenc.c. */
 PyObject *
-pymod_idmap_key(PyObject *self, PyObject *obj)
+pyidmap_key(PyObject *self, PyObject *obj)
 {
 	idslot *s;
 
-	if (self == NULL || (s = idmap_find((idmapobject *)self, obj)) == NULL)
+	if (self == NULL || (s = pyidmap_find((idmapobject *)self, obj)) == NULL)
 		return NULL;
 	return s->key;
 }
 
 void
-pymod_idmap_begin(PyObject *self, PyObject *root, PyObject *key)
+pyidmap_begin(PyObject *self, PyObject *root, PyObject *key)
 {
 	idmapobject *m = (idmapobject *)self;
 
@@ -349,19 +349,19 @@ pymod_idmap_begin(PyObject *self, PyObject *root, PyObject *key)
 	Py_CLEAR(m->hits);
 }
 
-static PyObject *idmap_end(PyObject *self, PyObject *unused);
+static PyObject *pyidmap_end_py(PyObject *self, PyObject *unused);
 
 PyObject *
-pymod_idmap_end(PyObject *self)
+pyidmap_end(PyObject *self)
 {
-	return idmap_end(self, NULL);
+	return pyidmap_end_py(self, NULL);
 }
 
 /* begin(root[, key[, group]]): start a dump of root for entry key (None:
  * no entry); the objects of the entries in the set group are pickled by
  * value, not referred to.  The caller holds root and key until end(). */
 static PyObject *
-idmap_begin(PyObject *self, PyObject *args)
+pyidmap_begin_py(PyObject *self, PyObject *args)
 {
 	idmapobject *m = (idmapobject *)self;
 	PyObject *root, *key = Py_None, *group = Py_None;
@@ -372,14 +372,14 @@ idmap_begin(PyObject *self, PyObject *args)
 		PyErr_SetString(PyExc_TypeError, "begin(): group must be a set");
 		return NULL;
 	}
-	pymod_idmap_begin(self, root, key == Py_None ? NULL : key);
+	pyidmap_begin(self, root, key == Py_None ? NULL : key);
 	Py_XSETREF(m->group, group == Py_None ? NULL : Py_NewRef(group));
 	Py_RETURN_NONE;
 }
 
 /* pid(obj): the persistent id of obj when it is another entry. */
 static PyObject *
-idmap_pid(PyObject *self, PyObject *obj)
+pyidmap_pid(PyObject *self, PyObject *obj)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *s;
@@ -388,12 +388,12 @@ idmap_pid(PyObject *self, PyObject *obj)
 	    PyUnicode_CheckExact(obj) || PyFloat_CheckExact(obj) ||
 	    PyBytes_CheckExact(obj) || obj == Py_None || PyBool_Check(obj))
 		Py_RETURN_NONE;
-	if ((s = idmap_find(m, obj)) == NULL)
+	if ((s = pyidmap_find(m, obj)) == NULL)
 		Py_RETURN_NONE;
 	/* the root is pickled by value, unless it is another entry's object:
 	 * then the whole record is a reference to that entry */
 	if (obj == m->root && (m->rootkey == NULL ||
-	    !pymod_idmap_alias(self, obj, m->rootkey)))
+	    !pyidmap_alias(self, obj, m->rootkey)))
 		Py_RETURN_NONE;
 	if (m->group != NULL) {
 		int r = PySet_Contains(m->group, s->key);
@@ -411,7 +411,7 @@ idmap_pid(PyObject *self, PyObject *obj)
 
 /* Append one persistent reference to the refs blob. */
 static int
-idmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
+pyidmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
 {
 	PyObject *kind, *k; /* borrowed */
 	const char *name = NULL, *ks;
@@ -429,7 +429,7 @@ idmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
 	if (ks[0] == 'g') {
 		if ((name = PyUnicode_AsUTF8AndSize(k, &nlen)) == NULL)
 			return -1;
-		/* the length field is 16 bits; idmap_add never maps such a
+		/* the length field is 16 bits; pyidmap_add_py never maps such a
 		 * key, so this is a bug, and refused rather than truncated */
 		if (nlen == 0 || nlen > STORE_KEY_MAX) {
 			PyErr_Format(PyExc_ValueError, "a reference to a global "
@@ -462,7 +462,7 @@ idmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
 /* The refs blob of keys[0..n) (bytes, deduplicated, in first-seen
  * order). */
 PyObject *
-pymod_idmap_refs(PyObject *const *keys, size_t n)
+pyidmap_refs(PyObject *const *keys, size_t n)
 {
 	PyObject *seen = NULL, *res = NULL;
 	char *buf = NULL;
@@ -479,7 +479,7 @@ pymod_idmap_refs(PyObject *const *keys, size_t n)
 		if (r)
 			continue;
 		if (PySet_Add(seen, keys[i]) < 0 ||
-		    idmap_encode_ref(keys[i], &buf, &len, &cap) < 0)
+		    pyidmap_encode_ref(keys[i], &buf, &len, &cap) < 0)
 			goto error;
 	}
 	res = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
@@ -491,7 +491,7 @@ error:
 
 /* end(): finish a dump; return the refs blob (bytes, deduplicated). */
 static PyObject *
-idmap_end(PyObject *self, PyObject *unused)
+pyidmap_end_py(PyObject *self, PyObject *unused)
 {
 	idmapobject *m = (idmapobject *)self;
 	PyObject *res, *hits = m->hits;
@@ -502,14 +502,14 @@ idmap_end(PyObject *self, PyObject *unused)
 	m->hits = NULL;
 	if (hits == NULL)
 		return PyBytes_FromStringAndSize("", 0);
-	res = pymod_idmap_refs(PySequence_Fast_ITEMS(hits),
+	res = pyidmap_refs(PySequence_Fast_ITEMS(hits),
 	    (size_t)PyList_GET_SIZE(hits));
 	Py_DECREF(hits);
 	return res;
 }
 
 static int
-idmap_traverse(PyObject *self, visitproc visit, void *arg)
+pyidmap_traverse(PyObject *self, visitproc visit, void *arg)
 {
 	idmapobject *m = (idmapobject *)self;
 	size_t i;
@@ -525,7 +525,7 @@ idmap_traverse(PyObject *self, visitproc visit, void *arg)
 }
 
 static int
-idmap_clear(PyObject *self)
+pyidmap_clear(PyObject *self)
 {
 	idmapobject *m = (idmapobject *)self;
 	idslot *slots = m->slots;
@@ -545,42 +545,42 @@ idmap_clear(PyObject *self)
 }
 
 static void
-idmap_dealloc(PyObject *self)
+pyidmap_dealloc(PyObject *self)
 {
 	PyObject_GC_UnTrack(self);
-	idmap_clear(self);
+	pyidmap_clear(self);
 	Py_TYPE(self)->tp_free(self);
 }
 
 static Py_ssize_t
-idmap_len(PyObject *self)
+pyidmap_len(PyObject *self)
 {
 	return (Py_ssize_t)((idmapobject *)self)->used;
 }
 
-static PyMethodDef idmap_methods[] = {
-	{"add", idmap_add, METH_VARARGS, "add(obj, key)"},
-	{"discard", idmap_discard, METH_VARARGS,
+static PyMethodDef pyidmap_methods[] = {
+	{"add", pyidmap_add_py, METH_VARARGS, "add(obj, key)"},
+	{"discard", pyidmap_discard_py, METH_VARARGS,
 	 "discard(obj, key): key no longer has obj"},
-	{"begin", idmap_begin, METH_VARARGS, "begin(root[, key[, group]])"},
-	{"pid", idmap_pid, METH_O, "persistent_id(obj)"},
-	{"key", idmap_key, METH_O, "key(obj) -> the key records refer to"},
-	{"end", idmap_end, METH_NOARGS, "end() -> refs blob"},
+	{"begin", pyidmap_begin_py, METH_VARARGS, "begin(root[, key[, group]])"},
+	{"pid", pyidmap_pid, METH_O, "persistent_id(obj)"},
+	{"key", pyidmap_key_py, METH_O, "key(obj) -> the key records refer to"},
+	{"end", pyidmap_end_py, METH_NOARGS, "end() -> refs blob"},
 	{NULL, NULL, 0, NULL}
 };
 
-static PySequenceMethods idmap_as_seq = {.sq_length = idmap_len};
+static PySequenceMethods pyidmap_as_seq = {.sq_length = pyidmap_len};
 
-PyTypeObject pymod_IdMapType = {
+PyTypeObject pyidmap_IdMapType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "_pyshelfd.IdMap",
 	.tp_basicsize = sizeof(idmapobject),
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
 	.tp_doc = "object -> entry key, for persistent references",
-	.tp_traverse = idmap_traverse,
-	.tp_clear = idmap_clear,
-	.tp_dealloc = idmap_dealloc,
-	.tp_methods = idmap_methods,
-	.tp_as_sequence = &idmap_as_seq,
+	.tp_traverse = pyidmap_traverse,
+	.tp_clear = pyidmap_clear,
+	.tp_dealloc = pyidmap_dealloc,
+	.tp_methods = pyidmap_methods,
+	.tp_as_sequence = &pyidmap_as_seq,
 	.tp_new = PyType_GenericNew,
 };

@@ -2,7 +2,7 @@
  * pymodule.c - the _pyshelfd builtin module: its definition (types,
  * functions and constants of pyns.c, pyidmap.c, pystore.c, pysink.c,
  * pybatch.c, pydiff.c, pydigest.c, pystream.c), its state (the context
- * its owner hands to pymod_start), loading the backend's Python half from
+ * its owner hands to pymodule_start), loading the backend's Python half from
  * the source compiled into pyshelfd, and calls into that half.
  */
 #define PY_SSIZE_T_CLEAN
@@ -23,18 +23,18 @@ extern const char backend_py_source[];
 extern const char backend_py_code[];
 extern const size_t backend_py_code_len;
 
-PyObject *pyio_backend;       /* _pyshelf_backend */
-PyObject *pyio_RequestError;  /* _pyshelf_backend.RequestError */
+PyObject *pymodule_backend;       /* _pyshelf_backend */
+PyObject *pymodule_RequestError;  /* _pyshelf_backend.RequestError */
 
-static struct PyModuleDef pyio_module;
+static struct PyModuleDef pymodule_def;
 
-/* The context the module's owner gave pymod_start (the module's state);
+/* The context the module's owner gave pymodule_start (the module's state);
  * all zero before. */
 struct pyctx *
-pyio_ctx(void)
+pymodule_ctx(void)
 {
 	static struct pyctx none;
-	PyObject *m = PyState_FindModule(&pyio_module);
+	PyObject *m = PyState_FindModule(&pymodule_def);
 	struct pyctx *c = m != NULL ? PyModule_GetState(m) : NULL;
 
 	return c != NULL ? c : &none;
@@ -43,7 +43,7 @@ pyio_ctx(void)
 /* ---------------------------------------------------------------------- */
 /* the module                                                             */
 
-static struct PyModuleDef pyio_module = {
+static struct PyModuleDef pymodule_def = {
 	PyModuleDef_HEAD_INIT, "_pyshelfd",
 	"pyshelfd's C half, for the backend's Python half",
 	sizeof(struct pyctx), NULL,
@@ -52,7 +52,7 @@ static struct PyModuleDef pyio_module = {
 
 /* Add the methods of one table to m. */
 static int
-pyio_add_methods(PyObject *m, PyMethodDef *defs)
+pymodule_add_methods(PyObject *m, PyMethodDef *defs)
 {
 	PyObject *f;
 
@@ -72,20 +72,20 @@ PyInit__pyshelfd(void)
 {
 	PyObject *m = NULL;
 
-	pymod_NamespaceType.tp_base = &PyDict_Type;
-	pymod_ns_ready();
-	if (PyType_Ready(&pymod_NamespaceType) < 0 ||
-	    PyType_Ready(&pymod_IdMapType) < 0 ||
-	    PyType_Ready(&pybatch_SinkType) < 0 ||
+	pyns_NamespaceType.tp_base = &PyDict_Type;
+	pyns_ready();
+	if (PyType_Ready(&pyns_NamespaceType) < 0 ||
+	    PyType_Ready(&pyidmap_IdMapType) < 0 ||
+	    PyType_Ready(&pysink_SinkType) < 0 ||
 	    PyType_Ready(&pybatch_BatchType) < 0 ||
 	    PyType_Ready(&pydigest_DigestMapType) < 0)
 		return NULL;
-	if ((m = PyModule_Create(&pyio_module)) == NULL)
+	if ((m = PyModule_Create(&pymodule_def)) == NULL)
 		return NULL;
-	if (pyio_add_methods(m, pystore_methods) < 0 ||
-	    pyio_add_methods(m, pyio_methods) < 0 ||
-	    pyio_add_methods(m, pybatch_methods) < 0 ||
-	    pyio_add_methods(m, pydiff_methods) < 0)
+	if (pymodule_add_methods(m, pystore_methods) < 0 ||
+	    pymodule_add_methods(m, pystream_methods) < 0 ||
+	    pymodule_add_methods(m, pybatch_methods) < 0 ||
+	    pymodule_add_methods(m, pydiff_methods) < 0)
 		goto error;
 	pystore_StoreError = PyErr_NewException("_pyshelfd.StoreError",
 	    PyExc_OSError, NULL);
@@ -102,9 +102,9 @@ PyInit__pyshelfd(void)
 	    PyModule_AddObjectRef(m, "CorruptEntry", pystore_CorruptEntry) < 0 ||
 	    PyModule_AddObjectRef(m, "StoreFull", pystore_StoreFull) < 0 ||
 	    PyModule_AddObjectRef(m, "Namespace",
-	    (PyObject *)&pymod_NamespaceType) < 0 ||
-	    PyModule_AddObjectRef(m, "IdMap", (PyObject *)&pymod_IdMapType) < 0 ||
-	    PyModule_AddObjectRef(m, "Sink", (PyObject *)&pybatch_SinkType) < 0 ||
+	    (PyObject *)&pyns_NamespaceType) < 0 ||
+	    PyModule_AddObjectRef(m, "IdMap", (PyObject *)&pyidmap_IdMapType) < 0 ||
+	    PyModule_AddObjectRef(m, "Sink", (PyObject *)&pysink_SinkType) < 0 ||
 	    PyModule_AddObjectRef(m, "Batch", (PyObject *)&pybatch_BatchType) < 0 ||
 	    PyModule_AddObjectRef(m, "DigestMap",
 	    (PyObject *)&pydigest_DigestMapType) < 0)
@@ -119,7 +119,7 @@ error:
  * number is the one it was compiled with (and PYSHELFD_COMPILE_BACKEND is
  * not set), else the source, compiled.  New reference or NULL. */
 static PyObject *
-pyio_backend_code(const char **how)
+pymodule_backend_code(const char **how)
 {
 	const unsigned char *m = (const unsigned char *)backend_py_code;
 	const char *env = getenv("PYSHELFD_COMPILE_BACKEND");
@@ -141,13 +141,13 @@ pyio_backend_code(const char **how)
 
 /* Load and import the backend's Python half. */
 int
-pymod_start(const struct pyctx *ctx, char **cause)
+pymodule_start(const struct pyctx *ctx, char **cause)
 {
 	PyObject *code = NULL, *r = NULL, *mod;
 	const char *how = "source";
 	struct pyctx *state;
 
-	if ((code = pyio_backend_code(&how)) == NULL)
+	if ((code = pymodule_backend_code(&how)) == NULL)
 		goto error;
 	/* _pyshelfd.BACKEND_CODE says which (ws.stats()["backend_code"]) */
 	if ((mod = PyImport_ImportModule("_pyshelfd")) == NULL)
@@ -165,16 +165,16 @@ pymod_start(const struct pyctx *ctx, char **cause)
 	}
 	Py_CLEAR(r);
 	Py_DECREF(mod);
-	pyio_backend = PyImport_ExecCodeModule("_pyshelf_backend", code);
-	if (pyio_backend == NULL)
+	pymodule_backend = PyImport_ExecCodeModule("_pyshelf_backend", code);
+	if (pymodule_backend == NULL)
 		goto error;
-	pyio_RequestError = PyObject_GetAttrString(pyio_backend,
+	pymodule_RequestError = PyObject_GetAttrString(pymodule_backend,
 	    "RequestError");
-	if (pyio_RequestError == NULL)
+	if (pymodule_RequestError == NULL)
 		goto error;
-	if (pyio_setup(ctx) < 0)
+	if (pystream_setup(ctx) < 0)
 		goto error;
-	r = PyObject_CallMethod(pyio_backend, "init", "i", ctx->read_only);
+	r = PyObject_CallMethod(pymodule_backend, "init", "i", ctx->read_only);
 	if (r == NULL)
 		goto error;
 	Py_DECREF(r);
@@ -192,11 +192,11 @@ error:
 
 /* Call a backend function. */
 PyObject *
-pyio_call(const char *name, PyObject *args)
+pymodule_call(const char *name, PyObject *args)
 {
 	PyObject *f, *r;
 
-	if ((f = PyObject_GetAttrString(pyio_backend, name)) == NULL)
+	if ((f = PyObject_GetAttrString(pymodule_backend, name)) == NULL)
 		return NULL;
 	r = PyObject_Call(f, args, NULL);
 	Py_DECREF(f);

@@ -26,7 +26,7 @@ typedef struct {
 	PyObject *loader;    /* callable(name) -> value, or raises KeyError */
 	PyObject *absent;    /* set of names known not to be stored */
 	PyObject *changed;   /* set of str keys written through the mapping
-	                      * since the last diff (pymod_ns_take_changed) */
+	                      * since the last diff (pyns_take_changed) */
 	uint64_t expect;     /* the dict's version after the last noted write */
 	int untracked;       /* a write went around: the changed set is not
 	                      * the whole story until the next full diff */
@@ -35,7 +35,7 @@ typedef struct {
 /* The dict's version tag (a new value after every write).  Without one
  * (3.12+), a new number each time: every diff walks everything. */
 uint64_t
-pymod_dict_version(PyObject *d)
+pyns_dict_version(PyObject *d)
 {
 #if PY_VERSION_HEX < 0x030C0000
 	return ((PyDictObject *)d)->ma_version_tag;
@@ -48,15 +48,15 @@ pymod_dict_version(PyObject *d)
 
 /* Before a write through the Namespace: was there one around it? */
 static void
-ns_pre_write(nsobject *ns)
+pyns_pre_write(nsobject *ns)
 {
-	if (pymod_dict_version((PyObject *)ns) != ns->expect)
+	if (pyns_dict_version((PyObject *)ns) != ns->expect)
 		ns->untracked = 1;
 }
 
 /* After a write of key through the Namespace (key NULL: not to note). */
 static void
-ns_post_write(nsobject *ns, PyObject *key)
+pyns_post_write(nsobject *ns, PyObject *key)
 {
 	if (key != NULL && !ns->untracked && PyUnicode_CheckExact(key)) {
 		if (ns->changed == NULL && (ns->changed = PySet_New(NULL)) == NULL)
@@ -66,7 +66,7 @@ ns_post_write(nsobject *ns, PyObject *key)
 		if (ns->untracked)
 			PyErr_Clear();   /* the full diff will do */
 	}
-	ns->expect = pymod_dict_version((PyObject *)ns);
+	ns->expect = pyns_dict_version((PyObject *)ns);
 }
 
 /* ns[key] = v / del ns[key]: the dict's own, noted.  A global stored but
@@ -74,7 +74,7 @@ ns_post_write(nsobject *ns, PyObject *key)
  * loader(key, True), which also stands in for one that cannot be loaded,
  * so that it is found, and records that refer to it get its old object. */
 static int
-ns_ass_sub(PyObject *self, PyObject *key, PyObject *v)
+pyns_ass_sub(PyObject *self, PyObject *key, PyObject *v)
 {
 	nsobject *ns = (nsobject *)self;
 	PyObject *et, *ev, *etb;
@@ -95,10 +95,10 @@ ns_ass_sub(PyObject *self, PyObject *key, PyObject *v)
 			Py_XDECREF(old);
 		}
 	}
-	ns_pre_write(ns);
+	pyns_pre_write(ns);
 	rc = PyDict_Type.tp_as_mapping->mp_ass_subscript(self, key, v);
 	PyErr_Fetch(&et, &ev, &etb);
-	ns_post_write(ns, rc == 0 ? key : NULL);
+	pyns_post_write(ns, rc == 0 ? key : NULL);
 	PyErr_Restore(et, ev, etb);
 	return rc;
 }
@@ -107,7 +107,7 @@ ns_ass_sub(PyObject *self, PyObject *key, PyObject *v)
  * of the keywords; with any other argument, or a failure, which keys were
  * written is not known and the next diff walks everything. */
 static PyObject *
-ns_update(PyObject *self, PyObject *args, PyObject *kwds)
+pyns_update(PyObject *self, PyObject *args, PyObject *kwds)
 {
 	static PyObject *dict_update;   /* dict.update, kept */
 	nsobject *ns = (nsobject *)self;
@@ -129,31 +129,31 @@ ns_update(PyObject *self, PyObject *args, PyObject *kwds)
 		Py_XDECREF(keys);
 		return NULL;
 	}
-	ns_pre_write(ns);
+	pyns_pre_write(ns);
 	res = PyObject_Call(dict_update, full, kwds);
 	Py_DECREF(full);
 	if (res == NULL || (arg != NULL && keys == NULL)) {
 		PyObject *et, *ev, *etb;
 		PyErr_Fetch(&et, &ev, &etb);
 		ns->untracked = 1;
-		ns_post_write(ns, NULL);
+		pyns_post_write(ns, NULL);
 		PyErr_Restore(et, ev, etb);
 		Py_XDECREF(keys);
 		return res;
 	}
 	for (i = 0; keys != NULL && i < PyList_GET_SIZE(keys); i++)
-		ns_post_write(ns, PyList_GET_ITEM(keys, i));
+		pyns_post_write(ns, PyList_GET_ITEM(keys, i));
 	Py_XDECREF(keys);
 	while (kwds != NULL && PyDict_Next(kwds, &pos, &k, &v))
-		ns_post_write(ns, k);
-	ns_post_write(ns, NULL);
+		pyns_post_write(ns, k);
+	pyns_post_write(ns, NULL);
 	return res;
 }
 
 /* load_insert(name, value): a lazily loaded global enters the dict: not a
  * change to write back, so not noted (the caller updates the shadow). */
 static PyObject *
-ns_load_insert(PyObject *self, PyObject *args)
+pyns_load_insert(PyObject *self, PyObject *args)
 {
 	nsobject *ns = (nsobject *)self;
 	PyObject *name, *v;
@@ -161,24 +161,24 @@ ns_load_insert(PyObject *self, PyObject *args)
 
 	if (!PyArg_ParseTuple(args, "UO:load_insert", &name, &v))
 		return NULL;
-	ns_pre_write(ns);
+	pyns_pre_write(ns);
 	rc = PyDict_SetItem(self, name, v);
-	ns->expect = pymod_dict_version(self);
+	ns->expect = pyns_dict_version(self);
 	if (rc < 0)
 		return NULL;
 	Py_RETURN_NONE;
 }
 
-/* For collect (pybatch.c): the names written since the last call, or NULL
+/* For collect (pydiff.c): the names written since the last call, or NULL
  * (no exception) when they are not the whole story and every global must
  * be compared.  Either way the record starts afresh. */
 PyObject *
-pymod_ns_take_changed(PyObject *self)
+pyns_take_changed(PyObject *self)
 {
 	nsobject *ns = (nsobject *)self;
 	PyObject *c = NULL;
 
-	if (!ns->untracked && ns->expect == pymod_dict_version(self)) {
+	if (!ns->untracked && ns->expect == pyns_dict_version(self)) {
 		c = ns->changed;
 		ns->changed = NULL;
 		if (c == NULL && (c = PySet_New(NULL)) == NULL)
@@ -186,12 +186,12 @@ pymod_ns_take_changed(PyObject *self)
 	}
 	Py_CLEAR(ns->changed);
 	ns->untracked = 0;
-	ns->expect = pymod_dict_version(self);
+	ns->expect = pyns_dict_version(self);
 	return c;
 }
 
 static int
-ns_init(PyObject *self, PyObject *args, PyObject *kwds)
+pyns_init(PyObject *self, PyObject *args, PyObject *kwds)
 {
 	nsobject *ns = (nsobject *)self;
 	PyObject *loader = NULL;
@@ -211,7 +211,7 @@ ns_init(PyObject *self, PyObject *args, PyObject *kwds)
 
 /* dict.__missing__: absent names fail fast; others go to the loader. */
 static PyObject *
-ns_missing(PyObject *self, PyObject *key)
+pyns_missing(PyObject *self, PyObject *key)
 {
 	nsobject *ns = (nsobject *)self;
 	PyObject *v;
@@ -246,7 +246,7 @@ ns_missing(PyObject *self, PyObject *key)
 }
 
 static int
-ns_traverse(PyObject *self, visitproc visit, void *arg)
+pyns_traverse(PyObject *self, visitproc visit, void *arg)
 {
 	nsobject *ns = (nsobject *)self;
 
@@ -257,7 +257,7 @@ ns_traverse(PyObject *self, visitproc visit, void *arg)
 }
 
 static int
-ns_clear(PyObject *self)
+pyns_clear(PyObject *self)
 {
 	nsobject *ns = (nsobject *)self;
 
@@ -268,7 +268,7 @@ ns_clear(PyObject *self)
 }
 
 static void
-ns_dealloc(PyObject *self)
+pyns_dealloc(PyObject *self)
 {
 	nsobject *ns = (nsobject *)self;
 
@@ -279,37 +279,37 @@ ns_dealloc(PyObject *self)
 	PyDict_Type.tp_dealloc(self);
 }
 
-static PyMethodDef ns_methods[] = {
-	{"__missing__", ns_missing, METH_O, "load a stored global"},
-	{"update", (PyCFunction)(void (*)(void))ns_update,
+static PyMethodDef pyns_methods[] = {
+	{"__missing__", pyns_missing, METH_O, "load a stored global"},
+	{"update", (PyCFunction)(void (*)(void))pyns_update,
 	 METH_VARARGS | METH_KEYWORDS, "dict.update, with the keys noted"},
-	{"load_insert", ns_load_insert, METH_VARARGS,
+	{"load_insert", pyns_load_insert, METH_VARARGS,
 	 "load_insert(name, value): a loaded global, not a change"},
 	{NULL, NULL, 0, NULL}
 };
 
-/* mp_length and mp_subscript are the dict's (pymod_ns_ready fills them). */
-static PyMappingMethods ns_as_mapping = {
-	.mp_ass_subscript = ns_ass_sub,
+/* mp_length and mp_subscript are the dict's (pyns_ready fills them). */
+static PyMappingMethods pyns_as_mapping = {
+	.mp_ass_subscript = pyns_ass_sub,
 };
 
 void
-pymod_ns_ready(void)
+pyns_ready(void)
 {
-	ns_as_mapping.mp_length = PyDict_Type.tp_as_mapping->mp_length;
-	ns_as_mapping.mp_subscript = PyDict_Type.tp_as_mapping->mp_subscript;
+	pyns_as_mapping.mp_length = PyDict_Type.tp_as_mapping->mp_length;
+	pyns_as_mapping.mp_subscript = PyDict_Type.tp_as_mapping->mp_subscript;
 }
 
-PyTypeObject pymod_NamespaceType = {
+PyTypeObject pyns_NamespaceType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "_pyshelfd.Namespace",
 	.tp_basicsize = sizeof(nsobject),
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
 	.tp_doc = "workspace globals that load stored entries on first use",
-	.tp_traverse = ns_traverse,
-	.tp_clear = ns_clear,
-	.tp_dealloc = ns_dealloc,
-	.tp_methods = ns_methods,
-	.tp_as_mapping = &ns_as_mapping,
-	.tp_init = ns_init,
+	.tp_traverse = pyns_traverse,
+	.tp_clear = pyns_clear,
+	.tp_dealloc = pyns_dealloc,
+	.tp_methods = pyns_methods,
+	.tp_as_mapping = &pyns_as_mapping,
+	.tp_init = pyns_init,
 };

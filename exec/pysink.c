@@ -18,7 +18,7 @@
 
 /* write(b): append bytes-like b. */
 static PyObject *
-sink_write(PyObject *self, PyObject *arg)
+pysink_write(PyObject *self, PyObject *arg)
 {
 	sinkobject *s = (sinkobject *)self;
 	Py_buffer v;
@@ -43,7 +43,7 @@ sink_write(PyObject *self, PyObject *arg)
 
 /* buffer(pb): keep an out-of-band buffer (pickle's buffer_callback). */
 static PyObject *
-sink_buffer(PyObject *self, PyObject *pb)
+pysink_buffer(PyObject *self, PyObject *pb)
 {
 	sinkobject *s = (sinkobject *)self;
 
@@ -56,22 +56,22 @@ sink_buffer(PyObject *self, PyObject *pb)
 
 /* reset(): forget the current dump. */
 void
-sink_reset(sinkobject *s)
+pysink_reset(sinkobject *s)
 {
 	s->len = 0;
 	Py_CLEAR(s->oob);
 }
 
 static PyObject *
-sink_reset_py(PyObject *self, PyObject *unused)
+pysink_reset_py(PyObject *self, PyObject *unused)
 {
-	sink_reset((sinkobject *)self);
+	pysink_reset((sinkobject *)self);
 	Py_RETURN_NONE;
 }
 
 /* getvalue() -> bytes of the current dump */
 static PyObject *
-sink_getvalue(PyObject *self, PyObject *unused)
+pysink_getvalue(PyObject *self, PyObject *unused)
 {
 	sinkobject *s = (sinkobject *)self;
 
@@ -80,7 +80,7 @@ sink_getvalue(PyObject *self, PyObject *unused)
 
 /* buffers() -> list of the current dump's PickleBuffers */
 static PyObject *
-sink_buffers(PyObject *self, PyObject *unused)
+pysink_buffers(PyObject *self, PyObject *unused)
 {
 	sinkobject *s = (sinkobject *)self;
 
@@ -88,7 +88,7 @@ sink_buffers(PyObject *self, PyObject *unused)
 }
 
 static void
-sink_dealloc(PyObject *self)
+pysink_dealloc(PyObject *self)
 {
 	sinkobject *s = (sinkobject *)self;
 
@@ -99,37 +99,37 @@ sink_dealloc(PyObject *self)
 }
 
 static int
-sink_traverse(PyObject *self, visitproc visit, void *arg)
+pysink_traverse(PyObject *self, visitproc visit, void *arg)
 {
 	Py_VISIT(((sinkobject *)self)->oob);
 	return 0;
 }
 
 static int
-sink_clear(PyObject *self)
+pysink_clear(PyObject *self)
 {
 	Py_CLEAR(((sinkobject *)self)->oob);
 	return 0;
 }
 
-static PyMethodDef sink_methods[] = {
-	{"write", sink_write, METH_O, "append bytes"},
-	{"buffer", sink_buffer, METH_O, "keep an out-of-band buffer"},
-	{"reset", sink_reset_py, METH_NOARGS, "forget the current dump"},
-	{"getvalue", sink_getvalue, METH_NOARGS, "the current dump's bytes"},
-	{"buffers", sink_buffers, METH_NOARGS, "the current dump's buffers"},
+static PyMethodDef pysink_methods[] = {
+	{"write", pysink_write, METH_O, "append bytes"},
+	{"buffer", pysink_buffer, METH_O, "keep an out-of-band buffer"},
+	{"reset", pysink_reset_py, METH_NOARGS, "forget the current dump"},
+	{"getvalue", pysink_getvalue, METH_NOARGS, "the current dump's bytes"},
+	{"buffers", pysink_buffers, METH_NOARGS, "the current dump's buffers"},
 	{NULL, NULL, 0, NULL}
 };
 
-PyTypeObject pybatch_SinkType = {
+PyTypeObject pysink_SinkType = {
 	PyVarObject_HEAD_INIT(NULL, 0)
 	.tp_name = "_pyshelfd.Sink",
 	.tp_basicsize = sizeof(sinkobject),
 	.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
 	.tp_doc = "a pickler's file: bytes in C, out-of-band buffers kept",
-	.tp_methods = sink_methods,
-	.tp_dealloc = sink_dealloc,
-	.tp_traverse = sink_traverse,
-	.tp_clear = sink_clear,
+	.tp_methods = pysink_methods,
+	.tp_dealloc = pysink_dealloc,
+	.tp_traverse = pysink_traverse,
+	.tp_clear = pysink_clear,
 	.tp_new = PyType_GenericNew,
 };

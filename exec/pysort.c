@@ -16,7 +16,7 @@
  * counts all eight bytes; a byte that is the same everywhere (the high
  * bytes of addresses, the padding of short names) costs no pass. */
 void
-skey_radix(struct skey *a, struct skey *tmp, size_t n)
+pysort_radix(struct skey *a, struct skey *tmp, size_t n)
 {
 	struct skey *src = a, *dst = tmp, *t;
 	size_t cnt[8][256], i, sum;
@@ -47,7 +47,7 @@ skey_radix(struct skey *a, struct skey *tmp, size_t n)
 
 /* Key order of two records' entries, for puts in B-tree order. */
 int
-batch_cmp(const store_entry_in *a, const store_entry_in *b)
+pysort_cmp(const store_entry_in *a, const store_entry_in *b)
 {
 	size_t n;
 	int c;
@@ -72,7 +72,7 @@ batch_cmp(const store_entry_in *a, const store_entry_in *b)
  */
 
 static uint64_t
-skey_chunk(const store_entry_in *in, size_t off)
+pysort_chunk(const store_entry_in *in, size_t off)
 {
 	uint64_t v = 0;
 	size_t i;
@@ -88,7 +88,7 @@ skey_chunk(const store_entry_in *in, size_t off)
 
 /* Insertion sort by name length: for names equal up to zero padding. */
 static void
-skey_sort_len(struct skey *a, size_t n)
+pysort_by_len(struct skey *a, size_t n)
 {
 	size_t i, j;
 
@@ -102,7 +102,7 @@ skey_sort_len(struct skey *a, size_t n)
 
 /* Sort a[0..n) of one kind, all equal in their first off bytes. */
 void
-skey_sort(struct skey *a, struct skey *tmp, size_t n, size_t off)
+pysort_keys(struct skey *a, struct skey *tmp, size_t n, size_t off)
 {
 	size_t i, j, k;
 	int longer;
@@ -110,15 +110,15 @@ skey_sort(struct skey *a, struct skey *tmp, size_t n, size_t off)
 	if (n <= 16) {
 		for (i = 1; i < n; i++) {
 			struct skey x = a[i];
-			for (j = i; j > 0 && batch_cmp(a[j - 1].in, x.in) > 0; j--)
+			for (j = i; j > 0 && pysort_cmp(a[j - 1].in, x.in) > 0; j--)
 				a[j] = a[j - 1];
 			a[j] = x;
 		}
 		return;
 	}
 	for (i = 0; i < n; i++)
-		a[i].k = skey_chunk(a[i].in, off);
-	skey_radix(a, tmp, n);
+		a[i].k = pysort_chunk(a[i].in, off);
+	pysort_radix(a, tmp, n);
 	for (i = 0; i < n; i = j) {
 		for (j = i + 1, longer = 0; j < n && a[j].k == a[i].k; j++)
 			;
@@ -129,8 +129,8 @@ skey_sort(struct skey *a, struct skey *tmp, size_t n, size_t off)
 			    a[k].in->name_len > off + 8)
 				longer = 1;
 		if (longer)
-			skey_sort(a + i, tmp, j - i, off + 8);
+			pysort_keys(a + i, tmp, j - i, off + 8);
 		else    /* tied up to zero padding: shorter first */
-			skey_sort_len(a + i, j - i);
+			pysort_by_len(a + i, j - i);
 	}
 }

@@ -1,7 +1,7 @@
 /*
  * pystore.c - the store side of the _pyshelfd module: reading one entry,
  * listing keys, handle ids, digests and out-of-band buffer framing.
- * Checkpoints are written by pybatch.c.
+ * Checkpoints are written by pybatch.c and pycommit.c.
  *
  * All functions here are called with the GIL held.  Store transactions
  * never call back into Python code.
@@ -82,7 +82,7 @@ pystore_refuse_child(int exact)
 {
 	/* reads take the atfork flag only (a getpid() per entry loaded adds
 	 * up); commits compare the pid as well */
-	if (!pyio_in_child_of(pyio_ctx(), exact))
+	if (!pystream_in_child_of(pymodule_ctx(), exact))
 		return 0;
 	PyErr_SetString(PyExc_RuntimeError, "pyshelf: the workspace's store "
 	    "cannot be used in a process forked by shipped code (load the "
@@ -92,11 +92,11 @@ pystore_refuse_child(int exact)
 }
 
 /* The module's context, when it has a store (1 with an exception when
- * not: _pyshelfd used before pymod_start). */
+ * not: _pyshelfd used before pymodule_start). */
 static const struct pyctx *
 pystore_ctx(void)
 {
-	const struct pyctx *c = pyio_ctx();
+	const struct pyctx *c = pymodule_ctx();
 
 	if (c->st != NULL && c->sess != NULL)
 		return c;
@@ -848,7 +848,7 @@ pystore_dict_version(PyObject *self, PyObject *d)
 		    "%.200s", Py_TYPE(d)->tp_name);
 		return NULL;
 	}
-	return PyLong_FromUnsignedLongLong(pymod_dict_version(d));
+	return PyLong_FromUnsignedLongLong(pyns_dict_version(d));
 }
 
 PyMethodDef pystore_methods[] = {

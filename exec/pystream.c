@@ -29,9 +29,9 @@
  * running so that the workspace still gets checkpointed).
  */
 static PyObject *
-pyio_output(PyObject *self, PyObject *args)
+pystream_output(PyObject *self, PyObject *args)
 {
-	const struct pyctx *c = pyio_ctx();
+	const struct pyctx *c = pymodule_ctx();
 	Py_buffer view;
 	PyObject *data;
 	const char *p;
@@ -77,7 +77,7 @@ pyio_output(PyObject *self, PyObject *args)
 /* Is this a child forked by shipped code?  exact: compare the pid (the
  * owner's in_child), else the atfork flag only. */
 int
-pyio_in_child_of(const struct pyctx *c, int exact)
+pystream_in_child_of(const struct pyctx *c, int exact)
 {
 	if (exact)
 		return c->in_child != NULL && c->in_child();
@@ -87,13 +87,13 @@ pyio_in_child_of(const struct pyctx *c, int exact)
 /* in_child(exact=1) -> whether this process was forked by shipped code;
  * exact=0 looks at the atfork flag only (no getpid(): for hot paths) */
 static PyObject *
-pyio_in_child(PyObject *self, PyObject *args)
+pystream_in_child(PyObject *self, PyObject *args)
 {
 	int exact = 1;
 
 	if (!PyArg_ParseTuple(args, "|i:in_child", &exact))
 		return NULL;
-	return PyBool_FromLong(pyio_in_child_of(pyio_ctx(), exact));
+	return PyBool_FromLong(pystream_in_child_of(pymodule_ctx(), exact));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -106,15 +106,15 @@ pyio_in_child(PyObject *self, PyObject *args)
  * KeyboardInterrupt, idle workers just leave their loop.
  */
 static PyObject *
-pyio_on_signal(PyObject *self, PyObject *args)
+pystream_on_signal(PyObject *self, PyObject *args)
 {
-	const struct pyctx *c = pyio_ctx();
+	const struct pyctx *c = pymodule_ctx();
 	int signum;
 	PyObject *frame;
 
 	if (!PyArg_ParseTuple(args, "iO", &signum, &frame))
 		return NULL;
-	if (pyio_in_child_of(c, 1)) {
+	if (pystream_in_child_of(c, 1)) {
 		/* a child of shipped code that kept our handler (the backend
 		 * resets it after a fork): behave as a plain Python process,
 		 * and never touch the parent's state */
@@ -141,11 +141,11 @@ pyio_on_signal(PyObject *self, PyObject *args)
 	}
 }
 
-PyMethodDef pyio_methods[] = {
-	{"on_signal", pyio_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
-	{"output", pyio_output, METH_VARARGS, "output(stream, data): send "
+PyMethodDef pystream_methods[] = {
+	{"on_signal", pystream_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
+	{"output", pystream_output, METH_VARARGS, "output(stream, data): send "
 	    "output of the running request"},
-	{"in_child", pyio_in_child, METH_VARARGS, "in_child(exact=1) -> "
+	{"in_child", pystream_in_child, METH_VARARGS, "in_child(exact=1) -> "
 	    "whether this process is a child forked by shipped code"},
 	{NULL, NULL, 0, NULL}
 };
@@ -153,7 +153,7 @@ PyMethodDef pyio_methods[] = {
 /* SIGINT/SIGTERM get our handler.  (sys.stdout/sys.stderr/sys.stdin are
  * set by the backend's init(): OutputStream objects over output().) */
 int
-pyio_setup(const struct pyctx *c)
+pystream_setup(const struct pyctx *c)
 {
 	PyObject *sig = NULL, *h = NULL, *r;
 	int rc = -1;

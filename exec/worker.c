@@ -335,7 +335,7 @@ worker_wake(worker *w)
 }
 
 /* Ask the running code to stop: SIGINT to the main thread, whose handler
- * (pyio.c) raises KeyboardInterrupt or TimeoutError. Lock held. */
+ * (pystream.c) raises KeyboardInterrupt or TimeoutError. Lock held. */
 static void
 worker_stop_locked(worker *w, int reason)
 {
@@ -698,7 +698,7 @@ worker_send_fatal(worker *w, const char *cause)
 static void
 worker_threads_end(worker *w)
 {
-	PyObject *r = PyObject_CallMethod(pyio_backend, "nondaemon_threads",
+	PyObject *r = PyObject_CallMethod(pymodule_backend, "nondaemon_threads",
 	    NULL);
 	long n = r != NULL ? PyLong_AsLong(r) : -1;
 
@@ -709,7 +709,7 @@ worker_threads_end(worker *w)
 		return;
 	if (!w->detached && !w->closed)
 		(void)dispatch_checkpoint(w, 2);
-	r = PyObject_CallMethod(pyio_backend, "end_threads", "d",
+	r = PyObject_CallMethod(pymodule_backend, "end_threads", "d",
 	    w->closed ? 0.0 : WORKER_THREAD_GRACE_S);
 	Py_XDECREF(r);
 	if (r != NULL)
@@ -750,7 +750,7 @@ worker_run(worker *w)
 			.in_child = worker_in_child,
 			.on_signal = dispatch_signal
 		};
-		if (pymod_start(&pc, &cause) != 0)
+		if (pymodule_start(&pc, &cause) != 0)
 			goto fail_py;
 	}
 	w->main_thread = pthread_self();
