@@ -551,8 +551,10 @@ error:
  * skip_type (placeholders) and missing ones are left alone.  The objects
  * are pickled in the order of their addresses (pybatch_sort_items). */
 static PyObject *
-pybatch_dump_keys(PyObject *self, PyObject *args)
+pybatch_dump_keys(PyObject *self, PyObject *args, PyObject *kw)
 {
+	static char *names[] = {"pickler", "sink", "idmap", "keys", "shadow",
+	    "handles", "hflags", "digests", "skip_type", NULL};
 	batchobject *b = (batchobject *)self;
 	PyObject *pickler, *sink, *idmap, *keys, *shadow, *handles, *hflags,
 	    *digests, *skip, *failed = NULL, *res = NULL;
@@ -561,7 +563,8 @@ pybatch_dump_keys(PyObject *self, PyObject *args)
 	Py_ssize_t written = 0;
 	size_t n = 0, i;
 
-	if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!O:dump_keys", &pickler,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OO!OOO!O!O!O!O:dump_keys",
+	    names, &pickler,
 	    &pysink_SinkType, &sink, &idmap, &keys, &PyDict_Type, &shadow,
 	    &PyDict_Type, &handles, &PyDict_Type, &hflags,
 	    &pydigest_DigestMapType, &digests, &skip))
@@ -609,7 +612,8 @@ pybatch_dump_keys(PyObject *self, PyObject *args)
 			written += rc;
 		Py_DECREF(tn);
 	}
-	res = Py_BuildValue("nO", written, failed);
+	res = pyfields_named(pyfields_Dumped, Py_BuildValue("nO", written,
+	    failed));
 out:
 	pysink_reset((sinkobject *)sink);
 	pybatch_pmeth_clear(&pm);
@@ -632,14 +636,17 @@ PyMethodDef pybatch_methods[] = {
 /* add(key, pickler, flags, type_name, refs, digest, parts): a record
  * pickled elsewhere; parts are bytes-likes concatenated as the payload. */
 static PyObject *
-pybatch_add(PyObject *self, PyObject *args)
+pybatch_add(PyObject *self, PyObject *args, PyObject *kw)
 {
+	static char *names[] = {"key", "pickler", "flags", "type_name", "refs",
+	    "digest", "parts", NULL};
 	batchobject *b = (batchobject *)self;
 	PyObject *key, *refs, *digest, *parts, *tn;
 	int pickler, flags;
 	brec *rec;
 
-	if (!PyArg_ParseTuple(args, "OiiO!O!O!O!:add", &key, &pickler, &flags,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "OiiO!O!O!O!:add", names,
+	    &key, &pickler, &flags,
 	    &PyUnicode_Type, &tn, &PyBytes_Type, &refs, &PyBytes_Type, &digest,
 	    &PyList_Type, &parts))
 		return NULL;
@@ -839,10 +846,12 @@ pybatch_dealloc(PyObject *self)
 }
 
 static PyMethodDef pybatch_type_methods[] = {
-	{"dump_keys", pybatch_dump_keys, METH_VARARGS,
+	{"dump_keys", (PyCFunction)(void (*)(void))pybatch_dump_keys,
+	 METH_VARARGS | METH_KEYWORDS,
 	 "dump_keys(pickler, sink, idmap, keys, shadow, handles, hflags, "
 	 "digests, skip_type) -> (n, failed)"},
-	{"add", pybatch_add, METH_VARARGS,
+	{"add", (PyCFunction)(void (*)(void))pybatch_add,
+	 METH_VARARGS | METH_KEYWORDS,
 	 "add(key, pickler, flags, type_name, refs, digest, parts)"},
 	{"delete", pybatch_delete, METH_O, "delete(key)"},
 	{"clear", pybatch_clear, METH_NOARGS, "clear(): forget every record"},
@@ -850,9 +859,11 @@ static PyMethodDef pybatch_type_methods[] = {
 	{"drop", pybatch_drop, METH_O, "drop(keys)"},
 	{"unref", pybatch_unref, METH_VARARGS,
 	 "unref(target, referrer): forget that references-index row"},
-	{"commit", pycommit_commit, METH_VARARGS,
+	{"commit", (PyCFunction)(void (*)(void))pycommit_commit,
+	 METH_VARARGS | METH_KEYWORDS,
 	 "commit(digests, refs_of) -> (records written, [(key, refs)])"},
-	{"commit_part", pycommit_commit_part, METH_VARARGS,
+	{"commit_part", (PyCFunction)(void (*)(void))pycommit_commit_part,
+	 METH_VARARGS | METH_KEYWORDS,
 	 "commit_part(digests, refs_of, keys, dels, unrefs) -> (records "
 	 "written, [(key, refs)]); the batch keeps its records"},
 	{"records", pybatch_records, METH_NOARGS,

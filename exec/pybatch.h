@@ -64,7 +64,8 @@ void pycommit_reset(batchobject *b);
 void pycommit_scratch_free(batchobject *b);
 /* commit(digests, refs_of), commit_part(digests, refs_of, keys, dels,
  * unrefs): the methods. */
-PyObject *pycommit_commit(PyObject *self, PyObject *args);
-PyObject *pycommit_commit_part(PyObject *self, PyObject *args);
+PyObject *pycommit_commit(PyObject *self, PyObject *args, PyObject *kw);
+PyObject *pycommit_commit_part(PyObject *self, PyObject *args,
+                               PyObject *kw);
 
 #endif

@@ -341,7 +341,8 @@ pycommit_written(batchobject *b, PyObject *digests, PyObject *refs_of)
 		}
 		Py_DECREF(t);
 	}
-	return Py_BuildValue("nN", (Py_ssize_t)n, l);
+	return pyfields_named(pyfields_Committed, Py_BuildValue("nN",
+	    (Py_ssize_t)n, l));
 error:
 	Py_DECREF(l);
 	return NULL;
@@ -436,11 +437,13 @@ out:
  * succeeds, but for StoreFull: then it keeps everything for commit_part
  * (the caller clears it). */
 PyObject *
-pycommit_commit(PyObject *self, PyObject *args)
+pycommit_commit(PyObject *self, PyObject *args, PyObject *kw)
 {
+	static char *names[] = {"digests", "refs_of", NULL};
 	PyObject *res, *digests, *refs_of;
 
-	if (!PyArg_ParseTuple(args, "O!O!:commit", &pydigest_DigestMapType,
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!:commit", names,
+	    &pydigest_DigestMapType,
 	    &digests, &PyDict_Type, &refs_of))
 		return NULL;
 	res = pycommit_run((batchobject *)self, digests, refs_of);
@@ -456,15 +459,17 @@ pycommit_commit(PyObject *self, PyObject *args)
  * checkpoint that does not fit in the store can commit it piece by piece:
  * what fits now, the rest once there is room. */
 PyObject *
-pycommit_commit_part(PyObject *self, PyObject *args)
+pycommit_commit_part(PyObject *self, PyObject *args, PyObject *kw)
 {
+	static char *names[] = {"digests", "refs_of", "keys", "dels", "unrefs",
+	    NULL};
 	batchobject *b = (batchobject *)self;
 	PyObject *res = NULL, *digests, *refs_of, *keys, *dels, *unrefs,
 	    *sdels, *sunrefs;
 	size_t i;
 	int r;
 
-	if (!PyArg_ParseTuple(args, "O!O!OO!O!:commit_part",
+	if (!PyArg_ParseTupleAndKeywords(args, kw, "O!O!OO!O!:commit_part", names,
 	    &pydigest_DigestMapType, &digests, &PyDict_Type, &refs_of, &keys,
 	    &PyList_Type, &dels, &PyList_Type, &unrefs))
 		return NULL;

@@ -121,6 +121,17 @@ int pysort_cmp(const store_entry_in *a, const store_entry_in *b);
  * bytes, into key order; tmp has room for n. */
 void pysort_keys(struct skey *a, struct skey *tmp, size_t n, size_t off);
 
+/* pyfields.c */
+/* The record types of _pyshelfd (struct sequences). */
+extern PyTypeObject *pyfields_Record, *pyfields_Head, *pyfields_Check,
+    *pyfields_Room, *pyfields_Dumped, *pyfields_Committed, *pyfields_Result;
+/* Make them; add them and the constants of wire.h and store.h that the
+ * Python half uses to module m.  0 or -1. */
+int pyfields_init(PyObject *m);
+/* A record of type tp with the items of tuple t (stolen, NULL passed
+ * through); new reference or NULL. */
+PyObject *pyfields_named(PyTypeObject *tp, PyObject *t);
+
 /* pydiff.c */
 extern PyMethodDef pydiff_methods[];
 

@@ -97,7 +97,7 @@ PyInit__pyshelfd(void)
 	    pystore_StoreError, NULL);
 	if (pystore_StoreFull == NULL)
 		goto error;
-	if (PyModule_AddIntConstant(m, "KEY_MAX", STORE_KEY_MAX) < 0 ||
+	if (pyfields_init(m) < 0 ||
 	    PyModule_AddObjectRef(m, "StoreError", pystore_StoreError) < 0 ||
 	    PyModule_AddObjectRef(m, "CorruptEntry", pystore_CorruptEntry) < 0 ||
 	    PyModule_AddObjectRef(m, "StoreFull", pystore_StoreFull) < 0 ||

@@ -188,24 +188,25 @@ pystore_get_result(struct get_arg *ga)
 	case 3:
 		return PyBytes_FromStringAndSize(refs, (Py_ssize_t)ga->refs_len);
 	case 4:
-		return Py_BuildValue("(iN)", ga->flags, PyUnicode_DecodeUTF8(tn,
-		    (Py_ssize_t)ga->type_len, "replace"));
+		return pyfields_named(pyfields_Head, Py_BuildValue("(iN)",
+		    ga->flags, PyUnicode_DecodeUTF8(tn, (Py_ssize_t)ga->type_len,
+		    "replace")));
 	case 5:
-		return Py_BuildValue("(iNy#N)", ga->flags,
-		    PyUnicode_DecodeUTF8(tn, (Py_ssize_t)ga->type_len,
+		return pyfields_named(pyfields_Check, Py_BuildValue("(iNy#N)",
+		    ga->flags, PyUnicode_DecodeUTF8(tn, (Py_ssize_t)ga->type_len,
 		    "replace"), refs, (Py_ssize_t)ga->refs_len,
 		    ga->flags & STORE_FLAG_VOLATILE ? PyUnicode_DecodeUTF8(
 		    refs + ga->refs_len, (Py_ssize_t)ga->text_len, "replace") :
-		    Py_NewRef(Py_None));
+		    Py_NewRef(Py_None)));
 	}
 	digest = pystore_content_digest(PyByteArray_AS_STRING(ga->payload),
 	    (size_t)PyByteArray_GET_SIZE(ga->payload), NULL, ga->flags, refs,
 	    ga->refs_len);
 	if (digest == NULL)
 		return NULL;
-	return Py_BuildValue("iis#ONy#", ga->pickler, ga->flags, tn,
-	    (Py_ssize_t)ga->type_len, ga->payload, digest, refs,
-	    (Py_ssize_t)ga->refs_len);
+	return pyfields_named(pyfields_Record, Py_BuildValue("iis#ONy#",
+	    ga->pickler, ga->flags, tn, (Py_ssize_t)ga->type_len, ga->payload,
+	    digest, refs, (Py_ssize_t)ga->refs_len));
 }
 
 /* Shared body of get/get_refs/flags/head. */
@@ -634,7 +635,8 @@ pystore_room(PyObject *self, PyObject *unused)
 	(void)store_usage(c->st, NULL, NULL, &map_max);
 	if (statvfs(store_path(c->st), &sv) == 0)
 		disk_free = (long long)sv.f_bavail * (long long)sv.f_frsize;
-	return Py_BuildValue("KL", (unsigned long long)map_max, disk_free);
+	return pyfields_named(pyfields_Room, Py_BuildValue("KL",
+	    (unsigned long long)map_max, disk_free));
 }
 
 /* next_handle() -> a fresh handle id of this session */
