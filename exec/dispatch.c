@@ -108,7 +108,7 @@ dispatch_checkpoint_raw(worker *w, int full)
 		w->requests_since_full = 1;  /* a request ran */
 	else if (full == 1 && !w->requests_since_full)
 		mode = 0;  /* interval, and nothing ran that could mutate */
-	r = PyObject_CallMethod(pymodule_backend, "checkpoint", "i", mode);
+	r = pymodule_call("checkpoint", Py_BuildValue("{s:i}", "full", mode));
 	if (r == NULL)
 		return -1;  /* a failed full checkpoint is tried again */
 	Py_DECREF(r);
@@ -320,8 +320,8 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT) {
 		wire_put_u64(&b, WIRE_TAG_HANDLE,
 		    PyLong_AsUnsignedLongLong(handle));
-		vol = PyObject_CallMethod(pymodule_backend, "volatile_of", "O",
-		    handle);
+		vol = pymodule_call("volatile_of", Py_BuildValue("{s:O}",
+		    "hid", handle));
 	}
 	dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
 	dispatch_put_pystr(&b, WIRE_TAG_EXC_TYPE, et);
@@ -405,8 +405,10 @@ dispatch_exec(worker *w, const wire_msg *m)
 		Py_CLEAR(a);
 	}
 	worker_set_running(w, m->id, wire_msg_u64(m, WIRE_TAG_TIMEOUT_MS, 0));
-	res = PyObject_CallMethod(pymodule_backend, "exec_request", "OOOOi", pcode,
-	    pfunc, dg, args, (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 0));
+	res = pymodule_call("exec_request", Py_BuildValue(
+	    "{s:O,s:O,s:O,s:O,s:i}", "code", pcode, "func", pfunc, "digest",
+	    dg, "args", args, "want_value",
+	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 0)));
 	worker_set_running(w, 0, 0);
 	if (res == NULL)
 		goto error;
@@ -508,8 +510,8 @@ dispatch_get(worker *w, const wire_msg *m)
 
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
-	res = PyObject_CallMethod(pymodule_backend, "get_request", "Oi", k,
-	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1));
+	res = pymodule_call("get_request", Py_BuildValue("{s:O,s:i}", "name",
+	    k, "want_value", (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1)));
 	Py_DECREF(k);
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);
@@ -528,10 +530,12 @@ dispatch_set_del(worker *w, const wire_msg *m)
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
 	if (m->type == WIRE_MSG_SET)
-		res = PyObject_CallMethod(pymodule_backend, "set_request", "Oy#", k,
-		    (const char *)v->data, (Py_ssize_t)v->len);
+		res = pymodule_call("set_request", Py_BuildValue("{s:O,s:y#}",
+		    "name", k, "data", (const char *)v->data,
+		    (Py_ssize_t)v->len));
 	else
-		res = PyObject_CallMethod(pymodule_backend, "del_request", "O", k);
+		res = pymodule_call("del_request", Py_BuildValue("{s:O}",
+		    "name", k));
 	Py_DECREF(k);
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);

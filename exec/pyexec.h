@@ -200,8 +200,9 @@ int pystream_in_child_of(const struct pyctx *c, int exact);
 extern PyObject *pymodule_backend;  /* the _pyshelf_backend module */
 extern PyObject *pymodule_RequestError;
 PyObject *PyInit__pyshelfd(void);
-/* Call _pyshelf_backend.name(*args); new reference or NULL. */
-PyObject *pymodule_call(const char *name, PyObject *args);
+/* Call _pyshelf_backend.name(**kwargs), kwargs a dict (stolen; NULL
+ * passes its exception on); new reference or NULL. */
+PyObject *pymodule_call(const char *name, PyObject *kwargs);
 /* The module's context (its state; all zero before pymodule_start). */
 struct pyctx *pymodule_ctx(void);
 /* Import the backend's Python half with ctx (copied into the module's

@@ -174,7 +174,8 @@ pymodule_start(const struct pyctx *ctx, char **cause)
 		goto error;
 	if (pystream_setup(ctx) < 0)
 		goto error;
-	r = PyObject_CallMethod(pymodule_backend, "init", "i", ctx->read_only);
+	r = pymodule_call("init", Py_BuildValue("{s:i}", "read_only",
+	    ctx->read_only));
 	if (r == NULL)
 		goto error;
 	Py_DECREF(r);
@@ -190,15 +191,26 @@ error:
 	return -1;
 }
 
-/* Call a backend function. */
+/*
+ * Call the backend's function name with keyword arguments: kwargs is a
+ * dict (stolen; NULL: building it failed, the exception is passed on) of
+ * the parameter names the Python half's function declares, so that the
+ * C half never depends on the order of its parameters.  New reference
+ * or NULL.
+ */
 PyObject *
-pymodule_call(const char *name, PyObject *args)
+pymodule_call(const char *name, PyObject *kwargs)
 {
-	PyObject *f, *r;
+	PyObject *f, *args, *r = NULL;
 
-	if ((f = PyObject_GetAttrString(pymodule_backend, name)) == NULL)
+	if (kwargs == NULL)
 		return NULL;
-	r = PyObject_Call(f, args, NULL);
-	Py_DECREF(f);
+	if ((f = PyObject_GetAttrString(pymodule_backend, name)) != NULL &&
+	    (args = PyTuple_New(0)) != NULL) {
+		r = PyObject_Call(f, args, kwargs);
+		Py_DECREF(args);
+	}
+	Py_XDECREF(f);
+	Py_DECREF(kwargs);
 	return r;
 }
