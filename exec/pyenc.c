@@ -637,7 +637,7 @@ pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
 	if (enc_oob_list(&e, r > 0, oob) < 0)
 		r = -1;
 	if (r > 0 && e.nrefs > 0 &&
-	    (*refs = pyidmap_refs(e.refs, e.nrefs)) == NULL) {
+	    (*refs = pyrefs_blob(e.refs, e.nrefs)) == NULL) {
 		if (oob != NULL)
 			Py_CLEAR(*oob);
 		r = -1;

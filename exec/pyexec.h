@@ -80,9 +80,7 @@ int pyidmap_reserve(PyObject *idmap, size_t n);
 /* The key of the entry obj is the object of (borrowed), or NULL (also for
  * a NULL idmap). */
 PyObject *pyidmap_key(PyObject *idmap, PyObject *obj);
-/* The refs blob of these entry keys (bytes, new reference), deduplicated;
- * NULL with an exception. */
-PyObject *pyidmap_refs(PyObject *const *keys, size_t n);
+
 /* Is obj mapped to an entry other than key (key's record of it is then a
  * reference to that entry)? */
 int pyidmap_alias(PyObject *idmap, PyObject *obj, PyObject *key);
@@ -131,6 +129,12 @@ int pyfields_init(PyObject *m);
 /* A record of type tp with the items of tuple t (stolen, NULL passed
  * through); new reference or NULL. */
 PyObject *pyfields_named(PyTypeObject *tp, PyObject *t);
+
+/* pyrefs.c */
+/* The refs blob of these entry keys (bytes, new reference), deduplicated;
+ * NULL with an exception. */
+PyObject *pyrefs_blob(PyObject *const *keys, size_t n);
+extern PyMethodDef pyrefs_methods[];
 
 /* pydiff.c */
 extern PyMethodDef pydiff_methods[];

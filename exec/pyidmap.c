@@ -409,86 +409,6 @@ pyidmap_pid(PyObject *self, PyObject *obj)
 	return Py_NewRef(s->key);
 }
 
-/* Append one persistent reference to the refs blob. */
-static int
-pyidmap_encode_ref(PyObject *key, char **buf, size_t *len, size_t *cap)
-{
-	PyObject *kind, *k; /* borrowed */
-	const char *name = NULL, *ks;
-	Py_ssize_t nlen = 8;
-	uint8_t hb[8];
-
-	if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
-		PyErr_SetString(PyExc_TypeError, "entry key must be a pair");
-		return -1;
-	}
-	kind = PyTuple_GET_ITEM(key, 0);
-	k = PyTuple_GET_ITEM(key, 1);
-	if ((ks = PyUnicode_AsUTF8(kind)) == NULL)
-		return -1;
-	if (ks[0] == 'g') {
-		if ((name = PyUnicode_AsUTF8AndSize(k, &nlen)) == NULL)
-			return -1;
-		/* the length field is 16 bits; pyidmap_add_py never maps such a
-		 * key, so this is a bug, and refused rather than truncated */
-		if (nlen == 0 || nlen > STORE_KEY_MAX) {
-			PyErr_Format(PyExc_ValueError, "a reference to a global "
-			    "of %zd bytes: must be 1 to %d", nlen, STORE_KEY_MAX);
-			return -1;
-		}
-	} else {
-		wire_be64_put(hb, PyLong_AsUnsignedLongLong(k));
-		if (PyErr_Occurred())
-			return -1;
-		name = (const char *)hb;
-	}
-	if (*len + 3 + (size_t)nlen > *cap) {
-		size_t ncap = (*cap + 3 + (size_t)nlen) * 2;
-		char *n = PyMem_Realloc(*buf, ncap);
-		if (n == NULL) {
-			PyErr_NoMemory();
-			return -1;
-		}
-		*buf = n;
-		*cap = ncap;
-	}
-	(*buf)[*len] = ks[0];
-	wire_be16_put((uint8_t *)*buf + *len + 1, (uint16_t)nlen);
-	memcpy(*buf + *len + 3, name, (size_t)nlen);
-	*len += 3 + (size_t)nlen;
-	return 0;
-}
-
-/* The refs blob of keys[0..n) (bytes, deduplicated, in first-seen
- * order). */
-PyObject *
-pyidmap_refs(PyObject *const *keys, size_t n)
-{
-	PyObject *seen = NULL, *res = NULL;
-	char *buf = NULL;
-	size_t len = 0, cap = 0, i;
-	int r;
-
-	if (n == 0)
-		return PyBytes_FromStringAndSize("", 0);
-	if ((seen = PySet_New(NULL)) == NULL)
-		return NULL;
-	for (i = 0; i < n; i++) {
-		if ((r = PySet_Contains(seen, keys[i])) < 0)
-			goto error;
-		if (r)
-			continue;
-		if (PySet_Add(seen, keys[i]) < 0 ||
-		    pyidmap_encode_ref(keys[i], &buf, &len, &cap) < 0)
-			goto error;
-	}
-	res = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
-error:
-	PyMem_Free(buf);
-	Py_DECREF(seen);
-	return res;
-}
-
 /* end(): finish a dump; return the refs blob (bytes, deduplicated). */
 static PyObject *
 pyidmap_end_py(PyObject *self, PyObject *unused)
@@ -502,7 +422,7 @@ pyidmap_end_py(PyObject *self, PyObject *unused)
 	m->hits = NULL;
 	if (hits == NULL)
 		return PyBytes_FromStringAndSize("", 0);
-	res = pyidmap_refs(PySequence_Fast_ITEMS(hits),
+	res = pyrefs_blob(PySequence_Fast_ITEMS(hits),
 	    (size_t)PyList_GET_SIZE(hits));
 	Py_DECREF(hits);
 	return res;

@@ -85,7 +85,8 @@ PyInit__pyshelfd(void)
 	if (pymodule_add_methods(m, pystore_methods) < 0 ||
 	    pymodule_add_methods(m, pystream_methods) < 0 ||
 	    pymodule_add_methods(m, pybatch_methods) < 0 ||
-	    pymodule_add_methods(m, pydiff_methods) < 0)
+	    pymodule_add_methods(m, pydiff_methods) < 0 ||
+	    pymodule_add_methods(m, pyrefs_methods) < 0)
 		goto error;
 	pystore_StoreError = PyErr_NewException("_pyshelfd.StoreError",
 	    PyExc_OSError, NULL);

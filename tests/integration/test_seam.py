@@ -114,3 +114,32 @@ DirectValue((type(res).__name__, res.written, written, res.noted == noted,
              pickle.loads(bytes(rec.payload)), rec.digest == digest))
 ''').value
     assert out == ("Committed", 1, 1, True, {"x": 1}, True)
+
+
+def test_refs_codec_through_c(gw):
+    """The Python half encodes and parses refs blobs through _pyshelfd
+    (the store's codec); a name the store cannot hold is refused with a
+    clear error, never written with a wrapped 16-bit length."""
+    out = gw.remote_exec(r'''
+import _pyshelfd as S
+keys = (("g", "a"), ("h", 7), ("g", "é" * 10), ("h", 2**64 - 1),
+        ("g", "x" * S.KEY_MAX))
+blob = S.refs_encode(keys)
+errs = []
+for bad in [("g", "y" * (S.KEY_MAX + 1)), ("g", "z" * 65536), ("g", "")]:
+    try:
+        S.refs_encode([("g", "a"), bad])
+        errs.append(None)
+    except ValueError as e:
+        errs.append(str(e))
+DirectValue((blob, S.refs_parse(blob), S.refs_parse(bytearray(blob)),
+             S.refs_encode([("g", "a"), ("g", "a")]), errs))
+''').value
+    blob, parsed, parsed2, dedup, errs = out
+    # the layout of docs/STORAGE.md: u8 kind, u16 big-endian length, key
+    want = b"g\x00\x01a" + b"h\x00\x08" + (7).to_bytes(8, "big")
+    assert blob.startswith(want)
+    assert parsed == parsed2 == (("g", "a"), ("h", 7), ("g", "é" * 10),
+                                 ("h", 2**64 - 1), ("g", "x" * 480))
+    assert dedup == b"g\x00\x01a"
+    assert all(e is not None and "global" in e for e in errs), errs
