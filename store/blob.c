@@ -251,18 +251,11 @@ blob_write(store_txn *t, const MDB_val *k, const store_entry_in *in,
 		goto io;
 	}
 	if (in->payload_digest != NULL) {
-		/* the payload digest continues from the payload: the flags,
-		 * then the refs blob (store.h) */
-		uint8_t fb[2];
-
+		/* the payload digest continues from the file's: the payload
+		 * was hashed once, on its way to the file */
 		XXH3_copyState(&pst, &st);
-		be16_put(fb, in->flags);
-		XXH3_128bits_update(&pst, fb, 2);
-		if (in->refs_len > 0)
-			XXH3_128bits_update(&pst, in->refs, in->refs_len);
-		h = XXH3_128bits_digest(&pst);
-		be64_put(in->payload_digest, h.high64);
-		be64_put(in->payload_digest + 8, h.low64);
+		record_payload_digest_end(&pst, in->flags, in->refs,
+		    in->refs_len, in->payload_digest);
 	}
 	h = XXH3_128bits_digest(&st);
 	memcpy(ref, name, sizeof name);

@@ -100,6 +100,8 @@ store_strerror(int rc)
 	case STORE_E_DAMAGED:
 		return "store is damaged (its pages fail the structural check): "
 		    "not written; run pyshelf-dump --check";
+	case STORE_E_KEY:
+		return "a global's name is empty, too long or not UTF-8";
 	default:
 		return mdb_strerror(rc);
 	}

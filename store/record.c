@@ -53,21 +53,60 @@ record_digest(const uint8_t *p, size_t n, uint8_t out[STORE_DIGEST_SIZE])
 #define RECORD_FUSE_MIN (1u << 20)
 #define RECORD_FUSE_CHUNK (32u << 10)
 
-/* Finish in->payload_digest: the payload went into st; then the flags
- * and the refs blob (store.h). */
-static void
-record_payload_digest(XXH3_state_t *st, const store_entry_in *in)
+/* Finish a payload digest whose payload went into st: the flags (u16
+ * big-endian), then the refs blob; out high half first, each big-endian
+ * (store.h).  The one place that says what follows the payload: the
+ * passes that copy or write a payload hash it on the way and end here. */
+void
+record_payload_digest_end(XXH3_state_t *st, unsigned flags,
+                          const void *refs, size_t refs_len,
+                          uint8_t out[STORE_DIGEST_SIZE])
 {
 	XXH128_hash_t h;
 	uint8_t fb[2];
 
-	be16_put(fb, in->flags);
+	be16_put(fb, (uint16_t)flags);
 	XXH3_128bits_update(st, fb, 2);
-	if (in->refs_len > 0)
-		XXH3_128bits_update(st, in->refs, in->refs_len);
+	if (refs_len > 0)
+		XXH3_128bits_update(st, refs, refs_len);
 	h = XXH3_128bits_digest(st);
-	be64_put(in->payload_digest, h.high64);
-	be64_put(in->payload_digest + 8, h.low64);
+	be64_put(out, h.high64);
+	be64_put(out + 8, h.low64);
+}
+
+/* The payload digest of a payload given whole or in pieces. */
+void
+record_payload_digest(const void *data, size_t len,
+                      const struct iovec *parts, size_t nparts,
+                      unsigned flags, const void *refs, size_t refs_len,
+                      uint8_t out[STORE_DIGEST_SIZE])
+{
+	XXH3_state_t st;
+	XXH128_hash_t h;
+	uint8_t small[512];
+	size_t i;
+
+	if (nparts == 0 && len + 2 + refs_len <= sizeof small) {
+		/* most entries: one shot over a copy is faster than the
+		 * streaming state, and gives the same digest */
+		if (len > 0)
+			memcpy(small, data, len);
+		be16_put(small + len, (uint16_t)flags);
+		if (refs_len > 0)
+			memcpy(small + len + 2, refs, refs_len);
+		h = XXH3_128bits(small, len + 2 + refs_len);
+		be64_put(out, h.high64);
+		be64_put(out + 8, h.low64);
+		return;
+	}
+	XXH3_128bits_reset(&st);
+	if (len > 0)
+		XXH3_128bits_update(&st, data, len);
+	for (i = 0; i < nparts; i++)
+		if (parts[i].iov_len > 0)
+			XXH3_128bits_update(&st, parts[i].iov_base,
+			    parts[i].iov_len);
+	record_payload_digest_end(&st, flags, refs, refs_len, out);
 }
 
 /* dst holds the header, type name and refs up to q; copy the payload
@@ -106,7 +145,8 @@ record_copy_digest(uint8_t *dst, uint8_t *q, const store_entry_in *in)
 	be64_put(dst + 16, h.high64);
 	be64_put(dst + 24, h.low64);
 	if (in->payload_digest != NULL)
-		record_payload_digest(&pst, in);
+		record_payload_digest_end(&pst, in->flags, in->refs,
+		    in->refs_len, in->payload_digest);
 }
 
 /* Encode in's header and payload into dst, then stamp the digest. */
@@ -145,12 +185,10 @@ record_encode(uint8_t *dst, const store_entry_in *in, uint64_t now_ms)
 	}
 	record_digest(dst, total, dst + 16);
 	if (in->payload_digest != NULL) {
-		XXH3_state_t pst;
 		size_t plen = total - (RECORD_FIXED + tlen + in->refs_len);
 
-		XXH3_128bits_reset(&pst);
-		XXH3_128bits_update(&pst, q - plen, plen);
-		record_payload_digest(&pst, in);
+		record_payload_digest(q - plen, plen, NULL, 0, in->flags,
+		    in->refs, in->refs_len, in->payload_digest);
 	}
 }
 

@@ -1,13 +1,16 @@
 /*
- * refs.c - the reverse index of persistent references: for an entry (the
- * target), the entries of the same session whose records may refer to it.
- * One MDB_DUPSORT key per target, its entry key; one value per referrer,
- * its kind byte and key.  The backend finds who refers to an entry without
- * reading a record; rows may be stale, and readers check them against the
- * referrer's refs blob.
+ * refs.c - persistent references, both ways round: the refs blob a record
+ * carries (the entries its pickle refers to; this file is the blob's one
+ * encoder and parser), and the reverse index of it (for an entry, the
+ * target, the entries of the same session whose records may refer to it).
+ * The index has one MDB_DUPSORT key per target, its entry key, and one
+ * value per referrer, its kind byte and key.  The backend finds who refers
+ * to an entry without reading a record; rows may be stale, and readers
+ * check them against the referrer's refs blob.
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "store-int.h"
@@ -18,6 +21,7 @@ static int refs_row(uint8_t *kbuf, uint8_t *vbuf, const uint8_t *sid,
 static int refs_key(uint8_t *kbuf, const uint8_t *sid,
                     const store_key *target, MDB_val *k);
 static int refs_val_parse(const uint8_t *p, size_t n, store_key *out);
+static int refs_utf8_ok(const uint8_t *p, size_t n);
 
 /* The target's entry key, built in kbuf (ENTRY_KEY_MAX bytes), as k.  0,
  * or STORE_E_INVAL for a bad kind or name. */
@@ -182,4 +186,136 @@ refs_any(store_txn *t, const uint8_t *sid, int *any)
 		    memcmp(k.mv_data, sid, STORE_ID_SIZE) == 0;
 	mdb_cursor_close(c);
 	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+}
+
+/* --- the refs blob --------------------------------------------------- */
+
+/* 1 when p[0..n) is UTF-8 as Python's strict codec takes it: no overlong
+ * form, no surrogate, nothing past U+10FFFF (the same rules as the admin
+ * tool's pickle reader). */
+static int
+refs_utf8_ok(const uint8_t *p, size_t n)
+{
+	size_t i = 0, len, j;
+	uint32_t c;
+
+	while (i < n) {
+		if (p[i] < 0x80) {
+			i++;
+			continue;
+		}
+		if (p[i] >= 0xc2 && p[i] <= 0xdf) {
+			len = 2;
+			c = p[i] & 0x1f;
+		} else if (p[i] >= 0xe0 && p[i] <= 0xef) {
+			len = 3;
+			c = p[i] & 0x0f;
+		} else if (p[i] >= 0xf0 && p[i] <= 0xf4) {
+			len = 4;
+			c = p[i] & 0x07;
+		} else
+			return 0;
+		if (n - i < len)
+			return 0;
+		for (j = 1; j < len; j++) {
+			if ((p[i + j] & 0xc0) != 0x80)
+				return 0;
+			c = c << 6 | (p[i + j] & 0x3f);
+		}
+		if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
+		    (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+			return 0;
+		i += len;
+	}
+	return 1;
+}
+
+/* Append one reference; the key limit is checked here, so the u16 length
+ * can never wrap (STORE_KEY_MAX is far below 65535). */
+int
+refs_blob_add(store_refs_buf *b, const store_key *ref)
+{
+	const uint8_t *key;
+	uint8_t hb[8];
+	size_t klen;
+
+	if (ref->kind == STORE_KIND_HANDLE) {
+		be64_put(hb, ref->handle);
+		key = hb;
+		klen = 8;
+	} else if (ref->kind == STORE_KIND_GLOBAL) {
+		if (ref->name_len == 0 || ref->name_len > STORE_KEY_MAX ||
+		    !refs_utf8_ok((const uint8_t *)ref->name, ref->name_len))
+			return STORE_E_KEY;
+		key = (const uint8_t *)ref->name;
+		klen = ref->name_len;
+	} else
+		return STORE_E_INVAL;
+	if (b->cap - b->len < 3 + klen) {
+		size_t cap = (b->len + 3 + klen) * 2;
+		uint8_t *p = realloc(b->p, cap);
+
+		if (p == NULL)
+			return STORE_E_NOMEM;
+		b->p = p;
+		b->cap = cap;
+	}
+	b->p[b->len] = ref->kind;
+	be16_put(b->p + b->len + 1, (uint16_t)klen);
+	memcpy(b->p + b->len + 3, key, klen);
+	b->len += 3 + klen;
+	return 0;
+}
+
+void
+refs_blob_free(store_refs_buf *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof *b);
+}
+
+/* Read the reference at *off.  The checks run in this order, and each
+ * says its own sentence: the admin tool prints them. */
+int
+refs_blob_next(const uint8_t *p, size_t n, size_t *off, store_key *ref,
+               const char **why)
+{
+	size_t o = *off, len;
+
+	memset(ref, 0, sizeof *ref);
+	if (o >= n)
+		return 0;
+	if (n - o < 3) {
+		*why = "refs blob ends inside a reference's header";
+		return STORE_E_CORRUPT;
+	}
+	ref->kind = p[o];
+	len = be16_get(p + o + 1);
+	if (len > n - o - 3) {
+		*why = "a reference's key runs past the refs blob";
+		return STORE_E_CORRUPT;
+	}
+	if (ref->kind == STORE_KIND_HANDLE) {
+		if (len != 8) {
+			*why = "a handle reference whose id is not 8 bytes";
+			return STORE_E_CORRUPT;
+		}
+		ref->handle = be64_get(p + o + 3);
+	} else if (ref->kind == STORE_KIND_GLOBAL) {
+		if (len == 0 || len > STORE_KEY_MAX) {
+			*why = "a global reference with an empty or too long name";
+			return STORE_E_CORRUPT;
+		}
+		if (!refs_utf8_ok(p + o + 3, len)) {
+			*why = "a global reference whose name is not UTF-8";
+			return STORE_E_CORRUPT;
+		}
+		ref->name = (const char *)p + o + 3;
+		ref->name_len = len;
+	} else {
+		*why = "a reference of unknown kind (not 'g' or 'h')";
+		return STORE_E_CORRUPT;
+	}
+	*off = o + 3 + len;
+	return 1;
 }

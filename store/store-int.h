@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include "store.h"
+#include "xxh.h"
 
 /* A list of blob names (blob.c). */
 struct blob_list {
@@ -137,6 +138,11 @@ enum blob_why {
 };
 int blob_resolve(store_txn *t, store_record *r, int check,
                  enum blob_why *why, uint64_t *fsize);
+
+/* record.c */
+void record_payload_digest_end(XXH3_state_t *st, unsigned flags,
+                               const void *refs, size_t refs_len,
+                               uint8_t out[STORE_DIGEST_SIZE]);
 
 /* util.c */
 void be64_put(uint8_t *p, uint64_t v);

@@ -45,6 +45,9 @@
                                        lock (session_lock) */
 #define STORE_E_DAMAGED    (-40014) /* the store's pages fail the
                                        structural check: not written */
+#define STORE_E_KEY        (-40015) /* a global's name is empty, longer
+                                       than STORE_KEY_MAX bytes or not
+                                       UTF-8 (refs_blob_add) */
 
 /* Entry kinds, the byte after the session id in an entry key. */
 #define STORE_KIND_GLOBAL 'g' /* key is the global's UTF-8 name */
@@ -173,9 +176,9 @@ typedef struct store_entry_in {
 	uint32_t refs_len;
 	const struct iovec *iov;         /* payload pieces, gathered in order */
 	int iovcnt;
-	/* NULL, or where the put stores the payload digest: XXH3-128 of the
-	 * payload, then the flags (u16 big-endian), then the refs blob; high
-	 * half first, each big-endian.  Not stored in the record: it is the
+	/* NULL, or where the put stores the payload digest
+	 * (record_payload_digest: XXH3-128 of the payload, then the flags,
+	 * then the refs blob).  Not stored in the record: it is the
 	 * writer's own change detection (the backend's content digest),
 	 * computed in the pass that copies the payload into the map instead
 	 * of in a pass of its own. */
@@ -483,6 +486,45 @@ int refs_list(store_txn *t, const uint8_t *sid, const store_key *target,
 /* *any = 1 when the session has at least one row, else 0. */
 int refs_any(store_txn *t, const uint8_t *sid, int *any);
 
+/*
+ * The refs blob (docs/STORAGE.md, "Refs blob"): a record's list of
+ * persistent references, each u8 kind ('g' or 'h'), u16 big-endian key
+ * length, the key (a global's UTF-8 name of 1 to STORE_KEY_MAX bytes, or a
+ * handle's u64 big-endian id, 8 bytes).  These two functions are its only
+ * encoder and parser: every writer and reader (the backend, the admin
+ * tool) goes through them.
+ */
+/* A refs blob being built; zero-initialise, free with refs_blob_free.
+ * p (malloc'd, owned by the buffer) holds len bytes. */
+typedef struct store_refs_buf {
+	uint8_t *p;
+	size_t len, cap;
+} store_refs_buf;
+/*
+ * Append one reference to b: ref->kind, and ref->name/name_len (kind 'g')
+ * or ref->handle (kind 'h'); other fields are not read.  No duplicate
+ * check (the caller deduplicates).  Nothing is appended on error.
+ * Errors: STORE_E_KEY (a name that is empty, over STORE_KEY_MAX bytes or
+ * not UTF-8: the 16-bit length can never overflow), STORE_E_INVAL (a kind
+ * that is neither), STORE_E_NOMEM.
+ */
+int refs_blob_add(store_refs_buf *b, const store_key *ref);
+/* Free b's bytes and zero it (b may be reused). */
+void refs_blob_free(store_refs_buf *b);
+/*
+ * Read the reference at *off (start at 0) of the blob p[0..n).
+ * @param[out] ref  kind and name/name_len (kind 'g', borrowed from p, not
+ *                  NUL-terminated) or handle (kind 'h', name NULL);
+ *                  value_len 0
+ * @param[out] why  on error, a static sentence saying what is wrong
+ * Returns 1 with *off moved past it, 0 at the end of the blob, or
+ * STORE_E_CORRUPT (*off left at the bad reference) when the blob ends
+ * inside a header, a key runs past its end, the kind is unknown, a
+ * handle's key is not 8 bytes, or a name is empty, too long or not UTF-8.
+ */
+int refs_blob_next(const uint8_t *p, size_t n, size_t *off, store_key *ref,
+                   const char **why);
+
 /* record.c */
 
 /* Size of the encoded record for these header fields and payload size. */
@@ -499,6 +541,20 @@ void record_encode(uint8_t *dst, const store_entry_in *in, uint64_t now_ms);
 int record_decode(const uint8_t *p, size_t n, store_record *out);
 /* Decode without checking the digest (for damage reports). */
 int record_decode_nocheck(const uint8_t *p, size_t n, store_record *out);
+/*
+ * The payload digest (the backend's content digest, which says whether an
+ * entry changed): XXH3-128 of the payload, then the flags (u16 big-endian),
+ * then the refs blob; high half first, each big-endian.  The payload is
+ * data[0..len) followed by each of parts[0..nparts) (either may be empty:
+ * a payload written in pieces, such as a pickle and its out-of-band
+ * buffers, gives the same digest as the same bytes whole).  This is the
+ * digest entry_put stamps into store_entry_in.payload_digest, for map and
+ * blob-file records alike.  Cannot fail; needs no store.
+ */
+void record_payload_digest(const void *data, size_t len,
+                           const struct iovec *parts, size_t nparts,
+                           unsigned flags, const void *refs, size_t refs_len,
+                           uint8_t out[STORE_DIGEST_SIZE]);
 
 /* util.c */
 

@@ -5108,6 +5108,333 @@ END_TEST
 
 /* --- suite ----------------------------------------------------------------- */
 
+/* --- the refs blob codec and the payload digest (refs.c, record.c) ----- */
+
+/* One reference of a blob, as the test expects to read it back. */
+struct exp_ref {
+	uint8_t kind;
+	const char *name;        /* kind 'g' */
+	size_t name_len;
+	uint64_t handle;         /* kind 'h' */
+};
+
+/* The layout of docs/STORAGE.md, built by hand: encoder and parser must
+ * agree with it, not only with each other. */
+START_TEST(test_refs_blob_roundtrip)
+{
+	static char longest[STORE_KEY_MAX];
+	const struct exp_ref want[] = {
+		{'g', "x", 1, 0},
+		{'h', NULL, 0, 0},
+		{'h', NULL, 0, UINT64_MAX},
+		{'g', "caf\xc3\xa9_\xf0\x9f\x90\x8d", 10, 0}, /* é and a snake */
+		{'g', longest, STORE_KEY_MAX, 0},
+		{'h', NULL, 0, 0x0102030405060708ull},
+	};
+	size_t n = sizeof want / sizeof want[0], i, off = 0, o;
+	store_refs_buf b = {0};
+	store_key k, rk;
+	const char *why = "untouched";
+	uint8_t *exp;
+	int rc;
+
+	memset(longest, 'n', sizeof longest);
+	ck_assert_ptr_nonnull(exp = malloc(4096));
+	for (i = 0, o = 0; i < n; i++) {
+		memset(&k, 0, sizeof k);
+		k.kind = want[i].kind;
+		k.name = want[i].name;
+		k.name_len = want[i].name_len;
+		k.handle = want[i].handle;
+		ck_assert_int_eq(refs_blob_add(&b, &k), 0);
+		exp[o++] = want[i].kind;
+		if (want[i].kind == 'h') {
+			int j;
+
+			exp[o++] = 0;
+			exp[o++] = 8;
+			for (j = 7; j >= 0; j--)
+				exp[o++] = (uint8_t)(want[i].handle >> (8 * j));
+		} else {
+			exp[o++] = (uint8_t)(want[i].name_len >> 8);
+			exp[o++] = (uint8_t)want[i].name_len;
+			memcpy(exp + o, want[i].name, want[i].name_len);
+			o += want[i].name_len;
+		}
+	}
+	ck_assert_uint_eq(b.len, o);
+	ck_assert_mem_eq(b.p, exp, o);
+	for (i = 0; (rc = refs_blob_next(b.p, b.len, &off, &rk, &why)) == 1;
+	    i++) {
+		ck_assert_uint_lt(i, n);
+		ck_assert_uint_eq(rk.kind, want[i].kind);
+		ck_assert_uint_eq(rk.value_len, 0);
+		if (want[i].kind == 'h') {
+			ck_assert_uint_eq(rk.handle, want[i].handle);
+			ck_assert_ptr_null(rk.name);
+		} else {
+			ck_assert_uint_eq(rk.name_len, want[i].name_len);
+			/* borrowed from the blob, not copied */
+			ck_assert(rk.name > (const char *)b.p &&
+			    rk.name < (const char *)b.p + b.len);
+			ck_assert_mem_eq(rk.name, want[i].name, rk.name_len);
+		}
+	}
+	ck_assert_int_eq(rc, 0);
+	ck_assert_uint_eq(i, n);
+	ck_assert_uint_eq(off, b.len);
+	ck_assert_str_eq(why, "untouched");
+	/* the end stays the end */
+	ck_assert_int_eq(refs_blob_next(b.p, b.len, &off, &rk, &why), 0);
+	/* an empty blob has no reference; NULL is an empty blob */
+	off = 0;
+	ck_assert_int_eq(refs_blob_next(NULL, 0, &off, &rk, &why), 0);
+	/* the record test's sample blob: handle 9 */
+	off = 0;
+	ck_assert_int_eq(refs_blob_next(sample_refs, sizeof sample_refs, &off,
+	    &rk, &why), 1);
+	ck_assert_uint_eq(rk.kind, 'h');
+	ck_assert_uint_eq(rk.handle, 9);
+	refs_blob_free(&b);
+	ck_assert_ptr_null(b.p);
+	ck_assert_uint_eq(b.len + b.cap, 0);
+	free(exp);
+}
+END_TEST
+
+/* A name over the store's key limit is refused, so the 16-bit length can
+ * never wrap (a 65,537-byte name would have been written as 1 byte); so is
+ * an empty name, one that is not UTF-8, and an unknown kind.  A refused
+ * reference leaves the blob as it was. */
+START_TEST(test_refs_blob_key_limit)
+{
+	static char big[65537];
+	const struct { const char *name; size_t len; } bad[] = {
+		{big, STORE_KEY_MAX + 1},
+		{big, 65536},            /* length field would read 0 */
+		{big, 65537},            /* ... and 1 */
+		{"", 0},
+		{"a\xff", 2},            /* not UTF-8 */
+		{"\xc0\xaf", 2},         /* overlong '/' */
+		{"\xed\xa0\x80", 3},     /* a surrogate */
+		{"\xe2\x82", 2},         /* cut short */
+	};
+	store_refs_buf b = {0};
+	store_key k = {0};
+	size_t i, len;
+
+	memset(big, 'a', sizeof big);
+	k.kind = STORE_KIND_GLOBAL;
+	k.name = "ok";
+	k.name_len = 2;
+	ck_assert_int_eq(refs_blob_add(&b, &k), 0);
+	len = b.len;
+	for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		k.name = bad[i].name;
+		k.name_len = bad[i].len;
+		ck_assert_msg(refs_blob_add(&b, &k) == STORE_E_KEY,
+		    "name %zu (%zu bytes) accepted", i, bad[i].len);
+		ck_assert_uint_eq(b.len, len);
+	}
+	k.kind = 'x';
+	k.name = "ok";
+	k.name_len = 2;
+	ck_assert_int_eq(refs_blob_add(&b, &k), STORE_E_INVAL);
+	k.kind = 0;
+	ck_assert_int_eq(refs_blob_add(&b, &k), STORE_E_INVAL);
+	ck_assert_uint_eq(b.len, len);
+	ck_assert_mem_eq(b.p, "g\0\2ok", 5);
+	/* exactly at the limit is fine */
+	k.kind = STORE_KIND_GLOBAL;
+	k.name = big;
+	k.name_len = STORE_KEY_MAX;
+	ck_assert_int_eq(refs_blob_add(&b, &k), 0);
+	ck_assert_uint_eq(b.len, len + 3 + STORE_KEY_MAX);
+	ck_assert_str_ne(store_strerror(STORE_E_KEY),
+	    store_strerror(STORE_E_INVAL));
+	refs_blob_free(&b);
+}
+END_TEST
+
+/* Every way a stored blob can be damaged: the parser stops at the bad
+ * reference (off left there, after the good ones) with its sentence, and
+ * never reads past the blob (each case is copied into a buffer of its own
+ * size, for ASan and valgrind). */
+START_TEST(test_refs_blob_damaged)
+{
+	static uint8_t toolong[3 + STORE_KEY_MAX + 1] = {'g',
+	    (STORE_KEY_MAX + 1) >> 8, (STORE_KEY_MAX + 1) & 0xff};
+	static const struct {
+		const uint8_t *p;
+		size_t n;
+		const char *why;
+	} cases[] = {
+		{(const uint8_t *)"g", 1,
+		    "refs blob ends inside a reference's header"},
+		{(const uint8_t *)"g\0", 2,
+		    "refs blob ends inside a reference's header"},
+		{(const uint8_t *)"g\0\4abc", 6,
+		    "a reference's key runs past the refs blob"},
+		{(const uint8_t *)"h\0\10\0\0\0\0\0\0\0", 10,
+		    "a reference's key runs past the refs blob"},
+		{(const uint8_t *)"g\377\377a", 4,
+		    "a reference's key runs past the refs blob"},
+		{(const uint8_t *)"x\0\1a", 4,
+		    "a reference of unknown kind (not 'g' or 'h')"},
+		{(const uint8_t *)"\0\0\0", 3,
+		    "a reference of unknown kind (not 'g' or 'h')"},
+		{(const uint8_t *)"g\0\0", 3,
+		    "a global reference with an empty or too long name"},
+		{toolong, sizeof toolong,
+		    "a global reference with an empty or too long name"},
+		{(const uint8_t *)"h\0\0", 3,
+		    "a handle reference whose id is not 8 bytes"},
+		{(const uint8_t *)"h\0\7\0\0\0\0\0\0\0", 10,
+		    "a handle reference whose id is not 8 bytes"},
+		{(const uint8_t *)"g\0\2\303(", 5,
+		    "a global reference whose name is not UTF-8"},
+		{(const uint8_t *)"g\0\3\355\240\200", 6,
+		    "a global reference whose name is not UTF-8"},
+	};
+	const uint8_t good[] = {'g', 0, 1, 'a', 'h', 0, 8, 0, 0, 0, 0, 0, 0,
+	    0, 5};
+	size_t i;
+
+	memset(toolong + 3, 'a', STORE_KEY_MAX + 1);
+	for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		size_t n = sizeof good + cases[i].n, off = 0;
+		uint8_t *p = malloc(n);
+		const char *why = NULL;
+		store_key rk;
+		int rc, seen = 0;
+
+		ck_assert_ptr_nonnull(p);
+		memcpy(p, good, sizeof good);
+		memcpy(p + sizeof good, cases[i].p, cases[i].n);
+		while ((rc = refs_blob_next(p, n, &off, &rk, &why)) == 1)
+			seen++;
+		ck_assert_msg(rc == STORE_E_CORRUPT, "case %zu: rc %d", i, rc);
+		ck_assert_int_eq(seen, 2);
+		ck_assert_uint_eq(off, sizeof good);
+		ck_assert_ptr_nonnull(why);
+		ck_assert_str_eq(why, cases[i].why);
+		/* asked again, the same answer at the same place */
+		ck_assert_int_eq(refs_blob_next(p, n, &off, &rk, &why),
+		    STORE_E_CORRUPT);
+		ck_assert_uint_eq(off, sizeof good);
+		free(p);
+	}
+	/* a good blob cut anywhere inside a reference is damaged */
+	for (i = 1; i < sizeof good; i++) {
+		size_t off = 0;
+		const char *why = NULL;
+		uint8_t *p = malloc(i);
+		store_key rk;
+		int rc;
+
+		ck_assert_ptr_nonnull(p);
+		memcpy(p, good, i);
+		while ((rc = refs_blob_next(p, i, &off, &rk, &why)) == 1)
+			;
+		ck_assert_int_eq(rc, i == 4 ? 0 : STORE_E_CORRUPT);
+		free(p);
+	}
+}
+END_TEST
+
+/* record_payload_digest is XXH3-128 of payload, flags, refs (computed
+ * here independently), however the payload is cut, small (one shot) or
+ * large (streamed). */
+START_TEST(test_payload_digest_fn)
+{
+	static const size_t sizes[] = {0, 1, 100, 498, 499, 500, 4096, 70001};
+	uint8_t *buf = malloc(70001), d1[16], d2[16], d3[16];
+	size_t i;
+
+	ck_assert_ptr_nonnull(buf);
+	pattern_fill(buf, 70001, 5);
+	for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+		size_t n = sizes[i];
+		struct iovec iov[3];
+		store_entry_in in = {0};
+
+		iov[0].iov_base = buf;
+		iov[0].iov_len = n / 3;
+		iov[1].iov_base = buf + n / 3;
+		iov[1].iov_len = 0;
+		iov[2].iov_base = buf + n / 3;
+		iov[2].iov_len = n - n / 3;
+		in.flags = (uint16_t)(0x0102 + i);
+		in.refs = sample_refs;
+		in.refs_len = sizeof sample_refs;
+		in.iov = iov;
+		in.iovcnt = 3;
+		record_payload_digest(buf, n, NULL, 0, in.flags, sample_refs,
+		    sizeof sample_refs, d1);
+		check_payload_digest(&in, d1);
+		record_payload_digest(NULL, 0, iov, 3, in.flags, sample_refs,
+		    sizeof sample_refs, d2);
+		ck_assert_mem_eq(d1, d2, 16);
+		record_payload_digest(buf, n / 3, iov + 1, 2, in.flags,
+		    sample_refs, sizeof sample_refs, d3);
+		ck_assert_mem_eq(d1, d3, 16);
+		/* the flags and the refs count */
+		record_payload_digest(buf, n, NULL, 0, in.flags ^ 1,
+		    sample_refs, sizeof sample_refs, d2);
+		ck_assert(memcmp(d1, d2, 16) != 0);
+		record_payload_digest(buf, n, NULL, 0, in.flags, sample_refs,
+		    sizeof sample_refs - 1, d2);
+		ck_assert(memcmp(d1, d2, 16) != 0);
+	}
+	free(buf);
+}
+END_TEST
+
+/* The digest a put stamps (payload_digest) is record_payload_digest's,
+ * for a record in the map, a large one in the map (the copy's fused pass)
+ * and one in a blob file (the write's pass). */
+START_TEST(test_payload_digest_stamped)
+{
+	static const size_t sizes[] = {20, 700, (1u << 20) + 5, 3u << 20};
+	const size_t nmax = 3u << 20;
+	uint8_t *buf = malloc(nmax), pd[16], d[16];
+	store_options o = {0};
+	store_session ss;
+	size_t i;
+	int blob;
+
+	ck_assert_ptr_nonnull(buf);
+	for (blob = 0; blob < 2; blob++) {
+		o.blob_min = blob ? 4096 : SIZE_MAX;
+		open_S(&o);
+		mk_session(S, "d", 0, 1, &ss);
+		for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+			struct iovec iov[3];
+			size_t n = sizes[i];
+
+			memset(pd, 0, sizeof pd);
+			ck_assert_int_eq(put_blob(ss.id, "v", buf, n, i, pd), 0);
+			ck_assert_int_eq(count_blob_files(),
+			    blob && n >= 4096 ? 1 : 0);
+			iov[0].iov_base = buf;
+			iov[0].iov_len = 7;
+			iov[1].iov_base = buf + 7;
+			iov[1].iov_len = n - 7;
+			record_payload_digest(NULL, 0, iov, 2, STORE_FLAG_OOB,
+			    sample_refs, sizeof sample_refs, d);
+			ck_assert_mem_eq(pd, d, 16);
+			record_payload_digest(buf, n, NULL, 0, STORE_FLAG_OOB,
+			    sample_refs, sizeof sample_refs, d);
+			ck_assert_mem_eq(pd, d, 16);
+			check_blob(ss.id, "v", n, i);
+		}
+		close_S();
+		tu_rmtree(db_dir);
+	}
+	free(buf);
+}
+END_TEST
+
 /* A tcase of fixture setup (store open or just a directory), with the
  * shared timeout (TU_TIMEOUT: far above what any test takes loaded). */
 static TCase *
@@ -5154,6 +5481,10 @@ store_suite(void)
 	tcase_add_test(tc, test_record_layout);
 	tcase_add_test(tc, test_record_damage);
 	tcase_add_test(tc, test_record_large_digest);
+	tcase_add_test(tc, test_refs_blob_roundtrip);
+	tcase_add_test(tc, test_refs_blob_key_limit);
+	tcase_add_test(tc, test_refs_blob_damaged);
+	tcase_add_test(tc, test_payload_digest_fn);
 	tcase_add_test(tc, test_util);
 	suite_add_tcase(s, tc);
 
@@ -5197,6 +5528,7 @@ store_suite(void)
 	tcase_add_test(tc, test_blob_deferred_unlink);
 	tcase_add_test(tc, test_blob_superseded);
 	tcase_add_test(tc, test_blob_format1_store);
+	tcase_add_test(tc, test_payload_digest_stamped);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_new("Damage", 0);

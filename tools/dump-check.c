@@ -457,24 +457,18 @@ static void
 check_refs_blob(struct check *c, const store_key *k, const store_record *r)
 {
 	char kb[STORE_KEY_MAX * 4 + 16];
-	struct dump_ref ref;
 	store_key rk;
 	const char *why = NULL;
 	size_t off = 0;
 	int rc;
 
-	while ((rc = dump_entry_ref_next(r->refs, r->refs_len, &off, &ref,
+	while ((rc = refs_blob_next(r->refs, r->refs_len, &off, &rk,
 	    &why)) == 1) {
-		memset(&rk, 0, sizeof rk);
-		rk.kind = ref.kind;
-		rk.name = (const char *)ref.key;
-		rk.name_len = ref.key_len;
-		rk.handle = ref.handle;
 		if (!check_resolves(c, &rk))
 			check_problem(c, c->sid, c->ss.name, k, "dangling_ref",
 			    "persistent reference to %s %s does not resolve "
 			    "(no such entry in this session)",
-			    ref.kind == STORE_KIND_GLOBAL ? "global" : "handle",
+			    rk.kind == STORE_KIND_GLOBAL ? "global" : "handle",
 			    dump_out_key(kb, sizeof kb, &rk));
 	}
 	if (rc < 0)
@@ -486,14 +480,14 @@ check_refs_blob(struct check *c, const store_key *k, const store_record *r)
 static int
 check_blob_has(const store_record *r, const struct pickledis_ref *pr)
 {
-	struct dump_ref ref;
+	store_key ref;
 	const char *why;
 	size_t off = 0;
 
-	while (dump_entry_ref_next(r->refs, r->refs_len, &off, &ref, &why) == 1)
+	while (refs_blob_next(r->refs, r->refs_len, &off, &ref, &why) == 1)
 		if (ref.kind == pr->kind && (pr->kind == 'h' ? ref.handle ==
-		    pr->handle : (ref.key_len == pr->name_len &&
-		    memcmp(ref.key, pr->name, pr->name_len) == 0)))
+		    pr->handle : (ref.name_len == pr->name_len &&
+		    memcmp(ref.name, pr->name, pr->name_len) == 0)))
 			return 1;
 	return 0;
 }
@@ -505,11 +499,10 @@ check_pickle_refs(struct check *c, const store_key *k, const store_record *r,
 {
 	char kb[STORE_KEY_MAX * 4 + 16];
 	size_t i, nblob = 0, off = 0;
-	struct dump_ref ref;
 	const char *why;
 	store_key rk;
 
-	while (dump_entry_ref_next(r->refs, r->refs_len, &off, &ref, &why) == 1)
+	while (refs_blob_next(r->refs, r->refs_len, &off, &rk, &why) == 1)
 		nblob++;
 	for (i = 0; i < in->nrefs; i++) {
 		const struct pickledis_ref *pr = &in->refs[i];

@@ -128,66 +128,6 @@ dump_entry_oob_free(struct dump_oob *oob)
 	oob->lengths = NULL;
 }
 
-/* Read the reference at *off of a refs blob: u8 kind, u16 big-endian
- * length, the key (UTF-8 name or 8-byte id).  1 with *r filled, 0 at the
- * end, -1 when malformed (*why). */
-int
-dump_entry_ref_next(const uint8_t *blob, size_t n, size_t *off,
-                    struct dump_ref *r, const char **why)
-{
-	size_t o = *off, len, i, k;
-	uint32_t cp;
-
-	if (o >= n)
-		return 0;
-	if (n - o < 3) {
-		*why = "refs blob ends inside a reference's header";
-		return -1;
-	}
-	r->kind = blob[o];
-	len = be16_get(blob + o + 1);
-	if (len > n - o - 3) {
-		*why = "a reference's key runs past the refs blob";
-		return -1;
-	}
-	r->key = blob + o + 3;
-	r->key_len = len;
-	r->handle = 0;
-	if (r->kind == STORE_KIND_HANDLE) {
-		if (len != 8) {
-			*why = "a handle reference whose id is not 8 bytes";
-			return -1;
-		}
-		r->handle = be64_get(r->key);
-	} else if (r->kind == STORE_KIND_GLOBAL) {
-		if (len == 0 || len > STORE_KEY_MAX) {
-			*why = "a global reference with an empty or too long name";
-			return -1;
-		}
-		for (i = 0; i < len; i += k)
-			if ((k = pickledis_utf8_seq(r->key + i, len - i, &cp)) == 0) {
-				*why = "a global reference whose name is not UTF-8";
-				return -1;
-			}
-	} else {
-		*why = "a reference of unknown kind (not 'g' or 'h')";
-		return -1;
-	}
-	*off = o + 3 + len;
-	return 1;
-}
-
-/* The store_key a reference names. */
-static void
-dump_entry_ref_key(const struct dump_ref *r, store_key *k)
-{
-	memset(k, 0, sizeof *k);
-	k->kind = r->kind;
-	k->name = (const char *)r->key;
-	k->name_len = r->key_len;
-	k->handle = r->handle;
-}
-
 /* Why a record's layout does not decode. */
 const char *
 dump_entry_layout_why(const uint8_t *p, size_t n, char *buf, size_t cap)
@@ -210,7 +150,6 @@ static int
 dump_entry_text_refs(struct dump *d, store_txn *t, const uint8_t *sid,
                      const store_record *r)
 {
-	struct dump_ref ref;
 	store_key rk;
 	size_t off = 0;
 	const char *why = NULL;
@@ -220,12 +159,11 @@ dump_entry_text_refs(struct dump *d, store_txn *t, const uint8_t *sid,
 	int rc, n = 0, bad = 0;
 
 	fprintf(d->out, "refs      ");
-	while ((rc = dump_entry_ref_next(r->refs, r->refs_len, &off, &ref,
+	while ((rc = refs_blob_next(r->refs, r->refs_len, &off, &rk,
 	    &why)) == 1) {
-		dump_entry_ref_key(&ref, &rk);
 		rc = dump_entry_fetch(t, sid, &rk, &v, &vl);
 		fprintf(d->out, "%s%s %s%s", n++ ? ", " : "",
-		    ref.kind == STORE_KIND_GLOBAL ? "global" : "handle",
+		    rk.kind == STORE_KIND_GLOBAL ? "global" : "handle",
 		    dump_out_key(kb, sizeof kb, &rk),
 		    rc == 0 ? "" : " (MISSING: no such entry)");
 		bad += rc != 0;
@@ -245,7 +183,6 @@ static int
 dump_entry_json_refs_resolved(struct dump *d, store_txn *t,
                               const uint8_t *sid, const store_record *r)
 {
-	struct dump_ref ref;
 	store_key rk;
 	size_t off = 0, vl;
 	const char *why = NULL;
@@ -253,9 +190,8 @@ dump_entry_json_refs_resolved(struct dump *d, store_txn *t,
 	int rc, bad = 0;
 
 	dump_json_arr(d, "refs");
-	while ((rc = dump_entry_ref_next(r->refs, r->refs_len, &off, &ref,
+	while ((rc = refs_blob_next(r->refs, r->refs_len, &off, &rk,
 	    &why)) == 1) {
-		dump_entry_ref_key(&ref, &rk);
 		dump_json_obj(d, NULL);
 		dump_json_key_fields(d, &rk);
 		rc = dump_entry_fetch(t, sid, &rk, &v, &vl);

@@ -517,7 +517,7 @@ dump_list_fill_erow(struct dump_erows *er, const store_key *k,
 	const uint8_t *val;
 	store_record r;
 	size_t len, off = 0;
-	struct dump_ref ref;
+	store_key ref;
 	const char *why;
 	int rc;
 
@@ -548,7 +548,7 @@ dump_list_fill_erow(struct dump_erows *er, const store_key *k,
 	row->time_ms = r.time_ms;
 	row->flags = r.flags;
 	row->pickler = r.pickler;
-	while (dump_entry_ref_next(r.refs, r.refs_len, &off, &ref, &why) == 1)
+	while (refs_blob_next(r.refs, r.refs_len, &off, &ref, &why) == 1)
 		row->nrefs++;
 	if ((row->type = strdup(dump_out_text(buf, sizeof buf, r.type_name,
 	    r.type_len))) == NULL)

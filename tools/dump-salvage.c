@@ -73,7 +73,6 @@ salvage_put(store_txn *t, const uint8_t *sid, const struct salvage_entry *e)
 	const store_record *r = &e->r;
 	struct iovec iov;
 	store_entry_in in;
-	struct dump_ref ref;
 	const char *why;
 	store_key target;
 	size_t off = 0, tl = r->type_len < 65536 ? r->type_len : 65536;
@@ -97,13 +96,8 @@ salvage_put(store_txn *t, const uint8_t *sid, const struct salvage_entry *e)
 	in.iovcnt = 1;
 	if ((rc = entry_put(t, sid, &in, r->time_ms)) != 0)
 		return rc;
-	while (dump_entry_ref_next(r->refs, r->refs_len, &off, &ref,
+	while (refs_blob_next(r->refs, r->refs_len, &off, &target,
 	    &why) == 1) {
-		memset(&target, 0, sizeof target);
-		target.kind = ref.kind;
-		target.name = (const char *)ref.key;
-		target.name_len = ref.key_len;
-		target.handle = ref.handle;
 		if ((rc = refs_put(t, sid, &target, &e->key)) != 0)
 			return rc;
 	}

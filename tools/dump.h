@@ -143,14 +143,6 @@ int dump_entry_oob_split(const uint8_t *p, size_t n, struct dump_oob *oob,
                          const char **why);
 void dump_entry_oob_free(struct dump_oob *oob);
 /* One reference of a record's refs blob. */
-struct dump_ref {
-	uint8_t kind;               /* 'g' or 'h' */
-	const uint8_t *key;         /* UTF-8 name or 8-byte big-endian id */
-	size_t key_len;
-	uint64_t handle;            /* 'h' */
-};
-int dump_entry_ref_next(const uint8_t *blob, size_t n, size_t *off,
-                        struct dump_ref *r, const char **why);
 int dump_entry_parse_key(const char *arg, store_key *k, char *namebuf,
                          size_t cap);
 int dump_entry_show(struct dump *d, store_txn *t, const store_session *ss,
