@@ -55,7 +55,7 @@ static int
 pycommit_index_refs(store_txn *t, struct bcommit *bc)
 {
 	batchobject *b = bc->b;
-	size_t i, off, n, len;
+	size_t i, off, n;
 	Py_ssize_t j;
 	int rc;
 
@@ -64,28 +64,20 @@ pycommit_index_refs(store_txn *t, struct bcommit *bc)
 	for (i = 0; b->nrefs > 0 && i < bc->n; i++) {
 		const brec *r = (const brec *)b->order[i]; /* in is the first */
 		const uint8_t *p;
+		const char *why;
 		store_key rk, tk;
 		if (r->refs == NULL || PyBytes_GET_SIZE(r->refs) == 0)
 			continue;
 		rk = pycommit_skey(&r->in);
 		p = (const uint8_t *)PyBytes_AS_STRING(r->refs);
 		n = (size_t)PyBytes_GET_SIZE(r->refs);
-		for (off = 0; off + 3 <= n; off += 3 + len) {
-			len = (size_t)p[off + 1] << 8 | p[off + 2];
-			if (off + 3 + len > n)
-				return STORE_E_INVAL;
-			memset(&tk, 0, sizeof tk);
-			tk.kind = p[off];
-			tk.name = (const char *)p + off + 3;
-			tk.name_len = len;
-			if (tk.kind == STORE_KIND_HANDLE) {
-				if (len != 8)
-					return STORE_E_INVAL;
-				tk.handle = wire_be64_get(p + off + 3);
-			}
+		off = 0;
+		/* the store's iterator: a blob it calls damaged is refused */
+		while ((rc = refs_blob_next(p, n, &off, &tk, &why)) == 1)
 			if ((rc = refs_put(t, bc->sess.id, &tk, &rk)) != 0)
 				return rc;
-		}
+		if (rc != 0)
+			return STORE_E_INVAL;
 	}
 	for (j = 0; j + 1 < bc->nunrefs; j += 2) {
 		store_key tk = pycommit_skey(&bc->unrefs[j].in),

@@ -180,14 +180,13 @@ extern PyMethodDef pystore_methods[];
  * the parent's and must not be touched); else 0.  exact: compare the pid
  * too (commits), else the flag the atfork handler sets (reads). */
 int pystore_refuse_child(int exact);
-/* XXH3-128 content digest of a payload (data, then the buffers of parts,
- * a PySequence_Fast or NULL), its flags and refs: 16 bytes. */
+/* The content digest of a payload (data, then the buffers of parts, a
+ * PySequence_Fast or NULL), its flags and refs: the store's payload digest
+ * (record_payload_digest), 16 bytes. */
 PyObject *pystore_content_digest(const void *data, size_t len,
                                  PyObject *parts, unsigned flags,
                                  const void *refs, size_t refs_len);
-/* The same into out; 0 or -1.  (Streaming XXH3 over the pieces equals
- * the one-shot XXH3 of their concatenation: small inputs take the one
- * shot.) */
+/* The same into out; 0 or -1 (a part that is not a buffer). */
 int pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
                                unsigned flags, const void *refs,
                                size_t refs_len, uint8_t out[16]);

@@ -1,8 +1,8 @@
 /*
- * pyrefs.c - the refs blob (a record's persistent references: u8 kind,
- * u16 big-endian length, key bytes; docs/STORAGE.md) on the Python side:
- * the blob of a dump's entry keys (pyidmap.c, pyenc.c), and refs_encode()
- * / refs_parse() for the backend's Python half, which had its own copy of
+ * pyrefs.c - the refs blob (a record's persistent references; its one
+ * codec is the store's, store/refs.c) for Python objects: the blob of a
+ * dump's entry keys (pyidmap.c, pyenc.c), and refs_encode() /
+ * refs_parse() for the backend's Python half, which had its own copy of
  * the codec.
  */
 #define PY_SSIZE_T_CLEAN
@@ -15,14 +15,17 @@
 #include "wire.h"
 #include "pyexec.h"
 
-/* Append one persistent reference to the refs blob. */
+/* Append the reference of entry key ("g", name) / ("h", id) to b, through
+ * the store's encoder (refs_blob_add), which refuses a name it cannot hold
+ * rather than wrap its 16-bit length.  0 or -1 with an exception. */
 static int
-pyrefs_encode_key(PyObject *key, char **buf, size_t *len, size_t *cap)
+pyrefs_encode_key(PyObject *key, store_refs_buf *b)
 {
 	PyObject *kind, *k; /* borrowed */
-	const char *name = NULL, *ks;
-	Py_ssize_t nlen = 8;
-	uint8_t hb[8];
+	const char *ks;
+	Py_ssize_t nlen = 0;
+	store_key ref;
+	int rc;
 
 	if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) != 2) {
 		PyErr_SetString(PyExc_TypeError, "entry key must be a pair");
@@ -32,37 +35,31 @@ pyrefs_encode_key(PyObject *key, char **buf, size_t *len, size_t *cap)
 	k = PyTuple_GET_ITEM(key, 1);
 	if ((ks = PyUnicode_AsUTF8(kind)) == NULL)
 		return -1;
+	memset(&ref, 0, sizeof ref);
 	if (ks[0] == 'g') {
-		if ((name = PyUnicode_AsUTF8AndSize(k, &nlen)) == NULL)
+		ref.kind = STORE_KIND_GLOBAL;
+		if ((ref.name = PyUnicode_AsUTF8AndSize(k, &nlen)) == NULL)
 			return -1;
-		/* the length field is 16 bits; pyidmap_add_py never maps such a
-		 * key, so this is a bug, and refused rather than truncated */
-		if (nlen == 0 || nlen > STORE_KEY_MAX) {
-			PyErr_Format(PyExc_ValueError, "a reference to a global "
-			    "of %zd bytes: must be 1 to %d", nlen, STORE_KEY_MAX);
-			return -1;
-		}
+		ref.name_len = (size_t)nlen;
 	} else {
-		wire_be64_put(hb, PyLong_AsUnsignedLongLong(k));
+		ref.kind = STORE_KIND_HANDLE;
+		ref.handle = PyLong_AsUnsignedLongLong(k);
 		if (PyErr_Occurred())
 			return -1;
-		name = (const char *)hb;
 	}
-	if (*len + 3 + (size_t)nlen > *cap) {
-		size_t ncap = (*cap + 3 + (size_t)nlen) * 2;
-		char *n = PyMem_Realloc(*buf, ncap);
-		if (n == NULL) {
-			PyErr_NoMemory();
-			return -1;
-		}
-		*buf = n;
-		*cap = ncap;
-	}
-	(*buf)[*len] = ks[0];
-	wire_be16_put((uint8_t *)*buf + *len + 1, (uint16_t)nlen);
-	memcpy(*buf + *len + 3, name, (size_t)nlen);
-	*len += 3 + (size_t)nlen;
-	return 0;
+	if ((rc = refs_blob_add(b, &ref)) == 0)
+		return 0;
+	/* pyidmap_add_py never maps a key the store cannot hold, so from a
+	 * dump this is a bug, and refused rather than truncated */
+	if (rc == STORE_E_KEY)
+		PyErr_Format(PyExc_ValueError, "a reference to a global of %zd "
+		    "bytes: must be 1 to %d", nlen, STORE_KEY_MAX);
+	else if (rc == STORE_E_NOMEM)
+		PyErr_NoMemory();
+	else
+		PyErr_Format(PyExc_ValueError, "a reference to %R: %s", key,
+		    store_strerror(rc));
+	return -1;
 }
 
 /* The refs blob of keys[0..n) (bytes, deduplicated, in first-seen
@@ -71,8 +68,8 @@ PyObject *
 pyrefs_blob(PyObject *const *keys, size_t n)
 {
 	PyObject *seen = NULL, *res = NULL;
-	char *buf = NULL;
-	size_t len = 0, cap = 0, i;
+	store_refs_buf b = {NULL, 0, 0};
+	size_t i;
 	int r;
 
 	if (n == 0)
@@ -85,12 +82,12 @@ pyrefs_blob(PyObject *const *keys, size_t n)
 		if (r)
 			continue;
 		if (PySet_Add(seen, keys[i]) < 0 ||
-		    pyrefs_encode_key(keys[i], &buf, &len, &cap) < 0)
+		    pyrefs_encode_key(keys[i], &b) < 0)
 			goto error;
 	}
-	res = PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+	res = PyBytes_FromStringAndSize((const char *)b.p, (Py_ssize_t)b.len);
 error:
-	PyMem_Free(buf);
+	refs_blob_free(&b);
 	Py_DECREF(seen);
 	return res;
 }
@@ -113,35 +110,31 @@ pyrefs_encode_py(PyObject *self, PyObject *keys)
 }
 
 /* refs_parse(blob) -> tuple of the entry keys of a refs blob (a
- * bytes-like), in order.  Names are decoded with surrogateescape.  A blob
- * that ends inside a reference gives the ones before it. */
+ * bytes-like), in order, read with the store's iterator (refs_blob_next).
+ * Names are decoded with surrogateescape.  A damaged blob gives the
+ * references before the damage (as the Python half's parser did: the
+ * record's digest, checked on reading, is what catches damage). */
 static PyObject *
 pyrefs_parse_py(PyObject *self, PyObject *blob)
 {
 	Py_buffer v;
 	PyObject *out = NULL, *key;
-	const uint8_t *p;
-	size_t off, n, len;
+	const char *why;
+	store_key ref;
+	size_t off = 0;
 
 	if (PyObject_GetBuffer(blob, &v, PyBUF_SIMPLE) < 0)
 		return NULL;
 	if ((out = PyList_New(0)) == NULL)
 		goto out;
-	p = v.buf;
-	n = (size_t)v.len;
-	for (off = 0; off + 3 <= n; off += 3 + len) {
-		len = (size_t)p[off + 1] << 8 | p[off + 2];
-		if (off + 3 + len > n)
-			break;
-		if (p[off] == STORE_KIND_GLOBAL)
+	while (refs_blob_next(v.buf, (size_t)v.len, &off, &ref, &why) == 1) {
+		if (ref.kind == STORE_KIND_GLOBAL)
 			key = Py_BuildValue("(sN)", "g", PyUnicode_DecodeUTF8(
-			    (const char *)p + off + 3, (Py_ssize_t)len,
+			    ref.name, (Py_ssize_t)ref.name_len,
 			    "surrogateescape"));
-		else if (p[off] == STORE_KIND_HANDLE && len == 8)
-			key = Py_BuildValue("(sK)", "h", (unsigned long long)
-			    wire_be64_get(p + off + 3));
 		else
-			break;
+			key = Py_BuildValue("(sK)", "h",
+			    (unsigned long long)ref.handle);
 		if (key == NULL || PyList_Append(out, key) < 0) {
 			Py_XDECREF(key);
 			Py_CLEAR(out);

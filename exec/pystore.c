@@ -14,8 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
-
-#include "xxh.h"
+#include <sys/uio.h>
 
 #include "wire.h"
 #include "pyexec.h"
@@ -673,50 +672,50 @@ pystore_session_dirty(PyObject *self, PyObject *unused)
 }
 
 /*
- * The content digest that decides whether an entry changed: XXH3-128 of the
- * payload (data[0..len), then each buffer of parts, a sequence or NULL), the
- * flags (u16 big-endian) and the refs blob; 16 bytes, high half first.
+ * The content digest that decides whether an entry changed: the store's
+ * payload digest (record_payload_digest, store/record.c: XXH3-128 of the
+ * payload, then the flags and the refs blob) of data[0..len) followed by
+ * each buffer of parts (a PySequence_Fast, or NULL).
  */
 int
 pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
                            unsigned flags, const void *refs, size_t refs_len,
                            uint8_t out[16])
 {
-	XXH3_state_t st;
-	XXH128_hash_t h;
-	uint8_t fb[2], small[512];
-	Py_ssize_t i;
+	struct iovec iov_small[8], *iov = iov_small;
+	Py_buffer v_small[8], *v = v_small;
+	Py_ssize_t i, n = parts != NULL ? PySequence_Fast_GET_SIZE(parts) : 0;
+	int rc = -1;
 
-	if (parts == NULL && len + 2 + refs_len <= sizeof small) {
-		/* most entries: one shot over a copy is faster than the
-		 * streaming state, and gives the same digest */
-		if (len > 0)
-			memcpy(small, data, len);
-		wire_be16_put(small + len, (uint16_t)flags);
-		if (refs_len > 0)
-			memcpy(small + len + 2, refs, refs_len);
-		h = XXH3_128bits(small, len + 2 + refs_len);
-		goto out;
+	if (n > 8) {
+		iov = PyMem_Malloc((size_t)n * sizeof *iov);
+		v = PyMem_Malloc((size_t)n * sizeof *v);
+		if (iov == NULL || v == NULL) {
+			PyErr_NoMemory();
+			n = 0;
+			goto out;
+		}
 	}
-	XXH3_128bits_reset(&st);
-	if (len > 0)
-		XXH3_128bits_update(&st, data, len);
-	for (i = 0; parts != NULL && i < PySequence_Fast_GET_SIZE(parts); i++) {
-		Py_buffer v;
-		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(parts, i), &v,
-		    PyBUF_SIMPLE) < 0)
-			return -1;
-		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
-		PyBuffer_Release(&v);
+	for (i = 0; i < n; i++) {
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(parts, i), &v[i],
+		    PyBUF_SIMPLE) < 0) {
+			n = i;
+			goto out;
+		}
+		iov[i].iov_base = v[i].buf;
+		iov[i].iov_len = (size_t)v[i].len;
 	}
-	wire_be16_put(fb, (uint16_t)flags);
-	XXH3_128bits_update(&st, fb, 2);
-	XXH3_128bits_update(&st, refs, refs_len);
-	h = XXH3_128bits_digest(&st);
+	record_payload_digest(data, len, iov, (size_t)n, flags, refs, refs_len,
+	    out);
+	rc = 0;
 out:
-	wire_be64_put(out, h.high64);
-	wire_be64_put(out + 8, h.low64);
-	return 0;
+	for (i = 0; i < n; i++)
+		PyBuffer_Release(&v[i]);
+	if (iov != iov_small)
+		PyMem_Free(iov);
+	if (v != v_small)
+		PyMem_Free(v);
+	return rc;
 }
 
 /* The same as a 16-byte bytes object. */
