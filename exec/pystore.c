@@ -114,6 +114,8 @@ struct get_arg {
 	                          4 flags and type name (digest unchecked),
 	                          5 check (digest checked, no payload) */
 	int rc;                /* store result */
+	int nomem;             /* our copy failed (an exception is set for
+	                          the bytearray's) */
 	uint8_t pickler;       /* the record's, copied out */
 	uint16_t flags;
 	char *copy;            /* malloc'd: type name, refs, reason */
@@ -148,7 +150,7 @@ pystore_get_txn(store_txn *t, void *arg)
 	ga->text_len = text_len;
 	if ((ga->copy = malloc(r.type_len + r.refs_len + text_len + 1)) ==
 	    NULL) {
-		ga->rc = STORE_E_NOMEM;
+		ga->nomem = 1;
 		return 0;
 	}
 	memcpy(ga->copy, r.type_name, r.type_len);
@@ -164,7 +166,7 @@ pystore_get_txn(store_txn *t, void *arg)
 	 * bytearray is not tracked by the garbage collector), so no Python
 	 * code runs in here */
 	if (PyByteArray_Resize(ga->payload, (Py_ssize_t)r.payload_len) < 0) {
-		ga->rc = STORE_E_NOMEM;
+		ga->nomem = 1;
 		return 0;
 	}
 	if (r.payload_len > 0)
@@ -244,12 +246,13 @@ pystore_get_common(PyObject *args, int mode)
 		    "its digest does not match" : "its layout is broken");
 		goto out;
 	}
-	if (ga.rc == STORE_E_NOMEM && !PyErr_Occurred())
-		PyErr_NoMemory();
-	if (ga.rc == STORE_E_NOMEM)
-		goto out;
 	if (ga.rc != 0) {
 		pystore_raise(ga.rc, "reading an entry");
+		goto out;
+	}
+	if (ga.nomem) {
+		if (!PyErr_Occurred())
+			PyErr_NoMemory();
 		goto out;
 	}
 	res = pystore_get_result(&ga);
@@ -311,9 +314,10 @@ struct keylist {
 	char *names;
 	size_t names_len, names_cap;
 	size_t target;             /* the target rows are listed for */
+	int nomem;                 /* a copy failed */
 };
 
-/* Copy k into kl; 0, or -1 when out of memory (no exception: this runs
+/* Copy k into kl; 0, or STORE_E_NOMEM with kl->nomem set (no exception:
  * inside a transaction). */
 static int
 pystore_keylist_add(const store_key *k, void *arg)
@@ -324,8 +328,10 @@ pystore_keylist_add(const store_key *k, void *arg)
 	if (kl->n == kl->cap) {
 		size_t cap = kl->cap ? 2 * kl->cap : 64;
 		void *p = realloc(kl->rows, cap * sizeof *kl->rows);
-		if (p == NULL)
+		if (p == NULL) {
+			kl->nomem = 1;
 			return STORE_E_NOMEM;
+		}
 		kl->rows = p;
 		kl->cap = cap;
 	}
@@ -340,8 +346,10 @@ pystore_keylist_add(const store_key *k, void *arg)
 		void *p;
 		while (cap - kl->names_len < row->name_len)
 			cap *= 2;
-		if ((p = realloc(kl->names, cap)) == NULL)
+		if ((p = realloc(kl->names, cap)) == NULL) {
+			kl->nomem = 1;
 			return STORE_E_NOMEM;
+		}
 		kl->names = p;
 		kl->names_cap = cap;
 	}
@@ -403,7 +411,7 @@ pystore_list_keys(PyObject *self, PyObject *kind)
 	la.sid = c->sess->id;
 	la.kind = ks[0] == 'g' ? STORE_KIND_GLOBAL : STORE_KIND_HANDLE;
 	if ((rc = store_read(c->st, pystore_list_txn, &la)) != 0) {
-		if (rc == STORE_E_NOMEM)
+		if (la.kl.nomem)
 			PyErr_NoMemory();
 		else
 			pystore_raise(rc, "listing entries");
@@ -574,7 +582,7 @@ pystore_referrers(PyObject *self, PyObject *targets)
 	if (pystore_referrers_keys(targets, &ra) < 0)
 		goto out;
 	if ((rc = store_read(c->st, pystore_referrers_txn, &ra)) != 0) {
-		if (rc == STORE_E_NOMEM)
+		if (ra.kl.nomem)
 			PyErr_NoMemory();
 		else
 			pystore_raise(rc, "reading the references index");
