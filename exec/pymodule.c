@@ -16,6 +16,7 @@
 
 #include "wire.h"
 #include "pyexec.h"
+#include "pyembed.h"
 
 /* backend-py.c, generated: the source, and its bytecode behind the magic
  * number of the Python that compiled it */
@@ -166,7 +167,7 @@ pymodule_start(const struct pyctx *ctx, char **cause)
 	}
 	Py_CLEAR(r);
 	Py_DECREF(mod);
-	pymodule_backend = PyImport_ExecCodeModule("_pyshelf_backend", code);
+	pymodule_backend = pyembed_import("_pyshelf_backend", code);
 	if (pymodule_backend == NULL)
 		goto error;
 	pymodule_RequestError = PyObject_GetAttrString(pymodule_backend,

@@ -1,0 +1,405 @@
+"""The checkpoint: what a request could have changed (mark_reached),
+the namespace diff, pickling into one batch and committing it; the C
+half's checkpoint() entry point and shipped code's pyshelf.checkpoint().
+
+Part of the backend's Python half, loaded by _pyshelf_backend (see
+its docstring)."""
+
+import _thread
+import builtins
+import gc as _gc
+import time as _time
+import types
+
+import _pyshelfd as _s
+
+from _pyshelf_values import (FLAG_VOLATILE, PICKLER_NONE, Placeholder,
+                             _ATOM_TYPES, _MISSING, _UNLOADED, _exc_message,
+                             _frozen, _keystr, _name_error, _record_type_name,
+                             _storable, pyshelf_mod)
+from _pyshelf_pickle import _dumper, _tblib
+from _pyshelf_code import _code_names, _codes_of
+
+WS = None   # the Workspace: set by _pyshelf_backend.init()
+
+
+class _CheckpointMixin:
+    """The Workspace's checkpoint (see
+    _pyshelf_backend.Workspace.__init__ for the state)."""
+
+    # -- what a request could reach by name --
+    def mark_reached(self, codes, keys=()):
+        """Mark for this request's checkpoint the loaded entries that the
+        request could have changed in place: the globals its code objects
+        name (co_names, nested code objects included), and through every
+        workspace function, shipped class or instance of one among them,
+        the globals that their code names, transitively; then the entries
+        that the records of those refer to (an object reached through
+        another entry's object, as in c['x'].append(1) with c = {'x': a}),
+        transitively.  keys: more entries to start from (handle
+        arguments).  Entries made of immutable atoms alone are left out.
+        The checkpoint then pickles them and writes those whose digest
+        changed."""
+        shadow, handles, frozen = self.shadow, self.handles, self.frozen
+        dirty, refs_of, ns = self.dirty, self.refs_of, self.ns
+        # entries a full store could not take wait for a checkpoint that
+        # may free room (sync, close, interval, a delete): one that a
+        # request reads must not make its reply an error each time
+        unwritten = self.unwritten
+        todo, seen, more = list(codes), set(), list(keys)
+        while todo:
+            c = todo.pop()
+            if id(c) in seen:
+                continue
+            seen.add(id(c))
+            for name in _code_names(c):
+                o = shadow.get(name, _MISSING)
+                if o is _MISSING:
+                    continue
+                t = type(o)
+                if t in _ATOM_TYPES:
+                    continue
+                key = ("g", name)
+                if t is tuple or t is frozenset or issubclass(t, tuple):
+                    if frozen.get(key) is o:
+                        continue
+                    if _frozen(o):
+                        frozen[key] = o
+                        continue
+                if unwritten and key in unwritten:
+                    continue
+                dirty.add(key)
+                if key in refs_of:
+                    more.append(key)
+                if t is types.FunctionType or issubclass(t, type) or \
+                        t.__module__ == "__pyshelf__":
+                    todo.extend(_codes_of(o, ns))
+        # the refs closure: the entries whose objects these objects hold
+        done = set()
+        while more:
+            key = more.pop()
+            if key in done:
+                continue
+            done.add(key)
+            o = (shadow if key[0] == "g" else handles).get(key[1], _MISSING)
+            if o is _MISSING or frozen.get(key) is o:
+                continue
+            if issubclass(type(o), tuple) or type(o) is frozenset:
+                if _frozen(o):
+                    frozen[key] = o
+                    continue
+            if unwritten and key in unwritten:
+                continue
+            dirty.add(key)
+            more.extend(refs_of.get(key, ()))
+
+    # -- checkpoints --
+    def collect_dirty_globals(self):
+        """Find globals bound, rebound or deleted since the last checkpoint.
+        O(1) when the namespace did not change (its dict version), else a
+        walk in C comparing object identity with the shadow."""
+        v = _s.dict_version(self.ns)
+        if v == self.ns_version:
+            return
+        fresh = [] if self._has_stored_refs() else None
+        unbound = _s.collect(self.ns, self.shadow, self.idmap, self.dirty,
+                             self.deleted, fresh)
+        self.ns_version = _s.dict_version(self.ns)
+        if self.referrers:
+            for name, old in unbound:
+                key = ("g", name)
+                if key in self.referrers:      # records hold old: who?
+                    self._orphan(key, old)
+                    self._repickle_referrers(key)
+        if fresh is not None and (unbound or fresh):
+            # stored records not loaded since the restart may refer to
+            # these globals' old objects: the index says which.  Only to
+            # an object loaded from the store (or never loaded): one bound
+            # by this backend is known to every record that refers to it
+            gone = {("g", name): old for name, old in unbound
+                    if name in self.from_store}
+            rows = _s.referrers(fresh) if fresh else []
+            if gone:
+                rows += _s.referrers(list(gone))
+            if rows:
+                for target, _ref in rows:
+                    gone.setdefault(target, _UNLOADED)   # a fresh name
+                self._rescue_referrers(gone, rows)
+        if self.from_store:
+            for name, _old in unbound:
+                self.from_store.discard(name)
+
+    def checkpoint(self, full=0):
+        """Write what changed in one transaction.  full: also re-pickle every
+        loaded mutable entry (catches in-place mutation).  The C half skips
+        interval ones when no request ran since the last."""
+        if not full and not self.dirty and not self.deleted and \
+                _s.dict_version(self.ns) == self.ns_version and \
+                not _s.session_dirty():
+            return 0    # the no-op request's path: O(1)
+        t0 = _time.perf_counter()
+        if self.hidden_check:
+            self._collect_hidden()
+        self.collect_dirty_globals()
+        retry = ()
+        if self.unwritten and (full or self.deleted):
+            # records a full store could not take: tried again when there
+            # may be room (a sync, close or interval checkpoint, or one
+            # that deletes), not by every request, so that a read or a
+            # small write does not pay for (and fail on) a big one
+            retry = set(k for k in self.unwritten if k not in self.deleted)
+            self.dirty.update(retry)
+        if self.orphans:
+            self._hold_orphans()
+        t1 = _time.perf_counter()
+        keys = self.dirty
+        if full:
+            keys = set(keys)
+            keys.update(self._mutable_keys(full))
+        regroup = ()
+        if self.group_of:
+            keys, regroup = self._with_groups(keys)
+        batch = self.batch
+        batch.clear()
+        d = _dumper()
+        if keys:
+            _n, failed = batch.dump_keys(d.plain, d.sink, self.idmap, keys,
+                                         self.shadow, self.handles,
+                                         self.handle_flags, self.digests,
+                                         Placeholder)
+            for item in failed:
+                self._slow_record(batch, d, *item)
+            for first in regroup:
+                self._forget_group(first)
+            unwritten = [comp for comp in self._cycles(batch)
+                         if not self._write_group(batch, d, comp)]
+            cyclic = self._cyclic(batch) if unwritten else None
+            if cyclic:
+                # cycles left (a group that could not be pickled): one
+                # record of each holds the other objects by value instead,
+                # or no record of the cycle could ever be loaded first
+                batch.drop(cyclic)
+                for key in cyclic:
+                    obj = (self.shadow if key[0] == "g" else
+                           self.handles).get(key[1], _MISSING)
+                    if obj is not _MISSING:
+                        self._slow_record(batch, d, key, obj,
+                                          self.handle_flags.get(key[1], 0)
+                                          if key[0] == "h" else 0,
+                                          _record_type_name(
+                                              obj, self._base(key)),
+                                          noref=True)
+            if self.volatile:
+                bad = set(item[0] for item in failed)
+                for key in keys:
+                    if key not in bad:
+                        self.volatile.pop(key, None)
+        refs_of = self.refs_of
+        for k in self.deleted:
+            if _storable(k):
+                batch.delete(k)
+                for t in refs_of.get(k, ()):    # its index rows go with it
+                    batch.unref(t, k)
+                    if t[0] == "h" and self._is_hidden(t):
+                        self.hidden_check.add(t)
+        if not len(batch) and not self.unrefs and not _s.session_dirty():
+            self.dirty.clear()
+            return 0
+        for target, ref in self.unrefs:
+            batch.unref(target, ref)
+        t2 = _time.perf_counter()
+        short = None
+        held = self._held_by_unwritten(batch) if self.unwritten else None
+        try:
+            if held:
+                # records that refer to an entry still unwritten wait
+                # for it: committing them now would point at a missing one
+                n, noted, short = self._commit_what_fits(batch, None, held)
+            else:
+                n, noted = batch.commit(self.digests, self.refs_of)
+        except _s.StoreFull as e:
+            n, noted, short = self._commit_what_fits(batch, e)
+        finally:
+            batch.clear()
+        t3 = _time.perf_counter()
+        self.unrefs = [] if short is None else short[1]
+        self.last_checkpoint_s = t3 - t0
+        self.last_checkpoint_phases = (t1 - t0, t2 - t1, t3 - t2)
+        self.entries_written += n
+        self.checkpoints += 1
+        for key, refs in noted:
+            self._note_refs(key, refs, True)
+            if refs:
+                self.stored_refs = True
+        digests = self.digests
+        for k in self.deleted if short is None else short[2]:
+            digests.pop(k, None)
+            self.volatile.pop(k, None)
+            self.lost_entries.pop(k, None)
+            self.frozen.pop(k, None)
+            self.unwritten.pop(k, None)
+            if k in self.refs_of:
+                self._note_refs(k, b"")     # rows deleted in the commit
+        if self.unwritten:
+            for k in self.dirty:
+                self.unwritten.pop(k, None)
+        if short is not None and (short[0] or not self._deletes_done(
+                short[2])):
+            # a request's checkpoint that only retried what an earlier
+            # one left out (its del did not free enough) is not the
+            # request's failure: its reply stands, with a notice
+            return self._checkpoint_short(short, not full and all(
+                k in retry for k in short[0]))
+        self.dirty.clear()
+        self.deleted.clear()
+        # released handles are gone from the store now: no need to guard
+        # against loading them (keeps memory flat under handle churn)
+        self.released.clear()
+        return n
+
+    # An interval checkpoint re-pickles at most this many loaded mutable
+    # entries, round robin, so that its pause stays bounded in a large
+    # workspace; sync, detach and shutdown (full=2) take them all.
+    INTERVAL_SLICE = 20000
+
+    def _mutable_keys(self, full):
+        """Loaded entries whose reachable state can change in place
+        (invisible to the namespace diff): all of them, or the interval's
+        slice.  Only those made of immutable atoms alone are left out
+        (_frozen; known ones cached by key while the key holds them)."""
+        keys = []
+        frozen = self.frozen
+        for kind, table in (("g", self.shadow), ("h", self.handles)):
+            for k, o in table.items():
+                t = type(o)
+                if t in _ATOM_TYPES:
+                    continue
+                if t is tuple or t is frozenset or issubclass(t, tuple):
+                    key = (kind, k)
+                    f = frozen.get(key)
+                    if f is o:
+                        continue
+                    if _frozen(o):
+                        frozen[key] = o
+                        continue
+                    if f is not None:
+                        del frozen[key]
+                    keys.append(key)
+                else:
+                    keys.append((kind, k))
+        if full >= 2 or len(keys) <= self.INTERVAL_SLICE:
+            return keys
+        start = self.rr_pos % len(keys)
+        part = keys[start:start + self.INTERVAL_SLICE]
+        if len(part) < self.INTERVAL_SLICE:
+            part.extend(keys[:self.INTERVAL_SLICE - len(part)])
+        self.rr_pos = start + self.INTERVAL_SLICE
+        return part
+
+    def _slow_record(self, batch, d, key, obj, base, tn, noref=False):
+        """An entry the C pickler could not take: cloudpickle, or volatile
+        (recorded with its reason; the object stays in memory).  noref:
+        pickled with no persistent references (breaking a cycle)."""
+        if not _storable(key):
+            # the key itself cannot be stored (a name that is empty, longer
+            # than KEY_MAX or not UTF-8): in memory only, and said so once;
+            # nothing is pickled (the IdMap never maps such a key, so no
+            # other record refers to it)
+            reason = "its name cannot be a store key: %s" % (
+                _name_error(key[1]),)
+            if self.volatile.get(key) != reason:
+                self.notices.append((key, tn, reason))
+            self.volatile[key] = reason
+            return
+        _tblib()
+        try:
+            pickler, flags, parts, refs = d.cloud_dump(obj, noref, key)
+            flags |= base
+            self.volatile.pop(key, None)
+        except Exception as e:
+            reason = "%s: %s" % (type(e).__name__, _exc_message(e))
+            if self.volatile.get(key) != reason:
+                self.notices.append((key, tn, reason))
+            self.volatile[key] = reason
+            pickler, flags, refs = PICKLER_NONE, base | FLAG_VOLATILE, b""
+            parts = [reason.encode("utf-8", "replace")]
+        try:
+            self._add_record(batch, key, pickler, flags, tn, refs, parts)
+        except (ValueError, UnicodeError) as e:
+            # the key itself cannot be stored (a name of more than 480
+            # bytes, or not encodable): in memory only, and said so
+            reason = "its name cannot be a store key: %s" % _exc_message(e)
+            if self.volatile.get(key) != reason:
+                self.notices.append((key, tn, reason))
+            self.volatile[key] = reason
+
+    def volatile_reason(self, key):
+        """Why key could not be persisted, or None."""
+        return self.volatile.get(key)
+
+    def take_notices(self):
+        out, self.notices = self.notices, []
+        return out
+
+
+_CP_LOCK = _thread.allocate_lock()
+
+
+def checkpoint(full):
+    """Run a checkpoint (the C half's entry point; shipped code calls
+    user_checkpoint).  One at a time: a thread of shipped code may call
+    checkpoint() while the main thread's runs; a checkpoint() from code
+    that a checkpoint itself runs (a __reduce__) is refused.  The cyclic
+    GC is off while it runs: its many short-lived key tuples would
+    otherwise set off collections that walk the young objects (among them
+    the workspace's own tables) for nothing; they are freed by reference
+    counting when it ends."""
+    me = _thread.get_ident()
+    if WS.cp_thread == me:
+        raise RuntimeError("checkpoint() called from code that a "
+                           "checkpoint runs (a __reduce__ or "
+                           "__getstate__?)")
+    with _CP_LOCK:
+        WS.cp_thread = me
+        gc_was = _gc.isenabled()
+        _gc.disable()
+        try:
+            return WS.checkpoint(full)
+        finally:
+            WS.cp_thread = None
+            if gc_was:
+                _gc.enable()
+
+
+def user_checkpoint():
+    """Commit the workspace now: every global and handle, with the
+    in-place changes of every loaded one, in one transaction.  For
+    long-running shipped code, to call at a point it chose as consistent:
+    after a crash (even SIGKILL) the workspace comes back as it was at the
+    last call.  Returns the number of entries written; raises (an
+    OSError, a MemoryError, ...) when the checkpoint could not be
+    written, leaving the workspace as it was in memory.  Available as
+    `from pyshelf import checkpoint` and as the builtin checkpoint()."""
+    if WS is None:
+        raise RuntimeError("no workspace")
+    if WS.read_only:
+        raise RuntimeError("checkpoint(): the session is open read-only "
+                           "(flag 'r'): nothing of it is ever written")
+    return checkpoint(2)
+
+
+user_checkpoint.__name__ = user_checkpoint.__qualname__ = "checkpoint"
+user_checkpoint.__module__ = "pyshelf"
+pyshelf_mod.checkpoint = user_checkpoint
+builtins.checkpoint = user_checkpoint
+
+
+
+def take_notices():
+    out = [("%s (%s) cannot be persisted: %s; it stays in memory only and "
+            "will be lost when the backend stops\n" %
+            (_keystr(k), tn, r)) for k, tn, r in WS.take_notices()]
+    if WS.store_notices:
+        out.extend(t + "\n" for t in WS.store_notices)
+        WS.store_notices = []
+    return out

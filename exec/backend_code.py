@@ -1,0 +1,224 @@
+"""The code cache: compiling shipped blocks and functions once per
+source digest, their lines in linecache for tracebacks, and the scans of
+code objects (names used, globals deleted, dunders bound).
+
+Part of the backend's Python half, loaded by _pyshelf_backend (see
+its docstring)."""
+
+import ast
+import types
+
+import _pyshelfd as _s
+
+from _pyshelf_values import (ERR_BAD_REQUEST, RequestError, _MISSING, _dunder,
+                             _name_error, _storable, _type_name)
+
+WS = None   # the Workspace: set by _pyshelf_backend.init()
+
+
+def _scan_code(cache, code, scan):
+    """What scan(c, found) adds to the set found for code and for every
+    code object nested in it (functions, classes, comprehensions defined
+    there), as a frozenset.  Cached in cache by identity (a code object's
+    hash walks all of it), at most 4,096 of them."""
+    hit = cache.get(id(code))
+    if hit is not None and hit[0] is code:
+        return hit[1]
+    found, todo = set(), [code]
+    while todo:
+        c = todo.pop()
+        scan(c, found)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    found = frozenset(found)
+    if len(cache) > 4096:
+        cache.clear()
+    cache[id(code)] = (code, found)
+    return found
+
+
+_NAMES = {}   # id(code) -> (code, the names it and its nested code use)
+
+
+def _code_names(code):
+    """The names (co_names) that code and the code objects nested in it
+    use: globals, attributes and imports alike."""
+    return _scan_code(_NAMES, code, lambda c, found: found.update(c.co_names))
+
+
+def _codes_of(obj, ns):
+    """The code objects of the workspace functions that calling obj, or
+    its methods, may run: obj itself when it is a function of the
+    workspace (its globals are ns); the methods, static and class methods
+    and properties of obj when it is a class defined by shipped code, or
+    of its class when it is an instance of one."""
+    if type(obj) is types.FunctionType:
+        return [obj.__code__] if obj.__globals__ is ns else []
+    cls = obj if issubclass(type(obj), type) else type(obj)
+    out = []
+    for c in cls.__mro__:
+        d = c.__dict__       # no attribute hooks of shipped classes run
+        if d.get("__module__") != "__pyshelf__":
+            continue
+        for v in d.values():
+            if type(v) in (staticmethod, classmethod):
+                v = v.__func__
+            if type(v) is property:
+                fs = (v.fget, v.fset, v.fdel)
+            else:
+                fs = (v,)
+            for f in fs:
+                if type(f) is types.FunctionType and f.__globals__ is ns:
+                    out.append(f.__code__)
+    return out
+
+
+# --- compiling shipped code --------------------------------------------------
+
+
+_SOURCES = {}          # filenames in linecache that we put there, oldest first
+# Twice the code cache's bound: the code cache is emptied when it passes 4,096
+# entries, so every code object in it was compiled, and its source
+# remembered, fewer than 8,192 sources ago: code that can run without being
+# compiled again always has its lines for tracebacks.
+_SOURCES_MAX = 8192
+
+
+def _remember_source(filename, source):
+    """Let tracebacks show the shipped source's lines: the most recently
+    shipped _SOURCES_MAX sources stay in linecache, older ones are dropped
+    from it (every distinct source kept forever grew memory without
+    bound: 20,000 blocks of 2 KB took 50 MB)."""
+    import linecache
+    linecache.cache[filename] = (len(source), None,
+                                 source.splitlines(True), filename)
+    _SOURCES.pop(filename, None)
+    _SOURCES[filename] = True
+    while len(_SOURCES) > _SOURCES_MAX:
+        old = next(iter(_SOURCES))
+        del _SOURCES[old]
+        linecache.cache.pop(old, None)
+
+
+def _compile_block(source, digest):
+    """REPL semantics: run the block; the value of a final expression is
+    the result."""
+    filename = "<pyshelf:block:%s>" % digest.hex()[:12]
+    tree = ast.parse(source, filename, "exec")
+    _remember_source(filename, source)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+        last = compile(last, filename, "eval")
+    body = compile(tree, filename, "exec")
+    return body, last
+
+
+def _get_function(source, name, digest):
+    """Define the shipped function once per source digest: its globals are
+    the workspace, but defining it does not bind a workspace global."""
+    key = (digest, name)
+    f = WS.code_cache.get(key)
+    if f is not None:
+        return f
+    filename = "<pyshelf:%s:%s>" % (name, digest.hex()[:12])
+    code = compile(source, filename, "exec")
+    _remember_source(filename, source)
+    scratch = {}
+    exec(code, WS.ns, scratch)
+    f = scratch.get(name)
+    if f is None or not callable(f):
+        raise RequestError(ERR_BAD_REQUEST,
+                           "the shipped source defines no callable %r" % name)
+    # A function that calls itself looks its name up in the workspace's
+    # globals: bind it there (only then), as a REPL would.
+    fc = getattr(f, "__code__", None)
+    if fc is not None and name in fc.co_names:
+        WS.ns[name] = f
+    if len(WS.code_cache) > 4096:
+        WS.code_cache.clear()
+    WS.code_cache[key] = f
+    return f
+
+
+_DELETED = {}   # id(code) -> (code, the names its DELETE_GLOBALs delete)
+_DELETE_GLOBAL = bytes([__import__("opcode").opmap["DELETE_GLOBAL"]])
+
+
+def _deleted_globals(code):
+    """The globals that code (or a function or class defined in it)
+    deletes with a `global x; del x`."""
+    return _scan_code(_DELETED, code, _scan_deletes)
+
+
+def _scan_deletes(c, found):
+    # opcodes are the even bytes: dis only for code that has the one
+    if _DELETE_GLOBAL in c.co_code[::2]:
+        import dis
+        found.update(i.argval for i in dis.get_instructions(c)
+                     if i.opname == "DELETE_GLOBAL")
+
+
+def _load_deleted_globals(code):
+    """A function's `del x` of a global (DELETE_GLOBAL) writes the dict
+    directly, where no hook loads a global stored but not loaded yet: it
+    would raise NameError.  Load those globals first."""
+    ns = WS.ns
+    for name in _deleted_globals(code):
+        if not dict.__contains__(ns, name) and ("g", name) not in WS.deleted \
+                and _storable(("g", name)) and \
+                _s.flags("g", name) is not None:
+            try:
+                WS._load_global(name, True)
+            except Exception:
+                pass    # left as stored: the del then says NameError
+
+
+# Dunders the interpreter itself binds in a module's namespace (a block's
+# docstring, annotations): never reported.
+_MODULE_DUNDERS = frozenset(("__name__", "__builtins__", "__doc__",
+                             "__annotations__", "__file__", "__spec__",
+                             "__loader__", "__package__", "__cached__"))
+_DUNDER_STORES = {}   # id(code) -> (code, the __x__ names it binds)
+
+
+def _dunder_stores(code):
+    """The __x__ globals that code (or a function or class defined in it)
+    binds with STORE_NAME/STORE_GLOBAL, but the module machinery's own."""
+    return _scan_code(_DUNDER_STORES, code, _scan_dunder_stores)
+
+
+def _scan_dunder_stores(c, found):
+    # dis only for code that names a dunder at all
+    if any(_dunder(n) and n not in _MODULE_DUNDERS for n in c.co_names):
+        import dis
+        found.update(i.argval for i in dis.get_instructions(c)
+                     if i.opname in ("STORE_NAME", "STORE_GLOBAL") and
+                     _dunder(i.argval) and i.argval not in _MODULE_DUNDERS)
+
+
+def _note_dunder_globals(code):
+    """Code that binds a __x__ global (`__version__ = '1.2'`) binds a name
+    of the backend's own namespace, which is not a workspace global (not
+    listed, not persisted): say so, once per name and object, as for any
+    global that cannot be persisted."""
+    ns = WS.ns
+    for name in _dunder_stores(code):
+        obj = dict.get(ns, name, _MISSING)
+        if obj is _MISSING:
+            continue
+        key = ("g", name)
+        if WS.dunder_noted.get(name) is obj:
+            continue
+        WS.dunder_noted[name] = obj
+        WS.notices.append((key, _type_name(obj), _name_error(name)))
+
+
+def _get_block(source, digest):
+    key = (digest, None)
+    c = WS.code_cache.get(key)
+    if c is None:
+        c = _compile_block(source, digest)
+        if len(WS.code_cache) > 4096:
+            WS.code_cache.clear()
+        WS.code_cache[key] = c
+    return c

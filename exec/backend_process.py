@@ -1,0 +1,350 @@
+"""What shipped code may do to the backend's process: sys.stdout and
+sys.stderr (OutputStream), the capped recursion limit, fork hooks
+(multiprocessing's fork context, children of shipped code) and threads
+still running at exit.
+
+Part of the backend's Python half, loaded by _pyshelf_backend (see
+its docstring)."""
+
+import builtins
+import functools as _functools
+import io
+import sys
+import time as _time
+import types
+
+import _pyshelfd as _s
+
+WS = None   # the Workspace: set by _pyshelf_backend.init()
+
+
+# --- what shipped code may do to the process ----------------------------------
+
+class _OutputBuffer(io.RawIOBase):
+    """sys.stdout.buffer / sys.stderr.buffer: bytes written reach the
+    client as they are."""
+
+    def __init__(self, stream, name):
+        io.RawIOBase.__init__(self)
+        self._stream = stream
+        self.name = name
+        self.mode = "wb"
+
+    def write(self, b):
+        with memoryview(b) as m:
+            n = m.nbytes
+            _s.output(self._stream, m.cast("B") if m.ndim != 1 or
+                      m.format != "B" else m)
+        return n
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._stream
+
+    def isatty(self):
+        return False
+
+    def close(self):
+        pass        # the backend's, shared by every request: stays open
+
+    def __repr__(self):
+        return "<pyshelf output buffer %s>" % self.name
+
+
+class OutputStream(io.TextIOBase):
+    """sys.stdout / sys.stderr of shipped code: a text stream whose writes
+    reach the client as output of the running request (OUTPUT frames);
+    fileno() is fd 1 or 2, a pipe pyshelfd forwards the same way, so that
+    C code, faulthandler and child processes reach the client too.  It is
+    the backend's for every request: close() leaves it open."""
+
+    def __init__(self, stream, name, errors):
+        io.TextIOBase.__init__(self)
+        self._stream = stream
+        self._name = name
+        self._errors = errors
+        self._buffer = _OutputBuffer(stream, name)
+        # print() calls write for every piece: C all the way (output()
+        # takes str only through here: see write below for the checks)
+        self.write = _functools.partial(_s.output, stream)
+
+    encoding = property(lambda self: "utf-8")
+    errors = property(lambda self: self._errors)
+    buffer = property(lambda self: self._buffer)
+    name = property(lambda self: self._name)
+    mode = property(lambda self: "w")
+    newlines = property(lambda self: None)
+    line_buffering = property(lambda self: False)
+    write_through = property(lambda self: True)
+
+    def write(self, s):
+        """(The class's; instances use output() bound to their stream.)"""
+        if not isinstance(s, str):
+            raise TypeError("write() argument must be str, not %s" %
+                            type(s).__name__)
+        return _s.output(self._stream, s)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        pass        # every write is sent at once
+
+    def writable(self):
+        return True
+
+    def readable(self):
+        return False
+
+    def seekable(self):
+        return False
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return self._stream
+
+    def detach(self):
+        raise io.UnsupportedOperation("the backend's %s cannot be detached"
+                                      % self._name)
+
+    def close(self):
+        pass        # see the class docstring
+
+    def __repr__(self):
+        return "<pyshelf output stream %s>" % self._name
+
+
+# An effective recursion limit that the C stack can hold: CPython 3.11
+# counts Python and C recursion together, and a level that goes through C
+# (a __getattr__, map(), repr() of a nested list, pickling) takes up to
+# ~800 bytes of stack here (measured: the 8 MiB main stack overflows near
+# 10,000 __getattr__ levels).  sys.setrecursionlimit() in the backend is
+# therefore capped at one level per RECURSION_BYTES_PER_LEVEL bytes of the
+# stack (8 MiB: 4096), so that an unbounded recursion is a RecursionError,
+# never a SIGSEGV of pyshelfd.
+RECURSION_BYTES_PER_LEVEL = 2048
+RECURSION_CAP = 4096
+_real_setrecursionlimit = sys.setrecursionlimit
+
+
+def _stack_bytes():
+    """The smaller of the main thread's stack limit and a new thread's
+    default stack (both follow RLIMIT_STACK; unlimited counts as 8 MiB, a
+    thread's default then)."""
+    try:
+        import resource
+        soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
+    except (ImportError, OSError, ValueError):
+        soft = -1
+    if soft < 0 or soft == getattr(resource, "RLIM_INFINITY", -1):
+        soft = 8 << 20
+    return soft
+
+
+def setrecursionlimit(limit):
+    """sys.setrecursionlimit() in the backend: as the standard one, but the
+    effective limit is at most RECURSION_CAP (see above); read it back
+    with sys.getrecursionlimit()."""
+    if not isinstance(limit, int):
+        raise TypeError("an integer is required")
+    if limit < 1:
+        raise ValueError("recursion limit must be greater or equal than 1")
+    _real_setrecursionlimit(min(limit, RECURSION_CAP))
+
+
+def _after_fork_child():
+    """A child forked by shipped code (os.fork(), multiprocessing's fork):
+    it is a plain Python process from now on.  The C half has already cut
+    it off the protocol and the store (worker.c, pystore.c); here SIGINT
+    and SIGTERM get their usual meaning back (a Pool's terminate() must
+    end its workers quietly), and signals no longer wake the parent."""
+    import signal
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (ValueError, OSError):
+        pass        # not the main thread: the C handler does the same
+
+
+def _ws_function(code, name, qualname, defaults, kwdefaults):
+    """A function of shipped code, rebuilt in a process forked from this
+    one (multiprocessing's fork context), on the workspace's globals."""
+    import marshal
+    f = types.FunctionType(marshal.loads(code), WS.ns, name, defaults)
+    f.__qualname__ = qualname
+    f.__kwdefaults__ = kwdefaults
+    return f
+
+
+def _fork_reducer_override(self, obj):
+    """multiprocessing's ForkingPickler: a function defined by shipped code
+    (its module, __pyshelf__, is not importable) goes by its code, so that
+    Pool.map(f, ...) in a fork context works with it as with a function of
+    a script's __main__.  (spawn and forkserver start a fresh interpreter:
+    there, as anywhere, the function must be importable.)"""
+    if type(obj) is types.FunctionType and WS is not None and \
+            obj.__globals__ is WS.ns and not obj.__closure__:
+        import marshal
+        return (_ws_function, (marshal.dumps(obj.__code__), obj.__name__,
+                               obj.__qualname__, obj.__defaults__,
+                               obj.__kwdefaults__))
+    return NotImplemented
+
+
+def _patch_forking_pickler(module):
+    fp = getattr(module, "ForkingPickler", None)
+    if fp is not None:
+        fp.reducer_override = _fork_reducer_override
+
+
+class _ForkPicklingHook:
+    """A meta path finder that only waits for multiprocessing.reduction to
+    be imported (by shipped code), to patch its ForkingPickler then: at
+    startup, importing multiprocessing would cost every resume."""
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "multiprocessing.reduction":
+            return None
+        import importlib.machinery
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None or \
+                not hasattr(spec.loader, "exec_module"):
+            return spec
+        orig = spec.loader.exec_module
+
+        def exec_module(module):
+            orig(module)
+            _patch_forking_pickler(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _setup_process():
+    global RECURSION_CAP
+    import os
+    sys.stdout = OutputStream(1, "<stdout>", "strict")
+    sys.stderr = OutputStream(2, "<stderr>", "backslashreplace")
+    # fd 0 is /dev/null (worker.c): sys.stdin is a text stream at EOF, so
+    # that input(), sys.stdin.read() and pdb get EOF at once
+    sys.stdin = io.TextIOWrapper(io.FileIO(0, "r", closefd=False),
+                                 encoding="utf-8")
+    RECURSION_CAP = max(1000, _stack_bytes() // RECURSION_BYTES_PER_LEVEL)
+    sys.setrecursionlimit = setrecursionlimit
+    if sys.getrecursionlimit() > RECURSION_CAP:
+        _real_setrecursionlimit(RECURSION_CAP)
+    os.register_at_fork(after_in_child=_after_fork_child)
+    if "multiprocessing.reduction" in sys.modules:
+        _patch_forking_pickler(sys.modules["multiprocessing.reduction"])
+    else:
+        sys.meta_path.insert(0, _ForkPicklingHook)
+
+
+def _child_missing(name):
+    """A global the parent had not loaded, looked up in a process forked
+    by shipped code, which must not read the store (LMDB after a fork):
+    a builtin is found in the builtins (KeyError here), anything else is
+    a NameError that says why."""
+    if hasattr(builtins, name):
+        raise KeyError(name)
+    raise NameError("name %r is not loaded in this process, which was forked "
+                    "by shipped code and cannot read the workspace's store: "
+                    "use the global in the parent before forking" % name,
+                    name=name)
+
+
+def _child_exit(status, exc=None):
+    """Shipped code returned in a process it forked: print the exception
+    that ended it, if any, to the child's stderr (it reaches the client),
+    and end the child without running anything of the backend's (no
+    atexit, no finaliser: the store is the parent's)."""
+    import os
+    if exc is not None and not isinstance(exc, SystemExit):
+        try:
+            import traceback
+            sys.stderr.write("".join(traceback.format_exception(exc)))
+        except BaseException:
+            pass
+    os._exit(status)
+
+
+def _exit_status(e):
+    """The exit status SystemExit(e.code) gives, as the interpreter's."""
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xff
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except BaseException:
+        pass
+    return 1
+
+
+def _other_threads():
+    import threading
+    main = threading.main_thread()
+    return [t for t in threading.enumerate()
+            if t is not main and t.is_alive()]
+
+
+def threads_notice():
+    """At detach: a notice naming the threads of shipped code still
+    running, non-daemon ones apart ('' when there are none)."""
+    threads = _other_threads()
+    if not threads:
+        return ""
+    nd = [t.name for t in threads if not t.daemon]
+    d = [t.name for t in threads if t.daemon]
+    parts = []
+    if nd:
+        parts.append("non-daemon thread%s %s still running: pyshelfd waits "
+                     "up to %g s for %s to end, then exits without %s" %
+                     ("s" if len(nd) > 1 else "",
+                      ", ".join(repr(n) for n in nd), THREAD_GRACE_S,
+                      "them" if len(nd) > 1 else "it",
+                      "them" if len(nd) > 1 else "it"))
+    if d:
+        parts.append("daemon thread%s %s stopped at exit" %
+                     ("s" if len(d) > 1 else "",
+                      ", ".join(repr(n) for n in d)))
+    return ("pyshelf: at detach, %s; the workspace was checkpointed before, "
+            "changes made after it by threads that do not end are lost\n"
+            % "; ".join(parts))
+
+
+THREAD_GRACE_S = 2.0    # for the notice: worker.c's WORKER_THREAD_GRACE_S
+
+
+def nondaemon_threads():
+    """How many non-daemon threads of shipped code are running."""
+    return sum(1 for t in _other_threads() if not t.daemon)
+
+
+def end_threads(grace):
+    """At exit, after the final checkpoint: wait up to grace seconds for
+    the non-daemon threads of shipped code, then let the interpreter's
+    finalisation stop the rest as it stops daemon threads (it would
+    otherwise wait for them forever, until the client kills us)."""
+    import threading
+    deadline = _time.monotonic() + grace
+    for t in _other_threads():
+        if t.daemon:
+            continue
+        left = deadline - _time.monotonic()
+        if left > 0:
+            t.join(left)
+    # threading._shutdown() joins every lock in _shutdown_locks: drop
+    # those of the threads that did not end (CPython 3.11's threading)
+    locks = getattr(threading, "_shutdown_locks", None)
+    lock = getattr(threading, "_shutdown_locks_lock", None)
+    if locks is not None and lock is not None:
+        with lock:
+            locks.clear()

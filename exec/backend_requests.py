@@ -1,0 +1,310 @@
+"""The requests the C half calls, one function per request (EXEC, GET,
+SET, DEL, KEYS, HANDLES), the result of a request that raised (a bounded
+WrappedExcinfo), and stats().
+
+Part of the backend's Python half, loaded by _pyshelf_backend (see
+its docstring)."""
+
+import types
+
+import _pyshelfd as _s
+
+from _pyshelf_values import (DirectValue, ERR_BAD_REQUEST, ERR_NOT_FOUND,
+                             ERR_PICKLE, ERR_UNPICKLE, ERR_VOLATILE,
+                             FLAG_EXCINFO, FLAG_HIDDEN, KIND_DIRECT,
+                             KIND_EXCINFO, KIND_WRAPPED, RequestError,
+                             VolatileEntryError, _Kwargs, _MISSING, _dunder,
+                             _exc_message, _name_error, _name_repr,
+                             _record_type_name, _split_type_name, _type_name)
+from _pyshelf_process import _child_exit, _exit_status
+from _pyshelf_pickle import _tblib, dumps_value, loads_value
+from _pyshelf_code import (_codes_of, _get_block, _get_function,
+                           _load_deleted_globals, _note_dunder_globals)
+
+WS = None   # the Workspace: set by _pyshelf_backend.init()
+
+
+# A WrappedExcinfo keeps at most the first and the last TB_KEEP frames of a
+# traceback (an unbounded recursion has thousands), and at most
+# CHAIN_KEEP exceptions of a __cause__/__context__ chain: tblib pickles a
+# traceback as a chain of nested tuples, one C recursion level per frame.
+TB_KEEP = 50
+CHAIN_KEEP = 20
+
+
+def _bound_traceback(exc):
+    """Cut exc's traceback to its first and last TB_KEEP entries, noting
+    how many were left out (as CPython's printing does for repeats)."""
+    tbs = []
+    tb = exc.__traceback__
+    while tb is not None:
+        tbs.append(tb)
+        tb = tb.tb_next
+    n = len(tbs)
+    if n <= 2 * TB_KEEP:
+        return
+    keep = tbs[:TB_KEEP] + tbs[-TB_KEEP:]
+    del tbs
+    new = None
+    for t in reversed(keep):
+        new = types.TracebackType(new, t.tb_frame, t.tb_lasti, t.tb_lineno)
+    exc.__traceback__ = new
+    try:
+        exc.add_note("[pyshelf: %d frames of this traceback were left out "
+                     "between its first %d and its last %d]" %
+                     (n - 2 * TB_KEEP, TB_KEEP, TB_KEEP))
+    except Exception:
+        pass
+
+
+def _bound_excinfo(exc):
+    """Bound the tracebacks of exc and of the exceptions it chains to, and
+    the length of that chain."""
+    seen = set()
+    e, depth = exc, 0
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        _bound_traceback(e)
+        nxt = e.__cause__ if e.__cause__ is not None else (
+            None if e.__suppress_context__ else e.__context__)
+        depth += 1
+        if nxt is not None and depth >= CHAIN_KEEP:
+            e.__cause__ = None
+            e.__context__ = None
+            try:
+                e.add_note("[pyshelf: the exceptions this one was raised "
+                           "from are left out past %d]" % CHAIN_KEEP)
+            except Exception:
+                pass
+            break
+        e = nxt
+
+
+def _excinfo_result(exc):
+    """A WrappedExcinfo for the exception being handled."""
+    tb = exc.__traceback__
+    # drop our own frame from the traceback
+    if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+    _bound_excinfo(exc)
+    triple = (type(exc), exc, exc.__traceback__)
+    _tblib()            # tracebacks pickle through tblib
+    hid, _ = WS.new_handle(triple, FLAG_EXCINFO)
+    return (KIND_EXCINFO, hid, "tuple", type(exc).__name__,
+            _exc_message(exc), None)
+
+
+def exec_request(code, func, digest, args, want_value):
+    """Run shipped code.  args: list of ints (handles) or bytes (pickles);
+    the last pickle may hold the call's keyword arguments (_Kwargs).
+    Returns (kind, handle, type_name, exc_type, message, value)."""
+    del WS.request_codes[:], WS.request_keys[:]
+    real = []
+    for a in args:
+        if type(a) is int:
+            real.append(WS.get_handle(a))
+        else:
+            try:
+                real.append(loads_value(a))
+            except RequestError:
+                raise           # an unknown handle inside the value
+            except Exception as e:
+                raise RequestError(ERR_UNPICKLE,
+                                   "argument %d cannot be unpickled: %s: %s" %
+                                   (len(real) + 1, type(e).__name__,
+                                    _exc_message(e))) from None
+    kw = real.pop() if real and type(real[-1]) is _Kwargs else {}
+    codes = ()
+    ran = None
+    try:
+        if func is not None:
+            f = _get_function(code, func, digest)
+            codes = _codes_of(f, WS.ns)
+            if hasattr(f, "__code__"):
+                ran = f.__code__
+                _load_deleted_globals(ran)
+            for c in WS.request_codes:
+                _load_deleted_globals(c)
+            res = f(*real, **kw)
+        else:
+            if real or kw:
+                raise RequestError(ERR_BAD_REQUEST,
+                                   "a block takes no arguments")
+            body, last = _get_block(code, digest)
+            codes = (body,) if last is None else (body, last)
+            ran = body
+            _load_deleted_globals(body)
+            exec(body, WS.ns)
+            res = eval(last, WS.ns) if last is not None else None
+    except RequestError:
+        if _s.in_child():
+            _child_exit(1)
+        raise
+    except BaseException as e:
+        if _s.in_child():
+            # a process shipped code forked: it ends here, with the
+            # status the exception gives; never a reply, never a commit
+            _child_exit(_exit_status(e) if isinstance(e, SystemExit)
+                        else 1, e)
+        return _excinfo_result(e)
+    finally:
+        # what the code could reach by name, and the arguments passed by
+        # handle, may have been changed in place: this request's
+        # checkpoint pickles them again (and writes the changed ones)
+        WS.mark_reached(tuple(codes) + tuple(WS.request_codes),
+                        [("h", a) for a in args
+                         if type(a) is int and a in WS.handles] +
+                        WS.request_keys)
+        if ran is not None:
+            _note_dunder_globals(ran)
+    if _s.in_child():
+        _child_exit(0)
+    return _result_for(res, want_value)
+
+
+def _result_for(res, want_value):
+    if isinstance(res, DirectValue) or res is None or want_value:
+        value = res.value if isinstance(res, DirectValue) else res
+        try:
+            data = dumps_value(value)
+        except Exception as e:
+            raise RequestError(ERR_PICKLE,
+                               "the result (%s) cannot be pickled: %s: %s" %
+                               (_type_name(value), type(e).__name__,
+                                _exc_message(e))) from None
+        return (KIND_DIRECT, 0, _type_name(value), None, None, data)
+    hid, _ = WS.new_handle(res)
+    return (KIND_WRAPPED, hid, _type_name(res), None, None, None)
+
+
+def _check_name(name):
+    """A GET or DEL of a name that can never be a global's: a __x__ name
+    is not found (the backend's own, not a global: keys() leaves them
+    out); an empty one, one too long for the store, one that cannot be
+    UTF-8 are the client's error."""
+    why = _name_error(name)
+    if why is None:
+        return
+    if _dunder(name):
+        raise RequestError(ERR_NOT_FOUND, "no global %r: %s" % (name, why))
+    raise RequestError(ERR_BAD_REQUEST, why)
+
+
+def get_request(name, want_value):
+    _check_name(name)
+    try:
+        obj = WS.ns[name]
+    except KeyError:
+        raise RequestError(ERR_NOT_FOUND, "no global %r" % name) from None
+    except VolatileEntryError as e:
+        raise RequestError(ERR_VOLATILE, str(e)) from None
+    if not want_value:
+        hid, _ = WS.new_handle(obj)
+        return (KIND_WRAPPED, hid, _type_name(obj), None, None, None)
+    try:
+        data = dumps_value(obj)
+    except Exception as e:
+        raise RequestError(
+            ERR_PICKLE, "global %r (%s) cannot be sent by value: %s: %s; "
+            "use ws.wrap(%r) to get a handle to it" %
+            (name, _type_name(obj), type(e).__name__, _exc_message(e),
+             name)) from None
+    return (KIND_DIRECT, 0, _type_name(obj), None, None, data)
+
+
+def set_request(name, data):
+    # refused before anything is bound: a global that could never be
+    # stored (or listed) would be silently lost
+    why = _name_error(name)
+    if why is not None:
+        raise RequestError(ERR_BAD_REQUEST, "cannot bind %s: %s" %
+                           (_name_repr(name), why))
+    try:
+        obj = loads_value(data)
+    except RequestError:
+        raise           # an unknown handle inside the value
+    except Exception as e:
+        raise RequestError(ERR_UNPICKLE, "value for %r cannot be unpickled: "
+                           "%s: %s" % (name, type(e).__name__,
+                                       _exc_message(e))) from None
+    WS.ns[name] = obj
+
+
+def del_request(name):
+    _check_name(name)
+    try:
+        del WS.ns[name]   # loads it first when stored but not loaded
+    except KeyError:
+        raise RequestError(ERR_NOT_FOUND, "no global %r" % name) from None
+
+
+def keys_request():
+    WS.collect_dirty_globals()
+    names = set(_s.list_keys("g"))
+    names.difference_update(k for kind, k in WS.deleted if kind == "g")
+    names.update(n for n in WS.shadow)
+    # names the wire cannot carry (NUL) are left out of the listing
+    return sorted(n for n in names if not _dunder(n) and "\x00" not in n)
+
+
+def handles_request():
+    """The live handles but the hidden ones (pyshelfd's own), with their
+    type names: rows (id, type name), and (id, type name, exc_type,
+    message) for an exception's handle (FLAG_EXCINFO).  One not loaded is
+    described by its record's header and type-name area (which holds an
+    excinfo handle's exc_type and message: excinfo_type_name): one read,
+    and no pass over its value (whose digest is checked when it is used),
+    so that a listing costs the same whatever the handles hold, unpickles
+    nothing, and a damaged record is listed (type "?") rather than
+    failing the listing."""
+    ids = set(_s.list_keys("h"))
+    ids.difference_update(WS.released)
+    ids.update(WS.handles)
+    out = []
+    for hid in sorted(ids):
+        obj = WS.handles.get(hid, _MISSING)
+        if obj is not _MISSING:
+            flags, tn = WS.handle_flags.get(hid, 0), None
+        else:
+            try:
+                head = _s.head("h", hid)
+            except _s.CorruptEntry:
+                head = (0, "?")
+            if head is None:
+                continue
+            flags, tn = head
+        if flags & FLAG_HIDDEN:
+            continue
+        if tn is None:
+            tn = _record_type_name(obj, flags)
+        tn, exc_type, message = _split_type_name(tn)
+        if flags & FLAG_EXCINFO:
+            # a record written before the type-name area held them
+            out.append((hid, tn, exc_type or "", message or ""))
+        else:
+            out.append((hid, tn))
+    return out
+
+
+def volatile_of(hid):
+    """Why handle hid could not be persisted (after the checkpoint)."""
+    return WS.volatile_reason(("h", hid))
+
+
+def stats():
+    import json
+    return json.dumps({
+        "globals_loaded": len(WS.shadow),
+        "handles_loaded": len(WS.handles),
+        "volatile": len(WS.volatile),
+        "code_cache": len(WS.code_cache),
+        "entries_written": WS.entries_written,
+        "checkpoints": WS.checkpoints,
+        "last_checkpoint_s": WS.last_checkpoint_s,
+        "backend_code": _s.BACKEND_CODE,
+        "last_checkpoint_phases_s": dict(zip(("diff", "pickle", "commit"),
+                                             WS.last_checkpoint_phases)),
+        "namespace_diffs": dict(zip(("tracked", "full"), _s.diff_counts())),
+        "next_handle": _s.peek_next_handle(),
+    })
