@@ -20,7 +20,7 @@ enum pyctx_sig {
 
 /*
  * What the _pyshelfd module works on, given by its owner (the worker) to
- * pymodule_start() and kept in the module's state: the py*.c files reach the
+ * pymodule_start(), which keeps a copy: the py*.c files reach the
  * store, the session record and the worker through this only, never
  * through a global of worker.c, so that each owner (a worker of server
  * mode, a test) can hand in its own.  Pointers are the owner's and must
@@ -206,10 +206,10 @@ PyObject *PyInit__pyshelfd(void);
 /* Call _pyshelf_backend.name(**kwargs), kwargs a dict (stolen; NULL
  * passes its exception on); new reference or NULL. */
 PyObject *pymodule_call(const char *name, PyObject *kwargs);
-/* The module's context (its state; all zero before pymodule_start). */
+/* The module's context (a copy of pymodule_start's; all zero before). */
 struct pyctx *pymodule_ctx(void);
-/* Import the backend's Python half with ctx (copied into the module's
- * state) and create the workspace.  0, or -1 with *cause malloc'd. */
+/* Import the backend's Python half with ctx (copied: pymodule_ctx) and
+ * create the workspace.  0, or -1 with *cause malloc'd. */
 int pymodule_start(const struct pyctx *ctx, char **cause);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * pymodule.c - the _pyshelfd builtin module: its definition (types,
  * functions and constants of pyns.c, pyidmap.c, pystore.c, pysink.c,
- * pybatch.c, pydiff.c, pydigest.c, pystream.c), its state (the context
- * its owner hands to pymodule_start), loading the backend's Python half from
+ * pybatch.c, pydiff.c, pydigest.c, pystream.c), the context its owner
+ * hands to pymodule_start, loading the backend's Python half from
  * the source compiled into pyshelfd, and calls into that half.
  */
 #define PY_SSIZE_T_CLEAN
@@ -27,18 +27,21 @@ extern const size_t backend_py_code_len;
 PyObject *pymodule_backend;       /* _pyshelf_backend */
 PyObject *pymodule_RequestError;  /* _pyshelf_backend.RequestError */
 
-static struct PyModuleDef pymodule_def;
+/* The context the module's owner gave pymodule_start, copied (the
+ * owner's may be on its stack); all zero before.  Set once per process,
+ * which has one interpreter.  Kept here, not in the module's state
+ * (PyModule_GetState), because a single-phase module with a state is
+ * initialised again when shipped code re-imports it (del sys.modules,
+ * importlib.reload): a new, zeroed state, and new exception classes the
+ * Python half's handlers would not catch; with m_size -1, as before, a
+ * re-import gets a copy of the same module dict. */
+static struct pyctx pymodule_state;
 
-/* The context the module's owner gave pymodule_start (the module's state);
- * all zero before. */
+/* The context the module's owner gave pymodule_start (all zero before). */
 struct pyctx *
 pymodule_ctx(void)
 {
-	static struct pyctx none;
-	PyObject *m = PyState_FindModule(&pymodule_def);
-	struct pyctx *c = m != NULL ? PyModule_GetState(m) : NULL;
-
-	return c != NULL ? c : &none;
+	return &pymodule_state;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -46,8 +49,7 @@ pymodule_ctx(void)
 
 static struct PyModuleDef pymodule_def = {
 	PyModuleDef_HEAD_INIT, "_pyshelfd",
-	"pyshelfd's C half, for the backend's Python half",
-	sizeof(struct pyctx), NULL,
+	"pyshelfd's C half, for the backend's Python half", -1, NULL,
 	NULL, NULL, NULL, NULL
 };
 
@@ -147,19 +149,13 @@ pymodule_start(const struct pyctx *ctx, char **cause)
 {
 	PyObject *code = NULL, *r = NULL, *mod;
 	const char *how = "source";
-	struct pyctx *state;
 
 	if ((code = pymodule_backend_code(&how)) == NULL)
 		goto error;
 	/* _pyshelfd.BACKEND_CODE says which (ws.stats()["backend_code"]) */
 	if ((mod = PyImport_ImportModule("_pyshelfd")) == NULL)
 		goto error;
-	/* the module keeps its own copy: the owner's may be on its stack */
-	if ((state = PyModule_GetState(mod)) == NULL) {
-		Py_DECREF(mod);
-		goto error;
-	}
-	*state = *ctx;
+	pymodule_state = *ctx;
 	r = PyUnicode_FromString(how);
 	if (r == NULL || PyObject_SetAttrString(mod, "BACKEND_CODE", r) < 0) {
 		Py_DECREF(mod);
