@@ -118,7 +118,9 @@ struct get_arg {
 	                          the bytearray's) */
 	uint8_t pickler;       /* the record's, copied out */
 	uint16_t flags;
-	char *copy;            /* malloc'd: type name, refs, reason */
+	char *copy;            /* type name, refs, reason: small, or
+	                          malloc'd when they do not fit */
+	char small[256];
 	size_t type_len, refs_len, text_len;
 	PyObject *payload;     /* mode 0: the bytearray filled (strong) */
 };
@@ -148,7 +150,9 @@ pystore_get_txn(store_txn *t, void *arg)
 	text_len = ga->mode == 5 && (r.flags & STORE_FLAG_VOLATILE) ?
 	    r.payload_len : 0;
 	ga->text_len = text_len;
-	if ((ga->copy = malloc(r.type_len + r.refs_len + text_len + 1)) ==
+	ga->copy = ga->small;
+	if (r.type_len + r.refs_len + text_len + 1 > sizeof ga->small &&
+	    (ga->copy = malloc(r.type_len + r.refs_len + text_len + 1)) ==
 	    NULL) {
 		ga->nomem = 1;
 		return 0;
@@ -181,7 +185,7 @@ static PyObject *
 pystore_get_result(struct get_arg *ga)
 {
 	const char *tn = ga->copy, *refs = ga->copy + ga->type_len;
-	PyObject *digest;
+	PyObject *rec, *item;
 
 	switch (ga->mode) {
 	case 2:
@@ -200,14 +204,33 @@ pystore_get_result(struct get_arg *ga)
 		    refs + ga->refs_len, (Py_ssize_t)ga->text_len, "replace") :
 		    Py_NewRef(Py_None)));
 	}
-	digest = pystore_content_digest(PyByteArray_AS_STRING(ga->payload),
-	    (size_t)PyByteArray_GET_SIZE(ga->payload), NULL, ga->flags, refs,
-	    ga->refs_len);
-	if (digest == NULL)
+	/* the hot one (every entry loaded): items set in place */
+	if ((rec = PyStructSequence_New(pyfields_Record)) == NULL)
 		return NULL;
-	return pyfields_named(pyfields_Record, Py_BuildValue("iis#ONy#",
-	    ga->pickler, ga->flags, tn, (Py_ssize_t)ga->type_len, ga->payload,
-	    digest, refs, (Py_ssize_t)ga->refs_len));
+	PyStructSequence_SET_ITEM(rec, 3, Py_NewRef(ga->payload));
+	if ((item = PyLong_FromLong(ga->pickler)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 0, item);
+	if ((item = PyLong_FromLong(ga->flags)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 1, item);
+	if ((item = PyUnicode_FromStringAndSize(tn,
+	    (Py_ssize_t)ga->type_len)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 2, item);
+	if ((item = pystore_content_digest(PyByteArray_AS_STRING(ga->payload),
+	    (size_t)PyByteArray_GET_SIZE(ga->payload), NULL, ga->flags, refs,
+	    ga->refs_len)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 4, item);
+	if ((item = PyBytes_FromStringAndSize(refs,
+	    (Py_ssize_t)ga->refs_len)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 5, item);
+	return rec;
+error:
+	Py_DECREF(rec);  /* unset items are NULL: the dealloc skips them */
+	return NULL;
 }
 
 /* Shared body of get/get_refs/flags/head. */
@@ -257,7 +280,8 @@ pystore_get_common(PyObject *args, int mode)
 	}
 	res = pystore_get_result(&ga);
 out:
-	free(ga.copy);
+	if (ga.copy != ga.small)
+		free(ga.copy);
 	Py_XDECREF(ga.payload);
 	return res;
 }
