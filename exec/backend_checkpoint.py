@@ -163,10 +163,11 @@ class _CheckpointMixin:
         batch.clear()
         d = _dumper()
         if keys:
-            _n, failed = batch.dump_keys(d.plain, d.sink, self.idmap, keys,
-                                         self.shadow, self.handles,
-                                         self.handle_flags, self.digests,
-                                         Placeholder)
+            failed = batch.dump_keys(
+                pickler=d.plain, sink=d.sink, idmap=self.idmap, keys=keys,
+                shadow=self.shadow, handles=self.handles,
+                hflags=self.handle_flags, digests=self.digests,
+                skip_type=Placeholder).failed
             for item in failed:
                 self._slow_record(batch, d, *item)
             for first in regroup:
@@ -216,7 +217,9 @@ class _CheckpointMixin:
                 # for it: committing them now would point at a missing one
                 n, noted, short = self._commit_what_fits(batch, None, held)
             else:
-                n, noted = batch.commit(self.digests, self.refs_of)
+                res = batch.commit(digests=self.digests,
+                                   refs_of=self.refs_of)
+                n, noted = res.written, res.noted
         except _s.StoreFull as e:
             n, noted, short = self._commit_what_fits(batch, e)
         finally:

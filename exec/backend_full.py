@@ -55,7 +55,8 @@ def _full_why(need):
     """Which limit a checkpoint of need more bytes ran into: the disk, or
     the store's --map-max."""
     try:
-        map_max, disk_free = _s.room()
+        room = _s.room()
+        map_max, disk_free = room.map_max, room.disk_free
     except Exception:
         return "the store is full"
     if 0 <= disk_free < need + (1 << 20):
@@ -159,8 +160,10 @@ class _FullStoreMixin:
             if other or (not part and not dnow and not rnow):
                 return False
             try:
-                n, nt = batch.commit_part(self.digests, self.refs_of,
-                                          part, dnow, rnow)
+                res = batch.commit_part(digests=self.digests,
+                                        refs_of=self.refs_of, keys=part,
+                                        dels=dnow, unrefs=rnow)
+                n, nt = res.written, res.noted
             except _s.StoreFull:
                 return False
             except (_s.StoreError, _s.CorruptEntry) as e:

@@ -13,7 +13,7 @@ import _pyshelfd as _s
 from _pyshelf_values import (EntryGroup, PICKLER_PICKLE, Placeholder, _MISSING,
                              _record_type_name, _storable, group_member)
 from _pyshelf_pickle import _tblib
-from _pyshelf_refs import _encode_refs, _parse_refs
+from _pyshelf_refs import _parse_refs
 
 
 _FIRST = object()
@@ -136,7 +136,7 @@ class _GroupsMixin:
         self._add_record(batch, first, pickler, flags | self._base(first),
                          _record_type_name(objs[0], self._base(first)),
                          refs, parts)
-        ref = _encode_refs((first,))
+        ref = _s.refs_encode((first,))
         for i in range(1, len(keys)):
             self._add_record(batch, keys[i], PICKLER_PICKLE,
                              self._base(keys[i]),

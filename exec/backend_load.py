@@ -166,7 +166,8 @@ class _LoadMixin:
         rec = _s.get(key[0], key[1])
         if rec is None:
             raise KeyError(key[1])
-        pickler, flags, type_name, payload, digest, refs = rec
+        pickler, flags, type_name = rec.pickler, rec.flags, rec.type_name
+        payload, digest, refs = rec.payload, rec.digest, rec.refs
         self.digests[key] = digest
         self._note_refs(key, refs)
         if key[0] == "h" and flags & (FLAG_EXCINFO | FLAG_HIDDEN):

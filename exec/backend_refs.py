@@ -1,7 +1,8 @@
-"""The references between entries: the refs blob's codec, the
-workspace's index of who refers to whom (_RefsMixin: referrers, rescue of
-records holding an object that changes identity, hidden handles), and the
-LOST listing (lost_request), which follows references to lost entries.
+"""The references between entries: refs blobs parsed (by _pyshelfd, on
+the store's codec, store/refs.c), the workspace's index of who refers to
+whom (_RefsMixin: referrers, rescue of records holding an object that
+changes identity, hidden handles), and the LOST listing (lost_request),
+which follows references to lost entries.
 
 Part of the backend's Python half, loaded by _pyshelf_backend (see
 its docstring)."""
@@ -15,15 +16,6 @@ from _pyshelf_values import (FLAG_HIDDEN, FLAG_VOLATILE, Placeholder, _ATOMIC,
 WS = None   # the Workspace: set by _pyshelf_backend.init()
 
 
-def _encode_refs(keys):
-    """A refs blob for keys (as idmap_encode_ref in exec/pymod.c)."""
-    out = bytearray()
-    for kind, k in keys:
-        raw = k.encode("utf-8") if kind == "g" else k.to_bytes(8, "big")
-        out += kind.encode() + len(raw).to_bytes(2, "big") + raw
-    return bytes(out)
-
-
 _REFS_PARSED = {}     # refs blob -> its keys: records often share one
 
 
@@ -33,28 +25,13 @@ def _parse_refs(blob):
     tend to refer to the same few entries (10,000 dicts that each hold one
     shared list have one blob between them)."""
     if type(blob) is not bytes:
-        return _parse_refs_raw(blob)
+        return _s.refs_parse(blob)
     keys = _REFS_PARSED.get(blob)
     if keys is None:
         if len(_REFS_PARSED) >= 4096:
             _REFS_PARSED.clear()
-        keys = _REFS_PARSED[blob] = _parse_refs_raw(blob)
+        keys = _REFS_PARSED[blob] = _s.refs_parse(blob)
     return keys
-
-
-def _parse_refs_raw(blob):
-    out = []
-    i, n = 0, len(blob)
-    while i + 3 <= n:
-        kind = chr(blob[i])
-        ln = (blob[i + 1] << 8) | blob[i + 2]
-        raw = bytes(blob[i + 3:i + 3 + ln])
-        i += 3 + ln
-        if kind == "g":
-            out.append(("g", raw.decode("utf-8", "surrogateescape")))
-        else:
-            out.append(("h", int.from_bytes(raw, "big")))
-    return tuple(out)
 
 
 class _RefsMixin:
@@ -279,14 +256,15 @@ def _lost_stored(lost, refs):
             try:
                 head = _s.head(key[0], key[1])
                 if head is not None:
-                    tn = _split_type_name(head[1])[0]
+                    tn = _split_type_name(head.type_name)[0]
             except _s.CorruptEntry:
                 pass
             lost[key] = (tn, "its record is damaged: %s" % (e,))
             continue
         if rec is None:
             continue
-        flags, tn, blob, vreason = rec
+        flags, tn, blob, vreason = rec.flags, rec.type_name, rec.refs, \
+            rec.reason
         tn = _split_type_name(tn)[0]
         if flags & FLAG_VOLATILE:
             lost[key] = (tn, "it was not persisted: %s" % (vreason,))

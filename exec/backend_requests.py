@@ -24,6 +24,13 @@ from _pyshelf_code import (_codes_of, _get_block, _get_function,
 WS = None   # the Workspace: set by _pyshelf_backend.init()
 
 
+def _result(kind, handle, type_name, exc_type=None, message=None,
+            value=None):
+    """A request's result for the C half (exec/dispatch.c), by field name:
+    a _pyshelfd.Result."""
+    return _s.Result((kind, handle, type_name, exc_type, message, value))
+
+
 # A WrappedExcinfo keeps at most the first and the last TB_KEEP frames of a
 # traceback (an unbounded recursion has thousands), and at most
 # CHAIN_KEEP exceptions of a __cause__/__context__ chain: tblib pickles a
@@ -91,8 +98,8 @@ def _excinfo_result(exc):
     triple = (type(exc), exc, exc.__traceback__)
     _tblib()            # tracebacks pickle through tblib
     hid, _ = WS.new_handle(triple, FLAG_EXCINFO)
-    return (KIND_EXCINFO, hid, "tuple", type(exc).__name__,
-            _exc_message(exc), None)
+    return _result(KIND_EXCINFO, hid, "tuple", exc_type=type(exc).__name__,
+                   message=_exc_message(exc))
 
 
 def exec_request(code, func, digest, args, want_value):
@@ -173,9 +180,9 @@ def _result_for(res, want_value):
                                "the result (%s) cannot be pickled: %s: %s" %
                                (_type_name(value), type(e).__name__,
                                 _exc_message(e))) from None
-        return (KIND_DIRECT, 0, _type_name(value), None, None, data)
+        return _result(KIND_DIRECT, 0, _type_name(value), value=data)
     hid, _ = WS.new_handle(res)
-    return (KIND_WRAPPED, hid, _type_name(res), None, None, None)
+    return _result(KIND_WRAPPED, hid, _type_name(res))
 
 
 def _check_name(name):
@@ -201,7 +208,7 @@ def get_request(name, want_value):
         raise RequestError(ERR_VOLATILE, str(e)) from None
     if not want_value:
         hid, _ = WS.new_handle(obj)
-        return (KIND_WRAPPED, hid, _type_name(obj), None, None, None)
+        return _result(KIND_WRAPPED, hid, _type_name(obj))
     try:
         data = dumps_value(obj)
     except Exception as e:
@@ -210,7 +217,7 @@ def get_request(name, want_value):
             "use ws.wrap(%r) to get a handle to it" %
             (name, _type_name(obj), type(e).__name__, _exc_message(e),
              name)) from None
-    return (KIND_DIRECT, 0, _type_name(obj), None, None, data)
+    return _result(KIND_DIRECT, 0, _type_name(obj), value=data)
 
 
 def set_request(name, data):
@@ -270,10 +277,12 @@ def handles_request():
             try:
                 head = _s.head("h", hid)
             except _s.CorruptEntry:
-                head = (0, "?")
-            if head is None:
-                continue
-            flags, tn = head
+                head = None
+                flags, tn = 0, "?"
+            else:
+                if head is None:
+                    continue
+                flags, tn = head.flags, head.type_name
         if flags & FLAG_HIDDEN:
             continue
         if tn is None:

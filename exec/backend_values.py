@@ -162,18 +162,15 @@ builtins.DirectValue = DirectValue
 builtins.Wrapped = Wrapped
 builtins.WrappedExcinfo = WrappedExcinfo
 
-# Error codes (proto/wire.h, enum wire_errcode).
-ERR_UNKNOWN_HANDLE = 8
-ERR_UNPICKLE = 9
-ERR_PICKLE = 10
-ERR_NOT_FOUND = 11
-ERR_STORE = 12
-ERR_VOLATILE = 13
-ERR_BAD_REQUEST = 15
-
-KIND_DIRECT, KIND_WRAPPED, KIND_EXCINFO = 1, 2, 3
-FLAG_EXCINFO, FLAG_VOLATILE, FLAG_OOB, FLAG_HIDDEN = 1, 2, 4, 8
-PICKLER_NONE, PICKLER_PICKLE, PICKLER_CLOUDPICKLE = 0, 1, 2
+# Error codes (proto/wire.h, enum wire_errcode), result kinds, record flags
+# and picklers (store/store.h): exported by _pyshelfd from the C
+# definitions (exec/pyfields.c), never copied by hand.
+from _pyshelfd import (  # noqa: E402
+    ERR_UNKNOWN_HANDLE, ERR_UNPICKLE, ERR_PICKLE, ERR_NOT_FOUND, ERR_STORE,
+    ERR_VOLATILE, ERR_BAD_REQUEST,
+    KIND_DIRECT, KIND_WRAPPED, KIND_EXCINFO,
+    FLAG_EXCINFO, FLAG_VOLATILE, FLAG_OOB, FLAG_HIDDEN,
+    PICKLER_NONE, PICKLER_PICKLE, PICKLER_CLOUDPICKLE)
 
 # Types whose identity does not matter and that are never referenced by a
 # persistent id (pickled inline wherever they appear).
@@ -232,7 +229,7 @@ def _dunder(name):
     """Is name of the backend's own namespace (``__name__``,
     ``__builtins__``, any ``__x__``), as a module's dunders are its own?
     Such names are never workspace globals: not listed, loaded or stored
-    (exec/pybatch.c's pybatch_dunder is the same test)."""
+    (exec/pydiff.c's pydiff_dunder is the same test)."""
     return len(name) > 4 and name[:2] == "__" and name[-2:] == "__"
 
 

@@ -57,7 +57,7 @@ dispatch_pyerror(worker *w, uint64_t id)
 
 	PyErr_Fetch(&et, &ev, &etb);
 	PyErr_NormalizeException(&et, &ev, &etb);
-	if (ev != NULL && PyErr_GivenExceptionMatches(ev, pyio_RequestError)) {
+	if (ev != NULL && PyErr_GivenExceptionMatches(ev, pymodule_RequestError)) {
 		PyObject *c = PyObject_GetAttrString(ev, "code");
 		if (c != NULL)
 			code = PyLong_AsLong(c);
@@ -108,7 +108,7 @@ dispatch_checkpoint_raw(worker *w, int full)
 		w->requests_since_full = 1;  /* a request ran */
 	else if (full == 1 && !w->requests_since_full)
 		mode = 0;  /* interval, and nothing ran that could mutate */
-	r = PyObject_CallMethod(pyio_backend, "checkpoint", "i", mode);
+	r = pymodule_call("checkpoint", Py_BuildValue("{s:i}", "full", mode));
 	if (r == NULL)
 		return -1;  /* a failed full checkpoint is tried again */
 	Py_DECREF(r);
@@ -177,7 +177,7 @@ dispatch_checkpoint(worker *w, int full)
 void
 dispatch_notices(worker *w)
 {
-	PyObject *l = PyObject_CallMethod(pyio_backend, "take_notices", NULL);
+	PyObject *l = PyObject_CallMethod(pymodule_backend, "take_notices", NULL);
 	Py_ssize_t i;
 
 	if (l == NULL) {
@@ -203,7 +203,7 @@ dispatch_notices(worker *w)
 static void
 dispatch_threads_notice(worker *w)
 {
-	PyObject *s = PyObject_CallMethod(pyio_backend, "threads_notice", NULL);
+	PyObject *s = PyObject_CallMethod(pymodule_backend, "threads_notice", NULL);
 	const char *p;
 	Py_ssize_t n;
 
@@ -320,8 +320,8 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT) {
 		wire_put_u64(&b, WIRE_TAG_HANDLE,
 		    PyLong_AsUnsignedLongLong(handle));
-		vol = PyObject_CallMethod(pyio_backend, "volatile_of", "O",
-		    handle);
+		vol = pymodule_call("volatile_of", Py_BuildValue("{s:O}",
+		    "hid", handle));
 	}
 	dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
 	dispatch_put_pystr(&b, WIRE_TAG_EXC_TYPE, et);
@@ -354,11 +354,11 @@ dispatch_key(const wire_msg *m)
 
 	if (k == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
 		PyErr_Clear();
-		e = PyObject_CallFunction(pyio_RequestError, "is",
+		e = PyObject_CallFunction(pymodule_RequestError, "is",
 		    WIRE_ERR_BAD_REQUEST, "KEY is not UTF-8: a global's name is "
 		    "UTF-8 text");
 		if (e != NULL) {
-			PyErr_SetObject(pyio_RequestError, e);
+			PyErr_SetObject(pymodule_RequestError, e);
 			Py_DECREF(e);
 		}
 	}
@@ -405,8 +405,10 @@ dispatch_exec(worker *w, const wire_msg *m)
 		Py_CLEAR(a);
 	}
 	worker_set_running(w, m->id, wire_msg_u64(m, WIRE_TAG_TIMEOUT_MS, 0));
-	res = PyObject_CallMethod(pyio_backend, "exec_request", "OOOOi", pcode,
-	    pfunc, dg, args, (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 0));
+	res = pymodule_call("exec_request", Py_BuildValue(
+	    "{s:O,s:O,s:O,s:O,s:i}", "code", pcode, "func", pfunc, "digest",
+	    dg, "args", args, "want_value",
+	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 0)));
 	worker_set_running(w, 0, 0);
 	if (res == NULL)
 		goto error;
@@ -508,8 +510,8 @@ dispatch_get(worker *w, const wire_msg *m)
 
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
-	res = PyObject_CallMethod(pyio_backend, "get_request", "Oi", k,
-	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1));
+	res = pymodule_call("get_request", Py_BuildValue("{s:O,s:i}", "name",
+	    k, "want_value", (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1)));
 	Py_DECREF(k);
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);
@@ -528,10 +530,12 @@ dispatch_set_del(worker *w, const wire_msg *m)
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
 	if (m->type == WIRE_MSG_SET)
-		res = PyObject_CallMethod(pyio_backend, "set_request", "Oy#", k,
-		    (const char *)v->data, (Py_ssize_t)v->len);
+		res = pymodule_call("set_request", Py_BuildValue("{s:O,s:y#}",
+		    "name", k, "data", (const char *)v->data,
+		    (Py_ssize_t)v->len));
 	else
-		res = PyObject_CallMethod(pyio_backend, "del_request", "O", k);
+		res = pymodule_call("del_request", Py_BuildValue("{s:O}",
+		    "name", k));
 	Py_DECREF(k);
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);
@@ -562,7 +566,7 @@ dispatch_listing(worker *w, const wire_msg *m)
 	    m->type == WIRE_MSG_HANDLES ? "handles_request" : "lost_request";
 	const uint8_t *tags = m->type == WIRE_MSG_HANDLES ? handles_tags :
 	    lost_tags;
-	PyObject *l = PyObject_CallMethod(pyio_backend, fn, NULL);
+	PyObject *l = PyObject_CallMethod(pymodule_backend, fn, NULL);
 	Py_ssize_t i, j;
 	wire_buf b;
 
@@ -590,7 +594,7 @@ dispatch_listing(worker *w, const wire_msg *m)
 static int
 dispatch_stats(worker *w, const wire_msg *m)
 {
-	PyObject *s = PyObject_CallMethod(pyio_backend, "stats", NULL);
+	PyObject *s = PyObject_CallMethod(pymodule_backend, "stats", NULL);
 	wire_buf b;
 
 	if (s == NULL)
@@ -622,7 +626,7 @@ dispatch_release(worker *w, const wire_msg *m)
 		}
 		Py_DECREF(n);
 	}
-	if ((ws = PyObject_GetAttrString(pyio_backend, "WS")) == NULL)
+	if ((ws = PyObject_GetAttrString(pymodule_backend, "WS")) == NULL)
 		goto error;
 	if ((r = PyObject_CallMethod(ws, "release", "O", ids)) == NULL)
 		goto error;
@@ -789,4 +793,31 @@ dispatch_release_session(worker *w)
 {
 	if (!w->closed && w->opt.mode != 'r')
 		store_write(w->st, dispatch_release_txn, w);
+}
+
+/* The worker's side of _pyshelfd's SIGINT/SIGTERM handler (pyctx's
+ * on_signal; GIL held, in the worker process).  A SIGINT sent by our own
+ * reader thread carries a stop reason (interrupt or timeout) for the
+ * running code.  Any other SIGINT or a SIGTERM asks for a clean shutdown:
+ * running code gets KeyboardInterrupt, idle workers just leave their
+ * loop.  An enum pyctx_sig. */
+int
+dispatch_signal(worker *w, int signum)
+{
+	int ours, kind, running;
+
+	pthread_mutex_lock(&w->lock);
+	ours = w->sigs_inflight;
+	w->sigs_inflight = 0;
+	kind = w->stop_kind;
+	running = w->running_id != 0;
+	pthread_mutex_unlock(&w->lock);
+	if (signum == SIGINT && ours) {
+		if (!running || kind == WORKER_STOP_NONE)
+			return PYCTX_SIG_NONE; /* the code finished first */
+		return kind == WORKER_STOP_TIMEOUT ? PYCTX_SIG_TIMEOUT :
+		    PYCTX_SIG_INTERRUPT;
+	}
+	w->terminate = 1;
+	return running ? PYCTX_SIG_INTERRUPT : PYCTX_SIG_NONE;
 }

@@ -193,10 +193,6 @@ void worker_session_tomb_text(const store_tomb *tb, char *buf,
  * tombstones.  Errors only stop the sweep: the worker opens anyway. */
 void worker_sweep(worker *w);
 
-/* pyio.c */
-/* Import the backend's Python half and create the workspace.  GIL held. */
-int pymod_start(worker *w, char **cause);
-
 /* interp.c */
 int interp_init(char **cause);
 int interp_fini(void);
@@ -212,6 +208,9 @@ int dispatch_checkpoint(worker *w, int full);
 void dispatch_notices(worker *w);
 /* Mark the session as not served by any process.  GIL held. */
 void dispatch_release_session(worker *w);
+/* A SIGINT/SIGTERM reached the worker: what the running code raises (an
+ * enum pyctx_sig of pyexec.h).  GIL held. */
+int dispatch_signal(worker *w, int signum);
 /* Send an ERROR frame. */
 int dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -19,7 +19,7 @@ static PyObject *pyembed_exec(const char *name, PyObject *code);
 
 /* m's code: its bytecode when the magic number it was compiled behind is
  * this interpreter's (and PYSHELFD_COMPILE_BACKEND is not set, as for the
- * top module in pyio.c), else its source, compiled.  New reference or
+ * top module in pymodule.c), else its source, compiled.  New reference or
  * NULL. */
 static PyObject *
 pyembed_code(const struct pyembed_module *m)

@@ -393,7 +393,7 @@ enc_bytearray(struct enc *e, PyObject *o)
 	PyObject *key;
 	int r;
 
-	if (o != e->root && (key = pymod_idmap_key(e->idmap, o)) != NULL)
+	if (o != e->root && (key = pyidmap_key(e->idmap, o)) != NULL)
 		return enc_ref(e, key);
 	if ((r = enc_seen(e, o)) <= 0)
 		return r;
@@ -557,7 +557,7 @@ enc_obj(struct enc *e, PyObject *o, int depth)
 		return 0;
 	if (depth >= PYENC_DEPTH)
 		return 0;
-	if (o != e->root && (key = pymod_idmap_key(e->idmap, o)) != NULL)
+	if (o != e->root && (key = pyidmap_key(e->idmap, o)) != NULL)
 		return enc_ref(e, key);    /* another entry's */
 	/* () is a singleton the stdlib pickler does not memoize either */
 	if ((tp != &PyTuple_Type || PyTuple_GET_SIZE(o) > 0) &&
@@ -637,7 +637,7 @@ pyenc_plain(PyObject *obj, PyObject *idmap, char **buf, size_t *len,
 	if (enc_oob_list(&e, r > 0, oob) < 0)
 		r = -1;
 	if (r > 0 && e.nrefs > 0 &&
-	    (*refs = pymod_idmap_refs(e.refs, e.nrefs)) == NULL) {
+	    (*refs = pyrefs_blob(e.refs, e.nrefs)) == NULL) {
 		if (oob != NULL)
 			Py_CLEAR(*oob);
 		r = -1;

@@ -1,7 +1,7 @@
 /*
  * pystore.c - the store side of the _pyshelfd module: reading one entry,
  * listing keys, handle ids, digests and out-of-band buffer framing.
- * Checkpoints are written by pybatch.c.
+ * Checkpoints are written by pybatch.c and pycommit.c.
  *
  * All functions here are called with the GIL held.  Store transactions
  * never call back into Python code.
@@ -14,10 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 
-#include "xxh.h"
-
-#include "exec.h"
+#include "wire.h"
 #include "pyexec.h"
 
 PyObject *pystore_StoreError;   /* the store failed (full, I/O) */
@@ -82,7 +81,7 @@ pystore_refuse_child(int exact)
 {
 	/* reads take the atfork flag only (a getpid() per entry loaded adds
 	 * up); commits compare the pid as well */
-	if (!(exact ? worker_in_child() : the_worker->forked))
+	if (!pystream_in_child_of(pymodule_ctx(), exact))
 		return 0;
 	PyErr_SetString(PyExc_RuntimeError, "pyshelf: the workspace's store "
 	    "cannot be used in a process forked by shipped code (load the "
@@ -91,14 +90,39 @@ pystore_refuse_child(int exact)
 	return 1;
 }
 
-/* Arguments and results of one entry read. */
+/* The module's context, when it has a store (1 with an exception when
+ * not: _pyshelfd used before pymodule_start). */
+static const struct pyctx *
+pystore_ctx(void)
+{
+	const struct pyctx *c = pymodule_ctx();
+
+	if (c->st != NULL && c->sess != NULL)
+		return c;
+	PyErr_SetString(PyExc_RuntimeError, "_pyshelfd has no store (the "
+	    "module was not started)");
+	return NULL;
+}
+
+/* Arguments and results of one entry read.  The transaction copies what
+ * it reads into here (C memory, and the payload into a bytearray made
+ * before it began); the Python objects are built after it ended. */
 struct get_arg {
+	const uint8_t *sid;    /* the session */
 	pykey k;               /* which entry */
 	int mode;              /* 0 full, 2 flags (header only), 3 refs,
 	                          4 flags and type name (digest unchecked),
 	                          5 check (digest checked, no payload) */
 	int rc;                /* store result */
-	PyObject *result;      /* new reference */
+	int nomem;             /* our copy failed (an exception is set for
+	                          the bytearray's) */
+	uint8_t pickler;       /* the record's, copied out */
+	uint16_t flags;
+	char *copy;            /* type name, refs, reason: small, or
+	                          malloc'd when they do not fit */
+	char small[256];
+	size_t type_len, refs_len, text_len;
+	PyObject *payload;     /* mode 0: the bytearray filled (strong) */
 };
 
 static int
@@ -106,67 +130,115 @@ pystore_get_txn(store_txn *t, void *arg)
 {
 	struct get_arg *ga = arg;
 	store_record r;
-	PyObject *payload = NULL, *digest = NULL;
+	size_t text_len;
 
 	if (ga->mode == 2) {   /* the key and the header's flags only */
-		uint16_t flags = 0;
-		int rc = entry_exists(t, the_worker->sess.id, ga->k.kind,
-		    ga->k.name, (size_t)ga->k.name_len, ga->k.handle, &flags);
+		int rc = entry_exists(t, ga->sid, ga->k.kind, ga->k.name,
+		    (size_t)ga->k.name_len, ga->k.handle, &ga->flags);
 		ga->rc = rc == 0 ? STORE_E_NOTFOUND : rc < 0 ? rc : 0;
-		if (rc == 1)
-			ga->result = PyLong_FromLong(flags);
 		return 0;
 	}
-	ga->rc = (ga->mode == 4 ? entry_get_nocheck : entry_get)(t,
-	    the_worker->sess.id, ga->k.kind, ga->k.name,
-	    (size_t)ga->k.name_len, ga->k.handle, &r);
+	ga->rc = (ga->mode == 4 ? entry_get_nocheck : entry_get)(t, ga->sid,
+	    ga->k.kind, ga->k.name, (size_t)ga->k.name_len, ga->k.handle, &r);
 	if (ga->rc != 0)
 		return 0;
-	if (ga->mode == 5) {
-		/* a volatile record's payload is its reason (short text) */
-		int vol = (r.flags & STORE_FLAG_VOLATILE) != 0;
-		ga->result = Py_BuildValue("(iNy#N)", r.flags,
-		    PyUnicode_DecodeUTF8(r.type_name, r.type_len, "replace"),
-		    (const char *)r.refs, (Py_ssize_t)r.refs_len,
-		    vol ? PyUnicode_DecodeUTF8((const char *)r.payload,
-		    (Py_ssize_t)r.payload_len, "replace") : Py_NewRef(Py_None));
+	ga->pickler = r.pickler;
+	ga->flags = r.flags;
+	ga->type_len = r.type_len;
+	ga->refs_len = r.refs_len;
+	/* a volatile record's payload is its reason (short text) */
+	text_len = ga->mode == 5 && (r.flags & STORE_FLAG_VOLATILE) ?
+	    r.payload_len : 0;
+	ga->text_len = text_len;
+	ga->copy = ga->small;
+	if (r.type_len + r.refs_len + text_len + 1 > sizeof ga->small &&
+	    (ga->copy = malloc(r.type_len + r.refs_len + text_len + 1)) ==
+	    NULL) {
+		ga->nomem = 1;
 		return 0;
 	}
-	if (ga->mode == 4) {
-		ga->result = Py_BuildValue("(iN)", r.flags,
-		    PyUnicode_DecodeUTF8(r.type_name, r.type_len, "replace"));
+	memcpy(ga->copy, r.type_name, r.type_len);
+	if (r.refs_len > 0)
+		memcpy(ga->copy + r.type_len, r.refs, r.refs_len);
+	if (text_len > 0)
+		memcpy(ga->copy + r.type_len + r.refs_len, r.payload, text_len);
+	if (ga->mode != 0)
 		return 0;
-	}
-	if (ga->mode == 3) {
-		ga->result = PyBytes_FromStringAndSize((const char *)r.refs,
-		    (Py_ssize_t)r.refs_len);
-		return 0;
-	}
 	/* one copy out of the map, into a writable buffer that out-of-band
-	 * pickle buffers (numpy arrays) can keep using */
-	payload = PyByteArray_FromStringAndSize((const char *)r.payload,
-	    (Py_ssize_t)r.payload_len);
-	if (payload == NULL)
-		goto error;
-	digest = pystore_content_digest(r.payload, r.payload_len, NULL,
-	    r.flags, r.refs, r.refs_len);
-	if (digest == NULL)
-		goto error;
-	ga->result = Py_BuildValue("iis#NNy#", r.pickler, r.flags, r.type_name,
-	    (Py_ssize_t)r.type_len, payload, digest, (const char *)r.refs,
-	    (Py_ssize_t)r.refs_len);
+	 * pickle buffers (numpy arrays) can keep using: the bytearray was
+	 * made before the transaction; growing it is an allocation only (a
+	 * bytearray is not tracked by the garbage collector), so no Python
+	 * code runs in here */
+	if (PyByteArray_Resize(ga->payload, (Py_ssize_t)r.payload_len) < 0) {
+		ga->nomem = 1;
+		return 0;
+	}
+	if (r.payload_len > 0)
+		memcpy(PyByteArray_AS_STRING(ga->payload), r.payload,
+		    r.payload_len);
 	return 0;
+}
+
+/* The result of a read of mode ga->mode, built from what it copied out;
+ * new reference or NULL. */
+static PyObject *
+pystore_get_result(struct get_arg *ga)
+{
+	const char *tn = ga->copy, *refs = ga->copy + ga->type_len;
+	PyObject *rec, *item;
+
+	switch (ga->mode) {
+	case 2:
+		return PyLong_FromLong(ga->flags);
+	case 3:
+		return PyBytes_FromStringAndSize(refs, (Py_ssize_t)ga->refs_len);
+	case 4:
+		return pyfields_named(pyfields_Head, Py_BuildValue("(iN)",
+		    ga->flags, PyUnicode_DecodeUTF8(tn, (Py_ssize_t)ga->type_len,
+		    "replace")));
+	case 5:
+		return pyfields_named(pyfields_Check, Py_BuildValue("(iNy#N)",
+		    ga->flags, PyUnicode_DecodeUTF8(tn, (Py_ssize_t)ga->type_len,
+		    "replace"), refs, (Py_ssize_t)ga->refs_len,
+		    ga->flags & STORE_FLAG_VOLATILE ? PyUnicode_DecodeUTF8(
+		    refs + ga->refs_len, (Py_ssize_t)ga->text_len, "replace") :
+		    Py_NewRef(Py_None)));
+	}
+	/* the hot one (every entry loaded): items set in place */
+	if ((rec = PyStructSequence_New(pyfields_Record)) == NULL)
+		return NULL;
+	PyStructSequence_SET_ITEM(rec, 3, Py_NewRef(ga->payload));
+	if ((item = PyLong_FromLong(ga->pickler)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 0, item);
+	if ((item = PyLong_FromLong(ga->flags)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 1, item);
+	if ((item = PyUnicode_FromStringAndSize(tn,
+	    (Py_ssize_t)ga->type_len)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 2, item);
+	if ((item = pystore_content_digest(PyByteArray_AS_STRING(ga->payload),
+	    (size_t)PyByteArray_GET_SIZE(ga->payload), NULL, ga->flags, refs,
+	    ga->refs_len)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 4, item);
+	if ((item = PyBytes_FromStringAndSize(refs,
+	    (Py_ssize_t)ga->refs_len)) == NULL)
+		goto error;
+	PyStructSequence_SET_ITEM(rec, 5, item);
+	return rec;
 error:
-	Py_XDECREF(payload);
-	Py_XDECREF(digest);
-	return 0;
+	Py_DECREF(rec);  /* unset items are NULL: the dealloc skips them */
+	return NULL;
 }
 
 /* Shared body of get/get_refs/flags/head. */
 static PyObject *
 pystore_get_common(PyObject *args, int mode)
 {
-	PyObject *kind, *key;
+	const struct pyctx *c;
+	PyObject *kind, *key, *res = NULL;
 	struct get_arg ga;
 	int rc;
 
@@ -174,23 +246,44 @@ pystore_get_common(PyObject *args, int mode)
 		return NULL;
 	memset(&ga, 0, sizeof ga);
 	ga.mode = mode;
-	if (pystore_key(kind, key, &ga.k) < 0 || pystore_refuse_child(0))
+	if (pystore_key(kind, key, &ga.k) < 0 || pystore_refuse_child(0) ||
+	    (c = pystore_ctx()) == NULL)
 		return NULL;
-	if ((rc = store_read(the_worker->st, pystore_get_txn, &ga)) != 0)
-		return pystore_raise(rc, "reading an entry");
-	if (ga.rc == STORE_E_NOTFOUND)
-		Py_RETURN_NONE;
+	ga.sid = c->sess->id;
+	if (mode == 0 && (ga.payload = PyByteArray_FromStringAndSize(NULL,
+	    0)) == NULL)
+		return NULL;
+	if ((rc = store_read(c->st, pystore_get_txn, &ga)) != 0) {
+		pystore_raise(rc, "reading an entry");
+		goto out;
+	}
+	if (ga.rc == STORE_E_NOTFOUND) {
+		res = Py_NewRef(Py_None);
+		goto out;
+	}
 	if (ga.rc == STORE_E_CORRUPT) {
 		PyErr_Format(pystore_CorruptEntry, "entry %s %R is corrupt (%s); "
 		    "it was not loaded",
 		    ga.k.kind == STORE_KIND_GLOBAL ? "global" : "handle", key,
 		    mode == 0 || mode == 3 || mode == 5 ?
 		    "its digest does not match" : "its layout is broken");
-		return NULL;
+		goto out;
 	}
-	if (ga.rc != 0)
-		return pystore_raise(ga.rc, "reading an entry");
-	return ga.result; /* NULL with an exception when building failed */
+	if (ga.rc != 0) {
+		pystore_raise(ga.rc, "reading an entry");
+		goto out;
+	}
+	if (ga.nomem) {
+		if (!PyErr_Occurred())
+			PyErr_NoMemory();
+		goto out;
+	}
+	res = pystore_get_result(&ga);
+out:
+	if (ga.copy != ga.small)
+		free(ga.copy);
+	Py_XDECREF(ga.payload);
+	return res;
 }
 
 /* get(kind, key) -> (pickler, flags, type_name, payload, digest, refs) |
@@ -232,28 +325,88 @@ pystore_flags(PyObject *self, PyObject *args)
 	return pystore_get_common(args, 2);
 }
 
-/* Collects keys for list_keys. */
-static int
-pystore_list_one(const store_key *k, void *arg)
-{
-	PyObject *list = arg, *item;
-	int rc;
+/* Keys listed in a read transaction, copied out of it: the Python objects
+ * are made after it ended.  Names are packed into one growing buffer. */
+struct keylist {
+	struct keyrow {
+		uint8_t kind;
+		uint64_t handle;       /* kind 'h' */
+		size_t name_off, name_len; /* kind 'g': in names */
+		size_t target;         /* referrers: index of the target */
+	} *rows;
+	size_t n, cap;
+	char *names;
+	size_t names_len, names_cap;
+	size_t target;             /* the target rows are listed for */
+	int nomem;                 /* a copy failed */
+};
 
-	if (k->kind == STORE_KIND_GLOBAL)
-		item = PyUnicode_DecodeUTF8(k->name, (Py_ssize_t)k->name_len,
-		    "surrogateescape");
-	else
-		item = PyLong_FromUnsignedLongLong(k->handle);
-	if (item == NULL)
-		return -1;
-	rc = PyList_Append(list, item);
-	Py_DECREF(item);
-	return rc;
+/* Copy k into kl; 0, or STORE_E_NOMEM with kl->nomem set (no exception:
+ * inside a transaction). */
+static int
+pystore_keylist_add(const store_key *k, void *arg)
+{
+	struct keylist *kl = arg;
+	struct keyrow *row;
+
+	if (kl->n == kl->cap) {
+		size_t cap = kl->cap ? 2 * kl->cap : 64;
+		void *p = realloc(kl->rows, cap * sizeof *kl->rows);
+		if (p == NULL) {
+			kl->nomem = 1;
+			return STORE_E_NOMEM;
+		}
+		kl->rows = p;
+		kl->cap = cap;
+	}
+	row = &kl->rows[kl->n];
+	row->kind = k->kind;
+	row->handle = k->handle;
+	row->target = kl->target;
+	row->name_off = kl->names_len;
+	row->name_len = k->kind == STORE_KIND_GLOBAL ? k->name_len : 0;
+	if (row->name_len > kl->names_cap - kl->names_len) {
+		size_t cap = kl->names_cap ? 2 * kl->names_cap : 1024;
+		void *p;
+		while (cap - kl->names_len < row->name_len)
+			cap *= 2;
+		if ((p = realloc(kl->names, cap)) == NULL) {
+			kl->nomem = 1;
+			return STORE_E_NOMEM;
+		}
+		kl->names = p;
+		kl->names_cap = cap;
+	}
+	if (row->name_len > 0)
+		memcpy(kl->names + kl->names_len, k->name, row->name_len);
+	kl->names_len += row->name_len;
+	kl->n++;
+	return 0;
+}
+
+static void
+pystore_keylist_free(struct keylist *kl)
+{
+	free(kl->rows);
+	free(kl->names);
+}
+
+/* Row i's name (str) or handle id (int); new reference. */
+static PyObject *
+pystore_keylist_item(const struct keylist *kl, size_t i)
+{
+	const struct keyrow *row = &kl->rows[i];
+
+	if (row->kind == STORE_KIND_GLOBAL)
+		return PyUnicode_DecodeUTF8(kl->names + row->name_off,
+		    (Py_ssize_t)row->name_len, "surrogateescape");
+	return PyLong_FromUnsignedLongLong(row->handle);
 }
 
 struct list_arg {
+	const uint8_t *sid;
 	uint8_t kind;
-	PyObject *list;
+	struct keylist kl;
 };
 
 static int
@@ -261,84 +414,102 @@ pystore_list_txn(store_txn *t, void *arg)
 {
 	struct list_arg *la = arg;
 
-	return entry_list(t, the_worker->sess.id, la->kind, pystore_list_one,
-	    la->list);
+	return entry_list(t, la->sid, la->kind, pystore_keylist_add, &la->kl);
 }
 
 /* list_keys(kind) -> list of names or handle ids */
 static PyObject *
 pystore_list_keys(PyObject *self, PyObject *kind)
 {
+	const struct pyctx *c;
 	struct list_arg la;
 	const char *ks = PyUnicode_AsUTF8(kind);
+	PyObject *list = NULL, *item;
+	size_t i;
 	int rc;
 
-	if (ks == NULL || pystore_refuse_child(0))
+	if (ks == NULL || pystore_refuse_child(0) ||
+	    (c = pystore_ctx()) == NULL)
 		return NULL;
+	memset(&la, 0, sizeof la);
+	la.sid = c->sess->id;
 	la.kind = ks[0] == 'g' ? STORE_KIND_GLOBAL : STORE_KIND_HANDLE;
-	if ((la.list = PyList_New(0)) == NULL)
-		return NULL;
-	rc = store_read(the_worker->st, pystore_list_txn, &la);
-	if (rc != 0) {
-		Py_DECREF(la.list);
-		if (PyErr_Occurred())
-			return NULL;
-		return pystore_raise(rc, "listing entries");
+	if ((rc = store_read(c->st, pystore_list_txn, &la)) != 0) {
+		if (la.kl.nomem)
+			PyErr_NoMemory();
+		else
+			pystore_raise(rc, "listing entries");
+		goto out;
 	}
-	return la.list;
+	if ((list = PyList_New((Py_ssize_t)la.kl.n)) == NULL)
+		goto out;
+	for (i = 0; i < la.kl.n; i++) {
+		if ((item = pystore_keylist_item(&la.kl, i)) == NULL) {
+			Py_CLEAR(list);
+			goto out;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+	}
+out:
+	pystore_keylist_free(&la.kl);
+	return list;
 }
 
-/* The entry key tuple ("g", name) / ("h", id) of k; new reference. */
+/* The entry key tuple ("g", name) / ("h", id) of row i; new reference. */
 static PyObject *
-pystore_key_tuple(const store_key *k)
+pystore_key_tuple(const struct keylist *kl, size_t i)
 {
-	if (k->kind == STORE_KIND_GLOBAL)
-		return Py_BuildValue("(sN)", "g", PyUnicode_DecodeUTF8(k->name,
-		    (Py_ssize_t)k->name_len, "surrogateescape"));
-	return Py_BuildValue("(sN)", "h",
-	    PyLong_FromUnsignedLongLong(k->handle));
+	return Py_BuildValue("(sN)", kl->rows[i].kind == STORE_KIND_GLOBAL ?
+	    "g" : "h", pystore_keylist_item(kl, i));
 }
 
-/* Arguments and results of referrers(). */
+/* Arguments and results of referrers(): the targets parsed before the
+ * transaction (names borrowed from the list's str objects, which the
+ * caller's list keeps alive), their referrers copied out of it. */
 struct referrers_arg {
-	PyObject *targets;     /* list of keys or global names */
-	PyObject *item;        /* the one being listed (borrowed) */
-	PyObject *target;      /* its key, made for the first row (strong) */
-	PyObject *out;         /* list of (target, referrer) */
+	const uint8_t *sid;
+	store_key *keys;       /* the targets that can be store keys */
+	size_t *index;         /* their index in the targets list */
+	size_t nkeys;
+	struct keylist kl;     /* rows; row.target indexes keys */
 };
-
-/* Collects one referrer of ra->target. */
-static int
-pystore_referrer_one(const store_key *k, void *arg)
-{
-	struct referrers_arg *ra = arg;
-	PyObject *rk, *pair;
-	int rc;
-
-	if (ra->target == NULL && (ra->target = PyUnicode_Check(ra->item) ?
-	    Py_BuildValue("(sO)", "g", ra->item) : Py_NewRef(ra->item)) == NULL)
-		return -1;
-	if ((rk = pystore_key_tuple(k)) == NULL)
-		return -1;
-	pair = PyTuple_Pack(2, ra->target, rk);
-	Py_DECREF(rk);
-	if (pair == NULL)
-		return -1;
-	rc = PyList_Append(ra->out, pair);
-	Py_DECREF(pair);
-	return rc;
-}
 
 static int
 pystore_referrers_txn(store_txn *t, void *arg)
 {
 	struct referrers_arg *ra = arg;
-	Py_ssize_t i;
+	size_t i;
 	int rc;
 
-	for (i = 0; i < PyList_GET_SIZE(ra->targets); i++) {
-		PyObject *key = PyList_GET_ITEM(ra->targets, i); /* borrowed */
-		store_key sk;
+	for (i = 0; i < ra->nkeys; i++) {
+		ra->kl.target = i;
+		rc = refs_list(t, ra->sid, &ra->keys[i], pystore_keylist_add,
+		    &ra->kl);
+		/* a damaged row must not stop checkpoints: the rows of this
+		 * target from it on are passed over (pyshelf-dump --check says
+		 * which) */
+		if (rc != 0 && rc != STORE_E_CORRUPT)
+			return rc;
+	}
+	return 0;
+}
+
+/* Parse the targets into ra->keys; 0 or -1 with an exception. */
+static int
+pystore_referrers_keys(PyObject *targets, struct referrers_arg *ra)
+{
+	Py_ssize_t i, n = PyList_GET_SIZE(targets);
+	int rc;
+
+	ra->keys = PyMem_Calloc((size_t)n + 1, sizeof *ra->keys);
+	ra->index = PyMem_Calloc((size_t)n + 1, sizeof *ra->index);
+	if (ra->keys == NULL || ra->index == NULL) {
+		PyErr_NoMemory();
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		PyObject *key = PyList_GET_ITEM(targets, i); /* borrowed */
+		store_key *sk = &ra->keys[ra->nkeys];
 		pykey pk;
 		if (PyUnicode_Check(key))
 			rc = pystore_key(pystore_g, key, &pk);
@@ -356,22 +527,53 @@ pystore_referrers_txn(store_txn *t, void *arg)
 			PyErr_Clear();
 			continue;
 		}
-		memset(&sk, 0, sizeof sk);
-		sk.kind = pk.kind;
-		sk.name = pk.name;
-		sk.name_len = (size_t)pk.name_len;
-		sk.handle = pk.handle;
-		ra->item = key;
-		rc = refs_list(t, the_worker->sess.id, &sk, pystore_referrer_one,
-		    ra);
-		Py_CLEAR(ra->target);
-		/* a damaged row must not stop checkpoints: the rows of this
-		 * target from it on are passed over (pyshelf-dump --check says
-		 * which) */
-		if (rc != 0 && rc != STORE_E_CORRUPT)
-			return rc;
+		sk->kind = pk.kind;
+		sk->name = pk.name;
+		sk->name_len = (size_t)pk.name_len;
+		sk->handle = pk.handle;
+		ra->index[ra->nkeys++] = (size_t)i;
 	}
 	return 0;
+}
+
+/* The (target, referrer) pairs of ra's rows, in order; new list or NULL. */
+static PyObject *
+pystore_referrers_list(PyObject *targets, const struct referrers_arg *ra)
+{
+	PyObject *out, *target = NULL, *rk, *pair;
+	size_t i, last = (size_t)-1;
+
+	if ((out = PyList_New(0)) == NULL)
+		return NULL;
+	for (i = 0; i < ra->kl.n; i++) {
+		size_t ti = ra->kl.rows[i].target;
+		if (ti != last) {
+			/* the target's key, made once for its rows */
+			PyObject *item = PyList_GET_ITEM(targets,
+			    (Py_ssize_t)ra->index[ti]);
+			Py_XDECREF(target);
+			target = PyUnicode_Check(item) ?
+			    Py_BuildValue("(sO)", "g", item) : Py_NewRef(item);
+			if (target == NULL)
+				goto error;
+			last = ti;
+		}
+		if ((rk = pystore_key_tuple(&ra->kl, i)) == NULL)
+			goto error;
+		pair = PyTuple_Pack(2, target, rk);
+		Py_DECREF(rk);
+		if (pair == NULL || PyList_Append(out, pair) < 0) {
+			Py_XDECREF(pair);
+			goto error;
+		}
+		Py_DECREF(pair);
+	}
+	Py_XDECREF(target);
+	return out;
+error:
+	Py_XDECREF(target);
+	Py_DECREF(out);
+	return NULL;
 }
 
 /* referrers(targets) -> [(target, referrer)]: the records the store's
@@ -382,49 +584,70 @@ pystore_referrers_txn(store_txn *t, void *arg)
 static PyObject *
 pystore_referrers(PyObject *self, PyObject *targets)
 {
+	const struct pyctx *c;
 	struct referrers_arg ra;
+	PyObject *out = NULL;
 	int rc;
 
 	if (!PyList_Check(targets)) {
 		PyErr_SetString(PyExc_TypeError, "referrers() needs a list");
 		return NULL;
 	}
-	if (pystore_refuse_child(0))
+	if (pystore_refuse_child(0) || (c = pystore_ctx()) == NULL)
 		return NULL;
 	if (pystore_g == NULL &&
 	    (pystore_g = PyUnicode_InternFromString("g")) == NULL)
 		return NULL;
-	ra.targets = targets;
-	ra.item = ra.target = NULL;
-	if ((ra.out = PyList_New(0)) == NULL)
-		return NULL;
-	rc = store_read(the_worker->st, pystore_referrers_txn, &ra);
-	if (rc != 0) {
-		Py_DECREF(ra.out);
-		if (PyErr_Occurred())
-			return NULL;
-		return pystore_raise(rc, "reading the references index");
+	memset(&ra, 0, sizeof ra);
+	ra.sid = c->sess->id;
+	/* the list is ours until we return: no Python code runs between
+	 * parsing it and building the result */
+	Py_INCREF(targets);
+	if (pystore_referrers_keys(targets, &ra) < 0)
+		goto out;
+	if ((rc = store_read(c->st, pystore_referrers_txn, &ra)) != 0) {
+		if (ra.kl.nomem)
+			PyErr_NoMemory();
+		else
+			pystore_raise(rc, "reading the references index");
+		goto out;
 	}
-	return ra.out;
+	out = pystore_referrers_list(targets, &ra);
+out:
+	pystore_keylist_free(&ra.kl);
+	PyMem_Free(ra.keys);
+	PyMem_Free(ra.index);
+	Py_DECREF(targets);
+	return out;
 }
+
+struct refs_any_arg {
+	const uint8_t *sid;
+	int any;
+};
 
 static int
 pystore_refs_any_txn(store_txn *t, void *arg)
 {
-	return refs_any(t, the_worker->sess.id, arg);
+	struct refs_any_arg *a = arg;
+
+	return refs_any(t, a->sid, &a->any);
 }
 
 /* refs_any() -> whether the session has rows in the references index */
 static PyObject *
 pystore_refs_any(PyObject *self, PyObject *unused)
 {
-	int any = 0, rc;
+	const struct pyctx *c;
+	struct refs_any_arg a = { NULL, 0 };
+	int rc;
 
-	if (pystore_refuse_child(0))
+	if (pystore_refuse_child(0) || (c = pystore_ctx()) == NULL)
 		return NULL;
-	if ((rc = store_read(the_worker->st, pystore_refs_any_txn, &any)) != 0)
+	a.sid = c->sess->id;
+	if ((rc = store_read(c->st, pystore_refs_any_txn, &a)) != 0)
 		return pystore_raise(rc, "reading the references index");
-	return PyBool_FromLong(any);
+	return PyBool_FromLong(a.any);
 }
 
 /* room() -> (map_max, disk_free): the store's size limit (--map-max) and
@@ -433,23 +656,31 @@ pystore_refs_any(PyObject *self, PyObject *unused)
 static PyObject *
 pystore_room(PyObject *self, PyObject *unused)
 {
+	const struct pyctx *c = pystore_ctx();
 	struct statvfs sv;
 	size_t map_max = 0;
 	long long disk_free = -1;
 
-	(void)store_usage(the_worker->st, NULL, NULL, &map_max);
-	if (statvfs(store_path(the_worker->st), &sv) == 0)
+	if (c == NULL)
+		return NULL;
+	(void)store_usage(c->st, NULL, NULL, &map_max);
+	if (statvfs(store_path(c->st), &sv) == 0)
 		disk_free = (long long)sv.f_bavail * (long long)sv.f_frsize;
-	return Py_BuildValue("KL", (unsigned long long)map_max, disk_free);
+	return pyfields_named(pyfields_Room, Py_BuildValue("KL",
+	    (unsigned long long)map_max, disk_free));
 }
 
 /* next_handle() -> a fresh handle id of this session */
 static PyObject *
 pystore_next_handle(PyObject *self, PyObject *unused)
 {
-	uint64_t id = the_worker->sess.next_handle++;
+	const struct pyctx *c = pystore_ctx();
+	uint64_t id;
 
-	the_worker->sess_dirty = 1;
+	if (c == NULL)
+		return NULL;
+	id = c->sess->next_handle++;
+	*c->sess_dirty = 1;
 	return PyLong_FromUnsignedLongLong(id);
 }
 
@@ -457,61 +688,66 @@ pystore_next_handle(PyObject *self, PyObject *unused)
 static PyObject *
 pystore_peek_next_handle(PyObject *self, PyObject *unused)
 {
-	return PyLong_FromUnsignedLongLong(the_worker->sess.next_handle);
+	const struct pyctx *c = pystore_ctx();
+
+	return c == NULL ? NULL :
+	    PyLong_FromUnsignedLongLong(c->sess->next_handle);
 }
 
 /* session_dirty() -> whether the session record needs writing */
 static PyObject *
 pystore_session_dirty(PyObject *self, PyObject *unused)
 {
-	return PyBool_FromLong(the_worker->sess_dirty);
+	const struct pyctx *c = pystore_ctx();
+
+	return c == NULL ? NULL : PyBool_FromLong(*c->sess_dirty);
 }
 
 /*
- * The content digest that decides whether an entry changed: XXH3-128 of the
- * payload (data[0..len), then each buffer of parts, a sequence or NULL), the
- * flags (u16 big-endian) and the refs blob; 16 bytes, high half first.
+ * The content digest that decides whether an entry changed: the store's
+ * payload digest (record_payload_digest, store/record.c: XXH3-128 of the
+ * payload, then the flags and the refs blob) of data[0..len) followed by
+ * each buffer of parts (a PySequence_Fast, or NULL).
  */
 int
 pystore_content_digest_raw(const void *data, size_t len, PyObject *parts,
                            unsigned flags, const void *refs, size_t refs_len,
                            uint8_t out[16])
 {
-	XXH3_state_t st;
-	XXH128_hash_t h;
-	uint8_t fb[2], small[512];
-	Py_ssize_t i;
+	struct iovec iov_small[8], *iov = iov_small;
+	Py_buffer v_small[8], *v = v_small;
+	Py_ssize_t i, n = parts != NULL ? PySequence_Fast_GET_SIZE(parts) : 0;
+	int rc = -1;
 
-	if (parts == NULL && len + 2 + refs_len <= sizeof small) {
-		/* most entries: one shot over a copy is faster than the
-		 * streaming state, and gives the same digest */
-		if (len > 0)
-			memcpy(small, data, len);
-		wire_be16_put(small + len, (uint16_t)flags);
-		if (refs_len > 0)
-			memcpy(small + len + 2, refs, refs_len);
-		h = XXH3_128bits(small, len + 2 + refs_len);
-		goto out;
+	if (n > 8) {
+		iov = PyMem_Malloc((size_t)n * sizeof *iov);
+		v = PyMem_Malloc((size_t)n * sizeof *v);
+		if (iov == NULL || v == NULL) {
+			PyErr_NoMemory();
+			n = 0;
+			goto out;
+		}
 	}
-	XXH3_128bits_reset(&st);
-	if (len > 0)
-		XXH3_128bits_update(&st, data, len);
-	for (i = 0; parts != NULL && i < PySequence_Fast_GET_SIZE(parts); i++) {
-		Py_buffer v;
-		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(parts, i), &v,
-		    PyBUF_SIMPLE) < 0)
-			return -1;
-		XXH3_128bits_update(&st, v.buf, (size_t)v.len);
-		PyBuffer_Release(&v);
+	for (i = 0; i < n; i++) {
+		if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(parts, i), &v[i],
+		    PyBUF_SIMPLE) < 0) {
+			n = i;
+			goto out;
+		}
+		iov[i].iov_base = v[i].buf;
+		iov[i].iov_len = (size_t)v[i].len;
 	}
-	wire_be16_put(fb, (uint16_t)flags);
-	XXH3_128bits_update(&st, fb, 2);
-	XXH3_128bits_update(&st, refs, refs_len);
-	h = XXH3_128bits_digest(&st);
+	record_payload_digest(data, len, iov, (size_t)n, flags, refs, refs_len,
+	    out);
+	rc = 0;
 out:
-	wire_be64_put(out, h.high64);
-	wire_be64_put(out + 8, h.low64);
-	return 0;
+	for (i = 0; i < n; i++)
+		PyBuffer_Release(&v[i]);
+	if (iov != iov_small)
+		PyMem_Free(iov);
+	if (v != v_small)
+		PyMem_Free(v);
+	return rc;
 }
 
 /* The same as a 16-byte bytes object. */
@@ -645,7 +881,7 @@ pystore_dict_version(PyObject *self, PyObject *d)
 		    "%.200s", Py_TYPE(d)->tp_name);
 		return NULL;
 	}
-	return PyLong_FromUnsignedLongLong(pymod_dict_version(d));
+	return PyLong_FromUnsignedLongLong(pyns_dict_version(d));
 }
 
 PyMethodDef pystore_methods[] = {

@@ -263,7 +263,7 @@ worker_send_fatal(worker *w, const char *cause)
 static void
 worker_threads_end(worker *w)
 {
-	PyObject *r = PyObject_CallMethod(pyio_backend, "nondaemon_threads",
+	PyObject *r = PyObject_CallMethod(pymodule_backend, "nondaemon_threads",
 	    NULL);
 	long n = r != NULL ? PyLong_AsLong(r) : -1;
 
@@ -274,7 +274,7 @@ worker_threads_end(worker *w)
 		return;
 	if (!w->detached && !w->closed)
 		(void)dispatch_checkpoint(w, 2);
-	r = PyObject_CallMethod(pyio_backend, "end_threads", "d",
+	r = PyObject_CallMethod(pymodule_backend, "end_threads", "d",
 	    w->closed ? 0.0 : WORKER_THREAD_GRACE_S);
 	Py_XDECREF(r);
 	if (r != NULL)
@@ -304,8 +304,19 @@ worker_run(worker *w)
 		goto fail;
 	if (interp_init(&cause) != 0)
 		goto fail_store;
-	if (pymod_start(w, &cause) != 0)
-		goto fail_py;
+	{
+		/* what the _pyshelfd module works on (it keeps a copy) */
+		struct pyctx pc = {
+			.st = w->st, .sess = &w->sess,
+			.sess_dirty = &w->sess_dirty, .forked = &w->forked,
+			.wake_fd = w->wake_fd, .read_only = w->opt.mode == 'r',
+			.owner = w, .output = worker_output,
+			.in_child = worker_in_child,
+			.on_signal = dispatch_signal
+		};
+		if (pymodule_start(&pc, &cause) != 0)
+			goto fail_py;
+	}
 	w->main_thread = pthread_self();
 	if (worker_reader_start(w, &cause) != 0)
 		goto fail_py;

@@ -1,0 +1,181 @@
+/*
+ * pystream.c - the _pyshelfd functions behind the backend's streams and
+ * signals: output() under the backend's sys.stdout/sys.stderr (writes
+ * reach the client as OUTPUT of the running request, through the
+ * context's output callback), in_child(), and the Python-level
+ * SIGINT/SIGTERM handler with its installation.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <signal.h>
+#include <string.h>
+
+#include "wire.h"
+#include "pyexec.h"
+
+/* ---------------------------------------------------------------------- */
+/* output                                                                 */
+
+/*
+ * output(stream, data): send data (str, or any bytes-like object) as
+ * output of the running request on stream 1 (stdout) or 2 (stderr); the
+ * number of characters (str) or bytes written.  The backend's
+ * OutputStream objects (sys.stdout/sys.stderr) write through this: their
+ * write is output bound to their stream, with no Python frame between
+ * print() and here.  A client that is gone is not an error (the code keeps
+ * running so that the workspace still gets checkpointed).
+ */
+static PyObject *
+pystream_output(PyObject *self, PyObject *args)
+{
+	const struct pyctx *c = pymodule_ctx();
+	Py_buffer view;
+	PyObject *data;
+	const char *p;
+	Py_ssize_t n;
+	int stream;
+
+	if (!PyArg_ParseTuple(args, "iO:output", &stream, &data))
+		return NULL;
+	if (stream != 1 && stream != 2) {
+		PyErr_SetString(PyExc_ValueError, "stream must be 1 or 2");
+		return NULL;
+	}
+	if (PyUnicode_Check(data)) {
+		PyObject *enc = NULL;
+
+		if ((p = PyUnicode_AsUTF8AndSize(data, &n)) == NULL) {
+			/* lone surrogates: stderr escapes them, as Python's
+			 * own stderr does; stdout is strict */
+			if (stream != 2 ||
+			    !PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+				return NULL;
+			PyErr_Clear();
+			if ((enc = PyUnicode_AsEncodedString(data, "utf-8",
+			    "backslashreplace")) == NULL)
+				return NULL;
+			p = PyBytes_AS_STRING(enc);
+			n = PyBytes_GET_SIZE(enc);
+		}
+		if (n > 0 && c->output != NULL)
+			(void)c->output(c->owner, stream, p, (size_t)n);
+		Py_XDECREF(enc);
+		return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(data));
+	}
+	if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0)
+		return NULL;
+	n = view.len;
+	if (n > 0 && c->output != NULL)
+		(void)c->output(c->owner, stream, view.buf, (size_t)n);
+	PyBuffer_Release(&view);
+	return PyLong_FromSsize_t(n);
+}
+
+/* Is this a child forked by shipped code?  exact: compare the pid (the
+ * owner's in_child), else the atfork flag only. */
+int
+pystream_in_child_of(const struct pyctx *c, int exact)
+{
+	if (exact)
+		return c->in_child != NULL && c->in_child();
+	return c->forked != NULL && *c->forked;
+}
+
+/* in_child(exact=1) -> whether this process was forked by shipped code;
+ * exact=0 looks at the atfork flag only (no getpid(): for hot paths) */
+static PyObject *
+pystream_in_child(PyObject *self, PyObject *args)
+{
+	int exact = 1;
+
+	if (!PyArg_ParseTuple(args, "|i:in_child", &exact))
+		return NULL;
+	return PyBool_FromLong(pystream_in_child_of(pymodule_ctx(), exact));
+}
+
+/* ---------------------------------------------------------------------- */
+/* signals                                                                */
+
+/*
+ * on_signal(signum, frame): SIGINT sent by our own reader thread carries a
+ * stop reason (interrupt or timeout) and raises in the running code.  Any
+ * other SIGINT or a SIGTERM asks for a clean shutdown: running code gets
+ * KeyboardInterrupt, idle workers just leave their loop.
+ */
+static PyObject *
+pystream_on_signal(PyObject *self, PyObject *args)
+{
+	const struct pyctx *c = pymodule_ctx();
+	int signum;
+	PyObject *frame;
+
+	if (!PyArg_ParseTuple(args, "iO", &signum, &frame))
+		return NULL;
+	if (pystream_in_child_of(c, 1)) {
+		/* a child of shipped code that kept our handler (the backend
+		 * resets it after a fork): behave as a plain Python process,
+		 * and never touch the parent's state */
+		if (signum == SIGTERM) {
+			signal(SIGTERM, SIG_DFL);
+			raise(SIGTERM);
+			Py_RETURN_NONE;
+		}
+		PyErr_SetNone(PyExc_KeyboardInterrupt);
+		return NULL;
+	}
+	switch (c->on_signal != NULL ? c->on_signal(c->owner, signum) :
+	    PYCTX_SIG_INTERRUPT) {
+	case PYCTX_SIG_NONE:
+		Py_RETURN_NONE;
+	case PYCTX_SIG_TIMEOUT:
+		PyErr_SetString(PyExc_TimeoutError,
+		    "pyshelf: the request ran past its timeout and was "
+		    "stopped by the backend");
+		return NULL;
+	default:
+		PyErr_SetNone(PyExc_KeyboardInterrupt);
+		return NULL;
+	}
+}
+
+PyMethodDef pystream_methods[] = {
+	{"on_signal", pystream_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
+	{"output", pystream_output, METH_VARARGS, "output(stream, data): send "
+	    "output of the running request"},
+	{"in_child", pystream_in_child, METH_VARARGS, "in_child(exact=1) -> "
+	    "whether this process is a child forked by shipped code"},
+	{NULL, NULL, 0, NULL}
+};
+
+/* SIGINT/SIGTERM get our handler.  (sys.stdout/sys.stderr/sys.stdin are
+ * set by the backend's init(): OutputStream objects over output().) */
+int
+pystream_setup(const struct pyctx *c)
+{
+	PyObject *sig = NULL, *h = NULL, *r;
+	int rc = -1;
+
+	if ((sig = PyImport_ImportModule("signal")) == NULL)
+		goto out;
+	if ((h = PyObject_GetAttrString(PyImport_AddModule("_pyshelfd"),
+	    "on_signal")) == NULL)
+		goto out;
+	if ((r = PyObject_CallMethod(sig, "signal", "iO", SIGINT, h)) == NULL)
+		goto out;
+	Py_DECREF(r);
+	if ((r = PyObject_CallMethod(sig, "signal", "iO", SIGTERM, h)) == NULL)
+		goto out;
+	Py_DECREF(r);
+	if ((r = PyObject_CallMethod(sig, "set_wakeup_fd", "i",
+	    c->wake_fd)) == NULL)
+		goto out;
+	Py_DECREF(r);
+	rc = 0;
+out:
+	Py_XDECREF(sig);
+	Py_XDECREF(h);
+	return rc;
+}
