@@ -379,6 +379,7 @@ pycommit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 	PyObject *res = NULL;
 	Py_ssize_t j;
 	size_t i;
+	char *cause = NULL;
 	int rc;
 
 	if (pystore_refuse_child(1))
@@ -399,12 +400,17 @@ pycommit_run(batchobject *b, PyObject *digests, PyObject *refs_of)
 	Py_BEGIN_ALLOW_THREADS
 	if (bc.bytes > ((size_t)1 << 20))
 		store_reserve(bc.ctx->st, bc.bytes);
-	rc = store_write(bc.ctx->st, pycommit_txn, &bc);
+	rc = store_write_cause(bc.ctx->st, pycommit_txn, &bc, &cause);
 	Py_END_ALLOW_THREADS
 	if (rc != 0) {
+		/* the step that failed and its path, when the store knows
+		 * them: "fdatasync DB/blobs/ab12...: No space left on device" */
 		PyErr_Format(rc == STORE_E_CORRUPT ? pystore_CorruptEntry :
 		    rc == STORE_E_FULL ? pystore_StoreFull : pystore_StoreError,
-		    "checkpoint not written: %s", store_strerror(rc));
+		    "checkpoint not written: %s%s%s%s", store_strerror(rc),
+		    cause != NULL ? " (" : "", cause != NULL ? cause : "",
+		    cause != NULL ? ")" : "");
+		free(cause);
 		goto out;
 	}
 	bc.ctx->sess->last_seen_ms = bc.now;

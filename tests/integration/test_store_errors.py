@@ -201,3 +201,41 @@ def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
         assert ws["ok"] == "saved"
     finally:
         ws.close()
+
+
+def test_failed_checkpoint_names_the_step_and_the_file(tmp_path, backend):
+    """A blob file the file system refuses (here RLIMIT_FSIZE: EFBIG) is
+    said with the step and the path, not as a bare "I/O error"."""
+    import subprocess
+    import sys
+    db = tmp_path / "db"
+    db.mkdir()
+    script = r'''
+import resource, sys, pyshelf
+resource.setrlimit(resource.RLIMIT_FSIZE, (4 << 20, 4 << 20))
+ws = pyshelf.spawn(db=sys.argv[1], session="s", backend=sys.argv[2])
+ws["small"] = 1
+try:
+    ws.remote_exec("import os\nbig = os.urandom(6000000)")
+except pyshelf.RemoteError as e:
+    print("ERROR", e.code_name, str(e))
+ws.close()
+'''
+    env = dict(os.environ)
+    r = subprocess.run([sys.executable, "-c", script, str(db), backend],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    err = [line for line in r.stdout.splitlines()
+           if line.startswith("ERROR")]
+    assert err, r.stdout
+    assert err[0].startswith("ERROR STORE ")
+    assert "checkpoint not written: I/O error (write %s/blobs/" % db \
+        in err[0]
+    assert "File too large)" in err[0]
+    # the rest of the workspace was committed before
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    try:
+        assert ws["small"] == 1
+        assert "big" not in ws      # its checkpoint never succeeded
+    finally:
+        ws.close()
