@@ -12,7 +12,8 @@ import _pyshelfd as _s
 from _pyshelf_values import (DirectValue, ERR_BAD_REQUEST, ERR_NOT_FOUND,
                              ERR_PICKLE, ERR_UNPICKLE, ERR_VOLATILE,
                              FLAG_EXCINFO, FLAG_HIDDEN, KIND_DIRECT,
-                             KIND_EXCINFO, KIND_WRAPPED, RequestError,
+                             KIND_EXCINFO, KIND_TEXT, KIND_WRAPPED,
+                             RequestError, WANT_JSON, WANT_REPR,
                              VolatileEntryError, _Kwargs, _MISSING, _dunder,
                              _exc_message, _name_error, _name_repr,
                              _record_type_name, _split_type_name, _type_name)
@@ -171,6 +172,9 @@ def exec_request(code, func, digest, args, want_value):
 
 
 def _result_for(res, want_value):
+    if want_value in (WANT_REPR, WANT_JSON):
+        return _text_result(res.value if isinstance(res, DirectValue)
+                            else res, want_value)
     if isinstance(res, DirectValue) or res is None or want_value:
         value = res.value if isinstance(res, DirectValue) else res
         try:
@@ -183,6 +187,49 @@ def _result_for(res, want_value):
         return _result(KIND_DIRECT, 0, _type_name(value), value=data)
     hid, _ = WS.new_handle(res)
     return _result(KIND_WRAPPED, hid, _type_name(res))
+
+
+def _json_data(obj, depth=0):
+    """Is obj JSON data: dicts with str keys, lists, tuples, str, int,
+    float (finite), bool, None, nested (no cycles: bounded depth)?"""
+    t = type(obj)
+    if obj is None or t in (str, bool, int):
+        return True
+    if t is float:
+        return obj == obj and obj not in (float("inf"), float("-inf"))
+    if depth > 500:
+        return False
+    if t in (list, tuple):
+        return all(_json_data(x, depth + 1) for x in obj)
+    if t is dict:
+        return all(type(k) is str and _json_data(v, depth + 1)
+                   for k, v in obj.items())
+    return False
+
+
+def _text_result(value, want):
+    """A TEXT result (WANT_REPR: repr(); WANT_JSON: JSON of JSON data),
+    or, for WANT_JSON and a value that is not JSON data, a handle: plain
+    data for clients that read no pickles (the C library)."""
+    if want == WANT_JSON:
+        if not _json_data(value):
+            hid, _ = WS.new_handle(value)
+            return _result(KIND_WRAPPED, hid, _type_name(value))
+        import json
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    else:
+        try:
+            text = repr(value)
+        except Exception as e:
+            raise RequestError(ERR_PICKLE,
+                               "repr() of the result (%s) failed: %s: %s" %
+                               (_type_name(value), type(e).__name__,
+                                _exc_message(e))) from None
+        if type(text) is not str:
+            text = str(text)
+    # repr() of a str may hold lone surrogates: escaped, never an error
+    data = text.encode("utf-8", "backslashreplace")
+    return _result(KIND_TEXT, 0, _type_name(value), value=data)
 
 
 def _check_name(name):
@@ -209,6 +256,8 @@ def get_request(name, want_value):
     if not want_value:
         hid, _ = WS.new_handle(obj)
         return _result(KIND_WRAPPED, hid, _type_name(obj))
+    if want_value in (WANT_REPR, WANT_JSON):
+        return _text_result(obj, want_value)
     try:
         data = dumps_value(obj)
     except Exception as e:

@@ -299,6 +299,16 @@ dispatch_put_pystr(wire_buf *b, uint8_t tag, PyObject *o)
 	wire_put_bytes(b, tag, p, (size_t)n);
 }
 
+/* WANT_VALUE: 0 a handle, 1 the pickle, WIRE_WANT_REPR/JSON text; any
+ * other value asks for the value (as 1 did before there were modes). */
+static int
+dispatch_want(const wire_msg *m, uint64_t dflt)
+{
+	uint64_t v = wire_msg_u64(m, WIRE_TAG_WANT_VALUE, dflt);
+
+	return v <= WIRE_WANT_JSON ? (int)v : 1;
+}
+
 /* RESULT frame from (kind, handle, type, exc_type, message, value).  The
  * checkpoint runs first, so that a new handle's reply can say whether it
  * could be persisted (VOLATILE). */
@@ -317,7 +327,8 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_RESULT, id);
 	wire_put_u64(&b, WIRE_TAG_KIND, PyLong_AsUnsignedLongLong(kind));
-	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT) {
+	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT &&
+	    PyLong_AsLong(kind) != WIRE_KIND_TEXT) {
 		wire_put_u64(&b, WIRE_TAG_HANDLE,
 		    PyLong_AsUnsignedLongLong(handle));
 		vol = pymodule_call("volatile_of", Py_BuildValue("{s:O}",
@@ -408,7 +419,7 @@ dispatch_exec(worker *w, const wire_msg *m)
 	res = pymodule_call("exec_request", Py_BuildValue(
 	    "{s:O,s:O,s:O,s:O,s:i}", "code", pcode, "func", pfunc, "digest",
 	    dg, "args", args, "want_value",
-	    (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 0)));
+	    dispatch_want(m, 0)));
 	worker_set_running(w, 0, 0);
 	if (res == NULL)
 		goto error;
@@ -511,7 +522,7 @@ dispatch_get(worker *w, const wire_msg *m)
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
 	res = pymodule_call("get_request", Py_BuildValue("{s:O,s:i}", "name",
-	    k, "want_value", (int)wire_msg_u64(m, WIRE_TAG_WANT_VALUE, 1)));
+	    k, "want_value", dispatch_want(m, 1)));
 	Py_DECREF(k);
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);

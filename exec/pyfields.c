@@ -61,7 +61,7 @@ static PyStructSequence_Field pyfields_committed[] = {
 	{NULL, NULL}
 };
 static PyStructSequence_Field pyfields_result[] = {
-	{"kind", "KIND_DIRECT, KIND_WRAPPED or KIND_EXCINFO"},
+	{"kind", "KIND_DIRECT, KIND_WRAPPED, KIND_EXCINFO or KIND_TEXT"},
 	{"handle", "the handle id (0 for a direct value)"},
 	{"type_name", "the value's type name (str)"},
 	{"exc_type", "an exception's type name (str) or None"},
@@ -118,6 +118,9 @@ static const struct {
 	{"KIND_DIRECT", WIRE_KIND_DIRECT},
 	{"KIND_WRAPPED", WIRE_KIND_WRAPPED},
 	{"KIND_EXCINFO", WIRE_KIND_EXCINFO},
+	{"KIND_TEXT", WIRE_KIND_TEXT},
+	{"WANT_REPR", WIRE_WANT_REPR},
+	{"WANT_JSON", WIRE_WANT_JSON},
 	/* store/store.h, record flags and picklers */
 	{"FLAG_EXCINFO", STORE_FLAG_EXCINFO},
 	{"FLAG_VOLATILE", STORE_FLAG_VOLATILE},

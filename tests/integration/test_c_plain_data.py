@@ -1,0 +1,172 @@
+"""The C library's plain-data mode against the real backend, through
+libpyshelf itself (ctypes on the built library): text arguments
+(PYSHELF_ARG_LITERAL / PYSHELF_ARG_JSON, pyshelf_set_text) and text
+results (PYSHELF_WANT_REPR / PYSHELF_WANT_JSON) for exec and get."""
+import ctypes
+import json
+import os
+
+import pytest
+
+import pyshelf
+
+KIND_DIRECT, KIND_WRAPPED, KIND_EXCINFO, KIND_TEXT = 1, 2, 3, 4
+ARG_HANDLE, ARG_PICKLE, ARG_LITERAL, ARG_JSON = 1, 2, 3, 4
+WANT_HANDLE, WANT_PICKLE, WANT_REPR, WANT_JSON = 0, 1, 2, 3
+E_REMOTE = -8
+ERR_UNPICKLE, ERR_NOT_FOUND = 9, 11
+
+
+class Arg(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("handle", ctypes.c_uint64),
+                ("data", ctypes.c_char_p), ("len", ctypes.c_size_t)]
+
+
+class Req(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_char_p), ("func", ctypes.c_char_p),
+                ("args", ctypes.POINTER(Arg)), ("nargs", ctypes.c_size_t),
+                ("want_value", ctypes.c_int),
+                ("timeout_ms", ctypes.c_uint64),
+                ("on_output", ctypes.c_void_p), ("on_wait", ctypes.c_void_p),
+                ("wait_tick_ms", ctypes.c_uint), ("ctx", ctypes.c_void_p)]
+
+
+class Result(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("handle", ctypes.c_uint64),
+                ("type_name", ctypes.c_char_p), ("exc_type", ctypes.c_char_p),
+                ("message", ctypes.c_char_p),
+                ("volatile_reason", ctypes.c_char_p),
+                ("value", ctypes.c_void_p), ("value_len", ctypes.c_size_t),
+                ("text", ctypes.c_char_p), ("text_len", ctypes.c_size_t)]
+
+
+@pytest.fixture(scope="module")
+def lib(backend):
+    path = os.path.join(os.path.dirname(os.path.abspath(backend)),
+                        ".libs", "libpyshelf.so")
+    if not os.path.exists(path):
+        pytest.fail("libpyshelf is not built at %r" % path, pytrace=False)
+    lib = ctypes.CDLL(path)
+    lib.pyshelf_errmsg.restype = ctypes.c_char_p
+    lib.pyshelf_remote_errcode.restype = ctypes.c_uint64
+    return lib
+
+
+class Conn:
+    def __init__(self, lib, backend, db):
+        self.lib = lib
+        self.c = ctypes.c_void_p()
+        assert lib.pyshelf_create(ctypes.byref(self.c)) == 0
+        assert lib.pyshelf_spawn(self.c, backend.encode(), db.encode(),
+                                 b"plain", 1, None) == 0
+        assert lib.pyshelf_hello(self.c, b"test", None) == 0, self.err()
+
+    def err(self):
+        return self.lib.pyshelf_errmsg(self.c).decode()
+
+    def exec(self, code, want, func=None, args=()):
+        req = Req()
+        req.code = code.encode()
+        req.func = func.encode() if func else None
+        arr = (Arg * max(1, len(args)))()
+        for i, (kind, text) in enumerate(args):
+            arr[i].kind = kind
+            arr[i].data = text.encode()
+            arr[i].len = 0
+        req.args = arr
+        req.nargs = len(args)
+        req.want_value = want
+        res = Result()
+        rc = self.lib.pyshelf_exec(self.c, ctypes.byref(req),
+                                   ctypes.byref(res))
+        return rc, self._take(res)
+
+    def get(self, key, want):
+        res = Result()
+        rc = self.lib.pyshelf_get(self.c, key.encode(), want,
+                                  ctypes.byref(res))
+        return rc, self._take(res)
+
+    def _take(self, res):
+        out = dict(kind=res.kind, handle=res.handle,
+                   type_name=res.type_name and res.type_name.decode(),
+                   text=res.text and res.text.decode(),
+                   text_len=res.text_len,
+                   exc_type=res.exc_type and res.exc_type.decode())
+        self.lib.pyshelf_result_free(ctypes.byref(res))
+        return out
+
+    def close(self):
+        assert self.lib.pyshelf_close(self.c, None) == 0
+
+
+def test_text_results_and_text_arguments(lib, backend, tmp_path):
+    db = str(tmp_path / "db")
+    os.mkdir(db)
+    c = Conn(lib, backend, db)
+    try:
+        rc, r = c.exec("d = {'a': [1, 2.5, None, True], 'é': 'x'}\nd",
+                       WANT_JSON)
+        assert rc == 0, c.err()
+        assert r["kind"] == KIND_TEXT and r["type_name"] == "dict"
+        assert json.loads(r["text"]) == {"a": [1, 2.5, None, True],
+                                         "é": "x"}
+        assert r["text_len"] == len(r["text"].encode())
+        rc, r = c.exec("d", WANT_REPR)
+        assert r["text"] == "{'a': [1, 2.5, None, True], 'é': 'x'}"
+        # not JSON data: a handle, nothing lost; repr works for anything
+        for src in ("{1, 2}", "float('nan')", "{1: 'int key'}",
+                    "object()", "(1, [2, {3}])"):
+            rc, r = c.exec(src, WANT_JSON)
+            assert rc == 0 and r["kind"] == KIND_WRAPPED and \
+                r["handle"] > 0, (src, r)
+        rc, r = c.exec("float('nan')", WANT_REPR)
+        assert (r["kind"], r["text"]) == (KIND_TEXT, "nan")
+        rc, r = c.exec("'\\ud800' + '\\x00'", WANT_REPR)
+        assert r["text"] == "'\\ud800\\x00'"
+        rc, r = c.exec("pyshelf.DirectValue((1, 'two'))", WANT_JSON)
+        assert (r["kind"], r["text"]) == (KIND_TEXT, '[1, "two"]')
+        rc, r = c.exec("1/0", WANT_JSON)
+        assert (r["kind"], r["exc_type"]) == (KIND_EXCINFO,
+                                              "ZeroDivisionError")
+        # get, both modes
+        rc, r = c.get("d", WANT_JSON)
+        assert json.loads(r["text"])["é"] == "x"
+        rc, r = c.get("nope", WANT_REPR)
+        assert rc == E_REMOTE
+        assert lib.pyshelf_remote_errcode(c.c) == ERR_NOT_FOUND
+        # text arguments
+        rc, r = c.exec("def f(a, b):\n    return [a, b]\n", WANT_JSON, "f",
+                       [(ARG_LITERAL, "{'k': (1, b'raw'), 2: -3.5}"),
+                        (ARG_JSON, '{"n": [null, false]}')])
+        assert rc == 0, c.err()
+        rc, r = c.exec("def f(a, b):\n    return [a, b]\n", WANT_REPR, "f",
+                       [(ARG_LITERAL, "{'k': (1, b'raw'), 2: -3.5}"),
+                        (ARG_JSON, '{"n": [null, false]}')])
+        assert r["text"] == \
+            "[{'k': (1, b'raw'), 2: -3.5}, {'n': [None, False]}]"
+        # a literal is not code: a call is refused, nothing runs
+        rc, r = c.exec("def f(a):\n    return a\n", WANT_REPR, "f",
+                       [(ARG_LITERAL, "__import__('os').getpid()")])
+        assert rc == E_REMOTE
+        assert lib.pyshelf_remote_errcode(c.c) == ERR_UNPICKLE
+        assert "malformed node" in c.err()
+        rc, r = c.exec("def f(a):\n    return a\n", WANT_REPR, "f",
+                       [(ARG_JSON, '{"a": ')])
+        assert rc == E_REMOTE and "Expecting value" in c.err()
+        # set_text
+        assert lib.pyshelf_set_text(c.c, b"cfg", ARG_JSON,
+                                    b'{"lr": 0.1, "tags": ["a"]}') == 0
+        assert lib.pyshelf_set_text(c.c, b"lit", ARG_LITERAL,
+                                    b"frozenset({1})") != 0   # a call
+        assert lib.pyshelf_set_text(c.c, b"lit", ARG_LITERAL,
+                                    b"{1, 2}") == 0
+    finally:
+        c.close()
+    ws = pyshelf.spawn(db=db, session="plain", backend=backend)
+    try:
+        assert ws["cfg"] == {"lr": 0.1, "tags": ["a"]}
+        assert ws["lit"] == {1, 2}
+        assert ws["d"]["a"] == [1, 2.5, None, True]
+    finally:
+        ws.close()
