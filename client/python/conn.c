@@ -1,0 +1,656 @@
+/*
+ * conn.c - the Connection type of pyshelf._pyshelf: one pyshelf_conn, its methods
+ * (spawn, hello, get, set, keys, handles, close...; exec and interrupt
+ * are in conn-exec.c) and its type spec.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <limits.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "pyshelf-ext.h"
+
+/* --- Connection methods --------------------------------------------------- */
+
+/* Connection(): an unconnected connection. */
+static PyObject *
+conn_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = { NULL };
+	ConnObject *self;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Connection", kwlist))
+		return NULL;
+	if ((self = (ConnObject *)type->tp_alloc(type, 0)) == NULL)
+		return NULL;
+	if ((rc = pyshelf_create(&self->conn)) != PYSHELF_OK) {
+		Py_DECREF(self);
+		if (rc == PYSHELF_E_NOMEM)
+			return PyErr_NoMemory();
+		PyErr_SetString(PyExc_RuntimeError, pyshelf_strerror(rc));
+		return NULL;
+	}
+	return (PyObject *)self;
+}
+
+/* Close (detach, reap) if still open; the GIL is released meanwhile. */
+static void
+conn_dealloc(ConnObject *self)
+{
+	PyTypeObject *tp = Py_TYPE(self);
+	pyshelf_conn *c = self->conn;
+
+	self->conn = NULL;
+	if (c != NULL) {
+		pyshelf_set_output_handler(c, NULL, NULL);
+		Py_BEGIN_ALLOW_THREADS
+		(void)pyshelf_close(c, NULL);
+		Py_END_ALLOW_THREADS
+	}
+	Py_CLEAR(self->notice);
+	tp->tp_free((PyObject *)self);
+	Py_DECREF(tp);
+}
+
+/* spawn(backend, db, session, create=True, args=()) */
+static PyObject *
+conn_spawn(ConnObject *self, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = { "backend", "db", "session", "create", "args",
+	    NULL };
+	PyObject *backend = NULL, *db = Py_None, *session = Py_None;
+	PyObject *extra = NULL, *bpath = NULL, *dpath = NULL, *tuple = NULL;
+	PyObject *ret = NULL;
+	const char **argv = NULL, *sess = NULL;
+	Py_ssize_t i, n = 0;
+	int create = 1, rc, begun = 0;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOpO:spawn", kwlist,
+	    &backend, &db, &session, &create, &extra))
+		return NULL;
+	if (!PyUnicode_FSConverter(backend, &bpath))
+		goto error;
+	if (db != Py_None && !PyUnicode_FSConverter(db, &dpath))
+		goto error;
+	if (session != Py_None && (sess = conn_utf8(session, "session")) == NULL)
+		goto error;
+	if (extra != NULL && extra != Py_None) {
+		if ((tuple = PySequence_Tuple(extra)) == NULL)
+			goto error;
+		n = PyTuple_GET_SIZE(tuple);
+	}
+	if ((argv = PyMem_Calloc((size_t)n + 1, sizeof *argv)) == NULL) {
+		PyErr_NoMemory();
+		goto error;
+	}
+	for (i = 0; i < n; i++) {
+		argv[i] = conn_utf8(PyTuple_GET_ITEM(tuple, i), "args items");
+		if (argv[i] == NULL)
+			goto error;
+	}
+	if (conn_begin(self) < 0)
+		goto error;
+	begun = 1;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_spawn(self->conn, PyBytes_AS_STRING(bpath),
+	    dpath != NULL ? PyBytes_AS_STRING(dpath) : NULL, sess,
+	    create ? PYSHELF_SPAWN_CREATE : 0, argv);
+	Py_END_ALLOW_THREADS
+	if (rc != PYSHELF_OK) {
+		conn_error(self, self->conn, rc);
+		goto error;
+	}
+	ret = Py_NewRef(Py_None);
+error:
+	if (begun)
+		conn_end(self);
+	PyMem_Free(argv);
+	Py_XDECREF(tuple);
+	Py_XDECREF(dpath);
+	Py_XDECREF(bpath);
+	return ret;
+}
+
+/* attach_fds(rfd, wfd): the connection owns them from now on. */
+static PyObject *
+conn_attach_fds(ConnObject *self, PyObject *args)
+{
+	int rfd, wfd, rc;
+
+	if (!PyArg_ParseTuple(args, "ii:attach_fds", &rfd, &wfd))
+		return NULL;
+	if (conn_begin(self) < 0)
+		return NULL;
+	rc = pyshelf_attach_fds(self->conn, rfd, wfd);
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	Py_RETURN_NONE;
+}
+
+/* hello(name=None) -> dict of the WELCOME fields */
+static PyObject *
+conn_hello(ConnObject *self, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = { "name", NULL };
+	const pyshelf_welcome *w = NULL;
+	const char *name = NULL;
+	PyObject *sid = NULL, *ret = NULL;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|z:hello", kwlist, &name))
+		return NULL;
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_hello(self->conn, name, &w);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	if (w->has_session)
+		sid = PyBytes_FromStringAndSize((const char *)w->session_id,
+		    sizeof w->session_id);
+	else
+		sid = Py_NewRef(Py_None);
+	if (sid == NULL)
+		return NULL;
+	ret = Py_BuildValue("{s:K,s:s,s:K,s:K,s:O,s:s,s:O,s:K,s:K}",
+	    "version", (unsigned long long)w->version, "name", w->name,
+	    "pid", (unsigned long long)w->pid,
+	    "max_frame", (unsigned long long)w->max_frame,
+	    "session_id", sid, "session", w->session,
+	    "created", w->created ? Py_True : Py_False,
+	    "lease_ms", (unsigned long long)w->lease_ms,
+	    "expires_ms", (unsigned long long)w->expires_ms);
+	Py_DECREF(sid);
+	if (ret != NULL && w->has_ended) {
+		PyObject *e = Py_BuildValue("{s:d,s:s,s:s}", "ended",
+		    (double)w->ended_ms / 1000.0, "reason",
+		    w->ended_reason != NULL ? w->ended_reason : "",
+		    "message", w->ended_message != NULL ? w->ended_message : "");
+		if (e == NULL || PyDict_SetItemString(ret, "ended", e) < 0)
+			Py_CLEAR(ret);
+		Py_XDECREF(e);
+	}
+	return ret;
+}
+
+/* release(ids): drop handles (an iterable of ints); no reply. */
+static PyObject *
+conn_release(ConnObject *self, PyObject *ids)
+{
+	PyObject *items = NULL, *ret = NULL;
+	uint64_t *v = NULL;
+	Py_ssize_t i, n;
+	int rc, begun = 0;
+
+	if ((items = PySequence_Tuple(ids)) == NULL)
+		return NULL;
+	n = PyTuple_GET_SIZE(items);
+	if (n > 0 && (v = PyMem_Calloc((size_t)n, sizeof *v)) == NULL) {
+		PyErr_NoMemory();
+		goto error;
+	}
+	for (i = 0; i < n; i++) {
+		v[i] = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(items, i));
+		if (v[i] == (unsigned long long)-1 && PyErr_Occurred())
+			goto error;
+	}
+	if (conn_begin(self) < 0)
+		goto error;
+	begun = 1;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_release(self->conn, v, (size_t)n);
+	Py_END_ALLOW_THREADS
+	if (rc != PYSHELF_OK) {
+		conn_error(self, self->conn, rc);
+		goto error;
+	}
+	ret = Py_NewRef(Py_None);
+error:
+	if (begun)
+		conn_end(self);
+	PyMem_Free(v);
+	Py_DECREF(items);
+	return ret;
+}
+
+/* get(key, want_value) -> result tuple */
+static PyObject *
+conn_get(ConnObject *self, PyObject *args)
+{
+	PyObject *key = NULL, *ret = NULL;
+	const char *k;
+	pyshelf_result res;
+	int want_value = 1, rc;
+
+	memset(&res, 0, sizeof res);
+	if (!PyArg_ParseTuple(args, "U|p:get", &key, &want_value))
+		return NULL;
+	/* borrowed: key lives in args for the whole call */
+	if ((k = conn_utf8(key, "key")) == NULL || conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_get(self->conn, k, want_value, &res);
+	Py_END_ALLOW_THREADS
+	if (rc != PYSHELF_OK)
+		conn_error(self, self->conn, rc);
+	else
+		ret = conn_result(conn_state(self), &res);
+	pyshelf_result_free(&res);
+	conn_end(self);
+	return ret;
+}
+
+/* set(key, pickle) */
+static PyObject *
+conn_set(ConnObject *self, PyObject *args)
+{
+	PyObject *key = NULL, *ret = NULL;
+	const char *k;
+	Py_buffer data;
+	int rc;
+
+	if (!PyArg_ParseTuple(args, "Uy*:set", &key, &data))
+		return NULL;
+	if ((k = conn_utf8(key, "key")) == NULL || conn_begin(self) < 0)
+		goto error;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_set(self->conn, k, data.buf, (size_t)data.len);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		conn_error(self, self->conn, rc);
+	else
+		ret = Py_NewRef(Py_None);
+error:
+	PyBuffer_Release(&data);
+	return ret;
+}
+
+/* delete(key) */
+static PyObject *
+conn_delete(ConnObject *self, PyObject *key)
+{
+	const char *k;
+	int rc;
+
+	if ((k = conn_utf8(key, "key")) == NULL || conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_del(self->conn, k);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	Py_RETURN_NONE;
+}
+
+/* keys() -> list of str */
+static PyObject *
+conn_keys(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	PyObject *list = NULL, *s;
+	char **keys = NULL;
+	size_t i, n = 0;
+	int rc;
+
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_keys(self->conn, &keys, &n);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	if ((list = PyList_New((Py_ssize_t)n)) == NULL)
+		goto done;
+	for (i = 0; i < n; i++) {
+		if ((s = PyUnicode_FromString(keys[i])) == NULL) {
+			Py_CLEAR(list);
+			goto done;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, s); /* stolen */
+	}
+done:
+	pyshelf_strv_free(keys, n);
+	return list;
+}
+
+/* handles() -> list of (id, type_name, exc_type, message): the last two
+ * None unless the handle is an exception's */
+static PyObject *
+conn_handles(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	PyObject *list = NULL, *t;
+	pyshelf_handle_info *v = NULL;
+	size_t i, n = 0;
+	int rc;
+
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_handles(self->conn, &v, &n);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	if ((list = PyList_New((Py_ssize_t)n)) == NULL)
+		goto done;
+	for (i = 0; i < n; i++) {
+		t = Py_BuildValue("(Kszz)", (unsigned long long)v[i].handle,
+		    v[i].type_name, v[i].exc_type, v[i].message);
+		if (t == NULL) {
+			Py_CLEAR(list);
+			goto done;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, t); /* stolen */
+	}
+done:
+	pyshelf_handles_free(v, n);
+	return list;
+}
+
+/* lost() -> list of (key, type_name, reason) */
+static PyObject *
+conn_lost(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	PyObject *list = NULL, *t;
+	pyshelf_lost_entry *v = NULL;
+	size_t i, n = 0;
+	int rc;
+
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_lost(self->conn, &v, &n);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	if ((list = PyList_New((Py_ssize_t)n)) == NULL)
+		goto done;
+	for (i = 0; i < n; i++) {
+		t = Py_BuildValue("(sss)", v[i].key, v[i].type_name, v[i].reason);
+		if (t == NULL) {
+			Py_CLEAR(list);
+			goto done;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, t); /* stolen */
+	}
+done:
+	pyshelf_lost_free(v, n);
+	return list;
+}
+
+/* stats() -> str (JSON) */
+static PyObject *
+conn_stats(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	PyObject *ret;
+	char *json = NULL;
+	int rc;
+
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_stats(self->conn, &json);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	ret = PyUnicode_FromString(json);
+	pyshelf_free(json);
+	return ret;
+}
+
+/* A request without arguments or results: sync, ping, detach... */
+static PyObject *
+conn_simple(ConnObject *self, int (*fn)(pyshelf_conn *))
+{
+	int rc;
+
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = fn(self->conn);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	Py_RETURN_NONE;
+}
+
+static PyObject *
+conn_sync(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return conn_simple(self, pyshelf_sync);
+}
+
+static PyObject *
+conn_ping(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return conn_simple(self, pyshelf_ping);
+}
+
+static PyObject *
+conn_detach(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return conn_simple(self, pyshelf_detach);
+}
+
+static PyObject *
+conn_close_session(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return conn_simple(self, pyshelf_close_session);
+}
+
+/*
+ * close() -> the backend's return code (exit status, or -signal), or None
+ * when there was no spawned backend.  Detaches first when still attached.
+ * Idempotent: later calls return None.
+ */
+static PyObject *
+conn_close(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	pyshelf_conn *c;
+	int wstatus = -1;
+
+	if (self->conn == NULL)
+		Py_RETURN_NONE;
+	if (conn_begin(self) < 0)
+		return NULL;
+	/* An interrupt() in another thread may still be writing. */
+	while (self->interrupting > 0) {
+		Py_BEGIN_ALLOW_THREADS
+		usleep(1000);
+		Py_END_ALLOW_THREADS
+	}
+	c = self->conn;
+	self->conn = NULL;
+	Py_BEGIN_ALLOW_THREADS
+	(void)pyshelf_close(c, &wstatus);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (wstatus == -1)
+		Py_RETURN_NONE;
+	return conn_status_obj(wstatus);
+}
+
+/* backend_status(timeout_ms=0) -> return code, or None while running */
+static PyObject *
+conn_backend_status(ConnObject *self, PyObject *args)
+{
+	int timeout_ms = 0, wstatus = 0, rc;
+
+	if (!PyArg_ParseTuple(args, "|i:backend_status", &timeout_ms))
+		return NULL;
+	if (self->conn == NULL)
+		Py_RETURN_NONE;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_backend_status(self->conn, &wstatus, timeout_ms);
+	Py_END_ALLOW_THREADS
+	if (rc != PYSHELF_OK)
+		Py_RETURN_NONE;
+	return conn_status_obj(wstatus);
+}
+
+/* set_spin(us) */
+static PyObject *
+conn_set_spin(ConnObject *self, PyObject *arg)
+{
+	unsigned long us = PyLong_AsUnsignedLong(arg);
+
+	if (us == (unsigned long)-1 && PyErr_Occurred())
+		return NULL;
+	if (self->conn == NULL || us > UINT32_MAX)
+		return PyErr_Format(PyExc_ValueError, "bad spin or closed");
+	pyshelf_set_spin(self->conn, (unsigned)us);
+	Py_RETURN_NONE;
+}
+
+/* set_close_timeout(ms) */
+static PyObject *
+conn_set_close_timeout(ConnObject *self, PyObject *arg)
+{
+	long ms = PyLong_AsLong(arg);
+
+	if (ms == -1 && PyErr_Occurred())
+		return NULL;
+	if (self->conn == NULL || ms > INT_MAX ||
+	    pyshelf_set_close_timeout(self->conn, (int)ms) != PYSHELF_OK)
+		return PyErr_Format(PyExc_ValueError, "bad timeout or closed");
+	Py_RETURN_NONE;
+}
+
+/* set_max_frame(bytes) */
+static PyObject *
+conn_set_max_frame(ConnObject *self, PyObject *arg)
+{
+	size_t n = PyLong_AsSize_t(arg);
+
+	if (n == (size_t)-1 && PyErr_Occurred())
+		return NULL;
+	if (self->conn == NULL ||
+	    pyshelf_set_max_frame(self->conn, n) != PYSHELF_OK)
+		return PyErr_Format(PyExc_ValueError, "bad size or closed");
+	Py_RETURN_NONE;
+}
+
+/* set_output_handler(callable or None): the backend's notices outside
+ * exec() go to callable(stream, bytes); it must not refer back to the
+ * connection. */
+static PyObject *
+conn_set_output_handler(ConnObject *self, PyObject *fn)
+{
+	if (fn != Py_None && !PyCallable_Check(fn)) {
+		PyErr_Format(PyExc_TypeError, "the handler must be callable or "
+		    "None, not %.200s", Py_TYPE(fn)->tp_name);
+		return NULL;
+	}
+	if (self->conn == NULL)
+		Py_RETURN_NONE;
+	Py_XSETREF(self->notice, fn != Py_None ? Py_NewRef(fn) : NULL);
+	pyshelf_set_output_handler(self->conn, self->notice != NULL ?
+	    conn_on_notice : NULL, self);
+	Py_RETURN_NONE;
+}
+
+/* pid: the spawned backend's pid, or None */
+static PyObject *
+conn_get_pid(ConnObject *self, void *Py_UNUSED(closure))
+{
+	long pid = self->conn != NULL ? pyshelf_backend_pid(self->conn) : -1;
+
+	if (pid < 0)
+		Py_RETURN_NONE;
+	return PyLong_FromLong(pid);
+}
+
+/* closed: True once close() ran */
+static PyObject *
+conn_get_closed(ConnObject *self, void *Py_UNUSED(closure))
+{
+	return PyBool_FromLong(self->conn == NULL);
+}
+
+static PyMethodDef conn_methods[] = {
+	{ "spawn", (PyCFunction)(void (*)(void))conn_spawn,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "spawn(backend, db=None, session=None, create=True, args=())" },
+	{ "attach_fds", (PyCFunction)conn_attach_fds, METH_VARARGS,
+	  "attach_fds(rfd, wfd): speak the protocol over these descriptors" },
+	{ "hello", (PyCFunction)(void (*)(void))conn_hello,
+	  METH_VARARGS | METH_KEYWORDS, "hello(name=None) -> dict" },
+	{ "exec", (PyCFunction)(void (*)(void))conn_exec,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "exec(code, func=None, args=(), want_value=False, timeout_ms=0, "
+	  "on_output=None) -> (kind, handle, type_name, exc_type, message, "
+	  "value, volatile)" },
+	{ "interrupt", (PyCFunction)conn_interrupt, METH_NOARGS,
+	  "interrupt(): stop the running exec (any thread)" },
+	{ "release", (PyCFunction)conn_release, METH_O,
+	  "release(ids): drop these handles" },
+	{ "get", (PyCFunction)conn_get, METH_VARARGS,
+	  "get(key, want_value=True) -> result tuple" },
+	{ "set", (PyCFunction)conn_set, METH_VARARGS,
+	  "set(key, pickle): bind a global" },
+	{ "delete", (PyCFunction)conn_delete, METH_O,
+	  "delete(key): delete a global" },
+	{ "keys", (PyCFunction)conn_keys, METH_NOARGS, "keys() -> list" },
+	{ "handles", (PyCFunction)conn_handles, METH_NOARGS,
+	  "handles() -> list of (id, type_name)" },
+	{ "lost", (PyCFunction)conn_lost, METH_NOARGS,
+	  "lost() -> list of (key, type_name, reason)" },
+	{ "stats", (PyCFunction)conn_stats, METH_NOARGS, "stats() -> JSON str" },
+	{ "sync", (PyCFunction)conn_sync, METH_NOARGS, "sync(): checkpoint" },
+	{ "ping", (PyCFunction)conn_ping, METH_NOARGS, "ping()" },
+	{ "detach", (PyCFunction)conn_detach, METH_NOARGS,
+	  "detach(): the backend checkpoints and exits" },
+	{ "close_session", (PyCFunction)conn_close_session, METH_NOARGS,
+	  "close_session(): end the session for good" },
+	{ "close", (PyCFunction)conn_close, METH_NOARGS,
+	  "close() -> backend return code or None" },
+	{ "backend_status", (PyCFunction)conn_backend_status, METH_VARARGS,
+	  "backend_status(timeout_ms=0) -> return code, or None if running" },
+	{ "set_spin", (PyCFunction)conn_set_spin, METH_O,
+	  "set_spin(us): busy-poll before blocking reads" },
+	{ "set_close_timeout", (PyCFunction)conn_set_close_timeout, METH_O,
+	  "set_close_timeout(ms)" },
+	{ "set_max_frame", (PyCFunction)conn_set_max_frame, METH_O,
+	  "set_max_frame(bytes)" },
+	{ "set_output_handler", (PyCFunction)conn_set_output_handler, METH_O,
+	  "set_output_handler(fn): fn(stream, bytes) gets the backend's "
+	  "notices outside exec()" },
+	{ NULL, NULL, 0, NULL }
+};
+
+static PyGetSetDef conn_getset[] = {
+	{ "pid", (getter)conn_get_pid, NULL, "the spawned backend's pid", NULL },
+	{ "closed", (getter)conn_get_closed, NULL, "close() has run", NULL },
+	{ NULL, NULL, NULL, NULL, NULL }
+};
+
+static PyType_Slot conn_slots[] = {
+	{ Py_tp_doc, (void *)"A connection to a pyshelf backend." },
+	{ Py_tp_new, (void *)conn_new },
+	{ Py_tp_dealloc, (void *)conn_dealloc },
+	{ Py_tp_methods, conn_methods },
+	{ Py_tp_getset, conn_getset },
+	{ 0, NULL }
+};
+
+PyType_Spec conn_spec = {
+	"pyshelf._pyshelf.Connection",
+	sizeof(ConnObject),
+	0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+	conn_slots
+};
