@@ -239,3 +239,71 @@ ws.close()
         assert "big" not in ws      # its checkpoint never succeeded
     finally:
         ws.close()
+
+
+def _loose_pages_store(db, backend):
+    """A sound store whose data.mdb ends before its last page: pages a
+    write transaction allocated and freed again (LMDB's loose pages) go to
+    the free list without ever being written.  Ordinary workloads leave
+    stores like this (bench_persist.py's refs section did)."""
+    import lmdb
+    ws = pyshelf.spawn(db=db, session="s", backend=backend, create_db=True)
+    ws["x"] = list(range(10))
+    ws.close()
+    env = lmdb.open(str(db), max_dbs=32, map_size=1 << 30)
+    entries = env.open_db(b"entries")
+    with env.begin(write=True) as t:
+        for i in range(2000):
+            t.put(b"\xffscratch-%06d" % i, b"v" * 3000, db=entries)
+        for i in range(2000):
+            t.delete(b"\xffscratch-%06d" % i, db=entries)
+    last = env.info()["last_pgno"]
+    env.close()
+    pages = os.stat(os.path.join(db, "data.mdb")).st_size // 4096
+    assert last >= pages, (last, pages)       # the state under test
+    return last, pages
+
+
+def test_a_file_that_ends_before_its_free_pages_is_sound(tmp_path, backend):
+    """Before, the open check called such a store damaged ("the last page
+    is N, the file holds M pages (truncated?)") and pyshelfd refused to
+    open it for writing: a healthy store locked out."""
+    import subprocess
+    db = str(tmp_path / "db")
+    _loose_pages_store(db, backend)
+    dump = os.environ.get("PYSHELF_DUMP") or os.path.join(
+        os.path.dirname(os.path.abspath(backend)), "pyshelf-dump")
+    r = subprocess.run([dump, "--check", "--db", db], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sound" in r.stdout
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    try:
+        assert ws["x"] == list(range(10))
+        ws["y"] = "written"
+    finally:
+        ws.close()
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    try:
+        assert ws["y"] == "written"
+    finally:
+        ws.close()
+
+
+def test_a_file_cut_inside_its_pages_in_use_is_refused(tmp_path, backend):
+    """The same store cut short where pages in use lie: refused with the
+    damage named (never a SIGBUS reading past the end of the map)."""
+    import subprocess
+    db = str(tmp_path / "db")
+    _loose_pages_store(db, backend)
+    with open(os.path.join(db, "data.mdb"), "r+b") as f:
+        f.truncate(3 * 4096)
+    with pytest.raises(pyshelf.RemoteError) as ei:
+        pyshelf.spawn(db=db, session="s", backend=backend)
+    assert "damaged" in str(ei.value)
+    dump = os.environ.get("PYSHELF_DUMP") or os.path.join(
+        os.path.dirname(os.path.abspath(backend)), "pyshelf-dump")
+    r = subprocess.run([dump, "--check", "--db", db], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "DAMAGE" in r.stdout
