@@ -508,7 +508,8 @@ client_send(pyshelf_conn *c, int is_exec)
 		    "a field or the frame exceeds 4 GiB");
 	else if ((body = c->wbuf.len - WIRE_HEADER_SIZE) > c->peer_max)
 		rc = client_fail(c, PYSHELF_E_TOO_BIG, "request of %zu bytes "
-		    "exceeds the backend's maximum frame size of %llu bytes",
+		    "exceeds the backend's maximum frame size of %llu bytes "
+		    "(pyshelfd --max-frame BYTES raises it)",
 		    body, (unsigned long long)c->peer_max);
 	else {
 		pthread_mutex_lock(&c->wlock);

@@ -283,20 +283,48 @@ dispatch_finish(worker *w, uint64_t id, wire_buf *b)
 	return dispatch_send(w, b);
 }
 
-/* Put a Python str (or None) into a field. */
+/*
+ * Put a Python str (or None) into a text field, as a C client can read it:
+ * valid UTF-8 with no NUL.  A lone surrogate (a type or message made from
+ * bytes with surrogateescape) is written \udcxx, a NUL \x00, as repr()
+ * would; the field is never left out (a RESULT's TYPE_NAME is required).
+ */
 static void
 dispatch_put_pystr(wire_buf *b, uint8_t tag, PyObject *o)
 {
-	Py_ssize_t n;
+	PyObject *enc = NULL;
+	Py_ssize_t n, i, nul = 0;
 	const char *p;
+	uint8_t *q;
 
 	if (o == NULL || o == Py_None)
 		return;
 	if ((p = PyUnicode_AsUTF8AndSize(o, &n)) == NULL) {
 		PyErr_Clear();
-		return;
+		enc = PyUnicode_Check(o) ? PyUnicode_AsEncodedString(o, "utf-8",
+		    "backslashreplace") : NULL;
+		if (enc == NULL) {
+			PyErr_Clear();
+			wire_put_str(b, tag, "?");
+			return;
+		}
+		p = PyBytes_AS_STRING(enc);
+		n = PyBytes_GET_SIZE(enc);
 	}
-	wire_put_bytes(b, tag, p, (size_t)n);
+	for (i = 0; i < n; i++)
+		nul += p[i] == '\0';
+	if (nul == 0)
+		wire_put_bytes(b, tag, p, (size_t)n);
+	else if ((q = wire_put_reserve(b, tag, (size_t)(n + 3 * nul))) != NULL)
+		for (i = 0; i < n; i++) {
+			if (p[i] != '\0') {
+				*q++ = (uint8_t)p[i];
+				continue;
+			}
+			memcpy(q, "\\x00", 4);
+			q += 4;
+		}
+	Py_XDECREF(enc);
 }
 
 /* WANT_VALUE: 0 a handle, 1 the pickle, WIRE_WANT_REPR/JSON text; any

@@ -54,6 +54,7 @@ def test_sizes_take_units(tmp_path, backend):
         with pytest.raises(pyshelf.Error) as ei:
             ws["big"] = bytes(3 << 20)        # a frame over 2 MiB
         assert "maximum frame size of 2097152 bytes" in str(ei.value)
+        assert "pyshelfd --max-frame BYTES raises it" in str(ei.value)
     finally:
         ws.close()
 
