@@ -163,11 +163,12 @@ class _CheckpointMixin:
         batch.clear()
         d = _dumper()
         if keys:
+            # positional, in the order of the names dump_keys takes
+            # (pickler, sink, idmap, keys, shadow, handles, hflags,
+            # digests, skip_type): keywords cost 2 us a request here
             failed = batch.dump_keys(
-                pickler=d.plain, sink=d.sink, idmap=self.idmap, keys=keys,
-                shadow=self.shadow, handles=self.handles,
-                hflags=self.handle_flags, digests=self.digests,
-                skip_type=Placeholder).failed
+                d.plain, d.sink, self.idmap, keys, self.shadow, self.handles,
+                self.handle_flags, self.digests, Placeholder).failed
             for item in failed:
                 self._slow_record(batch, d, *item)
             for first in regroup:
@@ -217,8 +218,8 @@ class _CheckpointMixin:
                 # for it: committing them now would point at a missing one
                 n, noted, short = self._commit_what_fits(batch, None, held)
             else:
-                res = batch.commit(digests=self.digests,
-                                   refs_of=self.refs_of)
+                # (digests, refs_of), positional as dump_keys above
+                res = batch.commit(self.digests, self.refs_of)
                 n, noted = res.written, res.noted
         except _s.StoreFull as e:
             n, noted, short = self._commit_what_fits(batch, e)

@@ -286,7 +286,8 @@ class _Dumper:
         unless shipped code registered its own."""
         table = copyreg.dispatch_table
         seen = self.copyreg
-        nd = _ndarray()
+        np = sys.modules.get("numpy")
+        nd = getattr(np, "ndarray", None) if np is not None else None
         # by identity: a registered reducer's __eq__ must not run here
         if seen is None or nd is not self.ndarray or \
                 len(seen) != len(table) or any(
@@ -335,7 +336,8 @@ _DUMPER = None
 
 def _dumper():
     global _DUMPER
-    _views_reset()
+    if _PRIMARIES_BUILT:
+        _views_reset()
     if _DUMPER is None:
         _DUMPER = _Dumper()
     else:

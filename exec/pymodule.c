@@ -199,15 +199,33 @@ error:
 PyObject *
 pymodule_call(const char *name, PyObject *kwargs)
 {
-	PyObject *f, *args, *r = NULL;
+	/* the functions called, by the address of their (literal) name:
+	 * a request makes two or three calls, and a look-up by a C string
+	 * makes a str each time */
+	static struct { const char *name; PyObject *f; } cache[16];
+	static PyObject *noargs;
+	PyObject *f = NULL, *r = NULL;
+	size_t i;
 
 	if (kwargs == NULL)
 		return NULL;
-	if ((f = PyObject_GetAttrString(pymodule_backend, name)) != NULL &&
-	    (args = PyTuple_New(0)) != NULL) {
-		r = PyObject_Call(f, args, kwargs);
-		Py_DECREF(args);
+	for (i = 0; i < sizeof cache / sizeof cache[0] && cache[i].name; i++)
+		if (cache[i].name == name) {
+			f = Py_NewRef(cache[i].f);
+			break;
+		}
+	if (f == NULL) {
+		if ((f = PyObject_GetAttrString(pymodule_backend, name)) == NULL)
+			goto out;
+		if (i < sizeof cache / sizeof cache[0]) {
+			cache[i].f = Py_NewRef(f);
+			cache[i].name = name;
+		}
 	}
+	if (noargs == NULL && (noargs = PyTuple_New(0)) == NULL)
+		goto out;
+	r = PyObject_Call(f, noargs, kwargs);
+out:
 	Py_XDECREF(f);
 	Py_DECREF(kwargs);
 	return r;
