@@ -172,21 +172,29 @@ def exec_request(code, func, digest, args, want_value):
 
 
 def _result_for(res, want_value):
-    if want_value in (WANT_REPR, WANT_JSON):
+    # the Result is built in place on the paths every request takes (a
+    # call of _result costs 0.2 us of a 70 us round trip)
+    if want_value == 0 and res is not None and \
+            not isinstance(res, DirectValue):
+        hid, _ = WS.new_handle(res)
+        return _Result((KIND_WRAPPED, hid, _type_name(res), None, None,
+                        None))
+    if want_value in _TEXT_MODES:
         return _text_result(res.value if isinstance(res, DirectValue)
                             else res, want_value)
-    if isinstance(res, DirectValue) or res is None or want_value:
-        value = res.value if isinstance(res, DirectValue) else res
-        try:
-            data = dumps_value(value)
-        except Exception as e:
-            raise RequestError(ERR_PICKLE,
-                               "the result (%s) cannot be pickled: %s: %s" %
-                               (_type_name(value), type(e).__name__,
-                                _exc_message(e))) from None
-        return _result(KIND_DIRECT, 0, _type_name(value), value=data)
-    hid, _ = WS.new_handle(res)
-    return _result(KIND_WRAPPED, hid, _type_name(res))
+    value = res.value if isinstance(res, DirectValue) else res
+    try:
+        data = dumps_value(value)
+    except Exception as e:
+        raise RequestError(ERR_PICKLE,
+                           "the result (%s) cannot be pickled: %s: %s" %
+                           (_type_name(value), type(e).__name__,
+                            _exc_message(e))) from None
+    return _Result((KIND_DIRECT, 0, _type_name(value), None, None, data))
+
+
+_Result = _s.Result
+_TEXT_MODES = (WANT_REPR, WANT_JSON)
 
 
 def _json_data(obj, depth=0):
