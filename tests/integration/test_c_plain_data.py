@@ -5,10 +5,10 @@ results (PYSHELF_WANT_REPR / PYSHELF_WANT_JSON) for exec and get."""
 import ctypes
 import json
 import os
+import subprocess
+import sys
 
 import pytest
-
-import pyshelf
 
 KIND_DIRECT, KIND_WRAPPED, KIND_EXCINFO, KIND_TEXT = 1, 2, 3, 4
 ARG_HANDLE, ARG_PICKLE, ARG_LITERAL, ARG_JSON = 1, 2, 3, 4
@@ -40,12 +40,12 @@ class Result(ctypes.Structure):
                 ("text", ctypes.c_char_p), ("text_len", ctypes.c_size_t)]
 
 
-@pytest.fixture(scope="module")
-def lib(backend):
-    path = os.path.join(os.path.dirname(os.path.abspath(backend)),
+def _libpath(backend):
+    return os.path.join(os.path.dirname(os.path.abspath(backend)),
                         ".libs", "libpyshelf.so")
-    if not os.path.exists(path):
-        pytest.fail("libpyshelf is not built at %r" % path, pytrace=False)
+
+
+def _open_lib(path):
     lib = ctypes.CDLL(path)
     lib.pyshelf_errmsg.restype = ctypes.c_char_p
     lib.pyshelf_remote_errcode.restype = ctypes.c_uint64
@@ -100,9 +100,9 @@ class Conn:
         assert self.lib.pyshelf_close(self.c, None) == 0
 
 
-def test_text_results_and_text_arguments(lib, backend, tmp_path):
-    db = str(tmp_path / "db")
-    os.mkdir(db)
+def _exercise(backend, db):
+    """The checks, run in a process of their own (see the test)."""
+    lib = _open_lib(_libpath(backend))
     c = Conn(lib, backend, db)
     try:
         rc, r = c.exec("d = {'a': [1, 2.5, None, True], 'é': 'x'}\nd",
@@ -163,6 +163,28 @@ def test_text_results_and_text_arguments(lib, backend, tmp_path):
                                     b"{1, 2}") == 0
     finally:
         c.close()
+
+
+def test_text_results_and_text_arguments(backend, tmp_path):
+    """Run in a child process: a libpyshelf built with AddressSanitizer
+    (the CI's sanitizer run) needs its runtime preloaded into Python."""
+    import pyshelf
+    path = _libpath(backend)
+    if not os.path.exists(path):
+        pytest.fail("libpyshelf is not built at %r" % path, pytrace=False)
+    db = str(tmp_path / "db")
+    os.mkdir(db)
+    env = dict(os.environ)
+    deps = subprocess.run(["ldd", path], capture_output=True,
+                          text=True).stdout
+    asan = [w for w in deps.split() if "libasan.so" in w and "/" in w]
+    if asan:
+        env["LD_PRELOAD"] = asan[0]
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), backend,
+                        db], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("ok"), r.stdout
     ws = pyshelf.spawn(db=db, session="plain", backend=backend)
     try:
         assert ws["cfg"] == {"lr": 0.1, "tags": ["a"]}
@@ -170,3 +192,8 @@ def test_text_results_and_text_arguments(lib, backend, tmp_path):
         assert ws["d"]["a"] == [1, 2.5, None, True]
     finally:
         ws.close()
+
+
+if __name__ == "__main__":
+    _exercise(sys.argv[1], sys.argv[2])
+    print("ok")
