@@ -396,7 +396,14 @@ def test_check_survives_a_crashing_walk(made, tmp_path):
         assert "damaged" in r.stderr or "corrupt" in r.stderr, (args, r)
     r = dump("--check", db=db)
     assert r.returncode == 1, r
-    assert "DAMAGE [crash]" in r.stdout and "truncated" in r.stdout, r.stdout
+    # the structure check reads every page in use of a file shorter than
+    # its last page (a sound store may be: LMDB's free pages past the end
+    # are never written), so it names the first page past the end before
+    # any walk through LMDB could fault; a crash of the walk is reported
+    # as damage too
+    assert ("DAMAGE [crash]" in r.stdout and "truncated" in r.stdout) or \
+        ("DAMAGE [structure]" in r.stdout and
+         "cannot be read (the file ends before it)" in r.stdout), r.stdout
     assert r.stdout.rstrip().endswith("DAMAGED")
     rows = [json.loads(x) for x in
             dump("--check", "--json", db=db).stdout.splitlines()]
