@@ -286,8 +286,7 @@ class _Dumper:
         unless shipped code registered its own."""
         table = copyreg.dispatch_table
         seen = self.copyreg
-        np = sys.modules.get("numpy")
-        nd = getattr(np, "ndarray", None) if np is not None else None
+        nd = _ndarray()
         # by identity: a registered reducer's __eq__ must not run here
         if seen is None or nd is not self.ndarray or \
                 len(seen) != len(table) or any(

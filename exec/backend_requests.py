@@ -176,9 +176,7 @@ def _result_for(res, want_value):
     # call of _result costs 0.2 us of a 70 us round trip)
     if want_value == 0 and res is not None and \
             not isinstance(res, DirectValue):
-        hid, _ = WS.new_handle(res)
-        return _Result((KIND_WRAPPED, hid, _type_name(res), None, None,
-                        None))
+        return _wrapped_result(res)
     if want_value in _TEXT_MODES:
         return _text_result(res.value if isinstance(res, DirectValue)
                             else res, want_value)
@@ -191,6 +189,12 @@ def _result_for(res, want_value):
                            (_type_name(value), type(e).__name__,
                             _exc_message(e))) from None
     return _Result((KIND_DIRECT, 0, _type_name(value), None, None, data))
+
+
+def _wrapped_result(obj):
+    """A new handle to obj, as a WRAPPED Result."""
+    hid, _ = WS.new_handle(obj)
+    return _Result((KIND_WRAPPED, hid, _type_name(obj), None, None, None))
 
 
 _Result = _s.Result
@@ -221,8 +225,7 @@ def _text_result(value, want):
     data for clients that read no pickles (the C library)."""
     if want == WANT_JSON:
         if not _json_data(value):
-            hid, _ = WS.new_handle(value)
-            return _result(KIND_WRAPPED, hid, _type_name(value))
+            return _wrapped_result(value)
         import json
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     else:
@@ -262,9 +265,8 @@ def get_request(name, want_value):
     except VolatileEntryError as e:
         raise RequestError(ERR_VOLATILE, str(e)) from None
     if not want_value:
-        hid, _ = WS.new_handle(obj)
-        return _result(KIND_WRAPPED, hid, _type_name(obj))
-    if want_value in (WANT_REPR, WANT_JSON):
+        return _wrapped_result(obj)
+    if want_value in _TEXT_MODES:
         return _text_result(obj, want_value)
     try:
         data = dumps_value(obj)
