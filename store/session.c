@@ -1,7 +1,7 @@
 /*
  * session.c - the session table: records by id, the name index, the
  * expiry index the sweeper reads from its expired end, and the batched,
- * resumable purge of a dead session's entries and refs rows.
+ * resumable purge of a dead session's entries, refs rows and calls rows.
  */
 #include "config.h"
 
@@ -351,8 +351,40 @@ session_purge_refs(store_txn *t, struct purge_arg *pa)
 	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
 }
 
+/*
+ * Delete the session's rows in calls (the journal's) until pa->done
+ * reaches pa->batch, each row one deletion.
+ */
+static int
+session_purge_calls(store_txn *t, struct purge_arg *pa)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	if (!t->s->has_calls || pa->done >= pa->batch)
+		return 0;
+	if ((rc = mdb_cursor_open(t->txn, t->s->calls, &c)) != 0)
+		return store_map_err(rc);
+	k.mv_data = (void *)pa->id;
+	k.mv_size = STORE_ID_SIZE;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && pa->done < pa->batch) {
+		if (k.mv_size < STORE_ID_SIZE ||
+		    memcmp(k.mv_data, pa->id, STORE_ID_SIZE) != 0)
+			break;
+		if ((rc = mdb_cursor_del(c, 0)) != 0)
+			break;
+		pa->done++;
+		/* after a delete, MDB_NEXT lands on the item that followed */
+		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
+}
+
 /* Delete up to pa->batch entries of the session, then, with what is left
- * of the batch, its refs rows. */
+ * of the batch, its refs rows, then its calls rows. */
 static int
 session_purge_batch(store_txn *t, void *arg)
 {
@@ -393,7 +425,9 @@ session_purge_batch(store_txn *t, void *arg)
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return store_map_err(rc);
 	pa->entries = pa->done;
-	return session_purge_refs(t, pa);
+	if ((rc = session_purge_refs(t, pa)) != 0)
+		return rc;
+	return session_purge_calls(t, pa);
 }
 
 /* Remove the session record, its name and expiry keys. */

@@ -324,9 +324,10 @@ int session_expired(store_txn *t, uint64_t now_ms,
  */
 int session_kill(store_txn *t, const uint8_t *id);
 /*
- * Delete a dead session's entries, then its rows in refs, up to batch of
- * them (each refs row counts as one) in each write transaction, until none
- * is left, then the session record itself.  Resumable after a crash
+ * Delete a dead session's entries, then its rows in refs, then its rows
+ * in calls (the call journal's), up to batch of them (each refs or calls
+ * row counts as one) in each write transaction, until none is left, then
+ * the session record itself.  Resumable after a crash
  * (entries go first, the record last).
  * *deleted (may be NULL) counts entries removed (not refs rows).
  */

@@ -5437,6 +5437,365 @@ END_TEST
 
 /* A tcase of fixture setup (store open or just a directory), with the
  * shared timeout (TU_TIMEOUT: far above what any test takes loaded). */
+
+/* --- the calls database (issue 16: the call journal) --------------------- */
+
+/* A call of session sid with id byte i, started at started. */
+static void
+call_fill(store_call *c, const uint8_t *sid, int i, uint64_t started,
+          uint8_t *chunks, uint32_t *clen)
+{
+	size_t o = 0;
+
+	memset(c, 0, sizeof *c);
+	memcpy(c->sid, sid, STORE_ID_SIZE);
+	memset(c->id, i, STORE_ID_SIZE);
+	c->state = STORE_CALL_DONE;
+	c->end = STORE_CALL_END_RESULT;
+	c->started_ms = started;
+	c->ended_ms = started + 5;
+	c->output_bytes = 12;
+	c->output_dropped = 7;
+	c->summary = "print(x)";
+	c->summary_len = 8;
+	o += calls_chunk_put(chunks + o, STORE_CHUNK_GAP, NULL, 7);
+	o += calls_chunk_put(chunks + o, STORE_CHUNK_STDOUT, "ab", 2);
+	o += calls_chunk_put(chunks + o, STORE_CHUNK_STDERR, "cde", 3);
+	*clen = (uint32_t)o;
+	c->chunks = chunks;
+	c->chunks_len = *clen;
+	c->body = (const uint8_t *)"BODY";
+	c->body_len = 4;
+}
+
+struct calls_put_arg {
+	const store_call *c;
+	const uint8_t *sid;
+	uint64_t started;
+	const uint8_t *id;
+};
+
+static int
+cb_calls_put(store_txn *t, void *arg)
+{
+	struct calls_put_arg *a = arg;
+
+	if (a->c != NULL)
+		return calls_put(t, a->c);
+	return calls_del(t, a->sid, a->started, a->id);
+}
+
+struct calls_seen {
+	int n, bad;
+	store_call last;
+	uint8_t body[16];
+	const char *why;
+};
+
+static int
+cb_calls_seen(const store_call *c, int rc, const char *why, void *arg)
+{
+	struct calls_seen *cs = arg;
+
+	cs->n++;
+	if (rc != 0) {
+		cs->bad++;
+		cs->why = why;
+		return 0;
+	}
+	cs->last = *c;
+	memcpy(cs->body, c->body, c->body_len < 16 ? c->body_len : 16);
+	cs->last.summary = NULL;
+	cs->last.chunks = NULL;
+	cs->last.body = NULL;
+	return 0;
+}
+
+struct calls_list_arg {
+	const uint8_t *sid;
+	struct calls_seen cs;
+};
+
+static int
+cb_calls_list(store_txn *t, void *arg)
+{
+	struct calls_list_arg *a = arg;
+
+	return calls_list(t, a->sid, cb_calls_seen, &a->cs);
+}
+
+static struct calls_seen
+calls_seen_of(store *s, const uint8_t *sid)
+{
+	struct calls_list_arg a;
+
+	memset(&a, 0, sizeof a);
+	a.sid = sid;
+	ck_assert_int_eq(store_read(s, cb_calls_list, &a), 0);
+	return a.cs;
+}
+
+/* The record's bytes, offset by offset (docs/STORAGE.md 3.9), and every
+ * way a damaged one is refused. */
+START_TEST(test_calls_codec)
+{
+	uint8_t chunks[64], rec[256], sid[STORE_ID_SIZE] = {9};
+	uint8_t cat[256];
+	store_call c, d;
+	const char *why = NULL;
+	uint32_t clen;
+	size_t n, off = 0;
+	const uint8_t *data;
+	uint64_t len;
+	int kind;
+
+	call_fill(&c, sid, 1, 0x0102030405060708ull, chunks, &clen);
+	ck_assert_uint_eq(clen, 9 + 7 + 8);
+	n = calls_record_size(8, clen, 4);
+	ck_assert_uint_eq(n, 56 + 8 + 24 + 4);
+	calls_record_encode(rec, &c);
+	ck_assert_uint_eq(rec[0], 1);
+	ck_assert_uint_eq(rec[1], STORE_CALL_DONE);
+	ck_assert_uint_eq(rec[2], STORE_CALL_END_RESULT);
+	ck_assert_uint_eq(rec[3], 0);
+	ck_assert_mem_eq(rec + 4, "\0\0\0\x08", 4);
+	ck_assert_mem_eq(rec + 8, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
+	ck_assert_mem_eq(rec + 16, "\x01\x02\x03\x04\x05\x06\x07\x0d", 8);
+	ck_assert_mem_eq(rec + 24, "\0\0\0\0\0\0\0\x0c", 8);
+	ck_assert_mem_eq(rec + 32, "\0\0\0\0\0\0\0\x07", 8);
+	ck_assert_mem_eq(rec + 48, "\0\0\0\x18", 4);
+	ck_assert_mem_eq(rec + 52, "\0\0\0\x04", 4);
+	ck_assert_mem_eq(rec + 56, "print(x)", 8);
+	ck_assert_mem_eq(rec + 64, "\0\0\0\0\0\0\0\0\x07", 9);
+	ck_assert_mem_eq(rec + 73, "\x01\0\0\0\x02" "ab", 7);
+	ck_assert_mem_eq(rec + 80, "\x02\0\0\0\x03" "cde", 8);
+	ck_assert_mem_eq(rec + 88, "BODY", 4);
+	/* the check value: XXH3-64 of bytes 0..39 and 56..end */
+	memcpy(cat, rec, 40);
+	memcpy(cat + 40, rec + 56, n - 56);
+	{
+		uint64_t h = XXH3_64bits(cat, 40 + n - 56);
+		int i;
+
+		for (i = 0; i < 8; i++)
+			ck_assert_uint_eq(rec[40 + i],
+			    (uint8_t)(h >> (56 - 8 * i)));
+	}
+	memset(&d, 0, sizeof d);
+	ck_assert_int_eq(calls_record_decode(rec, n, &d, &why), 0);
+	ck_assert_uint_eq(d.started_ms, c.started_ms);
+	ck_assert_uint_eq(d.ended_ms, c.ended_ms);
+	ck_assert_uint_eq(d.output_bytes, 12);
+	ck_assert_uint_eq(d.output_dropped, 7);
+	ck_assert_uint_eq(d.summary_len, 8);
+	ck_assert_mem_eq(d.summary, "print(x)", 8);
+	ck_assert_uint_eq(d.body_len, 4);
+	ck_assert_mem_eq(d.body, "BODY", 4);
+	ck_assert_int_eq(calls_chunk_next(d.chunks, d.chunks_len, &off, &kind,
+	    &data, &len, &why), 1);
+	ck_assert(kind == STORE_CHUNK_GAP && data == NULL && len == 7);
+	ck_assert_int_eq(calls_chunk_next(d.chunks, d.chunks_len, &off, &kind,
+	    &data, &len, &why), 1);
+	ck_assert(kind == STORE_CHUNK_STDOUT && len == 2);
+	ck_assert_mem_eq(data, "ab", 2);
+	ck_assert_int_eq(calls_chunk_next(d.chunks, d.chunks_len, &off, &kind,
+	    &data, &len, &why), 1);
+	ck_assert(kind == STORE_CHUNK_STDERR && len == 3);
+	ck_assert_int_eq(calls_chunk_next(d.chunks, d.chunks_len, &off, &kind,
+	    &data, &len, &why), 0);
+
+	/* every byte flipped is caught: layout or check value */
+	for (off = 0; off < n; off++) {
+		rec[off] ^= 0x40;
+		why = NULL;
+		ck_assert_msg(calls_record_decode(rec, n, &d, &why) ==
+		    STORE_E_CORRUPT && why != NULL, "byte %zu", off);
+		rec[off] ^= 0x40;
+	}
+	ck_assert_int_eq(calls_record_decode(rec, n - 1, &d, &why),
+	    STORE_E_CORRUPT);
+	ck_assert_int_eq(calls_record_decode(rec, 55, &d, &why),
+	    STORE_E_CORRUPT);
+	ck_assert_str_eq(calls_state_name(STORE_CALL_LOST), "lost");
+	ck_assert_str_eq(calls_state_name(9), "unknown");
+	/* a chunk of a bad kind or past the end, with a good check value */
+	c.chunks = (const uint8_t *)"\x03\0\0\0\0";
+	c.chunks_len = 5;
+	calls_record_encode(rec, &c);
+	ck_assert_int_eq(calls_record_decode(rec, calls_record_size(8, 5, 4),
+	    &d, &why), STORE_E_CORRUPT);
+	ck_assert_str_eq(why, "an output chunk of an unknown kind");
+	c.chunks = (const uint8_t *)"\x01\0\0\0\x09xx";
+	c.chunks_len = 7;
+	calls_record_encode(rec, &c);
+	ck_assert_int_eq(calls_record_decode(rec, calls_record_size(8, 7, 4),
+	    &d, &why), STORE_E_CORRUPT);
+	ck_assert_str_eq(why, "an output chunk runs past the end");
+}
+END_TEST
+
+/* Rows by session, oldest first; put replaces, del deletes; a damaged row
+ * is listed as such, not skipped silently, and stops nothing. */
+START_TEST(test_calls_rows)
+{
+	uint8_t chunks[64], a[STORE_ID_SIZE], b[STORE_ID_SIZE];
+	struct calls_put_arg pa = {0};
+	struct calls_seen cs;
+	store_call c;
+	uint32_t clen;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+
+	memset(a, 0x11, sizeof a);
+	memset(b, 0x22, sizeof b);
+	call_fill(&c, a, 1, 300, chunks, &clen);
+	pa.c = &c;
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	call_fill(&c, a, 2, 100, chunks, &clen);
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	call_fill(&c, b, 3, 200, chunks, &clen);
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	cs = calls_seen_of(S, a);
+	ck_assert_int_eq(cs.n, 2);
+	ck_assert_int_eq(cs.bad, 0);
+	/* the last is the newest (started 300), call id 1 */
+	ck_assert_uint_eq(cs.last.started_ms, 300);
+	ck_assert_uint_eq(cs.last.id[0], 1);
+	ck_assert_uint_eq(cs.last.sid[0], 0x11);
+	ck_assert_mem_eq(cs.body, "BODY", 4);
+	cs = calls_seen_of(S, NULL);
+	ck_assert_int_eq(cs.n, 3);
+	ck_assert_uint_eq(cs.last.sid[0], 0x22);
+	/* replace, then delete (twice: the second finds nothing) */
+	call_fill(&c, a, 2, 100, chunks, &clen);
+	c.state = STORE_CALL_LOST;
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	ck_assert_int_eq(calls_seen_of(S, a).n, 2);
+	pa.c = NULL;
+	pa.sid = a;
+	pa.started = 300;
+	memset(c.id, 1, sizeof c.id);
+	pa.id = c.id;
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	cs = calls_seen_of(S, a);
+	ck_assert_int_eq(cs.n, 1);
+	ck_assert_uint_eq(cs.last.state, STORE_CALL_LOST);
+	/* a damaged row (written with LMDB directly) */
+	close_S();
+	raw_begin(db_dir, &env, &txn);
+	ck_assert_int_eq(mdb_dbi_open(txn, "calls", 0, &dbi), 0);
+	memset(chunks, 0x11, 16);
+	k.mv_data = chunks;
+	k.mv_size = 16 + 8 + 16;
+	v.mv_data = "junk";
+	v.mv_size = 4;
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	raw_commit(env, txn);
+	open_S(NULL);
+	cs = calls_seen_of(S, a);
+	ck_assert_int_eq(cs.n, 2);
+	ck_assert_int_eq(cs.bad, 1);
+	ck_assert_str_eq(cs.why, "shorter than the record's fixed part");
+}
+END_TEST
+
+/* A store made before calls existed: a read-only open goes on without it
+ * (no rows, and it creates nothing), a writable one creates it. */
+START_TEST(test_calls_older_store)
+{
+	uint8_t chunks[64], a[STORE_ID_SIZE];
+	struct calls_put_arg pa = {0};
+	store_options o = {0};
+	store_call c;
+	uint32_t clen;
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	memset(a, 0x33, sizeof a);
+	call_fill(&c, a, 1, 300, chunks, &clen);
+	pa.c = &c;
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	close_S();
+	raw_begin(db_dir, &env, &txn);
+	ck_assert_int_eq(mdb_dbi_open(txn, "calls", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
+	raw_commit(env, txn);
+
+	o.readonly = 1;
+	open_S(&o);
+	ck_assert_int_eq(calls_seen_of(S, a).n, 0);
+	ck_assert_int_eq(calls_seen_of(S, NULL).n, 0);
+	close_S();
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	ck_assert_int_eq(mdb_env_open(env, db_dir, MDB_RDONLY, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "calls", 0, &dbi), MDB_NOTFOUND);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+
+	open_S(NULL);
+	ck_assert_int_eq(calls_seen_of(S, a).n, 0);
+	ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+	close_S();
+	open_S(&o);
+	ck_assert_int_eq(calls_seen_of(S, a).n, 1);
+}
+END_TEST
+
+/* The purge deletes a session's calls rows, after its entries and refs
+ * rows, each row one deletion of the batch; neighbours keep theirs. */
+START_TEST(test_purge_calls)
+{
+	struct calls_put_arg pa = {0};
+	uint8_t chunks[64];
+	store_session ss[3];
+	store_call c;
+	uint32_t clen;
+	size_t deleted = 0, t0, t1;
+	int i, k;
+
+	open_S(NULL);
+	mk_session(S, "c0", 0, 1, &ss[0]);
+	mk_session(S, "c1", 0, 1, &ss[1]);
+	mk_session(S, "c2", 0, 1, &ss[2]);
+	qsort(ss, 3, sizeof ss[0], cmp_session_id);
+	pa.c = &c;
+	for (i = 0; i < 3; i++) {
+		fill(S, ss[i].id, 0, 5, 0, 0);
+		for (k = 0; k < 10; k++) {
+			call_fill(&c, ss[i].id, k, 1000 + (uint64_t)k, chunks,
+			    &clen);
+			ck_assert_int_eq(store_write(S, cb_calls_put, &pa), 0);
+		}
+		ck_assert_int_eq(calls_seen_of(S, ss[i].id).n, 10);
+	}
+	kill_session(S, ss[1].id);
+	close_S();
+	t0 = raw_last_txnid(db_dir);
+	open_S(NULL);
+	/* 5 entries and 10 rows in batches of 3: 15 / 3 = 5 commits, a
+	 * sixth transaction that finds nothing left (LMDB commits nothing
+	 * then: no new transaction id), then the record's */
+	ck_assert_int_eq(session_purge(S, ss[1].id, 3, &deleted), 0);
+	ck_assert_uint_eq(deleted, 5);
+	close_S();
+	t1 = raw_last_txnid(db_dir);
+	ck_assert_uint_eq(t1 - t0, 5 + 1);
+	open_S(NULL);
+	ck_assert_int_eq(calls_seen_of(S, ss[1].id).n, 0);
+	ck_assert_int_eq(calls_seen_of(S, ss[0].id).n, 10);
+	ck_assert_int_eq(calls_seen_of(S, ss[2].id).n, 10);
+	ck_assert_int_eq(calls_seen_of(S, NULL).n, 20);
+	verify(S, ss[0].id, 0, 5, 0, 0);
+	verify(S, ss[2].id, 0, 5, 0, 0);
+}
+END_TEST
+
 static TCase *
 tcase_new(const char *name, int with_store)
 {
@@ -5466,6 +5825,9 @@ store_suite(void)
 	tcase_add_test(tc, test_session_list);
 	tcase_add_test(tc, test_session_kill);
 	tcase_add_test(tc, test_tombstones);
+	tcase_add_test(tc, test_calls_codec);
+	tcase_add_test(tc, test_calls_rows);
+	tcase_add_test(tc, test_calls_older_store);
 	tcase_add_test(tc, test_session_create_id);
 	tcase_add_test(tc, test_session_lock);
 	tcase_add_test(tc, test_session_count);
@@ -5510,6 +5872,7 @@ store_suite(void)
 	tcase_add_test(tc, test_purge_100k_batch_7);
 	tcase_add_test(tc, test_purge_refs);
 	tcase_add_test(tc, test_purge_refs_batch_3);
+	tcase_add_test(tc, test_purge_calls);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_new("Big", 0);
