@@ -7,7 +7,8 @@
  * its record decodes and its digest matches (record_decode), its refs blob
  * parses and each reference names an entry of the same session, its pickle
  * is well formed (pickledis) and its persistent ids are the refs blob's,
- * out-of-band tables add up, volatile reasons are UTF-8.
+ * out-of-band tables add up, volatile reasons are UTF-8; last, every row
+ * of the call journal parses and belongs to an existing session.
  */
 #include "config.h"
 
@@ -387,6 +388,54 @@ dump_check_refs_index(struct check *c)
 	return dump_check_walk_end(c, "refs", rc);
 }
 
+/* calls_list callback of --check: every row parses and its session
+ * exists (the purge deletes a session's rows with it). */
+static int
+dump_check_call(const store_call *sc, int rc, const char *why, void *arg)
+{
+	struct check *c = arg;
+	char idhex[2 * STORE_ID_SIZE + 1];
+	MDB_val sk, sv;
+
+	if (dump_interrupted)
+		return DUMP_EXIT_INTERRUPTED;
+	c->calls++;
+	store_hex(sc->id, STORE_ID_SIZE, idhex);
+	if (rc != 0)
+		dump_check_problem(c, sc->sid, NULL, NULL, "call_record",
+		    "call %s (started %" PRIu64 "): %s", idhex, sc->started_ms,
+		    why != NULL ? why : "it does not parse");
+	if (!c->have_call_sid ||
+	    memcmp(c->call_sid, sc->sid, STORE_ID_SIZE) != 0) {
+		memcpy(c->call_sid, sc->sid, STORE_ID_SIZE);
+		c->have_call_sid = 1;
+		sk.mv_size = STORE_ID_SIZE;
+		sk.mv_data = c->call_sid;
+		c->call_sid_exists = mdb_get(c->t->txn, c->t->s->sessions, &sk,
+		    &sv) == 0;
+		if (!c->call_sid_exists)
+			dump_check_problem(c, sc->sid, NULL, NULL, "orphan_call",
+			    "journaled calls of a session that does not exist "
+			    "(first: call %s)", idhex);
+	}
+	return 0;
+}
+
+/* The call journal (the calls database, when the store has one). */
+static int
+dump_check_calls(struct check *c)
+{
+	int rc;
+
+	if (!c->t->s->has_calls)
+		return 0;
+	dump_progress_db("calls");
+	rc = calls_list(c->t, NULL, dump_check_call, c);
+	if (rc > 0)
+		return rc;
+	return dump_check_walk_end(c, "calls", rc);
+}
+
 /* store_check_structure callback: one problem. */
 static void
 dump_check_structure_problem(const char *problem, void *arg)
@@ -433,6 +482,7 @@ dump_check_summary(struct check *c, int interrupted, uint64_t ms)
 		dump_json_u64(d, "bytes", c->bytes);
 		dump_json_u64(d, "blobs", c->blobs);
 		dump_json_u64(d, "changed", c->changed);
+		dump_json_u64(d, "calls", c->calls);
 		dump_json_u64(d, "problems", c->problems);
 		dump_json_bool(d, "sound", c->problems == 0 && !interrupted);
 		dump_json_bool(d, "interrupted", interrupted);
@@ -442,9 +492,12 @@ dump_check_summary(struct check *c, int interrupted, uint64_t ms)
 	}
 	if (d->o->quiet && c->problems == 0 && !interrupted)
 		return;
-	fprintf(d->out, "%s: %" PRIu64 " sessions, %" PRIu64 " entries (%s) "
-	    "checked in %.2fs: ", d->s != NULL ? store_path(d->s) : d->o->db, c->sessions, c->entries,
-	    dump_out_size(sz, sizeof sz, c->bytes), (double)ms / 1000);
+	fprintf(d->out, "%s: %" PRIu64 " sessions, %" PRIu64 " entries (%s) ",
+	    d->s != NULL ? store_path(d->s) : d->o->db, c->sessions,
+	    c->entries, dump_out_size(sz, sizeof sz, c->bytes));
+	if (c->calls > 0)
+		fprintf(d->out, "and %" PRIu64 " journaled calls ", c->calls);
+	fprintf(d->out, "checked in %.2fs: ", (double)ms / 1000);
 	if (interrupted)
 		fprintf(d->out, "INTERRUPTED, %" PRIu64 " problems so far\n",
 		    c->problems);
@@ -542,6 +595,8 @@ dump_check_run(struct dump *d, store_txn *t)
 			if (rc < 0)
 				rc = dump_check_walk_end(&c, "blobs", rc);
 		}
+		if (rc == 0)
+			rc = dump_check_calls(&c);
 	}
 	dump_out_progress(d, "", 0, 0, 1);
 	dump_check_mirror(&c);

@@ -33,6 +33,10 @@ struct check {
 	int sid_exists;           /* it has a (parsable) record */
 	store_session ss;         /* its record, when it exists */
 	uint64_t orphans;         /* orphan entries of sid */
+	uint64_t calls;           /* call journal rows seen */
+	uint8_t call_sid[STORE_ID_SIZE]; /* session of the calls walked */
+	int have_call_sid;        /* call_sid is set */
+	int call_sid_exists;      /* it has a record */
 };
 
 /* dump-check.c */

@@ -207,7 +207,7 @@ dump_list_text_sessions(struct dump *d, const struct dump_srow *v, size_t n)
 /* The store's totals: text or a JSON row "store". */
 static void
 dump_list_totals(struct dump *d, store_txn *t, const struct dump_srow *v,
-                 size_t n, size_t ntombs)
+                 size_t n, size_t ntombs, size_t ncalls)
 {
 	size_t map = 0, used = 0, i;
 	uint64_t entries = 0, bytes = 0, live = 0, dead = 0;
@@ -234,6 +234,7 @@ dump_list_totals(struct dump *d, store_txn *t, const struct dump_srow *v,
 		dump_json_u64(d, "live", live);
 		dump_json_u64(d, "dead", dead);
 		dump_json_u64(d, "tombstones", ntombs);
+		dump_json_u64(d, "calls", ncalls);
 		dump_json_u64(d, "entries", entries);
 		dump_json_u64(d, "bytes", bytes);
 		dump_json_u64(d, "entries_in_db", st.ms_entries);
@@ -251,6 +252,9 @@ dump_list_totals(struct dump *d, store_txn *t, const struct dump_srow *v,
 	if (ntombs > 0)
 		fprintf(d->out, "ended     %zu (tombstones, listed above)\n",
 		    ntombs);
+	if (ncalls > 0)
+		fprintf(d->out, "calls     %zu (journaled, listed above)\n",
+		    ncalls);
 	fprintf(d->out, "entries   %" PRIu64 ", %s\n", entries,
 	    dump_out_size(a, sizeof a, bytes));
 	if (st.ms_entries != entries)
@@ -374,12 +378,220 @@ dump_list_tombs(struct dump *d, store_txn *t, size_t *count)
 	return DUMP_EXIT_OK;
 }
 
+
+/* One call of the journal (copied out of the snapshot). */
+struct dump_crow {
+	uint8_t sid[STORE_ID_SIZE];
+	uint8_t id[STORE_ID_SIZE];
+	int state;                /* STORE_CALL_*; 0 for a damaged row */
+	int end;                  /* STORE_CALL_END_* */
+	uint64_t started_ms, ended_ms, output_bytes, output_dropped;
+	uint64_t output_kept, body_len;
+	char summary[4 * 80 + 8]; /* printable */
+	char *summary_raw;        /* malloc'd, for JSON */
+	size_t summary_len;
+	const char *problem;      /* static: why the row does not parse */
+};
+
+/* Collected calls. */
+struct dump_crows {
+	struct dump_crow *v;
+	size_t n, cap;
+	int nomem;
+};
+
+/* calls_list callback: keep a copy. */
+static int
+dump_list_collect_call(const store_call *c, int rc, const char *why,
+                       void *arg)
+{
+	struct dump_crows *r = arg;
+	struct dump_crow *cr, *nv;
+	const uint8_t *data;
+	uint64_t len;
+	size_t off = 0;
+	int kind;
+
+	if (dump_interrupted)
+		return DUMP_EXIT_INTERRUPTED;
+	if (r->n == r->cap) {
+		size_t ncap = r->cap ? r->cap * 2 : 16;
+		if ((nv = realloc(r->v, ncap * sizeof *nv)) == NULL) {
+			r->nomem = 1;
+			return DUMP_EXIT_ERROR;
+		}
+		r->v = nv;
+		r->cap = ncap;
+	}
+	cr = &r->v[r->n];
+	memset(cr, 0, sizeof *cr);
+	memcpy(cr->sid, c->sid, STORE_ID_SIZE);
+	memcpy(cr->id, c->id, STORE_ID_SIZE);
+	cr->started_ms = c->started_ms;
+	if (rc != 0) {
+		cr->problem = why != NULL ? why : "it does not parse";
+		r->n++;
+		return 0;
+	}
+	cr->state = c->state;
+	cr->end = c->end;
+	cr->ended_ms = c->ended_ms;
+	cr->output_bytes = c->output_bytes;
+	cr->output_dropped = c->output_dropped;
+	cr->body_len = c->body_len;
+	while (calls_chunk_next(c->chunks, c->chunks_len, &off, &kind, &data,
+	    &len, NULL) == 1)
+		if (kind != STORE_CHUNK_GAP)
+			cr->output_kept += len;
+	dump_out_text(cr->summary, sizeof cr->summary, c->summary,
+	    c->summary_len);
+	if (c->summary_len > 0) {
+		if ((cr->summary_raw = malloc(c->summary_len)) == NULL) {
+			r->nomem = 1;
+			return DUMP_EXIT_ERROR;
+		}
+		memcpy(cr->summary_raw, c->summary, c->summary_len);
+		cr->summary_len = c->summary_len;
+	}
+	r->n++;
+	return 0;
+}
+
+/* The name of session sid among the rows, or NULL. */
+static const char *
+dump_list_sname(const struct dump_srow *v, size_t n, const uint8_t *sid)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (memcmp(v[i].ss.id, sid, STORE_ID_SIZE) == 0)
+			return v[i].ss.name;
+	return NULL;
+}
+
+/*
+ * The call journal of server mode (the calls database): text (after the
+ * tombstones, when there are any) or JSON rows "call", by session, oldest
+ * first.  A row that does not parse is listed with its problem and counts
+ * as damage.  *count gets how many.
+ */
+static int
+dump_list_calls(struct dump *d, store_txn *t, const struct dump_srow *sv,
+                size_t sn, size_t *count)
+{
+	char name[STORE_NAME_MAX * 4 + 8], idhex[2 * STORE_ID_SIZE + 1];
+	char sidhex[2 * STORE_ID_SIZE + 1], st[40], en[40], sz[32];
+	struct dump_crows rows;
+	const char *sname;
+	size_t i;
+	int rc, w = 7;
+
+	memset(&rows, 0, sizeof rows);
+	dump_progress_db("calls");
+	if ((rc = calls_list(t, NULL, dump_list_collect_call, &rows)) != 0) {
+		if (rows.nomem)
+			dump_warn("out of memory");
+		else if (rc != DUMP_EXIT_INTERRUPTED)
+			dump_warn("listing calls: %s", store_strerror(rc));
+		rc = rc > 0 ? rc : DUMP_EXIT_ERROR;
+		goto out;
+	}
+	*count = rows.n;
+	for (i = 0; i < rows.n; i++) {
+		const struct dump_crow *cr = &rows.v[i];
+
+		if (cr->problem != NULL)
+			d->damaged++;
+		sname = dump_list_sname(sv, sn, cr->sid);
+		store_hex(cr->id, STORE_ID_SIZE, idhex);
+		store_hex(cr->sid, STORE_ID_SIZE, sidhex);
+		if (d->o->json) {
+			dump_json_row(d, "call");
+			dump_json_cstr(d, "session", sname);
+			dump_json_cstr(d, "session_id", sidhex);
+			dump_json_cstr(d, "id", idhex);
+			dump_json_cstr(d, "state", cr->problem != NULL ? NULL :
+			    calls_state_name(cr->state));
+			dump_json_u64(d, "started_ms", cr->started_ms);
+			if (cr->problem == NULL && cr->ended_ms != 0)
+				dump_json_u64(d, "ended_ms", cr->ended_ms);
+			else
+				dump_json_null(d, "ended_ms");
+			if (cr->problem == NULL)
+				dump_json_str(d, "summary", cr->summary_raw != NULL ?
+				    cr->summary_raw : "", cr->summary_len);
+			else
+				dump_json_null(d, "summary");
+			dump_json_u64(d, "output_bytes", cr->output_bytes);
+			dump_json_u64(d, "output_dropped", cr->output_dropped);
+			dump_json_u64(d, "output_kept", cr->output_kept);
+			dump_json_cstr(d, "end", cr->problem != NULL ? NULL :
+			    cr->end == STORE_CALL_END_RESULT ? "result" :
+			    cr->end == STORE_CALL_END_ERROR ? "error" : "none");
+			dump_json_u64(d, "body_bytes", cr->body_len);
+			dump_json_cstr(d, "problem", cr->problem);
+			dump_json_row_end(d);
+			continue;
+		}
+		if (sname != NULL) {
+			int x = dump_out_width(dump_out_text(name, sizeof name,
+			    sname, strlen(sname)));
+			if (x > w)
+				w = x;
+		}
+	}
+	if (!d->o->json && rows.n > 0) {
+		if (w > 40)
+			w = 40;
+		fprintf(d->out, "\ncalls (the journal of server mode):\n");
+		dump_out_pad(d->out, "SESSION", w);
+		fprintf(d->out, "  %-32s  %-7s  %-24s  %-24s  %10s  %s\n",
+		    "CALL ID", "STATE", "STARTED", "ENDED", "OUTPUT",
+		    "SUMMARY");
+		for (i = 0; i < rows.n; i++) {
+			const struct dump_crow *cr = &rows.v[i];
+
+			sname = dump_list_sname(sv, sn, cr->sid);
+			if (sname != NULL)
+				dump_out_text(name, sizeof name, sname,
+				    strlen(sname));
+			else {
+				store_hex(cr->sid, 4, name);
+				strcat(name, "...");
+			}
+			store_hex(cr->id, STORE_ID_SIZE, idhex);
+			dump_out_pad(d->out, name, w);
+			if (cr->problem != NULL) {
+				fprintf(d->out, "  %s  %-7s  %-24s  DAMAGED: %s\n",
+				    idhex, "?", dump_out_time(st, sizeof st,
+				    cr->started_ms), cr->problem);
+				continue;
+			}
+			if (cr->ended_ms != 0)
+				dump_out_time(en, sizeof en, cr->ended_ms);
+			else
+				snprintf(en, sizeof en, "-");
+			fprintf(d->out, "  %s  %-7s  %-24s  %-24s  %10s  %s\n",
+			    idhex, calls_state_name(cr->state),
+			    dump_out_time(st, sizeof st, cr->started_ms), en,
+			    dump_out_size(sz, sizeof sz, cr->output_bytes),
+			    cr->summary);
+		}
+	}
+	rc = DUMP_EXIT_OK;
+out:
+	for (i = 0; i < rows.n; i++)
+		free(rows.v[i].summary_raw);
+	free(rows.v);
+	return rc;
+}
+
 /* pyshelf-dump with no argument: the sessions and the store's totals. */
 int
 dump_list_sessions(struct dump *d, store_txn *t)
 {
 	struct dump_srows rows;
-	size_t i, shown, ntombs = 0;
+	size_t i, shown, ntombs = 0, ncalls = 0;
 	int rc;
 
 	memset(&rows, 0, sizeof rows);
@@ -420,9 +632,14 @@ dump_list_sessions(struct dump *d, store_txn *t)
 		free(rows.v);
 		return rc;
 	}
-	dump_list_totals(d, t, rows.v, rows.n, ntombs);
+	if ((rc = dump_list_calls(d, t, rows.v, rows.n, &ncalls)) !=
+	    DUMP_EXIT_OK) {
+		free(rows.v);
+		return rc;
+	}
+	dump_list_totals(d, t, rows.v, rows.n, ntombs, ncalls);
 	free(rows.v);
-	return DUMP_EXIT_OK;
+	return d->damaged > 0 ? DUMP_EXIT_DAMAGE : DUMP_EXIT_OK;
 }
 
 /* --- finding a session ------------------------------------------------------ */

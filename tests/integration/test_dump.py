@@ -656,3 +656,173 @@ def test_permission_denied_is_said(tmp_path):
             assert "no pyshelf store here" not in r.stderr, r.stderr
     finally:
         shutil.rmtree(top)
+
+
+# --- the call journal (issue 16) ---------------------------------------------
+
+
+def _xxh3_64(data):
+    import ctypes
+    lib = ctypes.CDLL("libxxhash.so.0")
+    lib.XXH3_64bits.restype = ctypes.c_uint64
+    lib.XXH3_64bits.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lib.XXH3_64bits(data, len(data))
+
+
+def call_record(state, started, ended, summary, chunks, body, end=1,
+                out_bytes=None, dropped=0):
+    """A calls record built from docs/STORAGE.md 3.9, byte by byte.
+    chunks: (stream, bytes) with stream 1 or 2, or (0, n) for a gap."""
+    s = summary.encode()
+    c = b""
+    for stream, data in chunks:
+        if stream == 0:
+            c += struct.pack(">BQ", 0, data)
+        else:
+            c += struct.pack(">BI", stream, len(data)) + data
+    if out_bytes is None:
+        out_bytes = sum(len(d) for k, d in chunks if k) + dropped
+    head = struct.pack(">BBBBIQQQQ", 1, state, end, 0, len(s), started,
+                       ended, out_bytes, dropped)
+    rest = s + c + body
+    check = _xxh3_64(head + rest)
+    return head + struct.pack(">QII", check, len(c), len(body)) + rest
+
+
+def _put_calls(db, rows):
+    env = _lmdb(db)
+    with env.begin(write=True) as t:
+        calls = env.open_db(b"calls", txn=t)
+        for sid, started, cid, rec in rows:
+            t.put(sid + struct.pack(">Q", started) + cid, rec, db=calls)
+    env.close()
+
+
+def _count_calls(db):
+    env = _lmdb(db)
+    with env.begin() as t:
+        n = t.stat(env.open_db(b"calls", txn=t))["entries"]
+    env.close()
+    return n
+
+
+def test_calls_are_listed_and_checked(tmp_path):
+    """Journaled calls (rows a worker of server mode writes) are listed
+    with the sessions, text and JSON; --check parses them, and reports a
+    damaged row and a row of a session that does not exist."""
+    db = tmp_path / "db"
+    b = Backend(db, "srv")
+    b.run("x = 1\n")
+    b.detach()
+    sid = _session_id(db, "srv")
+    c1, c2 = bytes(range(16)), bytes(range(16, 32))
+    t0 = 1764800000000
+    _put_calls(db, [
+        (sid, t0, c1, call_record(3, t0, t0 + 1500, "for i in range(3):",
+                                  [(0, 7), (1, b"0\n1\n"), (2, b"w\n")],
+                                  b"\x0c\x00\x00\x00\x08" + bytes(8),
+                                  dropped=7)),
+        (sid, t0 + 10, c2, call_record(4, t0 + 10, t0 + 20, "sum(it())",
+                                       [], b"", end=0)),
+    ])
+    r = dump(db=db, check=0)
+    text = r.stdout.split("calls (the journal of server mode):")[1]
+    lines = text.strip().splitlines()
+    assert lines[0].split()[:5] == ["SESSION", "CALL", "ID", "STATE",
+                                    "STARTED"]
+    assert lines[1].split()[:3] == ["srv", c1.hex(), "done"]
+    assert lines[1].rstrip().endswith("for i in range(3):")
+    assert lines[2].split()[:3] == ["srv", c2.hex(), "lost"]
+    assert "calls     2 (journaled, listed above)" in r.stdout
+
+    out = rows(dump("--json", db=db, check=0).stdout)
+    calls = [x for x in out if x["row"] == "call"]
+    assert calls[0] == {
+        "row": "call", "session": "srv", "session_id": sid.hex(),
+        "id": c1.hex(), "state": "done", "started_ms": t0,
+        "ended_ms": t0 + 1500, "summary": "for i in range(3):",
+        "output_bytes": 13, "output_dropped": 7, "output_kept": 6,
+        "end": "result", "body_bytes": 13, "problem": None}
+    assert calls[1]["state"] == "lost" and calls[1]["end"] == "none"
+    assert [x for x in out if x["row"] == "store"][0]["calls"] == 2
+    chk = rows(dump("--check", "--json", db=db, check=0).stdout, "check")
+    assert chk[0]["calls"] == 2 and chk[0]["sound"] is True
+    assert "and 2 journaled calls checked" in dump("--check", db=db,
+                                                   check=0).stdout
+
+    # one flipped byte of the first record's output; a row of nobody
+    env = _lmdb(db)
+    with env.begin(write=True) as t:
+        calls_db = env.open_db(b"calls", txn=t)
+        k = sid + struct.pack(">Q", t0) + c1
+        v = bytearray(t.get(k, db=calls_db))
+        v[-14] ^= 0x01
+        t.put(k, bytes(v), db=calls_db)
+    env.close()
+    _put_calls(db, [(b"\xee" * 16, t0, c1, call_record(
+        3, t0, t0 + 1, "x", [], b"R"))])
+    out = rows(dump("--check", "--json", db=db, check=1).stdout, "problem")
+    assert sorted(p["check"] for p in out) == ["call_record", "orphan_call"]
+    bad = [p for p in out if p["check"] == "call_record"][0]
+    assert bad["session_id"] == sid.hex() and c1.hex() in bad["message"]
+    assert "check value" in bad["message"]
+    r = dump("--json", db=db, check=1)        # the listing meets it too
+    calls = rows(r.stdout, "call")            # in key order: by session
+    mine = [c for c in calls if c["session_id"] == sid.hex()]
+    assert [c["problem"] is not None for c in mine] == [True, False]
+    assert mine[0]["state"] is None and mine[0]["id"] == c1.hex()
+    other = [c for c in calls if c["session_id"] == "ee" * 16]
+    assert len(other) == 1 and other[0]["session"] is None
+    assert other[0]["problem"] is None
+
+
+def test_calls_purged_with_their_session(tmp_path):
+    """A session that ends loses its journaled calls with its entries: the
+    next pyshelfd's sweep purges both; other sessions keep theirs."""
+    db = tmp_path / "db"
+    b = Backend(db, "gone")
+    b.run("y = 2\n")
+    b.detach()
+    b = Backend(db, "stays")
+    b.detach()
+    gone, stays = _session_id(db, "gone"), _session_id(db, "stays")
+    rec = call_record(3, 5, 6, "x", [(1, b"out")], b"R")
+    _put_calls(db, [(gone, 5, bytes(16), rec), (gone, 6, b"\x01" * 16, rec),
+                    (stays, 5, bytes(16), rec)])
+    assert _count_calls(db) == 3
+    b = Backend(db, "gone")
+    t, _ = b.request(CLOSE)                   # ends it
+    assert t != ERROR
+    b.p.stdin.close()
+    assert b.p.wait(timeout=60) == 0
+    assert rows(dump("--json", db=db, check=0).stdout,
+                "tombstone")[0]["id"] == gone.hex()
+    b = Backend(db, "stays")                  # its start sweeps "gone"
+    b.detach()
+    assert _count_calls(db) == 1
+    r = rows(dump("--json", db=db, check=0).stdout, "call")
+    assert [c["session"] for c in r] == ["stays"]
+
+
+def test_store_before_calls(tmp_path):
+    """A store made before the calls database: pyshelf-dump (read-only)
+    lists and checks it without one; a pyshelfd (writable) creates it."""
+    db = tmp_path / "db"
+    b = Backend(db, "old")
+    b.run("z = 3\n")
+    b.detach()
+    env = _lmdb(db)
+    with env.begin(write=True) as t:
+        t.drop(env.open_db(b"calls", txn=t), delete=True)
+    env.close()
+    r = rows(dump("--json", db=db, check=0).stdout, "store")
+    assert r[0]["calls"] == 0
+    r = rows(dump("--check", "--json", db=db, check=0).stdout, "check")
+    assert r[0]["sound"] is True and r[0]["calls"] == 0
+    env = _lmdb(db)
+    with env.begin() as t:
+        assert t.get(b"calls") is None
+    env.close()
+    b = Backend(db, "old")
+    b.detach()
+    assert _count_calls(db) == 0
