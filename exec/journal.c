@@ -49,6 +49,9 @@ struct jcall {
 	size_t body_len;
 	int stored;                  /* the store may hold a row of it */
 	int dirty;                   /* the row (if any) is not as this */
+	int want;                    /* ended detached: persist it now */
+	uint64_t seq;                /* unique in this journal (a freed
+	                                call's address may be reused) */
 	uint64_t ver;                /* bumped by every change */
 };
 
@@ -71,6 +74,7 @@ struct journal {
 	struct jdrop *drops;
 	size_t ndrops, capdrops;
 	size_t skipped;              /* damaged records journal_load met */
+	uint64_t next_seq;           /* the next call's seq */
 };
 
 static uint64_t
@@ -193,6 +197,7 @@ journal_link(journal *j, struct jcall *c)
 	j->last = c;
 	c->hnext = j->hash[b];
 	j->hash[b] = c;
+	c->seq = ++j->next_seq;
 	j->n++;
 	j->bytes += c->kept + c->body_len;
 }
@@ -502,7 +507,8 @@ out:
 	journal_unlock(j);
 }
 
-/* Persist what is dirty: everything (all set) or ended calls only. */
+/* Persist what is dirty: every call (all set), or the calls that ended
+ * detached. */
 static int journal_persist_some(journal *j, int all, char **cause);
 
 /* End c with body (kind STORE_CALL_END_*), state. */
@@ -541,6 +547,7 @@ journal_end_as(journal *j, const uint8_t id[16], int state, int end,
 	c->dirty = 1;
 	c->ver++;
 	persist = detached;
+	c->want = detached;
 	journal_bound(j);
 out:
 	journal_unlock(j);
@@ -762,7 +769,7 @@ struct jrec {
 	uint8_t *chunks;             /* owned */
 	uint8_t *body;               /* owned */
 	struct jcall *c;             /* the call, to mark clean after */
-	uint64_t ver;                /* its version when encoded */
+	uint64_t seq, ver;           /* which call, at which version */
 };
 
 /* What one persist writes. */
@@ -815,6 +822,7 @@ journal_encode(journal *j, struct jcall *c, struct jrec *r)
 	r->sc.body = r->body;
 	r->sc.body_len = (uint32_t)c->body_len;
 	r->c = c;
+	r->seq = c->seq;
 	r->ver = c->ver;
 	return 0;
 }
@@ -854,7 +862,7 @@ journal_persist_some(journal *j, int all, char **cause)
 	journal_lock(j);
 	journal_bound(j);
 	for (c = j->first; c != NULL; c = c->next)
-		if (c->dirty && (all || journal_ended(c)))
+		if (c->dirty && (all || c->want))
 			n++;
 	if ((n > 0 && ((jp.recs = calloc(n, sizeof *jp.recs)) == NULL ||
 	    (summaries = calloc(n, sizeof *summaries)) == NULL)) ||
@@ -865,7 +873,7 @@ journal_persist_some(journal *j, int all, char **cause)
 		goto out;
 	}
 	for (c = j->first; c != NULL && jp.nrecs < n; c = c->next) {
-		if (!c->dirty || !(all || journal_ended(c)))
+		if (!c->dirty || !(all || c->want))
 			continue;
 		if (journal_encode(j, c, &jp.recs[jp.nrecs]) != 0)
 			continue; /* no memory: its turn comes again */
@@ -890,12 +898,15 @@ journal_persist_some(journal *j, int all, char **cause)
 		    (j->ndrops - jp.ndrops) * sizeof *j->drops);
 		j->ndrops -= jp.ndrops;
 		for (i = 0; i < jp.nrecs; i++) {
-			/* a call dropped meanwhile is not looked at */
+			/* a call dropped meanwhile is not looked at (by
+			 * seq: its memory may hold another call now) */
 			for (c = j->first; c != NULL; c = c->next)
-				if (c == jp.recs[i].c)
+				if (c == jp.recs[i].c && c->seq == jp.recs[i].seq)
 					break;
-			if (c != NULL && c->ver == jp.recs[i].ver)
+			if (c != NULL && c->ver == jp.recs[i].ver) {
 				c->dirty = 0;
+				c->want = 0;
+			}
 		}
 	}
 	journal_unlock(j);
