@@ -955,7 +955,7 @@ journal_load_one(const store_call *sc, int crc, const char *why, void *arg)
 	struct jchunk *k;
 	struct jcall *c, **v;
 	const uint8_t *data;
-	uint64_t len;
+	uint64_t len, gap = 0;
 	size_t off = 0, sl;
 	int kind;
 
@@ -993,28 +993,40 @@ journal_load_one(const store_call *sc, int crc, const char *why, void *arg)
 	}
 	if (c->ended_ms == 0)
 		c->ended_ms = jl->now;
+	/* the journal keeps one gap, at the head (it drops the oldest
+	 * output only): gaps elsewhere in a record, which it never writes,
+	 * are added to that one */
 	while (calls_chunk_next(sc->chunks, sc->chunks_len, &off, &kind,
 	    &data, &len, NULL) == 1) {
-		size_t dn = kind == STORE_CHUNK_GAP ? 0 : (size_t)len;
-
-		if ((k = malloc(sizeof *k + dn)) == NULL) {
+		if (kind == STORE_CHUNK_GAP) {
+			gap += len;
+			continue;
+		}
+		if (len == 0)
+			continue;
+		if ((k = malloc(sizeof *k + (size_t)len)) == NULL) {
 			journal_call_free(c);
 			goto nomem;
 		}
 		k->next = NULL;
-		k->stream = kind == STORE_CHUNK_GAP ? 0 : kind;
+		k->stream = kind;
 		k->n = (size_t)len;
 		k->off = 0;
-		k->cap = dn;
-		if (dn > 0)
-			memcpy(k->data, data, dn);
-		if (kind != STORE_CHUNK_GAP)
-			c->kept += len;
+		k->cap = (size_t)len;
+		memcpy(k->data, data, (size_t)len);
+		c->kept += len;
 		if (c->tail != NULL)
 			c->tail->next = k;
 		else
 			c->head = k;
 		c->tail = k;
+	}
+	if (gap > 0) {
+		if ((k = journal_gap(c)) == NULL) {
+			journal_call_free(c);
+			goto nomem;
+		}
+		k->n = (size_t)gap;
 	}
 	if (c->end != STORE_CALL_END_NONE && sc->body_len > 0) {
 		if ((c->body = malloc(sc->body_len)) == NULL) {
@@ -1060,6 +1072,8 @@ journal_load(journal *j, char **cause)
 			continue;
 		}
 		journal_link(j, jl.calls[i]);
+		/* kept under other bounds, maybe */
+		journal_trim(j, jl.calls[i], j->lim.max_call_output);
 	}
 	if (rc == 0)
 		journal_bound(j); /* expired ones go, their rows later */

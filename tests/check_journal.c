@@ -637,6 +637,63 @@ START_TEST(test_load_skips_damaged)
 }
 END_TEST
 
+
+/* A record whose gaps are not at its head (the journal never writes one,
+ * but a record is data): they join the head gap, and output over this
+ * journal's per-call bound is trimmed as it loads. */
+static int
+odd_put_txn(store_txn *t, void *arg)
+{
+	return calls_put(t, arg);
+}
+
+START_TEST(test_load_odd_chunks)
+{
+	journal_limits lim = {0};
+	journal_call_info ci;
+	uint8_t a[16], chunks[64];
+	store_call sc;
+	char *cause = NULL;
+	struct seen s;
+	size_t o = 0;
+	journal *j;
+
+	cid(a, 1);
+	o += calls_chunk_put(chunks + o, STORE_CHUNK_STDOUT, "abc", 3);
+	o += calls_chunk_put(chunks + o, STORE_CHUNK_GAP, NULL, 5);
+	o += calls_chunk_put(chunks + o, STORE_CHUNK_STDERR, "defgh", 5);
+	o += calls_chunk_put(chunks + o, STORE_CHUNK_GAP, NULL, 2);
+	memset(&sc, 0, sizeof sc);
+	memcpy(sc.sid, SID, 16);
+	memcpy(sc.id, a, 16);
+	sc.state = STORE_CALL_DONE;
+	sc.end = STORE_CALL_END_RESULT;
+	sc.started_ms = 10;
+	sc.ended_ms = 20;
+	sc.output_bytes = 15;
+	sc.output_dropped = 7;
+	sc.summary = "odd";
+	sc.summary_len = 3;
+	sc.chunks = chunks;
+	sc.chunks_len = (uint32_t)o;
+	sc.body = (const uint8_t *)"B";
+	sc.body_len = 1;
+	ck_assert_int_eq(store_write(S, odd_put_txn, &sc), 0);
+	lim.max_call_output = 6;
+	lim.clock = fake_clock;
+	fake_now = 30;
+	j = journal_new(S, SID, &lim);
+	ck_assert_int_eq(journal_load(j, &cause), 0);
+	replay(j, a, &s);
+	ck_assert_str_eq(s.buf, "e:[pyshelf: 9 bytes of output dropped]\n|"
+	    "o:c|e:defgh|R:B|");
+	ck_assert_int_eq(journal_find(j, a, &ci), 1);
+	ck_assert_uint_eq(ci.output_bytes, 15);
+	ck_assert_uint_eq(ci.output_dropped, 9);
+	journal_free(j);
+}
+END_TEST
+
 /* --- Threads ------------------------------------------------------------- */
 
 static journal *TJ;
@@ -730,6 +787,7 @@ journal_suite(void)
 	tcase_add_test(tc, test_persist_detached_and_load);
 	tcase_add_test(tc, test_persist_drops_rows);
 	tcase_add_test(tc, test_load_skips_damaged);
+	tcase_add_test(tc, test_load_odd_chunks);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Threads");
