@@ -470,14 +470,14 @@ dump_list_sname(const struct dump_srow *v, size_t n, const uint8_t *sid)
 }
 
 /*
- * The call journal of server mode (the calls database): text (after the
- * tombstones, when there are any) or JSON rows "call", by session, oldest
- * first.  A row that does not parse is listed with its problem and counts
+ * The call journal of server mode (the calls database), of session sid
+ * (NULL: all): text (after the tombstones or the entries, when there are
+ * any) or JSON rows "call", by session, oldest first.  A row that does not parse is listed with its problem and counts
  * as damage.  *count gets how many.
  */
 static int
-dump_list_calls(struct dump *d, store_txn *t, const struct dump_srow *sv,
-                size_t sn, size_t *count)
+dump_list_calls(struct dump *d, store_txn *t, const uint8_t *sid,
+                const struct dump_srow *sv, size_t sn, size_t *count)
 {
 	char name[STORE_NAME_MAX * 4 + 8], idhex[2 * STORE_ID_SIZE + 1];
 	char sidhex[2 * STORE_ID_SIZE + 1], st[40], en[40], sz[32];
@@ -488,7 +488,7 @@ dump_list_calls(struct dump *d, store_txn *t, const struct dump_srow *sv,
 
 	memset(&rows, 0, sizeof rows);
 	dump_progress_db("calls");
-	if ((rc = calls_list(t, NULL, dump_list_collect_call, &rows)) != 0) {
+	if ((rc = calls_list(t, sid, dump_list_collect_call, &rows)) != 0) {
 		if (rows.nomem)
 			dump_warn("out of memory");
 		else if (rc != DUMP_EXIT_INTERRUPTED)
@@ -632,7 +632,7 @@ dump_list_sessions(struct dump *d, store_txn *t)
 		free(rows.v);
 		return rc;
 	}
-	if ((rc = dump_list_calls(d, t, rows.v, rows.n, &ncalls)) !=
+	if ((rc = dump_list_calls(d, t, NULL, rows.v, rows.n, &ncalls)) !=
 	    DUMP_EXIT_OK) {
 		free(rows.v);
 		return rc;
@@ -979,6 +979,16 @@ dump_list_entries(struct dump *d, store_txn *t, const store_session *ss)
 		dump_list_entries_footer(d, ss, &er, shown);
 	}
 	dump_list_free_erows(&er);
+	{
+		struct dump_srow one;
+		size_t ncalls = 0;
+
+		memset(&one, 0, sizeof one);
+		one.ss = *ss;
+		if ((rc = dump_list_calls(d, t, ss->id, &one, 1, &ncalls)) !=
+		    DUMP_EXIT_OK)
+			return rc;
+	}
 	if (d->damaged > 0)
 		dump_warn("%" PRIu64 " damaged record%s in session %s: run "
 		    "pyshelf-dump --check", d->damaged, d->damaged == 1 ? "" :

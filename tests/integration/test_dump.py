@@ -745,6 +745,14 @@ def test_calls_are_listed_and_checked(tmp_path):
         "end": "result", "body_bytes": 13, "problem": None}
     assert calls[1]["state"] == "lost" and calls[1]["end"] == "none"
     assert [x for x in out if x["row"] == "store"][0]["calls"] == 2
+    # the session's own view lists its calls after its entries
+    r = dump("srv", db=db, check=0)
+    mine = r.stdout.split("calls (the journal of server mode):")[1]
+    assert [ln.split()[1] for ln in mine.strip().splitlines()[1:]] == [
+        c1.hex(), c2.hex()]
+    assert [x["id"] for x in rows(dump("srv", "--json", db=db,
+                                       check=0).stdout, "call")] == [
+        c1.hex(), c2.hex()]
     chk = rows(dump("--check", "--json", db=db, check=0).stdout, "check")
     assert chk[0]["calls"] == 2 and chk[0]["sound"] is True
     assert "and 2 journaled calls checked" in dump("--check", db=db,
