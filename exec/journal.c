@@ -6,8 +6,9 @@
  * as it is (the `calls` database, store/calls.c, which owns the bytes).
  *
  * One recursive mutex guards everything; persisting builds the records
- * under it and writes them without it (a second mutex keeps persists in
- * order), so the reader thread's CALLS never waits on the disk.
+ * under it and writes them without it (tickets keep persists in order),
+ * so the reader thread's CALLS never waits on the disk, unless the
+ * caller of a persist holds the lock itself.
  */
 #include "config.h"
 
@@ -57,13 +58,25 @@ struct jcall {
 
 /* A row to delete at the next persist. */
 struct jdrop {
+	uint64_t seq;                /* increasing: which persists wrote it */
 	uint64_t started_ms;
 	uint8_t id[16];
 };
 
 struct journal {
 	pthread_mutex_t lock;        /* recursive: everything below */
-	pthread_mutex_t persist_lock;/* one persist at a time, in order */
+	/* Persists write in the order they took their snapshots (tickets
+	 * handed out under lock), so that an older snapshot never lands
+	 * after a newer one.  A persist waits for its turn holding no lock
+	 * of the journal's but the caller's: the one whose turn it is needs
+	 * none until it has written and passed the turn on, so a caller
+	 * that holds the journal's lock while it persists (journal_end
+	 * with detached) cannot deadlock with another persist. */
+	pthread_mutex_t turn_lock;
+	pthread_cond_t turn_cv;
+	uint64_t ticket_next;        /* the next snapshot's ticket */
+	uint64_t ticket_turn;        /* the ticket whose write may run */
+	uint64_t drop_seq;           /* the last drop's seq */
 	store *st;
 	uint8_t sid[16];
 	journal_limits lim;
@@ -136,7 +149,8 @@ journal_new(store *st, const uint8_t session_id[16], const journal_limits *lim)
 	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&j->lock, &ma);
 	pthread_mutexattr_destroy(&ma);
-	pthread_mutex_init(&j->persist_lock, NULL);
+	pthread_mutex_init(&j->turn_lock, NULL);
+	pthread_cond_init(&j->turn_cv, NULL);
 	j->st = st;
 	memcpy(j->sid, session_id, 16);
 	if (lim != NULL)
@@ -178,7 +192,8 @@ journal_free(journal *j)
 	}
 	free(j->drops);
 	pthread_mutex_destroy(&j->lock);
-	pthread_mutex_destroy(&j->persist_lock);
+	pthread_mutex_destroy(&j->turn_lock);
+	pthread_cond_destroy(&j->turn_cv);
 	free(j);
 }
 
@@ -235,6 +250,7 @@ journal_drop(journal *j, struct jcall *c)
 		/* without memory the row stays until the session's purge */
 		if (j->ndrops < j->capdrops) {
 			d = &j->drops[j->ndrops++];
+			d->seq = ++j->drop_seq;
 			d->started_ms = c->started_ms;
 			memcpy(d->id, c->id, 16);
 		}
@@ -850,6 +866,7 @@ journal_persist_some(journal *j, int all, char **cause)
 {
 	struct jpersist jp = {j, NULL, 0, NULL, 0};
 	char (*summaries)[JOURNAL_SUMMARY_MAX + 1] = NULL;
+	uint64_t ticket, upto = 0;
 	struct jcall *c;
 	size_t i, n = 0;
 	int rc = 0;
@@ -858,9 +875,10 @@ journal_persist_some(journal *j, int all, char **cause)
 		*cause = NULL;
 	if (j->st == NULL)
 		return 0;
-	pthread_mutex_lock(&j->persist_lock);
+	/* the snapshot, under the journal's lock */
 	journal_lock(j);
 	journal_bound(j);
+	ticket = j->ticket_next++;
 	for (c = j->first; c != NULL; c = c->next)
 		if (c->dirty && (all || c->want))
 			n++;
@@ -868,9 +886,8 @@ journal_persist_some(journal *j, int all, char **cause)
 	    (summaries = calloc(n, sizeof *summaries)) == NULL)) ||
 	    (j->ndrops > 0 &&
 	    (jp.drops = malloc(j->ndrops * sizeof *jp.drops)) == NULL)) {
-		journal_unlock(j);
 		rc = STORE_E_NOMEM;
-		goto out;
+		n = 0;
 	}
 	for (c = j->first; c != NULL && jp.nrecs < n; c = c->next) {
 		if (!c->dirty || !(all || c->want))
@@ -883,20 +900,34 @@ journal_persist_some(journal *j, int all, char **cause)
 		c->stored = 1;
 		jp.nrecs++;
 	}
-	if (j->ndrops > 0)
+	if (rc == 0 && j->ndrops > 0) {
 		memcpy(jp.drops, j->drops, j->ndrops * sizeof *jp.drops);
-	jp.ndrops = j->ndrops;
+		jp.ndrops = j->ndrops;
+		upto = j->drops[j->ndrops - 1].seq;
+	}
 	journal_unlock(j);
 
-	if (jp.nrecs > 0 || jp.ndrops > 0)
+	/* the write, in ticket order (a failed snapshot passes its turn) */
+	pthread_mutex_lock(&j->turn_lock);
+	while (j->ticket_turn != ticket)
+		pthread_cond_wait(&j->turn_cv, &j->turn_lock);
+	pthread_mutex_unlock(&j->turn_lock);
+	if (rc == 0 && (jp.nrecs > 0 || jp.ndrops > 0))
 		rc = store_write_cause(j->st, journal_persist_txn, &jp, cause);
+	pthread_mutex_lock(&j->turn_lock);
+	j->ticket_turn++;
+	pthread_cond_broadcast(&j->turn_cv);
+	pthread_mutex_unlock(&j->turn_lock);
 
-	journal_lock(j);
 	if (rc == 0) {
-		/* the drops written are the first ones: more may follow */
-		memmove(j->drops, j->drops + jp.ndrops,
-		    (j->ndrops - jp.ndrops) * sizeof *j->drops);
-		j->ndrops -= jp.ndrops;
+		journal_lock(j);
+		/* the drops written: every one up to upto (a later persist
+		 * may have removed some already) */
+		for (i = 0; i < j->ndrops && j->drops[i].seq <= upto; i++)
+			;
+		memmove(j->drops, j->drops + i,
+		    (j->ndrops - i) * sizeof *j->drops);
+		j->ndrops -= i;
 		for (i = 0; i < jp.nrecs; i++) {
 			/* a call dropped meanwhile is not looked at (by
 			 * seq: its memory may hold another call now) */
@@ -908,9 +939,8 @@ journal_persist_some(journal *j, int all, char **cause)
 				c->want = 0;
 			}
 		}
+		journal_unlock(j);
 	}
-	journal_unlock(j);
-out:
 	for (i = 0; i < jp.nrecs; i++) {
 		free(jp.recs[i].chunks);
 		free(jp.recs[i].body);
@@ -925,7 +955,6 @@ out:
 		    store_strerror(rc));
 		*cause = strdup(buf);
 	}
-	pthread_mutex_unlock(&j->persist_lock);
 	return rc;
 }
 

@@ -694,6 +694,86 @@ START_TEST(test_load_odd_chunks)
 }
 END_TEST
 
+
+/* Persists from two threads at once, one of them ending calls detached
+ * while it holds the journal's lock (as the worker does): no deadlock,
+ * and once they are done the rows are exactly the calls listed. */
+static journal *PJ;
+static volatile int pj_done;
+
+static void *
+thread_end_detached(void *arg)
+{
+	uint8_t id[16];
+	unsigned i;
+
+	(void)arg;
+	for (i = 0; i < 300; i++) {
+		cid(id, 1000 + i);
+		journal_lock(PJ);
+		ck_assert_int_eq(journal_begin(PJ, id, "x", 1), 0);
+		out_str(PJ, id, JOURNAL_STDOUT, "out\n");
+		journal_end(PJ, id, (const uint8_t *)"r", 1, 1);
+		journal_unlock(PJ);
+	}
+	pj_done = 1;
+	return NULL;
+}
+
+static void *
+thread_persist(void *arg)
+{
+	char *cause = NULL;
+
+	(void)arg;
+	while (!pj_done) {
+		ck_assert_int_eq(journal_persist(PJ, &cause), 0);
+		free(journal_list_json(PJ));
+	}
+	return NULL;
+}
+
+/* Rows of SID that the journal does not list. */
+static int
+unlisted_fn(const store_call *c, int rc, const char *why, void *arg)
+{
+	(void)why;
+	ck_assert_int_eq(rc, 0);
+	if (!journal_find(PJ, c->id, NULL))
+		(*(int *)arg)++;
+	return 0;
+}
+
+static int
+unlisted_txn(store_txn *t, void *arg)
+{
+	return calls_list(t, SID, unlisted_fn, arg);
+}
+
+START_TEST(test_persist_threads)
+{
+	journal_limits lim = {0};
+	pthread_t a, b;
+	char *cause = NULL;
+	int unlisted = 0;
+
+	lim.max_calls = 50;
+	PJ = journal_new(S, SID, &lim);
+	pj_done = 0;
+	ck_assert_int_eq(pthread_create(&b, NULL, thread_persist, NULL), 0);
+	ck_assert_int_eq(pthread_create(&a, NULL, thread_end_detached, NULL),
+	    0);
+	pthread_join(a, NULL);
+	pthread_join(b, NULL);
+	ck_assert_int_eq(journal_persist(PJ, &cause), 0);
+	ck_assert_uint_eq(journal_count(PJ), 50);
+	ck_assert_int_eq(rows().n, 50);
+	ck_assert_int_eq(store_read(S, unlisted_txn, &unlisted), 0);
+	ck_assert_int_eq(unlisted, 0);
+	journal_free(PJ);
+}
+END_TEST
+
 /* --- Threads ------------------------------------------------------------- */
 
 static journal *TJ;
@@ -788,6 +868,7 @@ journal_suite(void)
 	tcase_add_test(tc, test_persist_drops_rows);
 	tcase_add_test(tc, test_load_skips_damaged);
 	tcase_add_test(tc, test_load_odd_chunks);
+	tcase_add_test(tc, test_persist_threads);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Threads");
