@@ -13,7 +13,11 @@
  * hold it around them with journal_lock/journal_unlock, and call journal
  * functions meanwhile.  No function blocks on anything but that lock and,
  * for the ones that persist (journal_end with detached, journal_persist,
- * journal_load), one small store transaction, run without the lock held.
+ * journal_load), one small store transaction, run without the lock held
+ * unless the caller holds it.  Lock order: the journal's lock before the
+ * store's (a persist under the caller's lock opens a store transaction),
+ * so never call the journal from inside a store_read/store_write
+ * callback.
  *
  * Bounds (docs/STORAGE.md 3.9): calls per session, bytes of output and
  * final bodies per session, output per call (oldest chunks dropped first,
