@@ -264,9 +264,25 @@ journal_ended(const struct jcall *c)
 	return c->state == JOURNAL_DONE || c->state == JOURNAL_LOST;
 }
 
-/* Keep the bounds: drop expired ended calls, then the oldest ended ones
- * while there are too many calls or bytes.  Queued and running calls
- * stay, whatever the bounds say. */
+/* Keep the bounds: drop the oldest ended calls while there are too many
+ * calls or bytes.  Queued and running calls stay, whatever the bounds
+ * say. */
+static void
+journal_bound_size(journal *j)
+{
+	struct jcall *c, *next;
+
+	for (c = j->first; c != NULL &&
+	    (j->n > j->lim.max_calls || j->bytes > j->lim.max_bytes);
+	    c = next) {
+		next = c->next;
+		if (journal_ended(c))
+			journal_drop(j, c);
+	}
+}
+
+/* The bounds, the time one too (a pass over every call: not on the path
+ * of each chunk of output, where only the sizes can change). */
 static void
 journal_bound(journal *j)
 {
@@ -279,13 +295,7 @@ journal_bound(journal *j)
 		    now - c->ended_ms >= j->lim.keep_ms)
 			journal_drop(j, c);
 	}
-	for (c = j->first; c != NULL &&
-	    (j->n > j->lim.max_calls || j->bytes > j->lim.max_bytes);
-	    c = next) {
-		next = c->next;
-		if (journal_ended(c))
-			journal_drop(j, c);
-	}
+	journal_bound_size(j);
 }
 
 /* Length of the UTF-8 sequence at p[0..n), or 0 when it is not one. */
@@ -518,7 +528,7 @@ journal_output(journal *j, const uint8_t id[16], int stream, const void *p,
 	c->kept += n;
 	j->bytes += n;
 	journal_trim(j, c, max);
-	journal_bound(j);
+	journal_bound_size(j);
 out:
 	journal_unlock(j);
 }
@@ -534,14 +544,14 @@ journal_end_as(journal *j, const uint8_t id[16], int state, int end,
 {
 	struct jcall *c;
 	uint8_t *copy = NULL;
-	int persist = 0;
+	int persist = 0, have = 1;
 
-	if (n > 0 && body != NULL && (copy = malloc(n)) == NULL)
+	if (n > 0 && (body == NULL || (copy = malloc(n)) == NULL)) {
 		n = 0; /* no memory: the call ends without its body */
+		have = 0;
+	}
 	if (copy != NULL)
 		memcpy(copy, body, n);
-	else
-		n = 0;
 	journal_lock(j);
 	if ((c = journal_get(j, id)) == NULL || journal_ended(c)) {
 		/* LOST by set_state first, then its ERROR: take the body */
@@ -552,7 +562,10 @@ journal_end_as(journal *j, const uint8_t id[16], int state, int end,
 		}
 	}
 	c->state = state;
-	c->end = copy != NULL ? end : STORE_CALL_END_NONE;
+	/* a lost call without its ERROR body has none (the replay says
+	 * so: JOURNAL_END_ERROR, nothing) */
+	c->end = have && !(state == JOURNAL_LOST && n == 0) ? end :
+	    STORE_CALL_END_NONE;
 	if (c->ended_ms == 0)
 		c->ended_ms = journal_now(j);
 	j->bytes -= c->body_len;

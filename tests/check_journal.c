@@ -230,6 +230,12 @@ START_TEST(test_replay_done_running_lost)
 	journal_end_error(j, d, (const uint8_t *)"boom", 4, 0, 0);
 	replay(j, d, &s);
 	ck_assert_str_eq(s.buf, "E:boom|");
+	/* a RESULT without fields is still a RESULT */
+	cid(d, 5);
+	journal_begin(j, d, "e", 1);
+	journal_end(j, d, NULL, 0, 0);
+	replay(j, d, &s);
+	ck_assert_str_eq(s.buf, "R:|");
 	journal_free(j);
 }
 END_TEST
