@@ -4,7 +4,8 @@
  * same format): every session whose record parses, with its record, and
  * every entry of it that reads back and verifies (entry_get: layout,
  * digest, and a blob record's file), with its refs rows; a blob payload
- * goes to a new blob file as any write does.  What cannot be saved is
+ * goes to a new blob file as any write does; then the session's journaled
+ * calls whose records parse (one write transaction per session).  What cannot be saved is
  * listed, one line each ("NOT SAVED ..."), then a summary.
  *
  * The source is read in one snapshot (in the child process main() runs
@@ -44,6 +45,7 @@ struct salvage {
 	struct salvage_entry *v;  /* the batch */
 	size_t n, cap, bytes;
 	uint64_t sessions, sessions_saved, entries, entries_saved, lost;
+	uint64_t calls_saved;
 	int rc;                   /* an error that stops the run */
 };
 
@@ -197,6 +199,84 @@ dump_salvage_entry(const store_key *k, void *arg)
 	return 0;
 }
 
+
+/* A session's calls that parse, borrowed from the source snapshot. */
+struct salvage_calls {
+	struct salvage *sv;
+	store_call *v;
+	size_t n, cap;
+	int nomem;
+};
+
+/* calls_list callback: keep the calls that parse, list the others. */
+static int
+dump_salvage_call(const store_call *c, int rc, const char *why, void *arg)
+{
+	struct salvage_calls *sc = arg;
+	char idhex[2 * STORE_ID_SIZE + 1], what[160];
+	store_call *nv;
+
+	if (rc != 0) {
+		store_hex(c->id, STORE_ID_SIZE, idhex);
+		snprintf(what, sizeof what, "journaled call %s: %s", idhex,
+		    why != NULL ? why : "it does not parse");
+		dump_salvage_lost(sc->sv, sc->sv->ss, NULL, what);
+		return 0;
+	}
+	if (sc->n == sc->cap) {
+		size_t ncap = sc->cap ? sc->cap * 2 : 16;
+		if ((nv = realloc(sc->v, ncap * sizeof *nv)) == NULL) {
+			sc->nomem = 1;
+			return DUMP_EXIT_ERROR;
+		}
+		sc->v = nv;
+		sc->cap = ncap;
+	}
+	sc->v[sc->n++] = *c;
+	return 0;
+}
+
+/* Write callback: the calls collected. */
+static int
+dump_salvage_write_calls(store_txn *t, void *arg)
+{
+	struct salvage_calls *sc = arg;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sc->n; i++)
+		if ((rc = calls_put(t, &sc->v[i])) != 0)
+			return rc;
+	return 0;
+}
+
+/* Copy the journaled calls of the session just saved. */
+static void
+dump_salvage_calls(struct salvage *sv)
+{
+	struct salvage_calls sc = {sv, NULL, 0, 0, 0};
+	char why[120];
+	int rc;
+
+	rc = calls_list(sv->t, sv->ss->id, dump_salvage_call, &sc);
+	if (rc != 0) {
+		snprintf(why, sizeof why, "its journaled calls after the %zu "
+		    "read: %s", sc.n, sc.nomem ? "out of memory" :
+		    store_strerror(rc));
+		dump_salvage_lost(sv, sv->ss, NULL, why);
+	}
+	if (sc.n > 0) {
+		if ((rc = store_write(sv->out, dump_salvage_write_calls,
+		    &sc)) != 0) {
+			dump_warn("writing the salvaged store: %s",
+			    store_strerror(rc));
+			sv->rc = DUMP_EXIT_ERROR;
+		} else
+			sv->calls_saved += sc.n;
+	}
+	free(sc.v);
+}
+
 /* session_list callback: keep a copy of each session record. */
 struct salvage_sessions {
 	store_session *v;
@@ -311,8 +391,10 @@ dump_salvage_run(struct dump *d, store_txn *t)
 			    store_strerror(rc));
 			dump_salvage_lost(&sv, sv.ss, NULL, why);
 		}
-		if (sv.rc == 0 && dump_salvage_flush(&sv) == 0)
+		if (sv.rc == 0 && dump_salvage_flush(&sv) == 0) {
 			sv.sessions_saved++;
+			dump_salvage_calls(&sv);
+		}
 	}
 	/* entries no session walk reached: of sessions without a readable
 	 * record, or past a damaged page (a count in a transaction of its
@@ -344,9 +426,11 @@ dump_salvage_run(struct dump *d, store_txn *t)
 	if (sv.rc != 0)
 		return sv.rc;
 	fprintf(d->out, "salvaged into %s: %" PRIu64 " of %" PRIu64
-	    " sessions, %" PRIu64 " of %" PRIu64 " entries read; %" PRIu64
-	    " not saved%s\n", d->o->salvage, sv.sessions_saved, total,
-	    sv.entries_saved, sv.entries, sv.lost, sv.lost ? " (listed above)" :
-	    "");
+	    " sessions, %" PRIu64 " of %" PRIu64 " entries read", d->o->salvage,
+	    sv.sessions_saved, total, sv.entries_saved, sv.entries);
+	if (sv.calls_saved > 0)
+		fprintf(d->out, ", %" PRIu64 " journaled calls", sv.calls_saved);
+	fprintf(d->out, "; %" PRIu64 " not saved%s\n", sv.lost, sv.lost ?
+	    " (listed above)" : "");
 	return sv.lost > 0 ? DUMP_EXIT_DAMAGE : DUMP_EXIT_OK;
 }

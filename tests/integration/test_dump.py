@@ -783,6 +783,18 @@ def test_calls_are_listed_and_checked(tmp_path):
     assert len(other) == 1 and other[0]["session"] is None
     assert other[0]["problem"] is None
 
+    # --salvage copies the calls that parse with their session
+    saved = tmp_path / "saved"
+    r = dump("--salvage", saved, db=db, check=1)
+    lost = [ln for ln in r.stdout.splitlines() if ln.startswith("NOT SAVED")]
+    assert len(lost) == 1, r.stdout
+    assert "journaled call %s: its check value" % c1.hex() in lost[0]
+    assert ", 1 journaled calls; 1 not saved" in r.stdout
+    calls = rows(dump("--json", db=saved, check=0).stdout, "call")
+    assert [(c["session"], c["id"], c["state"]) for c in calls] == [
+        ("srv", c2.hex(), "lost")]
+    dump("--check", db=saved, check=0)
+
 
 def test_calls_purged_with_their_session(tmp_path):
     """A session that ends loses its journaled calls with its entries: the
