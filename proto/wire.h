@@ -11,7 +11,7 @@
  *   offset size  what
  *   0      4     body length N (bytes after the header)
  *   4      2     message type (WIRE_MSG_*)
- *   6      2     flags (must be 0 in version 1)
+ *   6      2     flags (must be 0)
  *   8      8     request id: set by the client, echoed by every reply
  *   16     N     fields, back to back
  *
@@ -32,7 +32,7 @@
 
 /* Bump whenever a byte of the layout below changes (tests/check_wire.c
  * holds golden frames that fail when the layout moves without it). */
-#define WIRE_PROTOCOL_VERSION 2
+#define WIRE_PROTOCOL_VERSION 3
 
 #define WIRE_HEADER_SIZE 16
 #define WIRE_FIELD_HEADER_SIZE 5
@@ -48,18 +48,25 @@ enum wire_msg_type {
 	WIRE_MSG_WELCOME = 0x0002,   /* s->c: VERSION, NAME, PID, MAX_FRAME,
 	                                [SESSION_ID, SESSION, CREATED, NONCE] */
 	WIRE_MSG_AUTH = 0x0003,      /* c->s: MAC */
-	WIRE_MSG_ATTACH = 0x0010,    /* c->s: SESSION, [TOKEN], [CREATE] */
+	WIRE_MSG_ATTACH = 0x0010,    /* c->s: SESSION, [TOKEN], [CREATE],
+	                                [MODE], [LEASE_MS] (server mode) */
 	WIRE_MSG_ATTACHED = 0x0011,  /* s->c: SESSION_ID, SESSION, CREATED,
-	                                [TOKEN] */
+	                                [TOKEN], [PID], [MAX_FRAME],
+	                                [LEASE_MS], [EXPIRES_MS], [ENDED_MS],
+	                                [REASON], [MESSAGE], [SIGNAL] */
 
 	/* 0x01xx: running code */
 	WIRE_MSG_EXEC = 0x0100,      /* c->s: CODE, [FUNC], ARG_HANDLE|ARG_PICKLE*,
-	                                [WANT_VALUE], [TIMEOUT_MS] */
+	                                [WANT_VALUE], [TIMEOUT_MS], [CALL_ID] */
 	WIRE_MSG_RESULT = 0x0101,    /* s->c: KIND, [HANDLE, TYPE_NAME],
-	                                [EXC_TYPE, MESSAGE], [VALUE], [VOLATILE] */
+	                                [EXC_TYPE, MESSAGE], [VALUE], [VOLATILE],
+	                                [CALL_ID] */
 	WIRE_MSG_OUTPUT = 0x0102,    /* s->c: STREAM, DATA */
-	WIRE_MSG_INTERRUPT = 0x0103, /* c->s: no fields; no reply */
+	WIRE_MSG_INTERRUPT = 0x0103, /* c->s: [HARD]; no reply */
 	WIRE_MSG_RELEASE = 0x0104,   /* c->s: HANDLE*; no reply */
+	WIRE_MSG_CALLS = 0x0105,     /* c->s -> LISTING with DATA (JSON) */
+	WIRE_MSG_CALL_RESULT = 0x0106, /* c->s: CALL_ID, [WAIT] -> OUTPUT*,
+	                                then RESULT (or ERROR) */
 
 	/* 0x011x: the workspace as a mapping */
 	WIRE_MSG_GET = 0x0110,       /* c->s: KEY, [WANT_VALUE] -> RESULT */
@@ -84,8 +91,20 @@ enum wire_msg_type {
 	WIRE_MSG_OK = 0x01F0,        /* s->c: no fields */
 	WIRE_MSG_LISTING = 0x01F1,   /* s->c: repeated fields per request */
 
+	/* 0x0Exx: the control channel between a server's supervisor and
+	 * its workers (SOCK_SEQPACKET, one frame per packet); never valid
+	 * on a client's connection */
+	WIRE_MSG_CTL_CONN = 0x0E01,  /* s->w, a client's fd attached: DATA
+	                                (its ATTACH frame), [PID], [SIGNAL],
+	                                [MESSAGE] (how the last worker died) */
+	WIRE_MSG_CTL_READY = 0x0E02, /* w->s: PID, SESSION_ID, SESSION */
+	WIRE_MSG_CTL_STATE = 0x0E03, /* w->s: DATA (JSON) */
+	WIRE_MSG_CTL_IDLE = 0x0E04,  /* w->s: may I exit? */
+	WIRE_MSG_CTL_IDLE_OK = 0x0E05, /* s->w: yes; no more connections */
+
 	/* 0x7Fxx: errors */
-	WIRE_MSG_ERROR = 0x7F00      /* s->c: ERRCODE, MESSAGE */
+	WIRE_MSG_ERROR = 0x7F00      /* s->c: ERRCODE, MESSAGE, [PID],
+	                                [ENDED_MS], [REASON], [SIGNAL] */
 };
 
 /* Field tags.  "u64" fields are 8 bytes big-endian. */
@@ -124,6 +143,12 @@ enum wire_tag {
 	WIRE_TAG_ENDED_MS = 31,   /* u64: when an earlier session ended */
 	WIRE_TAG_REASON = 32,     /* str: why it ended: "expired", "closed",
 	                             "replaced" */
+	WIRE_TAG_CALL_ID = 33,    /* 16 bytes: a call's id, chosen by the
+	                             client (128 random bits) */
+	WIRE_TAG_MODE = 34,       /* str: ATTACH's flag: "c", "w" or "n" */
+	WIRE_TAG_HARD = 35,       /* u64 0/1: INTERRUPT restarts the worker */
+	WIRE_TAG_WAIT = 36,       /* u64 0/1: CALL_RESULT waits while it runs */
+	WIRE_TAG_SIGNAL = 37,     /* u64: the signal that killed a worker */
 	WIRE_TAG_MAX_ = 63        /* tags are < 64 */
 };
 
@@ -162,8 +187,13 @@ enum wire_errcode {
 	WIRE_ERR_BAD_REQUEST = 15,   /* well-formed but meaningless request */
 	WIRE_ERR_SESSION_BUSY = 16,  /* another process serves the session */
 	WIRE_ERR_USAGE = 17,         /* pyshelfd refused an option */
-	WIRE_ERR_READ_ONLY = 18      /* the request would change a read-only
+	WIRE_ERR_READ_ONLY = 18,     /* the request would change a read-only
 	                                session */
+	WIRE_ERR_UNKNOWN_CALL = 19,  /* a call id the session does not know */
+	WIRE_ERR_WORKER_DIED = 20,   /* the session's worker died (SIGNAL) */
+	WIRE_ERR_WORKER_RESTARTED = 21 /* the worker was killed and restarted
+	                                from its last checkpoint (a hard
+	                                interrupt) */
 };
 
 /* Codec return values: 0 complete, WIRE_NEED_MORE, or a negative error. */

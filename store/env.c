@@ -14,6 +14,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "sockpath.h"
 #include "store-int.h"
 
 #define DEFAULT_MAP_INITIAL ((size_t)64 << 20)
@@ -121,22 +122,12 @@ env_setcause(char **cause, const char *fmt, ...)
 	return -1;
 }
 
-/* $XDG_DATA_HOME/pyshelf or ~/.local/share/pyshelf. */
+/* $XDG_DATA_HOME/pyshelf or ~/.local/share/pyshelf: sockpath.h's one
+ * rule, which also names the default store's server socket. */
 char *
 store_default_path(void)
 {
-	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-	char *p = NULL;
-
-	if (xdg != NULL && *xdg == '/') {
-		if (asprintf(&p, "%s/pyshelf", xdg) < 0)
-			return NULL;
-	} else {
-		if (asprintf(&p, "%s/.local/share/pyshelf",
-		    home != NULL && *home != '\0' ? home : "/tmp") < 0)
-			return NULL;
-	}
-	return p;
+	return sockpath_default_store();
 }
 
 /* Create path and its missing parents with mode. */

@@ -59,22 +59,35 @@ static const struct mspec specs[] = {
 	    FS(NONCE, B32) } },
 	{ WIRE_MSG_AUTH, 2, { FS(MAC, B32) } },
 	{ WIRE_MSG_ATTACH, 3, { FS(SESSION, "main"), FS(TOKEN, B32),
-	    FU(CREATE, 1) } },
+	    FU(CREATE, 1), FS(MODE, "c"), FU(LEASE_MS, 0) } },
 	{ WIRE_MSG_ATTACHED, 3, { FS(SESSION_ID, SID16), FS(SESSION, "main"),
-	    FU(CREATED, 0), FS(TOKEN, B32) } },
+	    FU(CREATED, 0), FS(TOKEN, B32), FU(PID, 7), FU(MAX_FRAME, 65536),
+	    FU(LEASE_MS, 1000), FU(EXPIRES_MS, 2000), FU(ENDED_MS, 3),
+	    FS(REASON, "expired"), FS(MESSAGE, "m"), FU(SIGNAL, 9) } },
 	{ WIRE_MSG_EXEC, 4, { FS(CODE, "def f(a, b):\n    return a + b\n"),
 	    FS(FUNC, "f"), FU(ARG_HANDLE, 1), FS(ARG_PICKLE, "\x80\x05K#."),
 	    FU(ARG_HANDLE, UINT64_MAX), FS(ARG_PICKLE, ""),
-	    FU(WANT_VALUE, 1), FU(TIMEOUT_MS, 0) } },
+	    FU(WANT_VALUE, 1), FU(TIMEOUT_MS, 0), FS(CALL_ID, SID16) } },
 	{ WIRE_MSG_EXEC, 5, { FS(CODE, "") } },
 	{ WIRE_MSG_RESULT, 4, { FU(KIND, WIRE_KIND_EXCINFO), FU(HANDLE, 9),
 	    FS(TYPE_NAME, "ZeroDivisionError"), FS(EXC_TYPE, "ZeroDivisionError"),
-	    FS(MESSAGE, "division by zero"), FS(VOLATILE, "cannot pickle") } },
+	    FS(MESSAGE, "division by zero"), FS(VOLATILE, "cannot pickle"),
+	    FS(CALL_ID, SID16) } },
 	{ WIRE_MSG_RESULT, 4, { FU(KIND, WIRE_KIND_DIRECT),
 	    FS(VALUE, "\x80\x05K*.") } },
 	{ WIRE_MSG_OUTPUT, 4, { FU(STREAM, 1), FS(DATA, "a\0b\n") } },
 	{ WIRE_MSG_INTERRUPT, 4, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_INTERRUPT, 0, { { 0, 0, 0, NULL, 0 } } },
+	{ WIRE_MSG_INTERRUPT, 0, { FU(HARD, 1) } },
+	{ WIRE_MSG_CALLS, 20, { { 0, 0, 0, NULL, 0 } } },
+	{ WIRE_MSG_CALL_RESULT, 21, { FS(CALL_ID, SID16), FU(WAIT, 1) } },
+	{ WIRE_MSG_CTL_CONN, 0, { FS(DATA, "frame"), FU(PID, 1), FU(SIGNAL, 11),
+	    FS(MESSAGE, "killed by signal 11") } },
+	{ WIRE_MSG_CTL_READY, 0, { FU(PID, 2), FS(SESSION_ID, SID16),
+	    FS(SESSION, "main") } },
+	{ WIRE_MSG_CTL_STATE, 0, { FS(DATA, "{}") } },
+	{ WIRE_MSG_CTL_IDLE, 0, { { 0, 0, 0, NULL, 0 } } },
+	{ WIRE_MSG_CTL_IDLE_OK, 0, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_RELEASE, 6, { FU(HANDLE, 1), FU(HANDLE, 2), FU(HANDLE, 3) } },
 	{ WIRE_MSG_RELEASE, 6, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_GET, 7, { FS(KEY, "x"), FU(WANT_VALUE, 0) } },
@@ -96,6 +109,8 @@ static const struct mspec specs[] = {
 	{ WIRE_MSG_LISTING, 10, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_ERROR, 19, { FU(ERRCODE, WIRE_ERR_NOT_FOUND),
 	    FS(MESSAGE, "name 'x' is not defined") } },
+	{ WIRE_MSG_ERROR, 19, { FU(ERRCODE, WIRE_ERR_WORKER_DIED),
+	    FS(MESSAGE, "killed by signal 9"), FU(PID, 5), FU(SIGNAL, 9) } },
 };
 #define NSPECS (sizeof specs / sizeof specs[0])
 
@@ -195,7 +210,7 @@ START_TEST(test_all_types_covered)
 		ck_assert_msg(found, "no test message for %s",
 		    wire_msg_name((uint16_t)t));
 	}
-	ck_assert_uint_eq(named, 25);
+	ck_assert_uint_eq(named, 32);
 	ck_assert_str_eq(wire_msg_name(WIRE_MSG_EXEC), "EXEC");
 	ck_assert_ptr_null(wire_msg_name(0));
 }
@@ -425,7 +440,9 @@ START_TEST(test_names)
 	ck_assert_str_eq(wire_errcode_name(WIRE_ERR_SESSION_BUSY),
 	    "SESSION_BUSY");
 	ck_assert_str_eq(wire_errcode_name(WIRE_ERR_READ_ONLY), "READ_ONLY");
-	ck_assert_str_eq(wire_errcode_name(19), "?");
+	ck_assert_str_eq(wire_errcode_name(WIRE_ERR_WORKER_RESTARTED),
+	    "WORKER_RESTARTED");
+	ck_assert_str_eq(wire_errcode_name(22), "?");
 	ck_assert_str_eq(wire_errcode_name(UINT64_MAX), "?");
 	ck_assert_uint_eq(wire_errcode_for(WIRE_E_MALFORMED),
 	    WIRE_ERR_MALFORMED);
@@ -438,7 +455,8 @@ START_TEST(test_names)
 	ck_assert_str_eq(wire_tag_name(WIRE_TAG_CODE), "CODE");
 	ck_assert_str_eq(wire_tag_name(WIRE_TAG_MAC), "MAC");
 	ck_assert_ptr_null(wire_tag_name(0));
-	ck_assert_ptr_null(wire_tag_name(33));
+	ck_assert_str_eq(wire_tag_name(WIRE_TAG_CALL_ID), "CALL_ID");
+	ck_assert_ptr_null(wire_tag_name(38));
 	ck_assert_ptr_null(wire_tag_name(200));
 }
 END_TEST
@@ -755,7 +773,8 @@ END_TEST
 /* Unknown types parse but fail the check with WIRE_E_UNKNOWN. */
 START_TEST(test_unknown_type)
 {
-	static const uint16_t t[] = { 0, 4, 0x00FF, 0x0105, 0x01F2, 0x7F01,
+	static const uint16_t t[] = { 0, 4, 0x00FF, 0x0107, 0x01F2, 0x7F01,
+	    0x0E00, 0x0E06,
 	    0xFFFF };
 	const char *why = NULL;
 	size_t i, used;
@@ -819,6 +838,12 @@ START_TEST(test_missing_required)
 		{ WIRE_MSG_DEL, WIRE_TAG_KEY },
 		{ WIRE_MSG_ERROR, WIRE_TAG_ERRCODE },
 		{ WIRE_MSG_ERROR, WIRE_TAG_MESSAGE },
+		{ WIRE_MSG_CALL_RESULT, WIRE_TAG_CALL_ID },
+		{ WIRE_MSG_CTL_CONN, WIRE_TAG_DATA },
+		{ WIRE_MSG_CTL_READY, WIRE_TAG_PID },
+		{ WIRE_MSG_CTL_READY, WIRE_TAG_SESSION_ID },
+		{ WIRE_MSG_CTL_READY, WIRE_TAG_SESSION },
+		{ WIRE_MSG_CTL_STATE, WIRE_TAG_DATA },
 	};
 	const size_t nreq = sizeof req / sizeof req[0];
 	const char *why;
@@ -1010,7 +1035,7 @@ static const uint8_t golden_hello[] = {
 	0x00, 0x00, 0x00, 0x14,  0x00, 0x01,  0x00, 0x00,
 	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
 	0x01, 0x00, 0x00, 0x00, 0x08,
-	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02,
+	0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03,
 	0x02, 0x00, 0x00, 0x00, 0x02,  'p', 'y',
 };
 static const uint8_t golden_exec[] = {
@@ -1062,13 +1087,14 @@ assert_golden(const wire_buf *b, const uint8_t *g, size_t n)
 	wire_msg_free(&m);
 }
 
-/* The layout of version 2, byte for byte (the frames below are as in
- * version 1: version 2 added fields and error codes). */
+/* The layout of version 3, byte for byte (the frames below are as in
+ * version 1 but for the version number: versions 2 and 3 added fields,
+ * messages and error codes). */
 START_TEST(test_golden)
 {
 	wire_buf b;
 
-	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 2);
+	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 3);
 	ck_assert_int_eq(WIRE_HEADER_SIZE, 16);
 	ck_assert_int_eq(WIRE_FIELD_HEADER_SIZE, 5);
 
@@ -1116,6 +1142,10 @@ START_TEST(test_golden_numbers)
 		WIRE_MSG_ATTACHED, 0x0011, WIRE_MSG_EXEC, 0x0100,
 		WIRE_MSG_RESULT, 0x0101, WIRE_MSG_OUTPUT, 0x0102,
 		WIRE_MSG_INTERRUPT, 0x0103, WIRE_MSG_RELEASE, 0x0104,
+		WIRE_MSG_CALLS, 0x0105, WIRE_MSG_CALL_RESULT, 0x0106,
+		WIRE_MSG_CTL_CONN, 0x0E01, WIRE_MSG_CTL_READY, 0x0E02,
+		WIRE_MSG_CTL_STATE, 0x0E03, WIRE_MSG_CTL_IDLE, 0x0E04,
+		WIRE_MSG_CTL_IDLE_OK, 0x0E05,
 		WIRE_MSG_GET, 0x0110, WIRE_MSG_SET, 0x0111,
 		WIRE_MSG_DEL, 0x0112, WIRE_MSG_KEYS, 0x0113,
 		WIRE_MSG_HANDLES, 0x0114, WIRE_MSG_LOST, 0x0115,
@@ -1136,6 +1166,8 @@ START_TEST(test_golden_numbers)
 		WIRE_TAG_MAX_FRAME, WIRE_TAG_SESSION, WIRE_TAG_CREATED,
 		WIRE_TAG_NONCE, WIRE_TAG_MAC, WIRE_TAG_LEASE_MS,
 		WIRE_TAG_EXPIRES_MS, WIRE_TAG_ENDED_MS, WIRE_TAG_REASON,
+		WIRE_TAG_CALL_ID, WIRE_TAG_MODE, WIRE_TAG_HARD, WIRE_TAG_WAIT,
+		WIRE_TAG_SIGNAL,
 	};
 	static const unsigned errs[] = {
 		WIRE_ERR_MALFORMED, WIRE_ERR_TOO_BIG, WIRE_ERR_UNKNOWN_TYPE,
@@ -1144,11 +1176,12 @@ START_TEST(test_golden_numbers)
 		WIRE_ERR_UNPICKLE, WIRE_ERR_PICKLE, WIRE_ERR_NOT_FOUND,
 		WIRE_ERR_STORE, WIRE_ERR_VOLATILE, WIRE_ERR_INTERNAL,
 		WIRE_ERR_BAD_REQUEST, WIRE_ERR_SESSION_BUSY, WIRE_ERR_USAGE,
-		WIRE_ERR_READ_ONLY,
+		WIRE_ERR_READ_ONLY, WIRE_ERR_UNKNOWN_CALL, WIRE_ERR_WORKER_DIED,
+		WIRE_ERR_WORKER_RESTARTED,
 	};
 	size_t i;
 
-	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 2);
+	ck_assert_int_eq(WIRE_PROTOCOL_VERSION, 3);
 	for (i = 0; i < sizeof msgs / sizeof msgs[0]; i += 2)
 		ck_assert_uint_eq(msgs[i], msgs[i + 1]);
 	for (i = 0; i < sizeof tags / sizeof tags[0]; i++)

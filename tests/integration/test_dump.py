@@ -53,7 +53,7 @@ class Backend:
              "--create"] + list(args),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.rid = 0
-        t, _ = self.request(HELLO, _field(T_VERSION, 2))
+        t, _ = self.request(HELLO, _field(T_VERSION, 3))
         assert t != ERROR
 
     def _read(self):
