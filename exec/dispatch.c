@@ -112,6 +112,7 @@ dispatch_checkpoint_raw(worker *w, int full)
 	if (r == NULL)
 		return -1;  /* a failed full checkpoint is tried again */
 	Py_DECREF(r);
+	worker_restart_note(w);  /* what a hard restart now would lose */
 	if (mode != 0)
 		w->requests_since_full = 0;
 	return 0;
@@ -345,6 +346,7 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 {
 	PyObject *kind, *handle, *tn, *et, *msg, *val, *vol = NULL; /* borrowed
 	                                                         but vol */
+	uint8_t cid[16];
 	wire_buf b;
 
 	if (!PyArg_ParseTuple(res, "OOOOOO", &kind, &handle, &tn, &et, &msg,
@@ -354,6 +356,8 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 		return 0;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_RESULT, id);
+	if (worker_calls_current(w, cid))
+		wire_put_bytes(&b, WIRE_TAG_CALL_ID, cid, sizeof cid);
 	wire_put_u64(&b, WIRE_TAG_KIND, PyLong_AsUnsignedLongLong(kind));
 	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT &&
 	    PyLong_AsLong(kind) != WIRE_KIND_TEXT) {
@@ -412,11 +416,16 @@ dispatch_exec(worker *w, const wire_msg *m)
 	    *func = wire_msg_find(m, WIRE_TAG_FUNC);
 	PyObject *pcode = NULL, *pfunc = NULL, *args = NULL, *dg = NULL,
 	    *a = NULL, *res = NULL;
+	const wire_field *cid = wire_msg_find(m, WIRE_TAG_CALL_ID);
 	XXH128_hash_t h;
 	uint8_t d[16];
 	size_t i;
 	int rc;
 
+	/* a call id: from now on its reply, whatever it is, ends the call
+	 * (and goes to its joiners) */
+	if (cid != NULL && cid->len == 16)
+		worker_calls_begin(w, cid->data, m->id, w->cur_conn);
 	if ((pcode = dispatch_field_str(code)) == NULL)
 		goto error;
 	if (func != NULL) {
@@ -481,6 +490,8 @@ dispatch_ok(worker *w, uint64_t id)
 	return dispatch_finish(w, id, &b);
 }
 
+static void dispatch_put_lease(worker *w, wire_buf *b);
+
 /* HELLO: check the version, answer WELCOME with the session. */
 static int
 dispatch_hello(worker *w, const wire_msg *m)
@@ -502,11 +513,7 @@ dispatch_hello(worker *w, const wire_msg *m)
 	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
 	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
 	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)w->created);
-	wire_put_u64(&b, WIRE_TAG_LEASE_MS, w->sess.lease_ms);
-	if (w->sess.lease_ms != 0)
-		wire_put_u64(&b, WIRE_TAG_EXPIRES_MS, w->sess.lease_ms >
-		    UINT64_MAX - w->sess.last_seen_ms ? UINT64_MAX :
-		    w->sess.last_seen_ms + w->sess.lease_ms);
+	dispatch_put_lease(w, &b);
 	if (w->has_ended) {
 		char text[768], msg[1024];
 		worker_session_tomb_text(&w->ended, text, sizeof text);
@@ -521,7 +528,103 @@ dispatch_hello(worker *w, const wire_msg *m)
 	/* after WELCOME went out: from now on the reader answers PING */
 	pthread_mutex_lock(&w->lock);
 	w->hello_done = 1;
+	if (w->cur_conn != NULL)
+		w->cur_conn->attached = 1;
 	pthread_mutex_unlock(&w->lock);
+	return rc;
+}
+
+/* The lease fields of WELCOME and ATTACHED. */
+static void
+dispatch_put_lease(worker *w, wire_buf *b)
+{
+	wire_put_u64(b, WIRE_TAG_LEASE_MS, w->sess.lease_ms);
+	if (w->sess.lease_ms != 0)
+		wire_put_u64(b, WIRE_TAG_EXPIRES_MS, w->sess.lease_ms >
+		    UINT64_MAX - w->sess.last_seen_ms ? UINT64_MAX :
+		    w->sess.last_seen_ms + w->sess.lease_ms);
+}
+
+/*
+ * ATTACH (server mode; it came in CTL_CONN, the supervisor did HELLO):
+ * this connection joins the session the worker serves.  The first ATTACH
+ * is the one the worker was started for (--create / --new from its
+ * MODE); a later one with MODE "n" would replace a session that is live
+ * in this worker: refused (SESSION_BUSY), whether or not others use it
+ * (close_session() first).  MODE "w" and "c" attach.  LEASE_MS sets the
+ * session's lease.  ATTACHED says what WELCOME says in stdio mode, plus
+ * what the supervisor knows of the previous worker (SIGNAL, MESSAGE).
+ */
+static int
+dispatch_attach(worker *w, const wire_msg *m)
+{
+	const wire_field *mf = wire_msg_find(m, WIRE_TAG_MODE);
+	const worker_frame *f = w->cur_frame;
+	char mode = mf != NULL && mf->len == 1 ? (char)mf->data[0] :
+	    wire_msg_u64(m, WIRE_TAG_CREATE, 0) ? 'c' : 'w';
+	const wire_field *sf = wire_msg_find(m, WIRE_TAG_SESSION);
+	char msg[2048];
+	size_t mlen = 0;
+	int first = w->attaches == 0, rc, others;
+	wire_buf b;
+
+	msg[0] = '\0';
+	if (w->cur_conn == NULL || w->cur_conn->attached)
+		return dispatch_error(w, m->id, WIRE_ERR_BAD_REQUEST, "this "
+		    "connection is attached already");
+	if (mode != 'c' && mode != 'w' && mode != 'n')
+		return dispatch_error(w, m->id, WIRE_ERR_BAD_REQUEST, "MODE "
+		    "must be \"c\", \"w\" or \"n\" (read-only is served by a "
+		    "private stdio backend)");
+	if (sf == NULL || sf->len != strlen(w->sess.name) ||
+	    memcmp(sf->data, w->sess.name, sf->len) != 0)
+		return dispatch_error(w, m->id, WIRE_ERR_BAD_REQUEST, "this "
+		    "worker serves session '%s', not the one ATTACH names",
+		    w->sess.name);
+	if (mode == 'n' && !first) {
+		pthread_mutex_lock(&w->lock);
+		others = w->nconns - 1;
+		pthread_mutex_unlock(&w->lock);
+		return dispatch_error(w, m->id, WIRE_ERR_SESSION_BUSY,
+		    "session '%s' is live in its worker (pid %ld%s): flag 'n' "
+		    "replaces a session no worker serves; close_session() it "
+		    "first", w->sess.name, (long)getpid(), others > 0 ?
+		    ", other clients attached" : "");
+	}
+	if (wire_msg_find(m, WIRE_TAG_LEASE_MS) != NULL) {
+		w->sess.lease_ms = wire_msg_u64(m, WIRE_TAG_LEASE_MS, 0);
+		w->sess_dirty = 1;
+	}
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_ATTACHED, m->id);
+	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
+	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
+	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)(first && w->created));
+	wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+	wire_put_u64(&b, WIRE_TAG_MAX_FRAME, w->opt.max_frame);
+	dispatch_put_lease(w, &b);
+	if (first && w->has_ended) {
+		char text[768];
+		worker_session_tomb_text(&w->ended, text, sizeof text);
+		mlen = (size_t)snprintf(msg, sizeof msg, "a new, empty session "
+		    "was created: %s", text);
+		wire_put_u64(&b, WIRE_TAG_ENDED_MS, w->ended.ended_ms);
+		wire_put_str(&b, WIRE_TAG_REASON, tomb_why_name(w->ended.why));
+	}
+	if (f != NULL && f->ctl_message != NULL && mlen < sizeof msg)
+		snprintf(msg + mlen, sizeof msg - mlen, "%s%s", mlen ? "; " : "",
+		    f->ctl_message);
+	if (msg[0] != '\0')
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+	if (f != NULL && f->ctl_signal != 0)
+		wire_put_u64(&b, WIRE_TAG_SIGNAL, f->ctl_signal);
+	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
+	wire_buf_free(&b);
+	pthread_mutex_lock(&w->lock);
+	w->cur_conn->attached = 1;
+	pthread_mutex_unlock(&w->lock);
+	w->attaches++;
+	worker_control_state(w);
 	return rc;
 }
 
@@ -709,6 +812,19 @@ dispatch_close(worker *w, const wire_msg *m)
 	wire_begin(&b, WIRE_MSG_OK, m->id);
 	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
 	wire_buf_free(&b);
+	if (w->opt.server) {
+		/* the session is gone for every other client too */
+		wire_buf_init(&b);
+		wire_begin(&b, WIRE_MSG_ERROR, 0);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_DEAD);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, "the session was closed "
+		    "(close_session) by another client");
+		wire_put_u64(&b, WIRE_TAG_ENDED_MS, store_now_ms());
+		wire_put_str(&b, WIRE_TAG_REASON, tomb_why_name(STORE_END_CLOSED));
+		if (wire_end(&b) == WIRE_OK)
+			worker_conn_broadcast(w, w->cur_conn, &b);
+		wire_buf_free(&b);
+	}
 	return rc;
 }
 
@@ -734,7 +850,22 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		    why != NULL ? why : "bad message", m.type);
 		goto out;
 	}
-	if (!w->hello_done && m.type != WIRE_MSG_HELLO) {
+	if (w->opt.server) {
+		int attached;
+		pthread_mutex_lock(&w->lock);
+		attached = w->cur_conn != NULL && w->cur_conn->attached;
+		pthread_mutex_unlock(&w->lock);
+		if (!attached && m.type != WIRE_MSG_ATTACH) {
+			rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
+			    "the first message must be ATTACH");
+			goto out;
+		}
+		if (m.type == WIRE_MSG_HELLO) {
+			rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
+			    "HELLO goes to the server, once per connection");
+			goto out;
+		}
+	} else if (!w->hello_done && m.type != WIRE_MSG_HELLO) {
 		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
 		    "the first message must be HELLO");
 		goto out;
@@ -751,6 +882,18 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 	switch (m.type) {
 	case WIRE_MSG_HELLO:
 		rc = dispatch_hello(w, &m);
+		break;
+	case WIRE_MSG_ATTACH:
+		rc = w->opt.server ? dispatch_attach(w, &m) :
+		    dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "ATTACH is "
+		    "for a server; this pyshelfd serves stdio (HELLO)");
+		break;
+	case WIRE_MSG_CALLS:
+	case WIRE_MSG_CALL_RESULT:
+		/* answered by the reader once attached; queued only when
+		 * sent before */
+		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "%s before "
+		    "the handshake", wire_msg_name(m.type));
 		break;
 	case WIRE_MSG_EXEC:
 		rc = dispatch_exec(w, &m);
