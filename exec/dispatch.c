@@ -490,8 +490,6 @@ dispatch_ok(worker *w, uint64_t id)
 	return dispatch_finish(w, id, &b);
 }
 
-static void dispatch_put_lease(worker *w, wire_buf *b);
-
 /* HELLO: check the version, answer WELCOME with the session. */
 static int
 dispatch_hello(worker *w, const wire_msg *m)
@@ -535,7 +533,7 @@ dispatch_hello(worker *w, const wire_msg *m)
 }
 
 /* The lease fields of WELCOME and ATTACHED. */
-static void
+void
 dispatch_put_lease(worker *w, wire_buf *b)
 {
 	wire_put_u64(b, WIRE_TAG_LEASE_MS, w->sess.lease_ms);
@@ -545,88 +543,7 @@ dispatch_put_lease(worker *w, wire_buf *b)
 		    w->sess.last_seen_ms + w->sess.lease_ms);
 }
 
-/*
- * ATTACH (server mode; it came in CTL_CONN, the supervisor did HELLO):
- * this connection joins the session the worker serves.  The first ATTACH
- * is the one the worker was started for (--create / --new from its
- * MODE); a later one with MODE "n" would replace a session that is live
- * in this worker: refused (SESSION_BUSY), whether or not others use it
- * (close_session() first).  MODE "w" and "c" attach.  LEASE_MS sets the
- * session's lease.  ATTACHED says what WELCOME says in stdio mode, plus
- * what the supervisor knows of the previous worker (SIGNAL, MESSAGE).
- */
-static int
-dispatch_attach(worker *w, const wire_msg *m)
-{
-	const wire_field *mf = wire_msg_find(m, WIRE_TAG_MODE);
-	const worker_frame *f = w->cur_frame;
-	char mode = mf != NULL && mf->len == 1 ? (char)mf->data[0] :
-	    wire_msg_u64(m, WIRE_TAG_CREATE, 0) ? 'c' : 'w';
-	const wire_field *sf = wire_msg_find(m, WIRE_TAG_SESSION);
-	char msg[2048];
-	size_t mlen = 0;
-	int first = w->attaches == 0, rc, others;
-	wire_buf b;
 
-	msg[0] = '\0';
-	if (w->cur_conn == NULL || w->cur_conn->attached)
-		return dispatch_error(w, m->id, WIRE_ERR_BAD_REQUEST, "this "
-		    "connection is attached already");
-	if (mode != 'c' && mode != 'w' && mode != 'n')
-		return dispatch_error(w, m->id, WIRE_ERR_BAD_REQUEST, "MODE "
-		    "must be \"c\", \"w\" or \"n\" (read-only is served by a "
-		    "private stdio backend)");
-	if (sf == NULL || sf->len != strlen(w->sess.name) ||
-	    memcmp(sf->data, w->sess.name, sf->len) != 0)
-		return dispatch_error(w, m->id, WIRE_ERR_BAD_REQUEST, "this "
-		    "worker serves session '%s', not the one ATTACH names",
-		    w->sess.name);
-	if (mode == 'n' && !first) {
-		pthread_mutex_lock(&w->lock);
-		others = w->nconns - 1;
-		pthread_mutex_unlock(&w->lock);
-		return dispatch_error(w, m->id, WIRE_ERR_SESSION_BUSY,
-		    "session '%s' is live in its worker (pid %ld%s): flag 'n' "
-		    "replaces a session no worker serves; close_session() it "
-		    "first", w->sess.name, (long)getpid(), others > 0 ?
-		    ", other clients attached" : "");
-	}
-	if (wire_msg_find(m, WIRE_TAG_LEASE_MS) != NULL) {
-		w->sess.lease_ms = wire_msg_u64(m, WIRE_TAG_LEASE_MS, 0);
-		w->sess_dirty = 1;
-	}
-	wire_buf_init(&b);
-	wire_begin(&b, WIRE_MSG_ATTACHED, m->id);
-	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
-	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
-	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)(first && w->created));
-	wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
-	wire_put_u64(&b, WIRE_TAG_MAX_FRAME, w->opt.max_frame);
-	dispatch_put_lease(w, &b);
-	if (first && w->has_ended) {
-		char text[768];
-		worker_session_tomb_text(&w->ended, text, sizeof text);
-		mlen = (size_t)snprintf(msg, sizeof msg, "a new, empty session "
-		    "was created: %s", text);
-		wire_put_u64(&b, WIRE_TAG_ENDED_MS, w->ended.ended_ms);
-		wire_put_str(&b, WIRE_TAG_REASON, tomb_why_name(w->ended.why));
-	}
-	if (f != NULL && f->ctl_message != NULL && mlen < sizeof msg)
-		snprintf(msg + mlen, sizeof msg - mlen, "%s%s", mlen ? "; " : "",
-		    f->ctl_message);
-	if (msg[0] != '\0')
-		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
-	if (f != NULL && f->ctl_signal != 0)
-		wire_put_u64(&b, WIRE_TAG_SIGNAL, f->ctl_signal);
-	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
-	wire_buf_free(&b);
-	pthread_mutex_lock(&w->lock);
-	w->cur_conn->attached = 1;
-	pthread_mutex_unlock(&w->lock);
-	w->attaches++;
-	worker_control_state(w);
-	return rc;
-}
 
 /* PING that reached the queue (it came before HELLO was answered): PONG
  * in its turn. */
@@ -855,7 +772,7 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		pthread_mutex_lock(&w->lock);
 		attached = w->cur_conn != NULL && w->cur_conn->attached;
 		pthread_mutex_unlock(&w->lock);
-		if (!attached && m.type != WIRE_MSG_ATTACH) {
+		if (!attached) {
 			rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
 			    "the first message must be ATTACH");
 			goto out;
@@ -884,9 +801,11 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		rc = dispatch_hello(w, &m);
 		break;
 	case WIRE_MSG_ATTACH:
-		rc = w->opt.server ? dispatch_attach(w, &m) :
-		    dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "ATTACH is "
-		    "for a server; this pyshelfd serves stdio (HELLO)");
+		/* server mode: the reader answers the ATTACH of CTL_CONN
+		 * (worker-control.c); one more is an error */
+		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "%s",
+		    w->opt.server ? "this connection is attached already" :
+		    "ATTACH is for a server; this pyshelfd serves stdio (HELLO)");
 		break;
 	case WIRE_MSG_CALLS:
 	case WIRE_MSG_CALL_RESULT:

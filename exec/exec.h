@@ -75,9 +75,6 @@ typedef struct worker_conn {
 typedef struct worker_frame {
 	struct worker_frame *next;  /* queue link */
 	worker_conn *conn;          /* where it came from (holds a ref) */
-	uint64_t ctl_signal;        /* an ATTACH from CTL_CONN: SIGNAL, */
-	char *ctl_message;          /* MESSAGE (malloc'd) to pass on */
-	int from_ctl;               /* the ATTACH came in CTL_CONN */
 	size_t len;                 /* bytes in data */
 	uint8_t data[];             /* the whole frame */
 } worker_frame;
@@ -136,7 +133,6 @@ typedef struct worker {
 	worker_conn *stdio_conn;     /* stdio mode: the one connection */
 	worker_conn *cur_conn;       /* main thread: the frame being served
 	                                came from here (worker_send's target) */
-	const worker_frame *cur_frame; /* and the frame itself */
 	int nconns;                  /* connections in the table (w->lock) */
 	unsigned conn_serial;
 	uint64_t idle_since_ms;      /* no connection and nothing running
@@ -149,7 +145,10 @@ typedef struct worker {
 	int ctl_idle_asked;          /* CTL_IDLE sent, no answer yet */
 	int ctl_idle_ok;             /* CTL_IDLE_OK came: exit */
 	int idle_exited;             /* the worker left its loop idle */
-	int attaches;                /* ATTACHes answered so far */
+	int attaches;                /* ATTACHes answered so far (reader) */
+	uint64_t new_lease_ms;       /* an ATTACH's LEASE_MS, for the main
+	                                thread to apply (w->lock) */
+	int new_lease;
 	char state_sent[96];         /* the last CTL_STATE's JSON */
 
 	/* calls (worker-calls.c) */
@@ -259,10 +258,6 @@ int worker_conn_live(worker *w, worker_conn *c);
 void worker_conn_broadcast(worker *w, worker_conn *skip, const wire_buf *b);
 
 /* worker-reader.c */
-/* Queue CTL_CONN's ATTACH frame for c, with what the supervisor said
- * about the session's previous worker.  0 or -1. */
-int worker_reader_queue_attach(worker *w, worker_conn *c, const uint8_t *p,
-    size_t n, uint64_t sig, const char *message);
 /* Free a frame worker_reader_pop gave. */
 void worker_reader_frame_free(worker *w, worker_frame *f);
 /* Start the reader thread (worker_reader_main; SIGINT and SIGTERM blocked
@@ -382,6 +377,8 @@ void dispatch_release_session(worker *w);
 /* A SIGINT/SIGTERM reached the worker: what the running code raises (an
  * enum pyctx_sig of pyexec.h).  GIL held. */
 int dispatch_signal(worker *w, int signum);
+/* The lease fields of WELCOME and ATTACHED (LEASE_MS, EXPIRES_MS). */
+void dispatch_put_lease(worker *w, wire_buf *b);
 /* Send an ERROR frame. */
 int dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

@@ -115,8 +115,118 @@ worker_control_close(worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/*
+ * ATTACH (it came in CTL_CONN; the supervisor did HELLO), answered here
+ * by the reader thread, so that a client attaches while code runs: the
+ * connection joins the session the worker serves.  The first ATTACH is
+ * the one the worker was started for (--create / --new from its MODE);
+ * a later one with MODE "n" would replace a session that is live in
+ * this worker: refused (SESSION_BUSY), whether or not other clients use
+ * it (close_session() first).  MODE "w" and "c" attach.  LEASE_MS sets
+ * the session's lease (the main thread writes it).  ATTACHED says what
+ * WELCOME says in stdio mode, plus what the supervisor knew of the
+ * session's previous worker (SIGNAL, MESSAGE).  1: the connection is
+ * refused (drop it).
+ */
+static int
+worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
+    uint64_t sig, const char *ctl_message)
+{
+	const wire_field *mf = wire_msg_find(m, WIRE_TAG_MODE),
+	    *sf = wire_msg_find(m, WIRE_TAG_SESSION);
+	char mode = mf != NULL && mf->len == 1 ? (char)mf->data[0] :
+	    wire_msg_u64(m, WIRE_TAG_CREATE, 0) ? 'c' : 'w';
+	char msg[2048];
+	size_t mlen = 0;
+	int first = w->attaches == 0, others, busy;
+	const char *why = NULL;
+	wire_buf b;
+
+	msg[0] = '\0';
+	wire_buf_init(&b);
+	if (wire_msg_check(m, &why) != WIRE_OK)
+		snprintf(msg, sizeof msg, "%s (ATTACH)", why != NULL ? why :
+		    "bad message");
+	else if (mode != 'c' && mode != 'w' && mode != 'n')
+		snprintf(msg, sizeof msg, "MODE must be \"c\", \"w\" or \"n\" "
+		    "(read-only is served by a private stdio backend)");
+	else if (sf == NULL || sf->len != strlen(w->sess.name) ||
+	    memcmp(sf->data, w->sess.name, sf->len) != 0)
+		snprintf(msg, sizeof msg, "this worker serves session '%s', "
+		    "not the one ATTACH names", w->sess.name);
+	if (msg[0] != '\0') {
+		wire_begin(&b, WIRE_MSG_ERROR, m->id);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_BAD_REQUEST);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+		goto refuse;
+	}
+	if (mode == 'n' && !first) {
+		pthread_mutex_lock(&w->lock);
+		others = w->nconns - 1;
+		busy = w->running_id != 0;
+		pthread_mutex_unlock(&w->lock);
+		snprintf(msg, sizeof msg, "session '%s' is live in its worker "
+		    "(pid %ld%s): flag 'n' replaces a session no worker serves; "
+		    "close_session() it first", w->sess.name, (long)getpid(),
+		    others > 0 ? ", other clients attached" : busy ?
+		    ", code running" : "");
+		wire_begin(&b, WIRE_MSG_ERROR, m->id);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_BUSY);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+		goto refuse;
+	}
+	if (wire_msg_find(m, WIRE_TAG_LEASE_MS) != NULL) {
+		pthread_mutex_lock(&w->lock);
+		w->new_lease_ms = wire_msg_u64(m, WIRE_TAG_LEASE_MS, 0);
+		w->new_lease = 1;
+		pthread_mutex_unlock(&w->lock);
+	}
+	wire_begin(&b, WIRE_MSG_ATTACHED, m->id);
+	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
+	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
+	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)(first && w->created));
+	wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+	wire_put_u64(&b, WIRE_TAG_MAX_FRAME, w->opt.max_frame);
+	if (wire_msg_find(m, WIRE_TAG_LEASE_MS) != NULL)
+		wire_put_u64(&b, WIRE_TAG_LEASE_MS,
+		    wire_msg_u64(m, WIRE_TAG_LEASE_MS, 0));
+	else
+		dispatch_put_lease(w, &b);
+	if (first && w->has_ended) {
+		char text[768];
+		worker_session_tomb_text(&w->ended, text, sizeof text);
+		mlen = (size_t)snprintf(msg, sizeof msg, "a new, empty session "
+		    "was created: %s", text);
+		wire_put_u64(&b, WIRE_TAG_ENDED_MS, w->ended.ended_ms);
+		wire_put_str(&b, WIRE_TAG_REASON, tomb_why_name(w->ended.why));
+	}
+	if (ctl_message != NULL && mlen < sizeof msg)
+		snprintf(msg + mlen, sizeof msg - mlen, "%s%s", mlen ? "; " : "",
+		    ctl_message);
+	if (msg[0] != '\0')
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+	if (sig != 0)
+		wire_put_u64(&b, WIRE_TAG_SIGNAL, sig);
+	if (wire_end(&b) != WIRE_OK || worker_send_to(w, c, &b) != 0) {
+		wire_buf_free(&b);
+		return 1;
+	}
+	wire_buf_free(&b);
+	pthread_mutex_lock(&w->lock);
+	c->attached = 1;
+	pthread_mutex_unlock(&w->lock);
+	w->attaches++;
+	return 0;
+refuse:
+	if (wire_end(&b) == WIRE_OK)
+		(void)worker_send_to(w, c, &b);
+	wire_buf_free(&b);
+	return 1;
+}
+
 /* CTL_CONN: a client's socket and its ATTACH frame: a new connection,
- * whose first frame (the ATTACH) goes to the main thread. */
+ * attached here. */
 static void
 worker_control_conn(worker *w, const wire_msg *m, int fd)
 {
@@ -132,8 +242,8 @@ worker_control_conn(worker *w, const wire_msg *m, int fd)
 	ok = fd >= 0 && data != NULL && wire_parse(data->data, data->len,
 	    WIRE_PREAUTH_MAX_FRAME, &am, &used) == WIRE_OK &&
 	    used == data->len && am.type == WIRE_MSG_ATTACH;
-	wire_msg_free(&am);
 	if (!ok) {
+		wire_msg_free(&am);
 		fprintf(stderr, "pyshelfd: CTL_CONN without a client socket "
 		    "and its ATTACH frame; ignored\n");
 		if (fd >= 0)
@@ -145,6 +255,7 @@ worker_control_conn(worker *w, const wire_msg *m, int fd)
 	if ((c = worker_conn_add(w, fd, fd, 1)) == NULL) {
 		close(fd);
 		free(text);
+		wire_msg_free(&am);
 		return;
 	}
 	c->max = w->opt.max_frame;  /* the supervisor did the handshake */
@@ -152,13 +263,15 @@ worker_control_conn(worker *w, const wire_msg *m, int fd)
 	w->ctl_idle_asked = 0;  /* not idle any more */
 	w->ctl_idle_ok = 0;
 	pthread_mutex_unlock(&w->lock);
-	if (worker_reader_queue_attach(w, c, data->data, data->len,
-	    wire_msg_u64(m, WIRE_TAG_SIGNAL, 0), text) != 0) {
+	if (worker_control_attach(w, c, &am, wire_msg_u64(m, WIRE_TAG_SIGNAL,
+	    0), text) != 0) {
 		pthread_mutex_lock(&w->lock);
 		worker_conn_drop_locked(w, c);
 		pthread_mutex_unlock(&w->lock);
 	}
+	worker_control_state(w);
 	free(text);
+	wire_msg_free(&am);
 }
 
 void

@@ -78,37 +78,6 @@ worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n)
 	return 0;
 }
 
-/* Queue a frame built here (CTL_CONN's ATTACH) with what the supervisor
- * said about the previous worker. */
-int
-worker_reader_queue_attach(worker *w, worker_conn *c, const uint8_t *p,
-    size_t n, uint64_t sig, const char *message)
-{
-	worker_frame *f;
-
-	if ((f = calloc(1, sizeof *f + n)) == NULL)
-		return -1;
-	f->len = n;
-	memcpy(f->data, p, n);
-	f->from_ctl = 1;
-	f->ctl_signal = sig;
-	if (message != NULL && (f->ctl_message = strdup(message)) == NULL) {
-		free(f);
-		return -1;
-	}
-	pthread_mutex_lock(&w->lock);
-	f->conn = c;
-	worker_conn_ref_locked(c);
-	if (w->qtail != NULL)
-		w->qtail->next = f;
-	else
-		w->qhead = f;
-	w->qtail = f;
-	pthread_mutex_unlock(&w->lock);
-	worker_reader_wake(w);
-	return 0;
-}
-
 /* Free a frame the main thread took. */
 void
 worker_reader_frame_free(worker *w, worker_frame *f)
@@ -116,7 +85,6 @@ worker_reader_frame_free(worker *w, worker_frame *f)
 	if (f == NULL)
 		return;
 	worker_conn_unref(w, f->conn);
-	free(f->ctl_message);
 	free(f);
 }
 

@@ -213,9 +213,16 @@ worker_loop(worker *w)
 	for (;;) {
 		if (worker_in_child())
 			_exit(0); /* a fork in shipped code returned here */
+		if (w->new_lease) {
+			/* an ATTACH's LEASE_MS (the reader answered it) */
+			pthread_mutex_lock(&w->lock);
+			w->sess.lease_ms = w->new_lease_ms;
+			w->new_lease = 0;
+			pthread_mutex_unlock(&w->lock);
+			w->sess_dirty = 1;
+		}
 		if ((f = worker_reader_pop(w, &eof)) != NULL) {
 			w->cur_conn = f->conn;
-			w->cur_frame = f;
 			pthread_mutex_lock(&w->call_lock);
 			w->out_conn = f->conn;
 			w->out_id = f->len >= WIRE_HEADER_SIZE ?
@@ -227,7 +234,6 @@ worker_loop(worker *w)
 			w->out_id = 0;
 			pthread_mutex_unlock(&w->call_lock);
 			w->cur_conn = NULL;
-			w->cur_frame = NULL;
 			worker_reader_frame_free(w, f);
 			if (w->detached && (!w->opt.server || w->closed))
 				break;

@@ -28,12 +28,12 @@ CTL_CONN, CTL_READY, CTL_STATE, CTL_IDLE, CTL_IDLE_OK = (
 
 # field tags
 T = dict(VERSION=1, NAME=2, SESSION_ID=3, CREATE=5, CODE=6, FUNC=7,
-         ARG_PICKLE=9, WANT_VALUE=10, TIMEOUT_MS=11, KIND=12, HANDLE=13,
+         ARG_HANDLE=8, ARG_PICKLE=9, WANT_VALUE=10, TIMEOUT_MS=11, KIND=12, HANDLE=13,
          TYPE_NAME=14, EXC_TYPE=15, MESSAGE=16, VALUE=17, STREAM=18, DATA=19,
          ERRCODE=20, KEY=21, PID=23, MAX_FRAME=24, SESSION=25, CREATED=26,
          LEASE_MS=29, EXPIRES_MS=30, ENDED_MS=31, REASON=32, CALL_ID=33,
          MODE=34, HARD=35, WAIT=36, SIGNAL=37)
-U64 = {"VERSION", "CREATE", "WANT_VALUE", "TIMEOUT_MS", "KIND", "HANDLE",
+U64 = {"VERSION", "CREATE", "ARG_HANDLE", "WANT_VALUE", "TIMEOUT_MS", "KIND", "HANDLE",
        "STREAM", "ERRCODE", "PID", "MAX_FRAME", "CREATED", "LEASE_MS",
        "EXPIRES_MS", "ENDED_MS", "HARD", "WAIT", "SIGNAL"}
 TAGNAME = {v: k for k, v in T.items()}
@@ -143,10 +143,12 @@ class Client:
                 return out, m
 
     def exec(self, code, call_id=None, timeout_ms=None, func=None,
-             want=1):
+             want=1, handles=()):
         fields = [("CODE", code)]
         if func:
             fields.append(("FUNC", func))
+        for h in handles:
+            fields.append(("ARG_HANDLE", h))
         fields.append(("WANT_VALUE", want))
         if timeout_ms:
             fields.append(("TIMEOUT_MS", timeout_ms))
@@ -261,3 +263,31 @@ class Worker:
         if self.proc.stderr:
             self.proc.stderr.close()
         return err
+
+
+def wait_for(pred, what, timeout=WAIT_S):
+    """Poll pred() until true (no test depends on how fast)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+def calls(client):
+    """CALLS on a connection: the JSON list."""
+    import json
+    rid = client.send(CALLS)
+    _, m = client.until_reply(rid)
+    assert m.type == LISTING, m
+    return json.loads(m.get("DATA"))
+
+
+def call_state(client, call_id):
+    for c in calls(client):
+        if c["id"] == call_id.hex():
+            return c["state"]
+    return None
