@@ -18,6 +18,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,6 +213,13 @@ worker_restart_exec(worker *w, const char *why)
 	if (w->log_fd >= 0) {
 		(void)dup2(w->log_fd, 1);
 		(void)dup2(w->log_fd, 2);
+	}
+	{
+		/* this is the reader thread, which blocks SIGINT and SIGTERM:
+		 * the new image must not inherit that */
+		sigset_t none;
+		sigemptyset(&none);
+		pthread_sigmask(SIG_SETMASK, &none, NULL);
 	}
 	execv("/proc/self/exe", argv);
 	fprintf(stderr, "pyshelfd: restarting: exec: %s\n", strerror(errno));
