@@ -176,6 +176,7 @@ typedef struct worker {
 	int wake_fd;                 /* write end of the wake pipe (also
 	                                Python's signal wakeup fd) */
 	int eof;                     /* input ended (or broke) */
+	uint64_t eof_ms;             /* when (stdio) */
 	int quit;                    /* the reader must leave */
 	uint64_t running_id;         /* request id of running code, 0 none */
 	worker_conn *running_conn;   /* the connection it came from */
@@ -235,6 +236,10 @@ int worker_send(worker *w, const wire_buf *b);
 int worker_send_to(worker *w, worker_conn *c, const wire_buf *b);
 /* Mark code as running (id != 0) with a deadline, or as finished. */
 void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
+/* A line for pyshelfd's own stderr (never a client's output, which fd 2
+ * is while a request runs).  Any thread. */
+void worker_log(worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* The monotonic clock in milliseconds. */
 uint64_t worker_mono_ms(void);
 /* Is this a child forked by shipped code (never the worker itself)?  Such

@@ -54,7 +54,7 @@ worker_calls_start(worker *w, char **cause)
 	}
 	if ((rc = journal_load(w->journal, &jc)) != 0) {
 		/* calls are a convenience: serve without the old ones */
-		fprintf(stderr, "pyshelfd: reading the session's calls: %s\n",
+		worker_log(w, "pyshelfd: reading the session's calls: %s\n",
 		    jc != NULL ? jc : store_strerror(rc));
 		free(jc);
 	}
@@ -70,7 +70,7 @@ worker_calls_stop(worker *w)
 	if (w->journal == NULL)
 		return;
 	if (!w->closed && (rc = journal_persist(w->journal, &cause)) != 0) {
-		fprintf(stderr, "pyshelfd: persisting the calls: %s\n",
+		worker_log(w, "pyshelfd: persisting the calls: %s\n",
 		    cause != NULL ? cause : store_strerror(rc));
 		free(cause);
 	}

@@ -244,7 +244,7 @@ worker_control_conn(worker *w, const wire_msg *m, int fd)
 	    used == data->len && am.type == WIRE_MSG_ATTACH;
 	if (!ok) {
 		wire_msg_free(&am);
-		fprintf(stderr, "pyshelfd: CTL_CONN without a client socket "
+		worker_log(w, "pyshelfd: CTL_CONN without a client socket "
 		    "and its ATTACH frame; ignored\n");
 		if (fd >= 0)
 			close(fd);
@@ -323,7 +323,7 @@ worker_control_readable(worker *w)
 	if (n <= 0) {
 		/* the supervisor went away: serve on without it */
 		if (n < 0)
-			fprintf(stderr, "pyshelfd: control channel: %s\n",
+			worker_log(w, "pyshelfd: control channel: %s\n",
 			    strerror(errno));
 		worker_control_close(w);
 		free(buf);
@@ -332,7 +332,7 @@ worker_control_readable(worker *w)
 	wire_msg_init(&m);
 	if (wire_parse(buf, (size_t)n, WORKER_CONTROL_MAX, &m, &used) !=
 	    WIRE_OK || wire_msg_check(&m, NULL) != WIRE_OK) {
-		fprintf(stderr, "pyshelfd: a malformed control frame; "
+		worker_log(w, "pyshelfd: a malformed control frame; "
 		    "ignored\n");
 		if (fd >= 0)
 			close(fd);
@@ -359,7 +359,7 @@ worker_control_readable(worker *w)
 	default:
 		if (fd >= 0)
 			close(fd);
-		fprintf(stderr, "pyshelfd: control frame %s not for a worker; "
+		worker_log(w, "pyshelfd: control frame %s not for a worker; "
 		    "ignored\n", wire_msg_name(m.type) != NULL ?
 		    wire_msg_name(m.type) : "?");
 	}
@@ -382,7 +382,7 @@ worker_control_accept(worker *w)
 		return;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) != 0 ||
 	    cr.uid != geteuid()) {
-		fprintf(stderr, "pyshelfd: control connection of uid %ld "
+		worker_log(w, "pyshelfd: control connection of uid %ld "
 		    "refused\n", (long)cr.uid);
 		close(fd);
 		return;

@@ -194,6 +194,10 @@ worker_reader_timeout(worker *w)
 	grace = (uint64_t)(w->opt.hard_grace * 1000);
 	pthread_mutex_lock(&w->lock);
 	if (w->running_id != 0) {
+		/* stdio: code that started after its client left (it was
+		 * queued) is stopped too */
+		if (!w->opt.server && w->eof && w->stop_sent_ms == 0)
+			worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
 		if (w->stop_sent_ms != 0) {
 			due = w->stop_sent_ms + 1000;
 			kind = w->stop_kind;
@@ -208,8 +212,22 @@ worker_reader_timeout(worker *w)
 		if (w->opt.server && grace > 0 && w->stop_first_ms != 0) {
 			if (w->stop_first_ms + grace <= now)
 				restart = 1;
-			else if (w->stop_first_ms + grace < due)
+			else if (due == 0 || w->stop_first_ms + grace < due)
 				due = w->stop_first_ms + grace;
+		}
+		if (!w->opt.server && grace > 0 && w->eof_ms != 0) {
+			/* stdio: the one client left, and its code swallows
+			 * every stop (stuck in C): nobody is left to serve,
+			 * so the process goes rather than spin on */
+			if (w->eof_ms + grace <= now) {
+				worker_log(w, "pyshelfd: the client left and its "
+				    "running code did not stop within --hard-grace "
+				    "(%.0f s); exiting: the session keeps its last "
+				    "checkpoint\n", w->opt.hard_grace);
+				_exit(1);
+			}
+			if (due == 0 || w->eof_ms + grace < due)
+				due = w->eof_ms + grace;
 		}
 		if (due != 0)
 			t = (int)(due > now ? due - now : 1);
@@ -308,6 +326,7 @@ worker_reader_end(worker *w, worker_conn *c, int rc)
 	pthread_mutex_lock(&w->lock);
 	if (!w->opt.server) {
 		w->eof = 1;
+		w->eof_ms = worker_mono_ms();
 		if (w->running_id != 0)
 			worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
 	} else
@@ -359,7 +378,7 @@ worker_reader_main(void *arg)
 			goto unref;
 		t = worker_reader_timeout(w);
 		if (poll(pfd, (nfds_t)n, t) < 0 && errno != EINTR) {
-			fprintf(stderr, "pyshelfd: poll: %s\n", strerror(errno));
+			worker_log(w, "pyshelfd: poll: %s\n", strerror(errno));
 			t = 100; /* should not happen: do not spin */
 		}
 		if (pfd[0].revents & POLLIN) {

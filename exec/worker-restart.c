@@ -161,13 +161,13 @@ worker_restart_exec(worker *w, const char *why)
 	pthread_mutex_unlock(&w->lock);
 	snprintf(msg, sizeof msg, "the worker was restarted (%s) and resumed "
 	    "the session from its last checkpoint; lost: %s", why, lost);
-	fprintf(stderr, "pyshelfd: restarting: %s\n", why);
+	worker_log(w, "pyshelfd: restarting: %s\n", why);
 	worker_calls_lost(w, msg);
 	worker_restart_drop_queue(w, msg);
 	if (w->journal != NULL) {
 		char *cause = NULL;
 		if (journal_persist(w->journal, &cause) != 0) {
-			fprintf(stderr, "pyshelfd: persisting the calls before "
+			worker_log(w, "pyshelfd: persisting the calls before "
 			    "the restart: %s\n", cause != NULL ? cause : "?");
 			free(cause);
 		}
@@ -222,7 +222,7 @@ worker_restart_exec(worker *w, const char *why)
 		pthread_sigmask(SIG_SETMASK, &none, NULL);
 	}
 	execv("/proc/self/exe", argv);
-	fprintf(stderr, "pyshelfd: restarting: exec: %s\n", strerror(errno));
+	worker_log(w, "pyshelfd: restarting: exec: %s\n", strerror(errno));
 	free(argv);
 fail:
 	pthread_mutex_lock(&w->lock);

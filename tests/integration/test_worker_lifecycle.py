@@ -8,10 +8,23 @@ import pickle
 import pytest
 
 from worker_wire import (Worker, ERR, RESULT, ERROR, OK, DETACH, INTERRUPT,
+                         OUTPUT,
                          CTL_IDLE, CTL_IDLE_OK, CTL_READY, CTL_STATE,
                          call_state, calls, wait_for)
 
-STUCK = "import itertools\nsum(itertools.repeat(1, 10**11))\n"
+# stuck for good, as code inside C is: SIGINT (the stop) blocked in the
+# main thread, then a sum in C that runs for hours.  A stop that lands
+# before the block is swallowed by the loop, so it does not matter how
+# fast the machine is; "stuck" is printed once the block holds.
+STUCK = ("import itertools, signal\n"
+         "while True:\n"
+         "    try:\n"
+         "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+         "        break\n"
+         "    except BaseException:\n"
+         "        pass\n"
+         "print('stuck', flush=True)\n"
+         "sum(itertools.repeat(1, 10**11))\n")
 
 
 @pytest.fixture
@@ -129,3 +142,39 @@ def test_stuck_code_with_a_timeout_stops_after_its_client_left(worker):
     b, _ = w.attach()
     assert call_state(b, cid) == "lost"
     assert b.value("kept") == "k"
+
+
+def test_stdio_backend_whose_client_left_does_not_spin_on(tmp_path):
+    # stdio mode: the one client leaves while its code is stuck in C; the
+    # stop cannot take effect, so after --hard-grace the process exits
+    # (the session keeps its last checkpoint) instead of spinning
+    import subprocess
+    from worker_wire import PYSHELFD, frame, HELLO, EXEC, Client, WELCOME
+    import socket
+    ours, theirs = socket.socketpair()
+    p = subprocess.Popen([PYSHELFD, "--stdio", "--db", str(tmp_path / "db"),
+                          "--session", "s", "--create", "--hard-grace", "1"],
+                         stdin=theirs, stdout=theirs,
+                         stderr=subprocess.PIPE)
+    theirs.close()
+    c = Client(ours)
+    c.send(HELLO, [("VERSION", 3)])
+    assert c.recv().type == WELCOME
+    assert c.value("kept = 'k'\nkept") == "k"
+    c.exec(STUCK)
+    got = b""
+    while b"stuck\n" not in got:   # output may come in pieces
+        m = c.recv()
+        assert m.type == OUTPUT, m
+        got += m.get("DATA")
+    ours.shutdown(socket.SHUT_WR)   # the client is gone
+    ours.close()
+    assert p.wait(60) == 1
+    assert b"did not stop within --hard-grace" in p.stderr.read()
+    p.stderr.close()
+    w = Worker(str(tmp_path / "db"), "s", mode="w")
+    try:
+        b, _ = w.attach(mode="w")
+        assert b.value("kept") == "k"
+    finally:
+        w.stop()
