@@ -160,6 +160,12 @@ server_listen_paths(server *s, char **cause)
 		return server_listen_cause(cause, "socket path %s is too long "
 		    "for a Unix socket (%zu bytes at most)", s->sock_path,
 		    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+	/* a worker's control socket: wdir/<32 hex> */
+	if (strlen(s->wdir) + 33 >= sizeof(((struct sockaddr_un *)0)->sun_path))
+		return server_listen_cause(cause, "worker directory %s: too "
+		    "long for the workers' control sockets (a socket path has "
+		    "at most %zu bytes)", s->wdir,
+		    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 	if (mkdir(s->wdir, 0700) != 0 && errno != EEXIST)
 		return server_listen_cause(cause, "worker directory %s: %s",
 		    s->wdir, strerror(errno));
@@ -255,7 +261,7 @@ server_listen_lock(server *s, char **cause)
  * Listen on the socket, mode 0600.  A socket file that refuses
  * connections (its server died) is replaced; one that accepts belongs to
  * a process that does not hold our pid file, and is left alone (error).
- * Then the pid file gets our pid.  -1 with *cause.
+ * The pid file gets our pid first.  -1 with *cause.
  */
 int
 server_listen_bind(server *s, char **cause)
@@ -265,6 +271,12 @@ server_listen_bind(server *s, char **cause)
 	char pid[32];
 	int rc;
 
+	/* the pid first: whoever finds the socket accepting reads it */
+	snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(s->pidfd, 0) != 0 ||
+	    pwrite(s->pidfd, pid, strlen(pid), 0) != (ssize_t)strlen(pid))
+		return server_listen_cause(cause, "pid file %s: %s",
+		    s->pid_path, strerror(errno));
 	if (server_listen_probe(s->sock_path) == 0)
 		return server_listen_cause(cause, "%s: another process "
 		    "listens there (not a pyshelfd server of this store)",
@@ -292,11 +304,6 @@ server_listen_bind(server *s, char **cause)
 	if (chmod(s->sock_path, 0600) != 0 || listen(s->lfd, 128) != 0)
 		return server_listen_cause(cause, "listen on %s: %s",
 		    s->sock_path, strerror(errno));
-	snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-	if (ftruncate(s->pidfd, 0) != 0 ||
-	    pwrite(s->pidfd, pid, strlen(pid), 0) != (ssize_t)strlen(pid))
-		return server_listen_cause(cause, "pid file %s: %s",
-		    s->pid_path, strerror(errno));
 	return 0;
 }
 

@@ -246,7 +246,6 @@ server_worker_send(server *s, server_session *ss, server_client *c)
 	wire_buf_free(&b);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
-	ss->conn_since_state = 1;
 	if (c != ss->first)
 		server_client_free(s, c);
 	return 0;
@@ -372,7 +371,6 @@ server_worker_msg(server *s, server_session *ss, wire_msg *m)
 		break;
 	case WIRE_MSG_CTL_STATE:
 		/* {"clients": n, "running": "<hex>"|null} */
-		ss->conn_since_state = 0;
 		if ((f = wire_msg_find(m, WIRE_TAG_DATA)) == NULL)
 			break;
 		snprintf(json, sizeof json, "%.*s", (int)(f->len < 255 ?
@@ -390,10 +388,9 @@ server_worker_msg(server *s, server_session *ss, wire_msg *m)
 		}
 		break;
 	case WIRE_MSG_CTL_IDLE:
-		/* a CTL_CONN in flight (sent since its last CTL_STATE)
-		 * means it is not idle: no answer, it will see the client */
-		if (ss->conn_since_state || ss->idle_ok)
-			break;
+		/* always yes: a worker that got a CTL_CONN after asking
+		 * ignores the yes and serves on (its CTL_STATE, or a second
+		 * CTL_IDLE, tells us which); until then its attaches wait */
 		{
 			wire_buf b;
 

@@ -82,7 +82,6 @@ typedef struct server_session {
 	int child;                /* the worker is our child (waitpid) */
 	int ready;                /* CTL_READY came */
 	int idle_ok;              /* CTL_IDLE_OK sent: no more CTL_CONN */
-	int conn_since_state;     /* a CTL_CONN went since the last CTL_STATE */
 	int clients;              /* from CTL_STATE */
 	int running;              /* from CTL_STATE: a call is running */
 	uint8_t id[16];           /* session id, from CTL_READY */
