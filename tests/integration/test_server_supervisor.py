@@ -106,9 +106,8 @@ def attach(path, session, mode=b"c"):
 
 
 def run_code(sock, code, rid=10):
-    """EXEC code wanting its value: the RESULT's fields (OUTPUT skipped)."""
-    sock.sendall(frame(EXEC, [(T_CODE, code.encode()),
-                              (T_WANT_VALUE, u64(2))], rid=rid))
+    """EXEC code: the RESULT's fields (OUTPUT frames skipped)."""
+    sock.sendall(frame(EXEC, [(T_CODE, code.encode())], rid=rid))
     while True:
         t, f = read_frame(sock)
         if t != OUTPUT:
@@ -116,8 +115,12 @@ def run_code(sock, code, rid=10):
             return f
 
 
-def repr_of(sock, code, rid=10):
-    f = run_code(sock, code, rid)
+def get_repr(sock, key, rid=11):
+    """repr() of the global key (GET with WANT_VALUE 2)."""
+    sock.sendall(frame(GET, [(T_KEY, key.encode()), (T_WANT_VALUE, u64(2))],
+                       rid=rid))
+    t, f = read_frame(sock)
+    assert t == RESULT, (t, f.get(T_MESSAGE))
     return f[T_VALUE][0].decode()
 
 
@@ -153,15 +156,16 @@ def alive(pid):
 
 @pytest.fixture
 def env(tmp_path):
-    """An environment whose socket directory is under tmp_path: run/ is
-    XDG_RUNTIME_DIR (0700), the server makes run/pyshelf."""
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
+    """An environment whose socket directory is new: a short directory
+    under /tmp (the workers' control sockets must fit sun_path) is
+    XDG_RUNTIME_DIR (0700); the server makes its pyshelf/ inside."""
+    run = tempfile.mkdtemp(prefix="ps-", dir="/tmp")
     e = dict(os.environ)
-    e["XDG_RUNTIME_DIR"] = str(run)
+    e["XDG_RUNTIME_DIR"] = run
     e["HOME"] = str(tmp_path)
     e.pop("XDG_DATA_HOME", None)
-    return e
+    yield e
+    shutil.rmtree(run, ignore_errors=True)
 
 
 class Server:
@@ -505,3 +509,128 @@ def test_help_describes_server_mode(backend):
     for word in ("SERVER MODE", "--exit-empty", "--foreground", "--socket",
                  "SO_PEERCRED"):
         assert word in r.stdout
+
+
+# --- end to end, through real workers ------------------------------------
+
+T_CREATED = 26
+
+
+def test_attach_routes_to_one_worker_per_session(server):
+    s = server()
+    s.start()
+    c1, f1 = attach(s.path, "e2e")
+    wpid = f_u64(f1, T_PID)
+    assert wpid != s.pid and alive(wpid)
+    assert f_str(f1, T_SESSION) == "e2e" and f_u64(f1, T_CREATED) == 1
+    assert T_SIGNAL not in f1
+    run_code(c1, "x = 6 * 7")
+    assert get_repr(c1, "x") == "42"
+    # a second client of the session: the same worker and globals
+    c2, f2 = attach(s.path, "e2e")
+    assert f_u64(f2, T_PID) == wpid and f_u64(f2, T_CREATED) == 0
+    assert get_repr(c2, "x") == "42"
+    # another session: another worker
+    c3, f3 = attach(s.path, "other")
+    assert f_u64(f3, T_PID) not in (wpid, s.pid)
+    assert "started worker pid %d for session 'e2e'" % wpid in s.log()
+
+
+def test_missing_session_answered_by_its_worker(server):
+    """MODE w on a session that does not exist: the worker refuses it
+    (ERROR NO_SESSION) and exits; the next client, with MODE c, gets a
+    new worker."""
+    s = server()
+    s.start()
+    c = connect(s.path)
+    assert hello(c)[0] == WELCOME
+    c.sendall(frame(ATTACH, [(T_SESSION, b"nope"), (T_MODE, b"w")]))
+    t, f = read_frame(c)
+    assert t == ERROR and f_u64(f, T_ERRCODE) == 6, f  # NO_SESSION
+    c2, f2 = attach(s.path, "nope", b"c")
+    assert f_u64(f2, T_CREATED) == 1
+
+
+def test_worker_killed_next_attach_gets_the_signal(server):
+    s = server()
+    s.start()
+    c, f = attach(s.path, "k")
+    wpid = f_u64(f, T_PID)
+    run_code(c, "x = 1")
+    os.kill(wpid, signal.SIGKILL)
+    with pytest.raises((EOFError, ConnectionResetError)):
+        read_frame(c)
+    wait_until(lambda: "killed by signal 9 (SIGKILL)" in s.log(),
+               "the supervisor to reap the worker")
+    c2, f2 = attach(s.path, "k")
+    assert f_u64(f2, T_PID) != wpid
+    assert f_u64(f2, T_SIGNAL) == 9
+    assert "killed by signal 9 (SIGKILL)" in f_str(f2, T_MESSAGE)
+    assert get_repr(c2, "x") == "1"  # resumed from the checkpoint
+
+
+def test_supervisor_killed_workers_live_on_and_are_adopted(server):
+    s = server()
+    s.start()
+    spid = s.pid
+    c1, f1 = attach(s.path, "a")
+    wpid = f_u64(f1, T_PID)
+    run_code(c1, "y = 5")
+    os.kill(spid, signal.SIGKILL)
+    wait_until(lambda: not alive(spid), "the supervisor to die")
+    # the worker serves its client on
+    assert alive(wpid)
+    run_code(c1, "y += 1")
+    assert get_repr(c1, "y") == "6"
+    # a new supervisor adopts it and routes a second client to it
+    s.start()
+    assert s.pid != spid
+    assert "adopted worker pid %d of session 'a'" % wpid in s.log()
+    c2, f2 = attach(s.path, "a")
+    assert f_u64(f2, T_PID) == wpid
+    assert T_SIGNAL not in f2
+    assert get_repr(c2, "y") == "6"
+    assert get_repr(c1, "y") == "6"
+
+
+BUSY = """v += 1
+import time
+print("running", flush=True)
+while True:
+    v += 1
+    time.sleep(0.01)
+"""
+
+
+def test_sigterm_with_20_busy_sessions(server, tmp_path):
+    """20 sessions each running code: SIGTERM to the supervisor ends
+    every worker with a checkpoint (what each had set, and what its
+    running code changed, is in the store) and the supervisor exits 0."""
+    import pyshelf
+    from restarts import value
+
+    s = server()
+    p = s.start_fg()
+    conns, pids = [], []
+    for i in range(20):
+        c, f = attach(s.path, "busy%d" % i)
+        pids.append(f_u64(f, T_PID))
+        run_code(c, "v = %d" % (1000 * i))
+        c.sendall(frame(EXEC, [(T_CODE, BUSY.encode())], rid=50))
+        conns.append(c)
+    for c in conns:  # each is running its loop
+        t, f = read_frame(c)
+        assert t == OUTPUT and b"running" in f[19][0]
+    assert len(set(pids)) == 20
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(WAIT) == 0, s.fg_log()
+    assert not os.path.exists(s.path)
+    for pid in pids:
+        assert not alive(pid)
+    for i in range(20):
+        ws = pyshelf.spawn(db=s.db, session="busy%d" % i, flag="w",
+                           backend=s.backend)
+        try:
+            assert value(ws, "DirectValue(v)") >= 1000 * i + 1
+        finally:
+            ws.close()
