@@ -634,3 +634,44 @@ def test_sigterm_with_20_busy_sessions(server, tmp_path):
             assert value(ws, "DirectValue(v)") >= 1000 * i + 1
         finally:
             ws.close()
+
+
+def test_clients_waiting_for_a_refusing_worker_get_a_new_one(server):
+    """Two ATTACHes of a missing session at once: the first (MODE w) is
+    refused by the worker started for it, which exits; the second (MODE
+    c), which waited for that worker, gets a new one that creates it."""
+    s = server()
+    s.start()
+    c1, c2 = connect(s.path), connect(s.path)
+    assert hello(c1)[0] == WELCOME and hello(c2)[0] == WELCOME
+    c1.sendall(frame(ATTACH, [(T_SESSION, b"late"), (T_MODE, b"w")]))
+    c2.sendall(frame(ATTACH, [(T_SESSION, b"late"), (T_MODE, b"c")]))
+    t, f = read_frame(c1)
+    assert t == ERROR and f_u64(f, T_ERRCODE) == 6, f  # NO_SESSION
+    t, f = read_frame(c2)
+    assert t == ATTACHED, f.get(T_MESSAGE)
+    assert f_u64(f, T_CREATED) == 1
+
+
+def test_idle_worker_exits_then_the_server(server):
+    """--idle-exit passed on: a worker whose client left asks CTL_IDLE,
+    is told yes and exits 0; then, with no worker and no client, the
+    supervisor exits (exit-empty).  A new server's worker resumes the
+    session, and no death is reported for the clean exit."""
+    s = server("--idle-exit", "1", "--exit-empty", "1")
+    p = s.start_fg()
+    c, f = attach(s.path, "idle")
+    wpid = f_u64(f, T_PID)
+    run_code(c, "z = 'kept'")
+    c.close()
+    assert p.wait(WAIT) == 0
+    log = s.fg_log()
+    assert "worker pid %d of session 'idle' exited with status 0" % wpid \
+        in log, log
+    assert "no session and no client for 1 s" in log
+    s.args = []
+    s.start()
+    c2, f2 = attach(s.path, "idle")
+    assert f_u64(f2, T_PID) != wpid and T_SIGNAL not in f2
+    assert f_u64(f2, T_CREATED) == 0
+    assert get_repr(c2, "z") == "'kept'"
