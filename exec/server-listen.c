@@ -268,8 +268,8 @@ server_listen_bind(server *s, char **cause)
 {
 	struct sockaddr_un sa;
 	mode_t old;
-	char pid[32];
-	int rc;
+	char pid[32], tmp[PATH_MAX];
+	int rc, stale;
 
 	/* the pid first: whoever finds the socket accepting reads it */
 	snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
@@ -281,29 +281,43 @@ server_listen_bind(server *s, char **cause)
 		return server_listen_cause(cause, "%s: another process "
 		    "listens there (not a pyshelfd server of this store)",
 		    s->sock_path);
-	if (errno != ENOENT) {
-		if (unlink(s->sock_path) != 0 && errno != ENOENT)
-			return server_listen_cause(cause, "stale socket %s: "
-			    "unlink: %s", s->sock_path, strerror(errno));
-		server_log("replaced the stale socket %s", s->sock_path);
-	}
+	stale = errno != ENOENT;
 	s->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
 	    0);
 	if (s->lfd < 0)
 		return server_listen_cause(cause, "socket: %s",
 		    strerror(errno));
+	/* bound and listening under a temporary name, then renamed into
+	 * place: the path never refuses connections while we live (a
+	 * client that found it refusing would remove it as stale), and a
+	 * stale socket is replaced in one step */
 	memset(&sa, 0, sizeof sa);
 	sa.sun_family = AF_UNIX;
-	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", s->sock_path);
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s/.%s.%ld", s->sockdir, s->name,
+	    (long)getpid()) >= sizeof sa.sun_path)
+		snprintf(tmp, sizeof tmp, "%s", s->sock_path);
+	memcpy(sa.sun_path, tmp, strlen(tmp) + 1);  /* fits: checked */
+	(void)unlink(tmp);
 	old = umask(0177);
 	rc = bind(s->lfd, (struct sockaddr *)&sa, sizeof sa);
 	umask(old);
 	if (rc != 0)
-		return server_listen_cause(cause, "bind %s: %s", s->sock_path,
+		return server_listen_cause(cause, "bind %s: %s", tmp,
 		    strerror(errno));
-	if (chmod(s->sock_path, 0600) != 0 || listen(s->lfd, 128) != 0)
-		return server_listen_cause(cause, "listen on %s: %s",
-		    s->sock_path, strerror(errno));
+	if (chmod(tmp, 0600) != 0 || listen(s->lfd, 128) != 0) {
+		rc = errno;
+		(void)unlink(tmp);
+		return server_listen_cause(cause, "listen on %s: %s", tmp,
+		    strerror(rc));
+	}
+	if (strcmp(tmp, s->sock_path) != 0 && rename(tmp, s->sock_path) != 0) {
+		rc = errno;
+		(void)unlink(tmp);
+		return server_listen_cause(cause, "rename %s to %s: %s", tmp,
+		    s->sock_path, strerror(rc));
+	}
+	if (stale)
+		server_log("replaced the stale socket %s", s->sock_path);
 	return 0;
 }
 

@@ -507,8 +507,13 @@ server_worker_reap(server *s)
 		for (ss = s->sessions; ss != NULL; ss = ss->next)
 			if (ss->child && ss->pid == pid)
 				break;
-		if (ss != NULL)
-			server_worker_ended(s, ss, 1, st);
+		if (ss == NULL)
+			continue;
+		/* what it sent before it died first: a CTL_READY not yet
+		 * read means its first client was served, not left */
+		if (ss->ctl >= 0)
+			server_worker_ctl_io(s, ss, POLLIN);
+		server_worker_ended(s, ss, 1, st);
 	}
 }
 
