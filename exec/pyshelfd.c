@@ -16,7 +16,7 @@
 #include "exec.h"
 #include "server.h"
 
-static void
+void
 pyshelfd_usage(FILE *f)
 {
 	fprintf(f,

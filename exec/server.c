@@ -181,8 +181,8 @@ server_options_parse(server *s, int argc, char **argv)
 				return server_usage_fail("too many options");
 			break;
 		case 'h':
-			return server_usage_fail("--help takes no other "
-			    "option");
+			pyshelfd_usage(stdout);
+			return 0;
 		default:
 			return server_usage_fail("option %s: unknown in "
 			    "--server mode or missing its value",

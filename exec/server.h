@@ -15,6 +15,7 @@
 #define PYSHELF_SERVER_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -124,6 +125,8 @@ void server_log(const char *fmt, ...)
  * ('l' lease, 'i' checkpoint interval, 'y' sync, 'm' max frame, 'M' map
  * max, 'L' memory limit); -1 when refused. */
 int pyshelfd_option_value(int c, const char *arg, worker_options *o);
+/* pyshelfd.c: the --help text. */
+void pyshelfd_usage(FILE *f);
 
 /* server-listen.c */
 int server_listen_paths(server *s, char **cause);

@@ -675,3 +675,31 @@ def test_idle_worker_exits_then_the_server(server):
     assert f_u64(f2, T_PID) != wpid and T_SIGNAL not in f2
     assert f_u64(f2, T_CREATED) == 0
     assert get_repr(c2, "z") == "'kept'"
+
+
+def test_bad_options_refused(backend, tmp_path):
+    for args in (["--bogus"], ["--exit-empty", "soon"],
+                 ["--sync", "sometimes"], ["--max-frame", "12"],
+                 ["--idle-exit", "-1"], ["stray"]):
+        r = subprocess.run([backend, "--server", "--db", str(tmp_path)] +
+                           args, capture_output=True, text=True,
+                           timeout=WAIT)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "pyshelfd --server" in r.stderr
+    r = subprocess.run([backend, "--server", "--help"], capture_output=True,
+                       text=True, timeout=WAIT)
+    assert r.returncode == 0 and "SERVER MODE" in r.stdout
+
+
+def test_worker_options_passed_on(server):
+    """--lease and --max-frame given to the supervisor reach its workers:
+    the worker's ATTACHED carries them."""
+    s = server("--lease", "7", "--max-frame", "1M")
+    s.start()
+    c = connect(s.path)
+    t, f = hello(c)
+    assert f_u64(f, T_MAX_FRAME) == 1 << 20  # WELCOME: the workers' limit
+    c.close()
+    c, f = attach(s.path, "opts")
+    assert f_u64(f, 29) == 7000  # LEASE_MS
+    assert f_u64(f, T_MAX_FRAME) == 1 << 20
