@@ -703,3 +703,24 @@ def test_worker_options_passed_on(server):
     c, f = attach(s.path, "opts")
     assert f_u64(f, 29) == 7000  # LEASE_MS
     assert f_u64(f, T_MAX_FRAME) == 1 << 20
+
+
+def test_daemon_start_failure_is_exit_1_with_the_reason(server):
+    """A failure after the fork (here: another program listens on the
+    socket path) reaches the waiting parent: exit 1 and the reason; the
+    other program's socket is left alone."""
+    s = server()
+    os.mkdir(s.dir, 0o700)
+    path = os.path.join(s.dir, "other")
+    other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    other.bind(path)
+    other.listen(1)
+    try:
+        s.args = ["--socket", path]
+        r = subprocess.run(s.cmd(), env=s.env, capture_output=True,
+                           text=True, timeout=WAIT)
+        assert r.returncode == 1
+        assert "another process listens there" in r.stderr, r.stderr
+        assert accepts(path)
+    finally:
+        other.close()
