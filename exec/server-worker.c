@@ -197,7 +197,8 @@ server_worker_start(server *s, server_session *ss, server_client *c)
 }
 
 /*
- * CTL_CONN{DATA = the ATTACH frame, PID, [SIGNAL, MESSAGE]} with c's fd.
+ * CTL_CONN{DATA = the ATTACH frame, PID, [SIGNAL, MESSAGE]} with c's fd;
+ * how the session's last worker died goes to the first client since.
  * 0: sent (c is freed, unless it is the first client, kept until READY);
  * 1: the channel is full (try at POLLOUT); -1: the channel is broken.
  */
@@ -246,6 +247,10 @@ server_worker_send(server *s, server_session *ss, server_client *c)
 	wire_buf_free(&b);
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 1 : -1;
+	/* told once: to the first client attaching since the death */
+	free(ss->died_msg);
+	ss->died_msg = NULL;
+	ss->died_signal = 0;
 	if (c != ss->first)
 		server_client_free(s, c);
 	return 0;

@@ -567,6 +567,9 @@ def test_worker_killed_next_attach_gets_the_signal(server):
     assert f_u64(f2, T_SIGNAL) == 9
     assert "killed by signal 9 (SIGKILL)" in f_str(f2, T_MESSAGE)
     assert get_repr(c2, "x") == "1"  # resumed from the checkpoint
+    # told once: the next client attaches to a worker that is well
+    c3, f3 = attach(s.path, "k")
+    assert f_u64(f3, T_PID) == f_u64(f2, T_PID) and T_SIGNAL not in f3
 
 
 def test_supervisor_killed_workers_live_on_and_are_adopted(server):
