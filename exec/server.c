@@ -31,6 +31,9 @@ static int server_usage_fail(const char *, ...)
 static int server_start(server *);
 static void server_signals(server *);
 static void server_stop(server *);
+static int server_pollfds(server *, struct pollfd **, void ***, size_t *,
+    size_t *, size_t *);
+static int server_empty(server *, int64_t);
 static int server_loop(server *);
 static int server_poll_timeout(server *, int64_t);
 
@@ -309,74 +312,100 @@ server_poll_timeout(server *s, int64_t now)
 	return next <= now ? 0 : next - now > 60000 ? 60000 : (int)(next - now);
 }
 
+/* Set up the poll set: the signalfd, the listening socket, the held
+ * connections (not the waiting ones: nothing is read from them), then
+ * the control channels; *obj[i] is what (*pfd)[i] belongs to.  -1 when
+ * out of memory. */
+static int
+server_pollfds(server *s, struct pollfd **pfd, void ***obj, size_t *cap,
+    size_t *nout, size_t *nclients)
+{
+	struct pollfd *np;
+	server_client *c;
+	server_session *ss;
+	void **no;
+	size_t n;
+
+	n = 2 + (size_t)server_client_count(s);
+	for (ss = s->sessions; ss != NULL; ss = ss->next)
+		n++;
+	if (n > *cap) {
+		np = realloc(*pfd, n * sizeof **pfd);
+		if (np != NULL)
+			*pfd = np;
+		no = realloc(*obj, n * sizeof **obj);
+		if (no != NULL)
+			*obj = no;
+		if (np == NULL || no == NULL) {
+			server_log("out of memory");
+			return -1;
+		}
+		*cap = n;
+	}
+	n = 0;
+	(*pfd)[n].fd = s->sigfd;
+	(*pfd)[n].events = POLLIN;
+	(*obj)[n++] = NULL;
+	(*pfd)[n].fd = s->lfd;  /* -1 once stopping: poll skips it */
+	(*pfd)[n].events = POLLIN;
+	(*obj)[n++] = NULL;
+	for (c = s->clients; c != NULL; c = c->next) {
+		if (c->state == SERVER_CLIENT_WAIT)
+			continue;
+		(*pfd)[n].fd = c->fd;
+		(*pfd)[n].events = c->outpos < c->outlen ? POLLOUT :
+		    c->state == SERVER_CLIENT_CLOSE ? 0 : POLLIN;
+		(*obj)[n++] = c;
+	}
+	*nclients = n;
+	for (ss = s->sessions; ss != NULL; ss = ss->next) {
+		if (ss->ctl < 0)
+			continue;
+		(*pfd)[n].fd = ss->ctl;
+		(*pfd)[n].events = POLLIN | (ss->want_out ? POLLOUT : 0);
+		(*obj)[n++] = ss;
+	}
+	*nout = n;
+	return 0;
+}
+
+/* Exit-empty: true once no worker ran and no client was connected for
+ * --exit-empty seconds (never while stopping: that ends otherwise). */
+static int
+server_empty(server *s, int64_t now)
+{
+	if (s->stopping || s->opt.exit_empty <= 0 ||
+	    server_worker_count(s) != 0 || server_client_count(s) != 0) {
+		s->empty_since = 0;
+		return 0;
+	}
+	if (s->empty_since == 0)
+		s->empty_since = now;
+	if (now - s->empty_since < (int64_t)(s->opt.exit_empty * 1000))
+		return 0;
+	server_log("no session and no client for %g s: exiting",
+	    s->opt.exit_empty);
+	return 1;
+}
+
 /* Serve until SIGTERM has ended every worker or exit-empty. */
 static int
 server_loop(server *s)
 {
 	struct signalfd_siginfo si;
-	struct pollfd *pfd = NULL, *np;
-	void **obj = NULL, **no;
+	struct pollfd *pfd = NULL;
+	void **obj = NULL;
 	size_t cap = 0, n, i, nclients;
-	server_client *c;
-	server_session *ss;
 	int64_t now;
 
 	for (;;) {
 		now = server_now_ms();
 		if (s->stopping && server_worker_count(s) == 0)
 			break;
-		if (!s->stopping && s->opt.exit_empty > 0 &&
-		    server_worker_count(s) == 0 && server_client_count(s) == 0) {
-			if (s->empty_since == 0)
-				s->empty_since = now;
-			else if (now - s->empty_since >=
-			    (int64_t)(s->opt.exit_empty * 1000)) {
-				server_log("no session and no client for %g s: "
-				    "exiting", s->opt.exit_empty);
-				break;
-			}
-		} else {
-			s->empty_since = 0;
-		}
-		n = 2 + (size_t)server_client_count(s);
-		for (ss = s->sessions; ss != NULL; ss = ss->next)
-			n++;
-		if (n > cap) {
-			np = realloc(pfd, n * sizeof *pfd);
-			if (np != NULL)
-				pfd = np;
-			no = realloc(obj, n * sizeof *obj);
-			if (no != NULL)
-				obj = no;
-			if (np == NULL || no == NULL) {
-				server_log("out of memory");
-				break;
-			}
-			cap = n;
-		}
-		n = 0;
-		pfd[n].fd = s->sigfd;
-		pfd[n].events = POLLIN;
-		obj[n++] = NULL;
-		pfd[n].fd = s->lfd;  /* -1 once stopping: poll skips it */
-		pfd[n].events = POLLIN;
-		obj[n++] = NULL;
-		for (c = s->clients; c != NULL; c = c->next) {
-			if (c->state == SERVER_CLIENT_WAIT)
-				continue;
-			pfd[n].fd = c->fd;
-			pfd[n].events = c->outpos < c->outlen ? POLLOUT :
-			    c->state == SERVER_CLIENT_CLOSE ? 0 : POLLIN;
-			obj[n++] = c;
-		}
-		nclients = n;
-		for (ss = s->sessions; ss != NULL; ss = ss->next) {
-			if (ss->ctl < 0)
-				continue;
-			pfd[n].fd = ss->ctl;
-			pfd[n].events = POLLIN | (ss->want_out ? POLLOUT : 0);
-			obj[n++] = ss;
-		}
+		if (server_empty(s, now))
+			break;
+		if (server_pollfds(s, &pfd, &obj, &cap, &n, &nclients) != 0)
+			break;
 		for (i = 0; i < n; i++)
 			pfd[i].revents = 0;
 		if (poll(pfd, n, server_poll_timeout(s, now)) < 0 &&
