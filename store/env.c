@@ -20,7 +20,7 @@
 #define DEFAULT_MAP_INITIAL ((size_t)64 << 20)
 #define DEFAULT_MAP_MAX ((size_t)1 << 40)
 #define MAX_READERS 1022
-#define MAX_DBS 16 /* eight are in use */
+#define MAX_DBS 16 /* nine are in use */
 
 static int env_setcause(char **cause, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -395,7 +395,7 @@ env_open_refs(store *s, MDB_txn *txn, char **cause)
 	return 0;
 }
 
-/* Open the eight named databases (creating them unless read-only). */
+/* Open the nine named databases (creating them unless read-only). */
 static int
 env_open_dbis(store *s, char **cause)
 {
@@ -447,6 +447,19 @@ env_open_dbis(store *s, char **cause)
 	else if (rc != MDB_NOTFOUND || !s->opt.readonly) {
 		mdb_txn_abort(txn);
 		env_setcause(cause, "%s: open database tombstones: %s", s->path,
+		    mdb_strerror(rc));
+		return rc == MDB_INCOMPATIBLE ? STORE_E_NOTSTORE :
+		    store_map_err(rc);
+	}
+	/* calls came later still (the journal of server mode), the same
+	 * way: no format bump, created by a writable open */
+	s->has_calls = 0;
+	rc = mdb_dbi_open(txn, "calls", cflag, &s->calls);
+	if (rc == 0)
+		s->has_calls = 1;
+	else if (rc != MDB_NOTFOUND || !s->opt.readonly) {
+		mdb_txn_abort(txn);
+		env_setcause(cause, "%s: open database calls: %s", s->path,
 		    mdb_strerror(rc));
 		return rc == MDB_INCOMPATIBLE ? STORE_E_NOTSTORE :
 		    store_map_err(rc);

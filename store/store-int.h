@@ -40,6 +40,10 @@ struct store {
 	                             valid when has_tombs */
 	int has_tombs;            /* 0: a read-only open of a store made
 	                             before tombstones existed */
+	MDB_dbi calls;            /* session id . be64 started . call id
+	                             -> call record; valid when has_calls */
+	int has_calls;            /* 0: a read-only open of a store made
+	                             before calls existed */
 	MDB_dbi blobs;            /* entry key -> blob name . u64 size;
 	                             valid when has_blobs */
 	int has_blobs;            /* 0: a read-only open of a format 1

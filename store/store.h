@@ -399,6 +399,93 @@ int tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped);
 /* "expired", "closed", "replaced" or "unknown". */
 const char *tomb_why_name(int why);
 
+/* calls.c */
+
+/*
+ * The call journal's rows (the "calls" database, docs/STORAGE.md 3.9):
+ * key session id (16) . u64 started . call id (16), value a versioned
+ * record.  exec/journal.c writes and reads them; the purge of a session
+ * deletes them; pyshelf-dump lists and checks them.  A read-only open of a
+ * store made before the database existed has no rows.
+ */
+#define STORE_CALL_KEY_SIZE (STORE_ID_SIZE + 8 + STORE_ID_SIZE)
+#define STORE_CALL_FIXED 56      /* the record's fixed part */
+/* States, as the journal's (JOURNAL_*). */
+#define STORE_CALL_QUEUED  1
+#define STORE_CALL_RUNNING 2
+#define STORE_CALL_DONE    3
+#define STORE_CALL_LOST    4
+/* What ended it: the body is a RESULT's or an ERROR's fields. */
+#define STORE_CALL_END_NONE   0
+#define STORE_CALL_END_RESULT 1
+#define STORE_CALL_END_ERROR  2
+/* Chunk kinds in a record's output. */
+#define STORE_CHUNK_GAP    0     /* u64: bytes of output dropped here */
+#define STORE_CHUNK_STDOUT 1     /* u32 length, then the bytes */
+#define STORE_CHUNK_STDERR 2
+
+/* A call record, decoded (pointers borrowed from the value) or to
+ * encode. */
+typedef struct store_call {
+	uint8_t sid[STORE_ID_SIZE];      /* its session (from the key) */
+	uint8_t id[STORE_ID_SIZE];       /* the call id (from the key) */
+	uint8_t state;                   /* STORE_CALL_* */
+	uint8_t end;                     /* STORE_CALL_END_* */
+	uint64_t started_ms;             /* in the key and the record */
+	uint64_t ended_ms;               /* 0: not ended */
+	uint64_t output_bytes;           /* output written, dropped or not */
+	uint64_t output_dropped;         /* of those, not kept */
+	const char *summary;             /* UTF-8, not NUL-terminated */
+	uint32_t summary_len;
+	const uint8_t *chunks;           /* walk with calls_chunk_next */
+	uint32_t chunks_len;
+	const uint8_t *body;             /* the final frame's fields */
+	uint32_t body_len;
+} store_call;
+
+/* Bytes of an encoded record. */
+size_t calls_record_size(size_t summary_len, size_t chunks_len,
+                         size_t body_len);
+/* Encode c into dst (calls_record_size() bytes), check value included.
+ * sid and id are the key's, not the record's. */
+void calls_record_encode(uint8_t *dst, const store_call *c);
+/* Decode and verify a record (layout, check value, every chunk).  out
+ * borrows from p; sid and id are left alone.  STORE_E_CORRUPT with *why
+ * (may be NULL) a static sentence. */
+int calls_record_decode(const uint8_t *p, size_t n, store_call *out,
+                        const char **why);
+/* Bytes of one chunk of output of len bytes (kind STDOUT/STDERR), or of a
+ * gap (kind GAP: len is the bytes dropped). */
+size_t calls_chunk_size(int kind, uint64_t len);
+/* Append a chunk at dst (calls_chunk_size bytes); returns its size.  A
+ * gap: p NULL, len the bytes dropped. */
+size_t calls_chunk_put(uint8_t *dst, int kind, const void *p, uint64_t len);
+/* The chunk at *off of chunks p[0..n): 1 with *off moved past it, 0 at
+ * the end, STORE_E_CORRUPT (why) for a bad kind or a length past the end.
+ * A gap: *data NULL, *len the bytes dropped. */
+int calls_chunk_next(const uint8_t *p, size_t n, size_t *off, int *kind,
+                     const uint8_t **data, uint64_t *len, const char **why);
+/* Write (insert or replace) a call's row, keyed by c->sid, started_ms and
+ * c->id.  STORE_E_READONLY in a read transaction; STORE_E_INVAL for a
+ * record over 4 GiB parts. */
+int calls_put(store_txn *t, const store_call *c);
+/* Delete a call's row; one that is not there is 0. */
+int calls_del(store_txn *t, const uint8_t *sid, uint64_t started_ms,
+              const uint8_t *id);
+/*
+ * Call fn for each row of session sid (NULL: every session), in key order
+ * (by session, then oldest first).  fn gets the decoded call (rc 0) or,
+ * for a row that does not parse, rc STORE_E_CORRUPT, why, and the key's
+ * fields only (a malformed key: sid and id zero).  A nonzero return from
+ * fn stops the walk and is returned.
+ */
+int calls_list(store_txn *t, const uint8_t *sid,
+               int (*fn)(const store_call *c, int rc, const char *why,
+                         void *arg),
+               void *arg);
+/* "queued", "running", "done", "lost" or "unknown". */
+const char *calls_state_name(int state);
+
 /* entry.c */
 
 /* Write (insert or replace) one entry; payload gathered from iov. */
