@@ -570,8 +570,9 @@ int pyshelf_interrupt(pyshelf_conn *conn);
  * PYSHELF_E_REMOTE PYSHELF_ERR_WORKER_RESTARTED (its message says what was
  * lost: the changes since the last checkpoint and the volatile entries)
  * and restarts itself from the session's last checkpoint, keeping its
- * connections.  Sent also when no exec runs on conn (the session's running
- * call may be another client's).  Thread-safe as pyshelf_interrupt().
+ * connections.  It acts on the call that conn runs (pyshelf_exec() in
+ * another thread) or waits for (pyshelf_call_result()); sent also when no
+ * exec of conn runs, for the latter.  Thread-safe as pyshelf_interrupt().
  * Server mode only; a stdio backend treats it as pyshelf_interrupt().
  * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED or PYSHELF_E_IO.
  */
