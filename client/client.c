@@ -708,9 +708,21 @@ client_session_fields(pyshelf_conn *c, int attached)
 		/* MESSAGE is the tombstone's with ENDED_MS, else the death's */
 		w->worker_died = 1;
 		w->worker_signal = sig;
-		if (message != NULL && !w->has_ended)
+		if (message != NULL && !w->has_ended && (sig == 0 ||
+		    strstr(message, "signal") != NULL))
 			wmsg = message, message = NULL;
-		else {
+		else if (message != NULL && !w->has_ended) {
+			/* the sentence must name the signal */
+			size_t n = strlen(message) + 64;
+
+			if ((wmsg = malloc(n)) == NULL)
+				goto nomem;
+			snprintf(wmsg, n, "%s (killed by signal %d, SIG%s)",
+			    message, sig, sigabbrev_np(sig) != NULL ?
+			    sigabbrev_np(sig) : "?");
+			free(message);
+			message = NULL;
+		} else {
 			size_t n = 160;
 
 			if ((wmsg = malloc(n)) == NULL)
