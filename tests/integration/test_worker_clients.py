@@ -47,6 +47,12 @@ def test_two_clients_share_the_session_with_their_own_replies(worker):
     assert out_a[1] == b"from-a\n" and out_b[1] == b"from-b\n"
     assert pickle.loads(rep_a.get("VALUE")) == "a"
     assert pickle.loads(rep_b.get("VALUE")) == "b"
+    # SIGTERM: a clean shutdown, the values checkpointed
+    w.proc.terminate()
+    assert w.wait() == 0
+    w2 = worker(mode="w")
+    c, _ = w2.attach(mode="w")
+    assert c.value("x") == 42
 
 
 def test_detach_while_code_runs_then_replay_from_another_connection(
@@ -202,3 +208,29 @@ def test_attach_rules(worker):
     c, m = w.attach(mode="w")
     assert m.type == ATTACHED and m.get("CREATED") == 0
     assert c.value("1 + 1") == 2
+
+
+def test_a_new_supervisor_takes_over_through_the_control_socket(worker,
+                                                                tmp_path):
+    import socket
+    from worker_wire import CTL_READY, CTL_STATE, Worker
+    path = str(tmp_path / "ctl.sock")
+    w = worker(control_path=path)
+    assert w.ctl_wait(CTL_READY) is not None
+    a, _ = w.attach()
+    assert a.value("q = 'still here'\nq") == "still here"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    w.ctl.close()                  # the supervisor crashed
+    assert a.value("q") == "still here"   # the worker serves on
+    # a new supervisor connects: it is told who the worker is, and hands
+    # it clients
+    new = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    new.connect(path)
+    w.ctl = new
+    ready = w.ctl_wait(CTL_READY)
+    assert ready.get("PID") == w.pid and ready.text("SESSION") == "s"
+    state = w.ctl_wait(CTL_STATE)
+    assert '"clients": 1' in state.text("DATA")
+    b, m = w.attach()
+    assert m.type == ATTACHED
+    assert b.value("q") == "still here"
