@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "wire.h"
@@ -817,7 +818,8 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
     const pyshelf_welcome **welcome)
 {
 	char path[4096];
-	int rc = PYSHELF_OK, fd;
+	struct timespec nap;
+	int rc = PYSHELF_OK, fd, tries, welcomed;
 
 	if (welcome != NULL)
 		*welcome = NULL;
@@ -847,24 +849,39 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
 		if ((fd = client_autostart(c, path, db, flags, opts, &rc)) < 0)
 			goto out;
 	}
-	c->rfd = c->wc.rfd = fd;
-	c->wfd = c->wc.wfd = fd;
-	c->wfd_is_socket = 1;
-	c->server = 1;
-	rc = client_server_handshake(c, session, flags, opts);
-	if (rc == PYSHELF_OK) {
-		c->have_welcome = 1;
-		if (welcome != NULL)
-			*welcome = &c->welcome;
-		goto out;
+	for (tries = 1; ; tries++) {
+		c->rfd = c->wc.rfd = fd;
+		c->wfd = c->wc.wfd = fd;
+		c->wfd_is_socket = 1;
+		c->server = 1;
+		rc = client_server_handshake(c, session, flags, opts);
+		if (rc == PYSHELF_OK) {
+			c->have_welcome = 1;
+			if (welcome != NULL)
+				*welcome = &c->welcome;
+			goto out;
+		}
+		/* back to no backend, the failure kept for pyshelf_errmsg() */
+		close(fd);
+		c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = -1;
+		c->wc.rlen = c->wc.rpos = 0;
+		c->broken = 0;
+		c->server = 0;
+		welcomed = c->have_welcome;
+		c->have_welcome = 0;
+		/* EOF after WELCOME: the ATTACH went to a worker that was
+		 * ending (its session closed, its idle time out) as it came;
+		 * the next one goes to its successor.  A few tries, spaced. */
+		if (rc != PYSHELF_E_CLOSED || !welcomed || tries >= 5)
+			break;
+		nap.tv_sec = 0;
+		nap.tv_nsec = 100000000L * tries;
+		nanosleep(&nap, NULL);
+		if ((fd = client_sock_connect(socket_path != NULL ? socket_path :
+		    path)) < 0)
+			break;
+		client_clear(c);
 	}
-	/* back to no backend, the failure kept for pyshelf_errmsg() */
-	close(fd);
-	c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = -1;
-	c->wc.rlen = c->wc.rpos = 0;
-	c->broken = 0;
-	c->server = 0;
-	c->have_welcome = 0;
 out:
 	client_leave(c);
 	return rc;
