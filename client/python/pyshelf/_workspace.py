@@ -918,8 +918,8 @@ def _lease_ms(lease):
         return None
     lease = float(lease)
     if not lease >= 0:
-        raise ValueError("lease must be a number of seconds >= 0, not %r"
-                         % (lease,))
+        raise ValueError("bad lease (--lease): a number of seconds >= 0, "
+                         "not %r" % (lease,))
     return int(round(lease * 1000))
 
 
