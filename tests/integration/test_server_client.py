@@ -338,3 +338,23 @@ def test_close_session_ends_it_through_the_server(srv):
     assert ws.closed
     with pytest.raises(pyshelf.SessionEnded):
         _open(srv, flag="w")
+
+
+def test_the_default_store_through_its_server(srv, monkeypatch, tmp_path):
+    # a fresh account: not even ~/.local/share (XDG_DATA_HOME) exists yet;
+    # the default store's parents are made, as a stdio pyshelfd makes them
+    data = tmp_path / "fresh" / "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    ws = srv.track(pyshelf.open("quickstart"))
+    try:
+        ws["runs"] = 1
+        sock = os.path.join(srv.run, "pyshelf", "default")
+        assert stat.S_ISSOCK(os.stat(sock).st_mode)
+    finally:
+        ws.close()
+    assert (data / "pyshelf" / "data.mdb").exists()
+    ws = srv.track(pyshelf.open("quickstart", flag="w"))
+    try:
+        assert ws["runs"] == 1
+    finally:
+        ws.close()
