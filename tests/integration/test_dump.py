@@ -806,9 +806,13 @@ def test_calls_purged_with_their_session(tmp_path):
     b = Backend(db, "stays")
     b.detach()
     gone, stays = _session_id(db, "gone"), _session_id(db, "stays")
-    rec = call_record(3, 5, 6, "x", [(1, b"out")], b"R")
-    _put_calls(db, [(gone, 5, bytes(16), rec), (gone, 6, b"\x01" * 16, rec),
-                    (stays, 5, bytes(16), rec)])
+    # times of a minute ago: a worker drops calls that ended more than a
+    # day ago (the journal's keep time) when it next writes its journal
+    t0 = int(time.time() * 1000) - 60000
+    rec = call_record(3, t0, t0 + 1, "x", [(1, b"out")], b"R")
+    _put_calls(db, [(gone, t0, bytes(16), rec),
+                    (gone, t0 + 1, b"\x01" * 16, rec),
+                    (stays, t0, bytes(16), rec)])
     assert _count_calls(db) == 3
     b = Backend(db, "gone")
     t, _ = b.request(CLOSE)                   # ends it
