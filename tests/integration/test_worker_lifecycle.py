@@ -89,12 +89,21 @@ def test_no_idle_exit_while_a_volatile_entry_lives(worker):
     assert [m for m in w.ctl_msgs if m.type == CTL_IDLE] == []
 
 
+def _until_stuck(c):
+    """Read c's OUTPUT until STUCK said it is stuck (its signal blocked).
+    (CTL_STATE names the running call only while no client is attached.)"""
+    got = b""
+    while b"stuck\n" not in got:   # output may come in pieces
+        m = c.recv()
+        assert m.type == OUTPUT, m
+        got += m.get("DATA")
+
+
 def hard_restart(w, a, trigger):
     """Run STUCK on a, trigger the restart, check the reply."""
     cid = os.urandom(16)
     rid = a.exec(STUCK, call_id=cid, **trigger.get("exec", {}))
-    assert wait_for(lambda: w.ctl_wait(CTL_STATE).text("DATA").find(
-        cid.hex()) >= 0, "the call running")
+    _until_stuck(a)
     if trigger.get("hard"):
         a.send(INTERRUPT, [("HARD", 1)], rid=rid)
     _, m = a.until_reply(rid)
@@ -135,9 +144,11 @@ def test_stuck_code_with_a_timeout_stops_after_its_client_left(worker):
     assert a.value("kept = 'k'\nkept") == "k"
     cid = os.urandom(16)
     a.exec(STUCK, call_id=cid, timeout_ms=300)
+    _until_stuck(a)
+    a.close()
+    # with no client attached, CTL_STATE names the running call
     assert wait_for(lambda: cid.hex() in w.ctl_wait(CTL_STATE).text("DATA"),
                     "the call running")
-    a.close()
     assert w.ctl_wait(CTL_READY).get("PID") == w.pid   # the new image
     b, _ = w.attach()
     assert call_state(b, cid) == "lost"
