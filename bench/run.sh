@@ -7,7 +7,7 @@ set -e
 here=$(cd "$(dirname "$0")" && pwd)
 out="$BUILDDIR/bench/results"
 mkdir -p "$out"
-only=${BENCH_ONLY:-calls persist}
+only=${BENCH_ONLY:-calls persist server}
 for what in $only; do
 	case $what in
 	calls)
@@ -17,6 +17,10 @@ for what in $only; do
 		echo "== round trips, unpinned"
 		"$BUILDDIR/bench/pipe_floor" 20000 | tee "$out/unpinned.txt"
 		"$PYTHON" "$here/bench_calls.py" | tee "$out/calls-unpinned.jsonl"
+		;;
+	server)
+		echo "== server mode against stdio and the pipe floor (issue 16)"
+		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_server.py" | tee "$out/server.jsonl"
 		;;
 	persist)
 		echo "== checkpoints and resume, pinned (taskset -c 0)"

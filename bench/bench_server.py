@@ -1,0 +1,190 @@
+"""Server mode against stdio mode and the C pipe floor (issue 16).
+
+Run by bench/run.sh (make bench BENCH_ONLY=server) or by hand:
+
+    BUILDDIR=$PWD PYTHONPATH=client/python PYSHELFD=$PWD/pyshelfd \\
+        /usr/bin/python3 bench/bench_server.py
+
+The round trips and attaches run pinned to CPU 0 (the script pins itself,
+and the backends and the server it starts inherit it); the two-session
+row runs unpinned, on a server of its own.
+
+Prints one JSON object per measurement.  Every figure that matters is a
+ratio against a baseline measured in the same run: the no-op round trip
+through a server against the same through a private stdio backend (target
+<= 1.2) and against the C pipe floor (bench/pipe_floor, target <= 2.5 for
+both); attaching to a live session (target under 1 ms) and to a
+hibernated one; and two sessions busy at once against one alone (target
+>= 1.8x the throughput on two cores).
+
+The server runs in a private socket directory (XDG_RUNTIME_DIR is set to a
+temporary directory) and is stopped at the end.
+"""
+import json
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyshelf
+
+N = int(os.environ.get("BENCH_N", "5000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+
+
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+    return kw
+
+
+def timed(fn, n, warm=200):
+    for _ in range(warm):
+        fn()
+    pc = time.perf_counter
+    ts = []
+    for _ in range(n):
+        t0 = pc()
+        fn()
+        ts.append(pc() - t0)
+    ts.sort()
+    return ts
+
+
+def noop():
+    return None
+
+
+def work():
+    # a few milliseconds of the backend's CPU: the 2-session row measures
+    # the workers, not the clients
+    return sum(range(300000)) and None
+
+
+def pipe_floor(builddir):
+    exe = os.path.join(builddir, "bench", "pipe_floor")
+    out = subprocess.run([exe, "20000"], capture_output=True, text=True,
+                         check=True).stdout
+    # "pipe_floor median_us=12.53 p99_us=30.49 n=2000": seconds
+    for tok in out.split():
+        if tok.startswith("median_us="):
+            return float(tok.split("=", 1)[1]) * 1e-6
+    raise SystemExit("cannot read pipe_floor's output: %r" % out)
+
+
+def busy_client(db, name, seconds, q):
+    ws = pyshelf.open(name, db=db)
+    try:
+        n = 0
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ws.remote_exec(work)
+            n += 1
+        q.put(n)
+    finally:
+        ws.close()
+
+
+def throughput(db, names, seconds):
+    q = multiprocessing.Queue()
+    ps = [multiprocessing.Process(target=busy_client,
+                                  args=(db, nm, seconds, q)) for nm in names]
+    for p in ps:
+        p.start()
+    total = sum(q.get() for _ in ps)
+    for p in ps:
+        p.join()
+    return total / seconds
+
+
+def main():
+    builddir = os.environ.get("BUILDDIR", os.getcwd())
+    tmp = tempfile.mkdtemp(prefix="pyshelf-bench-")
+    run = os.path.join(tmp, "run")
+    os.mkdir(run, 0o700)
+    os.environ["XDG_RUNTIME_DIR"] = run
+    db = os.path.join(tmp, "db")
+    cpus = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(cpus)})
+    floors, stdio, server = [], [], []
+    ws_s = pyshelf.spawn(db=os.path.join(tmp, "db-stdio"), session="b")
+    ws_v = pyshelf.open("b", db=db)
+    server_pid = ws_v.server_pid if hasattr(ws_v, "server_pid") else None
+    try:
+        # interleaved rounds: the VM's neighbours move every row alike
+        for _ in range(ROUNDS):
+            floors.append(pipe_floor(builddir))
+            stdio.append(timed(lambda: ws_s.remote_exec(noop), N)[N // 2])
+            server.append(timed(lambda: ws_v.remote_exec(noop), N)[N // 2])
+        s = statistics.median(stdio)
+        v = statistics.median(server)
+        floor_s = statistics.median(floors)
+        emit(name="noop_floor_us", value=round(floor_s * 1e6, 2))
+        emit(name="noop_stdio_us", value=round(s * 1e6, 2),
+             x_floor=round(s / floor_s, 2))
+        emit(name="noop_server_us", value=round(v * 1e6, 2),
+             x_floor=round(v / floor_s, 2), x_stdio=round(v / s, 3))
+        # attach to the live session (its worker runs: ws_v holds it)
+        ts = []
+        for _ in range(200):
+            t0 = time.perf_counter()
+            w2 = pyshelf.open("b", db=db)
+            ts.append(time.perf_counter() - t0)
+            w2.close()
+        ts.sort()
+        emit(name="attach_live_ms", value=round(ts[len(ts) // 2] * 1e3, 3),
+             p99_ms=round(ts[len(ts) * 99 // 100] * 1e3, 3))
+    finally:
+        ws_s.close()
+        ws_v.close()
+    # attach to a hibernated session: a server of its own, whose workers
+    # exit after 0.2 s idle; each attach starts a worker that resumes the
+    # session from the store
+    db_h = os.path.join(tmp, "db-hib")
+    ts = []
+    for i in range(6):
+        w = pyshelf.open("hib", db=db_h, args=("--idle-exit", "0.2"))
+        w["x"] = list(range(1000))
+        pid = w.pid
+        w.close()
+        deadline = time.monotonic() + 60
+        while os.path.exists("/proc/%d" % pid):
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not hibernate")
+            time.sleep(0.02)
+        t0 = time.perf_counter()
+        w = pyshelf.open("hib", db=db_h)
+        w.ping()
+        ts.append(time.perf_counter() - t0)
+        if w.pid == pid:
+            raise SystemExit("attached to the old worker")
+        hib_server = w.server_pid
+        w.close()
+    emit(name="attach_hibernated_ms",
+         value=round(statistics.median(ts) * 1e3, 2))
+    os.kill(hib_server, signal.SIGTERM)
+    if server_pid:
+        try:
+            os.kill(server_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    # one session busy against two busy at once: unpinned, on a server
+    # started unpinned (its workers inherit its affinity)
+    os.sched_setaffinity(0, cpus)
+    db2 = os.path.join(tmp, "db2")
+    one = throughput(db2, ["t1"], 3.0)
+    two = throughput(db2, ["t1", "t2"], 3.0)
+    emit(name="busy_one_calls_per_s", value=round(one, 1))
+    emit(name="busy_two_calls_per_s", value=round(two, 1),
+         x_one=round(two / one, 2), cpus=len(cpus))
+    w = pyshelf.open("t1", db=db2)
+    pid = w.server_pid
+    w.close()
+    os.kill(pid, signal.SIGTERM)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
