@@ -938,8 +938,9 @@ journal_persist_some(journal *j, int all, char **cause)
 		 * may have removed some already) */
 		for (i = 0; i < j->ndrops && j->drops[i].seq <= upto; i++)
 			;
-		memmove(j->drops, j->drops + i,
-		    (j->ndrops - i) * sizeof *j->drops);
+		if (i < j->ndrops)   /* drops may be NULL when there are none */
+			memmove(j->drops, j->drops + i,
+			    (j->ndrops - i) * sizeof *j->drops);
 		j->ndrops -= i;
 		for (i = 0; i < jp.nrecs; i++) {
 			/* a call dropped meanwhile is not looked at (by

@@ -40,7 +40,7 @@ struct fspec {
 struct mspec {
 	uint16_t type;        /* WIRE_MSG_* */
 	uint64_t id;          /* request id */
-	struct fspec f[12];   /* fields, in order, ended by tag 0 */
+	struct fspec f[14];   /* fields, in order, ended by tag 0 */
 };
 
 #define FU(t, val) { WIRE_TAG_##t, 1, (val), NULL, 0 }
