@@ -112,6 +112,7 @@ dispatch_checkpoint_raw(worker *w, int full)
 	if (r == NULL)
 		return -1;  /* a failed full checkpoint is tried again */
 	Py_DECREF(r);
+	worker_restart_note(w);  /* what a hard restart now would lose */
 	if (mode != 0)
 		w->requests_since_full = 0;
 	return 0;
@@ -345,6 +346,7 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 {
 	PyObject *kind, *handle, *tn, *et, *msg, *val, *vol = NULL; /* borrowed
 	                                                         but vol */
+	uint8_t cid[16];
 	wire_buf b;
 
 	if (!PyArg_ParseTuple(res, "OOOOOO", &kind, &handle, &tn, &et, &msg,
@@ -354,6 +356,8 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 		return 0;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_RESULT, id);
+	if (worker_calls_current(w, cid))
+		wire_put_bytes(&b, WIRE_TAG_CALL_ID, cid, sizeof cid);
 	wire_put_u64(&b, WIRE_TAG_KIND, PyLong_AsUnsignedLongLong(kind));
 	if (PyLong_AsLong(kind) != WIRE_KIND_DIRECT &&
 	    PyLong_AsLong(kind) != WIRE_KIND_TEXT) {
@@ -412,11 +416,16 @@ dispatch_exec(worker *w, const wire_msg *m)
 	    *func = wire_msg_find(m, WIRE_TAG_FUNC);
 	PyObject *pcode = NULL, *pfunc = NULL, *args = NULL, *dg = NULL,
 	    *a = NULL, *res = NULL;
+	const wire_field *cid = wire_msg_find(m, WIRE_TAG_CALL_ID);
 	XXH128_hash_t h;
 	uint8_t d[16];
 	size_t i;
 	int rc;
 
+	/* a call id: from now on its reply, whatever it is, ends the call
+	 * (and goes to its joiners) */
+	if (cid != NULL && cid->len == 16)
+		worker_calls_begin(w, cid->data, m->id, w->cur_conn);
 	if ((pcode = dispatch_field_str(code)) == NULL)
 		goto error;
 	if (func != NULL) {
@@ -502,11 +511,7 @@ dispatch_hello(worker *w, const wire_msg *m)
 	wire_put_bytes(&b, WIRE_TAG_SESSION_ID, w->sess.id, STORE_ID_SIZE);
 	wire_put_str(&b, WIRE_TAG_SESSION, w->sess.name);
 	wire_put_u64(&b, WIRE_TAG_CREATED, (uint64_t)w->created);
-	wire_put_u64(&b, WIRE_TAG_LEASE_MS, w->sess.lease_ms);
-	if (w->sess.lease_ms != 0)
-		wire_put_u64(&b, WIRE_TAG_EXPIRES_MS, w->sess.lease_ms >
-		    UINT64_MAX - w->sess.last_seen_ms ? UINT64_MAX :
-		    w->sess.last_seen_ms + w->sess.lease_ms);
+	dispatch_put_lease(w, &b);
 	if (w->has_ended) {
 		char text[768], msg[1024];
 		worker_session_tomb_text(&w->ended, text, sizeof text);
@@ -521,9 +526,24 @@ dispatch_hello(worker *w, const wire_msg *m)
 	/* after WELCOME went out: from now on the reader answers PING */
 	pthread_mutex_lock(&w->lock);
 	w->hello_done = 1;
+	if (w->cur_conn != NULL)
+		w->cur_conn->attached = 1;
 	pthread_mutex_unlock(&w->lock);
 	return rc;
 }
+
+/* The lease fields of WELCOME and ATTACHED. */
+void
+dispatch_put_lease(worker *w, wire_buf *b)
+{
+	wire_put_u64(b, WIRE_TAG_LEASE_MS, w->sess.lease_ms);
+	if (w->sess.lease_ms != 0)
+		wire_put_u64(b, WIRE_TAG_EXPIRES_MS, w->sess.lease_ms >
+		    UINT64_MAX - w->sess.last_seen_ms ? UINT64_MAX :
+		    w->sess.last_seen_ms + w->sess.lease_ms);
+}
+
+
 
 /* PING that reached the queue (it came before HELLO was answered): PONG
  * in its turn. */
@@ -709,6 +729,19 @@ dispatch_close(worker *w, const wire_msg *m)
 	wire_begin(&b, WIRE_MSG_OK, m->id);
 	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
 	wire_buf_free(&b);
+	if (w->opt.server) {
+		/* the session is gone for every other client too */
+		wire_buf_init(&b);
+		wire_begin(&b, WIRE_MSG_ERROR, 0);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_DEAD);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, "the session was closed "
+		    "(close_session) by another client");
+		wire_put_u64(&b, WIRE_TAG_ENDED_MS, store_now_ms());
+		wire_put_str(&b, WIRE_TAG_REASON, tomb_why_name(STORE_END_CLOSED));
+		if (wire_end(&b) == WIRE_OK)
+			worker_conn_broadcast(w, w->cur_conn, &b);
+		wire_buf_free(&b);
+	}
 	return rc;
 }
 
@@ -734,7 +767,22 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		    why != NULL ? why : "bad message", m.type);
 		goto out;
 	}
-	if (!w->hello_done && m.type != WIRE_MSG_HELLO) {
+	if (w->opt.server) {
+		int attached;
+		pthread_mutex_lock(&w->lock);
+		attached = w->cur_conn != NULL && w->cur_conn->attached;
+		pthread_mutex_unlock(&w->lock);
+		if (!attached) {
+			rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
+			    "the first message must be ATTACH");
+			goto out;
+		}
+		if (m.type == WIRE_MSG_HELLO) {
+			rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
+			    "HELLO goes to the server, once per connection");
+			goto out;
+		}
+	} else if (!w->hello_done && m.type != WIRE_MSG_HELLO) {
 		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST,
 		    "the first message must be HELLO");
 		goto out;
@@ -751,6 +799,20 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 	switch (m.type) {
 	case WIRE_MSG_HELLO:
 		rc = dispatch_hello(w, &m);
+		break;
+	case WIRE_MSG_ATTACH:
+		/* server mode: the reader answers the ATTACH of CTL_CONN
+		 * (worker-control.c); one more is an error */
+		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "%s",
+		    w->opt.server ? "this connection is attached already" :
+		    "ATTACH is for a server; this pyshelfd serves stdio (HELLO)");
+		break;
+	case WIRE_MSG_CALLS:
+	case WIRE_MSG_CALL_RESULT:
+		/* answered by the reader once attached; queued only when
+		 * sent before */
+		rc = dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "%s before "
+		    "the handshake", wire_msg_name(m.type));
 		break;
 	case WIRE_MSG_EXEC:
 		rc = dispatch_exec(w, &m);

@@ -6,8 +6,15 @@
  *   pyshelfd.c        main: options, --help, --version, process limits
  *   worker.c          one worker's life: descriptors, start, the main
  *                     loop, shutdown; worker_send, worker_set_running
+ *   worker-conn.c     the table of client connections (stdio: one; server
+ *                     mode: every client attached to the session)
  *   worker-reader.c   the reader thread: PING, INTERRUPT, deadlines, the
  *                     queue of frames for the main thread
+ *   worker-control.c  server mode: the control channel to the supervisor
+ *                     (CTL_CONN, CTL_READY, CTL_STATE, CTL_IDLE)
+ *   worker-calls.c    call ids: the journal, joining and replaying calls,
+ *                     where a call's OUTPUT and RESULT go
+ *   worker-restart.c  the hard interrupt: re-exec of the worker
  *   worker-output.c   fds 1 and 2 as pipes, the forwarder thread, OUTPUT
  *   worker-session.c  opening the store, locking and claiming the session
  *   worker-sweep.c    the sweep of expired sessions when a store opens
@@ -37,9 +44,37 @@ enum worker_stop {
 	WORKER_STOP_TIMEOUT = 2     /* the request's timeout ran out */
 };
 
+struct journal;
+struct worker_call;
+
+/*
+ * One client connection.  Stdio mode has exactly one (stdin/stdout); a
+ * server-mode worker has one per client attached to its session, each a
+ * socket the supervisor handed over (CTL_CONN).  A connection lives while
+ * the table, a queued frame or a call refers to it (refs, under w->lock);
+ * once dropped (gone) nothing is read from or written to it.
+ */
+typedef struct worker_conn {
+	struct worker_conn *next;    /* in w->conns (w->lock) */
+	int fd;                      /* read side */
+	int out_fd;                  /* write side (fd itself for a socket) */
+	int own_fds;                 /* close fd (and out_fd) when freed */
+	unsigned serial;             /* numbers connections in logs */
+	int refs;                    /* w->lock */
+	int gone;                    /* dropped from the table (w->lock) */
+	int attached;                /* HELLO / ATTACH answered, or adopted:
+	                                the reader answers PING itself (w->lock) */
+	pthread_mutex_t out_lock;    /* serialises writes */
+	int out_closed;              /* nothing more is written (out_lock) */
+	/* the reader thread's own */
+	uint8_t *buf;
+	size_t len, cap, max;        /* buffered bytes, frame size limit */
+} worker_conn;
+
 /* A frame copied off the wire, queued for the main thread. */
 typedef struct worker_frame {
 	struct worker_frame *next;  /* queue link */
+	worker_conn *conn;          /* where it came from (holds a ref) */
 	size_t len;                 /* bytes in data */
 	uint8_t data[];             /* the whole frame */
 } worker_frame;
@@ -63,6 +98,21 @@ typedef struct worker_options {
 	size_t max_frame;            /* largest incoming body */
 	size_t map_max;              /* largest map */
 	size_t memory_limit;         /* RLIMIT_DATA, 0 none */
+	/* server mode (--worker): the supervisor's worker */
+	int server;                  /* 1: serve connections handed over the
+	                                control channel, not stdio */
+	int control_fd;              /* --control-fd: the first control
+	                                channel, -1 none */
+	const char *control_path;    /* --control: listen here for a new
+	                                supervisor's control connection */
+	double idle_exit;            /* seconds with no client and nothing
+	                                running before exiting; 0 never */
+	double hard_grace;           /* seconds a stop may take before the
+	                                worker restarts itself */
+	const char *adopt;           /* --adopt CTL,FD,...: a hard restart's
+	                                control fd and connections */
+	int argc;                    /* the command line, for the re-exec */
+	char **argv;
 } worker_options;
 
 /* The one worker of this process (stdio mode: one session). */
@@ -77,11 +127,47 @@ typedef struct worker {
 	                                name had ended: ended says how */
 	store_tomb ended;
 
-	int in_fd;                   /* protocol input */
+	int in_fd;                   /* protocol input (stdio) */
 	int out_fd;                  /* protocol output (a dup of stdout) */
-	pthread_mutex_t out_lock;    /* serialises writes to out_fd */
-	int out_closed;              /* the closing ERROR went out: nothing
-	                                more is written (under out_lock) */
+	worker_conn *conns;          /* the connections (w->lock) */
+	worker_conn *stdio_conn;     /* stdio mode: the one connection */
+	worker_conn *cur_conn;       /* main thread: the frame being served
+	                                came from here (worker_send's target) */
+	int nconns;                  /* connections in the table (w->lock) */
+	unsigned conn_serial;
+	uint64_t idle_since_ms;      /* no connection and nothing running
+	                                since (0: busy) (w->lock) */
+
+	/* server mode: the control channel (worker-control.c) */
+	int ctl_fd;                  /* to the supervisor, -1 none */
+	int ctl_listen_fd;           /* --control socket, -1 none */
+	pthread_mutex_t ctl_lock;    /* serialises writes to ctl_fd */
+	int ctl_idle_asked;          /* CTL_IDLE sent, no answer yet */
+	int ctl_idle_ok;             /* CTL_IDLE_OK came: exit */
+	int idle_exited;             /* the worker left its loop idle */
+	int attaches;                /* ATTACHes answered so far (reader) */
+	uint64_t new_lease_ms;       /* an ATTACH's LEASE_MS, for the main
+	                                thread to apply (w->lock) */
+	int new_lease;
+	char state_sent[96];         /* the last CTL_STATE's JSON */
+
+	/* calls (worker-calls.c) */
+	struct journal *journal;     /* per session; NULL: none */
+	pthread_mutex_t call_lock;   /* the calls below, and the order of a
+	                                call's OUTPUT against its joiners */
+	struct worker_call *calls;   /* queued and running calls with an id */
+	struct worker_call *call;    /* the one running (main thread sets) */
+	worker_conn *out_conn;       /* where OUTPUT of the request being
+	                                served goes when it has no call id */
+	uint64_t out_id;             /* its request id */
+
+	/* the hard interrupt (worker-restart.c) */
+	char lost_text[1024];        /* what a restart loses: the last
+	                                checkpoint's time, volatile entries
+	                                (main thread writes, under w->lock) */
+	uint64_t stop_first_ms;      /* when the first stop of the running
+	                                code went out (w->lock) */
+	int restarting;              /* the reader is re-executing */
 
 	pthread_t main_thread;       /* runs Python */
 	pthread_t reader;            /* reads frames, handles INTERRUPT/PING */
@@ -90,8 +176,10 @@ typedef struct worker {
 	int wake_fd;                 /* write end of the wake pipe (also
 	                                Python's signal wakeup fd) */
 	int eof;                     /* input ended (or broke) */
+	uint64_t eof_ms;             /* when (stdio) */
 	int quit;                    /* the reader must leave */
 	uint64_t running_id;         /* request id of running code, 0 none */
+	worker_conn *running_conn;   /* the connection it came from */
 	uint64_t deadline_ms;        /* monotonic deadline of running code */
 	uint64_t stop_sent_ms;       /* when the last stop signal went out */
 	int sigs_inflight;           /* we sent SIGINT, handler not run yet */
@@ -140,18 +228,43 @@ extern worker *the_worker;
  * when it could not start (the client got an ERROR saying why), the last
  * checkpoint failed or the interpreter did not end cleanly. */
 int worker_run(worker *w);
-/* Send an encoded buffer under the output lock; -1 when the client is
- * gone.  Any thread. */
+/* Send an encoded buffer to the connection of the frame being served
+ * (stdio: the one client); -1 when it is gone.  Main thread. */
 int worker_send(worker *w, const wire_buf *b);
+/* Send an encoded buffer to one connection under its output lock; -1
+ * when it is gone.  Any thread. */
+int worker_send_to(worker *w, worker_conn *c, const wire_buf *b);
 /* Mark code as running (id != 0) with a deadline, or as finished. */
 void worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms);
+/* A line for pyshelfd's own stderr (never a client's output, which fd 2
+ * is while a request runs).  Any thread. */
+void worker_log(worker *w, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* The monotonic clock in milliseconds. */
 uint64_t worker_mono_ms(void);
 /* Is this a child forked by shipped code (never the worker itself)?  Such
  * a process must not touch the protocol or the store. */
 int worker_in_child(void);
 
+/* worker-conn.c */
+/* A new connection in the table (fds taken over when own_fds).  NULL when
+ * out of memory.  Takes w->lock. */
+worker_conn *worker_conn_add(worker *w, int fd, int out_fd, int own_fds);
+/* Take / drop a reference (w->lock held: _locked; else taken). */
+void worker_conn_ref_locked(worker_conn *c);
+void worker_conn_unref(worker *w, worker_conn *c);
+void worker_conn_unref_locked(worker *w, worker_conn *c);
+/* Drop a connection from the table (EOF, DETACH, broken): nothing more is
+ * read or written on it; the peer sees EOF.  w->lock held. */
+void worker_conn_drop_locked(worker *w, worker_conn *c);
+/* Is the connection still in the table (any thread)? */
+int worker_conn_live(worker *w, worker_conn *c);
+/* Write b to every attached connection but skip (CLOSE's notice). */
+void worker_conn_broadcast(worker *w, worker_conn *skip, const wire_buf *b);
+
 /* worker-reader.c */
+/* Free a frame worker_reader_pop gave. */
+void worker_reader_frame_free(worker *w, worker_frame *f);
 /* Start the reader thread (worker_reader_main; SIGINT and SIGTERM blocked
  * in it).  0, or -1 with *cause. */
 int worker_reader_start(worker *w, char **cause);
@@ -160,6 +273,64 @@ void worker_reader_stop(worker *w);
 /* Take the next queued frame (NULL: none; the caller frees it); *eof says
  * whether input has ended. */
 worker_frame *worker_reader_pop(worker *w, int *eof);
+
+/* worker-control.c */
+/* Set up the control channel: --control-fd, the --control listening
+ * socket.  0, or -1 with *cause. */
+int worker_control_start(worker *w, char **cause);
+/* CTL_READY: the session is open (sent on every new control channel). */
+void worker_control_ready(worker *w);
+/* CTL_STATE when the number of clients or the running call changed. */
+void worker_control_state(worker *w);
+/* Reader thread: the control fd / listening socket is readable. */
+void worker_control_readable(worker *w);
+void worker_control_accept(worker *w);
+/* Main thread: may the idle worker exit?  1 yes (asked the supervisor,
+ * and it said so, or there is none), 0 not yet. */
+int worker_control_idle(worker *w);
+/* The session could not be opened: send the ERROR in b to the client of
+ * the first CTL_CONN (waiting a little for it). */
+void worker_control_refuse(worker *w, const wire_buf *b);
+/* Close the control fds (at exit). */
+void worker_control_stop(worker *w);
+
+/* worker-calls.c */
+/* The journal of this session's calls (after the session opened). */
+int worker_calls_start(worker *w, char **cause);
+void worker_calls_stop(worker *w);
+/* Reader: an EXEC with CALL_ID (1: handled here, a replay or a join; 0:
+ * a new call, queue it), CALLS, CALL_RESULT (answered here). */
+int worker_calls_exec(worker *w, worker_conn *c, const wire_msg *m);
+void worker_calls_list(worker *w, worker_conn *c, const wire_msg *m);
+void worker_calls_result(worker *w, worker_conn *c, const wire_msg *m);
+/* Main thread: the EXEC of call id starts / its connection. */
+void worker_calls_begin(worker *w, const uint8_t id[16], uint64_t req_id,
+    worker_conn *c);
+/* Output of the request being served (the forwarder, the main thread). */
+int worker_calls_output(worker *w, int stream, const char *p, size_t n);
+/* The final reply of the running call: journal it, send it to its
+ * requester and joiners.  1 when b was the call's reply (sent here), 0
+ * when it is not a call's. */
+int worker_calls_reply(worker *w, const wire_buf *b);
+/* Reader: the running call is lost (hard restart): ERROR
+ * WORKER_RESTARTED to its requester and joiners, journaled. */
+void worker_calls_lost(worker *w, const char *message);
+/* Is c the requester or a joiner of the running call? */
+int worker_calls_joined(worker *w, worker_conn *c);
+/* The running call's id (1), or 0 when the request is no call. */
+int worker_calls_current(worker *w, uint8_t id[16]);
+/* Is a call running? (CTL_STATE) hex of the running one. */
+int worker_calls_running_hex(worker *w, char hex[33]);
+
+/* worker-restart.c */
+/* Reader thread: re-exec this worker (same pid) resuming the session
+ * from its last checkpoint, keeping its connections.  Returns only when
+ * the exec failed. */
+void worker_restart_exec(worker *w, const char *why);
+/* Main thread, after a checkpoint: update w->lost_text.  GIL held. */
+void worker_restart_note(worker *w);
+/* At start: the connections and control fd of --adopt.  0 or -1. */
+int worker_restart_adopt(worker *w, char **cause);
 
 /* worker-output.c */
 /* Make fds 1 and 2 pipes and start the forwarder thread that sends what
@@ -211,6 +382,8 @@ void dispatch_release_session(worker *w);
 /* A SIGINT/SIGTERM reached the worker: what the running code raises (an
  * enum pyctx_sig of pyexec.h).  GIL held. */
 int dispatch_signal(worker *w, int signum);
+/* The lease fields of WELCOME and ATTACHED (LEASE_MS, EXPIRES_MS). */
+void dispatch_put_lease(worker *w, wire_buf *b);
 /* Send an ERROR frame. */
 int dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

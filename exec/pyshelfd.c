@@ -25,6 +25,9 @@ pyshelfd_usage(FILE *f)
 "SYNOPSIS\n"
 "    pyshelfd --stdio --session NAME [--db DIR] [--create | --new |\n"
 "             --read-only] [options]\n"
+"    pyshelfd --worker --session NAME --control-fd N [--control PATH]\n"
+"             [--db DIR] [--create | --new] [--idle-exit S]\n"
+"             [--hard-grace S] [options]\n"
 "    pyshelfd --help | --version\n"
 "\n"
 "DESCRIPTION\n"
@@ -106,6 +109,36 @@ pyshelfd_usage(FILE *f)
 "    GiB, TiB: --map-max 64G).  A bad value is an error naming the option\n"
 "    (exit status 2); with --stdio it is also sent on stdout as an ERROR\n"
 "    frame with ERRCODE USAGE, so that the client can show it.\n"
+"\n"
+"  Worker mode (started by pyshelfd --server; see docs/OPERATIONS.md)\n"
+"    --worker                serve one session to the clients a supervisor\n"
+"                            hands over its control channel (several at\n"
+"                            once; running code goes on when they detach)\n"
+"    --control-fd N          the control channel: an AF_UNIX SOCK_SEQPACKET\n"
+"                            socket to the supervisor (docs/PROTOCOL.md,\n"
+"                            \"Server mode\"); without one the worker serves\n"
+"                            the clients it has and exits when idle\n"
+"    --control PATH          also listen there (mode 0600, same uid only):\n"
+"                            a supervisor that restarted connects and\n"
+"                            becomes the control channel\n"
+"    --idle-exit SECONDS     with no client attached and nothing running for\n"
+"                            this long, checkpoint and exit 0, once the\n"
+"                            supervisor agrees (default 300; 0 = never);\n"
+"                            never while the session holds volatile\n"
+"                            entries (they would be lost)\n"
+"    --hard-grace SECONDS    an interrupt or timeout that has not stopped\n"
+"                            the running code after this long (code stuck\n"
+"                            in C) restarts the worker: same pid, same\n"
+"                            connections, the session resumed from its\n"
+"                            last checkpoint; the call's client gets ERROR\n"
+"                            WORKER_RESTARTED saying what was lost\n"
+"                            (default 5; 0 = never).  In --stdio mode:\n"
+"                            when the client has left and its running code\n"
+"                            did not stop within this time, pyshelfd exits\n"
+"                            (status 1; the session keeps its last\n"
+"                            checkpoint) instead of spinning on\n"
+"    --adopt CTL,FD,...      internal: the descriptors a restarting worker\n"
+"                            keeps (control channel, then connections)\n"
 "    -h, --help              this text\n"
 "    -V, --version           print the version\n"
 "\n"
@@ -266,6 +299,13 @@ static const struct option pyshelfd_longopts[] = {
 	{"max-frame", required_argument, NULL, 'm'},
 	{"map-max", required_argument, NULL, 'M'},
 	{"memory-limit", required_argument, NULL, 'L'},
+	/* worker mode (--server's part is the supervisor's) */
+	{"worker", no_argument, NULL, 'W'},
+	{"control-fd", required_argument, NULL, 'C'},
+	{"control", required_argument, NULL, 'P'},
+	{"idle-exit", required_argument, NULL, 'I'},
+	{"hard-grace", required_argument, NULL, 'G'},
+	{"adopt", required_argument, NULL, 'A'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0}
@@ -313,6 +353,21 @@ pyshelfd_option_value(int c, const char *arg, worker_options *o)
 			return -1;
 		o->map_max = (size_t)d;
 		return 0;
+	case 'I':
+	case 'G':
+		if (pyshelfd_parse_num(arg, &d) < 0 || d > 1e9)
+			return -1;
+		if (c == 'I')
+			o->idle_exit = d;
+		else
+			o->hard_grace = d;
+		return 0;
+	case 'C':
+		if (pyshelfd_parse_num(arg, &d) < 0 || d > 1 << 20 ||
+		    d != (double)(int)d)
+			return -1;
+		o->control_fd = (int)d;
+		return 0;
 	case 'L':
 		if (pyshelfd_parse_size(arg, &d) < 0 ||
 		    (d != 0 && d < 16777216) || d > (double)SIZE_MAX / 2)
@@ -334,6 +389,11 @@ pyshelfd_options(int argc, char **argv, worker_options *o)
 	int stdio = 0, c, li = -1, nnew = 0, nro = 0;
 
 	opterr = 0; /* pyshelfd_usage_fail says it, on both channels */
+	o->argc = argc;
+	o->argv = argv;
+	o->control_fd = -1;
+	o->idle_exit = 300;
+	o->hard_grace = 5;
 	o->session = "default";
 	o->lease_ms = 30ull * 24 * 3600 * 1000;
 	o->checkpoint_interval = 5;
@@ -366,7 +426,17 @@ pyshelfd_options(int argc, char **argv, worker_options *o)
 		case 'F':
 			o->allow_foreign = 1;
 			break;
+		case 'W':
+			o->server = 1;
+			break;
+		case 'P':
+			o->control_path = optarg;
+			break;
+		case 'A':
+			o->adopt = optarg;
+			break;
 		case 'l': case 'i': case 'y': case 'm': case 'M': case 'L':
+		case 'I': case 'G': case 'C':
 			if (pyshelfd_option_value(c, optarg, o) != 0)
 				return pyshelfd_usage_fail("bad value '%s' for "
 				    "--%s (see pyshelfd --help)", optarg, li >= 0 ?
@@ -388,9 +458,19 @@ pyshelfd_options(int argc, char **argv, worker_options *o)
 			    "missing its value", argv[optind - 1]);
 		}
 	}
-	if (optind != argc || !stdio)
-		return pyshelfd_usage_fail("%s", !stdio ? "only --stdio mode "
-		    "exists yet; pass --stdio" : "unexpected argument");
+	if (optind != argc)
+		return pyshelfd_usage_fail("unexpected argument");
+	if (stdio + o->server != 1)
+		return pyshelfd_usage_fail("%s", stdio ? "--stdio and --worker "
+		    "exclude each other" : "pass --stdio (or, as a server's "
+		    "worker, --worker)");
+	if (o->server && nro)
+		return pyshelfd_usage_fail("--worker serves no read-only "
+		    "session (flag 'r' has a private --stdio backend)");
+	if (!o->server && (o->control_fd >= 0 || o->control_path != NULL ||
+	    o->adopt != NULL))
+		return pyshelfd_usage_fail("--control-fd, --control and --adopt "
+		    "go with --worker");
 	if (strlen(o->session) == 0 || strlen(o->session) > STORE_NAME_MAX)
 		return pyshelfd_usage_fail("bad session name '%s': a session "
 		    "name has 1 to %d bytes", o->session, STORE_NAME_MAX);

@@ -32,20 +32,15 @@ static int
 worker_output_emit(worker *w, int stream, const char *p, size_t n)
 {
 	uint64_t id = w->current_id;
-	wire_buf b;
 	int rc;
 
 	if (id == 0) {
 		rc = wire_write_all(w->log_fd >= 0 ? w->log_fd : 2, p, n);
 		return rc == WIRE_OK ? 0 : -1;
 	}
-	wire_buf_init(&b);
-	wire_begin(&b, WIRE_MSG_OUTPUT, id);
-	wire_put_u64(&b, WIRE_TAG_STREAM, (uint64_t)stream);
-	wire_put_bytes(&b, WIRE_TAG_DATA, p, n);
-	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
-	wire_buf_free(&b);
-	return rc;
+	/* to the request's connection; a call's to its joiners and its
+	 * journal too (worker-calls.c) */
+	return worker_calls_output(w, stream, p, n);
 }
 
 /* Send what waits in the pipe of stream s (drain_lock held), at most

@@ -8,6 +8,15 @@
  * ERROR on a malformed or oversized frame; when input ends it stops
  * running code too (a client that left does not keep it running).  It
  * never touches Python.
+ *
+ * It reads every connection of the worker (stdio: one; server mode: each
+ * client of the session, plus the control channel and its listening
+ * socket, worker-control.c).  In server mode it also answers DETACH (the
+ * connection goes, the code it started runs on), and, through
+ * worker-calls.c, CALLS, CALL_RESULT and an EXEC whose call id the
+ * session knows; a connection that ends is dropped alone; and a stop that
+ * has not taken effect after --hard-grace restarts the worker
+ * (worker-restart.c).
  */
 #include "config.h"
 
@@ -16,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "exec.h"
@@ -40,55 +50,24 @@ worker_reader_stop_locked(worker *w, int reason)
 	w->sigs_inflight = 1;
 	w->stop_kind = reason;
 	w->stop_sent_ms = worker_mono_ms();
+	if (w->stop_first_ms == 0)
+		w->stop_first_ms = w->stop_sent_ms;
 	pthread_kill(w->main_thread, SIGINT);
 }
 
-/* Has the main thread answered HELLO?  Until then the reader answers
- * nothing itself: a PING goes through the queue, behind the HELLO, so
- * that nothing is sent before WELCOME. */
+/* Queue a frame for the main thread (it holds a reference to c). */
 static int
-worker_reader_hello_done(worker *w)
-{
-	int done;
-
-	pthread_mutex_lock(&w->lock);
-	done = w->hello_done;
-	pthread_mutex_unlock(&w->lock);
-	return done;
-}
-
-/* Reader: answer PING, act on INTERRUPT, queue the rest. */
-static int
-worker_reader_frame(worker *w, const uint8_t *p, size_t n, wire_msg *m)
+worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n)
 {
 	worker_frame *f;
-	wire_buf b;
 
-	if ((m->type == WIRE_MSG_INTERRUPT || m->type == WIRE_MSG_PING) &&
-	    !worker_reader_hello_done(w))
-		goto queue;
-	if (m->type == WIRE_MSG_INTERRUPT) {
-		pthread_mutex_lock(&w->lock);
-		if (w->running_id != 0 && (m->id == 0 || m->id == w->running_id))
-			worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
-		pthread_mutex_unlock(&w->lock);
-		return 0;
-	}
-	if (m->type == WIRE_MSG_PING) {
-		wire_buf_init(&b);
-		wire_begin(&b, WIRE_MSG_PONG, m->id);
-		if (wire_end(&b) == WIRE_OK)
-			worker_send(w, &b);
-		wire_buf_free(&b);
-		return 0;
-	}
-queue:
-	if ((f = malloc(sizeof *f + n)) == NULL)
+	if ((f = calloc(1, sizeof *f + n)) == NULL)
 		return -1;
-	f->next = NULL;
 	f->len = n;
 	memcpy(f->data, p, n);
 	pthread_mutex_lock(&w->lock);
+	f->conn = c;
+	worker_conn_ref_locked(c);
 	if (w->qtail != NULL)
 		w->qtail->next = f;
 	else
@@ -99,16 +78,126 @@ queue:
 	return 0;
 }
 
-/* How long the reader may block: until the running request's deadline, or
- * until a stop should be sent again (code that swallowed the first). */
+/* Free a frame the main thread took. */
+void
+worker_reader_frame_free(worker *w, worker_frame *f)
+{
+	if (f == NULL)
+		return;
+	worker_conn_unref(w, f->conn);
+	free(f);
+}
+
+/* Send a frame with no fields (PONG, OK) to c. */
+static void
+worker_reader_reply(worker *w, worker_conn *c, uint16_t type, uint64_t id)
+{
+	wire_buf b;
+
+	wire_buf_init(&b);
+	wire_begin(&b, type, id);
+	if (wire_end(&b) == WIRE_OK)
+		(void)worker_send_to(w, c, &b);
+	wire_buf_free(&b);
+}
+
+/* INTERRUPT: stop the running code when it is c's (its requester's or a
+ * joiner's); HARD=1 (server mode), or a stop that did not take effect,
+ * restarts the worker. */
+static void
+worker_reader_interrupt(worker *w, worker_conn *c, const wire_msg *m)
+{
+	int mine, hard = wire_msg_u64(m, WIRE_TAG_HARD, 0) != 0;
+
+	pthread_mutex_lock(&w->lock);
+	if (!w->opt.server)
+		mine = w->running_id != 0 && (m->id == 0 ||
+		    m->id == w->running_id);
+	else
+		mine = w->running_id != 0 && ((c == w->running_conn &&
+		    (m->id == 0 || m->id == w->running_id)));
+	pthread_mutex_unlock(&w->lock);
+	if (!mine && w->opt.server && w->running_id != 0)
+		mine = worker_calls_joined(w, c);
+	if (!mine)
+		return;
+	if (hard && w->opt.server) {
+		worker_restart_exec(w, "hard interrupt (INTERRUPT HARD=1)");
+		return;
+	}
+	pthread_mutex_lock(&w->lock);
+	if (w->running_id != 0)
+		worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Reader: answer PING, act on INTERRUPT, queue the rest.  1: the
+ * connection is done with (DETACH). */
+static int
+worker_reader_frame(worker *w, worker_conn *c, const uint8_t *p, size_t n,
+    wire_msg *m)
+{
+	int attached;
+
+	pthread_mutex_lock(&w->lock);
+	attached = c->attached;
+	pthread_mutex_unlock(&w->lock);
+	if (!attached)
+		goto queue;  /* nothing is answered before the handshake */
+	switch (m->type) {
+	case WIRE_MSG_INTERRUPT:
+		if (wire_msg_check(m, NULL) == WIRE_OK)
+			worker_reader_interrupt(w, c, m);
+		return 0;
+	case WIRE_MSG_PING:
+		worker_reader_reply(w, c, WIRE_MSG_PONG, m->id);
+		return 0;
+	case WIRE_MSG_CALLS:
+		if (wire_msg_check(m, NULL) != WIRE_OK)
+			goto queue;  /* the main thread says what is wrong */
+		worker_calls_list(w, c, m);
+		return 0;
+	case WIRE_MSG_CALL_RESULT:
+		if (wire_msg_check(m, NULL) != WIRE_OK)
+			goto queue;
+		worker_calls_result(w, c, m);
+		return 0;
+	case WIRE_MSG_EXEC:
+		if (wire_msg_check(m, NULL) != WIRE_OK ||
+		    wire_msg_find(m, WIRE_TAG_CALL_ID) == NULL)
+			goto queue;
+		if (worker_calls_exec(w, c, m))
+			return 0;  /* replayed or joined */
+		goto queue;
+	case WIRE_MSG_DETACH:
+		if (!w->opt.server)
+			goto queue;  /* stdio: the worker's end, in its turn */
+		/* server mode: this connection goes; the session, and what
+		 * runs in it, stay (checkpointed after every request and at
+		 * each interval) */
+		worker_reader_reply(w, c, WIRE_MSG_OK, m->id);
+		return 1;
+	}
+queue:
+	return worker_reader_queue(w, c, p, n);
+}
+
+/* How long the reader may block: until the running request's deadline,
+ * until a stop should be sent again (code that swallowed the first), or
+ * until the hard grace of a stop runs out (server mode). */
 static int
 worker_reader_timeout(worker *w)
 {
-	uint64_t now = worker_mono_ms(), due = 0;
-	int t = -1, kind = WORKER_STOP_NONE;
+	uint64_t now = worker_mono_ms(), due = 0, grace;
+	int t = -1, kind = WORKER_STOP_NONE, restart = 0;
 
+	grace = (uint64_t)(w->opt.hard_grace * 1000);
 	pthread_mutex_lock(&w->lock);
 	if (w->running_id != 0) {
+		/* stdio: code that started after its client left (it was
+		 * queued) is stopped too */
+		if (!w->opt.server && w->eof && w->stop_sent_ms == 0)
+			worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
 		if (w->stop_sent_ms != 0) {
 			due = w->stop_sent_ms + 1000;
 			kind = w->stop_kind;
@@ -120,101 +209,102 @@ worker_reader_timeout(worker *w)
 			worker_reader_stop_locked(w, kind);
 			due = w->stop_sent_ms + 1000;
 		}
+		if (w->opt.server && grace > 0 && w->stop_first_ms != 0) {
+			if (w->stop_first_ms + grace <= now)
+				restart = 1;
+			else if (due == 0 || w->stop_first_ms + grace < due)
+				due = w->stop_first_ms + grace;
+		}
+		if (!w->opt.server && grace > 0 && w->eof_ms != 0) {
+			/* stdio: the one client left, and its code swallows
+			 * every stop (stuck in C): nobody is left to serve,
+			 * so the process goes rather than spin on */
+			if (w->eof_ms + grace <= now) {
+				worker_log(w, "pyshelfd: the client left and its "
+				    "running code did not stop within --hard-grace "
+				    "(%.0f s); exiting: the session keeps its last "
+				    "checkpoint\n", w->opt.hard_grace);
+				_exit(1);
+			}
+			if (due == 0 || w->eof_ms + grace < due)
+				due = w->eof_ms + grace;
+		}
 		if (due != 0)
-			t = (int)(due - now > 0 ? due - now : 1);
+			t = (int)(due > now ? due - now : 1);
 	}
 	pthread_mutex_unlock(&w->lock);
+	if (restart) {
+		worker_restart_exec(w, kind == WORKER_STOP_TIMEOUT ?
+		    "the request's timeout did not take effect within the "
+		    "hard grace" : "the interrupt did not take effect within "
+		    "the hard grace");
+		return 1000;  /* the exec failed: try again later */
+	}
 	return t;
 }
 
-/* Reader thread body: reads frames until input ends or w->quit is set,
- * then sets w->eof and wakes the main thread. */
-static void *
-worker_reader_main(void *arg)
+/* Read what c has and act on the complete frames.  WIRE_OK, or why the
+ * connection ends (WIRE_E_EOF also for DETACH). */
+static int
+worker_reader_input(worker *w, worker_conn *c)
 {
-	worker *w = arg;
-	uint8_t *buf = NULL;
-	size_t len = 0, cap = 0, flen;
+	size_t flen;
+	ssize_t got;
 	wire_msg m;
 	int rc;
-	/* the frame size limit: PROTOCOL.md's 64 KiB until a HELLO came */
-	size_t max = w->opt.max_frame < WIRE_PREAUTH_MAX_FRAME ?
-	    w->opt.max_frame : WIRE_PREAUTH_MAX_FRAME;
 
+	if (c->cap - c->len < 4096) {
+		size_t ncap = c->cap < 65536 ? 65536 : c->cap * 2;
+		uint8_t *nb = realloc(c->buf, ncap);
+		if (nb == NULL)
+			return WIRE_E_NOMEM;
+		c->buf = nb;
+		c->cap = ncap;
+	}
+	got = read(c->fd, c->buf + c->len, c->cap - c->len);
+	if (got < 0 && (errno == EINTR || errno == EAGAIN))
+		return WIRE_OK;
+	if (got <= 0)
+		return got == 0 ? WIRE_E_EOF : WIRE_E_IO;
+	c->len += (size_t)got;
 	wire_msg_init(&m);
-	for (;;) {
-		/* frames already buffered */
-		while ((rc = wire_peek(buf, len, max, &flen)) ==
-		    WIRE_OK && len >= flen) {
-			if (wire_parse(buf, flen, max, &m, &flen)
-			    != WIRE_OK) {
-				rc = WIRE_E_MALFORMED;
-				break;
-			}
-			if (worker_reader_frame(w, buf, flen, &m) < 0) {
+	while ((rc = wire_peek(c->buf, c->len, c->max, &flen)) == WIRE_OK) {
+		if (flen > c->cap) {
+			uint8_t *nb = realloc(c->buf, flen);
+			if (nb == NULL) {
 				rc = WIRE_E_NOMEM;
 				break;
 			}
-			if (m.type == WIRE_MSG_HELLO)
-				max = w->opt.max_frame;
-			memmove(buf, buf + flen, len - flen);
-			len -= flen;
+			c->buf = nb;
+			c->cap = flen;
 		}
-		if (rc < 0)
+		if (c->len < flen)
 			break;
-		if (rc == WIRE_OK && flen > cap) {
-			uint8_t *nb = realloc(buf, flen);
-			if (nb == NULL) {
-				rc = WIRE_E_NOMEM;
-				break;
-			}
-			buf = nb;
-			cap = flen;
-		} else if (cap - len < 4096) {
-			size_t ncap = cap < 65536 ? 65536 : cap * 2;
-			uint8_t *nb = realloc(buf, ncap);
-			if (nb == NULL) {
-				rc = WIRE_E_NOMEM;
-				break;
-			}
-			buf = nb;
-			cap = ncap;
+		if (wire_parse(c->buf, flen, c->max, &m, &flen) != WIRE_OK) {
+			rc = WIRE_E_MALFORMED;
+			break;
 		}
-		{
-			struct pollfd pfd[2] = {{w->in_fd, POLLIN, 0},
-			    {w->rwake_fd, POLLIN, 0}};
-			int t = worker_reader_timeout(w);
-			ssize_t got;
-			if (poll(pfd, 2, t) < 0 && errno != EINTR) {
-				rc = WIRE_E_IO;
-				break;
-			}
-			if (pfd[1].revents & POLLIN) {
-				uint64_t v;
-				int quit;
-				if (read(w->rwake_fd, &v, sizeof v) < 0) {
-					/* spurious: nothing to drain */
-				}
-				pthread_mutex_lock(&w->lock);
-				quit = w->quit;
-				pthread_mutex_unlock(&w->lock);
-				if (quit) {
-					rc = WIRE_E_EOF;
-					break;
-				}
-			}
-			if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR)))
-				continue;
-			got = read(w->in_fd, buf + len, cap - len);
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got <= 0) {
-				rc = got == 0 ? WIRE_E_EOF : WIRE_E_IO;
-				break;
-			}
-			len += (size_t)got;
+		if (m.type == WIRE_MSG_HELLO || m.type == WIRE_MSG_ATTACH)
+			c->max = w->opt.max_frame;
+		rc = worker_reader_frame(w, c, c->buf, flen, &m);
+		memmove(c->buf, c->buf + flen, c->len - flen);
+		c->len -= flen;
+		if (rc != 0) {
+			rc = rc < 0 ? WIRE_E_NOMEM : WIRE_E_EOF;
+			break;
 		}
 	}
+	wire_msg_free(&m);
+	return rc == WIRE_NEED_MORE ? WIRE_OK : rc;
+}
+
+/* A connection ended (rc says how): a bad frame gets an ERROR first.
+ * Stdio: the worker's input ended, and a client that went away does not
+ * get to keep code running.  Server mode: the connection is dropped
+ * alone. */
+static void
+worker_reader_end(worker *w, worker_conn *c, int rc)
+{
 	if (rc == WIRE_E_TOO_BIG || rc == WIRE_E_MALFORMED) {
 		wire_buf b;
 		wire_buf_init(&b);
@@ -225,23 +315,96 @@ worker_reader_main(void *arg)
 		    "frame larger than the maximum frame size; closing" :
 		    "malformed frame; closing the connection");
 		if (wire_end(&b) == WIRE_OK)
-			worker_send(w, &b);
+			(void)worker_send_to(w, c, &b);
 		wire_buf_free(&b);
-		pthread_mutex_lock(&w->out_lock);
-		w->out_closed = 1;
-		pthread_mutex_unlock(&w->out_lock);
+		pthread_mutex_lock(&c->out_lock);
+		c->out_closed = 1;
+		pthread_mutex_unlock(&c->out_lock);
 		fprintf(stderr, "pyshelfd: %s from the client; closing\n",
 		    wire_strerror(rc));
 	}
-	wire_msg_free(&m);
-	free(buf);
 	pthread_mutex_lock(&w->lock);
-	w->eof = 1;
-	/* a client that went away does not get to keep code running */
-	if (w->running_id != 0)
-		worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
+	if (!w->opt.server) {
+		w->eof = 1;
+		w->eof_ms = worker_mono_ms();
+		if (w->running_id != 0)
+			worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
+	} else
+		worker_conn_drop_locked(w, c);
 	pthread_mutex_unlock(&w->lock);
+	if (w->opt.server)
+		worker_control_state(w);
 	worker_reader_wake(w);
+}
+
+/* The most connections one poll watches; more wait their turn. */
+#define WORKER_READER_MAX 1024
+
+/* Reader thread body: reads every connection and the control channel
+ * until w->quit is set (stdio: or its input ends). */
+static void *
+worker_reader_main(void *arg)
+{
+	worker *w = arg;
+	struct pollfd pfd[WORKER_READER_MAX + 3];
+	worker_conn *cs[WORKER_READER_MAX], *c;
+	int i, n, nc, t, quit, rc, ctl_i, lis_i;
+
+	for (;;) {
+		n = 0;
+		pfd[n++] = (struct pollfd){w->rwake_fd, POLLIN, 0};
+		ctl_i = lis_i = -1;
+		pthread_mutex_lock(&w->lock);
+		if (w->ctl_fd >= 0) {
+			ctl_i = n;
+			pfd[n++] = (struct pollfd){w->ctl_fd, POLLIN, 0};
+		}
+		if (w->ctl_listen_fd >= 0) {
+			lis_i = n;
+			pfd[n++] = (struct pollfd){w->ctl_listen_fd, POLLIN, 0};
+		}
+		nc = 0;
+		for (c = w->conns; c != NULL && nc < WORKER_READER_MAX;
+		    c = c->next) {
+			if (!w->opt.server && w->eof)
+				break;
+			worker_conn_ref_locked(c);
+			cs[nc++] = c;
+			pfd[n++] = (struct pollfd){c->fd, POLLIN, 0};
+		}
+		quit = w->quit;
+		pthread_mutex_unlock(&w->lock);
+		if (quit)
+			goto unref;
+		t = worker_reader_timeout(w);
+		if (poll(pfd, (nfds_t)n, t) < 0 && errno != EINTR) {
+			worker_log(w, "pyshelfd: poll: %s\n", strerror(errno));
+			t = 100; /* should not happen: do not spin */
+		}
+		if (pfd[0].revents & POLLIN) {
+			uint64_t v;
+			if (read(w->rwake_fd, &v, sizeof v) < 0) {
+				/* spurious: nothing to drain */
+			}
+		}
+		if (ctl_i >= 0 && pfd[ctl_i].revents != 0)
+			worker_control_readable(w);
+		if (lis_i >= 0 && pfd[lis_i].revents != 0)
+			worker_control_accept(w);
+		for (i = 0; i < nc; i++) {
+			struct pollfd *p = &pfd[n - nc + i];
+			if (!(p->revents & (POLLIN | POLLHUP | POLLERR)) ||
+			    !worker_conn_live(w, cs[i]))
+				continue;
+			if ((rc = worker_reader_input(w, cs[i])) != WIRE_OK)
+				worker_reader_end(w, cs[i], rc);
+		}
+unref:
+		for (i = 0; i < nc; i++)
+			worker_conn_unref(w, cs[i]);
+		if (quit)
+			break;
+	}
 	return NULL;
 }
 
@@ -262,7 +425,6 @@ worker_reader_pop(worker *w, int *eof)
 	pthread_mutex_unlock(&w->lock);
 	return f;
 }
-
 /* Start the reader thread, with SIGINT and SIGTERM blocked in it: they
  * are meant for Python, on the main thread. */
 int

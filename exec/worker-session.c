@@ -105,9 +105,11 @@ worker_session_lock(worker *w, const uint8_t *id, int shared, long *holder)
 	uint64_t until = worker_mono_ms() + 60000;
 	int rc;
 
+	/* a holder of our own pid: the image before a hard restart's exec,
+	 * whose lock goes as the exec closes its descriptor */
 	while ((rc = session_lock(w->st, id, shared, &w->lock_fd, holder)) ==
-	    STORE_E_BUSY && worker_session_pid_dying(*holder) &&
-	    worker_mono_ms() < until)
+	    STORE_E_BUSY && (worker_session_pid_dying(*holder) ||
+	    *holder == (long)getpid()) && worker_mono_ms() < until)
 		nanosleep(&nap, NULL);
 	return rc;
 }

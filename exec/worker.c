@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,27 +48,28 @@ worker_mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Write one encoded buffer to the client under the output lock. */
+void
+worker_log(worker *w, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vdprintf(w != NULL && w->log_fd >= 0 ? w->log_fd : 2, fmt, ap);
+	va_end(ap);
+}
+
+/* Send to the connection of the frame being served; the final reply of
+ * a call goes to its joiners too (worker-calls.c). */
 int
 worker_send(worker *w, const wire_buf *b)
 {
-	int rc;
-
 	if (w->forked)   /* set in every child (worker_atfork_child): no
 	                    getpid() on this path, which every frame takes */
 		_exit(0); /* shipped code's child got back here: never send */
-	pthread_mutex_lock(&w->out_lock);
-	/* after the frame that says the connection closes, nothing more */
-	rc = w->out_closed ? WIRE_E_IO :
-	    wire_write_all(w->out_fd, b->data, b->len);
-	pthread_mutex_unlock(&w->out_lock);
-	if (rc != WIRE_OK) {
-		pthread_mutex_lock(&w->lock);
-		w->eof = 1;
-		pthread_mutex_unlock(&w->lock);
-		return -1;
-	}
-	return 0;
+	if (w->call != NULL && worker_calls_reply(w, b))
+		return 0;
+	return worker_send_to(w, w->cur_conn != NULL ? w->cur_conn :
+	    w->stdio_conn, b);
 }
 
 /* Is this process a child that shipped code forked?  (Threads do not
@@ -93,6 +95,7 @@ worker_atfork_child(void)
 {
 	worker *w = the_worker;
 	int fds[9], i, nul;
+	worker_conn *c;
 
 	if (w == NULL || w->pid == 0)
 		return;
@@ -114,6 +117,15 @@ worker_atfork_child(void)
 	for (i = 0; i < 9; i++)
 		if (fds[i] > 2 && fds[i] != nul)
 			(void)dup3(nul, fds[i], O_CLOEXEC);
+	/* server mode: the client sockets and the control channel (no lock
+	 * here: only the forking thread exists in the child) */
+	for (c = w->conns, i = 0; c != NULL && i < 4096; c = c->next, i++)
+		if (c->fd > 2 && c->fd != nul)
+			(void)dup3(nul, c->fd, O_CLOEXEC);
+	if (w->ctl_fd > 2 && w->ctl_fd != nul)
+		(void)dup3(nul, w->ctl_fd, O_CLOEXEC);
+	if (w->ctl_listen_fd > 2 && w->ctl_listen_fd != nul)
+		(void)dup3(nul, w->ctl_listen_fd, O_CLOEXEC);
 	close(nul);
 }
 
@@ -126,10 +138,14 @@ worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms)
 
 	pthread_mutex_lock(&w->lock);
 	w->running_id = id;
+	w->running_conn = id != 0 ? w->cur_conn : NULL;
 	w->deadline_ms = id != 0 && timeout_ms != 0 ?
 	    worker_mono_ms() + timeout_ms : 0;
 	w->stop_sent_ms = 0;
+	w->stop_first_ms = 0;
 	w->stop_kind = WORKER_STOP_NONE;
+	if (id == 0 && w->nconns == 0)
+		w->idle_since_ms = worker_mono_ms();
 	pthread_mutex_unlock(&w->lock);
 	if (write(w->rwake_fd, &one, sizeof one) < 0) {
 		/* the counter is full: the reader is awake anyway */
@@ -153,24 +169,87 @@ worker_wait(worker *w, int timeout_ms)
 		PyErr_Clear(); /* our handler raises only while code runs */
 }
 
+/* Server mode: has the worker been idle (no client, nothing running or
+ * queued) for --idle-exit?  Then it may exit, unless it holds volatile
+ * entries (they would be lost).  *wait_ms: when to look again.  GIL
+ * held. */
+static int
+worker_idle_due(worker *w, uint64_t *due_ms)
+{
+	uint64_t since, limit = (uint64_t)(w->opt.idle_exit * 1000), now;
+	PyObject *ws, *vol;
+	Py_ssize_t nvol = 0;
+
+	*due_ms = 0;
+	if (!w->opt.server || limit == 0)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	since = w->nconns == 0 && w->qhead == NULL && w->running_id == 0 ?
+	    w->idle_since_ms : 0;
+	pthread_mutex_unlock(&w->lock);
+	if (since == 0)
+		return 0;
+	now = worker_mono_ms();
+	if (now < since + limit) {
+		*due_ms = since + limit;
+		return 0;
+	}
+	/* never while an entry lives only in this process */
+	if ((ws = PyObject_GetAttrString(pymodule_backend, "WS")) != NULL &&
+	    (vol = PyObject_GetAttrString(ws, "volatile")) != NULL) {
+		nvol = PyObject_Length(vol);
+		Py_DECREF(vol);
+	}
+	Py_XDECREF(ws);
+	PyErr_Clear();
+	if (nvol != 0) {
+		*due_ms = now + limit;  /* look again later */
+		return 0;
+	}
+	if (worker_control_idle(w))
+		return 1;
+	*due_ms = now + 1000;  /* the supervisor's answer wakes us first */
+	return 0;
+}
+
 /* The main loop: requests, then interval checkpoints when idle. */
 static void
 worker_loop(worker *w)
 {
 	uint64_t interval = (uint64_t)(w->opt.checkpoint_interval * 1000);
-	uint64_t next_cp = worker_mono_ms() + interval;
+	uint64_t next_cp = worker_mono_ms() + interval, idle_due;
 	worker_frame *f;
 	int eof;
 
 	for (;;) {
 		if (worker_in_child())
 			_exit(0); /* a fork in shipped code returned here */
+		if (w->new_lease) {
+			/* an ATTACH's LEASE_MS (the reader answered it) */
+			pthread_mutex_lock(&w->lock);
+			w->sess.lease_ms = w->new_lease_ms;
+			w->new_lease = 0;
+			pthread_mutex_unlock(&w->lock);
+			w->sess_dirty = 1;
+		}
 		if ((f = worker_reader_pop(w, &eof)) != NULL) {
+			w->cur_conn = f->conn;
+			pthread_mutex_lock(&w->call_lock);
+			w->out_conn = f->conn;
+			w->out_id = f->len >= WIRE_HEADER_SIZE ?
+			    wire_be64_get(f->data + 8) : 0;
+			pthread_mutex_unlock(&w->call_lock);
 			dispatch_frame(w, f->data, f->len);
-			free(f);
-			if (w->detached)
+			pthread_mutex_lock(&w->call_lock);
+			w->out_conn = NULL;
+			w->out_id = 0;
+			pthread_mutex_unlock(&w->call_lock);
+			w->cur_conn = NULL;
+			worker_reader_frame_free(w, f);
+			if (w->detached && (!w->opt.server || w->closed))
 				break;
-		} else if (eof || w->terminate)
+			w->detached = 0;
+		} else if ((eof && !w->opt.server) || w->terminate)
 			break;
 		if (interval > 0 && worker_mono_ms() >= next_cp) {
 			dispatch_checkpoint(w, 1);
@@ -179,14 +258,21 @@ worker_loop(worker *w)
 			next_cp = worker_mono_ms() + interval;
 		}
 		if (f == NULL) {
-			uint64_t now;
+			uint64_t now, due;
 
+			if (worker_idle_due(w, &idle_due)) {
+				w->idle_exited = 1;
+				break;
+			}
 			/* idle: unlink the blob files the checkpoints dropped
 			 * (tens of ms for a large one, kept off the replies) */
 			store_reap(w->st);
 			now = worker_mono_ms();
-			worker_wait(w, interval == 0 ? -1 :
-			    (int)(next_cp > now ? next_cp - now : 0));
+			due = interval == 0 ? 0 : next_cp;
+			if (idle_due != 0 && (due == 0 || idle_due < due))
+				due = idle_due;
+			worker_wait(w, due == 0 ? -1 :
+			    (int)(due > now ? due - now : 0));
 		}
 	}
 }
@@ -204,7 +290,16 @@ worker_fds(worker *w, char **cause)
 	w->log_fd = -1;
 	w->pipe_r[1] = w->pipe_r[2] = -1;
 	w->fwd_quit_fd = -1;
-	if ((w->in_fd = fcntl(0, F_DUPFD_CLOEXEC, 3)) < 0 ||
+	w->in_fd = w->out_fd = -1;
+	if (w->opt.server) {
+		/* the protocol is on the sockets the supervisor hands over;
+		 * stdin and stdout are nobody's */
+		if ((w->log_fd = fcntl(2, F_DUPFD_CLOEXEC, 3)) < 0 ||
+		    dup2(2, 1) < 0) {
+			asprintf(cause, "setting up stdio: %s", strerror(errno));
+			return -1;
+		}
+	} else if ((w->in_fd = fcntl(0, F_DUPFD_CLOEXEC, 3)) < 0 ||
 	    (w->out_fd = fcntl(1, F_DUPFD_CLOEXEC, 3)) < 0 ||
 	    (w->log_fd = fcntl(2, F_DUPFD_CLOEXEC, 3)) < 0 || dup2(2, 1) < 0) {
 		asprintf(cause, "setting up stdio: %s", strerror(errno));
@@ -226,6 +321,12 @@ worker_fds(worker *w, char **cause)
 		asprintf(cause, "eventfd: %s", strerror(errno));
 		return -1;
 	}
+	if (!w->opt.server &&
+	    (w->stdio_conn = worker_conn_add(w, w->in_fd, w->out_fd, 0)) ==
+	    NULL) {
+		asprintf(cause, "out of memory");
+		return -1;
+	}
 	return 0;
 }
 
@@ -237,7 +338,7 @@ worker_send_fatal(worker *w, const char *cause)
 	int code = w->fatal_code != 0 ? w->fatal_code : WIRE_ERR_STORE;
 	wire_buf b;
 
-	if (w->out_fd <= 0)
+	if (w->out_fd <= 0 && !w->opt.server)
 		return;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, 0);
@@ -251,8 +352,12 @@ worker_send_fatal(worker *w, const char *cause)
 		wire_put_str(&b, WIRE_TAG_REASON,
 		    tomb_why_name(w->fatal_tomb.why));
 	}
-	if (wire_end(&b) == WIRE_OK)
-		(void)wire_write_all(w->out_fd, b.data, b.len);
+	if (wire_end(&b) == WIRE_OK) {
+		if (w->opt.server)  /* to the client of the first CTL_CONN */
+			worker_control_refuse(w, &b);
+		else
+			(void)wire_write_all(w->out_fd, b.data, b.len);
+	}
 	wire_buf_free(&b);
 }
 
@@ -293,13 +398,20 @@ worker_run(worker *w)
 
 	the_worker = w;
 	w->lock_fd = -1;
+	w->ctl_fd = w->ctl_listen_fd = -1;
 	w->pid = getpid();
 	pthread_mutex_init(&w->lock, NULL);
-	pthread_mutex_init(&w->out_lock, NULL);
+	pthread_mutex_init(&w->ctl_lock, NULL);
+	pthread_mutex_init(&w->call_lock, NULL);
 	pthread_mutex_init(&w->drain_lock, NULL);
 	pthread_atfork(NULL, NULL, worker_atfork_child);
 	signal(SIGPIPE, SIG_IGN);
-	if (worker_fds(w, &cause) != 0 || worker_output_start(w, &cause) != 0 ||
+	if (worker_fds(w, &cause) != 0)
+		goto fail;
+	if (w->opt.server && (worker_restart_adopt(w, &cause) != 0 ||
+	    worker_control_start(w, &cause) != 0))
+		goto fail;
+	if (worker_output_start(w, &cause) != 0 ||
 	    worker_session_open(w, &cause) != 0)
 		goto fail;
 	if (interp_init(&cause) != 0)
@@ -318,8 +430,19 @@ worker_run(worker *w)
 			goto fail_py;
 	}
 	w->main_thread = pthread_self();
+	if (worker_calls_start(w, &cause) != 0)
+		goto fail_py;
+	if (w->opt.server) {
+		pthread_mutex_lock(&w->lock);
+		if (w->nconns == 0)
+			w->idle_since_ms = worker_mono_ms();
+		pthread_mutex_unlock(&w->lock);
+		worker_restart_note(w);
+	}
 	if (worker_reader_start(w, &cause) != 0)
 		goto fail_py;
+	worker_control_ready(w);
+	worker_control_state(w);
 	worker_loop(w);
 	/* DETACH checkpointed already; now give shipped code's non-daemon
 	 * threads a bounded time to end, and leave the rest behind (their
@@ -328,10 +451,12 @@ worker_run(worker *w)
 	 * kills us */
 	worker_threads_end(w);
 	rc = w->closed || dispatch_checkpoint(w, 2) == 0 ? 0 : 1;
+	worker_reader_stop(w);
+	worker_calls_stop(w);
 	dispatch_release_session(w);
 	store_sync(w->st);
-	worker_reader_stop(w);
 	worker_output_stop(w);
+	worker_control_stop(w);
 	if (interp_fini() != 0)
 		rc = 1;
 	store_close(w->st);
@@ -340,6 +465,7 @@ worker_run(worker *w)
 	w->lock_fd = -1;
 	return rc;
 fail_py:
+	worker_calls_stop(w);
 	interp_fini();
 fail_store:
 	store_close(w->st);

@@ -1,0 +1,272 @@
+/*
+ * worker-restart.c - the hard interrupt (server mode).  Code stuck in C
+ * (sum(itertools.repeat(1, 10**11))) never sees the SIGINT that would
+ * raise KeyboardInterrupt.  At INTERRUPT HARD=1, or when a stop has not
+ * taken effect within --hard-grace, the reader thread tells the waiting
+ * clients what is lost (ERROR WORKER_RESTARTED: the changes since the
+ * last checkpoint, the volatile entries), journals the call as lost, and
+ * execs /proc/self/exe again with --adopt: the same pid (the supervisor's
+ * child stays its child), the client connections and the control channel
+ * kept open across the exec, the session resumed from its last
+ * checkpoint by the new image (its lock goes with the old image's
+ * descriptor).  Its clients get no ATTACHED again: their next request
+ * just works.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "config.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "exec.h"
+#include "journal.h"
+#include "pyexec.h"
+
+/* Main thread, GIL held, after a checkpoint: what a restart now would
+ * lose, as a sentence for WORKER_RESTARTED. */
+void
+worker_restart_note(worker *w)
+{
+	char when[32], names[640];
+	PyObject *ws = NULL, *vol = NULL, *keys = NULL;
+	time_t t = time(NULL);
+	struct tm tm;
+	size_t len = 0;
+	Py_ssize_t i, n;
+
+	if (!w->opt.server)
+		return;
+	if (gmtime_r(&t, &tm) == NULL ||
+	    strftime(when, sizeof when, "%H:%M:%S UTC", &tm) == 0)
+		snprintf(when, sizeof when, "?");
+	names[0] = '\0';
+	if ((ws = PyObject_GetAttrString(pymodule_backend, "WS")) != NULL &&
+	    (vol = PyObject_GetAttrString(ws, "volatile")) != NULL &&
+	    (keys = PySequence_List(vol)) != NULL) {
+		n = PyList_GET_SIZE(keys);
+		for (i = 0; i < n && len < sizeof names - 64; i++) {
+			PyObject *k = PyList_GET_ITEM(keys, i), *name;
+			const char *s = NULL;
+			if (!PyTuple_Check(k) || PyTuple_GET_SIZE(k) != 2)
+				continue;
+			name = PyTuple_GET_ITEM(k, 1);
+			if (PyUnicode_Check(name))
+				s = PyUnicode_AsUTF8(name);
+			if (s != NULL)
+				len += (size_t)snprintf(names + len,
+				    sizeof names - len, "%s%s", len ? ", " : "",
+				    s);
+			else if (PyLong_Check(name))
+				len += (size_t)snprintf(names + len,
+				    sizeof names - len, "%shandle %lld",
+				    len ? ", " : "", PyLong_AsLongLong(name));
+			PyErr_Clear();
+		}
+		if (i < n && len < sizeof names - 8)
+			snprintf(names + len, sizeof names - len, ", ...");
+	}
+	PyErr_Clear();
+	Py_XDECREF(keys);
+	Py_XDECREF(vol);
+	Py_XDECREF(ws);
+	pthread_mutex_lock(&w->lock);
+	snprintf(w->lost_text, sizeof w->lost_text, "changes since the last "
+	    "checkpoint at %s%s%s", when, names[0] ? "; volatile entries: " :
+	    "; no volatile entries", names);
+	pthread_mutex_unlock(&w->lock);
+}
+
+/* Tell each queued request that it will not be served (the new image
+ * does not see the queue), and each connection still waiting for its
+ * ATTACHED to come again.  Calls got theirs from worker_calls_lost. */
+static void
+worker_restart_drop_queue(worker *w, const char *msg)
+{
+	worker_frame *f, *next;
+	wire_buf b;
+	wire_msg m;
+	size_t used;
+
+	pthread_mutex_lock(&w->lock);
+	f = w->qhead;
+	w->qhead = w->qtail = NULL;
+	pthread_mutex_unlock(&w->lock);
+	wire_msg_init(&m);
+	for (; f != NULL; f = next) {
+		next = f->next;
+		if (wire_parse(f->data, f->len, w->opt.max_frame, &m, &used) ==
+		    WIRE_OK && m.type != WIRE_MSG_RELEASE &&
+		    m.type != WIRE_MSG_INTERRUPT &&
+		    !(m.type == WIRE_MSG_EXEC && w->journal != NULL &&
+		    wire_msg_find(&m, WIRE_TAG_CALL_ID) != NULL)) {
+			wire_buf_init(&b);
+			wire_begin(&b, WIRE_MSG_ERROR, m.id);
+			wire_put_u64(&b, WIRE_TAG_ERRCODE,
+			    WIRE_ERR_WORKER_RESTARTED);
+			wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+			if (wire_end(&b) == WIRE_OK)
+				(void)worker_send_to(w, f->conn, &b);
+			wire_buf_free(&b);
+		}
+		if (m.type == WIRE_MSG_ATTACH) {
+			/* not attached: it reconnects */
+			pthread_mutex_lock(&w->lock);
+			worker_conn_drop_locked(w, f->conn);
+			pthread_mutex_unlock(&w->lock);
+		}
+		/* not freed: the process is about to be replaced */
+	}
+	wire_msg_free(&m);
+}
+
+/* Is arg the option name (--name or --name=...)?  2: it takes the next
+ * argument too; 1: the value is in it; 0: not it. */
+static int
+worker_restart_opt(const char *arg, const char *name)
+{
+	size_t n = strlen(name);
+
+	if (strncmp(arg, name, n) != 0)
+		return 0;
+	if (arg[n] == '\0')
+		return 2;
+	return arg[n] == '=' ? 1 : 0;
+}
+
+void
+worker_restart_exec(worker *w, const char *why)
+{
+	char msg[1400], adopt[4096], lost[1024];
+	char **argv;
+	size_t len = 0;
+	worker_conn *c;
+	int i, k, n, skip, ctl;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->restarting) {
+		pthread_mutex_unlock(&w->lock);
+		return;
+	}
+	w->restarting = 1;
+	snprintf(lost, sizeof lost, "%s", w->lost_text[0] ? w->lost_text :
+	    "changes since the last checkpoint");
+	pthread_mutex_unlock(&w->lock);
+	snprintf(msg, sizeof msg, "the worker was restarted (%s) and resumed "
+	    "the session from its last checkpoint; lost: %s", why, lost);
+	worker_log(w, "pyshelfd: restarting: %s\n", why);
+	worker_calls_lost(w, msg);
+	worker_restart_drop_queue(w, msg);
+	if (w->journal != NULL) {
+		char *cause = NULL;
+		if (journal_persist(w->journal, &cause) != 0) {
+			worker_log(w, "pyshelfd: persisting the calls before "
+			    "the restart: %s\n", cause != NULL ? cause : "?");
+			free(cause);
+		}
+	}
+	/* the descriptors to keep: the control channel first (-1: none),
+	 * then every client connection */
+	pthread_mutex_lock(&w->ctl_lock);
+	ctl = w->ctl_fd;
+	pthread_mutex_unlock(&w->ctl_lock);
+	len = (size_t)snprintf(adopt, sizeof adopt, "%d", ctl);
+	if (ctl >= 0)
+		(void)fcntl(ctl, F_SETFD, 0);
+	pthread_mutex_lock(&w->lock);
+	for (c = w->conns; c != NULL && len < sizeof adopt - 16; c = c->next) {
+		if (!c->attached)
+			continue;
+		len += (size_t)snprintf(adopt + len, sizeof adopt - len, ",%d",
+		    c->fd);
+		(void)fcntl(c->fd, F_SETFD, 0);
+	}
+	pthread_mutex_unlock(&w->lock);
+	/* the command line again, without the descriptors of the first
+	 * exec, and never --new (that would empty the session) */
+	n = w->opt.argc;
+	if ((argv = calloc((size_t)n + 3, sizeof *argv)) == NULL)
+		goto fail;
+	for (i = 0, k = 0; i < n; i++) {
+		const char *a = w->opt.argv[i];
+		if ((skip = worker_restart_opt(a, "--adopt")) != 0 ||
+		    (skip = worker_restart_opt(a, "--control-fd")) != 0) {
+			if (skip == 2)
+				i++;
+			continue;
+		}
+		if (strcmp(a, "--new") == 0)
+			a = "--create";
+		argv[k++] = (char *)a;
+	}
+	argv[k++] = "--adopt";
+	argv[k++] = adopt;
+	argv[k] = NULL;
+	/* fds 1 and 2 are the output pipes, whose reader the exec closes */
+	if (w->log_fd >= 0) {
+		(void)dup2(w->log_fd, 1);
+		(void)dup2(w->log_fd, 2);
+	}
+	{
+		/* this is the reader thread, which blocks SIGINT and SIGTERM:
+		 * the new image must not inherit that */
+		sigset_t none;
+		sigemptyset(&none);
+		pthread_sigmask(SIG_SETMASK, &none, NULL);
+	}
+	execv("/proc/self/exe", argv);
+	worker_log(w, "pyshelfd: restarting: exec: %s\n", strerror(errno));
+	free(argv);
+fail:
+	pthread_mutex_lock(&w->lock);
+	w->restarting = 0;
+	pthread_mutex_unlock(&w->lock);
+}
+
+int
+worker_restart_adopt(worker *w, char **cause)
+{
+	const char *p = w->opt.adopt;
+	worker_conn *c;
+	char *end;
+	long fd;
+	int first = 1;
+
+	if (p == NULL)
+		return 0;
+	while (*p != '\0') {
+		errno = 0;
+		fd = strtol(p, &end, 10);
+		if (errno != 0 || end == p || (*end != ',' && *end != '\0') ||
+		    fd < -1 || fd > 1 << 20 ||
+		    (fd >= 0 && fcntl((int)fd, F_GETFD) < 0)) {
+			asprintf(cause, "--adopt %s: not a list of open "
+			    "descriptors", w->opt.adopt);
+			return -1;
+		}
+		if (fd >= 0)
+			(void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+		if (first)
+			w->ctl_fd = (int)fd;
+		else if (fd >= 0) {
+			if ((c = worker_conn_add(w, (int)fd, (int)fd, 1)) ==
+			    NULL) {
+				asprintf(cause, "out of memory");
+				return -1;
+			}
+			c->max = w->opt.max_frame;
+			c->attached = 1;  /* ATTACHED went out before */
+			w->attaches++;
+		}
+		first = 0;
+		p = *end == ',' ? end + 1 : end;
+	}
+	return 0;
+}
