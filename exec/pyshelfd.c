@@ -14,8 +14,9 @@
 #include <sys/resource.h>
 
 #include "exec.h"
+#include "server.h"
 
-static void
+void
 pyshelfd_usage(FILE *f)
 {
 	fprintf(f,
@@ -25,6 +26,8 @@ pyshelfd_usage(FILE *f)
 "SYNOPSIS\n"
 "    pyshelfd --stdio --session NAME [--db DIR] [--create | --new |\n"
 "             --read-only] [options]\n"
+"    pyshelfd --server [--socket PATH] [--db DIR] [--foreground]\n"
+"             [--exit-empty S] [--idle-exit S] [worker options]\n"
 "    pyshelfd --worker --session NAME --control-fd N [--control PATH]\n"
 "             [--db DIR] [--create | --new] [--idle-exit S]\n"
 "             [--hard-grace S] [options]\n"
@@ -172,6 +175,55 @@ pyshelfd_usage(FILE *f)
 "                            interpreter's magic number is the one it was\n"
 "                            made with).  Slower to start, same behaviour.\n"
 "\n"
+"SERVER MODE\n"
+"    pyshelfd --server is the supervisor that pyshelf.open() starts when\n"
+"    no server answers (docs/OPERATIONS.md, \"Server mode\").  It serves\n"
+"    one store on a Unix socket, never runs Python and never opens the\n"
+"    store itself: for each live session it starts a worker (this binary,\n"
+"    fork + exec, `pyshelfd --worker`), reads each client's HELLO and\n"
+"    ATTACH, and hands the connection to the session's worker; from then\n"
+"    on client and worker talk directly.  Workers outlive clients: code\n"
+"    keeps running after a detach, and a worker with no client exits on\n"
+"    its own after --idle-exit.  Workers outlive the supervisor too: one\n"
+"    started later (by the next client) adopts them.\n"
+"    --socket PATH           listen on PATH (its directory: ours, not\n"
+"                            writable by others).  Default: DIR/NAME, DIR\n"
+"                            $XDG_RUNTIME_DIR/pyshelf else\n"
+"                            /tmp/pyshelf-UID (created 0700, refused when\n"
+"                            another user owns it or others may use it),\n"
+"                            NAME \"default\" for the default store, else\n"
+"                            db-<16 hex digits of the store's real path>.\n"
+"                            The socket is 0600 and every peer's uid is\n"
+"                            checked (SO_PEERCRED): another user's\n"
+"                            connection is refused before it is read\n"
+"    --foreground            stay in the foreground, log on stderr.\n"
+"                            Without it pyshelfd becomes a daemon (log:\n"
+"                            DIR/NAME.log) and the command exits 0 only\n"
+"                            once the socket accepts, 1 with the reason\n"
+"                            when the server could not start, so\n"
+"                            `pyshelfd --server && client` never races\n"
+"    --exit-empty SECONDS    exit when no worker runs and no client is\n"
+"                            connected for this long (default 10; 0 =\n"
+"                            never)\n"
+"    --idle-exit SECONDS     a worker with no client and no running code\n"
+"                            checkpoints and exits after this long\n"
+"                            (default 300; 0 = never); the next attach\n"
+"                            starts a new one, which resumes the session\n"
+"    --hard-grace SECONDS    passed on to the workers (see --worker)\n"
+"    --db, --create-db, --allow-foreign-store, --lease,\n"
+"    --checkpoint-interval, --sync, --max-frame, --map-max,\n"
+"    --memory-limit          as above, passed on to every worker\n"
+"    One server runs per socket: it holds a lock on DIR/NAME.pid (its\n"
+"    pid) for its life.  A second `pyshelfd --server` for the same socket\n"
+"    waits until the first accepts, says so and exits 0.  A socket file\n"
+"    whose server died (connections refused) is replaced.\n"
+"    SIGTERM (or SIGINT) to the supervisor: it stops listening, sends\n"
+"    SIGTERM to every worker (each checkpoints and exits), waits for them\n"
+"    all, removes the socket and exits 0.  SIGKILL of the supervisor\n"
+"    takes no worker with it.  A worker that dies (a signal, an exit\n"
+"    status) is logged; the next client of its session learns how in\n"
+"    ATTACHED (SIGNAL, MESSAGE), and gets a new worker.\n"
+"\n"
 "EXIT STATUS\n"
 "    0 after a clean shutdown, 1 on errors, 2 on bad usage.\n"
 "\n"
@@ -312,8 +364,9 @@ static const struct option pyshelfd_longopts[] = {
 };
 
 /* Set the option c that takes a number or a word from arg.  -1 when arg
- * is not a value it takes. */
-static int
+ * is not a value it takes.  The supervisor checks the options it passes
+ * on to its workers with it (server.h). */
+int
 pyshelfd_option_value(int c, const char *arg, worker_options *o)
 {
 	double d;
@@ -506,6 +559,9 @@ main(int argc, char **argv)
 	static worker w;
 	int i, rc;
 
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--server") == 0)
+			return server_main(argc, argv);  /* no Python */
 	pyshelfd_malloc_tune();
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (strcmp(argv[i], "--stdio") == 0)
