@@ -63,5 +63,14 @@ int spawn_start(char *const argv[], pid_t *pid, int *rfd, int *wfd,
 int spawn_wait(pid_t pid, int timeout_ms, int *wstatus);
 /* Kill pid (SIGKILL) and reap it.  Returns as spawn_wait(). */
 int spawn_kill(pid_t pid, int *wstatus);
+/*
+ * Run argv[0] (a path) with argv to its exit: stdin and stdout on
+ * /dev/null, stderr on a pipe whose first errlen - 1 bytes land in errout
+ * (NUL-terminated), the child set up as spawn_start()'s.  For
+ * `pyshelfd --server`, which daemonizes and exits once ready.  Returns 0
+ * with *wstatus set, or -1 with a sentence in why (errno set).
+ */
+int spawn_run(char *const argv[], int *wstatus, char *errout, size_t errlen,
+              char *why, size_t whylen);
 
 #endif /* PYSHELF_CLIENT_INT_H */

@@ -28,10 +28,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "wire.h"
+#include "sockpath.h"
 #include "pyshelf.h"
 #include "client-int.h"
 
@@ -58,6 +67,10 @@ _Static_assert(PYSHELF_ERR_BAD_REQUEST == WIRE_ERR_BAD_REQUEST, "errcode");
 _Static_assert(PYSHELF_ERR_SESSION_BUSY == WIRE_ERR_SESSION_BUSY, "errcode");
 _Static_assert(PYSHELF_ERR_USAGE == WIRE_ERR_USAGE, "errcode");
 _Static_assert(PYSHELF_ERR_READ_ONLY == WIRE_ERR_READ_ONLY, "errcode");
+_Static_assert(PYSHELF_ERR_UNKNOWN_CALL == WIRE_ERR_UNKNOWN_CALL, "errcode");
+_Static_assert(PYSHELF_ERR_WORKER_DIED == WIRE_ERR_WORKER_DIED, "errcode");
+_Static_assert(PYSHELF_ERR_WORKER_RESTARTED == WIRE_ERR_WORKER_RESTARTED,
+    "errcode");
 _Static_assert(PYSHELF_KIND_DIRECT == WIRE_KIND_DIRECT, "kind");
 _Static_assert(PYSHELF_KIND_WRAPPED == WIRE_KIND_WRAPPED, "kind");
 _Static_assert(PYSHELF_KIND_EXCINFO == WIRE_KIND_EXCINFO, "kind");
@@ -99,6 +112,8 @@ struct pyshelf_conn {
 	char *welcome_message;   /* owned copy of WELCOME.MESSAGE */
 	pyshelf_output_fn notice_fn; /* OUTPUT outside an exec, or NULL */
 	void *notice_ctx;        /* its ctx */
+	int server;              /* attached through a server (connect) */
+	char *worker_message;    /* owned: the previous worker's death */
 };
 
 static void client_vset(pyshelf_conn *, const char *, va_list)
@@ -113,7 +128,7 @@ static void client_leave(pyshelf_conn *);
 static void client_begin(pyshelf_conn *, uint16_t);
 static int client_send(pyshelf_conn *, int);
 static int client_write_error(pyshelf_conn *, int);
-static int client_send_interrupt(pyshelf_conn *, int *);
+static int client_send_interrupt(pyshelf_conn *, int *, int);
 static int client_read(pyshelf_conn *, const pyshelf_exec_req *, int64_t);
 static int client_read_error(pyshelf_conn *, int, int);
 static int client_reply(pyshelf_conn *, const pyshelf_exec_req *, int64_t);
@@ -122,14 +137,14 @@ static int client_remote(pyshelf_conn *);
 static int client_unexpected(pyshelf_conn *, const char *);
 static int client_roundtrip(pyshelf_conn *, uint16_t, uint16_t);
 static int client_result(pyshelf_conn *, pyshelf_result *);
-static int client_exec_build(pyshelf_conn *, const pyshelf_exec_req *);
+static int client_exec_build(pyshelf_conn *, pyshelf_exec_req *);
 static uint64_t client_want(int);
 static int client_put_text(pyshelf_conn *, uint8_t, int, const char *,
                            size_t);
 static int client_set(pyshelf_conn *, const char *, int, const void *,
                       size_t, const char *);
 static int client_exec_wait(pyshelf_conn *, const pyshelf_exec_req *,
-    pyshelf_result *);
+    pyshelf_result *, int64_t);
 static int client_output(pyshelf_conn *, const pyshelf_exec_req *);
 static int client_welcome(pyshelf_conn *);
 static int client_end_session(pyshelf_conn *, uint16_t, int, int64_t);
@@ -438,6 +453,440 @@ pyshelf_attach_fds(pyshelf_conn *c, int rfd, int wfd)
 	return rc;
 }
 
+/* --- server mode ------------------------------------------------------------ */
+
+/* How long an auto-start waits for another client's start (the lock) and
+ * for its own `pyshelfd --server` to be ready is the server's business:
+ * it exits once its socket accepts, or with its reason.  Nothing here
+ * times out but the server. */
+
+/* Connect a new stream socket to path.  Returns the fd, or -1 with errno
+ * (ENOENT: no socket; ECONNREFUSED: a socket nobody listens on). */
+static int
+client_sock_connect(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd, e;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sa.sun_path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		if (errno == EINTR)
+			continue;
+		e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+/* Does a connect() error mean "no server there" (so start one)? */
+static int
+client_no_server(int e)
+{
+	return e == ENOENT || e == ECONNREFUSED;
+}
+
+/* The store directory as the server gets it: absolute, because the
+ * daemon does not run in this directory.  Returns a malloc'd path. */
+static char *
+client_abs_db(const char *db)
+{
+	char cwd[4096], *out;
+	size_t n;
+
+	if (db[0] == '/')
+		return strdup(db);
+	if (getcwd(cwd, sizeof cwd) == NULL)
+		return NULL;
+	n = strlen(cwd) + 1 + strlen(db) + 1;
+	if ((out = malloc(n)) != NULL)
+		snprintf(out, n, "%s/%s", cwd, db);
+	return out;
+}
+
+/* Trim a captured stderr to its last non-empty line, without a trailing
+ * newline: that is pyshelfd's sentence (usage and errors end there). */
+static const char *
+client_last_line(char *text)
+{
+	size_t n = strlen(text);
+	char *p;
+
+	while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r' ||
+	    text[n - 1] == ' '))
+		text[--n] = '\0';
+	p = strrchr(text, '\n');
+	return p != NULL ? p + 1 : text;
+}
+
+/*
+ * Run `backend --server [--db DB] [args...]` and wait for it to exit: 0
+ * means its socket accepts.  Called with the start lock held.
+ */
+static int
+client_start_server(pyshelf_conn *c, const char *db,
+    const pyshelf_connect_opts *o)
+{
+	const char *backend = o != NULL ? o->backend : NULL;
+	const char *const *extra = o != NULL ? o->server_args : NULL;
+	const char **argv = NULL;
+	char why[512], exe[4096], err[2048];
+	char *adb = NULL;
+	size_t nextra = 0, i, n = 0;
+	int rc, st;
+
+	if (backend == NULL || *backend == '\0') {
+		const char *env = getenv("PYSHELFD");
+
+		backend = env != NULL && *env != '\0' ? env : "pyshelfd";
+	}
+	if (spawn_find(backend, exe, sizeof exe, why, sizeof why) < 0)
+		return client_fail(c, PYSHELF_E_SPAWN, "%s", why);
+	if (db != NULL && (adb = client_abs_db(db)) == NULL)
+		return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+	while (extra != NULL && extra[nextra] != NULL)
+		nextra++;
+	if ((argv = calloc(nextra + 5, sizeof *argv)) == NULL) {
+		free(adb);
+		return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+	}
+	argv[n++] = exe;
+	argv[n++] = "--server";
+	if (adb != NULL) {
+		argv[n++] = "--db";
+		argv[n++] = adb;
+	}
+	for (i = 0; i < nextra; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	if (spawn_run((char *const *)argv, &st, err, sizeof err, why,
+	    sizeof why) < 0)
+		rc = client_fail(c, errno == ENOMEM ? PYSHELF_E_NOMEM :
+		    PYSHELF_E_SPAWN, "%s", why);
+	else if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		rc = PYSHELF_OK;
+	else if (WIFEXITED(st))
+		rc = client_fail(c, PYSHELF_E_SPAWN, "%s --server exited "
+		    "with status %d: %s", exe, WEXITSTATUS(st),
+		    err[0] != '\0' ? client_last_line(err) : "(no message)");
+	else
+		rc = client_fail(c, PYSHELF_E_SPAWN, "%s --server was killed "
+		    "by signal %d (%s)%s%s", exe, WTERMSIG(st),
+		    strsignal(WTERMSIG(st)), err[0] != '\0' ? ": " : "",
+		    client_last_line(err));
+	free(argv);
+	free(adb);
+	return rc;
+}
+
+/*
+ * Connect to the store's own server, starting it as tmux does: connect;
+ * when nobody answers, take the start lock, try once more (a racing
+ * client may have started it), remove a stale socket, start the server,
+ * connect.  Returns the fd, or -1 with the error recorded in *rc.
+ */
+static int
+client_autostart(pyshelf_conn *c, const char *path, const char *db,
+    unsigned flags, const pyshelf_connect_opts *o, int *rc)
+{
+	char dir[4096], name[256], lock[4096 + 300];
+	char *cause = NULL;
+	struct stat st;
+	int fd, lfd = -1, e;
+
+	if ((fd = client_sock_connect(path)) >= 0)
+		return fd;
+	e = errno;
+	if (!client_no_server(e) || (flags & PYSHELF_CONNECT_NO_START)) {
+		*rc = client_fail(c, PYSHELF_E_SPAWN, "cannot connect to the "
+		    "pyshelf server at %s: %s", path, strerror(e));
+		return -1;
+	}
+	if (sockpath_dir(dir, sizeof dir) < 0 ||
+	    sockpath_name(db, name, sizeof name) < 0) {
+		*rc = client_fail(c, PYSHELF_E_SPAWN, "cannot name the "
+		    "server's socket: %s", strerror(errno));
+		return -1;
+	}
+	if (sockpath_dir_make(dir, &cause) < 0) {
+		*rc = client_fail(c, PYSHELF_E_SPAWN, "cannot start a pyshelf "
+		    "server: %s", cause != NULL ? cause : strerror(errno));
+		free(cause);
+		return -1;
+	}
+	free(cause);
+	snprintf(lock, sizeof lock, "%s/%s.lock", dir, name);
+	/* close-on-exec: the server must not inherit (and so hold) it */
+	if ((lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+		*rc = client_fail(c, PYSHELF_E_SPAWN, "cannot open the start "
+		    "lock %s: %s", lock, strerror(errno));
+		return -1;
+	}
+	while (flock(lfd, LOCK_EX) < 0) {
+		if (errno == EINTR)
+			continue;
+		*rc = client_fail(c, PYSHELF_E_SPAWN, "cannot lock %s: %s",
+		    lock, strerror(errno));
+		close(lfd);
+		return -1;
+	}
+	if ((fd = client_sock_connect(path)) >= 0)
+		goto out;               /* another client started it */
+	e = errno;
+	if (!client_no_server(e)) {
+		*rc = client_fail(c, PYSHELF_E_SPAWN, "cannot connect to the "
+		    "pyshelf server at %s: %s", path, strerror(e));
+		goto out;
+	}
+	/* a socket nobody listens on is a dead server's: only a socket is
+	 * removed, and only under the lock every starter takes */
+	if (e == ECONNREFUSED && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		(void)unlink(path);
+	if ((*rc = client_start_server(c, db, o)) != PYSHELF_OK)
+		goto out;
+	if ((fd = client_sock_connect(path)) < 0)
+		*rc = client_fail(c, PYSHELF_E_SPAWN, "the pyshelf server "
+		    "started but %s does not accept: %s", path,
+		    strerror(errno));
+out:
+	close(lfd);                     /* unlocks */
+	return fd;
+}
+
+/* Copy the session fields of WELCOME (stdio) or ATTACHED (server mode)
+ * into c->welcome; an ATTACHED also says how the previous worker died. */
+static int
+client_session_fields(pyshelf_conn *c, int attached)
+{
+	const wire_field *f, *msg;
+	pyshelf_welcome *w = &c->welcome;
+	char *session = NULL, *reason = NULL, *message = NULL, *wmsg = NULL;
+	int sig;
+
+	f = wire_msg_find(&c->msg, WIRE_TAG_SESSION);
+	session = f != NULL ? wire_field_strdup(f) : strdup("");
+	if ((f = wire_msg_find(&c->msg, WIRE_TAG_REASON)) != NULL)
+		reason = wire_field_strdup(f);
+	msg = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE);
+	if (msg != NULL)
+		message = wire_field_strdup(msg);
+	if (session == NULL || (f != NULL && reason == NULL) ||
+	    (msg != NULL && message == NULL))
+		goto nomem;
+	w->session = session;
+	free(c->welcome_session);
+	c->welcome_session = session;
+	session = NULL;
+	if ((f = wire_msg_find(&c->msg, WIRE_TAG_SESSION_ID)) != NULL) {
+		w->has_session = 1;
+		memcpy(w->session_id, f->data, sizeof w->session_id);
+	}
+	w->created = wire_msg_u64(&c->msg, WIRE_TAG_CREATED, 0) != 0;
+	w->lease_ms = wire_msg_u64(&c->msg, WIRE_TAG_LEASE_MS, 0);
+	w->expires_ms = wire_msg_u64(&c->msg, WIRE_TAG_EXPIRES_MS, 0);
+	w->ended_ms = wire_msg_u64(&c->msg, WIRE_TAG_ENDED_MS, 0);
+	w->has_ended = wire_msg_find(&c->msg, WIRE_TAG_ENDED_MS) != NULL;
+	free(c->welcome_reason);
+	free(c->welcome_message);
+	free(c->worker_message);
+	c->welcome_reason = reason;
+	c->welcome_message = c->worker_message = NULL;
+	w->worker_died = 0;
+	w->worker_signal = 0;
+	w->worker_message = "";
+	sig = (int)wire_msg_u64(&c->msg, WIRE_TAG_SIGNAL, 0);
+	if (attached && (wire_msg_find(&c->msg, WIRE_TAG_SIGNAL) != NULL ||
+	    (message != NULL && !w->has_ended))) {
+		/* MESSAGE is the tombstone's with ENDED_MS, else the death's */
+		w->worker_died = 1;
+		w->worker_signal = sig;
+		if (message != NULL && !w->has_ended && (sig == 0 ||
+		    strstr(message, "signal") != NULL))
+			wmsg = message, message = NULL;
+		else if (message != NULL && !w->has_ended) {
+			/* the sentence must name the signal */
+			size_t n = strlen(message) + 64;
+
+			if ((wmsg = malloc(n)) == NULL)
+				goto nomem;
+			snprintf(wmsg, n, "%s (killed by signal %d, SIG%s)",
+			    message, sig, sigabbrev_np(sig) != NULL ?
+			    sigabbrev_np(sig) : "?");
+			free(message);
+			message = NULL;
+		} else {
+			size_t n = 160;
+
+			if ((wmsg = malloc(n)) == NULL)
+				goto nomem;
+			snprintf(wmsg, n, "the session's worker was killed by "
+			    "signal %d (SIG%s)", sig, sigabbrev_np(sig) != NULL ?
+			    sigabbrev_np(sig) : "?");
+		}
+		c->worker_message = wmsg;
+		w->worker_message = wmsg;
+	}
+	c->welcome_message = message;
+	w->ended_reason = c->welcome_reason;
+	w->ended_message = c->welcome_message;
+	return PYSHELF_OK;
+nomem:
+	free(session);
+	free(reason);
+	free(message);
+	return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+}
+
+/* The HELLO/WELCOME then ATTACH/ATTACHED handshake of server mode. */
+static int
+client_server_handshake(pyshelf_conn *c, const char *session,
+    unsigned flags, const pyshelf_connect_opts *o)
+{
+	const char *name = o != NULL && o->client_name != NULL ?
+	    o->client_name : CLIENT_NAME;
+	uint64_t server_pid;
+	int rc;
+
+	client_begin(c, WIRE_MSG_HELLO);
+	wire_put_u64(&c->wbuf, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
+	wire_put_str(&c->wbuf, WIRE_TAG_NAME, name);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		goto refused;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		return client_remote(c);   /* VERSION, AUTH: its sentence */
+	if (c->msg.type != WIRE_MSG_WELCOME)
+		return client_unexpected(c, "HELLO");
+	if ((rc = client_welcome(c)) != PYSHELF_OK)
+		return rc;
+	server_pid = c->welcome.pid;
+
+	client_begin(c, WIRE_MSG_ATTACH);
+	wire_put_str(&c->wbuf, WIRE_TAG_SESSION, session);
+	if (flags & (PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NEW))
+		wire_put_u64(&c->wbuf, WIRE_TAG_CREATE, 1);
+	wire_put_str(&c->wbuf, WIRE_TAG_MODE, (flags & PYSHELF_CONNECT_NEW) ?
+	    "n" : (flags & PYSHELF_CONNECT_CREATE) ? "c" : "w");
+	if (o != NULL && o->has_lease)
+		wire_put_u64(&c->wbuf, WIRE_TAG_LEASE_MS, o->lease_ms);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		goto refused;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		return client_remote(c);
+	if (c->msg.type != WIRE_MSG_ATTACHED)
+		return client_unexpected(c, "ATTACH");
+	if ((rc = client_session_fields(c, 1)) != PYSHELF_OK)
+		return rc;
+	c->welcome.server_pid = server_pid;
+	c->welcome.pid = wire_msg_u64(&c->msg, WIRE_TAG_PID, 0);
+	if (wire_msg_find(&c->msg, WIRE_TAG_MAX_FRAME) != NULL) {
+		c->welcome.max_frame = wire_msg_u64(&c->msg,
+		    WIRE_TAG_MAX_FRAME, WIRE_DEFAULT_MAX_FRAME);
+		if (c->welcome.max_frame > 0) {
+			c->peer_max = c->welcome.max_frame;
+			if (c->welcome.max_frame > c->wc.max_body &&
+			    c->welcome.max_frame <= UINT32_MAX)
+				c->wc.max_body = c->welcome.max_frame;
+		}
+	}
+	return PYSHELF_OK;
+refused:
+	/* a server that refuses says why in an ERROR (id 0) and closes */
+	if (rc == PYSHELF_E_PROTOCOL && c->msg.id == 0 &&
+	    c->msg.type == WIRE_MSG_ERROR) {
+		c->broken = 0;
+		client_clear(c);
+		return client_remote(c);
+	}
+	return rc;
+}
+
+/* Attach through a server; see pyshelf.h. */
+int
+pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
+    const char *session, unsigned flags, const pyshelf_connect_opts *opts,
+    const pyshelf_welcome **welcome)
+{
+	char path[4096];
+	struct timespec nap;
+	int rc = PYSHELF_OK, fd, tries, welcomed;
+
+	if (welcome != NULL)
+		*welcome = NULL;
+	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
+		return rc;
+	if ((flags & ~(unsigned)(PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NEW |
+	    PYSHELF_CONNECT_NO_START)) != 0) {
+		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_connect: unknown "
+		    "flags");
+		goto out;
+	}
+	if (session == NULL)
+		session = "default";
+	if (socket_path != NULL) {
+		if ((fd = client_sock_connect(socket_path)) < 0) {
+			rc = client_fail(c, PYSHELF_E_SPAWN, "cannot connect to "
+			    "the pyshelf server at %s: %s", socket_path,
+			    strerror(errno));
+			goto out;
+		}
+	} else {
+		if (sockpath_for(db, path, sizeof path) < 0) {
+			rc = client_fail(c, PYSHELF_E_SPAWN, "cannot name the "
+			    "pyshelf server's socket: %s", strerror(errno));
+			goto out;
+		}
+		if ((fd = client_autostart(c, path, db, flags, opts, &rc)) < 0)
+			goto out;
+	}
+	for (tries = 1; ; tries++) {
+		c->rfd = c->wc.rfd = fd;
+		c->wfd = c->wc.wfd = fd;
+		c->wfd_is_socket = 1;
+		c->server = 1;
+		rc = client_server_handshake(c, session, flags, opts);
+		if (rc == PYSHELF_OK) {
+			c->have_welcome = 1;
+			if (welcome != NULL)
+				*welcome = &c->welcome;
+			goto out;
+		}
+		/* back to no backend, the failure kept for pyshelf_errmsg() */
+		close(fd);
+		c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = -1;
+		c->wc.rlen = c->wc.rpos = 0;
+		c->broken = 0;
+		c->server = 0;
+		welcomed = c->have_welcome;
+		c->have_welcome = 0;
+		/* EOF after WELCOME: the ATTACH went to a worker that was
+		 * ending (its session closed, its idle time out) as it came;
+		 * the next one goes to its successor.  A few tries, spaced. */
+		if (rc != PYSHELF_E_CLOSED || !welcomed || tries >= 5)
+			break;
+		nap.tv_sec = 0;
+		nap.tv_nsec = 100000000L * tries;
+		nanosleep(&nap, NULL);
+		if ((fd = client_sock_connect(socket_path != NULL ? socket_path :
+		    path)) < 0)
+			break;
+		client_clear(c);
+	}
+out:
+	client_leave(c);
+	return rc;
+}
+
 /*
  * Start a call: take the busy flag and refuse a connection that cannot
  * take it (want_conn: 1 for a request, which needs a backend; 0 for
@@ -543,23 +992,32 @@ client_write_error(pyshelf_conn *c, int e)
 	    strerror(e));
 }
 
-/* Write an INTERRUPT for the running exec, if any.  Thread-safe; sets no
- * error text, since the requesting thread may be reading it.  Returns 0,
- * or -1 with *err set to errno. */
+/* Write an INTERRUPT for the running exec, if any (hard: with HARD=1,
+ * also when no exec of this connection runs: the session's running call
+ * may be another client's).  Thread-safe; sets no error text, since the
+ * requesting thread may be reading it.  Built by hand, without the
+ * codec's buffer, so that it allocates nothing.  Returns 0, or -1 with
+ * *err set to errno. */
 static int
-client_send_interrupt(pyshelf_conn *c, int *err)
+client_send_interrupt(pyshelf_conn *c, int *err, int hard)
 {
-	uint8_t frame[WIRE_HEADER_SIZE];
+	uint8_t frame[WIRE_HEADER_SIZE + WIRE_FIELD_HEADER_SIZE + 8];
+	size_t n = WIRE_HEADER_SIZE;
 	int rc = 0;
 
 	pthread_mutex_lock(&c->wlock);
-	if (c->exec_id != 0 && c->wfd >= 0) {
-		wire_be32_put(frame, 0);
+	if ((c->exec_id != 0 || hard) && c->wfd >= 0) {
 		wire_be16_put(frame + 4, WIRE_MSG_INTERRUPT);
 		wire_be16_put(frame + 6, 0);
 		wire_be64_put(frame + 8, c->exec_id);
-		if ((rc = io_write(c->wfd, c->wfd_is_socket, frame,
-		    sizeof frame)) < 0)
+		if (hard) {
+			frame[n] = WIRE_TAG_HARD;
+			wire_be32_put(frame + n + 1, 8);
+			wire_be64_put(frame + n + WIRE_FIELD_HEADER_SIZE, 1);
+			n += WIRE_FIELD_HEADER_SIZE + 8;
+		}
+		wire_be32_put(frame, (uint32_t)(n - WIRE_HEADER_SIZE));
+		if ((rc = io_write(c->wfd, c->wfd_is_socket, frame, n)) < 0)
 			*err = errno;
 	}
 	pthread_mutex_unlock(&c->wlock);
@@ -574,7 +1032,20 @@ pyshelf_interrupt(pyshelf_conn *c)
 
 	if (c == NULL)
 		return PYSHELF_E_INVAL;
-	if (client_send_interrupt(c, &e) == 0)
+	if (client_send_interrupt(c, &e, 0) == 0)
+		return PYSHELF_OK;
+	return e == EPIPE || e == ECONNRESET ? PYSHELF_E_CLOSED : PYSHELF_E_IO;
+}
+
+/* Hard interrupt; see pyshelf.h. */
+int
+pyshelf_interrupt_hard(pyshelf_conn *c)
+{
+	int e = 0;
+
+	if (c == NULL)
+		return PYSHELF_E_INVAL;
+	if (client_send_interrupt(c, &e, 1) == 0)
 		return PYSHELF_OK;
 	return e == EPIPE || e == ECONNRESET ? PYSHELF_E_CLOSED : PYSHELF_E_IO;
 }
@@ -623,7 +1094,7 @@ client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
 			continue;
 		act = hooks->on_wait(hooks->ctx);
 		if (act == PYSHELF_WAIT_INTERRUPT) {
-			if (client_send_interrupt(c, &e) < 0)
+			if (client_send_interrupt(c, &e, 0) < 0)
 				return client_write_error(c, e);
 		} else if (act == PYSHELF_WAIT_ABANDON)
 			return client_fail(c, PYSHELF_E_CANCELED, "the request "
@@ -644,6 +1115,10 @@ client_read_error(pyshelf_conn *c, int rc, int e)
 	switch (rc) {
 	case WIRE_E_EOF:
 		client_reap(c);
+		if (c->server)
+			return client_fatal(c, PYSHELF_E_CLOSED, "the session's "
+			    "worker closed the connection (it died, or the "
+			    "server ended it); connect again to resume");
 		return client_fatal(c, PYSHELF_E_CLOSED,
 		    "the backend closed the connection");
 	case WIRE_E_TOO_BIG:
@@ -860,46 +1335,24 @@ client_welcome(pyshelf_conn *c)
 {
 	const wire_field *f;
 	pyshelf_welcome *w = &c->welcome;
-	char *name = NULL, *session = NULL;
+	char *name;
+	int rc;
 
 	f = wire_msg_find(&c->msg, WIRE_TAG_NAME);
-	name = f != NULL ? wire_field_strdup(f) : strdup("");
-	f = wire_msg_find(&c->msg, WIRE_TAG_SESSION);
-	session = f != NULL ? wire_field_strdup(f) : strdup("");
-	if (name == NULL || session == NULL) {
-		free(name);
-		free(session);
+	if ((name = f != NULL ? wire_field_strdup(f) : strdup("")) == NULL)
 		return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
-	}
 	free(c->welcome_name);
-	free(c->welcome_session);
 	c->welcome_name = name;
-	c->welcome_session = session;
 	memset(w, 0, sizeof *w);
 	w->version = wire_msg_u64(&c->msg, WIRE_TAG_VERSION, 0);
 	w->name = name;
-	w->session = session;
+	w->session = "";
+	w->worker_message = "";
 	w->pid = wire_msg_u64(&c->msg, WIRE_TAG_PID, 0);
 	w->max_frame = wire_msg_u64(&c->msg, WIRE_TAG_MAX_FRAME,
 	    WIRE_DEFAULT_MAX_FRAME);
-	if ((f = wire_msg_find(&c->msg, WIRE_TAG_SESSION_ID)) != NULL) {
-		w->has_session = 1;
-		memcpy(w->session_id, f->data, sizeof w->session_id);
-	}
-	w->created = wire_msg_u64(&c->msg, WIRE_TAG_CREATED, 0) != 0;
-	w->lease_ms = wire_msg_u64(&c->msg, WIRE_TAG_LEASE_MS, 0);
-	w->expires_ms = wire_msg_u64(&c->msg, WIRE_TAG_EXPIRES_MS, 0);
-	w->ended_ms = wire_msg_u64(&c->msg, WIRE_TAG_ENDED_MS, 0);
-	w->has_ended = wire_msg_find(&c->msg, WIRE_TAG_ENDED_MS) != NULL;
-	free(c->welcome_reason);
-	free(c->welcome_message);
-	c->welcome_reason = c->welcome_message = NULL;
-	if ((f = wire_msg_find(&c->msg, WIRE_TAG_REASON)) != NULL)
-		c->welcome_reason = wire_field_strdup(f);
-	if ((f = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE)) != NULL)
-		c->welcome_message = wire_field_strdup(f);
-	w->ended_reason = c->welcome_reason;
-	w->ended_message = c->welcome_message;
+	if ((rc = client_session_fields(c, 0)) != PYSHELF_OK)
+		return rc;
 	if (w->max_frame > 0) {
 		c->peer_max = w->max_frame;
 		if (w->max_frame > c->wc.max_body && w->max_frame <= UINT32_MAX)
@@ -913,8 +1366,7 @@ client_welcome(pyshelf_conn *c)
 
 /* Run code in the workspace; see pyshelf.h. */
 int
-pyshelf_exec(pyshelf_conn *c, const pyshelf_exec_req *req,
-    pyshelf_result *res)
+pyshelf_exec(pyshelf_conn *c, pyshelf_exec_req *req, pyshelf_result *res)
 {
 	int rc;
 
@@ -930,7 +1382,7 @@ pyshelf_exec(pyshelf_conn *c, const pyshelf_exec_req *req,
 	if ((rc = client_exec_build(c, req)) != PYSHELF_OK ||
 	    (rc = client_send(c, 1)) != PYSHELF_OK)
 		goto out;
-	rc = client_exec_wait(c, req, res);
+	rc = client_exec_wait(c, req, res, -1);
 	pthread_mutex_lock(&c->wlock);
 	c->exec_id = 0;
 	pthread_mutex_unlock(&c->wlock);
@@ -988,12 +1440,37 @@ client_put_text(pyshelf_conn *c, uint8_t tag, int kind, const char *text,
 	return 0;
 }
 
-/* Encode an EXEC request into c->wbuf after checking its arguments. */
+/* Fill an all-zero call id with 128 random bits (getrandom: the calls of
+ * many clients must never collide). */
 static int
-client_exec_build(pyshelf_conn *c, const pyshelf_exec_req *req)
+client_call_id(pyshelf_conn *c, uint8_t id[16])
+{
+	static const uint8_t zero[16];
+	size_t have = 0;
+	ssize_t got;
+
+	if (memcmp(id, zero, sizeof zero) != 0)
+		return PYSHELF_OK;
+	while (have < 16) {
+		got = getrandom(id + have, 16 - have, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			return client_fail(c, PYSHELF_E_IO, "cannot draw a call "
+			    "id: getrandom: %s", strerror(errno));
+		have += (size_t)got;
+	}
+	return PYSHELF_OK;
+}
+
+/* Encode an EXEC request into c->wbuf after checking its arguments; an
+ * all-zero call id is drawn and written back into req. */
+static int
+client_exec_build(pyshelf_conn *c, pyshelf_exec_req *req)
 {
 	const pyshelf_arg *a;
 	size_t i;
+	int rc;
 
 	if (req->nargs > 0 && (req->func == NULL || req->args == NULL))
 		return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
@@ -1018,6 +1495,8 @@ client_exec_build(pyshelf_conn *c, const pyshelf_exec_req *req)
 	if (req->want_value < 0)
 		return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
 		    "want_value must be one of PYSHELF_WANT_*");
+	if ((rc = client_call_id(c, req->call_id)) != PYSHELF_OK)
+		return rc;
 	client_begin(c, WIRE_MSG_EXEC);
 	wire_put_str(&c->wbuf, WIRE_TAG_CODE, req->code);
 	if (req->func != NULL)
@@ -1039,18 +1518,21 @@ client_exec_build(pyshelf_conn *c, const pyshelf_exec_req *req)
 		    client_want(req->want_value));
 	if (req->timeout_ms > 0)
 		wire_put_u64(&c->wbuf, WIRE_TAG_TIMEOUT_MS, req->timeout_ms);
+	wire_put_bytes(&c->wbuf, WIRE_TAG_CALL_ID, req->call_id,
+	    sizeof req->call_id);
 	return PYSHELF_OK;
 }
 
-/* Read OUTPUT frames until the RESULT (or ERROR) of the exec. */
+/* Read OUTPUT frames until the RESULT (or ERROR) of the exec (or of a
+ * CALL_RESULT), until deadline (io_now_us() clock, < 0: none). */
 static int
 client_exec_wait(pyshelf_conn *c, const pyshelf_exec_req *req,
-    pyshelf_result *res)
+    pyshelf_result *res, int64_t deadline)
 {
 	int rc;
 
 	for (;;) {
-		if ((rc = client_reply(c, req, -1)) != PYSHELF_OK)
+		if ((rc = client_reply(c, req, deadline)) != PYSHELF_OK)
 			return rc;
 		switch (c->msg.type) {
 		case WIRE_MSG_OUTPUT:
@@ -1062,7 +1544,7 @@ client_exec_wait(pyshelf_conn *c, const pyshelf_exec_req *req,
 		case WIRE_MSG_ERROR:
 			return client_remote(c);
 		}
-		return client_unexpected(c, "EXEC");
+		return client_unexpected(c, "EXEC or CALL_RESULT");
 	}
 }
 
@@ -1503,9 +1985,11 @@ out:
 	return rc;
 }
 
-/* Read the backend's statistics: LISTING with one DATA (JSON). */
-int
-pyshelf_stats(pyshelf_conn *c, char **json)
+/* A field-less request answered by LISTING with one DATA (JSON text),
+ * copied out NUL-terminated. */
+static int
+client_listing_data(pyshelf_conn *c, uint16_t type, char **json,
+    const char *what)
 {
 	const wire_field *f;
 	int rc;
@@ -1515,13 +1999,13 @@ pyshelf_stats(pyshelf_conn *c, char **json)
 	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
 		return rc;
 	if (json == NULL) {
-		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_stats: NULL output");
+		rc = client_fail(c, PYSHELF_E_INVAL, "%s: NULL output", what);
 		goto out;
 	}
-	if ((rc = client_listing(c, WIRE_MSG_STATS)) != PYSHELF_OK)
+	if ((rc = client_listing(c, type)) != PYSHELF_OK)
 		goto out;
 	if ((f = wire_msg_find(&c->msg, WIRE_TAG_DATA)) == NULL) {
-		rc = client_unexpected(c, "STATS (no DATA)");
+		rc = client_unexpected(c, client_msg_name(type));
 		goto out;
 	}
 	if ((*json = malloc((size_t)f->len + 1)) == NULL) {
@@ -1530,6 +2014,54 @@ pyshelf_stats(pyshelf_conn *c, char **json)
 	}
 	memcpy(*json, f->data, f->len);
 	(*json)[f->len] = '\0';
+out:
+	client_leave(c);
+	return rc;
+}
+
+/* Read the backend's statistics: LISTING with one DATA (JSON). */
+int
+pyshelf_stats(pyshelf_conn *c, char **json)
+{
+	return client_listing_data(c, WIRE_MSG_STATS, json, "pyshelf_stats");
+}
+
+/* List the session's journaled calls: LISTING with one DATA (JSON). */
+int
+pyshelf_calls(pyshelf_conn *c, char **json)
+{
+	return client_listing_data(c, WIRE_MSG_CALLS, json, "pyshelf_calls");
+}
+
+/* Replay a journaled call and take its result; see pyshelf.h. */
+int
+pyshelf_call_result(pyshelf_conn *c, const uint8_t call_id[16], int wait,
+    int timeout_ms, const pyshelf_exec_req *hooks, pyshelf_result *res)
+{
+	pyshelf_exec_req none;
+	int rc;
+
+	if (res != NULL)
+		memset(res, 0, sizeof *res);
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	if (call_id == NULL || res == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL,
+		    "pyshelf_call_result: call id and result are required");
+		goto out;
+	}
+	if (hooks == NULL) {
+		/* the replayed OUTPUT is the call's, not a notice: dropped */
+		memset(&none, 0, sizeof none);
+		hooks = &none;
+	}
+	client_begin(c, WIRE_MSG_CALL_RESULT);
+	wire_put_bytes(&c->wbuf, WIRE_TAG_CALL_ID, call_id, 16);
+	wire_put_u64(&c->wbuf, WIRE_TAG_WAIT, wait ? 1 : 0);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK)
+		goto out;
+	rc = client_exec_wait(c, hooks, res, timeout_ms < 0 ? -1 :
+	    io_now_us() + (int64_t)timeout_ms * 1000);
 out:
 	client_leave(c);
 	return rc;
@@ -1724,6 +2256,7 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 	free(c->welcome_session);
 	free(c->welcome_reason);
 	free(c->welcome_message);
+	free(c->worker_message);
 	free(c->remote_reason);
 	free(c);
 	return rc;

@@ -117,6 +117,13 @@ extern "C" {
                                           session (pyshelf_remote_pid()) */
 #define PYSHELF_ERR_USAGE 17         /**< pyshelfd refused an option */
 #define PYSHELF_ERR_READ_ONLY 18     /**< the session is open read-only */
+#define PYSHELF_ERR_UNKNOWN_CALL 19  /**< a call id the session's journal
+                                          does not know */
+#define PYSHELF_ERR_WORKER_DIED 20   /**< the session's worker died */
+#define PYSHELF_ERR_WORKER_RESTARTED 21 /**< a hard interrupt restarted
+                                          the worker from its last
+                                          checkpoint; the message says what
+                                          was lost */
 /** @} */
 
 /** Result kinds (pyshelf_result.kind). */
@@ -165,6 +172,14 @@ extern "C" {
 
 /** pyshelf_spawn() flags. */
 #define PYSHELF_SPAWN_CREATE 0x1 /**< pass --create: make a missing session */
+
+/** pyshelf_connect() flags (PYSHELF_SPAWN_CREATE is 'c' there too). */
+#define PYSHELF_CONNECT_CREATE PYSHELF_SPAWN_CREATE /**< ATTACH MODE "c":
+                                     make a missing session */
+#define PYSHELF_CONNECT_NEW 0x2  /**< ATTACH MODE "n": always a new, empty
+                                     session (an old one of the name ends) */
+#define PYSHELF_CONNECT_NO_START 0x4 /**< never start a server: fail with
+                                     PYSHELF_E_SPAWN when none answers */
 
 /** An opaque connection to one backend (one session). */
 typedef struct pyshelf_conn pyshelf_conn;
@@ -229,6 +244,15 @@ typedef struct pyshelf_exec_req {
 	unsigned wait_tick_ms;   /**< call on_wait at least this often while
 	                              waiting (0: only after EINTR) */
 	void *ctx;               /**< passed to on_output and on_wait */
+	uint8_t call_id[16];     /**< the call's id (CALL_ID): all zero asks
+	                              pyshelf_exec() for 128 random bits, which
+	                              it writes back here before it sends, so
+	                              that the caller can send the same call
+	                              again (after a reconnect, when the reply
+	                              was lost): a server that knows the id
+	                              runs nothing, and answers with the
+	                              journaled output and result, or joins the
+	                              call while it runs */
 } pyshelf_exec_req;
 
 /**
@@ -276,6 +300,16 @@ typedef struct pyshelf_welcome {
 	uint64_t ended_ms;       /**< when it ended */
 	const char *ended_reason; /**< "expired", "closed" or "replaced" */
 	const char *ended_message; /**< the backend's sentence about it */
+	uint64_t server_pid;     /**< pyshelf_connect(): the supervisor's pid
+	                              (its WELCOME); pid is the session's
+	                              worker's.  0 for a stdio backend. */
+	int worker_died;         /**< pyshelf_connect(): nonzero when the
+	                              session's previous worker died (ATTACHED
+	                              carried SIGNAL or a MESSAGE about it) */
+	int worker_signal;       /**< the signal that killed it, 0 if none
+	                              or unknown */
+	const char *worker_message; /**< a sentence about that death, naming
+	                              the signal ("" when none) */
 } pyshelf_welcome;
 
 /** One live handle, from pyshelf_handles(). */
@@ -406,6 +440,82 @@ int pyshelf_spawn(pyshelf_conn *conn, const char *backend, const char *db,
  */
 int pyshelf_attach_fds(pyshelf_conn *conn, int rfd, int wfd);
 
+/** Options of pyshelf_connect(); zero-initialise, then set what you need
+ * (or pass NULL for all defaults). */
+typedef struct pyshelf_connect_opts {
+	const char *backend;     /**< the pyshelfd an auto-start runs, found
+	                              as pyshelf_spawn() finds its backend
+	                              (NULL: $PYSHELFD, else "pyshelfd") */
+	const char *const *server_args; /**< NULL-terminated options added to
+	                              `pyshelfd --server --db DB` when it is
+	                              started ("--idle-exit", "300",
+	                              "--create-db"...), or NULL.  Used only
+	                              when this call starts the server: a
+	                              running server keeps its own. */
+	const char *client_name; /**< NAME in HELLO (NULL: "libpyshelf") */
+	int has_lease;           /**< nonzero: send lease_ms in ATTACH */
+	uint64_t lease_ms;       /**< the session's lease (0: forever) */
+} pyshelf_connect_opts;
+
+/**
+ * Attach to a session through a pyshelf server (`pyshelfd --server`): the
+ * server mode of docs/PROTOCOL.md.  Connects to the server's Unix socket,
+ * sends HELLO (the supervisor answers WELCOME), then ATTACH; the session's
+ * worker answers ATTACHED and serves every later request on this
+ * connection directly.  The session lives on in its worker when this
+ * connection ends: pyshelf_detach() and pyshelf_close() leave it, and code
+ * that runs goes on running (its output and result are kept in the
+ * session's journal: pyshelf_calls(), pyshelf_call_result()).
+ *
+ * With socket_path NULL the socket is the store's own (proto/sockpath.h:
+ * `$XDG_RUNTIME_DIR/pyshelf/NAME`, else `/tmp/pyshelf-UID/NAME`, NAME
+ * "default" for the default store, else "db-" and a digest of the store's
+ * real path), and a server that does not answer is started as tmux does:
+ * on ENOENT or ECONNREFUSED this call takes the lock file `NAME.lock`
+ * (flock), tries to connect once more (another client may have started
+ * one meanwhile), removes a stale socket, runs
+ * `pyshelfd --server [--db DB] [server_args...]` and waits for it to exit:
+ * 0 means the server is ready (it daemonized), anything else is
+ * PYSHELF_E_SPAWN with the sentence it wrote on stderr.  Two clients
+ * racing end with one server.  An explicit socket_path is never started.
+ *
+ * Fills the same pyshelf_welcome as pyshelf_hello() (from ATTACHED: the
+ * session fields, pid = the worker's pid, the tombstone of an ended
+ * session of that name) plus server_pid and the death of the previous
+ * worker (worker_died, worker_signal, worker_message), which the caller
+ * should report: the last request of that worker was lost, and the
+ * session resumed from its last checkpoint.
+ *
+ * On a broken connection later (EOF or a reset), requests fail with
+ * PYSHELF_E_CLOSED; the caller may connect again with a new connection and
+ * send its EXEC again with the same call_id (see pyshelf_exec_req).
+ *
+ * @param[in] conn a connection from pyshelf_create() with no backend yet.
+ * @param[in] socket_path the server's socket, or NULL for the store's own
+ *   (auto-started).
+ * @param[in] db the store directory (made absolute for the server), or
+ *   NULL for the default store.
+ * @param[in] session the session name (NULL: "default").
+ * @param[in] flags PYSHELF_CONNECT_CREATE ('c'), PYSHELF_CONNECT_NEW
+ *   ('n'), or 0 ('w': the session must exist); PYSHELF_CONNECT_NO_START.
+ *   Read-only ('r') is not served by a server: use pyshelf_spawn().
+ * @param[in] opts options, or NULL.
+ * @param[out] welcome (may be NULL) what the server and the worker said;
+ *   owned by conn, valid until pyshelf_close().
+ * @return 0; PYSHELF_E_INVAL (bad flags, conn already connected);
+ *   PYSHELF_E_SPAWN (no server and none could be started, or the socket
+ *   directory is refused: pyshelf_errmsg() says why); PYSHELF_E_REMOTE
+ *   (PYSHELF_ERR_VERSION with the server's sentence on how to restart it,
+ *   PYSHELF_ERR_AUTH, PYSHELF_ERR_NO_SESSION, PYSHELF_ERR_SESSION_DEAD,
+ *   PYSHELF_ERR_BAD_REQUEST...); PYSHELF_E_CLOSED, PYSHELF_E_PROTOCOL,
+ *   PYSHELF_E_IO, PYSHELF_E_NOMEM.  On failure the connection has no
+ *   backend again (the socket is closed) and may be used for another try.
+ */
+int pyshelf_connect(pyshelf_conn *conn, const char *socket_path,
+                    const char *db, const char *session, unsigned flags,
+                    const pyshelf_connect_opts *opts,
+                    const pyshelf_welcome **welcome);
+
 /**
  * Handshake: send HELLO{VERSION, NAME} and read WELCOME.
  * @param[in] conn a connected connection.
@@ -429,7 +539,8 @@ int pyshelf_hello(pyshelf_conn *conn, const char *client_name,
  * Run code in the workspace and wait for its result, passing its output
  * to req->on_output as it arrives.
  * @param[in] conn the connection.
- * @param[in] req the request (see pyshelf_exec_req).
+ * @param[in,out] req the request (see pyshelf_exec_req); an all-zero
+ *   call_id is replaced by the random id sent.
  * @param[out] res the result; call pyshelf_result_free() on it after a
  *   return of 0.  On error it is left zeroed.
  * @return 0; PYSHELF_E_INVAL (code NULL, args without func, bad arg);
@@ -439,7 +550,7 @@ int pyshelf_hello(pyshelf_conn *conn, const char *client_name,
  *   PYSHELF_E_CLOSED, PYSHELF_E_PROTOCOL, PYSHELF_E_IO, PYSHELF_E_NOMEM.
  *   Code that raised is not an error: it is a PYSHELF_KIND_EXCINFO result.
  */
-int pyshelf_exec(pyshelf_conn *conn, const pyshelf_exec_req *req,
+int pyshelf_exec(pyshelf_conn *conn, pyshelf_exec_req *req,
                  pyshelf_result *res);
 
 /**
@@ -452,6 +563,55 @@ int pyshelf_exec(pyshelf_conn *conn, const pyshelf_exec_req *req,
  * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED or PYSHELF_E_IO.
  */
 int pyshelf_interrupt(pyshelf_conn *conn);
+
+/**
+ * Hard interrupt (INTERRUPT{HARD}): for code stuck in C that ignores
+ * pyshelf_interrupt().  The server's worker answers the running call with
+ * PYSHELF_E_REMOTE PYSHELF_ERR_WORKER_RESTARTED (its message says what was
+ * lost: the changes since the last checkpoint and the volatile entries)
+ * and restarts itself from the session's last checkpoint, keeping its
+ * connections.  It acts on the call that conn runs (pyshelf_exec() in
+ * another thread) or waits for (pyshelf_call_result()); sent also when no
+ * exec of conn runs, for the latter.  Thread-safe as pyshelf_interrupt().
+ * Server mode only; a stdio backend treats it as pyshelf_interrupt().
+ * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED or PYSHELF_E_IO.
+ */
+int pyshelf_interrupt_hard(pyshelf_conn *conn);
+
+/**
+ * List the session's journaled calls (CALLS): those that ran, run or wait,
+ * also while no client was attached, within the journal's bounds
+ * (docs/PROTOCOL.md).  Answered at once, even while code runs.
+ * @param[out] json a new NUL-terminated JSON text, a list of objects
+ *   {"id": 32 hex digits, "summary": the source's first line, "state":
+ *   "queued"|"running"|"done"|"lost", "started": ms since the epoch,
+ *   "ended": ms or null, "output_bytes": n, "output_dropped": n}; free
+ *   with pyshelf_free().
+ * @return 0 or an error (then *json is NULL).
+ */
+int pyshelf_calls(pyshelf_conn *conn, char **json);
+
+/**
+ * Take the result of a journaled call (CALL_RESULT): its output is
+ * replayed to hooks->on_output (a gap in it, where the journal dropped the
+ * oldest output, is marked in the text), then its result is returned as
+ * pyshelf_exec() would have returned it.  While the call runs, waits for
+ * it (wait nonzero) and gets its further output as it comes.
+ * @param[in] call_id the call's id (pyshelf_exec_req.call_id).
+ * @param[in] wait nonzero: wait while the call runs; 0: a running call is
+ *   PYSHELF_E_REMOTE PYSHELF_ERR_BAD_REQUEST ("still running").
+ * @param[in] timeout_ms how long to wait (< 0: no limit); then
+ *   PYSHELF_E_TIMEOUT (not sticky; the late reply is skipped).
+ * @param[in] hooks on_output, on_wait, wait_tick_ms and ctx of a request
+ *   (its other members are ignored), or NULL to drop the output.
+ * @param[out] res the result; free with pyshelf_result_free().
+ * @return 0; PYSHELF_E_REMOTE (PYSHELF_ERR_UNKNOWN_CALL for an id the
+ *   journal does not hold, PYSHELF_ERR_WORKER_RESTARTED for a call lost to
+ *   a hard interrupt...); PYSHELF_E_TIMEOUT; the connection errors.
+ */
+int pyshelf_call_result(pyshelf_conn *conn, const uint8_t call_id[16],
+                        int wait, int timeout_ms,
+                        const pyshelf_exec_req *hooks, pyshelf_result *res);
 
 /**
  * Tell the backend that the client no longer holds these handles (no
@@ -547,7 +707,9 @@ int pyshelf_ping(pyshelf_conn *conn);
 
 /**
  * Detach: the backend checkpoints and exits; the session persists.  The
- * connection can do nothing more but pyshelf_close().
+ * connection can do nothing more but pyshelf_close().  Through a server
+ * (pyshelf_connect()) only this connection ends: the worker goes on
+ * serving the session's other clients and running its code.
  * @return 0 or an error.
  */
 int pyshelf_detach(pyshelf_conn *conn);
@@ -561,7 +723,8 @@ int pyshelf_close_session(pyshelf_conn *conn);
 
 /**
  * Return the pid of the backend started by pyshelf_spawn(), or -1 when
- * the connection did not spawn one.
+ * the connection did not spawn one (pyshelf_connect(): the worker's pid is
+ * pyshelf_welcome.pid).
  */
 long pyshelf_backend_pid(const pyshelf_conn *conn);
 

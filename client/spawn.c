@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -40,7 +41,7 @@
 #include "client-int.h"
 
 static int spawn_pipe(int[2]);
-static void spawn_child(char *const[], char *const[], int, int, int)
+static void spawn_child(char *const[], char *const[], int, int, int, int)
     __attribute__((noreturn));
 static char **spawn_env(char **);
 
@@ -137,11 +138,12 @@ spawn_env(char **owned)
 
 /*
  * The child between fork() and exec(): async-signal-safe calls only.
- * Reports errno on errfd and exits 127 when anything fails.
+ * stdin and stdout become infd and outfd, stderr stderrfd unless it is -1
+ * (inherited).  Reports errno on errfd and exits 127 when anything fails.
  */
 static void
 spawn_child(char *const argv[], char *const envp[], int infd, int outfd,
-    int errfd)
+    int stderrfd, int errfd)
 {
 	struct sigaction dfl;
 	sigset_t none;
@@ -160,7 +162,8 @@ spawn_child(char *const argv[], char *const envp[], int infd, int outfd,
 			sigaction(sig, &dfl, NULL);
 	}
 	(void)setpgid(0, 0);
-	if (dup2(infd, 0) < 0 || dup2(outfd, 1) < 0)
+	if (dup2(infd, 0) < 0 || dup2(outfd, 1) < 0 ||
+	    (stderrfd >= 0 && dup2(stderrfd, 2) < 0))
 		goto fail;
 #if defined(CLOSE_RANGE_CLOEXEC)
 	/* Everything above stderr closes at exec, errfd included. */
@@ -266,7 +269,7 @@ spawn_start(char *const argv[], pid_t *pid, int *rfd, int *wfd, char *why,
 	child = fork();
 	if (child == 0)
 		spawn_child(argv, env != NULL ? env : environ, in[0], out[1],
-		    err[1]);
+		    -1, err[1]);
 	saved = errno;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	free(env);
@@ -350,4 +353,119 @@ spawn_kill(pid_t pid, int *wstatus)
 	if (kill(pid, SIGKILL) < 0 && errno != ESRCH)
 		return -1;
 	return spawn_wait(pid, -1, wstatus);
+}
+
+/*
+ * Collect child's stderr from fd until it exits: keep the first n - 1
+ * bytes at out (NUL-terminated), drop the rest.  The exit, not EOF, ends
+ * the wait: a daemon it left behind may hold the pipe a while longer (it
+ * should not; it must not hang this).  Returns waitpid()'s status.
+ */
+static int
+spawn_collect(pid_t child, int fd, char *out, size_t n)
+{
+	char scratch[512];
+	struct pollfd pfd;
+	size_t have = 0, take;
+	ssize_t got;
+	int status = 0, exited = 0, eof = 0;
+	pid_t w;
+
+	while (!eof) {
+		if (!exited) {
+			w = waitpid(child, &status, WNOHANG);
+			if (w == child || (w < 0 && errno != EINTR))
+				exited = 1;
+		}
+		pfd.fd = fd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (poll(&pfd, 1, exited ? 0 : 20) <= 0) {
+			if (exited)
+				break;          /* gone, nothing more buffered */
+			continue;
+		}
+		got = read(fd, scratch, sizeof scratch);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			eof = 1;
+			break;
+		}
+		if (n > 0 && have < n - 1) {
+			take = (size_t)got < n - 1 - have ? (size_t)got :
+			    n - 1 - have;
+			memcpy(out + have, scratch, take);
+			have += take;
+		}
+	}
+	if (!exited)
+		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+			;
+	if (n > 0)
+		out[have] = '\0';
+	return status;
+}
+
+/* Run argv to its exit with its stderr captured; see client-int.h. */
+int
+spawn_run(char *const argv[], int *wstatus, char *errout, size_t errlen,
+    char *why, size_t whylen)
+{
+	int null = -1, err[2] = { -1, -1 }, ex[2] = { -1, -1 };
+	char **env = NULL, *owned = NULL;
+	sigset_t all, old;
+	pid_t child;
+	ssize_t got;
+	int child_errno, saved, status, rc = -1;
+
+	if (errlen > 0)
+		errout[0] = '\0';
+	if ((null = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0) {
+		snprintf(why, whylen, "cannot open /dev/null: %s",
+		    strerror(errno));
+		return -1;
+	}
+	if (spawn_pipe(err) < 0 || spawn_pipe(ex) < 0) {
+		snprintf(why, whylen, "cannot create pipes: %s", strerror(errno));
+		goto out;
+	}
+	env = spawn_env(&owned);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	child = fork();
+	if (child == 0)
+		spawn_child(argv, env != NULL ? env : environ, null, null,
+		    err[1], ex[1]);
+	saved = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (child < 0) {
+		errno = saved;
+		snprintf(why, whylen, "cannot fork: %s", strerror(errno));
+		goto out;
+	}
+	close(err[1]);
+	close(ex[1]);
+	err[1] = ex[1] = -1;
+	do
+		got = read(ex[0], &child_errno, sizeof child_errno);
+	while (got < 0 && errno == EINTR);
+	status = spawn_collect(child, err[0], errout, errlen);
+	if (got == (ssize_t)sizeof child_errno) {
+		snprintf(why, whylen, "cannot execute %s: %s", argv[0],
+		    strerror(child_errno));
+		errno = child_errno;
+		goto out;
+	}
+	*wstatus = status;
+	rc = 0;
+out:
+	saved = errno;
+	free(env);
+	free(owned);
+	spawn_close_pair(err);
+	spawn_close_pair(ex);
+	close(null);
+	errno = saved;
+	return rc;
 }

@@ -723,7 +723,9 @@ dispatch_close(worker *w, const wire_msg *m)
 	if (rc != 0)
 		return dispatch_error(w, m->id, WIRE_ERR_STORE, "closing the "
 		    "session: %s", store_strerror(rc));
+	pthread_mutex_lock(&w->lock);   /* the reader refuses attaches now */
 	w->closed = 1;
+	pthread_mutex_unlock(&w->lock);
 	w->detached = 1;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_OK, m->id);

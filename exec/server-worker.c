@@ -126,8 +126,13 @@ server_worker_exec(server *s, server_session *ss, int fd, const char *path,
 	snprintf(fdbuf, sizeof fdbuf, "%d", fd);
 	argv[n++] = (char *)s->argv0;
 	argv[n++] = "--worker";
-	argv[n++] = "--db";
-	argv[n++] = s->db;
+	/* the default store without --db: the worker then makes its missing
+	 * parents (~/.local/share), as a stdio pyshelfd does; a --db naming
+	 * it would be refused on a fresh account (the quick start) */
+	if (s->opt.db != NULL) {
+		argv[n++] = "--db";
+		argv[n++] = s->db;
+	}
 	argv[n++] = "--session";
 	argv[n++] = ss->name;
 	argv[n++] = "--control-fd";

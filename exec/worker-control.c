@@ -138,7 +138,7 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 	    wire_msg_u64(m, WIRE_TAG_CREATE, 0) ? 'c' : 'w';
 	char msg[2048];
 	size_t mlen = 0;
-	int first = w->attaches == 0, others, busy;
+	int first = w->attaches == 0, others, busy, closed;
 	const char *why = NULL;
 	wire_buf b;
 
@@ -158,6 +158,20 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 		wire_begin(&b, WIRE_MSG_ERROR, m->id);
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_BAD_REQUEST);
 		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+		goto refuse;
+	}
+	pthread_mutex_lock(&w->lock);
+	closed = w->closed;
+	pthread_mutex_unlock(&w->lock);
+	if (closed) {
+		/* CLOSE ended the session and this worker is on its way out;
+		 * the attach came before the supervisor saw it go */
+		snprintf(msg, sizeof msg, "session '%s' was closed "
+		    "(close_session())", w->sess.name);
+		wire_begin(&b, WIRE_MSG_ERROR, m->id);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_DEAD);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+		wire_put_str(&b, WIRE_TAG_REASON, "closed");
 		goto refuse;
 	}
 	if (mode == 'n' && !first) {

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1319,6 +1320,347 @@ START_TEST(test_spawned_child_hygiene)
 }
 END_TEST
 
+/* --- Server mode: a fake server on a Unix socket --------------------------- */
+
+static char srv_dir[256];
+static char srv_path[300];
+static pid_t srv_pid = -1;
+
+/*
+ * The fake server: accepts connections one after the other and answers
+ * HELLO with WELCOME (no session), ATTACH with ATTACHED (session "died":
+ * with SIGNAL 9; "busy": ERROR SESSION_BUSY and a close), EXEC with a
+ * DIRECT value of its CALL_ID in hex and, in it, how many hard interrupts
+ * came before; CALLS with a JSON listing; CALL_RESULT with an OUTPUT and a
+ * RESULT saying its WAIT.
+ */
+static void
+fake_server(int lfd)
+{
+	static const uint8_t sid[16] = { 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+	    9, 9, 9, 9 };
+	const wire_field *f;
+	char text[128];
+	wire_conn wc;
+	wire_msg m;
+	wire_buf b;
+	int fd, rc, hard = 0;
+	size_t i;
+
+	wire_msg_init(&m);
+	wire_buf_init(&b);
+	for (;;) {
+		if ((fd = accept(lfd, NULL, NULL)) < 0)
+			_exit(80);
+		wire_conn_init(&wc, fd, fd, WIRE_DEFAULT_MAX_FRAME);
+		for (;;) {
+			if ((rc = wire_conn_read(&wc, &m, -1)) != WIRE_OK)
+				break;
+			if (wire_msg_check(&m, NULL) != WIRE_OK)
+				_exit(94);
+			switch (m.type) {
+			case WIRE_MSG_HELLO:
+				wire_begin(&b, WIRE_MSG_WELCOME, m.id);
+				wire_put_u64(&b, WIRE_TAG_VERSION,
+				    WIRE_PROTOCOL_VERSION);
+				wire_put_str(&b, WIRE_TAG_NAME, "fakeserver");
+				wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+				wire_put_u64(&b, WIRE_TAG_MAX_FRAME, 1u << 20);
+				fake_send(fd, &b);
+				break;
+			case WIRE_MSG_ATTACH:
+				f = wire_msg_find(&m, WIRE_TAG_SESSION);
+				if (f->len == 4 && memcmp(f->data, "busy", 4) == 0) {
+					fake_error(fd, &b, m.id,
+					    WIRE_ERR_SESSION_BUSY, "it is busy");
+					goto next;
+				}
+				f = wire_msg_find(&m, WIRE_TAG_MODE);
+				wire_begin(&b, WIRE_MSG_ATTACHED, m.id);
+				wire_put_bytes(&b, WIRE_TAG_SESSION_ID, sid,
+				    sizeof sid);
+				wire_put_bytes(&b, WIRE_TAG_SESSION, f->data,
+				    f->len);   /* the MODE, to check it */
+				wire_put_u64(&b, WIRE_TAG_CREATED, 1);
+				wire_put_u64(&b, WIRE_TAG_PID, 4242);
+				f = wire_msg_find(&m, WIRE_TAG_SESSION);
+				if (f->len == 4 && memcmp(f->data, "died", 4) == 0)
+					wire_put_u64(&b, WIRE_TAG_SIGNAL, 9);
+				fake_send(fd, &b);
+				break;
+			case WIRE_MSG_EXEC:
+				f = wire_msg_find(&m, WIRE_TAG_CALL_ID);
+				if (f == NULL || f->len != 16)
+					_exit(95);
+				for (i = 0; i < 16; i++)
+					snprintf(text + 2 * i, 3, "%02x",
+					    f->data[i]);
+				snprintf(text + 32, sizeof text - 32, " hard=%d",
+				    hard);
+				fake_direct(fd, &b, m.id, text);
+				break;
+			case WIRE_MSG_INTERRUPT:
+				hard += wire_msg_u64(&m, WIRE_TAG_HARD, 0) == 1;
+				break;
+			case WIRE_MSG_CALLS:
+				wire_begin(&b, WIRE_MSG_LISTING, m.id);
+				wire_put_str(&b, WIRE_TAG_DATA, "[{\"id\": \"ab\"}]");
+				fake_send(fd, &b);
+				break;
+			case WIRE_MSG_CALL_RESULT:
+				fake_output(fd, &b, m.id, 1, "replayed");
+				snprintf(text, sizeof text, "wait=%llu",
+				    (unsigned long long)wire_msg_u64(&m,
+				    WIRE_TAG_WAIT, 9));
+				fake_direct(fd, &b, m.id, text);
+				break;
+			case WIRE_MSG_DETACH:
+				fake_empty(fd, &b, WIRE_MSG_OK, m.id);
+				goto next;
+			default:
+				_exit(96);
+			}
+		}
+next:
+		wire_conn_free(&wc);
+		close(fd);
+	}
+}
+
+/* Start the fake server on srv_dir/sock. */
+static void
+srv_setup(void)
+{
+	struct sockaddr_un sa;
+	int lfd;
+
+	ck_assert_int_eq(tu_mkdtemp(srv_dir, sizeof srv_dir, tu_tmpdir(),
+	    "ckcli"), 0);
+	snprintf(srv_path, sizeof srv_path, "%s/sock", srv_dir);
+	memset(&sa, 0, sizeof sa);
+	sa.sun_family = AF_UNIX;
+	ck_assert_uint_lt(strlen(srv_path), sizeof sa.sun_path);
+	strcpy(sa.sun_path, srv_path);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(lfd, 0);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+	ck_assert_int_eq(listen(lfd, 8), 0);
+	srv_pid = tu_fork();
+	ck_assert_int_ge(srv_pid, 0);
+	if (srv_pid == 0)
+		fake_server(lfd);
+	close(lfd);
+	ck_assert_int_eq(pyshelf_create(&conn), PYSHELF_OK);
+}
+
+static void
+srv_teardown(void)
+{
+	int st;
+
+	pyshelf_close(conn, NULL);
+	conn = NULL;
+	if (srv_pid > 0) {
+		kill(srv_pid, SIGKILL);
+		waitpid(srv_pid, &st, 0);
+	}
+	srv_pid = -1;
+	tu_rmtree(srv_dir);
+}
+
+START_TEST(test_connect_handshake)
+{
+	const pyshelf_welcome *w = NULL;
+
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s",
+	    PYSHELF_CONNECT_CREATE, NULL, &w), PYSHELF_OK);
+	ck_assert_ptr_nonnull(w);
+	ck_assert_uint_eq(w->version, 3);
+	ck_assert_str_eq(w->name, "fakeserver");
+	ck_assert_uint_eq(w->server_pid, (uint64_t)srv_pid);
+	ck_assert_uint_eq(w->pid, 4242);       /* the worker's, from ATTACHED */
+	ck_assert_int_eq(w->has_session, 1);
+	ck_assert_int_eq(w->session_id[0], 9);
+	ck_assert_str_eq(w->session, "c");     /* the fake echoes MODE */
+	ck_assert_int_eq(w->created, 1);
+	ck_assert_int_eq(w->worker_died, 0);
+	ck_assert_int_eq(pyshelf_backend_pid(conn), -1);
+	/* a second connect on a connected conn is refused */
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s", 0, NULL,
+	    NULL), PYSHELF_E_INVAL);
+}
+END_TEST
+
+START_TEST(test_connect_modes_and_death)
+{
+	const pyshelf_welcome *w = NULL;
+	pyshelf_conn *c2;
+
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "died",
+	    PYSHELF_CONNECT_NEW, NULL, &w), PYSHELF_OK);
+	ck_assert_str_eq(w->session, "n");
+	ck_assert_int_eq(w->worker_died, 1);
+	ck_assert_int_eq(w->worker_signal, 9);
+	ck_assert_ptr_nonnull(strstr(w->worker_message, "SIGKILL"));
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s",
+	    PYSHELF_CONNECT_NEW | 0x100, NULL, NULL), PYSHELF_E_INVAL);
+	/* the fake serves one connection at a time: end this one first */
+	pyshelf_close(conn, NULL);
+	ck_assert_int_eq(pyshelf_create(&c2), PYSHELF_OK);
+	conn = c2;
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s", 0, NULL,
+	    &w), PYSHELF_OK);
+	ck_assert_str_eq(w->session, "w");
+}
+END_TEST
+
+START_TEST(test_connect_refused_then_again)
+{
+	const pyshelf_welcome *w = NULL;
+
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "busy",
+	    PYSHELF_CONNECT_CREATE, NULL, &w), PYSHELF_E_REMOTE);
+	ck_assert_uint_eq(pyshelf_remote_errcode(conn), PYSHELF_ERR_SESSION_BUSY);
+	ck_assert_str_eq(pyshelf_errmsg(conn), "it is busy");
+	ck_assert_ptr_null(w);
+	/* the connection has no backend again: a new try works */
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s",
+	    PYSHELF_CONNECT_CREATE, NULL, &w), PYSHELF_OK);
+}
+END_TEST
+
+START_TEST(test_connect_without_server)
+{
+	char path[400];
+
+	snprintf(path, sizeof path, "%s/nobody", srv_dir);
+	ck_assert_int_eq(pyshelf_connect(conn, path, NULL, "s",
+	    PYSHELF_CONNECT_CREATE, NULL, NULL), PYSHELF_E_SPAWN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "nobody"));
+	ck_assert_int_ne(access(path, F_OK), 0);   /* nothing started there */
+}
+END_TEST
+
+START_TEST(test_exec_call_ids)
+{
+	static const uint8_t zero[16];
+	pyshelf_exec_req req = { .code = "1" };
+	pyshelf_result res;
+	char hex[40];
+	size_t i;
+
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s",
+	    PYSHELF_CONNECT_CREATE, NULL, NULL), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_ne(memcmp(req.call_id, zero, 16), 0); /* drawn */
+	for (i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", req.call_id[i]);
+	ck_assert_uint_eq(res.value_len, 32 + 7);
+	ck_assert_int_eq(memcmp(res.value, hex, 32), 0);   /* and sent */
+	pyshelf_result_free(&res);
+	/* the same id again (a re-send): kept as given */
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(memcmp(res.value, hex, 32), 0);
+	pyshelf_result_free(&res);
+	/* a fresh request: another id */
+	memset(req.call_id, 0, sizeof req.call_id);
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_ne(memcmp(res.value, hex, 32), 0);
+	pyshelf_result_free(&res);
+}
+END_TEST
+
+START_TEST(test_calls_result_and_hard_interrupt)
+{
+	struct collected got;
+	pyshelf_exec_req hooks, req = { .code = "1" };
+	pyshelf_result res;
+	uint8_t id[16] = { 1 };
+	char *json = NULL;
+
+	memset(&got, 0, sizeof got);
+	memset(&hooks, 0, sizeof hooks);
+	hooks.on_output = collect_output;
+	hooks.ctx = &got;
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s",
+	    PYSHELF_CONNECT_CREATE, NULL, NULL), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_calls(conn, &json), PYSHELF_OK);
+	ck_assert_str_eq(json, "[{\"id\": \"ab\"}]");
+	pyshelf_free(json);
+	ck_assert_int_eq(pyshelf_call_result(conn, id, 1, -1, &hooks, &res),
+	    PYSHELF_OK);
+	ck_assert_str_eq(got.out, "replayed");
+	ck_assert_uint_eq(res.value_len, 6);
+	ck_assert_int_eq(memcmp(res.value, "wait=1", 6), 0);
+	pyshelf_result_free(&res);
+	ck_assert_int_eq(pyshelf_call_result(conn, id, 0, 5000, NULL, &res),
+	    PYSHELF_OK);
+	ck_assert_int_eq(memcmp(res.value, "wait=0", 6), 0);
+	pyshelf_result_free(&res);
+	/* a hard interrupt is sent with HARD=1 even with no exec running */
+	ck_assert_int_eq(pyshelf_interrupt_hard(conn), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_interrupt(conn), PYSHELF_OK); /* none: no-op */
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_uint_eq(res.value_len, 32 + 7);
+	ck_assert_int_eq(memcmp((const char *)res.value + 32, " hard=1", 7), 0);
+	pyshelf_result_free(&res);
+	ck_assert_int_eq(pyshelf_detach(conn), PYSHELF_OK);
+}
+END_TEST
+
+/* Auto-start: a `pyshelfd --server` that fails is PYSHELF_E_SPAWN with
+ * its stderr sentence; the socket directory is made 0700; an open one is
+ * refused before anything runs. */
+START_TEST(test_autostart_failures)
+{
+	char script[800], run[400], marker[400];
+	pyshelf_connect_opts o;
+	struct stat st;
+	FILE *f;
+
+	memset(&o, 0, sizeof o);
+	snprintf(run, sizeof run, "%s/run", srv_dir);
+	ck_assert_int_eq(mkdir(run, 0700), 0);
+	setenv("XDG_RUNTIME_DIR", run, 1);
+	snprintf(script, sizeof script, "%s/fakepyshelfd", srv_dir);
+	snprintf(marker, sizeof marker, "%s/ran", srv_dir);
+	f = fopen(script, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "#!/bin/sh\necho \"$@\" > %s\necho noise >&2\n"
+	    "echo 'pyshelfd: cannot serve: the test says no' >&2\nexit 3\n",
+	    marker);
+	fclose(f);
+	ck_assert_int_eq(chmod(script, 0700), 0);
+	o.backend = script;
+	ck_assert_int_eq(pyshelf_connect(conn, NULL, "relative-db", "s",
+	    PYSHELF_CONNECT_CREATE, &o, NULL), PYSHELF_E_SPAWN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn),
+	    "exited with status 3: pyshelfd: cannot serve: the test says no"));
+	ck_assert_int_eq(stat(marker, &st), 0);           /* it ran ... */
+	f = fopen(marker, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(script, sizeof script, f));
+	fclose(f);
+	ck_assert_ptr_nonnull(strstr(script, "--server --db /"));  /* absolute */
+	ck_assert_ptr_nonnull(strstr(script, "/relative-db"));
+	snprintf(script, sizeof script, "%s/pyshelf", run);
+	ck_assert_int_eq(stat(script, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0700);
+	/* NO_START: nothing runs */
+	unlink(marker);
+	ck_assert_int_eq(pyshelf_connect(conn, NULL, "relative-db", "s",
+	    PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NO_START, &o, NULL),
+	    PYSHELF_E_SPAWN);
+	ck_assert_int_ne(access(marker, F_OK), 0);
+	/* an open socket directory is refused before anything runs */
+	ck_assert_int_eq(chmod(script, 0755), 0);
+	ck_assert_int_eq(pyshelf_connect(conn, NULL, "relative-db", "s",
+	    PYSHELF_CONNECT_CREATE, &o, NULL), PYSHELF_E_SPAWN);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "0700"));
+	ck_assert_int_ne(access(marker, F_OK), 0);
+}
+END_TEST
+
 static Suite *
 client_suite(void)
 {
@@ -1326,6 +1668,7 @@ client_suite(void)
 	TCase *core = tcase_create("Core");
 	TCase *limits = tcase_create("Limits");
 	TCase *alone = tcase_create("Standalone");
+	TCase *server = tcase_create("Server");
 
 	tcase_add_checked_fixture(core, setup, teardown);
 	tcase_set_timeout(core, TU_TIMEOUT);
@@ -1368,6 +1711,17 @@ client_suite(void)
 	tcase_add_test(alone, test_dead_backend_is_reaped_at_once);
 	tcase_add_test(alone, test_spawned_child_hygiene);
 	suite_add_tcase(s, alone);
+
+	tcase_add_checked_fixture(server, srv_setup, srv_teardown);
+	tcase_set_timeout(server, TU_TIMEOUT);
+	tcase_add_test(server, test_connect_handshake);
+	tcase_add_test(server, test_connect_modes_and_death);
+	tcase_add_test(server, test_connect_refused_then_again);
+	tcase_add_test(server, test_connect_without_server);
+	tcase_add_test(server, test_exec_call_ids);
+	tcase_add_test(server, test_calls_result_and_hard_interrupt);
+	tcase_add_test(server, test_autostart_failures);
+	suite_add_tcase(s, server);
 	return s;
 }
 

@@ -37,7 +37,7 @@ PyMODINIT_FUNC PyInit__pyshelf(void);
 
 /* _setup(Error, RemoteError, UnknownHandleError, VolatileError,
  *        NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
- *        SessionBusy, loads) */
+ *        SessionBusy, WorkerRestarted, loads) */
 static PyObject *
 mod_setup(PyObject *module, PyObject *args)
 {
@@ -45,8 +45,8 @@ mod_setup(PyObject *module, PyObject *args)
 	PyObject *o[EXC_COUNT + 1];
 	int i;
 
-	if (!PyArg_ParseTuple(args, "OOOOOOOOOO:_setup", &o[0], &o[1], &o[2],
-	    &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9]))
+	if (!PyArg_ParseTuple(args, "OOOOOOOOOOO:_setup", &o[0], &o[1], &o[2],
+	    &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10]))
 		return NULL;
 	for (i = 0; i < EXC_COUNT; i++) {
 		if (!PyExceptionClass_Check(o[i])) {
@@ -130,7 +130,7 @@ static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS,
 	  "_setup(Error, RemoteError, UnknownHandleError, VolatileError, "
 	  "NotPicklableError, BackendDied, SessionNotFound, SessionEnded, "
-	  "SessionBusy, loads)" },
+	  "SessionBusy, WorkerRestarted, loads)" },
 	{ "strerror", mod_strerror, METH_O, "strerror(rc) -> str" },
 	{ "errcode_name", mod_errcode_name, METH_O, "errcode_name(code) -> str" },
 	{ NULL, NULL, 0, NULL }
@@ -165,6 +165,9 @@ mod_add_constants(PyObject *m)
 		{ "ERR_VOLATILE", PYSHELF_ERR_VOLATILE },
 		{ "ERR_SESSION_DEAD", PYSHELF_ERR_SESSION_DEAD },
 		{ "ERR_BAD_REQUEST", PYSHELF_ERR_BAD_REQUEST },
+		{ "ERR_UNKNOWN_CALL", PYSHELF_ERR_UNKNOWN_CALL },
+		{ "ERR_WORKER_DIED", PYSHELF_ERR_WORKER_DIED },
+		{ "ERR_WORKER_RESTARTED", PYSHELF_ERR_WORKER_RESTARTED },
 	};
 	size_t i;
 

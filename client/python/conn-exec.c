@@ -170,9 +170,10 @@ PyObject *
 conn_exec(ConnObject *self, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = { "code", "func", "args", "want_value",
-	    "timeout_ms", "on_output", NULL };
+	    "timeout_ms", "on_output", "call_id", NULL };
 	PyObject *code = NULL, *func = Py_None, *argseq = NULL;
 	PyObject *on_output = Py_None, *items = NULL, *ret = NULL;
+	PyObject *call_id = Py_None;
 	unsigned long long timeout_ms = 0;
 	pyshelf_exec_req req;
 	pyshelf_result res;
@@ -184,9 +185,18 @@ conn_exec(ConnObject *self, PyObject *args, PyObject *kwds)
 	memset(&req, 0, sizeof req);
 	memset(&res, 0, sizeof res);
 	memset(&ctx, 0, sizeof ctx);
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOpKO:exec", kwlist,
-	    &code, &func, &argseq, &want_value, &timeout_ms, &on_output))
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOpKOO:exec", kwlist,
+	    &code, &func, &argseq, &want_value, &timeout_ms, &on_output,
+	    &call_id))
 		return NULL;
+	if (call_id != Py_None) {
+		if (!PyBytes_Check(call_id) || PyBytes_GET_SIZE(call_id) != 16) {
+			PyErr_SetString(PyExc_ValueError,
+			    "call_id must be 16 bytes or None");
+			return NULL;
+		}
+		memcpy(req.call_id, PyBytes_AS_STRING(call_id), 16);
+	}
 	/* borrowed: code and func live in args for the whole call */
 	if ((req.code = conn_utf8(code, "code")) == NULL)
 		return NULL;
@@ -223,6 +233,10 @@ conn_exec(ConnObject *self, PyObject *args, PyObject *kwds)
 	ctx.ts = PyEval_SaveThread();
 	rc = pyshelf_exec(self->conn, &req, &res);
 	PyEval_RestoreThread(ctx.ts);
+	/* the id sent (drawn when none was given), also after a failure:
+	 * the caller may send the call again under it */
+	memcpy(self->last_call_id, req.call_id, sizeof self->last_call_id);
+	self->has_call_id = 1;
 
 	if (ctx.exc != NULL) {
 		/* Ctrl-C twice, or on_output raised: that wins. */
@@ -262,4 +276,88 @@ conn_interrupt(ConnObject *self, PyObject *Py_UNUSED(ignored))
 	if (rc == PYSHELF_E_CLOSED || rc == PYSHELF_E_IO)
 		return conn_died(conn_state(self), c, pyshelf_strerror(rc));
 	Py_RETURN_NONE;
+}
+
+/* interrupt_hard(): INTERRUPT{HARD}; callable from any thread. */
+PyObject *
+conn_interrupt_hard(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	pyshelf_conn *c = self->conn;
+	int rc;
+
+	if (c == NULL)
+		Py_RETURN_NONE;
+	self->interrupting++;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_interrupt_hard(c);
+	Py_END_ALLOW_THREADS
+	self->interrupting--;
+	if (rc == PYSHELF_E_CLOSED || rc == PYSHELF_E_IO)
+		return conn_died(conn_state(self), c, pyshelf_strerror(rc));
+	Py_RETURN_NONE;
+}
+
+/*
+ * call_result(call_id, wait=True, timeout_ms=-1, on_output=None) -> result
+ * tuple (see conn_result): the journaled call's output replayed to
+ * on_output, then its result.  Ctrl-C while it waits stops the wait (the
+ * call itself is not this request's: it is not interrupted).
+ */
+PyObject *
+conn_call_result(ConnObject *self, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = { "call_id", "wait", "timeout_ms", "on_output",
+	    NULL };
+	PyObject *on_output = Py_None, *ret = NULL;
+	Py_buffer id;
+	pyshelf_exec_req req;
+	pyshelf_result res;
+	exec_ctx ctx;
+	int wait = 1, timeout_ms = -1, rc;
+
+	memset(&req, 0, sizeof req);
+	memset(&res, 0, sizeof res);
+	memset(&ctx, 0, sizeof ctx);
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*|piO:call_result",
+	    kwlist, &id, &wait, &timeout_ms, &on_output))
+		return NULL;
+	if (id.len != 16) {
+		PyErr_SetString(PyExc_ValueError, "call_id must be 16 bytes");
+		goto done;
+	}
+	if (on_output != Py_None && !PyCallable_Check(on_output)) {
+		PyErr_Format(PyExc_TypeError, "on_output must be callable, not "
+		    "%.200s", Py_TYPE(on_output)->tp_name);
+		goto done;
+	}
+	if (conn_begin(self) < 0)
+		goto done;
+	req.on_output = conn_on_output;
+	req.on_wait = conn_on_wait;
+	req.wait_tick_ms = CONN_TICK_MS;
+	req.ctx = &ctx;
+	ctx.conn = self->conn;
+	ctx.on_output = on_output != Py_None ? on_output : NULL; /* borrowed */
+	/* one Ctrl-C is enough: there is no exec of ours to interrupt */
+	ctx.sigints = 1;
+
+	ctx.ts = PyEval_SaveThread();
+	rc = pyshelf_call_result(self->conn, id.buf, wait, timeout_ms, &req,
+	    &res);
+	PyEval_RestoreThread(ctx.ts);
+	if (ctx.exc != NULL) {
+		conn_exc_restore(ctx.exc); /* stolen */
+		ctx.exc = NULL;
+	} else if (rc == PYSHELF_E_TIMEOUT)
+		PyErr_SetString(PyExc_TimeoutError, "the call still runs");
+	else if (rc != PYSHELF_OK)
+		conn_error(self, self->conn, rc);
+	else
+		ret = conn_result(conn_state(self), &res);
+	pyshelf_result_free(&res);
+	conn_end(self);
+done:
+	Py_XDECREF(ctx.exc);
+	PyBuffer_Release(&id);
+	return ret;
 }

@@ -127,6 +127,9 @@ conn_remote(module_state *st, pyshelf_conn *c, const char *msg, uint64_t code)
 	case PYSHELF_ERR_PICKLE:
 		cls = st->exc[EXC_NOT_PICKLABLE]; /* borrowed */
 		break;
+	case PYSHELF_ERR_WORKER_RESTARTED:
+		cls = st->exc[EXC_RESTARTED]; /* borrowed */
+		break;
 	default:
 		cls = st->exc[EXC_REMOTE]; /* borrowed */
 	}

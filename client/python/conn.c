@@ -134,26 +134,13 @@ conn_attach_fds(ConnObject *self, PyObject *args)
 	Py_RETURN_NONE;
 }
 
-/* hello(name=None) -> dict of the WELCOME fields */
+/* The WELCOME (or ATTACHED) fields as a dict; "ended" only when a session
+ * of the name had ended, "worker_died" etc. only in server mode. */
 static PyObject *
-conn_hello(ConnObject *self, PyObject *args, PyObject *kwds)
+conn_welcome_dict(const pyshelf_welcome *w)
 {
-	static char *kwlist[] = { "name", NULL };
-	const pyshelf_welcome *w = NULL;
-	const char *name = NULL;
-	PyObject *sid = NULL, *ret = NULL;
-	int rc;
+	PyObject *sid = NULL, *ret = NULL, *e = NULL;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|z:hello", kwlist, &name))
-		return NULL;
-	if (conn_begin(self) < 0)
-		return NULL;
-	Py_BEGIN_ALLOW_THREADS
-	rc = pyshelf_hello(self->conn, name, &w);
-	Py_END_ALLOW_THREADS
-	conn_end(self);
-	if (rc != PYSHELF_OK)
-		return conn_error(self, self->conn, rc);
 	if (w->has_session)
 		sid = PyBytes_FromStringAndSize((const char *)w->session_id,
 		    sizeof w->session_id);
@@ -171,14 +158,138 @@ conn_hello(ConnObject *self, PyObject *args, PyObject *kwds)
 	    "expires_ms", (unsigned long long)w->expires_ms);
 	Py_DECREF(sid);
 	if (ret != NULL && w->has_ended) {
-		PyObject *e = Py_BuildValue("{s:d,s:s,s:s}", "ended",
+		e = Py_BuildValue("{s:d,s:s,s:s}", "ended",
 		    (double)w->ended_ms / 1000.0, "reason",
 		    w->ended_reason != NULL ? w->ended_reason : "",
 		    "message", w->ended_message != NULL ? w->ended_message : "");
 		if (e == NULL || PyDict_SetItemString(ret, "ended", e) < 0)
 			Py_CLEAR(ret);
-		Py_XDECREF(e);
+		Py_CLEAR(e);
 	}
+	if (ret != NULL && w->server_pid != 0) {
+		e = Py_BuildValue("{s:K,s:O,s:i,s:s}", "server_pid",
+		    (unsigned long long)w->server_pid, "worker_died",
+		    w->worker_died ? Py_True : Py_False, "worker_signal",
+		    w->worker_signal, "worker_message",
+		    w->worker_message != NULL ? w->worker_message : "");
+		if (e == NULL || PyDict_Update(ret, e) < 0)
+			Py_CLEAR(ret);
+		Py_CLEAR(e);
+	}
+	return ret;
+}
+
+/* hello(name=None) -> dict of the WELCOME fields */
+static PyObject *
+conn_hello(ConnObject *self, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = { "name", NULL };
+	const pyshelf_welcome *w = NULL;
+	const char *name = NULL;
+	int rc;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|z:hello", kwlist, &name))
+		return NULL;
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_hello(self->conn, name, &w);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	return conn_welcome_dict(w);
+}
+
+/*
+ * connect(socket, db, session, flag="c", lease_ms=None, backend=None,
+ *         server_args=(), start=True, name=None) -> dict of the WELCOME and
+ * ATTACHED fields.  socket None: the store's own server, started when
+ * none answers (start).
+ */
+static PyObject *
+conn_connect(ConnObject *self, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = { "socket", "db", "session", "flag",
+	    "lease_ms", "backend", "server_args", "start", "name", NULL };
+	PyObject *sock = Py_None, *db = Py_None, *session = Py_None;
+	PyObject *lease = Py_None, *backend = Py_None, *extra = NULL;
+	PyObject *spath = NULL, *dpath = NULL, *bpath = NULL, *tuple = NULL;
+	PyObject *ret = NULL;
+	const char **argv = NULL, *sess = NULL, *flag = "c", *name = NULL;
+	const pyshelf_welcome *w = NULL;
+	pyshelf_connect_opts opts;
+	Py_ssize_t i, n = 0;
+	unsigned flags = 0;
+	int start = 1, rc, begun = 0;
+
+	memset(&opts, 0, sizeof opts);
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO|sOOOpz:connect",
+	    kwlist, &sock, &db, &session, &flag, &lease, &backend, &extra,
+	    &start, &name))
+		return NULL;
+	if (strcmp(flag, "c") == 0)
+		flags = PYSHELF_CONNECT_CREATE;
+	else if (strcmp(flag, "n") == 0)
+		flags = PYSHELF_CONNECT_NEW;
+	else if (strcmp(flag, "w") != 0)
+		return PyErr_Format(PyExc_ValueError, "a server serves flag "
+		    "'c', 'w' or 'n', not '%s'", flag);
+	if (!start)
+		flags |= PYSHELF_CONNECT_NO_START;
+	if (sock != Py_None && !PyUnicode_FSConverter(sock, &spath))
+		goto error;
+	if (db != Py_None && !PyUnicode_FSConverter(db, &dpath))
+		goto error;
+	if (backend != Py_None && !PyUnicode_FSConverter(backend, &bpath))
+		goto error;
+	if (session != Py_None && (sess = conn_utf8(session, "session")) == NULL)
+		goto error;
+	if (lease != Py_None) {
+		opts.lease_ms = PyLong_AsUnsignedLongLong(lease);
+		if (opts.lease_ms == (unsigned long long)-1 && PyErr_Occurred())
+			goto error;
+		opts.has_lease = 1;
+	}
+	if (extra != NULL && extra != Py_None) {
+		if ((tuple = PySequence_Tuple(extra)) == NULL)
+			goto error;
+		n = PyTuple_GET_SIZE(tuple);
+	}
+	if ((argv = PyMem_Calloc((size_t)n + 1, sizeof *argv)) == NULL) {
+		PyErr_NoMemory();
+		goto error;
+	}
+	for (i = 0; i < n; i++) {
+		argv[i] = conn_utf8(PyTuple_GET_ITEM(tuple, i),
+		    "server_args items");
+		if (argv[i] == NULL)
+			goto error;
+	}
+	opts.backend = bpath != NULL ? PyBytes_AS_STRING(bpath) : NULL;
+	opts.server_args = argv;
+	opts.client_name = name;
+	if (conn_begin(self) < 0)
+		goto error;
+	begun = 1;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_connect(self->conn, spath != NULL ?
+	    PyBytes_AS_STRING(spath) : NULL, dpath != NULL ?
+	    PyBytes_AS_STRING(dpath) : NULL, sess, flags, &opts, &w);
+	Py_END_ALLOW_THREADS
+	if (rc != PYSHELF_OK) {
+		conn_error(self, self->conn, rc);
+		goto error;
+	}
+	ret = conn_welcome_dict(w);
+error:
+	if (begun)
+		conn_end(self);
+	PyMem_Free(argv);
+	Py_XDECREF(tuple);
+	Py_XDECREF(bpath);
+	Py_XDECREF(dpath);
+	Py_XDECREF(spath);
 	return ret;
 }
 
@@ -390,9 +501,9 @@ done:
 	return list;
 }
 
-/* stats() -> str (JSON) */
+/* A request answered by JSON text: stats(), calls(). */
 static PyObject *
-conn_stats(ConnObject *self, PyObject *Py_UNUSED(ignored))
+conn_json(ConnObject *self, int (*fn)(pyshelf_conn *, char **))
 {
 	PyObject *ret;
 	char *json = NULL;
@@ -401,7 +512,7 @@ conn_stats(ConnObject *self, PyObject *Py_UNUSED(ignored))
 	if (conn_begin(self) < 0)
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
-	rc = pyshelf_stats(self->conn, &json);
+	rc = fn(self->conn, &json);
 	Py_END_ALLOW_THREADS
 	conn_end(self);
 	if (rc != PYSHELF_OK)
@@ -409,6 +520,20 @@ conn_stats(ConnObject *self, PyObject *Py_UNUSED(ignored))
 	ret = PyUnicode_FromString(json);
 	pyshelf_free(json);
 	return ret;
+}
+
+/* stats() -> str (JSON) */
+static PyObject *
+conn_stats(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return conn_json(self, pyshelf_stats);
+}
+
+/* calls() -> str (JSON list of the session's journaled calls) */
+static PyObject *
+conn_calls(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return conn_json(self, pyshelf_calls);
 }
 
 /* A request without arguments or results: sync, ping, detach... */
@@ -574,6 +699,16 @@ conn_get_pid(ConnObject *self, void *Py_UNUSED(closure))
 	return PyLong_FromLong(pid);
 }
 
+/* last_call_id: the 16 bytes the last exec() sent, or None */
+static PyObject *
+conn_get_last_call_id(ConnObject *self, void *Py_UNUSED(closure))
+{
+	if (!self->has_call_id)
+		Py_RETURN_NONE;
+	return PyBytes_FromStringAndSize((const char *)self->last_call_id,
+	    sizeof self->last_call_id);
+}
+
 /* closed: True once close() ran */
 static PyObject *
 conn_get_closed(ConnObject *self, void *Py_UNUSED(closure))
@@ -589,11 +724,24 @@ static PyMethodDef conn_methods[] = {
 	  "attach_fds(rfd, wfd): speak the protocol over these descriptors" },
 	{ "hello", (PyCFunction)(void (*)(void))conn_hello,
 	  METH_VARARGS | METH_KEYWORDS, "hello(name=None) -> dict" },
+	{ "connect", (PyCFunction)(void (*)(void))conn_connect,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "connect(socket, db, session, flag='c', lease_ms=None, backend=None, "
+	  "server_args=(), start=True, name=None) -> dict: attach through a "
+	  "server" },
+	{ "calls", (PyCFunction)conn_calls, METH_NOARGS,
+	  "calls() -> JSON str: the session's journaled calls" },
+	{ "call_result", (PyCFunction)(void (*)(void))conn_call_result,
+	  METH_VARARGS | METH_KEYWORDS,
+	  "call_result(call_id, wait=True, timeout_ms=-1, on_output=None) -> "
+	  "result tuple" },
+	{ "interrupt_hard", (PyCFunction)conn_interrupt_hard, METH_NOARGS,
+	  "interrupt_hard(): restart the worker under the running call" },
 	{ "exec", (PyCFunction)(void (*)(void))conn_exec,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "exec(code, func=None, args=(), want_value=False, timeout_ms=0, "
-	  "on_output=None) -> (kind, handle, type_name, exc_type, message, "
-	  "value, volatile)" },
+	  "on_output=None, call_id=None) -> (kind, handle, type_name, "
+	  "exc_type, message, value, volatile)" },
 	{ "interrupt", (PyCFunction)conn_interrupt, METH_NOARGS,
 	  "interrupt(): stop the running exec (any thread)" },
 	{ "release", (PyCFunction)conn_release, METH_O,
@@ -635,6 +783,8 @@ static PyMethodDef conn_methods[] = {
 static PyGetSetDef conn_getset[] = {
 	{ "pid", (getter)conn_get_pid, NULL, "the spawned backend's pid", NULL },
 	{ "closed", (getter)conn_get_closed, NULL, "close() has run", NULL },
+	{ "last_call_id", (getter)conn_get_last_call_id, NULL,
+	  "the CALL_ID of the last exec() (bytes), or None", NULL },
 	{ NULL, NULL, NULL, NULL, NULL }
 };
 

@@ -35,6 +35,7 @@ enum {
 	EXC_ENDED,           /* pyshelf.SessionEnded(msg, code, code_name,
 	                        ended, reason) */
 	EXC_BUSY,            /* pyshelf.SessionBusy(msg, code, code_name, pid) */
+	EXC_RESTARTED,       /* pyshelf.WorkerRestarted(msg, code, code_name) */
 	EXC_COUNT
 };
 
@@ -52,6 +53,8 @@ typedef struct {
 	PyObject *notice;    /* callable(stream, bytes) for the backend's
 	                        notices outside exec(), or NULL; must not
 	                        refer back to this object (no GC here) */
+	int has_call_id;     /* last_call_id is set */
+	uint8_t last_call_id[16]; /* the CALL_ID the last exec() sent */
 } ConnObject;
 
 /* What exec()'s callbacks share with it while the GIL is released. */
@@ -87,5 +90,7 @@ void conn_exc_restore(PyObject *);
 int conn_on_notice(void *, int, const void *, size_t);
 PyObject *conn_exec(ConnObject *, PyObject *, PyObject *);
 PyObject *conn_interrupt(ConnObject *, PyObject *);
+PyObject *conn_interrupt_hard(ConnObject *, PyObject *);
+PyObject *conn_call_result(ConnObject *, PyObject *, PyObject *);
 
 #endif /* PYSHELF_EXT_H */

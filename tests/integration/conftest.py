@@ -13,6 +13,14 @@ import pytest
 
 import pyshelf
 
+# pyshelf.open() attaches through a server by default; the suite's tests
+# of open() were written for a private stdio backend (a second pyshelfd on
+# a session is SessionBusy, close() ends the backend), so they run in that
+# mode unless the run asks for the other (PYSHELF_OPEN=server runs them
+# through a server).  The server-mode tests (test_server_client*.py) set
+# it themselves (server_helpers.srv).
+os.environ.setdefault("PYSHELF_OPEN", "stdio")
+
 
 def _find_backend():
     env = os.environ.get("PYSHELFD")

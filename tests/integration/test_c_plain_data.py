@@ -28,7 +28,8 @@ class Req(ctypes.Structure):
                 ("want_value", ctypes.c_int),
                 ("timeout_ms", ctypes.c_uint64),
                 ("on_output", ctypes.c_void_p), ("on_wait", ctypes.c_void_p),
-                ("wait_tick_ms", ctypes.c_uint), ("ctx", ctypes.c_void_p)]
+                ("wait_tick_ms", ctypes.c_uint), ("ctx", ctypes.c_void_p),
+                ("call_id", ctypes.c_uint8 * 16)]
 
 
 class Result(ctypes.Structure):

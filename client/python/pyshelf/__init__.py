@@ -15,7 +15,11 @@ backend objects (``Wrapped``) or handles to exceptions
         print(ws.remote_exec(mean, [1, 2, 3]).value)
 
 The session persists after ``close()``: ``pyshelf.open("s", db="/tmp/db")``
-finds its globals and handles again.
+finds its globals and handles again.  ``open()`` attaches through the
+store's local server (``pyshelfd --server``, started when none runs), where
+the session lives on while no client is attached, with code that keeps
+running: ``ws.detach()``, ``ws.calls()``, ``ws.result(call_id)``;
+``connect(name, socket=PATH)`` attaches through a given server.
 """
 
 import pickle as _pickle
@@ -23,16 +27,18 @@ import pickle as _pickle
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
                       SessionBusy, SessionEnded, SessionEndedWarning,
-                      SessionNotFound, UnknownHandleError, VolatileError)
-from ._types import DirectValue, Lost, Wrapped, WrappedExcinfo
+                      SessionNotFound, UnknownHandleError, VolatileError,
+                      WorkerRestarted)
+from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
-from ._workspace import Workspace, open, spawn
+from ._workspace import Workspace, connect, open, spawn
 
-__all__ = ["spawn", "open", "Workspace", "DirectValue", "Wrapped",
-           "WrappedExcinfo", "Lost", "Error", "RemoteError",
-           "UnknownHandleError", "VolatileError", "NotPicklableError",
-           "BackendDied", "SessionNotFound", "SessionEnded", "SessionBusy",
-           "SessionEndedWarning"]
+__all__ = ["spawn", "open", "connect", "Workspace", "DirectValue",
+           "Wrapped", "WrappedExcinfo", "Lost", "Call", "Error",
+           "RemoteError", "UnknownHandleError", "VolatileError",
+           "NotPicklableError", "BackendDied", "SessionNotFound",
+           "SessionEnded", "SessionBusy", "SessionEndedWarning",
+           "WorkerRestarted"]
 
 __version__ = "0.1.0"
 
@@ -40,4 +46,4 @@ Workspace.__module__ = "pyshelf"
 
 _pyshelf._setup(Error, RemoteError, UnknownHandleError, VolatileError,
                 NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
-                SessionBusy, _pickle.loads)
+                SessionBusy, WorkerRestarted, _pickle.loads)

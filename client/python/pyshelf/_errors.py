@@ -2,7 +2,8 @@
 
 __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
-           "SessionEnded", "SessionBusy", "SessionEndedWarning"]
+           "SessionEnded", "SessionBusy", "SessionEndedWarning",
+           "WorkerRestarted"]
 
 
 class Error(Exception):
@@ -101,6 +102,14 @@ class SessionBusy(RemoteError):
         self.pid = pid
 
 
+class WorkerRestarted(RemoteError):
+    """A hard interrupt (``ws.interrupt(hard=True)``, or an interrupt or
+    timeout that did not take effect within the worker's grace time)
+    restarted the session's worker from its last checkpoint.  The call
+    was lost; the message says what else was: the changes since that
+    checkpoint and the volatile entries.  The workspace stays usable."""
+
+
 class SessionEndedWarning(UserWarning):
     """Opening a name with ``flag='c'`` created a new, empty session
     because the session of that name had ended; the message says when and
@@ -109,6 +118,6 @@ class SessionEndedWarning(UserWarning):
 
 for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
              NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
-             SessionBusy, SessionEndedWarning):
+             SessionBusy, SessionEndedWarning, WorkerRestarted):
     _cls.__module__ = "pyshelf"
 del _cls

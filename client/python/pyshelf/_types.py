@@ -8,7 +8,7 @@ same constructor arguments, so instances travel both ways.
 import collections
 import threading
 
-__all__ = ["DirectValue", "Wrapped", "WrappedExcinfo", "Lost"]
+__all__ = ["DirectValue", "Wrapped", "WrappedExcinfo", "Lost", "Call"]
 
 # While a Workspace pickles a value to send (_sending.ws is that
 # Workspace), a Wrapped in it pickles as a reference to its handle.
@@ -128,6 +128,19 @@ class WrappedExcinfo(Wrapped):
 
 
 Lost = collections.namedtuple("Lost", ["name", "type_name", "reason"])
+
+Call = collections.namedtuple("Call", ["id", "summary", "state", "started",
+                                       "ended", "output_bytes",
+                                       "output_dropped"])
+Call.__doc__ = """One call of a session's journal (``ws.calls()``).
+
+``id``: the call id (32 hex digits; ``ws.result(id)`` takes it);
+``summary``: the first line of its source; ``state``: ``"queued"``,
+``"running"``, ``"done"`` or ``"lost"`` (its worker died or was
+restarted under it); ``started``/``ended``: POSIX timestamps (``ended``
+None while it runs); ``output_bytes``: the output the journal holds;
+``output_dropped``: the oldest output dropped to keep it bounded."""
+Call.__module__ = "pyshelf"
 Lost.__doc__ = """An entry that was not restored when the session resumed:
 its name, its type name and why."""
 

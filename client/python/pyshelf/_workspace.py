@@ -1,12 +1,16 @@
 """Workspace: one attached pyshelf session, its handles and its globals.
 
 A Workspace owns a ``_pyshelf.Connection`` (the C extension over
-libpyshelf).  Requests go one at a time under ``_lock``; ``interrupt()``
-bypasses it, since its job is to stop the request that holds it.
+libpyshelf): a private stdio backend's (``spawn()``), or, through a
+server (``open()``, ``connect()``), a ``_ServerConn`` that replaces the
+Connection by a new one when it breaks.  Requests go one at a time under
+``_lock``; ``interrupt()`` bypasses it, since its job is to stop the
+request that holds it.
 """
 
 import codecs
 import collections.abc
+import functools
 import json
 import math
 import os
@@ -18,21 +22,22 @@ import warnings
 import weakref
 
 from . import _pyshelf
-from ._errors import (Error, NotPicklableError, RemoteError,
+from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
                       SessionEndedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
-from ._types import (DirectValue, Lost, Wrapped, WrappedExcinfo, _Kwargs,
-                     _sending)
+from ._types import (Call, DirectValue, Lost, Wrapped, WrappedExcinfo,
+                     _Kwargs, _sending)
 
-__all__ = ["Workspace", "spawn", "open"]
+__all__ = ["Workspace", "spawn", "open", "connect"]
 
 _KIND_DIRECT = _pyshelf.KIND_DIRECT
 _KIND_WRAPPED = _pyshelf.KIND_WRAPPED
 _ERR_NOT_FOUND = _pyshelf.ERR_NOT_FOUND
 _ERR_UNPICKLE = _pyshelf.ERR_UNPICKLE
 _ERR_BAD_REQUEST = _pyshelf.ERR_BAD_REQUEST
+_ERR_UNKNOWN_CALL = _pyshelf.ERR_UNKNOWN_CALL
 
 # Binds a workspace global to a handle's object (ws[name] = wrapped).  The
 # backend defines shipped functions outside the workspace's globals, so the
@@ -174,28 +179,97 @@ def _find_backend(backend):
                 "install pyshelf")
 
 
+class _ServerConn:
+    """The connection of a workspace attached through a server: the
+    extension's Connection (``conn``) and what the last attach said
+    (``info``).  A request whose connection broke (``BackendDied``: EOF or
+    a reset) attaches again and is sent once more, the same request (an
+    EXEC with the same call id, which the worker runs at most once).  When
+    the new attach says that the session's previous worker died, nothing
+    is re-sent: ``BackendDied`` naming its signal is raised, and the
+    workspace goes on with the new worker."""
+
+    # not re-sent after a reconnect: ending, and the interrupts (whose
+    # request ended with the connection)
+    _ONCE = frozenset(("close", "detach", "close_session", "interrupt",
+                       "interrupt_hard", "set_output_handler", "set_spin",
+                       "set_close_timeout", "set_max_frame",
+                       "backend_status"))
+
+    def __init__(self, connect):
+        self._connect = connect    # () -> (Connection, info dict)
+        self.conn, self.info = connect()
+        self.broken = False
+
+    def reconnect(self):
+        """Attach again with a new connection; BackendDied when the
+        session's worker died meanwhile (the new one serves it now)."""
+        old, self.conn = self.conn, None
+        try:
+            old.close()
+        except Error:
+            pass
+        self.broken = True
+        self.conn, self.info = self._connect()
+        self.broken = False
+        if self.info.get("worker_died"):
+            sig = self.info.get("worker_signal") or 0
+            raise BackendDied("the session's worker died: %s; the request "
+                              "was lost and the session resumed from its "
+                              "last checkpoint"
+                              % self.info.get("worker_message"),
+                              -sig if sig else None)
+
+    def __getattr__(self, name):
+        if self.conn is None or self.broken:
+            if name in self._ONCE:
+                # nothing to end or interrupt on a broken connection
+                return _nothing
+            self.reconnect()
+        attr = getattr(self.conn, name)
+        if name in self._ONCE or not callable(attr):
+            return attr
+        return functools.partial(self._request, name)
+
+    def _request(self, name, *args, **kwargs):
+        try:
+            return getattr(self.conn, name)(*args, **kwargs)
+        except BackendDied:
+            self.broken = True
+        self.reconnect()
+        return getattr(self.conn, name)(*args, **kwargs)
+
+
+def _nothing(*args, **kwargs):
+    return None
+
+
 class Workspace(collections.abc.MutableMapping):
     """One attached session of a pyshelf backend.
 
     Run code with ``remote_exec``; keep what it returns as handles
     (``Wrapped``) or values (``DirectValue``).  The workspace's globals are
     also a mapping: ``ws['x'] = v`` pickles ``v`` here and binds it there,
-    ``ws['x']`` sends the value back by pickle.  ``close()`` detaches (the
-    session and its objects persist); ``close_session()`` ends the session.
-    Made by ``pyshelf.spawn()`` / ``pyshelf.open()``.
+    ``ws['x']`` sends the value back by pickle.  ``close()`` (or
+    ``detach()``) detaches (the session and its objects persist);
+    ``close_session()`` ends the session.  Made by ``pyshelf.spawn()`` (a
+    private backend over stdio), ``pyshelf.open()`` and
+    ``pyshelf.connect()`` (through a server).
     """
 
     def __init__(self, conn, info):
         self._conn = conn
+        self._server = isinstance(conn, _ServerConn)
         self._lock = threading.Lock()
         self._closed = False
         self.returncode = None
+        self.last_call_id = None
         self.session = info.get("session")
         sid = info.get("session_id")
         self.session_id = sid.hex() if sid is not None else None
         self._handles = _HandleTable(self.session_id)
         self.created = bool(info.get("created"))
-        self.pid = info.get("pid") or conn.pid
+        self._pid = info.get("pid") or conn.pid
         self.backend_name = info.get("name")
         self.protocol_version = info.get("version")
         self.flag = info.get("flag", "c")
@@ -233,9 +307,29 @@ class Workspace(collections.abc.MutableMapping):
         if self._handles.pending:
             self._flush_releases()
 
+    @property
+    def pid(self):
+        """The pid of the process that serves the session: the stdio
+        backend's, or the server's worker's (a new one after the worker
+        was restarted)."""
+        if self._server and self._conn.info is not None:
+            return self._conn.info.get("pid") or None
+        return self._pid
+
+    @property
+    def server_pid(self):
+        """The pid of the server (its supervisor) this workspace attached
+        through, or None for a private stdio backend."""
+        if self._server and self._conn.info is not None:
+            return self._conn.info.get("server_pid") or None
+        return None
+
     def close(self):
-        """Detach: the backend checkpoints and exits; the session and its
-        objects persist for the next ``pyshelf.open()``.  Idempotent."""
+        """Detach.  Through a server (``open()``, ``connect()``): this
+        client's connection ends, the session's worker goes on serving
+        other clients and running code that runs; a stdio backend
+        (``spawn()``) checkpoints and exits.  The session and its objects
+        persist for the next ``pyshelf.open()``.  Idempotent."""
         with self._lock:
             if self._closed:
                 return
@@ -246,6 +340,11 @@ class Workspace(collections.abc.MutableMapping):
             except Error:
                 pass
             self.returncode = self._conn.close()
+
+    def detach(self):
+        """Detach from the session, leaving it (and code that runs in it)
+        to the server: the same as ``close()``."""
+        self.close()
 
     def close_session(self):
         """End the session for good: the backend deletes its objects,
@@ -282,10 +381,20 @@ class Workspace(collections.abc.MutableMapping):
         base = self._ended_at if self._ended_at is not None else time.time()
         return base + self._lease_ms / 1000.0
 
-    def interrupt(self):
+    def interrupt(self, hard=False):
         """Stop the ``remote_exec`` running in another thread: it returns a
-        ``WrappedExcinfo`` for KeyboardInterrupt.  No-op when idle."""
-        if not self._closed:
+        ``WrappedExcinfo`` for KeyboardInterrupt.  No-op when idle.
+
+        ``hard=True`` (through a server) is for code stuck in C, which a
+        KeyboardInterrupt does not reach: the worker is restarted from the
+        session's last checkpoint and the call raises ``WorkerRestarted``
+        saying what was lost.  A stdio backend takes it as a plain
+        interrupt."""
+        if self._closed:
+            return
+        if hard and self._server:
+            self._conn.interrupt_hard()
+        else:
             self._conn.interrupt()
 
     def sync(self):
@@ -371,12 +480,59 @@ class Workspace(collections.abc.MutableMapping):
                 modules.append(more)   # send that module's code by value
 
     def _run(self, code, func, wire, timeout_ms, want_value, out):
-        """Send one EXEC and make its result."""
+        """Send one EXEC under a new call id and make its result."""
+        call_id = os.urandom(16)
+        with self._lock:
+            self._begin()
+            self.last_call_id = call_id.hex()
+            try:
+                r = self._conn.exec(code, func, wire, want_value, timeout_ms,
+                                    out, call_id)
+            finally:
+                out.close()
+            return self._result(r)
+
+    # --- the journal of calls (through a server) --------------------------
+
+    def calls(self):
+        """The session's journaled calls, oldest first: a list of
+        ``pyshelf.Call`` (id, summary, state, started, ended,
+        output_bytes, output_dropped), also those that ran while no
+        client was attached.  Answered at once, even while code runs."""
+        with self._lock:
+            self._begin()
+            rows = json.loads(self._conn.calls())
+        return [Call(r["id"], r.get("summary", ""), r.get("state", ""),
+                     _seconds(r.get("started")), _seconds(r.get("ended")),
+                     r.get("output_bytes", 0), r.get("output_dropped", 0))
+                for r in rows]
+
+    def result(self, call_id, timeout=None, *, stdout=None, stderr=None):
+        """The result of a journaled call (its id: a ``Call``, its hex
+        string, e.g. ``ws.last_call_id``, or its 16 bytes), as
+        ``remote_exec`` returned it, after its output is replayed to
+        ``stdout``/``stderr`` (default: ``sys.stdout``/``sys.stderr``).
+        Waits while the call runs, up to ``timeout`` seconds (None: no
+        limit; then ``TimeoutError``).  KeyError for an id the journal
+        does not hold; ``WorkerRestarted`` for a call lost to a hard
+        interrupt."""
+        if isinstance(call_id, Call):
+            call_id = call_id.id
+        raw = bytes.fromhex(call_id) if isinstance(call_id, str) \
+            else bytes(call_id)
+        if len(raw) != 16:
+            raise ValueError("a call id is 16 bytes (32 hex digits), not %r"
+                             % (call_id,))
+        timeout_ms = -1 if timeout is None else _timeout_ms(timeout)
+        out = _Output(stdout, stderr)
         with self._lock:
             self._begin()
             try:
-                r = self._conn.exec(code, func, wire, want_value, timeout_ms,
-                                    out)
+                r = self._conn.call_result(raw, True, timeout_ms, out)
+            except RemoteError as e:
+                if e.code == _ERR_UNKNOWN_CALL:
+                    raise KeyError(raw.hex()) from None
+                raise
             finally:
                 out.close()
             return self._result(r)
@@ -752,17 +908,101 @@ def _spawn(db, session, backend, flag, lease, create_db, sync,
     return Workspace(conn, info)
 
 
-def open(name, db=None, backend=None, **options):
-    """The shelve-style spelling: ``pyshelf.open(name, db=...)`` attaches
-    to (or creates) the session ``name``; ``flag``, ``lease``,
-    ``create_db`` and the other options as for ``spawn()``."""
-    opts = dict(flag="c", lease=None, create_db=False, sync=None,
-                checkpoint_interval=None, args=())
-    unknown = set(options) - set(opts)
-    if unknown:
-        raise TypeError("open() got an unexpected keyword argument %r"
-                        % sorted(unknown)[0])
-    opts.update(options)
-    return _spawn(db, name, backend, opts["flag"], opts["lease"],
-                  opts["create_db"], opts["sync"],
-                  opts["checkpoint_interval"], opts["args"], 3)
+def _seconds(ms):
+    """Milliseconds since the epoch (or None) as a POSIX timestamp."""
+    return None if ms is None else ms / 1000.0
+
+
+def _lease_ms(lease):
+    if lease is None:
+        return None
+    lease = float(lease)
+    if not lease >= 0:
+        raise ValueError("bad lease (--lease): a number of seconds >= 0, "
+                         "not %r" % (lease,))
+    return int(round(lease * 1000))
+
+
+def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
+         checkpoint_interval=None, args=(), backend=None):
+    """Attach to the session ``name`` of store ``db`` (None: the default
+    store) through the store's local server, and return its Workspace.
+
+    The server (``pyshelfd --server``) is found by its socket (one per
+    store, under ``$XDG_RUNTIME_DIR/pyshelf``, else ``/tmp/pyshelf-UID``),
+    and started when none answers, with ``create_db``, ``sync``,
+    ``checkpoint_interval`` and ``args`` on its command line (``args``:
+    more ``pyshelfd --server`` options, e.g. ``("--idle-exit", "60")``; a
+    server that runs already keeps its own options).  ``backend``: the
+    pyshelfd to start (default: $PYSHELFD, the build tree's, the installed
+    one, then PATH).  The session lives in the server's worker while no
+    client is attached: ``close()``/``detach()`` leave it, and code that
+    runs goes on running (``calls()``, ``result()``).
+
+    ``flag`` as for ``spawn()``: ``'c'``, ``'w'``, ``'n'``; ``'r'`` (read
+    only) is served by a private stdio backend, as ``spawn(flag='r')``.
+    ``lease``: seconds the session lives with no client attached.
+    With the environment variable ``PYSHELF_OPEN=stdio``, ``open()`` is
+    ``spawn()``: a private stdio backend."""
+    if flag not in _FLAGS:
+        raise ValueError("flag must be 'c', 'w', 'n' or 'r', not %r"
+                         % (flag,))
+    if flag == "r" or os.environ.get("PYSHELF_OPEN") == "stdio":
+        return _spawn(db, name, backend, flag, lease, create_db, sync,
+                      checkpoint_interval, args, 3)
+    server_args = []
+    if create_db:
+        server_args += ["--create-db"]
+    if sync is not None:
+        server_args += ["--sync", str(sync)]
+    if checkpoint_interval is not None:
+        server_args += ["--checkpoint-interval", str(checkpoint_interval)]
+    server_args += [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
+                    for a in args]
+    db = None if db is None else os.path.abspath(os.fspath(db))
+    return _attach(None, db, name, flag, lease, _find_backend(backend),
+                   server_args, True, 3)
+
+
+def connect(name, socket, flag="c", lease=None):
+    """Attach to the session ``name`` through the server listening on the
+    Unix socket ``socket`` (a path; never started here), and return its
+    Workspace, as ``open()`` does.  ``flag``: ``'c'``, ``'w'`` or ``'n'``;
+    ``lease`` as for ``open()``."""
+    if flag not in ("c", "w", "n"):
+        raise ValueError("a server serves flag 'c', 'w' or 'n', not %r "
+                         "(spawn(flag='r') opens a session read-only)"
+                         % (flag,))
+    return _attach(os.fspath(socket), None, name, flag, lease, None, (),
+                   False, 3)
+
+
+def _attach(socket, db, name, flag, lease, backend, server_args, start,
+            stacklevel):
+    lease_ms = _lease_ms(lease)
+    mode = [flag]
+    spin = os.environ.get("PYSHELF_SPIN_US")
+
+    def attach():
+        conn = _pyshelf.Connection()
+        if spin:
+            conn.set_spin(int(spin))
+        conn.set_output_handler(_write_notice)
+        try:
+            info = conn.connect(socket, db, name, mode[0], lease_ms,
+                                backend, server_args, start)
+        except BaseException:
+            conn.close()
+            raise
+        # attaching again (after a broken connection) is to this session
+        mode[0] = "w"
+        return conn, info
+
+    sconn = _ServerConn(attach)
+    info = sconn.info
+    info["flag"] = flag
+    ended = info.get("ended")
+    if ended is not None:
+        warnings.warn(SessionEndedWarning(ended["message"]),
+                      stacklevel=stacklevel)
+    return Workspace(sconn, info)
