@@ -86,6 +86,13 @@ def _open_through_server(name, db=None, flag="c", lease=None,
 def _spawn_through_server(db=None, session="default", backend=None, *,
                           flag="c", lease=None, create_db=False, sync=None,
                           checkpoint_interval=None, args=()):
+    # --lease is the session's (ATTACH's LEASE_MS), not the whole server's
+    args = [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
+            for a in args]
+    if "--lease" in args[:-1] and lease is None:
+        i = args.index("--lease")
+        lease = float(args[i + 1])
+        del args[i:i + 2]
     return _open_through_server(session, db=db, flag=flag, lease=lease,
                                 create_db=create_db, sync=sync,
                                 checkpoint_interval=checkpoint_interval,

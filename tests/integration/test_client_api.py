@@ -97,6 +97,7 @@ def test_lost_is_a_list_of_lost(gw):
     assert Lost._fields == ("name", "type_name", "reason")
 
 
+@pytest.mark.stdio_only("volatile entries live on in the server's worker across a detach, by design")
 def test_volatile_entry_is_reported_after_restart(tmp_path, backend):
     db = tmp_path / "db"
     ws = pyshelf.spawn(db=db, session="v", backend=backend)
