@@ -101,8 +101,9 @@ def _spawn_through_server(db=None, session="default", backend=None, *,
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "stdio_only(reason): tests what only a private stdio "
-        "backend does; skipped when PYSHELF_TEST_MODE=server")
+        "markers", "stdio_only(reason, mode=None): tests what only a "
+        "private stdio backend does; skipped when PYSHELF_TEST_MODE=server "
+        "(with mode, only the case of that restart mode)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -110,6 +111,11 @@ def pytest_collection_modifyitems(config, items):
         return
     for item in items:
         m = item.get_closest_marker("stdio_only")
+        # stdio_only(reason, mode="clean"): that restart mode's case only
+        mode = m.kwargs.get("mode") if m is not None else None
+        if mode is not None and getattr(item, "callspec", None) is not None \
+                and item.callspec.params.get("mode") != mode:
+            continue
         if m is not None:
             why = m.args[0] if m.args else m.kwargs.get("reason", "")
             item.add_marker(pytest.mark.skip(
