@@ -234,3 +234,45 @@ def test_a_new_supervisor_takes_over_through_the_control_socket(worker,
     b, m = w.attach()
     assert m.type == ATTACHED
     assert b.value("q") == "still here"
+
+
+def test_ping_and_interrupt_stay_on_their_connection(worker, tmp_path):
+    from worker_wire import INTERRUPT, PING, PONG
+    w = worker()
+    a, _ = w.attach()
+    b, _ = w.attach()
+    flag = tmp_path / "go"
+    # counts the KeyboardInterrupts it gets until the flag exists
+    counting = ("import os, time\nhits = 0\n"
+                "while not os.path.exists(%r):\n"
+                "    try:\n"
+                "        time.sleep(0.02)\n"
+                "    except KeyboardInterrupt:\n"
+                "        hits += 1\n"
+                "hits\n" % str(flag))
+    cid = os.urandom(16)
+    ra = a.exec(counting, call_id=cid)
+    assert wait_for(lambda: call_state(b, cid) == "running", "running")
+    # another client's INTERRUPT does not reach a's code; PING is
+    # answered at once while code runs, on the connection it came on
+    b.send(INTERRUPT)
+    rid = b.send(PING)
+    m = b.recv()
+    assert m.type == PONG and m.id == rid
+    flag.write_text("")
+    _, m = a.until_reply(ra)
+    assert m.type == RESULT and pickle.loads(m.get("VALUE")) == 0
+    # a's own INTERRUPT stops its call, whose RESULT goes to a only
+    flag.unlink()
+    cid = os.urandom(16)
+    ra = a.exec("import os, time\nwhile not os.path.exists(%r):\n"
+                "    time.sleep(0.02)\n" % str(flag), call_id=cid)
+    assert wait_for(lambda: call_state(b, cid) == "running", "running")
+    a.send(INTERRUPT, rid=ra)
+    _, m = a.until_reply(ra)
+    assert m.type == RESULT and m.get("EXC_TYPE") == b"KeyboardInterrupt"
+    assert m.get("CALL_ID") == cid
+    assert call_state(b, cid) == "done"
+    rid = b.send(PING)             # nothing of a's call reached b
+    m = b.recv()
+    assert m.type == PONG and m.id == rid
