@@ -806,9 +806,12 @@ def test_calls_purged_with_their_session(tmp_path):
     b = Backend(db, "stays")
     b.detach()
     gone, stays = _session_id(db, "gone"), _session_id(db, "stays")
-    rec = call_record(3, 5, 6, "x", [(1, b"out")], b"R")
-    _put_calls(db, [(gone, 5, bytes(16), rec), (gone, 6, b"\x01" * 16, rec),
-                    (stays, 5, bytes(16), rec)])
+    # recent calls: one that ended over 24 h ago is dropped by the journal
+    now = int(time.time() * 1000)
+    rec = call_record(3, now, now + 1, "x", [(1, b"out")], b"R")
+    _put_calls(db, [(gone, now, bytes(16), rec),
+                    (gone, now + 1, b"\x01" * 16, rec),
+                    (stays, now, bytes(16), rec)])
     assert _count_calls(db) == 3
     b = Backend(db, "gone")
     t, _ = b.request(CLOSE)                   # ends it
