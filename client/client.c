@@ -574,6 +574,11 @@ client_start_server(pyshelf_conn *c, const char *db,
 		    PYSHELF_E_SPAWN, "%s", why);
 	else if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		rc = PYSHELF_OK;
+	else if (WIFEXITED(st) && WEXITSTATUS(st) == 2 && err[0] != '\0')
+		/* a refused option: its reason is the first line (the usage
+		 * line follows), a usage error as spawn's (ValueError) */
+		rc = client_fail(c, PYSHELF_E_INVAL, "%.*s",
+		    (int)strcspn(err, "\n"), err);
 	else if (WIFEXITED(st))
 		rc = client_fail(c, PYSHELF_E_SPAWN, "%s --server exited "
 		    "with status %d: %s", exe, WEXITSTATUS(st),

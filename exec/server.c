@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -219,6 +220,44 @@ server_signals(server *s)
 }
 
 /*
+ * A store the workers could not create (its parent is missing and no
+ * --create-db) is refused here, as a usage error (exit 2) with the
+ * worker's words: a server left running for it would keep its options,
+ * and refuse the next client's create_db=True as well.
+ */
+static int
+server_store_parent(server *s)
+{
+	struct stat st;
+	char *parent, *slash;
+	int ok;
+
+	if (s->opt.create_db || s->opt.db == NULL ||
+	    stat(s->opt.db, &st) == 0 || errno != ENOENT)
+		return 0;
+	if ((parent = strdup(s->opt.db)) == NULL)
+		return 0; /* the worker says it */
+	while ((slash = strrchr(parent, '/')) != NULL && slash[1] == '\0' &&
+	    slash != parent)
+		*slash = '\0'; /* trailing slashes */
+	slash = strrchr(parent, '/');
+	if (slash == NULL)
+		strcpy(parent, ".");
+	else if (slash == parent)
+		parent[1] = '\0';
+	else
+		*slash = '\0';
+	ok = stat(parent, &st) == 0;
+	if (!ok)
+		fprintf(stderr, "pyshelfd: store directory %s does not exist, "
+		    "and neither does its parent %s: not creating them (a "
+		    "typo? pass --create-db, create_db=True, to make the "
+		    "missing directories)\n", s->opt.db, parent);
+	free(parent);
+	return ok ? 0 : -1;
+}
+
+/*
  * Start: paths, the pid file's lock (a second server for the socket ends
  * here, exit 0), the daemon, then the socket and the workers already
  * running.  -1: go on serving; else the exit status.
@@ -229,6 +268,8 @@ server_start(server *s)
 	char *cause = NULL;
 	int rc;
 
+	if (server_store_parent(s) != 0)
+		return 2;
 	if (server_listen_paths(s, &cause) != 0 ||
 	    (rc = server_listen_lock(s, &cause)) < 0) {
 		fprintf(stderr, "pyshelfd: --server: %s\n", cause != NULL ?

@@ -7,7 +7,13 @@ to the build tree's client/python and PYSHELFD to its pyshelfd; by hand:
     PYTHONPATH=$BUILD/client/python PYSHELFD=$BUILD/pyshelfd \\
         /usr/bin/python3 -m pytest tests/integration
 """
+import glob
 import os
+import shutil
+import signal
+import tempfile
+import time
+import warnings
 
 import pytest
 
@@ -20,6 +26,160 @@ import pyshelf
 # through a server).  The server-mode tests (test_server_client*.py) set
 # it themselves (server_helpers.srv).
 os.environ.setdefault("PYSHELF_OPEN", "stdio")
+
+# PYSHELF_TEST_MODE=server (make check's second run, run-pytest-server.sh):
+# every workspace the tests make with pyshelf.spawn() or pyshelf.open() is
+# attached through a server instead (open(), PYSHELF_OPEN=server; flag 'r'
+# stays a private stdio backend by design), each test with its own
+# XDG_RUNTIME_DIR, its servers stopped at teardown.  Tests of what only a
+# private stdio backend does are marked stdio_only("why") and skipped in
+# this mode.
+SERVER_MODE = os.environ.get("PYSHELF_TEST_MODE") == "server"
+_real_open = pyshelf.open
+_open_ws = []      # this test's routed workspaces
+
+# A stdio backend ends at close(), and the tests that close, touch the
+# store and open again expect a backend that reads it afresh.  Through a
+# server the same happens when the worker hibernates: the servers run
+# with a short --idle-exit, and a routed close() waits until the worker
+# has checkpointed and exited, unless it must stay (another workspace of
+# the test is attached to it, or, after VOLATILE_WAIT, it holds volatile
+# entries: those keep a worker by design).
+IDLE_EXIT = "0.05"
+VOLATILE_WAIT = 3   # s: a worker still there then keeps volatile entries
+
+
+def _open_through_server(name, db=None, flag="c", lease=None,
+                         create_db=False, sync=None, checkpoint_interval=None,
+                         args=(), backend=None, _depth=1):
+    args = list(args)
+    if flag != "r" and "--idle-exit" not in args:
+        args += ["--idle-exit", IDLE_EXIT]
+    # open()'s warnings point at the test's line, not at this one
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        ws = _real_open(name, db=db, flag=flag, lease=lease,
+                        create_db=create_db, sync=sync,
+                        checkpoint_interval=checkpoint_interval, args=args,
+                        backend=backend)
+    for w in got:
+        warnings.warn(w.message, w.category, stacklevel=1 + _depth)
+    if flag == "r":
+        return ws
+    _open_ws.append(ws)
+    detach = ws.close
+
+    def close():
+        pid = ws.pid
+        detach()
+        shared = any(o is not ws and not o.closed and o.pid == pid
+                     for o in _open_ws)
+        if pid and not shared:
+            # (asking the worker whether it holds volatile entries, which
+            # keep it, would import json into it: a test of what is in
+            # sys.modules would notice)
+            _gone(pid, VOLATILE_WAIT)
+    ws.close = close
+    return ws
+
+
+def _spawn_through_server(db=None, session="default", backend=None, *,
+                          flag="c", lease=None, create_db=False, sync=None,
+                          checkpoint_interval=None, args=()):
+    # --lease is the session's (ATTACH's LEASE_MS), not the whole server's
+    args = [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
+            for a in args]
+    if "--lease" in args[:-1] and lease is None:
+        i = args.index("--lease")
+        lease = float(args[i + 1])
+        del args[i:i + 2]
+    return _open_through_server(session, db=db, flag=flag, lease=lease,
+                                create_db=create_db, sync=sync,
+                                checkpoint_interval=checkpoint_interval,
+                                args=args, backend=backend, _depth=2)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stdio_only(reason, mode=None): tests what only a "
+        "private stdio backend does; skipped when PYSHELF_TEST_MODE=server "
+        "(with mode, only the case of that restart mode)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SERVER_MODE:
+        return
+    for item in items:
+        m = item.get_closest_marker("stdio_only")
+        # stdio_only(reason, mode="clean"): that restart mode's case only
+        mode = m.kwargs.get("mode") if m is not None else None
+        if mode is not None and getattr(item, "callspec", None) is not None \
+                and item.callspec.params.get("mode") != mode:
+            continue
+        if m is not None:
+            why = m.args[0] if m.args else m.kwargs.get("reason", "")
+            item.add_marker(pytest.mark.skip(
+                reason="stdio only: %s" % why))
+
+
+def _server_pids(run):
+    pids = set()
+    for p in glob.glob(os.path.join(run, "pyshelf", "*.pid")):
+        try:
+            with open(p) as f:
+                pids.add(int(f.read().split()[0]))
+        except (OSError, ValueError, IndexError):
+            pass
+    return pids
+
+
+def _gone(pid, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture(autouse=True)
+def _server_mode(request, monkeypatch):
+    """In server mode: a private 0700 XDG_RUNTIME_DIR (short, for
+    sun_path), spawn() routed to open(), and at teardown every server of
+    the test SIGTERMed and waited for (each stops its workers first)."""
+    if not SERVER_MODE:
+        yield
+        return
+    run = tempfile.mkdtemp(prefix="pst")
+    os.chmod(run, 0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", run)
+    monkeypatch.setenv("PYSHELF_OPEN", "server")
+    if os.environ.get("PYSHELFD") is None:
+        path = _find_backend()
+        if path:
+            monkeypatch.setenv("PYSHELFD", path)
+    monkeypatch.setattr(pyshelf, "spawn", _spawn_through_server)
+    monkeypatch.setattr(pyshelf, "open", _open_through_server)
+    try:
+        yield
+    finally:
+        del _open_ws[:]
+        pids = _server_pids(run)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        stuck = [pid for pid in pids if not _gone(pid, 120)]
+        for pid in stuck:
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(run, ignore_errors=True)
+        assert not stuck, "server(s) %s ignored SIGTERM for 120 s" % stuck
 
 
 def _find_backend():

@@ -71,6 +71,7 @@ def test_memory_limit_takes_units(tmp_path, backend):
         ws.close()
 
 
+@pytest.mark.stdio_only("pyshelfd options on spawn's command line; a running server keeps its own")
 def test_spawn_passes_the_options(tmp_path, backend):
     ws = pyshelf.spawn(db=tmp_path / "db", session="s", backend=backend,
                        sync="always", checkpoint_interval=0.25,

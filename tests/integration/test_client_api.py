@@ -35,6 +35,7 @@ def test_session_attributes(gw):
     os.kill(gw.pid, 0)
 
 
+@pytest.mark.stdio_only('the backend process exits at close() with returncode 0')
 def test_context_manager_and_idempotent_close(tmp_path, backend):
     with pyshelf.spawn(db=tmp_path / "db", session="cm",
                        backend=backend) as ws:
@@ -96,6 +97,7 @@ def test_lost_is_a_list_of_lost(gw):
     assert Lost._fields == ("name", "type_name", "reason")
 
 
+@pytest.mark.stdio_only("volatile entries live on in the server's worker across a detach, by design")
 def test_volatile_entry_is_reported_after_restart(tmp_path, backend):
     db = tmp_path / "db"
     ws = pyshelf.spawn(db=db, session="v", backend=backend)
@@ -113,6 +115,7 @@ def test_volatile_entry_is_reported_after_restart(tmp_path, backend):
         ws.close()
 
 
+@pytest.mark.stdio_only("a dead stdio backend ends the workspace; a server's reattaches to a new worker")
 def test_backend_died(gw):
     os.kill(gw.pid, signal.SIGKILL)
     with pytest.raises(pyshelf.BackendDied) as ei:

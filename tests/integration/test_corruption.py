@@ -230,6 +230,7 @@ def probe_backend(db, names):
     return got
 
 
+@pytest.mark.stdio_only("reads pyshelfd's own stderr (the client's pipe) and close()'s exit status")
 def test_corruption_campaign(made, tmp_path, capfd):
     rng = random.Random(SEED)
     dst = tmp_path / "c"

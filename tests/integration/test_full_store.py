@@ -233,6 +233,7 @@ def test_space_freed_outside_pyshelf(full_db):
         ws.close()
 
 
+@pytest.mark.stdio_only("the backend's stderr (the client's pipe) and returncode at close()")
 @pytest.mark.parametrize("full_db", KINDS, indirect=True, ids=["tmpfs",
                                                                "map-max"])
 def test_close_while_full_commits_what_fits(full_db, capfd):

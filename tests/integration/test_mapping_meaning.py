@@ -175,6 +175,8 @@ def test_the_longest_name_the_store_takes_is_kept(tmp_path):
         ws.close()
 
 
+@pytest.mark.stdio_only("volatile entries live on in the server's "
+                         "worker across a detach, by design", mode="clean")
 @pytest.mark.parametrize("mode", MODES)
 def test_unstorable_global_bound_by_code_breaks_no_checkpoint(tmp_path, mode,
                                                               capfd):
@@ -256,6 +258,8 @@ def test_lost_lists_a_damaged_entry_and_its_holders(tmp_path, mode):
         ws.close()
 
 
+@pytest.mark.stdio_only("volatile entries live on in the server's "
+                         "worker across a detach, by design", mode="clean")
 @pytest.mark.parametrize("mode", MODES)
 def test_lost_runs_no_pickle(tmp_path, mode):
     """A stored entry whose pickle would run a command when loaded: listing

@@ -152,6 +152,8 @@ def test_handles_from_before_the_restart_work_after_it(store, mode):
         ws.close()
 
 
+@pytest.mark.stdio_only("volatile entries live on in the server's "
+                         "worker across a detach, by design", mode="clean")
 @pytest.mark.parametrize("mode", MODES)
 def test_volatile_objects_are_reported(store, mode):
     ws = pyshelf.spawn(db=store, session="s")
@@ -469,6 +471,8 @@ def test_del_of_a_global_not_loaded_since_the_restart(store, mode):
         ws.close()
 
 
+@pytest.mark.stdio_only("volatile entries live on in the server's "
+                         "worker across a detach, by design", mode="clean")
 @pytest.mark.parametrize("mode", MODES)
 def test_globals_know_stored_names_after_a_restart(store, mode):
     """globals() counts the stored globals before they are used: `in`,

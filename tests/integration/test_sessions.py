@@ -336,6 +336,7 @@ def test_options_pyshelfd_refuses_are_value_errors(store, kw, text):
 
 # --- the session lock ------------------------------------------------------
 
+@pytest.mark.stdio_only("a dead stdio backend ends the workspace; a server's reattaches to a new worker")
 def test_reopen_right_after_sigkill(store):
     """The killed backend stays an unreaped zombie of this process (no
     waitpid here): it must not block its session."""
@@ -353,6 +354,7 @@ def test_reopen_right_after_sigkill(store):
     ws.close()
 
 
+@pytest.mark.stdio_only('SessionBusy from a second private backend on one session')
 def test_two_backends_on_one_session(store):
     ws = pyshelf.open("s", db=store)
     try:
@@ -427,6 +429,7 @@ def test_the_sweep_spares_a_locked_session(store):
         ws.close()
 
 
+@pytest.mark.stdio_only('SessionBusy from a second private backend on one session')
 def test_a_forked_child_neither_drops_nor_keeps_the_lock(store):
     ws = pyshelf.open("s", db=store)
     child = None

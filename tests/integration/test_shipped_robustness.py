@@ -381,6 +381,7 @@ def test_close_leaves_streams_usable(gw):
 
 # --- threads at close() ---------------------------------------------------------------
 
+@pytest.mark.stdio_only('the backend process exits at close() with returncode 0')
 def test_close_with_a_non_daemon_thread(store, backend, capsys):
     ws = pyshelf.spawn(db=store, session="s", backend=backend)
     ws.remote_exec("""

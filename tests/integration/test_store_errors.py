@@ -113,6 +113,7 @@ def test_damaged_handle_is_listed_and_reported_when_used(tmp_path):
         ws.close()
 
 
+@pytest.mark.stdio_only('SessionBusy from a second private backend on one session')
 def test_session_in_use_is_refused(tmp_path):
     db = str(tmp_path / "db")
     ws = pyshelf.spawn(db=db, session="s")

@@ -35,6 +35,7 @@ def root_only():
     assert os.geteuid() == 0, "this test changes file owners: run as root"
 
 
+@pytest.mark.stdio_only("pyshelfd options in spawn's args: a server already running keeps its own")
 @pytest.mark.parametrize("what", ["directory", "data.mdb"])
 def test_store_of_another_user_is_refused(tmp_path, root_only, what):
     db = str(tmp_path / "db")

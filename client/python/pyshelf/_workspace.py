@@ -979,6 +979,12 @@ def connect(name, socket, flag="c", lease=None):
 
 def _attach(socket, db, name, flag, lease, backend, server_args, start,
             stacklevel):
+    # as spawn() (pyshelfd --session refuses it): a ValueError, not the
+    # server's BAD_REQUEST
+    if isinstance(name, str) and \
+            not 1 <= len(name.encode("utf-8", "surrogateescape")) <= 255:
+        raise ValueError("bad session name %r: a session name has 1 to "
+                         "255 bytes" % (name[:40],))
     lease_ms = _lease_ms(lease)
     mode = [flag]
     spin = os.environ.get("PYSHELF_SPIN_US")
