@@ -355,6 +355,10 @@ void worker_output_drain(worker *w);
  * and claim the session: w->st, w->sess and w->lock_fd are set.  0, or -1
  * with *cause (malloc'd) and w->fatal_* saying why. */
 int worker_session_open(worker *w, char **cause);
+/* Refuse a store directory whose parent is missing too (a typo must not
+ * grow a tree of directories): 0, or -1 with *cause (malloc'd; NULL when
+ * out of memory).  The caller checks --create-db. */
+int worker_session_db_parent(const char *db, char **cause);
 /* Say how a session ended (a tombstone) as a sentence into buf. */
 void worker_session_tomb_text(const store_tomb *tb, char *buf,
     size_t n);

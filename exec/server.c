@@ -228,33 +228,16 @@ server_signals(server *s)
 static int
 server_store_parent(server *s)
 {
-	struct stat st;
-	char *parent, *slash;
-	int ok;
+	char *cause;
 
 	if (s->opt.create_db || s->opt.db == NULL ||
-	    stat(s->opt.db, &st) == 0 || errno != ENOENT)
+	    worker_session_db_parent(s->opt.db, &cause) == 0)
 		return 0;
-	if ((parent = strdup(s->opt.db)) == NULL)
-		return 0; /* the worker says it */
-	while ((slash = strrchr(parent, '/')) != NULL && slash[1] == '\0' &&
-	    slash != parent)
-		*slash = '\0'; /* trailing slashes */
-	slash = strrchr(parent, '/');
-	if (slash == NULL)
-		strcpy(parent, ".");
-	else if (slash == parent)
-		parent[1] = '\0';
-	else
-		*slash = '\0';
-	ok = stat(parent, &st) == 0;
-	if (!ok)
-		fprintf(stderr, "pyshelfd: store directory %s does not exist, "
-		    "and neither does its parent %s: not creating them (a "
-		    "typo? pass --create-db, create_db=True, to make the "
-		    "missing directories)\n", s->opt.db, parent);
-	free(parent);
-	return ok ? 0 : -1;
+	if (cause == NULL)
+		return 0; /* out of memory: the worker says it */
+	fprintf(stderr, "pyshelfd: %s\n", cause);
+	free(cause);
+	return -1;
 }
 
 /*

@@ -313,21 +313,24 @@ store_err:
 }
 
 /*
- * Refuse a store directory whose parent is missing too, unless asked
- * (--create-db): a typo in a path must not grow a new tree of
- * directories.
+ * Refuse a store directory whose parent is missing too: a typo in a path
+ * must not grow a new tree of directories (--create-db allows it; the
+ * callers check that).  The worker's open and the supervisor's start
+ * (which refuses such a store before it daemonizes) both ask here.  0, or
+ * -1 with *cause (NULL when out of memory).
  */
-static int
-worker_session_check_db(worker *w, const char *db, char **cause)
+int
+worker_session_db_parent(const char *db, char **cause)
 {
 	struct stat st;
 	char *parent, *slash;
 	int ok;
 
-	if (w->opt.create_db || stat(db, &st) == 0 || errno != ENOENT)
+	*cause = NULL;
+	if (stat(db, &st) == 0 || errno != ENOENT)
 		return 0;
 	if ((parent = strdup(db)) == NULL)
-		return asprintf(cause, "out of memory"), -1;
+		return -1;
 	while ((slash = strrchr(parent, '/')) != NULL && slash[1] == '\0' &&
 	    slash != parent)
 		*slash = '\0'; /* trailing slashes */
@@ -339,15 +342,25 @@ worker_session_check_db(worker *w, const char *db, char **cause)
 	else
 		*slash = '\0';
 	ok = stat(parent, &st) == 0;
-	if (!ok) {
-		w->fatal_code = WIRE_ERR_USAGE;
-		asprintf(cause, "store directory %s does not exist, and neither "
-		    "does its parent %s: not creating them (a typo? pass "
-		    "--create-db, create_db=True, to make the missing "
-		    "directories)", db, parent);
-	}
+	if (!ok && asprintf(cause, "store directory %s does not exist, and "
+	    "neither does its parent %s: not creating them (a typo? pass "
+	    "--create-db, create_db=True, to make the missing directories)",
+	    db, parent) < 0)
+		*cause = NULL;
 	free(parent);
 	return ok ? 0 : -1;
+}
+
+/* The same, for the worker's open: a refusal is a USAGE error. */
+static int
+worker_session_check_db(worker *w, const char *db, char **cause)
+{
+	if (w->opt.create_db || worker_session_db_parent(db, cause) == 0)
+		return 0;
+	if (*cause == NULL)
+		return asprintf(cause, "out of memory"), -1;
+	w->fatal_code = WIRE_ERR_USAGE;
+	return -1;
 }
 
 /*
