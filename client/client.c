@@ -1029,30 +1029,31 @@ client_send_interrupt(pyshelf_conn *c, int *err, int hard)
 	return rc;
 }
 
-/* Interrupt the running exec; see pyshelf.h. */
-int
-pyshelf_interrupt(pyshelf_conn *c)
+/* INTERRUPT, HARD=1 when hard: the one body of the two calls below. */
+static int
+client_interrupt(pyshelf_conn *c, int hard)
 {
 	int e = 0;
 
 	if (c == NULL)
 		return PYSHELF_E_INVAL;
-	if (client_send_interrupt(c, &e, 0) == 0)
+	if (client_send_interrupt(c, &e, hard) == 0)
 		return PYSHELF_OK;
 	return e == EPIPE || e == ECONNRESET ? PYSHELF_E_CLOSED : PYSHELF_E_IO;
+}
+
+/* Interrupt the running exec; see pyshelf.h. */
+int
+pyshelf_interrupt(pyshelf_conn *c)
+{
+	return client_interrupt(c, 0);
 }
 
 /* Hard interrupt; see pyshelf.h. */
 int
 pyshelf_interrupt_hard(pyshelf_conn *c)
 {
-	int e = 0;
-
-	if (c == NULL)
-		return PYSHELF_E_INVAL;
-	if (client_send_interrupt(c, &e, 1) == 0)
-		return PYSHELF_OK;
-	return e == EPIPE || e == ECONNRESET ? PYSHELF_E_CLOSED : PYSHELF_E_IO;
+	return client_interrupt(c, 1);
 }
 
 /* --- frames in ------------------------------------------------------------- */

@@ -259,9 +259,10 @@ error:
 	return ret;
 }
 
-/* interrupt(): stop the running exec; callable from any thread. */
-PyObject *
-conn_interrupt(ConnObject *self, PyObject *Py_UNUSED(ignored))
+/* Send INTERRUPT (hard: HARD=1) from any thread; a broken connection is
+ * BackendDied. */
+static PyObject *
+conn_interrupt_as(ConnObject *self, int (*send)(pyshelf_conn *))
 {
 	pyshelf_conn *c = self->conn;
 	int rc;
@@ -270,7 +271,7 @@ conn_interrupt(ConnObject *self, PyObject *Py_UNUSED(ignored))
 		Py_RETURN_NONE;
 	self->interrupting++;
 	Py_BEGIN_ALLOW_THREADS
-	rc = pyshelf_interrupt(c);
+	rc = send(c);
 	Py_END_ALLOW_THREADS
 	self->interrupting--;
 	if (rc == PYSHELF_E_CLOSED || rc == PYSHELF_E_IO)
@@ -278,23 +279,18 @@ conn_interrupt(ConnObject *self, PyObject *Py_UNUSED(ignored))
 	Py_RETURN_NONE;
 }
 
+/* interrupt(): stop the running exec; callable from any thread. */
+PyObject *
+conn_interrupt(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	return conn_interrupt_as(self, pyshelf_interrupt);
+}
+
 /* interrupt_hard(): INTERRUPT{HARD}; callable from any thread. */
 PyObject *
 conn_interrupt_hard(ConnObject *self, PyObject *Py_UNUSED(ignored))
 {
-	pyshelf_conn *c = self->conn;
-	int rc;
-
-	if (c == NULL)
-		Py_RETURN_NONE;
-	self->interrupting++;
-	Py_BEGIN_ALLOW_THREADS
-	rc = pyshelf_interrupt_hard(c);
-	Py_END_ALLOW_THREADS
-	self->interrupting--;
-	if (rc == PYSHELF_E_CLOSED || rc == PYSHELF_E_IO)
-		return conn_died(conn_state(self), c, pyshelf_strerror(rc));
-	Py_RETURN_NONE;
+	return conn_interrupt_as(self, pyshelf_interrupt_hard);
 }
 
 /*

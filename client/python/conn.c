@@ -58,6 +58,34 @@ conn_dealloc(ConnObject *self)
 	Py_DECREF(tp);
 }
 
+/* A NULL-ended argv of the UTF-8 strings in the sequence extra (None or
+ * NULL: empty), borrowed from *tuple, which the caller releases with
+ * Py_XDECREF after PyMem_Free of the argv.  NULL with an exception set. */
+static const char **
+conn_argv(PyObject *extra, const char *what, PyObject **tuple)
+{
+	const char **argv;
+	Py_ssize_t i, n = 0;
+
+	*tuple = NULL;
+	if (extra != NULL && extra != Py_None) {
+		if ((*tuple = PySequence_Tuple(extra)) == NULL)
+			return NULL;
+		n = PyTuple_GET_SIZE(*tuple);
+	}
+	if ((argv = PyMem_Calloc((size_t)n + 1, sizeof *argv)) == NULL) {
+		PyErr_NoMemory();
+		return NULL;
+	}
+	for (i = 0; i < n; i++)
+		if ((argv[i] = conn_utf8(PyTuple_GET_ITEM(*tuple, i), what))
+		    == NULL) {
+			PyMem_Free(argv);
+			return NULL;
+		}
+	return argv;
+}
+
 /* spawn(backend, db, session, create=True, args=()) */
 static PyObject *
 conn_spawn(ConnObject *self, PyObject *args, PyObject *kwds)
@@ -68,7 +96,6 @@ conn_spawn(ConnObject *self, PyObject *args, PyObject *kwds)
 	PyObject *extra = NULL, *bpath = NULL, *dpath = NULL, *tuple = NULL;
 	PyObject *ret = NULL;
 	const char **argv = NULL, *sess = NULL;
-	Py_ssize_t i, n = 0;
 	int create = 1, rc, begun = 0;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOpO:spawn", kwlist,
@@ -80,20 +107,8 @@ conn_spawn(ConnObject *self, PyObject *args, PyObject *kwds)
 		goto error;
 	if (session != Py_None && (sess = conn_utf8(session, "session")) == NULL)
 		goto error;
-	if (extra != NULL && extra != Py_None) {
-		if ((tuple = PySequence_Tuple(extra)) == NULL)
-			goto error;
-		n = PyTuple_GET_SIZE(tuple);
-	}
-	if ((argv = PyMem_Calloc((size_t)n + 1, sizeof *argv)) == NULL) {
-		PyErr_NoMemory();
+	if ((argv = conn_argv(extra, "args items", &tuple)) == NULL)
 		goto error;
-	}
-	for (i = 0; i < n; i++) {
-		argv[i] = conn_utf8(PyTuple_GET_ITEM(tuple, i), "args items");
-		if (argv[i] == NULL)
-			goto error;
-	}
 	if (conn_begin(self) < 0)
 		goto error;
 	begun = 1;
@@ -219,7 +234,6 @@ conn_connect(ConnObject *self, PyObject *args, PyObject *kwds)
 	const char **argv = NULL, *sess = NULL, *flag = "c", *name = NULL;
 	const pyshelf_welcome *w = NULL;
 	pyshelf_connect_opts opts;
-	Py_ssize_t i, n = 0;
 	unsigned flags = 0;
 	int start = 1, rc, begun = 0;
 
@@ -251,21 +265,8 @@ conn_connect(ConnObject *self, PyObject *args, PyObject *kwds)
 			goto error;
 		opts.has_lease = 1;
 	}
-	if (extra != NULL && extra != Py_None) {
-		if ((tuple = PySequence_Tuple(extra)) == NULL)
-			goto error;
-		n = PyTuple_GET_SIZE(tuple);
-	}
-	if ((argv = PyMem_Calloc((size_t)n + 1, sizeof *argv)) == NULL) {
-		PyErr_NoMemory();
+	if ((argv = conn_argv(extra, "server_args items", &tuple)) == NULL)
 		goto error;
-	}
-	for (i = 0; i < n; i++) {
-		argv[i] = conn_utf8(PyTuple_GET_ITEM(tuple, i),
-		    "server_args items");
-		if (argv[i] == NULL)
-			goto error;
-	}
 	opts.backend = bpath != NULL ? PyBytes_AS_STRING(bpath) : NULL;
 	opts.server_args = argv;
 	opts.client_name = name;
