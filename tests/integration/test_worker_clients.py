@@ -7,21 +7,8 @@ import pickle
 
 import pytest
 
-from worker_wire import (Worker, ERR, RESULT, ERROR, OK, DETACH, CLOSE,
+from worker_wire import (worker, ERR, RESULT, ERROR, OK, DETACH, CLOSE,
                          CALL_RESULT, ATTACHED, call_state, calls, wait_for)
-
-
-@pytest.fixture
-def worker(tmp_path):
-    ws = []
-
-    def start(session="s", **kw):
-        w = Worker(str(tmp_path / "db"), session, **kw)
-        ws.append(w)
-        return w
-    yield start
-    for w in ws:
-        w.stop()
 
 
 def test_two_clients_share_the_session_with_their_own_replies(worker):

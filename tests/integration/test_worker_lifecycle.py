@@ -7,7 +7,8 @@ import pickle
 
 import pytest
 
-from worker_wire import (Worker, ERR, RESULT, ERROR, OK, DETACH, INTERRUPT,
+from worker_wire import (Worker, worker, ERR, RESULT, ERROR, OK, DETACH,
+                         INTERRUPT,
                          OUTPUT,
                          CTL_IDLE, CTL_IDLE_OK, CTL_READY, CTL_STATE,
                          call_state, calls, wait_for)
@@ -25,19 +26,6 @@ STUCK = ("import itertools, signal\n"
          "        pass\n"
          "print('stuck', flush=True)\n"
          "sum(itertools.repeat(1, 10**11))\n")
-
-
-@pytest.fixture
-def worker(tmp_path):
-    ws = []
-
-    def start(session="s", **kw):
-        w = Worker(str(tmp_path / "db"), session, **kw)
-        ws.append(w)
-        return w
-    yield start
-    for w in ws:
-        w.stop()
 
 
 def detach(c):

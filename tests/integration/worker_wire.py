@@ -14,6 +14,8 @@ import struct
 import subprocess
 import time
 
+import pytest
+
 PYSHELFD = os.environ.get("PYSHELFD", "pyshelfd")
 
 # message types
@@ -291,3 +293,19 @@ def call_state(client, call_id):
         if c["id"] == call_id.hex():
             return c["state"]
     return None
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """start(session="s", **options) -> a Worker on tmp_path/db; every one
+    started is stopped at teardown.  Test modules import it by name."""
+    ws = []
+
+    def start(session="s", **kw):
+        w = Worker(str(tmp_path / "db"), session, **kw)
+        ws.append(w)
+        return w
+    yield start
+    for w in ws:
+        w.stop()
+
