@@ -229,10 +229,25 @@ def _make_pickler_class():
                 r = _reduce_view(obj)
                 if r is not None:
                     return r
+            if isinstance(obj, types.ModuleType) and \
+                    sys.modules.get(obj.__name__) is not obj:
+                # cloudpickle takes any module whose *name* is in
+                # sys.modules by reference: one made at run time under
+                # the name of a real module (types.ModuleType('json'))
+                # would come back as the real one once that is imported
+                return _reduce_module_by_value(cp, obj)
             return cp.CloudPickler.reducer_override(self, obj)
 
     EntryPickler.refs_entries = False   # True: other entries by reference
     return EntryPickler
+
+
+def _reduce_module_by_value(cp, m):
+    """A module by value, as cloudpickle pickles one it cannot import
+    (its __builtins__ left out: the loader restores the default)."""
+    state = m.__dict__.copy()
+    state.pop("__builtins__", None)
+    return cp.cloudpickle.dynamic_subimport, (m.__name__, state)
 
 
 def _ndarray():

@@ -696,6 +696,27 @@ def test_modules_not_importable_by_name(store, mode):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_module_named_like_a_real_one_stays_itself(store, mode):
+    """A module made at run time under the name of a real module keeps its
+    own contents when the real one is imported too before a checkpoint
+    (cloudpickle alone would store it as a reference to the real one)."""
+    ws = pyshelf.spawn(db=store, session="s")
+    ws.remote_exec("import types\n"
+                   "fake = types.ModuleType('json')\nfake.y = 'not json'\n"
+                   "box = [types.ModuleType('email')]\nbox[0].z = 3\n")
+    ws.sync()
+    ws.remote_exec("import json, email\nfake.y += '!'\nbox[0].z += 1\n")
+    ws = restart(ws, mode, store, "s")
+    try:
+        assert value(ws, "import sys\nDirectValue((fake.y, box[0].z, "
+                     "fake is sys.modules.get('json'), "
+                     "box[0] is sys.modules.get('email')))") == \
+            ("not json!", 4, False, False)
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_copyreg_reducers_of_shipped_code_apply(store, mode):
     """Reducers registered by shipped code with copyreg.pickle, before or
     after the backend's first checkpoint, are used for the globals that
