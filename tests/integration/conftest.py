@@ -44,9 +44,10 @@ _open_ws = []      # this test's routed workspaces
 # with a short --idle-exit, and a routed close() waits until the worker
 # has checkpointed and exited, unless it must stay (another workspace of
 # the test is attached to it, or, after VOLATILE_WAIT, it holds volatile
-# entries: those keep a worker by design).
+# entries: those keep a worker by design; asked only when it is still
+# there after VOLATILE_WAIT, which may just mean a loaded machine).
 IDLE_EXIT = "0.05"
-VOLATILE_WAIT = 3   # s: a worker still there then keeps volatile entries
+VOLATILE_WAIT = 3   # s: a worker still there then is asked why
 
 
 def _open_through_server(name, db=None, flag="c", lease=None,
@@ -74,13 +75,35 @@ def _open_through_server(name, db=None, flag="c", lease=None,
         detach()
         shared = any(o is not ws and not o.closed and o.pid == pid
                      for o in _open_ws)
-        if pid and not shared:
-            # (asking the worker whether it holds volatile entries, which
-            # keep it, would import json into it: a test of what is in
-            # sys.modules would notice)
-            _gone(pid, VOLATILE_WAIT)
+        if pid and not shared and not _gone(pid, VOLATILE_WAIT):
+            # Still there: volatile entries keep it, or the machine is
+            # slow.  Ask it (not at once: stats() imports json into the
+            # worker, which a test of sys.modules would notice), and wait
+            # as long as it takes when nothing keeps it.
+            if _holds_volatile(name, db, args, pid) is False:
+                _gone(pid, 120)
     ws.close = close
     return ws
+
+
+def _holds_volatile(name, db, args, pid):
+    """Whether worker pid of session name holds volatile entries (None:
+    it is gone, or the session cannot be attached).  The probe attaches:
+    when pid is gone by then, it starts a worker of its own, which is
+    waited for too (it holds nothing, and would keep the session busy)."""
+    try:
+        probe = _real_open(name, db=db, flag="w", args=args)
+    except Exception:
+        return None
+    try:
+        vol = probe.stats()["volatile"] != 0 if probe.pid == pid else None
+    except Exception:
+        vol = None
+    finally:
+        probe.close()
+    if probe.pid and probe.pid != pid:
+        _gone(probe.pid, 120)
+    return vol
 
 
 def _spawn_through_server(db=None, session="default", backend=None, *,
@@ -135,7 +158,7 @@ def _server_pids(run):
 
 def _gone(pid, timeout):
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
         try:
             os.kill(pid, 0)
             with open("/proc/%d/stat" % pid) as f:
@@ -143,8 +166,9 @@ def _gone(pid, timeout):
                     return True
         except (ProcessLookupError, FileNotFoundError):
             return True
+        if time.time() >= deadline:
+            return False
         time.sleep(0.02)
-    return False
 
 
 @pytest.fixture(autouse=True)
