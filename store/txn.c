@@ -3,7 +3,8 @@
  * grows it and runs again, a transaction follows growth done by other
  * processes, a failed durable step is named (store_write_cause), and the
  * bytes a damaged page points at are checked before they are read
- * (store_val_ok).
+ * (store_val_ok); a commit that ran out of disk half way is said to be
+ * the full disk it is (txn_short_write).
  */
 #include "config.h"
 
@@ -13,11 +14,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "store-int.h"
 
 static int txn_grow(store *s);
+
+/* Fewer free bytes than this on the store's file system after a commit
+ * failed with EIO: the disk filled up under it (txn_short_write). */
+#define TXN_FULL_LEFT ((unsigned long long)1 << 20)
 
 /*
  * The address LMDB mapped data.mdb at, for a map of mapsize bytes: LMDB
@@ -209,6 +216,26 @@ store_reserve(store *s, size_t bytes)
 	}
 }
 
+/*
+ * A commit that failed with EIO: was it LMDB's short write (mdb.c,
+ * mdb_page_flush: a pwritev that wrote part of the pages is EIO, "short
+ * write, filesystem full?")?  A disk with room for its last bytes only is
+ * the sign: then it is ENOSPC, the full disk that the caller handles by
+ * committing what fits.  root may write into the reserved blocks too.
+ */
+static int
+txn_short_write(store *s)
+{
+	struct statvfs v;
+	unsigned long long left;
+
+	if (statvfs(s->path, &v) != 0)
+		return 0;
+	left = (unsigned long long)(geteuid() == 0 ? v.f_bfree : v.f_bavail) *
+	    v.f_frsize;
+	return left < TXN_FULL_LEFT;
+}
+
 /* Run fn in a write transaction; grow and retry when the map is full. */
 int
 store_write(store *s, int (*fn)(store_txn *, void *), void *arg)
@@ -265,6 +292,8 @@ store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
 		blob_txn_end(&t, rc == 0);
 		if (rc == MDB_MAP_FULL && (rc = txn_grow(s)) == 0)
 			continue;
+		if (rc == EIO && txn_short_write(s))
+			rc = ENOSPC;
 		if (rc != 0 && rc != STORE_E_FULL)
 			store_txn_cause(&t, "mdb_txn_commit %s/data.mdb: %s",
 			    s->path, mdb_strerror(rc));

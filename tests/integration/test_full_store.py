@@ -294,3 +294,47 @@ def test_long_chain_of_references_waits_then_follows(full_db):
                      "'n2999' in globals()))") == (True, True, True)
     finally:
         ws.close()
+
+
+@pytest.mark.parametrize("full_db", [KINDS[0]], indirect=True,
+                         ids=["tmpfs"])
+def test_disk_that_fills_half_way_through_a_commit(full_db):
+    """A disk with room for part of a checkpoint: LMDB writes some of its
+    pages and fails the commit as EIO (a short write).  That is the full
+    disk it is: what fits is committed, the rest is named, and reads,
+    small writes and close() go on as with any full disk."""
+    db, args, big, mnt = full_db
+    ws = spawn(db, args)
+    try:
+        ws["before"] = 1
+        filler = os.path.join(mnt, "filler")
+        v = os.statvfs(mnt)
+        with open(filler, "wb") as f:
+            f.write(b"\0" * (v.f_bfree * v.f_frsize - 1000 * 1000))
+        failed = []
+        for i in range(8):   # 300 kB of small records each, no blob file
+            try:
+                ws.remote_exec("g%d = [%r * 100 for _ in range(3000)]"
+                               % (i, str(i)))
+            except pyshelf.RemoteError as e:
+                assert "global 'g%d'" % i in str(e)
+                assert "the disk is full" in str(e)
+                assert "I/O error" not in str(e)
+                failed.append(i)
+        assert failed        # some did not fit
+        assert ws["before"] == 1
+        ws["tiny"] = 2
+        assert sorted(ws.keys()) == sorted(
+            ["before", "tiny"] + ["g%d" % i for i in range(8)])
+        os.unlink(filler)
+        ws.sync()            # room again: what was pending is written
+    finally:
+        kill_backend(ws)
+    ws = spawn(db, args)
+    try:
+        assert ws["tiny"] == 2 and ws["before"] == 1
+        for i in range(8):
+            assert value(ws, "DirectValue(len(g%d))" % i) == 3000
+    finally:
+        ws.close()
+    assert dump_check(db).returncode == 0
