@@ -997,9 +997,9 @@ client_write_error(pyshelf_conn *c, int e)
 	    strerror(e));
 }
 
-/* Write an INTERRUPT for the running exec, if any (hard: with HARD=1,
- * also when no exec of this connection runs: the session's running call
- * may be another client's).  Thread-safe; sets no error text, since the
+/* Write an INTERRUPT for the running exec of c, or, when none runs, with
+ * id 0 for whatever runs in the session (hard: with HARD=1).  Thread-safe;
+ * sets no error text, since the
  * requesting thread may be reading it.  Built by hand, without the
  * codec's buffer, so that it allocates nothing.  Returns 0, or -1 with
  * *err set to errno. */
@@ -1011,7 +1011,7 @@ client_send_interrupt(pyshelf_conn *c, int *err, int hard)
 	int rc = 0;
 
 	pthread_mutex_lock(&c->wlock);
-	if ((c->exec_id != 0 || hard) && c->wfd >= 0) {
+	if (c->wfd >= 0) {
 		wire_be16_put(frame + 4, WIRE_MSG_INTERRUPT);
 		wire_be16_put(frame + 6, 0);
 		wire_be64_put(frame + 8, c->exec_id);

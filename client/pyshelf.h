@@ -556,7 +556,10 @@ int pyshelf_exec(pyshelf_conn *conn, pyshelf_exec_req *req,
 /**
  * Ask the backend to stop the exec that is running on conn: it ends with
  * a PYSHELF_KIND_EXCINFO result whose exc_type is "KeyboardInterrupt".
- * Does nothing (and returns 0) when no exec is running.  THREAD-SAFE: may
+ * When no exec of conn runs, it stops whatever runs in the session (server
+ * mode: another client's call, or one a client that detached left
+ * running; see pyshelf_calls()).  Does nothing (and returns 0) when
+ * nothing runs.  THREAD-SAFE: may
  * be called from any thread while another waits in pyshelf_exec(); it
  * touches neither the error message nor any borrowed pointer.  Not
  * async-signal-safe (it takes a mutex).
@@ -571,8 +574,8 @@ int pyshelf_interrupt(pyshelf_conn *conn);
  * lost: the changes since the last checkpoint and the volatile entries)
  * and restarts itself from the session's last checkpoint, keeping its
  * connections.  It acts on the call that conn runs (pyshelf_exec() in
- * another thread) or waits for (pyshelf_call_result()); sent also when no
- * exec of conn runs, for the latter.  Thread-safe as pyshelf_interrupt().
+ * another thread) or, when none, on whatever runs in the session, as
+ * pyshelf_interrupt() does.  Thread-safe as pyshelf_interrupt().
  * Server mode only; a stdio backend treats it as pyshelf_interrupt().
  * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED or PYSHELF_E_IO.
  */

@@ -102,8 +102,10 @@ worker_reader_reply(worker *w, worker_conn *c, uint16_t type, uint64_t id)
 }
 
 /* INTERRUPT: stop the running code when it is c's (its requester's or a
- * joiner's); HARD=1 (server mode), or a stop that did not take effect,
- * restarts the worker. */
+ * joiner's), or, with id 0, whatever runs in the session (server mode:
+ * another client's call, or one left running by a client that went);
+ * HARD=1 (server mode), or a stop that did not take effect, restarts the
+ * worker. */
 static void
 worker_reader_interrupt(worker *w, worker_conn *c, const wire_msg *m)
 {
@@ -114,8 +116,8 @@ worker_reader_interrupt(worker *w, worker_conn *c, const wire_msg *m)
 		mine = w->running_id != 0 && (m->id == 0 ||
 		    m->id == w->running_id);
 	else
-		mine = w->running_id != 0 && ((c == w->running_conn &&
-		    (m->id == 0 || m->id == w->running_id)));
+		mine = w->running_id != 0 && (m->id == 0 ||
+		    (c == w->running_conn && m->id == w->running_id));
 	pthread_mutex_unlock(&w->lock);
 	if (!mine && w->opt.server && w->running_id != 0)
 		mine = worker_calls_joined(w, c);

@@ -317,6 +317,66 @@ def test_a_hard_interrupt_restarts_the_worker_from_its_checkpoint(srv):
         ws.close()
 
 
+_ENDLESS = ("def slow(n):\n"
+            "    import time\n"
+            "    while True:\n"
+            "        time.sleep(0.02)\n")
+_STUCK = ("def slow(n):\n"
+          "    import itertools\n"
+          "    return sum(itertools.repeat(1, 10**11))\n")
+
+
+@pytest.mark.parametrize("hard", [False], ids=["soft"])
+def test_a_client_that_comes_later_stops_a_call_left_running(srv, hard):
+    """A call left running by a client that went is stopped by the next
+    client's interrupt() (it runs nothing itself): a KeyboardInterrupt, or
+    the hard restart for code stuck in C; the session is usable after."""
+    cid = _call_id()
+    ws = _open(srv)
+    ws["kept"] = 7
+    ws.close()
+    p = child(srv, _DETACHER % "os._exit(0)", srv.db,
+              _STUCK if hard else _ENDLESS, cid)
+    assert p.stdout.readline().strip() == "sent"
+    p.wait(timeout=WAIT)
+    ws = _open(srv, flag="w")
+    try:
+        assert wait_for(lambda: _state(ws, cid) == "running", "running")
+        ws.interrupt(hard=hard)
+        if hard:
+            with pytest.raises(pyshelf.WorkerRestarted):
+                ws.result(cid)
+        else:
+            r = ws.result(cid)
+            assert isinstance(r, pyshelf.WrappedExcinfo)
+            assert r.exc_type == "KeyboardInterrupt"
+        assert _state(ws, cid) in ("done", "lost")
+        assert ws.remote_exec("DirectValue(kept + 1)").value == 8
+    finally:
+        ws.close()
+
+
+def test_a_second_client_stops_the_first_ones_call(srv):
+    """Two clients of one session: b, running nothing, stops a's call."""
+    a = _open(srv)
+    b = _open(srv, flag="w")
+    try:
+        t, box = _in_thread(lambda: a.remote_exec(
+            "import time\nwhile True:\n    time.sleep(0.02)\n"))
+        wait_for(lambda: a.last_call_id and
+                 _state(b, a.last_call_id) == "running", "the call to run")
+        b.interrupt()
+        t.join(WAIT)
+        assert not t.is_alive()
+        r = box.get("result")
+        assert isinstance(r, pyshelf.WrappedExcinfo), box
+        assert r.exc_type == "KeyboardInterrupt"
+        assert b.remote_exec("DirectValue(1)").value == 1
+    finally:
+        b.close()
+        a.close()
+
+
 def test_calls_is_a_list_of_call(srv):
     ws = _open(srv)
     try:

@@ -383,7 +383,10 @@ class Workspace(collections.abc.MutableMapping):
 
     def interrupt(self, hard=False):
         """Stop the ``remote_exec`` running in another thread: it returns a
-        ``WrappedExcinfo`` for KeyboardInterrupt.  No-op when idle.
+        ``WrappedExcinfo`` for KeyboardInterrupt.  When this workspace
+        runs nothing, it stops whatever runs in the session: through a
+        server, a call another client started, or one left running by a
+        client that detached (see ``calls()``).  No-op when nothing runs.
 
         ``hard=True`` (through a server) is for code stuck in C, which a
         KeyboardInterrupt does not reach: the worker is restarted from the
