@@ -366,6 +366,7 @@ def stats():
         "globals_loaded": len(WS.shadow),
         "handles_loaded": len(WS.handles),
         "volatile": len(WS.volatile),
+        "unwritten": len(WS.unwritten or ()),
         "code_cache": len(WS.code_cache),
         "entries_written": WS.entries_written,
         "checkpoints": WS.checkpoints,

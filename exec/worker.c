@@ -171,14 +171,18 @@ worker_wait(worker *w, int timeout_ms)
 
 /* Server mode: has the worker been idle (no client, nothing running or
  * queued) for --idle-exit?  Then it may exit, unless it holds volatile
- * entries (they would be lost).  *wait_ms: when to look again.  GIL
- * held. */
+ * entries, or entries a full store could not take yet (either would be
+ * lost).  *wait_ms: when to look again.  GIL held. */
+static int stay_told;   /* worker_idle_due said why it stays */
+
 static int
 worker_idle_due(worker *w, uint64_t *due_ms)
 {
 	uint64_t since, limit = (uint64_t)(w->opt.idle_exit * 1000), now;
 	PyObject *ws, *vol;
 	Py_ssize_t nvol = 0;
+	static const char *const keep[] = {"volatile", "unwritten"};
+	size_t i;
 
 	*due_ms = 0;
 	if (!w->opt.server || limit == 0)
@@ -187,22 +191,35 @@ worker_idle_due(worker *w, uint64_t *due_ms)
 	since = w->nconns == 0 && w->qhead == NULL && w->running_id == 0 ?
 	    w->idle_since_ms : 0;
 	pthread_mutex_unlock(&w->lock);
-	if (since == 0)
+	if (since == 0) {
+		stay_told = 0;
 		return 0;
+	}
 	now = worker_mono_ms();
 	if (now < since + limit) {
 		*due_ms = since + limit;
 		return 0;
 	}
 	/* never while an entry lives only in this process */
-	if ((ws = PyObject_GetAttrString(pymodule_backend, "WS")) != NULL &&
-	    (vol = PyObject_GetAttrString(ws, "volatile")) != NULL) {
-		nvol = PyObject_Length(vol);
-		Py_DECREF(vol);
+	if ((ws = PyObject_GetAttrString(pymodule_backend, "WS")) != NULL) {
+		for (i = 0; i < sizeof keep / sizeof keep[0] && nvol == 0;
+		    i++) {
+			if ((vol = PyObject_GetAttrString(ws, keep[i])) ==
+			    NULL)
+				break;
+			if (vol != Py_None)
+				nvol = PyObject_Length(vol);
+			Py_DECREF(vol);
+		}
 	}
 	Py_XDECREF(ws);
 	PyErr_Clear();
 	if (nvol != 0) {
+		if (!stay_told)
+			worker_log(w, "pyshelfd: idle, but not exiting: %zd "
+			    "entries live only in this worker (volatile, or "
+			    "not written: the store is full)\n", nvol);
+		stay_told = 1;
 		*due_ms = now + limit;  /* look again later */
 		return 0;
 	}

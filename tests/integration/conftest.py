@@ -96,7 +96,8 @@ def _holds_volatile(name, db, args, pid):
     except Exception:
         return None
     try:
-        vol = probe.stats()["volatile"] != 0 if probe.pid == pid else None
+        st = probe.stats() if probe.pid == pid else None
+        vol = st["volatile"] + st["unwritten"] != 0 if st else None
     except Exception:
         vol = None
     finally:

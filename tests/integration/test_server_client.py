@@ -377,6 +377,50 @@ def test_a_second_client_stops_the_first_ones_call(srv):
         a.close()
 
 
+def _server_log(srv):
+    d = os.path.join(srv.run, "pyshelf")
+    text = ""
+    for n in os.listdir(d):
+        if n.endswith(".log"):
+            with open(os.path.join(d, n)) as f:
+                text += f.read()
+    return text
+
+
+def test_an_idle_worker_keeps_what_a_full_store_could_not_take(srv):
+    """Entries a full store could not take live only in the worker: it
+    does not hibernate while it holds them (it says so in the log), and
+    a client that comes back finds them, and they are written once there
+    is room."""
+    ws = _open(srv, args=("--map-max", "4M", "--idle-exit", "0.2"))
+    failed = 0
+    for i in range(14):
+        try:
+            ws.remote_exec("g%d = [%r * 100 for _ in range(3000)]"
+                           % (i, str(i)))
+        except pyshelf.RemoteError as e:
+            assert "not written" in str(e)
+            failed += 1
+    assert failed
+    worker = ws.pid
+    ws.close()
+    assert wait_for(lambda: "idle, but not exiting" in _server_log(srv),
+                    "the worker to say why it stays")
+    assert alive(worker)
+    ws = _open(srv, flag="w")
+    try:
+        assert ws.pid == worker
+        assert ws.stats()["unwritten"] > 0
+        for i in range(14):
+            assert ws.remote_exec("DirectValue(len(g%d))" % i).value == 3000
+        # room: most of the globals written before go
+        ws.remote_exec("for i in range(10):\n    del globals()['g%d' % i]")
+        ws.sync()
+        assert ws.stats()["unwritten"] == 0
+    finally:
+        ws.close()
+
+
 def test_calls_is_a_list_of_call(srv):
     ws = _open(srv)
     try:

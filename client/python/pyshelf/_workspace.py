@@ -414,7 +414,8 @@ class Workspace(collections.abc.MutableMapping):
 
     def stats(self):
         """The backend's statistics (a dict): ``globals_loaded``,
-        ``handles_loaded``, ``volatile``, ``code_cache``,
+        ``handles_loaded``, ``volatile``, ``unwritten`` (entries a full
+        store could not take yet), ``code_cache``,
         ``entries_written``, ``checkpoints``, ``last_checkpoint_s`` and its
         ``last_checkpoint_phases_s`` (``diff``, ``pickle``, ``commit``),
         ``namespace_diffs`` (``tracked``: diffs that looked at the globals
