@@ -816,6 +816,31 @@ refused:
 	return rc;
 }
 
+/* Was the last ATTACH refused by the worker of a session that was just
+ * closed and is ending (SESSION_DEAD "closed", with its PID), for a
+ * MODE that makes a new session? */
+static int
+client_closing_worker(const pyshelf_conn *c, unsigned flags)
+{
+	return (flags & (PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NEW)) != 0 &&
+	    c->remote_code == WIRE_ERR_SESSION_DEAD && c->remote_pid != 0 &&
+	    c->remote_reason != NULL && strcmp(c->remote_reason, "closed") == 0;
+}
+
+/* Wait (up to 10 s) until process pid is gone. */
+static void
+client_wait_gone(pid_t pid)
+{
+	struct timespec nap = {0, 20000000L};
+	int i;
+
+	for (i = 0; i < 500 && pid > 0; i++) {
+		if (kill(pid, 0) < 0 && errno == ESRCH)
+			return;
+		nanosleep(&nap, NULL);
+	}
+}
+
 /* Attach through a server; see pyshelf.h. */
 int
 pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
@@ -876,8 +901,15 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
 		c->have_welcome = 0;
 		/* EOF after WELCOME: the ATTACH went to a worker that was
 		 * ending (its session closed, its idle time out) as it came;
-		 * the next one goes to its successor.  A few tries, spaced. */
-		if (rc != PYSHELF_E_CLOSED || !welcomed || tries >= 5)
+		 * the next one goes to its successor.  A few tries, spaced.
+		 * So too for a session just closed whose worker is still on
+		 * its way out: with MODE c or n, once that worker (its PID)
+		 * is gone, the next ATTACH makes the new session. */
+		if (tries >= 5)
+			break;
+		if (rc == PYSHELF_E_REMOTE && client_closing_worker(c, flags))
+			client_wait_gone((pid_t)c->remote_pid);
+		else if (rc != PYSHELF_E_CLOSED || !welcomed)
 			break;
 		nap.tv_sec = 0;
 		nap.tv_nsec = 100000000L * tries;

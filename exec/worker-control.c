@@ -177,6 +177,9 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_DEAD);
 		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
 		wire_put_str(&b, WIRE_TAG_REASON, "closed");
+		/* its PID: a client with MODE c or n waits for it to go and
+		 * attaches again, to a new session (PROTOCOL.md 7.4) */
+		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
 		goto refuse;
 	}
 	if (mode == 'n' && !first) {

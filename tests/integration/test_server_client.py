@@ -12,6 +12,7 @@ import os
 import signal
 import stat
 import threading
+import warnings
 
 import pytest
 
@@ -442,6 +443,23 @@ def test_close_session_ends_it_through_the_server(srv):
     assert ws.closed
     with pytest.raises(pyshelf.SessionEnded):
         _open(srv, flag="w")
+
+
+def test_open_c_right_after_close_session_makes_a_new_one(srv):
+    """The worker of a closed session is still on its way out when the
+    next open() comes: 'c' waits for it and makes the new session (with
+    the warning), never SessionEnded."""
+    for i in range(10):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            ws = _open(srv, "e")
+        assert ws.created
+        assert (i == 0) == (not any(
+            issubclass(w.category, pyshelf.SessionEndedWarning)
+            for w in got))
+        assert "i" not in ws
+        ws["i"] = i
+        ws.close_session()
 
 
 def test_the_default_store_through_its_server(srv, monkeypatch, tmp_path):
