@@ -73,13 +73,24 @@ worker_send(worker *w, const wire_buf *b)
 }
 
 /* Is this process a child that shipped code forked?  (Threads do not
- * survive a fork, so only the thread that forked can get here.) */
+ * survive a fork, so only the thread that forked can get here.)  The
+ * atfork flag says so for every fork() (os.fork, multiprocessing,
+ * subprocess); the pid is compared only every 256th time, a backstop for
+ * a child made without fork()'s handlers (a raw clone), so that the hot
+ * paths that ask (every request, every output write) make no getpid(). */
 int
 worker_in_child(void)
 {
+	static _Thread_local unsigned n;
 	worker *w = the_worker;
 
-	return w != NULL && w->pid != 0 && (w->forked || getpid() != w->pid);
+	if (w == NULL || w->pid == 0)
+		return 0;
+	if (w->forked)
+		return 1;
+	if ((n++ & 255) == 0 && getpid() != w->pid)
+		w->forked = 1;  /* from now on, without asking again */
+	return w->forked;
 }
 
 /* pthread_atfork child handler: the child of a fork in shipped code must
