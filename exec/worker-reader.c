@@ -394,7 +394,9 @@ worker_reader_end(worker *w, worker_conn *c, int rc)
 		pthread_mutex_lock(&c->out_lock);
 		c->out_closed = 1;
 		pthread_mutex_unlock(&c->out_lock);
-		fprintf(stderr, "pyshelfd: %s from the client; closing\n",
+		/* pyshelfd's own stderr: fd 2 is the running request's
+		 * output pipe, which would send this to its client */
+		worker_log(w, "pyshelfd: %s from the client; closing\n",
 		    wire_strerror(rc));
 	}
 	pthread_mutex_lock(&w->lock);
