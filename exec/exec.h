@@ -75,7 +75,8 @@ typedef struct worker_conn {
 	int refs;                    /* w->lock */
 	int gone;                    /* dropped from the table (w->lock) */
 	int attached;                /* HELLO / ATTACH answered, or adopted:
-	                                the reader answers PING itself (w->lock) */
+	                                whoever reads it answers PING itself
+	                                (w->lock) */
 	pthread_mutex_t out_lock;    /* serialises writes */
 	int out_closed;              /* nothing more is written (out_lock) */
 	/* the input's owner's (w->in_owner: the main thread while it waits

@@ -4,10 +4,11 @@
  * the interpreter, the output forwarder (worker-output.c) and the reader
  * thread (worker-reader.c); then the main loop, which reads requests
  * itself while idle (worker-reader.c), runs them with the GIL, and
- * interval checkpoints when idle; then the clean shutdown path.  Also what the other parts share: worker_send, the
- * one write path to the client; worker_set_running, the deadline the
- * reader watches; the guard against children of shipped code; and the
- * ERROR that says why a worker cannot start.
+ * interval checkpoints when idle; then the clean shutdown path.  Also
+ * what the other parts share: worker_send, the one write path to the
+ * client; worker_set_running, the deadline the reader watches; the guard
+ * against children of shipped code; and the ERROR that says why a worker
+ * cannot start.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
