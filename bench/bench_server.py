@@ -13,12 +13,18 @@ Prints one JSON object per measurement.  Every figure that matters is a
 ratio against a baseline measured in the same run: the no-op round trip
 through a server against the same through a private stdio backend (target
 <= 1.2) and against the C pipe floor (bench/pipe_floor, target <= 2.5 for
-both); attaching to a live session (target under 1 ms) and to a
+both), and a PING through stdio (the request path with no Python in the
+backend); attaching to a live session (target under 1 ms) and to a
 hibernated one; and two sessions busy at once against one alone (target
 >= 1.8x the throughput on two cores).
 
 The server runs in a private socket directory (XDG_RUNTIME_DIR is set to a
 temporary directory) and is stopped at the end.
+
+BENCH_BEFORE=/path/to/other/pyshelfd adds that build's stdio and server
+round trips to the same interleaved rounds (rows noop_*_before_us, and
+after/before ratios): a change's before and after, measured in one run
+against one floor.
 """
 import json
 import multiprocessing
@@ -109,16 +115,31 @@ def main():
     db = os.path.join(tmp, "db")
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})
-    floors, stdio, server = [], [], []
+    floors, stdio, server, pings = [], [], [], []
+    before = os.environ.get("BENCH_BEFORE")
+    stdio_b, server_b = [], []
     ws_s = pyshelf.spawn(db=os.path.join(tmp, "db-stdio"), session="b")
     ws_v = pyshelf.open("b", db=db)
     server_pid = ws_v.server_pid if hasattr(ws_v, "server_pid") else None
+    ws_sb = ws_vb = None
+    if before:
+        ws_sb = pyshelf.spawn(db=os.path.join(tmp, "db-stdio-b"),
+                              session="b", backend=before)
+        ws_vb = pyshelf.open("b", db=os.path.join(tmp, "db-b"),
+                             backend=before)
     try:
         # interleaved rounds: the VM's neighbours move every row alike
         for _ in range(ROUNDS):
             floors.append(pipe_floor(builddir))
             stdio.append(timed(lambda: ws_s.remote_exec(noop), N)[N // 2])
             server.append(timed(lambda: ws_v.remote_exec(noop), N)[N // 2])
+            # PING: the same round trip with no Python in the backend
+            pings.append(timed(ws_s.ping, N)[N // 2])
+            if before:
+                stdio_b.append(
+                    timed(lambda: ws_sb.remote_exec(noop), N)[N // 2])
+                server_b.append(
+                    timed(lambda: ws_vb.remote_exec(noop), N)[N // 2])
         s = statistics.median(stdio)
         v = statistics.median(server)
         floor_s = statistics.median(floors)
@@ -127,6 +148,18 @@ def main():
              x_floor=round(s / floor_s, 2))
         emit(name="noop_server_us", value=round(v * 1e6, 2),
              x_floor=round(v / floor_s, 2), x_stdio=round(v / s, 3))
+        p = statistics.median(pings)
+        emit(name="ping_stdio_us", value=round(p * 1e6, 2),
+             x_floor=round(p / floor_s, 2))
+        if before:
+            sb = statistics.median(stdio_b)
+            vb = statistics.median(server_b)
+            emit(name="noop_stdio_before_us", value=round(sb * 1e6, 2),
+                 x_floor=round(sb / floor_s, 2),
+                 after_x_before=round(s / sb, 3))
+            emit(name="noop_server_before_us", value=round(vb * 1e6, 2),
+                 x_floor=round(vb / floor_s, 2), x_stdio=round(vb / sb, 3),
+                 after_x_before=round(v / vb, 3))
         # attach to the live session (its worker runs: ws_v holds it)
         ts = []
         for _ in range(200):
@@ -140,6 +173,13 @@ def main():
     finally:
         ws_s.close()
         ws_v.close()
+        if before:
+            ws_sb.close()
+            ws_vb.close()
+            try:
+                os.kill(ws_vb.server_pid, signal.SIGTERM)
+            except (ProcessLookupError, AttributeError, TypeError):
+                pass
     # attach to a hibernated session: a server of its own, whose workers
     # exit after 0.2 s idle; each attach starts a worker that resumes the
     # session from the store

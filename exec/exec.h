@@ -8,8 +8,9 @@
  *                     loop, shutdown; worker_send, worker_set_running
  *   worker-conn.c     the table of client connections (stdio: one; server
  *                     mode: every client attached to the session)
- *   worker-reader.c   the reader thread: PING, INTERRUPT, deadlines, the
- *                     queue of frames for the main thread
+ *   worker-reader.c   reading the connections (main thread when idle, the
+ *                     reader thread while code runs): PING, INTERRUPT,
+ *                     deadlines, the queue of frames for the main thread
  *   worker-control.c  server mode: the control channel to the supervisor
  *                     (CTL_CONN, CTL_READY, CTL_STATE, CTL_IDLE)
  *   worker-calls.c    call ids: the journal, joining and replaying calls,
@@ -37,6 +38,17 @@
 #include "store.h"
 #include "wire.h"
 
+/* Who reads the client connections (worker-reader.c). */
+enum worker_in {
+	WORKER_IN_MAIN = 0,         /* the main thread, in its wait */
+	WORKER_IN_READER = 1        /* the reader thread: code runs */
+};
+
+/* How long the main thread may be busy (running code, a checkpoint)
+ * before the reader thread takes the connections over, so that PING,
+ * INTERRUPT and the rest are answered: the most an INTERRUPT waits. */
+#define WORKER_TAKEOVER_MS 2
+
 /* Why the running code is being stopped. */
 enum worker_stop {
 	WORKER_STOP_NONE = 0,
@@ -63,10 +75,12 @@ typedef struct worker_conn {
 	int refs;                    /* w->lock */
 	int gone;                    /* dropped from the table (w->lock) */
 	int attached;                /* HELLO / ATTACH answered, or adopted:
-	                                the reader answers PING itself (w->lock) */
+	                                whoever reads it answers PING itself
+	                                (w->lock) */
 	pthread_mutex_t out_lock;    /* serialises writes */
 	int out_closed;              /* nothing more is written (out_lock) */
-	/* the reader thread's own */
+	/* the input's owner's (w->in_owner: the main thread while it waits
+	 * for requests, the reader while code runs; worker-reader.c) */
 	uint8_t *buf;
 	size_t len, cap, max;        /* buffered bytes, frame size limit */
 } worker_conn;
@@ -185,6 +199,18 @@ typedef struct worker {
 	int sigs_inflight;           /* we sent SIGINT, handler not run yet */
 	int stop_kind;               /* reason of the last stop sent */
 	int rwake_fd;                /* eventfd: wakes the reader */
+	/* who reads the client connections (worker-reader.c's header) */
+	int in_owner;                /* WORKER_IN_MAIN / WORKER_IN_READER
+	                                (w->lock) */
+	int main_busy;               /* the main thread is away from its wait
+	                                for requests (w->lock) */
+	int want_back;               /* main waits again: the reader is to
+	                                hand the connections back (w->lock) */
+	int busy_fd;                 /* timerfd: fires WORKER_TAKEOVER_MS
+	                                after main got busy; the reader then
+	                                takes the connections */
+	int busy_armed;              /* busy_fd is armed (w->lock) */
+	uint64_t busy_since_us;      /* main got busy then (w->lock) */
 	int wake_fd_r;               /* read end of the main thread's wake pipe */
 	int detached;                /* DETACH or CLOSE served: leave the loop */
 	int hello_done;              /* HELLO answered (set under lock: the
@@ -273,6 +299,14 @@ void worker_reader_stop(worker *w);
 /* Take the next queued frame (NULL: none; the caller frees it); *eof says
  * whether input has ended. */
 worker_frame *worker_reader_pop(worker *w, int *eof);
+/* Main thread, GIL released: wait up to timeout_ms (-1: no limit) for a
+ * request, a wake (a frame the reader queued, a signal) or the timeout;
+ * while main owns the connections it reads them itself here and queues
+ * what they bring.  Takes the connections back from the reader first. */
+void worker_reader_idle_wait(worker *w, int timeout_ms);
+/* Main thread: code with a deadline starts (the reader, if it owns the
+ * connections now, must watch it). */
+void worker_reader_deadline(worker *w);
 
 /* worker-control.c */
 /* Set up the control channel: --control-fd, the --control listening

@@ -87,6 +87,9 @@ struct journal {
 	struct jdrop *drops;
 	size_t ndrops, capdrops;
 	size_t skipped;              /* damaged records journal_load met */
+	uint64_t expire_ms;          /* no ended call expires before this
+	                                (0: look now): journal_bound's pass
+	                                over every call runs only then */
 	uint64_t next_seq;           /* the next call's seq */
 };
 
@@ -264,6 +267,26 @@ journal_ended(const struct jcall *c)
 	return c->state == JOURNAL_DONE || c->state == JOURNAL_LOST;
 }
 
+/* When ended call c expires (its ended_ms plus keep_ms, saturated). */
+static uint64_t
+journal_expiry(const journal *j, const struct jcall *c)
+{
+	uint64_t due = c->ended_ms + j->lim.keep_ms;
+
+	return due < c->ended_ms ? UINT64_MAX : due;
+}
+
+/* Call c just ended (c->ended_ms set): journal_bound's time pass is due
+ * when it expires, if not sooner. */
+static void
+journal_note_end(journal *j, const struct jcall *c)
+{
+	uint64_t due = journal_expiry(j, c);
+
+	if (due < j->expire_ms)
+		j->expire_ms = due;
+}
+
 /* Keep the bounds: drop the oldest ended calls while there are too many
  * calls or bytes.  Queued and running calls stay, whatever the bounds
  * say. */
@@ -286,14 +309,25 @@ journal_bound_size(journal *j)
 static void
 journal_bound(journal *j)
 {
-	uint64_t now = journal_now(j);
+	uint64_t now = journal_now(j), due, next_due = UINT64_MAX;
 	struct jcall *c, *next;
 
-	for (c = j->first; c != NULL; c = next) {
-		next = c->next;
-		if (journal_ended(c) && c->ended_ms <= now &&
-		    now - c->ended_ms >= j->lim.keep_ms)
-			journal_drop(j, c);
+	/* the pass is O(calls), and this runs at every call's begin and
+	 * end: only when some call may have expired since the last one */
+	if (now >= j->expire_ms) {
+		for (c = j->first; c != NULL; c = next) {
+			next = c->next;
+			if (!journal_ended(c))
+				continue;
+			if (c->ended_ms <= now &&
+			    now - c->ended_ms >= j->lim.keep_ms) {
+				journal_drop(j, c);
+				continue;
+			}
+			if ((due = journal_expiry(j, c)) < next_due)
+				next_due = due;
+		}
+		j->expire_ms = next_due;
 	}
 	journal_bound_size(j);
 }
@@ -407,8 +441,10 @@ journal_set_state(journal *j, const uint8_t id[16], int state)
 	if ((c = journal_get(j, id)) != NULL && !journal_ended(c) &&
 	    (state == JOURNAL_RUNNING || state == JOURNAL_LOST)) {
 		c->state = state;
-		if (state == JOURNAL_LOST)
+		if (state == JOURNAL_LOST) {
 			c->ended_ms = journal_now(j);
+			journal_note_end(j, c);
+		}
 		c->dirty = 1;
 		c->ver++;
 	}
@@ -568,6 +604,7 @@ journal_end_as(journal *j, const uint8_t id[16], int state, int end,
 	    STORE_CALL_END_NONE;
 	if (c->ended_ms == 0)
 		c->ended_ms = journal_now(j);
+	journal_note_end(j, c);
 	j->bytes -= c->body_len;
 	free(c->body);
 	c->body = copy;
@@ -1118,8 +1155,10 @@ journal_load(journal *j, char **cause)
 		/* kept under other bounds, maybe */
 		journal_trim(j, jl.calls[i], j->lim.max_call_output);
 	}
-	if (rc == 0)
+	if (rc == 0) {
+		j->expire_ms = 0;  /* the loaded calls are not in it yet */
 		journal_bound(j); /* expired ones go, their rows later */
+	}
 	journal_unlock(j);
 	free(jl.calls);
 	if (rc != 0 && cause != NULL) {

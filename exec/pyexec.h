@@ -41,7 +41,8 @@ struct pyctx {
 	 * GIL around the write); -1 when the client is gone. */
 	int (*output)(struct worker *owner, int stream, const char *p,
 	              size_t n);
-	/* Is this a child forked by shipped code (compares the pid)? */
+	/* Is this a child forked by shipped code (the atfork flag, and now and
+	 * then the pid)? */
 	int (*in_child)(void);
 	/* A SIGINT/SIGTERM reached the worker process (not a child): what
 	 * the running code must raise (enum pyctx_sig). */

@@ -2,7 +2,8 @@
  * worker-conn.c - the worker's client connections.  A stdio worker has
  * one (its copies of stdin and stdout); a server-mode worker one per
  * client the supervisor handed over, all serving the same session.  The
- * reader thread reads them all; a frame, the running call and its joiners
+ * main thread reads them all while idle, the reader thread while code
+ * runs (worker-reader.c); a frame, the running call and its joiners
  * hold references, so that a connection that drops while its request runs
  * is freed (and its socket closed) only when the last of them lets go.
  * A dropped connection is shut down at once, so its peer sees EOF then.

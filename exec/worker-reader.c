@@ -1,22 +1,73 @@
 /*
- * worker-reader.c - the reader thread: it takes frames off the wire and
- * queues them for the main thread, except PING, answered at once, and
- * INTERRUPT, which stops the running code with SIGINT, so that both work
- * while code runs (once HELLO is answered; before that they queue too).
- * It also sends the stop when a request's deadline passes, again every
- * second while the code swallows it, and ends the connection with an
- * ERROR on a malformed or oversized frame; when input ends it stops
- * running code too (a client that left does not keep it running).  It
- * never touches Python.
+ * worker-reader.c - reading the client connections, by whichever thread
+ * owns them: the main thread while it waits for requests, the reader
+ * thread while code runs.  Frames are taken off the wire by one function
+ * (worker_reader_input) and acted on by one (worker_reader_frame): PING
+ * is answered at once, INTERRUPT stops the running code with SIGINT, and
+ * the rest is queued for the main thread, so that PING and INTERRUPT
+ * work while code runs (once HELLO is answered; before that they queue
+ * too).  The reader thread also sends the stop when a request's deadline
+ * passes, again every second while the code swallows it; either ends a
+ * connection with an ERROR on a malformed or oversized frame; when input
+ * ends the running code is stopped too (a client that left does not keep
+ * it running).  Nothing here touches Python.
  *
- * It reads every connection of the worker (stdio: one; server mode: each
- * client of the session, plus the control channel and its listening
- * socket, worker-control.c).  In server mode it also answers DETACH (the
+ * The reader thread always reads the control channel and its listening
+ * socket (server mode, worker-control.c).  Whoever owns them reads every
+ * client connection of the worker (stdio: one; server mode: each client
+ * of the session).  In server mode the owner also answers DETACH (the
  * connection goes, the code it started runs on), and, through
  * worker-calls.c, CALLS, CALL_RESULT and an EXEC whose call id the
  * session knows; a connection that ends is dropped alone; and a stop that
  * has not taken effect after --hard-grace restarts the worker
- * (worker-restart.c).
+ * (worker-restart.c, reader thread only).
+ *
+ * Who owns the connections (w->in_owner, with w->main_busy and
+ * w->want_back, all under w->lock):
+ *  - A request used to cross from the reader thread to the main thread
+ *    through a pipe: a third wake-up per round trip, on top of the
+ *    client's and the worker's.  Now the main thread, idle, polls the
+ *    connections itself (worker_reader_idle_wait), reads what is there
+ *    and serves it: no other thread wakes for a request.
+ *  - Main is "busy" from the moment it leaves that wait until it enters
+ *    it again (a request, a checkpoint, its loop), and notes since when
+ *    (busy_since_us).  Leaving the wait it arms the busy timer (timerfd,
+ *    WORKER_TAKEOVER_MS) unless it is armed already; it never disarms
+ *    it.  When the timer fires, the reader takes the connections (owner
+ *    := READER) if main has been busy since WORKER_TAKEOVER_MS ago; if
+ *    main is busy since less long (it went idle and busy again since the
+ *    timer was armed), the reader arms it again for the rest; if main is
+ *    idle, it leaves it unarmed.  So short requests never wake the
+ *    reader thread, back-to-back ones cost no timer syscall (one reader
+ *    wake-up per WORKER_TAKEOVER_MS at most), and a PING or an INTERRUPT
+ *    sent while code runs waits at most WORKER_TAKEOVER_MS (docs/
+ *    PROTOCOL.md says so).
+ *  - Main back in its wait while the reader owns them sets want_back and
+ *    wakes the reader, which hands them back (owner := MAIN) at the top
+ *    of its loop, between two polls, never in the middle of a read, and
+ *    wakes main; main meanwhile only serves the queue.  Main busy again
+ *    before that cancels want_back (the reader keeps them: no ping-pong).
+ *  - So the owner changes only under w->lock and only while the old
+ *    owner is outside worker_reader_input: main reads only while not
+ *    busy and owner, the reader takes only while main is busy, and gives
+ *    back only at its loop's top.  A connection's buffer (c->buf: a frame
+ *    half read, split across writes however small) moves with the
+ *    ownership and the lock's ordering; the next owner goes on where the
+ *    last stopped.  A frame that arrives while ownership moves waits in
+ *    the socket for the new owner's poll.
+ *  - Frames queue in arrival order whoever read them, and main serves
+ *    the queue before it reads again, so requests keep their order, also
+ *    from several connections (server mode) and across a move.  Main
+ *    queueing for itself writes no wake-up.
+ *  - A connection the control channel adds (server mode, reader thread)
+ *    is read only once attached; main, if it owns the connections, is
+ *    woken to poll it too.  Deadlines: the reader sees them when it takes
+ *    over (WORKER_TAKEOVER_MS at most after the code started, so a
+ *    timeout is late by that at most), or, when it owns the connections
+ *    already, through worker_reader_deadline.  The hard grace, the stop
+ *    of code whose client left, and re-sent EXECs (worker-calls.c) are
+ *    reader-side as before: they concern running code, and code that
+ *    runs longer than WORKER_TAKEOVER_MS has the reader awake.
  */
 #include "config.h"
 
@@ -26,18 +77,41 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "exec.h"
 
-/* Wake the main thread (queue or state changed). */
+/* Is this the main thread? */
+static int
+worker_reader_on_main(worker *w)
+{
+	return pthread_equal(pthread_self(), w->main_thread);
+}
+
+/* Wake the main thread (queue or state changed); main itself needs no
+ * wake-up. */
 static void
 worker_reader_wake(worker *w)
 {
 	char c = 1;
 
+	if (worker_reader_on_main(w))
+		return;
 	if (write(w->wake_fd, &c, 1) < 0 && errno != EAGAIN) {
 		/* a full pipe already wakes the reader of it */
+	}
+}
+
+/* Wake the reader thread. */
+static void
+worker_reader_rwake(worker *w)
+{
+	uint64_t one = 1;
+
+	if (write(w->rwake_fd, &one, sizeof one) < 0) {
+		/* the counter is full: the reader is awake anyway */
 	}
 }
 
@@ -322,7 +396,9 @@ worker_reader_end(worker *w, worker_conn *c, int rc)
 		pthread_mutex_lock(&c->out_lock);
 		c->out_closed = 1;
 		pthread_mutex_unlock(&c->out_lock);
-		fprintf(stderr, "pyshelfd: %s from the client; closing\n",
+		/* pyshelfd's own stderr: fd 2 is the running request's
+		 * output pipe, which would send this to its client */
+		worker_log(w, "pyshelfd: %s from the client; closing\n",
 		    wire_strerror(rc));
 	}
 	pthread_mutex_lock(&w->lock);
@@ -342,21 +418,118 @@ worker_reader_end(worker *w, worker_conn *c, int rc)
 /* The most connections one poll watches; more wait their turn. */
 #define WORKER_READER_MAX 1024
 
-/* Reader thread body: reads every connection and the control channel
- * until w->quit is set (stdio: or its input ends). */
+/* Add the connections to read to pfd (from pfd[n]) and cs, each with a
+ * reference: those attached (stdio: the one, from its HELLO on too); none
+ * once stdio input ended.  w->lock held.  How many. */
+static int
+worker_reader_collect_locked(worker *w, struct pollfd *pfd, int n,
+    worker_conn **cs)
+{
+	worker_conn *c;
+	int nc = 0;
+
+	for (c = w->conns; c != NULL && nc < WORKER_READER_MAX; c = c->next) {
+		if (!w->opt.server && w->eof)
+			break;
+		if (w->opt.server && !c->attached)
+			continue;  /* the control channel is attaching it */
+		worker_conn_ref_locked(c);
+		cs[nc++] = c;
+		pfd[n + nc - 1] = (struct pollfd){c->fd, POLLIN, 0};
+	}
+	return nc;
+}
+
+/* Read the connections whose poll says so, then drop the references
+ * worker_reader_collect_locked took.  The caller owns the connections. */
+static void
+worker_reader_serve(worker *w, const struct pollfd *pfd, worker_conn **cs,
+    int nc)
+{
+	int i, rc;
+
+	for (i = 0; i < nc; i++) {
+		if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+		    worker_conn_live(w, cs[i]) &&
+		    (rc = worker_reader_input(w, cs[i])) != WIRE_OK)
+			worker_reader_end(w, cs[i], rc);
+		worker_conn_unref(w, cs[i]);
+	}
+}
+
+/* Microseconds on the monotonic clock. */
+static uint64_t
+worker_reader_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Arm the busy timer to fire in us microseconds. */
+static void
+worker_reader_arm(worker *w, uint64_t us)
+{
+	struct itimerspec its = {{0, 0}, {0, 0}};
+
+	its.it_value.tv_sec = (time_t)(us / 1000000u);
+	its.it_value.tv_nsec = (long)(us % 1000000u) * 1000L;
+	if (us == 0)
+		its.it_value.tv_nsec = 1;  /* 0 would disarm it */
+	(void)timerfd_settime(w->busy_fd, 0, &its, NULL);
+}
+
+/* Reader thread: the busy timer fired.  Main busy with the connections
+ * for WORKER_TAKEOVER_MS: take them.  Busy for less (the timer was armed
+ * in an earlier busy spell, and main left and came back since): arm it
+ * again for the rest.  Idle: let it be (main arms it when busy again). */
+static void
+worker_reader_takeover(worker *w)
+{
+	uint64_t ticks, now = worker_reader_now_us(), due, rearm = 0;
+
+	if (read(w->busy_fd, &ticks, sizeof ticks) < 0) {
+		/* spurious: nothing fired */
+	}
+	pthread_mutex_lock(&w->lock);
+	w->busy_armed = 0;
+	if (w->main_busy && w->in_owner == WORKER_IN_MAIN) {
+		due = w->busy_since_us + WORKER_TAKEOVER_MS * 1000u;
+		if (now >= due)
+			w->in_owner = WORKER_IN_READER;
+		else {
+			rearm = due - now;
+			w->busy_armed = 1;
+		}
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (rearm != 0)
+		worker_reader_arm(w, rearm);
+}
+
+/* Reader thread body: reads the control channel, and the connections
+ * while it owns them, until w->quit is set. */
 static void *
 worker_reader_main(void *arg)
 {
 	worker *w = arg;
-	struct pollfd pfd[WORKER_READER_MAX + 3];
-	worker_conn *cs[WORKER_READER_MAX], *c;
-	int i, n, nc, t, quit, rc, ctl_i, lis_i;
+	struct pollfd pfd[WORKER_READER_MAX + 4];
+	worker_conn *cs[WORKER_READER_MAX];
+	int n, nc, t, quit, ctl_i, lis_i, back;
 
 	for (;;) {
 		n = 0;
 		pfd[n++] = (struct pollfd){w->rwake_fd, POLLIN, 0};
+		pfd[n++] = (struct pollfd){w->busy_fd, POLLIN, 0};
 		ctl_i = lis_i = -1;
 		pthread_mutex_lock(&w->lock);
+		/* main waits again: give the connections back, here where
+		 * nothing of them is half done */
+		if ((back = w->want_back)) {
+			w->want_back = 0;
+			w->in_owner = WORKER_IN_MAIN;
+		}
 		if (w->ctl_fd >= 0) {
 			ctl_i = n;
 			pfd[n++] = (struct pollfd){w->ctl_fd, POLLIN, 0};
@@ -365,23 +538,24 @@ worker_reader_main(void *arg)
 			lis_i = n;
 			pfd[n++] = (struct pollfd){w->ctl_listen_fd, POLLIN, 0};
 		}
-		nc = 0;
-		for (c = w->conns; c != NULL && nc < WORKER_READER_MAX;
-		    c = c->next) {
-			if (!w->opt.server && w->eof)
-				break;
-			worker_conn_ref_locked(c);
-			cs[nc++] = c;
-			pfd[n++] = (struct pollfd){c->fd, POLLIN, 0};
-		}
+		nc = w->in_owner == WORKER_IN_READER ?
+		    worker_reader_collect_locked(w, pfd, n, cs) : 0;
 		quit = w->quit;
 		pthread_mutex_unlock(&w->lock);
-		if (quit)
-			goto unref;
+		if (back)
+			worker_reader_wake(w);
+		if (quit) {
+			while (nc > 0)
+				worker_conn_unref(w, cs[--nc]);
+			break;
+		}
 		t = worker_reader_timeout(w);
-		if (poll(pfd, (nfds_t)n, t) < 0 && errno != EINTR) {
-			worker_log(w, "pyshelfd: poll: %s\n", strerror(errno));
-			t = 100; /* should not happen: do not spin */
+		if (poll(pfd, (nfds_t)(n + nc), t) < 0) {
+			if (errno != EINTR)
+				worker_log(w, "pyshelfd: poll: %s\n",
+				    strerror(errno));
+			/* should not happen: do not spin on it */
+			memset(pfd, 0, sizeof pfd[0] * (size_t)(n + nc));
 		}
 		if (pfd[0].revents & POLLIN) {
 			uint64_t v;
@@ -389,25 +563,90 @@ worker_reader_main(void *arg)
 				/* spurious: nothing to drain */
 			}
 		}
-		if (ctl_i >= 0 && pfd[ctl_i].revents != 0)
-			worker_control_readable(w);
-		if (lis_i >= 0 && pfd[lis_i].revents != 0)
-			worker_control_accept(w);
-		for (i = 0; i < nc; i++) {
-			struct pollfd *p = &pfd[n - nc + i];
-			if (!(p->revents & (POLLIN | POLLHUP | POLLERR)) ||
-			    !worker_conn_live(w, cs[i]))
-				continue;
-			if ((rc = worker_reader_input(w, cs[i])) != WIRE_OK)
-				worker_reader_end(w, cs[i], rc);
+		if (pfd[1].revents & POLLIN)
+			worker_reader_takeover(w);
+		if ((ctl_i >= 0 && pfd[ctl_i].revents != 0) ||
+		    (lis_i >= 0 && pfd[lis_i].revents != 0)) {
+			if (ctl_i >= 0 && pfd[ctl_i].revents != 0)
+				worker_control_readable(w);
+			if (lis_i >= 0 && pfd[lis_i].revents != 0)
+				worker_control_accept(w);
+			/* a connection may have come: main, if it reads
+			 * them, must poll it too */
+			worker_reader_wake(w);
 		}
-unref:
-		for (i = 0; i < nc; i++)
-			worker_conn_unref(w, cs[i]);
-		if (quit)
-			break;
+		worker_reader_serve(w, pfd + n, cs, nc);
 	}
 	return NULL;
+}
+
+/* Main thread: leaving its wait (busy) or entering it.  Busy, it notes
+ * since when, and arms the busy timer unless it is armed already (the
+ * reader arms it again for the rest when it fires early): back-to-back
+ * requests make no timer syscall, and wake the reader once per
+ * WORKER_TAKEOVER_MS at most.  Idle, it asks the reader for the
+ * connections back when the reader has them. */
+static void
+worker_reader_busy(worker *w, int busy)
+{
+	uint64_t now = busy ? worker_reader_now_us() : 0;
+	int arm = 0, back = 0;
+
+	pthread_mutex_lock(&w->lock);
+	w->main_busy = busy;
+	if (busy) {
+		w->busy_since_us = now;
+		w->want_back = 0;  /* not yet given back: the reader keeps them */
+		if (w->in_owner == WORKER_IN_MAIN && !w->busy_armed)
+			arm = w->busy_armed = 1;
+	} else if (w->in_owner == WORKER_IN_READER && !w->want_back)
+		back = w->want_back = 1;
+	pthread_mutex_unlock(&w->lock);
+	if (arm)
+		worker_reader_arm(w, WORKER_TAKEOVER_MS * 1000u);
+	if (back)
+		worker_reader_rwake(w);
+}
+
+void
+worker_reader_idle_wait(worker *w, int timeout_ms)
+{
+	struct pollfd pfd[WORKER_READER_MAX + 1];
+	worker_conn *cs[WORKER_READER_MAX];
+	char drain[64];
+	int nc = 0;
+
+	worker_reader_busy(w, 0);
+	pfd[0] = (struct pollfd){w->wake_fd_r, POLLIN, 0};
+	pthread_mutex_lock(&w->lock);
+	if (w->in_owner == WORKER_IN_MAIN && w->qhead == NULL)
+		nc = worker_reader_collect_locked(w, pfd, 1, cs);
+	pthread_mutex_unlock(&w->lock);
+	if (poll(pfd, (nfds_t)(1 + nc), timeout_ms) <= 0)
+		memset(pfd, 0, sizeof pfd[0] * (size_t)(1 + nc));
+	if (pfd[0].revents & POLLIN) {
+		/* one read: a pipe with more than this stays readable, and
+		 * the next wait drains it */
+		if (read(w->wake_fd_r, drain, sizeof drain) < 0) {
+			/* EAGAIN: someone drained it */
+		}
+	}
+	/* main owns what it collected: it is not busy, so the reader cannot
+	 * take them until worker_reader_busy(w, 1) */
+	worker_reader_serve(w, pfd + 1, cs, nc);
+	worker_reader_busy(w, 1);
+}
+
+void
+worker_reader_deadline(worker *w)
+{
+	int reader;
+
+	pthread_mutex_lock(&w->lock);
+	reader = w->in_owner == WORKER_IN_READER;
+	pthread_mutex_unlock(&w->lock);
+	if (reader)
+		worker_reader_rwake(w);  /* it watches the new deadline */
 }
 
 /* Pop the next queued frame, or NULL. */

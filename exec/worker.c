@@ -2,12 +2,13 @@
  * worker.c - one worker's life: its descriptors (the protocol on private
  * copies of stdin and stdout), opening its session (worker-session.c),
  * the interpreter, the output forwarder (worker-output.c) and the reader
- * thread (worker-reader.c); then the main loop, which runs the queued
- * requests with the GIL and interval checkpoints when idle; then the
- * clean shutdown path.  Also what the other parts share: worker_send, the
- * one write path to the client; worker_set_running, the deadline the
- * reader watches; the guard against children of shipped code; and the
- * ERROR that says why a worker cannot start.
+ * thread (worker-reader.c); then the main loop, which reads requests
+ * itself while idle (worker-reader.c), runs them with the GIL, and
+ * interval checkpoints when idle; then the clean shutdown path.  Also
+ * what the other parts share: worker_send, the one write path to the
+ * client; worker_set_running, the deadline the reader watches; the guard
+ * against children of shipped code; and the ERROR that says why a worker
+ * cannot start.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -16,12 +17,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,13 +74,24 @@ worker_send(worker *w, const wire_buf *b)
 }
 
 /* Is this process a child that shipped code forked?  (Threads do not
- * survive a fork, so only the thread that forked can get here.) */
+ * survive a fork, so only the thread that forked can get here.)  The
+ * atfork flag says so for every fork() (os.fork, multiprocessing,
+ * subprocess); the pid is compared only every 256th time, a backstop for
+ * a child made without fork()'s handlers (a raw clone), so that the hot
+ * paths that ask (every request, every output write) make no getpid(). */
 int
 worker_in_child(void)
 {
+	static _Thread_local unsigned n;
 	worker *w = the_worker;
 
-	return w != NULL && w->pid != 0 && (w->forked || getpid() != w->pid);
+	if (w == NULL || w->pid == 0)
+		return 0;
+	if (w->forked)
+		return 1;
+	if ((n++ & 255) == 0 && getpid() != w->pid)
+		w->forked = 1;  /* from now on, without asking again */
+	return w->forked;
 }
 
 /* pthread_atfork child handler: the child of a fork in shipped code must
@@ -94,7 +106,7 @@ static void
 worker_atfork_child(void)
 {
 	worker *w = the_worker;
-	int fds[9], i, nul;
+	int fds[10], i, nul;
 	worker_conn *c;
 
 	if (w == NULL || w->pid == 0)
@@ -112,9 +124,10 @@ worker_atfork_child(void)
 	 * so the lock would outlive this process for as long as the child
 	 * runs; replacing the child's copy drops nothing here */
 	fds[8] = w->lock_fd;
+	fds[9] = w->busy_fd;
 	if ((nul = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
 		return;
-	for (i = 0; i < 9; i++)
+	for (i = 0; i < 10; i++)
 		if (fds[i] > 2 && fds[i] != nul)
 			(void)dup3(nul, fds[i], O_CLOEXEC);
 	/* server mode: the client sockets and the control channel (no lock
@@ -129,13 +142,13 @@ worker_atfork_child(void)
 	close(nul);
 }
 
-/* Mark code as running or finished; wakes the reader so that it watches
- * the new deadline. */
+/* Mark code as running or finished.  The reader is not woken: it
+ * looks at the running code when it takes the connections over (a call
+ * longer than WORKER_TAKEOVER_MS), or, when it has them already, at a
+ * deadline. */
 void
 worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms)
 {
-	uint64_t one = 1;
-
 	pthread_mutex_lock(&w->lock);
 	w->running_id = id;
 	w->running_conn = id != 0 ? w->cur_conn : NULL;
@@ -147,23 +160,17 @@ worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms)
 	if (id == 0 && w->nconns == 0)
 		w->idle_since_ms = worker_mono_ms();
 	pthread_mutex_unlock(&w->lock);
-	if (write(w->rwake_fd, &one, sizeof one) < 0) {
-		/* the counter is full: the reader is awake anyway */
-	}
+	if (id != 0 && timeout_ms != 0)
+		worker_reader_deadline(w);
 }
 
-/* Block (GIL released) until a frame, a signal, or timeout_ms. */
+/* Block (GIL released) until a frame, a signal, or timeout_ms; the main
+ * thread reads the connections itself meanwhile (worker-reader.c). */
 static void
 worker_wait(worker *w, int timeout_ms)
 {
-	struct pollfd pfd = {w->wake_fd_r, POLLIN, 0};
-	char drain[64];
-
 	Py_BEGIN_ALLOW_THREADS
-	if (poll(&pfd, 1, timeout_ms) > 0) {
-		while (read(w->wake_fd_r, drain, sizeof drain) > 0)
-			;
-	}
+	worker_reader_idle_wait(w, timeout_ms);
 	Py_END_ALLOW_THREADS
 	if (PyErr_CheckSignals() < 0)
 		PyErr_Clear(); /* our handler raises only while code runs */
@@ -308,6 +315,7 @@ worker_fds(worker *w, char **cause)
 	w->pipe_r[1] = w->pipe_r[2] = -1;
 	w->fwd_quit_fd = -1;
 	w->in_fd = w->out_fd = -1;
+	w->busy_fd = -1;
 	if (w->opt.server) {
 		/* the protocol is on the sockets the supervisor hands over;
 		 * stdin and stdout are nobody's */
@@ -336,6 +344,11 @@ worker_fds(worker *w, char **cause)
 	w->wake_fd = p[1];
 	if ((w->rwake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
 		asprintf(cause, "eventfd: %s", strerror(errno));
+		return -1;
+	}
+	if ((w->busy_fd = timerfd_create(CLOCK_MONOTONIC,
+	    TFD_CLOEXEC | TFD_NONBLOCK)) < 0) {
+		asprintf(cause, "timerfd_create: %s", strerror(errno));
 		return -1;
 	}
 	if (!w->opt.server &&
@@ -417,6 +430,8 @@ worker_run(worker *w)
 	w->lock_fd = -1;
 	w->ctl_fd = w->ctl_listen_fd = -1;
 	w->pid = getpid();
+	w->in_owner = WORKER_IN_MAIN;
+	w->main_busy = 1;  /* until its loop first waits for a request */
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_mutex_init(&w->ctl_lock, NULL);
 	pthread_mutex_init(&w->call_lock, NULL);

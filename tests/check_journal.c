@@ -370,6 +370,53 @@ START_TEST(test_bytes_bound_and_keep)
 }
 END_TEST
 
+/* The time bound's pass runs only when the earliest ended call expires:
+ * calls that end out of list order, a lost one, and each after its own
+ * keep_ms, neither sooner nor later. */
+START_TEST(test_keep_each_at_its_time)
+{
+	journal_limits lim = {0};
+	uint8_t a[16], b[16], c[16], d[16];
+	journal *j;
+
+	lim.keep_ms = 1000;
+	lim.clock = fake_clock;
+	fake_now = 5000000;
+	j = journal_new(NULL, SID, &lim);
+	cid(a, 1);
+	cid(b, 2);
+	journal_begin(j, a, "a", 1);
+	journal_begin(j, b, "b", 1);
+	fake_now += 100;
+	journal_end(j, b, (const uint8_t *)"rb", 2, 0);   /* b: 5000100 */
+	fake_now += 400;
+	journal_end(j, a, (const uint8_t *)"ra", 2, 0);   /* a: 5000500 */
+	fake_now = 5000100 + 999;
+	free(journal_list_json(j));
+	ck_assert_uint_eq(journal_count(j), 2);
+	fake_now = 5000100 + 1000;                        /* b expires */
+	free(journal_list_json(j));
+	ck_assert_uint_eq(journal_count(j), 1);
+	ck_assert_int_eq(journal_find(j, a, NULL), 1);
+	fake_now = 5000500 + 999;
+	free(journal_list_json(j));
+	ck_assert_uint_eq(journal_count(j), 1);
+	fake_now = 5000500 + 1000;                        /* a expires */
+	free(journal_list_json(j));
+	ck_assert_uint_eq(journal_count(j), 0);
+	/* a lost call ends when it is lost; a new call's begin drops it */
+	cid(c, 3);
+	journal_begin(j, c, "c", 1);
+	journal_set_state(j, c, JOURNAL_LOST);            /* c: 5001500 */
+	fake_now += 1000;
+	cid(d, 4);
+	journal_begin(j, d, "d", 1);
+	ck_assert_int_eq(journal_find(j, c, NULL), 0);
+	ck_assert_int_eq(journal_find(j, d, NULL), 1);
+	journal_free(j);
+}
+END_TEST
+
 /* --- Store --------------------------------------------------------------- */
 
 static void
@@ -878,6 +925,7 @@ journal_suite(void)
 	tcase_add_test(tc, test_output_bound_gap);
 	tcase_add_test(tc, test_calls_bound_oldest_done_first);
 	tcase_add_test(tc, test_bytes_bound_and_keep);
+	tcase_add_test(tc, test_keep_each_at_its_time);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Store");

@@ -63,9 +63,12 @@ class _Supervisor:
             if self.death is not None:
                 cf += [("SIGNAL", self.death[0]), ("MESSAGE", self.death[1])]
                 self.death = None
+            # counted before the hand-over: the worker's ATTACHED may
+            # reach the client (and the test read this) before this
+            # thread runs again
+            self.attaches += 1
             socket.send_fds(self.worker.ctl, [ww.frame(ww.CTL_CONN, 0, cf)],
                             [c.fileno()])
-            self.attaches += 1
             c.close()
 
     def close(self):
