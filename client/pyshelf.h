@@ -298,7 +298,7 @@ typedef struct pyshelf_welcome {
 	int has_ended;           /**< nonzero: a session of this name had
 	                              ended and this new one replaces it */
 	uint64_t ended_ms;       /**< when it ended */
-	const char *ended_reason; /**< "expired", "closed" or "replaced" */
+	const char *ended_reason; /**< "expired", "closed", "replaced" or "ended" */
 	const char *ended_message; /**< the backend's sentence about it */
 	uint64_t server_pid;     /**< pyshelf_connect(): the supervisor's pid
 	                              (its WELCOME); pid is the session's

@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "store.h"
 #include "wire.h"
@@ -359,6 +360,10 @@ int worker_session_open(worker *w, char **cause);
  * grow a tree of directories): 0, or -1 with *cause (malloc'd; NULL when
  * out of memory).  The caller checks --create-db. */
 int worker_session_db_parent(const char *db, char **cause);
+/* Open the store w->opt names (path and owner checked) without the
+ * session: w->st.  0, or -1 with *cause (malloc'd) and w->fatal_*
+ * (NO_SESSION: there is no store). */
+int worker_session_store(worker *w, char **cause);
 /* Say how a session ended (a tombstone) as a sentence into buf. */
 void worker_session_tomb_text(const store_tomb *tb, char *buf,
     size_t n);
@@ -367,6 +372,32 @@ void worker_session_tomb_text(const store_tomb *tb, char *buf,
 /* End expired sessions no process holds, purge ended ones, drop old
  * tombstones.  Errors only stop the sweep: the worker opens anyway. */
 void worker_sweep(worker *w);
+
+/* sweep.c */
+/* How a sweep runs. */
+typedef struct sweep_options {
+	uint64_t since_ms;           /* leases run from no earlier than this
+	                                (wall ms: the server's start), 0 */
+	size_t batch;                /* most deletions per transaction */
+	uint64_t batch_ms;           /* most ms per transaction, 0 none */
+	uint64_t pause_us;           /* pause between transactions */
+	const char *end;             /* --end NAME: end it first, or NULL */
+	int progress;                /* a log line per transaction */
+	FILE *log;                   /* where to say what failed, or NULL */
+} sweep_options;
+/* What a sweep did. */
+typedef struct sweep_stats {
+	size_t seen;                 /* sessions ended (or found ended) */
+	size_t purged;               /* of them, deleted to the record */
+	uint64_t entries;            /* entries deleted */
+} sweep_stats;
+/* Sweep st: end the expired sessions no process holds (tombstones),
+ * purge the ended ones in bounded transactions, drop old tombstones.
+ * SIGTERM (in `pyshelfd --sweep`) stops it between transactions.  0 or
+ * a STORE_E_* code. */
+int sweep_run(store *st, const sweep_options *o, sweep_stats *stats);
+/* `pyshelfd --sweep`: the exit status (see --help). */
+int sweep_main(int argc, char **argv);
 
 /* interp.c */
 int interp_init(char **cause);

@@ -562,6 +562,8 @@ main(int argc, char **argv)
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (strcmp(argv[i], "--server") == 0)
 			return server_main(argc, argv);  /* no Python */
+		else if (strcmp(argv[i], "--sweep") == 0)
+			return sweep_main(argc, argv);   /* no Python */
 	pyshelfd_malloc_tune();
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (strcmp(argv[i], "--stdio") == 0)

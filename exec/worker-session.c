@@ -45,6 +45,10 @@ worker_session_tomb_text(const store_tomb *tb, char *buf, size_t n)
 		snprintf(why, sizeof why, "it was replaced by a new session "
 		    "(flag 'n')");
 		break;
+	case STORE_END_ENDED:
+		snprintf(why, sizeof why, "it was ended without attaching "
+		    "(pyshelf.end)");
+		break;
 	default:
 		snprintf(why, sizeof why, "reason %d", tb->why);
 	}
@@ -412,9 +416,10 @@ worker_session_check_owner(worker *w, const char *db, char **cause)
 	return rc;
 }
 
-/* Open the store, sweep it, and open the session. */
+/* Open the store w->opt says (its path and owner checked), not the
+ * session: w->st is set.  0, or -1 with *cause and w->fatal_*. */
 int
-worker_session_open(worker *w, char **cause)
+worker_session_store(worker *w, char **cause)
 {
 	store_options so;
 	char *path = NULL, *scause = NULL;
@@ -455,7 +460,18 @@ worker_session_open(worker *w, char **cause)
 		return -1;
 	}
 	free(path);
-	if (!ro)
+	return 0;
+}
+
+/* Open the store, sweep it (stdio mode: in server mode the supervisor's
+ * sweeper does it, counting leases from its start), and open the
+ * session. */
+int
+worker_session_open(worker *w, char **cause)
+{
+	if (worker_session_store(w, cause) != 0)
+		return -1;
+	if (w->opt.mode != 'r' && !w->opt.server)
 		worker_sweep(w);
 	if (worker_session_claim(w, cause) != 0) {
 		store_close(w->st);
