@@ -17,6 +17,8 @@
  *   worker-restart.c  the hard interrupt: re-exec of the worker
  *   worker-output.c   fds 1 and 2 as pipes, the forwarder thread, OUTPUT
  *   worker-session.c  opening the store, locking and claiming the session
+ *   worker-end.c      ending the session with no client closing it
+ *                     (END_SESSION, the lease run out while idle)
  *   worker-sweep.c    the sweep of expired sessions when a store opens
  *   dispatch.c        serving one request frame; checkpoints and commits
  *   interp.c          starting and ending the interpreter
@@ -191,6 +193,9 @@ typedef struct worker {
 	int hello_done;              /* HELLO answered (set under lock: the
 	                                reader answers PING only after) */
 	int closed;                  /* CLOSE served: the session is gone */
+	int ended_here;              /* END_SESSION or the lease ended the
+	                                session (worker-end.c): leave the
+	                                loop, no checkpoint (w->lock) */
 	int requests_since_full;     /* a request ran since the last full
 	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
@@ -292,6 +297,8 @@ int worker_control_idle(worker *w);
 /* The session could not be opened: send the ERROR in b to the client of
  * the first CTL_CONN (waiting a little for it). */
 void worker_control_refuse(worker *w, const wire_buf *b);
+/* CTL_ENDED: the session ended, the supervisor sweeps soon. */
+void worker_control_ended(worker *w);
 /* Close the control fds (at exit). */
 void worker_control_stop(worker *w);
 
@@ -367,6 +374,19 @@ int worker_session_store(worker *w, char **cause);
 /* Say how a session ended (a tombstone) as a sentence into buf. */
 void worker_session_tomb_text(const store_tomb *tb, char *buf,
     size_t n);
+
+/* worker-end.c */
+/* End the session (why: STORE_END_*) with no client closing it: its
+ * tombstone, ERROR SESSION_DEAD to every client but skip, running code
+ * stopped, the loop left.  Any thread.  0, STORE_E_DEAD, or a store
+ * error; *tb (may be NULL) gets the tombstone. */
+int worker_end(worker *w, int why, worker_conn *skip, store_tomb *tb);
+/* Reader: END_SESSION from c (handed over by the supervisor). */
+void worker_end_request(worker *w, worker_conn *c, const wire_msg *m);
+/* Main thread, idle since idle_since_mono: has the lease run out (1)?
+ * Else *due_ms: when it will (monotonic), 0 never. */
+int worker_end_lease_due(worker *w, uint64_t idle_since_mono,
+    uint64_t *due_ms);
 
 /* worker-sweep.c */
 /* End expired sessions no process holds, purge ended ones, drop old

@@ -413,6 +413,9 @@ server_worker_msg(server *s, server_session *ss, wire_msg *m)
 			wire_buf_free(&b);
 		}
 		break;
+	case WIRE_MSG_CTL_ENDED:
+		server_sweep_soon(s);
+		break;
 	default:
 		server_log("worker pid %ld: control message 0x%04x ignored",
 		    (long)ss->pid, m->type);
@@ -514,6 +517,8 @@ server_worker_reap(server *s)
 	int st;
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (server_sweep_reaped(s, pid, st))
+			continue;
 		for (ss = s->sessions; ss != NULL; ss = ss->next)
 			if (ss->child && ss->pid == pid)
 				break;
