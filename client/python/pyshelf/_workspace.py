@@ -381,7 +381,12 @@ class Workspace(collections.abc.MutableMapping):
                              "forever), not None")
         with self._lock:
             self._begin()
-            self._conn.set_lease(ms)
+            try:
+                self._conn.set_lease(ms)
+            except RemoteError as e:
+                if e.code_name != "UNKNOWN_TYPE":
+                    raise
+                raise _old_server(e, "setting a lease") from None
         self._lease_ms = ms
         if self._server:
             # attaching again (a broken connection) keeps it
@@ -1061,10 +1066,25 @@ def end(name, db=None, socket=None, backend=None):
                                  else os.fspath(socket),
                                  None if db is None else os.fspath(db),
                                  name)
+    except RemoteError as e:
+        # a server from before END_SESSION takes only ATTACH there
+        if e.code_name not in ("UNKNOWN_TYPE", "BAD_REQUEST") or \
+                ("END_SESSION" not in str(e) and
+                 e.code_name == "BAD_REQUEST"):
+            raise
+        raise _old_server(e, "pyshelf.end()") from None
     finally:
         conn.close()
     if ended is None:
         _end_offline(name, db, backend)
+
+
+def _old_server(e, what):
+    return Error("%s: the pyshelfd server that runs for this store is older "
+                 "than this client and does not know the request (%s); "
+                 "restart it: `kill -TERM` its pid (the .pid file beside its "
+                 "socket; every session checkpoints, nothing is lost), and "
+                 "the next open starts a current one" % (what, e))
 
 
 def _end_offline(name, db, backend):
