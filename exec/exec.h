@@ -19,7 +19,9 @@
  *   worker-session.c  opening the store, locking and claiming the session
  *   worker-end.c      ending the session with no client closing it
  *                     (END_SESSION, the lease run out while idle)
- *   worker-sweep.c    the sweep of expired sessions when a store opens
+ *   worker-sweep.c    the sweep of expired sessions when a stdio worker
+ *                     opens a store
+ *   sweep.c           the sweeper: sweep_run, `pyshelfd --sweep`
  *   dispatch.c        serving one request frame; checkpoints and commits
  *   interp.c          starting and ending the interpreter
  *   py*.c             the `_pyshelfd` module and its types (pyexec.h)
@@ -402,6 +404,8 @@ typedef struct sweep_options {
 	uint64_t batch_ms;           /* most ms per transaction, 0 none */
 	uint64_t pause_us;           /* pause between transactions */
 	const char *end;             /* --end NAME: end it first, or NULL */
+	int end_only;                /* --end-only: end it, sweep nothing
+	                                (benchmarks, tests) */
 	int progress;                /* a log line per transaction */
 	FILE *log;                   /* where to say what failed, or NULL */
 } sweep_options;

@@ -441,7 +441,10 @@ server_pollfds(server *s, struct pollfd **pfd, void ***obj, size_t *cap,
 static int
 server_empty(server *s, int64_t now)
 {
-	if (s->stopping || s->opt.exit_empty <= 0 || s->sweep_pid > 0 ||
+	/* a sweep running does not count: it would keep a server whose
+	 * --exit-empty is longer than --sweep-interval forever; it goes on
+	 * alone, and the next server's sweep resumes what it leaves */
+	if (s->stopping || s->opt.exit_empty <= 0 ||
 	    server_worker_count(s) != 0 || server_client_count(s) != 0) {
 		s->empty_since = 0;
 		return 0;

@@ -140,6 +140,14 @@ sweep_purge(store *st, const sweep_options *o, const uint8_t *id,
 		}
 		total += n;
 		stats->entries += n;
+		/* the files this commit dropped: unlinked once it is on disk
+		 * (an fsync here holds no lock; a commit's own would hold the
+		 * write lock through it) */
+		if (store_reap_pending(st) > 0) {
+			if ((rc = store_sync(st)) != 0)
+				return rc;
+			store_reap(st);
+		}
 		if (o->progress && o->log != NULL && !finished)
 			fprintf(o->log, "pyshelfd: sweep: session %s: %zu "
 			    "entries deleted\n", hex, total);
@@ -204,6 +212,7 @@ static const struct option sweep_longopts[] = {
 	{"sweep-pause-ms", required_argument, NULL, 'p'},
 	{"end", required_argument, NULL, 'e'},
 	{"progress", no_argument, NULL, 'P'},
+	{"end-only", no_argument, NULL, 'E'},
 	{"sync", required_argument, NULL, 'y'},
 	{"allow-foreign-store", no_argument, NULL, 'F'},
 	{NULL, 0, NULL, 0}
@@ -274,6 +283,9 @@ sweep_options_parse(int argc, char **argv, sweep_options *o, worker *w)
 		case 'P':
 			o->progress = 1;
 			break;
+		case 'E':
+			o->end_only = 1;
+			break;
 		case 'y':
 			if (pyshelfd_option_value('y', optarg, &w->opt) != 0)
 				return sweep_usage("--sync", optarg);
@@ -287,6 +299,8 @@ sweep_options_parse(int argc, char **argv, sweep_options *o, worker *w)
 	}
 	if (optind != argc)
 		return sweep_usage("argument", argv[optind]);
+	if (o->end_only && o->end == NULL)
+		return sweep_usage("--end-only without", "--end");
 	if (o->end != NULL && (strlen(o->end) == 0 ||
 	    strlen(o->end) > STORE_NAME_MAX))
 		return sweep_usage("session name", o->end);
@@ -387,10 +401,17 @@ sweep_main(int argc, char **argv)
 	memset(&o, 0, sizeof o);
 	o.batch = 1000;
 	o.batch_ms = 5;
+	o.pause_us = 1000;  /* lets a waiting writer take the lock: without
+	                       it the sweep takes it again at once (the
+	                       mutex is not fair) and a live commit waits
+	                       through several batches (BENCHMARKS.md) */
 	o.log = stderr;
 	w.opt.mode = 'w';
 	w.opt.session = "-";
-	w.opt.sync = STORE_SYNC_ALWAYS;
+	/* no fsync per commit, which would hold the write lock through it:
+	 * the deletions are synced before any blob file goes, and at the
+	 * end; a crash before loses only deletions the next sweep redoes */
+	w.opt.sync = STORE_SYNC_INTERVAL;
 	if ((rc = sweep_options_parse(argc, argv, &o, &w)) >= 0)
 		return rc;
 	memset(&sa, 0, sizeof sa);
@@ -413,9 +434,10 @@ sweep_main(int argc, char **argv)
 		free(cause);
 		return 1;
 	}
-	if (o.end != NULL && (rc = sweep_end(w.st, o.end)) >= 0) {
+	if (o.end != NULL && ((rc = sweep_end(w.st, o.end)) >= 0 ||
+	    o.end_only)) {
 		store_close(w.st);
-		return rc;
+		return rc >= 0 ? rc : 0;
 	}
 	rc = sweep_run(w.st, &o, &stats);
 	if (rc == 0 && (stats.seen != 0 || stats.entries != 0))

@@ -3,8 +3,9 @@
  * session in a store it may write (sweep.c does the work): it ends the
  * sessions whose lease ran out, unless a process holds their lock,
  * purges what ended sessions left, and drops tombstones older than
- * STORE_TOMB_KEEP_MS.  With no server, leases count from the last time
- * a session was seen.  A failure only cuts the sweep short.
+ * STORE_TOMB_KEEP_MS, with the sweeper's defaults (pyshelfd --sweep).
+ * With no server, leases count from the last time a session was seen.
+ * A failure only cuts the sweep short.
  */
 #include "config.h"
 
@@ -21,5 +22,7 @@ worker_sweep(worker *w)
 
 	memset(&o, 0, sizeof o);
 	o.batch = 1000;
+	o.batch_ms = 5;
+	o.pause_us = 1000;
 	(void)sweep_run(w->st, &o, &stats);
 }

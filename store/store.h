@@ -251,6 +251,8 @@ int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
  * a large file costs milliseconds (the file system frees its pages and
  * extents): a server calls this when idle, off its requests' path. */
 size_t store_reap(store *s);
+/* How many blob files wait for store_reap() (defer_unlink). */
+size_t store_reap_pending(store *s);
 /* Payloads of this many bytes or more go to blob files. */
 size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */

@@ -281,7 +281,7 @@ def test_sweep_since_and_without(backend, tmp_path):
 def test_sweep_refuses_bad_options(backend, tmp_path):
     for args in (["--sweep-batch", "0"], ["--sweep-batch", "x"],
                  ["--since", "-1"], ["--sweep-batch-ms", "9999999"],
-                 ["--bogus"], ["--end", ""], ["extra"]):
+                 ["--bogus"], ["--end", ""], ["extra"], ["--end-only"]):
         r = sweep(backend, tmp_path / "db", *args)
         assert r.returncode == 2, (args, r.stderr)
         assert "usage" in r.stderr
@@ -318,6 +318,20 @@ def test_sigkill_mid_sweep_resumes(backend, tmp_path):
     assert store_row(db)["entries"] == 10
     assert not os.path.exists(os.path.join(db, "locks", t["id"]))
     check_sound(db)
+
+
+def test_end_only_leaves_it_to_the_next_sweep(backend, tmp_path):
+    db = tmp_path / "db"
+    fill(backend, db, "s", 30)
+    r = sweep(backend, db, "--end", "s", "--end-only")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[1] == "ended"
+    assert sessions(db)["s"]["state"] == "dead"
+    assert sessions(db)["s"]["entries"] == 30
+    r = sweep(backend, db)
+    assert r.returncode == 0, r.stderr
+    assert "s" not in sessions(db)
+    assert tombs(db)["s"]["entries"] == 30
 
 
 def test_sweep_batch_time_bound(backend, tmp_path):
