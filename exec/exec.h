@@ -98,6 +98,8 @@ typedef struct worker_options {
 	                                check of worker_session_check_owner */
 	uint64_t lease_ms;           /* session lease */
 	int lease_set;               /* --lease given: apply to old sessions */
+	uint64_t since_ms;           /* --since: leases run from no earlier
+	                                (wall ms: the server's start), 0 */
 	double checkpoint_interval;  /* seconds between interval checkpoints */
 	enum store_sync sync;        /* commit durability */
 	size_t max_frame;            /* largest incoming body */

@@ -143,6 +143,9 @@ pyshelfd_usage(FILE *f)
 "                            did not stop within this time, pyshelfd exits\n"
 "                            (status 1; the session keeps its last\n"
 "                            checkpoint) instead of spinning on\n"
+"    --since MS              internal: the supervisor's start (ms since the\n"
+"                            epoch); an attach finds a session whose lease,\n"
+"                            counted from no earlier, ran out ended\n"
 "    --adopt CTL,FD,...      internal: the descriptors a restarting worker\n"
 "                            keeps (control channel, then connections)\n"
 "    -h, --help              this text\n"
@@ -402,6 +405,7 @@ static const struct option pyshelfd_longopts[] = {
 	{"idle-exit", required_argument, NULL, 'I'},
 	{"hard-grace", required_argument, NULL, 'G'},
 	{"adopt", required_argument, NULL, 'A'},
+	{"since", required_argument, NULL, 'T'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0}
@@ -531,6 +535,19 @@ pyshelfd_options(int argc, char **argv, worker_options *o)
 			break;
 		case 'A':
 			o->adopt = optarg;
+			break;
+		case 'T':
+			{
+				char *end;
+
+				errno = 0;
+				o->since_ms = strtoull(optarg, &end, 10);
+				if (errno != 0 || end == optarg || *end != '\0' ||
+				    *optarg < '0' || *optarg > '9')
+					return pyshelfd_usage_fail("bad value '%s' "
+					    "for --since (ms since the epoch)",
+					    optarg);
+			}
 			break;
 		case 'l': case 'i': case 'y': case 'm': case 'M': case 'L':
 		case 'I': case 'G': case 'C':

@@ -111,7 +111,7 @@ static void
 server_worker_exec(server *s, server_session *ss, int fd, const char *path,
     int mode)
 {
-	char *argv[80], fdbuf[16];
+	char *argv[80], fdbuf[16], since[32];
 	sigset_t none;
 	int n = 0, i, nul;
 
@@ -139,6 +139,10 @@ server_worker_exec(server *s, server_session *ss, int fd, const char *path,
 	argv[n++] = fdbuf;
 	argv[n++] = "--control";
 	argv[n++] = (char *)path;
+	snprintf(since, sizeof since, "%llu",
+	    (unsigned long long)s->start_wall_ms);
+	argv[n++] = "--since";
+	argv[n++] = since;
 	if (mode == 'c')
 		argv[n++] = "--create";
 	else if (mode == 'n')
