@@ -289,6 +289,18 @@ def test_sweep_refuses_bad_options(backend, tmp_path):
         assert "usage" in r.stderr
 
 
+def test_server_refuses_bad_sweep_options(backend, tmp_path):
+    for args in (["--sweep-interval", "x"], ["--sweep-interval", "-1"],
+                 ["--sweep-batch", "ten"], ["--sweep-batch-ms", "-5"],
+                 ["--sweep-pause-ms", ""]):
+        r = subprocess.run([backend, "--server", "--foreground", "--socket",
+                            str(tmp_path / "s"), "--db", str(tmp_path / "db")]
+                           + args, capture_output=True, text=True,
+                           timeout=WAIT)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "bad value" in r.stderr and args[0] in r.stderr
+
+
 # --- the sweep killed halfway ---------------------------------------------------
 
 def test_sigkill_mid_sweep_resumes(backend, tmp_path):
