@@ -2,6 +2,7 @@
 # run.sh - every benchmark, in one run, pinned to CPU 0 and unpinned.
 # Results: bench/results/*.jsonl in the build dir; a summary on stdout.
 # Usage (from the build dir): make bench   [BENCH_N=5000 BENCH_ONLY=calls]
+# (BENCH_ONLY=sweep: the sweep stall, bench_sweep.py, run only when asked)
 set -e
 : "${PYTHON:?}" "${BUILDDIR:?}"
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,6 +22,11 @@ for what in $only; do
 	server)
 		echo "== server mode against stdio and the pipe floor (issue 16)"
 		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_server.py" | tee "$out/server.jsonl"
+		;;
+	sweep)
+		# not in the default list: 10 GiB of blob files (issue 17)
+		echo "== the sweep stall and the sweep's speed (issue 17)"
+		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_sweep.py" | tee "$out/sweep.jsonl"
 		;;
 	persist)
 		echo "== checkpoints and resume, pinned (taskset -c 0)"

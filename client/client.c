@@ -1215,6 +1215,15 @@ client_reply(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
 			f = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE);
 			c->remote_code = wire_msg_u64(&c->msg, WIRE_TAG_ERRCODE,
 			    0);
+			/* SESSION_DEAD (the session was ended under us): when
+			 * and why, for pyshelf_remote_ended() */
+			c->remote_ended = wire_msg_u64(&c->msg,
+			    WIRE_TAG_ENDED_MS, 0);
+			free(c->remote_reason);
+			c->remote_reason = (f = wire_msg_find(&c->msg,
+			    WIRE_TAG_REASON)) != NULL ? wire_field_strdup(f) :
+			    NULL;
+			f = wire_msg_find(&c->msg, WIRE_TAG_MESSAGE);
 			return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend "
 			    "gave up on the connection: %s: %.*s",
 			    wire_errcode_name(c->remote_code),
@@ -2130,6 +2139,135 @@ int
 pyshelf_ping(pyshelf_conn *c)
 {
 	return client_simple(c, WIRE_MSG_PING, WIRE_MSG_PONG);
+}
+
+/* --- leases; ending a session without attaching ----------------------------- */
+
+/* SET_LEASE; see pyshelf.h. */
+int
+pyshelf_set_lease(pyshelf_conn *c, uint64_t lease_ms, uint64_t *expires_ms)
+{
+	int rc;
+
+	if (expires_ms != NULL)
+		*expires_ms = 0;
+	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
+		return rc;
+	client_begin(c, WIRE_MSG_SET_LEASE);
+	wire_put_u64(&c->wbuf, WIRE_TAG_LEASE_MS, lease_ms);
+	if ((rc = client_send(c, 0)) == PYSHELF_OK &&
+	    (rc = client_reply(c, NULL, -1)) == PYSHELF_OK)
+		rc = c->msg.type == WIRE_MSG_OK ? PYSHELF_OK :
+		    c->msg.type == WIRE_MSG_ERROR ? client_remote(c) :
+		    client_unexpected(c, "SET_LEASE");
+	if (rc == PYSHELF_OK) {
+		c->welcome.lease_ms = wire_msg_u64(&c->msg, WIRE_TAG_LEASE_MS,
+		    lease_ms);
+		c->welcome.expires_ms = wire_msg_u64(&c->msg,
+		    WIRE_TAG_EXPIRES_MS, 0);
+		if (expires_ms != NULL)
+			*expires_ms = c->welcome.expires_ms;
+	}
+	client_leave(c);
+	return rc;
+}
+
+/* HELLO, then END_SESSION on a fresh connection to the supervisor. */
+static int
+client_end_request(pyshelf_conn *c, const char *name, uint64_t *ended_ms,
+    int *welcomed)
+{
+	int rc;
+
+	*welcomed = 0;
+	client_begin(c, WIRE_MSG_HELLO);
+	wire_put_u64(&c->wbuf, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
+	wire_put_str(&c->wbuf, WIRE_TAG_NAME, CLIENT_NAME);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
+		return rc;
+	if (c->msg.type == WIRE_MSG_ERROR)
+		return client_remote(c);
+	if (c->msg.type != WIRE_MSG_WELCOME)
+		return client_unexpected(c, "HELLO");
+	*welcomed = 1;
+	client_begin(c, WIRE_MSG_END_SESSION);
+	wire_put_str(&c->wbuf, WIRE_TAG_SESSION, name);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK) {
+		/* the worker, or the server, refused: an ERROR, then EOF */
+		if (rc == PYSHELF_E_PROTOCOL && c->msg.type == WIRE_MSG_ERROR) {
+			c->broken = 0;
+			return client_remote(c);
+		}
+		return rc;
+	}
+	if (c->msg.type == WIRE_MSG_ERROR)
+		return client_remote(c);
+	if (c->msg.type != WIRE_MSG_OK)
+		return client_unexpected(c, "END_SESSION");
+	*ended_ms = wire_msg_u64(&c->msg, WIRE_TAG_ENDED_MS, 0);
+	return PYSHELF_OK;
+}
+
+/* END_SESSION through the store's server; see pyshelf.h. */
+int
+pyshelf_end_session(pyshelf_conn *c, const char *socket_path,
+    const char *db, const char *name, int *no_server, uint64_t *ended_ms)
+{
+	char path[4096];
+	struct timespec nap;
+	int rc, fd, e, tries, welcomed;
+
+	*no_server = 0;
+	*ended_ms = 0;
+	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
+		return rc;
+	if (name == NULL || *name == '\0' || strlen(name) > 255) {
+		rc = client_fail(c, PYSHELF_E_INVAL, "a session name has 1 to "
+		    "%d bytes", 255);
+		goto out;
+	}
+	if (socket_path == NULL) {
+		if (sockpath_for(db, path, sizeof path) < 0) {
+			rc = client_fail(c, PYSHELF_E_SPAWN, "cannot name the "
+			    "pyshelf server's socket: %s", strerror(errno));
+			goto out;
+		}
+		socket_path = path;
+	}
+	for (tries = 1; ; tries++) {
+		if ((fd = client_sock_connect(socket_path)) < 0) {
+			e = errno;
+			*no_server = client_no_server(e);
+			rc = client_fail(c, PYSHELF_E_SPAWN, "cannot connect to "
+			    "the pyshelf server at %s: %s", socket_path,
+			    strerror(e));
+			goto out;
+		}
+		c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = fd;
+		c->wfd_is_socket = 1;
+		c->server = 1;
+		rc = client_end_request(c, name, ended_ms, &welcomed);
+		/* back to no backend; the failure kept for pyshelf_errmsg() */
+		close(fd);
+		c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = -1;
+		c->wc.rlen = c->wc.rpos = 0;
+		c->broken = 0;
+		c->server = 0;
+		/* EOF after WELCOME: it went to a worker on its way out (its
+		 * session just ended, or it idled out); its successor answers
+		 * the next one, as pyshelf_connect() does */
+		if (rc != PYSHELF_E_CLOSED || !welcomed || tries >= 5)
+			break;
+		nap.tv_sec = 0;
+		nap.tv_nsec = 100000000L * tries;
+		nanosleep(&nap, NULL);
+		client_clear(c);
+	}
+out:
+	client_leave(c);
+	return rc;
 }
 
 /* --- ending ---------------------------------------------------------------- */

@@ -298,7 +298,7 @@ typedef struct pyshelf_welcome {
 	int has_ended;           /**< nonzero: a session of this name had
 	                              ended and this new one replaces it */
 	uint64_t ended_ms;       /**< when it ended */
-	const char *ended_reason; /**< "expired", "closed" or "replaced" */
+	const char *ended_reason; /**< "expired", "closed", "replaced" or "ended" */
 	const char *ended_message; /**< the backend's sentence about it */
 	uint64_t server_pid;     /**< pyshelf_connect(): the supervisor's pid
 	                              (its WELCOME); pid is the session's
@@ -439,6 +439,29 @@ int pyshelf_spawn(pyshelf_conn *conn, const char *backend, const char *db,
  * @return 0, PYSHELF_E_INVAL.
  */
 int pyshelf_attach_fds(pyshelf_conn *conn, int rfd, int wfd);
+
+/**
+ * End the session name without attaching to it (pyshelf.end()), through
+ * the server of the store db (or the one listening at socket_path): its
+ * worker stops, clients attached to it get ERROR SESSION_DEAD, its
+ * tombstone says "ended", and the server's sweeper deletes its entries.
+ * Never starts a server.
+ * @param[in] conn a connection from pyshelf_create() with no backend;
+ *   it has none again after the call.
+ * @param[in] socket_path the server's socket, or NULL: the store's.
+ * @param[in] db the store directory (NULL: the default), for the socket.
+ * @param[in] name the session's name.
+ * @param[out] no_server set to 1 when no server answers at the socket
+ *   (the caller may end the session offline: `pyshelfd --sweep --end`).
+ * @param[out] ended_ms when it ended (ms since the epoch).
+ * @return 0; PYSHELF_E_SPAWN (no server: *no_server); PYSHELF_E_REMOTE
+ *   (PYSHELF_ERR_NO_SESSION: no such session; PYSHELF_ERR_SESSION_DEAD:
+ *   it had ended, pyshelf_remote_ended() says when and why); PYSHELF_E_INVAL
+ *   (a bad name); PYSHELF_E_CLOSED, PYSHELF_E_PROTOCOL, PYSHELF_E_IO.
+ */
+int pyshelf_end_session(pyshelf_conn *conn, const char *socket_path,
+                        const char *db, const char *name, int *no_server,
+                        uint64_t *ended_ms);
 
 /** Options of pyshelf_connect(); zero-initialise, then set what you need
  * (or pass NULL for all defaults). */
@@ -707,6 +730,19 @@ int pyshelf_sync(pyshelf_conn *conn);
 
 /** Round trip (PING/PONG).  0 or an error. */
 int pyshelf_ping(pyshelf_conn *conn);
+
+/**
+ * Set the session's lease (ws.lease = S): how long it lives with no
+ * client attached and no code running, counted from now and from each
+ * later detach or request; 0 = forever.  Committed at once.
+ * @param[out] expires_ms (may be NULL) when it runs out if no client
+ *   attaches again (ms since the epoch; 0: never); the welcome's
+ *   lease_ms and expires_ms are updated too.
+ * @return 0, PYSHELF_E_REMOTE (PYSHELF_ERR_READ_ONLY, SESSION_DEAD,
+ *   STORE), or a connection error.
+ */
+int pyshelf_set_lease(pyshelf_conn *conn, uint64_t lease_ms,
+                      uint64_t *expires_ms);
 
 /**
  * Detach: the backend checkpoints and exits; the session persists.  The

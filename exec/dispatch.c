@@ -560,6 +560,48 @@ dispatch_ping(worker *w, const wire_msg *m)
 	return rc;
 }
 
+/* Write the session record with its new lease (a live session only). */
+static int
+dispatch_lease_txn(store_txn *t, void *arg)
+{
+	worker *w = arg;
+	store_session ss;
+	int rc;
+
+	if ((rc = session_get_by_id(t, w->sess.id, &ss)) != 0)
+		return rc;
+	if (ss.state != STORE_STATE_LIVE)
+		return STORE_E_DEAD;
+	return session_put(t, &w->sess);
+}
+
+/* SET_LEASE (ws.lease = S): the session's lease from now on (0:
+ * forever), committed at once and counted from now; OK says the lease
+ * and when it runs out. */
+static int
+dispatch_set_lease(worker *w, const wire_msg *m)
+{
+	store_session old = w->sess;
+	wire_buf b;
+	int rc;
+
+	w->sess.lease_ms = wire_msg_u64(m, WIRE_TAG_LEASE_MS, 0);
+	w->sess.last_seen_ms = store_now_ms();
+	if ((rc = store_write(w->st, dispatch_lease_txn, w)) != 0) {
+		w->sess.lease_ms = old.lease_ms;
+		w->sess.last_seen_ms = old.last_seen_ms;
+		return dispatch_error(w, m->id, rc == STORE_E_DEAD ?
+		    WIRE_ERR_SESSION_DEAD : WIRE_ERR_STORE, "setting the "
+		    "lease: %s", store_strerror(rc));
+	}
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_OK, m->id);
+	dispatch_put_lease(w, &b);
+	rc = wire_end(&b) == WIRE_OK ? worker_send(w, &b) : -1;
+	wire_buf_free(&b);
+	return rc;
+}
+
 /* GET: a global by value, or (WANT_VALUE=0) as a handle. */
 static int
 dispatch_get(worker *w, const wire_msg *m)
@@ -791,7 +833,8 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 	}
 	w->current_id = m.id;
 	if (w->opt.mode == 'r' && (m.type == WIRE_MSG_SET ||
-	    m.type == WIRE_MSG_DEL || m.type == WIRE_MSG_CLOSE)) {
+	    m.type == WIRE_MSG_DEL || m.type == WIRE_MSG_CLOSE ||
+	    m.type == WIRE_MSG_SET_LEASE)) {
 		rc = dispatch_error(w, m.id, WIRE_ERR_READ_ONLY, "session '%s' "
 		    "is open read-only (flag 'r'): %s would change it; nothing "
 		    "was changed", w->sess.name, wire_msg_name(m.type));
@@ -855,6 +898,9 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		break;
 	case WIRE_MSG_CLOSE:
 		rc = dispatch_close(w, &m);
+		break;
+	case WIRE_MSG_SET_LEASE:
+		rc = dispatch_set_lease(w, &m);
 		break;
 	case WIRE_MSG_PING:
 		rc = dispatch_ping(w, &m);

@@ -18,7 +18,11 @@
  *   worker-restart.c  the hard interrupt: re-exec of the worker
  *   worker-output.c   fds 1 and 2 as pipes, the forwarder thread, OUTPUT
  *   worker-session.c  opening the store, locking and claiming the session
- *   worker-sweep.c    the sweep of expired sessions when a store opens
+ *   worker-end.c      ending the session with no client closing it
+ *                     (END_SESSION, the lease run out while idle)
+ *   worker-sweep.c    the sweep of expired sessions when a stdio worker
+ *                     opens a store
+ *   sweep.c           the sweeper: sweep_run, `pyshelfd --sweep`
  *   dispatch.c        serving one request frame; checkpoints and commits
  *   interp.c          starting and ending the interpreter
  *   py*.c             the `_pyshelfd` module and its types (pyexec.h)
@@ -34,6 +38,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "store.h"
 #include "wire.h"
@@ -107,6 +112,8 @@ typedef struct worker_options {
 	                                check of worker_session_check_owner */
 	uint64_t lease_ms;           /* session lease */
 	int lease_set;               /* --lease given: apply to old sessions */
+	uint64_t since_ms;           /* --since: leases run from no earlier
+	                                (wall ms: the server's start), 0 */
 	double checkpoint_interval;  /* seconds between interval checkpoints */
 	enum store_sync sync;        /* commit durability */
 	size_t max_frame;            /* largest incoming body */
@@ -216,6 +223,9 @@ typedef struct worker {
 	int hello_done;              /* HELLO answered (set under lock: the
 	                                reader answers PING only after) */
 	int closed;                  /* CLOSE served: the session is gone */
+	int ended_here;              /* END_SESSION or the lease ended the
+	                                session (worker-end.c): leave the
+	                                loop, no checkpoint (w->lock) */
 	int requests_since_full;     /* a request ran since the last full
 	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
@@ -325,6 +335,8 @@ int worker_control_idle(worker *w);
 /* The session could not be opened: send the ERROR in b to the client of
  * the first CTL_CONN (waiting a little for it). */
 void worker_control_refuse(worker *w, const wire_buf *b);
+/* CTL_ENDED: the session ended, the supervisor sweeps soon. */
+void worker_control_ended(worker *w);
 /* Close the control fds (at exit). */
 void worker_control_stop(worker *w);
 
@@ -393,14 +405,59 @@ int worker_session_open(worker *w, char **cause);
  * grow a tree of directories): 0, or -1 with *cause (malloc'd; NULL when
  * out of memory).  The caller checks --create-db. */
 int worker_session_db_parent(const char *db, char **cause);
+/* Open the store w->opt names (path and owner checked) without the
+ * session: w->st.  0, or -1 with *cause (malloc'd) and w->fatal_*
+ * (NO_SESSION: there is no store). */
+int worker_session_store(worker *w, char **cause);
 /* Say how a session ended (a tombstone) as a sentence into buf. */
 void worker_session_tomb_text(const store_tomb *tb, char *buf,
     size_t n);
+
+/* worker-end.c */
+/* End the session (why: STORE_END_*) with no client closing it: its
+ * tombstone, ERROR SESSION_DEAD to every client but skip, running code
+ * stopped, the loop left.  Any thread.  0, STORE_E_DEAD, or a store
+ * error; *tb (may be NULL) gets the tombstone. */
+int worker_end(worker *w, int why, worker_conn *skip, store_tomb *tb);
+/* Reader: END_SESSION from c (handed over by the supervisor). */
+void worker_end_request(worker *w, worker_conn *c, const wire_msg *m);
+/* Main thread, idle since idle_since_mono: has the lease run out (1)?
+ * Else *due_ms: when it will (monotonic), 0 never. */
+int worker_end_lease_due(worker *w, uint64_t idle_since_mono,
+    uint64_t *due_ms);
 
 /* worker-sweep.c */
 /* End expired sessions no process holds, purge ended ones, drop old
  * tombstones.  Errors only stop the sweep: the worker opens anyway. */
 void worker_sweep(worker *w);
+
+/* sweep.c */
+/* How a sweep runs. */
+typedef struct sweep_options {
+	uint64_t since_ms;           /* leases run from no earlier than this
+	                                (wall ms: the server's start), 0 */
+	size_t batch;                /* most deletions per transaction */
+	uint64_t batch_ms;           /* most ms per transaction, 0 none */
+	uint64_t pause_us;           /* pause between transactions */
+	const char *end;             /* --end NAME: end it first, or NULL */
+	int end_only;                /* --end-only: end it, sweep nothing
+	                                (benchmarks, tests) */
+	int progress;                /* a log line per transaction */
+	FILE *log;                   /* where to say what failed, or NULL */
+} sweep_options;
+/* What a sweep did. */
+typedef struct sweep_stats {
+	size_t seen;                 /* sessions ended (or found ended) */
+	size_t purged;               /* of them, deleted to the record */
+	uint64_t entries;            /* entries deleted */
+} sweep_stats;
+/* Sweep st: end the expired sessions no process holds (tombstones),
+ * purge the ended ones in bounded transactions, drop old tombstones.
+ * SIGTERM (in `pyshelfd --sweep`) stops it between transactions.  0 or
+ * a STORE_E_* code. */
+int sweep_run(store *st, const sweep_options *o, sweep_stats *stats);
+/* `pyshelfd --sweep`: the exit status (see --help). */
+int sweep_main(int argc, char **argv);
 
 /* interp.c */
 int interp_init(char **cause);

@@ -92,9 +92,16 @@ static int
 pycommit_txn(store_txn *t, void *arg)
 {
 	struct bcommit *bc = arg;
+	store_session cur;
 	Py_ssize_t j;
 	int rc;
 
+	/* a session ended under us (END_SESSION, pyshelf.end()) takes no
+	 * more records: they would outlive its purge */
+	if ((rc = session_get_by_id(t, bc->sess.id, &cur)) != 0)
+		return rc == STORE_E_NOTFOUND ? STORE_E_DEAD : rc;
+	if (cur.state != STORE_STATE_LIVE)
+		return STORE_E_DEAD;
 	rc = entry_put_sorted(t, bc->sess.id,
 	    (const store_entry_in *const *)bc->b->order, bc->n, bc->now);
 	if (rc != 0 || (rc = pycommit_index_refs(t, bc)) != 0)

@@ -28,6 +28,7 @@ pyshelfd_usage(FILE *f)
 "             --read-only] [options]\n"
 "    pyshelfd --server [--socket PATH] [--db DIR] [--foreground]\n"
 "             [--exit-empty S] [--idle-exit S] [worker options]\n"
+"    pyshelfd --sweep [--db DIR] [--end NAME] [--since MS] [options]\n"
 "    pyshelfd --worker --session NAME --control-fd N [--control PATH]\n"
 "             [--db DIR] [--create | --new] [--idle-exit S]\n"
 "             [--hard-grace S] [options]\n"
@@ -80,11 +81,13 @@ pyshelfd_usage(FILE *f)
 "                            runs whatever code its writer put there, with\n"
 "                            the rights of the user running pyshelfd\n"
 "    --lease SECONDS         lease of the session: how long it lives with no\n"
-"                            client attached, counted from the last detach\n"
-"                            (default 2592000 = 30 days; 0 = forever).  A\n"
-"                            session whose lease ran out is ended by the\n"
-"                            sweep of the next pyshelfd that opens the\n"
-"                            store; its tombstone (name, id, when and why\n"
+"                            client attached and no code running, counted\n"
+"                            from the last request or detach (default\n"
+"                            2592000 = 30 days; 0 = forever).  A session\n"
+"                            whose lease ran out is ended by the next sweep\n"
+"                            (a server's sweeper, or the next pyshelfd\n"
+"                            --stdio that opens the store; see SWEEP); its\n"
+"                            tombstone (name, id, when and why\n"
 "                            it ended, entries and bytes freed) is kept 90\n"
 "                            days: opening the name again with --create\n"
 "                            warns, without it is an error (SESSION_DEAD)\n"
@@ -140,6 +143,9 @@ pyshelfd_usage(FILE *f)
 "                            did not stop within this time, pyshelfd exits\n"
 "                            (status 1; the session keeps its last\n"
 "                            checkpoint) instead of spinning on\n"
+"    --since MS              internal: the supervisor's start (ms since the\n"
+"                            epoch); an attach finds a session whose lease,\n"
+"                            counted from no earlier, ran out ended\n"
 "    --adopt CTL,FD,...      internal: the descriptors a restarting worker\n"
 "                            keeps (control channel, then connections)\n"
 "    -h, --help              this text\n"
@@ -210,6 +216,15 @@ pyshelfd_usage(FILE *f)
 "                            (default 300; 0 = never); the next attach\n"
 "                            starts a new one, which resumes the session\n"
 "    --hard-grace SECONDS    passed on to the workers (see --worker)\n"
+"    --sweep-interval SECONDS\n"
+"                            run the sweep (pyshelfd --sweep, a child\n"
+"                            process) at start, then every SECONDS, each\n"
+"                            wait drawn within 20%% of it (default 60; 0 =\n"
+"                            only at start and when a session ends).  Leases\n"
+"                            count from no earlier than the server's start:\n"
+"                            its downtime expires no session\n"
+"    --sweep-batch N, --sweep-batch-ms MS, --sweep-pause-ms MS\n"
+"                            passed on to each sweep (see SWEEP)\n"
 "    --db, --create-db, --allow-foreign-store, --lease,\n"
 "    --checkpoint-interval, --sync, --max-frame, --map-max,\n"
 "    --memory-limit          as above, passed on to every worker\n"
@@ -223,6 +238,38 @@ pyshelfd_usage(FILE *f)
 "    takes no worker with it.  A worker that dies (a signal, an exit\n"
 "    status) is logged; the next client of its session learns how in\n"
 "    ATTACHED (SIGNAL, MESSAGE), and gets a new worker.\n"
+"\n"
+"SWEEP\n"
+"    pyshelfd --sweep [--db DIR] [--end NAME] [options] ends the sessions\n"
+"    whose lease ran out and that no process holds (tombstone \"expired\"),\n"
+"    then deletes what ended sessions left (entries, references, calls, blob\n"
+"    files, the record last), and drops tombstones older than 90 days.  No\n"
+"    Python; it may run beside a server.  Killed halfway, the next sweep\n"
+"    resumes where it stopped.  A server runs it itself (--sweep-interval).\n"
+"    --end NAME              first end session NAME (tombstone \"ended\"):\n"
+"                            pyshelf.end() with no server running.  Exit\n"
+"                            status 0 (stdout: ENDED_MS ended), 3 no such\n"
+"                            session, 4 it had ended (stdout: ENDED_MS\n"
+"                            REASON), 5 a pyshelfd serves it (stdout: its\n"
+"                            pid, 0 unknown)\n"
+"    --end-only              with --end: end it and stop (the next sweep\n"
+"                            deletes it)\n"
+"    --since MS              count leases from no earlier than MS (ms since\n"
+"                            the epoch: a server passes its start)\n"
+"    --sweep-batch N         most deletions per write transaction (default\n"
+"                            1000)\n"
+"    --sweep-batch-ms MS     most milliseconds per write transaction\n"
+"                            (default 5; 0 = no bound); the write lock is\n"
+"                            let go between transactions\n"
+"    --sweep-pause-ms MS     pause between transactions, so that a waiting\n"
+"                            writer gets the lock (default 1)\n"
+"    --progress              a line on stderr per transaction\n"
+"    --sync POLICY           as above (default interval: no fsync per\n"
+"                            transaction, which would hold the write lock\n"
+"                            through it; the deletions are synced before a\n"
+"                            blob file they dropped is unlinked, and at the\n"
+"                            end)\n"
+"    --allow-foreign-store   as above\n"
 "\n"
 "EXIT STATUS\n"
 "    0 after a clean shutdown, 1 on errors, 2 on bad usage.\n"
@@ -358,6 +405,7 @@ static const struct option pyshelfd_longopts[] = {
 	{"idle-exit", required_argument, NULL, 'I'},
 	{"hard-grace", required_argument, NULL, 'G'},
 	{"adopt", required_argument, NULL, 'A'},
+	{"since", required_argument, NULL, 'T'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
 	{NULL, 0, NULL, 0}
@@ -488,6 +536,19 @@ pyshelfd_options(int argc, char **argv, worker_options *o)
 		case 'A':
 			o->adopt = optarg;
 			break;
+		case 'T':
+			{
+				char *end;
+
+				errno = 0;
+				o->since_ms = strtoull(optarg, &end, 10);
+				if (errno != 0 || end == optarg || *end != '\0' ||
+				    *optarg < '0' || *optarg > '9')
+					return pyshelfd_usage_fail("bad value '%s' "
+					    "for --since (ms since the epoch)",
+					    optarg);
+			}
+			break;
 		case 'l': case 'i': case 'y': case 'm': case 'M': case 'L':
 		case 'I': case 'G': case 'C':
 			if (pyshelfd_option_value(c, optarg, o) != 0)
@@ -562,6 +623,8 @@ main(int argc, char **argv)
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (strcmp(argv[i], "--server") == 0)
 			return server_main(argc, argv);  /* no Python */
+		else if (strcmp(argv[i], "--sweep") == 0)
+			return sweep_main(argc, argv);   /* no Python */
 	pyshelfd_malloc_tune();
 	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
 		if (strcmp(argv[i], "--stdio") == 0)

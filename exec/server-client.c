@@ -250,6 +250,8 @@ server_client_frame(server *s, server_client *c)
 	}
 	if (c->state == SERVER_CLIENT_HELLO)
 		server_client_hello(s, c, &m);
+	else if (m.type == WIRE_MSG_END_SESSION)
+		server_end_request(s, c, &m);  /* server-end.c */
 	else
 		server_client_attach(s, c, &m);
 out:

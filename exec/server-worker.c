@@ -111,7 +111,7 @@ static void
 server_worker_exec(server *s, server_session *ss, int fd, const char *path,
     int mode)
 {
-	char *argv[80], fdbuf[16];
+	char *argv[80], fdbuf[16], since[32];
 	sigset_t none;
 	int n = 0, i, nul;
 
@@ -139,6 +139,10 @@ server_worker_exec(server *s, server_session *ss, int fd, const char *path,
 	argv[n++] = fdbuf;
 	argv[n++] = "--control";
 	argv[n++] = (char *)path;
+	snprintf(since, sizeof since, "%llu",
+	    (unsigned long long)s->start_wall_ms);
+	argv[n++] = "--since";
+	argv[n++] = since;
 	if (mode == 'c')
 		argv[n++] = "--create";
 	else if (mode == 'n')
@@ -413,6 +417,9 @@ server_worker_msg(server *s, server_session *ss, wire_msg *m)
 			wire_buf_free(&b);
 		}
 		break;
+	case WIRE_MSG_CTL_ENDED:
+		server_sweep_soon(s);
+		break;
 	default:
 		server_log("worker pid %ld: control message 0x%04x ignored",
 		    (long)ss->pid, m->type);
@@ -514,6 +521,8 @@ server_worker_reap(server *s)
 	int st;
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		if (server_sweep_reaped(s, pid, st))
+			continue;
 		for (ss = s->sessions; ss != NULL; ss = ss->next)
 			if (ss->child && ss->pid == pid)
 				break;

@@ -85,6 +85,10 @@ static const struct option server_longopts[] = {
 	{"max-frame", required_argument, NULL, 'm'},
 	{"map-max", required_argument, NULL, 'M'},
 	{"memory-limit", required_argument, NULL, 'L'},
+	{"sweep-interval", required_argument, NULL, 'w'},
+	{"sweep-batch", required_argument, NULL, 'b'},
+	{"sweep-batch-ms", required_argument, NULL, 't'},
+	{"sweep-pause-ms", required_argument, NULL, 'p'},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0}
 };
@@ -133,6 +137,25 @@ server_warg(server *s, const char *name, char *value)
 	return 0;
 }
 
+/* Keep a sweep option (a whole number) for the sweep's command line;
+ * -1 when it is not one or there are too many.  The sweep checks its
+ * range. */
+static int
+server_sarg(server *s, const char *name, char *value)
+{
+	char *opt;
+
+	if (value[0] == '\0' || strspn(value, "0123456789") !=
+	    strlen(value) || strlen(value) > 9)
+		return -1;
+	if (s->opt.sargc + 2 >= (int)(sizeof s->opt.sargv /
+	    sizeof s->opt.sargv[0]) || asprintf(&opt, "--%s", name) < 0)
+		return -1;
+	s->opt.sargv[s->opt.sargc++] = opt;  /* lives as long as we do */
+	s->opt.sargv[s->opt.sargc++] = value;
+	return 0;
+}
+
 /* Read the command line; -1: go on, else the exit status. */
 static int
 server_options_parse(server *s, int argc, char **argv)
@@ -143,6 +166,7 @@ server_options_parse(server *s, int argc, char **argv)
 
 	memset(&scratch, 0, sizeof scratch);
 	s->opt.exit_empty = 10;
+	s->opt.sweep_interval = 60;
 	s->opt.max_frame = WIRE_DEFAULT_MAX_FRAME;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "h", server_longopts, &li)) !=
@@ -169,6 +193,10 @@ server_options_parse(server *s, int argc, char **argv)
 		case 'D': case 'F':
 			if (c == 'D')
 				s->opt.create_db = 1;
+			else if (s->opt.sargc + 1 < (int)(sizeof s->opt.sargv /
+			    sizeof s->opt.sargv[0]))
+				s->opt.sargv[s->opt.sargc++] =
+				    "--allow-foreign-store";
 			if (server_warg(s, name, NULL) != 0)
 				return server_usage_fail("too many options");
 			break;
@@ -183,6 +211,16 @@ server_options_parse(server *s, int argc, char **argv)
 				s->opt.max_frame = scratch.max_frame;
 			if (server_warg(s, name, optarg) != 0)
 				return server_usage_fail("too many options");
+			break;
+		case 'w':
+			if (server_seconds(optarg, &s->opt.sweep_interval) != 0)
+				return server_usage_fail("bad value '%s' for "
+				    "--sweep-interval (seconds)", optarg);
+			break;
+		case 'b': case 't': case 'p':
+			if (server_sarg(s, name, optarg) != 0)
+				return server_usage_fail("bad value '%s' for "
+				    "--%s (a whole number)", optarg, name);
 			break;
 		case 'h':
 			pyshelfd_usage(stdout);
@@ -279,6 +317,8 @@ server_start(server *s)
 		return 1;
 	}
 	server_worker_adopt(s);
+	s->start_wall_ms = store_now_ms();
+	server_sweep_start(s);
 	server_log("listening on %s for the store %s (%d worker%s adopted)",
 	    s->sock_path, s->db, server_worker_count(s),
 	    server_worker_count(s) == 1 ? "" : "s");
@@ -313,6 +353,7 @@ server_stop(server *s)
 		    "shutting down; try again");
 	}
 	server_worker_stop_all(s);
+	server_sweep_stop(s);
 }
 
 /* Milliseconds until the next deadline (a held client's, exit-empty's),
@@ -331,6 +372,8 @@ server_poll_timeout(server *s, int64_t now)
 		if (next < 0 || t < next)
 			next = t;
 	}
+	if ((t = server_sweep_due(s)) != 0 && (next < 0 || t < next))
+		next = t;
 	if (next < 0)
 		return -1;
 	return next <= now ? 0 : next - now > 60000 ? 60000 : (int)(next - now);
@@ -398,6 +441,9 @@ server_pollfds(server *s, struct pollfd **pfd, void ***obj, size_t *cap,
 static int
 server_empty(server *s, int64_t now)
 {
+	/* a sweep running does not count: it would keep a server whose
+	 * --exit-empty is longer than --sweep-interval forever; it goes on
+	 * alone, and the next server's sweep resumes what it leaves */
 	if (s->stopping || s->opt.exit_empty <= 0 ||
 	    server_worker_count(s) != 0 || server_client_count(s) != 0) {
 		s->empty_since = 0;
@@ -459,6 +505,7 @@ server_loop(server *s)
 				server_worker_ctl_io(s, obj[i],
 				    pfd[i].revents);
 		server_client_timeouts(s, server_now_ms());
+		server_sweep_tick(s, server_now_ms());
 		server_worker_gc(s);
 	}
 	free(pfd);

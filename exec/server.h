@@ -9,7 +9,9 @@
  * Files: server.c (options, start, the poll loop, signals, exit),
  * server-listen.c (socket directory, pid file, listening socket, daemon),
  * server-client.c (a connection until it is routed), server-worker.c
- * (workers: start, control channel, reaping, adoption).
+ * (workers: start, control channel, reaping, adoption), server-sweep.c
+ * (the sweeper: `pyshelfd --sweep` children, at start and on a timer),
+ * server-end.c (END_SESSION, routed to the session's worker).
  */
 #ifndef PYSHELF_SERVER_H
 #define PYSHELF_SERVER_H
@@ -41,6 +43,10 @@ typedef struct server_options {
 	size_t max_frame;         /* --max-frame, told in WELCOME */
 	char *wargv[40];          /* per-worker options, passed on verbatim */
 	int wargc;                /* used slots of wargv */
+	double sweep_interval;    /* --sweep-interval seconds (0: only at
+	                             start and when a session ends) */
+	char *sargv[12];          /* options passed on to the sweep */
+	int sargc;                /* used slots of sargv */
 } server_options;
 
 /* Where a connection is before it is handed to a worker. */
@@ -114,6 +120,11 @@ typedef struct server {
 	int64_t empty_since;      /* monotonic ms with no worker, no client */
 	server_client *clients;   /* connections held */
 	server_session *sessions; /* sessions with a worker or a record */
+	uint64_t start_wall_ms;   /* wall clock at start: leases run from no
+	                             earlier (the sweep's --since) */
+	pid_t sweep_pid;          /* the sweep running, 0 none */
+	int64_t sweep_due_ms;     /* monotonic ms of the next sweep, 0 none */
+	int sweep_again;          /* another sweep asked while one ran */
 } server;
 
 /* server.c */
@@ -153,5 +164,16 @@ void server_worker_adopt(server *s);
 void server_worker_stop_all(server *s);
 int server_worker_count(const server *s);
 void server_worker_gc(server *s);
+
+/* server-end.c */
+void server_end_request(server *s, server_client *c, wire_msg *m);
+
+/* server-sweep.c */
+void server_sweep_start(server *s);
+void server_sweep_soon(server *s);
+void server_sweep_tick(server *s, int64_t now);
+int64_t server_sweep_due(const server *s);
+int server_sweep_reaped(server *s, pid_t pid, int status);
+void server_sweep_stop(server *s);
 
 #endif

@@ -48,6 +48,22 @@ worker_control_send(worker *w, const wire_buf *b)
 	return n == (ssize_t)b->len ? 0 : -1;
 }
 
+/* CTL_ENDED: this worker's session ended (worker-end.c): the supervisor
+ * sweeps soon. */
+void
+worker_control_ended(worker *w)
+{
+	wire_buf b;
+
+	if (!w->opt.server)
+		return;
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_CTL_ENDED, 0);
+	if (wire_end(&b) == WIRE_OK)
+		(void)worker_control_send(w, &b);
+	wire_buf_free(&b);
+}
+
 void
 worker_control_ready(worker *w)
 {
@@ -263,7 +279,8 @@ worker_control_conn(worker *w, const wire_msg *m, int fd)
 	wire_msg_init(&am);
 	ok = fd >= 0 && data != NULL && wire_parse(data->data, data->len,
 	    WIRE_PREAUTH_MAX_FRAME, &am, &used) == WIRE_OK &&
-	    used == data->len && am.type == WIRE_MSG_ATTACH;
+	    used == data->len && (am.type == WIRE_MSG_ATTACH ||
+	    am.type == WIRE_MSG_END_SESSION);
 	if (!ok) {
 		wire_msg_free(&am);
 		worker_log(w, "pyshelfd: CTL_CONN without a client socket "
@@ -281,6 +298,16 @@ worker_control_conn(worker *w, const wire_msg *m, int fd)
 		return;
 	}
 	c->max = w->opt.max_frame;  /* the supervisor did the handshake */
+	if (am.type == WIRE_MSG_END_SESSION) {
+		/* pyshelf.end(): answered here, the connection dropped */
+		worker_end_request(w, c, &am);
+		pthread_mutex_lock(&w->lock);
+		worker_conn_drop_locked(w, c);
+		pthread_mutex_unlock(&w->lock);
+		free(text);
+		wire_msg_free(&am);
+		return;
+	}
 	pthread_mutex_lock(&w->lock);
 	w->ctl_idle_asked = 0;  /* not idle any more */
 	w->ctl_idle_ok = 0;

@@ -45,6 +45,10 @@ worker_session_tomb_text(const store_tomb *tb, char *buf, size_t n)
 		snprintf(why, sizeof why, "it was replaced by a new session "
 		    "(flag 'n')");
 		break;
+	case STORE_END_ENDED:
+		snprintf(why, sizeof why, "it was ended without attaching "
+		    "(pyshelf.end)");
+		break;
 	default:
 		snprintf(why, sizeof why, "reason %d", tb->why);
 	}
@@ -131,7 +135,9 @@ worker_session_look(store_txn *t, void *arg)
 	ol->rc = session_get_by_name(t, ol->w->opt.session, &ol->ss);
 	if (ol->rc != 0 && ol->rc != STORE_E_NOTFOUND)
 		return ol->rc;
-	ol->has_tomb = tomb_last(t, ol->w->opt.session, &ol->tomb) == 0;
+	/* one past its time is as good as dropped (a sweep will) */
+	ol->has_tomb = tomb_last(t, ol->w->opt.session, &ol->tomb) == 0 &&
+	    ol->tomb.ended_ms + STORE_TOMB_KEEP_MS >= store_now_ms();
 	return 0;
 }
 
@@ -200,6 +206,54 @@ worker_session_replace_txn(store_txn *t, void *arg)
 	return rc == STORE_E_DEAD || rc == STORE_E_NOTFOUND ? 0 : rc;
 }
 
+/* Server mode: end the session of the name if its lease, counted from
+ * no earlier than the supervisor's start, ran out (its lock is ours). */
+static int
+worker_session_expire_txn(store_txn *t, void *arg)
+{
+	worker *w = arg;
+	store_session ss;
+	uint64_t now = store_now_ms(), from;
+	int rc;
+
+	if ((rc = session_get_by_name(t, w->opt.session, &ss)) != 0)
+		return rc == STORE_E_NOTFOUND ? 0 : rc;
+	from = ss.last_seen_ms > w->opt.since_ms ? ss.last_seen_ms :
+	    w->opt.since_ms;
+	if (ss.state != STORE_STATE_LIVE || ss.lease_ms == 0 ||
+	    from + ss.lease_ms > now)
+		return 0;
+	return session_end(t, ss.id, STORE_END_EXPIRED, now, NULL);
+}
+
+/*
+ * Server mode, where no sweep runs at a worker's start: a session whose
+ * lease ran out is ended here rather than revived by the attach (the
+ * sweeper deletes it), as a stdio open's sweep would have.  1 when it
+ * ended it, 0 when it is in use or not expired, or a STORE_E_* code.
+ */
+static int
+worker_session_expire(worker *w, const store_session *ss)
+{
+	uint64_t from = ss->last_seen_ms > w->opt.since_ms ? ss->last_seen_ms :
+	    w->opt.since_ms;
+	long holder = 0;
+	int rc;
+
+	if (!w->opt.server || ss->lease_ms == 0 ||
+	    from + ss->lease_ms > store_now_ms())
+		return 0;
+	if (session_lock(w->st, ss->id, 0, &w->lock_fd, &holder) != 0)
+		return 0;   /* in use: not expired */
+	rc = store_write(w->st, worker_session_expire_txn, w);
+	session_unlock(w->lock_fd);
+	w->lock_fd = -1;
+	if (rc != 0)
+		return rc;
+	worker_control_ended(w);
+	return 1;
+}
+
 /* Refuse with the holder named. */
 static int
 worker_session_busy(worker *w, long holder, char **cause)
@@ -230,13 +284,20 @@ worker_session_claim(worker *w, char **cause)
 	uint8_t id[STORE_ID_SIZE];
 	char text[768];
 	long holder = 0;
-	int rc, tries, replaced = 0, ro = w->opt.mode == 'r';
+	int rc, tries, replaced = 0, expired = 0, ro = w->opt.mode == 'r';
 
 	for (tries = 0; tries < 32; tries++) {
 		memset(&ol, 0, sizeof ol);
 		ol.w = w;
 		if ((rc = store_read(w->st, worker_session_look, &ol)) != 0)
 			goto store_err;
+		if (ol.rc == 0 && !expired && (rc = worker_session_expire(w,
+		    &ol.ss)) != 0) {
+			if (rc < 0)
+				goto store_err;
+			expired = 1;
+			continue;   /* look again: ended */
+		}
 		if (ol.rc == 0 && w->opt.mode == 'n' && !replaced) {
 			rc = worker_session_lock(w, ol.ss.id, 0, &holder);
 			if (rc == STORE_E_BUSY)
@@ -412,9 +473,10 @@ worker_session_check_owner(worker *w, const char *db, char **cause)
 	return rc;
 }
 
-/* Open the store, sweep it, and open the session. */
+/* Open the store w->opt says (its path and owner checked), not the
+ * session: w->st is set.  0, or -1 with *cause and w->fatal_*. */
 int
-worker_session_open(worker *w, char **cause)
+worker_session_store(worker *w, char **cause)
 {
 	store_options so;
 	char *path = NULL, *scause = NULL;
@@ -455,7 +517,18 @@ worker_session_open(worker *w, char **cause)
 		return -1;
 	}
 	free(path);
-	if (!ro)
+	return 0;
+}
+
+/* Open the store, sweep it (stdio mode: in server mode the supervisor's
+ * sweeper does it, counting leases from its start), and open the
+ * session. */
+int
+worker_session_open(worker *w, char **cause)
+{
+	if (worker_session_store(w, cause) != 0)
+		return -1;
+	if (w->opt.mode != 'r' && !w->opt.server)
 		worker_sweep(w);
 	if (worker_session_claim(w, cause) != 0) {
 		store_close(w->st);

@@ -192,7 +192,7 @@ worker_idle_due(worker *w, uint64_t *due_ms)
 	size_t i;
 
 	*due_ms = 0;
-	if (!w->opt.server || limit == 0)
+	if (!w->opt.server)
 		return 0;
 	pthread_mutex_lock(&w->lock);
 	since = w->nconns == 0 && w->qhead == NULL && w->running_id == 0 ?
@@ -202,9 +202,24 @@ worker_idle_due(worker *w, uint64_t *due_ms)
 		stay_told = 0;
 		return 0;
 	}
+	/* the lease ran out with no client and nothing running: end the
+	 * session, once the supervisor routes no more attaches here */
+	if (worker_end_lease_due(w, since, due_ms)) {
+		if (worker_control_idle(w)) {
+			/* failing, it exits idle as usual: the sweeper's
+			 * next run ends the session */
+			(void)worker_end(w, STORE_END_EXPIRED, NULL, NULL);
+			return 1;
+		}
+		*due_ms = worker_mono_ms() + 1000;
+		return 0;
+	}
+	if (limit == 0)
+		return 0;
 	now = worker_mono_ms();
 	if (now < since + limit) {
-		*due_ms = since + limit;
+		if (*due_ms == 0 || since + limit < *due_ms)
+			*due_ms = since + limit;
 		return 0;
 	}
 	/* never while an entry lives only in this process */
@@ -227,7 +242,8 @@ worker_idle_due(worker *w, uint64_t *due_ms)
 			    "entries live only in this worker (volatile, or "
 			    "not written: the store is full)\n", nvol);
 		stay_told = 1;
-		*due_ms = now + limit;  /* look again later */
+		if (*due_ms == 0 || now + limit < *due_ms)
+			*due_ms = now + limit;  /* look again later */
 		return 0;
 	}
 	if (worker_control_idle(w))
@@ -248,6 +264,8 @@ worker_loop(worker *w)
 	for (;;) {
 		if (worker_in_child())
 			_exit(0); /* a fork in shipped code returned here */
+		if (w->ended_here)
+			break;    /* END_SESSION or the lease (worker-end.c) */
 		if (w->new_lease) {
 			/* an ATTACH's LEASE_MS (the reader answered it) */
 			pthread_mutex_lock(&w->lock);
@@ -275,7 +293,7 @@ worker_loop(worker *w)
 			w->detached = 0;
 		} else if ((eof && !w->opt.server) || w->terminate)
 			break;
-		if (interval > 0 && worker_mono_ms() >= next_cp) {
+		if (interval > 0 && !w->closed && worker_mono_ms() >= next_cp) {
 			dispatch_checkpoint(w, 1);
 			if (w->opt.sync == STORE_SYNC_INTERVAL)
 				store_sync(w->st);

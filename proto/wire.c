@@ -154,7 +154,12 @@ static const struct wire_schema wire_schemas[] = {
 	{ WIRE_MSG_STATS, "STATS", 0, 0, 0 },
 	{ WIRE_MSG_PING, "PING", 0, 0, 0 },
 	{ WIRE_MSG_PONG, "PONG", 0, 0, 0 },
-	{ WIRE_MSG_OK, "OK", 0, 0, 0 },
+	{ WIRE_MSG_END_SESSION, "END_SESSION", T(WIRE_TAG_SESSION),
+	  T(WIRE_TAG_SESSION), 0 },
+	{ WIRE_MSG_SET_LEASE, "SET_LEASE", T(WIRE_TAG_LEASE_MS),
+	  T(WIRE_TAG_LEASE_MS), 0 },
+	{ WIRE_MSG_OK, "OK", 0, T(WIRE_TAG_LEASE_MS) | T(WIRE_TAG_EXPIRES_MS) |
+	  T(WIRE_TAG_ENDED_MS) | T(WIRE_TAG_REASON), 0 },
 	{ WIRE_MSG_LISTING, "LISTING", 0,
 	  T(WIRE_TAG_KEY) | T(WIRE_TAG_HANDLE) | T(WIRE_TAG_TYPE_NAME) |
 	  T(WIRE_TAG_EXC_TYPE) | T(WIRE_TAG_MESSAGE) | T(WIRE_TAG_DATA),
@@ -173,6 +178,7 @@ static const struct wire_schema wire_schemas[] = {
 	  0 },
 	{ WIRE_MSG_CTL_IDLE, "CTL_IDLE", 0, 0, 0 },
 	{ WIRE_MSG_CTL_IDLE_OK, "CTL_IDLE_OK", 0, 0, 0 },
+	{ WIRE_MSG_CTL_ENDED, "CTL_ENDED", 0, 0, 0 },
 };
 
 /* Names of WIRE_ERR_*, indexed by code. */

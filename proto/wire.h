@@ -87,8 +87,17 @@ enum wire_msg_type {
 	WIRE_MSG_PING = 0x0124,      /* c->s -> PONG */
 	WIRE_MSG_PONG = 0x0125,      /* s->c */
 
+	/* 0x020x: sessions as a resource (leases, ending one) */
+	WIRE_MSG_END_SESSION = 0x0201, /* c->supervisor, after HELLO instead
+	                                of ATTACH: SESSION -> OK [ENDED_MS,
+	                                REASON] from the session's worker,
+	                                or ERROR NO_SESSION / SESSION_DEAD */
+	WIRE_MSG_SET_LEASE = 0x0202, /* c->s: LEASE_MS (0 = forever) -> OK
+	                                LEASE_MS [EXPIRES_MS] */
+
 	/* 0x01Fx: generic replies */
-	WIRE_MSG_OK = 0x01F0,        /* s->c: no fields */
+	WIRE_MSG_OK = 0x01F0,        /* s->c: no fields; after SET_LEASE and
+	                                END_SESSION, the fields they say */
 	WIRE_MSG_LISTING = 0x01F1,   /* s->c: repeated fields per request */
 
 	/* 0x0Exx: the control channel between a server's supervisor and
@@ -101,6 +110,8 @@ enum wire_msg_type {
 	WIRE_MSG_CTL_STATE = 0x0E03, /* w->s: DATA (JSON) */
 	WIRE_MSG_CTL_IDLE = 0x0E04,  /* w->s: may I exit? */
 	WIRE_MSG_CTL_IDLE_OK = 0x0E05, /* s->w: yes; no more connections */
+	WIRE_MSG_CTL_ENDED = 0x0E10, /* w->s: the session ended (lease run
+	                                out, END_SESSION): sweep it soon */
 
 	/* 0x7Fxx: errors */
 	WIRE_MSG_ERROR = 0x7F00      /* s->c: ERRCODE, MESSAGE, [PID],
@@ -142,7 +153,7 @@ enum wire_tag {
 	                             the epoch) if no client attaches again */
 	WIRE_TAG_ENDED_MS = 31,   /* u64: when an earlier session ended */
 	WIRE_TAG_REASON = 32,     /* str: why it ended: "expired", "closed",
-	                             "replaced" */
+	                             "replaced", "ended" */
 	WIRE_TAG_CALL_ID = 33,    /* 16 bytes: a call's id, chosen by the
 	                             client (128 random bits) */
 	WIRE_TAG_MODE = 34,       /* str: ATTACH's flag: "c", "w" or "n" */

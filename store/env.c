@@ -603,6 +603,18 @@ store_reap(store *s)
 	return l.n;
 }
 
+/* How many files wait for store_reap(). */
+size_t
+store_reap_pending(store *s)
+{
+	size_t n;
+
+	pthread_mutex_lock(&s->unsynced_lock);
+	n = s->reap.n;
+	pthread_mutex_unlock(&s->unsynced_lock);
+	return n;
+}
+
 size_t
 store_blob_min(const store *s)
 {

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store-int.h"
@@ -307,9 +308,35 @@ session_kill(store_txn *t, const uint8_t *id)
 struct purge_arg {
 	const uint8_t *id;  /* the session */
 	size_t batch;       /* most deletions per transaction */
+	uint64_t batch_ms;  /* most time per transaction (0: no bound) */
+	uint64_t until;     /* monotonic ns this transaction stops at */
 	size_t done;        /* deleted by this batch: entries and refs rows */
 	size_t entries;     /* entries among them */
+	int timed_out;      /* this batch stopped at its time bound */
 };
+
+/* Monotonic nanoseconds. */
+static uint64_t
+session_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Has the batch run for its time?  Looked at every 32 deletions (a
+ * clock read costs about what a deletion does).  Ends the batch: it
+ * counts as full, so the caller goes on with the next. */
+static int
+session_purge_late(struct purge_arg *pa)
+{
+	if (pa->batch_ms == 0 || (pa->done & 31) != 0 || pa->done == 0 ||
+	    session_mono_ns() < pa->until)
+		return 0;
+	pa->timed_out = 1;
+	return 1;
+}
 
 /*
  * Delete refs rows of the session until pa->done reaches pa->batch, a
@@ -326,7 +353,7 @@ session_purge_refs(store_txn *t, struct purge_arg *pa)
 
 	if ((rc = mdb_cursor_open(t->txn, t->s->refs, &c)) != 0)
 		return store_map_err(rc);
-	while (pa->done < pa->batch) {
+	while (pa->done < pa->batch && !pa->timed_out) {
 		/* the session's first row left is always the next to go */
 		k.mv_data = (void *)pa->id;
 		k.mv_size = STORE_ID_SIZE;
@@ -346,6 +373,8 @@ session_purge_refs(store_txn *t, struct purge_arg *pa)
 		if (rc != 0)
 			break;
 		pa->done += n;
+		if (session_purge_late(pa))
+			break;
 	}
 	mdb_cursor_close(c);
 	return (rc == 0 || rc == MDB_NOTFOUND) ? 0 : store_map_err(rc);
@@ -362,7 +391,7 @@ session_purge_calls(store_txn *t, struct purge_arg *pa)
 	MDB_val k, v;
 	int rc;
 
-	if (!t->s->has_calls || pa->done >= pa->batch)
+	if (!t->s->has_calls || pa->done >= pa->batch || pa->timed_out)
 		return 0;
 	if ((rc = mdb_cursor_open(t->txn, t->s->calls, &c)) != 0)
 		return store_map_err(rc);
@@ -376,6 +405,8 @@ session_purge_calls(store_txn *t, struct purge_arg *pa)
 		if ((rc = mdb_cursor_del(c, 0)) != 0)
 			break;
 		pa->done++;
+		if (session_purge_late(pa))
+			break;
 		/* after a delete, MDB_NEXT lands on the item that followed */
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
@@ -396,6 +427,8 @@ session_purge_batch(store_txn *t, void *arg)
 
 	pa->done = 0;
 	pa->entries = 0;
+	pa->timed_out = 0;
+	pa->until = session_mono_ns() + pa->batch_ms * 1000000u;
 	if ((rc = mdb_cursor_open(t->txn, t->s->entries, &c)) != 0)
 		return store_map_err(rc);
 	k.mv_data = (void *)pa->id;
@@ -418,6 +451,8 @@ session_purge_batch(store_txn *t, void *arg)
 		if ((rc = mdb_cursor_del(c, 0)) != 0)
 			break;
 		pa->done++;
+		if (session_purge_late(pa))
+			break;
 		/* after a delete, MDB_NEXT lands on the item that followed */
 		rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
 	}
@@ -461,22 +496,46 @@ session_purge_record(store_txn *t, void *arg)
 	return rc == MDB_NOTFOUND ? 0 : store_map_err(rc);
 }
 
+/* One transaction of a purge: a batch, or the record once nothing is
+ * left. */
+int
+session_purge_step(store *s, const uint8_t *id, size_t batch,
+                   uint64_t batch_ms, size_t *deleted, int *finished)
+{
+	struct purge_arg pa;
+	int rc;
+
+	memset(&pa, 0, sizeof pa);
+	pa.id = id;
+	pa.batch = batch == 0 ? 1000 : batch;
+	pa.batch_ms = batch_ms;
+	*finished = 0;
+	if (deleted != NULL)
+		*deleted = 0;
+	if ((rc = store_write(s, session_purge_batch, &pa)) != 0)
+		return rc;
+	if (deleted != NULL)
+		*deleted = pa.entries;
+	if (pa.done == pa.batch || pa.timed_out)
+		return 0;
+	/* a batch not full: nothing was left past it, the record goes */
+	if ((rc = store_write(s, session_purge_record, &pa)) == 0)
+		*finished = 1;
+	return rc;
+}
+
 /* Delete a dead session's entries and refs rows in batches, then its
  * record. */
 int
 session_purge(store *s, const uint8_t *id, size_t batch, size_t *deleted)
 {
-	struct purge_arg pa = {id, batch == 0 ? 1000 : batch, 0, 0};
-	size_t total = 0;
-	int rc;
+	size_t total = 0, n;
+	int rc, finished = 0;
 
 	do {
-		if ((rc = store_write(s, session_purge_batch, &pa)) != 0)
-			goto out;
-		total += pa.entries;
-	} while (pa.done == pa.batch);
-	rc = store_write(s, session_purge_record, &pa);
-out:
+		rc = session_purge_step(s, id, batch, 0, &n, &finished);
+		total += n;
+	} while (rc == 0 && !finished);
 	if (deleted != NULL)
 		*deleted = total;
 	return rc;
@@ -524,7 +583,7 @@ session_end(store_txn *t, const uint8_t *id, int why, uint64_t now_ms,
 	MDB_val k, v;
 	int rc;
 
-	if (why < STORE_END_EXPIRED || why > STORE_END_REPLACED)
+	if (why < STORE_END_EXPIRED || why > STORE_END_ENDED)
 		return STORE_E_INVAL;
 	if (t->readonly)
 		return STORE_E_READONLY;

@@ -62,6 +62,8 @@
 #define STORE_END_CLOSED   2 /* a client closed it (close_session) */
 #define STORE_END_REPLACED 3 /* opened with flag 'n': a new one took its
                                 name */
+#define STORE_END_ENDED    4 /* ended without attaching (pyshelf.end(),
+                                END_SESSION, pyshelfd --sweep --end) */
 
 /* How long a tombstone is kept before a sweep drops it: 90 days. */
 #define STORE_TOMB_KEEP_MS (90ull * 24 * 3600 * 1000)
@@ -249,6 +251,8 @@ int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
  * a large file costs milliseconds (the file system frees its pages and
  * extents): a server calls this when idle, off its requests' path. */
 size_t store_reap(store *s);
+/* How many blob files wait for store_reap() (defer_unlink). */
+size_t store_reap_pending(store *s);
 /* Payloads of this many bytes or more go to blob files. */
 size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */
@@ -332,6 +336,17 @@ int session_kill(store_txn *t, const uint8_t *id);
  * *deleted (may be NULL) counts entries removed (not refs rows).
  */
 int session_purge(store *s, const uint8_t *id, size_t batch, size_t *deleted);
+/*
+ * One write transaction of session_purge: up to batch deletions (0:
+ * 1000), stopping early once batch_ms milliseconds have gone by in it
+ * (0: no time bound), or, when nothing of the session is left, the
+ * removal of its record (*finished set to 1).  A caller loops on it,
+ * other writers getting the write lock between its calls (the sweeper,
+ * exec/sweep.c).  Blob files dropped are unlinked after the commit, as
+ * by store_write.  *deleted (may be NULL) counts entries removed.
+ */
+int session_purge_step(store *s, const uint8_t *id, size_t batch,
+                       uint64_t batch_ms, size_t *deleted, int *finished);
 /* Count the entries and their bytes without reading values. */
 int session_count(store_txn *t, const uint8_t *id, uint64_t *nentries,
                   uint64_t *nbytes);
@@ -397,7 +412,7 @@ int tomb_list(store_txn *t, int (*fn)(const store_tomb *, void *),
 /* Drop the tombstones of sessions that ended before before_ms (and any
  * malformed one).  *dropped (may be NULL) counts them. */
 int tomb_sweep(store_txn *t, uint64_t before_ms, size_t *dropped);
-/* "expired", "closed", "replaced" or "unknown". */
+/* "expired", "closed", "replaced", "ended" or "unknown". */
 const char *tomb_why_name(int why);
 
 /* calls.c */

@@ -61,6 +61,8 @@ tomb_why_name(int why)
 		return "closed";
 	case STORE_END_REPLACED:
 		return "replaced";
+	case STORE_END_ENDED:
+		return "ended";
 	}
 	return "unknown";
 }

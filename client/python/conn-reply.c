@@ -248,6 +248,13 @@ conn_error(ConnObject *self, pyshelf_conn *c, int rc)
 	/* A copy: msg is the connection's and may change below. */
 	if ((text = conn_str(msg)) == NULL)
 		return NULL;
+	if (rc == PYSHELF_E_PROTOCOL &&
+	    pyshelf_remote_errcode(c) == PYSHELF_ERR_SESSION_DEAD) {
+		/* the session was ended under this connection (another
+		 * client's close_session(), pyshelf.end()): SessionEnded */
+		Py_DECREF(text);
+		return conn_remote(st, c, msg, PYSHELF_ERR_SESSION_DEAD);
+	}
 	if (rc == PYSHELF_E_PROTOCOL) {
 		/* A truncated frame is often a backend that crashed mid-write. */
 		Py_BEGIN_ALLOW_THREADS

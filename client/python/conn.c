@@ -294,6 +294,68 @@ error:
 	return ret;
 }
 
+/* set_lease(lease_ms) -> expires_ms (0: never). */
+static PyObject *
+conn_set_lease(ConnObject *self, PyObject *arg)
+{
+	unsigned long long ms = PyLong_AsUnsignedLongLong(arg);
+	uint64_t expires = 0;
+	int rc;
+
+	if (ms == (unsigned long long)-1 && PyErr_Occurred())
+		return NULL;
+	if (conn_begin(self) < 0)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_set_lease(self->conn, (uint64_t)ms, &expires);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc != PYSHELF_OK)
+		return conn_error(self, self->conn, rc);
+	return PyLong_FromUnsignedLongLong(expires);
+}
+
+/*
+ * end_session(socket, db, name) -> ended_ms, or None when no server
+ * answers at the socket (the caller ends it offline).
+ */
+static PyObject *
+conn_end_session(ConnObject *self, PyObject *args)
+{
+	PyObject *sock, *db, *session, *spath = NULL, *dpath = NULL;
+	PyObject *ret = NULL;
+	const char *name;
+	uint64_t ended = 0;
+	int rc, no_server = 0;
+
+	if (!PyArg_ParseTuple(args, "OOO:end_session", &sock, &db, &session))
+		return NULL;
+	if (sock != Py_None && !PyUnicode_FSConverter(sock, &spath))
+		goto error;
+	if (db != Py_None && !PyUnicode_FSConverter(db, &dpath))
+		goto error;
+	if ((name = conn_utf8(session, "session")) == NULL)
+		goto error;
+	if (conn_begin(self) < 0)
+		goto error;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_end_session(self->conn, spath != NULL ?
+	    PyBytes_AS_STRING(spath) : NULL, dpath != NULL ?
+	    PyBytes_AS_STRING(dpath) : NULL, name, &no_server, &ended);
+	Py_END_ALLOW_THREADS
+	conn_end(self);
+	if (rc == PYSHELF_E_SPAWN && no_server && sock == Py_None)
+		ret = Py_NewRef(Py_None);
+	else if (rc != PYSHELF_OK)
+		conn_error(self, self->conn, rc);
+	else
+		ret = PyLong_FromUnsignedLongLong(ended);
+error:
+	Py_XDECREF(dpath);
+	Py_XDECREF(spath);
+	return ret;
+}
+
 /* release(ids): drop handles (an iterable of ints); no reply. */
 static PyObject *
 conn_release(ConnObject *self, PyObject *ids)
@@ -761,6 +823,11 @@ static PyMethodDef conn_methods[] = {
 	{ "stats", (PyCFunction)conn_stats, METH_NOARGS, "stats() -> JSON str" },
 	{ "sync", (PyCFunction)conn_sync, METH_NOARGS, "sync(): checkpoint" },
 	{ "ping", (PyCFunction)conn_ping, METH_NOARGS, "ping()" },
+	{ "set_lease", (PyCFunction)conn_set_lease, METH_O,
+	  "set_lease(lease_ms) -> expires_ms (0: never)" },
+	{ "end_session", (PyCFunction)conn_end_session, METH_VARARGS,
+	  "end_session(socket, db, name) -> ended_ms, or None when no "
+	  "server answers at the store's socket" },
 	{ "detach", (PyCFunction)conn_detach, METH_NOARGS,
 	  "detach(): the backend checkpoints and exits" },
 	{ "close_session", (PyCFunction)conn_close_session, METH_NOARGS,

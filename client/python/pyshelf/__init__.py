@@ -31,9 +31,9 @@ from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
                       WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
-from ._workspace import Workspace, connect, open, spawn
+from ._workspace import Workspace, connect, end, open, spawn
 
-__all__ = ["spawn", "open", "connect", "Workspace", "DirectValue",
+__all__ = ["spawn", "open", "connect", "end", "Workspace", "DirectValue",
            "Wrapped", "WrappedExcinfo", "Lost", "Call", "Error",
            "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",

@@ -79,7 +79,8 @@ class SessionEnded(SessionNotFound):
     lease ran out with no client attached, or it was closed.
 
     ``ended`` is when (a POSIX timestamp, or None when unknown) and
-    ``reason`` why: ``"expired"``, ``"closed"`` or ``"replaced"``.  The
+    ``reason`` why: ``"expired"``, ``"closed"``, ``"replaced"`` or ``"ended"``
+    (``pyshelf.end()``).  The
     message says both.
     """
 

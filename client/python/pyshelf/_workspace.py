@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -23,7 +24,8 @@ import weakref
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      SessionEndedWarning)
+                      SessionBusy, SessionEnded, SessionEndedWarning,
+                      SessionNotFound)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
@@ -365,8 +367,30 @@ class Workspace(collections.abc.MutableMapping):
     @property
     def lease(self):
         """The session's lease in seconds, as the backend reports it: how
-        long it lives with no client attached (0: forever)."""
+        long it lives with no client attached and no code running (0:
+        forever).  Set it (``ws.lease = 3600``) to change it for good:
+        the backend writes it at once, and it runs from now (and from
+        each later request or detach)."""
         return self._lease_ms / 1000.0
+
+    @lease.setter
+    def lease(self, seconds):
+        ms = _lease_ms(seconds)
+        if ms is None:
+            raise ValueError("bad lease: a number of seconds >= 0 (0: "
+                             "forever), not None")
+        with self._lock:
+            self._begin()
+            try:
+                self._conn.set_lease(ms)
+            except RemoteError as e:
+                if e.code_name != "UNKNOWN_TYPE":
+                    raise
+                raise _old_server(e, "setting a lease") from None
+        self._lease_ms = ms
+        if self._server:
+            # attaching again (a broken connection) keeps it
+            self._conn.lease_box[0] = ms
 
     @property
     def expires(self):
@@ -989,7 +1013,7 @@ def _attach(socket, db, name, flag, lease, backend, server_args, start,
             not 1 <= len(name.encode("utf-8", "surrogateescape")) <= 255:
         raise ValueError("bad session name %r: a session name has 1 to "
                          "255 bytes" % (name[:40],))
-    lease_ms = _lease_ms(lease)
+    lease_box = [_lease_ms(lease)]
     mode = [flag]
     spin = os.environ.get("PYSHELF_SPIN_US")
 
@@ -999,7 +1023,7 @@ def _attach(socket, db, name, flag, lease, backend, server_args, start,
             conn.set_spin(int(spin))
         conn.set_output_handler(_write_notice)
         try:
-            info = conn.connect(socket, db, name, mode[0], lease_ms,
+            info = conn.connect(socket, db, name, mode[0], lease_box[0],
                                 backend, server_args, start)
         except BaseException:
             conn.close()
@@ -1009,6 +1033,7 @@ def _attach(socket, db, name, flag, lease, backend, server_args, start,
         return conn, info
 
     sconn = _ServerConn(attach)
+    sconn.lease_box = lease_box
     info = sconn.info
     info["flag"] = flag
     ended = info.get("ended")
@@ -1016,3 +1041,82 @@ def _attach(socket, db, name, flag, lease, backend, server_args, start,
         warnings.warn(SessionEndedWarning(ended["message"]),
                       stacklevel=stacklevel)
     return Workspace(sconn, info)
+
+
+def end(name, db=None, socket=None, backend=None):
+    """End the session ``name`` of store ``db`` (None: the default store)
+    without attaching to it: its worker stops (running code is
+    interrupted), clients attached to it get ``SessionEnded`` on their
+    next request, its tombstone says ``"ended"``, and the sweeper deletes
+    its globals, handles and blob files.
+
+    Through the store's server when one runs (``socket``: the server
+    listening there; never started here), else offline: ``pyshelfd
+    --sweep --end NAME`` (``backend``: which pyshelfd, as for ``open()``)
+    ends it and deletes its entries before this returns.
+
+    ``SessionNotFound`` when the store has no session of that name,
+    ``SessionEnded`` when it had ended already (``ended``, ``reason``),
+    ``SessionBusy`` (offline only) when a pyshelfd with no server serves
+    it (a ``spawn()``'s backend): end it through that workspace
+    (``close_session()``)."""
+    if not isinstance(name, str) or \
+            not 1 <= len(name.encode("utf-8", "surrogateescape")) <= 255:
+        raise ValueError("bad session name %r: a session name has 1 to "
+                         "255 bytes" % (name,))
+    conn = _pyshelf.Connection()
+    try:
+        ended = conn.end_session(None if socket is None
+                                 else os.fspath(socket),
+                                 None if db is None else os.fspath(db),
+                                 name)
+    except RemoteError as e:
+        # a server from before END_SESSION takes only ATTACH there
+        if e.code_name not in ("UNKNOWN_TYPE", "BAD_REQUEST") or \
+                ("END_SESSION" not in str(e) and
+                 e.code_name == "BAD_REQUEST"):
+            raise
+        raise _old_server(e, "pyshelf.end()") from None
+    finally:
+        conn.close()
+    if ended is None:
+        _end_offline(name, db, backend)
+
+
+def _old_server(e, what):
+    return Error("%s: the pyshelfd server that runs for this store is older "
+                 "than this client and does not know the request (%s); "
+                 "restart it: `kill -TERM` its pid (the .pid file beside its "
+                 "socket; every session checkpoints, nothing is lost), and "
+                 "the next open starts a current one" % (what, e))
+
+
+def _end_offline(name, db, backend):
+    """end() with no server: ``pyshelfd --sweep --end NAME``; its exit
+    status says what it found (pyshelfd --help, "SWEEP")."""
+    argv = [_find_backend(backend), "--sweep", "--end", name]
+    if db is not None:
+        argv += ["--db", os.fspath(db)]
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                          capture_output=True)
+    out = proc.stdout.decode("utf-8", "replace").split()
+    err = proc.stderr.decode("utf-8", "replace").strip()
+    msg = err.splitlines()[-1] if err else "pyshelfd --sweep failed"
+    if msg.startswith("pyshelfd: "):
+        msg = msg[len("pyshelfd: "):]
+    if proc.returncode == 0:
+        return
+    if proc.returncode == 3:
+        raise SessionNotFound(msg, _pyshelf.ERR_NO_SESSION, "NO_SESSION")
+    if proc.returncode == 4:
+        when = int(out[0]) / 1000.0 if out and out[0].isdigit() else None
+        raise SessionEnded(msg, _pyshelf.ERR_SESSION_DEAD, "SESSION_DEAD",
+                           when,
+                           out[1] if len(out) > 1 else None)
+    if proc.returncode == 5:
+        pid = int(out[0]) if out and out[0].isdigit() and out[0] != "0" \
+            else None
+        raise SessionBusy(msg, _pyshelf.ERR_SESSION_BUSY, "SESSION_BUSY",
+                          pid)
+    raise Error("ending session %r offline: %s (pyshelfd exit status %s)"
+                % (name, msg, proc.returncode))
