@@ -237,6 +237,7 @@ store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
 	for (;;) {
 		free(t.cause);
 		t.cause = NULL;
+		t.ndeltas = 0; /* a run again starts from nothing */
 		pthread_rwlock_rdlock(&s->resize);
 		if ((rc = txn_begin(s, 0, &t.txn)) != 0) {
 			pthread_rwlock_unlock(&s->resize);
@@ -248,6 +249,8 @@ store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
 			goto out;
 		}
 		rc = fn(&t, arg);
+		if (rc == 0)
+			rc = session_precommit(&t);
 		if (rc == 0)
 			rc = blob_precommit(&t);
 		if (rc != 0) {
@@ -277,5 +280,6 @@ out:
 		t.cause = NULL;
 	}
 	free(t.cause);
+	free(t.deltas);
 	return rc;
 }

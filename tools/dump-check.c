@@ -159,6 +159,7 @@ dump_check_session_record(struct check *c, const MDB_val *k)
 {
 	store_session ss;
 	uint8_t ek[EXPIRY_KEY_SIZE];
+	uint64_t n, bytes;
 	MDB_val nk, nv;
 	int rc;
 
@@ -188,6 +189,13 @@ dump_check_session_record(struct check *c, const MDB_val *k)
 			    "name_index", "a live session whose name does not "
 			    "lead to it in the name index");
 	}
+	if (ss.counts_known &&
+	    (rc = session_count(c->t, ss.id, &n, &bytes)) == 0 &&
+	    (n != ss.entries || bytes != ss.bytes))
+		dump_check_problem(c, ss.id, ss.name, NULL, "session_counts",
+		    "the record counts %" PRIu64 " entries of %" PRIu64
+		    " bytes; the session has %" PRIu64 " of %" PRIu64,
+		    ss.entries, ss.bytes, n, bytes);
 	if (session_expiry_key(&ss, ek)) {
 		nk.mv_data = ek;
 		nk.mv_size = sizeof ek;

@@ -165,7 +165,7 @@ def test_sessions_table(made):
     r = dump("--json", db=made["db"], check=0)
     out = rows(r.stdout)
     assert out[0]["row"] == "dump" and out[0]["dump_format"] == 1
-    assert out[0]["view"] == "sessions" and out[0]["store_format"] == 2
+    assert out[0]["view"] == "sessions" and out[0]["store_format"] == 3
     sessions = {s["name"]: s for s in rows(r.stdout, "session")}
     assert set(sessions) == {"alpha", "beta"}
     assert sessions["alpha"]["state"] == "live"
