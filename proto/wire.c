@@ -99,6 +99,7 @@ static const struct wire_tag_info wire_tags[64] = {
 	[WIRE_TAG_HARD] = { "HARD", TK_U64 },
 	[WIRE_TAG_WAIT] = { "WAIT", TK_U64 },
 	[WIRE_TAG_SIGNAL] = { "SIGNAL", TK_U64 },
+	[WIRE_TAG_QUERY] = { "QUERY", TK_U64 },
 };
 
 /* The messages of wire.h, field for field: required, allowed, repeatable. */
@@ -154,6 +155,7 @@ static const struct wire_schema wire_schemas[] = {
 	{ WIRE_MSG_STATS, "STATS", 0, 0, 0 },
 	{ WIRE_MSG_PING, "PING", 0, 0, 0 },
 	{ WIRE_MSG_PONG, "PONG", 0, 0, 0 },
+	{ WIRE_MSG_SESSIONS, "SESSIONS", 0, 0, 0 },
 	{ WIRE_MSG_OK, "OK", 0, 0, 0 },
 	{ WIRE_MSG_LISTING, "LISTING", 0,
 	  T(WIRE_TAG_KEY) | T(WIRE_TAG_HANDLE) | T(WIRE_TAG_TYPE_NAME) |
@@ -173,6 +175,8 @@ static const struct wire_schema wire_schemas[] = {
 	  0 },
 	{ WIRE_MSG_CTL_IDLE, "CTL_IDLE", 0, 0, 0 },
 	{ WIRE_MSG_CTL_IDLE_OK, "CTL_IDLE_OK", 0, 0, 0 },
+	{ WIRE_MSG_CTL_QUERY, "CTL_QUERY", T(WIRE_TAG_QUERY), T(WIRE_TAG_QUERY),
+	  0 },
 };
 
 /* Names of WIRE_ERR_*, indexed by code. */

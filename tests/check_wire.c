@@ -88,6 +88,8 @@ static const struct mspec specs[] = {
 	{ WIRE_MSG_CTL_STATE, 0, { FS(DATA, "{}") } },
 	{ WIRE_MSG_CTL_IDLE, 0, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_CTL_IDLE_OK, 0, { { 0, 0, 0, NULL, 0 } } },
+	{ WIRE_MSG_CTL_QUERY, 0, { FU(QUERY, 7) } },
+	{ WIRE_MSG_SESSIONS, 22, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_RELEASE, 6, { FU(HANDLE, 1), FU(HANDLE, 2), FU(HANDLE, 3) } },
 	{ WIRE_MSG_RELEASE, 6, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_GET, 7, { FS(KEY, "x"), FU(WANT_VALUE, 0) } },
@@ -210,7 +212,7 @@ START_TEST(test_all_types_covered)
 		ck_assert_msg(found, "no test message for %s",
 		    wire_msg_name((uint16_t)t));
 	}
-	ck_assert_uint_eq(named, 32);
+	ck_assert_uint_eq(named, 34);
 	ck_assert_str_eq(wire_msg_name(WIRE_MSG_EXEC), "EXEC");
 	ck_assert_ptr_null(wire_msg_name(0));
 }
@@ -844,6 +846,7 @@ START_TEST(test_missing_required)
 		{ WIRE_MSG_CTL_READY, WIRE_TAG_SESSION_ID },
 		{ WIRE_MSG_CTL_READY, WIRE_TAG_SESSION },
 		{ WIRE_MSG_CTL_STATE, WIRE_TAG_DATA },
+		{ WIRE_MSG_CTL_QUERY, WIRE_TAG_QUERY },
 	};
 	const size_t nreq = sizeof req / sizeof req[0];
 	const char *why;
@@ -1145,7 +1148,8 @@ START_TEST(test_golden_numbers)
 		WIRE_MSG_CALLS, 0x0105, WIRE_MSG_CALL_RESULT, 0x0106,
 		WIRE_MSG_CTL_CONN, 0x0E01, WIRE_MSG_CTL_READY, 0x0E02,
 		WIRE_MSG_CTL_STATE, 0x0E03, WIRE_MSG_CTL_IDLE, 0x0E04,
-		WIRE_MSG_CTL_IDLE_OK, 0x0E05,
+		WIRE_MSG_CTL_IDLE_OK, 0x0E05, WIRE_MSG_CTL_QUERY, 0x0E20,
+		WIRE_MSG_SESSIONS, 0x0200,
 		WIRE_MSG_GET, 0x0110, WIRE_MSG_SET, 0x0111,
 		WIRE_MSG_DEL, 0x0112, WIRE_MSG_KEYS, 0x0113,
 		WIRE_MSG_HANDLES, 0x0114, WIRE_MSG_LOST, 0x0115,
@@ -1188,6 +1192,8 @@ START_TEST(test_golden_numbers)
 		ck_assert_uint_eq(tags[i], i + 1);
 	for (i = 0; i < sizeof errs / sizeof errs[0]; i++)
 		ck_assert_uint_eq(errs[i], i + 1);
+	/* the admin lane's tags start at 48 (38-47: other lanes') */
+	ck_assert_uint_eq(WIRE_TAG_QUERY, 48);
 	ck_assert_int_eq(WIRE_KIND_DIRECT, 1);
 	ck_assert_int_eq(WIRE_KIND_WRAPPED, 2);
 	ck_assert_int_eq(WIRE_KIND_EXCINFO, 3);
