@@ -279,6 +279,7 @@ session_recount(store_txn *t, store_session *ss)
 int
 session_put(store_txn *t, const store_session *ss)
 {
+	struct session_delta *d;
 	store_session old, nw;
 	int had_old = 0, rc;
 
@@ -290,10 +291,18 @@ session_put(store_txn *t, const store_session *ss)
 	else if (rc != STORE_E_NOTFOUND && rc != STORE_E_CORRUPT)
 		return rc;
 	nw = *ss;
-	if (had_old && old.counts_known) {
-		nw.entries = old.entries;
-		nw.bytes = old.bytes;
+	d = session_delta_find(t, ss->id);
+	if (had_old && old.counts_known && (d == NULL ||
+	    ((d->entries >= 0 || (uint64_t)-d->entries <= old.entries) &&
+	    (d->bytes >= 0 || (uint64_t)-d->bytes <= old.bytes)))) {
+		/* the changes noted so far go in with this write: the usual
+		 * checkpoint (entries, then the record) writes the record
+		 * once, and session_precommit has nothing left to do */
+		nw.entries = old.entries + (uint64_t)(d != NULL ? d->entries : 0);
+		nw.bytes = old.bytes + (uint64_t)(d != NULL ? d->bytes : 0);
 		nw.counts_known = 1;
+		if (d != NULL)
+			d->entries = d->bytes = 0;
 	} else if ((rc = session_recount(t, &nw)) != 0)
 		return rc;
 	return session_write(t, &nw, &old, had_old);
