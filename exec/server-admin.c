@@ -25,6 +25,8 @@
 #include "server.h"
 #include "wire.h"
 
+static void server_admin_query(server_session *ss, uint64_t q);
+
 /* Is ss a session with a running worker that can be asked? */
 static int
 server_admin_askable(const server_session *ss)
@@ -100,9 +102,14 @@ server_admin_try(server *s, server_client *c, int force)
 	wire_buf b;
 
 	if (!force)
-		for (ss = s->sessions; ss != NULL; ss = ss->next)
+		for (ss = s->sessions; ss != NULL; ss = ss->next) {
 			if (server_admin_askable(ss) && ss->q_seq < c->admin_q)
 				return;
+			/* a worker that is starting (its session not yet
+			 * known): asked once it is ready */
+			if (ss->pid > 0 && !ss->ready && ss->ctl >= 0)
+				return;
+		}
 	if ((json = server_admin_json(s, c, &len)) == NULL) {
 		server_client_error(c, WIRE_ERR_INTERNAL, "SESSIONS: out of "
 		    "memory");
@@ -134,7 +141,6 @@ server_admin_sessions(server *s, server_client *c, wire_msg *m)
 {
 	const char *why = NULL;
 	server_session *ss;
-	wire_buf b;
 
 	if (wire_msg_check(m, &why) != WIRE_OK) {
 		server_client_error(c, WIRE_ERR_BAD_REQUEST, "SESSIONS: %s",
@@ -142,22 +148,45 @@ server_admin_sessions(server *s, server_client *c, wire_msg *m)
 		return;
 	}
 	c->admin_q = ++s->admin_q;
-	wire_buf_init(&b);
-	wire_begin(&b, WIRE_MSG_CTL_QUERY, 0);
-	wire_put_u64(&b, WIRE_TAG_QUERY, c->admin_q);
-	if (wire_end(&b) == WIRE_OK) {
-		for (ss = s->sessions; ss != NULL; ss = ss->next)
-			if (server_admin_askable(ss) &&
-			    send(ss->ctl, b.data, b.len, MSG_NOSIGNAL |
-			    MSG_DONTWAIT) != (ssize_t)b.len)
-				server_log("worker pid %ld: CTL_QUERY: %s",
-				    (long)ss->pid, strerror(errno));
-	}
-	wire_buf_free(&b);
+	for (ss = s->sessions; ss != NULL; ss = ss->next)
+		if (server_admin_askable(ss))
+			server_admin_query(ss, c->admin_q);
 	c->state = SERVER_CLIENT_ADMIN;
 	c->len = 0;
 	c->deadline_ms = server_now_ms() + SERVER_ADMIN_WAIT_MS;
 	server_admin_try(s, c, 0);
+}
+
+/* Send ss a CTL_QUERY numbered q. */
+static void
+server_admin_query(server_session *ss, uint64_t q)
+{
+	wire_buf b;
+
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_CTL_QUERY, 0);
+	wire_put_u64(&b, WIRE_TAG_QUERY, q);
+	if (wire_end(&b) == WIRE_OK &&
+	    send(ss->ctl, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) !=
+	    (ssize_t)b.len)
+		server_log("worker pid %ld: CTL_QUERY: %s", (long)ss->pid,
+		    strerror(errno));
+	wire_buf_free(&b);
+}
+
+/* A worker became ready (server.h): a SESSIONS that waits for it asks
+ * it now. */
+void
+server_admin_ready(server *s, server_session *ss)
+{
+	server_client *c;
+
+	for (c = s->clients; c != NULL; c = c->next)
+		if (c->state == SERVER_CLIENT_ADMIN) {
+			if (server_admin_askable(ss))
+				server_admin_query(ss, s->admin_q);
+			return;
+		}
 }
 
 /* A worker answered a CTL_QUERY (server.h): answer who can be. */

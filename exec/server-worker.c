@@ -362,6 +362,7 @@ server_worker_ready(server *s, server_session *ss, wire_msg *m)
 		    (long)ss->pid, ss->name);
 	}
 	ss->ready = 1;
+	server_admin_ready(s, ss);
 	if (ss->first != NULL)
 		server_client_free(s, ss->first);  /* the worker has it */
 	server_worker_flush(s, ss);

@@ -158,6 +158,7 @@ int server_client_count(const server *s);
 /* server-admin.c */
 void server_admin_sessions(server *s, server_client *c, wire_msg *m);
 void server_admin_answered(server *s);
+void server_admin_ready(server *s, server_session *ss);
 void server_admin_timeout(server *s, server_client *c);
 
 /* server-worker.c */

@@ -207,3 +207,67 @@ def test_sessions_starts_no_server(srv):
     assert not os.path.exists(os.path.join(srv.run, "pyshelf")) or \
         not [f for f in os.listdir(os.path.join(srv.run, "pyshelf"))
              if f.endswith(".pid")]
+
+
+def test_a_worker_that_does_not_answer_is_listed_as_last_heard(srv):
+    """A worker stopped (SIGSTOP) cannot answer CTL_QUERY: the supervisor
+    answers after its wait with what it last heard."""
+    import signal
+    ws = _open(srv, "stopped", create_db=True)
+    try:
+        # the supervisor has heard from the worker (CTL_READY, then the
+        # CTL_STATE of its client), as it has from any worker that ran
+        # a while
+        assert wait_for(lambda: _by_name(srv.db)["stopped"]
+                        .attached_clients == 1, "the worker's state")
+        os.kill(ws.pid, signal.SIGSTOP)
+        try:
+            got = _by_name(srv.db)["stopped"]
+        finally:
+            os.kill(ws.pid, signal.SIGCONT)
+        assert got.worker_pid == ws.pid
+        assert got.attached_clients == 1 and got.running_call is None
+        # and the next listing is answered by the worker again
+        assert _by_name(srv.db)["stopped"].attached_clients == 1
+    finally:
+        ws.close()
+
+
+def test_an_older_server_is_named_with_how_to_restart_it(two, tmp_path):
+    """A server that does not know SESSIONS refuses it as an older
+    pyshelfd does (ERROR BAD_REQUEST, then it closes): the client says to
+    restart it."""
+    import socket as so
+    path = str(tmp_path / "old.sock")
+    lst = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    lst.bind(path)
+    lst.listen(1)
+
+    def frame(typ, rid, *fields):
+        body = b"".join(struct.pack(">BI", t, len(d)) + d for t, d in fields)
+        return struct.pack(">IHHQ", len(body), typ, 0, rid) + body
+
+    def serve():
+        c, _ = lst.accept()
+        with c:
+            h = c.recv(16)
+            n, _, _, rid = struct.unpack(">IHHQ", h)
+            c.recv(n)
+            c.sendall(frame(0x2, rid, (1, struct.pack(">Q", 3)),
+                            (23, struct.pack(">Q", 4242)),
+                            (24, struct.pack(">Q", 1 << 20))))
+            h = c.recv(16)
+            n, _, _, rid = struct.unpack(">IHHQ", h)
+            c.sendall(frame(0x7F00, 0, (20, struct.pack(">Q", 15)),
+                            (16, b"after WELCOME the server takes ATTACH, "
+                                 b"not an unknown type")))
+    t = threading.Thread(target=serve)
+    t.start()
+    try:
+        with pytest.raises(pyshelf.Error) as e:
+            pyshelf.sessions(two, socket=path)
+    finally:
+        t.join(WAIT)
+        lst.close()
+    assert "older than this client" in str(e.value)
+    assert "kill -TERM 4242" in str(e.value)
