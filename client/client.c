@@ -925,6 +925,106 @@ out:
 }
 
 /*
+ * SESSIONS on a connection that has just had its WELCOME: the
+ * supervisor's rows as malloc'd JSON text in *json.  An old server that
+ * does not know the message says so in an ERROR and closes: told as a
+ * sentence that says to restart it.
+ */
+static int
+client_sessions_request(pyshelf_conn *c, const char *path, char **json)
+{
+	const wire_field *f;
+	uint64_t pid = c->welcome.pid;
+	int rc;
+
+	client_begin(c, WIRE_MSG_SESSIONS);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
+	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK) {
+		if (rc != PYSHELF_E_PROTOCOL || c->msg.id != 0 ||
+		    c->msg.type != WIRE_MSG_ERROR)
+			return rc;
+		c->broken = 0;
+		client_clear(c);
+	}
+	if (c->msg.type == WIRE_MSG_ERROR) {
+		rc = client_remote(c);
+		if (c->remote_code == WIRE_ERR_BAD_REQUEST ||
+		    c->remote_code == WIRE_ERR_UNKNOWN_TYPE)
+			rc = client_fail(c, PYSHELF_E_REMOTE, "the pyshelf server "
+			    "at %s (pid %llu) is older than this client: it does "
+			    "not answer SESSIONS; restart it with `kill -TERM "
+			    "%llu` (each worker checkpoints and exits: nothing is "
+			    "lost) and list again", path, (unsigned long long)pid,
+			    (unsigned long long)pid);
+		return rc;
+	}
+	if (c->msg.type != WIRE_MSG_LISTING ||
+	    (f = wire_msg_find(&c->msg, WIRE_TAG_DATA)) == NULL)
+		return client_unexpected(c, "SESSIONS");
+	if ((*json = wire_field_strdup(f)) == NULL)
+		return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+	return PYSHELF_OK;
+}
+
+/* The live sessions of a running server; see pyshelf.h. */
+int
+pyshelf_server_sessions(pyshelf_conn *c, const char *socket_path,
+    const char *db, char **json)
+{
+	char path[4096];
+	int rc, fd;
+
+	if (json != NULL)
+		*json = NULL;
+	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
+		return rc;
+	if (json == NULL) {
+		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_server_sessions: "
+		    "NULL output");
+		goto out;
+	}
+	if (socket_path == NULL && sockpath_for(db, path, sizeof path) < 0) {
+		rc = client_fail(c, PYSHELF_E_SPAWN, "cannot name the pyshelf "
+		    "server's socket: %s", strerror(errno));
+		goto out;
+	}
+	if (socket_path != NULL)
+		snprintf(path, sizeof path, "%s", socket_path);
+	if ((fd = client_sock_connect(path)) < 0) {
+		if (!client_no_server(errno))
+			rc = client_fail(c, PYSHELF_E_SPAWN, "cannot connect to "
+			    "the pyshelf server at %s: %s", path,
+			    strerror(errno));
+		goto out;       /* no server: no live sessions, *json NULL */
+	}
+	c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = fd;
+	c->wfd_is_socket = 1;
+	c->server = 1;
+	client_begin(c, WIRE_MSG_HELLO);
+	wire_put_u64(&c->wbuf, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
+	wire_put_str(&c->wbuf, WIRE_TAG_NAME, CLIENT_NAME);
+	if ((rc = client_send(c, 0)) == PYSHELF_OK &&
+	    (rc = client_reply(c, NULL, -1)) == PYSHELF_OK) {
+		if (c->msg.type == WIRE_MSG_ERROR)
+			rc = client_remote(c);
+		else if (c->msg.type != WIRE_MSG_WELCOME)
+			rc = client_unexpected(c, "HELLO");
+		else if ((rc = client_welcome(c)) == PYSHELF_OK)
+			rc = client_sessions_request(c, path, json);
+	}
+	/* one request per connection: back to no backend */
+	close(fd);
+	c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = -1;
+	c->wc.rlen = c->wc.rpos = 0;
+	c->broken = 0;
+	c->server = 0;
+	c->have_welcome = 0;
+out:
+	client_leave(c);
+	return rc;
+}
+
+/*
  * Start a call: take the busy flag and refuse a connection that cannot
  * take it (want_conn: 1 for a request, which needs a backend; 0 for
  * spawn/attach, which need none yet).  Gives the flag back on failure,

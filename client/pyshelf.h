@@ -540,6 +540,24 @@ int pyshelf_connect(pyshelf_conn *conn, const char *socket_path,
                     const pyshelf_welcome **welcome);
 
 /**
+ * The sessions a running server has workers for, with what only the
+ * server knows: HELLO, then SESSIONS to the supervisor (no ATTACH, no
+ * server started).  *json gets a malloc'd JSON array (free it with
+ * pyshelf_free()) of {"id": hex, "pid": n, "clients": n, "running":
+ * hex|null, "answered": bool} (docs/PROTOCOL.md, SESSIONS), or NULL when
+ * no server answers on the socket.
+ * @param[in] conn a connection from pyshelf_create() with no backend; it
+ *   has none again afterwards.
+ * @param[in] socket_path the server's socket, or NULL for the store's.
+ * @param[in] db the store directory, or NULL for the default store.
+ * @return 0; PYSHELF_E_REMOTE (an older server: the sentence says to
+ *   restart it), PYSHELF_E_SPAWN (the socket cannot be named or reached),
+ *   PYSHELF_E_CLOSED, PYSHELF_E_PROTOCOL, PYSHELF_E_IO, PYSHELF_E_NOMEM.
+ */
+int pyshelf_server_sessions(pyshelf_conn *conn, const char *socket_path,
+                            const char *db, char **json);
+
+/**
  * Handshake: send HELLO{VERSION, NAME} and read WELCOME.
  * @param[in] conn a connected connection.
  * @param[in] client_name NAME to send, or NULL for "libpyshelf".

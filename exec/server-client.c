@@ -23,7 +23,6 @@
 
 #include "server.h"
 
-static void server_client_flush(server *, server_client *);
 static int server_client_read(server *, server_client *);
 static void server_client_frame(server *, server_client *);
 static void server_client_hello(server *, server_client *, wire_msg *);
@@ -142,7 +141,7 @@ server_client_error(server_client *c, uint64_t code, const char *fmt, ...)
 }
 
 /* Write what is queued; a closing client whose ERROR is out is freed. */
-static void
+void
 server_client_flush(server *s, server_client *c)
 {
 	ssize_t n;
@@ -326,9 +325,13 @@ server_client_attach(server *s, server_client *c, wire_msg *m)
 	const wire_field *f;
 	const char *why = NULL;
 
+	if (m->type == WIRE_MSG_SESSIONS) {
+		server_admin_sessions(s, c, m);
+		return;
+	}
 	if (m->type != WIRE_MSG_ATTACH) {
 		server_client_error(c, WIRE_ERR_BAD_REQUEST, "after WELCOME "
-		    "the server takes ATTACH, not %s", wire_msg_name(m->type)
+		    "the server takes ATTACH or SESSIONS, not %s", wire_msg_name(m->type)
 		    != NULL ? wire_msg_name(m->type) : "an unknown type");
 		return;
 	}
@@ -373,6 +376,10 @@ server_client_timeouts(server *s, int64_t now)
 			continue;
 		if (c->state == SERVER_CLIENT_CLOSE) {
 			server_client_free(s, c);
+			continue;
+		}
+		if (c->state == SERVER_CLIENT_ADMIN) {
+			server_admin_timeout(s, c);
 			continue;
 		}
 		server_log("dropped pid %ld: no %s within %d s", (long)c->pid,

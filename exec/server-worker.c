@@ -366,9 +366,40 @@ server_worker_ready(server *s, server_session *ss, wire_msg *m)
 		    (long)ss->pid, ss->name);
 	}
 	ss->ready = 1;
+	server_admin_ready(s, ss);
 	if (ss->first != NULL)
 		server_client_free(s, ss->first);  /* the worker has it */
 	server_worker_flush(s, ss);
+}
+
+/*
+ * A CTL_STATE that answers a CTL_QUERY ({"clients": n, "running":
+ * "<hex>"|null, "query": q}): kept apart from the routing state (the
+ * regular CTL_STATEs), and handed to the SESSIONS waiting for it
+ * (server-admin.c).  0 when json is a regular CTL_STATE.
+ */
+static int
+server_worker_query_answer(server *s, server_session *ss, const char *json)
+{
+	const char *p, *q;
+
+	if ((q = strstr(json, "\"query\"")) == NULL ||
+	    (q = strchr(q, ':')) == NULL)
+		return 0;
+	ss->q_clients = (p = strstr(json, "\"clients\"")) != NULL &&
+	    (p = strchr(p, ':')) != NULL ? atoi(p + 1) : 0;
+	ss->q_running[0] = '\0';
+	if ((p = strstr(json, "\"running\"")) != NULL &&
+	    (p = strchr(p, ':')) != NULL) {
+		p += 1 + strspn(p + 1, " ");
+		if (*p == '"' && strspn(p + 1, "0123456789abcdef") == 32 &&
+		    p[33] == '"')
+			snprintf(ss->q_running, sizeof ss->q_running, "%.32s",
+			    p + 1);
+	}
+	ss->q_seq = strtoull(q + 1, NULL, 10);
+	server_admin_answered(s);
+	return 1;
 }
 
 /* One control message from a worker. */
@@ -389,6 +420,8 @@ server_worker_msg(server *s, server_session *ss, wire_msg *m)
 			break;
 		snprintf(json, sizeof json, "%.*s", (int)(f->len < 255 ?
 		    f->len : 255), (const char *)f->data);
+		if (server_worker_query_answer(s, ss, json))
+			break;
 		if ((p = strstr(json, "\"clients\"")) != NULL &&
 		    (p = strchr(p, ':')) != NULL)
 			ss->clients = atoi(p + 1);

@@ -417,7 +417,8 @@ server_pollfds(server *s, struct pollfd **pfd, void ***obj, size_t *cap,
 	(*pfd)[n].events = POLLIN;
 	(*obj)[n++] = NULL;
 	for (c = s->clients; c != NULL; c = c->next) {
-		if (c->state == SERVER_CLIENT_WAIT)
+		if (c->state == SERVER_CLIENT_WAIT ||
+		    c->state == SERVER_CLIENT_ADMIN)
 			continue;
 		(*pfd)[n].fd = c->fd;
 		(*pfd)[n].events = c->outpos < c->outlen ? POLLOUT :

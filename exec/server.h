@@ -30,6 +30,8 @@
  * pid file to accept, and how long adoption waits for CTL_READY. */
 #define SERVER_START_WAIT_MS 30000
 #define SERVER_ADOPT_WAIT_MS 5000
+/* How long SESSIONS waits for the workers' answers to CTL_QUERY. */
+#define SERVER_ADMIN_WAIT_MS 2000
 /* Largest control message taken from a worker (CTL_STATE's JSON). */
 #define SERVER_CTL_MAX (64u * 1024)
 
@@ -54,7 +56,9 @@ enum {
 	SERVER_CLIENT_HELLO = 1,  /* reading HELLO */
 	SERVER_CLIENT_ATTACH,     /* WELCOME sent, reading ATTACH */
 	SERVER_CLIENT_WAIT,       /* ATTACH read, waiting for its worker */
-	SERVER_CLIENT_CLOSE       /* writing a last ERROR, then closed */
+	SERVER_CLIENT_CLOSE,      /* writing a last ERROR, then closed */
+	SERVER_CLIENT_ADMIN       /* SESSIONS read, waiting for the workers'
+	                             answers (server-admin.c) */
 };
 
 struct server_session;
@@ -77,6 +81,7 @@ typedef struct server_client {
 	char *session;            /* ATTACH's session name, once read */
 	int mode;                 /* ATTACH's mode: 'c', 'w' or 'n' */
 	struct server_session *sess; /* the session it waits for */
+	uint64_t admin_q;         /* SESSIONS: the CTL_QUERY it waits for */
 	struct server_client *next;  /* list of all held clients */
 } server_client;
 
@@ -98,6 +103,9 @@ typedef struct server_session {
 	int died_signal;          /* how the last worker ended: signal, */
 	char *died_msg;           /* and a sentence; NULL when it ended well */
 	int want_out;             /* a CTL_CONN waits for room (POLLOUT) */
+	uint64_t q_seq;           /* the last CTL_QUERY it answered */
+	int q_clients;            /* and its answer: clients attached, */
+	char q_running[33];       /* the running call's id in hex, or "" */
 	struct server_session *next;
 } server_session;
 
@@ -125,6 +133,7 @@ typedef struct server {
 	pid_t sweep_pid;          /* the sweep running, 0 none */
 	int64_t sweep_due_ms;     /* monotonic ms of the next sweep, 0 none */
 	int sweep_again;          /* another sweep asked while one ran */
+	uint64_t admin_q;         /* the last CTL_QUERY's number */
 } server;
 
 /* server.c */
@@ -154,7 +163,14 @@ void server_client_timeouts(server *s, int64_t now);
 void server_client_error(server_client *c, uint64_t code, const char *fmt,
     ...) __attribute__((format(printf, 3, 4)));
 void server_client_free(server *s, server_client *c);
+void server_client_flush(server *s, server_client *c);
 int server_client_count(const server *s);
+
+/* server-admin.c */
+void server_admin_sessions(server *s, server_client *c, wire_msg *m);
+void server_admin_answered(server *s);
+void server_admin_ready(server *s, server_session *ss);
+void server_admin_timeout(server *s, server_client *c);
 
 /* server-worker.c */
 void server_worker_route(server *s, server_client *c);

@@ -120,6 +120,35 @@ worker_control_state(worker *w)
 	wire_buf_free(&b);
 }
 
+/*
+ * CTL_QUERY (the supervisor lists sessions for pyshelf.sessions()): answer
+ * at once, from the reader thread, with a CTL_STATE that echoes the
+ * query's number and names the running call whether or not clients are
+ * attached.  It leaves state_sent alone: the regular CTL_STATEs go on as
+ * before.
+ */
+static void
+worker_control_query(worker *w, uint64_t q)
+{
+	char json[128], hex[33];
+	int n, running;
+	wire_buf b;
+
+	pthread_mutex_lock(&w->lock);
+	n = w->nconns;
+	pthread_mutex_unlock(&w->lock);
+	running = worker_calls_running_hex(w, hex);
+	snprintf(json, sizeof json, "{\"clients\": %d, \"running\": %s%s%s, "
+	    "\"query\": %llu}", n, running ? "\"" : "", running ? hex : "null",
+	    running ? "\"" : "", (unsigned long long)q);
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_CTL_STATE, 0);
+	wire_put_bytes(&b, WIRE_TAG_DATA, json, strlen(json));
+	if (wire_end(&b) == WIRE_OK)
+		(void)worker_control_send(w, &b);
+	wire_buf_free(&b);
+}
+
 /* Close the control channel (it broke, or a new one replaces it). */
 static void
 worker_control_close(worker *w)
@@ -390,6 +419,11 @@ worker_control_readable(worker *w)
 	switch (m.type) {
 	case WIRE_MSG_CTL_CONN:
 		worker_control_conn(w, &m, fd);
+		break;
+	case WIRE_MSG_CTL_QUERY:
+		if (fd >= 0)
+			close(fd);
+		worker_control_query(w, wire_msg_u64(&m, WIRE_TAG_QUERY, 0));
 		break;
 	case WIRE_MSG_CTL_IDLE_OK:
 		if (fd >= 0)

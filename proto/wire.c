@@ -99,6 +99,7 @@ static const struct wire_tag_info wire_tags[64] = {
 	[WIRE_TAG_HARD] = { "HARD", TK_U64 },
 	[WIRE_TAG_WAIT] = { "WAIT", TK_U64 },
 	[WIRE_TAG_SIGNAL] = { "SIGNAL", TK_U64 },
+	[WIRE_TAG_QUERY] = { "QUERY", TK_U64 },
 };
 
 /* The messages of wire.h, field for field: required, allowed, repeatable. */
@@ -160,6 +161,7 @@ static const struct wire_schema wire_schemas[] = {
 	  T(WIRE_TAG_LEASE_MS), 0 },
 	{ WIRE_MSG_OK, "OK", 0, T(WIRE_TAG_LEASE_MS) | T(WIRE_TAG_EXPIRES_MS) |
 	  T(WIRE_TAG_ENDED_MS) | T(WIRE_TAG_REASON), 0 },
+	{ WIRE_MSG_SESSIONS, "SESSIONS", 0, 0, 0 },
 	{ WIRE_MSG_LISTING, "LISTING", 0,
 	  T(WIRE_TAG_KEY) | T(WIRE_TAG_HANDLE) | T(WIRE_TAG_TYPE_NAME) |
 	  T(WIRE_TAG_EXC_TYPE) | T(WIRE_TAG_MESSAGE) | T(WIRE_TAG_DATA),
@@ -179,6 +181,8 @@ static const struct wire_schema wire_schemas[] = {
 	{ WIRE_MSG_CTL_IDLE, "CTL_IDLE", 0, 0, 0 },
 	{ WIRE_MSG_CTL_IDLE_OK, "CTL_IDLE_OK", 0, 0, 0 },
 	{ WIRE_MSG_CTL_ENDED, "CTL_ENDED", 0, 0, 0 },
+	{ WIRE_MSG_CTL_QUERY, "CTL_QUERY", T(WIRE_TAG_QUERY), T(WIRE_TAG_QUERY),
+	  0 },
 };
 
 /* Names of WIRE_ERR_*, indexed by code. */

@@ -100,6 +100,12 @@ enum wire_msg_type {
 	                                END_SESSION, the fields they say */
 	WIRE_MSG_LISTING = 0x01F1,   /* s->c: repeated fields per request */
 
+	/* 0x02xx: admin requests a client sends a server's supervisor
+	 * after HELLO, instead of ATTACH; the supervisor answers them
+	 * itself, then takes another request (ATTACH or admin) */
+	WIRE_MSG_SESSIONS = 0x0200,  /* c->s -> LISTING with DATA (JSON: the
+	                                sessions that have a worker) */
+
 	/* 0x0Exx: the control channel between a server's supervisor and
 	 * its workers (SOCK_SEQPACKET, one frame per packet); never valid
 	 * on a client's connection */
@@ -112,6 +118,9 @@ enum wire_msg_type {
 	WIRE_MSG_CTL_IDLE_OK = 0x0E05, /* s->w: yes; no more connections */
 	WIRE_MSG_CTL_ENDED = 0x0E10, /* w->s: the session ended (lease run
 	                                out, END_SESSION): sweep it soon */
+	WIRE_MSG_CTL_QUERY = 0x0E20, /* s->w: QUERY; answered at once by a
+	                                CTL_STATE whose JSON has "query" and
+	                                the running call even with clients */
 
 	/* 0x7Fxx: errors */
 	WIRE_MSG_ERROR = 0x7F00      /* s->c: ERRCODE, MESSAGE, [PID],
@@ -160,6 +169,8 @@ enum wire_tag {
 	WIRE_TAG_HARD = 35,       /* u64 0/1: INTERRUPT restarts the worker */
 	WIRE_TAG_WAIT = 36,       /* u64 0/1: CALL_RESULT waits while it runs */
 	WIRE_TAG_SIGNAL = 37,     /* u64: the signal that killed a worker */
+	WIRE_TAG_QUERY = 48,      /* u64: CTL_QUERY's number, echoed in the
+	                             CTL_STATE that answers it */
 	WIRE_TAG_MAX_ = 63        /* tags are < 64 */
 };
 

@@ -118,20 +118,51 @@ entry_prepare(store *s, uint8_t *kbuf, const uint8_t *sid,
 }
 
 /*
+ * The stored size (entry_value_len) of the record at k before a put, in
+ * *len, and 1 when there is one (through cursor c when not NULL, which it
+ * leaves there), 0 when not.  MDB_APPEND puts (flags) have none.
+ */
+static int
+entry_old_len(store_txn *t, MDB_cursor *c, const MDB_val *k,
+              unsigned flags, uint64_t *len)
+{
+	MDB_val ok = *k, ov;
+	int rc;
+
+	*len = 0;
+	if (flags & MDB_APPEND)
+		return 0;
+	rc = c != NULL ? mdb_cursor_get(c, &ok, &ov, MDB_SET_KEY) :
+	    mdb_get(t->txn, t->s->entries, &ok, &ov);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return store_map_err(rc);
+	if (!store_val_ok(t, &ov))
+		return STORE_E_CORRUPT;
+	*len = entry_value_len(&ov);
+	return 1;
+}
+
+/*
  * Put one prepared record: through cursor c when not NULL (with flags),
  * else with mdb_put.  A blob payload is written to its file first, and the
- * record gets the reference and STORE_FLAG_BLOB.
+ * record gets the reference and STORE_FLAG_BLOB.  The session's counts
+ * get the change (session_delta_note).
  */
 static int
 entry_put_one(store_txn *t, MDB_cursor *c, MDB_val *k, MDB_val *v,
-              const store_entry_in *in, size_t payload, unsigned flags,
-              uint64_t now_ms)
+              const uint8_t *sid, const store_entry_in *in, size_t payload,
+              unsigned flags, uint64_t now_ms)
 {
 	uint8_t ref[STORE_BLOB_REF_SIZE];
 	struct iovec iov;
 	store_entry_in bin;
-	int rc;
+	uint64_t oldlen, newlen = v->mv_size;
+	int had, rc;
 
+	if ((had = entry_old_len(t, c, k, flags, &oldlen)) < 0)
+		return had;
 	if (entry_is_blob(t->s, payload)) {
 		if ((rc = blob_write(t, k, in, payload, ref)) != 0)
 			return rc;
@@ -143,13 +174,15 @@ entry_put_one(store_txn *t, MDB_cursor *c, MDB_val *k, MDB_val *v,
 		bin.iovcnt = 1;
 		bin.payload_digest = NULL; /* blob_write set it */
 		in = &bin;
+		newlen = v->mv_size - STORE_BLOB_REF_SIZE + payload;
 	}
 	rc = c != NULL ? mdb_cursor_put(c, k, v, flags) :
 	    mdb_put(t->txn, t->s->entries, k, v, flags);
 	if (rc != 0)
 		return store_map_err(rc);
 	record_encode(v->mv_data, in, now_ms);
-	return 0;
+	return session_delta_note(t, sid, had ? 0 : 1,
+	    (int64_t)newlen - (int64_t)oldlen);
 }
 
 /* Insert or replace one entry, writing the record straight into the map
@@ -170,7 +203,8 @@ entry_put(store_txn *t, const uint8_t *sid, const store_entry_in *in,
 		return rc;
 	if (blob_any(t) && (rc = blob_drop(t, &k)) != 0)
 		return rc;
-	return entry_put_one(t, NULL, &k, &v, in, payload, MDB_RESERVE, now_ms);
+	return entry_put_one(t, NULL, &k, &v, sid, in, payload, MDB_RESERVE,
+	    now_ms);
 }
 
 /* LMDB's default key order (mdb_cmp_memn): bytes, then length. */
@@ -302,7 +336,7 @@ entry_put_sorted(store_txn *t, const uint8_t *sid,
 			last_len = k.mv_size;
 			have_last = 1;
 		}
-		if ((rc = entry_put_one(t, c, &k, &v, in, payload, flags,
+		if ((rc = entry_put_one(t, c, &k, &v, sid, in, payload, flags,
 		    now_ms)) != 0)
 			goto out;
 	}
@@ -420,6 +454,7 @@ entry_del(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
           size_t name_len, uint64_t handle)
 {
 	uint8_t kbuf[ENTRY_KEY_MAX];
+	uint64_t oldlen;
 	MDB_val k;
 	int rc;
 
@@ -429,8 +464,14 @@ entry_del(store_txn *t, const uint8_t *sid, uint8_t kind, const char *name,
 	if (k.mv_size == 0)
 		return STORE_E_INVAL;
 	k.mv_data = kbuf;
+	if ((rc = entry_old_len(t, NULL, &k, 0, &oldlen)) == 0)
+		return STORE_E_NOTFOUND;
+	if (rc < 0)
+		return rc;
 	if ((rc = store_map_err(mdb_del(t->txn, t->s->entries, &k,
 	    NULL))) != 0)
+		return rc;
+	if ((rc = session_delta_note(t, sid, -1, -(int64_t)oldlen)) != 0)
 		return rc;
 	k.mv_data = kbuf;
 	return blob_any(t) ? blob_drop(t, &k) : 0;

@@ -508,7 +508,10 @@ env_meta_init(store_txn *t, void *arg)
 		ma->format = be32_get(v.mv_data);
 		if (ma->format < STORE_FORMAT_VERSION && !t->readonly) {
 			/* format 1 -> 2: its records are format 2 records
-			 * (no blob flag); `blobs` was just created, empty */
+			 * (no blob flag); `blobs` was just created, empty.
+			 * 2 -> 3: the session records get their counts */
+			if ((rc = session_counts_migrate(t)) != 0)
+				return rc;
 			be32_put(buf, STORE_FORMAT_VERSION);
 			v.mv_data = buf;
 			v.mv_size = 4;

@@ -16,13 +16,14 @@
 
 #include "store-int.h"
 
-/* Encode a session record into buf (SESSION_REC_FIXED + name bytes). */
+/* Encode a session record (version 2, with its counts) into buf
+ * (SESSION_REC_FIXED + name bytes). */
 static size_t
 session_encode(const store_session *ss, uint8_t *buf)
 {
 	size_t nlen = strlen(ss->name);
 
-	buf[0] = 1; /* session record version */
+	buf[0] = 2; /* session record version */
 	buf[1] = ss->state;
 	be16_put(buf + 2, (uint16_t)nlen);
 	be32_put(buf + 4, 0);
@@ -32,21 +33,25 @@ session_encode(const store_session *ss, uint8_t *buf)
 	be64_put(buf + 32, ss->next_handle);
 	be64_put(buf + 40, ss->pid);
 	memcpy(buf + 48, ss->token_hash, 32);
+	be64_put(buf + 80, ss->entries);
+	be64_put(buf + 88, ss->bytes);
 	memcpy(buf + SESSION_REC_FIXED, ss->name, nlen);
 	return SESSION_REC_FIXED + nlen;
 }
 
-/* Decode a session record; STORE_E_CORRUPT on a bad layout. */
+/* Decode a session record of version 2, or of version 1 (no counts:
+ * counts_known 0); STORE_E_CORRUPT on a bad layout. */
 static int
 session_decode(const uint8_t *id, const uint8_t *p, size_t n,
                store_session *ss)
 {
-	size_t nlen;
+	size_t nlen, fixed;
 
-	if (n < SESSION_REC_FIXED || p[0] != 1)
+	if (n < SESSION_REC_FIXED_V1 || (p[0] != 1 && p[0] != 2))
 		return STORE_E_CORRUPT;
+	fixed = p[0] == 1 ? SESSION_REC_FIXED_V1 : SESSION_REC_FIXED;
 	nlen = be16_get(p + 2);
-	if (nlen > STORE_NAME_MAX || n != SESSION_REC_FIXED + nlen)
+	if (nlen > STORE_NAME_MAX || n != fixed + nlen)
 		return STORE_E_CORRUPT;
 	memset(ss, 0, sizeof *ss);
 	memcpy(ss->id, id, STORE_ID_SIZE);
@@ -57,7 +62,12 @@ session_decode(const uint8_t *id, const uint8_t *p, size_t n,
 	ss->next_handle = be64_get(p + 32);
 	ss->pid = be64_get(p + 40);
 	memcpy(ss->token_hash, p + 48, 32);
-	memcpy(ss->name, p + SESSION_REC_FIXED, nlen);
+	if (p[0] == 2) {
+		ss->entries = be64_get(p + 80);
+		ss->bytes = be64_get(p + 88);
+		ss->counts_known = 1;
+	}
+	memcpy(ss->name, p + fixed, nlen);
 	ss->name[nlen] = '\0';
 	return 0;
 }
@@ -136,7 +146,10 @@ session_create_id(store_txn *t, const char *name, const uint8_t *id,
 	v.mv_size = STORE_ID_SIZE;
 	if ((rc = mdb_put(t->txn, t->s->names, &k, &v, MDB_NOOVERWRITE)) != 0)
 		return store_map_err(rc);
-	return session_put(t, out);
+	if ((rc = session_put(t, out)) != 0)
+		return rc;
+	/* with the counts session_put gave it */
+	return session_get_by_id(t, id, out);
 }
 
 /* Look up by id. */
@@ -173,25 +186,57 @@ session_get_by_name(store_txn *t, const char *name, store_session *out)
 	return session_get_by_id(t, id, out);
 }
 
-/* Write a session record; move its expiry key if it changed. */
+/* The pending count change of sid in t, or NULL. */
+static struct session_delta *
+session_delta_find(store_txn *t, const uint8_t *sid)
+{
+	size_t i;
+
+	for (i = 0; i < t->ndeltas; i++)
+		if (memcmp(t->deltas[i].id, sid, STORE_ID_SIZE) == 0)
+			return &t->deltas[i];
+	return NULL;
+}
+
+/* Note a change of sid's counts (store-int.h).  A transaction touches one
+ * session, or a few: a linear table. */
 int
-session_put(store_txn *t, const store_session *ss)
+session_delta_note(store_txn *t, const uint8_t *sid, int64_t dentries,
+                   int64_t dbytes)
+{
+	struct session_delta *d = session_delta_find(t, sid), *nv;
+
+	if (d == NULL) {
+		if (t->ndeltas == t->capdeltas) {
+			size_t cap = t->capdeltas ? 2 * t->capdeltas : 4;
+			nv = realloc(t->deltas, cap * sizeof *nv);
+			if (nv == NULL)
+				return STORE_E_NOMEM;
+			t->deltas = nv;
+			t->capdeltas = cap;
+		}
+		d = &t->deltas[t->ndeltas++];
+		memcpy(d->id, sid, STORE_ID_SIZE);
+		d->entries = d->bytes = 0;
+	}
+	d->entries += dentries;
+	d->bytes += dbytes;
+	return 0;
+}
+
+/* Write ss as it is (its counts included); move its expiry key if it
+ * changed from old's (had_old: old was read). */
+static int
+session_write(store_txn *t, const store_session *ss, const store_session *old,
+              int had_old)
 {
 	uint8_t buf[SESSION_REC_FIXED + STORE_NAME_MAX], ok[EXPIRY_KEY_SIZE],
 	    nk[EXPIRY_KEY_SIZE];
-	store_session old;
-	int had_old = 0, has_new, rc;
+	int has_old_key = had_old && session_expiry_key(old, ok), has_new, rc;
 	MDB_val k, v, e;
 
-	if (t->readonly)
-		return STORE_E_READONLY;
-	rc = session_get_by_id(t, ss->id, &old);
-	if (rc == 0)
-		had_old = session_expiry_key(&old, ok);
-	else if (rc != STORE_E_NOTFOUND && rc != STORE_E_CORRUPT)
-		return rc;
 	has_new = session_expiry_key(ss, nk);
-	if (had_old && (!has_new || memcmp(ok, nk, sizeof ok) != 0)) {
+	if (has_old_key && (!has_new || memcmp(ok, nk, sizeof ok) != 0)) {
 		k.mv_data = ok;
 		k.mv_size = sizeof ok;
 		rc = mdb_del(t->txn, t->s->expiry, &k, NULL);
@@ -211,6 +256,143 @@ session_put(store_txn *t, const store_session *ss)
 	v.mv_data = buf;
 	v.mv_size = session_encode(ss, buf);
 	return store_map_err(mdb_put(t->txn, t->s->sessions, &k, &v, 0));
+}
+
+/* Count sid's entries whole into ss (a record without counts, or a new
+ * one): exact as of now, in this transaction, so the changes noted
+ * before are in it and are forgotten. */
+static int
+session_recount(store_txn *t, store_session *ss)
+{
+	struct session_delta *d;
+	int rc;
+
+	if ((rc = session_count(t, ss->id, &ss->entries, &ss->bytes)) != 0)
+		return rc;
+	ss->counts_known = 1;
+	if ((d = session_delta_find(t, ss->id)) != NULL)
+		d->entries = d->bytes = 0;
+	return 0;
+}
+
+/* Write a session record; move its expiry key if it changed.  The counts
+ * are the stored record's, not the caller's. */
+int
+session_put(store_txn *t, const store_session *ss)
+{
+	struct session_delta *d;
+	store_session old, nw;
+	int had_old = 0, rc;
+
+	if (t->readonly)
+		return STORE_E_READONLY;
+	rc = session_get_by_id(t, ss->id, &old);
+	if (rc == 0)
+		had_old = 1;
+	else if (rc != STORE_E_NOTFOUND && rc != STORE_E_CORRUPT)
+		return rc;
+	nw = *ss;
+	d = session_delta_find(t, ss->id);
+	if (had_old && old.counts_known && (d == NULL ||
+	    ((d->entries >= 0 || (uint64_t)-d->entries <= old.entries) &&
+	    (d->bytes >= 0 || (uint64_t)-d->bytes <= old.bytes)))) {
+		/* the changes noted so far go in with this write: the usual
+		 * checkpoint (entries, then the record) writes the record
+		 * once, and session_precommit has nothing left to do */
+		nw.entries = old.entries + (uint64_t)(d != NULL ? d->entries : 0);
+		nw.bytes = old.bytes + (uint64_t)(d != NULL ? d->bytes : 0);
+		nw.counts_known = 1;
+		if (d != NULL)
+			d->entries = d->bytes = 0;
+	} else if ((rc = session_recount(t, &nw)) != 0)
+		return rc;
+	return session_write(t, &nw, &old, had_old);
+}
+
+/* Add the transaction's count changes to the records (store-int.h).  A
+ * session whose record is gone (purged) or damaged is skipped; one whose
+ * counts would go below zero (a record its counts do not describe) is
+ * counted whole. */
+int
+session_precommit(store_txn *t)
+{
+	struct session_delta *d;
+	store_session ss;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < t->ndeltas; i++) {
+		d = &t->deltas[i];
+		if (d->entries == 0 && d->bytes == 0)
+			continue;
+		rc = session_get_by_id(t, d->id, &ss);
+		if (rc == STORE_E_NOTFOUND || rc == STORE_E_CORRUPT)
+			continue;
+		if (rc != 0)
+			return rc;
+		if (!ss.counts_known ||
+		    (d->entries < 0 && (uint64_t)-d->entries > ss.entries) ||
+		    (d->bytes < 0 && (uint64_t)-d->bytes > ss.bytes)) {
+			if ((rc = session_recount(t, &ss)) != 0)
+				return rc;
+		} else {
+			ss.entries += (uint64_t)d->entries;
+			ss.bytes += (uint64_t)d->bytes;
+		}
+		d->entries = d->bytes = 0;
+		if ((rc = session_write(t, &ss, &ss, 1)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Give every record of version 1 its counts (store-int.h). */
+int
+session_counts_migrate(store_txn *t)
+{
+	uint8_t (*ids)[STORE_ID_SIZE] = NULL, (*nv)[STORE_ID_SIZE];
+	size_t n = 0, cap = 0, i;
+	store_session ss;
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc, op = MDB_FIRST;
+
+	if ((rc = mdb_cursor_open(t->txn, t->s->sessions, &c)) != 0)
+		return store_map_err(rc);
+	/* the ids first: the puts would move a cursor walking the table */
+	while ((rc = mdb_cursor_get(c, &k, &v, op)) == 0) {
+		op = MDB_NEXT;
+		if (k.mv_size != STORE_ID_SIZE || v.mv_size < 1 ||
+		    ((const uint8_t *)v.mv_data)[0] != 1)
+			continue;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			if ((nv = realloc(ids, cap * sizeof *ids)) == NULL) {
+				rc = STORE_E_NOMEM;
+				goto out;
+			}
+			ids = nv;
+		}
+		memcpy(ids[n++], k.mv_data, STORE_ID_SIZE);
+	}
+	if (rc != MDB_NOTFOUND) {
+		rc = store_map_err(rc);
+		goto out;
+	}
+	rc = 0;
+	for (i = 0; i < n && rc == 0; i++) {
+		rc = session_get_by_id(t, ids[i], &ss);
+		if (rc == STORE_E_CORRUPT) {
+			rc = 0; /* --check reports it */
+			continue;
+		}
+		if (rc == 0)
+			rc = session_put(t, &ss);
+	}
+out:
+	mdb_cursor_close(c);
+	free(ids);
+	return rc;
 }
 
 /* Compare a presented token with the stored hash. */
@@ -421,6 +603,7 @@ session_purge_batch(store_txn *t, void *arg)
 {
 	struct purge_arg *pa = arg;
 	uint8_t kbuf[ENTRY_KEY_MAX];
+	uint64_t bytes = 0;
 	MDB_cursor *c;
 	MDB_val k, v;
 	int rc, blobs = blob_any(t);
@@ -438,6 +621,7 @@ session_purge_batch(store_txn *t, void *arg)
 		if (k.mv_size < STORE_ID_SIZE ||
 		    memcmp(k.mv_data, pa->id, STORE_ID_SIZE) != 0)
 			break;
+		bytes += store_val_ok(t, &v) ? entry_value_len(&v) : 0;
 		/* an entry and its blob file's row go in the same commit;
 		 * the file after it */
 		if (blobs && k.mv_size <= sizeof kbuf) {
@@ -460,6 +644,9 @@ session_purge_batch(store_txn *t, void *arg)
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return store_map_err(rc);
 	pa->entries = pa->done;
+	if (pa->done > 0 && (rc = session_delta_note(t, pa->id,
+	    -(int64_t)pa->done, -(int64_t)bytes)) != 0)
+		return rc;
 	if ((rc = session_purge_refs(t, pa)) != 0)
 		return rc;
 	return session_purge_calls(t, pa);

@@ -83,10 +83,24 @@ struct store_txn {
 	 * the part of it the data file backs (past EOF a read is SIGBUS) */
 	int bounds_known;
 	uintptr_t map_lo, map_end, file_end;
+	struct session_delta *deltas; /* entries and bytes each session
+	                             gained or lost in this transaction,
+	                             added to its record at commit
+	                             (session_precommit) */
+	size_t ndeltas, capdeltas;
 };
 
-/* Size of the session record's fixed part. */
-#define SESSION_REC_FIXED 80
+/* What one transaction changed in one session's counts (session.c). */
+struct session_delta {
+	uint8_t id[STORE_ID_SIZE];
+	int64_t entries;
+	int64_t bytes;
+};
+
+/* Size of the session record's fixed part (version 2: with counts),
+ * and of version 1's (no counts; formats 1 and 2). */
+#define SESSION_REC_FIXED 96
+#define SESSION_REC_FIXED_V1 80
 /* Size of a tombstone record (its value). */
 #define TOMB_REC_SIZE 48
 /* Largest tombstone key: name . 0 . be64 ended . id. */
@@ -120,6 +134,16 @@ int store_val_ok(store_txn *t, const MDB_val *v);
 /* The expiry-index key of a session into k (EXPIRY_KEY_SIZE bytes): time 0
  * for dead sessions; returns 0 (no key) for a live session without lease. */
 int session_expiry_key(const store_session *ss, uint8_t *k);
+/* Note that the transaction changed session sid's entries by dentries and
+ * their bytes by dbytes (entry.c, the purge).  STORE_E_NOMEM. */
+int session_delta_note(store_txn *t, const uint8_t *sid, int64_t dentries,
+                       int64_t dbytes);
+/* Before a write transaction commits: add the noted changes to the
+ * session records (a record without counts is counted whole). */
+int session_precommit(store_txn *t);
+/* Write every record of version 1 again with its counts (migration to
+ * format 3, in the writable open's transaction). */
+int session_counts_migrate(store_txn *t);
 
 /* tomb.c */
 size_t tomb_key(uint8_t *k, const char *name, uint64_t ended_ms,

@@ -26,7 +26,7 @@
 
 /* Format of the databases and records; a store with a newer one is
  * refused (STORE_E_VERSION). */
-#define STORE_FORMAT_VERSION 2
+#define STORE_FORMAT_VERSION 3
 
 /* Error codes (negative).  Chosen outside LMDB's MDB_* range. */
 #define STORE_E_NOTFOUND   (-40001) /* no such session or entry */
@@ -134,6 +134,14 @@ typedef struct store_session {
 	uint64_t lease_ms;               /* lease length; expiry = last_seen + lease */
 	uint64_t next_handle;            /* next handle id to hand out */
 	uint64_t pid;                    /* worker serving it (0: none) */
+	/* Its entries and their stored bytes (as session_count counts
+	 * them), kept by the store in the commit of every change: the
+	 * session_put caller's values are not read.  Valid when
+	 * counts_known; 0 for a record of version 1 (format 2 and before),
+	 * which gets its counts at its next write. */
+	uint64_t entries;
+	uint64_t bytes;
+	int counts_known;
 } store_session;
 
 /* A tombstone (the "tombstones" database): what is left of an ended
@@ -257,6 +265,26 @@ size_t store_reap_pending(store *s);
 size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */
 const char *store_path(const store *s);
+
+/* compact.c */
+
+/*
+ * Give the pages LMDB freed back to the file system: write a compacting
+ * copy of PATH/data.mdb (LMDB's MDB_CP_COMPACT) to PATH/data.mdb.compact,
+ * fsync it, rename it over data.mdb and fsync PATH; blobs/ and every other
+ * file are left alone.  Only while no process has the store open:
+ * STORE_E_BUSY (the cause names the holder's pid when the kernel says it)
+ * otherwise; a process that opens the store meanwhile waits until the swap
+ * is done.  A crash at any step leaves the old data.mdb, or the new one,
+ * whole (and maybe a data.mdb.compact, removed by the next run).
+ * @param[out] before, after  data.mdb's bytes before and after
+ * @param[out] cause  on failure, a malloc'd sentence (may be NULL)
+ * Errors: STORE_E_BUSY, STORE_E_NOTSTORE (no data.mdb), STORE_E_DAMAGED
+ * (the quick structural check fails: not copied), STORE_E_FULL,
+ * STORE_E_IO, STORE_E_READONLY, STORE_E_LMDB, STORE_E_NOMEM.
+ */
+int store_compact(const char *path, uint64_t *before, uint64_t *after,
+                  char **cause);
 
 /* txn.c */
 

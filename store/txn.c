@@ -264,6 +264,7 @@ store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
 	for (;;) {
 		free(t.cause);
 		t.cause = NULL;
+		t.ndeltas = 0; /* a run again starts from nothing */
 		pthread_rwlock_rdlock(&s->resize);
 		if ((rc = txn_begin(s, 0, &t.txn)) != 0) {
 			pthread_rwlock_unlock(&s->resize);
@@ -275,6 +276,8 @@ store_write_cause(store *s, int (*fn)(store_txn *, void *), void *arg,
 			goto out;
 		}
 		rc = fn(&t, arg);
+		if (rc == 0)
+			rc = session_precommit(&t);
 		if (rc == 0)
 			rc = blob_precommit(&t);
 		if (rc != 0) {
@@ -306,5 +309,6 @@ out:
 		t.cause = NULL;
 	}
 	free(t.cause);
+	free(t.deltas);
 	return rc;
 }

@@ -3921,6 +3921,178 @@ make_format1(const char *dir)
 	raw_put_meta(dir, "format", one, 4);
 }
 
+/* The counts in sid's record equal a walk of its entries. */
+static void
+counts_match(const uint8_t *sid, uint64_t want_entries)
+{
+	struct count_arg ca = {sid, 0, 0};
+	struct sess_arg sa = {0};
+
+	sa.id = sid;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa), 0);
+	ck_assert_int_eq(store_read(S, cb_count, &ca), 0);
+	ck_assert(sa.ss.counts_known);
+	ck_assert_uint_eq(ca.n, want_entries);
+	ck_assert_uint_eq(sa.ss.entries, ca.n);
+	ck_assert_uint_eq(sa.ss.bytes, ca.bytes);
+}
+
+/* Entries put, replaced (smaller, larger, into and out of a blob file),
+ * put in order, deleted and purged: the session record's counts follow
+ * in each commit, and a session_put caller cannot change them. */
+START_TEST(test_session_counts)
+{
+	static const unsigned idx[] = {1, 2, 3, 4, 5};
+	const size_t n = 3 * BLOB_MIN_TEST;
+	uint8_t *buf = malloc(n);
+	struct sorted_arg so = {0};
+	struct ent_arg ea = {0};
+	struct sess_arg sa = {0};
+	store_session a, b;
+
+	ck_assert_ptr_nonnull(buf);
+	open_blob_S(STORE_SYNC_NEVER, 0);
+	mk_session(S, "a", 0, 1, &a);
+	mk_session(S, "b", 0, 1, &b);
+	ck_assert(a.counts_known && a.entries == 0 && a.bytes == 0);
+	counts_match(a.id, 0);
+	memset(buf, 'x', n);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "x", 0, buf, 10), 0);
+	counts_match(a.id, 1);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "x", 0, buf, 1000), 0);
+	counts_match(a.id, 1);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "x", 0, buf, 3), 0);
+	counts_match(a.id, 1);
+	ck_assert_int_eq(put_one(S, a.id, 'h', NULL, 7, buf, 50), 0);
+	counts_match(a.id, 2);
+	ck_assert_int_eq(put_blob(a.id, "y", buf, n, 1, NULL), 0);
+	counts_match(a.id, 3);
+	ck_assert_int_eq(put_blob(a.id, "y", buf, n - 100, 2, NULL), 0);
+	counts_match(a.id, 3);
+	ck_assert_int_eq(put_one(S, a.id, 'g', "y", 0, buf, 20), 0);
+	counts_match(a.id, 3);
+	sorted_fill(&so, a.id, STORE_KIND_GLOBAL, "s%u", idx, 5, "one");
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &so), 0);
+	counts_match(a.id, 8);
+	ck_assert_int_eq(store_write(S, cb_put_sorted, &so), 0);
+	counts_match(a.id, 8);
+	sorted_free(&so);
+	/* b's keys sort after a's or before: appended or not, its own */
+	ck_assert_int_eq(put_one(S, b.id, 'g', "z", 0, buf, 5), 0);
+	counts_match(b.id, 1);
+	counts_match(a.id, 8);
+	ea.sid = a.id;
+	ea.kind = STORE_KIND_GLOBAL;
+	ea.name = "x";
+	ea.name_len = 1;
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), 0);
+	counts_match(a.id, 7);
+	ck_assert_int_eq(store_write(S, cb_entry_del, &ea), STORE_E_NOTFOUND);
+	counts_match(a.id, 7);
+	/* the caller's counts are not read */
+	sa.id = a.id;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa), 0);
+	sa.ss.entries = 12345;
+	sa.ss.bytes = 1;
+	sa.ss.counts_known = 0;
+	ck_assert_int_eq(store_write(S, cb_session_put, &sa), 0);
+	counts_match(a.id, 7);
+	/* a purge in batches: a dead session's record follows until it
+	 * goes */
+	kill_session(S, a.id);
+	counts_match(a.id, 7);
+	ck_assert_int_eq(session_purge(S, a.id, 2, NULL), 0);
+	sa.id = a.id;
+	ck_assert_int_eq(store_read(S, cb_session_by_id, &sa),
+	    STORE_E_NOTFOUND);
+	counts_match(b.id, 1);
+	free(buf);
+}
+END_TEST
+
+/* Rewrite the record of sid at dir as version 1 (no counts) and stamp
+ * format 2: a session as pyshelf before the counts wrote it. */
+static void
+make_v1_record(const char *dir, const uint8_t *sid)
+{
+	uint8_t rec[80 + STORE_NAME_MAX], two[4] = {0, 0, 0, 2};
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val k, v;
+	size_t nlen;
+
+	ck_assert_int_eq(mdb_env_create(&env), 0);
+	mdb_env_set_maxdbs(env, 8);
+	ck_assert_int_eq(mdb_env_open(env, dir, 0, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "sessions", 0, &dbi), 0);
+	k.mv_data = (void *)sid;
+	k.mv_size = STORE_ID_SIZE;
+	ck_assert_int_eq(mdb_get(txn, dbi, &k, &v), 0);
+	ck_assert_uint_ge(v.mv_size, 96);
+	ck_assert_uint_eq(((uint8_t *)v.mv_data)[0], 2);
+	nlen = v.mv_size - 96;
+	memcpy(rec, v.mv_data, 80);
+	memcpy(rec + 80, (uint8_t *)v.mv_data + 96, nlen);
+	rec[0] = 1;
+	v.mv_data = rec;
+	v.mv_size = 80 + nlen;
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &v, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+	raw_put_meta(dir, "format", two, 4);
+}
+
+static int
+cb_list_one(const store_session *ss, void *arg)
+{
+	*(store_session *)arg = *ss;
+	return 0;
+}
+
+static int
+cb_session_list_one(store_txn *t, void *a)
+{
+	return session_list(t, cb_list_one, a);
+}
+
+/* A format 2 store's session records (version 1, no counts) list with
+ * counts unknown on a read-only open; a writable open counts them once
+ * and stamps format 3. */
+START_TEST(test_session_counts_old_record)
+{
+	store_options ro = {0};
+	store_session ss, got;
+	uint8_t buf[100];
+	uint32_t format;
+
+	open_S(NULL);
+	mk_session(S, "old", 0, 1, &ss);
+	memset(buf, 'q', sizeof buf);
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "a", 0, buf, 10), 0);
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "b", 0, buf, 100), 0);
+	close_S();
+	make_v1_record(db_dir, ss.id);
+	ro.readonly = 1;
+	ck_assert_int_eq(store_open(&S, db_dir, &ro, NULL), 0);
+	ck_assert_int_eq(store_meta(S, &format, NULL), 0);
+	ck_assert_uint_eq(format, 2);
+	memset(&got, 0xee, sizeof got);
+	ck_assert_int_eq(store_read(S, cb_session_list_one, &got), 0);
+	ck_assert_str_eq(got.name, "old");
+	ck_assert_int_eq(got.counts_known, 0);
+	ck_assert_uint_eq(got.entries, 0);
+	close_S();
+	open_S(NULL);
+	ck_assert_int_eq(store_meta(S, &format, NULL), 0);
+	ck_assert_uint_eq(format, STORE_FORMAT_VERSION);
+	counts_match(ss.id, 2);
+	ck_assert_int_eq(put_one(S, ss.id, 'g', "c", 0, buf, 1), 0);
+	counts_match(ss.id, 3);
+}
+END_TEST
+
 START_TEST(test_blob_format1_store)
 {
 	const size_t n = 5000;
@@ -5891,6 +6063,8 @@ store_suite(void)
 	tcase_add_test(tc, test_blob_deferred_unlink);
 	tcase_add_test(tc, test_blob_superseded);
 	tcase_add_test(tc, test_blob_format1_store);
+	tcase_add_test(tc, test_session_counts);
+	tcase_add_test(tc, test_session_counts_old_record);
 	tcase_add_test(tc, test_payload_digest_stamped);
 	suite_add_tcase(s, tc);
 

@@ -93,6 +93,8 @@ static const struct mspec specs[] = {
 	{ WIRE_MSG_SET_LEASE, 31, { FU(LEASE_MS, 60000) } },
 	{ WIRE_MSG_OK, 31, { FU(LEASE_MS, 60000), FU(EXPIRES_MS, 9) } },
 	{ WIRE_MSG_OK, 30, { FU(ENDED_MS, 9), FS(REASON, "ended") } },
+	{ WIRE_MSG_CTL_QUERY, 0, { FU(QUERY, 7) } },
+	{ WIRE_MSG_SESSIONS, 22, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_RELEASE, 6, { FU(HANDLE, 1), FU(HANDLE, 2), FU(HANDLE, 3) } },
 	{ WIRE_MSG_RELEASE, 6, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_GET, 7, { FS(KEY, "x"), FU(WANT_VALUE, 0) } },
@@ -215,7 +217,7 @@ START_TEST(test_all_types_covered)
 		ck_assert_msg(found, "no test message for %s",
 		    wire_msg_name((uint16_t)t));
 	}
-	ck_assert_uint_eq(named, 35);
+	ck_assert_uint_eq(named, 37);
 	ck_assert_str_eq(wire_msg_name(WIRE_MSG_EXEC), "EXEC");
 	ck_assert_ptr_null(wire_msg_name(0));
 }
@@ -851,6 +853,7 @@ START_TEST(test_missing_required)
 		{ WIRE_MSG_CTL_STATE, WIRE_TAG_DATA },
 		{ WIRE_MSG_END_SESSION, WIRE_TAG_SESSION },
 		{ WIRE_MSG_SET_LEASE, WIRE_TAG_LEASE_MS },
+		{ WIRE_MSG_CTL_QUERY, WIRE_TAG_QUERY },
 	};
 	const size_t nreq = sizeof req / sizeof req[0];
 	const char *why;
@@ -1154,6 +1157,7 @@ START_TEST(test_golden_numbers)
 		WIRE_MSG_CTL_STATE, 0x0E03, WIRE_MSG_CTL_IDLE, 0x0E04,
 		WIRE_MSG_CTL_IDLE_OK, 0x0E05, WIRE_MSG_CTL_ENDED, 0x0E10,
 		WIRE_MSG_END_SESSION, 0x0201, WIRE_MSG_SET_LEASE, 0x0202,
+		WIRE_MSG_CTL_QUERY, 0x0E20, WIRE_MSG_SESSIONS, 0x0200,
 		WIRE_MSG_GET, 0x0110, WIRE_MSG_SET, 0x0111,
 		WIRE_MSG_DEL, 0x0112, WIRE_MSG_KEYS, 0x0113,
 		WIRE_MSG_HANDLES, 0x0114, WIRE_MSG_LOST, 0x0115,
@@ -1196,6 +1200,8 @@ START_TEST(test_golden_numbers)
 		ck_assert_uint_eq(tags[i], i + 1);
 	for (i = 0; i < sizeof errs / sizeof errs[0]; i++)
 		ck_assert_uint_eq(errs[i], i + 1);
+	/* the admin lane's tags start at 48 (38-47: other lanes') */
+	ck_assert_uint_eq(WIRE_TAG_QUERY, 48);
 	ck_assert_int_eq(WIRE_KIND_DIRECT, 1);
 	ck_assert_int_eq(WIRE_KIND_WRAPPED, 2);
 	ck_assert_int_eq(WIRE_KIND_EXCINFO, 3);

@@ -150,8 +150,13 @@ dump_list_json_session(struct dump *d, const struct dump_srow *r)
 		dump_json_null(d, "expires_ms");
 	dump_json_u64(d, "pid", r->ss.pid);
 	dump_json_u64(d, "next_handle", r->ss.next_handle);
-	dump_json_u64(d, "entries", r->entries);
-	dump_json_u64(d, "bytes", r->bytes);
+	if (d->o->records && !r->ss.counts_known) {
+		dump_json_null(d, "entries");
+		dump_json_null(d, "bytes");
+	} else {
+		dump_json_u64(d, "entries", r->entries);
+		dump_json_u64(d, "bytes", r->bytes);
+	}
 	dump_json_row_end(d);
 }
 
@@ -602,7 +607,11 @@ dump_list_sessions(struct dump *d, store_txn *t)
 	for (i = 0; rc == 0 && i < rows.n; i++) {
 		if (dump_interrupted)
 			rc = DUMP_EXIT_INTERRUPTED;
-		else if ((rc = session_count(t, rows.v[i].ss.id,
+		else if (rows.v[i].ss.counts_known) {
+			/* the record's own, exact: no walk */
+			rows.v[i].entries = rows.v[i].ss.entries;
+			rows.v[i].bytes = rows.v[i].ss.bytes;
+		} else if ((rc = session_count(t, rows.v[i].ss.id,
 		    &rows.v[i].entries, &rows.v[i].bytes)) != 0)
 			dump_warn("counting entries: %s", store_strerror(rc));
 		dump_out_progress(d, "counted sessions:", i, rows.n, 0);
@@ -640,6 +649,47 @@ dump_list_sessions(struct dump *d, store_txn *t)
 	dump_list_totals(d, t, rows.v, rows.n, ntombs, ncalls);
 	free(rows.v);
 	return d->damaged > 0 ? DUMP_EXIT_DAMAGE : DUMP_EXIT_OK;
+}
+
+/*
+ * pyshelf-dump --sessions: the session records alone, in name order, with
+ * the counts they keep.  Reads the sessions database and nothing else: no
+ * entry, key or value (what pyshelf.sessions() relies on).
+ */
+int
+dump_list_records(struct dump *d, store_txn *t)
+{
+	struct dump_srows rows;
+	size_t i;
+	int rc;
+
+	memset(&rows, 0, sizeof rows);
+	dump_progress_db("sessions");
+	rc = session_list(t, dump_list_collect_session, &rows);
+	if (rc != 0) {
+		free(rows.v);
+		if (rows.nomem)
+			dump_warn("out of memory");
+		else if (rc < 0)
+			dump_warn("listing sessions: %s (the store is damaged: "
+			    "run pyshelf-dump --check)", store_strerror(rc));
+		return rc > 0 ? rc : rc == STORE_E_CORRUPT ||
+		    rc == STORE_E_LMDB ? DUMP_EXIT_DAMAGE : DUMP_EXIT_ERROR;
+	}
+	for (i = 0; i < rows.n; i++) {
+		rows.v[i].entries = rows.v[i].ss.entries;
+		rows.v[i].bytes = rows.v[i].ss.bytes;
+	}
+	if (rows.n > 1)
+		qsort(rows.v, rows.n, sizeof *rows.v, dump_list_cmp_srow_name);
+	if (d->o->json) {
+		dump_json_header(d, "records");
+		for (i = 0; i < rows.n; i++)
+			dump_list_json_session(d, &rows.v[i]);
+	} else
+		dump_list_text_sessions(d, rows.v, rows.n);
+	free(rows.v);
+	return DUMP_EXIT_OK;
 }
 
 /* --- finding a session ------------------------------------------------------ */

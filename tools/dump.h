@@ -40,6 +40,8 @@ struct dump_opts {
 	int json;                 /* --json */
 	int check;                /* --check */
 	const char *salvage;      /* --salvage OUT, or NULL */
+	int records;              /* --sessions: the session records only */
+	int compact;              /* --compact */
 	int unpickle;             /* --unpickle (runs the pickle's code) */
 	int quiet;                /* --quiet: no progress, problems only */
 	enum dump_sort sort;      /* --sort */
@@ -128,6 +130,7 @@ void dump_json_key_fields(struct dump *d, const store_key *k);
 
 /* dump-list.c */
 int dump_list_sessions(struct dump *d, store_txn *t);
+int dump_list_records(struct dump *d, store_txn *t);
 int dump_list_entries(struct dump *d, store_txn *t, const store_session *ss);
 int dump_list_find_session(struct dump *d, store_txn *t, const char *arg,
                            store_session *out);
@@ -167,6 +170,9 @@ const char *dump_entry_layout_why(const uint8_t *p, size_t n, char *buf,
 /* dump-check.c */
 int dump_check_run(struct dump *d, store_txn *t);
 int dump_check_crashed(struct dump *d, const char *what);
+
+/* dump-compact.c */
+int dump_compact_run(struct dump *d);
 
 /* dump-salvage.c */
 int dump_salvage_run(struct dump *d, store_txn *t);

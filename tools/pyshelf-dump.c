@@ -121,13 +121,16 @@ usage(FILE *f)
 "    pyshelf-dump [--db DIR] [--json] [--unpickle] SESSION KEY\n"
 "    pyshelf-dump [--db DIR] [--json] [--quiet] --check\n"
 "    pyshelf-dump [--db DIR] --salvage OUT\n"
+"    pyshelf-dump [--db DIR] [--json] --sessions\n"
+"    pyshelf-dump [--db DIR] [--json] --compact\n"
 "    pyshelf-dump --help | --version\n"
 "\n"
 "DESCRIPTION\n"
 "    pyshelf-dump reads the store that pyshelfd keeps its workspaces in (an\n"
 "    LMDB environment) read-only, in one consistent snapshot per run.  It\n"
 "    never changes the store and never blocks pyshelfd, which may go on\n"
-"    writing while it runs.\n"
+"    writing while it runs.  (--compact is the exception: it rewrites the\n"
+"    store, and only while no process has it open.)\n"
 "\n"
 "    With no argument it lists the sessions: name, id, state (live;\n"
 "    expired: the lease ran out and the sweeper has not ended it yet; dead:\n"
@@ -200,6 +203,21 @@ usage(FILE *f)
 "                    the entries of a cycle as EntryGroup((keys), (objects))\n"
 "                    for the first, <object 1 of the EntryGroup in <ref\n"
 "                    global 'a'>> for the others.\n"
+"    --sessions      list the session records only: no tombstones, calls\n"
+"                    or totals, and no entry read.  Entries and bytes come\n"
+"                    from the counts each session record keeps (null for a\n"
+"                    record written by a pyshelf before format 3, until a\n"
+"                    pyshelfd opens the store for writing).  What\n"
+"                    pyshelf.sessions() reads\n"
+"    --compact       give the space that ended sessions freed back to the\n"
+"                    file system: a compacting copy of data.mdb (LMDB's\n"
+"                    mdb_env_copy with MDB_CP_COMPACT), written to\n"
+"                    DIR/data.mdb.compact, synced, and renamed over\n"
+"                    data.mdb.  Refused while any process has the store open\n"
+"                    (a worker of a server, pyshelfd --stdio, pyshelf-dump);\n"
+"                    a pyshelfd that opens it meanwhile waits until it is\n"
+"                    done.  blobs/ is left as it is.  Prints data.mdb's size\n"
+"                    before and after; docs/OPERATIONS.md says more\n"
 "    --max-repr N    with --unpickle, cut repr() after N characters\n"
 "                    (default 10000)\n"
 "    -q, --quiet     no progress line; --check prints only its problems\n"
@@ -215,6 +233,8 @@ usage(FILE *f)
 "    --check reports each problem as a line (or a \"problem\" row) naming the\n"
 "    check, the session and the key:\n"
 "    session_record  every session record parses and has a known state\n"
+"    session_counts  a session record's count of its entries and their\n"
+"                    bytes is what its entries add up to\n"
 "    name_index      every live session is found by its name; every name\n"
 "                    leads to the live session of that name\n"
 "    expiry_index    every leased or dead session has its expiry key, and\n"
@@ -266,10 +286,13 @@ usage(FILE *f)
 "    sizes are bytes, ids are lower-case hex; bytes that are not UTF-8 in\n"
 "    the store become U+FFFD.\n"
 "    dump     first row of every run: dump_format, view (sessions, session,\n"
-"             entry, check), path, store_format, time_ms\n"
+"             entry, check, records, compact), path, store_format, time_ms\n"
 "    session  name, id, state (live|dead), expired, created_ms,\n"
 "             last_seen_ms, lease_ms, expires_ms (null: never), pid (0: no\n"
-"             worker), next_handle, entries, bytes\n"
+"             worker), next_handle, entries, bytes (--sessions: null when\n"
+"             the record keeps no counts)\n"
+"    compact  path, before, after (data.mdb's bytes), freed, blob_files,\n"
+"             blob_bytes (blobs/, untouched), elapsed_ms\n"
 "    tombstone name, id, reason (expired|closed|replaced), ended_ms,\n"
 "             created_ms, last_seen_ms, lease_ms, entries, bytes, drop_ms\n"
 "             (when a sweep drops it)\n"
@@ -367,6 +390,8 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 		{"json", no_argument, NULL, 'j'},
 		{"check", no_argument, NULL, 'c'},
 		{"salvage", required_argument, NULL, 'S'},
+		{"sessions", no_argument, NULL, 'L'},
+		{"compact", no_argument, NULL, 'C'},
 		{"unpickle", no_argument, NULL, 'u'},
 		{"sort", required_argument, NULL, 's'},
 		{"top", required_argument, NULL, 't'},
@@ -386,6 +411,8 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 		case 'j': o->json = 1; break;
 		case 'c': o->check = 1; break;
 		case 'S': o->salvage = optarg; break;
+		case 'L': o->records = 1; break;
+		case 'C': o->compact = 1; break;
 		case 'u': o->unpickle = 1; break;
 		case 'q': o->quiet = 1; break;
 		case 's':
@@ -437,6 +464,12 @@ dump_parse_args(int argc, char **argv, struct dump_opts *o)
 	    o->json || o->unpickle))
 		return dump_usage_error("--salvage OUT copies the whole store "
 		    "and takes no SESSION, --check, --json or --unpickle");
+	if ((o->records || o->compact) && (o->session != NULL || o->check ||
+	    o->salvage != NULL || o->unpickle || o->top || (o->records &&
+	    o->compact) || o->sort != DUMP_SORT_KEY))
+		return dump_usage_error("--sessions and --compact take no "
+		    "SESSION, --check, --salvage, --unpickle, --sort or --top, "
+		    "nor each other");
 	if (o->unpickle && o->key == NULL)
 		return dump_usage_error("--unpickle shows one entry: give "
 		    "SESSION KEY");
@@ -492,6 +525,8 @@ dump_snapshot(store_txn *t, void *arg)
 		return dump_check_run(d, t);
 	if (d->o->salvage != NULL)
 		return dump_salvage_run(d, t);
+	if (d->o->records)
+		return dump_list_records(d, t);
 	if (d->o->session == NULL)
 		return dump_list_sessions(d, t);
 	if ((rc = dump_list_find_session(d, t, d->o->session, &ss)) != 0)
@@ -545,6 +580,10 @@ dump_run(struct dump_opts *o)
 	d.o = o;
 	d.out = stdout;
 	d.progress = !o->quiet && isatty(STDERR_FILENO);
+	if (o->compact) {
+		rc = dump_compact_run(&d);
+		goto free_cause;
+	}
 	memset(&so, 0, sizeof so);
 	so.readonly = 1;
 	dump_progress_db("open");

@@ -356,6 +356,51 @@ error:
 	return ret;
 }
 
+/*
+ * server_sessions(socket, db) -> str or None: the JSON rows of the
+ * sessions the store's running server has workers for (SESSIONS to the
+ * supervisor), None when no server runs.  Starts no server.
+ */
+static PyObject *
+conn_server_sessions(ConnObject *self, PyObject *args)
+{
+	PyObject *sock = Py_None, *db = Py_None, *spath = NULL, *dpath = NULL;
+	PyObject *ret = NULL;
+	char *json = NULL;
+	int rc, begun = 0;
+
+	if (!PyArg_ParseTuple(args, "OO:server_sessions", &sock, &db))
+		return NULL;
+	if (sock != Py_None && !PyUnicode_FSConverter(sock, &spath))
+		goto error;
+	if (db != Py_None && !PyUnicode_FSConverter(db, &dpath))
+		goto error;
+	if (conn_begin(self) < 0)
+		goto error;
+	begun = 1;
+	Py_BEGIN_ALLOW_THREADS
+	rc = pyshelf_server_sessions(self->conn, spath != NULL ?
+	    PyBytes_AS_STRING(spath) : NULL, dpath != NULL ?
+	    PyBytes_AS_STRING(dpath) : NULL, &json);
+	Py_END_ALLOW_THREADS
+	if (rc != PYSHELF_OK) {
+		conn_error(self, self->conn, rc);
+		goto error;
+	}
+	if (json == NULL) {
+		ret = Py_NewRef(Py_None);
+		goto error;
+	}
+	ret = PyUnicode_DecodeUTF8(json, (Py_ssize_t)strlen(json), "replace");
+error:
+	if (begun)
+		conn_end(self);
+	pyshelf_free(json);
+	Py_XDECREF(dpath);
+	Py_XDECREF(spath);
+	return ret;
+}
+
 /* release(ids): drop handles (an iterable of ints); no reply. */
 static PyObject *
 conn_release(ConnObject *self, PyObject *ids)
@@ -783,6 +828,9 @@ static PyMethodDef conn_methods[] = {
 	{ "spawn", (PyCFunction)(void (*)(void))conn_spawn,
 	  METH_VARARGS | METH_KEYWORDS,
 	  "spawn(backend, db=None, session=None, create=True, args=())" },
+	{ "server_sessions", (PyCFunction)conn_server_sessions, METH_VARARGS,
+	  "server_sessions(socket, db) -> str or None: SESSIONS to the "
+	  "store's running server" },
 	{ "attach_fds", (PyCFunction)conn_attach_fds, METH_VARARGS,
 	  "attach_fds(rfd, wfd): speak the protocol over these descriptors" },
 	{ "hello", (PyCFunction)(void (*)(void))conn_hello,

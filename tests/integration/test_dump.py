@@ -160,12 +160,12 @@ def copy_store(made, tmp_path):
 def test_sessions_table(made):
     r = dump(db=made["db"], check=0)
     assert "alpha" in r.stdout and "beta" in r.stdout
-    assert "format    2" in r.stdout
+    assert "format    3" in r.stdout
     assert "sessions  2 (2 live, 0 dead)" in r.stdout
     r = dump("--json", db=made["db"], check=0)
     out = rows(r.stdout)
     assert out[0]["row"] == "dump" and out[0]["dump_format"] == 1
-    assert out[0]["view"] == "sessions" and out[0]["store_format"] == 2
+    assert out[0]["view"] == "sessions" and out[0]["store_format"] == 3
     sessions = {s["name"]: s for s in rows(r.stdout, "session")}
     assert set(sessions) == {"alpha", "beta"}
     assert sessions["alpha"]["state"] == "live"
@@ -542,10 +542,10 @@ def test_newer_format(made, tmp_path):
     db = copy_store(made, tmp_path)
     env = _lmdb(db)
     with env.begin(write=True) as t:
-        t.put(b"format", struct.pack(">I", 3), db=env.open_db(b"meta", txn=t))
+        t.put(b"format", struct.pack(">I", 4), db=env.open_db(b"meta", txn=t))
     env.close()
     r = dump("--check", db=db, check=2)
-    assert "store format 3 is newer" in r.stderr and "upgrade" in r.stderr
+    assert "store format 4 is newer" in r.stderr and "upgrade" in r.stderr
 
 
 def test_no_such_session_or_key(made):

@@ -20,6 +20,7 @@ store's local server (``pyshelfd --server``, started when none runs), where
 the session lives on while no client is attached, with code that keeps
 running: ``ws.detach()``, ``ws.calls()``, ``ws.result(call_id)``;
 ``connect(name, socket=PATH)`` attaches through a given server.
+``pyshelf.sessions(db)`` lists a store's sessions without attaching.
 """
 
 import pickle as _pickle
@@ -32,8 +33,10 @@ from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, connect, end, open, spawn
+from ._admin import SessionInfo, sessions
 
-__all__ = ["spawn", "open", "connect", "end", "Workspace", "DirectValue",
+__all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
+           "Workspace", "DirectValue",
            "Wrapped", "WrappedExcinfo", "Lost", "Call", "Error",
            "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
