@@ -7,7 +7,7 @@ set -e
 here=$(cd "$(dirname "$0")" && pwd)
 out="$BUILDDIR/bench/results"
 mkdir -p "$out"
-only=${BENCH_ONLY:-calls persist server}
+only=${BENCH_ONLY:-calls persist server stream}
 for what in $only; do
 	case $what in
 	calls)
@@ -21,6 +21,10 @@ for what in $only; do
 	server)
 		echo "== server mode against stdio and the pipe floor (issue 16)"
 		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_server.py" | tee "$out/server.jsonl"
+		;;
+	stream)
+		echo "== 1 GB pushed and fetched against a pipe's throughput (issue 18)"
+		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_stream.py" | tee "$out/stream.jsonl"
 		;;
 	persist)
 		echo "== checkpoints and resume, pinned (taskset -c 0)"

@@ -1243,6 +1243,7 @@ client_long_body(pyshelf_conn *c)
 		c->rbufs[i].len = (size_t)c->rl.buf_len[i];
 		if ((c->rbufs[i].data = malloc(c->rbufs[i].len + 1)) == NULL)
 			goto nomem;
+		wire_mem_advise(c->rbufs[i].data, c->rbufs[i].len);
 	}
 	return PYSHELF_OK;
 nomem:
@@ -1277,8 +1278,26 @@ client_read_long(pyshelf_conn *c, const pyshelf_exec_req *hooks,
 				return rc;
 			parsed = 1;
 		}
-		if (parsed && wire_long_want(&c->rl, &idx, &off) == 0)
+		if (parsed && (room = wire_long_want(&c->rl, &idx, &off)) == 0)
 			break;
+		/* a PART read straight into its place: no copy but the read */
+		rc = parsed ? wire_conn_read_part(&c->wc, c->rl.id,
+		    (uint8_t *)c->rbufs[idx].data + off, room, &n) :
+		    wire_conn_read_part(&c->wc, c->rl.id, c->rl.frame +
+		    WIRE_HEADER_SIZE + c->rl.got, c->rl.body_len - c->rl.got,
+		    &n);
+		if (rc == WIRE_OK && parsed) {
+			wire_long_took(&c->rl, n);
+			continue;
+		}
+		if (rc == WIRE_OK) {
+			c->rl.got += n;
+			rc = c->rl.got == c->rl.body_len ? WIRE_OK :
+			    WIRE_NEED_MORE;
+			continue;
+		}
+		if (rc != WIRE_NEED_MORE)
+			return client_read_error(c, rc, errno);
 		if ((rc = client_read_frame(c, hooks, deadline)) != PYSHELF_OK)
 			return rc;
 		if (c->msg.type != WIRE_MSG_PART || c->msg.id != c->rl.id)

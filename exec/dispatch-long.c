@@ -192,6 +192,7 @@ dispatch_long_body(worker *w, struct dispatch_long *s, int *failed)
 		    (Py_ssize_t)s->l.buf_len[i]);
 		if (b == NULL)
 			goto nomem;
+		wire_mem_advise(PyByteArray_AS_STRING(b), s->l.buf_len[i]);
 		PyList_SET_ITEM(s->bufs, (Py_ssize_t)i, b); /* stolen */
 	}
 	s->parsed = 1;

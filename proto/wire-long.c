@@ -12,8 +12,11 @@
  */
 #include "config.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "wire.h"
 
@@ -183,4 +186,24 @@ wire_long_free(wire_long *l)
 	free(l->frame);
 	free(l->buf_len);
 	memset(l, 0, sizeof *l);
+}
+
+/* Ask for huge pages under a large receive buffer; see wire.h. */
+void
+wire_mem_advise(void *p, size_t n)
+{
+#ifdef MADV_HUGEPAGE
+	long psz = sysconf(_SC_PAGESIZE);
+	uintptr_t a, b;
+
+	if (psz <= 0 || n < WIRE_ADVISE_MIN)
+		return;
+	a = ((uintptr_t)p + (uintptr_t)psz - 1) & ~((uintptr_t)psz - 1);
+	b = ((uintptr_t)p + n) & ~((uintptr_t)psz - 1);
+	if (b > a)
+		(void)madvise((void *)a, b - a, MADV_HUGEPAGE);
+#else
+	(void)p;
+	(void)n;
+#endif
 }

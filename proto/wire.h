@@ -426,6 +426,13 @@ size_t wire_long_want(const wire_long *l, size_t *idx, size_t *off);
 void wire_long_took(wire_long *l, size_t n);
 /* Release what l holds. */
 void wire_long_free(wire_long *l);
+/* Buffers at least this large get wire_mem_advise(). */
+#define WIRE_ADVISE_MIN (4u * 1024 * 1024)
+/* Before a large buffer (n >= WIRE_ADVISE_MIN) is filled by reads: ask
+ * the kernel for transparent huge pages under it (madvise), so that
+ * filling a fresh gigabyte takes hundreds of page faults, not hundreds
+ * of thousands.  Only advice: failures are ignored. */
+void wire_mem_advise(void *p, size_t n);
 
 /* conn.c: blocking frame I/O on a file descriptor. */
 
@@ -458,6 +465,16 @@ int wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms);
 /* Nonzero when wire_conn_read() would return at once without reading:
  * a complete frame is buffered, or the buffered header is already bad. */
 int wire_conn_pending(const wire_conn *c);
+/*
+ * Read the next frame's DATA straight into dst, with no copy beyond the
+ * read itself, when that frame is a PART of id (a LONG's) with at most
+ * room data bytes: WIRE_OK with *n the bytes read.  WIRE_NEED_MORE when
+ * the next frame is anything else: nothing was consumed, and
+ * wire_conn_read() reads it.  Blocks until the PART is in (EINTR is
+ * retried); else as wire_conn_read().
+ */
+int wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
+                        size_t *n);
 /* Write all of p[0..n), retrying on EINTR/short writes.  WIRE_OK or
  * WIRE_E_IO. */
 int wire_write_all(int fd, const void *p, size_t n);
