@@ -206,6 +206,26 @@ nomem:
 	return dispatch_long_fail(w, s, WIRE_ERR_TOO_BIG, msg);
 }
 
+/* The LONG s is complete: serve the message it carries as if it had come
+ * in one frame (an EXEC with a CALL_ID the session knows first goes where
+ * the reader sends one: replayed from the journal, not run again), then
+ * drop s. */
+static int
+dispatch_long_serve(worker *w, struct dispatch_long *s)
+{
+	int rc = 0;
+
+	if (s->m.type != WIRE_MSG_EXEC ||
+	    wire_msg_find(&s->m, WIRE_TAG_CALL_ID) == NULL ||
+	    !worker_calls_exec(w, w->cur_conn, &s->m)) {
+		w->current_id = s->m.id;
+		rc = dispatch_msg(w, &s->m, s->bufs);
+		w->current_id = 0;
+	}
+	dispatch_long_drop(w, s);
+	return rc;
+}
+
 /* A PART of the LONG s: into the body, then into the buffers.  Serves
  * the message when it is complete. */
 static int
@@ -244,12 +264,7 @@ dispatch_long_part(worker *w, struct dispatch_long *s, const wire_msg *m)
 	}
 	if (wire_long_want(&s->l, &idx, &off) != 0)
 		return 0;
-	/* complete: serve it as if it had come in one frame */
-	w->current_id = s->m.id;
-	rc = dispatch_msg(w, &s->m, s->bufs);
-	w->current_id = 0;
-	dispatch_long_drop(w, s);
-	return rc;
+	return dispatch_long_serve(w, s);
 }
 
 /* LONG and PART; see exec.h. */
@@ -295,12 +310,8 @@ dispatch_long_frame(worker *w, const wire_msg *m, int *rc)
 		/* an empty body: complete at once (no buffers can follow
 		 * an empty body, which has no OOB field) */
 		int failed;
-		if ((*rc = dispatch_long_body(w, s, &failed)) == 0 && !failed) {
-			w->current_id = s->m.id;
-			*rc = dispatch_msg(w, &s->m, s->bufs);
-			w->current_id = 0;
-			dispatch_long_drop(w, s);
-		}
+		if ((*rc = dispatch_long_body(w, s, &failed)) == 0 && !failed)
+			*rc = dispatch_long_serve(w, s);
 	}
 	return 1;
 }
