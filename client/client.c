@@ -78,6 +78,9 @@ _Static_assert(PYSHELF_KIND_TEXT == WIRE_KIND_TEXT, "kind");
 _Static_assert(PYSHELF_WANT_REPR == WIRE_WANT_REPR, "want");
 _Static_assert(PYSHELF_WANT_JSON == WIRE_WANT_JSON, "want");
 
+/* The send buffer asked for a connection to a server. */
+#define CLIENT_SOCK_SNDBUF (4 << 20)
+
 struct pyshelf_conn {
 	wire_conn wc;            /* read side: fds, buffer, max_body */
 	int rfd;                 /* read fd, -1 before spawn/attach */
@@ -477,7 +480,7 @@ static int
 client_sock_connect(const char *path)
 {
 	struct sockaddr_un sa;
-	int fd, e;
+	int fd, e, sndbuf = CLIENT_SOCK_SNDBUF;
 
 	memset(&sa, 0, sizeof sa);
 	sa.sun_family = AF_UNIX;
@@ -488,6 +491,10 @@ client_sock_connect(const char *path)
 	strcpy(sa.sun_path, path);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
 		return -1;
+	/* a value streamed in PARTs of megabytes crosses in a few steps
+	 * per PART, not one per 200 KiB (the default); only advice, capped
+	 * by net.core.wmem_max */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
 	while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
 		if (errno == EINTR)
 			continue;

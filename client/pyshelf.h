@@ -294,6 +294,11 @@ typedef struct pyshelf_result {
 	                             buffer (the backend streams one larger
 	                             than a frame in PARTs). */
 	size_t value_len;       /**< bytes at value */
+	char *text;             /**< owned: the text of a PYSHELF_KIND_TEXT
+	                             result (repr() or JSON), NUL-terminated
+	                             UTF-8 (text_len bytes before the NUL);
+	                             else NULL */
+	size_t text_len;        /**< bytes at text */
 	pyshelf_buffer *buffers; /**< owned: the value's out-of-band buffers
 	                             when PYSHELF_WANT_BUFFERS was asked for
 	                             (pass them as pickle.loads(buffers=)),
@@ -302,11 +307,6 @@ typedef struct pyshelf_result {
 	                             keeps one sets its data to NULL and later
 	                             frees it with pyshelf_free(). */
 	size_t nbuffers;        /**< number of buffers */
-	char *text;             /**< owned: the text of a PYSHELF_KIND_TEXT
-	                             result (repr() or JSON), NUL-terminated
-	                             UTF-8 (text_len bytes before the NUL);
-	                             else NULL */
-	size_t text_len;        /**< bytes at text */
 } pyshelf_result;
 
 /** What the backend said in its WELCOME. */

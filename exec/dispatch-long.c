@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "exec.h"
@@ -36,6 +37,9 @@ struct dispatch_long {
 	wire_msg m;            /* the carried message, once parsed */
 	PyObject *bufs;        /* list of bytearrays (the buffers), or NULL */
 };
+
+/* The send buffer asked for a client's socket before a LONG reply. */
+#define DISPATCH_LONG_SNDBUF (4 << 20)
 
 /* The LONGs open, one at most per connection. */
 static struct dispatch_long *dispatch_longs;
@@ -390,18 +394,30 @@ dispatch_long_send_to(worker *w, worker_conn *c, const wire_buf *b,
 
 	if (w->forked)
 		_exit(0); /* shipped code's child got back here: never send */
-	if (c == NULL || (views = calloc((size_t)nb + 1, sizeof *views)) ==
-	    NULL)
+	if (c == NULL)
 		return -1;
+	if ((views = calloc((size_t)nb + 1, sizeof *views)) == NULL)
+		return dispatch_error(w, wire_be64_get(b->data + 8),
+		    WIRE_ERR_INTERNAL, "out of memory sending a reply");
 	for (i = 0; i < nb; i++)
 		if (PyObject_GetBuffer(PyList_GET_ITEM(bufs, i), &views[i],
 		    PyBUF_SIMPLE) < 0) {
+			/* nothing was sent yet: the reply is an ERROR */
 			PyErr_Clear();
 			while (--i >= 0)
 				PyBuffer_Release(&views[i]);
 			free(views);
-			return -1;
+			return dispatch_error(w, wire_be64_get(b->data + 8),
+			    WIRE_ERR_INTERNAL, "an out-of-band buffer of the "
+			    "reply has no contiguous memory");
 		}
+	if (w->opt.server) {
+		/* a client's socket: PARTs of megabytes cross in a few steps
+		 * each, not one per 200 KiB; only advice (net.core.wmem_max) */
+		int sndbuf = DISPATCH_LONG_SNDBUF;
+		(void)setsockopt(c->out_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf,
+		    sizeof sndbuf);
+	}
 	Py_BEGIN_ALLOW_THREADS
 	rc = dispatch_long_write(w, c, b, views, nb);
 	Py_END_ALLOW_THREADS

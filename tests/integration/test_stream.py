@@ -210,9 +210,22 @@ def test_raw_lying_sizes_get_errors(backend, tmp_path):
         r.send(frame(SET, 7, set_body(b"v", b"\x80\x05K\x01.", [3])))
         t, rid, f = r.read()
         assert (t, rid) == (ERROR, 7) and b"LONG" in f[16]
-        r.send(frame(GET, 8, field(21, b"v") + u64(10, 1)))
+        # an OOB field that follows no pickle, in a LONG
+        body = field(21, b"v") + u64(40, 3) + field(17, b"\x80\x05K\x01.")
+        r.send(long_head(8, SET, len(body)) + part(8, body) +
+               part(8, b"abc"))
         t, rid, f = r.read()
-        assert (t, rid) == (ERROR, 8)      # nothing was bound
+        assert (t, rid) == (ERROR, 8) and b"follows neither" in f[16]
+        # a PART of another id while a LONG is open: both are refused
+        body = set_body(b"v", b"\x80\x05K\x01.")
+        r.send(long_head(9, SET, len(body)) + part(10, body))
+        t, rid, f = r.read()
+        assert (t, rid) == (ERROR, 9) and b"a PART of another" in f[16]
+        t, rid, f = r.read()
+        assert (t, rid) == (ERROR, 10) and b"no LONG started" in f[16]
+        r.send(frame(GET, 11, field(21, b"v") + u64(10, 1)))
+        t, rid, f = r.read()
+        assert (t, rid) == (ERROR, 11)     # nothing was bound
     finally:
         r.close()
 
