@@ -8,7 +8,7 @@ set -e
 here=$(cd "$(dirname "$0")" && pwd)
 out="$BUILDDIR/bench/results"
 mkdir -p "$out"
-only=${BENCH_ONLY:-calls persist server}
+only=${BENCH_ONLY:-calls persist server stream}
 for what in $only; do
 	case $what in
 	calls)
@@ -27,6 +27,10 @@ for what in $only; do
 		# not in the default list: 10 GiB of blob files (issue 17)
 		echo "== the sweep stall and the sweep's speed (issue 17)"
 		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_sweep.py" | tee "$out/sweep.jsonl"
+		;;
+	stream)
+		echo "== 1 GB pushed and fetched against a pipe's throughput (issue 18)"
+		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_stream.py" | tee "$out/stream.jsonl"
 		;;
 	persist)
 		echo "== checkpoints and resume, pinned (taskset -c 0)"

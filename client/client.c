@@ -78,6 +78,9 @@ _Static_assert(PYSHELF_KIND_TEXT == WIRE_KIND_TEXT, "kind");
 _Static_assert(PYSHELF_WANT_REPR == WIRE_WANT_REPR, "want");
 _Static_assert(PYSHELF_WANT_JSON == WIRE_WANT_JSON, "want");
 
+/* The send buffer asked for a connection to a server. */
+#define CLIENT_SOCK_SNDBUF (4 << 20)
+
 struct pyshelf_conn {
 	wire_conn wc;            /* read side: fds, buffer, max_body */
 	int rfd;                 /* read fd, -1 before spawn/attach */
@@ -114,6 +117,14 @@ struct pyshelf_conn {
 	void *notice_ctx;        /* its ctx */
 	int server;              /* attached through a server (connect) */
 	char *worker_message;    /* owned: the previous worker's death */
+	pyshelf_buffer *sbufs;   /* owned array, borrowed bytes: out-of-band
+	                            buffers sent after the request in wbuf */
+	size_t nsbufs, sbufcap;  /* entries used and allocated */
+	wire_long rl;            /* the LONG being (or last) received: its
+	                            body holds msg's fields */
+	pyshelf_buffer *rbufs;   /* owned: its buffers, until client_result
+	                            hands them to a pyshelf_result */
+	size_t nrbufs;           /* number of rbufs */
 };
 
 static void client_vset(pyshelf_conn *, const char *, va_list)
@@ -127,7 +138,10 @@ static int client_enter(pyshelf_conn *, int);
 static void client_leave(pyshelf_conn *);
 static void client_begin(pyshelf_conn *, uint16_t);
 static int client_send(pyshelf_conn *, int);
+static int client_add_bufs(pyshelf_conn *, const pyshelf_buffer *, size_t);
+static void client_rbufs_free(pyshelf_conn *);
 static int client_write_error(pyshelf_conn *, int);
+static int client_send_long(pyshelf_conn *, int);
 static int client_send_interrupt(pyshelf_conn *, int *, int);
 static int client_read(pyshelf_conn *, const pyshelf_exec_req *, int64_t);
 static int client_read_error(pyshelf_conn *, int, int);
@@ -142,7 +156,7 @@ static uint64_t client_want(int);
 static int client_put_text(pyshelf_conn *, uint8_t, int, const char *,
                            size_t);
 static int client_set(pyshelf_conn *, const char *, int, const void *,
-                      size_t, const char *);
+    size_t, const pyshelf_buffer *, size_t, const char *);
 static int client_exec_wait(pyshelf_conn *, const pyshelf_exec_req *,
     pyshelf_result *, int64_t);
 static int client_output(pyshelf_conn *, const pyshelf_exec_req *);
@@ -466,7 +480,7 @@ static int
 client_sock_connect(const char *path)
 {
 	struct sockaddr_un sa;
-	int fd, e;
+	int fd, e, sndbuf = CLIENT_SOCK_SNDBUF;
 
 	memset(&sa, 0, sizeof sa);
 	sa.sun_family = AF_UNIX;
@@ -477,6 +491,10 @@ client_sock_connect(const char *path)
 	strcpy(sa.sun_path, path);
 	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
 		return -1;
+	/* a value streamed in PARTs of megabytes crosses in a few steps
+	 * per PART, not one per 200 KiB (the default); only advice, capped
+	 * by net.core.wmem_max */
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
 	while (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
 		if (errno == EINTR)
 			continue;
@@ -1073,6 +1091,7 @@ static void
 client_begin(pyshelf_conn *c, uint16_t type)
 {
 	c->cur_id = ++c->next_id;
+	c->nsbufs = 0;
 	wire_buf_reset(&c->wbuf);
 	wire_begin(&c->wbuf, type, c->cur_id);
 }
@@ -1092,11 +1111,9 @@ client_send(pyshelf_conn *c, int is_exec)
 	else if (rc != WIRE_OK)
 		rc = client_fail(c, PYSHELF_E_TOO_BIG, "request too large: "
 		    "a field or the frame exceeds 4 GiB");
-	else if ((body = c->wbuf.len - WIRE_HEADER_SIZE) > c->peer_max)
-		rc = client_fail(c, PYSHELF_E_TOO_BIG, "request of %zu bytes "
-		    "exceeds the backend's maximum frame size of %llu bytes "
-		    "(pyshelfd --max-frame BYTES raises it)",
-		    body, (unsigned long long)c->peer_max);
+	else if ((body = c->wbuf.len - WIRE_HEADER_SIZE) > c->peer_max ||
+	    c->nsbufs > 0)
+		rc = client_send_long(c, is_exec);
 	else {
 		pthread_mutex_lock(&c->wlock);
 		r = io_write(c->wfd, c->wfd_is_socket, c->wbuf.data,
@@ -1112,6 +1129,78 @@ client_send(pyshelf_conn *c, int is_exec)
 	else
 		wire_buf_reset(&c->wbuf);
 	return rc;
+}
+
+/* Add n out-of-band buffers to send after the request in c->wbuf (the
+ * bytes are borrowed).  0, or -1 (out of memory). */
+static int
+client_add_bufs(pyshelf_conn *c, const pyshelf_buffer *b, size_t n)
+{
+	pyshelf_buffer *nb;
+	size_t cap;
+
+	if (n > c->sbufcap - c->nsbufs) {
+		cap = c->nsbufs + n < 16 ? 16 : (c->nsbufs + n) * 2;
+		if ((nb = realloc(c->sbufs, cap * sizeof *nb)) == NULL)
+			return -1;
+		c->sbufs = nb;
+		c->sbufcap = cap;
+	}
+	memcpy(c->sbufs + c->nsbufs, b, n * sizeof *b);
+	c->nsbufs += n;
+	return 0;
+}
+
+/* Write n bytes at p as PARTs of the current request (wlock held). */
+static int
+client_write_parts(pyshelf_conn *c, const uint8_t *p, size_t n)
+{
+	size_t psz = wire_part_size((size_t)c->peer_max), k;
+	uint8_t hdr[WIRE_PART_HEADER_SIZE];
+
+	while (n > 0) {
+		k = n < psz ? n : psz;
+		wire_part_header(hdr, c->cur_id, k);
+		if (io_write(c->wfd, c->wfd_is_socket, hdr, sizeof hdr) < 0 ||
+		    io_write(c->wfd, c->wfd_is_socket, p, k) < 0)
+			return -1;
+		p += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* Write the request in c->wbuf (finished) as a LONG: the head, its body
+ * in PARTs, then the out-of-band buffers from their memory. */
+static int
+client_send_long(pyshelf_conn *c, int is_exec)
+{
+	uint8_t head[WIRE_HEADER_SIZE + 2 * (WIRE_FIELD_HEADER_SIZE + 8)];
+	size_t body = c->wbuf.len - WIRE_HEADER_SIZE, i;
+	wire_buf h;
+	int r, e = 0;
+
+	wire_buf_init(&h);
+	wire_long_head(&h, wire_be16_get(c->wbuf.data + 4), c->cur_id, body);
+	if (wire_end(&h) != WIRE_OK || h.len != sizeof head) {
+		wire_buf_free(&h);
+		return client_fail(c, PYSHELF_E_NOMEM,
+		    "out of memory building a request");
+	}
+	memcpy(head, h.data, sizeof head);
+	wire_buf_free(&h);
+	pthread_mutex_lock(&c->wlock);
+	r = io_write(c->wfd, c->wfd_is_socket, head, sizeof head);
+	if (r == 0)
+		r = client_write_parts(c, c->wbuf.data + WIRE_HEADER_SIZE, body);
+	for (i = 0; r == 0 && i < c->nsbufs; i++)
+		r = client_write_parts(c, c->sbufs[i].data, c->sbufs[i].len);
+	e = errno;
+	if (r == 0 && is_exec)
+		c->exec_id = c->cur_id;
+	pthread_mutex_unlock(&c->wlock);
+	c->nsbufs = 0;
+	return r == 0 ? PYSHELF_OK : client_write_error(c, e);
 }
 
 /* Turn a failed write into a sticky error. */
@@ -1197,7 +1286,8 @@ pyshelf_interrupt_hard(pyshelf_conn *c)
  * on io_now_us()'s clock, < 0 for none (then PYSHELF_E_TIMEOUT, not sticky).
  */
 static int
-client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
+client_read_frame(pyshelf_conn *c, const pyshelf_exec_req *hooks,
+    int64_t deadline)
 {
 	const char *why = NULL, *name;
 	int64_t left;
@@ -1244,6 +1334,163 @@ client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
 		    "bad %s frame: %s", name, why != NULL ? why : "?");
 	}
 	return PYSHELF_OK;
+}
+
+/* The most bytes a LONG may declare: this machine's memory. */
+static size_t
+client_long_limit(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+
+	return pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz : SIZE_MAX;
+}
+
+/* Free the buffers of the last LONG received that no result took. */
+static void
+client_rbufs_free(pyshelf_conn *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nrbufs; i++)
+		free(c->rbufs[i].data);
+	free(c->rbufs);
+	c->rbufs = NULL;
+	c->nrbufs = 0;
+}
+
+/* The body of the LONG in c->rl is complete: parse it into c->msg and
+ * allocate its buffers. */
+static int
+client_long_body(pyshelf_conn *c)
+{
+	const char *why = "";
+	size_t i;
+	int rc;
+
+	if ((rc = wire_long_parse(&c->rl, &c->msg, &why)) != WIRE_OK)
+		return rc == WIRE_E_NOMEM ? client_fatal(c, PYSHELF_E_NOMEM,
+		    "out of memory reading a message") :
+		    client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
+		    "bad LONG message: %s", rc == WIRE_E_TOO_BIG ? why :
+		    wire_strerror(rc));
+	if (c->rl.nbufs == 0)
+		return PYSHELF_OK;
+	if ((c->rbufs = calloc(c->rl.nbufs, sizeof *c->rbufs)) == NULL)
+		goto nomem;
+	c->nrbufs = c->rl.nbufs;
+	for (i = 0; i < c->nrbufs; i++) {
+		c->rbufs[i].len = (size_t)c->rl.buf_len[i];
+		if ((c->rbufs[i].data = malloc(c->rbufs[i].len + 1)) == NULL)
+			goto nomem;
+		wire_mem_advise(c->rbufs[i].data, c->rbufs[i].len);
+	}
+	return PYSHELF_OK;
+nomem:
+	return client_fatal(c, PYSHELF_E_NOMEM, "out of memory: the backend's "
+	    "reply needs %zu bytes for its buffers", c->rl.buf_total);
+}
+
+/* Read the PARTs of the LONG whose head is in c->msg, leaving the message
+ * it carries in c->msg (its fields borrow c->rl) and its buffers in
+ * c->rbufs. */
+static int
+client_read_long(pyshelf_conn *c, const pyshelf_exec_req *hooks,
+    int64_t deadline)
+{
+	const char *why = "";
+	const wire_field *d;
+	size_t idx, off, room, k, n;
+	const uint8_t *p;
+	int rc, parsed = 0;
+
+	rc = wire_long_begin(&c->rl, &c->msg, client_long_limit(), &why);
+	if (rc == WIRE_E_NOMEM)
+		return client_fatal(c, PYSHELF_E_NOMEM, "out of memory reading "
+		    "a reply of %llu bytes", (unsigned long long)
+		    wire_msg_u64(&c->msg, WIRE_TAG_LONG_LEN, 0));
+	if (rc != WIRE_OK && rc != WIRE_NEED_MORE)
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
+		    "bad LONG: %s", why);
+	for (;;) {
+		if (rc == WIRE_OK && !parsed) {
+			if ((rc = client_long_body(c)) != PYSHELF_OK)
+				return rc;
+			parsed = 1;
+		}
+		if (parsed && (room = wire_long_want(&c->rl, &idx, &off)) == 0)
+			break;
+		/* a PART read straight into its place: no copy but the read */
+		rc = parsed ? wire_conn_read_part(&c->wc, c->rl.id,
+		    (uint8_t *)c->rbufs[idx].data + off, room, &n) :
+		    wire_conn_read_part(&c->wc, c->rl.id, c->rl.frame +
+		    WIRE_HEADER_SIZE + c->rl.got, c->rl.body_len - c->rl.got,
+		    &n);
+		if (rc == WIRE_OK && parsed) {
+			wire_long_took(&c->rl, n);
+			continue;
+		}
+		if (rc == WIRE_OK) {
+			c->rl.got += n;
+			rc = c->rl.got == c->rl.body_len ? WIRE_OK :
+			    WIRE_NEED_MORE;
+			continue;
+		}
+		if (rc != WIRE_NEED_MORE)
+			return client_read_error(c, rc, errno);
+		if ((rc = client_read_frame(c, hooks, deadline)) != PYSHELF_OK)
+			return rc;
+		if (c->msg.type != WIRE_MSG_PART || c->msg.id != c->rl.id)
+			return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend "
+			    "sent %s in the middle of the PARTs of message %llu",
+			    client_msg_name(c->msg.type),
+			    (unsigned long long)c->rl.id);
+		d = wire_msg_find(&c->msg, WIRE_TAG_DATA);
+		p = d->data;
+		n = d->len;
+		if (!parsed) {
+			k = c->rl.body_len - c->rl.got;
+			k = n < k ? n : k;
+			rc = wire_long_add(&c->rl, p, k, &why);
+			p += k;
+			n -= k;
+			if (rc == WIRE_NEED_MORE)
+				continue;
+			if ((rc = client_long_body(c)) != PYSHELF_OK)
+				return rc;
+			parsed = 1;
+		}
+		for (; n > 0; p += k, n -= k) {
+			if ((room = wire_long_want(&c->rl, &idx, &off)) == 0)
+				return client_fatal(c, PYSHELF_E_PROTOCOL, "the "
+				    "backend sent more PART bytes than message "
+				    "%llu declares", (unsigned long long)c->rl.id);
+			k = n < room ? n : room;
+			memcpy((uint8_t *)c->rbufs[idx].data + off, p, k);
+			wire_long_took(&c->rl, k);
+		}
+	}
+	/* c->msg was the last PART: parse the body again into it */
+	if ((rc = wire_long_parse(&c->rl, &c->msg, &why)) != WIRE_OK)
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "bad LONG body");
+	if (wire_msg_check(&c->msg, &why) != WIRE_OK)
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
+		    "bad %s (in a LONG): %s", client_msg_name(c->msg.type),
+		    why != NULL ? why : "?");
+	return PYSHELF_OK;
+}
+
+/* Read the next message into c->msg: a frame, or a LONG assembled. */
+static int
+client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
+{
+	int rc;
+
+	wire_long_free(&c->rl);
+	client_rbufs_free(c);
+	if ((rc = client_read_frame(c, hooks, deadline)) != PYSHELF_OK ||
+	    c->msg.type != WIRE_MSG_LONG)
+		return rc;
+	return client_read_long(c, hooks, deadline);
 }
 
 /* Turn a codec read error into a sticky error. */
@@ -1542,6 +1789,7 @@ out:
 static uint64_t
 client_want(int want)
 {
+	want &= ~PYSHELF_WANT_BUFFERS;
 	if (want == PYSHELF_WANT_REPR || want == PYSHELF_WANT_JSON)
 		return (uint64_t)want;
 	return want ? 1 : 0;
@@ -1652,10 +1900,18 @@ client_exec_build(pyshelf_conn *c, pyshelf_exec_req *req)
 		a = &req->args[i];
 		if (a->kind == PYSHELF_ARG_HANDLE)
 			wire_put_u64(&c->wbuf, WIRE_TAG_ARG_HANDLE, a->handle);
-		else if (a->kind == PYSHELF_ARG_PICKLE)
+		else if (a->kind == PYSHELF_ARG_PICKLE) {
+			size_t j;
 			wire_put_bytes(&c->wbuf, WIRE_TAG_ARG_PICKLE,
 			    a->len > 0 ? a->data : "", a->len);
-		else if (client_put_text(c, WIRE_TAG_ARG_PICKLE, a->kind,
+			for (j = 0; a->buffers != NULL && j < a->nbuffers; j++)
+				wire_put_u64(&c->wbuf, WIRE_TAG_OOB,
+				    a->buffers[j].len);
+			if (a->buffers != NULL && a->nbuffers > 0 &&
+			    client_add_bufs(c, a->buffers, a->nbuffers) < 0)
+				return client_fail(c, PYSHELF_E_NOMEM,
+				    "out of memory building a request");
+		} else if (client_put_text(c, WIRE_TAG_ARG_PICKLE, a->kind,
 		    a->data, a->len > 0 ? a->len : strlen(a->data)) != 0)
 			return client_fail(c, PYSHELF_E_INVAL, "pyshelf_exec: "
 			    "argument %zu: text longer than 4 GiB", i);
@@ -1663,6 +1919,8 @@ client_exec_build(pyshelf_conn *c, pyshelf_exec_req *req)
 	if (req->want_value)
 		wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE,
 		    client_want(req->want_value));
+	if (req->want_value & PYSHELF_WANT_BUFFERS)
+		wire_put_u64(&c->wbuf, WIRE_TAG_OOB_OK, 1);
 	if (req->timeout_ms > 0)
 		wire_put_u64(&c->wbuf, WIRE_TAG_TIMEOUT_MS, req->timeout_ms);
 	wire_put_bytes(&c->wbuf, WIRE_TAG_CALL_ID, req->call_id,
@@ -1728,6 +1986,11 @@ client_result(pyshelf_conn *c, pyshelf_result *res)
 			    "the backend sent a direct RESULT without VALUE");
 		res->value = f->data;
 		res->value_len = f->len;
+		/* the buffers are the result's now */
+		res->buffers = c->rbufs;
+		res->nbuffers = c->nrbufs;
+		c->rbufs = NULL;
+		c->nrbufs = 0;
 	} else if (kind == WIRE_KIND_TEXT) {
 		if ((f = wire_msg_find(m, WIRE_TAG_VALUE)) == NULL)
 			return client_fatal(c, PYSHELF_E_PROTOCOL,
@@ -1778,6 +2041,8 @@ nomem:
 void
 pyshelf_result_free(pyshelf_result *res)
 {
+	size_t i;
+
 	if (res == NULL)
 		return;
 	free(res->type_name);
@@ -1785,6 +2050,9 @@ pyshelf_result_free(pyshelf_result *res)
 	free(res->message);
 	free(res->volatile_reason);
 	free(res->text);
+	for (i = 0; i < res->nbuffers; i++)
+		free(res->buffers[i].data);
+	free(res->buffers);
 	memset(res, 0, sizeof *res);
 }
 
@@ -1831,6 +2099,8 @@ pyshelf_get(pyshelf_conn *c, const char *key, int want_value,
 	client_begin(c, WIRE_MSG_GET);
 	wire_put_str(&c->wbuf, WIRE_TAG_KEY, key);
 	wire_put_u64(&c->wbuf, WIRE_TAG_WANT_VALUE, client_want(want_value));
+	if (want_value & PYSHELF_WANT_BUFFERS)
+		wire_put_u64(&c->wbuf, WIRE_TAG_OOB_OK, 1);
 	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
 	    (rc = client_reply(c, NULL, -1)) != PYSHELF_OK)
 		goto out;
@@ -1849,8 +2119,9 @@ out:
  * pickle (PYSHELF_ARG_LITERAL, PYSHELF_ARG_JSON). */
 static int
 client_set(pyshelf_conn *c, const char *key, int kind, const void *data,
-    size_t len, const char *what)
+    size_t len, const pyshelf_buffer *bufs, size_t nbufs, const char *what)
 {
+	size_t i;
 	int rc;
 
 	if ((rc = client_enter(c, 1)) != PYSHELF_OK)
@@ -1863,10 +2134,17 @@ client_set(pyshelf_conn *c, const char *key, int kind, const void *data,
 	}
 	client_begin(c, WIRE_MSG_SET);
 	wire_put_str(&c->wbuf, WIRE_TAG_KEY, key);
-	if (kind == PYSHELF_ARG_PICKLE)
+	if (kind == PYSHELF_ARG_PICKLE) {
 		wire_put_bytes(&c->wbuf, WIRE_TAG_VALUE, len > 0 ? data : "",
 		    len);
-	else if (client_put_text(c, WIRE_TAG_VALUE, kind, data, len) != 0) {
+		for (i = 0; bufs != NULL && i < nbufs; i++)
+			wire_put_u64(&c->wbuf, WIRE_TAG_OOB, bufs[i].len);
+		if (bufs != NULL && nbufs > 0 &&
+		    client_add_bufs(c, bufs, nbufs) < 0) {
+			rc = client_fail(c, PYSHELF_E_NOMEM, "out of memory");
+			goto out;
+		}
+	} else if (client_put_text(c, WIRE_TAG_VALUE, kind, data, len) != 0) {
 		rc = client_fail(c, PYSHELF_E_INVAL,
 		    "%s: text longer than 4 GiB", what);
 		goto out;
@@ -1887,7 +2165,17 @@ out:
 int
 pyshelf_set(pyshelf_conn *c, const char *key, const void *data, size_t len)
 {
-	return client_set(c, key, PYSHELF_ARG_PICKLE, data, len, "pyshelf_set");
+	return client_set(c, key, PYSHELF_ARG_PICKLE, data, len, NULL, 0,
+	    "pyshelf_set");
+}
+
+/* Bind a global to a pickle with out-of-band buffers; see pyshelf.h. */
+int
+pyshelf_set_buffers(pyshelf_conn *c, const char *key, const void *data,
+    size_t len, const pyshelf_buffer *bufs, size_t nbufs)
+{
+	return client_set(c, key, PYSHELF_ARG_PICKLE, data, len, bufs, nbufs,
+	    "pyshelf_set_buffers");
 }
 
 /* Bind a global to plain data given as text; see pyshelf.h. */
@@ -1906,7 +2194,7 @@ pyshelf_set_text(pyshelf_conn *c, const char *key, int kind,
 		return rc;
 	}
 	return client_set(c, key, kind, text, text != NULL ? strlen(text) : 0,
-	    "pyshelf_set_text");
+	    NULL, 0, "pyshelf_set_text");
 }
 
 /* Delete a global. */
@@ -2526,6 +2814,9 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 	wire_conn_free(&c->wc);
 	wire_buf_free(&c->wbuf);
 	wire_msg_free(&c->msg);
+	wire_long_free(&c->rl);
+	client_rbufs_free(c);
+	free(c->sbufs);
 	pthread_mutex_destroy(&c->wlock);
 	free(c->errmsg);
 	free(c->welcome_name);

@@ -148,6 +148,11 @@ extern "C" {
                                      other than the two below) */
 #define PYSHELF_WANT_REPR 2     /**< repr() text, PYSHELF_KIND_TEXT */
 #define PYSHELF_WANT_JSON 3     /**< JSON text, PYSHELF_KIND_TEXT */
+/** OR'd into PYSHELF_WANT_PICKLE: the pickle may come with out-of-band
+ *  buffers (pickle protocol 5), in pyshelf_result.buffers; for a caller
+ *  that unpickles with buffers=.  Without it a value comes as one
+ *  pickle, however large. */
+#define PYSHELF_WANT_BUFFERS 0x100
 
 /** Argument kinds (pyshelf_arg.kind).  LITERAL and JSON pass plain data
  * without writing a pickle: the library wraps the text in a pickle that
@@ -184,6 +189,12 @@ extern "C" {
 /** An opaque connection to one backend (one session). */
 typedef struct pyshelf_conn pyshelf_conn;
 
+/** One out-of-band buffer of a pickle (protocol 5's buffers). */
+typedef struct pyshelf_buffer {
+	void *data;          /**< its bytes (see who owns them where used) */
+	size_t len;          /**< bytes at data */
+} pyshelf_buffer;
+
 /** One argument of an exec, by handle or by pickle. */
 typedef struct pyshelf_arg {
 	int kind;            /**< PYSHELF_ARG_HANDLE or PYSHELF_ARG_PICKLE */
@@ -191,6 +202,11 @@ typedef struct pyshelf_arg {
 	const void *data;    /**< the pickle, for PYSHELF_ARG_PICKLE;
 	                          borrowed for the duration of the call */
 	size_t len;          /**< bytes at data */
+	const pyshelf_buffer *buffers; /**< the pickle's out-of-band buffers
+	                          (pickle.dumps(protocol=5, buffer_callback=)),
+	                          in order, or NULL; sent from their memory,
+	                          borrowed for the duration of the call */
+	size_t nbuffers;     /**< number of buffers */
 } pyshelf_arg;
 
 /**
@@ -273,13 +289,24 @@ typedef struct pyshelf_result {
 	const void *value;      /**< BORROWED: the pickle of a DIRECT result,
 	                             pointing into the connection's read
 	                             buffer; valid until the next call on the
-	                             connection.  NULL for the other kinds. */
+	                             connection.  NULL for the other kinds.
+	                             Values of any size come this way, as one
+	                             buffer (the backend streams one larger
+	                             than a frame in PARTs). */
 	size_t value_len;       /**< bytes at value */
 	char *text;             /**< owned: the text of a PYSHELF_KIND_TEXT
 	                             result (repr() or JSON), NUL-terminated
 	                             UTF-8 (text_len bytes before the NUL);
 	                             else NULL */
 	size_t text_len;        /**< bytes at text */
+	pyshelf_buffer *buffers; /**< owned: the value's out-of-band buffers
+	                             when PYSHELF_WANT_BUFFERS was asked for
+	                             (pass them as pickle.loads(buffers=)),
+	                             else NULL.  Each data is malloc'd and freed
+	                             by pyshelf_result_free(); a caller that
+	                             keeps one sets its data to NULL and later
+	                             frees it with pyshelf_free(). */
+	size_t nbuffers;        /**< number of buffers */
 } pyshelf_result;
 
 /** What the backend said in its WELCOME. */
@@ -689,6 +716,18 @@ int pyshelf_get(pyshelf_conn *conn, const char *key, int want_value,
  */
 int pyshelf_set(pyshelf_conn *conn, const char *key, const void *data,
                 size_t len);
+
+/**
+ * pyshelf_set() of a pickle with out-of-band buffers (protocol 5), sent
+ * from their memory after the pickle; values of any size.
+ * @param[in] bufs nbufs buffers, in the order the pickler gave them
+ *   (borrowed for the call).
+ * @return as pyshelf_set(); PYSHELF_E_TOO_BIG when the backend refuses the
+ *   size (its memory, pyshelfd --memory-limit).
+ */
+int pyshelf_set_buffers(pyshelf_conn *conn, const char *key,
+                        const void *data, size_t len,
+                        const pyshelf_buffer *bufs, size_t nbufs);
 
 /**
  * Bind a workspace global to plain data given as text, without writing a

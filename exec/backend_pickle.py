@@ -371,17 +371,49 @@ def load_entry(payload, flags):
     return u.load()
 
 
-def dumps_value(obj):
-    """Pickle a value for the client (plain pickle, cloudpickle fallback)."""
+# Buffers smaller than this stay in the pickle: a frame of its own costs
+# more than the copy.
+OOB_MIN = 64 * 1024
+
+
+def dumps_value(obj, oob=False):
+    """Pickle a value for the client (plain pickle, cloudpickle fallback).
+    oob: the client takes out-of-band buffers: (pickle, [memoryview, ...])
+    when the value has large contiguous ones (numpy arrays, bytearrays,
+    PickleBuffer), which the C half sends from their memory."""
+    if not oob:
+        try:
+            return pickle.dumps(obj, protocol=5)
+        except Exception:
+            return _cp().dumps(obj, protocol=5)
+    bufs = []
+
+    def take(pb):
+        try:
+            m = pb.raw()
+        except BufferError:     # not contiguous: in the pickle
+            return True
+        if m.nbytes < OOB_MIN:
+            return True
+        bufs.append(m)
+        return False
     try:
-        return pickle.dumps(obj, protocol=5)
+        data = pickle.dumps(obj, protocol=5, buffer_callback=take)
     except Exception:
-        return _cp().dumps(obj, protocol=5)
+        del bufs[:]
+        data = _cp().dumps(obj, protocol=5, buffer_callback=take)
+    return (data, bufs) if bufs else data
 
 
 def loads_value(data):
+    """Unpickle what a client sent: a pickle, or (pickle, [bytearray, ...])
+    with its out-of-band buffers, which the objects keep as their memory
+    (a numpy array is built on its bytearray, not copied)."""
+    bufs = None
+    if type(data) is tuple:
+        data, bufs = data
     try:
-        return pickle.loads(data)
+        return pickle.loads(data, buffers=bufs)
     except (ModuleNotFoundError, AttributeError, ImportError):
         _cp()
-        return pickle.loads(data)
+        return pickle.loads(data, buffers=bufs)

@@ -103,9 +103,11 @@ def _excinfo_result(exc):
                    message=_exc_message(exc))
 
 
-def exec_request(code, func, digest, args, want_value):
-    """Run shipped code.  args: list of ints (handles) or bytes (pickles);
-    the last pickle may hold the call's keyword arguments (_Kwargs).
+def exec_request(code, func, digest, args, want_value, oob=False):
+    """Run shipped code.  args: list of ints (handles), bytes (pickles) or
+    (pickle, [bytearray, ...]) (a pickle and its out-of-band buffers); the
+    last pickle may hold the call's keyword arguments (_Kwargs).  oob: the
+    client takes a value's out-of-band buffers.
     Returns (kind, handle, type_name, exc_type, message, value)."""
     del WS.request_codes[:], WS.request_keys[:]
     real = []
@@ -168,10 +170,10 @@ def exec_request(code, func, digest, args, want_value):
             _note_dunder_globals(ran)
     if _s.in_child():
         _child_exit(0)
-    return _result_for(res, want_value)
+    return _result_for(res, want_value, oob)
 
 
-def _result_for(res, want_value):
+def _result_for(res, want_value, oob=False):
     # the Result is built in place on the paths every request takes (a
     # call of _result costs 0.2 us of a 70 us round trip)
     if want_value == 0 and res is not None and \
@@ -182,7 +184,7 @@ def _result_for(res, want_value):
                             else res, want_value)
     value = res.value if isinstance(res, DirectValue) else res
     try:
-        data = dumps_value(value)
+        data = dumps_value(value, oob)
     except Exception as e:
         raise RequestError(ERR_PICKLE,
                            "the result (%s) cannot be pickled: %s: %s" %
@@ -256,7 +258,7 @@ def _check_name(name):
     raise RequestError(ERR_BAD_REQUEST, why)
 
 
-def get_request(name, want_value):
+def get_request(name, want_value, oob=False):
     _check_name(name)
     try:
         obj = WS.ns[name]
@@ -269,7 +271,7 @@ def get_request(name, want_value):
     if want_value in _TEXT_MODES:
         return _text_result(obj, want_value)
     try:
-        data = dumps_value(obj)
+        data = dumps_value(obj, oob)
     except Exception as e:
         raise RequestError(
             ERR_PICKLE, "global %r (%s) cannot be sent by value: %s: %s; "

@@ -24,6 +24,8 @@
 #include "exec.h"
 #include "pyexec.h"
 
+static PyObject *dispatch_request_error(int, const char *);
+
 /* Send an ERROR frame with a formatted message. */
 int
 dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
@@ -346,8 +348,11 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 {
 	PyObject *kind, *handle, *tn, *et, *msg, *val, *vol = NULL; /* borrowed
 	                                                         but vol */
+	PyObject *bufs = NULL;  /* borrowed: the value's out-of-band buffers */
+	Py_ssize_t i;
 	uint8_t cid[16];
 	wire_buf b;
+	int rc;
 
 	if (!PyArg_ParseTuple(res, "OOOOOO", &kind, &handle, &tn, &et, &msg,
 	    &val))
@@ -369,14 +374,96 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 	dispatch_put_pystr(&b, WIRE_TAG_TYPE_NAME, tn);
 	dispatch_put_pystr(&b, WIRE_TAG_EXC_TYPE, et);
 	dispatch_put_pystr(&b, WIRE_TAG_MESSAGE, msg);
+	/* a value with out-of-band buffers: (pickle, [buffer, ...]), the
+	 * buffers sent from their memory after the body (a LONG) */
+	if (PyTuple_Check(val) && PyTuple_GET_SIZE(val) == 2 &&
+	    PyList_Check(PyTuple_GET_ITEM(val, 1))) {
+		bufs = PyTuple_GET_ITEM(val, 1);
+		val = PyTuple_GET_ITEM(val, 0);
+	}
 	if (PyBytes_Check(val))
 		wire_put_bytes(&b, WIRE_TAG_VALUE, PyBytes_AS_STRING(val),
 		    (size_t)PyBytes_GET_SIZE(val));
+	for (i = 0; bufs != NULL && i < PyList_GET_SIZE(bufs); i++) {
+		Py_ssize_t n = PyObject_Length(PyList_GET_ITEM(bufs, i));
+		wire_put_u64(&b, WIRE_TAG_OOB, n < 0 ? 0 : (uint64_t)n);
+	}
 	dispatch_put_pystr(&b, WIRE_TAG_VOLATILE, vol);
 	Py_XDECREF(vol);
 	if (PyErr_Occurred())
 		PyErr_Clear();
-	return dispatch_send(w, &b);
+	worker_output_drain(w); /* the request's output before its reply */
+	rc = wire_end(&b) == WIRE_OK ? dispatch_long_send(w, &b, bufs) : -1;
+	wire_buf_free(&b);
+	return rc;
+}
+
+/*
+ * The value of the VALUE or ARG_PICKLE field m->fields[*i]: its pickle
+ * (bytes), or, when OOB fields follow it, (pickle, [bytearray, ...]) with
+ * the next of the LONG's buffers (oob; *k counts those taken).  *i moves
+ * past the OOB fields.  NULL with a RequestError when the OOB fields do
+ * not match the buffers.
+ */
+static PyObject *
+dispatch_value(const wire_msg *m, size_t *i, PyObject *oob, Py_ssize_t *k)
+{
+	const wire_field *f = &m->fields[*i];
+	PyObject *pk, *l, *t;
+	size_t j = *i + 1;
+	Py_ssize_t n = 0;
+
+	while (j < m->nfields && m->fields[j].tag == WIRE_TAG_OOB) {
+		j++;
+		n++;
+	}
+	pk = PyBytes_FromStringAndSize((const char *)f->data,
+	    (Py_ssize_t)f->len);
+	if (pk == NULL || n == 0) {
+		*i = j - 1;
+		return pk;
+	}
+	if (oob == NULL || *k + n > PyList_GET_SIZE(oob)) {
+		Py_DECREF(pk);
+		return dispatch_request_error(WIRE_ERR_BAD_REQUEST, "OOB fields "
+		    "come only in a message carried by a LONG");
+	}
+	l = PyList_GetSlice(oob, *k, *k + n);
+	t = l != NULL ? PyTuple_Pack(2, pk, l) : NULL;
+	Py_DECREF(pk);
+	Py_XDECREF(l);
+	*k += n;
+	*i = j - 1;
+	return t;
+}
+
+/* An OOB field where none may be: after a field that is not a pickle. */
+static int
+dispatch_oob_misplaced(const wire_msg *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->nfields; i++)
+		if (m->fields[i].tag == WIRE_TAG_OOB && (i == 0 ||
+		    (m->fields[i - 1].tag != WIRE_TAG_OOB &&
+		    m->fields[i - 1].tag != WIRE_TAG_VALUE &&
+		    m->fields[i - 1].tag != WIRE_TAG_ARG_PICKLE)))
+			return 1;
+	return 0;
+}
+
+/* Set a RequestError(code, msg) and return NULL. */
+static PyObject *
+dispatch_request_error(int code, const char *msg)
+{
+	PyObject *e = PyObject_CallFunction(pymodule_RequestError, "is", code,
+	    msg);
+
+	if (e != NULL) {
+		PyErr_SetObject(pymodule_RequestError, e);
+		Py_DECREF(e);
+	}
+	return NULL;
 }
 
 /* A str object from a field (UTF-8, strict). */
@@ -408,9 +495,9 @@ dispatch_key(const wire_msg *m)
 	return k;
 }
 
-/* EXEC: run shipped code. */
+/* EXEC: run shipped code (oob: a LONG's buffers, or NULL). */
 static int
-dispatch_exec(worker *w, const wire_msg *m)
+dispatch_exec(worker *w, const wire_msg *m, PyObject *oob)
 {
 	const wire_field *code = wire_msg_find(m, WIRE_TAG_CODE),
 	    *func = wire_msg_find(m, WIRE_TAG_FUNC);
@@ -419,6 +506,7 @@ dispatch_exec(worker *w, const wire_msg *m)
 	const wire_field *cid = wire_msg_find(m, WIRE_TAG_CALL_ID);
 	XXH128_hash_t h;
 	uint8_t d[16];
+	Py_ssize_t k = 0;
 	size_t i;
 	int rc;
 
@@ -444,8 +532,7 @@ dispatch_exec(worker *w, const wire_msg *m)
 		if (f->tag == WIRE_TAG_ARG_HANDLE)
 			a = PyLong_FromUnsignedLongLong(wire_field_u64(f));
 		else if (f->tag == WIRE_TAG_ARG_PICKLE)
-			a = PyBytes_FromStringAndSize((const char *)f->data,
-			    (Py_ssize_t)f->len);
+			a = dispatch_value(m, &i, oob, &k);
 		else
 			continue;
 		if (a == NULL || PyList_Append(args, a) < 0)
@@ -454,9 +541,9 @@ dispatch_exec(worker *w, const wire_msg *m)
 	}
 	worker_set_running(w, m->id, wire_msg_u64(m, WIRE_TAG_TIMEOUT_MS, 0));
 	res = pymodule_call("exec_request", Py_BuildValue(
-	    "{s:O,s:O,s:O,s:O,s:i}", "code", pcode, "func", pfunc, "digest",
-	    dg, "args", args, "want_value",
-	    dispatch_want(m, 0)));
+	    "{s:O,s:O,s:O,s:O,s:i,s:i}", "code", pcode, "func", pfunc,
+	    "digest", dg, "args", args, "want_value", dispatch_want(m, 0),
+	    "oob", wire_msg_u64(m, WIRE_TAG_OOB_OK, 0) != 0));
 	worker_set_running(w, 0, 0);
 	if (res == NULL)
 		goto error;
@@ -611,8 +698,9 @@ dispatch_get(worker *w, const wire_msg *m)
 
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
-	res = pymodule_call("get_request", Py_BuildValue("{s:O,s:i}", "name",
-	    k, "want_value", dispatch_want(m, 1)));
+	res = pymodule_call("get_request", Py_BuildValue("{s:O,s:i,s:i}",
+	    "name", k, "want_value", dispatch_want(m, 1), "oob",
+	    wire_msg_u64(m, WIRE_TAG_OOB_OK, 0) != 0));
 	Py_DECREF(k);
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);
@@ -621,19 +709,28 @@ dispatch_get(worker *w, const wire_msg *m)
 	return rc;
 }
 
-/* SET / DEL of a global. */
+/* SET / DEL of a global (oob: a LONG's buffers, or NULL). */
 static int
-dispatch_set_del(worker *w, const wire_msg *m)
+dispatch_set_del(worker *w, const wire_msg *m, PyObject *oob)
 {
-	const wire_field *v = wire_msg_find(m, WIRE_TAG_VALUE);
-	PyObject *k, *res;
+	PyObject *k, *res, *v = NULL;
+	Py_ssize_t nb = 0;
+	size_t i;
 
 	if ((k = dispatch_key(m)) == NULL)
 		return dispatch_pyerror(w, m->id);
+	for (i = 0; m->type == WIRE_MSG_SET && i < m->nfields; i++)
+		if (m->fields[i].tag == WIRE_TAG_VALUE) {
+			v = dispatch_value(m, &i, oob, &nb);
+			break;
+		}
+	if (m->type == WIRE_MSG_SET && v == NULL) {
+		Py_DECREF(k);
+		return dispatch_pyerror(w, m->id);
+	}
 	if (m->type == WIRE_MSG_SET)
-		res = pymodule_call("set_request", Py_BuildValue("{s:O,s:y#}",
-		    "name", k, "data", (const char *)v->data,
-		    (Py_ssize_t)v->len));
+		res = pymodule_call("set_request", Py_BuildValue("{s:O,s:N}",
+		    "name", k, "data", v));
 	else
 		res = pymodule_call("del_request", Py_BuildValue("{s:O}",
 		    "name", k));
@@ -832,15 +929,31 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		goto out;
 	}
 	w->current_id = m.id;
+	if (!dispatch_long_frame(w, &m, &rc))
+		rc = dispatch_msg(w, &m, NULL);
+	w->current_id = 0;
+out:
+	wire_msg_free(&m);
+	return rc;
+}
+
+/* Serve one message; see exec.h. */
+int
+dispatch_msg(worker *w, const wire_msg *mp, PyObject *oob)
+{
+	const wire_msg m = *mp;
+	int rc;
+
 	if (w->opt.mode == 'r' && (m.type == WIRE_MSG_SET ||
 	    m.type == WIRE_MSG_DEL || m.type == WIRE_MSG_CLOSE ||
-	    m.type == WIRE_MSG_SET_LEASE)) {
-		rc = dispatch_error(w, m.id, WIRE_ERR_READ_ONLY, "session '%s' "
+	    m.type == WIRE_MSG_SET_LEASE))
+		return dispatch_error(w, m.id, WIRE_ERR_READ_ONLY, "session '%s' "
 		    "is open read-only (flag 'r'): %s would change it; nothing "
 		    "was changed", w->sess.name, wire_msg_name(m.type));
-		w->current_id = 0;
-		goto out;
-	}
+	if (dispatch_oob_misplaced(&m))
+		return dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "an OOB "
+		    "field follows neither a VALUE, an ARG_PICKLE nor another "
+		    "OOB");
 	switch (m.type) {
 	case WIRE_MSG_HELLO:
 		rc = dispatch_hello(w, &m);
@@ -860,14 +973,14 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		    "the handshake", wire_msg_name(m.type));
 		break;
 	case WIRE_MSG_EXEC:
-		rc = dispatch_exec(w, &m);
+		rc = dispatch_exec(w, &m, oob);
 		break;
 	case WIRE_MSG_GET:
 		rc = dispatch_get(w, &m);
 		break;
 	case WIRE_MSG_SET:
 	case WIRE_MSG_DEL:
-		rc = dispatch_set_del(w, &m);
+		rc = dispatch_set_del(w, &m, oob);
 		break;
 	case WIRE_MSG_KEYS:
 	case WIRE_MSG_HANDLES:
@@ -913,9 +1026,6 @@ dispatch_frame(worker *w, const uint8_t *p, size_t n)
 		    "request a client may send", wire_msg_name(m.type));
 		break;
 	}
-	w->current_id = 0;
-out:
-	wire_msg_free(&m);
 	return rc;
 }
 

@@ -464,6 +464,7 @@ int interp_init(char **cause);
 int interp_fini(void);
 
 /* dispatch.c */
+struct _object;   /* PyObject, for the files that include Python.h */
 /* Serve one request frame.  GIL held. */
 int dispatch_frame(worker *w, const uint8_t *p, size_t n);
 /* Checkpoint.  full: 0 what requests touched; 1 also loaded mutable
@@ -479,8 +480,23 @@ void dispatch_release_session(worker *w);
 int dispatch_signal(worker *w, int signum);
 /* The lease fields of WELCOME and ATTACHED (LEASE_MS, EXPIRES_MS). */
 void dispatch_put_lease(worker *w, wire_buf *b);
+/* Serve one parsed and checked message (oob: the list of bytearrays a
+ * LONG's buffers were read into, or NULL).  GIL held. */
+int dispatch_msg(worker *w, const wire_msg *m, struct _object *oob);
 /* Send an ERROR frame. */
 int dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+
+/* dispatch-long.c */
+/* A LONG or a PART (and any frame while a LONG is open on its
+ * connection): returns 1 when m was consumed, with *rc the result of
+ * what was sent; 0 when m is to be served as usual.  GIL held. */
+int dispatch_long_frame(worker *w, const wire_msg *m, int *rc);
+/* Send the complete frame in b, and after it the buffers (a list of
+ * objects with the buffer protocol, or NULL), as a LONG when it does not
+ * fit a frame or has buffers, else as it is.  GIL held (released while
+ * the PARTs are written).  0 or -1. */
+int dispatch_long_send(worker *w, const wire_buf *b, struct _object *bufs);
 
 #endif

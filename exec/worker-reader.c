@@ -135,8 +135,11 @@ worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n)
 {
 	worker_frame *f;
 
-	if ((f = calloc(1, sizeof *f + n)) == NULL)
+	if ((f = malloc(sizeof *f + n)) == NULL)  /* not calloc: a frame
+	                                            of megabytes is written
+	                                            over at once */
 		return -1;
+	f->next = NULL;
 	f->len = n;
 	memcpy(f->data, p, n);
 	pthread_mutex_lock(&w->lock);

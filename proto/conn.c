@@ -257,3 +257,64 @@ wire_write_all(int fd, const void *p, size_t n)
 	}
 	return WIRE_OK;
 }
+
+/*
+ * Read the DATA of the next frame straight into dst when it is a PART of
+ * id whose data fits in room bytes; see wire.h.
+ */
+int
+wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
+                    size_t *n)
+{
+	const uint8_t *h;
+	size_t avail, len, k, need;
+	ssize_t got;
+	int rc;
+
+	*n = 0;
+	/* the frame's header, then DATA's, without consuming them */
+	for (need = WIRE_HEADER_SIZE;; need = WIRE_PART_HEADER_SIZE) {
+		while ((avail = c->rlen - c->rpos) < need) {
+			if ((rc = wire_conn_room(c, need)) != WIRE_OK)
+				return rc;
+			if ((rc = wire_conn_fill(c, -1)) != WIRE_OK)
+				return rc == WIRE_E_EOF && avail > 0 ?
+				    WIRE_E_MALFORMED : rc;
+		}
+		h = c->rbuf + c->rpos;
+		len = wire_be32_get(h);
+		if (wire_be16_get(h + 4) != WIRE_MSG_PART ||
+		    wire_be16_get(h + 6) != 0 || wire_be64_get(h + 8) != id ||
+		    len > c->max_body || len < WIRE_FIELD_HEADER_SIZE ||
+		    len - WIRE_FIELD_HEADER_SIZE > room)
+			return WIRE_NEED_MORE;  /* not for here: a frame */
+		if (need == WIRE_PART_HEADER_SIZE)
+			break;
+	}
+	if (h[WIRE_HEADER_SIZE] != WIRE_TAG_DATA ||
+	    wire_be32_get(h + WIRE_HEADER_SIZE + 1) !=
+	    len - WIRE_FIELD_HEADER_SIZE)
+		return WIRE_NEED_MORE;   /* not one DATA field: a frame */
+	len -= WIRE_FIELD_HEADER_SIZE;
+	c->rpos += WIRE_PART_HEADER_SIZE;
+	avail -= WIRE_PART_HEADER_SIZE;
+	k = avail < len ? avail : len;
+	memcpy(dst, c->rbuf + c->rpos, k);
+	c->rpos += k;
+	while (k < len) {
+		got = read(c->rfd, dst + k, len - k);
+		if (got > 0) {
+			k += (size_t)got;
+			continue;
+		}
+		if (got == 0)
+			return WIRE_E_MALFORMED;  /* the peer cut a frame short */
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if ((rc = wire_conn_wait(c, -1)) != WIRE_OK)
+				return rc;
+		} else if (errno != EINTR)
+			return WIRE_E_IO;
+	}
+	*n = len;
+	return WIRE_OK;
+}

@@ -79,6 +79,15 @@ enum wire_msg_type {
 	WIRE_MSG_LOST = 0x0115,      /* c->s -> LISTING of (KEY, TYPE_NAME,
 	                                MESSAGE)* */
 
+	/* 0x013x: messages longer than a frame (wire-long.c) */
+	WIRE_MSG_LONG = 0x0130,      /* either way: LONG_TYPE, LONG_LEN: the
+	                                message of that type and id follows in
+	                                PART frames: its body of LONG_LEN
+	                                bytes, then the bytes of the out-of-band
+	                                buffers its OOB fields declare */
+	WIRE_MSG_PART = 0x0131,      /* either way: DATA: the next bytes of the
+	                                LONG of the same id */
+
 	/* 0x012x: session control */
 	WIRE_MSG_SYNC = 0x0120,      /* c->s -> OK */
 	WIRE_MSG_DETACH = 0x0121,    /* c->s -> OK, then the server closes */
@@ -169,6 +178,16 @@ enum wire_tag {
 	WIRE_TAG_HARD = 35,       /* u64 0/1: INTERRUPT restarts the worker */
 	WIRE_TAG_WAIT = 36,       /* u64 0/1: CALL_RESULT waits while it runs */
 	WIRE_TAG_SIGNAL = 37,     /* u64: the signal that killed a worker */
+	WIRE_TAG_LONG_TYPE = 38,  /* u64: the message type a LONG carries */
+	WIRE_TAG_LONG_LEN = 39,   /* u64: the body length a LONG carries */
+	WIRE_TAG_OOB = 40,        /* u64, repeated, after a VALUE or
+	                             ARG_PICKLE: the length of one out-of-band
+	                             buffer of that pickle (protocol 5), whose
+	                             bytes follow the body in PARTs; only in a
+	                             message carried by a LONG */
+	WIRE_TAG_OOB_OK = 41,     /* u64 0/1: in EXEC, GET, CALL_RESULT: the
+	                             client takes a value's out-of-band buffers
+	                             (OOB) in the RESULT */
 	WIRE_TAG_QUERY = 48,      /* u64: CTL_QUERY's number, echoed in the
 	                             CTL_STATE that answers it */
 	WIRE_TAG_MAX_ = 63        /* tags are < 64 */
@@ -354,6 +373,89 @@ uint32_t wire_be32_get(const uint8_t *p);
 void wire_be16_put(uint8_t *p, uint16_t v);
 uint16_t wire_be16_get(const uint8_t *p);
 
+/* wire-long.c: messages longer than a frame.
+ *
+ * A sender whose message body exceeds the peer's frame limit, or whose
+ * message has out-of-band buffers (OOB fields), sends a LONG head frame
+ * (wire_long_head) and then PART frames: the body's bytes, then each
+ * buffer's bytes in the order of the OOB fields, each buffer starting a
+ * new PART.  The receiver assembles them with a wire_long. */
+
+/* The largest PART body a sender makes, whatever the peer accepts. */
+#define WIRE_PART_MAX (8u * 1024 * 1024)
+/* Bytes in front of a PART's data: the frame header and DATA's field
+ * header. */
+#define WIRE_PART_HEADER_SIZE (WIRE_HEADER_SIZE + WIRE_FIELD_HEADER_SIZE)
+
+/* A LONG message being assembled. */
+typedef struct wire_long {
+	uint64_t id;          /* the request id of the LONG and its PARTs */
+	uint16_t type;        /* the carried message type */
+	uint8_t *frame;       /* owned: a frame header (made up) + the body */
+	size_t body_len;      /* LONG_LEN */
+	size_t got;           /* body bytes received so far */
+	size_t limit;         /* largest body plus buffers accepted */
+	size_t nbufs;         /* out-of-band buffers the body declares */
+	uint64_t *buf_len;    /* owned: their lengths */
+	size_t buf_total;     /* their sum */
+	size_t cur, off;      /* the buffer being filled, bytes in it */
+} wire_long;
+
+/* Put a LONG head frame into b carrying a message of type and id with a
+ * body of body_len bytes.  Errors are sticky in b, as wire_put_*'s. */
+void wire_long_head(wire_buf *b, uint16_t type, uint64_t id,
+                    uint64_t body_len);
+/* Fill hdr with the header of a PART frame of id carrying n data bytes
+ * (n <= UINT32_MAX - WIRE_FIELD_HEADER_SIZE); the n bytes follow it. */
+void wire_part_header(uint8_t hdr[WIRE_PART_HEADER_SIZE], uint64_t id,
+                      size_t n);
+/* The PART data size to use under a peer's frame limit max_body. */
+size_t wire_part_size(size_t max_body);
+/* Sum of the OOB fields of a message (what follows its body); sets
+ * *nbufs.  WIRE_E_TOO_BIG when the sum overflows. */
+int wire_oob_total(const wire_msg *m, size_t *nbufs, size_t *total);
+/*
+ * Start assembling the LONG head (a checked LONG message) into l: checks
+ * the carried type (not LONG or PART) and LONG_LEN against limit (the
+ * most bytes, body and buffers, the receiver takes), then allocates the
+ * body.  Returns WIRE_OK, WIRE_E_SCHEMA or WIRE_E_TOO_BIG with a static
+ * sentence in *why, or WIRE_E_NOMEM.  l needs no init; free with
+ * wire_long_free() whatever this returns.
+ */
+int wire_long_begin(wire_long *l, const wire_msg *head, size_t limit,
+                    const char **why);
+/*
+ * Add a PART's DATA to the body.  Returns WIRE_NEED_MORE, WIRE_OK when
+ * the body is complete (then parse it with wire_long_parse), or
+ * WIRE_E_SCHEMA when the PART runs past LONG_LEN (*why).
+ */
+int wire_long_add(wire_long *l, const uint8_t *p, size_t n,
+                  const char **why);
+/*
+ * Parse the complete body into m (fields borrow l->frame) and note the
+ * buffers its OOB fields declare.  Returns WIRE_OK, WIRE_E_MALFORMED,
+ * WIRE_E_TOO_BIG (the buffers exceed the limit; *why) or WIRE_E_NOMEM.
+ * The caller then checks m (wire_msg_check) and takes the buffers' bytes
+ * with wire_long_buf().
+ */
+int wire_long_parse(wire_long *l, wire_msg *m, const char **why);
+/*
+ * Where the next bytes of a PART go once the body is complete: the
+ * buffer index *idx and offset *off, and how many bytes fit there.  0
+ * when every buffer is full.  Advance with wire_long_took().
+ */
+size_t wire_long_want(const wire_long *l, size_t *idx, size_t *off);
+void wire_long_took(wire_long *l, size_t n);
+/* Release what l holds. */
+void wire_long_free(wire_long *l);
+/* Buffers at least this large get wire_mem_advise(). */
+#define WIRE_ADVISE_MIN (4u * 1024 * 1024)
+/* Before a large buffer (n >= WIRE_ADVISE_MIN) is filled by reads: ask
+ * the kernel for transparent huge pages under it (madvise), so that
+ * filling a fresh gigabyte takes hundreds of page faults, not hundreds
+ * of thousands.  Only advice: failures are ignored. */
+void wire_mem_advise(void *p, size_t n);
+
 /* conn.c: blocking frame I/O on a file descriptor. */
 
 /* A connection: a file descriptor pair with a read buffer. */
@@ -385,6 +487,16 @@ int wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms);
 /* Nonzero when wire_conn_read() would return at once without reading:
  * a complete frame is buffered, or the buffered header is already bad. */
 int wire_conn_pending(const wire_conn *c);
+/*
+ * Read the next frame's DATA straight into dst, with no copy beyond the
+ * read itself, when that frame is a PART of id (a LONG's) with at most
+ * room data bytes: WIRE_OK with *n the bytes read.  WIRE_NEED_MORE when
+ * the next frame is anything else: nothing was consumed, and
+ * wire_conn_read() reads it.  Blocks until the PART is in (EINTR is
+ * retried); else as wire_conn_read().
+ */
+int wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
+                        size_t *n);
 /* Write all of p[0..n), retrying on EINTR/short writes.  WIRE_OK or
  * WIRE_E_IO. */
 int wire_write_all(int fd, const void *p, size_t n);

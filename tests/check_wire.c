@@ -99,6 +99,12 @@ static const struct mspec specs[] = {
 	{ WIRE_MSG_RELEASE, 6, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_GET, 7, { FS(KEY, "x"), FU(WANT_VALUE, 0) } },
 	{ WIRE_MSG_SET, 8, { FS(KEY, "x"), FS(VALUE, "\x80\x05K\x01.") } },
+	{ WIRE_MSG_SET, 9, { FS(KEY, "x"), FS(VALUE, "\x80\x05\x97."),
+	    FU(OOB, 3), FU(OOB, 0) } },
+	{ WIRE_MSG_GET, 9, { FS(KEY, "x"), FU(WANT_VALUE, 1), FU(OOB_OK, 1) } },
+	{ WIRE_MSG_LONG, 10, { FU(LONG_TYPE, WIRE_MSG_SET),
+	    FU(LONG_LEN, 1u << 31) } },
+	{ WIRE_MSG_PART, 10, { FS(DATA, "abc") } },
 	{ WIRE_MSG_DEL, 9, { FS(KEY, "x") } },
 	{ WIRE_MSG_KEYS, 10, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_HANDLES, 11, { { 0, 0, 0, NULL, 0 } } },
@@ -217,7 +223,7 @@ START_TEST(test_all_types_covered)
 		ck_assert_msg(found, "no test message for %s",
 		    wire_msg_name((uint16_t)t));
 	}
-	ck_assert_uint_eq(named, 37);
+	ck_assert_uint_eq(named, 39);
 	ck_assert_str_eq(wire_msg_name(WIRE_MSG_EXEC), "EXEC");
 	ck_assert_ptr_null(wire_msg_name(0));
 }
@@ -463,7 +469,9 @@ START_TEST(test_names)
 	ck_assert_str_eq(wire_tag_name(WIRE_TAG_MAC), "MAC");
 	ck_assert_ptr_null(wire_tag_name(0));
 	ck_assert_str_eq(wire_tag_name(WIRE_TAG_CALL_ID), "CALL_ID");
-	ck_assert_ptr_null(wire_tag_name(38));
+	ck_assert_str_eq(wire_tag_name(WIRE_TAG_LONG_TYPE), "LONG_TYPE");
+	ck_assert_str_eq(wire_tag_name(WIRE_TAG_OOB_OK), "OOB_OK");
+	ck_assert_ptr_null(wire_tag_name(42));
 	ck_assert_ptr_null(wire_tag_name(200));
 }
 END_TEST
@@ -508,6 +516,121 @@ START_TEST(test_conn_frames)
 	ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_E_EOF);
 	wire_conn_free(&c);
 	close(sv[0]);
+}
+END_TEST
+
+/* Write a message as a LONG of parts of at most psz bytes to fd: the
+ * body, then the buffers (the senders' way, wire-long.c). */
+static void
+write_long(int fd, const wire_buf *m, const uint8_t *bufs, size_t nb,
+    size_t psz)
+{
+	uint8_t hdr[WIRE_PART_HEADER_SIZE];
+	uint64_t id = wire_be64_get(m->data + 8);
+	size_t body = m->len - WIRE_HEADER_SIZE, k, off;
+	wire_buf h;
+
+	wire_buf_init(&h);
+	wire_long_head(&h, wire_be16_get(m->data + 4), id, body);
+	ck_assert_int_eq(wire_end(&h), WIRE_OK);
+	ck_assert_int_eq(wire_write_all(fd, h.data, h.len), WIRE_OK);
+	wire_buf_free(&h);
+	for (off = 0; off < body; off += k) {
+		k = body - off < psz ? body - off : psz;
+		wire_part_header(hdr, id, k);
+		ck_assert_int_eq(wire_write_all(fd, hdr, sizeof hdr), WIRE_OK);
+		ck_assert_int_eq(wire_write_all(fd, m->data + WIRE_HEADER_SIZE +
+		    off, k), WIRE_OK);
+	}
+	for (off = 0; off < nb; off += k) {
+		k = nb - off < psz ? nb - off : psz;
+		wire_part_header(hdr, id, k);
+		ck_assert_int_eq(wire_write_all(fd, hdr, sizeof hdr), WIRE_OK);
+		ck_assert_int_eq(wire_write_all(fd, bufs + off, k), WIRE_OK);
+	}
+}
+
+/* A SET with two out-of-band buffers as a LONG of small PARTs, read by
+ * the frame (wire_conn_read + wire_long) and, for the buffers, straight
+ * into place (wire_conn_read_part): the same message and bytes. */
+START_TEST(test_long_roundtrip)
+{
+	static uint8_t bufs[3000];
+	uint8_t got[2][2000];
+	wire_conn c;
+	wire_long l;
+	const char *why = NULL;
+	size_t i, n, idx, off, room;
+	int sv[2], rc, direct;
+
+	for (i = 0; i < sizeof bufs; i++)
+		bufs[i] = (uint8_t)(i * 7);
+	for (direct = 0; direct < 2; direct++) {
+		make_pair(sv);
+		wire_conn_init(&c, sv[0], sv[0], 64);
+		wire_buf_reset(&tb);
+		wire_begin(&tb, WIRE_MSG_SET, 77);
+		wire_put_str(&tb, WIRE_TAG_KEY, "a-key-long-enough-to-split");
+		wire_put_bytes(&tb, WIRE_TAG_VALUE, "\x80\x05\x97\x97.", 5);
+		wire_put_u64(&tb, WIRE_TAG_OOB, 1000);
+		wire_put_u64(&tb, WIRE_TAG_OOB, 2000);
+		ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+		write_long(sv[1], &tb, bufs, sizeof bufs, wire_part_size(64));
+		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_OK);
+		ck_assert_uint_eq(tm.type, WIRE_MSG_LONG);
+		ck_assert_int_eq(wire_msg_check(&tm, &why), WIRE_OK);
+		ck_assert_int_eq(wire_long_begin(&l, &tm, 1 << 20, &why),
+		    WIRE_NEED_MORE);
+		do {
+			ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_OK);
+			ck_assert_uint_eq(tm.type, WIRE_MSG_PART);
+			rc = wire_long_add(&l, tm.fields[0].data,
+			    tm.fields[0].len, &why);
+		} while (rc == WIRE_NEED_MORE);
+		ck_assert_int_eq(rc, WIRE_OK);
+		ck_assert_int_eq(wire_long_parse(&l, &tm, &why), WIRE_OK);
+		ck_assert_int_eq(wire_msg_check(&tm, &why), WIRE_OK);
+		ck_assert_uint_eq(tm.type, WIRE_MSG_SET);
+		ck_assert_uint_eq(tm.id, 77);
+		ck_assert_uint_eq(l.nbufs, 2);
+		ck_assert_uint_eq(l.buf_total, 3000);
+		while ((room = wire_long_want(&l, &idx, &off)) > 0) {
+			if (direct) {
+				rc = wire_conn_read_part(&c, 77, got[idx] + off,
+				    room, &n);
+				if (rc == WIRE_OK) {
+					wire_long_took(&l, n);
+					continue;
+				}
+				/* a PART across the two buffers */
+				ck_assert_int_eq(rc, WIRE_NEED_MORE);
+			}
+			ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_OK);
+			for (i = 0; i < tm.fields[0].len; i += n) {
+				room = wire_long_want(&l, &idx, &off);
+				n = tm.fields[0].len - i < room ?
+				    tm.fields[0].len - i : room;
+				memcpy(got[idx] + off, tm.fields[0].data + i, n);
+				wire_long_took(&l, n);
+			}
+		}
+		ck_assert(memcmp(got[0], bufs, 1000) == 0);
+		ck_assert(memcmp(got[1], bufs + 1000, 2000) == 0);
+		wire_long_free(&l);
+		/* what is not a PART of the id is left for wire_conn_read */
+		wire_buf_reset(&tb);
+		wire_begin(&tb, WIRE_MSG_PING, 78);
+		ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+		ck_assert_int_eq(wire_write_all(sv[1], tb.data, tb.len),
+		    WIRE_OK);
+		ck_assert_int_eq(wire_conn_read_part(&c, 77, got[0], 100, &n),
+		    WIRE_NEED_MORE);
+		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_OK);
+		ck_assert_uint_eq(tm.type, WIRE_MSG_PING);
+		wire_conn_free(&c);
+		close(sv[0]);
+		close(sv[1]);
+	}
 }
 END_TEST
 
@@ -854,6 +977,9 @@ START_TEST(test_missing_required)
 		{ WIRE_MSG_END_SESSION, WIRE_TAG_SESSION },
 		{ WIRE_MSG_SET_LEASE, WIRE_TAG_LEASE_MS },
 		{ WIRE_MSG_CTL_QUERY, WIRE_TAG_QUERY },
+		{ WIRE_MSG_LONG, WIRE_TAG_LONG_TYPE },
+		{ WIRE_MSG_LONG, WIRE_TAG_LONG_LEN },
+		{ WIRE_MSG_PART, WIRE_TAG_DATA },
 	};
 	const size_t nreq = sizeof req / sizeof req[0];
 	const char *why;
@@ -926,7 +1052,8 @@ START_TEST(test_schema_rules)
 	for (t = 0; t < 256; t++) {
 		if (t == WIRE_TAG_CODE || t == WIRE_TAG_FUNC ||
 		    t == WIRE_TAG_ARG_HANDLE || t == WIRE_TAG_ARG_PICKLE ||
-		    t == WIRE_TAG_WANT_VALUE || t == WIRE_TAG_TIMEOUT_MS)
+		    t == WIRE_TAG_WANT_VALUE || t == WIRE_TAG_TIMEOUT_MS ||
+		    t == WIRE_TAG_OOB || t == WIRE_TAG_OOB_OK)
 			continue;
 		odd[1] = (uint8_t)t;
 		l[0] = 1;
@@ -1143,6 +1270,91 @@ START_TEST(test_golden)
 }
 END_TEST
 
+/* A LONG's sizes are checked before anything is allocated, and PARTs
+ * that lie about them are refused. */
+START_TEST(test_long_limits)
+{
+	wire_long l;
+	const char *why = NULL;
+	size_t idx, off;
+
+	/* a LONG carrying a LONG or a PART, or a type past u16 */
+	wire_begin(&tb, WIRE_MSG_LONG, 1);
+	wire_put_u64(&tb, WIRE_TAG_LONG_TYPE, WIRE_MSG_PART);
+	wire_put_u64(&tb, WIRE_TAG_LONG_LEN, 1);
+	ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+	ck_assert_int_eq(wire_parse(tb.data, tb.len, 100, &tm, &off), WIRE_OK);
+	ck_assert_int_eq(wire_long_begin(&l, &tm, 100, &why), WIRE_E_SCHEMA);
+	ck_assert_ptr_nonnull(why);
+	wire_long_free(&l);
+	/* a body over the limit, and over 4 GiB */
+	wire_buf_reset(&tb);
+	wire_long_head(&tb, WIRE_MSG_SET, 2, 101);
+	ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+	ck_assert_int_eq(wire_parse(tb.data, tb.len, 100, &tm, &off), WIRE_OK);
+	ck_assert_int_eq(wire_long_begin(&l, &tm, 100, &why), WIRE_E_TOO_BIG);
+	wire_long_free(&l);
+	wire_buf_reset(&tb);
+	wire_long_head(&tb, WIRE_MSG_SET, 2, (uint64_t)UINT32_MAX + 1);
+	ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+	ck_assert_int_eq(wire_parse(tb.data, tb.len, 100, &tm, &off), WIRE_OK);
+	ck_assert_int_eq(wire_long_begin(&l, &tm, SIZE_MAX, &why),
+	    WIRE_E_TOO_BIG);
+	wire_long_free(&l);
+	/* a PART past LONG_LEN */
+	wire_buf_reset(&tb);
+	wire_long_head(&tb, WIRE_MSG_SET, 3, 4);
+	ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+	ck_assert_int_eq(wire_parse(tb.data, tb.len, 100, &tm, &off), WIRE_OK);
+	ck_assert_int_eq(wire_long_begin(&l, &tm, 100, &why), WIRE_NEED_MORE);
+	ck_assert_int_eq(wire_long_add(&l, (const uint8_t *)"abcde", 5, &why),
+	    WIRE_E_SCHEMA);
+	ck_assert_int_eq(wire_long_add(&l, (const uint8_t *)"ab", 2, &why),
+	    WIRE_NEED_MORE);
+	ck_assert_int_eq(wire_long_add(&l, (const uint8_t *)"cd", 2, &why),
+	    WIRE_OK);
+	/* "abcd" is no body: a field runs past it */
+	ck_assert_int_eq(wire_long_parse(&l, &tm, &why), WIRE_E_MALFORMED);
+	wire_long_free(&l);
+	/* buffers whose sum passes the limit, or overflows */
+	wire_buf_reset(&tb);
+	wire_begin(&tb, WIRE_MSG_SET, 4);
+	wire_put_u64(&tb, WIRE_TAG_OOB, 60);
+	wire_put_u64(&tb, WIRE_TAG_OOB, 60);
+	ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+	memset(&l, 0, sizeof l);
+	l.frame = tb.data;
+	l.body_len = l.got = tb.len - WIRE_HEADER_SIZE;
+	l.limit = 100;
+	ck_assert_int_eq(wire_long_parse(&l, &tm, &why), WIRE_E_TOO_BIG);
+	l.limit = 200;
+	ck_assert_int_eq(wire_long_parse(&l, &tm, &why), WIRE_OK);
+	ck_assert_uint_eq(l.nbufs, 2);
+	ck_assert_uint_eq(wire_long_want(&l, &idx, &off), 60);
+	wire_long_took(&l, 60);
+	ck_assert_uint_eq(wire_long_want(&l, &idx, &off), 60);
+	ck_assert_uint_eq(idx, 1);
+	wire_long_took(&l, 60);
+	ck_assert_uint_eq(wire_long_want(&l, &idx, &off), 0);
+	free(l.buf_len);
+	wire_buf_reset(&tb);
+	wire_begin(&tb, WIRE_MSG_SET, 5);
+	wire_put_u64(&tb, WIRE_TAG_OOB, UINT64_MAX);
+	wire_put_u64(&tb, WIRE_TAG_OOB, 2);
+	ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+	memset(&l, 0, sizeof l);
+	l.frame = tb.data;
+	l.body_len = l.got = tb.len - WIRE_HEADER_SIZE;
+	l.limit = SIZE_MAX;
+	ck_assert_int_eq(wire_long_parse(&l, &tm, &why), WIRE_E_TOO_BIG);
+	free(l.buf_len);
+	/* the PART size under a limit */
+	ck_assert_uint_eq(wire_part_size(64), 64 - WIRE_FIELD_HEADER_SIZE);
+	ck_assert_uint_eq(wire_part_size(WIRE_DEFAULT_MAX_FRAME), WIRE_PART_MAX);
+	ck_assert_uint_eq(wire_part_size(2), 1);
+}
+END_TEST
+
 /* Every number on the wire: renumbering any of them changes the layout. */
 START_TEST(test_golden_numbers)
 {
@@ -1165,6 +1377,7 @@ START_TEST(test_golden_numbers)
 		WIRE_MSG_CLOSE, 0x0122, WIRE_MSG_STATS, 0x0123,
 		WIRE_MSG_PING, 0x0124, WIRE_MSG_PONG, 0x0125,
 		WIRE_MSG_OK, 0x01F0, WIRE_MSG_LISTING, 0x01F1,
+		WIRE_MSG_LONG, 0x0130, WIRE_MSG_PART, 0x0131,
 		WIRE_MSG_ERROR, 0x7F00,
 	};
 	static const unsigned tags[] = {
@@ -1179,7 +1392,8 @@ START_TEST(test_golden_numbers)
 		WIRE_TAG_NONCE, WIRE_TAG_MAC, WIRE_TAG_LEASE_MS,
 		WIRE_TAG_EXPIRES_MS, WIRE_TAG_ENDED_MS, WIRE_TAG_REASON,
 		WIRE_TAG_CALL_ID, WIRE_TAG_MODE, WIRE_TAG_HARD, WIRE_TAG_WAIT,
-		WIRE_TAG_SIGNAL,
+		WIRE_TAG_SIGNAL, WIRE_TAG_LONG_TYPE, WIRE_TAG_LONG_LEN,
+		WIRE_TAG_OOB, WIRE_TAG_OOB_OK,
 	};
 	static const unsigned errs[] = {
 		WIRE_ERR_MALFORMED, WIRE_ERR_TOO_BIG, WIRE_ERR_UNKNOWN_TYPE,
@@ -1235,6 +1449,7 @@ wire_suite(void)
 	tcase_add_test(tc, test_conn_eof_mid_frame);
 	tcase_add_test(tc, test_conn_big_from_child);
 	tcase_add_test(tc, test_write_all_pipe);
+	tcase_add_test(tc, test_long_roundtrip);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Limits");
@@ -1250,6 +1465,7 @@ wire_suite(void)
 	tcase_add_test(tc, test_max_fields);
 	tcase_add_test(tc, test_u32_body);
 	tcase_add_test(tc, test_misuse);
+	tcase_add_test(tc, test_long_limits);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("Golden");

@@ -102,6 +102,7 @@ mod_traverse(PyObject *module, visitproc visit, void *arg)
 	for (i = 0; i < EXC_COUNT; i++)
 		Py_VISIT(st->exc[i]);
 	Py_VISIT(st->loads);
+	Py_VISIT(st->block_type);
 	return 0;
 }
 
@@ -117,6 +118,7 @@ mod_clear(PyObject *module)
 	for (i = 0; i < EXC_COUNT; i++)
 		Py_CLEAR(st->exc[i]);
 	Py_CLEAR(st->loads);
+	Py_CLEAR(st->block_type);
 	return 0;
 }
 
@@ -195,6 +197,13 @@ PyInit__pyshelf(void)
 	st->conn_type = (PyTypeObject *)Py_NewRef(type);
 	if (PyModule_AddObjectRef(m, "Connection", type) < 0 ||
 	    mod_add_constants(m) < 0)
+		goto error;
+	Py_DECREF(type);
+	type = PyType_FromModuleAndSpec(m, &conn_block_spec, NULL);
+	if (type == NULL)
+		goto error;
+	st->block_type = (PyTypeObject *)Py_NewRef(type);
+	if (PyModule_AddObjectRef(m, "Block", type) < 0)
 		goto error;
 	Py_DECREF(type);
 	return m;

@@ -221,7 +221,9 @@ conn_exec(ConnObject *self, PyObject *args, PyObject *kwds)
 
 	req.args = cargs;
 	req.nargs = (size_t)nargs;
-	req.want_value = want_value;
+	/* by value: large buffers may come out of band (pickle 5) */
+	req.want_value = want_value ? PYSHELF_WANT_PICKLE |
+	    PYSHELF_WANT_BUFFERS : PYSHELF_WANT_HANDLE;
 	req.timeout_ms = timeout_ms;
 	req.on_output = conn_on_output;
 	req.on_wait = conn_on_wait;
@@ -254,7 +256,7 @@ error:
 	if (begun)
 		conn_end(self);
 	Py_XDECREF(ctx.exc);
-	PyMem_Free(cargs);
+	conn_args_free(cargs, nargs);
 	Py_XDECREF(items);
 	return ret;
 }

@@ -276,6 +276,67 @@ conn_error(ConnObject *self, pyshelf_conn *c, int rc)
  * volatile).  value is pickle.loads() of a direct result's pickle, read
  * through a memoryview of the connection's buffer (no copy), else None.
  */
+/* A Block: one out-of-band buffer of a reply, malloc'd by libpyshelf and
+ * owned here; a writable buffer, so that pickle.loads(buffers=) builds a
+ * numpy array on it without a copy. */
+typedef struct {
+	PyObject_HEAD
+	void *data;          /* owned (free()) */
+	Py_ssize_t len;      /* bytes at data */
+} BlockObject;
+
+static int
+block_getbuffer(PyObject *o, Py_buffer *view, int flags)
+{
+	BlockObject *b = (BlockObject *)o;
+
+	return PyBuffer_FillInfo(view, o, b->data, b->len, 0, flags);
+}
+
+static void
+block_dealloc(PyObject *o)
+{
+	PyTypeObject *tp = Py_TYPE(o);
+
+	free(((BlockObject *)o)->data);
+	tp->tp_free(o);
+	Py_DECREF(tp);
+}
+
+static PyType_Slot block_slots[] = {
+	{ Py_bf_getbuffer, block_getbuffer },
+	{ Py_tp_dealloc, block_dealloc },
+	{ Py_tp_doc, "An out-of-band buffer of a value that came back." },
+	{ 0, NULL }
+};
+
+PyType_Spec conn_block_spec = {
+	"pyshelf._pyshelf.Block", sizeof(BlockObject), 0,
+	Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, block_slots
+};
+
+/* The reply's buffers as a list of Blocks, each taking its memory from
+ * r (whose data pointers are set to NULL). */
+static PyObject *
+conn_blocks(module_state *st, const pyshelf_result *r)
+{
+	PyObject *l = PyList_New((Py_ssize_t)r->nbuffers);
+	BlockObject *b;
+	size_t i;
+
+	for (i = 0; l != NULL && i < r->nbuffers; i++) {
+		if ((b = PyObject_New(BlockObject, st->block_type)) == NULL) {
+			Py_CLEAR(l);
+			break;
+		}
+		b->data = r->buffers[i].data;
+		b->len = (Py_ssize_t)r->buffers[i].len;
+		r->buffers[i].data = NULL;   /* the Block's now */
+		PyList_SET_ITEM(l, (Py_ssize_t)i, (PyObject *)b);
+	}
+	return l;
+}
+
 PyObject *
 conn_result(module_state *st, const pyshelf_result *r)
 {
@@ -293,7 +354,20 @@ conn_result(module_state *st, const pyshelf_result *r)
 		    (Py_ssize_t)r->value_len, PyBUF_READ);
 		if (view == NULL)
 			goto error;
-		value = PyObject_CallOneArg(st->loads, view);
+		if (r->nbuffers > 0) {
+			PyObject *bl = conn_blocks(st, r), *a, *kw;
+			if (bl == NULL)
+				goto error;
+			a = PyTuple_Pack(1, view);
+			kw = a != NULL ? Py_BuildValue("{s:O}", "buffers", bl) :
+			    NULL;
+			value = kw != NULL ? PyObject_Call(st->loads, a, kw) :
+			    NULL;
+			Py_XDECREF(a);
+			Py_XDECREF(kw);
+			Py_DECREF(bl);
+		} else
+			value = PyObject_CallOneArg(st->loads, view);
 		/* The buffer is the connection's: nothing may keep a view.  An
 		 * unpickling error is kept aside while the view is released
 		 * (a call with an exception set is a SystemError), and is the
@@ -359,6 +433,37 @@ conn_args(PyObject *items, pyshelf_arg **argsp, Py_ssize_t *np)
 			args[i].kind = PYSHELF_ARG_PICKLE;
 			args[i].data = PyBytes_AS_STRING(item);
 			args[i].len = (size_t)PyBytes_GET_SIZE(item);
+		} else if (PyTuple_Check(item) && PyTuple_GET_SIZE(item) == 2 &&
+		    PyBytes_Check(PyTuple_GET_ITEM(item, 0)) &&
+		    PyTuple_Check(PyTuple_GET_ITEM(item, 1))) {
+			/* (pickle, (buffer, ...)): out-of-band buffers, sent
+			 * from their memory; the tuple keeps them alive */
+			PyObject *bt = PyTuple_GET_ITEM(item, 1); /* borrowed */
+			Py_ssize_t j, nb = PyTuple_GET_SIZE(bt);
+			pyshelf_buffer *bufs;
+			args[i].kind = PYSHELF_ARG_PICKLE;
+			args[i].data = PyBytes_AS_STRING(PyTuple_GET_ITEM(item, 0));
+			args[i].len = (size_t)PyBytes_GET_SIZE(
+			    PyTuple_GET_ITEM(item, 0));
+			if ((bufs = PyMem_Calloc((size_t)nb + 1,
+			    sizeof *bufs)) == NULL) {
+				PyErr_NoMemory();
+				goto error;
+			}
+			args[i].buffers = bufs;
+			args[i].nbuffers = (size_t)nb;
+			for (j = 0; j < nb; j++) {
+				Py_buffer v;
+				if (PyObject_GetBuffer(PyTuple_GET_ITEM(bt, j), &v,
+				    PyBUF_SIMPLE) < 0)
+					goto error;
+				/* the object (held by the tuple) keeps the
+				 * memory: a PickleBuffer's raw() of an array
+				 * that is not resized while the call runs */
+				bufs[j].data = v.buf;
+				bufs[j].len = (size_t)v.len;
+				PyBuffer_Release(&v);
+			}
 		} else {
 			PyErr_Format(PyExc_TypeError, "exec() argument %zd must be "
 			    "int (a handle) or bytes (a pickle), not %.200s", i,
@@ -370,6 +475,17 @@ conn_args(PyObject *items, pyshelf_arg **argsp, Py_ssize_t *np)
 	*np = n;
 	return 0;
 error:
-	PyMem_Free(args);
+	conn_args_free(args, n);
 	return -1;
+}
+
+/* Free what conn_args() allocated. */
+void
+conn_args_free(pyshelf_arg *args, Py_ssize_t n)
+{
+	Py_ssize_t i;
+
+	for (i = 0; args != NULL && i < n; i++)
+		PyMem_Free((void *)args[i].buffers);
+	PyMem_Free(args);
 }

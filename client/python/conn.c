@@ -457,7 +457,8 @@ conn_get(ConnObject *self, PyObject *args)
 	if ((k = conn_utf8(key, "key")) == NULL || conn_begin(self) < 0)
 		return NULL;
 	Py_BEGIN_ALLOW_THREADS
-	rc = pyshelf_get(self->conn, k, want_value, &res);
+	rc = pyshelf_get(self->conn, k, want_value ? PYSHELF_WANT_PICKLE |
+	    PYSHELF_WANT_BUFFERS : PYSHELF_WANT_HANDLE, &res);
 	Py_END_ALLOW_THREADS
 	if (rc != PYSHELF_OK)
 		conn_error(self, self->conn, rc);
@@ -468,21 +469,39 @@ conn_get(ConnObject *self, PyObject *args)
 	return ret;
 }
 
-/* set(key, pickle) */
+/* set(key, pickle, buffers=()): buffers, the pickle's out-of-band
+ * buffers (objects with the buffer protocol), are sent from their memory */
 static PyObject *
 conn_set(ConnObject *self, PyObject *args)
 {
-	PyObject *key = NULL, *ret = NULL;
+	PyObject *key = NULL, *ret = NULL, *bt = NULL;
+	pyshelf_buffer *bufs = NULL;
+	Py_buffer data, *views = NULL;
+	Py_ssize_t i, nb = 0, got = 0;
 	const char *k;
-	Py_buffer data;
 	int rc;
 
-	if (!PyArg_ParseTuple(args, "Uy*:set", &key, &data))
+	if (!PyArg_ParseTuple(args, "Uy*|O!:set", &key, &data, &PyTuple_Type,
+	    &bt))
 		return NULL;
+	nb = bt != NULL ? PyTuple_GET_SIZE(bt) : 0;
+	if (nb > 0 && ((views = PyMem_Calloc((size_t)nb, sizeof *views)) ==
+	    NULL || (bufs = PyMem_Calloc((size_t)nb, sizeof *bufs)) == NULL)) {
+		PyErr_NoMemory();
+		goto error;
+	}
+	for (got = 0; got < nb; got++) {
+		if (PyObject_GetBuffer(PyTuple_GET_ITEM(bt, got), &views[got],
+		    PyBUF_SIMPLE) < 0)
+			goto error;
+		bufs[got].data = views[got].buf;
+		bufs[got].len = (size_t)views[got].len;
+	}
 	if ((k = conn_utf8(key, "key")) == NULL || conn_begin(self) < 0)
 		goto error;
 	Py_BEGIN_ALLOW_THREADS
-	rc = pyshelf_set(self->conn, k, data.buf, (size_t)data.len);
+	rc = pyshelf_set_buffers(self->conn, k, data.buf, (size_t)data.len,
+	    bufs, (size_t)nb);
 	Py_END_ALLOW_THREADS
 	conn_end(self);
 	if (rc != PYSHELF_OK)
@@ -490,6 +509,10 @@ conn_set(ConnObject *self, PyObject *args)
 	else
 		ret = Py_NewRef(Py_None);
 error:
+	for (i = 0; i < got; i++)
+		PyBuffer_Release(&views[i]);
+	PyMem_Free(views);
+	PyMem_Free(bufs);
 	PyBuffer_Release(&data);
 	return ret;
 }

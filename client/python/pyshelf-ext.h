@@ -41,6 +41,7 @@ enum {
 
 typedef struct {
 	PyTypeObject *conn_type;  /* Connection */
+	PyTypeObject *block_type; /* Block: a buffer of a reply, writable */
 	PyObject *exc[EXC_COUNT]; /* NULL until _setup() */
 	PyObject *loads;          /* pickle.loads, NULL until _setup() */
 } module_state;
@@ -83,6 +84,10 @@ PyObject *conn_result(module_state *, const pyshelf_result *);
 const char *conn_utf8(PyObject *, const char *);
 PyObject *conn_str(const char *);
 int conn_args(PyObject *, pyshelf_arg **, Py_ssize_t *);
+/* Block: the spec of the type that owns a reply's out-of-band buffer. */
+extern PyType_Spec conn_block_spec;
+/* Free what conn_args() allocated for n arguments. */
+void conn_args_free(pyshelf_arg *args, Py_ssize_t n);
 
 /* conn-exec.c */
 PyObject *conn_exc_fetch(void);

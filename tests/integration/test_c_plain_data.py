@@ -19,7 +19,8 @@ ERR_UNPICKLE, ERR_NOT_FOUND = 9, 11
 
 class Arg(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int), ("handle", ctypes.c_uint64),
-                ("data", ctypes.c_char_p), ("len", ctypes.c_size_t)]
+                ("data", ctypes.c_char_p), ("len", ctypes.c_size_t),
+                ("buffers", ctypes.c_void_p), ("nbuffers", ctypes.c_size_t)]
 
 
 class Req(ctypes.Structure):
@@ -38,7 +39,8 @@ class Result(ctypes.Structure):
                 ("message", ctypes.c_char_p),
                 ("volatile_reason", ctypes.c_char_p),
                 ("value", ctypes.c_void_p), ("value_len", ctypes.c_size_t),
-                ("text", ctypes.c_char_p), ("text_len", ctypes.c_size_t)]
+                ("text", ctypes.c_char_p), ("text_len", ctypes.c_size_t),
+                ("buffers", ctypes.c_void_p), ("nbuffers", ctypes.c_size_t)]
 
 
 def _libpath(backend):

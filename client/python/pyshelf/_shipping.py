@@ -39,20 +39,45 @@ def _get_cloudpickle():
     return _cloudpickle or None
 
 
-def _dumps(obj, what, modules=()):
+# Buffers smaller than this stay in the pickle: a frame of its own costs
+# more than the copy.
+_OOB_MIN = 64 * 1024
+
+
+def _oob_taker(bufs):
+    """A buffer_callback for pickle protocol 5 that keeps the large
+    contiguous buffers (numpy arrays, bytearrays) out of band, as
+    memoryviews of their memory, in bufs."""
+    def take(pb):
+        try:
+            m = pb.raw()
+        except BufferError:     # not contiguous: in the pickle
+            return True
+        if m.nbytes < _OOB_MIN:
+            return True
+        bufs.append(m)
+        return False
+    return take
+
+
+def _dumps(obj, what, modules=(), oob=False):
     """Pickle obj (protocol 5) for the backend.  The pickle module first;
     cloudpickle when it cannot, or when its pickle names the client's
     __main__ (a class or function defined in a script, a REPL or a
     notebook, which the backend cannot import: cloudpickle sends them by
     value), or when modules (names of client modules the backend could
     not import) are given: those are then sent by value too.
-    NotPicklableError when neither can."""
+    NotPicklableError when neither can.  oob: large buffers go out of
+    band: (pickle, (memoryview, ...)) when there are any, which the
+    extension sends from their memory."""
     first = data = None
+    bufs = []
+    cb = _oob_taker(bufs) if oob else None
     if not modules:
         try:
-            data = pickle.dumps(obj, protocol=5)
+            data = pickle.dumps(obj, protocol=5, buffer_callback=cb)
             if b"__main__" not in data:
-                return data
+                return (data, tuple(bufs)) if bufs else data
         except _ForeignHandle:
             raise
         except Exception as e:
@@ -67,7 +92,9 @@ def _dumps(obj, what, modules=()):
                         not cp.cloudpickle._is_registered_pickle_by_value(mod):
                     cp.register_pickle_by_value(mod)
                     registered.append(mod)
-            return cp.dumps(obj, protocol=5)
+            del bufs[:]
+            data = cp.dumps(obj, protocol=5, buffer_callback=cb)
+            return (data, tuple(bufs)) if bufs else data
         except _ForeignHandle:
             raise
         except Exception as e:
@@ -76,7 +103,11 @@ def _dumps(obj, what, modules=()):
             for mod in registered:
                 cp.unregister_pickle_by_value(mod)
     if data is not None:
-        return data     # by reference after all, as the pickle module can
+        # by reference after all, as the pickle module can (again: the
+        # buffers the failed try took are not this pickle's)
+        del bufs[:]
+        data = pickle.dumps(obj, protocol=5, buffer_callback=cb)
+        return (data, tuple(bufs)) if bufs else data
     raise NotPicklableError("%s (%s) cannot be pickled: %s: %s" % (
         what, type(obj).__name__, type(first).__name__, first)) from first
 

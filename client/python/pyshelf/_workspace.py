@@ -584,7 +584,7 @@ class Workspace(collections.abc.MutableMapping):
         a reference to its handle's object."""
         _sending.ws = self
         try:
-            return _dumps(obj, what, modules)
+            return _dumps(obj, what, modules, oob=True)
         finally:
             _sending.ws = None
 
@@ -816,7 +816,10 @@ class Workspace(collections.abc.MutableMapping):
             try:
                 with self._lock:
                     self._begin()
-                    self._conn.set(key, data)
+                    if type(data) is tuple:   # with its buffers
+                        self._conn.set(key, data[0], data[1])
+                    else:
+                        self._conn.set(key, data)
                 return
             except RemoteError as e:
                 if e.code == _ERR_BAD_REQUEST:
