@@ -681,6 +681,7 @@ dispatch_set_lease(worker *w, const wire_msg *m)
 		    WIRE_ERR_SESSION_DEAD : WIRE_ERR_STORE, "setting the "
 		    "lease: %s", store_strerror(rc));
 	}
+	worker_lease_kick(w, w->sess.lease_ms);
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_OK, m->id);
 	dispatch_put_lease(w, &b);

@@ -253,6 +253,15 @@ typedef struct worker {
 	int forwarder_on;            /* the forwarder was started */
 	pthread_mutex_t drain_lock;  /* one reader of the pipes at a time, and
 	                                bytes read are sent before it is let go */
+
+	/* the lease keeper (worker-lease.c) */
+	pthread_t leaser;            /* writes last_seen while in use */
+	pthread_mutex_t lease_lock;  /* lease_quit, lease_cond */
+	pthread_cond_t lease_cond;
+	int lease_quit;
+	int lease_kick;              /* the lease changed: lease_hint_ms */
+	uint64_t lease_hint_ms;
+	int lease_on;                /* the thread was started */
 } worker;
 
 extern worker *the_worker;
@@ -412,6 +421,17 @@ int worker_session_store(worker *w, char **cause);
 /* Say how a session ended (a tombstone) as a sentence into buf. */
 void worker_session_tomb_text(const store_tomb *tb, char *buf,
     size_t n);
+
+/* worker-lease.c */
+/* Start the thread that writes the session's last_seen every quarter of
+ * its lease while a client is attached or code runs (none for flag 'r').
+ * 0, or -1 with *cause. */
+int worker_lease_start(worker *w, char **cause);
+/* Stop it (safe when it was not started). */
+void worker_lease_stop(worker *w);
+/* The session's lease is now lease_ms (perhaps not in the store until
+ * the next commit).  Any thread. */
+void worker_lease_kick(worker *w, uint64_t lease_ms);
 
 /* worker-end.c */
 /* End the session (why: STORE_END_*) with no client closing it: its

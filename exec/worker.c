@@ -273,6 +273,7 @@ worker_loop(worker *w)
 			w->new_lease = 0;
 			pthread_mutex_unlock(&w->lock);
 			w->sess_dirty = 1;
+			worker_lease_kick(w, w->sess.lease_ms);
 		}
 		if ((f = worker_reader_pop(w, &eof)) != NULL) {
 			w->cur_conn = f->conn;
@@ -491,6 +492,12 @@ worker_run(worker *w)
 	}
 	if (worker_reader_start(w, &cause) != 0)
 		goto fail_py;
+	if (worker_lease_start(w, &cause) != 0) {
+		/* not fatal: the lease then counts from the last commit */
+		worker_log(w, "pyshelfd: %s\n", cause);
+		free(cause);
+		cause = NULL;
+	}
 	worker_control_ready(w);
 	worker_control_state(w);
 	worker_loop(w);
@@ -501,6 +508,7 @@ worker_run(worker *w)
 	 * kills us */
 	worker_threads_end(w);
 	rc = w->closed || dispatch_checkpoint(w, 2) == 0 ? 0 : 1;
+	worker_lease_stop(w);
 	worker_reader_stop(w);
 	worker_calls_stop(w);
 	dispatch_release_session(w);

@@ -154,6 +154,36 @@ def test_lease_setter_stdio(backend, tmp_path):
     ro.close()
 
 
+def _killed_while_attached(ws, db, name):
+    """ws attached (idle) for three of its 2 s leases, then its backend
+    SIGKILLed (an OOM kill, a reboot): the record says it was seen within
+    the last lease, so neither the next open nor the sweeper ends it."""
+    ws["x"] = "precious"
+    time.sleep(6)            # attached and idle: three leases
+    pid = ws.pid
+    seen = sessions(db)[name]["last_seen_ms"] / 1000
+    os.kill(pid, signal.SIGKILL)
+    killed = time.time()
+    # seen within one lease of the kill (the lease keeper writes it every
+    # quarter of the lease); before, it stayed at the attach, 6 s earlier
+    assert seen > killed - 2, (seen, killed)
+    try:
+        ws.close()
+    except pyshelf.Error:
+        pass
+
+
+def test_attached_longer_than_the_lease_then_killed_stdio(backend, tmp_path):
+    db = tmp_path / "db"
+    ws = pyshelf.spawn(db=db, session="k", backend=backend, lease=2)
+    _killed_while_attached(ws, db, "k")
+
+
+def test_attached_longer_than_the_lease_then_killed(srv):
+    ws = open_srv(srv, "k", lease=2)
+    _killed_while_attached(ws, srv.db, "k")
+
+
 def test_expired_with_none_is_swept(srv):
     ws = open_srv(srv, "gone", lease=0.5)
     ws["x"] = list(range(100))
