@@ -88,6 +88,8 @@ typedef struct worker_conn {
 	 * for requests, the reader while code runs; worker-reader.c) */
 	uint8_t *buf;
 	size_t len, cap, max;        /* buffered bytes, frame size limit */
+	size_t cur;                  /* bytes at buf's start of the frame
+	                                being acted on (0: none) */
 } worker_conn;
 
 /* A frame copied off the wire, queued for the main thread. */
@@ -313,6 +315,10 @@ void worker_reader_frame_free(worker *w, worker_frame *f);
 /* Start the reader thread (worker_reader_main; SIGINT and SIGTERM blocked
  * in it).  0, or -1 with *cause. */
 int worker_reader_start(worker *w, char **cause);
+/* After a hard restart (--adopt): act on the frames the old image had
+ * read but not acted on (worker-restart.c carries them over).  Main
+ * thread, before worker_reader_start. */
+void worker_reader_carried(worker *w);
 /* Tell the reader to leave, wake it, and join it. */
 void worker_reader_stop(worker *w);
 /* Take the next queued frame (NULL: none; the caller frees it); *eof says

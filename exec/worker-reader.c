@@ -322,30 +322,17 @@ worker_reader_timeout(worker *w)
 	return t;
 }
 
-/* Read what c has and act on the complete frames.  WIRE_OK, or why the
+static void worker_reader_end(worker *w, worker_conn *c, int rc);
+
+/* Act on the complete frames c's buffer holds.  WIRE_OK, or why the
  * connection ends (WIRE_E_EOF also for DETACH). */
 static int
-worker_reader_input(worker *w, worker_conn *c)
+worker_reader_parse(worker *w, worker_conn *c)
 {
 	size_t flen;
-	ssize_t got;
 	wire_msg m;
 	int rc;
 
-	if (c->cap - c->len < 4096) {
-		size_t ncap = c->cap < 65536 ? 65536 : c->cap * 2;
-		uint8_t *nb = realloc(c->buf, ncap);
-		if (nb == NULL)
-			return WIRE_E_NOMEM;
-		c->buf = nb;
-		c->cap = ncap;
-	}
-	got = read(c->fd, c->buf + c->len, c->cap - c->len);
-	if (got < 0 && (errno == EINTR || errno == EAGAIN))
-		return WIRE_OK;
-	if (got <= 0)
-		return got == 0 ? WIRE_E_EOF : WIRE_E_IO;
-	c->len += (size_t)got;
 	wire_msg_init(&m);
 	while ((rc = wire_peek(c->buf, c->len, c->max, &flen)) == WIRE_OK) {
 		if (flen > c->cap) {
@@ -365,7 +352,11 @@ worker_reader_input(worker *w, worker_conn *c)
 		}
 		if (m.type == WIRE_MSG_HELLO || m.type == WIRE_MSG_ATTACH)
 			c->max = w->opt.max_frame;
+		/* a hard restart while acting on it carries the bytes after
+		 * it over to the new image (worker-restart.c) */
+		c->cur = flen;
 		rc = worker_reader_frame(w, c, c->buf, flen, &m);
+		c->cur = 0;
 		memmove(c->buf, c->buf + flen, c->len - flen);
 		c->len -= flen;
 		if (rc != 0) {
@@ -375,6 +366,45 @@ worker_reader_input(worker *w, worker_conn *c)
 	}
 	wire_msg_free(&m);
 	return rc == WIRE_NEED_MORE ? WIRE_OK : rc;
+}
+
+/* Read what c has and act on the complete frames.  WIRE_OK, or why the
+ * connection ends (WIRE_E_EOF also for DETACH). */
+static int
+worker_reader_input(worker *w, worker_conn *c)
+{
+	ssize_t got;
+
+	if (c->cap - c->len < 4096) {
+		size_t ncap = c->cap < 65536 ? 65536 : c->cap * 2;
+		uint8_t *nb = realloc(c->buf, ncap);
+		if (nb == NULL)
+			return WIRE_E_NOMEM;
+		c->buf = nb;
+		c->cap = ncap;
+	}
+	got = read(c->fd, c->buf + c->len, c->cap - c->len);
+	if (got < 0 && (errno == EINTR || errno == EAGAIN))
+		return WIRE_OK;
+	if (got <= 0)
+		return got == 0 ? WIRE_E_EOF : WIRE_E_IO;
+	c->len += (size_t)got;
+	return worker_reader_parse(w, c);
+}
+
+void
+worker_reader_carried(worker *w)
+{
+	worker_conn *c, *next;
+	int rc;
+
+	for (c = w->conns; c != NULL; c = next) {
+		next = c->next;
+		if (c->len == 0 || c->gone)
+			continue;
+		if ((rc = worker_reader_parse(w, c)) != WIRE_OK)
+			worker_reader_end(w, c, rc);
+	}
 }
 
 /* A connection ended (rc says how): a bad frame gets an ERROR first.

@@ -10,7 +10,10 @@
  * kept open across the exec, the session resumed from its last
  * checkpoint by the new image (its lock goes with the old image's
  * descriptor).  Its clients get no ATTACHED again: their next request
- * just works.
+ * just works.  Bytes a connection had read but not acted on (a request
+ * sent right behind the INTERRUPT, half a frame) go over too, each
+ * connection's in a memfd named beside its descriptor in --adopt
+ * ("FD:MEMFD"); the new image acts on them before it reads on.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -24,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "exec.h"
@@ -141,6 +146,60 @@ worker_restart_opt(const char *arg, const char *name)
 	return arg[n] == '=' ? 1 : 0;
 }
 
+/* A memfd (kept across exec) holding n bytes of p, or -1 (the bytes are
+ * then lost: the client's request gets no answer, as before). */
+static int
+worker_restart_carry(const uint8_t *p, size_t n)
+{
+	int fd = memfd_create("pyshelf-carried", 0);
+	size_t off = 0;
+	ssize_t k;
+
+	if (fd < 0)
+		return -1;
+	while (off < n) {
+		if ((k = write(fd, p + off, n - off)) < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			close(fd);
+			return -1;
+		}
+		off += (size_t)k;
+	}
+	return fd;
+}
+
+/* Read the carried bytes of memfd mfd into c's buffer, and close it. */
+static int
+worker_restart_take(worker_conn *c, int mfd)
+{
+	struct stat st;
+	ssize_t k;
+	size_t off = 0, n;
+
+	if (fstat(mfd, &st) != 0 || st.st_size < 0) {
+		close(mfd);
+		return -1;
+	}
+	n = (size_t)st.st_size;
+	if (n > 0 && (c->buf = malloc(n < 65536 ? 65536 : n)) == NULL) {
+		close(mfd);
+		return -1;
+	}
+	c->cap = n > 0 ? (n < 65536 ? 65536 : n) : 0;
+	while (off < n) {
+		k = pread(mfd, c->buf + off, n - off, (off_t)off);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		off += (size_t)k;
+	}
+	c->len = off;
+	close(mfd);
+	return off == n ? 0 : -1;
+}
+
 void
 worker_restart_exec(worker *w, const char *why)
 {
@@ -181,12 +240,18 @@ worker_restart_exec(worker *w, const char *why)
 	if (ctl >= 0)
 		(void)fcntl(ctl, F_SETFD, 0);
 	pthread_mutex_lock(&w->lock);
-	for (c = w->conns; c != NULL && len < sizeof adopt - 16; c = c->next) {
+	for (c = w->conns; c != NULL && len < sizeof adopt - 32; c = c->next) {
+		int mfd;
 		if (!c->attached)
 			continue;
 		len += (size_t)snprintf(adopt + len, sizeof adopt - len, ",%d",
 		    c->fd);
 		(void)fcntl(c->fd, F_SETFD, 0);
+		if (c->len > c->cur &&
+		    (mfd = worker_restart_carry(c->buf + c->cur,
+		    c->len - c->cur)) >= 0)
+			len += (size_t)snprintf(adopt + len, sizeof adopt - len,
+			    ":%d", mfd);
 	}
 	pthread_mutex_unlock(&w->lock);
 	/* the command line again, without the descriptors of the first
@@ -236,7 +301,7 @@ worker_restart_adopt(worker *w, char **cause)
 	const char *p = w->opt.adopt;
 	worker_conn *c;
 	char *end;
-	long fd;
+	long fd, mfd;
 	int first = 1;
 
 	if (p == NULL)
@@ -244,6 +309,15 @@ worker_restart_adopt(worker *w, char **cause)
 	while (*p != '\0') {
 		errno = 0;
 		fd = strtol(p, &end, 10);
+		mfd = -1;
+		if (errno == 0 && end != p && *end == ':' && !first) {
+			/* FD:MEMFD: the bytes it had read, carried over */
+			const char *q = end + 1;
+			mfd = strtol(q, &end, 10);
+			if (errno != 0 || end == q || mfd < 0 ||
+			    mfd > 1 << 20 || fcntl((int)mfd, F_GETFD) < 0)
+				end = (char *)p;  /* refused below */
+		}
 		if (errno != 0 || end == p || (*end != ',' && *end != '\0') ||
 		    fd < -1 || fd > 1 << 20 ||
 		    (fd >= 0 && fcntl((int)fd, F_GETFD) < 0)) {
@@ -264,6 +338,10 @@ worker_restart_adopt(worker *w, char **cause)
 			c->max = w->opt.max_frame;
 			c->attached = 1;  /* ATTACHED went out before */
 			w->attaches++;
+			if (mfd >= 0 && worker_restart_take(c, (int)mfd) != 0)
+				worker_log(w, "pyshelfd: --adopt: the bytes "
+				    "carried over for fd %ld could not be read; "
+				    "a request is lost\n", fd);
 		}
 		first = 0;
 		p = *end == ',' ? end + 1 : end;

@@ -490,6 +490,8 @@ worker_run(worker *w)
 		pthread_mutex_unlock(&w->lock);
 		worker_restart_note(w);
 	}
+	if (w->opt.adopt != NULL)
+		worker_reader_carried(w);
 	if (worker_reader_start(w, &cause) != 0)
 		goto fail_py;
 	if (worker_lease_start(w, &cause) != 0) {

@@ -327,7 +327,7 @@ _STUCK = ("def slow(n):\n"
           "    return sum(itertools.repeat(1, 10**11))\n")
 
 
-@pytest.mark.parametrize("hard", [False], ids=["soft"])
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
 def test_a_client_that_comes_later_stops_a_call_left_running(srv, hard):
     """A call left running by a client that went is stopped by the next
     client's interrupt() (it runs nothing itself): a KeyboardInterrupt, or

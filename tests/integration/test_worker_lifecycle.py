@@ -124,6 +124,37 @@ def test_hard_interrupt_restarts_the_worker_with_the_same_pid(worker, how):
     assert call_state(b, cid) == "lost"
 
 
+def test_requests_right_behind_a_hard_interrupt_are_served(worker):
+    """Frames sent in the same write as INTERRUPT{HARD=1} (a PING, an
+    EXEC, half of a third frame) were read by the old image and lost in
+    the exec; they are carried over and served by the new one."""
+    from worker_wire import PING, PONG, EXEC, frame
+    w = worker(hard_grace=600)
+    a, _ = w.attach()
+    assert a.value("x = 5\nx") == 5
+    cid = os.urandom(16)
+    rid = a.exec(STUCK, call_id=cid)
+    _until_stuck(a)
+    third = frame(PING, 9003)
+    a.sock.sendall(frame(INTERRUPT, rid, [("HARD", 1)]) +
+                   frame(PING, 9001) +
+                   frame(EXEC, 9002, [("CODE", b"x + 1"), ("WANT_VALUE", 1)])
+                   + third[:7])
+    got = {}
+    while len(got) < 3:
+        m = a.recv()
+        if m.id in (rid, 9001, 9002):
+            got[m.id] = m
+    assert got[rid].type == ERROR
+    assert got[rid].get("ERRCODE") == ERR["WORKER_RESTARTED"]
+    assert got[9001].type == PONG
+    assert got[9002].type == RESULT
+    assert pickle.loads(got[9002].get("VALUE")) == 6
+    a.sock.sendall(third[7:])       # the rest of the half-sent frame
+    m = a.recv()
+    assert m.type == PONG and m.id == 9003
+
+
 def test_stuck_code_with_a_timeout_stops_after_its_client_left(worker):
     # no orphan spins at 100% CPU: the timeout, then the hard grace,
     # restart the worker even with nobody attached
