@@ -1079,5 +1079,7 @@ dispatch_signal(worker *w, int signum)
 		    PYCTX_SIG_INTERRUPT;
 	}
 	w->terminate = 1;
-	return running ? PYCTX_SIG_INTERRUPT : PYCTX_SIG_NONE;
+	if (!running)
+		return PYCTX_SIG_NONE;
+	return signum == SIGTERM ? PYCTX_SIG_SHUTDOWN : PYCTX_SIG_INTERRUPT;
 }

@@ -15,7 +15,9 @@ struct worker;
 enum pyctx_sig {
 	PYCTX_SIG_NONE = 0,       /* nothing to raise */
 	PYCTX_SIG_INTERRUPT = 1,  /* raise KeyboardInterrupt */
-	PYCTX_SIG_TIMEOUT = 2     /* raise TimeoutError (request timeout) */
+	PYCTX_SIG_TIMEOUT = 2,    /* raise TimeoutError (request timeout) */
+	PYCTX_SIG_SHUTDOWN = 3    /* raise KeyboardInterrupt saying the
+	                             backend is stopping (SIGTERM) */
 };
 
 /*

@@ -135,6 +135,12 @@ pystream_on_signal(PyObject *self, PyObject *args)
 		    "pyshelf: the request ran past its timeout and was "
 		    "stopped by the backend");
 		return NULL;
+	case PYCTX_SIG_SHUTDOWN:
+		PyErr_SetString(PyExc_KeyboardInterrupt,
+		    "pyshelf: the backend is stopping (SIGTERM: the server or "
+		    "its host is shutting down); this call was stopped here, "
+		    "and the workspace is checkpointed as it is now");
+		return NULL;
 	default:
 		PyErr_SetNone(PyExc_KeyboardInterrupt);
 		return NULL;

@@ -422,6 +422,32 @@ def test_an_idle_worker_keeps_what_a_full_store_could_not_take(srv):
         ws.close()
 
 
+def test_sigterm_of_the_server_mid_call_says_so(srv):
+    """Stopping the server (kill -TERM, a host's shutdown) while a call
+    runs: the call ends with a KeyboardInterrupt that says the backend is
+    stopping, not a bare one that looks like the user's Ctrl-C."""
+    ws = _open(srv)
+    watch = _open(srv, flag="w")
+    try:
+        t, box = _in_thread(lambda: ws.remote_exec(
+            "import time\nwhile True:\n    time.sleep(0.02)\n"))
+        wait_for(lambda: ws.last_call_id and
+                 _state(watch, ws.last_call_id) == "running", "the call")
+        os.kill(ws.server_pid, signal.SIGTERM)
+        t.join(WAIT)
+        assert not t.is_alive()
+        r = box.get("result")
+        assert isinstance(r, pyshelf.WrappedExcinfo), box
+        assert r.exc_type == "KeyboardInterrupt"
+        assert "SIGTERM" in r.message and "stopping" in r.message
+    finally:
+        for w in (watch, ws):
+            try:
+                w.close()
+            except pyshelf.Error:
+                pass
+
+
 def test_calls_is_a_list_of_call(srv):
     ws = _open(srv)
     try:
