@@ -1284,6 +1284,9 @@ pyshelf_interrupt_hard(pyshelf_conn *c)
  * codec is asked only for what is already there (timeout 0); waiting is
  * io_wait()'s, so that hooks->on_wait sees EINTR and ticks.  deadline is
  * on io_now_us()'s clock, < 0 for none (then PYSHELF_E_TIMEOUT, not sticky).
+ * Without a deadline, a reply is waited for first unless one is buffered,
+ * and read with no poll() of the codec's after io_wait's: one poll() per
+ * reply.
  */
 static int
 client_read_frame(pyshelf_conn *c, const pyshelf_exec_req *hooks,
@@ -1291,14 +1294,18 @@ client_read_frame(pyshelf_conn *c, const pyshelf_exec_req *hooks,
 {
 	const char *why = NULL, *name;
 	int64_t left;
-	int rc, ms, act, e = 0;
+	int rc, ms, act, e = 0, waited = 0;
 
 	for (;;) {
-		rc = wire_conn_read(&c->wc, &c->msg, 0);
-		if (rc == WIRE_OK)
-			break;
-		if (rc != WIRE_E_TIMEOUT)
-			return client_read_error(c, rc, errno);
+		/* with a deadline, what arrived is read even when it passed */
+		if (waited || deadline >= 0 || wire_conn_pending(&c->wc)) {
+			rc = wire_conn_read(&c->wc, &c->msg, 0);
+			if (rc == WIRE_OK)
+				break;
+			if (rc != WIRE_E_TIMEOUT)
+				return client_read_error(c, rc, errno);
+		}
+		waited = 0;
 		ms = -1;
 		if (hooks != NULL && hooks->on_wait != NULL &&
 		    hooks->wait_tick_ms > 0)
@@ -1313,8 +1320,11 @@ client_read_frame(pyshelf_conn *c, const pyshelf_exec_req *hooks,
 				ms = (int)(left > INT32_MAX ? INT32_MAX : left);
 		}
 		rc = io_wait(c->rfd, c->spin_us, ms);
-		if (rc > 0)
+		if (rc > 0) {
+			c->wc.ready = 1;
+			waited = 1;
 			continue;
+		}
 		if (rc < 0 && errno != EINTR)
 			return client_fatal(c, PYSHELF_E_IO, "waiting for the "
 			    "backend failed: %s", strerror(errno));
