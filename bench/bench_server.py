@@ -24,7 +24,12 @@ temporary directory) and is stopped at the end.
 BENCH_BEFORE=/path/to/other/pyshelfd adds that build's stdio and server
 round trips to the same interleaved rounds (rows noop_*_before_us, and
 after/before ratios): a change's before and after, measured in one run
-against one floor.
+against one floor.  The before rows run that build's own client too (the
+client/python next to its pyshelfd, or BENCH_BEFORE_PYTHONPATH), so that a
+change on either side of the wire shows.  Each build's rows run in a child
+process of their own (pinned to the same CPU, driven round by round), the
+same for both: a client in this script's process measured 3 us slower than
+the same client in a fresh one.
 """
 import json
 import multiprocessing
@@ -68,6 +73,57 @@ def work():
     # a few milliseconds of the backend's CPU: the 2-session row measures
     # the workers, not the clients
     return sum(range(300000)) and None
+
+
+def child_rows(db_stdio, db_server, backend, n):
+    """One build's rows (--child): its client and its backend, stdio and
+    server, and a PING through stdio (the same round trip with no Python
+    in the backend), one round per line read ("round"); prints one line
+    of three medians (seconds) per round."""
+    ws_s = pyshelf.spawn(db=db_stdio, session="b", backend=backend)
+    ws_v = pyshelf.open("b", db=db_server, backend=backend)
+    print("ready", flush=True)
+    try:
+        for line in sys.stdin:
+            if line.strip() != "round":
+                break
+            s = timed(lambda: ws_s.remote_exec(noop), n)[n // 2]
+            v = timed(lambda: ws_v.remote_exec(noop), n)[n // 2]
+            p = timed(ws_s.ping, n)[n // 2]
+            print(s, v, p, flush=True)
+    finally:
+        ws_s.close()
+        sp = ws_v.server_pid
+        ws_v.close()
+        if sp:
+            os.kill(sp, signal.SIGTERM)
+
+
+class Rows:
+    """The child that runs child_rows() with one build's client (path) and
+    backend."""
+
+    def __init__(self, backend, path, db_stdio, db_server, tmp):
+        if not os.path.isdir(os.path.join(path, "pyshelf")):
+            raise SystemExit("no client in %s: set BENCH_BEFORE_PYTHONPATH"
+                             % path)
+        env = dict(os.environ, PYTHONPATH=path, PYSHELFD=backend)
+        self.p = subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "--child",
+             db_stdio, db_server, backend, str(N)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            env=env, cwd=tmp)
+        if self.p.stdout.readline().strip() != "ready":
+            raise SystemExit("the client of %s did not start" % backend)
+
+    def round(self):
+        self.p.stdin.write("round\n")
+        self.p.stdin.flush()
+        return [float(x) for x in self.p.stdout.readline().split()]
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
 
 
 def pipe_floor(builddir):
@@ -118,28 +174,29 @@ def main():
     floors, stdio, server, pings = [], [], [], []
     before = os.environ.get("BENCH_BEFORE")
     stdio_b, server_b = [], []
-    ws_s = pyshelf.spawn(db=os.path.join(tmp, "db-stdio"), session="b")
-    ws_v = pyshelf.open("b", db=db)
-    server_pid = ws_v.server_pid if hasattr(ws_v, "server_pid") else None
-    ws_sb = ws_vb = None
+    rows = Rows(pyshelf._workspace._find_backend(None),
+                os.path.dirname(os.path.dirname(os.path.abspath(
+                    pyshelf.__file__))),
+                os.path.join(tmp, "db-stdio"), db, tmp)
+    rows_b = None
     if before:
-        ws_sb = pyshelf.spawn(db=os.path.join(tmp, "db-stdio-b"),
-                              session="b", backend=before)
-        ws_vb = pyshelf.open("b", db=os.path.join(tmp, "db-b"),
-                             backend=before)
+        rows_b = Rows(before, os.environ.get("BENCH_BEFORE_PYTHONPATH") or
+                      os.path.join(os.path.dirname(os.path.abspath(before)),
+                                   "client", "python"),
+                      os.path.join(tmp, "db-stdio-b"),
+                      os.path.join(tmp, "db-b"), tmp)
     try:
         # interleaved rounds: the VM's neighbours move every row alike
         for _ in range(ROUNDS):
             floors.append(pipe_floor(builddir))
-            stdio.append(timed(lambda: ws_s.remote_exec(noop), N)[N // 2])
-            server.append(timed(lambda: ws_v.remote_exec(noop), N)[N // 2])
-            # PING: the same round trip with no Python in the backend
-            pings.append(timed(ws_s.ping, N)[N // 2])
+            s, v, p = rows.round()
+            stdio.append(s)
+            server.append(v)
+            pings.append(p)
             if before:
-                stdio_b.append(
-                    timed(lambda: ws_sb.remote_exec(noop), N)[N // 2])
-                server_b.append(
-                    timed(lambda: ws_vb.remote_exec(noop), N)[N // 2])
+                sb, vb, _ = rows_b.round()
+                stdio_b.append(sb)
+                server_b.append(vb)
         s = statistics.median(stdio)
         v = statistics.median(server)
         floor_s = statistics.median(floors)
@@ -160,7 +217,7 @@ def main():
             emit(name="noop_server_before_us", value=round(vb * 1e6, 2),
                  x_floor=round(vb / floor_s, 2), x_stdio=round(vb / sb, 3),
                  after_x_before=round(v / vb, 3))
-        # attach to the live session (its worker runs: ws_v holds it)
+        # attach to the live session (its worker runs: the child holds it)
         ts = []
         for _ in range(200):
             t0 = time.perf_counter()
@@ -171,15 +228,9 @@ def main():
         emit(name="attach_live_ms", value=round(ts[len(ts) // 2] * 1e3, 3),
              p99_ms=round(ts[len(ts) * 99 // 100] * 1e3, 3))
     finally:
-        ws_s.close()
-        ws_v.close()
+        rows.close()
         if before:
-            ws_sb.close()
-            ws_vb.close()
-            try:
-                os.kill(ws_vb.server_pid, signal.SIGTERM)
-            except (ProcessLookupError, AttributeError, TypeError):
-                pass
+            rows_b.close()
     # attach to a hibernated session: a server of its own, whose workers
     # exit after 0.2 s idle; each attach starts a worker that resumes the
     # session from the store
@@ -206,11 +257,6 @@ def main():
     emit(name="attach_hibernated_ms",
          value=round(statistics.median(ts) * 1e3, 2))
     os.kill(hib_server, signal.SIGTERM)
-    if server_pid:
-        try:
-            os.kill(server_pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     # one session busy against two busy at once: unpinned, on a server
     # started unpinned (its workers inherit its affinity)
     os.sched_setaffinity(0, cpus)
@@ -228,4 +274,6 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--child"]:
+        sys.exit(child_rows(*sys.argv[2:5], int(sys.argv[5])))
     sys.exit(main())

@@ -34,6 +34,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -106,6 +107,8 @@ struct pyshelf_conn {
 	char *remote_reason;     /* its REASON field (owned), or NULL */
 	uint64_t peer_max;       /* largest body the backend accepts */
 	unsigned spin_us;        /* busy-poll before sleeping in a read */
+	int rcvtimeo_ms;         /* SO_RCVTIMEO set on a server's socket
+	                            (0: none), -1 not set by us yet */
 	int close_ms;            /* pyshelf_close()'s wait for the backend */
 	int have_welcome;        /* hello succeeded */
 	pyshelf_welcome welcome; /* what WELCOME said; strings below */
@@ -344,6 +347,7 @@ pyshelf_create(pyshelf_conn **connp)
 	wire_msg_init(&c->msg);
 	atomic_flag_clear(&c->busy);
 	c->rfd = c->wfd = -1;
+	c->rcvtimeo_ms = -1;
 	c->pid = -1;
 	c->peer_max = WIRE_DEFAULT_MAX_FRAME;
 	c->close_ms = CLIENT_CLOSE_MS;
@@ -902,6 +906,7 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
 		c->wfd = c->wc.wfd = fd;
 		c->wfd_is_socket = 1;
 		c->server = 1;
+		c->rcvtimeo_ms = -1;
 		rc = client_server_handshake(c, session, flags, opts);
 		if (rc == PYSHELF_OK) {
 			c->have_welcome = 1;
@@ -1018,6 +1023,7 @@ pyshelf_server_sessions(pyshelf_conn *c, const char *socket_path,
 	c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = fd;
 	c->wfd_is_socket = 1;
 	c->server = 1;
+	c->rcvtimeo_ms = -1;
 	client_begin(c, WIRE_MSG_HELLO);
 	wire_put_u64(&c->wbuf, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);
 	wire_put_str(&c->wbuf, WIRE_TAG_NAME, CLIENT_NAME);
@@ -1280,10 +1286,38 @@ pyshelf_interrupt_hard(pyshelf_conn *c)
 /* --- frames in ------------------------------------------------------------- */
 
 /*
+ * Whether client_read_frame may wait for a reply in read() itself: on a
+ * server's socket (blocking, ours), with no deadline and no spin, once
+ * SO_RCVTIMEO is the tick (ms, 0: none).  Then a reply costs one read()
+ * where the floor pays one, and no poll(); a read() that times out, or
+ * that a signal interrupts, comes back as a tick.
+ */
+static int
+client_read_direct(pyshelf_conn *c, int ms, int64_t deadline)
+{
+	struct timeval tv;
+
+	if (!c->server || !c->wfd_is_socket || c->rfd != c->wfd ||
+	    c->rfd < 0 || deadline >= 0 || c->spin_us > 0 || ms < 0)
+		return 0;
+	if (c->rcvtimeo_ms == ms)
+		return 1;
+	tv.tv_sec = ms / 1000;
+	tv.tv_usec = (ms % 1000) * 1000;
+	if (setsockopt(c->rfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0)
+		return 0;
+	c->rcvtimeo_ms = ms;
+	return 1;
+}
+
+/*
  * Read the next frame into c->msg and check it against its schema.  The
  * codec is asked only for what is already there (timeout 0); waiting is
  * io_wait()'s, so that hooks->on_wait sees EINTR and ticks.  deadline is
  * on io_now_us()'s clock, < 0 for none (then PYSHELF_E_TIMEOUT, not sticky).
+ * Without a deadline, a reply is waited for first unless one is buffered,
+ * and read with no poll() of the codec's after io_wait's: one poll() per
+ * reply; none on a server's socket (client_read_direct).
  */
 static int
 client_read_frame(pyshelf_conn *c, const pyshelf_exec_req *hooks,
@@ -1291,19 +1325,33 @@ client_read_frame(pyshelf_conn *c, const pyshelf_exec_req *hooks,
 {
 	const char *why = NULL, *name;
 	int64_t left;
-	int rc, ms, act, e = 0;
+	int rc, ms, act, e = 0, waited = 0, direct, tick = -1;
 
+	if (hooks != NULL && hooks->on_wait != NULL && hooks->wait_tick_ms > 0)
+		tick = hooks->wait_tick_ms > INT32_MAX ? INT32_MAX :
+		    (int)hooks->wait_tick_ms;
+	direct = client_read_direct(c, tick < 0 ? 0 : tick, deadline);
 	for (;;) {
-		rc = wire_conn_read(&c->wc, &c->msg, 0);
-		if (rc == WIRE_OK)
-			break;
-		if (rc != WIRE_E_TIMEOUT)
-			return client_read_error(c, rc, errno);
-		ms = -1;
-		if (hooks != NULL && hooks->on_wait != NULL &&
-		    hooks->wait_tick_ms > 0)
-			ms = hooks->wait_tick_ms > INT32_MAX ? INT32_MAX :
-			    (int)hooks->wait_tick_ms;
+		if (direct && !wire_conn_pending(&c->wc)) {
+			/* read() waits, up to a tick */
+			c->wc.ready = 1;
+			rc = wire_conn_read(&c->wc, &c->msg, 0);
+			if (rc == WIRE_OK)
+				break;
+			if (rc != WIRE_E_TIMEOUT)
+				return client_read_error(c, rc, errno);
+			goto tick;   /* a tick passed, or a signal came */
+		}
+		/* with a deadline, what arrived is read even when it passed */
+		if (waited || deadline >= 0 || wire_conn_pending(&c->wc)) {
+			rc = wire_conn_read(&c->wc, &c->msg, 0);
+			if (rc == WIRE_OK)
+				break;
+			if (rc != WIRE_E_TIMEOUT)
+				return client_read_error(c, rc, errno);
+		}
+		waited = 0;
+		ms = tick;
 		if (deadline >= 0) {
 			left = (deadline - io_now_us() + 999) / 1000;
 			if (left <= 0)
@@ -1313,11 +1361,15 @@ client_read_frame(pyshelf_conn *c, const pyshelf_exec_req *hooks,
 				ms = (int)(left > INT32_MAX ? INT32_MAX : left);
 		}
 		rc = io_wait(c->rfd, c->spin_us, ms);
-		if (rc > 0)
+		if (rc > 0) {
+			c->wc.ready = 1;
+			waited = 1;
 			continue;
+		}
 		if (rc < 0 && errno != EINTR)
 			return client_fatal(c, PYSHELF_E_IO, "waiting for the "
 			    "backend failed: %s", strerror(errno));
+tick:
 		if (hooks == NULL || hooks->on_wait == NULL)
 			continue;
 		act = hooks->on_wait(hooks->ctx);
@@ -2636,6 +2688,7 @@ pyshelf_end_session(pyshelf_conn *c, const char *socket_path,
 		c->rfd = c->wc.rfd = c->wfd = c->wc.wfd = fd;
 		c->wfd_is_socket = 1;
 		c->server = 1;
+		c->rcvtimeo_ms = -1;
 		rc = client_end_request(c, name, ended_ms, &welcomed);
 		/* back to no backend; the failure kept for pyshelf_errmsg() */
 		close(fd);

@@ -25,6 +25,9 @@
 #include "pyexec.h"
 
 static PyObject *dispatch_request_error(int, const char *);
+static PyObject *dispatch_ws_get(int);
+static int dispatch_nothing_to_write(worker *);
+static int dispatch_no_notices(void);
 
 /* Send an ERROR frame with a formatted message. */
 int
@@ -94,6 +97,106 @@ dispatch_pyerror(worker *w, uint64_t id)
 	return rc;
 }
 
+/* The Workspace's attributes that dispatch_nothing_to_write and
+ * dispatch_no_notices read, by index into dispatch_ws_names. */
+enum {
+	DISPATCH_WS_DIRTY, DISPATCH_WS_DELETED, DISPATCH_WS_NS,
+	DISPATCH_WS_NS_VERSION, DISPATCH_WS_CP_THREAD, DISPATCH_WS_NOTICES,
+	DISPATCH_WS_STORE_NOTICES, DISPATCH_WS_N
+};
+static const char *const dispatch_ws_names[DISPATCH_WS_N] = {
+	"dirty", "deleted", "ns", "ns_version", "cp_thread", "notices",
+	"store_notices"
+};
+
+/* New reference to the attribute i of the Python half's Workspace (WS),
+ * or NULL with no exception set. */
+static PyObject *
+dispatch_ws_get(int i)
+{
+	static PyObject *names[DISPATCH_WS_N], *ws_name;
+	PyObject *ws, *v;
+
+	if (names[i] == NULL &&
+	    (names[i] = PyUnicode_InternFromString(dispatch_ws_names[i])) ==
+	    NULL) {
+		PyErr_Clear();
+		return NULL;
+	}
+	if (ws_name == NULL &&
+	    (ws_name = PyUnicode_InternFromString("WS")) == NULL) {
+		PyErr_Clear();
+		return NULL;
+	}
+	if ((ws = PyObject_GetAttr(pymodule_backend, ws_name)) == NULL) {
+		PyErr_Clear();
+		return NULL;
+	}
+	if ((v = PyObject_GetAttr(ws, names[i])) == NULL)
+		PyErr_Clear();
+	Py_DECREF(ws);
+	return v;
+}
+
+/*
+ * Nothing for a request's checkpoint to write: the test that
+ * Workspace.checkpoint(full=0) starts with (no entry marked dirty or
+ * deleted, the namespace's dict not written since its last diff, the
+ * session record clean), made here so that the no-op request's path
+ * does not call into the Python half.  What a request can change reaches
+ * one of these: mark_reached puts what its code could reach by name, and
+ * its handle arguments, in dirty; a binding or a deletion writes the
+ * namespace's dict.  Also no checkpoint may run in another thread
+ * (cp_thread set): it may hold this request's changes, not committed yet,
+ * and the Python path waits for it.  Any doubt (an attribute missing or
+ * of another type) answers no.  GIL held; never raises.
+ */
+static int
+dispatch_nothing_to_write(worker *w)
+{
+	PyObject *v[DISPATCH_WS_CP_THREAD + 1] = { NULL };
+	int i, idle = 0;
+
+	if (w->sess_dirty)
+		return 0;
+	for (i = 0; i <= DISPATCH_WS_CP_THREAD; i++)
+		if ((v[i] = dispatch_ws_get(i)) == NULL)
+			goto out;
+	idle = PyAnySet_CheckExact(v[DISPATCH_WS_DIRTY]) &&
+	    PySet_GET_SIZE(v[DISPATCH_WS_DIRTY]) == 0 &&
+	    PyAnySet_CheckExact(v[DISPATCH_WS_DELETED]) &&
+	    PySet_GET_SIZE(v[DISPATCH_WS_DELETED]) == 0 &&
+	    PyDict_Check(v[DISPATCH_WS_NS]) &&
+	    PyLong_CheckExact(v[DISPATCH_WS_NS_VERSION]) &&
+	    PyLong_AsUnsignedLongLong(v[DISPATCH_WS_NS_VERSION]) ==
+	    pyns_dict_version(v[DISPATCH_WS_NS]) &&
+	    v[DISPATCH_WS_CP_THREAD] == Py_None;
+	if (PyErr_Occurred()) {
+		PyErr_Clear();
+		idle = 0;
+	}
+out:
+	for (i = 0; i <= DISPATCH_WS_CP_THREAD; i++)
+		Py_XDECREF(v[i]);
+	return idle;
+}
+
+/* No notice waits to be sent (the Workspace's notices and store_notices
+ * are empty lists): take_notices need not run.  GIL held; never raises. */
+static int
+dispatch_no_notices(void)
+{
+	PyObject *a = dispatch_ws_get(DISPATCH_WS_NOTICES),
+	    *b = dispatch_ws_get(DISPATCH_WS_STORE_NOTICES);
+	int none = a != NULL && b != NULL && PyList_CheckExact(a) &&
+	    PyList_GET_SIZE(a) == 0 && PyList_CheckExact(b) &&
+	    PyList_GET_SIZE(b) == 0;
+
+	Py_XDECREF(a);
+	Py_XDECREF(b);
+	return none;
+}
+
 /* Checkpoint after a request (full: also loaded mutable entries).  On
  * failure the exception is left set and -1 returned. */
 static int
@@ -110,6 +213,10 @@ dispatch_checkpoint_raw(worker *w, int full)
 		w->requests_since_full = 1;  /* a request ran */
 	else if (full == 1 && !w->requests_since_full)
 		mode = 0;  /* interval, and nothing ran that could mutate */
+	/* the no-op request's path: the checkpoint would return at once,
+	 * and what a restart now would lose has not changed */
+	if (full == 0 && dispatch_nothing_to_write(w))
+		return 0;
 	r = pymodule_call("checkpoint", Py_BuildValue("{s:i}", "full", mode));
 	if (r == NULL)
 		return -1;  /* a failed full checkpoint is tried again */
@@ -180,9 +287,12 @@ dispatch_checkpoint(worker *w, int full)
 void
 dispatch_notices(worker *w)
 {
-	PyObject *l = PyObject_CallMethod(pymodule_backend, "take_notices", NULL);
+	PyObject *l;
 	Py_ssize_t i;
 
+	if (dispatch_no_notices())
+		return;
+	l = PyObject_CallMethod(pymodule_backend, "take_notices", NULL);
 	if (l == NULL) {
 		PyErr_Clear();
 		return;

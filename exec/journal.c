@@ -102,9 +102,13 @@ journal_now(journal *j)
 static size_t
 journal_bucket(const uint8_t *id)
 {
-	uint64_t h;
+	uint64_t h, lo;
 
+	/* both halves: a client's ids may share their first 8 bytes (the
+	 * Python client's are a per-process prefix and a counter) */
 	memcpy(&h, id, sizeof h);
+	memcpy(&lo, id + 8, sizeof lo);
+	h ^= lo * 0x9e3779b97f4a7c15ull;
 	h ^= h >> 29;
 	h *= 0xbf58476d1ce4e5b9ull;
 	h ^= h >> 32;

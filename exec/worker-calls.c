@@ -79,6 +79,26 @@ worker_calls_stop(worker *w)
 }
 
 /* call_lock held. */
+/*
+ * CTL_STATE after a call began or ended.  The state names the running
+ * call only while no client is attached (worker_control_state), and a
+ * client's attach or detach sends it anew: with clients attached, a
+ * call's start or end changes nothing in it, and nothing is formatted.
+ */
+static void
+worker_calls_state(worker *w)
+{
+	int n;
+
+	if (!w->opt.server)
+		return;
+	pthread_mutex_lock(&w->lock);
+	n = w->nconns;
+	pthread_mutex_unlock(&w->lock);
+	if (n == 0)
+		worker_control_state(w);
+}
+
 static worker_call *
 worker_calls_find(worker *w, const uint8_t id[16])
 {
@@ -349,7 +369,7 @@ worker_calls_begin(worker *w, const uint8_t id[16], uint64_t req_id,
 	pthread_mutex_unlock(&w->call_lock);
 	journal_set_state(w->journal, id, JOURNAL_RUNNING);
 	journal_unlock(w->journal);
-	worker_control_state(w);
+	worker_calls_state(w);
 }
 
 int
@@ -437,7 +457,7 @@ worker_calls_reply(worker *w, const wire_buf *b)
 	pthread_mutex_unlock(&w->call_lock);
 	journal_unlock(w->journal);
 	worker_calls_free(w, k);
-	worker_control_state(w);
+	worker_calls_state(w);
 	return 1;
 }
 

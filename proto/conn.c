@@ -32,7 +32,7 @@
 static int64_t wire_conn_now_us(void);
 static int wire_conn_room(wire_conn *, size_t);
 static int wire_conn_wait(wire_conn *, int64_t);
-static int wire_conn_fill(wire_conn *, int64_t);
+static int wire_conn_fill(wire_conn *, int64_t, int);
 
 /* Microseconds on the monotonic clock. */
 static int64_t
@@ -56,6 +56,7 @@ wire_conn_init(wire_conn *c, int rfd, int wfd, size_t max_body)
 	c->rpos = 0;
 	c->rcap = 0;
 	c->spin_us = 0;
+	c->ready = 0;
 }
 
 /* Free the read buffer; the fds are left open. */
@@ -145,17 +146,21 @@ wire_conn_wait(wire_conn *c, int64_t deadline)
 }
 
 /*
- * Read once into the buffer after waiting for data.  Returns WIRE_OK
- * (some bytes arrived), WIRE_E_EOF, WIRE_E_TIMEOUT or WIRE_E_IO.
+ * Read once into the buffer after waiting for data (ready: the caller
+ * knows rfd is readable, so the first read() goes without a poll()).
+ * Returns WIRE_OK (some bytes arrived), WIRE_E_EOF, WIRE_E_TIMEOUT or
+ * WIRE_E_IO.
  */
 static int
-wire_conn_fill(wire_conn *c, int64_t deadline)
+wire_conn_fill(wire_conn *c, int64_t deadline, int ready)
 {
 	ssize_t got;
 	int rc;
 
 	for (;;) {
-		if ((rc = wire_conn_wait(c, deadline)) != WIRE_OK)
+		if (ready)
+			ready = 0;  /* poll() said readable: read() won't block */
+		else if ((rc = wire_conn_wait(c, deadline)) != WIRE_OK)
 			return rc;
 		got = read(c->rfd, c->rbuf + c->rlen, c->rcap - c->rlen);
 		if (got > 0) {
@@ -175,8 +180,9 @@ wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms)
 {
 	int64_t deadline = -1;
 	size_t avail, need, used;
-	int rc;
+	int rc, ready = c->ready;
 
+	c->ready = 0;
 	if (timeout_ms >= 0)
 		deadline = wire_conn_now_us() + (int64_t)timeout_ms * 1000;
 	if (c->rpos == c->rlen) {
@@ -203,7 +209,8 @@ wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms)
 		}
 		if ((rc = wire_conn_room(c, need)) != WIRE_OK)
 			return rc;
-		rc = wire_conn_fill(c, deadline);
+		rc = wire_conn_fill(c, deadline, ready);
+		ready = 0;
 		if (rc == WIRE_E_EOF && avail > 0)
 			return WIRE_E_MALFORMED; /* the peer cut a frame short */
 		if (rc != WIRE_OK)
@@ -277,7 +284,7 @@ wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
 		while ((avail = c->rlen - c->rpos) < need) {
 			if ((rc = wire_conn_room(c, need)) != WIRE_OK)
 				return rc;
-			if ((rc = wire_conn_fill(c, -1)) != WIRE_OK)
+			if ((rc = wire_conn_fill(c, -1, 0)) != WIRE_OK)
 				return rc == WIRE_E_EOF && avail > 0 ?
 				    WIRE_E_MALFORMED : rc;
 		}

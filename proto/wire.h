@@ -468,6 +468,8 @@ typedef struct wire_conn {
 	size_t rpos;          /* start of unconsumed bytes */
 	size_t rcap;          /* allocated */
 	unsigned spin_us;     /* busy-poll this long before blocking (0 = off) */
+	int ready;            /* the caller saw rfd readable: the next read()
+	                         goes without a poll() first (once) */
 } wire_conn;
 
 /* Set up a connection over fds (not taken over: close them yourself). */
@@ -481,7 +483,9 @@ void wire_conn_free(wire_conn *c);
  * WIRE_E_EOF; EOF in the middle of a frame is WIRE_E_MALFORMED (a
  * truncated frame).  After an error other than TIMEOUT the stream is out
  * of step: close it.  With c->spin_us set, polls without blocking for up
- * to that long before a blocking poll(), trading CPU for latency.
+ * to that long before a blocking poll(), trading CPU for latency.  A
+ * caller that waits for rfd itself (poll() said readable) sets c->ready:
+ * then the first read() of this call is not preceded by a poll().
  */
 int wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms);
 /* Nonzero when wire_conn_read() would return at once without reading:

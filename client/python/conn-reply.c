@@ -337,6 +337,17 @@ conn_blocks(module_state *st, const pyshelf_result *r)
 	return l;
 }
 
+/* Nonzero when p[0..n) is a pickle of None alone (PROTO, NONE, STOP, or
+ * NONE, STOP): what a call that returned nothing sends back, made here
+ * without a memoryview and a call of loads(). */
+static int
+conn_pickle_is_none(const unsigned char *p, size_t n)
+{
+	if (n == 4 && p[0] == 0x80 && p[1] <= 5)
+		p += 2, n -= 2;
+	return n == 2 && p[0] == 'N' && p[1] == '.';
+}
+
 PyObject *
 conn_result(module_state *st, const pyshelf_result *r)
 {
@@ -344,7 +355,12 @@ conn_result(module_state *st, const pyshelf_result *r)
 	PyObject *tn = NULL, *et = NULL, *msg = NULL, *vol = NULL;
 	PyObject *ltype, *lvalue, *ltb;   /* loads()'s error, while released */
 
-	if (r->kind == PYSHELF_KIND_DIRECT) {
+	static PyObject *release;     /* interned "release" */
+
+	if (r->kind == PYSHELF_KIND_DIRECT && r->nbuffers == 0 &&
+	    conn_pickle_is_none(r->value, r->value_len))
+		value = Py_NewRef(Py_None);
+	else if (r->kind == PYSHELF_KIND_DIRECT) {
 		if (st->loads == NULL) {
 			PyErr_SetString(PyExc_RuntimeError,
 			    "pyshelf._pyshelf._setup() was not called");
@@ -373,7 +389,10 @@ conn_result(module_state *st, const pyshelf_result *r)
 		 * (a call with an exception set is a SystemError), and is the
 		 * one raised. */
 		PyErr_Fetch(&ltype, &lvalue, &ltb);
-		tmp = PyObject_CallMethod(view, "release", NULL);
+		if (release == NULL)
+			release = PyUnicode_InternFromString("release");
+		tmp = release != NULL ?
+		    PyObject_CallMethodNoArgs(view, release) : NULL;
 		Py_XDECREF(tmp);
 		if (ltype != NULL) {
 			if (tmp == NULL)

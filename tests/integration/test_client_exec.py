@@ -1,6 +1,7 @@
 """remote_exec through the Python client: functions and blocks, arguments
 by pickle and by handle, the three result kinds, big and unicode values."""
 import inspect
+import os
 import pickle
 import sys
 import types
@@ -167,6 +168,51 @@ def test_source_is_cached_per_code_object(gw, monkeypatch):
     for i in range(5):
         assert gw.remote_exec(cached_fn, i).value == i
     assert len(calls) == 1
+
+
+class _Shipper:
+    def method(self):
+        return DirectValue("from the class")
+
+
+def test_bound_method_is_refused_after_its_function_shipped(gw):
+    # the plain function is shipped and its source cached; the bound
+    # method shares its code object, and is still refused
+    assert gw.remote_exec(_Shipper.method, None).value == "from the class"
+    with pytest.raises(TypeError, match="bound method"):
+        gw.remote_exec(_Shipper().method)
+
+
+def test_call_ids_are_unique_and_new_in_a_forked_child(gw):
+    def nothing():
+        pass
+    ids = set()
+    for _ in range(50):
+        gw.remote_exec(nothing)
+        assert len(gw.last_call_id) == 32
+        ids.add(gw.last_call_id)
+    assert len(ids) == 50
+    # a forked child draws its own ids: none of its parent's, neither the
+    # next ones nor the random half they share
+    from pyshelf import _workspace
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(w, b"".join(_workspace._new_call_id() for _ in range(3)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        got = f.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    child = [got[i:i + 16] for i in range(0, 48, 16)]
+    mine = [_workspace._new_call_id() for _ in range(3)]
+    assert len(set(child)) == 3
+    assert not set(child) & set(mine)
+    assert {c[8:] for c in child} != {m[8:] for m in mine}
+    assert len({m[8:] for m in mine}) == 1 and \
+        mine[0][8:] == bytes.fromhex(gw.last_call_id)[8:]
 
 
 def test_exception_result(gw):

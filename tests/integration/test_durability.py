@@ -208,6 +208,72 @@ def test_handle_argument_changes_survive_sigkill(tmp_path):
         ws.close()
 
 
+# Every kind of change a request can make, each by a request of its own
+# right before SIGKILL: the worker decides in C, without the Python half,
+# that a request changed nothing (dispatch.c, the no-op request's path),
+# and none of these may look like nothing.
+def _rebind():
+    global x                             # noqa: F824
+    x = 5
+
+
+def _push(xs):
+    xs.append(2)
+
+
+REQUEST_CHANGES = [
+    # (id, set-up block, the change: a block, a function or
+    # (function, handle-making block), expression, expected value)
+    ("rebind in a function", "x = 1", _rebind, "x", 5),
+    ("rebind in a block", "x = 1", "x = 6", "x", 6),
+    ("new global through globals()", "", "globals()['y'] = [7]", "y", [7]),
+    ("delete a global", "x = 1; z = 2", "del x",
+     "(globals().get('x'), z)", (None, 2)),
+    ("in place through a handle", "", (_push, "[1]"), None, [1, 2]),
+    ("in place inside a tuple", "t = ([],)", "t[0].append(1)", "t", ([1],)),
+    ("in place inside a class",
+     "class C:\n    items = []\n    k = 1",
+     "C.items.append(1); C.k = 2", "(C.items, C.k)", ([1], 2)),
+    ("in place inside a closure",
+     "def mk():\n    box = []\n    def add(v):\n        box.append(v)\n"
+     "    return add\nadd = mk()",
+     "add(5)", "add.__closure__[0].cell_contents", [5]),
+    ("a module's attribute",
+     "import types\nm = types.ModuleType('m')\nm.x = 1",
+     "m.x = 2; m.y = [3]", "(m.x, m.y)", (2, [3])),
+    ("an import binding a module", "", "import json as jj", "jj.__name__",
+     "json"),
+]
+
+
+@pytest.mark.parametrize("case", REQUEST_CHANGES, ids=[c[0] for c in
+                                                       REQUEST_CHANGES])
+def test_each_kind_of_request_change_survives_sigkill(tmp_path, case):
+    _, setup, change, expr, want = case
+    db = tmp_path / "db"
+    ws = spawn(db)
+    if setup:
+        ws.remote_exec(setup)
+    ws.remote_exec("pass")          # a no-op request between: nothing
+    hid = None
+    if isinstance(change, tuple):
+        h = ws.remote_exec(change[1])
+        hid = h.id
+        ws.remote_exec(change[0], h)
+    else:
+        ws.remote_exec(change)
+    ws = restart(ws, "kill", db)    # right after the reply
+    try:
+        if hid is not None:
+            def get(xs):
+                return DirectValue(xs)
+            assert ws.remote_exec(get, ws.handle(hid)).value == want
+        else:
+            assert value(ws, "DirectValue(%s)" % expr) == want
+    finally:
+        ws.close()
+
+
 # --- 3. checkpoint() from long-running code; import pyshelf -------------------
 
 def test_checkpoint_builtin_and_import(tmp_path):

@@ -11,6 +11,7 @@ request that holds it.
 import codecs
 import collections.abc
 import functools
+import itertools
 import json
 import math
 import os
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import warnings
 import weakref
 
@@ -27,12 +29,14 @@ from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
-                        _FunctionByValue, _NoSource, _dumps,
+                        _FunctionByValue, _NoSource, _SOURCE_CACHE, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
 from ._types import (Call, DirectValue, Lost, Wrapped, WrappedExcinfo,
                      _Kwargs, _sending)
 
 __all__ = ["Workspace", "spawn", "open", "connect"]
+
+_FunctionType = types.FunctionType
 
 _KIND_DIRECT = _pyshelf.KIND_DIRECT
 _KIND_WRAPPED = _pyshelf.KIND_WRAPPED
@@ -86,6 +90,36 @@ def _check_name(key):
                          "UTF-8 (a lone surrogate)" % (key,)) from None
 
 
+# Call ids (CALL_ID, 16 bytes): a counter that starts at 8 random bytes,
+# then 8 random bytes drawn once per process (both again in a forked child,
+# whose calls must not reuse its parent's ids).  Two clients' ids can only
+# meet when their random halves do (a chance of 2**-64), as with 128 random
+# bits per call, but without a getrandom() per call.  The counter comes
+# first: older workers put a call in the journal's table by its first 8
+# bytes alone.
+# next() on a count is atomic under the GIL: threads sharing a workspace
+# never get the same id.
+_CALL_ID_MASK = (1 << 64) - 1
+_call_id_suffix = b""
+_call_id_count = None
+
+
+def _call_id_reseed():
+    global _call_id_suffix, _call_id_count
+    _call_id_suffix = os.urandom(8)
+    _call_id_count = itertools.count(int.from_bytes(os.urandom(8), "big"))
+
+
+def _new_call_id():
+    """A fresh call id (16 bytes)."""
+    return (next(_call_id_count) & _CALL_ID_MASK).to_bytes(8, "big") + \
+        _call_id_suffix
+
+
+_call_id_reseed()
+os.register_at_fork(after_in_child=_call_id_reseed)
+
+
 def _timeout_ms(timeout):
     """Seconds (None: no limit) to the wire's milliseconds (0: no limit)."""
     if timeout is None:
@@ -108,10 +142,12 @@ class _Output:
     def __init__(self, stdout, stderr):
         self.files = (sys.stdout if stdout is None else stdout,
                       sys.stderr if stderr is None else stderr)
-        self.decoders = [None, None]
+        self.decoders = None    # [stdout's, stderr's] from the first output
 
     def __call__(self, stream, data):
         i = 0 if stream == _pyshelf.STDOUT else 1
+        if self.decoders is None:
+            self.decoders = [None, None]
         dec = self.decoders[i]
         if dec is None:
             dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -129,6 +165,8 @@ class _Output:
 
     def close(self):
         """Write what an unfinished UTF-8 sequence left behind."""
+        if self.decoders is None:
+            return      # no output: the no-op call's path
         for i, dec in enumerate(self.decoders):
             if dec is not None:
                 self._write(i, dec.decode(b"", final=True))
@@ -233,6 +271,19 @@ class _ServerConn:
             return attr
         return functools.partial(self._request, name)
 
+    def exec(self, *args):
+        """Connection.exec, as _request sends it (the same call id again
+        after a reconnect), without __getattr__'s look-ups: the path of
+        every remote_exec."""
+        if self.conn is None or self.broken:
+            self.reconnect()
+        try:
+            return self.conn.exec(*args)
+        except BackendDied:
+            self.broken = True
+        self.reconnect()
+        return self.conn.exec(*args)
+
     def _request(self, name, *args, **kwargs):
         try:
             return getattr(self.conn, name)(*args, **kwargs)
@@ -265,7 +316,7 @@ class Workspace(collections.abc.MutableMapping):
         self._lock = threading.Lock()
         self._closed = False
         self.returncode = None
-        self.last_call_id = None
+        self._last_call_id = None  # bytes; last_call_id is its hex
         self.session = info.get("session")
         sid = info.get("session_id")
         self.session_id = sid.hex() if sid is not None else None
@@ -317,6 +368,13 @@ class Workspace(collections.abc.MutableMapping):
         if self._server and self._conn.info is not None:
             return self._conn.info.get("pid") or None
         return self._pid
+
+    @property
+    def last_call_id(self):
+        """The call id (hex) of the last remote_exec sent, for
+        ``result()``; None before the first."""
+        cid = self._last_call_id
+        return None if cid is None else cid.hex()
 
     @property
     def server_pid(self):
@@ -475,7 +533,10 @@ class Workspace(collections.abc.MutableMapping):
         backend; a second Ctrl-C stops waiting.
         """
         fn = None
-        if isinstance(func_or_source, str):
+        if type(func_or_source) is _FunctionType and (hit := _SOURCE_CACHE.get(
+                func_or_source.__code__)) is not None:
+            code, func = hit    # shipped before: its source, from the cache
+        elif isinstance(func_or_source, str):
             if args or kwargs:
                 raise TypeError("a block of source takes no arguments; "
                                 "ship a function to pass arguments")
@@ -488,10 +549,11 @@ class Workspace(collections.abc.MutableMapping):
                     raise
                 code, func = _BY_VALUE_SOURCE, "_pyshelf_by_value"
                 fn = func_or_source
-        timeout_ms = _timeout_ms(timeout)
+        timeout_ms = 0 if timeout is None else _timeout_ms(timeout)
         modules = []
         while True:
-            wire = [self._arg(a, i, modules) for i, a in enumerate(args, 1)]
+            wire = [self._arg(a, i, modules)
+                    for i, a in enumerate(args, 1)] if args else []
             if fn is not None:
                 wire.append(self._dumps_function(fn, modules))
             if kwargs:
@@ -509,10 +571,11 @@ class Workspace(collections.abc.MutableMapping):
 
     def _run(self, code, func, wire, timeout_ms, want_value, out):
         """Send one EXEC under a new call id and make its result."""
-        call_id = os.urandom(16)
+        call_id = _new_call_id()
         with self._lock:
-            self._begin()
-            self.last_call_id = call_id.hex()
+            if self._closed or self._handles.pending:
+                self._begin()
+            self._last_call_id = call_id
             try:
                 r = self._conn.exec(code, func, wire, want_value, timeout_ms,
                                     out, call_id)
