@@ -13,7 +13,9 @@
  * reader thread takes the connections (main runs code), it waits for no
  * answer (worker_long_cancel_locked), and a LONG it reads the head or a
  * body PART of goes as frames, copied by the main thread, as any frame:
- * PING and INTERRUPT are never held up behind a LONG.  The answers:
+ * PING and INTERRUPT are never held up behind a LONG; the main thread,
+ * reading again, queues the next PART as WAIT, and the answer to it lends
+ * the buffers for the rest.  The answers:
  *  - BODY: more of the body is to come: its PARTs are queued (WAIT);
  *  - DATA: the body is in, and the buffers are allocated at their full
  *    size: from now on each PART of the LONG that fits is taken here,
@@ -63,10 +65,13 @@ worker_long_kind(worker_conn *c, const wire_msg *m, int may_wait)
 		break;
 	}
 	/* DATA too: the frame ends it (the memory is the main thread's
-	 * again once the frame is queued) */
+	 * again once the frame is queued).  A PART with no LONG known here
+	 * waits too: its LONG may have begun while the reader thread read
+	 * (as frames), and the main thread's answer lends its buffers for
+	 * the rest */
 	memset(l, 0, sizeof *l);
-	return m->type == WIRE_MSG_LONG && may_wait ? WORKER_FRAME_WAIT :
-	    WORKER_FRAME_WIRE;
+	return may_wait && (m->type == WIRE_MSG_LONG ||
+	    m->type == WIRE_MSG_PART) ? WORKER_FRAME_WAIT : WORKER_FRAME_WIRE;
 }
 
 /* The reader thread takes the connections: stop waiting for answers;
