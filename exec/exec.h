@@ -11,6 +11,8 @@
  *   worker-reader.c   reading the connections (main thread when idle, the
  *                     reader thread while code runs): PING, INTERRUPT,
  *                     deadlines, the queue of frames for the main thread
+ *   worker-long.c     a client's LONG as its reader sees it: the pushed
+ *                     buffers' PARTs read straight into their memory
  *   worker-control.c  server mode: the control channel to the supervisor
  *                     (CTL_CONN, CTL_READY, CTL_STATE, CTL_IDLE)
  *   worker-calls.c    call ids: the journal, joining and replaying calls,
