@@ -5,11 +5,15 @@
  * are), and sending a reply that does not fit a frame, or carries
  * buffers, as a LONG.  The codec's part is proto/wire-long.c.
  *
- * Assembly is here, where frames are consumed, not in the reader thread:
- * a connection has at most one LONG open; any other frame on it ends the
- * LONG with an ERROR (nothing of it was applied) and is then served as
- * usual.  A LONG refused at its head, or broken by a lying PART, gets one
- * ERROR, and the rest of its PARTs are dropped in silence.
+ * The LONG is judged here, where frames are consumed: a connection has
+ * at most one LONG open; any other frame on it ends the LONG with an
+ * ERROR (nothing of it was applied) and is then served as usual.  A LONG
+ * refused at its head, or broken by a lying PART, gets one ERROR, and the
+ * rest of its PARTs are dropped in silence (by the connection's reader).
+ * Its head and body come as frames; its buffers' bytes do not: once the
+ * body is in and the bytearrays allocated, the reader of the connection
+ * reads the PARTs' data straight into them (worker-long.c, which says
+ * how the two hand over), and queues an empty PART when they are full.
  * Every function here runs on the main thread with the GIL held.
  */
 #define PY_SSIZE_T_CLEAN
@@ -33,9 +37,11 @@ struct dispatch_long {
 	uint64_t id;           /* its request id */
 	int dead;              /* refused: its PARTs are dropped */
 	int parsed;            /* the body is complete and parsed into m */
+	int direct;            /* the reader fills the buffers (lent) */
 	wire_long l;           /* the codec's assembly */
 	wire_msg m;            /* the carried message, once parsed */
 	PyObject *bufs;        /* list of bytearrays (the buffers), or NULL */
+	uint8_t **mem;         /* their memory, lent to the reader */
 };
 
 /* The send buffer asked for a client's socket before a LONG reply. */
@@ -70,6 +76,7 @@ dispatch_long_drop(worker *w, struct dispatch_long *s)
 			break;
 		}
 	Py_XDECREF(s->bufs);
+	free(s->mem);
 	wire_msg_free(&s->m);
 	wire_long_free(&s->l);
 	worker_conn_unref(w, s->conn);
@@ -77,8 +84,10 @@ dispatch_long_drop(worker *w, struct dispatch_long *s)
 }
 
 /* Drop the LONGs of connections that are gone (their client left half
- * way: nothing of it is applied). */
-static void
+ * way: nothing of it is applied).  A gone connection is read no more
+ * (its reader, or the reader thread, dropped it, and neither was reading
+ * it then): lent memory is free to go. */
+void
 dispatch_long_sweep(worker *w)
 {
 	struct dispatch_long *s, *next;
@@ -119,6 +128,9 @@ dispatch_long_fail(worker *w, struct dispatch_long *s, int code,
 	    "LONG", (unsigned long long)s->id, s->l.body_len,
 	    s->l.buf_total, why);
 	Py_CLEAR(s->bufs);
+	free(s->mem);
+	s->mem = NULL;
+	s->direct = 0;
 	wire_msg_free(&s->m);
 	wire_msg_init(&s->m);
 	wire_long_free(&s->l);
@@ -191,12 +203,15 @@ dispatch_long_body(worker *w, struct dispatch_long *s, int *failed)
 		    WIRE_ERR_TOO_BIG : WIRE_ERR_BAD_REQUEST, why);
 	if ((s->bufs = PyList_New((Py_ssize_t)s->l.nbufs)) == NULL)
 		goto nomem;
+	if ((s->mem = calloc(s->l.nbufs + 1, sizeof *s->mem)) == NULL)
+		goto nomem;
 	for (i = 0; i < s->l.nbufs; i++) {
 		PyObject *b = PyByteArray_FromStringAndSize(NULL,
 		    (Py_ssize_t)s->l.buf_len[i]);
 		if (b == NULL)
 			goto nomem;
-		wire_mem_advise(PyByteArray_AS_STRING(b), s->l.buf_len[i]);
+		s->mem[i] = (uint8_t *)PyByteArray_AS_STRING(b);
+		wire_mem_advise(s->mem[i], s->l.buf_len[i]);
 		PyList_SET_ITEM(s->bufs, (Py_ssize_t)i, b); /* stolen */
 	}
 	s->parsed = 1;
@@ -241,6 +256,16 @@ dispatch_long_part(worker *w, struct dispatch_long *s, const wire_msg *m)
 	const char *why = "";
 	int rc, failed;
 
+	if (s->direct) {
+		/* the reader took every PART that fits: an empty one is its
+		 * word that the buffers are full; a PART it did not take runs
+		 * past them */
+		if (n == 0)
+			return dispatch_long_serve(w, s);
+		return dispatch_long_fail(w, s, WIRE_ERR_BAD_REQUEST,
+		    "a PART runs past the out-of-band buffers its OOB fields "
+		    "declare");
+	}
 	if (!s->parsed) {
 		k = s->l.body_len - s->l.got;
 		k = n < k ? n : k;
@@ -318,6 +343,31 @@ dispatch_long_frame(worker *w, const wire_msg *m, int *rc)
 			*rc = dispatch_long_serve(w, s);
 	}
 	return 1;
+}
+
+/* Answer c's reader; see exec.h.  A LONG whose body is in and whose
+ * buffers are not full lends their memory to the reader from here on. */
+void
+dispatch_long_answer(worker *w, worker_conn *c)
+{
+	struct dispatch_long *s = dispatch_long_find(c);
+	size_t idx = 0, off = 0;
+
+	if (s == NULL)
+		worker_long_answer(w, c, WORKER_LONG_NONE, 0, NULL, NULL, 0, 0,
+		    0);
+	else if (s->dead)
+		worker_long_answer(w, c, WORKER_LONG_DROP, s->id, NULL, NULL, 0,
+		    0, 0);
+	else if (!s->parsed)
+		worker_long_answer(w, c, WORKER_LONG_BODY, s->id, NULL, NULL, 0,
+		    0, 0);
+	else if (wire_long_want(&s->l, &idx, &off) == 0)
+		worker_long_answer(w, c, WORKER_LONG_NONE, 0, NULL, NULL, 0, 0,
+		    0);  /* cannot be: it was served */
+	else
+		s->direct = worker_long_answer(w, c, WORKER_LONG_DATA, s->id,
+		    s->mem, s->l.buf_len, s->l.nbufs, idx, off);
 }
 
 /* Write n bytes at p as PARTs of id to fd, each from its memory (out_lock

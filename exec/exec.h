@@ -11,6 +11,8 @@
  *   worker-reader.c   reading the connections (main thread when idle, the
  *                     reader thread while code runs): PING, INTERRUPT,
  *                     deadlines, the queue of frames for the main thread
+ *   worker-long.c     a client's LONG as its reader sees it: the pushed
+ *                     buffers' PARTs read straight into their memory
  *   worker-control.c  server mode: the control channel to the supervisor
  *                     (CTL_CONN, CTL_READY, CTL_STATE, CTL_IDLE)
  *   worker-calls.c    call ids: the journal, joining and replaying calls,
@@ -64,6 +66,37 @@ enum worker_stop {
 struct journal;
 struct worker_call;
 
+/* A LONG (docs/PROTOCOL.md 7.7) as the reader of its connection sees it
+ * (worker-long.c).  The main thread (dispatch-long.c) judges the LONG;
+ * the reader queues its head and each PART of its body marked
+ * WORKER_FRAME_WAIT and reads nothing more of the connection until the
+ * main thread, having served that frame, answers (worker_long_answer):
+ * go on with the body, drop the LONG's PARTs (refused), or read its
+ * out-of-band buffers straight into the memory it lends (DATA: each
+ * PART's header is parsed, its data read into the buffers by read(),
+ * with no copy but what came in with a header).  The fields are the
+ * input owner's (worker-reader.c), except while state is WAIT, when only
+ * the main thread writes them, under w->lock. */
+enum worker_long_state {
+	WORKER_LONG_NONE = 0,        /* no LONG: frames go to the queue */
+	WORKER_LONG_WAIT = 1,        /* a WAIT frame is queued: not read */
+	WORKER_LONG_BODY = 2,        /* its body's PARTs go to the queue */
+	WORKER_LONG_DATA = 3,        /* its buffers' PARTs into dst */
+	WORKER_LONG_DROP = 4         /* refused: its PARTs are dropped */
+};
+typedef struct worker_long {
+	int state;                   /* enum worker_long_state */
+	int resume;                  /* answered: act on what buf holds
+	                                before reading more (w->lock) */
+	uint64_t id;                 /* the LONG's request id */
+	uint8_t *const *dst;         /* DATA: the buffers' memory and */
+	const uint64_t *dst_len;     /* lengths (lent by dispatch-long.c) */
+	size_t nbufs;
+	size_t idx, off;             /* DATA: where the next byte goes */
+	size_t left;                 /* DATA: bytes of all buffers to come */
+	size_t part_left;            /* DATA: of them, in the PART being read */
+} worker_long;
+
 /*
  * One client connection.  Stdio mode has exactly one (stdin/stdout); a
  * server-mode worker has one per client attached to its session, each a
@@ -90,12 +123,22 @@ typedef struct worker_conn {
 	size_t len, cap, max;        /* buffered bytes, frame size limit */
 	size_t cur;                  /* bytes at buf's start of the frame
 	                                being acted on (0: none) */
+	worker_long lng;             /* a LONG as its reader sees it */
 } worker_conn;
+
+/* What a queued frame is. */
+enum worker_frame_kind {
+	WORKER_FRAME_WIRE = 0,      /* a frame as it came */
+	WORKER_FRAME_WAIT = 1,      /* the same, of a LONG: its connection is
+	                               not read until the main thread has
+	                               served it and answered */
+};
 
 /* A frame copied off the wire, queued for the main thread. */
 typedef struct worker_frame {
 	struct worker_frame *next;  /* queue link */
 	worker_conn *conn;          /* where it came from (holds a ref) */
+	int kind;                   /* enum worker_frame_kind */
 	size_t len;                 /* bytes in data */
 	uint8_t data[];             /* the whole frame */
 } worker_frame;
@@ -332,6 +375,43 @@ void worker_reader_idle_wait(worker *w, int timeout_ms);
 /* Main thread: code with a deadline starts (the reader, if it owns the
  * connections now, must watch it). */
 void worker_reader_deadline(worker *w);
+/* Input owner: queue n bytes at p (a frame) from c for the main thread,
+ * as kind (WORKER_FRAME_WAIT: c is not read until the main thread
+ * answers).  0 (2 for WAIT), or -1 when out of memory. */
+int worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p,
+    size_t n, int kind);
+
+/* worker-long.c */
+/* Input owner: how the frame m of c, about to be queued, goes: a
+ * WORKER_FRAME_* kind (WAIT only when may_wait: the main thread reads),
+ * or -1: dropped (a PART of a refused LONG).  A frame other than the
+ * LONG's PARTs ends the LONG here. */
+int worker_long_kind(worker_conn *c, const wire_msg *m, int may_wait);
+/* The reader thread takes the connections over: no connection waits for
+ * an answer any more (a LONG whose head or body is queued goes on as
+ * frames).  w->lock held. */
+void worker_long_cancel_locked(worker *w);
+/* Input owner, c->lng in state DATA and no PART half read: take the
+ * PART of the LONG that c->buf starts with: its header, and its data
+ * into the buffers.  WORKER_LONG_TAKEN (c->buf holds what follows); 0:
+ * c->buf starts with something else, to parse as usual; WIRE_NEED_MORE;
+ * or WIRE_E_NOMEM. */
+#define WORKER_LONG_TAKEN 2
+int worker_long_parse(worker *w, worker_conn *c);
+/* Input owner, c->lng in state DATA with a PART half read: one read()
+ * of its data into the buffers.  WIRE_OK, or why the connection ends. */
+int worker_long_read(worker *w, worker_conn *c);
+/* Main thread, having served a WAIT frame of c: how c's reader goes on
+ * (state: WORKER_LONG_NONE, _BODY, _DROP, or _DATA with the memory of
+ * the nbufs buffers and their lengths, lent until the reader lets go,
+ * from byte off of buffer idx on).  Wakes the reader.  1; 0 when c
+ * waits no more (the reader thread took over): nothing is lent. */
+int worker_long_answer(worker *w, worker_conn *c, int state, uint64_t id,
+    uint8_t *const *dst, const uint64_t *len, size_t nbufs, size_t idx,
+    size_t off);
+/* Is a PART's data half read on c, so that its input is not at the
+ * start of a frame?  w->lock held. */
+int worker_long_midpart_locked(worker_conn *c);
 
 /* worker-control.c */
 /* Set up the control channel: --control-fd, the --control listening
@@ -519,6 +599,11 @@ int dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
  * connection): returns 1 when m was consumed, with *rc the result of
  * what was sent; 0 when m is to be served as usual.  GIL held. */
 int dispatch_long_frame(worker *w, const wire_msg *m, int *rc);
+/* Answer the reader of c after a WAIT frame of c was served: how the
+ * LONG open on c stands (worker_long_answer).  GIL held. */
+void dispatch_long_answer(worker *w, worker_conn *c);
+/* Free the LONGs of connections that are gone.  GIL held. */
+void dispatch_long_sweep(worker *w);
 /* Send the complete frame in b, and after it the buffers (a list of
  * objects with the buffer protocol, or NULL), as a LONG when it does not
  * fit a frame or has buffers, else as it is.  GIL held (released while

@@ -129,9 +129,11 @@ worker_reader_stop_locked(worker *w, int reason)
 	pthread_kill(w->main_thread, SIGINT);
 }
 
-/* Queue a frame for the main thread (it holds a reference to c). */
-static int
-worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n)
+/* Queue a frame for the main thread (it holds a reference to c); see
+ * exec.h. */
+int
+worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n,
+    int kind)
 {
 	worker_frame *f;
 
@@ -141,10 +143,13 @@ worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n)
 		return -1;
 	f->next = NULL;
 	f->len = n;
+	f->kind = kind;
 	memcpy(f->data, p, n);
 	pthread_mutex_lock(&w->lock);
 	f->conn = c;
 	worker_conn_ref_locked(c);
+	if (kind == WORKER_FRAME_WAIT)
+		c->lng.state = WORKER_LONG_WAIT;  /* read on when answered */
 	if (w->qtail != NULL)
 		w->qtail->next = f;
 	else
@@ -152,7 +157,7 @@ worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n)
 	w->qtail = f;
 	pthread_mutex_unlock(&w->lock);
 	worker_reader_wake(w);
-	return 0;
+	return kind == WORKER_FRAME_WAIT ? 2 : 0;
 }
 
 /* Free a frame the main thread took. */
@@ -211,12 +216,13 @@ worker_reader_interrupt(worker *w, worker_conn *c, const wire_msg *m)
 }
 
 /* Reader: answer PING, act on INTERRUPT, queue the rest.  1: the
- * connection is done with (DETACH). */
+ * connection is done with (DETACH); 2: a frame of a LONG was queued, and
+ * the connection waits for the main thread's answer (worker-long.c). */
 static int
 worker_reader_frame(worker *w, worker_conn *c, const uint8_t *p, size_t n,
     wire_msg *m)
 {
-	int attached;
+	int attached, kind;
 
 	pthread_mutex_lock(&w->lock);
 	attached = c->attached;
@@ -258,7 +264,9 @@ worker_reader_frame(worker *w, worker_conn *c, const uint8_t *p, size_t n,
 		return 1;
 	}
 queue:
-	return worker_reader_queue(w, c, p, n);
+	if ((kind = worker_long_kind(c, m, worker_reader_on_main(w))) < 0)
+		return 0;  /* a PART of a refused LONG */
+	return worker_reader_queue(w, c, p, n, kind);
 }
 
 /* How long the reader may block: until the running request's deadline,
@@ -334,7 +342,17 @@ worker_reader_parse(worker *w, worker_conn *c)
 	int rc;
 
 	wire_msg_init(&m);
-	while ((rc = wire_peek(c->buf, c->len, c->max, &flen)) == WIRE_OK) {
+	for (;;) {
+		if (c->lng.state == WORKER_LONG_DATA) {
+			/* a pushed value's buffers: straight into them */
+			if ((rc = worker_long_parse(w, c)) ==
+			    WORKER_LONG_TAKEN)
+				continue;
+			if (rc != 0)
+				break;
+		}
+		if ((rc = wire_peek(c->buf, c->len, c->max, &flen)) != WIRE_OK)
+			break;
 		if (flen > c->cap) {
 			uint8_t *nb = realloc(c->buf, flen);
 			if (nb == NULL) {
@@ -359,6 +377,10 @@ worker_reader_parse(worker *w, worker_conn *c)
 		c->cur = 0;
 		memmove(c->buf, c->buf + flen, c->len - flen);
 		c->len -= flen;
+		if (rc == 2) {
+			rc = WIRE_OK;  /* the rest waits for the answer */
+			break;
+		}
 		if (rc != 0) {
 			rc = rc < 0 ? WIRE_E_NOMEM : WIRE_E_EOF;
 			break;
@@ -375,6 +397,8 @@ worker_reader_input(worker *w, worker_conn *c)
 {
 	ssize_t got;
 
+	if (c->lng.state == WORKER_LONG_DATA && c->lng.part_left > 0)
+		return worker_long_read(w, c);
 	if (c->cap - c->len < 4096) {
 		size_t ncap = c->cap < 65536 ? 65536 : c->cap * 2;
 		uint8_t *nb = realloc(c->buf, ncap);
@@ -435,6 +459,7 @@ worker_reader_end(worker *w, worker_conn *c, int rc)
 		    wire_strerror(rc));
 	}
 	pthread_mutex_lock(&w->lock);
+	memset(&c->lng, 0, sizeof c->lng);  /* its memory is let go */
 	if (!w->opt.server) {
 		w->eof = 1;
 		w->eof_ms = worker_mono_ms();
@@ -452,25 +477,67 @@ worker_reader_end(worker *w, worker_conn *c, int rc)
 #define WORKER_READER_MAX 1024
 
 /* Add the connections to read to pfd (from pfd[n]) and cs, each with a
- * reference: those attached (stdio: the one, from its HELLO on too); none
- * once stdio input ended.  w->lock held.  How many. */
+ * reference: those attached (stdio: the one, from its HELLO on too), but
+ * not one waiting for the main thread's answer to a frame of its LONG;
+ * none once stdio input ended.  One the main thread has answered since
+ * is marked for worker_reader_resume (lng.resume 2), and counted in
+ * *resumed.  w->lock held.  How many. */
 static int
 worker_reader_collect_locked(worker *w, struct pollfd *pfd, int n,
-    worker_conn **cs)
+    worker_conn **cs, int *resumed)
 {
 	worker_conn *c;
 	int nc = 0;
+
+	*resumed = 0;
 
 	for (c = w->conns; c != NULL && nc < WORKER_READER_MAX; c = c->next) {
 		if (!w->opt.server && w->eof)
 			break;
 		if (w->opt.server && !c->attached)
 			continue;  /* the control channel is attaching it */
+		if (c->lng.state == WORKER_LONG_WAIT)
+			continue;  /* until the main thread answers */
+		if (c->lng.resume) {
+			c->lng.resume = 2;
+			(*resumed)++;
+		}
 		worker_conn_ref_locked(c);
 		cs[nc++] = c;
 		pfd[n + nc - 1] = (struct pollfd){c->fd, POLLIN, 0};
 	}
 	return nc;
+}
+
+/* Act on what the connections the main thread has answered (marked by
+ * worker_reader_collect_locked) hold already, before polling them: their
+ * frames after the one answered are in their buffers, not in the socket.
+ * The caller owns the connections. */
+static void
+worker_reader_resume(worker *w, worker_conn **cs, int nc)
+{
+	int i, rc;
+
+	for (i = 0; i < nc; i++) {
+		if (cs[i]->lng.resume != 2)
+			continue;
+		cs[i]->lng.resume = 0;
+		if (worker_conn_live(w, cs[i]) &&
+		    (rc = worker_reader_parse(w, cs[i])) != WIRE_OK)
+			worker_reader_end(w, cs[i], rc);
+	}
+}
+
+/* Is c to be read (in the table, and not waiting for an answer)? */
+static int
+worker_reader_readable(worker *w, worker_conn *c)
+{
+	int ok;
+
+	pthread_mutex_lock(&w->lock);
+	ok = !c->gone && c->lng.state != WORKER_LONG_WAIT;
+	pthread_mutex_unlock(&w->lock);
+	return ok;
 }
 
 /* Read the connections whose poll says so, then drop the references
@@ -483,7 +550,7 @@ worker_reader_serve(worker *w, const struct pollfd *pfd, worker_conn **cs,
 
 	for (i = 0; i < nc; i++) {
 		if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
-		    worker_conn_live(w, cs[i]) &&
+		    worker_reader_readable(w, cs[i]) &&
 		    (rc = worker_reader_input(w, cs[i])) != WIRE_OK)
 			worker_reader_end(w, cs[i], rc);
 		worker_conn_unref(w, cs[i]);
@@ -529,8 +596,11 @@ worker_reader_takeover(worker *w)
 	w->busy_armed = 0;
 	if (w->main_busy && w->in_owner == WORKER_IN_MAIN) {
 		due = w->busy_since_us + WORKER_TAKEOVER_MS * 1000u;
-		if (now >= due)
+		if (now >= due) {
 			w->in_owner = WORKER_IN_READER;
+			/* main runs something: it answers nobody soon */
+			worker_long_cancel_locked(w);
+		}
 		else {
 			rearm = due - now;
 			w->busy_armed = 1;
@@ -549,7 +619,7 @@ worker_reader_main(void *arg)
 	worker *w = arg;
 	struct pollfd pfd[WORKER_READER_MAX + 4];
 	worker_conn *cs[WORKER_READER_MAX];
-	int n, nc, t, quit, ctl_i, lis_i, back;
+	int n, nc, t, quit, ctl_i, lis_i, back, resumed = 0;
 
 	for (;;) {
 		n = 0;
@@ -572,7 +642,7 @@ worker_reader_main(void *arg)
 			pfd[n++] = (struct pollfd){w->ctl_listen_fd, POLLIN, 0};
 		}
 		nc = w->in_owner == WORKER_IN_READER ?
-		    worker_reader_collect_locked(w, pfd, n, cs) : 0;
+		    worker_reader_collect_locked(w, pfd, n, cs, &resumed) : 0;
 		quit = w->quit;
 		pthread_mutex_unlock(&w->lock);
 		if (back)
@@ -583,6 +653,10 @@ worker_reader_main(void *arg)
 			break;
 		}
 		t = worker_reader_timeout(w);
+		if (nc > 0 && resumed > 0) {
+			worker_reader_resume(w, cs, nc);
+			t = 0;
+		}
 		if (poll(pfd, (nfds_t)(n + nc), t) < 0) {
 			if (errno != EINTR)
 				worker_log(w, "pyshelfd: poll: %s\n",
@@ -647,14 +721,19 @@ worker_reader_idle_wait(worker *w, int timeout_ms)
 	struct pollfd pfd[WORKER_READER_MAX + 1];
 	worker_conn *cs[WORKER_READER_MAX];
 	char drain[64];
-	int nc = 0;
+	int nc = 0, resumed = 0;
 
 	worker_reader_busy(w, 0);
 	pfd[0] = (struct pollfd){w->wake_fd_r, POLLIN, 0};
 	pthread_mutex_lock(&w->lock);
 	if (w->in_owner == WORKER_IN_MAIN && w->qhead == NULL)
-		nc = worker_reader_collect_locked(w, pfd, 1, cs);
+		nc = worker_reader_collect_locked(w, pfd, 1, cs, &resumed);
 	pthread_mutex_unlock(&w->lock);
+	if (resumed > 0) {
+		/* what they hold may be requests: serve them first */
+		worker_reader_resume(w, cs, nc);
+		timeout_ms = 0;
+	}
 	if (poll(pfd, (nfds_t)(1 + nc), timeout_ms) <= 0)
 		memset(pfd, 0, sizeof pfd[0] * (size_t)(1 + nc));
 	if (pfd[0].revents & POLLIN) {

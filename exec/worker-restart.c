@@ -242,7 +242,10 @@ worker_restart_exec(worker *w, const char *why)
 	pthread_mutex_lock(&w->lock);
 	for (c = w->conns; c != NULL && len < sizeof adopt - 32; c = c->next) {
 		int mfd;
-		if (!c->attached)
+		/* one in the middle of a PART's data (read straight into
+		 * a buffer, not into c->buf) cannot be carried: it ends,
+		 * and its client connects again */
+		if (!c->attached || worker_long_midpart_locked(c))
 			continue;
 		len += (size_t)snprintf(adopt + len, sizeof adopt - len, ",%d",
 		    c->fd);

@@ -283,6 +283,8 @@ worker_loop(worker *w)
 			    wire_be64_get(f->data + 8) : 0;
 			pthread_mutex_unlock(&w->call_lock);
 			dispatch_frame(w, f->data, f->len);
+			if (f->kind == WORKER_FRAME_WAIT)
+				dispatch_long_answer(w, f->conn);
 			pthread_mutex_lock(&w->call_lock);
 			w->out_conn = NULL;
 			w->out_id = 0;
@@ -308,8 +310,10 @@ worker_loop(worker *w)
 				break;
 			}
 			/* idle: unlink the blob files the checkpoints dropped
-			 * (tens of ms for a large one, kept off the replies) */
+			 * (tens of ms for a large one, kept off the replies),
+			 * free what clients that left sent half of */
 			store_reap(w->st);
+			dispatch_long_sweep(w);
 			now = worker_mono_ms();
 			due = interval == 0 ? 0 : next_cp;
 			if (idle_due != 0 && (due == 0 || idle_due < due))
