@@ -54,11 +54,16 @@ enum worker_in {
  * INTERRUPT and the rest are answered: the most an INTERRUPT waits. */
 #define WORKER_TAKEOVER_MS 2
 
+/* The hard grace of a stop (CTL_STOP) when --hard-grace is 0 (never):
+ * a stopping server must end even then. */
+#define WORKER_STOP_GRACE_MS 5000
+
 /* Why the running code is being stopped. */
 enum worker_stop {
 	WORKER_STOP_NONE = 0,
 	WORKER_STOP_INTERRUPT = 1,  /* the client sent INTERRUPT */
-	WORKER_STOP_TIMEOUT = 2     /* the request's timeout ran out */
+	WORKER_STOP_TIMEOUT = 2,    /* the request's timeout ran out */
+	WORKER_STOP_SHUTDOWN = 3    /* the server is stopping (CTL_STOP) */
 };
 
 struct journal;
@@ -134,6 +139,9 @@ typedef struct worker_options {
 	                                worker restarts itself */
 	const char *adopt;           /* --adopt CTL,FD,...: a hard restart's
 	                                control fd and connections */
+	int stopping;                /* --stopping: a hard restart made while
+	                                the server stopped this worker: exit
+	                                as soon as the session is open */
 	int argc;                    /* the command line, for the re-exec */
 	char **argv;
 } worker_options;
@@ -191,6 +199,9 @@ typedef struct worker {
 	uint64_t stop_first_ms;      /* when the first stop of the running
 	                                code went out (w->lock) */
 	int restarting;              /* the reader is re-executing */
+	int stop_asked;              /* CTL_STOP came (or --stopping): serve
+	                                no more requests; the running call is
+	                                stopped; checkpoint and exit (w->lock) */
 
 	pthread_t main_thread;       /* runs Python */
 	pthread_t reader;            /* reads frames, handles INTERRUPT/PING */
@@ -332,6 +343,9 @@ void worker_reader_idle_wait(worker *w, int timeout_ms);
 /* Main thread: code with a deadline starts (the reader, if it owns the
  * connections now, must watch it). */
 void worker_reader_deadline(worker *w);
+/* Reader thread, at CTL_STOP: stop the running code as an interrupt
+ * does (WORKER_STOP_SHUTDOWN; the hard grace applies), and wake main. */
+void worker_reader_shutdown(worker *w);
 
 /* worker-control.c */
 /* Set up the control channel: --control-fd, the --control listening
@@ -354,6 +368,13 @@ void worker_control_refuse(worker *w, const wire_buf *b);
 void worker_control_ended(worker *w);
 /* Close the control fds (at exit). */
 void worker_control_stop(worker *w);
+/* Has the supervisor asked this worker to stop (CTL_STOP, --stopping)?
+ * Any thread. */
+int worker_control_stopping(worker *w);
+/* Main thread, at the top of its loop once stopping: answer every queued
+ * request with an ERROR saying the server is stopping (nothing of it
+ * ran), and end the queued calls in the journal. */
+void worker_control_stop_queue(worker *w);
 
 /* worker-calls.c */
 /* The journal of this session's calls (after the session opened). */

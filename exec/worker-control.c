@@ -425,6 +425,17 @@ worker_control_readable(worker *w)
 			close(fd);
 		worker_control_query(w, wire_msg_u64(&m, WIRE_TAG_QUERY, 0));
 		break;
+	case WIRE_MSG_CTL_STOP:
+		if (fd >= 0)
+			close(fd);
+		pthread_mutex_lock(&w->lock);
+		fd = w->running_id != 0;
+		pthread_mutex_unlock(&w->lock);
+		worker_log(w, "pyshelfd: the server is stopping: %s\n", fd ?
+		    "stopping the running call, then checkpointing and "
+		    "exiting" : "checkpointing and exiting");
+		worker_reader_shutdown(w);
+		break;
 	case WIRE_MSG_CTL_IDLE_OK:
 		if (fd >= 0)
 			close(fd);
@@ -519,6 +530,8 @@ fail:
 int
 worker_control_start(worker *w, char **cause)
 {
+	if (w->opt.stopping)
+		w->stop_asked = w->terminate = 1;  /* see worker_restart_exec */
 	if (w->ctl_fd < 0 && w->opt.control_fd >= 0) {
 		w->ctl_fd = w->opt.control_fd;
 		(void)fcntl(w->ctl_fd, F_SETFD, FD_CLOEXEC);
@@ -624,4 +637,53 @@ worker_control_stop(worker *w)
 		if (w->opt.control_path != NULL && !w->restarting)
 			(void)unlink(w->opt.control_path);
 	}
+}
+
+int
+worker_control_stopping(worker *w)
+{
+	int stop;
+
+	pthread_mutex_lock(&w->lock);
+	stop = w->stop_asked;
+	pthread_mutex_unlock(&w->lock);
+	return stop;
+}
+
+void
+worker_control_stop_queue(worker *w)
+{
+	static const char msg[] = "the server is stopping (SIGTERM): this "
+	    "request was waiting for its turn and never ran; the session is "
+	    "checkpointed and the server exits (open again to start a new "
+	    "one)";
+
+	worker_frame *f;
+	wire_buf b;
+	wire_msg m;
+	size_t used;
+	int eof;
+
+	/* the calls with an id (queued: none runs now) end in the journal,
+	 * their requesters and joiners told */
+	worker_calls_lost(w, msg);
+	wire_msg_init(&m);
+	while ((f = worker_reader_pop(w, &eof)) != NULL) {
+		if (wire_parse(f->data, f->len, w->opt.max_frame, &m, &used) ==
+		    WIRE_OK && m.type != WIRE_MSG_RELEASE &&
+		    m.type != WIRE_MSG_INTERRUPT &&
+		    !(m.type == WIRE_MSG_EXEC && w->journal != NULL &&
+		    wire_msg_find(&m, WIRE_TAG_CALL_ID) != NULL)) {
+			wire_buf_init(&b);
+			wire_begin(&b, WIRE_MSG_ERROR, m.id);
+			wire_put_u64(&b, WIRE_TAG_ERRCODE,
+			    WIRE_ERR_WORKER_RESTARTED);
+			wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+			if (wire_end(&b) == WIRE_OK)
+				(void)worker_send_to(w, f->conn, &b);
+			wire_buf_free(&b);
+		}
+		worker_reader_frame_free(w, f);
+	}
+	wire_msg_free(&m);
 }

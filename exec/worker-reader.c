@@ -272,6 +272,8 @@ worker_reader_timeout(worker *w)
 
 	grace = (uint64_t)(w->opt.hard_grace * 1000);
 	pthread_mutex_lock(&w->lock);
+	if (grace == 0 && w->stop_asked)
+		grace = WORKER_STOP_GRACE_MS;  /* a stop always ends */
 	if (w->running_id != 0) {
 		/* stdio: code that started after its client left (it was
 		 * queued) is stopped too */
@@ -315,8 +317,10 @@ worker_reader_timeout(worker *w)
 	if (restart) {
 		worker_restart_exec(w, kind == WORKER_STOP_TIMEOUT ?
 		    "the request's timeout did not take effect within the "
-		    "hard grace" : "the interrupt did not take effect within "
-		    "the hard grace");
+		    "hard grace" : kind == WORKER_STOP_SHUTDOWN ? "the server "
+		    "is stopping, and the call did not stop within the hard "
+		    "grace" : "the interrupt did not take effect within the "
+		    "hard grace");
 		return 1000;  /* the exec failed: try again later */
 	}
 	return t;
@@ -680,6 +684,22 @@ worker_reader_deadline(worker *w)
 	pthread_mutex_unlock(&w->lock);
 	if (reader)
 		worker_reader_rwake(w);  /* it watches the new deadline */
+}
+
+void
+worker_reader_shutdown(worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	if (!w->stop_asked && w->running_id != 0) {
+		/* the grace counts from the stop, even when an INTERRUPT
+		 * went out earlier and the code swallowed it */
+		w->stop_first_ms = 0;
+		worker_reader_stop_locked(w, WORKER_STOP_SHUTDOWN);
+	}
+	w->stop_asked = 1;
+	w->terminate = 1;
+	pthread_mutex_unlock(&w->lock);
+	worker_reader_wake(w);
 }
 
 /* Pop the next queued frame, or NULL. */

@@ -207,7 +207,7 @@ worker_restart_exec(worker *w, const char *why)
 	char **argv;
 	size_t len = 0;
 	worker_conn *c;
-	int i, k, n, skip, ctl;
+	int i, k, n, skip, ctl, stopping;
 
 	pthread_mutex_lock(&w->lock);
 	if (w->restarting) {
@@ -217,9 +217,17 @@ worker_restart_exec(worker *w, const char *why)
 	w->restarting = 1;
 	snprintf(lost, sizeof lost, "%s", w->lost_text[0] ? w->lost_text :
 	    "changes since the last checkpoint");
+	stopping = w->stop_asked;
 	pthread_mutex_unlock(&w->lock);
-	snprintf(msg, sizeof msg, "the worker was restarted (%s) and resumed "
-	    "the session from its last checkpoint; lost: %s", why, lost);
+	if (stopping)
+		snprintf(msg, sizeof msg, "the server is stopping (SIGTERM), "
+		    "and this call did not stop within --hard-grace: it was "
+		    "ended as a hard interrupt ends it, and the session is kept "
+		    "as of its last checkpoint; lost: %s", lost);
+	else
+		snprintf(msg, sizeof msg, "the worker was restarted (%s) and "
+		    "resumed the session from its last checkpoint; lost: %s",
+		    why, lost);
 	worker_log(w, "pyshelfd: restarting: %s\n", why);
 	worker_calls_lost(w, msg);
 	worker_restart_drop_queue(w, msg);
@@ -257,10 +265,12 @@ worker_restart_exec(worker *w, const char *why)
 	/* the command line again, without the descriptors of the first
 	 * exec, and never --new (that would empty the session) */
 	n = w->opt.argc;
-	if ((argv = calloc((size_t)n + 3, sizeof *argv)) == NULL)
+	if ((argv = calloc((size_t)n + 4, sizeof *argv)) == NULL)
 		goto fail;
 	for (i = 0, k = 0; i < n; i++) {
 		const char *a = w->opt.argv[i];
+		if (strcmp(a, "--stopping") == 0)
+			continue;
 		if ((skip = worker_restart_opt(a, "--adopt")) != 0 ||
 		    (skip = worker_restart_opt(a, "--control-fd")) != 0) {
 			if (skip == 2)
@@ -273,6 +283,10 @@ worker_restart_exec(worker *w, const char *why)
 	}
 	argv[k++] = "--adopt";
 	argv[k++] = adopt;
+	/* the new image keeps the stop: it opens the session (its last
+	 * checkpoint), and exits */
+	if (stopping)
+		argv[k++] = "--stopping";
 	argv[k] = NULL;
 	/* fds 1 and 2 are the output pipes, whose reader the exec closes */
 	if (w->log_fd >= 0) {
