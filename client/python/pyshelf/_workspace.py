@@ -8,6 +8,7 @@ Connection by a new one when it breaks.  Requests go one at a time under
 request that holds it.
 """
 
+import builtins
 import codecs
 import collections.abc
 import functools
@@ -24,8 +25,8 @@ import weakref
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      SessionBusy, SessionEnded, SessionEndedWarning,
-                      SessionNotFound)
+                      ServerOptionsIgnored, SessionBusy, SessionEnded,
+                      SessionEndedWarning, SessionNotFound)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
@@ -964,7 +965,8 @@ def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
     and started when none answers, with ``create_db``, ``sync``,
     ``checkpoint_interval`` and ``args`` on its command line (``args``:
     more ``pyshelfd --server`` options, e.g. ``("--idle-exit", "60")``; a
-    server that runs already keeps its own options).  ``backend``: the
+    server that runs already keeps its own options, and open() then warns,
+    ``ServerOptionsIgnored``, naming the ones it did not apply).  ``backend``: the
     pyshelfd to start (default: $PYSHELFD, the build tree's, the installed
     one, then PATH).  The session lives in the server's worker while no
     client is attached: ``close()``/``detach()`` leave it, and code that
@@ -991,8 +993,53 @@ def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
     server_args += [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
                     for a in args]
     db = None if db is None else os.path.abspath(os.fspath(db))
-    return _attach(None, db, name, flag, lease, _find_backend(backend),
-                   server_args, True, 3)
+    given = [(k, v) for k, v in (("sync", sync),
+                                 ("checkpoint_interval", checkpoint_interval),
+                                 ("args", tuple(args) or None))
+             if v is not None]
+    before = _boot_ticks() if given else None
+    ws = _attach(None, db, name, flag, lease, _find_backend(backend),
+                 server_args, True, 3)
+    if given:
+        _warn_ignored(ws, before, given, 3)
+    return ws
+
+
+def _boot_ticks():
+    """Now, in clock ticks since boot (as /proc/PID/stat's starttime), or
+    None where /proc does not say."""
+    try:
+        with builtins.open("/proc/uptime") as f:
+            return int(float(f.read().split()[0]) *
+                       os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _warn_ignored(ws, before, given, stacklevel):
+    """open() was given server options: warn (ServerOptionsIgnored) when
+    the server it attached to ran before it was called, so it did not
+    take them (they only go on the command line of a server open()
+    starts)."""
+    pid = ws.server_pid
+    if pid is None or before is None:
+        return
+    try:
+        with builtins.open("/proc/%d/stat" % pid) as f:
+            started = int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return
+    if started >= before:
+        return              # this open() started it, with the options
+    warnings.warn(ServerOptionsIgnored(
+        "the server of this store (pid %d) was running already, so "
+        "open()'s %s did not apply: they go on the command line of a "
+        "server open() starts, and a running server keeps its own options "
+        "(its workers' sync, checkpoint interval, idle exit...). To apply "
+        "them, stop that server (kill -TERM %d: every session is "
+        "checkpointed first) and open again"
+        % (pid, ", ".join("%s=%r" % kv for kv in given), pid)),
+        stacklevel=stacklevel)
 
 
 def connect(name, socket, flag="c", lease=None):
