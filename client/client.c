@@ -845,6 +845,18 @@ client_closing_worker(const pyshelf_conn *c, unsigned flags)
 	    c->remote_reason != NULL && strcmp(c->remote_reason, "closed") == 0;
 }
 
+/* Was the last ATTACH refused by a worker that found its session idle
+ * and is checkpointing and exiting so that flag 'n' can replace it
+ * (SESSION_BUSY "hibernating", with its PID)?  Its successor serves the
+ * next ATTACH. */
+static int
+client_hibernating_worker(const pyshelf_conn *c)
+{
+	return c->remote_code == WIRE_ERR_SESSION_BUSY && c->remote_pid != 0 &&
+	    c->remote_reason != NULL &&
+	    strcmp(c->remote_reason, "hibernating") == 0;
+}
+
 /* Wait (up to 10 s) until process pid is gone. */
 static void
 client_wait_gone(pid_t pid)
@@ -925,7 +937,8 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
 		 * is gone, the next ATTACH makes the new session. */
 		if (tries >= 5)
 			break;
-		if (rc == PYSHELF_E_REMOTE && client_closing_worker(c, flags))
+		if (rc == PYSHELF_E_REMOTE && (client_closing_worker(c, flags) ||
+		    client_hibernating_worker(c)))
 			client_wait_gone((pid_t)c->remote_pid);
 		else if (rc != PYSHELF_E_CLOSED || !welcomed)
 			break;

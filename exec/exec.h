@@ -199,6 +199,9 @@ typedef struct worker {
 	uint64_t stop_first_ms;      /* when the first stop of the running
 	                                code went out (w->lock) */
 	int restarting;              /* the reader is re-executing */
+	int hibernating;             /* an ATTACH with flag 'n' found the
+	                                session idle here: checkpoint and exit
+	                                (worker-control.c) (w->lock) */
 	int stop_asked;              /* CTL_STOP came (or --stopping): serve
 	                                no more requests; the running call is
 	                                stopped; checkpoint and exit (w->lock) */
@@ -371,6 +374,8 @@ void worker_control_stop(worker *w);
 /* Has the supervisor asked this worker to stop (CTL_STOP, --stopping)?
  * Any thread. */
 int worker_control_stopping(worker *w);
+/* Is the worker hibernating (flag 'n' on its idle session)?  Any thread. */
+int worker_control_hibernating(worker *w);
 /* Main thread, at the top of its loop once stopping: answer every queued
  * request with an ERROR saying the server is stopping (nothing of it
  * ran), and end the queued calls in the journal. */

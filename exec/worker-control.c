@@ -30,6 +30,8 @@
  * frame size) inside a CTL_CONN, with room to spare. */
 #define WORKER_CONTROL_MAX (WIRE_PREAUTH_MAX_FRAME + 4096)
 
+static int worker_control_hibernate(worker *, char);
+
 /* Send one encoded frame on the control channel; -1 when there is none
  * or it broke (the reader sees the break and closes it). */
 static int
@@ -227,16 +229,30 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
 		goto refuse;
 	}
+	if (!first && worker_control_hibernate(w, mode)) {
+		/* idle, it checkpoints and exits: the client attaches again
+		 * once this pid is gone, and the next worker serves it (for
+		 * flag 'n': makes the new session) */
+		snprintf(msg, sizeof msg, "session '%s' was idle in its worker "
+		    "(pid %ld), which is checkpointing and exiting; attach "
+		    "again once it is gone", w->sess.name, (long)getpid());
+		wire_begin(&b, WIRE_MSG_ERROR, m->id);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_BUSY);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+		wire_put_str(&b, WIRE_TAG_REASON, "hibernating");
+		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+		goto refuse;
+	}
 	if (mode == 'n' && !first) {
 		pthread_mutex_lock(&w->lock);
 		others = w->nconns - 1;
-		busy = w->running_id != 0;
+		busy = w->running_id != 0 || w->qhead != NULL;
 		pthread_mutex_unlock(&w->lock);
-		snprintf(msg, sizeof msg, "session '%s' is live in its worker "
-		    "(pid %ld%s): flag 'n' replaces a session no worker serves; "
-		    "close_session() it first", w->sess.name, (long)getpid(),
-		    others > 0 ? ", other clients attached" : busy ?
-		    ", code running" : "");
+		snprintf(msg, sizeof msg, "session '%s' is in use in its worker "
+		    "(pid %ld: %s): flag 'n' replaces a session only while no "
+		    "client is attached and nothing runs; close_session() it "
+		    "first", w->sess.name, (long)getpid(), others > 0 ?
+		    "other clients attached" : busy ? "code running" : "busy");
 		wire_begin(&b, WIRE_MSG_ERROR, m->id);
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_BUSY);
 		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
@@ -290,6 +306,36 @@ refuse:
 		(void)worker_send_to(w, c, &b);
 	wire_buf_free(&b);
 	return 1;
+}
+
+/*
+ * Flag 'n' (QA 02) asks for a new session where this worker lingers with
+ * no client attached and nothing running or queued (waiting out its
+ * --idle-exit): the worker hibernates - the main thread leaves its loop,
+ * checkpoints and exits as an idle exit does - so that the session is
+ * free for the next worker.  Once hibernating, every attach is refused
+ * the same way (the supervisor may route a few before it sees the exit).
+ * c is the connection that asks, already in the table.  1: refuse it.
+ */
+static int
+worker_control_hibernate(worker *w, char mode)
+{
+	int hib;
+
+	pthread_mutex_lock(&w->lock);
+	if (!w->hibernating && mode == 'n' && w->nconns <= 1 &&
+	    w->running_id == 0 && w->qhead == NULL && !w->stop_asked &&
+	    !w->ended_here)
+		w->hibernating = 1;
+	hib = w->hibernating;
+	pthread_mutex_unlock(&w->lock);
+	if (hib) {
+		char c = 1;
+		if (write(w->wake_fd, &c, 1) < 0) {
+			/* full: the main thread wakes anyway */
+		}
+	}
+	return hib;
 }
 
 /* CTL_CONN: a client's socket and its ATTACH frame: a new connection,
@@ -686,4 +732,15 @@ worker_control_stop_queue(worker *w)
 		worker_reader_frame_free(w, f);
 	}
 	wire_msg_free(&m);
+}
+
+int
+worker_control_hibernating(worker *w)
+{
+	int hib;
+
+	pthread_mutex_lock(&w->lock);
+	hib = w->hibernating;
+	pthread_mutex_unlock(&w->lock);
+	return hib;
 }

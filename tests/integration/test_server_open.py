@@ -8,7 +8,8 @@ import warnings
 import pytest
 
 import pyshelf
-from server_helpers import WAIT, alive, srv, wait_for, wait_gone  # noqa: F401
+from server_helpers import (WAIT, alive, child, srv, wait_for,  # noqa: F401
+                            wait_gone)
 from test_server_client import _open
 
 
@@ -54,3 +55,49 @@ def test_no_options_no_warning(srv):
                     if issubclass(w.category, pyshelf.ServerOptionsIgnored)]
     finally:
         first.close()
+
+
+def test_flag_n_replaces_a_session_whose_idle_worker_lingers(srv):
+    """Every client left; the worker waits out its --idle-exit (300 s):
+    flag 'n' makes it checkpoint and exit, and opens the new, empty
+    session (QA 02)."""
+    with _open(srv, "s", flag="n") as ws:
+        ws["a"] = 1
+        old = ws.pid
+    assert alive(old)
+    ws = _open(srv, "s", flag="n")
+    try:
+        assert ws.get("a") is None
+        assert ws.pid != old
+        assert wait_gone(old)
+    finally:
+        ws.close()
+
+
+def test_flag_n_on_a_session_in_use_names_why(srv):
+    a = _open(srv, "s")
+    try:
+        a["a"] = 1
+        with pytest.raises(pyshelf.SessionBusy) as ei:
+            _open(srv, "s", flag="n")
+        assert "other clients attached" in str(ei.value)
+        assert ei.value.pid == a.pid
+        assert a["a"] == 1
+    finally:
+        a.close()
+
+
+def test_flag_n_while_a_call_runs_with_no_client_names_why(srv):
+    p = child(srv, "import pyshelf, sys\n"
+                   "ws = pyshelf.open('s', db=sys.argv[1])\n"
+                   "print(ws.pid, flush=True)\n"
+                   "ws.remote_exec('import time\\nwhile True: "
+                   "time.sleep(0.05)')\n", srv.db)
+    wp = int(p.stdout.readline())
+    srv.workers.add(wp)
+    p.kill()
+    p.wait()
+    with pytest.raises(pyshelf.SessionBusy) as ei:
+        _open(srv, "s", flag="n")
+    assert "code running" in str(ei.value)
+    assert alive(wp)
