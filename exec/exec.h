@@ -402,6 +402,11 @@ int worker_calls_reply(worker *w, const wire_buf *b);
 /* Reader: the running call is lost (hard restart): ERROR
  * WORKER_RESTARTED to its requester and joiners, journaled. */
 void worker_calls_lost(worker *w, const char *message);
+/* A queued call withdrawn before it ran (INTERRUPT while it waited): end
+ * it with the ERROR in b, journalled and sent to its requester and
+ * joiners.  0, or -1 when the session has no such queued call (the
+ * caller answers the requester itself).  Reader or main thread. */
+int worker_calls_withdraw(worker *w, const uint8_t id[16], const wire_buf *b);
 /* Is c the requester or a joiner of the running call? */
 int worker_calls_joined(worker *w, worker_conn *c);
 /* The running call's id (1), or 0 when the request is no call. */

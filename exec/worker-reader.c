@@ -178,6 +178,61 @@ worker_reader_reply(worker *w, worker_conn *c, uint16_t type, uint64_t id)
 	wire_buf_free(&b);
 }
 
+/*
+ * INTERRUPT of an EXEC of c's that still waits in the queue (behind
+ * another client's call; QA 16): take it out, so that it never runs, and
+ * answer it ERROR WORKER_RESTARTED with REASON "withdrawn" (the client
+ * raises KeyboardInterrupt); a call with an id ends so in the journal.
+ * 1: found and withdrawn.
+ */
+static int
+worker_reader_withdraw(worker *w, worker_conn *c, uint64_t id)
+{
+	worker_frame *f, *prev = NULL;
+	const wire_field *cid;
+	wire_buf b;
+	wire_msg m;
+	size_t used;
+
+	if (id == 0)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	for (f = w->qhead; f != NULL; prev = f, f = f->next)
+		if (f->conn == c && f->len >= WIRE_HEADER_SIZE &&
+		    wire_be16_get(f->data + 4) == WIRE_MSG_EXEC &&
+		    wire_be64_get(f->data + 8) == id)
+			break;
+	if (f != NULL) {
+		if (prev != NULL)
+			prev->next = f->next;
+		else
+			w->qhead = f->next;
+		if (w->qtail == f)
+			w->qtail = prev;
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (f == NULL)
+		return 0;
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_ERROR, id);
+	wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_WORKER_RESTARTED);
+	wire_put_str(&b, WIRE_TAG_MESSAGE, "interrupted while it waited for "
+	    "its turn (another call ran): withdrawn, it never ran");
+	wire_put_str(&b, WIRE_TAG_REASON, "withdrawn");
+	wire_msg_init(&m);
+	if (wire_end(&b) == WIRE_OK) {
+		cid = wire_parse(f->data, f->len, w->opt.max_frame, &m, &used) ==
+		    WIRE_OK ? wire_msg_find(&m, WIRE_TAG_CALL_ID) : NULL;
+		if (cid == NULL || cid->len != 16 ||
+		    worker_calls_withdraw(w, cid->data, &b) != 0)
+			(void)worker_send_to(w, c, &b);
+	}
+	wire_msg_free(&m);
+	wire_buf_free(&b);
+	worker_reader_frame_free(w, f);
+	return 1;
+}
+
 /* INTERRUPT: stop the running code when it is c's (its requester's or a
  * joiner's), or, with id 0, whatever runs in the session (server mode:
  * another client's call, or one left running by a client that went);
@@ -198,6 +253,8 @@ worker_reader_interrupt(worker *w, worker_conn *c, const wire_msg *m)
 	pthread_mutex_unlock(&w->lock);
 	if (!mine && w->opt.server && w->running_id != 0)
 		mine = worker_calls_joined(w, c);
+	if (!mine && w->opt.server && worker_reader_withdraw(w, c, m->id))
+		return;
 	if (!mine)
 		return;
 	if (hard && w->opt.server) {

@@ -45,6 +45,26 @@ def test_options_of_the_open_that_starts_the_server_do_not_warn(srv):
         ws.close()
 
 
+def test_the_options_the_server_runs_with_do_not_warn(srv):
+    first = _open(srv, "other", args=("--idle-exit", "60"), sync="always")
+    try:
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            _open(srv, "s", args=("--idle-exit", "60")).close()
+            _open(srv, "t", sync="always").close()
+        assert not [w for w in got
+                    if issubclass(w.category, pyshelf.ServerOptionsIgnored)]
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            _open(srv, "u", sync="always", checkpoint_interval=2).close()
+        msgs = [str(w.message) for w in got
+                if issubclass(w.category, pyshelf.ServerOptionsIgnored)]
+        assert len(msgs) == 1 and "checkpoint_interval=2" in msgs[0]
+        assert "sync=" not in msgs[0]
+    finally:
+        first.close()
+
+
 def test_no_options_no_warning(srv):
     first = _open(srv, "other")
     try:
@@ -95,6 +115,8 @@ def test_flag_n_while_a_call_runs_with_no_client_names_why(srv):
                    "time.sleep(0.05)')\n", srv.db)
     wp = int(p.stdout.readline())
     srv.workers.add(wp)
+    wait_for(lambda: [i for i in pyshelf.sessions(srv.db)
+                      if i.name == "s" and i.running_call], "the call")
     p.kill()
     p.wait()
     with pytest.raises(pyshelf.SessionBusy) as ei:

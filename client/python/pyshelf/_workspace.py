@@ -993,52 +993,48 @@ def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
     server_args += [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
                     for a in args]
     db = None if db is None else os.path.abspath(os.fspath(db))
-    given = [(k, v) for k, v in (("sync", sync),
-                                 ("checkpoint_interval", checkpoint_interval),
-                                 ("args", tuple(args) or None))
-             if v is not None]
-    before = _boot_ticks() if given else None
+    given = [(k, v, t) for k, v, t in (
+        ("sync", sync, ["--sync", str(sync)]),
+        ("checkpoint_interval", checkpoint_interval,
+         ["--checkpoint-interval", str(checkpoint_interval)]),
+        ("args", tuple(args) or None, server_args[len(server_args) -
+                                                  len(tuple(args)):]))
+        if v is not None]
     ws = _attach(None, db, name, flag, lease, _find_backend(backend),
                  server_args, True, 3)
     if given:
-        _warn_ignored(ws, before, given, 3)
+        _warn_ignored(ws, given, 3)
     return ws
 
 
-def _boot_ticks():
-    """Now, in clock ticks since boot (as /proc/PID/stat's starttime), or
-    None where /proc does not say."""
-    try:
-        with builtins.open("/proc/uptime") as f:
-            return int(float(f.read().split()[0]) *
-                       os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _warn_ignored(ws, before, given, stacklevel):
-    """open() was given server options: warn (ServerOptionsIgnored) when
-    the server it attached to ran before it was called, so it did not
-    take them (they only go on the command line of a server open()
-    starts)."""
+def _warn_ignored(ws, given, stacklevel):
+    """open() was given server options: warn (ServerOptionsIgnored) about
+    those the server it attached to does not have on its command line
+    (it ran already, started without them: they only go on the command
+    line of a server open() starts)."""
     pid = ws.server_pid
-    if pid is None or before is None:
+    if pid is None:
         return
     try:
-        with builtins.open("/proc/%d/stat" % pid) as f:
-            started = int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
+        with builtins.open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = [a.decode("utf-8", "surrogateescape")
+                    for a in f.read().split(b"\0")]
+    except OSError:
         return
-    if started >= before:
-        return              # this open() started it, with the options
+    n = len(argv)
+    missing = [(k, v) for k, v, t in given
+               if not any(argv[i:i + len(t)] == t
+                          for i in range(n - len(t) + 1))]
+    if not missing:
+        return              # this open() started it, or one just alike
     warnings.warn(ServerOptionsIgnored(
-        "the server of this store (pid %d) was running already, so "
-        "open()'s %s did not apply: they go on the command line of a "
-        "server open() starts, and a running server keeps its own options "
-        "(its workers' sync, checkpoint interval, idle exit...). To apply "
-        "them, stop that server (kill -TERM %d: every session is "
-        "checkpointed first) and open again"
-        % (pid, ", ".join("%s=%r" % kv for kv in given), pid)),
+        "the server of this store (pid %d) was running already, started "
+        "without open()'s %s, so they did not apply: they go on the "
+        "command line of a server open() starts, and a running server "
+        "keeps its own options (its workers' sync, checkpoint interval, "
+        "idle exit...). To apply them, stop that server (kill -TERM %d: "
+        "every session is checkpointed first) and open again"
+        % (pid, ", ".join("%s=%r" % kv for kv in missing), pid)),
         stacklevel=stacklevel)
 
 
