@@ -797,8 +797,9 @@ client_server_handshake(pyshelf_conn *c, const char *session,
 	wire_put_str(&c->wbuf, WIRE_TAG_SESSION, session);
 	if (flags & (PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NEW))
 		wire_put_u64(&c->wbuf, WIRE_TAG_CREATE, 1);
-	wire_put_str(&c->wbuf, WIRE_TAG_MODE, (flags & PYSHELF_CONNECT_NEW) ?
-	    "n" : (flags & PYSHELF_CONNECT_CREATE) ? "c" : "w");
+	wire_put_str(&c->wbuf, WIRE_TAG_MODE, (flags & PYSHELF_CONNECT_READ) ?
+	    "r" : (flags & PYSHELF_CONNECT_NEW) ? "n" :
+	    (flags & PYSHELF_CONNECT_CREATE) ? "c" : "w");
 	if (o != NULL && o->has_lease)
 		wire_put_u64(&c->wbuf, WIRE_TAG_LEASE_MS, o->lease_ms);
 	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
@@ -886,7 +887,7 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
 	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
 		return rc;
 	if ((flags & ~(unsigned)(PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NEW |
-	    PYSHELF_CONNECT_NO_START)) != 0) {
+	    PYSHELF_CONNECT_NO_START | PYSHELF_CONNECT_READ)) != 0) {
 		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_connect: unknown "
 		    "flags");
 		goto out;

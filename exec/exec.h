@@ -199,7 +199,10 @@ typedef struct worker {
 	uint64_t stop_first_ms;      /* when the first stop of the running
 	                                code went out (w->lock) */
 	int restarting;              /* the reader is re-executing */
-	int hibernating;             /* an ATTACH with flag 'n' found the
+	int mem_only;                /* entries that live only in memory
+	                                (volatile, unwritten), as of the last
+	                                checkpoint (w->lock) */
+	int hibernating;             /* an ATTACH with flag 'n' or 'r' found the
 	                                session idle here: checkpoint and exit
 	                                (worker-control.c) (w->lock) */
 	int stop_asked;              /* CTL_STOP came (or --stopping): serve

@@ -93,6 +93,13 @@ server_worker_route(server *s, server_client *c)
 		ss->next = s->sessions;
 		s->sessions = ss;
 	}
+	if (c->mode == 'r' && (ss->pid == 0 && ss->ctl < 0)) {
+		/* MODE r starts no worker: none holds the session here, so a
+		 * read-only backend may open it */
+		server_client_error(c, WIRE_ERR_NO_SESSION, "no worker of this "
+		    "server serves session '%s'", c->session);
+		return;
+	}
 	c->sess = ss;
 	if (ss->pid == 0 && ss->ctl < 0) {
 		(void)server_worker_start(s, ss, c);

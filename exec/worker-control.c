@@ -199,9 +199,11 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 	if (wire_msg_check(m, &why) != WIRE_OK)
 		snprintf(msg, sizeof msg, "%s (ATTACH)", why != NULL ? why :
 		    "bad message");
-	else if (mode != 'c' && mode != 'w' && mode != 'n')
+	else if (mode != 'c' && mode != 'w' && mode != 'n' &&
+	    (mode != 'r' || first))
 		snprintf(msg, sizeof msg, "MODE must be \"c\", \"w\" or \"n\" "
-		    "(read-only is served by a private stdio backend)");
+		    "(read-only is served by a private stdio backend; MODE "
+		    "\"r\" only asks a worker that runs to go)");
 	else if (sf == NULL || sf->len != strlen(w->sess.name) ||
 	    memcmp(sf->data, w->sess.name, sf->len) != 0)
 		snprintf(msg, sizeof msg, "this worker serves session '%s', "
@@ -243,16 +245,30 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
 		goto refuse;
 	}
-	if (mode == 'n' && !first) {
+	if ((mode == 'n' || mode == 'r') && !first) {
+		int mem;
+
 		pthread_mutex_lock(&w->lock);
 		others = w->nconns - 1;
 		busy = w->running_id != 0 || w->qhead != NULL;
+		mem = w->mem_only;
 		pthread_mutex_unlock(&w->lock);
-		snprintf(msg, sizeof msg, "session '%s' is in use in its worker "
-		    "(pid %ld: %s): flag 'n' replaces a session only while no "
-		    "client is attached and nothing runs; close_session() it "
-		    "first", w->sess.name, (long)getpid(), others > 0 ?
-		    "other clients attached" : busy ? "code running" : "busy");
+		if (mode == 'r')
+			snprintf(msg, sizeof msg, "session '%s' is in use in its "
+			    "worker (pid %ld: %s): flag 'r' opens it read-only "
+			    "only while no client is attached and nothing runs",
+			    w->sess.name, (long)getpid(), others > 0 ? "other "
+			    "clients attached" : busy ? "code running" : mem > 0 ?
+			    "entries live only in its memory (volatile, or not "
+			    "written: the store is full); they would be lost" :
+			    "busy");
+		else
+			snprintf(msg, sizeof msg, "session '%s' is in use in its "
+			    "worker (pid %ld: %s): flag 'n' replaces a session "
+			    "only while no client is attached and nothing runs; "
+			    "close_session() it first", w->sess.name,
+			    (long)getpid(), others > 0 ? "other clients "
+			    "attached" : busy ? "code running" : "busy");
 		wire_begin(&b, WIRE_MSG_ERROR, m->id);
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_BUSY);
 		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
@@ -311,7 +327,9 @@ refuse:
 /*
  * Flag 'n' (QA 02) asks for a new session where this worker lingers with
  * no client attached and nothing running or queued (waiting out its
- * --idle-exit): the worker hibernates - the main thread leaves its loop,
+ * --idle-exit), and flag 'r' for the session read-only (a private
+ * backend, which needs the session's lock; not while entries live only
+ * in this worker's memory: they would be lost): the worker hibernates - the main thread leaves its loop,
  * checkpoints and exits as an idle exit does - so that the session is
  * free for the next worker.  Once hibernating, every attach is refused
  * the same way (the supervisor may route a few before it sees the exit).
@@ -323,7 +341,8 @@ worker_control_hibernate(worker *w, char mode)
 	int hib;
 
 	pthread_mutex_lock(&w->lock);
-	if (!w->hibernating && mode == 'n' && w->nconns <= 1 &&
+	if (!w->hibernating && (mode == 'n' || (mode == 'r' &&
+	    w->mem_only == 0)) && w->nconns <= 1 &&
 	    w->running_id == 0 && w->qhead == NULL && !w->stop_asked &&
 	    !w->ended_here)
 		w->hibernating = 1;

@@ -35,8 +35,24 @@
 #include "journal.h"
 #include "pyexec.h"
 
+/* How many entries the store could not take yet (WS.unwritten; 0 when
+ * there is none).  GIL held. */
+static int
+worker_restart_unwritten(PyObject *ws)
+{
+	PyObject *u = PyObject_GetAttrString(ws, "unwritten");
+	Py_ssize_t n = 0;
+
+	if (u != NULL && u != Py_None)
+		n = PyObject_Length(u);
+	Py_XDECREF(u);
+	PyErr_Clear();
+	return n > 0 ? (int)n : 0;
+}
+
 /* Main thread, GIL held, after a checkpoint: what a restart now would
- * lose, as a sentence for WORKER_RESTARTED. */
+ * lose, as a sentence for WORKER_RESTARTED (and how many entries live
+ * only in memory, for flag 'r'). */
 void
 worker_restart_note(worker *w)
 {
@@ -46,6 +62,7 @@ worker_restart_note(worker *w)
 	struct tm tm;
 	size_t len = 0;
 	Py_ssize_t i, n;
+	int mem = 0;
 
 	if (!w->opt.server)
 		return;
@@ -57,6 +74,7 @@ worker_restart_note(worker *w)
 	    (vol = PyObject_GetAttrString(ws, "volatile")) != NULL &&
 	    (keys = PySequence_List(vol)) != NULL) {
 		n = PyList_GET_SIZE(keys);
+		mem = (int)n + worker_restart_unwritten(ws);
 		for (i = 0; i < n && len < sizeof names - 64; i++) {
 			PyObject *k = PyList_GET_ITEM(keys, i), *name;
 			const char *s = NULL;
@@ -86,6 +104,7 @@ worker_restart_note(worker *w)
 	snprintf(w->lost_text, sizeof w->lost_text, "changes since the last "
 	    "checkpoint at %s%s%s", when, names[0] ? "; volatile entries: " :
 	    "; no volatile entries", names);
+	w->mem_only = mem;
 	pthread_mutex_unlock(&w->lock);
 }
 

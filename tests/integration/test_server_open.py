@@ -123,3 +123,55 @@ def test_flag_n_while_a_call_runs_with_no_client_names_why(srv):
         _open(srv, "s", flag="n")
     assert "code running" in str(ei.value)
     assert alive(wp)
+
+
+def test_flag_r_reads_a_session_whose_idle_worker_lingers(srv):
+    """Every client left; flag 'r' makes the idle worker checkpoint and
+    exit, then opens the session read-only (QA 02)."""
+    with _open(srv, "s", flag="n") as ws:
+        ws["a"] = 1
+        old = ws.pid
+    assert alive(old)
+    r = pyshelf.open("s", db=srv.db, flag="r")
+    try:
+        assert r["a"] == 1
+        assert not alive(old)
+        with pytest.raises(pyshelf.RemoteError):
+            r["a"] = 2
+    finally:
+        r.close()
+    ws = _open(srv, "s", flag="w")      # a new worker serves it again
+    try:
+        assert ws["a"] == 1 and ws.pid != old
+    finally:
+        ws.close()
+
+
+def test_flag_r_beside_a_client_names_why(srv):
+    ws = _open(srv, "s")
+    try:
+        ws["a"] = 1
+        with pytest.raises(pyshelf.SessionBusy) as ei:
+            pyshelf.open("s", db=srv.db, flag="r")
+        assert "other clients attached" in str(ei.value)
+        assert ei.value.pid == ws.pid
+    finally:
+        ws.close()
+
+
+def test_flag_r_keeps_a_worker_holding_volatile_entries(srv):
+    """An idle worker whose session holds an entry that lives only in its
+    memory (a socket) does not go for 'r': it would be lost."""
+    ws = _open(srv, "s")
+    ws.remote_exec("import socket\nsk = socket.socket()")
+    wp = ws.pid
+    ws.close()
+    with pytest.raises(pyshelf.SessionBusy) as ei:
+        pyshelf.open("s", db=srv.db, flag="r")
+    assert "only in its memory" in str(ei.value)
+    assert alive(wp)
+    ws = _open(srv, "s", flag="w")
+    try:
+        assert ws.remote_exec("DirectValue(sk is not None)").value is True
+    finally:
+        ws.close()

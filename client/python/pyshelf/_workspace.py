@@ -980,7 +980,14 @@ def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
     if flag not in _FLAGS:
         raise ValueError("flag must be 'c', 'w', 'n' or 'r', not %r"
                          % (flag,))
-    if flag == "r" or os.environ.get("PYSHELF_OPEN") == "stdio":
+    if os.environ.get("PYSHELF_OPEN") == "stdio":
+        return _spawn(db, name, backend, flag, lease, create_db, sync,
+                      checkpoint_interval, args, 3)
+    if flag == "r":
+        # the session may be held by the server's worker, lingering idle
+        # after every client left: ask it to go first (SessionBusy, naming
+        # why, when it is in use)
+        _idle_worker_gone(db, name, backend)
         return _spawn(db, name, backend, flag, lease, create_db, sync,
                       checkpoint_interval, args, 3)
     server_args = []
@@ -1036,6 +1043,28 @@ def _warn_ignored(ws, given, stacklevel):
         "every session is checkpointed first) and open again"
         % (pid, ", ".join("%s=%r" % kv for kv in missing), pid)),
         stacklevel=stacklevel)
+
+
+def _idle_worker_gone(db, name, backend):
+    """Before flag 'r': when the store's server runs and the session's
+    worker only lingers (no client attached, nothing running), that worker
+    checkpoints and exits (ATTACH MODE "r"), and this returns True once it
+    is gone.  SessionBusy naming why when the worker is in use; False when
+    no server runs (none is started)."""
+    conn = _pyshelf.Connection()
+    try:
+        conn.connect(None, None if db is None else
+                     os.path.abspath(os.fspath(db)), name, "r", None,
+                     _find_backend(backend), (), False)
+    except SessionNotFound:
+        return True         # no worker serves it (any more)
+    except SessionBusy:
+        raise
+    except Error:
+        return False        # no server, or one older than MODE "r"
+    finally:
+        conn.close()
+    return False
 
 
 def connect(name, socket, flag="c", lease=None):
