@@ -8,9 +8,16 @@ import warnings
 import pytest
 
 import pyshelf
+from pyshelf._workspace import open as _real_open
 from server_helpers import (WAIT, alive, child, srv, wait_for,  # noqa: F401
                             wait_gone)
-from test_server_client import _open
+
+
+def _open(s, name="s", **kw):
+    """pyshelf.open itself (PYSHELF_TEST_MODE=server's conftest wraps
+    pyshelf.open, adding --idle-exit and waiting for workers to go at
+    close: what these tests are about)."""
+    return s.track(_real_open(name, db=s.db, **kw))
 
 
 def test_options_given_to_a_running_server_warn(srv):
@@ -18,7 +25,7 @@ def test_options_given_to_a_running_server_warn(srv):
     try:
         with warnings.catch_warnings(record=True) as got:
             warnings.simplefilter("always")
-            ws = pyshelf.open("s", db=srv.db, args=("--idle-exit", "1"),
+            ws = _real_open("s", db=srv.db, args=("--idle-exit", "1"),
                               sync="always", checkpoint_interval=1)
         ws.close()
         ours = [w for w in got
@@ -132,7 +139,7 @@ def test_flag_r_reads_a_session_whose_idle_worker_lingers(srv):
         ws["a"] = 1
         old = ws.pid
     assert alive(old)
-    r = pyshelf.open("s", db=srv.db, flag="r")
+    r = _real_open("s", db=srv.db, flag="r")
     try:
         assert r["a"] == 1
         assert not alive(old)
@@ -152,7 +159,7 @@ def test_flag_r_beside_a_client_names_why(srv):
     try:
         ws["a"] = 1
         with pytest.raises(pyshelf.SessionBusy) as ei:
-            pyshelf.open("s", db=srv.db, flag="r")
+            _real_open("s", db=srv.db, flag="r")
         assert "other clients attached" in str(ei.value)
         assert ei.value.pid == ws.pid
     finally:
@@ -167,7 +174,7 @@ def test_flag_r_keeps_a_worker_holding_volatile_entries(srv):
     wp = ws.pid
     ws.close()
     with pytest.raises(pyshelf.SessionBusy) as ei:
-        pyshelf.open("s", db=srv.db, flag="r")
+        _real_open("s", db=srv.db, flag="r")
     assert "only in its memory" in str(ei.value)
     assert alive(wp)
     ws = _open(srv, "s", flag="w")

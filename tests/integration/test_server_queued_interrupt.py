@@ -8,8 +8,8 @@ import signal
 import threading
 
 import pyshelf
+from pyshelf._workspace import open as _real_open
 from server_helpers import WAIT, child, srv, wait_for  # noqa: F401
-from test_server_client import _open
 
 WAITER = """\
 import pyshelf, sys
@@ -23,6 +23,13 @@ except KeyboardInterrupt as e:
 print("n is", ws["n"], flush=True)
 ws.close()
 """
+
+
+def _open(s, name="s", **kw):
+    """pyshelf.open itself (PYSHELF_TEST_MODE=server's conftest wraps
+    pyshelf.open, adding --idle-exit and waiting for workers to go at
+    close: what these tests are about)."""
+    return s.track(_real_open(name, db=s.db, **kw))
 
 
 def _lines(p):

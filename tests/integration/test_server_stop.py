@@ -13,8 +13,16 @@ import signal
 import pytest
 
 import pyshelf
+from pyshelf._workspace import open as _real_open
 from server_helpers import WAIT, alive, srv, wait_for, wait_gone  # noqa: F401
-from test_server_client import _in_thread, _open, _state
+from test_server_client import _in_thread, _state
+
+
+def _open(s, name="s", **kw):
+    """pyshelf.open itself (PYSHELF_TEST_MODE=server's conftest wraps
+    pyshelf.open, adding --idle-exit and waiting for workers to go at
+    close: what these tests are about)."""
+    return s.track(_real_open(name, db=s.db, **kw))
 
 
 # code that makes SIGTERM and SIGINT mean nothing to the worker, then
@@ -22,10 +30,14 @@ from test_server_client import _in_thread, _open, _state
 DEAF = ("import signal, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n")
-DEAF_LOOP = DEAF + "x = 99\nwhile True:\n    time.sleep(0.01)\n"
+DEAF_LOOP = DEAF + ("x = 99\nopen(READY, 'w').close()\n"
+                   "while True:\n    time.sleep(0.01)\n")
 # code that blocks the signals outright, and re-arms when it can
 BLOCKED_LOOP = ("import signal, time\n"
                 "x = 99\n"
+                "signal.pthread_sigmask(signal.SIG_BLOCK,\n"
+                "    {signal.SIGINT, signal.SIGTERM})\n"
+                "open(READY, 'w').close()\n"
                 "while True:\n"
                 "    signal.pthread_sigmask(signal.SIG_BLOCK,\n"
                 "        {signal.SIGINT, signal.SIGTERM})\n"
@@ -96,9 +108,10 @@ def test_stop_ends_a_call_that_will_not_stop(srv, code):
     ws = _open(srv, args=("--hard-grace", "1"))
     watch = _open(srv, flag="w")
     ws["x"] = 1
+    ready = os.path.join(srv.run, "ready")
+    ws["READY"] = ready
     t, box = _in_thread(lambda: ws.remote_exec(code))
-    wait_for(lambda: ws.last_call_id and
-             _state(watch, ws.last_call_id) == "running", "the call")
+    wait_for(lambda: os.path.exists(ready), "the call's signals set")
     call_id = ws.last_call_id
     pids = ws.server_pid, ws.pid
     os.kill(pids[0], signal.SIGTERM)
@@ -152,14 +165,16 @@ def test_open_while_the_server_stops_says_so(srv):
     stop, with a long --hard-grace), a new open is told the server is
     stopping, not that a server holds the pid file but does not accept."""
     ws = _open(srv, args=("--hard-grace", "600"))
+    ready = os.path.join(srv.run, "ready")
+    ws["READY"] = ready
     t, box = _in_thread(lambda: ws.remote_exec(DEAF_LOOP))
-    wait_for(lambda: ws.last_call_id, "the call")
+    wait_for(lambda: os.path.exists(ready), "the call's signals set")
     sp, wp = ws.server_pid, ws.pid
     os.kill(sp, signal.SIGTERM)
 
     def refused():
         try:
-            other = pyshelf.open("other", db=srv.db)
+            other = _real_open("other", db=srv.db)
         except pyshelf.Error as e:
             return str(e)
         other.close()      # raced the SIGTERM: try again
@@ -168,9 +183,12 @@ def test_open_while_the_server_stops_says_so(srv):
     assert "is stopping" in msg and str(sp) in msg, msg
     assert "does not accept" not in msg
     assert alive(sp)
-    os.kill(wp, signal.SIGKILL)        # end it: the grace is long
-    assert wait_gone(sp)
+    # end it now (the grace is long): a hard interrupt restarts the
+    # worker, and the new image keeps the stop and exits
+    ws.interrupt(hard=True)
+    assert wait_gone(wp) and wait_gone(sp)
     t.join(WAIT)
+    assert isinstance(box.get("error"), pyshelf.WorkerRestarted), box
     ws2 = _open(srv, "other")          # a new server starts
     try:
         assert ws2.server_pid != sp
