@@ -5,9 +5,12 @@
  * supervisor gave at the exec (--control-fd), later whatever connects to
  * the worker's --control socket (a supervisor that restarted after a
  * crash; same uid only), which replaces the channel.  The supervisor
- * sends CTL_CONN (a client's socket, SCM_RIGHTS, with its ATTACH frame)
- * and CTL_IDLE_OK; the worker sends CTL_READY (on every new channel),
- * CTL_STATE (clients, running call) and CTL_IDLE.  A worker that loses
+ * sends CTL_CONN (a client's socket, SCM_RIGHTS, with its ATTACH frame),
+ * CTL_IDLE_OK, CTL_QUERY and CTL_STOP (the server stops: stop the running
+ * call, serve no more, checkpoint and exit); the worker sends CTL_READY
+ * (on every new channel), CTL_STATE (clients, running call) and
+ * CTL_IDLE.  Flags 'n' and 'r' make a lingering idle worker hibernate
+ * (worker_control_hibernate).  A worker that loses
  * its channel serves on; idle, it then exits without asking.
  * The reader thread reads the channel; any thread writes it (ctl_lock).
  */
@@ -329,11 +332,12 @@ refuse:
  * no client attached and nothing running or queued (waiting out its
  * --idle-exit), and flag 'r' for the session read-only (a private
  * backend, which needs the session's lock; not while entries live only
- * in this worker's memory: they would be lost): the worker hibernates - the main thread leaves its loop,
- * checkpoints and exits as an idle exit does - so that the session is
- * free for the next worker.  Once hibernating, every attach is refused
- * the same way (the supervisor may route a few before it sees the exit).
- * c is the connection that asks, already in the table.  1: refuse it.
+ * in this worker's memory: they would be lost).  The worker hibernates:
+ * the main thread leaves its loop, checkpoints and exits as an idle exit
+ * does, so that the session is free for the next worker.  Once
+ * hibernating, every attach is refused the same way (the supervisor may
+ * route a few before it sees the exit).  The asking connection is in the
+ * table already (nconns counts it).  1: refuse the attach.
  */
 static int
 worker_control_hibernate(worker *w, char mode)
@@ -431,7 +435,7 @@ worker_control_readable(worker *w)
 	wire_msg m;
 	ssize_t n;
 	size_t used;
-	int fd = -1, i, nfd, fds[4];
+	int fd = -1, i, nfd, fds[4], running;
 
 	if ((buf = malloc(WORKER_CONTROL_MAX)) == NULL)
 		return;
@@ -494,9 +498,9 @@ worker_control_readable(worker *w)
 		if (fd >= 0)
 			close(fd);
 		pthread_mutex_lock(&w->lock);
-		fd = w->running_id != 0;
+		running = w->running_id != 0;
 		pthread_mutex_unlock(&w->lock);
-		worker_log(w, "pyshelfd: the server is stopping: %s\n", fd ?
+		worker_log(w, "pyshelfd: the server is stopping: %s\n", running ?
 		    "stopping the running call, then checkpointing and "
 		    "exiting" : "checkpointing and exiting");
 		worker_reader_shutdown(w);
