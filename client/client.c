@@ -801,8 +801,9 @@ client_server_handshake(pyshelf_conn *c, const char *session,
 	wire_put_str(&c->wbuf, WIRE_TAG_SESSION, session);
 	if (flags & (PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NEW))
 		wire_put_u64(&c->wbuf, WIRE_TAG_CREATE, 1);
-	wire_put_str(&c->wbuf, WIRE_TAG_MODE, (flags & PYSHELF_CONNECT_NEW) ?
-	    "n" : (flags & PYSHELF_CONNECT_CREATE) ? "c" : "w");
+	wire_put_str(&c->wbuf, WIRE_TAG_MODE, (flags & PYSHELF_CONNECT_READ) ?
+	    "r" : (flags & PYSHELF_CONNECT_NEW) ? "n" :
+	    (flags & PYSHELF_CONNECT_CREATE) ? "c" : "w");
 	if (o != NULL && o->has_lease)
 		wire_put_u64(&c->wbuf, WIRE_TAG_LEASE_MS, o->lease_ms);
 	if ((rc = client_send(c, 0)) != PYSHELF_OK ||
@@ -849,6 +850,18 @@ client_closing_worker(const pyshelf_conn *c, unsigned flags)
 	    c->remote_reason != NULL && strcmp(c->remote_reason, "closed") == 0;
 }
 
+/* Was the last ATTACH refused by a worker that found its session idle
+ * and is checkpointing and exiting so that flag 'n' can replace it
+ * (SESSION_BUSY "hibernating", with its PID)?  Its successor serves the
+ * next ATTACH. */
+static int
+client_hibernating_worker(const pyshelf_conn *c)
+{
+	return c->remote_code == WIRE_ERR_SESSION_BUSY && c->remote_pid != 0 &&
+	    c->remote_reason != NULL &&
+	    strcmp(c->remote_reason, "hibernating") == 0;
+}
+
 /* Wait (up to 10 s) until process pid is gone. */
 static void
 client_wait_gone(pid_t pid)
@@ -878,7 +891,7 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
 	if ((rc = client_enter(c, 0)) != PYSHELF_OK)
 		return rc;
 	if ((flags & ~(unsigned)(PYSHELF_CONNECT_CREATE | PYSHELF_CONNECT_NEW |
-	    PYSHELF_CONNECT_NO_START)) != 0) {
+	    PYSHELF_CONNECT_NO_START | PYSHELF_CONNECT_READ)) != 0) {
 		rc = client_fail(c, PYSHELF_E_INVAL, "pyshelf_connect: unknown "
 		    "flags");
 		goto out;
@@ -930,7 +943,8 @@ pyshelf_connect(pyshelf_conn *c, const char *socket_path, const char *db,
 		 * is gone, the next ATTACH makes the new session. */
 		if (tries >= 5)
 			break;
-		if (rc == PYSHELF_E_REMOTE && client_closing_worker(c, flags))
+		if (rc == PYSHELF_E_REMOTE && (client_closing_worker(c, flags) ||
+		    client_hibernating_worker(c)))
 			client_wait_gone((pid_t)c->remote_pid);
 		else if (rc != PYSHELF_E_CLOSED || !welcomed)
 			break;

@@ -185,6 +185,13 @@ extern "C" {
                                      session (an old one of the name ends) */
 #define PYSHELF_CONNECT_NO_START 0x4 /**< never start a server: fail with
                                      PYSHELF_E_SPAWN when none answers */
+#define PYSHELF_CONNECT_READ 0x8 /**< ATTACH MODE "r": never attaches; asks
+                                     the session's worker, if it only
+                                     lingers idle, to checkpoint and exit
+                                     (a read-only private backend may then
+                                     open the session): PYSHELF_E_REMOTE
+                                     NO_SESSION once no worker serves it,
+                                     SESSION_BUSY (why) while one is in use */
 
 /** An opaque connection to one backend (one session). */
 typedef struct pyshelf_conn pyshelf_conn;

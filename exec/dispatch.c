@@ -1186,6 +1186,7 @@ dispatch_signal(worker *w, int signum)
 		if (!running || kind == WORKER_STOP_NONE)
 			return PYCTX_SIG_NONE; /* the code finished first */
 		return kind == WORKER_STOP_TIMEOUT ? PYCTX_SIG_TIMEOUT :
+		    kind == WORKER_STOP_SHUTDOWN ? PYCTX_SIG_SHUTDOWN :
 		    PYCTX_SIG_INTERRUPT;
 	}
 	w->terminate = 1;

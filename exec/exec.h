@@ -56,11 +56,16 @@ enum worker_in {
  * INTERRUPT and the rest are answered: the most an INTERRUPT waits. */
 #define WORKER_TAKEOVER_MS 2
 
+/* The hard grace of a stop (CTL_STOP) when --hard-grace is 0 (never):
+ * a stopping server must end even then. */
+#define WORKER_STOP_GRACE_MS 5000
+
 /* Why the running code is being stopped. */
 enum worker_stop {
 	WORKER_STOP_NONE = 0,
 	WORKER_STOP_INTERRUPT = 1,  /* the client sent INTERRUPT */
-	WORKER_STOP_TIMEOUT = 2     /* the request's timeout ran out */
+	WORKER_STOP_TIMEOUT = 2,    /* the request's timeout ran out */
+	WORKER_STOP_SHUTDOWN = 3    /* the server is stopping (CTL_STOP) */
 };
 
 struct journal;
@@ -177,6 +182,9 @@ typedef struct worker_options {
 	                                worker restarts itself */
 	const char *adopt;           /* --adopt CTL,FD,...: a hard restart's
 	                                control fd and connections */
+	int stopping;                /* --stopping: a hard restart made while
+	                                the server stopped this worker: exit
+	                                as soon as the session is open */
 	int argc;                    /* the command line, for the re-exec */
 	char **argv;
 } worker_options;
@@ -234,6 +242,15 @@ typedef struct worker {
 	uint64_t stop_first_ms;      /* when the first stop of the running
 	                                code went out (w->lock) */
 	int restarting;              /* the reader is re-executing */
+	int mem_only;                /* entries that live only in memory
+	                                (volatile, unwritten), as of the last
+	                                checkpoint (w->lock) */
+	int hibernating;             /* an ATTACH with flag 'n' or 'r' found the
+	                                session idle here: checkpoint and exit
+	                                (worker-control.c) (w->lock) */
+	int stop_asked;              /* CTL_STOP came (or --stopping): serve
+	                                no more requests; the running call is
+	                                stopped; checkpoint and exit (w->lock) */
 
 	pthread_t main_thread;       /* runs Python */
 	pthread_t reader;            /* reads frames, handles INTERRUPT/PING */
@@ -412,6 +429,9 @@ int worker_long_answer(worker *w, worker_conn *c, int state, uint64_t id,
 /* Is a PART's data half read on c, so that its input is not at the
  * start of a frame?  w->lock held. */
 int worker_long_midpart_locked(worker_conn *c);
+/* Reader thread, at CTL_STOP: stop the running code as an interrupt
+ * does (WORKER_STOP_SHUTDOWN; the hard grace applies), and wake main. */
+void worker_reader_shutdown(worker *w);
 
 /* worker-control.c */
 /* Set up the control channel: --control-fd, the --control listening
@@ -434,6 +454,15 @@ void worker_control_refuse(worker *w, const wire_buf *b);
 void worker_control_ended(worker *w);
 /* Close the control fds (at exit). */
 void worker_control_stop(worker *w);
+/* Has the supervisor asked this worker to stop (CTL_STOP, --stopping)?
+ * Any thread. */
+int worker_control_stopping(worker *w);
+/* Is the worker hibernating (flag 'n' on its idle session)?  Any thread. */
+int worker_control_hibernating(worker *w);
+/* Main thread, at the top of its loop once stopping: answer every queued
+ * request with an ERROR saying the server is stopping (nothing of it
+ * ran), and end the queued calls in the journal. */
+void worker_control_stop_queue(worker *w);
 
 /* worker-calls.c */
 /* The journal of this session's calls (after the session opened). */
@@ -456,6 +485,11 @@ int worker_calls_reply(worker *w, const wire_buf *b);
 /* Reader: the running call is lost (hard restart): ERROR
  * WORKER_RESTARTED to its requester and joiners, journaled. */
 void worker_calls_lost(worker *w, const char *message);
+/* A queued call withdrawn before it ran (INTERRUPT while it waited): end
+ * it with the ERROR in b, journalled and sent to its requester and
+ * joiners.  0, or -1 when the session has no such queued call (the
+ * caller answers the requester itself).  Reader or main thread. */
+int worker_calls_withdraw(worker *w, const uint8_t id[16], const wire_buf *b);
 /* Is c the requester or a joiner of the running call? */
 int worker_calls_joined(worker *w, worker_conn *c);
 /* The running call's id (1), or 0 when the request is no call. */

@@ -148,6 +148,8 @@ pyshelfd_usage(FILE *f)
 "                            counted from no earlier, ran out ended\n"
 "    --adopt CTL,FD,...      internal: the descriptors a restarting worker\n"
 "                            keeps (control channel, then connections)\n"
+"    --stopping              internal: with --adopt, the supervisor is\n"
+"                            stopping: open the session and exit\n"
 "    -h, --help              this text\n"
 "    -V, --version           print the version\n"
 "\n"
@@ -232,9 +234,12 @@ pyshelfd_usage(FILE *f)
 "    pid) for its life.  A second `pyshelfd --server` for the same socket\n"
 "    waits until the first accepts, says so and exits 0.  A socket file\n"
 "    whose server died (connections refused) is replaced.\n"
-"    SIGTERM (or SIGINT) to the supervisor: it stops listening, sends\n"
-"    SIGTERM to every worker (each checkpoints and exits), waits for them\n"
-"    all, removes the socket and exits 0.  SIGKILL of the supervisor\n"
+"    SIGTERM (or SIGINT) to the supervisor: it asks every worker to stop\n"
+"    over its control channel, whatever shipped code did to the worker's\n"
+"    signals (each stops its running call, as a hard interrupt after\n"
+"    --hard-grace, checkpoints and exits), waits for them all, removes\n"
+"    the socket and exits 0; meanwhile a new client is told the server\n"
+"    is stopping.  SIGKILL of the supervisor\n"
 "    takes no worker with it.  A worker that dies (a signal, an exit\n"
 "    status) is logged; the next client of its session learns how in\n"
 "    ATTACHED (SIGNAL, MESSAGE), and gets a new worker.\n"
@@ -405,6 +410,7 @@ static const struct option pyshelfd_longopts[] = {
 	{"idle-exit", required_argument, NULL, 'I'},
 	{"hard-grace", required_argument, NULL, 'G'},
 	{"adopt", required_argument, NULL, 'A'},
+	{"stopping", no_argument, NULL, 'Z'},
 	{"since", required_argument, NULL, 'T'},
 	{"help", no_argument, NULL, 'h'},
 	{"version", no_argument, NULL, 'V'},
@@ -536,6 +542,9 @@ pyshelfd_options(int argc, char **argv, worker_options *o)
 		case 'A':
 			o->adopt = optarg;
 			break;
+		case 'Z':
+			o->stopping = 1;
+			break;
 		case 'T':
 			{
 				char *end;
@@ -582,9 +591,9 @@ pyshelfd_options(int argc, char **argv, worker_options *o)
 		return pyshelfd_usage_fail("--worker serves no read-only "
 		    "session (flag 'r' has a private --stdio backend)");
 	if (!o->server && (o->control_fd >= 0 || o->control_path != NULL ||
-	    o->adopt != NULL))
-		return pyshelfd_usage_fail("--control-fd, --control and --adopt "
-		    "go with --worker");
+	    o->adopt != NULL || o->stopping))
+		return pyshelfd_usage_fail("--control-fd, --control, --adopt "
+		    "and --stopping go with --worker");
 	if (strlen(o->session) == 0 || strlen(o->session) > STORE_NAME_MAX)
 		return pyshelfd_usage_fail("bad session name '%s': a session "
 		    "name has 1 to %d bytes", o->session, STORE_NAME_MAX);

@@ -316,7 +316,8 @@ server_client_hello(server *s, server_client *c, wire_msg *m)
 
 /*
  * ATTACH: its session name and mode; read-only is not served here (the
- * client serves flag 'r' with a private stdio backend).  The frame stays
+ * client serves flag 'r' with a private stdio backend): MODE "r" only
+ * asks the session's idle worker to go (server_worker_route).  The frame stays
  * in c->buf, verbatim, for the worker's CTL_CONN.
  */
 static void
@@ -349,7 +350,7 @@ server_client_attach(server *s, server_client *c, wire_msg *m)
 	}
 	c->mode = wire_msg_u64(m, WIRE_TAG_CREATE, 0) ? 'c' : 'w';
 	if ((f = wire_msg_find(m, WIRE_TAG_MODE)) != NULL) {
-		if (f->len != 1 || strchr("cwn", f->data[0]) == NULL) {
+		if (f->len != 1 || strchr("cwnr", f->data[0]) == NULL) {
 			server_client_error(c, WIRE_ERR_BAD_REQUEST, "ATTACH: "
 			    "MODE %s is not served by the server: read-only "
 			    "(flag 'r') is served by a private stdio backend; "

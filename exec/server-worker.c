@@ -78,8 +78,7 @@ server_worker_route(server *s, server_client *c)
 	server_session *ss;
 
 	if (s->stopping) {
-		server_client_error(c, WIRE_ERR_INTERNAL, "the server is "
-		    "shutting down; try again");
+		server_stopping_error(s, c);
 		return;
 	}
 	if ((ss = server_worker_find(s, c->session)) == NULL) {
@@ -93,6 +92,13 @@ server_worker_route(server *s, server_client *c)
 		ss->ctl = -1;
 		ss->next = s->sessions;
 		s->sessions = ss;
+	}
+	if (c->mode == 'r' && (ss->pid == 0 && ss->ctl < 0)) {
+		/* MODE r starts no worker: none holds the session here, so a
+		 * read-only backend may open it */
+		server_client_error(c, WIRE_ERR_NO_SESSION, "no worker of this "
+		    "server serves session '%s'", c->session);
+		return;
 	}
 	c->sess = ss;
 	if (ss->pid == 0 && ss->ctl < 0) {
@@ -301,6 +307,8 @@ server_worker_ctl_io(server *s, server_session *ss, short revents)
 	size_t used;
 	ssize_t n;
 
+	if ((revents & POLLOUT) && ss->stop == 1)
+		server_worker_stop_all(s);  /* sends to those still waiting */
 	if ((revents & POLLOUT) && ss->want_out) {
 		ss->want_out = 0;
 		server_worker_flush(s, ss);
@@ -535,8 +543,7 @@ server_worker_ended(server *s, server_session *ss, int known, int st)
 		c->sess = NULL;
 		c->signal = sig;
 		if (s->stopping)
-			server_client_error(c, WIRE_ERR_INTERNAL, "the server "
-			    "is shutting down; try again");
+			server_stopping_error(s, c);
 		else
 			server_client_error(c, WIRE_ERR_WORKER_DIED, "the "
 			    "worker for session '%s' (pid %ld) %s before it "
@@ -592,20 +599,50 @@ server_worker_gc(server *s)
 	}
 }
 
-/* SIGTERM to every worker (each checkpoints and exits); the loop waits
- * until all are gone. */
+/*
+ * Ask every worker to stop: CTL_STOP on its control channel (it stops
+ * its running call, as a hard interrupt after --hard-grace, then
+ * checkpoints and exits); the loop waits until all are gone.  Never a
+ * SIGTERM while the channel works: shipped code may ignore it (SIG_IGN,
+ * a library's own handler) or leave it fatal (SIG_DFL: no checkpoint).
+ * A worker without a channel (an adopted one not yet ready) gets the
+ * SIGTERM, as before.
+ */
 void
 server_worker_stop_all(server *s)
 {
 	server_session *ss;
+	wire_buf b;
+	ssize_t n;
 
-	for (ss = s->sessions; ss != NULL; ss = ss->next)
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_CTL_STOP, 0);
+	if (wire_end(&b) != WIRE_OK)
+		b.len = 0;
+	for (ss = s->sessions; ss != NULL; ss = ss->next) {
+		if (ss->stop == 2)
+			continue;
+		ss->stop = 2;
+		n = -1;
+		if (ss->ctl >= 0 && b.len > 0)
+			do
+				n = send(ss->ctl, b.data, b.len, MSG_NOSIGNAL |
+				    MSG_DONTWAIT);
+			while (n < 0 && errno == EINTR);
+		if (n == (ssize_t)b.len)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			ss->stop = 1;  /* sent at POLLOUT */
+			continue;
+		}
 		if (ss->pid > 0 && kill(ss->pid, SIGTERM) != 0 &&
 		    errno == ESRCH && !ss->child && ss->ctl >= 0) {
 			close(ss->ctl);
 			ss->ctl = -1;
 			ss->pid = 0;
 		}
+	}
+	wire_buf_free(&b);
 }
 
 /*

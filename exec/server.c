@@ -326,8 +326,11 @@ server_start(server *s)
 	return -1;
 }
 
-/* SIGTERM or SIGINT: stop listening, refuse what waits, SIGTERM every
- * worker; the loop ends once all are gone. */
+/* SIGTERM or SIGINT: refuse what waits, ask every worker to stop
+ * (CTL_STOP); the loop ends once all are gone.  The socket still
+ * accepts meanwhile, so that a new client is told the server is
+ * stopping (server_stopping_error) rather than find a pid file locked
+ * by a server that does not accept; it goes at exit. */
 static void
 server_stop(server *s)
 {
@@ -338,22 +341,28 @@ server_stop(server *s)
 	s->stopping = 1;
 	server_log("stopping: %d worker%s to end", server_worker_count(s),
 	    server_worker_count(s) == 1 ? "" : "s");
-	if (s->lfd >= 0) {
-		close(s->lfd);
-		s->lfd = -1;
-		(void)unlink(s->sock_path);
-	}
 	for (c = s->clients; c != NULL; c = next) {
 		next = c->next;
 		if (c->state == SERVER_CLIENT_CLOSE || c == (c->sess != NULL ?
 		    c->sess->first : NULL))
 			continue;
 		c->sess = NULL;
-		server_client_error(c, WIRE_ERR_INTERNAL, "the server is "
-		    "shutting down; try again");
+		server_stopping_error(s, c);
 	}
 	server_worker_stop_all(s);
 	server_sweep_stop(s);
+}
+
+/* The ERROR a client gets while the server stops (an attach, an
+ * END_SESSION, a SESSIONS). */
+void
+server_stopping_error(server *s, server_client *c)
+{
+	server_client_error(c, WIRE_ERR_INTERNAL, "the server (pid %ld) is "
+	    "stopping: its workers are checkpointing their sessions and "
+	    "exiting; open again once it has exited (the next open starts a "
+	    "new server)", (long)getpid());
+	(void)s;
 }
 
 /* Milliseconds until the next deadline (a held client's, exit-empty's),
@@ -413,7 +422,7 @@ server_pollfds(server *s, struct pollfd **pfd, void ***obj, size_t *cap,
 	(*pfd)[n].fd = s->sigfd;
 	(*pfd)[n].events = POLLIN;
 	(*obj)[n++] = NULL;
-	(*pfd)[n].fd = s->lfd;  /* -1 once stopping: poll skips it */
+	(*pfd)[n].fd = s->lfd;  /* -1 once closed: poll skips it */
 	(*pfd)[n].events = POLLIN;
 	(*obj)[n++] = NULL;
 	for (c = s->clients; c != NULL; c = c->next) {
@@ -430,7 +439,8 @@ server_pollfds(server *s, struct pollfd **pfd, void ***obj, size_t *cap,
 		if (ss->ctl < 0)
 			continue;
 		(*pfd)[n].fd = ss->ctl;
-		(*pfd)[n].events = POLLIN | (ss->want_out ? POLLOUT : 0);
+		(*pfd)[n].events = POLLIN | (ss->want_out || ss->stop == 1 ?
+		    POLLOUT : 0);
 		(*obj)[n++] = ss;
 	}
 	*nout = n;

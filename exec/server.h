@@ -103,6 +103,8 @@ typedef struct server_session {
 	int died_signal;          /* how the last worker ended: signal, */
 	char *died_msg;           /* and a sentence; NULL when it ended well */
 	int want_out;             /* a CTL_CONN waits for room (POLLOUT) */
+	int stop;                 /* CTL_STOP: 1 waits for room (POLLOUT),
+	                             2 sent (or SIGTERM) */
 	uint64_t q_seq;           /* the last CTL_QUERY it answered */
 	int q_clients;            /* and its answer: clients attached, */
 	char q_running[33];       /* the running call's id in hex, or "" */
@@ -139,6 +141,7 @@ typedef struct server {
 /* server.c */
 int server_main(int argc, char **argv);
 int64_t server_now_ms(void);
+void server_stopping_error(server *s, server_client *c);
 void server_log(const char *fmt, ...)
     __attribute__((format(printf, 1, 2)));
 /* pyshelfd.c: a per-worker option's value checked as the worker would

@@ -535,3 +535,24 @@ worker_calls_current(worker *w, uint8_t id[16])
 	pthread_mutex_unlock(&w->call_lock);
 	return in;
 }
+
+int
+worker_calls_withdraw(worker *w, const uint8_t id[16], const wire_buf *b)
+{
+	worker_call *k;
+
+	if (w->journal == NULL)
+		return -1;
+	journal_lock(w->journal);
+	pthread_mutex_lock(&w->call_lock);
+	if ((k = worker_calls_find(w, id)) == NULL || k == w->call) {
+		pthread_mutex_unlock(&w->call_lock);
+		journal_unlock(w->journal);
+		return -1;
+	}
+	worker_calls_end(w, k, b, 1);
+	pthread_mutex_unlock(&w->call_lock);
+	journal_unlock(w->journal);
+	worker_calls_free(w, k);
+	return 0;
+}

@@ -5,9 +5,12 @@
  * supervisor gave at the exec (--control-fd), later whatever connects to
  * the worker's --control socket (a supervisor that restarted after a
  * crash; same uid only), which replaces the channel.  The supervisor
- * sends CTL_CONN (a client's socket, SCM_RIGHTS, with its ATTACH frame)
- * and CTL_IDLE_OK; the worker sends CTL_READY (on every new channel),
- * CTL_STATE (clients, running call) and CTL_IDLE.  A worker that loses
+ * sends CTL_CONN (a client's socket, SCM_RIGHTS, with its ATTACH frame),
+ * CTL_IDLE_OK, CTL_QUERY and CTL_STOP (the server stops: stop the running
+ * call, serve no more, checkpoint and exit); the worker sends CTL_READY
+ * (on every new channel), CTL_STATE (clients, running call) and
+ * CTL_IDLE.  Flags 'n' and 'r' make a lingering idle worker hibernate
+ * (worker_control_hibernate).  A worker that loses
  * its channel serves on; idle, it then exits without asking.
  * The reader thread reads the channel; any thread writes it (ctl_lock).
  */
@@ -29,6 +32,8 @@
 /* The largest control packet: an ATTACH frame (at most the pre-handshake
  * frame size) inside a CTL_CONN, with room to spare. */
 #define WORKER_CONTROL_MAX (WIRE_PREAUTH_MAX_FRAME + 4096)
+
+static int worker_control_hibernate(worker *, char);
 
 /* Send one encoded frame on the control channel; -1 when there is none
  * or it broke (the reader sees the break and closes it). */
@@ -197,9 +202,11 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 	if (wire_msg_check(m, &why) != WIRE_OK)
 		snprintf(msg, sizeof msg, "%s (ATTACH)", why != NULL ? why :
 		    "bad message");
-	else if (mode != 'c' && mode != 'w' && mode != 'n')
+	else if (mode != 'c' && mode != 'w' && mode != 'n' &&
+	    (mode != 'r' || first))
 		snprintf(msg, sizeof msg, "MODE must be \"c\", \"w\" or \"n\" "
-		    "(read-only is served by a private stdio backend)");
+		    "(read-only is served by a private stdio backend; MODE "
+		    "\"r\" only asks a worker that runs to go)");
 	else if (sf == NULL || sf->len != strlen(w->sess.name) ||
 	    memcmp(sf->data, w->sess.name, sf->len) != 0)
 		snprintf(msg, sizeof msg, "this worker serves session '%s', "
@@ -227,16 +234,44 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
 		goto refuse;
 	}
-	if (mode == 'n' && !first) {
+	if (!first && worker_control_hibernate(w, mode)) {
+		/* idle, it checkpoints and exits: the client attaches again
+		 * once this pid is gone, and the next worker serves it (for
+		 * flag 'n': makes the new session) */
+		snprintf(msg, sizeof msg, "session '%s' was idle in its worker "
+		    "(pid %ld), which is checkpointing and exiting; attach "
+		    "again once it is gone", w->sess.name, (long)getpid());
+		wire_begin(&b, WIRE_MSG_ERROR, m->id);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_BUSY);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+		wire_put_str(&b, WIRE_TAG_REASON, "hibernating");
+		wire_put_u64(&b, WIRE_TAG_PID, (uint64_t)getpid());
+		goto refuse;
+	}
+	if ((mode == 'n' || mode == 'r') && !first) {
+		int mem;
+
 		pthread_mutex_lock(&w->lock);
 		others = w->nconns - 1;
-		busy = w->running_id != 0;
+		busy = w->running_id != 0 || w->qhead != NULL;
+		mem = w->mem_only;
 		pthread_mutex_unlock(&w->lock);
-		snprintf(msg, sizeof msg, "session '%s' is live in its worker "
-		    "(pid %ld%s): flag 'n' replaces a session no worker serves; "
-		    "close_session() it first", w->sess.name, (long)getpid(),
-		    others > 0 ? ", other clients attached" : busy ?
-		    ", code running" : "");
+		if (mode == 'r')
+			snprintf(msg, sizeof msg, "session '%s' is in use in its "
+			    "worker (pid %ld: %s): flag 'r' opens it read-only "
+			    "only while no client is attached and nothing runs",
+			    w->sess.name, (long)getpid(), others > 0 ? "other "
+			    "clients attached" : busy ? "code running" : mem > 0 ?
+			    "entries live only in its memory (volatile, or not "
+			    "written: the store is full); they would be lost" :
+			    "busy");
+		else
+			snprintf(msg, sizeof msg, "session '%s' is in use in its "
+			    "worker (pid %ld: %s): flag 'n' replaces a session "
+			    "only while no client is attached and nothing runs; "
+			    "close_session() it first", w->sess.name,
+			    (long)getpid(), others > 0 ? "other clients "
+			    "attached" : busy ? "code running" : "busy");
 		wire_begin(&b, WIRE_MSG_ERROR, m->id);
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_BUSY);
 		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
@@ -290,6 +325,40 @@ refuse:
 		(void)worker_send_to(w, c, &b);
 	wire_buf_free(&b);
 	return 1;
+}
+
+/*
+ * Flag 'n' (QA 02) asks for a new session where this worker lingers with
+ * no client attached and nothing running or queued (waiting out its
+ * --idle-exit), and flag 'r' for the session read-only (a private
+ * backend, which needs the session's lock; not while entries live only
+ * in this worker's memory: they would be lost).  The worker hibernates:
+ * the main thread leaves its loop, checkpoints and exits as an idle exit
+ * does, so that the session is free for the next worker.  Once
+ * hibernating, every attach is refused the same way (the supervisor may
+ * route a few before it sees the exit).  The asking connection is in the
+ * table already (nconns counts it).  1: refuse the attach.
+ */
+static int
+worker_control_hibernate(worker *w, char mode)
+{
+	int hib;
+
+	pthread_mutex_lock(&w->lock);
+	if (!w->hibernating && (mode == 'n' || (mode == 'r' &&
+	    w->mem_only == 0)) && w->nconns <= 1 &&
+	    w->running_id == 0 && w->qhead == NULL && !w->stop_asked &&
+	    !w->ended_here)
+		w->hibernating = 1;
+	hib = w->hibernating;
+	pthread_mutex_unlock(&w->lock);
+	if (hib) {
+		char c = 1;
+		if (write(w->wake_fd, &c, 1) < 0) {
+			/* full: the main thread wakes anyway */
+		}
+	}
+	return hib;
 }
 
 /* CTL_CONN: a client's socket and its ATTACH frame: a new connection,
@@ -366,7 +435,7 @@ worker_control_readable(worker *w)
 	wire_msg m;
 	ssize_t n;
 	size_t used;
-	int fd = -1, i, nfd, fds[4];
+	int fd = -1, i, nfd, fds[4], running;
 
 	if ((buf = malloc(WORKER_CONTROL_MAX)) == NULL)
 		return;
@@ -424,6 +493,17 @@ worker_control_readable(worker *w)
 		if (fd >= 0)
 			close(fd);
 		worker_control_query(w, wire_msg_u64(&m, WIRE_TAG_QUERY, 0));
+		break;
+	case WIRE_MSG_CTL_STOP:
+		if (fd >= 0)
+			close(fd);
+		pthread_mutex_lock(&w->lock);
+		running = w->running_id != 0;
+		pthread_mutex_unlock(&w->lock);
+		worker_log(w, "pyshelfd: the server is stopping: %s\n", running ?
+		    "stopping the running call, then checkpointing and "
+		    "exiting" : "checkpointing and exiting");
+		worker_reader_shutdown(w);
 		break;
 	case WIRE_MSG_CTL_IDLE_OK:
 		if (fd >= 0)
@@ -519,6 +599,8 @@ fail:
 int
 worker_control_start(worker *w, char **cause)
 {
+	if (w->opt.stopping)
+		w->stop_asked = w->terminate = 1;  /* see worker_restart_exec */
 	if (w->ctl_fd < 0 && w->opt.control_fd >= 0) {
 		w->ctl_fd = w->opt.control_fd;
 		(void)fcntl(w->ctl_fd, F_SETFD, FD_CLOEXEC);
@@ -624,4 +706,64 @@ worker_control_stop(worker *w)
 		if (w->opt.control_path != NULL && !w->restarting)
 			(void)unlink(w->opt.control_path);
 	}
+}
+
+int
+worker_control_stopping(worker *w)
+{
+	int stop;
+
+	pthread_mutex_lock(&w->lock);
+	stop = w->stop_asked;
+	pthread_mutex_unlock(&w->lock);
+	return stop;
+}
+
+void
+worker_control_stop_queue(worker *w)
+{
+	static const char msg[] = "the server is stopping (SIGTERM): this "
+	    "request was waiting for its turn and never ran; the session is "
+	    "checkpointed and the server exits (open again to start a new "
+	    "one)";
+
+	worker_frame *f;
+	wire_buf b;
+	wire_msg m;
+	size_t used;
+	int eof;
+
+	/* the calls with an id (queued: none runs now) end in the journal,
+	 * their requesters and joiners told */
+	worker_calls_lost(w, msg);
+	wire_msg_init(&m);
+	while ((f = worker_reader_pop(w, &eof)) != NULL) {
+		if (wire_parse(f->data, f->len, w->opt.max_frame, &m, &used) ==
+		    WIRE_OK && m.type != WIRE_MSG_RELEASE &&
+		    m.type != WIRE_MSG_INTERRUPT &&
+		    !(m.type == WIRE_MSG_EXEC && w->journal != NULL &&
+		    wire_msg_find(&m, WIRE_TAG_CALL_ID) != NULL)) {
+			wire_buf_init(&b);
+			wire_begin(&b, WIRE_MSG_ERROR, m.id);
+			wire_put_u64(&b, WIRE_TAG_ERRCODE,
+			    WIRE_ERR_WORKER_RESTARTED);
+			wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
+			if (wire_end(&b) == WIRE_OK)
+				(void)worker_send_to(w, f->conn, &b);
+			wire_buf_free(&b);
+		}
+		worker_reader_frame_free(w, f);
+	}
+	wire_msg_free(&m);
+}
+
+int
+worker_control_hibernating(worker *w)
+{
+	int hib;
+
+	pthread_mutex_lock(&w->lock);
+	hib = w->hibernating;
+	pthread_mutex_unlock(&w->lock);
+	return hib;
 }

@@ -183,6 +183,61 @@ worker_reader_reply(worker *w, worker_conn *c, uint16_t type, uint64_t id)
 	wire_buf_free(&b);
 }
 
+/*
+ * INTERRUPT of an EXEC of c's that still waits in the queue (behind
+ * another client's call; QA 16): take it out, so that it never runs, and
+ * answer it ERROR WORKER_RESTARTED with REASON "withdrawn" (the client
+ * raises KeyboardInterrupt); a call with an id ends so in the journal.
+ * 1: found and withdrawn.
+ */
+static int
+worker_reader_withdraw(worker *w, worker_conn *c, uint64_t id)
+{
+	worker_frame *f, *prev = NULL;
+	const wire_field *cid;
+	wire_buf b;
+	wire_msg m;
+	size_t used;
+
+	if (id == 0)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	for (f = w->qhead; f != NULL; prev = f, f = f->next)
+		if (f->conn == c && f->len >= WIRE_HEADER_SIZE &&
+		    wire_be16_get(f->data + 4) == WIRE_MSG_EXEC &&
+		    wire_be64_get(f->data + 8) == id)
+			break;
+	if (f != NULL) {
+		if (prev != NULL)
+			prev->next = f->next;
+		else
+			w->qhead = f->next;
+		if (w->qtail == f)
+			w->qtail = prev;
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (f == NULL)
+		return 0;
+	wire_buf_init(&b);
+	wire_begin(&b, WIRE_MSG_ERROR, id);
+	wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_WORKER_RESTARTED);
+	wire_put_str(&b, WIRE_TAG_MESSAGE, "interrupted while it waited for "
+	    "its turn (another call ran): withdrawn, it never ran");
+	wire_put_str(&b, WIRE_TAG_REASON, "withdrawn");
+	wire_msg_init(&m);
+	if (wire_end(&b) == WIRE_OK) {
+		cid = wire_parse(f->data, f->len, w->opt.max_frame, &m, &used) ==
+		    WIRE_OK ? wire_msg_find(&m, WIRE_TAG_CALL_ID) : NULL;
+		if (cid == NULL || cid->len != 16 ||
+		    worker_calls_withdraw(w, cid->data, &b) != 0)
+			(void)worker_send_to(w, c, &b);
+	}
+	wire_msg_free(&m);
+	wire_buf_free(&b);
+	worker_reader_frame_free(w, f);
+	return 1;
+}
+
 /* INTERRUPT: stop the running code when it is c's (its requester's or a
  * joiner's), or, with id 0, whatever runs in the session (server mode:
  * another client's call, or one left running by a client that went);
@@ -203,6 +258,8 @@ worker_reader_interrupt(worker *w, worker_conn *c, const wire_msg *m)
 	pthread_mutex_unlock(&w->lock);
 	if (!mine && w->opt.server && w->running_id != 0)
 		mine = worker_calls_joined(w, c);
+	if (!mine && w->opt.server && worker_reader_withdraw(w, c, m->id))
+		return;
 	if (!mine)
 		return;
 	if (hard && w->opt.server) {
@@ -280,6 +337,8 @@ worker_reader_timeout(worker *w)
 
 	grace = (uint64_t)(w->opt.hard_grace * 1000);
 	pthread_mutex_lock(&w->lock);
+	if (grace == 0 && w->stop_asked)
+		grace = WORKER_STOP_GRACE_MS;  /* a stop always ends */
 	if (w->running_id != 0) {
 		/* stdio: code that started after its client left (it was
 		 * queued) is stopped too */
@@ -323,8 +382,10 @@ worker_reader_timeout(worker *w)
 	if (restart) {
 		worker_restart_exec(w, kind == WORKER_STOP_TIMEOUT ?
 		    "the request's timeout did not take effect within the "
-		    "hard grace" : "the interrupt did not take effect within "
-		    "the hard grace");
+		    "hard grace" : kind == WORKER_STOP_SHUTDOWN ? "the server "
+		    "is stopping, and the call did not stop within the hard "
+		    "grace" : "the interrupt did not take effect within the "
+		    "hard grace");
 		return 1000;  /* the exec failed: try again later */
 	}
 	return t;
@@ -759,6 +820,22 @@ worker_reader_deadline(worker *w)
 	pthread_mutex_unlock(&w->lock);
 	if (reader)
 		worker_reader_rwake(w);  /* it watches the new deadline */
+}
+
+void
+worker_reader_shutdown(worker *w)
+{
+	pthread_mutex_lock(&w->lock);
+	if (!w->stop_asked && w->running_id != 0) {
+		/* the grace counts from the stop, even when an INTERRUPT
+		 * went out earlier and the code swallowed it */
+		w->stop_first_ms = 0;
+		worker_reader_stop_locked(w, WORKER_STOP_SHUTDOWN);
+	}
+	w->stop_asked = 1;
+	w->terminate = 1;
+	pthread_mutex_unlock(&w->lock);
+	worker_reader_wake(w);
 }
 
 /* Pop the next queued frame, or NULL. */

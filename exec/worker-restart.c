@@ -35,8 +35,24 @@
 #include "journal.h"
 #include "pyexec.h"
 
+/* How many entries the store could not take yet (WS.unwritten; 0 when
+ * there is none).  GIL held. */
+static int
+worker_restart_unwritten(PyObject *ws)
+{
+	PyObject *u = PyObject_GetAttrString(ws, "unwritten");
+	Py_ssize_t n = 0;
+
+	if (u != NULL && u != Py_None)
+		n = PyObject_Length(u);
+	Py_XDECREF(u);
+	PyErr_Clear();
+	return n > 0 ? (int)n : 0;
+}
+
 /* Main thread, GIL held, after a checkpoint: what a restart now would
- * lose, as a sentence for WORKER_RESTARTED. */
+ * lose, as a sentence for WORKER_RESTARTED (and how many entries live
+ * only in memory, for flag 'r'). */
 void
 worker_restart_note(worker *w)
 {
@@ -46,6 +62,7 @@ worker_restart_note(worker *w)
 	struct tm tm;
 	size_t len = 0;
 	Py_ssize_t i, n;
+	int mem = 0;
 
 	if (!w->opt.server)
 		return;
@@ -57,6 +74,7 @@ worker_restart_note(worker *w)
 	    (vol = PyObject_GetAttrString(ws, "volatile")) != NULL &&
 	    (keys = PySequence_List(vol)) != NULL) {
 		n = PyList_GET_SIZE(keys);
+		mem = (int)n + worker_restart_unwritten(ws);
 		for (i = 0; i < n && len < sizeof names - 64; i++) {
 			PyObject *k = PyList_GET_ITEM(keys, i), *name;
 			const char *s = NULL;
@@ -86,6 +104,7 @@ worker_restart_note(worker *w)
 	snprintf(w->lost_text, sizeof w->lost_text, "changes since the last "
 	    "checkpoint at %s%s%s", when, names[0] ? "; volatile entries: " :
 	    "; no volatile entries", names);
+	w->mem_only = mem;
 	pthread_mutex_unlock(&w->lock);
 }
 
@@ -207,7 +226,7 @@ worker_restart_exec(worker *w, const char *why)
 	char **argv;
 	size_t len = 0;
 	worker_conn *c;
-	int i, k, n, skip, ctl;
+	int i, k, n, skip, ctl, stopping;
 
 	pthread_mutex_lock(&w->lock);
 	if (w->restarting) {
@@ -217,9 +236,17 @@ worker_restart_exec(worker *w, const char *why)
 	w->restarting = 1;
 	snprintf(lost, sizeof lost, "%s", w->lost_text[0] ? w->lost_text :
 	    "changes since the last checkpoint");
+	stopping = w->stop_asked;
 	pthread_mutex_unlock(&w->lock);
-	snprintf(msg, sizeof msg, "the worker was restarted (%s) and resumed "
-	    "the session from its last checkpoint; lost: %s", why, lost);
+	if (stopping)
+		snprintf(msg, sizeof msg, "the server is stopping (SIGTERM), "
+		    "and this call did not stop within --hard-grace: it was "
+		    "ended as a hard interrupt ends it, and the session is kept "
+		    "as of its last checkpoint; lost: %s", lost);
+	else
+		snprintf(msg, sizeof msg, "the worker was restarted (%s) and "
+		    "resumed the session from its last checkpoint; lost: %s",
+		    why, lost);
 	worker_log(w, "pyshelfd: restarting: %s\n", why);
 	worker_calls_lost(w, msg);
 	worker_restart_drop_queue(w, msg);
@@ -260,10 +287,12 @@ worker_restart_exec(worker *w, const char *why)
 	/* the command line again, without the descriptors of the first
 	 * exec, and never --new (that would empty the session) */
 	n = w->opt.argc;
-	if ((argv = calloc((size_t)n + 3, sizeof *argv)) == NULL)
+	if ((argv = calloc((size_t)n + 4, sizeof *argv)) == NULL)
 		goto fail;
 	for (i = 0, k = 0; i < n; i++) {
 		const char *a = w->opt.argv[i];
+		if (strcmp(a, "--stopping") == 0)
+			continue;
 		if ((skip = worker_restart_opt(a, "--adopt")) != 0 ||
 		    (skip = worker_restart_opt(a, "--control-fd")) != 0) {
 			if (skip == 2)
@@ -276,6 +305,10 @@ worker_restart_exec(worker *w, const char *why)
 	}
 	argv[k++] = "--adopt";
 	argv[k++] = adopt;
+	/* the new image keeps the stop: it opens the session (its last
+	 * checkpoint), and exits */
+	if (stopping)
+		argv[k++] = "--stopping";
 	argv[k] = NULL;
 	/* fds 1 and 2 are the output pipes, whose reader the exec closes */
 	if (w->log_fd >= 0) {

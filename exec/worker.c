@@ -266,6 +266,15 @@ worker_loop(worker *w)
 			_exit(0); /* a fork in shipped code returned here */
 		if (w->ended_here)
 			break;    /* END_SESSION or the lease (worker-end.c) */
+		if (worker_control_hibernating(w)) {
+			w->idle_exited = 1;  /* flag 'n' wants the session */
+			break;
+		}
+		if (worker_control_stopping(w)) {
+			/* CTL_STOP: serve no more; checkpoint and exit */
+			worker_control_stop_queue(w);
+			break;
+		}
 		if (w->new_lease) {
 			/* an ATTACH's LEASE_MS (the reader answered it) */
 			pthread_mutex_lock(&w->lock);

@@ -193,6 +193,7 @@ static const struct wire_schema wire_schemas[] = {
 	{ WIRE_MSG_CTL_ENDED, "CTL_ENDED", 0, 0, 0 },
 	{ WIRE_MSG_CTL_QUERY, "CTL_QUERY", T(WIRE_TAG_QUERY), T(WIRE_TAG_QUERY),
 	  0 },
+	{ WIRE_MSG_CTL_STOP, "CTL_STOP", 0, 0, 0 },
 };
 
 /* Names of WIRE_ERR_*, indexed by code. */

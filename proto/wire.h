@@ -130,6 +130,10 @@ enum wire_msg_type {
 	WIRE_MSG_CTL_QUERY = 0x0E20, /* s->w: QUERY; answered at once by a
 	                                CTL_STATE whose JSON has "query" and
 	                                the running call even with clients */
+	WIRE_MSG_CTL_STOP = 0x0E30,  /* s->w: the server is stopping: stop
+	                                the running call (a hard interrupt
+	                                after --hard-grace), serve no more
+	                                requests, checkpoint and exit */
 
 	/* 0x7Fxx: errors */
 	WIRE_MSG_ERROR = 0x7F00      /* s->c: ERRCODE, MESSAGE, [PID],

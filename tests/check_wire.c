@@ -94,6 +94,7 @@ static const struct mspec specs[] = {
 	{ WIRE_MSG_OK, 31, { FU(LEASE_MS, 60000), FU(EXPIRES_MS, 9) } },
 	{ WIRE_MSG_OK, 30, { FU(ENDED_MS, 9), FS(REASON, "ended") } },
 	{ WIRE_MSG_CTL_QUERY, 0, { FU(QUERY, 7) } },
+	{ WIRE_MSG_CTL_STOP, 0, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_SESSIONS, 22, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_RELEASE, 6, { FU(HANDLE, 1), FU(HANDLE, 2), FU(HANDLE, 3) } },
 	{ WIRE_MSG_RELEASE, 6, { { 0, 0, 0, NULL, 0 } } },
@@ -223,7 +224,7 @@ START_TEST(test_all_types_covered)
 		ck_assert_msg(found, "no test message for %s",
 		    wire_msg_name((uint16_t)t));
 	}
-	ck_assert_uint_eq(named, 39);
+	ck_assert_uint_eq(named, 40);
 	ck_assert_str_eq(wire_msg_name(WIRE_MSG_EXEC), "EXEC");
 	ck_assert_ptr_null(wire_msg_name(0));
 }
@@ -1370,6 +1371,7 @@ START_TEST(test_golden_numbers)
 		WIRE_MSG_CTL_IDLE_OK, 0x0E05, WIRE_MSG_CTL_ENDED, 0x0E10,
 		WIRE_MSG_END_SESSION, 0x0201, WIRE_MSG_SET_LEASE, 0x0202,
 		WIRE_MSG_CTL_QUERY, 0x0E20, WIRE_MSG_SESSIONS, 0x0200,
+		WIRE_MSG_CTL_STOP, 0x0E30,
 		WIRE_MSG_GET, 0x0110, WIRE_MSG_SET, 0x0111,
 		WIRE_MSG_DEL, 0x0112, WIRE_MSG_KEYS, 0x0113,
 		WIRE_MSG_HANDLES, 0x0114, WIRE_MSG_LOST, 0x0115,

@@ -19,6 +19,7 @@
 static void conn_stash(exec_ctx *);
 static int conn_on_output(void *, int, const void *, size_t);
 static int conn_on_wait(void *);
+static int conn_withdrawn(ConnObject *, const exec_ctx *, int);
 
 /* --- exec callbacks (called with the GIL released) ---------------------- */
 
@@ -247,7 +248,8 @@ conn_exec(ConnObject *self, PyObject *args, PyObject *kwds)
 		goto error;
 	}
 	if (rc != PYSHELF_OK) {
-		conn_error(self, self->conn, rc);
+		if (!conn_withdrawn(self, &ctx, rc))
+			conn_error(self, self->conn, rc);
 		goto error;
 	}
 	ret = conn_result(conn_state(self), &res);
@@ -293,6 +295,28 @@ PyObject *
 conn_interrupt_hard(ConnObject *self, PyObject *Py_UNUSED(ignored))
 {
 	return conn_interrupt_as(self, pyshelf_interrupt_hard);
+}
+
+/*
+ * A Ctrl-C reached a call that waited in the worker's queue: the worker
+ * took it out (it never ran) and said so (ERROR WORKER_RESTARTED, REASON
+ * "withdrawn").  The user pressed Ctrl-C: KeyboardInterrupt, with the
+ * worker's words.  1 when that is what rc was.
+ */
+static int
+conn_withdrawn(ConnObject *self, const exec_ctx *ctx, int rc)
+{
+	const char *reason = NULL;
+
+	if (rc != PYSHELF_E_REMOTE || ctx->sigints == 0 ||
+	    pyshelf_remote_errcode(self->conn) != PYSHELF_ERR_WORKER_RESTARTED)
+		return 0;
+	(void)pyshelf_remote_ended(self->conn, &reason);
+	if (reason == NULL || strcmp(reason, "withdrawn") != 0)
+		return 0;
+	PyErr_Format(PyExc_KeyboardInterrupt, "pyshelf: %s",
+	    pyshelf_errmsg(self->conn));
+	return 1;
 }
 
 /*

@@ -246,6 +246,8 @@ conn_connect(ConnObject *self, PyObject *args, PyObject *kwds)
 		flags = PYSHELF_CONNECT_CREATE;
 	else if (strcmp(flag, "n") == 0)
 		flags = PYSHELF_CONNECT_NEW;
+	else if (strcmp(flag, "r") == 0)
+		flags = PYSHELF_CONNECT_READ;  /* only asks an idle worker to go */
 	else if (strcmp(flag, "w") != 0)
 		return PyErr_Format(PyExc_ValueError, "a server serves flag "
 		    "'c', 'w' or 'n', not '%s'", flag);

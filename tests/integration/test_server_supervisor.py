@@ -406,7 +406,10 @@ def test_version_2_hello_gets_the_restart_sentence(server):
         read_frame(c)
 
 
-def test_welcome_then_read_only_attach_refused(server):
+def test_welcome_then_read_only_attach_starts_no_worker(server):
+    """MODE r never attaches (read-only is a private stdio backend's): it
+    asks the session's idle worker to go; with none, NO_SESSION, and no
+    worker is started for it."""
     s = server()
     s.start()
     c = connect(s.path)
@@ -418,8 +421,10 @@ def test_welcome_then_read_only_attach_refused(server):
     assert T_SESSION_ID not in f
     c.sendall(frame(ATTACH, [(T_SESSION, b"s"), (T_MODE, b"r")]))
     t, f = read_frame(c)
-    assert t == ERROR and f_u64(f, T_ERRCODE) == E_BAD_REQUEST
-    assert "'r'" in f_str(f, T_MESSAGE)
+    assert t == ERROR and f_u64(f, T_ERRCODE) == 6      # NO_SESSION
+    assert "no worker of this server serves session 's'" in \
+        f_str(f, T_MESSAGE)
+    assert "started worker" not in s.log()
 
 
 def test_preauth_frame_limit(server):

@@ -27,9 +27,9 @@ import pickle as _pickle
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      SessionBusy, SessionEnded, SessionEndedWarning,
-                      SessionNotFound, UnknownHandleError, VolatileError,
-                      WorkerRestarted)
+                      ServerOptionsIgnored, SessionBusy, SessionEnded,
+                      SessionEndedWarning, SessionNotFound,
+                      UnknownHandleError, VolatileError, WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, connect, end, open, spawn
@@ -41,7 +41,7 @@ __all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
            "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerRestarted"]
+           "WorkerRestarted", "ServerOptionsIgnored"]
 
 __version__ = "0.1.0"
 

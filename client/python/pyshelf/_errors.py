@@ -3,7 +3,7 @@
 __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerRestarted"]
+           "WorkerRestarted", "ServerOptionsIgnored"]
 
 
 class Error(Exception):
@@ -117,8 +117,19 @@ class SessionEndedWarning(UserWarning):
     why (lease expired, or closed)."""
 
 
+class ServerOptionsIgnored(UserWarning):
+    """``open()`` was given server options (``sync``,
+    ``checkpoint_interval``, ``args``) but the store's server ran already,
+    started without them: they go on the command line of a server
+    ``open()`` starts, and a running server keeps its own.  The message
+    names them and the server's pid; to apply them, stop that server
+    (``kill -TERM`` its pid: every session is checkpointed) and open
+    again."""
+
+
 for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
              NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
-             SessionBusy, SessionEndedWarning, WorkerRestarted):
+             SessionBusy, SessionEndedWarning, WorkerRestarted,
+             ServerOptionsIgnored):
     _cls.__module__ = "pyshelf"
 del _cls

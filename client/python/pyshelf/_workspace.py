@@ -8,6 +8,7 @@ Connection by a new one when it breaks.  Requests go one at a time under
 request that holds it.
 """
 
+import builtins
 import codecs
 import collections.abc
 import functools
@@ -26,8 +27,8 @@ import weakref
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      SessionBusy, SessionEnded, SessionEndedWarning,
-                      SessionNotFound)
+                      ServerOptionsIgnored, SessionBusy, SessionEnded,
+                      SessionEndedWarning, SessionNotFound)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _SOURCE_CACHE, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
@@ -1027,7 +1028,8 @@ def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
     and started when none answers, with ``create_db``, ``sync``,
     ``checkpoint_interval`` and ``args`` on its command line (``args``:
     more ``pyshelfd --server`` options, e.g. ``("--idle-exit", "60")``; a
-    server that runs already keeps its own options).  ``backend``: the
+    server that runs already keeps its own options, and open() then warns,
+    ``ServerOptionsIgnored``, naming the ones it did not apply).  ``backend``: the
     pyshelfd to start (default: $PYSHELFD, the build tree's, the installed
     one, then PATH).  The session lives in the server's worker while no
     client is attached: ``close()``/``detach()`` leave it, and code that
@@ -1041,7 +1043,14 @@ def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
     if flag not in _FLAGS:
         raise ValueError("flag must be 'c', 'w', 'n' or 'r', not %r"
                          % (flag,))
-    if flag == "r" or os.environ.get("PYSHELF_OPEN") == "stdio":
+    if os.environ.get("PYSHELF_OPEN") == "stdio":
+        return _spawn(db, name, backend, flag, lease, create_db, sync,
+                      checkpoint_interval, args, 3)
+    if flag == "r":
+        # the session may be held by the server's worker, lingering idle
+        # after every client left: ask it to go first (SessionBusy, naming
+        # why, when it is in use)
+        _idle_worker_gone(db, name, backend)
         return _spawn(db, name, backend, flag, lease, create_db, sync,
                       checkpoint_interval, args, 3)
     server_args = []
@@ -1054,8 +1063,71 @@ def open(name, db=None, flag="c", lease=None, create_db=False, sync=None,
     server_args += [os.fspath(a) if isinstance(a, os.PathLike) else str(a)
                     for a in args]
     db = None if db is None else os.path.abspath(os.fspath(db))
-    return _attach(None, db, name, flag, lease, _find_backend(backend),
-                   server_args, True, 3)
+    given = [(k, v, t) for k, v, t in (
+        ("sync", sync, ["--sync", str(sync)]),
+        ("checkpoint_interval", checkpoint_interval,
+         ["--checkpoint-interval", str(checkpoint_interval)]),
+        ("args", tuple(args) or None, server_args[len(server_args) -
+                                                  len(tuple(args)):]))
+        if v is not None]
+    ws = _attach(None, db, name, flag, lease, _find_backend(backend),
+                 server_args, True, 3)
+    if given:
+        _warn_ignored(ws, given, 3)
+    return ws
+
+
+def _warn_ignored(ws, given, stacklevel):
+    """open() was given server options: warn (ServerOptionsIgnored) about
+    those the server it attached to does not have on its command line
+    (it ran already, started without them: they only go on the command
+    line of a server open() starts)."""
+    pid = ws.server_pid
+    if pid is None:
+        return
+    try:
+        with builtins.open("/proc/%d/cmdline" % pid, "rb") as f:
+            argv = [a.decode("utf-8", "surrogateescape")
+                    for a in f.read().split(b"\0")]
+    except OSError:
+        return
+    n = len(argv)
+    missing = [(k, v) for k, v, t in given
+               if not any(argv[i:i + len(t)] == t
+                          for i in range(n - len(t) + 1))]
+    if not missing:
+        return              # this open() started it, or one just alike
+    warnings.warn(ServerOptionsIgnored(
+        "the server of this store (pid %d) was running already, started "
+        "without open()'s %s, so they did not apply: they go on the "
+        "command line of a server open() starts, and a running server "
+        "keeps its own options (its workers' sync, checkpoint interval, "
+        "idle exit...). To apply them, stop that server (kill -TERM %d: "
+        "every session is checkpointed first) and open again"
+        % (pid, ", ".join("%s=%r" % kv for kv in missing), pid)),
+        stacklevel=stacklevel)
+
+
+def _idle_worker_gone(db, name, backend):
+    """Before flag 'r': when the store's server runs and the session's
+    worker only lingers (no client attached, nothing running), that worker
+    checkpoints and exits (ATTACH MODE "r"), and this returns True once it
+    is gone.  SessionBusy naming why when the worker is in use; False when
+    no server runs (none is started)."""
+    conn = _pyshelf.Connection()
+    try:
+        conn.connect(None, None if db is None else
+                     os.path.abspath(os.fspath(db)), name, "r", None,
+                     _find_backend(backend), (), False)
+    except SessionNotFound:
+        return True         # no worker serves it (any more)
+    except SessionBusy:
+        raise
+    except Error:
+        return False        # no server, or one older than MODE "r"
+    finally:
+        conn.close()
+    return False
 
 
 def connect(name, socket, flag="c", lease=None):
