@@ -718,20 +718,27 @@ store_check_structure(const char *path, size_t budget,
 	return rc;
 }
 
-/* Tag the pages the free-page database lists and the overflow runs. */
+/* Tag the pages the free-page database lists and the overflow runs,
+ * but a page the walk reached in a tree (a damaged free list that names
+ * a page in use must not hide it). */
 static void
 pages_scan_tags(struct pages *pg)
 {
 	size_t i;
-	uint64_t j;
+	uint64_t j, p;
 
-	for (i = 0; i < pg->nfree; i++)
-		if (pg->freev[i] < pg->ntag)
-			pg->tag[pg->freev[i]] = PAGES_TAG_FREE;
 	for (i = 0; i < pg->nov; i++)
 		for (j = 0; j < pg->ovv[i][1] && pg->ovv[i][0] + j < pg->ntag;
-		    j++)
-			pg->tag[pg->ovv[i][0] + j] = PAGES_TAG_OVERFLOW;
+		    j++) {
+			p = pg->ovv[i][0] + j;
+			if (pg->tag[p] == PAGES_TAG_NONE)
+				pg->tag[p] = PAGES_TAG_OVERFLOW;
+		}
+	for (i = 0; i < pg->nfree; i++) {
+		p = pg->freev[i];
+		if (p < pg->ntag && pg->tag[p] == PAGES_TAG_NONE)
+			pg->tag[p] = PAGES_TAG_FREE;
+	}
 }
 
 /* A value on overflow pages from ov: read whole into a new buffer

@@ -637,3 +637,29 @@ def test_damaged_meta_and_root_pages(made, tmp_path, where):
     finally:
         ws.close()
 
+
+
+def test_salvage_scan_errors(made, tmp_path):
+    """The scan's own refusals: OUT not empty (exit 2, nothing written);
+    both LMDB meta pages damaged (nothing can be read: exit 1, said so;
+    --check exit 1 naming both)."""
+    db = copy(made, tmp_path / "c")
+    path = db / "data.mdb"
+    raw = bytearray(path.read_bytes())
+    _damage_page(raw, "meta-db")
+    path.write_bytes(bytes(raw))
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    s = dump("--salvage", out, db=db)
+    assert s.returncode == 2 and "not empty" in s.stderr, s
+    assert os.listdir(out) == ["keep"]
+    for page in (0, 1):
+        struct.pack_into("<I", raw, page * PSIZE + 16, 0xffffffff)
+    path.write_bytes(bytes(raw))
+    r = dump("--check", db=db)
+    assert r.returncode == 1, r
+    assert "meta page 0:" in r.stdout and "meta page 1:" in r.stdout, r
+    s = dump("--salvage", tmp_path / "saved", db=db)
+    assert s.returncode == 1, s
+    assert "neither LMDB meta page is sound" in s.stderr, s
