@@ -262,6 +262,17 @@ store_open(store **out, const char *path, const store_options *opt,
 		flags |= MDB_RDONLY;
 	if (s->opt.sync != STORE_SYNC_ALWAYS)
 		flags |= MDB_NOSYNC;
+	if (existed) {
+		char why[160];
+		if (store_check_meta_pages(path, why, sizeof why) == 1) {
+			env_setcause(cause, "%s: the store is damaged (%s): run "
+			    "pyshelf-dump --check --db %s to see the damage, and "
+			    "pyshelf-dump --salvage OUT --db %s to copy what is "
+			    "intact into a new store", path, why, path, path);
+			rc = STORE_E_DAMAGED;
+			goto close_env;
+		}
+	}
 	if ((rc = mdb_env_open(s->env, path, flags, 0600)) != 0)
 		goto lmdb_err;
 	/* Free the reader slots of processes killed inside a read

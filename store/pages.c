@@ -921,3 +921,40 @@ out:
 	pages_close(&pg);
 	return rc;
 }
+
+/* The meta pages as LMDB will read them (store.h). */
+int
+store_check_meta_pages(const char *path, char *why, size_t cap)
+{
+	uint8_t m[PAGES_HDR + 136];
+	struct pages pg;
+	uint32_t ps0 = 0, ps;
+	char *data = NULL;
+	int i, rc = 0;
+
+	memset(&pg, 0, sizeof pg);
+	if (asprintf(&data, "%s/data.mdb", path) < 0)
+		return STORE_E_NOMEM;
+	pg.fd = open(data, O_RDONLY | O_CLOEXEC);
+	free(data);
+	if (pg.fd < 0)
+		return 0;   /* the open says why */
+	for (i = 0; i < 2 && rc == 0; i++) {
+		/* page 1 is where page 0's size says, as LMDB reads it */
+		if (pages_read(&pg, m, sizeof m, i == 0 ? 0 : ps0) != 0)
+			break;
+		if (!(le16(m + 10) & 0x08) || le32(m + PAGES_HDR) !=
+		    PAGES_MAGIC || le32(m + PAGES_HDR + 4) != PAGES_VERSION)
+			break;  /* LMDB refuses it itself (MDB_INVALID) */
+		ps = le32(m + PAGES_HDR + 24);
+		if (i == 0)
+			ps0 = ps;
+		if (ps < 512 || ps > 65536 || (ps & (ps - 1)) || ps != ps0) {
+			snprintf(why, cap, "meta page %d: a page size of %u%s",
+			    i, ps, ps != ps0 ? ", not meta page 0's" : "");
+			rc = 1;
+		}
+	}
+	close(pg.fd);
+	return rc;
+}

@@ -245,6 +245,14 @@ void store_close(store *s);
  * with STORE_CHECK_BUDGET and refuses a store that fails it
  * (STORE_E_DAMAGED).
  */
+/*
+ * Before LMDB opens data.mdb at path: a meta page that LMDB would accept
+ * (its flag, magic and version) whose page size is not one (a power of
+ * two from 512 to 64 KiB, the same on both pages) would have LMDB map
+ * and read the file with it: a SIGBUS.  1 then, with a sentence in why;
+ * 0 (also when there is no file or a page LMDB refuses by itself).
+ */
+int store_check_meta_pages(const char *path, char *why, size_t cap);
 #define STORE_CHECK_BUDGET 256
 int store_check_structure(const char *path, size_t budget,
                           void (*fn)(const char *problem, void *arg),

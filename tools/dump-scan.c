@@ -354,7 +354,7 @@ dump_scan_entries_cb(const char *db, uint64_t pgno, const uint8_t *k,
 		return 0;
 	if (db != NULL && strcmp(db, "entries") != 0)
 		return 0;
-	if (entry_key_parse(k, kl, &key) != 0 ||
+	if (entry_key_parse(k, kl, &key) != 0 || key.name_len > STORE_KEY_MAX ||
 	    record_decode_nocheck(v, vl, &r) != 0) {
 		if (db == NULL)
 			return 0;   /* another database's row */

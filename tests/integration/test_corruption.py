@@ -563,6 +563,11 @@ def test_salvage_of_a_store_cut_short(made, tmp_path):
 def _damage_page(raw, where):
     """Damage one page of raw (bytearray) by where; returns the page's
     number and the database --check must name (None: a meta page)."""
+    if where == "meta-page-size":
+        # a page size LMDB would map the file with (once: a SIGBUS in
+        # mdb_env_open, before any check could run)
+        struct.pack_into("<I", raw, PSIZE + 16 + 24, 10883072)
+        return 1, None
     if where.startswith("meta-page-"):
         newer = _newer_meta(raw)
         page = newer if where == "meta-page-newer" else 1 - newer
@@ -577,7 +582,7 @@ def _damage_page(raw, where):
 
 @pytest.mark.parametrize("where", ["meta-db", "main-root", "calls-root",
                                    "meta-page-older", "meta-page-newer",
-                                   "entries-root"])
+                                   "meta-page-size", "entries-root"])
 def test_damaged_meta_and_root_pages(made, tmp_path, where):
     """QA 05: one damaged page of the meta database, of the main
     database's root (every named database hangs from it), of another
@@ -616,7 +621,14 @@ def test_damaged_meta_and_root_pages(made, tmp_path, where):
         assert keys == set(), keys
         assert "NOT SAVED what was on 1 damaged page" in s.stdout, s.stdout
         return
-    if where == "meta-page-newer":
+    if where == "meta-page-size":
+        # pyshelfd refuses it with the reason, never dies of a signal
+        with pytest.raises(pyshelf.Error) as e:
+            pyshelf.spawn(db=db, session="s", backend=PYSHELFD, flag="w")
+        assert "a page size of 10883072" in str(e.value), str(e.value)
+        assert not isinstance(e.value, pyshelf.BackendDied) or \
+            e.value.status is None or e.value.status >= 0, e.value
+    if where in ("meta-page-newer", "meta-page-size"):
         # the older snapshot: the last commit is not seen, and said so
         assert "NOTE LMDB meta page %d is damaged" % page in s.stdout
         assert keys and keys <= set(made["names"]) | {"#1"}, keys
