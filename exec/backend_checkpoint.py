@@ -16,7 +16,7 @@ import _pyshelfd as _s
 from _pyshelf_values import (FLAG_VOLATILE, PICKLER_NONE, Placeholder,
                              _ATOM_TYPES, _MISSING, _UNLOADED, _exc_message,
                              _frozen, _keystr, _name_error, _record_type_name,
-                             _storable, pyshelf_mod)
+                             _split_type_name, _storable, pyshelf_mod)
 from _pyshelf_pickle import _dumper, _tblib
 from _pyshelf_code import _code_names, _codes_of
 
@@ -399,10 +399,25 @@ builtins.checkpoint = user_checkpoint
 
 
 
+def _notice_what(key, tn):
+    """An entry as a notice names it: 'global x (dict)', 'handle 3
+    (exception ValueError)'; an excinfo handle's type-name area holds the
+    exception's type and message on lines of their own, never shown."""
+    tn, exc_type, _msg = _split_type_name(tn)
+    what = ("exception %s" % exc_type) if exc_type else tn
+    return "%s (%s)" % (_keystr(key), _one_line(what))
+
+
+def _one_line(text):
+    """text with its line breaks (and runs of blanks) as single spaces."""
+    return " ".join(str(text).split())
+
+
 def take_notices():
-    out = [("%s (%s) cannot be persisted: %s; it stays in memory only and "
+    out = [("%s cannot be persisted: %s; it stays in memory only and "
             "will be lost when the backend stops\n" %
-            (_keystr(k), tn, r)) for k, tn, r in WS.take_notices()]
+            (_notice_what(k, tn), _one_line(r)))
+           for k, tn, r in WS.take_notices()]
     if WS.store_notices:
         out.extend(t + "\n" for t in WS.store_notices)
         WS.store_notices = []

@@ -25,12 +25,54 @@ _cloudpickle = None
 _tblib_ready = False
 
 
+class _TbFrame:
+    """What tblib.Frame reads of a frame, with f_globals cut down to the
+    two names it keeps, read with dict's own methods: tblib iterates
+    f_globals.items(), which on the workspace's Namespace loads every
+    global, so that pickling a traceback would load (and, for a damaged
+    record, fail on) entries it never keeps."""
+    __slots__ = ("f_globals", "f_code", "f_lineno")
+
+    def __init__(self, frame):
+        g = frame.f_globals
+        self.f_globals = {k: dict.__getitem__(g, k)
+                          for k in ("__file__", "__name__")
+                          if dict.__contains__(g, k)}
+        self.f_code = frame.f_code
+        self.f_lineno = frame.f_lineno
+
+
+class _Tb:
+    """A traceback entry for tblib.Traceback, its frame a _TbFrame."""
+    __slots__ = ("tb_frame", "tb_lineno", "tb_next")
+
+    def __init__(self, tb):
+        self.tb_frame = _TbFrame(tb.tb_frame)
+        self.tb_lineno = tb.tb_lineno
+        self.tb_next = None
+
+
+def _pickle_traceback(tb):
+    """tblib's pickle_traceback, over _Tb entries (copyreg reducer)."""
+    from tblib import Frame, Traceback
+    from tblib.pickling_support import unpickle_traceback
+    head = _Tb(tb)
+    prev, nxt = head, tb.tb_next
+    while nxt is not None:   # a loop: deep tracebacks do not recurse
+        prev.tb_next = _Tb(nxt)
+        prev, nxt = prev.tb_next, nxt.tb_next
+    return unpickle_traceback, (Frame(head.tb_frame), head.tb_lineno,
+                                head.tb_next and Traceback(head.tb_next))
+
+
 def _tblib():
-    """tblib's picklers for tracebacks, installed on first use."""
+    """tblib's picklers for tracebacks, installed on first use (the
+    traceback's own through _pickle_traceback)."""
     global _tblib_ready
     if not _tblib_ready:
         import tblib.pickling_support
         tblib.pickling_support.install()
+        copyreg.pickle(types.TracebackType, _pickle_traceback)
         _tblib_ready = True
 
 

@@ -38,6 +38,9 @@ server_client_accept(server *s)
 	server_client *c, **pp;
 	int fd;
 
+	/* a store made since the start gets its record (nothing to do
+	 * once recorded) */
+	(void)server_listen_record(s, NULL);
 	while ((fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK |
 	    SOCK_CLOEXEC)) >= 0) {
 		crlen = sizeof cr;

@@ -30,6 +30,11 @@ static int server_listen_dir_check(const char *, int, char **);
 static int server_listen_probe(const char *);
 static pid_t server_listen_holder(server *);
 
+/* The store's record of its server (sockpath.h): the lock's descriptor,
+ * held for the supervisor's life once the record is ours (-1: not yet,
+ * or the store does not exist yet). */
+static int server_listen_storefd = -1;
+
 /* Set *cause to a new sentence; returns -1. */
 static int
 server_listen_cause(char **cause, const char *fmt, ...)
@@ -318,6 +323,75 @@ server_listen_bind(server *s, char **cause)
 	}
 	if (stale)
 		server_log("replaced the stale socket %s", s->sock_path);
+	if (server_listen_record(s, cause) != 0) {
+		(void)unlink(s->sock_path);
+		close(s->lfd);
+		s->lfd = -1;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Record in the store's directory that this server serves it: take the
+ * store's server.lock (flock, for our life) and point server.sock at our
+ * socket, so that a client whose $XDG_RUNTIME_DIR differs finds us
+ * (sockpath_for).  A store that does not exist yet is recorded at a later
+ * call (each accepted connection tries again).  Another live server of
+ * the store holds the lock: -1 with *cause naming its socket (at start;
+ * cause NULL: a later call, which logs it once).
+ */
+int
+server_listen_record(server *s, char **cause)
+{
+	char lock[PATH_MAX + 32], rec[PATH_MAX + 32], tmp[PATH_MAX + 64];
+	char other[SOCKPATH_MAX + 1];
+	static int told;
+	struct stat st;
+	ssize_t n;
+	int fd;
+
+	if (server_listen_storefd >= 0 || stat(s->db, &st) != 0 ||
+	    !S_ISDIR(st.st_mode))
+		return 0;
+	if (sockpath_record(s->db, SOCKPATH_RECORD_LOCK, lock,
+	    sizeof lock) != 0 || sockpath_record(s->db, SOCKPATH_RECORD, rec,
+	    sizeof rec) != 0 || (size_t)snprintf(tmp, sizeof tmp,
+	    "%s.%ld", rec, (long)getpid()) >= sizeof tmp)
+		return 0;   /* a path too long to record: found as before */
+	fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0) {
+		if (!told++)
+			server_log("cannot record the server in the store: %s: "
+			    "%s", lock, strerror(errno));
+		return 0;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		close(fd);
+		n = readlink(rec, other, sizeof other - 1);
+		other[n > 0 ? n : 0] = '\0';
+		if (cause != NULL)
+			return server_listen_cause(cause, "another server "
+			    "serves this store (%s), listening on %s: clients "
+			    "find it through the store (%s); stop it first to "
+			    "start one here", s->db, other[0] ? other : "?",
+			    rec);
+		if (!told++)
+			server_log("another server serves this store, on %s: "
+			    "this one is not recorded in it", other);
+		return 0;
+	}
+	(void)unlink(tmp);
+	if (symlink(s->sock_path, tmp) != 0 || rename(tmp, rec) != 0) {
+		if (!told++)
+			server_log("cannot record the server in the store: %s: "
+			    "%s", rec, strerror(errno));
+		(void)unlink(tmp);
+		close(fd);
+		return 0;
+	}
+	server_listen_storefd = fd;
+	server_log("recorded in the store: %s -> %s", rec, s->sock_path);
 	return 0;
 }
 
@@ -397,6 +471,21 @@ server_listen_ready(server *s, int status, const char *msg)
 void
 server_listen_remove(server *s)
 {
+	char rec[PATH_MAX + 32], target[PATH_MAX];
+	ssize_t n;
+
+	/* the store's record, while its lock is held: ours only */
+	if (server_listen_storefd >= 0) {
+		if (sockpath_record(s->db, SOCKPATH_RECORD, rec,
+		    sizeof rec) == 0 && (n = readlink(rec, target,
+		    sizeof target - 1)) > 0) {
+			target[n] = '\0';
+			if (strcmp(target, s->sock_path) == 0)
+				(void)unlink(rec);
+		}
+		close(server_listen_storefd);
+		server_listen_storefd = -1;
+	}
 	if (s->lfd >= 0) {
 		close(s->lfd);
 		s->lfd = -1;

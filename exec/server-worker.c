@@ -421,6 +421,9 @@ server_worker_msg(server *s, server_session *ss, wire_msg *m)
 	switch (m->type) {
 	case WIRE_MSG_CTL_READY:
 		server_worker_ready(s, ss, m);
+		/* the worker opened the store: one it just made gets the
+		 * record of its server now */
+		(void)server_listen_record(s, NULL);
 		break;
 	case WIRE_MSG_CTL_STATE:
 		/* {"clients": n, "running": "<hex>"|null} */

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "sockpath.h"
@@ -135,12 +137,109 @@ out:
 	return 0;
 }
 
+/* Does something accept connections on the Unix socket at path? */
+static int
+sockpath_accepts(const char *path)
+{
+	struct sockaddr_un sa;
+	int fd, rc;
+
+	if (strlen(path) >= sizeof sa.sun_path)
+		return 0;
+	memset(&sa, 0, sizeof sa);
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return 0;
+	rc = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+	close(fd);
+	return rc == 0;
+}
+
+/* The store directory of db (NULL: the default store), real when it
+ * exists; malloc'd. */
+static char *
+sockpath_store_dir(const char *db)
+{
+	char *def, *real;
+
+	if (db != NULL)
+		return sockpath_real(db);
+	if ((def = sockpath_default_store()) == NULL)
+		return NULL;
+	real = sockpath_real(def);
+	free(def);
+	return real;
+}
+
+int
+sockpath_record(const char *db, const char *file, char *buf, size_t n)
+{
+	char *dir = sockpath_store_dir(db);
+	int len;
+
+	if (dir == NULL)
+		return -1;
+	len = snprintf(buf, n, "%s/%s", dir, file);
+	free(dir);
+	if (len < 0 || (size_t)len >= n) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+int
+sockpath_recorded(const char *db, char *buf, size_t n)
+{
+	char rec[PATH_MAX + 32], target[SOCKPATH_MAX + 1], *slash;
+	struct stat st;
+	ssize_t len;
+
+	if (sockpath_record(db, SOCKPATH_RECORD, rec, sizeof rec) != 0)
+		return -1;
+	if ((len = readlink(rec, target, sizeof target)) < 0)
+		return -1;
+	if ((size_t)len >= sizeof target || (size_t)len >= n ||
+	    target[0] != '/') {
+		errno = EINVAL;
+		return -1;
+	}
+	target[len] = '\0';
+	/* ours alone: the socket, and a directory no one else may write */
+	if (lstat(target, &st) != 0)
+		return -1;
+	if (!S_ISSOCK(st.st_mode) || st.st_uid != getuid()) {
+		errno = EPERM;
+		return -1;
+	}
+	slash = strrchr(target, '/');
+	*slash = '\0';
+	if (stat(slash == target ? "/" : target, &st) != 0)
+		return -1;
+	*slash = '/';
+	if (!S_ISDIR(st.st_mode) || st.st_uid != getuid() ||
+	    (st.st_mode & 022) != 0) {
+		errno = EPERM;
+		return -1;
+	}
+	if (!sockpath_accepts(target)) {
+		errno = ECONNREFUSED;
+		return -1;
+	}
+	memcpy(buf, target, (size_t)len + 1);
+	return 0;
+}
+
 int
 sockpath_for(const char *db, char *buf, size_t n)
 {
 	char name[64];
 	size_t len;
 
+	/* the store names its live server, wherever that one listens */
+	if (sockpath_recorded(db, buf, n) == 0)
+		return 0;
 	if (sockpath_dir(buf, n) != 0 ||
 	    sockpath_name(db, name, sizeof name) != 0)
 		return -1;

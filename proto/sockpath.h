@@ -10,6 +10,11 @@
  *       <name>.pid, <name>.log  the running server's pid and log
  *       <name>.w/               its workers' control sockets
  *
+ *   and in the store's directory (its server named by the store itself,
+ *   whatever $XDG_RUNTIME_DIR each shell has):
+ *       server.sock             a symbolic link to the live server's socket
+ *       server.lock             flock'ed by that server for its life
+ *
  * A digest keeps every path short enough for sun_path (108 bytes) however
  * long the store's path is.  All functions: 0, or -1 with errno.
  */
@@ -34,7 +39,16 @@ int sockpath_dir_make(const char *dir, char **cause);
  * store_default_path), else "db-" and 16 hex digits of FNV-1a 64 of
  * realpath(db) (db itself when it does not exist yet). */
 int sockpath_name(const char *db, char *buf, size_t n);
-/* sockpath_dir() "/" sockpath_name(db). */
+/* The socket of the server the store db records (SOCKPATH_RECORD in its
+ * directory), when that socket is this uid's, in a directory no one else
+ * may write, and accepts connections; else -1 (ENOENT: no record). */
+int sockpath_recorded(const char *db, char *buf, size_t n);
+/* The path of file in store db's directory (NULL: the default store). */
+int sockpath_record(const char *db, const char *file, char *buf, size_t n);
+#define SOCKPATH_RECORD "server.sock"
+#define SOCKPATH_RECORD_LOCK "server.lock"
+/* The store's recorded live server's socket (sockpath_recorded), else
+ * sockpath_dir() "/" sockpath_name(db). */
 int sockpath_for(const char *db, char *buf, size_t n);
 /* The default store's directory (malloc'd; NULL on ENOMEM).  The one
  * rule: store_default_path() returns this too (inline, so that the store

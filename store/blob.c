@@ -546,6 +546,33 @@ int
 blob_resolve(store_txn *t, store_record *r, int check, enum blob_why *why,
              uint64_t *fsize)
 {
+	uint64_t len = 0;
+	void *p = NULL;
+	int rc;
+
+	if (!(r->flags & STORE_FLAG_BLOB))
+		return 0;
+	rc = blob_map_at(t->s->blobfd, r, check, why, fsize, &p, &len);
+	if (p != NULL) {
+		if (rc == 0)
+			rc = blob_keep_map(t, p, len);
+		if (rc != 0) {
+			munmap(p, len);
+			return rc;
+		}
+	}
+	return rc;
+}
+
+/*
+ * blob_resolve's work, on the blobs directory dirfd (may be -1: none):
+ * the file mapped in *map (*maplen bytes, NULL for an empty file), the
+ * caller's to munmap, also when the digest differs (STORE_E_CORRUPT).
+ */
+int
+blob_map_at(int dirfd, store_record *r, int check, enum blob_why *why,
+            uint64_t *fsize, void **map, uint64_t *maplen)
+{
 	char fname[2 * STORE_BLOB_NAME_SIZE + 1];
 	uint8_t d[STORE_DIGEST_SIZE];
 	enum blob_why w = BLOB_WHY_NONE;
@@ -555,23 +582,23 @@ blob_resolve(store_txn *t, store_record *r, int check, enum blob_why *why,
 	void *p = NULL;
 	int fd, rc;
 
+	*map = NULL;
+	*maplen = 0;
 	if (fsize != NULL)
 		*fsize = 0;
 	if (why == NULL)
 		why = &w;
 	*why = BLOB_WHY_NONE;
-	if (!(r->flags & STORE_FLAG_BLOB))
-		return 0;
 	if ((rc = blob_ref_decode(r->payload, r->payload_len, &ref)) != 0) {
 		*why = BLOB_WHY_REF;
 		return rc;
 	}
-	if (t->s->blobfd < 0) {
+	if (dirfd < 0) {
 		*why = BLOB_WHY_MISSING;
 		return STORE_E_CORRUPT;
 	}
 	blob_fname(ref.name, fname);
-	if ((fd = openat(t->s->blobfd, fname, O_RDONLY | O_CLOEXEC)) < 0) {
+	if ((fd = openat(dirfd, fname, O_RDONLY | O_CLOEXEC)) < 0) {
 		*why = errno == ENOENT ? BLOB_WHY_MISSING : BLOB_WHY_IO;
 		return errno == ENOENT ? STORE_E_CORRUPT : STORE_E_IO;
 	}
@@ -595,12 +622,10 @@ blob_resolve(store_txn *t, store_record *r, int check, enum blob_why *why,
 			close(fd);
 			return errno == ENOMEM ? STORE_E_NOMEM : STORE_E_IO;
 		}
+		*map = p;
+		*maplen = ref.size;
 	}
 	close(fd);
-	if (p != NULL && (rc = blob_keep_map(t, p, ref.size)) != 0) {
-		munmap(p, ref.size);
-		return rc;
-	}
 	if (check) {
 		h = XXH3_128bits(p, ref.size);
 		be64_put(d, h.high64);

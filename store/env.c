@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ static int env_check_meta(store *s, char **cause);
 static int env_check_pages(store *s, char **cause);
 static int env_sweep(store_txn *t, void *arg);
 static void env_resize_lock_init(pthread_rwlock_t *l);
+static void env_assert(MDB_env *env, const char *msg);
 
 /* Map an LMDB or errno code to a STORE_E_* code. */
 int
@@ -248,6 +250,10 @@ store_open(store **out, const char *path, const store_options *opt,
 
 	if ((rc = mdb_env_create(&s->env)) != 0)
 		goto lmdb_err;
+	if (s->opt.on_assert != NULL) {
+		mdb_env_set_userctx(s->env, s);
+		mdb_env_set_assert(s->env, env_assert);
+	}
 	mdb_env_set_maxreaders(s->env, MAX_READERS);
 	mdb_env_set_maxdbs(s->env, MAX_DBS);
 	if ((rc = mdb_env_set_mapsize(s->env, s->opt.map_initial)) != 0)
@@ -256,6 +262,17 @@ store_open(store **out, const char *path, const store_options *opt,
 		flags |= MDB_RDONLY;
 	if (s->opt.sync != STORE_SYNC_ALWAYS)
 		flags |= MDB_NOSYNC;
+	if (existed) {
+		char why[160];
+		if (store_check_meta_pages(path, why, sizeof why) == 1) {
+			env_setcause(cause, "%s: the store is damaged (%s): run "
+			    "pyshelf-dump --check --db %s to see the damage, and "
+			    "pyshelf-dump --salvage OUT --db %s to copy what is "
+			    "intact into a new store", path, why, path, path);
+			rc = STORE_E_DAMAGED;
+			goto close_env;
+		}
+	}
 	if ((rc = mdb_env_open(s->env, path, flags, 0600)) != 0)
 		goto lmdb_err;
 	/* Free the reader slots of processes killed inside a read
@@ -302,6 +319,20 @@ free_s:
 	free(s->path);
 	free(s);
 	return rc;
+}
+
+/* LMDB's assertion hook: the caller's on_assert has the sentence, then
+ * the process aborts as mdb_assert_fail would, without LMDB's own line on
+ * stderr (mdb_assert_fail prints and aborts once this returns). */
+static void
+env_assert(MDB_env *env, const char *msg)
+{
+	store *s = mdb_env_get_userctx(env);
+
+	if (s != NULL && s->opt.on_assert != NULL)
+		s->opt.on_assert(msg);
+	signal(SIGABRT, SIG_DFL);
+	abort();
 }
 
 /* The first problem the structural check finds, for the refusal. */
@@ -552,10 +583,16 @@ env_check_meta(store *s, char **cause)
 		rc = store_read(s, env_meta_init, &ma);
 	else
 		rc = store_write(s, env_meta_init, &ma);
-	if (rc == STORE_E_NOTSTORE) {
+	/* tolerant: the pyshelf databases all opened, so a meta that
+	 * cannot be read (or holds no sound format) is a damaged page */
+	if (rc == STORE_E_NOTSTORE && !(s->opt.readonly && s->opt.tolerant)) {
 		env_setcause(cause, "%s: not a pyshelf store (no format "
 		    "version in meta)", s->path);
 		return rc;
+	}
+	if (rc != 0 && s->opt.readonly && s->opt.tolerant) {
+		s->meta_damaged = 1;   /* the caller reports it */
+		return 0;
 	}
 	if (rc != 0) {
 		env_setcause(cause, "%s: reading meta: %s", s->path,
@@ -706,7 +743,8 @@ int
 store_meta(store *s, uint32_t *format, uint64_t *created_ms)
 {
 	struct meta_read mr = {0, 0};
-	int rc = store_read(s, env_meta_read, &mr);
+	int rc = s->meta_damaged ? STORE_E_CORRUPT :
+	    store_read(s, env_meta_read, &mr);
 
 	if (format != NULL)
 		*format = mr.format;

@@ -48,6 +48,25 @@
 #define PAGES_MAXDEPTH 32
 #define PAGES_FREEDB 0x80         /* depth tag: a page of the free-page
                                      database */
+#define PAGES_MAXDBS 32           /* databases named in problems */
+#define PAGES_DB_FREE 0           /* their indexes: the free-page one, */
+#define PAGES_DB_MAIN 1           /* the main one, then the named ones */
+/* what pages_walk learnt of a page, for the scan (pages.tag) */
+#define PAGES_TAG_NONE 0          /* not reached */
+#define PAGES_TAG_BAD 0x40        /* + db: reached, and not a sound page */
+#define PAGES_TAG_FREE 0xfe       /* listed in the free-page database */
+#define PAGES_TAG_OVERFLOW 0xfd   /* part of an overflow run */
+#define PAGES_TAG_BRANCH 0xfc     /* a sound branch page */
+                                  /* else: a leaf of database tag - 1 */
+
+#define PAGES_SCAN_VALUE_MAX ((size_t)1 << 31)  /* a value read whole */
+
+/* The scan's callback and what it counts. */
+struct pages_scan {
+	store_scan_fn *fn;
+	void *arg;
+	store_scan_info *info;
+};
 
 /* The walk: the file, its bounds, a queue of pages to visit, the budget. */
 struct pages {
@@ -57,6 +76,16 @@ struct pages {
 	uint64_t last;            /* the meta's last page */
 	uint64_t *queue;          /* page numbers */
 	unsigned char *depth;     /* their depth */
+	unsigned char *qdb;       /* their database (index in dbs) */
+	char dbs[PAGES_MAXDBS][20];   /* "free-page", "main", "meta", ... */
+	int ndbs;
+	int cur;                  /* the database of the page visited */
+	unsigned char *tag;       /* per page, PAGES_TAG_* (the scan only) */
+	uint64_t ntag;
+	uint8_t meta[PAGES_HDR + 136];  /* the meta page used */
+	int meta_used;            /* its number, 0 or 1 */
+	int free_bad;             /* a page of the free-page database is
+	                             damaged: its list is not whole */
 	size_t qhead, qtail, qcap;
 	size_t budget;            /* pages still to read */
 	uint8_t *page;            /* one page's bytes */
@@ -72,6 +101,8 @@ struct pages {
 
 static void pages_problem(struct pages *pg, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+static void pages_visit_page(struct pages *pg, uint64_t pgno,
+                             unsigned depth);
 
 /* Count one problem and tell fn. */
 static void
@@ -132,7 +163,8 @@ pages_read(struct pages *pg, void *buf, size_t n, uint64_t off)
 
 /* Queue page pgno (at depth) to be visited, when it is a page at all. */
 static void
-pages_push(struct pages *pg, uint64_t pgno, unsigned depth, const char *what)
+pages_push(struct pages *pg, uint64_t pgno, unsigned depth, int db,
+           const char *what)
 {
 	if (pgno == PAGES_INVALID)
 		return;
@@ -160,9 +192,13 @@ pages_push(struct pages *pg, uint64_t pgno, unsigned depth, const char *what)
 		if ((nd = realloc(pg->depth, ncap)) == NULL)
 			return;
 		pg->depth = nd;
+		if ((nd = realloc(pg->qdb, ncap)) == NULL)
+			return;
+		pg->qdb = nd;
 		pg->qcap = ncap;
 	}
 	pg->queue[pg->qtail] = pgno;
+	pg->qdb[pg->qtail] = (unsigned char)db;
 	pg->depth[pg->qtail++] = (unsigned char)depth;
 }
 
@@ -214,14 +250,37 @@ pages_idl(struct pages *pg, const uint8_t *p, size_t n, const char *what)
 /* A database record (MDB_db) at p: its root within the file, then
  * queued. */
 static void
-pages_db(struct pages *pg, const uint8_t *p, unsigned depth, const char *what)
+pages_db(struct pages *pg, const uint8_t *p, unsigned depth, int db,
+         const char *what)
 {
 	uint16_t tdepth = le16(p + 6);
 	uint64_t root = le64(p + 40);
 
 	if (root != PAGES_INVALID && (tdepth == 0 || tdepth > PAGES_MAXDEPTH))
 		pages_problem(pg, "%s: a tree depth of %u", what, tdepth);
-	pages_push(pg, root, depth, what);
+	pages_push(pg, root, depth, db, what);
+}
+
+/* The index of the named database whose record is the main database's
+ * node with key k (a new one when not yet seen; the main database's own
+ * when the table is full). */
+static int
+pages_db_named(struct pages *pg, const uint8_t *k, size_t n)
+{
+	char name[17];
+	size_t i;
+	int j;
+
+	for (i = 0; i < n && i < 16; i++)
+		name[i] = k[i] >= 0x20 && k[i] < 0x7f ? (char)k[i] : '?';
+	name[i] = '\0';
+	for (j = 2; j < pg->ndbs; j++)
+		if (strcmp(pg->dbs[j], name) == 0)
+			return j;
+	if (pg->ndbs == PAGES_MAXDBS)
+		return PAGES_DB_MAIN;
+	snprintf(pg->dbs[pg->ndbs], sizeof pg->dbs[0], "%s", name);
+	return pg->ndbs++;
 }
 
 /* The nodes of a branch or leaf page (or of a sub-page inside a node:
@@ -233,10 +292,11 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 	uint16_t flags = le16(base + 10), lower = le16(base + 12);
 	uint16_t upper = le16(base + 14);
 	size_t i, n;
-	char what[64];
+	char what[96];
 
-	snprintf(what, sizeof what, "page %llu%s", (unsigned long long)pgno,
-	    sub ? " (a sub-page)" : "");
+	snprintf(what, sizeof what, "page %llu (the %s database)%s",
+	    (unsigned long long)pgno, pg->dbs[pg->cur], sub ? " (a sub-page)" :
+	    "");
 	if (lower < PAGES_HDR || lower > upper || upper > size ||
 	    (lower & 1)) {
 		pages_problem(pg, "%s: free-space bounds %u..%u do not fit a "
@@ -246,6 +306,13 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 	if (flags & P_LEAF2)
 		return;   /* fixed-size keys only: no nodes to follow */
 	n = (size_t)(lower - PAGES_HDR) / 2;
+	if ((flags & P_BRANCH) && n < 2 && pg->cur != PAGES_DB_FREE) {
+		/* LMDB asserts on it, but in the free-page database
+		 * (mdb_page_search_root) */
+		pages_problem(pg, "%s: a branch page of %zu key%s", what, n,
+		    n == 1 ? "" : "s");
+		return;
+	}
 	for (i = 0; i < n; i++) {
 		size_t off = le16(base + PAGES_HDR + 2 * i), ksize, dsize;
 		const uint8_t *node = base + off;
@@ -268,7 +335,7 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 				    "the page", what, i);
 				return;
 			}
-			pages_push(pg, child, depth + 1, what);
+			pages_push(pg, child, depth + 1, pg->cur, what);
 			continue;
 		}
 		dsize = (size_t)le16(node) | (size_t)le16(node + 2) << 16;
@@ -329,7 +396,9 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 				continue;
 			}
 			pages_db(pg, node + PAGES_NODE + ksize,
-			    (depth & ~PAGES_FREEDB) + 1, what);
+			    (depth & ~PAGES_FREEDB) + 1, pg->cur == PAGES_DB_MAIN ?
+			    pages_db_named(pg, node + PAGES_NODE, ksize) :
+			    pg->cur, what);
 		} else if ((nflags & F_DUPDATA) && !sub) {
 			if (dsize < PAGES_HDR) {
 				pages_problem(pg, "%s: node %zu: a sub-page of "
@@ -342,14 +411,33 @@ pages_nodes(struct pages *pg, uint64_t pgno, const uint8_t *base,
 	}
 }
 
-/* Visit one queued page: header, then nodes. */
+/* Visit one queued page (of database db): header, then nodes; its tag
+ * when the scan asked for tags. */
 static void
-pages_visit(struct pages *pg, uint64_t pgno, unsigned depth)
+pages_visit(struct pages *pg, uint64_t pgno, unsigned depth, int db)
+{
+	int before = pg->problems;
+
+	pg->cur = db;
+	pages_visit_page(pg, pgno, depth);
+	if (db == PAGES_DB_FREE && pg->problems != before)
+		pg->free_bad = 1;
+	if (pg->tag != NULL && pgno < pg->ntag)
+		pg->tag[pgno] = pg->problems != before ?
+		    (unsigned char)(PAGES_TAG_BAD + db) :
+		    (le16(pg->page + 10) & P_BRANCH) ? PAGES_TAG_BRANCH :
+		    (unsigned char)(db + 1);
+}
+
+/* pages_visit's work. */
+static void
+pages_visit_page(struct pages *pg, uint64_t pgno, unsigned depth)
 {
 	uint16_t flags;
-	char what[32];
+	char what[96];
 
-	snprintf(what, sizeof what, "page %llu", (unsigned long long)pgno);
+	snprintf(what, sizeof what, "page %llu (the %s database)",
+	    (unsigned long long)pgno, pg->dbs[pg->cur]);
 	if (pages_read(pg, pg->page, pg->psize, pgno * pg->psize) != 0) {
 		pages_problem(pg, "%s cannot be read (the file ends before "
 		    "it)", what);
@@ -518,81 +606,355 @@ pages_meta(struct pages *pg, const uint8_t m[2][PAGES_HDR + 136],
 	return best;
 }
 
-/* Check the data file at path (store.h). */
-int
-store_check_structure(const char *path, size_t budget,
-                      void (*fn)(const char *problem, void *arg), void *arg)
+/*
+ * Open data.mdb at path and read its meta pages: the newer sound one's
+ * index (0 or 1) in *best, the page size and last page in pg.  Returns 0;
+ * 1 when no meta page is sound (reported); a STORE_E_* code.
+ */
+static int
+pages_open(struct pages *pg, const char *path, int *best)
 {
 	uint8_t m[2][PAGES_HDR + 136];
-	struct pages pg;
 	struct stat st;
 	char *data = NULL;
-	int best, rc;
 
-	memset(&pg, 0, sizeof pg);
-	pg.fn = fn;
-	pg.arg = arg;
-	pg.budget = budget;
+	snprintf(pg->dbs[PAGES_DB_FREE], sizeof pg->dbs[0], "free-page");
+	snprintf(pg->dbs[PAGES_DB_MAIN], sizeof pg->dbs[0], "main");
+	pg->ndbs = 2;
+	pg->fd = -1;
 	if (asprintf(&data, "%s/data.mdb", path) < 0)
 		return STORE_E_NOMEM;
-	pg.fd = open(data, O_RDONLY | O_CLOEXEC);
+	pg->fd = open(data, O_RDONLY | O_CLOEXEC);
 	free(data);
-	if (pg.fd < 0)
+	if (pg->fd < 0)
 		return errno == ENOENT ? STORE_E_NOTSTORE : store_map_err(errno);
-	if (fstat(pg.fd, &st) != 0) {
-		rc = store_map_err(errno);
-		goto out;
-	}
+	if (fstat(pg->fd, &st) != 0)
+		return store_map_err(errno);
 	/* meta page 1 is at the page size, which meta page 0 gives; when
 	 * page 0 is damaged, try the usual sizes */
-	if (pages_read(&pg, m[0], sizeof m[0], 0) != 0) {
-		pages_problem(&pg, "the data file is %lld bytes, too short for "
+	if (pages_read(pg, m[0], sizeof m[0], 0) != 0) {
+		pages_problem(pg, "the data file is %lld bytes, too short for "
 		    "its meta pages", (long long)st.st_size);
-		rc = pg.problems;
-		goto out;
+		return 1;
 	}
 	{
 		uint32_t ps = le32(m[0] + PAGES_HDR + 24);
 		if (le32(m[0] + PAGES_HDR) != PAGES_MAGIC || ps < 512 ||
 		    ps > 65536 || (ps & (ps - 1)))
 			ps = (uint32_t)sysconf(_SC_PAGESIZE);
-		if (pages_read(&pg, m[1], sizeof m[1], ps) != 0)
+		if (pages_read(pg, m[1], sizeof m[1], ps) != 0)
 			memset(m[1], 0, sizeof m[1]);
 	}
-	if ((best = pages_meta(&pg, (const uint8_t (*)[PAGES_HDR + 136])m,
+	if ((*best = pages_meta(pg, (const uint8_t (*)[PAGES_HDR + 136])m,
 	    (uint64_t)st.st_size)) < 0) {
-		if (pg.problems == 0)
-			pages_problem(&pg, "no sound meta page");
-		rc = pg.problems;
-		goto out;
+		if (pg->problems == 0)
+			pages_problem(pg, "no sound meta page");
+		return 1;
 	}
+	memcpy(pg->meta, m[*best], sizeof pg->meta);
+	if ((pg->page = malloc(pg->psize)) == NULL)
+		return STORE_E_NOMEM;
+	return 0;
+}
+
+/* Walk the trees of the meta page read (pg->meta), breadth first, up to
+ * the budget; then the accounting of the pages reached. */
+static void
+pages_walk(struct pages *pg)
+{
 	/* pages past the file's end are fine only when free: a page in use
 	 * there would be a SIGBUS in LMDB's map, so every page in use is
 	 * read, whatever the budget (a walk of the trees, not the values) */
-	if (pg.last >= pg.npages)
-		pg.budget = SIZE_MAX / 2;
-	if ((pg.page = malloc(pg.psize)) == NULL) {
+	if (pg->last >= pg->npages)
+		pg->budget = SIZE_MAX / 2;
+	pages_db(pg, pg->meta + PAGES_HDR + 24, PAGES_FREEDB, PAGES_DB_FREE,
+	    "the free-page database");
+	pages_db(pg, pg->meta + PAGES_HDR + 72, 0, PAGES_DB_MAIN,
+	    "the main database");
+	while (pg->qhead < pg->qtail && pg->budget > 0) {
+		pg->budget--;
+		pages_visit(pg, pg->queue[pg->qhead], pg->depth[pg->qhead],
+		    pg->qdb[pg->qhead]);
+		pg->qhead++;
+	}
+	pages_accounting(pg);
+}
+
+/* Free what pages_open and pages_walk took. */
+static void
+pages_close(struct pages *pg)
+{
+	free(pg->page);
+	free(pg->freev);
+	free(pg->ovv);
+	free(pg->queue);
+	free(pg->depth);
+	free(pg->qdb);
+	free(pg->tag);
+	if (pg->fd >= 0)
+		close(pg->fd);
+}
+
+/* Check the data file at path (store.h). */
+int
+store_check_structure(const char *path, size_t budget,
+                      void (*fn)(const char *problem, void *arg), void *arg)
+{
+	struct pages pg;
+	int best, rc;
+
+	memset(&pg, 0, sizeof pg);
+	pg.fn = fn;
+	pg.arg = arg;
+	pg.budget = budget;
+	if ((rc = pages_open(&pg, path, &best)) == 0) {
+		pages_walk(&pg);
+		rc = pg.problems;
+	} else if (rc == 1)
+		rc = pg.problems;
+	if (pg.ioerr != 0 && rc >= 0)
+		rc = store_map_err(pg.ioerr); /* ENOSPC, EIO, ENOMEM... */
+	pages_close(&pg);
+	return rc;
+}
+
+/* Tag the pages the free-page database lists and the overflow runs,
+ * but a page the walk reached in a tree (a damaged free list that names
+ * a page in use must not hide it). */
+static void
+pages_scan_tags(struct pages *pg)
+{
+	size_t i;
+	uint64_t j, p;
+
+	for (i = 0; i < pg->nov; i++)
+		for (j = 0; j < pg->ovv[i][1] && pg->ovv[i][0] + j < pg->ntag;
+		    j++) {
+			p = pg->ovv[i][0] + j;
+			if (pg->tag[p] == PAGES_TAG_NONE)
+				pg->tag[p] = PAGES_TAG_OVERFLOW;
+		}
+	for (i = 0; i < pg->nfree; i++) {
+		p = pg->freev[i];
+		if (p < pg->ntag && pg->tag[p] == PAGES_TAG_NONE)
+			pg->tag[p] = PAGES_TAG_FREE;
+	}
+}
+
+/* A value on overflow pages from ov: read whole into a new buffer
+ * (*out, freed by the caller), or NULL when the run is not sound. */
+static uint8_t *
+pages_scan_overflow(struct pages *pg, uint64_t ov, size_t dsize)
+{
+	uint8_t hdr[PAGES_HDR], *v;
+	uint64_t count;
+
+	if (ov < 2 || ov >= pg->npages || ov > pg->last ||
+	    dsize > PAGES_SCAN_VALUE_MAX)
+		return NULL;
+	if (pages_read(pg, hdr, sizeof hdr, ov * pg->psize) != 0 ||
+	    le64(hdr) != ov || !(le16(hdr + 10) & P_OVERFLOW))
+		return NULL;
+	count = le32(hdr + 12);
+	if (count * pg->psize < dsize + PAGES_HDR || ov + count > pg->npages)
+		return NULL;
+	if ((v = malloc(dsize > 0 ? dsize : 1)) == NULL)
+		return NULL;
+	if (pages_read(pg, v, dsize, ov * pg->psize + PAGES_HDR) != 0) {
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+/* The nodes of the leaf page in pg->page to fn, up to the first that
+ * is not sound (then *bad is set); fn's nonzero return. */
+static int
+pages_scan_leaf(struct pages *pg, uint64_t pgno, const char *db,
+                struct pages_scan *sc, int *bad)
+{
+	const uint8_t *base = pg->page;
+	uint16_t lower = le16(base + 12), upper = le16(base + 14);
+	size_t i, n, size = pg->psize;
+	int rc;
+
+	*bad = 1;
+	if (lower < PAGES_HDR || lower > upper || upper > size || (lower & 1))
+		return 0;
+	n = (size_t)(lower - PAGES_HDR) / 2;
+	for (i = 0; i < n; i++) {
+		size_t off = le16(base + PAGES_HDR + 2 * i), ksize, dsize;
+		const uint8_t *node = base + off;
+		uint16_t nflags;
+		uint8_t *big;
+
+		if (off < upper || off + PAGES_NODE > size)
+			return 0;
+		nflags = le16(node + 4);
+		ksize = le16(node + 6);
+		dsize = (size_t)le16(node) | (size_t)le16(node + 2) << 16;
+		if (off + PAGES_NODE + ksize > size)
+			return 0;
+		if (nflags & (F_SUBDATA | F_DUPDATA))
+			continue;
+		if (nflags & F_BIGDATA) {
+			if (off + PAGES_NODE + ksize + 8 > size)
+				return 0;
+			big = pages_scan_overflow(pg, le64(node + PAGES_NODE +
+			    ksize), dsize);
+			if (big == NULL) {
+				sc->info->lost_values++;
+				continue;
+			}
+			rc = sc->fn(db, pgno, node + PAGES_NODE, ksize, big,
+			    dsize, sc->arg);
+			free(big);
+		} else {
+			if (off + PAGES_NODE + ksize + dsize > size)
+				return 0;
+			rc = sc->fn(db, pgno, node + PAGES_NODE, ksize,
+			    node + PAGES_NODE + ksize, dsize, sc->arg);
+		}
+		if (rc != 0)
+			return rc;
+	}
+	*bad = 0;
+	return 0;
+}
+
+/* One page of the linear pass. */
+static int
+pages_scan_one(struct pages *pg, uint64_t p, struct pages_scan *sc)
+{
+	unsigned char tag = pg->tag[p];
+	uint16_t flags;
+	int rc, bad;
+
+	if (tag >= PAGES_TAG_BAD && tag < PAGES_TAG_BAD + PAGES_MAXDBS) {
+		/* reported by the walk; what it held is lost, unless it is
+		 * rebuilt (free lists, the named databases' records, meta) */
+		int db = tag - PAGES_TAG_BAD;
+		if (db != PAGES_DB_FREE && db != PAGES_DB_MAIN &&
+		    strcmp(pg->dbs[db], "meta") != 0)
+			sc->info->bad++;
+		return 0;
+	}
+	if (tag == PAGES_TAG_FREE || tag == PAGES_TAG_OVERFLOW ||
+	    tag == PAGES_TAG_BRANCH)
+		return 0;
+	if (tag == PAGES_DB_FREE + 1 || tag == PAGES_DB_MAIN + 1)
+		return 0;   /* free lists; the named databases' records */
+	sc->info->pages++;
+	if (pages_read(pg, pg->page, pg->psize, p * pg->psize) != 0)
+		return 0;
+	if (le64(pg->page) != p)
+		return 0;   /* never written, or not a page */
+	flags = le16(pg->page + 10) & (uint16_t)~0xc010;
+	if (flags == P_OVERFLOW) {
+		uint64_t j, count = le32(pg->page + 12);
+		for (j = 1; j < count && p + j < pg->ntag; j++)
+			if (pg->tag[p + j] == PAGES_TAG_NONE)
+				pg->tag[p + j] = PAGES_TAG_OVERFLOW;
+		return 0;
+	}
+	if (flags != P_LEAF) {
+		if (flags != P_BRANCH && flags != (P_LEAF | P_LEAF2))
+			sc->info->bad++;
+		return 0;
+	}
+	if (tag == PAGES_TAG_NONE)
+		sc->info->orphans++;
+	sc->info->leaves++;
+	rc = pages_scan_leaf(pg, p, tag == PAGES_TAG_NONE ? NULL :
+	    pg->dbs[tag - 1], sc, &bad);
+	if (bad)
+		sc->info->bad++;
+	return rc;
+}
+
+/* Salvage's scan of data.mdb (store.h). */
+int
+store_scan_pages(const char *path, store_scan_fn *fn,
+                 void (*problem)(const char *problem, void *arg), void *arg,
+                 store_scan_info *info)
+{
+	struct pages_scan sc;
+	struct pages pg;
+	store_scan_info dummy;
+	uint64_t p, end;
+	int best, rc;
+
+	if (info == NULL)
+		info = &dummy;
+	memset(info, 0, sizeof *info);
+	memset(&pg, 0, sizeof pg);
+	pg.fn = problem;
+	pg.arg = arg;
+	pg.budget = SIZE_MAX / 2;
+	sc.fn = fn;
+	sc.arg = arg;
+	sc.info = info;
+	if ((rc = pages_open(&pg, path, &best)) != 0) {
+		if (rc == 1)   /* no sound meta page: nothing to go by */
+			rc = STORE_E_DAMAGED;
+		goto out;
+	}
+	info->meta_used = best;
+	info->meta_other_bad = pg.problems > 0;
+	pg.ntag = pg.last + 1 < pg.npages ? pg.last + 1 : pg.npages;
+	if ((pg.tag = calloc(pg.ntag > 0 ? pg.ntag : 1, 1)) == NULL) {
 		rc = STORE_E_NOMEM;
 		goto out;
 	}
-	pages_db(&pg, m[best] + PAGES_HDR + 24, PAGES_FREEDB,
-	    "the free-page database");
-	pages_db(&pg, m[best] + PAGES_HDR + 72, 0, "the main database");
-	while (pg.qhead < pg.qtail && pg.budget > 0) {
-		pg.budget--;
-		pages_visit(&pg, pg.queue[pg.qhead], pg.depth[pg.qhead]);
-		pg.qhead++;
-	}
-	pages_accounting(&pg);
-	rc = pg.problems;
+	pages_walk(&pg);
+	info->problems = pg.problems;
+	info->free_bad = pg.free_bad;
+	pages_scan_tags(&pg);
+	end = pg.ntag;
+	for (p = 2; p < end && rc == 0; p++)
+		rc = pages_scan_one(&pg, p, &sc);
 out:
 	if (pg.ioerr != 0 && rc >= 0)
-		rc = store_map_err(pg.ioerr); /* ENOSPC, EIO, ENOMEM... */
-	free(pg.page);
-	free(pg.freev);
-	free(pg.ovv);
-	free(pg.queue);
-	free(pg.depth);
+		rc = store_map_err(pg.ioerr);
+	if (rc == 0)
+		info->problems = pg.problems;
+	pages_close(&pg);
+	return rc;
+}
+
+/* The meta pages as LMDB will read them (store.h). */
+int
+store_check_meta_pages(const char *path, char *why, size_t cap)
+{
+	uint8_t m[PAGES_HDR + 136];
+	struct pages pg;
+	uint32_t ps0 = 0, ps;
+	char *data = NULL;
+	int i, rc = 0;
+
+	memset(&pg, 0, sizeof pg);
+	if (asprintf(&data, "%s/data.mdb", path) < 0)
+		return STORE_E_NOMEM;
+	pg.fd = open(data, O_RDONLY | O_CLOEXEC);
+	free(data);
+	if (pg.fd < 0)
+		return 0;   /* the open says why */
+	for (i = 0; i < 2 && rc == 0; i++) {
+		/* page 1 is where page 0's size says, as LMDB reads it */
+		if (pages_read(&pg, m, sizeof m, i == 0 ? 0 : ps0) != 0)
+			break;
+		if (!(le16(m + 10) & 0x08) || le32(m + PAGES_HDR) !=
+		    PAGES_MAGIC || le32(m + PAGES_HDR + 4) != PAGES_VERSION)
+			break;  /* LMDB refuses it itself (MDB_INVALID) */
+		ps = le32(m + PAGES_HDR + 24);
+		if (i == 0)
+			ps0 = ps;
+		if (ps < 512 || ps > 65536 || (ps & (ps - 1)) || ps != ps0) {
+			snprintf(why, cap, "meta page %d: a page size of %u%s",
+			    i, ps, ps != ps0 ? ", not meta page 0's" : "");
+			rc = 1;
+		}
+	}
 	close(pg.fd);
 	return rc;
 }

@@ -41,7 +41,7 @@ session_encode(const store_session *ss, uint8_t *buf)
 
 /* Decode a session record of version 2, or of version 1 (no counts:
  * counts_known 0); STORE_E_CORRUPT on a bad layout. */
-static int
+int
 session_decode(const uint8_t *id, const uint8_t *p, size_t n,
                store_session *ss)
 {

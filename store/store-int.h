@@ -49,6 +49,7 @@ struct store {
 	int has_blobs;            /* 0: a read-only open of a format 1
 	                             store (no blob files) */
 	int blobfd;               /* the blobs directory, or -1 */
+	int meta_damaged;         /* a tolerant open could not read meta */
 	pthread_mutex_t unsynced_lock;
 	struct blob_list unsynced;/* files committed since the last
 	                             store_sync() (INTERVAL, NEVER) */
@@ -133,6 +134,8 @@ int store_val_ok(store_txn *t, const MDB_val *v);
 /* session.c */
 /* The expiry-index key of a session into k (EXPIRY_KEY_SIZE bytes): time 0
  * for dead sessions; returns 0 (no key) for a live session without lease. */
+int session_decode(const uint8_t *id, const uint8_t *p, size_t n,
+                   store_session *ss);
 int session_expiry_key(const store_session *ss, uint8_t *k);
 /* Note that the transaction changed session sid's entries by dentries and
  * their bytes by dbytes (entry.c, the purge).  STORE_E_NOMEM. */
@@ -181,6 +184,8 @@ enum blob_why {
 };
 int blob_resolve(store_txn *t, store_record *r, int check,
                  enum blob_why *why, uint64_t *fsize);
+int blob_map_at(int dirfd, store_record *r, int check, enum blob_why *why,
+                uint64_t *fsize, void **map, uint64_t *maplen);
 
 /* record.c */
 void record_payload_digest_end(XXH3_state_t *st, unsigned flags,

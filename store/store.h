@@ -117,6 +117,14 @@ typedef struct store_options {
 	size_t blob_min;     /* payloads of at least this many bytes go to
 	                        blob files (0: STORE_BLOB_MIN_DEFAULT;
 	                        SIZE_MAX: never) */
+	int tolerant;        /* read-only: a meta database that cannot be
+	                        read (a damaged page) does not fail the
+	                        open; store_meta then says format 0
+	                        (pyshelf-dump --check, which reports it) */
+	/* called with LMDB's sentence when an assertion of LMDB fails (a
+	 * damaged page it met): instead of LMDB's line on stderr; the
+	 * process then aborts as LMDB would (NULL: LMDB prints it) */
+	void (*on_assert)(const char *msg);
 	int defer_unlink;    /* the files a commit drops wait for
 	                        store_reap(), store_close() or the next
 	                        store_write() instead of being unlinked
@@ -237,10 +245,54 @@ void store_close(store *s);
  * with STORE_CHECK_BUDGET and refuses a store that fails it
  * (STORE_E_DAMAGED).
  */
+/*
+ * Before LMDB opens data.mdb at path: a meta page that LMDB would accept
+ * (its flag, magic and version) whose page size is not one (a power of
+ * two from 512 to 64 KiB, the same on both pages) would have LMDB map
+ * and read the file with it: a SIGBUS.  1 then, with a sentence in why;
+ * 0 (also when there is no file or a page LMDB refuses by itself).
+ */
+int store_check_meta_pages(const char *path, char *why, size_t cap);
 #define STORE_CHECK_BUDGET 256
 int store_check_structure(const char *path, size_t budget,
                           void (*fn)(const char *problem, void *arg),
                           void *arg);
+/*
+ * Salvage's scan of data.mdb (docs/STORAGE.md, "Salvage"), for a store
+ * whose trees cannot all be walked: pread, never mapped, so safe on any
+ * damage.  The meta page read is the newer sound one (the older when the
+ * newer is damaged: its snapshot is intact, LMDB never reuses its pages
+ * before the next commit).  The trees are walked as by
+ * store_check_structure (each problem to problem, may be NULL), then
+ * every page of the file is read in order, and each sound leaf page that
+ * is not on the free list gives fn its nodes: the database its page was
+ * reached in ("meta", "sessions", "entries", ...), or NULL for a page no
+ * walk reached (below a damaged branch or root page); key and value
+ * borrowed until fn returns (a value on overflow pages read whole).
+ * Nodes of sub-databases and of sorted duplicates (the refs index) are
+ * passed by.  fn returns 0 to go on; anything else ends the scan and is
+ * returned.  Returns 0; STORE_E_DAMAGED when no meta page is sound
+ * (reported); STORE_E_NOTSTORE (no data.mdb), STORE_E_IO, STORE_E_NOMEM.
+ */
+typedef int store_scan_fn(const char *db, uint64_t pgno, const uint8_t *key,
+                          size_t key_len, const uint8_t *val, size_t val_len,
+                          void *arg);
+typedef struct store_scan_info {
+	int meta_used;         /* the LMDB meta page read: 0 or 1 */
+	int meta_other_bad;    /* the other one is damaged (if it was the
+	                          newer, the last commit is not seen) */
+	int free_bad;          /* the free-page list was not read whole:
+	                          free pages may be read as current */
+	uint64_t problems;     /* problems of the walk */
+	uint64_t pages;        /* pages read by the linear pass */
+	uint64_t leaves;       /* sound leaf pages among them */
+	uint64_t orphans;      /* of those, leaves no walk reached */
+	uint64_t bad;          /* damaged pages met (their nodes are lost) */
+	uint64_t lost_values;  /* values whose overflow pages are damaged */
+} store_scan_info;
+int store_scan_pages(const char *path, store_scan_fn *fn,
+                     void (*problem)(const char *problem, void *arg),
+                     void *arg, store_scan_info *info);
 /* Static English text for a code (STORE_E_* or MDB_*). */
 const char *store_strerror(int rc);
 /* Flush committed data to disk (for STORE_SYNC_INTERVAL/NEVER). */
@@ -252,7 +304,8 @@ int store_sync(store *s);
 int store_sync_cause(store *s, char **cause);
 /* Map size now and bytes in use (pages * page size). */
 int store_usage(store *s, size_t *map_size, size_t *used, size_t *map_max);
-/* Format version and creation time recorded in meta. */
+/* Format version and creation time recorded in meta (STORE_E_CORRUPT and
+ * format 0 when a tolerant open could not read meta). */
 int store_meta(store *s, uint32_t *format, uint64_t *created_ms);
 /* Unlink the blob files that commits dropped since the last call (with
  * defer_unlink; otherwise there are none).  Returns how many.  Unlinking

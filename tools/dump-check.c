@@ -572,6 +572,12 @@ dump_check_crashed(struct dump *d, const char *what)
 	}
 	if (d->o->json && (dump_prog == NULL || !dump_prog->check))
 		dump_json_header(d, "check");
+	if (dump_prog != NULL && dump_prog->lmdb_assert[0] != '\0') {
+		/* LMDB's own sentence, in the report instead of on stderr */
+		snprintf(where, sizeof where, "%s; LMDB: %s", what,
+		    dump_prog->lmdb_assert);
+		what = where;
+	}
 	if (dump_prog == NULL || strcmp(dump_prog->db, "open") == 0) {
 		/* the child died opening the store, before its own
 		 * structural check: run it here (it only preads) */
@@ -579,11 +585,43 @@ dump_check_crashed(struct dump *d, const char *what)
 		dump_check_problem(&c, NULL, NULL, NULL, "crash", "opening the "
 		    "store crashed the reader (%s): a damaged meta or root "
 		    "page", what);
-	} else
+	} else {
+		char at[STORE_KEY_MAX * 4 + 64];
 		dump_check_problem(&c, NULL, NULL, NULL, "crash", "reading the "
 		    "%s database %s crashed the reader (%s): a damaged page",
-		    dump_prog->db, dump_progress_where(where, sizeof where),
-		    what);
+		    dump_prog->db, dump_progress_where(at, sizeof at), what);
+	}
+	dump_check_summary(&c, 0, 0);
+	return DUMP_EXIT_DAMAGE;
+}
+
+/*
+ * --check of a store that does not open (a damaged page on the way to the
+ * named databases: the main database's root, a branch page, the meta
+ * database): the structural check says which pages of which database;
+ * the open's own error is one more problem.  Returns the exit status, or
+ * -1 when the pages are sound (then the store is not a pyshelf store, or
+ * not readable: the caller says why, as for any other view).
+ */
+int
+dump_check_unopened(struct dump *d, const char *cause)
+{
+	struct check c;
+	int n;
+
+	memset(&c, 0, sizeof c);
+	c.d = d;
+	n = store_check_structure(d->o->db, 1u << 20, NULL, NULL);
+	if (n <= 0)
+		return -1;
+	if (d->o->json)
+		dump_json_header(d, "check");
+	dump_check_structure(&c);
+	dump_check_problem(&c, NULL, NULL, NULL, "open", "the store cannot be "
+	    "opened past the damaged page%s (%s): the walks of its databases "
+	    "did not run; pyshelf-dump --salvage OUT copies what the pages "
+	    "still hold", n > 1 ? "s" : "", cause != NULL ? cause :
+	    "a damaged page");
 	dump_check_summary(&c, 0, 0);
 	return DUMP_EXIT_DAMAGE;
 }
@@ -614,6 +652,11 @@ dump_check_run(struct dump *d, store_txn *t)
 	 * even where a walk happens to pass, and pyshelfd refuses to write
 	 * to it (store_check_structure) */
 	dump_check_structure(&c);
+	if (t->s->meta_damaged)
+		dump_check_problem(&c, NULL, NULL, NULL, "meta", "the meta "
+		    "database (the store's format version) cannot be read: a "
+		    "damaged page; the other databases are checked as format "
+		    "%d", STORE_FORMAT_VERSION);
 	/* a walk that fails is reported and the next one runs: each walk
 	 * returns 0 or DUMP_EXIT_INTERRUPTED */
 	if ((rc = dump_check_sessions(&c)) == 0 && (rc = dump_check_names(&c))

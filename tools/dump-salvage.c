@@ -29,12 +29,6 @@
 #define SALVAGE_BATCH 1000
 #define SALVAGE_BATCH_BYTES ((size_t)64 << 20)
 
-/* One entry read back and verified, borrowed from the source snapshot. */
-struct salvage_entry {
-	store_key key;            /* name borrowed from the source map */
-	store_record r;           /* payload from the map or a blob file */
-};
-
 /* One run. */
 struct salvage {
 	struct dump *d;
@@ -49,26 +43,34 @@ struct salvage {
 	int rc;                   /* an error that stops the run */
 };
 
-static void
-dump_salvage_lost(struct salvage *sv, const store_session *ss,
-                  const store_key *k, const char *why)
+/* List one thing not saved: of session ss, entry k (may be NULL). */
+void
+dump_salvage_lost_key(struct dump *d, const store_session *ss,
+                      const store_key *k, const char *why)
 {
 	char kb[STORE_KEY_MAX * 4 + 16], nb[STORE_NAME_MAX * 4 + 8];
 	char idhex[2 * STORE_ID_SIZE + 1];
 
-	sv->lost++;
 	store_hex(ss->id, STORE_ID_SIZE, idhex);
-	fprintf(sv->d->out, "NOT SAVED session %s (id %s)", dump_out_text(nb,
+	fprintf(d->out, "NOT SAVED session %s (id %s)", dump_out_text(nb,
 	    sizeof nb, ss->name, strlen(ss->name)), idhex);
 	if (k != NULL)
-		fprintf(sv->d->out, ", %s %s", k->kind == STORE_KIND_HANDLE ?
+		fprintf(d->out, ", %s %s", k->kind == STORE_KIND_HANDLE ?
 		    "handle" : "global", dump_out_key(kb, sizeof kb, k));
-	fprintf(sv->d->out, ": %s\n", why);
-	fflush(sv->d->out);
+	fprintf(d->out, ": %s\n", why);
+	fflush(d->out);
+}
+
+static void
+dump_salvage_lost(struct salvage *sv, const store_session *ss,
+                  const store_key *k, const char *why)
+{
+	sv->lost++;
+	dump_salvage_lost_key(sv->d, ss, k, why);
 }
 
 /* Write one entry and its refs rows into OUT. */
-static int
+int
 dump_salvage_put(store_txn *t, const uint8_t *sid,
                  const struct salvage_entry *e)
 {
@@ -301,7 +303,7 @@ dump_salvage_collect(const store_session *ss, void *arg)
 }
 
 /* OUT must be new: missing, or an empty directory. */
-static int
+int
 dump_salvage_out_ok(const char *out)
 {
 	struct dirent *de;

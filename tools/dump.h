@@ -40,6 +40,8 @@ struct dump_opts {
 	int json;                 /* --json */
 	int check;                /* --check */
 	const char *salvage;      /* --salvage OUT, or NULL */
+	int salvage_scan;         /* salvage by a scan of the pages, into
+	                             what a walk that crashed saved in OUT */
 	int records;              /* --sessions: the session records only */
 	int compact;              /* --compact */
 	int unpickle;             /* --unpickle (runs the pickle's code) */
@@ -91,6 +93,8 @@ struct dump_progress {
 	size_t key_len;
 	int check;                  /* --check's counters below are set */
 	uint64_t problems, sessions, entries, bytes, blobs, changed;
+	char lmdb_assert[240];      /* LMDB's sentence when one of its
+	                               assertions ended the child */
 };
 extern struct dump_progress *dump_prog;
 void dump_progress_db(const char *db);
@@ -170,12 +174,27 @@ const char *dump_entry_layout_why(const uint8_t *p, size_t n, char *buf,
 /* dump-check.c */
 int dump_check_run(struct dump *d, store_txn *t);
 int dump_check_crashed(struct dump *d, const char *what);
+int dump_check_unopened(struct dump *d, const char *cause);
 
 /* dump-compact.c */
 int dump_compact_run(struct dump *d);
 
 /* dump-salvage.c */
+/* One entry read back and verified (its bytes borrowed: the source
+ * snapshot's, or the scan's copies). */
+struct salvage_entry {
+	store_key key;            /* name borrowed */
+	store_record r;           /* payload from the map or a blob file */
+};
 int dump_salvage_run(struct dump *d, store_txn *t);
+int dump_salvage_put(store_txn *t, const uint8_t *sid,
+                     const struct salvage_entry *e);
+void dump_salvage_lost_key(struct dump *d, const store_session *ss,
+                           const store_key *k, const char *why);
+int dump_salvage_out_ok(const char *out);
+
+/* dump-scan.c */
+int dump_salvage_scan(struct dump *d, int resume);
 
 /* dump-unpickle.c */
 int dump_unpickle_run(struct dump *d);

@@ -25,6 +25,7 @@ volatile sig_atomic_t dump_interrupted;
 struct dump_progress *dump_prog;
 
 static void usage(FILE *f);
+static int dump_child(struct dump_opts *o, int *st);
 
 /* Print "pyshelf-dump: <message>" on stderr. */
 void
@@ -192,7 +193,10 @@ usage(FILE *f)
 "                    thing that could not be saved is a line \"NOT SAVED\n"
 "                    ...\"; exit 0 when everything was saved, 1 when\n"
 "                    something was not.  Run pyshelfd on OUT afterwards\n"
-"                    (keep the damaged store until you have looked at it)\n"
+"                    (keep the damaged store until you have looked at it).\n"
+"                    A store whose trees are damaged (a meta, root or\n"
+"                    branch page, the meta database) is salvaged by a scan\n"
+"                    of its pages instead, from the sound meta page (exit 1)\n"
 "    --unpickle      UNSAFE.  With SESSION KEY, also show repr() of the\n"
 "                    value.  Unpickling RUNS CODE chosen by whoever wrote the\n"
 "                    pickle (functions and classes that shipped code defined\n"
@@ -276,7 +280,11 @@ usage(FILE *f)
 "                    error, no value ran past the file)\n"
 "    crash           reading a damaged page crashed the reader: the store\n"
 "                    is read in a child process, and its crash is reported\n"
-"                    with the database and the last key it reached\n"
+"                    with the database and the last key it reached (and\n"
+"                    LMDB's sentence, when its assertion ended it)\n"
+"    meta            the meta database (the format version) can be read\n"
+"    open            the store opens past its damaged pages (when it does\n"
+"                    not, only the pages are checked: salvage it)\n"
 "\n");
 	fprintf(f,
 "JSON FIELDS\n"
@@ -567,6 +575,44 @@ dump_exit_status(int rc)
 	return rc;
 }
 
+/* LMDB's assertion hook (store_options.on_assert): its sentence goes to
+ * the parent, which reports it as damage; the child then aborts. */
+static void
+dump_on_assert(const char *msg)
+{
+	if (dump_prog != NULL)
+		snprintf(dump_prog->lmdb_assert, sizeof dump_prog->lmdb_assert,
+		    "%s", msg);
+}
+
+/* --salvage: must the pages be scanned (the trees are damaged, or the
+ * store did not open for a reason other than access or format)? */
+static int
+dump_salvage_by_scan(const struct dump_opts *o, int open_rc,
+                     const char *cause)
+{
+	struct stat st;
+	char *data = NULL;
+	int n, exists;
+
+	if (asprintf(&data, "%s/data.mdb", o->db) < 0)
+		return 0;
+	exists = stat(data, &st) == 0 && S_ISREG(st.st_mode);
+	free(data);
+	if (!exists || open_rc == STORE_E_READONLY || open_rc == STORE_E_VERSION)
+		return 0;
+	if (open_rc != 0) {
+		dump_warn("the store is damaged (%s): salvaging by a scan of "
+		    "its pages", cause != NULL ? cause : store_strerror(open_rc));
+		return 1;
+	}
+	n = store_check_structure(o->db, 1u << 20, NULL, NULL);
+	if (n > 0)
+		dump_warn("the store is damaged (%d problem%s in its pages): "
+		    "salvaging by a scan of its pages", n, n > 1 ? "s" : "");
+	return n > 0;
+}
+
 /* Open the store and run the chosen view (in the child). */
 static int
 dump_run(struct dump_opts *o)
@@ -584,10 +630,27 @@ dump_run(struct dump_opts *o)
 		rc = dump_compact_run(&d);
 		goto free_cause;
 	}
+	if (o->salvage != NULL && (o->salvage_scan ||
+	    dump_salvage_by_scan(o, 0, NULL))) {
+		rc = dump_salvage_scan(&d, o->salvage_scan);
+		goto free_cause;
+	}
 	memset(&so, 0, sizeof so);
 	so.readonly = 1;
+	so.tolerant = o->check;
+	so.on_assert = dump_on_assert;
 	dump_progress_db("open");
 	if ((rc = store_open(&d.s, o->db, &so, &cause)) != 0) {
+		int crc;
+		if (o->check && rc != STORE_E_READONLY &&
+		    (crc = dump_check_unopened(&d, cause)) >= 0) {
+			rc = crc;
+			goto free_cause;
+		}
+		if (o->salvage != NULL && dump_salvage_by_scan(o, rc, cause)) {
+			rc = dump_salvage_scan(&d, 0);
+			goto free_cause;
+		}
 		dump_open_error(o->db, rc, cause);
 		rc = DUMP_EXIT_ERROR;
 		goto free_cause;
@@ -634,8 +697,7 @@ dump_guarded(struct dump_opts *o)
 {
 	struct dump d;
 	char what[64];
-	pid_t pid;
-	int st;
+	int st, rc;
 
 	dump_prog = mmap(NULL, sizeof *dump_prog, PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -644,6 +706,58 @@ dump_guarded(struct dump_opts *o)
 		return dump_run(o);
 	}
 	memset(dump_prog, 0, sizeof *dump_prog);
+	if ((rc = dump_child(o, &st)) != 0)
+		return rc;
+	if (WIFEXITED(st))
+		return WEXITSTATUS(st);
+	if (!WIFSIGNALED(st))
+		return DUMP_EXIT_ERROR;
+	if (dump_interrupted != 0 && (WTERMSIG(st) == SIGINT ||
+	    WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGHUP ||
+	    WTERMSIG(st) == SIGPIPE))
+		return dump_exit_status(DUMP_EXIT_ERROR);
+	snprintf(what, sizeof what, "%s", strsignal(WTERMSIG(st)));
+	memset(&d, 0, sizeof d);
+	d.o = o;
+	d.out = stdout;
+	if (o->check)
+		return dump_check_crashed(&d, what);
+	{
+		char where[STORE_KEY_MAX * 4 + 64];
+		const char *la = dump_prog->lmdb_assert;
+		if (strcmp(dump_prog->db, "open") == 0)
+			dump_warn("the store is damaged: opening it crashed "
+			    "(%s%s%s); run pyshelf-dump --check --db %s", what,
+			    la[0] ? "; LMDB: " : "", la, o->db);
+		else
+			dump_warn("the store is damaged: reading it crashed "
+			    "(%s%s%s) in the %s database %s; run pyshelf-dump "
+			    "--check --db %s", what, la[0] ? "; LMDB: " : "",
+			    la, dump_prog->db, dump_progress_where(where,
+			    sizeof where), o->db);
+	}
+	if (o->salvage != NULL && !o->salvage_scan) {
+		/* what the walk saved stays in OUT; the scan adds the rest */
+		dump_warn("salvaging the rest by a scan of the pages");
+		o->salvage_scan = 1;
+		memset(dump_prog, 0, sizeof *dump_prog);
+		if ((rc = dump_child(o, &st)) != 0)
+			return rc;
+		if (WIFEXITED(st))
+			return WEXITSTATUS(st);
+		dump_warn("the scan of the pages crashed (%s)", WIFSIGNALED(st) ?
+		    strsignal(WTERMSIG(st)) : "?");
+	}
+	return DUMP_EXIT_DAMAGE;
+}
+
+/* Run dump_run in a child and wait for it: its wait status in *st, or an
+ * exit status for an error of fork or waitpid. */
+static int
+dump_child(struct dump_opts *o, int *st)
+{
+	pid_t pid;
+
 	fflush(stdout);
 	fflush(stderr);
 	if ((pid = fork()) < 0) {
@@ -663,38 +777,12 @@ dump_guarded(struct dump_opts *o)
 			setvbuf(stdout, NULL, _IOLBF, 0);
 		_exit(dump_run(o));
 	}
-	while (waitpid(pid, &st, 0) < 0)
+	while (waitpid(pid, st, 0) < 0)
 		if (errno != EINTR) {
 			dump_warn("waitpid: %s", strerror(errno));
 			return DUMP_EXIT_ERROR;
 		}
-	if (WIFEXITED(st))
-		return WEXITSTATUS(st);
-	if (!WIFSIGNALED(st))
-		return DUMP_EXIT_ERROR;
-	if (dump_interrupted != 0 && (WTERMSIG(st) == SIGINT ||
-	    WTERMSIG(st) == SIGTERM || WTERMSIG(st) == SIGHUP ||
-	    WTERMSIG(st) == SIGPIPE))
-		return dump_exit_status(DUMP_EXIT_ERROR);
-	snprintf(what, sizeof what, "%s", strsignal(WTERMSIG(st)));
-	memset(&d, 0, sizeof d);
-	d.o = o;
-	d.out = stdout;
-	if (o->check)
-		return dump_check_crashed(&d, what);
-	{
-		char where[STORE_KEY_MAX * 4 + 64];
-		if (strcmp(dump_prog->db, "open") == 0)
-			dump_warn("the store is damaged: opening it crashed "
-			    "(%s); run pyshelf-dump --check --db %s", what,
-			    o->db);
-		else
-			dump_warn("the store is damaged: reading it crashed "
-			    "(%s) in the %s database %s; run pyshelf-dump "
-			    "--check --db %s", what, dump_prog->db,
-			    dump_progress_where(where, sizeof where), o->db);
-	}
-	return DUMP_EXIT_DAMAGE;
+	return 0;
 }
 
 int

@@ -76,3 +76,43 @@ def test_example_without_pyshelfd_on_path_says_so(example, backend,
                     "needs a machine without one", pytrace=False)
     assert r.returncode == 1
     assert "cannot find pyshelfd: not on PATH" in r.stderr
+
+
+def _readme_block(marker):
+    """The sh block after <!-- marker --> in README.md, as lines."""
+    readme = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          os.pardir, os.pardir, "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
+    at = text.index("<!-- %s -->" % marker)
+    start = text.index("```sh\n", at) + len("```sh\n")
+    return text[start:text.index("```", start)].splitlines()
+
+
+def test_readme_c_commands_work_in_the_build_tree(backend, tmp_path):
+    """QA 13: README "From C"'s commands, as written, right after the
+    Quick start (nothing installed): pkg-config finds the build tree's
+    pyshelf-uninstalled.pc, cc links libpyshelf, and the program runs
+    without LD_LIBRARY_PATH.  Run in a directory laid out as the build
+    tree (examples/ from the source tree, client/ and pyshelfd from the
+    build tree: the same directory unless the build is out of tree)."""
+    build = os.path.dirname(os.path.abspath(backend))
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                       os.pardir, os.pardir)
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    os.symlink(os.path.join(src, "examples"), tree / "examples")
+    os.symlink(os.path.join(build, "client"), tree / "client")
+    os.symlink(os.path.join(build, "pyshelfd"), tree / "pyshelfd")
+    lines = _readme_block("test:c-build-tree")
+    assert any("pkg-config" in ln for ln in lines), lines
+    db = str(tmp_path / "hello-db")
+    script = "\n".join(ln.replace("/tmp/hello-db", db) for ln in lines)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PKG_CONFIG_PATH", "LD_LIBRARY_PATH", "PYSHELFD")}
+    env["PATH"] = "/usr/bin:/bin"
+    r = subprocess.run(["sh", "-ec", script], cwd=tree, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "new workspace" in r.stdout and "visits" in r.stdout, r.stdout
+    assert (tree / "hello").exists()

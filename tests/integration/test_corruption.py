@@ -67,7 +67,8 @@ def clear(r, what):
     assert not any(s in err for s in SANITIZER), (what, r.stderr)
     if r.returncode != 0:
         assert (r.stderr.strip() or "DAMAGE" in r.stdout or
-                '"problem"' in r.stdout), (what, r.returncode, r.stdout)
+                "NOT SAVED" in r.stdout or '"problem"' in r.stdout), \
+            (what, r.returncode, r.stdout)
 
 
 MAKE = """
@@ -156,6 +157,16 @@ def corrupt(rng, db, kind):
         off = page * PSIZE + rng.randrange(0, 160)
         _flip(data, off, rng.randbytes(rng.randint(1, 4)))
         return "meta page %d byte %d" % (page, off % PSIZE)
+    if kind == "root":
+        # the header of a database's root page: the main database's (all
+        # named databases hang from it), or a named one's
+        raw = data.read_bytes()
+        name = rng.choice([None, b"meta", b"sessions", b"entries", b"calls"])
+        page = _main_root(raw) if name is None else _root_page(raw, name)
+        off = page * PSIZE + rng.randrange(8, 16)
+        _flip(data, off, rng.randbytes(rng.randint(1, 4)))
+        return "root page %d (%s) byte %d" % (page, name or "main",
+                                               off % PSIZE)
     if kind == "blob":
         f = rng.choice(blobs)
         off = rng.randrange(0, f.stat().st_size)
@@ -176,9 +187,9 @@ def corrupt(rng, db, kind):
 
 
 KINDS = ["random", "payload", "header", "meta", "blob", "truncate",
-         "truncate_blob"]
+         "truncate_blob", "root"]
 # how often each is drawn: the store's own pages most
-WEIGHTS = [5, 5, 4, 2, 2, 1, 1]
+WEIGHTS = [5, 5, 4, 2, 2, 1, 1, 2]
 
 
 def probe_dump(db, names):
@@ -198,6 +209,24 @@ def probe_dump(db, names):
     assert r.returncode != 2 or r.stderr.strip(), r
     if r.returncode == 0:
         assert r.stdout.strip().endswith("sound"), r.stdout
+    # LMDB's assertion sentence is part of a DAMAGE line, never a line of
+    # its own on stderr; a damaged pyshelf store is never "not a store"
+    assert "Assertion" not in r.stderr, r.stderr
+    if "DAMAGE [structure]" in r.stdout or r.returncode == 2:
+        assert "not a pyshelf store" not in r.stderr, r.stderr
+    out = db.parent / (db.name + "-saved")
+    if out.exists():
+        shutil.rmtree(out)
+    s = dump("--salvage", out, db=db)
+    clear(s, "--salvage")
+    assert "Assertion" not in s.stderr, s.stderr
+    if s.returncode in (0, 1) and out.exists():
+        # sound, but for references to entries that were not saved
+        c = dump("--check", db=out)
+        assert c.returncode in (0, 1), ("the salvaged copy", c)
+        bad = [ln for ln in c.stdout.splitlines() if ln.startswith("DAMAGE")
+               and not ln.startswith("DAMAGE [dangling_ref]")]
+        assert not bad, ("the salvaged copy", c.stdout)
     return r
 
 
@@ -360,6 +389,17 @@ def _root_page(raw, name):
     return struct.unpack_from("<Q", raw, _named_db(raw, name) + 40)[0]
 
 
+def _newer_meta(raw):
+    """0 or 1: the meta page LMDB reads (the higher transaction id)."""
+    return max((0, 1), key=lambda p: struct.unpack_from(
+        "<Q", raw, p * PSIZE + 16 + 128)[0])
+
+
+def _main_root(raw):
+    meta = _newer_meta(raw) * PSIZE + 16
+    return struct.unpack_from("<Q", raw, meta + 72 + 40)[0]
+
+
 @pytest.mark.parametrize("flag", ["c", "r"])
 def test_writable_open_refuses_damaged_pages(made, tmp_path, flag):
     """A page header that does not match its page: pyshelfd refuses to
@@ -515,3 +555,123 @@ def test_salvage_of_a_store_cut_short(made, tmp_path):
     os.truncate(path, path.stat().st_size // 2 // PSIZE * PSIZE)
     r = dump("--salvage", tmp_path / "saved", db=db)
     assert r.returncode == 1 and "damaged" in r.stderr, r
+
+
+# --- damaged meta and root pages: --check says where, --salvage saves ----------
+
+
+def _damage_page(raw, where):
+    """Damage one page of raw (bytearray) by where; returns the page's
+    number and the database --check must name (None: a meta page)."""
+    if where == "meta-page-size":
+        # a page size LMDB would map the file with (once: a SIGBUS in
+        # mdb_env_open, before any check could run)
+        struct.pack_into("<I", raw, PSIZE + 16 + 24, 10883072)
+        return 1, None
+    if where.startswith("meta-page-"):
+        newer = _newer_meta(raw)
+        page = newer if where == "meta-page-newer" else 1 - newer
+        struct.pack_into("<I", raw, page * PSIZE + 16, 0xffffffff)  # magic
+        return page, None
+    name = where[:-len("-root")] if where.endswith("-root") else "meta"
+    page = _main_root(raw) if name == "main" else \
+        _root_page(raw, name.encode())
+    struct.pack_into("<H", raw, page * PSIZE + 10, 0xffff)   # flags
+    return page, name
+
+
+@pytest.mark.parametrize("where", ["meta-db", "main-root", "calls-root",
+                                   "meta-page-older", "meta-page-newer",
+                                   "meta-page-size", "entries-root"])
+def test_damaged_meta_and_root_pages(made, tmp_path, where):
+    """QA 05: one damaged page of the meta database, of the main
+    database's root (every named database hangs from it), of another
+    root, or an LMDB meta page.  --check reports it as damage (exit 1)
+    naming the page and its database, never "not a pyshelf store" or
+    LMDB's assertion line on stderr; --salvage saves every session and
+    entry still readable, by a scan of the pages (falling back to the
+    other meta page), into a store that checks sound and that pyshelfd
+    serves."""
+    db = copy(made, tmp_path / "c")
+    path = db / "data.mdb"
+    raw = bytearray(path.read_bytes())
+    page, name = _damage_page(raw, where)
+    path.write_bytes(bytes(raw))
+    r = dump("--check", db=db)
+    assert r.returncode == 1, r
+    assert "not a pyshelf store" not in r.stderr + r.stdout
+    assert "Assertion" not in r.stderr, r.stderr
+    assert r.stdout.rstrip().endswith("DAMAGED"), r.stdout
+    if name is None:
+        assert "meta page %d:" % page in r.stdout, r.stdout
+    else:
+        assert "page %d (the %s database)" % (page, name) in r.stdout, \
+            r.stdout
+    out = tmp_path / "saved"
+    s = dump("--salvage", out, db=db)
+    assert s.returncode == 1, s
+    assert "Assertion" not in s.stderr, s.stderr
+    assert "by a scan of the pages" in s.stdout, s.stdout
+    assert dump("--check", db=out).returncode == 0
+    rows = [json.loads(x) for x in dump("--json", "s", db=out).stdout
+            .splitlines()]
+    keys = {x["key"] for x in rows if x["row"] == "entry"}
+    if where == "entries-root":
+        # the root is the entries' only leaf: they are lost, and said so
+        assert keys == set(), keys
+        assert "NOT SAVED what was on 1 damaged page" in s.stdout, s.stdout
+        return
+    if where == "meta-page-size":
+        # pyshelfd refuses it with the reason, never dies of a signal
+        with pytest.raises(pyshelf.Error) as e:
+            pyshelf.spawn(db=db, session="s", backend=PYSHELFD, flag="w")
+        assert "a page size of 10883072" in str(e.value), str(e.value)
+        assert not isinstance(e.value, pyshelf.BackendDied) or \
+            e.value.status is None or e.value.status >= 0, e.value
+    if where in ("meta-page-newer", "meta-page-size"):
+        # the older snapshot: the last commit is not seen, and said so
+        assert "NOTE LMDB meta page %d is damaged" % page in s.stdout
+        assert keys and keys <= set(made["names"]) | {"#1"}, keys
+        return
+    assert keys == set(made["names"]) | {"#1"}, keys
+    if where == "calls-root":
+        # the journal's only leaf: its calls are lost, and said so
+        assert "NOT SAVED what was on 1 damaged page" in s.stdout, s.stdout
+    else:
+        assert "0 not saved" in s.stdout, s.stdout
+    ws = pyshelf.spawn(db=out, session="s", backend=PYSHELFD)
+    try:
+        assert sorted(ws) == sorted(made["names"])
+        assert ws["b"] == {"a": [1, 2, 3], "tag": "marker-b"}
+        assert ws["big"] == bytes(range(256)) * 4400
+        ws.remote_exec("ok = x.other.other is x and b['a'] is a")
+        assert ws["ok"] is True
+    finally:
+        ws.close()
+
+
+
+def test_salvage_scan_errors(made, tmp_path):
+    """The scan's own refusals: OUT not empty (exit 2, nothing written);
+    both LMDB meta pages damaged (nothing can be read: exit 1, said so;
+    --check exit 1 naming both)."""
+    db = copy(made, tmp_path / "c")
+    path = db / "data.mdb"
+    raw = bytearray(path.read_bytes())
+    _damage_page(raw, "meta-db")
+    path.write_bytes(bytes(raw))
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    s = dump("--salvage", out, db=db)
+    assert s.returncode == 2 and "not empty" in s.stderr, s
+    assert os.listdir(out) == ["keep"]
+    for page in (0, 1):
+        struct.pack_into("<I", raw, page * PSIZE + 16, 0xffffffff)
+    path.write_bytes(bytes(raw))
+    r = dump("--check", db=db)
+    assert r.returncode == 1, r
+    assert "meta page 0:" in r.stdout and "meta page 1:" in r.stdout, r
+    s = dump("--salvage", tmp_path / "saved", db=db)
+    assert s.returncode == 1, s
+    assert "neither LMDB meta page is sound" in s.stderr, s

@@ -4,6 +4,7 @@ was committed is lost."""
 import io
 import os
 import stat
+import time
 
 import pytest
 
@@ -69,6 +70,76 @@ def test_corrupted_record_is_reported_not_loaded(tmp_path):
         assert ws.remote_exec("DirectValue(sum(fine))").value == 6
     finally:
         ws.close()
+
+
+def _gone(pid, timeout=120):
+    """Wait until process pid has exited (or is a zombie)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_damaged_record_leaves_no_volatile_excinfo(tmp_path, capfd):
+    """The WrappedExcinfo of a damaged record's CorruptEntry is persisted
+    like any other (pickling its traceback does not load the workspace's
+    globals), so no notice is printed and it does not hold the worker:
+    after the client leaves, the worker exits (server mode: --idle-exit;
+    the pid is the private backend's in stdio mode)."""
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    marker = "CORRUPT-ME-" + "q" * 40
+    ws.remote_exec("victim = %r" % marker)
+    ws.close()
+    path = os.path.join(db, "data.mdb")
+    data = bytearray(open(path, "rb").read())
+    at = data.find(marker.encode())
+    data[at + 3] ^= 0x20
+    with open(path, "r+b") as f:
+        f.write(data)
+    capfd.readouterr()
+    ws = pyshelf.spawn(db=db, session="s", flag="w")
+    try:
+        res = ws.remote_exec("victim")
+        assert isinstance(res, WrappedExcinfo)
+        assert res.exc_type == "CorruptEntry"
+        st = ws.stats()
+        assert st["volatile"] == 0, st
+        pid = ws.pid
+    finally:
+        ws.close()
+    assert "cannot be persisted" not in capfd.readouterr().err
+    assert _gone(pid)
+
+
+def test_volatile_excinfo_notice_is_one_sentence(tmp_path, capfd):
+    """An exception that cannot be pickled is named in the notice by its
+    type, on one line: not the record's internal type-name area (type,
+    exception type and message on lines of their own)."""
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        capfd.readouterr()
+        res = ws.remote_exec(
+            "import threading\n"
+            "class Held(Exception):\n"
+            "    pass\n"
+            "raise Held('line one\\nline two', threading.Lock())\n")
+        assert isinstance(res, WrappedExcinfo) and res.exc_type == "Held"
+    finally:
+        ws.close()
+    err = capfd.readouterr().err
+    lines = [ln for ln in err.splitlines() if "cannot be persisted" in ln]
+    assert len(lines) == 1, err
+    assert ("pyshelf: handle %d (exception Held) cannot be persisted: "
+            % res.id) in lines[0], err
+    assert "line one" not in err and "tuple" not in err, err
 
 
 def test_damaged_handle_is_listed_and_reported_when_used(tmp_path):
