@@ -29,7 +29,7 @@ from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, UnknownHandleError, VolatileError,
-                      WorkerRestarted)
+                      WorkerDiedWarning, WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, connect, end, open, spawn
@@ -41,7 +41,7 @@ __all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
            "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerRestarted"]
+           "WorkerDiedWarning", "WorkerRestarted"]
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,7 @@
 __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerRestarted"]
+           "WorkerDiedWarning", "WorkerRestarted"]
 
 
 class Error(Exception):
@@ -54,7 +54,13 @@ class NotPicklableError(Error, TypeError):
 
 
 class BackendDied(Error):
-    """The backend exited or its pipe broke.
+    """The backend exited or its connection broke while it could have run
+    the request: the message says what is known (it died while the call
+    ran, or after the request was sent and before it answered).  Through
+    a server the workspace goes on with a new worker, resumed from the
+    session's last checkpoint.  A request the backend never read (its
+    worker had died before) does not raise this: through a server it is
+    sent to the new worker, with a ``WorkerDiedWarning``.
 
     ``status`` is its return code as subprocess gives it (the exit status,
     or minus the signal that killed it), or None when unknown.
@@ -117,8 +123,17 @@ class SessionEndedWarning(UserWarning):
     why (lease expired, or closed)."""
 
 
+class WorkerDiedWarning(UserWarning):
+    """The session's worker had died (killed by a signal, or it crashed)
+    since this client last heard from it, while this client ran nothing
+    there: a new worker resumed the session from its last checkpoint
+    (changes made after it are lost), and the request was sent to it.
+    The message names the signal."""
+
+
 for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
              NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
-             SessionBusy, SessionEndedWarning, WorkerRestarted):
+             SessionBusy, SessionEndedWarning, WorkerDiedWarning,
+             WorkerRestarted):
     _cls.__module__ = "pyshelf"
 del _cls

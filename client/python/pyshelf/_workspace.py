@@ -25,7 +25,7 @@ import weakref
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
                       SessionBusy, SessionEnded, SessionEndedWarning,
-                      SessionNotFound)
+                      SessionNotFound, WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
@@ -40,6 +40,9 @@ _ERR_NOT_FOUND = _pyshelf.ERR_NOT_FOUND
 _ERR_UNPICKLE = _pyshelf.ERR_UNPICKLE
 _ERR_BAD_REQUEST = _pyshelf.ERR_BAD_REQUEST
 _ERR_UNKNOWN_CALL = _pyshelf.ERR_UNKNOWN_CALL
+_FATE_NOT_RUN = _pyshelf.FATE_NOT_RUN
+_FATE_STARTED = _pyshelf.FATE_STARTED
+_FATE_DONE = _pyshelf.FATE_DONE
 
 # Binds a workspace global to a handle's object (ws[name] = wrapped).  The
 # backend defines shipped functions outside the workspace's globals, so the
@@ -181,15 +184,54 @@ def _find_backend(backend):
                 "install pyshelf")
 
 
+def _user_stacklevel():
+    """The stacklevel of warnings.warn() that points at the first frame
+    outside this package (the user's call)."""
+    f, level = sys._getframe(1), 1
+    while f is not None and \
+            f.f_globals.get("__name__", "").startswith("pyshelf"):
+        f = f.f_back
+        level += 1
+    return level
+
+
+def _worker_died(info, fate):
+    """The new attach says that the session's worker died since this
+    client last heard from it.  A request that cannot have run there
+    (fate: it was never sent whole, or never read, or none was in flight)
+    goes to the new worker: warn (WorkerDiedWarning, naming the signal).
+    One that may have run raises BackendDied saying what is known."""
+    sig = info.get("worker_signal") or 0
+    death = info.get("worker_message") or "the session's worker died"
+    if fate in (_FATE_NOT_RUN, _FATE_DONE):
+        warnings.warn(WorkerDiedWarning(
+            "%s before this request reached it: a new worker resumed the "
+            "session from its last checkpoint (changes made after it are "
+            "lost), and the request was sent to it" % death),
+            stacklevel=_user_stacklevel())
+        return
+    if fate == _FATE_STARTED:
+        when = "while this call ran: it ran in part"
+    else:
+        when = ("after this request was sent to it and before it "
+                "answered: the request may have run, in part or in whole")
+    raise BackendDied("%s %s; the session resumed from its last checkpoint "
+                      "with a new worker, and this workspace goes on with "
+                      "it" % (death, when), -sig if sig else None)
+
+
 class _ServerConn:
     """The connection of a workspace attached through a server: the
     extension's Connection (``conn``) and what the last attach said
     (``info``).  A request whose connection broke (``BackendDied``: EOF or
     a reset) attaches again and is sent once more, the same request (an
     EXEC with the same call id, which the worker runs at most once).  When
-    the new attach says that the session's previous worker died, nothing
-    is re-sent: ``BackendDied`` naming its signal is raised, and the
-    workspace goes on with the new worker."""
+    the new attach says that the session's previous worker died, the
+    request is sent again only if it cannot have run there (the
+    connection had closed before it was written, or closed with it
+    unread), with a ``WorkerDiedWarning`` naming the signal; else
+    ``BackendDied`` says what is known.  Either way the workspace goes
+    on with the new worker."""
 
     # not re-sent after a reconnect: ending, and the interrupts (whose
     # request ended with the connection)
@@ -204,23 +246,24 @@ class _ServerConn:
         self.broken = False
 
     def reconnect(self):
-        """Attach again with a new connection; BackendDied when the
-        session's worker died meanwhile (the new one serves it now)."""
+        """Attach again with a new connection.  When the session's worker
+        died meanwhile (the new one serves it now): BackendDied if the
+        request in flight may have run, else a WorkerDiedWarning
+        (_worker_died)."""
         old, self.conn = self.conn, None
+        # what became of the request in flight on the old connection
+        # (none: a request not sent yet; the last attach failed)
+        fate = old.request_fate() if old is not None else _FATE_NOT_RUN
         try:
-            old.close()
+            if old is not None:
+                old.close()
         except Error:
             pass
         self.broken = True
         self.conn, self.info = self._connect()
         self.broken = False
         if self.info.get("worker_died"):
-            sig = self.info.get("worker_signal") or 0
-            raise BackendDied("the session's worker died: %s; the request "
-                              "was lost and the session resumed from its "
-                              "last checkpoint"
-                              % self.info.get("worker_message"),
-                              -sig if sig else None)
+            _worker_died(self.info, fate)
 
     def __getattr__(self, name):
         if self.conn is None or self.broken:
@@ -1043,6 +1086,11 @@ def _attach(socket, db, name, flag, lease, backend, server_args, start,
     if ended is not None:
         warnings.warn(SessionEndedWarning(ended["message"]),
                       stacklevel=stacklevel)
+    elif info.get("worker_died"):
+        warnings.warn(WorkerDiedWarning(
+            "%s: its new worker resumed the session from its last "
+            "checkpoint (changes made after it are lost)"
+            % info.get("worker_message")), stacklevel=stacklevel)
     return Workspace(sconn, info)
 
 
