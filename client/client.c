@@ -2065,6 +2065,15 @@ client_result(pyshelf_conn *c, pyshelf_result *res)
 			    strdup("");
 			if (res->message == NULL)
 				goto nomem;
+			/* VALUE, when there: the traceback's text (a text with
+			 * a NUL, which the backend never sends, is left out) */
+			f = wire_msg_find(m, WIRE_TAG_VALUE);
+			if (f != NULL && (f->len == 0 ||
+			    memchr(f->data, '\0', f->len) == NULL)) {
+				if ((res->text = wire_field_strdup(f)) == NULL)
+					goto nomem;
+				res->text_len = f->len;
+			}
 		}
 	} else
 		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "

@@ -297,7 +297,9 @@ typedef struct pyshelf_result {
 	char *text;             /**< owned: the text of a PYSHELF_KIND_TEXT
 	                             result (repr() or JSON), NUL-terminated
 	                             UTF-8 (text_len bytes before the NUL);
-	                             else NULL */
+	                             for PYSHELF_KIND_EXCINFO the exception's
+	                             traceback as Python prints it, when the
+	                             backend sent it; else NULL */
 	size_t text_len;        /**< bytes at text */
 	pyshelf_buffer *buffers; /**< owned: the value's out-of-band buffers
 	                             when PYSHELF_WANT_BUFFERS was asked for

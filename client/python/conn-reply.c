@@ -401,6 +401,10 @@ conn_result(module_state *st, const pyshelf_result *r)
 		}
 		if (tmp == NULL || value == NULL)
 			goto error;
+	} else if (r->kind == PYSHELF_KIND_EXCINFO) {
+		/* the traceback's text, or None */
+		if ((value = conn_str(r->text)) == NULL)
+			goto error;
 	} else
 		value = Py_NewRef(Py_None);
 	if ((tn = conn_str(r->type_name)) == NULL ||

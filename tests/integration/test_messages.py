@@ -217,3 +217,173 @@ def test_stdio_a_backend_dying_under_a_call_says_what_is_known(store,
         assert ei.value.status == -signal.SIGKILL
     finally:
         ws.close()
+
+
+# --- QA 09: the backend's traceback, at the shipped code's file and line --
+
+def _format_in_backend(e):
+    import traceback
+    return pyshelf.DirectValue("".join(traceback.format_exception(*e)))
+
+
+def _raises_here(key):
+    table = {}
+    return table[key]                     # the line the traceback names
+
+
+def _deco(f):
+    return f
+
+
+@_deco
+def _decorated(key):
+    x = 1
+    return {}[key] + x                    # and this one, after a decorator
+
+
+def test_an_exception_carries_the_backend_traceback(gw):
+    ws = gw
+    ws.remote_exec("def inner(x):\n    return {}[x]\n"
+                   "def outer(x):\n    return inner(x) + 1")
+    err = ws.remote_exec("outer('key')")
+    assert isinstance(err, pyshelf.WrappedExcinfo)
+    tb = err.traceback
+    assert tb.startswith("Traceback (most recent call last):\n"), tb
+    assert tb.endswith("KeyError: 'key'\n"), tb
+    assert "in outer\n    return inner(x) + 1\n" in tb, tb
+    assert "in inner\n    return {}[x]\n" in tb, tb
+    # what traceback.format_exception says of the handle's objects there
+    assert ws.remote_exec(_format_in_backend, err).value == tb
+    assert str(err) == tb.rstrip("\n")
+    assert repr(err) == "<WrappedExcinfo %d KeyError: 'key'>" % err.id
+    import pickle
+    back = pickle.loads(pickle.dumps(err))
+    assert back.traceback == tb and str(back) == str(err)
+
+
+@pytest.mark.parametrize("fn", [_raises_here, _decorated])
+def test_shipped_lines_show_at_their_own_file_and_line(gw, fn):
+    ws = gw
+    err = ws.remote_exec(fn, "k")
+    assert isinstance(err, pyshelf.WrappedExcinfo)
+    src, first = __import__("inspect").getsourcelines(fn)
+    n = next(i for i, line in enumerate(src) if "the line" in line or
+             "and this one" in line)
+    expect = '  File "%s", line %d, in %s\n    %s\n' % (
+        __file__, first + n, fn.__name__, src[n].strip())
+    assert expect in err.traceback, err.traceback
+    assert "<pyshelf:" not in err.traceback, err.traceback
+    # the journal's summary is still the def line
+    if SERVER_MODE:
+        assert [c.summary for c in ws.calls()][-1].startswith("def ")
+
+
+def test_a_raised_exception_shows_the_backend_traceback_as_its_cause(gw):
+    ws = gw
+    h = ws.remote_exec("[1, 2]")
+    with pytest.raises(ValueError) as ei:
+        ws["k" * 600] = h                 # the backend refuses the name
+    cause = ei.value.__cause__
+    assert isinstance(cause, pyshelf.RemoteTraceback)
+    assert cause.traceback.startswith("Traceback (most recent call last)")
+    shown = "".join(traceback.format_exception(ei.value))
+    assert "pyshelf.RemoteTraceback: raised in the backend:\n\n" \
+        "Traceback (most recent call last):" in shown, shown
+    assert "The above exception was the direct cause of the following " \
+        "exception:" in shown, shown
+
+
+# --- QA 10: a call sent again after a broken connection: output once -----
+
+class _Collect:
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+
+def _break_connections(run):
+    """Shut down this process's connections to the servers under run (the
+    socket breaks under the client, as a network does)."""
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if not os.readlink("/proc/self/fd/" + fd).startswith("socket:"):
+                continue
+            s = socket.socket(fileno=int(fd))
+        except OSError:
+            continue
+        try:
+            peer = s.getpeername()
+            if isinstance(peer, str) and peer.startswith(run):
+                s.shutdown(socket.SHUT_RDWR)
+                n += 1
+        except OSError:
+            pass
+        finally:
+            s.detach()
+    return n
+
+
+def test_a_call_sent_again_prints_its_output_once(srv, tmp_path):
+    flag = str(tmp_path / "go")
+    ws = _open_srv(srv)
+    out, err = _Collect(), _Collect()
+    box = {}
+    code = ("import os, sys, time\n"
+            "for i in range(3):\n"
+            "    print('out', i, flush=True)\n"
+            "    print('err', i, file=sys.stderr, flush=True)\n"
+            "while not os.path.exists(%r):\n"
+            "    time.sleep(0.01)\n"
+            "for i in range(3, 5):\n"
+            "    print('out', i, flush=True)\n"
+            "    print('err', i, file=sys.stderr, flush=True)\n"
+            "DirectValue('done')" % flag)
+
+    def run():
+        try:
+            box["r"] = ws.remote_exec(code, stdout=out, stderr=err)
+        except BaseException as e:      # noqa: B902 (what the test reads)
+            box["e"] = e
+    try:
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        wait_for(lambda: "out 2" in out.text and "err 2" in err.text,
+                 "the first lines")
+        assert _break_connections(srv.run) >= 1
+        open(flag, "w").close()
+        t.join(120)
+        assert not t.is_alive()
+        assert box.get("r") is not None and box["r"].value == "done", box
+        assert out.text == "".join("out %d\n" % i for i in range(5))
+        assert err.text == "".join("err %d\n" % i for i in range(5))
+        assert [c.state for c in ws.calls()].count("done") == 1
+    finally:
+        ws.close()
+
+
+def test_a_replay_skips_what_was_written_across_a_gap():
+    from pyshelf._workspace import _Output
+    o = _Output(_Collect(), _Collect())
+    for stream, data in ((1, b"aa"), (2, b"E"), (1, b"bb")):
+        o(stream, data)
+    o.replaying()
+    # the journal dropped its oldest 3 bytes ("aa", "E"): a gap marker,
+    # then what it kept, then new output
+    for stream, data in ((2, b"[pyshelf: 3 bytes of output dropped]\n"),
+                         (1, b"bb"), (1, b"cc"), (2, b"F")):
+        o(stream, data)
+    assert o.files[0].text == "aabbcc" and o.files[1].text == "EF"
+    # dropped bytes never written here: said so
+    o = _Output(_Collect(), _Collect())
+    o(1, b"xy")
+    o.replaying()
+    o(2, b"[pyshelf: 5 bytes of output dropped]\n")
+    o(1, b"z")
+    assert o.files[0].text == "xyz"
+    assert o.files[1].text == "[pyshelf: 3 bytes of output dropped]\n"

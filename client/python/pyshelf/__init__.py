@@ -27,7 +27,7 @@ import pickle as _pickle
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      SessionBusy, SessionEnded, SessionEndedWarning,
+                      RemoteTraceback, SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, UnknownHandleError, VolatileError,
                       WorkerDiedWarning, WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
@@ -41,7 +41,7 @@ __all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
            "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerDiedWarning", "WorkerRestarted"]
+           "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback"]
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,7 @@
 __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerDiedWarning", "WorkerRestarted"]
+           "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback"]
 
 
 class Error(Exception):
@@ -117,6 +117,22 @@ class WorkerRestarted(RemoteError):
     checkpoint and the volatile entries.  The workspace stays usable."""
 
 
+class RemoteTraceback(Exception):
+    """The cause of an exception pyshelf raises for one that shipped code
+    raised in the backend: its str() is the backend's traceback, so that
+    Python prints it above the exception raised here, as a chained one
+    ("The above exception was the direct cause of the following
+    exception:"), as ``concurrent.futures`` and ``multiprocessing`` do.
+    ``.traceback`` is the text."""
+
+    def __init__(self, traceback):
+        Exception.__init__(self, traceback)
+        self.traceback = traceback
+
+    def __str__(self):
+        return "raised in the backend:\n\n%s" % (self.traceback,)
+
+
 class SessionEndedWarning(UserWarning):
     """Opening a name with ``flag='c'`` created a new, empty session
     because the session of that name had ended; the message says when and
@@ -134,6 +150,6 @@ class WorkerDiedWarning(UserWarning):
 for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
              NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
              SessionBusy, SessionEndedWarning, WorkerDiedWarning,
-             WorkerRestarted):
+             WorkerRestarted, RemoteTraceback):
     _cls.__module__ = "pyshelf"
 del _cls

@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ import weakref
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      SessionBusy, SessionEnded, SessionEndedWarning,
+                      RemoteTraceback, SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _dumps,
@@ -100,21 +101,112 @@ def _timeout_ms(timeout):
     return max(1, int(math.ceil(timeout * 1000)))
 
 
+# The _Output that last got output on this thread: the one whose call a
+# reconnect sends again (_ServerConn.reconnect), if any.
+_last_output = threading.local()
+
+# The journal's gap marker, the first output of a replay whose oldest
+# output was dropped (exec/journal.h, JOURNAL_GAP_FMT).
+_GAP = re.compile(rb"\[pyshelf: (\d+) bytes of output dropped\]\n\Z")
+# Runs of output kept to place such a gap (beyond: the stream order of
+# the oldest bytes is not known, and the rest counts as stdout).
+_RUNS_MAX = 100000
+
+
+class _Seen:
+    """The output of one call written so far: bytes per stream, and their
+    order as runs [stream, bytes] (consecutive writes to one stream make
+    one run)."""
+
+    __slots__ = ("n", "runs")
+
+    def __init__(self):
+        self.n = [0, 0]
+        self.runs = []
+
+    def add(self, i, k):
+        self.n[i] += k
+        runs = self.runs
+        if runs and runs[-1][0] == i:
+            runs[-1][1] += k
+        elif len(runs) < _RUNS_MAX:
+            runs.append([i, k])
+
+
+class _Replay:
+    """A call sent again after a broken connection replays its output
+    from its start (docs/PROTOCOL.md 7.4): the bytes written already are
+    skipped, per stream.  A gap marker first (the journal dropped the
+    oldest D bytes) is dropped with them when they were written here,
+    and what was dropped then comes off the skip of each stream; one for
+    bytes never written here is shown for those."""
+
+    __slots__ = ("left", "runs", "first")
+
+    def __init__(self, seen):
+        self.left = list(seen.n)
+        self.runs = [list(r) for r in seen.runs]
+        self.first = True
+
+    def take(self, i, data):
+        first, self.first = self.first, False
+        m = _GAP.match(data) if first and i == 1 else None
+        if m is not None:
+            return self._gap(int(m.group(1)))
+        k = min(self.left[i], len(data))
+        self.left[i] -= k
+        return data[k:] if k else data
+
+    def _gap(self, dropped):
+        rest = dropped
+        for j, k in self.runs:
+            t = min(k, rest)
+            self.left[j] -= t
+            rest -= t
+            if not rest:
+                break
+        if rest:         # the runs ran out: count it as stdout
+            t = min(self.left[0], rest)
+            self.left[0] -= t
+            rest -= t
+        self.left = [max(0, x) for x in self.left]
+        if rest:
+            return b"[pyshelf: %d bytes of output dropped]\n" % rest
+        return b""
+
+
 class _Output:
     """Streamed stdout/stderr of one remote_exec: decodes each stream's
     bytes incrementally as UTF-8 (errors replaced) and writes the text to
     the file-like object given, or to sys.stdout/sys.stderr as they are at
-    call time."""
+    call time.  After a reconnect that sends the call again, its output
+    comes again from its start: what was written is not written twice
+    (replaying())."""
 
-    __slots__ = ("files", "decoders")
+    __slots__ = ("files", "decoders", "seen", "replay")
 
     def __init__(self, stdout, stderr):
         self.files = (sys.stdout if stdout is None else stdout,
                       sys.stderr if stderr is None else stderr)
         self.decoders = [None, None]
+        self.seen = None     # a _Seen from the first output
+        self.replay = None   # a _Replay while a replay is skipped
+
+    def replaying(self):
+        """The call is being sent again: skip the output written."""
+        if self.seen is not None:
+            self.replay = _Replay(self.seen)
 
     def __call__(self, stream, data):
         i = 0 if stream == _pyshelf.STDOUT else 1
+        if self.replay is not None:
+            data = self.replay.take(i, data)
+            if not data:
+                return
+        if self.seen is None:
+            self.seen = _Seen()
+            _last_output.out = self
+        self.seen.add(i, len(data))
         dec = self.decoders[i]
         if dec is None:
             dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -264,6 +356,12 @@ class _ServerConn:
         self.broken = False
         if self.info.get("worker_died"):
             _worker_died(self.info, fate)
+        # the request goes again: a call (EXEC, CALL_RESULT) that had
+        # output replays it from its start
+        out = getattr(_last_output, "out", None)
+        if out is not None:
+            _last_output.out = None
+            out.replaying()
 
     def __getattr__(self, name):
         if self.conn is None or self.broken:
@@ -668,6 +766,8 @@ class Workspace(collections.abc.MutableMapping):
         else:
             w = self._wrapped(hid, type_name, WrappedExcinfo, exc_type,
                               message)
+            if value is not None:   # the backend's traceback text
+                w._traceback = value
         if volatile:
             w._volatile = volatile
         return w
@@ -691,6 +791,7 @@ class Workspace(collections.abc.MutableMapping):
             if cls is WrappedExcinfo:
                 w._exc_type = exc_type or ""
                 w._message = message or ""
+                w._traceback = None
             w._owner = h
             w._own = own
             h.live[hid] = w
@@ -848,10 +949,13 @@ class Workspace(collections.abc.MutableMapping):
                           [_dumps(key, "the key"), self._arg(value, 2)], 0,
                           False, _Output(None, None))
             if isinstance(r, WrappedExcinfo):
+                cause = RemoteTraceback(r.traceback) if r.traceback \
+                    else None
                 if r.exc_type == "ValueError":
-                    raise ValueError("cannot bind %r: %s" % (key, r.message))
+                    raise ValueError("cannot bind %r: %s"
+                                     % (key, r.message)) from cause
                 raise Error("binding %r failed in the backend: %s: %s"
-                            % (key, r.exc_type, r.message))
+                            % (key, r.exc_type, r.message)) from cause
             return
         modules = []
         while True:
