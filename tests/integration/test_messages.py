@@ -387,3 +387,33 @@ def test_a_replay_skips_what_was_written_across_a_gap():
     o(1, b"z")
     assert o.files[0].text == "xyz"
     assert o.files[1].text == "[pyshelf: 3 bytes of output dropped]\n"
+
+
+# --- QA 12: server_pid is the server that runs now ------------------------
+
+def test_server_pid_follows_the_server_that_took_over(srv):
+    ws = _open_srv(srv)
+    try:
+        old = ws.server_pid
+        assert old is not None and old != ws.pid
+        os.kill(old, signal.SIGKILL)
+        assert wait_gone(old)
+        assert ws.server_pid is None            # none runs now
+        ws2 = _open_srv(srv, "t")               # a new one adopts ws's worker
+        try:
+            assert ws2.server_pid not in (None, old)
+            assert ws.server_pid == ws2.server_pid
+            ws["x"] = 1                         # ws still works
+            assert ws["x"] == 1
+        finally:
+            ws2.close()
+    finally:
+        ws.close()
+
+
+def test_a_stdio_backend_has_no_server_pid(store):
+    ws = _stdio_spawn(db=store, session="s")
+    try:
+        assert ws.server_pid is None
+    finally:
+        ws.close()

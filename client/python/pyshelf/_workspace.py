@@ -8,6 +8,7 @@ Connection by a new one when it breaks.  Requests go one at a time under
 request that holds it.
 """
 
+import builtins
 import codecs
 import collections.abc
 import functools
@@ -387,6 +388,32 @@ def _nothing(*args, **kwargs):
     return None
 
 
+def _server_pid(pid_path):
+    """The live pid a server's pid file names, or None."""
+    if pid_path is None:
+        return None
+    try:
+        with builtins.open(pid_path, "rb") as f:
+            pid = int(f.read(32).split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    try:        # a zombie is gone
+        with builtins.open("/proc/%d/stat" % pid, "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return None
+    except (OSError, IndexError):
+        pass
+    return pid
+
+
 class Workspace(collections.abc.MutableMapping):
     """One attached session of a pyshelf backend.
 
@@ -461,11 +488,18 @@ class Workspace(collections.abc.MutableMapping):
 
     @property
     def server_pid(self):
-        """The pid of the server (its supervisor) this workspace attached
-        through, or None for a private stdio backend."""
-        if self._server and self._conn.info is not None:
+        """The pid of the server (its supervisor) that runs for this
+        workspace's store now, as its pid file says (a supervisor that was
+        killed is replaced by the next open, which adopts the workers);
+        None when none runs, or for a private stdio backend.  Read anew
+        each time (``kill -TERM`` it to stop the server)."""
+        if not self._server:
+            return None
+        pid = _server_pid(getattr(self._conn, "pid_path", None))
+        if pid is None and getattr(self._conn, "pid_path", None) is None \
+                and self._conn.info is not None:
             return self._conn.info.get("server_pid") or None
-        return None
+        return pid
 
     def close(self):
         """Detach.  Through a server (``open()``, ``connect()``): this
@@ -1184,6 +1218,11 @@ def _attach(socket, db, name, flag, lease, backend, server_args, start,
 
     sconn = _ServerConn(attach)
     sconn.lease_box = lease_box
+    try:
+        sock = socket if socket is not None else _pyshelf.socket_path(db)
+        sconn.pid_path = sock + ".pid"
+    except (OSError, ValueError):
+        sconn.pid_path = None
     info = sconn.info
     info["flag"] = flag
     ended = info.get("ended")
