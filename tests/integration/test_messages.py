@@ -9,14 +9,16 @@ import os
 import signal
 import socket
 import threading
-import time
 import traceback
 import warnings
 
 import pytest
 
 import pyshelf
-from conftest import SERVER_MODE, _gone
+from conftest import SERVER_MODE
+from pyshelf._workspace import open as _server_open
+from pyshelf._workspace import spawn as _stdio_spawn
+from server_helpers import srv, wait_for, wait_gone  # noqa: F401 (fixture)
 
 
 # --- QA 14: a refused open says it once; the warning in the user's terms --
@@ -54,10 +56,6 @@ def test_the_tombstone_warning_says_what_happened_to_the_session(store):
 
 
 # --- QA 08: a request the dead worker never read runs on the new one -----
-
-from server_helpers import srv, wait_for, wait_gone  # noqa: E402,F401
-from pyshelf._workspace import open as _server_open  # noqa: E402
-from pyshelf._workspace import spawn as _stdio_spawn  # noqa: E402
 
 
 class _KillOnOutput:

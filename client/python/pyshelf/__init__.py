@@ -27,9 +27,10 @@ import pickle as _pickle
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      RemoteTraceback, SessionBusy, SessionEnded, SessionEndedWarning,
-                      SessionNotFound, UnknownHandleError, VolatileError,
-                      WorkerDiedWarning, WorkerRestarted)
+                      RemoteTraceback, SessionBusy, SessionEnded,
+                      SessionEndedWarning, SessionNotFound,
+                      UnknownHandleError, VolatileError, WorkerDiedWarning,
+                      WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, connect, end, open, spawn

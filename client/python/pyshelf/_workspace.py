@@ -26,8 +26,9 @@ import weakref
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      RemoteTraceback, SessionBusy, SessionEnded, SessionEndedWarning,
-                      SessionNotFound, WorkerDiedWarning)
+                      RemoteTraceback, SessionBusy, SessionEnded,
+                      SessionEndedWarning, SessionNotFound,
+                      WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
