@@ -127,8 +127,8 @@ struct pyshelf_conn {
 	size_t nrbufs;           /* number of rbufs */
 	int fate;                /* PYSHELF_FATE_* of the request in flight:
 	                            UNKNOWN while it is built and written */
-	int intr_sent;           /* an INTERRUPT went out after it; under
-	                            wlock */
+	atomic_int intr_sent;    /* an INTERRUPT went out after it (written
+	                            by pyshelf_interrupt()'s thread) */
 };
 
 static void client_vset(pyshelf_conn *, const char *, va_list)
@@ -1099,9 +1099,7 @@ client_begin(pyshelf_conn *c, uint16_t type)
 	c->cur_id = ++c->next_id;
 	c->nsbufs = 0;
 	c->fate = PYSHELF_FATE_UNKNOWN;
-	pthread_mutex_lock(&c->wlock);
-	c->intr_sent = 0;
-	pthread_mutex_unlock(&c->wlock);
+	atomic_store_explicit(&c->intr_sent, 0, memory_order_relaxed);
 	wire_buf_reset(&c->wbuf);
 	wire_begin(&c->wbuf, type, c->cur_id);
 }
@@ -1262,7 +1260,7 @@ client_send_interrupt(pyshelf_conn *c, int *err, int hard)
 		if ((rc = io_write(c->wfd, c->wfd_is_socket, frame, n)) < 0)
 			*err = errno;
 		else
-			c->intr_sent = 1;
+			atomic_store(&c->intr_sent, 1);
 	}
 	pthread_mutex_unlock(&c->wlock);
 	return rc;
@@ -1525,10 +1523,8 @@ client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
 static void
 client_read_reset(pyshelf_conn *c)
 {
-	pthread_mutex_lock(&c->wlock);
-	if (c->fate == PYSHELF_FATE_SENT && !c->intr_sent)
+	if (c->fate == PYSHELF_FATE_SENT && !atomic_load(&c->intr_sent))
 		c->fate = PYSHELF_FATE_NOT_RUN;
-	pthread_mutex_unlock(&c->wlock);
 }
 
 /* Turn a codec read error into a sticky error. */

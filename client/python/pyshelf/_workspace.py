@@ -389,16 +389,23 @@ def _nothing(*args, **kwargs):
     return None
 
 
-def _server_pid(pid_path):
-    """The live pid a server's pid file names, or None."""
-    if pid_path is None:
-        return None
+def _server_pid(pid_path, attached_pid):
+    """The live pid a server's pid file names; when there is no such file
+    (a server that does not write one), the pid the attach named if it
+    lives; else None."""
     try:
         with builtins.open(pid_path, "rb") as f:
             pid = int(f.read(32).split()[0])
-    except (OSError, ValueError, IndexError):
+    except FileNotFoundError:
+        pid = attached_pid
+    except (OSError, ValueError, IndexError, TypeError):
         return None
-    if pid <= 0:
+    return _live_pid(pid)
+
+
+def _live_pid(pid):
+    """pid when it names a live process (not a zombie), else None."""
+    if not pid or pid <= 0:
         return None
     try:
         os.kill(pid, 0)
@@ -496,11 +503,12 @@ class Workspace(collections.abc.MutableMapping):
         each time (``kill -TERM`` it to stop the server)."""
         if not self._server:
             return None
-        pid = _server_pid(getattr(self._conn, "pid_path", None))
-        if pid is None and getattr(self._conn, "pid_path", None) is None \
-                and self._conn.info is not None:
-            return self._conn.info.get("server_pid") or None
-        return pid
+        info = self._conn.info
+        attached = info.get("server_pid") if info is not None else None
+        path = getattr(self._conn, "pid_path", None)
+        if path is None:
+            return _live_pid(attached)
+        return _server_pid(path, attached)
 
     def close(self):
         """Detach.  Through a server (``open()``, ``connect()``): this
