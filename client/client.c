@@ -128,6 +128,10 @@ struct pyshelf_conn {
 	pyshelf_buffer *rbufs;   /* owned: its buffers, until client_result
 	                            hands them to a pyshelf_result */
 	size_t nrbufs;           /* number of rbufs */
+	int fate;                /* PYSHELF_FATE_* of the request in flight:
+	                            UNKNOWN while it is built and written */
+	atomic_int intr_sent;    /* an INTERRUPT went out after it (written
+	                            by pyshelf_interrupt()'s thread) */
 };
 
 static void client_vset(pyshelf_conn *, const char *, va_list)
@@ -148,6 +152,7 @@ static int client_send_long(pyshelf_conn *, int);
 static int client_send_interrupt(pyshelf_conn *, int *, int);
 static int client_read(pyshelf_conn *, const pyshelf_exec_req *, int64_t);
 static int client_read_error(pyshelf_conn *, int, int);
+static void client_read_reset(pyshelf_conn *);
 static int client_reply(pyshelf_conn *, const pyshelf_exec_req *, int64_t);
 static int client_notice(pyshelf_conn *);
 static int client_remote(pyshelf_conn *);
@@ -1078,6 +1083,7 @@ client_enter(pyshelf_conn *c, int want_conn)
 	if (atomic_flag_test_and_set(&c->busy))
 		return PYSHELF_E_BUSY;
 	if (c->broken != 0) {
+		c->fate = PYSHELF_FATE_NOT_RUN;   /* this one is never sent */
 		client_leave(c);
 		return c->broken; /* errmsg still holds the first failure */
 	}
@@ -1112,6 +1118,8 @@ client_begin(pyshelf_conn *c, uint16_t type)
 {
 	c->cur_id = ++c->next_id;
 	c->nsbufs = 0;
+	c->fate = PYSHELF_FATE_UNKNOWN;
+	atomic_store_explicit(&c->intr_sent, 0, memory_order_relaxed);
 	wire_buf_reset(&c->wbuf);
 	wire_begin(&c->wbuf, type, c->cur_id);
 }
@@ -1142,6 +1150,8 @@ client_send(pyshelf_conn *c, int is_exec)
 		if (r == 0 && is_exec)
 			c->exec_id = c->cur_id;
 		pthread_mutex_unlock(&c->wlock);
+		if (r == 0)
+			c->fate = PYSHELF_FATE_SENT;
 		rc = r == 0 ? PYSHELF_OK : client_write_error(c, e);
 	}
 	if (c->wbuf.cap > CLIENT_KEEP_WBUF)
@@ -1220,6 +1230,8 @@ client_send_long(pyshelf_conn *c, int is_exec)
 		c->exec_id = c->cur_id;
 	pthread_mutex_unlock(&c->wlock);
 	c->nsbufs = 0;
+	if (r == 0)
+		c->fate = PYSHELF_FATE_SENT;
 	return r == 0 ? PYSHELF_OK : client_write_error(c, e);
 }
 
@@ -1229,6 +1241,8 @@ client_write_error(pyshelf_conn *c, int e)
 {
 	errno = e;
 	if (e == EPIPE || e == ECONNRESET) {
+		/* the request is not whole at the backend: it cannot run */
+		c->fate = PYSHELF_FATE_NOT_RUN;
 		client_reap(c);
 		errno = e;
 		return client_fatal(c, PYSHELF_E_CLOSED, "the backend closed "
@@ -1265,6 +1279,8 @@ client_send_interrupt(pyshelf_conn *c, int *err, int hard)
 		wire_be32_put(frame, (uint32_t)(n - WIRE_HEADER_SIZE));
 		if ((rc = io_write(c->wfd, c->wfd_is_socket, frame, n)) < 0)
 			*err = errno;
+		else
+			atomic_store(&c->intr_sent, 1);
 	}
 	pthread_mutex_unlock(&c->wlock);
 	return rc;
@@ -1288,6 +1304,13 @@ int
 pyshelf_interrupt(pyshelf_conn *c)
 {
 	return client_interrupt(c, 0);
+}
+
+/* What became of the last request; see pyshelf.h. */
+int
+pyshelf_request_fate(const pyshelf_conn *c)
+{
+	return c != NULL ? c->fate : PYSHELF_FATE_UNKNOWN;
 }
 
 /* Hard interrupt; see pyshelf.h. */
@@ -1559,6 +1582,17 @@ client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
 	return client_read_long(c, hooks, deadline);
 }
 
+/* A reset on read: the backend closed the connection with bytes that we
+ * wrote unread.  The request in flight was the last thing written, unless
+ * an INTERRUPT followed it: then the backend never read it whole, and it
+ * did not run. */
+static void
+client_read_reset(pyshelf_conn *c)
+{
+	if (c->fate == PYSHELF_FATE_SENT && !atomic_load(&c->intr_sent))
+		c->fate = PYSHELF_FATE_NOT_RUN;
+}
+
 /* Turn a codec read error into a sticky error. */
 static int
 client_read_error(pyshelf_conn *c, int rc, int e)
@@ -1580,6 +1614,7 @@ client_read_error(pyshelf_conn *c, int rc, int e)
 		    "out of memory reading a frame");
 	case WIRE_E_IO:
 		if (e == ECONNRESET) {
+			client_read_reset(c);
 			client_reap(c);
 			return client_fatal(c, PYSHELF_E_CLOSED, "the backend "
 			    "closed the connection (read: %s)", strerror(e));
@@ -1616,8 +1651,11 @@ client_reply(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
 		if ((rc = client_read(c, hooks, deadline)) != PYSHELF_OK)
 			return rc;
 		if (c->msg.id == c->cur_id) {
+			if (c->msg.type != WIRE_MSG_OUTPUT)
+				c->fate = PYSHELF_FATE_DONE;
 			if (hooks != NULL || c->msg.type != WIRE_MSG_OUTPUT)
 				return PYSHELF_OK;
+			c->fate = PYSHELF_FATE_STARTED;
 			if ((rc = client_notice(c)) != PYSHELF_OK)
 				return rc;
 			continue;
@@ -2029,6 +2067,7 @@ client_output(pyshelf_conn *c, const pyshelf_exec_req *req)
 	if (stream != PYSHELF_STDOUT && stream != PYSHELF_STDERR)
 		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent "
 		    "OUTPUT for stream %llu", (unsigned long long)stream);
+	c->fate = PYSHELF_FATE_STARTED;  /* the backend runs it */
 	if (req->on_output == NULL || data->len == 0)
 		return PYSHELF_OK;
 	if (req->on_output(req->ctx, (int)stream, data->data, data->len) != 0)
@@ -2088,6 +2127,15 @@ client_result(pyshelf_conn *c, pyshelf_result *res)
 			    strdup("");
 			if (res->message == NULL)
 				goto nomem;
+			/* VALUE, when there: the traceback's text (a text with
+			 * a NUL, which the backend never sends, is left out) */
+			f = wire_msg_find(m, WIRE_TAG_VALUE);
+			if (f != NULL && (f->len == 0 ||
+			    memchr(f->data, '\0', f->len) == NULL)) {
+				if ((res->text = wire_field_strdup(f)) == NULL)
+					goto nomem;
+				res->text_len = f->len;
+			}
 		}
 	} else
 		return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "

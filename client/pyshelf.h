@@ -304,7 +304,9 @@ typedef struct pyshelf_result {
 	char *text;             /**< owned: the text of a PYSHELF_KIND_TEXT
 	                             result (repr() or JSON), NUL-terminated
 	                             UTF-8 (text_len bytes before the NUL);
-	                             else NULL */
+	                             for PYSHELF_KIND_EXCINFO the exception's
+	                             traceback as Python prints it, when the
+	                             backend sent it; else NULL */
 	size_t text_len;        /**< bytes at text */
 	pyshelf_buffer *buffers; /**< owned: the value's out-of-band buffers
 	                             when PYSHELF_WANT_BUFFERS was asked for
@@ -880,6 +882,36 @@ uint64_t pyshelf_remote_pid(const pyshelf_conn *conn);
  * when the ERROR did not say.
  */
 uint64_t pyshelf_remote_ended(const pyshelf_conn *conn, const char **reason);
+
+/** What is known of the last request begun on a connection
+ * (pyshelf_request_fate()). @{ */
+#define PYSHELF_FATE_UNKNOWN 0  /**< none yet, or it is being written, or
+                                     it failed in a way that tells nothing */
+#define PYSHELF_FATE_NOT_RUN 1  /**< the backend never read it whole: its
+                                     write failed (the backend had closed
+                                     the connection), or the backend closed
+                                     it with bytes of the request unread (a
+                                     reset); it did not run */
+#define PYSHELF_FATE_SENT 2     /**< written whole, then the backend closed
+                                     the connection before any reply to
+                                     it: it may have run, in part or whole */
+#define PYSHELF_FATE_STARTED 3  /**< the backend had begun to answer it (an
+                                     EXEC's output came): it ran, and did
+                                     not finish */
+#define PYSHELF_FATE_DONE 4     /**< its reply came (a RESULT, OK, ERROR...):
+                                     whatever fails after it is another
+                                     request's */
+/** @} */
+
+/**
+ * What became of the last request begun on conn (PYSHELF_FATE_*): after it
+ * failed with PYSHELF_E_CLOSED, whether the backend can have run it, so
+ * that a caller that connects again knows whether sending it once more
+ * may run it twice.  A request refused because the connection had failed
+ * before it is PYSHELF_FATE_NOT_RUN.  Thread-safe with respect to
+ * pyshelf_interrupt() only, as the other calls.
+ */
+int pyshelf_request_fate(const pyshelf_conn *conn);
 
 /** Free the owned strings of a result and zero it.  NULL-safe; safe on a
  * zeroed or already freed result. */

@@ -113,6 +113,68 @@ def _compile_block(source, digest):
     return body, last
 
 
+# The last line of a shipped function's source may say where the client
+# read it: `# pyshelf-origin: LINE "FILENAME"` (a JSON string), so that
+# tracebacks show the client's file and lines (docs/PROTOCOL.md, EXEC).
+_ORIGIN_TAG = "# pyshelf-origin: "
+_ORIGINS = {}   # filename -> its lines as shipped so far (for linecache)
+
+
+def _origin(source):
+    """(filename, first line) from the source's origin line, or None."""
+    i = source.rfind(_ORIGIN_TAG)
+    if i < 0 or (i > 0 and source[i - 1] != "\n"):
+        return None
+    line = source[i + len(_ORIGIN_TAG):].strip()
+    try:
+        num, rest = line.split(" ", 1)
+        import json
+        filename, first = json.loads(rest), int(num)
+    except ValueError:
+        return None
+    if not isinstance(filename, str) or not filename or first < 1 or \
+            "\0" in filename:
+        return None
+    return filename, first
+
+
+def _remember_origin(filename, first, source):
+    """Put source's lines at lines first... of filename in linecache,
+    beside the other functions shipped from that file."""
+    lines = _ORIGINS.pop(filename, None) or []
+    body = source.splitlines(True)
+    end = first - 1 + len(body)
+    if len(lines) < end:
+        lines.extend(["\n"] * (end - len(lines)))
+    lines[first - 1:end] = body
+    _ORIGINS[filename] = lines
+    while len(_ORIGINS) > _SOURCES_MAX:
+        del _ORIGINS[next(iter(_ORIGINS))]
+    _remember_source(filename, "".join(lines))
+
+
+def _compile_function(source, name, digest):
+    """The code of a shipped function's source: at the client's file and
+    lines when its origin line says where, else under a name of ours."""
+    origin = _origin(source)
+    if origin is not None:
+        filename, first = origin
+        try:
+            tree = ast.parse(source, filename, "exec")
+            ast.increment_lineno(tree, first - 1)
+            code = compile(tree, filename, "exec")
+        except (SyntaxError, ValueError):
+            origin = None
+        else:
+            _remember_origin(filename, first,
+                             source[:source.rfind(_ORIGIN_TAG)])
+            return code
+    filename = "<pyshelf:%s:%s>" % (name, digest.hex()[:12])
+    code = compile(source, filename, "exec")
+    _remember_source(filename, source)
+    return code
+
+
 def _get_function(source, name, digest):
     """Define the shipped function once per source digest: its globals are
     the workspace, but defining it does not bind a workspace global."""
@@ -120,9 +182,7 @@ def _get_function(source, name, digest):
     f = WS.code_cache.get(key)
     if f is not None:
         return f
-    filename = "<pyshelf:%s:%s>" % (name, digest.hex()[:12])
-    code = compile(source, filename, "exec")
-    _remember_source(filename, source)
+    code = _compile_function(source, name, digest)
     scratch = {}
     exec(code, WS.ns, scratch)
     f = scratch.get(name)

@@ -100,7 +100,21 @@ def _excinfo_result(exc):
     _tblib()            # tracebacks pickle through tblib
     hid, _ = WS.new_handle(triple, FLAG_EXCINFO)
     return _result(KIND_EXCINFO, hid, "tuple", exc_type=type(exc).__name__,
-                   message=_exc_message(exc))
+                   message=_exc_message(exc), value=_traceback_text(exc))
+
+
+def _traceback_text(exc):
+    """The traceback as traceback.format_exception() prints it, as UTF-8
+    (the RESULT's VALUE of an EXCINFO: the client's
+    WrappedExcinfo.traceback).  Never fails: None when it cannot be
+    made."""
+    try:
+        import traceback
+        text = "".join(traceback.format_exception(exc))
+        return text.replace("\0", "\\x00").encode("utf-8",
+                                                    "backslashreplace")
+    except Exception:
+        return None
 
 
 def exec_request(code, func, digest, args, want_value, oob=False):

@@ -508,10 +508,15 @@ server_worker_ended(server *s, server_session *ss, int known, int st)
 	ss->child = ss->ready = ss->idle_ok = ss->want_out = 0;
 	ss->clients = ss->running = 0;
 	ss->first = NULL;
+	/* exit status 1 before READY: it refused the session and told the
+	 * first client why; the others may fare better (another mode) */
+	refused = !was_ready && known && WIFEXITED(st) && WEXITSTATUS(st) == 1;
 	free(ss->died_msg);
 	ss->died_msg = NULL;
 	ss->died_signal = 0;
-	if (!clean) {
+	/* a refusal lost nothing of the session: not a death to report to
+	 * its next client */
+	if (!clean && !refused) {
 		ss->died_signal = sig;
 		if (asprintf(&ss->died_msg, "the session's previous worker "
 		    "(pid %ld) %s", (long)pid, how) < 0)
@@ -519,9 +524,6 @@ server_worker_ended(server *s, server_session *ss, int known, int st)
 	}
 	if (ss->name == NULL)
 		return;
-	/* exit status 1 before READY: it refused the session and told the
-	 * first client why; the others may fare better (another mode) */
-	refused = !was_ready && known && WIFEXITED(st) && WEXITSTATUS(st) == 1;
 	if (first != NULL) {
 		first->sess = NULL;
 		if (refused) {

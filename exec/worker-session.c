@@ -21,40 +21,43 @@
 
 #include "exec.h"
 
-/* Say how a session ended. */
+/* Say how a session ended, in its user's terms (what was done to it,
+ * when, and what was deleted); REASON carries the keyword. */
 void
 worker_session_tomb_text(const store_tomb *tb, char *buf, size_t n)
 {
-	char when[64], why[160];
+	char when[64], what[160];
 	time_t t = (time_t)(tb->ended_ms / 1000);
 	struct tm tm;
 
 	if (gmtime_r(&t, &tm) == NULL ||
 	    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
-		snprintf(when, sizeof when, "at %llu ms since the epoch",
+		snprintf(when, sizeof when, "%llu ms since the epoch",
 		    (unsigned long long)tb->ended_ms);
 	switch (tb->why) {
 	case STORE_END_EXPIRED:
-		snprintf(why, sizeof why, "its lease of %.0f s ran out with no "
-		    "client attached", (double)tb->lease_ms / 1000);
+		snprintf(what, sizeof what, "expired on %s (its lease of %.0f s "
+		    "ran out with no client attached)", when,
+		    (double)tb->lease_ms / 1000);
 		break;
 	case STORE_END_CLOSED:
-		snprintf(why, sizeof why, "it was closed (close_session)");
+		snprintf(what, sizeof what, "was closed (close_session()) on %s",
+		    when);
 		break;
 	case STORE_END_REPLACED:
-		snprintf(why, sizeof why, "it was replaced by a new session "
-		    "(flag 'n')");
+		snprintf(what, sizeof what, "was replaced by a new session "
+		    "(flag 'n') on %s", when);
 		break;
 	case STORE_END_ENDED:
-		snprintf(why, sizeof why, "it was ended without attaching "
-		    "(pyshelf.end)");
+		snprintf(what, sizeof what, "was ended without attaching "
+		    "(pyshelf.end()) on %s", when);
 		break;
 	default:
-		snprintf(why, sizeof why, "reason %d", tb->why);
+		snprintf(what, sizeof what, "ended on %s (reason %d)", when,
+		    tb->why);
 	}
-	snprintf(buf, n, "session '%s' ended on %s (%s): reason %s; its %llu "
-	    "entries (%llu bytes) were deleted", tb->name, when, why,
-	    tomb_why_name(tb->why), (unsigned long long)tb->entries,
+	snprintf(buf, n, "session '%s' %s, and its %llu entries (%llu bytes) "
+	    "were deleted", tb->name, what, (unsigned long long)tb->entries,
 	    (unsigned long long)tb->bytes);
 }
 

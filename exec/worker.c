@@ -37,7 +37,7 @@ worker *the_worker;
  * timeout (60 s), which covers this and the checkpoints. */
 #define WORKER_THREAD_GRACE_S 2.0
 
-static void worker_send_fatal(worker *w, const char *cause);
+static int worker_send_fatal(worker *w, const char *cause);
 
 /* Monotonic clock in ms. */
 uint64_t
@@ -393,15 +393,19 @@ worker_fds(worker *w, char **cause)
 }
 
 /* Tell the client why this worker cannot serve it (an ERROR with id 0,
- * before any HELLO is answered), so that it need not read our stderr. */
-static void
+ * before any HELLO is answered), so that it need not read our stderr.
+ * 1 when a stdio client was sent it (the message is its to show), else
+ * 0 (server mode: the first CTL_CONN's client, and our stderr is the
+ * server's log, which keeps it). */
+static int
 worker_send_fatal(worker *w, const char *cause)
 {
 	int code = w->fatal_code != 0 ? w->fatal_code : WIRE_ERR_STORE;
+	int told = 0;
 	wire_buf b;
 
 	if (w->out_fd <= 0 && !w->opt.server)
-		return;
+		return 0;
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, 0);
 	wire_put_u64(&b, WIRE_TAG_ERRCODE, (uint64_t)code);
@@ -418,9 +422,10 @@ worker_send_fatal(worker *w, const char *cause)
 		if (w->opt.server)  /* to the client of the first CTL_CONN */
 			worker_control_refuse(w, &b);
 		else
-			(void)wire_write_all(w->out_fd, b.data, b.len);
+			told = wire_write_all(w->out_fd, b.data, b.len) == 0;
 	}
 	wire_buf_free(&b);
+	return told;
 }
 
 /* Wait up to WORKER_THREAD_GRACE_S for shipped code's non-daemon threads,
@@ -546,8 +551,10 @@ fail_store:
 	w->lock_fd = -1;
 fail:
 	worker_output_stop(w);
-	fprintf(stderr, "pyshelfd: %s\n", cause != NULL ? cause : "failed");
-	worker_send_fatal(w, cause);
+	/* a stdio client raises it: no second copy on its user's terminal */
+	if (!worker_send_fatal(w, cause))
+		fprintf(stderr, "pyshelfd: %s\n", cause != NULL ? cause :
+		    "failed");
 	free(cause);
 	return 1;
 }

@@ -169,6 +169,20 @@ fake_exec(int fd, wire_conn *wc, wire_buf *b, const wire_msg *m,
 		wire_put_str(b, WIRE_TAG_EXC_TYPE, "ValueError");
 		wire_put_str(b, WIRE_TAG_MESSAGE, "bad");
 		fake_send(fd, b);
+	} else if (strcmp(text, "raise_tb") == 0) {
+		/* EXCINFO with its traceback in VALUE */
+		wire_begin(b, WIRE_MSG_RESULT, id);
+		wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_EXCINFO);
+		wire_put_u64(b, WIRE_TAG_HANDLE, 10);
+		wire_put_str(b, WIRE_TAG_TYPE_NAME, "tuple");
+		wire_put_str(b, WIRE_TAG_EXC_TYPE, "ValueError");
+		wire_put_str(b, WIRE_TAG_MESSAGE, "bad");
+		wire_put_str(b, WIRE_TAG_VALUE, "Traceback (most recent call "
+		    "last):\nValueError: bad\n");
+		fake_send(fd, b);
+	} else if (strcmp(text, "outdie") == 0) {
+		fake_output(fd, b, id, 1, "started");
+		_exit(0);
 	} else if (strcmp(text, "error") == 0) {
 		fake_error(fd, b, id, WIRE_ERR_UNKNOWN_HANDLE, "unknown handle 5");
 	} else if (strcmp(text, "args") == 0) {
@@ -713,7 +727,18 @@ START_TEST(test_exec_wrapped_and_excinfo)
 	ck_assert_str_eq(res.type_name, "tuple");
 	ck_assert_str_eq(res.exc_type, "ValueError");
 	ck_assert_str_eq(res.message, "bad");
+	ck_assert_ptr_null(res.text);       /* no traceback sent */
 	pyshelf_result_free(&res);
+
+	req.code = "raise_tb";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_OK);
+	ck_assert_int_eq(res.kind, PYSHELF_KIND_EXCINFO);
+	ck_assert_str_eq(res.text, "Traceback (most recent call last):\n"
+	    "ValueError: bad\n");
+	ck_assert_uint_eq(res.text_len, strlen(res.text));
+	ck_assert_int_eq(pyshelf_request_fate(conn), PYSHELF_FATE_DONE);
+	pyshelf_result_free(&res);
+	ck_assert_ptr_null(res.text);
 }
 END_TEST
 
@@ -1087,10 +1112,27 @@ START_TEST(test_backend_dies_mid_request)
 	req.code = "die";
 	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CLOSED);
 	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "closed"));
-	/* Sticky, with the first failure's message. */
+	/* read whole, then no reply: it may have run */
+	ck_assert_int_eq(pyshelf_request_fate(conn), PYSHELF_FATE_SENT);
+	/* Sticky, with the first failure's message; never sent. */
 	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_E_CLOSED);
 	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "closed"));
+	ck_assert_int_eq(pyshelf_request_fate(conn), PYSHELF_FATE_NOT_RUN);
 	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CLOSED);
+}
+END_TEST
+
+/* A backend that dies after output of the request: it had started it. */
+START_TEST(test_backend_dies_while_the_request_runs)
+{
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	ck_assert_int_eq(pyshelf_request_fate(NULL), PYSHELF_FATE_UNKNOWN);
+	req.code = "outdie";
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CLOSED);
+	ck_assert_int_eq(pyshelf_request_fate(conn), PYSHELF_FATE_STARTED);
 }
 END_TEST
 
@@ -1236,6 +1278,8 @@ START_TEST(test_write_to_dead_pipe_is_not_sigpipe)
 	ck_assert_int_eq(pyshelf_attach_fds(c, in[0], out[1]), PYSHELF_OK);
 	ck_assert_int_eq(pyshelf_hello(c, NULL, NULL), PYSHELF_E_CLOSED);
 	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(c), strerror(EPIPE)));
+	/* its write failed: the backend never had it */
+	ck_assert_int_eq(pyshelf_request_fate(c), PYSHELF_FATE_NOT_RUN);
 	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
 	close(in[1]);
 }
@@ -1762,6 +1806,7 @@ client_suite(void)
 	tcase_add_checked_fixture(limits, setup, teardown);
 	tcase_set_timeout(limits, TU_TIMEOUT);
 	tcase_add_test(limits, test_backend_dies_mid_request);
+	tcase_add_test(limits, test_backend_dies_while_the_request_runs);
 	tcase_add_test(limits, test_malformed_frame);
 	tcase_add_test(limits, test_reply_with_wrong_id);
 	tcase_add_test(limits, test_result_of_unknown_kind);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "pyshelf-ext.h"
+#include "sockpath.h"
 
 PyMODINIT_FUNC PyInit__pyshelf(void);
 
@@ -128,6 +129,25 @@ mod_free(void *module)
 	(void)mod_clear((PyObject *)module);
 }
 
+/* socket_path(db) -> str: where the server of store db (None: the
+ * default store) listens; its pid file is that path and ".pid". */
+static PyObject *
+mod_socket_path(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+	char path[4096];
+	const char *db = NULL;
+	int rc;
+
+	if (arg != Py_None && (db = conn_utf8(arg, "db")) == NULL)
+		return NULL;
+	Py_BEGIN_ALLOW_THREADS
+	rc = sockpath_for(db, path, sizeof path);
+	Py_END_ALLOW_THREADS
+	if (rc != 0)
+		return PyErr_SetFromErrno(PyExc_OSError);
+	return PyUnicode_DecodeFSDefault(path);
+}
+
 static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS,
 	  "_setup(Error, RemoteError, UnknownHandleError, VolatileError, "
@@ -135,6 +155,8 @@ static PyMethodDef mod_methods[] = {
 	  "SessionBusy, WorkerRestarted, loads)" },
 	{ "strerror", mod_strerror, METH_O, "strerror(rc) -> str" },
 	{ "errcode_name", mod_errcode_name, METH_O, "errcode_name(code) -> str" },
+	{ "socket_path", mod_socket_path, METH_O,
+	  "socket_path(db) -> str: the socket of store db's server" },
 	{ NULL, NULL, 0, NULL }
 };
 
@@ -172,6 +194,11 @@ mod_add_constants(PyObject *m)
 		{ "ERR_UNKNOWN_CALL", PYSHELF_ERR_UNKNOWN_CALL },
 		{ "ERR_WORKER_DIED", PYSHELF_ERR_WORKER_DIED },
 		{ "ERR_WORKER_RESTARTED", PYSHELF_ERR_WORKER_RESTARTED },
+		{ "FATE_UNKNOWN", PYSHELF_FATE_UNKNOWN },
+		{ "FATE_NOT_RUN", PYSHELF_FATE_NOT_RUN },
+		{ "FATE_SENT", PYSHELF_FATE_SENT },
+		{ "FATE_STARTED", PYSHELF_FATE_STARTED },
+		{ "FATE_DONE", PYSHELF_FATE_DONE },
 	};
 	size_t i;
 

@@ -171,12 +171,31 @@ conn_remote(module_state *st, pyshelf_conn *c, const char *msg, uint64_t code)
 /*
  * Raise BackendDied(message, status) for a connection whose backend went
  * away; waits up to CONN_DEATH_MS (GIL released) for its exit status.
+ * The message says what is known of the request: not run, run in part,
+ * or sent and not answered.
  */
 PyObject *
 conn_died(module_state *st, pyshelf_conn *c, const char *why)
 {
 	PyObject *status = NULL, *msg = NULL, *exc = NULL, *text = NULL;
 	int wstatus = 0, got;
+	const char *what;
+
+	switch (pyshelf_request_fate(c)) {
+	case PYSHELF_FATE_NOT_RUN:
+		what = "pyshelfd had died before it read this request, which "
+		    "did not run";
+		break;
+	case PYSHELF_FATE_STARTED:
+		what = "pyshelfd died while it ran this request";
+		break;
+	case PYSHELF_FATE_SENT:
+		what = "pyshelfd died after this request was sent to it and "
+		    "before it answered (the request may have run)";
+		break;
+	default:
+		what = "pyshelfd died";
+	}
 
 	if ((text = conn_str(why != NULL ? why : "")) == NULL)
 		return NULL;
@@ -188,14 +207,14 @@ conn_died(module_state *st, pyshelf_conn *c, const char *why)
 		if ((status = conn_status_obj(wstatus)) == NULL)
 			goto error;
 		if (WIFSIGNALED(wstatus))
-			msg = PyUnicode_FromFormat("pyshelfd died: %U (killed by "
-			    "signal %d)", text, WTERMSIG(wstatus));
+			msg = PyUnicode_FromFormat("%s: %U (killed by signal "
+			    "%d)", what, text, WTERMSIG(wstatus));
 		else
-			msg = PyUnicode_FromFormat("pyshelfd died: %U (exit "
-			    "status %d)", text, WEXITSTATUS(wstatus));
+			msg = PyUnicode_FromFormat("%s: %U (exit status %d)",
+			    what, text, WEXITSTATUS(wstatus));
 	} else {
 		status = Py_NewRef(Py_None);
-		msg = PyUnicode_FromFormat("pyshelfd died: %U", text);
+		msg = PyUnicode_FromFormat("%s: %U", what, text);
 	}
 	if (msg == NULL)
 		goto error;
@@ -400,6 +419,10 @@ conn_result(module_state *st, const pyshelf_result *r)
 			PyErr_Restore(ltype, lvalue, ltb);
 		}
 		if (tmp == NULL || value == NULL)
+			goto error;
+	} else if (r->kind == PYSHELF_KIND_EXCINFO) {
+		/* the traceback's text, or None */
+		if ((value = conn_str(r->text)) == NULL)
 			goto error;
 	} else
 		value = Py_NewRef(Py_None);

@@ -760,6 +760,16 @@ conn_backend_status(ConnObject *self, PyObject *args)
 	return conn_status_obj(wstatus);
 }
 
+/* request_fate() -> FATE_*: what became of the last request (whether a
+ * request that failed with BackendDied can have run). */
+static PyObject *
+conn_request_fate(ConnObject *self, PyObject *Py_UNUSED(ignored))
+{
+	if (self->conn == NULL)
+		return PyLong_FromLong(PYSHELF_FATE_UNKNOWN);
+	return PyLong_FromLong(pyshelf_request_fate(self->conn));
+}
+
 /* set_spin(us) */
 static PyObject *
 conn_set_spin(ConnObject *self, PyObject *arg)
@@ -907,6 +917,8 @@ static PyMethodDef conn_methods[] = {
 	  "close_session(): end the session for good" },
 	{ "close", (PyCFunction)conn_close, METH_NOARGS,
 	  "close() -> backend return code or None" },
+	{ "request_fate", (PyCFunction)conn_request_fate, METH_NOARGS,
+	  "request_fate() -> FATE_*: whether the last request can have run" },
 	{ "backend_status", (PyCFunction)conn_backend_status, METH_VARARGS,
 	  "backend_status(timeout_ms=0) -> return code, or None if running" },
 	{ "set_spin", (PyCFunction)conn_set_spin, METH_O,

@@ -27,9 +27,10 @@ import pickle as _pickle
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      ServerOptionsIgnored, SessionBusy, SessionEnded,
-                      SessionEndedWarning, SessionNotFound,
-                      UnknownHandleError, VolatileError, WorkerRestarted)
+                      RemoteTraceback, ServerOptionsIgnored, SessionBusy,
+                      SessionEnded, SessionEndedWarning, SessionNotFound,
+                      UnknownHandleError, VolatileError, WorkerDiedWarning,
+                      WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, connect, end, open, spawn
@@ -41,7 +42,8 @@ __all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
            "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerRestarted", "ServerOptionsIgnored"]
+           "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
+           "ServerOptionsIgnored"]
 
 __version__ = "0.1.0"
 

@@ -3,7 +3,8 @@
 __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
-           "WorkerRestarted", "ServerOptionsIgnored"]
+           "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
+           "ServerOptionsIgnored"]
 
 
 class Error(Exception):
@@ -54,7 +55,13 @@ class NotPicklableError(Error, TypeError):
 
 
 class BackendDied(Error):
-    """The backend exited or its pipe broke.
+    """The backend exited or its connection broke while it could have run
+    the request: the message says what is known (it died while the call
+    ran, or after the request was sent and before it answered).  Through
+    a server the workspace goes on with a new worker, resumed from the
+    session's last checkpoint.  A request the backend never read (its
+    worker had died before) does not raise this: through a server it is
+    sent to the new worker, with a ``WorkerDiedWarning``.
 
     ``status`` is its return code as subprocess gives it (the exit status,
     or minus the signal that killed it), or None when unknown.
@@ -111,6 +118,22 @@ class WorkerRestarted(RemoteError):
     checkpoint and the volatile entries.  The workspace stays usable."""
 
 
+class RemoteTraceback(Exception):
+    """The cause of an exception pyshelf raises for one that shipped code
+    raised in the backend: its str() is the backend's traceback, so that
+    Python prints it above the exception raised here, as a chained one
+    ("The above exception was the direct cause of the following
+    exception:"), as ``concurrent.futures`` and ``multiprocessing`` do.
+    ``.traceback`` is the text."""
+
+    def __init__(self, traceback):
+        Exception.__init__(self, traceback)
+        self.traceback = traceback
+
+    def __str__(self):
+        return "raised in the backend:\n\n%s" % (self.traceback,)
+
+
 class SessionEndedWarning(UserWarning):
     """Opening a name with ``flag='c'`` created a new, empty session
     because the session of that name had ended; the message says when and
@@ -127,9 +150,17 @@ class ServerOptionsIgnored(UserWarning):
     again."""
 
 
+class WorkerDiedWarning(UserWarning):
+    """The session's worker had died (killed by a signal, or it crashed)
+    since this client last heard from it, while this client ran nothing
+    there: a new worker resumed the session from its last checkpoint
+    (changes made after it are lost), and the request was sent to it.
+    The message names the signal."""
+
+
 for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
              NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
-             SessionBusy, SessionEndedWarning, WorkerRestarted,
-             ServerOptionsIgnored):
+             SessionBusy, SessionEndedWarning, WorkerDiedWarning,
+             WorkerRestarted, RemoteTraceback, ServerOptionsIgnored):
     _cls.__module__ = "pyshelf"
 del _cls

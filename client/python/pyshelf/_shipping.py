@@ -168,18 +168,33 @@ _BY_VALUE_CACHE = weakref.WeakKeyDictionary()   # function -> (key, pickle)
 
 def _strip_decorators(src):
     """The source from the ``def`` line on: decorators would run again in
-    the backend, where they may not even exist."""
+    the backend, where they may not even exist.  (source, the number of
+    lines cut)."""
     try:
         tree = ast.parse(src)
     except SyntaxError:
-        return src
+        return src, 0
     if tree.body and isinstance(tree.body[0], (ast.FunctionDef,
                                               ast.AsyncFunctionDef)):
         node = tree.body[0]
         if node.decorator_list:
             lines = src.splitlines(keepends=True)
-            return "".join(lines[node.lineno - 1:])
-    return src
+            return "".join(lines[node.lineno - 1:]), node.lineno - 1
+    return src, 0
+
+
+def _with_origin(src, code, cut):
+    """src with its origin line last: `# pyshelf-origin: LINE "FILE"`, the
+    client's file and the line of its def, so that the backend compiles
+    it there and tracebacks show the client's file and lines (a comment:
+    a backend that does not know it runs the same code)."""
+    filename = code.co_filename
+    if not filename or filename.startswith("<") or "\n" in filename:
+        return src
+    import json
+    return "%s%s# pyshelf-origin: %d %s\n" % (
+        src, "" if src.endswith("\n") else "\n",
+        code.co_firstlineno + cut, json.dumps(filename))
 
 
 def _source_of(f):
@@ -210,7 +225,8 @@ def _source_of(f):
     except (OSError, TypeError) as e:
         raise _NoSource("remote_exec() cannot find the source of %s: %s"
                         % (getattr(f, "__qualname__", name), e)) from None
-    hit = (_strip_decorators(textwrap.dedent(src)), name)
+    src, cut = _strip_decorators(textwrap.dedent(src))
+    hit = (_with_origin(src, code, cut), name)
     if len(_SOURCE_CACHE) >= _SOURCE_CACHE_MAX:
         try:
             del _SOURCE_CACHE[next(iter(_SOURCE_CACHE))]

@@ -94,15 +94,20 @@ class Wrapped:
 
 class WrappedExcinfo(Wrapped):
     """A handle to the ``(type, value, traceback)`` of an exception raised
-    by shipped code.  ``.exc_type`` is the exception class's name and
-    ``.message`` its ``str()``."""
+    by shipped code.  ``.exc_type`` is the exception class's name,
+    ``.message`` its ``str()``, and ``.traceback`` the backend's
+    traceback as ``traceback.format_exception`` prints it (lines of
+    shipped functions at their own file and line), which ``str()`` shows
+    too."""
 
-    __slots__ = ("_exc_type", "_message")
+    __slots__ = ("_exc_type", "_message", "_traceback")
 
-    def __init__(self, id, type_name, exc_type="", message=""):
+    def __init__(self, id, type_name, exc_type="", message="",
+                 traceback=None):
         Wrapped.__init__(self, id, type_name)
         self._exc_type = exc_type
         self._message = message
+        self._traceback = traceback
 
     @property
     def exc_type(self):
@@ -114,11 +119,30 @@ class WrappedExcinfo(Wrapped):
         """``str()`` of the exception."""
         return self._message
 
+    @property
+    def traceback(self):
+        """The exception as Python prints it in the backend (a str in the
+        format of ``traceback.format_exception``: "Traceback (most recent
+        call last):", the frames, the exception), or None when not known:
+        a handle found with ``ws.handles()``/``ws.handle(id)``, or a
+        backend older than this client."""
+        return self._traceback
+
+    def __str__(self):
+        """The backend's traceback, as Python prints an exception; without
+        one, "ExcType: message"."""
+        if self._traceback:
+            return self._traceback.rstrip("\n")
+        if self._message:
+            return "%s: %s" % (self._exc_type, self._message)
+        return self._exc_type
+
     def __reduce__(self):
         if getattr(_sending, "ws", None) is not None:
             return Wrapped.__reduce__(self)
         return (WrappedExcinfo,
-                (self._id, self._type_name, self._exc_type, self._message))
+                (self._id, self._type_name, self._exc_type, self._message,
+                 self._traceback))
 
     def __repr__(self):
         if self._message:

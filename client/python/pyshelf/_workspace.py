@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,8 +28,9 @@ import weakref
 
 from . import _pyshelf
 from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      ServerOptionsIgnored, SessionBusy, SessionEnded,
-                      SessionEndedWarning, SessionNotFound)
+                      RemoteTraceback, ServerOptionsIgnored, SessionBusy,
+                      SessionEnded, SessionEndedWarning, SessionNotFound,
+                      WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _SOURCE_CACHE, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
@@ -45,6 +47,9 @@ _ERR_NOT_FOUND = _pyshelf.ERR_NOT_FOUND
 _ERR_UNPICKLE = _pyshelf.ERR_UNPICKLE
 _ERR_BAD_REQUEST = _pyshelf.ERR_BAD_REQUEST
 _ERR_UNKNOWN_CALL = _pyshelf.ERR_UNKNOWN_CALL
+_FATE_NOT_RUN = _pyshelf.FATE_NOT_RUN
+_FATE_STARTED = _pyshelf.FATE_STARTED
+_FATE_DONE = _pyshelf.FATE_DONE
 
 # Binds a workspace global to a handle's object (ws[name] = wrapped).  The
 # backend defines shipped functions outside the workspace's globals, so the
@@ -132,23 +137,113 @@ def _timeout_ms(timeout):
     return max(1, int(math.ceil(timeout * 1000)))
 
 
+# The _Output that last got output on this thread: the one whose call a
+# reconnect sends again (_ServerConn.reconnect), if any.
+_last_output = threading.local()
+
+# The journal's gap marker, the first output of a replay whose oldest
+# output was dropped (exec/journal.h, JOURNAL_GAP_FMT).
+_GAP = re.compile(rb"\[pyshelf: (\d+) bytes of output dropped\]\n\Z")
+# Runs of output kept to place such a gap (beyond: the stream order of
+# the oldest bytes is not known, and the rest counts as stdout).
+_RUNS_MAX = 100000
+
+
+class _Seen:
+    """The output of one call written so far: bytes per stream, and their
+    order as runs [stream, bytes] (consecutive writes to one stream make
+    one run)."""
+
+    __slots__ = ("n", "runs")
+
+    def __init__(self):
+        self.n = [0, 0]
+        self.runs = []
+
+    def add(self, i, k):
+        self.n[i] += k
+        runs = self.runs
+        if runs and runs[-1][0] == i:
+            runs[-1][1] += k
+        elif len(runs) < _RUNS_MAX:
+            runs.append([i, k])
+
+
+class _Replay:
+    """A call sent again after a broken connection replays its output
+    from its start (docs/PROTOCOL.md 7.4): the bytes written already are
+    skipped, per stream.  A gap marker first (the journal dropped the
+    oldest D bytes) is dropped with them when they were written here,
+    and what was dropped then comes off the skip of each stream; one for
+    bytes never written here is shown for those."""
+
+    __slots__ = ("left", "runs", "first")
+
+    def __init__(self, seen):
+        self.left = list(seen.n)
+        self.runs = [list(r) for r in seen.runs]
+        self.first = True
+
+    def take(self, i, data):
+        first, self.first = self.first, False
+        m = _GAP.match(data) if first and i == 1 else None
+        if m is not None:
+            return self._gap(int(m.group(1)))
+        k = min(self.left[i], len(data))
+        self.left[i] -= k
+        return data[k:] if k else data
+
+    def _gap(self, dropped):
+        rest = dropped
+        for j, k in self.runs:
+            t = min(k, rest)
+            self.left[j] -= t
+            rest -= t
+            if not rest:
+                break
+        if rest:         # the runs ran out: count it as stdout
+            t = min(self.left[0], rest)
+            self.left[0] -= t
+            rest -= t
+        self.left = [max(0, x) for x in self.left]
+        if rest:
+            return b"[pyshelf: %d bytes of output dropped]\n" % rest
+        return b""
+
+
 class _Output:
     """Streamed stdout/stderr of one remote_exec: decodes each stream's
     bytes incrementally as UTF-8 (errors replaced) and writes the text to
     the file-like object given, or to sys.stdout/sys.stderr as they are at
-    call time."""
+    call time.  After a reconnect that sends the call again, its output
+    comes again from its start: what was written is not written twice
+    (replaying())."""
 
-    __slots__ = ("files", "decoders")
+    __slots__ = ("files", "decoders", "seen", "replay")
 
     def __init__(self, stdout, stderr):
         self.files = (sys.stdout if stdout is None else stdout,
                       sys.stderr if stderr is None else stderr)
         self.decoders = None    # [stdout's, stderr's] from the first output
+        self.seen = None        # a _Seen from the first output
+        self.replay = None      # a _Replay while a replay is skipped
+
+    def replaying(self):
+        """The call is being sent again: skip the output written."""
+        if self.seen is not None:
+            self.replay = _Replay(self.seen)
 
     def __call__(self, stream, data):
         i = 0 if stream == _pyshelf.STDOUT else 1
-        if self.decoders is None:
+        if self.replay is not None:
+            data = self.replay.take(i, data)
+            if not data:
+                return
+        if self.seen is None:
+            self.seen = _Seen()
             self.decoders = [None, None]
+            _last_output.out = self
+        self.seen.add(i, len(data))
         dec = self.decoders[i]
         if dec is None:
             dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -220,15 +315,54 @@ def _find_backend(backend):
                 "install pyshelf")
 
 
+def _user_stacklevel():
+    """The stacklevel of warnings.warn() that points at the first frame
+    outside this package (the user's call)."""
+    f, level = sys._getframe(1), 1
+    while f is not None and \
+            f.f_globals.get("__name__", "").startswith("pyshelf"):
+        f = f.f_back
+        level += 1
+    return level
+
+
+def _worker_died(info, fate):
+    """The new attach says that the session's worker died since this
+    client last heard from it.  A request that cannot have run there
+    (fate: it was never sent whole, or never read, or none was in flight)
+    goes to the new worker: warn (WorkerDiedWarning, naming the signal).
+    One that may have run raises BackendDied saying what is known."""
+    sig = info.get("worker_signal") or 0
+    death = info.get("worker_message") or "the session's worker died"
+    if fate in (_FATE_NOT_RUN, _FATE_DONE):
+        warnings.warn(WorkerDiedWarning(
+            "%s before this request reached it: a new worker resumed the "
+            "session from its last checkpoint (changes made after it are "
+            "lost), and the request was sent to it" % death),
+            stacklevel=_user_stacklevel())
+        return
+    if fate == _FATE_STARTED:
+        when = "while this call ran: it ran in part"
+    else:
+        when = ("after this request was sent to it and before it "
+                "answered: the request may have run, in part or in whole")
+    raise BackendDied("%s %s; the session resumed from its last checkpoint "
+                      "with a new worker, and this workspace goes on with "
+                      "it" % (death, when), -sig if sig else None)
+
+
 class _ServerConn:
     """The connection of a workspace attached through a server: the
     extension's Connection (``conn``) and what the last attach said
     (``info``).  A request whose connection broke (``BackendDied``: EOF or
     a reset) attaches again and is sent once more, the same request (an
     EXEC with the same call id, which the worker runs at most once).  When
-    the new attach says that the session's previous worker died, nothing
-    is re-sent: ``BackendDied`` naming its signal is raised, and the
-    workspace goes on with the new worker."""
+    the new attach says that the session's previous worker died, the
+    request is sent again only if it cannot have run there (the
+    connection had closed before it was written, or closed with it
+    unread), with a ``WorkerDiedWarning`` naming the signal; else
+    ``BackendDied`` says what is known.  Either way the workspace goes
+    on with the new worker."""
 
     # not re-sent after a reconnect: ending, and the interrupts (whose
     # request ended with the connection)
@@ -243,23 +377,30 @@ class _ServerConn:
         self.broken = False
 
     def reconnect(self):
-        """Attach again with a new connection; BackendDied when the
-        session's worker died meanwhile (the new one serves it now)."""
+        """Attach again with a new connection.  When the session's worker
+        died meanwhile (the new one serves it now): BackendDied if the
+        request in flight may have run, else a WorkerDiedWarning
+        (_worker_died)."""
         old, self.conn = self.conn, None
+        # what became of the request in flight on the old connection
+        # (none: a request not sent yet; the last attach failed)
+        fate = old.request_fate() if old is not None else _FATE_NOT_RUN
         try:
-            old.close()
+            if old is not None:
+                old.close()
         except Error:
             pass
         self.broken = True
         self.conn, self.info = self._connect()
         self.broken = False
         if self.info.get("worker_died"):
-            sig = self.info.get("worker_signal") or 0
-            raise BackendDied("the session's worker died: %s; the request "
-                              "was lost and the session resumed from its "
-                              "last checkpoint"
-                              % self.info.get("worker_message"),
-                              -sig if sig else None)
+            _worker_died(self.info, fate)
+        # the request goes again: a call (EXEC, CALL_RESULT) that had
+        # output replays it from its start
+        out = getattr(_last_output, "out", None)
+        if out is not None:
+            _last_output.out = None
+            out.replaying()
 
     def __getattr__(self, name):
         if self.conn is None or self.broken:
@@ -296,6 +437,39 @@ class _ServerConn:
 
 def _nothing(*args, **kwargs):
     return None
+
+
+def _server_pid(pid_path, attached_pid):
+    """The live pid a server's pid file names; when there is no such file
+    (a server that does not write one), the pid the attach named if it
+    lives; else None."""
+    try:
+        with builtins.open(pid_path, "rb") as f:
+            pid = int(f.read(32).split()[0])
+    except FileNotFoundError:
+        pid = attached_pid
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+    return _live_pid(pid)
+
+
+def _live_pid(pid):
+    """pid when it names a live process (not a zombie), else None."""
+    if not pid or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    try:        # a zombie is gone
+        with builtins.open("/proc/%d/stat" % pid, "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return None
+    except (OSError, IndexError):
+        pass
+    return pid
 
 
 class Workspace(collections.abc.MutableMapping):
@@ -379,11 +553,19 @@ class Workspace(collections.abc.MutableMapping):
 
     @property
     def server_pid(self):
-        """The pid of the server (its supervisor) this workspace attached
-        through, or None for a private stdio backend."""
-        if self._server and self._conn.info is not None:
-            return self._conn.info.get("server_pid") or None
-        return None
+        """The pid of the server (its supervisor) that runs for this
+        workspace's store now, as its pid file says (a supervisor that was
+        killed is replaced by the next open, which adopts the workers);
+        None when none runs, or for a private stdio backend.  Read anew
+        each time (``kill -TERM`` it to stop the server)."""
+        if not self._server:
+            return None
+        info = self._conn.info
+        attached = info.get("server_pid") if info is not None else None
+        path = getattr(self._conn, "pid_path", None)
+        if path is None:
+            return _live_pid(attached)
+        return _server_pid(path, attached)
 
     def close(self):
         """Detach.  Through a server (``open()``, ``connect()``): this
@@ -689,6 +871,8 @@ class Workspace(collections.abc.MutableMapping):
         else:
             w = self._wrapped(hid, type_name, WrappedExcinfo, exc_type,
                               message)
+            if value is not None:   # the backend's traceback text
+                w._traceback = value
         if volatile:
             w._volatile = volatile
         return w
@@ -712,6 +896,7 @@ class Workspace(collections.abc.MutableMapping):
             if cls is WrappedExcinfo:
                 w._exc_type = exc_type or ""
                 w._message = message or ""
+                w._traceback = None
             w._owner = h
             w._own = own
             h.live[hid] = w
@@ -869,10 +1054,13 @@ class Workspace(collections.abc.MutableMapping):
                           [_dumps(key, "the key"), self._arg(value, 2)], 0,
                           False, _Output(None, None))
             if isinstance(r, WrappedExcinfo):
+                cause = RemoteTraceback(r.traceback) if r.traceback \
+                    else None
                 if r.exc_type == "ValueError":
-                    raise ValueError("cannot bind %r: %s" % (key, r.message))
+                    raise ValueError("cannot bind %r: %s"
+                                     % (key, r.message)) from cause
                 raise Error("binding %r failed in the backend: %s: %s"
-                            % (key, r.exc_type, r.message))
+                            % (key, r.exc_type, r.message)) from cause
             return
         modules = []
         while True:
@@ -1172,12 +1360,22 @@ def _attach(socket, db, name, flag, lease, backend, server_args, start,
 
     sconn = _ServerConn(attach)
     sconn.lease_box = lease_box
+    try:
+        sock = socket if socket is not None else _pyshelf.socket_path(db)
+        sconn.pid_path = sock + ".pid"
+    except (OSError, ValueError):
+        sconn.pid_path = None
     info = sconn.info
     info["flag"] = flag
     ended = info.get("ended")
     if ended is not None:
         warnings.warn(SessionEndedWarning(ended["message"]),
                       stacklevel=stacklevel)
+    elif info.get("worker_died"):
+        warnings.warn(WorkerDiedWarning(
+            "%s: its new worker resumed the session from its last "
+            "checkpoint (changes made after it are lost)"
+            % info.get("worker_message")), stacklevel=stacklevel)
     return Workspace(sconn, info)
 
 
