@@ -111,7 +111,7 @@ def test_close_checkpoints_in_place_changes(srv, how):
             ws.close()
 
 
-def test_close_twice_over_keeps_each_clients_changes(srv):
+def test_two_clients_detaching_in_turn_keep_their_changes(srv):
     """Two clients of one session: the first detaches, the second goes on
     and detaches later; the worker is killed after the second's close."""
     a = _open(srv)
