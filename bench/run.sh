@@ -32,6 +32,11 @@ for what in $only; do
 		echo "== 1 GB pushed and fetched against a pipe's throughput (issue 18)"
 		BUILDDIR="$BUILDDIR" "$PYTHON" "$here/bench_stream.py" | tee "$out/stream.jsonl"
 		;;
+	detach)
+		# not in the default list: close() through a server (QA2 03)
+		echo "== close() through a server against sync() and a PING"
+		"$PYTHON" "$here/bench_detach.py" | tee "$out/detach.jsonl"
+		;;
 	persist)
 		echo "== checkpoints and resume, pinned (taskset -c 0)"
 		taskset -c 0 "$PYTHON" "$here/bench_persist.py" | tee "$out/persist.jsonl"

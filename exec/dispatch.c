@@ -650,6 +650,7 @@ dispatch_exec(worker *w, const wire_msg *m, PyObject *oob)
 		Py_CLEAR(a);
 	}
 	worker_set_running(w, m->id, wire_msg_u64(m, WIRE_TAG_TIMEOUT_MS, 0));
+	worker_reader_detach_early(w);  /* no DETACH waits behind it */
 	res = pymodule_call("exec_request", Py_BuildValue(
 	    "{s:O,s:O,s:O,s:O,s:i,s:i}", "code", pcode, "func", pfunc,
 	    "digest", dg, "args", args, "want_value", dispatch_want(m, 0),
@@ -997,6 +998,43 @@ dispatch_close(worker *w, const wire_msg *m)
 	return rc;
 }
 
+/* Server mode: DETACH (the reader queued it, and reads its connection no
+ * more: worker_reader_detach).  As in stdio mode, whose exit syncs: a full
+ * checkpoint, synced, then OK; then the connection goes.  The session,
+ * and the threads its code started, stay. */
+static int
+dispatch_detach(worker *w, const wire_msg *m)
+{
+	int rc;
+
+	if (dispatch_checkpoint_raw(w, 2) < 0)
+		rc = dispatch_pyerror(w, m->id);
+	else {
+		(void)store_sync(w->st);
+		rc = dispatch_ok(w, m->id);
+	}
+	pthread_mutex_lock(&w->lock);
+	worker_conn_drop_locked(w, w->cur_conn);
+	pthread_mutex_unlock(&w->lock);
+	worker_control_state(w);
+	return rc;
+}
+
+void
+dispatch_checkpoint_owed(worker *w)
+{
+	int owed;
+
+	if (!w->opt.server)
+		return;
+	pthread_mutex_lock(&w->lock);
+	owed = w->cp_owed;
+	w->cp_owed = 0;
+	pthread_mutex_unlock(&w->lock);
+	if (owed && !w->closed && dispatch_checkpoint(w, 2) == 0)
+		(void)store_sync(w->st);
+}
+
 /* Serve one frame. */
 int
 dispatch_frame(worker *w, const uint8_t *p, size_t n)
@@ -1110,6 +1148,10 @@ dispatch_msg(worker *w, const wire_msg *mp, PyObject *oob)
 		    (store_sync(w->st), dispatch_ok(w, m.id));
 		break;
 	case WIRE_MSG_DETACH:
+		if (w->opt.server) {
+			rc = dispatch_detach(w, &m);
+			break;
+		}
 		/* the checkpoint first, then the notice about threads still
 		 * running (pyshelfd waits for them only after it) */
 		if (dispatch_checkpoint_raw(w, 2) < 0)

@@ -129,6 +129,8 @@ typedef struct worker_conn {
 	size_t cur;                  /* bytes at buf's start of the frame
 	                                being acted on (0: none) */
 	worker_long lng;             /* a LONG as its reader sees it */
+	int detaching;               /* its DETACH is queued: not read any
+	                                more (w->lock) */
 } worker_conn;
 
 /* What a queued frame is. */
@@ -137,6 +139,8 @@ enum worker_frame_kind {
 	WORKER_FRAME_WAIT = 1,      /* the same, of a LONG: its connection is
 	                               not read until the main thread has
 	                               served it and answered */
+	WORKER_FRAME_DETACH = 2     /* server mode: a DETACH, its connection
+	                               read no more (worker_reader_detach) */
 };
 
 /* A frame copied off the wire, queued for the main thread. */
@@ -290,6 +294,13 @@ typedef struct worker {
 	                                loop, no checkpoint (w->lock) */
 	int requests_since_full;     /* a request ran since the last full
 	                                checkpoint (interval ones skip if not) */
+	int detach_queued;           /* server mode: DETACH frames in the
+	                                queue (w->lock) */
+	int cp_owed;                 /* server mode: a client left while the
+	                                main thread could not checkpoint (its
+	                                DETACH came while a call ran, or its
+	                                connection ended): a full checkpoint
+	                                once it can (w->lock) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
 
 	/* why this worker cannot serve, set where starting it fails and sent
@@ -432,6 +443,11 @@ int worker_long_midpart_locked(worker_conn *c);
 /* Reader thread, at CTL_STOP: stop the running code as an interrupt
  * does (WORKER_STOP_SHUTDOWN; the hard grace applies), and wake main. */
 void worker_reader_shutdown(worker *w);
+/* Main thread, code just marked running (worker_set_running): answer the
+ * DETACHes still queued at once (server mode), as the reader answers
+ * those that come while code runs; their checkpoint is owed (cp_owed)
+ * till the call ends. */
+void worker_reader_detach_early(worker *w);
 
 /* worker-control.c */
 /* Set up the control channel: --control-fd, the --control listening
@@ -611,6 +627,9 @@ int dispatch_frame(worker *w, const uint8_t *p, size_t n);
  * entries, if a request ran since the last such; 2 the same, always.
  * GIL held.  0 or -1. */
 int dispatch_checkpoint(worker *w, int full);
+/* Server mode: take the full checkpoint owed to clients that left
+ * (w->cp_owed), synced, as a DETACH's.  Main thread, GIL held. */
+void dispatch_checkpoint_owed(worker *w);
 /* Send notices about entries that cannot be persisted.  GIL held. */
 void dispatch_notices(worker *w);
 /* Mark the session as not served by any process.  GIL held. */

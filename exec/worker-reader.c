@@ -15,12 +15,15 @@
  * The reader thread always reads the control channel and its listening
  * socket (server mode, worker-control.c).  Whoever owns them reads every
  * client connection of the worker (stdio: one; server mode: each client
- * of the session).  In server mode the owner also answers DETACH (the
- * connection goes, the code it started runs on), and, through
- * worker-calls.c, CALLS, CALL_RESULT and an EXEC whose call id the
- * session knows; a connection that ends is dropped alone; and a stop that
- * has not taken effect after --hard-grace restarts the worker
- * (worker-restart.c, reader thread only).
+ * of the session).  In server mode the owner also takes DETACH: queued
+ * for the main thread's full checkpoint and read no more, or, while a
+ * call runs, answered at once with the checkpoint owed to its end
+ * (worker_reader_detach); the connection goes, the code it started runs
+ * on.  It answers, through worker-calls.c, CALLS, CALL_RESULT and an
+ * EXEC whose call id the session knows; a connection that ends is dropped
+ * alone (a full checkpoint owed to it); and a stop that has not taken
+ * effect after --hard-grace restarts the worker (worker-restart.c, reader
+ * thread only).
  *
  * Who owns the connections (w->in_owner, with w->main_busy and
  * w->want_back, all under w->lock):
@@ -129,6 +132,41 @@ worker_reader_stop_locked(worker *w, int reason)
 	pthread_kill(w->main_thread, SIGINT);
 }
 
+/* A copy of the n bytes at p as a frame of kind, not queued yet; NULL
+ * when out of memory. */
+static worker_frame *
+worker_reader_frame_new(const uint8_t *p, size_t n, int kind)
+{
+	worker_frame *f;
+
+	if ((f = malloc(sizeof *f + n)) == NULL)  /* not calloc: a frame
+	                                            of megabytes is written
+	                                            over at once */
+		return NULL;
+	f->next = NULL;
+	f->conn = NULL;
+	f->len = n;
+	f->kind = kind;
+	memcpy(f->data, p, n);
+	return f;
+}
+
+/* Put f, from c, at the end of the queue (it takes a reference to c).
+ * w->lock held. */
+static void
+worker_reader_enqueue_locked(worker *w, worker_conn *c, worker_frame *f)
+{
+	f->conn = c;
+	worker_conn_ref_locked(c);
+	if (f->kind == WORKER_FRAME_WAIT)
+		c->lng.state = WORKER_LONG_WAIT;  /* read on when answered */
+	if (w->qtail != NULL)
+		w->qtail->next = f;
+	else
+		w->qhead = f;
+	w->qtail = f;
+}
+
 /* Queue a frame for the main thread (it holds a reference to c); see
  * exec.h. */
 int
@@ -137,24 +175,10 @@ worker_reader_queue(worker *w, worker_conn *c, const uint8_t *p, size_t n,
 {
 	worker_frame *f;
 
-	if ((f = malloc(sizeof *f + n)) == NULL)  /* not calloc: a frame
-	                                            of megabytes is written
-	                                            over at once */
+	if ((f = worker_reader_frame_new(p, n, kind)) == NULL)
 		return -1;
-	f->next = NULL;
-	f->len = n;
-	f->kind = kind;
-	memcpy(f->data, p, n);
 	pthread_mutex_lock(&w->lock);
-	f->conn = c;
-	worker_conn_ref_locked(c);
-	if (kind == WORKER_FRAME_WAIT)
-		c->lng.state = WORKER_LONG_WAIT;  /* read on when answered */
-	if (w->qtail != NULL)
-		w->qtail->next = f;
-	else
-		w->qhead = f;
-	w->qtail = f;
+	worker_reader_enqueue_locked(w, c, f);
 	pthread_mutex_unlock(&w->lock);
 	worker_reader_wake(w);
 	return kind == WORKER_FRAME_WAIT ? 2 : 0;
@@ -272,6 +296,78 @@ worker_reader_interrupt(worker *w, worker_conn *c, const wire_msg *m)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/*
+ * Server mode: DETACH of c.  What its client leaves must be durable when
+ * its close() returns, as in stdio mode, so the main thread answers it,
+ * after a full checkpoint (dispatch.c): it is queued, in its turn behind
+ * what came before it, and c is read no more.  While a call runs (c's or
+ * another client's) the main thread cannot checkpoint before it ends,
+ * which may take hours: then it is answered at once, and the checkpoint
+ * is owed till the call's end (cp_owed, set where c ends).  Checked and
+ * queued under one hold of w->lock, so that a call starting meanwhile
+ * finds it queued (worker_reader_detach_early).  1: answered (c ends);
+ * 2: queued; -1: out of memory.
+ */
+static int
+worker_reader_detach(worker *w, worker_conn *c, const uint8_t *p, size_t n,
+    const wire_msg *m)
+{
+	worker_frame *f;
+
+	(void)worker_long_kind(c, m, 0);  /* a LONG it interrupts ends */
+	if ((f = worker_reader_frame_new(p, n, WORKER_FRAME_DETACH)) == NULL)
+		return -1;
+	pthread_mutex_lock(&w->lock);
+	if (w->running_id != 0) {
+		pthread_mutex_unlock(&w->lock);
+		free(f);
+		worker_reader_reply(w, c, WIRE_MSG_OK, m->id);
+		return 1;
+	}
+	worker_reader_enqueue_locked(w, c, f);
+	c->detaching = 1;
+	w->detach_queued++;
+	pthread_mutex_unlock(&w->lock);
+	worker_reader_wake(w);
+	return 2;
+}
+
+void
+worker_reader_detach_early(worker *w)
+{
+	worker_frame *f, **pp, *list = NULL, *next;
+
+	pthread_mutex_lock(&w->lock);
+	if (w->detach_queued == 0) {
+		pthread_mutex_unlock(&w->lock);
+		return;
+	}
+	w->qtail = NULL;
+	for (pp = &w->qhead; (f = *pp) != NULL;) {
+		if (f->kind == WORKER_FRAME_DETACH) {
+			*pp = f->next;
+			f->next = list;
+			list = f;
+		} else {
+			w->qtail = f;
+			pp = &f->next;
+		}
+	}
+	w->detach_queued = 0;
+	w->cp_owed = 1;
+	pthread_mutex_unlock(&w->lock);
+	for (f = list; f != NULL; f = next) {
+		next = f->next;
+		worker_reader_reply(w, f->conn, WIRE_MSG_OK,
+		    wire_be64_get(f->data + 8));
+		pthread_mutex_lock(&w->lock);
+		worker_conn_drop_locked(w, f->conn);
+		pthread_mutex_unlock(&w->lock);
+		worker_reader_frame_free(w, f);
+	}
+	worker_control_state(w);
+}
+
 /* Reader: answer PING, act on INTERRUPT, queue the rest.  1: the
  * connection is done with (DETACH); 2: a frame of a LONG was queued, and
  * the connection waits for the main thread's answer (worker-long.c). */
@@ -315,10 +411,8 @@ worker_reader_frame(worker *w, worker_conn *c, const uint8_t *p, size_t n,
 		if (!w->opt.server)
 			goto queue;  /* stdio: the worker's end, in its turn */
 		/* server mode: this connection goes; the session, and what
-		 * runs in it, stay (checkpointed after every request and at
-		 * each interval) */
-		worker_reader_reply(w, c, WIRE_MSG_OK, m->id);
-		return 1;
+		 * runs in it, stay */
+		return worker_reader_detach(w, c, p, n, m);
 	}
 queue:
 	if ((kind = worker_long_kind(c, m, worker_reader_on_main(w))) < 0)
@@ -526,8 +620,14 @@ worker_reader_end(worker *w, worker_conn *c, int rc)
 		w->eof_ms = worker_mono_ms();
 		if (w->running_id != 0)
 			worker_reader_stop_locked(w, WORKER_STOP_INTERRUPT);
-	} else
+	} else {
+		/* a client that leaves without DETACH (or whose DETACH was
+		 * answered while a call ran) gets its checkpoint as soon
+		 * as the main thread can take it */
+		if (c->attached && !c->gone)
+			w->cp_owed = 1;
 		worker_conn_drop_locked(w, c);
+	}
 	pthread_mutex_unlock(&w->lock);
 	if (w->opt.server)
 		worker_control_state(w);
@@ -557,7 +657,7 @@ worker_reader_collect_locked(worker *w, struct pollfd *pfd, int n,
 			break;
 		if (w->opt.server && !c->attached)
 			continue;  /* the control channel is attaching it */
-		if (c->lng.state == WORKER_LONG_WAIT)
+		if (c->lng.state == WORKER_LONG_WAIT || c->detaching)
 			continue;  /* until the main thread answers */
 		if (c->lng.resume) {
 			c->lng.resume = 2;
@@ -596,7 +696,7 @@ worker_reader_readable(worker *w, worker_conn *c)
 	int ok;
 
 	pthread_mutex_lock(&w->lock);
-	ok = !c->gone && c->lng.state != WORKER_LONG_WAIT;
+	ok = !c->gone && c->lng.state != WORKER_LONG_WAIT && !c->detaching;
 	pthread_mutex_unlock(&w->lock);
 	return ok;
 }
@@ -850,6 +950,8 @@ worker_reader_pop(worker *w, int *eof)
 		w->qhead = f->next;
 		if (w->qhead == NULL)
 			w->qtail = NULL;
+		if (f->kind == WORKER_FRAME_DETACH)
+			w->detach_queued--;
 	}
 	*eof = w->eof;
 	pthread_mutex_unlock(&w->lock);

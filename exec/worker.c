@@ -305,6 +305,7 @@ worker_loop(worker *w)
 			w->detached = 0;
 		} else if ((eof && !w->opt.server) || w->terminate)
 			break;
+		dispatch_checkpoint_owed(w);  /* a client left (server mode) */
 		if (interval > 0 && !w->closed && worker_mono_ms() >= next_cp) {
 			dispatch_checkpoint(w, 1);
 			if (w->opt.sync == STORE_SYNC_INTERVAL)
