@@ -128,24 +128,26 @@ worker_control_state(worker *w)
 /*
  * CTL_QUERY (the supervisor lists sessions for pyshelf.sessions()): answer
  * at once, from the reader thread, with a CTL_STATE that echoes the
- * query's number and names the running call whether or not clients are
- * attached.  It leaves state_sent alone: the regular CTL_STATEs go on as
- * before.
+ * query's number, names the running call whether or not clients are
+ * attached, and counts the threads of shipped code alive.  It leaves
+ * state_sent alone: the regular CTL_STATEs go on as before.
  */
 static void
 worker_control_query(worker *w, uint64_t q)
 {
-	char json[128], hex[33];
-	int n, running;
+	char json[192], hex[33];
+	int n, running, threads;
 	wire_buf b;
 
 	pthread_mutex_lock(&w->lock);
 	n = w->nconns;
+	threads = w->threads;
 	pthread_mutex_unlock(&w->lock);
 	running = worker_calls_running_hex(w, hex);
 	snprintf(json, sizeof json, "{\"clients\": %d, \"running\": %s%s%s, "
-	    "\"query\": %llu}", n, running ? "\"" : "", running ? hex : "null",
-	    running ? "\"" : "", (unsigned long long)q);
+	    "\"threads\": %d, \"query\": %llu}", n, running ? "\"" : "",
+	    running ? hex : "null", running ? "\"" : "", threads,
+	    (unsigned long long)q);
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_CTL_STATE, 0);
 	wire_put_bytes(&b, WIRE_TAG_DATA, json, strlen(json));

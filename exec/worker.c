@@ -493,7 +493,8 @@ worker_run(worker *w)
 			.wake_fd = w->wake_fd, .read_only = w->opt.mode == 'r',
 			.owner = w, .output = worker_output,
 			.in_child = worker_in_child,
-			.on_signal = dispatch_signal
+			.on_signal = dispatch_signal,
+			.threads = worker_threads_change
 		};
 		if (pymodule_start(&pc, &cause) != 0)
 			goto fail_py;
