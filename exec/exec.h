@@ -22,7 +22,7 @@
  *   worker-session.c  opening the store, locking and claiming the session
  *   worker-end.c      ending the session with no client closing it
  *                     (END_SESSION, the lease run out while idle)
- *   worker-threads.c  the threads of shipped code alive, counted
+ *   worker-threads.c  threads of shipped code count as code running
  *   worker-sweep.c    the sweep of expired sessions when a stdio worker
  *                     opens a store
  *   sweep.c           the sweeper: sweep_run, `pyshelfd --sweep`
@@ -289,8 +289,10 @@ typedef struct worker {
 	int ended_here;              /* END_SESSION or the lease ended the
 	                                session (worker-end.c): leave the
 	                                loop, no checkpoint (w->lock) */
-	int threads;                 /* threads of shipped code alive
-	                                (worker-threads.c) (w->lock) */
+	int threads;                 /* threads of shipped code alive: code
+	                                running (worker-threads.c) (w->lock) */
+	int threads_told;            /* what worker_threads_stay logged
+	                                (main thread) */
 	int requests_since_full;     /* a request ran since the last full
 	                                checkpoint (interval ones skip if not) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
@@ -575,6 +577,15 @@ int worker_end_lease_due(worker *w, uint64_t idle_since_mono,
 int worker_threads_change(worker *w, int delta);
 /* How many threads of shipped code are alive.  Any thread. */
 int worker_threads_alive(worker *w);
+/* Main thread, idle since idle_since but n threads alive: no idle exit
+ * (limit_ms) and no lease end; logged once each.  *due_ms: look again
+ * then (0: when the last thread ends). */
+void worker_threads_stay(worker *w, int n, uint64_t idle_since,
+    uint64_t limit_ms, uint64_t *due_ms);
+/* Main thread: not idle with threads any more. */
+void worker_threads_busy(worker *w);
+/* At exit, server mode: log the threads still alive, stopped now. */
+void worker_threads_log_exit(worker *w);
 
 /* worker-sweep.c */
 /* End expired sessions no process holds, purge ended ones, drop old
