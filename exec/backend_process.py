@@ -203,17 +203,54 @@ def _patch_forking_pickler(module):
         fp.reducer_override = _fork_reducer_override
 
 
-class _ForkPicklingHook:
-    """A meta path finder that only waits for multiprocessing.reduction to
-    be imported (by shipped code), to patch its ForkingPickler then: at
-    startup, importing multiprocessing would cost every resume."""
+def _count_threads(module):
+    """Wrap threading.Thread's bootstrap so that the worker counts the
+    threads of shipped code that are alive (_pyshelfd.threads): each is
+    code running, as a call is (no idle exit, no hibernation, no lease
+    running out while one is alive; worker-threads.c).  Daemon threads
+    count too: a server loop in a daemon thread is work its user expects
+    to go on.  The count goes up before Thread.start() returns and down
+    when the thread's run() is over."""
+    cls = getattr(module, "Thread", None)
+    inner = getattr(cls, "_bootstrap_inner", None)
+    if inner is None or getattr(inner, "_pyshelf_counted", False):
+        return
+
+    count = _s.threads      # bound now: no module global at the end
+
+    def _bootstrap_inner(self):
+        count(1)
+        try:
+            inner(self)
+        finally:
+            count(-1)
+    _bootstrap_inner._pyshelf_counted = True
+    cls._bootstrap_inner = _bootstrap_inner
+
+
+# modules patched when (if ever) they are imported, by _ImportHook
+_PATCHES = {"multiprocessing.reduction": _patch_forking_pickler,
+            "threading": _count_threads}
+
+
+class _ImportHook:
+    """A meta path finder that only waits for the modules of _PATCHES to
+    be imported (by shipped code, or by what it imports), to patch them
+    then: at startup, importing multiprocessing or threading would cost
+    every resume."""
 
     @staticmethod
     def find_spec(name, path=None, target=None):
-        if name != "multiprocessing.reduction":
+        patch = _PATCHES.get(name)
+        if patch is None:
             return None
-        import importlib.machinery
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        spec = None
+        for finder in sys.meta_path:
+            if finder is _ImportHook or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
         if spec is None or spec.loader is None or \
                 not hasattr(spec.loader, "exec_module"):
             return spec
@@ -221,7 +258,7 @@ class _ForkPicklingHook:
 
         def exec_module(module):
             orig(module)
-            _patch_forking_pickler(module)
+            patch(module)
         spec.loader.exec_module = exec_module
         return spec
 
@@ -240,10 +277,10 @@ def _setup_process():
     if sys.getrecursionlimit() > RECURSION_CAP:
         _real_setrecursionlimit(RECURSION_CAP)
     os.register_at_fork(after_in_child=_after_fork_child)
-    if "multiprocessing.reduction" in sys.modules:
-        _patch_forking_pickler(sys.modules["multiprocessing.reduction"])
-    else:
-        sys.meta_path.insert(0, _ForkPicklingHook)
+    for name, patch in _PATCHES.items():
+        if name in sys.modules:
+            patch(sys.modules[name])
+    sys.meta_path.insert(0, _ImportHook)
 
 
 def _child_missing(name):

@@ -410,4 +410,5 @@ def stats():
                                              WS.last_checkpoint_phases)),
         "namespace_diffs": dict(zip(("tracked", "full"), _s.diff_counts())),
         "next_handle": _s.peek_next_handle(),
+        "threads": _s.threads(),
     })

@@ -22,6 +22,7 @@
  *   worker-session.c  opening the store, locking and claiming the session
  *   worker-end.c      ending the session with no client closing it
  *                     (END_SESSION, the lease run out while idle)
+ *   worker-threads.c  threads of shipped code count as code running
  *   worker-sweep.c    the sweep of expired sessions when a stdio worker
  *                     opens a store
  *   sweep.c           the sweeper: sweep_run, `pyshelfd --sweep`
@@ -292,6 +293,10 @@ typedef struct worker {
 	int ended_here;              /* END_SESSION or the lease ended the
 	                                session (worker-end.c): leave the
 	                                loop, no checkpoint (w->lock) */
+	int threads;                 /* threads of shipped code alive: code
+	                                running (worker-threads.c) (w->lock) */
+	int threads_told;            /* what worker_threads_stay logged
+	                                (main thread) */
 	int requests_since_full;     /* a request ran since the last full
 	                                checkpoint (interval ones skip if not) */
 	int detach_queued;           /* server mode: DETACH frames in the
@@ -581,6 +586,22 @@ void worker_end_request(worker *w, worker_conn *c, const wire_msg *m);
  * Else *due_ms: when it will (monotonic), 0 never. */
 int worker_end_lease_due(worker *w, uint64_t idle_since_mono,
     uint64_t *due_ms);
+
+/* worker-threads.c */
+/* _pyshelfd.threads(delta): a thread of shipped code began (1), ended
+ * (-1), or 0; the number alive after.  Any thread, GIL held. */
+int worker_threads_change(worker *w, int delta);
+/* How many threads of shipped code are alive.  Any thread. */
+int worker_threads_alive(worker *w);
+/* Main thread, idle since idle_since but n threads alive: no idle exit
+ * (limit_ms) and no lease end; logged once each.  *due_ms: look again
+ * then (0: when the last thread ends). */
+void worker_threads_stay(worker *w, int n, uint64_t idle_since,
+    uint64_t limit_ms, uint64_t *due_ms);
+/* Main thread: not idle with threads any more. */
+void worker_threads_busy(worker *w);
+/* At exit, server mode: log the threads still alive, stopped now. */
+void worker_threads_log_exit(worker *w);
 
 /* worker-sweep.c */
 /* End expired sessions no process holds, purge ended ones, drop old

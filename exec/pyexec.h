@@ -49,6 +49,10 @@ struct pyctx {
 	/* A SIGINT/SIGTERM reached the worker process (not a child): what
 	 * the running code must raise (enum pyctx_sig). */
 	int (*on_signal)(struct worker *owner, int signum);
+	/* A thread of shipped code began (delta 1) or ended (-1) (the
+	 * backend's hook on threading.Thread); any thread, GIL held.  The
+	 * number of such threads alive after it. */
+	int (*threads)(struct worker *owner, int delta);
 };
 
 /* Open addressing with linear probing and backward-shift deletion (the

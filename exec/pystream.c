@@ -2,8 +2,10 @@
  * pystream.c - the _pyshelfd functions behind the backend's streams and
  * signals: output() under the backend's sys.stdout/sys.stderr (writes
  * reach the client as OUTPUT of the running request, through the
- * context's output callback), in_child(), and the Python-level
- * SIGINT/SIGTERM handler with its installation.
+ * context's output callback), in_child(), the Python-level
+ * SIGINT/SIGTERM handler with its installation, and threads(), which the
+ * backend's hook on threading.Thread calls as threads of shipped code
+ * begin and end (the worker counts them as code running).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -147,12 +149,37 @@ pystream_on_signal(PyObject *self, PyObject *args)
 	}
 }
 
+/*
+ * threads(delta=0) -> the number of threads of shipped code alive, after
+ * adding delta (1: one began, -1: one ended; the backend's hook around
+ * threading.Thread's bootstrap).  In a child forked by shipped code the
+ * count is the parent's and is left alone: 0.
+ */
+static PyObject *
+pystream_threads(PyObject *self, PyObject *args)
+{
+	const struct pyctx *c = pymodule_ctx();
+	int delta = 0;
+
+	if (!PyArg_ParseTuple(args, "|i:threads", &delta))
+		return NULL;
+	if (delta < -1 || delta > 1) {
+		PyErr_SetString(PyExc_ValueError, "delta must be -1, 0 or 1");
+		return NULL;
+	}
+	if (c->threads == NULL || pystream_in_child_of(c, 0))
+		return PyLong_FromLong(0);
+	return PyLong_FromLong(c->threads(c->owner, delta));
+}
+
 PyMethodDef pystream_methods[] = {
 	{"on_signal", pystream_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
 	{"output", pystream_output, METH_VARARGS, "output(stream, data): send "
 	    "output of the running request"},
 	{"in_child", pystream_in_child, METH_VARARGS, "in_child(exact=1) -> "
 	    "whether this process is a child forked by shipped code"},
+	{"threads", pystream_threads, METH_VARARGS, "threads(delta=0) -> "
+	    "threads of shipped code alive, after adding delta"},
 	{NULL, NULL, 0, NULL}
 };
 

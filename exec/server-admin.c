@@ -3,7 +3,8 @@
  * client sends after HELLO instead of ATTACH (server-client.c routes them
  * here): SESSIONS, the sessions that have a worker, with what only the
  * server knows (the worker's pid, its attached clients, the call it is
- * running), for pyshelf.sessions().  The supervisor never opens the
+ * running, the threads of shipped code alive in it), for
+ * pyshelf.sessions().  The supervisor never opens the
  * store: the client reads the records itself (pyshelf-dump --sessions)
  * and merges these rows in by session id.
  *
@@ -57,7 +58,7 @@ server_admin_append(char **p, size_t *len, size_t *cap, const char *s)
 static char *
 server_admin_json(server *s, const server_client *c, size_t *len)
 {
-	char row[192], hex[2 * 16 + 1], *out = NULL;
+	char row[256], hex[2 * 16 + 1], *out = NULL;
 	const server_session *ss;
 	size_t cap = 0, i;
 	int first = 1, fresh;
@@ -72,13 +73,14 @@ server_admin_json(server *s, const server_client *c, size_t *len)
 			snprintf(hex + 2 * i, 3, "%02x", ss->id[i]);
 		fresh = ss->q_seq >= c->admin_q;
 		snprintf(row, sizeof row, "%s{\"id\": \"%s\", \"pid\": %ld, "
-		    "\"clients\": %d, \"running\": %s%s%s, \"answered\": %s}",
+		    "\"clients\": %d, \"running\": %s%s%s, \"threads\": %d, "
+		    "\"answered\": %s}",
 		    first ? "" : ", ", hex, (long)ss->pid,
 		    fresh ? ss->q_clients : ss->clients,
 		    fresh && ss->q_running[0] ? "\"" : "",
 		    fresh && ss->q_running[0] ? ss->q_running : "null",
 		    fresh && ss->q_running[0] ? "\"" : "",
-		    fresh ? "true" : "false");
+		    fresh ? ss->q_threads : 0, fresh ? "true" : "false");
 		if (server_admin_append(&out, len, &cap, row) != 0)
 			goto nomem;
 		first = 0;

@@ -382,7 +382,7 @@ server_worker_ready(server *s, server_session *ss, wire_msg *m)
 
 /*
  * A CTL_STATE that answers a CTL_QUERY ({"clients": n, "running":
- * "<hex>"|null, "query": q}): kept apart from the routing state (the
+ * "<hex>"|null, "threads": n, "query": q}): kept apart from the routing state (the
  * regular CTL_STATEs), and handed to the SESSIONS waiting for it
  * (server-admin.c).  0 when json is a regular CTL_STATE.
  */
@@ -395,6 +395,8 @@ server_worker_query_answer(server *s, server_session *ss, const char *json)
 	    (q = strchr(q, ':')) == NULL)
 		return 0;
 	ss->q_clients = (p = strstr(json, "\"clients\"")) != NULL &&
+	    (p = strchr(p, ':')) != NULL ? atoi(p + 1) : 0;
+	ss->q_threads = (p = strstr(json, "\"threads\"")) != NULL &&
 	    (p = strchr(p, ':')) != NULL ? atoi(p + 1) : 0;
 	ss->q_running[0] = '\0';
 	if ((p = strstr(json, "\"running\"")) != NULL &&

@@ -107,7 +107,8 @@ typedef struct server_session {
 	                             2 sent (or SIGTERM) */
 	uint64_t q_seq;           /* the last CTL_QUERY it answered */
 	int q_clients;            /* and its answer: clients attached, */
-	char q_running[33];       /* the running call's id in hex, or "" */
+	char q_running[33];       /* the running call's id in hex, or "", */
+	int q_threads;            /* threads of shipped code alive */
 	struct server_session *next;
 } server_session;
 

@@ -128,24 +128,26 @@ worker_control_state(worker *w)
 /*
  * CTL_QUERY (the supervisor lists sessions for pyshelf.sessions()): answer
  * at once, from the reader thread, with a CTL_STATE that echoes the
- * query's number and names the running call whether or not clients are
- * attached.  It leaves state_sent alone: the regular CTL_STATEs go on as
- * before.
+ * query's number, names the running call whether or not clients are
+ * attached, and counts the threads of shipped code alive.  It leaves
+ * state_sent alone: the regular CTL_STATEs go on as before.
  */
 static void
 worker_control_query(worker *w, uint64_t q)
 {
-	char json[128], hex[33];
-	int n, running;
+	char json[192], hex[33];
+	int n, running, threads;
 	wire_buf b;
 
 	pthread_mutex_lock(&w->lock);
 	n = w->nconns;
+	threads = w->threads;
 	pthread_mutex_unlock(&w->lock);
 	running = worker_calls_running_hex(w, hex);
 	snprintf(json, sizeof json, "{\"clients\": %d, \"running\": %s%s%s, "
-	    "\"query\": %llu}", n, running ? "\"" : "", running ? hex : "null",
-	    running ? "\"" : "", (unsigned long long)q);
+	    "\"threads\": %d, \"query\": %llu}", n, running ? "\"" : "",
+	    running ? hex : "null", running ? "\"" : "", threads,
+	    (unsigned long long)q);
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_CTL_STATE, 0);
 	wire_put_bytes(&b, WIRE_TAG_DATA, json, strlen(json));
@@ -249,19 +251,26 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 		goto refuse;
 	}
 	if ((mode == 'n' || mode == 'r') && !first) {
-		int mem;
+		char tmsg[160];
+		int mem, threads;
 
 		pthread_mutex_lock(&w->lock);
 		others = w->nconns - 1;
 		busy = w->running_id != 0 || w->qhead != NULL;
 		mem = w->mem_only;
+		threads = w->threads;
 		pthread_mutex_unlock(&w->lock);
+		/* a thread of shipped code is code running: replacing the
+		 * session or opening it read-only would stop it */
+		snprintf(tmsg, sizeof tmsg, "%d thread%s of shipped code "
+		    "running", threads, threads == 1 ? "" : "s");
 		if (mode == 'r')
 			snprintf(msg, sizeof msg, "session '%s' is in use in its "
 			    "worker (pid %ld: %s): flag 'r' opens it read-only "
 			    "only while no client is attached and nothing runs",
 			    w->sess.name, (long)getpid(), others > 0 ? "other "
-			    "clients attached" : busy ? "code running" : mem > 0 ?
+			    "clients attached" : busy ? "code running" :
+			    threads > 0 ? tmsg : mem > 0 ?
 			    "entries live only in its memory (volatile, or not "
 			    "written: the store is full); they would be lost" :
 			    "busy");
@@ -271,7 +280,8 @@ worker_control_attach(worker *w, worker_conn *c, const wire_msg *m,
 			    "only while no client is attached and nothing runs; "
 			    "close_session() it first", w->sess.name,
 			    (long)getpid(), others > 0 ? "other clients "
-			    "attached" : busy ? "code running" : "busy");
+			    "attached" : busy ? "code running" : threads > 0 ?
+			    tmsg : "busy");
 		wire_begin(&b, WIRE_MSG_ERROR, m->id);
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_BUSY);
 		wire_put_str(&b, WIRE_TAG_MESSAGE, msg);
@@ -329,10 +339,10 @@ refuse:
 
 /*
  * Flag 'n' (QA 02) asks for a new session where this worker lingers with
- * no client attached and nothing running or queued (waiting out its
- * --idle-exit), and flag 'r' for the session read-only (a private
- * backend, which needs the session's lock; not while entries live only
- * in this worker's memory: they would be lost).  The worker hibernates:
+ * no client attached, nothing running or queued and no thread of shipped
+ * code alive (waiting out its --idle-exit), and flag 'r' for the session
+ * read-only (a private backend, which needs the session's lock; not while
+ * entries live only in this worker's memory: they would be lost).  The worker hibernates:
  * the main thread leaves its loop, checkpoints and exits as an idle exit
  * does, so that the session is free for the next worker.  Once
  * hibernating, every attach is refused the same way (the supervisor may
@@ -347,8 +357,8 @@ worker_control_hibernate(worker *w, char mode)
 	pthread_mutex_lock(&w->lock);
 	if (!w->hibernating && (mode == 'n' || (mode == 'r' &&
 	    w->mem_only == 0)) && w->nconns <= 1 &&
-	    w->running_id == 0 && w->qhead == NULL && !w->stop_asked &&
-	    !w->ended_here)
+	    w->running_id == 0 && w->qhead == NULL && w->threads == 0 &&
+	    !w->stop_asked && !w->ended_here)
 		w->hibernating = 1;
 	hib = w->hibernating;
 	pthread_mutex_unlock(&w->lock);

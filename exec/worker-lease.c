@@ -11,7 +11,7 @@
  * So a thread of its own (it sleeps almost always, and never touches
  * Python) writes last_seen = now every quarter of the lease (at least
  * every 60 s, at most every 250 ms) while a client is attached or code
- * runs.  After a crash the lease then runs from at most that long before
+ * runs (a call, or a thread of shipped code: worker-threads.c).  After a crash the lease then runs from at most that long before
  * the crash.  A record no longer live (closed, ended) is left alone.  It
  * looks at the record's lease at least every 5 s (a read), so that a
  * lease set later (ATTACH, SET_LEASE) is followed.
@@ -124,7 +124,8 @@ worker_lease_main(void *arg)
 		pthread_mutex_unlock(&w->lease_lock);
 		since_touch += sleep_ms;
 		pthread_mutex_lock(&w->lock);
-		in_use = w->nconns > 0 || w->running_id != 0;
+		in_use = w->nconns > 0 || w->running_id != 0 ||
+		    w->threads > 0;
 		gone = w->closed || w->ended_here;
 		pthread_mutex_unlock(&w->lock);
 		(void)store_read(w->st, worker_lease_look, &lt);

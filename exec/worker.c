@@ -177,7 +177,7 @@ worker_wait(worker *w, int timeout_ms)
 }
 
 /* Server mode: has the worker been idle (no client, nothing running or
- * queued) for --idle-exit?  Then it may exit, unless it holds volatile
+ * queued, no thread of shipped code alive) for --idle-exit?  Then it may exit, unless it holds volatile
  * entries, or entries a full store could not take yet (either would be
  * lost).  *wait_ms: when to look again.  GIL held. */
 static int stay_told;   /* worker_idle_due said why it stays */
@@ -190,6 +190,7 @@ worker_idle_due(worker *w, uint64_t *due_ms)
 	Py_ssize_t nvol = 0;
 	static const char *const keep[] = {"volatile", "unwritten"};
 	size_t i;
+	int threads;
 
 	*due_ms = 0;
 	if (!w->opt.server)
@@ -197,9 +198,17 @@ worker_idle_due(worker *w, uint64_t *due_ms)
 	pthread_mutex_lock(&w->lock);
 	since = w->nconns == 0 && w->qhead == NULL && w->running_id == 0 ?
 	    w->idle_since_ms : 0;
+	threads = w->threads;
 	pthread_mutex_unlock(&w->lock);
-	if (since == 0) {
+	if (since == 0 || threads > 0)
 		stay_told = 0;
+	if (since == 0 || threads == 0)
+		worker_threads_busy(w);
+	if (since == 0)
+		return 0;
+	if (threads > 0) {
+		/* threads of shipped code are code running */
+		worker_threads_stay(w, threads, since, limit, due_ms);
 		return 0;
 	}
 	/* the lease ran out with no client and nothing running: end the
@@ -494,7 +503,8 @@ worker_run(worker *w)
 			.wake_fd = w->wake_fd, .read_only = w->opt.mode == 'r',
 			.owner = w, .output = worker_output,
 			.in_child = worker_in_child,
-			.on_signal = dispatch_signal
+			.on_signal = dispatch_signal,
+			.threads = worker_threads_change
 		};
 		if (pymodule_start(&pc, &cause) != 0)
 			goto fail_py;
@@ -529,6 +539,7 @@ worker_run(worker *w)
 	 * kills us */
 	worker_threads_end(w);
 	rc = w->closed || dispatch_checkpoint(w, 2) == 0 ? 0 : 1;
+	worker_threads_log_exit(w);
 	worker_lease_stop(w);
 	worker_reader_stop(w);
 	worker_calls_stop(w);

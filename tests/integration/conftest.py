@@ -44,8 +44,9 @@ _open_ws = []      # this test's routed workspaces
 # with a short --idle-exit, and a routed close() waits until the worker
 # has checkpointed and exited, unless it must stay (another workspace of
 # the test is attached to it, or, after VOLATILE_WAIT, it holds volatile
-# entries: those keep a worker by design; asked only when it is still
-# there after VOLATILE_WAIT, which may just mean a loaded machine).
+# entries or a thread of shipped code is alive: those keep a worker by
+# design; asked only when it is still there after VOLATILE_WAIT, which
+# may just mean a loaded machine).
 IDLE_EXIT = "0.05"
 VOLATILE_WAIT = 3   # s: a worker still there then is asked why
 
@@ -87,7 +88,8 @@ def _open_through_server(name, db=None, flag="c", lease=None,
 
 
 def _holds_volatile(name, db, args, pid):
-    """Whether worker pid of session name holds volatile entries (None:
+    """Whether worker pid of session name holds volatile entries or runs
+    threads of shipped code (None:
     it is gone, or the session cannot be attached).  The probe attaches:
     when pid is gone by then, it starts a worker of its own, which is
     waited for too (it holds nothing, and would keep the session busy)."""
@@ -97,7 +99,8 @@ def _holds_volatile(name, db, args, pid):
         return None
     try:
         st = probe.stats() if probe.pid == pid else None
-        vol = st["volatile"] + st["unwritten"] != 0 if st else None
+        vol = st["volatile"] + st["unwritten"] + st["threads"] != 0 \
+            if st else None
     except Exception:
         vol = None
     finally:

@@ -9,8 +9,9 @@ Two sources, merged by session id:
   backend's, and pyshelf-dump is its read-only admin tool, which never
   blocks a writer;
 - what only a running server knows (the worker's pid, its attached
-  clients, the call it runs): SESSIONS to the supervisor (no server is
-  started for it).  With no server, those are 0 / None.
+  clients, the call it runs, the threads of shipped code alive in it):
+  SESSIONS to the supervisor (no server is started for it).  With no
+  server, those are 0 / None.
 """
 
 import json
@@ -23,7 +24,7 @@ from ._errors import Error
 
 _FIELDS = ("name", "id", "state", "expired", "created", "last_seen",
            "expires", "lease", "entries", "bytes", "attached_clients",
-           "worker_pid", "running_call")
+           "worker_pid", "running_call", "threads")
 
 
 class SessionInfo:
@@ -41,8 +42,10 @@ class SessionInfo:
       bytes, from the counts its record keeps (None for a record written
       before pyshelf kept them: a store not opened for writing since);
     - ``attached_clients`` (int), ``worker_pid`` (int or None),
-      ``running_call`` (the call id in hex, or None): from the running
-      server; 0 / None when no server runs.
+      ``running_call`` (the call id in hex, or None), ``threads`` (threads
+      of shipped code alive in the worker: code running, which keeps the
+      worker and the session's lease as a call does): from the running
+      server; 0 / None / 0 when no server runs.
     """
 
     __slots__ = _FIELDS
@@ -157,5 +160,6 @@ def sessions(db=None, *, socket=None):
             else None,
             lease=r["lease_ms"] / 1000.0, entries=r["entries"],
             bytes=r["bytes"], attached_clients=lv.get("clients", 0),
-            worker_pid=lv.get("pid"), running_call=lv.get("running")))
+            worker_pid=lv.get("pid"), running_call=lv.get("running"),
+            threads=lv.get("threads", 0)))
     return out

@@ -685,8 +685,10 @@ class Workspace(collections.abc.MutableMapping):
         ``last_checkpoint_phases_s`` (``diff``, ``pickle``, ``commit``),
         ``namespace_diffs`` (``tracked``: diffs that looked at the globals
         written through the namespace only; ``full``: diffs of every
-        global), ``next_handle``, ``backend_code`` (``bytecode``: the
-        backend's Python half loaded as built; ``source``: compiled at
+        global), ``next_handle``, ``threads`` (threads that shipped code
+        started and that are alive: code running, which keeps a server's
+        worker and the session's lease), ``backend_code`` (``bytecode``:
+        the backend's Python half loaded as built; ``source``: compiled at
         start)."""
         with self._lock:
             self._begin()
