@@ -49,6 +49,11 @@ struct pyctx {
 	/* A SIGINT/SIGTERM reached the worker process (not a child): what
 	 * the running code must raise (enum pyctx_sig). */
 	int (*on_signal)(struct worker *owner, int signum);
+	/* Is fd one of the backend's own (shipped code must not close it)? */
+	int (*fd_owned)(int fd);
+	/* The backend's own fds in [lo, hi), ascending, at most max: how
+	 * many. */
+	int (*fds_list)(int lo, int hi, int *out, int max);
 };
 
 /* Open addressing with linear probing and backward-shift deletion (the

@@ -147,7 +147,53 @@ pystream_on_signal(PyObject *self, PyObject *args)
 	}
 }
 
+/* descriptors                                                            */
+
+/* worker_fd(fd) -> whether fd is one of the backend's own (os.close and
+ * os.dup2 of shipped code refuse it: backend_process.py). */
+static PyObject *
+pystream_worker_fd(PyObject *self, PyObject *args)
+{
+	const struct pyctx *c = pymodule_ctx();
+	int fd;
+
+	(void)self;
+	if (!PyArg_ParseTuple(args, "i", &fd))
+		return NULL;
+	return PyBool_FromLong(c->fd_owned != NULL && c->fd_owned(fd));
+}
+
+/* worker_fds(lo, hi) -> the backend's own fds in [lo, hi), ascending, as
+ * a tuple (os.closerange of shipped code closes around them). */
+static PyObject *
+pystream_worker_fds(PyObject *self, PyObject *args)
+{
+	const struct pyctx *c = pymodule_ctx();
+	int lo, hi, n = 0, i, fds[4096];
+	PyObject *t = NULL, *v;
+
+	(void)self;
+	if (!PyArg_ParseTuple(args, "ii", &lo, &hi))
+		return NULL;
+	if (c->fds_list != NULL)
+		n = c->fds_list(lo, hi, fds, 4096);
+	if ((t = PyTuple_New(n)) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if ((v = PyLong_FromLong(fds[i])) == NULL) {
+			Py_DECREF(t);
+			return NULL;
+		}
+		PyTuple_SET_ITEM(t, i, v);  /* stolen */
+	}
+	return t;
+}
+
 PyMethodDef pystream_methods[] = {
+	{"worker_fd", pystream_worker_fd, METH_VARARGS, "worker_fd(fd) -> "
+	    "whether fd is one of the backend's own"},
+	{"worker_fds", pystream_worker_fds, METH_VARARGS, "worker_fds(lo, hi) "
+	    "-> the backend's own fds in [lo, hi)"},
 	{"on_signal", pystream_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
 	{"output", pystream_output, METH_VARARGS, "output(stream, data): send "
 	    "output of the running request"},

@@ -493,7 +493,9 @@ worker_run(worker *w)
 			.wake_fd = w->wake_fd, .read_only = w->opt.mode == 'r',
 			.owner = w, .output = worker_output,
 			.in_child = worker_in_child,
-			.on_signal = dispatch_signal
+			.on_signal = dispatch_signal,
+			.fd_owned = worker_fds_owned,
+			.fds_list = worker_fds_list
 		};
 		if (pymodule_start(&pc, &cause) != 0)
 			goto fail_py;
@@ -520,7 +522,13 @@ worker_run(worker *w)
 	}
 	worker_control_ready(w);
 	worker_control_state(w);
+	/* what is open now is ours: shipped code must not close it, and
+	 * the threads that poll it verify it (worker-fds.c) */
+	if (worker_fds_snapshot() != 0)
+		worker_log(w, "pyshelfd: listing /proc/self/fd: %s; the "
+		    "worker's descriptors are not guarded\n", strerror(errno));
 	worker_loop(w);
+	worker_fds_stop();
 	/* DETACH checkpointed already; now give shipped code's non-daemon
 	 * threads a bounded time to end, and leave the rest behind (their
 	 * changes after the last checkpoint are lost, as the detach notice
