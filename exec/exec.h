@@ -524,6 +524,10 @@ int worker_fds_intact(int fd);
 int worker_fds_check(void);
 /* worker_fds_fatal unless fd is intact; what names it in the log. */
 void worker_fds_verify(worker *w, int fd, const char *what);
+/* The store's write guard (store_set_write_guard; arg the worker): its
+ * data file's fd must be intact before a write transaction, else pages
+ * would go into whatever file took its number. */
+void worker_fds_store_guard(void *arg, int fd);
 /* One of the worker's fds is gone: log (when the log fd is intact) and
  * _exit(WORKER_FDS_EXIT) without touching any fd again. */
 void worker_fds_fatal(worker *w, int fd, const char *what)

@@ -213,3 +213,9 @@ worker_fds_fatal(worker *w, int fd, const char *what)
 		    "call is lost\n", fd, what);
 	_exit(WORKER_FDS_EXIT);
 }
+
+void
+worker_fds_store_guard(void *arg, int fd)
+{
+	worker_fds_verify(arg, fd, "the store's data file");
+}

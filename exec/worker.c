@@ -527,6 +527,7 @@ worker_run(worker *w)
 	if (worker_fds_snapshot() != 0)
 		worker_log(w, "pyshelfd: listing /proc/self/fd: %s; the "
 		    "worker's descriptors are not guarded\n", strerror(errno));
+	store_set_write_guard(w->st, worker_fds_store_guard, w);
 	worker_loop(w);
 	worker_fds_stop();
 	/* DETACH checkpointed already; now give shipped code's non-daemon
