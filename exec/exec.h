@@ -528,6 +528,13 @@ void worker_fds_verify(worker *w, int fd, const char *what);
  * data file's fd must be intact before a write transaction, else pages
  * would go into whatever file took its number. */
 void worker_fds_store_guard(void *arg, int fd);
+/* Shipped code looked up (ctypes) a C function that closes or replaces
+ * fds: the next worker_fds_settle checks them all.  Any thread. */
+void worker_fds_suspect(void);
+/* Main thread, before it writes anything after code ran: when code may
+ * have closed fds from C (worker_fds_suspect), check every fd; one gone
+ * is fatal.  One atomic load otherwise. */
+void worker_fds_settle(worker *w);
 /* One of the worker's fds is gone: log (when the log fd is intact) and
  * _exit(WORKER_FDS_EXIT) without touching any fd again. */
 void worker_fds_fatal(worker *w, int fd, const char *what)

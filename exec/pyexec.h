@@ -54,6 +54,9 @@ struct pyctx {
 	/* The backend's own fds in [lo, hi), ascending, at most max: how
 	 * many. */
 	int (*fds_list)(int lo, int hi, int *out, int max);
+	/* Shipped code looked up a C function that closes fds (the audit
+	 * hook, pystream.c): the owner checks its fds before writing. */
+	void (*fds_suspect)(void);
 };
 
 /* Open addressing with linear probing and backward-shift deletion (the

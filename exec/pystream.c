@@ -189,6 +189,40 @@ pystream_worker_fds(PyObject *self, PyObject *args)
 	return t;
 }
 
+/*
+ * The audit hook: shipped code that looks up, through ctypes, a C
+ * function that closes or replaces fds (close, close_range, closefrom,
+ * dup2, dup3, syscall) bypasses the os wrappers of backend_process.py;
+ * the owner then checks its fds before it writes anything (worker-fds.c).
+ * Every other event costs a comparison of its name's first bytes.
+ */
+static int
+pystream_audit(const char *event, PyObject *args, void *data)
+{
+	const struct pyctx *c = data;
+	PyObject *name;
+	const char *s;
+
+	if (strncmp(event, "ctypes.dlsym", 12) != 0 || c->fds_suspect == NULL)
+		return 0;
+	if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 2)
+		return 0;
+	name = PyTuple_GET_ITEM(args, 1);  /* borrowed */
+	if (!PyUnicode_Check(name)) {
+		c->fds_suspect();  /* by ordinal: cannot tell */
+		return 0;
+	}
+	if ((s = PyUnicode_AsUTF8(name)) == NULL) {
+		PyErr_Clear();
+		c->fds_suspect();
+		return 0;
+	}
+	if (strstr(s, "close") != NULL || strstr(s, "dup") != NULL ||
+	    strcmp(s, "syscall") == 0)
+		c->fds_suspect();
+	return 0;
+}
+
 PyMethodDef pystream_methods[] = {
 	{"worker_fd", pystream_worker_fd, METH_VARARGS, "worker_fd(fd) -> "
 	    "whether fd is one of the backend's own"},
@@ -210,6 +244,9 @@ pystream_setup(const struct pyctx *c)
 	PyObject *sig = NULL, *h = NULL, *r;
 	int rc = -1;
 
+	if (c->fds_suspect != NULL &&
+	    PySys_AddAuditHook(pystream_audit, (void *)pymodule_ctx()) < 0)
+		goto out;
 	if ((sig = PyImport_ImportModule("signal")) == NULL)
 		goto out;
 	if ((h = PyObject_GetAttrString(PyImport_AddModule("_pyshelfd"),

@@ -31,6 +31,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,6 +50,8 @@ static pthread_mutex_t fds_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct worker_fd *fds_tab;    /* fds_lock */
 static int fds_cap;                  /* entries in fds_tab */
 static int fds_enabled;              /* detection on (fds_lock) */
+static atomic_int fds_suspect;       /* shipped code looked up a
+                                        function that closes fds */
 
 /* Record fd (fds_lock held).  0, or -1 (out of memory, fd not open). */
 static int
@@ -218,4 +221,23 @@ void
 worker_fds_store_guard(void *arg, int fd)
 {
 	worker_fds_verify(arg, fd, "the store's data file");
+}
+
+void
+worker_fds_suspect(void)
+{
+	atomic_store(&fds_suspect, 1);
+}
+
+void
+worker_fds_settle(worker *w)
+{
+	int bad;
+
+	if (atomic_load_explicit(&fds_suspect, memory_order_relaxed) == 0 ||
+	    atomic_exchange(&fds_suspect, 0) == 0)
+		return;
+	if ((bad = worker_fds_check()) >= 0)
+		worker_fds_fatal(w, bad, "after shipped code looked up a "
+		    "function that closes descriptors");
 }

@@ -819,6 +819,7 @@ worker_reader_idle_wait(worker *w, int timeout_ms)
 	int nc = 0, resumed = 0;
 	ssize_t got;
 
+	worker_fds_settle(w);  /* before the wake-ups below write */
 	worker_reader_busy(w, 0);
 	pfd[0] = (struct pollfd){w->wake_fd_r, POLLIN, 0};
 	pthread_mutex_lock(&w->lock);

@@ -130,6 +130,7 @@ def test_close_range_from_c_ends_the_worker(gw, tmp_path):
                  "while time.monotonic() < t + %d:\n"
                  "    time.sleep(0.05)\n" % WAIT)
     assert isinstance(e, pyshelf.BackendDied), (r, e)
+    assert "descriptors of its own closed" in str(e)
     assert wait_gone(pid, WAIT)
     assert _files(str(files)) == _expected()
     if isinstance(gw._conn, pyshelf._workspace._ServerConn):
@@ -139,6 +140,27 @@ def test_close_range_from_c_ends_the_worker(gw, tmp_path):
         with pytest.raises(pyshelf.BackendDied):
             gw.remote_exec("1")
     assert _files(str(files)) == _expected()
+
+
+def test_close_range_from_c_in_a_quick_call(gw, tmp_path):
+    """The same in a call that ends at once and binds no global (so no
+    checkpoint writes): ctypes' look-up of close_range makes the worker
+    check its fds before it writes the reply or wakes a thread."""
+    files = tmp_path / "files"
+    files.mkdir()
+    gw["keep"] = [1, 2, 3]
+    pid = gw.pid
+    r, e = _call(gw, "import builtins, ctypes\n"
+                 "ctypes.CDLL(None).close_range(3, 4095, 0)\n"
+                 "builtins._fds_test = [open(%r + '/f%%d' %% i, 'w+b') "
+                 "for i in range(12)]\n"
+                 "[f.write(b'user%%d' %% i) and f.flush() for i, f in "
+                 "enumerate(builtins._fds_test)] and None" % str(files))
+    assert isinstance(e, pyshelf.BackendDied), (r, e)
+    assert wait_gone(pid, WAIT)
+    assert _files(str(files)) == _expected()
+    if isinstance(gw._conn, pyshelf._workspace._ServerConn):
+        assert gw.remote_exec("DirectValue(keep)").value == [1, 2, 3]
 
 
 def test_failed_reattach_is_a_pyshelf_error(srv):
