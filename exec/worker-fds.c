@@ -198,6 +198,10 @@ worker_fds_check(void)
 void
 worker_fds_verify(worker *w, int fd, const char *what)
 {
+	/* a child of shipped code: its copies point at /dev/null
+	 * (worker_atfork_child), and it is not the worker */
+	if (w != NULL && w->forked)
+		return;
 	if (!worker_fds_intact(fd))
 		worker_fds_fatal(w, fd, what);
 }
@@ -235,8 +239,8 @@ worker_fds_settle(worker *w)
 	int bad;
 
 	if (atomic_load_explicit(&fds_suspect, memory_order_relaxed) == 0 ||
-	    atomic_exchange(&fds_suspect, 0) == 0)
-		return;
+	    w->forked || atomic_exchange(&fds_suspect, 0) == 0)
+		return;  /* (a child of shipped code: see worker_fds_verify) */
 	if ((bad = worker_fds_check()) >= 0)
 		worker_fds_fatal(w, bad, "after shipped code looked up a "
 		    "function that closes descriptors");

@@ -219,3 +219,19 @@ def test_failed_reattach_is_a_pyshelf_error(srv):
     srv.track(ws)
     ws.close()
 
+
+
+def test_a_child_after_a_lookup_exits_as_usual(gw):
+    """A fork right after a ctypes look-up of close(): the child, whose
+    copies of the backend's fds point at /dev/null, is not taken for a
+    worker that lost them (its exit status stays the code's)."""
+    r = gw.remote_exec('''
+import ctypes, os
+ctypes.CDLL(None).close
+pid = os.fork()
+if pid == 0:
+    raise SystemExit(3)
+DirectValue(os.waitpid(pid, 0)[1] >> 8)
+''')
+    assert r.value == 3
+    assert gw.remote_exec("DirectValue(2)").value == 2
