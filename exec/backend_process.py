@@ -263,6 +263,59 @@ class _ImportHook:
         return spec
 
 
+def _guard_fds(os):
+    """os.close, os.closerange and os.dup2 (also under posix) leave the
+    backend's own fds alone: daemonizing code (python-daemon,
+    os.closerange(3, 4096)) closes every fd above 2 and opens files, which
+    would take the numbers of the worker's connection, pipes and store
+    files.  closerange closes around them; close, and dup2 onto one, raise
+    OSError(EBADF), as for an fd that is not open.  Code that closes fds
+    from C is caught by the worker instead (worker-fds.c: it exits, the
+    session keeps its last checkpoint).  A child forked by shipped code
+    closes what it likes (its copies point at /dev/null)."""
+    import errno
+    import operator
+    import posix
+    real_close, real_closerange, real_dup2 = (
+        posix.close, posix.closerange, posix.dup2)
+    int_max = 2 ** 31 - 1
+
+    def refuse(fd, what):
+        raise OSError(errno.EBADF, "%s: fd %d belongs to the pyshelf "
+                      "backend (its connection, pipes or store); shipped "
+                      "code may not close or replace it" % (what, fd))
+
+    def close(fd):
+        if not _s.in_child(0) and _s.worker_fd(operator.index(fd)):
+            refuse(fd, "os.close")
+        return real_close(fd)
+
+    def closerange(fd_low, fd_high):
+        lo, hi = operator.index(fd_low), operator.index(fd_high)
+        if _s.in_child(0) or hi <= 3:
+            return real_closerange(lo, hi)
+        for fd in _s.worker_fds(min(max(lo, 0), int_max),
+                                min(hi, int_max)):
+            if lo < fd:
+                real_closerange(lo, fd)
+            lo = fd + 1
+        if lo < hi:
+            real_closerange(lo, hi)
+
+    def dup2(fd, fd2, inheritable=True):
+        if not _s.in_child(0) and _s.worker_fd(operator.index(fd2)):
+            refuse(fd2, "os.dup2")
+        return real_dup2(fd, fd2, inheritable)
+
+    for f, real in ((close, real_close), (closerange, real_closerange),
+                    (dup2, real_dup2)):
+        f.__name__ = f.__qualname__ = real.__name__
+        f.__doc__ = real.__doc__
+        f.__module__ = "posix"
+        setattr(os, real.__name__, f)
+        setattr(posix, real.__name__, f)
+
+
 def _setup_process():
     global RECURSION_CAP
     import os
@@ -277,6 +330,7 @@ def _setup_process():
     if sys.getrecursionlimit() > RECURSION_CAP:
         _real_setrecursionlimit(RECURSION_CAP)
     os.register_at_fork(after_in_child=_after_fork_child)
+    _guard_fds(os)
     for name, patch in _PATCHES.items():
         if name in sys.modules:
             patch(sys.modules[name])

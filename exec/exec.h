@@ -518,6 +518,49 @@ int worker_calls_current(worker *w, uint8_t id[16]);
 /* Is a call running? (CTL_STATE) hex of the running one. */
 int worker_calls_running_hex(worker *w, char hex[33]);
 
+/* worker-fds.c */
+/* The exit status of a worker that found one of its fds closed or
+ * replaced (worker_fds_fatal). */
+#define WORKER_FDS_EXIT 70
+/* How often the reader looks at every fd of the worker while code runs
+ * (code that closed them from C may leave its poll asleep). */
+#define WORKER_FDS_CHECK_MS 1000
+/* Record fd as the worker's (its device and inode now).  0, or -1. */
+int worker_fds_add(int fd);
+/* The worker closes fd: no longer its. */
+void worker_fds_forget(int fd);
+/* Record every fd open now above 2 (the worker's, before shipped code
+ * runs), and start detecting.  0, or -1 when some could not be. */
+int worker_fds_snapshot(void);
+/* Stop detecting (the worker closes its fds on the way out). */
+void worker_fds_stop(void);
+/* Is fd one of the worker's, still the file it was?  Any thread. */
+int worker_fds_owned(int fd);
+/* The worker's fds in [lo, hi), ascending, at most max: how many. */
+int worker_fds_list(int lo, int hi, int *out, int max);
+/* 0 when fd is registered and no longer the file it was (closed, or
+ * another file at its number), else 1 (also when detection is off). */
+int worker_fds_intact(int fd);
+/* The first registered fd that is not intact, or -1. */
+int worker_fds_check(void);
+/* worker_fds_fatal unless fd is intact; what names it in the log. */
+void worker_fds_verify(worker *w, int fd, const char *what);
+/* The store's write guard (store_set_write_guard; arg the worker): its
+ * data file's fd must be intact before a write transaction, else pages
+ * would go into whatever file took its number. */
+void worker_fds_store_guard(void *arg, int fd);
+/* Shipped code looked up (ctypes) a C function that closes or replaces
+ * fds: the next worker_fds_settle checks them all.  Any thread. */
+void worker_fds_suspect(void);
+/* Main thread, before it writes anything after code ran: when code may
+ * have closed fds from C (worker_fds_suspect), check every fd; one gone
+ * is fatal.  One atomic load otherwise. */
+void worker_fds_settle(worker *w);
+/* One of the worker's fds is gone: log (when the log fd is intact) and
+ * _exit(WORKER_FDS_EXIT) without touching any fd again. */
+void worker_fds_fatal(worker *w, int fd, const char *what)
+    __attribute__((noreturn));
+
 /* worker-restart.c */
 /* Reader thread: re-exec this worker (same pid) resuming the session
  * from its last checkpoint, keeping its connections.  Returns only when

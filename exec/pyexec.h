@@ -53,6 +53,14 @@ struct pyctx {
 	 * backend's hook on threading.Thread); any thread, GIL held.  The
 	 * number of such threads alive after it. */
 	int (*threads)(struct worker *owner, int delta);
+	/* Is fd one of the backend's own (shipped code must not close it)? */
+	int (*fd_owned)(int fd);
+	/* The backend's own fds in [lo, hi), ascending, at most max: how
+	 * many. */
+	int (*fds_list)(int lo, int hi, int *out, int max);
+	/* Shipped code looked up a C function that closes fds (the audit
+	 * hook, pystream.c): the owner checks its fds before writing. */
+	void (*fds_suspect)(void);
 };
 
 /* Open addressing with linear probing and backward-shift deletion (the

@@ -172,7 +172,87 @@ pystream_threads(PyObject *self, PyObject *args)
 	return PyLong_FromLong(c->threads(c->owner, delta));
 }
 
+/* descriptors                                                            */
+
+/* worker_fd(fd) -> whether fd is one of the backend's own (os.close and
+ * os.dup2 of shipped code refuse it: backend_process.py). */
+static PyObject *
+pystream_worker_fd(PyObject *self, PyObject *args)
+{
+	const struct pyctx *c = pymodule_ctx();
+	int fd;
+
+	(void)self;
+	if (!PyArg_ParseTuple(args, "i", &fd))
+		return NULL;
+	return PyBool_FromLong(c->fd_owned != NULL && c->fd_owned(fd));
+}
+
+/* worker_fds(lo, hi) -> the backend's own fds in [lo, hi), ascending, as
+ * a tuple (os.closerange of shipped code closes around them). */
+static PyObject *
+pystream_worker_fds(PyObject *self, PyObject *args)
+{
+	const struct pyctx *c = pymodule_ctx();
+	int lo, hi, n = 0, i, fds[4096];
+	PyObject *t = NULL, *v;
+
+	(void)self;
+	if (!PyArg_ParseTuple(args, "ii", &lo, &hi))
+		return NULL;
+	if (c->fds_list != NULL)
+		n = c->fds_list(lo, hi, fds, 4096);
+	if ((t = PyTuple_New(n)) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if ((v = PyLong_FromLong(fds[i])) == NULL) {
+			Py_DECREF(t);
+			return NULL;
+		}
+		PyTuple_SET_ITEM(t, i, v);  /* stolen */
+	}
+	return t;
+}
+
+/*
+ * The audit hook: shipped code that looks up, through ctypes, a C
+ * function that closes or replaces fds (close, close_range, closefrom,
+ * dup2, dup3, syscall) bypasses the os wrappers of backend_process.py;
+ * the owner then checks its fds before it writes anything (worker-fds.c).
+ * Every other event costs a comparison of its name's first bytes.
+ */
+static int
+pystream_audit(const char *event, PyObject *args, void *data)
+{
+	const struct pyctx *c = data;
+	PyObject *name;
+	const char *s;
+
+	if (strncmp(event, "ctypes.dlsym", 12) != 0 || c->fds_suspect == NULL)
+		return 0;
+	if (!PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 2)
+		return 0;
+	name = PyTuple_GET_ITEM(args, 1);  /* borrowed */
+	if (!PyUnicode_Check(name)) {
+		c->fds_suspect();  /* by ordinal: cannot tell */
+		return 0;
+	}
+	if ((s = PyUnicode_AsUTF8(name)) == NULL) {
+		PyErr_Clear();
+		c->fds_suspect();
+		return 0;
+	}
+	if (strstr(s, "close") != NULL || strstr(s, "dup") != NULL ||
+	    strcmp(s, "syscall") == 0)
+		c->fds_suspect();
+	return 0;
+}
+
 PyMethodDef pystream_methods[] = {
+	{"worker_fd", pystream_worker_fd, METH_VARARGS, "worker_fd(fd) -> "
+	    "whether fd is one of the backend's own"},
+	{"worker_fds", pystream_worker_fds, METH_VARARGS, "worker_fds(lo, hi) "
+	    "-> the backend's own fds in [lo, hi)"},
 	{"on_signal", pystream_on_signal, METH_VARARGS, "SIGINT/SIGTERM handler"},
 	{"output", pystream_output, METH_VARARGS, "output(stream, data): send "
 	    "output of the running request"},
@@ -191,6 +271,9 @@ pystream_setup(const struct pyctx *c)
 	PyObject *sig = NULL, *h = NULL, *r;
 	int rc = -1;
 
+	if (c->fds_suspect != NULL &&
+	    PySys_AddAuditHook(pystream_audit, (void *)pymodule_ctx()) < 0)
+		goto out;
 	if ((sig = PyImport_ImportModule("signal")) == NULL)
 		goto out;
 	if ((h = PyObject_GetAttrString(PyImport_AddModule("_pyshelfd"),

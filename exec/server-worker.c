@@ -482,7 +482,7 @@ server_worker_msg(server *s, server_session *ss, wire_msg *m)
 static void
 server_worker_ended(server *s, server_session *ss, int known, int st)
 {
-	char how[160];
+	char how[256];
 	server_client *c, *next, *first = ss->first;
 	int was_ready = ss->ready, refused, sig = 0, clean;
 	pid_t pid = ss->pid;
@@ -494,8 +494,11 @@ server_worker_ended(server *s, server_session *ss, int known, int st)
 		    sigabbrev_np(sig) != NULL ? sigabbrev_np(sig) : "?");
 		clean = 0;
 	} else if (known && WIFEXITED(st)) {
-		snprintf(how, sizeof how, "exited with status %d",
-		    WEXITSTATUS(st));
+		snprintf(how, sizeof how, "exited with status %d%s",
+		    WEXITSTATUS(st), WEXITSTATUS(st) == WORKER_FDS_EXIT ?
+		    " (it found descriptors of its own closed or replaced by "
+		    "the code it ran, and exited before touching the files "
+		    "in their place)" : "");
 		clean = WEXITSTATUS(st) == 0;
 	} else {
 		snprintf(how, sizeof how, "ended; how is not known (it was "

@@ -28,6 +28,10 @@ worker_conn_add(worker *w, int fd, int out_fd, int own_fds)
 	c->out_fd = out_fd;
 	c->own_fds = own_fds;
 	c->refs = 1;  /* the table's */
+	/* ours while it lives: shipped code may not close it */
+	(void)worker_fds_add(fd);
+	if (out_fd != fd)
+		(void)worker_fds_add(out_fd);
 	/* PROTOCOL.md's 64 KiB until the handshake is done */
 	c->max = w->opt.max_frame < WIRE_PREAUTH_MAX_FRAME ?
 	    w->opt.max_frame : WIRE_PREAUTH_MAX_FRAME;
@@ -54,6 +58,8 @@ worker_conn_unref_locked(worker *w, worker_conn *c)
 	(void)w;
 	if (c == NULL || --c->refs > 0)
 		return;
+	worker_fds_forget(c->fd);
+	worker_fds_forget(c->out_fd);
 	if (c->own_fds) {
 		close(c->fd);
 		if (c->out_fd != c->fd)

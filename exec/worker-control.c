@@ -161,8 +161,10 @@ static void
 worker_control_close(worker *w)
 {
 	pthread_mutex_lock(&w->ctl_lock);
-	if (w->ctl_fd >= 0)
+	if (w->ctl_fd >= 0) {
+		worker_fds_forget(w->ctl_fd);
 		close(w->ctl_fd);
+	}
 	w->ctl_fd = -1;
 	w->state_sent[0] = '\0';
 	pthread_mutex_unlock(&w->ctl_lock);
@@ -561,9 +563,12 @@ worker_control_accept(worker *w)
 		return;
 	}
 	pthread_mutex_lock(&w->ctl_lock);
-	if (w->ctl_fd >= 0)
+	if (w->ctl_fd >= 0) {
+		worker_fds_forget(w->ctl_fd);
 		close(w->ctl_fd);
+	}
 	w->ctl_fd = fd;
+	(void)worker_fds_add(fd);
 	w->state_sent[0] = '\0';
 	pthread_mutex_unlock(&w->ctl_lock);
 	pthread_mutex_lock(&w->lock);

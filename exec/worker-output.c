@@ -125,6 +125,12 @@ worker_output_forwarder(void *arg)
 				continue;
 			break;
 		}
+		/* a file in place of one of these would be read and sent
+		 * (worker-fds.c) */
+		for (i = 0; i < 3; i++)
+			if (pfd[i].revents != 0)
+				worker_fds_verify(w, pfd[i].fd, "polled by the "
+				    "output forwarder");
 		if (pfd[0].revents != 0)
 			break;
 		for (i = 1; i <= 2; i++) {

@@ -593,6 +593,9 @@ worker_reader_carried(worker *w)
 static void
 worker_reader_end(worker *w, worker_conn *c, int rc)
 {
+	/* a file in the connection's place reads as garbage or end of
+	 * file: never write an ERROR into it */
+	worker_fds_verify(w, c->fd, "a client connection");
 	if (rc == WIRE_E_TOO_BIG || rc == WIRE_E_MALFORMED) {
 		wire_buf b;
 		wire_buf_init(&b);
@@ -710,7 +713,12 @@ worker_reader_serve(worker *w, const struct pollfd *pfd, worker_conn **cs,
 	int i, rc;
 
 	for (i = 0; i < nc; i++) {
-		if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
+		if (pfd[i].revents & POLLNVAL) {
+			/* closed behind our back: never ours again */
+			worker_fds_verify(w, cs[i]->fd, "a client connection");
+			if (worker_reader_readable(w, cs[i]))
+				worker_reader_end(w, cs[i], WIRE_E_IO);
+		} else if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
 		    worker_reader_readable(w, cs[i]) &&
 		    (rc = worker_reader_input(w, cs[i])) != WIRE_OK)
 			worker_reader_end(w, cs[i], rc);
@@ -772,6 +780,25 @@ worker_reader_takeover(worker *w)
 		worker_reader_arm(w, rearm);
 }
 
+/* Before acting on what a poll reported, make sure each fd it reported
+ * on is still ours (worker-fds.c): shipped code that closed our fds from
+ * C and opened files would have us read and write those files (and
+ * spin: a file is always readable; a closed fd always POLLNVAL).  all:
+ * check every fd of the worker (the periodic look while code runs).
+ * Does not return when one is gone. */
+static void
+worker_reader_verify(worker *w, const struct pollfd *pfd, int n, int all)
+{
+	int i, bad;
+
+	for (i = 0; i < n; i++)
+		if (pfd[i].revents != 0)
+			worker_fds_verify(w, pfd[i].fd, "polled by the reader "
+			    "thread");
+	if (all && (bad = worker_fds_check()) >= 0)
+		worker_fds_fatal(w, bad, "found by the reader's periodic look");
+}
+
 /* Reader thread body: reads the control channel, and the connections
  * while it owns them, until w->quit is set. */
 static void *
@@ -780,7 +807,7 @@ worker_reader_main(void *arg)
 	worker *w = arg;
 	struct pollfd pfd[WORKER_READER_MAX + 4];
 	worker_conn *cs[WORKER_READER_MAX];
-	int n, nc, t, quit, ctl_i, lis_i, back, resumed = 0;
+	int n, nc, t, quit, ctl_i, lis_i, back, resumed = 0, running, got;
 
 	for (;;) {
 		n = 0;
@@ -805,6 +832,7 @@ worker_reader_main(void *arg)
 		nc = w->in_owner == WORKER_IN_READER ?
 		    worker_reader_collect_locked(w, pfd, n, cs, &resumed) : 0;
 		quit = w->quit;
+		running = w->running_id != 0;
 		pthread_mutex_unlock(&w->lock);
 		if (back)
 			worker_reader_wake(w);
@@ -818,13 +846,19 @@ worker_reader_main(void *arg)
 			worker_reader_resume(w, cs, nc);
 			t = 0;
 		}
-		if (poll(pfd, (nfds_t)(n + nc), t) < 0) {
+		/* while code runs, look at our fds now and then: code that
+		 * closed them from C may leave this poll waiting on files
+		 * that never wake it */
+		if (running && (t < 0 || t > WORKER_FDS_CHECK_MS))
+			t = WORKER_FDS_CHECK_MS;
+		if ((got = poll(pfd, (nfds_t)(n + nc), t)) < 0) {
 			if (errno != EINTR)
 				worker_log(w, "pyshelfd: poll: %s\n",
 				    strerror(errno));
 			/* should not happen: do not spin on it */
 			memset(pfd, 0, sizeof pfd[0] * (size_t)(n + nc));
 		}
+		worker_reader_verify(w, pfd, n + nc, got == 0 && running);
 		if (pfd[0].revents & POLLIN) {
 			uint64_t v;
 			if (read(w->rwake_fd, &v, sizeof v) < 0) {
@@ -883,7 +917,9 @@ worker_reader_idle_wait(worker *w, int timeout_ms)
 	worker_conn *cs[WORKER_READER_MAX];
 	char drain[64];
 	int nc = 0, resumed = 0;
+	ssize_t got;
 
+	worker_fds_settle(w);  /* before the wake-ups below write */
 	worker_reader_busy(w, 0);
 	pfd[0] = (struct pollfd){w->wake_fd_r, POLLIN, 0};
 	pthread_mutex_lock(&w->lock);
@@ -897,12 +933,16 @@ worker_reader_idle_wait(worker *w, int timeout_ms)
 	}
 	if (poll(pfd, (nfds_t)(1 + nc), timeout_ms) <= 0)
 		memset(pfd, 0, sizeof pfd[0] * (size_t)(1 + nc));
+	if (pfd[0].revents & POLLNVAL)
+		worker_fds_verify(w, w->wake_fd_r, "the main thread's wake pipe");
 	if (pfd[0].revents & POLLIN) {
 		/* one read: a pipe with more than this stays readable, and
-		 * the next wait drains it */
-		if (read(w->wake_fd_r, drain, sizeof drain) < 0) {
-			/* EAGAIN: someone drained it */
-		}
+		 * the next wait drains it; its write end is ours, so never
+		 * end of file: that is a file in its place */
+		if ((got = read(w->wake_fd_r, drain, sizeof drain)) == 0 ||
+		    (got < 0 && errno != EAGAIN && errno != EINTR))
+			worker_fds_verify(w, w->wake_fd_r,
+			    "the main thread's wake pipe");
 	}
 	/* main owns what it collected: it is not busy, so the reader cannot
 	 * take them until worker_reader_busy(w, 1) */

@@ -67,6 +67,7 @@ worker_send(worker *w, const wire_buf *b)
 	if (w->forked)   /* set in every child (worker_atfork_child): no
 	                    getpid() on this path, which every frame takes */
 		_exit(0); /* shipped code's child got back here: never send */
+	worker_fds_settle(w);  /* before anything is written */
 	if (w->call != NULL && worker_calls_reply(w, b))
 		return 0;
 	return worker_send_to(w, w->cur_conn != NULL ? w->cur_conn :
@@ -149,6 +150,9 @@ worker_atfork_child(void)
 void
 worker_set_running(worker *w, uint64_t id, uint64_t timeout_ms)
 {
+	if (id == 0)
+		worker_fds_settle(w);  /* code ended: before its output and
+		                          reply are read and written */
 	pthread_mutex_lock(&w->lock);
 	w->running_id = id;
 	w->running_conn = id != 0 ? w->cur_conn : NULL;
@@ -504,7 +508,10 @@ worker_run(worker *w)
 			.owner = w, .output = worker_output,
 			.in_child = worker_in_child,
 			.on_signal = dispatch_signal,
-			.threads = worker_threads_change
+			.threads = worker_threads_change,
+			.fd_owned = worker_fds_owned,
+			.fds_list = worker_fds_list,
+			.fds_suspect = worker_fds_suspect
 		};
 		if (pymodule_start(&pc, &cause) != 0)
 			goto fail_py;
@@ -531,7 +538,14 @@ worker_run(worker *w)
 	}
 	worker_control_ready(w);
 	worker_control_state(w);
+	/* what is open now is ours: shipped code must not close it, and
+	 * the threads that poll it verify it (worker-fds.c) */
+	if (worker_fds_snapshot() != 0)
+		worker_log(w, "pyshelfd: listing /proc/self/fd: %s; the "
+		    "worker's descriptors are not guarded\n", strerror(errno));
+	store_set_write_guard(w->st, worker_fds_store_guard, w);
 	worker_loop(w);
+	worker_fds_stop();
 	/* DETACH checkpointed already; now give shipped code's non-daemon
 	 * threads a bounded time to end, and leave the rest behind (their
 	 * changes after the last checkpoint are lost, as the detach notice

@@ -58,6 +58,9 @@ struct store {
 	                             (defer_unlink; under unsynced_lock) */
 	char *path;               /* directory, owned */
 	store_options opt;        /* as opened, defaults filled in */
+	void (*write_guard)(void *arg, int fd); /* before each write
+	                             transaction (store_set_write_guard) */
+	void *write_guard_arg;
 	pthread_rwlock_t resize;  /* held shared by transactions, exclusively
 	                             while the map grows */
 	pthread_mutex_t map_lock; /* guards map_base */

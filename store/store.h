@@ -318,6 +318,13 @@ size_t store_reap_pending(store *s);
 size_t store_blob_min(const store *s);
 /* Path the store was opened at (borrowed, valid until store_close). */
 const char *store_path(const store *s);
+/* Call guard(arg, fd) before each write transaction begins, fd the
+ * environment's data file descriptor, in the thread that writes: a
+ * process whose descriptors foreign code may close checks there that fd
+ * is still the data file (the guard may exit the process).  NULL: none.
+ * Set it before other threads write. */
+void store_set_write_guard(store *s, void (*guard)(void *arg, int fd),
+    void *arg);
 
 /* compact.c */
 

@@ -131,7 +131,13 @@ store_txn_cause(store_txn *t, const char *fmt, ...)
 static int
 txn_begin(store *s, unsigned flags, MDB_txn **txn)
 {
-	int rc = mdb_txn_begin(s->env, NULL, flags, txn);
+	mdb_filehandle_t fd;
+	int rc;
+
+	if (!(flags & MDB_RDONLY) && s->write_guard != NULL &&
+	    mdb_env_get_fd(s->env, &fd) == 0)
+		s->write_guard(s->write_guard_arg, fd);
+	rc = mdb_txn_begin(s->env, NULL, flags, txn);
 
 	/* A loop, not an if: the other process may grow the map again
 	 * between our adopting its size and beginning again. */
@@ -148,6 +154,13 @@ txn_begin(store *s, unsigned flags, MDB_txn **txn)
 		rc = mdb_txn_begin(s->env, NULL, flags, txn);
 	}
 	return rc;
+}
+
+void
+store_set_write_guard(store *s, void (*guard)(void *arg, int fd), void *arg)
+{
+	s->write_guard = guard;
+	s->write_guard_arg = arg;
 }
 
 /* Run fn in a read transaction. */

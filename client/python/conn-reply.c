@@ -209,6 +209,13 @@ conn_died(module_state *st, pyshelf_conn *c, const char *why)
 		if (WIFSIGNALED(wstatus))
 			msg = PyUnicode_FromFormat("%s: %U (killed by signal "
 			    "%d)", what, text, WTERMSIG(wstatus));
+		else if (WEXITSTATUS(wstatus) == 70)  /* exec.h's
+		                                         WORKER_FDS_EXIT */
+			msg = PyUnicode_FromFormat("%s: %U (exit status 70: "
+			    "the backend found descriptors of its own closed "
+			    "or replaced by the code it ran, and exited before "
+			    "touching the files in their place; the session "
+			    "keeps its last checkpoint)", what, text);
 		else
 			msg = PyUnicode_FromFormat("%s: %U (exit status %d)",
 			    what, text, WEXITSTATUS(wstatus));

@@ -403,12 +403,18 @@ class _ServerConn:
             out.replaying()
 
     def __getattr__(self, name):
-        if self.conn is None or self.broken:
+        conn = self.conn
+        if conn is None or self.broken:
             if name in self._ONCE:
                 # nothing to end or interrupt on a broken connection
                 return _nothing
             self.reconnect()
-        attr = getattr(self.conn, name)
+            conn = self.conn
+        if conn is None:
+            # another thread's reconnect is under way, or failed
+            raise BackendDied("not attached: the last attach to the "
+                              "server failed; the next call attaches again")
+        attr = getattr(conn, name)
         if name in self._ONCE or not callable(attr):
             return attr
         return functools.partial(self._request, name)
