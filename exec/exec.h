@@ -288,8 +288,9 @@ typedef struct worker {
 	int ended_here;              /* END_SESSION or the lease ended the
 	                                session (worker-end.c): leave the
 	                                loop, no checkpoint (w->lock) */
-	int requests_since_full;     /* a request ran since the last full
-	                                checkpoint (interval ones skip if not) */
+	int requests_since_full;     /* a request ran since the last full or
+	                                interval checkpoint (the interval's
+	                                round robin starts a new cycle) */
 	volatile sig_atomic_t terminate; /* SIGTERM/SIGINT: shut down cleanly */
 
 	/* why this worker cannot serve, set where starting it fails and sent
