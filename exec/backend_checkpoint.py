@@ -9,6 +9,7 @@ import _thread
 import builtins
 import gc as _gc
 import time as _time
+from itertools import islice as _islice
 import types
 
 import _pyshelfd as _s
@@ -269,43 +270,65 @@ class _CheckpointMixin:
     def _mutable_keys(self, full):
         """Loaded entries whose reachable state can change in place
         (invisible to the namespace diff): all of them, or the interval's
-        slice, which goes on where the last one ended; rr_left counts
-        down what the round robin's cycle has still to look at (a full
-        set, or a slice that wraps around, ends it).  Only those made of
-        immutable atoms alone are left out (_frozen; known ones cached by
-        key while the key holds them)."""
+        slice of at most INTERVAL_SLICE, which goes on where the last one
+        ended.  The round robin walks the loaded entries (globals, then
+        handles) by position: rr_pos is where it is, rr_left how many its
+        cycle has still to walk; the positions before the slice are
+        skipped in C, so that a slice costs what it holds, not the
+        workspace's size."""
+        tables = (("g", self.shadow), ("h", self.handles))
+        n = len(self.shadow) + len(self.handles)
         keys = []
-        frozen = self.frozen
-        for kind, table in (("g", self.shadow), ("h", self.handles)):
-            for k, o in table.items():
-                t = type(o)
-                if t in _ATOM_TYPES:
-                    continue
-                if t is tuple or t is frozenset or issubclass(t, tuple):
-                    key = (kind, k)
-                    f = frozen.get(key)
-                    if f is o:
-                        continue
-                    if _frozen(o):
-                        frozen[key] = o
-                        continue
-                    if f is not None:
-                        del frozen[key]
-                    keys.append(key)
-                else:
-                    keys.append((kind, k))
-        n = len(keys)
         if full >= 2 or n <= self.INTERVAL_SLICE:
+            for kind, table in tables:
+                self._take_mutable(kind, table.items(), keys, n + 1)
             self.rr_left = 0
             return keys
         left = n if self.rr_left < 0 else min(self.rr_left, n)
         start = self.rr_pos % n
-        part = keys[start:start + self.INTERVAL_SLICE]
-        if len(part) < self.INTERVAL_SLICE:
-            part.extend(keys[:self.INTERVAL_SLICE - len(part)])
-        self.rr_pos = start + self.INTERVAL_SLICE
-        self.rr_left = max(0, left - self.INTERVAL_SLICE)
-        return part
+        used, want = 0, self.INTERVAL_SLICE
+        # positions start..n, then 0..start (the walk wraps around once)
+        for lo, hi in ((start, n), (0, start)):
+            base = 0
+            for kind, table in tables:
+                a, b = max(lo - base, 0), min(hi - base, len(table))
+                base += len(table)
+                if a < b and len(keys) < want:
+                    used += self._take_mutable(
+                        kind, _islice(table.items(), a, b), keys, want)
+        self.rr_pos = start + used
+        self.rr_left = max(0, left - used)
+        return keys
+
+    def _take_mutable(self, kind, items, keys, want):
+        """Append to keys those of items (the (key, object) pairs of one
+        table, kind 'g' or 'h') whose state can change in place, until
+        keys holds want of them; return how many of items it looked at.
+        Only those made of immutable atoms alone are left out (_frozen;
+        known ones cached by key while the key holds them)."""
+        frozen = self.frozen
+        used = 0
+        for k, o in items:
+            used += 1
+            t = type(o)
+            if t in _ATOM_TYPES:
+                continue
+            if t is tuple or t is frozenset or issubclass(t, tuple):
+                key = (kind, k)
+                f = frozen.get(key)
+                if f is o:
+                    continue
+                if _frozen(o):
+                    frozen[key] = o
+                    continue
+                if f is not None:
+                    del frozen[key]
+                keys.append(key)
+            else:
+                keys.append((kind, k))
+            if len(keys) >= want:
+                break
+        return used
 
     def _slow_record(self, batch, d, key, obj, base, tn, noref=False):
         """An entry the C pickler could not take: cloudpickle, or volatile
