@@ -144,7 +144,14 @@ class Workspace(_LoadMixin, _RefsMixin, _GroupsMixin, _FullStoreMixin,
                                  # could not take, written by the next
                                  # checkpoint that may find room
         self.store_notices = []  # texts for the client's stderr
-        self.rr_pos = 0
+        self.rr_pos = 0          # where the interval's round robin goes on
+        self.rr_left = 0         # loaded mutable entries its cycle has still
+                                 # to look at (-1: a new cycle, all of them)
+        self.rr_threads = False  # shipped threads ran during the last
+                                 # interval checkpoint: a new cycle next
+        self.intervals = 0       # interval checkpoints (stats)
+        self.interval_scans = 0  # those that re-pickled loaded entries
+        self.last_interval_s = 0.0  # how long the last one took
         self.last_checkpoint_s = 0.0
         self.last_checkpoint_phases = (0.0, 0.0, 0.0)  # diff, pickle, commit
         self.checkpoints = 0

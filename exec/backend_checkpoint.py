@@ -9,6 +9,7 @@ import _thread
 import builtins
 import gc as _gc
 import time as _time
+from itertools import islice as _islice
 import types
 
 import _pyshelfd as _s
@@ -131,8 +132,8 @@ class _CheckpointMixin:
 
     def checkpoint(self, full=0):
         """Write what changed in one transaction.  full: also re-pickle every
-        loaded mutable entry (catches in-place mutation).  The C half skips
-        interval ones when no request ran since the last."""
+        loaded mutable entry (catches in-place mutation); 1: the interval's
+        round-robin slice of them (interval_checkpoint says when)."""
         if not full and not self.dirty and not self.deleted and \
                 _s.dict_version(self.ns) == self.ns_version and \
                 not _s.session_dirty():
@@ -269,36 +270,65 @@ class _CheckpointMixin:
     def _mutable_keys(self, full):
         """Loaded entries whose reachable state can change in place
         (invisible to the namespace diff): all of them, or the interval's
-        slice.  Only those made of immutable atoms alone are left out
-        (_frozen; known ones cached by key while the key holds them)."""
+        slice of at most INTERVAL_SLICE, which goes on where the last one
+        ended.  The round robin walks the loaded entries (globals, then
+        handles) by position: rr_pos is where it is, rr_left how many its
+        cycle has still to walk; the positions before the slice are
+        skipped in C, so that a slice costs what it holds, not the
+        workspace's size."""
+        tables = (("g", self.shadow), ("h", self.handles))
+        n = len(self.shadow) + len(self.handles)
         keys = []
-        frozen = self.frozen
-        for kind, table in (("g", self.shadow), ("h", self.handles)):
-            for k, o in table.items():
-                t = type(o)
-                if t in _ATOM_TYPES:
-                    continue
-                if t is tuple or t is frozenset or issubclass(t, tuple):
-                    key = (kind, k)
-                    f = frozen.get(key)
-                    if f is o:
-                        continue
-                    if _frozen(o):
-                        frozen[key] = o
-                        continue
-                    if f is not None:
-                        del frozen[key]
-                    keys.append(key)
-                else:
-                    keys.append((kind, k))
-        if full >= 2 or len(keys) <= self.INTERVAL_SLICE:
+        if full >= 2 or n <= self.INTERVAL_SLICE:
+            for kind, table in tables:
+                self._take_mutable(kind, table.items(), keys, n + 1)
+            self.rr_left = 0
             return keys
-        start = self.rr_pos % len(keys)
-        part = keys[start:start + self.INTERVAL_SLICE]
-        if len(part) < self.INTERVAL_SLICE:
-            part.extend(keys[:self.INTERVAL_SLICE - len(part)])
-        self.rr_pos = start + self.INTERVAL_SLICE
-        return part
+        left = n if self.rr_left < 0 else min(self.rr_left, n)
+        start = self.rr_pos % n
+        used, want = 0, self.INTERVAL_SLICE
+        # positions start..n, then 0..start (the walk wraps around once)
+        for lo, hi in ((start, n), (0, start)):
+            base = 0
+            for kind, table in tables:
+                a, b = max(lo - base, 0), min(hi - base, len(table))
+                base += len(table)
+                if a < b and len(keys) < want:
+                    used += self._take_mutable(
+                        kind, _islice(table.items(), a, b), keys, want)
+        self.rr_pos = start + used
+        self.rr_left = max(0, left - used)
+        return keys
+
+    def _take_mutable(self, kind, items, keys, want):
+        """Append to keys those of items (the (key, object) pairs of one
+        table, kind 'g' or 'h') whose state can change in place, until
+        keys holds want of them; return how many of items it looked at.
+        Only those made of immutable atoms alone are left out (_frozen;
+        known ones cached by key while the key holds them)."""
+        frozen = self.frozen
+        used = 0
+        for k, o in items:
+            used += 1
+            t = type(o)
+            if t in _ATOM_TYPES:
+                continue
+            if t is tuple or t is frozenset or issubclass(t, tuple):
+                key = (kind, k)
+                f = frozen.get(key)
+                if f is o:
+                    continue
+                if _frozen(o):
+                    frozen[key] = o
+                    continue
+                if f is not None:
+                    del frozen[key]
+                keys.append(key)
+            else:
+                keys.append((kind, k))
+            if len(keys) >= want:
+                break
+        return used
 
     def _slow_record(self, batch, d, key, obj, base, tn, noref=False):
         """An entry the C pickler could not take: cloudpickle, or volatile
@@ -373,6 +403,50 @@ def checkpoint(full):
             WS.cp_thread = None
             if gc_was:
                 _gc.enable()
+
+
+def interval_checkpoint(request_ran):
+    """The C half's interval checkpoint (every --checkpoint-interval
+    seconds while no request runs).  It re-pickles a slice of the loaded
+    mutable entries (checkpoint(1)) while in-place changes that no request
+    named may still be missing from the store: a new cycle of the round
+    robin starts when a request ran since the last one (request_ran) or a
+    thread of shipped code is alive now or was during the last one, and
+    goes on, one slice per interval, until it has looked at every loaded
+    mutable entry; and while entries wait for room in a full store.
+    Otherwise (a workspace left alone, its cycle done) it is the O(1)
+    checkpoint(0), which writes only a changed session record: the
+    workspace goes quiet.  Returns what checkpoint returns."""
+    ws = WS
+    ws.intervals += 1
+    threads = _shipped_threads()
+    if request_ran or threads or ws.rr_threads:
+        ws.rr_left = -1
+    # records a full store could not take are tried again too, as room
+    # may have been made outside pyshelf
+    full = 1 if ws.rr_left != 0 or ws.unwritten else 0
+    saved = ws.rr_left, ws.rr_pos
+    t0 = _time.perf_counter()
+    try:
+        n = checkpoint(full)
+    except BaseException:
+        ws.rr_left, ws.rr_pos = saved   # the next interval tries again
+        raise
+    ws.last_interval_s = _time.perf_counter() - t0
+    if full:
+        ws.interval_scans += 1
+    # one that ran during this checkpoint may have changed an entry after
+    # it was pickled: the next interval looks at them all again
+    ws.rr_threads = bool(threads or _shipped_threads())
+    return n
+
+
+def _shipped_threads():
+    """How many threads of shipped code are alive: those that the _thread
+    module started (threading's and _thread.start_new_thread's, from
+    Python or C).  The worker's own threads are C threads it never counts;
+    a thread that is alive may change entries in place at any time."""
+    return _thread._count()
 
 
 def user_checkpoint():

@@ -197,13 +197,15 @@ dispatch_no_notices(void)
 	return none;
 }
 
-/* Checkpoint after a request (full: also loaded mutable entries).  On
- * failure the exception is left set and -1 returned. */
+/* Checkpoint: 0 after a request, 1 on the interval (the Python half's
+ * interval_checkpoint decides whether loaded mutable entries are looked
+ * at: a request ran, shipped threads are alive, or its round robin has
+ * not looked at them all yet), 2 everything.  On failure the exception
+ * is left set and -1 returned. */
 static int
 dispatch_checkpoint_raw(worker *w, int full)
 {
 	PyObject *r;
-	int mode = full;
 
 	if (pystore_refuse_child(1))
 		return -1;  /* a fork in shipped code never commits */
@@ -211,18 +213,21 @@ dispatch_checkpoint_raw(worker *w, int full)
 		return 0; /* read-only: nothing is ever written */
 	if (full == 0)
 		w->requests_since_full = 1;  /* a request ran */
-	else if (full == 1 && !w->requests_since_full)
-		mode = 0;  /* interval, and nothing ran that could mutate */
 	/* the no-op request's path: the checkpoint would return at once,
 	 * and what a restart now would lose has not changed */
 	if (full == 0 && dispatch_nothing_to_write(w))
 		return 0;
-	r = pymodule_call("checkpoint", Py_BuildValue("{s:i}", "full", mode));
+	if (full == 1)
+		r = pymodule_call("interval_checkpoint", Py_BuildValue("{s:i}",
+		    "request_ran", w->requests_since_full));
+	else
+		r = pymodule_call("checkpoint", Py_BuildValue("{s:i}", "full",
+		    full));
 	if (r == NULL)
 		return -1;  /* a failed full checkpoint is tried again */
 	Py_DECREF(r);
 	worker_restart_note(w);  /* what a hard restart now would lose */
-	if (mode != 0)
+	if (full != 0)
 		w->requests_since_full = 0;
 	return 0;
 }
@@ -394,6 +399,21 @@ dispatch_finish(worker *w, uint64_t id, wire_buf *b)
 		return 0;
 	}
 	return dispatch_send(w, b);
+}
+
+/* dispatch_finish for a request that runs no shipped code and changes
+ * nothing (a listing, STATS), or whose full checkpoint looked at every
+ * entry (SYNC, DETACH): the interval checkpoints do not start a new
+ * round robin for it, so that a client polling stats() or keys() leaves
+ * an idle workspace idle. */
+static int
+dispatch_finish_read(worker *w, uint64_t id, wire_buf *b)
+{
+	int ran = w->requests_since_full;
+	int rc = dispatch_finish(w, id, b);
+
+	w->requests_since_full = ran;
+	return rc;
 }
 
 /*
@@ -677,7 +697,9 @@ out:
 	return rc;
 }
 
-/* Reply OK after a checkpoint. */
+/* Reply OK after a checkpoint: SET's or DEL's, which say themselves
+ * that a request ran, or the full one of SYNC or DETACH, after which the
+ * interval checkpoints need no new round robin (dispatch_finish_read). */
 static int
 dispatch_ok(worker *w, uint64_t id)
 {
@@ -685,7 +707,7 @@ dispatch_ok(worker *w, uint64_t id)
 
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_OK, id);
-	return dispatch_finish(w, id, &b);
+	return dispatch_finish_read(w, id, &b);
 }
 
 /* HELLO: check the version, answer WELCOME with the session. */
@@ -850,6 +872,9 @@ dispatch_set_del(worker *w, const wire_msg *m, PyObject *oob)
 	if (res == NULL)
 		return dispatch_pyerror(w, m->id);
 	Py_DECREF(res);
+	/* it bound or deleted (running a __del__ or an unpickled value's
+	 * code): the interval checkpoints look at every entry again */
+	w->requests_since_full = 1;
 	return dispatch_ok(w, m->id);
 }
 
@@ -897,7 +922,7 @@ dispatch_listing(worker *w, const wire_msg *m)
 	Py_DECREF(l);
 	if (PyErr_Occurred())
 		PyErr_Clear();
-	return dispatch_finish(w, m->id, &b);
+	return dispatch_finish_read(w, m->id, &b);
 }
 
 /* STATS: a LISTING with one DATA field of JSON. */
@@ -913,7 +938,7 @@ dispatch_stats(worker *w, const wire_msg *m)
 	wire_begin(&b, WIRE_MSG_LISTING, m->id);
 	dispatch_put_pystr(&b, WIRE_TAG_DATA, s);
 	Py_DECREF(s);
-	return dispatch_finish(w, m->id, &b);
+	return dispatch_finish_read(w, m->id, &b);
 }
 
 /* RELEASE: drop handles; no reply. */

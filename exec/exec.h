@@ -297,8 +297,9 @@ typedef struct worker {
 	                                running (worker-threads.c) (w->lock) */
 	int threads_told;            /* what worker_threads_stay logged
 	                                (main thread) */
-	int requests_since_full;     /* a request ran since the last full
-	                                checkpoint (interval ones skip if not) */
+	int requests_since_full;     /* a request ran since the last full or
+	                                interval checkpoint (the interval's
+	                                round robin starts a new cycle) */
 	int detach_queued;           /* server mode: DETACH frames in the
 	                                queue (w->lock) */
 	int cp_owed;                 /* server mode: a client left while the

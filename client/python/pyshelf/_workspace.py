@@ -689,6 +689,9 @@ class Workspace(collections.abc.MutableMapping):
         store could not take yet), ``code_cache``,
         ``entries_written``, ``checkpoints``, ``last_checkpoint_s`` and its
         ``last_checkpoint_phases_s`` (``diff``, ``pickle``, ``commit``),
+        ``interval_checkpoints`` (interval checkpoints run),
+        ``interval_scans`` (those that looked at the loaded entries for
+        in-place changes), ``last_interval_s``,
         ``namespace_diffs`` (``tracked``: diffs that looked at the globals
         written through the namespace only; ``full``: diffs of every
         global), ``next_handle``, ``threads`` (threads that shipped code
