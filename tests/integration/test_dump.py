@@ -871,3 +871,18 @@ def test_unpickle_numpy_views_and_object_arrays(tmp_path):
     r = dump("--unpickle", "np", "v", db=db, check=0)
     assert "<numpy view of <ref global 'a'>: offset 8, shape (2,), " \
         "strides (8,), dtype float64, writeable True>" in r.stdout, r.stdout
+
+
+def test_unpickle_a_damaged_object_array(tmp_path):
+    """An object array's record with fewer items than the array is said,
+    not shown as a half-filled array."""
+    db = tmp_path / "db"
+    b = Backend(db, "np")
+    b.run("import _pyshelf_backend as B\nclass Fill:\n"
+          "    def __reduce__(self):\n"
+          "        return (B._new_object_array, ((3,), False), [1, 2], None,"
+          " None, B._fill_object_array)\nfill = Fill()\n")
+    b.detach()
+    r = dump("--unpickle", "np", "fill", db=db, check=2)
+    assert "UnpicklingError: an array of Python objects does not match " \
+        "its items" in r.stdout + r.stderr, r.stdout + r.stderr
