@@ -117,7 +117,15 @@ _rebuild_ws_function.__module__ = "_pyshelf_backend"
 # global, a handle, inside a dict).  A view whose memory no such array
 # holds is stored as a copy, as numpy does; the client is told once per
 # view when that breaks sharing (its memory is held by something else too)
-# (docs/STORAGE.md, section 11).
+# (docs/STORAGE.md, section 11).  Arrays of dtype object are kept the same
+# way, their items pickled in-band with the primary, which is pickled in
+# two steps (_reduce_object_array) so that an item that holds a view of it
+# finds it built; a view over Python objects is rebuilt only where each
+# of its object slots is one of the primary's and its other bytes overlap
+# none (_object_layout_ok), checked when stored and again when loaded: a
+# pointer read from any other bytes would crash the interpreter.  A
+# structured dtype with an object field is no primary: views of such an
+# array are copies, as before.
 
 _VIEW_WARNED = {}      # id(view) -> weakref to it: told about already
 _PRIMARIES = {}        # id(memory root) -> (root, [arrays of the workspace])
@@ -131,13 +139,70 @@ def _views_reset():
 
 
 def _rebuild_view(base, offset, shape, strides, dtype, writeable):
-    """A view of base's memory (see _reduce_view)."""
+    """A view of base's memory (see _reduce_view); raises
+    pickle.UnpicklingError for a view over, or of, Python objects whose
+    slots do not match (a damaged record)."""
     import numpy
+    dtype = numpy.dtype(dtype)
+    bdt = getattr(base, "dtype", None) if type(base) is numpy.ndarray \
+        else None
+    if dtype.hasobject or (bdt is not None and bdt.hasobject):
+        if bdt is None or not bdt.hasobject or \
+                not _object_layout_ok(bdt, dtype, offset, strides):
+            raise pickle.UnpicklingError(
+                "a numpy view of dtype %s does not lie on the object slots "
+                "of the array it views (%s): the record is damaged"
+                % (dtype, bdt if bdt is not None else type(base).__name__))
     v = numpy.ndarray(shape, dtype, buffer=base, offset=offset,
                       strides=strides)
     if not writeable:
         v.flags.writeable = False
     return v
+
+
+def _object_slots(dt, at=0, out=None):
+    """The byte offsets, within one item of dtype dt, of its object
+    pointers (fields and subarrays followed)."""
+    if out is None:
+        out = set()
+    if dt.fields is not None:
+        for f in dt.fields.values():
+            _object_slots(f[0], at + f[1], out)
+    elif dt.subdtype is not None:
+        sub, shape = dt.subdtype
+        n = 1
+        for d in shape:
+            n *= d
+        if sub.hasobject:
+            for i in range(n):
+                _object_slots(sub, at + i * sub.itemsize, out)
+    elif dt.hasobject:
+        out.add(at)
+    return out
+
+
+def _object_layout_ok(bdt, dt, offset, strides):
+    """True when a view of dtype dt at byte offset, with strides, over a
+    contiguous array of dtype bdt reads each object pointer from one of
+    the base's object slots and its other bytes from none: every item of
+    the view lies inside one item of the base, at the same place in each
+    (strides whole items)."""
+    size = bdt.itemsize
+    if size == 0 or offset < 0:
+        return False
+    at = offset % size
+    if at + dt.itemsize > size or any(st % size for st in strides):
+        return False
+    base_slots = _object_slots(bdt)
+    slots = _object_slots(dt)
+    ptr = _OBJ_PTR_SIZE
+    if any(at + o not in base_slots for o in slots):
+        return False
+    return all(b - at in slots for b in base_slots
+               if b + ptr > at and b < at + dt.itemsize)
+
+
+_OBJ_PTR_SIZE = 8 if sys.maxsize > 2 ** 32 else 4
 
 
 def _array_root(arr):
@@ -165,7 +230,8 @@ def _primaries(nd):
     per checkpoint from the loaded globals and handles."""
     if not _PRIMARIES_BUILT:
         for obj in list(dict.values(WS.ns)) + list(WS.handles.values()):
-            if type(obj) is nd and not obj.dtype.hasobject:
+            if type(obj) is nd and (not obj.dtype.hasobject or
+                                    obj.dtype.kind == "O"):
                 root = _array_root(obj)
                 _PRIMARIES.setdefault(id(root), (root, []))[1].append(obj)
         _PRIMARIES_BUILT.append(True)
@@ -209,8 +275,6 @@ def _primary_of(arr):
 def _reduce_view(arr):
     """(_rebuild_view, args) for an array that shares memory with a larger
     array of the workspace, else None (stored as numpy stores it)."""
-    if arr.dtype.hasobject:
-        return None
     primary, warn = _primary_of(arr)
     if primary is None:
         if warn:
@@ -218,12 +282,18 @@ def _reduce_view(arr):
         return None
     offset = arr.__array_interface__["data"][0] - \
         primary.__array_interface__["data"][0]
+    if (arr.dtype.hasobject or primary.dtype.hasobject) and \
+            not _object_layout_ok(primary.dtype, arr.dtype, offset,
+                                  arr.strides):
+        _warn_view(arr, primary.dtype)
+        return None
     return (_rebuild_view, (primary, offset, arr.shape, arr.strides,
                             arr.dtype, bool(arr.flags.writeable)))
 
 
-def _warn_view(arr):
-    """Tell the client, once per view, that it is stored as a copy."""
+def _warn_view(arr, over=None):
+    """Tell the client, once per view, that it is stored as a copy; over:
+    the dtype of the array of Python objects it could not be rebuilt on."""
     import weakref
     seen = _VIEW_WARNED.get(id(arr))
     if seen is not None and seen() is arr:
@@ -234,6 +304,13 @@ def _warn_view(arr):
         _VIEW_WARNED[id(arr)] = weakref.ref(arr)
     except TypeError:
         pass
+    if over is not None:
+        WS.store_notices.append(
+            "a numpy view (shape %s, dtype %s) of an array of Python objects "
+            "(dtype %s) does not lie on its object slots item by item: it "
+            "is stored as a copy, and after a restart it no longer shares "
+            "that array's memory" % (arr.shape, arr.dtype, over))
+        return
     WS.store_notices.append(
         "a numpy view (shape %s, dtype %s) shares memory with an array that "
         "is not a global or handle of its own: it is stored as a copy, and "
@@ -241,12 +318,54 @@ def _warn_view(arr):
         "is a view of to a name to keep the view)" % (arr.shape, arr.dtype))
 
 
+def _new_object_array(shape, fortran):
+    """An array of Python objects, all None, that _fill_object_array fills
+    (see _reduce_object_array)."""
+    import numpy
+    return numpy.empty(shape, dtype=object, order="F" if fortran else "C")
+
+
+def _fill_object_array(arr, items):
+    """Put items into arr's slots in memory order, in place: views of arr
+    built before this (while its items were loading) see them."""
+    import numpy
+    if type(arr) is not numpy.ndarray or arr.dtype != object or \
+            type(items) is not list or len(items) != arr.size:
+        raise pickle.UnpicklingError(
+            "an array of Python objects does not match its %s items: the "
+            "record is damaged" % (len(items) if type(items) is list
+                                   else type(items).__name__))
+    flat = arr.ravel(order="K")      # a view: arr is contiguous
+    flat[...] = numpy.fromiter(items, dtype=object, count=len(items))
+
+
+def _reduce_object_array(arr):
+    """A contiguous array of dtype object, pickled in two steps: the array
+    (of Nones), then its items in memory order (_fill_object_array).  An
+    item may hold a view of the array (a cycle): that view is rebuilt on
+    the array when it is loaded, before the items are put in; numpy's own
+    pickle builds the array only after its items."""
+    fortran = not arr.flags.c_contiguous
+    return (_new_object_array, (arr.shape, fortran),
+            arr.ravel(order="K").tolist(), None, None, _fill_object_array)
+
+
+def _plain_object_array(arr):
+    """Is arr an array of dtype object (not structured) that is
+    contiguous, so that _reduce_object_array can take it?"""
+    return arr.dtype.kind == "O" and (arr.flags.c_contiguous or
+                                      arr.flags.f_contiguous)
+
+
 def _reduce_ndarray(arr):
     """The plain pickler's reducer for numpy arrays: views of entries by
-    reference (_reduce_view), anything else as numpy pickles it."""
+    reference (_reduce_view), contiguous arrays of Python objects in two
+    steps (_reduce_object_array), anything else as numpy pickles it."""
     r = _reduce_view(arr)
     if r is not None:
         return r
+    if _plain_object_array(arr):
+        return _reduce_object_array(arr)
     return arr.__reduce_ex__(5)
 
 
@@ -267,10 +386,12 @@ def _make_pickler_class():
                          obj.__qualname__, obj.__dict__ or None,
                          obj.__annotations__ or None, obj.__doc__,
                          obj.__module__))
-            if type(obj) is _ndarray() and self.refs_entries:
-                r = _reduce_view(obj)
+            if type(obj) is _ndarray():
+                r = _reduce_view(obj) if self.refs_entries else None
                 if r is not None:
                     return r
+                if _plain_object_array(obj):
+                    return _reduce_object_array(obj)
             if isinstance(obj, types.ModuleType) and \
                     sys.modules.get(obj.__name__) is not obj:
                 # cloudpickle takes any module whose *name* is in

@@ -8,7 +8,9 @@
  * placeholders that print as <ref global 'a'>; they are classes, so that a
  * reference to a class defined by shipped code (a global of its own) still
  * lets its instances load, as <object of <ref global 'Point'>: ...>.  The
- * backend's classes come from a stub pyshelf module.
+ * backend's classes come from a stub pyshelf module, and the functions its
+ * records call from a stub _pyshelf_backend (a numpy view of another
+ * entry prints as <numpy view of <ref global 'a'>: ...>).
  */
 #include "config.h"
 
@@ -77,6 +79,22 @@ static const char dump_unpickle_script[] =
 "    if fdict: f.__dict__.update(fdict)\n"
 "    return f\n"
 "b._rebuild_ws_function = b._rebuild_ws_function_compat = _rebuild_ws_function\n"
+"class View:\n"
+"    def __init__(self, *args): self.args = args\n"
+"    def __repr__(self):\n"
+"        return '<numpy view of %r: offset %r, shape %r, strides %r, dtype %s, writeable %r>' % self.args\n"
+"def _rebuild_view(*args): return View(*args)\n"
+"def _new_object_array(shape, fortran):\n"
+"    import numpy\n"
+"    return numpy.empty(shape, dtype=object, order='F' if fortran else 'C')\n"
+"def _fill_object_array(arr, items):\n"
+"    import numpy\n"
+"    if type(arr) is not numpy.ndarray or type(items) is not list or len(items) != arr.size:\n"
+"        raise pickle.UnpicklingError('an array of Python objects does not match its items')\n"
+"    flat = arr.ravel(order='K')\n"
+"    for i, x in enumerate(items): flat[i] = x\n"
+"b._rebuild_view, b._new_object_array = _rebuild_view, _new_object_array\n"
+"b._fill_object_array = _fill_object_array\n"
 "sys.modules['_pyshelf_backend'] = b\n"
 "class RefMeta(type):\n"
 "    def __repr__(cls): return cls._text\n"

@@ -850,3 +850,39 @@ def test_store_before_calls(tmp_path):
     b = Backend(db, "old")
     b.detach()
     assert _count_calls(db) == 0
+
+
+def test_unpickle_numpy_views_and_object_arrays(tmp_path):
+    """The records of numpy views (of numbers and of Python objects) and of
+    an array of Python objects (pickled in two steps) unpickle to what
+    they say."""
+    db = tmp_path / "db"
+    b = Backend(db, "np")
+    b.run("import numpy as np\na = np.arange(4.0)\nv = a[1:3]\n"
+          "oa = np.empty(3, dtype=object)\noa[0] = [1]\noa[1] = 'x'\n"
+          "oa[2] = (2,)\noav = oa[::2]\n")
+    b.detach()
+    r = dump("--unpickle", "np", "oa", db=db, check=0)
+    assert "array([list([1]), 'x', (2,)], dtype=object)" in r.stdout, \
+        r.stdout + r.stderr
+    r = dump("--unpickle", "np", "oav", db=db, check=0)
+    assert "<numpy view of <ref global 'oa'>: offset 0, shape (2,), " \
+        "strides (16,), dtype object, writeable True>" in r.stdout, r.stdout
+    r = dump("--unpickle", "np", "v", db=db, check=0)
+    assert "<numpy view of <ref global 'a'>: offset 8, shape (2,), " \
+        "strides (8,), dtype float64, writeable True>" in r.stdout, r.stdout
+
+
+def test_unpickle_a_damaged_object_array(tmp_path):
+    """An object array's record with fewer items than the array is said,
+    not shown as a half-filled array."""
+    db = tmp_path / "db"
+    b = Backend(db, "np")
+    b.run("import _pyshelf_backend as B\nclass Fill:\n"
+          "    def __reduce__(self):\n"
+          "        return (B._new_object_array, ((3,), False), [1, 2], None,"
+          " None, B._fill_object_array)\nfill = Fill()\n")
+    b.detach()
+    r = dump("--unpickle", "np", "fill", db=db, check=2)
+    assert "UnpicklingError: an array of Python objects does not match " \
+        "its items" in r.stdout + r.stderr, r.stdout + r.stderr

@@ -105,3 +105,125 @@ def test_a_copy_that_breaks_sharing_is_said_once(tmp_path, backend, capfd):
     ws.sync()
     assert "numpy view" not in capfd.readouterr().err
     ws.close()
+
+
+# --- arrays of Python objects (QA2 06) ----------------------------------
+
+OBJ_SETUP = """
+import numpy as np
+oa = np.empty(6, dtype=object)
+for i in range(6):
+    oa[i] = [i]
+oav = oa[::2]                     # a view of a global
+oavv = oav[::-1]                  # a view of that view
+grid = np.empty((3, 4), dtype=object, order='F')
+grid[...] = 0
+gcol = grid[:, 1]                 # strided view of a Fortran-order array
+d = {'inner': oa[1:3]}            # a view inside a container
+oa[5] = oav                       # an item of the array holds a view of it
+"""
+
+OBJ_SHARES = """pyshelf.DirectValue(dict(
+    oav=np.shares_memory(oav, oa), oavv=np.shares_memory(oavv, oa),
+    gcol=np.shares_memory(gcol, grid),
+    inner=np.shares_memory(d['inner'], oa),
+    cycle=oa[5] is oav, same_item=oav[1] is oa[2] and oavv[0] is oa[4]))"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_object_array_views_stay_views(tmp_path, backend, mode):
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    ws.remote_exec(OBJ_SETUP)
+    ws.remote_exec("oav[1].append('x')")       # an item, through the view
+    for round_ in range(3):
+        ws = restart(ws, mode, db)
+        assert value(ws, OBJ_SHARES) == dict(
+            oav=True, oavv=True, gcol=True, inner=True, cycle=True,
+            same_item=True), round_
+        # a write through a view reaches the array, and is kept
+        ws.remote_exec("oavv[2] = 'r%d'\ngcol[2] = %d\nd['inner'][0] = 'i%d'"
+                       % (round_, round_, round_))
+        ws = restart(ws, mode, db)
+        got = value(ws, "pyshelf.DirectValue((oa[:5].tolist(), "
+                        "grid[2, 1], oav[0]))")
+        assert got == (["r%d" % round_, "i%d" % round_, [2, 'x'], [3],
+                        [4]], round_, "r%d" % round_), round_
+    ws.close()
+
+
+def make_object_views(b):
+    global ov, ovv
+    ov = b[1:]
+    ovv = ov[::2]
+
+
+def _set_item(b):
+    b[3] = "through the handle"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_object_array_views_of_a_handle(tmp_path, backend, mode):
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    h = ws.remote_exec("import numpy as np\nnp.array([[], [1], [2], [3]], "
+                       "dtype=object)")
+    ws.remote_exec(make_object_views, h)
+    hid = h.id
+    ws.sync()
+    ws = restart(ws, mode, db)
+    h = ws.handle(hid)
+    ws.remote_exec(_set_item, h)
+    assert value(ws, "pyshelf.DirectValue((ov[2], ovv[1]))") == \
+        ("through the handle", "through the handle")
+    ws.close()
+
+
+def test_a_view_off_the_object_slots_is_a_copy_and_said(tmp_path, backend,
+                                                        capfd):
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    # the object pointers read as integers: not a view to rebuild
+    ws.remote_exec("import numpy as np\noa = np.array([[1], 'a'], "
+                   "dtype=object)\nptrs = np.ndarray((2,), 'i8', buffer=oa)")
+    ws.sync()
+    err = capfd.readouterr().err
+    assert err.count("a numpy view (shape (2,), dtype int64) of an array "
+                     "of Python objects (dtype object)") == 1, err
+    ws = restart(ws, "kill", db)
+    assert value(ws, "pyshelf.DirectValue((oa.tolist(), ptrs.shape, "
+                     "bool(np.shares_memory(ptrs, oa))))") == \
+        ([[1], "a"], (2,), False)
+    ws.close()
+
+
+DAMAGED = """
+import numpy as np, _pyshelf_backend as B
+class View:      # a view of Python objects over bytes
+    def __reduce__(self):
+        return (B._rebuild_view, (bytearray(b'\\x01' * 16), 0, (2,), (8,),
+                                  np.dtype(object), True))
+class Fill:      # an array of Python objects and too few items
+    def __reduce__(self):
+        return (B._new_object_array, ((3,), False), [1, 2], None, None,
+                B._fill_object_array)
+view = View()
+fill = Fill()
+"""
+
+
+@pytest.mark.parametrize("name, says", [
+    ("view", "does not lie on the object slots of the array it views "
+             "(bytearray): the record is damaged"),
+    ("fill", "does not match its 2 items: the record is damaged")])
+def test_a_damaged_object_array_record_is_an_error(tmp_path, backend, name,
+                                                   says):
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s", backend=backend)
+    ws.remote_exec(DAMAGED)
+    ws.sync()
+    ws = restart(ws, "kill", db)
+    r = ws.remote_exec("repr(%s)" % name)
+    assert r.exc_type == "UnpicklingError" and says in str(r), str(r)
+    assert value(ws, "pyshelf.DirectValue(1 + 1)") == 2   # it lives on
+    ws.close()
