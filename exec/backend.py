@@ -165,6 +165,8 @@ class Workspace(_LoadMixin, _RefsMixin, _GroupsMixin, _FullStoreMixin,
         self.cp_full = 0         # the running checkpoint's full argument
         self.raced_now = ()      # entry keys it could not save: a thread
                                  # changed them on every try (kept dirty)
+        self.race_held = ()      # records held back as they refer to one
+                                 # of those with no stored record yet
         self.race_said = set()   # entry keys a request was told raced,
                                  # until they are saved
 

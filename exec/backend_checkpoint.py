@@ -20,6 +20,7 @@ from _pyshelf_values import (FLAG_VOLATILE, PICKLER_NONE, Placeholder,
                              _split_type_name, _storable, pyshelf_mod)
 from _pyshelf_pickle import _dumper, _tblib
 from _pyshelf_code import _code_names, _codes_of
+from _pyshelf_refs import _parse_refs
 
 WS = None   # the Workspace: set by _pyshelf_backend.init()
 
@@ -148,34 +149,63 @@ class _CheckpointMixin:
             return 0    # the no-op request's path: O(1)
         self.cp_full = full
         raced = self.raced_now = set()
+        held = self.race_held = set()
         try:
             n = self._checkpoint(full)
         finally:
             if raced:
                 # kept as of the last checkpoint: the next one tries again
-                self.dirty.update(k for k in raced if k not in self.deleted)
-                self.raced_now = ()
+                self.dirty.update(k for k in raced | held
+                                  if k not in self.deleted)
+                self.raced_now = self.race_held = ()
         if raced and full >= 2:
-            raise _s.StoreError(self._raced_text(raced))
+            raise _s.StoreError(self._raced_text(raced, held))
         return n
 
-    def _raced_text(self, raced):
-        """The error of a full checkpoint that could not save raced."""
+    def _raced_text(self, raced, held):
+        """The error of a full checkpoint that could not save raced (and
+        held, the records held back with them)."""
         keys = sorted(raced, key=repr)
         names = ", ".join(_keystr(k) for k in keys[:10])
         if len(keys) > 10:
             names += " and %d more" % (len(keys) - 10)
+        one = len(keys) == 1
         return ("%s changed on each of %d attempts to save %s (a thread of "
-                "shipped code changes %s while %s pickled); everything else "
-                "is committed, and the store keeps %s as of the last "
+                "shipped code changes %s while %s pickled)%s; everything "
+                "else is committed, and the store keeps %s as of the last "
                 "checkpoint that saved %s.  Stop the thread, or have it "
                 "call pyshelf.checkpoint() where its changes are complete"
                 % (names, self.RACE_TRIES_FULL + 1,
-                   "it" if len(keys) == 1 else "them",
-                   "it" if len(keys) == 1 else "them",
-                   "it is" if len(keys) == 1 else "they are",
-                   "it" if len(keys) == 1 else "them",
-                   "it" if len(keys) == 1 else "them"))
+                   "it" if one else "them", "it" if one else "them",
+                   "it is" if one else "they are",
+                   "; %d entr%s that refer%s to %s held back with %s" % (
+                       len(held), "y" if len(held) == 1 else "ies",
+                       "s" if len(held) == 1 else "",
+                       "it" if one else "them", "it" if one else "them")
+                   if held else "",
+                   "it" if one else "them", "it" if one else "them"))
+
+    def _hold_for_raced(self, batch):
+        """Drop from batch the records that refer, directly or through
+        others of the batch, to an entry that raced (raced_now) and has no
+        record in the store yet: the store must never refer to an entry
+        it lacks.  They go into race_held and stay dirty with it."""
+        new = [k for k in self.raced_now if self.digests.get(k) is None]
+        recs = batch.refs() if new else None
+        if not recs:
+            return
+        referrers = {}
+        for k, r in recs:
+            for t in _parse_refs(r):
+                referrers.setdefault(t, []).append(k)
+        held, todo = self.race_held, new
+        while todo:
+            for k in referrers.get(todo.pop(), ()):
+                if k not in held and k not in self.raced_now:
+                    held.add(k)
+                    todo.append(k)
+        if held:
+            batch.drop(list(held))
 
     def _checkpoint(self, full):
         """checkpoint()'s work (see there)."""
@@ -233,6 +263,8 @@ class _CheckpointMixin:
                                           _record_type_name(
                                               obj, self._base(key)),
                                           noref=True)
+            if self.raced_now:
+                self._hold_for_raced(batch)
             if self.race_said:
                 # saved this time: a new race is said again
                 self.race_said.difference_update(

@@ -187,22 +187,41 @@ def test_the_next_checkpoint_saves_it(tmp_path, capfd):
 
 def test_a_new_global_that_races_is_not_saved_yet(tmp_path, capfd):
     """A global whose first checkpoint races has no record yet: the
-    notice says so, and a later checkpoint saves it."""
+    notice says so; the records that refer to it (e, and f through e)
+    wait with it, so that a kill -9 then loses all three (none refers to
+    an entry the store lacks), and a later checkpoint saves them."""
     db = tmp_path / "db"
     ws = spawn(db)
+    new = SETUP + "start()\narm(1000)\n" + MAKE_D + "e = [d]\nf = [e]\n"
     try:
-        ws.remote_exec(SETUP + "start()\narm(1000)\n" + MAKE_D)
+        ws.remote_exec(new)
         err = capfd.readouterr().err
         assert "pyshelf: global 'd' changed while it was saved (a thread " \
             "of shipped code); not saved yet, retried at the next " \
             "checkpoint\n" in err, err
         no_volatile(ws, err)
+    except BaseException:
+        ws.close()
+        raise
+    kill_backend(ws)
+    ws = spawn(db)
+    try:
+        names = set(ws.keys())
+        assert "arm" in names and not names & {"d", "e", "f"}, names
+        assert not ws.lost()
+        ws.remote_exec(new)
         ws.remote_exec("arm(0)\nstop()")
+        assert value(ws, "DirectValue(e[0] is d and f[0] is e)") is True
     except BaseException:
         ws.close()
         raise
     want, got = reopened_d(ws, db)
     assert got == want and len(got) > 10
+    ws = spawn(db)
+    try:
+        assert value(ws, "DirectValue(e[0] is d and f[0] is e)") is True
+    finally:
+        ws.close()
 
 
 def test_sync_says_what_it_could_not_save(tmp_path, capfd):
