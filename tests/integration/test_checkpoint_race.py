@@ -278,3 +278,104 @@ def test_interval_checkpoints_that_race_keep_it(tmp_path, capfd):
         raise
     want, got = reopened_d(ws, db)
     assert got == want and len(got) > 10
+
+
+def test_sync_counts_what_waits_for_it(tmp_path):
+    """sync() while a new global races: the error counts the record held
+    back with it (e refers to d, which the store lacks)."""
+    db = tmp_path / "db"
+    ws = spawn(db)
+    try:
+        ws.remote_exec(SETUP + "start()\narm(100000)\n" + MAKE_D +
+                       "e = [d]\n")
+        with pytest.raises(pyshelf.Error) as ei:
+            ws.sync()
+        msg = str(ei.value)
+        assert "global 'd' changed on each of 11 attempts to save it" in msg
+        assert "1 entry that refers to it held back with it" in msg, msg
+        ws.remote_exec("arm(0)\nstop()")
+        ws.sync()
+    except BaseException:
+        ws.close()
+        raise
+    kill_backend(ws)
+    ws = spawn(db)
+    try:
+        assert value(ws, "DirectValue(e[0] is d and d[0] == 7)") is True
+    finally:
+        ws.close()
+
+
+def test_checkpoint_in_shipped_code_raises(tmp_path):
+    """Shipped code's checkpoint() (a full one) while another thread keeps
+    racing it: StoreError names the entry; the rest is committed."""
+    db = tmp_path / "db"
+    ws = spawn(db)
+    try:
+        ws.remote_exec(SETUP + MAKE_D + "start()")
+        msg = value(ws, "arm(100000)\nother = 5\n"
+                        "try:\n"
+                        "    checkpoint()\n"
+                        "    r = None\n"
+                        "except Exception as e:\n"
+                        "    r = '%s: %s' % (type(e).__name__, e)\n"
+                        "DirectValue(r)")
+        assert msg.startswith("StoreError: global 'd' changed on each of "
+                              "11 attempts"), msg
+        assert "other" in ws.keys()
+        ws.remote_exec("arm(0)\nstop()")
+    finally:
+        ws.close()
+
+
+@pytest.mark.stdio_only("the exit's message goes to the client's stderr "
+                        "from a stdio backend only")
+def test_close_prints_what_it_could_not_save(tmp_path, capfd):
+    """close() of a stdio backend while every attempt races: its last
+    checkpoint prints what it could not save, one line and no traceback;
+    the store keeps d as of the last checkpoint that saved it."""
+    db = tmp_path / "db"
+    ws = spawn(db)
+    try:
+        ws.remote_exec(SETUP + MAKE_D)
+        ws.remote_exec("start()\narm(10**9)\nd[10] = 10")
+    finally:
+        ws.close()
+    err = capfd.readouterr().err
+    assert "pyshelfd: checkpoint failed: global 'd' changed on each of 11 " \
+        "attempts to save it" in err, err
+    assert "Traceback" not in err, err
+    assert "cannot be persisted" not in err, err
+    ws = spawn(db)
+    try:
+        want = {i: i for i in range(10)}
+        want[0] = 7
+        assert value(ws, "DirectValue(d)") == want
+        assert not ws.lost()
+    finally:
+        ws.close()
+
+
+def test_a_cycle_of_entries_that_races(tmp_path, capfd):
+    """d and g refer to each other (a cycle of entries, written as one
+    group) while d races: nothing is volatile, and once it stops racing
+    the cycle is saved with its identity."""
+    db = tmp_path / "db"
+    ws = spawn(db)
+    try:
+        ws.remote_exec(SETUP + MAKE_D + "start()")
+        ws.remote_exec("arm(1000)\ng = [d]\nd['g'] = g")
+        ws.remote_exec("d['h'] = 1")
+        no_volatile(ws, capfd.readouterr().err)
+        ws.remote_exec("arm(0)\nstop()")
+    except BaseException:
+        ws.close()
+        raise
+    kill_backend(ws)
+    ws = spawn(db)
+    try:
+        assert value(ws, "DirectValue(d['g'] is g and g[0] is d and "
+                         "d['h'] == 1 and d[0] == 7)") is True
+        assert not ws.lost()
+    finally:
+        ws.close()
