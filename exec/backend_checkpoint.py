@@ -173,8 +173,9 @@ class _CheckpointMixin:
         return ("%s changed on each of %d attempts to save %s (a thread of "
                 "shipped code changes %s while %s pickled)%s; everything "
                 "else is committed, and the store keeps %s as of the last "
-                "checkpoint that saved %s.  Stop the thread, or have it "
-                "call pyshelf.checkpoint() where its changes are complete"
+                "checkpoint that saved %s, if any.  Stop the thread, or "
+                "have it call pyshelf.checkpoint() where its changes are "
+                "complete"
                 % (names, self.RACE_TRIES_FULL + 1,
                    "it" if one else "them", "it" if one else "them",
                    "it is" if one else "they are",
@@ -586,7 +587,9 @@ def user_checkpoint():
     after a crash (even SIGKILL) the workspace comes back as it was at the
     last call.  Returns the number of entries written; raises (an
     OSError, a MemoryError, ...) when the checkpoint could not be
-    written, leaving the workspace as it was in memory.  Available as
+    written, leaving the workspace as it was in memory; StoreError when
+    another thread changed an entry each time it was pickled (the rest
+    is committed).  Available as
     `from pyshelf import checkpoint` and as the builtin checkpoint()."""
     if WS is None:
         raise RuntimeError("no workspace")
