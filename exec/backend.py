@@ -162,6 +162,13 @@ class Workspace(_LoadMixin, _RefsMixin, _GroupsMixin, _FullStoreMixin,
                                  # request): mark_reached walks them too
         self.request_keys = []   # handles inside the request's values
         self.cp_thread = None    # ident of the thread in checkpoint()
+        self.cp_full = 0         # the running checkpoint's full argument
+        self.raced_now = ()      # entry keys it could not save: a thread
+                                 # changed them on every try (kept dirty)
+        self.race_held = ()      # records held back as they refer to one
+                                 # of those with no stored record yet
+        self.race_said = set()   # entry keys a request was told raced,
+                                 # until they are saved
 
 
 WS = None

@@ -20,6 +20,7 @@ from _pyshelf_values import (FLAG_VOLATILE, PICKLER_NONE, Placeholder,
                              _split_type_name, _storable, pyshelf_mod)
 from _pyshelf_pickle import _dumper, _tblib
 from _pyshelf_code import _code_names, _codes_of
+from _pyshelf_refs import _parse_refs
 
 WS = None   # the Workspace: set by _pyshelf_backend.init()
 
@@ -133,11 +134,82 @@ class _CheckpointMixin:
     def checkpoint(self, full=0):
         """Write what changed in one transaction.  full: also re-pickle every
         loaded mutable entry (catches in-place mutation); 1: the interval's
-        round-robin slice of them (interval_checkpoint says when)."""
+        round-robin slice of them (interval_checkpoint says when).
+
+        An entry that a thread of shipped code changed while it was pickled
+        (the pickler raised "changed size during iteration") is pickled
+        again at once (_cloud_retried); when it still races, its previous
+        record stays as it is, it stays dirty for the next checkpoint, and
+        it is not volatile: a request's checkpoint says so once, a full
+        one (2: sync, detach, exit) commits the rest and raises StoreError
+        naming it."""
         if not full and not self.dirty and not self.deleted and \
                 _s.dict_version(self.ns) == self.ns_version and \
                 not _s.session_dirty():
             return 0    # the no-op request's path: O(1)
+        self.cp_full = full
+        raced = self.raced_now = set()
+        held = self.race_held = set()
+        try:
+            n = self._checkpoint(full)
+        finally:
+            if raced:
+                # kept as of the last checkpoint: the next one tries again
+                self.dirty.update(k for k in raced | held
+                                  if k not in self.deleted)
+                self.raced_now = self.race_held = ()
+        if raced and full >= 2:
+            raise _s.StoreError(self._raced_text(raced, held))
+        return n
+
+    def _raced_text(self, raced, held):
+        """The error of a full checkpoint that could not save raced (and
+        held, the records held back with them)."""
+        keys = sorted(raced, key=repr)
+        names = ", ".join(_keystr(k) for k in keys[:10])
+        if len(keys) > 10:
+            names += " and %d more" % (len(keys) - 10)
+        one = len(keys) == 1
+        return ("%s changed on each of %d attempts to save %s (a thread of "
+                "shipped code changes %s while %s pickled)%s; everything "
+                "else is committed, and the store keeps %s as of the last "
+                "checkpoint that saved %s, if any.  Stop the thread, or "
+                "have it call pyshelf.checkpoint() where its changes are "
+                "complete"
+                % (names, self.RACE_TRIES_FULL + 1,
+                   "it" if one else "them", "it" if one else "them",
+                   "it is" if one else "they are",
+                   "; %d entr%s that refer%s to %s held back with %s" % (
+                       len(held), "y" if len(held) == 1 else "ies",
+                       "s" if len(held) == 1 else "",
+                       "it" if one else "them", "it" if one else "them")
+                   if held else "",
+                   "it" if one else "them", "it" if one else "them"))
+
+    def _hold_for_raced(self, batch):
+        """Drop from batch the records that refer, directly or through
+        others of the batch, to an entry that raced (raced_now) and has no
+        record in the store yet: the store must never refer to an entry
+        it lacks.  They go into race_held and stay dirty with it."""
+        new = [k for k in self.raced_now if self.digests.get(k) is None]
+        recs = batch.refs() if new else None
+        if not recs:
+            return
+        referrers = {}
+        for k, r in recs:
+            for t in _parse_refs(r):
+                referrers.setdefault(t, []).append(k)
+        held, todo = self.race_held, new
+        while todo:
+            for k in referrers.get(todo.pop(), ()):
+                if k not in held and k not in self.raced_now:
+                    held.add(k)
+                    todo.append(k)
+        if held:
+            batch.drop(list(held))
+
+    def _checkpoint(self, full):
+        """checkpoint()'s work (see there)."""
         t0 = _time.perf_counter()
         if self.hidden_check:
             self._collect_hidden()
@@ -192,6 +264,12 @@ class _CheckpointMixin:
                                           _record_type_name(
                                               obj, self._base(key)),
                                           noref=True)
+            if self.raced_now:
+                self._hold_for_raced(batch)
+            if self.race_said:
+                # saved this time: a new race is said again
+                self.race_said.difference_update(
+                    k for k in keys if k not in self.raced_now)
             if self.volatile:
                 bad = set(item[0] for item in failed)
                 for key in keys:
@@ -347,10 +425,14 @@ class _CheckpointMixin:
             return
         _tblib()
         try:
-            pickler, flags, parts, refs = d.cloud_dump(obj, noref, key)
+            pickler, flags, parts, refs = self._cloud_retried(d, obj, noref,
+                                                              key)
             flags |= base
             self.volatile.pop(key, None)
         except Exception as e:
+            if _raced(e):
+                self._keep_raced(key)
+                return
             reason = "%s: %s" % (type(e).__name__, _exc_message(e))
             if self.volatile.get(key) != reason:
                 self.notices.append((key, tn, reason))
@@ -367,6 +449,42 @@ class _CheckpointMixin:
                 self.notices.append((key, tn, reason))
             self.volatile[key] = reason
 
+    # How many times more an entry is pickled at once when a thread changed
+    # it while it was pickled: by a request's or an interval's checkpoint,
+    # and by a full one (sync, detach, exit), which must end with it saved
+    # or an error.  Each try costs a pickling of the entry.
+    RACE_TRIES = 3
+    RACE_TRIES_FULL = 10
+
+    def _cloud_retried(self, d, obj, noref, key, group=None):
+        """d.cloud_dump(obj, noref, key, group), tried again at once (up to
+        RACE_TRIES times, RACE_TRIES_FULL in a full checkpoint) while it
+        fails because a thread changed what it walked (_raced); raises
+        the last error."""
+        tries = self.RACE_TRIES_FULL if self.cp_full >= 2 else \
+            self.RACE_TRIES
+        while True:
+            try:
+                return d.cloud_dump(obj, noref, key, group)
+            except Exception as e:
+                tries -= 1
+                if tries <= 0 or not _raced(e):
+                    raise
+
+    def _keep_raced(self, key):
+        """key raced a thread on every try: no record is added, so its
+        stored one (if any) stays; checkpoint() keeps it dirty.  A
+        request's checkpoint says so, once until it is saved."""
+        self.raced_now.add(key)
+        if self.cp_full == 0 and key not in self.race_said:
+            self.race_said.add(key)
+            self.store_notices.append(
+                "%s changed while it was saved (a thread of shipped code); "
+                "%s" % (_keystr(key), "kept as of the last checkpoint, "
+                        "retried at the next"
+                        if self.digests.get(key) is not None else
+                        "not saved yet, retried at the next checkpoint"))
+
     def volatile_reason(self, key):
         """Why key could not be persisted, or None."""
         return self.volatile.get(key)
@@ -374,6 +492,19 @@ class _CheckpointMixin:
     def take_notices(self):
         out, self.notices = self.notices, []
         return out
+
+
+def _raced(e):
+    """Whether pickling failed because a container changed while the
+    pickler walked it ("dictionary changed size during iteration", "Set
+    changed size ...", "deque mutated during iteration", "OrderedDict
+    mutated ..."): a thread of shipped code raced the checkpoint, which
+    says nothing about the entry itself."""
+    if not isinstance(e, RuntimeError):
+        return False
+    m = str(e).lower()
+    return m.endswith("during iteration") and ("changed" in m or
+                                               "mutated" in m)
 
 
 _CP_LOCK = _thread.allocate_lock()
@@ -456,7 +587,9 @@ def user_checkpoint():
     after a crash (even SIGKILL) the workspace comes back as it was at the
     last call.  Returns the number of entries written; raises (an
     OSError, a MemoryError, ...) when the checkpoint could not be
-    written, leaving the workspace as it was in memory.  Available as
+    written, leaving the workspace as it was in memory; StoreError when
+    another thread changed an entry each time it was pickled (the rest
+    is committed).  Available as
     `from pyshelf import checkpoint` and as the builtin checkpoint()."""
     if WS is None:
         raise RuntimeError("no workspace")

@@ -125,8 +125,8 @@ class _GroupsMixin:
         group = EntryGroup(keys, objs)
         _tblib()
         try:
-            pickler, flags, parts, refs = d.cloud_dump(group, False, None,
-                                                       set(keys))
+            pickler, flags, parts, refs = self._cloud_retried(
+                d, group, False, None, set(keys))
         except Exception:
             return False
         batch.drop(list(keys))

@@ -262,6 +262,27 @@ dispatch_print_full(int full)
 	Py_XDECREF(etb);
 }
 
+/* Print a StoreError's message as a failed checkpoint's (cleared here). */
+static void
+dispatch_print_store_error(void)
+{
+	PyObject *et, *ev, *etb, *s;
+	const char *p;
+
+	PyErr_Fetch(&et, &ev, &etb);
+	s = ev != NULL ? PyObject_Str(ev) : NULL;
+	p = s != NULL ? PyUnicode_AsUTF8(s) : NULL;
+	if (p == NULL) {
+		PyErr_Clear();
+		p = "store error";
+	}
+	fprintf(stderr, "pyshelfd: checkpoint failed: %s\n", p);
+	Py_XDECREF(s);
+	Py_XDECREF(et);
+	Py_XDECREF(ev);
+	Py_XDECREF(etb);
+}
+
 /* Checkpoint outside a request; failures are logged to stderr. */
 int
 dispatch_checkpoint(worker *w, int full)
@@ -275,6 +296,10 @@ dispatch_checkpoint(worker *w, int full)
 		 * close): no traceback */
 		if (PyErr_ExceptionMatches(pystore_StoreFull)) {
 			dispatch_print_full(full);
+		} else if (PyErr_ExceptionMatches(pystore_StoreError)) {
+			/* its message says what failed (a durable step, an
+			 * entry a thread kept changing): no traceback */
+			dispatch_print_store_error();
 		} else {
 			fprintf(stderr, "pyshelfd: checkpoint failed:\n");
 			PyErr_Print();
