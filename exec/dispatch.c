@@ -237,9 +237,12 @@ dispatch_checkpoint_raw(worker *w, int full)
  * it could not write changed. */
 static char *dispatch_last_full;
 
-/* Print a full store's message (StoreFull is set; cleared here). */
+/* Print the message of the StoreError that is set (cleared here) on one
+ * line: a full store's as it is (an interval checkpoint, full == 1, only
+ * when it changed since the last one), any other as a failed
+ * checkpoint's. */
 static void
-dispatch_print_full(int full)
+dispatch_print_store_error(int is_full, int full)
 {
 	PyObject *et, *ev, *etb, *s;
 	const char *p;
@@ -249,34 +252,18 @@ dispatch_print_full(int full)
 	p = s != NULL ? PyUnicode_AsUTF8(s) : NULL;
 	if (p == NULL) {
 		PyErr_Clear();
-		p = "checkpoint incomplete: store is full";
+		p = is_full ? "checkpoint incomplete: store is full" :
+		    "store error";
 	}
-	if (full != 1 || dispatch_last_full == NULL ||
-	    strcmp(dispatch_last_full, p) != 0)
-		fprintf(stderr, "pyshelfd: %s\n", p);
-	free(dispatch_last_full);
-	dispatch_last_full = strdup(p);
-	Py_XDECREF(s);
-	Py_XDECREF(et);
-	Py_XDECREF(ev);
-	Py_XDECREF(etb);
-}
-
-/* Print a StoreError's message as a failed checkpoint's (cleared here). */
-static void
-dispatch_print_store_error(void)
-{
-	PyObject *et, *ev, *etb, *s;
-	const char *p;
-
-	PyErr_Fetch(&et, &ev, &etb);
-	s = ev != NULL ? PyObject_Str(ev) : NULL;
-	p = s != NULL ? PyUnicode_AsUTF8(s) : NULL;
-	if (p == NULL) {
-		PyErr_Clear();
-		p = "store error";
+	if (!is_full)
+		fprintf(stderr, "pyshelfd: checkpoint failed: %s\n", p);
+	else {
+		if (full != 1 || dispatch_last_full == NULL ||
+		    strcmp(dispatch_last_full, p) != 0)
+			fprintf(stderr, "pyshelfd: %s\n", p);
+		free(dispatch_last_full);
+		dispatch_last_full = strdup(p);
 	}
-	fprintf(stderr, "pyshelfd: checkpoint failed: %s\n", p);
 	Py_XDECREF(s);
 	Py_XDECREF(et);
 	Py_XDECREF(ev);
@@ -295,11 +282,11 @@ dispatch_checkpoint(worker *w, int full)
 		 * names what is missing (the client's stderr shows it at
 		 * close): no traceback */
 		if (PyErr_ExceptionMatches(pystore_StoreFull)) {
-			dispatch_print_full(full);
+			dispatch_print_store_error(1, full);
 		} else if (PyErr_ExceptionMatches(pystore_StoreError)) {
 			/* its message says what failed (a durable step, an
 			 * entry a thread kept changing): no traceback */
-			dispatch_print_store_error();
+			dispatch_print_store_error(0, full);
 		} else {
 			fprintf(stderr, "pyshelfd: checkpoint failed:\n");
 			PyErr_Print();
