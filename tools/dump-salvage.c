@@ -109,31 +109,41 @@ dump_salvage_put(store_txn *t, const uint8_t *sid,
 	return 0;
 }
 
+
+/* Write session ss into the new store with no worker serving it, and, a
+ * live one with a name, its name's key (salvage and the page scan). */
+int
+dump_salvage_put_session(store_txn *t, store_session ss)
+{
+	MDB_val k, v;
+	int rc;
+
+	ss.pid = 0;   /* no worker serves it in the new store */
+	if ((rc = session_put(t, &ss)) != 0)
+		return rc;
+	if (ss.state == STORE_STATE_LIVE && ss.name[0] != '\0') {
+		k.mv_data = ss.name;
+		k.mv_size = strlen(ss.name);
+		v.mv_data = ss.id;
+		v.mv_size = STORE_ID_SIZE;
+		if ((rc = mdb_put(t->txn, t->s->names, &k, &v, 0)) != 0)
+			return store_map_err(rc);
+	}
+	return 0;
+}
 /* Write callback: the session record (first batch) and the batch. */
 static int
 dump_salvage_write(store_txn *t, void *arg)
 {
 	struct salvage *sv = arg;
-	store_session ss = *sv->ss;
-	MDB_val k, v;
 	size_t i;
 	int rc;
 
-	if (!sv->session_written) {
-		ss.pid = 0;   /* no worker serves it in the new store */
-		if ((rc = session_put(t, &ss)) != 0)
-			return rc;
-		if (ss.state == STORE_STATE_LIVE && ss.name[0] != '\0') {
-			k.mv_data = ss.name;
-			k.mv_size = strlen(ss.name);
-			v.mv_data = ss.id;
-			v.mv_size = STORE_ID_SIZE;
-			if ((rc = mdb_put(t->txn, t->s->names, &k, &v, 0)) != 0)
-				return store_map_err(rc);
-		}
-	}
+	if (!sv->session_written &&
+	    (rc = dump_salvage_put_session(t, *sv->ss)) != 0)
+		return rc;
 	for (i = 0; i < sv->n; i++)
-		if ((rc = dump_salvage_put(t, ss.id, &sv->v[i])) != 0)
+		if ((rc = dump_salvage_put(t, sv->ss->id, &sv->v[i])) != 0)
 			return rc;
 	return 0;
 }

@@ -125,24 +125,12 @@ static int
 dump_scan_write_sessions(store_txn *t, void *arg)
 {
 	struct scan *sc = arg;
-	MDB_val k, v;
 	size_t i;
 	int rc;
 
-	for (i = 0; i < sc->nss; i++) {
-		store_session ss = sc->ss[i];
-		ss.pid = 0;   /* no worker serves it in the new store */
-		if ((rc = session_put(t, &ss)) != 0)
+	for (i = 0; i < sc->nss; i++)
+		if ((rc = dump_salvage_put_session(t, sc->ss[i])) != 0)
 			return rc;
-		if (ss.state == STORE_STATE_LIVE && ss.name[0] != '\0') {
-			k.mv_data = ss.name;
-			k.mv_size = strlen(ss.name);
-			v.mv_data = ss.id;
-			v.mv_size = STORE_ID_SIZE;
-			if ((rc = mdb_put(t->txn, t->s->names, &k, &v, 0)) != 0)
-				return store_map_err(rc);
-		}
-	}
 	return 0;
 }
 

@@ -192,6 +192,7 @@ int dump_salvage_put(store_txn *t, const uint8_t *sid,
 void dump_salvage_lost_key(struct dump *d, const store_session *ss,
                            const store_key *k, const char *why);
 int dump_salvage_out_ok(const char *out);
+int dump_salvage_put_session(store_txn *t, store_session ss);
 
 /* dump-scan.c */
 int dump_salvage_scan(struct dump *d, int resume);
