@@ -434,9 +434,14 @@ def _other_threads():
 
 def threads_notice():
     """At detach: a notice naming the threads of shipped code still
-    running, non-daemon ones apart ('' when there are none)."""
-    threads = _other_threads()
-    if not threads:
+    running, non-daemon ones apart, and counting those that
+    _thread.start_new_thread started, which threading does not know by
+    name ('' when there are none)."""
+    import threading
+    threads = [t for t in _other_threads()
+               if not isinstance(t, threading._DummyThread)]
+    bare = _s.threads() - len(threads)
+    if not threads and bare <= 0:
         return ""
     nd = [t.name for t in threads if not t.daemon]
     d = [t.name for t in threads if t.daemon]
@@ -452,6 +457,9 @@ def threads_notice():
         parts.append("daemon thread%s %s stopped at exit" %
                      ("s" if len(d) > 1 else "",
                       ", ".join(repr(n) for n in d)))
+    if bare > 0:
+        parts.append("%d thread%s of _thread.start_new_thread stopped at "
+                     "exit" % (bare, "s" if bare > 1 else ""))
     return ("pyshelf: at detach, %s; the workspace was checkpointed before, "
             "changes made after it by threads that do not end are lost\n"
             % "; ".join(parts))
