@@ -290,3 +290,31 @@ def test_start_new_thread_keeps_its_face(tmp_path, backend):
         wait_for(lambda: ws["ran"] == [1, 2], "the thread")
     finally:
         ws.close()
+
+
+def test_threading_imported_before_the_backend(tmp_path, backend,
+                                               monkeypatch):
+    """A sitecustomize that imports threading before the backend starts:
+    threading bound the real _thread.start_new_thread, and the backend
+    points it at the counting one, so its threads are counted still."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import threading\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(site)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    ws = pyshelf.spawn(db=tmp_path / "db", session="t", backend=backend)
+    try:
+        r = ws.remote_exec(
+            "import sys, threading, _thread\n"
+            "_go = threading.Event()\n"
+            "threading.Thread(target=_go.wait).start()\n"
+            "DirectValue(('sitecustomize' in sys.modules,\n"
+            "             threading._start_new_thread is\n"
+            "             _thread.start_new_thread))",
+            stderr=io.StringIO())
+        assert r.value == (True, True), r
+        assert ws.stats()["threads"] == 1
+        ws.remote_exec("_go.set()", stderr=io.StringIO())
+        wait_for(lambda: ws.stats()["threads"] == 0, "the thread to end")
+    finally:
+        ws.close()
