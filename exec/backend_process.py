@@ -247,18 +247,21 @@ def _count_threads():
         return
     count = _s.threads      # bound now: no module global at the end
 
-    def start_new_thread(function, args, kwargs=None, /):
-        # the checks the real one makes on what it is given, before the
-        # count goes up (it sees _Counted only)
+    no_kwargs = {}
+
+    def start_new_thread(function, args, kwargs=no_kwargs, /):
+        # the checks the real one makes on what it is given (an explicit
+        # None is no dictionary either), before the count goes up: it
+        # sees _Counted only
         if not callable(function):
             raise TypeError("first arg must be callable")
         if not isinstance(args, tuple):
             raise TypeError("2nd arg must be a tuple")
-        if kwargs is not None and not isinstance(kwargs, dict):
+        if not isinstance(kwargs, dict):
             raise TypeError("optional 3rd arg must be a dictionary")
         count(1)
         try:
-            return real(_Counted(function, args, kwargs or {}, count), ())
+            return real(_Counted(function, args, kwargs, count), ())
         except BaseException:
             count(-1)       # no thread began
             raise

@@ -239,7 +239,11 @@ def test_stats_count_thread_module_threads(gw):
     assert gw.stats()["threads"] == 2
     for bad, what in (("_thread.start_new_thread(1, ())", "callable"),
                       ("_thread.start_new_thread(wait, ['x'])", "tuple"),
-                      ("_thread.start_new_thread(wait, (), 1)", "dict")):
+                      ("_thread.start_new_thread(wait, (), 1)", "dict"),
+                      ("_thread.start_new_thread(wait, (), None)", "dict"),
+                      ("_thread.start_new_thread(wait)", "argument"),
+                      ("_thread.start_new_thread(wait, (), {}, 1)",
+                       "argument")):
         r = gw.remote_exec(bad)
         assert isinstance(r, pyshelf.WrappedExcinfo), r
         assert r.exc_type == "TypeError" and what in r.message, r.message
