@@ -37,6 +37,11 @@ for what in $only; do
 		echo "== close() through a server against sync() and a PING"
 		"$PYTHON" "$here/bench_detach.py" | tee "$out/detach.jsonl"
 		;;
+	threads)
+		# not in the default list: a thread's start, counted or not
+		echo "== starting a thread of shipped code, counted and not"
+		taskset -c 0 "$PYTHON" "$here/bench_threads.py" | tee "$out/threads.jsonl"
+		;;
 	persist)
 		echo "== checkpoints and resume, pinned (taskset -c 0)"
 		taskset -c 0 "$PYTHON" "$here/bench_persist.py" | tee "$out/persist.jsonl"

@@ -573,11 +573,12 @@ def interval_checkpoint(request_ran):
 
 
 def _shipped_threads():
-    """How many threads of shipped code are alive: those that the _thread
-    module started (threading's and _thread.start_new_thread's, from
-    Python or C).  The worker's own threads are C threads it never counts;
-    a thread that is alive may change entries in place at any time."""
-    return _thread._count()
+    """How many threads of shipped code are alive, the worker's one count
+    (backend_process._count_threads: threading's and
+    _thread.start_new_thread's, from Python or C), which also keeps the
+    worker from going idle.  A thread that is alive may change entries in
+    place at any time."""
+    return _s.threads()
 
 
 def user_checkpoint():

@@ -203,41 +203,89 @@ def _patch_forking_pickler(module):
         fp.reducer_override = _fork_reducer_override
 
 
-def _count_threads(module):
-    """Wrap threading.Thread's bootstrap so that the worker counts the
+class _Counted:
+    """What a counted thread runs (_count_threads): shipped code's function,
+    then the count goes down, however the function ended.  Its repr is the
+    function's, which the "Exception ignored in thread started by" report
+    of an uncaught exception names."""
+    __slots__ = ("function", "args", "kwargs", "count")
+
+    def __init__(self, function, args, kwargs, count):
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+        self.count = count
+
+    def __call__(self):
+        try:
+            self.function(*self.args, **self.kwargs)
+        finally:
+            self.count(-1)
+
+    def __repr__(self):
+        return repr(self.function)
+
+
+def _count_threads():
+    """Make _thread.start_new_thread (and its alias start_new) count the
     threads of shipped code that are alive (_pyshelfd.threads): each is
     code running, as a call is (no idle exit, no hibernation, no lease
-    running out while one is alive; worker-threads.c).  Daemon threads
-    count too: a server loop in a daemon thread is work its user expects
-    to go on.  The count goes up before Thread.start() returns and down
-    when the thread's run() is over."""
-    cls = getattr(module, "Thread", None)
-    inner = getattr(cls, "_bootstrap_inner", None)
-    if inner is None or getattr(inner, "_pyshelf_counted", False):
+    running out while one is alive; worker-threads.c), and the interval
+    checkpoints look at the entries again while one is.  Every thread
+    that Python code can start goes through it: threading.Thread.start()
+    (daemon threads too: a server loop in a daemon thread is work its
+    user expects to go on; threading binds the function when it is first
+    imported, after this), _thread.start_new_thread called from Python or
+    from a C extension through the module.  The count goes up before the
+    call returns and down when the thread's function is over.  Threads
+    that C code starts itself (pthread_create, PyThread_start_new_thread)
+    are not counted, even while they call into Python; nor are the
+    worker's own threads, which are C threads."""
+    import _thread
+    real = _thread.start_new_thread
+    if getattr(real, "_pyshelf_counted", False):
         return
-
     count = _s.threads      # bound now: no module global at the end
 
-    def _bootstrap_inner(self):
+    no_kwargs = {}
+
+    def start_new_thread(function, args, kwargs=no_kwargs, /):
+        # the checks the real one makes on what it is given (an explicit
+        # None is no dictionary either), before the count goes up: it
+        # sees _Counted only
+        if not callable(function):
+            raise TypeError("first arg must be callable")
+        if not isinstance(args, tuple):
+            raise TypeError("2nd arg must be a tuple")
+        if not isinstance(kwargs, dict):
+            raise TypeError("optional 3rd arg must be a dictionary")
         count(1)
         try:
-            inner(self)
-        finally:
-            count(-1)
-    _bootstrap_inner._pyshelf_counted = True
-    cls._bootstrap_inner = _bootstrap_inner
+            return real(_Counted(function, args, kwargs, count), ())
+        except BaseException:
+            count(-1)       # no thread began
+            raise
+    # shipped code sees _thread's own: pickled by reference, as it was
+    start_new_thread.__name__ = start_new_thread.__qualname__ = \
+        real.__name__
+    start_new_thread.__doc__ = real.__doc__
+    start_new_thread.__module__ = "_thread"
+    start_new_thread._pyshelf_counted = True
+    _thread.start_new_thread = _thread.start_new = start_new_thread
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._start_new_thread = start_new_thread
 
 
 # modules patched when (if ever) they are imported, by _ImportHook
-_PATCHES = {"multiprocessing.reduction": _patch_forking_pickler,
-            "threading": _count_threads}
+_PATCHES = {"multiprocessing.reduction": _patch_forking_pickler}
 
 
 class _ImportHook:
     """A meta path finder that only waits for the modules of _PATCHES to
     be imported (by shipped code, or by what it imports), to patch them
-    then: at startup, importing multiprocessing or threading would cost
-    every resume."""
+    then: at startup, importing multiprocessing would cost every
+    resume."""
 
     @staticmethod
     def find_spec(name, path=None, target=None):
@@ -331,6 +379,7 @@ def _setup_process():
         _real_setrecursionlimit(RECURSION_CAP)
     os.register_at_fork(after_in_child=_after_fork_child)
     _guard_fds(os)
+    _count_threads()
     for name, patch in _PATCHES.items():
         if name in sys.modules:
             patch(sys.modules[name])
@@ -388,9 +437,14 @@ def _other_threads():
 
 def threads_notice():
     """At detach: a notice naming the threads of shipped code still
-    running, non-daemon ones apart ('' when there are none)."""
-    threads = _other_threads()
-    if not threads:
+    running, non-daemon ones apart, and counting those that
+    _thread.start_new_thread started, which threading does not know by
+    name ('' when there are none)."""
+    import threading
+    threads = [t for t in _other_threads()
+               if not isinstance(t, threading._DummyThread)]
+    bare = _s.threads() - len(threads)
+    if not threads and bare <= 0:
         return ""
     nd = [t.name for t in threads if not t.daemon]
     d = [t.name for t in threads if t.daemon]
@@ -406,6 +460,9 @@ def threads_notice():
         parts.append("daemon thread%s %s stopped at exit" %
                      ("s" if len(d) > 1 else "",
                       ", ".join(repr(n) for n in d)))
+    if bare > 0:
+        parts.append("%d thread%s of _thread.start_new_thread stopped at "
+                     "exit" % (bare, "s" if bare > 1 else ""))
     return ("pyshelf: at detach, %s; the workspace was checkpointed before, "
             "changes made after it by threads that do not end are lost\n"
             % "; ".join(parts))

@@ -4,8 +4,8 @@
  * reach the client as OUTPUT of the running request, through the
  * context's output callback), in_child(), the Python-level
  * SIGINT/SIGTERM handler with its installation, and threads(), which the
- * backend's hook on threading.Thread calls as threads of shipped code
- * begin and end (the worker counts them as code running).
+ * backend's wrapper of _thread.start_new_thread calls as threads of
+ * shipped code begin and end (the worker counts them as code running).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -151,8 +151,8 @@ pystream_on_signal(PyObject *self, PyObject *args)
 
 /*
  * threads(delta=0) -> the number of threads of shipped code alive, after
- * adding delta (1: one began, -1: one ended; the backend's hook around
- * threading.Thread's bootstrap).  In a child forked by shipped code the
+ * adding delta (1: one began, -1: one ended; the backend's wrapper of
+ * _thread.start_new_thread, which threading.Thread goes through).  In a child forked by shipped code the
  * count is the parent's and is left alone: 0.
  */
 static PyObject *

@@ -1,17 +1,25 @@
 /*
  * worker-threads.c - threads of shipped code are code running.  A
- * thread that shipped code started (threading.Thread, daemon or not) and
- * that is alive keeps the worker as a running call does: no idle exit,
- * no hibernation for flag 'n' or 'r', and the session's lease does not
- * run out (the lease keeper renews it; the idle clock, and so the lease
- * clock, starts when the last such thread ends with no client attached).
- * The backend's hook on threading.Thread's bootstrap counts them
- * (backend_process.py, _pyshelfd.threads: worker_threads_change), so
- * that the count is exact at any time, costs nothing per request, and
- * the end of the last thread wakes the main loop at once.  When the
- * worker exits anyway (the server stops, the session is ended), the
- * threads still alive are stopped after the final checkpoint, and the
- * log says how many.
+ * thread that shipped code started and that is alive keeps the worker as
+ * a running call does: no idle exit, no hibernation for flag 'n' or 'r'
+ * (SessionBusy says why), and the session's lease does not run out (the
+ * lease keeper renews it; the idle clock, and so the lease clock, starts
+ * when the last such thread ends with no client attached).  There is one
+ * count, w->threads, and everything reads it: the above, stats() and
+ * pyshelf.sessions() ("threads"), the interval checkpoints (the backend's
+ * _shipped_threads) and the log at exit.  The backend keeps it through
+ * its wrapper of _thread.start_new_thread (backend_process.py,
+ * _count_threads; _pyshelfd.threads: worker_threads_change), which every
+ * thread Python code starts goes through: threading.Thread, daemon or
+ * not, and _thread.start_new_thread, from Python or from a C extension.
+ * Threads that C code creates itself (pthread_create,
+ * PyThread_start_new_thread) are not counted, even while they call into
+ * Python, nor are the worker's own (reader, lease, control, output),
+ * which are C threads.  The count is exact at any time, costs nothing
+ * per request, and the end of the last thread wakes the main loop at
+ * once.  When the worker exits anyway (the server stops, the session is
+ * ended), the threads still alive are stopped after the final
+ * checkpoint, and the log says how many.
  */
 #include "config.h"
 
@@ -27,7 +35,8 @@
 
 /*
  * The pyctx callback behind _pyshelfd.threads(delta): a thread of shipped
- * code began (1) or ended (-1); 0 only reads.  Any thread (a thread of
+ * code began (1: before _thread.start_new_thread starts it) or ended
+ * (-1: its function is over); 0 only reads.  Any thread (a thread of
  * shipped code, GIL held).  When the last one ends with no client and
  * nothing running, the worker is idle from now on (its idle exit and its
  * lease count from here) and the main loop is woken to see it.  The

@@ -14,6 +14,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 import pyshelf
 from pyshelf import DirectValue
 
@@ -66,22 +68,26 @@ def wait_intervals(ws, n):
     return st
 
 
-def test_thread_progress_goes_in_on_every_interval(tmp_path):
+@pytest.mark.parametrize("start", [
+    "threading.Thread(target=_run, daemon=True).start()",
+    "_thread.start_new_thread(_run, ())"], ids=["threading", "_thread"])
+def test_thread_progress_goes_in_on_every_interval(tmp_path, start):
     """A thread of shipped code appends to a global long after the request
     that started it returned: each step reaches the store by an interval
-    checkpoint (not only the first one's), and a SIGKILL then keeps it."""
+    checkpoint (not only the first one's), and a SIGKILL then keeps it.
+    Threads of _thread.start_new_thread are in the same count."""
     db = tmp_path / "db"
     gate = tmp_path / "gate"
     ws = spawn(db)
     ws.remote_exec(
-        "import os, threading, time\n"
+        "import _thread, os, threading, time\n"
         "progress = [0]\n"
         "def _run():\n"
         "    for i in range(1, 6):\n"
         "        while not os.path.exists(%r + str(i)):\n"
         "            time.sleep(0.005)\n"
         "        progress.append(i)\n"
-        "threading.Thread(target=_run, daemon=True).start()" % str(gate))
+        "%s" % (str(gate), start))
     for i in range(1, 6):
         (tmp_path / ("gate%d" % i)).write_text("")
         want = repr(list(range(i + 1)))

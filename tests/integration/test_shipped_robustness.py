@@ -391,6 +391,12 @@ def spin():
         time.sleep(0.05)
 threading.Thread(target=spin, name='spinner').start()
 threading.Thread(target=spin, name='helper', daemon=True).start()
+import _thread
+def known():
+    threading.current_thread()      # threading calls it a dummy thread
+    spin()
+_thread.start_new_thread(spin, ())
+_thread.start_new_thread(known, ())
 kept = 7
 """)
     t0 = time.monotonic()
@@ -401,7 +407,8 @@ kept = 7
     assert ws.returncode == 0, ws.returncode
     err = capsys.readouterr().err
     assert "non-daemon thread 'spinner'" in err, err
-    assert "daemon thread 'helper'" in err, err
+    assert "daemon thread 'helper' stopped" in err, err
+    assert "2 threads of _thread.start_new_thread stopped" in err, err
     ws = pyshelf.spawn(db=store, session="s", backend=backend)
     try:
         assert value(ws, "DirectValue(kept)") == 7

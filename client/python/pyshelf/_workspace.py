@@ -695,8 +695,9 @@ class Workspace(collections.abc.MutableMapping):
         ``namespace_diffs`` (``tracked``: diffs that looked at the globals
         written through the namespace only; ``full``: diffs of every
         global), ``next_handle``, ``threads`` (threads that shipped code
-        started and that are alive: code running, which keeps a server's
-        worker and the session's lease), ``backend_code`` (``bytecode``:
+        started, with threading or _thread.start_new_thread, and that are
+        alive: code running, which keeps a server's worker and the
+        session's lease), ``backend_code`` (``bytecode``:
         the backend's Python half loaded as built; ``source``: compiled at
         start)."""
         with self._lock:
