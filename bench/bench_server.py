@@ -18,6 +18,11 @@ backend); attaching to a live session (target under 1 ms) and to a
 hibernated one; and two sessions busy at once against one alone (target
 >= 1.8x the throughput on two cores).
 
+Two more rows say what PIPES (docs/PROTOCOL.md 7.1) buys: the same no-op
+through the same server on a connection that stays on its socket
+(PYSHELF_NO_PIPES=1; pipes_x_socket is the server row over it), and the C
+floor over a Unix socketpair instead of pipes (sock_floor_us).
+
 The server runs in a private socket directory (XDG_RUNTIME_DIR is set to a
 temporary directory) and is stopped at the end.
 
@@ -82,6 +87,10 @@ def child_rows(db_stdio, db_server, backend, n):
     of three medians (seconds) per round."""
     ws_s = pyshelf.spawn(db=db_stdio, session="b", backend=backend)
     ws_v = pyshelf.open("b", db=db_server, backend=backend)
+    # the same server, a connection that stays on its socket (no PIPES)
+    os.environ["PYSHELF_NO_PIPES"] = "1"
+    ws_k = pyshelf.open("b", db=db_server, backend=backend, flag="w")
+    del os.environ["PYSHELF_NO_PIPES"]
     print("ready", flush=True)
     try:
         for line in sys.stdin:
@@ -90,9 +99,11 @@ def child_rows(db_stdio, db_server, backend, n):
             s = timed(lambda: ws_s.remote_exec(noop), n)[n // 2]
             v = timed(lambda: ws_v.remote_exec(noop), n)[n // 2]
             p = timed(ws_s.ping, n)[n // 2]
-            print(s, v, p, flush=True)
+            k = timed(lambda: ws_k.remote_exec(noop), n)[n // 2]
+            print(s, v, p, k, flush=True)
     finally:
         ws_s.close()
+        ws_k.close()
         sp = ws_v.server_pid
         ws_v.close()
         if sp:
@@ -126,9 +137,10 @@ class Rows:
         self.p.wait()
 
 
-def pipe_floor(builddir):
+def pipe_floor(builddir, socket=False):
     exe = os.path.join(builddir, "bench", "pipe_floor")
-    out = subprocess.run([exe, "20000"], capture_output=True, text=True,
+    out = subprocess.run([exe, "20000"] + (["socket"] if socket else []),
+                         capture_output=True, text=True,
                          check=True).stdout
     # "pipe_floor median_us=12.53 p99_us=30.49 n=2000": seconds
     for tok in out.split():
@@ -172,6 +184,7 @@ def main():
     cpus = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {min(cpus)})
     floors, stdio, server, pings = [], [], [], []
+    sock_floors, server_sock = [], []
     before = os.environ.get("BENCH_BEFORE")
     stdio_b, server_b = [], []
     rows = Rows(pyshelf._workspace._find_backend(None),
@@ -189,12 +202,14 @@ def main():
         # interleaved rounds: the VM's neighbours move every row alike
         for _ in range(ROUNDS):
             floors.append(pipe_floor(builddir))
-            s, v, p = rows.round()
+            sock_floors.append(pipe_floor(builddir, socket=True))
+            s, v, p, k = rows.round()
             stdio.append(s)
             server.append(v)
             pings.append(p)
+            server_sock.append(k)
             if before:
-                sb, vb, _ = rows_b.round()
+                sb, vb = rows_b.round()[:2]
                 stdio_b.append(sb)
                 server_b.append(vb)
         s = statistics.median(stdio)
@@ -205,6 +220,13 @@ def main():
              x_floor=round(s / floor_s, 2))
         emit(name="noop_server_us", value=round(v * 1e6, 2),
              x_floor=round(v / floor_s, 2), x_stdio=round(v / s, 3))
+        k = statistics.median(server_sock)
+        sf = statistics.median(sock_floors)
+        emit(name="noop_server_socket_us", value=round(k * 1e6, 2),
+             x_floor=round(k / floor_s, 2), x_stdio=round(k / s, 3),
+             pipes_x_socket=round(v / k, 3))
+        emit(name="sock_floor_us", value=round(sf * 1e6, 2),
+             x_floor=round(sf / floor_s, 2))
         p = statistics.median(pings)
         emit(name="ping_stdio_us", value=round(p * 1e6, 2),
              x_floor=round(p / floor_s, 2))

@@ -778,6 +778,72 @@ nomem:
 	return client_fail(c, PYSHELF_E_NOMEM, "out of memory");
 }
 
+/* Close the descriptors a reply brought that were not taken. */
+static void
+client_drop_fds(pyshelf_conn *c)
+{
+	int i;
+
+	for (i = 0; i < c->wc.nfds; i++)
+		close(c->wc.fds[i]);
+	c->wc.nfds = 0;
+	c->wc.fds[0] = c->wc.fds[1] = -1;
+}
+
+/*
+ * Server mode, once attached: ask the worker for a pair of pipes and go
+ * on over them (PIPES, PROTOCOL.md 7.1).  A round trip over a pipe costs
+ * what stdio's does; over a Unix socket it cost 1.6x that on our machines
+ * (docs/BENCHMARKS.md).  A server that does not know PIPES answers ERROR
+ * and the connection stays on its socket, as it does with
+ * PYSHELF_NO_PIPES=1 in the environment.
+ */
+static int
+client_take_pipes(pyshelf_conn *c)
+{
+	const char *no = getenv("PYSHELF_NO_PIPES");
+	struct stat a, b;
+	int rc, sock = c->rfd;
+
+	if ((no != NULL && no[0] != '\0' && strcmp(no, "0") != 0) ||
+	    !c->wfd_is_socket || c->rfd != c->wfd)
+		return PYSHELF_OK;
+	client_begin(c, WIRE_MSG_PIPES);
+	if ((rc = client_send(c, 0)) != PYSHELF_OK)
+		return rc;
+	c->wc.take_fds = 1;
+	rc = client_reply(c, NULL, -1);
+	c->wc.take_fds = 0;
+	if (rc != PYSHELF_OK) {
+		client_drop_fds(c);
+		return rc;
+	}
+	if (c->msg.type == WIRE_MSG_ERROR) {
+		/* a server from before PIPES: the socket it is */
+		client_drop_fds(c);
+		client_clear(c);
+		return PYSHELF_OK;
+	}
+	if (c->msg.type != WIRE_MSG_OK || c->wc.nfds != 2 ||
+	    wire_conn_pending(&c->wc) || fstat(c->wc.fds[0], &a) != 0 ||
+	    fstat(c->wc.fds[1], &b) != 0 || !S_ISFIFO(a.st_mode) ||
+	    !S_ISFIFO(b.st_mode)) {
+		int n = c->wc.nfds;
+		client_drop_fds(c);
+		return client_fatal(c, PYSHELF_E_PROTOCOL, "the worker answered "
+		    "PIPES with %s and %d descriptor%s, not OK and two pipes",
+		    client_msg_name(c->msg.type), n, n == 1 ? "" : "s");
+	}
+	c->rfd = c->wc.rfd = c->wc.fds[0];
+	c->wfd = c->wc.wfd = c->wc.fds[1];
+	c->wc.nfds = 0;
+	c->wc.fds[0] = c->wc.fds[1] = -1;
+	c->wfd_is_socket = 0;
+	c->rcvtimeo_ms = -1;
+	close(sock);
+	return PYSHELF_OK;
+}
+
 /* The HELLO/WELCOME then ATTACH/ATTACHED handshake of server mode. */
 static int
 client_server_handshake(pyshelf_conn *c, const char *session,
@@ -832,7 +898,7 @@ client_server_handshake(pyshelf_conn *c, const char *session,
 				c->wc.max_body = c->welcome.max_frame;
 		}
 	}
-	return PYSHELF_OK;
+	return client_take_pipes(c);
 refused:
 	/* a server that refuses says why in an ERROR (id 0) and closes */
 	if (rc == PYSHELF_E_PROTOCOL && c->msg.id == 0 &&

@@ -521,7 +521,9 @@ typedef struct pyshelf_connect_opts {
  * server mode of docs/PROTOCOL.md.  Connects to the server's Unix socket,
  * sends HELLO (the supervisor answers WELCOME), then ATTACH; the session's
  * worker answers ATTACHED and serves every later request on this
- * connection directly.  The session lives on in its worker when this
+ * connection directly: over a pipe each way that the worker hands over
+ * once attached (PIPES; not with PYSHELF_NO_PIPES=1 in the environment,
+ * nor with a server that predates it: then over the socket).  The session lives on in its worker when this
  * connection ends: pyshelf_detach() and pyshelf_close() leave it, and code
  * that runs goes on running (its output and result are kept in the
  * session's journal: pyshelf_calls(), pyshelf_call_result()).

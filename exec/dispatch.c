@@ -1151,6 +1151,11 @@ dispatch_msg(worker *w, const wire_msg *mp, PyObject *oob)
 		    w->opt.server ? "this connection is attached already" :
 		    "ATTACH is for a server; this pyshelfd serves stdio (HELLO)");
 		break;
+	case WIRE_MSG_PIPES:
+		rc = w->opt.server ? worker_conn_pipes(w, w->cur_conn, m.id) :
+		    dispatch_error(w, m.id, WIRE_ERR_BAD_REQUEST, "PIPES is "
+		    "for a connection to a server; stdio is on pipes already");
+		break;
 	case WIRE_MSG_CALLS:
 	case WIRE_MSG_CALL_RESULT:
 		/* answered by the reader once attached; queued only when

@@ -115,6 +115,8 @@ typedef struct worker_conn {
 	int fd;                      /* read side */
 	int out_fd;                  /* write side (fd itself for a socket) */
 	int own_fds;                 /* close fd (and out_fd) when freed */
+	int sock_fd;                 /* after PIPES: the socket it came on,
+	                                unread, closed when freed; -1 */
 	unsigned serial;             /* numbers connections in logs */
 	int refs;                    /* w->lock */
 	int gone;                    /* dropped from the table (w->lock) */
@@ -374,6 +376,15 @@ int worker_in_child(void);
 /* A new connection in the table (fds taken over when own_fds).  NULL when
  * out of memory.  Takes w->lock. */
 worker_conn *worker_conn_add(worker *w, int fd, int out_fd, int own_fds);
+/* PIPES: answer OK carrying the client's ends of a pipe each way, then
+ * serve c over them (worker-conn.c).  0, or -1 when the connection broke
+ * (an ERROR went out when the pipes could not be made: the client stays
+ * on the socket).  Whoever reads c (worker_reader_frame): the main
+ * thread while idle, the reader while code runs. */
+int worker_conn_pipes(worker *w, worker_conn *c, uint64_t id);
+/* Point the fd at /dev/null (keeping its number ours): a pipe's peer
+ * sees EOF, or EPIPE, now.  nul: an open /dev/null. */
+void worker_conn_cut_fd(int fd, int nul);
 /* Take / drop a reference (w->lock held: _locked; else taken). */
 void worker_conn_ref_locked(worker_conn *c);
 void worker_conn_unref(worker *w, worker_conn *c);

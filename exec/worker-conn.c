@@ -10,6 +10,9 @@
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,6 +30,7 @@ worker_conn_add(worker *w, int fd, int out_fd, int own_fds)
 	c->fd = fd;
 	c->out_fd = out_fd;
 	c->own_fds = own_fds;
+	c->sock_fd = -1;
 	c->refs = 1;  /* the table's */
 	/* ours while it lives: shipped code may not close it */
 	(void)worker_fds_add(fd);
@@ -60,10 +64,14 @@ worker_conn_unref_locked(worker *w, worker_conn *c)
 		return;
 	worker_fds_forget(c->fd);
 	worker_fds_forget(c->out_fd);
+	if (c->sock_fd >= 0)
+		worker_fds_forget(c->sock_fd);
 	if (c->own_fds) {
 		close(c->fd);
 		if (c->out_fd != c->fd)
 			close(c->out_fd);
+		if (c->sock_fd >= 0)
+			close(c->sock_fd);
 	}
 	pthread_mutex_destroy(&c->out_lock);
 	free(c->buf);
@@ -99,9 +107,21 @@ worker_conn_drop_locked(worker *w, worker_conn *c)
 		w->idle_since_ms = worker_mono_ms();
 	pthread_mutex_lock(&c->out_lock);
 	c->out_closed = 1;
+	if (c->own_fds && c->fd != c->out_fd) {
+		/* pipes: no shutdown(); /dev/null takes their numbers, which
+		 * stay ours until the last reference goes */
+		int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (nul >= 0) {
+			worker_conn_cut_fd(c->out_fd, nul);
+			worker_conn_cut_fd(c->fd, nul);
+			close(nul);
+		}
+		if (c->sock_fd >= 0)
+			(void)shutdown(c->sock_fd, SHUT_RDWR);
+	}
 	pthread_mutex_unlock(&c->out_lock);
 	/* the peer sees EOF now, whoever still holds a reference */
-	if (c->own_fds)
+	if (c->own_fds && c->fd == c->out_fd)
 		(void)shutdown(c->fd, SHUT_RDWR);
 	worker_conn_unref_locked(w, c);
 }
@@ -163,4 +183,117 @@ worker_conn_broadcast(worker *w, worker_conn *skip, const wire_buf *b)
 		(void)worker_send_to(w, list[i], b);
 		worker_conn_unref(w, list[i]);
 	}
+}
+
+void
+worker_conn_cut_fd(int fd, int nul)
+{
+	if (fd > 2 && fd != nul && dup3(nul, fd, O_CLOEXEC) == fd)
+		(void)worker_fds_add(fd);  /* what it is now */
+}
+
+/* The pipes' buffers, when the system allows (as a stdio backend's). */
+#define WORKER_PIPE_SIZE (1 << 20)
+
+/* sendmsg() all of b on a socket, the descriptors with its first byte;
+ * out_lock held.  WIRE_OK or WIRE_E_IO. */
+static int
+worker_conn_send_fds(int fd, const wire_buf *b, const int *fds, int nfds)
+{
+	union {
+		char buf[CMSG_SPACE(2 * sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = {b->data, b->len};
+	struct pollfd pfd = {fd, POLLOUT, 0};
+	struct cmsghdr *ch;
+	struct msghdr mh;
+	ssize_t put;
+
+	memset(&cm, 0, sizeof cm);
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cm.buf;
+	mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+	ch = CMSG_FIRSTHDR(&mh);
+	ch->cmsg_level = SOL_SOCKET;
+	ch->cmsg_type = SCM_RIGHTS;
+	ch->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+	memcpy(CMSG_DATA(ch), fds, sizeof(int) * (size_t)nfds);
+	for (;;) {
+		put = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		if (put > 0)
+			break;
+		if (put < 0 && errno == EINTR)
+			continue;
+		if (put < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+		    (poll(&pfd, 1, -1) >= 0 || errno == EINTR))
+			continue;
+		return WIRE_E_IO;
+	}
+	/* the descriptors went with the first byte; the rest as it goes */
+	return (size_t)put == b->len ? WIRE_OK :
+	    wire_write_all(fd, b->data + put, b->len - (size_t)put);
+}
+
+int
+worker_conn_pipes(worker *w, worker_conn *c, uint64_t id)
+{
+	int req[2] = {-1, -1}, rep[2] = {-1, -1}, give[2], rc;
+	const char *why = NULL;
+	wire_buf b;
+
+	if (!w->opt.server || c == NULL || !c->own_fds)
+		why = "PIPES is for a connection to a server";
+	else if (c->sock_fd >= 0 || c->fd != c->out_fd)
+		why = "this connection is on pipes already";
+	else if (pipe2(req, O_CLOEXEC) != 0 || pipe2(rep, O_CLOEXEC) != 0)
+		why = "no pipes could be made; go on over the socket";
+	wire_buf_init(&b);
+	if (why != NULL) {
+		if (req[0] >= 0) {
+			close(req[0]);
+			close(req[1]);
+		}
+		wire_begin(&b, WIRE_MSG_ERROR, id);
+		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_BAD_REQUEST);
+		wire_put_str(&b, WIRE_TAG_MESSAGE, why);
+		rc = wire_end(&b) == WIRE_OK ? worker_send_to(w, c, &b) : -1;
+		wire_buf_free(&b);
+		return rc;
+	}
+	(void)fcntl(req[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE);
+	(void)fcntl(rep[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE);
+	/* read after poll() only, as a socket is: never blocks the reader */
+	(void)fcntl(req[0], F_SETFL, O_NONBLOCK);
+	give[0] = rep[0];
+	give[1] = req[1];
+	wire_begin(&b, WIRE_MSG_OK, id);
+	rc = wire_end(&b) == WIRE_OK ? WIRE_OK : WIRE_E_NOMEM;
+	pthread_mutex_lock(&c->out_lock);
+	if (rc == WIRE_OK)
+		rc = c->out_closed ? WIRE_E_IO :
+		    worker_conn_send_fds(c->out_fd, &b, give, 2);
+	if (rc == WIRE_OK) {
+		/* the OK is the socket's last byte: from here on, pipes */
+		(void)worker_fds_add(rep[1]);
+		c->out_fd = rep[1];
+	} else
+		c->out_closed = 1;
+	pthread_mutex_unlock(&c->out_lock);
+	wire_buf_free(&b);
+	close(rep[0]);
+	close(req[1]);
+	if (rc != WIRE_OK) {
+		close(req[0]);
+		close(rep[1]);
+		return -1;
+	}
+	(void)worker_fds_add(req[0]);
+	pthread_mutex_lock(&w->lock);
+	c->sock_fd = c->fd;
+	c->fd = req[0];
+	pthread_mutex_unlock(&w->lock);
+	return 0;
 }

@@ -407,6 +407,13 @@ worker_reader_frame(worker *w, worker_conn *c, const uint8_t *p, size_t n,
 		if (worker_calls_exec(w, c, m))
 			return 0;  /* replayed or joined */
 		goto queue;
+	case WIRE_MSG_PIPES:
+		if (!w->opt.server || wire_msg_check(m, NULL) != WIRE_OK)
+			goto queue;  /* the main thread says what is wrong */
+		/* answered by whoever reads: an attach must not wait for a
+		 * call that another client left running */
+		(void)worker_conn_pipes(w, c, m->id);
+		return 0;
 	case WIRE_MSG_DETACH:
 		if (!w->opt.server)
 			goto queue;  /* stdio: the worker's end, in its turn */

@@ -277,6 +277,13 @@ worker_restart_exec(worker *w, const char *why)
 		len += (size_t)snprintf(adopt + len, sizeof adopt - len, ",%d",
 		    c->fd);
 		(void)fcntl(c->fd, F_SETFD, 0);
+		if (c->out_fd != c->fd) {
+			/* on pipes (PIPES): FD/OUT_FD; the socket they
+			 * replaced closes with the exec */
+			len += (size_t)snprintf(adopt + len, sizeof adopt -
+			    len, "/%d", c->out_fd);
+			(void)fcntl(c->out_fd, F_SETFD, 0);
+		}
 		if (c->len > c->cur &&
 		    (mfd = worker_restart_carry(c->buf + c->cur,
 		    c->len - c->cur)) >= 0)
@@ -337,7 +344,7 @@ worker_restart_adopt(worker *w, char **cause)
 	const char *p = w->opt.adopt;
 	worker_conn *c;
 	char *end;
-	long fd, mfd;
+	long fd, ofd, mfd;
 	int first = 1;
 
 	if (p == NULL)
@@ -345,7 +352,16 @@ worker_restart_adopt(worker *w, char **cause)
 	while (*p != '\0') {
 		errno = 0;
 		fd = strtol(p, &end, 10);
+		ofd = fd;
 		mfd = -1;
+		if (errno == 0 && end != p && *end == '/' && !first) {
+			/* FD/OUT_FD: a connection on pipes */
+			const char *q = end + 1;
+			ofd = strtol(q, &end, 10);
+			if (errno != 0 || end == q || ofd < 0 ||
+			    ofd > 1 << 20 || fcntl((int)ofd, F_GETFD) < 0)
+				end = (char *)p;  /* refused below */
+		}
 		if (errno == 0 && end != p && *end == ':' && !first) {
 			/* FD:MEMFD: the bytes it had read, carried over */
 			const char *q = end + 1;
@@ -363,10 +379,12 @@ worker_restart_adopt(worker *w, char **cause)
 		}
 		if (fd >= 0)
 			(void)fcntl((int)fd, F_SETFD, FD_CLOEXEC);
+		if (ofd != fd)
+			(void)fcntl((int)ofd, F_SETFD, FD_CLOEXEC);
 		if (first)
 			w->ctl_fd = (int)fd;
 		else if (fd >= 0) {
-			if ((c = worker_conn_add(w, (int)fd, (int)fd, 1)) ==
+			if ((c = worker_conn_add(w, (int)fd, (int)ofd, 1)) ==
 			    NULL) {
 				asprintf(cause, "out of memory");
 				return -1;

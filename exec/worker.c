@@ -133,9 +133,14 @@ worker_atfork_child(void)
 			(void)dup3(nul, fds[i], O_CLOEXEC);
 	/* server mode: the client sockets and the control channel (no lock
 	 * here: only the forking thread exists in the child) */
-	for (c = w->conns, i = 0; c != NULL && i < 4096; c = c->next, i++)
+	for (c = w->conns, i = 0; c != NULL && i < 4096; c = c->next, i++) {
 		if (c->fd > 2 && c->fd != nul)
 			(void)dup3(nul, c->fd, O_CLOEXEC);
+		if (c->out_fd > 2 && c->out_fd != nul)
+			(void)dup3(nul, c->out_fd, O_CLOEXEC);
+		if (c->sock_fd > 2 && c->sock_fd != nul)
+			(void)dup3(nul, c->sock_fd, O_CLOEXEC);
+	}
 	if (w->ctl_fd > 2 && w->ctl_fd != nul)
 		(void)dup3(nul, w->ctl_fd, O_CLOEXEC);
 	if (w->ctl_listen_fd > 2 && w->ctl_listen_fd != nul)

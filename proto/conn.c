@@ -19,6 +19,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,6 +58,53 @@ wire_conn_init(wire_conn *c, int rfd, int wfd, size_t max_body)
 	c->rcap = 0;
 	c->spin_us = 0;
 	c->ready = 0;
+	c->take_fds = 0;
+	c->fds[0] = c->fds[1] = -1;
+	c->nfds = 0;
+}
+
+/*
+ * read() for a connection that takes descriptors (take_fds): recvmsg()
+ * with room for a few, kept in c->fds (two at most; the rest, and any
+ * that come once two are kept, are closed: a peer cannot make us hold
+ * descriptors we did not ask for).
+ */
+static ssize_t
+wire_conn_recv(wire_conn *c, void *buf, size_t len)
+{
+	union {
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = {buf, len};
+	struct msghdr mh;
+	struct cmsghdr *ch;
+	ssize_t got;
+	size_t i, n;
+	int fd;
+
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cm.buf;
+	mh.msg_controllen = sizeof cm.buf;
+	got = recvmsg(c->rfd, &mh, MSG_CMSG_CLOEXEC);
+	if (got < 0)
+		return got;
+	for (ch = CMSG_FIRSTHDR(&mh); ch != NULL; ch = CMSG_NXTHDR(&mh, ch)) {
+		if (ch->cmsg_level != SOL_SOCKET ||
+		    ch->cmsg_type != SCM_RIGHTS)
+			continue;
+		n = (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < n; i++) {
+			memcpy(&fd, CMSG_DATA(ch) + i * sizeof fd, sizeof fd);
+			if (c->nfds < 2)
+				c->fds[c->nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return got;
 }
 
 /* Free the read buffer; the fds are left open. */
@@ -162,7 +210,9 @@ wire_conn_fill(wire_conn *c, int64_t deadline, int ready)
 			ready = 0;  /* poll() said readable: read() won't block */
 		else if ((rc = wire_conn_wait(c, deadline)) != WIRE_OK)
 			return rc;
-		got = read(c->rfd, c->rbuf + c->rlen, c->rcap - c->rlen);
+		got = c->take_fds ? wire_conn_recv(c, c->rbuf + c->rlen,
+		    c->rcap - c->rlen) :
+		    read(c->rfd, c->rbuf + c->rlen, c->rcap - c->rlen);
 		if (got > 0) {
 			c->rlen += (size_t)got;
 			return WIRE_OK;

@@ -54,6 +54,10 @@ enum wire_msg_type {
 	                                [TOKEN], [PID], [MAX_FRAME],
 	                                [LEASE_MS], [EXPIRES_MS], [ENDED_MS],
 	                                [REASON], [MESSAGE], [SIGNAL] */
+	WIRE_MSG_PIPES = 0x0012,     /* c->s, server mode, once attached: no
+	                                fields -> OK carrying (SCM_RIGHTS) two
+	                                pipes' ends; the connection goes on
+	                                over them (PROTOCOL.md 7.1) */
 
 	/* 0x01xx: running code */
 	WIRE_MSG_EXEC = 0x0100,      /* c->s: CODE, [FUNC], ARG_HANDLE|ARG_PICKLE*,
@@ -474,6 +478,11 @@ typedef struct wire_conn {
 	unsigned spin_us;     /* busy-poll this long before blocking (0 = off) */
 	int ready;            /* the caller saw rfd readable: the next read()
 	                         goes without a poll() first (once) */
+	int take_fds;         /* read with recvmsg() and keep the descriptors
+	                         that come (SCM_RIGHTS) in fds[] */
+	int fds[2];           /* those descriptors (close-on-exec), -1 none;
+	                         the caller takes them (and closes them) */
+	int nfds;             /* how many; more than two are closed */
 } wire_conn;
 
 /* Set up a connection over fds (not taken over: close them yourself). */

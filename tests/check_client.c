@@ -52,6 +52,32 @@ fake_send(int fd, wire_buf *b)
 }
 
 /* RESULT kind 1 with VALUE v. */
+/* Send a finished frame whose first byte carries fd (SCM_RIGHTS). */
+static int
+fake_send_fd(int sock, wire_buf *b, int fd)
+{
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = {b->data, b->len};
+	struct msghdr mh;
+	struct cmsghdr *ch;
+
+	memset(&cm, 0, sizeof cm);
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cm.buf;
+	mh.msg_controllen = sizeof cm.buf;
+	ch = CMSG_FIRSTHDR(&mh);
+	ch->cmsg_level = SOL_SOCKET;
+	ch->cmsg_type = SCM_RIGHTS;
+	ch->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(ch), &fd, sizeof fd);
+	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)b->len ? 0 : -1;
+}
+
 static void
 fake_direct(int fd, wire_buf *b, uint64_t id, const char *v)
 {
@@ -1457,7 +1483,8 @@ fake_server(int lfd)
 	wire_conn wc;
 	wire_msg m;
 	wire_buf b;
-	int fd, rc, hard = 0;
+	int fd, rc, hard = 0, p[2];
+	char sess[16];
 	size_t i;
 
 	wire_msg_init(&m);
@@ -1465,6 +1492,7 @@ fake_server(int lfd)
 	for (;;) {
 		if ((fd = accept(lfd, NULL, NULL)) < 0)
 			_exit(80);
+		sess[0] = '\0';
 		wire_conn_init(&wc, fd, fd, WIRE_DEFAULT_MAX_FRAME);
 		for (;;) {
 			if ((rc = wire_conn_read(&wc, &m, -1)) != WIRE_OK)
@@ -1488,6 +1516,8 @@ fake_server(int lfd)
 					    WIRE_ERR_SESSION_BUSY, "it is busy");
 					goto next;
 				}
+				snprintf(sess, sizeof sess, "%.*s",
+				    (int)(f->len < 15 ? f->len : 15), f->data);
 				f = wire_msg_find(&m, WIRE_TAG_MODE);
 				wire_begin(&b, WIRE_MSG_ATTACHED, m.id);
 				wire_put_bytes(&b, WIRE_TAG_SESSION_ID, sid,
@@ -1514,6 +1544,26 @@ fake_server(int lfd)
 				break;
 			case WIRE_MSG_INTERRUPT:
 				hard += wire_msg_u64(&m, WIRE_TAG_HARD, 0) == 1;
+				break;
+			case WIRE_MSG_PIPES:
+				/* "nofds": OK without its pipes; "onefd": OK
+				 * with one; else a server from before PIPES */
+				if (strcmp(sess, "nofds") == 0) {
+					fake_empty(fd, &b, WIRE_MSG_OK, m.id);
+					break;
+				}
+				if (strcmp(sess, "onefd") != 0) {
+					fake_error(fd, &b, m.id,
+					    WIRE_ERR_UNKNOWN_TYPE,
+					    "unknown message type");
+					break;
+				}
+				wire_begin(&b, WIRE_MSG_OK, m.id);
+				if (wire_end(&b) != WIRE_OK || pipe(p) != 0 ||
+				    fake_send_fd(fd, &b, p[0]) < 0)
+					_exit(97);
+				close(p[0]);
+				close(p[1]);
 				break;
 			case WIRE_MSG_CALLS:
 				wire_begin(&b, WIRE_MSG_LISTING, m.id);
@@ -1580,6 +1630,42 @@ srv_teardown(void)
 	srv_pid = -1;
 	tu_rmtree(srv_dir);
 }
+
+/* Descriptors open in this process. */
+static int
+open_fds(void)
+{
+	int fd, n = 0;
+
+	for (fd = 0; fd < 1024; fd++)
+		n += fcntl(fd, F_GETFD) >= 0;
+	return n;
+}
+
+/* PIPES answered OK without its two pipes: the handshake fails, says so,
+ * and leaves no descriptor behind (the one that came is closed). */
+START_TEST(test_connect_pipes_refused_reply)
+{
+	static const char *names[] = {"nofds", "onefd"};
+	int i, before = open_fds();
+
+	for (i = 0; i < 2; i++) {
+		ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL,
+		    names[i], PYSHELF_CONNECT_CREATE, NULL, NULL),
+		    PYSHELF_E_PROTOCOL);
+		ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn),
+		    "not OK and two pipes"));
+		ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn),
+		    i == 0 ? "0 descriptors" : "1 descriptor"));
+		ck_assert_int_eq(open_fds(), before);
+	}
+	/* an older server (ERROR): the connection stays on its socket */
+	ck_assert_int_eq(pyshelf_connect(conn, srv_path, NULL, "s",
+	    PYSHELF_CONNECT_CREATE, NULL, NULL), PYSHELF_OK);
+	ck_assert_int_eq(open_fds(), before + 1);
+	ck_assert_str_eq(pyshelf_errmsg(conn), "");
+}
+END_TEST
 
 START_TEST(test_connect_handshake)
 {
@@ -1829,6 +1915,7 @@ client_suite(void)
 	tcase_add_checked_fixture(server, srv_setup, srv_teardown);
 	tcase_set_timeout(server, TU_TIMEOUT);
 	tcase_add_test(server, test_connect_handshake);
+	tcase_add_test(server, test_connect_pipes_refused_reply);
 	tcase_add_test(server, test_connect_modes_and_death);
 	tcase_add_test(server, test_connect_refused_then_again);
 	tcase_add_test(server, test_connect_without_server);

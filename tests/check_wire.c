@@ -107,6 +107,7 @@ static const struct mspec specs[] = {
 	    FU(LONG_LEN, 1u << 31) } },
 	{ WIRE_MSG_PART, 10, { FS(DATA, "abc") } },
 	{ WIRE_MSG_DEL, 9, { FS(KEY, "x") } },
+	{ WIRE_MSG_PIPES, 3, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_KEYS, 10, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_HANDLES, 11, { { 0, 0, 0, NULL, 0 } } },
 	{ WIRE_MSG_LOST, 12, { { 0, 0, 0, NULL, 0 } } },
@@ -224,7 +225,7 @@ START_TEST(test_all_types_covered)
 		ck_assert_msg(found, "no test message for %s",
 		    wire_msg_name((uint16_t)t));
 	}
-	ck_assert_uint_eq(named, 40);
+	ck_assert_uint_eq(named, 41);
 	ck_assert_str_eq(wire_msg_name(WIRE_MSG_EXEC), "EXEC");
 	ck_assert_ptr_null(wire_msg_name(0));
 }

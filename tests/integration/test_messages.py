@@ -306,13 +306,38 @@ class _Collect:
         pass
 
 
-def _break_connections(run):
-    """Shut down this process's connections to the servers under run (the
-    socket breaks under the client, as a network does)."""
+def _pipes_of(pid):
+    """The pipes (their inodes, as /proc shows them) process pid holds."""
+    held = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            what = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if what.startswith("pipe:"):
+            held.add(what)
+    return held
+
+
+def _break_connections(run, worker=None):
+    """Break this process's connections to the servers under run (the
+    connection breaks under the client, as a network does): a socket is
+    shut down; a connection on pipes (PIPES, the default), those pipes
+    shared with the worker, gets /dev/null in their place."""
     n = 0
+    shared = _pipes_of(worker) if worker else set()
+    nul = os.open(os.devnull, os.O_RDWR)
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if not os.readlink("/proc/self/fd/" + fd).startswith("socket:"):
+            what = os.readlink("/proc/self/fd/" + fd)
+        except OSError:
+            continue
+        if what in shared and int(fd) != nul:
+            os.dup2(nul, int(fd))
+            n += 1
+            continue
+        try:
+            if not what.startswith("socket:"):
                 continue
             s = socket.socket(fileno=int(fd))
         except OSError:
@@ -326,6 +351,7 @@ def _break_connections(run):
             pass
         finally:
             s.detach()
+    os.close(nul)
     return n
 
 
@@ -355,7 +381,7 @@ def test_a_call_sent_again_prints_its_output_once(srv, tmp_path):
         t.start()
         wait_for(lambda: "out 2" in out.text and "err 2" in err.text,
                  "the first lines")
-        assert _break_connections(srv.run) >= 1
+        assert _break_connections(srv.run, ws.pid) >= 1
         open(flag, "w").close()
         t.join(120)
         assert not t.is_alive()
