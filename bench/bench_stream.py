@@ -14,9 +14,10 @@ Each figure is the best of BENCH_ROUNDS (3) rounds:
 - push_set: ws['a'] = a: the same, plus the checkpoint that writes it
   to its blob file before the reply (--sync never: no fsync);
 - fetch: ws['a'], the array by value (out-of-band, in PARTs);
-in stdio mode (a private pyshelfd over pipes) and in server mode (a
-Unix socket).  Ratios are the operation's throughput over the pipe's
-(and the socketpair's, the channel server mode uses).
+in stdio mode (a private pyshelfd over pipes) and in server mode (over
+the pipes the worker hands over once attached, PIPES; before, the Unix
+socket).  Ratios are the operation's throughput over the pipe's (and the
+socketpair's, kept for comparison with earlier runs).
 
 Prints one JSON object per measurement.
 """
