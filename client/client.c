@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1659,12 +1660,29 @@ client_read_reset(pyshelf_conn *c)
 		c->fate = PYSHELF_FATE_NOT_RUN;
 }
 
+/* End of file on a pipe (stdio, or a server connection on PIPES): a
+ * pipe has no reset to say that the backend closed it with our bytes
+ * unread, but the bytes are still in our request pipe, which FIONREAD
+ * counts from either end.  The backend may be gone with them unread
+ * while its threads were still exiting when we wrote (a killed worker is
+ * a zombie before its last thread has closed its files). */
+static void
+client_read_unread(pyshelf_conn *c)
+{
+	int n = 0;
+
+	if (c->wfd >= 0 && !c->wfd_is_socket &&
+	    ioctl(c->wfd, FIONREAD, &n) == 0 && n > 0)
+		client_read_reset(c);
+}
+
 /* Turn a codec read error into a sticky error. */
 static int
 client_read_error(pyshelf_conn *c, int rc, int e)
 {
 	switch (rc) {
 	case WIRE_E_EOF:
+		client_read_unread(c);
 		client_reap(c);
 		if (c->server)
 			return client_fatal(c, PYSHELF_E_CLOSED, "the session's "
