@@ -10,6 +10,8 @@ The race is made deterministic by a handshake: Hook.__reduce__ (the value
 d[0]) wakes the thread and waits until it has added one key to d, as many
 times as `armed` says; the thread does nothing else.
 """
+import os
+import signal
 import time
 
 import pytest
@@ -17,6 +19,7 @@ import pytest
 import pyshelf
 
 from restarts import kill_backend, value
+from server_helpers import alive, srv, wait_gone  # noqa: F401
 
 # no interval checkpoint runs during these tests unless one asks for it:
 # the request's own checkpoint is the one that races
@@ -332,15 +335,14 @@ def test_checkpoint_in_shipped_code_raises(tmp_path):
                         "from a stdio backend only")
 def test_close_prints_what_it_could_not_save(tmp_path, capfd):
     """close() of a stdio backend while every attempt races: its last
-    checkpoint prints what it could not save, one line and no traceback;
-    the store keeps d as of the last checkpoint that saved it."""
+    checkpoint prints what it could not save, one line and no traceback
+    (and close() raises DetachError, below); the store keeps d as of the
+    last checkpoint that saved it."""
     db = tmp_path / "db"
-    ws = spawn(db)
-    try:
-        ws.remote_exec(SETUP + MAKE_D)
-        ws.remote_exec("start()\narm(10**9)\nd[10] = 10")
-    finally:
-        ws.close()
+    with pytest.raises(pyshelf.DetachError):
+        with spawn(db) as ws:
+            ws.remote_exec(SETUP + MAKE_D)
+            ws.remote_exec("start()\narm(10**9)\nd[10] = 10")
     err = capfd.readouterr().err
     assert "pyshelfd: checkpoint failed: global 'd' changed on each of 11 " \
         "attempts to save it" in err, err
@@ -377,5 +379,131 @@ def test_a_cycle_of_entries_that_races(tmp_path, capfd):
         assert value(ws, "DirectValue(d['g'] is g and g[0] is d and "
                          "d['h'] == 1 and d[0] == 7)") is True
         assert not ws.lost()
+    finally:
+        ws.close()
+
+
+# --- close() says so (DetachError) -------------------------------------------
+
+RACING = "start()\narm(10**9)\nd[10] = 10"
+
+
+def test_close_raises_what_it_could_not_save(tmp_path):
+    """close() while every attempt races, in either mode (a stdio backend,
+    or through a server): the detach's checkpoint fails, and close()
+    raises DetachError with the backend's message, after closing the
+    workspace all the same; a second close() does nothing."""
+    db = tmp_path / "db"
+    ws = spawn(db)
+    ws.remote_exec(SETUP + MAKE_D)
+    ws.remote_exec(RACING)
+    with pytest.raises(pyshelf.DetachError) as ei:
+        ws.close()
+    e = ei.value
+    assert isinstance(e, pyshelf.RemoteError) and e.code_name == "STORE"
+    msg = str(e)
+    assert msg.startswith("close() detached, but the session's last "
+                          "changes are not all in the store: its final "
+                          "checkpoint failed: global 'd' changed on each of "
+                          "11 attempts to save it"), msg
+    assert ws.closed
+    ws.close()
+    with pytest.raises(pyshelf.Error, match="closed"):
+        ws["x"]
+
+
+def test_a_with_block_keeps_the_exception_of_its_body(tmp_path):
+    """A with block whose body raised while close() fails too: the body's
+    exception goes on, with the close's failure as a note; with no
+    exception from the body, the with block raises DetachError."""
+    db = tmp_path / "db"
+    with pytest.raises(KeyError) as ei:
+        with spawn(db) as ws:
+            ws.remote_exec(SETUP + MAKE_D)
+            ws.remote_exec(RACING)
+            raise KeyError("from the body")
+    assert ei.value.args == ("from the body",)
+    notes = getattr(ei.value, "__notes__", [])
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("pyshelf: and leaving the with block, "
+                               "close() failed: DetachError: close() "
+                               "detached, but"), notes
+    assert "global 'd' changed on each of 11 attempts" in notes[0], notes
+    assert ws.closed
+    with pytest.raises(pyshelf.DetachError, match="global 'd' changed"):
+        with spawn(tmp_path / "db2") as ws:
+            ws.remote_exec(SETUP + MAKE_D)
+            ws.remote_exec(RACING)
+    assert ws.closed
+
+
+@pytest.mark.stdio_only("a stdio backend checkpoints again as it exits")
+def test_a_stdio_exit_that_saves_it_raises_nothing(tmp_path):
+    """A stdio backend whose detach checkpoint races each of its 11
+    attempts, and whose checkpoint at exit races no more (the thread is
+    armed for exactly those 11): d is saved, so close() raises nothing,
+    and a new backend finds d as it was last changed."""
+    db = tmp_path / "db"
+    ws = spawn(db)
+    try:
+        ws.remote_exec(SETUP + MAKE_D)
+        ws.remote_exec("start()")
+        ws.remote_exec("arm(11)\nother = 1")   # names nothing of d
+        ws.remote_exec("globals()['d'][10] = 10")
+        assert value(ws, "DirectValue(armed())") == 11
+    except BaseException:
+        kill_backend(ws)
+        raise
+    ws.close()
+    assert ws.returncode == 0
+    ws = spawn(db)
+    try:
+        assert value(ws, "DirectValue(d[10])") == 10
+    finally:
+        ws.close()
+
+
+def test_through_a_server_the_worker_keeps_what_close_could_not_save(srv):
+    """Through a server (pyshelf.open itself, whatever the test mode):
+    close() raises DetachError naming the worker that still holds d; d
+    is not lost: attached again, the thread stopped, sync() saves it, and
+    it survives the worker's SIGKILL."""
+    kw = dict(db=srv.db, checkpoint_interval=QUIET,
+              args=("--idle-exit", "600"))
+    ws = srv.track(pyshelf.open("s", **kw))
+    ws.remote_exec(SETUP + MAKE_D)
+    ws.remote_exec(RACING)
+    pid = ws.pid
+    with pytest.raises(pyshelf.DetachError) as ei:
+        ws.close()
+    e = ei.value
+    assert e.pid == pid and e.returncode is None and e.code_name == "STORE"
+    assert "global 'd' changed on each of 11 attempts" in str(e), str(e)
+    assert str(e).endswith("The session's worker (pid %d) still holds them "
+                           "and tries again at its next checkpoint: open "
+                           "the session again and sync() to save them now."
+                           % pid), str(e)
+    assert ws.closed and alive(pid)
+    ws = srv.track(pyshelf.open("s", flag="w", **kw))
+    try:
+        assert ws.pid == pid
+        ws.remote_exec("arm(0)\nstop()")
+        ws.sync()
+        want = value(ws, "DirectValue(d)")
+        assert want[10] == 10 and len(want) > 11
+    except BaseException:
+        ws.close()
+        raise
+    os.kill(pid, signal.SIGKILL)
+    assert wait_gone(pid)
+    try:
+        ws.close()
+    except pyshelf.Error:
+        pass
+    with pytest.warns(pyshelf.WorkerDiedWarning, match="signal 9"):
+        ws = srv.track(pyshelf.open("s", flag="w", **kw))
+    try:
+        assert ws.pid != pid
+        assert value(ws, "DirectValue(d)") == want
     finally:
         ws.close()

@@ -5,7 +5,8 @@ store on a normal disk with --map-max.  After a checkpoint did not fit,
 reads, deletes and small writes go on; the error names what was not
 written and its size; once there is room (a del, or space freed outside
 pyshelf) the next checkpoint writes what is pending; close() commits what
-fits and says what did not.  Each is checked across a real restart."""
+fits and raises DetachError naming what did not.  Each is checked across a
+real restart."""
 import hashlib
 import os
 import subprocess
@@ -103,7 +104,8 @@ def test_error_names_what_was_not_written(full_db):
         assert value(ws, "DirectValue((len(big2), holder[0] is big2))") == \
             (big, True)
     finally:
-        ws.close()
+        with pytest.raises(pyshelf.DetachError, match="global 'big2'"):
+            ws.close()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -130,11 +132,18 @@ def test_reads_and_small_writes_go_on(full_db, mode):
     assert value(ws, "DirectValue(h2[0] is big2)") is True
     if mode == "clean":
         # close() says what it could not write; the rest is there
-        ws.close()
+        with pytest.raises(pyshelf.DetachError) as ei:
+            ws.close()
+        assert "global 'big2'" in str(ei.value), str(ei.value)
+        assert "global 'h2'" in str(ei.value), str(ei.value)
     else:
         kill_backend(ws)
     chk = dump_check(db)
     assert chk.returncode == 0, chk.stdout + chk.stderr
+    # Through a server, close() detaches and the worker keeps what was
+    # not written (it does not hibernate while it does): the client that
+    # comes back finds it, and its close() still cannot write it.
+    kept = SERVER_MODE and mode == "clean"
     ws = spawn(db, args)
     try:
         assert ws["kept"] == list(range(101))
@@ -143,16 +152,17 @@ def test_reads_and_small_writes_go_on(full_db, mode):
         assert ws["small3"] == 3
         assert value(ws, "DirectValue(len(big))") == big
         # held back, not half written: neither is there, and no record
-        # refers to a missing entry.  Through a server, close() detaches
-        # and the worker keeps what was not written (it does not
-        # hibernate while it does): the client that comes back finds it.
-        kept = SERVER_MODE and mode == "clean"
+        # refers to a missing entry (unless kept, above)
         assert present(ws, "big2") is kept
         assert present(ws, "holder") is kept
         assert present(ws, "h2") is kept
         assert ws.lost() == []
     finally:
-        ws.close()
+        if kept:
+            with pytest.raises(pyshelf.DetachError, match="global 'big2'"):
+                ws.close()
+        else:
+            ws.close()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -247,11 +257,19 @@ def test_close_while_full_commits_what_fits(full_db, capfd):
     ws["after2"] = 2
     ws.remote_exec("kept.append('x')")   # caught by close()'s checkpoint
     capfd.readouterr()
-    ws.close()
+    with pytest.raises(pyshelf.DetachError) as ei:
+        ws.close()
     err = capfd.readouterr().err
     assert "checkpoint incomplete" in err
     assert "global 'big2'" in err and "global 'holder'" in err
     assert ws.returncode != 0
+    # and close() said the same, with where it is: lost with the backend
+    e = ei.value
+    assert e.pid is None and e.returncode == ws.returncode
+    assert "checkpoint incomplete" in str(e)
+    assert "global 'big2'" in str(e) and "global 'holder'" in str(e)
+    assert str(e).endswith("(exit status %d): what it could not save is "
+                           "lost." % ws.returncode), str(e)
     ws = spawn(db, args)
     try:
         assert ws["after"] == "a"

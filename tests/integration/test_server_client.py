@@ -404,7 +404,11 @@ def test_an_idle_worker_keeps_what_a_full_store_could_not_take(srv):
             failed += 1
     assert failed
     worker = ws.pid
-    ws.close()
+    # close() says what it could not write, and who keeps it
+    with pytest.raises(pyshelf.DetachError) as ei:
+        ws.close()
+    assert "not written" in str(ei.value) and ei.value.pid == worker
+    assert ws.closed
     assert wait_for(lambda: "idle, but not exiting" in _server_log(srv),
                     "the worker to say why it stays")
     assert alive(worker)

@@ -291,7 +291,10 @@ try:
     ws.remote_exec("import os\nbig = os.urandom(6000000)")
 except pyshelf.RemoteError as e:
     print("ERROR", e.code_name, str(e))
-ws.close()
+try:
+    ws.close()
+except pyshelf.DetachError as e:
+    print("CLOSE", e.code_name, str(e).splitlines()[0])
 '''
     env = dict(os.environ)
     r = subprocess.run([sys.executable, "-c", script, str(db), backend],
@@ -304,6 +307,13 @@ ws.close()
     assert "checkpoint not written: I/O error (write %s/blobs/" % db \
         in err[0]
     assert "File too large)" in err[0]
+    # close() raises the same for its own checkpoint (DetachError)
+    shut = [line for line in r.stdout.splitlines()
+            if line.startswith("CLOSE")]
+    assert len(shut) == 1, r.stdout
+    assert shut[0].startswith("CLOSE STORE close() detached, but"), shut
+    assert "checkpoint not written: I/O error (write %s/blobs/" % db \
+        in shut[0], shut
     # the rest of the workspace was committed before
     ws = pyshelf.spawn(db=db, session="s", backend=backend)
     try:

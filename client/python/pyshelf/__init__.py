@@ -26,11 +26,11 @@ running: ``ws.detach()``, ``ws.calls()``, ``ws.result(call_id)``;
 import pickle as _pickle
 
 from . import _pyshelf
-from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      RemoteTraceback, ServerOptionsIgnored, SessionBusy,
-                      SessionEnded, SessionEndedWarning, SessionNotFound,
-                      UnknownHandleError, VolatileError, WorkerDiedWarning,
-                      WorkerRestarted)
+from ._errors import (BackendDied, DetachError, Error, NotPicklableError,
+                      RemoteError, RemoteTraceback, ServerOptionsIgnored,
+                      SessionBusy, SessionEnded, SessionEndedWarning,
+                      SessionNotFound, UnknownHandleError, VolatileError,
+                      WorkerDiedWarning, WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
 from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
 from ._workspace import Workspace, connect, end, open, spawn
@@ -43,7 +43,7 @@ __all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
            "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
-           "ServerOptionsIgnored"]
+           "ServerOptionsIgnored", "DetachError"]
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,7 @@ __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
            "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
-           "ServerOptionsIgnored"]
+           "ServerOptionsIgnored", "DetachError"]
 
 
 class Error(Exception):
@@ -116,6 +116,30 @@ class WorkerRestarted(RemoteError):
     restarted the session's worker from its last checkpoint.  The call
     was lost; the message says what else was: the changes since that
     checkpoint and the volatile entries.  The workspace stays usable."""
+
+
+class DetachError(RemoteError):
+    """``close()`` (``detach()``, the end of a ``with`` block) detached,
+    but the session's last changes are not all in the store: the final
+    checkpoint of the detach failed (a thread of shipped code kept
+    changing an entry while it was pickled, a full store...).  The message
+    is the backend's, saying what it could not save, followed by where
+    the unsaved state is.  The workspace is closed all the same.
+
+    ``pid`` is the process that still holds the unsaved state: through a
+    server, the session's worker, which goes on and tries again at its
+    next checkpoint (attach again and ``sync()`` to have it saved now);
+    None for a private stdio backend, which has exited (``returncode``):
+    what it could not save is lost, and the store keeps those entries as
+    of the last checkpoint that saved them.  ``code``/``code_name`` are
+    the backend's (``"STORE"``).
+    """
+
+    def __init__(self, message, code=None, code_name=None, pid=None,
+                 returncode=None):
+        RemoteError.__init__(self, message, code, code_name)
+        self.pid = pid
+        self.returncode = returncode
 
 
 class RemoteTraceback(Exception):

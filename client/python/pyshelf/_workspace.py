@@ -27,10 +27,10 @@ import warnings
 import weakref
 
 from . import _pyshelf
-from ._errors import (BackendDied, Error, NotPicklableError, RemoteError,
-                      RemoteTraceback, ServerOptionsIgnored, SessionBusy,
-                      SessionEnded, SessionEndedWarning, SessionNotFound,
-                      WorkerDiedWarning)
+from ._errors import (BackendDied, DetachError, Error, NotPicklableError,
+                      RemoteError, RemoteTraceback, ServerOptionsIgnored,
+                      SessionBusy, SessionEnded, SessionEndedWarning,
+                      SessionNotFound, WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _SOURCE_CACHE, _dumps,
                         _get_cloudpickle, _missing_module, _source_of)
@@ -441,6 +441,11 @@ class _ServerConn:
         return getattr(self.conn, name)(*args, **kwargs)
 
 
+# the ERROR codes of a DETACH whose checkpoint failed (dispatch_pyerror:
+# a StoreError, or a backend bug)
+_CHECKPOINT_FAILED = frozenset(("STORE", "INTERNAL"))
+
+
 def _nothing(*args, **kwargs):
     return None
 
@@ -516,8 +521,17 @@ class Workspace(collections.abc.MutableMapping):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None:
+            self.close()
+            return
+        # the body's exception goes on: a close() that fails too is
+        # added to it as a note, never raised in its place
+        try:
+            self.close()
+        except Error as e:
+            exc.add_note("pyshelf: and leaving the with block, close() "
+                         "failed: %s: %s" % (type(e).__name__, e))
 
     def __repr__(self):
         state = "closed" if self._closed else "pid=%s" % (self.pid,)
@@ -578,7 +592,22 @@ class Workspace(collections.abc.MutableMapping):
         client's connection ends, the session's worker goes on serving
         other clients and running code that runs; a stdio backend
         (``spawn()``) checkpoints and exits.  The session and its objects
-        persist for the next ``pyshelf.open()``.  Idempotent."""
+        persist for the next ``pyshelf.open()``.  Idempotent.
+
+        The detach's checkpoint is ``sync()``'s: when it returns, every
+        change is committed and synced.  When that checkpoint fails (a
+        thread of shipped code kept changing an entry while it was
+        pickled, a full store), close() raises ``DetachError`` with the
+        backend's message, after the connection is closed all the same:
+        through a server the worker still holds the unsaved state and
+        tries again at its next checkpoint (``.pid``); a stdio backend
+        tries once more as it exits, and close() raises only when that
+        failed too (``.returncode``), the changes it could not save being
+        lost.  A ``with`` block whose body raised adds the failure to that
+        exception as a note instead.  Through a server, a close() that
+        comes while a call runs returns at once and its checkpoint is
+        taken when the call ends: that one's failure only the worker's
+        log (and the next ``sync()``) can tell."""
         with self._lock:
             if self._closed:
                 return
@@ -588,7 +617,44 @@ class Workspace(collections.abc.MutableMapping):
                 self._flush_releases()
             except Error:
                 pass
+            failed, pid = self._detach_first()
             self.returncode = self._conn.close()
+        if failed is None or (not self._server and self.returncode == 0):
+            return      # saved: by the detach, or by a stdio exit
+        raise DetachError(self._detach_message(failed, pid),
+                          failed.code, failed.code_name,
+                          pid=pid if self._server else None,
+                          returncode=self.returncode) from None
+
+    def _detach_first(self):
+        """Send DETACH (with _lock held) before the connection closes,
+        as the close does, to see its reply: (the RemoteError of a
+        detach whose checkpoint failed, or None; the pid serving the
+        session).  A connection that broke, a backend that had gone, a
+        session that ended meanwhile: nothing to detach from, nothing
+        said, as before."""
+        pid = self.pid
+        try:
+            self._conn.detach()
+        except RemoteError as e:
+            if e.code_name in _CHECKPOINT_FAILED:
+                return e, pid
+        except Error:
+            pass
+        return None, pid
+
+    def _detach_message(self, failed, pid):
+        if self._server:
+            where = ("The session's worker (pid %s) still holds them and "
+                     "tries again at its next checkpoint: open the session "
+                     "again and sync() to save them now." % (pid,))
+        else:
+            where = ("The backend tried again as it exited, and failed "
+                     "too (exit status %s): what it could not save is "
+                     "lost." % (self.returncode,))
+        return ("close() detached, but the session's last changes are not "
+                "all in the store: its final checkpoint failed: %s.\n%s"
+                % (str(failed).rstrip(". "), where))
 
     def detach(self):
         """Detach from the session, leaving it (and code that runs in it)
