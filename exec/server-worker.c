@@ -220,13 +220,6 @@ server_worker_start(server *s, server_session *ss, server_client *c)
 static int
 server_worker_send(server *s, server_session *ss, server_client *c)
 {
-	union {
-		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct msghdr mh;
-	struct cmsghdr *cm;
-	struct iovec iov;
 	wire_buf b;
 	ssize_t n;
 
@@ -243,21 +236,9 @@ server_worker_send(server *s, server_session *ss, server_client *c)
 		errno = ENOMEM;
 		return -1;
 	}
-	memset(&mh, 0, sizeof mh);
-	memset(&u, 0, sizeof u);
-	iov.iov_base = b.data;
-	iov.iov_len = b.len;
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = u.buf;
-	mh.msg_controllen = sizeof u.buf;
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &c->fd, sizeof(int));
 	do
-		n = sendmsg(ss->ctl, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+		n = wire_send_fds(ss->ctl, b.data, b.len, &c->fd, 1,
+		    MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	wire_buf_free(&b);
 	if (n < 0)

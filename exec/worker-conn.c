@@ -200,29 +200,11 @@ worker_conn_cut_fd(int fd, int nul)
 static int
 worker_conn_send_fds(int fd, const wire_buf *b, const int *fds, int nfds)
 {
-	union {
-		char buf[CMSG_SPACE(2 * sizeof(int))];
-		struct cmsghdr align;
-	} cm;
-	struct iovec iov = {b->data, b->len};
 	struct pollfd pfd = {fd, POLLOUT, 0};
-	struct cmsghdr *ch;
-	struct msghdr mh;
 	ssize_t put;
 
-	memset(&cm, 0, sizeof cm);
-	memset(&mh, 0, sizeof mh);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cm.buf;
-	mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-	ch = CMSG_FIRSTHDR(&mh);
-	ch->cmsg_level = SOL_SOCKET;
-	ch->cmsg_type = SCM_RIGHTS;
-	ch->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-	memcpy(CMSG_DATA(ch), fds, sizeof(int) * (size_t)nfds);
 	for (;;) {
-		put = sendmsg(fd, &mh, MSG_NOSIGNAL);
+		put = wire_send_fds(fd, b->data, b->len, fds, nfds, 0);
 		if (put > 0)
 			break;
 		if (put < 0 && errno == EINTR)

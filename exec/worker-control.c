@@ -436,48 +436,22 @@ worker_control_conn(worker *w, const wire_msg *m, int fd)
 void
 worker_control_readable(worker *w)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-		struct cmsghdr align;
-	} cm;
-	struct msghdr mh;
-	struct cmsghdr *ch;
-	struct iovec iov;
 	uint8_t *buf;
 	wire_msg m;
 	ssize_t n;
 	size_t used;
-	int fd = -1, i, nfd, fds[4], running;
+	int fd = -1, nfd = 0, running;
 
 	if ((buf = malloc(WORKER_CONTROL_MAX)) == NULL)
 		return;
-	iov.iov_base = buf;
-	iov.iov_len = WORKER_CONTROL_MAX;
-	memset(&mh, 0, sizeof mh);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cm.buf;
-	mh.msg_controllen = sizeof cm.buf;
+	/* one fd per packet: any more are closed */
 	do
-		n = recvmsg(w->ctl_fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		n = wire_recv_fds(w->ctl_fd, buf, WORKER_CONTROL_MAX, &fd, 1,
+		    &nfd, MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && errno == EAGAIN) {
 		free(buf);
 		return;
-	}
-	for (ch = CMSG_FIRSTHDR(&mh); n >= 0 && ch != NULL;
-	    ch = CMSG_NXTHDR(&mh, ch)) {
-		if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
-			continue;
-		nfd = (int)((ch->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-		memcpy(fds, CMSG_DATA(ch), sizeof(int) * (size_t)(nfd < 4 ?
-		    nfd : 4));
-		for (i = 0; i < nfd && i < 4; i++) {
-			if (fd < 0)
-				fd = fds[i];
-			else
-				close(fds[i]);  /* one fd per packet */
-		}
 	}
 	if (n <= 0) {
 		/* the supervisor went away: serve on without it */
@@ -660,36 +634,18 @@ worker_control_idle(worker *w)
 void
 worker_control_refuse(worker *w, const wire_buf *b)
 {
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} cm;
 	struct pollfd pfd = {w->ctl_fd, POLLIN, 0};
 	const wire_field *data;
-	struct msghdr mh;
-	struct cmsghdr *ch;
-	struct iovec iov;
 	uint8_t *buf, *copy;
 	wire_msg m;
 	ssize_t n;
 	size_t used;
-	int fd = -1;
+	int fd = -1, nfd = 0;
 
 	if (w->ctl_fd < 0 || poll(&pfd, 1, 10000) <= 0 ||
 	    (buf = malloc(WORKER_CONTROL_MAX)) == NULL)
 		return;
-	iov.iov_base = buf;
-	iov.iov_len = WORKER_CONTROL_MAX;
-	memset(&mh, 0, sizeof mh);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cm.buf;
-	mh.msg_controllen = sizeof cm.buf;
-	n = recvmsg(w->ctl_fd, &mh, MSG_CMSG_CLOEXEC);
-	for (ch = CMSG_FIRSTHDR(&mh); n > 0 && ch != NULL;
-	    ch = CMSG_NXTHDR(&mh, ch))
-		if (ch->cmsg_level == SOL_SOCKET && ch->cmsg_type == SCM_RIGHTS)
-			memcpy(&fd, CMSG_DATA(ch), sizeof fd);
+	n = wire_recv_fds(w->ctl_fd, buf, WORKER_CONTROL_MAX, &fd, 1, &nfd, 0);
 	wire_msg_init(&m);
 	if (fd >= 0 && n > 0 && (copy = malloc(b->len)) != NULL) {
 		memcpy(copy, b->data, b->len);

@@ -63,50 +63,6 @@ wire_conn_init(wire_conn *c, int rfd, int wfd, size_t max_body)
 	c->nfds = 0;
 }
 
-/*
- * read() for a connection that takes descriptors (take_fds): recvmsg()
- * with room for a few, kept in c->fds (two at most; the rest, and any
- * that come once two are kept, are closed: a peer cannot make us hold
- * descriptors we did not ask for).
- */
-static ssize_t
-wire_conn_recv(wire_conn *c, void *buf, size_t len)
-{
-	union {
-		char buf[CMSG_SPACE(4 * sizeof(int))];
-		struct cmsghdr align;
-	} cm;
-	struct iovec iov = {buf, len};
-	struct msghdr mh;
-	struct cmsghdr *ch;
-	ssize_t got;
-	size_t i, n;
-	int fd;
-
-	memset(&mh, 0, sizeof mh);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cm.buf;
-	mh.msg_controllen = sizeof cm.buf;
-	got = recvmsg(c->rfd, &mh, MSG_CMSG_CLOEXEC);
-	if (got < 0)
-		return got;
-	for (ch = CMSG_FIRSTHDR(&mh); ch != NULL; ch = CMSG_NXTHDR(&mh, ch)) {
-		if (ch->cmsg_level != SOL_SOCKET ||
-		    ch->cmsg_type != SCM_RIGHTS)
-			continue;
-		n = (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (i = 0; i < n; i++) {
-			memcpy(&fd, CMSG_DATA(ch) + i * sizeof fd, sizeof fd);
-			if (c->nfds < 2)
-				c->fds[c->nfds++] = fd;
-			else
-				close(fd);
-		}
-	}
-	return got;
-}
-
 /* Free the read buffer; the fds are left open. */
 void
 wire_conn_free(wire_conn *c)
@@ -210,8 +166,8 @@ wire_conn_fill(wire_conn *c, int64_t deadline, int ready)
 			ready = 0;  /* poll() said readable: read() won't block */
 		else if ((rc = wire_conn_wait(c, deadline)) != WIRE_OK)
 			return rc;
-		got = c->take_fds ? wire_conn_recv(c, c->rbuf + c->rlen,
-		    c->rcap - c->rlen) :
+		got = c->take_fds ? wire_recv_fds(c->rfd, c->rbuf + c->rlen,
+		    c->rcap - c->rlen, c->fds, 2, &c->nfds, 0) :
 		    read(c->rfd, c->rbuf + c->rlen, c->rcap - c->rlen);
 		if (got > 0) {
 			c->rlen += (size_t)got;
@@ -374,4 +330,73 @@ wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
 	}
 	*n = len;
 	return WIRE_OK;
+}
+
+ssize_t
+wire_send_fds(int sock, const void *p, size_t n, const int *fds, int nfds,
+    int flags)
+{
+	union {
+		char buf[CMSG_SPACE(WIRE_MAX_PASS_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = {(void *)p, n};
+	struct cmsghdr *ch;
+	struct msghdr mh;
+
+	if (nfds < 1 || nfds > WIRE_MAX_PASS_FDS) {
+		errno = EINVAL;
+		return -1;
+	}
+	memset(&cm, 0, sizeof cm);
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cm.buf;
+	mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+	ch = CMSG_FIRSTHDR(&mh);
+	ch->cmsg_level = SOL_SOCKET;
+	ch->cmsg_type = SCM_RIGHTS;
+	ch->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+	memcpy(CMSG_DATA(ch), fds, sizeof(int) * (size_t)nfds);
+	return sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
+}
+
+ssize_t
+wire_recv_fds(int sock, void *p, size_t n, int *fds, int max, int *nfds,
+    int flags)
+{
+	union {
+		char buf[CMSG_SPACE(WIRE_MAX_PASS_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} cm;
+	struct iovec iov = {p, n};
+	struct msghdr mh;
+	struct cmsghdr *ch;
+	ssize_t got;
+	size_t i, k;
+	int fd;
+
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cm.buf;
+	mh.msg_controllen = sizeof cm.buf;
+	got = recvmsg(sock, &mh, flags | MSG_CMSG_CLOEXEC);
+	if (got < 0)
+		return got;
+	for (ch = CMSG_FIRSTHDR(&mh); ch != NULL; ch = CMSG_NXTHDR(&mh, ch)) {
+		if (ch->cmsg_level != SOL_SOCKET ||
+		    ch->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < k; i++) {
+			memcpy(&fd, CMSG_DATA(ch) + i * sizeof fd, sizeof fd);
+			if (*nfds < max)
+				fds[(*nfds)++] = fd;
+			else
+				close(fd);
+		}
+	}
+	return got;
 }

@@ -517,5 +517,23 @@ int wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
 /* Write all of p[0..n), retrying on EINTR/short writes.  WIRE_OK or
  * WIRE_E_IO. */
 int wire_write_all(int fd, const void *p, size_t n);
+/* The most descriptors one message passes (SCM_RIGHTS), either way. */
+#define WIRE_MAX_PASS_FDS 4
+/*
+ * One sendmsg() of p[0..n) on a Unix socket with fds[0..nfds) (nfds at
+ * most WIRE_MAX_PASS_FDS) passed on its first byte; flags are
+ * sendmsg()'s, MSG_NOSIGNAL added.  What sendmsg() returns: the rest of
+ * a short write goes without them (wire_write_all).
+ */
+ssize_t wire_send_fds(int sock, const void *p, size_t n, const int *fds,
+    int nfds, int flags);
+/*
+ * One recvmsg() into p[0..n) on a Unix socket (MSG_CMSG_CLOEXEC added to
+ * flags).  The descriptors that came are appended to fds while *nfds is
+ * below max, and the rest closed: a peer cannot make us hold descriptors
+ * we did not ask for.  What recvmsg() returns.
+ */
+ssize_t wire_recv_fds(int sock, void *p, size_t n, int *fds, int max,
+    int *nfds, int flags);
 
 #endif

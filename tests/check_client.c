@@ -52,32 +52,6 @@ fake_send(int fd, wire_buf *b)
 }
 
 /* RESULT kind 1 with VALUE v. */
-/* Send a finished frame whose first byte carries fd (SCM_RIGHTS). */
-static int
-fake_send_fd(int sock, wire_buf *b, int fd)
-{
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} cm;
-	struct iovec iov = {b->data, b->len};
-	struct msghdr mh;
-	struct cmsghdr *ch;
-
-	memset(&cm, 0, sizeof cm);
-	memset(&mh, 0, sizeof mh);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cm.buf;
-	mh.msg_controllen = sizeof cm.buf;
-	ch = CMSG_FIRSTHDR(&mh);
-	ch->cmsg_level = SOL_SOCKET;
-	ch->cmsg_type = SCM_RIGHTS;
-	ch->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(ch), &fd, sizeof fd);
-	return sendmsg(sock, &mh, MSG_NOSIGNAL) == (ssize_t)b->len ? 0 : -1;
-}
-
 static void
 fake_direct(int fd, wire_buf *b, uint64_t id, const char *v)
 {
@@ -1560,7 +1534,8 @@ fake_server(int lfd)
 				}
 				wire_begin(&b, WIRE_MSG_OK, m.id);
 				if (wire_end(&b) != WIRE_OK || pipe(p) != 0 ||
-				    fake_send_fd(fd, &b, p[0]) < 0)
+				    wire_send_fds(fd, b.data, b.len, &p[0], 1, 0) !=
+				    (ssize_t)b.len)
 					_exit(97);
 				close(p[0]);
 				close(p[1]);

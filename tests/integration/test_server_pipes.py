@@ -14,8 +14,8 @@ import pytest
 
 import pyshelf
 from server_helpers import WAIT, srv, wait_for  # noqa: F401 (srv)
-from worker_wire import (ERR, ERROR, EXEC, OK, RESULT, Client, frame,
-                         parse, worker)  # noqa: F401 (the fixture)
+from worker_wire import (ERR, ERROR, OK, Client, parse,
+                         worker)  # noqa: F401 (the fixture)
 
 PIPES = 0x0012
 PYSHELFD = os.environ.get("PYSHELFD", "pyshelfd")
@@ -28,35 +28,14 @@ class PipeClient(Client):
         super().__init__(None)
         self.rep, self.req = rep, req
 
-    def send(self, mtype, fields=(), rid=None):
-        if rid is None:
-            self.next_id += 1
-            rid = self.next_id
-        os.write(self.req, frame(mtype, rid, fields))
-        return rid
+    def _write(self, data):
+        os.write(self.req, data)
 
-    def recv(self, timeout=WAIT):
-        import select
-        import struct
-        import time
-        deadline = time.monotonic() + timeout
-        while True:
-            if len(self.buf) >= 16:
-                n = struct.unpack_from(">I", self.buf, 0)[0]
-                if len(self.buf) >= 16 + n:
-                    m, used = parse(self.buf)
-                    self.buf = self.buf[used:]
-                    return m
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no frame from the worker")
-            r, _, _ = select.select([self.rep], [], [], left)
-            if not r:
-                continue
-            got = os.read(self.rep, 1 << 20)
-            if not got:
-                return None
-            self.buf += got
+    def _rfd(self):
+        return self.rep
+
+    def _read(self):
+        return os.read(self.rep, 1 << 20)
 
     def close(self):
         for fd in (self.rep, self.req):

@@ -104,8 +104,21 @@ class Client:
         if rid is None:
             self.next_id += 1
             rid = self.next_id
-        self.sock.sendall(frame(mtype, rid, fields))
+        self._write(frame(mtype, rid, fields))
         return rid
+
+    def _write(self, data):
+        self.sock.sendall(data)
+
+    def _rfd(self):
+        return self.sock
+
+    def _read(self):
+        """Bytes that are there (b"" at EOF)."""
+        try:
+            return self.sock.recv(1 << 20)
+        except ConnectionResetError:
+            return b""
 
     def recv(self, timeout=WAIT_S):
         """The next frame, or None at EOF."""
@@ -120,13 +133,10 @@ class Client:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no frame from the worker")
-            r, _, _ = select.select([self.sock], [], [], left)
+            r, _, _ = select.select([self._rfd()], [], [], left)
             if not r:
                 continue
-            try:
-                got = self.sock.recv(1 << 20)
-            except ConnectionResetError:
-                got = b""
+            got = self._read()
             if not got:
                 return None
             self.buf += got
