@@ -126,6 +126,11 @@ def test_flag_n_while_a_call_runs_with_no_client_names_why(srv):
                       if i.name == "s" and i.running_call], "the call")
     p.kill()
     p.wait()
+    # the worker sees the dead client's connection close on its own
+    # time: until then, flag 'n' is refused for the client still counted
+    wait_for(lambda: [i for i in pyshelf.sessions(srv.db)
+                      if i.name == "s" and i.attached_clients == 0],
+             "the dead client's connection dropped")
     with pytest.raises(pyshelf.SessionBusy) as ei:
         _open(srv, "s", flag="n")
     assert "code running" in str(ei.value)

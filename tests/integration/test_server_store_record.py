@@ -49,6 +49,19 @@ def test_two_runtime_dirs_share_one_server(srv, monkeypatch):
         first.close()
 
 
+def _logs(*runs):
+    """The servers' logs under these runtime directories: what a failed
+    assertion shows (a CI failure is read from its output only)."""
+    out = []
+    for run in runs:
+        d = os.path.join(run, "pyshelf")
+        for n in sorted(os.listdir(d)) if os.path.isdir(d) else ():
+            if n.endswith(".log"):
+                with open(os.path.join(d, n), errors="replace") as f:
+                    out.append("--- %s\n%s" % (n, f.read()[-4000:]))
+    return "\n".join(out)
+
+
 def test_second_server_for_a_store_refuses_naming_the_first(srv, backend):
     """pyshelfd --server for a store that another live server serves
     (from another runtime directory) exits 1 and names that server's
@@ -62,17 +75,20 @@ def test_second_server_for_a_store_refuses_naming_the_first(srv, backend):
     env = dict(os.environ, XDG_RUNTIME_DIR=other)
     r = subprocess.run([backend, "--server", "--db", srv.db], env=env,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1, r
-    assert "another server serves this store" in r.stderr, r.stderr
-    assert first_sock in r.stderr, r.stderr
+    assert r.returncode == 1, (r, _logs(srv.run, other))
+    assert "another server serves this store" in r.stderr, (
+        r.stderr, _logs(srv.run, other))
+    assert first_sock in r.stderr, (r.stderr, _logs(srv.run, other))
     os.kill(first_pid, signal.SIGTERM)
-    assert wait_gone(first_pid)
-    assert not os.path.lexists(os.path.join(srv.db, "server.sock"))
+    assert wait_gone(first_pid), _logs(srv.run, other)
+    assert not os.path.lexists(os.path.join(srv.db, "server.sock")), \
+        _logs(srv.run, other)
     r = subprocess.run([backend, "--server", "--db", srv.db], env=env,
                        capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r
+    assert r.returncode == 0, (r, _logs(srv.run, other))
     target = os.readlink(os.path.join(srv.db, "server.sock"))
-    assert target.startswith(os.path.join(other, "pyshelf") + "/"), target
+    assert target.startswith(os.path.join(other, "pyshelf") + "/"), (
+        target, _logs(srv.run, other))
     with open(target + ".pid") as f:
         srv.servers.add(int(f.read().split()[0]))
 
