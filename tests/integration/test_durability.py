@@ -390,6 +390,9 @@ def test_long_chain_of_entries_loads(tmp_path, mode):
     """3,000 handles, each the result of a step that holds the one before
     (as an iterative algorithm's states), and 3,000 globals each holding
     the next: after a restart, the last one loads, with every link."""
+    # PYSHELF_CHAIN: shorter under the sanitizers (.ci/run), where the
+    # same C paths run 10 times slower; 3,000 otherwise
+    n = int(os.environ.get("PYSHELF_CHAIN", "3000"))
     db = tmp_path / "db"
     ws = spawn(db)
 
@@ -398,13 +401,13 @@ def test_long_chain_of_entries_loads(tmp_path, mode):
     # every handle kept (a released one would be held by value by the
     # next record instead, one nested pickle)
     hs = [ws.remote_exec("{'i': 0, 'prev': None}")]
-    for i in range(1, 3000):
+    for i in range(1, n):
         hs.append(ws.remote_exec(step, hs[-1], i))
     last = hs[-1].id
     ws.remote_exec("g0 = [0]\n"
-                   "for i in range(1, 3000):\n"
-                   "    globals()['g%d' % i] = [i, globals()['g%d' % (i - 1)]]\n"
-                   "del i")
+                   "for i in range(1, %d):\n"
+                   "    globals()['g%%d' %% i] = [i, globals()['g%%d' %% (i - 1)]]\n"
+                   "del i" % n)
     ws = restart(ws, mode, db)
     try:
         def depth(s):
@@ -412,8 +415,9 @@ def test_long_chain_of_entries_loads(tmp_path, mode):
             while s is not None:
                 n, s = n + 1, s["prev"]
             return DirectValue(n)
-        assert ws.remote_exec(depth, ws.handle(last)).value == 3000
-        assert value(ws, "x = g2999\nn = 0\nwhile len(x) > 1:\n"
-                         "    n, x = n + 1, x[1]\nDirectValue(n)") == 2999
+        assert ws.remote_exec(depth, ws.handle(last)).value == n
+        assert value(ws, "x = g%d\nn = 0\nwhile len(x) > 1:\n"
+                         "    n, x = n + 1, x[1]\nDirectValue(n)" % (n - 1)) \
+            == n - 1
     finally:
         ws.close()
