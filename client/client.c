@@ -133,6 +133,8 @@ struct pyshelf_conn {
 	                            UNKNOWN while it is built and written */
 	atomic_int intr_sent;    /* an INTERRUPT went out after it (written
 	                            by pyshelf_interrupt()'s thread) */
+	pid_t owner;             /* the process that set up rfd/wfd; any
+	                            other (a fork()'s child) is refused */
 };
 
 static void client_vset(pyshelf_conn *, const char *, va_list)
@@ -143,6 +145,7 @@ static int client_fatal(pyshelf_conn *, int, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 static void client_clear(pyshelf_conn *);
 static int client_enter(pyshelf_conn *, int);
+static int client_forked(const pyshelf_conn *);
 static void client_leave(pyshelf_conn *);
 static void client_begin(pyshelf_conn *, uint16_t);
 static int client_send(pyshelf_conn *, int);
@@ -174,6 +177,8 @@ static int client_end_session(pyshelf_conn *, uint16_t, int, int64_t);
 static int client_listing(pyshelf_conn *, uint16_t);
 static int client_simple(pyshelf_conn *, uint16_t, uint16_t);
 static void client_close_backend(pyshelf_conn *, int *);
+static void client_close_forked(pyshelf_conn *);
+static void client_free(pyshelf_conn *);
 static const char *client_msg_name(uint16_t);
 
 /* --- errors -------------------------------------------------------------- */
@@ -209,6 +214,8 @@ pyshelf_strerror(int rc)
 		return "timed out";
 	case PYSHELF_E_NOTCONN:
 		return "no backend on this connection";
+	case PYSHELF_E_FORKED:
+		return "the connection belongs to the parent of this fork()";
 	}
 	return "unknown pyshelf error";
 }
@@ -1147,6 +1154,13 @@ client_enter(pyshelf_conn *c, int want_conn)
 
 	if (c == NULL)
 		return PYSHELF_E_INVAL;
+	/* Before the busy flag, which a thread of the parent may have held
+	 * at the fork: the child's copy would stay set for good. */
+	if (client_forked(c))
+		return client_fail(c, PYSHELF_E_FORKED, "this connection was "
+		    "set up by process %ld; process %ld, a child of fork(), "
+		    "must open its own: nothing was sent", (long)c->owner,
+		    (long)getpid());
 	if (atomic_flag_test_and_set(&c->busy))
 		return PYSHELF_E_BUSY;
 	if (c->broken != 0) {
@@ -1167,7 +1181,17 @@ client_enter(pyshelf_conn *c, int want_conn)
 		    "detached" : "closed");
 	if (rc != PYSHELF_OK)
 		client_leave(c);
+	else if (!want_conn)
+		c->owner = getpid();    /* it sets the connection up */
 	return rc;
+}
+
+/* Nonzero when c has descriptors that another process set up: this one
+ * is the child of a fork() and must leave them alone. */
+static int
+client_forked(const pyshelf_conn *c)
+{
+	return c->rfd >= 0 && c->owner != getpid();
 }
 
 /* End a request. */
@@ -1361,6 +1385,8 @@ client_interrupt(pyshelf_conn *c, int hard)
 
 	if (c == NULL)
 		return PYSHELF_E_INVAL;
+	if (client_forked(c))
+		return PYSHELF_E_FORKED;   /* the parent's call, not ours */
 	if (client_send_interrupt(c, &e, hard) == 0)
 		return PYSHELF_OK;
 	return e == EPIPE || e == ECONNRESET ? PYSHELF_E_CLOSED : PYSHELF_E_IO;
@@ -2921,6 +2947,8 @@ pyshelf_backend_status(pyshelf_conn *c, int *wstatus, int timeout_ms)
 		return PYSHELF_E_INVAL;
 	if (c->pid <= 0)
 		return PYSHELF_E_NOTCONN;
+	if (client_forked(c) && !c->reaped)
+		return PYSHELF_E_FORKED;   /* the backend is not our child */
 	if (!c->reaped) {
 		rc = spawn_wait(c->pid, timeout_ms, &st);
 		if (rc > 0)
@@ -2988,6 +3016,10 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 		*wstatus = -1;
 	if (c == NULL)
 		return PYSHELF_OK;
+	if (client_forked(c)) {
+		client_close_forked(c);
+		return PYSHELF_OK;
+	}
 	if (c->rfd >= 0 && c->have_welcome && !c->broken && !c->finished &&
 	    !atomic_flag_test_and_set(&c->busy)) {
 		/* Bounded: a hung backend must not hang the close. */
@@ -3010,13 +3042,21 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 		close(c->rfd);
 	if (c->reaped && wstatus != NULL)
 		*wstatus = c->wstatus;
+	pthread_mutex_destroy(&c->wlock);
+	client_free(c);
+	return rc;
+}
+
+/* Free c's memory (its descriptors are closed). */
+static void
+client_free(pyshelf_conn *c)
+{
 	wire_conn_free(&c->wc);
 	wire_buf_free(&c->wbuf);
 	wire_msg_free(&c->msg);
 	wire_long_free(&c->rl);
 	client_rbufs_free(c);
 	free(c->sbufs);
-	pthread_mutex_destroy(&c->wlock);
 	free(c->errmsg);
 	free(c->welcome_name);
 	free(c->welcome_session);
@@ -3025,7 +3065,24 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 	free(c->worker_message);
 	free(c->remote_reason);
 	free(c);
-	return rc;
+}
+
+/*
+ * pyshelf_close() in the child of a fork(): close the inherited
+ * descriptors and free, nothing else.  No DETACH and no shutdown() of the
+ * socket (both would end the parent's conversation), no wait for or kill
+ * of the parent's backend.  wlock is left alone: a thread of the parent
+ * may have held it at the fork, and that thread does not exist here.
+ */
+static void
+client_close_forked(pyshelf_conn *c)
+{
+	if (c->wfd >= 0 && c->wfd != c->rfd)
+		close(c->wfd);
+	if (c->rfd >= 0)
+		close(c->rfd);
+	client_drop_fds(c);
+	client_free(c);
 }
 
 /* --- freeing --------------------------------------------------------------- */
