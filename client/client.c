@@ -146,6 +146,7 @@ static int client_fatal(pyshelf_conn *, int, const char *, ...)
 static void client_clear(pyshelf_conn *);
 static int client_enter(pyshelf_conn *, int);
 static int client_forked(const pyshelf_conn *);
+static pid_t client_self(void);
 static void client_leave(pyshelf_conn *);
 static void client_begin(pyshelf_conn *, uint16_t);
 static int client_send(pyshelf_conn *, int);
@@ -1160,7 +1161,7 @@ client_enter(pyshelf_conn *c, int want_conn)
 		return client_fail(c, PYSHELF_E_FORKED, "this connection was "
 		    "set up by process %ld; process %ld, a child of fork(), "
 		    "must open its own: nothing was sent", (long)c->owner,
-		    (long)getpid());
+		    (long)client_self());
 	if (atomic_flag_test_and_set(&c->busy))
 		return PYSHELF_E_BUSY;
 	if (c->broken != 0) {
@@ -1182,8 +1183,40 @@ client_enter(pyshelf_conn *c, int want_conn)
 	if (rc != PYSHELF_OK)
 		client_leave(c);
 	else if (!want_conn)
-		c->owner = getpid();    /* it sets the connection up */
+		c->owner = client_self();  /* it sets the connection up */
 	return rc;
+}
+
+/*
+ * This process's pid, without a system call per request: getpid() cost
+ * 1.6 us on our 2-vCPU VMs, 4 % of a no-op call (docs/BENCHMARKS.md,
+ * "The fork check").
+ * Read once, then set again in every child of fork() by an atfork handler
+ * (fork() runs them; a process made by a raw clone() is not seen).
+ */
+static pid_t client_self_pid;
+static pthread_once_t client_self_once = PTHREAD_ONCE_INIT;
+
+/* fork()'s child handler: the child's own pid. */
+static void
+client_self_atfork(void)
+{
+	client_self_pid = getpid();
+}
+
+static void
+client_self_init(void)
+{
+	client_self_pid = getpid();
+	(void)pthread_atfork(NULL, NULL, client_self_atfork);
+}
+
+/* Return this process's pid. */
+static pid_t
+client_self(void)
+{
+	(void)pthread_once(&client_self_once, client_self_init);
+	return client_self_pid;
 }
 
 /* Nonzero when c has descriptors that another process set up: this one
@@ -1191,7 +1224,7 @@ client_enter(pyshelf_conn *c, int want_conn)
 static int
 client_forked(const pyshelf_conn *c)
 {
-	return c->rfd >= 0 && c->owner != getpid();
+	return c->rfd >= 0 && c->owner != client_self();
 }
 
 /* End a request. */
