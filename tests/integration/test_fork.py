@@ -261,3 +261,42 @@ def test_forked_error_is_public():
     assert issubclass(pyshelf.ForkedError, pyshelf.Error)
     assert "ForkedError" in pyshelf.__all__
     assert pyshelf.ForkedError.__module__ == "pyshelf"
+
+
+@pytest.mark.parametrize("mode", ["server", "stdio"])
+def test_fork_without_python_hooks(srv, tmp_path, mode):
+    # libc's fork() called from C (here through ctypes) runs no
+    # os.register_at_fork hook: libpyshelf itself refuses the parent's
+    # connection (PYSHELF_E_FORKED, nothing sent); through a server the
+    # workspace attaches again, a stdio one raises ForkedError
+    out = run_script(tmp_path, '''
+        import ctypes
+        ws = op()
+        ws["k"] = 1
+        fork = ctypes.CDLL(None).fork
+        pid = fork()
+        if pid == 0:
+            try:
+                ws["k2"] = ws["k"] + 1
+                print("child set k2", flush=True)
+            except pyshelf.ForkedError as e:
+                print("child ForkedError", "nothing was sent" in str(e),
+                      flush=True)
+            ws.close()
+            os._exit(0)
+        conn0 = ws._conn.conn if MODE == "server" else ws._conn
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        print("parent", code, ws["k"], sorted(ws.keys()), flush=True)
+        # the parent's connection went on: the child neither used nor
+        # detached it (which would have made the parent attach again)
+        conn1 = ws._conn.conn if MODE == "server" else ws._conn
+        print("same connection", conn1 is conn0, flush=True)
+        ws.close()
+        ''', mode)
+    assert "same connection True" in out, out
+    if mode == "server":
+        assert "child set k2" in out
+        assert "parent 0 1 ['k', 'k2']" in out, out
+    else:
+        assert "child ForkedError True" in out
+        assert "parent 0 1 ['k']" in out, out

@@ -52,4 +52,4 @@ Workspace.__module__ = "pyshelf"
 
 _pyshelf._setup(Error, RemoteError, UnknownHandleError, VolatileError,
                 NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
-                SessionBusy, WorkerRestarted, _pickle.loads)
+                SessionBusy, WorkerRestarted, ForkedError, _pickle.loads)

@@ -439,6 +439,8 @@ class _ServerConn:
             return self.conn.exec(*args)
         except BackendDied:
             self.broken = True
+        except ForkedError:
+            self.after_fork()   # a fork() that ran no at-fork hook
         self.reconnect()
         return self.conn.exec(*args)
 
@@ -447,6 +449,10 @@ class _ServerConn:
             return getattr(self.conn, name)(*args, **kwargs)
         except BackendDied:
             self.broken = True
+        except ForkedError:
+            # libpyshelf refused the parent's connection: a fork() that
+            # ran no at-fork hook (a C library's), nothing was sent
+            self.after_fork()
         self.reconnect()
         return getattr(self.conn, name)(*args, **kwargs)
 
