@@ -55,6 +55,10 @@
  * chosen by the caller, so this only catches garbage; values of hundreds
  * of MB must get through. */
 #define CLIENT_MAX_IN (1024u * 1024 * 1024)
+/* pyshelf_errmsg() in the child of a fork() (PYSHELF_E_FORKED). */
+#define CLIENT_FORKED_MSG "this connection belongs to the process that " \
+	"set it up, and this process is a child of its fork(): nothing was " \
+	"sent; open a connection of its own here"
 /* A request buffer larger than this is freed after its request. */
 #define CLIENT_KEEP_WBUF (1024u * 1024)
 
@@ -311,6 +315,8 @@ client_reap(pyshelf_conn *c)
 const char *
 pyshelf_errmsg(const pyshelf_conn *c)
 {
+	if (c != NULL && client_forked(c))
+		return CLIENT_FORKED_MSG;
 	if (c == NULL || c->errmsg == NULL)
 		return "";
 	return c->errmsg;
@@ -1156,12 +1162,11 @@ client_enter(pyshelf_conn *c, int want_conn)
 	if (c == NULL)
 		return PYSHELF_E_INVAL;
 	/* Before the busy flag, which a thread of the parent may have held
-	 * at the fork: the child's copy would stay set for good. */
+	 * at the fork: the child's copy would stay set for good.  Nothing
+	 * of c is written (that thread may have left it half updated);
+	 * pyshelf_errmsg() gives CLIENT_FORKED_MSG. */
 	if (client_forked(c))
-		return client_fail(c, PYSHELF_E_FORKED, "this connection was "
-		    "set up by process %ld; process %ld, a child of fork(), "
-		    "must open its own: nothing was sent", (long)c->owner,
-		    (long)client_self());
+		return PYSHELF_E_FORKED;
 	if (atomic_flag_test_and_set(&c->busy))
 		return PYSHELF_E_BUSY;
 	if (c->broken != 0) {

@@ -934,7 +934,7 @@ forked_child_checks(pyshelf_conn *c)
 {
 	if (pyshelf_ping(c) != PYSHELF_E_FORKED)
 		_exit(10);
-	if (strstr(pyshelf_errmsg(c), "fork") == NULL)
+	if (strstr(pyshelf_errmsg(c), "child of its fork()") == NULL)
 		_exit(11);
 	if (pyshelf_hello(c, NULL, NULL) != PYSHELF_E_FORKED)
 		_exit(12);
