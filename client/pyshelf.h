@@ -49,6 +49,9 @@
  *    and frees the memory: no DETACH, no shutdown(), no wait for (or kill
  *    of) the backend.  A child that wants the session opens its own
  *    connection (through a server, a second client of the session).
+ *    The library learns of a fork from a pthread_atfork() handler, so
+ *    fork() (and anything that calls it) is seen; a process made by a
+ *    raw clone() system call is not.
  *  - Strings passed in and returned are NUL-terminated UTF-8.  Memory the
  *    library hands out is freed by the function documented with it; a
  *    pointer documented as borrowed belongs to the connection and is valid

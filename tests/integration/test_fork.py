@@ -300,3 +300,46 @@ def test_fork_without_python_hooks(srv, tmp_path, mode):
     else:
         assert "child ForkedError True" in out
         assert "parent 0 1 ['k']" in out, out
+
+
+@pytest.mark.parametrize("mode", ["server", "stdio"])
+def test_grandchild(srv, tmp_path, mode):
+    # a fork of a fork: the child's own connection (server) is dropped in
+    # the grandchild in turn; a stdio workspace still names its opener
+    out = run_script(tmp_path, '''
+        ws = op()
+        ws["k"] = 1
+        opener = os.getpid()
+        def use(tag):
+            try:
+                ws[tag] = ws["k"] + 1
+                return "ok"
+            except pyshelf.ForkedError as e:
+                return "ForkedError %s" % ("process %d" % opener in str(e))
+        pid = os.fork()
+        if pid == 0:
+            first = use("child")
+            gpid = os.fork()
+            if gpid == 0:
+                print("grandchild", use("grandchild"), flush=True)
+                ws.close()
+                os._exit(0)
+            gcode = os.waitstatus_to_exitcode(os.waitpid(gpid, 0)[1])
+            print("child", first, use("child2"), gcode, flush=True)
+            ws.close()
+            os._exit(0)
+        conn0 = ws._conn.conn if MODE == "server" else ws._conn
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        print("parent", code, sorted(ws.keys()), flush=True)
+        conn1 = ws._conn.conn if MODE == "server" else ws._conn
+        print("same connection", conn1 is conn0, flush=True)
+        ws.close()
+        ''', mode)
+    assert "same connection True" in out, out
+    if mode == "server":
+        assert "grandchild ok" in out and "child ok ok 0" in out, out
+        assert "parent 0 ['child', 'child2', 'grandchild', 'k']" in out, out
+    else:
+        assert "grandchild ForkedError True" in out, out
+        assert "child ForkedError True ForkedError True 0" in out, out
+        assert "parent 0 ['k']" in out, out
