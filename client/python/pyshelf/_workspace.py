@@ -28,7 +28,8 @@ import weakref
 
 from . import _pyshelf
 from ._errors import (BackendDied, DetachError, Error, ForkedError,
-                      NotPicklableError, RemoteError, RemoteTraceback, ServerOptionsIgnored,
+                      NotPicklableError, RemoteError, RemoteTraceback,
+                      ServerOptionsIgnored,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
@@ -519,10 +520,10 @@ class _ForkedConn:
         raise ForkedError(
             "this workspace's private backend (pyshelfd --stdio, pid %s) "
             "belongs to process %d, which this one (pid %d) was fork()ed "
-            "from: a "
-            "stdio backend serves one process.  Nothing was sent; open a "
-            "workspace of your own in the child (pyshelf.open() through a "
-            "server, whose workspaces a forked child goes on using)"
+            "from: a stdio backend serves one process.  Nothing was sent; "
+            "open a workspace of your own in the child (pyshelf.open() "
+            "through a server, whose workspaces a forked child goes on "
+            "using)"
             % (self._backend_pid, self._owner, os.getpid()))
 
 
