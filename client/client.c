@@ -55,6 +55,10 @@
  * chosen by the caller, so this only catches garbage; values of hundreds
  * of MB must get through. */
 #define CLIENT_MAX_IN (1024u * 1024 * 1024)
+/* pyshelf_errmsg() in the child of a fork() (PYSHELF_E_FORKED). */
+#define CLIENT_FORKED_MSG "this connection belongs to the process that " \
+	"set it up, and this process is a child of its fork(): nothing was " \
+	"sent; open a connection of its own here"
 /* A request buffer larger than this is freed after its request. */
 #define CLIENT_KEEP_WBUF (1024u * 1024)
 
@@ -133,6 +137,8 @@ struct pyshelf_conn {
 	                            UNKNOWN while it is built and written */
 	atomic_int intr_sent;    /* an INTERRUPT went out after it (written
 	                            by pyshelf_interrupt()'s thread) */
+	pid_t owner;             /* the process that set up rfd/wfd; any
+	                            other (a fork()'s child) is refused */
 };
 
 static void client_vset(pyshelf_conn *, const char *, va_list)
@@ -143,6 +149,8 @@ static int client_fatal(pyshelf_conn *, int, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 static void client_clear(pyshelf_conn *);
 static int client_enter(pyshelf_conn *, int);
+static int client_forked(const pyshelf_conn *);
+static pid_t client_self(void);
 static void client_leave(pyshelf_conn *);
 static void client_begin(pyshelf_conn *, uint16_t);
 static int client_send(pyshelf_conn *, int);
@@ -174,6 +182,8 @@ static int client_end_session(pyshelf_conn *, uint16_t, int, int64_t);
 static int client_listing(pyshelf_conn *, uint16_t);
 static int client_simple(pyshelf_conn *, uint16_t, uint16_t);
 static void client_close_backend(pyshelf_conn *, int *);
+static void client_close_forked(pyshelf_conn *);
+static void client_free(pyshelf_conn *);
 static const char *client_msg_name(uint16_t);
 
 /* --- errors -------------------------------------------------------------- */
@@ -209,6 +219,8 @@ pyshelf_strerror(int rc)
 		return "timed out";
 	case PYSHELF_E_NOTCONN:
 		return "no backend on this connection";
+	case PYSHELF_E_FORKED:
+		return "the connection belongs to the parent of this fork()";
 	}
 	return "unknown pyshelf error";
 }
@@ -303,6 +315,8 @@ client_reap(pyshelf_conn *c)
 const char *
 pyshelf_errmsg(const pyshelf_conn *c)
 {
+	if (c != NULL && client_forked(c))
+		return CLIENT_FORKED_MSG;
 	if (c == NULL || c->errmsg == NULL)
 		return "";
 	return c->errmsg;
@@ -1147,6 +1161,12 @@ client_enter(pyshelf_conn *c, int want_conn)
 
 	if (c == NULL)
 		return PYSHELF_E_INVAL;
+	/* Before the busy flag, which a thread of the parent may have held
+	 * at the fork: the child's copy would stay set for good.  Nothing
+	 * of c is written (that thread may have left it half updated);
+	 * pyshelf_errmsg() gives CLIENT_FORKED_MSG. */
+	if (client_forked(c))
+		return PYSHELF_E_FORKED;
 	if (atomic_flag_test_and_set(&c->busy))
 		return PYSHELF_E_BUSY;
 	if (c->broken != 0) {
@@ -1167,7 +1187,49 @@ client_enter(pyshelf_conn *c, int want_conn)
 		    "detached" : "closed");
 	if (rc != PYSHELF_OK)
 		client_leave(c);
+	else if (!want_conn)
+		c->owner = client_self();  /* it sets the connection up */
 	return rc;
+}
+
+/*
+ * This process's pid, without a system call per request: getpid() cost
+ * 1.6 us on our 2-vCPU VMs, 4 % of a no-op call (docs/BENCHMARKS.md,
+ * "The fork check").
+ * Read once, then set again in every child of fork() by an atfork handler
+ * (fork() runs them; a process made by a raw clone() is not seen).
+ */
+static pid_t client_self_pid;
+static pthread_once_t client_self_once = PTHREAD_ONCE_INIT;
+
+/* fork()'s child handler: the child's own pid. */
+static void
+client_self_atfork(void)
+{
+	client_self_pid = getpid();
+}
+
+static void
+client_self_init(void)
+{
+	client_self_pid = getpid();
+	(void)pthread_atfork(NULL, NULL, client_self_atfork);
+}
+
+/* Return this process's pid. */
+static pid_t
+client_self(void)
+{
+	(void)pthread_once(&client_self_once, client_self_init);
+	return client_self_pid;
+}
+
+/* Nonzero when c has descriptors that another process set up: this one
+ * is the child of a fork() and must leave them alone. */
+static int
+client_forked(const pyshelf_conn *c)
+{
+	return c->rfd >= 0 && c->owner != client_self();
 }
 
 /* End a request. */
@@ -1361,6 +1423,8 @@ client_interrupt(pyshelf_conn *c, int hard)
 
 	if (c == NULL)
 		return PYSHELF_E_INVAL;
+	if (client_forked(c))
+		return PYSHELF_E_FORKED;   /* the parent's call, not ours */
 	if (client_send_interrupt(c, &e, hard) == 0)
 		return PYSHELF_OK;
 	return e == EPIPE || e == ECONNRESET ? PYSHELF_E_CLOSED : PYSHELF_E_IO;
@@ -2921,6 +2985,8 @@ pyshelf_backend_status(pyshelf_conn *c, int *wstatus, int timeout_ms)
 		return PYSHELF_E_INVAL;
 	if (c->pid <= 0)
 		return PYSHELF_E_NOTCONN;
+	if (client_forked(c) && !c->reaped)
+		return PYSHELF_E_FORKED;   /* the backend is not our child */
 	if (!c->reaped) {
 		rc = spawn_wait(c->pid, timeout_ms, &st);
 		if (rc > 0)
@@ -2988,6 +3054,10 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 		*wstatus = -1;
 	if (c == NULL)
 		return PYSHELF_OK;
+	if (client_forked(c)) {
+		client_close_forked(c);
+		return PYSHELF_OK;
+	}
 	if (c->rfd >= 0 && c->have_welcome && !c->broken && !c->finished &&
 	    !atomic_flag_test_and_set(&c->busy)) {
 		/* Bounded: a hung backend must not hang the close. */
@@ -3010,13 +3080,21 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 		close(c->rfd);
 	if (c->reaped && wstatus != NULL)
 		*wstatus = c->wstatus;
+	pthread_mutex_destroy(&c->wlock);
+	client_free(c);
+	return rc;
+}
+
+/* Free c's memory (its descriptors are closed). */
+static void
+client_free(pyshelf_conn *c)
+{
 	wire_conn_free(&c->wc);
 	wire_buf_free(&c->wbuf);
 	wire_msg_free(&c->msg);
 	wire_long_free(&c->rl);
 	client_rbufs_free(c);
 	free(c->sbufs);
-	pthread_mutex_destroy(&c->wlock);
 	free(c->errmsg);
 	free(c->welcome_name);
 	free(c->welcome_session);
@@ -3025,7 +3103,24 @@ pyshelf_close(pyshelf_conn *c, int *wstatus)
 	free(c->worker_message);
 	free(c->remote_reason);
 	free(c);
-	return rc;
+}
+
+/*
+ * pyshelf_close() in the child of a fork(): close the inherited
+ * descriptors and free, nothing else.  No DETACH and no shutdown() of the
+ * socket (both would end the parent's conversation), no wait for or kill
+ * of the parent's backend.  wlock is left alone: a thread of the parent
+ * may have held it at the fork, and that thread does not exist here.
+ */
+static void
+client_close_forked(pyshelf_conn *c)
+{
+	if (c->wfd >= 0 && c->wfd != c->rfd)
+		close(c->wfd);
+	if (c->rfd >= 0)
+		close(c->rfd);
+	client_drop_fds(c);
+	client_free(c);
 }
 
 /* --- freeing --------------------------------------------------------------- */

@@ -40,7 +40,18 @@
  *    thread waits in pyshelf_exec().  A second request started while one
  *    is running fails with PYSHELF_E_BUSY rather than corrupting the
  *    stream.  Different connections are independent.
- *  - Do not use a connection in the child of a fork().
+ *  - fork(): a connection belongs to the process that set it up
+ *    (pyshelf_spawn(), pyshelf_attach_fds(), pyshelf_connect()).  In the
+ *    child of a fork() every request, pyshelf_interrupt() and
+ *    pyshelf_backend_status() fail with PYSHELF_E_FORKED before a byte is
+ *    written or read, so the parent's conversation goes on untouched;
+ *    pyshelf_close() in the child only closes the inherited descriptors
+ *    and frees the memory: no DETACH, no shutdown(), no wait for (or kill
+ *    of) the backend.  A child that wants the session opens its own
+ *    connection (through a server, a second client of the session).
+ *    The library learns of a fork from a pthread_atfork() handler, so
+ *    fork() (and anything that calls it) is seen; a process made by a
+ *    raw clone() system call is not.
  *  - Strings passed in and returned are NUL-terminated UTF-8.  Memory the
  *    library hands out is freed by the function documented with it; a
  *    pointer documented as borrowed belongs to the connection and is valid
@@ -91,8 +102,12 @@ extern "C" {
 #define PYSHELF_E_TIMEOUT (-11)
 /** The connection has no backend or has not been set up yet. */
 #define PYSHELF_E_NOTCONN (-12)
+/** The connection was set up by another process: this one is the child
+ * of a fork().  Nothing was sent or read; only pyshelf_close() is left
+ * (it closes the inherited descriptors and sends nothing). */
+#define PYSHELF_E_FORKED (-13)
 /** The lowest code in use; codes below it are not pyshelf's. */
-#define PYSHELF_E_LAST PYSHELF_E_NOTCONN
+#define PYSHELF_E_LAST PYSHELF_E_FORKED
 /** @} */
 
 /** @defgroup remote Backend error codes (ERRCODE of an ERROR reply)
@@ -642,7 +657,8 @@ int pyshelf_exec(pyshelf_conn *conn, pyshelf_exec_req *req,
  * be called from any thread while another waits in pyshelf_exec(); it
  * touches neither the error message nor any borrowed pointer.  Not
  * async-signal-safe (it takes a mutex).
- * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED or PYSHELF_E_IO.
+ * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED, PYSHELF_E_IO or
+ *   PYSHELF_E_FORKED (in the child of a fork(); nothing written).
  */
 int pyshelf_interrupt(pyshelf_conn *conn);
 
@@ -656,7 +672,8 @@ int pyshelf_interrupt(pyshelf_conn *conn);
  * another thread) or, when none, on whatever runs in the session, as
  * pyshelf_interrupt() does.  Thread-safe as pyshelf_interrupt().
  * Server mode only; a stdio backend treats it as pyshelf_interrupt().
- * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED or PYSHELF_E_IO.
+ * @return 0, PYSHELF_E_INVAL, PYSHELF_E_CLOSED, PYSHELF_E_IO or
+ *   PYSHELF_E_FORKED.
  */
 int pyshelf_interrupt_hard(pyshelf_conn *conn);
 
@@ -840,7 +857,8 @@ long pyshelf_backend_pid(const pyshelf_conn *conn);
  * reap it.  Once reaped, later calls return the same status at once.
  * @param[out] wstatus (may be NULL) the status as waitpid() gives it.
  * @return 0; PYSHELF_E_TIMEOUT (still running); PYSHELF_E_NOTCONN (no
- *   spawned backend); PYSHELF_E_IO (waitpid failed).
+ *   spawned backend); PYSHELF_E_IO (waitpid failed); PYSHELF_E_FORKED
+ *   (called in the child of a fork(): the backend is not its child).
  */
 int pyshelf_backend_status(pyshelf_conn *conn, int *wstatus, int timeout_ms);
 
@@ -849,6 +867,9 @@ int pyshelf_backend_status(pyshelf_conn *conn, int *wstatus, int timeout_ms);
  * session is still attached and the connection is sound, close the
  * descriptors, then wait for a spawned backend to exit (see
  * pyshelf_set_close_timeout()) and kill it (SIGKILL) when it does not.
+ * In the child of a fork() (PYSHELF_E_FORKED), only the inherited
+ * descriptors are closed: nothing is sent, the backend is neither waited
+ * for nor killed, and the parent's connection goes on.
  * @param[in] conn the connection (NULL is a no-op); invalid afterwards.
  * @param[out] wstatus (may be NULL) the backend's waitpid() status, or -1
  *   when there was no spawned backend.

@@ -902,6 +902,96 @@ START_TEST(test_interrupt_from_thread)
 }
 END_TEST
 
+/* A thread that runs exec "loop" on conn until interrupted; rc and res
+ * for the test to check. */
+struct looper {
+	pyshelf_result res;  /* the exec's result */
+	int rc;              /* pyshelf_exec()'s return */
+};
+
+static void *
+looper_run(void *arg)
+{
+	struct looper *l = arg;
+	pyshelf_exec_req req;
+
+	memset(&req, 0, sizeof req);
+	req.code = "loop";
+	/* the test's pings may hold the connection for a moment */
+	while ((l->rc = pyshelf_exec(conn, &req, &l->res)) == PYSHELF_E_BUSY)
+		;
+	return NULL;
+}
+
+/* In a forked child: every use of the parent's connection is refused
+ * with PYSHELF_E_FORKED, even with the busy flag copied set, and
+ * pyshelf_close() returns at once.  Exit status: 0, or the failed step. */
+static void
+forked_child_checks(pyshelf_conn *c) __attribute__((noreturn));
+
+static void
+forked_child_checks(pyshelf_conn *c)
+{
+	if (pyshelf_ping(c) != PYSHELF_E_FORKED)
+		_exit(10);
+	if (strstr(pyshelf_errmsg(c), "child of its fork()") == NULL)
+		_exit(11);
+	if (pyshelf_hello(c, NULL, NULL) != PYSHELF_E_FORKED)
+		_exit(12);
+	if (pyshelf_interrupt(c) != PYSHELF_E_FORKED ||
+	    pyshelf_interrupt_hard(c) != PYSHELF_E_FORKED)
+		_exit(13);
+	if (pyshelf_attach_fds(c, 0, 1) != PYSHELF_E_FORKED)
+		_exit(14);
+	if (pyshelf_close(c, NULL) != PYSHELF_OK)
+		_exit(15);
+	_exit(0);
+}
+
+/* Fork and run forked_child_checks(c) in the child; return its exit
+ * status as the parent sees it. */
+static int
+fork_and_check(pyshelf_conn *c)
+{
+	pid_t pid;
+	int st;
+
+	ck_assert_int_ge(pid = fork(), 0);
+	if (pid == 0)
+		forked_child_checks(c);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	return WEXITSTATUS(st);
+}
+
+START_TEST(test_forked_child_is_refused)
+{
+	struct timespec d = { 0, 1000 * 1000 };
+	struct looper l;
+	pthread_t t;
+	int i;
+
+	/* a thread of the parent is inside a request at the fork */
+	memset(&l, 0, sizeof l);
+	ck_assert_int_eq(pthread_create(&t, NULL, looper_run, &l), 0);
+	for (i = 0; i < 10000 && pyshelf_ping(conn) != PYSHELF_E_BUSY; i++)
+		nanosleep(&d, NULL);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_E_BUSY);
+	ck_assert_int_eq(fork_and_check(conn), 0);
+	/* the parent's conversation goes on: its call ends as it should */
+	ck_assert_int_eq(pyshelf_interrupt(conn), PYSHELF_OK);
+	pthread_join(t, NULL);
+	ck_assert_int_eq(l.rc, PYSHELF_OK);
+	ck_assert_int_eq(l.res.kind, PYSHELF_KIND_EXCINFO);
+	ck_assert_str_eq(l.res.exc_type, "KeyboardInterrupt");
+	pyshelf_result_free(&l.res);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+	/* and a child forked while it is idle is refused the same way */
+	ck_assert_int_eq(fork_and_check(conn), 0);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_OK);
+}
+END_TEST
+
 /* on_wait: interrupt at the first tick, then count. */
 static int
 wait_interrupt(void *ctx)
@@ -1378,6 +1468,69 @@ START_TEST(test_close_kills_a_stubborn_backend)
 	ck_assert_int_eq(pyshelf_spawn(c, path, "/tmp/db", "s",
 	    PYSHELF_SPAWN_CREATE, NULL), PYSHELF_OK);
 	ck_assert_int_eq(pyshelf_backend_status(c, &st, 300), PYSHELF_E_TIMEOUT);
+	ck_assert_int_eq(pyshelf_close(c, &st), PYSHELF_E_TIMEOUT);
+	unlink(path);
+	ck_assert(WIFSIGNALED(st));
+	ck_assert_int_eq(WTERMSIG(st), SIGKILL);
+}
+END_TEST
+
+/* Nothing reaches the socket from a forked child: no request, no
+ * interrupt, and its close neither detaches nor shuts the socket down. */
+START_TEST(test_forked_child_writes_nothing)
+{
+	pyshelf_conn *c;
+	char byte;
+	int sv[2];
+
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv),
+	    0);
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_attach_fds(c, sv[0], sv[0]), PYSHELF_OK);
+	ck_assert_int_eq(fork_and_check(c), 0);
+	/* not a byte, and no EOF: the socket is still the parent's */
+	ck_assert_int_eq(recv(sv[1], &byte, 1, MSG_DONTWAIT), -1);
+	ck_assert_int_eq(errno, EAGAIN);
+	/* the parent's own close is the one that ends it */
+	ck_assert_int_eq(pyshelf_close(c, NULL), PYSHELF_OK);
+	ck_assert_int_eq(recv(sv[1], &byte, 1, 0), 0);
+	close(sv[1]);
+}
+END_TEST
+
+/* A forked child neither waits for nor kills the parent's spawned
+ * backend: backend_status is refused and close returns at once. */
+START_TEST(test_forked_child_leaves_the_backend)
+{
+	char path[] = "/tmp/check_client_forkXXXXXX";
+	pyshelf_conn *c;
+	FILE *f;
+	pid_t pid;
+	int fd, st = 0;
+
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
+	fputs("#!/bin/sh\ntrap '' TERM HUP INT\nexec sleep 30\n", f);
+	fclose(f);
+	chmod(path, 0700);
+	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_set_close_timeout(c, 200), PYSHELF_OK);
+	ck_assert_int_eq(pyshelf_spawn(c, path, "/tmp/db", "s",
+	    PYSHELF_SPAWN_CREATE, NULL), PYSHELF_OK);
+	ck_assert_int_ge(pid = fork(), 0);
+	if (pid == 0) {
+		if (pyshelf_backend_status(c, &st, 0) != PYSHELF_E_FORKED)
+			_exit(20);
+		if (pyshelf_close(c, &st) != PYSHELF_OK || st != -1)
+			_exit(21);
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st));
+	ck_assert_int_eq(WEXITSTATUS(st), 0);
+	/* still running, still the parent's to reap */
+	ck_assert_int_eq(kill((pid_t)pyshelf_backend_pid(c), 0), 0);
+	ck_assert_int_eq(pyshelf_backend_status(c, &st, 0), PYSHELF_E_TIMEOUT);
 	ck_assert_int_eq(pyshelf_close(c, &st), PYSHELF_E_TIMEOUT);
 	unlink(path);
 	ck_assert(WIFSIGNALED(st));
@@ -1862,6 +2015,7 @@ client_suite(void)
 	tcase_add_test(core, test_listings);
 	tcase_add_test(core, test_release_has_no_reply);
 	tcase_add_test(core, test_detach_and_close_session);
+	tcase_add_test(core, test_forked_child_is_refused);
 	suite_add_tcase(s, core);
 
 	tcase_add_checked_fixture(limits, setup, teardown);
@@ -1884,6 +2038,8 @@ client_suite(void)
 	tcase_add_test(alone, test_hello_gets_the_refusal);
 	tcase_add_test(alone, test_dead_backend_is_reaped_at_once);
 	tcase_add_test(alone, test_spawned_child_hygiene);
+	tcase_add_test(alone, test_forked_child_writes_nothing);
+	tcase_add_test(alone, test_forked_child_leaves_the_backend);
 	tcase_add_test(alone, test_values_larger_than_a_frame);
 	suite_add_tcase(s, alone);
 

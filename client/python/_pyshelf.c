@@ -38,7 +38,7 @@ PyMODINIT_FUNC PyInit__pyshelf(void);
 
 /* _setup(Error, RemoteError, UnknownHandleError, VolatileError,
  *        NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
- *        SessionBusy, WorkerRestarted, loads) */
+ *        SessionBusy, WorkerRestarted, ForkedError, loads) */
 static PyObject *
 mod_setup(PyObject *module, PyObject *args)
 {
@@ -46,8 +46,8 @@ mod_setup(PyObject *module, PyObject *args)
 	PyObject *o[EXC_COUNT + 1];
 	int i;
 
-	if (!PyArg_ParseTuple(args, "OOOOOOOOOOO:_setup", &o[0], &o[1], &o[2],
-	    &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10]))
+	if (!PyArg_ParseTuple(args, "OOOOOOOOOOOO:_setup", &o[0], &o[1], &o[2],
+	    &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9], &o[10], &o[11]))
 		return NULL;
 	for (i = 0; i < EXC_COUNT; i++) {
 		if (!PyExceptionClass_Check(o[i])) {
@@ -152,7 +152,7 @@ static PyMethodDef mod_methods[] = {
 	{ "_setup", mod_setup, METH_VARARGS,
 	  "_setup(Error, RemoteError, UnknownHandleError, VolatileError, "
 	  "NotPicklableError, BackendDied, SessionNotFound, SessionEnded, "
-	  "SessionBusy, WorkerRestarted, loads)" },
+	  "SessionBusy, WorkerRestarted, ForkedError, loads)" },
 	{ "strerror", mod_strerror, METH_O, "strerror(rc) -> str" },
 	{ "errcode_name", mod_errcode_name, METH_O, "errcode_name(code) -> str" },
 	{ "socket_path", mod_socket_path, METH_O,

@@ -270,6 +270,9 @@ conn_error(ConnObject *self, pyshelf_conn *c, int rc)
 	case PYSHELF_E_BUSY:
 		err = PyExc_RuntimeError;
 		break;
+	case PYSHELF_E_FORKED:
+		err = st->exc[EXC_FORKED];
+		break;
 	}
 	/* A copy: msg is the connection's and may change below. */
 	if ((text = conn_str(msg)) == NULL)

@@ -36,6 +36,7 @@ enum {
 	                        ended, reason) */
 	EXC_BUSY,            /* pyshelf.SessionBusy(msg, code, code_name, pid) */
 	EXC_RESTARTED,       /* pyshelf.WorkerRestarted(msg, code, code_name) */
+	EXC_FORKED,          /* pyshelf.ForkedError(msg): PYSHELF_E_FORKED */
 	EXC_COUNT
 };
 

@@ -26,8 +26,9 @@ running: ``ws.detach()``, ``ws.calls()``, ``ws.result(call_id)``;
 import pickle as _pickle
 
 from . import _pyshelf
-from ._errors import (BackendDied, DetachError, Error, NotPicklableError,
-                      RemoteError, RemoteTraceback, ServerOptionsIgnored,
+from ._errors import (BackendDied, DetachError, Error, ForkedError,
+                      NotPicklableError, RemoteError, RemoteTraceback,
+                      ServerOptionsIgnored,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, UnknownHandleError, VolatileError,
                       WorkerDiedWarning, WorkerRestarted)
@@ -43,7 +44,7 @@ __all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
            "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
-           "ServerOptionsIgnored", "DetachError"]
+           "ServerOptionsIgnored", "DetachError", "ForkedError"]
 
 __version__ = "0.1.0"
 
@@ -51,4 +52,4 @@ Workspace.__module__ = "pyshelf"
 
 _pyshelf._setup(Error, RemoteError, UnknownHandleError, VolatileError,
                 NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
-                SessionBusy, WorkerRestarted, _pickle.loads)
+                SessionBusy, WorkerRestarted, ForkedError, _pickle.loads)

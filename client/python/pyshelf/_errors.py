@@ -4,7 +4,7 @@ __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
            "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
-           "ServerOptionsIgnored", "DetachError"]
+           "ServerOptionsIgnored", "DetachError", "ForkedError"]
 
 
 class Error(Exception):
@@ -142,6 +142,19 @@ class DetachError(RemoteError):
         self.returncode = returncode
 
 
+class ForkedError(Error):
+    """A workspace of a private stdio backend (``spawn()``, and
+    ``open(flag='r')``) used in the child of ``os.fork()``.  That backend
+    speaks with the process that started it alone: a child that sent
+    requests on the inherited pipes would mix its requests and replies
+    with its parent's.  Nothing was sent; the parent's backend and
+    workspace go on untouched, and ``close()`` in the child only closes
+    the child's copies of the pipes.  Open a workspace in the child
+    instead (``pyshelf.open()`` attaches through a server, whose
+    workspaces a forked child goes on using: it attaches again, as a
+    second client of the session)."""
+
+
 class RemoteTraceback(Exception):
     """The cause of an exception pyshelf raises for one that shipped code
     raised in the backend: its str() is the backend's traceback, so that
@@ -185,6 +198,7 @@ class WorkerDiedWarning(UserWarning):
 for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
              NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
              SessionBusy, SessionEndedWarning, WorkerDiedWarning,
-             WorkerRestarted, RemoteTraceback, ServerOptionsIgnored):
+             WorkerRestarted, RemoteTraceback, ServerOptionsIgnored,
+             ForkedError):
     _cls.__module__ = "pyshelf"
 del _cls

@@ -27,8 +27,9 @@ import warnings
 import weakref
 
 from . import _pyshelf
-from ._errors import (BackendDied, DetachError, Error, NotPicklableError,
-                      RemoteError, RemoteTraceback, ServerOptionsIgnored,
+from ._errors import (BackendDied, DetachError, Error, ForkedError,
+                      NotPicklableError, RemoteError, RemoteTraceback,
+                      ServerOptionsIgnored,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
@@ -376,6 +377,16 @@ class _ServerConn:
         self.conn, self.info = connect()
         self.broken = False
 
+    def after_fork(self):
+        """In the child of os.fork(): the Connection is the parent's
+        conversation.  Drop it (collecting it closes the child's copies
+        of its descriptors and sends nothing: libpyshelf refuses a
+        connection set up by another process), so that the next request
+        attaches again, a second client of the session.  What was in
+        flight was the parent's: nothing to re-send."""
+        self.conn = None
+        self.broken = False
+
     def reconnect(self):
         """Attach again with a new connection.  When the session's worker
         died meanwhile (the new one serves it now): BackendDied if the
@@ -429,6 +440,8 @@ class _ServerConn:
             return self.conn.exec(*args)
         except BackendDied:
             self.broken = True
+        except ForkedError:
+            self.after_fork()   # a fork() that ran no at-fork hook
         self.reconnect()
         return self.conn.exec(*args)
 
@@ -437,6 +450,10 @@ class _ServerConn:
             return getattr(self.conn, name)(*args, **kwargs)
         except BackendDied:
             self.broken = True
+        except ForkedError:
+            # libpyshelf refused the parent's connection: a fork() that
+            # ran no at-fork hook (a C library's), nothing was sent
+            self.after_fork()
         self.reconnect()
         return getattr(self.conn, name)(*args, **kwargs)
 
@@ -483,6 +500,48 @@ def _live_pid(pid):
     return pid
 
 
+class _ForkedConn:
+    """A spawn()ed workspace's connection in the child of os.fork(): its
+    private backend is the parent's, so every request raises
+    ForkedError.  close() and detach() do nothing (the parent's backend
+    must not see a DETACH, nor be waited for)."""
+
+    def __init__(self, owner, backend_pid):
+        self._owner = owner
+        self._backend_pid = backend_pid
+
+    def close(self):
+        return None
+
+    def detach(self):
+        return None
+
+    def __getattr__(self, name):
+        raise ForkedError(
+            "this workspace's private backend (pyshelfd --stdio, pid %s) "
+            "belongs to process %d, which this one (pid %d) was fork()ed "
+            "from: a stdio backend serves one process.  Nothing was sent; "
+            "open a workspace of your own in the child (pyshelf.open() "
+            "through a server, whose workspaces a forked child goes on "
+            "using)"
+            % (self._backend_pid, self._owner, os.getpid()))
+
+
+# The workspaces of this process by id(), for _after_fork_in_child (a
+# Workspace is unhashable: a mapping whose contents change).
+_live_workspaces = weakref.WeakValueDictionary()
+
+
+def _after_fork_in_child():
+    """os.fork()'s child: no workspace may go on with its parent's
+    conversation (replies would cross between the processes)."""
+    for ws in list(_live_workspaces.values()):
+        ws._after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class Workspace(collections.abc.MutableMapping):
     """One attached session of a pyshelf backend.
 
@@ -515,6 +574,8 @@ class Workspace(collections.abc.MutableMapping):
         self._lease_ms = info.get("lease_ms", 0)
         self._ended_at = None  # when close()/close_session() ran
         self._session_closed = False
+        self._owner_pid = os.getpid()   # the process that opened it
+        _live_workspaces[id(self)] = self
 
     # --- life cycle -----------------------------------------------------
 
@@ -546,6 +607,30 @@ class Workspace(collections.abc.MutableMapping):
         return collections.abc.Mapping.__eq__(self, other)
 
     __hash__ = None
+
+    def _after_fork(self):
+        """In the child of os.fork() (from _after_fork_in_child).  A new
+        _lock: a thread of the parent may have held it at the fork, and
+        that thread is not here to release it.  The handles inherited are
+        the parent's to release: the child's copies never send a RELEASE
+        (handles are the session's, and the parent still uses them).
+        Through a server the child attaches again at its next request
+        (_ServerConn.after_fork); a private stdio backend cannot be
+        shared: its requests raise ForkedError, and close() sends
+        nothing."""
+        self._lock = threading.Lock()
+        h = self._handles
+        del h.pending[:]
+        for w in list(h.live.values()):
+            w._own = False
+        if self._closed:
+            return
+        if self._server:
+            self._conn.after_fork()
+        elif not isinstance(self._conn, _ForkedConn):
+            # collecting the parent's Connection closes the child's
+            # copies of its pipes, silently (libpyshelf sees the fork)
+            self._conn = _ForkedConn(self._owner_pid, self._pid)
 
     def _begin(self):
         """Start a request (with _lock held): refuse a closed workspace and
