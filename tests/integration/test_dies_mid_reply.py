@@ -15,6 +15,8 @@ import types
 import pytest
 
 from server_helpers import WAIT, child, srv, wait_for  # noqa: F401 (srv)
+from test_server_pipes import _upgrade
+from worker_wire import ERROR, EXEC, frame, worker  # noqa: F401 (worker)
 
 # write, writev, sendto, sendmsg; and poll, ppoll (a non-blocking socket
 # waits for POLLOUT in poll() on its one descriptor, with no timeout)
@@ -129,3 +131,39 @@ def test_a_stdio_backend_killed_mid_reply_is_named(tmp_path, monkeypatch,
     assert "SIGKILL" in call or "signal 9" in call, lines
     # a private backend is not started again: the death is said again
     assert nxt.startswith("next BackendDied "), lines
+
+
+# --- the other way: a client that dies in the middle of a request -------
+
+def _fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+@pytest.mark.parametrize("on_pipes", [False, True])
+def test_a_client_dead_mid_request_is_dropped_not_answered(worker, on_pipes):
+    """Half an EXEC, then the client is gone: the worker drops the
+    connection as at a frame boundary (no ERROR MALFORMED, no log of a
+    malformed frame) and serves the next client."""
+    w = worker()
+    if on_pipes:
+        sock, c = _upgrade(w)
+    else:
+        sock, m = w.attach()
+        assert m.type != ERROR, m
+        c = sock
+    assert c.value("1") == 1
+    before = _fds(w.pid)
+    data = frame(EXEC, 99, [("CODE", "x = 1\n" * 1000)])
+    c._write(data[:len(data) // 2])
+    c.close()
+    sock.close()
+    wait_for(lambda: _fds(w.pid) < before,
+             "the worker to drop the connection")
+    c2, m2 = w.attach(mode="w")
+    try:
+        assert c2.value("2 + 2") == 4
+    finally:
+        c2.close()
+    err = w.stop()
+    w.proc.stderr = None    # read and closed: teardown's stop() skips it
+    assert b"malformed" not in err, err
