@@ -1745,6 +1745,9 @@ static int
 client_read_error(pyshelf_conn *c, int rc, int e)
 {
 	switch (rc) {
+	case WIRE_E_TRUNCATED:
+		/* the backend died in the middle of a frame: a dead peer,
+		 * as at a frame boundary, not a protocol error */
 	case WIRE_E_EOF:
 		client_read_unread(c);
 		client_reap(c);
@@ -1771,7 +1774,7 @@ client_read_error(pyshelf_conn *c, int rc, int e)
 		    "read from the backend failed: %s", strerror(e));
 	}
 	return client_fatal(c, PYSHELF_E_PROTOCOL, "the backend sent a "
-	    "malformed or truncated frame (%s)", wire_strerror(rc));
+	    "malformed frame (%s)", wire_strerror(rc));
 }
 
 /* Name of a message type for messages, never NULL. */

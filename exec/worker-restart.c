@@ -11,9 +11,12 @@
  * checkpoint by the new image (its lock goes with the old image's
  * descriptor).  Its clients get no ATTACHED again: their next request
  * just works.  Bytes a connection had read but not acted on (a request
- * sent right behind the INTERRUPT, half a frame) go over too, each
+ * sent right behind the INTERRUPT, half a frame) go over too, and so do
+ * the plain requests that waited in the queue behind the lost call (a
+ * request must not take the error of a call it only waited for): each
  * connection's in a memfd named beside its descriptor in --adopt
- * ("FD:MEMFD"); the new image acts on them before it reads on.
+ * ("FD:MEMFD"), its queued requests first; the new image acts on them
+ * before it reads on.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -108,16 +111,39 @@ worker_restart_note(worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
-/* Tell each queued request that it will not be served (the new image
- * does not see the queue), and each connection still waiting for its
- * ATTACHED to come again.  Calls got theirs from worker_calls_lost. */
-static void
-worker_restart_drop_queue(worker *w, const char *msg)
+/* Whether a queued frame goes over to the new image, to be served there
+ * as if it came after the restart: a plain request (not a LONG's frame,
+ * a DETACH, an ATTACH, or an EXEC with a call id, which the journal
+ * answered as lost) of an attached connection that the new image keeps,
+ * read at a frame's start.  Its client then gets its answer from the new
+ * image: a request that only waited behind the lost call does not take
+ * that call's error.  w->lock held. */
+static int
+worker_restart_keeps_locked(worker *w, const worker_frame *f,
+    const wire_msg *m)
 {
-	worker_frame *f, *next;
+	return f->kind == WORKER_FRAME_WIRE && f->conn->attached &&
+	    !f->conn->gone && f->conn->lng.state == WORKER_LONG_NONE &&
+	    m->type != WIRE_MSG_ATTACH && m->type != WIRE_MSG_LONG &&
+	    m->type != WIRE_MSG_PART && m->type != WIRE_MSG_INTERRUPT &&
+	    !(m->type == WIRE_MSG_EXEC && w->journal != NULL &&
+	    wire_msg_find(m, WIRE_TAG_CALL_ID) != NULL);
+}
+
+/* The queue at a restart (the new image does not see it): the requests
+ * it keeps (worker_restart_keeps_locked) are returned, in order, for
+ * their connections' carried bytes, unless the server is stopping (the
+ * new image then serves nothing); every other one is told that it will
+ * not be served, and each connection still waiting for its ATTACHED to
+ * come again.  Calls got theirs from worker_calls_lost. */
+static worker_frame *
+worker_restart_drop_queue(worker *w, const char *msg, int stopping)
+{
+	worker_frame *f, *next, *kept = NULL, **tail = &kept;
 	wire_buf b;
 	wire_msg m;
 	size_t used;
+	int keep;
 
 	pthread_mutex_lock(&w->lock);
 	f = w->qhead;
@@ -126,8 +152,19 @@ worker_restart_drop_queue(worker *w, const char *msg)
 	wire_msg_init(&m);
 	for (; f != NULL; f = next) {
 		next = f->next;
-		if (wire_parse(f->data, f->len, w->opt.max_frame, &m, &used) ==
-		    WIRE_OK && m.type != WIRE_MSG_RELEASE &&
+		if (wire_parse(f->data, f->len, w->opt.max_frame, &m, &used) !=
+		    WIRE_OK)
+			continue;  /* the new image would refuse it too */
+		pthread_mutex_lock(&w->lock);
+		keep = !stopping && worker_restart_keeps_locked(w, f, &m);
+		pthread_mutex_unlock(&w->lock);
+		if (keep) {
+			f->next = NULL;
+			*tail = f;
+			tail = &f->next;
+			continue;
+		}
+		if (m.type != WIRE_MSG_RELEASE &&
 		    m.type != WIRE_MSG_INTERRUPT &&
 		    !(m.type == WIRE_MSG_EXEC && w->journal != NULL &&
 		    wire_msg_find(&m, WIRE_TAG_CALL_ID) != NULL)) {
@@ -149,6 +186,7 @@ worker_restart_drop_queue(worker *w, const char *msg)
 		/* not freed: the process is about to be replaced */
 	}
 	wire_msg_free(&m);
+	return kept;
 }
 
 /* Is arg the option name (--name or --name=...)?  2: it takes the next
@@ -165,27 +203,48 @@ worker_restart_opt(const char *arg, const char *name)
 	return arg[n] == '=' ? 1 : 0;
 }
 
-/* A memfd (kept across exec) holding n bytes of p, or -1 (the bytes are
- * then lost: the client's request gets no answer, as before). */
+/* Write n bytes of p to fd; 0, or -1. */
 static int
-worker_restart_carry(const uint8_t *p, size_t n)
+worker_restart_write(int fd, const uint8_t *p, size_t n)
 {
-	int fd = memfd_create("pyshelf-carried", 0);
 	size_t off = 0;
 	ssize_t k;
 
-	if (fd < 0)
-		return -1;
 	while (off < n) {
 		if ((k = write(fd, p + off, n - off)) < 0 && errno == EINTR)
 			continue;
-		if (k <= 0) {
-			close(fd);
+		if (k <= 0)
 			return -1;
-		}
 		off += (size_t)k;
 	}
+	return 0;
+}
+
+/* A memfd (kept across exec) holding c's kept queued frames (of kept, in
+ * their order), then n bytes of p, or -1 when there is nothing to carry
+ * or it failed (the bytes are then lost: the client's requests get no
+ * answer, as before). */
+static int
+worker_restart_carry(const worker_frame *kept, const worker_conn *c,
+    const uint8_t *p, size_t n)
+{
+	const worker_frame *f;
+	int fd, any = n > 0;
+
+	for (f = kept; f != NULL && !any; f = f->next)
+		any = f->conn == c;
+	if (!any || (fd = memfd_create("pyshelf-carried", 0)) < 0)
+		return -1;
+	for (f = kept; f != NULL; f = f->next)
+		if (f->conn == c && worker_restart_write(fd, f->data,
+		    f->len) != 0)
+			goto fail;
+	if (worker_restart_write(fd, p, n) != 0)
+		goto fail;
 	return fd;
+fail:
+	close(fd);
+	return -1;
 }
 
 /* Read the carried bytes of memfd mfd into c's buffer, and close it. */
@@ -225,6 +284,7 @@ worker_restart_exec(worker *w, const char *why)
 	char msg[1400], adopt[4096], lost[1024];
 	char **argv;
 	size_t len = 0;
+	worker_frame *kept;
 	worker_conn *c;
 	int i, k, n, skip, ctl, stopping;
 
@@ -249,7 +309,7 @@ worker_restart_exec(worker *w, const char *why)
 		    why, lost);
 	worker_log(w, "pyshelfd: restarting: %s\n", why);
 	worker_calls_lost(w, msg);
-	worker_restart_drop_queue(w, msg);
+	kept = worker_restart_drop_queue(w, msg, stopping);
 	if (w->journal != NULL) {
 		char *cause = NULL;
 		if (journal_persist(w->journal, &cause) != 0) {
@@ -284,8 +344,7 @@ worker_restart_exec(worker *w, const char *why)
 			    len, "/%d", c->out_fd);
 			(void)fcntl(c->out_fd, F_SETFD, 0);
 		}
-		if (c->len > c->cur &&
-		    (mfd = worker_restart_carry(c->buf + c->cur,
+		if ((mfd = worker_restart_carry(kept, c, c->buf + c->cur,
 		    c->len - c->cur)) >= 0)
 			len += (size_t)snprintf(adopt + len, sizeof adopt - len,
 			    ":%d", mfd);

@@ -218,7 +218,7 @@ wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms)
 		rc = wire_conn_fill(c, deadline, ready);
 		ready = 0;
 		if (rc == WIRE_E_EOF && avail > 0)
-			return WIRE_E_MALFORMED; /* the peer cut a frame short */
+			return WIRE_E_TRUNCATED; /* the peer cut a frame short */
 		if (rc != WIRE_OK)
 			return rc;
 	}
@@ -292,7 +292,7 @@ wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
 				return rc;
 			if ((rc = wire_conn_fill(c, -1, 0)) != WIRE_OK)
 				return rc == WIRE_E_EOF && avail > 0 ?
-				    WIRE_E_MALFORMED : rc;
+				    WIRE_E_TRUNCATED : rc;
 		}
 		h = c->rbuf + c->rpos;
 		len = wire_be32_get(h);
@@ -321,7 +321,7 @@ wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
 			continue;
 		}
 		if (got == 0)
-			return WIRE_E_MALFORMED;  /* the peer cut a frame short */
+			return WIRE_E_TRUNCATED;  /* the peer cut a frame short */
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
 			if ((rc = wire_conn_wait(c, -1)) != WIRE_OK)
 				return rc;

@@ -247,6 +247,8 @@ wire_strerror(int rc)
 		return "peer closed the connection";
 	case WIRE_E_TIMEOUT:
 		return "timed out waiting for a frame";
+	case WIRE_E_TRUNCATED:
+		return "peer closed the connection in the middle of a frame";
 	}
 	return "unknown wire error";
 }

@@ -256,6 +256,8 @@ enum wire_errcode {
 #define WIRE_E_IO (-6)         /* read/write failed; errno says why */
 #define WIRE_E_EOF (-7)        /* peer closed the connection */
 #define WIRE_E_TIMEOUT (-8)    /* no frame in the time given */
+#define WIRE_E_TRUNCATED (-9)  /* peer closed the connection in the middle
+                                  of a frame: a dead peer, as EOF is */
 
 /* A field of a parsed message.  data borrows from the parsed buffer. */
 typedef struct wire_field {
@@ -296,7 +298,8 @@ const char *wire_errcode_name(uint64_t code);
 const char *wire_tag_name(uint8_t tag);
 /* The WIRE_ERR_* to send in an ERROR for a codec result: MALFORMED,
  * TOO_BIG, UNKNOWN_TYPE, BAD_REQUEST for WIRE_E_SCHEMA, else INTERNAL.
- * After MALFORMED or TOO_BIG the stream is out of step: close it. */
+ * After MALFORMED or TOO_BIG the stream is out of step: close it.  EOF
+ * and TRUNCATED have no one left to answer. */
 uint64_t wire_errcode_for(int rc);
 
 /* Initialise an empty buffer (no allocation). */
@@ -491,14 +494,18 @@ void wire_conn_free(wire_conn *c);
 /*
  * Read the next complete frame into m (fields borrow c's buffer until the
  * next wire_conn_read).  timeout_ms < 0 waits forever.  Returns WIRE_OK,
- * WIRE_E_EOF, WIRE_E_TIMEOUT, WIRE_E_IO (errno set), WIRE_E_TOO_BIG,
- * WIRE_E_MALFORMED or WIRE_E_NOMEM.  EOF at a frame boundary is
- * WIRE_E_EOF; EOF in the middle of a frame is WIRE_E_MALFORMED (a
- * truncated frame).  After an error other than TIMEOUT the stream is out
- * of step: close it.  With c->spin_us set, polls without blocking for up
- * to that long before a blocking poll(), trading CPU for latency.  A
- * caller that waits for rfd itself (poll() said readable) sets c->ready:
- * then the first read() of this call is not preceded by a poll().
+ * WIRE_E_EOF, WIRE_E_TRUNCATED, WIRE_E_TIMEOUT, WIRE_E_IO (errno set),
+ * WIRE_E_TOO_BIG, WIRE_E_MALFORMED or WIRE_E_NOMEM.  EOF at a frame
+ * boundary is WIRE_E_EOF; EOF in the middle of a frame (header or body)
+ * is WIRE_E_TRUNCATED: the peer closed the connection, most likely
+ * because it died while writing, and callers treat it as they treat
+ * WIRE_E_EOF, not as a protocol error.  WIRE_E_MALFORMED is kept for
+ * bytes that do not form a frame.  After an error other than TIMEOUT
+ * the stream is out of step: close it.  With c->spin_us set, polls
+ * without blocking for up to that long before a blocking poll(), trading
+ * CPU for latency.  A caller that waits for rfd itself (poll() said
+ * readable) sets c->ready: then the first read() of this call is not
+ * preceded by a poll().
  */
 int wire_conn_read(wire_conn *c, wire_msg *m, int timeout_ms);
 /* Nonzero when wire_conn_read() would return at once without reading:
@@ -510,7 +517,8 @@ int wire_conn_pending(const wire_conn *c);
  * room data bytes: WIRE_OK with *n the bytes read.  WIRE_NEED_MORE when
  * the next frame is anything else: nothing was consumed, and
  * wire_conn_read() reads it.  Blocks until the PART is in (EINTR is
- * retried); else as wire_conn_read().
+ * retried); else as wire_conn_read() (EOF inside the PART, or after part
+ * of the next frame's header, is WIRE_E_TRUNCATED).
  */
 int wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
                         size_t *n);

@@ -130,6 +130,39 @@ fake_describe(const wire_msg *m, char *out, size_t cap)
 	return n < cap ? n : cap - 1;
 }
 
+/* Start a RESULT of 1000 bytes, in one frame or (as_long) as a LONG
+ * whose one PART carries the body, and die half way through the frame
+ * or the PART: a backend killed while it writes a reply. */
+static void
+fake_die_mid_reply(int fd, wire_buf *b, uint64_t id, int as_long)
+{
+	uint8_t hdr[WIRE_PART_HEADER_SIZE], *v;
+	size_t body;
+	wire_buf h;
+
+	wire_begin(b, WIRE_MSG_RESULT, id);
+	wire_put_u64(b, WIRE_TAG_KIND, WIRE_KIND_DIRECT);
+	if ((v = wire_put_reserve(b, WIRE_TAG_VALUE, 1000)) == NULL)
+		_exit(95);
+	memset(v, 'x', 1000);
+	if (wire_end(b) != WIRE_OK)
+		_exit(95);
+	body = b->len - WIRE_HEADER_SIZE;
+	if (as_long) {
+		wire_buf_init(&h);
+		wire_long_head(&h, WIRE_MSG_RESULT, id, body);
+		wire_part_header(hdr, id, body);
+		if (wire_end(&h) != WIRE_OK ||
+		    wire_write_all(fd, h.data, h.len) != WIRE_OK ||
+		    wire_write_all(fd, hdr, sizeof hdr) != WIRE_OK ||
+		    wire_write_all(fd, b->data + WIRE_HEADER_SIZE,
+		    body / 2) != WIRE_OK)
+			_exit(96);
+	} else if (wire_write_all(fd, b->data, b->len / 2) != WIRE_OK)
+		_exit(96);
+	_exit(0);
+}
+
 /* Run one EXEC by its CODE. */
 static void
 fake_exec(int fd, wire_conn *wc, wire_buf *b, const wire_msg *m,
@@ -229,6 +262,9 @@ fake_exec(int fd, wire_conn *wc, wire_buf *b, const wire_msg *m,
 		fake_send(fd, b);
 	} else if (strcmp(text, "die") == 0) {
 		_exit(3);
+	} else if (strcmp(text, "halfdie") == 0 ||
+	    strcmp(text, "longdie") == 0) {
+		fake_die_mid_reply(fd, b, id, text[0] == 'l');
 	} else
 		fake_error(fd, b, id, WIRE_ERR_BAD_REQUEST, "unknown script");
 }
@@ -1212,6 +1248,28 @@ START_TEST(test_backend_dies_mid_request)
 }
 END_TEST
 
+/* A backend that dies in the middle of a reply's frame, or of a PART of
+ * a LONG reply, closed the connection (CLOSED, as a death between
+ * frames), not a protocol error: the reply may have run, and the
+ * failure is the same for the next request. */
+START_TEST(test_backend_dies_mid_reply)
+{
+	static const char *const codes[] = { "halfdie", "longdie" };
+	pyshelf_exec_req req;
+	pyshelf_result res;
+
+	memset(&req, 0, sizeof req);
+	req.code = codes[_i];
+	ck_assert_int_eq(pyshelf_exec(conn, &req, &res), PYSHELF_E_CLOSED);
+	ck_assert_msg(strstr(pyshelf_errmsg(conn), "closed") != NULL, "%s",
+	    pyshelf_errmsg(conn));
+	ck_assert_ptr_null(strstr(pyshelf_errmsg(conn), "malformed"));
+	ck_assert_int_ne(pyshelf_request_fate(conn), PYSHELF_FATE_NOT_RUN);
+	ck_assert_int_eq(pyshelf_ping(conn), PYSHELF_E_CLOSED);
+	ck_assert_ptr_nonnull(strstr(pyshelf_errmsg(conn), "closed"));
+}
+END_TEST
+
 /* A backend that dies after output of the request: it had started it. */
 START_TEST(test_backend_dies_while_the_request_runs)
 {
@@ -2021,6 +2079,7 @@ client_suite(void)
 	tcase_add_checked_fixture(limits, setup, teardown);
 	tcase_set_timeout(limits, TU_TIMEOUT);
 	tcase_add_test(limits, test_backend_dies_mid_request);
+	tcase_add_loop_test(limits, test_backend_dies_mid_reply, 0, 2);
 	tcase_add_test(limits, test_backend_dies_while_the_request_runs);
 	tcase_add_test(limits, test_malformed_frame);
 	tcase_add_test(limits, test_reply_with_wrong_id);

@@ -967,7 +967,7 @@ conn_rc_clean(const struct fault_spec *fs, int rc, int err)
 	if (fs->kinds & FK_ALLOC)
 		return rc == WIRE_E_NOMEM;
 	if ((fs->kinds & FK_READ) && fs->errs[0] == 0)
-		return rc == WIRE_E_EOF || rc == WIRE_E_MALFORMED;
+		return rc == WIRE_E_EOF || rc == WIRE_E_TRUNCATED;
 	return rc == WIRE_E_IO && errno_matches(fs, err);
 }
 

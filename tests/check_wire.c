@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -665,29 +666,135 @@ START_TEST(test_conn_split_timeout)
 }
 END_TEST
 
-/* EOF in the middle of a frame is MALFORMED, not a clean EOF. */
+/* A pipe (stdio's transport, and a server's PIPES) as sv[0] read end,
+ * sv[1] write end. */
+static void
+make_pipe(int sv[2])
+{
+	ck_assert_int_eq(pipe(sv), 0);
+}
+
+/* A peer that dies in the middle of a frame (EOF after part of a header
+ * or of a body) closed the connection: TRUNCATED, not MALFORMED, on a
+ * socket and on a pipe, and from a process SIGKILLed mid-write.  Bytes
+ * that do not form a frame stay MALFORMED. */
 START_TEST(test_conn_eof_mid_frame)
 {
+	static const uint8_t garbage[WIRE_HEADER_SIZE] = {
+		0, 0, 0, 4, 0, 1, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1 };
+	void (*pair[2])(int *) = { make_pair, make_pipe };
+	struct pollfd pfd;
 	wire_conn c;
-	int sv[2];
+	pid_t pid;
+	int sv[2], st, k;
 
-	make_pair(sv);
-	wire_conn_init(&c, sv[0], sv[0], WIRE_DEFAULT_MAX_FRAME);
 	ck_assert_int_eq(encode_spec(&tb, &specs[0]), WIRE_OK);
-	ck_assert_int_eq(wire_write_all(sv[1], tb.data, tb.len - 1), WIRE_OK);
-	close(sv[1]);
-	ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_E_MALFORMED);
-	wire_conn_free(&c);
-	close(sv[0]);
+	for (k = 0; k < 2; k++) {
+		/* the body cut short */
+		pair[k](sv);
+		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
+		ck_assert_int_eq(wire_write_all(sv[1], tb.data, tb.len - 1),
+		    WIRE_OK);
+		close(sv[1]);
+		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000),
+		    WIRE_E_TRUNCATED);
+		wire_conn_free(&c);
+		close(sv[0]);
 
-	/* and in the middle of a header too */
-	make_pair(sv);
-	wire_conn_init(&c, sv[0], sv[0], WIRE_DEFAULT_MAX_FRAME);
-	ck_assert_int_eq(wire_write_all(sv[1], tb.data, 3), WIRE_OK);
-	close(sv[1]);
-	ck_assert_int_eq(wire_conn_read(&c, &tm, -1), WIRE_E_MALFORMED);
-	wire_conn_free(&c);
-	close(sv[0]);
+		/* the header cut short */
+		pair[k](sv);
+		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
+		ck_assert_int_eq(wire_write_all(sv[1], tb.data, 3), WIRE_OK);
+		close(sv[1]);
+		ck_assert_int_eq(wire_conn_read(&c, &tm, -1),
+		    WIRE_E_TRUNCATED);
+		wire_conn_free(&c);
+		close(sv[0]);
+
+		/* a whole frame, then a clean end: EOF */
+		pair[k](sv);
+		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
+		ck_assert_int_eq(wire_write_all(sv[1], tb.data, tb.len),
+		    WIRE_OK);
+		close(sv[1]);
+		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_OK);
+		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000), WIRE_E_EOF);
+		wire_conn_free(&c);
+		close(sv[0]);
+
+		/* garbage (flags not 0), then the end: still MALFORMED */
+		pair[k](sv);
+		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
+		ck_assert_int_eq(wire_write_all(sv[1], garbage,
+		    sizeof garbage), WIRE_OK);
+		close(sv[1]);
+		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000),
+		    WIRE_E_MALFORMED);
+		wire_conn_free(&c);
+		close(sv[0]);
+
+		/* a writer SIGKILLed in the middle of a big frame */
+		pair[k](sv);
+		wire_buf_reset(&tb);
+		wire_begin(&tb, WIRE_MSG_SET, 9);
+		wire_put_str(&tb, WIRE_TAG_KEY, "big");
+		ck_assert_ptr_nonnull(wire_put_reserve(&tb, WIRE_TAG_VALUE,
+		    4u << 20));
+		ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			close(sv[0]);
+			/* stops in write(): the reader is not reading yet */
+			(void)wire_write_all(sv[1], tb.data, tb.len);
+			_exit(0);
+		}
+		close(sv[1]);
+		wire_conn_init(&c, sv[0], -1, WIRE_DEFAULT_MAX_FRAME);
+		/* some of the frame is in, and the rest (more than a pipe
+		 * or socket holds) cannot be: the writer is in its write() */
+		pfd.fd = sv[0];
+		pfd.events = POLLIN;
+		ck_assert_int_eq(poll(&pfd, 1, 30000), 1);
+		ck_assert_int_eq(kill(pid, SIGKILL), 0);
+		ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+		ck_assert(WIFSIGNALED(st));
+		ck_assert_int_eq(wire_conn_read(&c, &tm, 10000),
+		    WIRE_E_TRUNCATED);
+		wire_conn_free(&c);
+		close(sv[0]);
+		wire_buf_reset(&tb);
+		ck_assert_int_eq(encode_spec(&tb, &specs[0]), WIRE_OK);
+	}
+}
+END_TEST
+
+/* A LONG's PART read straight into place (wire_conn_read_part) when the
+ * peer dies in its data or in the next PART's header: TRUNCATED. */
+START_TEST(test_conn_part_eof_mid_frame)
+{
+	uint8_t dst[100];
+	wire_conn c;
+	size_t n;
+	int sv[2], cut;
+
+	for (cut = 0; cut < 2; cut++) {
+		make_pipe(sv);
+		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
+		wire_buf_reset(&tb);
+		wire_begin(&tb, WIRE_MSG_PART, 5);
+		ck_assert_ptr_nonnull(wire_put_reserve(&tb, WIRE_TAG_DATA,
+		    sizeof dst));
+		ck_assert_int_eq(wire_end(&tb), WIRE_OK);
+		/* cut 0: in the data; cut 1: in the header */
+		ck_assert_int_eq(wire_write_all(sv[1], tb.data, cut == 0 ?
+		    tb.len - 10 : WIRE_HEADER_SIZE + 2), WIRE_OK);
+		close(sv[1]);
+		ck_assert_int_eq(wire_conn_read_part(&c, 5, dst, sizeof dst,
+		    &n), WIRE_E_TRUNCATED);
+		wire_conn_free(&c);
+		close(sv[0]);
+	}
 }
 END_TEST
 
@@ -1450,6 +1557,7 @@ wire_suite(void)
 	tcase_add_test(tc, test_conn_frames);
 	tcase_add_test(tc, test_conn_split_timeout);
 	tcase_add_test(tc, test_conn_eof_mid_frame);
+	tcase_add_test(tc, test_conn_part_eof_mid_frame);
 	tcase_add_test(tc, test_conn_big_from_child);
 	tcase_add_test(tc, test_write_all_pipe);
 	tcase_add_test(tc, test_long_roundtrip);
