@@ -1273,6 +1273,8 @@ client_send(pyshelf_conn *c, int is_exec)
 		rc = client_send_long(c, is_exec);
 	else {
 		pthread_mutex_lock(&c->wlock);
+		if (!c->wfd_is_socket)
+			wire_pipe_grow(c->wfd, c->wbuf.len);
 		r = io_write(c->wfd, c->wfd_is_socket, c->wbuf.data,
 		    c->wbuf.len);
 		e = errno;
@@ -1320,6 +1322,9 @@ client_write_parts(pyshelf_conn *c, const uint8_t *p, size_t n)
 	while (n > 0) {
 		k = n < psz ? n : psz;
 		wire_part_header(hdr, c->cur_id, k);
+		if (!c->wfd_is_socket)
+			wire_pipe_grow(c->wfd, k);  /* the reader may have
+			                               shrunk it meanwhile */
 		if (io_write(c->wfd, c->wfd_is_socket, hdr, sizeof hdr) < 0 ||
 		    io_write(c->wfd, c->wfd_is_socket, p, k) < 0)
 			return -1;
@@ -1336,6 +1341,7 @@ client_send_long(pyshelf_conn *c, int is_exec)
 {
 	uint8_t head[WIRE_HEADER_SIZE + 2 * (WIRE_FIELD_HEADER_SIZE + 8)];
 	size_t body = c->wbuf.len - WIRE_HEADER_SIZE, i;
+	uint64_t total = body;
 	wire_buf h;
 	int r, e = 0;
 
@@ -1348,7 +1354,11 @@ client_send_long(pyshelf_conn *c, int is_exec)
 	}
 	memcpy(head, h.data, sizeof head);
 	wire_buf_free(&h);
+	for (i = 0; i < c->nsbufs; i++)
+		total += c->sbufs[i].len;
 	pthread_mutex_lock(&c->wlock);
+	if (!c->wfd_is_socket)
+		wire_pipe_grow(c->wfd, total);
 	r = io_write(c->wfd, c->wfd_is_socket, head, sizeof head);
 	if (r == 0)
 		r = client_write_parts(c, c->wbuf.data + WIRE_HEADER_SIZE, body);
@@ -1707,10 +1717,12 @@ client_read(pyshelf_conn *c, const pyshelf_exec_req *hooks, int64_t deadline)
 
 	wire_long_free(&c->rl);
 	client_rbufs_free(c);
-	if ((rc = client_read_frame(c, hooks, deadline)) != PYSHELF_OK ||
-	    c->msg.type != WIRE_MSG_LONG)
-		return rc;
-	return client_read_long(c, hooks, deadline);
+	if ((rc = client_read_frame(c, hooks, deadline)) == PYSHELF_OK &&
+	    c->msg.type == WIRE_MSG_LONG)
+		rc = client_read_long(c, hooks, deadline);
+	if (rc == PYSHELF_OK)  /* a whole message: a grown pipe goes back */
+		wire_pipe_settle(c->wc.rfd, &c->wc.pipe_got);
+	return rc;
 }
 
 /* A reset on read: the backend closed the connection with bytes that we

@@ -40,12 +40,7 @@
 
 #include "client-int.h"
 
-/* The size asked for the pipes to and from a backend (Linux's default
- * /proc/sys/fs/pipe-max-size). */
-#define SPAWN_PIPE_SIZE (1 << 20)
-
 static int spawn_pipe(int[2]);
-static void spawn_pipe_grow(int);
 static void spawn_child(char *const[], char *const[], int, int, int, int)
     __attribute__((noreturn));
 static char **spawn_env(char **);
@@ -73,21 +68,6 @@ spawn_pipe(int fds[2])
 		fds[i] = moved;
 	}
 	return 0;
-}
-
-/* Make a pipe's buffer SPAWN_PIPE_SIZE bytes, when the system allows;
- * errors are ignored (the pipe works, just in smaller steps). */
-static void
-spawn_pipe_grow(int fd)
-{
-#ifdef F_SETPIPE_SZ
-	int saved = errno;
-
-	(void)fcntl(fd, F_SETPIPE_SZ, SPAWN_PIPE_SIZE);
-	errno = saved;
-#else
-	(void)fd;
-#endif
 }
 
 /* Close both ends of a pipe, keeping errno. */
@@ -282,11 +262,10 @@ spawn_start(char *const argv[], pid_t *pid, int *rfd, int *wfd, char *why,
 		snprintf(why, whylen, "cannot create pipes: %s", strerror(errno));
 		goto fail;
 	}
-	/* the protocol's pipes hold 1 MiB (the default is 64 KiB): a value
-	 * streamed in PARTs of megabytes then crosses with a few context
-	 * switches per part, not one per 64 KiB.  Only advice. */
-	spawn_pipe_grow(in[1]);
-	spawn_pipe_grow(out[1]);
+	/* the pipes keep the kernel's default size: each side grows the
+	 * one it writes to for the length of a long transfer only
+	 * (proto/wire-pipe.c), so that idle backends do not hold the
+	 * user's pipe pages (pipe-user-pages-soft) */
 	/* Out of memory here costs the backend its huge pages, nothing else. */
 	env = spawn_env(&owned);
 	sigfillset(&all);

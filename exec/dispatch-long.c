@@ -234,6 +234,12 @@ dispatch_long_serve(worker *w, struct dispatch_long *s)
 {
 	int rc = 0;
 
+	/* the whole LONG is read: its connection's pipe, grown for it by
+	 * the client, goes back to its idle size (worker_long_done did
+	 * already when the reader filled the buffers; EBUSY, a next
+	 * transfer begun, is left to the reader's next boundary) */
+	if (s->conn != NULL)
+		(void)wire_pipe_shrink(s->conn->fd);
 	if (s->m.type != WIRE_MSG_EXEC ||
 	    wire_msg_find(&s->m, WIRE_TAG_CALL_ID) == NULL ||
 	    !worker_calls_exec(w, w->cur_conn, &s->m)) {
@@ -383,6 +389,7 @@ dispatch_long_parts(worker *w, int fd, uint64_t id, const uint8_t *p,
 	while (n > 0 && rc == WIRE_OK) {
 		k = n < psz ? n : psz;
 		wire_part_header(hdr, id, k);
+		wire_pipe_grow(fd, k);  /* the reader may have shrunk it */
 		if ((rc = wire_write_all(fd, hdr, sizeof hdr)) == WIRE_OK)
 			rc = wire_write_all(fd, p, k);
 		p += k;
@@ -399,7 +406,7 @@ dispatch_long_write(worker *w, worker_conn *c, const wire_buf *b,
     const Py_buffer *views, Py_ssize_t nb)
 {
 	size_t body = b->len - WIRE_HEADER_SIZE;
-	uint64_t id = wire_be64_get(b->data + 8);
+	uint64_t id = wire_be64_get(b->data + 8), total = body;
 	Py_ssize_t i;
 	wire_buf h;
 	int rc;
@@ -410,7 +417,11 @@ dispatch_long_write(worker *w, worker_conn *c, const wire_buf *b,
 		wire_buf_free(&h);
 		return -1;
 	}
+	for (i = 0; i < nb; i++)
+		total += (uint64_t)views[i].len;
 	pthread_mutex_lock(&c->out_lock);
+	if (!c->out_closed)
+		wire_pipe_grow(c->out_fd, total);
 	rc = c->out_closed ? WIRE_E_IO : wire_write_all(c->out_fd, h.data,
 	    h.len);
 	if (rc == WIRE_OK)

@@ -129,6 +129,8 @@ typedef struct worker_conn {
 	 * for requests, the reader while code runs; worker-reader.c) */
 	uint8_t *buf;
 	size_t len, cap, max;        /* buffered bytes, frame size limit */
+	size_t pipe_got;             /* bytes read since the pipe was last
+	                                settled (input owner's) */
 	size_t cur;                  /* bytes at buf's start of the frame
 	                                being acted on (0: none) */
 	worker_long lng;             /* a LONG as its reader sees it */

@@ -149,6 +149,8 @@ worker_send_to(worker *w, worker_conn *c, const wire_buf *b)
 		return -1;
 	pthread_mutex_lock(&c->out_lock);
 	/* after the frame that says the connection closes, nothing more */
+	if (!c->out_closed)
+		wire_pipe_grow(c->out_fd, b->len);
 	rc = c->out_closed ? WIRE_E_IO :
 	    wire_write_all(c->out_fd, b->data, b->len);
 	if (rc != WIRE_OK)
@@ -191,9 +193,6 @@ worker_conn_cut_fd(int fd, int nul)
 	if (fd > 2 && fd != nul && dup3(nul, fd, O_CLOEXEC) == fd)
 		(void)worker_fds_add(fd);  /* what it is now */
 }
-
-/* The pipes' buffers, when the system allows (as a stdio backend's). */
-#define WORKER_PIPE_SIZE (1 << 20)
 
 /* sendmsg() all of b on a socket, the descriptors with its first byte;
  * out_lock held.  WIRE_OK or WIRE_E_IO. */
@@ -245,8 +244,8 @@ worker_conn_pipes(worker *w, worker_conn *c, uint64_t id)
 		wire_buf_free(&b);
 		return rc;
 	}
-	(void)fcntl(req[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE);
-	(void)fcntl(rep[0], F_SETPIPE_SZ, WORKER_PIPE_SIZE);
+	/* the kernel's default size: a long transfer grows the pipe it
+	 * goes through for its length (proto/wire-pipe.c) */
 	/* read after poll() only, as a socket is: never blocks the reader */
 	(void)fcntl(req[0], F_SETFL, O_NONBLOCK);
 	give[0] = rep[0];

@@ -117,6 +117,7 @@ worker_long_done(worker *w, worker_conn *c)
 	uint64_t id = c->lng.id;
 
 	memset(&c->lng, 0, sizeof c->lng);
+	wire_pipe_settle(c->fd, &c->pipe_got);  /* the pushed value is in */
 	wire_part_header(hdr, id, 0);
 	return worker_reader_queue(w, c, hdr, sizeof hdr, WORKER_FRAME_WIRE);
 }
@@ -180,6 +181,7 @@ worker_long_read(worker *w, worker_conn *c)
 	if (got <= 0)
 		return got == 0 ? WIRE_E_EOF : WIRE_E_IO;
 	worker_long_took(l, (size_t)got);
+	c->pipe_got += (size_t)got;
 	if (l->left == 0 && worker_long_done(w, c) < 0)
 		return WIRE_E_NOMEM;
 	return WIRE_OK;

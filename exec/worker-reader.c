@@ -537,6 +537,10 @@ worker_reader_parse(worker *w, worker_conn *c)
 		c->cur = flen;
 		rc = worker_reader_frame(w, c, c->buf, flen, &m);
 		c->cur = 0;
+		/* a message ends here, unless the frame is part of a LONG
+		 * (whose end is worker_long_done's or the main thread's) */
+		if (m.type != WIRE_MSG_LONG && m.type != WIRE_MSG_PART)
+			wire_pipe_settle(c->fd, &c->pipe_got);
 		memmove(c->buf, c->buf + flen, c->len - flen);
 		c->len -= flen;
 		if (rc == 2) {
@@ -575,6 +579,7 @@ worker_reader_input(worker *w, worker_conn *c)
 	if (got <= 0)
 		return got == 0 ? WIRE_E_EOF : WIRE_E_IO;
 	c->len += (size_t)got;
+	c->pipe_got += (size_t)got;
 	return worker_reader_parse(w, c);
 }
 

@@ -80,7 +80,7 @@ worker_session_pid_dying(long pid)
 	if (pid <= 0)
 		return 0;
 	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-	if ((f = fopen(path, "r")) == NULL)
+	if ((f = fopen(path, "re")) == NULL)
 		return 0;
 	got = fread(buf, 1, sizeof buf - 1, f);
 	fclose(f);
@@ -91,7 +91,7 @@ worker_session_pid_dying(long pid)
 	    (state == 'Z' || state == 'X' || (flags & 0x4) != 0))
 		return 1; /* 0x4: PF_EXITING */
 	snprintf(path, sizeof path, "/proc/%ld/status", pid);
-	if ((f = fopen(path, "r")) == NULL)
+	if ((f = fopen(path, "re")) == NULL)
 		return 0;
 	while (fgets(buf, sizeof buf, f) != NULL) {
 		if ((sscanf(buf, "SigPnd: %llx", &pend) == 1 ||

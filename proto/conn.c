@@ -61,6 +61,7 @@ wire_conn_init(wire_conn *c, int rfd, int wfd, size_t max_body)
 	c->take_fds = 0;
 	c->fds[0] = c->fds[1] = -1;
 	c->nfds = 0;
+	c->pipe_got = 0;
 }
 
 /* Free the read buffer; the fds are left open. */
@@ -171,6 +172,7 @@ wire_conn_fill(wire_conn *c, int64_t deadline, int ready)
 		    read(c->rfd, c->rbuf + c->rlen, c->rcap - c->rlen);
 		if (got > 0) {
 			c->rlen += (size_t)got;
+			c->pipe_got += (size_t)got;
 			return WIRE_OK;
 		}
 		if (got == 0)
@@ -318,6 +320,7 @@ wire_conn_read_part(wire_conn *c, uint64_t id, uint8_t *dst, size_t room,
 		got = read(c->rfd, dst + k, len - k);
 		if (got > 0) {
 			k += (size_t)got;
+			c->pipe_got += (size_t)got;
 			continue;
 		}
 		if (got == 0)

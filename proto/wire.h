@@ -467,6 +467,31 @@ void wire_long_free(wire_long *l);
  * of thousands.  Only advice: failures are ignored. */
 void wire_mem_advise(void *p, size_t n);
 
+/* wire-pipe.c: a pipe's buffer, small while idle, grown for a long
+ * transfer (the header comment of wire-pipe.c says why). */
+
+/* A transfer of at least this many bytes grows the pipe it goes through. */
+#define WIRE_PIPE_LONG (256u * 1024)
+/* The size it grows to (Linux's default /proc/sys/fs/pipe-max-size). */
+#define WIRE_PIPE_BIG (1 << 20)
+/* The size between long transfers: the kernel's default for a new pipe. */
+#define WIRE_PIPE_IDLE (64 * 1024)
+/* Writer: about to write n bytes (a frame, or a LONG's PARTs) to fd.
+ * When n >= WIRE_PIPE_LONG and fd is a pipe smaller than WIRE_PIPE_BIG,
+ * ask for WIRE_PIPE_BIG; a refusal (the user's pipe pages are used up) is
+ * ignored.  Does nothing for a socket.  Keeps errno. */
+void wire_pipe_grow(int fd, uint64_t n);
+/* Reader: a whole long transfer has been read from fd; set the pipe back
+ * to WIRE_PIPE_IDLE when it is larger.  0 (done, nothing to do, or not a
+ * pipe), or -1 when the pipe holds more than WIRE_PIPE_IDLE (EBUSY: the
+ * next transfer has begun): try again at the next message boundary.
+ * Keeps errno. */
+int wire_pipe_shrink(int fd);
+/* Reader: at a message boundary, with *got the bytes read from fd since
+ * the pipe was last settled: at WIRE_PIPE_LONG or more, wire_pipe_shrink,
+ * and *got back to 0 unless it said to try again.  Keeps errno. */
+void wire_pipe_settle(int fd, size_t *got);
+
 /* conn.c: blocking frame I/O on a file descriptor. */
 
 /* A connection: a file descriptor pair with a read buffer. */
@@ -486,6 +511,9 @@ typedef struct wire_conn {
 	int fds[2];           /* those descriptors (close-on-exec), -1 none;
 	                         the caller takes them (and closes them) */
 	int nfds;             /* how many; more than two are closed */
+	size_t pipe_got;      /* bytes read since the pipe was last settled
+	                         (wire_pipe_settle: the caller's, at the end
+	                         of each message) */
 } wire_conn;
 
 /* Set up a connection over fds (not taken over: close them yourself). */

@@ -685,7 +685,8 @@ blob_sweep(store_txn *t, size_t *removed)
 	}
 	if (names.n > 1)
 		qsort(names.v, names.n, sizeof names.v[0], blob_name_cmp);
-	if ((dfd = dup(t->s->blobfd)) < 0 || (d = fdopendir(dfd)) == NULL) {
+	if ((dfd = fcntl(t->s->blobfd, F_DUPFD_CLOEXEC, 0)) < 0 ||
+	    (d = fdopendir(dfd)) == NULL) {
 		if (dfd >= 0)
 			close(dfd);
 		free(names.v);

@@ -113,6 +113,7 @@ compact_copy(const char *path, const char *tmp, const struct stat *st,
 	rc = mdb_env_open(env, path, MDB_RDONLY | MDB_NOLOCK, 0600);
 	if (rc != 0)
 		goto lmdb;
+	env_cloexec(env);
 	if (unlink(tmp) != 0 && errno != ENOENT) {
 		compact_cause(cause, "unlink %s: %s", tmp, strerror(errno));
 		rc = compact_errno(errno);

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -110,6 +111,18 @@ store_strerror(int rc)
 }
 
 /* Put a malloc'd sentence in *cause (when asked) and return -1. */
+/* Mark env's data file close-on-exec; see store-int.h. */
+void
+env_cloexec(MDB_env *env)
+{
+	mdb_filehandle_t fd;
+	int flags;
+
+	if (mdb_env_get_fd(env, &fd) == 0 && fd >= 0 &&
+	    (flags = fcntl(fd, F_GETFD)) >= 0 && !(flags & FD_CLOEXEC))
+		(void)fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
 static int
 env_setcause(char **cause, const char *fmt, ...)
 {
@@ -275,6 +288,7 @@ store_open(store **out, const char *path, const store_options *opt,
 	}
 	if ((rc = mdb_env_open(s->env, path, flags, 0600)) != 0)
 		goto lmdb_err;
+	env_cloexec(s->env);
 	/* Free the reader slots of processes killed inside a read
 	 * transaction: LMDB keeps them while any process has the environment
 	 * open, and they pin every page freed since, so the file would only

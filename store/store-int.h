@@ -120,6 +120,13 @@ struct session_delta {
 
 /* env.c */
 int store_map_err(int mdb_rc);
+/* Mark env's data file close-on-exec (env open).  LMDB opens data.mdb
+ * without O_CLOEXEC (its lock and meta descriptors have it), so every
+ * program a process of ours starts (shipped code's os.system(),
+ * subprocess with close_fds=False) would hold the store's file.  A
+ * failure of fcntl() on a descriptor LMDB holds open cannot happen; it is
+ * ignored. */
+void env_cloexec(MDB_env *env);
 
 /* txn.c */
 /* Say which durable step of t failed (printf-style: the step, the path,

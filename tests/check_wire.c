@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -890,6 +891,62 @@ START_TEST(test_write_all_pipe)
 }
 END_TEST
 
+/* A pipe grown for a long transfer and set back after (wire-pipe.c):
+ * short writes leave it alone, a shrink refused while it holds more than
+ * the idle size (EBUSY) is kept for the next boundary, a socket is left
+ * alone, errno is kept throughout. */
+START_TEST(test_pipe_size)
+{
+	static uint8_t fill[200 * 1024];
+	size_t got;
+	int pfd[2], sv[2];
+	ssize_t r;
+
+	ck_assert_int_eq(pipe(pfd), 0);
+	ck_assert_int_eq(fcntl(pfd[0], F_GETPIPE_SZ), WIRE_PIPE_IDLE);
+	errno = 1234;
+	wire_pipe_grow(pfd[1], WIRE_PIPE_LONG - 1);       /* short: no */
+	ck_assert_int_eq(fcntl(pfd[0], F_GETPIPE_SZ), WIRE_PIPE_IDLE);
+	wire_pipe_grow(pfd[1], WIRE_PIPE_LONG);
+	ck_assert_int_eq(fcntl(pfd[0], F_GETPIPE_SZ), WIRE_PIPE_BIG);
+	ck_assert_int_eq(errno, 1234);
+	/* more than the idle size in it: not yet */
+	ck_assert_int_eq(write(pfd[1], fill, sizeof fill), (ssize_t)sizeof fill);
+	ck_assert_int_eq(wire_pipe_shrink(pfd[0]), -1);
+	ck_assert_int_eq(errno, 1234);
+	got = WIRE_PIPE_LONG;
+	wire_pipe_settle(pfd[0], &got);
+	ck_assert_uint_eq(got, WIRE_PIPE_LONG);            /* kept: retry */
+	ck_assert_int_eq(fcntl(pfd[0], F_GETPIPE_SZ), WIRE_PIPE_BIG);
+	/* drained: the next boundary sets it back */
+	for (size_t n = 0; n < sizeof fill; n += (size_t)r)
+		ck_assert_int_gt(r = read(pfd[0], fill, sizeof fill - n), 0);
+	got = WIRE_PIPE_LONG - 1;                          /* too few bytes */
+	wire_pipe_settle(pfd[0], &got);
+	ck_assert_uint_eq(got, WIRE_PIPE_LONG - 1);
+	ck_assert_int_eq(fcntl(pfd[0], F_GETPIPE_SZ), WIRE_PIPE_BIG);
+	got = WIRE_PIPE_LONG;
+	wire_pipe_settle(pfd[0], &got);
+	ck_assert_uint_eq(got, 0);
+	ck_assert_int_eq(fcntl(pfd[0], F_GETPIPE_SZ), WIRE_PIPE_IDLE);
+	ck_assert_int_eq(wire_pipe_shrink(pfd[0]), 0);     /* small: nothing */
+	ck_assert_int_eq(errno, 1234);
+	close(pfd[0]);
+	close(pfd[1]);
+	/* a socket (and a closed descriptor) is no pipe: left alone */
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	wire_pipe_grow(sv[0], WIRE_PIPE_BIG);
+	ck_assert_int_eq(wire_pipe_shrink(sv[0]), 0);
+	got = WIRE_PIPE_BIG;
+	wire_pipe_settle(sv[1], &got);
+	ck_assert_uint_eq(got, 0);
+	ck_assert_int_eq(wire_pipe_shrink(pfd[0]), 0);
+	ck_assert_int_eq(errno, 1234);
+	close(sv[0]);
+	close(sv[1]);
+}
+END_TEST
+
 /* Build a raw frame header into p. */
 static void
 raw_header(uint8_t *p, uint32_t body, uint16_t type, uint16_t flags,
@@ -1560,6 +1617,7 @@ wire_suite(void)
 	tcase_add_test(tc, test_conn_part_eof_mid_frame);
 	tcase_add_test(tc, test_conn_big_from_child);
 	tcase_add_test(tc, test_write_all_pipe);
+	tcase_add_test(tc, test_pipe_size);
 	tcase_add_test(tc, test_long_roundtrip);
 	suite_add_tcase(s, tc);
 
