@@ -114,17 +114,39 @@ print(json.dumps(out))
 """
 
 
+def _let_others_through(paths):
+    """Give others search permission (o+x) on every directory above
+    paths that lacks it (a checkout under a 0700 mktemp directory: USER
+    must reach the client package and pyshelfd); returns [(dir, mode)]
+    to restore."""
+    changed = []
+    for p in paths:
+        d = os.path.dirname(os.path.realpath(p))
+        while True:
+            mode = os.stat(d).st_mode
+            if not mode & 0o001 and d not in [c[0] for c in changed]:
+                changed.append((d, mode & 0o7777))
+                os.chmod(d, (mode & 0o7777) | 0o001)
+            if d == "/":
+                break
+            d = os.path.dirname(d)
+    return changed
+
+
 @pytest.fixture
-def nonroot(tmp_path):
+def nonroot(tmp_path, backend):
     """(uid, gid, a directory USER owns) for a child run as USER."""
     uid = _uid()
     gid = pwd.getpwuid(uid).pw_gid
     d = tempfile.mkdtemp(prefix="pst-pipes-", dir="/tmp")
     os.chown(d, uid, gid)
     os.chmod(d, 0o700)
+    changed = _let_others_through([pyshelf.__file__, backend])
     try:
         yield uid, gid, d
     finally:
+        for path, mode in reversed(changed):
+            os.chmod(path, mode)
         shutil.rmtree(d, ignore_errors=True)
 
 
