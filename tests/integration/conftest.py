@@ -140,6 +140,13 @@ def _spawn_through_server(db=None, session="default", backend=None, *,
 
 
 def pytest_configure(config):
+    # Ctrl-C as a user gives it: a shell without job control starts its
+    # background commands (`cmd &`) with SIGINT ignored, every process
+    # they start inherits that across exec, and the client processes of
+    # the tests that send SIGINT would ignore it and wait for good.  A
+    # handler here is reset to the default in every child at exec.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     config.addinivalue_line(
         "markers", "stdio_only(reason, mode=None): tests what only a "
         "private stdio backend does; skipped when PYSHELF_TEST_MODE=server "
