@@ -297,6 +297,7 @@ typedef struct worker {
 	int ended_here;              /* END_SESSION or the lease ended the
 	                                session (worker-end.c): leave the
 	                                loop, no checkpoint (w->lock) */
+	store_tomb end_tomb;         /* its tombstone, once ended_here */
 	int threads;                 /* threads of shipped code alive: code
 	                                running (worker-threads.c) (w->lock) */
 	int threads_told;            /* what worker_threads_stay logged

@@ -75,6 +75,7 @@ worker_end(worker *w, int why, worker_conn *skip, store_tomb *tb)
 	pthread_mutex_lock(&w->lock);   /* attaches are refused from now */
 	w->closed = 1;
 	w->ended_here = 1;
+	w->end_tomb = ea.tomb;
 	if (w->running_id != 0 && !w->sigs_inflight) {
 		w->sigs_inflight = 1;
 		w->stop_kind = WORKER_STOP_INTERRUPT;
@@ -110,7 +111,7 @@ worker_end_request(worker *w, worker_conn *c, const wire_msg *m)
 	const char *why = NULL;
 	store_tomb tb;
 	wire_buf b;
-	int rc;
+	int rc, ended;
 
 	wire_buf_init(&b);
 	if (wire_msg_check(m, &why) != WIRE_OK || sf == NULL ||
@@ -125,7 +126,17 @@ worker_end_request(worker *w, worker_conn *c, const wire_msg *m)
 	memset(&tb, 0, sizeof tb);
 	rc = worker_end(w, STORE_END_ENDED, c, &tb);
 	if (rc == STORE_E_DEAD) {
-		/* CLOSE or another END_SESSION came first */
+		/* CLOSE or another END_SESSION came first: an END_SESSION or
+		 * lease end here says when and why, as the tombstone would
+		 * once this worker is gone (pyshelf.end's SessionEnded) */
+		pthread_mutex_lock(&w->lock);
+		ended = w->ended_here;
+		tb = w->end_tomb;
+		pthread_mutex_unlock(&w->lock);
+		if (ended) {
+			worker_end_error(&b, m->id, &tb);
+			goto send;
+		}
 		wire_begin(&b, WIRE_MSG_ERROR, m->id);
 		wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_SESSION_DEAD);
 		wire_put_str(&b, WIRE_TAG_MESSAGE, "the session has ended "
