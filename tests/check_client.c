@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1433,6 +1434,27 @@ START_TEST(test_write_to_dead_pipe_is_not_sigpipe)
 }
 END_TEST
 
+/* A backend stand-in: a shell script from fmt, written to a new file
+ * named by template path (mkstemp's XXXXXX), mode 0700. */
+static void __attribute__((format(printf, 2, 3)))
+make_script(char *path, const char *fmt, ...)
+{
+	va_list ap;
+	FILE *f;
+	int fd;
+
+	ck_assert_int_ge(fd = mkstemp(path), 0);
+	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
+	va_start(ap, fmt);
+	vfprintf(f, fmt, ap);
+	va_end(ap);
+	fclose(f);
+	chmod(path, 0700);
+}
+
+/* A backend that ignores SIGTERM, SIGHUP and SIGINT: only SIGKILL ends it. */
+#define STUBBORN_SCRIPT "#!/bin/sh\ntrap '' TERM HUP INT\nexec sleep 30\n"
+
 /* A backend that refuses to start says why in an ERROR with id 0 and
  * exits: pyshelf_hello() returns it as PYSHELF_E_REMOTE, its code, message
  * and PID, whether its HELLO got through or not; the backend is reaped. */
@@ -1440,14 +1462,11 @@ START_TEST(test_hello_gets_the_refusal)
 {
 	char path[] = "/tmp/check_client_refuseXXXXXX";
 	pyshelf_conn *c;
-	FILE *f;
 	long pid;
-	int fd, st = 0, slow;
+	int st = 0, slow;
 
-	ck_assert_int_ge(fd = mkstemp(path), 0);
-	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
 	/* slow: read the HELLO first; else exit at once (EPIPE on HELLO) */
-	fprintf(f, "#!/bin/sh\n[ \"$SLOW\" ] && head -c 16 >/dev/null\n"
+	make_script(path, "#!/bin/sh\n[ \"$SLOW\" ] && head -c 16 >/dev/null\n"
 	    "printf '"
 	    "\\000\\000\\000\\111\\177\\000\\000\\000\\000\\000\\000\\000"
 	    "\\000\\000\\000\\000\\024\\000\\000\\000\\010\\000\\000\\000"
@@ -1458,8 +1477,6 @@ START_TEST(test_hello_gets_the_refusal)
 	    "\\064\\062\\064\\062\\027\\000\\000\\000\\010\\000\\000\\000"
 	    "\\000\\000\\000\\020\\222"
 	    "'\nexit 1\n");
-	fclose(f);
-	chmod(path, 0700);
 	for (slow = 0; slow < 2; slow++) {
 		if (slow)
 			setenv("SLOW", "1", 1);
@@ -1513,14 +1530,9 @@ START_TEST(test_close_kills_a_stubborn_backend)
 {
 	char path[] = "/tmp/check_client_stubXXXXXX";
 	pyshelf_conn *c;
-	FILE *f;
-	int fd, st = 0;
+	int st = 0;
 
-	ck_assert_int_ge(fd = mkstemp(path), 0);
-	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
-	fputs("#!/bin/sh\ntrap '' TERM HUP INT\nexec sleep 30\n", f);
-	fclose(f);
-	chmod(path, 0700);
+	make_script(path, STUBBORN_SCRIPT);
 	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
 	ck_assert_int_eq(pyshelf_set_close_timeout(c, 200), PYSHELF_OK);
 	ck_assert_int_eq(pyshelf_spawn(c, path, "/tmp/db", "s",
@@ -1562,15 +1574,10 @@ START_TEST(test_forked_child_leaves_the_backend)
 {
 	char path[] = "/tmp/check_client_forkXXXXXX";
 	pyshelf_conn *c;
-	FILE *f;
 	pid_t pid;
-	int fd, st = 0;
+	int st = 0;
 
-	ck_assert_int_ge(fd = mkstemp(path), 0);
-	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
-	fputs("#!/bin/sh\ntrap '' TERM HUP INT\nexec sleep 30\n", f);
-	fclose(f);
-	chmod(path, 0700);
+	make_script(path, STUBBORN_SCRIPT);
 	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
 	ck_assert_int_eq(pyshelf_set_close_timeout(c, 200), PYSHELF_OK);
 	ck_assert_int_eq(pyshelf_spawn(c, path, "/tmp/db", "s",
@@ -1603,20 +1610,15 @@ START_TEST(test_spawned_child_hygiene)
 	char buf[512] = "";
 	const char *extra[] = { "--extra", "arg", NULL };
 	pyshelf_conn *c;
-	FILE *f;
-	int fd, leak, st, ofd;
+	int leak, st, ofd;
 	ssize_t got;
 
 	/* A descriptor the caller forgot to mark close-on-exec. */
 	ck_assert_int_ge(leak = open("/dev/null", O_RDONLY), 0);
 	ck_assert_int_ge(ofd = mkstemp(out), 0);
-	ck_assert_int_ge(fd = mkstemp(path), 0);
-	ck_assert_ptr_nonnull(f = fdopen(fd, "w"));
-	fprintf(f, "#!/bin/sh\n{ echo \"$*\"; "
+	make_script(path, "#!/bin/sh\n{ echo \"$*\"; "
 	    "if [ -e /proc/self/fd/%d ]; then echo leak; else echo noleak; fi; "
 	    "echo pgid=$(cut -d' ' -f5 /proc/$$/stat); } > %s\n", leak, out);
-	fclose(f);
-	chmod(path, 0700);
 	ck_assert_int_eq(pyshelf_create(&c), PYSHELF_OK);
 	ck_assert_int_eq(pyshelf_spawn(c, path, NULL, "sess", 0, extra),
 	    PYSHELF_OK);
