@@ -675,6 +675,28 @@ make_pipe(int sv[2])
 	ck_assert_int_eq(pipe(sv), 0);
 }
 
+/*
+ * What wire_conn_read() says (within timeout_ms) of n bytes of data from
+ * a peer that then closed its end, on a fresh connection from mk.
+ */
+static int
+read_after_close(void (*mk)(int *), const void *data, size_t n,
+    int timeout_ms)
+{
+	wire_conn c;
+	wire_msg m;
+	int sv[2], rc;
+
+	mk(sv);
+	wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
+	ck_assert_int_eq(wire_write_all(sv[1], data, n), WIRE_OK);
+	close(sv[1]);
+	rc = wire_conn_read(&c, &m, timeout_ms);
+	wire_conn_free(&c);
+	close(sv[0]);
+	return rc;
+}
+
 /* A peer that dies in the middle of a frame (EOF after part of a header
  * or of a body) closed the connection: TRUNCATED, not MALFORMED, on a
  * socket and on a pipe, and from a process SIGKILLed mid-write.  Bytes
@@ -692,25 +714,11 @@ START_TEST(test_conn_eof_mid_frame)
 	ck_assert_int_eq(encode_spec(&tb, &specs[0]), WIRE_OK);
 	for (k = 0; k < 2; k++) {
 		/* the body cut short */
-		pair[k](sv);
-		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
-		ck_assert_int_eq(wire_write_all(sv[1], tb.data, tb.len - 1),
-		    WIRE_OK);
-		close(sv[1]);
-		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000),
-		    WIRE_E_TRUNCATED);
-		wire_conn_free(&c);
-		close(sv[0]);
-
+		ck_assert_int_eq(read_after_close(pair[k], tb.data,
+		    tb.len - 1, 1000), WIRE_E_TRUNCATED);
 		/* the header cut short */
-		pair[k](sv);
-		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
-		ck_assert_int_eq(wire_write_all(sv[1], tb.data, 3), WIRE_OK);
-		close(sv[1]);
-		ck_assert_int_eq(wire_conn_read(&c, &tm, -1),
+		ck_assert_int_eq(read_after_close(pair[k], tb.data, 3, -1),
 		    WIRE_E_TRUNCATED);
-		wire_conn_free(&c);
-		close(sv[0]);
 
 		/* a whole frame, then a clean end: EOF */
 		pair[k](sv);
@@ -724,15 +732,8 @@ START_TEST(test_conn_eof_mid_frame)
 		close(sv[0]);
 
 		/* garbage (flags not 0), then the end: still MALFORMED */
-		pair[k](sv);
-		wire_conn_init(&c, sv[0], sv[1], WIRE_DEFAULT_MAX_FRAME);
-		ck_assert_int_eq(wire_write_all(sv[1], garbage,
-		    sizeof garbage), WIRE_OK);
-		close(sv[1]);
-		ck_assert_int_eq(wire_conn_read(&c, &tm, 1000),
-		    WIRE_E_MALFORMED);
-		wire_conn_free(&c);
-		close(sv[0]);
+		ck_assert_int_eq(read_after_close(pair[k], garbage,
+		    sizeof garbage, 1000), WIRE_E_MALFORMED);
 
 		/* a writer SIGKILLed in the middle of a big frame */
 		pair[k](sv);
