@@ -111,6 +111,15 @@ worker_restart_note(worker *w)
 	pthread_mutex_unlock(&w->lock);
 }
 
+/* Whether m is an EXEC that the call journal answers (it carries a call
+ * id): worker_calls_lost told it already. */
+static int
+worker_restart_journaled(const worker *w, const wire_msg *m)
+{
+	return m->type == WIRE_MSG_EXEC && w->journal != NULL &&
+	    wire_msg_find(m, WIRE_TAG_CALL_ID) != NULL;
+}
+
 /* Whether a queued frame goes over to the new image, to be served there
  * as if it came after the restart: a plain request (not a LONG's frame,
  * a DETACH, an ATTACH, or an EXEC with a call id, which the journal
@@ -126,8 +135,7 @@ worker_restart_keeps_locked(worker *w, const worker_frame *f,
 	    !f->conn->gone && f->conn->lng.state == WORKER_LONG_NONE &&
 	    m->type != WIRE_MSG_ATTACH && m->type != WIRE_MSG_LONG &&
 	    m->type != WIRE_MSG_PART && m->type != WIRE_MSG_INTERRUPT &&
-	    !(m->type == WIRE_MSG_EXEC && w->journal != NULL &&
-	    wire_msg_find(m, WIRE_TAG_CALL_ID) != NULL);
+	    !worker_restart_journaled(w, m);
 }
 
 /* The queue at a restart (the new image does not see it): the requests
@@ -166,8 +174,7 @@ worker_restart_drop_queue(worker *w, const char *msg, int stopping)
 		}
 		if (m.type != WIRE_MSG_RELEASE &&
 		    m.type != WIRE_MSG_INTERRUPT &&
-		    !(m.type == WIRE_MSG_EXEC && w->journal != NULL &&
-		    wire_msg_find(&m, WIRE_TAG_CALL_ID) != NULL)) {
+		    !worker_restart_journaled(w, &m)) {
 			wire_buf_init(&b);
 			wire_begin(&b, WIRE_MSG_ERROR, m.id);
 			wire_put_u64(&b, WIRE_TAG_ERRCODE,
