@@ -1048,6 +1048,13 @@ dispatch_detach(worker *w, const wire_msg *m)
 		rc = dispatch_pyerror(w, m->id);
 	else {
 		(void)store_sync(w->st);
+		/* out of the count before the OK: the client may attach
+		 * again (flag 'r' or 'n') the moment it has it, and the
+		 * attach, served on another thread, must find it gone */
+		pthread_mutex_lock(&w->lock);
+		worker_conn_unlist_locked(w, w->cur_conn);
+		pthread_mutex_unlock(&w->lock);
+		worker_control_state(w);
 		rc = dispatch_ok(w, m->id);
 	}
 	pthread_mutex_lock(&w->lock);

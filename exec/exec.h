@@ -120,6 +120,8 @@ typedef struct worker_conn {
 	unsigned serial;             /* numbers connections in logs */
 	int refs;                    /* w->lock */
 	int gone;                    /* dropped from the table (w->lock) */
+	int unlisted;                /* out of the table and its count, its
+	                                last reply still to go (w->lock) */
 	int attached;                /* HELLO / ATTACH answered, or adopted:
 	                                whoever reads it answers PING itself
 	                                (w->lock) */
@@ -395,6 +397,10 @@ void worker_conn_unref_locked(worker *w, worker_conn *c);
 /* Drop a connection from the table (EOF, DETACH, broken): nothing more is
  * read or written on it; the peer sees EOF.  w->lock held. */
 void worker_conn_drop_locked(worker *w, worker_conn *c);
+/* Take c out of the table and nconns, leaving it open for one last
+ * reply (DETACH's OK: a client that attaches again the moment it has it
+ * must find this one gone); worker_conn_drop_locked then closes it. */
+void worker_conn_unlist_locked(worker *w, worker_conn *c);
 /* Is the connection still in the table (any thread)? */
 int worker_conn_live(worker *w, worker_conn *c);
 /* Write b to every attached connection but skip (CLOSE's notice). */

@@ -89,11 +89,11 @@ worker_conn_unref(worker *w, worker_conn *c)
 }
 
 void
-worker_conn_drop_locked(worker *w, worker_conn *c)
+worker_conn_unlist_locked(worker *w, worker_conn *c)
 {
 	worker_conn **pp;
 
-	if (c->gone)
+	if (c->unlisted)
 		return;
 	for (pp = &w->conns; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == c) {
@@ -101,10 +101,19 @@ worker_conn_drop_locked(worker *w, worker_conn *c)
 			break;
 		}
 	c->next = NULL;
-	c->gone = 1;
+	c->unlisted = 1;
 	w->nconns--;
 	if (w->nconns == 0 && w->running_id == 0)
 		w->idle_since_ms = worker_mono_ms();
+}
+
+void
+worker_conn_drop_locked(worker *w, worker_conn *c)
+{
+	if (c->gone)
+		return;
+	worker_conn_unlist_locked(w, c);
+	c->gone = 1;
 	pthread_mutex_lock(&c->out_lock);
 	c->out_closed = 1;
 	if (c->own_fds && c->fd != c->out_fd) {

@@ -104,6 +104,17 @@ worker_in_child(void)
  * a child; LMDB must not be used after a fork at all.)  Only
  * async-signal-safe calls here. */
 static void
+worker_atfork_cut_conn(const worker_conn *c, int nul)
+{
+	if (c->fd > 2 && c->fd != nul)
+		(void)dup3(nul, c->fd, O_CLOEXEC);
+	if (c->out_fd > 2 && c->out_fd != nul)
+		(void)dup3(nul, c->out_fd, O_CLOEXEC);
+	if (c->sock_fd > 2 && c->sock_fd != nul)
+		(void)dup3(nul, c->sock_fd, O_CLOEXEC);
+}
+
+static void
 worker_atfork_child(void)
 {
 	worker *w = the_worker;
@@ -133,14 +144,11 @@ worker_atfork_child(void)
 			(void)dup3(nul, fds[i], O_CLOEXEC);
 	/* server mode: the client sockets and the control channel (no lock
 	 * here: only the forking thread exists in the child) */
-	for (c = w->conns, i = 0; c != NULL && i < 4096; c = c->next, i++) {
-		if (c->fd > 2 && c->fd != nul)
-			(void)dup3(nul, c->fd, O_CLOEXEC);
-		if (c->out_fd > 2 && c->out_fd != nul)
-			(void)dup3(nul, c->out_fd, O_CLOEXEC);
-		if (c->sock_fd > 2 && c->sock_fd != nul)
-			(void)dup3(nul, c->sock_fd, O_CLOEXEC);
-	}
+	for (c = w->conns, i = 0; c != NULL && i < 4096; c = c->next, i++)
+		worker_atfork_cut_conn(c, nul);
+	/* and DETACH's, out of the table while its OK goes */
+	if (w->cur_conn != NULL && w->cur_conn->unlisted)
+		worker_atfork_cut_conn(w->cur_conn, nul);
 	if (w->ctl_fd > 2 && w->ctl_fd != nul)
 		(void)dup3(nul, w->ctl_fd, O_CLOEXEC);
 	if (w->ctl_listen_fd > 2 && w->ctl_listen_fd != nul)

@@ -171,6 +171,22 @@ def test_flag_r_beside_a_client_names_why(srv):
         ws.close()
 
 
+def test_flag_r_right_after_close_finds_no_other_client(srv):
+    """close() returns once DETACH's OK is in; the worker drops the
+    connection from its count before sending that OK, so an open the
+    moment close() returns never sees its own departed client as "other
+    clients attached" (CI saw a refusal this way once, on a busy
+    machine)."""
+    ws = _open(srv, "s")
+    ws.remote_exec("import socket\nsk = socket.socket()")
+    ws.close()
+    for i in range(60):
+        with pytest.raises(pyshelf.SessionBusy) as ei:
+            _real_open("s", db=srv.db, flag="r")
+        assert "only in its memory" in str(ei.value), (i, str(ei.value))
+        _open(srv, "s", flag="w").close()
+
+
 def test_flag_r_keeps_a_worker_holding_volatile_entries(srv):
     """An idle worker whose session holds an entry that lives only in its
     memory (a socket) does not go for 'r': it would be lost."""
