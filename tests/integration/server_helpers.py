@@ -17,6 +17,21 @@ import pytest
 
 import pyshelf
 
+# Shipped code stuck for good, as code inside C is: SIGINT (the stop)
+# blocked in the worker's main thread, then a sum in C that runs for
+# hours.  A stop that lands before the block is swallowed by the loop, so
+# it does not matter how fast the machine is; "stuck" is printed once the
+# block holds.
+STUCK = ("import itertools, signal\n"
+         "while True:\n"
+         "    try:\n"
+         "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+         "        break\n"
+         "    except BaseException:\n"
+         "        pass\n"
+         "print('stuck', flush=True)\n"
+         "sum(itertools.repeat(1, 10**11))\n")
+
 WAIT = 120          # seconds: generous, never a timing assertion
 
 

@@ -14,7 +14,8 @@ import time
 import pytest
 
 import pyshelf
-from server_helpers import WAIT, child, srv, wait_for  # noqa: F401 (srv)
+from server_helpers import (STUCK, WAIT, child, srv,  # noqa: F401 (srv)
+                            wait_for)
 
 CLIENT = r"""
 import os, signal, sys, pyshelf
@@ -31,7 +32,9 @@ ws["keep"] = 5
 ws.sync()
 print("calling", flush=True)
 try:
-    ws.remote_exec("import itertools\nsum(itertools.repeat(1, 10**11))")
+    # stuck in C for good (STUCK): "stuck" is printed once even the
+    # first Ctrl-C's interrupt can no longer end the call
+    ws.remote_exec(sys.argv[2])
     print("call returned", flush=True)
 except KeyboardInterrupt:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # more Ctrl-C: harmless
@@ -86,8 +89,9 @@ def _line(p):
 @pytest.mark.parametrize("no_pipes", ["", "1"])
 def test_a_request_after_an_abandoned_call_runs(srv, monkeypatch, no_pipes):
     monkeypatch.setenv("PYSHELF_NO_PIPES", no_pipes)
-    p = child(srv, CLIENT, srv.db)
+    p = child(srv, CLIENT, srv.db, STUCK)
     assert _line(p) == "calling"
+    assert _line(p) == "stuck"
     watch = srv.track(pyshelf.open("s", db=srv.db, flag="w"))
     try:
         wait_for(lambda: any(c.state == "running" for c in watch.calls()),

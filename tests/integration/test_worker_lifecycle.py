@@ -12,20 +12,8 @@ from worker_wire import (Worker, worker, ERR, RESULT, ERROR, OK, DETACH,
                          OUTPUT,
                          CTL_IDLE, CTL_IDLE_OK, CTL_READY, CTL_STATE,
                          call_state, calls, wait_for)
+from server_helpers import STUCK
 
-# stuck for good, as code inside C is: SIGINT (the stop) blocked in the
-# main thread, then a sum in C that runs for hours.  A stop that lands
-# before the block is swallowed by the loop, so it does not matter how
-# fast the machine is; "stuck" is printed once the block holds.
-STUCK = ("import itertools, signal\n"
-         "while True:\n"
-         "    try:\n"
-         "        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
-         "        break\n"
-         "    except BaseException:\n"
-         "        pass\n"
-         "print('stuck', flush=True)\n"
-         "sum(itertools.repeat(1, 10**11))\n")
 
 
 def detach(c):
