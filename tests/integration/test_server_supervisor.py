@@ -732,3 +732,36 @@ def test_daemon_start_failure_is_exit_1_with_the_reason(server):
         assert accepts(path)
     finally:
         other.close()
+
+
+def test_log_truncated_in_place_goes_on_at_its_start(server):
+    """logrotate's copytruncate (OPERATIONS.md, "The log"): the server and
+    its workers write the log through one O_APPEND description, so after
+    the file is cut to 0 the next lines land at its new start, with no
+    hole of NULs where the old ones were; and nothing needs a signal."""
+    s = server("--idle-exit", "0.3")
+    s.start()
+    c, f = attach(s.path, "a")
+    wpid = f_u64(f, T_PID)
+    # a volatile entry: the idle worker stays, and says so in the log
+    run_code(c, "import socket\nsk = socket.socket()")
+    before = os.path.getsize(s.base() + ".log")
+    assert before > 0
+    with open(s.base() + ".log", "r+") as lf:       # copytruncate's cut
+        lf.truncate(0)
+    c.sendall(frame(DETACH, [], rid=20))
+    t, _ = read_frame(c)
+    assert t == OK
+    c.close()
+    wait_until(lambda: "idle, but not exiting" in s.log(),
+               "the worker to write to the log")
+    c2, f2 = attach(s.path, "b")
+    wait_until(lambda: "started worker pid %d for session 'b'"
+               % f_u64(f2, T_PID) in s.log(), "the supervisor's line")
+    with open(s.base() + ".log", "rb") as lf:
+        data = lf.read()
+    assert not data.startswith(b"\0"), data[:64]
+    assert b"\0" not in data
+    # the lines from before the cut are gone; the later ones are all there
+    assert b"started worker pid %d for session 'a'" % wpid not in data
+    c2.close()
