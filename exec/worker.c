@@ -95,14 +95,7 @@ worker_in_child(void)
 	return w->forked;
 }
 
-/* pthread_atfork child handler: the child of a fork in shipped code must
- * never read or write the protocol, nor wake the parent's threads, nor
- * hold the session's lock after the parent is gone.  Point
- * every descriptor of ours at /dev/null rather than closing it, so that
- * the numbers are not reused by the child for files our stale copies of
- * them would then write to.  (The store: see pystore.c, which refuses in
- * a child; LMDB must not be used after a fork at all.)  Only
- * async-signal-safe calls here. */
+/* worker_atfork_child: point a connection's descriptors at /dev/null. */
 static void
 worker_atfork_cut_conn(const worker_conn *c, int nul)
 {
@@ -114,6 +107,14 @@ worker_atfork_cut_conn(const worker_conn *c, int nul)
 		(void)dup3(nul, c->sock_fd, O_CLOEXEC);
 }
 
+/* pthread_atfork child handler: the child of a fork in shipped code must
+ * never read or write the protocol, nor wake the parent's threads, nor
+ * hold the session's lock after the parent is gone.  Point
+ * every descriptor of ours at /dev/null rather than closing it, so that
+ * the numbers are not reused by the child for files our stale copies of
+ * them would then write to.  (The store: see pystore.c, which refuses in
+ * a child; LMDB must not be used after a fork at all.)  Only
+ * async-signal-safe calls here. */
 static void
 worker_atfork_child(void)
 {

@@ -124,7 +124,7 @@ def _let_others_through(paths):
         d = os.path.dirname(os.path.realpath(p))
         while True:
             mode = os.stat(d).st_mode
-            if not mode & 0o001 and d not in [c[0] for c in changed]:
+            if not mode & 0o001:    # (o+x once changed: not twice)
                 changed.append((d, mode & 0o7777))
                 os.chmod(d, (mode & 0o7777) | 0o001)
             if d == "/":
