@@ -149,6 +149,30 @@ def test_release(gw):
         gw.handle(hid)
 
 
+def test_release_of_another_sessions_handle_is_refused(tmp_path):
+    """QA5 1: b.release(ha) released b's own handle of the same id."""
+    a = pyshelf.spawn(db=tmp_path / "db", session="a")
+    b = pyshelf.spawn(db=tmp_path / "db", session="b")
+    try:
+        ha = a.remote_exec("['of a']")
+        hb = b.remote_exec("['of b']")
+        assert ha.id == hb.id           # ids are per session
+        keep = b.remote_exec(make_list)
+        with pytest.raises(ValueError, match="not a handle of this"):
+            b.release(keep, ha)
+        # nothing was released, not even the handle of b's own before it
+        assert {hb.id, keep.id} <= live_ids(b)
+        assert b.remote_exec(length, hb).value == 1
+        assert b.remote_exec(length, keep).value == 3
+        assert a.remote_exec(length, ha).value == 1
+        b.release(hb.id)                # an id is this session's by meaning
+        assert hb.id not in live_ids(b)
+        assert ha.id in live_ids(a)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_wrap_global(gw):
     gw.remote_exec("import threading\nlk = threading.Lock()")
     w = gw.wrap("lk")

@@ -1131,10 +1131,13 @@ class Workspace(collections.abc.MutableMapping):
         Wrapped is.  Ids that are not live are ignored.  Returns once the
         release is checkpointed (a crash of the backend after it does not
         bring the handles back).  A released handle's Wrapped is dead:
-        passing it again is an ``UnknownHandleError``."""
+        passing it again is an ``UnknownHandleError``.  A Wrapped of
+        another session's handle is a ValueError, and then nothing is
+        released: its id names another object here."""
         ids = []
         for x in handles:
-            hid = x.id if isinstance(x, Wrapped) else int(x)
+            hid = self._handle_id(x, "release()") if isinstance(x, Wrapped) \
+                else int(x)
             if hid not in ids:
                 ids.append(hid)
         with self._lock:
