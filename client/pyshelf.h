@@ -163,7 +163,8 @@ extern "C" {
                                      other than the two below) */
 #define PYSHELF_WANT_REPR 2     /**< repr() text, PYSHELF_KIND_TEXT */
 #define PYSHELF_WANT_JSON 3     /**< JSON text, PYSHELF_KIND_TEXT */
-/** OR'd into PYSHELF_WANT_PICKLE: the pickle may come with out-of-band
+/** OR'd into PYSHELF_WANT_PICKLE (or PYSHELF_WANT_HANDLE, for the value
+ *  of a DirectValue result): the pickle may come with out-of-band
  *  buffers (pickle protocol 5), in pyshelf_result.buffers; for a caller
  *  that unpickles with buffers=.  Without it a value comes as one
  *  pickle, however large. */

@@ -222,9 +222,10 @@ conn_exec(ConnObject *self, PyObject *args, PyObject *kwds)
 
 	req.args = cargs;
 	req.nargs = (size_t)nargs;
-	/* by value: large buffers may come out of band (pickle 5) */
-	req.want_value = want_value ? PYSHELF_WANT_PICKLE |
-	    PYSHELF_WANT_BUFFERS : PYSHELF_WANT_HANDLE;
+	/* a value (by value, or a DirectValue's): large buffers may come
+	 * out of band (pickle 5) */
+	req.want_value = (want_value ? PYSHELF_WANT_PICKLE :
+	    PYSHELF_WANT_HANDLE) | PYSHELF_WANT_BUFFERS;
 	req.timeout_ms = timeout_ms;
 	req.on_output = conn_on_output;
 	req.on_wait = conn_on_wait;
