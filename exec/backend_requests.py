@@ -134,6 +134,11 @@ def exec_request(code, func, digest, args, want_value, oob=False):
                 real.append(loads_value(a))
             except RequestError:
                 raise           # an unknown handle inside the value
+            except KeyboardInterrupt as e:
+                # an INTERRUPT while the arguments load (the call runs
+                # from its first byte): the call was stopped before its
+                # code, as a Ctrl-C in it would be
+                return _excinfo_result(e)
             except Exception as e:
                 raise RequestError(ERR_UNPICKLE,
                                    "argument %d cannot be unpickled: %s: %s" %

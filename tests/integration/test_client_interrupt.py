@@ -46,6 +46,41 @@ def test_interrupt_a_function_call(gw, safety_net):
     assert isinstance(r, WrappedExcinfo) and r.exc_type == "KeyboardInterrupt"
 
 
+def test_interrupt_while_an_argument_loads(gw, safety_net, tmp_path):
+    """QA5 9: an interrupt that lands while the backend unpickles the
+    call's arguments (a large one arriving, or the first import of
+    cloudpickle) was a RemoteError INTERNAL 'KeyboardInterrupt: '; it is
+    the call's KeyboardInterrupt, as anywhere else in the call."""
+    mark = str(tmp_path / "loading")
+
+    class SlowToLoad:       # local: travels by value (cloudpickle)
+        def __init__(self, path):
+            self.path = path
+
+        def __setstate__(self, state):
+            import time
+            self.__dict__.update(state)
+            open(state["path"], "w").close()
+            while True:
+                time.sleep(0.01)
+
+    def interrupt_once_loading():
+        while not os.path.exists(mark):
+            time.sleep(0.01)
+        gw.interrupt()
+
+    def never(x):
+        raise AssertionError("ran")
+    t = threading.Thread(target=interrupt_once_loading, daemon=True)
+    t.start()
+    r = gw.remote_exec(never, SlowToLoad(mark))
+    t.join()
+    assert isinstance(r, WrappedExcinfo), r
+    assert r.exc_type == "KeyboardInterrupt"
+    assert not safety_net.fired
+    assert gw.remote_exec("DirectValue(3)").value == 3
+
+
 needs_sigint = pytest.mark.skipif(
     signal.getsignal(signal.SIGINT) is not signal.default_int_handler,
     reason="SIGINT does not raise KeyboardInterrupt here (ignored?)")
