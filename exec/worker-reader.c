@@ -245,8 +245,11 @@ worker_reader_withdraw(worker *w, worker_conn *c, uint64_t id)
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_ERROR, id);
 	wire_put_u64(&b, WIRE_TAG_ERRCODE, WIRE_ERR_WORKER_RESTARTED);
-	wire_put_str(&b, WIRE_TAG_MESSAGE, "interrupted while it waited for "
-	    "its turn (another call ran): withdrawn, it never ran");
+	/* not always behind another call: the worker may not have begun it
+	 * yet (QA5 10: one client, Ctrl-C 1 ms after the call was sent) */
+	wire_put_str(&b, WIRE_TAG_MESSAGE, "interrupted before it began to "
+	    "run, while it waited in the worker's queue: withdrawn, it never "
+	    "ran");
 	wire_put_str(&b, WIRE_TAG_REASON, "withdrawn");
 	wire_msg_init(&m);
 	if (wire_end(&b) == WIRE_OK) {
