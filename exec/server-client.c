@@ -296,6 +296,20 @@ server_client_hello(server *s, server_client *c, wire_msg *m)
 		    why != NULL ? why : "bad fields");
 		return;
 	}
+	if (server_listen_store_gone(s)) {
+		/* attaching would serve the deleted store, or mix it with the
+		 * new one in the workers it starts */
+		server_log("refused a client: the store %s was deleted or "
+		    "replaced after this server opened it", s->db);
+		server_client_error(c, WIRE_ERR_STORE, "the store %s was "
+		    "deleted or replaced after this server (pid %ld) opened "
+		    "it: the server still serves the store that was there, "
+		    "which is gone, and takes no new client. Stop it (kill "
+		    "-TERM %ld) and open again: the next open starts a server "
+		    "for the store now at that path", s->db, (long)getpid(),
+		    (long)getpid());
+		return;
+	}
 	wire_buf_init(&b);
 	wire_begin(&b, WIRE_MSG_WELCOME, c->rid);
 	wire_put_u64(&b, WIRE_TAG_VERSION, WIRE_PROTOCOL_VERSION);

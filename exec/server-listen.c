@@ -396,6 +396,31 @@ server_listen_record(server *s, char **cause)
 }
 
 /*
+ * Is the store this server recorded itself in gone from its path (the
+ * directory deleted, or deleted and made again: QA5 2)?  Its server.lock,
+ * which we hold, is then no longer the file at that path.  0 while it
+ * is, and while nothing is recorded (the store is not made yet).
+ */
+int
+server_listen_store_gone(const server *s)
+{
+	char lock[PATH_MAX + 32];
+	struct stat held, now;
+
+	if (server_listen_storefd < 0 ||
+	    fstat(server_listen_storefd, &held) != 0)
+		return 0;
+	if (held.st_nlink == 0)
+		return 1;
+	if (sockpath_record(s->db, SOCKPATH_RECORD_LOCK, lock,
+	    sizeof lock) != 0)
+		return 0;
+	if (stat(lock, &now) != 0)
+		return errno == ENOENT || errno == ENOTDIR;
+	return now.st_dev != held.st_dev || now.st_ino != held.st_ino;
+}
+
+/*
  * Become a daemon: fork, setsid, fork again (no controlling terminal,
  * ever), stdin from /dev/null, stdout and stderr to the log file.  The
  * first process waits on a pipe for server_listen_ready() and exits with

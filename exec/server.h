@@ -157,6 +157,7 @@ int server_listen_paths(server *s, char **cause);
 int server_listen_lock(server *s, char **cause);
 int server_listen_bind(server *s, char **cause);
 int server_listen_record(server *s, char **cause);
+int server_listen_store_gone(const server *s);
 int server_listen_daemon(server *s);
 void server_listen_ready(server *s, int status, const char *msg);
 void server_listen_remove(server *s);

@@ -2,6 +2,7 @@
 (QA 03), and flags 'r' and 'n' on a session whose idle worker lingers
 after every client left (QA 02)."""
 import os
+import shutil
 import signal
 import warnings
 
@@ -201,5 +202,35 @@ def test_flag_r_keeps_a_worker_holding_volatile_entries(srv):
     ws = _open(srv, "s", flag="w")
     try:
         assert ws.remote_exec("DirectValue(sk is not None)").value is True
+    finally:
+        ws.close()
+
+
+def test_a_store_deleted_and_made_again_is_not_served_by_the_old_server(srv):
+    """QA5 2: after `rm -rf db; mkdir db` the store's old server, still
+    running, took the next open() and served the deleted store (its keys,
+    then I/O errors on every write). It refuses new clients instead,
+    naming itself; once it is stopped, open() starts a server for the
+    store now at the path."""
+    os.makedirs(srv.db)
+    ws = _open(srv, "s")
+    ws["x"] = 1
+    old = ws.server_pid
+    ws.close()
+    shutil.rmtree(srv.db)
+    os.makedirs(srv.db)
+    with pytest.raises(pyshelf.RemoteError,
+                       match="deleted or replaced") as got:
+        _open(srv, "s")
+    assert "kill -TERM %d" % old in str(got.value)
+    assert alive(old)           # refusing is all it does
+    os.kill(old, signal.SIGTERM)
+    assert wait_gone(old)
+    ws = _open(srv, "s")
+    try:
+        assert ws.server_pid != old
+        assert list(ws.keys()) == []
+        ws["y"] = 2
+        assert ws["y"] == 2
     finally:
         ws.close()
