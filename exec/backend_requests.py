@@ -10,7 +10,8 @@ import types
 import _pyshelfd as _s
 
 from _pyshelf_values import (DirectValue, ERR_BAD_REQUEST, ERR_NOT_FOUND,
-                             ERR_PICKLE, ERR_UNPICKLE, ERR_VOLATILE,
+                             ERR_PICKLE, ERR_TOO_BIG, ERR_UNPICKLE,
+                             ERR_VOLATILE,
                              FLAG_EXCINFO, FLAG_HIDDEN, KIND_DIRECT,
                              KIND_EXCINFO, KIND_TEXT, KIND_WRAPPED,
                              RequestError, WANT_JSON, WANT_REPR,
@@ -117,6 +118,29 @@ def _traceback_text(exc):
         return None
 
 
+def _no_memory(what, data):
+    """The RequestError(TOO_BIG) for a value (data: its pickle, or
+    (pickle, [bytearray, ...])) that could not be unpickled for want of
+    memory: its size and the limit, as the C half says them for a LONG
+    refused at its head (str(MemoryError()) is empty).  --memory-limit
+    is the process's RLIMIT_DATA."""
+    import os
+    import resource
+    pk, bufs = data if type(data) is tuple else (data, ())
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    if limit != resource.RLIM_INFINITY:
+        where = "pyshelfd --memory-limit"
+    else:
+        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        where = "this machine's memory"
+    return RequestError(
+        ERR_TOO_BIG, "%s (%d bytes pickled, and %d in out-of-band buffers) "
+        "cannot be unpickled: out of memory (at most %d bytes: %s; a value "
+        "pickled in-band needs room for its pickle and for itself); "
+        "nothing of it was applied" %
+        (what, len(pk), sum(len(b) for b in bufs), limit, where))
+
+
 def exec_request(code, func, digest, args, want_value, oob=False):
     """Run shipped code.  args: list of ints (handles), bytes (pickles) or
     (pickle, [bytearray, ...]) (a pickle and its out-of-band buffers); the
@@ -134,6 +158,9 @@ def exec_request(code, func, digest, args, want_value, oob=False):
                 real.append(loads_value(a))
             except RequestError:
                 raise           # an unknown handle inside the value
+            except MemoryError:
+                raise _no_memory("argument %d" % (len(real) + 1),
+                                 a) from None
             except Exception as e:
                 raise RequestError(ERR_UNPICKLE,
                                    "argument %d cannot be unpickled: %s: %s" %
@@ -349,6 +376,8 @@ def set_request(name, data):
         obj = loads_value(data)
     except RequestError:
         raise           # an unknown handle inside the value
+    except MemoryError:
+        raise _no_memory("value for %r" % name, data) from None
     except Exception as e:
         raise RequestError(ERR_UNPICKLE, "value for %r cannot be unpickled: "
                            "%s: %s" % (name, type(e).__name__,
