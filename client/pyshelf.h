@@ -155,9 +155,13 @@ extern "C" {
  * argument of pyshelf_get()).  Plain data for C programs that do not
  * read pickles: PYSHELF_WANT_REPR gives repr() of any result;
  * PYSHELF_WANT_JSON gives json.dumps() of a result that is JSON data
- * (dict with str keys, list, tuple, str, int, float, bool, None), and
- * any other result as a handle (PYSHELF_KIND_WRAPPED: nothing is lost,
- * ask again with PYSHELF_WANT_REPR or use the handle). */
+ * (dict with str keys, list, tuple, str, int, finite float, bool, None,
+ * nested at most 500 deep), and any other result as a handle
+ * (PYSHELF_KIND_WRAPPED: nothing is lost, ask again with
+ * PYSHELF_WANT_REPR or use the handle).  A result whose text cannot be
+ * made comes as a handle too, in both modes, never as an error: a cycle
+ * or nan for JSON, an int of more than 4300 digits (Python's
+ * sys.get_int_max_str_digits()), a repr() that raises. */
 #define PYSHELF_WANT_HANDLE 0   /**< a handle (a DirectValue comes by value) */
 #define PYSHELF_WANT_PICKLE 1   /**< the value, pickled (any nonzero value
                                      other than the two below) */

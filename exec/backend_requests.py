@@ -10,7 +10,8 @@ import types
 import _pyshelfd as _s
 
 from _pyshelf_values import (DirectValue, ERR_BAD_REQUEST, ERR_NOT_FOUND,
-                             ERR_PICKLE, ERR_UNPICKLE, ERR_VOLATILE,
+                             ERR_PICKLE, ERR_TOO_BIG, ERR_UNPICKLE,
+                             ERR_VOLATILE,
                              FLAG_EXCINFO, FLAG_HIDDEN, KIND_DIRECT,
                              KIND_EXCINFO, KIND_TEXT, KIND_WRAPPED,
                              RequestError, WANT_JSON, WANT_REPR,
@@ -117,6 +118,29 @@ def _traceback_text(exc):
         return None
 
 
+def _no_memory(what, data):
+    """The RequestError(TOO_BIG) for a value (data: its pickle, or
+    (pickle, [bytearray, ...])) that could not be unpickled for want of
+    memory: its size and the limit, as the C half says them for a LONG
+    refused at its head (str(MemoryError()) is empty).  --memory-limit
+    is the process's RLIMIT_DATA."""
+    import os
+    import resource
+    pk, bufs = data if type(data) is tuple else (data, ())
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    if limit != resource.RLIM_INFINITY:
+        where = "pyshelfd --memory-limit"
+    else:
+        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        where = "this machine's memory"
+    return RequestError(
+        ERR_TOO_BIG, "%s (%d bytes pickled, and %d in out-of-band buffers) "
+        "cannot be unpickled: out of memory (at most %d bytes: %s; a value "
+        "pickled in-band needs room for its pickle and for itself); "
+        "nothing of it was applied" %
+        (what, len(pk), sum(len(b) for b in bufs), limit, where))
+
+
 def exec_request(code, func, digest, args, want_value, oob=False):
     """Run shipped code.  args: list of ints (handles), bytes (pickles) or
     (pickle, [bytearray, ...]) (a pickle and its out-of-band buffers); the
@@ -139,6 +163,9 @@ def exec_request(code, func, digest, args, want_value, oob=False):
                 # from its first byte): the call was stopped before its
                 # code, as a Ctrl-C in it would be
                 return _excinfo_result(e)
+            except MemoryError:
+                raise _no_memory("argument %d" % (len(real) + 1),
+                                 a) from None
             except Exception as e:
                 raise RequestError(ERR_UNPICKLE,
                                    "argument %d cannot be unpickled: %s: %s" %
@@ -240,45 +267,70 @@ _Result = _s.Result
 _TEXT_MODES = (WANT_REPR, WANT_JSON)
 
 
-def _json_data(obj, depth=0):
+# How deep JSON data may nest: deeper values (and cycles, which are
+# infinitely deep) come as handles.  json.dumps() takes one level of the
+# interpreter's recursion limit (1000) per level.
+_JSON_DEPTH = 500
+_INF = float("inf")
+
+
+def _json_data(obj):
     """Is obj JSON data: dicts with str keys, lists, tuples, str, int,
-    float (finite), bool, None, nested (no cycles: bounded depth)?"""
-    t = type(obj)
-    if obj is None or t in (str, bool, int):
-        return True
-    if t is float:
-        return obj == obj and obj not in (float("inf"), float("-inf"))
-    if depth > 500:
-        return False
-    if t in (list, tuple):
-        return all(_json_data(x, depth + 1) for x in obj)
-    if t is dict:
-        return all(type(k) is str and _json_data(v, depth + 1)
-                   for k, v in obj.items())
-    return False
+    float (finite), bool, None, nested at most _JSON_DEPTH deep?  Walked
+    with a stack of its own, not by recursion: a value nested deeper than
+    the recursion limit, or a cycle, is an answer (False), not a
+    RecursionError.  Depth first: a cycle ends the walk once it has been
+    followed _JSON_DEPTH levels down."""
+    stack = [(obj, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        o, depth = pop()
+        t = type(o)
+        if o is None or t is str or t is int or t is bool:
+            continue
+        if t is float:
+            if o != o or o == _INF or o == -_INF:
+                return False
+            continue
+        if depth >= _JSON_DEPTH:
+            return False
+        if t is list or t is tuple:
+            depth += 1
+            for x in o:
+                push((x, depth))
+        elif t is dict:
+            depth += 1
+            for k, v in o.items():
+                if type(k) is not str:
+                    return False
+                push((v, depth))
+        else:
+            return False
+    return True
 
 
 def _text_result(value, want):
     """A TEXT result (WANT_REPR: repr(); WANT_JSON: JSON of JSON data),
-    or, for WANT_JSON and a value that is not JSON data, a handle: plain
-    data for clients that read no pickles (the C library)."""
-    if want == WANT_JSON:
-        if not _json_data(value):
-            return _wrapped_result(value)
-        import json
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
-    else:
-        try:
+    or a handle to the value when that text cannot be made: for WANT_JSON
+    a value that is not JSON data or that json.dumps() refuses (an int
+    over sys.get_int_max_str_digits() digits, out of memory), for
+    WANT_REPR a repr() that raises (a __repr__'s own error, a
+    RecursionError, an int over that many digits).  Plain data for
+    clients that read no pickles (the C library), and nothing lost."""
+    try:
+        if want == WANT_JSON:
+            if not _json_data(value):
+                return _wrapped_result(value)
+            import json
+            text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        else:
             text = repr(value)
-        except Exception as e:
-            raise RequestError(ERR_PICKLE,
-                               "repr() of the result (%s) failed: %s: %s" %
-                               (_type_name(value), type(e).__name__,
-                                _exc_message(e))) from None
-        if type(text) is not str:
-            text = str(text)
-    # repr() of a str may hold lone surrogates: escaped, never an error
-    data = text.encode("utf-8", "backslashreplace")
+            if type(text) is not str:
+                text = str.__str__(text)    # a str subclass's own __str__
+        # repr() of a str may hold lone surrogates: escaped, never an error
+        data = text.encode("utf-8", "backslashreplace")
+    except Exception:
+        return _wrapped_result(value)
     return _result(KIND_TEXT, 0, _type_name(value), value=data)
 
 
@@ -329,6 +381,8 @@ def set_request(name, data):
         obj = loads_value(data)
     except RequestError:
         raise           # an unknown handle inside the value
+    except MemoryError:
+        raise _no_memory("value for %r" % name, data) from None
     except Exception as e:
         raise RequestError(ERR_UNPICKLE, "value for %r cannot be unpickled: "
                            "%s: %s" % (name, type(e).__name__,

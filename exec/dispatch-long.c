@@ -52,7 +52,7 @@ static struct dispatch_long *dispatch_longs;
 
 /* The most bytes (body and buffers) one LONG may declare: the machine's
  * memory, or --memory-limit when it is lower. */
-static size_t
+size_t
 dispatch_long_limit(worker *w)
 {
 	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);

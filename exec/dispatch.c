@@ -24,6 +24,7 @@
 #include "exec.h"
 #include "pyexec.h"
 
+static int dispatch_nomem(worker *, const wire_msg *);
 static PyObject *dispatch_request_error(int, const char *);
 static PyObject *dispatch_ws_get(int);
 static int dispatch_nothing_to_write(worker *);
@@ -579,6 +580,35 @@ dispatch_value(const wire_msg *m, size_t *i, PyObject *oob, Py_ssize_t *k)
 	return t;
 }
 
+/*
+ * The MemoryError in flight was raised copying m's values (its VALUE or
+ * ARG_PICKLE fields) out of the frame: ERROR{TOO_BIG} that names their
+ * size and the limit, as a LONG refused at its head says them, instead
+ * of INTERNAL with str(MemoryError()), which is empty, and a traceback on
+ * stderr.  Clears the error; nothing of m was applied.
+ */
+static int
+dispatch_nomem(worker *w, const wire_msg *m)
+{
+	size_t pk = 0, oob = 0, i;
+
+	PyErr_Clear();
+	for (i = 0; i < m->nfields; i++)
+		if (m->fields[i].tag == WIRE_TAG_VALUE ||
+		    m->fields[i].tag == WIRE_TAG_ARG_PICKLE)
+			pk += m->fields[i].len;
+		else if (m->fields[i].tag == WIRE_TAG_OOB)
+			oob += (size_t)wire_field_u64(&m->fields[i]);
+	return dispatch_error(w, m->id, WIRE_ERR_TOO_BIG, "%s message %llu "
+	    "(%zu bytes pickled, and %zu in out-of-band buffers): cannot copy "
+	    "its value: out of memory (at most %zu bytes: %s; a value pickled "
+	    "in-band needs room for its pickle and for itself); nothing of it "
+	    "was applied", wire_msg_name(m->type) != NULL ?
+	    wire_msg_name(m->type) : "a", (unsigned long long)m->id, pk, oob,
+	    dispatch_long_limit(w), w->opt.memory_limit != 0 ?
+	    "pyshelfd --memory-limit" : "this machine's memory");
+}
+
 /* An OOB field where none may be: after a field that is not a pickle. */
 static int
 dispatch_oob_misplaced(const wire_msg *m)
@@ -677,6 +707,10 @@ dispatch_exec(worker *w, const wire_msg *m, PyObject *oob)
 			a = dispatch_value(m, &i, oob, &k);
 		else
 			continue;
+		if (a == NULL && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+			rc = dispatch_nomem(w, m);
+			goto out;
+		}
 		if (a == NULL || PyList_Append(args, a) < 0)
 			goto error;
 		Py_CLEAR(a);
@@ -872,6 +906,8 @@ dispatch_set_del(worker *w, const wire_msg *m, PyObject *oob)
 		}
 	if (m->type == WIRE_MSG_SET && v == NULL) {
 		Py_DECREF(k);
+		if (PyErr_ExceptionMatches(PyExc_MemoryError))
+			return dispatch_nomem(w, m);
 		return dispatch_pyerror(w, m->id);
 	}
 	if (m->type == WIRE_MSG_SET)

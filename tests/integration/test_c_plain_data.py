@@ -74,8 +74,11 @@ class Conn:
         arr = (Arg * max(1, len(args)))()
         for i, (kind, text) in enumerate(args):
             arr[i].kind = kind
-            arr[i].data = text.encode()
-            arr[i].len = 0
+            if kind == ARG_HANDLE:
+                arr[i].handle = text
+            else:
+                arr[i].data = text.encode()
+                arr[i].len = 0
         req.args = arr
         req.nargs = len(args)
         req.want_value = want
@@ -103,6 +106,50 @@ class Conn:
         assert self.lib.pyshelf_close(self.c, None) == 0
 
 
+# Results that json.dumps() or repr() cannot write: (source, the modes
+# asked, a function of the value, what it returns for the value (JSON))
+_DEPTH = "def f(v):\n    n = 0\n    while type(v) is list and v:\n" \
+         "        v, n = v[0], n + 1\n    return n\n"
+_NO_TEXT = [
+    ("l = []\nl.append(l)\nl", (WANT_JSON,),
+     "f = lambda v: [len(v), v[0] is v]\n", [1, True]),
+    ("deep = []\nfor _ in range(5000):\n    deep = [deep]\ndeep",
+     (WANT_JSON, WANT_REPR), _DEPTH, 5000),
+    ("x = {'k': [1]}\nx['k'].append(x)\nx", (WANT_JSON,),
+     "f = lambda v: [sorted(v), v['k'][1] is v]\n", [["k"], True]),
+    ("10**5000", (WANT_JSON, WANT_REPR), "f = lambda v: v == 10**5000\n",
+     True),
+    ("[1, {'n': 10**5000}]", (WANT_JSON,),
+     "f = lambda v: v[1]['n'] == 10**5000\n", True),
+    ("{'k': float('nan')}", (WANT_JSON,), "f = repr\n", "{'k': nan}"),
+    ("[float('inf'), float('-inf')]", (WANT_JSON,), "f = repr\n",
+     "[inf, -inf]"),
+    ("class BadRepr:\n    def __repr__(self):\n        raise OSError('no')\n"
+     "BadRepr()", (WANT_REPR,), "f = lambda v: type(v).__name__\n",
+     "BadRepr"),
+]
+
+
+def _no_text_comes_as_a_handle(c):
+    """A value whose text cannot be made (a cycle, deeper than the
+    recursion limit, an int over 4300 digits, nan, a __repr__ that raises)
+    comes as a handle to it: nothing lost (and nothing printed, which the
+    test checks on stderr)."""
+    for src, modes, f, want_f in _NO_TEXT:
+        for want in modes:
+            rc, r = c.exec(src, want)
+            assert rc == 0, (src, want, c.err())
+            assert r["kind"] == KIND_WRAPPED and r["handle"] > 0, \
+                (src, want, r)
+            rc, u = c.exec(f, WANT_JSON, "f", [(ARG_HANDLE, r["handle"])])
+            assert rc == 0, (src, want, c.err())
+            assert (u["kind"], json.loads(u["text"])) == (KIND_TEXT, want_f), \
+                (src, want, u)
+    # a cycle's repr is Python's own, and text
+    rc, r = c.exec("l", WANT_REPR)
+    assert (r["kind"], r["text"]) == (KIND_TEXT, "[[...]]")
+
+
 def _exercise(backend, db):
     """The checks, run in a process of their own (see the test)."""
     lib = _open_lib(_libpath(backend))
@@ -123,6 +170,7 @@ def _exercise(backend, db):
             rc, r = c.exec(src, WANT_JSON)
             assert rc == 0 and r["kind"] == KIND_WRAPPED and \
                 r["handle"] > 0, (src, r)
+        _no_text_comes_as_a_handle(c)
         rc, r = c.exec("float('nan')", WANT_REPR)
         assert (r["kind"], r["text"]) == (KIND_TEXT, "nan")
         rc, r = c.exec("'\\ud800' + '\\x00'", WANT_REPR)
@@ -187,6 +235,7 @@ def test_text_results_and_text_arguments(backend, tmp_path):
                         db], env=env, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr and "Error" not in r.stderr, r.stderr
     assert r.stdout.strip().endswith("ok"), r.stdout
     ws = pyshelf.spawn(db=db, session="plain", backend=backend)
     try:

@@ -250,6 +250,45 @@ def test_memory_limit_is_a_memory_error_not_a_crash(tmp_path):
         ws.close()
 
 
+def test_memory_limit_names_the_value_size_and_the_limit(tmp_path, capfd):
+    """A value sent in-band (bytes: no out-of-band buffer) that does not
+    fit the backend's --memory-limit is refused as an array refused at
+    its LONG's head is: TOO_BIG, with the value's size and the limit,
+    nothing on stderr, nothing bound, the workspace usable.  Before:
+    INTERNAL "MemoryError: " and a bare MemoryError line on stderr."""
+    import re
+    limit = 300 * 1024 * 1024
+    db = str(tmp_path / "db")
+    be = backend_with(tmp_path, "--memory-limit", str(limit))
+    ws = pyshelf.spawn(db=db, session="s", backend=be)
+    try:
+        ws["small"] = 1
+        # 200 MiB: its pickle fits, a copy of it does not; 100 MiB: the
+        # pickle, a copy and the value do not (where it fails depends on
+        # what the allocator kept: each way must say the same)
+        for mib, push in [
+                (200, lambda v: ws.__setitem__("b", v)),
+                (100, lambda v: ws.__setitem__("b", v)),
+                (200, lambda v: ws.remote_exec(lambda x: None, v)),
+                (100, lambda v: ws.remote_exec(lambda x: None, v))]:
+            with pytest.raises(pyshelf.RemoteError) as ei:
+                push(bytes(mib << 20))
+            msg = str(ei.value)
+            assert ei.value.code_name == "TOO_BIG", msg
+            size = re.search(r"\((\d+) bytes", msg)
+            assert size and int(size.group(1)) >= mib << 20, msg
+            assert str(limit) in msg and "--memory-limit" in msg, msg
+            assert "nothing of it was applied" in msg, msg
+        assert "b" not in list(ws)
+        assert ws["small"] == 1
+        assert ws.remote_exec("DirectValue(len(bytes(1 << 20)))").value == \
+            1 << 20
+    finally:
+        ws.close()
+    err = capfd.readouterr().err
+    assert "MemoryError" not in err and "Traceback" not in err, err
+
+
 def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
     """A global whose name cannot be a store key (over 480 bytes) stays in
     memory, is reported, and never stops the other globals from being
