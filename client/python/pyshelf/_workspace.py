@@ -866,7 +866,10 @@ class Workspace(collections.abc.MutableMapping):
         A function ships as its source; one whose source cannot be
         shipped (typed at a REPL or in a notebook, a lambda, a closure)
         ships by value (cloudpickle), with the workspace as its globals in
-        both cases.  Arguments that are ``Wrapped`` go as handles, others
+        both cases.  A function shipped as its source gets the client's
+        current defaults and annotations with each call, sent as its
+        arguments are: its def line is not evaluated in the backend.
+        Arguments that are ``Wrapped`` go as handles, others
         by pickle, with any ``Wrapped`` inside them (a list of handles) as
         the handle's object; classes and functions of the client's
         ``__main__``, and of modules the backend cannot import, travel by
