@@ -228,3 +228,16 @@ def test_closure_defaults_by_value_unchanged(gw):
     assert gw.remote_exec(inner, 1).value == 16
     inner.__defaults__ = (2,)
     assert gw.remote_exec(inner, 1).value == 13
+
+
+def log_to(msg, lock=LOCK):
+    with lock:
+        return DirectValue(msg)
+
+
+def test_a_default_that_cannot_be_pickled_is_named(gw):
+    """Defaults travel as arguments do: one that cannot be pickled is
+    refused before anything is sent, under its parameter's name."""
+    with pytest.raises(pyshelf.NotPicklableError,
+                       match="log_to's parameter 'lock'"):
+        gw.remote_exec(log_to, "x")

@@ -289,3 +289,16 @@ def _defaults_of(f, modules):
     return _Defaults(getattr(f, "__defaults__", None),
                      getattr(f, "__kwdefaults__", None),
                      _annotations_pickle(f, modules))
+
+
+def _named_defaults(f, d):
+    """(parameter name, default value) of f's defaults as d (a _Defaults)
+    holds them: the positional ones, then the keyword-only ones."""
+    code = f.__code__
+    out = []
+    if d.defaults:
+        names = code.co_varnames[:code.co_argcount]
+        out.extend(zip(names[len(names) - len(d.defaults):], d.defaults))
+    if d.kwdefaults:
+        out.extend(d.kwdefaults.items())
+    return out

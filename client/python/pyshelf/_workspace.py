@@ -35,7 +35,7 @@ from ._errors import (BackendDied, DetachError, Error, ForkedError,
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _SOURCE_CACHE,
                         _defaults_of, _dumps, _get_cloudpickle,
-                        _missing_module, _source_of)
+                        _missing_module, _named_defaults, _source_of)
 from ._types import (Call, DirectValue, Lost, Wrapped, WrappedExcinfo,
                      _Kwargs, _sending)
 
@@ -1019,8 +1019,15 @@ class Workspace(collections.abc.MutableMapping):
         _sending.ws = self
         try:
             d = _defaults_of(f, modules)
-            return _dumps(d, "the default values of %s" % f.__qualname__,
-                          modules, oob=True)
+            try:
+                return _dumps(d, "the default values of %s" % f.__qualname__,
+                              modules, oob=True)
+            except NotPicklableError:
+                # say which one: each alone, under its parameter's name
+                for name, v in _named_defaults(f, d):
+                    _dumps(v, "the default of %s's parameter %r" % (
+                        f.__qualname__, name), modules, oob=True)
+                raise
         finally:
             _sending.ws = None
 
