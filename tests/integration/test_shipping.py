@@ -122,6 +122,20 @@ def test_changed_defaults_are_used_at_the_next_call(gw):
         top.__defaults__ = saved
 
 
+def bare(x, k):
+    return DirectValue(x + k)
+
+
+def test_defaults_given_to_a_def_that_has_none(gw):
+    """__defaults__ set on the client on a def without any."""
+    try:
+        bare.__defaults__ = (4,)
+        assert gw.remote_exec(bare, 1).value == 5
+    finally:
+        bare.__defaults__ = None
+    assert gw.remote_exec(bare, 1, 2).value == 3
+
+
 def kw_only(x, *, k=K_KW, m):
     return DirectValue((x, k, m))
 
