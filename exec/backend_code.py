@@ -10,6 +10,7 @@ import types
 
 import _pyshelfd as _s
 
+from _pyshelf_pickle import loads_value
 from _pyshelf_values import (ERR_BAD_REQUEST, RequestError, _MISSING, _dunder,
                              _name_error, _storable, _type_name)
 
@@ -153,14 +154,36 @@ def _remember_origin(filename, first, source):
     _remember_source(filename, "".join(lines))
 
 
-def _compile_function(source, name, digest):
+def _unsign(tree, name):
+    """Take the default values and annotations off the top-level def of
+    name in tree: the client sends their values (_Defaults), and evaluated
+    here they would name the workspace's globals, not the client's
+    variables (`def inner(x, k=k)` in a loop; `def f(x: Config)`).  Line
+    numbers stay as they were."""
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and \
+                node.name == name:
+            a = node.args
+            a.defaults = []
+            a.kw_defaults = [None] * len(a.kwonlyargs)
+            for x in a.posonlyargs + a.args + a.kwonlyargs + \
+                    [a.vararg, a.kwarg]:
+                if x is not None:
+                    x.annotation = None
+            node.returns = None
+
+
+def _compile_function(source, name, digest, unsigned=False):
     """The code of a shipped function's source: at the client's file and
-    lines when its origin line says where, else under a name of ours."""
+    lines when its origin line says where, else under a name of ours.
+    unsigned: without its def's defaults and annotations (_unsign)."""
     origin = _origin(source)
     if origin is not None:
         filename, first = origin
         try:
             tree = ast.parse(source, filename, "exec")
+            if unsigned:
+                _unsign(tree, name)
             ast.increment_lineno(tree, first - 1)
             code = compile(tree, filename, "exec")
         except (SyntaxError, ValueError):
@@ -170,19 +193,24 @@ def _compile_function(source, name, digest):
                              source[:source.rfind(_ORIGIN_TAG)])
             return code
     filename = "<pyshelf:%s:%s>" % (name, digest.hex()[:12])
-    code = compile(source, filename, "exec")
+    tree = ast.parse(source, filename, "exec")
+    if unsigned:
+        _unsign(tree, name)
+    code = compile(tree, filename, "exec")
     _remember_source(filename, source)
     return code
 
 
-def _get_function(source, name, digest):
+def _get_function(source, name, digest, unsigned=False):
     """Define the shipped function once per source digest: its globals are
-    the workspace, but defining it does not bind a workspace global."""
-    key = (digest, name)
+    the workspace, but defining it does not bind a workspace global.
+    unsigned: defined without its def's defaults and annotations, which
+    each call sets (_set_defaults); cached apart from the one with them."""
+    key = (digest, name, True) if unsigned else (digest, name)
     f = WS.code_cache.get(key)
     if f is not None:
         return f
-    code = _compile_function(source, name, digest)
+    code = _compile_function(source, name, digest, unsigned)
     scratch = {}
     exec(code, WS.ns, scratch)
     f = scratch.get(name)
@@ -198,6 +226,47 @@ def _get_function(source, name, digest):
         WS.code_cache.clear()
     WS.code_cache[key] = f
     return f
+
+
+# A pickle of annotations -> what it unpickled to: a client sends the same
+# bytes at every call, and a class in them comes by value (cloudpickle
+# takes 80 us to make it again).  Bounded: emptied past 256 entries.
+_ANNOTATIONS = {}
+
+
+def _annotations(data):
+    """The annotations dict a _Defaults carries: {} when there are none or
+    they cannot be unpickled here."""
+    if type(data) is not bytes:
+        return {}
+    ann = _ANNOTATIONS.get(data)
+    if ann is not None:
+        return dict(ann)
+    try:
+        ann = loads_value(data)
+    except Exception:
+        ann = None
+    if type(ann) is not dict:
+        ann = {}
+    if len(_ANNOTATIONS) >= 256:
+        _ANNOTATIONS.clear()
+    _ANNOTATIONS[data] = ann
+    return dict(ann)
+
+
+def _set_defaults(f, defs):
+    """Give f, a shipped function defined unsigned, the client's current
+    defaults and annotations (a _Defaults), in place: the cached function
+    is the one a recursive call finds by name.  Annotations that cannot
+    be unpickled here are dropped (they never fail a call)."""
+    ann = _annotations(defs.annotations)
+    try:
+        f.__defaults__ = defs.defaults
+        f.__kwdefaults__ = defs.kwdefaults
+    except (TypeError, AttributeError) as e:
+        raise RequestError(ERR_BAD_REQUEST, "bad default values for %s: %s"
+                           % (getattr(f, "__qualname__", "?"), e)) from None
+    f.__annotations__ = ann
 
 
 _DELETED = {}   # id(code) -> (code, the names its DELETE_GLOBALs delete)

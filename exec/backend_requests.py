@@ -15,13 +15,15 @@ from _pyshelf_values import (DirectValue, ERR_BAD_REQUEST, ERR_NOT_FOUND,
                              FLAG_EXCINFO, FLAG_HIDDEN, KIND_DIRECT,
                              KIND_EXCINFO, KIND_TEXT, KIND_WRAPPED,
                              RequestError, WANT_JSON, WANT_REPR,
-                             VolatileEntryError, _Kwargs, _MISSING, _dunder,
+                             VolatileEntryError, _Defaults, _Kwargs,
+                             _MISSING, _dunder,
                              _exc_message, _name_error, _name_repr,
                              _record_type_name, _split_type_name, _type_name)
 from _pyshelf_process import _child_exit, _exit_status
 from _pyshelf_pickle import _tblib, dumps_value, loads_value
 from _pyshelf_code import (_code_names, _codes_of, _get_block, _get_function,
-                           _load_deleted_globals, _note_dunder_globals)
+                           _load_deleted_globals, _note_dunder_globals,
+                           _set_defaults)
 
 WS = None   # the Workspace: set by _pyshelf_backend.init()
 
@@ -144,7 +146,8 @@ def _no_memory(what, data):
 def exec_request(code, func, digest, args, want_value, oob=False):
     """Run shipped code.  args: list of ints (handles), bytes (pickles) or
     (pickle, [bytearray, ...]) (a pickle and its out-of-band buffers); the
-    last pickle may hold the call's keyword arguments (_Kwargs).  oob: the
+    last pickle may hold the call's keyword arguments (_Kwargs), and the
+    one before them a shipped function's defaults (_Defaults).  oob: the
     client takes a value's out-of-band buffers.
     Returns (kind, handle, type_name, exc_type, message, value)."""
     request_codes, request_keys = WS.request_codes, WS.request_keys
@@ -172,11 +175,15 @@ def exec_request(code, func, digest, args, want_value, oob=False):
                                    (len(real) + 1, type(e).__name__,
                                     _exc_message(e))) from None
     kw = real.pop() if real and type(real[-1]) is _Kwargs else {}
+    defs = real.pop() if func is not None and real and \
+        type(real[-1]) is _Defaults else None
     codes = ()
     ran = None
     try:
         if func is not None:
-            f = _get_function(code, func, digest)
+            f = _get_function(code, func, digest, defs is not None)
+            if defs is not None:
+                _set_defaults(f, defs)
             codes = _codes_of(f, WS.ns)
             if hasattr(f, "__code__"):
                 ran = f.__code__

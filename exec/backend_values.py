@@ -128,6 +128,22 @@ class _Kwargs(dict):
     __slots__ = ()
 
 
+class _Defaults:
+    """The client's current default values of a function shipped as its
+    source (remote_exec(f) with f's def saying k=K): sent as a pickled
+    argument after the positional ones, before _Kwargs.  The backend then
+    defines the function without evaluating its defaults or annotations
+    (they name the client's variables, not the workspace's) and gives it
+    these.  annotations: a pickle of the client's __annotations__, or
+    None; one that cannot be unpickled here is dropped."""
+    __slots__ = ("defaults", "kwdefaults", "annotations")
+
+    def __init__(self, defaults, kwdefaults, annotations):
+        self.defaults = defaults
+        self.kwdefaults = kwdefaults
+        self.annotations = annotations
+
+
 def _handle(hid):
     """A handle inside a value the client sent (a list of Wrapped, a dict
     with one): its object, as a handle argument would be."""
@@ -148,8 +164,8 @@ def _function(code, name, defaults, kwdefaults, closure, qualname):
 
 
 for _cls in (DirectValue, Wrapped, WrappedExcinfo, Placeholder,
-             VolatileEntryError, EntryGroup, group_member, _Kwargs, _handle,
-             _function):
+             VolatileEntryError, EntryGroup, group_member, _Kwargs, _Defaults,
+             _handle, _function):
     _cls.__module__ = "pyshelf"
     setattr(pyshelf_mod, _cls.__name__, _cls)
 # importable by name (import pyshelf; pickled by name, never by value),

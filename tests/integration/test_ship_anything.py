@@ -185,3 +185,35 @@ def test_handle_of_another_session_nested_is_refused(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_default_that_is_a_main_dataclass_instance(tmp_path):
+    """A function of the client's __main__ shipped as its source, whose
+    default is an instance of a __main__ dataclass and whose annotation
+    is that class: the default travels by value (as an argument would),
+    the annotation is not evaluated in the backend."""
+    db = tmp_path / "db"
+    out = client("""
+        import dataclasses, os, pyshelf
+        from pyshelf import DirectValue
+
+        @dataclasses.dataclass
+        class Config:
+            lr: float = 0.5
+
+        DEFAULT = Config(0.1)
+
+        def train(steps: int, cfg: Config = DEFAULT) -> Config:
+            return DirectValue((steps, cfg.lr, type(cfg).__name__))
+
+        ws = pyshelf.spawn(db=os.environ["DB"], session="s")
+        ws["DEFAULT"] = "not a Config"
+        print("R1", ws.remote_exec(train, 3).value)
+        train.__defaults__ = (Config(0.2),)
+        print("R2", ws.remote_exec(train, 4).value)
+        print("R3", ws.remote_exec(train, 5, Config(0.3)).value)
+        ws.close()
+        """, db, tmp_path)
+    assert "R1 (3, 0.1, 'Config')" in out, out
+    assert "R2 (4, 0.2, 'Config')" in out, out
+    assert "R3 (5, 0.3, 'Config')" in out, out

@@ -33,7 +33,7 @@ from ._errors import (BackendDied, DetachError, Error, ForkedError,
                       SessionNotFound, UnknownHandleError, VolatileError,
                       WorkerDiedWarning, WorkerRestarted)
 from ._types import Call, DirectValue, Lost, Wrapped, WrappedExcinfo
-from ._types import _function, _handle, _Kwargs  # noqa: F401 (by name)
+from ._types import _Defaults, _function, _handle, _Kwargs  # noqa: F401
 from ._workspace import Workspace, connect, end, open, spawn
 from ._admin import SessionInfo, sessions
 

@@ -15,10 +15,11 @@ import textwrap
 import weakref
 
 from ._errors import NotPicklableError
-from ._types import _function
+from ._types import _Defaults, _function
 
-# (source, name) per code object, so that repeated calls of one function do
-# not redo inspect.getsource().  Bounded: the oldest entry goes first.
+# (source, name, signed) per code object, so that repeated calls of one
+# function do not redo inspect.getsource().  Bounded: the oldest entry goes
+# first.
 _SOURCE_CACHE = {}
 _SOURCE_CACHE_MAX = 1024
 
@@ -169,18 +170,25 @@ _BY_VALUE_CACHE = weakref.WeakKeyDictionary()   # function -> (key, pickle)
 def _strip_decorators(src):
     """The source from the ``def`` line on: decorators would run again in
     the backend, where they may not even exist.  (source, the number of
-    lines cut)."""
+    lines cut, whether the def has default values or annotations: those
+    the backend must not evaluate, see _Defaults)."""
     try:
         tree = ast.parse(src)
     except SyntaxError:
-        return src, 0
+        return src, 0, False
     if tree.body and isinstance(tree.body[0], (ast.FunctionDef,
                                               ast.AsyncFunctionDef)):
         node = tree.body[0]
+        a = node.args
+        signed = bool(a.defaults or any(a.kw_defaults) or node.returns or
+                      any(x is not None and x.annotation is not None
+                          for x in (a.posonlyargs + a.args + a.kwonlyargs +
+                                    [a.vararg, a.kwarg])))
         if node.decorator_list:
             lines = src.splitlines(keepends=True)
-            return "".join(lines[node.lineno - 1:]), node.lineno - 1
-    return src, 0
+            return "".join(lines[node.lineno - 1:]), node.lineno - 1, signed
+        return src, 0, signed
+    return src, 0, False
 
 
 def _with_origin(src, code, cut):
@@ -198,8 +206,10 @@ def _with_origin(src, code, cut):
 
 
 def _source_of(f):
-    """(source, name) of a function, from the cache or inspect; _NoSource
-    when it has none that can be shipped."""
+    """(source, name, signed) of a function, from the cache or inspect
+    (signed: its def has default values or annotations, which go with
+    each call: _defaults_of); _NoSource when it has none that can be
+    shipped."""
     if inspect.ismethod(f):
         raise TypeError("remote_exec() ships plain functions, not the bound "
                         "method %s: define a function that takes the object "
@@ -225,8 +235,8 @@ def _source_of(f):
     except (OSError, TypeError) as e:
         raise _NoSource("remote_exec() cannot find the source of %s: %s"
                         % (getattr(f, "__qualname__", name), e)) from None
-    src, cut = _strip_decorators(textwrap.dedent(src))
-    hit = (_with_origin(src, code, cut), name)
+    src, cut, signed = _strip_decorators(textwrap.dedent(src))
+    hit = (_with_origin(src, code, cut), name, signed)
     if len(_SOURCE_CACHE) >= _SOURCE_CACHE_MAX:
         try:
             del _SOURCE_CACHE[next(iter(_SOURCE_CACHE))]
@@ -234,3 +244,61 @@ def _source_of(f):
             _SOURCE_CACHE.clear()
     _SOURCE_CACHE[code] = hit
     return hit
+
+
+# function -> (its __annotations__ dict, that dict's pickle or None), so that
+# a call does not pickle a class by value again while they are the same.
+_ANNOTATIONS_CACHE = weakref.WeakKeyDictionary()
+
+
+def _annotations_pickle(f, modules):
+    """A pickle of f's __annotations__ (those that can be pickled; the
+    others are left out: an annotation never fails a call), or None when
+    there are none.  Cached while f has the same annotations dict."""
+    ann = getattr(f, "__annotations__", None)
+    if not ann or type(ann) is not dict:
+        return None
+    hit = _ANNOTATIONS_CACHE.get(f)
+    if hit is not None and hit[0] is ann and not modules:
+        return hit[1]
+    what = "the annotations of %s" % f.__qualname__
+    try:
+        data = _dumps(ann, what, modules)
+    except (NotPicklableError, _ForeignHandle):
+        keep = {}
+        for k, v in ann.items():
+            try:
+                _dumps(v, what, modules)
+            except (NotPicklableError, _ForeignHandle):
+                continue
+            keep[k] = v
+        try:
+            data = _dumps(keep, what, modules) if keep else None
+        except (NotPicklableError, _ForeignHandle):
+            data = None
+    if not modules:
+        _ANNOTATIONS_CACHE[f] = (ann, data)
+    return data
+
+
+def _defaults_of(f, modules):
+    """What a call of f shipped as its source sends besides its arguments:
+    its current defaults and annotations, as a _Defaults to pickle (the
+    caller pickles it, as it does an argument, with handles inside it as
+    references)."""
+    return _Defaults(getattr(f, "__defaults__", None),
+                     getattr(f, "__kwdefaults__", None),
+                     _annotations_pickle(f, modules))
+
+
+def _named_defaults(f, d):
+    """(parameter name, default value) of f's defaults as d (a _Defaults)
+    holds them: the positional ones, then the keyword-only ones."""
+    code = f.__code__
+    out = []
+    if d.defaults:
+        names = code.co_varnames[:code.co_argcount]
+        out.extend(zip(names[len(names) - len(d.defaults):], d.defaults))
+    if d.kwdefaults:
+        out.extend(d.kwdefaults.items())
+    return out

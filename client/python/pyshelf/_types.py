@@ -174,6 +174,26 @@ class _Kwargs(dict):
     __slots__ = ()
 
 
+class _Defaults:
+    """The current default values (``__defaults__``, ``__kwdefaults__``)
+    of a function shipped as its source, sent before its keyword
+    arguments (the backend's pyshelf._Defaults): the backend defines the
+    function without evaluating its defaults or annotations and gives it
+    these.  annotations: the function's ``__annotations__`` as a pickle of
+    their own (the backend drops them when they cannot be unpickled), or
+    None."""
+    __slots__ = ("defaults", "kwdefaults", "annotations")
+
+    def __init__(self, defaults, kwdefaults, annotations):
+        self.defaults = defaults
+        self.kwdefaults = kwdefaults
+        self.annotations = annotations
+
+    def __reduce__(self):
+        return (_Defaults, (self.defaults, self.kwdefaults,
+                            self.annotations))
+
+
 def _handle(hid):
     """Stands, in a pickle sent to the backend, for a Wrapped inside a
     value: the backend's pyshelf._handle(id) is the handle's object.  Never
@@ -193,7 +213,7 @@ def _function(code, name, defaults, kwdefaults, closure, qualname):
     return f
 
 
-for _cls in (DirectValue, Wrapped, WrappedExcinfo, Lost, _Kwargs, _handle,
-             _function):
+for _cls in (DirectValue, Wrapped, WrappedExcinfo, Lost, _Kwargs, _Defaults,
+             _handle, _function):
     _cls.__module__ = "pyshelf"
 del _cls

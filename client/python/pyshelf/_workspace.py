@@ -33,8 +33,9 @@ from ._errors import (BackendDied, DetachError, Error, ForkedError,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, WorkerDiedWarning)
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
-                        _FunctionByValue, _NoSource, _SOURCE_CACHE, _dumps,
-                        _get_cloudpickle, _missing_module, _source_of)
+                        _FunctionByValue, _NoSource, _SOURCE_CACHE,
+                        _defaults_of, _dumps, _get_cloudpickle,
+                        _missing_module, _named_defaults, _source_of)
 from ._types import (Call, DirectValue, Lost, Wrapped, WrappedExcinfo,
                      _Kwargs, _sending)
 
@@ -865,7 +866,10 @@ class Workspace(collections.abc.MutableMapping):
         A function ships as its source; one whose source cannot be
         shipped (typed at a REPL or in a notebook, a lambda, a closure)
         ships by value (cloudpickle), with the workspace as its globals in
-        both cases.  Arguments that are ``Wrapped`` go as handles, others
+        both cases.  A function shipped as its source gets the client's
+        current defaults and annotations with each call, sent as its
+        arguments are: its def line is not evaluated in the backend.
+        Arguments that are ``Wrapped`` go as handles, others
         by pickle, with any ``Wrapped`` inside them (a list of handles) as
         the handle's object; classes and functions of the client's
         ``__main__``, and of modules the backend cannot import, travel by
@@ -879,9 +883,10 @@ class Workspace(collections.abc.MutableMapping):
         backend; a second Ctrl-C stops waiting.
         """
         fn = None
+        signed = False
         if type(func_or_source) is _FunctionType and (hit := _SOURCE_CACHE.get(
                 func_or_source.__code__)) is not None:
-            code, func = hit    # shipped before: its source, from the cache
+            code, func, signed = hit   # shipped before: from the cache
         elif isinstance(func_or_source, str):
             if args or kwargs:
                 raise TypeError("a block of source takes no arguments; "
@@ -889,12 +894,21 @@ class Workspace(collections.abc.MutableMapping):
             code, func = func_or_source, None
         else:
             try:
-                code, func = _source_of(func_or_source)
+                code, func, signed = _source_of(func_or_source)
             except _NoSource:
                 if _get_cloudpickle() is None:
                     raise
                 code, func = _BY_VALUE_SOURCE, "_pyshelf_by_value"
                 fn = func_or_source
+        # a function shipped as its source takes the client's defaults and
+        # annotations, never what its def line would say in the backend
+        if func is not None and fn is None and (
+                signed or
+                getattr(func_or_source, "__defaults__", None) is not None or
+                getattr(func_or_source, "__kwdefaults__", None) is not None):
+            by_source = func_or_source
+        else:
+            by_source = None
         timeout_ms = 0 if timeout is None else _timeout_ms(timeout)
         modules = []
         while True:
@@ -902,6 +916,8 @@ class Workspace(collections.abc.MutableMapping):
                     for i, a in enumerate(args, 1)] if args else []
             if fn is not None:
                 wire.append(self._dumps_function(fn, modules))
+            if by_source is not None:
+                wire.append(self._dumps_defaults(by_source, modules))
             if kwargs:
                 wire.append(self._dumps(_Kwargs(kwargs),
                                         "the keyword arguments", modules))
@@ -994,6 +1010,24 @@ class Workspace(collections.abc.MutableMapping):
         _sending.ws = self
         try:
             return _dumps(obj, what, modules, oob=True)
+        finally:
+            _sending.ws = None
+
+    def _dumps_defaults(self, f, modules):
+        """The current defaults and annotations of f, a function shipped
+        as its source, pickled as its arguments are (_defaults_of)."""
+        _sending.ws = self
+        try:
+            d = _defaults_of(f, modules)
+            try:
+                return _dumps(d, "the default values of %s" % f.__qualname__,
+                              modules, oob=True)
+            except NotPicklableError:
+                # say which one: each alone, under its parameter's name
+                for name, v in _named_defaults(f, d):
+                    _dumps(v, "the default of %s's parameter %r" % (
+                        f.__qualname__, name), modules, oob=True)
+                raise
         finally:
             _sending.ws = None
 
