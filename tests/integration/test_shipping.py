@@ -249,9 +249,13 @@ def log_to(msg, lock=LOCK):
         return DirectValue(msg)
 
 
-def test_a_default_that_cannot_be_pickled_is_named(gw):
-    """Defaults travel as arguments do: one that cannot be pickled is
-    refused before anything is sent, under its parameter's name."""
-    with pytest.raises(pyshelf.NotPicklableError,
-                       match="log_to's parameter 'lock'"):
-        gw.remote_exec(log_to, "x")
+def test_a_default_that_cannot_be_pickled_is_the_backends(gw):
+    """A default that cannot travel (a lock) does not fail the call: the
+    function is defined as its def is written, the default evaluated in
+    the backend, as it was before defaults travelled."""
+    r = gw.remote_exec(log_to, "x")
+    assert isinstance(r, pyshelf.WrappedExcinfo)
+    assert r.exc_type == "NameError" and "LOCK" in r.message
+    gw.remote_exec("import threading\nLOCK = threading.Lock()")
+    assert gw.remote_exec(log_to, "x").value == "x"
+    assert gw.remote_exec(log_to, "y", lock=gw.wrap("LOCK")).value == "y"

@@ -130,7 +130,7 @@ def _missing_module(err, tried):
     top = name.split(".")[0]
     for cand in (top, name):
         if cand in sys.modules and cand not in tried and \
-                cand not in ("__main__", "builtins"):
+                cand not in ("__main__", "builtins", "pyshelf"):
             return cand
     return None
 
@@ -290,15 +290,3 @@ def _defaults_of(f, modules):
                      getattr(f, "__kwdefaults__", None),
                      _annotations_pickle(f, modules))
 
-
-def _named_defaults(f, d):
-    """(parameter name, default value) of f's defaults as d (a _Defaults)
-    holds them: the positional ones, then the keyword-only ones."""
-    code = f.__code__
-    out = []
-    if d.defaults:
-        names = code.co_varnames[:code.co_argcount]
-        out.extend(zip(names[len(names) - len(d.defaults):], d.defaults))
-    if d.kwdefaults:
-        out.extend(d.kwdefaults.items())
-    return out

@@ -35,7 +35,7 @@ from ._errors import (BackendDied, DetachError, Error, ForkedError,
 from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
                         _FunctionByValue, _NoSource, _SOURCE_CACHE,
                         _defaults_of, _dumps, _get_cloudpickle,
-                        _missing_module, _named_defaults, _source_of)
+                        _missing_module, _source_of)
 from ._types import (Call, DirectValue, Lost, Wrapped, WrappedExcinfo,
                      _Kwargs, _sending)
 
@@ -916,8 +916,9 @@ class Workspace(collections.abc.MutableMapping):
                     for i, a in enumerate(args, 1)] if args else []
             if fn is not None:
                 wire.append(self._dumps_function(fn, modules))
-            if by_source is not None:
-                wire.append(self._dumps_defaults(by_source, modules))
+            if by_source is not None and (
+                    d := self._dumps_defaults(by_source, modules)) is not None:
+                wire.append(d)
             if kwargs:
                 wire.append(self._dumps(_Kwargs(kwargs),
                                         "the keyword arguments", modules))
@@ -1015,19 +1016,17 @@ class Workspace(collections.abc.MutableMapping):
 
     def _dumps_defaults(self, f, modules):
         """The current defaults and annotations of f, a function shipped
-        as its source, pickled as its arguments are (_defaults_of)."""
+        as its source, pickled as its arguments are (_defaults_of); None
+        when a default cannot be pickled (a lock, sys.stdout): f is then
+        defined as its def is written, its defaults evaluated in the
+        backend, as before defaults travelled, rather than refused."""
         _sending.ws = self
         try:
-            d = _defaults_of(f, modules)
-            try:
-                return _dumps(d, "the default values of %s" % f.__qualname__,
-                              modules, oob=True)
-            except NotPicklableError:
-                # say which one: each alone, under its parameter's name
-                for name, v in _named_defaults(f, d):
-                    _dumps(v, "the default of %s's parameter %r" % (
-                        f.__qualname__, name), modules, oob=True)
-                raise
+            return _dumps(_defaults_of(f, modules),
+                          "the default values of %s" % f.__qualname__,
+                          modules, oob=True)
+        except NotPicklableError:
+            return None
         finally:
             _sending.ws = None
 
