@@ -158,8 +158,15 @@ def test_release_of_another_sessions_handle_is_refused(tmp_path):
         hb = b.remote_exec("['of b']")
         assert ha.id == hb.id           # ids are per session
         keep = b.remote_exec(make_list)
-        with pytest.raises(ValueError, match="not a handle of this"):
+        with pytest.raises(pyshelf.ForeignHandleError,
+                           match="not a handle of this") as got:
             b.release(keep, ha)
+        assert isinstance(got.value, ValueError)
+        assert type(got.value).__module__ == "pyshelf"
+        with pytest.raises(pyshelf.ForeignHandleError,
+                           match="the value for 'k'"):
+            b["k"] = ha                 # said as the value, not "argument 2"
+        assert "k" not in b
         # nothing was released, not even the handle of b's own before it
         assert {hb.id, keep.id} <= live_ids(b)
         assert b.remote_exec(length, hb).value == 1

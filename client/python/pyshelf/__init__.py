@@ -26,8 +26,8 @@ running: ``ws.detach()``, ``ws.calls()``, ``ws.result(call_id)``;
 import pickle as _pickle
 
 from . import _pyshelf
-from ._errors import (BackendDied, DetachError, Error, ForkedError,
-                      NotPicklableError, RemoteError, RemoteTraceback,
+from ._errors import (BackendDied, DetachError, Error, ForeignHandleError,
+                      ForkedError, NotPicklableError, RemoteError, RemoteTraceback,
                       ServerOptionsIgnored,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, UnknownHandleError, VolatileError,
@@ -44,7 +44,8 @@ __all__ = ["spawn", "open", "connect", "end", "sessions", "SessionInfo",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
            "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
-           "ServerOptionsIgnored", "DetachError", "ForkedError"]
+           "ServerOptionsIgnored", "DetachError", "ForkedError",
+           "ForeignHandleError"]
 
 __version__ = "0.1.0"
 

@@ -4,7 +4,8 @@ __all__ = ["Error", "RemoteError", "UnknownHandleError", "VolatileError",
            "NotPicklableError", "BackendDied", "SessionNotFound",
            "SessionEnded", "SessionBusy", "SessionEndedWarning",
            "WorkerDiedWarning", "WorkerRestarted", "RemoteTraceback",
-           "ServerOptionsIgnored", "DetachError", "ForkedError"]
+           "ServerOptionsIgnored", "DetachError", "ForkedError",
+           "ForeignHandleError"]
 
 
 class Error(Exception):
@@ -52,6 +53,13 @@ class NotPicklableError(Error, TypeError):
 
     def __str__(self):
         return str(self.message)
+
+
+class ForeignHandleError(Error, ValueError):
+    """A ``Wrapped`` of another session's handle given to this
+    workspace (as an argument, inside a value, to ``release()``): handle
+    ids are per session, so its id would name another object here.
+    Nothing was sent."""
 
 
 class BackendDied(Error):
@@ -199,6 +207,6 @@ for _cls in (Error, RemoteError, UnknownHandleError, VolatileError,
              NotPicklableError, BackendDied, SessionNotFound, SessionEnded,
              SessionBusy, SessionEndedWarning, WorkerDiedWarning,
              WorkerRestarted, RemoteTraceback, ServerOptionsIgnored,
-             ForkedError):
+             ForkedError, ForeignHandleError):
     _cls.__module__ = "pyshelf"
 del _cls

@@ -14,7 +14,7 @@ import sys
 import textwrap
 import weakref
 
-from ._errors import NotPicklableError
+from ._errors import ForeignHandleError, NotPicklableError
 from ._types import _Defaults, _function
 
 # (source, name, signed) per code object, so that repeated calls of one
@@ -135,8 +135,9 @@ def _missing_module(err, tried):
     return None
 
 
-class _ForeignHandle(ValueError):
-    """A Wrapped sent to a workspace of another session."""
+# A Wrapped sent to a workspace of another session (the public name is
+# pyshelf.ForeignHandleError).
+_ForeignHandle = ForeignHandleError
 
 
 class _NoSource(TypeError):

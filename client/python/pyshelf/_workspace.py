@@ -1250,7 +1250,8 @@ class Workspace(collections.abc.MutableMapping):
         if isinstance(value, Wrapped):
             # Bind the handle's object itself, not a pickled Wrapped.
             r = self._run(_BIND_SOURCE, "_pyshelf_bind",
-                          [_dumps(key, "the key"), self._arg(value, 2)], 0,
+                          [_dumps(key, "the key"),
+                           self._handle_id(value, "the value for %r" % key)], 0,
                           False, _Output(None, None))
             if isinstance(r, WrappedExcinfo):
                 cause = RemoteTraceback(r.traceback) if r.traceback \
