@@ -120,21 +120,38 @@ def _traceback_text(exc):
         return None
 
 
+def _memory_limit():
+    """(bytes, what sets them): --memory-limit, which is the process's
+    RLIMIT_DATA, else the machine's memory."""
+    import os
+    import resource
+    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+    if limit != resource.RLIM_INFINITY:
+        return limit, "pyshelfd --memory-limit"
+    return (os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"),
+            "this machine's memory")
+
+
+def _no_memory_out(what, hint):
+    """The RequestError(TOO_BIG) for a value to send (a result, a global
+    by value) that could not be pickled for want of memory (QA5: it was
+    PICKLE "cannot be pickled: MemoryError: ", an empty reason)."""
+    limit, where = _memory_limit()
+    return RequestError(
+        ERR_TOO_BIG, "%s cannot be sent: out of memory while pickling it (at "
+        "most %d bytes: %s; a value that is not an out-of-band buffer, a "
+        "bytes say, needs room for its pickle as well as for itself); %s" %
+        (what, limit, where, hint))
+
+
 def _no_memory(what, data):
     """The RequestError(TOO_BIG) for a value (data: its pickle, or
     (pickle, [bytearray, ...])) that could not be unpickled for want of
     memory: its size and the limit, as the C half says them for a LONG
     refused at its head (str(MemoryError()) is empty).  --memory-limit
     is the process's RLIMIT_DATA."""
-    import os
-    import resource
     pk, bufs = data if type(data) is tuple else (data, ())
-    limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
-    if limit != resource.RLIM_INFINITY:
-        where = "pyshelfd --memory-limit"
-    else:
-        limit = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        where = "this machine's memory"
+    limit, where = _memory_limit()
     return RequestError(
         ERR_TOO_BIG, "%s (%d bytes pickled, and %d in out-of-band buffers) "
         "cannot be unpickled: out of memory (at most %d bytes: %s; a value "
@@ -256,6 +273,10 @@ def _result_for(res, want_value, oob=False):
     value = res.value if isinstance(res, DirectValue) else res
     try:
         data = dumps_value(value, oob)
+    except MemoryError:
+        raise _no_memory_out(
+            "the result (%s)" % _type_name(value), "the call ran; return a "
+            "handle to it (no DirectValue) to keep it") from None
     except Exception as e:
         raise RequestError(ERR_PICKLE,
                            "the result (%s) cannot be pickled: %s: %s" %
@@ -368,6 +389,10 @@ def get_request(name, want_value, oob=False):
         return _text_result(obj, want_value)
     try:
         data = dumps_value(obj, oob)
+    except MemoryError:
+        raise _no_memory_out(
+            "global %r (%s)" % (name, _type_name(obj)),
+            "use ws.wrap(%r) to get a handle to it" % name) from None
     except Exception as e:
         raise RequestError(
             ERR_PICKLE, "global %r (%s) cannot be sent by value: %s: %s; "

@@ -281,6 +281,20 @@ def test_memory_limit_names_the_value_size_and_the_limit(tmp_path, capfd):
             assert "nothing of it was applied" in msg, msg
         assert "b" not in list(ws)
         assert ws["small"] == 1
+        # and on the way out: a result, and a global fetched by value, whose
+        # in-band pickle does not fit (before: PICKLE "...: MemoryError: ")
+        ws.remote_exec("big = bytes(140 << 20)")
+        for fetch, what in [
+                (lambda: ws.remote_exec("DirectValue(big)"), "the result"),
+                (lambda: ws["big"], "global 'big'")]:
+            with pytest.raises(pyshelf.RemoteError) as ei:
+                fetch()
+            msg = str(ei.value)
+            assert ei.value.code_name == "TOO_BIG", msg
+            assert msg.startswith(what) and "out of memory" in msg, msg
+            assert str(limit) in msg and "--memory-limit" in msg, msg
+        assert ws.remote_exec("DirectValue(len(big))").value == 140 << 20
+        ws.remote_exec("del big")
         assert ws.remote_exec("DirectValue(len(bytes(1 << 20)))").value == \
             1 << 20
     finally:
