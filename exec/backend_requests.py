@@ -94,8 +94,15 @@ def _bound_excinfo(exc):
 def _excinfo_result(exc):
     """A WrappedExcinfo for the exception being handled."""
     tb = exc.__traceback__
-    # drop our own frame from the traceback
+    # drop our own frame from the traceback, and the client's shim that
+    # calls a function sent by value (_pyshelf_by_value: QA5 13), when a
+    # frame of the user's code follows it
     if tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    if tb is not None and tb.tb_next is not None and \
+            tb.tb_frame.f_code.co_name == "_pyshelf_by_value" and \
+            tb.tb_frame.f_code.co_filename.startswith(
+                "<pyshelf:_pyshelf_by_value:"):
         tb = tb.tb_next
     exc.__traceback__ = tb
     _bound_excinfo(exc)

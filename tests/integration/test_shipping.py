@@ -23,6 +23,24 @@ def test_closure_ships_by_value(gw):
     assert gw.remote_exec(inner).value == 5
 
 
+def test_traceback_of_a_function_sent_by_value_starts_at_it(gw):
+    """QA5 13: the shim that calls a function sent by value showed as the
+    first frame of its traceback (<pyshelf:_pyshelf_by_value:...>)."""
+    import os
+    k = 0
+
+    def inner():
+        return 1 // k                     # the line the traceback names
+    err = gw.remote_exec(inner)
+    assert isinstance(err, pyshelf.WrappedExcinfo)
+    assert err.exc_type == "ZeroDivisionError"
+    assert "_pyshelf_by_value" not in err.traceback, err.traceback
+    line = inner.__code__.co_firstlineno + 1
+    assert 'File "%s", line %d, in inner' % (os.path.abspath(__file__),
+                                             line) in err.traceback, \
+        err.traceback
+
+
 def test_bound_method_is_refused_clearly(gw):
     class C:
         def m(self):
