@@ -32,6 +32,28 @@ def measure(name, fn, n=N, warm=200):
     return out
 
 
+def interleaved(name, fns, n=N, warm=200):
+    """Each of fns ((label, fn), ...) called in turn n times; the median
+    of each, and its ratio over the first's."""
+    pc = time.perf_counter
+    for _ in range(warm):
+        for _, fn in fns:
+            fn()
+    ts = [[] for _ in fns]
+    for _ in range(n):
+        for k, (_, fn) in enumerate(fns):
+            t0 = pc()
+            fn()
+            ts[k].append(pc() - t0)
+    med = [statistics.median(t) * 1e6 for t in ts]
+    out = {"name": name, "n": n}
+    for (label, _), m in zip(fns, med):
+        out[label + "_median_us"] = round(m, 2)
+        out[label + "_x_" + fns[0][0]] = round(m / med[0], 3)
+    print(json.dumps(out), flush=True)
+    return out
+
+
 def noop():
     return None
 
@@ -44,10 +66,29 @@ def big():
     return DirectValue(b"x" * (1 << 20))
 
 
+class Config:
+    """A class of the client's __main__: it travels by value."""
+
+
+def with_defaults(x=1, y="two"):
+    return None
+
+
+def annotated(c: Config = None, n: int = 0):
+    return None
+
+
 def bench_pyshelf(db):
     ws = pyshelf.spawn(db=db, session="bench")
     try:
         measure("pyshelf_noop", lambda: ws.remote_exec(noop))
+        # a function shipped as source sends its defaults (and
+        # annotations) with each call: their cost over the no-op, the
+        # three called in turn so that the machine's drift hits all alike
+        interleaved("pyshelf_defaults_x_noop", [
+            ("noop", lambda: ws.remote_exec(noop)),
+            ("defaults", lambda: ws.remote_exec(with_defaults)),
+            ("annotated", lambda: ws.remote_exec(annotated))])
         h = ws.remote_exec("[1, 2, 3]")
         measure("pyshelf_wrapped_arg", lambda: ws.remote_exec(takes, h))
         measure("pyshelf_1mb_direct", lambda: ws.remote_exec(big), n=max(N // 10, 200),
