@@ -299,15 +299,15 @@ server_client_hello(server *s, server_client *c, wire_msg *m)
 	if (server_listen_store_gone(s)) {
 		/* attaching would serve the deleted store, or mix it with the
 		 * new one in the workers it starts */
-		server_log("refused a client: the store %s was deleted or "
-		    "replaced after this server opened it", s->db);
+		server_log("refused a client: the store %s was deleted, "
+		    "moved or replaced after this server opened it", s->db);
 		server_client_error(c, WIRE_ERR_STORE, "the store %s was "
-		    "deleted or replaced after this server (pid %ld) opened "
-		    "it: the server still serves the store that was there, "
-		    "which is gone, and takes no new client. Stop it (kill "
-		    "-TERM %ld) and open again: the next open starts a server "
-		    "for the store now at that path", s->db, (long)getpid(),
-		    (long)getpid());
+		    "deleted, moved or replaced after this server (pid %ld) "
+		    "opened it: the server still serves the store it opened, "
+		    "which is no longer at that path, and takes no new "
+		    "client. Stop it (kill -TERM %ld) and open again: the "
+		    "next open starts a server for the store now at that path",
+		    s->db, (long)getpid(), (long)getpid());
 		return;
 	}
 	wire_buf_init(&b);

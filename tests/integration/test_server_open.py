@@ -220,7 +220,7 @@ def test_a_store_deleted_and_made_again_is_not_served_by_the_old_server(srv):
     shutil.rmtree(srv.db)
     os.makedirs(srv.db)
     with pytest.raises(pyshelf.RemoteError,
-                       match="deleted or replaced") as got:
+                       match="deleted, moved or replaced") as got:
         _open(srv, "s")
     assert "kill -TERM %d" % old in str(got.value)
     assert alive(old)           # refusing is all it does
@@ -232,5 +232,30 @@ def test_a_store_deleted_and_made_again_is_not_served_by_the_old_server(srv):
         assert list(ws.keys()) == []
         ws["y"] = 2
         assert ws["y"] == 2
+    finally:
+        ws.close()
+
+
+def test_a_store_moved_under_its_server_is_served_again_once_restarted(srv):
+    """A store moved (mv) while its server runs: through its new path the
+    client finds the old server (the store's record names it), which no
+    longer serves that path and refuses; once it is stopped, a new server
+    serves the store at its new path, with what it held."""
+    os.makedirs(srv.db)
+    ws = _open(srv, "s")
+    ws["x"] = 1
+    old = ws.server_pid
+    ws.close()
+    moved = srv.db + "-moved"
+    os.rename(srv.db, moved)
+    with pytest.raises(pyshelf.RemoteError, match="moved") as got:
+        srv.track(_real_open("s", db=moved))
+    assert "kill -TERM %d" % old in str(got.value)
+    os.kill(old, signal.SIGTERM)
+    assert wait_gone(old)
+    ws = srv.track(_real_open("s", db=moved))
+    try:
+        assert ws.server_pid != old
+        assert ws["x"] == 1
     finally:
         ws.close()
