@@ -536,7 +536,21 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 	if (PyErr_Occurred())
 		PyErr_Clear();
 	worker_output_drain(w); /* the request's output before its reply */
-	rc = wire_end(&b) == WIRE_OK ? dispatch_long_send(w, &b, bufs) : -1;
+	if ((rc = wire_end(&b)) != WIRE_OK) {
+		/* the reply could not be built (the pickle copied into it: out
+		 * of memory, or a field over 4 GiB): say so, never leave the
+		 * client waiting for a reply that does not come (QA6 1) */
+		wire_buf_free(&b);
+		return dispatch_error(w, id, WIRE_ERR_TOO_BIG, "the result (%zu "
+		    "bytes pickled) cannot be sent: %s (at most %zu bytes: %s); "
+		    "the call ran: return a handle to it (no DirectValue) to "
+		    "keep it", PyBytes_Check(val) ? (size_t)PyBytes_GET_SIZE(val) :
+		    (size_t)0, rc == WIRE_E_NOMEM ? "out of memory building its "
+		    "reply" : "its pickle does not fit a reply's field of 4 GiB",
+		    dispatch_long_limit(w), w->opt.memory_limit != 0 ?
+		    "pyshelfd --memory-limit" : "this machine's memory");
+	}
+	rc = dispatch_long_send(w, &b, bufs);
 	wire_buf_free(&b);
 	return rc;
 }

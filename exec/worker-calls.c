@@ -164,14 +164,18 @@ worker_calls_unlink(worker *w, worker_call *k)
 		}
 }
 
-/* Send a frame of type with request id and body to c. */
+static void worker_calls_send_error(worker *, worker_conn *, uint64_t, int,
+    const char *);
+
+/* Send a frame of type with request id and body to c; when there is no
+ * memory to build it, an ERROR saying so instead. */
 static int
 worker_calls_send_body(worker *w, worker_conn *c, uint16_t type,
     uint64_t id, const uint8_t *body, size_t n)
 {
 	wire_buf b;
 	uint8_t *p;
-	int rc = -1;
+	int rc = -1, built;
 
 	wire_buf_init(&b);
 	wire_begin(&b, type, id);
@@ -182,9 +186,16 @@ worker_calls_send_body(worker *w, worker_conn *c, uint16_t type,
 		memmove(p - WIRE_FIELD_HEADER_SIZE, p, n);
 		b.len -= WIRE_FIELD_HEADER_SIZE;
 	}
-	if (wire_end(&b) == WIRE_OK)
+	if ((built = wire_end(&b) == WIRE_OK))
 		rc = worker_send_to(w, c, &b);
 	wire_buf_free(&b);
+	if (!built) {
+		/* no memory for the copy: an answer all the same, never a
+		 * client left waiting (QA6 1) */
+		worker_calls_send_error(w, c, id, WIRE_ERR_TOO_BIG, "the call "
+		    "ran, but its reply could not be copied for this client: "
+		    "out of memory (pyshelfd --memory-limit, or the machine's)");
+	}
 	return rc;
 }
 
@@ -426,8 +437,13 @@ worker_calls_end(worker *w, worker_call *k, const wire_buf *b, int lost)
 	else
 		journal_end_error(w->journal, k->id, body, n, lost, detached);
 	for (i = 0; i < k->n; i++)
-		(void)worker_calls_send_body(w, k->who[i].conn, type,
-		    k->who[i].req_id, body, n);
+		if (k->who[i].req_id == wire_be64_get(b->data + 8))
+			/* b itself: no copy of a reply of megabytes (under
+			 * --memory-limit the copy could fail: QA6 1) */
+			(void)worker_send_to(w, k->who[i].conn, b);
+		else
+			(void)worker_calls_send_body(w, k->who[i].conn, type,
+			    k->who[i].req_id, body, n);
 	worker_calls_unlink(w, k);
 	if (w->call == k)
 		w->call = NULL;

@@ -303,6 +303,43 @@ def test_memory_limit_names_the_value_size_and_the_limit(tmp_path, capfd):
     assert "MemoryError" not in err and "Traceback" not in err, err
 
 
+def test_a_result_near_the_memory_limit_gets_its_reply(tmp_path):
+    """QA6 1: with little memory left under --memory-limit, a result of
+    some 20 MB (a list of 4e6 ints by value) never got a reply: the
+    worker copied it to send it to the call's requester, the copy failed,
+    and nothing was sent; the client waited forever. The requester gets
+    the reply itself now (no copy), and a copy for another client that
+    fails is an ERROR, never silence."""
+    import threading
+    be = backend_with(tmp_path, "--memory-limit", str(300 << 20))
+    ws = pyshelf.spawn(db=str(tmp_path / "db"), session="s", backend=be)
+    got = {}
+
+    def fetch():
+        try:
+            got["dv"] = len(ws.remote_exec("DirectValue(big)").value)
+            got["rv"] = len(ws.remote_exec("big", want_value=True).value)
+        except BaseException as e:     # whatever it is, an answer
+            got["error"] = e
+    try:
+        # most of the 300 MiB taken: a list of 4e6 ints, and a 120 MiB
+        # bytes that does not fit (a MemoryError in the call)
+        ws.remote_exec("big = list(range(4 * 10**6))\n"
+                       "bb = b'z' * (120 << 20)")
+        t = threading.Thread(target=fetch, daemon=True)
+        t.start()
+        t.join(120)
+        assert not t.is_alive(), "no reply"
+        if "error" in got:      # an answer all the same, and a clear one
+            assert isinstance(got["error"], pyshelf.RemoteError), got
+            assert got["error"].code_name == "TOO_BIG", got
+        else:
+            assert got == {"dv": 4 * 10**6, "rv": 4 * 10**6}
+        assert ws.remote_exec("DirectValue(len(big))").value == 4 * 10**6
+    finally:
+        ws.close()
+
+
 def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
     """A global whose name cannot be a store key (over 480 bytes) stays in
     memory, is reported, and never stops the other globals from being
