@@ -429,7 +429,10 @@ class _CheckpointMixin:
                                                               key)
             flags |= base
             self.volatile.pop(key, None)
-        except Exception as e:
+        except BaseException as e:
+            # BaseException: a __reduce__ of the user's may raise
+            # SystemExit; that entry stays volatile, and the rest of the
+            # checkpoint goes on (QA6 4: it failed every checkpoint)
             if _raced(e):
                 self._keep_raced(key)
                 return
@@ -466,7 +469,7 @@ class _CheckpointMixin:
         while True:
             try:
                 return d.cloud_dump(obj, noref, key, group)
-            except Exception as e:
+            except BaseException as e:      # SystemExit too: _slow_record
                 tries -= 1
                 if tries <= 0 or not _raced(e):
                     raise

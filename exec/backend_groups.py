@@ -127,7 +127,7 @@ class _GroupsMixin:
         try:
             pickler, flags, parts, refs = self._cloud_retried(
                 d, group, False, None, set(keys))
-        except Exception:
+        except BaseException:       # SystemExit too (_slow_record)
             return False
         batch.drop(list(keys))
         for k in keys:

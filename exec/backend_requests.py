@@ -284,7 +284,7 @@ def _result_for(res, want_value, oob=False):
         raise _no_memory_out(
             "the result (%s)" % _type_name(value), "the call ran; return a "
             "handle to it (no DirectValue) to keep it") from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:    # a __reduce__ may exit (QA6 2)
         raise RequestError(ERR_PICKLE,
                            "the result (%s) cannot be pickled: %s: %s" %
                            (_type_name(value), type(e).__name__,
@@ -364,7 +364,7 @@ def _text_result(value, want):
                 text = str.__str__(text)    # a str subclass's own __str__
         # repr() of a str may hold lone surrogates: escaped, never an error
         data = text.encode("utf-8", "backslashreplace")
-    except Exception:
+    except BaseException:   # a __repr__ may raise SystemExit too (QA6 2)
         return _wrapped_result(value)
     return _result(KIND_TEXT, 0, _type_name(value), value=data)
 
@@ -400,7 +400,7 @@ def get_request(name, want_value, oob=False):
         raise _no_memory_out(
             "global %r (%s)" % (name, _type_name(obj)),
             "use ws.wrap(%r) to get a handle to it" % name) from None
-    except Exception as e:
+    except (Exception, SystemExit) as e:    # a __reduce__ may exit (QA6 2)
         raise RequestError(
             ERR_PICKLE, "global %r (%s) cannot be sent by value: %s: %s; "
             "use ws.wrap(%r) to get a handle to it" %

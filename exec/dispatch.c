@@ -82,9 +82,12 @@ dispatch_pyerror(worker *w, uint64_t id)
 	if (code == WIRE_ERR_INTERNAL) {
 		/* a bug in the backend: log the traceback for the operator */
 		uint64_t saved = w->current_id;
-		PyErr_Restore(Py_XNewRef(et), Py_XNewRef(ev), Py_XNewRef(etb));
 		w->current_id = 0; /* the traceback goes to our stderr */
-		PyErr_Print();
+		/* PyErr_Display, not PyErr_Print: this may be a SystemExit
+		 * (a __repr__ or __reduce__ of the user's raising it while a
+		 * reply is made: QA6 2), which PyErr_Print would obey */
+		if (et != NULL)
+			PyErr_Display(et, ev, etb);
 		w->current_id = saved;
 	}
 	rc = dispatch_error(w, id, (int)code, "%s%s%s",

@@ -594,11 +594,10 @@ pybatch_dump_keys(PyObject *self, PyObject *args, PyObject *kw)
 		rc = pybatch_dump_obj(b, &pm, (sinkobject *)sink, idmap, key,
 		    obj, items[i].flags, tn, digests);
 		if (rc < 0) {
+			/* any exception, SystemExit too (a __reduce__ of the
+			 * user's: QA6 4): the entry goes the slow way, where it
+			 * stays volatile; the rest of the checkpoint goes on */
 			PyObject *item;
-			if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-				Py_DECREF(tn);
-				goto out;
-			}
 			PyErr_Clear();
 			item = Py_BuildValue("(OOIO)", key, obj, items[i].flags,
 			    tn);

@@ -127,6 +127,10 @@ _NO_TEXT = [
     ("class BadRepr:\n    def __repr__(self):\n        raise OSError('no')\n"
      "BadRepr()", (WANT_REPR,), "f = lambda v: type(v).__name__\n",
      "BadRepr"),
+    # QA6 2: a SystemExit out of __repr__ ended the backend
+    ("class ExitRepr:\n    def __repr__(self):\n        raise SystemExit(3)\n"
+     "ExitRepr()", (WANT_REPR,), "f = lambda v: type(v).__name__\n",
+     "ExitRepr"),
 ]
 
 

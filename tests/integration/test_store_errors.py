@@ -340,6 +340,36 @@ def test_a_result_near_the_memory_limit_gets_its_reply(tmp_path):
         ws.close()
 
 
+def test_system_exit_from_a_reduce_blocks_nothing(tmp_path, capfd):
+    """QA6 2 and 4: an object whose __reduce__ raises SystemExit failed
+    every checkpoint of its workspace from then on (nothing else was
+    saved), and, fetched by value, was an INTERNAL error with a traceback
+    on stderr (a __repr__ raising it ended the backend). It is an entry
+    that cannot be pickled, as any other: volatile, said so, and the rest
+    is saved."""
+    db = str(tmp_path / "db")
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        ws.remote_exec("class X:\n    def __reduce__(self):\n"
+                       "        raise SystemExit(4)\nx = X()\ny = 5")
+        with pytest.raises(pyshelf.NotPicklableError, match="SystemExit"):
+            ws.remote_exec("DirectValue(x)")
+        with pytest.raises(pyshelf.NotPicklableError, match="SystemExit"):
+            ws["x"]
+        ws["z"] = 6
+        assert ws.remote_exec("DirectValue(y + z)").value == 11
+    finally:
+        ws.close()
+    ws = pyshelf.spawn(db=db, session="s")
+    try:
+        assert (ws["y"], ws["z"]) == (5, 6)
+        assert [(lost.name, "SystemExit" in lost.reason)
+                for lost in ws.lost()] == [("x", True)]
+    finally:
+        ws.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
     """A global whose name cannot be a store key (over 480 bytes) stays in
     memory, is reported, and never stops the other globals from being
