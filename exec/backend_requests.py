@@ -366,6 +366,10 @@ def _text_result(value, want):
         data = text.encode("utf-8", "backslashreplace")
     except BaseException:   # a __repr__ may raise SystemExit too (QA6 2)
         return _wrapped_result(value)
+    if b"\0" in data:
+        # a __repr__ of the user's that returns a NUL: C's text ends
+        # there, and the C client took the reply for out of memory (QA6 3)
+        return _wrapped_result(value)
     return _result(KIND_TEXT, 0, _type_name(value), value=data)
 
 

@@ -131,6 +131,10 @@ _NO_TEXT = [
     ("class ExitRepr:\n    def __repr__(self):\n        raise SystemExit(3)\n"
      "ExitRepr()", (WANT_REPR,), "f = lambda v: type(v).__name__\n",
      "ExitRepr"),
+    # QA6 3: a repr with a NUL in it was "out of memory" in the client
+    ("class NulRepr:\n    def __repr__(self):\n        return 'a\\x00b'\n"
+     "NulRepr()", (WANT_REPR,), "f = lambda v: type(v).__name__\n",
+     "NulRepr"),
 ]
 
 
