@@ -358,8 +358,13 @@ def test_system_exit_from_a_reduce_blocks_nothing(tmp_path, capfd):
             ws["x"]
         ws["z"] = 6
         assert ws.remote_exec("DirectValue(y + z)").value == 11
-    finally:
+    except BaseException:
         ws.close()
+        raise
+    assert "Traceback" not in capfd.readouterr().err
+    # killed: through a server, a worker that holds a volatile entry
+    # outlives its clients' close(), and x with it
+    kill_backend(ws)
     ws = pyshelf.spawn(db=db, session="s")
     try:
         assert (ws["y"], ws["z"]) == (5, 6)
@@ -367,7 +372,6 @@ def test_system_exit_from_a_reduce_blocks_nothing(tmp_path, capfd):
                 for lost in ws.lost()] == [("x", True)]
     finally:
         ws.close()
-    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_unstorable_global_names_do_not_block_checkpoints(tmp_path):
