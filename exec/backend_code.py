@@ -173,6 +173,15 @@ def _unsign(tree, name):
             node.returns = None
 
 
+def _parse_function(source, filename, name, unsigned):
+    """The syntax tree of a shipped function's source; unsigned: without
+    its def's defaults and annotations (_unsign)."""
+    tree = ast.parse(source, filename, "exec")
+    if unsigned:
+        _unsign(tree, name)
+    return tree
+
+
 def _compile_function(source, name, digest, unsigned=False):
     """The code of a shipped function's source: at the client's file and
     lines when its origin line says where, else under a name of ours.
@@ -181,9 +190,7 @@ def _compile_function(source, name, digest, unsigned=False):
     if origin is not None:
         filename, first = origin
         try:
-            tree = ast.parse(source, filename, "exec")
-            if unsigned:
-                _unsign(tree, name)
+            tree = _parse_function(source, filename, name, unsigned)
             ast.increment_lineno(tree, first - 1)
             code = compile(tree, filename, "exec")
         except (SyntaxError, ValueError):
@@ -193,10 +200,8 @@ def _compile_function(source, name, digest, unsigned=False):
                              source[:source.rfind(_ORIGIN_TAG)])
             return code
     filename = "<pyshelf:%s:%s>" % (name, digest.hex()[:12])
-    tree = ast.parse(source, filename, "exec")
-    if unsigned:
-        _unsign(tree, name)
-    code = compile(tree, filename, "exec")
+    code = compile(_parse_function(source, filename, name, unsigned),
+                   filename, "exec")
     _remember_source(filename, source)
     return code
 

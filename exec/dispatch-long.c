@@ -64,6 +64,14 @@ dispatch_long_limit(worker *w)
 	return lim;
 }
 
+/* What sets dispatch_long_limit(), as messages say it. */
+const char *
+dispatch_long_limit_by(const worker *w)
+{
+	return w->opt.memory_limit != 0 ? "pyshelfd --memory-limit" :
+	    "this machine's memory";
+}
+
 /* Unlink and free s. */
 static void
 dispatch_long_drop(worker *w, struct dispatch_long *s)

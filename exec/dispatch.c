@@ -550,8 +550,7 @@ dispatch_result(worker *w, uint64_t id, PyObject *res)
 		    "keep it", PyBytes_Check(val) ? (size_t)PyBytes_GET_SIZE(val) :
 		    (size_t)0, rc == WIRE_E_NOMEM ? "out of memory building its "
 		    "reply" : "its pickle does not fit a reply's field of 4 GiB",
-		    dispatch_long_limit(w), w->opt.memory_limit != 0 ?
-		    "pyshelfd --memory-limit" : "this machine's memory");
+		    dispatch_long_limit(w), dispatch_long_limit_by(w));
 	}
 	rc = dispatch_long_send(w, &b, bufs);
 	wire_buf_free(&b);
@@ -622,8 +621,7 @@ dispatch_nomem(worker *w, const wire_msg *m)
 	    "in-band needs room for its pickle and for itself); nothing of it "
 	    "was applied", wire_msg_name(m->type) != NULL ?
 	    wire_msg_name(m->type) : "a", (unsigned long long)m->id, pk, oob,
-	    dispatch_long_limit(w), w->opt.memory_limit != 0 ?
-	    "pyshelfd --memory-limit" : "this machine's memory");
+	    dispatch_long_limit(w), dispatch_long_limit_by(w));
 }
 
 /* An OOB field where none may be: after a field that is not a pickle. */

@@ -736,6 +736,9 @@ int dispatch_error(worker *w, uint64_t id, int code, const char *fmt, ...)
 /* The most bytes a request may bring: the machine's memory, or
  * --memory-limit when it is lower. */
 size_t dispatch_long_limit(worker *w);
+/* What sets that limit, as messages say it: "pyshelfd --memory-limit" or
+ * "this machine's memory". */
+const char *dispatch_long_limit_by(const worker *w);
 /* A LONG or a PART (and any frame while a LONG is open on its
  * connection): returns 1 when m was consumed, with *rc the result of
  * what was sent; 0 when m is to be served as usual.  GIL held. */

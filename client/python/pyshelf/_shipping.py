@@ -79,7 +79,7 @@ def _dumps(obj, what, modules=(), oob=False):
             data = pickle.dumps(obj, protocol=5, buffer_callback=cb)
             if b"__main__" not in data:
                 return (data, tuple(bufs)) if bufs else data
-        except _ForeignHandle:
+        except ForeignHandleError:
             raise
         except Exception as e:
             first = e
@@ -96,7 +96,7 @@ def _dumps(obj, what, modules=(), oob=False):
             del bufs[:]
             data = cp.dumps(obj, protocol=5, buffer_callback=cb)
             return (data, tuple(bufs)) if bufs else data
-        except _ForeignHandle:
+        except ForeignHandleError:
             raise
         except Exception as e:
             first = first or e
@@ -133,11 +133,6 @@ def _missing_module(err, tried):
                 cand not in ("__main__", "builtins", "pyshelf"):
             return cand
     return None
-
-
-# A Wrapped sent to a workspace of another session (the public name is
-# pyshelf.ForeignHandleError).
-_ForeignHandle = ForeignHandleError
 
 
 class _NoSource(TypeError):
@@ -265,17 +260,17 @@ def _annotations_pickle(f, modules):
     what = "the annotations of %s" % f.__qualname__
     try:
         data = _dumps(ann, what, modules)
-    except (NotPicklableError, _ForeignHandle):
+    except (NotPicklableError, ForeignHandleError):
         keep = {}
         for k, v in ann.items():
             try:
                 _dumps(v, what, modules)
-            except (NotPicklableError, _ForeignHandle):
+            except (NotPicklableError, ForeignHandleError):
                 continue
             keep[k] = v
         try:
             data = _dumps(keep, what, modules) if keep else None
-        except (NotPicklableError, _ForeignHandle):
+        except (NotPicklableError, ForeignHandleError):
             data = None
     if not modules:
         _ANNOTATIONS_CACHE[f] = (ann, data)

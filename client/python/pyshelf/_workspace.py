@@ -27,12 +27,13 @@ import warnings
 import weakref
 
 from . import _pyshelf
-from ._errors import (BackendDied, DetachError, Error, ForkedError,
+from ._errors import (BackendDied, DetachError, Error, ForeignHandleError,
+                      ForkedError,
                       NotPicklableError, RemoteError, RemoteTraceback,
                       ServerOptionsIgnored,
                       SessionBusy, SessionEnded, SessionEndedWarning,
                       SessionNotFound, WorkerDiedWarning)
-from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE, _ForeignHandle,
+from ._shipping import (_BY_VALUE_CACHE, _BY_VALUE_SOURCE,
                         _FunctionByValue, _NoSource, _SOURCE_CACHE,
                         _defaults_of, _dumps, _get_cloudpickle,
                         _missing_module, _source_of)
@@ -1001,7 +1002,7 @@ class Workspace(collections.abc.MutableMapping):
         if owner is not self._handles and (
                 owner is None or owner.session_id is None or
                 owner.session_id != self._handles.session_id):
-            raise _ForeignHandle("%s: %r is not a handle of this "
+            raise ForeignHandleError("%s: %r is not a handle of this "
                                  "workspace's session" % (what, w))
         return w._id
 
